@@ -1,0 +1,67 @@
+/*
+ * base.h: the lowest layer of llamac, libc only. Checks, checked allocation,
+ * the user-error type, a seeded RNG and a wall clock.
+ *
+ * Three kinds of failure, three mechanisms (STYLE.md):
+ *   bugs           -> LC_ASSERT (always on) / LC_DASSERT (DEBUG=1 only)
+ *   resource fail  -> xmalloc & friends abort with size and file:line
+ *   user input     -> functions return int (0 ok, -1 error) and fill an Err
+ *                     with "<file or flag>: <what is wrong>"; main prints it.
+ */
+#ifndef LLAMAC_MODEL_BASE_H
+#define LLAMAC_MODEL_BASE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LC_ASSERT(c) \
+    do { if (!(c)) lc_fatal_at(__FILE__, __LINE__, "assert failed: %s", #c); } while (0)
+#ifdef LC_DEBUG
+#define LC_DASSERT(c) LC_ASSERT(c)
+#else
+#define LC_DASSERT(c) ((void)0)
+#endif
+#define LC_FATAL(...) lc_fatal_at(__FILE__, __LINE__, __VA_ARGS__)
+
+void lc_fatal_at(const char *file, int line, const char *fmt, ...)
+    __attribute__((noreturn, format(printf, 3, 4)));
+
+#define xmalloc(n) lc_xmalloc((n), __FILE__, __LINE__)
+#define xcalloc(n, s) lc_xcalloc((n), (s), __FILE__, __LINE__)
+#define xrealloc(p, n) lc_xrealloc((p), (n), __FILE__, __LINE__)
+void *lc_xmalloc(size_t n, const char *file, int line);
+void *lc_xcalloc(size_t n, size_t size, const char *file, int line);
+void *lc_xrealloc(void *p, size_t n, const char *file, int line);
+/* 64-byte aligned, zeroed; free with free(). */
+void *lc_xalloc_aligned(size_t n, const char *file, int line);
+#define xalloc_aligned(n) lc_xalloc_aligned((n), __FILE__, __LINE__)
+
+/* A user-facing error: one line, "<file or flag>: <what is wrong>". */
+typedef struct Err {
+    char msg[256];
+} Err;
+/* Fill e (if not NULL) and return -1, so callers can `return err_set(...)`. */
+int err_set(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* ---- RNG: xoshiro256** seeded by splitmix64; the whole state is 32 bytes,
+ * so a checkpoint can store it and a resumed run continues the stream. */
+typedef struct Rng {
+    uint64_t s[4];
+} Rng;
+void rng_seed(Rng *r, uint64_t seed);
+uint64_t rng_u64(Rng *r);
+float rng_uniform(Rng *r);          /* [0, 1) with 24 random bits */
+float rng_normal(Rng *r);           /* standard normal, Box-Muller */
+
+/* Monotonic wall clock in seconds. */
+double time_now(void);
+
+/* Parse helpers for flags and config values: strict (whole string, range),
+ * never atoi. Return 0 or -1 with e = "<what>: <why>". */
+int parse_int(const char *s, long lo, long hi, long *out, const char *what, Err *e);
+int parse_float(const char *s, double lo, double hi, double *out, const char *what, Err *e);
+
+/* Peak resident set size of this process in bytes (getrusage). */
+size_t peak_rss_bytes(void);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * llama.c: the decoder's forward and backward, written once against the op
+ * table. No backend headers here: where the data lives is a property of the
+ * buffers, chosen by the Ops table passed to llama_init.
+ *
+ * Per layer (pre-norm, Touvron et al. 2023):
+ *   h   = x + o_proj(attn(rope(q_proj(n1)), rope(k_proj(n1)), v_proj(n1))),
+ *         n1 = rmsnorm(x) * ln1
+ *   out = h + down_proj(silu(gate_proj(n2)) * up_proj(n2)), n2 = rmsnorm(h) * ln2
+ * then the final norm and the LM head with cross-entropy, fused.
+ */
+#include "llama.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ----------------------------------------------------------------------------
+// the activation arena: one list of (pointer slot, size), walked twice, once
+// to size and once to point (the table-and-point mechanism of params.c)
+
+typedef struct {
+    float **slot;
+    size_t numel;
+} ActSlot;
+
+static int act_slots(Llama *m, int with_grads, ActSlot *s) {
+    const LlamaConfig *c = &m->c;
+    size_t N = (size_t)m->B * m->T, D = c->dim, HS = config_head_size(c);
+    size_t Q = c->n_heads * HS, KVD = c->n_kv_heads * HS, F = c->hidden;
+    int n = 0;
+#define A(p, sz) (s[n].slot = &(p), s[n].numel = (sz), n++)
+    for (int l = 0; l < c->n_layers; l++) {
+        LayerActs *a = &m->acts[l];
+        A(a->x, N * D); A(a->xn1, N * D); A(a->rstd1, N);
+        A(a->q, N * Q); A(a->k, N * KVD); A(a->v, N * KVD);
+        A(a->att, N * Q); A(a->lse, (size_t)m->B * c->n_heads * m->T);
+        A(a->h, N * D); A(a->xn2, N * D); A(a->rstd2, N);
+        A(a->gate, N * F); A(a->up, N * F); A(a->act, N * F);
+    }
+    A(m->x_out, N * D); A(m->xf, N * D); A(m->rstdf, N); A(m->row_loss, N);
+    A(m->rope_cos, (size_t)m->T * HS / 2); A(m->rope_sin, (size_t)m->T * HS / 2);
+    if (with_grads) {
+        A(m->dres, N * D); A(m->dxn, N * D); A(m->datt, N * Q);
+        A(m->dq, N * Q); A(m->dk, N * KVD); A(m->dv, N * KVD);
+        A(m->dgate, N * F); A(m->dup, N * F); A(m->dact, N * F);
+    }
+#undef A
+    return n;
+}
+
+#define MAX_SLOTS (14 * LC_MAX_LAYERS + 16)
+
+static size_t round_up(size_t n) { return (n + PARAMS_ALIGN - 1) / PARAMS_ALIGN * PARAMS_ALIGN; }
+
+LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads) {
+    LlamaMem mem = {0, 0, 0};
+    ParamTable t;
+    if (params_build(c, &t, NULL)) return mem;
+    static Llama m; /* only shapes are read; the slots point into it */
+    memset(&m, 0, sizeof m);
+    m.c = *c;
+    m.B = B;
+    m.T = T;
+    ActSlot s[MAX_SLOTS];
+    int n = act_slots(&m, with_grads, s);
+    size_t acts = 0;
+    for (int i = 0; i < n; i++) acts += round_up(s[i].numel);
+    int HS = config_head_size(c);
+    acts += ops->scratch_floats(NULL, B, T, c->n_heads, HS, c->vocab, c->dim);
+    mem.params = t.size * sizeof(float);
+    mem.grads = with_grads ? t.size * sizeof(float) : 0;
+    mem.acts = acts * sizeof(float) + 3 * (size_t)B * T * sizeof(int);
+    params_free(&t);
+    return mem;
+}
+
+int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
+               int with_grads, Err *e) {
+    memset(m, 0, sizeof *m);
+    if (params_build(c, &m->t, e)) return -1;
+    if (B <= 0) return err_set(e, "batch size: must be positive, got %d", B);
+    if (T <= 0) return err_set(e, "sequence length: must be positive, got %d", T);
+    if (T > c->max_seq)
+        return err_set(e, "sequence length: %d exceeds the model's context length %d", T, c->max_seq);
+    m->c = *c;
+    m->ops = ops;
+    m->ctx = ctx;
+    m->B = B;
+    m->T = T;
+    m->params = ops->alloc(ctx, m->t.size * sizeof(float));
+    params_point(c, &m->t, m->params, sizeof(float), &m->w);
+    if (with_grads) {
+        m->grads = ops->alloc(ctx, m->t.size * sizeof(float));
+        params_point(c, &m->t, m->grads, sizeof(float), &m->g);
+    }
+    ActSlot s[MAX_SLOTS];
+    int n = act_slots(m, with_grads, s);
+    size_t total = 0;
+    for (int i = 0; i < n; i++) total += round_up(s[i].numel);
+    int HS = config_head_size(c);
+    m->scratch_floats = ops->scratch_floats(ctx, B, T, c->n_heads, HS, c->vocab, c->dim);
+    m->arena_floats = total + m->scratch_floats;
+    m->arena = ops->alloc(ctx, m->arena_floats * sizeof(float));
+    size_t off = 0;
+    for (int i = 0; i < n; i++) {
+        *s[i].slot = m->arena + off;
+        off += round_up(s[i].numel);
+    }
+    m->scratch = m->arena + off;
+    size_t bt = (size_t)B * T * sizeof(int);
+    m->tokens = ops->alloc(ctx, bt);
+    m->targets = ops->alloc(ctx, bt);
+    m->pos = ops->alloc(ctx, bt);
+
+    /* RoPE tables: angle = pos * inv_freq in float32 as transformers does,
+     * then cos/sin of that float. */
+    int half = HS / 2;
+    float inv_freq[4096];
+    LC_ASSERT(half <= 4096);
+    config_rope_inv_freq(c, inv_freq);
+    float *cs = xmalloc((size_t)T * half * sizeof(float)), *sn = xmalloc((size_t)T * half * sizeof(float));
+    for (int p = 0; p < T; p++)
+        for (int i = 0; i < half; i++) {
+            float ang = (float)p * inv_freq[i];
+            cs[(size_t)p * half + i] = (float)cos((double)ang);
+            sn[(size_t)p * half + i] = (float)sin((double)ang);
+        }
+    ops->upload(ctx, m->rope_cos, cs, (size_t)T * half * sizeof(float));
+    ops->upload(ctx, m->rope_sin, sn, (size_t)T * half * sizeof(float));
+    free(cs);
+    free(sn);
+    return 0;
+}
+
+void llama_free(Llama *m) {
+    if (m->ops) {
+        void *ctx = m->ctx;
+        m->ops->free(ctx, m->params);
+        if (m->grads) m->ops->free(ctx, m->grads);
+        m->ops->free(ctx, m->arena);
+        m->ops->free(ctx, m->tokens);
+        m->ops->free(ctx, m->targets);
+        m->ops->free(ctx, m->pos);
+    }
+    params_free(&m->t);
+    memset(m, 0, sizeof *m);
+}
+
+void llama_doc_pos(const int *tokens, int B, int T, int sep, int *pos) {
+    for (int b = 0; b < B; b++) {
+        int p = 0;
+        for (int t = 0; t < T; t++) {
+            pos[(size_t)b * T + t] = p++;
+            if (sep >= 0 && tokens[(size_t)b * T + t] == sep) p = 0;
+        }
+    }
+}
+
+int llama_set_batch(Llama *m, const int *tokens, const int *targets, const int *pos, Err *e) {
+    int B = m->B, T = m->T, V = m->c.vocab;
+    size_t n = (size_t)B * T;
+    for (size_t i = 0; i < n; i++) {
+        if (tokens[i] < 0 || tokens[i] >= V)
+            return err_set(e, "batch: token %d at index %zu is outside the vocabulary [0, %d)",
+                           tokens[i], i, V);
+        if (targets && targets[i] != LC_IGNORE && (targets[i] < 0 || targets[i] >= V))
+            return err_set(e, "batch: target %d at index %zu is outside the vocabulary [0, %d)",
+                           targets[i], i, V);
+    }
+    int *own = NULL;
+    if (!pos) {
+        own = xmalloc(n * sizeof(int));
+        llama_doc_pos(tokens, B, T, -1, own);
+        pos = own;
+    }
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            int p = pos[(size_t)b * T + t];
+            /* a document starts at position 0 and counts up by one */
+            if (p < 0 || p > t || (p > 0 && t > 0 && pos[(size_t)b * T + t - 1] != p - 1)) {
+                free(own);
+                return err_set(e, "batch: position %d at row %d, column %d is inconsistent", p, b, t);
+            }
+        }
+    m->ops->upload(m->ctx, m->tokens, tokens, n * sizeof(int));
+    if (targets) {
+        m->ops->upload(m->ctx, m->targets, targets, n * sizeof(int));
+    } else {
+        int *ig = xmalloc(n * sizeof(int));
+        for (size_t i = 0; i < n; i++) ig[i] = LC_IGNORE;
+        m->ops->upload(m->ctx, m->targets, ig, n * sizeof(int));
+        free(ig);
+    }
+    m->ops->upload(m->ctx, m->pos, pos, n * sizeof(int));
+    free(own);
+    return 0;
+}
+
+long llama_count_targets(const int *targets, size_t n) {
+    long k = 0;
+    for (size_t i = 0; i < n; i++) k += targets[i] != LC_IGNORE;
+    return k;
+}
+
+double llama_flops_per_token(const LlamaConfig *c, int T) {
+    ParamTable t;
+    if (params_build(c, &t, NULL)) return 0;
+    double n = (double)t.numel - (c->tied ? 0.0 : (double)c->vocab * c->dim);
+    params_free(&t);
+    return 6.0 * n + 12.0 * c->n_layers * c->n_heads * config_head_size(c) * (double)T;
+}
+
+// ----------------------------------------------------------------------------
+// forward
+
+double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    void *ctx = m->ctx;
+    int B = m->B, T = m->T, N = B * T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads;
+    int HS = config_head_size(c), Q = H * HS, KVD = KV * HS, F = c->hidden, L = c->n_layers;
+    LC_ASSERT(0 <= l0 && l0 <= l1 && l1 <= L);
+
+    if (l0 == 0) o->embed_fwd(ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    for (int l = l0; l < l1; l++) {
+        LayerActs *a = &m->acts[l];
+        const LayerWeights *w = &m->w.layer[l];
+        float *out = l + 1 < L ? m->acts[l + 1].x : m->x_out;
+        o->rmsnorm_fwd(ctx, a->xn1, a->rstd1, a->x, w->ln1, N, D, c->norm_eps);
+        o->matmul_fwd(ctx, a->q, a->xn1, w->wq, N, D, Q);
+        o->matmul_fwd(ctx, a->k, a->xn1, w->wk, N, D, KVD);
+        o->matmul_fwd(ctx, a->v, a->xn1, w->wv, N, D, KVD);
+        o->rope_fwd(ctx, a->q, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
+        o->rope_fwd(ctx, a->k, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
+        o->attn_fwd(ctx, a->att, a->lse, a->q, a->k, a->v, m->pos, m->scratch, B, T, H, KV, HS);
+        o->matmul_fwd(ctx, a->h, a->att, w->wo, N, Q, D);
+        o->add(ctx, a->h, a->x, (size_t)N * D);
+        o->rmsnorm_fwd(ctx, a->xn2, a->rstd2, a->h, w->ln2, N, D, c->norm_eps);
+        o->matmul_fwd(ctx, a->gate, a->xn2, w->wg, N, D, F);
+        o->matmul_fwd(ctx, a->up, a->xn2, w->wu, N, D, F);
+        o->swiglu_fwd(ctx, a->act, a->gate, a->up, (size_t)N * F);
+        o->matmul_fwd(ctx, out, a->act, w->wd, N, F, D);
+        o->add(ctx, out, a->h, (size_t)N * D);
+    }
+    if (l1 < L) return 0.0;
+
+    o->rmsnorm_fwd(ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
+    int train = grad_scale > 0 && m->grads;
+    double loss = o->lmhead_ce(ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, m->row_loss,
+                               m->xf, m->w.lm_head, m->targets, m->scratch, N, D, c->vocab,
+                               grad_scale);
+    if (train) {
+        o->zero(ctx, m->dres, (size_t)N * D * sizeof(float));
+        o->rmsnorm_bwd(ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+    }
+    return loss;
+}
+
+// ----------------------------------------------------------------------------
+// backward
+
+void llama_backward(Llama *m, int l0, int l1) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    void *ctx = m->ctx;
+    int B = m->B, T = m->T, N = B * T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads;
+    int HS = config_head_size(c), Q = H * HS, KVD = KV * HS, F = c->hidden;
+    LC_ASSERT(m->grads && 0 <= l0 && l0 <= l1 && l1 <= c->n_layers);
+
+    for (int l = l1 - 1; l >= l0; l--) {
+        LayerActs *a = &m->acts[l];
+        const LayerWeights *w = &m->w.layer[l];
+        LayerWeights *g = &m->g.layer[l];
+        /* out = h + down(act): dres flows to h unchanged */
+        o->matmul_bwd(ctx, m->dact, g->wd, m->dres, a->act, w->wd, N, F, D, 0);
+        o->swiglu_bwd(ctx, m->dgate, m->dup, m->dact, a->gate, a->up, (size_t)N * F);
+        o->matmul_bwd(ctx, m->dxn, g->wg, m->dgate, a->xn2, w->wg, N, D, F, 0);
+        o->matmul_bwd(ctx, m->dxn, g->wu, m->dup, a->xn2, w->wu, N, D, F, 1);
+        o->rmsnorm_bwd(ctx, m->dres, g->ln2, m->dxn, a->h, w->ln2, a->rstd2, N, D);
+        /* h = x + o_proj(att) */
+        o->matmul_bwd(ctx, m->datt, g->wo, m->dres, a->att, w->wo, N, Q, D, 0);
+        o->attn_bwd(ctx, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->pos,
+                    m->scratch, B, T, H, KV, HS);
+        o->rope_bwd(ctx, m->dq, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
+        o->rope_bwd(ctx, m->dk, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
+        o->matmul_bwd(ctx, m->dxn, g->wq, m->dq, a->xn1, w->wq, N, D, Q, 0);
+        o->matmul_bwd(ctx, m->dxn, g->wk, m->dk, a->xn1, w->wk, N, D, KVD, 1);
+        o->matmul_bwd(ctx, m->dxn, g->wv, m->dv, a->xn1, w->wv, N, D, KVD, 1);
+        o->rmsnorm_bwd(ctx, m->dres, g->ln1, m->dxn, a->x, w->ln1, a->rstd1, N, D);
+    }
+    if (l0 == 0) o->embed_bwd(ctx, m->g.embed, m->dres, m->tokens, N, D);
+}

@@ -1,0 +1,107 @@
+/*
+ * llama.h: the Llama decoder, forward and hand-written backward, written once
+ * against the Ops table (ops.h). Everything a step needs is allocated by
+ * llama_init from (B, T): parameters, optionally gradients, the activation
+ * arena and scratch. Forward and backward run over a range of layers
+ * [l0, l1) so that a pipeline stage can run its slice: l0 == 0 includes the
+ * embedding, l1 == L the final norm and the fused LM head + loss.
+ */
+#ifndef LLAMAC_MODEL_LLAMA_H
+#define LLAMAC_MODEL_LLAMA_H
+
+#include "config.h"
+#include "ops.h"
+#include "params.h"
+
+/* What the backward needs of one decoder layer; pointers into the arena. */
+typedef struct LayerActs {
+    float *x;     /* (N, D) layer input (residual stream) */
+    float *xn1;   /* (N, D) input_layernorm(x) */
+    float *rstd1; /* (N) */
+    float *q;     /* (N, H*HS) after RoPE */
+    float *k;     /* (N, KV*HS) after RoPE */
+    float *v;     /* (N, KV*HS) */
+    float *att;   /* (N, H*HS) attention output before o_proj */
+    float *lse;   /* (B, H, T) softmax log-sum-exp */
+    float *h;     /* (N, D) x + o_proj(att) */
+    float *xn2;   /* (N, D) post_attention_layernorm(h) */
+    float *rstd2; /* (N) */
+    float *gate;  /* (N, F) */
+    float *up;    /* (N, F) */
+    float *act;   /* (N, F) silu(gate) * up */
+} LayerActs;
+
+typedef struct Llama {
+    LlamaConfig c;
+    ParamTable t;
+    const Ops *ops;
+    void *ctx;         /* backend context */
+    int B, T;
+    float *params;     /* t.size floats */
+    float *grads;      /* t.size floats, or NULL (inference, frozen base) */
+    LlamaWeights w, g; /* typed views of params and grads */
+    /* activations: one arena */
+    float *arena;
+    size_t arena_floats;
+    LayerActs acts[LC_MAX_LAYERS];
+    float *x_out;      /* (N, D) residual after the last layer */
+    float *xf;         /* (N, D) final norm output */
+    float *rstdf;      /* (N) */
+    float *row_loss;   /* (N) per-token loss of the last forward */
+    /* gradient buffers, reused by every layer */
+    float *dres;       /* (N, D) gradient of the residual stream */
+    float *dxn;        /* (N, D) */
+    float *datt;       /* (N, H*HS) */
+    float *dq, *dk, *dv;
+    float *dgate, *dup, *dact; /* (N, F) */
+    float *scratch;
+    size_t scratch_floats;
+    float *rope_cos, *rope_sin; /* (T, HS/2) */
+    int *tokens, *targets, *pos; /* (B, T) on the backend */
+} Llama;
+
+/* Build the model for batches of (B, T); parameters zeroed (use
+ * params_init or a load). with_grads allocates gradients and activation
+ * gradient buffers. Returns 0, or -1 with e set for a bad config or shape. */
+int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
+               int with_grads, Err *e);
+void llama_free(Llama *m);
+
+/* Bytes llama_init would allocate for these shapes (no allocation), split
+ * into parameters, gradients and activations (arena + scratch). */
+typedef struct LlamaMem {
+    size_t params, grads, acts;
+} LlamaMem;
+LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads);
+
+/* Copy a batch in (host arrays of B*T). targets may hold LC_IGNORE. pos may
+ * be NULL for positions 0..T-1 (no documents). Checks token and target
+ * ranges and pos consistency; returns 0 or -1 with e. */
+int llama_set_batch(Llama *m, const int *tokens, const int *targets, const int *pos, Err *e);
+
+/* Positions from document boundaries: pos[b, t] restarts at 0 after every
+ * token equal to sep (the token after an end-of-text starts a new document).
+ * sep < 0 gives 0..T-1. Host arrays. */
+void llama_doc_pos(const int *tokens, int B, int T, int sep, int *pos);
+
+/* Forward over layers [l0, l1). Returns the summed loss over target tokens
+ * when l1 == L (0 otherwise). With grad_scale > 0 (and gradients allocated)
+ * the fused LM head also writes the head's gradients, scaled by grad_scale
+ * (1 / the number of target tokens in the whole optimizer step), and leaves
+ * the gradient of the last residual in dres for llama_backward. For l0 > 0
+ * the caller puts the stage input in acts[l0].x. */
+double llama_forward(Llama *m, int l0, int l1, float grad_scale);
+
+/* Backward over layers [l1 - 1 .. l0], from dres (the gradient at the output
+ * of layer l1 - 1), accumulating into m->grads; when l0 == 0 it ends with the
+ * embedding gradient, otherwise dres holds the gradient of acts[l0].x. */
+void llama_backward(Llama *m, int l0, int l1);
+
+/* Number of targets != LC_IGNORE in a host array of n. */
+long llama_count_targets(const int *targets, size_t n);
+
+/* Training FLOPs per token: 6*N + 12*L*H*HS*T (DESIGN.md), N counting every
+ * parameter except the embedding lookup but including the LM head. */
+double llama_flops_per_token(const LlamaConfig *c, int T);
+
+#endif

@@ -1,0 +1,130 @@
+/*
+ * ops.h: the backend op table, the single source of truth for what a backend
+ * must provide. The model (llama.c) is written once as calls into an Ops
+ * table; the CPU backend (ops_cpu.c) fills it with float32 code over CBLAS
+ * and OpenMP, and a CUDA backend fills the same table with bf16 kernels.
+ *
+ * Conventions for every op:
+ *   - the first argument is the backend context (NULL on the CPU);
+ *   - pointers are backend memory (host on the CPU); activations are the
+ *     backend's activation dtype (float32 on the CPU), parameters, gradients
+ *     and AdamW moments are float32 everywhere;
+ *   - shapes are plain ints, row-major, contiguous; N = B*T rows;
+ *   - backward ops `+=` into parameter gradients and `=` into activation
+ *     gradients, except where the contract says `+=` (the residual stream);
+ *     the caller zeroes parameter gradients once per optimizer step.
+ *   - pos (B, T) is each token's position inside its document. It drives both
+ *     RoPE (positions restart per document) and the document mask: query t
+ *     may attend key j iff t - pos[t] <= j <= t. Without documents pos = t.
+ */
+#ifndef LLAMAC_MODEL_OPS_H
+#define LLAMAC_MODEL_OPS_H
+
+#include <stddef.h>
+
+/* Targets equal to this are ignored by the loss (prompt tokens, padding). */
+#define LC_IGNORE (-1)
+
+typedef enum {
+    OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_LMHEAD_CE,
+    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_COUNT
+} OpId;
+
+typedef struct Ops {
+    const char *name;
+
+    /* ---- memory: alloc returns zeroed memory or aborts */
+    void *(*alloc)(void *ctx, size_t bytes);
+    void (*free)(void *ctx, void *p);
+    void (*upload)(void *ctx, void *dst, const void *host_src, size_t bytes);
+    void (*download)(void *ctx, void *host_dst, const void *src, size_t bytes);
+    void (*zero)(void *ctx, void *p, size_t bytes);
+    void (*sync)(void *ctx);
+
+    /* Floats of scratch the attention and LM-head ops need for these shapes
+     * (the model allocates it once at start-up). */
+    size_t (*scratch_floats)(void *ctx, int B, int T, int H, int HS, int V, int D);
+
+    /* out(N, D) = emb[tok[n]] */
+    void (*embed_fwd)(void *ctx, float *out, const int *tok, const float *emb, int N, int D);
+    /* demb(V, D) += scatter of dout(N, D) by tok; deterministic */
+    void (*embed_bwd)(void *ctx, float *demb, const float *dout, const int *tok, int N, int D);
+
+    /* out(N, D) = x * rstd * w, rstd(N) = 1/sqrt(mean(x^2) + eps) */
+    void (*rmsnorm_fwd)(void *ctx, float *out, float *rstd, const float *x, const float *w,
+                        int N, int D, float eps);
+    /* dx(N, D) += (residual stream), dw(D) += */
+    void (*rmsnorm_bwd)(void *ctx, float *dx, float *dw, const float *dout, const float *x,
+                        const float *w, const float *rstd, int N, int D);
+
+    /* out(N, Dout) = x(N, Din) w(Dout, Din)^T  (a torch.nn.Linear without bias) */
+    void (*matmul_fwd)(void *ctx, float *out, const float *x, const float *w, int N, int Din, int Dout);
+    /* dx(N, Din) = (or += if accum_dx) dout(N, Dout) w; dw(Dout, Din) += dout^T x.
+     * dx or dw may be NULL to skip that product. */
+    void (*matmul_bwd)(void *ctx, float *dx, float *dw, const float *dout, const float *x,
+                       const float *w, int N, int Din, int Dout, int accum_dx);
+
+    /* In place on x(N, nh, HS): Hugging Face rotate_half RoPE, dimension i
+     * paired with i + HS/2, angle pos[n] * inv_freq[i]; cos/sin tables are
+     * (T, HS/2) indexed by pos. The backward applies the inverse rotation. */
+    void (*rope_fwd)(void *ctx, float *x, const int *pos, const float *cos, const float *sin,
+                     int N, int nh, int HS);
+    void (*rope_bwd)(void *ctx, float *dx, const int *pos, const float *cos, const float *sin,
+                     int N, int nh, int HS);
+
+    /* Causal, grouped-query attention with the document mask given by pos.
+     * q, out (B, T, H, HS); k, v (B, T, KV, HS); lse (B, H, T) = the softmax
+     * log-sum-exp per query row, all the backward keeps (O(T), not O(T^2)).
+     * Scale 1/sqrt(HS). */
+    void (*attn_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
+                     const float *v, const int *pos, float *scratch, int B, int T, int H,
+                     int KV, int HS);
+    /* dq = ; dk, dv = (written, not accumulated) */
+    void (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
+                     const float *out, const float *lse, const float *q, const float *k,
+                     const float *v, const int *pos, float *scratch, int B, int T, int H,
+                     int KV, int HS);
+
+    /* out(n) = silu(g) * u */
+    void (*swiglu_fwd)(void *ctx, float *out, const float *g, const float *u, size_t n);
+    /* dg, du = */
+    void (*swiglu_bwd)(void *ctx, float *dg, float *du, const float *dout, const float *g,
+                       const float *u, size_t n);
+
+    /* LM head + cross-entropy, fused: logits = x(N, D) w(V, D)^T are made a
+     * chunk of rows at a time in scratch, so the (N, V) logits never exist.
+     * Returns the sum over rows with target != LC_IGNORE of
+     * -log softmax(logits)[target], accumulated in double. If row_loss is
+     * not NULL it gets each row's loss (0 for ignored rows). If dx is not
+     * NULL: dx(N, D) = scale * dlogits w, and dw(V, D) += scale * dlogits^T x
+     * (dw may be NULL), where dlogits = softmax - onehot(target). */
+    double (*lmhead_ce)(void *ctx, float *dx, float *dw, float *row_loss, const float *x,
+                        const float *w, const int *targets, float *scratch, int N, int D, int V,
+                        float scale);
+
+    /* y(n) += x(n) */
+    void (*add)(void *ctx, float *y, const float *x, size_t n);
+    /* sum of squares in double (gradient norm) */
+    double (*sumsq)(void *ctx, const float *x, size_t n);
+    /* x(n) *= s */
+    void (*scale)(void *ctx, float *x, float s, size_t n);
+    /* AdamW (Loshchilov & Hutter; torch.optim.AdamW): g is multiplied by
+     * gscale (clipping) first; p *= 1 - lr*wd; m, v moments; bias-corrected
+     * step t >= 1. All float32, one pass. */
+    void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
+                  float b1, float b2, float eps, float wd, int t, float gscale);
+} Ops;
+
+extern const Ops ops_cpu;
+#ifdef LC_CUDA
+extern const Ops ops_cuda;
+#endif
+
+/* Names of the OpIds, for test and benchmark tables. */
+extern const char *const op_names[OP_COUNT];
+
+/* The CPU backend's BLAS: the core OpenBLAS chose, and thread count. */
+const char *ops_cpu_blas_core(void);
+int ops_cpu_threads(void);
+
+#endif

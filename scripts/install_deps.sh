@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Install the Debian packages llamac builds against. Idempotent; needs root
+# (CI and the dev machines run as root) or sudo.
+set -euo pipefail
+pkgs=(build-essential libopenblas-openmp-dev)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "installing: ${missing[*]}" >&2
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO="sudo"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq >&2
+$SUDO apt-get install -y -qq "${missing[@]}" >&2

@@ -1,0 +1,27 @@
+/*
+ * test.h: the in-house test harness (Redis's testhelp.h in spirit). A test
+ * is a void function registered in test_main.c's table; EXPECT records a
+ * failure with file:line and a message and lets the test go on.
+ */
+#ifndef LLAMAC_TESTS_TEST_H
+#define LLAMAC_TESTS_TEST_H
+
+#include <math.h>
+#include <stdio.h>
+
+extern int test_failures; /* failures in the running test */
+
+void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#define EXPECT(cond, ...) \
+    do { if (!(cond)) test_fail(__FILE__, __LINE__, __VA_ARGS__); } while (0)
+#define EXPECT_NEAR(a, b, tol) \
+    do { double a_ = (a), b_ = (b); \
+         if (!(fabs(a_ - b_) <= (tol))) \
+             test_fail(__FILE__, __LINE__, "%s = %.9g, expected %.9g (tol %g)", #a, a_, b_, (double)(tol)); \
+    } while (0)
+
+/* Path of the llamac binary next to the test binary (for CLI tests). */
+extern const char *test_llamac_path;
+
+#endif

@@ -1,0 +1,95 @@
+/*
+ * test_cli.c: the real binary on good and bad command lines. Every bad input
+ * must exit 1 with exactly one stderr line "llamac: error: ..." that names
+ * the flag or value, and never crash.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "test.h"
+#include "tests.h"
+
+/* Run `llamac <args>`; capture stdout and stderr (truncated to the buffers). */
+static int run(const char *args, char *out, size_t no, char *err, size_t ne) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "%s %s >build/cli_out.txt 2>build/cli_err.txt", test_llamac_path, args);
+    int st = system(cmd);
+    FILE *f = fopen("build/cli_out.txt", "r");
+    size_t k = f ? fread(out, 1, no - 1, f) : 0;
+    out[k] = 0;
+    if (f) fclose(f);
+    f = fopen("build/cli_err.txt", "r");
+    k = f ? fread(err, 1, ne - 1, f) : 0;
+    err[k] = 0;
+    if (f) fclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+static int count_lines(const char *s) {
+    int n = 0;
+    for (; *s; s++) n += *s == '\n';
+    return n;
+}
+
+void cli_inspect(void) {
+    static char out[65536], err[4096];
+    int rc = run("inspect llama2-7b", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0, "exit %d: %s", rc, err);
+    EXPECT(strstr(out, "parameters: 6,738,415,616"), "llama2-7b count missing:\n%s", out);
+    rc = run("inspect llama3-8b --batch 2 --seq 1024", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0 && strstr(out, "parameters: 8,030,261,248"), "llama3-8b: %s", out);
+    EXPECT(strstr(out, "full training:") && strstr(out, "LoRA r=16"), "memory lines missing");
+    rc = run("inspect llama3.2-1b --tensors", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0 && strstr(out, "parameters: 1,235,814,400"), "llama3.2-1b: %s", out);
+    EXPECT(strstr(out, "model.layers.15.mlp.down_proj.weight") && !strstr(out, "lm_head.weight"),
+           "tensor list of a tied model");
+    rc = run("inspect --help", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0 && strstr(out, "usage: llamac inspect"), "inspect --help");
+    rc = run("--help", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0 && strstr(out, "inspect") && strstr(out, "bench"), "llamac --help");
+    rc = run("bench --preset tiny --batch 2 --seq 32 --steps 2 --json", out, sizeof out, err, sizeof err);
+    EXPECT(rc == 0 && strstr(out, "\"tokens_per_s\""), "bench --json: %s%s", out, err);
+}
+
+void cli_errors(void) {
+    static const struct { const char *args, *want; } cases[] = {
+        {"", "usage"},
+        {"frobnicate", "unknown command 'frobnicate'"},
+        {"inspect", "expected one preset"},
+        {"inspect llama9-70b", "unknown preset 'llama9-70b'"},
+        {"inspect tiny --bogus 1", "unknown flag '--bogus'"},
+        {"inspect tiny --batch", "--batch: missing value"},
+        {"inspect tiny --batch abc", "--batch: 'abc' is not an integer"},
+        {"inspect tiny --batch 0", "--batch: 0 is out of range"},
+        {"inspect tiny --batch -3", "--batch: -3 is out of range"},
+        {"inspect tiny --batch 4x", "--batch: '4x' is not an integer"},
+        {"inspect tiny --seq 129", "--seq: 129 exceeds the context length 128"},
+        {"inspect tiny --set n_kv_heads=3", "not divisible by n_kv_heads 3"},
+        {"inspect tiny --set n_heads=5", "n_heads: 5 is not divisible by n_kv_heads 2"},
+        {"inspect tiny --set n_heads=6 --set n_kv_heads=6", "dim: 64 is not divisible by n_heads 6"},
+        {"inspect tiny --set bogus=1", "unknown model field 'bogus'"},
+        {"inspect tiny --set dim", "--set: expected key=value"},
+        {"inspect tiny --set norm_eps=nan", "norm_eps: 'nan' is not a finite number"},
+        {"inspect tiny extra words", "unexpected argument 'extra'"},
+        {"bench --preset tiny --lr -0.001", "--lr: -0.001 is out of range"},
+        {"bench --preset tiny --lr 0", "--lr: must be positive"},
+        {"bench --preset tiny --batch 0", "--batch: 0 is out of range"},
+        {"bench --preset tiny --seq 4096", "sequence length: 4096 exceeds the model's context length 128"},
+        {"bench --preset nope", "unknown preset 'nope'"},
+        {"bench --preset tiny --steps 1e3", "--steps: '1e3' is not an integer"},
+    };
+    static char out[8192], err[4096];
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int rc = run(cases[i].args, out, sizeof out, err, sizeof err);
+        EXPECT(rc == 1, "'%s': exit %d, expected 1", cases[i].args, rc);
+        if (strcmp(cases[i].want, "usage") == 0) {
+            EXPECT(strstr(err, "usage:"), "'%s': no usage on stderr", cases[i].args);
+            continue;
+        }
+        EXPECT(count_lines(err) == 1 && strncmp(err, "llamac: error: ", 15) == 0,
+               "'%s': stderr must be one 'llamac: error:' line, got: %s", cases[i].args, err);
+        EXPECT(strstr(err, cases[i].want), "'%s': stderr '%s' lacks '%s'", cases[i].args, err, cases[i].want);
+    }
+}

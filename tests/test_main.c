@@ -1,0 +1,74 @@
+/*
+ * test_main.c: the test registry and runner. `build/tests` runs all tests,
+ * `build/tests PREFIX` those whose name starts with PREFIX. Prints PASS/FAIL
+ * per test and ends with "N passed, N failed"; exits 1 on any failure.
+ */
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../train/blas_env.h"
+#include "../model/ops.h"
+#include "../model/base.h"
+#include "test.h"
+#include "tests.h"
+
+int test_failures;
+const char *test_llamac_path = "build/llamac";
+
+void test_fail(const char *file, int line, const char *fmt, ...) {
+    if (test_failures++ >= 8) return; /* keep output short */
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stdout, "    %s:%d: ", file, line);
+    vfprintf(stdout, fmt, ap);
+    fputc('\n', stdout);
+    va_end(ap);
+}
+
+#define T(fn) {#fn, fn}
+static const struct {
+    const char *name;
+    void (*fn)(void);
+} tests[] = {
+    T(ops_embed), T(ops_rmsnorm), T(ops_matmul), T(ops_rope), T(ops_attn), T(ops_swiglu),
+    T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_attn_blocks),
+    T(ops_deterministic),
+    T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_layer_ranges),
+    T(model_doc_pos), T(model_overfit), T(model_param_counts), T(model_batch_errors),
+    T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),
+    T(optim_accumulation), T(optim_errors),
+    T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
+    T(cli_inspect), T(cli_errors),
+};
+#undef T
+
+int main(int argc, char **argv) {
+    blas_env_fix(argv);
+    /* the llamac binary lives beside this one */
+    static char path[4096];
+    const char *slash = strrchr(argv[0], '/');
+    if (slash) {
+        snprintf(path, sizeof path, "%.*s/llamac", (int)(slash - argv[0]), argv[0]);
+        test_llamac_path = path;
+    }
+    printf("BLAS: OpenBLAS %s, %d threads\n", blas_env_describe(), ops_cpu_threads());
+    int passed = 0, failed = 0;
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (argc > 1 && strncmp(tests[i].name, argv[1], strlen(argv[1])) != 0) continue;
+        test_failures = 0;
+        double t0 = time_now();
+        tests[i].fn();
+        double dt = time_now() - t0;
+        if (test_failures) {
+            printf("FAIL %s (%d failures, %.2fs)\n", tests[i].name, test_failures, dt);
+            failed++;
+        } else {
+            printf("PASS %s (%.2fs)\n", tests[i].name, dt);
+            passed++;
+        }
+        fflush(stdout);
+    }
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,429 @@
+/*
+ * test_ops.c: every op of the table checked against finite differences
+ * (gradcheck.h) on random seeded inputs with odd sizes, GQA, a document
+ * mask, ignore labels and llama3 rope scaling. One row per OpId in `cases`
+ * (a _Static_assert keeps the table complete); a CUDA backend will be
+ * checked against the CPU backend from the same rows.
+ *
+ * Tolerances: central differences with h = 1e-2 on O(1) float32 inputs carry
+ * a truncation error ~h^2 * f''' (~1e-4 relative) and float32 rounding in f of
+ * ~1e-7 * |f| / h; rtol 1e-2 with atol 1e-3 of the tensor's largest gradient
+ * is far above both and far below any real bug (a wrong term is O(1)).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../model/config.h"
+#include "../model/ops.h"
+#include "gradcheck.h"
+#include "test.h"
+#include "tests.h"
+
+static const Ops *O = &ops_cpu;
+static const GcOpts GC = {48, 1e-2f, 1e-2, 1e-3};
+
+#define NEW(n) ((float *)xcalloc((n), sizeof(float)))
+
+static void check(const char *what, GcFn f, void *ud, float *x, const float *ana, size_t n, Rng *r) {
+    double worst;
+    gradcheck(what, f, ud, x, ana, n, &GC, r, &worst);
+    if (getenv("LLAMAC_TEST_VERBOSE")) printf("    %-24s worst rel err %.2e\n", what, worst);
+}
+
+// ----------------------------------------------------------------------------
+// embedding
+
+typedef struct { int N, D, V; int *tok; float *emb, *out, *r; } EmbedCase;
+
+static double embed_f(void *ud) {
+    EmbedCase *c = ud;
+    O->embed_fwd(NULL, c->out, c->tok, c->emb, c->N, c->D);
+    return gc_project(c->out, c->r, (size_t)c->N * c->D);
+}
+
+static void case_embed(Rng *r) {
+    EmbedCase c = {13, 37, 11, 0, 0, 0, 0};
+    c.tok = xmalloc(c.N * sizeof(int));
+    for (int i = 0; i < c.N; i++) c.tok[i] = (int)(rng_u64(r) % c.V); /* repeats on purpose */
+    c.emb = NEW(c.V * c.D); c.out = NEW(c.N * c.D); c.r = NEW(c.N * c.D);
+    gc_randn(r, c.emb, c.V * c.D, 1); gc_randn(r, c.r, c.N * c.D, 1);
+    float *g = NEW(c.V * c.D);
+    for (int i = 0; i < c.V * c.D; i++) g[i] = 0.5f; /* backward accumulates */
+    O->embed_bwd(NULL, g, c.r, c.tok, c.N, c.D);
+    for (int i = 0; i < c.V * c.D; i++) g[i] -= 0.5f;
+    check("embed.demb", embed_f, &c, c.emb, g, c.V * c.D, r);
+    free(c.tok); free(c.emb); free(c.out); free(c.r); free(g);
+}
+
+// ----------------------------------------------------------------------------
+// RMSNorm
+
+typedef struct { int N, D; float *x, *w, *out, *rstd, *r; } NormCase;
+
+static double norm_f(void *ud) {
+    NormCase *c = ud;
+    O->rmsnorm_fwd(NULL, c->out, c->rstd, c->x, c->w, c->N, c->D, 1e-5f);
+    return gc_project(c->out, c->r, (size_t)c->N * c->D);
+}
+
+static void case_rmsnorm(Rng *r) {
+    NormCase c = {7, 45, 0, 0, 0, 0, 0};
+    size_t n = (size_t)c.N * c.D;
+    c.x = NEW(n); c.w = NEW(c.D); c.out = NEW(n); c.rstd = NEW(c.N); c.r = NEW(n);
+    gc_randn(r, c.x, n, 1); gc_randn(r, c.r, n, 1);
+    for (int j = 0; j < c.D; j++) c.w[j] = 1.0f + 0.3f * rng_normal(r);
+    norm_f(&c);
+    float *dx = NEW(n), *dw = NEW(c.D);
+    for (size_t i = 0; i < n; i++) dx[i] = 1.0f; /* residual: += */
+    O->rmsnorm_bwd(NULL, dx, dw, c.r, c.x, c.w, c.rstd, c.N, c.D);
+    for (size_t i = 0; i < n; i++) dx[i] -= 1.0f;
+    check("rmsnorm.dx", norm_f, &c, c.x, dx, n, r);
+    check("rmsnorm.dw", norm_f, &c, c.w, dw, c.D, r);
+    free(c.x); free(c.w); free(c.out); free(c.rstd); free(c.r); free(dx); free(dw);
+}
+
+// ----------------------------------------------------------------------------
+// linear
+
+typedef struct { int N, I, Oo; float *x, *w, *out, *r; } MatCase;
+
+static double mat_f(void *ud) {
+    MatCase *c = ud;
+    O->matmul_fwd(NULL, c->out, c->x, c->w, c->N, c->I, c->Oo);
+    return gc_project(c->out, c->r, (size_t)c->N * c->Oo);
+}
+
+static void case_matmul(Rng *r) {
+    MatCase c = {7, 13, 11, 0, 0, 0, 0};
+    c.x = NEW(c.N * c.I); c.w = NEW(c.Oo * c.I); c.out = NEW(c.N * c.Oo); c.r = NEW(c.N * c.Oo);
+    gc_randn(r, c.x, c.N * c.I, 1); gc_randn(r, c.w, c.Oo * c.I, 1); gc_randn(r, c.r, c.N * c.Oo, 1);
+    float *dx = NEW(c.N * c.I), *dx2 = NEW(c.N * c.I), *dw = NEW(c.Oo * c.I);
+    for (int i = 0; i < c.Oo * c.I; i++) dw[i] = 2.0f;
+    for (int i = 0; i < c.N * c.I; i++) dx[i] = 9.0f, dx2[i] = 3.0f;
+    O->matmul_bwd(NULL, dx, dw, c.r, c.x, c.w, c.N, c.I, c.Oo, 0);  /* dx overwritten */
+    O->matmul_bwd(NULL, dx2, NULL, c.r, c.x, c.w, c.N, c.I, c.Oo, 1); /* dx accumulated */
+    for (int i = 0; i < c.Oo * c.I; i++) dw[i] -= 2.0f;
+    for (int i = 0; i < c.N * c.I; i++) EXPECT(fabsf(dx2[i] - 3.0f - dx[i]) < 1e-5f, "accum_dx at %d", i);
+    check("matmul.dx", mat_f, &c, c.x, dx, c.N * c.I, r);
+    check("matmul.dw", mat_f, &c, c.w, dw, c.Oo * c.I, r);
+    free(c.x); free(c.w); free(c.out); free(c.r); free(dx); free(dx2); free(dw);
+}
+
+// ----------------------------------------------------------------------------
+// RoPE with llama3 scaling and positions restarting per document
+
+typedef struct { int N, nh, HS; int *pos; float *cs, *sn, *x, *y, *r; } RopeCase;
+
+static double rope_f(void *ud) {
+    RopeCase *c = ud;
+    size_t n = (size_t)c->N * c->nh * c->HS;
+    memcpy(c->y, c->x, n * sizeof(float));
+    O->rope_fwd(NULL, c->y, c->pos, c->cs, c->sn, c->N, c->nh, c->HS);
+    return gc_project(c->y, c->r, n);
+}
+
+/* cos/sin tables (T, HS/2) as llama.c builds them */
+static void rope_tables(const LlamaConfig *cfg, int T, float *cs, float *sn) {
+    int half = config_head_size(cfg) / 2;
+    float f[512];
+    config_rope_inv_freq(cfg, f);
+    for (int p = 0; p < T; p++)
+        for (int i = 0; i < half; i++) {
+            float a = (float)p * f[i];
+            cs[p * half + i] = (float)cos(a);
+            sn[p * half + i] = (float)sin(a);
+        }
+}
+
+static void case_rope(Rng *r) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.dim = 3 * 20; cfg.n_heads = 3; /* HS = 20 */
+    cfg.rope_theta = 500000; cfg.rope_scaling = ROPE_SCALING_LLAMA3;
+    cfg.rope_factor = 8; cfg.rope_low_freq = 1; cfg.rope_high_freq = 4; cfg.rope_orig_ctx = 48;
+    RopeCase c = {19, 3, 20, 0, 0, 0, 0, 0, 0};
+    int T = c.N, half = c.HS / 2;
+    size_t n = (size_t)c.N * c.nh * c.HS;
+    c.pos = xmalloc(c.N * sizeof(int));
+    for (int t = 0; t < c.N; t++) c.pos[t] = t < 7 ? t : t - 7; /* a second document at t = 7 */
+    c.cs = NEW(T * half); c.sn = NEW(T * half);
+    rope_tables(&cfg, T, c.cs, c.sn);
+    c.x = NEW(n); c.y = NEW(n); c.r = NEW(n);
+    gc_randn(r, c.x, n, 1); gc_randn(r, c.r, n, 1);
+    float *dx = NEW(n);
+    memcpy(dx, c.r, n * sizeof(float));
+    O->rope_bwd(NULL, dx, c.pos, c.cs, c.sn, c.N, c.nh, c.HS);
+    check("rope.dx", rope_f, &c, c.x, dx, n, r);
+    /* position 0 is the identity; restarting positions give equal rotations */
+    rope_f(&c);
+    for (int j = 0; j < c.HS; j++) EXPECT(c.y[j] == c.x[j], "rope at pos 0 must be the identity");
+    free(c.pos); free(c.cs); free(c.sn); free(c.x); free(c.y); free(c.r); free(dx);
+}
+
+// ----------------------------------------------------------------------------
+// attention
+
+typedef struct {
+    int B, T, H, KV, HS;
+    int *pos;
+    float *q, *k, *v, *out, *lse, *r, *scratch;
+} AttnCase;
+
+static double attn_f(void *ud) {
+    AttnCase *c = ud;
+    O->attn_fwd(NULL, c->out, c->lse, c->q, c->k, c->v, c->pos, c->scratch, c->B, c->T, c->H, c->KV, c->HS);
+    return gc_project(c->out, c->r, (size_t)c->B * c->T * c->H * c->HS);
+}
+
+/* Direct softmax attention in double for one query row (the definition). */
+static void attn_naive(const AttnCase *c, int b, int h, int t, double *o) {
+    int G = c->H / c->KV, kh = h / G, lo = t - c->pos[b * c->T + t];
+    const float *q = c->q + ((size_t)(b * c->T + t) * c->H + h) * c->HS;
+    double mx = -1e300, w[512], sum = 0;
+    for (int j = lo; j <= t; j++) {
+        const float *kk = c->k + ((size_t)(b * c->T + j) * c->KV + kh) * c->HS;
+        double s = 0;
+        for (int d = 0; d < c->HS; d++) s += (double)q[d] * kk[d];
+        w[j] = s / sqrt((double)c->HS);
+        if (w[j] > mx) mx = w[j];
+    }
+    for (int j = lo; j <= t; j++) sum += (w[j] = exp(w[j] - mx));
+    for (int d = 0; d < c->HS; d++) o[d] = 0;
+    for (int j = lo; j <= t; j++) {
+        const float *vv = c->v + ((size_t)(b * c->T + j) * c->KV + kh) * c->HS;
+        for (int d = 0; d < c->HS; d++) o[d] += w[j] / sum * vv[d];
+    }
+}
+
+static void attn_case(Rng *r, int B, int T, int H, int KV, int HS, int docs, const char *tag) {
+    AttnCase c = {B, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0};
+    size_t nq = (size_t)B * T * H * HS, nk = (size_t)B * T * KV * HS;
+    c.pos = xmalloc((size_t)B * T * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        int p = 0;
+        for (int t = 0; t < T; t++) {
+            /* documents of random lengths when docs, else one causal row */
+            if (docs && t > 0 && rng_uniform(r) < 0.08f) p = 0;
+            c.pos[b * T + t] = p++;
+        }
+    }
+    c.q = NEW(nq); c.k = NEW(nk); c.v = NEW(nk); c.out = NEW(nq); c.r = NEW(nq);
+    c.lse = NEW((size_t)B * H * T);
+    c.scratch = NEW(O->scratch_floats(NULL, B, T, H, HS, 2, 2));
+    gc_randn(r, c.q, nq, 1); gc_randn(r, c.k, nk, 1); gc_randn(r, c.v, nk, 1); gc_randn(r, c.r, nq, 1);
+    attn_f(&c);
+    /* forward against the definition, every row */
+    double o[64], maxerr = 0;
+    for (int b = 0; b < B; b++)
+        for (int h = 0; h < H; h++)
+            for (int t = 0; t < T; t++) {
+                attn_naive(&c, b, h, t, o);
+                for (int d = 0; d < HS; d++)
+                    maxerr = fmax(maxerr, fabs(o[d] - c.out[((size_t)(b * T + t) * H + h) * HS + d]));
+            }
+    EXPECT(maxerr < 1e-5, "%s: forward differs from the definition by %g", tag, maxerr);
+    float *dq = NEW(nq), *dk = NEW(nk), *dv = NEW(nk);
+    for (size_t i = 0; i < nk; i++) dk[i] = dv[i] = 7.0f; /* must be overwritten */
+    O->attn_bwd(NULL, dq, dk, dv, c.r, c.out, c.lse, c.q, c.k, c.v, c.pos, c.scratch, B, T, H, KV, HS);
+    char name[64];
+    snprintf(name, sizeof name, "%s.dq", tag); check(name, attn_f, &c, c.q, dq, nq, r);
+    snprintf(name, sizeof name, "%s.dk", tag); check(name, attn_f, &c, c.k, dk, nk, r);
+    snprintf(name, sizeof name, "%s.dv", tag); check(name, attn_f, &c, c.v, dv, nk, r);
+    free(c.pos); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
+    free(dq); free(dk); free(dv);
+}
+
+static void case_attn(Rng *r) {
+    attn_case(r, 2, 23, 3, 3, 6, 0, "attn.mha");
+    attn_case(r, 2, 29, 4, 2, 8, 1, "attn.gqa_docs");
+    attn_case(r, 1, 17, 4, 1, 4, 1, "attn.mqa_docs");
+}
+
+// ----------------------------------------------------------------------------
+// SwiGLU
+
+typedef struct { size_t n; float *g, *u, *out, *r; } SwiCase;
+
+static double swi_f(void *ud) {
+    SwiCase *c = ud;
+    O->swiglu_fwd(NULL, c->out, c->g, c->u, c->n);
+    return gc_project(c->out, c->r, c->n);
+}
+
+static void case_swiglu(Rng *r) {
+    SwiCase c = {101, 0, 0, 0, 0};
+    c.g = NEW(c.n); c.u = NEW(c.n); c.out = NEW(c.n); c.r = NEW(c.n);
+    gc_randn(r, c.g, c.n, 2); gc_randn(r, c.u, c.n, 1); gc_randn(r, c.r, c.n, 1);
+    float *dg = NEW(c.n), *du = NEW(c.n);
+    O->swiglu_bwd(NULL, dg, du, c.r, c.g, c.u, c.n);
+    check("swiglu.dg", swi_f, &c, c.g, dg, c.n, r);
+    check("swiglu.du", swi_f, &c, c.u, du, c.n, r);
+    free(c.g); free(c.u); free(c.out); free(c.r); free(dg); free(du);
+}
+
+// ----------------------------------------------------------------------------
+// LM head + cross-entropy
+
+typedef struct { int N, D, V; int *tgt; float *x, *w, *scratch, *rowl; float scale; } CeCase;
+
+static double ce_f(void *ud) {
+    CeCase *c = ud;
+    return c->scale * O->lmhead_ce(NULL, NULL, NULL, c->rowl, c->x, c->w, c->tgt, c->scratch, c->N, c->D, c->V, 0);
+}
+
+static void case_lmhead(Rng *r) {
+    CeCase c = {9, 13, 37, 0, 0, 0, 0, 0, 0};
+    c.tgt = xmalloc(c.N * sizeof(int));
+    int nt = 0;
+    for (int i = 0; i < c.N; i++) {
+        c.tgt[i] = (i % 4 == 1) ? LC_IGNORE : (int)(rng_u64(r) % c.V);
+        nt += c.tgt[i] != LC_IGNORE;
+    }
+    c.scale = 1.0f / nt;
+    c.x = NEW(c.N * c.D); c.w = NEW(c.V * c.D); c.rowl = NEW(c.N);
+    c.scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, c.V, c.D));
+    gc_randn(r, c.x, c.N * c.D, 1); gc_randn(r, c.w, c.V * c.D, 0.5f);
+    float *dx = NEW(c.N * c.D), *dw = NEW(c.V * c.D);
+    for (int i = 0; i < c.V * c.D; i++) dw[i] = 1.0f;
+    double loss = O->lmhead_ce(NULL, dx, dw, c.rowl, c.x, c.w, c.tgt, c.scratch, c.N, c.D, c.V, c.scale);
+    for (int i = 0; i < c.V * c.D; i++) dw[i] -= 1.0f;
+    /* loss against log-softmax computed directly in double */
+    double ref = 0, rowsum = 0;
+    for (int n = 0; n < c.N; n++) {
+        rowsum += c.rowl[n];
+        if (c.tgt[n] == LC_IGNORE) { EXPECT(c.rowl[n] == 0, "ignored row %d has loss", n); continue; }
+        double l[64], mx = -1e300, s = 0;
+        for (int v = 0; v < c.V; v++) {
+            l[v] = 0;
+            for (int d = 0; d < c.D; d++) l[v] += (double)c.x[n * c.D + d] * c.w[v * c.D + d];
+            mx = fmax(mx, l[v]);
+        }
+        for (int v = 0; v < c.V; v++) s += exp(l[v] - mx);
+        ref += mx + log(s) - l[c.tgt[n]];
+    }
+    EXPECT_NEAR(loss, ref, 1e-4 * fabs(ref));
+    EXPECT_NEAR(rowsum, loss, 1e-4 * fabs(ref));
+    check("lmhead_ce.dx", ce_f, &c, c.x, dx, c.N * c.D, r);
+    check("lmhead_ce.dw", ce_f, &c, c.w, dw, c.V * c.D, r);
+    free(c.tgt); free(c.x); free(c.w); free(c.rowl); free(c.scratch); free(dx); free(dw);
+}
+
+// ----------------------------------------------------------------------------
+// vector ops and AdamW (exact formulas; the gradient is the identity)
+
+static void case_add(Rng *r) {
+    float y[37], x[37], y0[37];
+    gc_randn(r, y, 37, 1); gc_randn(r, x, 37, 1);
+    memcpy(y0, y, sizeof y);
+    O->add(NULL, y, x, 37);
+    for (int i = 0; i < 37; i++) EXPECT(y[i] == y0[i] + x[i], "add at %d", i);
+}
+
+static void case_sumsq(Rng *r) {
+    size_t n = 100003; /* more than one 4096 block, odd tail */
+    float *x = NEW(n);
+    gc_randn(r, x, n, 1);
+    double ref = 0;
+    for (size_t i = 0; i < n; i++) ref += (double)x[i] * x[i];
+    EXPECT_NEAR(O->sumsq(NULL, x, n), ref, 1e-9 * ref);
+    free(x);
+}
+
+static void case_scale(Rng *r) {
+    float x[19], x0[19];
+    gc_randn(r, x, 19, 1);
+    memcpy(x0, x, sizeof x);
+    O->scale(NULL, x, 0.37f, 19);
+    for (int i = 0; i < 19; i++) EXPECT(x[i] == x0[i] * 0.37f, "scale at %d", i);
+}
+
+static void case_adamw(Rng *r) {
+    enum { n = 29 };
+    float p[n], g[n], m[n], v[n];
+    double pd[n], md[n], vd[n];
+    gc_randn(r, p, n, 1); gc_randn(r, g, n, 1);
+    memset(m, 0, sizeof m); memset(v, 0, sizeof v);
+    for (int i = 0; i < n; i++) pd[i] = p[i], md[i] = vd[i] = 0;
+    double lr = 1e-2, b1 = 0.9, b2 = 0.95, eps = 1e-5, wd = 0.1, gs = 0.5;
+    for (int t = 1; t <= 3; t++) {
+        O->adamw(NULL, p, g, m, v, n, (float)lr, (float)b1, (float)b2, (float)eps, (float)wd, t, (float)gs);
+        for (int i = 0; i < n; i++) {
+            double gi = g[i] * gs;
+            md[i] = b1 * md[i] + (1 - b1) * gi;
+            vd[i] = b2 * vd[i] + (1 - b2) * gi * gi;
+            double mh = md[i] / (1 - pow(b1, t)), vh = vd[i] / (1 - pow(b2, t));
+            pd[i] = pd[i] * (1 - lr * wd) - lr * mh / (sqrt(vh) + eps);
+        }
+    }
+    for (int i = 0; i < n; i++) EXPECT_NEAR(p[i], pd[i], 2e-6 * (1 + fabs(pd[i])));
+}
+
+// ----------------------------------------------------------------------------
+// the table
+
+typedef struct {
+    OpId id;
+    void (*run)(Rng *r);
+} OpCase;
+
+static const OpCase cases[] = {
+    {OP_EMBED, case_embed},   {OP_RMSNORM, case_rmsnorm}, {OP_MATMUL, case_matmul},
+    {OP_ROPE, case_rope},     {OP_ATTN, case_attn},       {OP_SWIGLU, case_swiglu},
+    {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
+    {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},
+};
+_Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
+
+static void run_op(OpId id) {
+    for (size_t i = 0; i < OP_COUNT; i++)
+        if (cases[i].id == id) {
+            Rng r;
+            rng_seed(&r, 1000 + id);
+            cases[i].run(&r);
+            return;
+        }
+    LC_FATAL("no case for op %d", id);
+}
+
+void ops_embed(void) { run_op(OP_EMBED); }
+void ops_rmsnorm(void) { run_op(OP_RMSNORM); }
+void ops_matmul(void) { run_op(OP_MATMUL); }
+void ops_rope(void) { run_op(OP_ROPE); }
+void ops_attn(void) { run_op(OP_ATTN); }
+void ops_swiglu(void) { run_op(OP_SWIGLU); }
+void ops_lmhead_ce(void) { run_op(OP_LMHEAD_CE); }
+void ops_add(void) { run_op(OP_ADD); }
+void ops_sumsq(void) { run_op(OP_SUMSQ); }
+void ops_scale(void) { run_op(OP_SCALE); }
+void ops_adamw(void) { run_op(OP_ADAMW); }
+
+/* Attention over several query blocks (T > the CPU block of 64 rows) with
+ * documents that straddle block edges: forward against the definition. */
+void ops_attn_blocks(void) {
+    Rng r;
+    rng_seed(&r, 77);
+    attn_case(&r, 1, 150, 2, 1, 8, 1, "attn.blocks");
+}
+
+/* The same inputs give bit-identical gradients run after run. */
+void ops_deterministic(void) {
+    Rng r;
+    int B = 2, T = 70, H = 4, KV = 2, HS = 8;
+    size_t nq = (size_t)B * T * H * HS, nk = (size_t)B * T * KV * HS;
+    float *q = NEW(nq), *k = NEW(nk), *v = NEW(nk), *o = NEW(nq), *lse = NEW(B * H * T), *d = NEW(nq);
+    float *dq[2] = {NEW(nq), NEW(nq)}, *dk[2] = {NEW(nk), NEW(nk)}, *dv[2] = {NEW(nk), NEW(nk)};
+    float *s = NEW(O->scratch_floats(NULL, B, T, H, HS, 2, 2));
+    int *pos = xmalloc((size_t)B * T * sizeof(int));
+    for (int i = 0; i < B * T; i++) pos[i] = (i % T) % 31;
+    rng_seed(&r, 5);
+    gc_randn(&r, q, nq, 1); gc_randn(&r, k, nk, 1); gc_randn(&r, v, nk, 1); gc_randn(&r, d, nq, 1);
+    O->attn_fwd(NULL, o, lse, q, k, v, pos, s, B, T, H, KV, HS);
+    for (int rep = 0; rep < 2; rep++)
+        O->attn_bwd(NULL, dq[rep], dk[rep], dv[rep], d, o, lse, q, k, v, pos, s, B, T, H, KV, HS);
+    EXPECT(memcmp(dq[0], dq[1], nq * sizeof(float)) == 0, "dq differs between runs");
+    EXPECT(memcmp(dk[0], dk[1], nk * sizeof(float)) == 0, "dk differs between runs");
+    EXPECT(memcmp(dv[0], dv[1], nk * sizeof(float)) == 0, "dv differs between runs");
+    free(q); free(k); free(v); free(o); free(lse); free(d); free(s); free(pos);
+    for (int i = 0; i < 2; i++) { free(dq[i]); free(dk[i]); free(dv[i]); }
+}

@@ -1,0 +1,36 @@
+/*
+ * cli.h: flag tables for the subcommands. A subcommand declares its flags as
+ * a table of CliFlag rows (name, kind, destination, range, help); cli_parse
+ * fills the destinations with strict parsing and range checks, collects
+ * positional arguments, and cli_help prints the table. Errors name the flag.
+ */
+#ifndef LLAMAC_TRAIN_CLI_H
+#define LLAMAC_TRAIN_CLI_H
+
+#include "../model/base.h"
+
+typedef enum { CLI_INT, CLI_FLOAT, CLI_STR, CLI_BOOL, CLI_LIST } CliKind;
+
+typedef struct CliFlag {
+    const char *name;   /* without the leading "--" */
+    CliKind kind;
+    void *dst;          /* long*, double*, const char**, int* (BOOL), CliList* */
+    double lo, hi;      /* range for INT and FLOAT */
+    const char *help;
+} CliFlag;
+
+/* Repeatable string flag (e.g. --set key=value). */
+typedef struct CliList {
+    const char *v[32];
+    int n;
+} CliList;
+
+/* Parse argv[0..argc) (the words after the subcommand). Positionals go to
+ * pos[0..*npos) up to max_pos. --help / -h sets *help. Returns 0 or -1. */
+int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
+              int max_pos, int *npos, int *help, Err *e);
+
+/* Print "usage" then one line per flag with its default. */
+void cli_help(const char *usage, const char *about, const CliFlag *flags, int nflags);
+
+#endif

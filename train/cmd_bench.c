@@ -1,0 +1,194 @@
+/*
+ * cmd_bench.c: `llamac bench`: time full training steps (forward, backward,
+ * gradient norm, AdamW) of a preset on random tokens, report tokens/s,
+ * achieved GFLOP/s (DESIGN.md's 6N + 12LHT count) against the SGEMM peak
+ * measured in the same run, peak resident memory, and with --ops where the
+ * time goes per op (the op table wrapped by a timing table).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cblas.h>
+
+#include "../model/llama.h"
+#include "../optim/adamw.h"
+#include "../optim/sched.h"
+#include "blas_env.h"
+#include "cli.h"
+#include "cmds.h"
+
+// ----------------------------------------------------------------------------
+// a timing wrapper around an op table: same contract, each call timed by
+// op id (the CPU backend is synchronous, so wall time is the op's time)
+
+static const Ops *base;
+static double op_time[OP_COUNT];
+static long op_calls[OP_COUNT];
+
+#define TIMED(id, call) \
+    do { double t0_ = time_now(); call; op_time[id] += time_now() - t0_; op_calls[id]++; } while (0)
+
+static void p_embed_fwd(void *c, float *o, const int *t, const float *e, int N, int D) { TIMED(OP_EMBED, base->embed_fwd(c, o, t, e, N, D)); }
+static void p_embed_bwd(void *c, float *d, const float *o, const int *t, int N, int D) { TIMED(OP_EMBED, base->embed_bwd(c, d, o, t, N, D)); }
+static void p_rms_fwd(void *c, float *o, float *r, const float *x, const float *w, int N, int D, float eps) { TIMED(OP_RMSNORM, base->rmsnorm_fwd(c, o, r, x, w, N, D, eps)); }
+static void p_rms_bwd(void *c, float *dx, float *dw, const float *d, const float *x, const float *w, const float *r, int N, int D) { TIMED(OP_RMSNORM, base->rmsnorm_bwd(c, dx, dw, d, x, w, r, N, D)); }
+static void p_mm_fwd(void *c, float *o, const float *x, const float *w, int N, int Din, int Dout) { TIMED(OP_MATMUL, base->matmul_fwd(c, o, x, w, N, Din, Dout)); }
+static void p_mm_bwd(void *c, float *dx, float *dw, const float *d, const float *x, const float *w, int N, int Din, int Dout, int a) { TIMED(OP_MATMUL, base->matmul_bwd(c, dx, dw, d, x, w, N, Din, Dout, a)); }
+static void p_rope_fwd(void *c, float *x, const int *p, const float *cs, const float *sn, int N, int nh, int HS) { TIMED(OP_ROPE, base->rope_fwd(c, x, p, cs, sn, N, nh, HS)); }
+static void p_rope_bwd(void *c, float *x, const int *p, const float *cs, const float *sn, int N, int nh, int HS) { TIMED(OP_ROPE, base->rope_bwd(c, x, p, cs, sn, N, nh, HS)); }
+static void p_attn_fwd(void *c, float *o, float *l, const float *q, const float *k, const float *v, const int *p, float *s, int B, int T, int H, int KV, int HS) { TIMED(OP_ATTN, base->attn_fwd(c, o, l, q, k, v, p, s, B, T, H, KV, HS)); }
+static void p_attn_bwd(void *c, float *dq, float *dk, float *dv, const float *d, const float *o, const float *l, const float *q, const float *k, const float *v, const int *p, float *s, int B, int T, int H, int KV, int HS) { TIMED(OP_ATTN, base->attn_bwd(c, dq, dk, dv, d, o, l, q, k, v, p, s, B, T, H, KV, HS)); }
+static void p_swi_fwd(void *c, float *o, const float *g, const float *u, size_t n) { TIMED(OP_SWIGLU, base->swiglu_fwd(c, o, g, u, n)); }
+static void p_swi_bwd(void *c, float *dg, float *du, const float *d, const float *g, const float *u, size_t n) { TIMED(OP_SWIGLU, base->swiglu_bwd(c, dg, du, d, g, u, n)); }
+static double p_ce(void *c, float *dx, float *dw, float *rl, const float *x, const float *w, const int *t, float *s, int N, int D, int V, float sc) { double r; TIMED(OP_LMHEAD_CE, r = base->lmhead_ce(c, dx, dw, rl, x, w, t, s, N, D, V, sc)); return r; }
+static void p_add(void *c, float *y, const float *x, size_t n) { TIMED(OP_ADD, base->add(c, y, x, n)); }
+static double p_sumsq(void *c, const float *x, size_t n) { double r; TIMED(OP_SUMSQ, r = base->sumsq(c, x, n)); return r; }
+static void p_scale(void *c, float *x, float s, size_t n) { TIMED(OP_SCALE, base->scale(c, x, s, n)); }
+static void p_adamw(void *c, float *p, const float *g, float *m, float *v, size_t n, float lr, float b1, float b2, float eps, float wd, int t, float gs) { TIMED(OP_ADAMW, base->adamw(c, p, g, m, v, n, lr, b1, b2, eps, wd, t, gs)); }
+
+static Ops profiled(const Ops *b) {
+    base = b;
+    Ops o = *b;
+    o.name = "profiled";
+    o.embed_fwd = p_embed_fwd; o.embed_bwd = p_embed_bwd;
+    o.rmsnorm_fwd = p_rms_fwd; o.rmsnorm_bwd = p_rms_bwd;
+    o.matmul_fwd = p_mm_fwd;   o.matmul_bwd = p_mm_bwd;
+    o.rope_fwd = p_rope_fwd;   o.rope_bwd = p_rope_bwd;
+    o.attn_fwd = p_attn_fwd;   o.attn_bwd = p_attn_bwd;
+    o.swiglu_fwd = p_swi_fwd;  o.swiglu_bwd = p_swi_bwd;
+    o.lmhead_ce = p_ce;        o.add = p_add;
+    o.sumsq = p_sumsq;         o.scale = p_scale;
+    o.adamw = p_adamw;
+    return o;
+}
+
+// ----------------------------------------------------------------------------
+
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* SGEMM rate on square n x n matrices, best of reps (the machine's peak for
+ * this BLAS, measured rather than quoted). */
+static double sgemm_gflops(int n, int reps) {
+    float *a = xalloc_aligned((size_t)n * n * 4), *b = xalloc_aligned((size_t)n * n * 4), *c = xalloc_aligned((size_t)n * n * 4);
+    Rng r;
+    rng_seed(&r, 1);
+    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = rng_uniform(&r), b[i] = rng_uniform(&r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+    double best = 1e30;
+    for (int i = 0; i < reps; i++) {
+        double t0 = time_now();
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
+        double dt = time_now() - t0;
+        if (dt < best) best = dt;
+    }
+    free(a); free(b); free(c);
+    return 2.0 * n * n * (double)n / best / 1e9;
+}
+
+int cmd_bench(int argc, char **argv, Err *e) {
+    const char *preset = "15m";
+    long B = 8, T = 256, steps = 5, warm = 1, seed = 1, sgemm = 0;
+    double lr = 3e-4;
+    int json = 0, ops = 0;
+    CliList set = {{0}, 0};
+    CliFlag flags[] = {
+        {"preset", CLI_STR, &preset, 0, 0, "model preset (see llamac inspect --help)"},
+        {"batch", CLI_INT, &B, 1, 1 << 16, "micro-batch size B"},
+        {"seq", CLI_INT, &T, 1, 1 << 20, "sequence length T"},
+        {"steps", CLI_INT, &steps, 1, 100000, "timed steps (the median is reported)"},
+        {"warmup-steps", CLI_INT, &warm, 0, 1000, "untimed steps first"},
+        {"lr", CLI_FLOAT, &lr, 0, 10, "learning rate (must be > 0)"},
+        {"seed", CLI_INT, &seed, 0, 1L << 62, "seed for weights and tokens"},
+        {"sgemm", CLI_INT, &sgemm, 0, 16384, "also measure the SGEMM peak at this size (0: off)"},
+        {"ops", CLI_BOOL, &ops, 0, 1, "print time per op over the timed steps"},
+        {"json", CLI_BOOL, &json, 0, 1, "print one JSON line instead of text"},
+        {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_layers=2"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac bench [flags]",
+                 "Time training steps (forward + backward + grad norm + AdamW) on random tokens;\n"
+                 "report tokens/s, achieved GFLOP/s and peak memory, optionally against the\n"
+                 "SGEMM peak measured in the same run and with a per-op breakdown.",
+                 flags, nf);
+        return 0;
+    }
+    if (!(lr > 0)) return err_set(e, "--lr: must be positive, got %g", lr);
+    LlamaConfig c;
+    if (config_preset(preset, &c, e)) return -1;
+    for (int i = 0; i < set.n; i++) {
+        char key[64];
+        const char *eq = strchr(set.v[i], '=');
+        if (!eq || eq == set.v[i] || (size_t)(eq - set.v[i]) >= sizeof key)
+            return err_set(e, "--set: expected key=value, got '%s'", set.v[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - set.v[i]), set.v[i]);
+        if (config_set(&c, key, eq + 1, e)) return -1;
+    }
+    Ops prof = profiled(&ops_cpu);
+    const Ops *o = ops ? &prof : &ops_cpu;
+    Llama m;
+    if (llama_init(&m, &c, o, NULL, (int)B, (int)T, 1, e)) return -1;
+    params_init(&m.t, m.params, c.n_layers, (uint64_t)seed);
+    AdamW opt;
+    AdamWConfig ac = ADAMW_DEFAULTS;
+    if (adamw_init(&opt, &ac, &m.t, o, NULL, e)) { llama_free(&m); return -1; }
+    size_t n = (size_t)B * T;
+    int *tok = xmalloc(n * sizeof(int)), *tgt = xmalloc(n * sizeof(int));
+    Rng r;
+    rng_seed(&r, (uint64_t)seed);
+    double *dt = xmalloc((size_t)steps * sizeof(double)), loss = 0;
+    for (long s = 0; s < warm + steps; s++) {
+        if (s == warm) memset(op_time, 0, sizeof op_time), memset(op_calls, 0, sizeof op_calls);
+        for (size_t i = 0; i < n; i++) tok[i] = (int)(rng_u64(&r) % c.vocab);
+        for (size_t i = 0; i < n; i++) tgt[i] = (int)(rng_u64(&r) % c.vocab);
+        double t0 = time_now();
+        if (llama_set_batch(&m, tok, tgt, NULL, e)) return -1;
+        o->zero(NULL, m.grads, m.t.size * sizeof(float));
+        loss = llama_forward(&m, 0, c.n_layers, 1.0f / n) / n;
+        llama_backward(&m, 0, c.n_layers);
+        double norm = adamw_grad_norm(&opt, m.grads);
+        adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr);
+        if (s >= warm) dt[s - warm] = time_now() - t0;
+    }
+    double *sorted = xmalloc((size_t)steps * sizeof(double));
+    memcpy(sorted, dt, (size_t)steps * sizeof(double));
+    qsort(sorted, (size_t)steps, sizeof(double), cmp_double);
+    double med = steps % 2 ? sorted[steps / 2] : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
+    double tps = n / med, fpt = llama_flops_per_token(&c, (int)T), gf = fpt * tps / 1e9;
+    double peak = sgemm ? sgemm_gflops((int)sgemm, 5) : 0;
+    double rss = peak_rss_bytes() / 1048576.0;
+    if (json) {
+        printf("{\"peer\":\"llamac\",\"preset\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"threads\":%d,\"blas\":\"%s\","
+               "\"step_s_median\":%.5f,\"step_s_all\":[",
+               c.name, B, T, ops_cpu_threads(), blas_env_describe(), med);
+        for (long s = 0; s < steps; s++) printf("%s%.5f", s ? "," : "", dt[s]);
+        printf("],\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"flops_per_token\":%.6g,\"sgemm_peak_gflops\":%.2f,"
+               "\"peak_rss_mb\":%.1f,\"loss\":%.5f}\n",
+               tps, gf, fpt, peak, rss, loss);
+    } else {
+        printf("llamac bench: %s B=%ld T=%ld, %d threads, OpenBLAS %s\n", c.name, B, T, ops_cpu_threads(),
+               blas_env_describe());
+        printf("step %.1f ms (median of %ld), %.0f tokens/s, %.1f GFLOP/s achieved", med * 1e3, steps, tps, gf);
+        if (peak > 0) printf(" = %.0f%% of the %.1f GFLOP/s SGEMM peak", 100 * gf / peak, peak);
+        printf(", peak RSS %.0f MiB, loss %.3f\n", rss, loss);
+    }
+    if (ops) {
+        double tot = 0;
+        for (int i = 0; i < OP_COUNT; i++) tot += op_time[i];
+        printf("time per op over %ld steps (%.1f ms per step in ops):\n", steps, 1e3 * tot / steps);
+        for (int i = 0; i < OP_COUNT; i++)
+            if (op_calls[i])
+                printf("  %-10s %8.2f ms/step %5.1f%%  (%ld calls)\n", op_names[i], 1e3 * op_time[i] / steps,
+                       100 * op_time[i] / tot, op_calls[i] / steps);
+    }
+    free(tok); free(tgt); free(dt); free(sorted);
+    adamw_free(&opt);
+    llama_free(&m);
+    return 0;
+}

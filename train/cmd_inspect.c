@@ -1,0 +1,127 @@
+/*
+ * cmd_inspect.c: `llamac inspect <preset>`: shape, parameter count (total,
+ * per group, optionally per tensor), FLOPs per token and the memory a
+ * training step needs at (B, T), full and with LoRA. Uses the parameter
+ * table and llama_memory only: nothing is allocated, so the 8B shapes are
+ * inspected in milliseconds.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "../model/llama.h"
+#include "cli.h"
+#include "cmds.h"
+
+static const char *group_names[PG_COUNT] = {"embedding", "attention", "mlp", "norms", "lm_head"};
+
+/* 1234567 -> "1,234,567" */
+static const char *commas(size_t v, char *buf) {
+    char tmp[32];
+    int n = snprintf(tmp, sizeof tmp, "%zu", v), o = 0;
+    for (int i = 0; i < n; i++) {
+        if (i > 0 && (n - i) % 3 == 0) buf[o++] = ',';
+        buf[o++] = tmp[i];
+    }
+    buf[o] = 0;
+    return buf;
+}
+
+static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
+
+/* Trainable LoRA parameters for rank r on q, k, v, o of every layer:
+ * A (r, in) and B (out, r) per projection. */
+static size_t lora_params(const LlamaConfig *c, int r) {
+    size_t D = c->dim, HS = config_head_size(c), Q = c->n_heads * HS, KVD = c->n_kv_heads * HS;
+    size_t per = (size_t)r * ((D + Q) + 2 * (D + KVD) + (Q + D));
+    return per * c->n_layers;
+}
+
+int cmd_inspect(int argc, char **argv, Err *e) {
+    long B = 1, T = 0, rank = 16;
+    int tensors = 0;
+    CliList set = {{0}, 0};
+    CliFlag flags[] = {
+        {"batch", CLI_INT, &B, 1, 1 << 20, "micro-batch size B for the memory estimate"},
+        {"seq", CLI_INT, &T, 1, 1 << 24, "sequence length T (default: min(context, 2048))"},
+        {"lora-rank", CLI_INT, &rank, 1, 4096, "LoRA rank for the LoRA estimate"},
+        {"tensors", CLI_BOOL, &tensors, 0, 1, "list every tensor: name, shape, offset"},
+        {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_kv_heads=2 (repeatable)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse(argc, argv, flags, nf, pos, 1, &npos, &help, e)) return -1;
+    if (help) {
+        char about[1024] = "Print a model's shape, parameter count per tensor group, training FLOPs per\n"
+                           "token and the memory a training step needs at (B, T). Presets:";
+        for (const char *const *p = config_preset_names(); *p; p++) {
+            strcat(about, " ");
+            strcat(about, *p);
+        }
+        cli_help("llamac inspect <preset> [flags]", about, flags, nf);
+        return 0;
+    }
+    if (npos != 1) return err_set(e, "inspect: expected one preset name (see llamac inspect --help)");
+    LlamaConfig c;
+    if (config_preset(pos[0], &c, e)) return -1;
+    for (int i = 0; i < set.n; i++) {
+        char key[64];
+        const char *eq = strchr(set.v[i], '=');
+        if (!eq || eq == set.v[i] || (size_t)(eq - set.v[i]) >= sizeof key)
+            return err_set(e, "--set: expected key=value, got '%s'", set.v[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - set.v[i]), set.v[i]);
+        if (config_set(&c, key, eq + 1, e)) return -1;
+    }
+    if (config_validate(&c, e)) return -1;
+    if (T == 0) T = c.max_seq < 2048 ? c.max_seq : 2048;
+    if (T > c.max_seq)
+        return err_set(e, "--seq: %ld exceeds the context length %d of %s", T, c.max_seq, c.name);
+
+    ParamTable t;
+    if (params_build(&c, &t, e)) return -1;
+    char b1[32], b2[32];
+    int HS = config_head_size(&c);
+    printf("model %s: dim %d, layers %d, heads %d, kv heads %d, head size %d, hidden %d, vocab %d\n",
+           c.name, c.dim, c.n_layers, c.n_heads, c.n_kv_heads, HS, c.hidden, c.vocab);
+    printf("  context %d, rope theta %g", c.max_seq, c.rope_theta);
+    if (c.rope_scaling == ROPE_SCALING_LLAMA3)
+        printf(", llama3 rope scaling (factor %g, low %g, high %g, original context %d)",
+               c.rope_factor, c.rope_low_freq, c.rope_high_freq, c.rope_orig_ctx);
+    printf(", norm eps %g, %s embeddings\n", c.norm_eps, c.tied ? "tied" : "untied");
+    printf("parameters: %s (%.3f B)\n", commas(t.numel, b1), t.numel / 1e9);
+    size_t per[PG_COUNT] = {0};
+    for (int i = 0; i < t.n; i++) per[t.p[i].group] += t.p[i].numel;
+    for (int g = 0; g < PG_COUNT; g++) {
+        if (g == PG_HEAD && c.tied) {
+            printf("  %-10s %17s  (tied to the embedding)\n", group_names[g], "0");
+            continue;
+        }
+        printf("  %-10s %17s  %5.1f%%\n", group_names[g], commas(per[g], b1), 100.0 * per[g] / t.numel);
+    }
+    if (tensors) {
+        printf("tensors (Hugging Face names, buffer offsets in floats):\n");
+        for (int i = 0; i < t.n; i++) {
+            const ParamInfo *p = &t.p[i];
+            char shape[48];
+            if (p->ndim == 2) snprintf(shape, sizeof shape, "(%lld, %lld)", (long long)p->shape[0], (long long)p->shape[1]);
+            else snprintf(shape, sizeof shape, "(%lld)", (long long)p->shape[0]);
+            printf("  %-52s %-16s %14s%s\n", p->name, shape, commas(p->offset, b1), p->decay ? "  decay" : "");
+        }
+    }
+    double fpt = llama_flops_per_token(&c, (int)T);
+    printf("training FLOPs per token at T=%ld: %.4g (6N + 12*L*H*HS*T)\n", T, fpt);
+
+    LlamaMem full = llama_memory(&c, &ops_cpu, (int)B, (int)T, 1);
+    size_t moments = 2 * full.params;
+    size_t total = full.params + full.grads + moments + full.acts;
+    printf("memory for one training step at B=%ld, T=%ld (float32, CPU backend):\n", B, T);
+    printf("  full training: %.2f GiB = params %.2f + grads %.2f + AdamW m,v %.2f + activations %.2f\n",
+           gib(total), gib(full.params), gib(full.grads), gib(moments), gib(full.acts));
+    size_t lp = lora_params(&c, (int)rank);
+    size_t lora_bytes = lp * 4 * sizeof(float); /* adapter, its grads, m, v */
+    size_t ltotal = full.params + lora_bytes + full.acts;
+    printf("  LoRA r=%ld on q,k,v,o: %.2f GiB = frozen params %.2f + adapters with grads and m,v %.3f"
+           " (%s trainable) + activations %.2f\n",
+           rank, gib(ltotal), gib(full.params), gib(lora_bytes), commas(lp, b2), gib(full.acts));
+    params_free(&t);
+    return 0;
+}

@@ -1,0 +1,14 @@
+/*
+ * cmds.h: the subcommands of llamac. Each takes the words after its name and
+ * returns a process exit code; user errors are printed by main from the Err.
+ */
+#ifndef LLAMAC_TRAIN_CMDS_H
+#define LLAMAC_TRAIN_CMDS_H
+
+#include "../model/base.h"
+
+/* Returns 0 on success, -1 with e set on a user error. */
+int cmd_inspect(int argc, char **argv, Err *e);
+int cmd_bench(int argc, char **argv, Err *e);
+
+#endif
