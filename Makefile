@@ -17,10 +17,15 @@ endif
 
 # -O3 without -ffast-math: fast-math assumes no NaN/Inf, which would defeat
 # the NaN-loss checks and the finite-difference gradient checks.
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O3 -fopenmp -MMD -MP
+# -fno-trapping-math says we never enable floating-point traps and
+# -fno-math-errno that we never read errno after sqrtf/logf (both true); they
+# let GCC if-convert the clamps of the vector exp and vectorise sqrtf in
+# AdamW, and change no result.
+FPFLAGS := -fno-trapping-math -fno-math-errno
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O3 $(FPFLAGS) -fopenmp -MMD -MP
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(DEBUG),1)
-CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O0 -g -fopenmp -MMD -MP -DLC_DEBUG
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O0 -g $(FPFLAGS) -fopenmp -MMD -MP -DLC_DEBUG
 endif
 ifeq ($(SAN),1)
 CFLAGS_BASE += -g -fsanitize=address,undefined -fno-omit-frame-pointer

@@ -31,9 +31,9 @@ char *openblas_get_corename(void);
 const char *ops_cpu_blas_core(void) { return openblas_get_corename(); }
 int ops_cpu_threads(void) { return omp_get_max_threads(); }
 
-#define ATTN_BQ 64   /* query rows per attention block: two (64 x T) scratch tiles per thread */
-#define CE_ROWS_MAX 512
-#define CE_FLOATS 8388608 /* 32 MiB of logits per chunk of rows */
+#define ATTN_BQ 64
+#define CE_ROWS_MAX 1024
+#define CE_FLOATS 33554432
 
 // ----------------------------------------------------------------------------
 // memory
@@ -58,6 +58,75 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
     size_t attn = (size_t)omp_get_max_threads() * 2 * ATTN_BQ * (size_t)T;
     size_t ce = (size_t)ce_rows(V) * V;
     return attn > ce ? attn : ce;
+}
+
+// ----------------------------------------------------------------------------
+// vector math: softmax and SwiGLU spend their time in exp. libm's expf is a
+// call per element and does not vectorise without -ffast-math, so exp is
+// written as plain arithmetic (x = n ln2 + r, |r| <= ln2/2; e^r by its
+// degree-6 Taylor polynomial, error r^7/7! < 1.3e-7; 2^n through the
+// exponent bits) and the loops using it are compiled twice, for AVX2+FMA
+// and for baseline x86-64, picked at load time (target_clones).
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#else
+#define VECTOR_CLONES
+#endif
+
+static inline __attribute__((always_inline)) float exp_approx(float x) {
+    x = x < -87.0f ? -87.0f : x; /* e^-87 ~ 1.6e-38: below it, 0 for softmax */
+    x = x > 88.0f ? 88.0f : x;
+    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
+    float r = x - n * 0.693359375f - n * -2.12194440e-4f;     /* ln2 split hi + lo */
+    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666667e-2f +
+              r * (8.3333333e-3f + r * 1.3888889e-3f)))));
+    int32_t bits = ((int32_t)n + 127) << 23;
+    float two_n;
+    memcpy(&two_n, &bits, sizeof two_n);
+    return p * two_n;
+}
+
+/* max of x[0..n), n >= 1. GCC does not vectorise a float max reduction
+ * without -ffinite-math-only, so eight lanes are spelled out with GCC vector
+ * extensions (compare to a mask, then select by bits). */
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+
+VECTOR_CLONES static float vec_max(const float *x, int n) {
+    float m = x[0];
+    int i = 0;
+    if (n >= 8) {
+        v8f mv;
+        memcpy(&mv, x, sizeof mv);
+        for (i = 8; i + 8 <= n; i += 8) {
+            v8f xv;
+            memcpy(&xv, x + i, sizeof xv);
+            v8i gt = xv > mv;
+            mv = (v8f)((gt & (v8i)xv) | (~gt & (v8i)mv));
+        }
+        for (int k = 0; k < 8; k++) m = mv[k] > m ? mv[k] : m;
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* y = exp(x - sub) over n elements, in place; returns the sum (eight
+ * partial sums in a fixed order, so vectorised and deterministic) */
+VECTOR_CLONES static float vec_exp_sum(float *y, float sub, int n) {
+    for (int i = 0; i < n; i++) y[i] = exp_approx(y[i] - sub);
+    float acc[8] = {0};
+    int i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += y[i + k];
+    for (; i < n; i++) acc[0] += y[i];
+    float s = 0.0f;
+    for (int k = 0; k < 8; k++) s += acc[k];
+    return s;
+}
+
+VECTOR_CLONES static void vec_scale(float *x, float s, int n) {
+    for (int i = 0; i < n; i++) x[i] *= s;
 }
 
 // ----------------------------------------------------------------------------
@@ -216,14 +285,11 @@ static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, cons
                     for (int r = 0; r < nq; r++) {
                         int t = i0 + r, lo = t - pb[t] - k0, hi = t - k0; /* visible [lo, hi] */
                         float *s = S + (size_t)r * nk;
-                        float mx = -INFINITY;
-                        for (int j = lo; j <= hi; j++) mx = s[j] > mx ? s[j] : mx;
-                        float sum = 0.0f;
+                        float mx = vec_max(s + lo, hi - lo + 1);
                         for (int j = 0; j < lo; j++) s[j] = 0.0f;
-                        for (int j = lo; j <= hi; j++) { s[j] = expf(s[j] - mx); sum += s[j]; }
+                        float sum = vec_exp_sum(s + lo, mx, hi - lo + 1);
                         for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
-                        float inv = 1.0f / sum;
-                        for (int j = lo; j <= hi; j++) s[j] *= inv;
+                        vec_scale(s + lo, 1.0f / sum, hi - lo + 1);
                         lse[((size_t)b * H + h) * T + t] = mx + logf(sum);
                     }
                     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, S, nk,
@@ -277,10 +343,8 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
                             float di = 0.0f; /* D_i = rowsum(dO * O) = sum_j P_ij dP_ij */
                             for (int c = 0; c < HS; c++) di += dO[c] * o[c];
                             for (int j = 0; j < lo; j++) p[j] = dp[j] = 0.0f;
-                            for (int j = lo; j <= hi; j++) {
-                                p[j] = expf(p[j] - l);
-                                dp[j] = p[j] * (dp[j] - di) * scale;
-                            }
+                            vec_exp_sum(p + lo, l, hi - lo + 1);
+                            for (int j = lo; j <= hi; j++) dp[j] = p[j] * (dp[j] - di) * scale;
                             for (int j = hi + 1; j < nk; j++) p[j] = dp[j] = 0.0f;
                         }
                         /* dq = dS k ; dk += dS^T q ; dv += P^T dO */
@@ -298,21 +362,36 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
 // ----------------------------------------------------------------------------
 // SwiGLU (Shazeer 2020)
 
+#define SWIGLU_BLOCK 4096
+
+VECTOR_CLONES static void swiglu_fwd_block(float *out, const float *g, const float *u, int n) {
+    for (int i = 0; i < n; i++) out[i] = g[i] / (1.0f + exp_approx(-g[i])) * u[i];
+}
+
+VECTOR_CLONES static void swiglu_bwd_block(float *dg, float *du, const float *dout, const float *g,
+                                           const float *u, int n) {
+    for (int i = 0; i < n; i++) {
+        float s = 1.0f / (1.0f + exp_approx(-g[i]));
+        float silu = g[i] * s;
+        dg[i] = dout[i] * u[i] * (s + silu * (1.0f - s));
+        du[i] = dout[i] * silu;
+    }
+}
+
 static void cpu_swiglu_fwd(void *ctx, float *out, const float *g, const float *u, size_t n) {
     (void)ctx;
 #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) out[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    for (size_t i = 0; i < n; i += SWIGLU_BLOCK)
+        swiglu_fwd_block(out + i, g + i, u + i, (int)(n - i < SWIGLU_BLOCK ? n - i : SWIGLU_BLOCK));
 }
 
 static void cpu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dout, const float *g,
                            const float *u, size_t n) {
     (void)ctx;
 #pragma omp parallel for
-    for (size_t i = 0; i < n; i++) {
-        float s = 1.0f / (1.0f + expf(-g[i]));
-        float silu = g[i] * s;
-        dg[i] = dout[i] * u[i] * (s + silu * (1.0f - s));
-        du[i] = dout[i] * silu;
+    for (size_t i = 0; i < n; i += SWIGLU_BLOCK) {
+        int k = (int)(n - i < SWIGLU_BLOCK ? n - i : SWIGLU_BLOCK);
+        swiglu_bwd_block(dg + i, du + i, dout + i, g + i, u + i, k);
     }
 }
 
@@ -345,16 +424,13 @@ static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, co
                 if (dx) memset(l, 0, (size_t)V * sizeof(float));
                 continue;
             }
-            float mx = l[0];
-            for (int j = 1; j < V; j++) mx = l[j] > mx ? l[j] : mx;
-            float sum = 0.0f;
-            for (int j = 0; j < V; j++) sum += expf(l[j] - mx);
-            float lse = mx + logf(sum);
-            float loss = lse - l[tgt];
+            float lt = l[tgt], mx = vec_max(l, V);
+            float sum = vec_exp_sum(l, mx, V); /* l now holds exp(logit - max) */
+            float loss = mx + logf(sum) - lt;
             if (row_loss) row_loss[n0 + r] = loss;
             chunk += loss;
             if (dx) {
-                for (int j = 0; j < V; j++) l[j] = expf(l[j] - lse) * scale;
+                vec_scale(l, scale / sum, V); /* scale * softmax */
                 l[tgt] -= scale;
             }
         }

@@ -4,7 +4,9 @@
  * and runs SGEMM about 3.5x slower than with the right kernel; the core can
  * only be chosen by OPENBLAS_CORETYPE before the library loads. So at
  * start-up, if the variable is unset and the detected core is weaker than
- * what the CPU supports, set it and re-exec ourselves once.
+ * what the CPU supports, set it and re-exec ourselves once. The same re-exec
+ * binds OpenMP threads to cores (OMP_PROC_BIND=close) unless the user chose
+ * a binding: also read only at start-up.
  */
 #ifndef LLAMAC_TRAIN_BLAS_ENV_H
 #define LLAMAC_TRAIN_BLAS_ENV_H
