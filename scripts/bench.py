@@ -47,7 +47,7 @@ def main():
 
     llamac = os.path.join(ROOT, "build", "llamac")
     # the SGEMM peak in its own process, so its buffers stay out of the RSS figures
-    j = run_json([llamac, "bench", "--preset", "tiny", "--steps", "1", "--sgemm", "2048", "--json"])
+    j = run_json([llamac, "bench", "--preset", "tiny", "--seq", "32", "--steps", "1", "--sgemm", "2048", "--json"])
     rows, peak, blas = [], j["sgemm_peak_gflops"], j["blas"]
     for spec in args.configs.split(","):
         preset, T, B = spec.split(":")
@@ -81,7 +81,7 @@ def main():
         rows.append(row)
 
     print()
-    print("CPU: %d cores; llamac: OpenBLAS %s, %d threads; SGEMM peak %.1f GFLOP/s (2048^3, best of 5)"
+    print("CPU: %d cores; llamac: OpenBLAS %s, %d threads; SGEMM peak %.1f GFLOP/s (2048^3, best of 10)"
           % (os.cpu_count(), blas, lc[0]["threads"], peak))
     if rows and "torch" in rows[0]:
         print("PyTorch %s, eager, SDPA attention, default threads" % rows[0]["torch"])

@@ -161,7 +161,7 @@ int cmd_bench(int argc, char **argv, Err *e) {
     qsort(sorted, (size_t)steps, sizeof(double), cmp_double);
     double med = steps % 2 ? sorted[steps / 2] : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
     double tps = n / med, fpt = llama_flops_per_token(&c, (int)T), gf = fpt * tps / 1e9;
-    double peak = sgemm ? sgemm_gflops((int)sgemm, 5) : 0;
+    double peak = sgemm ? sgemm_gflops((int)sgemm, 10) : 0;
     double rss = peak_rss_bytes() / 1048576.0;
     if (json) {
         printf("{\"peer\":\"llamac\",\"preset\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"threads\":%d,\"blas\":\"%s\","
