@@ -78,11 +78,11 @@ LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int wi
 int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                int with_grads, Err *e) {
     memset(m, 0, sizeof *m);
-    if (params_build(c, &m->t, e)) return -1;
     if (B <= 0) return err_set(e, "batch size: must be positive, got %d", B);
     if (T <= 0) return err_set(e, "sequence length: must be positive, got %d", T);
     if (T > c->max_seq)
         return err_set(e, "sequence length: %d exceeds the model's context length %d", T, c->max_seq);
+    if (params_build(c, &m->t, e)) return -1;
     m->c = *c;
     m->ops = ops;
     m->ctx = ctx;
