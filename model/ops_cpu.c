@@ -66,10 +66,11 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
 // written as plain arithmetic (x = n ln2 + r, |r| <= ln2/2; e^r by its
 // degree-6 Taylor polynomial, error r^7/7! < 1.3e-7; 2^n through the
 // exponent bits) and the loops using it are compiled twice, for AVX2+FMA
-// and for baseline x86-64, picked at load time (target_clones).
+// (x86-64-v3) and for baseline x86-64, picked at load time by CPU features
+// (target_clones; "arch=haswell" would be picked by CPU model, never on AMD).
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=haswell", "default")))
+#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
 #else
 #define VECTOR_CLONES
 #endif
