@@ -39,6 +39,7 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
         A(a->gate, N * F); A(a->up, N * F); A(a->act, N * F);
     }
     A(m->x_out, N * D); A(m->xf, N * D); A(m->rstdf, N); A(m->row_loss, N);
+    A(m->logits, (size_t)c->vocab);
     A(m->rope_cos, (size_t)m->T * HS / 2); A(m->rope_sin, (size_t)m->T * HS / 2);
     if (with_grads) {
         A(m->dres, N * D); A(m->dxn, N * D); A(m->datt, N * Q);
@@ -255,6 +256,48 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
         o->rmsnorm_bwd(ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
     }
     return loss;
+}
+
+// ----------------------------------------------------------------------------
+// generation: one position at a time, every buffer used at row `pos` of
+// batch row 0, so the k and v rows of earlier positions are the cache
+
+void llama_decode(Llama *m, int token, int pos) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    void *ctx = m->ctx;
+    int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, HS = config_head_size(c);
+    int Q = H * HS, KVD = KV * HS, F = c->hidden, L = c->n_layers;
+    LC_ASSERT(pos >= 0 && pos < m->T && token >= 0 && token < c->vocab);
+    o->upload(ctx, m->tokens + pos, &token, sizeof(int));
+    o->upload(ctx, m->pos + pos, &pos, sizeof(int));
+    size_t r = (size_t)pos;
+    o->embed_fwd(ctx, m->acts[0].x + r * D, m->tokens + pos, m->w.embed, 1, D);
+    for (int l = 0; l < L; l++) {
+        LayerActs *a = &m->acts[l];
+        const LayerWeights *w = &m->w.layer[l];
+        float *x = a->x + r * D, *xn1 = a->xn1 + r * D, *q = a->q + r * Q, *k = a->k + r * KVD;
+        float *v = a->v + r * KVD, *att = a->att + r * Q, *h = a->h + r * D, *xn2 = a->xn2 + r * D;
+        float *gate = a->gate + r * F, *up = a->up + r * F, *act = a->act + r * F;
+        float *out = (l + 1 < L ? m->acts[l + 1].x : m->x_out) + r * D;
+        o->rmsnorm_fwd(ctx, xn1, a->rstd1 + r, x, w->ln1, 1, D, c->norm_eps);
+        o->matmul_fwd(ctx, q, xn1, w->wq, 1, D, Q);
+        o->matmul_fwd(ctx, k, xn1, w->wk, 1, D, KVD);
+        o->matmul_fwd(ctx, v, xn1, w->wv, 1, D, KVD);
+        o->rope_fwd(ctx, q, m->pos + pos, m->rope_cos, m->rope_sin, 1, H, HS);
+        o->rope_fwd(ctx, k, m->pos + pos, m->rope_cos, m->rope_sin, 1, KV, HS);
+        o->attn_decode(ctx, att, q, a->k, a->v, m->scratch, pos + 1, H, KV, HS);
+        o->matmul_fwd(ctx, h, att, w->wo, 1, Q, D);
+        o->add(ctx, h, x, D);
+        o->rmsnorm_fwd(ctx, xn2, a->rstd2 + r, h, w->ln2, 1, D, c->norm_eps);
+        o->matmul_fwd(ctx, gate, xn2, w->wg, 1, D, F);
+        o->matmul_fwd(ctx, up, xn2, w->wu, 1, D, F);
+        o->swiglu_fwd(ctx, act, gate, up, F);
+        o->matmul_fwd(ctx, out, act, w->wd, 1, F, D);
+        o->add(ctx, out, h, D);
+    }
+    o->rmsnorm_fwd(ctx, m->xf + r * D, m->rstdf + r, m->x_out + r * D, m->w.norm_f, 1, D, c->norm_eps);
+    o->matmul_fwd(ctx, m->logits, m->xf + r * D, m->w.lm_head, 1, D, c->vocab);
 }
 
 // ----------------------------------------------------------------------------

@@ -48,6 +48,7 @@ typedef struct Llama {
     float *xf;         /* (N, D) final norm output */
     float *rstdf;      /* (N) */
     float *row_loss;   /* (N) per-token loss of the last forward */
+    float *logits;     /* (V) output of llama_decode */
     /* gradient buffers, reused by every layer */
     float *dres;       /* (N, D) gradient of the residual stream */
     float *dxn;        /* (N, D) */
@@ -96,6 +97,13 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale);
  * of layer l1 - 1), accumulating into m->grads; when l0 == 0 it ends with the
  * embedding gradient, otherwise dres holds the gradient of acts[l0].x. */
 void llama_backward(Llama *m, int l0, int l1);
+
+/* Generation with a KV cache (batch row 0): run `token` at position pos
+ * through the model and leave its next-token logits in m->logits (V, backend
+ * memory). The cache is the k and v activations of earlier positions: call
+ * with pos = 0, 1, 2, ... in order (a new sequence restarts at pos 0).
+ * Requires pos < T. */
+void llama_decode(Llama *m, int token, int pos);
 
 /* Number of targets != LC_IGNORE in a host array of n. */
 long llama_count_targets(const int *targets, size_t n);

@@ -26,7 +26,7 @@
 #define LC_IGNORE (-1)
 
 typedef enum {
-    OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_SWIGLU, OP_LMHEAD_CE,
+    OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
     OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_COUNT
 } OpId;
 
@@ -84,6 +84,13 @@ typedef struct Ops {
                      const float *out, const float *lse, const float *q, const float *k,
                      const float *v, const int *pos, float *scratch, int B, int T, int H,
                      int KV, int HS);
+
+    /* Generation with a KV cache: one query row q (H*HS) of a new token
+     * attends to the S cached keys and values k, v (S, KV*HS), the last of
+     * which is its own (so causal by construction); out (H*HS) =. Scratch
+     * holds H*S floats. Inference only: no backward. */
+    void (*attn_decode)(void *ctx, float *out, const float *q, const float *k, const float *v,
+                        float *scratch, int S, int H, int KV, int HS);
 
     /* out(n) = silu(g) * u */
     void (*swiglu_fwd)(void *ctx, float *out, const float *g, const float *u, size_t n);

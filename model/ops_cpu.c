@@ -23,7 +23,7 @@
 #include "base.h"
 
 const char *const op_names[OP_COUNT] = {
-    "embed", "rmsnorm", "matmul", "rope", "attn", "swiglu", "lmhead_ce",
+    "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
     "add", "sumsq", "scale", "adamw",
 };
 
@@ -54,9 +54,11 @@ static int ce_rows(int V) {
 }
 
 static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, int D) {
-    (void)ctx; (void)B; (void)H; (void)HS; (void)D;
+    (void)ctx; (void)B; (void)HS; (void)D;
     size_t attn = (size_t)omp_get_max_threads() * 2 * ATTN_BQ * (size_t)T;
+    size_t decode = (size_t)H * T;
     size_t ce = (size_t)ce_rows(V) * V;
+    attn = attn > decode ? attn : decode;
     return attn > ce ? attn : ce;
 }
 
@@ -360,6 +362,29 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
     }
 }
 
+static void cpu_attn_decode(void *ctx, float *out, const float *q, const float *k, const float *v,
+                            float *scratch, int S, int H, int KV, int HS) {
+    (void)ctx;
+    int G = H / KV, ks = KV * HS;
+    float scale = 1.0f / sqrtf((float)HS);
+#pragma omp parallel for
+    for (int h = 0; h < H; h++) {
+        const float *qh = q + (size_t)h * HS, *kh = k + (size_t)(h / G) * HS, *vh = v + (size_t)(h / G) * HS;
+        float *s = scratch + (size_t)h * S, *o = out + (size_t)h * HS;
+        for (int j = 0; j < S; j++) {
+            float d = 0.0f;
+            for (int c = 0; c < HS; c++) d += qh[c] * kh[(size_t)j * ks + c];
+            s[j] = d * scale;
+        }
+        float sum = vec_exp_sum(s, vec_max(s, S), S);
+        for (int c = 0; c < HS; c++) o[c] = 0.0f;
+        for (int j = 0; j < S; j++) {
+            float p = s[j] / sum;
+            for (int c = 0; c < HS; c++) o[c] += p * vh[(size_t)j * ks + c];
+        }
+    }
+}
+
 // ----------------------------------------------------------------------------
 // SwiGLU (Shazeer 2020)
 
@@ -519,6 +544,7 @@ const Ops ops_cpu = {
     .rope_bwd = cpu_rope_bwd,
     .attn_fwd = cpu_attn_fwd,
     .attn_bwd = cpu_attn_bwd,
+    .attn_decode = cpu_attn_decode,
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .lmhead_ce = cpu_lmhead_ce,

@@ -225,3 +225,36 @@ void model_batch_errors(void) {
     EXPECT(llama_set_batch(&m, tok, tgt, pos, &e) < 0 && strstr(e.msg, "position"), "bad pos: %s", e.msg);
     llama_free(&m);
 }
+
+/* Generation with the KV cache gives the logits of a full forward pass at
+ * every position (GQA, llama3 rope scaling, tied head). */
+void model_kv_cache(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.tied = 1; cfg.rope_theta = 500000; cfg.rope_scaling = ROPE_SCALING_LLAMA3;
+    cfg.rope_factor = 8; cfg.rope_low_freq = 1; cfg.rope_high_freq = 4; cfg.rope_orig_ctx = 16;
+    int T = 40, V = cfg.vocab;
+    Llama a, b;
+    Err e;
+    LC_ASSERT(llama_init(&a, &cfg, &ops_cpu, NULL, 1, T, 0, &e) == 0);
+    LC_ASSERT(llama_init(&b, &cfg, &ops_cpu, NULL, 1, T, 0, &e) == 0);
+    params_init(&a.t, a.params, cfg.n_layers, 21);
+    memcpy(b.params, a.params, a.t.size * sizeof(float));
+    Rng r;
+    rng_seed(&r, 8);
+    int tok[40];
+    for (int t = 0; t < T; t++) tok[t] = (int)(rng_u64(&r) % V);
+    LC_ASSERT(llama_set_batch(&a, tok, NULL, NULL, &e) == 0);
+    llama_forward(&a, 0, cfg.n_layers, 0);
+    float *full = xmalloc((size_t)T * V * sizeof(float));
+    ops_cpu.matmul_fwd(NULL, full, a.xf, a.w.lm_head, T, cfg.dim, V);
+    double worst = 0;
+    for (int t = 0; t < T; t++) {
+        llama_decode(&b, tok[t], t);
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(b.logits[v] - full[(size_t)t * V + v]));
+    }
+    EXPECT(worst < 1e-5, "KV-cache logits differ from the full forward by %g", worst);
+    free(full);
+    llama_free(&a);
+    llama_free(&b);
+}

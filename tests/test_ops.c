@@ -240,6 +240,27 @@ static void case_attn(Rng *r) {
     attn_case(r, 1, 17, 4, 1, 4, 1, "attn.mqa_docs");
 }
 
+/* The decode op against attn_fwd's last row: same keys, GQA. */
+static void case_attn_decode(Rng *r) {
+    int T = 37, H = 6, KV = 2, HS = 10;
+    AttnCase c = {1, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0};
+    size_t nq = (size_t)T * H * HS, nk = (size_t)T * KV * HS;
+    c.pos = xmalloc(T * sizeof(int));
+    for (int t = 0; t < T; t++) c.pos[t] = t;
+    c.q = NEW(nq); c.k = NEW(nk); c.v = NEW(nk); c.out = NEW(nq); c.r = NEW(nq); c.lse = NEW(H * T);
+    c.scratch = NEW(O->scratch_floats(NULL, 1, T, H, HS, 2, 2));
+    gc_randn(r, c.q, nq, 1); gc_randn(r, c.k, nk, 1); gc_randn(r, c.v, nk, 1);
+    attn_f(&c);
+    float out[64];
+    for (int S = 1; S <= T; S += 9) {
+        O->attn_decode(NULL, out, c.q + (size_t)(S - 1) * H * HS, c.k, c.v, c.scratch, S, H, KV, HS);
+        double d = 0;
+        for (int i = 0; i < H * HS; i++) d = fmax(d, fabs(out[i] - c.out[(size_t)(S - 1) * H * HS + i]));
+        EXPECT(d < 1e-5, "attn_decode at S=%d differs from attn_fwd by %g", S, d);
+    }
+    free(c.pos); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
+}
+
 // ----------------------------------------------------------------------------
 // SwiGLU
 
@@ -369,7 +390,8 @@ typedef struct {
 
 static const OpCase cases[] = {
     {OP_EMBED, case_embed},   {OP_RMSNORM, case_rmsnorm}, {OP_MATMUL, case_matmul},
-    {OP_ROPE, case_rope},     {OP_ATTN, case_attn},       {OP_SWIGLU, case_swiglu},
+    {OP_ROPE, case_rope},     {OP_ATTN, case_attn},       {OP_ATTN_DECODE, case_attn_decode},
+    {OP_SWIGLU, case_swiglu},
     {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
     {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},
 };
@@ -391,6 +413,7 @@ void ops_rmsnorm(void) { run_op(OP_RMSNORM); }
 void ops_matmul(void) { run_op(OP_MATMUL); }
 void ops_rope(void) { run_op(OP_ROPE); }
 void ops_attn(void) { run_op(OP_ATTN); }
+void ops_attn_decode(void) { run_op(OP_ATTN_DECODE); }
 void ops_swiglu(void) { run_op(OP_SWIGLU); }
 void ops_lmhead_ce(void) { run_op(OP_LMHEAD_CE); }
 void ops_add(void) { run_op(OP_ADD); }
