@@ -37,7 +37,8 @@ endif
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
-LDLIBS := -lm -fopenmp
+# inih reads config files, jansson JSONL (Debian: libinih-dev, libjansson-dev).
+LDLIBS := -lm -fopenmp -linih -ljansson
 
 # ---- probes: one line each for what was found -------------------------------
 # OpenBLAS built for OpenMP: a GEMM called inside our parallel regions then
@@ -46,9 +47,10 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 # A fresh machine lacks it: install the Debian packages first (any target but
 # clean/help), so `make test` works on a bare machine.
-ifeq ($(wildcard $(OPENBLAS_DIR)/libopenblas.so),)
+REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h
+ifneq ($(words $(wildcard $(REQUIRED))),$(words $(REQUIRED)))
 ifeq ($(filter clean help,$(MAKECMDGOALS)),)
-$(info ✗ OpenBLAS (OpenMP build): not found, running scripts/install_deps.sh)
+$(info ✗ missing $(filter-out $(wildcard $(REQUIRED)),$(REQUIRED)): running scripts/install_deps.sh)
 $(shell bash scripts/install_deps.sh >&2)
 endif
 endif
@@ -60,6 +62,7 @@ else ifeq ($(filter clean help,$(MAKECMDGOALS)),)
 $(error ✗ OpenBLAS (OpenMP build) not found in $(OPENBLAS_DIR): scripts/install_deps.sh failed)
 endif
 $(info ✓ OpenMP: $(shell $(CC) -dumpfullversion 2>/dev/null) -fopenmp)
+$(info $(if $(wildcard /usr/include/ini.h),✓,✗) inih (config files), $(if $(wildcard /usr/include/jansson.h),✓,✗) jansson (JSONL))
 NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
 ifneq ($(NVCC),)
 $(info ✓ nvcc: $(NVCC) (CUDA backend: later issue, not built yet))
@@ -80,12 +83,15 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c \
+LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/sample.c \
+           data/bpe.c data/shard.c data/loader.c data/jsonl.c \
            optim/adamw.c optim/sched.c \
-           train/cli.c train/cmd_inspect.c train/cmd_bench.c train/blas_env.c
+           train/cli.c train/blas_env.c train/modelfile.c train/run.c \
+           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
+           train/cmd_eval.c train/cmd_generate.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
-            tests/test_ref.c tests/test_cli.c tests/gradcheck.c
+            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

@@ -2,7 +2,7 @@
 # Install the Debian packages llamac builds against. Idempotent; needs root
 # (CI and the dev machines run as root) or sudo.
 set -euo pipefail
-pkgs=(build-essential libopenblas-openmp-dev)
+pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

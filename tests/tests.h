@@ -33,6 +33,12 @@ void optim_errors(void);
 void ref_llama2(void);
 void ref_llama3(void);
 void ref_fixture_errors(void);
+void shard_roundtrip(void);
+void shard_bad_files(void);
+void loader_determinism(void);
+void loader_ranks_disjoint(void);
+void loader_doc_boundaries(void);
+void loader_too_short(void);
 void cli_inspect(void);
 void cli_errors(void);
 

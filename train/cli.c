@@ -5,7 +5,9 @@
  */
 #include "cli.h"
 
+#include <ini.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static const CliFlag *find(const CliFlag *flags, int n, const char *name, size_t len) {
@@ -94,4 +96,112 @@ void cli_help(const char *usage, const char *about, const CliFlag *flags, int nf
         printf("  --%-16s %s%s\n", f->name, f->help, def);
     }
     printf("  --%-16s %s\n", "help", "show this help");
+}
+
+// ----------------------------------------------------------------------------
+// config files (INI through inih, Debian's libinih)
+
+/* 1-based line of the first invalid UTF-8 sequence, or 0 (RFC 3629). */
+static int utf8_bad_line(const unsigned char *s, size_t n) {
+    int line = 1;
+    for (size_t i = 0; i < n;) {
+        unsigned char c = s[i];
+        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        if (len == 0 || i + len > n) return line;
+        for (int k = 1; k < len; k++)
+            if ((s[i + k] & 0xc0) != 0x80) return line;
+        if ((len == 2 && c < 0xc2) || (len == 3 && c == 0xe0 && s[i + 1] < 0xa0) ||
+            (len == 4 && (c > 0xf4 || (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))))
+            return line;
+        if (c == '\n') line++;
+        if (c == 0) return line;
+        i += (size_t)len;
+    }
+    return 0;
+}
+
+typedef struct {
+    CliArgs *out;
+    int overflow;
+} IniCtx;
+
+static int on_ini(void *user, const char *section, const char *name, const char *value) {
+    IniCtx *x = user;
+    if (x->out->n >= 256) { x->overflow = 1; return 0; }
+    size_t n = strlen(name) + strlen(value) + 16;
+    char *w = xmalloc(n);
+    if (section[0] && strcmp(section, "model") == 0) snprintf(w, n, "--set=%s=%s", name, value);
+    else if (section[0]) { free(w); return 0; } /* unknown sections: reported below */
+    else snprintf(w, n, "--%s=%s", name, value);
+    x->out->v[x->out->n++] = w;
+    return 1;
+}
+
+static int has_unknown_section(const char *text, char *name, size_t cap) {
+    for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        while (*p == ' ' || *p == '\t') p++;
+        if (*p != '[') continue;
+        const char *q = strchr(p, ']');
+        if (!q) continue;
+        snprintf(name, cap, "%.*s", (int)(q - p - 1), p + 1);
+        if (strcmp(name, "model") != 0) return 1;
+    }
+    return 0;
+}
+
+int cli_config(const char *path, CliArgs *out, Err *e) {
+    memset(out, 0, sizeof *out);
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open config file", path);
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 4096 + 1 > cap) text = xrealloc(text, cap = 2 * cap + 8192);
+        size_t k = fread(text + len, 1, 4096, f);
+        len += k;
+        if (k < 4096) break;
+    }
+    fclose(f);
+    text[len] = 0;
+    int line = utf8_bad_line((const unsigned char *)text, len);
+    if (line) {
+        free(text);
+        return err_set(e, "%s: line %d is not valid UTF-8 text (a config file is UTF-8 'key = value' lines)", path, line);
+    }
+    char sec[64];
+    if (has_unknown_section(text, sec, sizeof sec)) {
+        free(text);
+        return err_set(e, "%s: unknown section [%s] (only [model] is known)", path, sec);
+    }
+    IniCtx x = {out, 0};
+    int rc = ini_parse_string(text, on_ini, &x);
+    free(text);
+    if (x.overflow) { cli_args_free(out); return err_set(e, "%s: more than 256 settings", path); }
+    if (rc > 0) { cli_args_free(out); return err_set(e, "%s: line %d: expected 'key = value'", path, rc); }
+    if (rc < 0) { cli_args_free(out); return err_set(e, "%s: cannot parse", path); }
+    return 0;
+}
+
+void cli_args_free(CliArgs *a) {
+    for (int i = 0; i < a->n; i++) free(a->v[i]);
+    memset(a, 0, sizeof *a);
+}
+
+/* The words of the config file: string flags point into them, so they live
+ * as long as the process (one config per command). */
+static CliArgs config_words;
+
+int cli_parse_all(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
+                  int max_pos, int *npos, int *help, Err *e) {
+    if (argc > 0 && argv[0][0] != '-') {
+        cli_args_free(&config_words);
+        if (cli_config(argv[0], &config_words, e)) return -1;
+        int ignored_pos, ignored_help;
+        Err ce;
+        if (cli_parse(config_words.n, config_words.v, flags, nflags, pos, 0, &ignored_pos, &ignored_help, &ce))
+            return err_set(e, "%s: %s", argv[0], ce.msg);
+        argc--;
+        argv++;
+    }
+    return cli_parse(argc, argv, flags, nflags, pos, max_pos, npos, help, e);
 }

@@ -30,6 +30,24 @@ typedef struct CliList {
 int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
               int max_pos, int *npos, int *help, Err *e);
 
+/* Words read from a config file, owned. */
+typedef struct CliArgs {
+    char *v[256];
+    int n;
+} CliArgs;
+
+/* Read an INI config file (key = value, # comments; keys are the flag names;
+ * keys under [model] are model fields and become --set key=value) into
+ * "--key=value" words. Errors: cannot open, not valid UTF-8 (with the line),
+ * syntax error (with the line), more than 256 keys. Returns 0 or -1. */
+int cli_config(const char *path, CliArgs *out, Err *e);
+void cli_args_free(CliArgs *a);
+
+/* The usual entry of a subcommand: if argv[0] is not a flag it names a
+ * config file, whose values are parsed first; then the flags, which win. */
+int cli_parse_all(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
+                  int max_pos, int *npos, int *help, Err *e);
+
 /* Print "usage" then one line per flag with its default. */
 void cli_help(const char *usage, const char *about, const CliFlag *flags, int nflags);
 

@@ -9,12 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cblas.h>
-
 #include "../model/llama.h"
 #include "../optim/adamw.h"
 #include "../optim/sched.h"
 #include "blas_env.h"
+#include "run.h"
 #include "cli.h"
 #include "cmds.h"
 
@@ -68,25 +67,6 @@ static Ops profiled(const Ops *b) {
 static int cmp_double(const void *a, const void *b) {
     double x = *(const double *)a, y = *(const double *)b;
     return (x > y) - (x < y);
-}
-
-/* SGEMM rate on square n x n matrices, best of reps (the machine's peak for
- * this BLAS, measured rather than quoted). */
-static double sgemm_gflops(int n, int reps) {
-    float *a = xalloc_aligned((size_t)n * n * 4), *b = xalloc_aligned((size_t)n * n * 4), *c = xalloc_aligned((size_t)n * n * 4);
-    Rng r;
-    rng_seed(&r, 1);
-    for (size_t i = 0; i < (size_t)n * n; i++) a[i] = rng_uniform(&r), b[i] = rng_uniform(&r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-    double best = 1e30;
-    for (int i = 0; i < reps; i++) {
-        double t0 = time_now();
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, n, 1, a, n, b, n, 0, c, n);
-        double dt = time_now() - t0;
-        if (dt < best) best = dt;
-    }
-    free(a); free(b); free(c);
-    return 2.0 * n * n * (double)n / best / 1e9;
 }
 
 int cmd_bench(int argc, char **argv, Err *e) {
@@ -161,7 +141,7 @@ int cmd_bench(int argc, char **argv, Err *e) {
     qsort(sorted, (size_t)steps, sizeof(double), cmp_double);
     double med = steps % 2 ? sorted[steps / 2] : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
     double tps = n / med, fpt = llama_flops_per_token(&c, (int)T), gf = fpt * tps / 1e9;
-    double peak = sgemm ? sgemm_gflops((int)sgemm, 10) : 0;
+    double peak = sgemm ? run_sgemm_peak((int)sgemm, 10) : 0;
     double rss = peak_rss_bytes() / 1048576.0;
     if (json) {
         printf("{\"peer\":\"llamac\",\"preset\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"threads\":%d,\"blas\":\"%s\","

@@ -10,5 +10,9 @@
 /* Returns 0 on success, -1 with e set on a user error. */
 int cmd_inspect(int argc, char **argv, Err *e);
 int cmd_bench(int argc, char **argv, Err *e);
+int cmd_tokenize(int argc, char **argv, Err *e);
+int cmd_pretrain(int argc, char **argv, Err *e);
+int cmd_eval(int argc, char **argv, Err *e);
+int cmd_generate(int argc, char **argv, Err *e);
 
 #endif

@@ -15,6 +15,10 @@ typedef struct {
 } Command;
 
 static const Command commands[] = {
+    {"tokenize", cmd_tokenize, "train a BPE tokenizer; encode text or JSONL into token shards"},
+    {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
+    {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
+    {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"inspect", cmd_inspect, "model shape, parameter counts, FLOPs and training memory"},
     {"bench", cmd_bench, "time training steps of a preset: tokens/s, GFLOP/s, memory"},
 };

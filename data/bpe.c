@@ -1,0 +1,859 @@
+/*
+ * bpe.c: byte-level BPE. See bpe.h for the pre-tokenizer rules, the ids and
+ * the file format.
+ *
+ * Training (Sennrich et al. 2016, with the bookkeeping of fast trainers such
+ * as Hugging Face tokenizers): count the distinct chunks once, then merge on
+ * the distinct chunks ("words") weighted by their counts. Each pair keeps its
+ * count and the list of words it occurs in; a max-heap with lazy deletion
+ * picks the best pair. A merge rewrites only the words that hold the pair and
+ * updates the counts of the pairs in those words, so a step costs the size of
+ * the affected words, not of the corpus.
+ *
+ * Encoding: per chunk, a linked list of symbols and a min-heap of (merge
+ * index, position) merge the lowest-index pair first, leftmost on ties: the
+ * order training created them in, O(n log n) per chunk. Words repeat, so
+ * each thread keeps a direct-mapped cache chunk -> ids, tagged with the
+ * tokenizer id. That thread-local cache is this module's only global state;
+ * it is a pure memo (same id = same merges = same encoding), so bpe_encode
+ * takes a const Bpe and is safe to call from many threads at once.
+ */
+#include "bpe.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* the special tokens bpe_train adds, in id order */
+static const char *const special_names[] = {
+    BPE_BOS, BPE_EOS, BPE_START_HEADER, BPE_END_HEADER, BPE_EOT,
+};
+#define N_SPECIAL ((int)(sizeof special_names / sizeof special_names[0]))
+
+/* Total bytes of all tokens: bounds a hostile file whose merges double a
+ * token's length each time (2 GiB fits int64 offsets; real tables are MBs). */
+#define MAX_TOKEN_BYTES ((int64_t)1 << 31)
+
+// ---------------------------------------------------------------------------
+// hashing
+
+static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
+    return h;
+}
+#define FNV_OFFSET 0xcbf29ce484222325ull
+
+/* splitmix64's finalizer: spreads the pair keys (small ints) over the table */
+static inline uint64_t mix64(uint64_t x) {
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static inline uint64_t pair_key(int32_t a, int32_t b) {
+    return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1; /* never 0 = empty */
+}
+
+static uint64_t pow2_at_least(uint64_t n) {
+    uint64_t p = 16;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+// ---------------------------------------------------------------------------
+// pre-tokenizer
+
+enum { C_LETTER, C_DIGIT, C_PUNCT, C_NL, C_BLANK };
+
+static inline int byte_class(uint8_t c) {
+    if (c >= 0x80 || (unsigned)((c | 0x20) - 'a') < 26u) return C_LETTER;
+    if ((unsigned)(c - '0') < 10u) return C_DIGIT;
+    if (c == ' ' || c == '\t' || c == '\v' || c == '\f') return C_BLANK;
+    if (c == '\n' || c == '\r') return C_NL;
+    return C_PUNCT;
+}
+
+size_t bpe_chunk_end(const char *text, size_t len, size_t i) {
+    const uint8_t *s = (const uint8_t *)text;
+    size_t lim = len - i > BPE_MAX_CHUNK ? i + BPE_MAX_CHUNK : len;
+    int c = byte_class(s[i]);
+    size_t j = i + 1;
+    if (c == C_DIGIT) return j;
+    if (c == C_BLANK) {
+        if (s[i] == ' ' && j < lim) {
+            int k = byte_class(s[j]);
+            if (k == C_LETTER || k == C_PUNCT) {
+                while (++j < lim && byte_class(s[j]) == k) {}
+                return j;
+            }
+        }
+        while (j < lim && byte_class(s[j]) == C_BLANK) j++;
+        if (j < len && j - 1 > i && s[j - 1] == ' ') {
+            int k = byte_class(s[j]);
+            if (k == C_LETTER || k == C_PUNCT) return j - 1; /* " word" keeps its space */
+        }
+        return j;
+    }
+    while (j < lim && byte_class(s[j]) == c) j++;
+    return j;
+}
+
+// ---------------------------------------------------------------------------
+// tables shared by train and load
+
+static inline int32_t rank_of(const Bpe *t, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b);
+    for (uint64_t h = mix64(key) & t->rank_mask;; h = (h + 1) & t->rank_mask) {
+        uint64_t k = t->rank_key[h];
+        if (k == key) return t->rank_val[h];
+        if (k == 0) return -1;
+    }
+}
+
+static uint64_t compute_id(const Bpe *t) {
+    uint64_t h = FNV_OFFSET;
+    for (int i = 0; i < t->n_merges; i++) {
+        for (int k = 0; k < 2; k++) {
+            uint32_t v = (uint32_t)t->merges[i][k];
+            uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+            h = fnv1a(h, le, 4);
+        }
+    }
+    for (int i = 0; i < t->n_special; i++) {
+        uint32_t v = (uint32_t)strlen(t->special[i]);
+        uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+        h = fnv1a(h, le, 4);
+        h = fnv1a(h, t->special[i], v);
+    }
+    return h;
+}
+
+/* From t->merges and t->special, check them and build vocab, the token bytes,
+ * the rank map, bos/eos and id. Errors name `name` (the file). */
+static int build_tables(Bpe *t, const char *name, Err *e) {
+    int nm = t->n_merges;
+    t->vocab = 256 + nm + t->n_special;
+    t->rank_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
+    t->rank_key = xcalloc(t->rank_mask + 1, sizeof *t->rank_key);
+    t->rank_val = xmalloc((t->rank_mask + 1) * sizeof *t->rank_val);
+    t->tok_off = xmalloc(((size_t)t->vocab + 1) * sizeof *t->tok_off);
+    int64_t *off = t->tok_off; /* first lengths, then prefix sums */
+    for (int i = 0; i < 256; i++) off[i] = 1;
+    for (int i = 0; i < nm; i++) {
+        int32_t a = t->merges[i][0], b = t->merges[i][1];
+        if (a < 0 || a >= 256 + i || b < 0 || b >= 256 + i)
+            return err_set(e, "%s: merge %d refers to unknown id %d", name, i,
+                           (a < 0 || a >= 256 + i) ? a : b);
+        uint64_t key = pair_key(a, b), h = mix64(key) & t->rank_mask;
+        while (t->rank_key[h] && t->rank_key[h] != key) h = (h + 1) & t->rank_mask;
+        if (t->rank_key[h])
+            return err_set(e, "%s: merge %d repeats merge %d (%d, %d)", name, i, t->rank_val[h],
+                           a, b);
+        t->rank_key[h] = key;
+        t->rank_val[h] = i;
+        off[256 + i] = off[a] + off[b];
+        if (off[256 + i] > MAX_TOKEN_BYTES)
+            return err_set(e, "%s: merge %d makes a token longer than %lld bytes", name, i,
+                           (long long)MAX_TOKEN_BYTES);
+    }
+    t->bos = t->eos = -1;
+    for (int k = 0; k < t->n_special; k++) {
+        size_t n = strlen(t->special[k]);
+        if (n == 0 || n > BPE_MAX_SPECIAL_LEN)
+            return err_set(e, "%s: special token %d has length %zu (must be 1..%d)", name, k, n,
+                           BPE_MAX_SPECIAL_LEN);
+        for (int j = 0; j < k; j++)
+            if (strcmp(t->special[j], t->special[k]) == 0)
+                return err_set(e, "%s: special token %s appears twice", name, t->special[k]);
+        off[256 + nm + k] = (int64_t)n;
+        if (strcmp(t->special[k], BPE_BOS) == 0) t->bos = 256 + nm + k;
+        if (strcmp(t->special[k], BPE_EOS) == 0) t->eos = 256 + nm + k;
+    }
+    if (t->bos < 0) return err_set(e, "%s: no %s special token", name, BPE_BOS);
+    if (t->eos < 0) return err_set(e, "%s: no %s special token", name, BPE_EOS);
+    int64_t total = 0;
+    for (int i = 0; i < t->vocab; i++) {
+        int64_t n = off[i];
+        off[i] = total;
+        total += n;
+        if (total > MAX_TOKEN_BYTES)
+            return err_set(e, "%s: tokens total more than %lld bytes", name,
+                           (long long)MAX_TOKEN_BYTES);
+    }
+    off[t->vocab] = total;
+    t->tok_bytes = xmalloc((size_t)total);
+    for (int i = 0; i < 256; i++) t->tok_bytes[i] = (char)i;
+    for (int i = 0; i < nm; i++) {
+        int32_t a = t->merges[i][0], b = t->merges[i][1];
+        char *dst = t->tok_bytes + off[256 + i];
+        memcpy(dst, t->tok_bytes + off[a], (size_t)(off[a + 1] - off[a]));
+        memcpy(dst + (off[a + 1] - off[a]), t->tok_bytes + off[b], (size_t)(off[b + 1] - off[b]));
+    }
+    for (int k = 0; k < t->n_special; k++)
+        memcpy(t->tok_bytes + off[256 + nm + k], t->special[k], strlen(t->special[k]));
+    t->id = compute_id(t);
+    return 0;
+}
+
+void bpe_free(Bpe *t) {
+    if (!t) return;
+    free(t->merges);
+    for (int i = 0; t->special && i < t->n_special; i++) free(t->special[i]);
+    free(t->special);
+    free(t->tok_bytes);
+    free(t->tok_off);
+    free(t->rank_key);
+    free(t->rank_val);
+    memset(t, 0, sizeof *t);
+}
+
+// ---------------------------------------------------------------------------
+// training: distinct chunks
+
+typedef struct {
+    uint64_t h;
+    size_t off;    /* into ChunkMap.bytes */
+    uint32_t len;  /* 0 = empty slot */
+    int64_t count;
+} ChunkSlot;
+
+typedef struct {
+    ChunkSlot *slot;
+    uint64_t mask;
+    size_t n;
+    char *bytes;
+    size_t nbytes, capbytes;
+} ChunkMap;
+
+static void chunk_map_grow(ChunkMap *m) {
+    uint64_t size = (m->mask + 1) * 2;
+    ChunkSlot *s = xcalloc(size, sizeof *s);
+    for (uint64_t i = 0; i <= m->mask; i++) {
+        if (!m->slot[i].len) continue;
+        uint64_t h = m->slot[i].h & (size - 1);
+        while (s[h].len) h = (h + 1) & (size - 1);
+        s[h] = m->slot[i];
+    }
+    free(m->slot);
+    m->slot = s;
+    m->mask = size - 1;
+}
+
+static void chunk_map_add(ChunkMap *m, const char *p, uint32_t len) {
+    uint64_t hv = fnv1a(FNV_OFFSET, p, len), h = hv & m->mask;
+    for (; m->slot[h].len; h = (h + 1) & m->mask) {
+        ChunkSlot *s = &m->slot[h];
+        if (s->h == hv && s->len == len && memcmp(m->bytes + s->off, p, len) == 0) {
+            s->count++;
+            return;
+        }
+    }
+    if (m->nbytes + len > m->capbytes) {
+        m->capbytes = (m->nbytes + len) * 2;
+        m->bytes = xrealloc(m->bytes, m->capbytes);
+    }
+    memcpy(m->bytes + m->nbytes, p, len);
+    m->slot[h] = (ChunkSlot){hv, m->nbytes, len, 1};
+    m->nbytes += len;
+    if (++m->n * 2 > m->mask) chunk_map_grow(m);
+}
+
+// ---------------------------------------------------------------------------
+// training: pairs, words, heap
+
+typedef struct {
+    int64_t cnt;   /* how often the chunk occurs in the corpus */
+    size_t off;    /* into Trainer.sym */
+    int32_t len;   /* current number of symbols */
+} Word;
+
+typedef struct {
+    int32_t a, b;
+    int64_t count;   /* weighted occurrences now */
+    int64_t orig;    /* count at the start of the current step (once touched) */
+    uint32_t stamp;  /* step that last touched it */
+    int32_t nwhere, capwhere;
+    int32_t *where;  /* words that hold (or once held) the pair; may repeat */
+} Pair;
+
+typedef struct {
+    int64_t count;
+    int32_t a, b, p;
+} HeapEnt;
+
+typedef struct {
+    Word *w;
+    int32_t nw;
+    int32_t *sym;
+    uint32_t *wstamp;   /* (nw) step that last rewrote the word */
+    Pair *p;
+    int32_t np, capp;
+    uint64_t *pkey;     /* pair map: pair_key -> index in p */
+    int32_t *pval;
+    uint64_t pmask;
+    HeapEnt *heap;
+    size_t nheap, capheap;
+    int32_t *touched;
+    int32_t ntouched, captouched;
+} Trainer;
+
+static int32_t pair_find(const Trainer *T, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b);
+    for (uint64_t h = mix64(key) & T->pmask;; h = (h + 1) & T->pmask) {
+        if (T->pkey[h] == key) return T->pval[h];
+        if (T->pkey[h] == 0) return -1;
+    }
+}
+
+static void pair_map_grow(Trainer *T) {
+    uint64_t size = (T->pmask + 1) * 2;
+    uint64_t *key = xcalloc(size, sizeof *key);
+    int32_t *val = xmalloc(size * sizeof *val);
+    for (uint64_t i = 0; i <= T->pmask; i++) {
+        if (!T->pkey[i]) continue;
+        uint64_t h = mix64(T->pkey[i]) & (size - 1);
+        while (key[h]) h = (h + 1) & (size - 1);
+        key[h] = T->pkey[i];
+        val[h] = T->pval[i];
+    }
+    free(T->pkey);
+    free(T->pval);
+    T->pkey = key;
+    T->pval = val;
+    T->pmask = size - 1;
+}
+
+static int32_t pair_get(Trainer *T, int32_t a, int32_t b) {
+    uint64_t key = pair_key(a, b), h = mix64(key) & T->pmask;
+    for (; T->pkey[h]; h = (h + 1) & T->pmask)
+        if (T->pkey[h] == key) return T->pval[h];
+    if (T->np == T->capp) {
+        T->capp = T->capp ? 2 * T->capp : 1024;
+        T->p = xrealloc(T->p, (size_t)T->capp * sizeof *T->p);
+    }
+    int32_t i = T->np++;
+    T->p[i] = (Pair){.a = a, .b = b};
+    T->pkey[h] = key;
+    T->pval[h] = i;
+    if ((uint64_t)T->np * 2 > T->pmask) pair_map_grow(T);
+    return i;
+}
+
+static void where_add(Pair *p, int32_t w) {
+    if (p->nwhere && p->where[p->nwhere - 1] == w) return;
+    if (p->nwhere == p->capwhere) {
+        p->capwhere = p->capwhere ? 2 * p->capwhere : 4;
+        p->where = xrealloc(p->where, (size_t)p->capwhere * sizeof *p->where);
+    }
+    p->where[p->nwhere++] = w;
+}
+
+/* heap order: higher count first, then the smaller (a, b) */
+static inline int heap_before(const HeapEnt *x, const HeapEnt *y) {
+    if (x->count != y->count) return x->count > y->count;
+    if (x->a != y->a) return x->a < y->a;
+    return x->b < y->b;
+}
+
+static void heap_push(Trainer *T, int32_t p) {
+    if (T->nheap == T->capheap) {
+        T->capheap = T->capheap ? 2 * T->capheap : 1024;
+        T->heap = xrealloc(T->heap, T->capheap * sizeof *T->heap);
+    }
+    HeapEnt x = {T->p[p].count, T->p[p].a, T->p[p].b, p};
+    size_t i = T->nheap++;
+    while (i > 0 && heap_before(&x, &T->heap[(i - 1) / 2])) {
+        T->heap[i] = T->heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    T->heap[i] = x;
+}
+
+static HeapEnt heap_pop(Trainer *T) {
+    HeapEnt top = T->heap[0], x = T->heap[--T->nheap];
+    size_t i = 0, n = T->nheap;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap_before(&T->heap[c + 1], &T->heap[c])) c++;
+        if (!heap_before(&T->heap[c], &x)) break;
+        T->heap[i] = T->heap[c];
+        i = c;
+    }
+    if (n) T->heap[i] = x;
+    return top;
+}
+
+/* Remember p's count before this step changes it (step > 0). */
+static inline void touch(Trainer *T, int32_t p, uint32_t step) {
+    Pair *q = &T->p[p];
+    if (q->stamp == step) return;
+    q->stamp = step;
+    q->orig = q->count;
+    if (T->ntouched == T->captouched) {
+        T->captouched = T->captouched ? 2 * T->captouched : 1024;
+        T->touched = xrealloc(T->touched, (size_t)T->captouched * sizeof *T->touched);
+    }
+    T->touched[T->ntouched++] = p;
+}
+
+/* Merge (a, b) -> c in every word that holds it, keeping pair counts exact. */
+static void apply_merge(Trainer *T, int32_t pi, int32_t c, uint32_t step) {
+    int32_t a = T->p[pi].a, b = T->p[pi].b;
+    int32_t *wl = T->p[pi].where; /* not appended to below: new pairs all hold c */
+    int32_t nwl = T->p[pi].nwhere;
+    T->ntouched = 0;
+    for (int32_t k = 0; k < nwl; k++) {
+        int32_t w = wl[k];
+        if (T->wstamp[w] == step) continue;
+        T->wstamp[w] = step;
+        int32_t *s = T->sym + T->w[w].off;
+        int32_t n = T->w[w].len;
+        int64_t cnt = T->w[w].cnt;
+        int found = 0;
+        for (int32_t i = 0; i + 1 < n && !found; i++) found = s[i] == a && s[i + 1] == b;
+        if (!found) continue;
+        for (int32_t i = 0; i + 1 < n; i++) {
+            int32_t p = pair_find(T, s[i], s[i + 1]);
+            touch(T, p, step);
+            T->p[p].count -= cnt;
+        }
+        int32_t m = 0;
+        for (int32_t i = 0; i < n;) {
+            if (i + 1 < n && s[i] == a && s[i + 1] == b) {
+                s[m++] = c;
+                i += 2;
+            } else {
+                s[m++] = s[i++];
+            }
+        }
+        T->w[w].len = m;
+        for (int32_t i = 0; i + 1 < m; i++) {
+            int32_t p = pair_get(T, s[i], s[i + 1]);
+            touch(T, p, step);
+            T->p[p].count += cnt;
+            if (s[i] == c || s[i + 1] == c) where_add(&T->p[p], w);
+        }
+    }
+    LC_ASSERT(T->p[pi].count == 0); /* every occurrence was rewritten */
+    free(T->p[pi].where);           /* (a, b) can never form again */
+    T->p[pi].where = NULL;
+    T->p[pi].nwhere = T->p[pi].capwhere = 0;
+    for (int32_t k = 0; k < T->ntouched; k++) {
+        int32_t p = T->touched[k];
+        if (T->p[p].count != T->p[p].orig && T->p[p].count > 0) heap_push(T, p);
+    }
+}
+
+int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, int vocab,
+              Err *e) {
+    memset(t, 0, sizeof *t);
+    if (vocab < 256 + N_SPECIAL + 1)
+        return err_set(e, "--vocab: must be at least %d (256 bytes + %d special tokens + 1 merge), got %d",
+                       256 + N_SPECIAL + 1, N_SPECIAL, vocab);
+    if (vocab > BPE_MAX_VOCAB)
+        return err_set(e, "--vocab: must be at most %d, got %d", BPE_MAX_VOCAB, vocab);
+    int target = vocab - 256 - N_SPECIAL;
+
+    /* 1. distinct chunks and their counts (one-byte chunks never merge) */
+    ChunkMap cm = {.slot = xcalloc(1 << 16, sizeof(ChunkSlot)), .mask = (1 << 16) - 1};
+    for (int d = 0; d < ntexts; d++) {
+        const char *s = texts[d];
+        for (size_t i = 0, j; i < lens[d]; i = j) {
+            j = bpe_chunk_end(s, lens[d], i);
+            if (j - i > 1) chunk_map_add(&cm, s + i, (uint32_t)(j - i));
+        }
+    }
+
+    /* 2. words: one per distinct chunk, symbols = its bytes */
+    Trainer T = {0};
+    LC_ASSERT(cm.n < INT32_MAX);
+    T.nw = (int32_t)cm.n;
+    T.w = xmalloc((cm.n ? cm.n : 1) * sizeof *T.w);
+    T.sym = xmalloc((cm.nbytes ? cm.nbytes : 1) * sizeof *T.sym);
+    T.wstamp = xcalloc(cm.n ? cm.n : 1, sizeof *T.wstamp);
+    size_t nsym = 0;
+    int32_t nw = 0;
+    for (uint64_t i = 0; i <= cm.mask; i++) {
+        const ChunkSlot *s = &cm.slot[i];
+        if (!s->len) continue;
+        T.w[nw] = (Word){s->count, nsym, (int32_t)s->len};
+        for (uint32_t k = 0; k < s->len; k++) T.sym[nsym++] = (uint8_t)cm.bytes[s->off + k];
+        nw++;
+    }
+    free(cm.slot);
+    free(cm.bytes);
+
+    /* 3. pair counts and where-lists, then the heap */
+    T.pmask = (1 << 16) - 1;
+    T.pkey = xcalloc(T.pmask + 1, sizeof *T.pkey);
+    T.pval = xmalloc((T.pmask + 1) * sizeof *T.pval);
+    for (int32_t w = 0; w < T.nw; w++) {
+        const int32_t *s = T.sym + T.w[w].off;
+        for (int32_t i = 0; i + 1 < T.w[w].len; i++) {
+            int32_t p = pair_get(&T, s[i], s[i + 1]);
+            T.p[p].count += T.w[w].cnt;
+            where_add(&T.p[p], w);
+        }
+    }
+    for (int32_t p = 0; p < T.np; p++) heap_push(&T, p);
+
+    /* 4. merge the best pair until the vocabulary is full or no pair is left */
+    t->merges = xmalloc((size_t)target * sizeof *t->merges);
+    int nm = 0;
+    while (nm < target && T.nheap) {
+        HeapEnt top = heap_pop(&T);
+        if (top.count != T.p[top.p].count || top.count <= 0) continue; /* stale */
+        t->merges[nm][0] = top.a;
+        t->merges[nm][1] = top.b;
+        apply_merge(&T, top.p, 256 + nm, (uint32_t)nm + 1);
+        nm++;
+    }
+
+    for (int32_t p = 0; p < T.np; p++) free(T.p[p].where);
+    free(T.p);
+    free(T.pkey);
+    free(T.pval);
+    free(T.heap);
+    free(T.touched);
+    free(T.w);
+    free(T.sym);
+    free(T.wstamp);
+
+    t->n_merges = nm;
+    t->n_special = N_SPECIAL;
+    t->special = xmalloc(N_SPECIAL * sizeof *t->special);
+    for (int k = 0; k < N_SPECIAL; k++) {
+        size_t n = strlen(special_names[k]) + 1;
+        t->special[k] = memcpy(xmalloc(n), special_names[k], n);
+    }
+    int rc = build_tables(t, "bpe_train", e);
+    LC_ASSERT(rc == 0); /* merges made here are valid by construction */
+    return 0;
+}
+
+// ---------------------------------------------------------------------------
+// encoding
+
+/* One chunk -> ids (at most n of them). Symbols form a linked list; the heap
+ * holds (merge index << 32 | position) candidates and is checked lazily: a
+ * popped candidate counts only if the pair now at that position still has
+ * that merge index. */
+static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
+    if (n == 1) {
+        out[0] = s[0];
+        return 1;
+    }
+    int32_t id[BPE_MAX_CHUNK], nxt[BPE_MAX_CHUNK], prv[BPE_MAX_CHUNK];
+    uint64_t heap[3 * BPE_MAX_CHUNK]; /* n - 1 at start, + 2 per merge (< n merges) */
+    size_t nh = 0;
+    for (int i = 0; i < n; i++) {
+        id[i] = s[i];
+        nxt[i] = i + 1 < n ? i + 1 : -1;
+        prv[i] = i - 1;
+    }
+#define HEAP_PUSH(v)                                                 \
+    do {                                                             \
+        uint64_t v_ = (v);                                           \
+        size_t i_ = nh++;                                            \
+        while (i_ > 0 && v_ < heap[(i_ - 1) / 2]) {                  \
+            heap[i_] = heap[(i_ - 1) / 2];                           \
+            i_ = (i_ - 1) / 2;                                       \
+        }                                                            \
+        heap[i_] = v_;                                               \
+    } while (0)
+    for (int i = 0; i + 1 < n; i++) {
+        int32_t r = rank_of(t, id[i], id[i + 1]);
+        if (r >= 0) HEAP_PUSH((uint64_t)r << 32 | (uint32_t)i);
+    }
+    while (nh) {
+        uint64_t top = heap[0], x = heap[--nh];
+        size_t i = 0;
+        for (;;) {
+            size_t c = 2 * i + 1;
+            if (c >= nh) break;
+            if (c + 1 < nh && heap[c + 1] < heap[c]) c++;
+            if (heap[c] >= x) break;
+            heap[i] = heap[c];
+            i = c;
+        }
+        if (nh) heap[i] = x;
+        int32_t r = (int32_t)(top >> 32), pos = (int32_t)(uint32_t)top;
+        int32_t q = nxt[pos];
+        if (id[pos] < 0 || q < 0 || rank_of(t, id[pos], id[q]) != r) continue;
+        id[pos] = 256 + r;
+        id[q] = -1;
+        nxt[pos] = nxt[q];
+        if (nxt[q] >= 0) prv[nxt[q]] = pos;
+        if (prv[pos] >= 0) {
+            int32_t rl = rank_of(t, id[prv[pos]], id[pos]);
+            if (rl >= 0) HEAP_PUSH((uint64_t)rl << 32 | (uint32_t)prv[pos]);
+        }
+        if (nxt[pos] >= 0) {
+            int32_t rr = rank_of(t, id[pos], id[nxt[pos]]);
+            if (rr >= 0) HEAP_PUSH((uint64_t)rr << 32 | (uint32_t)pos);
+        }
+    }
+#undef HEAP_PUSH
+    int m = 0;
+    for (int i = 0; i >= 0; i = nxt[i]) out[m++] = id[i];
+    return m;
+}
+
+/* Per-thread cache of chunk -> ids: direct-mapped, 2^15 slots of 128 bytes
+ * (4 MiB per thread). Chunks up to CACHE_KEY bytes (nearly every English
+ * word) are cached; a slot is overwritten on collision. */
+#define CACHE_KEY 24
+#define CACHE_SLOTS (1u << 15)
+typedef struct {
+    uint32_t tag;  /* high bits of the chunk hash */
+    uint8_t klen;  /* 0 = empty */
+    uint8_t nids;
+    char key[CACHE_KEY];
+    int32_t ids[CACHE_KEY];
+} CacheSlot;
+
+static _Thread_local struct {
+    uint64_t owner; /* Bpe.id the slots belong to */
+    CacheSlot *slot;
+} tl_cache;
+
+static CacheSlot *cache_for(const Bpe *t) {
+    if (!tl_cache.slot) {
+        tl_cache.slot = xcalloc(CACHE_SLOTS, sizeof(CacheSlot));
+        tl_cache.owner = t->id;
+    } else if (tl_cache.owner != t->id) {
+        memset(tl_cache.slot, 0, CACHE_SLOTS * sizeof(CacheSlot));
+        tl_cache.owner = t->id;
+    }
+    return tl_cache.slot;
+}
+
+size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
+    if (len == 0) return 0;
+    CacheSlot *cache = cache_for(t);
+    int32_t *out = *ids;
+    size_t n = 0, c = *cap;
+    for (size_t i = 0, j; i < len; i = j) {
+        j = bpe_chunk_end(text, len, i);
+        size_t clen = j - i;
+        if (n + clen > c) {
+            c = c * 2 > n + clen ? c * 2 : n + clen + 256;
+            out = xrealloc(out, c * sizeof *out);
+        }
+        const uint8_t *s = (const uint8_t *)text + i;
+        if (clen == 1) {
+            out[n++] = s[0];
+            continue;
+        }
+        if (clen > CACHE_KEY) {
+            n += (size_t)encode_chunk(t, s, (int)clen, out + n);
+            continue;
+        }
+        uint64_t h = fnv1a(FNV_OFFSET, s, clen);
+        CacheSlot *slot = &cache[h & (CACHE_SLOTS - 1)];
+        uint32_t tag = (uint32_t)(h >> 32);
+        if (slot->klen == clen && slot->tag == tag && memcmp(slot->key, s, clen) == 0) {
+            memcpy(out + n, slot->ids, slot->nids * sizeof *out);
+            n += slot->nids;
+            continue;
+        }
+        int m = encode_chunk(t, s, (int)clen, out + n);
+        slot->tag = tag;
+        slot->klen = (uint8_t)clen;
+        slot->nids = (uint8_t)m;
+        memcpy(slot->key, s, clen);
+        memcpy(slot->ids, out + n, (size_t)m * sizeof *out);
+        n += (size_t)m;
+    }
+    *ids = out;
+    *cap = c;
+    return n;
+}
+
+// ---------------------------------------------------------------------------
+// decoding
+
+const char *bpe_token_bytes(const Bpe *t, int id, size_t *len) {
+    if (id < 0 || id >= t->vocab) {
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)(t->tok_off[id + 1] - t->tok_off[id]);
+    return t->tok_bytes + t->tok_off[id];
+}
+
+size_t bpe_decode(const Bpe *t, const int32_t *ids, size_t n, char **out, size_t *cap) {
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (ids[i] < 0 || ids[i] >= t->vocab) return (size_t)-1;
+        total += (size_t)(t->tok_off[ids[i] + 1] - t->tok_off[ids[i]]);
+    }
+    if (total > *cap) {
+        *out = xrealloc(*out, total);
+        *cap = total;
+    }
+    char *dst = *out;
+    for (size_t i = 0; i < n; i++) {
+        size_t k = (size_t)(t->tok_off[ids[i] + 1] - t->tok_off[ids[i]]);
+        memcpy(dst, t->tok_bytes + t->tok_off[ids[i]], k);
+        dst += k;
+    }
+    return total;
+}
+
+int bpe_special_id(const Bpe *t, const char *name) {
+    for (int k = 0; k < t->n_special; k++)
+        if (strcmp(t->special[k], name) == 0) return 256 + t->n_merges + k;
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
+// file
+
+static void put_u32(uint8_t *p, uint32_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+    p[2] = (uint8_t)(v >> 16);
+    p[3] = (uint8_t)(v >> 24);
+}
+
+static uint32_t get_u32(const uint8_t *p) {
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+int bpe_save(const Bpe *t, const char *path, Err *e) {
+    size_t size = 20 + 8 * (size_t)t->n_merges + 8;
+    for (int k = 0; k < t->n_special; k++) size += 4 + strlen(t->special[k]);
+    uint8_t *buf = xmalloc(size), *p = buf;
+    put_u32(p, BPE_MAGIC);
+    put_u32(p + 4, BPE_VERSION);
+    put_u32(p + 8, (uint32_t)t->vocab);
+    put_u32(p + 12, (uint32_t)t->n_merges);
+    put_u32(p + 16, (uint32_t)t->n_special);
+    p += 20;
+    for (int i = 0; i < t->n_merges; i++, p += 8) {
+        put_u32(p, (uint32_t)t->merges[i][0]);
+        put_u32(p + 4, (uint32_t)t->merges[i][1]);
+    }
+    for (int k = 0; k < t->n_special; k++) {
+        uint32_t n = (uint32_t)strlen(t->special[k]);
+        put_u32(p, n);
+        memcpy(p + 4, t->special[k], n);
+        p += 4 + n;
+    }
+    put_u32(p, (uint32_t)t->id);
+    put_u32(p + 4, (uint32_t)(t->id >> 32));
+
+    size_t plen = strlen(path);
+    char *tmp = xmalloc(plen + 5);
+    memcpy(tmp, path, plen);
+    memcpy(tmp + plen, ".tmp", 5);
+    int rc = 0;
+    FILE *f = fopen(tmp, "wb");
+    if (!f) {
+        rc = err_set(e, "%s: cannot write (%s)", path, strerror(errno));
+    } else {
+        size_t wrote = fwrite(buf, 1, size, f);
+        int err = errno;
+        if (fclose(f) != 0 && wrote == size) {
+            err = errno;
+            wrote = 0;
+        }
+        if (wrote != size) {
+            rc = err_set(e, "%s: cannot write (%s)", path, strerror(err));
+            remove(tmp);
+        } else if (rename(tmp, path) != 0) {
+            rc = err_set(e, "%s: cannot write (rename: %s)", path, strerror(errno));
+            remove(tmp);
+        }
+    }
+    free(tmp);
+    free(buf);
+    return rc;
+}
+
+static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Err *e) {
+    if (size < 4) return err_set(e, "%s: truncated", path);
+    if (get_u32(b) != BPE_MAGIC) return err_set(e, "%s: not a llamac tokenizer (bad magic)", path);
+    if (size < 20) return err_set(e, "%s: truncated", path);
+    uint32_t version = get_u32(b + 4);
+    if (version != BPE_VERSION)
+        return err_set(e, "%s: unsupported version %u (this build reads %d)", path, version,
+                       BPE_VERSION);
+    uint32_t vocab = get_u32(b + 8), nm = get_u32(b + 12), ns = get_u32(b + 16);
+    if (vocab > BPE_MAX_VOCAB || nm > BPE_MAX_VOCAB || ns > BPE_MAX_VOCAB ||
+        (uint64_t)vocab != 256 + (uint64_t)nm + ns)
+        return err_set(e, "%s: vocab %u is not 256 + %u merges + %u special tokens", path,
+                       vocab, nm, ns);
+    size_t pos = 20;
+    if ((size - pos) / 8 < nm) return err_set(e, "%s: truncated", path);
+    pos += 8 * (size_t)nm;
+    for (uint32_t k = 0; k < ns; k++) {
+        if (size - pos < 4) return err_set(e, "%s: truncated", path);
+        uint32_t n = get_u32(b + pos);
+        pos += 4;
+        if (n == 0 || n > BPE_MAX_SPECIAL_LEN)
+            return err_set(e, "%s: special token %u has length %u (must be 1..%d)", path, k, n,
+                           BPE_MAX_SPECIAL_LEN);
+        if (size - pos < n) return err_set(e, "%s: truncated", path);
+        if (memchr(b + pos, 0, n)) return err_set(e, "%s: special token %u holds a NUL byte", path, k);
+        pos += n;
+    }
+    if (size - pos < 8) return err_set(e, "%s: truncated", path);
+    uint64_t id = get_u32(b + pos) | (uint64_t)get_u32(b + pos + 4) << 32;
+    if (size - pos > 8)
+        return err_set(e, "%s: unexpected bytes after the checksum", path);
+    /* the id is FNV-1a over exactly the bytes between the header and itself */
+    if (fnv1a(FNV_OFFSET, b + 20, pos - 20) != id)
+        return err_set(e, "%s: corrupted (checksum mismatch)", path);
+
+    t->n_merges = (int)nm;
+    t->merges = xmalloc((nm ? nm : 1) * sizeof *t->merges);
+    for (uint32_t i = 0; i < nm; i++) {
+        t->merges[i][0] = (int32_t)get_u32(b + 20 + 8 * (size_t)i);
+        t->merges[i][1] = (int32_t)get_u32(b + 24 + 8 * (size_t)i);
+    }
+    t->n_special = (int)ns;
+    t->special = xcalloc(ns ? ns : 1, sizeof *t->special);
+    pos = 20 + 8 * (size_t)nm;
+    for (uint32_t k = 0; k < ns; k++) {
+        uint32_t n = get_u32(b + pos);
+        t->special[k] = xmalloc(n + 1);
+        memcpy(t->special[k], b + pos + 4, n);
+        t->special[k][n] = 0;
+        pos += 4 + n;
+    }
+    if (build_tables(t, path, e)) return -1;
+    LC_ASSERT(t->id == id);
+    return 0;
+}
+
+int bpe_load(Bpe *t, const char *path, Err *e) {
+    memset(t, 0, sizeof *t);
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open (%s)", path, strerror(errno));
+    /* the header bounds the file size, so a wrong (huge) file is not read whole */
+    uint8_t hdr[20];
+    size_t n = fread(hdr, 1, sizeof hdr, f);
+    size_t bound = sizeof hdr;
+    if (n == sizeof hdr && get_u32(hdr) == BPE_MAGIC && get_u32(hdr + 4) == BPE_VERSION) {
+        uint64_t nm = get_u32(hdr + 12), ns = get_u32(hdr + 16);
+        if (nm <= BPE_MAX_VOCAB && ns <= BPE_MAX_VOCAB)
+            bound += 8 * nm + ns * (4 + BPE_MAX_SPECIAL_LEN) + 8;
+    }
+    uint8_t *buf = xmalloc(bound + 1);
+    memcpy(buf, hdr, n);
+    if (n == sizeof hdr) n += fread(buf + n, 1, bound + 1 - n, f);
+    int bad = ferror(f);
+    fclose(f);
+    int rc = bad ? err_set(e, "%s: read error", path)
+                 : load_impl(t, path, buf, n > bound ? bound + 1 : n, e);
+    free(buf);
+    if (rc) bpe_free(t);
+    return rc;
+}

@@ -1,0 +1,66 @@
+/*
+ * jsonl.c: see jsonl.h.
+ */
+#include "jsonl.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t n = strlen(s), k = strlen(suffix);
+    return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+static int whole_file(const char *path, DocFn fn, void *ud, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open", path);
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len + 65536 > cap) buf = xrealloc(buf, cap = 2 * cap + 65536);
+        size_t k = fread(buf + len, 1, 65536, f);
+        len += k;
+        if (k < 65536) break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    int rc = bad ? err_set(e, "%s: read error", path) : fn(ud, buf, len, e);
+    free(buf);
+    return rc;
+}
+
+int docs_each(const char *path, const char *field, DocFn fn, void *ud, Err *e) {
+    if (!ends_with(path, ".jsonl")) return whole_file(path, fn, ud, e);
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open", path);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n;
+    long lineno = 0;
+    int rc = 0;
+    while ((n = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
+        if (n == 0) continue;
+        json_error_t je;
+        json_t *obj = json_loadb(line, (size_t)n, JSON_ALLOW_NUL, &je);
+        if (!obj) {
+            rc = err_set(e, "%s:%ld: not valid JSON (%s)", path, lineno, je.text);
+            break;
+        }
+        json_t *v = json_is_object(obj) ? json_object_get(obj, field) : NULL;
+        if (!v || !json_is_string(v)) {
+            json_decref(obj);
+            rc = err_set(e, "%s:%ld: no string field '%s'", path, lineno, field);
+            break;
+        }
+        rc = fn(ud, json_string_value(v), json_string_length(v), e);
+        json_decref(obj);
+        if (rc) break;
+    }
+    free(line);
+    fclose(f);
+    return rc;
+}

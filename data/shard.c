@@ -1,0 +1,291 @@
+/*
+ * shard.c: writing and opening token shards (format in shard.h).
+ *
+ * The header is packed and unpacked byte by byte, so its layout does not
+ * depend on struct padding. The token payload is read in place through the
+ * mapping, which is why this file refuses to build on a big-endian host
+ * rather than byte-swapping on every read. Validation happens once, at open:
+ * after shard_open succeeds every token is known to be < vocab, so the loader
+ * and the model can index embeddings without checks.
+ */
+#include "shard.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "shard.c maps little-endian token files in place and needs a little-endian host"
+#endif
+
+/* 2-byte tokens cover every id below 2^16 (GPT-2's 50257, Llama 1/2's 32000);
+ * larger vocabularies (Llama 3's 128256) need 4. */
+#define SHARD_U16_VOCAB 65536
+
+/* Tokens converted per write() on the write path and per vectorised block on
+ * the scan: big enough to amortise the call, small enough for L1/L2. */
+#define SHARD_CHUNK 8192
+
+// ----------------------------------------------------------------------------
+// little-endian header packing
+
+static void put_u32(unsigned char *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static void put_u64(unsigned char *p, uint64_t v) {
+    for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint32_t get_u32(const unsigned char *p) {
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++) v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+
+static uint64_t get_u64(const unsigned char *p) {
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+static int token_bytes_for(int vocab) { return vocab <= SHARD_U16_VOCAB ? 2 : 4; }
+
+// ----------------------------------------------------------------------------
+// writing
+
+/* write() all of buf, retrying on short writes and EINTR. */
+static int write_all(int fd, const void *buf, size_t n) {
+    const char *p = buf;
+    while (n > 0) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0) {
+            if (errno == EINTR) continue;
+            return -1;
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, int eot,
+                uint64_t tokenizer_id, uint32_t n_docs, Err *e) {
+    char tmp[SHARD_PATH_MAX + 8];
+    if (strlen(path) >= SHARD_PATH_MAX)
+        return err_set(e, "%.200s...: path longer than %d bytes", path, SHARD_PATH_MAX - 1);
+    if (vocab < 1) return err_set(e, "%s: vocabulary size %d must be at least 1", path, vocab);
+    if (eot < -1 || eot >= vocab)
+        return err_set(e, "%s: end-of-text id %d is outside the vocabulary of %d", path, eot, vocab);
+    if (n > 0 && !tokens) return err_set(e, "%s: no tokens given for %llu tokens", path,
+                                         (unsigned long long)n);
+    for (uint64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", path,
+                           tokens[i], (unsigned long long)i, vocab);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+
+    int tb = token_bytes_for(vocab);
+    unsigned char hdr[SHARD_HEADER_BYTES] = {0};
+    put_u32(hdr + 0, SHARD_MAGIC);
+    put_u32(hdr + 4, SHARD_VERSION);
+    put_u32(hdr + 8, (uint32_t)tb);
+    put_u32(hdr + 12, (uint32_t)vocab);
+    put_u64(hdr + 16, n);
+    put_u64(hdr + 24, tokenizer_id);
+    put_u32(hdr + 32, (uint32_t)eot);
+    put_u32(hdr + 36, n_docs);
+
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+    int rc = write_all(fd, hdr, sizeof hdr);
+    if (tb == 4) {
+        /* int32 little-endian is the in-memory layout: write straight through */
+        for (uint64_t i = 0; rc == 0 && i < n; i += SHARD_CHUNK) {
+            uint64_t m = n - i < SHARD_CHUNK ? n - i : SHARD_CHUNK;
+            rc = write_all(fd, tokens + i, m * sizeof(int32_t));
+        }
+    } else {
+        uint16_t buf[SHARD_CHUNK];
+        for (uint64_t i = 0; rc == 0 && i < n; i += SHARD_CHUNK) {
+            uint64_t m = n - i < SHARD_CHUNK ? n - i : SHARD_CHUNK;
+            for (uint64_t j = 0; j < m; j++) buf[j] = (uint16_t)tokens[i + j];
+            rc = write_all(fd, buf, m * sizeof(uint16_t));
+        }
+    }
+    /* the data must be on disk before the rename publishes it */
+    if (rc == 0) rc = fsync(fd);
+    int saved = errno;
+    if (close(fd) != 0 && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc == 0 && rename(tmp, path) != 0) {
+        rc = -1;
+        saved = errno;
+    }
+    if (rc != 0) {
+        unlink(tmp);
+        return err_set(e, "%s: write failed: %s", path, strerror(saved));
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// opening
+
+/* First index in [0, n) whose token is >= vocab, or n if none. The
+ * per-block max is a plain reduction that compilers vectorise; only a block
+ * that fails is searched element by element. Blocks run in parallel when
+ * the shard is large (page faults on a cold mapping dominate). */
+static uint64_t find_bad_u16(const uint16_t *t, uint64_t n, uint32_t vocab) {
+    uint64_t nblocks = (n + SHARD_CHUNK - 1) / SHARD_CHUNK, bad = nblocks;
+#pragma omp parallel for schedule(static) reduction(min : bad) if (nblocks > 64)
+    for (uint64_t b = 0; b < nblocks; b++) {
+        const uint16_t *p = t + b * SHARD_CHUNK;
+        uint64_t m = n - b * SHARD_CHUNK < SHARD_CHUNK ? n - b * SHARD_CHUNK : SHARD_CHUNK;
+        uint16_t mx = 0;
+        for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+        if (mx >= vocab && b < bad) bad = b;
+    }
+    if (bad == nblocks) return n;
+    for (uint64_t i = bad * SHARD_CHUNK;; i++)
+        if (t[i] >= vocab) return i;
+}
+
+/* The same for int32 tokens, compared as uint32 so negatives count as bad. */
+static uint64_t find_bad_u32(const uint32_t *t, uint64_t n, uint32_t vocab) {
+    uint64_t nblocks = (n + SHARD_CHUNK - 1) / SHARD_CHUNK, bad = nblocks;
+#pragma omp parallel for schedule(static) reduction(min : bad) if (nblocks > 64)
+    for (uint64_t b = 0; b < nblocks; b++) {
+        const uint32_t *p = t + b * SHARD_CHUNK;
+        uint64_t m = n - b * SHARD_CHUNK < SHARD_CHUNK ? n - b * SHARD_CHUNK : SHARD_CHUNK;
+        uint32_t mx = 0;
+        for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+        if (mx >= vocab && b < bad) bad = b;
+    }
+    if (bad == nblocks) return n;
+    for (uint64_t i = bad * SHARD_CHUNK;; i++)
+        if (t[i] >= vocab) return i;
+}
+
+/* Check the header and the file size; fill the scalar fields of s. */
+static int check_header(Shard *s, const unsigned char *h, uint64_t size, Err *e) {
+    const char *path = s->path;
+    uint32_t magic = get_u32(h + 0), version = get_u32(h + 4), tb = get_u32(h + 8);
+    uint32_t vocab = get_u32(h + 12);
+    uint64_t n = get_u64(h + 16);
+    int32_t eot = (int32_t)get_u32(h + 32);
+    if (magic != SHARD_MAGIC) return err_set(e, "%s: not a llamac token shard (bad magic)", path);
+    if (version != SHARD_VERSION)
+        return err_set(e, "%s: unsupported version %u (this build reads version %d)", path,
+                       version, SHARD_VERSION);
+    if (tb != 2 && tb != 4) return err_set(e, "%s: token_bytes %u is not 2 or 4", path, tb);
+    if (vocab < 1 || vocab > INT32_MAX)
+        return err_set(e, "%s: vocabulary size %u is invalid", path, vocab);
+    if ((int)tb != token_bytes_for((int)vocab))
+        return err_set(e, "%s: token_bytes %u is inconsistent with the vocabulary of %u (expected %d)",
+                       path, tb, vocab, token_bytes_for((int)vocab));
+    if (eot < -1 || eot >= (int32_t)vocab)
+        return err_set(e, "%s: end-of-text id %d is outside the vocabulary of %u", path, eot, vocab);
+    uint64_t payload = size - SHARD_HEADER_BYTES, held = payload / tb;
+    if (n > held)
+        return err_set(e, "%s: truncated: header says %llu tokens, file holds %llu", path,
+                       (unsigned long long)n, (unsigned long long)held);
+    if (payload != n * tb)
+        return err_set(e, "%s: size mismatch: header says %llu tokens, file holds %llu bytes of tokens",
+                       path, (unsigned long long)n, (unsigned long long)payload);
+    s->vocab = (int)vocab;
+    s->token_bytes = (int)tb;
+    s->eot = eot;
+    s->n_tokens = n;
+    s->tokenizer_id = get_u64(h + 24);
+    s->n_docs = get_u32(h + 36);
+    return 0;
+}
+
+int shard_open(Shard *s, const char *path, Err *e) {
+    memset(s, 0, sizeof *s);
+    if (strlen(path) >= SHARD_PATH_MAX)
+        return err_set(e, "%.200s...: path longer than %d bytes", path, SHARD_PATH_MAX - 1);
+    snprintf(s->path, sizeof s->path, "%s", path);
+
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        err_set(e, "%s: cannot open: %s", path, strerror(errno));
+        goto fail;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        err_set(e, "%s: cannot stat: %s", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        err_set(e, "%s: not a regular file", path);
+        goto fail;
+    }
+    uint64_t size = (uint64_t)st.st_size;
+    if (size == 0) {
+        err_set(e, "%s: empty file", path);
+        goto fail;
+    }
+    if (size < SHARD_HEADER_BYTES) {
+        err_set(e, "%s: truncated header (%llu bytes, a header is %d)", path,
+                (unsigned long long)size, SHARD_HEADER_BYTES);
+        goto fail;
+    }
+    if (size > SIZE_MAX) {
+        err_set(e, "%s: too large to map on this host", path);
+        goto fail;
+    }
+    void *base = mmap(NULL, (size_t)size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (base == MAP_FAILED) {
+        err_set(e, "%s: cannot map: %s", path, strerror(errno));
+        goto fail;
+    }
+    close(fd);
+    fd = -1;
+    s->map_base = base;
+    s->map_len = (size_t)size;
+    if (check_header(s, base, size, e) != 0) goto fail;
+    s->data = s->n_tokens ? (const unsigned char *)base + SHARD_HEADER_BYTES : NULL;
+
+    /* Every token must index the embedding. uint16 tokens with a full 2^16
+     * vocabulary are valid by construction. */
+    uint64_t bad = s->n_tokens;
+    if (s->token_bytes == 2 && s->vocab < SHARD_U16_VOCAB)
+        bad = find_bad_u16(s->data, s->n_tokens, (uint32_t)s->vocab);
+    else if (s->token_bytes == 4)
+        bad = find_bad_u32(s->data, s->n_tokens, (uint32_t)s->vocab);
+    if (bad < s->n_tokens) {
+        err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", path,
+                shard_token(s, bad), (unsigned long long)bad, s->vocab);
+        goto fail;
+    }
+    return 0;
+
+fail:
+    if (fd >= 0) close(fd);
+    shard_close(s);
+    return -1;
+}
+
+void shard_close(Shard *s) {
+    if (s->map_base) munmap(s->map_base, s->map_len);
+    memset(s, 0, sizeof *s);
+}
+
+void shard_read(const Shard *s, uint64_t i, uint64_t n, int32_t *out) {
+    LC_DASSERT(i <= s->n_tokens && n <= s->n_tokens - i);
+    if (s->token_bytes == 2) {
+        const uint16_t *p = (const uint16_t *)s->data + i;
+        for (uint64_t j = 0; j < n; j++) out[j] = p[j];
+    } else if (n > 0) {
+        memcpy(out, (const int32_t *)s->data + i, n * sizeof(int32_t));
+    }
+}

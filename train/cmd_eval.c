@@ -1,0 +1,66 @@
+/*
+ * cmd_eval.c: `llamac eval`: mean loss and perplexity of a model file on a
+ * token shard, walking its windows in order (every window once with
+ * --batches 0).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "modelfile.h"
+#include "run.h"
+
+int cmd_eval(int argc, char **argv, Err *e) {
+    const char *model = NULL, *data = NULL;
+    long B = 8, T = 256, batches = 0, doc_mask = 1;
+    CliFlag flags[] = {
+        {"model", CLI_STR, &model, 0, 0, "model file (from llamac pretrain)"},
+        {"data", CLI_STR, &data, 0, 0, "token shard"},
+        {"batch", CLI_INT, &B, 1, 1 << 16, "batch size"},
+        {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length"},
+        {"batches", CLI_INT, &batches, 0, 1L << 40, "batches to evaluate (0: the whole shard once)"},
+        {"doc-mask", CLI_INT, &doc_mask, 0, 1, "1: attention and RoPE restart at each end-of-text"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac eval --model FILE --data SHARD [flags]",
+                 "Mean cross-entropy loss per token and perplexity of a model on a shard.", flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required");
+    if (!data) return err_set(e, "--data: required");
+    LlamaConfig c;
+    uint64_t tok_id;
+    if (modelfile_read_config(model, &c, &tok_id, e)) return -1;
+    Shard s;
+    if (shard_open(&s, data, e)) return -1;
+    int rc = -1;
+    if (s.tokenizer_id != tok_id || s.vocab != c.vocab) {
+        err_set(e, "%s: made by a different tokenizer than the model %s was trained with", data, model);
+        goto out_shard;
+    }
+    Llama m;
+    if (llama_init(&m, &c, &ops_cpu, NULL, (int)B, (int)T, 0, e)) goto out_shard;
+    if (modelfile_load(model, &m, e)) goto out_model;
+    const Shard *sp = &s;
+    Loader L;
+    if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;
+    if (batches == 0) batches = (long)(loader_windows(&L) / (uint64_t)B);
+    long ntok;
+    double t0 = time_now();
+    double loss = run_eval_loss(&m, &L, batches, &ntok);
+    double dt = time_now() - t0;
+    printf("eval %s on %s: %ld batches, %ld tokens: loss %.4f, perplexity %.2f (%.0f tok/s)\n", model, data,
+           batches, ntok, loss, exp(loss), ntok / dt);
+    rc = 0;
+    loader_free(&L);
+out_model:
+    llama_free(&m);
+out_shard:
+    shard_close(&s);
+    return rc;
+}

@@ -1,0 +1,83 @@
+/*
+ * cmd_generate.c: `llamac generate`: prompt in, text out, streamed token by
+ * token, with a KV cache (llama_decode), temperature, top-k, top-p and a
+ * seed; tokens/s at the end on stderr so stdout is only the text.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "cmds.h"
+#include "modelfile.h"
+#include "run.h"
+
+int cmd_generate(int argc, char **argv, Err *e) {
+    const char *model = NULL, *tokpath = NULL, *prompt = "";
+    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
+    double temperature = 0.8, top_p = 0.95;
+    CliFlag flags[] = {
+        {"model", CLI_STR, &model, 0, 0, "model file (from llamac pretrain)"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
+        {"prompt", CLI_STR, &prompt, 0, 0, "text to continue"},
+        {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens to generate at most"},
+        {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
+        {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
+        {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
+        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac generate --model FILE --tokenizer FILE --prompt TEXT [flags]",
+                 "Continue a prompt, streaming the text as it is generated (KV cache).", flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required");
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    LlamaConfig c;
+    uint64_t tok_id;
+    if (modelfile_read_config(model, &c, &tok_id, e)) return -1;
+    Bpe tok;
+    if (bpe_load(&tok, tokpath, e)) return -1;
+    int rc = -1;
+    int32_t *ids = NULL;
+    if (tok.id != tok_id) {
+        err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
+        goto out_tok;
+    }
+    if (ctx == 0) ctx = c.max_seq;
+    size_t cap = 0, np = bpe_encode(&tok, prompt, strlen(prompt), &ids, &cap);
+    if (np == 0) { /* an empty prompt starts from end-of-text, the document separator */
+        if (cap < 1) ids = xrealloc(ids, sizeof *ids);
+        ids[0] = tok.eos;
+        np = 1;
+    }
+    if ((long)np >= ctx) {
+        err_set(e, "--prompt: %zu tokens do not fit the context of %ld tokens", np, ctx);
+        goto out_tok;
+    }
+    Sampler s;
+    if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
+    Llama m;
+    if (llama_init(&m, &c, &ops_cpu, NULL, 1, (int)ctx, 0, e)) goto out_sampler;
+    if (modelfile_load(model, &m, e)) goto out_model;
+    fputs(prompt, stdout);
+    double t_pre, t_gen;
+    int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);
+    printf("\n");
+    fflush(stdout);
+    fprintf(stderr, "llamac: %zu prompt tokens in %.3f s, %d tokens generated in %.3f s (%.1f tok/s)\n", np,
+            t_pre, n, t_gen, t_gen > 0 ? n / t_gen : 0.0);
+    rc = 0;
+out_model:
+    llama_free(&m);
+out_sampler:
+    sample_free(&s);
+out_tok:
+    free(ids);
+    bpe_free(&tok);
+    return rc;
+}

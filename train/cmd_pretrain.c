@@ -1,0 +1,262 @@
+/*
+ * cmd_pretrain.c: `llamac pretrain`: pretrain a Llama from scratch on token
+ * shards. Each optimizer step draws accum micro-batches of (B, T) from the
+ * loader, normalises the loss by the step's total target count (so
+ * accumulation gives the gradient of the whole global batch), runs forward
+ * and backward on each, clips the global gradient norm and steps AdamW on
+ * the warmup + cosine schedule. One progress line per step on stdout, the
+ * same figures as JSON lines in the metrics file, the model file at the end.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../optim/adamw.h"
+#include "../optim/sched.h"
+#include "cli.h"
+#include "cmds.h"
+#include "modelfile.h"
+#include "run.h"
+
+#define MAX_SHARDS 32
+
+typedef struct {
+    Shard s[MAX_SHARDS];
+    const Shard *p[MAX_SHARDS];
+    int n;
+} ShardSet;
+
+static int open_shards(ShardSet *set, const CliList *paths, const char *flag, Err *e) {
+    memset(set, 0, sizeof *set);
+    if (paths->n == 0) return err_set(e, "%s: no shard given", flag);
+    for (int i = 0; i < paths->n; i++) {
+        if (shard_open(&set->s[i], paths->v[i], e)) return -1;
+        set->p[i] = &set->s[i];
+        set->n++;
+        if (set->s[i].tokenizer_id != set->s[0].tokenizer_id || set->s[i].vocab != set->s[0].vocab)
+            return err_set(e, "%s: made by a different tokenizer than %s", paths->v[i], paths->v[0]);
+    }
+    return 0;
+}
+
+static void close_shards(ShardSet *set) {
+    for (int i = 0; i < set->n; i++) shard_close(&set->s[i]);
+    set->n = 0;
+}
+
+/* Apply --set key=value words to c. */
+static int apply_sets(LlamaConfig *c, const CliList *set, Err *e) {
+    for (int i = 0; i < set->n; i++) {
+        char key[64];
+        const char *eq = strchr(set->v[i], '=');
+        if (!eq || eq == set->v[i] || (size_t)(eq - set->v[i]) >= sizeof key)
+            return err_set(e, "--set: expected key=value, got '%s'", set->v[i]);
+        snprintf(key, sizeof key, "%.*s", (int)(eq - set->v[i]), set->v[i]);
+        if (config_set(c, key, eq + 1, e)) return -1;
+    }
+    return 0;
+}
+
+static void print_sample(Llama *gen, const Llama *m, const Bpe *tok, const char *prompt, long max_tokens,
+                         uint64_t seed, const char *when) {
+    memcpy(gen->params, m->params, m->t.size * sizeof(float)); /* CPU: host buffers */
+    int32_t *ids = NULL;
+    size_t cap = 0, n = bpe_encode(tok, prompt, strlen(prompt), &ids, &cap);
+    if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
+    Sampler s;
+    sample_init(&s, m->c.vocab, 0.8f, 0, 0.95f, seed, NULL);
+    printf("---- sample %s ----\n%s", when, prompt);
+    run_generate(gen, tok, &s, ids, (int)n, (int)max_tokens, stdout, NULL, NULL);
+    printf("\n--------\n");
+    fflush(stdout);
+    sample_free(&s);
+    free(ids);
+}
+
+int cmd_pretrain(int argc, char **argv, Err *e) {
+    const char *preset = "15m", *out = "model.lcm", *metrics = NULL, *tokpath = NULL;
+    const char *prompt = "Once upon a time";
+    long B = 8, T = 256, batch_tokens = 0, steps = 1000, warmup = 2000, val_every = 100;
+    long val_batches = 20, seed = 1337, shuffle = 1, doc_mask = 1, sample_tokens = 0, log_every = 1;
+    double lr = 5e-4, min_frac = 0.1, warmup_frac = SCHED_MAX_WARMUP_FRAC, wd = 0.1, clip = 1.0;
+    double beta1 = 0.9, beta2 = 0.95, eps = 1e-5, peak = 0;
+    CliList train = {{0}, 0}, val = {{0}, 0}, set = {{0}, 0};
+    CliFlag flags[] = {
+        {"train", CLI_LIST, &train, 0, 0, "training shard (repeatable)"},
+        {"val", CLI_LIST, &val, 0, 0, "validation shard (repeatable; none: no validation)"},
+        {"preset", CLI_STR, &preset, 0, 0, "model shape (llamac inspect --help); vocab comes from the shards"},
+        {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_layers=4 (repeatable)"},
+        {"batch", CLI_INT, &B, 1, 1 << 16, "micro-batch size B (rows per forward/backward)"},
+        {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length T"},
+        {"batch-tokens", CLI_INT, &batch_tokens, 0, 1L << 40, "tokens per optimizer step, a multiple of B*T (0: B*T, no accumulation)"},
+        {"steps", CLI_INT, &steps, 1, 1L << 40, "optimizer steps"},
+        {"lr", CLI_FLOAT, &lr, 0, 10, "peak learning rate (> 0)"},
+        {"warmup", CLI_INT, &warmup, 0, 1L << 40, "linear warmup steps (capped at --warmup-frac of --steps)"},
+        {"warmup-frac", CLI_FLOAT, &warmup_frac, 0, 1, "largest fraction of the run warmup may take"},
+        {"lr-min-frac", CLI_FLOAT, &min_frac, 0, 1, "cosine decay floor as a fraction of --lr"},
+        {"weight-decay", CLI_FLOAT, &wd, 0, 10, "AdamW decoupled weight decay on 2-D weights"},
+        {"beta1", CLI_FLOAT, &beta1, 0, 1, "AdamW beta1"},
+        {"beta2", CLI_FLOAT, &beta2, 0, 1, "AdamW beta2"},
+        {"eps", CLI_FLOAT, &eps, 0, 1, "AdamW epsilon"},
+        {"clip", CLI_FLOAT, &clip, 0, 1e9, "global gradient-norm clip (0: off)"},
+        {"val-every", CLI_INT, &val_every, 0, 1L << 40, "validation loss every N steps (0: only at the end)"},
+        {"val-batches", CLI_INT, &val_batches, 1, 1L << 30, "batches per validation"},
+        {"seed", CLI_INT, &seed, 0, 1L << 62, "seed for initialisation and data order"},
+        {"shuffle", CLI_INT, &shuffle, 0, 1, "1: shuffled windows each epoch; 0: in file order"},
+        {"doc-mask", CLI_INT, &doc_mask, 0, 1, "1: attention and RoPE positions restart at each end-of-text"},
+        {"out", CLI_STR, &out, 0, 0, "model file written at the end"},
+        {"metrics", CLI_STR, &metrics, 0, 0, "JSON-lines metrics file (one line per step and per validation)"},
+        {"peak-gflops", CLI_FLOAT, &peak, 0, 1e9, "peak for MFU in GFLOP/s (0: measure SGEMM here)"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file, for samples before and after training"},
+        {"prompt", CLI_STR, &prompt, 0, 0, "prompt of the samples"},
+        {"sample-tokens", CLI_INT, &sample_tokens, 0, 1 << 20, "tokens per sample (0: no samples)"},
+        {"log-every", CLI_INT, &log_every, 1, 1L << 30, "progress line every N steps"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac pretrain [config.ini] --train SHARD [--val SHARD] [flags]",
+                 "Pretrain a Llama from scratch on token shards (llamac tokenize makes them).\n"
+                 "A config file holds the same keys as the flags (key = value; a [model] section\n"
+                 "holds model fields); flags win. Defaults are the Llama recipe: AdamW (0.9, 0.95,\n"
+                 "1e-5), weight decay 0.1 on matrices, clip 1.0, warmup then cosine to 10%.",
+                 flags, nf);
+        return 0;
+    }
+    if (!(lr > 0)) return err_set(e, "--lr: must be positive, got %g", lr);
+    ShardSet tr, va;
+    memset(&va, 0, sizeof va);
+    if (open_shards(&tr, &train, "--train", e)) { close_shards(&tr); return -1; }
+    int rc = -1;
+    if (val.n && open_shards(&va, &val, "--val", e)) goto out_shards;
+    if (va.n && va.s[0].tokenizer_id != tr.s[0].tokenizer_id) {
+        err_set(e, "%s: made by a different tokenizer than the training shards", val.v[0]);
+        goto out_shards;
+    }
+    LlamaConfig c;
+    if (config_preset(preset, &c, e)) goto out_shards;
+    c.vocab = tr.s[0].vocab;
+    if (apply_sets(&c, &set, e)) goto out_shards;
+    if (c.vocab != tr.s[0].vocab) {
+        err_set(e, "--set vocab=%d: the shards hold ids of a %d-word vocabulary", c.vocab, tr.s[0].vocab);
+        goto out_shards;
+    }
+    long micro = B * T;
+    if (batch_tokens == 0) batch_tokens = micro;
+    if (batch_tokens % micro != 0) {
+        err_set(e, "--batch-tokens: %ld is not a multiple of B*T = %ld", batch_tokens, micro);
+        goto out_shards;
+    }
+    long accum = batch_tokens / micro;
+    AdamWConfig ac = {(float)beta1, (float)beta2, (float)eps, (float)wd, (float)clip, 0};
+    Sched sched;
+    if (sched_init(&sched, lr, warmup, steps, min_frac, warmup_frac, e)) goto out_shards;
+    Llama m, gen;
+    memset(&gen, 0, sizeof gen);
+    if (llama_init(&m, &c, &ops_cpu, NULL, (int)B, (int)T, 1, e)) goto out_shards;
+    params_init(&m.t, m.params, c.n_layers, (uint64_t)seed);
+    AdamW opt;
+    Loader L, LV;
+    memset(&LV, 0, sizeof LV);
+    if (adamw_init(&opt, &ac, &m.t, m.ops, m.ctx, e)) goto out_model;
+    if (loader_init(&L, tr.p, tr.n, (int)B, (int)T, 0, 1, (int)shuffle, (int)doc_mask, (uint64_t)seed, e)) goto out_opt;
+    if (va.n && loader_init(&LV, va.p, va.n, (int)B, (int)T, 0, 1, 0, (int)doc_mask, (uint64_t)seed, e)) goto out_loader;
+    Bpe tok;
+    memset(&tok, 0, sizeof tok);
+    if (tokpath) {
+        if (bpe_load(&tok, tokpath, e)) goto out_val;
+        if (tok.id != tr.s[0].tokenizer_id) {
+            err_set(e, "%s: not the tokenizer that made %s", tokpath, train.v[0]);
+            goto out_tok;
+        }
+        if (sample_tokens && llama_init(&gen, &c, &ops_cpu, NULL, 1, (int)T, 0, e)) goto out_tok;
+    }
+    FILE *mf = NULL;
+    if (metrics && !(mf = fopen(metrics, "w"))) {
+        err_set(e, "--metrics: cannot create %s", metrics);
+        goto out_gen;
+    }
+    if (peak == 0) peak = run_sgemm_peak(1024, 5);
+    double fpt = llama_flops_per_token(&c, (int)T);
+    printf("pretrain: %s-shaped model, %.2fM parameters, vocab %d; %ld train windows of %ld tokens%s\n",
+           c.name, m.t.numel / 1e6, c.vocab, (long)loader_windows(&L), T, va.n ? ", validation on" : "");
+    printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
+           "MFU against %.1f GFLOP/s\n", B, T, accum, batch_tokens, steps, lr, sched.warmup, lr * min_frac, peak);
+    if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "before training");
+
+    size_t n = (size_t)micro * accum;
+    int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
+    double t_start = time_now(), first_val = NAN, last_val = NAN;
+    char c1[32], c2[32];
+    if (va.n) {
+        last_val = first_val = run_eval_loss(&m, &LV, val_batches, NULL);
+        loader_seek(&LV, 0, 0, NULL);
+        printf("step %ld | val loss %.4f\n", 0L, first_val);
+        if (mf) fprintf(mf, "{\"step\":0,\"val_loss\":%.6f}\n", first_val);
+    }
+    for (long step = 0; step < steps; step++) {
+        double t0 = time_now();
+        for (long k = 0; k < accum; k++) loader_next(&L, tk + k * micro, tg + k * micro, ps + k * micro);
+        long ntgt = llama_count_targets(tg, n);
+        m.ops->zero(m.ctx, m.grads, m.t.size * sizeof(float));
+        double loss = 0;
+        for (long k = 0; k < accum; k++) {
+            if (llama_set_batch(&m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out_loop;
+            loss += llama_forward(&m, 0, c.n_layers, ntgt ? 1.0f / ntgt : 0.0f);
+            llama_backward(&m, 0, c.n_layers);
+        }
+        loss /= ntgt ? ntgt : 1;
+        double norm = adamw_grad_norm(&opt, m.grads);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            err_set(e, "step %ld: loss %g, gradient norm %g: training diverged (try a lower --lr)", step, loss, norm);
+            goto out_loop;
+        }
+        double lr_now = sched_lr(&sched, step);
+        adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr_now);
+        double dt = time_now() - t0, el = time_now() - t_start;
+        double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
+        if ((step + 1) % log_every == 0 || step + 1 == steps)
+            printf("step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | %s elapsed | ETA %s\n",
+                   step + 1, steps, loss, lr_now, norm, tps, 100 * mfu, run_clock(el, c1, sizeof c1),
+                   run_clock(el / (step + 1) * (steps - step - 1), c2, sizeof c2));
+        if (mf)
+            fprintf(mf, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                        "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
+                    step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));
+        if (va.n && ((val_every && (step + 1) % val_every == 0) || step + 1 == steps)) {
+            last_val = run_eval_loss(&m, &LV, val_batches, NULL);
+            loader_seek(&LV, 0, 0, NULL); /* the same validation batches every time */
+            printf("step %ld | val loss %.4f\n", step + 1, last_val);
+            if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f}\n", step + 1, last_val);
+        }
+        fflush(stdout);
+        if (mf) fflush(mf);
+    }
+    if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "after training");
+    if (modelfile_save(out, &m, tr.s[0].tokenizer_id, e)) goto out_loop;
+    printf("done: %ld steps in %s", steps, run_clock(time_now() - t_start, c1, sizeof c1));
+    if (va.n) printf(", val loss %.4f -> %.4f", first_val, last_val);
+    printf("; model written to %s\n", out);
+    rc = 0;
+out_loop:
+    free(tk); free(tg); free(ps);
+    if (mf) fclose(mf);
+out_gen:
+    if (gen.params) llama_free(&gen);
+out_tok:
+    if (tokpath) bpe_free(&tok);
+out_val:
+    if (va.n) loader_free(&LV);
+out_loader:
+    loader_free(&L);
+out_opt:
+    adamw_free(&opt);
+out_model:
+    llama_free(&m);
+out_shards:
+    close_shards(&tr);
+    close_shards(&va);
+    return rc;
+}
