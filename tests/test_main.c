@@ -41,6 +41,7 @@ static const struct {
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short),
+    T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(cli_inspect), T(cli_errors),
 };
 #undef T
