@@ -91,7 +91,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llam
            train/cmd_eval.c train/cmd_generate.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
-            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c \
+            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c
 
 OBJ := $(BUILD)/obj

