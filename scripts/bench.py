@@ -37,6 +37,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternating runs of each peer")
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (median)")
     ap.add_argument("--no-torch", action="store_true", help="llamac only")
+    ap.add_argument("--no-pretrain", action="store_true", help="skip the pretraining-throughput part")
     args = ap.parse_args()
 
     py = os.path.join(VENV, "bin", "python")
@@ -97,7 +98,60 @@ def main():
         print("| %s | %d | %d | %.0f | %.1f | %.0f%% | %.0f | %s |" % (
             r["preset"], r["T"], r["B"], r["lc_tps"], r["lc_gflops"], 100 * r["lc_gflops"] / peak,
             r["lc_rss"], pt))
+    if not args.no_pretrain:
+        pretrain_bench(args, llamac, py if have_torch else None)
     return 0
+
+
+def step_rates(text):
+    """tokens/s of each 'step i/N | ... | X tok/s' line of llamac pretrain"""
+    return [float(line.split(" tok/s")[0].rsplit("| ", 1)[1])
+            for line in text.splitlines() if line.startswith("step ") and " tok/s" in line]
+
+
+def pretrain_bench(args, llamac, py):
+    """Pretraining with data loading (llamac pretrain on the demo shards)
+    against the step benchmark at the same shape, and against PyTorch
+    training on the same shard; plus tokenizer encoding speed."""
+    demo = os.path.join(ROOT, "build", "demo")
+    if not os.path.exists(os.path.join(demo, "train.bin")):
+        subprocess.run(["bash", "scripts/demo.sh"], cwd=ROOT, check=True,
+                       env=dict(os.environ, DEMO_PREP_ONLY="1"), capture_output=True)
+    enc = subprocess.run([llamac, "tokenize", "encode", "--tokenizer", os.path.join(demo, "tok.bin"),
+                          "--input", os.path.join(ROOT, "build", "corpus", "train.jsonl"),
+                          "--out", os.path.join(demo, "bench.bin")],
+                         cwd=ROOT, check=True, capture_output=True, text=True).stdout
+    mbs = float(enc.split(" MB/s")[0].rsplit("(", 1)[1])
+    B, T, steps = "8", "256", 6
+    d, L, H, KV, F, V, tied = SHAPES["15m"]
+    pre, step, pt = [], [], []
+    for r in range(args.rounds):
+        out = subprocess.run([llamac, "pretrain", "--train", os.path.join(demo, "train.bin"), "--preset", "15m",
+                              "--batch", B, "--seq", T, "--steps", str(steps + 1), "--shuffle", "0",
+                              "--peak-gflops", "1", "--out", os.path.join(demo, "bench.lcm")],
+                             cwd=ROOT, check=True, capture_output=True, text=True).stdout
+        pre.append(statistics.median(step_rates(out)[1:]))
+        step.append(run_json([llamac, "bench", "--preset", "15m", "--set", "vocab=4096", "--batch", B,
+                              "--seq", T, "--steps", str(steps), "--json"])["tokens_per_s"])
+        if py:
+            pt.append(run_json([py, os.path.join(ROOT, "scripts", "bench_torch.py"), "--dim", str(d),
+                                "--layers", str(L), "--heads", str(H), "--kv-heads", str(KV), "--hidden", str(F),
+                                "--vocab", "4096", "--tied", str(tied), "--batch", B, "--seq", T,
+                                "--steps", str(steps), "--shard", os.path.join(demo, "train.bin")])["tokens_per_s"])
+        print("  pretrain round %d: llamac pretrain %.0f tok/s, llamac bench %.0f tok/s%s" % (
+            r + 1, pre[-1], step[-1], ", pytorch on the shard %.0f tok/s" % pt[-1] if pt else ""), flush=True)
+    p, s = statistics.median(pre), statistics.median(step)
+    print()
+    print("Pretraining throughput, 15m shape with the demo's 4096-word vocabulary, B=%s T=%s, "
+          "data loading included, medians of %d rounds:" % (B, T, args.rounds))
+    print()
+    print("| llamac pretrain tok/s | llamac bench (step only) tok/s | pretrain / bench |%s" % (
+        " PyTorch on the same shard tok/s | llamac / PyTorch |" if pt else ""))
+    print("|---|---|---|%s" % ("---|---|" if pt else ""))
+    print("| %.0f | %.0f | %.3f |%s" % (p, s, p / s, " %.0f | **%.2fx** |" % (
+        statistics.median(pt), p / statistics.median(pt)) if pt else ""))
+    print()
+    print("Tokenizer: llamac tokenize encode, one core, 6.2 MB of JSONL (parsing included): %.1f MB/s" % mbs)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=2, help="untimed steps before timing")
     ap.add_argument("--attn", choices=("sdpa", "eager"), default="sdpa")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--shard", default=None,
+                    help="llamac token shard: train on its windows in order (data loading timed) "
+                         "instead of one random batch")
     args = ap.parse_args()
     if args.steps < 1:
         ap.error("--steps must be >= 1")
+    import numpy as np  # noqa: F401  (used with --shard)
 
     import torch
     import torch.nn.functional as F
@@ -63,8 +67,31 @@ def main():
     gen = torch.Generator().manual_seed(args.seed + 1)
     tokens = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen)
     targets = torch.randint(0, args.vocab, (args.batch, args.seq), generator=gen)
+    shard, cursor = None, [0]
+    if args.shard:
+        import numpy as np
+        # data/shard.h: 64-byte header (uint32 magic, version, token bytes, vocab, ...), then tokens
+        head = np.fromfile(args.shard, dtype=np.uint32, count=4)
+        width = np.uint16 if head[2] == 2 else np.int32
+        shard = np.memmap(args.shard, dtype=width, mode="r", offset=64)
+        if int(head[3]) != args.vocab:
+            ap.error("--vocab %d does not match the shard's %d" % (args.vocab, head[3]))
+
+    def next_batch():
+        # B consecutive windows of T + 1 tokens at offsets k * T, as llamac's sequential loader
+        n = args.batch * args.seq
+        if cursor[0] + n + 1 > len(shard):
+            cursor[0] = 0
+        w = torch.from_numpy(np.asarray(shard[cursor[0]:cursor[0] + n + 1], dtype=np.int64))
+        cursor[0] += n
+        x = torch.stack([w[b * args.seq:(b + 1) * args.seq] for b in range(args.batch)])
+        y = torch.stack([w[b * args.seq + 1:(b + 1) * args.seq + 1] for b in range(args.batch)])
+        return x, y
 
     def step():
+        nonlocal tokens, targets
+        if shard is not None:
+            tokens, targets = next_batch()
         opt.zero_grad(set_to_none=True)
         logits = model(input_ids=tokens, use_cache=False).logits
         loss = F.cross_entropy(logits.reshape(-1, args.vocab), targets.reshape(-1))

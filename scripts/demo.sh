@@ -24,6 +24,8 @@ else
     echo "== 2/4, 3/4: tokenizer and shards already in $D"
 fi
 
+[ -n "${DEMO_PREP_ONLY:-}" ] && exit 0
+
 echo "== 4/4 pretrain: llamac pretrain configs/demo.ini"
 $L pretrain configs/demo.ini --train "$D/train.bin" --val "$D/val.bin" --tokenizer "$D/tok.bin" \
     --out "$D/model.lcm" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
