@@ -141,3 +141,12 @@ int config_set(LlamaConfig *c, const char *key, const char *value, Err *e) {
     }
     return err_set(e, "unknown model field '%s'", key);
 }
+
+int config_set_kv(LlamaConfig *c, const char *kv, Err *e) {
+    char key[64];
+    const char *eq = strchr(kv, '=');
+    if (!eq || eq == kv || (size_t)(eq - kv) >= sizeof key)
+        return err_set(e, "--set: expected key=value, got '%s'", kv);
+    snprintf(key, sizeof key, "%.*s", (int)(eq - kv), kv);
+    return config_set(c, key, eq + 1, e);
+}

@@ -53,4 +53,7 @@ void config_rope_inv_freq(const LlamaConfig *c, float *inv_freq);
  * Used by --model-args style flags and tests. Returns 0 or -1. */
 int config_set(LlamaConfig *c, const char *key, const char *value, Err *e);
 
+/* The same from one "key=value" word (the --set flag and config files). */
+int config_set_kv(LlamaConfig *c, const char *kv, Err *e);
+
 #endif

@@ -102,14 +102,8 @@ int cmd_bench(int argc, char **argv, Err *e) {
     if (!(lr > 0)) return err_set(e, "--lr: must be positive, got %g", lr);
     LlamaConfig c;
     if (config_preset(preset, &c, e)) return -1;
-    for (int i = 0; i < set.n; i++) {
-        char key[64];
-        const char *eq = strchr(set.v[i], '=');
-        if (!eq || eq == set.v[i] || (size_t)(eq - set.v[i]) >= sizeof key)
-            return err_set(e, "--set: expected key=value, got '%s'", set.v[i]);
-        snprintf(key, sizeof key, "%.*s", (int)(eq - set.v[i]), set.v[i]);
-        if (config_set(&c, key, eq + 1, e)) return -1;
-    }
+    for (int i = 0; i < set.n; i++)
+        if (config_set_kv(&c, set.v[i], e)) return -1;
     Ops prof = profiled(&ops_cpu);
     const Ops *o = ops ? &prof : &ops_cpu;
     Llama m;

@@ -63,14 +63,8 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     if (npos != 1) return err_set(e, "inspect: expected one preset name (see llamac inspect --help)");
     LlamaConfig c;
     if (config_preset(pos[0], &c, e)) return -1;
-    for (int i = 0; i < set.n; i++) {
-        char key[64];
-        const char *eq = strchr(set.v[i], '=');
-        if (!eq || eq == set.v[i] || (size_t)(eq - set.v[i]) >= sizeof key)
-            return err_set(e, "--set: expected key=value, got '%s'", set.v[i]);
-        snprintf(key, sizeof key, "%.*s", (int)(eq - set.v[i]), set.v[i]);
-        if (config_set(&c, key, eq + 1, e)) return -1;
-    }
+    for (int i = 0; i < set.n; i++)
+        if (config_set_kv(&c, set.v[i], e)) return -1;
     if (config_validate(&c, e)) return -1;
     if (T == 0) T = c.max_seq < 2048 ? c.max_seq : 2048;
     if (T > c.max_seq)

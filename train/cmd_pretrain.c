@@ -45,19 +45,6 @@ static void close_shards(ShardSet *set) {
     set->n = 0;
 }
 
-/* Apply --set key=value words to c. */
-static int apply_sets(LlamaConfig *c, const CliList *set, Err *e) {
-    for (int i = 0; i < set->n; i++) {
-        char key[64];
-        const char *eq = strchr(set->v[i], '=');
-        if (!eq || eq == set->v[i] || (size_t)(eq - set->v[i]) >= sizeof key)
-            return err_set(e, "--set: expected key=value, got '%s'", set->v[i]);
-        snprintf(key, sizeof key, "%.*s", (int)(eq - set->v[i]), set->v[i]);
-        if (config_set(c, key, eq + 1, e)) return -1;
-    }
-    return 0;
-}
-
 static void print_sample(Llama *gen, const Llama *m, const Bpe *tok, const char *prompt, long max_tokens,
                          uint64_t seed, const char *when) {
     memcpy(gen->params, m->params, m->t.size * sizeof(float)); /* CPU: host buffers */
@@ -138,7 +125,8 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     LlamaConfig c;
     if (config_preset(preset, &c, e)) goto out_shards;
     c.vocab = tr.s[0].vocab;
-    if (apply_sets(&c, &set, e)) goto out_shards;
+    for (int i = 0; i < set.n; i++)
+        if (config_set_kv(&c, set.v[i], e)) goto out_shards;
     if (c.vocab != tr.s[0].vocab) {
         err_set(e, "--set vocab=%d: the shards hold ids of a %d-word vocabulary", c.vocab, tr.s[0].vocab);
         goto out_shards;
