@@ -47,7 +47,11 @@ OPENBLAS_DIR ?= /usr/lib/x86_64-linux-gnu/openblas-openmp
 OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 # A fresh machine lacks it: install the Debian packages first (any target but
 # clean/help), so `make test` works on a bare machine.
-REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h
+# HDF5 built for OpenMPI (checkpoints; DESIGN.md): Debian's libhdf5-openmpi-dev.
+HDF5_INC ?= /usr/include/hdf5/openmpi
+HDF5_LIB ?= /usr/lib/x86_64-linux-gnu/hdf5/openmpi
+MPI_INC ?= /usr/lib/x86_64-linux-gnu/openmpi/include
+REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h $(HDF5_INC)/hdf5.h
 ifneq ($(words $(wildcard $(REQUIRED))),$(words $(REQUIRED)))
 ifeq ($(filter clean help,$(MAKECMDGOALS)),)
 $(info ✗ missing $(filter-out $(wildcard $(REQUIRED)),$(REQUIRED)): running scripts/install_deps.sh)
@@ -74,10 +78,12 @@ $(info ✓ MPI: $(shell command -v mpicc) (not used yet))
 else
 $(info ✗ MPI: mpicc not found (single process))
 endif
-ifneq ($(wildcard /usr/include/hdf5/openmpi/hdf5.h),)
-$(info ✓ HDF5 (OpenMPI): found (not used yet))
-else
-$(info ✗ HDF5 (OpenMPI): not found (checkpoints: later issue))
+ifneq ($(wildcard $(HDF5_INC)/hdf5.h),)
+$(info ✓ HDF5 (OpenMPI build): $(HDF5_LIB) (checkpoints))
+CFLAGS_BASE += -I$(HDF5_INC) -I$(MPI_INC)
+LDLIBS += -L$(HDF5_LIB) -Wl,-rpath,$(HDF5_LIB) -lhdf5
+else ifeq ($(filter clean help,$(MAKECMDGOALS)),)
+$(error ✗ HDF5 (OpenMPI build) not found in $(HDF5_INC): scripts/install_deps.sh failed)
 endif
 
 CFLAGS := $(CFLAGS_BASE) $(WARN)
@@ -86,13 +92,13 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/sample.c \
            data/bpe.c data/shard.c data/loader.c data/jsonl.c \
            optim/adamw.c optim/sched.c \
-           train/cli.c train/blas_env.c train/modelfile.c train/run.c \
+           train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
            train/cmd_eval.c train/cmd_generate.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
-            tests/test_pipeline.c
+            tests/test_pipeline.c tests/test_ckpt.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

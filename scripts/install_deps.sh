@@ -2,7 +2,8 @@
 # Install the Debian packages llamac builds against. Idempotent; needs root
 # (CI and the dev machines run as root) or sudo.
 set -euo pipefail
-pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev)
+pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev
+      libhdf5-openmpi-dev hdf5-tools)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

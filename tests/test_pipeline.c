@@ -86,12 +86,12 @@ static void need_shards(void) {
     tokenized = 1;
 }
 
-#define TRAIN_ARGS "pretrain --train " DIR "/train.bin --val " DIR "/val.bin --preset tiny --batch 8 --seq 32 "
+#define TRAIN_ARGS "pretrain --train " DIR "/train.bin --val " DIR "/val.bin --preset tiny --batch 8 --seq 32 --ckpt-dir " DIR "/ckpt "
 
 void pipeline_pretrain(void) {
     need_shards();
     int rc = sh(TRAIN_ARGS "--steps 60 --lr 3e-3 --val-every 30 --val-batches 4 --seed 1 --metrics " DIR
-                "/m.jsonl --out " DIR "/model.lcm");
+                "/m.jsonl --out " DIR "/model.h5");
     EXPECT(rc == 0, "pretrain failed: %s", err_buf);
     const char *p = strstr(out_buf, "val loss ");
     double first = 0, last = 0;
@@ -105,29 +105,29 @@ void pipeline_pretrain(void) {
     while (f && fgets(line, sizeof line, f)) lines += strstr(line, "\"loss\"") != NULL;
     if (f) fclose(f);
     EXPECT(lines == 60, "metrics file has %d step lines, expected 60", lines);
-    rc = sh("eval --model " DIR "/model.lcm --data " DIR "/val.bin --seq 32 --batch 4");
+    rc = sh("eval --model " DIR "/model.h5 --data " DIR "/val.bin --seq 32 --batch 4");
     EXPECT(rc == 0 && strstr(out_buf, "perplexity"), "eval: %s%s", out_buf, err_buf);
 }
 
 void pipeline_generate(void) {
     need_shards();
-    if (access(DIR "/model.lcm", R_OK) != 0) pipeline_pretrain();
+    if (access(DIR "/model.h5", R_OK) != 0) pipeline_pretrain();
     static char a[4096], b[4096];
-    int rc = sh("generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
+    int rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
     EXPECT(rc == 0, "generate: %s", err_buf);
     snprintf(a, sizeof a, "%.4000s", out_buf);
-    rc = sh("generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
+    rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
     snprintf(b, sizeof b, "%.4000s", out_buf);
     EXPECT(rc == 0 && strcmp(a, b) == 0, "same seed, different text:\n%s\n%s", a, b);
     EXPECT(strncmp(a, "the cat", 7) == 0 && strlen(a) > 20, "generated: %s", a);
     EXPECT(strstr(err_buf, "tok/s"), "tokens/s report on stderr: %s", err_buf);
-    rc = sh("generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 8");
+    rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 8");
     EXPECT(rc == 0 && strcmp(a, out_buf) != 0, "a different seed gave the same text");
 }
 
 void pipeline_errors(void) {
     need_shards();
-    if (access(DIR "/model.lcm", R_OK) != 0) pipeline_pretrain();
+    if (access(DIR "/model.h5", R_OK) != 0) pipeline_pretrain();
     /* bad files */
     write_file(DIR "/empty.bin", "", 0);
     write_file(DIR "/bad.ini", "steps = 10\n\xff\xfe bogus\n", 17);
@@ -147,7 +147,7 @@ void pipeline_errors(void) {
     big[sizeof big - 1] = 0;
     for (int i = 0; i < 2999; i += 2) big[i] = ' ';
     static char gen_long[4000];
-    snprintf(gen_long, sizeof gen_long, "generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --prompt '%s'", big);
+    snprintf(gen_long, sizeof gen_long, "generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt '%s'", big);
     struct { const char *args, *want; } cases[] = {
         {"pretrain --train " DIR "/missing.bin", DIR "/missing.bin: cannot open"},
         {"pretrain --train " DIR "/empty.bin", DIR "/empty.bin"},
@@ -169,12 +169,12 @@ void pipeline_errors(void) {
         {"tokenize train --input " DIR "/train.jsonl --vocab 10 --out " DIR "/t.bin", "--vocab: 10 is out of range"},
         {"tokenize encode --tokenizer " DIR "/train.bin --input " DIR "/val.jsonl --out " DIR "/t.bin", DIR "/train.bin"},
         {"tokenize frob", "expected 'train' or 'encode'"},
-        {"eval --model " DIR "/model.lcm --data " DIR "/missing.bin", DIR "/missing.bin: cannot open"},
-        {"eval --model " DIR "/train.bin --data " DIR "/val.bin", DIR "/train.bin: not a llamac model file"},
+        {"eval --model " DIR "/model.h5 --data " DIR "/missing.bin", DIR "/missing.bin: cannot open"},
+        {"eval --model " DIR "/train.bin --data " DIR "/val.bin", DIR "/train.bin: not an HDF5 file (not a llamac checkpoint)"},
         {"eval --model " DIR "/trunc.bin --data " DIR "/val.bin", DIR "/trunc.bin"},
-        {"generate --model " DIR "/model.lcm --tokenizer " DIR "/tok2.bin --prompt hi", DIR "/tok2.bin: not the tokenizer"},
-        {"generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --top-p 0", "--top-p: must be in (0, 1]"},
-        {"generate --model " DIR "/model.lcm --tokenizer " DIR "/tok.bin --temperature -1", "--temperature: -1 is out of range"},
+        {"generate --model " DIR "/model.h5 --tokenizer " DIR "/tok2.bin --prompt hi", DIR "/tok2.bin: not the tokenizer"},
+        {"generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --top-p 0", "--top-p: must be in (0, 1]"},
+        {"generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --temperature -1", "--temperature: -1 is out of range"},
         {gen_long, "do not fit the context of 128 tokens"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -187,8 +187,8 @@ void pipeline_errors(void) {
     }
     /* a failing run does not touch an existing model file */
     struct stat before, after;
-    stat(DIR "/model.lcm", &before);
-    sh(TRAIN_ARGS "--steps 1 --out " DIR "/model.lcm --val " DIR "/trunc.bin");
-    stat(DIR "/model.lcm", &after);
+    stat(DIR "/model.h5", &before);
+    sh(TRAIN_ARGS "--steps 1 --out " DIR "/model.h5 --val " DIR "/trunc.bin");
+    stat(DIR "/model.h5", &after);
     EXPECT(before.st_mtime == after.st_mtime && before.st_size == after.st_size, "model file changed by a failed run");
 }

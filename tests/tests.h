@@ -52,4 +52,11 @@ void pipeline_errors(void);
 void cli_inspect(void);
 void cli_errors(void);
 
+void ckpt_roundtrip(void);
+void ckpt_bad_files(void);
+void ckpt_resume_sigkill(void);
+void ckpt_resume_sigterm(void);
+void ckpt_kill_during_save(void);
+void ckpt_cli_errors(void);
+
 #endif

@@ -98,6 +98,34 @@ void cli_help(const char *usage, const char *about, const CliFlag *flags, int nf
     printf("  --%-16s %s\n", "help", "show this help");
 }
 
+char *cli_dump(const CliFlag *flags, int nflags) {
+    size_t cap = 4096, n = 0;
+    char *s = xmalloc(cap);
+    s[0] = '\0';
+    for (int i = 0; i < nflags; i++) {
+        const CliFlag *f = &flags[i];
+        int nv = f->kind == CLI_LIST ? ((CliList *)f->dst)->n : 1;
+        for (int k = 0; k < nv; k++) {
+            char line[1200];
+            switch (f->kind) {
+            case CLI_INT: snprintf(line, sizeof line, "%s = %ld\n", f->name, *(long *)f->dst); break;
+            case CLI_FLOAT: snprintf(line, sizeof line, "%s = %.17g\n", f->name, *(double *)f->dst); break;
+            case CLI_BOOL: snprintf(line, sizeof line, "%s = %d\n", f->name, *(int *)f->dst); break;
+            case CLI_STR:
+                if (!*(const char **)f->dst) continue;
+                snprintf(line, sizeof line, "%s = %.1000s\n", f->name, *(const char **)f->dst);
+                break;
+            case CLI_LIST: snprintf(line, sizeof line, "%s = %.1000s\n", f->name, ((CliList *)f->dst)->v[k]); break;
+            }
+            size_t l = strlen(line);
+            if (n + l + 1 > cap) s = xrealloc(s, cap = 2 * (n + l + 1));
+            memcpy(s + n, line, l + 1);
+            n += l;
+        }
+    }
+    return s;
+}
+
 // ----------------------------------------------------------------------------
 // config files (INI through inih, Debian's libinih)
 

@@ -48,6 +48,11 @@ void cli_args_free(CliArgs *a);
 int cli_parse_all(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
                   int max_pos, int *npos, int *help, Err *e);
 
+/* The flags' current values as config-file text, one "key = value" line
+ * each (lists repeat the key; unset strings are left out): what a checkpoint
+ * records of its run, and a valid config file for cli_config. Caller frees. */
+char *cli_dump(const CliFlag *flags, int nflags);
+
 /* Print "usage" then one line per flag with its default. */
 void cli_help(const char *usage, const char *about, const CliFlag *flags, int nflags);
 

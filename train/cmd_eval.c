@@ -9,14 +9,14 @@
 
 #include "cli.h"
 #include "cmds.h"
-#include "modelfile.h"
+#include "ckpt.h"
 #include "run.h"
 
 int cmd_eval(int argc, char **argv, Err *e) {
     const char *model = NULL, *data = NULL;
     long B = 8, T = 256, batches = 0, doc_mask = 1;
     CliFlag flags[] = {
-        {"model", CLI_STR, &model, 0, 0, "model file (from llamac pretrain)"},
+        {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
         {"data", CLI_STR, &data, 0, 0, "token shard"},
         {"batch", CLI_INT, &B, 1, 1 << 16, "batch size"},
         {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length"},
@@ -35,7 +35,10 @@ int cmd_eval(int argc, char **argv, Err *e) {
     if (!data) return err_set(e, "--data: required");
     LlamaConfig c;
     uint64_t tok_id;
-    if (modelfile_read_config(model, &c, &tok_id, e)) return -1;
+    CkptInfo info;
+    if (ckpt_info(model, &info, e)) return -1;
+    c = info.c;
+    tok_id = info.tokenizer_id;
     Shard s;
     if (shard_open(&s, data, e)) return -1;
     int rc = -1;
@@ -45,7 +48,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     }
     Llama m;
     if (llama_init(&m, &c, &ops_cpu, NULL, (int)B, (int)T, 0, e)) goto out_shard;
-    if (modelfile_load(model, &m, e)) goto out_model;
+    if (ckpt_load(model, &c, &m.t, m.params, NULL, NULL, e)) goto out_model;
     const Shard *sp = &s;
     Loader L;
     if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;

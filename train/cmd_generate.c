@@ -9,7 +9,7 @@
 
 #include "cli.h"
 #include "cmds.h"
-#include "modelfile.h"
+#include "ckpt.h"
 #include "run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
@@ -17,7 +17,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
-        {"model", CLI_STR, &model, 0, 0, "model file (from llamac pretrain)"},
+        {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
         {"prompt", CLI_STR, &prompt, 0, 0, "text to continue"},
         {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens to generate at most"},
@@ -39,7 +39,10 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (!tokpath) return err_set(e, "--tokenizer: required");
     LlamaConfig c;
     uint64_t tok_id;
-    if (modelfile_read_config(model, &c, &tok_id, e)) return -1;
+    CkptInfo info;
+    if (ckpt_info(model, &info, e)) return -1;
+    c = info.c;
+    tok_id = info.tokenizer_id;
     Bpe tok;
     if (bpe_load(&tok, tokpath, e)) return -1;
     int rc = -1;
@@ -63,7 +66,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
     Llama m;
     if (llama_init(&m, &c, &ops_cpu, NULL, 1, (int)ctx, 0, e)) goto out_sampler;
-    if (modelfile_load(model, &m, e)) goto out_model;
+    if (ckpt_load(model, &c, &m.t, m.params, NULL, NULL, e)) goto out_model;
     fputs(prompt, stdout);
     double t_pre, t_gen;
     int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);

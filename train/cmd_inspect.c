@@ -3,12 +3,14 @@
  * per group, optionally per tensor), FLOPs per token and the memory a
  * training step needs at (B, T), full and with LoRA. Uses the parameter
  * table and llama_memory only: nothing is allocated, so the 8B shapes are
- * inspected in milliseconds.
+ * inspected in milliseconds. Given a checkpoint file it first summarises it
+ * (ckpt_print) and then reports the shape it holds.
  */
 #include <stdio.h>
 #include <string.h>
 
 #include "../model/llama.h"
+#include "ckpt.h"
 #include "cli.h"
 #include "cmds.h"
 
@@ -57,12 +59,19 @@ int cmd_inspect(int argc, char **argv, Err *e) {
             strcat(about, " ");
             strcat(about, *p);
         }
-        cli_help("llamac inspect <preset> [flags]", about, flags, nf);
+        cli_help("llamac inspect <preset | checkpoint.h5> [flags]", about, flags, nf);
         return 0;
     }
-    if (npos != 1) return err_set(e, "inspect: expected one preset name (see llamac inspect --help)");
+    if (npos != 1) return err_set(e, "inspect: expected one preset name or checkpoint (see llamac inspect --help)");
     LlamaConfig c;
-    if (config_preset(pos[0], &c, e)) return -1;
+    if (ckpt_is_hdf5(pos[0])) { /* a checkpoint: its summary, then its shape below */
+        CkptInfo info;
+        if (ckpt_print(pos[0], stdout, e) || ckpt_info(pos[0], &info, e)) return -1;
+        c = info.c;
+        printf("\n");
+    } else if (config_preset(pos[0], &c, e)) {
+        return -1;
+    }
     for (int i = 0; i < set.n; i++)
         if (config_set_kv(&c, set.v[i], e)) return -1;
     if (config_validate(&c, e)) return -1;

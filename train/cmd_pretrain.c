@@ -5,18 +5,24 @@
  * accumulation gives the gradient of the whole global batch), runs forward
  * and backward on each, clips the global gradient norm and steps AdamW on
  * the warmup + cosine schedule. One progress line per step on stdout, the
- * same figures as JSON lines in the metrics file, the model file at the end.
+ * same figures as JSON lines in the metrics file. Checkpoints (HDF5, ckpt.h)
+ * every --save-every steps, at the end and on SIGINT/SIGTERM, the last
+ * --keep of them kept; --resume continues a run exactly where it stopped
+ * (bit-identical on the CPU: weights, AdamW moments, step, data cursor).
  */
+#include <errno.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "../optim/adamw.h"
 #include "../optim/sched.h"
+#include "ckpt.h"
 #include "cli.h"
 #include "cmds.h"
-#include "modelfile.h"
 #include "run.h"
 
 #define MAX_SHARDS 32
@@ -37,6 +43,53 @@ static int open_shards(ShardSet *set, const CliList *paths, const char *flag, Er
         if (set->s[i].tokenizer_id != set->s[0].tokenizer_id || set->s[i].vocab != set->s[0].vocab)
             return err_set(e, "%s: made by a different tokenizer than %s", paths->v[i], paths->v[0]);
     }
+    return 0;
+}
+
+/* SIGINT / SIGTERM: finish the step, save a checkpoint, stop. */
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+static int mkdir_p(const char *dir, Err *e) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; ; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0777) && errno != EEXIST) return err_set(e, "--ckpt-dir: cannot create %s (%s)", p, strerror(errno));
+            *s = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+typedef struct {
+    const char *dir;
+    long keep;
+    const char *run_config;
+    uint64_t seed;
+} CkptPlan;
+
+/* Save the run after `step` steps into dir/step-N.h5 and prune. */
+static int save_run(const CkptPlan *cp, const Llama *m, uint64_t tok_id, const AdamW *opt, const Loader *L,
+                    long step, long tokens, double lr, Err *e) {
+    char path[4096];
+    ckpt_step_path(cp->dir, step, path, sizeof path);
+    uint64_t cursor[2] = {L->epoch, L->pos};
+    CkptState st = {step, tokens, cp->seed, lr, 1, cursor, {0}, (char *)cp->run_config};
+    Rng r;
+    rng_seed(&r, cp->seed);
+    memcpy(st.rng, r.s, sizeof st.rng);
+    double t0 = time_now();
+    if (ckpt_save(path, &m->c, &m->t, m->params, tok_id, opt, &st, e)) return -1;
+    double dt = time_now() - t0;
+    struct stat sb;
+    stat(path, &sb);
+    ckpt_prune(cp->dir, (int)cp->keep, NULL);
+    printf("checkpoint: %s (%.1f MB in %.2f s, %.0f MB/s)\n", path, sb.st_size / 1e6, dt, sb.st_size / 1e6 / dt);
+    fflush(stdout);
     return 0;
 }
 
@@ -62,10 +115,12 @@ static void print_sample(Llama *gen, const Llama *m, const Bpe *tok, const char 
 }
 
 int cmd_pretrain(int argc, char **argv, Err *e) {
-    const char *preset = "15m", *out = "model.lcm", *metrics = NULL, *tokpath = NULL;
+    const char *preset = "15m", *out = "model.h5", *metrics = NULL, *tokpath = NULL;
     const char *prompt = "Once upon a time";
     long B = 8, T = 256, batch_tokens = 0, steps = 1000, warmup = 2000, val_every = 100;
     long val_batches = 20, seed = 1337, shuffle = 1, doc_mask = 1, sample_tokens = 0, log_every = 1;
+    long save_every = 0, keep = 3;
+    const char *ckpt_dir = "checkpoints", *resume = NULL;
     double lr = 5e-4, min_frac = 0.1, warmup_frac = SCHED_MAX_WARMUP_FRAC, wd = 0.1, clip = 1.0;
     double beta1 = 0.9, beta2 = 0.95, eps = 1e-5, peak = 0;
     CliList train = {{0}, 0}, val = {{0}, 0}, set = {{0}, 0};
@@ -92,7 +147,11 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         {"seed", CLI_INT, &seed, 0, 1L << 62, "seed for initialisation and data order"},
         {"shuffle", CLI_INT, &shuffle, 0, 1, "1: shuffled windows each epoch; 0: in file order"},
         {"doc-mask", CLI_INT, &doc_mask, 0, 1, "1: attention and RoPE positions restart at each end-of-text"},
-        {"out", CLI_STR, &out, 0, 0, "model file written at the end"},
+        {"out", CLI_STR, &out, 0, 0, "model written at the end (HDF5, weights only: for eval, generate, convert)"},
+        {"ckpt-dir", CLI_STR, &ckpt_dir, 0, 0, "directory of the run's checkpoints (step-N.h5: weights, AdamW, data cursor)"},
+        {"save-every", CLI_INT, &save_every, 0, 1L << 40, "checkpoint every N steps (0: only at the end and on SIGINT/SIGTERM)"},
+        {"keep", CLI_INT, &keep, 1, 1 << 20, "checkpoints kept in --ckpt-dir (older ones are deleted)"},
+        {"resume", CLI_STR, &resume, 0, 0, "continue from a checkpoint: a path, or auto (the newest in --ckpt-dir; none: start)"},
         {"metrics", CLI_STR, &metrics, 0, 0, "JSON-lines metrics file (one line per step and per validation)"},
         {"peak-gflops", CLI_FLOAT, &peak, 0, 1e9, "peak for MFU in GFLOP/s (0: measure SGEMM here)"},
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file, for samples before and after training"},
@@ -161,9 +220,61 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         }
         if (sample_tokens && llama_init(&gen, &c, &ops_cpu, NULL, 1, (int)T, 0, e)) goto out_tok;
     }
+    /* resume: the same model, optimizer and data position as when saved */
+    char rpath[4096] = "";
+    long start = 0;
+    CkptPlan plan = {ckpt_dir, keep, NULL, (uint64_t)seed};
+    if (resume) {
+        int found = 1;
+        if (strcmp(resume, "auto") == 0) {
+            found = ckpt_latest(ckpt_dir, rpath, sizeof rpath, e);
+            if (found < 0) goto out_gen;
+            if (!found) printf("resume: no checkpoint in %s; starting from scratch\n", ckpt_dir);
+        } else {
+            snprintf(rpath, sizeof rpath, "%s", resume);
+        }
+        if (found) {
+            CkptInfo info;
+            CkptState st;
+            char diff[128];
+            if (ckpt_info(rpath, &info, e)) goto out_gen;
+            if (ckpt_config_diff(&info.c, &c, diff, sizeof diff)) {
+                err_set(e, "%s: the checkpoint's model does not match the requested one (%s: checkpoint vs "
+                           "--preset/--set)", rpath, diff);
+                goto out_gen;
+            }
+            if (info.tokenizer_id != tr.s[0].tokenizer_id) {
+                err_set(e, "%s: trained on shards of another tokenizer than %s", rpath, train.v[0]);
+                goto out_gen;
+            }
+            if (ckpt_load(rpath, &c, &m.t, m.params, &opt, &st, e)) goto out_gen;
+            if (st.world != 1) {
+                err_set(e, "%s: saved by %d data-parallel ranks; this run has 1", rpath, st.world);
+                ckpt_state_free(&st);
+                goto out_gen;
+            }
+            if (st.seed != (uint64_t)seed)
+                fprintf(stderr, "warning: %s was trained with --seed %llu, this run has %ld: the data order "
+                                "changes\n", rpath, (unsigned long long)st.seed, seed);
+            int rc2 = loader_seek(&L, st.cursor[0], st.cursor[1], e);
+            start = st.step;
+            ckpt_state_free(&st);
+            if (rc2) goto out_gen;
+            if (start >= steps) {
+                err_set(e, "%s: already at step %ld of --steps %ld: nothing to do (raise --steps)", rpath, start, steps);
+                goto out_gen;
+            }
+            printf("resume: %s at step %ld (data epoch %llu, window %llu)\n", rpath, start,
+                   (unsigned long long)L.epoch, (unsigned long long)L.pos);
+        }
+    }
+    if (mkdir_p(ckpt_dir, e)) goto out_gen;
+    char *run_config = cli_dump(flags, nf);
+    plan.run_config = run_config;
     FILE *mf = NULL;
-    if (metrics && !(mf = fopen(metrics, "w"))) {
+    if (metrics && !(mf = fopen(metrics, start ? "a" : "w"))) {
         err_set(e, "--metrics: cannot create %s", metrics);
+        free(run_config);
         goto out_gen;
     }
     if (peak == 0) peak = run_sgemm_peak(2048, 5);
@@ -173,19 +284,26 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
            (long)loader_windows(&L), T, va.n ? ", validation on" : "");
     printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
            "MFU against %.1f GFLOP/s\n", B, T, accum, batch_tokens, steps, lr, sched.warmup, lr * min_frac, peak);
-    if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "before training");
+    if (gen.params && start == 0) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "before training");
 
     size_t n = (size_t)micro * accum;
     int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
     double t_start = time_now(), first_val = NAN, last_val = NAN;
     char c1[32], c2[32];
-    if (va.n) {
+    if (va.n && start == 0) {
         last_val = first_val = run_eval_loss(&m, &LV, val_batches, NULL);
         loader_seek(&LV, 0, 0, NULL);
         printf("step %ld | val loss %.4f\n", 0L, first_val);
         if (mf) fprintf(mf, "{\"step\":0,\"val_loss\":%.6f}\n", first_val);
     }
-    for (long step = 0; step < steps; step++) {
+    stop_signal = 0;
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    double lr_now = sched_lr(&sched, start);
+    for (long step = start; step < steps; step++) {
         double t0 = time_now();
         for (long k = 0; k < accum; k++) loader_next(&L, tk + k * micro, tg + k * micro, ps + k * micro);
         long ntgt = llama_count_targets(tg, n);
@@ -202,7 +320,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
             err_set(e, "step %ld: loss %g, gradient norm %g: training diverged (try a lower --lr)", step, loss, norm);
             goto out_loop;
         }
-        double lr_now = sched_lr(&sched, step);
+        lr_now = sched_lr(&sched, step);
         adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr_now);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
@@ -211,7 +329,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
                    step + 1, steps, loss, lr_now, norm, tps, 100 * mfu, run_clock(el, c1, sizeof c1),
                    run_clock(el / (step + 1) * (steps - step - 1), c2, sizeof c2));
         if (mf)
-            fprintf(mf, "{\"step\":%ld,\"loss\":%.6f,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+            fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
                     step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));
         if (va.n && ((val_every && (step + 1) % val_every == 0) || step + 1 == steps)) {
@@ -222,15 +340,28 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         }
         fflush(stdout);
         if (mf) fflush(mf);
+        if ((save_every && (step + 1) % save_every == 0) || step + 1 == steps || stop_signal) {
+            if (save_run(&plan, &m, tr.s[0].tokenizer_id, &opt, &L, step + 1, (long)n * (step + 1), lr_now, e))
+                goto out_loop;
+        }
+        if (stop_signal) {
+            err_set(e, "stopped by %s after step %ld; resume with --resume auto (--ckpt-dir %s)",
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1, ckpt_dir);
+            goto out_loop;
+        }
     }
     if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "after training");
-    if (modelfile_save(out, &m, tr.s[0].tokenizer_id, e)) goto out_loop;
-    printf("done: %ld steps in %s", steps, run_clock(time_now() - t_start, c1, sizeof c1));
-    if (va.n) printf(", val loss %.4f -> %.4f", first_val, last_val);
+    if (ckpt_save(out, &m.c, &m.t, m.params, tr.s[0].tokenizer_id, NULL, NULL, e)) goto out_loop;
+    printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
+    if (va.n && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
+    else if (va.n) printf(", val loss %.4f", last_val);
     printf("; model written to %s\n", out);
     rc = 0;
 out_loop:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
     free(tk); free(tg); free(ps);
+    free(run_config);
     if (mf) fclose(mf);
 out_gen:
     if (gen.params) llama_free(&gen);

@@ -1,0 +1,702 @@
+/*
+ * ckpt.c: HDF5 checkpoints; the layout and the guarantees are in ckpt.h.
+ * Every HDF5 call's result is checked; the library's own error printing is
+ * switched off so that a failure is one line of ours naming the file.
+ */
+#include "ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <signal.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CKPT_FORMAT "llamac-checkpoint"
+
+// ----------------------------------------------------------------------------
+// config fields, by name, for /config attributes and for diffs
+
+typedef struct {
+    const char *name;
+    size_t off;
+    int is_float;
+} CfgField;
+
+#define CF(f, fl) {#f, offsetof(LlamaConfig, f), fl}
+static const CfgField cfg_fields[] = {
+    CF(dim, 0), CF(n_layers, 0), CF(n_heads, 0), CF(n_kv_heads, 0), CF(hidden, 0), CF(vocab, 0),
+    CF(max_seq, 0), CF(norm_eps, 1), CF(rope_theta, 1), CF(rope_scaling, 0), CF(rope_factor, 1),
+    CF(rope_low_freq, 1), CF(rope_high_freq, 1), CF(rope_orig_ctx, 0), CF(tied, 0),
+};
+#undef CF
+#define N_CFG (int)(sizeof cfg_fields / sizeof cfg_fields[0])
+
+int ckpt_config_diff(const LlamaConfig *a, const LlamaConfig *b, char *buf, size_t n) {
+    for (int i = 0; i < N_CFG; i++) {
+        const char *pa = (const char *)a + cfg_fields[i].off, *pb = (const char *)b + cfg_fields[i].off;
+        if (cfg_fields[i].is_float) {
+            float x, y;
+            memcpy(&x, pa, sizeof x);
+            memcpy(&y, pb, sizeof y);
+            if (x != y) {
+                snprintf(buf, n, "%s %g vs %g", cfg_fields[i].name, x, y);
+                return 1;
+            }
+        } else {
+            int x, y;
+            memcpy(&x, pa, sizeof x);
+            memcpy(&y, pb, sizeof y);
+            if (x != y) {
+                snprintf(buf, n, "%s %d vs %d", cfg_fields[i].name, x, y);
+                return 1;
+            }
+        }
+    }
+    if (n) buf[0] = '\0';
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// checksum
+
+static uint64_t rotl64(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+#define HASH_P1 0x9E3779B185EBCA87ull
+#define HASH_P2 0xC2B2AE3D27D4EB4Full
+#define HASH_BLOCK (1u << 20)
+
+static uint64_t hash_block(const unsigned char *p, size_t n, uint64_t seed) {
+    uint64_t h[4] = {seed ^ HASH_P1, seed ^ HASH_P2, seed + HASH_P1, seed - HASH_P2};
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32)
+        for (int l = 0; l < 4; l++) {
+            uint64_t w;
+            memcpy(&w, p + i + 8 * l, 8);
+            h[l] = rotl64((h[l] ^ w) * HASH_P1, 31) * HASH_P2;
+        }
+    uint64_t r = h[0] ^ rotl64(h[1], 17) ^ rotl64(h[2], 29) ^ rotl64(h[3], 43);
+    for (; i < n; i++) r = (r ^ p[i]) * HASH_P1;
+    r ^= n;
+    r ^= r >> 33; r *= HASH_P2; r ^= r >> 29;
+    return r;
+}
+
+/* Blocks of 1 MiB hashed in parallel, then the block hashes hashed in order:
+ * the same value whatever the thread count. */
+uint64_t ckpt_hash(const void *data, size_t n) {
+    size_t nb = (n + HASH_BLOCK - 1) / HASH_BLOCK;
+    if (nb <= 1) return hash_block(data, n, 0);
+    uint64_t *bh = xmalloc(nb * sizeof *bh);
+    const unsigned char *p = data;
+#pragma omp parallel for schedule(static)
+    for (size_t b = 0; b < nb; b++) {
+        size_t len = b + 1 < nb ? HASH_BLOCK : n - b * HASH_BLOCK;
+        bh[b] = hash_block(p + b * HASH_BLOCK, len, b);
+    }
+    uint64_t r = hash_block((const unsigned char *)bh, nb * sizeof *bh, n);
+    free(bh);
+    return r;
+}
+
+int ckpt_is_hdf5(const char *path) {
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char b[8];
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    size_t got = fread(b, 1, 8, f);
+    fclose(f);
+    return got == 8 && memcmp(b, sig, 8) == 0;
+}
+
+// ----------------------------------------------------------------------------
+// small HDF5 helpers: each returns 0 or -1
+
+static void h5_quiet(void) {
+    static int done;
+    if (!done) {
+        H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+        done = 1;
+    }
+}
+
+static int attr_write(hid_t obj, const char *name, hid_t file_type, hid_t mem_type, const void *v) {
+    hid_t sp = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(obj, name, file_type, sp, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = a < 0 || H5Awrite(a, mem_type, v) < 0 ? -1 : 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(sp);
+    return rc;
+}
+
+static int attr_i64(hid_t obj, const char *name, int64_t v) {
+    return attr_write(obj, name, H5T_STD_I64LE, H5T_NATIVE_INT64, &v);
+}
+static int attr_u64(hid_t obj, const char *name, uint64_t v) {
+    return attr_write(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &v);
+}
+static int attr_f32(hid_t obj, const char *name, float v) {
+    return attr_write(obj, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &v);
+}
+static int attr_f64(hid_t obj, const char *name, double v) {
+    return attr_write(obj, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &v);
+}
+static int attr_str(hid_t obj, const char *name, const char *s) {
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, strlen(s) + 1);
+    H5Tset_strpad(t, H5T_STR_NULLTERM);
+    int rc = attr_write(obj, name, t, t, s);
+    H5Tclose(t);
+    return rc;
+}
+
+static int attr_read(hid_t obj, const char *name, hid_t mem_type, void *v) {
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    int rc = H5Aread(a, mem_type, v) < 0 ? -1 : 0;
+    H5Aclose(a);
+    return rc;
+}
+
+/* A fixed-length string attribute into buf[0..n). */
+static int attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
+    if (H5Aexists(obj, name) <= 0) return -1;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    if (a < 0) return -1;
+    hid_t ft = H5Aget_type(a);
+    int rc = -1;
+    if (H5Tget_class(ft) == H5T_STRING && !H5Tis_variable_str(ft)) {
+        size_t len = H5Tget_size(ft);
+        char *tmp = xmalloc(len + 1);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, len);
+        if (H5Aread(a, mt, tmp) >= 0) {
+            tmp[len] = '\0';
+            snprintf(buf, n, "%s", tmp);
+            rc = 0;
+        }
+        H5Tclose(mt);
+        free(tmp);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    return rc;
+}
+
+/* Dataset of dims[0..ndim) of type ft from mem (memory type mt), with its
+ * checksum attribute over the nbytes at mem. */
+static int dset_write(hid_t loc, const char *name, int ndim, const hsize_t *dims, hid_t ft, hid_t mt,
+                      const void *mem, size_t nbytes) {
+    hid_t sp = H5Screate_simple(ndim, dims, NULL);
+    hid_t d = H5Dcreate2(loc, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    int rc = -1;
+    if (d >= 0 && H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) >= 0 &&
+        attr_u64(d, "checksum", ckpt_hash(mem, nbytes)) == 0)
+        rc = 0;
+    if (d >= 0) H5Dclose(d);
+    H5Sclose(sp);
+    return rc;
+}
+
+/* Read dataset name of exactly dims[0..ndim) into mem (memory type mt) and
+ * verify its checksum. Returns 0, or -1 with why[] set. */
+static int dset_read(hid_t loc, const char *name, int ndim, const hsize_t *dims, hid_t mt, void *mem,
+                     size_t nbytes, char *why, size_t nwhy) {
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
+        snprintf(why, nwhy, "missing tensor %s", name);
+        return -1;
+    }
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) {
+        snprintf(why, nwhy, "cannot open dataset %s", name);
+        return -1;
+    }
+    int rc = -1;
+    hid_t sp = H5Dget_space(d);
+    int nd = H5Sget_simple_extent_ndims(sp);
+    hsize_t got[8] = {0};
+    if (nd != ndim || nd > 8 || H5Sget_simple_extent_dims(sp, got, NULL) < 0 ||
+        memcmp(got, dims, (size_t)ndim * sizeof *dims) != 0) {
+        char gs[64] = "", ws[64] = "";
+        for (int i = 0; i < nd && i < 8; i++)
+            snprintf(gs + strlen(gs), sizeof gs - strlen(gs), "%s%llu", i ? "x" : "", (unsigned long long)got[i]);
+        for (int i = 0; i < ndim; i++)
+            snprintf(ws + strlen(ws), sizeof ws - strlen(ws), "%s%llu", i ? "x" : "", (unsigned long long)dims[i]);
+        snprintf(why, nwhy, "tensor %s has shape %s, the model needs %s", name, gs, ws);
+        goto out;
+    }
+    if (H5Dread(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) < 0) {
+        snprintf(why, nwhy, "cannot read tensor %s (file truncated or damaged)", name);
+        goto out;
+    }
+    uint64_t want;
+    if (attr_read(d, "checksum", H5T_NATIVE_UINT64, &want) == 0 && want != ckpt_hash(mem, nbytes)) {
+        snprintf(why, nwhy, "tensor %s is corrupted (checksum mismatch)", name);
+        goto out;
+    }
+    rc = 0;
+out:
+    H5Sclose(sp);
+    H5Dclose(d);
+    return rc;
+}
+
+static void tensor_dims(const ParamInfo *p, hsize_t *dims) {
+    for (int k = 0; k < p->ndim; k++) dims[k] = (hsize_t)p->shape[k];
+}
+
+// ----------------------------------------------------------------------------
+// save
+
+/* Test hook: SIGKILL ourselves after this many datasets (0: never). */
+static long kill_after(void) {
+    const char *s = getenv("LLAMAC_CKPT_KILL_AFTER");
+    return s ? atol(s) : 0;
+}
+static long datasets_written; /* by this process, for the hook */
+
+static int fsync_path(const char *path, int dir) {
+    int fd = open(path, dir ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+static void dir_of(const char *path, char *dir, size_t n) {
+    const char *s = strrchr(path, '/');
+    if (!s) snprintf(dir, n, ".");
+    else if (s == path) snprintf(dir, n, "/");
+    else snprintf(dir, n, "%.*s", (int)(s - path), path);
+}
+
+static int write_tensors(hid_t grp, const ParamTable *t, const float *buf, long *ndone, long kill) {
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        hsize_t dims[2];
+        tensor_dims(p, dims);
+        if (dset_write(grp, p->name, p->ndim, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, buf + p->offset,
+                       p->numel * sizeof(float)))
+            return -1;
+        if (kill && ++*ndone >= kill) raise(SIGKILL);
+    }
+    return 0;
+}
+
+static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const float *params,
+                     uint64_t tokenizer_id, const AdamW *opt, const CkptState *st) {
+    long kill = kill_after();
+    if (attr_str(f, "format", CKPT_FORMAT) || attr_i64(f, "version", CKPT_VERSION)) return -1;
+    hid_t g = H5Gcreate2(f, "config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    int rc = attr_str(g, "name", c->name) | attr_u64(g, "tokenizer_id", tokenizer_id);
+    for (int i = 0; i < N_CFG && rc == 0; i++) {
+        const char *p = (const char *)c + cfg_fields[i].off;
+        if (cfg_fields[i].is_float) {
+            float v;
+            memcpy(&v, p, sizeof v);
+            rc = attr_f32(g, cfg_fields[i].name, v);
+        } else {
+            int v;
+            memcpy(&v, p, sizeof v);
+            rc = attr_i64(g, cfg_fields[i].name, v);
+        }
+    }
+    H5Gclose(g);
+    if (rc) return -1;
+
+    if ((g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
+    rc = write_tensors(g, t, params, &datasets_written, kill);
+    H5Gclose(g);
+    if (rc) return -1;
+
+    if (opt) {
+        if ((g = H5Gcreate2(f, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
+        rc = attr_i64(g, "t", opt->t) | attr_f32(g, "beta1", opt->cfg.beta1) | attr_f32(g, "beta2", opt->cfg.beta2) |
+             attr_f32(g, "eps", opt->cfg.eps) | attr_f32(g, "weight_decay", opt->cfg.weight_decay) |
+             attr_f32(g, "clip", opt->cfg.clip) | attr_i64(g, "decay_all", opt->cfg.decay_all);
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            hid_t gm = H5Gcreate2(g, k ? "v" : "m", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            if (gm < 0) { rc = -1; break; }
+            rc = write_tensors(gm, t, k ? opt->v : opt->m, &datasets_written, kill);
+            H5Gclose(gm);
+        }
+        H5Gclose(g);
+        if (rc) return -1;
+    }
+
+    if (st) {
+        if ((g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
+        hsize_t cd[2] = {(hsize_t)st->world, 2}, rd[1] = {4};
+        const char *rcfg = st->run_config ? st->run_config : "";
+        hsize_t sd[1] = {strlen(rcfg) + 1};
+        rc = attr_i64(g, "step", st->step) | attr_i64(g, "tokens", st->tokens) | attr_u64(g, "seed", st->seed) |
+             attr_f64(g, "lr", st->lr) | attr_i64(g, "world", st->world);
+        if (rc == 0 && st->world > 0)
+            rc = dset_write(g, "cursor", 2, cd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->cursor,
+                            (size_t)st->world * 2 * sizeof(uint64_t));
+        if (rc == 0)
+            rc = dset_write(g, "rng", 1, rd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->rng, sizeof st->rng);
+        if (rc == 0)
+            rc = dset_write(g, "run_config", 1, sd, H5T_STD_U8LE, H5T_NATIVE_UCHAR, rcfg, sd[0]);
+        H5Gclose(g);
+        if (rc) return -1;
+    }
+    /* last: the completion mark */
+    return attr_i64(f, "complete", 1);
+}
+
+int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+              uint64_t tokenizer_id, const AdamW *opt, const CkptState *st, Err *e) {
+    h5_quiet();
+    char tmp[4096], dir[4096];
+    if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
+    unlink(tmp);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) return err_set(e, "%s: cannot create (%s)", tmp, strerror(errno ? errno : EIO));
+    int rc = write_all(f, c, t, params, tokenizer_id, opt, st);
+    if (H5Fclose(f) < 0) rc = -1;
+    if (rc) {
+        unlink(tmp);
+        return err_set(e, "%s: cannot write the checkpoint (disk full?)", path);
+    }
+    if (fsync_path(tmp, 0)) {
+        unlink(tmp);
+        return err_set(e, "%s: cannot flush to disk (%s)", tmp, strerror(errno));
+    }
+    if (rename(tmp, path)) {
+        int er = errno;
+        unlink(tmp);
+        return err_set(e, "%s: cannot rename %s into place (%s)", path, tmp, strerror(er));
+    }
+    dir_of(path, dir, sizeof dir);
+    fsync_path(dir, 1); /* best effort: some filesystems refuse directory fsync */
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// load
+
+/* Open a complete llamac checkpoint read-only, or -1 with e. */
+static hid_t open_ckpt(const char *path, Err *e) {
+    h5_quiet();
+    struct stat sb;
+    if (stat(path, &sb)) {
+        err_set(e, "%s: cannot open (%s)", path, strerror(errno));
+        return -1;
+    }
+    if (!ckpt_is_hdf5(path)) {
+        err_set(e, "%s: not an HDF5 file (not a llamac checkpoint)", path);
+        return -1;
+    }
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        err_set(e, "%s: damaged or truncated HDF5 file (cannot open)", path);
+        return -1;
+    }
+    char fmt[64];
+    int64_t ver = 0, complete = 0;
+    if (attr_read_str(f, "format", fmt, sizeof fmt) || strcmp(fmt, CKPT_FORMAT) != 0) {
+        err_set(e, "%s: an HDF5 file but not a llamac checkpoint", path);
+    } else if (attr_read(f, "version", H5T_NATIVE_INT64, &ver) || ver != CKPT_VERSION) {
+        err_set(e, "%s: checkpoint version %lld not supported (this llamac reads %d)", path, (long long)ver,
+                CKPT_VERSION);
+    } else if (attr_read(f, "complete", H5T_NATIVE_INT64, &complete) || complete != 1) {
+        err_set(e, "%s: incomplete checkpoint (the save was interrupted)", path);
+    } else {
+        return f;
+    }
+    H5Fclose(f);
+    return -1;
+}
+
+static int read_config(hid_t f, const char *path, LlamaConfig *c, uint64_t *tok, Err *e) {
+    memset(c, 0, sizeof *c);
+    hid_t g = H5Gopen2(f, "config", H5P_DEFAULT);
+    if (g < 0) return err_set(e, "%s: missing /config", path);
+    int rc = 0;
+    attr_read_str(g, "name", c->name, sizeof c->name);
+    if (attr_read(g, "tokenizer_id", H5T_NATIVE_UINT64, tok)) rc = err_set(e, "%s: /config lacks tokenizer_id", path);
+    for (int i = 0; i < N_CFG && rc == 0; i++) {
+        char *p = (char *)c + cfg_fields[i].off;
+        if (cfg_fields[i].is_float) {
+            float v;
+            if (attr_read(g, cfg_fields[i].name, H5T_NATIVE_FLOAT, &v))
+                rc = err_set(e, "%s: /config lacks %s", path, cfg_fields[i].name);
+            memcpy(p, &v, sizeof v);
+        } else {
+            int64_t v;
+            if (attr_read(g, cfg_fields[i].name, H5T_NATIVE_INT64, &v))
+                rc = err_set(e, "%s: /config lacks %s", path, cfg_fields[i].name);
+            int iv = (int)v;
+            memcpy(p, &iv, sizeof iv);
+        }
+    }
+    H5Gclose(g);
+    if (rc == 0 && config_validate(c, e)) {
+        char why[256];
+        snprintf(why, sizeof why, "%s", e->msg);
+        rc = err_set(e, "%s: bad /config (%s)", path, why);
+    }
+    return rc;
+}
+
+int ckpt_info(const char *path, CkptInfo *info, Err *e) {
+    memset(info, 0, sizeof *info);
+    info->step = -1;
+    hid_t f = open_ckpt(path, e);
+    if (f < 0) return -1;
+    int rc = read_config(f, path, &info->c, &info->tokenizer_id, e);
+    info->has_optim = H5Lexists(f, "optim", H5P_DEFAULT) > 0;
+    info->has_state = H5Lexists(f, "state", H5P_DEFAULT) > 0;
+    if (rc == 0 && info->has_state) {
+        hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+        int64_t v;
+        if (g >= 0 && attr_read(g, "step", H5T_NATIVE_INT64, &v) == 0) info->step = v;
+        if (g >= 0 && attr_read(g, "tokens", H5T_NATIVE_INT64, &v) == 0) info->tokens = v;
+        if (g >= 0) H5Gclose(g);
+    }
+    H5Fclose(f);
+    return rc;
+}
+
+static int read_tensors(hid_t grp, const ParamTable *t, float *buf, const char *path, Err *e) {
+    char why[512];
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        hsize_t dims[2];
+        tensor_dims(p, dims);
+        if (dset_read(grp, p->name, p->ndim, dims, H5T_NATIVE_FLOAT, buf + p->offset, p->numel * sizeof(float),
+                      why, sizeof why))
+            return err_set(e, "%s: %s", path, why);
+    }
+    return 0;
+}
+
+static int load_optim(hid_t f, const char *path, const ParamTable *t, AdamW *opt, Err *e) {
+    if (H5Lexists(f, "optim", H5P_DEFAULT) <= 0)
+        return err_set(e, "%s: no optimizer state (a model-only file cannot resume training)", path);
+    hid_t g = H5Gopen2(f, "optim", H5P_DEFAULT);
+    if (g < 0) return err_set(e, "%s: cannot open /optim", path);
+    int64_t tt;
+    int rc = 0;
+    if (attr_read(g, "t", H5T_NATIVE_INT64, &tt)) rc = err_set(e, "%s: /optim lacks t", path);
+    opt->t = (long)tt;
+    for (int k = 0; k < 2 && rc == 0; k++) {
+        hid_t gm = H5Gopen2(g, k ? "v" : "m", H5P_DEFAULT);
+        if (gm < 0) {
+            rc = err_set(e, "%s: missing /optim/%s", path, k ? "v" : "m");
+            break;
+        }
+        rc = read_tensors(gm, t, k ? opt->v : opt->m, path, e);
+        H5Gclose(gm);
+    }
+    H5Gclose(g);
+    return rc;
+}
+
+static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
+    memset(st, 0, sizeof *st);
+    if (H5Lexists(f, "state", H5P_DEFAULT) <= 0) return err_set(e, "%s: no training state (/state)", path);
+    hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
+    if (g < 0) return err_set(e, "%s: cannot open /state", path);
+    int64_t step, tokens, world;
+    int rc = 0;
+    char why[512];
+    if (attr_read(g, "step", H5T_NATIVE_INT64, &step) || attr_read(g, "tokens", H5T_NATIVE_INT64, &tokens) ||
+        attr_read(g, "world", H5T_NATIVE_INT64, &world) || attr_read(g, "seed", H5T_NATIVE_UINT64, &st->seed) ||
+        attr_read(g, "lr", H5T_NATIVE_DOUBLE, &st->lr) || world < 1 || world > (1 << 20)) {
+        rc = err_set(e, "%s: /state is incomplete", path);
+        goto out;
+    }
+    st->step = (long)step;
+    st->tokens = (long)tokens;
+    st->world = (int)world;
+    st->cursor = xmalloc((size_t)world * 2 * sizeof *st->cursor);
+    hsize_t cd[2] = {(hsize_t)world, 2}, rd[1] = {4};
+    if (dset_read(g, "cursor", 2, cd, H5T_NATIVE_UINT64, st->cursor, (size_t)world * 2 * sizeof(uint64_t), why,
+                  sizeof why) ||
+        dset_read(g, "rng", 1, rd, H5T_NATIVE_UINT64, st->rng, sizeof st->rng, why, sizeof why)) {
+        rc = err_set(e, "%s: /state: %s", path, why);
+        goto out;
+    }
+    hid_t d = H5Dopen2(g, "run_config", H5P_DEFAULT);
+    if (d < 0) {
+        rc = err_set(e, "%s: /state lacks run_config", path);
+        goto out;
+    }
+    hid_t sp = H5Dget_space(d);
+    hsize_t n = 0;
+    H5Sget_simple_extent_dims(sp, &n, NULL);
+    H5Sclose(sp);
+    H5Dclose(d);
+    st->run_config = xmalloc(n + 1);
+    if (dset_read(g, "run_config", 1, &n, H5T_NATIVE_UCHAR, st->run_config, n, why, sizeof why))
+        rc = err_set(e, "%s: /state: %s", path, why);
+    st->run_config[n] = '\0';
+out:
+    H5Gclose(g);
+    if (rc) ckpt_state_free(st);
+    return rc;
+}
+
+int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, AdamW *opt,
+              CkptState *st, Err *e) {
+    hid_t f = open_ckpt(path, e);
+    if (f < 0) return -1;
+    LlamaConfig fc;
+    uint64_t tok;
+    char diff[128];
+    int rc = read_config(f, path, &fc, &tok, e);
+    if (rc == 0 && ckpt_config_diff(&fc, c, diff, sizeof diff))
+        rc = err_set(e, "%s: the checkpoint's config does not match the requested model (%s: checkpoint vs "
+                        "model)", path, diff);
+    if (rc == 0) {
+        hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
+        if (g < 0) rc = err_set(e, "%s: missing /model", path);
+        else {
+            rc = read_tensors(g, t, params, path, e);
+            H5Gclose(g);
+        }
+    }
+    if (rc == 0 && opt) rc = load_optim(f, path, t, opt, e);
+    if (rc == 0 && st) rc = load_state(f, path, st, e);
+    H5Fclose(f);
+    return rc;
+}
+
+void ckpt_state_free(CkptState *st) {
+    free(st->cursor);
+    free(st->run_config);
+    st->cursor = NULL;
+    st->run_config = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// run directories
+
+void ckpt_step_path(const char *dir, long step, char *path, size_t n) {
+    snprintf(path, n, "%s/step-%08ld.h5", dir, step);
+}
+
+/* Step of a name "step-%08ld.h5", or -1. */
+static long step_of(const char *name) {
+    size_t n = strlen(name);
+    if (n < 9 || strncmp(name, "step-", 5) != 0 || strcmp(name + n - 3, ".h5") != 0) return -1;
+    long s = 0;
+    for (size_t i = 5; i < n - 3; i++) {
+        if (name[i] < '0' || name[i] > '9' || s > (1L << 50)) return -1;
+        s = s * 10 + (name[i] - '0');
+    }
+    return s;
+}
+
+/* Steps of the step-*.h5 files in dir, newest first; *n of them. */
+static long *list_steps(const char *dir, int *n) {
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (!d) return NULL;
+    long *v = NULL;
+    int cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        long s = step_of(de->d_name);
+        if (s < 0) continue;
+        if (*n == cap) v = xrealloc(v, (size_t)(cap = cap ? 2 * cap : 16) * sizeof *v);
+        v[(*n)++] = s;
+    }
+    closedir(d);
+    for (int i = 1; i < *n; i++) /* insertion sort, descending */
+        for (int j = i; j > 0 && v[j] > v[j - 1]; j--) {
+            long x = v[j]; v[j] = v[j - 1]; v[j - 1] = x;
+        }
+    return v;
+}
+
+int ckpt_latest(const char *dir, char *path, size_t n, Err *e) {
+    (void)e;
+    int ns;
+    long *steps = list_steps(dir, &ns);
+    int found = 0;
+    for (int i = 0; i < ns && !found; i++) {
+        ckpt_step_path(dir, steps[i], path, n);
+        CkptInfo info;
+        Err e2 = {{0}};
+        if (ckpt_info(path, &info, &e2) == 0 && info.has_optim && info.has_state) found = 1;
+        else fprintf(stderr, "warning: skipping %s: %s\n", path, e2.msg[0] ? e2.msg : "no optimizer state");
+    }
+    free(steps);
+    return found;
+}
+
+int ckpt_prune(const char *dir, int keep, Err *e) {
+    if (keep < 1) return err_set(e, "--keep: must be at least 1");
+    int ns, del = 0;
+    long *steps = list_steps(dir, &ns);
+    char path[4096];
+    for (int i = keep; i < ns; i++) {
+        ckpt_step_path(dir, steps[i], path, sizeof path);
+        if (unlink(path) == 0) del++;
+    }
+    free(steps);
+    DIR *d = opendir(dir);
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        size_t l = strlen(de->d_name);
+        if (l > 7 && strncmp(de->d_name, "step-", 5) == 0 && strcmp(de->d_name + l - 7, ".h5.tmp") == 0) {
+            snprintf(path, sizeof path, "%s/%s", dir, de->d_name);
+            if (unlink(path) == 0) del++;
+        }
+    }
+    if (d) closedir(d);
+    return del;
+}
+
+// ----------------------------------------------------------------------------
+// summary
+
+int ckpt_print(const char *path, FILE *out, Err *e) {
+    CkptInfo info;
+    if (ckpt_info(path, &info, e)) return -1;
+    const LlamaConfig *c = &info.c;
+    ParamTable t;
+    if (params_build(c, &t, e)) return -1;
+    struct stat sb;
+    stat(path, &sb);
+    fprintf(out, "checkpoint %s (%.1f MB, HDF5, format version %d)\n", path, sb.st_size / 1e6, CKPT_VERSION);
+    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s head\n",
+            c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden,
+            c->vocab, c->max_seq, c->tied ? "tied" : "untied");
+    fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
+            c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
+            (unsigned long long)info.tokenizer_id);
+    fprintf(out, "  parameters: %zu in %d tensors (/model)\n", t.numel, t.n);
+    fprintf(out, "  optimizer state: %s\n", info.has_optim ? "AdamW moments (/optim/m, /optim/v)" : "none");
+    if (info.has_state) {
+        CkptState st;
+        hid_t f = open_ckpt(path, e);
+        int rc = f < 0 ? -1 : load_state(f, path, &st, e);
+        if (f >= 0) H5Fclose(f);
+        if (rc) { params_free(&t); return -1; }
+        fprintf(out, "  training state: step %ld, %ld tokens, lr %.3g, seed %llu, %d data rank%s, cursor (epoch %llu, "
+                     "window %llu)\n", st.step, st.tokens, st.lr, (unsigned long long)st.seed, st.world,
+                st.world == 1 ? "" : "s", (unsigned long long)st.cursor[0], (unsigned long long)st.cursor[1]);
+        fprintf(out, "  run configuration:\n");
+        for (const char *s = st.run_config; *s;) {
+            const char *nl = strchr(s, '\n');
+            int len = nl ? (int)(nl - s) : (int)strlen(s);
+            fprintf(out, "    %.*s\n", len, s);
+            s += len + (nl ? 1 : 0);
+        }
+        ckpt_state_free(&st);
+    } else {
+        fprintf(out, "  training state: none (model only)\n");
+    }
+    params_free(&t);
+    return 0;
+}

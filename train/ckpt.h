@@ -1,0 +1,117 @@
+/*
+ * ckpt.h: checkpoints in HDF5 (DESIGN.md, "Checkpoints (HDF5)").
+ *
+ * One file per checkpoint, readable by h5dump and h5py:
+ *
+ *   /                      attributes: format = "llamac-checkpoint",
+ *                          version = CKPT_VERSION, complete = 1 (written last)
+ *   /config                attributes: every LlamaConfig field by name
+ *                          (dim, n_layers, ..., rope_theta, tied) and
+ *                          tokenizer_id (uint64)
+ *   /model/<HF name>       float32 dataset of the tensor's logical shape
+ *                          (e.g. /model/model.layers.0.self_attn.q_proj.weight)
+ *   /optim                 attributes: t (steps taken), beta1, beta2, eps,
+ *                          weight_decay, clip, decay_all      (when saved)
+ *   /optim/m/<HF name>, /optim/v/<HF name>   AdamW moments, same shapes
+ *   /state                 attributes: step, tokens, seed, lr, world;
+ *                          datasets cursor (world, 2) uint64 = (epoch, pos)
+ *                          of every data-parallel rank, rng (4) uint64, and
+ *                          run_config (a string: the run's flags as
+ *                          "key = value" lines)                (when saved)
+ *
+ * Every dataset carries a `checksum` attribute (uint64, ckpt_hash of its
+ * bytes) that loading verifies, so a flipped bit in tensor data is reported
+ * rather than trained on. Tensors are stored whole under their logical names,
+ * so a checkpoint does not depend on the number of ranks that wrote it.
+ *
+ * Crash safety: ckpt_save writes "<path>.tmp", sets `complete` last, closes
+ * and fsyncs it, then renames it over path and fsyncs the directory. A kill at
+ * any moment leaves either the old file or the new one under path. Test hook:
+ * with LLAMAC_CKPT_KILL_AFTER=N in the environment, ckpt_save raises SIGKILL
+ * on its own process once it has written N tensors in all (over every save
+ * of the process: the crash-safety test).
+ */
+#ifndef LLAMAC_TRAIN_CKPT_H
+#define LLAMAC_TRAIN_CKPT_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../model/config.h"
+#include "../model/params.h"
+#include "../optim/adamw.h"
+
+#define CKPT_VERSION 1
+
+/* The training state beside the weights. */
+typedef struct CkptState {
+    long step;            /* optimizer steps completed */
+    long tokens;          /* training tokens consumed */
+    uint64_t seed;        /* the run's --seed */
+    double lr;            /* learning rate of the last step taken */
+    int world;            /* data-parallel ranks: cursor has 2 * world entries */
+    uint64_t *cursor;     /* (world, 2): each rank's loader (epoch, pos) */
+    uint64_t rng[4];      /* the run's random state (xoshiro256**) */
+    char *run_config;     /* NUL-terminated text */
+} CkptState;
+
+/* What a checkpoint holds, from ckpt_info. */
+typedef struct CkptInfo {
+    LlamaConfig c;
+    uint64_t tokenizer_id;
+    int has_optim, has_state;
+    long step;            /* -1 without /state */
+    long tokens;
+} CkptInfo;
+
+/* Write a checkpoint of the parameters (host buffer laid out by t) and,
+ * when opt / st are non-NULL, the AdamW state (opt->m, opt->v on the host)
+ * and the training state. Atomic as described above. Returns 0, or -1 with
+ * e = "<path>: <problem>"; the previous file under path is then untouched. */
+int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+              uint64_t tokenizer_id, const AdamW *opt, const CkptState *st, Err *e);
+
+/* Read the config and what else the file holds, without the tensors. Fails
+ * with one line naming the file for a missing, truncated, foreign or
+ * incomplete (no `complete` mark) file. */
+int ckpt_info(const char *path, CkptInfo *info, Err *e);
+
+/* Load parameters into params (laid out by t, built from a config that must
+ * equal the file's: else "<path>: checkpoint has dim 288, the model 512"),
+ * and, when opt / st are non-NULL, the AdamW moments and step count and the
+ * training state (st->cursor and st->run_config are malloc'd: free with
+ * ckpt_state_free). A missing tensor, a shape mismatch or a checksum mismatch
+ * is an error naming the tensor. */
+int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params,
+              AdamW *opt, CkptState *st, Err *e);
+void ckpt_state_free(CkptState *st);
+
+/* First field where a and b differ, as "dim 288 vs 512", into buf; returns 0
+ * when they are equal (the name is ignored). */
+int ckpt_config_diff(const LlamaConfig *a, const LlamaConfig *b, char *buf, size_t n);
+
+/* Checkpoints of a run live in a directory as step-%08ld.h5. Path of the
+ * newest complete one into path[0..n): returns 1 when found, 0 when the
+ * directory holds none (or does not exist), -1 on error. Incomplete or
+ * damaged files are skipped with a warning on stderr. */
+int ckpt_latest(const char *dir, char *path, size_t n, Err *e);
+
+/* Path of the checkpoint of step `step` in dir. */
+void ckpt_step_path(const char *dir, long step, char *path, size_t n);
+
+/* Delete all but the newest `keep` step-*.h5 files in dir (keep >= 1), and
+ * stale *.tmp files left by a crash. Returns the number deleted, -1 on error. */
+int ckpt_prune(const char *dir, int keep, Err *e);
+
+/* Print a summary of the file (config, counts, state, sizes) to out. */
+int ckpt_print(const char *path, FILE *out, Err *e);
+
+/* 64-bit hash of n bytes (4 independent multiply-xorshift lanes over 8-byte
+ * words, then the tail; several GB/s): the dataset checksum. */
+uint64_t ckpt_hash(const void *data, size_t n);
+
+/* 1 if path starts with the HDF5 signature (to tell checkpoints from other
+ * files before opening). */
+int ckpt_is_hdf5(const char *path);
+
+#endif
