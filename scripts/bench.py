@@ -38,6 +38,7 @@ def main():
     ap.add_argument("--steps", type=int, default=3, help="timed steps per run (median)")
     ap.add_argument("--no-torch", action="store_true", help="llamac only")
     ap.add_argument("--no-pretrain", action="store_true", help="skip the pretraining-throughput part")
+    ap.add_argument("--no-ckpt", action="store_true", help="skip the checkpoint save/load part")
     args = ap.parse_args()
 
     py = os.path.join(VENV, "bin", "python")
@@ -100,7 +101,26 @@ def main():
             r["lc_rss"], pt))
     if not args.no_pretrain:
         pretrain_bench(args, llamac, py if have_torch else None)
+    if not args.no_ckpt:
+        ckpt_bench(args, llamac)
     return 0
+
+
+def ckpt_bench(args, llamac):
+    """Checkpoint save/load of the 110M preset with AdamW state against the
+    disk's sequential write speed (llamac bench --ckpt measures both in one
+    run, interleaved, so a busy disk slows both alike)."""
+    d = os.path.join(ROOT, "build")
+    j = run_json([llamac, "bench", "--preset", "110m", "--ckpt", d, "--rounds", str(args.rounds), "--json"])
+    print()
+    print("Checkpoints: 110m with AdamW moments (%.0f MB per file), medians of %d rounds, in %s" % (
+        j["mb"], args.rounds, d))
+    print()
+    print("| save s | save MB/s | load s | load MB/s | disk write MB/s (8 MiB writes + fsync) | save / disk |")
+    print("|---|---|---|---|---|---|")
+    print("| %.2f | %.0f | %.2f | %.0f | %.0f | **%.0f%%** |" % (
+        j["save_s"], j["save_mb_s"], j["load_s"], j["load_mb_s"], j["disk_mb_s"],
+        100 * j["save_mb_s"] / j["disk_mb_s"]))
 
 
 def step_rates(text):

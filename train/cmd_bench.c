@@ -3,16 +3,22 @@
  * gradient norm, AdamW) of a preset on random tokens, report tokens/s,
  * achieved GFLOP/s (DESIGN.md's 6N + 12LHT count) against the SGEMM peak
  * measured in the same run, peak resident memory, and with --ops where the
- * time goes per op (the op table wrapped by a timing table).
+ * time goes per op (the op table wrapped by a timing table). With --ckpt DIR
+ * it times checkpoint saves and loads of the preset with AdamW state instead,
+ * against the disk's sequential write speed measured in the same run.
  */
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "../model/llama.h"
 #include "../optim/adamw.h"
 #include "../optim/sched.h"
 #include "blas_env.h"
+#include "ckpt.h"
 #include "run.h"
 #include "cli.h"
 #include "cmds.h"
@@ -69,11 +75,101 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+static double median(double *v, int n) {
+    qsort(v, (size_t)n, sizeof *v, cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
+/* Seconds to write n bytes sequentially to path with write() and fsync (what
+ * `dd bs=8M conv=fsync` measures); the file is removed after. */
+static double disk_write_s(const char *path, size_t n, Err *e) {
+    size_t chunk = 8u << 20;
+    char *buf = xmalloc(chunk);
+    for (size_t i = 0; i < chunk; i++) buf[i] = (char)(i * 31 + 7);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        free(buf);
+        return err_set(e, "--ckpt: cannot create %s", path);
+    }
+    double t0 = time_now();
+    int ok = 1;
+    for (size_t done = 0; done < n && ok;) {
+        size_t k = n - done < chunk ? n - done : chunk;
+        ok = write(fd, buf, k) == (ssize_t)k;
+        done += k;
+    }
+    ok = ok && fsync(fd) == 0;
+    double dt = time_now() - t0;
+    close(fd);
+    unlink(path);
+    free(buf);
+    return ok ? dt : err_set(e, "--ckpt: cannot write %s (disk full?)", path);
+}
+
+/* Save and load a checkpoint of c with AdamW moments, `rounds` times each,
+ * beside the disk's write speed. */
+static int bench_ckpt(const LlamaConfig *c, const char *dir, int rounds, int json, Err *e) {
+    ParamTable t;
+    if (params_build(c, &t, e)) return -1;
+    float *params = xmalloc(t.size * sizeof(float));
+    params_init(&t, params, c->n_layers, 1);
+    AdamW opt;
+    AdamWConfig ac = ADAMW_DEFAULTS;
+    if (adamw_init(&opt, &ac, &t, &ops_cpu, NULL, e)) { free(params); params_free(&t); return -1; }
+    for (size_t i = 0; i < t.size; i++) opt.m[i] = params[i] * 0.1f, opt.v[i] = params[i] * params[i];
+    opt.t = 100;
+    uint64_t cursor[2] = {0, 0};
+    CkptState st = {100, 100 * 256, 1, 3e-4, 1, cursor, {1, 2, 3, 4}, "bench = 1\n"};
+    char path[4096], raw[4096];
+    snprintf(path, sizeof path, "%s/llamac-bench.h5", dir);
+    snprintf(raw, sizeof raw, "%s/llamac-bench.raw", dir);
+    double *ts = xmalloc(3 * (size_t)rounds * sizeof(double)), *tl = ts + rounds, *td = tl + rounds;
+    struct stat sb = {0};
+    int rc = 0;
+    for (int r = 0; r < rounds && rc == 0; r++) {
+        double t0 = time_now();
+        if ((rc = ckpt_save(path, c, &t, params, 0, &opt, &st, e))) break;
+        ts[r] = time_now() - t0;
+        stat(path, &sb);
+        t0 = time_now();
+        CkptState got;
+        if ((rc = ckpt_load(path, c, &t, params, &opt, &got, e))) break;
+        tl[r] = time_now() - t0;
+        ckpt_state_free(&got);
+        double d = disk_write_s(raw, (size_t)sb.st_size, e);
+        if (d < 0) { rc = -1; break; }
+        td[r] = d;
+    }
+    unlink(path);
+    if (rc == 0) {
+        double mb = sb.st_size / 1e6, s = median(ts, rounds), l = median(tl, rounds), d = median(td, rounds);
+        if (json)
+            printf("{\"peer\":\"llamac\",\"what\":\"ckpt\",\"preset\":\"%s\",\"mb\":%.1f,\"save_s\":%.3f,"
+                   "\"load_s\":%.3f,\"disk_write_s\":%.3f,\"save_mb_s\":%.1f,\"load_mb_s\":%.1f,"
+                   "\"disk_mb_s\":%.1f}\n", c->name, mb, s, l, d, mb / s, mb / l, mb / d);
+        else {
+            printf("llamac bench --ckpt: %s with AdamW state, %.1f MB per checkpoint, median of %d in %s\n",
+                   c->name, mb, rounds, dir);
+            printf("  save %.2f s = %.0f MB/s (write, fsync, rename)\n", s, mb / s);
+            printf("  load %.2f s = %.0f MB/s (page cache warm after the save)\n", l, mb / l);
+            printf("  disk sequential write (8 MiB writes + fsync, same bytes) %.2f s = %.0f MB/s\n", d, mb / d);
+            printf("  save speed = %.0f%% of the disk's\n", 100 * d / s);
+        }
+    }
+    free(ts);
+    adamw_free(&opt);
+    free(params);
+    params_free(&t);
+    return rc;
+}
+
 int cmd_bench(int argc, char **argv, Err *e) {
     const char *preset = "15m";
     long B = 8, T = 256, steps = 5, warm = 1, seed = 1, sgemm = 0;
     double lr = 3e-4;
     int json = 0, ops = 0;
+    const char *ckdir = NULL;
+    long rounds = 3;
     CliList set = {{0}, 0};
     CliFlag flags[] = {
         {"preset", CLI_STR, &preset, 0, 0, "model preset (see llamac inspect --help)"},
@@ -87,6 +183,8 @@ int cmd_bench(int argc, char **argv, Err *e) {
         {"ops", CLI_BOOL, &ops, 0, 1, "print time per op over the timed steps"},
         {"json", CLI_BOOL, &json, 0, 1, "print one JSON line instead of text"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_layers=2"},
+        {"ckpt", CLI_STR, &ckdir, 0, 0, "time checkpoint save/load in this directory instead of steps"},
+        {"rounds", CLI_INT, &rounds, 1, 1000, "save/load rounds with --ckpt (the median is reported)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -104,6 +202,7 @@ int cmd_bench(int argc, char **argv, Err *e) {
     if (config_preset(preset, &c, e)) return -1;
     for (int i = 0; i < set.n; i++)
         if (config_set_kv(&c, set.v[i], e)) return -1;
+    if (ckdir) return config_validate(&c, e) ? -1 : bench_ckpt(&c, ckdir, (int)rounds, json, e);
     Ops prof = profiled(&ops_cpu);
     const Ops *o = ops ? &prof : &ops_cpu;
     Llama m;
