@@ -148,7 +148,8 @@ def pretrain_bench(args, llamac, py):
     for r in range(args.rounds):
         out = subprocess.run([llamac, "pretrain", "--train", os.path.join(demo, "train.bin"), "--preset", "15m",
                               "--batch", B, "--seq", T, "--steps", str(steps + 1), "--shuffle", "0",
-                              "--peak-gflops", "1", "--out", os.path.join(demo, "bench.h5")],
+                              "--peak-gflops", "1", "--out", os.path.join(demo, "bench.h5"),
+                              "--ckpt-dir", os.path.join(demo, "ckpt-bench")],
                              cwd=ROOT, check=True, capture_output=True, text=True).stdout
         pre.append(statistics.median(step_rates(out)[1:]))
         step.append(run_json([llamac, "bench", "--preset", "15m", "--set", "vocab=4096", "--batch", B,

@@ -28,7 +28,7 @@ fi
 
 echo "== 4/4 pretrain: llamac pretrain configs/demo.ini"
 $L pretrain configs/demo.ini --train "$D/train.bin" --val "$D/val.bin" --tokenizer "$D/tok.bin" \
-    --out "$D/model.h5" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
+    --out "$D/model.h5" --ckpt-dir "$D/ckpt" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
 
 echo
 echo "== try it: $L generate --model $D/model.h5 --tokenizer $D/tok.bin --prompt 'ROMEO:' --max-tokens 100"
