@@ -90,7 +90,7 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/sample.c \
-           data/bpe.c data/shard.c data/loader.c data/jsonl.c \
+           data/bpe.c data/spm.c data/shard.c data/loader.c data/jsonl.c \
            optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
@@ -98,7 +98,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llam
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
-            tests/test_pipeline.c tests/test_ckpt.c
+            tests/test_pipeline.c tests/test_ckpt.c tests/test_spm.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

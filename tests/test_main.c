@@ -47,6 +47,7 @@ static const struct {
     T(cli_inspect), T(cli_errors),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),
     T(ckpt_kill_during_save), T(ckpt_cli_errors),
+    T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
 };
 #undef T
 

@@ -58,5 +58,12 @@ void ckpt_resume_sigkill(void);
 void ckpt_resume_sigterm(void);
 void ckpt_kill_during_save(void);
 void ckpt_cli_errors(void);
+void spm_tiny(void);
+void spm_ref_llama(void);
+void spm_ref_plain(void);
+void spm_ref_unused(void);
+void spm_ref_raw(void);
+void spm_bad_files(void);
+void spm_speed(void);
 
 #endif
