@@ -109,7 +109,14 @@ char *cli_dump(const CliFlag *flags, int nflags) {
             char line[1200];
             switch (f->kind) {
             case CLI_INT: snprintf(line, sizeof line, "%s = %ld\n", f->name, *(long *)f->dst); break;
-            case CLI_FLOAT: snprintf(line, sizeof line, "%s = %.17g\n", f->name, *(double *)f->dst); break;
+            case CLI_FLOAT: { /* the shortest of %.15g / %.17g that reads back exactly */
+                double v = *(double *)f->dst;
+                char num[40];
+                snprintf(num, sizeof num, "%.15g", v);
+                if (strtod(num, NULL) != v) snprintf(num, sizeof num, "%.17g", v);
+                snprintf(line, sizeof line, "%s = %s\n", f->name, num);
+                break;
+            }
             case CLI_BOOL: snprintf(line, sizeof line, "%s = %d\n", f->name, *(int *)f->dst); break;
             case CLI_STR:
                 if (!*(const char **)f->dst) continue;
