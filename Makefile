@@ -37,8 +37,9 @@ endif
 ifeq ($(WERROR),1)
 WARN += -Werror
 endif
-# inih reads config files, jansson JSONL (Debian: libinih-dev, libjansson-dev).
-LDLIBS := -lm -fopenmp -linih -ljansson
+# inih reads config files, jansson JSONL and tokenizer.json, PCRE2 the
+# tokenizers' split regex (Debian: libinih-dev, libjansson-dev, libpcre2-dev).
+LDLIBS := -lm -fopenmp -linih -ljansson -lpcre2-8
 
 # ---- probes: one line each for what was found -------------------------------
 # OpenBLAS built for OpenMP: a GEMM called inside our parallel regions then
@@ -51,7 +52,7 @@ OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 HDF5_INC ?= /usr/include/hdf5/openmpi
 HDF5_LIB ?= /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 MPI_INC ?= /usr/lib/x86_64-linux-gnu/openmpi/include
-REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h $(HDF5_INC)/hdf5.h
+REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h /usr/include/pcre2.h $(HDF5_INC)/hdf5.h
 ifneq ($(words $(wildcard $(REQUIRED))),$(words $(REQUIRED)))
 ifeq ($(filter clean help,$(MAKECMDGOALS)),)
 $(info ✗ missing $(filter-out $(wildcard $(REQUIRED)),$(REQUIRED)): running scripts/install_deps.sh)
@@ -90,7 +91,7 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/sample.c \
-           data/bpe.c data/spm.c data/shard.c data/loader.c data/jsonl.c \
+           data/bpe.c data/bbpe.c data/spm.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c \
            optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
@@ -98,7 +99,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llam
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
-            tests/test_pipeline.c tests/test_ckpt.c tests/test_spm.c
+            tests/test_pipeline.c tests/test_ckpt.c tests/test_spm.c tests/test_tok.c tests/test_chat.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -146,7 +147,8 @@ test-full: test test-ref
 demo: all
 	$(Q)bash scripts/demo.sh
 
-# Step benchmark against PyTorch on this CPU, with the SGEMM peak.
+# Step benchmark against PyTorch on this CPU, with the SGEMM peak; tokenizer
+# encoding speed against tokenizers / tiktoken / sentencepiece (bench_tok.py).
 bench: all
 	$(Q)bash scripts/bench.sh
 
@@ -157,7 +159,7 @@ help:
 	@echo "make            build build/llamac and build/tests"
 	@echo "make test       quick tests (what CI runs; ends with 'N passed, N failed')"
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
-	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak"
+	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1"

@@ -2,7 +2,7 @@
 # Install the Debian packages llamac builds against. Idempotent; needs root
 # (CI and the dev machines run as root) or sudo.
 set -euo pipefail
-pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev
+pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev libpcre2-dev
       libhdf5-openmpi-dev hdf5-tools)
 missing=()
 for p in "${pkgs[@]}"; do

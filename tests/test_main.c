@@ -48,6 +48,9 @@ static const struct {
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),
     T(ckpt_kill_during_save), T(ckpt_cli_errors),
     T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
+    T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
+    T(chat_llama3), T(chat_llama2), T(chat_errors),
+    T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
 };
 #undef T
 

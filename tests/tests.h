@@ -66,4 +66,17 @@ void spm_ref_raw(void);
 void spm_bad_files(void);
 void spm_speed(void);
 
+void tok_reference(void);
+void tok_ids(void);
+void tok_llamac(void);
+void tok_utf8(void);
+void tok_bad_files(void);
+void tok_cli(void);
+void chat_llama3(void);
+void chat_llama2(void);
+void chat_errors(void);
+void tok_spm(void);
+void tok_pipeline(void);
+void tok_chat_reference(void);
+
 #endif

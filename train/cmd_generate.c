@@ -43,8 +43,8 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (ckpt_info(model, &info, e)) return -1;
     c = info.c;
     tok_id = info.tokenizer_id;
-    Bpe tok;
-    if (bpe_load(&tok, tokpath, e)) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;
     int32_t *ids = NULL;
     if (tok.id != tok_id) {
@@ -52,7 +52,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
         goto out_tok;
     }
     if (ctx == 0) ctx = c.max_seq;
-    size_t cap = 0, np = bpe_encode(&tok, prompt, strlen(prompt), &ids, &cap);
+    size_t cap = 0, np = tok_encode(&tok, prompt, strlen(prompt), &ids, &cap);
     if (np == 0) { /* an empty prompt starts from end-of-text, the document separator */
         if (cap < 1) ids = xrealloc(ids, sizeof *ids);
         ids[0] = tok.eos;
@@ -81,6 +81,6 @@ out_sampler:
     sample_free(&s);
 out_tok:
     free(ids);
-    bpe_free(&tok);
+    tok_free(&tok);
     return rc;
 }

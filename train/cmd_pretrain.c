@@ -98,11 +98,11 @@ static void close_shards(ShardSet *set) {
     set->n = 0;
 }
 
-static void print_sample(Llama *gen, const Llama *m, const Bpe *tok, const char *prompt, long max_tokens,
+static void print_sample(Llama *gen, const Llama *m, const Tokenizer *tok, const char *prompt, long max_tokens,
                          uint64_t seed, const char *when) {
     memcpy(gen->params, m->params, m->t.size * sizeof(float)); /* CPU: host buffers */
     int32_t *ids = NULL;
-    size_t cap = 0, n = bpe_encode(tok, prompt, strlen(prompt), &ids, &cap);
+    size_t cap = 0, n = tok_encode(tok, prompt, strlen(prompt), &ids, &cap);
     if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
     Sampler s;
     sample_init(&s, m->c.vocab, 0.8f, 0, 0.95f, seed, NULL);
@@ -210,10 +210,10 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     if (adamw_init(&opt, &ac, &m.t, m.ops, m.ctx, e)) goto out_model;
     if (loader_init(&L, tr.p, tr.n, (int)B, (int)T, 0, 1, (int)shuffle, (int)doc_mask, (uint64_t)seed, e)) goto out_opt;
     if (va.n && loader_init(&LV, va.p, va.n, (int)B, (int)T, 0, 1, 0, (int)doc_mask, (uint64_t)seed, e)) goto out_loader;
-    Bpe tok;
+    Tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (tokpath) {
-        if (bpe_load(&tok, tokpath, e)) goto out_val;
+        if (tok_load(&tok, tokpath, e)) goto out_val;
         if (tok.id != tr.s[0].tokenizer_id) {
             err_set(e, "%s: not the tokenizer that made %s", tokpath, train.v[0]);
             goto out_tok;
@@ -366,7 +366,7 @@ out_loop:
 out_gen:
     if (gen.params) llama_free(&gen);
 out_tok:
-    if (tokpath) bpe_free(&tok);
+    if (tokpath) tok_free(&tok);
 out_val:
     if (va.n) loader_free(&LV);
 out_loader:

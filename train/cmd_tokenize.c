@@ -2,14 +2,18 @@
  * cmd_tokenize.c: `llamac tokenize train` learns a byte-level BPE tokenizer
  * from text or JSONL files; `llamac tokenize encode` turns documents into a
  * token shard (an end-of-text token after every document), optionally
- * holding out a fraction of the documents as a validation shard.
+ * holding out a fraction of the documents as a validation shard. `ids`,
+ * `special`, `chat` and `bench` show what any tokenizer kind (tok.h) makes
+ * of a file, a special-token name or a chat JSONL file, and how fast.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../data/bpe.h"
+#include "../data/chat.h"
 #include "../data/jsonl.h"
+#include "../data/tok.h"
 #include "../data/shard.h"
 #include "cli.h"
 #include "cmds.h"
@@ -92,7 +96,7 @@ done:
 // encode
 
 typedef struct {
-    const Bpe *tok;
+    const Tokenizer *tok;
     int32_t *ids[2];   /* train, val */
     size_t n[2], cap[2];
     uint32_t docs[2];
@@ -108,7 +112,7 @@ static int encode_doc(void *ud, const char *text, size_t len, Err *e) {
     uint64_t h = (uint64_t)x->doc++ * 0x9e3779b97f4a7c15ULL;
     int s = (long)((h >> 33) % 1000) < x->val_per_mille;
     int32_t *tmp = NULL;
-    size_t tcap = 0, k = bpe_encode(x->tok, text, len, &tmp, &tcap);
+    size_t tcap = 0, k = tok_encode(x->tok, text, len, &tmp, &tcap);
     if (x->n[s] + k + 1 > x->cap[s]) {
         x->cap[s] = 2 * (x->n[s] + k + 1);
         x->ids[s] = xrealloc(x->ids[s], x->cap[s] * sizeof(int32_t));
@@ -127,7 +131,7 @@ static int tokenize_encode(int argc, char **argv, Err *e) {
     double val_frac = 0;
     CliList in = {{0}, 0};
     CliFlag flags[] = {
-        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file (llamac tokenize train)"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
         {"input", CLI_LIST, &in, 0, 0, "text file (one document) or .jsonl (one per line); repeatable"},
         {"field", CLI_STR, &field, 0, 0, "JSON field holding the text"},
         {"out", CLI_STR, &out, 0, 0, "token shard to write"},
@@ -148,8 +152,12 @@ static int tokenize_encode(int argc, char **argv, Err *e) {
     if (!in.n) return err_set(e, "--input: required");
     if (!out) return err_set(e, "--out: required");
     if (val_frac > 0 && !val_out) return err_set(e, "--val-frac: needs --val-out");
-    Bpe tok;
-    if (bpe_load(&tok, tokpath, e)) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) return -1;
+    if (tok.eos < 0) {
+        tok_free(&tok);
+        return err_set(e, "%s: no end-of-text token to separate documents", tokpath);
+    }
     Enc x = {&tok, {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}, 0, (long)(val_frac * 1000 + 0.5), 0};
     int rc = -1;
     double t0 = time_now();
@@ -166,18 +174,245 @@ static int tokenize_encode(int argc, char **argv, Err *e) {
 done:
     free(x.ids[0]);
     free(x.ids[1]);
-    bpe_free(&tok);
+    tok_free(&tok);
     return rc;
 }
 
-int cmd_tokenize(int argc, char **argv, Err *e) {
-    if (argc >= 1 && strcmp(argv[0], "train") == 0) return tokenize_train(argc - 1, argv + 1, e);
-    if (argc >= 1 && strcmp(argv[0], "encode") == 0) return tokenize_encode(argc - 1, argv + 1, e);
-    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
-        printf("usage: llamac tokenize train|encode [flags]   (llamac tokenize train --help)\n\n"
-               "  train    learn a byte-level BPE tokenizer from text or JSONL files\n"
-               "  encode   turn documents into token shards for pretrain and eval\n");
+// ----------------------------------------------------------------------------
+// ids, special, chat, bench
+
+static char *read_all(const char *path, size_t *n, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        err_set(e, "%s: cannot open", path);
+        return NULL;
+    }
+    size_t cap = 1 << 16, k;
+    char *buf = xmalloc(cap);
+    *n = 0;
+    while ((k = fread(buf + *n, 1, cap - *n, f)) > 0)
+        if ((*n += k) == cap) buf = xrealloc(buf, cap *= 2);
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        err_set(e, "%s: read error", path);
+        return NULL;
+    }
+    return buf;
+}
+
+static int tokenize_ids(int argc, char **argv, Err *e) {
+    const char *tokpath = NULL, *text = NULL;
+    int special = 0;
+    CliFlag flags[] = {
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
+        {"text", CLI_STR, &text, 0, 0, "text to encode (instead of FILE)"},
+        {"special", CLI_BOOL, &special, 0, 0, "special-token names in the text become their ids"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse(argc, argv, flags, nf, pos, 1, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac tokenize ids --tokenizer FILE [--special] (FILE | --text TEXT)",
+                 "Print the token ids of a file's bytes (or of --text) on one line.", flags, nf);
         return 0;
     }
-    return err_set(e, "tokenize: expected 'train' or 'encode' (see llamac tokenize --help)");
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    if (!text && npos == 0) return err_set(e, "tokenize ids: give a FILE or --text");
+    size_t n = 0;
+    char *buf = text ? NULL : read_all(pos[0], &n, e);
+    if (!text && !buf) return -1;
+    if (text) n = strlen(text);
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) {
+        free(buf);
+        return -1;
+    }
+    int32_t *ids = NULL;
+    size_t cap = 0, k = special ? tok_encode_special(&tok, text ? text : buf, n, &ids, &cap)
+                                : tok_encode(&tok, text ? text : buf, n, &ids, &cap);
+    for (size_t i = 0; i < k; i++) printf(i ? " %d" : "%d", ids[i]);
+    printf("\n");
+    free(ids);
+    free(buf);
+    tok_free(&tok);
+    return 0;
+}
+
+static int tokenize_special(int argc, char **argv, Err *e) {
+    const char *tokpath = NULL;
+    CliFlag flags[] = {
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
+    };
+    int nf = 1, help, npos;
+    const char *pos[16];
+    if (cli_parse(argc, argv, flags, nf, pos, 16, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac tokenize special --tokenizer FILE NAME...",
+                 "Print the id of each special token NAME, one per line.", flags, nf);
+        return 0;
+    }
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) return -1;
+    int rc = 0;
+    for (int i = 0; i < npos && rc == 0; i++) {
+        int id = tok_special_id(&tok, pos[i]);
+        if (id < 0) rc = err_set(e, "%s: no such special token in %s", pos[i], tokpath);
+        else printf("%d\n", id);
+    }
+    tok_free(&tok);
+    return rc;
+}
+
+typedef struct {
+    const Tokenizer *tok;
+    ChatTemplate tpl;
+    ChatTokens ct;
+    FILE *out;
+    long convs;
+    size_t tokens, masked;
+} ChatRun;
+
+static int chat_one(void *ud, const ChatMsg *msgs, int n, const char *where, Err *e) {
+    ChatRun *r = ud;
+    if (chat_encode(r->tok, r->tpl, msgs, n, &r->ct, where, e)) return -1;
+    fputs("{\"ids\": [", r->out);
+    for (size_t i = 0; i < r->ct.n; i++) fprintf(r->out, i ? ", %d" : "%d", r->ct.ids[i]);
+    fputs("], \"mask\": [", r->out);
+    for (size_t i = 0; i < r->ct.n; i++) {
+        fprintf(r->out, i ? ", %d" : "%d", r->ct.mask[i]);
+        r->masked += r->ct.mask[i];
+    }
+    fputs("]}\n", r->out);
+    r->convs++;
+    r->tokens += r->ct.n;
+    return 0;
+}
+
+static int tokenize_chat(int argc, char **argv, Err *e) {
+    const char *tokpath = NULL, *tname = "llama3", *out = NULL;
+    CliFlag flags[] = {
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
+        {"template", CLI_STR, &tname, 0, 0, "chat format: llama2 or llama3"},
+        {"out", CLI_STR, &out, 0, 0, "JSONL file to write (default: stdout)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse(argc, argv, flags, nf, pos, 1, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac tokenize chat --tokenizer FILE --template llama2|llama3 IN.jsonl [--out OUT]",
+                 "Render each conversation of a chat JSONL file ({\"messages\": [{\"role\", \"content\"}]})\n"
+                 "with the chat template and write one line {\"ids\": [...], \"mask\": [...]} per\n"
+                 "conversation; mask 1 marks the assistant tokens training learns from.", flags, nf);
+        return 0;
+    }
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    if (npos == 0) return err_set(e, "tokenize chat: give the chat JSONL file");
+    ChatRun r = {0};
+    if (chat_template_parse(tname, &r.tpl, e)) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) return -1;
+    r.tok = &tok;
+    r.out = stdout;
+    char tmp[1040];
+    int rc = -1;
+    if (out) {
+        snprintf(tmp, sizeof tmp, "%s.tmp", out);
+        if (!(r.out = fopen(tmp, "w"))) {
+            err_set(e, "%s: cannot write", out);
+            goto done;
+        }
+    }
+    rc = chat_jsonl_each(pos[0], chat_one, &r, e);
+    if (out) {
+        int bad = fclose(r.out) != 0;
+        if (rc == 0 && (bad || rename(tmp, out) != 0)) rc = err_set(e, "%s: cannot write", out);
+        if (rc) remove(tmp);
+        else fprintf(stderr, "llamac: %ld conversations, %zu tokens (%zu in replies) written to %s\n",
+                     r.convs, r.tokens, r.masked, out);
+    }
+done:
+    chat_tokens_free(&r.ct);
+    tok_free(&tok);
+    return rc;
+}
+
+static int tokenize_bench(int argc, char **argv, Err *e) {
+    const char *tokpath = NULL;
+    long reps = 5;
+    CliFlag flags[] = {
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
+        {"reps", CLI_INT, &reps, 1, 1000, "timed encodes of the whole file (the median is printed)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse(argc, argv, flags, nf, pos, 1, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac tokenize bench --tokenizer FILE [--reps N] TEXTFILE",
+                 "Time encoding the whole file in one call on one thread (after one untimed\n"
+                 "encode, as a warm cache) and print the median MB/s.", flags, nf);
+        return 0;
+    }
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    if (npos == 0) return err_set(e, "tokenize bench: give a text file");
+    size_t n;
+    char *text = read_all(pos[0], &n, e);
+    if (!text) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) {
+        free(text);
+        return -1;
+    }
+    int32_t *ids = NULL;
+    size_t cap = 0, k = tok_encode(&tok, text, n, &ids, &cap);
+    double *dt = xmalloc((size_t)reps * sizeof *dt);
+    for (long r = 0; r < reps; r++) {
+        double t0 = time_now();
+        k = tok_encode(&tok, text, n, &ids, &cap);
+        dt[r] = time_now() - t0;
+        for (long j = r; j > 0 && dt[j] < dt[j - 1]; j--) {
+            double x = dt[j];
+            dt[j] = dt[j - 1];
+            dt[j - 1] = x;
+        }
+    }
+    double med = dt[reps / 2];
+    printf("%s %s: %.2f MB, %zu tokens, encode %.2f MB/s (median of %ld, best %.2f MB/s)\n",
+           tok_kind_name(tok.kind), tokpath, n / 1e6, k, n / 1e6 / med, reps, n / 1e6 / dt[0]);
+    free(dt);
+    free(ids);
+    free(text);
+    tok_free(&tok);
+    return 0;
+}
+
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv, Err *e);
+    const char *help;
+} subs[] = {
+    {"train", tokenize_train, "learn a byte-level BPE tokenizer from text or JSONL files"},
+    {"encode", tokenize_encode, "turn documents into token shards for pretrain and eval"},
+    {"ids", tokenize_ids, "print the ids of a text (any tokenizer kind)"},
+    {"special", tokenize_special, "print the ids of special tokens by name"},
+    {"chat", tokenize_chat, "render chat JSONL with the llama2/llama3 template: ids + mask"},
+    {"bench", tokenize_bench, "encoding speed on one core, MB/s"},
+};
+
+int cmd_tokenize(int argc, char **argv, Err *e) {
+    int ns = (int)(sizeof subs / sizeof subs[0]);
+    for (int i = 0; argc >= 1 && i < ns; i++)
+        if (strcmp(argv[0], subs[i].name) == 0) return subs[i].fn(argc - 1, argv + 1, e);
+    if (argc >= 1 && (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0)) {
+        printf("usage: llamac tokenize train|encode|ids|special|chat|bench [flags]"
+               "   (llamac tokenize train --help)\n\n");
+        for (int i = 0; i < ns; i++) printf("  %-8s %s\n", subs[i].name, subs[i].help);
+        printf("\ntokenizers: llamac's own (tokenize train), Hugging Face tokenizer.json (byte-level\n"
+               "BPE, Llama 3), tiktoken files (Llama 3 tokenizer.model), SentencePiece models (Llama 1/2)\n");
+        return 0;
+    }
+    return err_set(e, "tokenize: expected 'train' or 'encode' (or ids, special, chat, bench; see "
+                      "llamac tokenize --help)");
 }

@@ -24,7 +24,7 @@ double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok) {
     return count ? sum / count : 0;
 }
 
-int run_generate(Llama *m, const Bpe *tok, Sampler *s, const int32_t *prompt, int np,
+int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
                  int max_tokens, FILE *out, double *prefill_s, double *gen_s) {
     float *logits = xmalloc((size_t)m->c.vocab * sizeof(float));
     double t0 = time_now();
@@ -35,10 +35,10 @@ int run_generate(Llama *m, const Bpe *tok, Sampler *s, const int32_t *prompt, in
         m->ops->download(m->ctx, logits, m->logits, (size_t)m->c.vocab * sizeof(float));
         int next = sample_next(s, logits);
         n++;
-        if (next == tok->eos) break;
+        if (next == tok->eos || next == tok->eot) break;
         if (out) {
             size_t len;
-            const char *b = bpe_token_bytes(tok, next, &len);
+            const char *b = tok_token_bytes(tok, next, &len);
             fwrite(b, 1, len, out);
             fflush(out);
         }

@@ -8,7 +8,7 @@
 
 #include <stdio.h>
 
-#include "../data/bpe.h"
+#include "../data/tok.h"
 #include "../data/loader.h"
 #include "../model/llama.h"
 #include "../model/sample.h"
@@ -19,9 +19,9 @@ double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok);
 
 /* Generate up to max_tokens after the prompt ids with m (B = 1, KV cache),
  * writing decoded bytes to out as they come (if out is not NULL). Stops at
- * the end-of-text id or at m->T. Returns the number of generated tokens;
+ * the end-of-text or end-of-turn id or at m->T. Returns the number of generated tokens;
  * *prefill_s and *gen_s get the time spent on the prompt and on new tokens. */
-int run_generate(Llama *m, const Bpe *tok, Sampler *s, const int32_t *prompt, int np,
+int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
                  int max_tokens, FILE *out, double *prefill_s, double *gen_s);
 
 /* SGEMM GFLOP/s of this machine (n x n x n, best of reps). */

@@ -1,0 +1,121 @@
+/*
+ * bbpe.h: byte-level BPE by merge rank, the model behind Llama 3's two
+ * tokenizer files: Hugging Face tokenizer.json (model.type "BPE" with the
+ * ByteLevel pre-tokenizer/decoder) and tiktoken (Meta's tokenizer.model).
+ *
+ * Encoding, in the reference libraries' order:
+ *   1. bytes that are not valid UTF-8 become U+FFFD (tok.h says why);
+ *   2. added tokens are cut out of the text first, leftmost-longest (Hugging
+ *      Face's AddedVocabulary: tokens with normalized=false first, then the
+ *      others in what is left); special ones only when asked;
+ *   3. each other segment is pre-tokenized by the file's steps: Split (the
+ *      regex read from the file, each match and each gap a piece; PCRE2 with
+ *      UTF + UCP, JIT) and ByteLevel (optional prefix space; use_regex
+ *      splits with GPT-2's pattern); tiktoken files use the Llama 3 pattern;
+ *   4. a piece found whole in the vocabulary is that token when the file
+ *      says ignore_merges (tiktoken always does); otherwise its bytes merge,
+ *      the adjacent pair of lowest rank first, leftmost on ties, until no
+ *      pair has a rank. tokenizer.json ranks pairs by their line in
+ *      "merges"; tiktoken ranks a pair by the rank of its concatenation.
+ * \s and \S in a pattern mean Unicode White_Space (what Oniguruma and Rust's
+ * regex use) and are rewritten to that explicit class before PCRE2 sees
+ * them: PCRE2's own \s also matches U+180E.
+ *
+ * Token bytes: a vocabulary string maps back through GPT-2's byte-to-unicode
+ * table when all its characters are in it, else it stands for its own UTF-8
+ * (as Hugging Face's ByteLevel decoder does); tiktoken tokens are their
+ * base64-decoded bytes, specials their names.
+ */
+#ifndef LLAMAC_DATA_BBPE_H
+#define LLAMAC_DATA_BBPE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../model/base.h"
+
+/* Llama 3's split pattern (tiktoken's cl100k one), for tiktoken files,
+ * which do not carry their pattern. */
+#define BBPE_LLAMA3_PATTERN                                                               \
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+" \
+    "[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+"
+/* Meta's llama3 tokenizer.py gives a tiktoken file this many special tokens
+ * after its base ranks. */
+#define BBPE_LLAMA3_N_SPECIAL 256
+#define BBPE_MAX_STEPS 8    /* pre-tokenizer steps in a Sequence */
+#define BBPE_MAX_VOCAB (1 << 22)
+
+struct pcre2_real_code_8;
+
+typedef struct BbpeAdded {
+    char *text;       /* (len) the token's content, as it appears in text */
+    size_t len;
+    int id;
+    int special;      /* 1: matched only by tok_encode_special */
+    int normalized;   /* Hugging Face: matched in the second pass */
+} BbpeAdded;
+
+typedef struct BbpeStep {
+    int byte_level;   /* 0: Split on re; 1: ByteLevel */
+    int prefix_space; /* ByteLevel: add " " to a piece not starting with one */
+    struct pcre2_real_code_8 *re; /* NULL: no split (ByteLevel use_regex=false) */
+} BbpeStep;
+
+typedef struct Bbpe {
+    int tiktoken;          /* 1: tiktoken file, 0: tokenizer.json */
+    int vocab;             /* V */
+    int bos, eos, eot, unk; /* -1 if none */
+    int ignore_merges;     /* a piece found whole in the vocab is not merged */
+    uint64_t id;           /* FNV-1a 64 over everything that decides the ids */
+    int byte_id[256];      /* id of each single byte, -1 if none */
+    char *tok_bytes;       /* every token's bytes, back to back */
+    int64_t *tok_off;      /* (V + 1) token i is tok_bytes[tok_off[i] .. tok_off[i+1]) */
+    int n_steps;
+    BbpeStep step[BBPE_MAX_STEPS];
+    int n_added;
+    BbpeAdded *added;      /* (n_added) */
+    /* private: hash maps and lookup tables */
+    uint64_t *pair_key;    /* (a, b) -> (rank, new id); key (a << 32 | b) + 1, 0 empty */
+    uint64_t *pair_val;    /*   rank << 32 | new id */
+    uint64_t pair_mask;
+    int32_t *word_id;      /* bytes -> base token id, open addressing on the token's */
+    uint64_t word_mask;    /*   own bytes; -1 empty */
+    int32_t *added_slot;   /* bytes -> index into added, -1 empty */
+    uint64_t added_mask;
+    int added_lens[64];    /* distinct added-token lengths, longest first */
+    int n_added_lens;
+    uint8_t added_first[2][2][256]; /* [normalized][include special][byte]: a token starts so */
+} Bbpe;
+
+/* Load a Hugging Face tokenizer.json (byte-level BPE) / a tiktoken file into
+ * *b (free with bbpe_free). Return 0, or -1 with one line naming the file
+ * ("not valid JSON (line L: ...)", "model type Unigram not supported
+ * (supported: BPE)", "line L: bad base64", ...); *b is then zeroed. */
+int bbpe_load_json(Bbpe *b, const char *path, Err *e);
+int bbpe_load_tiktoken(Bbpe *b, const char *path, Err *e);
+
+/* Release what a load put in b and zero it; a zeroed b is fine. */
+void bbpe_free(Bbpe *b);
+
+/* Encode text[0..len) as above (special: 1 = special added tokens named in
+ * the text become their ids) into (*ids)[0..n), grown with realloc (caller
+ * frees). Returns n. Thread-safe: each thread keeps its own piece cache
+ * (4 MiB) and PCRE2 match state, freed when the thread exits. */
+size_t bbpe_encode(const Bbpe *b, const char *text, size_t len, int special, int32_t **ids,
+                   size_t *cap);
+
+/* Decode as tok_decode (tok.h). Returns the byte count, or (size_t)-1 for an
+ * id outside [0, V). */
+size_t bbpe_decode(const Bbpe *b, const int32_t *ids, size_t n, char **out, size_t *cap);
+
+/* The bytes of token id (borrowed; not NUL-terminated), NULL and *len = 0
+ * if id is outside [0, V). */
+const char *bbpe_token_bytes(const Bbpe *b, int id, size_t *len);
+
+/* Id of the added (special or not) token whose content is name, or -1. */
+int bbpe_special_id(const Bbpe *b, const char *name);
+
+/* tok_utf8_lossy (tok.h): each maximal ill-formed subsequence -> U+FFFD. */
+size_t bbpe_utf8_lossy(const char *s, size_t n, char **out, size_t *cap);
+
+#endif

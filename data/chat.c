@@ -1,0 +1,272 @@
+/*
+ * chat.c: see chat.h for the two formats. Each template is one function
+ * that appends ids with their mask bit; the JSONL reader turns lines into
+ * ChatMsg arrays borrowed from jansson's strings.
+ */
+#include "chat.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const role_names[CHAT_ROLE_COUNT] = {"system", "user", "assistant"};
+static const char *const template_names[CHAT_TEMPLATE_COUNT] = {"llama2", "llama3"};
+
+const char *chat_role_name(ChatRole r) {
+    return (unsigned)r < CHAT_ROLE_COUNT ? role_names[r] : "?";
+}
+
+int chat_template_parse(const char *name, ChatTemplate *tpl, Err *e) {
+    for (int i = 0; i < CHAT_TEMPLATE_COUNT; i++)
+        if (strcmp(name, template_names[i]) == 0) {
+            *tpl = (ChatTemplate)i;
+            return 0;
+        }
+    return err_set(e, "--template: unknown template '%s' (expected llama2 or llama3)", name);
+}
+
+void chat_tokens_free(ChatTokens *out) {
+    if (!out) return;
+    free(out->ids);
+    free(out->mask);
+    memset(out, 0, sizeof *out);
+}
+
+static void push(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
+    if (n == 0) return;
+    if (o->n + n > o->cap) {
+        o->cap = 2 * (o->n + n) + 64;
+        o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
+        o->mask = xrealloc(o->mask, o->cap);
+    }
+    memcpy(o->ids + o->n, ids, n * sizeof *ids);
+    memset(o->mask + o->n, mask, n);
+    o->n += n;
+}
+
+static void push1(ChatTokens *o, int32_t id, int mask) { push(o, &id, 1, mask); }
+
+/* length of the Python-whitespace character at s[0..n) (0 if none) */
+static size_t space_len(const uint8_t *s, size_t n) {
+    if (s[0] == ' ' || (s[0] >= 0x09 && s[0] <= 0x0d) || (s[0] >= 0x1c && s[0] <= 0x1f)) return 1;
+    if (n >= 2 && s[0] == 0xc2 && (s[1] == 0x85 || s[1] == 0xa0)) return 2;
+    if (n >= 3 && s[0] == 0xe1 && s[1] == 0x9a && s[2] == 0x80) return 3;             /* U+1680 */
+    if (n >= 3 && s[0] == 0xe2 && s[1] == 0x80 && (s[2] <= 0x8a || s[2] == 0xa8 || s[2] == 0xa9 ||
+                                                   s[2] == 0xaf)) return 3;          /* U+2000-200A, 2028, 2029, 202F */
+    if (n >= 3 && s[0] == 0xe2 && s[1] == 0x81 && s[2] == 0x9f) return 3;             /* U+205F */
+    if (n >= 3 && s[0] == 0xe3 && s[1] == 0x80 && s[2] == 0x80) return 3;             /* U+3000 */
+    return 0;
+}
+
+/* Python's str.strip(): *s, *n narrowed */
+static void strip(const char **s, size_t *n) {
+    const uint8_t *p = (const uint8_t *)*s;
+    size_t a = 0, z = *n, k;
+    while (a < z && (k = space_len(p + a, z - a))) a += k;
+    for (;;) { /* from the right: try each width a character can have */
+        size_t w = 0;
+        for (size_t c = 1; c <= 3 && c <= z - a && !w; c++)
+            if (space_len(p + z - c, c) == c && (c == 1 || (p[z - c] & 0xc0) != 0x80)) w = c;
+        if (!w) break;
+        z -= w;
+    }
+    *s += a;
+    *n = z - a;
+}
+
+/* ids of text[0..n) (special-token names stay text) appended with mask */
+static void push_text(ChatTokens *o, const Tokenizer *t, const char *text, size_t n, int mask,
+                      int32_t **tmp, size_t *tcap) {
+    size_t k = tok_encode(t, text, n, tmp, tcap);
+    push(o, *tmp, k, mask);
+}
+
+/* a growing byte string */
+typedef struct {
+    char *s;
+    size_t n, cap;
+} Str;
+
+static void str_add(Str *b, const char *s, size_t n) {
+    if (b->n + n + 1 > b->cap) {
+        b->cap = 2 * (b->n + n) + 64;
+        b->s = xrealloc(b->s, b->cap);
+    }
+    memcpy(b->s + b->n, s, n);
+    b->n += n;
+    b->s[b->n] = 0;
+}
+
+static void str_cat(Str *b, const char *s) { str_add(b, s, strlen(s)); }
+
+// ---------------------------------------------------------------------------
+// Llama 2
+
+static int llama2(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, const char *where,
+                  Err *e) {
+    if (t->bos < 0 || t->eos < 0)
+        return err_set(e, "%s: the llama2 template needs begin- and end-of-text tokens", where);
+    int i = 0;
+    const ChatMsg *sys = NULL;
+    if (n > 0 && m[0].role == CHAT_SYSTEM) sys = &m[i++];
+    if (i == n) return err_set(e, "%s: no user message", where);
+    Str p = {0};
+    int32_t *a = NULL, *b = NULL;
+    size_t ca = 0, cb = 0;
+    int rc = 0;
+    for (int k = 0; i < n; i += 2, k++) {
+        if (m[i].role != CHAT_USER || (i + 1 < n && m[i + 1].role != CHAT_ASSISTANT)) {
+            int bad = m[i].role != CHAT_USER ? i : i + 1;
+            rc = err_set(e, "%s: message %d is %s; llama2 needs user and assistant turns "
+                            "alternating after an optional first system message", where, bad + 1,
+                         chat_role_name(m[bad].role));
+            break;
+        }
+        /* the prompt: "[INST] {user.strip()} [/INST]", system folded into the first */
+        Str u = {0};
+        if (k == 0 && sys) {
+            str_cat(&u, "<<SYS>>\n");
+            str_add(&u, sys->content, sys->len);
+            str_cat(&u, "\n<</SYS>>\n\n");
+        }
+        str_add(&u, m[i].content, m[i].len);
+        const char *us = u.s;
+        size_t ul = u.n;
+        strip(&us, &ul);
+        p.n = 0;
+        str_cat(&p, "[INST] ");
+        str_add(&p, us, ul);
+        str_cat(&p, " [/INST]");
+        free(u.s);
+        push1(o, t->bos, 0);
+        if (i + 1 == n) { /* a last user message: the prompt for a reply */
+            push_text(o, t, p.s, p.n, 0, &a, &ca);
+            break;
+        }
+        size_t np = tok_encode(t, p.s, p.n, &a, &ca);
+        const char *as = m[i + 1].content;
+        size_t al = m[i + 1].len;
+        strip(&as, &al);
+        str_cat(&p, " ");
+        str_add(&p, as, al);
+        str_cat(&p, " ");
+        size_t nt = tok_encode(t, p.s, p.n, &b, &cb);
+        /* the reply's ids: those past the prompt's own encoding */
+        size_t c = 0;
+        while (c < np && c < nt && a[c] == b[c]) c++;
+        push(o, b, c, 0);
+        push(o, b + c, nt - c, 1);
+        push1(o, t->eos, 1);
+    }
+    free(p.s);
+    free(a);
+    free(b);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Llama 3
+
+static int llama3(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, const char *where,
+                  Err *e) {
+    static const char *const need[4] = {"<|begin_of_text|>", "<|start_header_id|>",
+                                        "<|end_header_id|>", "<|eot_id|>"};
+    int id[4];
+    for (int k = 0; k < 4; k++)
+        if ((id[k] = tok_special_id(t, need[k])) < 0)
+            return err_set(e, "%s: the llama3 template needs the token %s, which the tokenizer "
+                              "lacks", where, need[k]);
+    int32_t *tmp = NULL;
+    size_t tcap = 0;
+    push1(o, id[0], 0);
+    for (int i = 0; i <= n; i++) {
+        if (i == n && n > 0 && m[n - 1].role == CHAT_ASSISTANT) break;
+        ChatRole r = i < n ? m[i].role : CHAT_ASSISTANT;
+        const char *role = chat_role_name(r);
+        push1(o, id[1], 0);
+        push_text(o, t, role, strlen(role), 0, &tmp, &tcap);
+        push1(o, id[2], 0);
+        push_text(o, t, "\n\n", 2, 0, &tmp, &tcap);
+        if (i == n) break; /* the header of the reply to generate */
+        const char *c = m[i].content;
+        size_t len = m[i].len;
+        strip(&c, &len);
+        int mask = r == CHAT_ASSISTANT;
+        push_text(o, t, c, len, mask, &tmp, &tcap);
+        push1(o, id[3], mask);
+    }
+    free(tmp);
+    return 0;
+}
+
+int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n,
+                ChatTokens *out, const char *where, Err *e) {
+    out->n = 0;
+    if (tpl == CHAT_LLAMA2) return llama2(t, msgs, n, out, where, e);
+    if (tpl == CHAT_LLAMA3) return llama3(t, msgs, n, out, where, e);
+    return err_set(e, "%s: unknown chat template %d", where, (int)tpl);
+}
+
+// ---------------------------------------------------------------------------
+// JSONL
+
+/* the messages of one parsed line into *msgs (borrowing obj's strings) */
+static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *where, Err *e) {
+    json_t *list = json_is_object(obj) ? json_object_get(obj, "messages") : NULL;
+    if (!json_is_array(list)) return err_set(e, "%s: no \"messages\" list", where);
+    size_t k = json_array_size(list);
+    if (k > (size_t)1 << 20) return err_set(e, "%s: %zu messages is too many", where, k);
+    if ((int)k > *cap) {
+        *cap = (int)k;
+        *msgs = xrealloc(*msgs, k * sizeof **msgs);
+    }
+    for (size_t i = 0; i < k; i++) {
+        json_t *m = json_array_get(list, i);
+        const char *role = json_string_value(json_object_get(m, "role"));
+        json_t *c = json_object_get(m, "content");
+        if (!json_is_object(m)) return err_set(e, "%s: message %zu is not an object", where, i + 1);
+        if (!role) return err_set(e, "%s: message %zu: no string \"role\"", where, i + 1);
+        int r = 0;
+        while (r < CHAT_ROLE_COUNT && strcmp(role, role_names[r]) != 0) r++;
+        if (r == CHAT_ROLE_COUNT)
+            return err_set(e, "%s: message %zu: unknown role '%.40s' (expected system, user or "
+                              "assistant)", where, i + 1, role);
+        if (!json_is_string(c))
+            return err_set(e, "%s: message %zu: no string \"content\"", where, i + 1);
+        (*msgs)[i] = (ChatMsg){(ChatRole)r, json_string_value(c), json_string_length(c)};
+    }
+    *n = (int)k;
+    return 0;
+}
+
+int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open", path);
+    char *line = NULL, where[600];
+    size_t cap = 0;
+    ssize_t len;
+    long lineno = 0;
+    int rc = 0, mcap = 0, n = 0;
+    ChatMsg *msgs = NULL;
+    while ((len = getline(&line, &cap, f)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        if (len == 0) continue;
+        snprintf(where, sizeof where, "%s:%ld", path, lineno);
+        json_error_t je;
+        json_t *obj = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
+        if (!obj) {
+            rc = err_set(e, "%s: not valid JSON (%s)", where, je.text);
+            break;
+        }
+        rc = line_msgs(obj, &msgs, &mcap, &n, where, e);
+        if (rc == 0) rc = fn(ud, msgs, n, where, e);
+        json_decref(obj);
+        if (rc) break;
+    }
+    free(msgs);
+    free(line);
+    fclose(f);
+    return rc;
+}

@@ -1,0 +1,375 @@
+/*
+ * tok.c: see tok.h. Detection reads the first bytes of the file; each kind
+ * is one row of a table of functions (load, free, encode, decode, token
+ * bytes, special id), so adding a kind is adding a row.
+ */
+#include "tok.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bbpe.h"
+#include "spm.h"
+
+// ---------------------------------------------------------------------------
+// kind: llamac's own BPE
+
+static int llamac_load(Tokenizer *t, const char *path, Err *e) {
+    t->bpe = xcalloc(1, sizeof *t->bpe);
+    if (bpe_load(t->bpe, path, e)) return -1;
+    t->vocab = t->bpe->vocab;
+    t->bos = t->bpe->bos;
+    t->eos = t->bpe->eos;
+    t->eot = bpe_special_id(t->bpe, BPE_EOT);
+    if (t->eot < 0) t->eot = t->eos;
+    t->id = t->bpe->id;
+    return 0;
+}
+
+static void llamac_free(Tokenizer *t) {
+    if (t->bpe) bpe_free(t->bpe);
+    free(t->bpe);
+    t->bpe = NULL;
+}
+
+/* leftmost-longest special name at or after text[i]: its start (len if
+ * none), *id and *n its id and length */
+static size_t llamac_next_special(const Bpe *b, const char *text, size_t len, size_t i, int *id,
+                                  size_t *n) {
+    for (; i < len; i++) {
+        const char *p = memchr(text + i, '<', len - i); /* every llamac special starts with '<' */
+        if (!p) return len;
+        i = (size_t)(p - text);
+        size_t best = 0;
+        for (int k = 0; k < b->n_special; k++) {
+            size_t m = strlen(b->special[k]);
+            if (m > best && m <= len - i && memcmp(text + i, b->special[k], m) == 0) {
+                best = m;
+                *id = 256 + b->n_merges + k;
+            }
+        }
+        if (best) {
+            *n = best;
+            return i;
+        }
+    }
+    return len;
+}
+
+static size_t llamac_encode(const Tokenizer *t, const char *text, size_t len, int special,
+                            int32_t **ids, size_t *cap) {
+    if (!special) return bpe_encode(t->bpe, text, len, ids, cap);
+    int32_t *part = NULL;
+    size_t pcap = 0, n = 0;
+    for (size_t i = 0; i <= len;) {
+        int id = -1;
+        size_t m = 0, j = llamac_next_special(t->bpe, text, len, i, &id, &m);
+        size_t k = bpe_encode(t->bpe, text + i, j - i, &part, &pcap);
+        if (n + k + 1 > *cap) {
+            *cap = 2 * (n + k + 1);
+            *ids = xrealloc(*ids, *cap * sizeof **ids);
+        }
+        if (k) memcpy(*ids + n, part, k * sizeof *part);
+        n += k;
+        if (j == len) break;
+        (*ids)[n++] = id;
+        i = j + m;
+    }
+    free(part);
+    return n;
+}
+
+static size_t llamac_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out,
+                            size_t *cap) {
+    return bpe_decode(t->bpe, ids, n, out, cap);
+}
+
+static const char *llamac_token_bytes(const Tokenizer *t, int id, size_t *len) {
+    return bpe_token_bytes(t->bpe, id, len);
+}
+
+static int llamac_special_id(const Tokenizer *t, const char *name) {
+    return bpe_special_id(t->bpe, name);
+}
+
+// ---------------------------------------------------------------------------
+// kinds: byte-level BPE from tokenizer.json or tiktoken (bbpe.h)
+
+static int bb_fill(Tokenizer *t) {
+    t->vocab = t->bb->vocab;
+    t->bos = t->bb->bos;
+    t->eos = t->bb->eos;
+    t->eot = t->bb->eot;
+    t->id = t->bb->id;
+    return 0;
+}
+
+static int hf_load(Tokenizer *t, const char *path, Err *e) {
+    t->bb = xcalloc(1, sizeof *t->bb);
+    return bbpe_load_json(t->bb, path, e) ? -1 : bb_fill(t);
+}
+
+static int tiktoken_load(Tokenizer *t, const char *path, Err *e) {
+    t->bb = xcalloc(1, sizeof *t->bb);
+    return bbpe_load_tiktoken(t->bb, path, e) ? -1 : bb_fill(t);
+}
+
+static void bb_free(Tokenizer *t) {
+    if (t->bb) bbpe_free(t->bb);
+    free(t->bb);
+    t->bb = NULL;
+}
+
+static size_t bb_encode(const Tokenizer *t, const char *text, size_t len, int special,
+                        int32_t **ids, size_t *cap) {
+    return bbpe_encode(t->bb, text, len, special, ids, cap);
+}
+
+static size_t bb_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out,
+                        size_t *cap) {
+    return bbpe_decode(t->bb, ids, n, out, cap);
+}
+
+static const char *bb_token_bytes(const Tokenizer *t, int id, size_t *len) {
+    return bbpe_token_bytes(t->bb, id, len);
+}
+
+static int bb_special_id(const Tokenizer *t, const char *name) {
+    return bbpe_special_id(t->bb, name);
+}
+
+// ---------------------------------------------------------------------------
+// kind: SentencePiece (spm.h)
+
+struct TokSpm {
+    Spm s;
+    char *bytes;       /* every id's bytes for streaming, back to back */
+    int64_t *off;      /* (V + 1) */
+    int32_t *special;  /* (nspecial) CONTROL and UNKNOWN ids, matched by name */
+    int nspecial;
+};
+
+static int spm_kind_load(Tokenizer *t, const char *path, Err *e) {
+    struct TokSpm *x = t->spm = xcalloc(1, sizeof *t->spm);
+    if (spm_load(&x->s, path, e)) return -1;
+    const Spm *s = &x->s;
+    t->vocab = s->vocab;
+    t->bos = s->bos;
+    t->eos = s->eos;
+    t->eot = s->eos;
+    t->id = s->id;
+    /* per-id bytes: "▁" (E2 96 81) -> ' ', <0xNN> -> the byte, CONTROL -> nothing */
+    size_t total = 0, len;
+    for (int i = 0; i < s->vocab; i++) {
+        spm_piece(s, i, &len);
+        total += s->type[i] == SPM_UNKNOWN ? strlen(s->unk_surface) : len;
+    }
+    x->bytes = xmalloc(total + 1);
+    x->off = xmalloc(((size_t)s->vocab + 1) * sizeof *x->off);
+    x->special = xmalloc(((size_t)s->vocab + 1) * sizeof *x->special);
+    size_t m = 0;
+    for (int i = 0; i < s->vocab; i++) {
+        const char *p = spm_piece(s, i, &len);
+        x->off[i] = (int64_t)m;
+        if (s->type[i] == SPM_CONTROL || s->type[i] == SPM_UNKNOWN) x->special[x->nspecial++] = i;
+        if (s->type[i] == SPM_CONTROL) continue;
+        if (s->type[i] == SPM_UNKNOWN) {
+            memcpy(x->bytes + m, s->unk_surface, strlen(s->unk_surface));
+            m += strlen(s->unk_surface);
+        } else if (s->type[i] == SPM_BYTE) {
+            for (int b = 0; b < 256; b++)
+                if (s->byte_id[b] == i) x->bytes[m++] = (char)b;
+        } else {
+            for (size_t k = 0; k < len; k++) {
+                if (k + 2 < len && (uint8_t)p[k] == 0xe2 && (uint8_t)p[k + 1] == 0x96 &&
+                    (uint8_t)p[k + 2] == 0x81) {
+                    x->bytes[m++] = ' ';
+                    k += 2;
+                } else {
+                    x->bytes[m++] = p[k];
+                }
+            }
+        }
+    }
+    x->off[s->vocab] = (int64_t)m;
+    return 0;
+}
+
+static void spm_kind_free(Tokenizer *t) {
+    if (t->spm) {
+        spm_free(&t->spm->s);
+        free(t->spm->bytes);
+        free(t->spm->off);
+        free(t->spm->special);
+    }
+    free(t->spm);
+    t->spm = NULL;
+}
+
+/* leftmost-longest special piece name at or after text[i] (len if none) */
+static size_t spm_next_special(const struct TokSpm *x, const char *text, size_t len, size_t i,
+                               int *id, size_t *n) {
+    for (; i < len; i++) {
+        size_t best = 0, pl;
+        for (int k = 0; k < x->nspecial; k++) {
+            const char *p = spm_piece(&x->s, x->special[k], &pl);
+            if (pl > best && pl <= len - i && memcmp(text + i, p, pl) == 0) {
+                best = pl;
+                *id = x->special[k];
+            }
+        }
+        if (best) {
+            *n = best;
+            return i;
+        }
+    }
+    return len;
+}
+
+static size_t spm_kind_encode(const Tokenizer *t, const char *text, size_t len, int special,
+                              int32_t **ids, size_t *cap) {
+    if (!special) return spm_encode(&t->spm->s, text, len, ids, cap);
+    int32_t *part = NULL;
+    size_t pcap = 0, n = 0;
+    for (size_t i = 0; i <= len;) {
+        int id = -1;
+        size_t m = 0, j = spm_next_special(t->spm, text, len, i, &id, &m);
+        size_t k = spm_encode(&t->spm->s, text + i, j - i, &part, &pcap);
+        if (n + k + 1 > *cap) {
+            *cap = 2 * (n + k + 1);
+            *ids = xrealloc(*ids, *cap * sizeof **ids);
+        }
+        if (k) memcpy(*ids + n, part, k * sizeof *part);
+        n += k;
+        if (j == len) break;
+        (*ids)[n++] = id;
+        i = j + m;
+    }
+    free(part);
+    return n;
+}
+
+static size_t spm_kind_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out,
+                              size_t *cap) {
+    return spm_decode(&t->spm->s, ids, n, out, cap);
+}
+
+static const char *spm_kind_token_bytes(const Tokenizer *t, int id, size_t *len) {
+    if (id < 0 || id >= t->vocab) {
+        *len = 0;
+        return NULL;
+    }
+    *len = (size_t)(t->spm->off[id + 1] - t->spm->off[id]);
+    return t->spm->bytes + t->spm->off[id];
+}
+
+static int spm_kind_special_id(const Tokenizer *t, const char *name) {
+    for (int k = 0; k < t->spm->nspecial; k++) {
+        size_t pl;
+        const char *p = spm_piece(&t->spm->s, t->spm->special[k], &pl);
+        if (pl == strlen(name) && memcmp(p, name, pl) == 0) return t->spm->special[k];
+    }
+    return -1;
+}
+
+// ---------------------------------------------------------------------------
+// the table
+
+typedef struct {
+    const char *name;
+    int (*load)(Tokenizer *t, const char *path, Err *e);
+    void (*free)(Tokenizer *t);
+    size_t (*encode)(const Tokenizer *t, const char *text, size_t len, int special,
+                     int32_t **ids, size_t *cap);
+    size_t (*decode)(const Tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *cap);
+    const char *(*token_bytes)(const Tokenizer *t, int id, size_t *len);
+    int (*special_id)(const Tokenizer *t, const char *name);
+} TokImpl;
+
+static const TokImpl impls[TOK_KIND_COUNT] = {
+    [TOK_LLAMAC] = {"llamac", llamac_load, llamac_free, llamac_encode, llamac_decode,
+                    llamac_token_bytes, llamac_special_id},
+    [TOK_HF] = {"tokenizer.json", hf_load, bb_free, bb_encode, bb_decode, bb_token_bytes,
+                bb_special_id},
+    [TOK_TIKTOKEN] = {"tiktoken", tiktoken_load, bb_free, bb_encode, bb_decode, bb_token_bytes,
+                      bb_special_id},
+    [TOK_SPM] = {"sentencepiece", spm_kind_load, spm_kind_free, spm_kind_encode, spm_kind_decode,
+                 spm_kind_token_bytes, spm_kind_special_id},
+};
+
+const char *tok_kind_name(TokKind k) {
+    return (unsigned)k < TOK_KIND_COUNT ? impls[k].name : "?";
+}
+
+/* The kind of a file from its first bytes (n of them). */
+static int detect(const uint8_t *b, size_t n) {
+    /* "CTOK" then a small version (a NUL byte, which no tiktoken line holds) */
+    if (n >= 4 && memcmp(b, "CTOK", 4) == 0 && (n < 8 || b[7] == 0)) return TOK_LLAMAC;
+    size_t i = 0;
+    while (i < n && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r')) i++;
+    if (i < n && b[i] == '{') return TOK_HF;
+    /* a SentencePiece ModelProto starts with field 1 (pieces), length-delimited */
+    if (n >= 2 && b[0] == 0x0a) return TOK_SPM;
+    /* tiktoken: base64 then a space */
+    for (i = 0; i < n; i++) {
+        uint8_t c = b[i];
+        int b64 = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+                  c == '+' || c == '/' || c == '=';
+        if (c == ' ' && i > 0) return TOK_TIKTOKEN;
+        if (!b64) break;
+    }
+    return -1;
+}
+
+int tok_load(Tokenizer *t, const char *path, Err *e) {
+    memset(t, 0, sizeof *t);
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open (%s)", path, strerror(errno));
+    uint8_t head[64];
+    size_t n = fread(head, 1, sizeof head, f);
+    fclose(f);
+    if (n == 0) return err_set(e, "%s: empty file (not a tokenizer)", path);
+    int kind = detect(head, n);
+    if (kind < 0)
+        return err_set(e, "%s: unknown tokenizer format (supported: llamac tokenizer, "
+                          "tokenizer.json, tiktoken, SentencePiece model)", path);
+    t->kind = (TokKind)kind;
+    if (impls[kind].load(t, path, e)) {
+        tok_free(t);
+        return -1;
+    }
+    return 0;
+}
+
+void tok_free(Tokenizer *t) {
+    if (!t) return;
+    if ((unsigned)t->kind < TOK_KIND_COUNT && impls[t->kind].free) impls[t->kind].free(t);
+    memset(t, 0, sizeof *t);
+}
+
+size_t tok_encode(const Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
+    return impls[t->kind].encode(t, text, len, 0, ids, cap);
+}
+
+size_t tok_encode_special(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
+                          size_t *cap) {
+    return impls[t->kind].encode(t, text, len, 1, ids, cap);
+}
+
+size_t tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out, size_t *cap) {
+    return impls[t->kind].decode(t, ids, n, out, cap);
+}
+
+const char *tok_token_bytes(const Tokenizer *t, int id, size_t *len) {
+    return impls[t->kind].token_bytes(t, id, len);
+}
+
+int tok_special_id(const Tokenizer *t, const char *name) {
+    return impls[t->kind].special_id(t, name);
+}
+
+size_t tok_utf8_lossy(const char *s, size_t n, char **out, size_t *cap) {
+    return bbpe_utf8_lossy(s, n, out, cap);
+}
