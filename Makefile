@@ -95,11 +95,12 @@ LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llam
            optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
-           train/cmd_eval.c train/cmd_generate.c
+           train/cmd_eval.c train/cmd_generate.c \
+           train/safetensors.c train/gguf.c train/convert.c train/cmd_convert.c train/cmd_logits.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
-            tests/test_pipeline.c tests/test_ckpt.c tests/test_spm.c tests/test_tok.c tests/test_chat.c
+            tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -140,7 +141,7 @@ test: all
 # Regenerate the PyTorch reference fixtures with transformers (PyPI, cached
 # in ~/.cache/llamac-venv) and fail if they drift from the committed ones.
 test-ref: all
-	$(Q)bash scripts/test_ref.sh
+	$(Q)LLAMAC=$(BUILD)/llamac bash scripts/test_ref.sh
 
 test-full: test test-ref
 

@@ -3,6 +3,8 @@
 # them against the committed ones in tests/fixtures (scripts/ref_compare.py:
 # same records, int32 exact, float32 within atol 1e-5 + rtol 1e-4).
 # Proves the committed fixtures are what scripts/ref_llama.py produces.
+# Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
+# ($LLAMAC, default build/llamac) against transformers, h5py and gguf.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -14,12 +16,14 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
 
 rc=0
+passed=0
+failed=0
 mkdir -p build/ref
 if "$PY" scripts/ref_llama.py --out build/ref; then
     "$PY" scripts/ref_compare.py tests/fixtures build/ref || rc=$?
@@ -27,9 +31,36 @@ else
     rc=$?
     echo "test-ref: scripts/ref_llama.py failed (exit $rc)"
 fi
-if [ "$rc" -eq 0 ]; then
-    echo "test-ref: 1 passed, 0 failed"
+if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+
+# llamac convert / logits against transformers, h5py and gguf: each of its
+# checks counts in the total; a crash before its summary line counts as one
+# failure.
+LLAMAC="${LLAMAC:-build/llamac}"
+crc=0
+"$PY" scripts/test_convert.py --llamac "$LLAMAC" --work build/test_convert 2>&1 | tee build/test_convert.log \
+    || crc=$?
+summary=$(grep -E '^test_convert: [0-9]+ passed, [0-9]+ failed$' build/test_convert.log | tail -1 || true)
+if [ -n "$summary" ]; then
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
 else
-    echo "test-ref: 0 passed, 1 failed"
+    failed=$((failed + 1))
 fi
+[ "$crc" -eq 0 ] || rc=$crc
+
+# llamac's checkpoints through h5py, h5dump and transformers (layout and values)
+hrc=0
+"$PY" scripts/test_ckpt_h5.py --llamac "$LLAMAC" --dir build/test_ckpt_h5 2>&1 | tee build/test_ckpt_h5.log || hrc=$?
+summary=$(grep -E '^test_ckpt_h5: [0-9]+ checks passed, [0-9]+ failed$' build/test_ckpt_h5.log | tail -1 || true)
+if [ -n "$summary" ]; then
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $5}')))
+else
+    failed=$((failed + 1))
+fi
+[ "$hrc" -eq 0 ] || rc=$hrc
+
+echo "test-ref: $passed passed, $failed failed"
+[ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
 exit "$rc"

@@ -51,6 +51,9 @@ static const struct {
     T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
     T(chat_llama3), T(chat_llama2), T(chat_errors),
     T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
+    T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
+    T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
+    T(convert_cli_errors),
 };
 #undef T
 

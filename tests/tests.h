@@ -79,4 +79,13 @@ void tok_spm(void);
 void tok_pipeline(void);
 void tok_chat_reference(void);
 
+void convert_safetensors_roundtrip(void);
+void convert_safetensors_bad(void);
+void convert_hf_roundtrip(void);
+void convert_hf_config_legacy(void);
+void convert_gguf_layout(void);
+void convert_cli(void);
+void convert_cli_tokenizer(void);
+void convert_cli_errors(void);
+
 #endif

@@ -14,5 +14,7 @@ int cmd_tokenize(int argc, char **argv, Err *e);
 int cmd_pretrain(int argc, char **argv, Err *e);
 int cmd_eval(int argc, char **argv, Err *e);
 int cmd_generate(int argc, char **argv, Err *e);
+int cmd_convert(int argc, char **argv, Err *e);
+int cmd_logits(int argc, char **argv, Err *e);
 
 #endif

@@ -1,0 +1,403 @@
+#!/usr/bin/env python3
+"""`llamac convert` against the reference libraries (run by scripts/test_ref.sh).
+
+What: builds two tiny random LlamaForCausalLM models with transformers --
+Llama 2 style (MHA, untied lm_head, RoPE theta 1e4) and Llama 3.2 style (GQA,
+tied embeddings, theta 5e5, llama3 RoPE scaling whose 8 frequencies fall in
+all three regions) -- and saves each four ways: float32, float16, bfloat16,
+and float32 sharded (max_shard_size small, with model.safetensors.index.json).
+For every save:
+
+  1. `llamac convert DIR x.h5`; h5py reads /model/<name> (names, shapes and
+     values equal to the saved tensors upcast to float32: exact, since F16
+     and BF16 widen exactly) and /config (every field);
+  2. `llamac logits` on the checkpoint equals transformers' logits for the
+     same tokens (the saved weights loaded in float32) within ATOL;
+and for the float32 saves:
+  3. `llamac convert x.h5 OUTDIR`: transformers loads OUTDIR with no missing
+     or unexpected keys, its weights equal the original's bit for bit and so
+     do its logits;
+  4. `llamac convert x.h5 x.gguf`; gguf.GGUFReader (PyPI) reads the version,
+     alignment, every metadata key (names from gguf's own constants), tensor
+     names (gguf's llama tensor list), dims (innermost first), F32 type and
+     values: after undoing llama.cpp's q/k row order they equal the HF
+     weights. The RoPE meaning of that order and of rope_freqs is checked
+     directly: attention scores from the GGUF weights with llama.cpp's
+     interleaved RoPE (frequencies divided by rope_freqs) equal those from
+     the HF weights with transformers' rotate_half RoPE.
+  5. HF directory -> GGUF directly gives the same bytes as via the checkpoint.
+
+Prints PASS/FAIL per check and "test_convert: N passed, M failed"; exits 1
+on any failure.
+"""
+
+import argparse
+import copy
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+
+# Logits tolerance: the C forward and transformers' eager float32 forward sum
+# in different orders; 1e-4 absolute is what the committed reference
+# fixtures use for the same tiny shapes (logits of magnitude ~1).
+ATOL = 1e-4
+T_TOKENS = 24
+
+COMMON = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, vocab_size=256,
+              max_position_embeddings=64, rms_norm_eps=1e-5)
+MODELS = {
+    "llama2": dict(COMMON, seed=11, num_key_value_heads=4, intermediate_size=172,
+                   rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+                   tie_word_embeddings=False),
+    "llama32": dict(COMMON, seed=22, num_key_value_heads=2, intermediate_size=160,
+                    rope_parameters={"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+                                     "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                     "original_max_position_embeddings": 48},
+                    tie_word_embeddings=True),
+}
+VARIANTS = [("f32", "float32", None), ("f16", "float16", None), ("bf16", "bfloat16", None),
+            ("f32_sharded", "float32", "40KB")]
+
+passed = failed = 0
+
+
+def check(name, ok, detail=""):
+    global passed, failed
+    if ok:
+        passed += 1
+        print(f"PASS {name}")
+    else:
+        failed += 1
+        print(f"FAIL {name}: {detail}")
+    sys.stdout.flush()
+    return ok
+
+
+def run(llamac, *args):
+    r = subprocess.run([llamac, *args], capture_output=True, text=True)
+    if r.returncode != 0:
+        print(f"  llamac {' '.join(args)} -> exit {r.returncode}: {r.stderr.strip()}")
+    return r.returncode == 0
+
+
+def build(spec):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    kw = {k: v for k, v in spec.items() if k != "seed"}
+    cfg = LlamaConfig(**kw, attention_bias=False, mlp_bias=False, hidden_act="silu", use_cache=False)
+    cfg._attn_implementation = "eager"
+    torch.manual_seed(spec["seed"])
+    model = LlamaForCausalLM(cfg).float().eval()
+    with torch.no_grad():  # norm gains away from 1 so that they matter
+        for n, p in model.named_parameters():
+            if n.endswith("norm.weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape))
+    return model
+
+
+def load_hf(path):
+    import torch
+    from transformers import LlamaForCausalLM
+    m, info = LlamaForCausalLM.from_pretrained(path, dtype=torch.float32, attn_implementation="eager",
+                                               output_loading_info=True)
+    return m.eval(), info
+
+
+def hf_logits(model, tokens):
+    import torch
+    with torch.no_grad():
+        return model(input_ids=torch.tensor([tokens]), use_cache=False).logits[0].float().numpy()
+
+
+def saved_tensors(d):
+    """name -> float32 numpy array of every tensor in d's safetensors files."""
+    from safetensors import safe_open
+    out = {}
+    for fn in sorted(os.listdir(d)):
+        if fn.endswith(".safetensors"):
+            with safe_open(os.path.join(d, fn), framework="pt") as f:
+                for k in f.keys():
+                    out[k] = f.get_tensor(k).float().numpy()
+    return out
+
+
+def check_h5(tag, h5path, tensors, spec):
+    import h5py
+    with h5py.File(h5path, "r") as f:
+        names = sorted(f["model"].keys())
+        want = sorted(k for k in tensors if "rotary_emb" not in k)
+        check(f"{tag} h5 tensor names", names == want, f"{set(names) ^ set(want)}")
+        bad = [n for n in want if n in f["model"] and not (
+            f["model"][n].dtype == np.float32 and f["model"][n].shape == tensors[n].shape
+            and np.array_equal(f["model"][n][()], tensors[n]))]
+        check(f"{tag} h5 tensor shapes and values", not bad, f"differ: {bad[:4]}")
+        a = f["config"].attrs
+        rp = spec["rope_parameters"]
+        scaled = rp["rope_type"] == "llama3"
+        want_cfg = dict(dim=spec["hidden_size"], n_layers=spec["num_hidden_layers"],
+                        n_heads=spec["num_attention_heads"], n_kv_heads=spec["num_key_value_heads"],
+                        hidden=spec["intermediate_size"], vocab=spec["vocab_size"],
+                        max_seq=spec["max_position_embeddings"], norm_eps=spec["rms_norm_eps"],
+                        rope_theta=rp["rope_theta"], rope_scaling=1 if scaled else 0,
+                        tied=int(spec["tie_word_embeddings"]), tokenizer_id=0)
+        if scaled:
+            want_cfg.update(rope_factor=rp["factor"], rope_low_freq=rp["low_freq_factor"],
+                            rope_high_freq=rp["high_freq_factor"],
+                            rope_orig_ctx=rp["original_max_position_embeddings"])
+        wrong = {k: (a.get(k), v) for k, v in want_cfg.items()
+                 if k not in a or not np.isclose(float(a[k]), float(v), rtol=1e-7, atol=0)}
+        check(f"{tag} h5 /config attributes", not wrong, f"(got, want): {wrong}")
+
+
+def check_logits(tag, llamac, model_path, ref, tokens, work):
+    out = os.path.join(work, "logits.bin")
+    if not check(f"{tag} llamac logits runs", run(llamac, "logits", "--model", model_path, "--tokens",
+                                                 ",".join(map(str, tokens)), "--out", out)):
+        return
+    got = np.fromfile(out, dtype="<f4")
+    if not check(f"{tag} logits size", got.size == ref.size, f"{got.size} vs {ref.size}"):
+        return
+    err = np.abs(got.reshape(ref.shape) - ref).max()
+    check(f"{tag} logits vs transformers (max|diff| {err:.2e} <= {ATOL})", err <= ATOL, f"{err:.3e}")
+
+
+# ---------------------------------------------------------------- GGUF
+
+def unpermute(w, n_head):
+    """llama.cpp's q/k row order back to HF's: within each head, file row
+    2i + j holds HF row j*HS/2 + i."""
+    rows, cols = w.shape
+    hs = rows // n_head
+    out = np.empty_like(w)
+    for h in range(n_head):
+        for i in range(hs // 2):
+            for j in range(2):
+                out[h * hs + j * hs // 2 + i] = w[h * hs + 2 * i + j]
+    return out
+
+
+def rope_factors_ref(spec):
+    """Per-frequency divisors of llama.cpp's rope_freqs, from HF's llama3 rule, float64."""
+    rp = spec["rope_parameters"]
+    hs = spec["hidden_size"] // spec["num_attention_heads"]
+    theta, factor = rp["rope_theta"], rp["factor"]
+    lo, hi, ctx = rp["low_freq_factor"], rp["high_freq_factor"], rp["original_max_position_embeddings"]
+    out = []
+    for i in range(hs // 2):
+        f = theta ** (-2 * i / hs)
+        wl = 2 * math.pi / f
+        if wl < ctx / hi:
+            out.append(1.0)
+        elif wl > ctx / lo:
+            out.append(factor)
+        else:
+            s = (ctx / wl - lo) / (hi - lo)
+            out.append(1.0 / ((1 - s) / factor + s))
+    return np.array(out)
+
+
+def scores_check(tag, spec, hf_sd, gg, rope_freqs):
+    """q.k per head at positions (5, 17) from HF weights + rotate_half RoPE vs
+    GGUF weights + interleaved RoPE with frequencies / rope_freqs, float64."""
+    H, KV = spec["num_attention_heads"], spec["num_key_value_heads"]
+    D = spec["hidden_size"]
+    hs = D // H
+    theta = spec["rope_parameters"]["rope_theta"]
+    inv = np.array([theta ** (-2 * i / hs) for i in range(hs // 2)])
+    fac = rope_freqs if rope_freqs is not None else np.ones(hs // 2)
+    inv = inv / fac  # what transformers' llama3 inv_freq is (checked separately)
+    rng = np.random.default_rng(5)
+    x1, x2 = rng.standard_normal(D), rng.standard_normal(D)
+    p1, p2 = 5, 17
+
+    def rot_half(v, p):  # HF: pairs (i, i + hs/2)
+        v = v.reshape(-1, hs)
+        c, s = np.cos(p * inv), np.sin(p * inv)
+        a, b = v[:, :hs // 2], v[:, hs // 2:]
+        return np.concatenate([a * c - b * s, b * c + a * s], axis=1)
+
+    def rot_inter(v, p):  # llama.cpp: pairs (2i, 2i + 1)
+        v = v.reshape(-1, hs // 2, 2)
+        c, s = np.cos(p * inv), np.sin(p * inv)
+        a, b = v[..., 0], v[..., 1]
+        return np.stack([a * c - b * s, b * c + a * s], axis=-1).reshape(-1, hs)
+
+    q_hf = hf_sd["model.layers.0.self_attn.q_proj.weight"].astype(np.float64)
+    k_hf = hf_sd["model.layers.0.self_attn.k_proj.weight"].astype(np.float64)
+    q_gg = gg["blk.0.attn_q.weight"].astype(np.float64)
+    k_gg = gg["blk.0.attn_k.weight"].astype(np.float64)
+    qa, ka = rot_half(q_hf @ x1, p2), rot_half(k_hf @ x2, p1)
+    qb, kb = rot_inter(q_gg @ x1, p2), rot_inter(k_gg @ x2, p1)
+    g = H // KV
+    sa = np.array([qa[h] @ ka[h // g] for h in range(H)])
+    sb = np.array([qb[h] @ kb[h // g] for h in range(H)])
+    err = np.abs(sa - sb).max()
+    check(f"{tag} gguf RoPE layout: attention scores equal HF's (max|diff| {err:.1e})", err < 1e-9, f"{err}")
+
+
+def check_gguf(tag, path, spec, hf_sd, name):
+    import gguf
+    from gguf import GGUFReader
+    r = GGUFReader(path)
+    fv = lambda k: r.fields[k].contents() if k in r.fields else None
+    rp = spec["rope_parameters"]
+    scaled = rp["rope_type"] == "llama3"
+    H, KV, D = spec["num_attention_heads"], spec["num_key_value_heads"], spec["hidden_size"]
+    K = gguf.Keys
+    arch = "llama"
+    want = {
+        K.General.ARCHITECTURE: arch, K.General.NAME: name, K.General.ALIGNMENT: 32, K.General.FILE_TYPE: 0,
+        K.LLM.CONTEXT_LENGTH.format(arch=arch): spec["max_position_embeddings"],
+        K.LLM.EMBEDDING_LENGTH.format(arch=arch): D,
+        K.LLM.BLOCK_COUNT.format(arch=arch): spec["num_hidden_layers"],
+        K.LLM.FEED_FORWARD_LENGTH.format(arch=arch): spec["intermediate_size"],
+        K.Attention.HEAD_COUNT.format(arch=arch): H,
+        K.Attention.HEAD_COUNT_KV.format(arch=arch): KV,
+        K.Rope.FREQ_BASE.format(arch=arch): rp["rope_theta"],
+        K.Attention.LAYERNORM_RMS_EPS.format(arch=arch): spec["rms_norm_eps"],
+        K.Rope.DIMENSION_COUNT.format(arch=arch): D // H,
+        K.LLM.VOCAB_SIZE.format(arch=arch): spec["vocab_size"],
+        K.Tokenizer.MODEL: "no_vocab",  # llama.cpp: a model without a vocabulary
+    }
+    check(f"{tag} gguf version 3", fv("GGUF.version") == 3, f"{fv('GGUF.version')}")
+    wrong = {}
+    for k, v in want.items():
+        got = fv(k)
+        same = got == v if isinstance(v, str) else (got is not None and np.isclose(got, v, rtol=1e-7, atol=0))
+        if not same:
+            wrong[k] = (got, v)
+    check(f"{tag} gguf metadata ({len(want)} keys)", not wrong, f"(got, want): {wrong}")
+
+    # tensor names: exactly gguf's llama names for the HF tensors
+    L = spec["num_hidden_layers"]
+    tn = gguf.TENSOR_NAMES
+    MT = gguf.MODEL_TENSOR
+    hf2gg = {"model.embed_tokens.weight": tn[MT.TOKEN_EMBD] + ".weight",
+             "model.norm.weight": tn[MT.OUTPUT_NORM] + ".weight"}
+    if not spec["tie_word_embeddings"]:
+        hf2gg["lm_head.weight"] = tn[MT.OUTPUT] + ".weight"
+    per = {"self_attn.q_proj": MT.ATTN_Q, "self_attn.k_proj": MT.ATTN_K, "self_attn.v_proj": MT.ATTN_V,
+           "self_attn.o_proj": MT.ATTN_OUT, "mlp.gate_proj": MT.FFN_GATE, "mlp.up_proj": MT.FFN_UP,
+           "mlp.down_proj": MT.FFN_DOWN, "input_layernorm": MT.ATTN_NORM,
+           "post_attention_layernorm": MT.FFN_NORM}
+    for l in range(L):
+        for h, m in per.items():
+            hf2gg[f"model.layers.{l}.{h}.weight"] = tn[m].format(bid=l) + ".weight"
+    want_names = set(hf2gg.values()) | ({tn[MT.ROPE_FREQS] + ".weight"} if scaled else set())
+    got = {t.name: t for t in r.tensors}
+    check(f"{tag} gguf tensor names", set(got) == want_names, f"{set(got) ^ want_names}")
+    check(f"{tag} gguf tensors F32, data aligned to 32",
+          all(t.tensor_type == gguf.GGMLQuantizationType.F32 and t.data_offset % 32 == 0 for t in r.tensors)
+          and r.data_offset % 32 == 0, "type or alignment")
+    bad = []
+    gg = {}
+    for hn, gn in hf2gg.items():
+        t = got.get(gn)
+        if t is None:
+            bad.append(gn)
+            continue
+        w = np.asarray(t.data, dtype=np.float32)
+        ref = hf_sd[hn]
+        if list(t.shape) != list(reversed(ref.shape)) or w.shape != ref.shape:  # dims innermost first
+            bad.append(f"{gn} shape {list(t.shape)}")
+            continue
+        gg[gn] = w
+        if hn.endswith("q_proj.weight"):
+            w = unpermute(w, H)
+        elif hn.endswith("k_proj.weight"):
+            w = unpermute(w, KV)
+        if not np.array_equal(w, ref):
+            bad.append(gn)
+    check(f"{tag} gguf shapes and values (q/k un-permuted) equal HF", not bad, f"{bad[:4]}")
+    rf = None
+    if scaled:
+        t = got.get("rope_freqs.weight")
+        if check(f"{tag} gguf rope_freqs present", t is not None, "missing"):
+            rf = np.asarray(t.data, dtype=np.float64)
+            ref = rope_factors_ref(spec)
+            err = np.abs(rf / ref - 1).max()
+            check(f"{tag} gguf rope_freqs = llama3 factors (rel err {err:.1e})", err < 1e-6, f"{rf} vs {ref}")
+            regions = {"high" if v == 1 else "low" if v == rp["factor"] else "mid" for v in ref}
+            check(f"{tag} rope frequencies cover all three llama3 regions", len(regions) == 3, f"{regions}")
+    if "blk.0.attn_q.weight" in gg and "blk.0.attn_k.weight" in gg:
+        scores_check(tag, spec, hf_sd, gg, rf)
+
+
+# ---------------------------------------------------------------- main
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--llamac", default="build/llamac")
+    ap.add_argument("--work", default="build/test_convert")
+    args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
+    shutil.rmtree(args.work, ignore_errors=True)
+    os.makedirs(args.work)
+    llamac = args.llamac
+    for mname, spec in MODELS.items():
+        print(f"== {mname}")
+        model = build(spec)
+        if spec["rope_parameters"]["rope_type"] == "llama3":  # our reference formula is HF's
+            hs = spec["hidden_size"] // spec["num_attention_heads"]
+            base = np.array([spec["rope_parameters"]["rope_theta"] ** (-2 * i / hs) for i in range(hs // 2)])
+            hf_inv = model.model.rotary_emb.inv_freq.double().numpy()
+            err = np.abs(base / rope_factors_ref(spec) / hf_inv - 1).max()
+            check(f"{mname} llama3 factors reproduce transformers' inv_freq (rel err {err:.1e})", err < 1e-6,
+                  f"{err}")
+        tokens = np.random.default_rng(spec["seed"]).integers(0, spec["vocab_size"], T_TOKENS).tolist()
+        ref32 = hf_logits(model, tokens)
+        for vname, dtype, shard in VARIANTS:
+            tag = f"{mname}/{vname}"
+            d = os.path.join(args.work, tag.replace("/", "_"))
+            kw = {"max_shard_size": shard} if shard else {}
+            copy.deepcopy(model).to(getattr(torch, dtype)).save_pretrained(d, **kw)
+            if shard:
+                check(f"{tag} save is sharded", os.path.exists(os.path.join(d, "model.safetensors.index.json")),
+                      "no index")
+            h5 = d + ".h5"
+            if not check(f"{tag} convert HF -> checkpoint", run(llamac, "convert", d, h5)):
+                continue
+            tensors = saved_tensors(d)
+            check_h5(tag, h5, tensors, spec)
+            ref_model, _ = load_hf(d)  # the saved (rounded) weights in float32
+            ref = hf_logits(ref_model, tokens)
+            check_logits(tag, llamac, h5, ref, tokens, args.work)
+            if dtype != "float32":
+                continue
+            check(f"{tag} saved weights are the model's", np.array_equal(ref, ref32), "differ")
+            # 3. back to a HF directory
+            out = d + "_export"
+            if check(f"{tag} convert checkpoint -> HF", run(llamac, "convert", h5, out)):
+                with open(os.path.join(out, "config.json")) as f:
+                    json.load(f)
+                back, info = load_hf(out)
+                keys = {k: v for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
+                check(f"{tag} transformers loads the export cleanly", not any(keys.values()), f"{keys}")
+                sd0 = {k: v.numpy() for k, v in model.state_dict().items()}
+                sd1 = {k: v.numpy() for k, v in back.state_dict().items()}
+                same = set(sd0) == set(sd1) and all(np.array_equal(sd0[k], sd1[k]) for k in sd0)
+                check(f"{tag} exported weights equal the original bit for bit", same, "differ")
+                check(f"{tag} exported logits equal the original's exactly",
+                      np.array_equal(hf_logits(back, tokens), ref32), "differ")
+                check(f"{tag} exported tie_word_embeddings", back.config.tie_word_embeddings ==
+                      spec["tie_word_embeddings"], f"{back.config.tie_word_embeddings}")
+            # 4. GGUF
+            gpath = d + ".gguf"
+            if check(f"{tag} convert checkpoint -> GGUF", run(llamac, "convert", h5, gpath, "--name", mname)):
+                check_gguf(tag, gpath, spec, tensors, mname)
+                g2 = d + "_direct.gguf"
+                if check(f"{tag} convert HF -> GGUF directly", run(llamac, "convert", d, g2, "--name", mname)):
+                    with open(gpath, "rb") as a, open(g2, "rb") as b:
+                        check(f"{tag} direct GGUF == GGUF via checkpoint", a.read() == b.read(), "bytes differ")
+    print(f"test_convert: {passed} passed, {failed} failed")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

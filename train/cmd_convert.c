@@ -1,0 +1,115 @@
+/*
+ * cmd_convert.c: `llamac convert IN OUT`: models between llamac checkpoints,
+ * Hugging Face directories and GGUF. The direction comes from the paths:
+ *
+ *   IN a HF directory (config.json) -> OUT a checkpoint (or OUT.gguf)
+ *   IN a checkpoint                 -> OUT.gguf: GGUF for llama.cpp
+ *                                   -> OUT.h5: a checkpoint (weights only)
+ *                                   -> else OUT a HF directory
+ *
+ * The weights are loaded once into one parameter buffer and written from
+ * it; an existing OUT is replaced only with --force, and only by a complete
+ * file or directory (each writer goes through a temporary name + rename).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "../data/tok.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "cmds.h"
+#include "convert.h"
+#include "gguf.h"
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+int cmd_convert(int argc, char **argv, Err *e) {
+    const char *tokpath = NULL, *name = NULL;
+    int force = 0;
+    CliFlag flags[] = {
+        {"tokenizer", CLI_STR, &tokpath, 0, 0,
+         "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
+         "it must be the checkpoint's, and its bos/eos ids go into config.json"},
+        {"name", CLI_STR, &name, 0, 0, "model name for GGUF's general.name (default: IN's base name)"},
+        {"force", CLI_BOOL, &force, 0, 0, "replace an existing OUT"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[2];
+    if (cli_parse(argc, argv, flags, nf, pos, 2, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac convert IN OUT [flags]",
+                 "Convert a model. IN a Hugging Face Llama directory (config.json + model.safetensors or\n"
+                 "sharded safetensors with model.safetensors.index.json; F32, F16 or BF16) -> OUT an llamac\n"
+                 "checkpoint. IN a checkpoint -> OUT ending in .gguf: GGUF v3 (F32) for llama.cpp; OUT\n"
+                 "ending in .h5: a weights-only checkpoint; any other OUT: a Hugging Face directory\n"
+                 "(config.json + model.safetensors, F32) that transformers' LlamaForCausalLM loads.\n"
+                 "A HF directory can also go straight to .gguf.",
+                 flags, nf);
+        return 0;
+    }
+    if (npos != 2) return err_set(e, "convert: expected IN and OUT (see llamac convert --help)");
+    const char *in = pos[0], *out = pos[1];
+    int to_gguf = ends_with(out, ".gguf");
+    struct stat st;
+    if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
+        return err_set(e, "%s: exists (--force replaces it)", out);
+
+    LlamaConfig c;
+    uint64_t tok_id;
+    int is_hf;
+    if (convert_model_config(in, &c, &tok_id, &is_hf, e)) return -1;
+    int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));
+    if (to_ckpt && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
+        return err_set(e, "%s: is a directory, expected a checkpoint file name", out);
+
+    int bos = -1, eos = -1;
+    if (tokpath) {
+        Tokenizer tok;
+        if (tok_load(&tok, tokpath, e)) return -1;
+        int bad = 0;
+        if (tok.vocab > c.vocab)
+            bad = err_set(e, "%s: %d tokens do not fit the model's vocab_size %d", tokpath, tok.vocab, c.vocab);
+        else if (!is_hf && tok_id != tok.id)
+            bad = err_set(e, "%s: not the tokenizer %s was trained with", tokpath, in);
+        tok_id = tok.id;
+        bos = tok.bos, eos = tok.eos;
+        tok_free(&tok);
+        if (bad) return -1;
+    }
+
+    ParamTable t;
+    Err ve;
+    if (params_build(&c, &t, &ve)) return err_set(e, "%s: %s", in, ve.msg);
+    float *params = xalloc_aligned(t.size * sizeof(float));
+    int rc = -1;
+    double t0 = time_now();
+    if (convert_model_load(in, &c, &t, params, e)) goto out;
+    double t1 = time_now();
+    const char *kind;
+    if (to_gguf) {
+        kind = "GGUF";
+        const char *base = strrchr(in, '/');
+        if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
+        rc = gguf_save_llama(out, &c, &t, params, name, e);
+    } else if (to_ckpt) {
+        kind = "checkpoint";
+        rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
+    } else {
+        kind = "Hugging Face directory";
+        rc = convert_hf_save(out, &c, &t, params, bos, eos, force, e);
+    }
+    if (rc == 0) {
+        double t2 = time_now(), mb = (double)t.numel * 4 / 1e6;
+        printf("llamac: %s -> %s (%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote in %.2f s\n",
+               in, out, kind, t.n, t.numel, mb, t1 - t0, t2 - t1);
+    }
+out:
+    free(params);
+    params_free(&t);
+    return rc;
+}

@@ -1,0 +1,428 @@
+/*
+ * convert.c: Hugging Face Llama directories in and out (contract in
+ * convert.h). The weights go from the mapped safetensors files straight into
+ * the parameter buffer, one tensor at a time, converting the dtype on the
+ * way; export writes a temporary directory and renames it into place.
+ */
+#include "convert.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "safetensors.h"
+
+#define HF_CONFIG "config.json"
+#define HF_WEIGHTS "model.safetensors"
+#define HF_INDEX "model.safetensors.index.json"
+
+int convert_is_hf_dir(const char *path) {
+    char p[4096];
+    struct stat st;
+    if (stat(path, &st) != 0 || !S_ISDIR(st.st_mode)) return 0;
+    snprintf(p, sizeof p, "%s/" HF_CONFIG, path);
+    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* dir without trailing slashes into out */
+static void strip_slashes(const char *dir, char *out, size_t n) {
+    snprintf(out, n, "%s", dir);
+    for (size_t k = strlen(out); k > 1 && out[k - 1] == '/'; k--) out[k - 1] = 0;
+}
+
+/* ---- config.json in -------------------------------------------------------- */
+
+/* Integer key: missing -> def (or an error when def < 0 means required). */
+static int get_int(const char *path, json_t *j, const char *key, long def, long lo, long hi, int *out, Err *e) {
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        if (def < 0) return err_set(e, "%s: missing %s", path, key);
+        *out = (int)def;
+        return 0;
+    }
+    if (!json_is_integer(v)) return err_set(e, "%s: %s must be an integer", path, key);
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return err_set(e, "%s: %s = %lld is out of range [%ld, %ld]", path, key, (long long)x, lo, hi);
+    *out = (int)x;
+    return 0;
+}
+
+static int get_num(const char *path, json_t *j, const char *key, double def, int required, float *out, Err *e) {
+    json_t *v = json_object_get(j, key);
+    if (!v || json_is_null(v)) {
+        if (required) return err_set(e, "%s: missing %s", path, key);
+        *out = (float)def;
+        return 0;
+    }
+    if (!json_is_number(v)) return err_set(e, "%s: %s must be a number", path, key);
+    *out = (float)json_number_value(v);
+    return 0;
+}
+
+static int parse_config(const char *path, json_t *j, LlamaConfig *c, Err *e) {
+    if (!json_is_object(j)) return err_set(e, "%s: not a JSON object", path);
+    json_t *arch = json_object_get(j, "architectures"), *mt = json_object_get(j, "model_type");
+    int llama = 0;
+    if (arch && !json_is_null(arch)) {
+        if (!json_is_array(arch)) return err_set(e, "%s: architectures must be a list", path);
+        size_t k;
+        json_t *a;
+        json_array_foreach(arch, k, a) {
+            llama |= json_is_string(a) && strcmp(json_string_value(a), "LlamaForCausalLM") == 0;
+        }
+        if (!llama) {
+            json_t *a0 = json_array_get(arch, 0);
+            return err_set(e, "%s: unsupported architecture %.64s (only LlamaForCausalLM)", path,
+                           json_is_string(a0) ? json_string_value(a0) : "(none)");
+        }
+    }
+    if (mt && !json_is_null(mt)) {
+        if (!json_is_string(mt) || strcmp(json_string_value(mt), "llama") != 0)
+            return err_set(e, "%s: unsupported model_type %.64s (only llama)", path,
+                           json_is_string(mt) ? json_string_value(mt) : "(not a string)");
+        llama = 1;
+    }
+    if (!llama) return err_set(e, "%s: neither architectures nor model_type says this is a Llama", path);
+    memset(c, 0, sizeof *c);
+    const long BIG = 1L << 30;
+    if (get_int(path, j, "hidden_size", -1, 1, BIG, &c->dim, e) ||
+        get_int(path, j, "num_hidden_layers", -1, 1, LC_MAX_LAYERS, &c->n_layers, e) ||
+        get_int(path, j, "num_attention_heads", -1, 1, BIG, &c->n_heads, e) ||
+        get_int(path, j, "num_key_value_heads", c->n_heads, 1, BIG, &c->n_kv_heads, e) ||
+        get_int(path, j, "intermediate_size", -1, 1, BIG, &c->hidden, e) ||
+        get_int(path, j, "vocab_size", -1, 2, BIG, &c->vocab, e) ||
+        get_int(path, j, "max_position_embeddings", 2048, 1, BIG, &c->max_seq, e) ||
+        get_num(path, j, "rms_norm_eps", 1e-6, 0, &c->norm_eps, e))
+        return -1;
+    int head_dim;
+    if (get_int(path, j, "head_dim", 0, 1, BIG, &head_dim, e)) return -1;
+    if (head_dim && (c->dim % c->n_heads != 0 || head_dim != c->dim / c->n_heads))
+        return err_set(e, "%s: head_dim %d is not hidden_size / num_attention_heads (%d / %d): not supported", path,
+                       head_dim, c->dim, c->n_heads);
+    static const char *const biases[] = {"attention_bias", "mlp_bias"};
+    for (int k = 0; k < 2; k++)
+        if (json_is_true(json_object_get(j, biases[k]))) return err_set(e, "%s: %s is not supported", path, biases[k]);
+    json_t *act = json_object_get(j, "hidden_act");
+    if (act && (!json_is_string(act) || strcmp(json_string_value(act), "silu") != 0))
+        return err_set(e, "%s: hidden_act %.32s is not supported (only silu)",
+                       path, json_is_string(act) ? json_string_value(act) : "(not a string)");
+    json_t *tie = json_object_get(j, "tie_word_embeddings");
+    if (tie && !json_is_boolean(tie)) return err_set(e, "%s: tie_word_embeddings must be true or false", path);
+    c->tied = json_is_true(tie);
+
+    /* RoPE: transformers 5 writes rope_parameters (with rope_theta inside),
+     * earlier versions rope_scaling (or null) and a top-level rope_theta */
+    json_t *rp = json_object_get(j, "rope_parameters");
+    if (!json_is_object(rp)) rp = json_object_get(j, "rope_scaling");
+    if (!json_is_object(rp)) rp = NULL;
+    if (get_num(path, j, "rope_theta", 10000.0, 0, &c->rope_theta, e)) return -1;
+    if (rp && json_object_get(rp, "rope_theta") && get_num(path, rp, "rope_theta", 0, 1, &c->rope_theta, e))
+        return -1;
+    json_t *type = rp ? json_object_get(rp, "rope_type") : NULL;
+    if (rp && !type) type = json_object_get(rp, "type");
+    const char *ts = json_is_string(type) ? json_string_value(type) : "default";
+    if (strcmp(ts, "llama3") == 0) {
+        c->rope_scaling = ROPE_SCALING_LLAMA3;
+        float ctx = 0;
+        if (get_num(path, rp, "factor", 0, 1, &c->rope_factor, e) ||
+            get_num(path, rp, "low_freq_factor", 0, 1, &c->rope_low_freq, e) ||
+            get_num(path, rp, "high_freq_factor", 0, 1, &c->rope_high_freq, e) ||
+            get_num(path, rp, "original_max_position_embeddings", 0, 1, &ctx, e))
+            return -1;
+        c->rope_orig_ctx = (int)ctx;
+    } else if (strcmp(ts, "default") != 0) {
+        return err_set(e, "%s: rope type %.32s is not supported (default, llama3)", path, ts);
+    }
+    Err ve;
+    if (config_validate(c, &ve)) return err_set(e, "%s: %s", path, ve.msg);
+    return 0;
+}
+
+int convert_hf_config(const char *dir, LlamaConfig *c, Err *e) {
+    char path[4096], d[4096];
+    strip_slashes(dir, d, sizeof d);
+    snprintf(path, sizeof path, "%s/" HF_CONFIG, d);
+    json_error_t je;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!j) {
+        if (access(path, R_OK) != 0) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
+        return err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+    }
+    int rc = parse_config(path, j, c, e);
+    json_decref(j);
+    if (rc == 0) {
+        const char *base = strrchr(d, '/');
+        snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : d);
+    }
+    return rc;
+}
+
+/* ---- safetensors in ------------------------------------------------------------ */
+
+/* Copy tensor k of f into p's slot after checking its shape. */
+static int load_tensor(const Safetensors *f, int k, const ParamInfo *p, float *params, Err *e) {
+    const SafetensorsTensor *s = &f->t[k];
+    int same = s->ndim == p->ndim && s->shape[0] == p->shape[0] && (p->ndim == 1 || s->shape[1] == p->shape[1]);
+    if (!same) {
+        char got[128] = "", *g = got;
+        for (int d = 0; d < s->ndim && g < got + sizeof got - 24; d++)
+            g += sprintf(g, "%s%lld", d ? ", " : "", (long long)s->shape[d]);
+        if (p->ndim == 1)
+            return err_set(e, "%s: tensor %s has shape [%s], config.json needs [%lld]", f->path, p->name, got,
+                           (long long)p->shape[0]);
+        return err_set(e, "%s: tensor %s has shape [%s], config.json needs [%lld, %lld]", f->path, p->name, got,
+                       (long long)p->shape[0], (long long)p->shape[1]);
+    }
+    return safetensors_read_f32(f, k, params + p->offset, e);
+}
+
+int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e) {
+    char d[4096], path[4096 + 64];
+    strip_slashes(dir, d, sizeof d);
+    snprintf(path, sizeof path, "%s/" HF_INDEX, d);
+    int rc = -1;
+    if (access(path, F_OK) != 0) { /* one file */
+        snprintf(path, sizeof path, "%s/" HF_WEIGHTS, d);
+        if (access(path, F_OK) != 0) return err_set(e, "%s: no " HF_WEIGHTS " or " HF_INDEX, d);
+        Safetensors f;
+        if (safetensors_open(&f, path, e)) return -1;
+        for (int i = 0; i < t->n; i++) {
+            int k = safetensors_find(&f, t->p[i].name);
+            if (k < 0) {
+                err_set(e, "%s: missing tensor %s", path, t->p[i].name);
+                goto out1;
+            }
+            if (load_tensor(&f, k, &t->p[i], params, e)) goto out1;
+        }
+        rc = 0;
+    out1:
+        safetensors_close(&f);
+        return rc;
+    }
+    /* shards: the index maps tensor names to files in dir */
+    json_error_t je;
+    json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
+    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+    json_t *map = json_object_get(j, "weight_map");
+    if (!json_is_object(map)) {
+        json_decref(j);
+        return err_set(e, "%s: no weight_map object", path);
+    }
+    int nf = 0;
+    const char **names = xcalloc((size_t)t->n, sizeof *names);
+    Safetensors *files = xcalloc((size_t)t->n, sizeof *files);
+    for (int i = 0; i < t->n; i++) { /* the whole index first, then the files */
+        json_t *v = json_object_get(map, t->p[i].name);
+        const char *fn = json_string_value(v);
+        if (!v) {
+            err_set(e, "%s: missing tensor %s", path, t->p[i].name);
+            goto out;
+        }
+        if (!fn || !*fn || strchr(fn, '/') || strcmp(fn, ".") == 0 || strcmp(fn, "..") == 0) {
+            err_set(e, "%s: tensor %s: shard name must be a file name in the directory", path, t->p[i].name);
+            goto out;
+        }
+    }
+    for (int i = 0; i < t->n; i++) {
+        const char *fn = json_string_value(json_object_get(map, t->p[i].name));
+        int s = 0;
+        while (s < nf && strcmp(names[s], fn) != 0) s++;
+        if (s == nf) { /* first use of this shard */
+            char sp[4096 + 256];
+            snprintf(sp, sizeof sp, "%s/%s", d, fn);
+            if (safetensors_open(&files[s], sp, e)) goto out;
+            names[nf++] = fn;
+        }
+        int k = safetensors_find(&files[s], t->p[i].name);
+        if (k < 0) {
+            err_set(e, "%s: missing tensor %s (the index puts it there)", files[s].path, t->p[i].name);
+            goto out;
+        }
+        if (load_tensor(&files[s], k, &t->p[i], params, e)) goto out;
+    }
+    rc = 0;
+out:
+    for (int s = 0; s < nf; s++) safetensors_close(&files[s]);
+    free(files);
+    free(names);
+    json_decref(j);
+    return rc;
+}
+
+/* ---- out ---------------------------------------------------------------------- */
+
+/* The shortest decimal that reads back as f, as a double, so config.json
+ * says 1e-05 rather than 9.99999974737875e-06. */
+static double short_real(float f) {
+    char buf[32];
+    for (int p = 1; p <= 9; p++) {
+        snprintf(buf, sizeof buf, "%.*g", p, (double)f);
+        double d = strtod(buf, NULL);
+        if ((float)d == f) return d;
+    }
+    return (double)f;
+}
+
+static json_t *hf_config_json(const LlamaConfig *c, int bos_id, int eos_id) {
+    json_t *rope = json_object();
+    if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
+        json_object_set_new(rope, "rope_type", json_string("llama3"));
+        json_object_set_new(rope, "factor", json_real(short_real(c->rope_factor)));
+        json_object_set_new(rope, "low_freq_factor", json_real(short_real(c->rope_low_freq)));
+        json_object_set_new(rope, "high_freq_factor", json_real(short_real(c->rope_high_freq)));
+        json_object_set_new(rope, "original_max_position_embeddings", json_integer(c->rope_orig_ctx));
+    } else {
+        json_object_set_new(rope, "rope_type", json_string("default"));
+    }
+    json_object_set_new(rope, "rope_theta", json_real(short_real(c->rope_theta)));
+    json_t *j = json_object();
+    json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
+    json_object_set_new(j, "model_type", json_string("llama"));
+    json_object_set_new(j, "hidden_size", json_integer(c->dim));
+    json_object_set_new(j, "intermediate_size", json_integer(c->hidden));
+    json_object_set_new(j, "num_hidden_layers", json_integer(c->n_layers));
+    json_object_set_new(j, "num_attention_heads", json_integer(c->n_heads));
+    json_object_set_new(j, "num_key_value_heads", json_integer(c->n_kv_heads));
+    json_object_set_new(j, "head_dim", json_integer(config_head_size(c)));
+    json_object_set_new(j, "vocab_size", json_integer(c->vocab));
+    json_object_set_new(j, "max_position_embeddings", json_integer(c->max_seq));
+    json_object_set_new(j, "rms_norm_eps", json_real(short_real(c->norm_eps)));
+    /* transformers 5 reads rope_parameters; 4.x reads rope_theta and rope_scaling */
+    json_object_set_new(j, "rope_theta", json_real(short_real(c->rope_theta)));
+    json_object_set_new(j, "rope_parameters", rope);
+    json_object_set_new(j, "rope_scaling",
+                        c->rope_scaling == ROPE_SCALING_LLAMA3 ? json_deep_copy(rope) : json_null());
+    json_object_set_new(j, "tie_word_embeddings", json_boolean(c->tied));
+    json_object_set_new(j, "hidden_act", json_string("silu"));
+    json_object_set_new(j, "attention_bias", json_false());
+    json_object_set_new(j, "mlp_bias", json_false());
+    json_object_set_new(j, "bos_token_id", bos_id >= 0 ? json_integer(bos_id) : json_null());
+    json_object_set_new(j, "eos_token_id", eos_id >= 0 ? json_integer(eos_id) : json_null());
+    json_object_set_new(j, "torch_dtype", json_string("float32"));
+    return j;
+}
+
+static int rm_entry(const char *p, const struct stat *st, int flag, struct FTW *ftw) {
+    (void)st, (void)flag, (void)ftw;
+    return remove(p);
+}
+static void rm_tree(const char *p) { nftw(p, rm_entry, 16, FTW_DEPTH | FTW_PHYS); }
+
+static int fsync_path(const char *p) {
+    int fd = open(p, O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* 1 if dir exists and holds anything but . and .. */
+static int dir_nonempty(const char *dir) {
+    DIR *dp = opendir(dir);
+    if (!dp) return 0;
+    struct dirent *de;
+    int n = 0;
+    while (!n && (de = readdir(dp))) n = strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0;
+    closedir(dp);
+    return n;
+}
+
+int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
+                    int bos_id, int eos_id, int force, Err *e) {
+    char d[4096], tmp[4200], old[4200], p[4300];
+    strip_slashes(dir, d, sizeof d);
+    struct stat st;
+    int exists = stat(d, &st) == 0;
+    if (exists && !S_ISDIR(st.st_mode)) return err_set(e, "%s: exists and is not a directory", d);
+    if (exists && !force && dir_nonempty(d))
+        return err_set(e, "%s: directory exists and is not empty (--force replaces it)", d);
+    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", d, (long)getpid());
+    snprintf(old, sizeof old, "%s.old.%ld", d, (long)getpid());
+    rm_tree(tmp);
+    if (mkdir(tmp, 0755) != 0) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+
+    json_t *j = hf_config_json(c, bos_id, eos_id);
+    snprintf(p, sizeof p, "%s/" HF_CONFIG, tmp);
+    FILE *f = fopen(p, "w");
+    int ok = f && json_dumpf(j, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) == 0 &&
+             fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0) ok = 0;
+    json_decref(j);
+    if (!ok) {
+        err_set(e, "%s: cannot write: %s", p, strerror(errno));
+        goto fail;
+    }
+    SafetensorsOut *out = xcalloc((size_t)t->n, sizeof *out);
+    for (int i = 0; i < t->n; i++) {
+        out[i].name = t->p[i].name;
+        out[i].ndim = t->p[i].ndim;
+        out[i].shape[0] = t->p[i].shape[0];
+        out[i].shape[1] = t->p[i].shape[1];
+        out[i].data = params + t->p[i].offset;
+    }
+    snprintf(p, sizeof p, "%s/" HF_WEIGHTS, tmp);
+    int rc = safetensors_write(p, out, t->n, e);
+    free(out);
+    if (rc) goto fail;
+    if (fsync_path(tmp) != 0) {
+        err_set(e, "%s: fsync failed: %s", tmp, strerror(errno));
+        goto fail;
+    }
+    /* into place: an empty directory is replaced by rename itself; a full
+     * one (force) is moved aside first and removed after */
+    int moved = 0;
+    if (exists && dir_nonempty(d)) {
+        if (rename(d, old) != 0) {
+            err_set(e, "%s: cannot move aside: %s", d, strerror(errno));
+            goto fail;
+        }
+        moved = 1;
+    }
+    if (rename(tmp, d) != 0) {
+        err_set(e, "%s: cannot rename %s into place: %s", d, tmp, strerror(errno));
+        if (moved) rename(old, d);
+        goto fail;
+    }
+    if (moved) rm_tree(old);
+    char parent[4096];
+    snprintf(parent, sizeof parent, "%s", d);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    fsync_path(slash ? (parent[0] ? parent : "/") : ".");
+    return 0;
+fail:
+    rm_tree(tmp);
+    return -1;
+}
+
+/* ---- any model source --------------------------------------------------------- */
+
+int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e) {
+    *tokenizer_id = 0;
+    *is_hf = convert_is_hf_dir(path);
+    if (*is_hf) return convert_hf_config(path, c, e);
+    struct stat st;
+    if (stat(path, &st) != 0) return err_set(e, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) return err_set(e, "%s: a directory without " HF_CONFIG, path);
+    if (!ckpt_is_hdf5(path))
+        return err_set(e, "%s: neither a Hugging Face directory nor an llamac checkpoint (HDF5)", path);
+    CkptInfo info;
+    if (ckpt_info(path, &info, e)) return -1;
+    *c = info.c;
+    *tokenizer_id = info.tokenizer_id;
+    return 0;
+}
+
+int convert_model_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
+    if (convert_is_hf_dir(path)) return convert_hf_load(path, t, params, e);
+    return ckpt_load(path, c, t, params, NULL, NULL, e);
+}
