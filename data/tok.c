@@ -14,6 +14,39 @@
 #include "spm.h"
 
 // ---------------------------------------------------------------------------
+// special tokens named in the text, for kinds whose encoder has no such mode
+
+/* Leftmost-longest special name at or after text[i]: its start (len if
+ * none), with *id and *n its id and byte length. */
+typedef size_t (*NextSpecial)(const Tokenizer *t, const char *text, size_t len, size_t i, int *id,
+                              size_t *n);
+typedef size_t (*PlainEncode)(const Tokenizer *t, const char *text, size_t len, int32_t **ids,
+                              size_t *cap);
+
+/* Encode the text between special names with enc, the names as their ids. */
+static size_t encode_split(const Tokenizer *t, const char *text, size_t len, NextSpecial next,
+                           PlainEncode enc, int32_t **ids, size_t *cap) {
+    int32_t *part = NULL;
+    size_t pcap = 0, n = 0;
+    for (size_t i = 0; i <= len;) {
+        int id = -1;
+        size_t m = 0, j = next(t, text, len, i, &id, &m);
+        size_t k = enc(t, text + i, j - i, &part, &pcap);
+        if (n + k + 1 > *cap) {
+            *cap = 2 * (n + k + 1);
+            *ids = xrealloc(*ids, *cap * sizeof **ids);
+        }
+        if (k) memcpy(*ids + n, part, k * sizeof *part);
+        n += k;
+        if (j == len) break;
+        (*ids)[n++] = id;
+        i = j + m;
+    }
+    free(part);
+    return n;
+}
+
+// ---------------------------------------------------------------------------
 // kind: llamac's own BPE
 
 static int llamac_load(Tokenizer *t, const char *path, Err *e) {
@@ -34,10 +67,9 @@ static void llamac_free(Tokenizer *t) {
     t->bpe = NULL;
 }
 
-/* leftmost-longest special name at or after text[i]: its start (len if
- * none), *id and *n its id and length */
-static size_t llamac_next_special(const Bpe *b, const char *text, size_t len, size_t i, int *id,
+static size_t llamac_next_special(const Tokenizer *t, const char *text, size_t len, size_t i, int *id,
                                   size_t *n) {
+    const Bpe *b = t->bpe;
     for (; i < len; i++) {
         const char *p = memchr(text + i, '<', len - i); /* every llamac special starts with '<' */
         if (!p) return len;
@@ -58,27 +90,14 @@ static size_t llamac_next_special(const Bpe *b, const char *text, size_t len, si
     return len;
 }
 
+static size_t llamac_plain(const Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
+    return bpe_encode(t->bpe, text, len, ids, cap);
+}
+
 static size_t llamac_encode(const Tokenizer *t, const char *text, size_t len, int special,
                             int32_t **ids, size_t *cap) {
     if (!special) return bpe_encode(t->bpe, text, len, ids, cap);
-    int32_t *part = NULL;
-    size_t pcap = 0, n = 0;
-    for (size_t i = 0; i <= len;) {
-        int id = -1;
-        size_t m = 0, j = llamac_next_special(t->bpe, text, len, i, &id, &m);
-        size_t k = bpe_encode(t->bpe, text + i, j - i, &part, &pcap);
-        if (n + k + 1 > *cap) {
-            *cap = 2 * (n + k + 1);
-            *ids = xrealloc(*ids, *cap * sizeof **ids);
-        }
-        if (k) memcpy(*ids + n, part, k * sizeof *part);
-        n += k;
-        if (j == len) break;
-        (*ids)[n++] = id;
-        i = j + m;
-    }
-    free(part);
-    return n;
+    return encode_split(t, text, len, llamac_next_special, llamac_plain, ids, cap);
 }
 
 static size_t llamac_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out,
@@ -208,9 +227,9 @@ static void spm_kind_free(Tokenizer *t) {
     t->spm = NULL;
 }
 
-/* leftmost-longest special piece name at or after text[i] (len if none) */
-static size_t spm_next_special(const struct TokSpm *x, const char *text, size_t len, size_t i,
-                               int *id, size_t *n) {
+static size_t spm_next_special(const Tokenizer *t, const char *text, size_t len, size_t i, int *id,
+                               size_t *n) {
+    const struct TokSpm *x = t->spm;
     for (; i < len; i++) {
         size_t best = 0, pl;
         for (int k = 0; k < x->nspecial; k++) {
@@ -228,27 +247,14 @@ static size_t spm_next_special(const struct TokSpm *x, const char *text, size_t 
     return len;
 }
 
+static size_t spm_plain(const Tokenizer *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
+    return spm_encode(&t->spm->s, text, len, ids, cap);
+}
+
 static size_t spm_kind_encode(const Tokenizer *t, const char *text, size_t len, int special,
                               int32_t **ids, size_t *cap) {
-    if (!special) return spm_encode(&t->spm->s, text, len, ids, cap);
-    int32_t *part = NULL;
-    size_t pcap = 0, n = 0;
-    for (size_t i = 0; i <= len;) {
-        int id = -1;
-        size_t m = 0, j = spm_next_special(t->spm, text, len, i, &id, &m);
-        size_t k = spm_encode(&t->spm->s, text + i, j - i, &part, &pcap);
-        if (n + k + 1 > *cap) {
-            *cap = 2 * (n + k + 1);
-            *ids = xrealloc(*ids, *cap * sizeof **ids);
-        }
-        if (k) memcpy(*ids + n, part, k * sizeof *part);
-        n += k;
-        if (j == len) break;
-        (*ids)[n++] = id;
-        i = j + m;
-    }
-    free(part);
-    return n;
+    if (!special) return spm_plain(t, text, len, ids, cap);
+    return encode_split(t, text, len, spm_next_special, spm_plain, ids, cap);
 }
 
 static size_t spm_kind_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out,
