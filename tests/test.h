@@ -24,4 +24,13 @@ void test_fail(const char *file, int line, const char *fmt, ...) __attribute__((
 /* Path of the llamac binary next to the test binary (for CLI tests). */
 extern const char *test_llamac_path;
 
+/* Run `<llamac> <args>` (args printf-style, through /bin/sh from the
+ * repository root) with stdout and stderr captured, NUL-terminated and cut
+ * to size, in test_out and test_err. Returns the exit status, or 128 + the
+ * signal that killed it. */
+#define TEST_OUT_MAX (1 << 16)
+#define TEST_ERR_MAX (1 << 14)
+extern char test_out[TEST_OUT_MAX], test_err[TEST_ERR_MAX];
+int test_llamac(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 #endif

@@ -189,22 +189,6 @@ void chat_llama2(void) {
     tok_free(&t);
 }
 
-static char err_buf[4096], out_buf[1 << 15];
-
-static int run(const char *args) {
-    char cmd[2048];
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", test_llamac_path, args, at("out.txt"), at("err.txt"));
-    int st = system(cmd);
-    FILE *f = fopen(at("err.txt"), "r");
-    size_t k = f ? fread(err_buf, 1, sizeof err_buf - 1, f) : 0;
-    err_buf[k] = 0;
-    if (f) fclose(f);
-    f = fopen(at("out.txt"), "r");
-    k = f ? fread(out_buf, 1, sizeof out_buf - 1, f) : 0;
-    out_buf[k] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
 
 void chat_errors(void) {
     Tokenizer t;
@@ -224,9 +208,9 @@ void chat_errors(void) {
     char args[1024];
     snprintf(args, sizeof args, "tokenize chat --tokenizer %s --template llama3 %s", at("own.tok"),
              at("good.jsonl"));
-    int rc = run(args);
-    EXPECT(rc == 0 && strncmp(out_buf, "{\"ids\": [", 9) == 0 && strstr(out_buf, "\"mask\": [0, 0") &&
-           strstr(out_buf, "1, 1]}\n{\"ids\""), "chat output: %d %s %s", rc, out_buf, err_buf);
+    int rc = test_llamac("%s", args);
+    EXPECT(rc == 0 && strncmp(test_out, "{\"ids\": [", 9) == 0 && strstr(test_out, "\"mask\": [0, 0") &&
+           strstr(test_out, "1, 1]}\n{\"ids\""), "chat output: %d %s %s", rc, test_out, test_err);
     static const struct {
         const char *file, *tpl, *want;
     } c[] = {
@@ -241,11 +225,11 @@ void chat_errors(void) {
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         snprintf(args, sizeof args, "tokenize chat --tokenizer %s --template %s %s --out %s",
                  at("own.tok"), c[i].tpl, at(c[i].file), at("o.jsonl"));
-        rc = run(args);
+        rc = test_llamac("%s", args);
         int lines = 0;
-        for (const char *q = err_buf; *q; q++) lines += *q == '\n';
-        EXPECT(rc == 1 && lines == 1 && strstr(err_buf, c[i].want), "%s: exit %d, %s", c[i].file, rc,
-               err_buf);
+        for (const char *q = test_err; *q; q++) lines += *q == '\n';
+        EXPECT(rc == 1 && lines == 1 && strstr(test_err, c[i].want), "%s: exit %d, %s", c[i].file, rc,
+               test_err);
     }
     EXPECT(access(at("o.jsonl"), F_OK) != 0, "a failed run left its output file");
 }

@@ -237,23 +237,6 @@ void ckpt_bad_files(void) {
 // ----------------------------------------------------------------------------
 // through the binary
 
-static char err_buf[1 << 14];
-
-static int run(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int run(const char *fmt, ...) {
-    static char args[8192], cmd[8704];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >" DIR "/out.txt 2>" DIR "/err.txt", test_llamac_path, args);
-    int st = system(cmd);
-    FILE *f = fopen(DIR "/err.txt", "r");
-    size_t k = f ? fread(err_buf, 1, sizeof err_buf - 1, f) : 0;
-    err_buf[k] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* Start `llamac <args>` in the background; returns its pid. */
 static pid_t spawn(const char *args, const char *outfile) {
@@ -363,8 +346,8 @@ static void straight_run(void) {
     if (done) return;
     need_shards();
     system("rm -rf " DIR "/A " DIR "/A.jsonl");
-    int rc = run(RUN_ARGS "--ckpt-dir " DIR "/A --metrics " DIR "/A.jsonl --out " DIR "/A.h5");
-    EXPECT(rc == 0, "straight run: %s", err_buf);
+    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/A --metrics " DIR "/A.jsonl --out " DIR "/A.h5");
+    EXPECT(rc == 0, "straight run: %s", test_err);
     done = 1;
 }
 
@@ -381,8 +364,8 @@ void ckpt_resume_sigkill(void) {
     int st;
     waitpid(pid, &st, 0);
     EXPECT(access(DIR "/B/step-00000024.h5", F_OK) != 0, "the run finished before the kill: make it longer");
-    int rc = run(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5 --resume auto");
-    EXPECT(rc == 0, "resume: %s", err_buf);
+    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5 --resume auto");
+    EXPECT(rc == 0, "resume: %s", test_err);
     expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/B/step-00000024.h5");
     expect_same_losses(DIR "/A.jsonl", DIR "/B.jsonl");
     /* --keep 2 */
@@ -416,8 +399,8 @@ void ckpt_resume_sigterm(void) {
     if (f) fclose(f);
     EXPECT(strstr(log, "stopped by SIGTERM after step"), "no stop message in: %s", log);
     EXPECT(strstr(log, "checkpoint: " DIR "/C/step-"), "no checkpoint written on SIGTERM: %s", log);
-    int rc = run(RUN_ARGS "--ckpt-dir " DIR "/C --metrics " DIR "/C.jsonl --out " DIR "/C.h5 --resume auto --save-every 0");
-    EXPECT(rc == 0, "resume: %s", err_buf);
+    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/C --metrics " DIR "/C.jsonl --out " DIR "/C.h5 --resume auto --save-every 0");
+    EXPECT(rc == 0, "resume: %s", test_err);
     expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/C/step-00000024.h5");
     expect_same_losses(DIR "/A.jsonl", DIR "/C.jsonl");
 }
@@ -441,10 +424,10 @@ void ckpt_kill_during_save(void) {
     FILE *f = fopen(DIR "/D/step-00000016.h5", "wb");
     fputs("garbage", f);
     fclose(f);
-    int rc = run(RUN_ARGS "--ckpt-dir " DIR "/D --metrics " DIR "/D.jsonl --out " DIR "/D.h5 --resume auto");
-    EXPECT(rc == 0, "resume after the crash: %s", err_buf);
-    EXPECT(strstr(err_buf, "skipping " DIR "/D/step-00000016.h5"), "no warning for the damaged file: %s", err_buf);
-    EXPECT(strstr(err_buf, "skipping") == NULL || strstr(err_buf, "step-00000008") == NULL, "step 8 skipped: %s", err_buf);
+    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/D --metrics " DIR "/D.jsonl --out " DIR "/D.h5 --resume auto");
+    EXPECT(rc == 0, "resume after the crash: %s", test_err);
+    EXPECT(strstr(test_err, "skipping " DIR "/D/step-00000016.h5"), "no warning for the damaged file: %s", test_err);
+    EXPECT(strstr(test_err, "skipping") == NULL || strstr(test_err, "step-00000008") == NULL, "step 8 skipped: %s", test_err);
     expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/D/step-00000024.h5");
     expect_same_losses(DIR "/A.jsonl", DIR "/D.jsonl");
     EXPECT(access(DIR "/D/step-00000012.h5.tmp", F_OK) != 0, "the stale .tmp was not cleaned up");
@@ -453,22 +436,17 @@ void ckpt_kill_during_save(void) {
 void ckpt_cli_errors(void) {
     straight_run();
     /* a checkpoint of another shape */
-    int rc = run(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A/step-00000024.h5 --set hidden=72 --steps 30");
-    EXPECT(rc == 1 && strstr(err_buf, "does not match the requested one (hidden"), "shape mismatch: %s", err_buf);
-    rc = run(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A.h5");
-    EXPECT(rc == 1 && strstr(err_buf, "no optimizer state"), "weights-only resume: %s", err_buf);
-    rc = run(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A/step-00000024.h5");
-    EXPECT(rc == 1 && strstr(err_buf, "nothing to do"), "resume at the end: %s", err_buf);
-    rc = run(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/nope.h5");
-    EXPECT(rc == 1 && strstr(err_buf, DIR "/nope.h5: cannot open"), "missing resume file: %s", err_buf);
+    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A/step-00000024.h5 --set hidden=72 --steps 30");
+    EXPECT(rc == 1 && strstr(test_err, "does not match the requested one (hidden"), "shape mismatch: %s", test_err);
+    rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A.h5");
+    EXPECT(rc == 1 && strstr(test_err, "no optimizer state"), "weights-only resume: %s", test_err);
+    rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/A/step-00000024.h5");
+    EXPECT(rc == 1 && strstr(test_err, "nothing to do"), "resume at the end: %s", test_err);
+    rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/A --out " DIR "/E.h5 --resume " DIR "/nope.h5");
+    EXPECT(rc == 1 && strstr(test_err, DIR "/nope.h5: cannot open"), "missing resume file: %s", test_err);
     EXPECT(access(DIR "/E.h5", F_OK) != 0, "a failed run wrote its --out");
     /* inspect summarises a checkpoint */
-    rc = run("inspect " DIR "/A/step-00000024.h5");
-    FILE *f = fopen(DIR "/out.txt", "r");
-    char out[8192];
-    size_t k = f ? fread(out, 1, sizeof out - 1, f) : 0;
-    out[k] = 0;
-    if (f) fclose(f);
-    EXPECT(rc == 0 && strstr(out, "training state: step 24") && strstr(out, "AdamW moments"),
-           "inspect: rc %d, %s %s", rc, out, err_buf);
+    rc = test_llamac("inspect " DIR "/A/step-00000024.h5");
+    EXPECT(rc == 0 && strstr(test_out, "training state: step 24") && strstr(test_out, "AdamW moments"),
+           "inspect: rc %d, %s %s", rc, test_out, test_err);
 }

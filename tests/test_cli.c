@@ -11,21 +11,6 @@
 #include "test.h"
 #include "tests.h"
 
-/* Run `llamac <args>`; capture stdout and stderr (truncated to the buffers). */
-static int run(const char *args, char *out, size_t no, char *err, size_t ne) {
-    char cmd[1024];
-    snprintf(cmd, sizeof cmd, "%s %s >build/cli_out.txt 2>build/cli_err.txt", test_llamac_path, args);
-    int st = system(cmd);
-    FILE *f = fopen("build/cli_out.txt", "r");
-    size_t k = f ? fread(out, 1, no - 1, f) : 0;
-    out[k] = 0;
-    if (f) fclose(f);
-    f = fopen("build/cli_err.txt", "r");
-    k = f ? fread(err, 1, ne - 1, f) : 0;
-    err[k] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 static int count_lines(const char *s) {
     int n = 0;
@@ -34,23 +19,22 @@ static int count_lines(const char *s) {
 }
 
 void cli_inspect(void) {
-    static char out[65536], err[4096];
-    int rc = run("inspect llama2-7b", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0, "exit %d: %s", rc, err);
-    EXPECT(strstr(out, "parameters: 6,738,415,616"), "llama2-7b count missing:\n%s", out);
-    rc = run("inspect llama3-8b --batch 2 --seq 1024", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0 && strstr(out, "parameters: 8,030,261,248"), "llama3-8b: %s", out);
-    EXPECT(strstr(out, "full training:") && strstr(out, "LoRA r=16"), "memory lines missing");
-    rc = run("inspect llama3.2-1b --tensors", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0 && strstr(out, "parameters: 1,235,814,400"), "llama3.2-1b: %s", out);
-    EXPECT(strstr(out, "model.layers.15.mlp.down_proj.weight") && !strstr(out, "lm_head.weight"),
+    int rc = test_llamac("inspect llama2-7b");
+    EXPECT(rc == 0, "exit %d: %s", rc, test_err);
+    EXPECT(strstr(test_out, "parameters: 6,738,415,616"), "llama2-7b count missing:\n%s", test_out);
+    rc = test_llamac("inspect llama3-8b --batch 2 --seq 1024");
+    EXPECT(rc == 0 && strstr(test_out, "parameters: 8,030,261,248"), "llama3-8b: %s", test_out);
+    EXPECT(strstr(test_out, "full training:") && strstr(test_out, "LoRA r=16"), "memory lines missing");
+    rc = test_llamac("inspect llama3.2-1b --tensors");
+    EXPECT(rc == 0 && strstr(test_out, "parameters: 1,235,814,400"), "llama3.2-1b: %s", test_out);
+    EXPECT(strstr(test_out, "model.layers.15.mlp.down_proj.weight") && !strstr(test_out, "lm_head.weight"),
            "tensor list of a tied model");
-    rc = run("inspect --help", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0 && strstr(out, "usage: llamac inspect"), "inspect --help");
-    rc = run("--help", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0 && strstr(out, "inspect") && strstr(out, "bench"), "llamac --help");
-    rc = run("bench --preset tiny --batch 2 --seq 32 --steps 2 --json", out, sizeof out, err, sizeof err);
-    EXPECT(rc == 0 && strstr(out, "\"tokens_per_s\""), "bench --json: %s%s", out, err);
+    rc = test_llamac("inspect --help");
+    EXPECT(rc == 0 && strstr(test_out, "usage: llamac inspect"), "inspect --help");
+    rc = test_llamac("--help");
+    EXPECT(rc == 0 && strstr(test_out, "inspect") && strstr(test_out, "bench"), "llamac --help");
+    rc = test_llamac("bench --preset tiny --batch 2 --seq 32 --steps 2 --json");
+    EXPECT(rc == 0 && strstr(test_out, "\"tokens_per_s\""), "bench --json: %s%s", test_out, test_err);
 }
 
 void cli_errors(void) {
@@ -80,16 +64,15 @@ void cli_errors(void) {
         {"bench --preset nope", "unknown preset 'nope'"},
         {"bench --preset tiny --steps 1e3", "--steps: '1e3' is not an integer"},
     };
-    static char out[8192], err[4096];
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int rc = run(cases[i].args, out, sizeof out, err, sizeof err);
+        int rc = test_llamac("%s", cases[i].args);
         EXPECT(rc == 1, "'%s': exit %d, expected 1", cases[i].args, rc);
         if (strcmp(cases[i].want, "usage") == 0) {
-            EXPECT(strstr(err, "usage:"), "'%s': no usage on stderr", cases[i].args);
+            EXPECT(strstr(test_err, "usage:"), "'%s': no usage on stderr", cases[i].args);
             continue;
         }
-        EXPECT(count_lines(err) == 1 && strncmp(err, "llamac: error: ", 15) == 0,
-               "'%s': stderr must be one 'llamac: error:' line, got: %s", cases[i].args, err);
-        EXPECT(strstr(err, cases[i].want), "'%s': stderr '%s' lacks '%s'", cases[i].args, err, cases[i].want);
+        EXPECT(count_lines(test_err) == 1 && strncmp(test_err, "llamac: error: ", 15) == 0,
+               "'%s': stderr must be one 'llamac: error:' line, got: %s", cases[i].args, test_err);
+        EXPECT(strstr(test_err, cases[i].want), "'%s': stderr '%s' lacks '%s'", cases[i].args, test_err, cases[i].want);
     }
 }

@@ -307,21 +307,6 @@ void convert_gguf_layout(void) {
 
 /* ---- through the binary -------------------------------------------------------- */
 
-static char err_buf[4096], out_buf[4096];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    static char args[4096], cmd[4608];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >" DIR "/out.txt 2>" DIR "/err.txt", test_llamac_path, args);
-    int st = system(cmd);
-    read_file(DIR "/out.txt", out_buf, sizeof out_buf);
-    read_file(DIR "/err.txt", err_buf, sizeof err_buf);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* A good HF directory of c: config.json from the exporter, then patched. */
 static void make_hf(const char *dir, const LlamaConfig *c, uint64_t seed) {
@@ -349,12 +334,12 @@ static void patch_config(const char *dir, const char *from, const char *to) {
  * guard file still holding "keep". */
 static void expect_cli_error(const char *what, int rc, const char *want1, const char *want2) {
     int lines = 0;
-    for (const char *s = err_buf; *s; s++) lines += *s == '\n';
-    EXPECT(rc == 1, "%s: exit %d, stderr %s", what, rc, err_buf);
-    EXPECT(lines == 1 && strncmp(err_buf, "llamac: error: ", 15) == 0, "%s: stderr not one error line: %s", what,
-           err_buf);
-    EXPECT(strstr(err_buf, want1) && (!want2 || strstr(err_buf, want2)), "%s: '%s' lacks '%s' / '%s'", what,
-           err_buf, want1, want2 ? want2 : "");
+    for (const char *s = test_err; *s; s++) lines += *s == '\n';
+    EXPECT(rc == 1, "%s: exit %d, stderr %s", what, rc, test_err);
+    EXPECT(lines == 1 && strncmp(test_err, "llamac: error: ", 15) == 0, "%s: stderr not one error line: %s", what,
+           test_err);
+    EXPECT(strstr(test_err, want1) && (!want2 || strstr(test_err, want2)), "%s: '%s' lacks '%s' / '%s'", what,
+           test_err, want1, want2 ? want2 : "");
     char keep[16] = "";
     read_file(DIR "/guard.h5", keep, sizeof keep);
     EXPECT(strcmp(keep, "keep") == 0, "%s: the existing output was overwritten", what);
@@ -369,37 +354,37 @@ void convert_cli(void) {
     const char *hf = DIR "/cli_hf";
     LC_ASSERT(convert_hf_save(hf, &c, &t, p, -1, -1, 1, &e) == 0);
     remove(DIR "/cli.h5");
-    int rc = sh("convert %s " DIR "/cli.h5", hf);
-    EXPECT(rc == 0 && strstr(out_buf, "checkpoint"), "HF -> checkpoint: %s", err_buf);
-    rc = sh("convert %s " DIR "/cli.h5", hf);
-    EXPECT(rc == 1 && strstr(err_buf, "exists (--force replaces it)"), "existing checkpoint: %s", err_buf);
-    rc = sh("convert --force %s " DIR "/cli.h5", hf);
-    EXPECT(rc == 0, "--force: %s", err_buf);
-    rc = sh("convert " DIR "/cli.h5 " DIR "/cli_back --force");
-    EXPECT(rc == 0 && strstr(out_buf, "Hugging Face"), "checkpoint -> HF: %s", err_buf);
+    int rc = test_llamac("convert %s " DIR "/cli.h5", hf);
+    EXPECT(rc == 0 && strstr(test_out, "checkpoint"), "HF -> checkpoint: %s", test_err);
+    rc = test_llamac("convert %s " DIR "/cli.h5", hf);
+    EXPECT(rc == 1 && strstr(test_err, "exists (--force replaces it)"), "existing checkpoint: %s", test_err);
+    rc = test_llamac("convert --force %s " DIR "/cli.h5", hf);
+    EXPECT(rc == 0, "--force: %s", test_err);
+    rc = test_llamac("convert " DIR "/cli.h5 " DIR "/cli_back --force");
+    EXPECT(rc == 0 && strstr(test_out, "Hugging Face"), "checkpoint -> HF: %s", test_err);
     LlamaConfig c2;
     float *q = xalloc_aligned(t.size * sizeof(float));
     EXPECT(convert_hf_config(DIR "/cli_back", &c2, &e) == 0 && convert_hf_load(DIR "/cli_back", &t, q, &e) == 0,
            "reading the export: %s", e.msg);
     EXPECT(params_equal(&t, p, q), "HF -> checkpoint -> HF changed the weights");
     remove(DIR "/cli.gguf");
-    rc = sh("convert " DIR "/cli.h5 " DIR "/cli.gguf");
+    rc = test_llamac("convert " DIR "/cli.h5 " DIR "/cli.gguf");
     char head[8] = "";
     read_file(DIR "/cli.gguf", head, 5);
-    EXPECT(rc == 0 && memcmp(head, "GGUF", 4) == 0, "checkpoint -> GGUF: %s", err_buf);
+    EXPECT(rc == 0 && memcmp(head, "GGUF", 4) == 0, "checkpoint -> GGUF: %s", test_err);
     struct stat st;
     EXPECT(stat(DIR "/cli.gguf", &st) == 0 && (size_t)st.st_size > t.numel * 4, "GGUF size");
     /* logits: the same from the HF directory and from the checkpoint */
-    rc = sh("logits --model %s --tokens 1,5,10,0 --out " DIR "/l1.bin", hf);
-    EXPECT(rc == 0, "logits HF: %s", err_buf);
-    rc = sh("logits --model " DIR "/cli.h5 --tokens 1,5,10,0 --out " DIR "/l2.bin");
-    EXPECT(rc == 0, "logits checkpoint: %s", err_buf);
+    rc = test_llamac("logits --model %s --tokens 1,5,10,0 --out " DIR "/l1.bin", hf);
+    EXPECT(rc == 0, "logits HF: %s", test_err);
+    rc = test_llamac("logits --model " DIR "/cli.h5 --tokens 1,5,10,0 --out " DIR "/l2.bin");
+    EXPECT(rc == 0, "logits checkpoint: %s", test_err);
     static char l1[4096], l2[4096];
     size_t n1 = read_file(DIR "/l1.bin", l1, sizeof l1), n2 = read_file(DIR "/l2.bin", l2, sizeof l2);
     EXPECT(n1 == 4 * 11 * sizeof(float) && n1 == n2 && memcmp(l1, l2, n1) == 0, "logits differ (%zu, %zu bytes)",
            n1, n2);
-    rc = sh("logits --model " DIR "/cli.h5 --tokens 1,11 --out " DIR "/l3.bin");
-    EXPECT(rc == 1 && strstr(err_buf, "--tokens"), "token out of range: %s", err_buf);
+    rc = test_llamac("logits --model " DIR "/cli.h5 --tokens 1,11 --out " DIR "/l3.bin");
+    EXPECT(rc == 1 && strstr(test_err, "--tokens"), "token out of range: %s", test_err);
     free(p);
     free(q);
     params_free(&t);
@@ -420,24 +405,24 @@ void convert_cli_tokenizer(void) {
     const char *hf = DIR "/tok_hf";
     make_hf(hf, &c, 3);
     remove(DIR "/tok.h5");
-    int rc = sh("convert %s " DIR "/tok.h5 --tokenizer " DIR "/tok_a.bin", hf);
-    EXPECT(rc == 0, "import with a tokenizer: %s", err_buf);
+    int rc = test_llamac("convert %s " DIR "/tok.h5 --tokenizer " DIR "/tok_a.bin", hf);
+    EXPECT(rc == 0, "import with a tokenizer: %s", test_err);
     CkptInfo info;
     EXPECT(ckpt_info(DIR "/tok.h5", &info, &e) == 0 && info.tokenizer_id == a.id, "tokenizer id not recorded");
-    rc = sh("convert " DIR "/tok.h5 " DIR "/tok_out --force --tokenizer " DIR "/tok_a.bin");
-    EXPECT(rc == 0, "export with the tokenizer: %s", err_buf);
+    rc = test_llamac("convert " DIR "/tok.h5 " DIR "/tok_out --force --tokenizer " DIR "/tok_a.bin");
+    EXPECT(rc == 0, "export with the tokenizer: %s", test_err);
     static char js[8192], want[64];
     read_file(DIR "/tok_out/config.json", js, sizeof js);
     snprintf(want, sizeof want, "\"eos_token_id\": %d", a.eos);
     EXPECT(a.eos >= 0 && strstr(js, want), "config.json lacks %s", want);
     snprintf(want, sizeof want, "\"bos_token_id\": %d", a.bos);
     EXPECT(a.bos < 0 || strstr(js, want), "config.json lacks %s", want);
-    rc = sh("convert " DIR "/tok.h5 " DIR "/tok_out2 --tokenizer " DIR "/tok_b.bin");
-    EXPECT(rc == 1 && strstr(err_buf, "tok_b.bin: not the tokenizer"), "wrong tokenizer: %s", err_buf);
+    rc = test_llamac("convert " DIR "/tok.h5 " DIR "/tok_out2 --tokenizer " DIR "/tok_b.bin");
+    EXPECT(rc == 1 && strstr(test_err, "tok_b.bin: not the tokenizer"), "wrong tokenizer: %s", test_err);
     c.vocab = 260;
     make_hf(hf, &c, 3);
-    rc = sh("convert %s " DIR "/tok2.h5 --tokenizer " DIR "/tok_a.bin", hf);
-    EXPECT(rc == 1 && strstr(err_buf, "tokens do not fit the model's vocab_size 260"), "vocab: %s", err_buf);
+    rc = test_llamac("convert %s " DIR "/tok2.h5 --tokenizer " DIR "/tok_a.bin", hf);
+    EXPECT(rc == 1 && strstr(test_err, "tokens do not fit the model's vocab_size 260"), "vocab: %s", test_err);
     bpe_free(&a);
     bpe_free(&b);
 }
@@ -449,7 +434,7 @@ void convert_cli_errors(void) {
     char shard[256];
     snprintf(shard, sizeof shard, "%s/model.safetensors", bad);
     write_file(DIR "/guard.h5", "keep", 4);
-#define CONVERT() sh("convert --force %s " DIR "/guard.h5", bad)
+#define CONVERT() test_llamac("convert --force %s " DIR "/guard.h5", bad)
 
     make_hf(bad, &c, 1);
     patch_config(bad, "\"LlamaForCausalLM\"", "\"MistralForCausalLM\"");
@@ -511,7 +496,7 @@ void convert_cli_errors(void) {
         write_st(shard, hdr, data, kind == 3 ? at - 400 : at);
         int r = CONVERT();
         if (kind == 0) {
-            EXPECT(r == 0, "hand-written good file: %s", err_buf);
+            EXPECT(r == 0, "hand-written good file: %s", test_err);
             write_file(DIR "/guard.h5", "keep", 4);
         } else {
             static const char *want[] = {NULL, "has dtype I8 (supported: F32, F16, BF16)",
@@ -547,15 +532,15 @@ void convert_cli_errors(void) {
     remove(idx);
     /* neither kind of model; a HF export onto a full directory */
     write_file(DIR "/junk.bin", "junk", 4);
-    expect_cli_error("junk input", sh("convert --force " DIR "/junk.bin " DIR "/guard.h5"), "junk.bin: neither",
+    expect_cli_error("junk input", test_llamac("convert --force " DIR "/junk.bin " DIR "/guard.h5"), "junk.bin: neither",
                      NULL);
-    expect_cli_error("missing input", sh("convert --force " DIR "/nothere " DIR "/guard.h5"), "nothere", NULL);
+    expect_cli_error("missing input", test_llamac("convert --force " DIR "/nothere " DIR "/guard.h5"), "nothere", NULL);
     make_hf(bad, &m, 2);
     remove(DIR "/small.h5");
-    EXPECT(sh("convert %s " DIR "/small.h5", bad) == 0, "convert: %s", err_buf);
-    int r = sh("convert " DIR "/small.h5 %s", bad);
+    EXPECT(test_llamac("convert %s " DIR "/small.h5", bad) == 0, "convert: %s", test_err);
+    int r = test_llamac("convert " DIR "/small.h5 %s", bad);
     expect_cli_error("export onto a full directory", r, "bad_hf: directory exists and is not empty", NULL);
-    EXPECT(sh("convert " DIR "/small.h5") == 1 && strstr(err_buf, "expected IN and OUT"), "one path: %s", err_buf);
-    EXPECT(sh("convert --help") == 0 && strstr(out_buf, ".gguf"), "help: %s", out_buf);
+    EXPECT(test_llamac("convert " DIR "/small.h5") == 1 && strstr(test_err, "expected IN and OUT"), "one path: %s", test_err);
+    EXPECT(test_llamac("convert --help") == 0 && strstr(test_out, ".gguf"), "help: %s", test_out);
 #undef CONVERT
 }

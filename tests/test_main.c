@@ -6,6 +6,8 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 
 #include "../train/blas_env.h"
 #include "../model/ops.h"
@@ -24,6 +26,29 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
     vfprintf(stdout, fmt, ap);
     fputc('\n', stdout);
     va_end(ap);
+}
+
+char test_out[TEST_OUT_MAX], test_err[TEST_ERR_MAX];
+
+static void slurp(const char *path, char *buf, size_t n) {
+    FILE *f = fopen(path, "rb");
+    size_t k = f ? fread(buf, 1, n - 1, f) : 0;
+    buf[k] = 0;
+    if (f) fclose(f);
+}
+
+int test_llamac(const char *fmt, ...) {
+    static char args[16384], cmd[17408];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    mkdir("build", 0755);
+    snprintf(cmd, sizeof cmd, "%s %s >build/test-llamac.out 2>build/test-llamac.err", test_llamac_path, args);
+    int st = system(cmd);
+    slurp("build/test-llamac.out", test_out, sizeof test_out);
+    slurp("build/test-llamac.err", test_err, sizeof test_err);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 #define T(fn) {#fn, fn}

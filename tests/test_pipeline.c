@@ -19,28 +19,7 @@
 
 #define DIR "build/tp"
 
-static char out_buf[1 << 16], err_buf[1 << 14];
-
 /* Run `llamac <args>` in the repository root; stdout/stderr captured. */
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    static char args[8192], cmd[8704];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >" DIR "/out.txt 2>" DIR "/err.txt", test_llamac_path, args);
-    int st = system(cmd);
-    FILE *f = fopen(DIR "/out.txt", "r");
-    size_t k = f ? fread(out_buf, 1, sizeof out_buf - 1, f) : 0;
-    out_buf[k] = 0;
-    if (f) fclose(f);
-    f = fopen(DIR "/err.txt", "r");
-    k = f ? fread(err_buf, 1, sizeof err_buf - 1, f) : 0;
-    err_buf[k] = 0;
-    if (f) fclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 static void write_file(const char *path, const void *data, size_t n) {
     FILE *f = fopen(path, "wb");
@@ -77,12 +56,12 @@ static int tokenized;
 static void need_shards(void) {
     if (tokenized) return;
     make_corpus();
-    int rc = sh("tokenize train --input " DIR "/train.jsonl --vocab 300 --out " DIR "/tok.bin");
-    EXPECT(rc == 0, "tokenize train: %s", err_buf);
-    rc = sh("tokenize encode --tokenizer " DIR "/tok.bin --input " DIR "/train.jsonl --out " DIR "/train.bin");
-    EXPECT(rc == 0, "tokenize encode: %s", err_buf);
-    rc = sh("tokenize encode --tokenizer " DIR "/tok.bin --input " DIR "/val.jsonl --out " DIR "/val.bin");
-    EXPECT(rc == 0, "tokenize encode val: %s", err_buf);
+    int rc = test_llamac("tokenize train --input " DIR "/train.jsonl --vocab 300 --out " DIR "/tok.bin");
+    EXPECT(rc == 0, "tokenize train: %s", test_err);
+    rc = test_llamac("tokenize encode --tokenizer " DIR "/tok.bin --input " DIR "/train.jsonl --out " DIR "/train.bin");
+    EXPECT(rc == 0, "tokenize encode: %s", test_err);
+    rc = test_llamac("tokenize encode --tokenizer " DIR "/tok.bin --input " DIR "/val.jsonl --out " DIR "/val.bin");
+    EXPECT(rc == 0, "tokenize encode val: %s", test_err);
     tokenized = 1;
 }
 
@@ -90,39 +69,39 @@ static void need_shards(void) {
 
 void pipeline_pretrain(void) {
     need_shards();
-    int rc = sh(TRAIN_ARGS "--steps 60 --lr 3e-3 --val-every 30 --val-batches 4 --seed 1 --metrics " DIR
+    int rc = test_llamac(TRAIN_ARGS "--steps 60 --lr 3e-3 --val-every 30 --val-batches 4 --seed 1 --metrics " DIR
                 "/m.jsonl --out " DIR "/model.h5");
-    EXPECT(rc == 0, "pretrain failed: %s", err_buf);
-    const char *p = strstr(out_buf, "val loss ");
+    EXPECT(rc == 0, "pretrain failed: %s", test_err);
+    const char *p = strstr(test_out, "val loss ");
     double first = 0, last = 0;
-    p = strstr(out_buf, "done:");
-    EXPECT(p && sscanf(strstr(p, "val loss ") + 9, "%lf -> %lf", &first, &last) == 2, "no summary in:\n%s", out_buf);
+    p = strstr(test_out, "done:");
+    EXPECT(p && sscanf(strstr(p, "val loss ") + 9, "%lf -> %lf", &first, &last) == 2, "no summary in:\n%s", test_out);
     EXPECT(last < first - 1.0, "validation loss %.3f -> %.3f did not fall by 1 nat", first, last);
-    EXPECT(strstr(out_buf, "tok/s") && strstr(out_buf, "MFU") && strstr(out_buf, "ETA"), "progress line fields");
+    EXPECT(strstr(test_out, "tok/s") && strstr(test_out, "MFU") && strstr(test_out, "ETA"), "progress line fields");
     FILE *f = fopen(DIR "/m.jsonl", "r");
     int lines = 0;
     char line[512];
     while (f && fgets(line, sizeof line, f)) lines += strstr(line, "\"loss\"") != NULL;
     if (f) fclose(f);
     EXPECT(lines == 60, "metrics file has %d step lines, expected 60", lines);
-    rc = sh("eval --model " DIR "/model.h5 --data " DIR "/val.bin --seq 32 --batch 4");
-    EXPECT(rc == 0 && strstr(out_buf, "perplexity"), "eval: %s%s", out_buf, err_buf);
+    rc = test_llamac("eval --model " DIR "/model.h5 --data " DIR "/val.bin --seq 32 --batch 4");
+    EXPECT(rc == 0 && strstr(test_out, "perplexity"), "eval: %s%s", test_out, test_err);
 }
 
 void pipeline_generate(void) {
     need_shards();
     if (access(DIR "/model.h5", R_OK) != 0) pipeline_pretrain();
     static char a[4096], b[4096];
-    int rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
-    EXPECT(rc == 0, "generate: %s", err_buf);
-    snprintf(a, sizeof a, "%.4000s", out_buf);
-    rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
-    snprintf(b, sizeof b, "%.4000s", out_buf);
+    int rc = test_llamac("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
+    EXPECT(rc == 0, "generate: %s", test_err);
+    snprintf(a, sizeof a, "%.4000s", test_out);
+    rc = test_llamac("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 7");
+    snprintf(b, sizeof b, "%.4000s", test_out);
     EXPECT(rc == 0 && strcmp(a, b) == 0, "same seed, different text:\n%s\n%s", a, b);
     EXPECT(strncmp(a, "the cat", 7) == 0 && strlen(a) > 20, "generated: %s", a);
-    EXPECT(strstr(err_buf, "tok/s"), "tokens/s report on stderr: %s", err_buf);
-    rc = sh("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 8");
-    EXPECT(rc == 0 && strcmp(a, out_buf) != 0, "a different seed gave the same text");
+    EXPECT(strstr(test_err, "tok/s"), "tokens/s report on stderr: %s", test_err);
+    rc = test_llamac("generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --prompt 'the cat' --max-tokens 40 --seed 8");
+    EXPECT(rc == 0 && strcmp(a, test_out) != 0, "a different seed gave the same text");
 }
 
 void pipeline_errors(void) {
@@ -141,7 +120,7 @@ void pipeline_errors(void) {
     if (src) fclose(src);
     write_file(DIR "/trunc.bin", buf, n > 100 ? 100 : n);
     /* a second tokenizer, whose shards do not match the first */
-    sh("tokenize train --input " DIR "/val.jsonl --vocab 280 --out " DIR "/tok2.bin");
+    test_llamac("tokenize train --input " DIR "/val.jsonl --vocab 280 --out " DIR "/tok2.bin");
     char big[3000];
     memset(big, 'x', sizeof big - 1);
     big[sizeof big - 1] = 0;
@@ -178,17 +157,17 @@ void pipeline_errors(void) {
         {gen_long, "do not fit the context of 128 tokens"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        int rc = sh("%s", cases[i].args);
+        int rc = test_llamac("%s", cases[i].args);
         int lines = 0;
-        for (const char *p = err_buf; *p; p++) lines += *p == '\n';
-        EXPECT(rc == 1 && lines == 1 && strncmp(err_buf, "llamac: error: ", 15) == 0,
-               "'%.80s': exit %d, stderr: %s", cases[i].args, rc, err_buf);
-        EXPECT(strstr(err_buf, cases[i].want), "'%.80s': stderr '%s' lacks '%s'", cases[i].args, err_buf, cases[i].want);
+        for (const char *p = test_err; *p; p++) lines += *p == '\n';
+        EXPECT(rc == 1 && lines == 1 && strncmp(test_err, "llamac: error: ", 15) == 0,
+               "'%.80s': exit %d, stderr: %s", cases[i].args, rc, test_err);
+        EXPECT(strstr(test_err, cases[i].want), "'%.80s': stderr '%s' lacks '%s'", cases[i].args, test_err, cases[i].want);
     }
     /* a failing run does not touch an existing model file */
     struct stat before, after;
     stat(DIR "/model.h5", &before);
-    sh(TRAIN_ARGS "--steps 1 --out " DIR "/model.h5 --val " DIR "/trunc.bin");
+    test_llamac(TRAIN_ARGS "--steps 1 --out " DIR "/model.h5 --val " DIR "/trunc.bin");
     stat(DIR "/model.h5", &after);
     EXPECT(before.st_mtime == after.st_mtime && before.st_size == after.st_size, "model file changed by a failed run");
 }

@@ -361,26 +361,6 @@ void tok_utf8(void) {
     free(out);
 }
 
-static char out_buf[1 << 14], err_buf[1 << 14];
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...) {
-    static char args[4096], cmd[5000];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(args, sizeof args, fmt, ap);
-    va_end(ap);
-    snprintf(cmd, sizeof cmd, "%s %s >%s/out.txt 2>%s/err.txt", test_llamac_path, args, dir, dir);
-    int st = system(cmd);
-    size_t n;
-    char *o = read_file(path_in("out.txt"), &n);
-    snprintf(out_buf, sizeof out_buf, "%s", o ? o : "");
-    free(o);
-    o = read_file(path_in("err.txt"), &n);
-    snprintf(err_buf, sizeof err_buf, "%s", o ? o : "");
-    free(o);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 /* every bad tokenizer file: one error line naming the file, in-process and
  * through `llamac tokenize encode` */
@@ -432,12 +412,12 @@ void tok_bad_files(void) {
                "%s: rc %d, '%s' lacks '%s'", c[i].file, rc, e.msg, c[i].want);
         EXPECT(t.vocab == 0 && t.bb == NULL && t.bpe == NULL, "%s: tokenizer not zeroed", c[i].file);
         tok_free(&t);
-        rc = sh("tokenize encode --tokenizer %s --input %s --out %s", p, path_in("doc.txt"),
+        rc = test_llamac("tokenize encode --tokenizer %s --input %s --out %s", p, path_in("doc.txt"),
                 path_in("x.bin"));
         int lines = 0;
-        for (const char *q = err_buf; *q; q++) lines += *q == '\n';
-        EXPECT(rc == 1 && lines == 1 && strstr(err_buf, c[i].want), "llamac on %s: exit %d, %s",
-               c[i].file, rc, err_buf);
+        for (const char *q = test_err; *q; q++) lines += *q == '\n';
+        EXPECT(rc == 1 && lines == 1 && strstr(test_err, c[i].want), "llamac on %s: exit %d, %s",
+               c[i].file, rc, test_err);
     }
     free(good);
 }
@@ -451,18 +431,18 @@ void tok_cli(void) {
     char tt[512], hf[512];
     snprintf(tt, sizeof tt, "%s", path_in("llama3.tiktoken"));
     snprintf(hf, sizeof hf, "%s", path_in("tokenizer.json"));
-    int rc = sh("tokenize special --tokenizer %s '<|eot_id|>' '<|begin_of_text|>'", tt);
-    EXPECT(rc == 0 && strcmp(out_buf, "3265\n3256\n") == 0, "special ids: %d %s%s", rc, out_buf, err_buf);
-    rc = sh("tokenize special --tokenizer %s '<|eot_idd|>'", hf);
-    EXPECT(rc == 1 && strstr(err_buf, "<|eot_idd|>: no such special token in") && strstr(err_buf, hf),
-           "unknown special: %d %s", rc, err_buf);
+    int rc = test_llamac("tokenize special --tokenizer %s '<|eot_id|>' '<|begin_of_text|>'", tt);
+    EXPECT(rc == 0 && strcmp(test_out, "3265\n3256\n") == 0, "special ids: %d %s%s", rc, test_out, test_err);
+    rc = test_llamac("tokenize special --tokenizer %s '<|eot_idd|>'", hf);
+    EXPECT(rc == 1 && strstr(test_err, "<|eot_idd|>: no such special token in") && strstr(test_err, hf),
+           "unknown special: %d %s", rc, test_err);
     write_file(path_in("s.txt"), "hi<|eot_id|>", 12);
-    rc = sh("tokenize ids --tokenizer %s %s", tt, path_in("s.txt"));
-    EXPECT(rc == 0 && !strstr(out_buf, "3265"), "plain ids hold the special id: %s", out_buf);
-    rc = sh("tokenize ids --tokenizer %s --special %s", tt, path_in("s.txt"));
-    EXPECT(rc == 0 && strstr(out_buf, " 3265\n"), "--special ids lack it: %s%s", out_buf, err_buf);
-    rc = sh("tokenize encode --tokenizer %s --input %s --out %s", hf, path_in("s.txt"), path_in("s.bin"));
-    EXPECT(rc == 0, "encode with tokenizer.json: %s", err_buf);
+    rc = test_llamac("tokenize ids --tokenizer %s %s", tt, path_in("s.txt"));
+    EXPECT(rc == 0 && !strstr(test_out, "3265"), "plain ids hold the special id: %s", test_out);
+    rc = test_llamac("tokenize ids --tokenizer %s --special %s", tt, path_in("s.txt"));
+    EXPECT(rc == 0 && strstr(test_out, " 3265\n"), "--special ids lack it: %s%s", test_out, test_err);
+    rc = test_llamac("tokenize encode --tokenizer %s --input %s --out %s", hf, path_in("s.txt"), path_in("s.bin"));
+    EXPECT(rc == 0, "encode with tokenizer.json: %s", test_err);
 }
 
 /* SentencePiece behind the interface (the model tests/test_spm.c's
@@ -553,16 +533,16 @@ void tok_pipeline(void) {
     for (int d = 0; d < 200; d++)
         fprintf(f, "{\"text\": \"the cat sat on the mat %d times. Naïve café <|eot_id|>\"}\n", d);
     fclose(f);
-    int rc = sh("tokenize encode --tokenizer %s --input %s --out %s", hf, docs, shard);
-    EXPECT(rc == 0 && strstr(out_buf, "200 documents"), "encode: %s%s", out_buf, err_buf);
-    rc = sh("pretrain --train %s --preset tiny --batch 4 --seq 32 --steps 2 --tokenizer %s "
+    int rc = test_llamac("tokenize encode --tokenizer %s --input %s --out %s", hf, docs, shard);
+    EXPECT(rc == 0 && strstr(test_out, "200 documents"), "encode: %s%s", test_out, test_err);
+    rc = test_llamac("pretrain --train %s --preset tiny --batch 4 --seq 32 --steps 2 --tokenizer %s "
             "--sample-tokens 4 --prompt 'the cat' --out %s --ckpt-dir %s", shard, hf, model, ckpt);
-    EXPECT(rc == 0 && strstr(out_buf, "vocab 3515") && strstr(out_buf, "---- sample"),
-           "pretrain with tokenizer.json: %d %.300s %s", rc, out_buf, err_buf);
-    rc = sh("generate --model %s --tokenizer %s --prompt 'the cat' --max-tokens 5", model, hf);
-    EXPECT(rc == 0 && strncmp(out_buf, "the cat", 7) == 0, "generate: %d %s %s", rc, out_buf, err_buf);
-    rc = sh("generate --model %s --tokenizer %s --prompt 'the cat' --max-tokens 5", model, tt);
-    EXPECT(rc == 1 && strstr(err_buf, "not the tokenizer"), "generate with another tokenizer: %s", err_buf);
+    EXPECT(rc == 0 && strstr(test_out, "vocab 3515") && strstr(test_out, "---- sample"),
+           "pretrain with tokenizer.json: %d %.300s %s", rc, test_out, test_err);
+    rc = test_llamac("generate --model %s --tokenizer %s --prompt 'the cat' --max-tokens 5", model, hf);
+    EXPECT(rc == 0 && strncmp(test_out, "the cat", 7) == 0, "generate: %d %s %s", rc, test_out, test_err);
+    rc = test_llamac("generate --model %s --tokenizer %s --prompt 'the cat' --max-tokens 5", model, tt);
+    EXPECT(rc == 1 && strstr(test_err, "not the tokenizer"), "generate with another tokenizer: %s", test_err);
 }
 
 static int chat_collect(void *ud, const ChatMsg *msgs, int n, const char *where, Err *e) {
