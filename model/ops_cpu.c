@@ -6,11 +6,10 @@
  * laid out so each output element is summed by one thread in a fixed order:
  * results do not depend on the thread count's scheduling.
  *
- * Attention is flash-attention shaped (Dao et al. 2022) at block granularity:
- * for each (batch, kv head) a block of query rows meets all keys it may see
- * through two GEMMs with the softmax between them; the forward keeps only the
- * output and the per-row log-sum-exp, and the backward recomputes the
- * probabilities block by block.
+ * Attention is flash-attention shaped (Dao et al. 2022): the forward keeps
+ * only the output and the per-row log-sum-exp, and the backward recomputes
+ * the probabilities tile by tile. Its products are hand-tiled rather than
+ * BLAS calls (see the attention section).
  */
 #include "ops.h"
 
@@ -19,6 +18,9 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+#endif
 
 #include "base.h"
 
@@ -31,13 +33,6 @@ char *openblas_get_corename(void);
 const char *ops_cpu_blas_core(void) { return openblas_get_corename(); }
 int ops_cpu_threads(void) { return omp_get_max_threads(); }
 
-/* Query rows per attention block. The forward's GEMMs are fastest with 64;
- * the backward accumulates dK and dV over a block's rows, so longer blocks
- * give those GEMMs a longer inner dimension. Scratch: two (BQ x T) tiles per
- * thread. */
-#define ATTN_BQ 64
-#define ATTN_BQ_BWD 128
-#define ATTN_BQ_MAX (ATTN_BQ > ATTN_BQ_BWD ? ATTN_BQ : ATTN_BQ_BWD)
 /* LM head: at most 1024 rows or 128 MiB of logits per chunk; bigger chunks
  * give the dW GEMM a longer inner dimension (measured: 8M -> 32M floats took
  * the 15m step from 1145 to 1219 tokens/s). */
@@ -62,9 +57,11 @@ static int ce_rows(int V) {
     return r < 8 ? 8 : r;
 }
 
+static size_t attn_scratch_floats(int threads, int B, int T, int H, int HS);
+
 static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, int D) {
-    (void)ctx; (void)B; (void)HS; (void)D;
-    size_t attn = (size_t)omp_get_max_threads() * 2 * ATTN_BQ_MAX * (size_t)T;
+    (void)ctx; (void)D;
+    size_t attn = attn_scratch_floats(omp_get_max_threads(), B, T, H, HS);
     size_t decode = (size_t)H * T;
     size_t ce = (size_t)ce_rows(V) * V;
     attn = attn > decode ? attn : decode;
@@ -264,109 +261,520 @@ static void cpu_rope_bwd(void *ctx, float *dx, const int *pos, const float *cos_
 
 // ----------------------------------------------------------------------------
 // attention
+//
+// Hand-tiled, not BLAS: with the head size (48-128) as the inner dimension,
+// rows strided by H*HS and a GEMM per block of 64-128 rows, OpenBLAS ran
+// these products at about half its large-GEMM rate. Here each task packs
+// its head once into contiguous buffers (rows padded to a multiple of
+// ATTN_KB, columns to ATTN_NR with zeros; k and v also transposed in panels
+// of ATTN_NR keys), and all seven products go through one register tile,
+// C (6 x 16) = or += sum_k A(i, k) B(k, :) in twelve 8-float accumulators,
+// so each load of B feeds six multiply-adds.
+//   forward: k, v of all heads packed first; then tasks of ATTN_QB query
+//     rows of one head, six rows at a time against the keys they see:
+//     scores, softmax, P V (six rows of scores fit L1 up to T ~ 1300).
+//   backward, per (batch, kv head), its G query heads in turn: a block of
+//     ATTN_KB keys at a time against the rows that see it, in chunks of
+//     ATTN_QC rows. Per six rows: S and dP = dO V^T, P and dS = P (dP - D),
+//     dQ += dS K; per chunk dV += P^T dO and dK += dS^T Q. Tiles no row sees
+//     (above the diagonal, before a document) are skipped.
+// Each output element is summed by one thread in a fixed order, as above.
 
-/* Keys visible to the query rows [i0, i1) of batch row b: [*k0, i1). */
-static int block_key_start(const int *pos_b, int i0, int i1) {
-    int k0 = i0;
-    for (int t = i0; t < i1; t++)
-        if (t - pos_b[t] < k0) k0 = t - pos_b[t];
-    return k0;
+#define ATTN_MR 6  /* rows of the register tile */
+#define ATTN_NR 16 /* columns of the register tile: two 8-float vectors */
+#define ATTN_KB 48 /* backward key block: a multiple of both */
+#define ATTN_QC 96 /* backward query chunk: rows whose P, dS wait for dK, dV */
+#define ATTN_QB 96 /* forward task: query rows of one head */
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/* One thread's attention scratch: the backward's eight (T x HS) buffers
+ * (k^T, v^T, k, q, dO, dq, dk, dv), D and lse rows, and its tiles; the
+ * forward uses less. */
+static size_t attn_thread_floats(int T, int HS) {
+    size_t tp = (size_t)round_up(T, ATTN_KB), hsp = (size_t)round_up(HS, ATTN_NR);
+    return 8 * tp * hsp + 2 * tp + 2 * ATTN_MR * ATTN_KB + 2 * ATTN_QC * ATTN_KB;
 }
 
+/* The forward's per-thread tiles: q and output (6 x hsp), scores (6 x T). */
+static size_t attn_fwd_thread_floats(int T, int HS) {
+    return 2 * ATTN_MR * (size_t)round_up(HS, ATTN_NR) + ATTN_MR * (size_t)round_up(T, ATTN_KB);
+}
+
+/* Attention scratch for `threads` threads: the backward's per-thread
+ * buffers and its dq partial (B x H x T x HS), or the forward's tiles and
+ * its packed k, v (B x KV x 2 x T x HS, bounded by H >= KV). */
+static size_t attn_scratch_floats(int threads, int B, int T, int H, int HS) {
+    size_t bwd = (size_t)threads * attn_thread_floats(T, HS) + (size_t)B * H * T * HS;
+    size_t fwd = (size_t)threads * attn_fwd_thread_floats(T, HS) +
+                 (size_t)B * H * 2 * round_up(T, ATTN_KB) * round_up(HS, ATTN_NR);
+    return bwd > fwd ? bwd : fwd;
+}
+
+/* The three inner kernels, each written twice: with AVX2+FMA intrinsics and
+ * in portable C, picked by CPU features (GCC's vector extensions under
+ * -std=c11 give no FMA, and with twelve accumulators in an array GCC 12
+ * moved them through the stack every iteration).
+ *
+ * tile: C (6 x 16, row stride cs) = (or += when acc) the sum over k < L of
+ *   A(i, k) B(k, :), with A(i, k) at a[i * ais + k * aks] and B's row k the
+ *   16 floats at b + k * bks.
+ * softmax: one forward row s[0, nk) of scaled scores with visible keys
+ *   [lo, hi]: s = exp(s - max) there and 0 elsewhere; returns the sum and
+ *   sets *mx to the max.
+ * probs: one backward row of a key block (ATTN_KB keys) with visible keys
+ *   [lo, hi] (none when lo > hi): p = exp(s - l) there, 0 elsewhere;
+ *   ds = p (dp - d). */
+typedef struct {
+    void (*tile)(float *c, int cs, const float *a, int ais, int aks, const float *b, int bks, int L,
+                 int acc);
+    float (*softmax)(float *s, int nk, int lo, int hi, float *mx);
+    void (*probs)(float *p, float *ds, const float *s, const float *dp, float l, float d, int lo, int hi);
+} AttnKernels;
+
+/* Four-float vectors (SSE on x86-64, NEON on ARM), a 6 x 8 half of the tile
+ * at a time: twelve accumulators fit the sixteen registers. */
+typedef float v4f __attribute__((vector_size(16), aligned(4)));
+#define ATTN_V4_LOAD(v, p) memcpy(&(v), (p), sizeof(v));
+#define ATTN_V4_STORE(v, p) memcpy((p), &(v), sizeof(v));
+#define ATTN_V4_ROW(op, i, c0, c1) op(c0, ch + (i) * (size_t)cs) op(c1, ch + (i) * (size_t)cs + 4)
+#define ATTN_V4_FMA(i, c0, c1)                    \
+    {                                             \
+        float s_ = ak[(size_t)(i) * ais];         \
+        v4f x = {s_, s_, s_, s_};                 \
+        c0 += x * b0;                             \
+        c1 += x * b1;                             \
+    }
+
+static void attn_tile_portable(float *c, int cs, const float *a, int ais, int aks, const float *b,
+                               int bks, int L, int acc) {
+    for (int h = 0; h < ATTN_NR; h += 8) {
+        v4f c00 = {0}, c01 = {0}, c10 = {0}, c11 = {0}, c20 = {0}, c21 = {0};
+        v4f c30 = {0}, c31 = {0}, c40 = {0}, c41 = {0}, c50 = {0}, c51 = {0};
+        float *ch = c + h;
+        if (acc) {
+            ATTN_V4_ROW(ATTN_V4_LOAD, 0, c00, c01) ATTN_V4_ROW(ATTN_V4_LOAD, 1, c10, c11)
+            ATTN_V4_ROW(ATTN_V4_LOAD, 2, c20, c21) ATTN_V4_ROW(ATTN_V4_LOAD, 3, c30, c31)
+            ATTN_V4_ROW(ATTN_V4_LOAD, 4, c40, c41) ATTN_V4_ROW(ATTN_V4_LOAD, 5, c50, c51)
+        }
+        for (int k = 0; k < L; k++) {
+            const float *ak = a + (size_t)k * aks, *bk = b + (size_t)k * bks + h;
+            v4f b0, b1;
+            memcpy(&b0, bk, sizeof b0);
+            memcpy(&b1, bk + 4, sizeof b1);
+            ATTN_V4_FMA(0, c00, c01) ATTN_V4_FMA(1, c10, c11) ATTN_V4_FMA(2, c20, c21)
+            ATTN_V4_FMA(3, c30, c31) ATTN_V4_FMA(4, c40, c41) ATTN_V4_FMA(5, c50, c51)
+        }
+        ATTN_V4_ROW(ATTN_V4_STORE, 0, c00, c01) ATTN_V4_ROW(ATTN_V4_STORE, 1, c10, c11)
+        ATTN_V4_ROW(ATTN_V4_STORE, 2, c20, c21) ATTN_V4_ROW(ATTN_V4_STORE, 3, c30, c31)
+        ATTN_V4_ROW(ATTN_V4_STORE, 4, c40, c41) ATTN_V4_ROW(ATTN_V4_STORE, 5, c50, c51)
+    }
+}
+
+static float attn_softmax_portable(float *s, int nk, int lo, int hi, float *mx) {
+    int n = hi - lo + 1;
+    *mx = vec_max(s + lo, n);
+    memset(s, 0, lo * sizeof(float));
+    memset(s + hi + 1, 0, (nk - hi - 1) * sizeof(float));
+    return vec_exp_sum(s + lo, *mx, n);
+}
+
+VECTOR_CLONES static void attn_probs_portable(float *p, float *ds, const float *s, const float *dp,
+                                              float l, float d, int lo, int hi) {
+    for (int j = 0; j < ATTN_KB; j++) {
+        float e = exp_approx(s[j] - l);
+        e = j >= lo && j <= hi ? e : 0.0f;
+        p[j] = e;
+        ds[j] = e * (dp[j] - d);
+    }
+}
+
+static const AttnKernels attn_portable = {attn_tile_portable, attn_softmax_portable, attn_probs_portable};
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define ATTN_HAVE_AVX2 1
+#define ATTN_AVX2 __attribute__((target("avx2,fma")))
+
+/* Twelve named accumulators, two per row of the tile. */
+#define ATTN_LOAD(i, c0, c1)                                                    \
+    c0 = acc ? _mm256_loadu_ps(c + (i) * (size_t)cs) : _mm256_setzero_ps();     \
+    c1 = acc ? _mm256_loadu_ps(c + (i) * (size_t)cs + 8) : _mm256_setzero_ps();
+#define ATTN_FMA(i, c0, c1)                  \
+    x = _mm256_broadcast_ss(a + (i) * s);    \
+    c0 = _mm256_fmadd_ps(x, b0, c0);         \
+    c1 = _mm256_fmadd_ps(x, b1, c1);
+#define ATTN_STORE(i, c0, c1)                         \
+    _mm256_storeu_ps(c + (i) * (size_t)cs, c0);       \
+    _mm256_storeu_ps(c + (i) * (size_t)cs + 8, c1);
+
+ATTN_AVX2 static void attn_tile_avx2(float *c, int cs, const float *a, int ais, int aks, const float *b,
+                                     int bks, int L, int acc) {
+    __m256 c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51, x;
+    ATTN_LOAD(0, c00, c01) ATTN_LOAD(1, c10, c11) ATTN_LOAD(2, c20, c21)
+    ATTN_LOAD(3, c30, c31) ATTN_LOAD(4, c40, c41) ATTN_LOAD(5, c50, c51)
+    size_t s = (size_t)ais;
+    for (int k = 0; k < L; k++, a += aks, b += bks) {
+        __m256 b0 = _mm256_loadu_ps(b), b1 = _mm256_loadu_ps(b + 8);
+        ATTN_FMA(0, c00, c01) ATTN_FMA(1, c10, c11) ATTN_FMA(2, c20, c21)
+        ATTN_FMA(3, c30, c31) ATTN_FMA(4, c40, c41) ATTN_FMA(5, c50, c51)
+    }
+    ATTN_STORE(0, c00, c01) ATTN_STORE(1, c10, c11) ATTN_STORE(2, c20, c21)
+    ATTN_STORE(3, c30, c31) ATTN_STORE(4, c40, c41) ATTN_STORE(5, c50, c51)
+}
+
+/* exp_approx on eight lanes for x <= 0 (scores minus their max or lse), its
+ * polynomial in FMAs; round(x / ln2) by adding 1.5 * 2^23, whose low bits
+ * then hold it as an integer (so no conversion). */
+ATTN_AVX2 static inline __m256 exp8(__m256 x) {
+    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(12582912.0f));
+    __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(1.3888889e-3f), r, _mm256_set1_ps(8.3333333e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1666667e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666667e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
+    __m256i e = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(127 << 23));
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+/* lanes j0 + [0, 8) inside [lo, hi] */
+ATTN_AVX2 static inline __m256 lanes_in(int j0, int lo, int hi) {
+    __m256i j = _mm256_add_epi32(_mm256_set1_epi32(j0), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i in = _mm256_andnot_si256(_mm256_cmpgt_epi32(_mm256_set1_epi32(lo), j),
+                                     _mm256_cmpgt_epi32(_mm256_set1_epi32(hi + 1), j));
+    return _mm256_castsi256_ps(in);
+}
+
+/* The max over [lo, hi] in whole vectors, the last one overlapping the one
+ * before (max does not mind); the exp over the 8-lane groups from the one
+ * holding lo to the one holding hi (inside [0, nk), nk a multiple of 16),
+ * only the first and last masked. */
+ATTN_AVX2 static float attn_softmax_avx2(float *s, int nk, int lo, int hi, float *mx) {
+    int g0 = lo / 8 * 8, g1 = hi / 8 * 8 + 8;
+    float m1 = s[lo];
+    if (hi - lo + 1 >= 8) {
+        __m256 m = _mm256_loadu_ps(s + hi - 7);
+        for (int j = lo; j + 8 <= hi + 1; j += 8) m = _mm256_max_ps(m, _mm256_loadu_ps(s + j));
+        m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+        m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4e));
+        m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xb1));
+        m1 = _mm256_cvtss_f32(m);
+    } else
+        for (int j = lo; j <= hi; j++) m1 = s[j] > m1 ? s[j] : m1;
+    __m256 m = _mm256_set1_ps(m1), sum = _mm256_setzero_ps();
+    for (int j = g0; j < g1; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), m));
+        if (j == g0 || j + 8 == g1) e = _mm256_and_ps(e, lanes_in(j, lo, hi));
+        _mm256_storeu_ps(s + j, e);
+        sum = _mm256_add_ps(sum, e);
+    }
+    memset(s, 0, g0 * sizeof(float));
+    memset(s + g1, 0, (nk - g1) * sizeof(float));
+    float lane[8], total = 0.0f;
+    _mm256_storeu_ps(lane, sum);
+    for (int i = 0; i < 8; i++) total += lane[i];
+    *mx = m1;
+    return total;
+}
+
+/* Masks only rows that see part of the block (on the diagonal, at a
+ * document start). Masked lanes may hold any finite score: exp8 of a
+ * positive x is garbage bits, cleared by the mask. */
+ATTN_AVX2 static void attn_probs_avx2(float *p, float *ds, const float *s, const float *dp, float l,
+                                      float d, int lo, int hi) {
+    __m256 lv = _mm256_set1_ps(l), dv = _mm256_set1_ps(d);
+    int full = lo <= 0 && hi >= ATTN_KB - 1;
+    for (int j = 0; j < ATTN_KB; j += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + j), lv));
+        if (!full) e = _mm256_and_ps(e, lanes_in(j, lo, hi));
+        _mm256_storeu_ps(p + j, e);
+        _mm256_storeu_ps(ds + j, _mm256_mul_ps(e, _mm256_sub_ps(_mm256_loadu_ps(dp + j), dv)));
+    }
+}
+
+static const AttnKernels attn_avx2 = {attn_tile_avx2, attn_softmax_avx2, attn_probs_avx2};
+#endif
+
+/* The kernels for this CPU; LLAMAC_ATTN_PORTABLE=1 in the environment forces
+ * the portable ones (the tests run both). */
+static const AttnKernels *attn_kernels(void) {
+#ifdef ATTN_HAVE_AVX2
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("LLAMAC_ATTN_PORTABLE"))
+        return &attn_avx2;
+#endif
+    return &attn_portable;
+}
+
+/* Packs the first T rows of one head of src (row stride ld, HS wide), in
+ * one pass over the source (it comes from memory, not cache):
+ *   rows (may be NULL): (tp x hsp), scaled by s, zero padded;
+ *   panels (may be NULL): src^T in panels of 16 keys, the (HS x 16) panel of
+ *     keys [16 p, 16 p + 16) at panels + 16 p HS; keys past T are zero. */
+static void pack_head(float *rows, float *panels, const float *src, int ld, float s, int T, int tp,
+                      int HS, int hsp) {
+    for (int t = 0; t < tp; t++) {
+        const float *x = src + (size_t)t * ld;
+        for (int c = 0; t + 8 < T && c < HS; c += 16) __builtin_prefetch(x + 8 * (size_t)ld + c);
+        if (rows) {
+            float *d = rows + (size_t)t * hsp;
+            int c = 0;
+            if (t < T)
+                for (; c < HS; c++) d[c] = x[c] * s;
+            for (; c < hsp; c++) d[c] = 0.0f;
+        }
+        if (panels) {
+            float *d = panels + (size_t)(t / ATTN_NR) * HS * ATTN_NR + t % ATTN_NR;
+            for (int c = 0; c < HS; c++) d[c * ATTN_NR] = t < T ? x[c] : 0.0f;
+        }
+    }
+}
+
+/* First key query t sees (its document's start). */
+static int doc_start(const int *pos_b, int t) { return t - pos_b[t] > 0 ? t - pos_b[t] : 0; }
+
+/* Forward for query rows [i0, i0 + 6) of one head: qt their packed q
+ * (6 x hsp, scaled by 1/sqrt(HS)), kt, vp the packed k, v; o, lb the head's
+ * output rows (stride qs) and lse row. */
+static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, const float *qt, const float *kt,
+                          const float *vp, float *sb, float *ot, const int *pb, int i0, int T,
+                          int HS, int hsp) {
+    int nr = T - i0 < ATTN_MR ? T - i0 : ATTN_MR, kmin = i0;
+    for (int r = 0; r < nr; r++)
+        if (doc_start(pb, i0 + r) < kmin) kmin = doc_start(pb, i0 + r);
+    int base = kmin / ATTN_NR * ATTN_NR, nk = round_up(i0 + nr - base, ATTN_NR); /* keys [base, base + nk) */
+    for (int j = 0; j < nk; j += ATTN_NR)
+        kern->tile(sb + j, nk, qt, hsp, 1, kt + (size_t)(base + j) * HS, ATTN_NR, HS, 0);
+    float inv[ATTN_MR] = {0};
+    for (int r = 0; r < ATTN_MR; r++) {
+        float *s = sb + (size_t)r * nk;
+        if (r >= nr) {
+            memset(s, 0, nk * sizeof(float));
+            continue;
+        }
+        int t = i0 + r;
+        float mx, sum = kern->softmax(s, nk, doc_start(pb, t) - base, t - base, &mx);
+        inv[r] = 1.0f / sum;
+        lb[t] = mx + logf(sum);
+    }
+    for (int c = 0; c < hsp; c += ATTN_NR)
+        kern->tile(ot + c, hsp, sb, nk, 1, vp + (size_t)base * hsp + c, hsp, nk, 0);
+    for (int r = 0; r < nr; r++)
+        for (int c = 0; c < HS; c++) o[(size_t)(i0 + r) * qs + c] = ot[r * hsp + c] * inv[r];
+}
+
+/* Forward: k, v of every (batch, kv head) are packed first (in scratch,
+ * after the per-thread tiles); then tasks of ATTN_QB query rows of one head,
+ * the later (heavier: they see more keys) first, so the two threads finish
+ * together even when another process takes a core for a while. */
 static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
                          const float *v, const int *pos, float *scratch, int B, int T, int H,
                          int KV, int HS) {
     (void)ctx;
-    int G = H / KV, qs = H * HS, ks = KV * HS;
+    int G = H / KV, qs = H * HS, ks = KV * HS, tp = round_up(T, ATTN_KB), hsp = round_up(HS, ATTN_NR);
+    int nqb = (T + ATTN_QB - 1) / ATTN_QB;
+    size_t m = (size_t)tp * hsp;
+    float *packed = scratch + (size_t)omp_get_max_threads() * attn_fwd_thread_floats(T, HS);
     float scale = 1.0f / sqrtf((float)HS);
+    const AttnKernels *kern = attn_kernels();
 #pragma omp parallel
     {
-        float *S = scratch + (size_t)omp_get_thread_num() * 2 * ATTN_BQ_MAX * T;
+        float *qt = scratch + (size_t)omp_get_thread_num() * attn_fwd_thread_floats(T, HS);
+        float *ot = qt + ATTN_MR * hsp, *sb = ot + ATTN_MR * hsp;
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++)
-            for (int h = 0; h < H; h++) {
-                const int *pb = pos + (size_t)b * T;
-                const float *kb = k + (size_t)b * T * ks + (size_t)(h / G) * HS;
-                const float *vb = v + (size_t)b * T * ks + (size_t)(h / G) * HS;
-                for (int i0 = 0; i0 < T; i0 += ATTN_BQ) {
-                    int i1 = i0 + ATTN_BQ < T ? i0 + ATTN_BQ : T, nq = i1 - i0;
-                    int k0 = block_key_start(pb, i0, i1), nk = i1 - k0;
-                    const float *qb = q + ((size_t)b * T + i0) * qs + (size_t)h * HS;
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qb, qs,
-                                kb + (size_t)k0 * ks, ks, 0.0f, S, nk);
-                    for (int r = 0; r < nq; r++) {
-                        int t = i0 + r, lo = t - pb[t] - k0, hi = t - k0; /* visible [lo, hi] */
-                        float *s = S + (size_t)r * nk;
-                        float mx = vec_max(s + lo, hi - lo + 1);
-                        for (int j = 0; j < lo; j++) s[j] = 0.0f;
-                        float sum = vec_exp_sum(s + lo, mx, hi - lo + 1);
-                        for (int j = hi + 1; j < nk; j++) s[j] = 0.0f;
-                        vec_scale(s + lo, 1.0f / sum, hi - lo + 1);
-                        lse[((size_t)b * H + h) * T + t] = mx + logf(sum);
-                    }
-                    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, S, nk,
-                                vb + (size_t)k0 * ks, ks, 0.0f,
-                                out + ((size_t)b * T + i0) * qs + (size_t)h * HS, qs);
-                }
+            for (int kh = 0; kh < KV; kh++) {
+                size_t kvo = (size_t)b * T * ks + (size_t)kh * HS;
+                float *kt = packed + ((size_t)b * KV + kh) * 2 * m;
+                pack_head(NULL, kt, k + kvo, ks, 1.0f, T, tp, HS, hsp);
+                pack_head(kt + m, NULL, v + kvo, ks, 1.0f, T, tp, HS, hsp);
             }
+#pragma omp for collapse(3) schedule(dynamic)
+        for (int x = 0; x < nqb; x++)
+            for (int b = 0; b < B; b++)
+                for (int h = 0; h < H; h++) {
+                    int i0 = (nqb - 1 - x) * ATTN_QB, i1 = i0 + ATTN_QB < T ? i0 + ATTN_QB : T;
+                    const float *kt = packed + ((size_t)b * KV + h / G) * 2 * m;
+                    size_t qo = (size_t)b * T * qs + (size_t)h * HS;
+                    for (int i = i0; i < i1; i += ATTN_MR) {
+                        int nr = T - i < ATTN_MR ? T - i : ATTN_MR;
+                        pack_head(qt, NULL, q + qo + (size_t)i * qs, qs, scale, nr, ATTN_MR, HS, hsp);
+                        attn_fwd_tile(kern, out + qo, qs, lse + ((size_t)b * H + h) * T, qt, kt, kt + m, sb, ot,
+                                      pos + (size_t)b * T, i, T, HS, hsp);
+                    }
+                }
     }
 }
 
+/* Packed buffers of one backward task (see cpu_attn_bwd). */
+typedef struct {
+    const AttnKernels *kern;
+    float *kt, *vt, *kp, *qp, *dop, *dq, *dk, *dv, *drow, *lrow, *s, *dp, *p, *ds;
+} AttnBwdBufs;
+
+/* Backward of one head against the keys [j0, j0 + ATTN_KB). Tiles of
+ * scores that no row of six sees (above the diagonal, before a document)
+ * are not computed, and the products skip the rows and keys they would
+ * multiply by zero. */
+static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, int HS, int hsp) {
+    int jl = (j0 + ATTN_KB < T ? j0 + ATTN_KB : T) - 1, qend = j0;
+    for (int t = j0; t < T; t++) /* the rows that see a key of the block: [j0, qend) */
+        if (doc_start(pb, t) <= jl) qend = t + 1;
+    qend = round_up(qend, ATTN_MR);
+    for (int c0 = j0; c0 < qend; c0 += ATTN_QC) {
+        int c1 = c0 + ATTN_QC < qend ? c0 + ATTN_QC : qend;
+        for (int i0 = c0; i0 < c1; i0 += ATTN_MR) {
+            float *p = w->p + (size_t)(i0 - c0) * ATTN_KB, *ds = w->ds + (size_t)(i0 - c0) * ATTN_KB;
+            int lo[ATTN_MR], hi[ATTN_MR], klo = ATTN_KB, khi = -1; /* visible keys of each row, of all */
+            for (int r = 0; r < ATTN_MR; r++) {
+                int t = i0 + r;
+                lo[r] = 1, hi[r] = 0;
+                if (t < T) {
+                    lo[r] = doc_start(pb, t) > j0 ? doc_start(pb, t) - j0 : 0;
+                    hi[r] = (t < jl ? t : jl) - j0;
+                }
+                if (lo[r] <= hi[r]) {
+                    klo = lo[r] < klo ? lo[r] : klo;
+                    khi = hi[r] > khi ? hi[r] : khi;
+                }
+            }
+            int j1 = khi < 0 ? 0 : khi / ATTN_NR * ATTN_NR + ATTN_NR, ja = klo / ATTN_NR * ATTN_NR;
+            if (ja > j1) ja = j1;
+            for (int j = 0; j < ATTN_KB; j += ATTN_NR) {
+                if (j < ja || j >= j1) {
+                    for (int r = 0; r < ATTN_MR; r++) {
+                        memset(w->s + r * ATTN_KB + j, 0, ATTN_NR * sizeof(float));
+                        memset(w->dp + r * ATTN_KB + j, 0, ATTN_NR * sizeof(float));
+                    }
+                    continue;
+                }
+                w->kern->tile(w->s + j, ATTN_KB, w->qp + (size_t)i0 * hsp, hsp, 1,
+                              w->kt + (size_t)(j0 + j) * HS, ATTN_NR, HS, 0);
+                w->kern->tile(w->dp + j, ATTN_KB, w->dop + (size_t)i0 * hsp, hsp, 1,
+                              w->vt + (size_t)(j0 + j) * HS, ATTN_NR, HS, 0);
+            }
+            for (int r = 0; r < ATTN_MR; r++)
+                w->kern->probs(p + r * ATTN_KB, ds + r * ATTN_KB, w->s + r * ATTN_KB, w->dp + r * ATTN_KB,
+                               w->lrow[i0 + r], w->drow[i0 + r], lo[r], hi[r]);
+            for (int c = 0; c < hsp && ja < j1; c += ATTN_NR) /* dq += dS k */
+                w->kern->tile(w->dq + (size_t)i0 * hsp + c, hsp, ds + ja, ATTN_KB, 1,
+                              w->kp + (size_t)(j0 + ja) * hsp + c, hsp, j1 - ja, 1);
+        }
+        for (int i = 0; i < ATTN_KB; i += ATTN_MR) { /* dv += P^T dO, dk += dS^T q */
+            int k0 = j0 + i > c0 ? j0 + i - c0 : 0; /* rows before key j0 + i do not see it */
+            for (int c = 0; c < hsp && c0 + k0 < c1; c += ATTN_NR) {
+                size_t row = (size_t)(j0 + i) * hsp + c, col = (size_t)(c0 + k0) * hsp + c;
+                w->kern->tile(w->dv + row, hsp, w->p + (size_t)k0 * ATTN_KB + i, 1, ATTN_KB, w->dop + col, hsp,
+                              c1 - c0 - k0, 1);
+                w->kern->tile(w->dk + row, hsp, w->ds + (size_t)k0 * ATTN_KB + i, 1, ATTN_KB, w->qp + col, hsp,
+                              c1 - c0 - k0, 1);
+            }
+        }
+    }
+}
+
+/* (Row, key block) pairs with the block before key s: the backward's work
+ * up to s (each costs about one tile of rows against a block). */
+static long attn_pairs_before(const int *pb, int T, int s) {
+    long n = 0;
+    for (int t = 0; t < T; t++) {
+        int b0 = doc_start(pb, t) / ATTN_KB, b1 = t / ATTN_KB, last = s / ATTN_KB - 1;
+        b1 = b1 < last ? b1 : last;
+        n += b1 >= b0 ? b1 - b0 + 1 : 0;
+    }
+    return n;
+}
+
+/* The backward splits the key blocks of a batch row into two parts of
+ * about equal work, [0, split) and [split, T): the first key of the second. */
+static int attn_bwd_split(const int *pb, int T) {
+    int lo = 0, hi = (T + ATTN_KB - 1) / ATTN_KB;
+    long total = attn_pairs_before(pb, T, hi * ATTN_KB);
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (2 * attn_pairs_before(pb, T, mid * ATTN_KB) >= total) hi = mid;
+        else lo = mid + 1;
+    }
+    return lo * ATTN_KB;
+}
+
+/* Backward: one task per (part, batch, kv head), the part a range of key
+ * blocks [k0, k1) split by equal work. The G query heads sharing the kv
+ * head accumulate into its dk, dv rows [k0, k1) on one thread, in a fixed
+ * order, and write them whole. dq gets both parts: the first writes it, the
+ * second (rows >= k0 only: rows before do not see its keys) writes a partial
+ * in scratch that is added after, always in that order, so the result does
+ * not depend on the threads. q is packed scaled, so dS^T q carries the
+ * scale of dk; dq gets it on the way out. */
 static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                          const float *out, const float *lse, const float *q, const float *k,
                          const float *v, const int *pos, float *scratch, int B, int T, int H,
                          int KV, int HS) {
     (void)ctx;
-    int G = H / KV, qs = H * HS, ks = KV * HS;
+    int G = H / KV, qs = H * HS, ks = KV * HS, tp = round_up(T, ATTN_KB), hsp = round_up(HS, ATTN_NR);
+    size_t m = (size_t)tp * hsp;
+    float *partial = scratch + (size_t)omp_get_max_threads() * attn_thread_floats(T, HS); /* (B, H, T, HS) */
     float scale = 1.0f / sqrtf((float)HS);
-    /* One task per (batch, kv head): the G query heads sharing it accumulate
-     * into its dk, dv on one thread, in a fixed order. */
 #pragma omp parallel
     {
-        float *P = scratch + (size_t)omp_get_thread_num() * 2 * ATTN_BQ_MAX * T;
-        float *dP = P + (size_t)ATTN_BQ_BWD * T;
+        AttnBwdBufs w;
+        w.kern = attn_kernels();
+        w.kt = scratch + (size_t)omp_get_thread_num() * attn_thread_floats(T, HS);
+        w.vt = w.kt + m; w.kp = w.vt + m; w.qp = w.kp + m; w.dop = w.qp + m;
+        w.dq = w.dop + m; w.dk = w.dq + m; w.dv = w.dk + m; w.drow = w.dv + m; w.lrow = w.drow + tp;
+        w.s = w.lrow + tp; w.dp = w.s + ATTN_MR * ATTN_KB; w.p = w.dp + ATTN_MR * ATTN_KB;
+        w.ds = w.p + ATTN_QC * ATTN_KB;
+#pragma omp for collapse(3) schedule(dynamic)
+        for (int part = 0; part < 2; part++)
+            for (int b = 0; b < B; b++)
+                for (int kh = 0; kh < KV; kh++) {
+                    const int *pb = pos + (size_t)b * T;
+                    int split = attn_bwd_split(pb, T), k0 = part ? split : 0, k1 = part ? T : split;
+                    k1 = k1 < T ? k1 : T;
+                    if (k0 >= k1) continue;
+                    int kend = part ? tp : k1; /* packed key rows [k0, kend) */
+                    size_t kvo = (size_t)b * T * ks + (size_t)kh * HS;
+                    pack_head(w.kp + (size_t)k0 * hsp, w.kt + (size_t)k0 * HS, k + kvo + (size_t)k0 * ks, ks, 1.0f,
+                              k1 - k0, kend - k0, HS, hsp);
+                    pack_head(NULL, w.vt + (size_t)k0 * HS, v + kvo + (size_t)k0 * ks, ks, 1.0f, k1 - k0, kend - k0,
+                              HS, hsp);
+                    memset(w.dk + (size_t)k0 * hsp, 0, (size_t)(kend - k0) * hsp * sizeof(float));
+                    memset(w.dv + (size_t)k0 * hsp, 0, (size_t)(kend - k0) * hsp * sizeof(float));
+                    for (int h = kh * G; h < (kh + 1) * G; h++) {
+                        size_t qo = (size_t)b * T * qs + (size_t)h * HS, r0 = (size_t)k0 * hsp;
+                        pack_head(w.qp + r0, NULL, q + qo + (size_t)k0 * qs, qs, scale, T - k0, tp - k0, HS, hsp);
+                        pack_head(w.dop + r0, NULL, dout + qo + (size_t)k0 * qs, qs, 1.0f, T - k0, tp - k0, HS, hsp);
+                        memset(w.dq + r0, 0, (m - r0) * sizeof(float));
+                        for (int t = k0; t < tp; t++) { /* D_t = rowsum(dO * O) = sum_j P_tj dP_tj */
+                            const float *o = out + qo + (size_t)t * qs, *d = w.dop + (size_t)t * hsp;
+                            for (int c = 0; t + 8 < T && c < HS; c += 16) __builtin_prefetch(o + 8 * (size_t)qs + c);
+                            float dt = 0.0f;
+                            for (int c = 0; t < T && c < HS; c++) dt += d[c] * o[c];
+                            w.drow[t] = dt;
+                            w.lrow[t] = t < T ? lse[((size_t)b * H + h) * T + t] : 0.0f;
+                        }
+                        for (int j0 = k0; j0 < k1; j0 += ATTN_KB) attn_bwd_block(&w, pb, j0, T, HS, hsp);
+                        float *dst = part ? partial + ((size_t)b * H + h) * T * HS : dq + qo;
+                        int ld = part ? HS : qs;
+                        for (int t = k0; t < T; t++)
+                            for (int c = 0; c < HS; c++) dst[(size_t)t * ld + c] = w.dq[(size_t)t * hsp + c] * scale;
+                    }
+                    for (int t = k0; t < k1; t++)
+                        for (int c = 0; c < HS; c++) {
+                            dk[kvo + (size_t)t * ks + c] = w.dk[(size_t)t * hsp + c];
+                            dv[kvo + (size_t)t * ks + c] = w.dv[(size_t)t * hsp + c];
+                        }
+                }
 #pragma omp for collapse(2) schedule(dynamic)
         for (int b = 0; b < B; b++)
-            for (int kh = 0; kh < KV; kh++) {
-                const int *pb = pos + (size_t)b * T;
-                const float *kb = k + (size_t)b * T * ks + (size_t)kh * HS;
-                const float *vb = v + (size_t)b * T * ks + (size_t)kh * HS;
-                float *dkb = dk + (size_t)b * T * ks + (size_t)kh * HS;
-                float *dvb = dv + (size_t)b * T * ks + (size_t)kh * HS;
-                for (int t = 0; t < T; t++) {
-                    memset(dkb + (size_t)t * ks, 0, HS * sizeof(float));
-                    memset(dvb + (size_t)t * ks, 0, HS * sizeof(float));
-                }
-                for (int h = kh * G; h < (kh + 1) * G; h++)
-                    for (int i0 = 0; i0 < T; i0 += ATTN_BQ_BWD) {
-                        int i1 = i0 + ATTN_BQ_BWD < T ? i0 + ATTN_BQ_BWD : T, nq = i1 - i0;
-                        int k0 = block_key_start(pb, i0, i1), nk = i1 - k0;
-                        size_t row0 = ((size_t)b * T + i0) * qs + (size_t)h * HS;
-                        const float *qb = q + row0, *ob = out + row0, *dob = dout + row0;
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, scale, qb,
-                                    qs, kb + (size_t)k0 * ks, ks, 0.0f, P, nk);
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nq, nk, HS, 1.0f, dob,
-                                    qs, vb + (size_t)k0 * ks, ks, 0.0f, dP, nk);
-                        for (int r = 0; r < nq; r++) {
-                            int t = i0 + r, lo = t - pb[t] - k0, hi = t - k0;
-                            float *p = P + (size_t)r * nk, *dp = dP + (size_t)r * nk;
-                            float l = lse[((size_t)b * H + h) * T + t];
-                            const float *o = ob + (size_t)r * qs, *dO = dob + (size_t)r * qs;
-                            float di = 0.0f; /* D_i = rowsum(dO * O) = sum_j P_ij dP_ij */
-                            for (int c = 0; c < HS; c++) di += dO[c] * o[c];
-                            for (int j = 0; j < lo; j++) p[j] = dp[j] = 0.0f;
-                            vec_exp_sum(p + lo, l, hi - lo + 1);
-                            for (int j = lo; j <= hi; j++) dp[j] = p[j] * (dp[j] - di) * scale;
-                            for (int j = hi + 1; j < nk; j++) p[j] = dp[j] = 0.0f;
-                        }
-                        /* dq = dS k ; dk += dS^T q ; dv += P^T dO */
-                        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nq, HS, nk, 1.0f, dP,
-                                    nk, kb + (size_t)k0 * ks, ks, 0.0f, dq + row0, qs);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, dP,
-                                    nk, qb, qs, 1.0f, dkb + (size_t)k0 * ks, ks);
-                        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, nk, HS, nq, 1.0f, P, nk,
-                                    dob, qs, 1.0f, dvb + (size_t)k0 * ks, ks);
-                    }
+            for (int h = 0; h < H; h++) {
+                const float *src = partial + ((size_t)b * H + h) * T * HS;
+                float *dst = dq + (size_t)b * T * qs + (size_t)h * HS;
+                for (int t = attn_bwd_split(pos + (size_t)b * T, T); t < T; t++)
+                    for (int c = 0; c < HS; c++) dst[(size_t)t * qs + c] += src[(size_t)t * HS + c];
             }
     }
 }

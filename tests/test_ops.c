@@ -429,6 +429,22 @@ void ops_attn_blocks(void) {
     attn_case(&r, 1, 150, 2, 1, 8, 1, "attn.blocks");
 }
 
+/* Head sizes the CPU kernels pad (to 16 columns) or not, with several
+ * backward key blocks (48 keys, split into two parts whose dq partials are
+ * summed), documents and GQA; then the same cases on the portable kernels
+ * that CPUs without AVX2+FMA take. */
+void ops_attn_kernels(void) {
+    for (int portable = 0; portable < 2; portable++) {
+        Rng r;
+        rng_seed(&r, 78);
+        if (portable) setenv("LLAMAC_ATTN_PORTABLE", "1", 1);
+        attn_case(&r, 1, 130, 4, 2, 20, 1, portable ? "attn.portable.hs20" : "attn.hs20");
+        attn_case(&r, 2, 101, 2, 2, 32, 0, portable ? "attn.portable.hs32" : "attn.hs32");
+        attn_case(&r, 1, 61, 3, 1, 6, 1, portable ? "attn.portable.hs6" : "attn.hs6");
+        unsetenv("LLAMAC_ATTN_PORTABLE");
+    }
+}
+
 /* The same inputs give bit-identical gradients run after run. */
 void ops_deterministic(void) {
     Rng r;
