@@ -91,6 +91,7 @@ int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B,
     m->T = T;
     m->params = ops->alloc(ctx, m->t.size * sizeof(float));
     params_point(c, &m->t, m->params, sizeof(float), &m->w);
+    if (ops->bind_params) ops->bind_params(ctx, m->params, m->t.size);
     if (with_grads) {
         m->grads = ops->alloc(ctx, m->t.size * sizeof(float));
         params_point(c, &m->t, m->grads, sizeof(float), &m->g);

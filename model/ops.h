@@ -13,6 +13,15 @@
  *   - backward ops `+=` into parameter gradients and `=` into activation
  *     gradients, except where the contract says `+=` (the residual stream);
  *     the caller zeroes parameter gradients once per optimizer step.
+ *   - a backend may store activations in a narrower dtype inside the
+ *     float-sized slots the model gives it: the CUDA backend keeps every
+ *     (N, ...) activation and activation gradient in bf16 (the first half
+ *     of the slot's bytes), while the per-row statistics rstd, lse and
+ *     row_loss, the RoPE tables, parameters, gradients and AdamW moments
+ *     stay float32. So only the backend reads activations: hosts use
+ *     download_act. add works on activations; scale and sumsq on float32
+ *     (gradients). Weights passed to matmul/lmhead_ce must lie in a buffer
+ *     given to bind_params when the backend has that hook.
  *   - pos (B, T) is each token's position inside its document. It drives both
  *     RoPE (positions restart per document) and the document mask: query t
  *     may attend key j iff t - pos[t] <= j <= t. Without documents pos = t.
@@ -88,7 +97,9 @@ typedef struct Ops {
     /* Generation with a KV cache: one query row q (H*HS) of a new token
      * attends to the S cached keys and values k, v (S, KV*HS), the last of
      * which is its own (so causal by construction); out (H*HS) =. Scratch
-     * holds H*S floats. Inference only: no backward. */
+     * holds H*S floats. Inference only: no backward. Row r of k and v is at
+     * float offset r*KV*HS (llama_decode writes rows through float pointer
+     * arithmetic): a bf16 backend finds it at element 2*r*KV*HS. */
     void (*attn_decode)(void *ctx, float *out, const float *q, const float *k, const float *v,
                         float *scratch, int S, int H, int KV, int HS);
 
@@ -120,6 +131,16 @@ typedef struct Ops {
      * step t >= 1. All float32, one pass. */
     void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float b1, float b2, float eps, float wd, int t, float gscale);
+
+    /* ---- optional hooks: NULL where the backend needs none (the CPU) */
+    /* llama_init registers its parameter buffer (n floats from alloc); a
+     * bf16 backend keeps a bf16 shadow of it for the GEMMs, refreshed by
+     * adamw and after any upload/zero into the buffer. Freeing the buffer
+     * unregisters it. */
+    void (*bind_params)(void *ctx, float *params, size_t n);
+    /* n activations at src (backend memory) to host float32 (NULL: the
+     * activations are float32 and download does it). */
+    void (*download_act)(void *ctx, float *host_dst, const float *src, size_t n);
 } Ops;
 
 extern const Ops ops_cpu;

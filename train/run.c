@@ -32,7 +32,8 @@ int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prom
     double t1 = time_now();
     int n = 0;
     for (int p = np; n < max_tokens && p < m->T; p++) {
-        m->ops->download(m->ctx, logits, m->logits, (size_t)m->c.vocab * sizeof(float));
+        if (m->ops->download_act) m->ops->download_act(m->ctx, logits, m->logits, (size_t)m->c.vocab);
+        else m->ops->download(m->ctx, logits, m->logits, (size_t)m->c.vocab * sizeof(float));
         int next = sample_next(s, logits);
         n++;
         if (next == tok->eos || next == tok->eot) break;
