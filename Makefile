@@ -5,7 +5,12 @@
 #   DEBUG=1    -O0 -g and LC_DASSERT checks on
 #   SAN=1      AddressSanitizer + UBSan build in build-san/
 #   WERROR=1   warnings are errors (CI sets it)
-#   CUDA=0|1|auto  build the CUDA backend (auto: when nvcc is found; later issue)
+#   CUDA=1     also build the CUDA backend (bf16, cuBLASLt; --device cuda):
+#              use BUILD=build-cuda or similar; needs nvcc and CUDA_HOME
+#              (default /usr/local/cuda; scripts/device_build.sh sets the
+#              paths on the GPU machine). Default 0: `make` never needs nvcc.
+#   CUDA_HOME, CUDA_INC, CUDA_LIB, CUDNN_INC, CUDNN_LIB, CUDA_ARCH   paths and
+#              the nvcc target (default sm_90: H100/H200)
 #   V=1        echo the full compile commands
 
 CC ?= cc
@@ -40,6 +45,17 @@ endif
 # inih reads config files, jansson JSONL and tokenizer.json, PCRE2 the
 # tokenizers' split regex (Debian: libinih-dev, libjansson-dev, libpcre2-dev).
 LDLIBS := -lm -fopenmp -linih -ljansson -lpcre2-8
+# Where inih/jansson/PCRE2 live when not in the system paths (the GPU
+# machine has no Debian packages: scripts/device_build.sh points these at
+# a carried bundle).
+SYS_INC ?= /usr/include
+SYS_LIB ?=
+ifneq ($(SYS_INC),/usr/include)
+CFLAGS_BASE += -I$(SYS_INC)
+endif
+ifneq ($(SYS_LIB),)
+LDLIBS += -L$(SYS_LIB) -Wl,-rpath,$(SYS_LIB)
+endif
 
 # ---- probes: one line each for what was found -------------------------------
 # OpenBLAS built for OpenMP: a GEMM called inside our parallel regions then
@@ -52,9 +68,9 @@ OPENBLAS_INC ?= /usr/include/x86_64-linux-gnu/openblas-openmp
 HDF5_INC ?= /usr/include/hdf5/openmpi
 HDF5_LIB ?= /usr/lib/x86_64-linux-gnu/hdf5/openmpi
 MPI_INC ?= /usr/lib/x86_64-linux-gnu/openmpi/include
-REQUIRED := $(OPENBLAS_DIR)/libopenblas.so /usr/include/ini.h /usr/include/jansson.h /usr/include/pcre2.h $(HDF5_INC)/hdf5.h
+REQUIRED := $(OPENBLAS_DIR)/libopenblas.so $(SYS_INC)/ini.h $(SYS_INC)/jansson.h $(SYS_INC)/pcre2.h $(HDF5_INC)/hdf5.h
 ifneq ($(words $(wildcard $(REQUIRED))),$(words $(REQUIRED)))
-ifeq ($(filter clean help,$(MAKECMDGOALS)),)
+ifeq ($(filter clean help test-gpu bench-gpu cuda-check,$(MAKECMDGOALS)),)
 $(info ✗ missing $(filter-out $(wildcard $(REQUIRED)),$(REQUIRED)): running scripts/install_deps.sh)
 $(shell bash scripts/install_deps.sh >&2)
 endif
@@ -63,14 +79,15 @@ ifneq ($(wildcard $(OPENBLAS_DIR)/libopenblas.so),)
 $(info ✓ OpenBLAS (OpenMP build): $(OPENBLAS_DIR))
 CFLAGS_BASE += -I$(OPENBLAS_INC)
 LDLIBS += -L$(OPENBLAS_DIR) -Wl,-rpath,$(OPENBLAS_DIR) -lopenblas
-else ifeq ($(filter clean help,$(MAKECMDGOALS)),)
+else ifeq ($(filter clean help test-gpu bench-gpu cuda-check,$(MAKECMDGOALS)),)
 $(error ✗ OpenBLAS (OpenMP build) not found in $(OPENBLAS_DIR): scripts/install_deps.sh failed)
 endif
 $(info ✓ OpenMP: $(shell $(CC) -dumpfullversion 2>/dev/null) -fopenmp)
-$(info $(if $(wildcard /usr/include/ini.h),✓,✗) inih (config files), $(if $(wildcard /usr/include/jansson.h),✓,✗) jansson (JSONL))
-NVCC := $(shell command -v nvcc 2>/dev/null || ls /usr/local/cuda/bin/nvcc 2>/dev/null)
+$(info $(if $(wildcard $(SYS_INC)/ini.h),✓,✗) inih (config files), $(if $(wildcard $(SYS_INC)/jansson.h),✓,✗) jansson (JSONL))
+CUDA_HOME ?= /usr/local/cuda
+NVCC ?= $(shell command -v nvcc 2>/dev/null || ls $(CUDA_HOME)/bin/nvcc 2>/dev/null)
 ifneq ($(NVCC),)
-$(info ✓ nvcc: $(NVCC) (CUDA backend: later issue, not built yet))
+$(info ✓ nvcc: $(NVCC) (CUDA backend: $(if $(filter 1,$(CUDA)),building,make CUDA=1 builds it)))
 else
 $(info ✗ nvcc: not found (CPU only))
 endif
@@ -83,8 +100,35 @@ ifneq ($(wildcard $(HDF5_INC)/hdf5.h),)
 $(info ✓ HDF5 (OpenMPI build): $(HDF5_LIB) (checkpoints))
 CFLAGS_BASE += -I$(HDF5_INC) -I$(MPI_INC)
 LDLIBS += -L$(HDF5_LIB) -Wl,-rpath,$(HDF5_LIB) -lhdf5
-else ifeq ($(filter clean help,$(MAKECMDGOALS)),)
+else ifeq ($(filter clean help test-gpu bench-gpu cuda-check,$(MAKECMDGOALS)),)
 $(error ✗ HDF5 (OpenMPI build) not found in $(HDF5_INC): scripts/install_deps.sh failed)
+endif
+
+# ---- CUDA backend (CUDA=1) ----------------------------------------------------
+# The .cu files are C-style CUDA compiled as C++20 (nvcc's dialect; C++20 for
+# the designated initialiser of ops_cuda), bf16 kernels for sm_90. Libraries:
+# cuBLASLt (GEMMs), cuBLAS (its dependency), cudart. cuDNN is not used yet
+# (its SDPA path is not wired in: model/cuda_attn.cu); CUDNN_INC/CUDNN_LIB
+# are kept for it. CUB (header-only, in CCCL) sorts token ids for the
+# deterministic embedding backward.
+CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu
+CUDA_INC ?= $(CUDA_HOME)/include
+CUDA_LIB ?= $(CUDA_HOME)/lib64
+CUDNN_INC ?= $(CUDA_INC)
+CUDNN_LIB ?= $(CUDA_LIB)
+CUDA_ARCH ?= -gencode=arch=compute_90,code=sm_90
+NVCCFLAGS := -std=c++20 -O3 $(CUDA_ARCH) -DLC_CUDA -I$(CUDA_INC) -I$(CUDNN_INC) \
+             -Xcompiler -Wall,-Wextra -MMD -MP $(NVCCFLAGS_EXTRA)
+ifeq ($(WERROR),1)
+NVCCFLAGS += -Werror all-warnings
+endif
+ifeq ($(CUDA),1)
+ifeq ($(NVCC),)
+$(error ✗ CUDA=1 but nvcc was not found (set NVCC or CUDA_HOME))
+endif
+CFLAGS_BASE += -DLC_CUDA
+LDLIBS += -L$(CUDA_LIB) -Wl,-rpath,$(CUDA_LIB) -L$(CUDNN_LIB) -Wl,-rpath,$(CUDNN_LIB) \
+          -lcublasLt -lcublas -lcudart -lstdc++
 endif
 
 CFLAGS := $(CFLAGS_BASE) $(WARN)
@@ -95,7 +139,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llam
            optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c \
-           train/cmd_eval.c train/cmd_generate.c \
+           train/cmd_eval.c train/cmd_generate.c train/device.c \
            train/safetensors.c train/gguf.c train/convert.c train/cmd_convert.c train/cmd_logits.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
@@ -104,13 +148,17 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_opt
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
+ifeq ($(CUDA),1)
+LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
+TEST_SRC += tests/test_gpu.c
+endif
 ALL_OBJ := $(LIB_OBJ) $(MAIN_SRC:%.c=$(OBJ)/%.o) $(TEST_SRC:%.c=$(OBJ)/%.o)
 
 ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo bench clean help deps
+.PHONY: all test test-ref test-full demo bench clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -124,6 +172,11 @@ $(OBJ)/%.o: %.c $(BUILD)/.flags
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CC $<")
 	$(Q)$(CC) $(CFLAGS) -c $< -o $@
+
+$(OBJ)/%.o: %.cu $(BUILD)/.flags
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  NVCC $<")
+	$(Q)$(NVCC) $(NVCCFLAGS) -c $< -o $@
 
 $(BUILD)/llamac: $(LIB_OBJ) $(OBJ)/train/main.o
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
@@ -153,8 +206,43 @@ demo: all
 bench: all
 	$(Q)bash scripts/bench.sh
 
+# CI without a GPU: compile every .cu with warnings as errors, so the CUDA
+# backend never rots (nothing runs).
+cuda-check:
+	@test -n "$(NVCC)" || { echo "cuda-check: skipped, nvcc not found"; exit 0; }
+	@mkdir -p $(BUILD)/cuda-check
+	$(Q)for f in $(CUDA_SRC); do echo "  NVCC $$f"; \
+	  $(NVCC) $(NVCCFLAGS) -Werror all-warnings -Xcompiler -Werror -c $$f -o $(BUILD)/cuda-check/$$(basename $$f .cu).o || exit 1; done
+
+# The GPU tiers: every CUDA op against the CPU op, a training step, and the
+# 300-step loss curve (scripts/gpu_check.sh); the step benchmark against
+# PyTorch (scripts/bench_gpu.py). Both skip with a message (exit 0) where no
+# GPU is present. They build into build-cuda/ (CUDA=1).
+GPU_PRESENT = $(shell nvidia-smi -L 2>/dev/null | grep -q GPU && echo 1)
+# On the lent GPU machine (no Debian packages) the build goes through
+# scripts/device_build.sh and its carried bundle of CPU libraries.
+GPU_BUILD = if [ -f build-devdeps/cpu-deps.tar.xz ] && [ ! -e $(OPENBLAS_DIR)/libopenblas.so ]; \
+	then bash scripts/device_build.sh build; else $(MAKE) --no-print-directory CUDA=1 BUILD=build-cuda all; fi
+GPU_ENV = if [ -f build-cuda/env.sh ]; then . build-cuda/env.sh; fi
+test-gpu:
+ifeq ($(GPU_PRESENT),1)
+	$(Q)$(GPU_BUILD)
+	$(Q)$(GPU_ENV); build-cuda/tests gpu_
+	$(Q)$(GPU_ENV); LLAMAC=build-cuda/llamac bash scripts/gpu_check.sh
+else
+	@echo "SKIP test-gpu: no CUDA GPU here (nvidia-smi finds none)"
+endif
+
+bench-gpu:
+ifeq ($(GPU_PRESENT),1)
+	$(Q)$(GPU_BUILD)
+	$(Q)$(GPU_ENV); LLAMAC=build-cuda/llamac $(PYTHON) scripts/bench_gpu.py
+else
+	@echo "SKIP bench-gpu: no CUDA GPU here (nvidia-smi finds none)"
+endif
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-cuda
 
 help:
 	@echo "make            build build/llamac and build/tests"
@@ -163,6 +251,10 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make deps       install Debian packages the build needs"
-	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1"
+	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
+	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"
+	@echo "make test-gpu   CUDA ops vs CPU, a training step, a 300-step loss curve (skips without a GPU)"
+	@echo "make bench-gpu  step benchmark against PyTorch on the GPU (skips without a GPU)"
+	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1"
 
 -include $(ALL_OBJ:.o=.d)

@@ -63,6 +63,11 @@ void cli_errors(void) {
         {"bench --preset tiny --seq 4096", "sequence length: 4096 exceeds the model's context length 128"},
         {"bench --preset nope", "unknown preset 'nope'"},
         {"bench --preset tiny --steps 1e3", "--steps: '1e3' is not an integer"},
+        {"eval --device tpu --model m.h5 --data d.bin", "--device: 'tpu' is not one of cpu, cuda"},
+#ifndef LC_CUDA
+        {"pretrain --device cuda --train d.bin", "--device cuda: this llamac was built without CUDA (make CUDA=1)"},
+        {"generate --device cuda --model m.h5 --tokenizer t --prompt hi", "--device cuda: this llamac was built without CUDA"},
+#endif
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int rc = test_llamac("%s", cases[i].args);

@@ -66,16 +66,16 @@ static const struct {
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
     T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
     T(bpe_save_load), T(bpe_bad_files), T(bpe_speed),
+    T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
+    T(chat_llama3), T(chat_llama2), T(chat_errors),
+    T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
+    T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(cli_inspect), T(cli_errors),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),
     T(ckpt_kill_during_save), T(ckpt_cli_errors),
-    T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
-    T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
-    T(chat_llama3), T(chat_llama2), T(chat_errors),
-    T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
     T(convert_cli_errors),
@@ -115,6 +115,28 @@ int main(int argc, char **argv) {
     if (argc <= 1) {
         printf("SKIP ops_cuda_vs_cpu: no CUDA backend in this build\n");
         skipped++;
+    }
+#else
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } gpu_tests[] = {{"gpu_ops", gpu_ops}, {"gpu_step", gpu_step}};
+    int have_gpu = gpu_present();
+    for (size_t i = 0; i < sizeof gpu_tests / sizeof gpu_tests[0]; i++) {
+        if (argc > 1 && strncmp(gpu_tests[i].name, argv[1], strlen(argv[1])) != 0) continue;
+        if (!have_gpu) {
+            printf("SKIP %s: no CUDA GPU present\n", gpu_tests[i].name);
+            skipped++;
+            continue;
+        }
+        test_failures = 0;
+        double t0 = time_now();
+        gpu_tests[i].fn();
+        double dt = time_now() - t0;
+        printf("%s %s (%d failures, %.2fs)\n", test_failures ? "FAIL" : "PASS", gpu_tests[i].name, test_failures, dt);
+        if (test_failures) failed++;
+        else passed++;
+        fflush(stdout);
     }
 #endif
     if (skipped) printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);

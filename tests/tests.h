@@ -41,6 +41,25 @@ void bpe_known_merges(void);
 void bpe_save_load(void);
 void bpe_bad_files(void);
 void bpe_speed(void);
+void tok_reference(void);
+void tok_ids(void);
+void tok_llamac(void);
+void tok_utf8(void);
+void tok_bad_files(void);
+void tok_cli(void);
+void chat_llama3(void);
+void chat_llama2(void);
+void chat_errors(void);
+void tok_spm(void);
+void tok_pipeline(void);
+void tok_chat_reference(void);
+void spm_tiny(void);
+void spm_ref_llama(void);
+void spm_ref_plain(void);
+void spm_ref_unused(void);
+void spm_ref_raw(void);
+void spm_bad_files(void);
+void spm_speed(void);
 void shard_roundtrip(void);
 void shard_bad_files(void);
 void loader_determinism(void);
@@ -59,27 +78,6 @@ void ckpt_resume_sigkill(void);
 void ckpt_resume_sigterm(void);
 void ckpt_kill_during_save(void);
 void ckpt_cli_errors(void);
-void spm_tiny(void);
-void spm_ref_llama(void);
-void spm_ref_plain(void);
-void spm_ref_unused(void);
-void spm_ref_raw(void);
-void spm_bad_files(void);
-void spm_speed(void);
-
-void tok_reference(void);
-void tok_ids(void);
-void tok_llamac(void);
-void tok_utf8(void);
-void tok_bad_files(void);
-void tok_cli(void);
-void chat_llama3(void);
-void chat_llama2(void);
-void chat_errors(void);
-void tok_spm(void);
-void tok_pipeline(void);
-void tok_chat_reference(void);
-
 void convert_safetensors_roundtrip(void);
 void convert_safetensors_bad(void);
 void convert_hf_roundtrip(void);
@@ -88,5 +86,12 @@ void convert_gguf_layout(void);
 void convert_cli(void);
 void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
+
+#ifdef LC_CUDA
+/* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */
+int gpu_present(void);
+void gpu_ops(void);
+void gpu_step(void);
+#endif
 
 #endif

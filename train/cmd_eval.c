@@ -10,10 +10,11 @@
 #include "cli.h"
 #include "cmds.h"
 #include "ckpt.h"
+#include "device.h"
 #include "run.h"
 
 int cmd_eval(int argc, char **argv, Err *e) {
-    const char *model = NULL, *data = NULL;
+    const char *model = NULL, *data = NULL, *device = "cpu";
     long B = 8, T = 256, batches = 0, doc_mask = 1;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
@@ -22,6 +23,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
         {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length"},
         {"batches", CLI_INT, &batches, 0, 1L << 40, "batches to evaluate (0: the whole shard once)"},
         {"doc-mask", CLI_INT, &doc_mask, 0, 1, "1: attention and RoPE restart at each end-of-text"},
+        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -33,6 +35,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     }
     if (!model) return err_set(e, "--model: required");
     if (!data) return err_set(e, "--data: required");
+    if (device_check(device, e)) return -1;
     LlamaConfig c;
     uint64_t tok_id;
     CkptInfo info;
@@ -47,8 +50,17 @@ int cmd_eval(int argc, char **argv, Err *e) {
         goto out_shard;
     }
     Llama m;
-    if (llama_init(&m, &c, &ops_cpu, NULL, (int)B, (int)T, 0, e)) goto out_shard;
-    if (ckpt_load(model, &c, &m.t, m.params, NULL, NULL, e)) goto out_model;
+    Device dev;
+    if (device_open(&dev, device, e)) goto out_shard;
+    memset(&m, 0, sizeof m);
+    if (device_check_fits(&dev, &c, (int)B, (int)T, 0, e) ||
+        llama_init(&m, &c, dev.ops, dev.ctx, (int)B, (int)T, 0, e)) goto out_model;
+    HostView hv;
+    device_host_view(&m, NULL, &hv);
+    int lrc = ckpt_load(model, &c, &m.t, hv.m.params, NULL, NULL, e);
+    if (!lrc) device_host_push(&hv, &m, NULL);
+    device_host_free(&hv);
+    if (lrc) goto out_model;
     const Shard *sp = &s;
     Loader L;
     if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;
@@ -63,6 +75,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     loader_free(&L);
 out_model:
     llama_free(&m);
+    device_close(&dev);
 out_shard:
     shard_close(&s);
     return rc;

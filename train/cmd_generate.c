@@ -10,10 +10,11 @@
 #include "cli.h"
 #include "cmds.h"
 #include "ckpt.h"
+#include "device.h"
 #include "run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
-    const char *model = NULL, *tokpath = NULL, *prompt = "";
+    const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu";
     long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
@@ -26,6 +27,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
         {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
         {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
         {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's)"},
+        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -37,6 +39,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     }
     if (!model) return err_set(e, "--model: required");
     if (!tokpath) return err_set(e, "--tokenizer: required");
+    if (device_check(device, e)) return -1;
     LlamaConfig c;
     uint64_t tok_id;
     CkptInfo info;
@@ -65,8 +68,17 @@ int cmd_generate(int argc, char **argv, Err *e) {
     Sampler s;
     if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
     Llama m;
-    if (llama_init(&m, &c, &ops_cpu, NULL, 1, (int)ctx, 0, e)) goto out_sampler;
-    if (ckpt_load(model, &c, &m.t, m.params, NULL, NULL, e)) goto out_model;
+    Device dev;
+    if (device_open(&dev, device, e)) goto out_sampler;
+    memset(&m, 0, sizeof m);
+    if (device_check_fits(&dev, &c, 1, (int)ctx, 0, e) ||
+        llama_init(&m, &c, dev.ops, dev.ctx, 1, (int)ctx, 0, e)) goto out_model;
+    HostView hv;
+    device_host_view(&m, NULL, &hv);
+    int lrc = ckpt_load(model, &c, &m.t, hv.m.params, NULL, NULL, e);
+    if (!lrc) device_host_push(&hv, &m, NULL);
+    device_host_free(&hv);
+    if (lrc) goto out_model;
     fputs(prompt, stdout);
     double t_pre, t_gen;
     int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);
@@ -77,6 +89,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     rc = 0;
 out_model:
     llama_free(&m);
+    device_close(&dev);
 out_sampler:
     sample_free(&s);
 out_tok:

@@ -23,6 +23,7 @@
 #include "ckpt.h"
 #include "cli.h"
 #include "cmds.h"
+#include "device.h"
 #include "run.h"
 
 #define MAX_SHARDS 32
@@ -83,7 +84,11 @@ static int save_run(const CkptPlan *cp, const Llama *m, uint64_t tok_id, const A
     rng_seed(&r, cp->seed);
     memcpy(st.rng, r.s, sizeof st.rng);
     double t0 = time_now();
-    if (ckpt_save(path, &m->c, &m->t, m->params, tok_id, opt, &st, e)) return -1;
+    HostView hv; /* host copies of a GPU's buffers for the HDF5 writer */
+    device_host_view(m, opt, &hv);
+    int src = ckpt_save(path, &m->c, &m->t, hv.m.params, tok_id, &hv.opt, &st, e);
+    device_host_free(&hv);
+    if (src) return -1;
     double dt = time_now() - t0;
     struct stat sb;
     stat(path, &sb);
@@ -100,7 +105,7 @@ static void close_shards(ShardSet *set) {
 
 static void print_sample(Llama *gen, const Llama *m, const Tokenizer *tok, const char *prompt, long max_tokens,
                          uint64_t seed, const char *when) {
-    memcpy(gen->params, m->params, m->t.size * sizeof(float)); /* CPU: host buffers */
+    m->ops->download(m->ctx, gen->params, m->params, m->t.size * sizeof(float)); /* gen is on the CPU */
     int32_t *ids = NULL;
     size_t cap = 0, n = tok_encode(tok, prompt, strlen(prompt), &ids, &cap);
     if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
@@ -120,7 +125,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     long B = 8, T = 256, batch_tokens = 0, steps = 1000, warmup = 2000, val_every = 100;
     long val_batches = 20, seed = 1337, shuffle = 1, doc_mask = 1, sample_tokens = 0, log_every = 1;
     long save_every = 0, keep = 3;
-    const char *ckpt_dir = "checkpoints", *resume = NULL;
+    const char *ckpt_dir = "checkpoints", *resume = NULL, *device = "cpu";
     double lr = 5e-4, min_frac = 0.1, warmup_frac = SCHED_MAX_WARMUP_FRAC, wd = 0.1, clip = 1.0;
     double beta1 = 0.9, beta2 = 0.95, eps = 1e-5, peak = 0;
     CliList train = {{0}, 0}, val = {{0}, 0}, set = {{0}, 0};
@@ -158,6 +163,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         {"prompt", CLI_STR, &prompt, 0, 0, "prompt of the samples"},
         {"sample-tokens", CLI_INT, &sample_tokens, 0, 1 << 20, "tokens per sample (0: no samples)"},
         {"log-every", CLI_INT, &log_every, 1, 1L << 30, "progress line every N steps"},
+        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -172,6 +178,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         return 0;
     }
     if (!(lr > 0)) return err_set(e, "--lr: must be positive, got %g", lr);
+    if (device_check(device, e)) return -1;
     ShardSet tr, va;
     memset(&va, 0, sizeof va);
     if (open_shards(&tr, &train, "--train", e)) { close_shards(&tr); return -1; }
@@ -202,8 +209,11 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     if (sched_init(&sched, lr, warmup, steps, min_frac, warmup_frac, e)) goto out_shards;
     Llama m, gen;
     memset(&gen, 0, sizeof gen);
-    if (llama_init(&m, &c, &ops_cpu, NULL, (int)B, (int)T, 1, e)) goto out_shards;
-    params_init(&m.t, m.params, c.n_layers, (uint64_t)seed);
+    Device dev;
+    if (device_open(&dev, device, e)) goto out_shards;
+    if (device_check_fits(&dev, &c, (int)B, (int)T, 1, e) ||
+        llama_init(&m, &c, dev.ops, dev.ctx, (int)B, (int)T, 1, e)) { device_close(&dev); goto out_shards; }
+    device_params_init(&m, (uint64_t)seed);
     AdamW opt;
     Loader L, LV;
     memset(&LV, 0, sizeof LV);
@@ -247,7 +257,12 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
                 err_set(e, "%s: trained on shards of another tokenizer than %s", rpath, train.v[0]);
                 goto out_gen;
             }
-            if (ckpt_load(rpath, &c, &m.t, m.params, &opt, &st, e)) goto out_gen;
+            HostView hv;
+            device_host_view(&m, &opt, &hv);
+            int lrc = ckpt_load(rpath, &c, &m.t, hv.m.params, &hv.opt, &st, e);
+            if (!lrc) device_host_push(&hv, &m, &opt);
+            device_host_free(&hv);
+            if (lrc) goto out_gen;
             if (st.world != 1) {
                 err_set(e, "%s: saved by %d data-parallel ranks; this run has 1", rpath, st.world);
                 ckpt_state_free(&st);
@@ -277,7 +292,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         free(run_config);
         goto out_gen;
     }
-    if (peak == 0) peak = run_sgemm_peak(2048, 5);
+    if (peak == 0) peak = dev.gpu ? 989e3 : run_sgemm_peak(2048, 5); /* GPU: H100 bf16 dense (DESIGN.md) */
     double fpt = llama_flops_per_token(&c, (int)T);
     printf("pretrain: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %ld train windows"
            " of %ld tokens%s\n", c.dim, c.n_layers, c.n_heads, c.n_kv_heads, c.hidden, c.vocab, m.t.numel / 1e6,
@@ -322,6 +337,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         }
         lr_now = sched_lr(&sched, step);
         adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr_now);
+        m.ops->sync(m.ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
         if ((step + 1) % log_every == 0 || step + 1 == steps)
@@ -351,7 +367,11 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         }
     }
     if (gen.params) print_sample(&gen, &m, &tok, prompt, sample_tokens, (uint64_t)seed, "after training");
-    if (ckpt_save(out, &m.c, &m.t, m.params, tr.s[0].tokenizer_id, NULL, NULL, e)) goto out_loop;
+    HostView hv;
+    device_host_view(&m, NULL, &hv);
+    int src = ckpt_save(out, &m.c, &m.t, hv.m.params, tr.s[0].tokenizer_id, NULL, NULL, e);
+    device_host_free(&hv);
+    if (src) goto out_loop;
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
     if (va.n && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
     else if (va.n) printf(", val loss %.4f", last_val);
@@ -375,6 +395,7 @@ out_opt:
     adamw_free(&opt);
 out_model:
     llama_free(&m);
+    device_close(&dev);
 out_shards:
     close_shards(&tr);
     close_shards(&va);

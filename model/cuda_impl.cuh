@@ -1,0 +1,73 @@
+/*
+ * cuda_impl.cuh: what the CUDA backend's .cu files share (ops_cuda.cu,
+ * cuda_attn.cu): the checked-call macros, bf16, warp and block reductions,
+ * and the attention entry points. Not for C code.
+ */
+#ifndef LLAMAC_MODEL_CUDA_IMPL_CUH
+#define LLAMAC_MODEL_CUDA_IMPL_CUH
+
+#include <cublasLt.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+extern "C" {
+#include "base.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+/* Resource failures abort with file:line (STYLE.md: CUDA_CHECK). */
+#define CK(x)                                                                              \
+    do {                                                                                   \
+        cudaError_t ck_ = (x);                                                             \
+        if (ck_ != cudaSuccess) lc_fatal_at(__FILE__, __LINE__, "CUDA: %s: %s", #x,        \
+                                            cudaGetErrorString(ck_));                      \
+    } while (0)
+#define LTK(x)                                                                             \
+    do {                                                                                   \
+        cublasStatus_t lt_ = (x);                                                          \
+        if (lt_ != CUBLAS_STATUS_SUCCESS) lc_fatal_at(__FILE__, __LINE__, "cuBLASLt: %s: status %d", #x, \
+                                                      (int)lt_);                           \
+    } while (0)
+
+static __device__ inline float warp_sum(float v) {
+    for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+static __device__ inline float warp_max(float v) {
+    for (int o = 16; o > 0; o /= 2) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+/* Whole-block reductions (blockDim a multiple of 32, at most 1024); red is
+ * 32 floats of shared memory; every thread gets the result. */
+static __device__ inline float block_sum(float v, float *red) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32, nw = blockDim.x / 32;
+    v = warp_sum(v);
+    __syncthreads();
+    if (l == 0) red[w] = v;
+    __syncthreads();
+    v = l < nw ? red[l] : 0.0f;
+    return warp_sum(v);
+}
+static __device__ inline float block_max(float v, float *red) {
+    int w = threadIdx.x / 32, l = threadIdx.x % 32, nw = blockDim.x / 32;
+    v = warp_max(v);
+    __syncthreads();
+    if (l == 0) red[w] = v;
+    __syncthreads();
+    v = l < nw ? red[l] : -INFINITY;
+    return warp_max(v);
+}
+
+/* ---- attention (cuda_attn.cu): layouts and contracts of ops.h's attn_*,
+ * activations bf16, lse float32; scratch holds B*H*T floats. */
+void attn_init(const cudaDeviceProp *prop);
+void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
+              const int *pos, int B, int T, int H, int KV, int HS);
+void attn_bwd(cudaStream_t s, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
+              const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *pos,
+              float *scratch, int B, int T, int H, int KV, int HS);
+void attn_decode(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, float *scratch,
+                 int S, int H, int KV, int HS);
+
+#endif

@@ -1,0 +1,551 @@
+/*
+ * test_gpu.c: the CUDA backend against the CPU backend (built with CUDA=1,
+ * run by `make test-gpu` / `build-cuda/tests gpu_` where a GPU is present).
+ *
+ * Every op of the table runs on both backends on the same fresh random
+ * inputs (a new seed each run, printed, so a failure can be replayed with
+ * LC_GPU_SEED=<seed>), at odd sizes, with GQA, documents, ignored labels and
+ * a tied head; then a whole training step. Inputs that the CUDA backend
+ * keeps in bf16 are rounded to bf16 first, so both backends see identical
+ * values and the difference is only the GPU's bf16 storage of outputs and
+ * intermediates. Each comparison prints max |a - b| and the relative error
+ * ||a - b|| / ||b|| and passes when the relative error is under its stated
+ * tolerance:
+ *   TOL_BF16 = 1e-2  an op whose output is stored in bf16 (rounding alone is
+ *                    2^-9 = 2e-3 relative per element; a few roundings of
+ *                    intermediates stay under 1e-2);
+ *   TOL_F32  = 1e-3  float32 results from bf16 inputs (dw, row losses, sums);
+ *   TOL_STEP = 5e-2  a whole forward + backward in bf16 (errors compound
+ *                    through the layers; METHOD.md: bf16 lands 1e-3..1e-2
+ *                    per op).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "../model/llama.h"
+#include "../model/ops_cuda.h"
+#include "../optim/adamw.h"
+#include "test.h"
+#include "tests.h"
+
+#define TOL_BF16 1e-2
+#define TOL_F32 1e-3
+#define TOL_STEP 5e-2
+
+static const Ops *G = &ops_cuda, *P = &ops_cpu;
+static void *ctx; /* one CUDA context for all the gpu_ tests */
+static Rng rng;
+
+int gpu_present(void) {
+    Err e;
+    return cuda_device_check(&e) == 0;
+}
+
+static void gpu_setup(void) {
+    if (!ctx) {
+        Err e;
+        ctx = cuda_ctx_init(&e);
+        LC_ASSERT(ctx != NULL);
+        printf("    GPU: %s\n", cuda_device_name(ctx));
+    }
+    const char *s = getenv("LC_GPU_SEED");
+    uint64_t seed = s ? strtoull(s, NULL, 10) : (uint64_t)time(NULL) ^ (uint64_t)clock();
+    printf("    seed %llu (LC_GPU_SEED replays it)\n", (unsigned long long)seed);
+    rng_seed(&rng, seed);
+}
+
+// ----------------------------------------------------------------------------
+// bf16 on the host: round to nearest even (what __float2bfloat16 does)
+
+static uint16_t to_bf16(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* NaN stays NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+static float from_bf16(uint16_t h) {
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float *host_rand(size_t n, float scale) {
+    float *x = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = scale * rng_normal(&rng);
+    return x;
+}
+static void round_bf16(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = from_bf16(to_bf16(x[i]));
+}
+
+/* Device copies: activations as bf16 (x is rounded in place so the CPU sees
+ * the same values), float32 buffers as they are. */
+static float *dev_act(float *x, size_t n) {
+    round_bf16(x, n);
+    uint16_t *h = xmalloc(n * 2 + 2);
+    for (size_t i = 0; i < n; i++) h[i] = to_bf16(x[i]);
+    float *d = G->alloc(ctx, n * sizeof(float));
+    G->upload(ctx, d, h, n * 2);
+    free(h);
+    return d;
+}
+/* rows of width w as llama_decode leaves them in a float-sized slot: bf16
+ * row r at element 2 * r * w (ops.h, attn_decode) */
+static float *dev_act_rows(float *x, size_t rows, size_t w) {
+    round_bf16(x, rows * w);
+    uint16_t *h = xcalloc(rows * w * 2, 2);
+    for (size_t r = 0; r < rows; r++)
+        for (size_t i = 0; i < w; i++) h[2 * r * w + i] = to_bf16(x[r * w + i]);
+    float *d = G->alloc(ctx, rows * w * sizeof(float));
+    G->upload(ctx, d, h, rows * w * 4);
+    free(h);
+    return d;
+}
+static float *dev_f32(const float *x, size_t n) {
+    float *d = G->alloc(ctx, n * sizeof(float));
+    G->upload(ctx, d, x, n * sizeof(float));
+    return d;
+}
+static int *dev_int(const int *x, size_t n) {
+    int *d = G->alloc(ctx, n * sizeof(int));
+    G->upload(ctx, d, x, n * sizeof(int));
+    return d;
+}
+/* A weight: rounded to bf16 (the GEMMs read the bf16 shadow) and bound. */
+static float *dev_weight(float *w, size_t n) {
+    round_bf16(w, n);
+    float *d = G->alloc(ctx, n * sizeof(float));
+    G->bind_params(ctx, d, n);
+    G->upload(ctx, d, w, n * sizeof(float));
+    return d;
+}
+static float *get_act(const float *d, size_t n) {
+    float *h = xmalloc(n * sizeof(float));
+    G->download_act(ctx, h, d, n);
+    return h;
+}
+static float *get_f32(const float *d, size_t n) {
+    float *h = xmalloc(n * sizeof(float));
+    G->download(ctx, h, d, n * sizeof(float));
+    return h;
+}
+
+/* Compare and report; frees got. */
+static void cmp(const char *what, float *got, const float *ref, size_t n, double tol) {
+    double num = 0, den = 0, mx = 0;
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        double d = (double)got[i] - ref[i];
+        if (!isfinite(got[i])) bad = 1;
+        num += d * d;
+        den += (double)ref[i] * ref[i];
+        if (fabs(d) > mx) mx = fabs(d);
+    }
+    double rel = sqrt(num / (den > 0 ? den : 1));
+    printf("    %-26s n=%-8zu max abs %.3e  rel %.3e  (tol %.0e)%s\n", what, n, mx, rel, tol,
+           bad || !(rel <= tol) ? "  FAIL" : "");
+    EXPECT(!bad && rel <= tol, "%s: rel error %.3e > %.0e%s", what, rel, tol, bad ? " (non-finite)" : "");
+    free(got);
+}
+
+static float *copy(const float *x, size_t n) {
+    float *y = xmalloc(n * sizeof(float));
+    memcpy(y, x, n * sizeof(float));
+    return y;
+}
+
+/* Positions with documents (a new one with probability 0.1 per token). */
+static void rand_pos(int *pos, int B, int T, int docs) {
+    for (int b = 0; b < B; b++)
+        for (int t = 0, p = 0; t < T; t++) {
+            if (docs && t > 0 && rng_uniform(&rng) < 0.1f) p = 0;
+            pos[b * T + t] = p++;
+        }
+}
+
+// ----------------------------------------------------------------------------
+// one test per op family
+
+static void gpu_embed(void) {
+    int N = 67, D = 97, V = 31; /* few tokens: many repeats for the backward's segments */
+    int *tok = xmalloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) tok[i] = (int)(rng_u64(&rng) % V);
+    float *emb = host_rand((size_t)V * D, 1), *dout = host_rand((size_t)N * D, 1), *demb = host_rand((size_t)V * D, 1);
+    float *gemb = dev_f32(emb, (size_t)V * D), *gout = G->alloc(ctx, (size_t)N * D * 4);
+    float *gdout = dev_act(dout, (size_t)N * D), *gdemb = dev_f32(demb, (size_t)V * D);
+    int *gtok = dev_int(tok, N);
+    float *out = xmalloc((size_t)N * D * 4);
+    P->embed_fwd(NULL, out, tok, emb, N, D);
+    G->embed_fwd(ctx, gout, gtok, gemb, N, D);
+    cmp("embed_fwd out", get_act(gout, (size_t)N * D), out, (size_t)N * D, TOL_BF16);
+    P->embed_bwd(NULL, demb, dout, tok, N, D);
+    G->embed_bwd(ctx, gdemb, gdout, gtok, N, D);
+    cmp("embed_bwd demb (+=)", get_f32(gdemb, (size_t)V * D), demb, (size_t)V * D, TOL_F32);
+    free(tok); free(emb); free(dout); free(demb); free(out);
+    G->free(ctx, gemb); G->free(ctx, gout); G->free(ctx, gdout); G->free(ctx, gdemb); G->free(ctx, gtok);
+}
+
+static void gpu_rmsnorm(void) {
+    int N = 45, D = 97;
+    size_t n = (size_t)N * D;
+    float *x = host_rand(n, 2), *w = host_rand(D, 1), *dout = host_rand(n, 1), *dx = host_rand(n, 1);
+    float *dw = host_rand(D, 1);
+    float *gx = dev_act(x, n), *gw = dev_f32(w, D), *gdout = dev_act(dout, n), *gdx = dev_act(dx, n);
+    float *gdw = dev_f32(dw, D), *gout = G->alloc(ctx, n * 4), *grstd = G->alloc(ctx, N * 4);
+    float *out = xmalloc(n * 4), *rstd = xmalloc(N * 4);
+    P->rmsnorm_fwd(NULL, out, rstd, x, w, N, D, 1e-5f);
+    G->rmsnorm_fwd(ctx, gout, grstd, gx, gw, N, D, 1e-5f);
+    cmp("rmsnorm_fwd out", get_act(gout, n), out, n, TOL_BF16);
+    cmp("rmsnorm_fwd rstd", get_f32(grstd, N), rstd, N, TOL_F32);
+    P->rmsnorm_bwd(NULL, dx, dw, dout, x, w, rstd, N, D);
+    G->rmsnorm_bwd(ctx, gdx, gdw, gdout, gx, gw, grstd, N, D);
+    cmp("rmsnorm_bwd dx (+=)", get_act(gdx, n), dx, n, TOL_BF16);
+    cmp("rmsnorm_bwd dw (+=)", get_f32(gdw, D), dw, D, TOL_F32);
+    free(x); free(w); free(dout); free(dx); free(dw); free(out); free(rstd);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdout); G->free(ctx, gdx); G->free(ctx, gdw);
+    G->free(ctx, gout); G->free(ctx, grstd);
+}
+
+static void matmul_case(int N, int Din, int Dout) {
+    size_t nx = (size_t)N * Din, nw = (size_t)Dout * Din, no = (size_t)N * Dout;
+    float *x = host_rand(nx, 1), *w = host_rand(nw, 0.1f), *dout = host_rand(no, 1), *dx = host_rand(nx, 1);
+    float *dw = host_rand(nw, 1);
+    float *gx = dev_act(x, nx), *gw = dev_weight(w, nw), *gdout = dev_act(dout, no), *gdx = dev_act(dx, nx);
+    float *gdw = dev_f32(dw, nw), *gout = G->alloc(ctx, no * 4), *out = xmalloc(no * 4);
+    char what[64];
+    P->matmul_fwd(NULL, out, x, w, N, Din, Dout);
+    G->matmul_fwd(ctx, gout, gx, gw, N, Din, Dout);
+    snprintf(what, sizeof what, "matmul_fwd %dx%dx%d", N, Din, Dout);
+    cmp(what, get_act(gout, no), out, no, TOL_BF16);
+    for (int acc = 1; acc >= 0; acc--) {
+        P->matmul_bwd(NULL, dx, dw, dout, x, w, N, Din, Dout, acc);
+        G->matmul_bwd(ctx, gdx, gdw, gdout, gx, gw, N, Din, Dout, acc);
+        snprintf(what, sizeof what, "matmul_bwd dx (%s)", acc ? "+=" : "=");
+        cmp(what, get_act(gdx, nx), dx, nx, TOL_BF16);
+        cmp("matmul_bwd dw (+=)", get_f32(gdw, nw), dw, nw, TOL_F32);
+    }
+    free(x); free(w); free(dout); free(dx); free(dw); free(out);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdout); G->free(ctx, gdx); G->free(ctx, gdw); G->free(ctx, gout);
+}
+
+static void gpu_matmul(void) {
+    matmul_case(53, 96, 160); /* aligned */
+    matmul_case(37, 77, 45);  /* odd: 2-byte aligned rows */
+    matmul_case(1, 64, 301);  /* decode-shaped */
+}
+
+static void gpu_rope(void) {
+    int B = 2, T = 19, nh = 3, HS = 32, N = B * T, half = HS / 2;
+    size_t n = (size_t)N * nh * HS;
+    int *pos = xmalloc(N * sizeof(int));
+    rand_pos(pos, B, T, 1);
+    float *cs = xmalloc((size_t)T * half * 4), *sn = xmalloc((size_t)T * half * 4);
+    for (int p = 0; p < T; p++)
+        for (int i = 0; i < half; i++) {
+            float a = p * powf(10000.0f, -2.0f * i / HS);
+            cs[p * half + i] = cosf(a), sn[p * half + i] = sinf(a);
+        }
+    float *x = host_rand(n, 1), *gx = dev_act(x, n), *gcs = dev_f32(cs, (size_t)T * half);
+    float *gsn = dev_f32(sn, (size_t)T * half);
+    int *gpos = dev_int(pos, N);
+    P->rope_fwd(NULL, x, pos, cs, sn, N, nh, HS);
+    G->rope_fwd(ctx, gx, gpos, gcs, gsn, N, nh, HS);
+    cmp("rope_fwd (docs)", get_act(gx, n), x, n, TOL_BF16);
+    P->rope_bwd(NULL, x, pos, cs, sn, N, nh, HS);
+    G->rope_bwd(ctx, gx, gpos, gcs, gsn, N, nh, HS);
+    cmp("rope_bwd (docs)", get_act(gx, n), x, n, TOL_BF16);
+    free(pos); free(cs); free(sn); free(x);
+    G->free(ctx, gx); G->free(ctx, gcs); G->free(ctx, gsn); G->free(ctx, gpos);
+}
+
+static void attn_case(int B, int T, int H, int KV, int HS, int docs) {
+    int N = B * T;
+    size_t nq = (size_t)N * H * HS, nk = (size_t)N * KV * HS, nl = (size_t)B * H * T;
+    int *pos = xmalloc(N * sizeof(int));
+    rand_pos(pos, B, T, docs);
+    float *q = host_rand(nq, 1), *k = host_rand(nk, 1), *v = host_rand(nk, 1), *dout = host_rand(nq, 1);
+    float *gq = dev_act(q, nq), *gk = dev_act(k, nk), *gv = dev_act(v, nk), *gdout = dev_act(dout, nq);
+    int *gpos = dev_int(pos, N);
+    float *out = xmalloc(nq * 4), *lse = xmalloc(nl * 4), *dq = xmalloc(nq * 4), *dk = xmalloc(nk * 4);
+    float *dv = xmalloc(nk * 4);
+    float *sc = xmalloc(P->scratch_floats(NULL, B, T, H, HS, 2, 2) * 4);
+    float *gout = G->alloc(ctx, nq * 4), *glse = G->alloc(ctx, nl * 4), *gdq = G->alloc(ctx, nq * 4);
+    float *gdk = G->alloc(ctx, nk * 4), *gdv = G->alloc(ctx, nk * 4);
+    float *gsc = G->alloc(ctx, G->scratch_floats(ctx, B, T, H, HS, 2, 2) * 4);
+    char what[96];
+    P->attn_fwd(NULL, out, lse, q, k, v, pos, sc, B, T, H, KV, HS);
+    G->attn_fwd(ctx, gout, glse, gq, gk, gv, gpos, gsc, B, T, H, KV, HS);
+    snprintf(what, sizeof what, "attn_fwd T%d H%d/%d HS%d%s", T, H, KV, HS, docs ? " docs" : "");
+    cmp(what, get_act(gout, nq), out, nq, TOL_BF16);
+    cmp("attn_fwd lse", get_f32(glse, nl), lse, nl, TOL_F32);
+    /* the backward from the CPU's own out (bf16-rounded on both sides) */
+    float *gout2 = dev_act(out, nq);
+    G->upload(ctx, glse, lse, nl * 4);
+    P->attn_bwd(NULL, dq, dk, dv, dout, out, lse, q, k, v, pos, sc, B, T, H, KV, HS);
+    G->attn_bwd(ctx, gdq, gdk, gdv, gdout, gout2, glse, gq, gk, gv, gpos, gsc, B, T, H, KV, HS);
+    cmp("attn_bwd dq", get_act(gdq, nq), dq, nq, TOL_BF16);
+    cmp("attn_bwd dk", get_act(gdk, nk), dk, nk, TOL_BF16);
+    cmp("attn_bwd dv", get_act(gdv, nk), dv, nk, TOL_BF16);
+    free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse); free(dq); free(dk); free(dv); free(sc);
+    float *gp[] = {gq, gk, gv, gdout, gout, glse, gdq, gdk, gdv, gsc, gout2};
+    for (size_t i = 0; i < sizeof gp / sizeof gp[0]; i++) G->free(ctx, gp[i]);
+    G->free(ctx, gpos);
+}
+
+static void gpu_attn(void) {
+    attn_case(2, 75, 6, 2, 64, 1);  /* GQA, documents, a partial last tile */
+    attn_case(1, 130, 4, 4, 128, 0); /* MHA, HS 128, causal only */
+    attn_case(3, 33, 6, 3, 48, 1);  /* HS not a multiple of 32 */
+}
+
+static void gpu_attn_decode(void) {
+    int S = 37, H = 4, KV = 2, HS = 64;
+    size_t nq = (size_t)H * HS, nk = (size_t)S * KV * HS;
+    float *q = host_rand(nq, 1), *k = host_rand(nk, 1), *v = host_rand(nk, 1);
+    float *gq = dev_act(q, nq), *gk = dev_act_rows(k, S, (size_t)KV * HS), *gv = dev_act_rows(v, S, (size_t)KV * HS);
+    float *gout = G->alloc(ctx, nq * 4), *gsc = G->alloc(ctx, (size_t)H * S * 4);
+    float *sc = xmalloc((size_t)H * S * 4), *out = xmalloc(nq * 4);
+    P->attn_decode(NULL, out, q, k, v, sc, S, H, KV, HS);
+    G->attn_decode(ctx, gout, gq, gk, gv, gsc, S, H, KV, HS);
+    cmp("attn_decode", get_act(gout, nq), out, nq, TOL_BF16);
+    free(q); free(k); free(v); free(sc); free(out);
+    G->free(ctx, gq); G->free(ctx, gk); G->free(ctx, gv); G->free(ctx, gout); G->free(ctx, gsc);
+}
+
+static void gpu_swiglu(void) {
+    size_t n = 1001;
+    float *g = host_rand(n, 2), *u = host_rand(n, 1), *dout = host_rand(n, 1);
+    float *gg = dev_act(g, n), *gu = dev_act(u, n), *gdo = dev_act(dout, n);
+    float *go = G->alloc(ctx, n * 4), *gdg = G->alloc(ctx, n * 4), *gdu = G->alloc(ctx, n * 4);
+    float *out = xmalloc(n * 4), *dg = xmalloc(n * 4), *du = xmalloc(n * 4);
+    P->swiglu_fwd(NULL, out, g, u, n);
+    G->swiglu_fwd(ctx, go, gg, gu, n);
+    cmp("swiglu_fwd", get_act(go, n), out, n, TOL_BF16);
+    P->swiglu_bwd(NULL, dg, du, dout, g, u, n);
+    G->swiglu_bwd(ctx, gdg, gdu, gdo, gg, gu, n);
+    cmp("swiglu_bwd dg", get_act(gdg, n), dg, n, TOL_BF16);
+    cmp("swiglu_bwd du", get_act(gdu, n), du, n, TOL_BF16);
+    free(g); free(u); free(dout); free(out); free(dg); free(du);
+    G->free(ctx, gg); G->free(ctx, gu); G->free(ctx, gdo); G->free(ctx, go); G->free(ctx, gdg); G->free(ctx, gdu);
+}
+
+/* rows_env: LC_CE_ROWS for the GPU (chunks of that many rows), NULL: one chunk */
+static void lmhead_case(int N, int D, int V, const char *rows_env) {
+    if (rows_env) setenv("LC_CE_ROWS", rows_env, 1);
+    else unsetenv("LC_CE_ROWS");
+    size_t nx = (size_t)N * D, nw = (size_t)V * D;
+    int *tgt = xmalloc(N * sizeof(int));
+    long ntgt = 0;
+    for (int i = 0; i < N; i++) {
+        tgt[i] = rng_uniform(&rng) < 0.25f ? LC_IGNORE : (int)(rng_u64(&rng) % V);
+        ntgt += tgt[i] != LC_IGNORE;
+    }
+    float scale = 1.0f / (ntgt ? ntgt : 1);
+    float *x = host_rand(nx, 1), *w = host_rand(nw, 0.3f), *dw = host_rand(nw, 0.01f);
+    float *gx = dev_act(x, nx), *gw = dev_weight(w, nw), *gdw = dev_f32(dw, nw);
+    float *gdx = G->alloc(ctx, nx * 4), *grl = G->alloc(ctx, (size_t)N * 4);
+    float *gsc = G->alloc(ctx, G->scratch_floats(ctx, 1, N, 1, 2, V, D) * 4);
+    int *gtgt = dev_int(tgt, N);
+    float *dx = xmalloc(nx * 4), *rl = xmalloc((size_t)N * 4), *sc = xmalloc(P->scratch_floats(NULL, 1, N, 1, 2, V, D) * 4);
+    double l_cpu = P->lmhead_ce(NULL, dx, dw, rl, x, w, tgt, sc, N, D, V, scale);
+    double l_gpu = G->lmhead_ce(ctx, gdx, gdw, grl, gx, gw, gtgt, gsc, N, D, V, scale);
+    char what[96];
+    snprintf(what, sizeof what, "lmhead_ce N%d V%d rows %s", N, V, rows_env ? rows_env : "all");
+    float a = (float)l_gpu, b = (float)l_cpu;
+    cmp(what, copy(&a, 1), &b, 1, TOL_F32);
+    cmp("lmhead_ce row_loss", get_f32(grl, N), rl, N, TOL_F32);
+    cmp("lmhead_ce dx", get_act(gdx, nx), dx, nx, TOL_BF16);
+    cmp("lmhead_ce dw (+=)", get_f32(gdw, nw), dw, nw, TOL_BF16);
+    /* eval path: no gradients, no row losses */
+    l_gpu = G->lmhead_ce(ctx, NULL, NULL, NULL, gx, gw, gtgt, gsc, N, D, V, 0);
+    a = (float)l_gpu;
+    cmp("lmhead_ce loss (eval)", copy(&a, 1), &b, 1, TOL_F32);
+    unsetenv("LC_CE_ROWS");
+    free(tgt); free(x); free(w); free(dw); free(dx); free(rl); free(sc);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdw); G->free(ctx, gdx); G->free(ctx, grl); G->free(ctx, gsc);
+    G->free(ctx, gtgt);
+}
+
+static void gpu_lmhead_ce(void) {
+    lmhead_case(41, 64, 301, NULL);
+    lmhead_case(41, 64, 301, "16"); /* three chunks, the last partial */
+    lmhead_case(64, 96, 2048, "24");
+}
+
+static void gpu_vector(void) {
+    size_t n = 100003;
+    float *x = host_rand(n, 1), *y = host_rand(n, 1);
+    float *gx = dev_act(x, n), *gy = dev_act(y, n);
+    P->add(NULL, y, x, n);
+    G->add(ctx, gy, gx, n);
+    cmp("add (bf16)", get_act(gy, n), y, n, TOL_BF16);
+    float *g = host_rand(n, 1), *gg = dev_f32(g, n);
+    float a = (float)G->sumsq(ctx, gg, n), b = (float)P->sumsq(NULL, g, n);
+    cmp("sumsq", copy(&a, 1), &b, 1, 1e-6);
+    P->scale(NULL, g, 0.37f, n);
+    G->scale(ctx, gg, 0.37f, n);
+    cmp("scale (f32)", get_f32(gg, n), g, n, 1e-7);
+    /* AdamW on a bound buffer: the moments and weights in float32 */
+    float *p = host_rand(n, 1), *m = host_rand(n, 0.1f), *v = xmalloc(n * 4);
+    for (size_t i = 0; i < n; i++) v[i] = fabsf(0.01f * rng_normal(&rng));
+    float *gp = dev_f32(p, n), *gm = dev_f32(m, n), *gv = dev_f32(v, n);
+    G->bind_params(ctx, gp, n);
+    for (int t = 1; t <= 3; t++) {
+        P->adamw(NULL, p, g, m, v, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.5f);
+        G->adamw(ctx, gp, gg, gm, gv, n, 1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, t, 0.5f);
+    }
+    cmp("adamw p", get_f32(gp, n), p, n, 1e-6);
+    cmp("adamw m", get_f32(gm, n), m, n, 1e-6);
+    cmp("adamw v", get_f32(gv, n), v, n, 1e-6);
+    free(x); free(y); free(g); free(p); free(m); free(v);
+    G->free(ctx, gx); G->free(ctx, gy); G->free(ctx, gg); G->free(ctx, gp); G->free(ctx, gm); G->free(ctx, gv);
+}
+
+// ----------------------------------------------------------------------------
+// a whole training step on a small tied GQA model with documents
+
+static LlamaConfig small_config(void) {
+    LlamaConfig c;
+    Err e;
+    LC_ASSERT(config_preset("tiny", &c, &e) == 0);
+    c.dim = 96, c.n_layers = 2, c.n_heads = 6, c.n_kv_heads = 2, c.hidden = 160, c.vocab = 300, c.tied = 1;
+    return c;
+}
+
+static void step_batch(int B, int T, int V, int *tok, int *tgt, int *pos) {
+    for (int i = 0; i < B * T; i++) {
+        tok[i] = (int)(rng_u64(&rng) % V);
+        tgt[i] = rng_uniform(&rng) < 0.2f ? LC_IGNORE : (int)(rng_u64(&rng) % V);
+    }
+    rand_pos(pos, B, T, 1);
+}
+
+/* loss, gradient norm, gradients and updated weights after one step */
+static double run_step(Llama *m, AdamW *o, const int *tok, const int *tgt, const int *pos, long ntgt,
+                       double *norm) {
+    Err e;
+    LC_ASSERT(llama_set_batch(m, tok, tgt, pos, &e) == 0);
+    m->ops->zero(m->ctx, m->grads, m->t.size * 4);
+    double loss = llama_forward(m, 0, m->c.n_layers, 1.0f / ntgt) / ntgt;
+    llama_backward(m, 0, m->c.n_layers);
+    *norm = adamw_grad_norm(o, m->grads);
+    return loss;
+}
+
+static void gpu_train_step(void) {
+    LlamaConfig c = small_config();
+    int B = 2, T = 70;
+    Err e;
+    Llama a, b;
+    LC_ASSERT(llama_init(&a, &c, P, NULL, B, T, 1, &e) == 0);
+    LC_ASSERT(llama_init(&b, &c, G, ctx, B, T, 1, &e) == 0);
+    params_init(&a.t, a.params, c.n_layers, rng_u64(&rng));
+    round_bf16(a.params, a.t.size); /* both start from weights exact in bf16 */
+    G->upload(ctx, b.params, a.params, a.t.size * 4);
+    AdamWConfig ac = ADAMW_DEFAULTS;
+    AdamW oa, ob;
+    LC_ASSERT(adamw_init(&oa, &ac, &a.t, P, NULL, &e) == 0 && adamw_init(&ob, &ac, &b.t, G, ctx, &e) == 0);
+    int n = B * T, *tok = xmalloc(n * 4), *tgt = xmalloc(n * 4), *pos = xmalloc(n * 4);
+    step_batch(B, T, c.vocab, tok, tgt, pos);
+    long ntgt = llama_count_targets(tgt, n);
+    double na, nb;
+    float la = (float)run_step(&a, &oa, tok, tgt, pos, ntgt, &na), lb = (float)run_step(&b, &ob, tok, tgt, pos, ntgt, &nb);
+    cmp("step loss", copy(&lb, 1), &la, 1, TOL_BF16);
+    float fa = (float)na, fb = (float)nb;
+    cmp("step grad norm", copy(&fb, 1), &fa, 1, TOL_STEP);
+    cmp("step grads (all)", get_f32(b.grads, b.t.size), a.grads, a.t.size, TOL_STEP);
+    adamw_step(&oa, &a.t, a.params, a.grads, na, 1e-3f);
+    adamw_step(&ob, &b.t, b.params, b.grads, nb, 1e-3f);
+    /* AdamW's first step moves a weight by ~lr * g / (|g| + eps): where the
+     * bf16 gradient differs in sign or size from the CPU's, so does the step */
+    cmp("step weights after AdamW", get_f32(b.params, b.t.size), a.params, a.t.size, TOL_STEP);
+    free(tok); free(tgt); free(pos);
+    adamw_free(&oa); adamw_free(&ob);
+    llama_free(&a); llama_free(&b);
+}
+
+/* Generation with the KV cache: the logits of llama_decode after a few
+ * tokens on both backends (exercises the row layout of ops.h's attn_decode). */
+static void gpu_decode_model(void) {
+    LlamaConfig c = small_config();
+    int T = 24, n = 13;
+    Err e;
+    Llama a, b;
+    LC_ASSERT(llama_init(&a, &c, P, NULL, 1, T, 0, &e) == 0 && llama_init(&b, &c, G, ctx, 1, T, 0, &e) == 0);
+    params_init(&a.t, a.params, c.n_layers, rng_u64(&rng));
+    round_bf16(a.params, a.t.size);
+    G->upload(ctx, b.params, a.params, a.t.size * 4);
+    for (int p = 0; p < n; p++) {
+        int tok = (int)(rng_u64(&rng) % c.vocab);
+        llama_decode(&a, tok, p);
+        llama_decode(&b, tok, p);
+    }
+    cmp("decode logits (KV cache)", get_act(b.logits, c.vocab), a.logits, c.vocab, TOL_STEP);
+    llama_free(&a);
+    llama_free(&b);
+}
+
+/* Same inputs, same bits: two runs of a few steps on the GPU. */
+static void gpu_determinism(void) {
+    LlamaConfig c = small_config();
+    int B = 2, T = 64, n = B * T;
+    Err e;
+    uint64_t seed = rng_u64(&rng);
+    int *tok = xmalloc(n * 4), *tgt = xmalloc(n * 4), *pos = xmalloc(n * 4);
+    step_batch(B, T, c.vocab, tok, tgt, pos);
+    long ntgt = llama_count_targets(tgt, n);
+    double loss[2][3];
+    float *w[2];
+    for (int r = 0; r < 2; r++) {
+        Llama m;
+        AdamW o;
+        AdamWConfig ac = ADAMW_DEFAULTS;
+        LC_ASSERT(llama_init(&m, &c, G, ctx, B, T, 1, &e) == 0 && adamw_init(&o, &ac, &m.t, G, ctx, &e) == 0);
+        float *h = xcalloc(m.t.size, 4);
+        params_init(&m.t, h, c.n_layers, seed);
+        G->upload(ctx, m.params, h, m.t.size * 4);
+        free(h);
+        for (int s = 0; s < 3; s++) {
+            double norm;
+            loss[r][s] = run_step(&m, &o, tok, tgt, pos, ntgt, &norm);
+            adamw_step(&o, &m.t, m.params, m.grads, norm, 1e-3f);
+        }
+        w[r] = get_f32(m.params, m.t.size);
+        EXPECT(r == 0 || memcmp(w[0], w[1], m.t.size * 4) == 0, "weights differ between two identical runs");
+        adamw_free(&o);
+        llama_free(&m);
+    }
+    for (int s = 0; s < 3; s++) {
+        printf("    step %d loss %.9f / %.9f\n", s + 1, loss[0][s], loss[1][s]);
+        EXPECT(loss[0][s] == loss[1][s], "step %d: loss %.17g vs %.17g", s + 1, loss[0][s], loss[1][s]);
+    }
+    free(w[0]); free(w[1]); free(tok); free(tgt); free(pos);
+}
+
+// ----------------------------------------------------------------------------
+// the registered tests (test_main.c runs them only where a GPU is present)
+
+void gpu_ops(void) {
+    gpu_setup();
+    gpu_embed();
+    gpu_rmsnorm();
+    gpu_matmul();
+    gpu_rope();
+    gpu_attn();
+    gpu_attn_decode();
+    gpu_swiglu();
+    gpu_lmhead_ce();
+    gpu_vector();
+}
+
+void gpu_step(void) {
+    gpu_setup();
+    gpu_train_step();
+    gpu_decode_model();
+    gpu_determinism();
+}

@@ -1,0 +1,112 @@
+/*
+ * device.c: see device.h.
+ */
+#include "device.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#ifdef LC_CUDA
+#include "../model/ops_cuda.h"
+#endif
+
+int device_open(Device *d, const char *name, Err *e) {
+    memset(d, 0, sizeof *d);
+    if (!name || strcmp(name, "cpu") == 0) {
+        d->ops = &ops_cpu;
+        return 0;
+    }
+    if (strcmp(name, "cuda") != 0) return err_set(e, "--device: '%s' is not one of cpu, cuda", name);
+#ifdef LC_CUDA
+    d->ctx = cuda_ctx_init(e);
+    if (!d->ctx) return -1;
+    d->ops = &ops_cuda;
+    d->gpu = 1;
+    return 0;
+#else
+    return err_set(e, "--device cuda: this llamac was built without CUDA (make CUDA=1)");
+#endif
+}
+
+int device_check(const char *name, Err *e) {
+    if (!name || strcmp(name, "cpu") == 0) return 0;
+    if (strcmp(name, "cuda") != 0) return err_set(e, "--device: '%s' is not one of cpu, cuda", name);
+#ifdef LC_CUDA
+    return cuda_device_check(e);
+#else
+    return err_set(e, "--device cuda: this llamac was built without CUDA (make CUDA=1)");
+#endif
+}
+
+void device_close(Device *d) {
+#ifdef LC_CUDA
+    if (d->gpu) cuda_ctx_free(d->ctx);
+#endif
+    memset(d, 0, sizeof *d);
+}
+
+int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int train, Err *e) {
+    if (!d->gpu) return 0;
+#ifdef LC_CUDA
+    LlamaMem mem = llama_memory(c, d->ops, B, T, train);
+    /* + AdamW m and v when training, + the bf16 shadow of the weights, +
+     * about 1 GiB of workspaces (cuBLASLt, the first step's ws_get) */
+    double gib = 1073741824.0, adam = train ? 2.0 * mem.params : 0.0;
+    double need = mem.params + mem.grads + adam + mem.acts + mem.params / 2.0 + gib;
+    size_t fr = 0, tot = 0;
+    cuda_mem_info(d->ctx, &fr, &tot);
+    if (need > (double)fr)
+        return err_set(e, "--batch %d: B=%d T=%d needs about %.1f GiB of GPU memory (weights %.1f, gradients and "
+                          "AdamW %.1f, activations %.1f), %.1f GiB free on %s; try a smaller --batch",
+                       B, B, T, need / gib, mem.params * 1.5 / gib, (mem.grads + adam) / gib, mem.acts / gib,
+                       fr / gib, cuda_device_name(d->ctx));
+#else
+    (void)c; (void)B; (void)T; (void)train; (void)e;
+#endif
+    return 0;
+}
+
+void device_host_view(const Llama *m, const AdamW *opt, HostView *v) {
+    memset(v, 0, sizeof *v);
+    v->m = *m;
+    if (opt) v->opt = *opt;
+    if (m->ops == &ops_cpu) return;
+    size_t bytes = m->t.size * sizeof(float);
+    v->owned = 1;
+    v->m.params = xmalloc(bytes);
+    m->ops->download(m->ctx, v->m.params, m->params, bytes);
+    if (opt) {
+        v->opt.m = xmalloc(bytes);
+        v->opt.v = xmalloc(bytes);
+        m->ops->download(m->ctx, v->opt.m, opt->m, bytes);
+        m->ops->download(m->ctx, v->opt.v, opt->v, bytes);
+    }
+}
+
+void device_host_push(const HostView *v, Llama *m, AdamW *opt) {
+    if (opt) opt->t = v->opt.t; /* ckpt_load sets the step count on the view */
+    if (!v->owned) return;
+    size_t bytes = m->t.size * sizeof(float);
+    m->ops->upload(m->ctx, m->params, v->m.params, bytes);
+    if (opt) {
+        m->ops->upload(m->ctx, opt->m, v->opt.m, bytes);
+        m->ops->upload(m->ctx, opt->v, v->opt.v, bytes);
+    }
+}
+
+void device_host_free(HostView *v) {
+    if (v->owned) {
+        free(v->m.params);
+        free(v->opt.m);
+        free(v->opt.v);
+    }
+    memset(v, 0, sizeof *v);
+}
+
+void device_params_init(Llama *m, uint64_t seed) {
+    HostView v;
+    device_host_view(m, NULL, &v);
+    params_init(&m->t, v.m.params, m->c.n_layers, seed);
+    device_host_push(&v, m, NULL);
+    device_host_free(&v);
+}

@@ -1,0 +1,50 @@
+/*
+ * device.h: `--device cpu|cuda` for the subcommands: picks the op table and
+ * opens its context, checks that a model fits before allocating it, and
+ * stages parameters (and AdamW moments) through host memory for the code
+ * that reads or writes them on the host (initialisation, HDF5 checkpoints).
+ * On the CPU the staging is free: host views alias the buffers.
+ */
+#ifndef LLAMAC_TRAIN_DEVICE_H
+#define LLAMAC_TRAIN_DEVICE_H
+
+#include "../model/llama.h"
+#include "../optim/adamw.h"
+
+typedef struct Device {
+    const Ops *ops;
+    void *ctx;   /* backend context (NULL on the CPU) */
+    int gpu;     /* 1 for cuda */
+} Device;
+
+/* Open "cpu" or "cuda". Errors (one line, -1): an unknown name; cuda in a
+ * build without LC_CUDA; no usable GPU. */
+int device_open(Device *d, const char *name, Err *e);
+void device_close(Device *d);
+/* The same checks as device_open without opening anything, so a command can
+ * reject a bad --device before it reads its inputs. */
+int device_check(const char *name, Err *e);
+
+/* On a GPU: fail with how much memory B x T needs (parameters, gradients
+ * and AdamW moments when train, activations) against what is free, and
+ * suggest a smaller --batch. Always 0 on the CPU. */
+int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int train, Err *e);
+
+/* Host views of a model's parameters and (opt != NULL) AdamW moments: the
+ * same pointers on the CPU, host copies downloaded now on a GPU. v->m and
+ * v->opt are shallow copies whose buffers are host memory, for ckpt_save /
+ * ckpt_load. device_host_push uploads the view back (after a load);
+ * device_host_free releases the copies. */
+typedef struct HostView {
+    Llama m;
+    AdamW opt;
+    int owned;
+} HostView;
+void device_host_view(const Llama *m, const AdamW *opt, HostView *v);
+void device_host_push(const HostView *v, Llama *m, AdamW *opt);
+void device_host_free(HostView *v);
+
+/* params_init through a host view: the same weights on every device. */
+void device_params_init(Llama *m, uint64_t seed);
+
+#endif
