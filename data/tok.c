@@ -379,3 +379,5 @@ int tok_special_id(const Tokenizer *t, const char *name) {
 size_t tok_utf8_lossy(const char *s, size_t n, char **out, size_t *cap) {
     return bbpe_utf8_lossy(s, n, out, cap);
 }
+
+const struct Spm *tok_spm_model(const Tokenizer *t) { return t->kind == TOK_SPM ? &t->spm->s : NULL; }

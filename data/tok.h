@@ -76,6 +76,11 @@ void tok_free(Tokenizer *t);
 /* Kind name: "llamac", "tokenizer.json", "tiktoken", "sentencepiece". */
 const char *tok_kind_name(TokKind k);
 
+/* The SentencePiece model behind a TOK_SPM tokenizer (pieces, scores,
+ * types, for exporters), NULL for other kinds. */
+struct Spm;
+const struct Spm *tok_spm_model(const Tokenizer *t);
+
 /* Encode text[0..len) (any bytes) to ids written to (*ids)[0..n), growing
  * *ids with realloc (*cap its capacity in ids; *ids = NULL, *cap = 0 is a
  * fine start; the caller frees *ids with free()). Returns n. No BOS/EOS is

@@ -330,6 +330,82 @@ def check_gguf(tag, path, spec, hf_sd, name):
 
 # ---------------------------------------------------------------- main
 
+def gpt2_byte_decoder():
+    """GPT-2's code point -> byte map (the inverse of byte-level spelling)."""
+    keep = list(range(33, 127)) + list(range(161, 173)) + list(range(174, 256))
+    cps, n = {}, 256
+    for b in range(256):
+        if b in keep:
+            cps[chr(b)] = b
+        else:
+            cps[chr(n)] = b
+            n += 1
+    return cps
+
+
+def check_gguf_vocab(llamac, work):
+    """GGUF with a vocabulary: a tiny model trained on shards of a llamac BPE
+    and of a tokenizers-trained tokenizer.json, exported with --tokenizer;
+    GGUFReader must see llama.cpp's gpt2 vocabulary: every id's token spells
+    its bytes (so llamac's ids for a text decode back to the text through the
+    GGUF tokens), specials as control tokens, and the merges in rank order
+    (equal to tokenizer.json's own list)."""
+    from gguf import GGUFReader
+    d = os.path.join(work, "vocab")
+    os.makedirs(d, exist_ok=True)
+    text = ("The quick brown fox jumps over the lazy dog. 1234 naïve café 你好 🦙\n" * 40 +
+            "def f(x):\n    return x * 2  # comment\n" * 40)
+    with open(os.path.join(d, "t.txt"), "w") as f:
+        f.write(text)
+    from tokenizers import Tokenizer, models, pre_tokenizers, decoders, trainers
+    hf = Tokenizer(models.BPE())
+    hf.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    hf.decoder = decoders.ByteLevel()
+    hf.train([os.path.join(d, "t.txt")], trainers.BpeTrainer(
+        vocab_size=330, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>"], show_progress=False))
+    hf.save(os.path.join(d, "tokenizer.json"))
+    ok = run(llamac, "tokenize", "train", "--input", os.path.join(d, "t.txt"), "--vocab", "320",
+             "--out", os.path.join(d, "tok.bin"))
+    dec = gpt2_byte_decoder()
+    for kind, tokpath in (("llamac BPE", os.path.join(d, "tok.bin")), ("tokenizer.json", os.path.join(d, "tokenizer.json"))):
+        tag = f"gguf vocabulary ({kind})"
+        base = os.path.join(d, kind.split()[0].replace(".", "_"))
+        if not check(f"{tag}: shard, 1 training step, export", ok and
+                     run(llamac, "tokenize", "encode", "--tokenizer", tokpath, "--input", os.path.join(d, "t.txt"),
+                         "--out", base + ".bin") and
+                     run(llamac, "pretrain", "--train", base + ".bin", "--preset", "tiny", "--steps", "1",
+                         "--batch", "2", "--seq", "32", "--ckpt-dir", base + "_ck", "--out", base + ".h5",
+                         "--peak-gflops", "1") and
+                     run(llamac, "convert", base + ".h5", base + ".gguf", "--tokenizer", tokpath)):
+            continue
+        r = GGUFReader(base + ".gguf")
+        fv = lambda k: r.fields[k].contents()
+        toks, types = fv("tokenizer.ggml.tokens"), fv("tokenizer.ggml.token_type")
+        V = fv("llama.vocab_size")
+        check(f"{tag}: model gpt2, {V} tokens and types", fv("tokenizer.ggml.model") == "gpt2" and
+              len(toks) == V and len(types) == V, f"{fv('tokenizer.ggml.model')} {len(toks)} {len(types)}")
+        ids = subprocess.run([llamac, "tokenize", "ids", "--tokenizer", tokpath, os.path.join(d, "t.txt")],
+                             capture_output=True, text=True).stdout.split()
+        ids = [int(i) for i in ids]
+        back = bytes(b for i in ids for b in (dec[c] for c in toks[i]))
+        check(f"{tag}: llamac's ids decode back to the text through the GGUF tokens ({len(ids)} ids)",
+              len(ids) > 100 and back == text.encode(), f"{back[:80]!r}")
+        bos = fv("tokenizer.ggml.bos_token_id")
+        check(f"{tag}: bos is a control token named <|begin_of_text|>",
+              toks[bos] == "<|begin_of_text|>" and types[bos] == 3, f"{bos} {toks[bos]} {types[bos]}")
+        merges = fv("tokenizer.ggml.merges")
+        if kind == "tokenizer.json":
+            with open(tokpath) as f:
+                jm = json.load(f)["model"]["merges"]
+            jm = [m if isinstance(m, str) else " ".join(m) for m in jm]
+            check(f"{tag}: merges equal tokenizer.json's, in order ({len(jm)})", merges == jm,
+                  f"{merges[:3]} vs {jm[:3]}")
+        else:
+            check(f"{tag}: 320 - 256 - 5 merges, each joining two tokens into one",
+                  len(merges) == 59 and all("".join(m.split(" ")) in toks for m in merges), f"{len(merges)}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--llamac", default="build/llamac")
@@ -395,6 +471,8 @@ def main():
                 if check(f"{tag} convert HF -> GGUF directly", run(llamac, "convert", d, g2, "--name", mname)):
                     with open(gpath, "rb") as a, open(g2, "rb") as b:
                         check(f"{tag} direct GGUF == GGUF via checkpoint", a.read() == b.read(), "bytes differ")
+    print("== GGUF vocabulary")
+    check_gguf_vocab(llamac, args.work)
     print(f"test_convert: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

@@ -68,8 +68,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
         return err_set(e, "%s: is a directory, expected a checkpoint file name", out);
 
     int bos = -1, eos = -1;
+    Tokenizer tok;
+    memset(&tok, 0, sizeof tok);
     if (tokpath) {
-        Tokenizer tok;
         if (tok_load(&tok, tokpath, e)) return -1;
         int bad = 0;
         if (tok.vocab > c.vocab)
@@ -78,13 +79,18 @@ int cmd_convert(int argc, char **argv, Err *e) {
             bad = err_set(e, "%s: not the tokenizer %s was trained with", tokpath, in);
         tok_id = tok.id;
         bos = tok.bos, eos = tok.eos;
-        tok_free(&tok);
-        if (bad) return -1;
+        if (bad) {
+            tok_free(&tok);
+            return -1;
+        }
     }
 
     ParamTable t;
     Err ve;
-    if (params_build(&c, &t, &ve)) return err_set(e, "%s: %s", in, ve.msg);
+    if (params_build(&c, &t, &ve)) {
+        if (tokpath) tok_free(&tok);
+        return err_set(e, "%s: %s", in, ve.msg);
+    }
     float *params = xalloc_aligned(t.size * sizeof(float));
     int rc = -1;
     double t0 = time_now();
@@ -95,7 +101,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         kind = "GGUF";
         const char *base = strrchr(in, '/');
         if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
-        rc = gguf_save_llama(out, &c, &t, params, name, e);
+        rc = gguf_save_llama(out, &c, &t, params, name, tokpath ? &tok : NULL, e);
     } else if (to_ckpt) {
         kind = "checkpoint";
         rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
@@ -109,6 +115,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
                in, out, kind, t.n, t.numel, mb, t1 - t0, t2 - t1);
     }
 out:
+    if (tokpath) tok_free(&tok);
     free(params);
     params_free(&t);
     return rc;

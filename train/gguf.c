@@ -13,12 +13,17 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../data/bbpe.h"
+#include "../data/spm.h"
+
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c writes the host's float32 bytes and assumes a little-endian host"
 #endif
 
 /* metadata value types (gguf_type) and the one tensor type used */
-enum { GGUF_T_UINT32 = 4, GGUF_T_FLOAT32 = 6, GGUF_T_STRING = 8 };
+enum { GGUF_T_UINT32 = 4, GGUF_T_INT32 = 5, GGUF_T_FLOAT32 = 6, GGUF_T_STRING = 8, GGUF_T_ARRAY = 9 };
+/* llama.cpp's token types (the same numbers as SentencePiece's) */
+enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
 enum { GGML_TYPE_F32 = 0 };
 /* general.file_type: LLAMA_FTYPE_ALL_F32 */
 #define GGUF_FILE_TYPE_F32 0
@@ -121,6 +126,155 @@ static void kv_str(W *w, const char *k, const char *v) {
     put_u32(w, GGUF_T_STRING);
     put_str(w, v);
 }
+static void kv_array(W *w, const char *k, uint32_t type, uint64_t n) {
+    w->n_kv++;
+    put_str(w, k);
+    put_u32(w, GGUF_T_ARRAY);
+    put_u32(w, type);
+    put_u64(w, n);
+}
+static void put_bytes_str(W *w, const char *s, size_t n) {
+    put_u64(w, n);
+    put(w, s, n);
+}
+
+// ---- the vocabulary ----------------------------------------------------------
+
+/* GPT-2's byte -> code point map of byte-level BPE vocabularies: printable
+ * bytes stand for themselves, the other 68 take 256, 257, ... in order. */
+static void byte_map(uint32_t cp[256]) {
+    int next = 256;
+    for (int b = 0; b < 256; b++)
+        cp[b] = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174) ? (uint32_t)b : (uint32_t)next++;
+}
+
+/* bytes in[0..n) as the UTF-8 of their mapped code points into out (room
+ * for 2 * n bytes); returns the length. */
+static size_t byte_level(const uint32_t cp[256], const unsigned char *in, size_t n, char *out) {
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = cp[in[i]];
+        if (c < 0x80) out[m++] = (char)c;
+        else out[m++] = (char)(0xc0 | c >> 6), out[m++] = (char)(0x80 | (c & 0x3f));
+    }
+    return m;
+}
+
+typedef struct { uint32_t rank; int32_t a, b; } Merge;
+static int merge_cmp(const void *x, const void *y) {
+    uint32_t p = ((const Merge *)x)->rank, q = ((const Merge *)y)->rank;
+    return (p > q) - (p < q);
+}
+
+/* The merges of a byte-level tokenizer, in rank order; *n of them. */
+static Merge *vocab_merges(const Tokenizer *tok, size_t *n) {
+    Merge *m;
+    *n = 0;
+    if (tok->kind == TOK_LLAMAC) {
+        m = xmalloc(((size_t)tok->bpe->n_merges + 1) * sizeof *m);
+        for (int i = 0; i < tok->bpe->n_merges; i++)
+            m[(*n)++] = (Merge){(uint32_t)i, tok->bpe->merges[i][0], tok->bpe->merges[i][1]};
+        return m;
+    }
+    const Bbpe *b = tok->bb;
+    m = xmalloc(((size_t)b->pair_mask + 2) * sizeof *m);
+    for (uint64_t i = 0; i <= b->pair_mask; i++)
+        if (b->pair_key[i]) {
+            uint64_t k = b->pair_key[i] - 1;
+            m[(*n)++] = (Merge){(uint32_t)(b->pair_val[i] >> 32), (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu)};
+        }
+    qsort(m, *n, sizeof *m, merge_cmp);
+    return m;
+}
+
+/* Metadata entries the vocabulary adds (1 without a tokenizer). */
+static int vocab_kv_count(const Tokenizer *tok) {
+    if (!tok) return 1;
+    return 5 + (tok->bos >= 0) + (tok->eos >= 0);
+}
+
+/* tokenizer.ggml.*: byte-level kinds as llama.cpp's "gpt2" model (tokens in
+ * GPT-2's byte-to-unicode spelling, merges "A B" in rank order), SentencePiece
+ * as its "llama" model (pieces, scores, types). Ids from tok->vocab up to the
+ * model's V are filled with unused "[PAD<id>]" tokens. */
+static void vocab_kv(W *w, const Tokenizer *tok, int V) {
+    if (!tok) {
+        kv_str(w, "tokenizer.ggml.model", "no_vocab");
+        return;
+    }
+    char pad_name[32];
+    if (tok->kind == TOK_SPM) {
+        const Spm *s = tok_spm_model(tok);
+        kv_str(w, "tokenizer.ggml.model", "llama");
+        kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
+        for (int i = 0; i < V; i++) {
+            if (i < s->vocab) put_bytes_str(w, s->bytes + s->off[i], s->off[i + 1] - s->off[i] - 1);
+            else put_bytes_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
+        }
+        kv_array(w, "tokenizer.ggml.scores", GGUF_T_FLOAT32, (uint64_t)V);
+        for (int i = 0; i < V; i++) {
+            float sc = i < s->vocab ? s->score[i] : -1e9f;
+            put(w, &sc, 4);
+        }
+        kv_array(w, "tokenizer.ggml.token_type", GGUF_T_INT32, (uint64_t)V);
+        for (int i = 0; i < V; i++) {
+            int32_t ty = i < s->vocab ? s->type[i] : TT_UNUSED;
+            put(w, &ty, 4);
+        }
+        kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)s->unk);
+    } else {
+        uint32_t cp[256];
+        byte_map(cp);
+        int32_t *type = xmalloc((size_t)V * sizeof *type);
+        for (int i = 0; i < V; i++) type[i] = i < tok->vocab ? TT_NORMAL : TT_UNUSED;
+        if (tok->kind == TOK_LLAMAC)
+            for (int k = 0; k < tok->bpe->n_special; k++) type[256 + tok->bpe->n_merges + k] = TT_CONTROL;
+        else
+            for (int k = 0; k < tok->bb->n_added; k++)
+                type[tok->bb->added[k].id] = tok->bb->added[k].special ? TT_CONTROL : TT_USER_DEFINED;
+        kv_str(w, "tokenizer.ggml.model", "gpt2");
+        /* llamac's own pre-tokenizer is none of llama.cpp's; "default" is
+         * GPT-2's split. tokenizer.json / tiktoken: Llama 3's. */
+        kv_str(w, "tokenizer.ggml.pre", tok->kind == TOK_LLAMAC ? "default" : "llama-bpe");
+        kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
+        char *buf = NULL;
+        size_t cap = 0;
+        for (int i = 0; i < V; i++) {
+            size_t n = 0;
+            const char *b = i < tok->vocab ? tok_token_bytes(tok, i, &n) : NULL;
+            if (!b) {
+                put_bytes_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
+                continue;
+            }
+            if (type[i] != TT_NORMAL) { /* special and added tokens keep their text */
+                put_bytes_str(w, b, n);
+                continue;
+            }
+            if (2 * n > cap) buf = xrealloc(buf, cap = 2 * n + 64);
+            put_bytes_str(w, buf, byte_level(cp, (const unsigned char *)b, n, buf));
+        }
+        kv_array(w, "tokenizer.ggml.token_type", GGUF_T_INT32, (uint64_t)V);
+        put(w, type, (size_t)V * 4);
+        size_t nm;
+        Merge *m = vocab_merges(tok, &nm);
+        kv_array(w, "tokenizer.ggml.merges", GGUF_T_STRING, nm);
+        for (size_t i = 0; i < nm; i++) {
+            size_t na, nb;
+            const char *a = tok_token_bytes(tok, m[i].a, &na), *b = tok_token_bytes(tok, m[i].b, &nb);
+            if (2 * (na + nb) + 1 > cap) buf = xrealloc(buf, cap = 2 * (na + nb) + 64);
+            size_t k = byte_level(cp, (const unsigned char *)a, na, buf);
+            buf[k++] = ' ';
+            k += byte_level(cp, (const unsigned char *)b, nb, buf + k);
+            put_bytes_str(w, buf, k);
+        }
+        free(m);
+        free(buf);
+        free(type);
+    }
+    if (tok->bos >= 0) kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos);
+    if (tok->eos >= 0) kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos);
+}
+
 static void pad(W *w) {
     static const char zeros[GGUF_ALIGNMENT];
     put(w, zeros, (size_t)((GGUF_ALIGNMENT - w->at % GGUF_ALIGNMENT) % GGUF_ALIGNMENT));
@@ -140,7 +294,7 @@ static void tensor_info(W *w, const char *name, int ndim, const int64_t *hf_shap
 }
 
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
-                    const char *name, Err *e) {
+                    const char *name, const Tokenizer *tok, Err *e) {
     int hs = config_head_size(c), scaled = c->rope_scaling == ROPE_SCALING_LLAMA3;
     char tmp[4096], gname[96];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
@@ -150,7 +304,9 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
     W w = {fopen(tmp, "wb"), 1, 0, 0};
     if (!w.f) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
 
-    int n_meta = 15; /* the kv_* calls below (checked) */
+    if (tok && tok->vocab > c->vocab)
+        return err_set(e, "%s: the tokenizer's %d tokens do not fit the model's vocab %d", path, tok->vocab, c->vocab);
+    int n_meta = 14 + vocab_kv_count(tok); /* the kv_* calls below (checked) */
     put(&w, "GGUF", 4);
     put_u32(&w, GGUF_VERSION);
     put_u64(&w, (uint64_t)(t->n + scaled));
@@ -169,7 +325,7 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
     kv_f32(&w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     kv_u32(&w, "llama.rope.dimension_count", (uint32_t)hs);
     kv_u32(&w, "llama.vocab_size", (uint32_t)c->vocab);
-    kv_str(&w, "tokenizer.ggml.model", "no_vocab");
+    vocab_kv(&w, tok, c->vocab);
     LC_ASSERT(w.n_kv == n_meta);
 
     /* infos: rope_freqs first (as llama.cpp's converter emits it), then the

@@ -32,25 +32,34 @@
  * with s = (original_ctx / wavelength - low) / (high - low): the same
  * frequencies as Hugging Face's llama3 rope.
  *
- * The tokenizer is not exported: tokenizer.ggml.model is "no_vocab", which
- * llama.cpp loads as a model without a vocabulary (llama.vocab_size ids in,
- * logits out); text in and out would need llamac's BPE expressed as a
- * llama.cpp pre-tokenizer + merges, which is not done.
+ * Vocabulary: given a tokenizer, the tokenizer.ggml.* keys. Byte-level kinds
+ * (llamac BPE, tokenizer.json, tiktoken) become llama.cpp's "gpt2" model:
+ * tokens spelled in GPT-2's byte-to-unicode alphabet, special tokens as
+ * their text with type CONTROL, merges "A B" in rank order, pre-tokenizer
+ * "llama-bpe" (Llama 3's split) or, for llamac's own BPE whose split is none
+ * of llama.cpp's, "default" (GPT-2's: prompts may then split differently
+ * from llamac's encoder, while every id decodes exactly). SentencePiece
+ * becomes its "llama" model (pieces, scores, types). Ids past the
+ * tokenizer's vocabulary up to the model's are unused "[PAD<id>]" tokens.
+ * Without a tokenizer, tokenizer.ggml.model is "no_vocab" (ids in, logits
+ * out).
  */
 #ifndef LLAMAC_TRAIN_GGUF_H
 #define LLAMAC_TRAIN_GGUF_H
 
 #include "../model/config.h"
 #include "../model/params.h"
+#include "../data/tok.h"
 
 #define GGUF_VERSION 3
 #define GGUF_ALIGNMENT 32
 
 /* Write the model (host buffer laid out by t) to path: "<path>.tmp" first,
  * fsync'd, then renamed, so an existing path is replaced only by a complete
- * file. name goes into general.name. Returns 0 or -1 with e. */
+ * file. name goes into general.name; tok (NULL: none) the vocabulary.
+ * Returns 0 or -1 with e. */
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
-                    const char *name, Err *e);
+                    const char *name, const Tokenizer *tok, Err *e);
 
 /* llama.cpp's name of the HF tensor hf into out; -1 if it has none. */
 int gguf_tensor_name(const char *hf, char *out, size_t n);
