@@ -404,6 +404,33 @@ def check_gguf_vocab(llamac, work):
         else:
             check(f"{tag}: 320 - 256 - 5 merges, each joining two tokens into one",
                   len(merges) == 59 and all("".join(m.split(" ")) in toks for m in merges), f"{len(merges)}")
+    # SentencePiece (Llama 1/2 settings) -> llama.cpp's "llama" vocabulary
+    import sentencepiece as spm
+    tag = "gguf vocabulary (SentencePiece)"
+    base = os.path.join(d, "sp")
+    spm.SentencePieceTrainer.train(input=os.path.join(d, "t.txt"), model_prefix=base, model_type="bpe",
+                                   vocab_size=400, byte_fallback=True, split_digits=True,
+                                   normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                   minloglevel=2)
+    tokpath = base + ".model"
+    if check(f"{tag}: shard, 1 training step, export",
+             run(llamac, "tokenize", "encode", "--tokenizer", tokpath, "--input", os.path.join(d, "t.txt"),
+                 "--out", base + ".bin") and
+             run(llamac, "pretrain", "--train", base + ".bin", "--preset", "tiny", "--steps", "1", "--batch", "2",
+                 "--seq", "32", "--ckpt-dir", base + "_ck", "--out", base + ".h5", "--peak-gflops", "1") and
+             run(llamac, "convert", base + ".h5", base + ".gguf", "--tokenizer", tokpath)):
+        r = GGUFReader(base + ".gguf")
+        fv = lambda k: r.fields[k].contents()
+        sp = spm.SentencePieceProcessor(model_file=tokpath)
+        n = sp.get_piece_size()
+        toks, sc, ty = fv("tokenizer.ggml.tokens"), fv("tokenizer.ggml.scores"), fv("tokenizer.ggml.token_type")
+        check(f"{tag}: model llama, pieces, scores and types equal sentencepiece's ({n})",
+              fv("tokenizer.ggml.model") == "llama" and len(toks) == n and
+              all(toks[i] == sp.id_to_piece(i) and sc[i] == sp.get_score(i) for i in range(n)) and
+              ty[sp.unk_id()] == 2 and ty[sp.bos_id()] == 3 and ty[sp.piece_to_id("<0x41>")] == 6,
+              f"{fv('tokenizer.ggml.model')} {len(toks)}")
+        check(f"{tag}: unk/bos/eos ids", (fv("tokenizer.ggml.unknown_token_id"), fv("tokenizer.ggml.bos_token_id"),
+              fv("tokenizer.ggml.eos_token_id")) == (sp.unk_id(), sp.bos_id(), sp.eos_id()), "differ")
 
 
 def main():
