@@ -51,16 +51,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     }
     Llama m;
     Device dev;
-    if (device_open(&dev, device, e)) goto out_shard;
-    memset(&m, 0, sizeof m);
-    if (device_check_fits(&dev, &c, (int)B, (int)T, 0, e) ||
-        llama_init(&m, &c, dev.ops, dev.ctx, (int)B, (int)T, 0, e)) goto out_model;
-    HostView hv;
-    device_host_view(&m, NULL, &hv);
-    int lrc = ckpt_load(model, &c, &m.t, hv.m.params, NULL, NULL, e);
-    if (!lrc) device_host_push(&hv, &m, NULL);
-    device_host_free(&hv);
-    if (lrc) goto out_model;
+    if (device_load_model(&dev, device, model, &c, &m, (int)B, (int)T, e)) goto out_shard;
     const Shard *sp = &s;
     Loader L;
     if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;

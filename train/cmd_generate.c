@@ -69,16 +69,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
     Llama m;
     Device dev;
-    if (device_open(&dev, device, e)) goto out_sampler;
-    memset(&m, 0, sizeof m);
-    if (device_check_fits(&dev, &c, 1, (int)ctx, 0, e) ||
-        llama_init(&m, &c, dev.ops, dev.ctx, 1, (int)ctx, 0, e)) goto out_model;
-    HostView hv;
-    device_host_view(&m, NULL, &hv);
-    int lrc = ckpt_load(model, &c, &m.t, hv.m.params, NULL, NULL, e);
-    if (!lrc) device_host_push(&hv, &m, NULL);
-    device_host_free(&hv);
-    if (lrc) goto out_model;
+    if (device_load_model(&dev, device, model, &c, &m, 1, (int)ctx, e)) goto out_sampler;
     fputs(prompt, stdout);
     double t_pre, t_gen;
     int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);
@@ -87,7 +78,6 @@ int cmd_generate(int argc, char **argv, Err *e) {
     fprintf(stderr, "llamac: %zu prompt tokens in %.3f s, %d tokens generated in %.3f s (%.1f tok/s)\n", np,
             t_pre, n, t_gen, t_gen > 0 ? n / t_gen : 0.0);
     rc = 0;
-out_model:
     llama_free(&m);
     device_close(&dev);
 out_sampler:

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
+
 #ifdef LC_CUDA
 #include "../model/ops_cuda.h"
 #endif
@@ -109,4 +111,25 @@ void device_params_init(Llama *m, uint64_t seed) {
     params_init(&m->t, v.m.params, m->c.n_layers, seed);
     device_host_push(&v, m, NULL);
     device_host_free(&v);
+}
+
+int device_load_model(Device *d, const char *name, const char *path, const LlamaConfig *c, Llama *m, int B,
+                      int T, Err *e) {
+    memset(m, 0, sizeof *m);
+    if (device_open(d, name, e)) return -1;
+    if (device_check_fits(d, c, B, T, 0, e) || llama_init(m, c, d->ops, d->ctx, B, T, 0, e)) {
+        llama_free(m);
+        device_close(d);
+        return -1;
+    }
+    HostView hv;
+    device_host_view(m, NULL, &hv);
+    int rc = ckpt_load(path, c, &m->t, hv.m.params, NULL, NULL, e);
+    if (rc == 0) device_host_push(&hv, m, NULL);
+    device_host_free(&hv);
+    if (rc) {
+        llama_free(m);
+        device_close(d);
+    }
+    return rc;
 }
