@@ -18,6 +18,7 @@
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bbpe.h"
+#include "chunkcache.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -839,16 +840,6 @@ int bbpe_load_tiktoken(Bbpe *b, const char *path, Err *e) {
 // ---------------------------------------------------------------------------
 // encoding: per-thread state
 
-#define CACHE_KEY 24
-#define CACHE_SLOTS (1u << 15)
-typedef struct {
-    uint32_t tag;  /* high bits of the piece hash */
-    uint8_t klen;  /* 0 = empty */
-    uint8_t nids;
-    char key[CACHE_KEY];
-    int32_t ids[CACHE_KEY];
-} CacheSlot;
-
 typedef struct {
     uint64_t owner;               /* Bbpe.id the cache belongs to */
     pcre2_match_data *md;
@@ -856,7 +847,7 @@ typedef struct {
     pcre2_jit_stack *js;
     char *scratch;                /* lossy UTF-8 copy, prefix-space pieces */
     size_t scap;
-    CacheSlot slot[CACHE_SLOTS];
+    CacheSlot slot[CHUNK_CACHE_SLOTS]; /* chunkcache.h */
 } Local;
 
 static pthread_key_t local_key;
@@ -1019,14 +1010,13 @@ static void encode_piece_raw(Enc *x, const uint8_t *s, size_t n) {
 
 static void encode_piece(Enc *x, const uint8_t *s, size_t n) {
     if (n == 0) return;
-    if (n > CACHE_KEY) {
+    if (n > CHUNK_CACHE_KEY) {
         encode_piece_raw(x, s, n);
         return;
     }
     uint64_t h = hash_bytes(s, n);
-    CacheSlot *slot = &x->l->slot[h & (CACHE_SLOTS - 1)];
-    uint32_t tag = (uint32_t)(h >> 32);
-    if (slot->klen == n && slot->tag == tag && memcmp(slot->key, s, n) == 0) {
+    CacheSlot *slot = chunk_slot(x->l->slot, h);
+    if (chunk_hit(slot, h, s, n)) {
         reserve(x, slot->nids);
         memcpy(x->out + x->n, slot->ids, slot->nids * sizeof *x->out);
         x->n += slot->nids;
@@ -1034,11 +1024,7 @@ static void encode_piece(Enc *x, const uint8_t *s, size_t n) {
     }
     size_t n0 = x->n;
     encode_piece_raw(x, s, n);
-    slot->tag = tag;
-    slot->klen = (uint8_t)n;
-    slot->nids = (uint8_t)(x->n - n0);
-    memcpy(slot->key, s, n);
-    memcpy(slot->ids, x->out + n0, (x->n - n0) * sizeof *x->out);
+    chunk_store(slot, h, s, n, x->out + n0, x->n - n0);
 }
 
 // ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@
  * takes a const Bpe and is safe to call from many threads at once.
  */
 #include "bpe.h"
+#include "chunkcache.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -607,24 +608,11 @@ static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
     return m;
 }
 
-/* Per-thread cache of chunk -> ids: direct-mapped, 2^15 slots of 128 bytes
- * (4 MiB per thread that encodes, freed when the thread exits). Chunks up to
- * CACHE_KEY bytes (nearly every English word) are cached; a slot is
- * overwritten on collision. A POSIX thread key (not _Thread_local) so that
- * the destructor frees it with its thread. */
-#define CACHE_KEY 24
-#define CACHE_SLOTS (1u << 15)
-typedef struct {
-    uint32_t tag;  /* high bits of the chunk hash */
-    uint8_t klen;  /* 0 = empty */
-    uint8_t nids;
-    char key[CACHE_KEY];
-    int32_t ids[CACHE_KEY];
-} CacheSlot;
-
+/* The per-thread chunk cache (chunkcache.h), behind a POSIX thread key (not
+ * _Thread_local) so that the destructor frees it with its thread. */
 typedef struct {
     uint64_t owner; /* Bpe.id the slots belong to */
-    CacheSlot slot[CACHE_SLOTS];
+    CacheSlot slot[CHUNK_CACHE_SLOTS];
 } Cache;
 
 static pthread_key_t cache_key;
@@ -665,24 +653,19 @@ size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, siz
             out[n++] = s[0];
             continue;
         }
-        if (clen > CACHE_KEY) {
+        if (clen > CHUNK_CACHE_KEY) {
             n += (size_t)encode_chunk(t, s, (int)clen, out + n);
             continue;
         }
         uint64_t h = fnv1a(FNV_OFFSET, s, clen);
-        CacheSlot *slot = &cache[h & (CACHE_SLOTS - 1)];
-        uint32_t tag = (uint32_t)(h >> 32);
-        if (slot->klen == clen && slot->tag == tag && memcmp(slot->key, s, clen) == 0) {
+        CacheSlot *slot = chunk_slot(cache, h);
+        if (chunk_hit(slot, h, s, clen)) {
             memcpy(out + n, slot->ids, slot->nids * sizeof *out);
             n += slot->nids;
             continue;
         }
         int m = encode_chunk(t, s, (int)clen, out + n);
-        slot->tag = tag;
-        slot->klen = (uint8_t)clen;
-        slot->nids = (uint8_t)m;
-        memcpy(slot->key, s, clen);
-        memcpy(slot->ids, out + n, (size_t)m * sizeof *out);
+        chunk_store(slot, h, s, clen, out + n, (size_t)m);
         n += (size_t)m;
     }
     *ids = out;
