@@ -19,6 +19,7 @@
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bbpe.h"
 #include "chunkcache.h"
+#include "minheap.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -904,30 +905,6 @@ static inline void reserve(Enc *x, size_t k) {
 // ---------------------------------------------------------------------------
 // encoding: merging one piece
 
-static inline uint64_t heap_pop(uint64_t *heap, size_t *nh) {
-    uint64_t top = heap[0], x = heap[--*nh];
-    size_t i = 0, n = *nh;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap[c + 1] < heap[c]) c++;
-        if (heap[c] >= x) break;
-        heap[i] = heap[c];
-        i = c;
-    }
-    if (n) heap[i] = x;
-    return top;
-}
-
-static inline void heap_push(uint64_t *heap, size_t *nh, uint64_t v) {
-    size_t i = (*nh)++;
-    while (i > 0 && v < heap[(i - 1) / 2]) {
-        heap[i] = heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    heap[i] = v;
-}
-
 /* Merge the byte ids id[0..n) (no -1) in place; returns the count left.
  * Short pieces: scan for the lowest rank each step. */
 static int merge_small(const Bbpe *b, int32_t *id, int n) {
@@ -956,10 +933,10 @@ static int merge_large(const Bbpe *b, int32_t *id, int n) {
     for (int i = 0; i < n; i++) nxt[i] = i + 1 < n ? i + 1 : -1, prv[i] = i - 1;
     for (int i = 0; i + 1 < n; i++) {
         uint64_t v = pair_get(b, id[i], id[i + 1]);
-        if ((v >> 32) != NO_RANK) heap_push(heap, &nh, (v >> 32) << 32 | (uint32_t)i);
+        if ((v >> 32) != NO_RANK) minheap_push(heap, &nh, (v >> 32) << 32 | (uint32_t)i);
     }
     while (nh) {
-        uint64_t top = heap_pop(heap, &nh);
+        uint64_t top = minheap_pop(heap, &nh);
         uint32_t r = (uint32_t)(top >> 32);
         int32_t pos = (int32_t)(uint32_t)top, q = nxt[pos];
         if (id[pos] < 0 || q < 0) continue;
@@ -971,11 +948,11 @@ static int merge_large(const Bbpe *b, int32_t *id, int n) {
         if (nxt[q] >= 0) prv[nxt[q]] = pos;
         if (prv[pos] >= 0) {
             uint64_t w = pair_get(b, id[prv[pos]], id[pos]);
-            if ((w >> 32) != NO_RANK) heap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)prv[pos]);
+            if ((w >> 32) != NO_RANK) minheap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)prv[pos]);
         }
         if (nxt[pos] >= 0) {
             uint64_t w = pair_get(b, id[pos], id[nxt[pos]]);
-            if ((w >> 32) != NO_RANK) heap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)pos);
+            if ((w >> 32) != NO_RANK) minheap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)pos);
         }
     }
     int m = 0;

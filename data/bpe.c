@@ -20,6 +20,7 @@
  */
 #include "bpe.h"
 #include "chunkcache.h"
+#include "minheap.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -537,31 +538,6 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
 
 // ---------------------------------------------------------------------------
 // encoding
-
-/* min-heap of uint64 keys, for encode_chunk */
-static inline void minheap_push(uint64_t *heap, size_t *nh, uint64_t v) {
-    size_t i = (*nh)++;
-    while (i > 0 && v < heap[(i - 1) / 2]) {
-        heap[i] = heap[(i - 1) / 2];
-        i = (i - 1) / 2;
-    }
-    heap[i] = v;
-}
-
-static inline uint64_t minheap_pop(uint64_t *heap, size_t *nh) {
-    uint64_t top = heap[0], x = heap[--*nh];
-    size_t i = 0, n = *nh;
-    for (;;) {
-        size_t c = 2 * i + 1;
-        if (c >= n) break;
-        if (c + 1 < n && heap[c + 1] < heap[c]) c++;
-        if (heap[c] >= x) break;
-        heap[i] = heap[c];
-        i = c;
-    }
-    if (n) heap[i] = x;
-    return top;
-}
 
 /* One chunk -> ids (at most n of them). Symbols form a linked list; the heap
  * holds (merge index << 32 | position) candidates, so the lowest merge index

@@ -75,6 +75,7 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Median of v[0..n), which it sorts. */
 static double median(double *v, int n) {
     qsort(v, (size_t)n, sizeof *v, cmp_double);
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
@@ -230,10 +231,9 @@ int cmd_bench(int argc, char **argv, Err *e) {
         adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr);
         if (s >= warm) dt[s - warm] = time_now() - t0;
     }
-    double *sorted = xmalloc((size_t)steps * sizeof(double));
+    double *sorted = xmalloc((size_t)steps * sizeof(double)); /* dt stays in step order for --json */
     memcpy(sorted, dt, (size_t)steps * sizeof(double));
-    qsort(sorted, (size_t)steps, sizeof(double), cmp_double);
-    double med = steps % 2 ? sorted[steps / 2] : 0.5 * (sorted[steps / 2 - 1] + sorted[steps / 2]);
+    double med = median(sorted, (int)steps);
     double tps = n / med, fpt = llama_flops_per_token(&c, (int)T), gf = fpt * tps / 1e9;
     double peak = sgemm ? run_sgemm_peak((int)sgemm, 10) : 0;
     double rss = peak_rss_bytes() / 1048576.0;

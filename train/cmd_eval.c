@@ -36,16 +36,13 @@ int cmd_eval(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!data) return err_set(e, "--data: required");
     if (device_check(device, e)) return -1;
-    LlamaConfig c;
-    uint64_t tok_id;
     CkptInfo info;
     if (ckpt_info(model, &info, e)) return -1;
-    c = info.c;
-    tok_id = info.tokenizer_id;
+    LlamaConfig c = info.c;
     Shard s;
     if (shard_open(&s, data, e)) return -1;
     int rc = -1;
-    if (s.tokenizer_id != tok_id || s.vocab != c.vocab) {
+    if (s.tokenizer_id != info.tokenizer_id || s.vocab != c.vocab) {
         err_set(e, "%s: made by a different tokenizer than the model %s was trained with", data, model);
         goto out_shard;
     }

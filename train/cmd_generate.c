@@ -40,17 +40,14 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!tokpath) return err_set(e, "--tokenizer: required");
     if (device_check(device, e)) return -1;
-    LlamaConfig c;
-    uint64_t tok_id;
     CkptInfo info;
     if (ckpt_info(model, &info, e)) return -1;
-    c = info.c;
-    tok_id = info.tokenizer_id;
+    LlamaConfig c = info.c;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;
     int32_t *ids = NULL;
-    if (tok.id != tok_id) {
+    if (tok.id != info.tokenizer_id) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
