@@ -1,0 +1,394 @@
+/*
+ * trainer.c: the training loop shared by pretrain, sft and dpo (trainer.h).
+ * Checkpoints are train/ckpt.h's HDF5 files; resume restores weights, AdamW
+ * moments and step, the schedule position and the data cursor, so a resumed
+ * run continues bit for bit on the CPU.
+ */
+#include "trainer.h"
+
+#include <errno.h>
+#include <math.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ckpt.h"
+#include "convert.h"
+#include "run.h"
+
+void trainer_opts_default(TrainOpts *o) {
+    memset(o, 0, sizeof *o);
+    o->B = 8;
+    o->T = 256;
+    o->steps = 1000;
+    o->warmup = 2000;
+    o->val_every = 100;
+    o->val_batches = 20;
+    o->seed = 1337;
+    o->log_every = 1;
+    o->keep = 3;
+    o->lr = 5e-4;
+    o->min_frac = 0.1;
+    o->warmup_frac = SCHED_MAX_WARMUP_FRAC;
+    o->wd = 0.1;
+    o->clip = 1.0;
+    o->beta1 = 0.9;
+    o->beta2 = 0.95;
+    o->eps = 1e-5;
+    o->out = "model.h5";
+    o->ckpt_dir = "checkpoints";
+    o->device = "cpu";
+    o->prompt = "Once upon a time";
+}
+
+int trainer_flags(TrainOpts *o, CliFlag *f) {
+    const CliFlag rows[] = {
+        {"batch", CLI_INT, &o->B, 1, 1 << 16, "micro-batch size B (rows per forward/backward)"},
+        {"seq", CLI_INT, &o->T, 2, 1 << 20, "sequence length T"},
+        {"batch-tokens", CLI_INT, &o->batch_tokens, 0, 1L << 40, "tokens per optimizer step, a multiple of B*T (0: B*T, no accumulation)"},
+        {"steps", CLI_INT, &o->steps, 1, 1L << 40, "optimizer steps"},
+        {"lr", CLI_FLOAT, &o->lr, 0, 10, "peak learning rate (> 0)"},
+        {"warmup", CLI_INT, &o->warmup, 0, 1L << 40, "linear warmup steps (capped at --warmup-frac of --steps)"},
+        {"warmup-frac", CLI_FLOAT, &o->warmup_frac, 0, 1, "largest fraction of the run warmup may take"},
+        {"lr-min-frac", CLI_FLOAT, &o->min_frac, 0, 1, "cosine decay floor as a fraction of --lr"},
+        {"weight-decay", CLI_FLOAT, &o->wd, 0, 10, "AdamW decoupled weight decay on 2-D weights"},
+        {"beta1", CLI_FLOAT, &o->beta1, 0, 1, "AdamW beta1"},
+        {"beta2", CLI_FLOAT, &o->beta2, 0, 1, "AdamW beta2"},
+        {"eps", CLI_FLOAT, &o->eps, 0, 1, "AdamW epsilon"},
+        {"clip", CLI_FLOAT, &o->clip, 0, 1e9, "global gradient-norm clip (0: off)"},
+        {"val-every", CLI_INT, &o->val_every, 0, 1L << 40, "validation loss every N steps (0: only at the end)"},
+        {"val-batches", CLI_INT, &o->val_batches, 1, 1L << 30, "batches per validation"},
+        {"seed", CLI_INT, &o->seed, 0, 1L << 62, "seed for initialisation and data order"},
+        {"out", CLI_STR, &o->out, 0, 0, "model written at the end (HDF5, weights only: for eval, generate, convert)"},
+        {"ckpt-dir", CLI_STR, &o->ckpt_dir, 0, 0, "directory of the run's checkpoints (step-N.h5: weights, AdamW, data cursor)"},
+        {"save-every", CLI_INT, &o->save_every, 0, 1L << 40, "checkpoint every N steps (0: only at the end and on SIGINT/SIGTERM)"},
+        {"keep", CLI_INT, &o->keep, 1, 1 << 20, "checkpoints kept in --ckpt-dir (older ones are deleted)"},
+        {"resume", CLI_STR, &o->resume, 0, 0, "continue from a checkpoint: a path, or auto (the newest in --ckpt-dir; none: start)"},
+        {"metrics", CLI_STR, &o->metrics, 0, 0, "JSON-lines metrics file (one line per step and per validation)"},
+        {"peak-gflops", CLI_FLOAT, &o->peak, 0, 1e9, "peak for MFU in GFLOP/s (0: measure SGEMM here)"},
+        {"tokenizer", CLI_STR, &o->tokpath, 0, 0, "tokenizer file, for samples before and after training"},
+        {"prompt", CLI_STR, &o->prompt, 0, 0, "prompt of the samples"},
+        {"sample-tokens", CLI_INT, &o->sample_tokens, 0, 1 << 20, "tokens per sample (0: no samples)"},
+        {"log-every", CLI_INT, &o->log_every, 1, 1L << 30, "progress line every N steps"},
+        {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
+    };
+    int n = (int)(sizeof rows / sizeof rows[0]);
+    LC_ASSERT(n <= TRAINER_NFLAGS);
+    memcpy(f, rows, sizeof rows);
+    return n;
+}
+
+int trainer_check(const TrainOpts *o, Err *e) {
+    if (!(o->lr > 0)) return err_set(e, "--lr: must be positive, got %g", o->lr);
+    return device_check(o->device, e);
+}
+
+int trainer_mkdir(const char *dir, const char *flag, Err *e) {
+    char p[4096];
+    snprintf(p, sizeof p, "%s", dir);
+    for (char *s = p + 1; ; s++) {
+        if (*s == '/' || *s == '\0') {
+            char c = *s;
+            *s = '\0';
+            if (mkdir(p, 0777) && errno != EEXIST) return err_set(e, "%s: cannot create %s (%s)", flag, p, strerror(errno));
+            *s = c;
+            if (!c) break;
+        }
+    }
+    return 0;
+}
+
+int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
+                 const char *init, Err *e) {
+    memset(tr, 0, sizeof *tr);
+    tr->o = *o;
+    tr->mode = mode;
+    tr->c = *c;
+    long micro = o->B * o->T;
+    if (tr->o.batch_tokens == 0) tr->o.batch_tokens = micro;
+    if (tr->o.batch_tokens % micro != 0)
+        return err_set(e, "--batch-tokens: %ld is not a multiple of B*T = %ld", tr->o.batch_tokens, micro);
+    tr->accum = tr->o.batch_tokens / micro;
+    if (sched_init(&tr->sched, o->lr, o->warmup, o->steps, o->min_frac, o->warmup_frac, e)) return -1;
+    AdamWConfig ac = {(float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->wd, (float)o->clip, 0};
+    if (device_open(&tr->dev, o->device, e)) return -1;
+    tr->opened = 1;
+    if (device_check_fits(&tr->dev, c, (int)o->B, (int)o->T, 1, e) ||
+        llama_init(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, 1, e))
+        return -1;
+    if (init) {
+        HostView hv;
+        device_host_view(&tr->m, NULL, &hv);
+        int rc = convert_model_load(init, c, &tr->m.t, hv.m.params, e);
+        if (!rc) device_host_push(&hv, &tr->m, NULL);
+        device_host_free(&hv);
+        if (rc) return -1;
+    } else {
+        device_params_init(&tr->m, (uint64_t)o->seed);
+    }
+    tr->pt = &tr->m.t;
+    tr->params = tr->m.params;
+    tr->grads = tr->m.grads;
+    return adamw_init(&tr->opt, &ac, tr->pt, tr->m.ops, tr->m.ctx, e);
+}
+
+void trainer_close(Trainer *tr) {
+    if (tr->gen.params) llama_free(&tr->gen);
+    if (tr->has_tok) tok_free(&tr->tok);
+    adamw_free(&tr->opt);
+    llama_free(&tr->m);
+    if (tr->opened) device_close(&tr->dev);
+    memset(tr, 0, sizeof *tr);
+}
+
+double trainer_eval(Trainer *tr, TrainData *d, long nbatches, Err *e) {
+    Llama *m = &tr->m;
+    size_t n = (size_t)m->B * m->T;
+    int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
+    const uint64_t zero[2] = {0, 0};
+    double sum = 0;
+    long count = 0;
+    int rc = d->seek(d->ud, zero, e);
+    for (long b = 0; !rc && b < nbatches; b++) {
+        rc = d->next(d->ud, tok, tgt, pos, e) || llama_set_batch(m, tok, tgt, pos, e);
+        if (rc) break;
+        sum += llama_forward(m, 0, m->c.n_layers, 0);
+        count += llama_count_targets(tgt, n);
+    }
+    if (!rc) rc = d->seek(d->ud, zero, e);
+    free(tok); free(tgt); free(pos);
+    if (rc) return NAN;
+    return count ? sum / count : 0;
+}
+
+// ----------------------------------------------------------------------------
+// checkpoints
+
+/* SIGINT / SIGTERM: finish the step, save a checkpoint, stop. */
+static volatile sig_atomic_t stop_signal;
+static void on_signal(int sig) { stop_signal = sig; }
+
+/* Save the run after `step` steps into --ckpt-dir/step-N.h5 and prune. */
+static int save_run(Trainer *tr, const TrainData *d, const char *run_config, long step, long tokens,
+                    double lr, Err *e) {
+    char path[4096];
+    ckpt_step_path(tr->o.ckpt_dir, step, path, sizeof path);
+    uint64_t cursor[2];
+    d->tell(d->ud, cursor);
+    CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, 1, cursor, {0}, (char *)run_config};
+    Rng r;
+    rng_seed(&r, (uint64_t)tr->o.seed);
+    memcpy(st.rng, r.s, sizeof st.rng);
+    double t0 = time_now();
+    HostView hv; /* host copies of a GPU's buffers for the HDF5 writer */
+    device_host_view(&tr->m, &tr->opt, &hv);
+    int src = ckpt_save(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &hv.opt, &st, e);
+    device_host_free(&hv);
+    if (src) return -1;
+    double dt = time_now() - t0;
+    struct stat sb;
+    stat(path, &sb);
+    ckpt_prune(tr->o.ckpt_dir, (int)tr->o.keep, NULL);
+    printf("checkpoint: %s (%.1f MB in %.2f s, %.0f MB/s)\n", path, sb.st_size / 1e6, dt, sb.st_size / 1e6 / dt);
+    fflush(stdout);
+    return 0;
+}
+
+/* --resume: the same model, optimizer and data position as when saved.
+ * *start gets the step to continue from (0 when nothing was found). */
+static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
+    const TrainOpts *o = &tr->o;
+    char rpath[4096] = "";
+    *start = 0;
+    if (!o->resume) return 0;
+    if (strcmp(o->resume, "auto") == 0) {
+        int found = ckpt_latest(o->ckpt_dir, rpath, sizeof rpath, e);
+        if (found < 0) return -1;
+        if (!found) {
+            printf("resume: no checkpoint in %s; starting from scratch\n", o->ckpt_dir);
+            return 0;
+        }
+    } else {
+        snprintf(rpath, sizeof rpath, "%s", o->resume);
+    }
+    CkptInfo info;
+    CkptState st;
+    char diff[128];
+    if (ckpt_info(rpath, &info, e)) return -1;
+    if (ckpt_config_diff(&info.c, &tr->c, diff, sizeof diff))
+        return err_set(e, "%s: the checkpoint's model does not match the requested one (%s: checkpoint vs "
+                          "--preset/--set)", rpath, diff);
+    if (info.tokenizer_id != d->tokenizer_id)
+        return err_set(e, "%s: trained on shards of another tokenizer than %s", rpath, d->name);
+    HostView hv;
+    device_host_view(&tr->m, &tr->opt, &hv);
+    int lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
+    if (!lrc) device_host_push(&hv, &tr->m, &tr->opt);
+    device_host_free(&hv);
+    if (lrc) return -1;
+    if (st.world != 1) {
+        err_set(e, "%s: saved by %d data-parallel ranks; this run has 1", rpath, st.world);
+        ckpt_state_free(&st);
+        return -1;
+    }
+    if (st.seed != (uint64_t)o->seed)
+        fprintf(stderr, "warning: %s was trained with --seed %llu, this run has %ld: the data order "
+                        "changes\n", rpath, (unsigned long long)st.seed, o->seed);
+    uint64_t cur[2] = {st.cursor[0], st.cursor[1]};
+    int rc = d->seek(d->ud, cur, e);
+    *start = st.step;
+    ckpt_state_free(&st);
+    if (rc) return -1;
+    if (*start >= o->steps)
+        return err_set(e, "%s: already at step %ld of --steps %ld: nothing to do (raise --steps)", rpath, *start,
+                       o->steps);
+    d->tell(d->ud, cur);
+    printf("resume: %s at step %ld (data epoch %llu, window %llu)\n", rpath, *start, (unsigned long long)cur[0],
+           (unsigned long long)cur[1]);
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the loop
+
+static void print_sample(Trainer *tr, const char *when) {
+    Llama *gen = &tr->gen, *m = &tr->m;
+    m->ops->download(m->ctx, gen->params, m->params, m->t.size * sizeof(float)); /* gen is on the CPU */
+    int32_t *ids = NULL;
+    size_t cap = 0, n = tok_encode(&tr->tok, tr->o.prompt, strlen(tr->o.prompt), &ids, &cap);
+    if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
+    Sampler s;
+    sample_init(&s, m->c.vocab, 0.8f, 0, 0.95f, (uint64_t)tr->o.seed, NULL);
+    printf("---- sample %s ----\n%s", when, tr->o.prompt);
+    run_generate(gen, &tr->tok, &s, ids, (int)n, (int)tr->o.sample_tokens, stdout, NULL, NULL);
+    printf("\n--------\n");
+    fflush(stdout);
+    sample_free(&s);
+    free(ids);
+}
+
+/* Validation line and metrics record. */
+static double validate(Trainer *tr, TrainData *val, FILE *mf, long step, Err *e) {
+    double v = trainer_eval(tr, val, tr->o.val_batches, e);
+    if (isnan(v) && e->msg[0]) return v;
+    printf("step %ld | val loss %.4f\n", step, v);
+    if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, v);
+    return v;
+}
+
+int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *run_flags, int nflags,
+                Err *e) {
+    const TrainOpts *o = &tr->o;
+    Llama *m = &tr->m;
+    const LlamaConfig *c = &tr->c;
+    int rc = -1;
+    e->msg[0] = '\0';
+    if (o->tokpath) {
+        if (tok_load(&tr->tok, o->tokpath, e)) return -1;
+        tr->has_tok = 1;
+        if (tr->tok.id != train->tokenizer_id)
+            return err_set(e, "%s: not the tokenizer that made %s", o->tokpath, train->name);
+        if (o->sample_tokens && llama_init(&tr->gen, c, &ops_cpu, NULL, 1, (int)o->T, 0, e)) return -1;
+    }
+    long start;
+    if (resume_run(tr, train, &start, e)) return -1;
+    if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;
+    char *run_config = cli_dump(run_flags, nflags);
+    FILE *mf = NULL;
+    if (o->metrics && !(mf = fopen(o->metrics, start ? "a" : "w"))) {
+        free(run_config);
+        return err_set(e, "--metrics: cannot create %s", o->metrics);
+    }
+    double peak = o->peak;
+    if (peak == 0) peak = tr->dev.gpu ? 989e3 : run_sgemm_peak(2048, 5); /* GPU: H100 bf16 dense (DESIGN.md) */
+    double fpt = llama_flops_per_token(c, (int)o->T);
+    long micro = o->B * o->T, steps = o->steps;
+    printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train windows"
+           " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
+           m->t.numel / 1e6, (unsigned long long)train->count, o->T, val ? ", validation on" : "");
+    printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
+           "MFU against %.1f GFLOP/s\n", o->B, o->T, tr->accum, o->batch_tokens, steps, o->lr, tr->sched.warmup,
+           o->lr * o->min_frac, peak);
+    if (tr->gen.params && start == 0) print_sample(tr, "before training");
+
+    size_t n = (size_t)micro * tr->accum;
+    int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
+    double t_start = time_now(), first_val = NAN, last_val = NAN;
+    char c1[32], c2[32];
+    stop_signal = 0;
+    struct sigaction sa, old_int, old_term;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+    if (val && start == 0) {
+        last_val = first_val = validate(tr, val, mf, 0, e);
+        if (isnan(first_val) && e->msg[0]) goto out;
+    }
+    double lr_now = sched_lr(&tr->sched, start);
+    for (long step = start; step < steps; step++) {
+        double t0 = time_now();
+        for (long k = 0; k < tr->accum; k++)
+            if (train->next(train->ud, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
+        long ntgt = llama_count_targets(tg, n);
+        m->ops->zero(m->ctx, tr->grads, tr->pt->size * sizeof(float));
+        double loss = 0;
+        for (long k = 0; k < tr->accum; k++) {
+            if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
+            loss += llama_forward(m, 0, c->n_layers, ntgt ? 1.0f / ntgt : 0.0f);
+            llama_backward(m, 0, c->n_layers);
+        }
+        loss /= ntgt ? ntgt : 1;
+        double norm = adamw_grad_norm(&tr->opt, tr->grads);
+        if (!isfinite(loss) || !isfinite(norm)) {
+            err_set(e, "step %ld: loss %g, gradient norm %g: training diverged (try a lower --lr)", step, loss, norm);
+            goto out;
+        }
+        lr_now = sched_lr(&tr->sched, step);
+        adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, (float)lr_now);
+        m->ops->sync(m->ctx);
+        double dt = time_now() - t0, el = time_now() - t_start;
+        double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
+        if ((step + 1) % o->log_every == 0 || step + 1 == steps)
+            printf("step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | %s elapsed | ETA %s\n",
+                   step + 1, steps, loss, lr_now, norm, tps, 100 * mfu, run_clock(el, c1, sizeof c1),
+                   run_clock(el / (step + 1 - start) * (steps - step - 1), c2, sizeof c2));
+        if (mf)
+            fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                        "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
+                    step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));
+        if (val && ((o->val_every && (step + 1) % o->val_every == 0) || step + 1 == steps)) {
+            last_val = validate(tr, val, mf, step + 1, e);
+            if (isnan(last_val) && e->msg[0]) goto out;
+        }
+        fflush(stdout);
+        if (mf) fflush(mf);
+        if ((o->save_every && (step + 1) % o->save_every == 0) || step + 1 == steps || stop_signal) {
+            if (save_run(tr, train, run_config, step + 1, (long)n * (step + 1), lr_now, e)) goto out;
+        }
+        if (stop_signal) {
+            err_set(e, "stopped by %s after step %ld; resume with --resume auto (--ckpt-dir %s)",
+                    stop_signal == SIGINT ? "SIGINT" : "SIGTERM", step + 1, o->ckpt_dir);
+            goto out;
+        }
+    }
+    if (tr->gen.params) print_sample(tr, "after training");
+    HostView hv;
+    device_host_view(m, NULL, &hv);
+    int src = ckpt_save(o->out, c, &m->t, hv.m.params, train->tokenizer_id, NULL, NULL, e);
+    device_host_free(&hv);
+    if (src) goto out;
+    printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
+    if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
+    else if (val) printf(", val loss %.4f", last_val);
+    printf("; model written to %s\n", o->out);
+    rc = 0;
+out:
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    free(tk); free(tg); free(ps);
+    free(run_config);
+    if (mf) fclose(mf);
+    return rc;
+}

@@ -1,0 +1,116 @@
+/*
+ * trainer.h: the one training loop of pretrain, sft and dpo (DESIGN.md,
+ * "The training loop").
+ *
+ * A step draws `accum` micro-batches of (B, T) from the command's data
+ * source, normalises the loss by the step's total count of trained tokens
+ * (targets != LC_IGNORE), so accumulation gives the gradient of the whole
+ * global batch, runs forward and backward on each, clips the global gradient
+ * norm, steps AdamW on the warmup + cosine schedule, prints the progress
+ * line and writes the JSONL metrics, validates every --val-every steps,
+ * checkpoints every --save-every steps, at the end and on SIGINT/SIGTERM
+ * (keeping the last --keep), resumes exactly (--resume PATH|auto), and
+ * stops on a NaN/Inf loss or gradient norm.
+ *
+ * A command supplies only what differs: its own flags beside the shared
+ * ones (trainer_flags), the model config and where the initial weights come
+ * from, and a TrainData per split (where batches come from, the data
+ * cursor a checkpoint saves). Lifetimes: trainer_open, trainer_run,
+ * trainer_close.
+ */
+#ifndef LLAMAC_TRAIN_TRAINER_H
+#define LLAMAC_TRAIN_TRAINER_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "../data/tok.h"
+#include "../model/llama.h"
+#include "../optim/adamw.h"
+#include "../optim/sched.h"
+#include "cli.h"
+#include "device.h"
+
+/* The flags every training mode shares; trainer_flags declares them. */
+typedef struct TrainOpts {
+    long B, T, batch_tokens, steps, warmup, val_every, val_batches, seed;
+    long log_every, save_every, keep, sample_tokens;
+    double lr, min_frac, warmup_frac, wd, clip, beta1, beta2, eps, peak;
+    const char *out, *ckpt_dir, *resume, *metrics, *device, *tokpath, *prompt;
+} TrainOpts;
+
+/* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
+ * warmup 2000 (capped at --warmup-frac), B 8, T 256, 1000 steps. A mode
+ * changes what differs after this call. */
+void trainer_opts_default(TrainOpts *o);
+
+/* Write the shared flag rows (pointing into o) to flags[0..); returns how
+ * many (at most TRAINER_NFLAGS). */
+#define TRAINER_NFLAGS 32
+int trainer_flags(TrainOpts *o, CliFlag *flags);
+
+/* A source of micro-batches. */
+typedef struct TrainData {
+    void *ud;
+    const char *name;      /* what error messages call it, e.g. the first shard's path */
+    uint64_t tokenizer_id; /* of the tokenizer that made the data */
+    /* Fill one micro-batch of (B, T) host arrays: tokens, targets
+     * (LC_IGNORE where untrained) and positions (document mask). */
+    int (*next)(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e);
+    /* The data cursor, two words, and a seek back to one (checkpoints).
+     * seek(ud, {0, 0}) rewinds (validation uses the same batches each time). */
+    void (*tell)(const void *ud, uint64_t cur[2]);
+    int (*seek)(void *ud, const uint64_t cur[2], Err *e);
+    /* Windows / examples per epoch, for the start-up line (0: unknown). */
+    uint64_t count;
+} TrainData;
+
+typedef struct Trainer {
+    TrainOpts o;
+    const char *mode;      /* "pretrain", "sft", ...: the start-up line */
+    LlamaConfig c;
+    Device dev;
+    Llama m;
+    AdamW opt;
+    Sched sched;
+    long accum;            /* micro-batches per step */
+    /* the parameters AdamW steps, their gradients and table (the model's) */
+    const ParamTable *pt;
+    float *params, *grads;
+    /* private */
+    Llama gen;             /* CPU copy for samples (B = 1), when sampling */
+    Tokenizer tok;
+    int has_tok;
+    int opened;
+} Trainer;
+
+/* Check the shared flags that need no input (lr > 0, --device), so a bad
+ * flag is reported before any file is read. */
+int trainer_check(const TrainOpts *o, Err *e);
+
+/* Build the run for config c: the schedule, the device, the model with
+ * gradients, and AdamW. init: NULL for a fresh model initialised from
+ * --seed, else a model source (checkpoint, Hugging Face directory) whose
+ * weights are loaded. Errors: --batch-tokens not a multiple of B*T, the
+ * schedule's, the device's, the source's. Release with trainer_close (also
+ * after a failed open). */
+int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
+                 const char *init, Err *e);
+
+/* Train: resume if asked, then steps until --steps, validating on val (NULL:
+ * none), and write --out. run_flags/nflags are the command's whole flag
+ * table (recorded in checkpoints as the run's config). Returns 0, or -1 with
+ * e (also when stopped by a signal, after saving). */
+int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *run_flags, int nflags,
+                Err *e);
+
+void trainer_close(Trainer *tr);
+
+/* Mean loss per trained token over nbatches micro-batches of d, rewound
+ * first and afterwards (the same batches every validation). */
+double trainer_eval(Trainer *tr, TrainData *d, long nbatches, Err *e);
+
+/* mkdir -p dir; the error names flag. */
+int trainer_mkdir(const char *dir, const char *flag, Err *e);
+
+#endif
