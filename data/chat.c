@@ -211,10 +211,10 @@ int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n
 // ---------------------------------------------------------------------------
 // JSONL
 
-/* the messages of one parsed line into *msgs (borrowing obj's strings) */
-static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *where, Err *e) {
-    json_t *list = json_is_object(obj) ? json_object_get(obj, "messages") : NULL;
-    if (!json_is_array(list)) return err_set(e, "%s: no \"messages\" list", where);
+int chat_msgs_from_json(const void *json_list, ChatMsg **msgs, int *cap, int *n, const char *where,
+                        Err *e) {
+    json_t *list = (json_t *)json_list;
+    if (!json_is_array(list)) return err_set(e, "%s: not a list of messages", where);
     size_t k = json_array_size(list);
     if (k > (size_t)1 << 20) return err_set(e, "%s: %zu messages is too many", where, k);
     if ((int)k > *cap) {
@@ -238,6 +238,13 @@ static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *
     }
     *n = (int)k;
     return 0;
+}
+
+/* the messages of one parsed line into *msgs (borrowing obj's strings) */
+static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *where, Err *e) {
+    json_t *list = json_is_object(obj) ? json_object_get(obj, "messages") : NULL;
+    if (!json_is_array(list)) return err_set(e, "%s: no \"messages\" list", where);
+    return chat_msgs_from_json(list, msgs, cap, n, where, e);
 }
 
 int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {

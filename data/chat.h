@@ -66,6 +66,12 @@ int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n
 /* Release out's buffers and zero it; a zeroed one is fine. */
 void chat_tokens_free(ChatTokens *out);
 
+/* The messages of a parsed JSON list (a jansson json_t array) into
+ * (*msgs)[0..*n), grown with realloc (*cap entries; caller frees *msgs),
+ * borrowing the list's strings. Errors as chat_jsonl_each's, after where. */
+int chat_msgs_from_json(const void *json_list, ChatMsg **msgs, int *cap, int *n, const char *where,
+                        Err *e);
+
 /* Called once per conversation of a chat JSONL file; where is "<file>:<line>".
  * Return 0 to go on, -1 (e set) to stop. */
 typedef int (*ChatFn)(void *ud, const ChatMsg *msgs, int n, const char *where, Err *e);

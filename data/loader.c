@@ -36,18 +36,21 @@ static uint64_t rng_below(Rng *r, uint64_t n) {
     }
 }
 
-/* order = a permutation of [0, n_windows) for L->epoch (Knuth's Algorithm P). */
-static void build_order(Loader *L) {
+void loader_permute(uint64_t *o, uint64_t n, uint64_t seed, uint64_t epoch) {
     Rng r;
-    rng_seed(&r, mix64(L->seed) ^ mix64(L->epoch + 0x9e3779b97f4a7c15ULL));
-    uint64_t n = L->n_windows, *o = L->order;
+    rng_seed(&r, mix64(seed) ^ mix64(epoch + 0x9e3779b97f4a7c15ULL));
     for (uint64_t i = 0; i < n; i++) o[i] = i;
-    for (uint64_t i = n - 1; i > 0; i--) {
+    for (uint64_t i = n > 0 ? n - 1 : 0; i > 0; i--) {
         uint64_t j = rng_below(&r, i + 1);
         uint64_t t = o[i];
         o[i] = o[j];
         o[j] = t;
     }
+}
+
+/* order = a permutation of [0, n_windows) for L->epoch. */
+static void build_order(Loader *L) {
+    loader_permute(L->order, L->n_windows, L->seed, L->epoch);
     L->order_epoch = L->epoch;
     L->order_valid = 1;
 }

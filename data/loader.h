@@ -69,6 +69,11 @@ int loader_seek(Loader *L, uint64_t epoch, uint64_t pos, Err *e);
 /* Number of windows per epoch (all shards, all ranks). */
 uint64_t loader_windows(const Loader *L);
 
+/* o[0..n) = the permutation of [0, n) that epoch `epoch` of a run seeded
+ * with seed visits (Fisher-Yates, Knuth's Algorithm P, from an RNG seeded
+ * by (seed, epoch) alone): the loader's window order, and the SFT rows'. */
+void loader_permute(uint64_t *o, uint64_t n, uint64_t seed, uint64_t epoch);
+
 /* Release what loader_init allocated and zero *L (the shards stay open).
  * Tolerates a zeroed loader. */
 void loader_free(Loader *L);

@@ -233,3 +233,10 @@ void chat_errors(void) {
     }
     EXPECT(access(at("o.jsonl"), F_OK) != 0, "a failed run left its output file");
 }
+
+/* The tokenizer above for other tests (test_sft.c): loaded into t, and its
+ * file's path. */
+const char *test_chat_tokenizer(Tokenizer *t) {
+    own_tokenizer(t);
+    return at("own.tok");
+}

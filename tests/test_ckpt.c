@@ -90,7 +90,7 @@ static void bundle_free(Bundle *b) {
 
 static void save_bundle(const char *path, Bundle *b) {
     uint64_t cursor[2] = {3, 1234};
-    CkptState st = {42, 42 * 256, 7, 3e-4, 1, cursor, {1, 2, 3, 4}, "lr = 0.0003\nsteps = 100\n"};
+    CkptState st = {42, 42 * 256, 7, 3e-4, 1, cursor, {1, 2, 3, 4}, "lr = 0.0003\nsteps = 100\n", 0x5eed0fda7aULL, 0x0de1ULL};
     Err e = {{0}};
     EXPECT(ckpt_save(path, &b->c, &b->t, b->params, 0xabcdef, &b->opt, &st, &e) == 0, "save: %s", e.msg);
 }
@@ -122,6 +122,7 @@ void ckpt_roundtrip(void) {
         EXPECT(st.cursor[0] == 3 && st.cursor[1] == 1234, "cursor %llu %llu", (unsigned long long)st.cursor[0],
                (unsigned long long)st.cursor[1]);
         EXPECT(st.rng[0] == 1 && st.rng[3] == 4, "rng");
+        EXPECT(st.data_id == 0x5eed0fda7aULL && st.model_id == 0x0de1ULL, "data_id %llx", (unsigned long long)st.data_id);
         EXPECT(strcmp(st.run_config, "lr = 0.0003\nsteps = 100\n") == 0, "run config '%s'", st.run_config);
         ckpt_state_free(&st);
     }
@@ -239,7 +240,7 @@ void ckpt_bad_files(void) {
 
 
 /* Start `llamac <args>` in the background; returns its pid. */
-static pid_t spawn(const char *args, const char *outfile) {
+pid_t ckpt_test_spawn(const char *args, const char *outfile) {
     pid_t pid = fork();
     LC_ASSERT(pid >= 0);
     if (pid == 0) {
@@ -252,7 +253,7 @@ static pid_t spawn(const char *args, const char *outfile) {
 }
 
 /* Wait until path exists (up to 60 s); returns 0 if it does. */
-static int wait_for(const char *path, pid_t pid) {
+int ckpt_test_wait_for(const char *path, pid_t pid) {
     for (int i = 0; i < 6000; i++) {
         if (access(path, F_OK) == 0) return 0;
         int st;
@@ -284,7 +285,7 @@ static void need_shards(void) {
                  "--peak-gflops 1 --save-every 4 --keep 2 "
 
 /* Weights and moments of two checkpoints are the same bits. */
-static void expect_same_ckpt(const char *pa, const char *pb) {
+void ckpt_test_same(const char *pa, const char *pb) {
     Bundle a, b;
     bundle_init(&a, 10);
     bundle_init(&b, 11);
@@ -319,25 +320,27 @@ out:
 
 /* Loss of each step from a metrics file; the last line of a step wins (a
  * resumed run repeats the steps after its checkpoint). */
-static void read_losses(const char *path, char losses[][40]) {
-    for (int i = 0; i <= STEPS; i++) losses[i][0] = 0;
+#define MAX_STEPS 64
+static void read_losses(const char *path, char losses[][40], int steps) {
+    for (int i = 0; i <= steps; i++) losses[i][0] = 0;
     FILE *f = fopen(path, "r");
     if (!f) return;
     char line[512];
     while (fgets(line, sizeof line, f)) {
         int step;
         char loss[40];
-        if (sscanf(line, "{\"step\":%d,\"loss\":%39[^,]", &step, loss) == 2 && step >= 1 && step <= STEPS)
+        if (sscanf(line, "{\"step\":%d,\"loss\":%39[^,]", &step, loss) == 2 && step >= 1 && step <= steps)
             snprintf(losses[step], 40, "%s", loss);
     }
     fclose(f);
 }
 
-static void expect_same_losses(const char *ma, const char *mb) {
-    char la[STEPS + 1][40], lb[STEPS + 1][40];
-    read_losses(ma, la);
-    read_losses(mb, lb);
-    for (int s = 1; s <= STEPS; s++)
+void ckpt_test_same_losses(const char *ma, const char *mb, int steps) {
+    LC_ASSERT(steps <= MAX_STEPS);
+    char la[MAX_STEPS + 1][40], lb[MAX_STEPS + 1][40];
+    read_losses(ma, la, steps);
+    read_losses(mb, lb, steps);
+    for (int s = 1; s <= steps; s++)
         EXPECT(la[s][0] && strcmp(la[s], lb[s]) == 0, "step %d: loss '%s' straight, '%s' resumed", s, la[s], lb[s]);
 }
 
@@ -355,8 +358,8 @@ void ckpt_resume_sigkill(void) {
     straight_run();
     system("rm -rf " DIR "/B " DIR "/B.jsonl " DIR "/B.log");
     /* kill at a random moment after the step-8 checkpoint */
-    pid_t pid = spawn(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5", DIR "/B.log");
-    EXPECT(wait_for(DIR "/B/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
+    pid_t pid = ckpt_test_spawn(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5", DIR "/B.log");
+    EXPECT(ckpt_test_wait_for(DIR "/B/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
     Rng r;
     rng_seed(&r, (uint64_t)time_now() * 1000);
     usleep((useconds_t)(rng_u64(&r) % 500000));
@@ -366,8 +369,8 @@ void ckpt_resume_sigkill(void) {
     EXPECT(access(DIR "/B/step-00000024.h5", F_OK) != 0, "the run finished before the kill: make it longer");
     int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5 --resume auto");
     EXPECT(rc == 0, "resume: %s", test_err);
-    expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/B/step-00000024.h5");
-    expect_same_losses(DIR "/A.jsonl", DIR "/B.jsonl");
+    ckpt_test_same(DIR "/A/step-00000024.h5", DIR "/B/step-00000024.h5");
+    ckpt_test_same_losses(DIR "/A.jsonl", DIR "/B.jsonl", STEPS);
     /* --keep 2 */
     EXPECT(access(DIR "/B/step-00000020.h5", F_OK) == 0 && access(DIR "/B/step-00000016.h5", F_OK) != 0,
            "--keep 2 did not keep exactly the last two");
@@ -377,7 +380,7 @@ void ckpt_resume_sigterm(void) {
     straight_run();
     system("rm -rf " DIR "/C " DIR "/C.jsonl " DIR "/C.log");
     /* SIGTERM: the step ends, a checkpoint is written, exit 1 with a message */
-    pid_t pid = spawn(RUN_ARGS "--ckpt-dir " DIR "/C --metrics " DIR "/C.jsonl --out " DIR "/C.h5 --save-every 0",
+    pid_t pid = ckpt_test_spawn(RUN_ARGS "--ckpt-dir " DIR "/C --metrics " DIR "/C.jsonl --out " DIR "/C.h5 --save-every 0",
                       DIR "/C.log");
     for (int i = 0; i < 3000; i++) { /* until step 5 is logged */
         FILE *m = fopen(DIR "/C.jsonl", "r");
@@ -401,8 +404,8 @@ void ckpt_resume_sigterm(void) {
     EXPECT(strstr(log, "checkpoint: " DIR "/C/step-"), "no checkpoint written on SIGTERM: %s", log);
     int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/C --metrics " DIR "/C.jsonl --out " DIR "/C.h5 --resume auto --save-every 0");
     EXPECT(rc == 0, "resume: %s", test_err);
-    expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/C/step-00000024.h5");
-    expect_same_losses(DIR "/A.jsonl", DIR "/C.jsonl");
+    ckpt_test_same(DIR "/A/step-00000024.h5", DIR "/C/step-00000024.h5");
+    ckpt_test_same_losses(DIR "/A.jsonl", DIR "/C.jsonl", STEPS);
 }
 
 void ckpt_kill_during_save(void) {
@@ -428,8 +431,8 @@ void ckpt_kill_during_save(void) {
     EXPECT(rc == 0, "resume after the crash: %s", test_err);
     EXPECT(strstr(test_err, "skipping " DIR "/D/step-00000016.h5"), "no warning for the damaged file: %s", test_err);
     EXPECT(strstr(test_err, "skipping") == NULL || strstr(test_err, "step-00000008") == NULL, "step 8 skipped: %s", test_err);
-    expect_same_ckpt(DIR "/A/step-00000024.h5", DIR "/D/step-00000024.h5");
-    expect_same_losses(DIR "/A.jsonl", DIR "/D.jsonl");
+    ckpt_test_same(DIR "/A/step-00000024.h5", DIR "/D/step-00000024.h5");
+    ckpt_test_same_losses(DIR "/A.jsonl", DIR "/D.jsonl", STEPS);
     EXPECT(access(DIR "/D/step-00000012.h5.tmp", F_OK) != 0, "the stale .tmp was not cleaned up");
 }
 

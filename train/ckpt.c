@@ -337,6 +337,8 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
         hsize_t sd[1] = {strlen(rcfg) + 1};
         rc = attr_i64(g, "step", st->step) | attr_i64(g, "tokens", st->tokens) | attr_u64(g, "seed", st->seed) |
              attr_f64(g, "lr", st->lr) | attr_i64(g, "world", st->world);
+        if (rc == 0 && st->data_id) rc = attr_u64(g, "data_id", st->data_id);
+        if (rc == 0 && st->model_id) rc = attr_u64(g, "model_id", st->model_id);
         if (rc == 0 && st->world > 0)
             rc = dset_write(g, "cursor", 2, cd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->cursor,
                             (size_t)st->world * 2 * sizeof(uint64_t));
@@ -512,6 +514,11 @@ static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
         attr_read(g, "world", H5T_NATIVE_INT64, &world) || attr_read(g, "seed", H5T_NATIVE_UINT64, &st->seed) ||
         attr_read(g, "lr", H5T_NATIVE_DOUBLE, &st->lr) || world < 1 || world > (1 << 20)) {
         rc = err_set(e, "%s: /state is incomplete", path);
+        goto out;
+    }
+    if ((H5Aexists(g, "data_id") > 0 && attr_read(g, "data_id", H5T_NATIVE_UINT64, &st->data_id)) ||
+        (H5Aexists(g, "model_id") > 0 && attr_read(g, "model_id", H5T_NATIVE_UINT64, &st->model_id))) {
+        rc = err_set(e, "%s: /state: unreadable data_id or model_id", path);
         goto out;
     }
     st->step = (long)step;

@@ -14,6 +14,7 @@
  *                          weight_decay, clip, decay_all      (when saved)
  *   /optim/m/<HF name>, /optim/v/<HF name>   AdamW moments, same shapes
  *   /state                 attributes: step, tokens, seed, lr, world;
+ *                          data_id, model_id (uint64, when not 0);
  *                          datasets cursor (world, 2) uint64 = (epoch, pos)
  *                          of every data-parallel rank, rng (4) uint64, and
  *                          run_config (a string: the run's flags as
@@ -53,6 +54,10 @@ typedef struct CkptState {
     uint64_t *cursor;     /* (world, 2): each rank's loader (epoch, pos) */
     uint64_t rng[4];      /* the run's random state (xoshiro256**) */
     char *run_config;     /* NUL-terminated text */
+    uint64_t data_id;     /* identity of the training data (sft: a hash of its
+                           * tokens and masks), 0 if none; absent in old files */
+    uint64_t model_id;    /* identity of the initial weights of a fine-tuning
+                           * run (ckpt_hash of them), 0 for pretraining */
 } CkptState;
 
 /* What a checkpoint holds, from ckpt_info. */

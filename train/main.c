@@ -17,6 +17,7 @@ typedef struct {
 static const Command commands[] = {
     {"tokenize", cmd_tokenize, "train a BPE tokenizer; encode text or JSONL into token shards"},
     {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
+    {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},

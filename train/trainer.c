@@ -122,6 +122,8 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         device_host_view(&tr->m, NULL, &hv);
         int rc = convert_model_load(init, c, &tr->m.t, hv.m.params, e);
         if (!rc) device_host_push(&hv, &tr->m, NULL);
+        tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
+        tr->init = init;
         device_host_free(&hv);
         if (rc) return -1;
     } else {
@@ -176,7 +178,8 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     ckpt_step_path(tr->o.ckpt_dir, step, path, sizeof path);
     uint64_t cursor[2];
     d->tell(d->ud, cursor);
-    CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, 1, cursor, {0}, (char *)run_config};
+    CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, 1, cursor, {0}, (char *)run_config, d->data_id,
+                    tr->model_id};
     Rng r;
     rng_seed(&r, (uint64_t)tr->o.seed);
     memcpy(st.rng, r.s, sizeof st.rng);
@@ -229,6 +232,17 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     if (lrc) return -1;
     if (st.world != 1) {
         err_set(e, "%s: saved by %d data-parallel ranks; this run has 1", rpath, st.world);
+        ckpt_state_free(&st);
+        return -1;
+    }
+    if (st.model_id != tr->model_id) {
+        err_set(e, "%s: fine-tuned from another model than %s", rpath, tr->init ? tr->init : "a fresh one");
+        ckpt_state_free(&st);
+        return -1;
+    }
+    if (st.data_id != d->data_id) {
+        err_set(e, "%s: trained on other data than %s (data id %016llx, this run's %016llx)", rpath, d->name,
+                (unsigned long long)st.data_id, (unsigned long long)d->data_id);
         ckpt_state_free(&st);
         return -1;
     }
@@ -304,9 +318,9 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
     if (peak == 0) peak = tr->dev.gpu ? 989e3 : run_sgemm_peak(2048, 5); /* GPU: H100 bf16 dense (DESIGN.md) */
     double fpt = llama_flops_per_token(c, (int)o->T);
     long micro = o->B * o->T, steps = o->steps;
-    printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train windows"
+    printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
            " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
-           m->t.numel / 1e6, (unsigned long long)train->count, o->T, val ? ", validation on" : "");
+           m->t.numel / 1e6, (unsigned long long)train->count, train->unit ? train->unit : "rows", o->T, val ? ", validation on" : "");
     printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
            "MFU against %.1f GFLOP/s\n", o->B, o->T, tr->accum, o->batch_tokens, steps, o->lr, tr->sched.warmup,
            o->lr * o->min_frac, peak);

@@ -54,6 +54,7 @@ typedef struct TrainData {
     void *ud;
     const char *name;      /* what error messages call it, e.g. the first shard's path */
     uint64_t tokenizer_id; /* of the tokenizer that made the data */
+    uint64_t data_id;      /* identity of the data (0: not checked on resume) */
     /* Fill one micro-batch of (B, T) host arrays: tokens, targets
      * (LC_IGNORE where untrained) and positions (document mask). */
     int (*next)(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e);
@@ -61,8 +62,10 @@ typedef struct TrainData {
      * seek(ud, {0, 0}) rewinds (validation uses the same batches each time). */
     void (*tell)(const void *ud, uint64_t cur[2]);
     int (*seek)(void *ud, const uint64_t cur[2], Err *e);
-    /* Windows / examples per epoch, for the start-up line (0: unknown). */
+    /* Rows per epoch and what they are ("windows", "rows"), for the
+     * start-up line. */
     uint64_t count;
+    const char *unit;
 } TrainData;
 
 typedef struct Trainer {
@@ -77,6 +80,8 @@ typedef struct Trainer {
     /* the parameters AdamW steps, their gradients and table (the model's) */
     const ParamTable *pt;
     float *params, *grads;
+    uint64_t model_id;     /* ckpt_hash of the initial weights (0: fresh) */
+    const char *init;      /* the model source, or NULL */
     /* private */
     Llama gen;             /* CPU copy for samples (B = 1), when sampling */
     Tokenizer tok;

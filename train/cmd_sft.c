@@ -1,0 +1,159 @@
+/*
+ * cmd_sft.c: `llamac sft`: supervised fine-tuning of a pretrained model on
+ * chat or instruction JSONL (data/sft.h: formats, templates, loss masks,
+ * packing). The loop is train/trainer.c's; this file supplies the model
+ * source, the examples as (B, T) rows and the SFT defaults (TRL's SFTConfig
+ * where it has one: lr 2e-5, 3 epochs' worth of steps unless --steps).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/sft.h"
+#include "cli.h"
+#include "cmds.h"
+#include "convert.h"
+#include "trainer.h"
+
+static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
+    (void)e;
+    sft_rows_next(ud, tok, tgt, pos);
+    return 0;
+}
+
+static void rows_tell(const void *ud, uint64_t cur[2]) {
+    const SftRows *r = ud;
+    cur[0] = r->epoch;
+    cur[1] = r->pos;
+}
+
+static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return sft_rows_seek(ud, cur[0], cur[1], e); }
+
+/* Load and pack one JSONL split; prints what was kept. */
+static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
+                      const char *what, SftSet *set, SftRows *rows, Err *e) {
+    double t0 = time_now();
+    if (sft_load(set, path, tok, so, e)) return -1;
+    int pad = tok->eos >= 0 ? tok->eos : 0;
+    if (sft_rows_init(rows, set, (int)o->B, (int)o->T, packed, pad, (uint64_t)o->seed, path, e)) return -1;
+    double fill = rows->nrows ? (double)rows->slots_used / ((double)rows->nrows * (double)o->T) : 0;
+    printf("sft %s: %s, %s format: %zu examples (%ld lines; %ld truncated, %ld dropped as longer than "
+           "--max-length %d, %ld with no trained token), %zu tokens, %ld trained; %zu rows of %ld (%s, %.1f%% "
+           "filled) in %.2f s\n", what, path, sft_format_name(set->format), set->n, set->lines, set->truncated,
+           set->dropped_long, so->max_len, set->dropped_empty, set->ntok, set->trained, rows->nrows, o->T,
+           packed ? "packed" : "padded", 100 * fill, time_now() - t0);
+    return 0;
+}
+
+int cmd_sft(int argc, char **argv, Err *e) {
+    const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *format = "auto", *loss = "auto";
+    const char *text_field = "text", *truncation = "keep", *bos = "auto";
+    long max_len = 0, packing = 1, epochs = 0;
+    TrainOpts o;
+    trainer_opts_default(&o);
+    o.lr = 2e-5;
+    o.warmup = 0;
+    o.steps = 0;
+    o.B = 4;
+    o.T = 1024;
+    o.val_every = 50;
+    o.val_batches = 10;
+    o.out = "sft.h5";
+    o.ckpt_dir = "checkpoints-sft";
+    o.prompt = "";
+    CliFlag flags[16 + TRAINER_NFLAGS] = {
+        {"data", CLI_STR, &data, 0, 0, "training examples (JSONL; see --format)"},
+        {"val", CLI_STR, &val, 0, 0, "held-out examples (JSONL): masked loss every --val-every steps"},
+        {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint or a Hugging Face directory"},
+        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, none (required for chat messages)"},
+        {"format", CLI_STR, &format, 0, 0, "auto (from the first line's fields), messages, prompt, alpaca or text"},
+        {"loss", CLI_STR, &loss, 0, 0, "tokens trained: auto, assistant (turns), completion, all"},
+        {"text-field", CLI_STR, &text_field, 0, 0, "field of the text format (TRL's dataset_text_field)"},
+        {"max-length", CLI_INT, &max_len, 0, 1 << 24, "tokens per example (0: --seq + 1)"},
+        {"truncation", CLI_STR, &truncation, 0, 0, "longer examples: keep (truncated to --max-length) or drop"},
+        {"packing", CLI_INT, &packing, 0, 1, "1: pack examples into rows (document mask); 0: one padded row each"},
+        {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
+        {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"},
+    };
+    int nf = 12;
+    nf += trainer_flags(&o, flags + nf);
+    int help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac sft [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
+                 "Supervised fine-tuning on chat or instruction data: conversations ({\"messages\": [...]}),\n"
+                 "prompt-completion pairs, Alpaca records or plain text, rendered with a chat template and\n"
+                 "trained on the assistant / completion tokens only. Examples are packed into rows with the\n"
+                 "document mask, so attention never crosses from one example to the next.",
+                 flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required (a checkpoint or Hugging Face directory)");
+    if (!data) return err_set(e, "--data: required (a JSONL file)");
+    if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
+    if (trainer_check(&o, e)) return -1;
+    SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0};
+    if (sft_format_parse(format, &so.format, e) || sft_loss_parse(loss, &so.loss, e)) return -1;
+    if (tpl_name && strcmp(tpl_name, "none") != 0) {
+        ChatTemplate tpl;
+        if (chat_template_parse(tpl_name, &tpl, e)) return -1;
+        so.tpl = (int)tpl;
+    }
+    if (strcmp(truncation, "keep") && strcmp(truncation, "drop"))
+        return err_set(e, "--truncation: expected keep or drop, got '%.40s'", truncation);
+    so.drop_long = strcmp(truncation, "drop") == 0;
+    if (max_len == 0) max_len = o.T + 1;
+    if (max_len > o.T + 1) return err_set(e, "--max-length: %ld exceeds --seq + 1 = %ld", max_len, o.T + 1);
+    so.max_len = (int)max_len;
+    if (strcmp(bos, "auto") && strcmp(bos, "0") && strcmp(bos, "1"))
+        return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", bos);
+
+    LlamaConfig c;
+    uint64_t model_tok;
+    int is_hf;
+    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, o.tokpath, e)) return -1;
+    int rc = -1;
+    SftSet ts, vs;
+    SftRows tr, vr;
+    Trainer t;
+    memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
+    memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
+    memset(&t, 0, sizeof t);
+    if (model_tok && model_tok != tok.id) {
+        err_set(e, "%s: not the tokenizer %s was trained with", o.tokpath, model);
+        goto out;
+    }
+    if (tok.vocab > c.vocab) {
+        err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
+        goto out;
+    }
+    /* A SentencePiece model or a tokenizer with Llama 3's <|begin_of_text|>
+     * adds BOS itself in Hugging Face (add_bos_token); byte-level GPT-2
+     * style ones do not. */
+    so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
+           : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
+    if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
+    long micro_per_step = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
+    if (o.steps == 0) {
+        uint64_t per_epoch = sft_rows_batches(&tr) / (uint64_t)(micro_per_step > 0 ? micro_per_step : 1);
+        o.steps = (long)(per_epoch ? per_epoch : 1) * (epochs ? epochs : 3);
+    } else if (epochs) {
+        fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
+    }
+    if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
+    TrainData dt = {&tr, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows"};
+    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows"};
+    rc = trainer_run(&t, &dt, val ? &dv : NULL, flags, nf, e);
+out:
+    trainer_close(&t);
+    sft_rows_free(&vr);
+    sft_rows_free(&tr);
+    sft_free(&vs);
+    sft_free(&ts);
+    tok_free(&tok);
+    return rc;
+}
