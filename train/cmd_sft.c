@@ -29,6 +29,28 @@ static void rows_tell(const void *ud, uint64_t cur[2]) {
 
 static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return sft_rows_seek(ud, cur[0], cur[1], e); }
 
+/* --dump: the examples as JSONL, for a look at what trains (and the TRL
+ * reference test). Written to a temporary name and renamed. */
+static int dump_examples(const SftSet *s, const char *path, Err *e) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return err_set(e, "--dump: cannot create %s", tmp);
+    for (size_t i = 0; i < s->n; i++) {
+        for (int part = 0; part < 2; part++) {
+            fputs(part ? "], \"mask\": [" : "{\"ids\": [", f);
+            for (size_t k = s->off[i]; k < s->off[i + 1]; k++)
+                fprintf(f, "%s%d", k > s->off[i] ? ", " : "", part ? s->mask[k] : s->ids[k]);
+        }
+        fputs("]}\n", f);
+    }
+    if (ferror(f) | fclose(f) || rename(tmp, path)) {
+        remove(tmp);
+        return err_set(e, "--dump: cannot write %s", path);
+    }
+    return 0;
+}
+
 /* Load and pack one JSONL split; prints what was kept. */
 static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
                       const char *what, SftSet *set, SftRows *rows, Err *e) {
@@ -47,7 +69,7 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 
 int cmd_sft(int argc, char **argv, Err *e) {
     const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *format = "auto", *loss = "auto";
-    const char *text_field = "text", *truncation = "keep", *bos = "auto";
+    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL;
     long max_len = 0, packing = 1, epochs = 0;
     TrainOpts o;
     trainer_opts_default(&o);
@@ -74,8 +96,9 @@ int cmd_sft(int argc, char **argv, Err *e) {
         {"packing", CLI_INT, &packing, 0, 1, "1: pack examples into rows (document mask); 0: one padded row each"},
         {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
         {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"},
+        {"dump", CLI_STR, &dump, 0, 0, "write the examples as JSONL {\"ids\", \"mask\"} (mask 1: trained) to this file and stop"},
     };
-    int nf = 12;
+    int nf = 13;
     nf += trainer_flags(&o, flags + nf);
     int help, npos;
     const char *pos[1];
@@ -135,6 +158,12 @@ int cmd_sft(int argc, char **argv, Err *e) {
      * style ones do not. */
     so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
            : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    if (dump) {
+        if (sft_load(&ts, data, &tok, &so, e) || dump_examples(&ts, dump, e)) goto out;
+        printf("sft: %zu examples of %s written to %s\n", ts.n, data, dump);
+        rc = 0;
+        goto out;
+    }
     if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
     if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
     long micro_per_step = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
@@ -145,8 +174,8 @@ int cmd_sft(int argc, char **argv, Err *e) {
         fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
     }
     if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
-    TrainData dt = {&tr, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows"};
-    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows"};
+    TrainData dt = {&tr, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
+    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
     rc = trainer_run(&t, &dt, val ? &dv : NULL, flags, nf, e);
 out:
     trainer_close(&t);

@@ -40,6 +40,9 @@ void trainer_opts_default(TrainOpts *o) {
     o->ckpt_dir = "checkpoints";
     o->device = "cpu";
     o->prompt = "Once upon a time";
+    o->lora_alpha = 16;
+    o->lora_targets = "q_proj,v_proj";
+    o->lora_init = "kaiming";
 }
 
 int trainer_flags(TrainOpts *o, CliFlag *f) {
@@ -72,6 +75,14 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"sample-tokens", CLI_INT, &o->sample_tokens, 0, 1 << 20, "tokens per sample (0: no samples)"},
         {"log-every", CLI_INT, &o->log_every, 1, 1L << 30, "progress line every N steps"},
         {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
+        {"recompute", CLI_INT, &o->recompute, 0, 1, "1: keep only each layer's input, recompute the layer in the backward (less memory)"},
+        {"lora-r", CLI_INT, &o->lora_r, 0, 1 << 16, "LoRA rank (0: train every weight; > 0: adapters on a frozen base)"},
+        {"lora-alpha", CLI_FLOAT, &o->lora_alpha, -1e9, 1e9, "LoRA alpha: the adapters are scaled by alpha / r"},
+        {"lora-dropout", CLI_FLOAT, &o->lora_dropout, -1e9, 1e9, "dropout on the adapters' input, in [0, 1)"},
+        {"lora-targets", CLI_STR, &o->lora_targets, 0, 0, "adapted modules: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear"},
+        {"lora-layers", CLI_STR, &o->lora_layers, 0, 0, "adapted layers, e.g. 0-3,7 (PEFT's layers_to_transform; default all)"},
+        {"rslora", CLI_INT, &o->rslora, 0, 1, "1: rsLoRA, scale alpha / sqrt(r)"},
+        {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0) or gaussian"},
     };
     int n = (int)(sizeof rows / sizeof rows[0]);
     LC_ASSERT(n <= TRAINER_NFLAGS);
@@ -81,7 +92,23 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
 
 int trainer_check(const TrainOpts *o, Err *e) {
     if (!(o->lr > 0)) return err_set(e, "--lr: must be positive, got %g", o->lr);
+    if (o->lora_r && strcmp(o->lora_init, "kaiming") && strcmp(o->lora_init, "gaussian"))
+        return err_set(e, "--lora-init: expected kaiming or gaussian, got '%.40s'", o->lora_init);
     return device_check(o->device, e);
+}
+
+/* The LoRA config of the flags, checked against the model. */
+static int lora_config(const TrainOpts *o, const LlamaConfig *c, LoraConfig *lc, Err *e) {
+    unsigned targets;
+    if (lora_parse_targets(o->lora_targets, &targets, e)) return -1;
+    lora_config_default(lc, targets);
+    lc->r = (int)o->lora_r;
+    lc->alpha = (float)o->lora_alpha;
+    lc->dropout = (float)o->lora_dropout;
+    lc->rslora = (int)o->rslora;
+    lc->init = strcmp(o->lora_init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+    if (o->lora_layers && lora_parse_layers(o->lora_layers, lc, c->n_layers, e)) return -1;
+    return lora_validate(lc, c, e);
 }
 
 int trainer_mkdir(const char *dir, const char *flag, Err *e) {
@@ -114,8 +141,15 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     AdamWConfig ac = {(float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->wd, (float)o->clip, 0};
     if (device_open(&tr->dev, o->device, e)) return -1;
     tr->opened = 1;
+    LoraConfig lc;
+    LlamaOpts lo = {LLAMA_GRADS_FULL, NULL, (int)o->recompute};
+    if (o->lora_r) {
+        if (lora_config(o, c, &lc, e)) return -1;
+        lo.grads = LLAMA_GRADS_INPUT;
+        lo.lora = &lc;
+    }
     if (device_check_fits(&tr->dev, c, (int)o->B, (int)o->T, 1, e) ||
-        llama_init(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, 1, e))
+        llama_init_opts(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, &lo, e))
         return -1;
     if (init) {
         HostView hv;
@@ -129,9 +163,16 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     } else {
         device_params_init(&tr->m, (uint64_t)o->seed);
     }
-    tr->pt = &tr->m.t;
-    tr->params = tr->m.params;
-    tr->grads = tr->m.grads;
+    if (tr->m.lora) {
+        llama_lora_init(&tr->m, (uint64_t)o->seed);
+        tr->pt = &tr->m.lt;
+        tr->params = tr->m.lora_params;
+        tr->grads = tr->m.lora_grads;
+    } else {
+        tr->pt = &tr->m.t;
+        tr->params = tr->m.params;
+        tr->grads = tr->m.grads;
+    }
     return adamw_init(&tr->opt, &ac, tr->pt, tr->m.ops, tr->m.ctx, e);
 }
 
@@ -144,23 +185,54 @@ void trainer_close(Trainer *tr) {
     memset(tr, 0, sizeof *tr);
 }
 
-double trainer_eval(Trainer *tr, TrainData *d, long nbatches, Err *e) {
+/* Trained rows of the last forward whose argmax logit is the target: the
+ * LM head again, a chunk of rows at a time into a backend buffer. */
+static long count_correct(Llama *m, const int32_t *tgt, float *buf, float *host, int chunk) {
+    int N = m->B * m->T, D = m->c.dim, V = m->c.vocab;
+    long ok = 0;
+    for (int n0 = 0; n0 < N; n0 += chunk) {
+        int rows = N - n0 < chunk ? N - n0 : chunk, any = 0;
+        for (int r = 0; r < rows; r++) any |= tgt[n0 + r] != LC_IGNORE;
+        if (!any) continue;
+        m->ops->matmul_fwd(m->ctx, buf, m->xf + (size_t)n0 * D, m->w.lm_head, rows, D, V);
+        if (m->ops->download_act) m->ops->download_act(m->ctx, host, buf, (size_t)rows * V);
+        else m->ops->download(m->ctx, host, buf, (size_t)rows * V * sizeof(float));
+        for (int r = 0; r < rows; r++) {
+            if (tgt[n0 + r] == LC_IGNORE) continue;
+            const float *l = host + (size_t)r * V;
+            int best = 0;
+            for (int v = 1; v < V; v++)
+                if (l[v] > l[best]) best = v;
+            ok += best == tgt[n0 + r];
+        }
+    }
+    return ok;
+}
+
+double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *e) {
     Llama *m = &tr->m;
     size_t n = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
+    const int chunk = 64;
+    float *buf = acc ? m->ops->alloc(m->ctx, (size_t)chunk * m->c.vocab * sizeof(float)) : NULL;
+    float *host = acc ? xmalloc((size_t)chunk * m->c.vocab * sizeof(float)) : NULL;
     const uint64_t zero[2] = {0, 0};
     double sum = 0;
-    long count = 0;
+    long count = 0, correct = 0;
     int rc = d->seek(d->ud, zero, e);
     for (long b = 0; !rc && b < nbatches; b++) {
         rc = d->next(d->ud, tok, tgt, pos, e) || llama_set_batch(m, tok, tgt, pos, e);
         if (rc) break;
         sum += llama_forward(m, 0, m->c.n_layers, 0);
         count += llama_count_targets(tgt, n);
+        if (acc) correct += count_correct(m, tgt, buf, host, chunk);
     }
     if (!rc) rc = d->seek(d->ud, zero, e);
     free(tok); free(tgt); free(pos);
+    if (buf) m->ops->free(m->ctx, buf);
+    free(host);
     if (rc) return NAN;
+    if (acc) *acc = count ? (double)correct / count : 0;
     return count ? sum / count : 0;
 }
 
@@ -284,10 +356,15 @@ static void print_sample(Trainer *tr, const char *when) {
 
 /* Validation line and metrics record. */
 static double validate(Trainer *tr, TrainData *val, FILE *mf, long step, Err *e) {
-    double v = trainer_eval(tr, val, tr->o.val_batches, e);
+    double acc = 0, v = trainer_eval(tr, val, tr->o.val_batches, val->masked ? &acc : NULL, e);
     if (isnan(v) && e->msg[0]) return v;
-    printf("step %ld | val loss %.4f\n", step, v);
-    if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, v);
+    if (val->masked) {
+        printf("step %ld | val loss %.4f | val accuracy %.4f\n", step, v, acc);
+        if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f,\"val_accuracy\":%.6f}\n", step, v, acc);
+    } else {
+        printf("step %ld | val loss %.4f\n", step, v);
+        if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f}\n", step, v);
+    }
     return v;
 }
 
@@ -350,6 +427,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
         double loss = 0;
         for (long k = 0; k < tr->accum; k++) {
             if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
+            /* the LoRA dropout mask of (step, micro-batch): a resumed run draws the same */
+            llama_lora_seed(m, (uint64_t)o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
             loss += llama_forward(m, 0, c->n_layers, ntgt ? 1.0f / ntgt : 0.0f);
             llama_backward(m, 0, c->n_layers);
         }
@@ -364,11 +443,18 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
+        char trained[48] = "";
+        if (train->masked) snprintf(trained, sizeof trained, " (%.0f trained)", ntgt / dt);
         if ((step + 1) % o->log_every == 0 || step + 1 == steps)
-            printf("step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s | MFU %.1f%% | %s elapsed | ETA %s\n",
-                   step + 1, steps, loss, lr_now, norm, tps, 100 * mfu, run_clock(el, c1, sizeof c1),
+            printf("step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s%s | MFU %.1f%% | %s elapsed | ETA %s\n",
+                   step + 1, steps, loss, lr_now, norm, tps, trained, 100 * mfu, run_clock(el, c1, sizeof c1),
                    run_clock(el / (step + 1 - start) * (steps - step - 1), c2, sizeof c2));
-        if (mf)
+        if (mf && train->masked)
+            fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
+                        "\"trained_tokens_per_s\":%.1f,\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld,"
+                        "\"trained_tokens\":%ld}\n",
+                    step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, (long)n * (step + 1), ntgt);
+        else if (mf)
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
                     step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));

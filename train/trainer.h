@@ -37,6 +37,10 @@ typedef struct TrainOpts {
     long log_every, save_every, keep, sample_tokens;
     double lr, min_frac, warmup_frac, wd, clip, beta1, beta2, eps, peak;
     const char *out, *ckpt_dir, *resume, *metrics, *device, *tokpath, *prompt;
+    /* LoRA (lora_r > 0; PEFT's names and defaults) and recomputation */
+    long lora_r, rslora, recompute;
+    double lora_alpha, lora_dropout;
+    const char *lora_targets, *lora_layers, *lora_init;
 } TrainOpts;
 
 /* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
@@ -46,7 +50,7 @@ void trainer_opts_default(TrainOpts *o);
 
 /* Write the shared flag rows (pointing into o) to flags[0..); returns how
  * many (at most TRAINER_NFLAGS). */
-#define TRAINER_NFLAGS 32
+#define TRAINER_NFLAGS 40
 int trainer_flags(TrainOpts *o, CliFlag *flags);
 
 /* A source of micro-batches. */
@@ -66,6 +70,9 @@ typedef struct TrainData {
      * start-up line. */
     uint64_t count;
     const char *unit;
+    /* 1: report next-token accuracy on trained tokens in validation, and
+     * trained tokens/s on the progress line (sft, where targets are masked) */
+    int masked;
 } TrainData;
 
 typedef struct Trainer {
@@ -77,7 +84,8 @@ typedef struct Trainer {
     AdamW opt;
     Sched sched;
     long accum;            /* micro-batches per step */
-    /* the parameters AdamW steps, their gradients and table (the model's) */
+    /* the parameters AdamW steps, their gradients and table: the model's,
+     * or with LoRA the adapters' (the base is frozen) */
     const ParamTable *pt;
     float *params, *grads;
     uint64_t model_id;     /* ckpt_hash of the initial weights (0: fresh) */
@@ -94,9 +102,10 @@ typedef struct Trainer {
 int trainer_check(const TrainOpts *o, Err *e);
 
 /* Build the run for config c: the schedule, the device, the model with
- * gradients, and AdamW. init: NULL for a fresh model initialised from
- * --seed, else a model source (checkpoint, Hugging Face directory) whose
- * weights are loaded. Errors: --batch-tokens not a multiple of B*T, the
+ * gradients (with --lora-r: a frozen base with adapters initialised from
+ * --seed as PEFT does), and AdamW. init: NULL for a fresh model initialised
+ * from --seed, else a model source (checkpoint, Hugging Face directory)
+ * whose weights are loaded. Errors: --batch-tokens not a multiple of B*T, the
  * schedule's, the device's, the source's. Release with trainer_close (also
  * after a failed open). */
 int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
@@ -112,8 +121,10 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
 void trainer_close(Trainer *tr);
 
 /* Mean loss per trained token over nbatches micro-batches of d, rewound
- * first and afterwards (the same batches every validation). */
-double trainer_eval(Trainer *tr, TrainData *d, long nbatches, Err *e);
+ * first and afterwards (the same batches every validation); with acc not
+ * NULL also the fraction of trained tokens whose most likely next token
+ * (argmax of the logits) is the target. NaN with e on a data error. */
+double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *e);
 
 /* mkdir -p dir; the error names flag. */
 int trainer_mkdir(const char *dir, const char *flag, Err *e);
