@@ -434,3 +434,63 @@ void chat_detect(void) {
            strcmp(e.msg, "--template: unknown template 'vicuna' (expected llama2, llama3, llama3.1 or chatml)") == 0,
            "%s", e.msg);
 }
+
+/* `llamac chat` through a pipe on the pipeline test's tiny model (llamac
+ * BPE, llama3 template): two lines in, two replies out; the second turn
+ * reuses the first turn's prompt from the KV cache and prefills only what
+ * follows it; a small --ctx makes a turn start over; and the bad inputs. */
+void chat_cli(void) {
+    if (access("build/tp/model.h5", R_OK) != 0) pipeline_pretrain();
+    const char *M = "--model build/tp/model.h5 --tokenizer build/tp/tok.bin";
+    put("build/tp/chat_in.txt", "the cat\nand the dog\n");
+    int rc = test_llamac("chat %s --template llama3 --max-tokens 12 --temperature 0 < build/tp/chat_in.txt", M);
+    int lines = 0;
+    for (const char *q = test_out; *q; q++) lines += *q == '\n';
+    EXPECT(rc == 0 && lines == 2, "chat: exit %d, %d lines: %s %s", rc, lines, test_out, test_err);
+    /* "llamac: turn N: P prompt tokens prefilled (C from the cache), G generated (R tok/s), U of ..." */
+    int p1 = -1, c1 = -1, g1 = -1, u1 = -1, p2 = -1, c2 = -1, g2 = -1, u2 = -1;
+    const char *t2 = strstr(test_err, "llamac: turn 2:");
+    static const char *fmt = "llamac: turn %*d: %d prompt tokens prefilled (%d from the cache), %d generated "
+                             "(%*f tok/s), %d of";
+    EXPECT(sscanf(test_err, fmt, &p1, &c1, &g1, &u1) == 4 && t2 && sscanf(t2, fmt, &p2, &c2, &g2, &u2) == 4,
+           "chat stderr: %s", test_err);
+    /* turn 1: the whole prompt; turn 2: turn 1's prompt at least comes from the cache */
+    EXPECT(c1 == 0 && p1 > 5 && g1 == 12 && u1 == p1 + g1, "turn 1: %d %d %d %d", p1, c1, g1, u1);
+    EXPECT(c2 >= p1 && p2 > 0 && u2 > u1, "turn 2 did not continue the cache: %d %d %d (%s)", c2, p2, u2, test_err);
+    /* the same conversation again gives the same replies (greedy) */
+    static char first[4096];
+    snprintf(first, sizeof first, "%.4000s", test_out);
+    rc = test_llamac("chat %s --template llama3 --max-tokens 12 --temperature 0 < build/tp/chat_in.txt", M);
+    EXPECT(rc == 0 && strcmp(first, test_out) == 0, "greedy chat differs between runs");
+    /* a context too small for two turns: the second starts over */
+    rc = test_llamac("chat %s --template llama3 --max-tokens 30 --temperature 0 --ctx 60 < build/tp/chat_in.txt", M);
+    EXPECT(rc == 0 && strstr(test_err, "turn 2: the context of 60 tokens is full; starting a new conversation") &&
+           strstr(test_err, "turn 2: 30 prompt tokens prefilled (0 from the cache)"), "ctx full: %s", test_err);
+    /* a message that does not fit at all */
+    rc = test_llamac("chat %s --template llama3 --ctx 20 < build/tp/chat_in.txt", M);
+    EXPECT(rc == 1 && strstr(test_err, "stdin:1: the message takes 25 tokens with the template, more than the "
+                                       "context of 20"), "%d %s", rc, test_err);
+    /* a tokenizer_config.json beside the tokenizer whose template llamac cannot render */
+    mkdir("build/tp/hf", 0755);
+    put("build/tp/hf/tokenizer_config.json", "{\"chat_template\": \"{{ bos_token }}{% for m in messages %}"
+                                             "<start_of_turn>{% endfor %}\"}");
+    rc = system("cp build/tp/tok.bin build/tp/hf/tok.bin");
+    put("build/tp/hf2.json", "{");
+    static const struct {
+        const char *args, *want;
+    } c[] = {
+        {"--template zz", "--template: unknown template 'zz' (expected llama2, llama3, llama3.1 or chatml)"},
+        {"", "--template: required: build/tp/tok.bin comes with no chat template (give llama2, llama3, llama3.1 or chatml)"},
+        {"--template chatml", "build/tp/tok.bin: the chatml template needs the token <|im_start|>, which the tokenizer lacks"},
+        {"--template llama3 --tokenizer build/tp/val.jsonl", "build/tp/val.jsonl: "},
+        {"--template llama3 --model build/tp/nope.h5", "build/tp/nope.h5"},
+        {"--template llama3 --max-tokens 0", "--max-tokens: 0 is out of range"},
+        {"--tokenizer build/tp/hf/tok.bin", "build/tp/hf/tokenizer_config.json: chat template not supported: \"{{ bos_token }}"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        rc = test_llamac("chat %s %s < build/tp/chat_in.txt", M, c[i].args);
+        lines = 0;
+        for (const char *q = test_err; *q; q++) lines += *q == '\n';
+        EXPECT(rc == 1 && lines == 1 && strstr(test_err, c[i].want), "'%s': exit %d, %s", c[i].args, rc, test_err);
+    }
+}

@@ -53,6 +53,7 @@ void chat_errors(void);
 void chat_chatml(void);
 void chat_llama31(void);
 void chat_detect(void);
+void chat_cli(void);
 void tok_spm(void);
 void tok_pipeline(void);
 void tok_chat_reference(void);
