@@ -314,6 +314,70 @@ static void chatml_default_system(const char *j, char *out) {
     out[n] = 0;
 }
 
+/* The published templates as their tokenizer_config.json holds them (a
+ * Jinja escape \n inside the llama literals, real newlines in SmolLM2's) */
+static const char *const jinja[CHAT_TEMPLATE_COUNT] = {
+    [CHAT_LLAMA2] =
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+        "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}"
+        "{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
+        "{% endfor %}",
+    [CHAT_LLAMA3] =
+        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+        "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+        "{% endif %}",
+    [CHAT_LLAMA31] =
+        "{{- bos_token }}{%- if messages and messages[0]['role'] == 'system' %}{%- set system_message = "
+        "messages[0]['content'] | trim %}{%- set loop_messages = messages[1:] %}{%- else %}{%- set "
+        "system_message = '' %}{%- set loop_messages = messages %}{%- endif %}{{- '<|start_header_id|>system"
+        "<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\nToday Date: " CHAT_LLAMA31_DATE
+        "\\n\\n' + system_message + '<|eot_id|>' }}{%- for message in loop_messages %}{{- '<|start_header_id|>' "
+        "+ message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+        "{%- endif %}",
+    [CHAT_CHATML] =
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+        "'<|im_start|>system\n" CHAT_SMOLLM2_SYSTEM "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + "
+        "message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+};
+
+const char *chat_template_jinja(ChatTemplate tpl) {
+    return (unsigned)tpl < CHAT_TEMPLATE_COUNT ? jinja[tpl] : "";
+}
+
+int chat_template_beside(const char *tokpath, char **out, Err *e) {
+    *out = NULL;
+    char path[4200];
+    const char *slash = strrchr(tokpath, '/');
+    int dn = slash ? (int)(slash - tokpath) : 0;
+    snprintf(path, sizeof path, "%.*s%stokenizer_config.json", dn, tokpath, slash ? "/" : "");
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    json_error_t je;
+    json_t *j = json_loadf(f, 0, &je);
+    fclose(f);
+    if (!j) return err_set(e, "%s: not valid JSON (%s)", path, je.text);
+    json_t *ct = json_object_get(j, "chat_template");
+    int rc = 0;
+    if (json_is_string(ct)) {
+        size_t n = json_string_length(ct);
+        *out = xmalloc(n + 1);
+        memcpy(*out, json_string_value(ct), n + 1);
+    } else if (ct && !json_is_null(ct)) {
+        rc = err_set(e, "%s: chat_template is not a string (lists of named templates are not supported)", path);
+    }
+    json_decref(j);
+    return rc;
+}
+
 int chat_template_detect(const char *j, ChatTemplate *tpl, char *system, Err *e) {
     if (system) system[0] = 0;
     if (strstr(j, "<|im_start|>") && strstr(j, "<|im_end|>")) {

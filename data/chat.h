@@ -97,6 +97,20 @@ const char *chat_template_name(ChatTemplate tpl);
  * -1 with "chat template not supported: <name or first characters>". */
 int chat_template_detect(const char *jinja, ChatTemplate *tpl, char *system, Err *e);
 
+/* A Jinja template that renders tpl as chat_encode does (what exports write
+ * as tokenizer_config.json's chat_template and GGUF's
+ * tokenizer.chat_template): SmolLM2-Instruct's own for chatml, Llama 2 and
+ * Llama 3 Instruct's own, and for llama3.1 the no-tools path of Llama
+ * 3.1's with the date fixed. Static storage; "" for an unknown tpl. */
+const char *chat_template_jinja(ChatTemplate tpl);
+
+/* The chat_template of tokenizer_config.json in the directory of the file
+ * tokpath (a Hugging Face tokenizer directory) into *jinja (caller frees
+ * with free()); *jinja = NULL when there is no such file or key. Returns 0,
+ * or -1 with "<dir>/tokenizer_config.json: ..." when it is not valid JSON or
+ * the template is not a string. */
+int chat_template_beside(const char *tokpath, char **jinja, Err *e);
+
 /* "system" / "user" / "assistant", or "?" */
 const char *chat_role_name(ChatRole r);
 

@@ -426,6 +426,15 @@ void chat_detect(void) {
         EXPECT(rc == 0 && (int)tpl == c[i].tpl, "case %zu: %d %s -> %s", i, rc, e.msg, chat_template_name(tpl));
         EXPECT(strcmp(sys, c[i].want) == 0, "case %zu: default system '%s', expected '%s'", i, sys, c[i].want);
     }
+    /* the templates exports write are recognised as themselves */
+    for (int k = 0; k < CHAT_TEMPLATE_COUNT; k++) {
+        ChatTemplate tpl = CHAT_TEMPLATE_COUNT;
+        char sys[CHAT_MAX_SYSTEM];
+        Err e = {{0}};
+        EXPECT(chat_template_detect(chat_template_jinja((ChatTemplate)k), &tpl, sys, &e) == 0 && (int)tpl == k &&
+                   strcmp(sys, k == CHAT_CHATML ? CHAT_SMOLLM2_SYSTEM : "") == 0,
+               "%s's own Jinja: %s %s", chat_template_name((ChatTemplate)k), e.msg, chat_template_name(tpl));
+    }
     ChatTemplate tpl;
     Err e = {{0}};
     EXPECT(chat_template_parse("chatml", &tpl, &e) == 0 && tpl == CHAT_CHATML, "parse chatml");

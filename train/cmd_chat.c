@@ -18,7 +18,6 @@
  * chat_template_detect. Reading a GGUF or tokenizer file's own template
  * comes with the tokenizer's chat_template field (the GGUF import).
  */
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,32 +28,6 @@
 #include "cmds.h"
 #include "device.h"
 #include "run.h"
-
-/* The chat_template of tokenizer_config.json in the tokenizer file's
- * directory into *tpl and sys; 1 if found and recognised, 0 if there is
- * none, -1 with e when it cannot be read or rendered. */
-static int template_beside(const char *tokpath, ChatTemplate *tpl, char *sys, Err *e) {
-    char path[4200];
-    const char *slash = strrchr(tokpath, '/');
-    int dn = slash ? (int)(slash - tokpath) : 0;
-    snprintf(path, sizeof path, "%.*s%stokenizer_config.json", dn, tokpath, slash ? "/" : "");
-    FILE *f = fopen(path, "rb");
-    if (!f) return 0;
-    json_error_t je;
-    json_t *j = json_loadf(f, 0, &je);
-    fclose(f);
-    if (!j) return err_set(e, "%s: not valid JSON (%s)", path, je.text);
-    json_t *ct = json_object_get(j, "chat_template");
-    int rc = 0;
-    if (json_is_string(ct)) {
-        Err de;
-        rc = chat_template_detect(json_string_value(ct), tpl, sys, &de) == 0 ? 1 : err_set(e, "%s: %s", path, de.msg);
-    } else if (ct && !json_is_null(ct)) {
-        rc = err_set(e, "%s: chat_template is not a string (named templates are not supported)", path);
-    }
-    json_decref(j);
-    return rc;
-}
 
 /* The conversation: messages whose contents it owns. */
 typedef struct {
@@ -111,11 +84,15 @@ int cmd_chat(int argc, char **argv, Err *e) {
     if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     if (device_check(device, e)) return -1;
     if (!tname) {
-        int found = template_beside(tokpath, &tpl, sys_default, e);
-        if (found < 0) return -1;
-        if (!found)
+        char *jinja;
+        if (chat_template_beside(tokpath, &jinja, e)) return -1;
+        if (!jinja)
             return err_set(e, "--template: required: %s comes with no chat template (give llama2, llama3, "
                               "llama3.1 or chatml)", tokpath);
+        Err de;
+        int bad = chat_template_detect(jinja, &tpl, sys_default, &de);
+        free(jinja);
+        if (bad) return err_set(e, "%.*stokenizer_config.json: %s", (int)(strrchr(tokpath, '/') ? strrchr(tokpath, '/') - tokpath + 1 : 0), tokpath, de.msg);
     }
     CkptInfo info;
     if (ckpt_info(model, &info, e)) return -1;
