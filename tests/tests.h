@@ -90,6 +90,8 @@ void convert_gguf_layout(void);
 void convert_cli(void);
 void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
+void export_gguf_encodings(void);
+void export_gguf_cli(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */
