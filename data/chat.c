@@ -1,5 +1,5 @@
 /*
- * chat.c: see chat.h for the two formats. Each template is one function
+ * chat.c: see chat.h for the formats. Each template is one function
  * that appends ids with their mask bit; the JSONL reader turns lines into
  * ChatMsg arrays borrowed from jansson's strings.
  */
@@ -11,7 +11,7 @@
 #include <string.h>
 
 static const char *const role_names[CHAT_ROLE_COUNT] = {"system", "user", "assistant"};
-static const char *const template_names[CHAT_TEMPLATE_COUNT] = {"llama2", "llama3"};
+static const char *const template_names[CHAT_TEMPLATE_COUNT] = {"llama2", "llama3", "llama3.1", "chatml"};
 
 const char *chat_role_name(ChatRole r) {
     return (unsigned)r < CHAT_ROLE_COUNT ? role_names[r] : "?";
@@ -23,7 +23,11 @@ int chat_template_parse(const char *name, ChatTemplate *tpl, Err *e) {
             *tpl = (ChatTemplate)i;
             return 0;
         }
-    return err_set(e, "--template: unknown template '%s' (expected llama2 or llama3)", name);
+    return err_set(e, "--template: unknown template '%.64s' (expected llama2, llama3, llama3.1 or chatml)", name);
+}
+
+const char *chat_template_name(ChatTemplate tpl) {
+    return (unsigned)tpl < CHAT_TEMPLATE_COUNT ? template_names[tpl] : "?";
 }
 
 void chat_tokens_free(ChatTokens *out) {
@@ -168,19 +172,37 @@ static int llama2(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, co
 // ---------------------------------------------------------------------------
 // Llama 3
 
-static int llama3(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, const char *where,
-                  Err *e) {
+static int llama3(const Tokenizer *t, const ChatMsg *m, int n, int v31, ChatTokens *o,
+                  const char *where, Err *e) {
     static const char *const need[4] = {"<|begin_of_text|>", "<|start_header_id|>",
                                         "<|end_header_id|>", "<|eot_id|>"};
     int id[4];
     for (int k = 0; k < 4; k++)
         if ((id[k] = tok_special_id(t, need[k])) < 0)
-            return err_set(e, "%s: the llama3 template needs the token %s, which the tokenizer "
-                              "lacks", where, need[k]);
+            return err_set(e, "%s: the %s template needs the token %s, which the tokenizer "
+                              "lacks", where, v31 ? "llama3.1" : "llama3", need[k]);
     int32_t *tmp = NULL;
     size_t tcap = 0;
     push1(o, id[0], 0);
-    for (int i = 0; i <= n; i++) {
+    int i = 0;
+    if (v31) { /* the system block, always there; the first system message goes in it */
+        Str b = {0};
+        str_cat(&b, "\n\nCutting Knowledge Date: December 2023\nToday Date: " CHAT_LLAMA31_DATE "\n\n");
+        if (n > 0 && m[0].role == CHAT_SYSTEM) {
+            const char *c = m[0].content;
+            size_t len = m[0].len;
+            strip(&c, &len);
+            str_add(&b, c, len);
+            i = 1;
+        }
+        push1(o, id[1], 0);
+        push_text(o, t, "system", 6, 0, &tmp, &tcap);
+        push1(o, id[2], 0);
+        push_text(o, t, b.s, b.n, 0, &tmp, &tcap);
+        push1(o, id[3], 0);
+        free(b.s);
+    }
+    for (; i <= n; i++) {
         if (i == n && n > 0 && m[n - 1].role == CHAT_ASSISTANT) break;
         ChatRole r = i < n ? m[i].role : CHAT_ASSISTANT;
         const char *role = chat_role_name(r);
@@ -200,12 +222,189 @@ static int llama3(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, co
     return 0;
 }
 
-int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n,
-                ChatTokens *out, const char *where, Err *e) {
+// ---------------------------------------------------------------------------
+// ChatML
+
+static int chatml(const Tokenizer *t, const char *system, const ChatMsg *m, int n, ChatTokens *o,
+                  const char *where, Err *e) {
+    int start = tok_special_id(t, "<|im_start|>"), end = tok_special_id(t, "<|im_end|>");
+    if (start < 0 || end < 0)
+        return err_set(e, "%s: the chatml template needs the token %s, which the tokenizer lacks", where,
+                       start < 0 ? "<|im_start|>" : "<|im_end|>");
+    Str b = {0};
+    int32_t *a = NULL, *c = NULL;
+    size_t ca = 0, cc = 0;
+    int with_sys = system && *system && n > 0 && m[0].role != CHAT_SYSTEM;
+    for (int i = -with_sys; i <= n; i++) {
+        if (i == n && n > 0 && m[n - 1].role == CHAT_ASSISTANT) break;
+        ChatRole r = i < 0 ? CHAT_SYSTEM : i < n ? m[i].role : CHAT_ASSISTANT;
+        b.n = 0;
+        str_cat(&b, chat_role_name(r));
+        str_cat(&b, "\n");
+        push1(o, start, 0);
+        if (i == n) { /* the prompt for a reply */
+            push_text(o, t, b.s, b.n, 0, &a, &ca);
+            break;
+        }
+        size_t nh = tok_encode(t, b.s, b.n, &a, &ca);
+        if (i < 0) str_cat(&b, system);
+        else str_add(&b, m[i].content, m[i].len);
+        size_t nt = tok_encode(t, b.s, b.n, &c, &cc);
+        size_t k = 0; /* the content's ids: those past the header's own encoding */
+        while (k < nh && k < nt && a[k] == c[k]) k++;
+        int mask = r == CHAT_ASSISTANT;
+        push(o, c, k, 0);
+        push(o, c + k, nt - k, mask);
+        push1(o, end, mask);
+        push_text(o, t, "\n", 1, 0, &a, &ca);
+    }
+    free(b.s);
+    free(a);
+    free(c);
+    return 0;
+}
+
+int chat_encode_sys(const Tokenizer *t, ChatTemplate tpl, const char *system, const ChatMsg *msgs,
+                    int n, ChatTokens *out, const char *where, Err *e) {
     out->n = 0;
     if (tpl == CHAT_LLAMA2) return llama2(t, msgs, n, out, where, e);
-    if (tpl == CHAT_LLAMA3) return llama3(t, msgs, n, out, where, e);
+    if (tpl == CHAT_LLAMA3 || tpl == CHAT_LLAMA31) return llama3(t, msgs, n, tpl == CHAT_LLAMA31, out, where, e);
+    if (tpl == CHAT_CHATML) return chatml(t, system, msgs, n, out, where, e);
     return err_set(e, "%s: unknown chat template %d", where, (int)tpl);
+}
+
+int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n,
+                ChatTokens *out, const char *where, Err *e) {
+    return chat_encode_sys(t, tpl, CHAT_SMOLLM2_SYSTEM, msgs, n, out, where, e);
+}
+
+// ---------------------------------------------------------------------------
+// Recognising a Jinja template
+
+/* The literal after "<|im_start|>system" + a newline (written as a real
+ * newline or as the escape \n) up to "<|im_end|>", unescaped into out, if
+ * the template inserts it for a conversation without a system message
+ * (its test messages[0]['role'] != 'system' or messages[0].role != ...). */
+static void chatml_default_system(const char *j, char *out) {
+    out[0] = 0;
+    if (!strstr(j, "messages[0]['role'] != 'system'") && !strstr(j, "messages[0].role != 'system'") &&
+        !strstr(j, "messages[0]['role'] != \"system\"") && !strstr(j, "messages[0].role != \"system\""))
+        return;
+    const char *p = strstr(j, "<|im_start|>system");
+    if (!p) return;
+    p += strlen("<|im_start|>system");
+    if (*p == '\n') p++;
+    else if (p[0] == '\\' && p[1] == 'n') p += 2;
+    else return;
+    const char *q = strstr(p, "<|im_end|>");
+    if (!q) return;
+    size_t n = 0;
+    for (; p < q && n + 1 < CHAT_MAX_SYSTEM; p++) {
+        if (*p == '\'' || *p == '"' || *p == '{' || *p == '}') { /* not one literal */
+            out[0] = 0;
+            return;
+        }
+        if (*p == '\\' && p + 1 < q) {
+            p++;
+            out[n++] = *p == 'n' ? '\n' : *p == 't' ? '\t' : *p;
+        } else {
+            out[n++] = *p;
+        }
+    }
+    out[n] = 0;
+}
+
+/* The published templates as their tokenizer_config.json holds them (a
+ * Jinja escape \n inside the llama literals, real newlines in SmolLM2's) */
+static const char *const jinja[CHAT_TEMPLATE_COUNT] = {
+    [CHAT_LLAMA2] =
+        "{% if messages[0]['role'] == 'system' %}{% set loop_messages = messages[1:] %}{% set system_message = "
+        "messages[0]['content'] %}{% else %}{% set loop_messages = messages %}{% set system_message = false %}"
+        "{% endif %}{% for message in loop_messages %}{% if (message['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{% endif %}"
+        "{% if loop.index0 == 0 and system_message != false %}{% set content = '<<SYS>>\\n' + system_message + "
+        "'\\n<</SYS>>\\n\\n' + message['content'] %}{% else %}{% set content = message['content'] %}{% endif %}"
+        "{% if message['role'] == 'user' %}{{ bos_token + '[INST] ' + content.strip() + ' [/INST]' }}"
+        "{% elif message['role'] == 'assistant' %}{{ ' '  + content.strip() + ' ' + eos_token }}{% endif %}"
+        "{% endfor %}",
+    [CHAT_LLAMA3] =
+        "{% set loop_messages = messages %}{% for message in loop_messages %}{% set content = "
+        "'<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + "
+        "'<|eot_id|>' %}{% if loop.index0 == 0 %}{% set content = bos_token + content %}{% endif %}{{ content }}"
+        "{% endfor %}{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+        "{% endif %}",
+    [CHAT_LLAMA31] =
+        "{{- bos_token }}{%- if messages and messages[0]['role'] == 'system' %}{%- set system_message = "
+        "messages[0]['content'] | trim %}{%- set loop_messages = messages[1:] %}{%- else %}{%- set "
+        "system_message = '' %}{%- set loop_messages = messages %}{%- endif %}{{- '<|start_header_id|>system"
+        "<|end_header_id|>\\n\\nCutting Knowledge Date: December 2023\\nToday Date: " CHAT_LLAMA31_DATE
+        "\\n\\n' + system_message + '<|eot_id|>' }}{%- for message in loop_messages %}{{- '<|start_header_id|>' "
+        "+ message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+        "{%- endfor %}{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}"
+        "{%- endif %}",
+    [CHAT_CHATML] =
+        "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+        "'<|im_start|>system\n" CHAT_SMOLLM2_SYSTEM "<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + "
+        "message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}",
+};
+
+const char *chat_template_jinja(ChatTemplate tpl) {
+    return (unsigned)tpl < CHAT_TEMPLATE_COUNT ? jinja[tpl] : "";
+}
+
+int chat_template_beside(const char *tokpath, char **out, Err *e) {
+    *out = NULL;
+    char path[4200];
+    const char *slash = strrchr(tokpath, '/');
+    int dn = slash ? (int)(slash - tokpath) : 0;
+    snprintf(path, sizeof path, "%.*s%stokenizer_config.json", dn, tokpath, slash ? "/" : "");
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    json_error_t je;
+    json_t *j = json_loadf(f, 0, &je);
+    fclose(f);
+    if (!j) return err_set(e, "%s: not valid JSON (%s)", path, je.text);
+    json_t *ct = json_object_get(j, "chat_template");
+    int rc = 0;
+    if (json_is_string(ct)) {
+        size_t n = json_string_length(ct);
+        *out = xmalloc(n + 1);
+        memcpy(*out, json_string_value(ct), n + 1);
+    } else if (ct && !json_is_null(ct)) {
+        rc = err_set(e, "%s: chat_template is not a string (lists of named templates are not supported)", path);
+    }
+    json_decref(j);
+    return rc;
+}
+
+int chat_template_detect(const char *j, ChatTemplate *tpl, char *system, Err *e) {
+    if (system) system[0] = 0;
+    if (strstr(j, "<|im_start|>") && strstr(j, "<|im_end|>")) {
+        if (strstr(j, "<think>"))
+            return err_set(e, "chat template not supported: ChatML with <think> reasoning blocks (Qwen3's); "
+                              "use --template chatml");
+        *tpl = CHAT_CHATML;
+        if (system) chatml_default_system(j, system);
+        return 0;
+    }
+    if (strstr(j, "<|start_header_id|>") && strstr(j, "<|eot_id|>")) {
+        *tpl = strstr(j, "Cutting Knowledge Date") ? CHAT_LLAMA31 : CHAT_LLAMA3;
+        return 0;
+    }
+    if (strstr(j, "[INST]") && strstr(j, "<<SYS>>")) {
+        *tpl = CHAT_LLAMA2;
+        return 0;
+    }
+    /* name it by its first characters, on one line */
+    char ex[48];
+    size_t n = 0;
+    for (const char *p = j; *p && n + 4 < sizeof ex; p++) ex[n++] = (*p == '\n' || *p == '\r' || *p == '\t') ? ' ' : *p;
+    if (j[n]) { ex[n++] = '.', ex[n++] = '.', ex[n++] = '.'; }
+    ex[n] = 0;
+    if (strstr(j, "[INST]")) /* Mistral's, Llama 2's without a system block */
+        return err_set(e, "chat template not supported: [INST] without <<SYS>> (Mistral-style): \"%s\"", ex);
+    return err_set(e, "chat template not supported: \"%s\" (llamac renders llama2, llama3, llama3.1, chatml)", ex);
 }
 
 // ---------------------------------------------------------------------------

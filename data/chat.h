@@ -1,5 +1,6 @@
 /*
- * chat.h: the Llama 2 and Llama 3 chat formats, turning a conversation
+ * chat.h: the Llama 2, Llama 3 (3.0 and 3.1/3.2) and ChatML chat formats,
+ * and their recognition from a Jinja template; turning a conversation
  * (system / user / assistant messages) into token ids plus a mask of the
  * tokens that belong to assistant replies (what SFT and DPO train on).
  *
@@ -21,6 +22,29 @@
  * assistant reply (the prompt for generation). Mask: an assistant
  * message's content ids and its <|eot_id|>, never the header.
  *
+ * Llama 3.1 / 3.2 (their HF templates, without tools): as Llama 3, but a
+ * system block always comes first, its content the Jinja text
+ *     "Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n{system}"
+ * with {system} the stripped first system message ("" without one) and
+ * {date} "26 Jul 2024", the templates' own default (llamac never reads
+ * the clock, so a rendering is reproducible). The text after
+ * <|end_header_id|> up to <|eot_id|> is encoded as one string, as the
+ * Hugging Face tokenizer sees the rendered template.
+ *
+ * ChatML (SmolLM2-Instruct's template, the one Qwen2 uses with its own
+ * default system message): per message
+ *     <|im_start|> encode(role + "\n" + content) <|im_end|> encode("\n")
+ * with content as it is (not stripped); when the first message is not a
+ * system message, a default system message goes first ("You are a helpful
+ * AI assistant named SmolLM, trained by Hugging Face" for "chatml",
+ * SmolLM2's; chat_encode_sys chooses another or none); and the prompt for
+ * a reply is <|im_start|> encode("assistant\n"). Mask: an assistant
+ * message's content ids and its <|im_end|>, not the "\n" after it: what
+ * TRL's assistant_only_loss trains with its ChatML template, whose
+ * {% generation %} block holds content + '<|im_end|>' and leaves '\n' out.
+ * The content's ids are those past encode(role + "\n")'s (the split
+ * Hugging Face's character offsets give).
+ *
  * strip() is Python's: Unicode whitespace (str.isspace) off both ends.
  * Content is encoded with tok_encode: special-token text inside a message
  * stays text.
@@ -34,7 +58,13 @@
 #include "../model/base.h"
 #include "tok.h"
 
-typedef enum { CHAT_LLAMA2, CHAT_LLAMA3, CHAT_TEMPLATE_COUNT } ChatTemplate;
+typedef enum { CHAT_LLAMA2, CHAT_LLAMA3, CHAT_LLAMA31, CHAT_CHATML, CHAT_TEMPLATE_COUNT } ChatTemplate;
+
+/* SmolLM2-Instruct's default system message (its template's text) */
+#define CHAT_SMOLLM2_SYSTEM "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+/* the date Llama 3.1/3.2's templates put in their system block by default */
+#define CHAT_LLAMA31_DATE "26 Jul 2024"
+#define CHAT_MAX_SYSTEM 1024 /* longest default system message detection keeps */
 typedef enum { CHAT_SYSTEM, CHAT_USER, CHAT_ASSISTANT, CHAT_ROLE_COUNT } ChatRole;
 
 typedef struct ChatMsg {
@@ -49,8 +79,37 @@ typedef struct ChatTokens {
     size_t n, cap;
 } ChatTokens;
 
-/* "llama2" / "llama3" -> *tpl; -1 with "--template: ..." otherwise. */
+/* "llama2" / "llama3" / "llama3.1" / "chatml" -> *tpl; -1 with
+ * "--template: unknown template '...' (expected ...)" otherwise. */
 int chat_template_parse(const char *name, ChatTemplate *tpl, Err *e);
+
+/* The name chat_template_parse takes for tpl ("?" if none). */
+const char *chat_template_name(ChatTemplate tpl);
+
+/* Recognise a Jinja chat template (a tokenizer's chat_template, e.g.
+ * tokenizer_config.json's or GGUF's tokenizer.chat_template) by its markers:
+ * "<|im_start|>" + "<|im_end|>" -> CHAT_CHATML (unless it has Qwen3's
+ * <think> handling); "<|start_header_id|>" + "<|eot_id|>" -> CHAT_LLAMA31
+ * when it writes "Cutting Knowledge Date", else CHAT_LLAMA3; "[INST]" +
+ * "<<SYS>>" -> CHAT_LLAMA2. A ChatML template's default system message (the
+ * literal it renders when messages[0] is not a system message; "" for none)
+ * goes to system[0..CHAT_MAX_SYSTEM) when system is not NULL. Returns 0, or
+ * -1 with "chat template not supported: <name or first characters>". */
+int chat_template_detect(const char *jinja, ChatTemplate *tpl, char *system, Err *e);
+
+/* A Jinja template that renders tpl as chat_encode does (what exports write
+ * as tokenizer_config.json's chat_template and GGUF's
+ * tokenizer.chat_template): SmolLM2-Instruct's own for chatml, Llama 2 and
+ * Llama 3 Instruct's own, and for llama3.1 the no-tools path of Llama
+ * 3.1's with the date fixed. Static storage; "" for an unknown tpl. */
+const char *chat_template_jinja(ChatTemplate tpl);
+
+/* The chat_template of tokenizer_config.json in the directory of the file
+ * tokpath (a Hugging Face tokenizer directory) into *jinja (caller frees
+ * with free()); *jinja = NULL when there is no such file or key. Returns 0,
+ * or -1 with "<dir>/tokenizer_config.json: ..." when it is not valid JSON or
+ * the template is not a string. */
+int chat_template_beside(const char *tokpath, char **jinja, Err *e);
 
 /* "system" / "user" / "assistant", or "?" */
 const char *chat_role_name(ChatRole r);
@@ -62,6 +121,11 @@ const char *chat_role_name(ChatRole r);
  * template's order. */
 int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n,
                 ChatTokens *out, const char *where, Err *e);
+
+/* chat_encode with ChatML's default system message given: system (NULL or
+ * "": none) replaces CHAT_SMOLLM2_SYSTEM; other templates ignore it. */
+int chat_encode_sys(const Tokenizer *t, ChatTemplate tpl, const char *system, const ChatMsg *msgs,
+                    int n, ChatTokens *out, const char *where, Err *e);
 
 /* Release out's buffers and zero it; a zeroed one is fine. */
 void chat_tokens_free(ChatTokens *out);

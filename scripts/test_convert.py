@@ -26,6 +26,13 @@ and for the float32 saves:
      interleaved RoPE (frequencies divided by rope_freqs) equal those from
      the HF weights with transformers' rotate_half RoPE.
   5. HF directory -> GGUF directly gives the same bytes as via the checkpoint.
+  6. `llamac convert x.h5 x.gguf --type f16|bf16|q8_0`: every matrix's bytes
+     equal numpy's float16 conversion (f16) or gguf.quants.quantize of the
+     float32 weights (bf16, q8_0: llama.cpp's own definition of the
+     formats), dequantize gives back what llama.cpp computes with, 1-D
+     tensors stay F32, a matrix whose rows are not whole Q8_0 blocks falls
+     back to F16, general.file_type names the type; --template writes
+     tokenizer.chat_template.
 
 Prints PASS/FAIL per check and "test_convert: N passed, M failed"; exits 1
 on any failure.
@@ -328,6 +335,68 @@ def check_gguf(tag, path, spec, hf_sd, name):
         scores_check(tag, spec, hf_sd, gg, rf)
 
 
+def check_gguf_types(tag, llamac, h5, spec, hf_sd):
+    """GGUF exports with F16, BF16 and Q8_0 matrices against numpy / gguf.quants (hf_sd unused:
+    the float32 GGUF, checked against it above, gives the permuted layout)."""
+    import gguf
+    from gguf import GGUFReader
+    from gguf.quants import dequantize, quantize
+    Q = gguf.GGMLQuantizationType
+    H, KV = spec["num_attention_heads"], spec["num_key_value_heads"]
+    ftypes = {"f16": (Q.F16, 1), "bf16": (Q.BF16, 32), "q8_0": (Q.Q8_0, 7)}
+    for ty, (qt, ftype) in ftypes.items():
+        path = h5[:-3] + f"_{ty}.gguf"
+        if not check(f"{tag} convert -> GGUF --type {ty}", run(llamac, "convert", h5, path, "--type", ty,
+                                                               "--template", "chatml")):
+            continue
+        r = GGUFReader(path)
+        fv = lambda k: r.fields[k].contents() if k in r.fields else None
+        check(f"{tag} gguf {ty} general.file_type {ftype}", fv(gguf.Keys.General.FILE_TYPE) == ftype,
+              f"{fv(gguf.Keys.General.FILE_TYPE)}")
+        ref32 = {}  # GGUF name -> the float32 tensor as llama.cpp lays it out
+        r32 = GGUFReader(h5[:-3] + ".gguf")
+        for t in r32.tensors:
+            ref32[t.name] = np.asarray(t.data, dtype=np.float32).reshape([int(x) for x in reversed(t.shape)])
+        bad, types, fallback = [], set(), 0
+        for t in r.tensors:
+            w = ref32[t.name]
+            if w.ndim == 1:
+                if t.tensor_type != Q.F32 or not np.array_equal(np.asarray(t.data), w):
+                    bad.append(f"{t.name} 1-D not F32")
+                continue
+            want_t = qt if qt != Q.Q8_0 or w.shape[-1] % 32 == 0 else Q.F16
+            fallback += want_t != qt
+            types.add(t.tensor_type)
+            if t.tensor_type != want_t:
+                bad.append(f"{t.name} type {t.tensor_type.name}, want {want_t.name}")
+                continue
+            want = w.astype(np.float16) if want_t == Q.F16 else quantize(w, want_t)
+            raw = np.asarray(t.data)
+            if raw.tobytes() != want.tobytes():
+                bad.append(f"{t.name} bytes")
+                continue
+        what = {"f16": "numpy float16", "bf16": "gguf.quants BF16", "q8_0": "gguf.quants Q8_0"}[ty]
+        check(f"{tag} gguf {ty}: every matrix's bytes equal {what} of the float32 weights"
+              + (f" ({fallback} F16 fallbacks: rows not whole blocks)" if fallback else ""), not bad, f"{bad[:4]}")
+        if ty == "q8_0":
+            # what llama.cpp computes with: within half a step d = max|x|/127 of the float32 weights,
+            # plus what rounding d to f16 adds (127 * 2^-11 steps)
+            errs = []
+            for t in r.tensors:
+                w = ref32[t.name]
+                if w.ndim == 2 and t.tensor_type == Q.Q8_0:
+                    deq = dequantize(np.asarray(t.data).view(np.uint8), Q.Q8_0).reshape(w.shape)
+                    step = np.abs(w.reshape(-1, 32)).max(axis=1) / 127
+                    errs.append((np.abs((deq - w).reshape(-1, 32)).max(axis=1) / np.maximum(step, 1e-30)).max())
+            e = max(errs) if errs else 9
+            check(f"{tag} gguf q8_0 dequantized within 0.5 step (+ f16 scale rounding) of float32 ({e:.3f})",
+                  e <= 0.5 + 127 * 2.0 ** -11 + 1e-6, f"{e}")
+        ct = fv("tokenizer.chat_template")
+        check(f"{tag} gguf {ty} carries --template chatml as tokenizer.chat_template",
+              isinstance(ct, str) and ct.startswith("{% for message in messages %}") and "<|im_start|>" in ct,
+              f"{ct!r:.80}")
+
+
 # ---------------------------------------------------------------- main
 
 def gpt2_byte_decoder():
@@ -498,6 +567,8 @@ def main():
                 if check(f"{tag} convert HF -> GGUF directly", run(llamac, "convert", d, g2, "--name", mname)):
                     with open(gpath, "rb") as a, open(g2, "rb") as b:
                         check(f"{tag} direct GGUF == GGUF via checkpoint", a.read() == b.read(), "bytes differ")
+                if vname == "f32":
+                    check_gguf_types(tag, llamac, h5, spec, tensors)
     print("== GGUF vocabulary")
     check_gguf_vocab(llamac, args.work)
     print(f"test_convert: {passed} passed, {failed} failed")

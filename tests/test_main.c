@@ -71,7 +71,7 @@ static const struct {
     T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
     T(bpe_save_load), T(bpe_bad_files), T(bpe_speed),
     T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
-    T(chat_llama3), T(chat_llama2), T(chat_errors),
+    T(chat_llama3), T(chat_llama2), T(chat_errors), T(chat_chatml), T(chat_llama31), T(chat_detect), T(chat_cli),
     T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
     T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
@@ -83,7 +83,7 @@ static const struct {
     T(ckpt_kill_during_save), T(ckpt_cli_errors),
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
-    T(convert_cli_errors),
+    T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli),
 };
 #undef T
 

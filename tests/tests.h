@@ -63,6 +63,10 @@ void tok_cli(void);
 void chat_llama3(void);
 void chat_llama2(void);
 void chat_errors(void);
+void chat_chatml(void);
+void chat_llama31(void);
+void chat_detect(void);
+void chat_cli(void);
 void tok_spm(void);
 void tok_pipeline(void);
 void tok_chat_reference(void);
@@ -99,6 +103,8 @@ void convert_gguf_layout(void);
 void convert_cli(void);
 void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
+void export_gguf_encodings(void);
+void export_gguf_cli(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */

@@ -16,6 +16,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../data/chat.h"
 #include "../data/tok.h"
 #include "ckpt.h"
 #include "cli.h"
@@ -29,13 +30,18 @@ static int ends_with(const char *s, const char *suffix) {
 }
 
 int cmd_convert(int argc, char **argv, Err *e) {
-    const char *tokpath = NULL, *name = NULL;
+    const char *tokpath = NULL, *name = NULL, *tname = NULL, *type_name = NULL;
     int force = 0;
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
          "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
          "it must be the checkpoint's, and its bos/eos ids go into config.json"},
         {"name", CLI_STR, &name, 0, 0, "model name for GGUF's general.name (default: IN's base name)"},
+        {"type", CLI_STR, &type_name, 0, 0,
+         "GGUF matrix type: f32, f16, bf16 or q8_0 (norms stay f32; default f32)"},
+        {"template", CLI_STR, &tname, 0, 0,
+         "chat template the export carries: llama2, llama3, llama3.1 or chatml (default: the tokenizer's, "
+         "from tokenizer_config.json beside it)"},
         {"force", CLI_BOOL, &force, 0, 0, "replace an existing OUT"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -45,7 +51,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         cli_help("llamac convert IN OUT [flags]",
                  "Convert a model. IN a Hugging Face Llama directory (config.json + model.safetensors or\n"
                  "sharded safetensors with model.safetensors.index.json; F32, F16 or BF16) -> OUT an llamac\n"
-                 "checkpoint. IN a checkpoint -> OUT ending in .gguf: GGUF v3 (F32) for llama.cpp; OUT\n"
+                 "checkpoint. IN a checkpoint -> OUT ending in .gguf: GGUF v3 (--type) for llama.cpp; OUT\n"
                  "ending in .h5: a weights-only checkpoint; any other OUT: a Hugging Face directory\n"
                  "(config.json + model.safetensors, F32) that transformers' LlamaForCausalLM loads.\n"
                  "A HF directory can also go straight to .gguf.",
@@ -55,6 +61,11 @@ int cmd_convert(int argc, char **argv, Err *e) {
     if (npos != 2) return err_set(e, "convert: expected IN and OUT (see llamac convert --help)");
     const char *in = pos[0], *out = pos[1];
     int to_gguf = ends_with(out, ".gguf");
+    GgufType gtype = GGUF_F32;
+    ChatTemplate tpl;
+    if (type_name && gguf_type_parse(type_name, &gtype, e)) return -1;
+    if (type_name && !to_gguf) return err_set(e, "--type: only for a GGUF OUT (a name ending in .gguf)");
+    if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     struct stat st;
     if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set(e, "%s: exists (--force replaces it)", out);
@@ -85,10 +96,22 @@ int cmd_convert(int argc, char **argv, Err *e) {
         }
     }
 
+    /* the chat template: --template's, else the tokenizer directory's own */
+    char *jinja = NULL;
+    if (tname) {
+        const char *j = chat_template_jinja(tpl);
+        jinja = xmalloc(strlen(j) + 1);
+        memcpy(jinja, j, strlen(j) + 1);
+    } else if (tokpath && chat_template_beside(tokpath, &jinja, e)) {
+        tok_free(&tok);
+        return -1;
+    }
+
     ParamTable t;
     Err ve;
     if (params_build(&c, &t, &ve)) {
         if (tokpath) tok_free(&tok);
+        free(jinja);
         return err_set(e, "%s: %s", in, ve.msg);
     }
     float *params = xalloc_aligned(t.size * sizeof(float));
@@ -101,7 +124,8 @@ int cmd_convert(int argc, char **argv, Err *e) {
         kind = "GGUF";
         const char *base = strrchr(in, '/');
         if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
-        rc = gguf_save_llama(out, &c, &t, params, name, tokpath ? &tok : NULL, e);
+        GgufOpts go = {gtype, name, tokpath ? &tok : NULL, jinja};
+        rc = gguf_save(out, &c, &t, params, &go, e);
     } else if (to_ckpt) {
         kind = "checkpoint";
         rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
@@ -111,11 +135,15 @@ int cmd_convert(int argc, char **argv, Err *e) {
     }
     if (rc == 0) {
         double t2 = time_now(), mb = (double)t.numel * 4 / 1e6;
-        printf("llamac: %s -> %s (%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote in %.2f s\n",
-               in, out, kind, t.n, t.numel, mb, t1 - t0, t2 - t1);
+        struct stat so;
+        double wrote = stat(out, &so) == 0 && S_ISREG(so.st_mode) ? (double)so.st_size / 1e6 : mb;
+        printf("llamac: %s -> %s (%s%s%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote %.1f MB in "
+               "%.2f s\n", in, out, kind, to_gguf ? " " : "", to_gguf ? gguf_type_name(gtype) : "", t.n, t.numel,
+               mb, t1 - t0, wrote, t2 - t1);
     }
 out:
     if (tokpath) tok_free(&tok);
+    free(jinja);
     free(params);
     params_free(&t);
     return rc;

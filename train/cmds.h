@@ -17,5 +17,6 @@ int cmd_eval(int argc, char **argv, Err *e);
 int cmd_generate(int argc, char **argv, Err *e);
 int cmd_convert(int argc, char **argv, Err *e);
 int cmd_logits(int argc, char **argv, Err *e);
+int cmd_chat(int argc, char **argv, Err *e);
 
 #endif

@@ -2,7 +2,8 @@
  * gguf.c: the GGUF v3 writer for llama-architecture models (format and
  * conventions in gguf.h). Two passes over the tensor table: the header and
  * infos (offsets known from the sizes alone), then the data, one tensor at
- * a time; only q/k go through a one-tensor scratch buffer for the permute.
+ * a time; q/k go through a one-tensor scratch buffer for the permute, and
+ * F16 / BF16 / Q8_0 matrices through a second for their encoding.
  */
 #include "gguf.h"
 
@@ -24,9 +25,98 @@
 enum { GGUF_T_UINT32 = 4, GGUF_T_INT32 = 5, GGUF_T_FLOAT32 = 6, GGUF_T_STRING = 8, GGUF_T_ARRAY = 9 };
 /* llama.cpp's token types (the same numbers as SentencePiece's) */
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
-enum { GGML_TYPE_F32 = 0 };
-/* general.file_type: LLAMA_FTYPE_ALL_F32 */
-#define GGUF_FILE_TYPE_F32 0
+enum { GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q8_0 = 8, GGML_TYPE_BF16 = 30 };
+#define Q8_0_BYTES (2 + GGUF_Q8_0_BLOCK) /* one block: f16 scale + 32 int8 */
+
+/* per GgufType: its name, ggml type and general.file_type (LLAMA_FTYPE) */
+static const struct {
+    const char *name;
+    uint32_t ggml, ftype;
+} types[GGUF_TYPE_COUNT] = {
+    [GGUF_F32] = {"f32", GGML_TYPE_F32, 0},
+    [GGUF_F16] = {"f16", GGML_TYPE_F16, 1},
+    [GGUF_BF16] = {"bf16", GGML_TYPE_BF16, 32},
+    [GGUF_Q8_0] = {"q8_0", GGML_TYPE_Q8_0, 7},
+};
+
+int gguf_type_parse(const char *name, GgufType *type, Err *e) {
+    for (int i = 0; i < GGUF_TYPE_COUNT; i++)
+        if (strcmp(name, types[i].name) == 0) {
+            *type = (GgufType)i;
+            return 0;
+        }
+    return err_set(e, "--type: unknown type '%.32s' (expected f32, f16, bf16 or q8_0)", name);
+}
+
+const char *gguf_type_name(GgufType type) {
+    return (unsigned)type < GGUF_TYPE_COUNT ? types[type].name : "?";
+}
+
+// ---- float32 -> F16, BF16, Q8_0 ------------------------------------------------
+
+/* IEEE half of f, round to nearest even; NaN as numpy makes it (the top
+ * payload bits, kept a NaN) */
+static uint16_t f16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
+    uint32_t a = u & 0x7fffffff, ex = a >> 23, man = a & 0x7fffff;
+    if (a > 0x7f800000) {
+        uint16_t h = (uint16_t)(0x7c00 | man >> 13);
+        return sign | (h == 0x7c00 ? 0x7c01 : h);
+    }
+    if (a >= 0x477ff000) return sign | 0x7c00;      /* 65520 and up round to infinity */
+    if (a < 0x33000000) return sign;                /* at most 2^-25: rounds to zero */
+    uint32_t h, rem, half;
+    if (ex < 113) {                                 /* a half subnormal: units of 2^-24 */
+        uint32_t m = man | 0x800000, sh = 126 - ex;
+        h = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+    } else {
+        h = (ex - 112) << 10 | man >> 13, rem = man & 0x1fff, half = 0x1000;
+    }
+    if (rem > half || (rem == half && (h & 1))) h++; /* a carry into the exponent is right */
+    return sign | (uint16_t)h;
+}
+
+void gguf_to_f16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f16_of(src[i]);
+}
+
+void gguf_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (uint16_t)(u >> 16 | 64) : (uint16_t)((u + 0x7fff + (u >> 16 & 1)) >> 16);
+    }
+}
+
+void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n) {
+    LC_ASSERT(n % GGUF_Q8_0_BLOCK == 0);
+    for (size_t b = 0; b < n / GGUF_Q8_0_BLOCK; b++) {
+        const float *x = src + b * GGUF_Q8_0_BLOCK;
+        uint8_t *y = dst + b * Q8_0_BYTES;
+        float amax = 0;
+        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = f16_of(d);
+        memcpy(y, &dh, 2);
+        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    }
+}
+
+/* The type a tensor is stored as: 1-D ones F32; Q8_0 needs rows that are
+ * whole blocks, else F16 (llama.cpp's converter's fallback). */
+static GgufType tensor_type(GgufType want, int ndim, int64_t cols) {
+    if (ndim < 2) return GGUF_F32;
+    if (want == GGUF_Q8_0 && cols % GGUF_Q8_0_BLOCK != 0) return GGUF_F16;
+    return want;
+}
+
+static uint64_t tensor_bytes(GgufType ty, int64_t numel) {
+    if (ty == GGUF_F32) return (uint64_t)numel * 4;
+    if (ty == GGUF_Q8_0) return (uint64_t)numel / GGUF_Q8_0_BLOCK * Q8_0_BYTES;
+    return (uint64_t)numel * 2;
+}
 
 /* HF suffix (after "model.layers.N.") -> llama.cpp block tensor */
 static const struct {
@@ -285,36 +375,43 @@ static int ends_with(const char *s, const char *suffix) {
 }
 static uint64_t align_up(uint64_t x) { return (x + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT; }
 
-static void tensor_info(W *w, const char *name, int ndim, const int64_t *hf_shape, uint64_t offset) {
+static void tensor_info(W *w, const char *name, int ndim, const int64_t *hf_shape, GgufType ty, uint64_t offset) {
     put_str(w, name);
     put_u32(w, (uint32_t)ndim);
     for (int k = ndim - 1; k >= 0; k--) put_u64(w, (uint64_t)hf_shape[k]); /* innermost first */
-    put_u32(w, GGML_TYPE_F32);
+    put_u32(w, types[ty].ggml);
     put_u64(w, offset);
 }
 
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e) {
+    GgufOpts o = {GGUF_F32, name, tok, NULL};
+    return gguf_save(path, c, t, params, &o, e);
+}
+
+int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+              const GgufOpts *o, Err *e) {
+    const Tokenizer *tok = o->tok;
+    LC_ASSERT((unsigned)o->type < GGUF_TYPE_COUNT);
     int hs = config_head_size(c), scaled = c->rope_scaling == ROPE_SCALING_LLAMA3;
     char tmp[4096], gname[96];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
     for (int i = 0; i < t->n; i++)
         if (gguf_tensor_name(t->p[i].name, gname, sizeof gname))
             return err_set(e, "%s: no GGUF name for tensor %s", path, t->p[i].name);
-    W w = {fopen(tmp, "wb"), 1, 0, 0};
-    if (!w.f) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
-
     if (tok && tok->vocab > c->vocab)
         return err_set(e, "%s: the tokenizer's %d tokens do not fit the model's vocab %d", path, tok->vocab, c->vocab);
-    int n_meta = 14 + vocab_kv_count(tok); /* the kv_* calls below (checked) */
+    W w = {fopen(tmp, "wb"), 1, 0, 0};
+    if (!w.f) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+    int n_meta = 14 + vocab_kv_count(tok) + (o->chat_template != NULL); /* the kv_* calls below (checked) */
     put(&w, "GGUF", 4);
     put_u32(&w, GGUF_VERSION);
     put_u64(&w, (uint64_t)(t->n + scaled));
     put_u64(&w, (uint64_t)n_meta);
     kv_str(&w, "general.architecture", "llama");
-    kv_str(&w, "general.name", name);
+    kv_str(&w, "general.name", o->name);
     kv_u32(&w, "general.alignment", GGUF_ALIGNMENT);
-    kv_u32(&w, "general.file_type", GGUF_FILE_TYPE_F32);
+    kv_u32(&w, "general.file_type", types[o->type].ftype);
     kv_u32(&w, "llama.context_length", (uint32_t)c->max_seq);
     kv_u32(&w, "llama.embedding_length", (uint32_t)c->dim);
     kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
@@ -326,6 +423,7 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
     kv_u32(&w, "llama.rope.dimension_count", (uint32_t)hs);
     kv_u32(&w, "llama.vocab_size", (uint32_t)c->vocab);
     vocab_kv(&w, tok, c->vocab);
+    if (o->chat_template) kv_str(&w, "tokenizer.chat_template", o->chat_template);
     LC_ASSERT(w.n_kv == n_meta);
 
     /* infos: rope_freqs first (as llama.cpp's converter emits it), then the
@@ -333,19 +431,22 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
     uint64_t off = 0;
     int64_t rshape[1] = {hs / 2};
     if (scaled) {
-        tensor_info(&w, "rope_freqs.weight", 1, rshape, off);
+        tensor_info(&w, "rope_freqs.weight", 1, rshape, GGUF_F32, off);
         off = align_up(off + (uint64_t)(hs / 2) * 4);
     }
     for (int i = 0; i < t->n; i++) {
-        gguf_tensor_name(t->p[i].name, gname, sizeof gname);
-        tensor_info(&w, gname, t->p[i].ndim, t->p[i].shape, off);
-        off = align_up(off + (uint64_t)t->p[i].numel * 4);
+        const ParamInfo *p = &t->p[i];
+        GgufType ty = tensor_type(o->type, p->ndim, p->shape[p->ndim - 1]);
+        gguf_tensor_name(p->name, gname, sizeof gname);
+        tensor_info(&w, gname, p->ndim, p->shape, ty, off);
+        off = align_up(off + tensor_bytes(ty, (int64_t)p->numel));
     }
     pad(&w);
 
     /* data */
     uint64_t data0 = w.at;
     float *scratch = NULL;
+    void *enc = NULL;
     if (scaled) {
         float *f = xmalloc((size_t)(hs / 2) * sizeof *f);
         gguf_rope_factors(c, f);
@@ -362,10 +463,20 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
             gguf_permute_rows(scratch, src, is_q ? c->n_heads : c->n_kv_heads, hs, p->shape[1]);
             src = scratch;
         }
-        put(&w, src, p->numel * 4);
+        GgufType ty = tensor_type(o->type, p->ndim, p->shape[p->ndim - 1]);
+        uint64_t nb = tensor_bytes(ty, (int64_t)p->numel);
+        if (ty != GGUF_F32) {
+            enc = xrealloc(enc, nb);
+            if (ty == GGUF_F16) gguf_to_f16(enc, src, p->numel);
+            else if (ty == GGUF_BF16) gguf_to_bf16(enc, src, p->numel);
+            else gguf_to_q8_0(enc, src, p->numel);
+            src = enc;
+        }
+        put(&w, src, nb);
         pad(&w);
     }
     free(scratch);
+    free(enc);
     LC_ASSERT(!w.ok || w.at - data0 == off);
     if (w.ok && (fflush(w.f) != 0 || fsync(fileno(w.f)) != 0)) w.ok = 0;
     int err = errno;

@@ -1,6 +1,20 @@
 /*
  * gguf.h: export a model to GGUF, the file format of llama.cpp (ggml's
- * docs/gguf.md), version 3, little-endian, every tensor float32.
+ * docs/gguf.md), version 3, little-endian; matrices as F32, F16, BF16 or
+ * Q8_0, 1-D tensors (norms, rope_freqs) always F32 as llama.cpp's
+ * converter keeps them.
+ *
+ * Types (ggml's numbers): F32 = 0; F16 = 1, IEEE half, round to nearest
+ * even (numpy's astype(float16)); BF16 = 30, the top 16 bits of the
+ * float32 rounded to nearest even, NaN kept quiet (ggml's
+ * fp32_to_bf16); Q8_0 = 8, blocks of 32 consecutive values along a row,
+ * each { f16 d; int8 q[32] } (34 bytes) with d = max|x| / 127 and q =
+ * roundf(x / d) (halves away from zero) computed in float32 with the
+ * unrounded d, 0 for an all-zero block (ggml's quantize_row_q8_0_ref). A
+ * matrix whose rows are not a multiple of 32 long goes F16 instead, as
+ * llama.cpp's converter falls back. general.file_type says the type of the
+ * matrices (LLAMA_FTYPE: ALL_F32 0, MOSTLY_F16 1, MOSTLY_Q8_0 7,
+ * MOSTLY_BF16 32).
  *
  * Layout: "GGUF", uint32 version 3, uint64 tensor count, uint64 metadata
  * count; the metadata (key: uint64 length + bytes; uint32 value type; value;
@@ -32,6 +46,9 @@
  * with s = (original_ctx / wavelength - low) / (high - low): the same
  * frequencies as Hugging Face's llama3 rope.
  *
+ * Chat template: given its Jinja text, tokenizer.chat_template (what
+ * llama.cpp's server and chat tools render conversations with).
+ *
  * Vocabulary: given a tokenizer, the tokenizer.ggml.* keys. Byte-level kinds
  * (llamac BPE, tokenizer.json, tiktoken) become llama.cpp's "gpt2" model:
  * tokens spelled in GPT-2's byte-to-unicode alphabet, special tokens as
@@ -54,12 +71,38 @@
 #define GGUF_VERSION 3
 #define GGUF_ALIGNMENT 32
 
+typedef enum { GGUF_F32, GGUF_F16, GGUF_BF16, GGUF_Q8_0, GGUF_TYPE_COUNT } GgufType;
+
+#define GGUF_Q8_0_BLOCK 32 /* values per Q8_0 block */
+
+/* What an export writes besides the weights. */
+typedef struct GgufOpts {
+    GgufType type;             /* of the matrices */
+    const char *name;          /* general.name */
+    const Tokenizer *tok;      /* the vocabulary; NULL: none (no_vocab) */
+    const char *chat_template; /* Jinja text; NULL: none */
+} GgufOpts;
+
+/* "f32" / "f16" / "bf16" / "q8_0" -> *type; -1 with "--type: unknown type
+ * '...' (expected f32, f16, bf16 or q8_0)". */
+int gguf_type_parse(const char *name, GgufType *type, Err *e);
+const char *gguf_type_name(GgufType type);
+
 /* Write the model (host buffer laid out by t) to path: "<path>.tmp" first,
  * fsync'd, then renamed, so an existing path is replaced only by a complete
- * file. name goes into general.name; tok (NULL: none) the vocabulary.
- * Returns 0 or -1 with e. */
+ * file. Returns 0 or -1 with e. */
+int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+              const GgufOpts *o, Err *e);
+
+/* gguf_save with F32 matrices and no chat template. */
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e);
+
+/* The conversions above, for n values (Q8_0: n a multiple of 32, writing
+ * n / 32 blocks of 34 bytes to dst). */
+void gguf_to_f16(uint16_t *dst, const float *src, size_t n);
+void gguf_to_bf16(uint16_t *dst, const float *src, size_t n);
+void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n);
 
 /* llama.cpp's name of the HF tensor hf into out; -1 if it has none. */
 int gguf_tensor_name(const char *hf, char *out, size_t n);

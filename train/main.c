@@ -20,6 +20,7 @@ static const Command commands[] = {
     {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
+    {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},
     {"logits", cmd_logits, "next-token logits of a token sequence as float32 (for reference tests)"},
     {"inspect", cmd_inspect, "model shape, parameter counts, FLOPs and training memory"},

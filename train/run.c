@@ -24,19 +24,22 @@ double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok) {
     return count ? sum / count : 0;
 }
 
-int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
-                 int max_tokens, FILE *out, double *prefill_s, double *gen_s) {
+int run_generate_at(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np, int pos0,
+                    int stop, int max_tokens, FILE *out, int32_t *gen, int *end, double *prefill_s,
+                    double *gen_s) {
+    LC_ASSERT(np > 0 && pos0 >= 0 && pos0 + np < m->T);
     float *logits = xmalloc((size_t)m->c.vocab * sizeof(float));
     double t0 = time_now();
-    for (int i = 0; i < np; i++) llama_decode(m, prompt[i], i);
+    for (int i = 0; i < np; i++) llama_decode(m, prompt[i], pos0 + i);
     double t1 = time_now();
-    int n = 0;
-    for (int p = np; n < max_tokens && p < m->T; p++) {
+    int n = 0, p = pos0 + np;
+    for (; n < max_tokens && p < m->T; p++) {
         if (m->ops->download_act) m->ops->download_act(m->ctx, logits, m->logits, (size_t)m->c.vocab);
         else m->ops->download(m->ctx, logits, m->logits, (size_t)m->c.vocab * sizeof(float));
         int next = sample_next(s, logits);
+        if (gen) gen[n] = next;
         n++;
-        if (next == tok->eos || next == tok->eot) break;
+        if (next == tok->eos || next == tok->eot || next == stop) break;
         if (out) {
             size_t len;
             const char *b = tok_token_bytes(tok, next, &len);
@@ -48,9 +51,15 @@ int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prom
     }
     double t2 = time_now();
     free(logits);
+    if (end) *end = p;
     if (prefill_s) *prefill_s = t1 - t0;
     if (gen_s) *gen_s = t2 - t1;
     return n;
+}
+
+int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
+                 int max_tokens, FILE *out, double *prefill_s, double *gen_s) {
+    return run_generate_at(m, tok, s, prompt, np, 0, -1, max_tokens, out, NULL, NULL, prefill_s, gen_s);
 }
 
 double run_sgemm_peak(int n, int reps) {

@@ -24,6 +24,17 @@ double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok);
 int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
                  int max_tokens, FILE *out, double *prefill_s, double *gen_s);
 
+/* run_generate continuing a KV cache: the prompt's ids go to positions
+ * pos0, pos0 + 1, ... (positions before pos0 keep what an earlier call
+ * left: a conversation's earlier turns), generation also stops at the id
+ * stop (-1: none), the generated ids (a stop id included; room for
+ * max_tokens) go to gen when it is not NULL, and *end gets the position
+ * after the last token now in the cache (the stop id and a token sampled
+ * at the last position are not in it). pos0 + np < m->T. */
+int run_generate_at(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np, int pos0,
+                    int stop, int max_tokens, FILE *out, int32_t *gen, int *end, double *prefill_s,
+                    double *gen_s);
+
 /* SGEMM GFLOP/s of this machine (n x n x n, best of reps). */
 double run_sgemm_peak(int n, int reps);
 

@@ -1,0 +1,187 @@
+/*
+ * cmd_chat.c: `llamac chat`: a conversation on stdin/stdout. Each line of
+ * stdin is a user message; the reply streams to stdout, then a newline.
+ *
+ * The KV cache holds the conversation so far. A turn renders the whole
+ * conversation with the chat template (data/chat.h: the same ids SFT trains
+ * on) plus the prompt for the reply, and prefills only the ids past the
+ * longest prefix the cache already holds: normally the turn's new tokens
+ * (the end of the last reply, the user message, the reply header). Ids the
+ * model sampled that re-render differently (a reply whose text encodes to
+ * other ids, a stripped space) are simply decoded again from there. When a
+ * turn does not fit the context, the conversation starts over from the
+ * system message with that user message, saying so on stderr. One stderr
+ * line per turn gives the counts.
+ *
+ * The template: --template, else the chat_template of tokenizer_config.json
+ * beside the tokenizer file (a Hugging Face directory), recognised by
+ * chat_template_detect. Reading a GGUF or tokenizer file's own template
+ * comes with the tokenizer's chat_template field (the GGUF import).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/chat.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "cmds.h"
+#include "device.h"
+#include "run.h"
+
+/* The conversation: messages whose contents it owns. */
+typedef struct {
+    ChatMsg *m;
+    int n, cap;
+} Conv;
+
+static void conv_add(Conv *c, ChatRole r, const char *s, size_t len) {
+    if (c->n == c->cap) c->m = xrealloc(c->m, (size_t)(c->cap = 2 * c->cap + 8) * sizeof *c->m);
+    char *copy = xmalloc(len + 1);
+    memcpy(copy, s, len);
+    copy[len] = 0;
+    c->m[c->n++] = (ChatMsg){r, copy, len};
+}
+
+static void conv_truncate(Conv *c, int n) {
+    while (c->n > n) free((char *)c->m[--c->n].content);
+}
+
+int cmd_chat(int argc, char **argv, Err *e) {
+    const char *model = NULL, *tokpath = NULL, *system = NULL, *tname = NULL, *device = "cpu";
+    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
+    double temperature = 0.8, top_p = 0.95;
+    CliFlag flags[] = {
+        {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
+        {"system", CLI_STR, &system, 0, 0, "system message (default: the template's, if it has one)"},
+        {"template", CLI_STR, &tname, 0, 0,
+         "llama2, llama3, llama3.1 or chatml (default: tokenizer_config.json's chat_template beside the tokenizer)"},
+        {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens per reply at most"},
+        {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
+        {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
+        {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
+        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's)"},
+        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac chat --model FILE --tokenizer FILE [--template NAME] [--system TEXT] [flags]",
+                 "Chat with a model: each line of stdin is a user message, each reply streams to stdout\n"
+                 "followed by a newline. The conversation stays in the KV cache: a turn prefills only\n"
+                 "its new tokens. When the context is full the conversation starts over (said on stderr).",
+                 flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required");
+    if (!tokpath) return err_set(e, "--tokenizer: required");
+    ChatTemplate tpl = CHAT_LLAMA3;
+    static char sys_default[CHAT_MAX_SYSTEM];
+    snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
+    if (tname && chat_template_parse(tname, &tpl, e)) return -1;
+    if (device_check(device, e)) return -1;
+    if (!tname) {
+        char *jinja;
+        if (chat_template_beside(tokpath, &jinja, e)) return -1;
+        if (!jinja)
+            return err_set(e, "--template: required: %s comes with no chat template (give llama2, llama3, "
+                              "llama3.1 or chatml)", tokpath);
+        Err de;
+        int bad = chat_template_detect(jinja, &tpl, sys_default, &de);
+        free(jinja);
+        if (bad) return err_set(e, "%.*stokenizer_config.json: %s", (int)(strrchr(tokpath, '/') ? strrchr(tokpath, '/') - tokpath + 1 : 0), tokpath, de.msg);
+    }
+    CkptInfo info;
+    if (ckpt_info(model, &info, e)) return -1;
+    LlamaConfig c = info.c;
+    Tokenizer tok;
+    if (tok_load(&tok, tokpath, e)) return -1;
+    int rc = -1;
+    Conv cv = {0};
+    ChatTokens ct = {0};
+    int32_t *hist = NULL, *gen = NULL;
+    char *line = NULL, *text = NULL;
+    size_t lcap = 0, tcap = 0;
+    if (tok.id != info.tokenizer_id) {
+        err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
+        goto out_tok;
+    }
+    if (ctx == 0 || ctx > c.max_seq) ctx = c.max_seq;
+    /* the template's tokens, checked before the model loads */
+    ChatMsg probe = {CHAT_USER, "", 0};
+    if (chat_encode_sys(&tok, tpl, sys_default, &probe, 1, &ct, tokpath, e)) goto out_tok;
+    /* the reply's end: ChatML's <|im_end|>; the others end on tok.eos / tok.eot */
+    int stop = tpl == CHAT_CHATML ? tok_special_id(&tok, "<|im_end|>") : -1;
+    Sampler s;
+    if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
+    Llama m;
+    Device dev;
+    if (device_load_model(&dev, device, model, &c, &m, 1, (int)ctx, e)) goto out_sampler;
+    hist = xmalloc((size_t)ctx * sizeof *hist);
+    gen = xmalloc((size_t)max_tokens * sizeof *gen);
+    if (system) conv_add(&cv, CHAT_SYSTEM, system, strlen(system));
+    int base = cv.n, cached = 0, turn = 0;
+    ssize_t len;
+    long lineno = 0;
+    while ((len = getline(&line, &lcap, stdin)) >= 0) {
+        lineno++;
+        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
+        turn++;
+        conv_add(&cv, CHAT_USER, line, (size_t)len);
+        char where[64];
+        snprintf(where, sizeof where, "stdin:%ld", lineno);
+        if (chat_encode_sys(&tok, tpl, sys_default, cv.m, cv.n, &ct, where, e)) goto out_model;
+        if ((long)ct.n >= ctx) { /* no room for a reply: start over from the system message */
+            fprintf(stderr, "llamac: turn %d: the context of %ld tokens is full; starting a new conversation\n",
+                    turn, ctx);
+            for (int k = base; k < cv.n - 1; k++) free((char *)cv.m[k].content);
+            cv.m[base] = cv.m[cv.n - 1];
+            cv.n = base + 1;
+            cached = 0;
+            if (chat_encode_sys(&tok, tpl, sys_default, cv.m, cv.n, &ct, where, e)) goto out_model;
+            if ((long)ct.n >= ctx) {
+                err_set(e, "%s: the message takes %zu tokens with the template, more than the context of %ld",
+                        where, ct.n, ctx);
+                goto out_model;
+            }
+        }
+        int k = 0; /* the longest prefix the cache already holds */
+        while (k < cached && k < (int)ct.n - 1 && hist[k] == ct.ids[k]) k++;
+        memcpy(hist, ct.ids, ct.n * sizeof *hist);
+        double t_pre, t_gen;
+        int end, n = run_generate_at(&m, &tok, &s, ct.ids + k, (int)ct.n - k, k, stop, (int)max_tokens, stdout,
+                                     gen, &end, &t_pre, &t_gen);
+        printf("\n");
+        fflush(stdout);
+        memcpy(hist + ct.n, gen, (size_t)(end - (int)ct.n) * sizeof *hist);
+        cached = end;
+        int stopped = n > 0 && (gen[n - 1] == tok.eos || gen[n - 1] == tok.eot || gen[n - 1] == stop);
+        size_t tl = tok_decode(&tok, gen, (size_t)(n - stopped), &text, &tcap);
+        conv_add(&cv, CHAT_ASSISTANT, text ? text : "", tl);
+        fprintf(stderr, "llamac: turn %d: %d prompt tokens prefilled (%d from the cache), %d generated "
+                        "(%.1f tok/s), %d of %ld context tokens used\n",
+                turn, (int)ct.n - k, k, n, t_gen > 0 ? n / t_gen : 0.0, end, ctx);
+        if (end >= ctx - 1)
+            fprintf(stderr, "llamac: turn %d: the reply filled the context of %ld tokens; the next message starts "
+                            "a new conversation\n", turn, ctx);
+    }
+    rc = 0;
+out_model:
+    llama_free(&m);
+    device_close(&dev);
+out_sampler:
+    sample_free(&s);
+out_tok:
+    conv_truncate(&cv, 0);
+    free(cv.m);
+    chat_tokens_free(&ct);
+    free(hist);
+    free(gen);
+    free(line);
+    free(text);
+    tok_free(&tok);
+    return rc;
+}
