@@ -401,6 +401,20 @@ static void pair_alloc(Bbpe *b, uint64_t n) {
     b->pair_val = xmalloc((b->pair_mask + 1) * sizeof *b->pair_val);
 }
 
+/* Merge rank r of the pair of vocabulary strings a, b: their ids by the
+ * bytes they stand for (unique among base tokens); buf holds la + lb bytes. */
+static int add_merge(Bbpe *b, const char *sa, size_t la, const char *sb, size_t lb, size_t r, uint8_t *buf,
+                     const char *path, Err *e) {
+    size_t ba = string_bytes(sa, la, buf), bb = string_bytes(sb, lb, buf + ba);
+    int32_t ia = word_get(b, buf, ba), ib = word_get(b, buf + ba, bb), ic = word_get(b, buf, ba + bb);
+    if (ia < 0 || ib < 0 || ic < 0)
+        return err_set(e, "%s: merge %zu (%.*s %.*s): %s not in vocab", path, r, (int)(la < 40 ? la : 40), sa,
+                       (int)(lb < 40 ? lb : 40), sb, ia < 0 ? "left part" : ib < 0 ? "right part" : "merged token");
+    pair_put(b, ia, ib, (uint32_t)r, ic);
+    b->id = fnv_u32(fnv_u32(b->id, (uint32_t)ia), (uint32_t)ib);
+    return 0;
+}
+
 // ---------------------------------------------------------------------------
 // tokenizer.json
 
@@ -601,17 +615,10 @@ static int load_json_root(Bbpe *b, json_t *root, const char *path, Err *e) {
             free(buf);
             goto out;
         }
-        /* ids by the bytes the strings stand for (unique among base tokens) */
-        size_t ba = string_bytes(sa, la, buf), bb = string_bytes(sb, lb, buf + ba);
-        int32_t ia = word_get(b, buf, ba), ib = word_get(b, buf + ba, bb), ic = word_get(b, buf, ba + bb);
-        if (ia < 0 || ib < 0 || ic < 0) {
-            err_set(e, "%s: merge %zu (%.*s %.*s): %s not in vocab", path, r, (int)la, sa, (int)lb,
-                    sb, ia < 0 ? "left part" : ib < 0 ? "right part" : "merged token");
+        if (add_merge(b, sa, la, sb, lb, r, buf, path, e)) {
             free(buf);
             goto out;
         }
-        pair_put(b, ia, ib, (uint32_t)r, ic);
-        b->id = fnv_u32(fnv_u32(b->id, (uint32_t)ia), (uint32_t)ib);
     }
     free(buf);
     rc = 0;
@@ -834,6 +841,87 @@ int bbpe_load_tiktoken(Bbpe *b, const char *path, Err *e) {
     fclose(f);
     int rc = bad ? err_set(e, "%s: read error", path) : load_tiktoken_buf(b, buf, n, path, e);
     free(buf);
+    if (rc) bbpe_free(b);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// from arrays (GGUF's "gpt2" vocabulary)
+
+int bbpe_init(Bbpe *b, const BbpeSpec *sp, const char *path, Err *e) {
+    memset(b, 0, sizeof *b);
+    if (sp->vocab <= 0 || sp->vocab > BBPE_MAX_VOCAB)
+        return err_set(e, "%s: %d tokens (must be 1 to %d)", path, sp->vocab, BBPE_MAX_VOCAB);
+    b->id = fnv1a(FNV_OFFSET, "arrays", 6);
+    b->unk = -1;
+    b->ignore_merges = sp->ignore_merges;
+    int rc = -1;
+    for (int k = 0; k < sp->n_split; k++)
+        if (compile_step(b, sp->split[k], 0, 0, path, e)) goto out;
+    /* the bytes to ids mapping without a split or a prefix (bytes are ours already) */
+    if (compile_step(b, NULL, 1, 0, path, e)) goto out;
+    b->vocab = sp->vocab;
+    size_t total = 0, maxlen = 0;
+    int na = 0;
+    for (int i = 0; i < b->vocab; i++) {
+        total += sp->tok_len[i];
+        if (sp->tok_len[i] > maxlen) maxlen = sp->tok_len[i];
+        if (sp->added && sp->added[i]) na++;
+    }
+    b->tok_off = xmalloc(((size_t)b->vocab + 1) * sizeof *b->tok_off);
+    b->tok_bytes = xmalloc(total + 1);
+    b->added = xcalloc(na ? (size_t)na : 1, sizeof *b->added);
+    total = 0;
+    for (int i = 0; i < b->vocab; i++) {
+        b->tok_off[i] = (int64_t)total;
+        const char *t = sp->tok[i];
+        size_t n = sp->tok_len[i];
+        if (sp->added && sp->added[i]) { /* added tokens are their own text */
+            if (n == 0) {
+                err_set(e, "%s: token %d is an empty special token", path, i);
+                goto out;
+            }
+            memcpy(b->tok_bytes + total, t, n);
+            total += n;
+            BbpeAdded *x = &b->added[b->n_added++];
+            x->text = memcpy(xmalloc(n + 1), t, n);
+            x->text[n] = 0;
+            x->len = n;
+            x->id = i;
+            x->special = sp->added[i] == BBPE_ADDED_SPECIAL;
+        } else {
+            total += string_bytes(t, n, (uint8_t *)b->tok_bytes + total);
+        }
+    }
+    b->tok_off[b->vocab] = (int64_t)total;
+    build_maps(b, b->vocab);
+    if (sp->bos >= 0) b->bos = sp->bos;
+    if (sp->eos >= 0) b->eos = sp->eos;
+    if (sp->eot >= 0) b->eot = sp->eot;
+    if (b->eot < 0) b->eot = b->eos;
+    pair_alloc(b, (uint64_t)sp->n_merges);
+    uint8_t *buf = xmalloc(2 * maxlen + 8);
+    for (int r = 0; r < sp->n_merges; r++) {
+        const char *m = sp->merge[r], *spc = memchr(m, ' ', sp->merge_len[r]);
+        if (!spc || memchr(spc + 1, ' ', sp->merge_len[r] - (size_t)(spc + 1 - m))) {
+            err_set(e, "%s: merge %d is not \"a b\"", path, r);
+            free(buf);
+            goto out;
+        }
+        size_t la = (size_t)(spc - m), lb = sp->merge_len[r] - la - 1;
+        if (la + lb > 2 * maxlen) {
+            err_set(e, "%s: merge %d (%.40s) is longer than any token", path, r, m);
+            free(buf);
+            goto out;
+        }
+        if (add_merge(b, m, la, spc + 1, lb, (size_t)r, buf, path, e)) {
+            free(buf);
+            goto out;
+        }
+    }
+    free(buf);
+    rc = 0;
+out:
     if (rc) bbpe_free(b);
     return rc;
 }

@@ -94,6 +94,34 @@ typedef struct Bbpe {
 int bbpe_load_json(Bbpe *b, const char *path, Err *e);
 int bbpe_load_tiktoken(Bbpe *b, const char *path, Err *e);
 
+/* A byte-level BPE given as arrays (GGUF's "gpt2" vocabulary, tok.c): token
+ * i is tok[i][0..tok_len[i]) in GPT-2's byte-to-unicode alphabet, or, when
+ * added[i] is nonzero, an added token spelled as its own text
+ * (BBPE_ADDED_SPECIAL: matched only by special encoding; BBPE_ADDED_PLAIN:
+ * always, as llama.cpp's USER_DEFINED); merges "a b" in rank order; the
+ * text is split by each regex of split in turn (each match and each gap a
+ * piece, as llama.cpp's regex_exprs), then merged. bos/eos/eot are the
+ * ids, -1 to find them by name as the file loaders do. Strings need no NUL;
+ * nothing is kept of sp. */
+enum { BBPE_ADDED_PLAIN = 1, BBPE_ADDED_SPECIAL = 2 };
+typedef struct BbpeSpec {
+    int vocab;
+    const char *const *tok;
+    const size_t *tok_len;
+    const uint8_t *added;       /* (vocab) or NULL: none */
+    int n_merges;
+    const char *const *merge;
+    const size_t *merge_len;
+    int n_split;
+    const char *const *split;   /* (n_split) PCRE2 patterns (\s rewritten as above) */
+    int ignore_merges;
+    int bos, eos, eot;
+} BbpeSpec;
+
+/* Build *b from sp (free with bbpe_free); path names the source in errors
+ * ("merge 7 (a b): right part not in vocab", "bad split pattern ..."). */
+int bbpe_init(Bbpe *b, const BbpeSpec *sp, const char *path, Err *e);
+
 /* Release what a load put in b and zero it; a zeroed b is fine. */
 void bbpe_free(Bbpe *b);
 

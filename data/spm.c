@@ -291,6 +291,8 @@ static const char *model_type_name(int64_t t) {
     return t >= 1 && t <= 4 ? names[t - 1] : NULL;
 }
 
+static int build(Spm *s, const PieceRef *pieces, size_t np, const Specs *sp, const char *path, Err *e);
+
 /* Parse buf[0..n) into *s; -1 with e on any error (the caller frees). */
 static int load_buf(Spm *s, const uint8_t *buf, size_t n, const char *path, Err *e) {
     Specs sp;
@@ -367,6 +369,18 @@ static int load_buf(Spm *s, const uint8_t *buf, size_t n, const char *path, Err 
         err_set(e, "%s: treat_whitespace_as_suffix not supported", path);
         goto out;
     }
+    ret = build(s, pieces, np, &sp, path, e);
+    s->id = fnv1a(buf, n);
+out:
+    free(pieces);
+    return ret;
+}
+
+/* The tables of *s from the pieces and the specs (model type and
+ * normalizer already checked). */
+static int build(Spm *s, const PieceRef *pieces, size_t np, const Specs *sp_, const char *path, Err *e) {
+    const Specs sp = *sp_;
+    int ret = -1;
     if (np > SPM_MAX_VOCAB) {
         err_set(e, "%s: %zu pieces, more than %d", path, np, SPM_MAX_VOCAB);
         goto out;
@@ -500,11 +514,44 @@ static int load_buf(Spm *s, const uint8_t *buf, size_t n, const char *path, Err 
     s->add_dummy_prefix = sp.add_dummy_prefix;
     s->remove_extra_whitespaces = sp.remove_extra_whitespaces;
     s->escape_whitespaces = sp.escape_whitespaces;
-    s->id = fnv1a(buf, n);
     ret = 0;
 out:
-    free(pieces);
     return ret;
+}
+
+int spm_init(Spm *s, const SpmSpec *a, const char *path, Err *e) {
+    memset(s, 0, sizeof *s);
+    if (a->vocab <= 0 || a->vocab > SPM_MAX_VOCAB)
+        return err_set(e, "%s: %d pieces (must be 1 to %d)", path, a->vocab, SPM_MAX_VOCAB);
+    Specs sp;
+    memset(&sp, 0, sizeof sp);
+    sp.model_type = 2;
+    sp.add_dummy_prefix = a->add_dummy_prefix;
+    sp.escape_whitespaces = 1;
+    PieceRef *pieces = xmalloc((size_t)a->vocab * sizeof *pieces);
+    /* the identity of what decides the ids: pieces, scores, types, flags */
+    uint64_t h = fnv1a((const uint8_t *)"spm-arrays", 10);
+    for (int i = 0; i < a->vocab; i++) {
+        pieces[i].str = (const uint8_t *)a->piece[i];
+        pieces[i].len = a->piece_len[i];
+        pieces[i].score = a->score ? a->score[i] : 0.0f;
+        pieces[i].type = a->type ? a->type[i] : SPM_NORMAL;
+        if (pieces[i].type == SPM_BYTE) sp.byte_fallback = 1;
+        uint64_t rec[3] = {h, (uint64_t)pieces[i].type, 0};
+        memcpy(&rec[2], &pieces[i].score, sizeof pieces[i].score);
+        h = fnv1a((const uint8_t *)rec, sizeof rec) ^ fnv1a(pieces[i].str, pieces[i].len);
+    }
+    int rc = build(s, pieces, (size_t)a->vocab, &sp, path, e);
+    free(pieces);
+    if (rc) {
+        spm_free(s);
+        return -1;
+    }
+    uint64_t rec[2] = {h, (uint64_t)a->add_dummy_prefix};
+    s->id = fnv1a((const uint8_t *)rec, sizeof rec);
+    if (a->bos >= 0 && a->bos < s->vocab) s->bos = a->bos;
+    if (a->eos >= 0 && a->eos < s->vocab) s->eos = a->eos;
+    return 0;
 }
 
 int spm_load(Spm *s, const char *path, Err *e) {

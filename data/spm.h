@@ -83,6 +83,25 @@ typedef struct Spm {
  * *s is then zeroed. */
 int spm_load(Spm *s, const char *path, Err *e);
 
+/* A SentencePiece BPE given as arrays (GGUF's "llama" vocabulary, tok.c):
+ * piece i is piece[i][0..piece_len[i]) (no NUL needed) with score[i] and
+ * type[i] (SPM_*; NULL: 0 scores / all NORMAL); byte fallback is on when
+ * there are BYTE pieces; normalization is llama.cpp's (dummy prefix per
+ * add_dummy_prefix, spaces as "▁", extra whitespace kept); bos/eos ids
+ * (-1: by name, as spm_load). Nothing of a is kept. */
+typedef struct SpmSpec {
+    int vocab;
+    const char *const *piece;
+    const size_t *piece_len;
+    const float *score;
+    const int32_t *type;
+    int add_dummy_prefix;
+    int bos, eos;
+} SpmSpec;
+
+/* Build *s from a (free with spm_free); errors as spm_load's, naming path. */
+int spm_init(Spm *s, const SpmSpec *a, const char *path, Err *e);
+
 /* Release what spm_load put in s and zero it; a zeroed s is fine. */
 void spm_free(Spm *s);
 

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "bbpe.h"
+#include "gguf.h"
 #include "spm.h"
 
 // ---------------------------------------------------------------------------
@@ -170,9 +171,9 @@ struct TokSpm {
     int nspecial;
 };
 
-static int spm_kind_load(Tokenizer *t, const char *path, Err *e) {
-    struct TokSpm *x = t->spm = xcalloc(1, sizeof *t->spm);
-    if (spm_load(&x->s, path, e)) return -1;
+/* With t->spm->s loaded: the Tokenizer fields and the per-id bytes. */
+static void spm_kind_fill(Tokenizer *t) {
+    struct TokSpm *x = t->spm;
     const Spm *s = &x->s;
     t->vocab = s->vocab;
     t->bos = s->bos;
@@ -213,6 +214,13 @@ static int spm_kind_load(Tokenizer *t, const char *path, Err *e) {
         }
     }
     x->off[s->vocab] = (int64_t)m;
+    t->pad = s->pad;
+}
+
+static int spm_kind_load(Tokenizer *t, const char *path, Err *e) {
+    t->spm = xcalloc(1, sizeof *t->spm);
+    if (spm_load(&t->spm->s, path, e)) return -1;
+    spm_kind_fill(t);
     return 0;
 }
 
@@ -281,6 +289,198 @@ static int spm_kind_special_id(const Tokenizer *t, const char *name) {
 }
 
 // ---------------------------------------------------------------------------
+// kind: the vocabulary inside a GGUF file (gguf.h): llama.cpp's "gpt2"
+// (byte-level BPE, bbpe.h) or "llama" (SentencePiece, spm.h) model
+
+/* GPT-2's split without its last alternative (llama.cpp's form: what it
+ * leaves is a gap, which is a piece all the same) */
+#define GGUF_GPT2_SPLIT "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
+
+/* tokenizer.ggml.pre -> llama.cpp's regex_exprs for it (llama-vocab.cpp),
+ * applied in turn; Llama 3's also take a piece found whole in the
+ * vocabulary as that token (ignore_merges). */
+static const struct {
+    const char *name;
+    int n, ignore_merges;
+    const char *re[4];
+} gguf_pres[] = {
+    {"llama-bpe", 1, 1, {BBPE_LLAMA3_PATTERN}},
+    {"llama3", 1, 1, {BBPE_LLAMA3_PATTERN}},
+    {"llama-v3", 1, 1, {BBPE_LLAMA3_PATTERN}},
+    {"gpt2", 1, 0, {GGUF_GPT2_SPLIT}},
+    {"gpt-2", 1, 0, {GGUF_GPT2_SPLIT}},
+    {"smollm", 2, 0, {"\\p{N}", GGUF_GPT2_SPLIT}},
+    {"starcoder", 2, 0, {"\\p{N}", GGUF_GPT2_SPLIT}},
+    {"refact", 2, 0, {"\\p{N}", GGUF_GPT2_SPLIT}},
+    {"default", 4, 0, {"[\\p{P}\\$\\+<=>\\^~\\|]+", GGUF_GPT2_SPLIT, "\\p{N}+", "[0-9][0-9][0-9]"}},
+};
+#define N_GGUF_PRES (sizeof gguf_pres / sizeof gguf_pres[0])
+
+/* llama.cpp's token types (SentencePiece's numbers) */
+enum { GGUF_TT_NORMAL = 1, GGUF_TT_UNKNOWN = 2, GGUF_TT_CONTROL = 3, GGUF_TT_USER_DEFINED = 4,
+       GGUF_TT_UNUSED = 5, GGUF_TT_BYTE = 6 };
+
+/* An id key into *id (-1 when absent); out of [0, vocab) is an error. */
+static int gguf_tok_id(const Gguf *g, const char *key, int vocab, int *id, Err *e) {
+    int64_t v;
+    int r = gguf_get_int(g, key, 0, &v, e);
+    *id = -1;
+    if (r < 0) return -1;
+    if (r == 0) return 0;
+    if (v < 0 || v >= vocab)
+        return err_set(e, "%s: metadata %s = %lld is not a token id (vocab %d)", g->path, key, (long long)v, vocab);
+    *id = (int)v;
+    return 0;
+}
+
+/* token types, checked to be in 1..6 ((*out) caller frees; NULL if absent) */
+static int gguf_tok_types(const Gguf *g, int vocab, int32_t **out, Err *e) {
+    const GgufKV *kv;
+    *out = NULL;
+    int r = gguf_get_array(g, "tokenizer.ggml.token_type", 0, GGUF_INT32, &kv, e);
+    if (r <= 0) return r;
+    if (kv->n != (uint64_t)vocab)
+        return err_set(e, "%s: tokenizer.ggml.token_type has %llu entries for %d tokens", g->path,
+                       (unsigned long long)kv->n, vocab);
+    *out = xmalloc((size_t)vocab * sizeof **out);
+    for (int i = 0; i < vocab; i++) {
+        (*out)[i] = (int32_t)gguf_array_num(kv, (uint64_t)i);
+        if ((*out)[i] < GGUF_TT_NORMAL || (*out)[i] > GGUF_TT_BYTE) {
+            err_set(e, "%s: token %d has unknown token type %d", g->path, i, (*out)[i]);
+            free(*out);
+            *out = NULL;
+            return -1;
+        }
+    }
+    return 1;
+}
+
+static int gguf_bpe(Tokenizer *t, const Gguf *g, const char **tok, const size_t *len, int vocab,
+                    const int32_t *type, Err *e) {
+    const char *pre = "default";
+    size_t pl = 7;
+    if (gguf_get_str(g, "tokenizer.ggml.pre", 0, &pre, &pl, e) < 0) return -1;
+    size_t k = 0;
+    while (k < N_GGUF_PRES && !(strlen(gguf_pres[k].name) == pl && memcmp(gguf_pres[k].name, pre, pl) == 0)) k++;
+    if (k == N_GGUF_PRES) {
+        char list[256];
+        size_t m = 0;
+        for (size_t i = 0; i < N_GGUF_PRES; i++)
+            m += (size_t)snprintf(list + m, sizeof list - m, "%s%s", i ? ", " : "", gguf_pres[i].name);
+        return err_set(e, "%s: pre-tokenizer %.*s not supported (supported: %s)", g->path, (int)(pl < 40 ? pl : 40),
+                       pre, list);
+    }
+    const GgufKV *mk;
+    if (gguf_get_array(g, "tokenizer.ggml.merges", 1, GGUF_STRING, &mk, e) < 0) return -1;
+    if (mk->n > (uint64_t)INT32_MAX) return err_set(e, "%s: too many merges", g->path);
+    const char **merge;
+    size_t *mlen;
+    gguf_strings(mk, &merge, &mlen);
+    uint8_t *added = xcalloc((size_t)vocab, 1);
+    for (int i = 0; type && i < vocab; i++)
+        if (type[i] == GGUF_TT_CONTROL || type[i] == GGUF_TT_UNKNOWN) added[i] = BBPE_ADDED_SPECIAL;
+        else if (type[i] == GGUF_TT_USER_DEFINED) added[i] = BBPE_ADDED_PLAIN;
+    BbpeSpec sp = {vocab, tok, len, added, (int)mk->n, merge, mlen, gguf_pres[k].n, gguf_pres[k].re,
+                   gguf_pres[k].ignore_merges, -1, -1, -1};
+    int rc = gguf_tok_id(g, "tokenizer.ggml.bos_token_id", vocab, &sp.bos, e) ||
+             gguf_tok_id(g, "tokenizer.ggml.eos_token_id", vocab, &sp.eos, e) ||
+             gguf_tok_id(g, "tokenizer.ggml.eot_token_id", vocab, &sp.eot, e) ||
+             gguf_tok_id(g, "tokenizer.ggml.padding_token_id", vocab, &t->pad, e) ? -1 : 0;
+    if (rc == 0) {
+        t->bb = xcalloc(1, sizeof *t->bb);
+        rc = bbpe_init(t->bb, &sp, g->path, e);
+    }
+    free(added);
+    free(merge);
+    free(mlen);
+    return rc ? -1 : bb_fill(t);
+}
+
+static int gguf_spm(Tokenizer *t, const Gguf *g, const char **tok, const size_t *len, int vocab,
+                    const int32_t *type, Err *e) {
+    const GgufKV *sk;
+    int r = gguf_get_array(g, "tokenizer.ggml.scores", 0, GGUF_FLOAT32, &sk, e);
+    if (r < 0) return -1;
+    if (r == 1 && sk->n != (uint64_t)vocab)
+        return err_set(e, "%s: tokenizer.ggml.scores has %llu entries for %d tokens", g->path,
+                       (unsigned long long)sk->n, vocab);
+    float *score = xcalloc((size_t)vocab, sizeof *score);
+    for (int i = 0; r == 1 && i < vocab; i++) score[i] = (float)gguf_array_num(sk, (uint64_t)i);
+    int dummy = 1;
+    SpmSpec sp = {vocab, tok, len, score, type, 1, -1, -1};
+    int rc = gguf_get_bool(g, "tokenizer.ggml.add_space_prefix", 0, &dummy, e) < 0 ||
+             gguf_tok_id(g, "tokenizer.ggml.bos_token_id", vocab, &sp.bos, e) ||
+             gguf_tok_id(g, "tokenizer.ggml.eos_token_id", vocab, &sp.eos, e) ? -1 : 0;
+    sp.add_dummy_prefix = dummy;
+    if (rc == 0) {
+        t->spm = xcalloc(1, sizeof *t->spm);
+        rc = spm_init(&t->spm->s, &sp, g->path, e);
+    }
+    free(score);
+    if (rc) return -1;
+    spm_kind_fill(t);
+    int eot = -1;
+    if (gguf_tok_id(g, "tokenizer.ggml.eot_token_id", vocab, &eot, e) ||
+        gguf_tok_id(g, "tokenizer.ggml.padding_token_id", vocab, &t->pad, e))
+        return -1;
+    if (eot >= 0) t->eot = eot;
+    t->kind = TOK_SPM; /* from here on a SentencePiece tokenizer like any other */
+    return 0;
+}
+
+static int gguf_kind_load(Tokenizer *t, const char *path, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    const char *model;
+    size_t ml;
+    int rc = -1;
+    const char **tok = NULL;
+    size_t *len = NULL;
+    int32_t *type = NULL;
+    if (gguf_get_str(&g, "tokenizer.ggml.model", 1, &model, &ml, e) < 0) goto out;
+    int is_bpe = ml == 4 && memcmp(model, "gpt2", 4) == 0, is_spm = ml == 5 && memcmp(model, "llama", 5) == 0;
+    if (!is_bpe && !is_spm) {
+        if (ml == 8 && memcmp(model, "no_vocab", 8) == 0)
+            err_set(e, "%s: holds no vocabulary (tokenizer.ggml.model is no_vocab)", path);
+        else
+            err_set(e, "%s: tokenizer model %.*s not supported (supported: gpt2, llama)", path,
+                    (int)(ml < 40 ? ml : 40), model);
+        goto out;
+    }
+    const GgufKV *tk;
+    if (gguf_get_array(&g, "tokenizer.ggml.tokens", 1, GGUF_STRING, &tk, e) < 0) goto out;
+    if (tk->n == 0 || tk->n > (uint64_t)(is_bpe ? BBPE_MAX_VOCAB : SPM_MAX_VOCAB)) {
+        err_set(e, "%s: tokenizer.ggml.tokens has %llu tokens", path, (unsigned long long)tk->n);
+        goto out;
+    }
+    int vocab = (int)tk->n;
+    gguf_strings(tk, &tok, &len);
+    if (gguf_tok_types(&g, vocab, &type, e) < 0) goto out;
+    rc = is_bpe ? gguf_bpe(t, &g, tok, len, vocab, type, e) : gguf_spm(t, &g, tok, len, vocab, type, e);
+    const char *tpl;
+    size_t tl;
+    if (rc == 0 && gguf_get_str(&g, "tokenizer.chat_template", 0, &tpl, &tl, e) == 1) {
+        t->chat_template = xmalloc(tl + 1);
+        memcpy(t->chat_template, tpl, tl);
+        t->chat_template[tl] = 0;
+    } else if (rc == 0 && gguf_find(&g, "tokenizer.chat_template")) {
+        rc = -1; /* there, but not a string: e says so */
+    }
+out:
+    free(tok);
+    free(len);
+    free(type);
+    gguf_close(&g);
+    return rc;
+}
+
+/* before gguf_kind_load has chosen, either half may be there */
+static void gguf_kind_free(Tokenizer *t) {
+    bb_free(t);
+    spm_kind_free(t);
+}
+
+// ---------------------------------------------------------------------------
 // the table
 
 typedef struct {
@@ -303,6 +503,8 @@ static const TokImpl impls[TOK_KIND_COUNT] = {
                       bb_special_id},
     [TOK_SPM] = {"sentencepiece", spm_kind_load, spm_kind_free, spm_kind_encode, spm_kind_decode,
                  spm_kind_token_bytes, spm_kind_special_id},
+    [TOK_GGUF] = {"gguf", gguf_kind_load, gguf_kind_free, bb_encode, bb_decode, bb_token_bytes,
+                  bb_special_id},
 };
 
 const char *tok_kind_name(TokKind k) {
@@ -311,6 +513,7 @@ const char *tok_kind_name(TokKind k) {
 
 /* The kind of a file from its first bytes (n of them). */
 static int detect(const uint8_t *b, size_t n) {
+    if (n >= 4 && memcmp(b, GGUF_MAGIC, 4) == 0) return TOK_GGUF;
     /* "CTOK" then a small version (a NUL byte, which no tiktoken line holds) */
     if (n >= 4 && memcmp(b, "CTOK", 4) == 0 && (n < 8 || b[7] == 0)) return TOK_LLAMAC;
     size_t i = 0;
@@ -340,8 +543,9 @@ int tok_load(Tokenizer *t, const char *path, Err *e) {
     int kind = detect(head, n);
     if (kind < 0)
         return err_set(e, "%s: unknown tokenizer format (supported: llamac tokenizer, "
-                          "tokenizer.json, tiktoken, SentencePiece model)", path);
+                          "tokenizer.json, tiktoken, SentencePiece model, GGUF)", path);
     t->kind = (TokKind)kind;
+    t->pad = -1;
     if (impls[kind].load(t, path, e)) {
         tok_free(t);
         return -1;
@@ -352,6 +556,7 @@ int tok_load(Tokenizer *t, const char *path, Err *e) {
 void tok_free(Tokenizer *t) {
     if (!t) return;
     if ((unsigned)t->kind < TOK_KIND_COUNT && impls[t->kind].free) impls[t->kind].free(t);
+    free(t->chat_template);
     memset(t, 0, sizeof *t);
 }
 

@@ -10,6 +10,16 @@
  *   TOK_TIKTOKEN  a tiktoken file, lines "base64token rank" (Llama 3's
  *                 tokenizer.model; bbpe.h), with Meta's 256 special tokens
  *   TOK_SPM       a SentencePiece model (protobuf; Llama 1/2; spm.h)
+ *   TOK_GGUF      the vocabulary in a GGUF file (magic "GGUF"; gguf.h):
+ *                 tokenizer.ggml.model "gpt2" is a byte-level BPE (bbpe.h:
+ *                 tokens in GPT-2's byte alphabet, merges in rank order,
+ *                 CONTROL/UNKNOWN types special tokens, USER_DEFINED added
+ *                 ones, tokenizer.ggml.pre named to llama.cpp's split regexes:
+ *                 llama-bpe/llama3, gpt2, smollm, starcoder, refact,
+ *                 default); "llama" is SentencePiece (pieces, scores, types;
+ *                 such a tokenizer then has kind TOK_SPM). bos/eos/eot/pad
+ *                 from tokenizer.ggml.{bos,eos,eot,padding}_token_id. Another
+ *                 model or pre-tokenizer name is an error naming it.
  *
  * Ids: every kind has vocab ids [0, vocab). bos / eos are the
  * begin-/end-of-text ids (eos separates documents in shards); eot is the
@@ -47,7 +57,7 @@
 #include "../model/base.h"
 #include "bpe.h"
 
-typedef enum { TOK_LLAMAC, TOK_HF, TOK_TIKTOKEN, TOK_SPM, TOK_KIND_COUNT } TokKind;
+typedef enum { TOK_LLAMAC, TOK_HF, TOK_TIKTOKEN, TOK_SPM, TOK_GGUF, TOK_KIND_COUNT } TokKind;
 
 struct Bbpe;
 struct TokSpm;
@@ -56,6 +66,9 @@ typedef struct Tokenizer {
     TokKind kind;
     int vocab;          /* V: ids are [0, vocab) */
     int bos, eos, eot;  /* see above; -1 if none */
+    int pad;            /* padding id, -1 if none (SentencePiece's pad, GGUF's padding_token_id) */
+    char *chat_template; /* the Jinja chat template the file carries (GGUF's
+                          * tokenizer.chat_template), NUL-terminated, NULL if none */
     uint64_t id;        /* identity of the tokenizer, recorded in shards and model files */
     /* private: the one implementation kind names */
     Bpe *bpe;
@@ -73,7 +86,7 @@ int tok_load(Tokenizer *t, const char *path, Err *e);
 /* Release what tok_load put in t and zero it; a zeroed t is fine. */
 void tok_free(Tokenizer *t);
 
-/* Kind name: "llamac", "tokenizer.json", "tiktoken", "sentencepiece". */
+/* Kind name: "llamac", "tokenizer.json", "tiktoken", "sentencepiece", "gguf". */
 const char *tok_kind_name(TokKind k);
 
 /* The SentencePiece model behind a TOK_SPM tokenizer (pieces, scores,

@@ -105,6 +105,11 @@ void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
 void export_gguf_encodings(void);
 void export_gguf_cli(void);
+void gguf_dequant(void);
+void gguf_model_roundtrip(void);
+void gguf_tokenizer(void);
+void gguf_bad_files(void);
+void gguf_cli(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */

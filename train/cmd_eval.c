@@ -9,7 +9,7 @@
 
 #include "cli.h"
 #include "cmds.h"
-#include "ckpt.h"
+#include "convert.h"
 #include "device.h"
 #include "run.h"
 
@@ -17,7 +17,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     const char *model = NULL, *data = NULL, *device = "cpu";
     long B = 8, T = 256, batches = 0, doc_mask = 1;
     CliFlag flags[] = {
-        {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
+        {"model", CLI_STR, &model, 0, 0, "model: checkpoint (HDF5, from llamac pretrain or convert) or GGUF"},
         {"data", CLI_STR, &data, 0, 0, "token shard"},
         {"batch", CLI_INT, &B, 1, 1 << 16, "batch size"},
         {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length"},
@@ -36,13 +36,14 @@ int cmd_eval(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!data) return err_set(e, "--data: required");
     if (device_check(device, e)) return -1;
-    CkptInfo info;
-    if (ckpt_info(model, &info, e)) return -1;
-    LlamaConfig c = info.c;
+    LlamaConfig c;
+    uint64_t model_tok;
+    int is_hf;
+    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
     Shard s;
     if (shard_open(&s, data, e)) return -1;
     int rc = -1;
-    if (s.tokenizer_id != info.tokenizer_id || s.vocab != c.vocab) {
+    if (s.tokenizer_id != model_tok || s.vocab != c.vocab) {
         err_set(e, "%s: made by a different tokenizer than the model %s was trained with", data, model);
         goto out_shard;
     }

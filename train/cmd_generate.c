@@ -9,18 +9,19 @@
 
 #include "cli.h"
 #include "cmds.h"
-#include "ckpt.h"
+#include "convert.h"
 #include "device.h"
 #include "run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
     const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu";
-    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
+    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0, special = 0;
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
-        {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
+        {"model", CLI_STR, &model, 0, 0, "model: checkpoint (HDF5, from llamac pretrain or convert) or GGUF"},
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
         {"prompt", CLI_STR, &prompt, 0, 0, "text to continue"},
+        {"special", CLI_INT, &special, 0, 1, "1: special-token names in the prompt (<|im_start|>) become their ids"},
         {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens to generate at most"},
         {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
         {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
@@ -40,19 +41,21 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!tokpath) return err_set(e, "--tokenizer: required");
     if (device_check(device, e)) return -1;
-    CkptInfo info;
-    if (ckpt_info(model, &info, e)) return -1;
-    LlamaConfig c = info.c;
+    LlamaConfig c;
+    uint64_t model_tok;
+    int is_hf;
+    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;
     int32_t *ids = NULL;
-    if (tok.id != info.tokenizer_id) {
+    if (tok.id != model_tok || tok.vocab > c.vocab) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
     if (ctx == 0) ctx = c.max_seq;
-    size_t cap = 0, np = tok_encode(&tok, prompt, strlen(prompt), &ids, &cap);
+    size_t cap = 0, np = special ? tok_encode_special(&tok, prompt, strlen(prompt), &ids, &cap)
+                                 : tok_encode(&tok, prompt, strlen(prompt), &ids, &cap);
     if (np == 0) { /* an empty prompt starts from end-of-text, the document separator */
         if (cap < 1) ids = xrealloc(ids, sizeof *ids);
         ids[0] = tok.eos;

@@ -10,6 +10,7 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/gguf.h"
+#include "../data/tok.h"
 #include "ckpt.h"
+#include "gguf.h"
 #include "safetensors.h"
 
 #define HF_CONFIG "config.json"
@@ -404,6 +408,181 @@ fail:
     return -1;
 }
 
+/* ---- GGUF in ------------------------------------------------------------------ */
+
+/* An integer key in [lo, hi] into *out; absent: def (def < 0: required). */
+static int gguf_int(const Gguf *g, const char *key, long def, long lo, long hi, int *out, Err *e) {
+    int64_t v;
+    int r = gguf_get_int(g, key, def < 0, &v, e);
+    if (r < 0) return -1;
+    if (r == 0) v = def;
+    if (v < lo || v > hi)
+        return err_set(e, "%s: metadata %s = %lld is out of range [%ld, %ld]", g->path, key, (long long)v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* Llama 3.1 scaling comes as rope_freqs.weight alone (llama.cpp's converter
+ * writes no scaling keys): find the (factor, low, high, original context)
+ * whose factors (gguf_rope_factors) are these, among the values Meta's
+ * models use; factor is the largest entry. */
+static int gguf_rope_llama3(const Gguf *g, const GgufTensor *rt, LlamaConfig *c, Err *e) {
+    int hs = config_head_size(c);
+    if (rt->numel != hs / 2 || rt->type != GGML_TYPE_F32)
+        return err_set(e, "%s: rope_freqs.weight must be %d float32 values (head size / 2)", g->path, hs / 2);
+    int orig = 0;
+    if (gguf_int(g, "llama.rope.scaling.original_context_length", 0, 0, 1 << 30, &orig, e)) return -1;
+    float *want = xmalloc((size_t)(hs / 2) * sizeof *want), *got = xmalloc((size_t)(hs / 2) * sizeof *got);
+    gguf_dequantize(GGML_TYPE_F32, rt->data, hs / 2, want);
+    float factor = 0;
+    for (int i = 0; i < hs / 2; i++) factor = want[i] > factor ? want[i] : factor;
+    static const int ctxs[] = {8192, 4096, 2048, 16384, 32768, 65536, 131072};
+    static const float fl[] = {1, 2, 4, 8, 16, 32};
+    int found = 0;
+    c->rope_scaling = ROPE_SCALING_LLAMA3;
+    c->rope_factor = factor;
+    for (int a = 0; a < 7 && !found; a++) {
+        c->rope_orig_ctx = orig ? orig : ctxs[a];
+        for (int lo = 0; lo < 6 && !found; lo++)
+            for (int hi = lo + 1; hi < 6 && !found; hi++) {
+                c->rope_low_freq = fl[lo];
+                c->rope_high_freq = fl[hi];
+                gguf_rope_factors(c, got);
+                found = 1;
+                for (int i = 0; i < hs / 2 && found; i++)
+                    found = fabsf(got[i] - want[i]) <= 1e-6f * fabsf(want[i]);
+            }
+    }
+    free(want);
+    free(got);
+    if (!found)
+        return err_set(e, "%s: rope_freqs.weight is not Llama 3.1's frequency scaling (not supported)", g->path);
+    return 0;
+}
+
+static int gguf_config(const Gguf *g, LlamaConfig *c, Err *e) {
+    memset(c, 0, sizeof *c);
+    const char *arch;
+    size_t alen;
+    if (gguf_get_str(g, "general.architecture", 1, &arch, &alen, e) < 0) return -1;
+    if (alen != 5 || memcmp(arch, "llama", 5) != 0)
+        return err_set(e, "%s: architecture %.*s not supported (supported: llama)", g->path, (int)(alen < 40 ? alen : 40),
+                       arch);
+    const long BIG = 1L << 30;
+    if (gguf_int(g, "llama.embedding_length", -1, 1, BIG, &c->dim, e) ||
+        gguf_int(g, "llama.block_count", -1, 1, BIG, &c->n_layers, e) ||
+        gguf_int(g, "llama.attention.head_count", -1, 1, BIG, &c->n_heads, e) ||
+        gguf_int(g, "llama.attention.head_count_kv", c->n_heads, 1, BIG, &c->n_kv_heads, e) ||
+        gguf_int(g, "llama.feed_forward_length", -1, 1, BIG, &c->hidden, e) ||
+        gguf_int(g, "llama.context_length", -1, 1, BIG, &c->max_seq, e))
+        return -1;
+    double eps, theta = 10000.0;
+    if (gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, &eps, e) < 0 ||
+        gguf_get_float(g, "llama.rope.freq_base", 0, &theta, e) < 0)
+        return -1;
+    c->norm_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    if (c->dim % c->n_heads)
+        return err_set(e, "%s: llama.embedding_length %d is not a multiple of head_count %d", g->path, c->dim,
+                       c->n_heads);
+    int hs = c->dim / c->n_heads, v;
+    static const char *const hs_keys[] = {"llama.rope.dimension_count", "llama.attention.key_length",
+                                          "llama.attention.value_length"};
+    for (int k = 0; k < 3; k++) {
+        v = hs;
+        if (gguf_int(g, hs_keys[k], hs, 1, BIG, &v, e)) return -1;
+        if (v != hs)
+            return err_set(e, "%s: %s = %d, not embedding_length / head_count = %d (not supported)", g->path,
+                           hs_keys[k], v, hs);
+    }
+    const char *st;
+    size_t sl;
+    int r = gguf_get_str(g, "llama.rope.scaling.type", 0, &st, &sl, e);
+    if (r < 0) return -1;
+    if (r == 1 && !(sl == 4 && memcmp(st, "none", 4) == 0))
+        return err_set(e, "%s: rope scaling %.*s not supported (supported: none, Llama 3.1's rope_freqs)", g->path,
+                       (int)(sl < 40 ? sl : 40), st);
+    /* vocab: the token list, else llama.vocab_size, else the embedding's rows */
+    const GgufKV *toks;
+    const GgufTensor *emb = gguf_tensor(g, "token_embd.weight");
+    r = gguf_get_array(g, "tokenizer.ggml.tokens", 0, GGUF_STRING, &toks, e);
+    if (r < 0) return -1;
+    if (r == 1) c->vocab = (int)(toks->n < (uint64_t)BIG ? toks->n : (uint64_t)BIG);
+    else if (gguf_find(g, "llama.vocab_size")) {
+        if (gguf_int(g, "llama.vocab_size", -1, 2, BIG, &c->vocab, e)) return -1;
+    } else if (emb && emb->ndim == 2) c->vocab = (int)emb->ne[1];
+    else return err_set(e, "%s: missing metadata key llama.vocab_size (and no tokenizer.ggml.tokens)", g->path);
+    c->tied = gguf_tensor(g, "output.weight") == NULL;
+    const GgufTensor *rt = gguf_tensor(g, "rope_freqs.weight");
+    if (rt && gguf_rope_llama3(g, rt, c, e)) return -1;
+    const char *name;
+    size_t nl;
+    r = gguf_get_str(g, "general.name", 0, &name, &nl, e);
+    if (r < 0) return -1;
+    if (r == 1) snprintf(c->name, sizeof c->name, "%.*s", (int)(nl < sizeof c->name ? nl : sizeof c->name - 1), name);
+    Err ve;
+    if (config_validate(c, &ve)) return err_set(e, "%s: %s", g->path, ve.msg);
+    return 0;
+}
+
+int convert_gguf_config(const char *path, LlamaConfig *c, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int rc = gguf_config(&g, c, e);
+    if (rc == 0 && !c->name[0]) {
+        const char *base = strrchr(path, '/');
+        snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : path);
+    }
+    gguf_close(&g);
+    return rc;
+}
+
+int convert_gguf_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int rc = -1, hs = config_head_size(c);
+    float *scratch = NULL;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        char name[96];
+        LC_ASSERT(gguf_tensor_name(p->name, name, sizeof name) == 0);
+        const GgufTensor *x = gguf_tensor(&g, name);
+        if (!x) {
+            err_set(e, "%s: missing tensor %s (%s)", path, name, p->name);
+            goto out;
+        }
+        /* GGUF dims are innermost first: a HF (rows, cols) matrix is [cols, rows] */
+        int same = p->ndim == 1 ? x->ndim == 1 && x->ne[0] == p->shape[0]
+                                : x->ndim == 2 && x->ne[0] == p->shape[1] && x->ne[1] == p->shape[0];
+        if (!same) {
+            if (p->ndim == 1)
+                err_set(e, "%s: tensor %s has %d dims [%lld, %lld], the metadata needs [%lld]", path, name, x->ndim,
+                        (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[0]);
+            else
+                err_set(e, "%s: tensor %s has %d dims [%lld, %lld], the metadata needs [%lld, %lld]", path, name,
+                        x->ndim, (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[1],
+                        (long long)p->shape[0]);
+            goto out;
+        }
+        float *dst = params + p->offset;
+        size_t len = strlen(p->name);
+        int is_q = len > 14 && strcmp(p->name + len - 14, ".q_proj.weight") == 0;
+        int is_k = len > 14 && strcmp(p->name + len - 14, ".k_proj.weight") == 0;
+        if (is_q || is_k) { /* llama.cpp's RoPE row order back to HF's (gguf.h) */
+            scratch = xrealloc(scratch, p->numel * sizeof *scratch);
+            if (gguf_tensor_f32(&g, x, scratch, e)) goto out;
+            gguf_unpermute_rows(dst, scratch, is_q ? c->n_heads : c->n_kv_heads, hs, p->shape[1]);
+        } else if (gguf_tensor_f32(&g, x, dst, e)) {
+            goto out;
+        }
+    }
+    rc = 0;
+out:
+    free(scratch);
+    gguf_close(&g);
+    return rc;
+}
+
 /* ---- any model source --------------------------------------------------------- */
 
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e) {
@@ -413,8 +592,19 @@ int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_i
     struct stat st;
     if (stat(path, &st) != 0) return err_set(e, "%s: %s", path, strerror(errno));
     if (S_ISDIR(st.st_mode)) return err_set(e, "%s: a directory without " HF_CONFIG, path);
+    if (gguf_is_file(path)) {
+        if (convert_gguf_config(path, c, e)) return -1;
+        /* the vocabulary inside, when llamac reads it, is the model's tokenizer */
+        Tokenizer tok;
+        Err te;
+        if (tok_load(&tok, path, &te) == 0) {
+            *tokenizer_id = tok.id;
+            tok_free(&tok);
+        }
+        return 0;
+    }
     if (!ckpt_is_hdf5(path))
-        return err_set(e, "%s: neither a Hugging Face directory nor an llamac checkpoint (HDF5)", path);
+        return err_set(e, "%s: neither a Hugging Face directory, a GGUF file nor an llamac checkpoint (HDF5)", path);
     CkptInfo info;
     if (ckpt_info(path, &info, e)) return -1;
     *c = info.c;
@@ -424,5 +614,6 @@ int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_i
 
 int convert_model_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
     if (convert_is_hf_dir(path)) return convert_hf_load(path, t, params, e);
+    if (gguf_is_file(path)) return convert_gguf_load(path, c, t, params, e);
     return ckpt_load(path, c, t, params, NULL, NULL, e);
 }

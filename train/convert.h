@@ -23,6 +23,20 @@
  * model_type, head_dim != hidden_size / num_attention_heads, attention or
  * MLP biases, an activation other than silu, another RoPE type.
  *
+ * GGUF (data/gguf.h; llama.cpp's "llama" architecture): general.architecture
+ * must be llama; llama.embedding_length -> dim, block_count -> n_layers,
+ * attention.head_count -> n_heads, attention.head_count_kv -> n_kv_heads
+ * (default n_heads), feed_forward_length -> hidden, context_length ->
+ * max_seq, attention.layer_norm_rms_epsilon -> norm_eps, rope.freq_base ->
+ * rope_theta (default 10000); vocab from the length of tokenizer.ggml.tokens,
+ * else llama.vocab_size; tied when there is no output.weight; a
+ * rope_freqs.weight tensor is Llama 3.1 scaling (its parameters recovered
+ * from the factors); rope.scaling.type other than none, and a
+ * rope.dimension_count / key_length / value_length other than the head
+ * size, are rejected. Tensors (token_embd, blk.N.attn_q, ..., gguf.h's
+ * names) of any type gguf.h dequantises become float32, q and k rows put
+ * back in the HF RoPE order (gguf_unpermute_rows).
+ *
  * Export writes config.json (loadable by transformers' LlamaForCausalLM,
  * float32) and model.safetensors (F32) into "<dir>.tmp.<pid>", fsyncs, and
  * renames it to dir. An existing non-empty dir is an error unless force,
@@ -54,9 +68,17 @@ int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e)
 int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
                     int bos_id, int eos_id, int force, Err *e);
 
-/* A model source, a Hugging Face directory or an llamac checkpoint: its
- * config, its tokenizer id (0 for a HF directory) and which kind it is
- * (*is_hf). A path that is neither is an error naming it. */
+/* A GGUF file's llama metadata as a config (see below) / its tensors,
+ * dequantised, into params laid out by t. Errors name the file and the key
+ * or tensor. */
+int convert_gguf_config(const char *path, LlamaConfig *c, Err *e);
+int convert_gguf_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
+
+/* A model source, a Hugging Face directory, a GGUF file or an llamac
+ * checkpoint: its config, its tokenizer id (0 for a HF directory, and for a
+ * GGUF whose vocabulary llamac does not read; else the id of tok_load on the
+ * GGUF) and whether it is a HF directory (*is_hf). A path that is none of
+ * them is an error naming it. */
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e);
 
 /* Load the source's parameters into params, laid out by t (built from the

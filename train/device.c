@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "convert.h"
 
 #ifdef LC_CUDA
 #include "../model/ops_cuda.h"
@@ -124,7 +125,7 @@ int device_load_model(Device *d, const char *name, const char *path, const Llama
     }
     HostView hv;
     device_host_view(m, NULL, &hv);
-    int rc = ckpt_load(path, c, &m->t, hv.m.params, NULL, NULL, e);
+    int rc = convert_model_load(path, c, &m->t, hv.m.params, e);
     if (rc == 0) device_host_push(&hv, m, NULL);
     device_host_free(&hv);
     if (rc) {
