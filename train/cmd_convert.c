@@ -138,7 +138,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         struct stat so;
         double wrote = stat(out, &so) == 0 && S_ISREG(so.st_mode) ? (double)so.st_size / 1e6 : mb;
         printf("llamac: %s -> %s (%s%s%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote %.1f MB in "
-               "%.2f s\n", in, out, kind, to_gguf ? " " : "", to_gguf ? gguf_type_name(gtype) : "", t.n, t.numel,
+               "%.2f s\n", in, out, kind, to_gguf ? " " : "", to_gguf ? gguf_export_type_name(gtype) : "", t.n, t.numel,
                mb, t1 - t0, wrote, t2 - t1);
     }
 out:

@@ -48,7 +48,7 @@ int gguf_type_parse(const char *name, GgufType *type, Err *e) {
     return err_set(e, "--type: unknown type '%.32s' (expected f32, f16, bf16 or q8_0)", name);
 }
 
-const char *gguf_type_name(GgufType type) {
+const char *gguf_export_type_name(GgufType type) {
     return (unsigned)type < GGUF_TYPE_COUNT ? types[type].name : "?";
 }
 

@@ -86,7 +86,7 @@ typedef struct GgufOpts {
 /* "f32" / "f16" / "bf16" / "q8_0" -> *type; -1 with "--type: unknown type
  * '...' (expected f32, f16, bf16 or q8_0)". */
 int gguf_type_parse(const char *name, GgufType *type, Err *e);
-const char *gguf_type_name(GgufType type);
+const char *gguf_export_type_name(GgufType type);
 
 /* Write the model (host buffer laid out by t) to path: "<path>.tmp" first,
  * fsync'd, then renamed, so an existing path is replaced only by a complete
