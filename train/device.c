@@ -74,15 +74,20 @@ void device_host_view(const Llama *m, const AdamW *opt, HostView *v) {
     v->m = *m;
     if (opt) v->opt = *opt;
     if (m->ops == &ops_cpu) return;
-    size_t bytes = m->t.size * sizeof(float);
+    size_t bytes = m->t.size * sizeof(float), lb = m->lt.size * sizeof(float);
     v->owned = 1;
     v->m.params = xmalloc(bytes);
     m->ops->download(m->ctx, v->m.params, m->params, bytes);
-    if (opt) {
-        v->opt.m = xmalloc(bytes);
-        v->opt.v = xmalloc(bytes);
-        m->ops->download(m->ctx, v->opt.m, opt->m, bytes);
-        m->ops->download(m->ctx, v->opt.v, opt->v, bytes);
+    if (m->lora) {
+        v->m.lora_params = xmalloc(lb);
+        m->ops->download(m->ctx, v->m.lora_params, m->lora_params, lb);
+    }
+    if (opt) { /* the moments of what the optimizer steps: base or adapters */
+        size_t ob = opt->size * sizeof(float);
+        v->opt.m = xmalloc(ob);
+        v->opt.v = xmalloc(ob);
+        m->ops->download(m->ctx, v->opt.m, opt->m, ob);
+        m->ops->download(m->ctx, v->opt.v, opt->v, ob);
     }
 }
 
@@ -91,15 +96,18 @@ void device_host_push(const HostView *v, Llama *m, AdamW *opt) {
     if (!v->owned) return;
     size_t bytes = m->t.size * sizeof(float);
     m->ops->upload(m->ctx, m->params, v->m.params, bytes);
+    if (m->lora) m->ops->upload(m->ctx, m->lora_params, v->m.lora_params, m->lt.size * sizeof(float));
     if (opt) {
-        m->ops->upload(m->ctx, opt->m, v->opt.m, bytes);
-        m->ops->upload(m->ctx, opt->v, v->opt.v, bytes);
+        size_t ob = opt->size * sizeof(float);
+        m->ops->upload(m->ctx, opt->m, v->opt.m, ob);
+        m->ops->upload(m->ctx, opt->v, v->opt.v, ob);
     }
 }
 
 void device_host_free(HostView *v) {
     if (v->owned) {
         free(v->m.params);
+        free(v->m.lora_params);
         free(v->opt.m);
         free(v->opt.v);
     }

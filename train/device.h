@@ -30,7 +30,8 @@ int device_check(const char *name, Err *e);
  * suggest a smaller --batch. Always 0 on the CPU. */
 int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int train, Err *e);
 
-/* Host views of a model's parameters and (opt != NULL) AdamW moments: the
+/* Host views of a model's parameters (and its adapters' when it has them)
+ * and (opt != NULL) AdamW moments (of opt's own size): the
  * same pointers on the CPU, host copies downloaded now on a GPU. v->m and
  * v->opt are shallow copies whose buffers are host memory, for ckpt_save /
  * ckpt_load. device_host_push uploads the view back (after a load);
