@@ -27,7 +27,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
         {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
         {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
         {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
-        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's)"},
+        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: prompt + --max-tokens, at most the model's)"},
         {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -53,7 +53,6 @@ int cmd_generate(int argc, char **argv, Err *e) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
-    if (ctx == 0) ctx = c.max_seq;
     size_t cap = 0, np = special ? tok_encode_special(&tok, prompt, strlen(prompt), &ids, &cap)
                                  : tok_encode(&tok, prompt, strlen(prompt), &ids, &cap);
     if (np == 0) { /* an empty prompt starts from end-of-text, the document separator */
@@ -61,6 +60,9 @@ int cmd_generate(int argc, char **argv, Err *e) {
         ids[0] = tok.eos;
         np = 1;
     }
+    /* the cache holds what this run can reach, not the model's whole
+     * context (8192 positions of a 30-layer model are gigabytes) */
+    if (ctx == 0) ctx = (long)np + max_tokens < c.max_seq ? (long)np + max_tokens : c.max_seq;
     if ((long)np >= ctx) {
         err_set(e, "--prompt: %zu tokens do not fit the context of %ld tokens", np, ctx);
         goto out_tok;
