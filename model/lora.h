@@ -52,17 +52,29 @@ typedef struct LoraConfig {
 /* PEFT's name of module m ("q_proj", ..., "down_proj"). */
 const char *lora_module_name(int m);
 
+/* (Din, Dout) of module m in config c: q (D, H*HS), k and v (D, KV*HS),
+ * o (H*HS, D), gate and up (D, F), down (F, D). */
+void lora_module_dims(const LlamaConfig *c, int m, int *din, int *dout);
+
+/* Whether module m of layer l carries an adapter under lc. */
+static inline int lora_adapted(const LoraConfig *lc, int l, int m) {
+    return (lc->targets >> m & 1u) && (lc->all_layers || lc->layers[l]);
+}
+
 /* The defaults a PEFT LoraConfig has (r 8, alpha 8, dropout 0, no rsLoRA,
  * all layers, Kaiming init) with the given targets. */
 void lora_config_default(LoraConfig *lc, unsigned targets);
 
 /* Parse target_modules as PEFT's list: "q_proj,v_proj", "all-linear" (every
- * linear but the LM head), separated by commas. Unknown module -> -1 with
+ * linear but the LM head), separated by commas; the short forms q, k, v, o,
+ * gate, up, down are accepted too. Unknown module -> -1 with
  * "--lora-targets: unknown module 'x' (known: q_proj ... down_proj,
  * all-linear)". */
 int lora_parse_targets(const char *s, unsigned *targets, Err *e);
 
-/* Parse layers_to_transform: "0,1,5" or "0-3,7". */
+/* Parse layers_to_transform: "0,1,5" or "0-3,7" (clears all_layers). A
+ * layer outside [0, n_layers) or a malformed list -> -1 with
+ * "--lora-layers: ...". */
 int lora_parse_layers(const char *s, LoraConfig *lc, int n_layers, Err *e);
 
 /* Check lc against the base config: r within every target's dimensions,

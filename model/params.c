@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void add(ParamTable *t, int *cap, const char *name, int ndim, int64_t d0, int64_t d1,
+void params_add(ParamTable *t, int *cap, const char *name, int ndim, int64_t d0, int64_t d1,
                 int group, int layer) {
     if (t->n == *cap) {
         *cap = *cap ? 2 * *cap : 64;
@@ -38,11 +38,11 @@ int params_build(const LlamaConfig *c, ParamTable *t, Err *e) {
     int cap = 0;
     int64_t D = c->dim, HS = config_head_size(c), Q = c->n_heads * HS, KVD = c->n_kv_heads * HS;
     char n[64];
-    add(t, &cap, "model.embed_tokens.weight", 2, c->vocab, D, PG_EMBED, -1);
+    params_add(t, &cap, "model.embed_tokens.weight", 2, c->vocab, D, PG_EMBED, -1);
     for (int l = 0; l < c->n_layers; l++) {
         /* order of LlamaDecoderLayer.named_parameters() */
 #define L(suffix, nd, d0, d1, g) \
-    snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), add(t, &cap, n, nd, d0, d1, g, l)
+    snprintf(n, sizeof n, "model.layers.%d.%s", l, suffix), params_add(t, &cap, n, nd, d0, d1, g, l)
         L("self_attn.q_proj.weight", 2, Q, D, PG_ATTN);
         L("self_attn.k_proj.weight", 2, KVD, D, PG_ATTN);
         L("self_attn.v_proj.weight", 2, KVD, D, PG_ATTN);
@@ -54,8 +54,8 @@ int params_build(const LlamaConfig *c, ParamTable *t, Err *e) {
         L("post_attention_layernorm.weight", 1, D, 1, PG_NORM);
 #undef L
     }
-    add(t, &cap, "model.norm.weight", 1, D, 1, PG_NORM, -1);
-    if (!c->tied) add(t, &cap, "lm_head.weight", 2, c->vocab, D, PG_HEAD, -1);
+    params_add(t, &cap, "model.norm.weight", 1, D, 1, PG_NORM, -1);
+    if (!c->tied) params_add(t, &cap, "lm_head.weight", 2, c->vocab, D, PG_HEAD, -1);
     return 0;
 }
 

@@ -60,6 +60,12 @@ typedef struct LlamaWeights {
 int params_build(const LlamaConfig *c, ParamTable *t, Err *e);
 void params_free(ParamTable *t);
 
+/* Append one tensor to t at the next aligned offset (params_build's step,
+ * also used by the LoRA table); *cap is t's capacity, 0 for a new table.
+ * decay is set for 2-D tensors. */
+void params_add(ParamTable *t, int *cap, const char *name, int ndim, int64_t d0, int64_t d1,
+                int group, int layer);
+
 /* Point w's fields into base (a buffer of t->size elements of elem_size
  * bytes: 4 for float32, 2 for a bf16 copy). Tied heads alias the embedding.
  * The same call points parameters, gradients and moments. */

@@ -61,6 +61,8 @@ static const struct {
     T(ops_attn_kernels), T(ops_deterministic),
     T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_layer_ranges),
     T(model_doc_pos), T(model_overfit), T(model_kv_cache), T(model_param_counts), T(model_batch_errors),
+    T(lora_table), T(lora_parse), T(lora_validate_errors), T(lora_scale_values), T(lora_init_stats),
+    T(lora_merge_values), T(lora_keep_rate),
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),
     T(optim_accumulation), T(optim_errors),
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
