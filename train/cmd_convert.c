@@ -7,6 +7,12 @@
  *                                   -> OUT.h5: a checkpoint (weights only)
  *                                   -> else OUT a HF directory
  *
+ * With --adapter A (a PEFT LoRA directory) the adapter is merged into the
+ * weights in float32 (lora_merge) before any of these writes. With
+ * --lora-init, OUT is instead a new PEFT adapter directory for IN (PEFT's
+ * initialisation, B = 0 unless the testing flag --lora-init-b gives it
+ * noise so that the adapter does something).
+ *
  * The weights are loaded once into one parameter buffer and written from
  * it; an existing OUT is replaced only with --force, and only by a complete
  * file or directory (each writer goes through a temporary name + rename).
@@ -22,21 +28,76 @@
 #include "cmds.h"
 #include "convert.h"
 #include "gguf.h"
+#include "peft.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* The flags of --lora-init. */
+typedef struct LoraFlags {
+    int init;
+    long r, seed;
+    double alpha, dropout, init_b;
+    const char *targets, *layers;
+    int rslora, gaussian;
+} LoraFlags;
+
+/* A fresh adapter for (c) from the flags, written to out as a PEFT dir. */
+static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, const LoraFlags *f, int force,
+                         Err *e) {
+    LoraConfig lc;
+    unsigned targets;
+    if (lora_parse_targets(f->targets, &targets, e)) return -1;
+    lora_config_default(&lc, targets);
+    lc.r = (int)f->r;
+    lc.alpha = f->alpha > 0 ? (float)f->alpha : (float)f->r; /* PEFT's examples: alpha = r unless given */
+    lc.dropout = (float)f->dropout;
+    lc.rslora = f->rslora;
+    lc.init = f->gaussian ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+    if (f->layers && lora_parse_layers(f->layers, &lc, c->n_layers, e)) return -1;
+    ParamTable t;
+    if (lora_build(&lc, c, &t, e)) return -1;
+    float *p = xalloc_aligned(t.size * sizeof(float));
+    memset(p, 0, t.size * sizeof(float));
+    lora_init_weights(&lc, &t, p, (uint64_t)f->seed);
+    if (f->init_b > 0) { /* testing: B ~ normal(0, init_b) instead of 0 */
+        Rng r;
+        rng_seed(&r, (uint64_t)f->seed ^ 0x5eedb0b0u);
+        for (int i = 1; i < t.n; i += 2)
+            for (size_t k = 0; k < t.p[i].numel; k++) p[t.p[i].offset + k] = (float)f->init_b * rng_normal(&r);
+    }
+    int rc = peft_save(out, &lc, &t, p, in, force, e);
+    if (rc == 0)
+        printf("llamac: new LoRA adapter for %s -> %s (PEFT): r %d, alpha %g, %d tensors, %zu parameters\n", in, out,
+               lc.r, (double)lc.alpha, t.n, t.numel);
+    free(p);
+    params_free(&t);
+    return rc;
+}
+
 int cmd_convert(int argc, char **argv, Err *e) {
-    const char *tokpath = NULL, *name = NULL;
+    const char *tokpath = NULL, *name = NULL, *adapter = NULL;
     int force = 0;
+    LoraFlags lf = {.r = 8, .seed = 1, .targets = "q_proj,v_proj"};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
          "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
          "it must be the checkpoint's, and its bos/eos ids go into config.json"},
         {"name", CLI_STR, &name, 0, 0, "model name for GGUF's general.name (default: IN's base name)"},
         {"force", CLI_BOOL, &force, 0, 0, "replace an existing OUT"},
+        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to merge into the weights (float32)"},
+        {"lora-init", CLI_BOOL, &lf.init, 0, 0, "write a new PEFT adapter directory OUT for IN instead"},
+        {"lora-r", CLI_INT, &lf.r, -1e9, 1e9, "--lora-init: rank"},
+        {"lora-alpha", CLI_FLOAT, &lf.alpha, -1e30, 1e30, "--lora-init: lora_alpha (default: the rank)"},
+        {"lora-dropout", CLI_FLOAT, &lf.dropout, -1e30, 1e30, "--lora-init: lora_dropout"},
+        {"lora-targets", CLI_STR, &lf.targets, 0, 0, "--lora-init: modules (q_proj,...,down_proj or all-linear)"},
+        {"lora-layers", CLI_STR, &lf.layers, 0, 0, "--lora-init: layers_to_transform (0,1 or 0-3; default all)"},
+        {"lora-rslora", CLI_BOOL, &lf.rslora, 0, 0, "--lora-init: rsLoRA scale alpha / sqrt(r)"},
+        {"lora-gaussian", CLI_BOOL, &lf.gaussian, 0, 0, "--lora-init: A ~ normal(0, 1/r) (init_lora_weights gaussian)"},
+        {"seed", CLI_INT, &lf.seed, 0, 9.2e18, "--lora-init: seed of A"},
+        {"lora-init-b", CLI_FLOAT, &lf.init_b, 0, 1e30, "testing: B ~ normal(0, this) instead of 0"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[2];
@@ -48,14 +109,23 @@ int cmd_convert(int argc, char **argv, Err *e) {
                  "checkpoint. IN a checkpoint -> OUT ending in .gguf: GGUF v3 (F32) for llama.cpp; OUT\n"
                  "ending in .h5: a weights-only checkpoint; any other OUT: a Hugging Face directory\n"
                  "(config.json + model.safetensors, F32) that transformers' LlamaForCausalLM loads.\n"
-                 "A HF directory can also go straight to .gguf.",
+                 "A HF directory can also go straight to .gguf. --adapter merges a PEFT LoRA adapter into\n"
+                 "the weights first; --lora-init writes a new PEFT adapter directory OUT for IN instead.",
                  flags, nf);
         return 0;
     }
     if (npos != 2) return err_set(e, "convert: expected IN and OUT (see llamac convert --help)");
     const char *in = pos[0], *out = pos[1];
+    if (lf.init && adapter) return err_set(e, "--lora-init: writes a new adapter, it takes no --adapter");
     int to_gguf = ends_with(out, ".gguf");
     struct stat st;
+    if (lf.init) {
+        LlamaConfig c;
+        uint64_t tok_id;
+        int is_hf;
+        if (convert_model_config(in, &c, &tok_id, &is_hf, e)) return -1;
+        return lora_init_dir(in, out, &c, &lf, force, e);
+    }
     if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set(e, "%s: exists (--force replaces it)", out);
 
@@ -95,6 +165,14 @@ int cmd_convert(int argc, char **argv, Err *e) {
     int rc = -1;
     double t0 = time_now();
     if (convert_model_load(in, &c, &t, params, e)) goto out;
+    if (adapter) {
+        PeftAdapter a;
+        if (peft_load(adapter, &c, &a, e)) goto out;
+        lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
+        printf("llamac: merged %s (r %d, alpha %g, %d tensors) into %s\n", adapter, a.lc.r, (double)a.lc.alpha,
+               a.t.n, in);
+        peft_free(&a);
+    }
     double t1 = time_now();
     const char *kind;
     if (to_gguf) {
