@@ -17,6 +17,7 @@
  * it; an existing OUT is replaced only with --force, and only by a complete
  * file or directory (each writer goes through a temporary name + rename).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,7 +53,7 @@ static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, 
     if (lora_parse_targets(f->targets, &targets, e)) return -1;
     lora_config_default(&lc, targets);
     lc.r = (int)f->r;
-    lc.alpha = f->alpha > 0 ? (float)f->alpha : (float)f->r; /* PEFT's examples: alpha = r unless given */
+    lc.alpha = isnan(f->alpha) ? (float)f->r : (float)f->alpha; /* not given: alpha = r (scale 1) */
     lc.dropout = (float)f->dropout;
     lc.rslora = f->rslora;
     lc.init = f->gaussian ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
@@ -80,7 +81,7 @@ static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, 
 int cmd_convert(int argc, char **argv, Err *e) {
     const char *tokpath = NULL, *name = NULL, *adapter = NULL;
     int force = 0;
-    LoraFlags lf = {.r = 8, .seed = 1, .targets = "q_proj,v_proj"};
+    LoraFlags lf = {.r = 8, .seed = 1, .alpha = NAN, .targets = "q_proj,v_proj"};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
          "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
