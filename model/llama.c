@@ -17,12 +17,25 @@
 
 // ----------------------------------------------------------------------------
 // the activation arena: one list of (pointer slot, size), walked twice, once
-// to size and once to point (the table-and-point mechanism of params.c)
+// to size and once to point (the table-and-point mechanism of params.c).
+// With recompute only the layer inputs x are per layer; the rest of layer 0's
+// LayerActs is the one shared set every layer's pointers alias.
 
 typedef struct {
     float **slot;
     size_t numel;
 } ActSlot;
+
+/* Largest Din of the adapted modules (the lora ops' scratch). */
+static int lora_max_din(const LlamaConfig *c, const LoraConfig *lc) {
+    int mx = 0;
+    for (int mod = 0; mod < LORA_NMOD; mod++) {
+        int din, dout;
+        lora_module_dims(c, mod, &din, &dout);
+        if ((lc->targets >> mod & 1u) && din > mx) mx = din;
+    }
+    return mx;
+}
 
 static int act_slots(Llama *m, int with_grads, ActSlot *s) {
     const LlamaConfig *c = &m->c;
@@ -32,15 +45,24 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
 #define A(p, sz) (s[n].slot = &(p), s[n].numel = (sz), n++)
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *a = &m->acts[l];
-        A(a->x, N * D); A(a->xn1, N * D); A(a->rstd1, N);
+        A(a->x, N * D);
+        if (m->recompute && l > 0) continue;
+        A(a->xn1, N * D); A(a->rstd1, N);
         A(a->q, N * Q); A(a->k, N * KVD); A(a->v, N * KVD);
         A(a->att, N * Q); A(a->lse, (size_t)m->B * c->n_heads * m->T);
         A(a->h, N * D); A(a->xn2, N * D); A(a->rstd2, N);
         A(a->gate, N * F); A(a->up, N * F); A(a->act, N * F);
+        for (int mod = 0; m->lora && mod < LORA_NMOD; mod++) {
+            /* the shared set has one h per module adapted anywhere */
+            int any = m->recompute ? (int)(m->lc.targets >> mod & 1u) : lora_adapted(&m->lc, l, mod);
+            if (any) A(a->lh[mod], N * (size_t)m->lc.r);
+        }
     }
     A(m->x_out, N * D); A(m->xf, N * D); A(m->rstdf, N); A(m->row_loss, N);
     A(m->logits, (size_t)c->vocab);
     A(m->rope_cos, (size_t)m->T * HS / 2); A(m->rope_sin, (size_t)m->T * HS / 2);
+    if (m->lora)
+        A(m->lora_work, ops_lora_work_floats((int)N, lora_max_din(c, &m->lc), m->lc.r, m->lc.dropout));
     if (with_grads) {
         A(m->dres, N * D); A(m->dxn, N * D); A(m->datt, N * Q);
         A(m->dq, N * Q); A(m->dk, N * KVD); A(m->dv, N * KVD);
@@ -50,51 +72,97 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
     return n;
 }
 
-#define MAX_SLOTS (14 * LC_MAX_LAYERS + 16)
+#define MAX_SLOTS ((14 + LORA_NMOD) * LC_MAX_LAYERS + 24)
 
 static size_t round_up(size_t n) { return (n + PARAMS_ALIGN - 1) / PARAMS_ALIGN * PARAMS_ALIGN; }
 
-LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads) {
-    LlamaMem mem = {0, 0, 0};
-    ParamTable t;
-    if (params_build(c, &t, NULL)) return mem;
+static const LlamaOpts no_opts = {LLAMA_GRADS_NONE, NULL, 0};
+
+/* The option checks and the adapter table, shared by init and memory. */
+static int setup(Llama *m, const LlamaConfig *c, int B, int T, const LlamaOpts *o, Err *e) {
+    memset(m, 0, sizeof *m);
+    if (B <= 0) return err_set(e, "batch size: must be positive, got %d", B);
+    if (T <= 0) return err_set(e, "sequence length: must be positive, got %d", T);
+    if (T > c->max_seq)
+        return err_set(e, "sequence length: %d exceeds the model's context length %d", T, c->max_seq);
+    LC_ASSERT(o->grads >= LLAMA_GRADS_NONE && o->grads <= LLAMA_GRADS_INPUT);
+    if (params_build(c, &m->t, e)) return -1;
+    m->c = *c;
+    m->B = B;
+    m->T = T;
+    m->grads_mode = o->grads;
+    m->recompute = o->recompute != 0;
+    if (o->lora) {
+        if (lora_build(o->lora, c, &m->lt, e)) {
+            params_free(&m->t);
+            return -1;
+        }
+        m->lora = 1;
+        m->lc = *o->lora;
+        m->lora_s = lora_scale(o->lora);
+        m->lora_enabled = 1;
+        m->lora_train = o->grads != LLAMA_GRADS_NONE;
+    }
+    return 0;
+}
+
+LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, const LlamaOpts *o) {
+    LlamaMem mem = {0, 0, 0, 0, 0};
     static Llama m; /* only shapes are read; the slots point into it */
-    memset(&m, 0, sizeof m);
-    m.c = *c;
-    m.B = B;
-    m.T = T;
+    if (!o) o = &no_opts;
+    if (setup(&m, c, B, T, o, NULL)) return mem;
+    int with_grads = o->grads != LLAMA_GRADS_NONE;
     ActSlot s[MAX_SLOTS];
     int n = act_slots(&m, with_grads, s);
     size_t acts = 0;
     for (int i = 0; i < n; i++) acts += round_up(s[i].numel);
     int HS = config_head_size(c);
     acts += ops->scratch_floats(NULL, B, T, c->n_heads, HS, c->vocab, c->dim);
-    mem.params = t.size * sizeof(float);
-    mem.grads = with_grads ? t.size * sizeof(float) : 0;
+    mem.params = m.t.size * sizeof(float);
+    mem.grads = o->grads == LLAMA_GRADS_FULL ? m.t.size * sizeof(float) : 0;
     mem.acts = acts * sizeof(float) + 3 * (size_t)B * T * sizeof(int);
-    params_free(&t);
+    if (m.lora) {
+        mem.lora = m.lt.size * sizeof(float);
+        mem.lora_grads = with_grads ? mem.lora : 0;
+    }
+    params_free(&m.t);
+    params_free(&m.lt);
     return mem;
+}
+
+LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads) {
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0};
+    return llama_memory_opts(c, ops, B, T, &o);
 }
 
 int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                int with_grads, Err *e) {
-    memset(m, 0, sizeof *m);
-    if (B <= 0) return err_set(e, "batch size: must be positive, got %d", B);
-    if (T <= 0) return err_set(e, "sequence length: must be positive, got %d", T);
-    if (T > c->max_seq)
-        return err_set(e, "sequence length: %d exceeds the model's context length %d", T, c->max_seq);
-    if (params_build(c, &m->t, e)) return -1;
-    m->c = *c;
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0};
+    return llama_init_opts(m, c, ops, ctx, B, T, &o, e);
+}
+
+int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
+                    const LlamaOpts *o, Err *e) {
+    if (!o) o = &no_opts;
+    if (setup(m, c, B, T, o, e)) return -1;
+    int with_grads = o->grads != LLAMA_GRADS_NONE;
     m->ops = ops;
     m->ctx = ctx;
-    m->B = B;
-    m->T = T;
     m->params = ops->alloc(ctx, m->t.size * sizeof(float));
     params_point(c, &m->t, m->params, sizeof(float), &m->w);
     if (ops->bind_params) ops->bind_params(ctx, m->params, m->t.size);
-    if (with_grads) {
+    if (o->grads == LLAMA_GRADS_FULL) {
         m->grads = ops->alloc(ctx, m->t.size * sizeof(float));
         params_point(c, &m->t, m->grads, sizeof(float), &m->g);
+    }
+    if (m->lora) {
+        m->lora_params = ops->alloc(ctx, m->lt.size * sizeof(float));
+        lora_point(&m->lc, c, &m->lt, m->lora_params, &m->la);
+        if (ops->bind_params) ops->bind_params(ctx, m->lora_params, m->lt.size);
+        if (with_grads) {
+            m->lora_grads = ops->alloc(ctx, m->lt.size * sizeof(float));
+            lora_point(&m->lc, c, &m->lt, m->lora_grads, &m->lg);
+        }
     }
     ActSlot s[MAX_SLOTS];
     int n = act_slots(m, with_grads, s);
@@ -110,6 +178,12 @@ int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B,
         off += round_up(s[i].numel);
     }
     m->scratch = m->arena + off;
+    if (m->recompute)
+        for (int l = 1; l < c->n_layers; l++) {
+            float *x = m->acts[l].x;
+            m->acts[l] = m->acts[0];
+            m->acts[l].x = x;
+        }
     size_t bt = (size_t)B * T * sizeof(int);
     m->tokens = ops->alloc(ctx, bt);
     m->targets = ops->alloc(ctx, bt);
@@ -140,13 +214,24 @@ void llama_free(Llama *m) {
         void *ctx = m->ctx;
         m->ops->free(ctx, m->params);
         if (m->grads) m->ops->free(ctx, m->grads);
+        if (m->lora_params) m->ops->free(ctx, m->lora_params);
+        if (m->lora_grads) m->ops->free(ctx, m->lora_grads);
         m->ops->free(ctx, m->arena);
         m->ops->free(ctx, m->tokens);
         m->ops->free(ctx, m->targets);
         m->ops->free(ctx, m->pos);
     }
     params_free(&m->t);
+    params_free(&m->lt);
     memset(m, 0, sizeof *m);
+}
+
+void llama_lora_init(Llama *m, uint64_t seed) {
+    LC_ASSERT(m->lora);
+    float *h = xcalloc(m->lt.size, sizeof(float));
+    lora_init_weights(&m->lc, &m->lt, h, seed);
+    m->ops->upload(m->ctx, m->lora_params, h, m->lt.size * sizeof(float));
+    free(h);
 }
 
 void llama_doc_pos(const int *tokens, int B, int T, int sep, int *pos) {
@@ -214,41 +299,80 @@ double llama_flops_per_token(const LlamaConfig *c, int T) {
 }
 
 // ----------------------------------------------------------------------------
+// the linears with their LoRA side path
+
+/* out(N, Dout) = x W^T (+ the adapter of module mod in layer l); h is the
+ * adapter's (N, r) activation (NULL: the layer's own). */
+static void lin_fwd(Llama *m, int l, int mod, float *out, const float *x, const float *w, int N, int Din,
+                    int Dout, int base, int train) {
+    if (base) m->ops->matmul_fwd(m->ctx, out, x, w, N, Din, Dout);
+    if (!m->lora || !m->lora_enabled || !lora_adapted(&m->lc, l, mod)) return;
+    const LoraPair *p = &m->la.layer[l][mod];
+    float drop = train && m->lora_train ? m->lc.dropout : 0.0f;
+    m->ops->lora_fwd(m->ctx, out, m->acts[l].lh[mod], x, p->A, p->B, m->lora_work, N, Din, Dout, m->lc.r,
+                     m->lora_s, drop, m->lora_seed, l, mod);
+}
+
+/* dx = (or += with accum) dout W, dW += (FULL only), then the adapter's
+ * dA, dB += and dx += */
+static void lin_bwd(Llama *m, int l, int mod, float *dx, float *dw, const float *dout, const float *x,
+                    const float *w, int N, int Din, int Dout, int accum) {
+    m->ops->matmul_bwd(m->ctx, dx, dw, dout, x, w, N, Din, Dout, accum);
+    if (!m->lora || !m->lora_enabled || !lora_adapted(&m->lc, l, mod)) return;
+    const LoraPair *p = &m->la.layer[l][mod], *g = &m->lg.layer[l][mod];
+    float drop = m->lora_train ? m->lc.dropout : 0.0f;
+    m->ops->lora_bwd(m->ctx, dx, g->A, g->B, dout, x, m->acts[l].lh[mod], p->A, p->B, m->lora_work, N, Din,
+                     Dout, m->lc.r, m->lora_s, drop, m->lora_seed, l, mod);
+}
+
+// ----------------------------------------------------------------------------
 // forward
+
+/* One decoder layer from acts[l].x into out. out == NULL is the backward's
+ * recomputation: everything the backward reads, without the down
+ * projection's output (only its adapter's h, into the free dxn buffer). */
+static void layer_fwd(Llama *m, int l, float *out) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    void *ctx = m->ctx;
+    int B = m->B, T = m->T, N = B * T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads;
+    int HS = config_head_size(c), Q = H * HS, KVD = KV * HS, F = c->hidden;
+    LayerActs *a = &m->acts[l];
+    const LayerWeights *w = &m->w.layer[l];
+    o->rmsnorm_fwd(ctx, a->xn1, a->rstd1, a->x, w->ln1, N, D, c->norm_eps);
+    lin_fwd(m, l, LORA_Q, a->q, a->xn1, w->wq, N, D, Q, 1, 1);
+    lin_fwd(m, l, LORA_K, a->k, a->xn1, w->wk, N, D, KVD, 1, 1);
+    lin_fwd(m, l, LORA_V, a->v, a->xn1, w->wv, N, D, KVD, 1, 1);
+    o->rope_fwd(ctx, a->q, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
+    o->rope_fwd(ctx, a->k, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
+    o->attn_fwd(ctx, a->att, a->lse, a->q, a->k, a->v, m->pos, m->scratch, B, T, H, KV, HS);
+    lin_fwd(m, l, LORA_O, a->h, a->att, w->wo, N, Q, D, 1, 1);
+    o->add(ctx, a->h, a->x, (size_t)N * D);
+    o->rmsnorm_fwd(ctx, a->xn2, a->rstd2, a->h, w->ln2, N, D, c->norm_eps);
+    lin_fwd(m, l, LORA_GATE, a->gate, a->xn2, w->wg, N, D, F, 1, 1);
+    lin_fwd(m, l, LORA_UP, a->up, a->xn2, w->wu, N, D, F, 1, 1);
+    o->swiglu_fwd(ctx, a->act, a->gate, a->up, (size_t)N * F);
+    if (!out) {
+        lin_fwd(m, l, LORA_DOWN, m->dxn, a->act, w->wd, N, F, D, 0, 1);
+        return;
+    }
+    lin_fwd(m, l, LORA_DOWN, out, a->act, w->wd, N, F, D, 1, 1);
+    o->add(ctx, out, a->h, (size_t)N * D);
+}
 
 double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
     const LlamaConfig *c = &m->c;
     const Ops *o = m->ops;
     void *ctx = m->ctx;
-    int B = m->B, T = m->T, N = B * T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads;
-    int HS = config_head_size(c), Q = H * HS, KVD = KV * HS, F = c->hidden, L = c->n_layers;
+    int N = m->B * m->T, D = c->dim, L = c->n_layers;
     LC_ASSERT(0 <= l0 && l0 <= l1 && l1 <= L);
 
     if (l0 == 0) o->embed_fwd(ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
-    for (int l = l0; l < l1; l++) {
-        LayerActs *a = &m->acts[l];
-        const LayerWeights *w = &m->w.layer[l];
-        float *out = l + 1 < L ? m->acts[l + 1].x : m->x_out;
-        o->rmsnorm_fwd(ctx, a->xn1, a->rstd1, a->x, w->ln1, N, D, c->norm_eps);
-        o->matmul_fwd(ctx, a->q, a->xn1, w->wq, N, D, Q);
-        o->matmul_fwd(ctx, a->k, a->xn1, w->wk, N, D, KVD);
-        o->matmul_fwd(ctx, a->v, a->xn1, w->wv, N, D, KVD);
-        o->rope_fwd(ctx, a->q, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
-        o->rope_fwd(ctx, a->k, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
-        o->attn_fwd(ctx, a->att, a->lse, a->q, a->k, a->v, m->pos, m->scratch, B, T, H, KV, HS);
-        o->matmul_fwd(ctx, a->h, a->att, w->wo, N, Q, D);
-        o->add(ctx, a->h, a->x, (size_t)N * D);
-        o->rmsnorm_fwd(ctx, a->xn2, a->rstd2, a->h, w->ln2, N, D, c->norm_eps);
-        o->matmul_fwd(ctx, a->gate, a->xn2, w->wg, N, D, F);
-        o->matmul_fwd(ctx, a->up, a->xn2, w->wu, N, D, F);
-        o->swiglu_fwd(ctx, a->act, a->gate, a->up, (size_t)N * F);
-        o->matmul_fwd(ctx, out, a->act, w->wd, N, F, D);
-        o->add(ctx, out, a->h, (size_t)N * D);
-    }
+    for (int l = l0; l < l1; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
     if (l1 < L) return 0.0;
 
     o->rmsnorm_fwd(ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
-    int train = grad_scale > 0 && m->grads;
+    int train = grad_scale > 0 && m->dres;
     double loss = o->lmhead_ce(ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, m->row_loss,
                                m->xf, m->w.lm_head, m->targets, m->scratch, N, D, c->vocab,
                                grad_scale);
@@ -270,6 +394,7 @@ void llama_decode(Llama *m, int token, int pos) {
     int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, HS = config_head_size(c);
     int Q = H * HS, KVD = KV * HS, F = c->hidden, L = c->n_layers;
     LC_ASSERT(pos >= 0 && pos < m->T && token >= 0 && token < c->vocab);
+    LC_ASSERT(!m->recompute); /* the cache is every layer's k and v */
     o->upload(ctx, m->tokens + pos, &token, sizeof(int));
     o->upload(ctx, m->pos + pos, &pos, sizeof(int));
     size_t r = (size_t)pos;
@@ -282,19 +407,19 @@ void llama_decode(Llama *m, int token, int pos) {
         float *gate = a->gate + r * F, *up = a->up + r * F, *act = a->act + r * F;
         float *out = (l + 1 < L ? m->acts[l + 1].x : m->x_out) + r * D;
         o->rmsnorm_fwd(ctx, xn1, a->rstd1 + r, x, w->ln1, 1, D, c->norm_eps);
-        o->matmul_fwd(ctx, q, xn1, w->wq, 1, D, Q);
-        o->matmul_fwd(ctx, k, xn1, w->wk, 1, D, KVD);
-        o->matmul_fwd(ctx, v, xn1, w->wv, 1, D, KVD);
+        lin_fwd(m, l, LORA_Q, q, xn1, w->wq, 1, D, Q, 1, 0);
+        lin_fwd(m, l, LORA_K, k, xn1, w->wk, 1, D, KVD, 1, 0);
+        lin_fwd(m, l, LORA_V, v, xn1, w->wv, 1, D, KVD, 1, 0);
         o->rope_fwd(ctx, q, m->pos + pos, m->rope_cos, m->rope_sin, 1, H, HS);
         o->rope_fwd(ctx, k, m->pos + pos, m->rope_cos, m->rope_sin, 1, KV, HS);
         o->attn_decode(ctx, att, q, a->k, a->v, m->scratch, pos + 1, H, KV, HS);
-        o->matmul_fwd(ctx, h, att, w->wo, 1, Q, D);
+        lin_fwd(m, l, LORA_O, h, att, w->wo, 1, Q, D, 1, 0);
         o->add(ctx, h, x, D);
         o->rmsnorm_fwd(ctx, xn2, a->rstd2 + r, h, w->ln2, 1, D, c->norm_eps);
-        o->matmul_fwd(ctx, gate, xn2, w->wg, 1, D, F);
-        o->matmul_fwd(ctx, up, xn2, w->wu, 1, D, F);
+        lin_fwd(m, l, LORA_GATE, gate, xn2, w->wg, 1, D, F, 1, 0);
+        lin_fwd(m, l, LORA_UP, up, xn2, w->wu, 1, D, F, 1, 0);
         o->swiglu_fwd(ctx, act, gate, up, F);
-        o->matmul_fwd(ctx, out, act, w->wd, 1, F, D);
+        lin_fwd(m, l, LORA_DOWN, out, act, w->wd, 1, F, D, 1, 0);
         o->add(ctx, out, h, D);
     }
     o->rmsnorm_fwd(ctx, m->xf + r * D, m->rstdf + r, m->x_out + r * D, m->w.norm_f, 1, D, c->norm_eps);
@@ -310,28 +435,29 @@ void llama_backward(Llama *m, int l0, int l1) {
     void *ctx = m->ctx;
     int B = m->B, T = m->T, N = B * T, D = c->dim, H = c->n_heads, KV = c->n_kv_heads;
     int HS = config_head_size(c), Q = H * HS, KVD = KV * HS, F = c->hidden;
-    LC_ASSERT(m->grads && 0 <= l0 && l0 <= l1 && l1 <= c->n_layers);
+    LC_ASSERT(m->dres && 0 <= l0 && l0 <= l1 && l1 <= c->n_layers);
 
     for (int l = l1 - 1; l >= l0; l--) {
+        if (m->recompute) layer_fwd(m, l, NULL);
         LayerActs *a = &m->acts[l];
         const LayerWeights *w = &m->w.layer[l];
-        LayerWeights *g = &m->g.layer[l];
+        LayerWeights *g = &m->g.layer[l]; /* all NULL without FULL gradients */
         /* out = h + down(act): dres flows to h unchanged */
-        o->matmul_bwd(ctx, m->dact, g->wd, m->dres, a->act, w->wd, N, F, D, 0);
+        lin_bwd(m, l, LORA_DOWN, m->dact, g->wd, m->dres, a->act, w->wd, N, F, D, 0);
         o->swiglu_bwd(ctx, m->dgate, m->dup, m->dact, a->gate, a->up, (size_t)N * F);
-        o->matmul_bwd(ctx, m->dxn, g->wg, m->dgate, a->xn2, w->wg, N, D, F, 0);
-        o->matmul_bwd(ctx, m->dxn, g->wu, m->dup, a->xn2, w->wu, N, D, F, 1);
+        lin_bwd(m, l, LORA_GATE, m->dxn, g->wg, m->dgate, a->xn2, w->wg, N, D, F, 0);
+        lin_bwd(m, l, LORA_UP, m->dxn, g->wu, m->dup, a->xn2, w->wu, N, D, F, 1);
         o->rmsnorm_bwd(ctx, m->dres, g->ln2, m->dxn, a->h, w->ln2, a->rstd2, N, D);
         /* h = x + o_proj(att) */
-        o->matmul_bwd(ctx, m->datt, g->wo, m->dres, a->att, w->wo, N, Q, D, 0);
+        lin_bwd(m, l, LORA_O, m->datt, g->wo, m->dres, a->att, w->wo, N, Q, D, 0);
         o->attn_bwd(ctx, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->pos,
                     m->scratch, B, T, H, KV, HS);
         o->rope_bwd(ctx, m->dq, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
         o->rope_bwd(ctx, m->dk, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
-        o->matmul_bwd(ctx, m->dxn, g->wq, m->dq, a->xn1, w->wq, N, D, Q, 0);
-        o->matmul_bwd(ctx, m->dxn, g->wk, m->dk, a->xn1, w->wk, N, D, KVD, 1);
-        o->matmul_bwd(ctx, m->dxn, g->wv, m->dv, a->xn1, w->wv, N, D, KVD, 1);
+        lin_bwd(m, l, LORA_Q, m->dxn, g->wq, m->dq, a->xn1, w->wq, N, D, Q, 0);
+        lin_bwd(m, l, LORA_K, m->dxn, g->wk, m->dk, a->xn1, w->wk, N, D, KVD, 1);
+        lin_bwd(m, l, LORA_V, m->dxn, g->wv, m->dv, a->xn1, w->wv, N, D, KVD, 1);
         o->rmsnorm_bwd(ctx, m->dres, g->ln1, m->dxn, a->x, w->ln1, a->rstd1, N, D);
     }
-    if (l0 == 0) o->embed_bwd(ctx, m->g.embed, m->dres, m->tokens, N, D);
+    if (l0 == 0 && m->g.embed) o->embed_bwd(ctx, m->g.embed, m->dres, m->tokens, N, D);
 }

@@ -10,6 +10,7 @@
 #define LLAMAC_MODEL_LLAMA_H
 
 #include "config.h"
+#include "lora.h"
 #include "ops.h"
 #include "params.h"
 
@@ -29,7 +30,24 @@ typedef struct LayerActs {
     float *gate;  /* (N, F) */
     float *up;    /* (N, F) */
     float *act;   /* (N, F) silu(gate) * up */
+    float *lh[LORA_NMOD]; /* (N, r) LoRA h = dropout(x) A^T per adapted module, else NULL */
 } LayerActs;
+
+/* What llama_init allocates for training. */
+typedef enum {
+    LLAMA_GRADS_NONE = 0,  /* inference: no gradient buffers */
+    LLAMA_GRADS_FULL = 1,  /* parameter gradients and activation gradients */
+    LLAMA_GRADS_INPUT = 2, /* frozen base: activation gradients only, no parameter-gradient
+                            * buffer and no weight-gradient GEMMs (LoRA) */
+} LlamaGrads;
+
+typedef struct LlamaOpts {
+    int grads;              /* LlamaGrads */
+    const LoraConfig *lora; /* adapters to attach (copied), or NULL */
+    int recompute;          /* keep only each layer's input x in the forward and
+                             * recompute the layer inside the backward (one shared
+                             * set of per-layer activations) */
+} LlamaOpts;
 
 typedef struct Llama {
     LlamaConfig c;
@@ -37,9 +55,23 @@ typedef struct Llama {
     const Ops *ops;
     void *ctx;         /* backend context */
     int B, T;
+    int grads_mode;    /* LlamaGrads */
+    int recompute;
     float *params;     /* t.size floats */
     float *grads;      /* t.size floats, or NULL (inference, frozen base) */
-    LlamaWeights w, g; /* typed views of params and grads */
+    LlamaWeights w, g; /* typed views of params and grads (g all NULL without grads) */
+    /* LoRA adapters (lora.h), when attached: a second parameter buffer with
+     * its own table lt; gradients when grads_mode != NONE */
+    int lora;          /* adapters attached */
+    int lora_enabled;  /* apply them (1 after init; DPO's reference pass sets 0) */
+    int lora_train;    /* dropout on (1 after init with gradients; 0 for evaluation) */
+    uint64_t lora_seed; /* dropout mask of this micro-batch (llama_lora_seed) */
+    LoraConfig lc;
+    float lora_s;      /* lora_scale(&lc) */
+    ParamTable lt;
+    float *lora_params, *lora_grads; /* lt.size floats each (grads NULL without grads) */
+    LoraWeights la, lg;
+    float *lora_work;  /* scratch of the lora ops */
     /* activations: one arena */
     float *arena;
     size_t arena_floats;
@@ -63,17 +95,33 @@ typedef struct Llama {
 
 /* Build the model for batches of (B, T); parameters zeroed (use
  * params_init or a load). with_grads allocates gradients and activation
- * gradient buffers. Returns 0, or -1 with e set for a bad config or shape. */
+ * gradient buffers (LLAMA_GRADS_FULL). Returns 0, or -1 with e set for a bad
+ * config or shape. */
 int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                int with_grads, Err *e);
+/* The same with options (NULL: inference, no adapters, no recomputation).
+ * Adapter weights start at zero: llama_lora_init or an upload sets them. A
+ * bad LoRA config fails with lora_validate's message. */
+int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
+                    const LlamaOpts *o, Err *e);
 void llama_free(Llama *m);
 
+/* Initialise the adapters as PEFT does (lora_init_weights on the host, then
+ * uploaded). */
+void llama_lora_init(Llama *m, uint64_t seed);
+
+/* The dropout mask seed of the next forward/backward: set it once per
+ * micro-batch (a fixed seed gives a fixed mask). */
+static inline void llama_lora_seed(Llama *m, uint64_t seed) { m->lora_seed = seed; }
+
 /* Bytes llama_init would allocate for these shapes (no allocation), split
- * into parameters, gradients and activations (arena + scratch). */
+ * into base parameters, base gradients, activations (arena + scratch, with
+ * the activation gradients) and the adapters' parameters and gradients. */
 typedef struct LlamaMem {
-    size_t params, grads, acts;
+    size_t params, grads, acts, lora, lora_grads;
 } LlamaMem;
 LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads);
+LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, const LlamaOpts *o);
 
 /* Copy a batch in (host arrays of B*T). targets may hold LC_IGNORE. pos may
  * be NULL for positions 0..T-1 (no documents). Checks token and target
@@ -94,15 +142,18 @@ void llama_doc_pos(const int *tokens, int B, int T, int sep, int *pos);
 double llama_forward(Llama *m, int l0, int l1, float grad_scale);
 
 /* Backward over layers [l1 - 1 .. l0], from dres (the gradient at the output
- * of layer l1 - 1), accumulating into m->grads; when l0 == 0 it ends with the
- * embedding gradient, otherwise dres holds the gradient of acts[l0].x. */
+ * of layer l1 - 1), accumulating into m->grads (FULL) and m->lora_grads;
+ * when l0 == 0 it ends with the embedding gradient, otherwise dres holds the
+ * gradient of acts[l0].x. With recompute each layer's forward runs again
+ * first, from acts[l].x: the gradients are bit-identical to without. */
 void llama_backward(Llama *m, int l0, int l1);
 
 /* Generation with a KV cache (batch row 0): run `token` at position pos
  * through the model and leave its next-token logits in m->logits (V, backend
  * memory). The cache is the k and v activations of earlier positions: call
  * with pos = 0, 1, 2, ... in order (a new sequence restarts at pos 0).
- * Requires pos < T. */
+ * Requires pos < T and a model built without recompute (the cache needs every
+ * layer's k, v). Adapters apply when enabled, without dropout. */
 void llama_decode(Llama *m, int token, int pos);
 
 /* Number of targets != LC_IGNORE in a host array of n. */

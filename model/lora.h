@@ -18,7 +18,7 @@
  * scaled by 1/(1-p)) draws no stored mask: element i of module m's input in
  * layer l keeps iff lora_keep(seed, l, m, i) says so, a counter-based hash
  * the CPU and CUDA backends compute identically, so the backward recomputes
- * the mask and recomputation needs nothing extra. lora_set_step changes the
+ * the mask and recomputation needs nothing extra. llama_lora_seed changes the
  * seed every micro-batch; a fixed seed gives a fixed mask (gradient checks).
  */
 #ifndef LLAMAC_MODEL_LORA_H
@@ -118,9 +118,15 @@ void lora_init_weights(const LoraConfig *lc, const ParamTable *t, float *base, u
 void lora_merge(const LoraConfig *lc, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                 const ParamTable *lt, const float *lora_params, int sign);
 
+#ifdef __CUDACC__
+#define LORA_HD __host__ __device__ /* the CUDA kernels draw the same mask */
+#else
+#define LORA_HD
+#endif
+
 /* Dropout keep decision for element i of module m's input in layer l:
  * 1 keeps. Counter-based (splitmix64 of seed, l, m, i), no state. */
-static inline int lora_keep(uint64_t seed, int l, int m, uint64_t i, float p) {
+static inline LORA_HD int lora_keep(uint64_t seed, int l, int m, uint64_t i, float p) {
     uint64_t z = seed ^ ((uint64_t)l << 56) ^ ((uint64_t)m << 48) ^ i;
     z += 0x9e3779b97f4a7c15ull;
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;

@@ -30,13 +30,14 @@
 #define LLAMAC_MODEL_OPS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 /* Targets equal to this are ignored by the loss (prompt tokens, padding). */
 #define LC_IGNORE (-1)
 
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
-    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_COUNT
+    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_COUNT
 } OpId;
 
 typedef struct Ops {
@@ -72,6 +73,24 @@ typedef struct Ops {
      * dx or dw may be NULL to skip that product. */
     void (*matmul_bwd)(void *ctx, float *dx, float *dw, const float *dout, const float *x,
                        const float *w, int N, int Din, int Dout, int accum_dx);
+
+    /* The LoRA side path of a linear (lora.h): with d = dropout(x), element
+     * i of x kept iff lora_keep(seed, l, m, i, p) (kept values scaled by
+     * 1/(1-p); p = 0: d = x, no hash),
+     *   h(N, r) = d A^T,   y(N, Dout) += s * h B^T
+     * x, y, h are activations; A (r, Din), B (Dout, r) float32 adapter
+     * weights (in a bound buffer where the backend has bind_params). work
+     * holds ops_lora_work_floats(N, Din, r, p) floats of scratch. */
+    void (*lora_fwd)(void *ctx, float *y, float *h, const float *x, const float *A, const float *B,
+                     float *work, int N, int Din, int Dout, int r, float s, float p, uint64_t seed,
+                     int l, int m);
+    /* From dy(N, Dout) and the forward's x, h (the mask is recomputed):
+     * dB(Dout, r) += s * dy^T h;  dh = s * dy B;  dA(r, Din) += dh^T d;
+     * dx(N, Din) += dropout'(dh A) (accumulates into the base linear's input
+     * gradient). Any of dx, dA, dB may be NULL to skip it. */
+    void (*lora_bwd)(void *ctx, float *dx, float *dA, float *dB, const float *dy, const float *x,
+                     const float *h, const float *A, const float *B, float *work, int N, int Din,
+                     int Dout, int r, float s, float p, uint64_t seed, int l, int m);
 
     /* In place on x(N, nh, HS): Hugging Face rotate_half RoPE, dimension i
      * paired with i + HS/2, angle pos[n] * inv_freq[i]; cos/sin tables are
@@ -147,6 +166,12 @@ extern const Ops ops_cpu;
 #ifdef LC_CUDA
 extern const Ops ops_cuda;
 #endif
+
+/* Scratch floats of one lora_fwd/lora_bwd call: the dropped input (N, Din)
+ * when p > 0 and the (N, r) gradient of h, with room to align each. */
+static inline size_t ops_lora_work_floats(int N, int Din, int r, float p) {
+    return (size_t)N * r + (p > 0 ? (size_t)N * Din : 0) + 256;
+}
 
 /* Names of the OpIds, for test and benchmark tables. */
 extern const char *const op_names[OP_COUNT];

@@ -23,10 +23,11 @@
 #endif
 
 #include "base.h"
+#include "lora.h"
 
 const char *const op_names[OP_COUNT] = {
     "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
-    "add", "sumsq", "scale", "adamw",
+    "add", "sumsq", "scale", "adamw", "lora",
 };
 
 char *openblas_get_corename(void);
@@ -194,6 +195,7 @@ static void cpu_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dout, 
         float c = dot * r * r / D;
         for (int j = 0; j < D; j++) dxn[j] += r * (dn[j] * w[j] - xn[j] * c);
     }
+    if (!dw) return; /* frozen gain (LoRA) */
     /* dw: column slices per thread, rows in order */
 #pragma omp parallel
     {
@@ -224,6 +226,58 @@ static void cpu_matmul_bwd(void *ctx, float *dx, float *dw, const float *dout, c
     if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, N, 1.0f, dout, Dout, x, Din, 1.0f,
                     dw, Din);
+}
+
+// ----------------------------------------------------------------------------
+// LoRA side path (ops.h): two thin GEMMs each way through the rank-r
+// bottleneck; the dropout mask is recomputed from lora_keep, never stored
+
+/* d = dropout(x) into xd (or x itself when p = 0) */
+static const float *lora_drop(float *xd, const float *x, int N, int Din, float p, uint64_t seed, int l,
+                              int m) {
+    if (p == 0) return x;
+    float k = 1.0f / (1.0f - p);
+    size_t n = (size_t)N * Din;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++) xd[i] = lora_keep(seed, l, m, i, p) ? x[i] * k : 0.0f;
+    return xd;
+}
+
+/* 64-float aligned pieces of work: (N, r) first, then (N, Din) */
+static float *lora_work2(float *work, int N, int r) { return work + ((size_t)N * r + 63) / 64 * 64; }
+
+static void cpu_lora_fwd(void *ctx, float *y, float *h, const float *x, const float *A, const float *B,
+                         float *work, int N, int Din, int Dout, int r, float s, float p, uint64_t seed,
+                         int l, int m) {
+    (void)ctx;
+    const float *d = lora_drop(lora_work2(work, N, r), x, N, Din, p, seed, l, m);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, Din, 1.0f, d, Din, A, Din, 0.0f, h, r);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Dout, r, s, h, r, B, r, 1.0f, y, Dout);
+}
+
+static void cpu_lora_bwd(void *ctx, float *dx, float *dA, float *dB, const float *dy, const float *x,
+                         const float *h, const float *A, const float *B, float *work, int N, int Din,
+                         int Dout, int r, float s, float p, uint64_t seed, int l, int m) {
+    (void)ctx;
+    float *dh = work, *xd = lora_work2(work, N, r);
+    if (dB) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, r, N, s, dy, Dout, h, r, 1.0f, dB, r);
+    if (!dA && !dx) return;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, Dout, s, dy, Dout, B, r, 0.0f, dh, r);
+    if (dA) {
+        const float *d = lora_drop(xd, x, N, Din, p, seed, l, m);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, Din, N, 1.0f, dh, r, d, Din, 1.0f, dA, Din);
+    }
+    if (!dx) return;
+    if (p == 0) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Din, r, 1.0f, dh, r, A, Din, 1.0f, dx, Din);
+        return;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Din, r, 1.0f, dh, r, A, Din, 0.0f, xd, Din);
+    float k = 1.0f / (1.0f - p);
+    size_t n = (size_t)N * Din;
+#pragma omp parallel for
+    for (size_t i = 0; i < n; i++)
+        if (lora_keep(seed, l, m, i, p)) dx[i] += xd[i] * k;
 }
 
 // ----------------------------------------------------------------------------
@@ -957,6 +1011,8 @@ const Ops ops_cpu = {
     .rmsnorm_bwd = cpu_rmsnorm_bwd,
     .matmul_fwd = cpu_matmul_fwd,
     .matmul_bwd = cpu_matmul_bwd,
+    .lora_fwd = cpu_lora_fwd,
+    .lora_bwd = cpu_lora_bwd,
     .rope_fwd = cpu_rope_fwd,
     .rope_bwd = cpu_rope_bwd,
     .attn_fwd = cpu_attn_fwd,

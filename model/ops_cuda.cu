@@ -34,6 +34,7 @@
 
 extern "C" {
 #include "base.h"
+#include "lora.h"
 #include "ops.h"
 #include "ops_cuda.h"
 }
@@ -536,6 +537,7 @@ static void cuda_rmsnorm_bwd(void *ctx, float *dx, float *dw, const float *dout,
     CudaCtx *c = C(ctx);
     k_rmsnorm_bwd_dx<<<(N + 7) / 8, 256, 0, c->s>>>((bf16 *)dx, (const bf16 *)dout, (const bf16 *)x, w, rstd, N, D);
     CK(cudaGetLastError());
+    if (!dw) { PROF_OUT(C(ctx), OP_RMSNORM, t0_); return; } /* frozen gain (LoRA) */
     int nb = N < RMS_RB ? N : RMS_RB, rows_per = (N + nb - 1) / nb;
     nb = (N + rows_per - 1) / rows_per;
     float *part = (float *)ws_get(c, (size_t)nb * D * sizeof(float));
@@ -564,6 +566,93 @@ static void cuda_matmul_bwd(void *ctx, float *dx, float *dw, const float *dout, 
     if (dx) gemm_dx(c, (bf16 *)dx, (const bf16 *)dout, shadow_of(c, w), N, Din, Dout, accum_dx);
     if (dw) gemm_dw(c, dw, (const bf16 *)dout, (const bf16 *)x, N, Din, Dout);
     PROF_OUT(C(ctx), OP_MATMUL, t0_);
+}
+
+// ----------------------------------------------------------------------------
+// LoRA side path: the adapter weights are a bound buffer, so A and B reach
+// cuBLASLt as their bf16 shadows (refreshed by the fused AdamW); the rank-r
+// intermediates are bf16 in work, the weight gradients float32 (gemm_dw).
+// cuBLASLt's alpha is fixed at 1 here, so s scales h (forward, dB) and dh.
+
+__global__ void k_lora_drop(bf16 *d, const bf16 *x, size_t n, float p, float k, uint64_t seed, int l, int m) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        d[i] = lora_keep(seed, l, m, i, p) ? __float2bfloat16(__bfloat162float(x[i]) * k) : __float2bfloat16(0.0f);
+}
+
+/* dx += mask * t * k */
+__global__ void k_lora_mask_add(bf16 *dx, const bf16 *t, size_t n, float p, float k, uint64_t seed, int l, int m) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        if (lora_keep(seed, l, m, i, p))
+            dx[i] = __float2bfloat16(__bfloat162float(dx[i]) + __bfloat162float(t[i]) * k);
+}
+
+__global__ void k_scale_bf16(bf16 *y, const bf16 *x, float s, size_t n) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(__bfloat162float(x[i]) * s);
+}
+
+/* work as bf16: two (N, r) pieces, then (N, Din); offsets 128-element
+ * aligned (ops_lora_work_floats leaves the room) */
+static bf16 *lora_piece(float *work, int N, int r, int k) {
+    size_t nr = ((size_t)N * r + 127) / 128 * 128;
+    return (bf16 *)work + (size_t)k * nr;
+}
+
+static void cuda_lora_fwd(void *ctx, float *y, float *h, const float *x, const float *A, const float *B,
+                          float *work, int N, int Din, int Dout, int r, float s, float p, uint64_t seed,
+                          int l, int m) {
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    size_t nx = (size_t)N * Din, nh = (size_t)N * r;
+    bf16 *hs = lora_piece(work, N, r, 0), *d = lora_piece(work, N, r, 2);
+    const bf16 *xin = (const bf16 *)x;
+    if (p > 0) {
+        k_lora_drop<<<blocks_for(nx), TPB, 0, c->s>>>(d, xin, nx, p, 1.0f / (1.0f - p), seed, l, m);
+        CK(cudaGetLastError());
+        xin = d;
+    }
+    gemm_fwd(c, h, 0, xin, shadow_of(c, A), N, Din, r);
+    k_scale_bf16<<<blocks_for(nh), TPB, 0, c->s>>>(hs, (const bf16 *)h, s, nh);
+    CK(cudaGetLastError());
+    gemm(c, 1, 0, Dout, N, r, shadow_of(c, B), r, hs, r, y, Dout, 0, 1); /* y += hs B^T */
+    PROF_OUT(C(ctx), OP_LORA, t0_);
+}
+
+static void cuda_lora_bwd(void *ctx, float *dx, float *dA, float *dB, const float *dy, const float *x,
+                          const float *h, const float *A, const float *B, float *work, int N, int Din,
+                          int Dout, int r, float s, float p, uint64_t seed, int l, int m) {
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    size_t nx = (size_t)N * Din, nh = (size_t)N * r;
+    bf16 *hs = lora_piece(work, N, r, 0), *dh = lora_piece(work, N, r, 1), *d = lora_piece(work, N, r, 2);
+    const bf16 *dyb = (const bf16 *)dy;
+    float k = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+    if (dB) {
+        k_scale_bf16<<<blocks_for(nh), TPB, 0, c->s>>>(hs, (const bf16 *)h, s, nh);
+        CK(cudaGetLastError());
+        gemm_dw(c, dB, dyb, hs, N, r, Dout); /* dB += dy^T (s h) */
+    }
+    if (dA || dx) {
+        gemm_dx(c, dh, dyb, shadow_of(c, B), N, r, Dout, 0); /* dh = dy B, then * s */
+        k_scale_bf16<<<blocks_for(nh), TPB, 0, c->s>>>(dh, dh, s, nh);
+        CK(cudaGetLastError());
+    }
+    if (dA) {
+        const bf16 *xin = (const bf16 *)x;
+        if (p > 0) {
+            k_lora_drop<<<blocks_for(nx), TPB, 0, c->s>>>(d, xin, nx, p, k, seed, l, m);
+            CK(cudaGetLastError());
+            xin = d;
+        }
+        gemm_dw(c, dA, dh, xin, N, Din, r); /* dA += dh^T d */
+    }
+    if (dx && p == 0) gemm_dx(c, (bf16 *)dx, dh, shadow_of(c, A), N, Din, r, 1);
+    if (dx && p > 0) {
+        gemm_dx(c, d, dh, shadow_of(c, A), N, Din, r, 0);
+        k_lora_mask_add<<<blocks_for(nx), TPB, 0, c->s>>>((bf16 *)dx, d, nx, p, k, seed, l, m);
+        CK(cudaGetLastError());
+    }
+    PROF_OUT(C(ctx), OP_LORA, t0_);
 }
 
 // ----------------------------------------------------------------------------
@@ -853,6 +942,8 @@ const Ops ops_cuda = {
     .rmsnorm_bwd = cuda_rmsnorm_bwd,
     .matmul_fwd = cuda_matmul_fwd,
     .matmul_bwd = cuda_matmul_bwd,
+    .lora_fwd = cuda_lora_fwd,
+    .lora_bwd = cuda_lora_bwd,
     .rope_fwd = cuda_rope_fwd,
     .rope_bwd = cuda_rope_bwd,
     .attn_fwd = cuda_attn_fwd,

@@ -233,6 +233,47 @@ static void matmul_case(int N, int Din, int Dout) {
     G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdout); G->free(ctx, gdx); G->free(ctx, gdw); G->free(ctx, gout);
 }
 
+/* LoRA side path with and without dropout (same seed on both backends, so
+ * the same mask): y +=, h, and dx/dA/dB accumulating. */
+static void lora_case(int N, int Din, int Dout, int r, float s, float p) {
+    size_t nx = (size_t)N * Din, ny = (size_t)N * Dout, na = (size_t)r * Din, nb = (size_t)Dout * r;
+    size_t nh = (size_t)N * r, nw = ops_lora_work_floats(N, Din, r, p);
+    float *x = host_rand(nx, 1), *A = host_rand(na, 0.2f), *B = host_rand(nb, 0.2f), *y = host_rand(ny, 1);
+    float *dy = host_rand(ny, 1), *dx = host_rand(nx, 1), *dA = host_rand(na, 1), *dB = host_rand(nb, 1);
+    float *gx = dev_act(x, nx), *gy = dev_act(y, ny), *gdy = dev_act(dy, ny), *gdx = dev_act(dx, nx);
+    /* A and B in one bound buffer, as the model keeps them */
+    float *ab = xmalloc((na + nb) * sizeof(float));
+    memcpy(ab, A, na * 4); memcpy(ab + na, B, nb * 4);
+    float *gab = dev_weight(ab, na + nb);
+    memcpy(A, ab, na * 4); memcpy(B, ab + na, nb * 4); /* rounded to bf16 */
+    float *gdA = dev_f32(dA, na), *gdB = dev_f32(dB, nb), *gh = G->alloc(ctx, nh * 4), *gw = G->alloc(ctx, nw * 4);
+    float *h = xmalloc(nh * 4), *w = xmalloc(nw * 4);
+    char what[80];
+    P->lora_fwd(NULL, y, h, x, A, B, w, N, Din, Dout, r, s, p, 77, 2, 3);
+    G->lora_fwd(ctx, gy, gh, gx, gab, gab + na, gw, N, Din, Dout, r, s, p, 77, 2, 3);
+    snprintf(what, sizeof what, "lora_fwd y (+=) p=%.1f", (double)p);
+    cmp(what, get_act(gy, ny), y, ny, TOL_BF16);
+    cmp("lora_fwd h", get_act(gh, nh), h, nh, TOL_BF16);
+    /* the backward reads the same bf16 h on both sides */
+    float *hb = get_act(gh, nh);
+    G->free(ctx, gh);
+    gh = dev_act(hb, nh);
+    P->lora_bwd(NULL, dx, dA, dB, dy, x, hb, A, B, w, N, Din, Dout, r, s, p, 77, 2, 3);
+    G->lora_bwd(ctx, gdx, gdA, gdB, gdy, gx, gh, gab, gab + na, gw, N, Din, Dout, r, s, p, 77, 2, 3);
+    cmp("lora_bwd dx (+=)", get_act(gdx, nx), dx, nx, TOL_BF16);
+    /* float32 sums, but of the bf16 rank-r intermediates s*h and dh */
+    cmp("lora_bwd dA (+=)", get_f32(gdA, na), dA, na, TOL_BF16);
+    cmp("lora_bwd dB (+=)", get_f32(gdB, nb), dB, nb, TOL_BF16);
+    free(x); free(A); free(B); free(y); free(dy); free(dx); free(dA); free(dB); free(ab); free(h); free(w); free(hb);
+    G->free(ctx, gx); G->free(ctx, gy); G->free(ctx, gdy); G->free(ctx, gdx); G->free(ctx, gab);
+    G->free(ctx, gdA); G->free(ctx, gdB); G->free(ctx, gh); G->free(ctx, gw);
+}
+
+static void gpu_lora(void) {
+    lora_case(64, 96, 160, 16, 2.0f, 0.0f);
+    lora_case(37, 77, 45, 8, 0.5f, 0.1f);
+}
+
 static void gpu_matmul(void) {
     matmul_case(53, 96, 160); /* aligned */
     matmul_case(37, 77, 45);  /* odd: 2-byte aligned rows */
@@ -469,6 +510,44 @@ static void gpu_train_step(void) {
     llama_free(&a); llama_free(&b);
 }
 
+/* A LoRA step (frozen base, all-linear adapters with dropout, recompute on
+ * the GPU side): loss and adapter gradients against the CPU. */
+static void gpu_lora_step(void) {
+    LlamaConfig c = small_config();
+    int B = 2, T = 64, n = B * T;
+    Err e;
+    LoraConfig lc;
+    lora_config_default(&lc, LORA_ALL_LINEAR);
+    lc.r = 8; lc.alpha = 16; lc.dropout = 0.1f;
+    LlamaOpts oa = {LLAMA_GRADS_INPUT, &lc, 0}, ob = {LLAMA_GRADS_INPUT, &lc, 1};
+    Llama a, b;
+    LC_ASSERT(llama_init_opts(&a, &c, P, NULL, B, T, &oa, &e) == 0);
+    LC_ASSERT(llama_init_opts(&b, &c, G, ctx, B, T, &ob, &e) == 0);
+    params_init(&a.t, a.params, c.n_layers, rng_u64(&rng));
+    round_bf16(a.params, a.t.size);
+    G->upload(ctx, b.params, a.params, a.t.size * 4);
+    for (size_t i = 0; i < a.lt.size; i++) a.lora_params[i] = 0.05f * rng_normal(&rng);
+    round_bf16(a.lora_params, a.lt.size);
+    G->upload(ctx, b.lora_params, a.lora_params, a.lt.size * 4);
+    llama_lora_seed(&a, 5);
+    llama_lora_seed(&b, 5);
+    int *tok = xmalloc(n * 4), *tgt = xmalloc(n * 4), *pos = xmalloc(n * 4);
+    step_batch(B, T, c.vocab, tok, tgt, pos);
+    long ntgt = llama_count_targets(tgt, n);
+    Llama *ms[2] = {&a, &b};
+    float loss[2];
+    for (int k = 0; k < 2; k++) {
+        LC_ASSERT(llama_set_batch(ms[k], tok, tgt, pos, &e) == 0);
+        ms[k]->ops->zero(ms[k]->ctx, ms[k]->lora_grads, ms[k]->lt.size * 4);
+        loss[k] = (float)(llama_forward(ms[k], 0, c.n_layers, 1.0f / ntgt) / ntgt);
+        llama_backward(ms[k], 0, c.n_layers);
+    }
+    cmp("lora step loss", copy(&loss[1], 1), &loss[0], 1, TOL_BF16);
+    cmp("lora step adapter grads", get_f32(b.lora_grads, b.lt.size), a.lora_grads, a.lt.size, TOL_STEP);
+    free(tok); free(tgt); free(pos);
+    llama_free(&a); llama_free(&b);
+}
+
 /* Generation with the KV cache: the logits of llama_decode after a few
  * tokens on both backends (exercises the row layout of ops.h's attn_decode). */
 static void gpu_decode_model(void) {
@@ -535,6 +614,7 @@ void gpu_ops(void) {
     gpu_embed();
     gpu_rmsnorm();
     gpu_matmul();
+    gpu_lora();
     gpu_rope();
     gpu_attn();
     gpu_attn_decode();
@@ -546,6 +626,7 @@ void gpu_ops(void) {
 void gpu_step(void) {
     gpu_setup();
     gpu_train_step();
+    gpu_lora_step();
     gpu_decode_model();
     gpu_determinism();
 }

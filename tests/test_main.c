@@ -57,10 +57,12 @@ static const struct {
     void (*fn)(void);
 } tests[] = {
     T(ops_embed), T(ops_rmsnorm), T(ops_matmul), T(ops_rope), T(ops_attn), T(ops_attn_decode), T(ops_swiglu),
-    T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_attn_blocks),
+    T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_lora), T(ops_attn_blocks),
     T(ops_attn_kernels), T(ops_deterministic),
     T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_layer_ranges),
     T(model_doc_pos), T(model_overfit), T(model_kv_cache), T(model_param_counts), T(model_batch_errors),
+    T(model_lora_gradcheck_untied), T(model_lora_gradcheck_tied_gqa), T(model_recompute), T(model_lora_decode),
+    T(model_lora_errors),
     T(lora_table), T(lora_parse), T(lora_validate_errors), T(lora_scale_values), T(lora_init_stats),
     T(lora_merge_values), T(lora_keep_rate),
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),

@@ -258,3 +258,204 @@ void model_kv_cache(void) {
     llama_free(&a);
     llama_free(&b);
 }
+
+// ----------------------------------------------------------------------------
+// LoRA adapters and activation recomputation
+
+/* The LoRA model's loss against finite differences in every adapter tensor
+ * (both A and B random, so both get gradient signal), with dropout under a
+ * fixed seed; with grads FULL also every base tensor (the adapters' dx path
+ * feeds them). */
+static void lora_model_check(LlamaConfig *cfg, const char *targets, const char *layers, int r, float alpha,
+                             int rslora, float dropout, int grads, int B, int T, int docs, uint64_t seed) {
+    Rng rg;
+    rng_seed(&rg, seed);
+    ModelCase c;
+    Err e;
+    LoraConfig lc;
+    lora_config_default(&lc, 0);
+    LC_ASSERT(lora_parse_targets(targets, &lc.targets, &e) == 0);
+    if (layers) LC_ASSERT(lora_parse_layers(layers, &lc, cfg->n_layers, &e) == 0);
+    lc.r = r; lc.alpha = alpha; lc.rslora = rslora; lc.dropout = dropout;
+    LlamaOpts o = {grads, &lc, 0};
+    LC_ASSERT(llama_init_opts(&c.m, cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
+    EXPECT((c.m.grads == NULL) == (grads == LLAMA_GRADS_INPUT), "base gradient buffer with grads %d", grads);
+    random_params(&c.m, &rg);
+    /* std 0.1: with s up to 4 the side path is as large as the base path;
+     * at 0.3 the loss curves enough within h = 1e-2 to move central
+     * differences by ~5% (measured: h = 1e-3 then agrees) */
+    for (size_t i = 0; i < c.m.lt.size; i++) c.m.lora_params[i] = 0.1f * rng_normal(&rg);
+    llama_lora_seed(&c.m, 1234);
+    int *tok = xmalloc(B * T * sizeof(int)), *tgt = xmalloc(B * T * sizeof(int)), *pos = xmalloc(B * T * sizeof(int));
+    random_batch(&rg, B, T, cfg->vocab, docs, tok, tgt, pos);
+    LC_ASSERT(llama_set_batch(&c.m, tok, tgt, pos, &e) == 0);
+    c.ntgt = llama_count_targets(tgt, (size_t)B * T);
+    if (c.m.grads) memset(c.m.grads, 0, c.m.t.size * sizeof(float));
+    memset(c.m.lora_grads, 0, c.m.lt.size * sizeof(float));
+    double l = llama_forward(&c.m, 0, cfg->n_layers, 1.0f / c.ntgt) / c.ntgt;
+    llama_backward(&c.m, 0, cfg->n_layers);
+    EXPECT(isfinite(l) && l > 0, "loss %g", l);
+    EXPECT_NEAR(model_loss(&c), l, 1e-6 * l);
+    GcOpts go = {6, 1e-2f, 2e-2, 2e-3};
+    int bad = 0;
+    for (int i = 0; i < c.m.lt.n; i++) {
+        const ParamInfo *p = &c.m.lt.p[i];
+        double gmax = 0;
+        for (size_t j = 0; j < p->numel; j++) gmax = fmax(gmax, fabs(c.m.lora_grads[p->offset + j]));
+        EXPECT(gmax > 0, "%s: zero gradient", p->name);
+        bad += gradcheck(p->name, model_loss, &c, c.m.lora_params + p->offset, c.m.lora_grads + p->offset,
+                         p->numel, &go, &rg, NULL);
+    }
+    for (int i = 0; c.m.grads && i < c.m.t.n; i++) {
+        const ParamInfo *p = &c.m.t.p[i];
+        bad += gradcheck(p->name, model_loss, &c, c.m.params + p->offset, c.m.grads + p->offset, p->numel,
+                         &go, &rg, NULL);
+    }
+    EXPECT(bad == 0, "%d coordinates out of tolerance", bad);
+    /* adapters off: the base model's loss exactly */
+    c.m.lora_enabled = 0;
+    Llama base;
+    LC_ASSERT(llama_init(&base, cfg, &ops_cpu, NULL, B, T, 0, &e) == 0);
+    memcpy(base.params, c.m.params, c.m.t.size * sizeof(float));
+    LC_ASSERT(llama_set_batch(&base, tok, tgt, pos, &e) == 0);
+    double l_off = llama_forward(&c.m, 0, cfg->n_layers, 0), l_base = llama_forward(&base, 0, cfg->n_layers, 0);
+    EXPECT(l_off == l_base, "adapters off: loss %.9g, base model %.9g", l_off, l_base);
+    llama_free(&base);
+    llama_free(&c.m);
+    free(tok); free(tgt); free(pos);
+}
+
+void model_lora_gradcheck_untied(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.dim = 24; cfg.n_layers = 2; cfg.n_heads = 4; cfg.n_kv_heads = 4; cfg.hidden = 37;
+    cfg.vocab = 29; cfg.max_seq = 32; cfg.tied = 0;
+    lora_model_check(&cfg, "q_proj,v_proj", NULL, 4, 8, 0, 0.0f, LLAMA_GRADS_INPUT, 2, 11, 0, 50);
+    lora_model_check(&cfg, "all-linear", NULL, 3, 5, 1, 0.25f, LLAMA_GRADS_INPUT, 2, 11, 0, 51);
+}
+
+/* tied head, GQA, documents, dropout, layers_to_transform; and FULL (base
+ * and adapters trained together) */
+void model_lora_gradcheck_tied_gqa(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.dim = 32; cfg.n_layers = 3; cfg.n_heads = 4; cfg.n_kv_heads = 2; cfg.hidden = 45;
+    cfg.vocab = 31; cfg.max_seq = 32; cfg.tied = 1; cfg.rope_theta = 500000;
+    lora_model_check(&cfg, "q,k,v,o", "1", 5, 16, 0, 0.1f, LLAMA_GRADS_INPUT, 2, 13, 1, 52);
+    lora_model_check(&cfg, "gate,up,down,k", "0,2", 2, 3, 0, 0.3f, LLAMA_GRADS_INPUT, 2, 9, 1, 53);
+    lora_model_check(&cfg, "all-linear", "0-1", 2, 4, 0, 0.2f, LLAMA_GRADS_FULL, 1, 9, 1, 54);
+}
+
+/* One step of training gradients with and without recompute: same loss,
+ * same bits (full training, and LoRA with dropout); and llama_memory says
+ * recompute keeps less. */
+static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int grads, int B, int T) {
+    Llama a, b;
+    Err e;
+    LlamaOpts oa = {grads, lc, 0}, ob = {grads, lc, 1};
+    LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
+    LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
+    Rng r;
+    rng_seed(&r, 17);
+    random_params(&a, &r);
+    memcpy(b.params, a.params, a.t.size * sizeof(float));
+    if (lc) {
+        for (size_t i = 0; i < a.lt.size; i++) a.lora_params[i] = 0.3f * rng_normal(&r);
+        memcpy(b.lora_params, a.lora_params, a.lt.size * sizeof(float));
+        llama_lora_seed(&a, 9);
+        llama_lora_seed(&b, 9);
+    }
+    int n = B * T, *tok = xmalloc(n * sizeof(int)), *tgt = xmalloc(n * sizeof(int)), *pos = xmalloc(n * sizeof(int));
+    random_batch(&r, B, T, cfg->vocab, 1, tok, tgt, pos);
+    Llama *ms[2] = {&a, &b};
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+        LC_ASSERT(llama_set_batch(ms[k], tok, tgt, pos, &e) == 0);
+        loss[k] = llama_forward(ms[k], 0, cfg->n_layers, 0.01f);
+        llama_backward(ms[k], 0, cfg->n_layers);
+    }
+    EXPECT(loss[0] == loss[1], "recompute: loss %.9g vs %.9g", loss[1], loss[0]);
+    if (a.grads) EXPECT(memcmp(a.grads, b.grads, a.t.size * sizeof(float)) == 0, "recompute: base grads differ");
+    if (lc) EXPECT(memcmp(a.lora_grads, b.lora_grads, a.lt.size * sizeof(float)) == 0, "recompute: adapter grads differ");
+    LlamaMem ma = llama_memory_opts(cfg, &ops_cpu, B, T, &oa), mb = llama_memory_opts(cfg, &ops_cpu, B, T, &ob);
+    EXPECT(mb.acts < ma.acts, "recompute keeps %zu bytes of activations, without %zu", mb.acts, ma.acts);
+    EXPECT(ma.acts == a.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena");
+    EXPECT(mb.acts == b.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena (recompute)");
+    EXPECT(ma.lora == (lc ? a.lt.size * sizeof(float) : 0) && ma.lora_grads == ma.lora, "adapter bytes");
+    EXPECT(ma.grads == (grads == LLAMA_GRADS_FULL ? a.t.size * sizeof(float) : 0), "base gradient bytes");
+    llama_free(&a);
+    llama_free(&b);
+    free(tok); free(tgt); free(pos);
+}
+
+void model_recompute(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.n_layers = 3;
+    recompute_case(&cfg, NULL, LLAMA_GRADS_FULL, 2, 24);
+    LoraConfig lc;
+    lora_config_default(&lc, LORA_ALL_LINEAR);
+    lc.r = 4; lc.dropout = 0.1f;
+    recompute_case(&cfg, &lc, LLAMA_GRADS_INPUT, 2, 24);
+    LC_ASSERT(lora_parse_layers("1", &lc, cfg.n_layers, NULL) == 0);
+    recompute_case(&cfg, &lc, LLAMA_GRADS_FULL, 1, 16);
+}
+
+/* Generation with adapters: the KV-cache logits equal a full forward's with
+ * the same adapters (dropout off outside training). */
+void model_lora_decode(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    int T = 20, V = cfg.vocab;
+    LoraConfig lc;
+    lora_config_default(&lc, LORA_ALL_LINEAR);
+    lc.r = 4; lc.dropout = 0.5f;
+    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0};
+    Llama a, b;
+    Err e;
+    LC_ASSERT(llama_init_opts(&a, &cfg, &ops_cpu, NULL, 1, T, &o, &e) == 0);
+    LC_ASSERT(llama_init_opts(&b, &cfg, &ops_cpu, NULL, 1, T, &o, &e) == 0);
+    EXPECT(!a.lora_train, "no dropout without gradients");
+    params_init(&a.t, a.params, cfg.n_layers, 21);
+    memcpy(b.params, a.params, a.t.size * sizeof(float));
+    Rng r;
+    rng_seed(&r, 8);
+    for (size_t i = 0; i < a.lt.size; i++) a.lora_params[i] = b.lora_params[i] = 0.1f * rng_normal(&r);
+    int tok[20];
+    for (int t = 0; t < T; t++) tok[t] = (int)(rng_u64(&r) % V);
+    LC_ASSERT(llama_set_batch(&a, tok, NULL, NULL, &e) == 0);
+    llama_forward(&a, 0, cfg.n_layers, 0);
+    float *full = xmalloc((size_t)T * V * sizeof(float));
+    ops_cpu.matmul_fwd(NULL, full, a.xf, a.w.lm_head, T, cfg.dim, V);
+    double worst = 0, moved = 0;
+    for (int t = 0; t < T; t++) {
+        llama_decode(&b, tok[t], t);
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(b.logits[v] - full[(size_t)t * V + v]));
+    }
+    EXPECT(worst < 1e-5, "LoRA KV-cache logits differ from the full forward by %g", worst);
+    /* and the adapters do change the logits */
+    b.lora_enabled = 0;
+    llama_decode(&b, tok[0], 0);
+    for (int v = 0; v < V; v++) moved = fmax(moved, fabs(b.logits[v] - full[v]));
+    EXPECT(moved > 1e-4, "adapters off changes the logits by only %g", moved);
+    free(full);
+    llama_free(&a);
+    llama_free(&b);
+}
+
+void model_lora_errors(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    LoraConfig lc;
+    lora_config_default(&lc, LORA_ALL_LINEAR);
+    lc.r = 100; /* > KV*HS = 32 */
+    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0};
+    Llama m;
+    Err e;
+    EXPECT(llama_init_opts(&m, &cfg, &ops_cpu, NULL, 1, 8, &o, &e) < 0 && strncmp(e.msg, "--lora-r:", 9) == 0,
+           "r too big: %s", e.msg);
+    lc.r = 8;
+    lc.dropout = 1;
+    EXPECT(llama_init_opts(&m, &cfg, &ops_cpu, NULL, 1, 8, &o, &e) < 0 && strncmp(e.msg, "--lora-dropout:", 15) == 0,
+           "dropout 1: %s", e.msg);
+}

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "../model/config.h"
+#include "../model/lora.h"
 #include "../model/ops.h"
 #include "gradcheck.h"
 #include "test.h"
@@ -77,6 +78,11 @@ static void case_rmsnorm(Rng *r) {
     float *dx = NEW(n), *dw = NEW(c.D);
     for (size_t i = 0; i < n; i++) dx[i] = 1.0f; /* residual: += */
     O->rmsnorm_bwd(NULL, dx, dw, c.r, c.x, c.w, c.rstd, c.N, c.D);
+    float *dx2 = NEW(n); /* a frozen gain (LoRA): dw NULL, the same dx */
+    for (size_t i = 0; i < n; i++) dx2[i] = 1.0f;
+    O->rmsnorm_bwd(NULL, dx2, NULL, c.r, c.x, c.w, c.rstd, c.N, c.D);
+    EXPECT(memcmp(dx, dx2, n * sizeof(float)) == 0, "rmsnorm_bwd with dw NULL changes dx");
+    free(dx2);
     for (size_t i = 0; i < n; i++) dx[i] -= 1.0f;
     check("rmsnorm.dx", norm_f, &c, c.x, dx, n, r);
     check("rmsnorm.dw", norm_f, &c, c.w, dw, c.D, r);
@@ -381,6 +387,78 @@ static void case_adamw(Rng *r) {
 }
 
 // ----------------------------------------------------------------------------
+// LoRA side path: y += s * dropout(x) A^T B^T, dropout with a fixed seed (the
+// mask is a function of the seed, so f is smooth in x, A and B)
+
+typedef struct { int N, I, Oo, R; float s, p; float *x, *A, *B, *y0, *y, *h, *work, *r; } LoraCase;
+
+static double lora_f(void *ud) {
+    LoraCase *c = ud;
+    memcpy(c->y, c->y0, (size_t)c->N * c->Oo * sizeof(float)); /* y += : start from y0 */
+    O->lora_fwd(NULL, c->y, c->h, c->x, c->A, c->B, c->work, c->N, c->I, c->Oo, c->R, c->s, c->p, 99, 3, 5);
+    return gc_project(c->y, c->r, (size_t)c->N * c->Oo);
+}
+
+static void lora_case(Rng *r, int N, int I, int Oo, int R, float s, float p, const char *tag) {
+    LoraCase c = {N, I, Oo, R, s, p, 0, 0, 0, 0, 0, 0, 0, 0};
+    size_t nx = (size_t)N * I, ny = (size_t)N * Oo, na = (size_t)R * I, nb = (size_t)Oo * R;
+    c.x = NEW(nx); c.A = NEW(na); c.B = NEW(nb); c.y0 = NEW(ny); c.y = NEW(ny); c.h = NEW((size_t)N * R);
+    c.r = NEW(ny); c.work = NEW(ops_lora_work_floats(N, I, R, p));
+    gc_randn(r, c.x, nx, 1); gc_randn(r, c.A, na, 0.5f); gc_randn(r, c.B, nb, 0.5f);
+    gc_randn(r, c.y0, ny, 1); gc_randn(r, c.r, ny, 1);
+    lora_f(&c);
+    /* forward against the definition in double, with the mask from lora_keep */
+    double maxerr = 0;
+    int dropped = 0;
+    for (int n = 0; n < N; n++) {
+        double hh[16];
+        for (int k = 0; k < R; k++) {
+            hh[k] = 0;
+            for (int i = 0; i < I; i++) {
+                size_t ix = (size_t)n * I + i;
+                int keep = p == 0 || lora_keep(99, 3, 5, ix, p);
+                dropped += !keep && k == 0;
+                hh[k] += keep ? (double)c.x[ix] / (1 - p) * c.A[k * I + i] : 0;
+            }
+            maxerr = fmax(maxerr, fabs(hh[k] - c.h[n * R + k]));
+        }
+        for (int o = 0; o < Oo; o++) {
+            double v = c.y0[n * Oo + o];
+            for (int k = 0; k < R; k++) v += s * hh[k] * c.B[o * R + k];
+            maxerr = fmax(maxerr, fabs(v - c.y[n * Oo + o]));
+        }
+    }
+    EXPECT(maxerr < 1e-4, "%s: forward differs from the definition by %g", tag, maxerr);
+    EXPECT(p == 0 ? dropped == 0 : dropped > 0, "%s: %d inputs dropped", tag, dropped);
+    float *dx = NEW(nx), *dA = NEW(na), *dB = NEW(nb);
+    for (size_t i = 0; i < nx; i++) dx[i] = 1.0f; /* all three accumulate */
+    for (size_t i = 0; i < na; i++) dA[i] = 2.0f;
+    for (size_t i = 0; i < nb; i++) dB[i] = 3.0f;
+    O->lora_bwd(NULL, dx, dA, dB, c.r, c.x, c.h, c.A, c.B, c.work, N, I, Oo, R, s, p, 99, 3, 5);
+    for (size_t i = 0; i < nx; i++) dx[i] -= 1.0f;
+    for (size_t i = 0; i < na; i++) dA[i] -= 2.0f;
+    for (size_t i = 0; i < nb; i++) dB[i] -= 3.0f;
+    char name[64];
+    snprintf(name, sizeof name, "%s.dx", tag); check(name, lora_f, &c, c.x, dx, nx, r);
+    snprintf(name, sizeof name, "%s.dA", tag); check(name, lora_f, &c, c.A, dA, na, r);
+    snprintf(name, sizeof name, "%s.dB", tag); check(name, lora_f, &c, c.B, dB, nb, r);
+    /* NULL outputs are skipped; dx alone gives the same dx */
+    float *dx2 = NEW(nx);
+    O->lora_bwd(NULL, dx2, NULL, NULL, c.r, c.x, c.h, c.A, c.B, c.work, N, I, Oo, R, s, p, 99, 3, 5);
+    double d = 0;
+    for (size_t i = 0; i < nx; i++) d = fmax(d, fabs(dx2[i] - dx[i]));
+    EXPECT(d < 1e-5, "%s: dx without dA/dB differs by %g", tag, d);
+    free(c.x); free(c.A); free(c.B); free(c.y0); free(c.y); free(c.h); free(c.r); free(c.work);
+    free(dx); free(dA); free(dB); free(dx2);
+}
+
+static void case_lora(Rng *r) {
+    lora_case(r, 9, 13, 11, 3, 2.0f, 0.0f, "lora");
+    lora_case(r, 7, 17, 6, 4, 0.7f, 0.3f, "lora.dropout");
+    lora_case(r, 5, 8, 19, 1, 1.5f, 0.5f, "lora.r1");
+}
+
+// ----------------------------------------------------------------------------
 // the table
 
 typedef struct {
@@ -393,7 +471,7 @@ static const OpCase cases[] = {
     {OP_ROPE, case_rope},     {OP_ATTN, case_attn},       {OP_ATTN_DECODE, case_attn_decode},
     {OP_SWIGLU, case_swiglu},
     {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
-    {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},
+    {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},     {OP_LORA, case_lora},
 };
 _Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
 
@@ -420,6 +498,7 @@ void ops_add(void) { run_op(OP_ADD); }
 void ops_sumsq(void) { run_op(OP_SUMSQ); }
 void ops_scale(void) { run_op(OP_SCALE); }
 void ops_adamw(void) { run_op(OP_ADAMW); }
+void ops_lora(void) { run_op(OP_LORA); }
 
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */

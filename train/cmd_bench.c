@@ -40,6 +40,8 @@ static void p_rms_fwd(void *c, float *o, float *r, const float *x, const float *
 static void p_rms_bwd(void *c, float *dx, float *dw, const float *d, const float *x, const float *w, const float *r, int N, int D) { TIMED(OP_RMSNORM, base->rmsnorm_bwd(c, dx, dw, d, x, w, r, N, D)); }
 static void p_mm_fwd(void *c, float *o, const float *x, const float *w, int N, int Din, int Dout) { TIMED(OP_MATMUL, base->matmul_fwd(c, o, x, w, N, Din, Dout)); }
 static void p_mm_bwd(void *c, float *dx, float *dw, const float *d, const float *x, const float *w, int N, int Din, int Dout, int a) { TIMED(OP_MATMUL, base->matmul_bwd(c, dx, dw, d, x, w, N, Din, Dout, a)); }
+static void p_lora_fwd(void *c, float *y, float *h, const float *x, const float *A, const float *B, float *w, int N, int Din, int Dout, int r, float s, float p, uint64_t sd, int l, int m) { TIMED(OP_LORA, base->lora_fwd(c, y, h, x, A, B, w, N, Din, Dout, r, s, p, sd, l, m)); }
+static void p_lora_bwd(void *c, float *dx, float *dA, float *dB, const float *dy, const float *x, const float *h, const float *A, const float *B, float *w, int N, int Din, int Dout, int r, float s, float p, uint64_t sd, int l, int m) { TIMED(OP_LORA, base->lora_bwd(c, dx, dA, dB, dy, x, h, A, B, w, N, Din, Dout, r, s, p, sd, l, m)); }
 static void p_rope_fwd(void *c, float *x, const int *p, const float *cs, const float *sn, int N, int nh, int HS) { TIMED(OP_ROPE, base->rope_fwd(c, x, p, cs, sn, N, nh, HS)); }
 static void p_rope_bwd(void *c, float *x, const int *p, const float *cs, const float *sn, int N, int nh, int HS) { TIMED(OP_ROPE, base->rope_bwd(c, x, p, cs, sn, N, nh, HS)); }
 static void p_attn_fwd(void *c, float *o, float *l, const float *q, const float *k, const float *v, const int *p, float *s, int B, int T, int H, int KV, int HS) { TIMED(OP_ATTN, base->attn_fwd(c, o, l, q, k, v, p, s, B, T, H, KV, HS)); }
@@ -59,6 +61,7 @@ static Ops profiled(const Ops *b) {
     o.embed_fwd = p_embed_fwd; o.embed_bwd = p_embed_bwd;
     o.rmsnorm_fwd = p_rms_fwd; o.rmsnorm_bwd = p_rms_bwd;
     o.matmul_fwd = p_mm_fwd;   o.matmul_bwd = p_mm_bwd;
+    o.lora_fwd = p_lora_fwd;   o.lora_bwd = p_lora_bwd;
     o.rope_fwd = p_rope_fwd;   o.rope_bwd = p_rope_bwd;
     o.attn_fwd = p_attn_fwd;   o.attn_bwd = p_attn_bwd;
     o.swiglu_fwd = p_swi_fwd;  o.swiglu_bwd = p_swi_bwd;
