@@ -94,6 +94,7 @@ void ckpt_cli_errors(void);
 void ckpt_lora_roundtrip(void);
 void peft_roundtrip(void);
 void peft_merge_unmerge(void);
+void peft_merged_logits(void);
 void peft_bad_config(void);
 void peft_bad_weights(void);
 void peft_cli(void);

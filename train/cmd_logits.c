@@ -2,7 +2,8 @@
  * cmd_logits.c: `llamac logits --model M --tokens 1,2,3 --out FILE`: the
  * next-token logits of every position of one token sequence, as float32
  * (T, V) row-major little-endian, no header. M is a checkpoint or a Hugging
- * Face directory; --adapter A applies a PEFT LoRA adapter to it. Positions run through llama_decode (KV cache), which the
+ * Face directory; --adapter A attaches a PEFT LoRA adapter to it (the LoRA
+ * forward, not a merge: the reference tests compare both). Positions run through llama_decode (KV cache), which the
  * model tests hold equal to the full forward. The reference tests compare
  * these with transformers' logits for the same tokens.
  */
@@ -69,14 +70,16 @@ int cmd_logits(int argc, char **argv, Err *e) {
     if (convert_model_config(model, &c, &tok_id, &is_hf, e)) return -1;
     if (parse_tokens(tokens, c.vocab, &ids, &n, e)) return -1;
     Llama m;
+    PeftAdapter a;
+    memset(&a, 0, sizeof a);
     int rc = -1;
-    if (llama_init(&m, &c, &ops_cpu, NULL, 1, n, 0, e)) goto out_ids;
+    if (adapter && peft_load(adapter, &c, &a, e)) goto out_ids;
+    LlamaOpts o = {.grads = LLAMA_GRADS_NONE, .lora = adapter ? &a.lc : NULL};
+    if (llama_init_opts(&m, &c, &ops_cpu, NULL, 1, n, &o, e)) goto out_ids;
     if (convert_model_load(model, &c, &m.t, m.params, e)) goto out_model;
     if (adapter) {
-        PeftAdapter a;
-        if (peft_load(adapter, &c, &a, e)) goto out_model;
-        lora_merge(&a.lc, &c, &m.t, m.params, &a.t, a.params, 1);
-        peft_free(&a);
+        LC_ASSERT(m.lt.size == a.t.size);
+        m.ops->upload(m.ctx, m.lora_params, a.params, a.t.size * sizeof(float));
     }
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
@@ -101,6 +104,7 @@ int cmd_logits(int argc, char **argv, Err *e) {
 out_model:
     llama_free(&m);
 out_ids:
+    peft_free(&a);
     free(ids);
     return rc;
 }
