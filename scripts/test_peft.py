@@ -15,6 +15,12 @@ model.h5`. Then:
       save_pretrained; llamac's logits with --adapter and of the merged
       checkpoint equal PEFT's; the merged HF export equals PEFT's
       merge_and_unload weights; the merged GGUF export is written;
+  (d) LoRA checkpoints: `llamac convert base.h5 lora.h5 --adapter AD
+      --keep-adapter` (and --base-ref) read with h5py: /lora/<name> equal to
+      PEFT's saved tensors, its attributes (r, alpha, targets, layers),
+      /model equal to the base (or absent, with base_path); `llamac convert
+      lora.h5 AD2 --peft` loads in PEFT with PEFT's logits; `llamac logits`
+      of the LoRA checkpoint (merged on load) equals PEFT's;
   (c) PEFT adapters llamac must refuse (use_dora, bias "all", a regex
       target_modules, rank_pattern, modules_to_save) are refused with one
       line naming the option.
@@ -194,6 +200,47 @@ def part_b(llamac, work, hf, h5):
         check(f"{tag}: convert --adapter -> GGUF", run(llamac, "convert", h5, g, "--adapter", ad).returncode == 0)
 
 
+def part_d(llamac, work, hf, h5):
+    import h5py
+    from peft import PeftModel
+    from safetensors.numpy import load_file
+    ad = os.path.join(work, "b_layers")  # q_proj, down_proj of layer 1, r 2
+    with open(os.path.join(ad, "adapter_config.json")) as f:
+        cfg = json.load(f)
+    peft_sd = load_file(os.path.join(ad, "adapter_model.safetensors"))
+    base = load_file(os.path.join(hf, "model.safetensors"))
+    ref = logits_of(PeftModel.from_pretrained(load_base(hf), ad).eval())
+    for tag, extra in (("d_lora_ckpt", []), ("d_lora_ckpt_ref", ["--base-ref"])):
+        out = os.path.join(work, tag + ".h5")
+        if os.path.exists(out):
+            os.remove(out)
+        if not check(f"{tag}: convert --adapter --keep-adapter",
+                     run(llamac, "convert", h5, out, "--adapter", ad, "--keep-adapter", *extra).returncode == 0):
+            continue
+        with h5py.File(out, "r") as f:
+            g = f["lora"]
+            names = sorted("base_model.model." + k for k in g.keys())
+            check(f"{tag}: h5py /lora names are PEFT's", names == sorted(peft_sd), f"{set(names) ^ set(peft_sd)}")
+            same = all(g[k[len("base_model.model."):]].dtype == np.float32 and
+                       np.array_equal(g[k[len("base_model.model."):]][()], v) for k, v in peft_sd.items())
+            check(f"{tag}: h5py /lora values equal PEFT's", same)
+            a = g.attrs
+            check(f"{tag}: /lora attributes", int(a["r"]) == cfg["r"] and float(a["alpha"]) == cfg["lora_alpha"]
+                  and a["targets"].decode() == "q_proj,down_proj" and a["layers"].decode() == "1"
+                  and int(a["rslora"]) == 0, f"{dict(a)}")
+            if extra:
+                check(f"{tag}: no /model, base_path {a['base_path'].decode()}", "model" not in f and
+                      a["base_path"].decode() == h5 and "base_hash" in a)
+            else:
+                check(f"{tag}: /model equals the base", all(np.array_equal(f["model"][k][()], base[k]) for k in base))
+        close(f"{tag}: llamac logits of the LoRA checkpoint == PEFT",
+              llamac_logits(llamac, work, tag, "--model", out), ref)
+        back = os.path.join(work, tag + "_peft")
+        if check(f"{tag}: convert --peft", run(llamac, "convert", out, back, "--peft", "--force").returncode == 0):
+            pm = PeftModel.from_pretrained(load_base(hf), back).eval()
+            close(f"{tag}: PEFT on the re-exported adapter == PEFT on the original", logits_of(pm), ref)
+
+
 def part_c(llamac, work, hf, h5):
     """Adapters PEFT writes with options llamac does not compute."""
     base = os.path.join(work, "b_qv")
@@ -240,6 +287,8 @@ def main():
         part_a(llamac, args.work, hf, h5)
         print("== (b) PEFT adapters in llamac")
         part_b(llamac, args.work, hf, h5)
+        print("== (d) LoRA checkpoints")
+        part_d(llamac, args.work, hf, h5)
         print("== (c) PEFT options llamac refuses")
         part_c(llamac, args.work, hf, h5)
     print(f"test_peft: {passed} passed, {failed} failed")

@@ -562,6 +562,33 @@ void peft_cli(void) {
     for (size_t k = 0; k < n1 / 4 && n1 == n2; k++) maxd = fmax(maxd, fabs((double)l1[k] - l2[k]));
     EXPECT(maxd <= LOGITS_TOL, "logits --adapter differ from the merged model's by %g", maxd);
 
+    /* PEFT -> LoRA checkpoint (unmerged; base in the file or by reference)
+     * -> PEFT gives the adapter back bit for bit; the checkpoint loads as
+     * the merged model */
+    PeftAdapter orig;
+    LC_ASSERT(peft_load(DIR "/cli_ad", &c, &orig, &e) == 0);
+    for (int ref = 0; ref < 2; ref++) {
+        remove(DIR "/cli_lora.h5");
+        rc = test_llamac("convert " DIR "/cli.h5 " DIR "/cli_lora.h5 --adapter " DIR "/cli_ad --keep-adapter%s",
+                         ref ? " --base-ref" : "");
+        EXPECT(rc == 0 && strstr(test_out, "LoRA checkpoint"), "--keep-adapter (ref %d): %s", ref, test_err);
+        CkptInfo info;
+        EXPECT(ckpt_info(DIR "/cli_lora.h5", &info, &e) == 0 && info.has_lora && info.lora.r == 3 &&
+                   strcmp(info.lora_base, ref ? DIR "/cli.h5" : "") == 0,
+               "LoRA checkpoint info (ref %d): %s", ref, e.msg);
+        EXPECT(ckpt_load(DIR "/cli_lora.h5", &c, &bt, got, NULL, NULL, &e) == 0 && same_tensors(&bt, m, got),
+               "the LoRA checkpoint does not load as the merged model (ref %d): %s", ref, e.msg);
+        rc = test_llamac("convert " DIR "/cli_lora.h5 " DIR "/cli_back --peft --force");
+        EXPECT(rc == 0 && strstr(test_out, "PEFT adapter"), "--peft: %s", test_err);
+        if (rc == 0 && peft_load(DIR "/cli_back", &c, &a, &e) == 0) {
+            EXPECT(a.t.size == orig.t.size && same_tensors(&orig.t, orig.params, a.params) && a.lc.r == orig.lc.r &&
+                       a.lc.alpha == orig.lc.alpha && a.lc.rslora == orig.lc.rslora && a.lc.targets == orig.lc.targets,
+                   "PEFT -> LoRA checkpoint -> PEFT changed the adapter (ref %d)", ref);
+            peft_free(&a);
+        }
+    }
+    peft_free(&orig);
+
     /* bad input: one line, exit 1, the existing output untouched */
     put_file(DIR "/guard.h5", "keep", 4);
     mkdir(DIR "/guard_dir", 0755);
@@ -591,6 +618,13 @@ void peft_cli(void) {
          "--lora-layers: layer 3 out of range [0, 3)"},
         {"convert --force " DIR "/cli.h5 " DIR "/guard_dir --lora-init --adapter " DIR "/cli_ad",
          "--lora-init: writes a new adapter, it takes no --adapter"},
+        {"convert --force " DIR "/cli.h5 " DIR "/guard.h5 --keep-adapter", "--keep-adapter: needs --adapter"},
+        {"convert --force " DIR "/cli.h5 " DIR "/guard_dir --adapter " DIR "/cli_ad --keep-adapter",
+         "--keep-adapter: OUT must be a checkpoint (.h5)"},
+        {"convert --force " DIR "/cli.h5 " DIR "/guard.h5 --base-ref", "--base-ref: only with --keep-adapter"},
+        {"convert --force " DIR "/cli.h5 " DIR "/guard_dir --peft", "cli.h5: not a LoRA checkpoint (no /lora)"},
+        {"convert --force " DIR "/cli_ad " DIR "/guard_dir --peft", "cli_ad: --peft needs a LoRA checkpoint"},
+        {"convert " DIR "/cli_lora.h5 " DIR "/guard_dir --peft", "guard_dir: directory exists and is not empty"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         int r = test_llamac("%s", cases[i].args);

@@ -754,7 +754,7 @@ int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt,
     if (rc == 0 && lora_diff(&flc, &lora->lc, diff, sizeof diff))
         rc = err_set(e, "%s: the checkpoint's adapters do not match the requested ones (%s: checkpoint vs run)",
                      path, diff);
-    if (rc == 0) rc = load_base(f, path, c, bt, base_params, base, hash, e);
+    if (rc == 0 && base_params) rc = load_base(f, path, c, bt, base_params, base, hash, e);
     if (rc == 0) rc = read_group(f, path, "lora", lora->t, lora->params, e);
     if (rc == 0 && opt) rc = load_optim(f, path, lora->t, opt, e);
     if (rc == 0 && st) rc = load_state(f, path, st, e);

@@ -107,7 +107,8 @@ int ckpt_save_lora(const char *path, const LlamaConfig *c, const ParamTable *bt,
  * base_params (from the file, or from base_path with its hash checked:
  * "<path>: base <base_path> is not the one this checkpoint was trained on"),
  * the adapters into lora->params, and opt / st as in ckpt_load. Loads back
- * bit for bit what ckpt_save_lora wrote. */
+ * bit for bit what ckpt_save_lora wrote. base_params NULL skips the base
+ * (adapters only; bt is then unused). */
 int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                    CkptLora *lora, AdamW *opt, CkptState *st, Err *e);
 

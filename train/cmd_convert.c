@@ -8,10 +8,13 @@
  *                                   -> else OUT a HF directory
  *
  * With --adapter A (a PEFT LoRA directory) the adapter is merged into the
- * weights in float32 (lora_merge) before any of these writes. With
- * --lora-init, OUT is instead a new PEFT adapter directory for IN (PEFT's
- * initialisation, B = 0 unless the testing flag --lora-init-b gives it
- * noise so that the adapter does something).
+ * weights in float32 (lora_merge) before any of these writes, or, with
+ * --keep-adapter, stored unmerged beside them in a LoRA checkpoint (/lora;
+ * --base-ref stores a reference to IN instead of its weights). A LoRA
+ * checkpoint as IN converts as its merged model, or with --peft to a PEFT
+ * adapter directory of its adapters. With --lora-init, OUT is a new PEFT
+ * adapter directory for IN (PEFT's initialisation, B = 0 unless the testing
+ * flag --lora-init-b gives it noise so that the adapter does something).
  *
  * The weights are loaded once into one parameter buffer and written from
  * it; an existing OUT is replaced only with --force, and only by a complete
@@ -78,9 +81,30 @@ static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, 
     return rc;
 }
 
+/* A LoRA checkpoint's adapters as a PEFT directory. */
+static int export_peft(const char *in, const char *out, int force, Err *e) {
+    CkptInfo info;
+    if (!ckpt_is_hdf5(in)) return err_set(e, "%s: --peft needs a LoRA checkpoint (.h5)", in);
+    if (ckpt_info(in, &info, e)) return -1;
+    if (!info.has_lora) return err_set(e, "%s: not a LoRA checkpoint (no /lora): --peft has no adapters to export", in);
+    ParamTable lt;
+    if (lora_build(&info.lora, &info.c, &lt, e)) return -1;
+    float *lp = xalloc_aligned(lt.size * sizeof(float));
+    memset(lp, 0, lt.size * sizeof(float));
+    CkptLora cl = {info.lora, &lt, lp, NULL};
+    int rc = ckpt_load_lora(in, &info.c, NULL, NULL, &cl, NULL, NULL, e);
+    if (rc == 0) rc = peft_save(out, &info.lora, &lt, lp, info.lora_base[0] ? info.lora_base : info.c.name, force, e);
+    if (rc == 0)
+        printf("llamac: %s -> %s (PEFT adapter): r %d, alpha %g, %d tensors, %zu parameters\n", in, out,
+               info.lora.r, (double)info.lora.alpha, lt.n, lt.numel);
+    free(lp);
+    params_free(&lt);
+    return rc;
+}
+
 int cmd_convert(int argc, char **argv, Err *e) {
     const char *tokpath = NULL, *name = NULL, *adapter = NULL;
-    int force = 0;
+    int force = 0, keep = 0, base_ref = 0, peft = 0;
     LoraFlags lf = {.r = 8, .seed = 1, .alpha = NAN, .targets = "q_proj,v_proj"};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
@@ -89,6 +113,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
         {"name", CLI_STR, &name, 0, 0, "model name for GGUF's general.name (default: IN's base name)"},
         {"force", CLI_BOOL, &force, 0, 0, "replace an existing OUT"},
         {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to merge into the weights (float32)"},
+        {"keep-adapter", CLI_BOOL, &keep, 0, 0, "with --adapter: OUT.h5 a LoRA checkpoint, base + unmerged adapter"},
+        {"base-ref", CLI_BOOL, &base_ref, 0, 0, "with --keep-adapter: store a reference to IN (path + hash), not IN"},
+        {"peft", CLI_BOOL, &peft, 0, 0, "IN a LoRA checkpoint: OUT a PEFT adapter directory of its adapters"},
         {"lora-init", CLI_BOOL, &lf.init, 0, 0, "write a new PEFT adapter directory OUT for IN instead"},
         {"lora-r", CLI_INT, &lf.r, -1e9, 1e9, "--lora-init: rank"},
         {"lora-alpha", CLI_FLOAT, &lf.alpha, -1e30, 1e30, "--lora-init: lora_alpha (default: the rank)"},
@@ -111,13 +138,20 @@ int cmd_convert(int argc, char **argv, Err *e) {
                  "ending in .h5: a weights-only checkpoint; any other OUT: a Hugging Face directory\n"
                  "(config.json + model.safetensors, F32) that transformers' LlamaForCausalLM loads.\n"
                  "A HF directory can also go straight to .gguf. --adapter merges a PEFT LoRA adapter into\n"
-                 "the weights first; --lora-init writes a new PEFT adapter directory OUT for IN instead.",
+                 "the weights first (--keep-adapter: stores it unmerged in a LoRA checkpoint OUT.h5); a LoRA\n"
+                 "checkpoint IN converts as its merged model, or with --peft to a PEFT adapter directory;\n"
+                 "--lora-init writes a new PEFT adapter directory OUT for IN.",
                  flags, nf);
         return 0;
     }
     if (npos != 2) return err_set(e, "convert: expected IN and OUT (see llamac convert --help)");
     const char *in = pos[0], *out = pos[1];
     if (lf.init && adapter) return err_set(e, "--lora-init: writes a new adapter, it takes no --adapter");
+    if (keep && !adapter) return err_set(e, "--keep-adapter: needs --adapter");
+    if (keep && !ends_with(out, ".h5")) return err_set(e, "--keep-adapter: OUT must be a checkpoint (.h5), got %s", out);
+    if (base_ref && !keep) return err_set(e, "--base-ref: only with --keep-adapter");
+    if (peft && (adapter || lf.init)) return err_set(e, "--peft: exports IN's own adapters, without --adapter or --lora-init");
+    if (peft) return export_peft(in, out, force, e);
     int to_gguf = ends_with(out, ".gguf");
     struct stat st;
     if (lf.init) {
@@ -166,13 +200,15 @@ int cmd_convert(int argc, char **argv, Err *e) {
     int rc = -1;
     double t0 = time_now();
     if (convert_model_load(in, &c, &t, params, e)) goto out;
+    PeftAdapter a;
+    memset(&a, 0, sizeof a);
     if (adapter) {
-        PeftAdapter a;
         if (peft_load(adapter, &c, &a, e)) goto out;
-        lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
-        printf("llamac: merged %s (r %d, alpha %g, %d tensors) into %s\n", adapter, a.lc.r, (double)a.lc.alpha,
-               a.t.n, in);
-        peft_free(&a);
+        if (!keep) {
+            lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
+            printf("llamac: merged %s (r %d, alpha %g, %d tensors) into %s\n", adapter, a.lc.r, (double)a.lc.alpha,
+                   a.t.n, in);
+        }
     }
     double t1 = time_now();
     const char *kind;
@@ -181,6 +217,10 @@ int cmd_convert(int argc, char **argv, Err *e) {
         const char *base = strrchr(in, '/');
         if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
         rc = gguf_save_llama(out, &c, &t, params, name, tokpath ? &tok : NULL, e);
+    } else if (keep) {
+        kind = base_ref ? "LoRA checkpoint, base by reference" : "LoRA checkpoint";
+        CkptLora cl = {a.lc, &a.t, a.params, base_ref ? in : NULL};
+        rc = ckpt_save_lora(out, &c, &t, params, tok_id, &cl, NULL, NULL, e);
     } else if (to_ckpt) {
         kind = "checkpoint";
         rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
@@ -193,6 +233,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         printf("llamac: %s -> %s (%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote in %.2f s\n",
                in, out, kind, t.n, t.numel, mb, t1 - t0, t2 - t1);
     }
+    peft_free(&a);
 out:
     if (tokpath) tok_free(&tok);
     free(params);
