@@ -867,7 +867,8 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);
-    fprintf(out, "  parameters: %zu in %d tensors (/model)\n", t.numel, t.n);
+    fprintf(out, "  parameters: %zu in %d tensors (%s)\n", t.numel, t.n,
+            info.lora_base[0] ? "the base's, by reference" : "/model");
     if (info.has_lora) {
         char targets[128], layers[4 * LC_MAX_LAYERS + 8];
         lora_strings(&info.lora, targets, layers, sizeof layers);

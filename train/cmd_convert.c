@@ -199,11 +199,11 @@ int cmd_convert(int argc, char **argv, Err *e) {
     float *params = xalloc_aligned(t.size * sizeof(float));
     int rc = -1;
     double t0 = time_now();
-    if (convert_model_load(in, &c, &t, params, e)) goto out;
-    PeftAdapter a;
+    PeftAdapter a; /* read before the base: a bad adapter fails fast */
     memset(&a, 0, sizeof a);
+    if (adapter && peft_load(adapter, &c, &a, e)) goto out;
+    if (convert_model_load(in, &c, &t, params, e)) goto out_adapter;
     if (adapter) {
-        if (peft_load(adapter, &c, &a, e)) goto out;
         if (!keep) {
             lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
             printf("llamac: merged %s (r %d, alpha %g, %d tensors) into %s\n", adapter, a.lc.r, (double)a.lc.alpha,
@@ -233,6 +233,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         printf("llamac: %s -> %s (%s): %d tensors, %zu parameters; read %.1f MB in %.2f s, wrote in %.2f s\n",
                in, out, kind, t.n, t.numel, mb, t1 - t0, t2 - t1);
     }
+out_adapter:
     peft_free(&a);
 out:
     if (tokpath) tok_free(&tok);
