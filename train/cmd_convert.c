@@ -20,7 +20,6 @@
  * it; an existing OUT is replaced only with --force, and only by a complete
  * file or directory (each writer goes through a temporary name + rename).
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,15 +51,8 @@ typedef struct LoraFlags {
 static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, const LoraFlags *f, int force,
                          Err *e) {
     LoraConfig lc;
-    unsigned targets;
-    if (lora_parse_targets(f->targets, &targets, e)) return -1;
-    lora_config_default(&lc, targets);
-    lc.r = (int)f->r;
-    lc.alpha = isnan(f->alpha) ? (float)f->r : (float)f->alpha; /* not given: alpha = r (scale 1) */
-    lc.dropout = (float)f->dropout;
-    lc.rslora = f->rslora;
+    if (lora_config_from_flags(&lc, f->r, f->alpha, f->dropout, f->targets, f->layers, f->rslora, c, e)) return -1;
     lc.init = f->gaussian ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
-    if (f->layers && lora_parse_layers(f->layers, &lc, c->n_layers, e)) return -1;
     ParamTable t;
     if (lora_build(&lc, c, &t, e)) return -1;
     float *p = xalloc_aligned(t.size * sizeof(float));
@@ -105,7 +97,7 @@ static int export_peft(const char *in, const char *out, int force, Err *e) {
 int cmd_convert(int argc, char **argv, Err *e) {
     const char *tokpath = NULL, *name = NULL, *adapter = NULL;
     int force = 0, keep = 0, base_ref = 0, peft = 0;
-    LoraFlags lf = {.r = 8, .seed = 1, .alpha = NAN, .targets = "q_proj,v_proj"};
+    LoraFlags lf = {.r = 8, .seed = 1};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
          "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
@@ -118,9 +110,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
         {"peft", CLI_BOOL, &peft, 0, 0, "IN a LoRA checkpoint: OUT a PEFT adapter directory of its adapters"},
         {"lora-init", CLI_BOOL, &lf.init, 0, 0, "write a new PEFT adapter directory OUT for IN instead"},
         {"lora-r", CLI_INT, &lf.r, -1e9, 1e9, "--lora-init: rank"},
-        {"lora-alpha", CLI_FLOAT, &lf.alpha, -1e30, 1e30, "--lora-init: lora_alpha (default: the rank)"},
+        {"lora-alpha", CLI_FLOAT, &lf.alpha, -1e30, 1e30, "--lora-init: lora_alpha (0: the rank)"},
         {"lora-dropout", CLI_FLOAT, &lf.dropout, -1e30, 1e30, "--lora-init: lora_dropout"},
-        {"lora-targets", CLI_STR, &lf.targets, 0, 0, "--lora-init: modules (q_proj,...,down_proj or all-linear)"},
+        {"lora-targets", CLI_STR, &lf.targets, 0, 0, "--lora-init: modules (q_proj,...,down_proj or all-linear; default q,k,v,o)"},
         {"lora-layers", CLI_STR, &lf.layers, 0, 0, "--lora-init: layers_to_transform (0,1 or 0-3; default all)"},
         {"lora-rslora", CLI_BOOL, &lf.rslora, 0, 0, "--lora-init: rsLoRA scale alpha / sqrt(r)"},
         {"lora-gaussian", CLI_BOOL, &lf.gaussian, 0, 0, "--lora-init: A ~ normal(0, 1/r) (init_lora_weights gaussian)"},
