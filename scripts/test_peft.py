@@ -14,7 +14,8 @@ model.h5`. Then:
       all-linear; rsLoRA; layers_to_transform; gaussian init with dropout;
       save_pretrained; llamac's logits with --adapter and of the merged
       checkpoint equal PEFT's; the merged HF export equals PEFT's
-      merge_and_unload weights; the merged GGUF export is written;
+      merge_and_unload weights; the merged GGUF export is the GGUF of the
+      merged checkpoint byte for byte (test_convert.py checks that one);
   (d) LoRA checkpoints: `llamac convert base.h5 lora.h5 --adapter AD
       --keep-adapter` (and --base-ref) read with h5py: /lora/<name> equal to
       PEFT's saved tensors, its attributes (r, alpha, targets, layers),
@@ -197,7 +198,14 @@ def part_b(llamac, work, hf, h5):
         g = os.path.join(work, f"{tag}_merged.gguf")
         if os.path.exists(g):
             os.remove(g)
-        check(f"{tag}: convert --adapter -> GGUF", run(llamac, "convert", h5, g, "--adapter", ad).returncode == 0)
+        if check(f"{tag}: convert --adapter -> GGUF", run(llamac, "convert", h5, g, "--adapter", ad).returncode == 0):
+            g2 = os.path.join(work, f"{tag}_via_ckpt.gguf")
+            if os.path.exists(g2):
+                os.remove(g2)
+            ok = run(llamac, "convert", os.path.join(work, f"{tag}_merged.h5"), g2).returncode == 0
+            with open(g, "rb") as a, open(g2, "rb") as b:
+                check(f"{tag}: merged GGUF == GGUF of the merged checkpoint", ok and a.read() == b.read(),
+                      "bytes differ")
 
 
 def part_d(llamac, work, hf, h5):
