@@ -123,6 +123,13 @@ typedef struct LlamaMem {
 LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads);
 LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, const LlamaOpts *o);
 
+/* Bytes of a whole training step with AdamW: m's buffers plus two float32
+ * moments for every float that has a gradient (the adapters alone with a
+ * frozen base). */
+static inline size_t llama_mem_step_total(const LlamaMem *m) {
+    return m->params + m->grads + m->acts + m->lora + m->lora_grads + 2 * (m->grads + m->lora_grads);
+}
+
 /* Copy a batch in (host arrays of B*T). targets may hold LC_IGNORE. pos may
  * be NULL for positions 0..T-1 (no documents). Checks token and target
  * ranges and pos consistency; returns 0 or -1 with e. */

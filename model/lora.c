@@ -166,6 +166,21 @@ int lora_validate(const LoraConfig *lc, const LlamaConfig *c, Err *e) {
     return 0;
 }
 
+int lora_config_from_flags(LoraConfig *lc, long r, double alpha, double dropout, const char *targets,
+                           const char *layers, int rslora, const LlamaConfig *c, Err *e) {
+    unsigned t = 1u << LORA_Q | 1u << LORA_K | 1u << LORA_V | 1u << LORA_O;
+    if (targets && lora_parse_targets(targets, &t, e)) return -1;
+    lora_config_default(lc, t);
+    if (r < 1 || r > 1 << 20) return err_set(e, "--lora-r: must be in [1, %d], got %ld", 1 << 20, r);
+    if (alpha < 0) return err_set(e, "--lora-alpha: must be positive, got %g", alpha);
+    lc->r = (int)r;
+    lc->alpha = alpha == 0 ? (float)r : (float)alpha;
+    lc->dropout = (float)dropout;
+    lc->rslora = rslora != 0;
+    if (layers && lora_parse_layers(layers, lc, c->n_layers, e)) return -1;
+    return lora_validate(lc, c, e);
+}
+
 float lora_scale(const LoraConfig *lc) {
     /* PEFT computes the scaling in Python double, applied to float32 */
     return (float)(lc->rslora ? lc->alpha / sqrt((double)lc->r) : (double)lc->alpha / lc->r);

@@ -82,6 +82,13 @@ int lora_parse_layers(const char *s, LoraConfig *lc, int n_layers, Err *e);
  * failure names the flag. Returns 0 or -1 with e. */
 int lora_validate(const LoraConfig *lc, const LlamaConfig *c, Err *e);
 
+/* The config of the command-line flags --lora-r, --lora-alpha (0: alpha = r,
+ * i.e. s = 1), --lora-dropout,
+ * --lora-targets (NULL: q,k,v,o), --lora-layers (NULL: all), --lora-rslora,
+ * validated against c. Returns 0 or -1 with the failing flag's message. */
+int lora_config_from_flags(LoraConfig *lc, long r, double alpha, double dropout, const char *targets,
+                           const char *layers, int rslora, const LlamaConfig *c, Err *e);
+
 /* Scale s of lc (alpha / r, or alpha / sqrt(r) with rsLoRA). */
 float lora_scale(const LoraConfig *lc);
 

@@ -16,7 +16,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -48,6 +48,19 @@ else
     failed=$((failed + 1))
 fi
 [ "$crc" -eq 0 ] || rc=$crc
+
+# LoRA adapters between llamac and PEFT (scripts/test_peft.py): counted as
+# test_convert's checks are
+prc=0
+"$PY" scripts/test_peft.py --llamac "$LLAMAC" --work build/test_peft 2>&1 | tee build/test_peft.log || prc=$?
+summary=$(grep -E '^test_peft: [0-9]+ passed, [0-9]+ failed$' build/test_peft.log | tail -1 || true)
+if [ -n "$summary" ]; then
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
+else
+    failed=$((failed + 1))
+fi
+[ "$prc" -eq 0 ] || rc=$prc
 
 # llamac's checkpoints through h5py, h5dump and transformers (layout and values)
 hrc=0

@@ -35,6 +35,8 @@ void cli_inspect(void) {
     EXPECT(rc == 0 && strstr(test_out, "inspect") && strstr(test_out, "bench"), "llamac --help");
     rc = test_llamac("bench --preset tiny --batch 2 --seq 32 --steps 2 --json");
     EXPECT(rc == 0 && strstr(test_out, "\"tokens_per_s\""), "bench --json: %s%s", test_out, test_err);
+    rc = test_llamac("bench --preset tiny --batch 2 --seq 32 --steps 2 --lora-r 4 --lora-targets all-linear --recompute");
+    EXPECT(rc == 0 && strstr(test_out, "lora r=4") && strstr(test_out, "recompute"), "bench LoRA: %s%s", test_out, test_err);
 }
 
 void cli_errors(void) {
@@ -57,12 +59,18 @@ void cli_errors(void) {
         {"inspect tiny --set dim", "--set: expected key=value"},
         {"inspect tiny --set norm_eps=nan", "norm_eps: 'nan' is not a finite number"},
         {"inspect tiny extra words", "unexpected argument 'extra'"},
+        {"inspect tiny --lora-targets q_proj,bogus", "--lora-targets: unknown module 'bogus'"},
+        {"inspect tiny --lora-r 65", "--lora-r: 65 exceeds min(in, out) = 64 of q_proj"},
+        {"inspect tiny --lora-r 0", "--lora-r: 0 is out of range"},
         {"bench --preset tiny --lr -0.001", "--lr: -0.001 is out of range"},
         {"bench --preset tiny --lr 0", "--lr: must be positive"},
         {"bench --preset tiny --batch 0", "--batch: 0 is out of range"},
         {"bench --preset tiny --seq 4096", "sequence length: 4096 exceeds the model's context length 128"},
         {"bench --preset nope", "unknown preset 'nope'"},
         {"bench --preset tiny --steps 1e3", "--steps: '1e3' is not an integer"},
+        {"bench --preset tiny --lora-r 8 --lora-targets q,x", "--lora-targets: unknown module 'x'"},
+        {"bench --preset tiny --lora-r 8 --lora-dropout 1", "--lora-dropout: must be in [0, 1)"},
+        {"bench --preset tiny --lora-r 33", "--lora-r: 33 exceeds min(in, out) = 32 of k_proj"},
         {"eval --device tpu --model m.h5 --data d.bin", "--device: 'tpu' is not one of cpu, cuda"},
 #ifndef LC_CUDA
         {"pretrain --device cuda --train d.bin", "--device cuda: this llamac was built without CUDA (make CUDA=1)"},

@@ -255,3 +255,32 @@ void lora_keep_rate(void) {
     }
     EXPECT(diff_l > 400 && diff_m > 400 && diff_s > 400, "masks correlate: %d %d %d", diff_l, diff_m, diff_s);
 }
+
+/* inspect's LoRA step figure (the first LoRA line: the flags' recompute
+ * setting) against the peak RSS of `llamac bench` running that step, within
+ * 10%: the buffers are all allocated and zeroed at start-up, so RSS is them
+ * plus the process's own ~15 MiB (binary, libraries, OpenBLAS). Two shapes:
+ * q,k,v,o without recomputation, all-linear with it. */
+void lora_memory_rss(void) {
+    static const char *shapes[] = {
+        "--batch 4 --seq 256 --lora-r 16",
+        "--batch 4 --seq 512 --lora-r 8 --lora-targets all-linear --recompute",
+    };
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int rc = test_llamac("inspect 15m %s", shapes[i]);
+        const char *line = strstr(test_out, "  LoRA r=");
+        const char *eq = line ? strstr(line, "): ") : NULL;
+        double gib = 0;
+        EXPECT(rc == 0 && eq && sscanf(eq, "): %lf GiB", &gib) == 1, "inspect %s: %s%s", shapes[i], test_out, test_err);
+        rc = test_llamac("bench --preset 15m --steps 1 --warmup-steps 0 --json %s", shapes[i]);
+        const char *p = strstr(test_out, "\"peak_rss_mb\":"), *q = strstr(test_out, "\"est_mb\":");
+        double rss = 0, est = 0;
+        EXPECT(rc == 0 && p && q && sscanf(p, "\"peak_rss_mb\":%lf", &rss) == 1 && sscanf(q, "\"est_mb\":%lf", &est) == 1,
+               "bench %s: %s%s", shapes[i], test_out, test_err);
+        double mib = gib * 1024;
+        printf("    %s: inspect %.0f MiB, bench estimate %.0f MiB, peak RSS %.0f MiB (%+.1f%%)\n", shapes[i], mib, est,
+               rss, 100 * (rss - mib) / mib);
+        EXPECT(fabs(est - mib) < 1.5, "bench's estimate %.1f MiB differs from inspect's %.1f MiB", est, mib);
+        EXPECT(fabs(rss - mib) <= 0.1 * mib, "%s: peak RSS %.0f MiB vs inspect's %.0f MiB", shapes[i], rss, mib);
+    }
+}

@@ -16,6 +16,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "convert.h"
+
 #define CKPT_FORMAT "llamac-checkpoint"
 
 // ----------------------------------------------------------------------------
@@ -288,8 +290,49 @@ static int write_tensors(hid_t grp, const ParamTable *t, const float *buf, long 
     return 0;
 }
 
+/* "q_proj,v_proj" and "all" / "0,2" of lc into buf. */
+static void lora_strings(const LoraConfig *lc, char *targets, char *layers, size_t n) {
+    targets[0] = layers[0] = 0;
+    for (int m = 0; m < LORA_NMOD; m++)
+        if (lc->targets >> m & 1u)
+            snprintf(targets + strlen(targets), n - strlen(targets), "%s%s", targets[0] ? "," : "",
+                     lora_module_name(m));
+    if (lc->all_layers) snprintf(layers, n, "all");
+    for (int l = 0; !lc->all_layers && l < LC_MAX_LAYERS; l++)
+        if (lc->layers[l]) snprintf(layers + strlen(layers), n - strlen(layers), "%s%d", layers[0] ? "," : "", l);
+}
+
+/* Content hash of the parameters laid out by t (tensors in table order,
+ * padding excluded): what a checkpoint that references its base records. */
+static uint64_t params_hash(const ParamTable *t, const float *params) {
+    uint64_t *h = xmalloc((size_t)(t->n + 1) * sizeof *h);
+    h[0] = (uint64_t)t->n;
+    for (int i = 0; i < t->n; i++) h[i + 1] = ckpt_hash(params + t->p[i].offset, t->p[i].numel * sizeof(float));
+    uint64_t r = ckpt_hash(h, (size_t)(t->n + 1) * sizeof *h);
+    free(h);
+    return r;
+}
+
+static int write_lora(hid_t f, const LlamaConfig *c, const ParamTable *t, const float *params, const CkptLora *lora,
+                      long kill) {
+    (void)c;
+    hid_t g = H5Gcreate2(f, "lora", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (g < 0) return -1;
+    const LoraConfig *lc = &lora->lc;
+    char targets[128], layers[4 * LC_MAX_LAYERS + 8];
+    lora_strings(lc, targets, layers, sizeof layers);
+    int rc = attr_i64(g, "r", lc->r) | attr_f32(g, "alpha", lc->alpha) | attr_f32(g, "dropout", lc->dropout) |
+             attr_i64(g, "rslora", lc->rslora) | attr_str(g, "targets", targets) | attr_str(g, "layers", layers) |
+             attr_str(g, "init", lc->init == LORA_INIT_GAUSSIAN ? "gaussian" : "kaiming");
+    if (rc == 0 && lora->base_ref)
+        rc = attr_str(g, "base_path", lora->base_ref) | attr_u64(g, "base_hash", params_hash(t, params));
+    if (rc == 0) rc = write_tensors(g, lora->t, lora->params, &datasets_written, kill);
+    H5Gclose(g);
+    return rc;
+}
+
 static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const float *params,
-                     uint64_t tokenizer_id, const AdamW *opt, const CkptState *st) {
+                     uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st) {
     long kill = kill_after();
     if (attr_str(f, "format", CKPT_FORMAT) || attr_i64(f, "version", CKPT_VERSION)) return -1;
     hid_t g = H5Gcreate2(f, "config", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -310,10 +353,14 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
     H5Gclose(g);
     if (rc) return -1;
 
-    if ((g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
-    rc = write_tensors(g, t, params, &datasets_written, kill);
-    H5Gclose(g);
-    if (rc) return -1;
+    if (!lora || !lora->base_ref) {
+        if ((g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
+        rc = write_tensors(g, t, params, &datasets_written, kill);
+        H5Gclose(g);
+        if (rc) return -1;
+    }
+    if (lora && write_lora(f, c, t, params, lora, kill)) return -1;
+    const ParamTable *ot = lora ? lora->t : t; /* what the optimizer steps */
 
     if (opt) {
         if ((g = H5Gcreate2(f, "optim", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
@@ -323,7 +370,7 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
         for (int k = 0; k < 2 && rc == 0; k++) {
             hid_t gm = H5Gcreate2(g, k ? "v" : "m", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             if (gm < 0) { rc = -1; break; }
-            rc = write_tensors(gm, t, k ? opt->v : opt->m, &datasets_written, kill);
+            rc = write_tensors(gm, ot, k ? opt->v : opt->m, &datasets_written, kill);
             H5Gclose(gm);
         }
         H5Gclose(g);
@@ -353,15 +400,15 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
     return attr_i64(f, "complete", 1);
 }
 
-int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
-              uint64_t tokenizer_id, const AdamW *opt, const CkptState *st, Err *e) {
+static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+                     uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st, Err *e) {
     h5_quiet();
     char tmp[4096], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
     unlink(tmp);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (f < 0) return err_set(e, "%s: cannot create (%s)", tmp, strerror(errno ? errno : EIO));
-    int rc = write_all(f, c, t, params, tokenizer_id, opt, st);
+    int rc = write_all(f, c, t, params, tokenizer_id, lora, opt, st);
     if (H5Fclose(f) < 0) rc = -1;
     if (rc) {
         unlink(tmp);
@@ -379,6 +426,17 @@ int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     dir_of(path, dir, sizeof dir);
     fsync_path(dir, 1); /* best effort: some filesystems refuse directory fsync */
     return 0;
+}
+
+int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+              uint64_t tokenizer_id, const AdamW *opt, const CkptState *st, Err *e) {
+    return save_file(path, c, t, params, tokenizer_id, NULL, opt, st, e);
+}
+
+int ckpt_save_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, const float *base_params,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st, Err *e) {
+    LC_ASSERT(lora && lora->t && lora->params);
+    return save_file(path, c, bt, base_params, tokenizer_id, lora, opt, st, e);
 }
 
 // ----------------------------------------------------------------------------
@@ -448,6 +506,39 @@ static int read_config(hid_t f, const char *path, LlamaConfig *c, uint64_t *tok,
     return rc;
 }
 
+/* /lora's attributes into lc (checked against c), base_path into base[0..n)
+ * ("" when the base is in the file) and base_hash into *hash. */
+static int read_lora_config(hid_t f, const char *path, const LlamaConfig *c, LoraConfig *lc, char *base, size_t n,
+                            uint64_t *hash, Err *e) {
+    hid_t g = H5Gopen2(f, "lora", H5P_DEFAULT);
+    if (g < 0) return err_set(e, "%s: cannot open /lora", path);
+    int64_t r = 0, rs = 0;
+    char targets[128], layers[4 * LC_MAX_LAYERS + 8], init[32];
+    lora_config_default(lc, 0);
+    int rc = 0;
+    Err le;
+    if (attr_read(g, "r", H5T_NATIVE_INT64, &r) || attr_read(g, "alpha", H5T_NATIVE_FLOAT, &lc->alpha) ||
+        attr_read(g, "dropout", H5T_NATIVE_FLOAT, &lc->dropout) || attr_read(g, "rslora", H5T_NATIVE_INT64, &rs) ||
+        attr_read_str(g, "targets", targets, sizeof targets) || attr_read_str(g, "layers", layers, sizeof layers) ||
+        attr_read_str(g, "init", init, sizeof init) || r < 1 || r > (1 << 20)) {
+        rc = err_set(e, "%s: /lora lacks its attributes (r, alpha, dropout, rslora, targets, layers, init)", path);
+    } else {
+        lc->r = (int)r;
+        lc->rslora = rs != 0;
+        lc->init = strcmp(init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+        if (lora_parse_targets(targets, &lc->targets, &le) ||
+            (strcmp(layers, "all") != 0 && lora_parse_layers(layers, lc, c->n_layers, &le)) ||
+            lora_validate(lc, c, &le))
+            rc = err_set(e, "%s: bad /lora attributes (%s)", path, le.msg);
+    }
+    base[0] = 0;
+    if (rc == 0 && H5Aexists(g, "base_path") > 0 &&
+        (attr_read_str(g, "base_path", base, n) || (hash && attr_read(g, "base_hash", H5T_NATIVE_UINT64, hash))))
+        rc = err_set(e, "%s: /lora has a base_path without a base_hash", path);
+    H5Gclose(g);
+    return rc;
+}
+
 int ckpt_info(const char *path, CkptInfo *info, Err *e) {
     memset(info, 0, sizeof *info);
     info->step = -1;
@@ -456,6 +547,9 @@ int ckpt_info(const char *path, CkptInfo *info, Err *e) {
     int rc = read_config(f, path, &info->c, &info->tokenizer_id, e);
     info->has_optim = H5Lexists(f, "optim", H5P_DEFAULT) > 0;
     info->has_state = H5Lexists(f, "state", H5P_DEFAULT) > 0;
+    info->has_lora = H5Lexists(f, "lora", H5P_DEFAULT) > 0;
+    if (rc == 0 && info->has_lora) rc = read_lora_config(f, path, &info->c, &info->lora, info->lora_base,
+                                                         sizeof info->lora_base, NULL, e);
     if (rc == 0 && info->has_state) {
         hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
         int64_t v;
@@ -552,26 +646,124 @@ out:
     return rc;
 }
 
+/* Group name of f (a tensor group: model, lora) into buf, laid out by t. */
+static int read_group(hid_t f, const char *path, const char *name, const ParamTable *t, float *buf, Err *e) {
+    hid_t g = H5Gopen2(f, name, H5P_DEFAULT);
+    if (g < 0) return err_set(e, "%s: missing /%s", path, name);
+    int rc = read_tensors(g, t, buf, path, e);
+    H5Gclose(g);
+    return rc;
+}
+
+/* f's config against the requested c. */
+static int check_config(hid_t f, const char *path, const LlamaConfig *c, Err *e) {
+    LlamaConfig fc;
+    uint64_t tok;
+    char diff[128];
+    if (read_config(f, path, &fc, &tok, e)) return -1;
+    if (ckpt_config_diff(&fc, c, diff, sizeof diff))
+        return err_set(e, "%s: the checkpoint's config does not match the requested model (%s: checkpoint vs "
+                          "model)", path, diff);
+    return 0;
+}
+
+/* The base weights of a checkpoint into params: its /model, or the base it
+ * references (an llamac checkpoint's /model or a HF directory, of the same
+ * config), whose content hash must be the recorded one. */
+static int load_base(hid_t f, const char *path, const LlamaConfig *c, const ParamTable *t, float *params,
+                     const char *base, uint64_t hash, Err *e) {
+    if (!base[0]) return read_group(f, path, "model", t, params, e);
+    Err be = {{0}};
+    int rc;
+    if (convert_is_hf_dir(base)) {
+        LlamaConfig bc;
+        char diff[128];
+        rc = convert_hf_config(base, &bc, &be);
+        if (rc == 0 && ckpt_config_diff(&bc, c, diff, sizeof diff))
+            rc = err_set(&be, "%s: config differs (%s: base vs model)", base, diff);
+        if (rc == 0) rc = convert_hf_load(base, t, params, &be);
+    } else {
+        hid_t bf = open_ckpt(base, &be);
+        rc = bf < 0 ? -1 : check_config(bf, base, c, &be);
+        if (rc == 0) rc = read_group(bf, base, "model", t, params, &be);
+        if (bf >= 0) H5Fclose(bf);
+    }
+    if (rc) return err_set(e, "%s: its base: %s", path, be.msg);
+    if (params_hash(t, params) != hash)
+        return err_set(e, "%s: base %s is not the one this checkpoint was trained on (content hash differs)", path,
+                       base);
+    return 0;
+}
+
+/* A LoRA checkpoint as a plain model: base + merged adapters. */
+static int load_merged(hid_t f, const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
+    LoraConfig lc;
+    char base[512];
+    uint64_t hash = 0;
+    ParamTable lt;
+    if (read_lora_config(f, path, c, &lc, base, sizeof base, &hash, e)) return -1;
+    if (lora_build(&lc, c, &lt, e)) return -1;
+    float *lp = xalloc_aligned(lt.size * sizeof(float));
+    memset(lp, 0, lt.size * sizeof(float));
+    int rc = load_base(f, path, c, t, params, base, hash, e);
+    if (rc == 0) rc = read_group(f, path, "lora", &lt, lp, e);
+    if (rc == 0) lora_merge(&lc, c, t, params, &lt, lp, 1);
+    free(lp);
+    params_free(&lt);
+    return rc;
+}
+
 int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, AdamW *opt,
               CkptState *st, Err *e) {
     hid_t f = open_ckpt(path, e);
     if (f < 0) return -1;
-    LlamaConfig fc;
-    uint64_t tok;
-    char diff[128];
-    int rc = read_config(f, path, &fc, &tok, e);
-    if (rc == 0 && ckpt_config_diff(&fc, c, diff, sizeof diff))
-        rc = err_set(e, "%s: the checkpoint's config does not match the requested model (%s: checkpoint vs "
-                        "model)", path, diff);
-    if (rc == 0) {
-        hid_t g = H5Gopen2(f, "model", H5P_DEFAULT);
-        if (g < 0) rc = err_set(e, "%s: missing /model", path);
-        else {
-            rc = read_tensors(g, t, params, path, e);
-            H5Gclose(g);
-        }
-    }
+    int rc = check_config(f, path, c, e);
+    int lora = rc == 0 && H5Lexists(f, "lora", H5P_DEFAULT) > 0;
+    if (lora && (opt || st))
+        rc = err_set(e, "%s: a LoRA checkpoint (its optimizer state is the adapters'): resume it as a LoRA run", path);
+    else if (lora)
+        rc = load_merged(f, path, c, t, params, e);
+    else if (rc == 0)
+        rc = read_group(f, path, "model", t, params, e);
     if (rc == 0 && opt) rc = load_optim(f, path, t, opt, e);
+    if (rc == 0 && st) rc = load_state(f, path, st, e);
+    H5Fclose(f);
+    return rc;
+}
+
+/* First field where two adapter configs differ, as "r 8 vs 4", into buf. */
+static int lora_diff(const LoraConfig *a, const LoraConfig *b, char *buf, size_t n) {
+    char ta[128], la[4 * LC_MAX_LAYERS + 8], tb[128], lb[4 * LC_MAX_LAYERS + 8];
+    lora_strings(a, ta, la, sizeof la);
+    lora_strings(b, tb, lb, sizeof lb);
+    if (a->r != b->r) snprintf(buf, n, "r %d vs %d", a->r, b->r);
+    else if (a->alpha != b->alpha) snprintf(buf, n, "alpha %g vs %g", (double)a->alpha, (double)b->alpha);
+    else if (a->dropout != b->dropout) snprintf(buf, n, "dropout %g vs %g", (double)a->dropout, (double)b->dropout);
+    else if (a->rslora != b->rslora) snprintf(buf, n, "rslora %d vs %d", a->rslora, b->rslora);
+    else if (strcmp(ta, tb) != 0) snprintf(buf, n, "targets %.60s vs %.60s", ta, tb);
+    else if (strcmp(la, lb) != 0) snprintf(buf, n, "layers %.60s vs %.60s", la, lb);
+    else return 0;
+    return 1;
+}
+
+int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
+                   CkptLora *lora, AdamW *opt, CkptState *st, Err *e) {
+    LC_ASSERT(lora && lora->t && lora->params);
+    hid_t f = open_ckpt(path, e);
+    if (f < 0) return -1;
+    LoraConfig flc;
+    char base[512], diff[160];
+    uint64_t hash = 0;
+    int rc = check_config(f, path, c, e);
+    if (rc == 0 && H5Lexists(f, "lora", H5P_DEFAULT) <= 0)
+        rc = err_set(e, "%s: not a LoRA checkpoint (no /lora)", path);
+    if (rc == 0) rc = read_lora_config(f, path, c, &flc, base, sizeof base, &hash, e);
+    if (rc == 0 && lora_diff(&flc, &lora->lc, diff, sizeof diff))
+        rc = err_set(e, "%s: the checkpoint's adapters do not match the requested ones (%s: checkpoint vs run)",
+                     path, diff);
+    if (rc == 0 && base_params) rc = load_base(f, path, c, bt, base_params, base, hash, e);
+    if (rc == 0) rc = read_group(f, path, "lora", lora->t, lora->params, e);
+    if (rc == 0 && opt) rc = load_optim(f, path, lora->t, opt, e);
     if (rc == 0 && st) rc = load_state(f, path, st, e);
     H5Fclose(f);
     return rc;
@@ -682,7 +874,15 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);
-    fprintf(out, "  parameters: %zu in %d tensors (/model)\n", t.numel, t.n);
+    fprintf(out, "  parameters: %zu in %d tensors (%s)\n", t.numel, t.n,
+            info.lora_base[0] ? "the base's, by reference" : "/model");
+    if (info.has_lora) {
+        char targets[128], layers[4 * LC_MAX_LAYERS + 8];
+        lora_strings(&info.lora, targets, layers, sizeof layers);
+        fprintf(out, "  LoRA adapters (/lora): r %d, alpha %g%s, dropout %g, targets %s, layers %s; base %s\n",
+                info.lora.r, (double)info.lora.alpha, info.lora.rslora ? " (rsLoRA)" : "", (double)info.lora.dropout,
+                targets, layers, info.lora_base[0] ? info.lora_base : "in /model");
+    }
     fprintf(out, "  optimizer state: %s\n", info.has_optim ? "AdamW moments (/optim/m, /optim/v)" : "none");
     if (info.has_state) {
         CkptState st;

@@ -13,6 +13,15 @@
  *   /optim                 attributes: t (steps taken), beta1, beta2, eps,
  *                          weight_decay, clip, decay_all      (when saved)
  *   /optim/m/<HF name>, /optim/v/<HF name>   AdamW moments, same shapes
+ *   /lora                  (LoRA runs) attributes: r, alpha, dropout, rslora,
+ *                          targets ("q_proj,v_proj", PEFT names), layers
+ *                          ("all" or "0,2-3"), init ("kaiming"/"gaussian"),
+ *                          and, when the base is stored by reference,
+ *                          base_path and base_hash (then there is no /model)
+ *   /lora/<adapter name>   float32 adapter tensors, e.g.
+ *                          /lora/model.layers.0.self_attn.q_proj.lora_A.weight
+ *                          (a LoRA run's /optim/m, /optim/v hold the moments
+ *                          of these, its optimizer's parameters)
  *   /state                 attributes: step, tokens, seed, lr, world;
  *                          data_id, model_id (uint64, when not 0);
  *                          datasets cursor (world, 2) uint64 = (epoch, pos)
@@ -39,6 +48,7 @@
 #include <stdio.h>
 
 #include "../model/config.h"
+#include "../model/lora.h"
 #include "../model/params.h"
 #include "../optim/adamw.h"
 
@@ -67,7 +77,21 @@ typedef struct CkptInfo {
     int has_optim, has_state;
     long step;            /* -1 without /state */
     long tokens;
+    int has_lora;         /* /lora present: lora holds its config */
+    LoraConfig lora;
+    char lora_base[512];  /* base_path when the base is a reference, else "" */
 } CkptInfo;
+
+/* The adapters of a LoRA run, beside the base weights. */
+typedef struct CkptLora {
+    LoraConfig lc;
+    const ParamTable *t;  /* adapter table: lora_build(&lc, c) */
+    float *params;        /* (t->size) adapter weights, host */
+    /* save: NULL stores the base under /model; a path (an llamac checkpoint
+     * or a Hugging Face directory holding the same base weights) stores only
+     * it and the base's content hash, which loading checks */
+    const char *base_ref;
+} CkptLora;
 
 /* Write a checkpoint of the parameters (host buffer laid out by t) and,
  * when opt / st are non-NULL, the AdamW state (opt->m, opt->v on the host)
@@ -75,6 +99,23 @@ typedef struct CkptInfo {
  * e = "<path>: <problem>"; the previous file under path is then untouched. */
 int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
               uint64_t tokenizer_id, const AdamW *opt, const CkptState *st, Err *e);
+
+/* A LoRA run's checkpoint: the base (bt, base_params; by reference when
+ * lora->base_ref is set), the adapters (lora), and, when opt / st are
+ * non-NULL, the AdamW state of the adapters (opt->m, opt->v laid out by
+ * lora->t) and the training state. Atomic like ckpt_save. */
+int ckpt_save_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, const float *base_params,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st, Err *e);
+
+/* Load a LoRA checkpoint: lora->lc must equal the file's /lora config
+ * (ckpt_info gives it; else "<path>: ... r 8 vs 4"), the base goes into
+ * base_params (from the file, or from base_path with its hash checked:
+ * "<path>: base <base_path> is not the one this checkpoint was trained on"),
+ * the adapters into lora->params, and opt / st as in ckpt_load. Loads back
+ * bit for bit what ckpt_save_lora wrote. base_params NULL skips the base
+ * (adapters only; bt is then unused). */
+int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
+                   CkptLora *lora, AdamW *opt, CkptState *st, Err *e);
 
 /* Read the config and what else the file holds, without the tensors. Fails
  * with one line naming the file for a missing, truncated, foreign or
@@ -86,7 +127,9 @@ int ckpt_info(const char *path, CkptInfo *info, Err *e);
  * and, when opt / st are non-NULL, the AdamW moments and step count and the
  * training state (st->cursor and st->run_config are malloc'd: free with
  * ckpt_state_free). A missing tensor, a shape mismatch or a checksum mismatch
- * is an error naming the tensor. */
+ * is an error naming the tensor. A LoRA checkpoint loads (with opt and st
+ * NULL) as the model it stands for: its base with the adapters merged in
+ * (lora_merge); resuming one needs ckpt_load_lora. */
 int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params,
               AdamW *opt, CkptState *st, Err *e);
 void ckpt_state_free(CkptState *st);

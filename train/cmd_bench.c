@@ -1,6 +1,8 @@
 /*
  * cmd_bench.c: `llamac bench`: time full training steps (forward, backward,
- * gradient norm, AdamW) of a preset on random tokens, report tokens/s,
+ * gradient norm, AdamW) of a preset on random tokens, full or LoRA (frozen
+ * base, AdamW on the adapters; --lora-r), optionally with activation
+ * recomputation (--recompute), report tokens/s,
  * achieved GFLOP/s (DESIGN.md's 6N + 12LHT count) against the SGEMM peak
  * measured in the same run, peak resident memory, and with --ops where the
  * time goes per op (the op table wrapped by a timing table). With --ckpt DIR
@@ -171,8 +173,10 @@ int cmd_bench(int argc, char **argv, Err *e) {
     const char *preset = "15m";
     long B = 8, T = 256, steps = 5, warm = 1, seed = 1, sgemm = 0;
     double lr = 3e-4;
-    int json = 0, ops = 0;
-    const char *ckdir = NULL;
+    int json = 0, ops = 0, recompute = 0;
+    long lora_r = 0;
+    double lora_dropout = 0;
+    const char *ckdir = NULL, *lora_targets = NULL;
     long rounds = 3;
     CliList set = {{0}, 0};
     CliFlag flags[] = {
@@ -185,6 +189,10 @@ int cmd_bench(int argc, char **argv, Err *e) {
         {"seed", CLI_INT, &seed, 0, 1L << 62, "seed for weights and tokens"},
         {"sgemm", CLI_INT, &sgemm, 0, 16384, "also measure the SGEMM peak at this size (0: off)"},
         {"ops", CLI_BOOL, &ops, 0, 1, "print time per op over the timed steps"},
+        {"lora-r", CLI_INT, &lora_r, 0, 4096, "time LoRA steps (frozen base, AdamW on adapters) of this rank; 0: full training"},
+        {"lora-targets", CLI_STR, &lora_targets, 0, 0, "LoRA target modules (default q_proj,k_proj,v_proj,o_proj)"},
+        {"lora-dropout", CLI_FLOAT, &lora_dropout, 0, 1, "LoRA dropout"},
+        {"recompute", CLI_BOOL, &recompute, 0, 1, "recompute each layer's activations in the backward"},
         {"json", CLI_BOOL, &json, 0, 1, "print one JSON line instead of text"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_layers=2"},
         {"ckpt", CLI_STR, &ckdir, 0, 0, "time checkpoint save/load in this directory instead of steps"},
@@ -207,14 +215,32 @@ int cmd_bench(int argc, char **argv, Err *e) {
     for (int i = 0; i < set.n; i++)
         if (config_set_kv(&c, set.v[i], e)) return -1;
     if (ckdir) return config_validate(&c, e) ? -1 : bench_ckpt(&c, ckdir, (int)rounds, json, e);
+    LoraConfig lc;
+    if ((lora_r || lora_targets) &&
+        lora_config_from_flags(&lc, lora_r ? lora_r : 16, 0, lora_dropout, lora_targets, NULL, 0, &c, e))
+        return -1;
+    int lora = lora_r || lora_targets;
     Ops prof = profiled(&ops_cpu);
     const Ops *o = ops ? &prof : &ops_cpu;
+    LlamaOpts lo = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, recompute};
     Llama m;
-    if (llama_init(&m, &c, o, NULL, (int)B, (int)T, 1, e)) return -1;
+    if (llama_init_opts(&m, &c, o, NULL, (int)B, (int)T, &lo, e)) return -1;
     params_init(&m.t, m.params, c.n_layers, (uint64_t)seed);
+    if (lora) { /* B random, not PEFT's 0, so every product carries data */
+        llama_lora_init(&m, (uint64_t)seed);
+        Rng rb;
+        rng_seed(&rb, (uint64_t)seed + 1);
+        for (int i = 1; i < m.lt.n; i += 2)
+            for (size_t j = 0; j < m.lt.p[i].numel; j++) m.lora_params[m.lt.p[i].offset + j] = 0.01f * rng_normal(&rb);
+    }
+    /* what is trained: the adapters, or the whole base */
+    const ParamTable *tt = lora ? &m.lt : &m.t;
+    float *tp = lora ? m.lora_params : m.params, *tg = lora ? m.lora_grads : m.grads;
     AdamW opt;
     AdamWConfig ac = ADAMW_DEFAULTS;
-    if (adamw_init(&opt, &ac, &m.t, o, NULL, e)) { llama_free(&m); return -1; }
+    if (adamw_init(&opt, &ac, tt, o, NULL, e)) { llama_free(&m); return -1; }
+    LlamaMem mem = llama_memory_opts(&c, o, (int)B, (int)T, &lo);
+    double est = (double)llama_mem_step_total(&mem);
     size_t n = (size_t)B * T;
     int *tok = xmalloc(n * sizeof(int)), *tgt = xmalloc(n * sizeof(int)), *pos_bt = xmalloc(n * sizeof(int));
     llama_doc_pos(tok, (int)B, (int)T, -1, pos_bt); /* no documents: 0..T-1, made once, not per step */
@@ -227,11 +253,12 @@ int cmd_bench(int argc, char **argv, Err *e) {
         for (size_t i = 0; i < n; i++) tgt[i] = (int)(rng_u64(&r) % c.vocab);
         double t0 = time_now();
         LC_ASSERT(llama_set_batch(&m, tok, tgt, pos_bt, e) == 0); /* tokens drawn in range */
-        o->zero(NULL, m.grads, m.t.size * sizeof(float));
+        o->zero(NULL, tg, tt->size * sizeof(float));
+        llama_lora_seed(&m, (uint64_t)s);
         loss = llama_forward(&m, 0, c.n_layers, 1.0f / n) / n;
         llama_backward(&m, 0, c.n_layers);
-        double norm = adamw_grad_norm(&opt, m.grads);
-        adamw_step(&opt, &m.t, m.params, m.grads, norm, (float)lr);
+        double norm = adamw_grad_norm(&opt, tg);
+        adamw_step(&opt, tt, tp, tg, norm, (float)lr);
         if (s >= warm) dt[s - warm] = time_now() - t0;
     }
     double *sorted = xmalloc((size_t)steps * sizeof(double)); /* dt stays in step order for --json */
@@ -240,20 +267,25 @@ int cmd_bench(int argc, char **argv, Err *e) {
     double tps = n / med, fpt = llama_flops_per_token(&c, (int)T), gf = fpt * tps / 1e9;
     double peak = sgemm ? run_sgemm_peak((int)sgemm, 10) : 0;
     double rss = peak_rss_bytes() / 1048576.0;
+    char mode[160];
+    if (lora) snprintf(mode, sizeof mode, "lora r=%d targets=0x%x", lc.r, lc.targets);
+    else snprintf(mode, sizeof mode, "full");
     if (json) {
         printf("{\"peer\":\"llamac\",\"preset\":\"%s\",\"batch\":%ld,\"seq\":%ld,\"threads\":%d,\"blas\":\"%s\","
-               "\"step_s_median\":%.5f,\"step_s_all\":[",
-               c.name, B, T, ops_cpu_threads(), blas_env_describe(), med);
+               "\"mode\":\"%s\",\"lora_r\":%d,\"recompute\":%d,\"est_mb\":%.1f,\"step_s_median\":%.5f,\"step_s_all\":[",
+               c.name, B, T, ops_cpu_threads(), blas_env_describe(), mode, lora ? lc.r : 0, recompute,
+               est / 1048576.0, med);
         for (long s = 0; s < steps; s++) printf("%s%.5f", s ? "," : "", dt[s]);
         printf("],\"tokens_per_s\":%.1f,\"gflops\":%.2f,\"flops_per_token\":%.6g,\"sgemm_peak_gflops\":%.2f,"
                "\"peak_rss_mb\":%.1f,\"loss\":%.5f}\n",
                tps, gf, fpt, peak, rss, loss);
     } else {
-        printf("llamac bench: %s B=%ld T=%ld, %d threads, OpenBLAS %s\n", c.name, B, T, ops_cpu_threads(),
-               blas_env_describe());
+        printf("llamac bench: %s B=%ld T=%ld, %s%s, %d threads, OpenBLAS %s\n", c.name, B, T, mode,
+               recompute ? ", recompute" : "", ops_cpu_threads(), blas_env_describe());
         printf("step %.1f ms (median of %ld), %.0f tokens/s, %.1f GFLOP/s achieved", med * 1e3, steps, tps, gf);
         if (peak > 0) printf(" = %.0f%% of the %.1f GFLOP/s SGEMM peak", 100 * gf / peak, peak);
-        printf(", peak RSS %.0f MiB, loss %.3f\n", rss, loss);
+        printf(", peak RSS %.0f MiB (step buffers estimated %.0f MiB, as inspect), loss %.3f\n", rss,
+               est / 1048576.0, loss);
     }
     if (ops) {
         double tot = 0;

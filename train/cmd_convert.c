@@ -7,6 +7,15 @@
  *                                   -> OUT.h5: a checkpoint (weights only)
  *                                   -> else OUT a HF directory
  *
+ * With --adapter A (a PEFT LoRA directory) the adapter is merged into the
+ * weights in float32 (lora_merge) before any of these writes, or, with
+ * --keep-adapter, stored unmerged beside them in a LoRA checkpoint (/lora;
+ * --base-ref stores a reference to IN instead of its weights). A LoRA
+ * checkpoint as IN converts as its merged model, or with --peft to a PEFT
+ * adapter directory of its adapters. With --lora-init, OUT is a new PEFT
+ * adapter directory for IN (PEFT's initialisation, B = 0 unless the testing
+ * flag --lora-init-b gives it noise so that the adapter does something).
+ *
  * The weights are loaded once into one parameter buffer and written from
  * it; an existing OUT is replaced only with --force, and only by a complete
  * file or directory (each writer goes through a temporary name + rename).
@@ -23,15 +32,73 @@
 #include "cmds.h"
 #include "convert.h"
 #include "gguf.h"
+#include "peft.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 
+/* The flags of --lora-init. */
+typedef struct LoraFlags {
+    int init;
+    long r, seed;
+    double alpha, dropout, init_b;
+    const char *targets, *layers;
+    int rslora, gaussian;
+} LoraFlags;
+
+/* A fresh adapter for (c) from the flags, written to out as a PEFT dir. */
+static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, const LoraFlags *f, int force,
+                         Err *e) {
+    LoraConfig lc;
+    if (lora_config_from_flags(&lc, f->r, f->alpha, f->dropout, f->targets, f->layers, f->rslora, c, e)) return -1;
+    lc.init = f->gaussian ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+    ParamTable t;
+    if (lora_build(&lc, c, &t, e)) return -1;
+    float *p = xalloc_aligned(t.size * sizeof(float));
+    memset(p, 0, t.size * sizeof(float));
+    lora_init_weights(&lc, &t, p, (uint64_t)f->seed);
+    if (f->init_b > 0) { /* testing: B ~ normal(0, init_b) instead of 0 */
+        Rng r;
+        rng_seed(&r, (uint64_t)f->seed ^ 0x5eedb0b0u);
+        for (int i = 1; i < t.n; i += 2)
+            for (size_t k = 0; k < t.p[i].numel; k++) p[t.p[i].offset + k] = (float)f->init_b * rng_normal(&r);
+    }
+    int rc = peft_save(out, &lc, &t, p, in, force, e);
+    if (rc == 0)
+        printf("llamac: new LoRA adapter for %s -> %s (PEFT): r %d, alpha %g, %d tensors, %zu parameters\n", in, out,
+               lc.r, (double)lc.alpha, t.n, t.numel);
+    free(p);
+    params_free(&t);
+    return rc;
+}
+
+/* A LoRA checkpoint's adapters as a PEFT directory. */
+static int export_peft(const char *in, const char *out, int force, Err *e) {
+    CkptInfo info;
+    if (!ckpt_is_hdf5(in)) return err_set(e, "%s: --peft needs a LoRA checkpoint (.h5)", in);
+    if (ckpt_info(in, &info, e)) return -1;
+    if (!info.has_lora) return err_set(e, "%s: not a LoRA checkpoint (no /lora): --peft has no adapters to export", in);
+    ParamTable lt;
+    if (lora_build(&info.lora, &info.c, &lt, e)) return -1;
+    float *lp = xalloc_aligned(lt.size * sizeof(float));
+    memset(lp, 0, lt.size * sizeof(float));
+    CkptLora cl = {info.lora, &lt, lp, NULL};
+    int rc = ckpt_load_lora(in, &info.c, NULL, NULL, &cl, NULL, NULL, e);
+    if (rc == 0) rc = peft_save(out, &info.lora, &lt, lp, info.lora_base[0] ? info.lora_base : info.c.name, force, e);
+    if (rc == 0)
+        printf("llamac: %s -> %s (PEFT adapter): r %d, alpha %g, %d tensors, %zu parameters\n", in, out,
+               info.lora.r, (double)info.lora.alpha, lt.n, lt.numel);
+    free(lp);
+    params_free(&lt);
+    return rc;
+}
+
 int cmd_convert(int argc, char **argv, Err *e) {
-    const char *tokpath = NULL, *name = NULL, *tname = NULL, *type_name = NULL;
-    int force = 0;
+    const char *tokpath = NULL, *name = NULL, *tname = NULL, *type_name = NULL, *adapter = NULL;
+    int force = 0, keep = 0, base_ref = 0, peft = 0;
+    LoraFlags lf = {.r = 8, .seed = 1};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
          "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
@@ -43,6 +110,20 @@ int cmd_convert(int argc, char **argv, Err *e) {
          "chat template the export carries: llama2, llama3, llama3.1 or chatml (default: the tokenizer's, "
          "from tokenizer_config.json beside it)"},
         {"force", CLI_BOOL, &force, 0, 0, "replace an existing OUT"},
+        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to merge into the weights (float32)"},
+        {"keep-adapter", CLI_BOOL, &keep, 0, 0, "with --adapter: OUT.h5 a LoRA checkpoint, base + unmerged adapter"},
+        {"base-ref", CLI_BOOL, &base_ref, 0, 0, "with --keep-adapter: store a reference to IN (path + hash), not IN"},
+        {"peft", CLI_BOOL, &peft, 0, 0, "IN a LoRA checkpoint: OUT a PEFT adapter directory of its adapters"},
+        {"lora-init", CLI_BOOL, &lf.init, 0, 0, "write a new PEFT adapter directory OUT for IN instead"},
+        {"lora-r", CLI_INT, &lf.r, -1e9, 1e9, "--lora-init: rank"},
+        {"lora-alpha", CLI_FLOAT, &lf.alpha, -1e30, 1e30, "--lora-init: lora_alpha (0: the rank)"},
+        {"lora-dropout", CLI_FLOAT, &lf.dropout, -1e30, 1e30, "--lora-init: lora_dropout"},
+        {"lora-targets", CLI_STR, &lf.targets, 0, 0, "--lora-init: modules (q_proj,...,down_proj or all-linear; default q,k,v,o)"},
+        {"lora-layers", CLI_STR, &lf.layers, 0, 0, "--lora-init: layers_to_transform (0,1 or 0-3; default all)"},
+        {"lora-rslora", CLI_BOOL, &lf.rslora, 0, 0, "--lora-init: rsLoRA scale alpha / sqrt(r)"},
+        {"lora-gaussian", CLI_BOOL, &lf.gaussian, 0, 0, "--lora-init: A ~ normal(0, 1/r) (init_lora_weights gaussian)"},
+        {"seed", CLI_INT, &lf.seed, 0, 9.2e18, "--lora-init: seed of A"},
+        {"lora-init-b", CLI_FLOAT, &lf.init_b, 0, 1e30, "testing: B ~ normal(0, this) instead of 0"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[2];
@@ -54,12 +135,21 @@ int cmd_convert(int argc, char **argv, Err *e) {
                  "checkpoint. IN a checkpoint -> OUT ending in .gguf: GGUF v3 (--type) for llama.cpp; OUT\n"
                  "ending in .h5: a weights-only checkpoint; any other OUT: a Hugging Face directory\n"
                  "(config.json + model.safetensors, F32) that transformers' LlamaForCausalLM loads.\n"
-                 "A HF directory can also go straight to .gguf.",
+                 "A HF directory can also go straight to .gguf. --adapter merges a PEFT LoRA adapter into\n"
+                 "the weights first (--keep-adapter: stores it unmerged in a LoRA checkpoint OUT.h5); a LoRA\n"
+                 "checkpoint IN converts as its merged model, or with --peft to a PEFT adapter directory;\n"
+                 "--lora-init writes a new PEFT adapter directory OUT for IN.",
                  flags, nf);
         return 0;
     }
     if (npos != 2) return err_set(e, "convert: expected IN and OUT (see llamac convert --help)");
     const char *in = pos[0], *out = pos[1];
+    if (lf.init && adapter) return err_set(e, "--lora-init: writes a new adapter, it takes no --adapter");
+    if (keep && !adapter) return err_set(e, "--keep-adapter: needs --adapter");
+    if (keep && !ends_with(out, ".h5")) return err_set(e, "--keep-adapter: OUT must be a checkpoint (.h5), got %s", out);
+    if (base_ref && !keep) return err_set(e, "--base-ref: only with --keep-adapter");
+    if (peft && (adapter || lf.init)) return err_set(e, "--peft: exports IN's own adapters, without --adapter or --lora-init");
+    if (peft) return export_peft(in, out, force, e);
     int to_gguf = ends_with(out, ".gguf");
     GgufType gtype = GGUF_F32;
     ChatTemplate tpl;
@@ -67,6 +157,13 @@ int cmd_convert(int argc, char **argv, Err *e) {
     if (type_name && !to_gguf) return err_set(e, "--type: only for a GGUF OUT (a name ending in .gguf)");
     if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     struct stat st;
+    if (lf.init) {
+        LlamaConfig c;
+        uint64_t tok_id;
+        int is_hf;
+        if (convert_model_config(in, &c, &tok_id, &is_hf, e)) return -1;
+        return lora_init_dir(in, out, &c, &lf, force, e);
+    }
     if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set(e, "%s: exists (--force replaces it)", out);
 
@@ -117,7 +214,17 @@ int cmd_convert(int argc, char **argv, Err *e) {
     float *params = xalloc_aligned(t.size * sizeof(float));
     int rc = -1;
     double t0 = time_now();
-    if (convert_model_load(in, &c, &t, params, e)) goto out;
+    PeftAdapter a; /* read before the base: a bad adapter fails fast */
+    memset(&a, 0, sizeof a);
+    if (adapter && peft_load(adapter, &c, &a, e)) goto out;
+    if (convert_model_load(in, &c, &t, params, e)) goto out_adapter;
+    if (adapter) {
+        if (!keep) {
+            lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
+            printf("llamac: merged %s (r %d, alpha %g, %d tensors) into %s\n", adapter, a.lc.r, (double)a.lc.alpha,
+                   a.t.n, in);
+        }
+    }
     double t1 = time_now();
     const char *kind;
     if (to_gguf) {
@@ -126,6 +233,10 @@ int cmd_convert(int argc, char **argv, Err *e) {
         if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
         GgufOpts go = {gtype, name, tokpath ? &tok : NULL, jinja};
         rc = gguf_save(out, &c, &t, params, &go, e);
+    } else if (keep) {
+        kind = base_ref ? "LoRA checkpoint, base by reference" : "LoRA checkpoint";
+        CkptLora cl = {a.lc, &a.t, a.params, base_ref ? in : NULL};
+        rc = ckpt_save_lora(out, &c, &t, params, tok_id, &cl, NULL, NULL, e);
     } else if (to_ckpt) {
         kind = "checkpoint";
         rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
@@ -141,6 +252,8 @@ int cmd_convert(int argc, char **argv, Err *e) {
                "%.2f s\n", in, out, kind, to_gguf ? " " : "", to_gguf ? gguf_export_type_name(gtype) : "", t.n, t.numel,
                mb, t1 - t0, wrote, t2 - t1);
     }
+out_adapter:
+    peft_free(&a);
 out:
     if (tokpath) tok_free(&tok);
     free(jinja);

@@ -1,7 +1,8 @@
 /*
  * cmd_inspect.c: `llamac inspect <preset>`: shape, parameter count (total,
  * per group, optionally per tensor), FLOPs per token and the memory a
- * training step needs at (B, T), full and with LoRA. Uses the parameter
+ * training step needs at (B, T), full and with LoRA, with and without
+ * activation recomputation (llama_memory_opts). Uses the parameter
  * table and llama_memory only: nothing is allocated, so the 8B shapes are
  * inspected in milliseconds. Given a checkpoint file it first summarises it
  * (ckpt_print) and then reports the shape it holds.
@@ -30,22 +31,29 @@ static const char *commas(size_t v, char *buf) {
 
 static double gib(size_t b) { return (double)b / (1024.0 * 1024.0 * 1024.0); }
 
-/* Trainable LoRA parameters for rank r on q, k, v, o of every layer:
- * A (r, in) and B (out, r) per projection. */
-static size_t lora_params(const LlamaConfig *c, int r) {
-    size_t D = c->dim, HS = config_head_size(c), Q = c->n_heads * HS, KVD = c->n_kv_heads * HS;
-    size_t per = (size_t)r * ((D + Q) + 2 * (D + KVD) + (Q + D));
-    return per * c->n_layers;
+/* One memory line: total = the parts of a training step's buffers. */
+static void mem_line(const char *what, const LlamaMem *m) {
+    size_t moments = 2 * (m->grads + m->lora_grads);
+    if (m->lora)
+        printf("  %s: %.3f GiB = frozen params %.3f + adapters with grads and AdamW m,v %.4f + activations %.3f\n",
+               what, gib(llama_mem_step_total(m)), gib(m->params), gib(m->lora + m->lora_grads + moments),
+               gib(m->acts));
+    else
+        printf("  %s: %.3f GiB = params %.3f + grads %.3f + AdamW m,v %.3f + activations %.3f\n", what,
+               gib(llama_mem_step_total(m)), gib(m->params), gib(m->grads), gib(moments), gib(m->acts));
 }
 
 int cmd_inspect(int argc, char **argv, Err *e) {
     long B = 1, T = 0, rank = 16;
-    int tensors = 0;
+    int tensors = 0, recompute = 0;
+    const char *targets = NULL;
     CliList set = {{0}, 0};
     CliFlag flags[] = {
         {"batch", CLI_INT, &B, 1, 1 << 20, "micro-batch size B for the memory estimate"},
         {"seq", CLI_INT, &T, 1, 1 << 24, "sequence length T (default: min(context, 2048))"},
-        {"lora-rank", CLI_INT, &rank, 1, 4096, "LoRA rank for the LoRA estimate"},
+        {"lora-r", CLI_INT, &rank, 1, 4096, "LoRA rank for the LoRA estimate"},
+        {"lora-targets", CLI_STR, &targets, 0, 0, "LoRA target modules (default q_proj,k_proj,v_proj,o_proj)"},
+        {"recompute", CLI_BOOL, &recompute, 0, 1, "estimate with activation recomputation first"},
         {"tensors", CLI_BOOL, &tensors, 0, 1, "list every tensor: name, shape, offset"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_kv_heads=2 (repeatable)"},
     };
@@ -79,6 +87,8 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     if (T > c.max_seq)
         return err_set(e, "--seq: %ld exceeds the context length %d of %s", T, c.max_seq, c.name);
 
+    LoraConfig lc; /* checked before anything is printed */
+    if (lora_config_from_flags(&lc, rank, 0, 0, targets, NULL, 0, &c, e)) return -1;
     ParamTable t;
     if (params_build(&c, &t, e)) return -1;
     char b1[32], b2[32];
@@ -113,18 +123,28 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     double fpt = llama_flops_per_token(&c, (int)T);
     printf("training FLOPs per token at T=%ld: %.4g (6N + 12*L*H*HS*T)\n", T, fpt);
 
-    LlamaMem full = llama_memory(&c, &ops_cpu, (int)B, (int)T, 1);
-    size_t moments = 2 * full.params;
-    size_t total = full.params + full.grads + moments + full.acts;
-    printf("memory for one training step at B=%ld, T=%ld (float32, CPU backend):\n", B, T);
-    printf("  full training: %.2f GiB = params %.2f + grads %.2f + AdamW m,v %.2f + activations %.2f\n",
-           gib(total), gib(full.params), gib(full.grads), gib(moments), gib(full.acts));
-    size_t lp = lora_params(&c, (int)rank);
-    size_t lora_bytes = lp * 4 * sizeof(float); /* adapter, its grads, m, v */
-    size_t ltotal = full.params + lora_bytes + full.acts;
-    printf("  LoRA r=%ld on q,k,v,o: %.2f GiB = frozen params %.2f + adapters with grads and m,v %.3f"
-           " (%s trainable) + activations %.2f\n",
-           rank, gib(ltotal), gib(full.params), gib(lora_bytes), commas(lp, b2), gib(full.acts));
+    char tnames[128] = "";
+    for (int m = 0; m < LORA_NMOD; m++)
+        if (lc.targets >> m & 1u) {
+            if (*tnames) strcat(tnames, ",");
+            strcat(tnames, lora_module_name(m));
+        }
+    ParamTable lt;
+    if (lora_build(&lc, &c, &lt, e)) { params_free(&t); return -1; }
+    for (int k = 0; k < 2; k++) {
+        int rc = k == 0 ? recompute : !recompute;
+        LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc}, lora = {LLAMA_GRADS_INPUT, &lc, rc};
+        LlamaMem mf = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &full);
+        LlamaMem ml = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &lora);
+        char what[256];
+        printf("memory for one training step at B=%ld, T=%ld (float32, CPU backend), %s:\n", B, T,
+               rc ? "with activation recomputation (--recompute: only each layer's input kept)"
+                  : "without activation recomputation");
+        mem_line("full training", &mf);
+        snprintf(what, sizeof what, "LoRA r=%ld on %s (%s trainable)", rank, tnames, commas(lt.numel, b2));
+        mem_line(what, &ml);
+    }
+    params_free(&lt);
     params_free(&t);
     return 0;
 }

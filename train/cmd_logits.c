@@ -2,7 +2,8 @@
  * cmd_logits.c: `llamac logits --model M --tokens 1,2,3 --out FILE`: the
  * next-token logits of every position of one token sequence, as float32
  * (T, V) row-major little-endian, no header. M is a checkpoint or a Hugging
- * Face directory. Positions run through llama_decode (KV cache), which the
+ * Face directory; --adapter A attaches a PEFT LoRA adapter to it (the LoRA
+ * forward, not a merge: the reference tests compare both). Positions run through llama_decode (KV cache), which the
  * model tests hold equal to the full forward. The reference tests compare
  * these with transformers' logits for the same tokens.
  */
@@ -15,6 +16,7 @@
 #include "cli.h"
 #include "cmds.h"
 #include "convert.h"
+#include "peft.h"
 
 /* "1,2,3" -> ids (caller frees); every id in [0, vocab). */
 static int parse_tokens(const char *s, int vocab, int **ids, int *n, Err *e) {
@@ -44,11 +46,12 @@ static int parse_tokens(const char *s, int vocab, int **ids, int *n, Err *e) {
 }
 
 int cmd_logits(int argc, char **argv, Err *e) {
-    const char *model = NULL, *tokens = NULL, *out = NULL;
+    const char *model = NULL, *tokens = NULL, *out = NULL, *adapter = NULL;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "checkpoint or Hugging Face directory"},
         {"tokens", CLI_STR, &tokens, 0, 0, "comma-separated token ids"},
         {"out", CLI_STR, &out, 0, 0, "output file: float32 (T, V) logits"},
+        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory for the model"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     if (cli_parse(argc, argv, flags, nf, NULL, 0, &npos, &help, e)) return -1;
@@ -67,9 +70,17 @@ int cmd_logits(int argc, char **argv, Err *e) {
     if (convert_model_config(model, &c, &tok_id, &is_hf, e)) return -1;
     if (parse_tokens(tokens, c.vocab, &ids, &n, e)) return -1;
     Llama m;
+    PeftAdapter a;
+    memset(&a, 0, sizeof a);
     int rc = -1;
-    if (llama_init(&m, &c, &ops_cpu, NULL, 1, n, 0, e)) goto out_ids;
+    if (adapter && peft_load(adapter, &c, &a, e)) goto out_ids;
+    LlamaOpts o = {.grads = LLAMA_GRADS_NONE, .lora = adapter ? &a.lc : NULL};
+    if (llama_init_opts(&m, &c, &ops_cpu, NULL, 1, n, &o, e)) goto out_ids;
     if (convert_model_load(model, &c, &m.t, m.params, e)) goto out_model;
+    if (adapter) {
+        LC_ASSERT(m.lt.size == a.t.size);
+        m.ops->upload(m.ctx, m.lora_params, a.params, a.t.size * sizeof(float));
+    }
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", out);
     FILE *f = fopen(tmp, "wb");
@@ -93,6 +104,7 @@ int cmd_logits(int argc, char **argv, Err *e) {
 out_model:
     llama_free(&m);
 out_ids:
+    peft_free(&a);
     free(ids);
     return rc;
 }

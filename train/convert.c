@@ -266,7 +266,7 @@ out:
 
 /* The shortest decimal that reads back as f, as a double, so config.json
  * says 1e-05 rather than 9.99999974737875e-06. */
-static double short_real(float f) {
+double convert_short_real(float f) {
     char buf[32];
     for (int p = 1; p <= 9; p++) {
         snprintf(buf, sizeof buf, "%.*g", p, (double)f);
@@ -280,14 +280,14 @@ static json_t *hf_config_json(const LlamaConfig *c, int bos_id, int eos_id) {
     json_t *rope = json_object();
     if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
         json_object_set_new(rope, "rope_type", json_string("llama3"));
-        json_object_set_new(rope, "factor", json_real(short_real(c->rope_factor)));
-        json_object_set_new(rope, "low_freq_factor", json_real(short_real(c->rope_low_freq)));
-        json_object_set_new(rope, "high_freq_factor", json_real(short_real(c->rope_high_freq)));
+        json_object_set_new(rope, "factor", json_real(convert_short_real(c->rope_factor)));
+        json_object_set_new(rope, "low_freq_factor", json_real(convert_short_real(c->rope_low_freq)));
+        json_object_set_new(rope, "high_freq_factor", json_real(convert_short_real(c->rope_high_freq)));
         json_object_set_new(rope, "original_max_position_embeddings", json_integer(c->rope_orig_ctx));
     } else {
         json_object_set_new(rope, "rope_type", json_string("default"));
     }
-    json_object_set_new(rope, "rope_theta", json_real(short_real(c->rope_theta)));
+    json_object_set_new(rope, "rope_theta", json_real(convert_short_real(c->rope_theta)));
     json_t *j = json_object();
     json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
     json_object_set_new(j, "model_type", json_string("llama"));
@@ -299,9 +299,9 @@ static json_t *hf_config_json(const LlamaConfig *c, int bos_id, int eos_id) {
     json_object_set_new(j, "head_dim", json_integer(config_head_size(c)));
     json_object_set_new(j, "vocab_size", json_integer(c->vocab));
     json_object_set_new(j, "max_position_embeddings", json_integer(c->max_seq));
-    json_object_set_new(j, "rms_norm_eps", json_real(short_real(c->norm_eps)));
+    json_object_set_new(j, "rms_norm_eps", json_real(convert_short_real(c->norm_eps)));
     /* transformers 5 reads rope_parameters; 4.x reads rope_theta and rope_scaling */
-    json_object_set_new(j, "rope_theta", json_real(short_real(c->rope_theta)));
+    json_object_set_new(j, "rope_theta", json_real(convert_short_real(c->rope_theta)));
     json_object_set_new(j, "rope_parameters", rope);
     json_object_set_new(j, "rope_scaling",
                         c->rope_scaling == ROPE_SCALING_LLAMA3 ? json_deep_copy(rope) : json_null());
@@ -340,43 +340,26 @@ static int dir_nonempty(const char *dir) {
     return n;
 }
 
-int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
-                    int bos_id, int eos_id, int force, Err *e) {
-    char d[4096], tmp[4200], old[4200], p[4300];
+int convert_dir_begin(const char *dir, int force, char *tmp, size_t n, Err *e) {
+    char d[4096];
     strip_slashes(dir, d, sizeof d);
     struct stat st;
     int exists = stat(d, &st) == 0;
     if (exists && !S_ISDIR(st.st_mode)) return err_set(e, "%s: exists and is not a directory", d);
     if (exists && !force && dir_nonempty(d))
         return err_set(e, "%s: directory exists and is not empty (--force replaces it)", d);
-    snprintf(tmp, sizeof tmp, "%s.tmp.%ld", d, (long)getpid());
-    snprintf(old, sizeof old, "%s.old.%ld", d, (long)getpid());
+    snprintf(tmp, n, "%s.tmp.%ld", d, (long)getpid());
     rm_tree(tmp);
     if (mkdir(tmp, 0755) != 0) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
+    return 0;
+}
 
-    json_t *j = hf_config_json(c, bos_id, eos_id);
-    snprintf(p, sizeof p, "%s/" HF_CONFIG, tmp);
-    FILE *f = fopen(p, "w");
-    int ok = f && json_dumpf(j, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) == 0 &&
-             fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
-    if (f && fclose(f) != 0) ok = 0;
-    json_decref(j);
-    if (!ok) {
-        err_set(e, "%s: cannot write: %s", p, strerror(errno));
-        goto fail;
-    }
-    SafetensorsOut *out = xcalloc((size_t)t->n, sizeof *out);
-    for (int i = 0; i < t->n; i++) {
-        out[i].name = t->p[i].name;
-        out[i].ndim = t->p[i].ndim;
-        out[i].shape[0] = t->p[i].shape[0];
-        out[i].shape[1] = t->p[i].shape[1];
-        out[i].data = params + t->p[i].offset;
-    }
-    snprintf(p, sizeof p, "%s/" HF_WEIGHTS, tmp);
-    int rc = safetensors_write(p, out, t->n, e);
-    free(out);
-    if (rc) goto fail;
+void convert_dir_abort(const char *tmp) { rm_tree(tmp); }
+
+int convert_dir_commit(const char *dir, const char *tmp, Err *e) {
+    char d[4096], old[4200];
+    strip_slashes(dir, d, sizeof d);
+    snprintf(old, sizeof old, "%s.old.%ld", d, (long)getpid());
     if (fsync_path(tmp) != 0) {
         err_set(e, "%s: fsync failed: %s", tmp, strerror(errno));
         goto fail;
@@ -384,7 +367,7 @@ int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, 
     /* into place: an empty directory is replaced by rename itself; a full
      * one (force) is moved aside first and removed after */
     int moved = 0;
-    if (exists && dir_nonempty(d)) {
+    if (dir_nonempty(d)) {
         if (rename(d, old) != 0) {
             err_set(e, "%s: cannot move aside: %s", d, strerror(errno));
             goto fail;
@@ -581,6 +564,41 @@ out:
     free(scratch);
     gguf_close(&g);
     return rc;
+}
+
+int convert_json_write(const char *path, const json_t *j, Err *e) {
+    FILE *f = fopen(path, "w");
+    int ok = f && json_dumpf(j, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) == 0 &&
+             fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    if (f && fclose(f) != 0) ok = 0;
+    return ok ? 0 : err_set(e, "%s: cannot write: %s", path, strerror(errno));
+}
+
+int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
+                    int bos_id, int eos_id, int force, Err *e) {
+    char tmp[4200], p[4300];
+    if (convert_dir_begin(dir, force, tmp, sizeof tmp, e)) return -1;
+    json_t *j = hf_config_json(c, bos_id, eos_id);
+    snprintf(p, sizeof p, "%s/" HF_CONFIG, tmp);
+    int rc = convert_json_write(p, j, e);
+    json_decref(j);
+    if (rc) goto fail;
+    SafetensorsOut *out = xcalloc((size_t)t->n, sizeof *out);
+    for (int i = 0; i < t->n; i++) {
+        out[i].name = t->p[i].name;
+        out[i].ndim = t->p[i].ndim;
+        out[i].shape[0] = t->p[i].shape[0];
+        out[i].shape[1] = t->p[i].shape[1];
+        out[i].data = params + t->p[i].offset;
+    }
+    snprintf(p, sizeof p, "%s/" HF_WEIGHTS, tmp);
+    rc = safetensors_write(p, out, t->n, e);
+    free(out);
+    if (rc) goto fail;
+    return convert_dir_commit(dir, tmp, e);
+fail:
+    rm_tree(tmp);
+    return -1;
 }
 
 /* ---- any model source --------------------------------------------------------- */

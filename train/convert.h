@@ -45,6 +45,7 @@
 #ifndef LLAMAC_TRAIN_CONVERT_H
 #define LLAMAC_TRAIN_CONVERT_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "../model/config.h"
@@ -67,6 +68,24 @@ int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e)
  * >= 0 are written as bos_token_id and eos_token_id, else null. */
 int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
                     int bos_id, int eos_id, int force, Err *e);
+
+/* Writing a directory atomically (the export above, PEFT adapters):
+ * convert_dir_begin refuses an existing non-directory or, without force, a
+ * non-empty directory, and creates the empty "<dir>.tmp.<pid>" (its path into
+ * tmp[0..n)); the caller writes and fsyncs its files there; convert_dir_commit
+ * fsyncs tmp and renames it to dir (a full dir is moved aside first and
+ * removed after), or removes tmp and fails; convert_dir_abort removes tmp. */
+int convert_dir_begin(const char *dir, int force, char *tmp, size_t n, Err *e);
+int convert_dir_commit(const char *dir, const char *tmp, Err *e);
+void convert_dir_abort(const char *tmp);
+
+/* Write j to path (indented, keys in insertion order) and fsync it. */
+struct json_t;
+int convert_json_write(const char *path, const struct json_t *j, Err *e);
+
+/* The shortest decimal that reads back as f, as a double (JSON reals: 1e-05,
+ * not 9.99999974737875e-06). */
+double convert_short_real(float f);
 
 /* A GGUF file's llama metadata as a config (see below) / its tensors,
  * dequantised, into params laid out by t. Errors name the file and the key
