@@ -296,6 +296,31 @@ void ckpt_test_same(const char *pa, const char *pb) {
         goto out;
     }
     a.c = b.c = ia.c;
+    if (ia.has_lora) { /* a LoRA run: the adapters and their moments */
+        ParamTable lt;
+        LC_ASSERT(lora_build(&ia.lora, &ia.c, &lt, &e) == 0);
+        float *ba = xcalloc(a.t.size, sizeof(float)), *bb = xcalloc(a.t.size, sizeof(float));
+        float *la = xcalloc(lt.size, sizeof(float)), *lb = xcalloc(lt.size, sizeof(float));
+        AdamW oa, ob;
+        AdamWConfig ac = ADAMW_DEFAULTS;
+        ParamTable bt;
+        LC_ASSERT(params_build(&ia.c, &bt, &e) == 0);
+        free(ba), free(bb);
+        ba = xcalloc(bt.size, sizeof(float)), bb = xcalloc(bt.size, sizeof(float));
+        LC_ASSERT(adamw_init(&oa, &ac, &lt, &ops_cpu, NULL, &e) == 0 && adamw_init(&ob, &ac, &lt, &ops_cpu, NULL, &e) == 0);
+        CkptLora ca = {ia.lora, &lt, la, NULL}, cb = {ia.lora, &lt, lb, NULL};
+        EXPECT(ckpt_load_lora(pa, &ia.c, &bt, ba, &ca, &oa, NULL, &e) == 0, "%s", e.msg);
+        EXPECT(ckpt_load_lora(pb, &ia.c, &bt, bb, &cb, &ob, NULL, &e) == 0, "%s", e.msg);
+        EXPECT(memcmp(ba, bb, bt.size * sizeof(float)) == 0, "%s and %s: base weights differ", pa, pb);
+        EXPECT(memcmp(la, lb, lt.size * sizeof(float)) == 0, "%s and %s: adapters differ", pa, pb);
+        EXPECT(memcmp(oa.m, ob.m, lt.size * sizeof(float)) == 0, "%s and %s: AdamW m differs", pa, pb);
+        EXPECT(memcmp(oa.v, ob.v, lt.size * sizeof(float)) == 0, "%s and %s: AdamW v differs", pa, pb);
+        EXPECT(oa.t == ob.t && oa.t > 0, "adamw t %ld vs %ld", oa.t, ob.t);
+        adamw_free(&oa), adamw_free(&ob);
+        free(ba), free(bb), free(la), free(lb);
+        params_free(&lt), params_free(&bt);
+        goto out;
+    }
     params_free(&a.t);
     params_free(&b.t);
     free(a.params);

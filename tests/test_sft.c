@@ -243,6 +243,8 @@ void sft_errors(void) {
         {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n",
          -1, "chat messages need a chat template"},
         {"{\"prompt\": \"x\"}\n", CHAT_LLAMA3, "cannot tell the format"},
+        {"{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}, {\"role\": \"assistant\", \"content\": \"y\"}]}\n",
+         CHAT_CHATML, DIR "/x.jsonl:1: the chatml template needs the token <|im_start|>"},
         {"{\"prompt\": \"x\", \"completion\": [{\"role\": \"assistant\", \"content\": \"y\"}]}\n", CHAT_LLAMA3,
          "must both be strings or both message lists"},
         {"{\"prompt\": \"x\", \"completion\": \"\"}\n", CHAT_LLAMA3, "empty \"completion\""},
@@ -360,6 +362,51 @@ void sft_resume(void) {
                      other, tokp);
     EXPECT(rc == 1 && strstr(test_err, "fine-tuned from another model than " DIR "/bas2.h5"), "other model: %s", test_err);
     EXPECT(access(DIR "/C.h5", F_OK) != 0, "a failed run wrote its --out");
+}
+
+/* LoRA SFT: killed and resumed, the same adapters, moments and losses as a
+ * straight run; the PEFT adapter written at the end */
+void sft_lora_resume(void) {
+    need_run_inputs();
+    system("rm -rf " DIR "/LA " DIR "/LA.jsonl " DIR "/LB " DIR "/LB.jsonl " DIR "/adA " DIR "/adB");
+#define LORA_ARGS " --lora-r 4 --lora-targets all-linear --lora-dropout 0.1 --val " DIR "/chat.jsonl --val-every 8 "
+    int rc = test_llamac(SFT_ARGS "%s" LORA_ARGS "--ckpt-dir " DIR "/LA --metrics " DIR "/LA.jsonl --adapter-out " DIR
+                         "/adA --merged-out " DIR "/LA.h5", tokp);
+    EXPECT(rc == 0, "straight LoRA sft: %s", test_err);
+    EXPECT(strstr(test_out, "LoRA r 4, alpha 4, dropout 0.1 on q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj"),
+           "start-up: %s", test_out);
+    EXPECT(access(DIR "/adA/adapter_config.json", F_OK) == 0 && access(DIR "/adA/adapter_model.safetensors", F_OK) == 0,
+           "no PEFT adapter written");
+    EXPECT(access(DIR "/LA.h5", F_OK) == 0, "no merged model written");
+    char args[2048];
+    snprintf(args, sizeof args, SFT_ARGS "%s" LORA_ARGS "--ckpt-dir " DIR "/LB --metrics " DIR "/LB.jsonl --adapter-out "
+             DIR "/adB", tokp);
+    pid_t pid = ckpt_test_spawn(args, DIR "/LB.log");
+    EXPECT(ckpt_test_wait_for(DIR "/LB/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    EXPECT(access(DIR "/LB/step-00000016.h5", F_OK) != 0, "the run finished before the kill: make it longer");
+    rc = test_llamac("%s --resume auto", args);
+    EXPECT(rc == 0, "resume: %s", test_err);
+    ckpt_test_same(DIR "/LA/step-00000016.h5", DIR "/LB/step-00000016.h5");
+    ckpt_test_same_losses(DIR "/LA.jsonl", DIR "/LB.jsonl", STEPS);
+    /* a full run's checkpoint does not resume a LoRA run */
+    rc = test_llamac(SFT_ARGS "%s" LORA_ARGS "--ckpt-dir " DIR "/A --resume " DIR "/A/step-00000016.h5 --steps 20", tokp);
+    EXPECT(rc == 1 && strstr(test_err, "a full training run's checkpoint, this run trains LoRA adapters"), "%s", test_err);
+    /* the adapter and the merged model give the same logits */
+    rc = test_llamac("logits --model " DIR "/base.h5 --adapter " DIR "/adA --tokens 5,6,7,8,9 --out " DIR "/la.f32");
+    EXPECT(rc == 0, "logits --adapter: %s", test_err);
+    rc = test_llamac("logits --model " DIR "/LA.h5 --tokens 5,6,7,8,9 --out " DIR "/lm.f32");
+    EXPECT(rc == 0, "logits merged: %s", test_err);
+    FILE *fa = fopen(DIR "/la.f32", "rb"), *fb = fopen(DIR "/lm.f32", "rb");
+    float xa[4096], xb[4096];
+    size_t na = fa ? fread(xa, 4, 4096, fa) : 0, nb = fb ? fread(xb, 4, 4096, fb) : 0;
+    if (fa) fclose(fa);
+    if (fb) fclose(fb);
+    double worst = 0;
+    for (size_t i = 0; i < na && i < nb; i++) worst = fmax(worst, fabs((double)xa[i] - xb[i]));
+    EXPECT(na > 0 && na == nb && worst < 1e-4, "adapter vs merged logits: %zu vs %zu values, max diff %g", na, nb, worst);
 }
 
 void sft_cli_errors(void) {

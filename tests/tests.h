@@ -129,6 +129,7 @@ void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
 void sft_resume(void);
+void sft_lora_resume(void);
 void sft_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
@@ -149,6 +150,7 @@ void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
 void sft_resume(void);
+void sft_lora_resume(void);
 void sft_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */

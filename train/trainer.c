@@ -15,6 +15,7 @@
 
 #include "ckpt.h"
 #include "convert.h"
+#include "peft.h"
 #include "run.h"
 
 void trainer_opts_default(TrainOpts *o) {
@@ -40,9 +41,8 @@ void trainer_opts_default(TrainOpts *o) {
     o->ckpt_dir = "checkpoints";
     o->device = "cpu";
     o->prompt = "Once upon a time";
-    o->lora_alpha = 16;
-    o->lora_targets = "q_proj,v_proj";
     o->lora_init = "kaiming";
+    o->adapter_out = "adapter";
 }
 
 int trainer_flags(TrainOpts *o, CliFlag *f) {
@@ -77,12 +77,14 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
         {"recompute", CLI_INT, &o->recompute, 0, 1, "1: keep only each layer's input, recompute the layer in the backward (less memory)"},
         {"lora-r", CLI_INT, &o->lora_r, 0, 1 << 16, "LoRA rank (0: train every weight; > 0: adapters on a frozen base)"},
-        {"lora-alpha", CLI_FLOAT, &o->lora_alpha, -1e9, 1e9, "LoRA alpha: the adapters are scaled by alpha / r"},
+        {"lora-alpha", CLI_FLOAT, &o->lora_alpha, -1e9, 1e9, "LoRA alpha: the adapters are scaled by alpha / r (0: alpha = r)"},
         {"lora-dropout", CLI_FLOAT, &o->lora_dropout, -1e9, 1e9, "dropout on the adapters' input, in [0, 1)"},
-        {"lora-targets", CLI_STR, &o->lora_targets, 0, 0, "adapted modules: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear"},
+        {"lora-targets", CLI_STR, &o->lora_targets, 0, 0, "adapted modules: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q,k,v,o)"},
         {"lora-layers", CLI_STR, &o->lora_layers, 0, 0, "adapted layers, e.g. 0-3,7 (PEFT's layers_to_transform; default all)"},
         {"rslora", CLI_INT, &o->rslora, 0, 1, "1: rsLoRA, scale alpha / sqrt(r)"},
-        {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0) or gaussian"},
+        {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0), gaussian, or a PEFT adapter directory to continue"},
+        {"adapter-out", CLI_STR, &o->adapter_out, 0, 0, "LoRA: PEFT adapter directory written at the end (PeftModel.from_pretrained reads it)"},
+        {"merged-out", CLI_STR, &o->merged_out, 0, 0, "LoRA: also write the base with the adapters merged, as a checkpoint (.h5)"},
     };
     int n = (int)(sizeof rows / sizeof rows[0]);
     LC_ASSERT(n <= TRAINER_NFLAGS);
@@ -92,23 +94,10 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
 
 int trainer_check(const TrainOpts *o, Err *e) {
     if (!(o->lr > 0)) return err_set(e, "--lr: must be positive, got %g", o->lr);
-    if (o->lora_r && strcmp(o->lora_init, "kaiming") && strcmp(o->lora_init, "gaussian"))
-        return err_set(e, "--lora-init: expected kaiming or gaussian, got '%.40s'", o->lora_init);
+    if (strcmp(o->lora_init, "kaiming") && strcmp(o->lora_init, "gaussian") && !peft_is_dir(o->lora_init))
+        return err_set(e, "--lora-init: expected kaiming, gaussian or a PEFT adapter directory, got '%.40s'",
+                       o->lora_init);
     return device_check(o->device, e);
-}
-
-/* The LoRA config of the flags, checked against the model. */
-static int lora_config(const TrainOpts *o, const LlamaConfig *c, LoraConfig *lc, Err *e) {
-    unsigned targets;
-    if (lora_parse_targets(o->lora_targets, &targets, e)) return -1;
-    lora_config_default(lc, targets);
-    lc->r = (int)o->lora_r;
-    lc->alpha = (float)o->lora_alpha;
-    lc->dropout = (float)o->lora_dropout;
-    lc->rslora = (int)o->rslora;
-    lc->init = strcmp(o->lora_init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
-    if (o->lora_layers && lora_parse_layers(o->lora_layers, lc, c->n_layers, e)) return -1;
-    return lora_validate(lc, c, e);
 }
 
 int trainer_mkdir(const char *dir, const char *flag, Err *e) {
@@ -143,14 +132,27 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     tr->opened = 1;
     LoraConfig lc;
     LlamaOpts lo = {LLAMA_GRADS_FULL, NULL, (int)o->recompute};
-    if (o->lora_r) {
-        if (lora_config(o, c, &lc, e)) return -1;
+    PeftAdapter pa; /* --lora-init DIR: its config and weights */
+    memset(&pa, 0, sizeof pa);
+    int from_dir = peft_is_dir(o->lora_init);
+    if (from_dir) {
+        if (peft_load(o->lora_init, c, &pa, e)) return -1;
+        lc = pa.lc;
+    } else if (o->lora_r &&
+               lora_config_from_flags(&lc, o->lora_r, o->lora_alpha, o->lora_dropout, o->lora_targets,
+                                      o->lora_layers, (int)o->rslora, c, e)) {
+        return -1;
+    }
+    if (o->lora_r || from_dir) {
+        lc.init = strcmp(o->lora_init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
         lo.grads = LLAMA_GRADS_INPUT;
         lo.lora = &lc;
     }
     if (device_check_fits(&tr->dev, c, (int)o->B, (int)o->T, 1, e) ||
-        llama_init_opts(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, &lo, e))
+        llama_init_opts(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, &lo, e)) {
+        peft_free(&pa);
         return -1;
+    }
     if (init) {
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
@@ -159,12 +161,17 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
         tr->init = init;
         device_host_free(&hv);
-        if (rc) return -1;
+        if (rc) return peft_free(&pa), -1;
     } else {
         device_params_init(&tr->m, (uint64_t)o->seed);
     }
-    if (tr->m.lora) {
+    if (from_dir) {
+        tr->m.ops->upload(tr->m.ctx, tr->m.lora_params, pa.params, tr->m.lt.size * sizeof(float));
+        peft_free(&pa);
+    } else if (tr->m.lora) {
         llama_lora_init(&tr->m, (uint64_t)o->seed);
+    }
+    if (tr->m.lora) {
         tr->pt = &tr->m.lt;
         tr->params = tr->m.lora_params;
         tr->grads = tr->m.lora_grads;
@@ -258,7 +265,13 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     double t0 = time_now();
     HostView hv; /* host copies of a GPU's buffers for the HDF5 writer */
     device_host_view(&tr->m, &tr->opt, &hv);
-    int src = ckpt_save(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &hv.opt, &st, e);
+    int src;
+    if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
+    } else {
+        src = ckpt_save(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &hv.opt, &st, e);
+    }
     device_host_free(&hv);
     if (src) return -1;
     double dt = time_now() - t0;
@@ -296,9 +309,18 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
                           "--preset/--set)", rpath, diff);
     if (info.tokenizer_id != d->tokenizer_id)
         return err_set(e, "%s: trained on shards of another tokenizer than %s", rpath, d->name);
+    if (info.has_lora != tr->m.lora)
+        return err_set(e, "%s: %s, this run %s", rpath, info.has_lora ? "a LoRA run's checkpoint" : "a full training run's checkpoint",
+                       tr->m.lora ? "trains LoRA adapters (--lora-r)" : "trains every weight (no --lora-r)");
     HostView hv;
     device_host_view(&tr->m, &tr->opt, &hv);
-    int lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
+    int lrc;
+    if (tr->m.lora) {
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL};
+        lrc = ckpt_load_lora(rpath, &tr->c, &tr->m.t, hv.m.params, &cl, &hv.opt, &st, e);
+    } else {
+        lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
+    }
     if (!lrc) device_host_push(&hv, &tr->m, &tr->opt);
     device_host_free(&hv);
     if (lrc) return -1;
@@ -341,6 +363,12 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
 static void print_sample(Trainer *tr, const char *when) {
     Llama *gen = &tr->gen, *m = &tr->m;
     m->ops->download(m->ctx, gen->params, m->params, m->t.size * sizeof(float)); /* gen is on the CPU */
+    if (m->lora) { /* the adapters merged into the sampling copy */
+        float *lp = xmalloc(m->lt.size * sizeof(float));
+        m->ops->download(m->ctx, lp, m->lora_params, m->lt.size * sizeof(float));
+        lora_merge(&m->lc, &m->c, &m->t, gen->params, &m->lt, lp, 1);
+        free(lp);
+    }
     int32_t *ids = NULL;
     size_t cap = 0, n = tok_encode(&tr->tok, tr->o.prompt, strlen(tr->o.prompt), &ids, &cap);
     if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
@@ -352,6 +380,30 @@ static void print_sample(Trainer *tr, const char *when) {
     fflush(stdout);
     sample_free(&s);
     free(ids);
+}
+
+/* The run's result: the weights (--out), or the PEFT adapter and on request
+ * the merged model. */
+static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
+    const TrainOpts *o = &tr->o;
+    Llama *m = &tr->m;
+    HostView hv;
+    device_host_view(m, NULL, &hv);
+    int rc;
+    if (!m->lora) {
+        rc = ckpt_save(o->out, &tr->c, &m->t, hv.m.params, tok_id, NULL, NULL, e);
+    } else {
+        rc = peft_save(o->adapter_out, &m->lc, &m->lt, hv.m.lora_params, tr->init, 1, e);
+        if (!rc && o->merged_out) {
+            float *merged = xalloc_aligned(m->t.size * sizeof(float));
+            memcpy(merged, hv.m.params, m->t.size * sizeof(float));
+            lora_merge(&m->lc, &tr->c, &m->t, merged, &m->lt, hv.m.lora_params, 1);
+            rc = ckpt_save(o->merged_out, &tr->c, &m->t, merged, tok_id, NULL, NULL, e);
+            free(merged);
+        }
+    }
+    device_host_free(&hv);
+    return rc;
 }
 
 /* Validation line and metrics record. */
@@ -401,6 +453,17 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
     printf("  B=%ld T=%ld x %ld micro-batches = %ld tokens/step, %ld steps, lr %g (warmup %ld, cosine to %g), "
            "MFU against %.1f GFLOP/s\n", o->B, o->T, tr->accum, o->batch_tokens, steps, o->lr, tr->sched.warmup,
            o->lr * o->min_frac, peak);
+    if (m->lora) {
+        char mods[128] = "";
+        for (int k = 0; k < LORA_NMOD; k++)
+            if (m->lc.targets >> k & 1) snprintf(mods + strlen(mods), sizeof mods - strlen(mods), "%s%s", mods[0] ? "," : "", lora_module_name(k));
+        printf("  LoRA r %d, alpha %g%s, dropout %g on %s: %.3fM trainable parameters (%.2f%% of %.2fM), the base "
+               "frozen%s\n", m->lc.r, (double)m->lc.alpha, m->lc.rslora ? " (rsLoRA)" : "", (double)m->lc.dropout,
+               mods, m->lt.numel / 1e6, 100.0 * m->lt.numel / m->t.numel, m->t.numel / 1e6,
+               m->recompute ? "; activations recomputed" : "");
+    } else if (m->recompute) {
+        printf("  activations recomputed in the backward (--recompute 1)\n");
+    }
     if (tr->gen.params && start == 0) print_sample(tr, "before training");
 
     size_t n = (size_t)micro * tr->accum;
@@ -474,15 +537,13 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
         }
     }
     if (tr->gen.params) print_sample(tr, "after training");
-    HostView hv;
-    device_host_view(m, NULL, &hv);
-    int src = ckpt_save(o->out, c, &m->t, hv.m.params, train->tokenizer_id, NULL, NULL, e);
-    device_host_free(&hv);
-    if (src) goto out;
+    if (write_outputs(tr, train->tokenizer_id, e)) goto out;
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
     if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
     else if (val) printf(", val loss %.4f", last_val);
-    printf("; model written to %s\n", o->out);
+    if (m->lora) printf("; adapter written to %s%s%s\n", o->adapter_out, o->merged_out ? ", merged model to " : "",
+                        o->merged_out ? o->merged_out : "");
+    else printf("; model written to %s\n", o->out);
     rc = 0;
 out:
     sigaction(SIGINT, &old_int, NULL);

@@ -41,6 +41,7 @@ typedef struct TrainOpts {
     long lora_r, rslora, recompute;
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_layers, *lora_init;
+    const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
 } TrainOpts;
 
 /* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
@@ -112,7 +113,8 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
                  const char *init, Err *e);
 
 /* Train: resume if asked, then steps until --steps, validating on val (NULL:
- * none), and write --out. run_flags/nflags are the command's whole flag
+ * none), and write --out (with LoRA: the PEFT adapter directory
+ * --adapter-out and, when asked, the merged model --merged-out). run_flags/nflags are the command's whole flag
  * table (recorded in checkpoints as the run's config). Returns 0, or -1 with
  * e (also when stopped by a signal, after saving). */
 int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *run_flags, int nflags,
