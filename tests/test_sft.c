@@ -407,6 +407,17 @@ void sft_lora_resume(void) {
     double worst = 0;
     for (size_t i = 0; i < na && i < nb; i++) worst = fmax(worst, fabs((double)xa[i] - xb[i]));
     EXPECT(na > 0 && na == nb && worst < 1e-4, "adapter vs merged logits: %zu vs %zu values, max diff %g", na, nb, worst);
+    /* generate --adapter: the merged model's greedy text */
+    char ga[TEST_OUT_MAX];
+    rc = test_llamac("generate --model " DIR "/base.h5 --adapter " DIR "/adA --tokenizer %s --prompt 'Hi there' "
+                     "--temperature 0 --max-tokens 12", tokp);
+    EXPECT(rc == 0, "generate --adapter: %s", test_err);
+    snprintf(ga, sizeof ga, "%s", test_out);
+    rc = test_llamac("generate --model " DIR "/LA.h5 --tokenizer %s --prompt 'Hi there' --temperature 0 --max-tokens 12",
+                     tokp);
+    EXPECT(rc == 0 && strcmp(ga, test_out) == 0, "generate: adapter '%s' vs merged '%s'", ga, test_out);
+    rc = test_llamac("generate --model " DIR "/base.h5 --adapter " DIR "/nope --tokenizer %s --prompt hi", tokp);
+    EXPECT(rc == 1 && strstr(test_err, DIR "/nope"), "missing adapter: %s", test_err);
 }
 
 void sft_cli_errors(void) {

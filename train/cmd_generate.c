@@ -14,7 +14,7 @@
 #include "run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
-    const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu";
+    const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu", *adapter = NULL;
     long max_tokens = 256, top_k = 0, seed = 42, ctx = 0, special = 0;
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
@@ -28,6 +28,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
         {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
         {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
         {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: prompt + --max-tokens, at most the model's)"},
+        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
         {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -71,7 +72,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
     Llama m;
     Device dev;
-    if (device_load_model(&dev, device, model, &c, &m, 1, (int)ctx, e)) goto out_sampler;
+    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, (int)ctx, e)) goto out_sampler;
     fputs(prompt, stdout);
     double t_pre, t_gen;
     int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);

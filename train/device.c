@@ -8,6 +8,7 @@
 
 #include "ckpt.h"
 #include "convert.h"
+#include "peft.h"
 
 #ifdef LC_CUDA
 #include "../model/ops_cuda.h"
@@ -122,11 +123,16 @@ void device_params_init(Llama *m, uint64_t seed) {
     device_host_free(&v);
 }
 
-int device_load_model(Device *d, const char *name, const char *path, const LlamaConfig *c, Llama *m, int B,
-                      int T, Err *e) {
+int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const LlamaConfig *c,
+                      Llama *m, int B, int T, Err *e) {
     memset(m, 0, sizeof *m);
-    if (device_open(d, name, e)) return -1;
-    if (device_check_fits(d, c, B, T, 0, e) || llama_init(m, c, d->ops, d->ctx, B, T, 0, e)) {
+    PeftAdapter a;
+    memset(&a, 0, sizeof a);
+    if (adapter && peft_load(adapter, c, &a, e)) return -1; /* before anything big: a bad adapter fails fast */
+    if (device_open(d, name, e)) return peft_free(&a), -1;
+    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0};
+    if (device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e)) {
+        peft_free(&a);
         llama_free(m);
         device_close(d);
         return -1;
@@ -134,8 +140,10 @@ int device_load_model(Device *d, const char *name, const char *path, const Llama
     HostView hv;
     device_host_view(m, NULL, &hv);
     int rc = convert_model_load(path, c, &m->t, hv.m.params, e);
+    if (rc == 0 && adapter) memcpy(hv.m.lora_params, a.params, m->lt.size * sizeof(float));
     if (rc == 0) device_host_push(&hv, m, NULL);
     device_host_free(&hv);
+    peft_free(&a);
     if (rc) {
         llama_free(m);
         device_close(d);

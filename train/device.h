@@ -46,11 +46,12 @@ void device_host_push(const HostView *v, Llama *m, AdamW *opt);
 void device_host_free(HostView *v);
 
 /* Open device `name` into *d and build *m (no gradients) for batches of
- * (B, T) with the weights of the checkpoint at path, whose config is c.
+ * (B, T) with the weights of the model source at path, whose config is c,
+ * and, when adapter is not NULL, that PEFT adapter directory attached.
  * On failure everything opened is released (*m zeroed, *d closed) and -1
  * returned with e; on success release with llama_free then device_close. */
-int device_load_model(Device *d, const char *name, const char *path, const LlamaConfig *c, Llama *m, int B,
-                      int T, Err *e);
+int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const LlamaConfig *c,
+                      Llama *m, int B, int T, Err *e);
 
 /* params_init through a host view: the same weights on every device. */
 void device_params_init(Llama *m, uint64_t seed);
