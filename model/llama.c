@@ -461,3 +461,21 @@ void llama_backward(Llama *m, int l0, int l1) {
     }
     if (l0 == 0 && m->g.embed) o->embed_bwd(ctx, m->g.embed, m->dres, m->tokens, N, D);
 }
+
+// ----------------------------------------------------------------------------
+// prefill: the KV cache of a prompt in one batched forward
+
+void llama_prefill(Llama *m, const int *tokens, int n) {
+    LC_ASSERT(m->B == 1 && n >= 1 && n <= m->T && !m->recompute);
+    /* The forward over the first n positions writes the k and v rows that
+     * llama_decode reads as its cache; every buffer is sized for m->T and
+     * row-major with B = 1, so running with T = n only uses their first
+     * rows. The head's loss over the (ignored) targets is discarded. */
+    int T = m->T;
+    m->T = n;
+    Err e;
+    int rc = llama_set_batch(m, tokens, NULL, NULL, &e);
+    LC_ASSERT(rc == 0); /* ids were checked by the caller's tokenizer */
+    llama_forward(m, 0, m->c.n_layers, 0);
+    m->T = T;
+}

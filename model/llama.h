@@ -163,6 +163,12 @@ void llama_backward(Llama *m, int l0, int l1);
  * layer's k, v). Adapters apply when enabled, without dropout. */
 void llama_decode(Llama *m, int token, int pos);
 
+/* The KV cache of positions 0..n-1 from one batched forward over
+ * tokens[0..n) (B = 1, no recomputation): what n calls of llama_decode
+ * would leave in the cache, at GEMM speed. Follow with llama_decode of the
+ * next token at position n. */
+void llama_prefill(Llama *m, const int *tokens, int n);
+
 /* Number of targets != LC_IGNORE in a host array of n. */
 long llama_count_targets(const int *targets, size_t n);
 

@@ -254,6 +254,20 @@ void model_kv_cache(void) {
         for (int v = 0; v < V; v++) worst = fmax(worst, fabs(b.logits[v] - full[(size_t)t * V + v]));
     }
     EXPECT(worst < 1e-5, "KV-cache logits differ from the full forward by %g", worst);
+    /* a prefilled prompt continues as the token-by-token cache does */
+    Llama p;
+    LC_ASSERT(llama_init(&p, &cfg, &ops_cpu, NULL, 1, T, 0, &e) == 0);
+    memcpy(p.params, a.params, a.t.size * sizeof(float));
+    int np = 23;
+    llama_prefill(&p, tok, np);
+    worst = 0;
+    for (int t = np; t < T; t++) {
+        llama_decode(&p, tok[t], t);
+        for (int v = 0; v < V; v++) worst = fmax(worst, fabs(p.logits[v] - full[(size_t)t * V + v]));
+    }
+    EXPECT(worst < 1e-5, "logits after llama_prefill differ from the full forward by %g", worst);
+    EXPECT(p.T == T, "llama_prefill left T = %d", p.T);
+    llama_free(&p);
     free(full);
     llama_free(&a);
     llama_free(&b);

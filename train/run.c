@@ -30,7 +30,12 @@ int run_generate_at(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *p
     LC_ASSERT(np > 0 && pos0 >= 0 && pos0 + np < m->T);
     float *logits = xmalloc((size_t)m->c.vocab * sizeof(float));
     double t0 = time_now();
-    for (int i = 0; i < np; i++) llama_decode(m, prompt[i], pos0 + i);
+    int i = 0;
+    if (pos0 == 0 && np > 1 && !m->recompute) { /* a new sequence: all but the last token in one forward */
+        llama_prefill(m, prompt, np - 1);
+        i = np - 1;
+    }
+    for (; i < np; i++) llama_decode(m, prompt[i], pos0 + i);
     double t1 = time_now();
     int n = 0, p = pos0 + np;
     for (; n < max_tokens && p < m->T; p++) {
