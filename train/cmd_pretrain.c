@@ -122,7 +122,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     if (va.n && loader_init(&LV, va.p, va.n, (int)o.B, (int)o.T, 0, 1, 0, (int)doc_mask, (uint64_t)o.seed, e))
         goto out;
     TrainData dt = win_data(&L, &tr, train.v[0]), dv = win_data(&LV, &va, va.n ? val.v[0] : NULL);
-    rc = trainer_run(&t, &dt, va.n ? &dv : NULL, flags, nf, e);
+    rc = trainer_run(&t, &dt, va.n ? &dv : NULL, NULL, flags, nf, e);
 out:
     loader_free(&LV);
     loader_free(&L);

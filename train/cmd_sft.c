@@ -176,7 +176,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
     TrainData dt = {&tr, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
     TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
-    rc = trainer_run(&t, &dt, val ? &dv : NULL, flags, nf, e);
+    rc = trainer_run(&t, &dt, val ? &dv : NULL, NULL, flags, nf, e);
 out:
     trainer_close(&t);
     sft_rows_free(&vr);

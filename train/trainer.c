@@ -407,7 +407,16 @@ static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
 }
 
 /* Validation line and metrics record. */
-static double validate(Trainer *tr, TrainData *val, FILE *mf, long step, Err *e) {
+static double validate(Trainer *tr, TrainData *val, const TrainLoss *lf, FILE *mf, long step, Err *e) {
+    if (lf && lf->eval) {
+        double v = lf->eval(lf->ud, tr, val, tr->o.val_batches, e);
+        if (isnan(v) && e->msg[0]) return v;
+        char xl[512] = "", xj[1024] = "";
+        if (lf->extra) lf->extra(lf->ud, 1, xl, sizeof xl, xj, sizeof xj);
+        printf("step %ld | val loss %.4f%s\n", step, v, xl);
+        if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f%s}\n", step, v, xj);
+        return v;
+    }
     double acc = 0, v = trainer_eval(tr, val, tr->o.val_batches, val->masked ? &acc : NULL, e);
     if (isnan(v) && e->msg[0]) return v;
     if (val->masked) {
@@ -420,8 +429,8 @@ static double validate(Trainer *tr, TrainData *val, FILE *mf, long step, Err *e)
     return v;
 }
 
-int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *run_flags, int nflags,
-                Err *e) {
+int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *lf, const CliFlag *run_flags,
+                int nflags, Err *e) {
     const TrainOpts *o = &tr->o;
     Llama *m = &tr->m;
     const LlamaConfig *c = &tr->c;
@@ -477,7 +486,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
     if (val && start == 0) {
-        last_val = first_val = validate(tr, val, mf, 0, e);
+        last_val = first_val = validate(tr, val, lf, mf, 0, e);
         if (isnan(first_val) && e->msg[0]) goto out;
     }
     double lr_now = sched_lr(&tr->sched, start);
@@ -488,14 +497,18 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
         long ntgt = llama_count_targets(tg, n);
         m->ops->zero(m->ctx, tr->grads, tr->pt->size * sizeof(float));
         double loss = 0;
-        for (long k = 0; k < tr->accum; k++) {
+        if (lf) {
+            loss = lf->step(lf->ud, tr, tk, tg, ps, tr->accum, step, e);
+            if (isnan(loss) && e->msg[0]) goto out;
+        }
+        for (long k = 0; !lf && k < tr->accum; k++) {
             if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
             /* the LoRA dropout mask of (step, micro-batch): a resumed run draws the same */
             llama_lora_seed(m, (uint64_t)o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
             loss += llama_forward(m, 0, c->n_layers, ntgt ? 1.0f / ntgt : 0.0f);
             llama_backward(m, 0, c->n_layers);
         }
-        loss /= ntgt ? ntgt : 1;
+        if (!lf) loss /= ntgt ? ntgt : 1;
         double norm = adamw_grad_norm(&tr->opt, tr->grads);
         if (!isfinite(loss) || !isfinite(norm)) {
             err_set(e, "step %ld: loss %g, gradient norm %g: training diverged (try a lower --lr)", step, loss, norm);
@@ -506,23 +519,24 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *ru
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
-        char trained[48] = "";
+        char trained[48] = "", xl[512] = "", xj[1024] = "";
         if (train->masked) snprintf(trained, sizeof trained, " (%.0f trained)", ntgt / dt);
+        if (lf && lf->extra) lf->extra(lf->ud, 0, xl, sizeof xl, xj, sizeof xj);
         if ((step + 1) % o->log_every == 0 || step + 1 == steps)
-            printf("step %ld/%ld | loss %.4f | lr %.2e | norm %.3f | %.0f tok/s%s | MFU %.1f%% | %s elapsed | ETA %s\n",
-                   step + 1, steps, loss, lr_now, norm, tps, trained, 100 * mfu, run_clock(el, c1, sizeof c1),
+            printf("step %ld/%ld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s%s | MFU %.1f%% | %s elapsed | ETA %s\n",
+                   step + 1, steps, loss, xl, lr_now, norm, tps, trained, 100 * mfu, run_clock(el, c1, sizeof c1),
                    run_clock(el / (step + 1 - start) * (steps - step - 1), c2, sizeof c2));
         if (mf && train->masked)
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"trained_tokens_per_s\":%.1f,\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld,"
-                        "\"trained_tokens\":%ld}\n",
-                    step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, (long)n * (step + 1), ntgt);
+                        "\"trained_tokens\":%ld%s}\n",
+                    step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, (long)n * (step + 1), ntgt, xj);
         else if (mf)
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
                     step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));
         if (val && ((o->val_every && (step + 1) % o->val_every == 0) || step + 1 == steps)) {
-            last_val = validate(tr, val, mf, step + 1, e);
+            last_val = validate(tr, val, lf, mf, step + 1, e);
             if (isnan(last_val) && e->msg[0]) goto out;
         }
         fflush(stdout);

@@ -76,6 +76,25 @@ typedef struct TrainData {
     int masked;
 } TrainData;
 
+struct Trainer;
+
+/* A mode whose loss is not the masked cross-entropy (dpo) supplies it. */
+typedef struct TrainLoss {
+    void *ud;
+    /* One optimizer step's forward and backward over its accum micro-batches
+     * (tok, tgt, pos: accum blocks of B*T, already drawn), accumulating
+     * into tr->grads (zeroed by the trainer); returns the step's loss. */
+    double (*step)(void *ud, struct Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                   long accum, long step, Err *e);
+    /* The last step's (or validation's) extra metrics: " | name v" text for
+     * the progress line and ",\"name\":v" JSON members. NULL: none. */
+    void (*extra)(void *ud, int validation, char *line, size_t nline, char *json, size_t njson);
+    /* Validation: the mean loss over nbatches micro-batches of d (rewound
+     * before and after), leaving its metrics for extra. NULL: the masked
+     * cross-entropy. NaN with e on an error. */
+    double (*eval)(void *ud, struct Trainer *tr, TrainData *d, long nbatches, Err *e);
+} TrainLoss;
+
 typedef struct Trainer {
     TrainOpts o;
     const char *mode;      /* "pretrain", "sft", ...: the start-up line */
@@ -113,12 +132,12 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
                  const char *init, Err *e);
 
 /* Train: resume if asked, then steps until --steps, validating on val (NULL:
- * none), and write --out (with LoRA: the PEFT adapter directory
+ * none), with the loss of loss (NULL: masked cross-entropy), and write --out (with LoRA: the PEFT adapter directory
  * --adapter-out and, when asked, the merged model --merged-out). run_flags/nflags are the command's whole flag
  * table (recorded in checkpoints as the run's config). Returns 0, or -1 with
  * e (also when stopped by a signal, after saving). */
-int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const CliFlag *run_flags, int nflags,
-                Err *e);
+int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *loss, const CliFlag *run_flags,
+                int nflags, Err *e);
 
 void trainer_close(Trainer *tr);
 
