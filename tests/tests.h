@@ -40,6 +40,8 @@ void bpe_empty(void);
 void bpe_known_merges(void);
 void bpe_save_load(void);
 void bpe_bad_files(void);
+void bpe_v1_fixture(void);
+void bpe_bad_files_v2(void);
 void bpe_speed(void);
 void tok_reference(void);
 void tok_ids(void);

@@ -323,9 +323,14 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
             for (int k = 0; k < tok->bb->n_added; k++)
                 type[tok->bb->added[k].id] = tok->bb->added[k].special ? TT_CONTROL : TT_USER_DEFINED;
         kv_str(w, "tokenizer.ggml.model", "gpt2");
-        /* llamac's own pre-tokenizer is none of llama.cpp's; "default" is
-         * GPT-2's split. tokenizer.json / tiktoken: Llama 3's. */
-        kv_str(w, "tokenizer.ggml.pre", tok->kind == TOK_LLAMAC ? "default" : "llama-bpe");
+        /* llamac's BPE with Llama 3's split pattern (bpe.h, version 2), a
+         * tokenizer.json or tiktoken: "llama-bpe", Llama 3's split (and its
+         * whole-piece rule, which llamac's version 2 encoder follows too).
+         * llamac's own version 1 split is none of llama.cpp's: "default",
+         * GPT-2's. */
+        int llama3 = tok->kind != TOK_LLAMAC ||
+                     (tok->bpe->pattern && strcmp(tok->bpe->pattern, BPE_DEFAULT_PATTERN) == 0);
+        kv_str(w, "tokenizer.ggml.pre", llama3 ? "llama-bpe" : "default");
         kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
         char *buf = NULL;
         size_t cap = 0;

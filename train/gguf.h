@@ -53,9 +53,11 @@
  * (llamac BPE, tokenizer.json, tiktoken) become llama.cpp's "gpt2" model:
  * tokens spelled in GPT-2's byte-to-unicode alphabet, special tokens as
  * their text with type CONTROL, merges "A B" in rank order, pre-tokenizer
- * "llama-bpe" (Llama 3's split) or, for llamac's own BPE whose split is none
- * of llama.cpp's, "default" (GPT-2's: prompts may then split differently
- * from llamac's encoder, while every id decodes exactly). SentencePiece
+ * "llama-bpe" (Llama 3's split: tokenizer.json, tiktoken, and llamac's BPE
+ * files of version 2 with Llama 3's pattern, so that llama.cpp tokenizes as
+ * llamac does) or, for llamac's version 1 BPE files whose split is none of
+ * llama.cpp's, "default" (GPT-2's: prompts may then split differently from
+ * llamac's encoder, while every id decodes exactly). SentencePiece
  * becomes its "llama" model (pieces, scores, types). Ids past the
  * tokenizer's vocabulary up to the model's are unused "[PAD<id>]" tokens.
  * Without a tokenizer, tokenizer.ggml.model is "no_vocab" (ids in, logits
