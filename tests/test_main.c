@@ -78,7 +78,7 @@ static const struct {
     T(ckpt_kill_during_save), T(ckpt_cli_errors),
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
-    T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli),
+    T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
 };
 #undef T
 

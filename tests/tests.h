@@ -94,6 +94,7 @@ void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
 void export_gguf_encodings(void);
 void export_gguf_cli(void);
+void export_hf_tokenizer(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */

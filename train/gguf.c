@@ -250,6 +250,12 @@ static size_t byte_level(const uint32_t cp[256], const unsigned char *in, size_t
     return m;
 }
 
+size_t gguf_byte_level(const char *in, size_t n, char *out) {
+    uint32_t cp[256];
+    byte_map(cp);
+    return byte_level(cp, (const unsigned char *)in, n, out);
+}
+
 typedef struct { uint32_t rank; int32_t a, b; } Merge;
 static int merge_cmp(const void *x, const void *y) {
     uint32_t p = ((const Merge *)x)->rank, q = ((const Merge *)y)->rank;
@@ -275,6 +281,15 @@ static Merge *vocab_merges(const Tokenizer *tok, size_t *n) {
         }
     qsort(m, *n, sizeof *m, merge_cmp);
     return m;
+}
+
+size_t gguf_merges(const Tokenizer *tok, int32_t **ab) {
+    size_t n;
+    Merge *m = vocab_merges(tok, &n);
+    *ab = xmalloc((2 * n + 1) * sizeof **ab);
+    for (size_t i = 0; i < n; i++) (*ab)[2 * i] = m[i].a, (*ab)[2 * i + 1] = m[i].b;
+    free(m);
+    return n;
 }
 
 /* Metadata entries the vocabulary adds (1 without a tokenizer). */
