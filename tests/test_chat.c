@@ -494,6 +494,7 @@ void chat_cli(void) {
         {"--template llama3 --tokenizer build/tp/val.jsonl", "build/tp/val.jsonl: "},
         {"--template llama3 --model build/tp/nope.h5", "build/tp/nope.h5"},
         {"--template llama3 --max-tokens 0", "--max-tokens: 0 is out of range"},
+        {"--template llama3 --ctx 129", "--ctx: 129 exceeds the model's context length 128"},
         {"--tokenizer build/tp/hf/tok.bin", "build/tp/hf/tokenizer_config.json: chat template not supported: \"{{ bos_token }}"},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
