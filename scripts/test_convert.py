@@ -39,7 +39,9 @@ and for the float32 saves:
      its apply_chat_template (the exported Jinja) gives `llamac tokenize
      chat`'s ids, pipeline("text-generation") greedy gives `llamac generate
      --temperature 0`'s text, and `convert HF_DIR back.h5` records the
-     directory's tokenizer (generate with HF_DIR/tokenizer.json works).
+     directory's tokenizer (generate with HF_DIR/tokenizer.json works); a
+     SentencePiece model the same way (tokenizer.model copied, LlamaTokenizer;
+     ids also equal sentencepiece's; greedy text through model.generate).
 
 Prints PASS/FAIL per check and "test_convert: N passed, M failed"; exits 1
 on any failure.
@@ -494,6 +496,61 @@ def check_hf_tokenizer(llamac, work):
                   "--prompt", prompt, "--max-tokens", "5"), "")
 
 
+def check_hf_spm(llamac, work):
+    """A SentencePiece model exported to a HF directory (tokenizer.model copied,
+    LlamaTokenizer): AutoTokenizer's ids equal llamac's (and sentencepiece's) on
+    text without runs of spaces, where transformers' converted Llama tokenizer
+    parts from sentencepiece itself (llamac follows sentencepiece); greedy
+    generate's decoded text equals llamac generate's."""
+    import sentencepiece as spm
+    import torch
+    from transformers import AutoTokenizer
+    d = os.path.join(work, "hf_spm")
+    os.makedirs(d, exist_ok=True)
+    corpus = os.path.join(d, "t.txt")
+    with open(corpus, "w") as f:
+        f.write(("the king and the queen went to the castle. the cat sat on the mat. " * 30 +
+                 "It's 1234 naïve café\n") * 10)
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(d, "sp"), vocab_size=300,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, minloglevel=2,
+                                   normalization_rule_name="identity", split_digits=True, add_dummy_prefix=True)
+    tokpath, base, out = os.path.join(d, "sp.model"), os.path.join(d, "m"), os.path.join(d, "hf")
+    tag = "HF export with tokenizer (SentencePiece)"
+    if not check(f"{tag}: shard, 60 training steps, export",
+                 run(llamac, "tokenize", "encode", "--tokenizer", tokpath, "--input", corpus, "--out", base + ".bin")
+                 and run(llamac, "pretrain", "--train", base + ".bin", "--preset", "tiny", "--steps", "60", "--batch",
+                         "4", "--seq", "64", "--lr", "3e-3", "--warmup", "5", "--ckpt-dir", base + "_ck", "--out",
+                         base + ".h5", "--peak-gflops", "1")
+                 and run(llamac, "convert", base + ".h5", out, "--force", "--tokenizer", tokpath, "--template", "llama2")):
+        return
+    check(f"{tag}: tokenizer.model is a copy", open(tokpath, "rb").read() == open(os.path.join(out, "tokenizer.model"), "rb").read(), "")
+    at = AutoTokenizer.from_pretrained(out)
+    sp = spm.SentencePieceProcessor(model_file=tokpath)
+    probe = os.path.join(d, "probe.txt")
+    bad = []
+    for text in ["the king and the queen, It's 1234 naïve café", " leading space", "line one\nline two", "x"]:
+        with open(probe, "w") as f:
+            f.write(text)
+        mine = [int(i) for i in subprocess.run([llamac, "tokenize", "ids", "--tokenizer", tokpath, probe],
+                                               capture_output=True, text=True).stdout.split()]
+        if not (mine == at(text)["input_ids"] == sp.encode(text)):
+            bad.append((text, mine, at(text)["input_ids"]))
+    check(f"{tag}: AutoTokenizer's ids equal llamac's and sentencepiece's", not bad, f"{bad}")
+    prompt = "the king and the"
+    g = subprocess.run([llamac, "generate", "--model", base + ".h5", "--tokenizer", tokpath, "--prompt", prompt,
+                        "--max-tokens", "20", "--temperature", "0"], capture_output=True, text=True)
+    # pipeline("text-generation") pastes the prompt and the decoded new ids, and decoding new ids alone
+    # drops the first piece's space (sentencepiece's dummy prefix): compare the decoded whole instead
+    mine = g.stdout.rstrip("\n")
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ids = at(prompt, return_tensors="pt")["input_ids"]
+    gen = model.generate(ids, max_new_tokens=20, do_sample=False, generation_config=model.generation_config)
+    theirs = at.decode(gen[0], skip_special_tokens=True)
+    check(f"{tag}: generate greedy text equals llamac generate --temperature 0 ({mine!r})",
+          mine is not None and mine == theirs, f"llamac {mine!r} vs transformers {theirs!r}")
+
+
 def want_id(llamac, tokpath, name):
     r = subprocess.run([llamac, "tokenize", "special", "--tokenizer", tokpath, name], capture_output=True, text=True)
     return int(r.stdout.split()[-1]) if r.returncode == 0 and r.stdout.split() else None
@@ -675,6 +732,7 @@ def main():
     check_gguf_vocab(llamac, args.work)
     print("== HF export with the tokenizer")
     check_hf_tokenizer(llamac, args.work)
+    check_hf_spm(llamac, args.work)
     print(f"test_convert: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
