@@ -56,6 +56,7 @@ void chat_chatml(void);
 void chat_llama31(void);
 void chat_detect(void);
 void chat_cli(void);
+void chat_cli_chatml(void);
 void tok_spm(void);
 void tok_pipeline(void);
 void tok_chat_reference(void);
