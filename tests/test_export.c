@@ -155,13 +155,17 @@ void export_gguf_cli(void) {
         {"convert " DIR "/m.h5 " DIR "/bad_dir --type f16", "--type: only for a GGUF OUT (a name ending in .gguf)"},
         {"convert " DIR "/m.h5 " DIR "/bad.gguf --template vicuna", "--template: unknown template 'vicuna'"},
         {"convert " DIR "/m.h5 " DIR "/m_f32.gguf --type f16", DIR "/m_f32.gguf: exists (--force replaces it)"},
+        {"convert " DIR "/m.h5 " DIR "/bad.h5 --template llama3", "--template: only for a GGUF or Hugging Face OUT"},
+        {"convert " DIR "/m.h5 " DIR "/bad_dir --template llama3", "--template: a Hugging Face OUT keeps it in "
+                                                                   "tokenizer_config.json, which needs --tokenizer"},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         int rc = test_llamac("%s", c[i].args);
         EXPECT(rc == 1 && count_lines(test_err) == 1 && strstr(test_err, c[i].want), "'%s': %d %s", c[i].args, rc,
                test_err);
     }
-    EXPECT(access(DIR "/bad.gguf", F_OK) != 0 && access(DIR "/bad_dir", F_OK) != 0, "a failed convert wrote output");
+    EXPECT(access(DIR "/bad.gguf", F_OK) != 0 && access(DIR "/bad_dir", F_OK) != 0 && access(DIR "/bad.h5", F_OK) != 0,
+           "a failed convert wrote output");
     EXPECT(file_size(DIR "/m_f32.gguf") == size[0], "the existing GGUF was touched");
 }
 
@@ -185,7 +189,7 @@ void export_hf_tokenizer(void) {
     Err e = {{0}};
     LC_ASSERT(bpe_train(&b, texts, &n, 1, 290, &e) == 0 && bpe_save(&b, DIR "/tok.bin", &e) == 0);
     model_file_tok(DIR "/mt.h5", b.id);
-    int rc = test_llamac("convert " DIR "/mt.h5 " DIR "/hf --force --tokenizer " DIR "/tok.bin --template chatml");
+    int rc = test_llamac("convert " DIR "/mt.h5 " DIR "/hf --force --tokenizer " DIR "/tok.bin --template llama3.1");
     EXPECT(rc == 0 && access(DIR "/hf/tokenizer.json", R_OK) == 0 && access(DIR "/hf/tokenizer_config.json", R_OK) == 0 &&
                access(DIR "/hf/generation_config.json", R_OK) == 0 && !strstr(test_err, "warning"),
            "export: %d %s", rc, test_err);
@@ -198,7 +202,7 @@ void export_hf_tokenizer(void) {
     EXPECT(t.bos == b.bos && t.eos == b.eos && t.vocab == b.vocab, "exported bos/eos/vocab");
     char *jinja = NULL;
     EXPECT(chat_template_beside(DIR "/hf/tokenizer.json", &jinja, &e) == 0 && jinja &&
-           strcmp(jinja, chat_template_jinja(CHAT_CHATML)) == 0, "chat_template in tokenizer_config.json");
+           strcmp(jinja, chat_template_jinja(CHAT_LLAMA31)) == 0, "chat_template in tokenizer_config.json");
     free(jinja);
     /* back: the directory's tokenizer id goes into the checkpoint */
     remove(DIR "/back.h5");
@@ -206,6 +210,10 @@ void export_hf_tokenizer(void) {
     CkptInfo info;
     EXPECT(rc == 0 && ckpt_info(DIR "/back.h5", &info, &e) == 0 && info.tokenizer_id == t.id,
            "import records the directory's tokenizer: %s", test_err);
+    /* a template the tokenizer cannot render is refused */
+    rc = test_llamac("convert " DIR "/mt.h5 " DIR "/hf_bad --tokenizer " DIR "/tok.bin --template chatml");
+    EXPECT(rc == 1 && strstr(test_err, DIR "/tok.bin: the chatml template needs the token <|im_start|>") &&
+               access(DIR "/hf_bad", F_OK) != 0, "chatml on llamac BPE: %s", test_err);
     /* a version 1 tokenizer exports with a warning (its split is not expressible) */
     Bpe v1;
     LC_ASSERT(bpe_train_split(&v1, texts, &n, 1, 290, NULL, &e) == 0 && bpe_save(&v1, DIR "/tok1.bin", &e) == 0);

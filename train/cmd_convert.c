@@ -78,6 +78,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
     int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));
     if (to_ckpt && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
         return err_set(e, "%s: is a directory, expected a checkpoint file name", out);
+    if (tname && to_ckpt) return err_set(e, "--template: only for a GGUF or Hugging Face OUT (a checkpoint has none)");
+    if (tname && !to_gguf && !tokpath)
+        return err_set(e, "--template: a Hugging Face OUT keeps it in tokenizer_config.json, which needs --tokenizer");
 
     int bos = -1, eos = -1;
     Tokenizer tok;
@@ -102,6 +105,16 @@ int cmd_convert(int argc, char **argv, Err *e) {
 
     /* the chat template: --template's, else the tokenizer directory's own */
     char *jinja = NULL;
+    if (tname && tokpath) { /* the export must not carry a template its tokenizer cannot render */
+        ChatMsg probe = {CHAT_USER, "", 0};
+        ChatTokens ct = {0};
+        int bad = chat_encode(&tok, tpl, &probe, 1, &ct, tokpath, e);
+        chat_tokens_free(&ct);
+        if (bad) {
+            tok_free(&tok);
+            return -1;
+        }
+    }
     if (tname) {
         const char *j = chat_template_jinja(tpl);
         jinja = xmalloc(strlen(j) + 1);
