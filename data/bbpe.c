@@ -318,20 +318,26 @@ static int compile_step(Bbpe *b, const char *pattern, int byte_level, int prefix
     b->id = fnv_u32(fnv_u32(b->id, (uint32_t)byte_level), (uint32_t)prefix);
     if (pattern) b->id = fnv1a(b->id, pattern, strlen(pattern));
     if (!pattern) return 0;
+    s->re = bbpe_compile_pattern(pattern, 0, path, e);
+    return s->re ? 0 : -1;
+}
+
+pcre2_code *bbpe_compile_pattern(const char *pattern, int invalid_utf, const char *where, Err *e) {
     char *pat = rewrite_pattern(pattern);
     int code;
     PCRE2_SIZE off;
-    s->re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED, PCRE2_UTF | PCRE2_UCP, &code,
-                          &off, NULL);
+    pcre2_code *re = pcre2_compile((PCRE2_SPTR)pat, PCRE2_ZERO_TERMINATED,
+                                   PCRE2_UTF | PCRE2_UCP | (invalid_utf ? PCRE2_MATCH_INVALID_UTF : 0), &code,
+                                   &off, NULL);
     free(pat);
-    if (!s->re) {
+    if (!re) {
         PCRE2_UCHAR msg[160];
         pcre2_get_error_message(code, msg, sizeof msg);
-        return err_set(e, "%s: bad split pattern (%s at offset %zu)", path, (char *)msg,
-                       (size_t)off);
+        err_set(e, "%s: bad split pattern (%s at offset %zu)", where, (char *)msg, (size_t)off);
+        return NULL;
     }
-    pcre2_jit_compile(s->re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if no JIT */
-    return 0;
+    pcre2_jit_compile(re, PCRE2_JIT_COMPLETE); /* falls back to the interpreter if no JIT */
+    return re;
 }
 
 /* With vocab, tok_bytes/tok_off (all ids), added and n_base (ids < n_base are

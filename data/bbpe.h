@@ -140,6 +140,13 @@ size_t bbpe_decode(const Bbpe *b, const int32_t *ids, size_t n, char **out, size
  * if id is outside [0, V). */
 const char *bbpe_token_bytes(const Bbpe *b, int id, size_t *len);
 
+/* Compile a split pattern as tokenizer.json patterns are compiled here (\s
+ * and \S rewritten as above, PCRE2 UTF + UCP, JIT when there is one);
+ * invalid_utf adds PCRE2_MATCH_INVALID_UTF, for subjects that may hold
+ * invalid UTF-8 (no pattern character matches it). NULL with "<where>: bad
+ * split pattern (...)" in e. Free with pcre2_code_free. */
+struct pcre2_real_code_8 *bbpe_compile_pattern(const char *pattern, int invalid_utf, const char *where, Err *e);
+
 /* Id of the added (special or not) token whose content is name, or -1. */
 int bbpe_special_id(const Bbpe *b, const char *name);
 

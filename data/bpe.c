@@ -10,7 +10,12 @@
  * updates the counts of the pairs in those words, so a step costs the size of
  * the affected words, not of the corpus.
  *
- * Encoding: per chunk, a linked list of symbols and a min-heap of (merge
+ * The split: llamac's own rules (bpe_chunk_end) or a PCRE2 pattern, matched
+ * from each chunk's start with per-thread match state (the JIT stack grows
+ * for long whitespace runs, as in bbpe.c).
+ *
+ * Encoding: per chunk (with a pattern, a chunk found whole among the
+ * tokens is that token), a linked list of symbols and a min-heap of (merge
  * index, position) merge the lowest-index pair first, leftmost on ties: the
  * order training created them in, O(n log n) per chunk. Words repeat, so
  * each thread keeps a direct-mapped cache chunk -> ids, tagged with the
@@ -18,11 +23,13 @@
  * it is a pure memo (same id = same merges = same encoding), so bpe_encode
  * takes a const Bpe and is safe to call from many threads at once.
  */
+#define PCRE2_CODE_UNIT_WIDTH 8
 #include "bpe.h"
 #include "chunkcache.h"
 #include "minheap.h"
 
 #include <errno.h>
+#include <pcre2.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -105,6 +112,86 @@ size_t bpe_chunk_end(const char *text, size_t len, size_t i) {
     return j;
 }
 
+/* Per-thread state (chunkcache.h's chunk cache and the PCRE2 match state),
+ * behind a POSIX thread key (not _Thread_local) so that the destructor frees
+ * it with its thread. */
+typedef struct {
+    uint64_t owner; /* Bpe.id the slots belong to */
+    pcre2_match_data *md;
+    pcre2_match_context *mc;
+    pcre2_jit_stack *js;
+    CacheSlot slot[CHUNK_CACHE_SLOTS];
+} Local;
+
+static pthread_key_t local_key;
+static pthread_once_t local_once = PTHREAD_ONCE_INIT;
+
+static void local_free(void *p) {
+    Local *l = p;
+    pcre2_match_data_free(l->md);
+    pcre2_match_context_free(l->mc);
+    pcre2_jit_stack_free(l->js);
+    free(l);
+}
+
+static void local_key_init(void) {
+    if (pthread_key_create(&local_key, local_free) != 0) LC_FATAL("pthread_key_create failed");
+}
+
+static Local *local_get(void) {
+    pthread_once(&local_once, local_key_init);
+    Local *l = pthread_getspecific(local_key);
+    if (!l) {
+        l = xcalloc(1, sizeof *l);
+        l->md = pcre2_match_data_create(1, NULL);
+        l->mc = pcre2_match_context_create(NULL);
+        /* long whitespace runs backtrack through (?!\S): room beyond the 32 KiB default */
+        l->js = pcre2_jit_stack_create(32 << 10, 8 << 20, NULL);
+        if (!l->md || !l->mc || !l->js) LC_FATAL("PCRE2: out of memory");
+        pcre2_jit_stack_assign(l->mc, NULL, l->js);
+        if (pthread_setspecific(local_key, l) != 0) LC_FATAL("pthread_setspecific failed");
+    }
+    return l;
+}
+
+/* the chunk cache of this thread, emptied when it held another tokenizer's */
+static CacheSlot *cache_for(const Bpe *t) {
+    Local *l = local_get();
+    if (l->owner != t->id) {
+        memset(l->slot, 0, sizeof l->slot);
+        l->owner = t->id;
+    }
+    return l->slot;
+}
+
+/* the chunk at s[i] under the compiled pattern re: a match starting at i,
+ * else the gap up to the next match; at most BPE_MAX_CHUNK bytes, cut at a
+ * UTF-8 character boundary */
+static size_t regex_end(const pcre2_code *re, Local *l, const uint8_t *s, size_t len, size_t i) {
+    int rc = pcre2_match(re, s, len, i, 0, l->md, l->mc);
+    size_t j = len;
+    if (rc >= 0) {
+        PCRE2_SIZE *ov = pcre2_get_ovector_pointer(l->md);
+        j = ov[0] > i ? ov[0] : ov[1];
+        if (j <= i) { /* an empty match: one character */
+            j = i + 1;
+            while (j < len && (s[j] & 0xc0) == 0x80) j++;
+        }
+    } else if (rc != PCRE2_ERROR_NOMATCH) {
+        LC_FATAL("PCRE2 match error %d", rc);
+    }
+    if (j - i > BPE_MAX_CHUNK) {
+        j = i + BPE_MAX_CHUNK;
+        while (j > i + 1 && (s[j] & 0xc0) == 0x80) j--;
+    }
+    return j;
+}
+
+size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i) {
+    if (!t->re) return bpe_chunk_end(text, len, i);
+    return regex_end(t->re, local_get(), (const uint8_t *)text, len, i);
+}
+
 // ---------------------------------------------------------------------------
 // tables shared by train and load
 
@@ -131,6 +218,12 @@ static uint64_t compute_id(const Bpe *t) {
         uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
         h = fnv1a(h, le, 4);
         h = fnv1a(h, t->special[i], v);
+    }
+    if (t->pattern) {
+        uint32_t v = (uint32_t)strlen(t->pattern);
+        uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+        h = fnv1a(h, le, 4);
+        h = fnv1a(h, t->pattern, v);
     }
     return h;
 }
@@ -198,8 +291,38 @@ static int build_tables(Bpe *t, const char *name, Err *e) {
     }
     for (int k = 0; k < t->n_special; k++)
         memcpy(t->tok_bytes + off[256 + nm + k], t->special[k], strlen(t->special[k]));
+    if (t->pattern) {
+        if (!(t->re = bbpe_compile_pattern(t->pattern, 1, name, e))) return -1;
+        /* merged tokens by their bytes (the first id of equal bytes), for whole chunks */
+        t->word_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
+        t->word_id = xmalloc((t->word_mask + 1) * sizeof *t->word_id);
+        memset(t->word_id, 0xff, (t->word_mask + 1) * sizeof *t->word_id);
+        for (int i = 256; i < 256 + nm; i++) {
+            const char *b = t->tok_bytes + off[i];
+            size_t n = (size_t)(off[i + 1] - off[i]);
+            uint64_t h = mix64(fnv1a(FNV_OFFSET, b, n)) & t->word_mask;
+            for (;; h = (h + 1) & t->word_mask) {
+                int32_t k = t->word_id[h];
+                if (k < 0) {
+                    t->word_id[h] = i;
+                    break;
+                }
+                if ((size_t)(off[k + 1] - off[k]) == n && memcmp(t->tok_bytes + off[k], b, n) == 0) break;
+            }
+        }
+    }
     t->id = compute_id(t);
     return 0;
+}
+
+/* the merged token whose bytes are s[0..n), or -1 */
+static int32_t word_of(const Bpe *t, const uint8_t *s, size_t n) {
+    for (uint64_t h = mix64(fnv1a(FNV_OFFSET, s, n)) & t->word_mask;; h = (h + 1) & t->word_mask) {
+        int32_t k = t->word_id[h];
+        if (k < 0) return -1;
+        if ((size_t)(t->tok_off[k + 1] - t->tok_off[k]) == n && memcmp(t->tok_bytes + t->tok_off[k], s, n) == 0)
+            return k;
+    }
 }
 
 void bpe_free(Bpe *t) {
@@ -211,6 +334,9 @@ void bpe_free(Bpe *t) {
     free(t->tok_off);
     free(t->rank_key);
     free(t->rank_val);
+    free(t->pattern);
+    pcre2_code_free(t->re);
+    free(t->word_id);
     memset(t, 0, sizeof *t);
 }
 
@@ -444,6 +570,11 @@ static void apply_merge(Trainer *T, int32_t pi, int32_t c, uint32_t step) {
 
 int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, int vocab,
               Err *e) {
+    return bpe_train_split(t, texts, lens, ntexts, vocab, BPE_DEFAULT_PATTERN, e);
+}
+
+int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, int vocab,
+                    const char *pattern, Err *e) {
     memset(t, 0, sizeof *t);
     if (vocab < 256 + N_SPECIAL + 1)
         return err_set(e, "--vocab: must be at least %d (256 bytes + %d special tokens + "
@@ -451,13 +582,18 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
     if (vocab > BPE_MAX_VOCAB)
         return err_set(e, "--vocab: must be at most %d, got %d", BPE_MAX_VOCAB, vocab);
     int target = vocab - 256 - N_SPECIAL;
+    if (pattern && strlen(pattern) > BPE_MAX_PATTERN)
+        return err_set(e, "--pattern: longer than %d bytes", BPE_MAX_PATTERN);
+    pcre2_code *re = NULL;
+    if (pattern && !(re = bbpe_compile_pattern(pattern, 1, "--pattern", e))) return -1;
+    Local *l = re ? local_get() : NULL;
 
     /* 1. distinct chunks and their counts (one-byte chunks never merge) */
     ChunkMap cm = {.slot = xcalloc(1 << 16, sizeof(ChunkSlot)), .mask = (1 << 16) - 1};
     for (int d = 0; d < ntexts; d++) {
         const char *s = texts[d];
         for (size_t i = 0, j; i < lens[d]; i = j) {
-            j = bpe_chunk_end(s, lens[d], i);
+            j = re ? regex_end(re, l, (const uint8_t *)s, lens[d], i) : bpe_chunk_end(s, lens[d], i);
             if (j - i > 1) chunk_map_add(&cm, s + i, (uint32_t)(j - i));
         }
     }
@@ -531,6 +667,8 @@ int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, 
         size_t n = strlen(special_names[k]) + 1;
         t->special[k] = memcpy(xmalloc(n), special_names[k], n);
     }
+    pcre2_code_free(re);
+    if (pattern) t->pattern = memcpy(xmalloc(strlen(pattern) + 1), pattern, strlen(pattern) + 1);
     int rc = build_tables(t, "bpe_train", e);
     LC_ASSERT(rc == 0); /* merges made here are valid by construction */
     return 0;
@@ -584,41 +722,26 @@ static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
     return m;
 }
 
-/* The per-thread chunk cache (chunkcache.h), behind a POSIX thread key (not
- * _Thread_local) so that the destructor frees it with its thread. */
-typedef struct {
-    uint64_t owner; /* Bpe.id the slots belong to */
-    CacheSlot slot[CHUNK_CACHE_SLOTS];
-} Cache;
-
-static pthread_key_t cache_key;
-static pthread_once_t cache_once = PTHREAD_ONCE_INIT;
-
-static void cache_key_init(void) {
-    if (pthread_key_create(&cache_key, free) != 0) LC_FATAL("pthread_key_create failed");
-}
-
-static CacheSlot *cache_for(const Bpe *t) {
-    pthread_once(&cache_once, cache_key_init);
-    Cache *c = pthread_getspecific(cache_key);
-    if (!c) {
-        c = xcalloc(1, sizeof *c);
-        c->owner = t->id;
-        if (pthread_setspecific(cache_key, c) != 0) LC_FATAL("pthread_setspecific failed");
-    } else if (c->owner != t->id) {
-        memset(c->slot, 0, sizeof c->slot);
-        c->owner = t->id;
+/* A chunk: with a pattern, a whole token if it is one (ignore_merges) */
+static int encode_word(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
+    if (t->word_id) {
+        int32_t w = word_of(t, s, (size_t)n);
+        if (w >= 0) {
+            out[0] = w;
+            return 1;
+        }
     }
-    return c->slot;
+    return encode_chunk(t, s, n, out);
 }
 
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
     if (len == 0) return 0;
     CacheSlot *cache = cache_for(t);
+    Local *l = t->re ? local_get() : NULL;
     int32_t *out = *ids;
     size_t n = 0, c = *cap;
     for (size_t i = 0, j; i < len; i = j) {
-        j = bpe_chunk_end(text, len, i);
+        j = t->re ? regex_end(t->re, l, (const uint8_t *)text, len, i) : bpe_chunk_end(text, len, i);
         size_t clen = j - i;
         if (n + clen > c) {
             c = c * 2 > n + clen ? c * 2 : n + clen + 256;
@@ -630,7 +753,7 @@ size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, siz
             continue;
         }
         if (clen > CHUNK_CACHE_KEY) {
-            n += (size_t)encode_chunk(t, s, (int)clen, out + n);
+            n += (size_t)encode_word(t, s, (int)clen, out + n);
             continue;
         }
         uint64_t h = fnv1a(FNV_OFFSET, s, clen);
@@ -640,7 +763,7 @@ size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, siz
             n += slot->nids;
             continue;
         }
-        int m = encode_chunk(t, s, (int)clen, out + n);
+        int m = encode_word(t, s, (int)clen, out + n);
         chunk_store(slot, h, s, clen, out + n, (size_t)m);
         n += (size_t)m;
     }
@@ -701,11 +824,12 @@ static uint32_t get_u32(const uint8_t *p) {
 }
 
 int bpe_save(const Bpe *t, const char *path, Err *e) {
-    size_t size = 20 + 8 * (size_t)t->n_merges + 8;
+    size_t size = 20 + 8 * (size_t)t->n_merges + 8, np = t->pattern ? strlen(t->pattern) : 0;
     for (int k = 0; k < t->n_special; k++) size += 4 + strlen(t->special[k]);
+    if (t->pattern) size += 4 + np;
     uint8_t *buf = xmalloc(size), *p = buf;
     put_u32(p, BPE_MAGIC);
-    put_u32(p + 4, BPE_VERSION);
+    put_u32(p + 4, t->pattern ? 2 : 1);
     put_u32(p + 8, (uint32_t)t->vocab);
     put_u32(p + 12, (uint32_t)t->n_merges);
     put_u32(p + 16, (uint32_t)t->n_special);
@@ -719,6 +843,11 @@ int bpe_save(const Bpe *t, const char *path, Err *e) {
         put_u32(p, n);
         memcpy(p + 4, t->special[k], n);
         p += 4 + n;
+    }
+    if (t->pattern) {
+        put_u32(p, (uint32_t)np);
+        memcpy(p + 4, t->pattern, np);
+        p += 4 + np;
     }
     put_u32(p, (uint32_t)t->id);
     put_u32(p + 4, (uint32_t)(t->id >> 32));
@@ -756,8 +885,8 @@ static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Er
     if (get_u32(b) != BPE_MAGIC) return err_set(e, "%s: not a llamac tokenizer (bad magic)", path);
     if (size < 20) return err_set(e, "%s: truncated", path);
     uint32_t version = get_u32(b + 4);
-    if (version != BPE_VERSION)
-        return err_set(e, "%s: unsupported version %u (this build reads %d)", path, version,
+    if (version < 1 || version > BPE_VERSION)
+        return err_set(e, "%s: unsupported version %u (this build reads 1 to %d)", path, version,
                        BPE_VERSION);
     uint32_t vocab = get_u32(b + 8), nm = get_u32(b + 12), ns = get_u32(b + 16);
     if (vocab > BPE_MAX_VOCAB || nm > BPE_MAX_VOCAB || ns > BPE_MAX_VOCAB ||
@@ -778,6 +907,18 @@ static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Er
         if (memchr(b + pos, 0, n))
             return err_set(e, "%s: special token %u holds a NUL byte", path, k);
         pos += n;
+    }
+    size_t pat_at = 0, pat_len = 0;
+    if (version == 2) {
+        if (size - pos < 4) return err_set(e, "%s: truncated", path);
+        pat_len = get_u32(b + pos);
+        pos += 4;
+        if (pat_len == 0 || pat_len > BPE_MAX_PATTERN)
+            return err_set(e, "%s: split pattern has length %zu (must be 1..%d)", path, pat_len, BPE_MAX_PATTERN);
+        if (size - pos < pat_len) return err_set(e, "%s: truncated", path);
+        if (memchr(b + pos, 0, pat_len)) return err_set(e, "%s: split pattern holds a NUL byte", path);
+        pat_at = pos;
+        pos += pat_len;
     }
     if (size - pos < 8) return err_set(e, "%s: truncated", path);
     uint64_t id = get_u32(b + pos) | (uint64_t)get_u32(b + pos + 4) << 32;
@@ -803,6 +944,11 @@ static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Er
         t->special[k][n] = 0;
         pos += 4 + n;
     }
+    if (pat_len) {
+        t->pattern = xmalloc(pat_len + 1);
+        memcpy(t->pattern, b + pat_at, pat_len);
+        t->pattern[pat_len] = 0;
+    }
     if (build_tables(t, path, e)) return -1;
     LC_ASSERT(t->id == id);
     return 0;
@@ -816,10 +962,10 @@ int bpe_load(Bpe *t, const char *path, Err *e) {
     uint8_t hdr[20];
     size_t n = fread(hdr, 1, sizeof hdr, f);
     size_t bound = sizeof hdr;
-    if (n == sizeof hdr && get_u32(hdr) == BPE_MAGIC && get_u32(hdr + 4) == BPE_VERSION) {
+    if (n == sizeof hdr && get_u32(hdr) == BPE_MAGIC && get_u32(hdr + 4) >= 1 && get_u32(hdr + 4) <= BPE_VERSION) {
         uint64_t nm = get_u32(hdr + 12), ns = get_u32(hdr + 16);
         if (nm <= BPE_MAX_VOCAB && ns <= BPE_MAX_VOCAB)
-            bound += 8 * nm + ns * (4 + BPE_MAX_SPECIAL_LEN) + 8;
+            bound += 8 * nm + ns * (4 + BPE_MAX_SPECIAL_LEN) + 8 + (get_u32(hdr + 4) == 2 ? 4 + BPE_MAX_PATTERN : 0);
     }
     uint8_t *buf = xmalloc(bound + 1);
     memcpy(buf, hdr, n);

@@ -6,12 +6,30 @@
  * take the last n_special ids. Any byte string encodes, and
  * decode(encode(x)) == x for every x (NUL and invalid UTF-8 included).
  *
- * Pre-tokenization (bpe_chunk_end): the text is cut into chunks and merges
- * never cross a chunk boundary. Hand-written over bytes, in the spirit of the
- * Llama 3 / GPT-4 split pattern. Classes: letter = A-Z a-z and every byte
- * >= 0x80 (so UTF-8 text stays together), digit = 0-9, newline = \r \n,
- * blank = space \t \v \f, punct = every other byte (NUL and controls too).
- * At position i, with c = text[i]:
+ * Pre-tokenization: the text is cut into chunks and merges never cross a
+ * chunk boundary. Two splits exist:
+ *
+ * The split regex (file version 2; what bpe_train uses): a PCRE2 pattern
+ * recorded in the file, by default Llama 3's (BPE_DEFAULT_PATTERN, the one
+ * llama.cpp calls "llama-bpe" and Hugging Face's Llama 3 tokenizer.json
+ * carries). Each match is a chunk and so is each gap between matches (for
+ * Llama 3's pattern, gaps only hold bytes that are not valid UTF-8, which
+ * the regex does not match: every byte string still encodes losslessly).
+ * \s / \S mean Unicode White_Space, as in tokenizer.json (bbpe.h). As
+ * Hugging Face's ignore_merges and llama.cpp's llama-bpe do, a chunk that is
+ * itself a token is that token; otherwise the merges apply. So llama.cpp
+ * and transformers tokenize exported models as llamac does, up to two
+ * limits: a chunk longer than BPE_MAX_CHUNK bytes is cut at a character
+ * boundary (the references keep it whole; only runs of over 1 KiB of one
+ * class, e.g. spaces, differ), and bytes that are not UTF-8 (which the
+ * references never see: they take str).
+ *
+ * llamac's own split (file version 1, kept so that old tokenizer files and
+ * their shards encode as before; bpe_chunk_end): hand-written over bytes,
+ * in the spirit of the Llama 3 / GPT-4 split pattern. Classes: letter =
+ * A-Z a-z and every byte >= 0x80 (so UTF-8 text stays together), digit =
+ * 0-9, newline = \r \n, blank = space \t \v \f, punct = every other byte
+ * (NUL and controls too). At position i, with c = text[i]:
  *   digit                     -> that one digit (numbers split into digits,
  *                                as the Llama papers do)
  *   letter                    -> the run of letters
@@ -23,12 +41,14 @@
  *                                punct, which then leads the next chunk
  *                                (as in GPT-2: "a  b" is "a" " " " b")
  * and no chunk is longer than BPE_MAX_CHUNK bytes (a longer run is cut), so
- * one chunk's merge work is bounded.
+ * one chunk's merge work is bounded. It is none of llama.cpp's splits.
  *
  * File (little-endian): uint32 magic BPE_MAGIC ("CTOK"), uint32 version,
  * uint32 vocab, uint32 n_merges, uint32 n_special, n_merges x (int32 a,
- * int32 b), n_special x (uint32 len, len bytes), uint64 id. vocab must equal
- * 256 + n_merges + n_special; id is recomputed on load and must match.
+ * int32 b), n_special x (uint32 len, len bytes), [version 2: uint32 len,
+ * len bytes: the split pattern], uint64 id. vocab must equal 256 + n_merges
+ * + n_special; id is recomputed on load and must match. A tokenizer without
+ * a pattern is saved as version 1, byte for byte as before.
  */
 #ifndef LLAMAC_DATA_BPE_H
 #define LLAMAC_DATA_BPE_H
@@ -37,9 +57,12 @@
 #include <stdint.h>
 
 #include "../model/base.h"
+#include "bbpe.h"
 
 #define BPE_MAGIC 0x4b4f5443u /* bytes "CTOK" read as a little-endian uint32 */
-#define BPE_VERSION 1
+#define BPE_VERSION 2         /* 1: llamac's own split, 2: a split pattern */
+#define BPE_DEFAULT_PATTERN BBPE_LLAMA3_PATTERN
+#define BPE_MAX_PATTERN 4096  /* longest split pattern in a file, in bytes */
 #define BPE_MAX_VOCAB (1 << 21) /* 16x Llama 3's 128256; bounds a bad header */
 #define BPE_MAX_CHUNK 1024      /* longest pre-tokenizer chunk, in bytes */
 #define BPE_MAX_SPECIAL_LEN 255 /* longest special-token name, in bytes */
@@ -59,8 +82,10 @@ typedef struct Bpe {
     int n_special;
     char **special;          /* (n_special) NUL-terminated names; id 256 + n_merges + k */
     int bos, eos;            /* ids of BPE_BOS and BPE_EOS */
+    char *pattern;           /* the split regex; NULL: llamac's own split (version 1) */
     uint64_t id;             /* FNV-1a 64 over the merges (int32 a, int32 b LE each)
-                              * then each special (uint32 len LE, bytes): the
+                              * then each special (uint32 len LE, bytes), then
+                              * the pattern (uint32 len LE, bytes) if any: the
                               * tokenizer's identity, recorded in data shards */
     /* private: built from merges and specials */
     char *tok_bytes;         /* every token's bytes, back to back */
@@ -68,6 +93,9 @@ typedef struct Bpe {
     uint64_t *rank_key;      /* open-addressing map (a, b) -> merge index; */
     int32_t *rank_val;       /*   key (a << 32 | b) + 1, 0 = empty slot */
     uint64_t rank_mask;      /* map size - 1 (a power of two) */
+    struct pcre2_real_code_8 *re; /* pattern compiled (MATCH_INVALID_UTF) */
+    int32_t *word_id;        /* with a pattern: token bytes -> merged id, -1 empty */
+    uint64_t word_mask;
 } Bpe;
 
 /* Train on texts[0..ntexts) (lengths lens[i]; any bytes) to `vocab` total ids:
@@ -80,6 +108,13 @@ typedef struct Bpe {
  * vocab > BPE_MAX_VOCAB. */
 int bpe_train(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, int vocab,
               Err *e);
+
+/* bpe_train with the split given: a PCRE2 pattern (UTF; "--pattern: bad
+ * split pattern ..." if it does not compile), or NULL for llamac's own
+ * split (version 1; bpe_train before the pattern existed). bpe_train is
+ * bpe_train_split with BPE_DEFAULT_PATTERN. */
+int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int ntexts, int vocab,
+                    const char *pattern, Err *e);
 
 /* Write t to path atomically ("<path>.tmp" then rename). Returns 0, or -1
  * with "<path>: cannot write (...)". */
@@ -95,16 +130,21 @@ int bpe_load(Bpe *t, const char *path, Err *e);
 /* Release what bpe_train / bpe_load put in t and zero it; a zeroed t is fine. */
 void bpe_free(Bpe *t);
 
-/* End (exclusive) of the pre-tokenizer chunk that starts at text[i], i < len:
- * the rules above. Always > i. */
+/* End (exclusive) of the pre-tokenizer chunk that starts at text[i], i < len,
+ * under llamac's own split (version 1): the rules above. Always > i. */
 size_t bpe_chunk_end(const char *text, size_t len, size_t i);
+
+/* End of the chunk at text[i] under t's split (its pattern, else
+ * bpe_chunk_end). Always > i. Thread-safe. */
+size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i);
 
 /* Encode text[0..len) (any bytes) to ids written to (*ids)[0..n), growing *ids
  * with realloc (*cap is its capacity in ids; *ids = NULL, *cap = 0 is a fine
  * start; the caller frees *ids with free()). Returns n (0 for len == 0).
  * Special-token names in the text are ordinary text, never special ids.
- * Within each chunk the pair of lowest merge index is merged first (leftmost
- * on ties), which reproduces the training order. Thread-safe: t is only read;
+ * Within each chunk (with a pattern: that is not itself a token) the pair of
+ * lowest merge index is merged first (leftmost on ties), which reproduces
+ * the training order. Thread-safe: t is only read;
  * each calling thread keeps its own 4 MiB cache of recent chunks (keyed by
  * t->id, freed when the thread exits). */
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap);

@@ -27,7 +27,9 @@
  *     "Cutting Knowledge Date: December 2023\nToday Date: {date}\n\n{system}"
  * with {system} the stripped first system message ("" without one) and
  * {date} "26 Jul 2024", the templates' own default (llamac never reads
- * the clock, so a rendering is reproducible). The text after
+ * the clock, so a rendering is reproducible; Llama 3.2's template puts
+ * today's date there when the renderer offers strftime_now, as
+ * transformers does). The text after
  * <|end_header_id|> up to <|eot_id|> is encoded as one string, as the
  * Hugging Face tokenizer sees the rendered template.
  *

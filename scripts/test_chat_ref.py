@@ -10,7 +10,7 @@ message) and runs `llamac tokenize chat --template T`. For each conversation:
 
   ids   equal the tokenizer's ids of the text jinja2 renders from the
         published template (SmolLM2-135M-Instruct's ChatML, Llama 3 8B
-        Instruct's), rendered as transformers' apply_chat_template renders
+        Instruct's, Llama 3.1 8B Instruct's without its tool branches), rendered as transformers' apply_chat_template renders
         (ImmutableSandboxedEnvironment, trim_blocks, lstrip_blocks), with
         add_generation_prompt when the last message is not the assistant's,
         and encoded with the template's special tokens parsed (special-token
@@ -63,6 +63,49 @@ LLAMA3_GEN = ("{{ bos_token }}{% for message in messages %}{{ '<|start_header_id
               "{{ message['content'] | trim + '<|eot_id|>' }}{% endgeneration %}{% else %}"
               "{{ message['content'] | trim + '<|eot_id|>' }}{% endif %}{% endfor %}{% if add_generation_prompt %}"
               "{{ '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{% endif %}")
+
+# Llama 3.1 8B Instruct's, as published, less the branches for tools (custom_tools, builtin_tools,
+# tools_in_user_message, ipython / tool messages, tool_calls), which a conversation without tools
+# never takes; date_string undefined -> its default
+LLAMA31 = ('''{{- bos_token }}
+{%- if not date_string is defined %}
+    {%- set date_string = "26 Jul 2024" %}
+{%- endif %}
+{%- if not tools is defined %}
+    {%- set tools = none %}
+{%- endif %}
+
+{#- This block extracts the system message, so we can slot it into the right place. #}
+{%- if messages[0]['role'] == 'system' %}
+    {%- set system_message = messages[0]['content']|trim %}
+    {%- set messages = messages[1:] %}
+{%- else %}
+    {%- set system_message = "" %}
+{%- endif %}
+
+{#- System message + builtin tools #}
+{{- "<|start_header_id|>system<|end_header_id|>\\n\\n" }}
+{%- if builtin_tools is defined or tools is not none %}
+    {{- "Environment: ipython\\n" }}
+{%- endif %}
+{{- "Cutting Knowledge Date: December 2023\\n" }}
+{{- "Today Date: " + date_string + "\\n\\n" }}
+{{- system_message }}
+{{- "<|eot_id|>" }}
+
+{%- for message in messages %}
+    {%- if not (message.role == 'ipython' or message.role == 'tool' or 'tool_calls' in message) %}
+        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}
+    {%- endif %}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}
+{%- endif %}
+''')
+LLAMA31_GEN = LLAMA31.replace(
+    """        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n'+ message['content'] | trim + '<|eot_id|>' }}""",
+    """        {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}{%- if message['role'] == 'assistant' %}{% generation %}{{- message['content'] | trim + '<|eot_id|>' }}{% endgeneration %}{%- else %}{{- message['content'] | trim + '<|eot_id|>' }}{%- endif %}""")
+assert LLAMA31_GEN != LLAMA31
 
 CONVS = [
     [{"role": "system", "content": "You are a terse assistant."},
@@ -159,7 +202,8 @@ def main():
     with open(chats, "w") as f:
         for conv in CONVS:
             f.write(json.dumps({"messages": conv}) + "\n")
-    for name, src, gen in (("chatml", SMOLLM2, SMOLLM2_GEN), ("llama3", LLAMA3, LLAMA3_GEN)):
+    for name, src, gen in (("chatml", SMOLLM2, SMOLLM2_GEN), ("llama3", LLAMA3, LLAMA3_GEN),
+                           ("llama3.1", LLAMA31, LLAMA31_GEN)):
         out = os.path.join(args.work, f"ids_{name}.jsonl")
         r = subprocess.run([args.llamac, "tokenize", "chat", "--tokenizer", tpath, "--template", name, chats,
                             "--out", out], capture_output=True, text=True)

@@ -33,6 +33,15 @@ and for the float32 saves:
      tensors stay F32, a matrix whose rows are not whole Q8_0 blocks falls
      back to F16, general.file_type names the type; --template writes
      tokenizer.chat_template.
+  7. `llamac convert x.h5 HF_DIR --tokenizer T --template llama3.1` for a
+     llamac BPE (Llama 3 split) and a tokenizer.json: AutoTokenizer loads the
+     directory and gives llamac's ids (`llamac tokenize ids`) for mixed text,
+     its apply_chat_template (the exported Jinja) gives `llamac tokenize
+     chat`'s ids, pipeline("text-generation") greedy gives `llamac generate
+     --temperature 0`'s text, and `convert HF_DIR back.h5` records the
+     directory's tokenizer (generate with HF_DIR/tokenizer.json works); a
+     SentencePiece model the same way (tokenizer.model copied, LlamaTokenizer;
+     ids also equal sentencepiece's; greedy text through model.generate).
 
 Prints PASS/FAIL per check and "test_convert: N passed, M failed"; exits 1
 on any failure.
@@ -397,6 +406,156 @@ def check_gguf_types(tag, llamac, h5, spec, hf_sd):
               f"{ct!r:.80}")
 
 
+HF_TEXT = ("The quick brown fox jumps over the lazy dog. It's 1234 o'clock; naïve café 你好 🦙\n"
+           "  two  spaces\tand tabs\n\n\nnewlines, don't we'll I'M 3.14159 x1y22z333 ...!!! (a) [b] {c}\n")
+
+
+def check_hf_tokenizer(llamac, work):
+    """HF directories exported with their tokenizer, against transformers."""
+    import torch
+    from transformers import AutoTokenizer, pipeline
+    d = os.path.join(work, "hf_tok")
+    os.makedirs(d, exist_ok=True)
+    corpus = os.path.join(d, "t.txt")
+    with open(corpus, "w") as f:
+        f.write(("the king and the queen went to the castle. the cat sat on the mat. " * 30 + HF_TEXT) * 20)
+    from tokenizers import Tokenizer, Regex, models, pre_tokenizers, decoders, trainers
+    hf = Tokenizer(models.BPE(ignore_merges=True))
+    pattern = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
+               r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+    hf.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(pattern), behavior="isolated"),
+                                                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    hf.decoder = decoders.ByteLevel()
+    hf.train([corpus], trainers.BpeTrainer(
+        vocab_size=400, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+        special_tokens=["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>",
+                        "<|eot_id|>"]))
+    hf.save(os.path.join(d, "tokenizer.json"))
+    ok = run(llamac, "tokenize", "train", "--input", corpus, "--vocab", "400", "--out", os.path.join(d, "tok.bin"))
+    probe = os.path.join(d, "probe.txt")
+    with open(probe, "w") as f:
+        f.write(HF_TEXT)
+    chats = os.path.join(d, "chats.jsonl")
+    convs = [[{"role": "system", "content": " Be brief. "}, {"role": "user", "content": "the king?"},
+              {"role": "assistant", "content": "went to the castle."}, {"role": "user", "content": "and the cat"}],
+             [{"role": "user", "content": "no system here\n"}]]
+    with open(chats, "w") as f:
+        for cv in convs:
+            f.write(json.dumps({"messages": cv}) + "\n")
+    for kind, tokpath in (("llamac BPE", os.path.join(d, "tok.bin")), ("tokenizer.json", os.path.join(d, "tokenizer.json"))):
+        tag = f"HF export with tokenizer ({kind})"
+        base = os.path.join(d, kind.split()[0].replace(".", "_"))
+        out = base + "_hf"
+        if not check(f"{tag}: shard, 60 training steps, export", ok and
+                     run(llamac, "tokenize", "encode", "--tokenizer", tokpath, "--input", corpus, "--out", base + ".bin")
+                     and run(llamac, "pretrain", "--train", base + ".bin", "--preset", "tiny", "--steps", "60",
+                             "--batch", "4", "--seq", "64", "--lr", "3e-3", "--warmup", "5", "--ckpt-dir",
+                             base + "_ck", "--out", base + ".h5", "--peak-gflops", "1")
+                     and run(llamac, "convert", base + ".h5", out, "--force", "--tokenizer", tokpath,
+                             "--template", "llama3.1")):
+            continue
+        names = sorted(os.listdir(out))
+        check(f"{tag}: files", {"tokenizer.json", "tokenizer_config.json", "generation_config.json"} <= set(names),
+              f"{names}")
+        at = AutoTokenizer.from_pretrained(out)
+        want = [int(i) for i in subprocess.run([llamac, "tokenize", "ids", "--tokenizer", tokpath, probe],
+                                               capture_output=True, text=True).stdout.split()]
+        got = at(HF_TEXT)["input_ids"]
+        check(f"{tag}: AutoTokenizer's ids equal llamac's ({len(want)} ids)", got == want,
+              f"\n  hf     {got}\n  llamac {want}")
+        cfg = json.load(open(os.path.join(out, "tokenizer_config.json")))
+        check(f"{tag}: tokenizer_config bos/eos", cfg["bos_token"] == "<|begin_of_text|>" and
+              cfg["eos_token"] == "<|end_of_text|>" and at.bos_token_id == want_id(llamac, tokpath, "<|begin_of_text|>"),
+              f"{cfg['bos_token']} {cfg['eos_token']}")
+        r = subprocess.run([llamac, "tokenize", "chat", "--tokenizer", tokpath, "--template", "llama3.1", chats],
+                           capture_output=True, text=True)
+        lines = [json.loads(x) for x in r.stdout.splitlines()]
+        same = len(lines) == len(convs)
+        for cv, ln in zip(convs, lines):
+            ids = at.apply_chat_template(cv, tokenize=True, add_generation_prompt=cv[-1]["role"] != "assistant",
+                                         return_dict=True)["input_ids"]
+            same = same and list(ids) == ln["ids"]
+        check(f"{tag}: apply_chat_template with the exported llama3.1 Jinja equals llamac tokenize chat", same,
+              f"{r.stderr} {lines[:1]}")
+        prompt = "the king and the"
+        g = subprocess.run([llamac, "generate", "--model", base + ".h5", "--tokenizer", tokpath, "--prompt", prompt,
+                            "--max-tokens", "20", "--temperature", "0"], capture_output=True, text=True)
+        mine = g.stdout[len(prompt):].rstrip("\n") if g.stdout.startswith(prompt) else None
+        torch.manual_seed(0)
+        pipe = pipeline("text-generation", model=out, tokenizer=out, dtype=torch.float32)
+        theirs = pipe(prompt, max_new_tokens=20, do_sample=False, return_full_text=False)[0]["generated_text"]
+        check(f"{tag}: pipeline greedy text equals llamac generate --temperature 0 ({mine!r})",
+              mine is not None and mine == theirs, f"llamac {mine!r} vs transformers {theirs!r}")
+        back = base + "_back.h5"
+        ids2 = subprocess.run([llamac, "tokenize", "ids", "--tokenizer", os.path.join(out, "tokenizer.json"), probe],
+                              capture_output=True, text=True).stdout.split()
+        check(f"{tag}: llamac reads the exported tokenizer.json to the same ids", [int(i) for i in ids2] == want, "")
+        check(f"{tag}: convert HF_DIR -> checkpoint records the directory's tokenizer",
+              run(llamac, "convert", out, back, "--force") and
+              run(llamac, "generate", "--model", back, "--tokenizer", os.path.join(out, "tokenizer.json"),
+                  "--prompt", prompt, "--max-tokens", "5"), "")
+
+
+def check_hf_spm(llamac, work):
+    """A SentencePiece model exported to a HF directory (tokenizer.model copied,
+    LlamaTokenizer): AutoTokenizer's ids equal llamac's (and sentencepiece's) on
+    text without runs of spaces, where transformers' converted Llama tokenizer
+    parts from sentencepiece itself (llamac follows sentencepiece); greedy
+    generate's decoded text equals llamac generate's."""
+    import sentencepiece as spm
+    import torch
+    from transformers import AutoTokenizer
+    d = os.path.join(work, "hf_spm")
+    os.makedirs(d, exist_ok=True)
+    corpus = os.path.join(d, "t.txt")
+    with open(corpus, "w") as f:
+        f.write(("the king and the queen went to the castle. the cat sat on the mat. " * 30 +
+                 "It's 1234 naïve café\n") * 10)
+    spm.SentencePieceTrainer.train(input=corpus, model_prefix=os.path.join(d, "sp"), vocab_size=300,
+                                   model_type="bpe", byte_fallback=True, character_coverage=1.0, minloglevel=2,
+                                   normalization_rule_name="identity", split_digits=True, add_dummy_prefix=True)
+    tokpath, base, out = os.path.join(d, "sp.model"), os.path.join(d, "m"), os.path.join(d, "hf")
+    tag = "HF export with tokenizer (SentencePiece)"
+    if not check(f"{tag}: shard, 60 training steps, export",
+                 run(llamac, "tokenize", "encode", "--tokenizer", tokpath, "--input", corpus, "--out", base + ".bin")
+                 and run(llamac, "pretrain", "--train", base + ".bin", "--preset", "tiny", "--steps", "60", "--batch",
+                         "4", "--seq", "64", "--lr", "3e-3", "--warmup", "5", "--ckpt-dir", base + "_ck", "--out",
+                         base + ".h5", "--peak-gflops", "1")
+                 and run(llamac, "convert", base + ".h5", out, "--force", "--tokenizer", tokpath, "--template", "llama2")):
+        return
+    check(f"{tag}: tokenizer.model is a copy", open(tokpath, "rb").read() == open(os.path.join(out, "tokenizer.model"), "rb").read(), "")
+    at = AutoTokenizer.from_pretrained(out)
+    sp = spm.SentencePieceProcessor(model_file=tokpath)
+    probe = os.path.join(d, "probe.txt")
+    bad = []
+    for text in ["the king and the queen, It's 1234 naïve café", " leading space", "line one\nline two", "x"]:
+        with open(probe, "w") as f:
+            f.write(text)
+        mine = [int(i) for i in subprocess.run([llamac, "tokenize", "ids", "--tokenizer", tokpath, probe],
+                                               capture_output=True, text=True).stdout.split()]
+        if not (mine == at(text)["input_ids"] == sp.encode(text)):
+            bad.append((text, mine, at(text)["input_ids"]))
+    check(f"{tag}: AutoTokenizer's ids equal llamac's and sentencepiece's", not bad, f"{bad}")
+    prompt = "the king and the"
+    g = subprocess.run([llamac, "generate", "--model", base + ".h5", "--tokenizer", tokpath, "--prompt", prompt,
+                        "--max-tokens", "20", "--temperature", "0"], capture_output=True, text=True)
+    # pipeline("text-generation") pastes the prompt and the decoded new ids, and decoding new ids alone
+    # drops the first piece's space (sentencepiece's dummy prefix): compare the decoded whole instead
+    mine = g.stdout.rstrip("\n")
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32)
+    ids = at(prompt, return_tensors="pt")["input_ids"]
+    gen = model.generate(ids, max_new_tokens=20, do_sample=False, generation_config=model.generation_config)
+    theirs = at.decode(gen[0], skip_special_tokens=True)
+    check(f"{tag}: generate greedy text equals llamac generate --temperature 0 ({mine!r})",
+          mine is not None and mine == theirs, f"llamac {mine!r} vs transformers {theirs!r}")
+
+
+def want_id(llamac, tokpath, name):
+    r = subprocess.run([llamac, "tokenize", "special", "--tokenizer", tokpath, name], capture_output=True, text=True)
+    return int(r.stdout.split()[-1]) if r.returncode == 0 and r.stdout.split() else None
+
+
 # ---------------------------------------------------------------- main
 
 def gpt2_byte_decoder():
@@ -571,6 +730,9 @@ def main():
                     check_gguf_types(tag, llamac, h5, spec, tensors)
     print("== GGUF vocabulary")
     check_gguf_vocab(llamac, args.work)
+    print("== HF export with the tokenizer")
+    check_hf_tokenizer(llamac, args.work)
+    check_hf_spm(llamac, args.work)
     print(f"test_convert: {passed} passed, {failed} failed")
     return 1 if failed else 0
 

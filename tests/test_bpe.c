@@ -71,7 +71,8 @@ static char *english(Rng *r, size_t n) {
     return s;
 }
 
-static Bpe train_english(int vocab, size_t nbytes, uint64_t seed) {
+/* pattern: the split (NULL: llamac's own, file version 1) */
+static Bpe train_english_split(int vocab, size_t nbytes, uint64_t seed, const char *pattern) {
     Rng r;
     rng_seed(&r, seed);
     char *text = english(&r, nbytes);
@@ -79,11 +80,18 @@ static Bpe train_english(int vocab, size_t nbytes, uint64_t seed) {
     size_t lens[1] = {strlen(text)};
     Bpe t;
     Err e = {{0}};
-    int rc = bpe_train(&t, texts, lens, 1, vocab, &e);
+    int rc = bpe_train_split(&t, texts, lens, 1, vocab, pattern, &e);
     LC_ASSERT(rc == 0);
     free(text);
     return t;
 }
+
+static Bpe train_english(int vocab, size_t nbytes, uint64_t seed) {
+    return train_english_split(vocab, nbytes, seed, BPE_DEFAULT_PATTERN);
+}
+
+/* the two splits every reference test runs with */
+static const char *const splits[2] = {NULL, BPE_DEFAULT_PATTERN};
 
 /* encode then decode; 1 if the bytes come back and every id is a non-special
  * id in range */
@@ -102,8 +110,10 @@ static int roundtrip(const Bpe *t, const char *s, size_t n, size_t *nids) {
     return ok;
 }
 
-/* The encoder from the definition: in each chunk, find the pair of lowest
- * merge index, merge all its occurrences left to right, repeat. */
+/* The encoder from the definition: in each chunk of t's split (with a
+ * pattern: a chunk that is a token is that token, the lowest such id), find
+ * the pair of lowest merge index, merge all its occurrences left to right,
+ * repeat. */
 static size_t ref_encode(const Bpe *t, const char *s, size_t n, int32_t *out) {
     int V = t->vocab;
     int32_t *rank = xmalloc((size_t)V * (size_t)V * sizeof *rank);
@@ -111,9 +121,20 @@ static size_t ref_encode(const Bpe *t, const char *s, size_t n, int32_t *out) {
     for (int i = 0; i < t->n_merges; i++) rank[t->merges[i][0] * V + t->merges[i][1]] = i;
     size_t m = 0;
     for (size_t i = 0, j; i < n; i = j) {
-        j = bpe_chunk_end(s, n, i);
+        j = bpe_split_end(t, s, n, i);
         int32_t *w = out + m;
         size_t k = j - i;
+        int whole = -1;
+        for (int id = 256; t->pattern && k > 1 && id < 256 + t->n_merges && whole < 0; id++) {
+            size_t len;
+            const char *b = bpe_token_bytes(t, id, &len);
+            if (len == k && memcmp(b, s + i, k) == 0) whole = id;
+        }
+        if (whole >= 0) {
+            w[0] = whole;
+            m += 1;
+            continue;
+        }
         for (size_t q = 0; q < k; q++) w[q] = (uint8_t)s[i + q];
         for (;;) {
             int32_t best = INT32_MAX;
@@ -153,7 +174,8 @@ static int matches_ref(const Bpe *t, const char *s, size_t n) {
 // round trips
 
 void bpe_roundtrip_random(void) {
-    Bpe t = train_english(600, 200000, 1);
+  for (int sp = 0; sp < 2; sp++) {
+    Bpe t = train_english_split(600, 200000, 1, splits[sp]);
     EXPECT(t.vocab == 600, "vocab %d", t.vocab);
     Rng r;
     rng_seed(&r, 2);
@@ -216,9 +238,10 @@ void bpe_roundtrip_random(void) {
     free(doc);
 
     /* special-token text is ordinary text (roundtrip also checks no special id) */
-    const char *sp = "<|begin_of_text|>hi<|end_of_text|>";
-    EXPECT(roundtrip(&t, sp, strlen(sp), NULL), "special-token text not ordinary text");
+    const char *st = "<|begin_of_text|>hi<|end_of_text|>";
+    EXPECT(roundtrip(&t, st, strlen(st), NULL), "special-token text not ordinary text");
     bpe_free(&t);
+  }
 }
 
 void bpe_roundtrip_unicode(void) {
@@ -242,9 +265,13 @@ void bpe_roundtrip_unicode(void) {
         texts[i + 1] = samples[i];
         lens[i + 1] = strlen(samples[i]);
     }
+    /* llamac's split at 800 ids; the Llama 3 regex makes more distinct English
+     * pairs (digit triples, contractions), so the samples' count-1 pairs are
+     * reached at a larger vocabulary */
+  for (int sp = 0; sp < 2; sp++) {
     Bpe t;
     Err e = {{0}};
-    EXPECT(bpe_train(&t, texts, lens, 7, 800, &e) == 0, "train: %s", e.msg);
+    EXPECT(bpe_train_split(&t, texts, lens, 7, sp ? 1600 : 800, splits[sp], &e) == 0, "train: %s", e.msg);
     for (int i = 0; i < 6; i++) {
         size_t n = strlen(samples[i]), m = 0;
         EXPECT(roundtrip(&t, samples[i], n, &m), "sample %d did not round-trip", i);
@@ -286,8 +313,9 @@ void bpe_roundtrip_unicode(void) {
         bad += !roundtrip(&t, s, n, NULL);
     }
     EXPECT(bad == 0, "%d random Unicode strings did not round-trip", bad);
-    free(eng);
     bpe_free(&t);
+  }
+    free(eng);
 }
 
 void bpe_empty(void) {
@@ -351,7 +379,7 @@ void bpe_empty(void) {
 /* The trainer from the definition: every step recounts all adjacent pairs of
  * all chunks (one entry per occurrence, no dedup), takes the largest count,
  * smallest (a, b) on ties, and merges it left to right everywhere. */
-static int ref_train(const char *const *texts, const size_t *lens, int ntexts, int nmerge,
+static int ref_train(const Bpe *split, const char *const *texts, const size_t *lens, int ntexts, int nmerge,
                      int32_t (*merges)[2]) {
     size_t total = 0, nchunks = 0;
     for (int d = 0; d < ntexts; d++) total += lens[d];
@@ -360,7 +388,7 @@ static int ref_train(const char *const *texts, const size_t *lens, int ntexts, i
     size_t o = 0;
     for (int d = 0; d < ntexts; d++)
         for (size_t i = 0, j; i < lens[d]; i = j) {
-            j = bpe_chunk_end(texts[d], lens[d], i);
+            j = bpe_split_end(split, texts[d], lens[d], i);
             start[nchunks] = o;
             len[nchunks++] = j - i;
             for (size_t q = i; q < j; q++) sym[o++] = (uint8_t)texts[d][q];
@@ -484,6 +512,9 @@ void bpe_known_merges(void) {
 
     /* against the slow trainer, on corpora full of ties (tiny alphabets) and
      * on English-like text; and the encoder against the slow encoder */
+    for (int sp = 0; sp < 2; sp++) {
+    Bpe split; /* an empty training: only its split is used */
+    LC_ASSERT(bpe_train_split(&split, NULL, NULL, 0, 262, splits[sp], &e) == 0);
     Rng r;
     rng_seed(&r, 4);
     for (int trial = 0; trial < 4; trial++) {
@@ -505,9 +536,9 @@ void bpe_known_merges(void) {
         }
         int nm = 120;
         int32_t(*ref)[2] = xmalloc((size_t)nm * sizeof *ref);
-        int nref = ref_train(tx, tl, 3, nm, ref);
-        EXPECT(bpe_train(&t, tx, tl, 3, 256 + nm + 5, &e) == 0, "train: %s", e.msg);
-        EXPECT(t.n_merges == nref, "trial %d: %d merges, reference %d", trial, t.n_merges, nref);
+        int nref = ref_train(&split, tx, tl, 3, nm, ref);
+        EXPECT(bpe_train_split(&t, tx, tl, 3, 256 + nm + 5, splits[sp], &e) == 0, "train: %s", e.msg);
+        EXPECT(t.n_merges == nref, "split %d trial %d: %d merges, reference %d", sp, trial, t.n_merges, nref);
         int first_bad = -1;
         for (int i = 0; i < nref && i < t.n_merges && first_bad < 0; i++)
             if (t.merges[i][0] != ref[i][0] || t.merges[i][1] != ref[i][1]) first_bad = i;
@@ -518,6 +549,8 @@ void bpe_known_merges(void) {
         free(ref);
         free(eng);
         bpe_free(&t);
+    }
+    bpe_free(&split);
     }
     free(ids);
 }
@@ -624,7 +657,7 @@ void bpe_bad_files(void) {
     char good[256], bad[256];
     tmp_path(good, sizeof good, "good.tok");
     tmp_path(bad, sizeof bad, "bad.tok");
-    Bpe t = train_english(300, 20000, 7);
+    Bpe t = train_english_split(300, 20000, 7, NULL); /* the version 1 layout */
     Err e = {{0}};
     LC_ASSERT(bpe_save(&t, good, &e) == 0);
     size_t n;
@@ -739,5 +772,119 @@ void bpe_speed(void) {
     free(ids);
     free(back);
     free(text);
+    bpe_free(&t);
+}
+
+// ---------------------------------------------------------------------------
+// file versions
+
+/* The text tests/fixtures/bpe_v1.tok was trained on (`llamac tokenize train
+ * --vocab 320` before split patterns existed, one document: this x 3). */
+static const char v1_text[] =
+    "It was the best of times, it was the worst of times, it was the age of wisdom, it was the age of "
+    "foolishness, it was the epoch of belief, it was the epoch of incredulity, it was the season of Light, it "
+    "was the season of Darkness.  Numbers 1234 and 56, tabs\tand  double  spaces; UTF-8: na\xc3\xafve "
+    "caf\xc3\xa9 \xe4\xb8\xad\xe6\x96\x87!!\n";
+
+/* A version 1 file (llamac's own split) still loads, encodes as it did when
+ * it was written, and training with that split writes it byte for byte. */
+void bpe_v1_fixture(void) {
+    Bpe t;
+    Err e = {{0}};
+    EXPECT(bpe_load(&t, "tests/fixtures/bpe_v1.tok", &e) == 0, "%s", e.msg);
+    EXPECT(t.pattern == NULL && t.vocab == 320 && t.n_merges == 59, "v1 fields: %d %d", t.vocab, t.n_merges);
+    const char probe[] = "It was the  best of times, 1234 caf\xc3\xa9 \xff\xfe wisdom!!\n";
+    static const int32_t want[] = {300, 263, 262, 32, 270, 266, 116, 264, 288, 44, 32, 49, 50, 51, 52,
+                                   294, 304, 195, 169, 32, 255, 254, 257, 105, 115, 273, 109, 299, 10};
+    int32_t *ids = NULL;
+    size_t cap = 0, n = bpe_encode(&t, probe, sizeof probe - 1, &ids, &cap);
+    EXPECT(n == sizeof want / sizeof want[0] && memcmp(ids, want, sizeof want) == 0, "v1 ids changed (%zu)", n);
+    char *text = xmalloc(3 * sizeof v1_text);
+    size_t len = 0;
+    for (int k = 0; k < 3; k++) memcpy(text + len, v1_text, sizeof v1_text - 1), len += sizeof v1_text - 1;
+    const char *texts[1] = {text};
+    Bpe u;
+    EXPECT(bpe_train_split(&u, texts, &len, 1, 320, NULL, &e) == 0 && u.id == t.id, "v1 retrain: id %llx vs %llx",
+           (unsigned long long)u.id, (unsigned long long)t.id);
+    char path[256];
+    tmp_path(path, sizeof path, "v1.tok");
+    EXPECT(bpe_save(&u, path, &e) == 0, "%s", e.msg);
+    size_t na, nb;
+    uint8_t *a = slurp(path, &na), *b = slurp("tests/fixtures/bpe_v1.tok", &nb);
+    EXPECT(na == nb && memcmp(a, b, na) == 0 && a[4] == 1, "a version 1 save differs from the fixture");
+    /* the default split on the same text: a version 2 file with Llama 3's pattern */
+    Bpe v;
+    EXPECT(bpe_train(&v, texts, &len, 1, 320, &e) == 0 && v.pattern && strcmp(v.pattern, BPE_DEFAULT_PATTERN) == 0,
+           "default pattern");
+    EXPECT(v.id != u.id, "the pattern is not part of the id");
+    EXPECT(bpe_save(&v, path, &e) == 0, "%s", e.msg);
+    free(a);
+    a = slurp(path, &na);
+    Bpe w;
+    EXPECT(a[4] == 2 && bpe_load(&w, path, &e) == 0 && w.id == v.id && strcmp(w.pattern, v.pattern) == 0,
+           "version 2 round trip: %s", e.msg);
+    /* "1234" is one chunk "123" + "4" under Llama 3's split, four under llamac's */
+    n = bpe_encode(&w, "x 1234", 6, &ids, &cap);
+    EXPECT(n >= 3 && ids[n - 1] == '4', "v2 digits: %zu ids", n);
+    remove(path);
+    bpe_free(&w);
+    bpe_free(&v);
+    bpe_free(&u);
+    bpe_free(&t);
+    free(a);
+    free(b);
+    free(ids);
+    free(text);
+}
+
+/* Version 2's pattern field: every way it can be wrong */
+void bpe_bad_files_v2(void) {
+    char good[256], bad[256];
+    tmp_path(good, sizeof good, "good2.tok");
+    tmp_path(bad, sizeof bad, "bad2.tok");
+    Bpe t = train_english(300, 20000, 7);
+    Err e = {{0}};
+    LC_ASSERT(bpe_save(&t, good, &e) == 0);
+    size_t n, np = strlen(BPE_DEFAULT_PATTERN);
+    uint8_t *b = slurp(good, &n), *c = xmalloc(n + 16);
+    size_t at = n - 8 - np - 4; /* the pattern's length field */
+    EXPECT(b[4] == 2 && n == 20 + 8 * (size_t)t.n_merges + 4 * 5 + 17 + 15 + 19 + 17 + 10 + 4 + np + 8, "size %zu", n);
+    size_t cuts[] = {at, at + 3, at + 4 + np / 2, n - 9};
+    for (size_t k = 0; k < sizeof cuts / sizeof cuts[0]; k++) {
+        spit(bad, b, cuts[k]);
+        expect_bad(bad, "truncated", __LINE__);
+    }
+    memcpy(c, b, n);
+    c[at + 4 + 3] ^= 1; /* the pattern is covered by the checksum */
+    spit(bad, c, n);
+    expect_bad(bad, "corrupted (checksum mismatch)", __LINE__);
+    memcpy(c, b, n);
+    put32(c + at, 0);
+    spit(bad, c, n);
+    expect_bad(bad, "split pattern has length 0", __LINE__);
+    memcpy(c, b, n);
+    put32(c + at, BPE_MAX_PATTERN + 1);
+    spit(bad, c, n);
+    expect_bad(bad, "split pattern has length 4097", __LINE__);
+    memcpy(c, b, n);
+    c[at + 4 + 2] = 0;
+    fix_checksum(c, n);
+    spit(bad, c, n);
+    expect_bad(bad, "split pattern holds a NUL byte", __LINE__);
+    memcpy(c, b, n);
+    c[at + 4] = '('; /* "((?i:..." never closes */
+    c[at + 4 + 1] = '(';
+    fix_checksum(c, n);
+    spit(bad, c, n);
+    expect_bad(bad, "bad split pattern (", __LINE__);
+    const char *texts[1] = {"abc"};
+    size_t lens[1] = {3};
+    Bpe u;
+    EXPECT(bpe_train_split(&u, texts, lens, 1, 300, "(", &e) == -1 && strstr(e.msg, "--pattern: bad split pattern ("),
+           "bad --pattern: %s", e.msg);
+    remove(good);
+    remove(bad);
+    free(b);
+    free(c);
     bpe_free(&t);
 }

@@ -18,6 +18,8 @@
 #include <unistd.h>
 
 #include "../data/chat.h"
+#include "../model/params.h"
+#include "../train/ckpt.h"
 #include "test.h"
 #include "tests.h"
 
@@ -494,6 +496,7 @@ void chat_cli(void) {
         {"--template llama3 --tokenizer build/tp/val.jsonl", "build/tp/val.jsonl: "},
         {"--template llama3 --model build/tp/nope.h5", "build/tp/nope.h5"},
         {"--template llama3 --max-tokens 0", "--max-tokens: 0 is out of range"},
+        {"--template llama3 --ctx 129", "--ctx: 129 exceeds the model's context length 128"},
         {"--tokenizer build/tp/hf/tok.bin", "build/tp/hf/tokenizer_config.json: chat template not supported: \"{{ bos_token }}"},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
@@ -509,4 +512,54 @@ void chat_cli(void) {
 const char *test_chat_tokenizer(Tokenizer *t) {
     own_tokenizer(t);
     return at("own.tok");
+}
+
+/* `llamac chat` with ChatML: a random tiny model on the ChatML
+ * tokenizer.json, the template recognised from a tokenizer_config.json
+ * beside it (SmolLM2's, so its default system message goes first): two
+ * turns, the second continuing the cache. */
+void chat_cli_chatml(void) {
+    Tokenizer t;
+    chatml_tokenizer(&t);
+    LlamaConfig c;
+    Err e = {{0}};
+    LC_ASSERT(config_preset("tiny", &c, &e) == 0);
+    c.vocab = t.vocab;
+    c.max_seq = 512; /* this tokenizer has few merges: SmolLM2's system message alone is ~80 ids */
+    ParamTable pt;
+    LC_ASSERT(params_build(&c, &pt, &e) == 0);
+    float *p = xalloc_aligned(pt.size * sizeof(float));
+    memset(p, 0, pt.size * sizeof(float));
+    Rng r;
+    rng_seed(&r, 11);
+    for (int i = 0; i < pt.n; i++)
+        for (size_t k = 0; k < pt.p[i].numel; k++) p[pt.p[i].offset + k] = 0.2f * (rng_uniform(&r) - 0.5f);
+    LC_ASSERT(ckpt_save(at("chatml.h5"), &c, &pt, p, t.id, NULL, NULL, &e) == 0);
+    free(p);
+    params_free(&pt);
+    /* the directory's tokenizer_config.json, as a HF directory has it */
+    char cfg[2048];
+    snprintf(cfg, sizeof cfg, "{\"chat_template\": \"%s\"}",
+             "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ "
+             "'<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' "
+             "}}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+             "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}");
+    put(at("tokenizer_config.json"), cfg);
+    put(at("in.txt"), "Hi there\nHow are you?\n");
+    int rc = test_llamac("chat --model %s --tokenizer %s --max-tokens 6 --temperature 0 < %s", at("chatml.h5"),
+                         at("chatml.json"), at("in.txt"));
+    static const char *fmt = "llamac: turn %*d: %d prompt tokens prefilled (%d from the cache), %d generated "
+                             "(%*f tok/s), %d of";
+    int p1 = -1, c1 = -1, g1 = -1, u1 = -1, p2 = -1, c2 = -1, g2 = -1, u2 = -1;
+    const char *t2 = strstr(test_err, "llamac: turn 2:");
+    EXPECT(rc == 0 && sscanf(test_err, fmt, &p1, &c1, &g1, &u1) == 4 && t2 && sscanf(t2, fmt, &p2, &c2, &g2, &u2) == 4,
+           "chatml chat: %d %s", rc, test_err);
+    /* turn 1's prompt is the default system block + the user turn + the reply header */
+    ChatMsg m1 = {CHAT_USER, "Hi there", 8};
+    ChatTokens ct = {0};
+    EXPECT(chat_encode(&t, CHAT_CHATML, &m1, 1, &ct, "x", &e) == 0 && p1 == (int)ct.n && c1 == 0,
+           "turn 1 prefilled %d, the SmolLM2 rendering has %zu", p1, ct.n);
+    EXPECT(c2 >= p1 && p2 > 0 && u2 > u1, "turn 2 did not continue the cache: %d %d", c2, p2);
+    chat_tokens_free(&ct);
+    tok_free(&t);
 }

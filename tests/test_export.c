@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "../data/chat.h"
 #include "../model/params.h"
 #include "../train/ckpt.h"
 #include "../train/gguf.h"
@@ -88,12 +89,14 @@ void export_gguf_encodings(void) {
            "q8_0 block 2: %d %d %d", (int8_t)q[2], (int8_t)q[3], (int8_t)q[4]);
 }
 
-/* A small model saved as a checkpoint, for the CLI tests */
-static void model_file(const char *path) {
+/* A small model saved as a checkpoint, for the CLI tests (tok_id: the
+ * tokenizer it records) */
+static void model_file_tok(const char *path, uint64_t tok_id) {
     mkdir(DIR, 0755);
     LlamaConfig c;
     Err e;
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
+    c.vocab = 300; /* room for the tests' tokenizers */
     ParamTable t;
     LC_ASSERT(params_build(&c, &t, &e) == 0);
     float *p = xalloc_aligned(t.size * sizeof(float));
@@ -102,10 +105,12 @@ static void model_file(const char *path) {
     rng_seed(&r, 3);
     for (int i = 0; i < t.n; i++)
         for (size_t k = 0; k < t.p[i].numel; k++) p[t.p[i].offset + k] = rng_uniform(&r) - 0.5f;
-    LC_ASSERT(ckpt_save(path, &c, &t, p, 0, NULL, NULL, &e) == 0);
+    LC_ASSERT(ckpt_save(path, &c, &t, p, tok_id, NULL, NULL, &e) == 0);
     free(p);
     params_free(&t);
 }
+
+static void model_file(const char *path) { model_file_tok(path, 0); }
 
 static long file_size(const char *path) {
     struct stat st;
@@ -150,12 +155,74 @@ void export_gguf_cli(void) {
         {"convert " DIR "/m.h5 " DIR "/bad_dir --type f16", "--type: only for a GGUF OUT (a name ending in .gguf)"},
         {"convert " DIR "/m.h5 " DIR "/bad.gguf --template vicuna", "--template: unknown template 'vicuna'"},
         {"convert " DIR "/m.h5 " DIR "/m_f32.gguf --type f16", DIR "/m_f32.gguf: exists (--force replaces it)"},
+        {"convert " DIR "/m.h5 " DIR "/bad.h5 --template llama3", "--template: only for a GGUF or Hugging Face OUT"},
+        {"convert " DIR "/m.h5 " DIR "/bad_dir --template llama3", "--template: a Hugging Face OUT keeps it in "
+                                                                   "tokenizer_config.json, which needs --tokenizer"},
     };
     for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
         int rc = test_llamac("%s", c[i].args);
         EXPECT(rc == 1 && count_lines(test_err) == 1 && strstr(test_err, c[i].want), "'%s': %d %s", c[i].args, rc,
                test_err);
     }
-    EXPECT(access(DIR "/bad.gguf", F_OK) != 0 && access(DIR "/bad_dir", F_OK) != 0, "a failed convert wrote output");
+    EXPECT(access(DIR "/bad.gguf", F_OK) != 0 && access(DIR "/bad_dir", F_OK) != 0 && access(DIR "/bad.h5", F_OK) != 0,
+           "a failed convert wrote output");
     EXPECT(file_size(DIR "/m_f32.gguf") == size[0], "the existing GGUF was touched");
+}
+
+/* A HF export carries the tokenizer: llamac's BPE (Llama 3 split) as a
+ * tokenizer.json that llamac reads back to the same ids, the configs, the
+ * chat template; the directory imports with its tokenizer's id. */
+void export_hf_tokenizer(void) {
+    mkdir(DIR, 0755);
+    static char text[20000];
+    size_t n = 0;
+    static const char *w[] = {"the ", "cat's ", "sat ", "on 1234 ", "mat.\n", "naïve ", "  x", "\t"};
+    Rng r;
+    rng_seed(&r, 9);
+    while (n + 16 < sizeof text) {
+        const char *x = w[rng_u64(&r) % 8];
+        memcpy(text + n, x, strlen(x));
+        n += strlen(x);
+    }
+    const char *texts[1] = {text};
+    Bpe b;
+    Err e = {{0}};
+    LC_ASSERT(bpe_train(&b, texts, &n, 1, 290, &e) == 0 && bpe_save(&b, DIR "/tok.bin", &e) == 0);
+    model_file_tok(DIR "/mt.h5", b.id);
+    int rc = test_llamac("convert " DIR "/mt.h5 " DIR "/hf --force --tokenizer " DIR "/tok.bin --template llama3.1");
+    EXPECT(rc == 0 && access(DIR "/hf/tokenizer.json", R_OK) == 0 && access(DIR "/hf/tokenizer_config.json", R_OK) == 0 &&
+               access(DIR "/hf/generation_config.json", R_OK) == 0 && !strstr(test_err, "warning"),
+           "export: %d %s", rc, test_err);
+    Tokenizer t;
+    EXPECT(tok_load(&t, DIR "/hf/tokenizer.json", &e) == 0 && t.kind == TOK_HF, "%s", e.msg);
+    int32_t *a = NULL, *c = NULL;
+    size_t ca = 0, cc = 0, na = bpe_encode(&b, text, n, &a, &ca), nc = t.kind == TOK_HF ? tok_encode(&t, text, n, &c, &cc) : 0;
+    EXPECT(na == nc && memcmp(a, c, na * sizeof *a) == 0, "the exported tokenizer.json encodes differently (%zu vs %zu ids)",
+           na, nc);
+    EXPECT(t.bos == b.bos && t.eos == b.eos && t.vocab == b.vocab, "exported bos/eos/vocab");
+    char *jinja = NULL;
+    EXPECT(chat_template_beside(DIR "/hf/tokenizer.json", &jinja, &e) == 0 && jinja &&
+           strcmp(jinja, chat_template_jinja(CHAT_LLAMA31)) == 0, "chat_template in tokenizer_config.json");
+    free(jinja);
+    /* back: the directory's tokenizer id goes into the checkpoint */
+    remove(DIR "/back.h5");
+    rc = test_llamac("convert " DIR "/hf " DIR "/back.h5");
+    CkptInfo info;
+    EXPECT(rc == 0 && ckpt_info(DIR "/back.h5", &info, &e) == 0 && info.tokenizer_id == t.id,
+           "import records the directory's tokenizer: %s", test_err);
+    /* a template the tokenizer cannot render is refused */
+    rc = test_llamac("convert " DIR "/mt.h5 " DIR "/hf_bad --tokenizer " DIR "/tok.bin --template chatml");
+    EXPECT(rc == 1 && strstr(test_err, DIR "/tok.bin: the chatml template needs the token <|im_start|>") &&
+               access(DIR "/hf_bad", F_OK) != 0, "chatml on llamac BPE: %s", test_err);
+    /* a version 1 tokenizer exports with a warning (its split is not expressible) */
+    Bpe v1;
+    LC_ASSERT(bpe_train_split(&v1, texts, &n, 1, 290, NULL, &e) == 0 && bpe_save(&v1, DIR "/tok1.bin", &e) == 0);
+    model_file_tok(DIR "/m1.h5", v1.id);
+    rc = test_llamac("convert " DIR "/m1.h5 " DIR "/hf1 --force --tokenizer " DIR "/tok1.bin");
+    EXPECT(rc == 0 && strstr(test_err, "warning: " DIR "/tok1.bin splits text its own way"), "v1 export: %s", test_err);
+    free(a);
+    free(c);
+    tok_free(&t);
+    bpe_free(&b);
+    bpe_free(&v1);
 }

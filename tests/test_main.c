@@ -69,9 +69,9 @@ static const struct {
     T(optim_accumulation), T(optim_errors),
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors),
     T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
-    T(bpe_save_load), T(bpe_bad_files), T(bpe_speed),
+    T(bpe_save_load), T(bpe_bad_files), T(bpe_v1_fixture), T(bpe_bad_files_v2), T(bpe_speed),
     T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
-    T(chat_llama3), T(chat_llama2), T(chat_errors), T(chat_chatml), T(chat_llama31), T(chat_detect), T(chat_cli),
+    T(chat_llama3), T(chat_llama2), T(chat_errors), T(chat_chatml), T(chat_llama31), T(chat_detect), T(chat_cli), T(chat_cli_chatml),
     T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
     T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
@@ -84,7 +84,7 @@ static const struct {
     T(peft_roundtrip), T(peft_merge_unmerge), T(peft_merged_logits), T(peft_bad_config), T(peft_bad_weights), T(peft_cli),
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
-    T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli),
+    T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
     T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_bad_files), T(gguf_cli),
 };
 #undef T

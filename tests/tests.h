@@ -54,6 +54,8 @@ void bpe_empty(void);
 void bpe_known_merges(void);
 void bpe_save_load(void);
 void bpe_bad_files(void);
+void bpe_v1_fixture(void);
+void bpe_bad_files_v2(void);
 void bpe_speed(void);
 void tok_reference(void);
 void tok_ids(void);
@@ -68,6 +70,7 @@ void chat_chatml(void);
 void chat_llama31(void);
 void chat_detect(void);
 void chat_cli(void);
+void chat_cli_chatml(void);
 void tok_spm(void);
 void tok_pipeline(void);
 void tok_chat_reference(void);
@@ -118,6 +121,7 @@ void gguf_model_roundtrip(void);
 void gguf_tokenizer(void);
 void gguf_bad_files(void);
 void gguf_cli(void);
+void export_hf_tokenizer(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */

@@ -110,7 +110,11 @@ int cmd_chat(int argc, char **argv, Err *e) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
-    if (ctx == 0 || ctx > c.max_seq) ctx = c.max_seq;
+    if (ctx == 0) ctx = c.max_seq;
+    if (ctx > c.max_seq) {
+        err_set(e, "--ctx: %ld exceeds the model's context length %d", ctx, c.max_seq);
+        goto out_tok;
+    }
     /* the template's tokens, checked before the model loads */
     ChatMsg probe = {CHAT_USER, "", 0};
     if (chat_encode_sys(&tok, tpl, sys_default, &probe, 1, &ct, tokpath, e)) goto out_tok;

@@ -101,8 +101,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
     LoraFlags lf = {.r = 8, .seed = 1};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0,
-         "tokenizer file (any kind llamac reads): its id goes into an imported checkpoint; on export "
-         "it must be the checkpoint's, and its bos/eos ids go into config.json"},
+         "tokenizer file (any kind llamac reads; default: a HF IN's tokenizer.json or tokenizer.model): its id "
+         "goes into an imported checkpoint; on export it must be the checkpoint's, and a HF OUT carries it "
+         "(tokenizer.json or tokenizer.model, tokenizer_config.json, generation_config.json)"},
         {"name", CLI_STR, &name, 0, 0, "model name for GGUF's general.name (default: IN's base name)"},
         {"type", CLI_STR, &type_name, 0, 0,
          "GGUF matrix type: f32, f16, bf16 or q8_0 (norms stay f32; default f32)"},
@@ -174,10 +175,16 @@ int cmd_convert(int argc, char **argv, Err *e) {
     int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));
     if (to_ckpt && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
         return err_set(e, "%s: is a directory, expected a checkpoint file name", out);
+    if (tname && to_ckpt) return err_set(e, "--template: only for a GGUF or Hugging Face OUT (a checkpoint has none)");
+    if (tname && !to_gguf && !tokpath)
+        return err_set(e, "--template: a Hugging Face OUT keeps it in tokenizer_config.json, which needs --tokenizer");
 
     int bos = -1, eos = -1;
     Tokenizer tok;
     memset(&tok, 0, sizeof tok);
+    static char dir_tok[4200];
+    if (!tokpath && is_hf && convert_hf_tokenizer(in, dir_tok, sizeof dir_tok) == 0)
+        tokpath = dir_tok; /* the directory carries its tokenizer */
     if (tokpath) {
         if (tok_load(&tok, tokpath, e)) return -1;
         int bad = 0;
@@ -195,6 +202,16 @@ int cmd_convert(int argc, char **argv, Err *e) {
 
     /* the chat template: --template's, else the tokenizer directory's own */
     char *jinja = NULL;
+    if (tname && tokpath) { /* the export must not carry a template its tokenizer cannot render */
+        ChatMsg probe = {CHAT_USER, "", 0};
+        ChatTokens ct = {0};
+        int bad = chat_encode(&tok, tpl, &probe, 1, &ct, tokpath, e);
+        chat_tokens_free(&ct);
+        if (bad) {
+            tok_free(&tok);
+            return -1;
+        }
+    }
     if (tname) {
         const char *j = chat_template_jinja(tpl);
         jinja = xmalloc(strlen(j) + 1);
@@ -242,7 +259,12 @@ int cmd_convert(int argc, char **argv, Err *e) {
         rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
     } else {
         kind = "Hugging Face directory";
-        rc = convert_hf_save(out, &c, &t, params, bos, eos, force, e);
+        if (tokpath) {
+            ConvertTok tk = {&tok, tokpath, jinja};
+            rc = convert_hf_save_tok(out, &c, &t, params, &tk, force, e);
+        } else {
+            rc = convert_hf_save(out, &c, &t, params, bos, eos, force, e);
+        }
     }
     if (rc == 0) {
         double t2 = time_now(), mb = (double)t.numel * 4 / 1e6;

@@ -19,6 +19,8 @@
 #include <unistd.h>
 
 #include "../data/gguf.h"
+#include "../data/bbpe.h"
+#include "../data/spm.h"
 #include "../data/tok.h"
 #include "ckpt.h"
 #include "gguf.h"
@@ -340,6 +342,219 @@ static int dir_nonempty(const char *dir) {
     return n;
 }
 
+// ---- the tokenizer files ---------------------------------------------------
+
+static int hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params, int bos_id,
+                   int eos_id, const ConvertTok *tk, int force, Err *e);
+
+/* an added (special or not) token of a tokenizer */
+typedef struct {
+    int id, special;
+    const char *text;
+    size_t len;
+} Added;
+
+/* The tokenizer's added tokens in id order into *out (caller frees); n. */
+static int added_tokens(const Tokenizer *tok, Added **out) {
+    int n = 0;
+    if (tok->kind == TOK_LLAMAC) {
+        const Bpe *b = tok->bpe;
+        *out = xmalloc((size_t)(b->n_special + 1) * sizeof **out);
+        for (int k = 0; k < b->n_special; k++)
+            (*out)[n++] = (Added){256 + b->n_merges + k, 1, b->special[k], strlen(b->special[k])};
+    } else if (tok->kind == TOK_SPM) {
+        const Spm *s = tok_spm_model(tok);
+        *out = xmalloc((size_t)(s->vocab + 1) * sizeof **out);
+        for (int i = 0; i < s->vocab; i++)
+            if (s->type[i] == SPM_CONTROL || s->type[i] == SPM_UNKNOWN || s->type[i] == SPM_USER_DEFINED)
+                (*out)[n++] = (Added){i, s->type[i] != SPM_USER_DEFINED, s->bytes + s->off[i], s->off[i + 1] - s->off[i] - 1};
+    } else {
+        const Bbpe *b = tok->bb;
+        *out = xmalloc((size_t)(b->n_added + 1) * sizeof **out);
+        for (int k = 0; k < b->n_added; k++)
+            (*out)[n++] = (Added){b->added[k].id, b->added[k].special, b->added[k].text, b->added[k].len};
+    }
+    return n;
+}
+
+/* the name of special id (an added token's text), or NULL */
+static json_t *token_name(const Added *a, int n, int id) {
+    for (int k = 0; k < n; k++)
+        if (a[k].id == id) return json_stringn(a[k].text, a[k].len);
+    return json_null();
+}
+
+/* tokenizer.json for a byte-level tokenizer that is not one (llamac BPE, tiktoken) */
+static json_t *tokenizer_json(const Tokenizer *tok, const char *path, Err *e) {
+    Added *ad;
+    int na = added_tokens(tok, &ad);
+    json_t *added = json_array(), *vocab = json_object(), *merges = json_array();
+    uint8_t *is_added = xcalloc((size_t)tok->vocab, 1);
+    for (int k = 0; k < na; k++) {
+        is_added[ad[k].id] = 1;
+        json_array_append_new(added, json_pack("{s:i, s:s%, s:b, s:b, s:b, s:b, s:b}", "id", ad[k].id, "content",
+                                               ad[k].text, ad[k].len, "single_word", 0, "lstrip", 0, "rstrip", 0,
+                                               "normalized", 0, "special", ad[k].special));
+    }
+    char *buf = NULL;
+    size_t cap = 0;
+    json_t *j = NULL;
+    for (int i = 0; i < tok->vocab; i++) {
+        if (is_added[i]) continue;
+        size_t n;
+        const char *b = tok_token_bytes(tok, i, &n);
+        if (2 * n + 1 > cap) buf = xrealloc(buf, cap = 2 * n + 64);
+        buf[gguf_byte_level(b, n, buf)] = 0;
+        json_t *prev = json_object_get(vocab, buf);
+        if (prev) {
+            err_set(e, "%s: tokens %lld and %d have the same bytes, which tokenizer.json cannot hold", path,
+                    (long long)json_integer_value(prev), i);
+            goto out;
+        }
+        json_object_set_new(vocab, buf, json_integer(i));
+    }
+    int32_t *ab;
+    size_t nm = gguf_merges(tok, &ab);
+    for (size_t i = 0; i < nm; i++) {
+        json_t *pair = json_array();
+        for (int k = 0; k < 2; k++) {
+            size_t n;
+            const char *b = tok_token_bytes(tok, ab[2 * i + k], &n);
+            if (2 * n + 1 > cap) buf = xrealloc(buf, cap = 2 * n + 64);
+            buf[gguf_byte_level(b, n, buf)] = 0;
+            json_array_append_new(pair, json_string(buf));
+        }
+        json_array_append_new(merges, pair);
+    }
+    free(ab);
+    const char *pattern = tok->kind == TOK_LLAMAC && tok->bpe->pattern ? tok->bpe->pattern : BBPE_LLAMA3_PATTERN;
+    if (tok->kind == TOK_LLAMAC && !tok->bpe->pattern)
+        fprintf(stderr, "llamac: warning: %s splits text its own way (version 1), which tokenizer.json cannot say; "
+                        "tokenizer.json gets Llama 3's split (ids decode the same, a prompt may split differently)\n",
+                path);
+    json_t *pre = json_pack("{s:s, s:[{s:s, s:{s:s}, s:s, s:b}, {s:s, s:b, s:b, s:b}]}", "type", "Sequence",
+                            "pretokenizers", "type", "Split", "pattern", "Regex", pattern, "behavior", "Isolated",
+                            "invert", 0, "type", "ByteLevel", "add_prefix_space", 0, "trim_offsets", 1, "use_regex", 0);
+    json_t *model = json_pack("{s:s, s:n, s:n, s:n, s:n, s:b, s:b, s:b, s:o, s:o}", "type", "BPE", "dropout",
+                              "unk_token", "continuing_subword_prefix", "end_of_word_suffix", "fuse_unk", 0,
+                              "byte_fallback", 0, "ignore_merges", 1, "vocab", vocab, "merges", merges);
+    vocab = merges = NULL;
+    j = json_pack("{s:s, s:n, s:n, s:o, s:n, s:o, s:n, s:{s:s, s:b, s:b, s:b}, s:o}", "version", "1.0",
+                  "truncation", "padding", "added_tokens", added, "normalizer", "pre_tokenizer", pre,
+                  "post_processor", "decoder", "type", "ByteLevel", "add_prefix_space", 1, "trim_offsets", 1,
+                  "use_regex", 1, "model", model);
+    added = NULL;
+out:
+    json_decref(added);
+    json_decref(vocab);
+    json_decref(merges);
+    free(buf);
+    free(is_added);
+    free(ad);
+    return j;
+}
+
+static json_t *tokenizer_config(const Tokenizer *tok, const char *chat_template, int max_seq) {
+    Added *ad;
+    int na = added_tokens(tok, &ad);
+    json_t *dec = json_object();
+    for (int k = 0; k < na; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "%d", ad[k].id);
+        json_object_set_new(dec, key, json_pack("{s:s%, s:b, s:b, s:b, s:b, s:b}", "content", ad[k].text, ad[k].len,
+                                                "lstrip", 0, "normalized", 0, "rstrip", 0, "single_word", 0,
+                                                "special", ad[k].special));
+    }
+    int unk = tok->kind == TOK_SPM ? tok_spm_model(tok)->unk : tok->kind == TOK_LLAMAC ? -1 : tok->bb->unk;
+    json_t *j = json_object();
+    json_object_set_new(j, "add_bos_token", json_false());
+    json_object_set_new(j, "add_eos_token", json_false());
+    json_object_set_new(j, "added_tokens_decoder", dec);
+    json_object_set_new(j, "bos_token", token_name(ad, na, tok->bos));
+    json_object_set_new(j, "eos_token", token_name(ad, na, tok->eos));
+    json_object_set_new(j, "unk_token", token_name(ad, na, unk));
+    json_object_set_new(j, "pad_token", json_null());
+    if (chat_template) json_object_set_new(j, "chat_template", json_string(chat_template));
+    json_object_set_new(j, "clean_up_tokenization_spaces", json_false());
+    json_object_set_new(j, "model_max_length", json_integer(max_seq));
+    if (tok->kind == TOK_SPM) {
+        /* the slow/fast Llama tokenizer from tokenizer.model; legacy: sentencepiece's own handling of text
+         * after special tokens, which is what llamac's SentencePiece encoder reproduces */
+        json_object_set_new(j, "tokenizer_class", json_string("LlamaTokenizer"));
+        json_object_set_new(j, "legacy", json_true());
+    } else {
+        json_object_set_new(j, "tokenizer_class", json_string("PreTrainedTokenizerFast"));
+    }
+    free(ad);
+    return j;
+}
+
+/* Write j to path (indented), fsync'd; consumes j. */
+static int write_json(const char *path, json_t *j, Err *e) {
+    FILE *f = fopen(path, "w");
+    int ok = f && json_dumpf(j, f, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(9)) == 0 &&
+             fputc('\n', f) != EOF && fflush(f) == 0 && fsync(fileno(f)) == 0;
+    int err = errno;
+    if (f && fclose(f) != 0 && ok) ok = 0, err = errno;
+    json_decref(j);
+    return ok ? 0 : err_set(e, "%s: cannot write: %s", path, strerror(err));
+}
+
+static int copy_file(const char *from, const char *to, Err *e) {
+    FILE *in = fopen(from, "rb");
+    if (!in) return err_set(e, "%s: cannot open: %s", from, strerror(errno));
+    FILE *out = fopen(to, "wb");
+    if (!out) {
+        fclose(in);
+        return err_set(e, "%s: cannot create: %s", to, strerror(errno));
+    }
+    char buf[1 << 16];
+    size_t n;
+    int ok = 1;
+    while (ok && (n = fread(buf, 1, sizeof buf, in)) > 0) ok = fwrite(buf, 1, n, out) == n;
+    ok = ok && !ferror(in) && fflush(out) == 0 && fsync(fileno(out)) == 0;
+    int err = errno;
+    fclose(in);
+    if (fclose(out) != 0 && ok) ok = 0, err = errno;
+    return ok ? 0 : err_set(e, "%s: cannot write: %s", to, strerror(err));
+}
+
+/* the tokenizer files of the export into tmp (see convert.h) */
+static int save_tokenizer(const char *tmp, const LlamaConfig *c, const ConvertTok *tk, Err *e) {
+    const Tokenizer *tok = tk->tok;
+    char p[4300];
+    int rc;
+    if (tok->kind == TOK_HF || tok->kind == TOK_SPM) {
+        snprintf(p, sizeof p, "%s/%s", tmp, tok->kind == TOK_HF ? "tokenizer.json" : "tokenizer.model");
+        rc = copy_file(tk->path, p, e);
+    } else {
+        json_t *j = tokenizer_json(tok, tk->path, e);
+        if (!j) return -1;
+        snprintf(p, sizeof p, "%s/tokenizer.json", tmp);
+        rc = write_json(p, j, e);
+    }
+    if (rc) return -1;
+    snprintf(p, sizeof p, "%s/tokenizer_config.json", tmp);
+    if (write_json(p, tokenizer_config(tok, tk->chat_template, c->max_seq), e)) return -1;
+    json_t *g = json_object();
+    json_object_set_new(g, "bos_token_id", tok->bos >= 0 ? json_integer(tok->bos) : json_null());
+    if (tok->eot >= 0 && tok->eot != tok->eos)
+        json_object_set_new(g, "eos_token_id", json_pack("[i, i]", tok->eos, tok->eot));
+    else
+        json_object_set_new(g, "eos_token_id", tok->eos >= 0 ? json_integer(tok->eos) : json_null());
+    snprintf(p, sizeof p, "%s/generation_config.json", tmp);
+    return write_json(p, g, e);
+}
+
+int convert_hf_tokenizer(const char *dir, char *out, size_t n) {
+    static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(out, n, "%s/%s", dir, names[k]);
+        if (access(out, R_OK) == 0) return 0;
+    }
+    return -1;
+}
+
 int convert_dir_begin(const char *dir, int force, char *tmp, size_t n, Err *e) {
     char d[4096];
     strip_slashes(dir, d, sizeof d);
@@ -574,8 +789,8 @@ int convert_json_write(const char *path, const json_t *j, Err *e) {
     return ok ? 0 : err_set(e, "%s: cannot write: %s", path, strerror(errno));
 }
 
-int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
-                    int bos_id, int eos_id, int force, Err *e) {
+static int hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params, int bos_id,
+                   int eos_id, const ConvertTok *tk, int force, Err *e) {
     char tmp[4200], p[4300];
     if (convert_dir_begin(dir, force, tmp, sizeof tmp, e)) return -1;
     json_t *j = hf_config_json(c, bos_id, eos_id);
@@ -595,10 +810,22 @@ int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, 
     rc = safetensors_write(p, out, t->n, e);
     free(out);
     if (rc) goto fail;
+    if (tk && save_tokenizer(tmp, c, tk, e)) goto fail;
     return convert_dir_commit(dir, tmp, e);
 fail:
     rm_tree(tmp);
     return -1;
+}
+
+int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
+                    int bos_id, int eos_id, int force, Err *e) {
+    return hf_save(dir, c, t, params, bos_id, eos_id, NULL, force, e);
+}
+
+int convert_hf_save_tok(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
+                        const ConvertTok *tk, int force, Err *e) {
+    int bos = tk && tk->tok ? tk->tok->bos : -1, eos = tk && tk->tok ? tk->tok->eos : -1;
+    return hf_save(dir, c, t, params, bos, eos, tk && tk->tok ? tk : NULL, force, e);
 }
 
 /* ---- any model source --------------------------------------------------------- */

@@ -41,6 +41,27 @@
  * float32) and model.safetensors (F32) into "<dir>.tmp.<pid>", fsyncs, and
  * renames it to dir. An existing non-empty dir is an error unless force,
  * which replaces it whole.
+ *
+ * With a tokenizer the directory carries it as AutoTokenizer loads it:
+ *   tokenizer.json   a copy of a tokenizer.json source; for llamac's BPE and
+ *                    tiktoken, written: model BPE (vocab in GPT-2's byte
+ *                    alphabet, merges in rank order, ignore_merges), the
+ *                    split pattern (Split, Isolated) then ByteLevel without
+ *                    its regex, ByteLevel decoder, the special tokens as
+ *                    added tokens, no post-processor (no BOS added, as
+ *                    llamac's generate adds none);
+ *   tokenizer.model  a copy of a SentencePiece source;
+ *   tokenizer_config.json  tokenizer_class, bos/eos/unk tokens,
+ *                    added_tokens_decoder, add_bos_token false,
+ *                    model_max_length, chat_template (when given);
+ *   generation_config.json  bos_token_id, eos_token_id (with the
+ *                    end-of-turn id when it differs).
+ * llamac's version 1 BPE files split text their own way, which
+ * tokenizer.json cannot say: Llama 3's pattern is written instead (ids
+ * decode the same; a prompt may split differently) with a warning.
+ *
+ * Import: a directory holding tokenizer.json or tokenizer.model carries its
+ * tokenizer (convert_hf_tokenizer finds it; `convert` records its id).
  */
 #ifndef LLAMAC_TRAIN_CONVERT_H
 #define LLAMAC_TRAIN_CONVERT_H
@@ -92,6 +113,23 @@ double convert_short_real(float f);
  * or tensor. */
 int convert_gguf_config(const char *path, LlamaConfig *c, Err *e);
 int convert_gguf_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
+
+struct Tokenizer;
+
+/* What a HF export carries besides the weights. */
+typedef struct ConvertTok {
+    const struct Tokenizer *tok; /* NULL: no tokenizer files */
+    const char *path;            /* its file (copied for tokenizer.json / SentencePiece) */
+    const char *chat_template;   /* Jinja text, or NULL */
+} ConvertTok;
+
+/* convert_hf_save with the tokenizer files above (bos/eos from tk->tok). */
+int convert_hf_save_tok(const char *dir, const LlamaConfig *c, const ParamTable *t, const float *params,
+                        const ConvertTok *tk, int force, Err *e);
+
+/* The tokenizer file of a HF directory into out: dir/tokenizer.json, else
+ * dir/tokenizer.model; 0 if it has one, -1 if neither exists. */
+int convert_hf_tokenizer(const char *dir, char *out, size_t n);
 
 /* A model source, a Hugging Face directory, a GGUF file or an llamac
  * checkpoint: its config, its tokenizer id (0 for a HF directory, and for a

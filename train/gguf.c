@@ -250,6 +250,12 @@ static size_t byte_level(const uint32_t cp[256], const unsigned char *in, size_t
     return m;
 }
 
+size_t gguf_byte_level(const char *in, size_t n, char *out) {
+    uint32_t cp[256];
+    byte_map(cp);
+    return byte_level(cp, (const unsigned char *)in, n, out);
+}
+
 typedef struct { uint32_t rank; int32_t a, b; } Merge;
 static int merge_cmp(const void *x, const void *y) {
     uint32_t p = ((const Merge *)x)->rank, q = ((const Merge *)y)->rank;
@@ -275,6 +281,15 @@ static Merge *vocab_merges(const Tokenizer *tok, size_t *n) {
         }
     qsort(m, *n, sizeof *m, merge_cmp);
     return m;
+}
+
+size_t gguf_merges(const Tokenizer *tok, int32_t **ab) {
+    size_t n;
+    Merge *m = vocab_merges(tok, &n);
+    *ab = xmalloc((2 * n + 1) * sizeof **ab);
+    for (size_t i = 0; i < n; i++) (*ab)[2 * i] = m[i].a, (*ab)[2 * i + 1] = m[i].b;
+    free(m);
+    return n;
 }
 
 /* Metadata entries the vocabulary adds (1 without a tokenizer). */
@@ -323,9 +338,14 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
             for (int k = 0; k < tok->bb->n_added; k++)
                 type[tok->bb->added[k].id] = tok->bb->added[k].special ? TT_CONTROL : TT_USER_DEFINED;
         kv_str(w, "tokenizer.ggml.model", "gpt2");
-        /* llamac's own pre-tokenizer is none of llama.cpp's; "default" is
-         * GPT-2's split. tokenizer.json / tiktoken: Llama 3's. */
-        kv_str(w, "tokenizer.ggml.pre", tok->kind == TOK_LLAMAC ? "default" : "llama-bpe");
+        /* llamac's BPE with Llama 3's split pattern (bpe.h, version 2), a
+         * tokenizer.json or tiktoken: "llama-bpe", Llama 3's split (and its
+         * whole-piece rule, which llamac's version 2 encoder follows too).
+         * llamac's own version 1 split is none of llama.cpp's: "default",
+         * GPT-2's. */
+        int llama3 = tok->kind != TOK_LLAMAC ||
+                     (tok->bpe->pattern && strcmp(tok->bpe->pattern, BPE_DEFAULT_PATTERN) == 0);
+        kv_str(w, "tokenizer.ggml.pre", llama3 ? "llama-bpe" : "default");
         kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
         char *buf = NULL;
         size_t cap = 0;

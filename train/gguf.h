@@ -53,9 +53,11 @@
  * (llamac BPE, tokenizer.json, tiktoken) become llama.cpp's "gpt2" model:
  * tokens spelled in GPT-2's byte-to-unicode alphabet, special tokens as
  * their text with type CONTROL, merges "A B" in rank order, pre-tokenizer
- * "llama-bpe" (Llama 3's split) or, for llamac's own BPE whose split is none
- * of llama.cpp's, "default" (GPT-2's: prompts may then split differently
- * from llamac's encoder, while every id decodes exactly). SentencePiece
+ * "llama-bpe" (Llama 3's split: tokenizer.json, tiktoken, and llamac's BPE
+ * files of version 2 with Llama 3's pattern, so that llama.cpp tokenizes as
+ * llamac does) or, for llamac's version 1 BPE files whose split is none of
+ * llama.cpp's, "default" (GPT-2's: prompts may then split differently from
+ * llamac's encoder, while every id decodes exactly). SentencePiece
  * becomes its "llama" model (pieces, scores, types). Ids past the
  * tokenizer's vocabulary up to the model's are unused "[PAD<id>]" tokens.
  * Without a tokenizer, tokenizer.ggml.model is "no_vocab" (ids in, logits
@@ -97,6 +99,15 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
 /* gguf_save with F32 matrices and no chat template. */
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e);
+
+/* GPT-2's byte-to-unicode spelling of the bytes in[0..n) (what byte-level
+ * vocabularies in GGUF and tokenizer.json hold) into out, which has room for
+ * 2 * n bytes; returns its length. */
+size_t gguf_byte_level(const char *in, size_t n, char *out);
+
+/* The merges of a byte-level tokenizer (not TOK_SPM) in rank order: pairs
+ * (a, b) of ids as (*ab)[2i], (*ab)[2i + 1] (caller frees). Returns n. */
+size_t gguf_merges(const Tokenizer *tok, int32_t **ab);
 
 /* The conversions above, for n values (Q8_0: n a multiple of 32, writing
  * n / 32 blocks of 34 bytes to dst). */
