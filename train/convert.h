@@ -46,6 +46,7 @@
 #define LLAMAC_TRAIN_CONVERT_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../model/config.h"
 #include "../model/params.h"
@@ -73,6 +74,9 @@ int convert_hf_save(const char *dir, const LlamaConfig *c, const ParamTable *t, 
  * or tensor. */
 int convert_gguf_config(const char *path, LlamaConfig *c, Err *e);
 int convert_gguf_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
+
+/* One summary of a GGUF file to f (version, tensor types, vocabulary). */
+int convert_gguf_print(const char *path, FILE *f, Err *e);
 
 /* A model source, a Hugging Face directory, a GGUF file or an llamac
  * checkpoint: its config, its tokenizer id (0 for a HF directory, and for a
