@@ -43,8 +43,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (device_check(device, e)) return -1;
     LlamaConfig c;
     uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    if (convert_run_config(model, &c, &model_tok, e)) return -1;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;

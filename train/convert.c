@@ -636,6 +636,18 @@ int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_i
     return 0;
 }
 
+int convert_run_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, Err *e) {
+    if (gguf_is_file(path)) {
+        int is_hf;
+        return convert_model_config(path, c, tokenizer_id, &is_hf, e);
+    }
+    CkptInfo info;
+    if (ckpt_info(path, &info, e)) return -1;
+    *c = info.c;
+    *tokenizer_id = info.tokenizer_id;
+    return 0;
+}
+
 int convert_model_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
     if (convert_is_hf_dir(path)) return convert_hf_load(path, t, params, e);
     if (gguf_is_file(path)) return convert_gguf_load(path, c, t, params, e);

@@ -85,6 +85,11 @@ int convert_gguf_print(const char *path, FILE *f, Err *e);
  * them is an error naming it. */
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e);
 
+/* The config and tokenizer id of a model to run (eval, generate): a GGUF
+ * file as convert_model_config, anything else a checkpoint (ckpt_info, and
+ * its errors). */
+int convert_run_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, Err *e);
+
 /* Load the source's parameters into params, laid out by t (built from the
  * config convert_model_config returned). */
 int convert_model_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
