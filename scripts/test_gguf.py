@@ -2,8 +2,10 @@
 """GGUF in: llamac against llama.cpp's Python package (gguf), Hugging Face
 tokenizers and transformers (run by scripts/test_ref.sh).
 
-  1. Dequantisation: scripts/gguf_ref.py regenerates the committed
-     tests/fixtures/gguf_quant.gguf byte for byte, and a larger random file
+  1. Fixtures: scripts/gguf_ref.py regenerates the committed
+     tests/fixtures/gguf_quant.gguf and gguf_vocab.gguf byte for byte
+     (so `make test` checks what gguf-py and tokenizers give), and a larger
+     random file
      (64 rows of every type, another seed) passes `build/tests gguf_dequant`
      (llamac's float32 values equal gguf.quants.dequantize's bit for bit).
   2. Byte-level vocabularies: a BPE trained with `tokenizers` (tok_ref.py's
@@ -88,6 +90,10 @@ def check_quant(py, work):
     r = run([py, os.path.join(HERE, "gguf_ref.py"), "quant", out])
     same = r.returncode == 0 and open(out, "rb").read() == open("tests/fixtures/gguf_quant.gguf", "rb").read()
     check("quant fixture regenerates byte for byte", same, r.stderr.decode()[-300:])
+    voc = os.path.join(work, "gguf_vocab.gguf")
+    r = run([py, os.path.join(HERE, "gguf_ref.py"), "vocab", voc])
+    same = r.returncode == 0 and open(voc, "rb").read() == open("tests/fixtures/gguf_vocab.gguf", "rb").read()
+    check("vocab fixture (tokenizers' ids inside) regenerates byte for byte", same, r.stderr.decode()[-300:])
     big = os.path.join(work, "gguf_quant_big.gguf")
     r = run([py, os.path.join(HERE, "gguf_ref.py"), "quant", big, "--blocks", "64", "--seed", "7"])
     if r.returncode:

@@ -89,6 +89,7 @@ void convert_cli_errors(void);
 void gguf_dequant(void);
 void gguf_model_roundtrip(void);
 void gguf_tokenizer(void);
+void gguf_vocab_fixture(void);
 void gguf_bad_files(void);
 void gguf_cli(void);
 
