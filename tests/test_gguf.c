@@ -103,7 +103,7 @@ void gguf_dequant(void) {
 // ---------------------------------------------------------------------------
 // models in: llamac's own export, read back exactly
 
-static LlamaConfig tiny(int tied, int scaled) {
+static LlamaConfig tiny(int tied, int scaled, int orig_ctx) {
     LlamaConfig c;
     Err e;
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
@@ -115,7 +115,7 @@ static LlamaConfig tiny(int tied, int scaled) {
         c.rope_factor = 8.0f;
         c.rope_low_freq = 1.0f;
         c.rope_high_freq = 4.0f;
-        c.rope_orig_ctx = 8192;
+        c.rope_orig_ctx = orig_ctx;
     }
     return c;
 }
@@ -146,8 +146,12 @@ static void write_model(const char *path, const LlamaConfig *c, const Tokenizer 
 
 void gguf_model_roundtrip(void) {
     setup();
-    for (int k = 0; k < 3; k++) {
-        LlamaConfig c = tiny(k == 0, k == 2), r;
+    /* tied; untied and version 2; Llama 3.1 scaling: Meta's, then others with
+     * one and three of the 8 frequencies in the smooth band */
+    for (int k = 0; k < 5; k++) {
+        LlamaConfig c = tiny(k == 0, k >= 2, k == 2 ? 8192 : k == 3 ? 48 : 200), r;
+        if (k == 3) c.rope_factor = 32.0f, c.rope_high_freq = 3.0f, c.rope_theta = 10000.0f;
+        if (k == 4) c.rope_factor = 16.0f, c.rope_high_freq = 12.0f, c.rope_theta = 10000.0f;
         ParamTable t;
         float *p = random_model(&c, &t, 11 + (uint64_t)k);
         Err e;
@@ -169,11 +173,18 @@ void gguf_model_roundtrip(void) {
                    r.max_seq == c.max_seq && r.norm_eps == c.norm_eps && r.rope_theta == c.rope_theta &&
                    r.tied == c.tied && r.rope_scaling == c.rope_scaling,
                "case %d: config differs (tied %d/%d vocab %d/%d)", k, r.tied, c.tied, r.vocab, c.vocab);
-        if (c.rope_scaling)
-            EXPECT(r.rope_factor == c.rope_factor && r.rope_low_freq == c.rope_low_freq &&
-                       r.rope_high_freq == c.rope_high_freq && r.rope_orig_ctx == c.rope_orig_ctx,
-                   "rope scaling recovered as factor %g low %g high %g ctx %d", r.rope_factor, r.rope_low_freq,
-                   r.rope_high_freq, r.rope_orig_ctx);
+        if (c.rope_scaling) { /* the same parameters, or (k >= 3) ones giving the same factors */
+            float f1[8], f2[8];
+            gguf_rope_factors(&c, f1);
+            gguf_rope_factors(&r, f2);
+            int same = 1;
+            for (int i = 0; i < config_head_size(&c) / 2; i++) same &= fabsf(f1[i] - f2[i]) <= 1e-5f * f1[i];
+            EXPECT(same && r.rope_factor == c.rope_factor && (k >= 3 || (r.rope_low_freq == c.rope_low_freq &&
+                                                                          r.rope_high_freq == c.rope_high_freq &&
+                                                                          r.rope_orig_ctx == c.rope_orig_ctx)),
+                   "case %d: rope scaling recovered as factor %g low %g high %g ctx %d", k, r.rope_factor,
+                   r.rope_low_freq, r.rope_high_freq, r.rope_orig_ctx);
+        }
         EXPECT(strcmp(r.name, "tiny") == 0, "name %s (general.name)", r.name);
         float *q = xalloc_aligned(t.size * sizeof(float));
         EXPECT(convert_model_load(path, &r, &t, q, &e) == 0, "case %d: %s", k, e.msg);
@@ -203,7 +214,7 @@ static void model_with_vocab(const char *path, Bpe *b) {
     LC_ASSERT(bpe_save(b, DIR "/tok.bin", &e) == 0);
     Tokenizer t;
     LC_ASSERT(tok_load(&t, DIR "/tok.bin", &e) == 0);
-    LlamaConfig c = tiny(1, 0);
+    LlamaConfig c = tiny(1, 0, 0);
     c.vocab = 320;
     write_model(path, &c, &t, 5);
     tok_free(&t);
