@@ -510,6 +510,12 @@ void gguf_cli(void) {
     EXPECT(rc == 1 && strstr(test_err, "not the tokenizer"), "another tokenizer: %s", test_err);
     rc = test_llamac("tokenize ids --tokenizer " DIR "/cli.gguf --text 'the cat sees'");
     EXPECT(rc == 0 && test_out[0] >= '0' && test_out[0] <= '9', "tokenize ids: %s", test_err);
+    /* a shard made with the GGUF's vocabulary evaluates on the GGUF model */
+    spit(DIR "/doc.txt", texts[0], strlen(texts[0]));
+    rc = test_llamac("tokenize encode --tokenizer " DIR "/cli.gguf --input " DIR "/doc.txt --out " DIR "/doc.bin");
+    EXPECT(rc == 0, "tokenize encode: %s", test_err);
+    rc = test_llamac("eval --model " DIR "/cli.gguf --data " DIR "/doc.bin --batch 1 --seq 8");
+    EXPECT(rc == 0 && strstr(test_out, "perplexity"), "eval on the GGUF: %s", test_err);
 
     /* bad files: one line naming the file, exit 1, the existing output kept */
     size_t n;
