@@ -272,7 +272,7 @@ void gguf_vocab_fixture(void) {
     EXPECT(tok_load(&t, path, &e) == 0, "%s", e.msg);
     EXPECT(gguf_open(&g, path, &e) == 0, "%s", e.msg);
     if (!t.bb || !g.map) return;
-    EXPECT(t.kind == TOK_GGUF && t.bos == 1 && t.eos == 2 && t.eot == 2 && t.pad == 0,
+    EXPECT(t.kind == TOK_GGUF && t.bos == 1 && t.eos == 2 && t.eot == 2 && t.pad == 0 && strcmp(t.pre, "smollm") == 0,
            "kind %d bos %d eos %d eot %d pad %d", t.kind, t.bos, t.eos, t.eot, t.pad);
     const char *tpl;
     size_t tl;
