@@ -355,7 +355,7 @@ def check_smollm2(llamac, work):
           err <= LOGIT_ATOL, "")
 
     # d. a greedy answer
-    r = run([llamac, "generate", "--model", path, "--tokenizer", path, "--special", "1", "--prompt", PROMPT,
+    r = run([llamac, "generate", "--model", path, "--tokenizer", path, "--special", "--prompt", PROMPT,
              "--temperature", "0", "--max-tokens", "64", "--ctx", "512"])
     answer = r.stdout.decode()[len(PROMPT):].strip()
     print(f"  SmolLM2 greedy answer: {answer!r}; {r.stderr.decode().strip()}")

@@ -503,7 +503,7 @@ void gguf_cli(void) {
     rc = test_llamac("generate --model " DIR "/cli.h5 --tokenizer " DIR "/cli.gguf --prompt 'the cat' "
                      "--max-tokens 4 --temperature 0");
     EXPECT(rc == 0 && strncmp(test_out, "the cat", 7) == 0, "generate from the checkpoint: %s", test_err);
-    rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/cli.gguf --special 1 "
+    rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/cli.gguf --special "
                      "--prompt '<|begin_of_text|>the cat' --max-tokens 4 --temperature 0");
     EXPECT(rc == 0, "generate from the GGUF: %s", test_err);
     rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/tok.bin --prompt x");
