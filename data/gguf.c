@@ -375,9 +375,6 @@ static int parse(Gguf *g, Err *e) {
     g->n_tensors = (int)nt;
     g->kv = xcalloc(nkv ? nkv : 1, sizeof *g->kv);
     g->t = xcalloc(nt ? nt : 1, sizeof *g->t);
-    /* names: at most the file's size in total, plus a NUL each */
-    g->names = xmalloc(g->size + nkv + nt + 1);
-    char *np = g->names;
     char what[96];
 
     for (int i = 0; i < g->n_kv; i++) {
@@ -387,11 +384,11 @@ static int parse(Gguf *g, Err *e) {
         snprintf(what, sizeof what, "metadata entry %d", i);
         if (get_str(&c, &s, &n, MAX_KEY_LEN, what)) return -1;
         if (n == 0) return err_set(e, "%s: metadata entry %d has an empty key", g->path, i);
-        memcpy(np, s, n);
-        np[n] = 0;
-        if (memchr(np, 0, n)) return err_set(e, "%s: metadata entry %d: key holds a NUL byte", g->path, i);
-        g->kv[i].key = np;
-        np += n + 1;
+        char *key = xmalloc(n + 1);
+        memcpy(key, s, n);
+        key[n] = 0;
+        g->kv[i].key = key;
+        if (memchr(key, 0, n)) return err_set(e, "%s: metadata entry %d: key holds a NUL byte", g->path, i);
         if (gguf_find(g, g->kv[i].key) != &g->kv[i])
             return err_set(e, "%s: metadata key %.80s appears twice", g->path, g->kv[i].key);
         snprintf(what, sizeof what, "metadata %.80s", g->kv[i].key);
@@ -416,11 +413,11 @@ static int parse(Gguf *g, Err *e) {
         snprintf(what, sizeof what, "tensor info %d", i);
         if (get_str(&c, &s, &n, MAX_NAME_LEN, what)) return -1;
         if (n == 0) return err_set(e, "%s: tensor %d has an empty name", g->path, i);
-        memcpy(np, s, n);
-        np[n] = 0;
-        if (memchr(np, 0, n)) return err_set(e, "%s: tensor %d: name holds a NUL byte", g->path, i);
-        T->name = np;
-        np += n + 1;
+        char *name = xmalloc(n + 1);
+        memcpy(name, s, n);
+        name[n] = 0;
+        T->name = name;
+        if (memchr(name, 0, n)) return err_set(e, "%s: tensor %d: name holds a NUL byte", g->path, i);
         if (gguf_tensor(g, T->name) != T)
             return err_set(e, "%s: tensor name %.80s appears twice", g->path, T->name);
         snprintf(what, sizeof what, "tensor info %.80s", T->name);
@@ -513,9 +510,10 @@ void gguf_close(Gguf *g) {
     if (!g) return;
     if (g->map) munmap((void *)g->map, g->size);
     free(g->path);
+    for (int i = 0; g->kv && i < g->n_kv; i++) free((char *)g->kv[i].key);
+    for (int i = 0; g->t && i < g->n_tensors; i++) free((char *)g->t[i].name);
     free(g->kv);
     free(g->t);
-    free(g->names);
     memset(g, 0, sizeof *g);
 }
 

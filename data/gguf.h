@@ -82,7 +82,6 @@ typedef struct Gguf {
     int n_kv, n_tensors;
     GgufKV *kv;              /* (n_kv) in file order */
     GgufTensor *t;           /* (n_tensors) in file order */
-    char *names;             /* keys and tensor names back to back */
 } Gguf;
 
 /* 1 if path is a readable file starting with "GGUF". */

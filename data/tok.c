@@ -380,6 +380,7 @@ static int gguf_bpe(Tokenizer *t, const Gguf *g, const char **tok, const size_t 
     for (int i = 0; type && i < vocab; i++)
         if (type[i] == GGUF_TT_CONTROL || type[i] == GGUF_TT_UNKNOWN) added[i] = BBPE_ADDED_SPECIAL;
         else if (type[i] == GGUF_TT_USER_DEFINED) added[i] = BBPE_ADDED_PLAIN;
+    snprintf(t->pre, sizeof t->pre, "%s", gguf_pres[k].name);
     BbpeSpec sp = {vocab, tok, len, added, (int)mk->n, merge, mlen, gguf_pres[k].n, gguf_pres[k].re,
                    gguf_pres[k].ignore_merges, -1, -1, -1};
     int rc = gguf_tok_id(g, "tokenizer.ggml.bos_token_id", vocab, &sp.bos, e) ||

@@ -69,6 +69,7 @@ typedef struct Tokenizer {
     int pad;            /* padding id, -1 if none (SentencePiece's pad, GGUF's padding_token_id) */
     char *chat_template; /* the Jinja chat template the file carries (GGUF's
                           * tokenizer.chat_template), NUL-terminated, NULL if none */
+    char pre[32];       /* a GGUF byte-level vocabulary's tokenizer.ggml.pre (its split), else "" */
     uint64_t id;        /* identity of the tokenizer, recorded in shards and model files */
     /* private: the one implementation kind names */
     Bpe *bpe;

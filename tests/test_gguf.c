@@ -5,7 +5,8 @@
  * blocks and the expected float32 values; LLAMAC_GGUF_QUANT names another
  * such file, as scripts/test_gguf.py does with a larger one), models in
  * (llamac's own GGUF export read back exactly, q/k rows and Llama 3.1 rope
- * scaling included), vocabularies as tokenizers, and every bad input: cut
+ * scaling included), vocabularies as tokenizers (tests/fixtures/gguf_vocab.gguf
+ * carries the ids Hugging Face tokenizers gives its texts), and every bad input: cut
  * files, lying offsets and sizes, unknown and unsupported tensor types,
  * another architecture, missing metadata, unknown tokenizer model or
  * pre-tokenizer, each one line naming the file and what is wrong, in-process
@@ -47,6 +48,8 @@ static void spit(const char *path, const void *p, size_t n) {
     FILE *f = fopen(path, "wb");
     LC_ASSERT(f && fwrite(p, 1, n, f) == n && fclose(f) == 0);
 }
+
+static void put_u32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
 
 // ---------------------------------------------------------------------------
 // dequantisation
@@ -100,7 +103,7 @@ void gguf_dequant(void) {
 // ---------------------------------------------------------------------------
 // models in: llamac's own export, read back exactly
 
-static LlamaConfig tiny(int tied, int scaled) {
+static LlamaConfig tiny(int tied, int scaled, int orig_ctx) {
     LlamaConfig c;
     Err e;
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
@@ -112,7 +115,7 @@ static LlamaConfig tiny(int tied, int scaled) {
         c.rope_factor = 8.0f;
         c.rope_low_freq = 1.0f;
         c.rope_high_freq = 4.0f;
-        c.rope_orig_ctx = 8192;
+        c.rope_orig_ctx = orig_ctx;
     }
     return c;
 }
@@ -143,13 +146,24 @@ static void write_model(const char *path, const LlamaConfig *c, const Tokenizer 
 
 void gguf_model_roundtrip(void) {
     setup();
-    for (int k = 0; k < 3; k++) {
-        LlamaConfig c = tiny(k == 0, k == 2), r;
+    /* tied; untied and version 2; Llama 3.1 scaling: Meta's, then others with
+     * one and three of the 8 frequencies in the smooth band */
+    for (int k = 0; k < 5; k++) {
+        LlamaConfig c = tiny(k == 0, k >= 2, k == 2 ? 8192 : k == 3 ? 48 : 200), r;
+        if (k == 3) c.rope_factor = 32.0f, c.rope_high_freq = 3.0f, c.rope_theta = 10000.0f;
+        if (k == 4) c.rope_factor = 16.0f, c.rope_high_freq = 12.0f, c.rope_theta = 10000.0f;
         ParamTable t;
         float *p = random_model(&c, &t, 11 + (uint64_t)k);
         Err e;
         const char *path = DIR "/rt.gguf";
         LC_ASSERT(gguf_save_llama(path, &c, &t, p, "tiny", NULL, &e) == 0);
+        if (k == 1) { /* version 2 has the same layout (3 only added big-endian files) */
+            size_t n;
+            unsigned char *b = slurp(path, &n);
+            put_u32(b + 4, 2);
+            spit(path, b, n);
+            free(b);
+        }
         uint64_t tok_id = 1;
         int is_hf = 1;
         EXPECT(convert_model_config(path, &r, &tok_id, &is_hf, &e) == 0, "case %d: %s", k, e.msg);
@@ -159,11 +173,18 @@ void gguf_model_roundtrip(void) {
                    r.max_seq == c.max_seq && r.norm_eps == c.norm_eps && r.rope_theta == c.rope_theta &&
                    r.tied == c.tied && r.rope_scaling == c.rope_scaling,
                "case %d: config differs (tied %d/%d vocab %d/%d)", k, r.tied, c.tied, r.vocab, c.vocab);
-        if (c.rope_scaling)
-            EXPECT(r.rope_factor == c.rope_factor && r.rope_low_freq == c.rope_low_freq &&
-                       r.rope_high_freq == c.rope_high_freq && r.rope_orig_ctx == c.rope_orig_ctx,
-                   "rope scaling recovered as factor %g low %g high %g ctx %d", r.rope_factor, r.rope_low_freq,
-                   r.rope_high_freq, r.rope_orig_ctx);
+        if (c.rope_scaling) { /* the same parameters, or (k >= 3) ones giving the same factors */
+            float f1[8], f2[8];
+            gguf_rope_factors(&c, f1);
+            gguf_rope_factors(&r, f2);
+            int same = 1;
+            for (int i = 0; i < config_head_size(&c) / 2; i++) same &= fabsf(f1[i] - f2[i]) <= 1e-5f * f1[i];
+            EXPECT(same && r.rope_factor == c.rope_factor && (k >= 3 || (r.rope_low_freq == c.rope_low_freq &&
+                                                                          r.rope_high_freq == c.rope_high_freq &&
+                                                                          r.rope_orig_ctx == c.rope_orig_ctx)),
+                   "case %d: rope scaling recovered as factor %g low %g high %g ctx %d", k, r.rope_factor,
+                   r.rope_low_freq, r.rope_high_freq, r.rope_orig_ctx);
+        }
         EXPECT(strcmp(r.name, "tiny") == 0, "name %s (general.name)", r.name);
         float *q = xalloc_aligned(t.size * sizeof(float));
         EXPECT(convert_model_load(path, &r, &t, q, &e) == 0, "case %d: %s", k, e.msg);
@@ -193,7 +214,7 @@ static void model_with_vocab(const char *path, Bpe *b) {
     LC_ASSERT(bpe_save(b, DIR "/tok.bin", &e) == 0);
     Tokenizer t;
     LC_ASSERT(tok_load(&t, DIR "/tok.bin", &e) == 0);
-    LlamaConfig c = tiny(1, 0);
+    LlamaConfig c = tiny(1, 0, 0);
     c.vocab = 320;
     write_model(path, &c, &t, 5);
     tok_free(&t);
@@ -240,6 +261,53 @@ void gguf_tokenizer(void) {
     bpe_free(&b);
 }
 
+/* tests/fixtures/gguf_vocab.gguf (scripts/gguf_ref.py vocab): a "gpt2"
+ * vocabulary with the smollm pre-tokenizer, and the ids Hugging Face
+ * tokenizers gives its test texts, which the file carries as metadata */
+void gguf_vocab_fixture(void) {
+    const char *path = "tests/fixtures/gguf_vocab.gguf";
+    Tokenizer t;
+    Gguf g;
+    Err e;
+    EXPECT(tok_load(&t, path, &e) == 0, "%s", e.msg);
+    EXPECT(gguf_open(&g, path, &e) == 0, "%s", e.msg);
+    if (!t.bb || !g.map) return;
+    EXPECT(t.kind == TOK_GGUF && t.bos == 1 && t.eos == 2 && t.eot == 2 && t.pad == 0 && strcmp(t.pre, "smollm") == 0,
+           "kind %d bos %d eos %d eot %d pad %d", t.kind, t.bos, t.eos, t.eot, t.pad);
+    const char *tpl;
+    size_t tl;
+    EXPECT(gguf_get_str(&g, "tokenizer.chat_template", 1, &tpl, &tl, &e) == 1 && t.chat_template &&
+               strlen(t.chat_template) == tl && memcmp(t.chat_template, tpl, tl) == 0 &&
+               strncmp(t.chat_template, "{% for message in messages %}", 29) == 0,
+           "chat template not kept: %s", t.chat_template ? t.chat_template : "(null)");
+    EXPECT(tok_special_id(&t, "<|im_start|>") == 1 && tok_special_id(&t, "<tool_call>") == t.vocab - 1,
+           "special ids by name");
+    int64_t count = 0;
+    EXPECT(gguf_get_int(&g, "llamac.test.count", 1, &count, &e) == 1 && count == 9, "%lld texts", (long long)count);
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    for (int k = 0; k < count; k++) {
+        char key[64];
+        const char *text;
+        size_t len;
+        snprintf(key, sizeof key, "llamac.test.text.%d", k);
+        LC_ASSERT(gguf_get_str(&g, key, 1, &text, &len, &e) == 1);
+        for (int special = 0; special < 2; special++) {
+            const GgufKV *want;
+            snprintf(key, sizeof key, "llamac.test.%s.%d", special ? "special" : "plain", k);
+            LC_ASSERT(gguf_get_array(&g, key, 1, GGUF_INT32, &want, &e) == 1);
+            size_t n = special ? tok_encode_special(&t, text, len, &ids, &cap) : tok_encode(&t, text, len, &ids, &cap);
+            size_t i = 0;
+            while (i < n && i < want->n && ids[i] == (int32_t)gguf_array_num(want, i)) i++;
+            EXPECT(i == n && i == want->n, "%s: %zu ids, tokenizers %llu, first difference at %zu", key, n,
+                   (unsigned long long)want->n, i);
+        }
+    }
+    free(ids);
+    gguf_close(&g);
+    tok_free(&t);
+}
+
 // ---------------------------------------------------------------------------
 // bad files
 
@@ -263,8 +331,7 @@ static size_t info_at(const unsigned char *buf, size_t n, const char *name, int 
     return at + 4 + 8 * nd + (f == 3 ? 4 : 0);
 }
 
-static void put32(unsigned char *p, uint32_t v) { memcpy(p, &v, 4); }
-static void put64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
+static void put_u64(unsigned char *p, uint64_t v) { memcpy(p, &v, 8); }
 
 /* Write buf (n bytes) as DIR/bad.gguf and expect model or tokenizer loading
  * (stage 0: config, 1: weights, 2: tokenizer) to fail saying want. */
@@ -319,54 +386,54 @@ void gguf_bad_files(void) {
     x[0] = 'X';
     expect_bad("magic", x, n, 0, "not a GGUF file");
     FRESH();
-    put32(x + 4, 1);
+    put_u32(x + 4, 1);
     expect_bad("version 1", x, n, 0, "GGUF version 1 not supported (supported: 2, 3)");
     FRESH();
-    put64(x + 8, (uint64_t)1 << 40);
+    put_u64(x + 8, (uint64_t)1 << 40);
     expect_bad("tensor count", x, n, 0, "tensors, more than the file can hold");
     FRESH();
-    put64(x + 16, (uint64_t)1 << 40);
+    put_u64(x + 16, (uint64_t)1 << 40);
     expect_bad("metadata count", x, n, 0, "metadata entries, more than the file can hold");
     /* a string length that lies */
     FRESH();
-    put64(x + value_at(good, n, "general.name"), (uint64_t)1 << 50);
+    put_u64(x + value_at(good, n, "general.name"), (uint64_t)1 << 50);
     expect_bad("string length", x, n, 0, "truncated");
     FRESH();
-    put32(x + value_at(good, n, "llama.block_count") - 4, 99);
+    put_u32(x + value_at(good, n, "llama.block_count") - 4, 99);
     expect_bad("value type", x, n, 0, "metadata llama.block_count has unknown value type 99");
     FRESH();
-    put32(x + value_at(good, n, "tokenizer.ggml.tokens"), GGUF_ARRAY); /* the element type */
+    put_u32(x + value_at(good, n, "tokenizer.ggml.tokens"), GGUF_ARRAY); /* the element type */
     expect_bad("nested array", x, n, 0, "array of arrays");
     /* tensor infos that lie */
     const char *q = "blk.0.attn_q.weight", *norm = "output_norm.weight";
     FRESH();
-    put64(x + info_at(good, n, norm, 3), (uint64_t)1 << 40);
+    put_u64(x + info_at(good, n, norm, 3), (uint64_t)1 << 40);
     expect_bad("offset past the end", x, n, 0, "output_norm.weight: data [1099511627776, +256) runs past the end");
     FRESH();
-    put64(x + info_at(good, n, norm, 3), 4);
+    put_u64(x + info_at(good, n, norm, 3), 4);
     expect_bad("misaligned offset", x, n, 0, "offset 4 is not a multiple of the alignment 32");
     FRESH();
-    put64(x + info_at(good, n, norm, 3), 0);
+    put_u64(x + info_at(good, n, norm, 3), 0);
     expect_bad("overlap", x, n, 0, "overlap in the data section");
     FRESH();
-    put64(x + info_at(good, n, norm, 1), 1 << 20);
+    put_u64(x + info_at(good, n, norm, 1), 1 << 20);
     expect_bad("size past the end", x, n, 0, "runs past the end of the file");
     FRESH();
-    put64(x + info_at(good, n, norm, 1), 32);
+    put_u64(x + info_at(good, n, norm, 1), 32);
     expect_bad("shape", x, n, 1, "output_norm.weight has 1 dims [32, 1], the metadata needs [64]");
     FRESH();
-    put32(x + info_at(good, n, norm, 0), 7);
+    put_u32(x + info_at(good, n, norm, 0), 7);
     expect_bad("dims", x, n, 0, "has 7 dimensions (supported: 1 to 4)");
     FRESH();
-    put32(x + info_at(good, n, norm, 2), 99);
+    put_u32(x + info_at(good, n, norm, 2), 99);
     expect_bad("unknown type", x, n, 0, "tensor output_norm.weight has unknown type 99");
     FRESH();
-    put32(x + info_at(good, n, norm, 2), 9); /* Q8_1: 64 values are 80 bytes, inside the 256 */
+    put_u32(x + info_at(good, n, norm, 2), 9); /* Q8_1: 64 values are 80 bytes, inside the 256 */
     expect_bad("unsupported type", x, n, 1,
                "tensor output_norm.weight has type Q8_1, which llamac does not dequantise (supported: F32, F16, "
                "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)");
     FRESH();
-    put32(x + info_at(good, n, norm, 2), 12); /* Q4_K: 64 values per row are not a 256-block */
+    put_u32(x + info_at(good, n, norm, 2), 12); /* Q4_K: 64 values per row are not a 256-block */
     expect_bad("partial block", x, n, 0, "64 values per row is not a whole number of Q4_K blocks (256)");
     FRESH();
     x[info_at(good, n, q, 0) - 3] = 'X'; /* blk.0.attn_q.weiXht: the model misses a tensor */
@@ -379,10 +446,10 @@ void gguf_bad_files(void) {
     memcpy(memmem(x, n, "llama.block_count", 17), "llama.block_cXunt", 17);
     expect_bad("missing key", x, n, 0, "missing metadata key llama.block_count");
     FRESH();
-    put32(x + value_at(good, n, "llama.embedding_length") - 4, GGUF_FLOAT32);
+    put_u32(x + value_at(good, n, "llama.embedding_length") - 4, GGUF_FLOAT32);
     expect_bad("key type", x, n, 0, "metadata llama.embedding_length is a float32, expected an integer");
     FRESH();
-    put32(x + value_at(good, n, "general.alignment"), 24);
+    put_u32(x + value_at(good, n, "general.alignment"), 24);
     expect_bad("alignment", x, n, 0, "general.alignment 24 is not a power of two");
     FRESH();
     memcpy(memmem(x, n, "llama.block_count", 17), "general.alignment", 17);
@@ -395,13 +462,14 @@ void gguf_bad_files(void) {
     memcpy(x + value_at(good, n, "tokenizer.ggml.model") + 8, "bert", 4);
     expect_bad("tokenizer model", x, n, 2, "tokenizer model bert not supported (supported: gpt2, llama)");
     FRESH();
-    memcpy(x + value_at(good, n, "tokenizer.ggml.pre") + 8, "qwen35!", 7);
-    expect_bad("pre-tokenizer", x, n, 2, "pre-tokenizer qwen35! not supported (supported: llama-bpe, llama3");
+    /* the export names llama-bpe (9 bytes) for llamac's Llama 3 split: overwrite all of it */
+    memcpy(x + value_at(good, n, "tokenizer.ggml.pre") + 8, "qwen35pre", 9);
+    expect_bad("pre-tokenizer", x, n, 2, "pre-tokenizer qwen35pre not supported (supported: llama-bpe, llama3");
     FRESH();
     memcpy(memmem(x, n, "tokenizer.ggml.merges", 21), "tokenizer.ggml.merXes", 21);
     expect_bad("missing merges", x, n, 2, "missing metadata key tokenizer.ggml.merges");
     FRESH();
-    put32(x + value_at(good, n, "tokenizer.ggml.eos_token_id"), 100000);
+    put_u32(x + value_at(good, n, "tokenizer.ggml.eos_token_id"), 100000);
     expect_bad("eos id", x, n, 2, "tokenizer.ggml.eos_token_id = 100000 is not a token id (vocab 320)");
     free(x);
     free(good);
@@ -436,13 +504,19 @@ void gguf_cli(void) {
     rc = test_llamac("generate --model " DIR "/cli.h5 --tokenizer " DIR "/cli.gguf --prompt 'the cat' "
                      "--max-tokens 4 --temperature 0");
     EXPECT(rc == 0 && strncmp(test_out, "the cat", 7) == 0, "generate from the checkpoint: %s", test_err);
-    rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/cli.gguf --special 1 "
+    rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/cli.gguf --special "
                      "--prompt '<|begin_of_text|>the cat' --max-tokens 4 --temperature 0");
     EXPECT(rc == 0, "generate from the GGUF: %s", test_err);
     rc = test_llamac("generate --model " DIR "/cli.gguf --tokenizer " DIR "/tok.bin --prompt x");
     EXPECT(rc == 1 && strstr(test_err, "not the tokenizer"), "another tokenizer: %s", test_err);
     rc = test_llamac("tokenize ids --tokenizer " DIR "/cli.gguf --text 'the cat sees'");
     EXPECT(rc == 0 && test_out[0] >= '0' && test_out[0] <= '9', "tokenize ids: %s", test_err);
+    /* a shard made with the GGUF's vocabulary evaluates on the GGUF model */
+    spit(DIR "/doc.txt", texts[0], strlen(texts[0]));
+    rc = test_llamac("tokenize encode --tokenizer " DIR "/cli.gguf --input " DIR "/doc.txt --out " DIR "/doc.bin");
+    EXPECT(rc == 0, "tokenize encode: %s", test_err);
+    rc = test_llamac("eval --model " DIR "/cli.gguf --data " DIR "/doc.bin --batch 1 --seq 8");
+    EXPECT(rc == 0 && strstr(test_out, "perplexity"), "eval on the GGUF: %s", test_err);
 
     /* bad files: one line naming the file, exit 1, the existing output kept */
     size_t n;
@@ -454,7 +528,7 @@ void gguf_cli(void) {
     memcpy(x + value_at(good, n, "general.architecture") + 8, "mamba", 5);
     spit(DIR "/arch.gguf", x, n);
     memcpy(x, good, n);
-    memcpy(x + value_at(good, n, "tokenizer.ggml.pre") + 8, "strange", 7);
+    memcpy(x + value_at(good, n, "tokenizer.ggml.pre") + 8, "strangely", 9); /* over llama-bpe */
     spit(DIR "/pre.gguf", x, n);
     static const struct {
         const char *args, *want;
@@ -464,8 +538,8 @@ void gguf_cli(void) {
          DIR "/arch.gguf: architecture mamba not supported (supported: llama)"},
         {"logits --model " DIR "/arch.gguf --tokens 1 --out " DIR "/guard.h5", "architecture mamba"},
         {"generate --model " DIR "/cli.gguf --tokenizer " DIR "/pre.gguf --prompt x",
-         DIR "/pre.gguf: pre-tokenizer strange not supported"},
-        {"tokenize ids --tokenizer " DIR "/pre.gguf --text x", DIR "/pre.gguf: pre-tokenizer strange"},
+         DIR "/pre.gguf: pre-tokenizer strangely not supported"},
+        {"tokenize ids --tokenizer " DIR "/pre.gguf --text x", DIR "/pre.gguf: pre-tokenizer strangely"},
         {"eval --model " DIR "/cut.gguf --data " DIR "/guard.h5", DIR "/cut.gguf: "},
     };
     for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {

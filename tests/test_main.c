@@ -85,7 +85,7 @@ static const struct {
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
     T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
-    T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_bad_files), T(gguf_cli),
+    T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_vocab_fixture), T(gguf_bad_files), T(gguf_cli),
 };
 #undef T
 

@@ -119,6 +119,7 @@ void export_gguf_cli(void);
 void gguf_dequant(void);
 void gguf_model_roundtrip(void);
 void gguf_tokenizer(void);
+void gguf_vocab_fixture(void);
 void gguf_bad_files(void);
 void gguf_cli(void);
 void export_hf_tokenizer(void);

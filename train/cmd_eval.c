@@ -38,8 +38,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     if (device_check(device, e)) return -1;
     LlamaConfig c;
     uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    if (convert_run_config(model, &c, &model_tok, e)) return -1;
     Shard s;
     if (shard_open(&s, data, e)) return -1;
     int rc = -1;

@@ -15,13 +15,14 @@
 
 int cmd_generate(int argc, char **argv, Err *e) {
     const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu", *adapter = NULL;
-    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0, special = 0;
+    long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
+    int special = 0;
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "model: checkpoint (HDF5, from llamac pretrain or convert) or GGUF"},
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
         {"prompt", CLI_STR, &prompt, 0, 0, "text to continue"},
-        {"special", CLI_INT, &special, 0, 1, "1: special-token names in the prompt (<|im_start|>) become their ids"},
+        {"special", CLI_BOOL, &special, 0, 0, "special-token names in the prompt (<|im_start|>) become their ids"},
         {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens to generate at most"},
         {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
         {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
@@ -44,8 +45,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (device_check(device, e)) return -1;
     LlamaConfig c;
     uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    if (convert_run_config(model, &c, &model_tok, e)) return -1;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;

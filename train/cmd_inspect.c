@@ -11,7 +11,9 @@
 #include <string.h>
 
 #include "../model/llama.h"
+#include "../data/gguf.h"
 #include "ckpt.h"
+#include "convert.h"
 #include "cli.h"
 #include "cmds.h"
 
@@ -67,7 +69,7 @@ int cmd_inspect(int argc, char **argv, Err *e) {
             strcat(about, " ");
             strcat(about, *p);
         }
-        cli_help("llamac inspect <preset | checkpoint.h5> [flags]", about, flags, nf);
+        cli_help("llamac inspect <preset | checkpoint.h5 | model.gguf> [flags]", about, flags, nf);
         return 0;
     }
     if (npos != 1) return err_set(e, "inspect: expected one preset name or checkpoint (see llamac inspect --help)");
@@ -76,6 +78,9 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         CkptInfo info;
         if (ckpt_print(pos[0], stdout, e) || ckpt_info(pos[0], &info, e)) return -1;
         c = info.c;
+        printf("\n");
+    } else if (gguf_is_file(pos[0])) { /* GGUF: the file's summary, then its shape */
+        if (convert_gguf_print(pos[0], stdout, e) || convert_gguf_config(pos[0], &c, e)) return -1;
         printf("\n");
     } else if (config_preset(pos[0], &c, e)) {
         return -1;

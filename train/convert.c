@@ -620,39 +620,83 @@ static int gguf_int(const Gguf *g, const char *key, long def, long lo, long hi, 
     return 0;
 }
 
-/* Llama 3.1 scaling comes as rope_freqs.weight alone (llama.cpp's converter
- * writes no scaling keys): find the (factor, low, high, original context)
- * whose factors (gguf_rope_factors) are these, among the values Meta's
- * models use; factor is the largest entry. */
-static int gguf_rope_llama3(const Gguf *g, const GgufTensor *rt, LlamaConfig *c, Err *e) {
+/* 1 if c's llama3 factors (gguf_rope_factors) are want[0 .. hs/2) */
+static int rope_matches(const LlamaConfig *c, const float *want, float *got) {
     int hs = config_head_size(c);
-    if (rt->numel != hs / 2 || rt->type != GGML_TYPE_F32)
-        return err_set(e, "%s: rope_freqs.weight must be %d float32 values (head size / 2)", g->path, hs / 2);
-    int orig = 0;
-    if (gguf_int(g, "llama.rope.scaling.original_context_length", 0, 0, 1 << 30, &orig, e)) return -1;
-    float *want = xmalloc((size_t)(hs / 2) * sizeof *want), *got = xmalloc((size_t)(hs / 2) * sizeof *got);
-    gguf_dequantize(GGML_TYPE_F32, rt->data, hs / 2, want);
+    gguf_rope_factors(c, got);
+    for (int i = 0; i < hs / 2; i++)
+        if (!(fabsf(got[i] - want[i]) <= 1e-5f * fabsf(want[i]))) return 0;
+    return 1;
+}
+
+/* Llama 3.1 scaling comes as rope_freqs.weight alone (llama.cpp's converter
+ * writes no scaling keys), so its parameters are recovered from the factors
+ * f_i (gguf.h gives their form): factor is the largest. Only the two
+ * wavelengths ctx / low_freq_factor and ctx / high_freq_factor enter the
+ * form, so low_freq_factor = 1 loses nothing. Between them,
+ * s_i = (1 / f_i - 1 / factor) / (1 - 1 / factor) = A / wavelength_i - B with
+ * A = ctx / (high - low), B = low / (high - low): two such entries give
+ * ctx = A / B and high = (1 + B) / B. With one, ctx is put just below the
+ * first wavelength scaled in full and high solved from s; with none, ctx
+ * there and ctx / high between the last unscaled wavelength and it. Meta's
+ * values are tried first; the result must reproduce every factor. */
+static int gguf_rope_llama3(const Gguf *g, const GgufTensor *rt, LlamaConfig *c, Err *e) {
+    int hs = config_head_size(c), nf = hs / 2;
+    if (rt->numel != nf || rt->type != GGML_TYPE_F32)
+        return err_set(e, "%s: rope_freqs.weight must be %d float32 values (head size / 2)", g->path, nf);
+    float *want = xmalloc((size_t)nf * sizeof *want), *got = xmalloc((size_t)nf * sizeof *got);
+    double *wl = xmalloc((size_t)nf * sizeof *wl);
+    gguf_dequantize(GGML_TYPE_F32, rt->data, nf, want);
     float factor = 0;
-    for (int i = 0; i < hs / 2; i++) factor = want[i] > factor ? want[i] : factor;
-    static const int ctxs[] = {8192, 4096, 2048, 16384, 32768, 65536, 131072};
-    static const float fl[] = {1, 2, 4, 8, 16, 32};
-    int found = 0;
+    for (int i = 0; i < nf; i++) {
+        factor = want[i] > factor ? want[i] : factor;
+        wl[i] = 2 * M_PI * pow(c->rope_theta, 2.0 * i / hs); /* 2 pi / frequency */
+    }
+    int last_one = -1, first_full = nf, n_smooth = 0, i0 = -1, i1 = -1, found = 0;
+    for (int i = 0; i < nf; i++) {
+        if (fabsf(want[i] - 1.0f) <= 1e-6f) last_one = i;
+        else if (fabsf(want[i] - factor) <= 1e-6f * factor) first_full = first_full < i ? first_full : i;
+        else {
+            n_smooth++;
+            if (i0 < 0) i0 = i;
+            i1 = i;
+        }
+    }
     c->rope_scaling = ROPE_SCALING_LLAMA3;
     c->rope_factor = factor;
-    for (int a = 0; a < 7 && !found; a++) {
-        c->rope_orig_ctx = orig ? orig : ctxs[a];
-        for (int lo = 0; lo < 6 && !found; lo++)
-            for (int hi = lo + 1; hi < 6 && !found; hi++) {
-                c->rope_low_freq = fl[lo];
-                c->rope_high_freq = fl[hi];
-                gguf_rope_factors(c, got);
-                found = 1;
-                for (int i = 0; i < hs / 2 && found; i++)
-                    found = fabsf(got[i] - want[i]) <= 1e-6f * fabsf(want[i]);
+    c->rope_low_freq = 1.0f;
+    double ctx = first_full < nf ? ceil(wl[first_full]) - 1 : ceil(wl[nf - 1]) + 1, hi = 0;
+    if (factor > 1 && n_smooth >= 2) {
+        double y0 = (1 / (double)want[i0] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        double y1 = (1 / (double)want[i1] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        double A = (y1 - y0) / (1 / wl[i1] - 1 / wl[i0]), B = A / wl[i0] - y0;
+        if (A > 0 && B > 0) ctx = A / B, hi = (1 + B) / B;
+    } else if (factor > 1 && n_smooth == 1) {
+        double s0 = (1 / (double)want[i0] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        if (s0 > 0) hi = 1 + (ctx / wl[i0] - 1) / s0;
+    } else if (factor > 1) {
+        hi = last_one >= 0 ? (1 + ctx / wl[last_one]) / 2 : 2;
+    }
+    /* Meta's values first (3.1: 8192, 1, 4), so a file of theirs reads back as written */
+    static const int ctxs[] = {8192, 4096, 2048, 16384, 32768, 65536, 131072};
+    static const float fl[] = {1, 2, 4, 8, 16, 32};
+    for (int a = 0; a < 7 && !found; a++)
+        for (int l = 0; l < 6 && !found; l++)
+            for (int h = l + 1; h < 6 && !found; h++) {
+                c->rope_orig_ctx = ctxs[a];
+                c->rope_low_freq = fl[l];
+                c->rope_high_freq = fl[h];
+                found = rope_matches(c, want, got);
             }
+    if (!found && hi > 1 && ctx >= 1 && ctx < (double)(1 << 30)) {
+        c->rope_orig_ctx = (int)lround(ctx);
+        c->rope_low_freq = 1.0f;
+        c->rope_high_freq = (float)hi;
+        found = rope_matches(c, want, got);
     }
     free(want);
     free(got);
+    free(wl);
     if (!found)
         return err_set(e, "%s: rope_freqs.weight is not Llama 3.1's frequency scaling (not supported)", g->path);
     return 0;
@@ -828,6 +872,30 @@ int convert_hf_save_tok(const char *dir, const LlamaConfig *c, const ParamTable 
     return hf_save(dir, c, t, params, bos, eos, tk && tk->tok ? tk : NULL, force, e);
 }
 
+int convert_gguf_print(const char *path, FILE *f, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int count[64] = {0};
+    uint64_t bytes = 0;
+    for (int i = 0; i < g.n_tensors; i++) {
+        if (g.t[i].type < 64) count[g.t[i].type]++;
+        bytes += g.t[i].nbytes;
+    }
+    fprintf(f, "%s: GGUF v%u, %d metadata entries, %d tensors (%.1f MB):", path, g.version, g.n_kv, g.n_tensors,
+            (double)bytes / 1e6);
+    for (int k = 0; k < 64; k++)
+        if (count[k]) fprintf(f, " %s x%d", gguf_type_name((uint32_t)k), count[k]);
+    const char *m = "none", *pre = "-";
+    size_t ml = 4, pl = 1;
+    Err ig;
+    gguf_get_str(&g, "tokenizer.ggml.model", 0, &m, &ml, &ig);
+    gguf_get_str(&g, "tokenizer.ggml.pre", 0, &pre, &pl, &ig);
+    fprintf(f, "\n  vocabulary: %.*s, pre-tokenizer %.*s, chat template %s\n", (int)ml, m, (int)pl, pre,
+            gguf_find(&g, "tokenizer.chat_template") ? "yes" : "no");
+    gguf_close(&g);
+    return 0;
+}
+
 /* ---- any model source --------------------------------------------------------- */
 
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e) {
@@ -850,6 +918,18 @@ int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_i
     }
     if (!ckpt_is_hdf5(path))
         return err_set(e, "%s: neither a Hugging Face directory, a GGUF file nor an llamac checkpoint (HDF5)", path);
+    CkptInfo info;
+    if (ckpt_info(path, &info, e)) return -1;
+    *c = info.c;
+    *tokenizer_id = info.tokenizer_id;
+    return 0;
+}
+
+int convert_run_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, Err *e) {
+    if (gguf_is_file(path)) {
+        int is_hf;
+        return convert_model_config(path, c, tokenizer_id, &is_hf, e);
+    }
     CkptInfo info;
     if (ckpt_info(path, &info, e)) return -1;
     *c = info.c;

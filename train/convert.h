@@ -68,6 +68,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../model/config.h"
 #include "../model/params.h"
@@ -131,12 +132,20 @@ int convert_hf_save_tok(const char *dir, const LlamaConfig *c, const ParamTable 
  * dir/tokenizer.model; 0 if it has one, -1 if neither exists. */
 int convert_hf_tokenizer(const char *dir, char *out, size_t n);
 
+/* One summary of a GGUF file to f (version, tensor types, vocabulary). */
+int convert_gguf_print(const char *path, FILE *f, Err *e);
+
 /* A model source, a Hugging Face directory, a GGUF file or an llamac
  * checkpoint: its config, its tokenizer id (0 for a HF directory, and for a
  * GGUF whose vocabulary llamac does not read; else the id of tok_load on the
  * GGUF) and whether it is a HF directory (*is_hf). A path that is none of
  * them is an error naming it. */
 int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, int *is_hf, Err *e);
+
+/* The config and tokenizer id of a model to run (eval, generate): a GGUF
+ * file as convert_model_config, anything else a checkpoint (ckpt_info, and
+ * its errors). */
+int convert_run_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, Err *e);
 
 /* Load the source's parameters into params, laid out by t (built from the
  * config convert_model_config returned). */
