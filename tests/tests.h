@@ -48,6 +48,8 @@ void optim_errors(void);
 void ref_llama2(void);
 void ref_llama3(void);
 void ref_fixture_errors(void);
+void ref_lora_llama2(void);
+void ref_lora_llama3(void);
 void bpe_roundtrip_random(void);
 void bpe_roundtrip_unicode(void);
 void bpe_empty(void);
