@@ -64,7 +64,7 @@ static const struct {
     T(model_lora_gradcheck_untied), T(model_lora_gradcheck_tied_gqa), T(model_recompute), T(model_lora_decode),
     T(model_lora_errors),
     T(lora_table), T(lora_parse), T(lora_validate_errors), T(lora_scale_values), T(lora_init_stats),
-    T(lora_merge_values), T(lora_keep_rate), T(lora_memory_rss),
+    T(lora_merge_values), T(lora_keep_rate), T(lora_merge_model), T(lora_memory_rss),
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),
     T(optim_accumulation), T(optim_errors),
     T(ref_llama2), T(ref_llama3), T(ref_fixture_errors), T(ref_lora_llama2), T(ref_lora_llama3),

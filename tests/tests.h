@@ -39,6 +39,7 @@ void lora_init_stats(void);
 void lora_merge_values(void);
 void lora_keep_rate(void);
 void lora_memory_rss(void);
+void lora_merge_model(void);
 void optim_sched_values(void);
 void optim_sched_cap(void);
 void optim_adamw_values(void);
