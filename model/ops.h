@@ -57,13 +57,13 @@ typedef struct Ops {
 
     /* out(N, D) = emb[tok[n]] */
     void (*embed_fwd)(void *ctx, float *out, const int *tok, const float *emb, int N, int D);
-    /* demb(V, D) += scatter of dout(N, D) by tok; deterministic */
+    /* demb(V, D) += scatter of dout(N, D) by tok; deterministic; demb NULL: nothing */
     void (*embed_bwd)(void *ctx, float *demb, const float *dout, const int *tok, int N, int D);
 
     /* out(N, D) = x * rstd * w, rstd(N) = 1/sqrt(mean(x^2) + eps) */
     void (*rmsnorm_fwd)(void *ctx, float *out, float *rstd, const float *x, const float *w,
                         int N, int D, float eps);
-    /* dx(N, D) += (residual stream), dw(D) += */
+    /* dx(N, D) += (residual stream), dw(D) += (dw may be NULL: a frozen gain) */
     void (*rmsnorm_bwd)(void *ctx, float *dx, float *dw, const float *dout, const float *x,
                         const float *w, const float *rstd, int N, int D);
 

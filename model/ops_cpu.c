@@ -150,6 +150,7 @@ static void cpu_embed_fwd(void *ctx, float *out, const int *tok, const float *em
 
 static void cpu_embed_bwd(void *ctx, float *demb, const float *dout, const int *tok, int N, int D) {
     (void)ctx;
+    if (!demb) return; /* frozen embedding (LoRA) */
     /* Each thread owns a slice of the columns and walks the rows in order:
      * no atomics, and the sum order is fixed. */
 #pragma omp parallel
