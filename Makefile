@@ -159,7 +159,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -212,6 +212,13 @@ demo-sft: all
 bench: all
 	$(Q)bash scripts/bench.sh
 
+# LoRA training step against transformers + PEFT on this CPU (15m/42m/110m at
+# T 256 and 1024, r 16 on q,k,v,o and all-linear), with llamac's full step and
+# recomputation beside it; BENCH_LORA_ARGS="--configs 15m:256:8 --rounds 1"
+# for a quick one. Also part of `make bench` with BENCH_LORA=1.
+bench-lora: all
+	$(Q)python3 scripts/bench_lora.py $(BENCH_LORA_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
@@ -255,6 +262,7 @@ help:
 	@echo "make test       quick tests (what CI runs; ends with 'N passed, N failed')"
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
+	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make deps       install Debian packages the build needs"

@@ -26,13 +26,14 @@ typedef struct {
     size_t numel;
 } ActSlot;
 
-/* Largest Din of the adapted modules (the lora ops' scratch). */
-static int lora_max_din(const LlamaConfig *c, const LoraConfig *lc) {
-    int mx = 0;
+/* Scratch of the lora ops: the most any adapted module needs. */
+static size_t lora_work(const LlamaConfig *c, const LoraConfig *lc, int N) {
+    size_t mx = 0;
     for (int mod = 0; mod < LORA_NMOD; mod++) {
         int din, dout;
         lora_module_dims(c, mod, &din, &dout);
-        if ((lc->targets >> mod & 1u) && din > mx) mx = din;
+        size_t w = ops_lora_work_floats(N, din, dout, lc->r, lc->dropout);
+        if ((lc->targets >> mod & 1u) && w > mx) mx = w;
     }
     return mx;
 }
@@ -62,7 +63,7 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
     A(m->logits, (size_t)c->vocab);
     A(m->rope_cos, (size_t)m->T * HS / 2); A(m->rope_sin, (size_t)m->T * HS / 2);
     if (m->lora)
-        A(m->lora_work, ops_lora_work_floats((int)N, lora_max_din(c, &m->lc), m->lc.r, m->lc.dropout));
+        A(m->lora_work, lora_work(c, &m->lc, (int)N));
     if (with_grads) {
         A(m->dres, N * D); A(m->dxn, N * D); A(m->datt, N * Q);
         A(m->dq, N * Q); A(m->dk, N * KVD); A(m->dv, N * KVD);

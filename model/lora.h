@@ -12,7 +12,7 @@
  * the base table, A before B). Gradients and AdamW moments use the same
  * table. With adapters attached the base gets no gradient buffer, no AdamW
  * moments and no weight-gradient GEMMs: only input gradients flow through
- * it (llama_init with LLAMA_GRADS_INPUT).
+ * it (llama_init_opts with LLAMA_GRADS_INPUT).
  *
  * Dropout (PEFT's nn.Dropout on the adapter's input, inverted: kept values
  * scaled by 1/(1-p)) draws no stored mask: element i of module m's input in

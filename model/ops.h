@@ -57,13 +57,13 @@ typedef struct Ops {
 
     /* out(N, D) = emb[tok[n]] */
     void (*embed_fwd)(void *ctx, float *out, const int *tok, const float *emb, int N, int D);
-    /* demb(V, D) += scatter of dout(N, D) by tok; deterministic */
+    /* demb(V, D) += scatter of dout(N, D) by tok; deterministic; demb NULL: nothing */
     void (*embed_bwd)(void *ctx, float *demb, const float *dout, const int *tok, int N, int D);
 
     /* out(N, D) = x * rstd * w, rstd(N) = 1/sqrt(mean(x^2) + eps) */
     void (*rmsnorm_fwd)(void *ctx, float *out, float *rstd, const float *x, const float *w,
                         int N, int D, float eps);
-    /* dx(N, D) += (residual stream), dw(D) += */
+    /* dx(N, D) += (residual stream), dw(D) += (dw may be NULL: a frozen gain) */
     void (*rmsnorm_bwd)(void *ctx, float *dx, float *dw, const float *dout, const float *x,
                         const float *w, const float *rstd, int N, int D);
 
@@ -80,7 +80,7 @@ typedef struct Ops {
      *   h(N, r) = d A^T,   y(N, Dout) += s * h B^T
      * x, y, h are activations; A (r, Din), B (Dout, r) float32 adapter
      * weights (in a bound buffer where the backend has bind_params). work
-     * holds ops_lora_work_floats(N, Din, r, p) floats of scratch. */
+     * holds ops_lora_work_floats(N, Din, Dout, r, p) floats of scratch. */
     void (*lora_fwd)(void *ctx, float *y, float *h, const float *x, const float *A, const float *B,
                      float *work, int N, int Din, int Dout, int r, float s, float p, uint64_t seed,
                      int l, int m);
@@ -167,10 +167,14 @@ extern const Ops ops_cpu;
 extern const Ops ops_cuda;
 #endif
 
-/* Scratch floats of one lora_fwd/lora_bwd call: the dropped input (N, Din)
- * when p > 0 and the (N, r) gradient of h, with room to align each. */
-static inline size_t ops_lora_work_floats(int N, int Din, int r, float p) {
-    return (size_t)N * r + (p > 0 ? (size_t)N * Din : 0) + 256;
+/* Scratch floats of one lora_fwd/lora_bwd call: the (N, r) gradient of h,
+ * the dropped input (N, Din) when p > 0, and per-chunk partial sums of dA
+ * and dB (OPS_LORA_CHUNK rows each, a fixed split so that the sums do not
+ * depend on the thread count), with room to align each. */
+#define OPS_LORA_CHUNK 256
+static inline size_t ops_lora_work_floats(int N, int Din, int Dout, int r, float p) {
+    size_t chunks = ((size_t)N + OPS_LORA_CHUNK - 1) / OPS_LORA_CHUNK;
+    return (size_t)N * r + (p > 0 ? (size_t)N * Din : 0) + chunks * r * ((size_t)Din + Dout) + 256;
 }
 
 /* Names of the OpIds, for test and benchmark tables. */

@@ -150,6 +150,7 @@ static void cpu_embed_fwd(void *ctx, float *out, const int *tok, const float *em
 
 static void cpu_embed_bwd(void *ctx, float *demb, const float *dout, const int *tok, int N, int D) {
     (void)ctx;
+    if (!demb) return; /* frozen embedding (LoRA) */
     /* Each thread owns a slice of the columns and walks the rows in order:
      * no atomics, and the sum order is fixed. */
 #pragma omp parallel
@@ -232,52 +233,92 @@ static void cpu_matmul_bwd(void *ctx, float *dx, float *dw, const float *dout, c
 // LoRA side path (ops.h): two thin GEMMs each way through the rank-r
 // bottleneck; the dropout mask is recomputed from lora_keep, never stored
 
-/* d = dropout(x) into xd (or x itself when p = 0) */
-static const float *lora_drop(float *xd, const float *x, int N, int Din, float p, uint64_t seed, int l,
+/* Rows of x of one chunk, dropped into xd (or x itself when p = 0); i0 is
+ * the chunk's first element index (the mask counts from the batch start). */
+static const float *lora_drop(float *xd, const float *x, size_t i0, size_t n, float p, uint64_t seed, int l,
                               int m) {
     if (p == 0) return x;
     float k = 1.0f / (1.0f - p);
-    size_t n = (size_t)N * Din;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++) xd[i] = lora_keep(seed, l, m, i, p) ? x[i] * k : 0.0f;
+    for (size_t i = 0; i < n; i++) xd[i] = lora_keep(seed, l, m, i0 + i, p) ? x[i] * k : 0.0f;
     return xd;
 }
 
-/* 64-float aligned pieces of work: (N, r) first, then (N, Din) */
-static float *lora_work2(float *work, int N, int r) { return work + ((size_t)N * r + 63) / 64 * 64; }
+static size_t r64f(size_t n) { return (n + 63) / 64 * 64; }
 
+/* The products through the rank-r bottleneck are skinny (r ~ 8-64): as
+ * single GEMMs OpenBLAS splits them over threads per call and spends more
+ * time synchronising than computing (measured ~2 GFLOP/s). Here each
+ * OPS_LORA_CHUNK-row chunk is one thread's work with single-threaded GEMMs
+ * (the OpenMP OpenBLAS runs a GEMM inside a parallel region on its calling
+ * thread); dA and dB are summed over chunks in chunk order afterwards. */
 static void cpu_lora_fwd(void *ctx, float *y, float *h, const float *x, const float *A, const float *B,
                          float *work, int N, int Din, int Dout, int r, float s, float p, uint64_t seed,
                          int l, int m) {
     (void)ctx;
-    const float *d = lora_drop(lora_work2(work, N, r), x, N, Din, p, seed, l, m);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, r, Din, 1.0f, d, Din, A, Din, 0.0f, h, r);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, Dout, r, s, h, r, B, r, 1.0f, y, Dout);
+    float *xd = work + r64f((size_t)N * r);
+    int nch = (N + OPS_LORA_CHUNK - 1) / OPS_LORA_CHUNK;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < nch; c++) {
+        int n0 = c * OPS_LORA_CHUNK, nr = N - n0 < OPS_LORA_CHUNK ? N - n0 : OPS_LORA_CHUNK;
+        size_t i0 = (size_t)n0 * Din;
+        const float *d = lora_drop(xd + i0, x + i0, i0, (size_t)nr * Din, p, seed, l, m);
+        float *hc = h + (size_t)n0 * r;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, r, Din, 1.0f, d, Din, A, Din, 0.0f, hc, r);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, Dout, r, s, hc, r, B, r, 1.0f,
+                    y + (size_t)n0 * Dout, Dout);
+    }
 }
 
 static void cpu_lora_bwd(void *ctx, float *dx, float *dA, float *dB, const float *dy, const float *x,
                          const float *h, const float *A, const float *B, float *work, int N, int Din,
                          int Dout, int r, float s, float p, uint64_t seed, int l, int m) {
     (void)ctx;
-    float *dh = work, *xd = lora_work2(work, N, r);
-    if (dB) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, r, N, s, dy, Dout, h, r, 1.0f, dB, r);
-    if (!dA && !dx) return;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, r, Dout, s, dy, Dout, B, r, 0.0f, dh, r);
+    int nch = (N + OPS_LORA_CHUNK - 1) / OPS_LORA_CHUNK;
+    size_t na = (size_t)r * Din, nb = (size_t)Dout * r;
+    float *dh = work, *xd = work + r64f((size_t)N * r);
+    float *part = xd + (p > 0 ? r64f((size_t)N * Din) : 0); /* chunk c: dA (r, Din), then dB (Dout, r) */
+    float k = p > 0 ? 1.0f / (1.0f - p) : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < nch; c++) {
+        int n0 = c * OPS_LORA_CHUNK, nr = N - n0 < OPS_LORA_CHUNK ? N - n0 : OPS_LORA_CHUNK;
+        size_t i0 = (size_t)n0 * Din;
+        const float *dyc = dy + (size_t)n0 * Dout, *hc = h + (size_t)n0 * r;
+        float *dhc = dh + (size_t)n0 * r, *pa = part + (size_t)c * (na + nb), *pb = pa + na;
+        if (dB) cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, r, nr, s, dyc, Dout, hc, r, 0.0f, pb, r);
+        if (!dA && !dx) continue;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, r, Dout, s, dyc, Dout, B, r, 0.0f, dhc, r);
+        if (dA) {
+            const float *d = lora_drop(xd + i0, x + i0, i0, (size_t)nr * Din, p, seed, l, m);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, Din, nr, 1.0f, dhc, r, d, Din, 0.0f, pa, Din);
+        }
+        if (!dx) continue;
+        if (p == 0) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, Din, r, 1.0f, dhc, r, A, Din, 1.0f,
+                        dx + i0, Din);
+            continue;
+        }
+        float *t = xd + i0; /* its dropped input is used; now dh A */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, Din, r, 1.0f, dhc, r, A, Din, 0.0f, t, Din);
+        for (size_t i = 0; i < (size_t)nr * Din; i++)
+            if (lora_keep(seed, l, m, i0 + i, p)) dx[i0 + i] += t[i] * k;
+    }
+    /* chunk partials in chunk order: one thread per output element */
     if (dA) {
-        const float *d = lora_drop(xd, x, N, Din, p, seed, l, m);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, r, Din, N, 1.0f, dh, r, d, Din, 1.0f, dA, Din);
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < na; i++) {
+            float acc = part[i];
+            for (int c = 1; c < nch; c++) acc += part[(size_t)c * (na + nb) + i];
+            dA[i] += acc;
+        }
     }
-    if (!dx) return;
-    if (p == 0) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Din, r, 1.0f, dh, r, A, Din, 1.0f, dx, Din);
-        return;
+    if (dB) {
+#pragma omp parallel for schedule(static)
+        for (size_t i = 0; i < nb; i++) {
+            float acc = part[na + i];
+            for (int c = 1; c < nch; c++) acc += part[(size_t)c * (na + nb) + na + i];
+            dB[i] += acc;
+        }
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, Din, r, 1.0f, dh, r, A, Din, 0.0f, xd, Din);
-    float k = 1.0f / (1.0f - p);
-    size_t n = (size_t)N * Din;
-#pragma omp parallel for
-    for (size_t i = 0; i < n; i++)
-        if (lora_keep(seed, l, m, i, p)) dx[i] += xd[i] * k;
 }
 
 // ----------------------------------------------------------------------------

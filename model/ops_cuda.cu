@@ -449,6 +449,7 @@ __global__ void k_iota(int *x, int n) {
 }
 
 static void cuda_embed_bwd(void *ctx, float *demb, const float *dout, const int *tok, int N, int D) {
+    if (!demb) return; /* frozen embedding (LoRA) */
     PROF_IN(C(ctx), t0_);
     CudaCtx *c = C(ctx);
     size_t tmp = 0;

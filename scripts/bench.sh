@@ -4,6 +4,11 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 python3 scripts/bench.py ${BENCH_ARGS:-} "$@"
+# BENCH_LORA=1: also the LoRA step against PEFT (scripts/bench_lora.py; also
+# `make bench-lora` alone, BENCH_LORA_ARGS passes through).
+if [ "${BENCH_LORA:-0}" = 1 ]; then
+    python3 scripts/bench_lora.py ${BENCH_LORA_ARGS:-}
+fi
 # Tokenizer encoding speed on one core against tokenizers, tiktoken and
 # sentencepiece (scripts/bench_tok.py; the packages of
 # scripts/requirements-tok.txt in the venv tests/test_tok.c uses).

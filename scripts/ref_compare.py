@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""Compare two sets of llamac reference fixtures (scripts/ref_llama.py output).
+"""Compare two sets of llamac reference fixtures (scripts/ref_llama.py and
+scripts/ref_lora.py output).
 
 usage: ref_compare.py A_DIR B_DIR
 
-For ref_llama2.bin and ref_llama3.bin in both directories, every record must
+For ref_llama{2,3}.bin and ref_lora_llama{2,3}.bin in both directories, every record must
 have the same name (in the same order), dtype and shape; int32 records must be
 exactly equal; float32 records must satisfy |a - b| <= ATOL + RTOL * |b|.
 
@@ -27,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_llama import read_ref  # noqa: E402  (numpy-only reader)
 
-FILES = ("ref_llama2.bin", "ref_llama3.bin")
+FILES = ("ref_llama2.bin", "ref_llama3.bin", "ref_lora_llama2.bin", "ref_lora_llama3.bin")
 ATOL = 1e-5
 RTOL = 1e-4
 # the reported relative difference is |a-b| / max(|b|, REL_FLOOR), so that

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Regenerate the reference fixtures with transformers into build/ref and check
+# Regenerate the reference fixtures with transformers (and PEFT for the LoRA
+# ones, scripts/ref_lora.py) into build/ref and check
 # them against the committed ones in tests/fixtures (scripts/ref_compare.py:
 # same records, int32 exact, float32 within atol 1e-5 + rtol 1e-4).
 # Proves the committed fixtures are what scripts/ref_llama.py produces.
@@ -26,11 +27,11 @@ rc=0
 passed=0
 failed=0
 mkdir -p build/ref
-if "$PY" scripts/ref_llama.py --out build/ref; then
+if "$PY" scripts/ref_llama.py --out build/ref && "$PY" scripts/ref_lora.py --out build/ref; then
     "$PY" scripts/ref_compare.py tests/fixtures build/ref || rc=$?
 else
     rc=$?
-    echo "test-ref: scripts/ref_llama.py failed (exit $rc)"
+    echo "test-ref: scripts/ref_llama.py or scripts/ref_lora.py failed (exit $rc)"
 fi
 if [ "$rc" -eq 0 ]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 

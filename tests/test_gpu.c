@@ -237,7 +237,7 @@ static void matmul_case(int N, int Din, int Dout) {
  * the same mask): y +=, h, and dx/dA/dB accumulating. */
 static void lora_case(int N, int Din, int Dout, int r, float s, float p) {
     size_t nx = (size_t)N * Din, ny = (size_t)N * Dout, na = (size_t)r * Din, nb = (size_t)Dout * r;
-    size_t nh = (size_t)N * r, nw = ops_lora_work_floats(N, Din, r, p);
+    size_t nh = (size_t)N * r, nw = ops_lora_work_floats(N, Din, Dout, r, p);
     float *x = host_rand(nx, 1), *A = host_rand(na, 0.2f), *B = host_rand(nb, 0.2f), *y = host_rand(ny, 1);
     float *dy = host_rand(ny, 1), *dx = host_rand(nx, 1), *dA = host_rand(na, 1), *dB = host_rand(nb, 1);
     float *gx = dev_act(x, nx), *gy = dev_act(y, ny), *gdy = dev_act(dy, ny), *gdx = dev_act(dx, nx);

@@ -403,7 +403,7 @@ static void lora_case(Rng *r, int N, int I, int Oo, int R, float s, float p, con
     LoraCase c = {N, I, Oo, R, s, p, 0, 0, 0, 0, 0, 0, 0, 0};
     size_t nx = (size_t)N * I, ny = (size_t)N * Oo, na = (size_t)R * I, nb = (size_t)Oo * R;
     c.x = NEW(nx); c.A = NEW(na); c.B = NEW(nb); c.y0 = NEW(ny); c.y = NEW(ny); c.h = NEW((size_t)N * R);
-    c.r = NEW(ny); c.work = NEW(ops_lora_work_floats(N, I, R, p));
+    c.r = NEW(ny); c.work = NEW(ops_lora_work_floats(N, I, Oo, R, p));
     gc_randn(r, c.x, nx, 1); gc_randn(r, c.A, na, 0.5f); gc_randn(r, c.B, nb, 0.5f);
     gc_randn(r, c.y0, ny, 1); gc_randn(r, c.r, ny, 1);
     lora_f(&c);
@@ -456,6 +456,9 @@ static void case_lora(Rng *r) {
     lora_case(r, 9, 13, 11, 3, 2.0f, 0.0f, "lora");
     lora_case(r, 7, 17, 6, 4, 0.7f, 0.3f, "lora.dropout");
     lora_case(r, 5, 8, 19, 1, 1.5f, 0.5f, "lora.r1");
+    /* more rows than one OPS_LORA_CHUNK: chunked products and partial sums */
+    lora_case(r, 2 * OPS_LORA_CHUNK + 37, 10, 7, 3, 1.0f, 0.2f, "lora.chunks");
+    lora_case(r, OPS_LORA_CHUNK + 1, 6, 9, 2, 0.5f, 0.0f, "lora.chunks_p0");
 }
 
 // ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@
  *             (Adam divides by sqrt(v): a coordinate whose gradient is
  *             near zero moves by up to lr per step either way, so the
  *             drift grows with the steps; measured max ~1e-5).
+ * The LoRA fixtures (PEFT, scripts/ref_lora.py) are checked further down.
  */
 #include <math.h>
 #include <stdio.h>
@@ -116,6 +117,29 @@ static void diff(const float *a, const float *b, size_t n, double *maxd, double 
     }
 }
 
+/* The model shape a fixture records. */
+static void ref_config(const RefFile *f, const char *file, LlamaConfig *out) {
+    LlamaConfig c;
+    config_preset("tiny", &c, NULL);
+    snprintf(c.name, sizeof c.name, "%s", file);
+    c.dim = (int)ref_scalar(f, "config.dim");
+    c.n_layers = (int)ref_scalar(f, "config.n_layers");
+    c.n_heads = (int)ref_scalar(f, "config.n_heads");
+    c.n_kv_heads = (int)ref_scalar(f, "config.n_kv_heads");
+    c.hidden = (int)ref_scalar(f, "config.hidden");
+    c.vocab = (int)ref_scalar(f, "config.vocab");
+    c.max_seq = (int)ref_scalar(f, "config.max_seq");
+    c.norm_eps = (float)ref_scalar(f, "config.norm_eps");
+    c.rope_theta = (float)ref_scalar(f, "config.rope_theta");
+    c.rope_scaling = (int)ref_scalar(f, "config.rope_scaling");
+    c.rope_factor = (float)ref_scalar(f, "config.rope_factor");
+    c.rope_low_freq = (float)ref_scalar(f, "config.rope_low_freq");
+    c.rope_high_freq = (float)ref_scalar(f, "config.rope_high_freq");
+    c.rope_orig_ctx = (int)ref_scalar(f, "config.rope_orig_ctx");
+    c.tied = (int)ref_scalar(f, "config.tied");
+    *out = c;
+}
+
 static void ref_model(const char *file) {
     char path[512];
     snprintf(path, sizeof path, "%s/%s", fixture_dir(), file);
@@ -123,23 +147,7 @@ static void ref_model(const char *file) {
     Err e;
     if (ref_read(path, &f, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
     LlamaConfig c;
-    config_preset("tiny", &c, NULL);
-    snprintf(c.name, sizeof c.name, "%s", file);
-    c.dim = (int)ref_scalar(&f, "config.dim");
-    c.n_layers = (int)ref_scalar(&f, "config.n_layers");
-    c.n_heads = (int)ref_scalar(&f, "config.n_heads");
-    c.n_kv_heads = (int)ref_scalar(&f, "config.n_kv_heads");
-    c.hidden = (int)ref_scalar(&f, "config.hidden");
-    c.vocab = (int)ref_scalar(&f, "config.vocab");
-    c.max_seq = (int)ref_scalar(&f, "config.max_seq");
-    c.norm_eps = (float)ref_scalar(&f, "config.norm_eps");
-    c.rope_theta = (float)ref_scalar(&f, "config.rope_theta");
-    c.rope_scaling = (int)ref_scalar(&f, "config.rope_scaling");
-    c.rope_factor = (float)ref_scalar(&f, "config.rope_factor");
-    c.rope_low_freq = (float)ref_scalar(&f, "config.rope_low_freq");
-    c.rope_high_freq = (float)ref_scalar(&f, "config.rope_high_freq");
-    c.rope_orig_ctx = (int)ref_scalar(&f, "config.rope_orig_ctx");
-    c.tied = (int)ref_scalar(&f, "config.tied");
+    ref_config(&f, file, &c);
     const RefRec *tok = ref_get(&f, "tokens"), *tgt = ref_get(&f, "targets"), *pos = ref_get(&f, "pos");
     if (!tok || !tgt || !pos || tok->ndim != 2) { test_fail(__FILE__, __LINE__, "%s: no batch", path); ref_free(&f); return; }
     int B = (int)tok->dims[0], T = (int)tok->dims[1], N = B * T, V = c.vocab, L = c.n_layers;
@@ -231,6 +239,158 @@ static void ref_model(const char *file) {
 
 void ref_llama2(void) { ref_model("ref_llama2.bin"); }
 void ref_llama3(void) { ref_model("ref_llama3.bin"); }
+
+// ----------------------------------------------------------------------------
+// LoRA against PEFT (scripts/ref_lora.py): the base weights and batch of
+// ref_llamaN.bin, adapters of several configurations from ref_lora_llamaN.bin.
+// Tolerances (float32 on both sides, as above; the adapters' sums are short):
+//   loss relative 1e-5; adapter gradients per tensor max |a - b| <= 1e-5 *
+//   max |b| (exact zeros stay exact: lora_A's gradient when B = 0);
+//   training losses relative 1e-5, pre-clip gradient norms relative 1e-4
+//   (measured up to 1.4e-5, at the rsLoRA cases' later steps: Adam moves a
+//   coordinate whose gradient is near zero by ~lr either way, and the norm
+//   sees those coordinates before the loss does); adapters after 10 steps
+//   |a - b| <= 1e-5 * (1 + max |b|) (measured <= 1.2e-6).
+
+/* Copy the tensors named pre<table name> from f into buf (table t); every
+ * tensor must be there with its size. */
+static void ref_load_table(const RefFile *f, const char *pre, const ParamTable *t, float *buf) {
+    for (int i = 0; i < t->n; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", pre, t->p[i].name);
+        const RefRec *r = ref_get(f, name);
+        EXPECT(r && r->n == t->p[i].numel, "%s missing or wrong size", name);
+        if (r && r->n == t->p[i].numel) memcpy(buf + t->p[i].offset, r->data, r->n * 4);
+    }
+}
+
+/* max over tensors of max |a - b| / (scale + max |b|), a in buf by table t,
+ * b the records pre<name>; scale 0 is a pure relative check */
+static double ref_table_diff(const RefFile *f, const char *pre, const ParamTable *t, const float *buf,
+                             double scale) {
+    double worst = 0;
+    for (int i = 0; i < t->n; i++) {
+        char name[160];
+        snprintf(name, sizeof name, "%s%s", pre, t->p[i].name);
+        const RefRec *r = ref_get(f, name);
+        if (!r || r->n != t->p[i].numel) { test_fail(__FILE__, __LINE__, "%s missing", name); continue; }
+        double d, mb;
+        diff(buf + t->p[i].offset, r->data, r->n, &d, &mb);
+        double rel = d == 0 ? 0 : d / (scale + mb);
+        if (rel > worst) worst = rel;
+    }
+    return worst;
+}
+
+static void ref_lora_case(const RefFile *base, const RefFile *f, int k, const LlamaConfig *c) {
+    char pre[32], key[64];
+    Err e;
+    snprintf(pre, sizeof pre, "case%d.", k);
+#define KEY(x) (snprintf(key, sizeof key, "%s%s", pre, x), key)
+    LoraConfig lc;
+    lora_config_default(&lc, (unsigned)ref_scalar(f, KEY("targets")));
+    lc.r = (int)ref_scalar(f, KEY("r"));
+    lc.alpha = (float)ref_scalar(f, KEY("alpha"));
+    lc.rslora = (int)ref_scalar(f, KEY("rslora"));
+    const RefRec *lay = ref_get(f, KEY("layers"));
+    EXPECT(lay && (int)lay->n == c->n_layers, "%slayers", pre);
+    if (!lay || (int)lay->n != c->n_layers) return;
+    lc.all_layers = 0;
+    for (int l = 0; l < c->n_layers; l++) lc.layers[l] = ((int *)lay->data)[l] != 0;
+    const RefRec *tok = ref_get(base, "tokens"), *tgt = ref_get(base, "targets"), *pos = ref_get(base, "pos");
+    int B = (int)tok->dims[0], T = (int)tok->dims[1], L = c->n_layers;
+    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0};
+    Llama m;
+    if (llama_init_opts(&m, c, &ops_cpu, NULL, B, T, &o, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    /* PEFT's table has exactly llamac's tensors, in llamac's order */
+    int npeft = 0, order_ok = 1;
+    for (int i = 0; i < f->n; i++) {
+        if (strncmp(f->r[i].name, pre, strlen(pre)) || strncmp(f->r[i].name + strlen(pre), "param.", 6)) continue;
+        const char *nm = f->r[i].name + strlen(pre) + 6;
+        order_ok &= npeft < m.lt.n && strcmp(nm, m.lt.p[npeft].name) == 0;
+        npeft++;
+    }
+    EXPECT(npeft == m.lt.n && order_ok, "%s: PEFT has %d adapter tensors, llamac %d (or another order)", pre, npeft, m.lt.n);
+    ref_load_table(base, "param.", &m.t, m.params);
+    snprintf(key, sizeof key, "%sparam.", pre);
+    ref_load_table(f, key, &m.lt, m.lora_params);
+    LC_ASSERT(llama_set_batch(&m, tok->data, tgt->data, pos->data, &e) == 0);
+    long n = llama_count_targets(tgt->data, (size_t)B * T);
+
+    memset(m.lora_grads, 0, m.lt.size * 4);
+    double loss = llama_forward(&m, 0, L, 1.0f / n) / n;
+    llama_backward(&m, 0, L);
+    double rloss = ref_scalar(f, KEY("loss"));
+    EXPECT(fabs(loss - rloss) <= 1e-5 * rloss, "%s loss %.8f vs PEFT %.8f", pre, loss, rloss);
+    snprintf(key, sizeof key, "%sgrad.", pre);
+    double gw = ref_table_diff(f, key, &m.lt, m.lora_grads, 0);
+    EXPECT(gw <= 1e-5, "%s adapter gradients: worst max diff / max |grad| %.3g", pre, gw);
+
+    int steps = (int)ref_scalar(base, "train.steps");
+    AdamWConfig ac = {(float)ref_scalar(base, "train.beta1"), (float)ref_scalar(base, "train.beta2"),
+                      (float)ref_scalar(base, "train.eps"), (float)ref_scalar(base, "train.weight_decay"),
+                      (float)ref_scalar(f, KEY("train.clip")), 0};
+    AdamW opt;
+    Sched s;
+    LC_ASSERT(adamw_init(&opt, &ac, &m.lt, &ops_cpu, NULL, &e) == 0);
+    LC_ASSERT(sched_init(&s, ref_scalar(base, "train.lr"), (long)ref_scalar(base, "train.warmup"), steps, 0.1, 1.0, &e) == 0);
+    const RefRec *rlosses = ref_get(f, KEY("train.losses"));
+    const RefRec *rnorms = ref_get(f, KEY("train.grad_norms"));
+    EXPECT(rlosses && rnorms && (int)rlosses->n == steps, "%s train records", pre);
+    double lw = 0, nw = 0;
+    for (int st = 0; st < steps && rlosses && rnorms; st++) {
+        memset(m.lora_grads, 0, m.lt.size * 4);
+        double l = llama_forward(&m, 0, L, 1.0f / n) / n;
+        llama_backward(&m, 0, L);
+        double norm = adamw_grad_norm(&opt, m.lora_grads);
+        adamw_step(&opt, &m.lt, m.lora_params, m.lora_grads, norm, (float)sched_lr(&s, st));
+        double rl2 = ((float *)rlosses->data)[st], rn = ((float *)rnorms->data)[st];
+        lw = fmax(lw, fabs(l - rl2) / rl2);
+        nw = fmax(nw, fabs(norm - rn) / rn);
+    }
+    EXPECT(lw <= 1e-5 && nw <= 1e-4, "%s 10 steps: loss rel diff %.3g, grad norm rel diff %.3g", pre, lw, nw);
+    snprintf(key, sizeof key, "%sfinal.", pre);
+    double ww = ref_table_diff(f, key, &m.lt, m.lora_params, 1.0);
+    EXPECT(ww <= 1e-5, "%s adapters after %d steps: worst diff %.3g", pre, steps, ww);
+    if (getenv("LLAMAC_TEST_VERBOSE"))
+        printf("    %s r %d: loss %.2e, grads %.2e, steps loss %.2e norm %.2e, final weights %.2e\n", pre, lc.r,
+               fabs(loss - rloss) / rloss, gw, lw, nw, ww);
+#undef KEY
+    adamw_free(&opt);
+    llama_free(&m);
+}
+
+static void ref_lora(const char *basefile, const char *lorafile) {
+    char path[512];
+    RefFile base, f;
+    Err e;
+    snprintf(path, sizeof path, "%s/%s", fixture_dir(), basefile);
+    if (ref_read(path, &base, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
+    snprintf(path, sizeof path, "%s/%s", fixture_dir(), lorafile);
+    if (ref_read(path, &f, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); ref_free(&base); return; }
+    LlamaConfig c;
+    ref_config(&base, basefile, &c);
+    /* the LoRA fixture was made on these very base weights */
+    double sum = 0;
+    for (int i = 0; i < base.n; i++)
+        if (strncmp(base.r[i].name, "param.", 6) == 0)
+            for (size_t j = 0; j < base.r[i].n; j++) sum += ((float *)base.r[i].data)[j];
+    double want = ref_scalar(&f, "base.checksum");
+    EXPECT(fabs(sum - want) <= 1e-6 * (1 + fabs(want)), "%s: base checksum %.9g, fixture %.9g", lorafile, sum, want);
+    int k = 0;
+    for (;; k++) {
+        char key[32];
+        snprintf(key, sizeof key, "case%d.r", k);
+        if (!ref_get(&f, key)) break;
+        ref_lora_case(&base, &f, k, &c);
+    }
+    EXPECT(k >= 3, "%s: %d cases", lorafile, k);
+    ref_free(&f);
+    ref_free(&base);
+}
+
+void ref_lora_llama2(void) { ref_lora("ref_llama2.bin", "ref_lora_llama2.bin"); }
+void ref_lora_llama3(void) { ref_lora("ref_llama3.bin", "ref_lora_llama3.bin"); }
 
 /* The fixture reader rejects truncated files and wrong magic or version. */
 void ref_fixture_errors(void) {
