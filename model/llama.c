@@ -326,6 +326,14 @@ static void lin_bwd(Llama *m, int l, int mod, float *dx, float *dw, const float 
                      Dout, m->lc.r, m->lora_s, drop, m->lora_seed, l, mod);
 }
 
+double llama_train_flops_per_token(const Llama *m) {
+    const LlamaConfig *c = &m->c;
+    double fpt = llama_flops_per_token(c, m->T);
+    if (!m->lora) return fpt;
+    double attn = 12.0 * c->n_layers * c->n_heads * config_head_size(c) * (double)m->T, nb = (fpt - attn) / 6;
+    return 4 * nb + attn + 6.0 * (double)m->lt.numel;
+}
+
 // ----------------------------------------------------------------------------
 // forward
 

@@ -176,4 +176,8 @@ long llama_count_targets(const int *targets, size_t n);
  * parameter except the embedding lookup but including the LM head. */
 double llama_flops_per_token(const LlamaConfig *c, int T);
 
+/* The same for how m trains: with adapters on a frozen base the base does
+ * forward + input gradient (4N of the 6N) and the adapters all 6. */
+double llama_train_flops_per_token(const Llama *m);
+
 #endif

@@ -264,11 +264,7 @@ int cmd_bench(int argc, char **argv, Err *e) {
     double *sorted = xmalloc((size_t)steps * sizeof(double)); /* dt stays in step order for --json */
     memcpy(sorted, dt, (size_t)steps * sizeof(double));
     double med = median(sorted, (int)steps);
-    double tps = n / med, fpt = llama_flops_per_token(&c, (int)T);
-    if (lora) { /* a frozen base does forward + input gradient (4N of the 6N), the adapters all 6 */
-        double attn = 12.0 * c.n_layers * c.n_heads * config_head_size(&c) * (double)T, nb = (fpt - attn) / 6;
-        fpt = 4 * nb + attn + 6.0 * (double)m.lt.numel;
-    }
+    double tps = n / med, fpt = llama_train_flops_per_token(&m);
     double gf = fpt * tps / 1e9;
     double peak = sgemm ? run_sgemm_peak((int)sgemm, 10) : 0;
     double rss = peak_rss_bytes() / 1048576.0;

@@ -454,7 +454,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     }
     double peak = o->peak;
     if (peak == 0) peak = tr->dev.gpu ? 989e3 : run_sgemm_peak(2048, 5); /* GPU: H100 bf16 dense (DESIGN.md) */
-    double fpt = llama_flops_per_token(c, (int)o->T);
+    double fpt = llama_train_flops_per_token(m);
     long micro = o->B * o->T, steps = o->steps;
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
            " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
