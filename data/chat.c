@@ -476,3 +476,22 @@ int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {
     fclose(f);
     return rc;
 }
+
+int chat_template_of(const Tokenizer *t, const char *tokpath, ChatTemplate *tpl, char *system, Err *e) {
+    char *jj = NULL;
+    const char *src = tokpath, *j = t->chat_template;
+    char where[600];
+    if (!j) {
+        if (chat_template_beside(tokpath, &jj, e)) return -1;
+        if (!jj) return 0;
+        j = jj;
+        const char *slash = strrchr(tokpath, '/');
+        snprintf(where, sizeof where, "%.*stokenizer_config.json", slash ? (int)(slash - tokpath + 1) : 0, tokpath);
+        src = where;
+    }
+    Err de;
+    int bad = chat_template_detect(j, tpl, system, &de);
+    free(jj);
+    if (bad) return err_set(e, "%s: %s", src, de.msg);
+    return 1;
+}

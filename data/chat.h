@@ -113,6 +113,13 @@ const char *chat_template_jinja(ChatTemplate tpl);
  * the template is not a string. */
 int chat_template_beside(const char *tokpath, char **jinja, Err *e);
 
+/* The template a tokenizer comes with: its own chat_template (a GGUF's),
+ * else tokenizer_config.json's beside tokpath, recognised by
+ * chat_template_detect (system as there, may be NULL). Returns 1 with *tpl
+ * set, 0 when there is none, -1 with e naming the file whose template is
+ * unreadable or not one llamac renders. */
+int chat_template_of(const Tokenizer *t, const char *tokpath, ChatTemplate *tpl, char *system, Err *e);
+
 /* "system" / "user" / "assistant", or "?" */
 const char *chat_role_name(ChatRole r);
 

@@ -34,7 +34,7 @@ ask() { # $1 = word, $2.. = extra flags
     local w=$1; shift
     local p
     p=$(printf '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat does the word "%s" mean?<|im_end|>\n<|im_start|>assistant\n' "$w")
-    $L generate --model "$D/base.h5" --tokenizer "$G" --special 1 --temperature 0 --max-tokens 40 \
+    $L generate --model "$D/base.h5" --tokenizer "$G" --special --temperature 0 --max-tokens 40 \
         --prompt "$p" "$@" 2>/dev/null | sed -n '/^<|im_start|>assistant$/,$p' | tail -n +2 | tr '\n' ' '
 }
 show() { # $1 = before|after, $2.. = extra flags for generate

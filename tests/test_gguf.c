@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "../data/bpe.h"
+#include "../data/chat.h"
 #include "../data/gguf.h"
 #include "../data/tok.h"
 #include "../model/params.h"
@@ -511,6 +512,23 @@ void gguf_cli(void) {
     EXPECT(rc == 1 && strstr(test_err, "not the tokenizer"), "another tokenizer: %s", test_err);
     rc = test_llamac("tokenize ids --tokenizer " DIR "/cli.gguf --text 'the cat sees'");
     EXPECT(rc == 0 && test_out[0] >= '0' && test_out[0] <= '9', "tokenize ids: %s", test_err);
+    /* re-exported, a GGUF keeps its pre-tokenizer and its chat template */
+    rc = test_llamac("convert " DIR "/cli.gguf " DIR "/re1.gguf --tokenizer " DIR "/cli.gguf --template llama3 --force");
+    EXPECT(rc == 0, "GGUF -> GGUF with a template: %s", test_err);
+    rc = test_llamac("convert " DIR "/re1.gguf " DIR "/re2.gguf --tokenizer " DIR "/re1.gguf --type q8_0 --force");
+    EXPECT(rc == 0, "GGUF -> GGUF again: %s", test_err);
+    Tokenizer t0, t2;
+    Err te = {{0}};
+    if (tok_load(&t0, DIR "/cli.gguf", &te) == 0) {
+        if (tok_load(&t2, DIR "/re2.gguf", &te) == 0) {
+            EXPECT(t2.chat_template && strcmp(t2.chat_template, chat_template_jinja(CHAT_LLAMA3)) == 0,
+                   "the chat template did not travel: %s", t2.chat_template ? t2.chat_template : "(none)");
+            EXPECT(strcmp(t0.pre, t2.pre) == 0 && t0.id == t2.id, "pre-tokenizer '%s' became '%s'", t0.pre, t2.pre);
+            tok_free(&t2);
+        }
+        tok_free(&t0);
+    }
+    EXPECT(!te.msg[0], "%s", te.msg);
     /* a shard made with the GGUF's vocabulary evaluates on the GGUF model */
     spit(DIR "/doc.txt", texts[0], strlen(texts[0]));
     rc = test_llamac("tokenize encode --tokenizer " DIR "/cli.gguf --input " DIR "/doc.txt --out " DIR "/doc.bin");

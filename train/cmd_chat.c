@@ -24,6 +24,7 @@
 
 #include "../data/chat.h"
 #include "ckpt.h"
+#include "convert.h"
 #include "cli.h"
 #include "cmds.h"
 #include "device.h"
@@ -62,7 +63,7 @@ int cmd_chat(int argc, char **argv, Err *e) {
         {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
         {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
         {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
-        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's)"},
+        {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: the model's, at most 2048)"},
         {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
         {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
@@ -84,33 +85,35 @@ int cmd_chat(int argc, char **argv, Err *e) {
     snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
     if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     if (device_check(device, e)) return -1;
-    if (!tname) {
-        char *jinja;
-        if (chat_template_beside(tokpath, &jinja, e)) return -1;
-        if (!jinja)
-            return err_set(e, "--template: required: %s comes with no chat template (give llama2, llama3, "
-                              "llama3.1 or chatml)", tokpath);
-        Err de;
-        int bad = chat_template_detect(jinja, &tpl, sys_default, &de);
-        free(jinja);
-        if (bad) return err_set(e, "%.*stokenizer_config.json: %s", (int)(strrchr(tokpath, '/') ? strrchr(tokpath, '/') - tokpath + 1 : 0), tokpath, de.msg);
-    }
-    CkptInfo info;
-    if (ckpt_info(model, &info, e)) return -1;
-    LlamaConfig c = info.c;
+    LlamaConfig c;
+    uint64_t model_tok;
+    int is_hf;
+    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
+    if (!tname) { /* the tokenizer's own template (GGUF, tokenizer_config.json) */
+        int found = chat_template_of(&tok, tokpath, &tpl, sys_default, e);
+        if (found <= 0) {
+            if (found == 0)
+                err_set(e, "--template: required: %s comes with no chat template (give llama2, llama3, llama3.1 or "
+                           "chatml)", tokpath);
+            tok_free(&tok);
+            return -1;
+        }
+    }
     int rc = -1;
     Conv cv = {0};
     ChatTokens ct = {0};
     int32_t *hist = NULL, *gen = NULL;
     char *line = NULL, *text = NULL;
     size_t lcap = 0, tcap = 0;
-    if (tok.id != info.tokenizer_id) {
+    if ((model_tok && tok.id != model_tok) || tok.vocab > c.vocab) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
-    if (ctx == 0) ctx = c.max_seq;
+    /* the arena holds every layer's activations for ctx positions: a
+     * 30-layer model's full 8192 would be gigabytes (--ctx asks for more) */
+    if (ctx == 0) ctx = c.max_seq < 2048 ? c.max_seq : 2048;
     if (ctx > c.max_seq) {
         err_set(e, "--ctx: %ld exceeds the model's context length %d", ctx, c.max_seq);
         goto out_tok;

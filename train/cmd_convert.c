@@ -216,6 +216,9 @@ int cmd_convert(int argc, char **argv, Err *e) {
         const char *j = chat_template_jinja(tpl);
         jinja = xmalloc(strlen(j) + 1);
         memcpy(jinja, j, strlen(j) + 1);
+    } else if (tokpath && tok.chat_template) { /* a GGUF's own template travels with it */
+        jinja = xmalloc(strlen(tok.chat_template) + 1);
+        memcpy(jinja, tok.chat_template, strlen(tok.chat_template) + 1);
     } else if (tokpath && chat_template_beside(tokpath, &jinja, e)) {
         tok_free(&tok);
         return -1;

@@ -87,7 +87,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
         {"data", CLI_STR, &data, 0, 0, "training examples (JSONL; see --format)"},
         {"val", CLI_STR, &val, 0, 0, "held-out examples (JSONL): masked loss every --val-every steps"},
         {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint or a Hugging Face directory"},
-        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, none (required for chat messages)"},
+        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's own, from a GGUF or tokenizer_config.json)"},
         {"format", CLI_STR, &format, 0, 0, "auto (from the first line's fields), messages, prompt, alpaca or text"},
         {"loss", CLI_STR, &loss, 0, 0, "tokens trained: auto, assistant (turns), completion, all"},
         {"text-field", CLI_STR, &text_field, 0, 0, "field of the text format (TRL's dataset_text_field)"},
@@ -156,6 +156,12 @@ int cmd_sft(int argc, char **argv, Err *e) {
     /* A SentencePiece model or a tokenizer with Llama 3's <|begin_of_text|>
      * adds BOS itself in Hugging Face (add_bos_token); byte-level GPT-2
      * style ones do not. */
+    if (!tpl_name) { /* the template the tokenizer comes with, if any */
+        ChatTemplate tpl;
+        int found = chat_template_of(&tok, o.tokpath, &tpl, NULL, e);
+        if (found < 0) goto out;
+        if (found) so.tpl = (int)tpl;
+    }
     so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
            : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
     if (dump) {

@@ -295,14 +295,14 @@ static int tokenize_chat(int argc, char **argv, Err *e) {
     const char *tokpath = NULL, *tname = "llama3", *out = NULL;
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
-        {"template", CLI_STR, &tname, 0, 0, "chat format: llama2 or llama3"},
+        {"template", CLI_STR, &tname, 0, 0, "chat format: llama2, llama3, llama3.1 or chatml"},
         {"out", CLI_STR, &out, 0, 0, "JSONL file to write (default: stdout)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
     if (cli_parse(argc, argv, flags, nf, pos, 1, &npos, &help, e)) return -1;
     if (help) {
-        cli_help("llamac tokenize chat --tokenizer FILE --template llama2|llama3 IN.jsonl [--out OUT]",
+        cli_help("llamac tokenize chat --tokenizer FILE --template llama2|llama3|llama3.1|chatml IN.jsonl [--out OUT]",
                  "Render each conversation of a chat JSONL file ({\"messages\": [{\"role\", \"content\"}]})\n"
                  "with the chat template and write one line {\"ids\": [...], \"mask\": [...]} per\n"
                  "conversation; mask 1 marks the assistant tokens training learns from.", flags, nf);

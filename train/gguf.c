@@ -345,7 +345,7 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
          * GPT-2's. */
         int llama3 = tok->kind != TOK_LLAMAC ||
                      (tok->bpe->pattern && strcmp(tok->bpe->pattern, BPE_DEFAULT_PATTERN) == 0);
-        kv_str(w, "tokenizer.ggml.pre", llama3 ? "llama-bpe" : "default");
+        kv_str(w, "tokenizer.ggml.pre", tok->pre[0] ? tok->pre : llama3 ? "llama-bpe" : "default"); /* a GGUF vocabulary keeps its own */
         kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
         char *buf = NULL;
         size_t cap = 0;
