@@ -645,7 +645,8 @@ int bbpe_load_json(Bbpe *b, const char *path, Err *e) {
         long size = f && fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
         if (f) fclose(f);
         int cut = size >= 0 && je.position + 8 >= size;
-        return err_set(e, "%s: not valid JSON (line %d: %s)%s", path, je.line, je.text,
+        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+        return err_set(e, "%s: not valid JSON (line %d: %s)%s", path, je.line, err_quote(jq, sizeof jq, je.text, strlen(je.text)),
                        cut ? " (truncated?)" : "");
     }
     int rc = json_is_object(root) ? load_json_root(b, root, path, e)

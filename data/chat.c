@@ -364,7 +364,8 @@ int chat_template_beside(const char *tokpath, char **out, Err *e) {
     json_error_t je;
     json_t *j = json_loadf(f, 0, &je);
     fclose(f);
-    if (!j) return err_set(e, "%s: not valid JSON (%s)", path, je.text);
+    char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+    if (!j) return err_set(e, "%s: not valid JSON (%s)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
     json_t *ct = json_object_get(j, "chat_template");
     int rc = 0;
     if (json_is_string(ct)) {
@@ -463,7 +464,8 @@ int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {
         json_error_t je;
         json_t *obj = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
         if (!obj) {
-            rc = err_set(e, "%s: not valid JSON (%s)", where, je.text);
+            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+            rc = err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
             break;
         }
         rc = line_msgs(obj, &msgs, &mcap, &n, where, e);

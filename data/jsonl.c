@@ -47,7 +47,8 @@ int docs_each(const char *path, const char *field, DocFn fn, void *ud, Err *e) {
         json_error_t je;
         json_t *obj = json_loadb(line, (size_t)n, JSON_ALLOW_NUL, &je);
         if (!obj) {
-            rc = err_set(e, "%s:%ld: not valid JSON (%s)", path, lineno, je.text);
+            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+            rc = err_set(e, "%s:%ld: not valid JSON (%s)", path, lineno, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
             break;
         }
         json_t *v = json_is_object(obj) ? json_object_get(obj, field) : NULL;

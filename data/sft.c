@@ -284,7 +284,8 @@ int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
         json_error_t je;
         json_t *obj = json_loadb(line, (size_t)len, 0, &je);
         if (!obj || !json_is_object(obj)) {
-            rc = obj ? err_set(e, "%s: not a JSON object", where) : err_set(e, "%s: not valid JSON (%s)", where, je.text);
+            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+            rc = obj ? err_set(e, "%s: not a JSON object", where) : err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
             json_decref(obj);
             break;
         }

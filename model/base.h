@@ -40,8 +40,24 @@ void *lc_xalloc_aligned(size_t n, const char *file, int line);
 typedef struct Err {
     char msg[256];
 } Err;
-/* Fill e (if not NULL) and return -1, so callers can `return err_set(...)`. */
+/* Fill e (if not NULL) and return -1, so callers can `return err_set(...)`.
+ * The message comes out as one printable line whatever the arguments hold:
+ * control bytes and invalid UTF-8 are escaped (\n, \xHH), and a message too
+ * long for msg is cut with "...". */
 int err_set(Err *e, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Quoting file content or user input in a message: writes into buf (cap
+ * bytes, at least 8; ERR_QUOTE_CAP is the usual size) the n bytes at s (NULs
+ * included) as one printable line: valid UTF-8 as it is, a backslash as \\,
+ * \n \r \t, any other control byte or byte of invalid UTF-8 as \xHH; cut with
+ * "..." where it would not fit. Returns buf, for use as a "%s" argument. */
+#define ERR_QUOTE_CAP 64
+const char *err_quote(char *buf, size_t cap, const void *s, size_t n);
+
+/* Length (1-4) of the well-formed UTF-8 character at s (n bytes available),
+ * or 0 if the bytes there are not one (RFC 3629: no overlong forms, no
+ * surrogates, nothing above U+10FFFF). */
+size_t utf8_seq_len(const unsigned char *s, size_t n);
 
 /* ---- RNG: xoshiro256** seeded by splitmix64; the whole state is 32 bytes,
  * so a checkpoint can store it and a resumed run continues the stream. */

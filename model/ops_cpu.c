@@ -84,17 +84,27 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
 #define VECTOR_CLONES
 #endif
 
+/* Total on every float (issue 16): NaN -> NaN, below -87 (e^-87 ~ 1.6e-38,
+ * nothing for softmax) and -Inf -> 0, above 88.72 (ln FLT_MAX) and +Inf ->
+ * +Inf, as expf. 2^n comes from the bits of the rounding sum t (its low
+ * mantissa bits hold n, as in exp8) in unsigned arithmetic: no float-to-int
+ * conversion of a NaN, no shift of a negative value (both undefined). */
 static inline __attribute__((always_inline)) float exp_approx(float x) {
-    x = x < -87.0f ? -87.0f : x; /* e^-87 ~ 1.6e-38: below it, 0 for softmax */
-    x = x > 88.0f ? 88.0f : x;
-    float n = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x / ln2) */
-    float r = x - n * 0.693359375f - n * -2.12194440e-4f;     /* ln2 split hi + lo */
+    float xc = x < -87.0f ? -87.0f : x;
+    xc = xc > 88.0f ? 88.0f : xc;
+    float t = xc * 1.44269504f + 12582912.0f;
+    float n = t - 12582912.0f;                                 /* round(x / ln2) */
+    float r = xc - n * 0.693359375f - n * -2.12194440e-4f;     /* ln2 split hi + lo */
     float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666667e-2f +
               r * (8.3333333e-3f + r * 1.3888889e-3f)))));
-    int32_t bits = ((int32_t)n + 127) << 23;
+    uint32_t tb;
+    memcpy(&tb, &t, sizeof tb);
+    uint32_t bits = (tb << 23) + (127u << 23);
     float two_n;
     memcpy(&two_n, &bits, sizeof two_n);
-    return p * two_n;
+    float y = p * two_n; /* NaN stays NaN: p is NaN */
+    y = x < -87.0f ? 0.0f : y;
+    return x > 88.72f ? INFINITY : y;
 }
 
 /* max of x[0..n), n >= 1. GCC does not vectorise a float max reduction
@@ -521,7 +531,10 @@ ATTN_AVX2 static void attn_tile_avx2(float *c, int cs, const float *a, int ais, 
  * polynomial in FMAs; round(x / ln2) by adding 1.5 * 2^23, whose low bits
  * then hold it as an integer (so no conversion). */
 ATTN_AVX2 static inline __m256 exp8(__m256 x) {
-    x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+    /* max_ps returns its second operand when one is NaN: x second keeps a
+     * NaN score NaN; below -87 (and -Inf) the lane is 0, as exp_approx */
+    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.0f), _CMP_LT_OQ);
+    x = _mm256_max_ps(_mm256_set1_ps(-87.0f), x);
     __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504f), _mm256_set1_ps(12582912.0f));
     __m256 n = _mm256_sub_ps(t, _mm256_set1_ps(12582912.0f));
     __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
@@ -533,7 +546,7 @@ ATTN_AVX2 static inline __m256 exp8(__m256 x) {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
     __m256i e = _mm256_add_epi32(_mm256_slli_epi32(_mm256_castps_si256(t), 23), _mm256_set1_epi32(127 << 23));
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+    return _mm256_andnot_ps(under, _mm256_mul_ps(p, _mm256_castsi256_ps(e)));
 }
 
 /* lanes j0 + [0, 8) inside [lo, hi] */

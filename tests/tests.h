@@ -150,6 +150,11 @@ pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
+void robust_ops_elementwise(void);
+void robust_ops_attn(void);
+void robust_ops_lmhead_lora(void);
+void robust_err_quote(void);
+void robust_ini_section(void);
 
 #endif
 
@@ -171,5 +176,10 @@ pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
+void robust_ops_elementwise(void);
+void robust_ops_attn(void);
+void robust_ops_lmhead_lora(void);
+void robust_err_quote(void);
+void robust_ini_section(void);
 
 #endif

@@ -27,14 +27,16 @@ int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const cha
             continue;
         }
         if (strncmp(a, "--", 2) != 0) {
-            if (*npos >= max_pos) return err_set(e, "unexpected argument '%s'", a);
+            char q[ERR_QUOTE_CAP];
+            if (*npos >= max_pos) return err_set(e, "unexpected argument '%s'", err_quote(q, sizeof q, a, strlen(a)));
             pos[(*npos)++] = a;
             continue;
         }
         const char *name = a + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
         const CliFlag *f = find(flags, nflags, name, len);
-        if (!f) return err_set(e, "unknown flag '--%.*s' (see --help)", (int)len, name);
+        char q[ERR_QUOTE_CAP];
+        if (!f) return err_set(e, "unknown flag '--%s' (see --help)", err_quote(q, sizeof q, name, len));
         char what[64];
         snprintf(what, sizeof what, "--%s", f->name);
         if (f->kind == CLI_BOOL && !eq) {
@@ -136,21 +138,14 @@ char *cli_dump(const CliFlag *flags, int nflags) {
 // ----------------------------------------------------------------------------
 // config files (INI through inih, Debian's libinih)
 
-/* 1-based line of the first invalid UTF-8 sequence, or 0 (RFC 3629). */
+/* 1-based line of the first invalid UTF-8 sequence or NUL, or 0. */
 static int utf8_bad_line(const unsigned char *s, size_t n) {
     int line = 1;
     for (size_t i = 0; i < n;) {
-        unsigned char c = s[i];
-        int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-        if (len == 0 || i + len > n) return line;
-        for (int k = 1; k < len; k++)
-            if ((s[i + k] & 0xc0) != 0x80) return line;
-        if ((len == 2 && c < 0xc2) || (len == 3 && c == 0xe0 && s[i + 1] < 0xa0) ||
-            (len == 4 && (c > 0xf4 || (c == 0xf0 && s[i + 1] < 0x90) || (c == 0xf4 && s[i + 1] > 0x8f))))
-            return line;
-        if (c == '\n') line++;
-        if (c == 0) return line;
-        i += (size_t)len;
+        size_t len = utf8_seq_len(s + i, n - i);
+        if (len == 0 || s[i] == 0) return line;
+        if (s[i] == '\n') line++;
+        i += len;
     }
     return 0;
 }
@@ -172,14 +167,20 @@ static int on_ini(void *user, const char *section, const char *name, const char 
     return 1;
 }
 
+/* The first section header other than [model], its name in name (quoted
+ * for a message). A '[' line without its ']' is left to inih, which reports
+ * its line: the name never runs into the next lines. */
 static int has_unknown_section(const char *text, char *name, size_t cap) {
     for (const char *p = text; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
         while (*p == ' ' || *p == '\t') p++;
         if (*p != '[') continue;
-        const char *q = strchr(p, ']');
+        size_t eol = strcspn(p, "\n");
+        const char *q = memchr(p, ']', eol);
         if (!q) continue;
-        snprintf(name, cap, "%.*s", (int)(q - p - 1), p + 1);
-        if (strcmp(name, "model") != 0) return 1;
+        size_t len = (size_t)(q - p - 1);
+        if (len == 5 && memcmp(p + 1, "model", 5) == 0) continue;
+        err_quote(name, cap, p + 1, len);
+        return 1;
     }
     return 0;
 }
@@ -203,7 +204,7 @@ int cli_config(const char *path, CliArgs *out, Err *e) {
         free(text);
         return err_set(e, "%s: line %d is not valid UTF-8 text (a config file is UTF-8 'key = value' lines)", path, line);
     }
-    char sec[64];
+    char sec[ERR_QUOTE_CAP];
     if (has_unknown_section(text, sec, sizeof sec)) {
         free(text);
         return err_set(e, "%s: unknown section [%s] (only [model] is known)", path, sec);

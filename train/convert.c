@@ -161,7 +161,8 @@ int convert_hf_config(const char *dir, LlamaConfig *c, Err *e) {
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     if (!j) {
         if (access(path, R_OK) != 0) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
-        return err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+        return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
     }
     int rc = parse_config(path, j, c, e);
     json_decref(j);
@@ -217,7 +218,8 @@ int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e)
     /* shards: the index maps tensor names to files in dir */
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+    char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
     json_t *map = json_object_get(j, "weight_map");
     if (!json_is_object(map)) {
         json_decref(j);

@@ -188,7 +188,8 @@ int peft_read_config(const char *dir, const LlamaConfig *c, LoraConfig *lc, char
     fclose(f);
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
-    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, je.text, je.line);
+    char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
     int rc = parse_config(path, j, c, lc, base_name, n, e);
     json_decref(j);
     return rc;

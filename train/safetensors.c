@@ -129,8 +129,9 @@ int safetensors_open(Safetensors *f, const char *path, Err *e) {
     json_error_t je;
     json_t *h = json_loadb((const char *)f->map + 8, (size_t)hlen, JSON_REJECT_DUPLICATES, &je);
     if (!h || !json_is_object(h)) {
+        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
         if (h) err_set(e, "%s: header is not a JSON object", path);
-        else err_set(e, "%s: header JSON: %s (byte %d)", path, je.text, je.position);
+        else err_set(e, "%s: header JSON: %s (byte %d)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)), je.position);
         json_decref(h);
         goto fail;
     }
