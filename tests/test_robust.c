@@ -8,17 +8,27 @@
  *   - err_quote / err_set make every message one printable line, whatever
  *     the quoted part holds (newlines, NUL, ANSI escapes, invalid UTF-8).
  *   - a config file whose section header lost its ']' gives a one-line error.
+ *   - every model loader (HF safetensors, HDF5 checkpoint, GGUF, PEFT
+ *     adapter) refuses NaN/Inf weights with one line naming the file, the
+ *     tensor and the count, unless --allow-nonfinite (then a warning).
  * Run under `make SAN=1 test` too: UBSan reports what a plain build hides.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "../model/base.h"
+#include "../model/lora.h"
 #include "../model/ops.h"
+#include "../model/params.h"
+#include "../train/ckpt.h"
 #include "../train/cli.h"
+#include "../train/convert.h"
+#include "../train/gguf.h"
+#include "../train/peft.h"
 #include "gradcheck.h"
 #include "test.h"
 #include "tests.h"
@@ -235,4 +245,75 @@ void robust_ini_section(void) {
     EXPECT(cli_config(path, &a, &e) != 0, "unknown section");
     EXPECT(strstr(e.msg, "[x\\x1b[2Jy]") != NULL, "quoted section: %s", e.msg);
     unlink(path);
+}
+
+// ----------------------------------------------------------------------------
+// non-finite weights refused by every loader
+
+#define RDIR "build/trobust"
+
+static int last_one_line(const char *s) {
+    const char *nl = strchr(s, '\n');
+    return nl && nl[1] == '\0';
+}
+
+void robust_nonfinite_loaders(void) {
+    mkdir(RDIR, 0755);
+    LlamaConfig c = {.dim = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden = 24, .vocab = 11,
+                     .max_seq = 32, .norm_eps = 1e-5f, .rope_theta = 10000.0f};
+    snprintf(c.name, sizeof c.name, "nan");
+    ParamTable t;
+    Err e = {{0}};
+    LC_ASSERT(params_build(&c, &t, &e) == 0);
+    float *p = xalloc_aligned(t.size * sizeof(float)), *q = xalloc_aligned(t.size * sizeof(float));
+    params_init(&t, p, c.n_layers, 5);
+    int bad = params_find(&t, "model.layers.1.mlp.up_proj.weight");
+    LC_ASSERT(bad >= 0);
+    p[t.p[bad].offset + 3] = NAN;
+    p[t.p[bad].offset + 7] = -INFINITY;
+    char want[128];
+    snprintf(want, sizeof want, "holds 2 non-finite values (NaN or Inf) of %zu", t.p[bad].numel);
+    const char *paths[3] = {RDIR "/hf", RDIR "/nan.h5", RDIR "/nan.gguf"};
+    EXPECT(convert_hf_save(paths[0], &c, &t, p, -1, -1, 1, &e) == 0, "hf save: %s", e.msg);
+    EXPECT(ckpt_save(paths[1], &c, &t, p, 0, NULL, NULL, &e) == 0, "ckpt save: %s", e.msg);
+    EXPECT(gguf_save_llama(paths[2], &c, &t, p, "nan", NULL, &e) == 0, "gguf save: %s", e.msg);
+    const char *names[3] = {"model.layers.1.mlp.up_proj.weight", "/model/model.layers.1.mlp.up_proj.weight",
+                            "blk.1.ffn_up.weight"};
+    for (int i = 0; i < 3; i++) {
+        e.msg[0] = 0;
+        EXPECT(convert_model_load(paths[i], &c, &t, q, &e) == -1, "%s: loaded non-finite weights", paths[i]);
+        EXPECT(strstr(e.msg, paths[i]) && strstr(e.msg, names[i]) && strstr(e.msg, want), "%s: %s", paths[i],
+               e.msg);
+        convert_allow_nonfinite(1);
+        EXPECT(convert_model_load(paths[i], &c, &t, q, &e) == 0, "%s with allow: %s", paths[i], e.msg);
+        convert_allow_nonfinite(0);
+        EXPECT(isnan(q[t.p[bad].offset + 3]), "%s: the NaN is loaded as it is", paths[i]);
+    }
+    /* a PEFT adapter */
+    LoraConfig lc;
+    ParamTable lt;
+    lora_config_default(&lc, LORA_ALL_LINEAR);
+    lc.r = 2, lc.alpha = 4;
+    LC_ASSERT(lora_build(&lc, &c, &lt, &e) == 0);
+    float *lp = xalloc_aligned(lt.size * sizeof(float));
+    lp[lt.p[1].offset] = INFINITY;
+    EXPECT(peft_save(RDIR "/adapter", &lc, &lt, lp, "base", 1, &e) == 0, "peft save: %s", e.msg);
+    PeftAdapter a;
+    EXPECT(peft_load(RDIR "/adapter", &c, &a, &e) == -1 && strstr(e.msg, "adapter_model.safetensors: tensor") &&
+               strstr(e.msg, lt.p[1].name) && strstr(e.msg, "holds 1 non-finite"),
+           "adapter: %s", e.msg);
+    convert_allow_nonfinite(1);
+    EXPECT(peft_load(RDIR "/adapter", &c, &a, &e) == 0, "adapter with allow: %s", e.msg);
+    convert_allow_nonfinite(0);
+    peft_free(&a);
+    /* through the binary: one line and exit 1; --allow-nonfinite warns and runs */
+    int rc = test_llamac("logits --model " RDIR "/hf --tokens 1,2 --out " RDIR "/logits.bin");
+    EXPECT(rc == 1 && last_one_line(test_err) && strstr(test_err, names[0]) && strstr(test_err, want),
+           "rc %d: %s", rc, test_err);
+    rc = test_llamac("logits --model " RDIR "/hf --tokens 1,2 --out " RDIR "/logits.bin --allow-nonfinite");
+    EXPECT(rc == 0 && strstr(test_err, "warning") && strstr(test_err, "--allow-nonfinite"), "rc %d: %s", rc,
+           test_err);
+    free(p); free(q); free(lp);
+    params_free(&t);
+    params_free(&lt);
 }

@@ -155,6 +155,7 @@ void robust_ops_attn(void);
 void robust_ops_lmhead_lora(void);
 void robust_err_quote(void);
 void robust_ini_section(void);
+void robust_nonfinite_loaders(void);
 
 #endif
 
@@ -181,5 +182,6 @@ void robust_ops_attn(void);
 void robust_ops_lmhead_lora(void);
 void robust_err_quote(void);
 void robust_ini_section(void);
+void robust_nonfinite_loaders(void);
 
 #endif

@@ -562,7 +562,8 @@ int ckpt_info(const char *path, CkptInfo *info, Err *e) {
 }
 
 static int read_tensors(hid_t grp, const ParamTable *t, float *buf, const char *path, Err *e) {
-    char why[512];
+    char why[512], gname[64], full[160];
+    if (H5Iget_name(grp, gname, sizeof gname) <= 0) snprintf(gname, sizeof gname, "?");
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
         hsize_t dims[2];
@@ -570,6 +571,8 @@ static int read_tensors(hid_t grp, const ParamTable *t, float *buf, const char *
         if (dset_read(grp, p->name, p->ndim, dims, H5T_NATIVE_FLOAT, buf + p->offset, p->numel * sizeof(float),
                       why, sizeof why))
             return err_set(e, "%s: %s", path, why);
+        snprintf(full, sizeof full, "%s/%s", gname, p->name); /* /model/..., /optim/m/..., /lora/... */
+        if (convert_check_finite(path, full, buf + p->offset, p->numel, e)) return -1;
     }
     return 0;
 }

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "convert.h"
+
 static const CliFlag *find(const CliFlag *flags, int n, const char *name, size_t len) {
     for (int i = 0; i < n; i++)
         if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0) return &flags[i];
@@ -30,6 +32,10 @@ int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const cha
             char q[ERR_QUOTE_CAP];
             if (*npos >= max_pos) return err_set(e, "unexpected argument '%s'", err_quote(q, sizeof q, a, strlen(a)));
             pos[(*npos)++] = a;
+            continue;
+        }
+        if (strcmp(a, "--allow-nonfinite") == 0) { /* every command: see cli.h */
+            convert_allow_nonfinite(1);
             continue;
         }
         const char *name = a + 2, *eq = strchr(name, '=');
@@ -97,6 +103,7 @@ void cli_help(const char *usage, const char *about, const CliFlag *flags, int nf
         }
         printf("  --%-16s %s%s\n", f->name, f->help, def);
     }
+    printf("  --%-16s %s\n", "allow-nonfinite", "load model files holding NaN/Inf weights (warns; expert use)");
     printf("  --%-16s %s\n", "help", "show this help");
 }
 

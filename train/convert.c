@@ -162,7 +162,7 @@ int convert_hf_config(const char *dir, LlamaConfig *c, Err *e) {
     if (!j) {
         if (access(path, R_OK) != 0) return err_set(e, "%s: cannot open: %s", path, strerror(errno));
         char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-        return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
+        return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)), je.line);
     }
     int rc = parse_config(path, j, c, e);
     json_decref(j);
@@ -171,6 +171,27 @@ int convert_hf_config(const char *dir, LlamaConfig *c, Err *e) {
         snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : d);
     }
     return rc;
+}
+
+/* ---- non-finite weights --------------------------------------------------------- */
+
+/* Set once at start-up from the command line (cli_parse), read by every
+ * loader: the one process-wide switch, so no loader signature carries it. */
+static int allow_nonfinite;
+
+void convert_allow_nonfinite(int on) { allow_nonfinite = on; }
+
+int convert_check_finite(const char *path, const char *name, const float *x, size_t n, Err *e) {
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
+    if (bad == 0) return 0;
+    if (allow_nonfinite) {
+        fprintf(stderr, "llamac: warning: %s: tensor %s holds %zu non-finite values (NaN or Inf) of %zu; loaded "
+                "anyway (--allow-nonfinite)\n", path, name, bad, n);
+        return 0;
+    }
+    return err_set(e, "%s: tensor %s holds %zu non-finite values (NaN or Inf) of %zu (--allow-nonfinite loads it "
+                   "anyway)", path, name, bad, n);
 }
 
 /* ---- safetensors in ------------------------------------------------------------ */
@@ -189,7 +210,8 @@ static int load_tensor(const Safetensors *f, int k, const ParamInfo *p, float *p
         return err_set(e, "%s: tensor %s has shape [%s], config.json needs [%lld, %lld]", f->path, p->name, got,
                        (long long)p->shape[0], (long long)p->shape[1]);
     }
-    return safetensors_read_f32(f, k, params + p->offset, e);
+    if (safetensors_read_f32(f, k, params + p->offset, e)) return -1;
+    return convert_check_finite(f->path, p->name, params + p->offset, p->numel, e);
 }
 
 int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e) {
@@ -219,7 +241,7 @@ int convert_hf_load(const char *dir, const ParamTable *t, float *params, Err *e)
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
+    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)), je.line);
     json_t *map = json_object_get(j, "weight_map");
     if (!json_is_object(map)) {
         json_decref(j);
@@ -819,6 +841,7 @@ int convert_gguf_load(const char *path, const LlamaConfig *c, const ParamTable *
         } else if (gguf_tensor_f32(&g, x, dst, e)) {
             goto out;
         }
+        if (convert_check_finite(path, name, dst, p->numel, e)) goto out;
     }
     rc = 0;
 out:

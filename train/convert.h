@@ -147,6 +147,16 @@ int convert_model_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_i
  * its errors). */
 int convert_run_config(const char *path, LlamaConfig *c, uint64_t *tokenizer_id, Err *e);
 
+/* Non-finite weights (issue 16): every loader (safetensors tensors of a HF
+ * directory, GGUF tensors after dequantising, HDF5 checkpoint groups, PEFT
+ * adapter weights) passes each tensor it read through this check. 0 if the
+ * n floats at x are finite; else -1 with "<path>: tensor <name> holds K
+ * non-finite values (NaN or Inf) of n ..." — or, once
+ * convert_allow_nonfinite(1) was called (the --allow-nonfinite flag, cli.h),
+ * that fact as a warning on stderr and 0. */
+int convert_check_finite(const char *path, const char *name, const float *x, size_t n, Err *e);
+void convert_allow_nonfinite(int on);
+
 /* Load the source's parameters into params, laid out by t (built from the
  * config convert_model_config returned). */
 int convert_model_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);

@@ -189,7 +189,7 @@ int peft_read_config(const char *dir, const LlamaConfig *c, LoraConfig *lc, char
     json_error_t je;
     json_t *j = json_load_file(path, JSON_REJECT_DUPLICATES, &je);
     char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(err_quote(jq, sizeof jq, je.text, strlen(je.text)))), je.line);
+    if (!j) return err_set(e, "%s: not valid JSON: %s (line %d)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)), je.line);
     int rc = parse_config(path, j, c, lc, base_name, n, e);
     json_decref(j);
     return rc;
@@ -227,6 +227,7 @@ static int load_weights(const char *path, const LlamaConfig *c, PeftAdapter *a, 
             goto out;
         }
         if (safetensors_read_f32(&f, k, a->params + p->offset, e)) goto out;
+        if (convert_check_finite(path, key, a->params + p->offset, p->numel, e)) goto out;
     }
     for (int k = 0; k < f.n; k++) {
         const char *nm = f.t[k].name;
