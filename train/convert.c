@@ -572,6 +572,7 @@ static int save_tokenizer(const char *tmp, const LlamaConfig *c, const ConvertTo
 
 int convert_hf_tokenizer(const char *dir, char *out, size_t n) {
     static const char *const names[] = {"tokenizer.json", "tokenizer.model"};
+    LC_ASSERT(out && n > 0); /* and GCC's -Wformat-truncation under SAN=1 knows it */
     for (int k = 0; k < 2; k++) {
         snprintf(out, n, "%s/%s", dir, names[k]);
         if (access(out, R_OK) == 0) return 0;
