@@ -145,7 +145,8 @@ MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
-            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c tests/test_robust.c
+            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c tests/test_robust.c \
+            tests/test_fuzz.c tests/fuzz_targets.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -159,7 +160,8 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora clean help deps cuda-check test-gpu bench-gpu \
+        fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -254,8 +256,47 @@ else
 	@echo "SKIP bench-gpu: no CUDA GPU here (nvidia-smi finds none)"
 endif
 
+# ---- fuzzing: libFuzzer harnesses (clang, ASan + UBSan) in build-fuzz/ --------
+# One binary per parser (tests/fuzz_targets.c), each run for FUZZ_SECONDS from
+# its committed seed corpus tests/fuzz/<target>/ (scripts/fuzz.sh; new corpus
+# entries go to build-fuzz/corpus/, crashers to build-fuzz/crash/). clang is
+# installed here only (scripts/install_fuzz_deps.sh), never for `make`.
+# FUZZ_TARGETS=gguf picks some; FUZZ_JOBS runs that many at once (default 1).
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 180
+FUZZ_JOBS ?= 1
+FUZZ_TARGETS ?= tok_llamac tokenizer_json tiktoken spm shard hf ckpt ini jsonl chat_jsonl gguf peft sft
+FUZZ_BUILD := build-fuzz
+FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+# -O1 -g: libFuzzer's recommendation (fast enough, exact reports); no
+# -Werror: these are clang's warnings, the gate is gcc's.
+FUZZ_CFLAGS := $(filter-out -O3 -O0 -MMD -MP,$(CFLAGS_BASE)) -O1 -g -fno-omit-frame-pointer \
+               $(filter-out -Werror,$(WARN)) -fsanitize=fuzzer-no-link $(FUZZ_SAN)
+FUZZ_OBJS := $(LIB_SRC:%.c=$(FUZZ_BUILD)/obj/%.o) $(FUZZ_BUILD)/obj/tests/fuzz_targets.o
+.SECONDARY: $(FUZZ_OBJS)
+
+$(FUZZ_BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZCC $<")
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -MMD -MP -c $< -o $@
+
+$(FUZZ_BUILD)/fuzz_%: tests/fuzz_main.c $(FUZZ_OBJS)
+	$(Q)$(FUZZ_CC) $(FUZZ_CFLAGS) -DFUZZ_NAME='"$*"' tests/fuzz_main.c $(FUZZ_OBJS) -o $@ \
+	    -fsanitize=fuzzer $(FUZZ_SAN) $(LDLIBS)
+
+fuzz-deps:
+	@bash scripts/install_fuzz_deps.sh
+
+fuzz-build: fuzz-deps
+	$(Q)$(MAKE) --no-print-directory $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
+
+fuzz: fuzz-build
+	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh $(FUZZ_TARGETS)
+
+-include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/tests/*.d)
+
 clean:
-	rm -rf build build-san build-cuda
+	rm -rf build build-san build-cuda build-fuzz
 
 help:
 	@echo "make            build build/llamac and build/tests"
@@ -270,6 +311,7 @@ help:
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"
 	@echo "make test-gpu   CUDA ops vs CPU, a training step, a 300-step loss curve (skips without a GPU)"
 	@echo "make bench-gpu  step benchmark against PyTorch on the GPU (skips without a GPU)"
+	@echo "make fuzz       libFuzzer + ASan/UBSan on every file parser, FUZZ_SECONDS each (default 180; clang)"
 	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1"
 
 -include $(ALL_OBJ:.o=.d)

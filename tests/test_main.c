@@ -87,7 +87,7 @@ static const struct {
     T(convert_cli_errors), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
     T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_vocab_fixture), T(gguf_bad_files), T(gguf_cli),
     T(robust_ops_elementwise), T(robust_ops_attn), T(robust_ops_lmhead_lora), T(robust_err_quote), T(robust_ini_section),
-    T(robust_nonfinite_loaders),
+    T(robust_nonfinite_loaders), T(fuzz_replay),
 };
 #undef T
 

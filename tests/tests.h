@@ -156,6 +156,7 @@ void robust_ops_lmhead_lora(void);
 void robust_err_quote(void);
 void robust_ini_section(void);
 void robust_nonfinite_loaders(void);
+void fuzz_replay(void);
 
 #endif
 
@@ -183,5 +184,6 @@ void robust_ops_lmhead_lora(void);
 void robust_err_quote(void);
 void robust_ini_section(void);
 void robust_nonfinite_loaders(void);
+void fuzz_replay(void);
 
 #endif

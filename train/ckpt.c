@@ -165,6 +165,16 @@ static int attr_read(hid_t obj, const char *name, hid_t mem_type, void *v) {
     return rc;
 }
 
+/* Size of the file obj is in: what any size read from it is checked against
+ * before llamac allocates by it (issue 16). */
+static size_t file_bytes(hid_t obj) {
+    hid_t f = H5Iget_file_id(obj);
+    hsize_t n = 0;
+    if (f < 0 || H5Fget_filesize(f, &n) < 0) n = 0;
+    if (f >= 0) H5Fclose(f);
+    return (size_t)n;
+}
+
 /* A fixed-length string attribute into buf[0..n). */
 static int attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
     if (H5Aexists(obj, name) <= 0) return -1;
@@ -172,8 +182,8 @@ static int attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
     if (a < 0) return -1;
     hid_t ft = H5Aget_type(a);
     int rc = -1;
-    if (H5Tget_class(ft) == H5T_STRING && !H5Tis_variable_str(ft)) {
-        size_t len = H5Tget_size(ft);
+    if (H5Tget_class(ft) == H5T_STRING && !H5Tis_variable_str(ft) && H5Tget_size(ft) <= file_bytes(obj)) {
+        size_t len = H5Tget_size(ft); /* bounded: a damaged type must not size the malloc (issue 16) */
         char *tmp = xmalloc(len + 1);
         hid_t mt = H5Tcopy(H5T_C_S1);
         H5Tset_size(mt, len);
@@ -639,6 +649,11 @@ static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
     H5Sget_simple_extent_dims(sp, &n, NULL);
     H5Sclose(sp);
     H5Dclose(d);
+    if (n > file_bytes(g)) {
+        rc = err_set(e, "%s: /state: run_config claims %llu bytes, more than the file holds", path,
+                     (unsigned long long)n);
+        goto out;
+    }
     st->run_config = xmalloc(n + 1);
     if (dset_read(g, "run_config", 1, &n, H5T_NATIVE_UCHAR, st->run_config, n, why, sizeof why))
         rc = err_set(e, "%s: /state: %s", path, why);

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Run each libFuzzer harness (build-fuzz/fuzz_<target>, `make fuzz-build`)
+# for FUZZ_SECONDS from its committed seeds tests/fuzz/<target>/, new inputs
+# kept in build-fuzz/corpus/<target>/, crashers in build-fuzz/crash/. Prints
+# one line per target (runs, exec/s, corpus, crashes) and exits 1 if any
+# crashed, leaked, hung (-timeout per input) or ran out of memory.
+# A crasher, once fixed, is committed to tests/fuzz/<target>/ so that
+# `make test` (fuzz_replay) replays it from then on.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SECONDS_EACH=${FUZZ_SECONDS:-180}
+JOBS=${FUZZ_JOBS:-1}
+TIMEOUT=${FUZZ_TIMEOUT:-10}   # seconds one input may take before it counts as a hang
+RSS_MB=${FUZZ_RSS_MB:-2048}   # memory one run may use (libFuzzer -rss_limit_mb)
+B=build-fuzz
+mkdir -p $B/crash $B/logs
+# HDF5 prints its error stack unless told not to; llamac's reader turns it
+# off itself. allocator_may_return_null: see README "Fuzzing" on HDF5.
+export ASAN_OPTIONS=${ASAN_OPTIONS:-allocator_may_return_null=1:detect_leaks=1:suppressions=tests/fuzz/asan.supp}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=tests/fuzz/lsan.supp:print_suppressions=0}
+run_one() {
+    t=$1
+    mkdir -p $B/corpus/$t
+    nice $B/fuzz_$t -max_total_time=$SECONDS_EACH -timeout=$TIMEOUT -rss_limit_mb=$RSS_MB \
+        -max_len=65536 -print_final_stats=1 -artifact_prefix=$B/crash/$t- \
+        $B/corpus/$t tests/fuzz/$t > $B/logs/$t.log 2>&1
+    rc=$?
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' $B/logs/$t.log | tail -1)
+    eps=$(sed -n 's/^stat::average_exec_per_sec: *//p' $B/logs/$t.log | tail -1)
+    ncorp=$(ls $B/corpus/$t | wc -l)
+    ncrash=$(ls $B/crash 2>/dev/null | grep -c "^$t-" || true)
+    printf '%-16s %6ss  runs %10s  exec/s %7s  corpus %5s  crashes %s  rc %s\n' \
+        "$t" "$SECONDS_EACH" "${runs:-?}" "${eps:-?}" "$ncorp" "$ncrash" "$rc"
+    return $rc
+}
+fail=0
+if [ "$JOBS" -le 1 ]; then
+    for t in "$@"; do run_one "$t" || fail=1; done
+else
+    export -f run_one; export B SECONDS_EACH TIMEOUT RSS_MB
+    printf '%s\n' "$@" | xargs -P "$JOBS" -I{} bash -c 'run_one {}' || fail=1
+fi
+[ $fail -eq 0 ] || echo "fuzz: a harness failed: see $B/logs/<target>.log and $B/crash/" >&2
+exit $fail

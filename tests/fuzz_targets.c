@@ -1,0 +1,342 @@
+/*
+ * fuzz_targets.c: one entry point per file parser of llamac (issue 16), each
+ * taking a memory buffer, in the style of OSS-Fuzz's LLVMFuzzerTestOneInput.
+ * The parsers take paths, so the buffer is written to a file in a private
+ * directory under /dev/shm (tmpfs: no disk I/O per input) with the name the
+ * parser expects (suffixes matter: ".jsonl", "config.json"). Inputs that
+ * hold two files (a Hugging Face directory, a PEFT adapter) are split by
+ * fuzz_split: a 2-byte little-endian length of the first part, then the
+ * parts.
+ *
+ * Every entry runs the parser as llamac would, then uses what it returned
+ * (reads tensors, encodes a text, walks tokens), so that a parser that
+ * accepts a lie is caught by ASan when the lie is used. Sizes a file may
+ * claim are bounded (FUZZ_MAX_FLOATS) so that a well-formed but huge model
+ * is skipped rather than allocated.
+ *
+ * The same table serves libFuzzer (tests/fuzz_main.c, `make fuzz`, clang
+ * with ASan + UBSan) and `make test` (tests/test_fuzz.c replays the seed
+ * corpus and the committed crashers in tests/fuzz/<name>/ through it).
+ */
+#include "fuzz_targets.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../data/bbpe.h"
+#include "../data/bpe.h"
+#include "../data/chat.h"
+#include "../data/gguf.h"
+#include "../data/jsonl.h"
+#include "../data/sft.h"
+#include "../data/shard.h"
+#include "../data/spm.h"
+#include "../data/tok.h"
+#include "../model/params.h"
+#include "../train/ckpt.h"
+#include "../train/cli.h"
+#include "../train/convert.h"
+#include "../train/peft.h"
+#include "../train/safetensors.h"
+
+/* Largest model (floats) a fuzz input may make the harness allocate. */
+#define FUZZ_MAX_FLOATS (1u << 20)
+
+static char fuzz_dir[64];
+
+/* The private directory, made on first use (removed by nobody: tmpfs). */
+static const char *dir(void) {
+    if (!fuzz_dir[0]) {
+        snprintf(fuzz_dir, sizeof fuzz_dir, "%s/llamac-fuzz-%ld",
+                 access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp", (long)getpid());
+        mkdir(fuzz_dir, 0700);
+    }
+    return fuzz_dir;
+}
+
+/* Write d[0..n) to <dir>/<name> and return that path (static buffer per
+ * slot: two files at once). */
+static const char *put(int slot, const char *name, const uint8_t *d, size_t n) {
+    static char paths[2][160];
+    snprintf(paths[slot], sizeof paths[slot], "%s/%s", dir(), name);
+    FILE *f = fopen(paths[slot], "wb");
+    if (!f) abort();
+    if (n && fwrite(d, 1, n, f) != n) abort();
+    fclose(f);
+    return paths[slot];
+}
+
+/* Split d into two parts (see the file comment): a's length first. */
+static void split(const uint8_t *d, size_t n, const uint8_t **a, size_t *na, const uint8_t **b, size_t *nb) {
+    size_t k = n >= 2 ? (size_t)(d[0] | d[1] << 8) : 0;
+    size_t rest = n >= 2 ? n - 2 : 0;
+    if (k > rest) k = rest;
+    *a = d + (n >= 2 ? 2 : n);
+    *na = k;
+    *b = *a + k;
+    *nb = rest - k;
+}
+
+/* A tokenizer for the SFT and chat harnesses: the committed llamac one. */
+static const Tokenizer *fixture_tok(void) {
+    static Tokenizer t;
+    static int loaded;
+    if (!loaded) {
+        Err e;
+        const char *p = getenv("LLAMAC_FUZZ_TOKENIZER");
+        if (tok_load(&t, p ? p : "tests/fixtures/bpe_v1.tok", &e)) {
+            fprintf(stderr, "fuzz: %s (run from the repository root)\n", e.msg);
+            abort();
+        }
+        loaded = 1;
+    }
+    return &t;
+}
+
+/* Use what a tokenizer says it holds: every token's bytes, and an encode and
+ * decode of a fixed text. */
+static void use_tok(const Tokenizer *t) {
+    size_t len, total = 0;
+    for (int i = 0; i < t->vocab; i++) {
+        const char *b = tok_token_bytes(t, i, &len);
+        if (b && len) total += (unsigned char)b[0] + (unsigned char)b[len - 1];
+    }
+    int32_t *ids = NULL;
+    size_t cap = 0;
+    static const char text[] = "Hello world, \xc3\xa9t\xc3\xa9 <|endoftext|>\n\t 12345 \xf0\x9f\x99\x82 \xff";
+    size_t n = tok_encode(t, text, sizeof text - 1, &ids, &cap);
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= t->vocab) abort(); /* an id outside the vocabulary is a bug */
+    char *out = NULL;
+    size_t ocap = 0;
+    if (tok_decode(t, ids, n, &out, &ocap) == (size_t)-1) abort();
+    free(out);
+    free(ids);
+    (void)total;
+}
+
+/* A parser, then (when it took the file) the tokenizer it makes, used. */
+static void load_and_use(const char *path) {
+    Tokenizer t;
+    Err e;
+    if (tok_load(&t, path, &e) == 0) {
+        use_tok(&t);
+        tok_free(&t);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the entry points
+
+static void fuzz_tok_llamac(const uint8_t *d, size_t n) {
+    Bpe b;
+    Err e;
+    if (bpe_load(&b, put(0, "tok.bin", d, n), &e) == 0) bpe_free(&b);
+    else return;
+    load_and_use(put(0, "tok.bin", d, n)); /* through tok_load, and used */
+}
+
+static void fuzz_tokenizer_json(const uint8_t *d, size_t n) {
+    const char *path = put(0, "tokenizer.json", d, n);
+    Bbpe b;
+    Err e;
+    if (bbpe_load_json(&b, path, &e) == 0) {
+        bbpe_free(&b);
+        load_and_use(path);
+    }
+}
+
+static void fuzz_tiktoken(const uint8_t *d, size_t n) {
+    const char *path = put(0, "tokenizer.model", d, n);
+    Bbpe b;
+    Err e;
+    if (bbpe_load_tiktoken(&b, path, &e) == 0) {
+        bbpe_free(&b);
+        load_and_use(path);
+    }
+}
+
+static void fuzz_spm(const uint8_t *d, size_t n) {
+    const char *path = put(0, "sp.model", d, n);
+    Spm s;
+    Err e;
+    if (spm_load(&s, path, &e) == 0) {
+        spm_free(&s);
+        load_and_use(path);
+    }
+}
+
+static void fuzz_shard(const uint8_t *d, size_t n) {
+    Shard s;
+    Err e;
+    if (shard_open(&s, put(0, "x.bin", d, n), &e)) return;
+    int32_t tok[16];
+    uint64_t k = s.n_tokens < 16 ? s.n_tokens : 16;
+    shard_read(&s, 0, k, tok);
+    if (s.n_tokens >= k) shard_read(&s, s.n_tokens - k, k, tok);
+    for (uint64_t i = 0; i < k; i++)
+        if (tok[i] < 0 || tok[i] >= s.vocab) abort(); /* shard_open checks the ids */
+    shard_close(&s);
+}
+
+/* Load a model from path into a bounded buffer, as convert_model_load. */
+static void load_model(const char *path, const LlamaConfig *c) {
+    ParamTable t;
+    Err e;
+    if (params_build(c, &t, &e)) return;
+    if (t.size <= FUZZ_MAX_FLOATS) {
+        float *p = xalloc_aligned(t.size * sizeof(float));
+        convert_model_load(path, c, &t, p, &e);
+        free(p);
+    }
+    params_free(&t);
+}
+
+static void fuzz_hf(const uint8_t *d, size_t n) {
+    const uint8_t *a, *b;
+    size_t na, nb;
+    split(d, n, &a, &na, &b, &nb);
+    char hf[160];
+    snprintf(hf, sizeof hf, "%s/hf", dir());
+    mkdir(hf, 0700);
+    put(0, "hf/config.json", a, na);
+    const char *st = put(1, "hf/model.safetensors", b, nb);
+    Safetensors f; /* the weights file alone, every tensor read */
+    Err e;
+    if (safetensors_open(&f, st, &e) == 0) {
+        for (int i = 0; i < f.n; i++) {
+            size_t numel = 1;
+            for (int k = 0; k < f.t[i].ndim; k++) numel *= (size_t)f.t[i].shape[k];
+            if (numel > FUZZ_MAX_FLOATS) continue;
+            float *x = xmalloc(numel * sizeof(float) + 1);
+            safetensors_read_f32(&f, i, x, &e);
+            free(x);
+        }
+        safetensors_close(&f);
+    }
+    LlamaConfig c;
+    if (convert_hf_config(hf, &c, &e) == 0) load_model(hf, &c);
+}
+
+static void fuzz_ckpt(const uint8_t *d, size_t n) {
+    const char *path = put(0, "ckpt.h5", d, n);
+    CkptInfo info;
+    Err e;
+    if (ckpt_info(path, &info, &e)) return;
+    load_model(path, &info.c);
+    ParamTable t; /* and the training state, as a resume reads it */
+    if (params_build(&info.c, &t, &e)) return;
+    if (t.size <= FUZZ_MAX_FLOATS) {
+        float *p = xalloc_aligned(t.size * sizeof(float));
+        CkptState st;
+        if (ckpt_load(path, &info.c, &t, p, NULL, &st, &e) == 0) ckpt_state_free(&st);
+        free(p);
+    }
+    params_free(&t);
+}
+
+static void fuzz_ini(const uint8_t *d, size_t n) {
+    CliArgs a;
+    Err e;
+    if (cli_config(put(0, "x.ini", d, n), &a, &e) == 0) cli_args_free(&a);
+}
+
+static int count_doc(void *ud, const char *text, size_t len, Err *e) {
+    (void)e;
+    *(size_t *)ud += len ? (unsigned char)text[len - 1] : 0;
+    return 0;
+}
+
+static void fuzz_jsonl(const uint8_t *d, size_t n) {
+    size_t sum = 0;
+    Err e;
+    docs_each(put(0, "x.jsonl", d, n), "text", count_doc, &sum, &e);
+}
+
+static int count_chat(void *ud, const ChatMsg *msgs, int n, const char *where, Err *e) {
+    ChatTokens out = {0};
+    (void)ud;
+    chat_encode(fixture_tok(), CHAT_LLAMA2, msgs, n, &out, where, e);
+    chat_tokens_free(&out);
+    return 0;
+}
+
+static void fuzz_chat_jsonl(const uint8_t *d, size_t n) {
+    Err e;
+    chat_jsonl_each(put(0, "chat.jsonl", d, n), count_chat, NULL, &e);
+}
+
+static void fuzz_gguf(const uint8_t *d, size_t n) {
+    const char *path = put(0, "x.gguf", d, n);
+    Gguf g;
+    Err e;
+    if (gguf_open(&g, path, &e) == 0) {
+        for (int i = 0; i < g.n_tensors; i++) {
+            if (g.t[i].numel > (int64_t)FUZZ_MAX_FLOATS || !gguf_type_supported(g.t[i].type)) continue;
+            float *x = xmalloc((size_t)g.t[i].numel * sizeof(float) + 1);
+            gguf_tensor_f32(&g, &g.t[i], x, &e);
+            free(x);
+        }
+        gguf_close(&g);
+    }
+    load_and_use(path); /* its vocabulary, and the model it describes */
+    LlamaConfig c;
+    if (convert_gguf_config(path, &c, &e) == 0) load_model(path, &c);
+}
+
+/* The base an adapter is read against: two layers, every projection. */
+static LlamaConfig peft_base(void) {
+    LlamaConfig c = {.dim = 16, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2, .hidden = 24, .vocab = 11,
+                     .max_seq = 32, .norm_eps = 1e-5f, .rope_theta = 10000.0f};
+    return c;
+}
+
+static void fuzz_peft(const uint8_t *d, size_t n) {
+    const uint8_t *a, *b;
+    size_t na, nb;
+    split(d, n, &a, &na, &b, &nb);
+    char ad[160];
+    snprintf(ad, sizeof ad, "%s/adapter", dir());
+    mkdir(ad, 0700);
+    put(0, "adapter/adapter_config.json", a, na);
+    put(1, "adapter/adapter_model.safetensors", b, nb);
+    LlamaConfig c = peft_base();
+    PeftAdapter pa;
+    Err e;
+    if (peft_load(ad, &c, &pa, &e) == 0) peft_free(&pa);
+}
+
+static void fuzz_sft(const uint8_t *d, size_t n) {
+    const char *path = put(0, "sft.jsonl", d, n);
+    static const int tpl[2] = {-1, CHAT_LLAMA2};
+    for (int k = 0; k < 2; k++) {
+        SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, tpl[k], "text", 64, k, 1};
+        SftSet s;
+        Err e;
+        if (sft_load(&s, path, fixture_tok(), &o, &e) == 0) {
+            for (size_t i = 0; i < s.ntok; i++)
+                if (s.ids[i] < 0 || s.ids[i] >= fixture_tok()->vocab) abort();
+            sft_free(&s);
+        }
+    }
+}
+
+const FuzzTarget fuzz_targets[] = {
+    {"tok_llamac", fuzz_tok_llamac},   {"tokenizer_json", fuzz_tokenizer_json},
+    {"tiktoken", fuzz_tiktoken},       {"spm", fuzz_spm},
+    {"shard", fuzz_shard},             {"hf", fuzz_hf},
+    {"ckpt", fuzz_ckpt},               {"ini", fuzz_ini},
+    {"jsonl", fuzz_jsonl},             {"chat_jsonl", fuzz_chat_jsonl},
+    {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
+    {"sft", fuzz_sft},
+};
+const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
+
+const FuzzTarget *fuzz_target(const char *name) {
+    for (int i = 0; i < fuzz_ntargets; i++)
+        if (strcmp(fuzz_targets[i].name, name) == 0) return &fuzz_targets[i];
+    return NULL;
+}
