@@ -123,11 +123,11 @@ static int check_msgs(const ChatMsg *m, int n, int need_assistant, const char *w
 static int chat_pair(Builder *b, const ChatMsg *m, int n, int np, const char *where, Err *e) {
     if (b->o->tpl < 0) return err_set(e, "%s: chat messages need a chat template (--template)", where);
     ChatTemplate tpl = (ChatTemplate)b->o->tpl;
-    if (chat_encode(b->t, tpl, m, n, &b->tmp, where, e)) return -1;
+    if (chat_encode_opts(b->t, tpl, CHAT_SMOLLM2_SYSTEM, b->o->date, m, n, &b->tmp, where, e)) return -1;
     size_t cut = 0;
     if (np > 0) {
         ChatTokens pr = {0};
-        if (chat_encode(b->t, tpl, m, np, &pr, where, e)) return chat_tokens_free(&pr), -1;
+        if (chat_encode_opts(b->t, tpl, CHAT_SMOLLM2_SYSTEM, b->o->date, m, np, &pr, where, e)) return chat_tokens_free(&pr), -1;
         while (cut < pr.n && cut < b->tmp.n && pr.ids[cut] == b->tmp.ids[cut]) cut++;
         chat_tokens_free(&pr);
     }

@@ -58,6 +58,7 @@ typedef struct SftOpts {
     int max_len;            /* tokens per example, >= 2 */
     int drop_long;          /* 1: drop longer examples; 0: truncate */
     int bos;                /* 1: prepend BOS to untemplated examples (the tokenizer's, if any) */
+    const char *date;       /* Llama 3.1/3.2's system-block date (NULL: the template's default) */
 } SftOpts;
 
 /* All examples of a file: tokens back to back. */

@@ -132,35 +132,8 @@ void export_hf_tokenizer(void);
 int gpu_present(void);
 void gpu_ops(void);
 void gpu_step(void);
-
-void sft_formats(void);
-void sft_packing(void);
-void sft_errors(void);
-void sft_resume(void);
-void sft_lora_resume(void);
-void sft_cli_errors(void);
-
-/* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
-struct Tokenizer;
-const char *test_chat_tokenizer(struct Tokenizer *t);
-
-/* helpers shared by the resume tests (test_ckpt.c) */
-#include <sys/types.h>
-pid_t ckpt_test_spawn(const char *args, const char *outfile);
-int ckpt_test_wait_for(const char *path, pid_t pid);
-void ckpt_test_same(const char *pa, const char *pb);
-void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
-void robust_ops_elementwise(void);
-void robust_ops_attn(void);
-void robust_ops_lmhead_lora(void);
-void robust_err_quote(void);
-void robust_ini_section(void);
-void robust_nonfinite_loaders(void);
-void fuzz_replay(void);
-
 #endif
 
-
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
@@ -178,6 +151,7 @@ pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
+
 void robust_ops_elementwise(void);
 void robust_ops_attn(void);
 void robust_ops_lmhead_lora(void);

@@ -69,7 +69,7 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 
 int cmd_sft(int argc, char **argv, Err *e) {
     const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *format = "auto", *loss = "auto";
-    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL;
+    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL, *date = CHAT_LLAMA31_DATE;
     long max_len = 0, packing = 1, epochs = 0;
     TrainOpts o;
     trainer_opts_default(&o);
@@ -96,9 +96,10 @@ int cmd_sft(int argc, char **argv, Err *e) {
         {"packing", CLI_INT, &packing, 0, 1, "1: pack examples into rows (document mask); 0: one padded row each"},
         {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
         {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"},
+        {"date", CLI_STR, &date, 0, 0, "llama3.1 template: the system block's \"Today Date\" (a flag, never the clock, so runs reproduce)"},
         {"dump", CLI_STR, &dump, 0, 0, "write the examples as JSONL {\"ids\", \"mask\"} (mask 1: trained) to this file and stop"},
     };
-    int nf = 13;
+    int nf = 14;
     nf += trainer_flags(&o, flags + nf);
     int help, npos;
     const char *pos[1];
@@ -116,7 +117,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (!data) return err_set(e, "--data: required (a JSONL file)");
     if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
     if (trainer_check(&o, e)) return -1;
-    SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0};
+    SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0, date};
     if (sft_format_parse(format, &so.format, e) || sft_loss_parse(loss, &so.loss, e)) return -1;
     if (tpl_name && strcmp(tpl_name, "none") != 0) {
         ChatTemplate tpl;
