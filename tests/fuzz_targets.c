@@ -313,7 +313,8 @@ static void fuzz_sft(const uint8_t *d, size_t n) {
     const char *path = put(0, "sft.jsonl", d, n);
     static const int tpl[2] = {-1, CHAT_LLAMA2};
     for (int k = 0; k < 2; k++) {
-        SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, tpl[k], "text", 64, k, 1};
+        SftOpts o = {.format = SFT_AUTO, .loss = SFT_LOSS_AUTO, .tpl = tpl[k], .text_field = "text",
+                     .max_len = 64, .drop_long = k, .bos = 1};
         SftSet s;
         Err e;
         if (sft_load(&s, path, fixture_tok(), &o, &e) == 0) {
