@@ -351,12 +351,8 @@ static int load_buf(Spm *s, const uint8_t *buf, size_t n, const char *path, Err 
         goto out;
     }
     if (sp.charsmap_len) {
-        char name[41] = "?";
-        if (sp.norm_name.data) {
-            size_t k = sp.norm_name.len < 40 ? sp.norm_name.len : 40;
-            memcpy(name, sp.norm_name.data, k);
-            name[k] = '\0';
-        }
+        char name[ERR_QUOTE_CAP] = "?";
+        if (sp.norm_name.data) err_quote(name, sizeof name, sp.norm_name.data, sp.norm_name.len);
         err_set(e, "%s: normalization rule '%s' not supported (supported: identity, no precompiled_charsmap)",
                 path, name);
         goto out;

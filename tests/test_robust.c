@@ -244,6 +244,10 @@ void robust_ini_section(void) {
     if (f) fclose(f);
     EXPECT(cli_config(path, &a, &e) != 0, "unknown section");
     EXPECT(strstr(e.msg, "[x\\x1b[2Jy]") != NULL, "quoted section: %s", e.msg);
+    /* through the binary: exit 1, one line on stderr */
+    int rc = test_llamac("pretrain %s --train /nonexistent", path);
+    const char *nl = strchr(test_err, '\n');
+    EXPECT(rc == 1 && nl && nl[1] == '\0' && strstr(test_err, "\\x1b"), "rc %d: %s", rc, test_err);
     unlink(path);
 }
 
