@@ -283,10 +283,11 @@ void shard_close(Shard *s) {
 
 void shard_read(const Shard *s, uint64_t i, uint64_t n, int32_t *out) {
     LC_DASSERT(i <= s->n_tokens && n <= s->n_tokens - i);
+    if (n == 0) return; /* an empty shard has data == NULL: no pointer arithmetic on it (UBSan) */
     if (s->token_bytes == 2) {
         const uint16_t *p = (const uint16_t *)s->data + i;
         for (uint64_t j = 0; j < n; j++) out[j] = p[j];
-    } else if (n > 0) {
+    } else {
         memcpy(out, (const int32_t *)s->data + i, n * sizeof(int32_t));
     }
 }
