@@ -148,7 +148,7 @@ static int field_msgs(Builder *b, json_t *v, int at, int *n, const char *what, c
     int cap = 0, k = 0;
     if (chat_msgs_from_json(v, &tmp, &cap, &k, w, e)) return free(tmp), -1;
     if (at + k > b->msg_cap) b->msgs = xrealloc(b->msgs, (size_t)(b->msg_cap = at + k + 8) * sizeof *b->msgs);
-    memcpy(b->msgs + at, tmp, (size_t)k * sizeof *tmp);
+    if (k) memcpy(b->msgs + at, tmp, (size_t)k * sizeof *tmp); /* tmp is NULL when k == 0 (UBSan) */
     free(tmp);
     *n = k;
     return 0;
