@@ -160,7 +160,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo bench clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo bench bench-sft clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -208,6 +208,12 @@ demo: all
 bench: all
 	$(Q)bash scripts/bench.sh
 
+# LoRA SFT of SmolLM2-135M-Instruct against TRL SFTTrainer + PEFT on this CPU
+# (scripts/bench_sft.py; TRL from the reference venv). Quick by default;
+# BENCH_SFT_ARGS="--steps 10 --rounds 5" for the README's numbers.
+bench-sft: all
+	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
@@ -251,6 +257,7 @@ help:
 	@echo "make test       quick tests (what CI runs; ends with 'N passed, N failed')"
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
+	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"

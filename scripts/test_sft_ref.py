@@ -209,18 +209,17 @@ def trl_processed(hft, model, rows, work, **cfg):
 
 
 def part_a(llamac, work, fam, tpath, hft, hf, model):
-    cases = [("messages", [{"messages": c} for c in CONVS], dict(assistant_only_loss=True), []),
-             ("prompt-completion (messages)", [{"prompt": p, "completion": c} for p, c in PAIRS], {}, [])]
-    if fam == "llama3":
-        cases.append(("prompt-completion (strings)", [{"prompt": p, "completion": c} for p, c in TEXT_PAIRS], {},
-                      []))
+    cases = [("messages", [{"messages": c} for c in CONVS], dict(assistant_only_loss=True)),
+             ("prompt-completion (messages)", [{"prompt": p, "completion": c} for p, c in PAIRS], {})]
+    if fam == "llama3":  # TRL appends the tokenizer's EOS, llamac its own: both <|end_of_text|> here
+        cases.append(("prompt-completion (strings)", [{"prompt": p, "completion": c} for p, c in TEXT_PAIRS], {}))
     out = {}
-    for tag, rows, cfg, extra in cases:
+    for tag, rows, cfg in cases:
         data = os.path.join(work, f"{fam}_{tag.split()[0]}_{len(rows)}.jsonl")
         write_jsonl(data, rows)
         dump = data + ".dump"
         r = run(llamac, "sft", "--model", hf, "--tokenizer", tpath, "--data", data, "--template", fam,
-                "--dump", dump, *extra)
+                "--dump", dump)
         if not check(f"{fam} {tag}: llamac sft --dump runs", r.returncode == 0):
             continue
         got = [(d["ids"], d["mask"]) for d in read_jsonl(dump)]
