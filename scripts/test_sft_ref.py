@@ -14,9 +14,13 @@ as a HF directory that `llamac sft --model` reads. Then:
       masks, with the training template: TRL's llama3_training.jinja, and
       SmolLM2's ChatML as llamac renders it with {% generation %} around
       content + <|im_end|>: scripts/test_chat_ref.py's SMOLLM2_GEN),
-      conversational prompt-completion pairs (completion_mask) and, with the
-      Llama 3 tokenizer, string prompt-completion pairs (BOS from the
-      post-processor, EOS appended by TRL);
+      conversational prompt-completion pairs (completion_mask) and string
+      prompt-completion pairs (BOS from the Llama 3 post-processor, EOS
+      appended by TRL). One known difference, printed as KNOWN and checked
+      to be the only one: with SmolLM2's vocabulary llamac ends string
+      pairs with <|endoftext|> (the EOS data/bbpe.c finds by name in
+      tokenizer.json) where TRL uses tokenizer_config.json's eos_token
+      <|im_end|> (llamac reading SmolLM2's GGUF uses <|im_end|>, as TRL);
   (b) loss: llamac's first-step loss over all examples (one optimizer step,
       the loss is taken before the update), unpacked (--packing 0) and
       packed (--packing 1: the document mask and restarting positions must
@@ -98,6 +102,7 @@ TEXT_PAIRS = [
 ]
 
 passed = failed = 0
+KNOWN = []  # differences from the reference that are understood and reported, not hidden
 
 
 def check(name, ok, detail=""):
@@ -167,8 +172,8 @@ def hf_tokenizer(path, family):
             template = f.read()
         t = PreTrainedTokenizerFast(tokenizer_file=path, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>")
     else:
-        template = SMOLLM2_GEN
-        t = PreTrainedTokenizerFast(tokenizer_file=path, eos_token="<|endoftext|>")
+        template = SMOLLM2_GEN  # SmolLM2's tokenizer_config.json: eos_token (and pad) <|im_end|>
+        t = PreTrainedTokenizerFast(tokenizer_file=path, eos_token="<|im_end|>")
     t.chat_template = template
     t.pad_token = t.eos_token
     return t
@@ -211,8 +216,10 @@ def trl_processed(hft, model, rows, work, **cfg):
 def part_a(llamac, work, fam, tpath, hft, hf, model):
     cases = [("messages", [{"messages": c} for c in CONVS], dict(assistant_only_loss=True)),
              ("prompt-completion (messages)", [{"prompt": p, "completion": c} for p, c in PAIRS], {})]
-    if fam == "llama3":  # TRL appends the tokenizer's EOS, llamac its own: both <|end_of_text|> here
-        cases.append(("prompt-completion (strings)", [{"prompt": p, "completion": c} for p, c in TEXT_PAIRS], {}))
+    # string pairs: TRL appends the tokenizer's eos_token (tokenizer_config.json), llamac the EOS it finds in
+    # tokenizer.json by name: <|end_of_text|> for both with Llama 3; with SmolLM2's ChatML vocabulary llamac
+    # takes <|endoftext|> where SmolLM2's tokenizer_config.json says <|im_end|> (see KNOWN below)
+    cases.append(("prompt-completion (strings)", [{"prompt": p, "completion": c} for p, c in TEXT_PAIRS], {}))
     out = {}
     for tag, rows, cfg in cases:
         data = os.path.join(work, f"{fam}_{tag.split()[0]}_{len(rows)}.jsonl")
@@ -225,6 +232,19 @@ def part_a(llamac, work, fam, tpath, hft, hf, model):
         got = [(d["ids"], d["mask"]) for d in read_jsonl(dump)]
         want = trl_processed(hft, model, rows, work, **cfg)
         check(f"{fam} {tag}: {len(want)} examples, as TRL", len(got) == len(want), f"{len(got)} vs {len(want)}")
+        if fam == "chatml" and "strings" in tag:
+            eot, eos = hft.convert_tokens_to_ids("<|endoftext|>"), hft.eos_token_id
+            same_but_eos = all(g[0][:-1] == w[0][:-1] and g[1] == w[1] and g[0][-1] == eot and w[0][-1] == eos
+                               for g, w in zip(got, want))
+            if got == want:
+                check(f"{fam} {tag}: equal to TRL (the known EOS difference is fixed: drop KNOWN)", True)
+            else:
+                KNOWN.append(f"{fam} {tag}: llamac ends each example with <|endoftext|> ({eot}), TRL with the "
+                             f"tokenizer_config.json eos_token <|im_end|> ({eos}); all else equal: {same_but_eos}")
+                check(f"{fam} {tag}: differs from TRL only by that final EOS", same_but_eos,
+                      f"\n  got  {got}\n  want {want}")
+            out[tag] = data
+            continue
         for k, (g, w) in enumerate(zip(got, want)):
             check(f"{fam} {tag} {k}: ids equal TRL's input_ids ({len(w[0])} tokens)", g[0] == w[0],
                   f"\n  got  {g[0]}\n  want {w[0]}\n  text {hft.decode(w[0])!r}")
@@ -445,6 +465,8 @@ def main():
         if "messages" in data:
             part_b(llamac, work, fam, tpath, hf, data["messages"])
             part_c(llamac, work, fam, tpath, hf, data["messages"], hft.eos_token_id)  # llamac pads with EOS
+    for k in KNOWN:
+        print(f"KNOWN {k}")
     print(f"test_sft_ref: {passed} passed, {failed} failed")
     return 1 if failed else 0
 
