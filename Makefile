@@ -145,7 +145,8 @@ MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
-            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c
+            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
+            tests/test_sft_batches.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -159,7 +160,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-sft clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -219,6 +220,12 @@ bench: all
 bench-lora: all
 	$(Q)python3 scripts/bench_lora.py $(BENCH_LORA_ARGS)
 
+# LoRA SFT of SmolLM2-135M-Instruct against TRL SFTTrainer + PEFT on this CPU
+# (scripts/bench_sft.py; TRL from the reference venv). Quick by default;
+# BENCH_SFT_ARGS="--steps 10 --rounds 5" for the README's numbers.
+bench-sft: all
+	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
@@ -263,6 +270,7 @@ help:
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
+	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make deps       install Debian packages the build needs"

@@ -140,6 +140,7 @@ void sft_errors(void);
 void sft_resume(void);
 void sft_lora_resume(void);
 void sft_cli_errors(void);
+void sft_dump_batches(void); /* test_sft_batches.c */
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
