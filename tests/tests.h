@@ -15,6 +15,7 @@ void ops_sumsq(void);
 void ops_scale(void);
 void ops_adamw(void);
 void ops_lora(void);
+void ops_lmhead_rows(void);
 void ops_attn_blocks(void);
 void ops_attn_kernels(void);
 void ops_deterministic(void);
