@@ -135,17 +135,17 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
-           data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c \
+           data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c \
            optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
-           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/trainer.c \
+           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c \
            train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
            train/safetensors.c train/gguf.c train/convert.c train/peft.c train/cmd_convert.c train/cmd_logits.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
-            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c
+            tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

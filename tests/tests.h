@@ -153,6 +153,14 @@ void sft_errors(void);
 void sft_resume(void);
 void sft_lora_resume(void);
 void sft_cli_errors(void);
+void dpo_formats(void);
+void dpo_errors(void);
+void dpo_losses(void);
+void dpo_rows(void);
+void dpo_grad(void);
+void dpo_full_and_cache(void);
+void dpo_lora_resume(void);
+void dpo_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
