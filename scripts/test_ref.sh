@@ -16,7 +16,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -85,6 +85,19 @@ else
     failed=$((failed + 1))
 fi
 [ "$qrc" -eq 0 ] || rc=$qrc
+
+# llamac dpo against TRL's DPOTrainer (scripts/test_dpo_ref.py): tokens, per-step
+# metrics and the trained weights / adapters
+drc=0
+"$PY" scripts/test_dpo_ref.py --llamac "$LLAMAC" --work build/test_dpo_ref 2>&1 | tee build/test_dpo_ref.log || drc=$?
+summary=$(grep -E '^test_dpo_ref: [0-9]+ passed, [0-9]+ failed$' build/test_dpo_ref.log | tail -1 || true)
+if [ -n "$summary" ]; then
+    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
+    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
+else
+    failed=$((failed + 1))
+fi
+[ "$drc" -eq 0 ] || rc=$drc
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

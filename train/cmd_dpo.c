@@ -295,6 +295,32 @@ static int ref_write(const char *path, RefHeader *h, const double *tr, const dou
 // ----------------------------------------------------------------------------
 // the command
 
+/* --dump: the pairs as JSONL {"chosen": ids, "chosen_mask": ..., "rejected":
+ * ..., "rejected_mask": ...}, for a look at what trains and the TRL test.
+ * Written to a temporary name and renamed. */
+static int dump_pairs(const DpoSet *s, const char *path, Err *e) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return err_set(e, "--dump: cannot create %s", tmp);
+    static const char *const keys[4] = {"{\"chosen\": [", "], \"chosen_mask\": [", "], \"rejected\": [",
+                                        "], \"rejected_mask\": ["};
+    for (size_t i = 0; i < s->n; i++) {
+        for (int part = 0; part < 4; part++) {
+            size_t q = 2 * i + (size_t)(part / 2);
+            fputs(keys[part], f);
+            for (size_t k = s->off[q]; k < s->off[q + 1]; k++)
+                fprintf(f, "%s%d", k > s->off[q] ? ", " : "", part % 2 ? s->mask[k] : s->ids[k]);
+        }
+        fputs("]}\n", f);
+    }
+    if (ferror(f) | fclose(f) || rename(tmp, path)) {
+        remove(tmp);
+        return err_set(e, "--dump: cannot write %s", path);
+    }
+    return 0;
+}
+
 static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
                       const char *what, DpoSet *set, DpoRows *rows, Err *e) {
     double t0 = time_now();
@@ -311,7 +337,7 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 
 int cmd_dpo(int argc, char **argv, Err *e) {
     const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *bos = "auto", *loss_type = "sigmoid";
-    const char *ref_cache = NULL;
+    const char *ref_cache = NULL, *dump = NULL;
     long max_len = 0, packing = 1, epochs = 0;
     double beta = 0.1, ls = 0;
     TrainOpts o;
@@ -339,8 +365,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         {"label-smoothing", CLI_FLOAT, &ls, -1e9, 1e9, "probability that a pair's labels are flipped, in [0, 0.5) (sigmoid, robust)"},
         {"loss-type", CLI_STR, &loss_type, 0, 0, "sigmoid (DPO), robust, ipo or hinge"},
         {"ref-cache", CLI_STR, &ref_cache, 0, 0, "file of the reference log-probabilities: computed once, reused by later runs"},
+        {"dump", CLI_STR, &dump, 0, 0, "write the pairs as JSONL (ids and completion masks) to this file and stop"},
     };
-    int nf = 12;
+    int nf = 13;
     nf += trainer_flags(&o, flags + nf);
     int help, npos;
     const char *pos[1];
@@ -401,6 +428,12 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     }
     so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
            : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    if (dump) {
+        if (dpo_load(&ts, data, &tok, &so, e) || dump_pairs(&ts, dump, e)) goto out;
+        printf("dpo: %zu pairs of %s written to %s\n", ts.n, data, dump);
+        rc = 0;
+        goto out;
+    }
     if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
     if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
     if (o.steps == 0) {
