@@ -386,9 +386,11 @@ const DpoBatch *dpo_rows_last(const DpoRows *r, int back) {
     return &r->ring[(r->drawn - 1 - (unsigned)back) % DPO_RING];
 }
 
-void dpo_rows_fill(const DpoRows *r, const uint32_t *pairs, int n, int32_t *tok, int32_t *tgt, int32_t *pos,
-                   DpoBatch *out) {
-    LC_ASSERT(n >= 0 && n <= r->B);
+void dpo_rows_fill(const DpoRows *r, size_t row0, int32_t *tok, int32_t *tgt, int32_t *pos, DpoBatch *out) {
     out->npairs = 0;
-    for (int b = 0; b < r->B; b++) fill_row(r, pairs + b, b < n ? 1 : 0, b, tok, tgt, pos, out);
+    for (int b = 0; b < r->B; b++) {
+        size_t row = row0 + (size_t)b;
+        if (row < r->nrows) fill_row(r, r->items + r->row_off[row], r->row_off[row + 1] - r->row_off[row], b, tok, tgt, pos, out);
+        else fill_row(r, NULL, 0, b, tok, tgt, pos, out);
+    }
 }

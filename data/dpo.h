@@ -129,12 +129,11 @@ void dpo_rows_next(DpoRows *r, int32_t *tok, int32_t *tgt, int32_t *pos);
  * back < DPO_RING and < the draws since the last seek. */
 const DpoBatch *dpo_rows_last(const DpoRows *r, int back);
 
-/* Fill one micro-batch with the given pairs (at most B rows' worth, one
- * pair per row, rows past them padding), for passes in file order (the
- * reference log-probabilities). Writes its DpoBatch to *out (its buffers
- * sized as the ring's: allocate with dpo_batch_init). */
-void dpo_rows_fill(const DpoRows *r, const uint32_t *pairs, int n, int32_t *tok, int32_t *tgt, int32_t *pos,
-                   DpoBatch *out);
+/* Fill one micro-batch with the B rows from row0 in storage order (rows
+ * past the last are padding), for a pass over every pair (the reference
+ * log-probabilities). Writes its DpoBatch to *out (allocated with
+ * dpo_batch_init). */
+void dpo_rows_fill(const DpoRows *r, size_t row0, int32_t *tok, int32_t *tgt, int32_t *pos, DpoBatch *out);
 void dpo_batch_init(DpoBatch *b, int B, int T);
 void dpo_batch_free(DpoBatch *b);
 

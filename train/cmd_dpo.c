@@ -219,29 +219,29 @@ static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Er
 #define REF_MAGIC "LCDPORF1"
 
 /* out[2i + c] for every pair of rows->set, with the reference model m
- * (adapters off when it has them). */
+ * (adapters off when it has them), the rows in storage order. */
 static int ref_pass(Dpo *d, Llama *m, const DpoRows *rows, double *out, Err *e) {
     size_t N = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
     DpoBatch bt;
     dpo_batch_init(&bt, m->B, m->T);
-    uint32_t *ids = xmalloc((size_t)m->B * sizeof *ids);
     int en = m->lora_enabled, drop = m->lora_train, rc = 0;
     m->lora_enabled = 0;
     m->lora_train = 0;
-    for (size_t i0 = 0; !rc && i0 < rows->set->n; i0 += (size_t)m->B) {
-        int n = (int)(rows->set->n - i0 < (size_t)m->B ? rows->set->n - i0 : (size_t)m->B);
-        for (int k = 0; k < n; k++) ids[k] = (uint32_t)(i0 + (size_t)k);
-        dpo_rows_fill(rows, ids, n, tok, tgt, pos, &bt);
+    for (size_t r0 = 0; !rc && r0 < rows->nrows; r0 += (size_t)m->B) {
+        dpo_rows_fill(rows, r0, tok, tgt, pos, &bt);
         rc = llama_set_batch(m, tok, tgt, pos, e);
         if (rc) break;
         seq_logps(d, m, tgt, &bt, d->rp, NULL, NULL);
-        for (int s = 0; s < 2 * n; s++) out[2 * i0 + (size_t)s] = d->rp[s];
+        for (int j = 0; j < bt.npairs; j++) {
+            out[2 * (size_t)bt.pair[j]] = d->rp[2 * j];
+            out[2 * (size_t)bt.pair[j] + 1] = d->rp[2 * j + 1];
+        }
     }
     m->lora_enabled = en;
     m->lora_train = drop;
     dpo_batch_free(&bt);
-    free(ids); free(tok); free(tgt); free(pos);
+    free(tok); free(tgt); free(pos);
     return rc;
 }
 
