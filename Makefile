@@ -159,7 +159,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft demo-dpo bench-dpo bench clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -206,6 +206,15 @@ demo: all
 # definitions (Debian's wordnet-base): answers before and after, the adapter.
 demo-sft: all
 	$(Q)bash scripts/demo_sft.sh
+
+# DPO on demo-sft's fine-tuned model (run first if missing) with WordNet
+# preference pairs: held-out reward accuracy, answers before and after.
+demo-dpo: all
+	$(Q)bash scripts/demo_dpo.sh
+
+# llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
+bench-dpo: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
 
 # Step benchmark against PyTorch on this CPU, with the SGEMM peak; tokenizer
 # encoding speed against tokenizers / tiktoken / sentencepiece (bench_tok.py).
@@ -257,6 +266,8 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
+	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
+	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"

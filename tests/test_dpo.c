@@ -479,6 +479,24 @@ void dpo_full_and_cache(void) {
     EXPECT(access(DIR "/F4.h5", F_OK) != 0, "a failed run wrote its --out");
 }
 
+/* gradient accumulation: two micro-batches of 2 rows give the step of one
+ * micro-batch of 4 (the same rows, the loss the mean over the step's pairs) */
+void dpo_accum(void) {
+    need_run_inputs();
+    system("rm -rf " DIR "/G*");
+    int rc = test_llamac(DPO_ARGS "%s --model " DIR "/base.h5 --steps 4 --ckpt-dir " DIR "/G1 --metrics " DIR
+                         "/G1.jsonl --out " DIR "/G1.h5", tokp);
+    EXPECT(rc == 0, "batch 4: %s", test_err);
+    rc = test_llamac(DPO_ARGS "%s --model " DIR "/base.h5 --steps 4 --batch 2 --batch-tokens 384 --ckpt-dir " DIR
+                     "/G2 --metrics " DIR "/G2.jsonl --out " DIR "/G2.h5", tokp);
+    EXPECT(rc == 0, "batch 2 x 2: %s", test_err);
+    for (int s = 1; s <= 4; s++) {
+        double a = metric(DIR "/G1.jsonl", s, "loss"), b = metric(DIR "/G2.jsonl", s, "loss");
+        double ra = metric(DIR "/G1.jsonl", s, "rewards/margins"), rb = metric(DIR "/G2.jsonl", s, "rewards/margins");
+        EXPECT(fabs(a - b) < 1e-4 && fabs(ra - rb) < 1e-4, "step %d: loss %g / %g, margins %g / %g", s, a, b, ra, rb);
+    }
+}
+
 /* LoRA DPO (reference: adapters off) killed and resumed, with the cache:
  * the same adapters, moments and losses as a straight run */
 void dpo_lora_resume(void) {

@@ -78,7 +78,7 @@ static const struct {
     T(loader_doc_boundaries), T(loader_too_short),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_cli_errors),
-    T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_lora_resume),
+    T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume),
     T(dpo_cli_errors),
     T(cli_inspect), T(cli_errors),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),

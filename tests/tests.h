@@ -159,6 +159,7 @@ void dpo_losses(void);
 void dpo_rows(void);
 void dpo_grad(void);
 void dpo_full_and_cache(void);
+void dpo_accum(void);
 void dpo_lora_resume(void);
 void dpo_cli_errors(void);
 
