@@ -89,5 +89,6 @@ grep '"val_loss"' "$D/metrics.jsonl" | python3 -c '
 import json, sys
 for line in sys.stdin:
     r = json.loads(line)
-    print(f"  step {r[\"step\"]:3d}: val loss {r[\"val_loss\"]:.4f}, accuracy {r[\"eval_rewards/accuracies\"]:.3f}, margin {r[\"eval_rewards/margins\"]:.3f}")'
+    print("  step %3d: val loss %.4f, accuracy %.3f, margin %.3f" % (r["step"], r["val_loss"],
+          r["eval_rewards/accuracies"], r["eval_rewards/margins"]))'
 echo "== the DPO adapter is a PEFT directory on $D/sft.h5: $D/adapter"
