@@ -70,17 +70,11 @@ check test_chat_ref --work build/test_chat_ref
 check test_gguf --work build/test_gguf
 
 # llamac sft against TRL's tokenized dataset, transformers' masked loss and
-# 10 PEFT + torch LoRA steps (scripts/test_sft_ref.py)
-src=0
-"$PY" scripts/test_sft_ref.py --llamac "$LLAMAC" --work build/test_sft_ref 2>&1 | tee build/test_sft_ref.log || src=$?
-summary=$(grep -E '^test_sft_ref: [0-9]+ passed, [0-9]+ failed$' build/test_sft_ref.log | tail -1 || true)
-if [ -n "$summary" ]; then
-    passed=$((passed + $(echo "$summary" | awk '{print $2}')))
-    failed=$((failed + $(echo "$summary" | awk '{print $4}')))
-else
-    failed=$((failed + 1))
-fi
-[ "$src" -eq 0 ] || rc=$src
+# 10 PEFT + torch LoRA steps
+check test_sft_ref --work build/test_sft_ref
+# llamac dpo against TRL's DPOTrainer: tokens, per-step metrics and the
+# trained weights / adapters
+check test_dpo_ref --work build/test_dpo_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
