@@ -15,6 +15,7 @@ void ops_sumsq(void);
 void ops_scale(void);
 void ops_adamw(void);
 void ops_lora(void);
+void ops_lmhead_rows(void);
 void ops_attn_blocks(void);
 void ops_attn_kernels(void);
 void ops_deterministic(void);
@@ -140,6 +141,16 @@ void sft_errors(void);
 void sft_resume(void);
 void sft_lora_resume(void);
 void sft_cli_errors(void);
+void sft_dump_batches(void); /* test_sft_batches.c */
+void dpo_formats(void);
+void dpo_errors(void);
+void dpo_losses(void);
+void dpo_rows(void);
+void dpo_grad(void);
+void dpo_full_and_cache(void);
+void dpo_accum(void);
+void dpo_lora_resume(void);
+void dpo_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
