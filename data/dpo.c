@@ -199,8 +199,10 @@ int dpo_load(DpoSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
         snprintf(where, sizeof where, "%s:%ld", path, lineno);
         json_error_t je;
         json_t *obj = json_loadb(line, (size_t)len, 0, &je);
+        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
         if (!obj || !json_is_object(obj))
-            rc = obj ? err_set(e, "%s: not a JSON object", where) : err_set(e, "%s: not valid JSON (%s)", where, je.text);
+            rc = obj ? err_set(e, "%s: not a JSON object", where)
+                     : err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
         else
             rc = add_pair(s, &b, &ct, obj, o, where, e);
         json_decref(obj);

@@ -55,3 +55,8 @@ put("sft", "formats.jsonl",
     + b'{"prompt": "Hi there", "completion": " Fine."}\n'
     + b'{"instruction": "Say hi", "input": "", "output": "Hi"}\n'
     + b'{"text": "Hello how are you"}\n')
+put("dpo", "pairs.jsonl",
+    b'{"prompt": "Hi there", "chosen": " Hello!", "rejected": " How are you?"}\n'
+    b'{"chosen": "Hi there Hello!", "rejected": "Hi there How are you?"}\n'
+    b'{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Fine."}], '
+    b'"rejected": [{"role": "assistant", "content": "No"}]}\n')

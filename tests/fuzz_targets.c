@@ -29,6 +29,7 @@
 #include "../data/bbpe.h"
 #include "../data/bpe.h"
 #include "../data/chat.h"
+#include "../data/dpo.h"
 #include "../data/gguf.h"
 #include "../data/jsonl.h"
 #include "../data/sft.h"
@@ -325,6 +326,23 @@ static void fuzz_sft(const uint8_t *d, size_t n) {
     }
 }
 
+static void fuzz_dpo(const uint8_t *d, size_t n) {
+    const char *path = put(0, "dpo.jsonl", d, n);
+    static const int tpl[2] = {-1, CHAT_LLAMA2};
+    for (int k = 0; k < 2; k++) {
+        SftOpts o = {.format = SFT_AUTO, .loss = SFT_LOSS_AUTO, .tpl = tpl[k], .text_field = "text",
+                     .max_len = 64, .drop_long = k, .bos = 1};
+        DpoSet s;
+        Err e;
+        if (dpo_load(&s, path, fixture_tok(), &o, &e) == 0) {
+            for (size_t i = 0; i < s.ntok; i++)
+                if (s.ids[i] < 0 || s.ids[i] >= fixture_tok()->vocab) abort();
+            for (size_t i = 0; i < s.n; i++) (void)dpo_pair_slots(&s, i);
+            dpo_free(&s);
+        }
+    }
+}
+
 const FuzzTarget fuzz_targets[] = {
     {"tok_llamac", fuzz_tok_llamac},   {"tokenizer_json", fuzz_tokenizer_json},
     {"tiktoken", fuzz_tiktoken},       {"spm", fuzz_spm},
@@ -332,7 +350,7 @@ const FuzzTarget fuzz_targets[] = {
     {"ckpt", fuzz_ckpt},               {"ini", fuzz_ini},
     {"jsonl", fuzz_jsonl},             {"chat_jsonl", fuzz_chat_jsonl},
     {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
-    {"sft", fuzz_sft},
+    {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 

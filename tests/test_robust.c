@@ -181,6 +181,11 @@ void robust_ops_lmhead_lora(void) {
     EXPECT(isnan(loss), "lmhead_ce with a NaN row: loss %g", loss);
     EXPECT(isnan(rl[0]) && !isfinite(rl[1]) && isfinite(rl[2]), "row losses %g %g %g", rl[0], rl[1], rl[2]);
     EXPECT(any_nonfinite(dx, D) && all_finite(dx + 2 * D, D), "lmhead dx rows");
+    float rm[3], rs[3] = {1, 1, 1};
+    loss = O->lmhead_rows(NULL, dx, dw, rl, rm, x, w, tg, rs, scratch, N, D, V);
+    EXPECT(isnan(loss) && isnan(rl[0]) && isfinite(rl[2]) && isnan(rm[0]) && isfinite(rm[2]),
+           "lmhead_rows: loss %g rows %g %g means %g %g", loss, rl[0], rl[2], rm[0], rm[2]);
+    EXPECT(any_nonfinite(dx, D) && all_finite(dx + 2 * D, D), "lmhead_rows dx rows");
     /* LoRA side path */
     float *A = NEW(R * D), *B = NEW(V * R), *y = NEW(N * V), *h = NEW(N * R);
     float *work = NEW(ops_lora_work_floats(N, D, V, R, 0.0f) + 1);
