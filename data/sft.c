@@ -48,6 +48,7 @@ void sft_free(SftSet *s) {
 typedef SftRender Builder;
 
 static void push_ids(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
+    if (n == 0) return; /* o->ids may still be NULL: no arithmetic on it (UBSan, the dpo fuzz harness) */
     if (o->n + n > o->cap) {
         o->cap = 2 * (o->n + n) + 64;
         o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
