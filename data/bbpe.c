@@ -621,6 +621,11 @@ static int load_json_root(Bbpe *b, json_t *root, const char *path, Err *e) {
             free(buf);
             goto out;
         }
+        if (la + lb > 2 * maxlen) { /* buf's size: as the GGUF reader checks (found by the fuzz harness) */
+            err_set(e, "%s: merge %zu (%.40s) is longer than any token", path, r, sa);
+            free(buf);
+            goto out;
+        }
         if (add_merge(b, sa, la, sb, lb, r, buf, path, e)) {
             free(buf);
             goto out;
