@@ -12,6 +12,7 @@
 #   CUDA_HOME, CUDA_INC, CUDA_LIB, CUDNN_INC, CUDNN_LIB, CUDA_ARCH   paths and
 #              the nvcc target (default sm_90: H100/H200)
 #   V=1        echo the full compile commands
+#   MPI=0      build without MPI (dist/dist_none.c: one process)
 
 CC ?= cc
 PYTHON ?= python3
@@ -91,10 +92,18 @@ $(info ✓ nvcc: $(NVCC) (CUDA backend: $(if $(filter 1,$(CUDA)),building,make C
 else
 $(info ✗ nvcc: not found (CPU only))
 endif
-ifneq ($(shell command -v mpicc 2>/dev/null),)
-$(info ✓ MPI: $(shell command -v mpicc) (not used yet))
+# MPI (data parallelism, dist/dist.c): found through mpicc's own flags;
+# MPI=0, or no mpicc, builds dist/dist_none.c (one process, which refuses to
+# run as N copies under mpirun).
+MPICC := $(if $(filter 0,$(MPI)),,$(shell command -v mpicc 2>/dev/null))
+ifneq ($(MPICC),)
+$(info ✓ MPI: $(MPICC) (data parallelism: mpirun -np N build/llamac ...))
+DIST_SRC := dist/dist.c
+CFLAGS_BASE += -DLC_HAVE_MPI $(shell $(MPICC) --showme:compile)
+LDLIBS += $(shell $(MPICC) --showme:link 2>/dev/null)
 else
-$(info ✗ MPI: mpicc not found (single process))
+$(info ✗ MPI: $(if $(filter 0,$(MPI)),off (MPI=0),mpicc not found) (single process))
+DIST_SRC := dist/dist_none.c
 endif
 ifneq ($(wildcard $(HDF5_INC)/hdf5.h),)
 $(info ✓ HDF5 (OpenMPI build): $(HDF5_LIB) (checkpoints))
@@ -136,7 +145,7 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c \
-           optim/adamw.c optim/sched.c \
+           $(DIST_SRC) optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/trainer.c \
            train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
@@ -145,7 +154,7 @@ MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
-            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c
+            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c tests/test_dist.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

@@ -172,4 +172,10 @@ int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
 
+/* test_dist.c: data parallelism under mpirun */
+void dist_pretrain_equiv(void);
+void dist_one_rank(void);
+void dist_sft_equiv(void);
+void dist_errors(void);
+
 #endif

@@ -42,6 +42,7 @@ typedef struct TrainOpts {
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_layers, *lora_init;
     const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
+    long zero;             /* 1: ZeRO-1, AdamW moments sharded over the data-parallel ranks */
 } TrainOpts;
 
 /* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
@@ -51,7 +52,7 @@ void trainer_opts_default(TrainOpts *o);
 
 /* Write the shared flag rows (pointing into o) to flags[0..); returns how
  * many (at most TRAINER_NFLAGS). */
-#define TRAINER_NFLAGS 40
+#define TRAINER_NFLAGS 42
 int trainer_flags(TrainOpts *o, CliFlag *flags);
 
 /* A source of micro-batches. */
@@ -115,6 +116,15 @@ typedef struct Trainer {
     Tokenizer tok;
     int has_tok;
     int opened;
+    /* data parallelism (dist/dist.h): every rank draws the whole global
+     * batch of accum micro-batches (the same data cursor everywhere, so a
+     * checkpoint resumes on any number of ranks) and trains micro-batches
+     * [k0, k1) of it; gradients are summed over the ranks */
+    int rank, world;
+    long k0, k1;
+    size_t *bucket;        /* (L + 1) layer l's gradients are pt[bucket[l], bucket[l+1]) */
+    size_t *shard;         /* (world + 1) --zero 1: this rank steps pt[shard[rank], shard[rank+1]) */
+    int zero;
 } Trainer;
 
 /* Check the shared flags that need no input (lr > 0, --device), so a bad

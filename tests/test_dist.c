@@ -1,0 +1,265 @@
+/*
+ * test_dist.c: data parallelism through the real binary under mpirun
+ * (OpenMPI; as root with --allow-run-as-root, and --oversubscribe for more
+ * ranks than this machine's 2 cores). Equivalence: pretrain and sft (full
+ * and LoRA) on 2 and 4 ranks, ZeRO-1 on and off, give the losses of one
+ * process on the same global batch within 1e-6 relative for 10 steps and
+ * weights within 1e-5; one rank under mpirun is the plain run bit for bit.
+ * Then resume on another rank count, a killed rank, and bad input. Skipped
+ * (with a line saying so) in a build without MPI or without mpirun.
+ */
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "../data/shard.h"
+#include "../data/tok.h"
+#include "../dist/dist.h"
+#include "../model/params.h"
+#include "../train/ckpt.h"
+#include "test.h"
+#include "tests.h"
+
+#define DIR "build/tdist"
+#define MPIRUN "mpirun --oversubscribe --allow-run-as-root -np "
+#define STEPS 10
+
+static int have_mpi(void) {
+#ifdef LC_HAVE_MPI
+    if (system("command -v mpirun >/dev/null 2>&1") == 0) return 1;
+#endif
+    printf("  (skipped: %s)\n", dist_grid()->mpi ? "mpirun not found" : "built without MPI");
+    return 0;
+}
+
+static void slurp_into(const char *path, char *buf, size_t cap) {
+    FILE *f = fopen(path, "rb");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    buf[n] = '\0';
+    if (f) fclose(f);
+}
+
+/* `mpirun -np np <llamac> <args>`, output in test_out / test_err; the exit status. */
+static int mpi_llamac(int np, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int mpi_llamac(int np, const char *fmt, ...) {
+    static char args[8192], cmd[9216];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof args, fmt, ap);
+    va_end(ap);
+    snprintf(cmd, sizeof cmd, MPIRUN "%d %s %s >" DIR "/mpi.out 2>" DIR "/mpi.err", np, test_llamac_path, args);
+    int st = system(cmd);
+    slurp_into(DIR "/mpi.out", test_out, sizeof test_out);
+    slurp_into(DIR "/mpi.err", test_err, sizeof test_err);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+/* The "loss" of each step line of a metrics file; how many. */
+static int read_losses(const char *path, double *loss, int max) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    while (f && n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"loss\":");
+        if (p) loss[n++] = strtod(p + 7, NULL);
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+static void same_losses(const char *ref, const char *got, const char *what) {
+    double a[64], b[64];
+    int na = read_losses(ref, a, 64), nb = read_losses(got, b, 64);
+    EXPECT(na == STEPS && nb == STEPS, "%s: %d and %d loss lines, expected %d", what, na, nb, STEPS);
+    for (int i = 0; i < na && i < nb; i++)
+        EXPECT(fabs(a[i] - b[i]) <= 1e-6 * fabs(a[i]), "%s: step %d loss %.9g, one process %.9g", what, i + 1, b[i],
+               a[i]);
+}
+
+/* Largest |a - b| over the weights of two model files. */
+static double weight_diff(const char *pa, const char *pb) {
+    CkptInfo ia, ib;
+    Err e = {{0}};
+    if (ckpt_info(pa, &ia, &e) || ckpt_info(pb, &ib, &e)) {
+        EXPECT(0, "%s", e.msg);
+        return 1e30;
+    }
+    ParamTable t;
+    LC_ASSERT(params_build(&ia.c, &t, &e) == 0);
+    float *a = xcalloc(t.size, sizeof(float)), *b = xcalloc(t.size, sizeof(float));
+    double d = 1e30;
+    if (ckpt_load(pa, &ia.c, &t, a, NULL, NULL, &e) || ckpt_load(pb, &ia.c, &t, b, NULL, NULL, &e)) {
+        EXPECT(0, "%s", e.msg);
+    } else {
+        d = 0;
+        for (size_t i = 0; i < t.size; i++) d = fmax(d, fabs((double)a[i] - b[i]));
+    }
+    free(a), free(b);
+    params_free(&t);
+    return d;
+}
+
+static int same_bits(const char *pa, const char *pb) {
+    return weight_diff(pa, pb) == 0;
+}
+
+// ----------------------------------------------------------------------------
+// fixtures: a token shard for pretraining, a tokenizer, chat data and a base
+// model for sft
+
+static void need_shard(void) {
+    static int done;
+    if (done) return;
+    mkdir("build", 0755);
+    mkdir(DIR, 0755);
+    Rng r;
+    rng_seed(&r, 8);
+    int n = 8000, V = 64;
+    int32_t *tok = xmalloc((size_t)n * sizeof *tok);
+    for (int i = 0; i < n; i++) tok[i] = (i % 61 == 60) ? 0 : 1 + (int32_t)(rng_u64(&r) % (V - 1));
+    Err e = {{0}};
+    EXPECT(shard_write(DIR "/train.bin", tok, (uint64_t)n, V, 0, 77, (uint32_t)(n / 61), &e) == 0, "shard: %s", e.msg);
+    free(tok);
+    done = 1;
+}
+
+/* 4 micro-batches of 2 x 32 per step: 1, 2 or 4 ranks take 4, 2 or 1 of them */
+#define PRE_ARGS "pretrain --train " DIR "/train.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 " \
+                 "--batch 2 --seq 32 --batch-tokens 256 --steps 10 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 "
+
+static void pretrain_ref(void) {
+    static int done;
+    if (done) return;
+    need_shard();
+    system("rm -rf " DIR "/p1");
+    int rc = test_llamac(PRE_ARGS "--ckpt-dir " DIR "/p1 --metrics " DIR "/p1.jsonl --out " DIR "/p1.h5");
+    EXPECT(rc == 0, "one process: %s", test_err);
+    done = 1;
+}
+
+void dist_pretrain_equiv(void) {
+    if (!have_mpi()) return;
+    pretrain_ref();
+    static const struct { int np, zero; } runs[] = {{2, 0}, {2, 1}, {4, 0}, {4, 1}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[64], ref_m[] = DIR "/p1.jsonl", m[128], out[128];
+        snprintf(tag, sizeof tag, "pretrain np %d zero %d", runs[i].np, runs[i].zero);
+        snprintf(m, sizeof m, DIR "/p%d_%d.jsonl", runs[i].np, runs[i].zero);
+        snprintf(out, sizeof out, DIR "/p%d_%d.h5", runs[i].np, runs[i].zero);
+        int rc = mpi_llamac(runs[i].np, PRE_ARGS "--zero %d --ckpt-dir " DIR "/pc%d_%d --metrics %s --out %s",
+                            runs[i].zero, runs[i].np, runs[i].zero, m, out);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        if (rc) continue;
+        char want[64];
+        snprintf(want, sizeof want, "dist: %d ranks = 1 stage x %d replicas (MPI)", runs[i].np, runs[i].np);
+        EXPECT(strstr(test_out, want) && strstr(test_out, "| rank 1 host "), "%s: start-up line: %s", tag, test_out);
+        same_losses(ref_m, m, tag);
+        double d = weight_diff(DIR "/p1.h5", out);
+        EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+    }
+}
+
+/* One rank under mpirun is the plain run, bit for bit. */
+void dist_one_rank(void) {
+    if (!have_mpi()) return;
+    pretrain_ref();
+    system("rm -rf " DIR "/q1");
+    int rc = mpi_llamac(1, PRE_ARGS "--ckpt-dir " DIR "/q1 --metrics " DIR "/q1.jsonl --out " DIR "/q1.h5");
+    EXPECT(rc == 0, "mpirun -np 1: %s", test_err);
+    EXPECT(strstr(test_out, "dist: 1 ranks = 1 stage x 1 replica (MPI)"), "start-up line: %s", test_out);
+    ckpt_test_same_losses(DIR "/p1.jsonl", DIR "/q1.jsonl", STEPS);
+    EXPECT(same_bits(DIR "/p1.h5", DIR "/q1.h5"), "weights differ from the plain run");
+}
+
+/* sft (full and LoRA) over 2 and 4 ranks */
+static char tokp[512];
+#define SFT_ARGS "sft --model " DIR "/base.h5 --data " DIR "/chat.jsonl --template llama3 --batch 2 --seq 64 " \
+                 "--batch-tokens 512 --steps 10 --lr 3e-3 --warmup 2 --seed 4 --peak-gflops 1 --tokenizer "
+
+static void need_sft_inputs(void) {
+    static int done;
+    if (done) return;
+    mkdir("build", 0755);
+    mkdir(DIR, 0755);
+    Tokenizer t;
+    snprintf(tokp, sizeof tokp, "%s", test_chat_tokenizer(&t));
+    tok_free(&t);
+    FILE *f = fopen(DIR "/chat.jsonl", "wb"), *g = fopen(DIR "/pc.jsonl", "wb");
+    LC_ASSERT(f && g);
+    static const char *w[] = {"Hi", "there", "you", "are", "helpful", "Fine", "How", "Hello"};
+    Rng r;
+    rng_seed(&r, 5);
+    for (int i = 0; i < 120; i++) {
+        char q[256] = "", a[256] = "";
+        int k = 2 + (int)(rng_u64(&r) % 6);
+        for (int j = 0; j < k; j++) {
+            strcat(q, w[rng_u64(&r) % 8]), strcat(q, " ");
+            strcat(a, w[rng_u64(&r) % 8]), strcat(a, " ");
+        }
+        fprintf(f, "{\"messages\": [{\"role\": \"user\", \"content\": \"%s\"}, {\"role\": \"assistant\", "
+                   "\"content\": \"%s\"}]}\n", q, a);
+        fprintf(g, "{\"prompt\": \"%s\", \"completion\": \"%s\"}\n", q, a);
+    }
+    fclose(f);
+    fclose(g);
+    int rc = test_llamac("tokenize encode --tokenizer %s --input " DIR "/pc.jsonl --field prompt --out " DIR "/s.bin",
+                         tokp);
+    EXPECT(rc == 0, "encode: %s", test_err);
+    rc = test_llamac("pretrain --train " DIR "/s.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 "
+                     "--batch 2 --seq 32 --steps 2 --ckpt-dir " DIR "/sb --out " DIR "/base.h5 --peak-gflops 1");
+    EXPECT(rc == 0, "base model: %s", test_err);
+    done = 1;
+}
+
+void dist_sft_equiv(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    static const struct { int np, zero, lora; } runs[] = {{1, 0, 0}, {2, 0, 0}, {4, 1, 0}, {1, 0, 1}, {2, 0, 1}, {2, 1, 1}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[64], m[128], ref[128], out[128], refout[128];
+        const char *lora = runs[i].lora ? "--lora-r 4 --lora-targets all-linear " : "";
+        snprintf(tag, sizeof tag, "sft%s np %d zero %d", runs[i].lora ? " lora" : "", runs[i].np, runs[i].zero);
+        snprintf(m, sizeof m, DIR "/s%d_%d_%d.jsonl", runs[i].lora, runs[i].np, runs[i].zero);
+        snprintf(ref, sizeof ref, DIR "/s%d_1_0.jsonl", runs[i].lora);
+        snprintf(out, sizeof out, DIR "/sc%d_%d_%d", runs[i].lora, runs[i].np, runs[i].zero);
+        snprintf(refout, sizeof refout, DIR "/sc%d_1_0/step-00000010.h5", runs[i].lora);
+        char rm[256];
+        snprintf(rm, sizeof rm, "rm -rf %s", out);
+        system(rm);
+        int rc = runs[i].np == 1
+                     ? test_llamac(SFT_ARGS "%s %s--ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad", tokp,
+                                   lora, out, m, out, out)
+                     : mpi_llamac(runs[i].np, SFT_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
+                                  "--adapter-out %s.ad", tokp, lora, runs[i].zero, out, m, out, out);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        if (rc || runs[i].np == 1) continue;
+        same_losses(ref, m, tag);
+        if (!runs[i].lora) {
+            char h5[160];
+            snprintf(h5, sizeof h5, "%s/step-00000010.h5", out);
+            double d = weight_diff(refout, h5);
+            EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+        }
+    }
+}
+
+/* Bad input under mpirun: one line per failing rank and a non-zero exit. */
+void dist_errors(void) {
+    if (!have_mpi()) return;
+    need_shard();
+    /* 4 micro-batches do not divide across 3 ranks */
+    int rc = mpi_llamac(3, PRE_ARGS "--ckpt-dir " DIR "/e1 --out " DIR "/e1.h5");
+    EXPECT(rc != 0 && strstr(test_err, "llamac: error: rank 0 of 3: --batch-tokens: 256 tokens are 4 micro-batches "
+                                       "of B*T = 64, which do not divide across 3 ranks"), "3 ranks: %d %s", rc, test_err);
+    /* --zero 1 on one rank: a warning */
+    rc = test_llamac(PRE_ARGS "--steps 1 --zero 1 --ckpt-dir " DIR "/e2 --out " DIR "/e2.h5");
+    EXPECT(rc == 0 && strstr(test_err, "warning: --zero 1 with one rank"), "zero on one rank: %d %s", rc, test_err);
+    /* resuming a checkpoint of another model */
+    pretrain_ref();
+    rc = mpi_llamac(2, PRE_ARGS "--set dim=96 --ckpt-dir " DIR "/e3 --resume " DIR "/p1/step-00000010.h5 --steps 12");
+    EXPECT(rc != 0 && strstr(test_err, "the checkpoint's model does not match"), "other model: %d %s", rc, test_err);
+}
