@@ -8,6 +8,7 @@
  * Then resume on another rank count, a killed rank, and bad input. Skipped
  * (with a line saying so) in a build without MPI or without mpirun.
  */
+#include <dirent.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -24,7 +25,7 @@
 #include "test.h"
 #include "tests.h"
 
-#define DIR "build/tdist"
+#define TD "build/tdist"
 #define MPIRUN "mpirun --oversubscribe --allow-run-as-root -np "
 #define STEPS 10
 
@@ -51,10 +52,10 @@ static int mpi_llamac(int np, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
-    snprintf(cmd, sizeof cmd, MPIRUN "%d %s %s >" DIR "/mpi.out 2>" DIR "/mpi.err", np, test_llamac_path, args);
+    snprintf(cmd, sizeof cmd, MPIRUN "%d %s %s >" TD "/mpi.out 2>" TD "/mpi.err", np, test_llamac_path, args);
     int st = system(cmd);
-    slurp_into(DIR "/mpi.out", test_out, sizeof test_out);
-    slurp_into(DIR "/mpi.err", test_err, sizeof test_err);
+    slurp_into(TD "/mpi.out", test_out, sizeof test_out);
+    slurp_into(TD "/mpi.err", test_err, sizeof test_err);
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
@@ -71,14 +72,18 @@ static int read_losses(const char *path, double *loss, int max) {
     return n;
 }
 
-static void same_losses(const char *ref, const char *got, const char *what) {
+/* got's losses are ref's from step first + 1 on, within 1e-6 relative. */
+static void same_losses_from(const char *ref, const char *got, int first, const char *what) {
     double a[64], b[64];
     int na = read_losses(ref, a, 64), nb = read_losses(got, b, 64);
-    EXPECT(na == STEPS && nb == STEPS, "%s: %d and %d loss lines, expected %d", what, na, nb, STEPS);
-    for (int i = 0; i < na && i < nb; i++)
-        EXPECT(fabs(a[i] - b[i]) <= 1e-6 * fabs(a[i]), "%s: step %d loss %.9g, one process %.9g", what, i + 1, b[i],
-               a[i]);
+    EXPECT(na == STEPS && nb == STEPS - first, "%s: %d and %d loss lines, expected %d and %d", what, na, nb, STEPS,
+           STEPS - first);
+    for (int i = 0; i + first < na && i < nb; i++)
+        EXPECT(fabs(a[i + first] - b[i]) <= 1e-6 * fabs(a[i + first]), "%s: step %d loss %.9g, one process %.9g",
+               what, i + first + 1, b[i], a[i + first]);
 }
+
+static void same_losses(const char *ref, const char *got, const char *what) { same_losses_from(ref, got, 0, what); }
 
 /* Largest |a - b| over the weights of two model files. */
 static double weight_diff(const char *pa, const char *pb) {
@@ -115,28 +120,28 @@ static void need_shard(void) {
     static int done;
     if (done) return;
     mkdir("build", 0755);
-    mkdir(DIR, 0755);
+    mkdir(TD, 0755);
     Rng r;
     rng_seed(&r, 8);
     int n = 8000, V = 64;
     int32_t *tok = xmalloc((size_t)n * sizeof *tok);
     for (int i = 0; i < n; i++) tok[i] = (i % 61 == 60) ? 0 : 1 + (int32_t)(rng_u64(&r) % (V - 1));
     Err e = {{0}};
-    EXPECT(shard_write(DIR "/train.bin", tok, (uint64_t)n, V, 0, 77, (uint32_t)(n / 61), &e) == 0, "shard: %s", e.msg);
+    EXPECT(shard_write(TD "/train.bin", tok, (uint64_t)n, V, 0, 77, (uint32_t)(n / 61), &e) == 0, "shard: %s", e.msg);
     free(tok);
     done = 1;
 }
 
 /* 4 micro-batches of 2 x 32 per step: 1, 2 or 4 ranks take 4, 2 or 1 of them */
-#define PRE_ARGS "pretrain --train " DIR "/train.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 " \
+#define PRE_ARGS "pretrain --train " TD "/train.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 " \
                  "--batch 2 --seq 32 --batch-tokens 256 --steps 10 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 "
 
 static void pretrain_ref(void) {
     static int done;
     if (done) return;
     need_shard();
-    system("rm -rf " DIR "/p1");
-    int rc = test_llamac(PRE_ARGS "--ckpt-dir " DIR "/p1 --metrics " DIR "/p1.jsonl --out " DIR "/p1.h5");
+    system("rm -rf " TD "/p1");
+    int rc = test_llamac(PRE_ARGS "--save-every 5 --ckpt-dir " TD "/p1 --metrics " TD "/p1.jsonl --out " TD "/p1.h5");
     EXPECT(rc == 0, "one process: %s", test_err);
     done = 1;
 }
@@ -146,11 +151,11 @@ void dist_pretrain_equiv(void) {
     pretrain_ref();
     static const struct { int np, zero; } runs[] = {{2, 0}, {2, 1}, {4, 0}, {4, 1}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
-        char tag[64], ref_m[] = DIR "/p1.jsonl", m[128], out[128];
+        char tag[64], ref_m[] = TD "/p1.jsonl", m[128], out[128];
         snprintf(tag, sizeof tag, "pretrain np %d zero %d", runs[i].np, runs[i].zero);
-        snprintf(m, sizeof m, DIR "/p%d_%d.jsonl", runs[i].np, runs[i].zero);
-        snprintf(out, sizeof out, DIR "/p%d_%d.h5", runs[i].np, runs[i].zero);
-        int rc = mpi_llamac(runs[i].np, PRE_ARGS "--zero %d --ckpt-dir " DIR "/pc%d_%d --metrics %s --out %s",
+        snprintf(m, sizeof m, TD "/p%d_%d.jsonl", runs[i].np, runs[i].zero);
+        snprintf(out, sizeof out, TD "/p%d_%d.h5", runs[i].np, runs[i].zero);
+        int rc = mpi_llamac(runs[i].np, PRE_ARGS "--zero %d --ckpt-dir " TD "/pc%d_%d --metrics %s --out %s",
                             runs[i].zero, runs[i].np, runs[i].zero, m, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         if (rc) continue;
@@ -158,7 +163,7 @@ void dist_pretrain_equiv(void) {
         snprintf(want, sizeof want, "dist: %d ranks = 1 stage x %d replicas (MPI)", runs[i].np, runs[i].np);
         EXPECT(strstr(test_out, want) && strstr(test_out, "| rank 1 host "), "%s: start-up line: %s", tag, test_out);
         same_losses(ref_m, m, tag);
-        double d = weight_diff(DIR "/p1.h5", out);
+        double d = weight_diff(TD "/p1.h5", out);
         EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
     }
 }
@@ -167,28 +172,28 @@ void dist_pretrain_equiv(void) {
 void dist_one_rank(void) {
     if (!have_mpi()) return;
     pretrain_ref();
-    system("rm -rf " DIR "/q1");
-    int rc = mpi_llamac(1, PRE_ARGS "--ckpt-dir " DIR "/q1 --metrics " DIR "/q1.jsonl --out " DIR "/q1.h5");
+    system("rm -rf " TD "/q1");
+    int rc = mpi_llamac(1, PRE_ARGS "--ckpt-dir " TD "/q1 --metrics " TD "/q1.jsonl --out " TD "/q1.h5");
     EXPECT(rc == 0, "mpirun -np 1: %s", test_err);
     EXPECT(strstr(test_out, "dist: 1 ranks = 1 stage x 1 replica (MPI)"), "start-up line: %s", test_out);
-    ckpt_test_same_losses(DIR "/p1.jsonl", DIR "/q1.jsonl", STEPS);
-    EXPECT(same_bits(DIR "/p1.h5", DIR "/q1.h5"), "weights differ from the plain run");
+    ckpt_test_same_losses(TD "/p1.jsonl", TD "/q1.jsonl", STEPS);
+    EXPECT(same_bits(TD "/p1.h5", TD "/q1.h5"), "weights differ from the plain run");
 }
 
 /* sft (full and LoRA) over 2 and 4 ranks */
 static char tokp[512];
-#define SFT_ARGS "sft --model " DIR "/base.h5 --data " DIR "/chat.jsonl --template llama3 --batch 2 --seq 64 " \
+#define SFT_ARGS "sft --model " TD "/base.h5 --data " TD "/chat.jsonl --template llama3 --batch 2 --seq 64 " \
                  "--batch-tokens 512 --steps 10 --lr 3e-3 --warmup 2 --seed 4 --peak-gflops 1 --tokenizer "
 
 static void need_sft_inputs(void) {
     static int done;
     if (done) return;
     mkdir("build", 0755);
-    mkdir(DIR, 0755);
+    mkdir(TD, 0755);
     Tokenizer t;
     snprintf(tokp, sizeof tokp, "%s", test_chat_tokenizer(&t));
     tok_free(&t);
-    FILE *f = fopen(DIR "/chat.jsonl", "wb"), *g = fopen(DIR "/pc.jsonl", "wb");
+    FILE *f = fopen(TD "/chat.jsonl", "wb"), *g = fopen(TD "/pc.jsonl", "wb");
     LC_ASSERT(f && g);
     static const char *w[] = {"Hi", "there", "you", "are", "helpful", "Fine", "How", "Hello"};
     Rng r;
@@ -206,11 +211,11 @@ static void need_sft_inputs(void) {
     }
     fclose(f);
     fclose(g);
-    int rc = test_llamac("tokenize encode --tokenizer %s --input " DIR "/pc.jsonl --field prompt --out " DIR "/s.bin",
+    int rc = test_llamac("tokenize encode --tokenizer %s --input " TD "/pc.jsonl --field prompt --out " TD "/s.bin",
                          tokp);
     EXPECT(rc == 0, "encode: %s", test_err);
-    rc = test_llamac("pretrain --train " DIR "/s.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 "
-                     "--batch 2 --seq 32 --steps 2 --ckpt-dir " DIR "/sb --out " DIR "/base.h5 --peak-gflops 1");
+    rc = test_llamac("pretrain --train " TD "/s.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=2 "
+                     "--batch 2 --seq 32 --steps 2 --ckpt-dir " TD "/sb --out " TD "/base.h5 --peak-gflops 1");
     EXPECT(rc == 0, "base model: %s", test_err);
     done = 1;
 }
@@ -223,10 +228,10 @@ void dist_sft_equiv(void) {
         char tag[64], m[128], ref[128], out[128], refout[128];
         const char *lora = runs[i].lora ? "--lora-r 4 --lora-targets all-linear " : "";
         snprintf(tag, sizeof tag, "sft%s np %d zero %d", runs[i].lora ? " lora" : "", runs[i].np, runs[i].zero);
-        snprintf(m, sizeof m, DIR "/s%d_%d_%d.jsonl", runs[i].lora, runs[i].np, runs[i].zero);
-        snprintf(ref, sizeof ref, DIR "/s%d_1_0.jsonl", runs[i].lora);
-        snprintf(out, sizeof out, DIR "/sc%d_%d_%d", runs[i].lora, runs[i].np, runs[i].zero);
-        snprintf(refout, sizeof refout, DIR "/sc%d_1_0/step-00000010.h5", runs[i].lora);
+        snprintf(m, sizeof m, TD "/s%d_%d_%d.jsonl", runs[i].lora, runs[i].np, runs[i].zero);
+        snprintf(ref, sizeof ref, TD "/s%d_1_0.jsonl", runs[i].lora);
+        snprintf(out, sizeof out, TD "/sc%d_%d_%d", runs[i].lora, runs[i].np, runs[i].zero);
+        snprintf(refout, sizeof refout, TD "/sc%d_1_0/step-00000010.h5", runs[i].lora);
         char rm[256];
         snprintf(rm, sizeof rm, "rm -rf %s", out);
         system(rm);
@@ -252,14 +257,144 @@ void dist_errors(void) {
     if (!have_mpi()) return;
     need_shard();
     /* 4 micro-batches do not divide across 3 ranks */
-    int rc = mpi_llamac(3, PRE_ARGS "--ckpt-dir " DIR "/e1 --out " DIR "/e1.h5");
+    int rc = mpi_llamac(3, PRE_ARGS "--ckpt-dir " TD "/e1 --out " TD "/e1.h5");
     EXPECT(rc != 0 && strstr(test_err, "llamac: error: rank 0 of 3: --batch-tokens: 256 tokens are 4 micro-batches "
                                        "of B*T = 64, which do not divide across 3 ranks"), "3 ranks: %d %s", rc, test_err);
     /* --zero 1 on one rank: a warning */
-    rc = test_llamac(PRE_ARGS "--steps 1 --zero 1 --ckpt-dir " DIR "/e2 --out " DIR "/e2.h5");
+    rc = test_llamac(PRE_ARGS "--steps 1 --zero 1 --ckpt-dir " TD "/e2 --out " TD "/e2.h5");
     EXPECT(rc == 0 && strstr(test_err, "warning: --zero 1 with one rank"), "zero on one rank: %d %s", rc, test_err);
+    /* a shard missing on one rank's host (here: a per-rank path) stops all, not a hang */
+    system("cp " TD "/train.bin " TD "/r0.bin; rm -f " TD "/r1.bin");
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "timeout 60 " MPIRUN "2 sh -c 'exec %s " PRE_ARGS "--ckpt-dir " TD "/e4 --out " TD "/e4.h5 "
+             "--train " TD "/r$OMPI_COMM_WORLD_RANK.bin' >" TD "/mpi.out 2>" TD "/mpi.err", test_llamac_path);
+    double t0 = time_now();
+    int st = system(cmd);
+    slurp_into(TD "/mpi.err", test_err, sizeof test_err);
+    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) != 0 && WEXITSTATUS(st) != 124, "missing shard: status %d", st);
+    EXPECT(strstr(test_err, "llamac: error: rank 1 of 2: " TD "/r1.bin"), "missing shard: %s", test_err);
+    EXPECT(time_now() - t0 < 30, "missing shard: %.0f s to stop", time_now() - t0);
     /* resuming a checkpoint of another model */
     pretrain_ref();
-    rc = mpi_llamac(2, PRE_ARGS "--set dim=96 --ckpt-dir " DIR "/e3 --resume " DIR "/p1/step-00000010.h5 --steps 12");
+    rc = mpi_llamac(2, PRE_ARGS "--set dim=96 --ckpt-dir " TD "/e3 --resume " TD "/p1/step-00000010.h5 --steps 12");
     EXPECT(rc != 0 && strstr(test_err, "the checkpoint's model does not match"), "other model: %d %s", rc, test_err);
+}
+
+/* A run saved on 4 ranks (ZeRO or not) resumes on 2 or 1, one saved on 1
+ * resumes on 4 with ZeRO: the same losses as one process from there on,
+ * the same weights at the end. */
+void dist_resume_other_size(void) {
+    if (!have_mpi()) return;
+    pretrain_ref();
+    static const struct { int np_save, zero_save, np, zero; } runs[] = {{4, 1, 2, 0}, {4, 0, 1, 0}, {4, 1, 1, 0},
+                                                                        {1, 0, 4, 1}, {2, 1, 4, 0}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[96], dir[128], m[128], out[128], step5[160];
+        snprintf(tag, sizeof tag, "saved on %d (zero %d), resumed on %d (zero %d)", runs[i].np_save, runs[i].zero_save,
+                 runs[i].np, runs[i].zero);
+        snprintf(dir, sizeof dir, TD "/r%zu", i);
+        snprintf(m, sizeof m, TD "/r%zu.jsonl", i);
+        snprintf(out, sizeof out, TD "/r%zu.h5", i);
+        snprintf(step5, sizeof step5, "%s/step-00000005.h5", dir);
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, "rm -rf %s %s; mkdir -p %s", dir, m, dir);
+        system(cmd);
+        int rc;
+        if (runs[i].np_save == 1) { /* the one-process run's own step-5 checkpoint */
+            snprintf(cmd, sizeof cmd, "cp " TD "/p1/step-00000005.h5 %s", step5);
+            rc = system(cmd);
+        } else {
+            rc = mpi_llamac(runs[i].np_save, PRE_ARGS "--steps 10 --save-every 5 --zero %d --ckpt-dir %s --out %s",
+                            runs[i].zero_save, dir, out);
+            snprintf(cmd, sizeof cmd, "rm -f %s/step-00000010.h5", dir);
+            system(cmd);
+        }
+        EXPECT(rc == 0 && access(step5, F_OK) == 0, "%s: saving: %s", tag, test_err);
+        if (rc) continue;
+        const char *a = PRE_ARGS "--zero %d --ckpt-dir %s --metrics %s --out %s --resume auto";
+        rc = runs[i].np == 1 ? test_llamac(PRE_ARGS "--ckpt-dir %s --metrics %s --out %s --resume auto", dir, m, out)
+                             : mpi_llamac(runs[i].np, a, runs[i].zero, dir, m, out);
+        EXPECT(rc == 0, "%s: %s", tag, test_err);
+        EXPECT(strstr(test_out, "resume: ") && strstr(test_out, "at step 5"), "%s: no resume line: %s", tag, test_out);
+        same_losses_from(TD "/p1.jsonl", m, 5, tag);
+        double d = weight_diff(TD "/p1.h5", out);
+        EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+    }
+}
+
+/* The pid of rank `rank` among mpirun's children (OMPI_COMM_WORLD_RANK in
+ * its environment), or -1. */
+static pid_t rank_pid(pid_t mpirun, int rank) {
+    char want[64];
+    snprintf(want, sizeof want, "OMPI_COMM_WORLD_RANK=%d", rank);
+    DIR *d = opendir("/proc");
+    struct dirent *de;
+    pid_t found = -1;
+    while (d && found < 0 && (de = readdir(d))) {
+        char path[300], buf[1 << 15];
+        long pid = strtol(de->d_name, NULL, 10);
+        if (pid <= 0) continue;
+        snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+        FILE *f = fopen(path, "r");
+        long ppid = 0;
+        if (!f) continue;
+        int ok = fscanf(f, "%*d %*s %*c %ld", &ppid) == 1;
+        fclose(f);
+        if (!ok || ppid != mpirun) continue;
+        snprintf(path, sizeof path, "/proc/%ld/environ", pid);
+        if (!(f = fopen(path, "rb"))) continue;
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        for (size_t i = 0; i < n; i += strlen(buf + i) + 1)
+            if (strcmp(buf + i, want) == 0) found = (pid_t)pid;
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+/* about 100 ms a step on 2 ranks here, so the kill lands mid-run */
+#define KILL_ARGS "pretrain --train " TD "/train.bin --preset tiny --set dim=128 --set hidden=384 --set n_layers=2 " \
+                  "--batch 4 --seq 64 --batch-tokens 512 --steps 20 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 " \
+                  "--save-every 5 --keep 2 "
+
+/* SIGKILL of rank 1 mid-run: every rank gone within 30 s with a line naming
+ * it; --resume auto continues from the intact last checkpoint to the end,
+ * with the straight run's losses. */
+void dist_rank_killed(void) {
+    if (!have_mpi()) return;
+    need_shard();
+    system("rm -rf " TD "/k " TD "/k.jsonl " TD "/ks " TD "/ks.jsonl");
+    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ks --metrics " TD "/ks.jsonl --out " TD "/ks.h5");
+    EXPECT(rc == 0, "straight run: %s", test_err);
+    pid_t pid = fork();
+    LC_ASSERT(pid >= 0);
+    if (pid == 0) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "exec " MPIRUN "2 %s " KILL_ARGS "--ckpt-dir " TD "/k --metrics " TD "/k.jsonl "
+                 "--out " TD "/k.h5 >" TD "/k.log 2>&1", test_llamac_path);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    EXPECT(ckpt_test_wait_for(TD "/k/step-00000005.h5", pid) == 0, "no step-5 checkpoint appeared");
+    pid_t victim = rank_pid(pid, 1);
+    EXPECT(victim > 0, "rank 1 of mpirun %d not found", (int)pid);
+    if (victim > 0) kill(victim, SIGKILL);
+    double t0 = time_now();
+    int st = 0;
+    while (waitpid(pid, &st, WNOHANG) == 0 && time_now() - t0 < 30) usleep(20000);
+    double dt = time_now() - t0;
+    if (dt >= 30) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &st, 0);
+    }
+    EXPECT(dt < 30, "mpirun still running %.0f s after the kill", dt);
+    EXPECT(!(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mpirun exited 0 after a rank was killed");
+    char log[TEST_ERR_MAX];
+    slurp_into(TD "/k/../k.log", log, sizeof log);
+    EXPECT(strstr(log, "rank 1") && strstr(log, "signal 9"), "no line naming the lost rank: %s", log);
+    EXPECT(access(TD "/k/step-00000020.h5", F_OK) != 0, "the run finished before the kill: make it longer");
+    rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/k --metrics " TD "/k.jsonl --out " TD "/k.h5 --resume auto");
+    EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
+    double d = weight_diff(TD "/ks.h5", TD "/k.h5");
+    EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
 }
