@@ -152,14 +152,22 @@ void dist_wait(void) {
     npending = 0;
 }
 
-void dist_shards(size_t n, size_t *off) {
+void dist_shards(const ParamTable *t, size_t *off) {
     int w = grid.dp;
-    size_t per = (n / (size_t)w + 63) / 64 * 64;
-    for (int r = 0; r <= w; r++) {
-        size_t o = per * (size_t)r;
-        off[r] = o < n ? o : n;
+    off[0] = 0;
+    for (int r = 1; r < w; r++) {
+        size_t want = (size_t)((double)t->size * r / w), best = off[r - 1];
+        for (int i = 0; i < t->n; i++) { /* the tensor start nearest want, not before the previous cut */
+            size_t o = t->p[i].offset;
+            if (o >= off[r - 1] && (o > want ? o - want : want - o) < (best > want ? best - want : want - best)) best = o;
+        }
+        off[r] = best;
     }
-    off[w] = n;
+    off[w] = t->size;
+}
+
+void dist_allreduce_or_u64(uint64_t *buf, int n) {
+    if (grid.world > 1) MPI_Allreduce(MPI_IN_PLACE, buf, n, MPI_UINT64_T, MPI_BOR, MPI_COMM_WORLD);
 }
 
 /* counts and displacements in elements, as MPI's int arrays */

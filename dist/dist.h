@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "../model/base.h"
+#include "../model/params.h"
 
 typedef struct DistGrid {
     int rank, world;       /* in MPI_COMM_WORLD */
@@ -67,6 +68,8 @@ void dist_allreduce_f64(double *buf, int n);
 void dist_allreduce_long(long *buf, int n);
 /* max over the ranks (error flags). */
 int dist_allreduce_max_int(int v);
+/* bitwise or over the ranks (checksums known to one rank, 0 elsewhere). */
+void dist_allreduce_or_u64(uint64_t *buf, int n);
 
 /* Start an all-reduce (sum) of buf[0..n) in place (MPI_Iallreduce) and
  * return at once; buf must not be touched until dist_wait. At most
@@ -79,10 +82,12 @@ void dist_progress(void);
 /* Wait for every started reduction. */
 void dist_wait(void);
 
-/* Shards of a buffer of n floats over the dp ranks: rank r owns
- * [off[r], off[r+1]), cut at multiples of 64 floats (the table's alignment),
- * the last one taking the rest. off has world + 1 entries. */
-void dist_shards(size_t n, size_t *off);
+/* ZeRO-1 shards of a buffer laid out by table t over the dp ranks: rank r
+ * owns [off[r], off[r+1]), cut at tensor boundaries (each tensor whole on
+ * one rank, so a checkpoint's tensors are each written, and checksummed, by
+ * one rank), the cut for r placed at the tensor start nearest r * size / dp.
+ * off has dp + 1 entries; off[0] = 0, off[dp] = t->size. */
+void dist_shards(const ParamTable *t, size_t *off);
 
 /* Reduce-scatter (sum): afterwards buf[off[rank], off[rank+1]) holds the
  * sum over the ranks of that range; the rest of buf is left undefined.

@@ -21,6 +21,7 @@
 #include "../data/tok.h"
 #include "../dist/dist.h"
 #include "../model/params.h"
+#include "../optim/adamw.h"
 #include "../train/ckpt.h"
 #include "test.h"
 #include "tests.h"
@@ -397,4 +398,49 @@ void dist_rank_killed(void) {
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
     double d = weight_diff(TD "/ks.h5", TD "/k.h5");
     EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
+}
+
+/* A checkpoint written by 4 ranks with ZeRO-1 (each its shard's tensors,
+ * through MPI-IO) has the one-process layout: the same datasets and
+ * shapes (h5ls) for the tensors, checksums that verify, and moments within 1e-5 of one
+ * process's. */
+void dist_ckpt_layout(void) {
+    if (!have_mpi()) return;
+    pretrain_ref();
+    system("rm -rf " TD "/l4");
+    int rc = mpi_llamac(4, PRE_ARGS "--zero 1 --ckpt-dir " TD "/l4 --out " TD "/l4.h5");
+    EXPECT(rc == 0, "4 ranks: %s", test_err);
+    const char *a = TD "/p1/step-00000010.h5", *b = TD "/l4/step-00000010.h5";
+    /* the tensors' layout (/state differs by design: one cursor per rank, the run's flags) */
+    rc = system("h5ls -r " TD "/p1/step-00000010.h5 | grep -v /state >" TD "/l1.ls && h5ls -r " TD
+                "/l4/step-00000010.h5 | grep -v /state >" TD "/l4.ls && cmp -s " TD "/l1.ls " TD "/l4.ls");
+    EXPECT(rc == 0, "h5ls -r of %s and %s differ", a, b);
+    CkptInfo info;
+    Err e = {{0}};
+    if (ckpt_info(b, &info, &e)) {
+        EXPECT(0, "%s", e.msg);
+        return;
+    }
+    ParamTable t;
+    LC_ASSERT(params_build(&info.c, &t, &e) == 0);
+    AdamWConfig ac = ADAMW_DEFAULTS;
+    AdamW oa, ob;
+    LC_ASSERT(adamw_init(&oa, &ac, &t, &ops_cpu, NULL, &e) == 0 && adamw_init(&ob, &ac, &t, &ops_cpu, NULL, &e) == 0);
+    float *pa = xcalloc(t.size, sizeof(float)), *pb = xcalloc(t.size, sizeof(float));
+    CkptState sa, sb;
+    EXPECT(ckpt_load(a, &info.c, &t, pa, &oa, &sa, &e) == 0, "%s", e.msg);
+    EXPECT(ckpt_load(b, &info.c, &t, pb, &ob, &sb, &e) == 0, "%s", e.msg);
+    double dm = 0, dv = 0;
+    for (size_t i = 0; i < t.size; i++) {
+        dm = fmax(dm, fabs((double)oa.m[i] - ob.m[i]));
+        dv = fmax(dv, fabs((double)oa.v[i] - ob.v[i]));
+    }
+    EXPECT(dm <= 1e-5 && dv <= 1e-5, "moments differ: m by %g, v by %g", dm, dv);
+    EXPECT(oa.t == ob.t && sa.step == sb.step && sb.world == 4 && sa.cursor[0] == sb.cursor[6] &&
+           sa.cursor[1] == sb.cursor[7], "state differs: t %ld/%ld step %ld/%ld world %d", oa.t, ob.t, sa.step, sb.step,
+           sb.world);
+    ckpt_state_free(&sa), ckpt_state_free(&sb);
+    adamw_free(&oa), adamw_free(&ob);
+    free(pa), free(pb);
+    params_free(&t);
 }

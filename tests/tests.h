@@ -179,5 +179,6 @@ void dist_sft_equiv(void);
 void dist_errors(void);
 void dist_resume_other_size(void);
 void dist_rank_killed(void);
+void dist_ckpt_layout(void);
 
 #endif

@@ -154,7 +154,7 @@ static void dp_setup(Trainer *tr) {
     for (int l = 0; l < L; l++) LC_ASSERT(tr->bucket[l] <= tr->bucket[l + 1]);
     if (!tr->zero) return;
     tr->shard = xmalloc((size_t)(tr->world + 1) * sizeof *tr->shard);
-    dist_shards(t->size, tr->shard);
+    dist_shards(t, tr->shard);
     /* the moments of this rank's shard only */
     size_t n = tr->shard[tr->rank + 1] - tr->shard[tr->rank];
     AdamW *a = &tr->opt;
@@ -390,11 +390,11 @@ double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
 
-static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, const AdamW *opt,
-                     Err *e);
+static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, Err *e);
 
 /* Save the run after `step` steps into --ckpt-dir/step-N.h5 and prune:
- * rank 0 writes, with ZeRO the moments gathered from every rank. */
+ * with several ranks all write it together (ckpt_save_dist), each its
+ * tensors (with ZeRO its shard of the moments); rank 0 prunes. */
 static int save_run(Trainer *tr, const TrainData *d, const char *run_config, long step, long tokens,
                     double lr, Err *e) {
     char path[4096];
@@ -405,27 +405,25 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     for (int r = 1; r < tr->world; r++) memcpy(cursor + 2 * r, cursor, 2 * sizeof *cursor);
     CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, tr->world, cursor, {0}, (char *)run_config, d->data_id,
                     tr->model_id};
-    AdamW full;
-    if (tr->zero) zero_moments(tr, &full);
-    int src = 0;
-    if (tr->rank == 0) src = save_file(tr, d, path, &st, tr->zero ? &full : &tr->opt, e);
-    if (tr->zero) zero_moments_free(&full);
+    int src = save_file(tr, d, path, &st, e);
     free(cursor);
-    dist_barrier();
     return src;
 }
 
-static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, const AdamW *opt,
-                     Err *e) {
+static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, Err *e) {
     CkptState st = *stp;
     Rng r;
     rng_seed(&r, (uint64_t)tr->o.seed);
     memcpy(st.rng, r.s, sizeof st.rng);
     double t0 = time_now();
     HostView hv; /* host copies of a GPU's buffers for the HDF5 writer */
-    device_host_view(&tr->m, opt, &hv);
+    device_host_view(&tr->m, &tr->opt, &hv);
     int src;
-    if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
+    if (tr->world > 1) {
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        src = ckpt_save_dist(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, tr->m.lora ? &cl : NULL, &hv.opt,
+                             tr->zero ? tr->shard : NULL, &st, e);
+    } else if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
         src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
     } else {
@@ -433,6 +431,7 @@ static int save_file(Trainer *tr, const TrainData *d, const char *path, const Ck
     }
     device_host_free(&hv);
     if (src) return -1;
+    if (tr->rank != 0) return 0;
     double dt = time_now() - t0;
     struct stat sb;
     stat(path, &sb);
