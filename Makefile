@@ -168,7 +168,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-dist clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests
 
@@ -228,6 +228,12 @@ bench: all
 bench-lora: all
 	$(Q)python3 scripts/bench_lora.py $(BENCH_LORA_ARGS)
 
+# Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
+# rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
+# ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1.
+bench-dist: all
+	$(Q)LLAMAC=$(BUILD)/llamac python3 scripts/bench_dist.py $(BENCH_DIST_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
@@ -272,6 +278,7 @@ help:
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
+	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make deps       install Debian packages the build needs"
@@ -279,6 +286,6 @@ help:
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"
 	@echo "make test-gpu   CUDA ops vs CPU, a training step, a 300-step loss curve (skips without a GPU)"
 	@echo "make bench-gpu  step benchmark against PyTorch on the GPU (skips without a GPU)"
-	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1"
+	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1 MPI=0"
 
 -include $(ALL_OBJ:.o=.d)

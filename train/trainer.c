@@ -207,8 +207,10 @@ static void zero_step(Trainer *tr, double norm, float lr) {
  * rank's shard norm summed). */
 static double dp_grad_norm(Trainer *tr, int hooked) {
     if (tr->world == 1) return adamw_grad_norm(&tr->opt, tr->grads);
+    double t0 = time_now();
     if (tr->zero) {
         dist_reduce_scatter_f32(tr->grads, tr->shard);
+        tr->dp_wait += time_now() - t0;
         size_t s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
         double ss = s1 > s0 ? tr->m.ops->sumsq(tr->m.ctx, tr->grads + s0, s1 - s0) : 0;
         dist_allreduce_f64(&ss, 1);
@@ -216,21 +218,17 @@ static double dp_grad_norm(Trainer *tr, int hooked) {
     }
     if (hooked) dist_wait();
     else dist_allreduce_f32(tr->grads, tr->pt->size);
+    tr->dp_wait += time_now() - t0;
     return adamw_grad_norm(&tr->opt, tr->grads);
 }
 
-/* ZeRO: the whole moments, gathered from the shards (checkpoints); a host
- * AdamW the caller frees with zero_moments_free. */
+/* ZeRO resume: room for the whole moments a checkpoint holds, of which
+ * this rank keeps its shard; a host AdamW freed with zero_moments_free. */
 static void zero_moments(const Trainer *tr, AdamW *full) {
     *full = tr->opt;
-    size_t n = tr->pt->size, s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
-    full->size = n;
-    full->m = xcalloc(n, sizeof(float));
-    full->v = xcalloc(n, sizeof(float));
-    memcpy(full->m + s0, tr->opt.m, (s1 - s0) * sizeof(float));
-    memcpy(full->v + s0, tr->opt.v, (s1 - s0) * sizeof(float));
-    dist_allgather_f32(full->m, tr->shard);
-    dist_allgather_f32(full->v, tr->shard);
+    full->size = tr->pt->size;
+    full->m = xcalloc(full->size, sizeof(float));
+    full->v = xcalloc(full->size, sizeof(float));
 }
 
 static void zero_moments_free(AdamW *full) {
@@ -625,9 +623,12 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     printf("%s\n", grid);
     free(grid);
     if (tr->world > 1)
-        printf("  data parallel: rank r trains micro-batches [r*%ld, (r+1)*%ld) of each step's %ld; gradients "
-               "all-reduced per layer during the backward%s\n", tr->k1 - tr->k0, tr->k1 - tr->k0, tr->accum,
-               tr->zero ? "; ZeRO-1: reduce-scatter, AdamW on 1/N of the buffer per rank, all-gather" : "");
+        printf("  data parallel: rank r trains micro-batches [r*%ld, (r+1)*%ld) of each step's %ld; %s; AdamW "
+               "state %.2f MB on this rank\n", tr->k1 - tr->k0, tr->k1 - tr->k0, tr->accum,
+               tr->zero ? "ZeRO-1: gradients reduce-scattered, AdamW on this rank's shard, weights all-gathered"
+                        : "gradients all-reduced layer by layer during the backward",
+               2.0 * tr->opt.size * sizeof(float) / 1e6);
+    uint64_t sent0 = dist_bytes_sent();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
            " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
            m->t.numel / 1e6, (unsigned long long)train->count, train->unit ? train->unit : "rows", o->T, val ? ", validation on" : "");
@@ -734,6 +735,12 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     }
     if (tr->gen.params && tr->rank == 0) print_sample(tr, "after training");
     if (tr->rank == 0 && write_outputs(tr, train->tokenizer_id, e)) goto out;
+    if (tr->world > 1)
+        printf("dist: %.0f bytes sent per step by rank 0 in the gradient reductions (%zu gradient bytes; ring "
+               "bound 2(N-1)/N x that = %.0f); %.1f ms per step waiting for them after the backward\n",
+               (double)(dist_bytes_sent() - sent0) / (double)(steps - start), tr->pt->size * sizeof(float),
+               2.0 * (tr->world - 1) / tr->world * (double)(tr->pt->size * sizeof(float)),
+               1e3 * tr->dp_wait / (double)(steps - start));
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
     if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
     else if (val) printf(", val loss %.4f", last_val);

@@ -125,6 +125,7 @@ typedef struct Trainer {
     size_t *bucket;        /* (L + 1) layer l's gradients are pt[bucket[l], bucket[l+1]) */
     size_t *shard;         /* (world + 1) --zero 1: this rank steps pt[shard[rank], shard[rank+1]) */
     int zero;
+    double dp_wait;        /* seconds spent waiting for gradient reductions after the backward */
 } Trainer;
 
 /* Check the shared flags that need no input (lr > 0, --device), so a bad
