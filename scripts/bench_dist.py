@@ -90,6 +90,8 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=8, help="steps of the tokens/s runs")
+    ap.add_argument("--rounds", type=int, default=3, help="alternating tokens/s runs of each (median)")
+    ap.add_argument("--no-bytes", action="store_true", help="skip the byte counts")
     args = ap.parse_args()
     llamac = os.environ.get("LLAMAC", os.path.join(ROOT, "build", "llamac"))
     work = os.path.join(ROOT, "build", "bench-dist")
@@ -101,10 +103,11 @@ def main():
     print("bench-dist: preset %s (vocab 2048), B %d, T %d; OpenMPI over loopback TCP for the byte counts" % (
         args.preset, args.batch, args.seq))
 
-    print("\n| ranks | ZeRO-1 | gradient MB | measured MB sent/step/rank | ring bound MB | measured / bound |"
-          " AdamW MB/rank | wait after backward ms/step |")
-    print("|---|---|---|---|---|---|---|---|")
-    for n in (2, 4):
+    if not args.no_bytes:
+        print("\n| ranks | ZeRO-1 | gradient MB | measured MB sent/step/rank | ring bound MB | measured / bound |"
+              " AdamW MB/rank | wait after backward ms/step |")
+        print("|---|---|---|---|---|---|---|---|")
+    for n in () if args.no_bytes else (2, 4):
         for zero in (0, 1):
             g = ["--batch-tokens", str(micro * n), "--zero", str(zero)]
             s1, s2 = 2, 6
@@ -120,10 +123,15 @@ def main():
             print("| %d | %s | %.2f | %.2f | %.2f | %.3f | %.1f | %.1f |" % (
                 n, "on" if zero else "off", gb / 1e6, per / 1e6, bound / 1e6, per / bound, mem, wait), flush=True)
 
-    print("\ntokens/s on the same global batch (%d tokens/step), median of %d steps:" % (2 * micro, args.steps))
+    print("\ntokens/s on the same global batch (%d tokens/step), median over %d alternating runs of the median of "
+          "%d steps:" % (2 * micro, args.rounds, args.steps))
     g = ["--batch-tokens", str(2 * micro), "--steps", str(args.steps)]
-    one = rates(train(llamac, 0, base + g, threads=2))
-    two = rates(train(llamac, 2, base + g))
+    ones, twos = [], []
+    for _ in range(args.rounds):
+        ones.append(rates(train(llamac, 0, base + g, threads=2)))
+        twos.append(rates(train(llamac, 2, base + g)))
+    print("  runs: 1 rank x 2 threads %s; 2 ranks x 1 thread %s" % (ones, twos))
+    one, two = statistics.median(ones), statistics.median(twos)
     print("| run | tokens/s |\n|---|---|")
     print("| 1 rank x 2 threads | %.0f |" % one)
     print("| 2 ranks x 1 thread (mpirun, shared memory) | %.0f |" % two)
