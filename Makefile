@@ -162,7 +162,7 @@ ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
 TEST_SRC += tests/test_gpu.c
 endif
-ALL_OBJ := $(LIB_OBJ) $(MAIN_SRC:%.c=$(OBJ)/%.o) $(TEST_SRC:%.c=$(OBJ)/%.o)
+ALL_OBJ := $(LIB_OBJ) $(MAIN_SRC:%.c=$(OBJ)/%.o) $(TEST_SRC:%.c=$(OBJ)/%.o) $(OBJ)/dist/dist_none.o
 
 ifneq ($(V),1)
 Q := @
@@ -170,7 +170,7 @@ endif
 
 .PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-dist clean help deps cuda-check test-gpu bench-gpu
 
-all: $(BUILD)/llamac $(BUILD)/tests
+all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
 
 # Changing flags rebuilds everything (Redis's .make-settings).
 $(BUILD)/.flags: FORCE
@@ -191,6 +191,10 @@ $(OBJ)/%.o: %.cu $(BUILD)/.flags
 $(BUILD)/llamac: $(LIB_OBJ) $(OBJ)/train/main.o
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
 $(BUILD)/tests: $(LIB_OBJ) $(TEST_SRC:%.c=$(OBJ)/%.o)
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
+# The same objects with dist_none.c instead of dist.c: what a build without
+# MPI does under mpirun (tests/test_dist.c checks it refuses to run).
+$(BUILD)/llamac-nompi: $(filter-out $(OBJ)/dist/dist.o,$(LIB_OBJ)) $(OBJ)/dist/dist_none.o $(OBJ)/train/main.o
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
 
 deps:

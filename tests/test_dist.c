@@ -444,3 +444,30 @@ void dist_ckpt_layout(void) {
     free(pa), free(pb);
     params_free(&t);
 }
+
+/* A build without MPI (dist_none.c; build/llamac-nompi links it instead of
+ * dist.c) started as N copies by mpirun refuses with one line each, and
+ * runs as one process otherwise. */
+void dist_none_refuses(void) {
+    if (!have_mpi()) return;
+    need_shard();
+    char bin[4200], cmd[8192];
+    snprintf(bin, sizeof bin, "%s-nompi", test_llamac_path);
+    if (access(bin, X_OK) != 0) {
+        EXPECT(0, "%s missing (make builds it)", bin);
+        return;
+    }
+    snprintf(cmd, sizeof cmd, MPIRUN "2 %s " PRE_ARGS "--steps 1 --ckpt-dir " TD "/n1 --out " TD "/n1.h5 >" TD
+             "/mpi.out 2>" TD "/mpi.err", bin);
+    int st = system(cmd);
+    slurp_into(TD "/mpi.err", test_err, sizeof test_err);
+    EXPECT(WIFEXITED(st) && WEXITSTATUS(st) != 0, "status %d", st);
+    EXPECT(strstr(test_err, "llamac: error: mpirun: this llamac was built without MPI, but OMPI_COMM_WORLD_SIZE=2 "
+                            "asks for 2 ranks"), "no refusal: %s", test_err);
+    EXPECT(access(TD "/n1.h5", F_OK) != 0, "a copy ran and wrote its output");
+    snprintf(cmd, sizeof cmd, "%s " PRE_ARGS "--steps 1 --ckpt-dir " TD "/n2 --out " TD "/n2.h5 >" TD "/mpi.out 2>"
+             TD "/mpi.err", bin);
+    st = system(cmd);
+    slurp_into(TD "/mpi.out", test_out, sizeof test_out);
+    EXPECT(st == 0 && strstr(test_out, "dist: 1 rank (built without MPI)"), "plain run: %d %s", st, test_out);
+}

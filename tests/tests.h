@@ -180,5 +180,6 @@ void dist_errors(void);
 void dist_resume_other_size(void);
 void dist_rank_killed(void);
 void dist_ckpt_layout(void);
+void dist_none_refuses(void);
 
 #endif
