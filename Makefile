@@ -121,6 +121,9 @@ endif
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
 CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu
+# NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
+# cuda-check; not linked into CUDA=1 builds until the trainer calls them.
+NCCL_SRC := dist/nccl.cu
 CUDA_INC ?= $(CUDA_HOME)/include
 CUDA_LIB ?= $(CUDA_HOME)/lib64
 CUDNN_INC ?= $(CUDA_INC)
@@ -243,7 +246,7 @@ bench-dist: all
 cuda-check:
 	@test -n "$(NVCC)" || { echo "cuda-check: skipped, nvcc not found"; exit 0; }
 	@mkdir -p $(BUILD)/cuda-check
-	$(Q)for f in $(CUDA_SRC); do echo "  NVCC $$f"; \
+	$(Q)for f in $(CUDA_SRC) $(NCCL_SRC); do echo "  NVCC $$f"; \
 	  $(NVCC) $(NVCCFLAGS) -Werror all-warnings -Xcompiler -Werror -c $$f -o $(BUILD)/cuda-check/$$(basename $$f .cu).o || exit 1; done
 
 # The GPU tiers: every CUDA op against the CPU op, a training step, and the

@@ -724,6 +724,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         }
         fflush(stdout);
         if (mf) fflush(mf);
+        /* a signal seen by any rank stops all after the same step (mpirun forwards SIGTERM to each) */
+        if (tr->world > 1) stop_signal = dist_allreduce_max_int(stop_signal);
         if ((o->save_every && (step + 1) % o->save_every == 0) || step + 1 == steps || stop_signal) {
             if (save_run(tr, train, run_config, step + 1, (long)n * (step + 1), lr_now, e)) goto out;
         }
