@@ -100,7 +100,7 @@ char *dist_describe(void) {
     else memcpy(all, mine, DESC_ONE);
     size_t cap = (size_t)grid.world * DESC_ONE + 128;
     char *s = xmalloc(cap);
-    snprintf(s, cap, "dist: %d ranks = %d stage%s x %d replica%s (%s)", grid.world, grid.pp, grid.pp == 1 ? "" : "s",
+    snprintf(s, cap, "dist: %d rank%s = %d stage%s x %d replica%s (%s)", grid.world, grid.world == 1 ? "" : "s", grid.pp, grid.pp == 1 ? "" : "s",
              grid.dp, grid.dp == 1 ? "" : "s", inited ? "MPI" : "MPI build, not under a launcher");
     for (int r = 0; r < grid.world; r++) strncat(s, all + (size_t)r * DESC_ONE, cap - strlen(s) - 1);
     free(all);

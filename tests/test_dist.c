@@ -176,7 +176,7 @@ void dist_one_rank(void) {
     system("rm -rf " TD "/q1");
     int rc = mpi_llamac(1, PRE_ARGS "--ckpt-dir " TD "/q1 --metrics " TD "/q1.jsonl --out " TD "/q1.h5");
     EXPECT(rc == 0, "mpirun -np 1: %s", test_err);
-    EXPECT(strstr(test_out, "dist: 1 ranks = 1 stage x 1 replica (MPI)"), "start-up line: %s", test_out);
+    EXPECT(strstr(test_out, "dist: 1 rank = 1 stage x 1 replica (MPI)"), "start-up line: %s", test_out);
     ckpt_test_same_losses(TD "/p1.jsonl", TD "/q1.jsonl", STEPS);
     EXPECT(same_bits(TD "/p1.h5", TD "/q1.h5"), "weights differ from the plain run");
 }
@@ -353,9 +353,9 @@ static pid_t rank_pid(pid_t mpirun, int rank) {
     return found;
 }
 
-/* about 100 ms a step on 2 ranks here, so the kill lands mid-run */
+/* 30-100 ms a step on 2 ranks here (quiet to loaded), so the kill lands mid-run */
 #define KILL_ARGS "pretrain --train " TD "/train.bin --preset tiny --set dim=128 --set hidden=384 --set n_layers=2 " \
-                  "--batch 4 --seq 64 --batch-tokens 512 --steps 20 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 " \
+                  "--batch 4 --seq 128 --batch-tokens 1024 --steps 60 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 " \
                   "--save-every 5 --keep 2 "
 
 /* SIGKILL of rank 1 mid-run: every rank gone within 30 s with a line naming
@@ -393,7 +393,7 @@ void dist_rank_killed(void) {
     char log[TEST_ERR_MAX];
     slurp_into(TD "/k/../k.log", log, sizeof log);
     EXPECT(strstr(log, "rank 1") && strstr(log, "signal 9"), "no line naming the lost rank: %s", log);
-    EXPECT(access(TD "/k/step-00000020.h5", F_OK) != 0, "the run finished before the kill: make it longer");
+    EXPECT(access(TD "/k/step-00000060.h5", F_OK) != 0, "the run finished before the kill: make it longer");
     rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/k --metrics " TD "/k.jsonl --out " TD "/k.h5 --resume auto");
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
     double d = weight_diff(TD "/ks.h5", TD "/k.h5");
@@ -470,4 +470,36 @@ void dist_none_refuses(void) {
     st = system(cmd);
     slurp_into(TD "/mpi.out", test_out, sizeof test_out);
     EXPECT(st == 0 && strstr(test_out, "dist: 1 rank (built without MPI)"), "plain run: %d %s", st, test_out);
+}
+
+/* SIGTERM to mpirun (which forwards it to every rank): all ranks stop
+ * after the same step with a checkpoint, and --resume auto finishes with
+ * the straight run's weights. */
+void dist_sigterm(void) {
+    if (!have_mpi()) return;
+    need_shard();
+    system("rm -rf " TD "/t " TD "/ts");
+    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ts --out " TD "/ts.h5");
+    EXPECT(rc == 0, "straight run: %s", test_err);
+    pid_t pid = fork();
+    LC_ASSERT(pid >= 0);
+    if (pid == 0) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "exec " MPIRUN "2 %s " KILL_ARGS "--ckpt-dir " TD "/t --out " TD "/t.h5 >" TD
+                 "/t.log 2>&1", test_llamac_path);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    EXPECT(ckpt_test_wait_for(TD "/t/step-00000005.h5", pid) == 0, "no step-5 checkpoint appeared");
+    kill(pid, SIGTERM);
+    int st;
+    waitpid(pid, &st, 0);
+    char log[TEST_ERR_MAX];
+    slurp_into(TD "/t.log", log, sizeof log);
+    EXPECT(strstr(log, "stopped by SIGTERM after step"), "no stop line: %s", log);
+    EXPECT(access(TD "/t/step-00000060.h5", F_OK) != 0, "the run finished before the signal: make it longer");
+    rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/t --out " TD "/t.h5 --resume auto");
+    EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
+    double d = weight_diff(TD "/ts.h5", TD "/t.h5");
+    EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
 }

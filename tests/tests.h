@@ -181,5 +181,6 @@ void dist_resume_other_size(void);
 void dist_rank_killed(void);
 void dist_ckpt_layout(void);
 void dist_none_refuses(void);
+void dist_sigterm(void);
 
 #endif
