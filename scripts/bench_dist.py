@@ -15,7 +15,8 @@
    global batch (median over the steps after the first).
 3. AdamW state per rank with and without ZeRO-1, and how long each step
    waited for its gradient reductions after the backward (the part of the
-   communication the per-layer all-reduces did not hide).
+   communication the per-layer all-reduces did not hide), against one
+   blocking all-reduce after the backward (LLAMAC_DIST_OVERLAP=0).
 
 Standard library only. LLAMAC=path/to/llamac (default build/llamac).
 """
@@ -122,6 +123,18 @@ def main():
             mem = float(re.search(r"AdamW state ([\d.]+) MB on this rank", out).group(1))
             print("| %d | %s | %.2f | %.2f | %.2f | %.3f | %.1f | %.1f |" % (
                 n, "on" if zero else "off", gb / 1e6, per / 1e6, bound / 1e6, per / bound, mem, wait), flush=True)
+
+    if not args.no_bytes:
+        print("\nOverlap: 2 ranks over loopback TCP, the per-layer MPI_Iallreduce during the backward against one "
+              "blocking all-reduce after it (LLAMAC_DIST_OVERLAP=0):")
+        print("| reductions | wait after backward ms/step | tokens/s |\n|---|---|---|")
+        for ov in ("1", "0"):
+            os.environ["LLAMAC_DIST_OVERLAP"] = ov
+            out = train(llamac, 2, base + ["--batch-tokens", str(micro * 2), "--steps", "6"], wire=True)
+            wait = float(re.search(r"; ([\d.]+) ms per step waiting", out).group(1))
+            print("| %s | %.1f | %.0f |" % ("per layer, during the backward" if ov == "1" else "one, after the backward",
+                                         wait, rates(out)), flush=True)
+        del os.environ["LLAMAC_DIST_OVERLAP"]
 
     print("\ntokens/s on the same global batch (%d tokens/step), median over %d alternating runs of the median of "
           "%d steps:" % (2 * micro, args.rounds, args.steps))

@@ -171,6 +171,14 @@ static void dp_reduce(Trainer *tr, size_t lo, size_t hi) {
     if (hi > lo) dist_iallreduce_f32(tr->grads + lo, hi - lo);
 }
 
+/* LLAMAC_DIST_OVERLAP=0 turns the per-layer reductions off (one blocking
+ * all-reduce after the backward instead): for make bench-dist, which
+ * measures what the overlap hides. */
+static int dp_overlap(void) {
+    const char *s = getenv("LLAMAC_DIST_OVERLAP");
+    return !s || strcmp(s, "0") != 0;
+}
+
 /* llama_backward's hook on this rank's last micro-batch: layer l's
  * gradients are final, send them while the backward goes on. */
 static void dp_hook(void *ud, int l) {
@@ -629,6 +637,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                         : "gradients all-reduced layer by layer during the backward",
                2.0 * tr->opt.size * sizeof(float) / 1e6);
     uint64_t sent0 = dist_bytes_sent();
+    int overlap = dp_overlap();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
            " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
            m->t.numel / 1e6, (unsigned long long)train->count, train->unit ? train->unit : "rows", o->T, val ? ", validation on" : "");
@@ -682,7 +691,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             /* the LoRA dropout mask of (step, micro-batch): a resumed run draws the same */
             llama_lora_seed(m, (uint64_t)o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
             loss += llama_forward(m, 0, c->n_layers, ntgt ? 1.0f / ntgt : 0.0f);
-            hooked = tr->world > 1 && !tr->zero && k == tr->k1 - 1;
+            hooked = tr->world > 1 && !tr->zero && k == tr->k1 - 1 && overlap;
             m->bwd_hook = hooked ? dp_hook : NULL;
             m->bwd_ud = tr;
             llama_backward(m, 0, c->n_layers);
