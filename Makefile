@@ -147,17 +147,18 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
-           data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c \
+           data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c \
            $(DIST_SRC) optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
-           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/trainer.c \
+           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c \
            train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
            train/safetensors.c train/gguf.c train/convert.c train/peft.c train/cmd_convert.c train/cmd_logits.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
-            tests/test_lora.c tests/test_sft.c tests/test_export.c tests/test_gguf.c tests/test_peft.c tests/test_dist.c
+            tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
+            tests/test_sft_batches.c tests/test_dist.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -171,7 +172,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-dist clean help deps cuda-check test-gpu bench-gpu
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
 
@@ -223,6 +224,15 @@ demo: all
 demo-sft: all
 	$(Q)bash scripts/demo_sft.sh
 
+# DPO on demo-sft's fine-tuned model (run first if missing) with WordNet
+# preference pairs: held-out reward accuracy, answers before and after.
+demo-dpo: all
+	$(Q)bash scripts/demo_dpo.sh
+
+# llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
+bench-dpo: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
+
 # Step benchmark against PyTorch on this CPU, with the SGEMM peak; tokenizer
 # encoding speed against tokenizers / tiktoken / sentencepiece (bench_tok.py).
 bench: all
@@ -234,6 +244,12 @@ bench: all
 # for a quick one. Also part of `make bench` with BENCH_LORA=1.
 bench-lora: all
 	$(Q)python3 scripts/bench_lora.py $(BENCH_LORA_ARGS)
+
+# LoRA SFT of SmolLM2-135M-Instruct against TRL SFTTrainer + PEFT on this CPU
+# (scripts/bench_sft.py; TRL from the reference venv). Quick by default;
+# BENCH_SFT_ARGS="--steps 10 --rounds 5" for the README's numbers.
+bench-sft: all
+	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
 
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
@@ -285,9 +301,12 @@ help:
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
+	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
+	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
+	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"

@@ -172,7 +172,7 @@ static int llama2(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, co
 // ---------------------------------------------------------------------------
 // Llama 3
 
-static int llama3(const Tokenizer *t, const ChatMsg *m, int n, int v31, ChatTokens *o,
+static int llama3(const Tokenizer *t, const ChatMsg *m, int n, int v31, const char *date, ChatTokens *o,
                   const char *where, Err *e) {
     static const char *const need[4] = {"<|begin_of_text|>", "<|start_header_id|>",
                                         "<|end_header_id|>", "<|eot_id|>"};
@@ -187,7 +187,9 @@ static int llama3(const Tokenizer *t, const ChatMsg *m, int n, int v31, ChatToke
     int i = 0;
     if (v31) { /* the system block, always there; the first system message goes in it */
         Str b = {0};
-        str_cat(&b, "\n\nCutting Knowledge Date: December 2023\nToday Date: " CHAT_LLAMA31_DATE "\n\n");
+        str_cat(&b, "\n\nCutting Knowledge Date: December 2023\nToday Date: ");
+        str_cat(&b, date && *date ? date : CHAT_LLAMA31_DATE);
+        str_cat(&b, "\n\n");
         if (n > 0 && m[0].role == CHAT_SYSTEM) {
             const char *c = m[0].content;
             size_t len = m[0].len;
@@ -264,13 +266,19 @@ static int chatml(const Tokenizer *t, const char *system, const ChatMsg *m, int 
     return 0;
 }
 
-int chat_encode_sys(const Tokenizer *t, ChatTemplate tpl, const char *system, const ChatMsg *msgs,
-                    int n, ChatTokens *out, const char *where, Err *e) {
+int chat_encode_opts(const Tokenizer *t, ChatTemplate tpl, const char *system, const char *date, const ChatMsg *msgs,
+                     int n, ChatTokens *out, const char *where, Err *e) {
     out->n = 0;
     if (tpl == CHAT_LLAMA2) return llama2(t, msgs, n, out, where, e);
-    if (tpl == CHAT_LLAMA3 || tpl == CHAT_LLAMA31) return llama3(t, msgs, n, tpl == CHAT_LLAMA31, out, where, e);
+    if (tpl == CHAT_LLAMA3 || tpl == CHAT_LLAMA31)
+        return llama3(t, msgs, n, tpl == CHAT_LLAMA31, date, out, where, e);
     if (tpl == CHAT_CHATML) return chatml(t, system, msgs, n, out, where, e);
     return err_set(e, "%s: unknown chat template %d", where, (int)tpl);
+}
+
+int chat_encode_sys(const Tokenizer *t, ChatTemplate tpl, const char *system, const ChatMsg *msgs,
+                    int n, ChatTokens *out, const char *where, Err *e) {
+    return chat_encode_opts(t, tpl, system, NULL, msgs, n, out, where, e);
 }
 
 int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n,

@@ -136,6 +136,11 @@ int chat_encode(const Tokenizer *t, ChatTemplate tpl, const ChatMsg *msgs, int n
 int chat_encode_sys(const Tokenizer *t, ChatTemplate tpl, const char *system, const ChatMsg *msgs,
                     int n, ChatTokens *out, const char *where, Err *e);
 
+/* chat_encode_sys with Llama 3.1/3.2's "Today Date" given (NULL or "":
+ * CHAT_LLAMA31_DATE): a run's date comes from a flag, never the clock. */
+int chat_encode_opts(const Tokenizer *t, ChatTemplate tpl, const char *system, const char *date, const ChatMsg *msgs,
+                     int n, ChatTokens *out, const char *where, Err *e);
+
 /* Release out's buffers and zero it; a zeroed one is fine. */
 void chat_tokens_free(ChatTokens *out);
 

@@ -45,17 +45,7 @@ void sft_free(SftSet *s) {
 // ----------------------------------------------------------------------------
 // one example
 
-/* the example being built: a ChatTokens so the templates can write to it */
-typedef struct {
-    const Tokenizer *t;
-    const SftOpts *o;
-    SftLoss loss;
-    ChatTokens ex, tmp;
-    int32_t *enc;
-    size_t enc_cap;
-    ChatMsg *msgs;
-    int msg_cap;
-} Builder;
+typedef SftRender Builder;
 
 static void push_ids(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
     if (o->n + n > o->cap) {
@@ -123,11 +113,11 @@ static int check_msgs(const ChatMsg *m, int n, int need_assistant, const char *w
 static int chat_pair(Builder *b, const ChatMsg *m, int n, int np, const char *where, Err *e) {
     if (b->o->tpl < 0) return err_set(e, "%s: chat messages need a chat template (--template)", where);
     ChatTemplate tpl = (ChatTemplate)b->o->tpl;
-    if (chat_encode(b->t, tpl, m, n, &b->tmp, where, e)) return -1;
+    if (chat_encode_opts(b->t, tpl, CHAT_SMOLLM2_SYSTEM, b->o->date, m, n, &b->tmp, where, e)) return -1;
     size_t cut = 0;
     if (np > 0) {
         ChatTokens pr = {0};
-        if (chat_encode(b->t, tpl, m, np, &pr, where, e)) return chat_tokens_free(&pr), -1;
+        if (chat_encode_opts(b->t, tpl, CHAT_SMOLLM2_SYSTEM, b->o->date, m, np, &pr, where, e)) return chat_tokens_free(&pr), -1;
         while (cut < pr.n && cut < b->tmp.n && pr.ids[cut] == b->tmp.ids[cut]) cut++;
         chat_tokens_free(&pr);
     }
@@ -152,6 +142,41 @@ static int field_msgs(Builder *b, json_t *v, int at, int *n, const char *what, c
     free(tmp);
     *n = k;
     return 0;
+}
+
+void sft_render_init(SftRender *b, const Tokenizer *t, const SftOpts *o, SftLoss loss) {
+    memset(b, 0, sizeof *b);
+    b->t = t;
+    b->o = o;
+    b->loss = loss;
+}
+
+void sft_render_free(SftRender *b) {
+    chat_tokens_free(&b->ex);
+    chat_tokens_free(&b->tmp);
+    free(b->enc);
+    free(b->msgs);
+    memset(b, 0, sizeof *b);
+}
+
+int sft_render_prompt(SftRender *b, const void *prompt, const void *completion, const char *cname,
+                      const char *where, Err *e) {
+    json_t *p = (json_t *)prompt, *c = (json_t *)completion;
+    b->ex.n = 0;
+    if (json_is_string(p) && json_is_string(c)) {
+        if (json_string_length(c) == 0) return err_set(e, "%s: empty \"%s\"", where, cname);
+        plain_pair(b, json_string_value(p), json_string_length(p), json_string_value(c), json_string_length(c));
+        return 0;
+    }
+    if (!json_is_array(p) || !json_is_array(c))
+        return err_set(e, "%s: \"prompt\" and \"%s\" must both be strings or both message lists", where, cname);
+    int np = 0, nc = 0;
+    if (field_msgs(b, p, 0, &np, "prompt", where, e) || field_msgs(b, c, np, &nc, cname, where, e))
+        return -1;
+    if (np == 0) return err_set(e, "%s: empty \"prompt\" list", where);
+    if (nc == 0) return err_set(e, "%s: empty \"%s\" list", where, cname);
+    if (check_msgs(b->msgs, np + nc, 1, where, e)) return -1;
+    return chat_pair(b, b->msgs, np + nc, np, where, e);
 }
 
 static SftFormat detect(json_t *obj, const char *text_field) {
@@ -189,19 +214,7 @@ static int build(Builder *b, json_t *obj, SftFormat f, const char *where, Err *e
     case SFT_PROMPT: {
         json_t *p = json_object_get(obj, "prompt"), *c = json_object_get(obj, "completion");
         if (!p || !c) return err_set(e, "%s: no field \"%s\"", where, p ? "completion" : "prompt");
-        if (json_is_string(p) && json_is_string(c)) {
-            if (json_string_length(c) == 0) return err_set(e, "%s: empty \"completion\"", where);
-            plain_pair(b, json_string_value(p), json_string_length(p), json_string_value(c), json_string_length(c));
-            return 0;
-        }
-        if (!json_is_array(p) || !json_is_array(c))
-            return err_set(e, "%s: \"prompt\" and \"completion\" must both be strings or both message lists", where);
-        int np = 0, nc = 0;
-        if (field_msgs(b, p, 0, &np, "prompt", where, e) || field_msgs(b, c, np, &nc, "completion", where, e) ||
-            check_msgs(b->msgs, np + nc, 1, where, e))
-            return -1;
-        if (np == 0) return err_set(e, "%s: empty \"prompt\" list", where);
-        return chat_pair(b, b->msgs, np + nc, np, where, e);
+        return sft_render_prompt(b, p, c, "completion", where, e);
     }
     case SFT_ALPACA: {
         const char *ins = str_field(obj, "instruction", &l1, 0, where, e), *inp, *out;
@@ -267,9 +280,7 @@ int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
     s->cap_ex = 1024;
     s->off[0] = 0;
     Builder b;
-    memset(&b, 0, sizeof b);
-    b.t = t;
-    b.o = o;
+    sft_render_init(&b, t, o, SFT_LOSS_AUTO);
     char *line = NULL, where[600];
     size_t cap = 0;
     ssize_t len;
@@ -316,10 +327,7 @@ int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
     }
     free(line);
     fclose(f);
-    chat_tokens_free(&b.ex);
-    chat_tokens_free(&b.tmp);
-    free(b.enc);
-    free(b.msgs);
+    sft_render_free(&b);
     if (!rc && s->n == 0)
         rc = err_set(e, "%s: no usable example (%ld lines; %ld longer than --max-length %d dropped, %ld with no "
                         "trained token left after truncation)", path, s->lines, s->dropped_long, o->max_len,

@@ -58,6 +58,7 @@ typedef struct SftOpts {
     int max_len;            /* tokens per example, >= 2 */
     int drop_long;          /* 1: drop longer examples; 0: truncate */
     int bos;                /* 1: prepend BOS to untemplated examples (the tokenizer's, if any) */
+    const char *date;       /* Llama 3.1/3.2's system-block date (NULL: the template's default) */
 } SftOpts;
 
 /* All examples of a file: tokens back to back. */
@@ -87,6 +88,34 @@ void sft_free(SftSet *s);
 /* Identity of a set's examples (tokens and masks; packed or not), for
  * resume checks. */
 uint64_t sft_hash(const SftSet *s, int packed);
+
+/* Rendering one example as sft_load does, for the other builders of
+ * examples (data/dpo.c). The fields are the renderer's working buffers. */
+typedef struct SftRender {
+    const Tokenizer *t;   /* borrowed */
+    const SftOpts *o;     /* borrowed: tpl, bos */
+    SftLoss loss;
+    ChatTokens ex;        /* the last example rendered: ids, mask (1 = trained) */
+    ChatTokens tmp;
+    int32_t *enc;
+    size_t enc_cap;
+    ChatMsg *msgs;
+    int msg_cap;
+} SftRender;
+
+void sft_render_init(SftRender *b, const Tokenizer *t, const SftOpts *o, SftLoss loss);
+void sft_render_free(SftRender *b);
+
+/* One prompt-completion example into b->ex as sft_load renders the prompt
+ * format: prompt and completion (jansson json_t values) both strings (BOS
+ * when o->bos, the completion's ids past the longest common prefix of the
+ * prompt's and the whole text's, EOS) or both message lists (the chat
+ * template; the completion is what follows the rendered prompt with its
+ * generation header). Mask 1 on the completion tokens (SFT_LOSS_ALL: every
+ * token but the first). cname names the completion field in errors
+ * ("<where>: empty \"chosen\"", bad messages, template errors). */
+int sft_render_prompt(SftRender *b, const void *prompt, const void *completion, const char *cname,
+                      const char *where, Err *e);
 
 /* Rows of T slots built from a set. */
 typedef struct SftRows {

@@ -392,6 +392,28 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
     return loss;
 }
 
+double llama_forward_rows(Llama *m, float *row_mean) {
+    const LlamaConfig *c = &m->c;
+    int N = m->B * m->T, D = c->dim;
+    int L = c->n_layers;
+    m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    for (int l = 0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
+    m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
+    return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, row_mean, m->xf, m->w.lm_head, m->targets, NULL,
+                               m->scratch, N, D, c->vocab);
+}
+
+void llama_head_backward(Llama *m, const float *row_scale) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    int N = m->B * m->T, D = c->dim;
+    LC_ASSERT(m->dres);
+    o->lmhead_rows(m->ctx, m->dxn, m->g.lm_head, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, row_scale,
+                   m->scratch, N, D, c->vocab);
+    o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
+    o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+}
+
 // ----------------------------------------------------------------------------
 // generation: one position at a time, every buffer used at row `pos` of
 // batch row 0, so the k and v rows of earlier positions are the cache

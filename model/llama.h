@@ -154,6 +154,18 @@ void llama_doc_pos(const int *tokens, int B, int T, int sep, int *pos);
  * the caller puts the stage input in acts[l0].x. */
 double llama_forward(Llama *m, int l0, int l1, float grad_scale);
 
+/* DPO's forward: the whole model like llama_forward(m, 0, L, 0), but the
+ * head through lmhead_rows: row_loss gets each row's -log p(target) (0
+ * where ignored) and row_mean (backend memory, N floats; may be NULL) each
+ * trained row's mean logit. Returns the summed loss. No gradient yet. */
+double llama_forward_rows(Llama *m, float *row_mean);
+
+/* After llama_forward_rows: the head's backward with a weight per row,
+ * d loss / d logits[n] = row_scale[n] * (softmax - onehot(target)) (row_scale:
+ * backend memory, N floats), accumulating the head's gradients and leaving
+ * the gradient of the last residual in dres for llama_backward. */
+void llama_head_backward(Llama *m, const float *row_scale);
+
 /* Backward over layers [l1 - 1 .. l0], from dres (the gradient at the output
  * of layer l1 - 1), accumulating into m->grads (FULL) and m->lora_grads;
  * when l0 == 0 it ends with the embedding gradient, otherwise dres holds the

@@ -37,7 +37,7 @@
 
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
-    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_COUNT
+    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_LMHEAD_ROWS, OP_COUNT
 } OpId;
 
 typedef struct Ops {
@@ -138,6 +138,16 @@ typedef struct Ops {
     double (*lmhead_ce)(void *ctx, float *dx, float *dw, float *row_loss, const float *x,
                         const float *w, const int *targets, float *scratch, int N, int D, int V,
                         float scale);
+    /* The LM head with a weight and statistics per row (DPO's sequence
+     * log-probabilities, whose gradient weighs each token by its sequence's
+     * d loss / d logp): as lmhead_ce, returning the same sum and row_loss;
+     * row_mean (N, float32; may be NULL) = the mean of each row's V logits
+     * (0 for ignored rows); if dx is not NULL: dx(N, D) = (row_scale[n] *
+     * dlogits[n]) w and dw(V, D) += (row_scale * dlogits)^T x (dw may be
+     * NULL), with row_scale (N) float32 backend memory. */
+    double (*lmhead_rows)(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x,
+                          const float *w, const int *targets, const float *row_scale, float *scratch, int N,
+                          int D, int V);
 
     /* y(n) += x(n) */
     void (*add)(void *ctx, float *y, const float *x, size_t n);

@@ -27,7 +27,7 @@
 
 const char *const op_names[OP_COUNT] = {
     "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
-    "add", "sumsq", "scale", "adamw", "lora",
+    "add", "sumsq", "scale", "adamw", "lora", "lmhead_rows",
 };
 
 char *openblas_get_corename(void);
@@ -941,10 +941,10 @@ static void cpu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dout, c
  * no GEMM is recomputed (a vocabulary split needs an online log-sum-exp and
  * a second logits GEMM in the backward; the LM head is the largest GEMM of
  * the small models). */
-static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, const float *x,
-                            const float *w, const int *targets, float *scratch, int N, int D, int V,
-                            float scale) {
-    (void)ctx;
+/* Both heads: row_scale (NULL: scale for every row) weighs each row's
+ * dlogits; row_mean gets the rows' mean logits when not NULL. */
+static double lmhead(float *dx, float *dw, float *row_loss, float *row_mean, const float *x, const float *w,
+                     const int *targets, const float *row_scale, float *scratch, int N, int D, int V, float scale) {
     int R = ce_rows(V);
     double total = 0.0;
     for (int n0 = 0; n0 < N; n0 += R) {
@@ -959,8 +959,14 @@ static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, co
             int tgt = targets[n0 + r];
             if (tgt == LC_IGNORE) {
                 if (row_loss) row_loss[n0 + r] = 0.0f;
+                if (row_mean) row_mean[n0 + r] = 0.0f;
                 if (dx) memset(l, 0, (size_t)V * sizeof(float));
                 continue;
+            }
+            if (row_mean) {
+                double s = 0.0;
+                for (int v = 0; v < V; v++) s += l[v];
+                row_mean[n0 + r] = (float)(s / V);
             }
             float lt = l[tgt], mx = vec_max(l, V);
             float sum = vec_exp_sum(l, mx, V); /* l now holds exp(logit - max) */
@@ -968,8 +974,9 @@ static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, co
             if (row_loss) row_loss[n0 + r] = loss;
             chunk += loss;
             if (dx) {
-                vec_scale(l, scale / sum, V); /* scale * softmax */
-                l[tgt] -= scale;
+                float sc = row_scale ? row_scale[n0 + r] : scale;
+                vec_scale(l, sc / sum, V); /* sc * softmax */
+                l[tgt] -= sc;
             }
         }
         total += chunk;
@@ -982,6 +989,20 @@ static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, co
         }
     }
     return total;
+}
+
+static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, const float *x,
+                            const float *w, const int *targets, float *scratch, int N, int D, int V,
+                            float scale) {
+    (void)ctx;
+    return lmhead(dx, dw, row_loss, NULL, x, w, targets, NULL, scratch, N, D, V, scale);
+}
+
+static double cpu_lmhead_rows(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x,
+                              const float *w, const int *targets, const float *row_scale, float *scratch, int N,
+                              int D, int V) {
+    (void)ctx;
+    return lmhead(dx, dw, row_loss, row_mean, x, w, targets, row_scale, scratch, N, D, V, 0.0f);
 }
 
 // ----------------------------------------------------------------------------
@@ -1062,6 +1083,7 @@ const Ops ops_cpu = {
     .swiglu_fwd = cpu_swiglu_fwd,
     .swiglu_bwd = cpu_swiglu_bwd,
     .lmhead_ce = cpu_lmhead_ce,
+    .lmhead_rows = cpu_lmhead_rows,
     .add = cpu_add,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,

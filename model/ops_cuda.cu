@@ -764,11 +764,17 @@ static void cuda_swiglu_bwd(void *ctx, float *dg, float *du, const float *dout, 
 // dlogits = scale * (softmax - onehot)), then the two GEMMs of the backward.
 
 __global__ void k_ce(float *loss, bf16 *dl, const float *logits, const int *tgt, int rows, int V, float scale,
-                     int want_grad) {
+                     int want_grad, float *mean, const float *rscale) {
     int r = blockIdx.x;
     if (r >= rows) return;
     const float *z = logits + (size_t)r * V;
     __shared__ float red[32];
+    if (mean) { /* lmhead_rows: the row's mean logit */
+        float a = 0.0f;
+        for (int v = threadIdx.x; v < V; v += blockDim.x) a += z[v];
+        a = block_sum(a, red);
+        if (threadIdx.x == 0) mean[r] = tgt[r] == LC_IGNORE ? 0.0f : a / V;
+    }
     float mx = -INFINITY;
     for (int v = threadIdx.x; v < V; v += blockDim.x) mx = fmaxf(mx, z[v]);
     mx = block_max(mx, red);
@@ -780,7 +786,7 @@ __global__ void k_ce(float *loss, bf16 *dl, const float *logits, const int *tgt,
     if (threadIdx.x == 0) loss[r] = t == LC_IGNORE ? 0.0f : lse - z[t];
     if (!want_grad) return;
     bf16 *d = dl + (size_t)r * V;
-    float sc = t == LC_IGNORE ? 0.0f : scale;
+    float sc = t == LC_IGNORE ? 0.0f : rscale ? rscale[r] : scale;
     for (int v = threadIdx.x; v < V; v += blockDim.x)
         d[v] = __float2bfloat16(sc * (expf(z[v] - lse) - (v == t ? 1.0f : 0.0f)));
 }
@@ -799,9 +805,9 @@ __global__ void k_sum_f32(double *out, const float *x, size_t n) {
     if (threadIdx.x == 0) *out = red[0];
 }
 
-static double cuda_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, const float *x, const float *w,
-                             const int *targets, float *scratch, int N, int D, int V, float scale) {
-    PROF_IN(C(ctx), t0_);
+/* both heads: row_scale NULL (scale for every row) or per row; row_mean NULL or per row */
+static double lmhead(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x, const float *w,
+                     const int *targets, const float *row_scale, float *scratch, int N, int D, int V, float scale) {
     CudaCtx *c = C(ctx);
     int rows = ce_rows(N, V);
     size_t cv = (size_t)rows * V;
@@ -812,7 +818,8 @@ static double cuda_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, c
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
         gemm_fwd(c, logits, 1, xb + (size_t)r0 * D, wb, n, D, V);
-        k_ce<<<n, 1024, 0, c->s>>>(loss + r0, dl, logits, targets + r0, n, V, scale, dx != NULL);
+        k_ce<<<n, 1024, 0, c->s>>>(loss + r0, dl, logits, targets + r0, n, V, scale, dx != NULL,
+                                   row_mean ? row_mean + r0 : NULL, row_scale ? row_scale + r0 : NULL);
         CK(cudaGetLastError());
         if (dx) {
             gemm_dx(c, (bf16 *)dx + (size_t)r0 * D, dl, wb, n, D, V, 0);
@@ -823,7 +830,23 @@ static double cuda_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, c
     CK(cudaGetLastError());
     double sum;
     cuda_download(ctx, &sum, c->dsum, sizeof sum);
+    return sum;
+}
+
+static double cuda_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, const float *x, const float *w,
+                             const int *targets, float *scratch, int N, int D, int V, float scale) {
+    PROF_IN(C(ctx), t0_);
+    double sum = lmhead(ctx, dx, dw, row_loss, NULL, x, w, targets, NULL, scratch, N, D, V, scale);
     PROF_OUT(C(ctx), OP_LMHEAD_CE, t0_);
+    return sum;
+}
+
+static double cuda_lmhead_rows(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x,
+                               const float *w, const int *targets, const float *row_scale, float *scratch, int N,
+                               int D, int V) {
+    PROF_IN(C(ctx), t0_);
+    double sum = lmhead(ctx, dx, dw, row_loss, row_mean, x, w, targets, row_scale, scratch, N, D, V, 0.0f);
+    PROF_OUT(C(ctx), OP_LMHEAD_ROWS, t0_);
     return sum;
 }
 
@@ -953,6 +976,7 @@ const Ops ops_cuda = {
     .swiglu_fwd = cuda_swiglu_fwd,
     .swiglu_bwd = cuda_swiglu_bwd,
     .lmhead_ce = cuda_lmhead_ce,
+    .lmhead_rows = cuda_lmhead_rows,
     .add = cuda_add,
     .sumsq = cuda_sumsq,
     .scale = cuda_scale,

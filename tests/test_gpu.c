@@ -406,6 +406,19 @@ static void lmhead_case(int N, int D, int V, const char *rows_env) {
     l_gpu = G->lmhead_ce(ctx, NULL, NULL, NULL, gx, gw, gtgt, gsc, N, D, V, 0);
     a = (float)l_gpu;
     cmp("lmhead_ce loss (eval)", copy(&a, 1), &b, 1, TOL_F32);
+    /* lmhead_rows: a weight per row (DPO), the rows' mean logits */
+    float *rs = host_rand((size_t)N, 1), *mean = xmalloc((size_t)N * 4), *dw2 = host_rand(nw, 0.01f);
+    float *grs = dev_f32(rs, (size_t)N), *gmean = G->alloc(ctx, (size_t)N * 4), *gdw2 = dev_f32(dw2, nw);
+    l_cpu = P->lmhead_rows(NULL, dx, dw2, rl, mean, x, w, tgt, rs, sc, N, D, V);
+    l_gpu = G->lmhead_rows(ctx, gdx, gdw2, grl, gmean, gx, gw, gtgt, grs, gsc, N, D, V);
+    a = (float)l_gpu, b = (float)l_cpu;
+    cmp("lmhead_rows loss", copy(&a, 1), &b, 1, TOL_F32);
+    cmp("lmhead_rows row_loss", get_f32(grl, N), rl, N, TOL_F32);
+    cmp("lmhead_rows row_mean", get_f32(gmean, N), mean, N, TOL_F32);
+    cmp("lmhead_rows dx", get_act(gdx, nx), dx, nx, TOL_BF16);
+    cmp("lmhead_rows dw (+=)", get_f32(gdw2, nw), dw2, nw, TOL_BF16);
+    free(rs); free(mean); free(dw2);
+    G->free(ctx, grs); G->free(ctx, gmean); G->free(ctx, gdw2);
     unsetenv("LC_CE_ROWS");
     free(tgt); free(x); free(w); free(dw); free(dx); free(rl); free(sc);
     G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdw); G->free(ctx, gdx); G->free(ctx, grl); G->free(ctx, gsc);

@@ -57,7 +57,7 @@ static const struct {
     void (*fn)(void);
 } tests[] = {
     T(ops_embed), T(ops_rmsnorm), T(ops_matmul), T(ops_rope), T(ops_attn), T(ops_attn_decode), T(ops_swiglu),
-    T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_lora), T(ops_attn_blocks),
+    T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_lora), T(ops_lmhead_rows), T(ops_attn_blocks),
     T(ops_attn_kernels), T(ops_deterministic),
     T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_layer_ranges),
     T(model_doc_pos), T(model_overfit), T(model_kv_cache), T(model_param_counts), T(model_batch_errors),
@@ -78,6 +78,9 @@ static const struct {
     T(loader_doc_boundaries), T(loader_too_short),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_cli_errors),
+    T(sft_dump_batches),
+    T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume),
+    T(dpo_cli_errors),
     T(cli_inspect), T(cli_errors),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),
     T(ckpt_kill_during_save), T(ckpt_cli_errors), T(ckpt_lora_roundtrip),

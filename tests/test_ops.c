@@ -336,6 +336,49 @@ static void case_lmhead(Rng *r) {
     free(c.tgt); free(c.x); free(c.w); free(c.rowl); free(c.scratch); free(dx); free(dw);
 }
 
+/* lmhead_rows: f = sum_n row_scale[n] * row_loss[n], whose gradient is the
+ * op's weighted backward; row_mean against the logits in double */
+typedef struct { CeCase ce; float *rs, *mean; } RowsCase;
+
+static double rows_f(void *ud) {
+    RowsCase *c = ud;
+    O->lmhead_rows(NULL, NULL, NULL, c->ce.rowl, NULL, c->ce.x, c->ce.w, c->ce.tgt, NULL, c->ce.scratch, c->ce.N,
+                   c->ce.D, c->ce.V);
+    double f = 0;
+    for (int n = 0; n < c->ce.N; n++) f += (double)c->rs[n] * c->ce.rowl[n];
+    return f;
+}
+
+static void case_lmhead_rows(Rng *r) {
+    RowsCase c = {{11, 13, 37, 0, 0, 0, 0, 0, 0}, 0, 0};
+    CeCase *e = &c.ce;
+    e->tgt = xmalloc(e->N * sizeof(int));
+    for (int i = 0; i < e->N; i++) e->tgt[i] = (i % 3 == 2) ? LC_IGNORE : (int)(rng_u64(r) % e->V);
+    e->x = NEW(e->N * e->D); e->w = NEW(e->V * e->D); e->rowl = NEW(e->N);
+    e->scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, e->V, e->D));
+    c.rs = NEW(e->N); c.mean = NEW(e->N);
+    gc_randn(r, e->x, e->N * e->D, 1); gc_randn(r, e->w, e->V * e->D, 0.5f); gc_randn(r, c.rs, e->N, 1);
+    float *dx = NEW(e->N * e->D), *dw = NEW(e->V * e->D), *rl = NEW(e->N);
+    for (int i = 0; i < e->V * e->D; i++) dw[i] = 1.0f;
+    double loss = O->lmhead_rows(NULL, dx, dw, e->rowl, c.mean, e->x, e->w, e->tgt, c.rs, e->scratch, e->N, e->D, e->V);
+    for (int i = 0; i < e->V * e->D; i++) dw[i] -= 1.0f;
+    /* the same sum and row losses as lmhead_ce */
+    double ce = O->lmhead_ce(NULL, NULL, NULL, rl, e->x, e->w, e->tgt, e->scratch, e->N, e->D, e->V, 0);
+    EXPECT(loss == ce, "lmhead_rows sum %.9g vs lmhead_ce %.9g", loss, ce);
+    for (int n = 0; n < e->N; n++) {
+        EXPECT(rl[n] == e->rowl[n], "row %d: loss %g vs lmhead_ce %g", n, e->rowl[n], rl[n]);
+        double m = 0;
+        for (int v = 0; v < e->V; v++)
+            for (int d = 0; d < e->D; d++) m += (double)e->x[n * e->D + d] * e->w[v * e->D + d];
+        m = e->tgt[n] == LC_IGNORE ? 0 : m / e->V;
+        EXPECT_NEAR(c.mean[n], m, 1e-5 * (1 + fabs(m)));
+    }
+    check("lmhead_rows.dx", rows_f, &c, e->x, dx, e->N * e->D, r);
+    check("lmhead_rows.dw", rows_f, &c, e->w, dw, e->V * e->D, r);
+    free(e->tgt); free(e->x); free(e->w); free(e->rowl); free(e->scratch); free(dx); free(dw); free(rl);
+    free(c.rs); free(c.mean);
+}
+
 // ----------------------------------------------------------------------------
 // vector ops and AdamW (exact formulas; the gradient is the identity)
 
@@ -475,6 +518,7 @@ static const OpCase cases[] = {
     {OP_SWIGLU, case_swiglu},
     {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
     {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},     {OP_LORA, case_lora},
+    {OP_LMHEAD_ROWS, case_lmhead_rows},
 };
 _Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
 
@@ -502,6 +546,7 @@ void ops_sumsq(void) { run_op(OP_SUMSQ); }
 void ops_scale(void) { run_op(OP_SCALE); }
 void ops_adamw(void) { run_op(OP_ADAMW); }
 void ops_lora(void) { run_op(OP_LORA); }
+void ops_lmhead_rows(void) { run_op(OP_LMHEAD_ROWS); }
 
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */

@@ -33,7 +33,7 @@ static void put(const char *path, const char *s) {
 }
 
 static SftOpts opts(int tpl) {
-    SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, tpl, "text", 4096, 0, 1};
+    SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, tpl, "text", 4096, 0, 1, NULL};
     return o;
 }
 
@@ -123,6 +123,16 @@ void sft_formats(void) {
     /* text: BOS + ids + EOS, all trained but BOS */
     EXPECT(load(&s, "{\"text\": \"Hi there\"}\n", &t, &o, &e) == 0, "%s", e.msg);
     EXPECT(s.format == SFT_TEXT && s.n == 1 && s.off[1] == np + 2 && s.trained == (long)np + 1, "text");
+    sft_free(&s);
+
+    /* Llama 3.1's system block takes its date from the options, never the clock */
+    o = opts(CHAT_LLAMA31);
+    o.date = "01 Dec 2026";
+    EXPECT(load(&s, conv, &t, &o, &e) == 0, "%s", e.msg);
+    char *text = NULL;
+    size_t tc = 0, tl = s.n ? tok_decode(&t, s.ids, s.off[1], &text, &tc) : 0;
+    EXPECT(tl && memmem(text, tl, "Today Date: 01 Dec 2026\n\nYou are helpful.", 41), "llama3.1 date: %.*s", (int)tl, text);
+    free(text);
     sft_free(&s);
 
     /* truncation and dropping are counted */

@@ -15,6 +15,7 @@ void ops_sumsq(void);
 void ops_scale(void);
 void ops_adamw(void);
 void ops_lora(void);
+void ops_lmhead_rows(void);
 void ops_attn_blocks(void);
 void ops_attn_kernels(void);
 void ops_deterministic(void);
@@ -132,34 +133,24 @@ void export_hf_tokenizer(void);
 int gpu_present(void);
 void gpu_ops(void);
 void gpu_step(void);
-
-void sft_formats(void);
-void sft_packing(void);
-void sft_errors(void);
-void sft_resume(void);
-void sft_lora_resume(void);
-void sft_cli_errors(void);
-
-/* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
-struct Tokenizer;
-const char *test_chat_tokenizer(struct Tokenizer *t);
-
-/* helpers shared by the resume tests (test_ckpt.c) */
-#include <sys/types.h>
-pid_t ckpt_test_spawn(const char *args, const char *outfile);
-int ckpt_test_wait_for(const char *path, pid_t pid);
-void ckpt_test_same(const char *pa, const char *pb);
-void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
-
 #endif
 
-
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
 void sft_resume(void);
 void sft_lora_resume(void);
 void sft_cli_errors(void);
+void sft_dump_batches(void); /* test_sft_batches.c */
+void dpo_formats(void);
+void dpo_errors(void);
+void dpo_losses(void);
+void dpo_rows(void);
+void dpo_grad(void);
+void dpo_full_and_cache(void);
+void dpo_accum(void);
+void dpo_lora_resume(void);
+void dpo_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;

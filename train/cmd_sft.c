@@ -15,19 +15,45 @@
 #include "convert.h"
 #include "trainer.h"
 
+/* A split's rows as the trainer's batch source; with --dump-batches each
+ * training micro-batch is also written as one JSONL line {"B", "T",
+ * "tokens", "targets" (-1: LC_IGNORE), "pos"} (B*T values each, row-major),
+ * so the reference test replays exactly the batches llamac trained on. */
+typedef struct {
+    SftRows *rows;
+    FILE *dump;
+} RowSource;
+
+static void dump_ints(FILE *f, const char *key, const int32_t *x, size_t n) {
+    fprintf(f, ", \"%s\": [", key);
+    for (size_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", x[i]);
+    fputc(']', f);
+}
+
 static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    (void)e;
-    sft_rows_next(ud, tok, tgt, pos);
+    RowSource *s = ud;
+    sft_rows_next(s->rows, tok, tgt, pos);
+    if (s->dump) {
+        size_t n = (size_t)s->rows->B * (size_t)s->rows->T;
+        fprintf(s->dump, "{\"B\": %d, \"T\": %d", s->rows->B, s->rows->T);
+        dump_ints(s->dump, "tokens", tok, n);
+        dump_ints(s->dump, "targets", tgt, n);
+        dump_ints(s->dump, "pos", pos, n);
+        fputs("}\n", s->dump);
+        if (ferror(s->dump)) return err_set(e, "--dump-batches: write error");
+    }
     return 0;
 }
 
 static void rows_tell(const void *ud, uint64_t cur[2]) {
-    const SftRows *r = ud;
+    const SftRows *r = ((const RowSource *)ud)->rows;
     cur[0] = r->epoch;
     cur[1] = r->pos;
 }
 
-static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return sft_rows_seek(ud, cur[0], cur[1], e); }
+static int rows_seek(void *ud, const uint64_t cur[2], Err *e) {
+    return sft_rows_seek(((RowSource *)ud)->rows, cur[0], cur[1], e);
+}
 
 /* --dump: the examples as JSONL, for a look at what trains (and the TRL
  * reference test). Written to a temporary name and renamed. */
@@ -69,7 +95,8 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 
 int cmd_sft(int argc, char **argv, Err *e) {
     const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *format = "auto", *loss = "auto";
-    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL;
+    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL, *dump_batches = NULL;
+    const char *date = CHAT_LLAMA31_DATE;
     long max_len = 0, packing = 1, epochs = 0;
     TrainOpts o;
     trainer_opts_default(&o);
@@ -96,9 +123,11 @@ int cmd_sft(int argc, char **argv, Err *e) {
         {"packing", CLI_INT, &packing, 0, 1, "1: pack examples into rows (document mask); 0: one padded row each"},
         {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
         {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"},
+        {"date", CLI_STR, &date, 0, 0, "llama3.1 template: the system block's \"Today Date\" (a flag, never the clock, so runs reproduce)"},
         {"dump", CLI_STR, &dump, 0, 0, "write the examples as JSONL {\"ids\", \"mask\"} (mask 1: trained) to this file and stop"},
+        {"dump-batches", CLI_STR, &dump_batches, 0, 0, "also write each training micro-batch as JSONL {\"tokens\", \"targets\", \"pos\"} (B*T each) to this file"},
     };
-    int nf = 13;
+    int nf = 15;
     nf += trainer_flags(&o, flags + nf);
     int help, npos;
     const char *pos[1];
@@ -116,7 +145,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (!data) return err_set(e, "--data: required (a JSONL file)");
     if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
     if (trainer_check(&o, e)) return -1;
-    SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0};
+    SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0, date};
     if (sft_format_parse(format, &so.format, e) || sft_loss_parse(loss, &so.loss, e)) return -1;
     if (tpl_name && strcmp(tpl_name, "none") != 0) {
         ChatTemplate tpl;
@@ -142,6 +171,8 @@ int cmd_sft(int argc, char **argv, Err *e) {
     SftSet ts, vs;
     SftRows tr, vr;
     Trainer t;
+    RowSource src = {&tr, NULL}, vsrc = {&vr, NULL};
+    char dtmp[4096] = "";
     memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
     memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
     memset(&t, 0, sizeof t);
@@ -180,10 +211,22 @@ int cmd_sft(int argc, char **argv, Err *e) {
         fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
     }
     if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
-    TrainData dt = {&tr, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
-    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    snprintf(dtmp, sizeof dtmp, "%s.tmp", dump_batches ? dump_batches : "");
+    if (dump_batches && !(src.dump = fopen(dtmp, "w"))) {
+        err_set(e, "--dump-batches: cannot create %s", dtmp);
+        goto out;
+    }
+    TrainData dt = {&src, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
+    TrainData dv = {&vsrc, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
     rc = trainer_run(&t, &dt, val ? &dv : NULL, NULL, flags, nf, e);
+    if (src.dump) { /* renamed only after a run that finished */
+        int bad = ferror(src.dump) | fclose(src.dump);
+        src.dump = NULL;
+        if (rc == 0 && (bad || rename(dtmp, dump_batches))) rc = err_set(e, "--dump-batches: cannot write %s", dump_batches);
+        if (rc) remove(dtmp);
+    }
 out:
+    if (src.dump) fclose(src.dump), remove(dtmp);
     trainer_close(&t);
     sft_rows_free(&vr);
     sft_rows_free(&tr);

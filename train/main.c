@@ -19,6 +19,7 @@ static const Command commands[] = {
     {"tokenize", cmd_tokenize, "train a BPE tokenizer; encode text or JSONL into token shards"},
     {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
+    {"dpo", cmd_dpo, "preference training on chosen / rejected pairs (DPO, robust, IPO, hinge)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},

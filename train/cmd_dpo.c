@@ -1,0 +1,507 @@
+/*
+ * cmd_dpo.c: `llamac dpo`: preference training (Rafailov et al. 2023, DPO,
+ * and its robust, IPO and hinge variants; data/dpo.h) on the shared loop
+ * of train/trainer.c through its TrainLoss hook.
+ *
+ * A micro-batch holds whole pairs (chosen and rejected in one row, with the
+ * document mask). Its step: the reference log-probabilities (the same
+ * model with the LoRA adapters off, a frozen copy for full fine-tuning, or
+ * read from --ref-cache), then the policy forward through the LM head's
+ * per-row op (llama_forward_rows: every token's log-probability and mean
+ * logit, never the (N, V) logits), the loss and d loss / d logp of every
+ * sequence on the host, and the backward from the head with those as row
+ * weights (llama_head_backward, llama_backward). The loss is the mean over
+ * the step's pairs, as TRL's.
+ *
+ * --ref-cache FILE: the reference log-probabilities of every training and
+ * validation pair, computed once before training (in file order) and
+ * reused by every later run (a resume included); the file is keyed by the
+ * model's weights and the data, and refused when either changed.
+ *
+ * Metrics (TRL's names): rewards/chosen and rewards/rejected (the mean of
+ * beta * (logp - ref)), rewards/accuracies (the fraction of pairs whose
+ * chosen reward is larger), rewards/margins, logps/chosen, logps/rejected
+ * (mean sums over completion tokens), logits/chosen, logits/rejected (the
+ * mean logit over the vocabulary, averaged over completion tokens).
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../data/dpo.h"
+#include "ckpt.h"
+#include "cli.h"
+#include "cmds.h"
+#include "convert.h"
+#include "trainer.h"
+
+typedef struct {
+    double loss, rc, rr, acc, margin, lpc, lpr, lgc, lgr;
+    long npairs, ntc, ntr;
+} DpoStats;
+
+typedef struct {
+    DpoLoss loss;
+    double beta, ls;
+    Llama ref;           /* full fine-tuning without a cache: the frozen copy */
+    int has_ref;
+    DpoRows *train_rows;
+    double *ref_train, *ref_val; /* cached reference logps, 2 per pair (NULL: computed each step) */
+    float *rs_host, *rl_host, *mean_host; /* (N) */
+    float *rs_dev, *mean_dev;             /* (N) backend */
+    double *lp, *rp, *lg;                 /* (2 * max pairs of a micro-batch) */
+    long *cnt;
+    DpoStats st, vst;
+    uint64_t seed;
+} Dpo;
+
+// ----------------------------------------------------------------------------
+// data source
+
+static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
+    (void)e;
+    dpo_rows_next(ud, tok, tgt, pos);
+    return 0;
+}
+
+static void rows_tell(const void *ud, uint64_t cur[2]) {
+    const DpoRows *r = ud;
+    cur[0] = r->epoch;
+    cur[1] = r->pos;
+}
+
+static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_seek(ud, cur[0], cur[1], e); }
+
+// ----------------------------------------------------------------------------
+// one micro-batch
+
+/* Sequence log-probabilities of the batch set in m: lp[s] = sum of log p
+ * over sequence s's completion tokens; with lg, the sums of the tokens' mean
+ * logits per sequence, with cnt their counts. */
+static void seq_logps(Dpo *d, Llama *m, const int32_t *tgt, const DpoBatch *bt, double *lp, double *lg, long *cnt) {
+    size_t N = (size_t)m->B * m->T;
+    llama_forward_rows(m, lg ? d->mean_dev : NULL);
+    m->ops->download(m->ctx, d->rl_host, m->row_loss, N * sizeof(float));
+    if (lg) m->ops->download(m->ctx, d->mean_host, d->mean_dev, N * sizeof(float));
+    for (int s = 0; s < 2 * bt->npairs; s++) {
+        lp[s] = 0;
+        if (lg) lg[s] = 0, cnt[s] = 0;
+    }
+    for (size_t n = 0; n < N; n++) {
+        int s = bt->seg[n];
+        if (s < 0 || tgt[n] == LC_IGNORE) continue;
+        lp[s] -= d->rl_host[n];
+        if (lg) lg[s] += d->mean_host[n], cnt[s]++;
+    }
+}
+
+/* Reference and policy over one micro-batch, the loss of its pairs into st;
+ * with inv > 0 also the backward (gradients scaled by inv = 1 / the step's
+ * pairs). refs: cached reference logps by pair index, or NULL. */
+static int micro(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                 const DpoBatch *bt, const double *refs, double inv, uint64_t lseed, DpoStats *st, Err *e) {
+    Llama *m = &tr->m;
+    int np = bt->npairs;
+    if (refs) {
+        for (int j = 0; j < np; j++) {
+            d->rp[2 * j] = refs[2 * (size_t)bt->pair[j]];
+            d->rp[2 * j + 1] = refs[2 * (size_t)bt->pair[j] + 1];
+        }
+    } else if (d->has_ref) {
+        if (llama_set_batch(&d->ref, tok, tgt, pos, e)) return -1;
+        seq_logps(d, &d->ref, tgt, bt, d->rp, NULL, NULL);
+    }
+    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
+    if (!refs && !d->has_ref) { /* LoRA: the same weights, adapters off */
+        m->lora_enabled = 0;
+        seq_logps(d, m, tgt, bt, d->rp, NULL, NULL);
+        m->lora_enabled = 1;
+    }
+    llama_lora_seed(m, lseed);
+    seq_logps(d, m, tgt, bt, d->lp, d->lg, d->cnt);
+    size_t N = (size_t)m->B * m->T;
+    for (int j = 0; j < np; j++) {
+        double pc = d->lp[2 * j], pr = d->lp[2 * j + 1], rc = d->rp[2 * j], rr = d->rp[2 * j + 1];
+        double sc = 1, sr = 1;
+        if (d->loss == DPO_IPO) { /* TRL: each log-ratio over its completion's length */
+            sc = 1.0 / (d->cnt[2 * j] ? d->cnt[2 * j] : 1);
+            sr = 1.0 / (d->cnt[2 * j + 1] ? d->cnt[2 * j + 1] : 1);
+        }
+        double h = sc * (pc - rc) - sr * (pr - rr), dh;
+        double l = dpo_loss(d->loss, d->beta, d->ls, h, &dh);
+        double cr = d->beta * (pc - rc), rj = d->beta * (pr - rr);
+        st->loss += l;
+        st->rc += cr;
+        st->rr += rj;
+        st->acc += cr > rj;
+        st->margin += cr - rj;
+        st->lpc += pc;
+        st->lpr += pr;
+        st->lgc += d->lg[2 * j];
+        st->lgr += d->lg[2 * j + 1];
+        st->ntc += d->cnt[2 * j];
+        st->ntr += d->cnt[2 * j + 1];
+        st->npairs++;
+        /* d loss / d logp: dh * sc for chosen, -dh * sr for rejected; the
+         * head wants d loss / d logits = -(d loss / d logp) (softmax - onehot) */
+        d->lp[2 * j] = -dh * sc * inv;
+        d->lp[2 * j + 1] = dh * sr * inv;
+    }
+    if (inv > 0) {
+        for (size_t n = 0; n < N; n++) {
+            int s = bt->seg[n];
+            d->rs_host[n] = s < 0 || tgt[n] == LC_IGNORE ? 0.0f : (float)d->lp[s];
+        }
+        m->ops->upload(m->ctx, d->rs_dev, d->rs_host, N * sizeof(float));
+        llama_head_backward(m, d->rs_dev);
+        llama_backward(m, 0, m->c.n_layers);
+    }
+    return 0;
+}
+
+static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                       long accum, long step, Err *e) {
+    Dpo *d = ud;
+    long micro_n = tr->o.B * tr->o.T, np = 0;
+    memset(&d->st, 0, sizeof d->st);
+    for (long k = 0; k < accum; k++) np += dpo_rows_last(d->train_rows, (int)(accum - 1 - k))->npairs;
+    for (long k = 0; k < accum; k++) {
+        const DpoBatch *bt = dpo_rows_last(d->train_rows, (int)(accum - 1 - k));
+        uint64_t lseed = (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k;
+        if (micro(d, tr, tok + k * micro_n, tgt + k * micro_n, pos + k * micro_n, bt, d->ref_train, 1.0 / (double)np,
+                  lseed, &d->st, e))
+            return NAN;
+    }
+    return d->st.loss / (double)np;
+}
+
+static void dpo_extra(void *ud, int validation, char *line, size_t nline, char *json, size_t njson) {
+    Dpo *d = ud;
+    const DpoStats *s = validation ? &d->vst : &d->st;
+    double n = s->npairs ? (double)s->npairs : 1;
+    double v[8] = {s->rc / n, s->rr / n, s->acc / n, s->margin / n, s->lpc / n, s->lpr / n,
+                   s->ntc ? s->lgc / (double)s->ntc : 0, s->ntr ? s->lgr / (double)s->ntr : 0};
+    static const char *const names[8] = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
+                                         "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"};
+    const char *pre = validation ? "eval_" : "";
+    size_t a = 0, b = 0;
+    line[0] = json[0] = 0;
+    for (int i = 0; i < 8; i++) {
+        if (a < nline) a += (size_t)snprintf(line + a, nline - a, " | %s%s %.4g", pre, names[i], v[i]);
+        if (b < njson) b += (size_t)snprintf(json + b, njson - b, ",\"%s%s\":%.17g", pre, names[i], v[i]);
+    }
+}
+
+static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Err *e) {
+    Dpo *d = ud;
+    DpoRows *r = data->ud;
+    Llama *m = &tr->m;
+    size_t N = (size_t)m->B * m->T;
+    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
+    memset(&d->vst, 0, sizeof d->vst);
+    int drop = m->lora_train, rc = dpo_rows_seek(r, 0, 0, e);
+    m->lora_train = 0; /* no dropout in evaluation */
+    for (long b = 0; !rc && b < nbatches; b++) {
+        dpo_rows_next(r, tok, tgt, pos);
+        rc = micro(d, tr, tok, tgt, pos, dpo_rows_last(r, 0), d->ref_val, 0, 0, &d->vst, e);
+    }
+    m->lora_train = drop;
+    if (!rc) rc = dpo_rows_seek(r, 0, 0, e);
+    free(tok); free(tgt); free(pos);
+    if (rc) return NAN;
+    return d->vst.npairs ? d->vst.loss / (double)d->vst.npairs : 0;
+}
+
+// ----------------------------------------------------------------------------
+// reference log-probabilities: a pass in file order, and their cache
+
+#define REF_MAGIC "LCDPORF1"
+
+/* out[2i + c] for every pair of rows->set, with the reference model m
+ * (adapters off when it has them), the rows in storage order. */
+static int ref_pass(Dpo *d, Llama *m, const DpoRows *rows, double *out, Err *e) {
+    size_t N = (size_t)m->B * m->T;
+    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
+    DpoBatch bt;
+    dpo_batch_init(&bt, m->B, m->T);
+    int en = m->lora_enabled, drop = m->lora_train, rc = 0;
+    m->lora_enabled = 0;
+    m->lora_train = 0;
+    for (size_t r0 = 0; !rc && r0 < rows->nrows; r0 += (size_t)m->B) {
+        dpo_rows_fill(rows, r0, tok, tgt, pos, &bt);
+        rc = llama_set_batch(m, tok, tgt, pos, e);
+        if (rc) break;
+        seq_logps(d, m, tgt, &bt, d->rp, NULL, NULL);
+        for (int j = 0; j < bt.npairs; j++) {
+            out[2 * (size_t)bt.pair[j]] = d->rp[2 * j];
+            out[2 * (size_t)bt.pair[j] + 1] = d->rp[2 * j + 1];
+        }
+    }
+    m->lora_enabled = en;
+    m->lora_train = drop;
+    dpo_batch_free(&bt);
+    free(tok); free(tgt); free(pos);
+    return rc;
+}
+
+typedef struct {
+    char magic[8];
+    uint64_t model_id, train_id, val_id, ntrain, nval, checksum;
+} RefHeader;
+
+/* 1: read (keys match), 0: no such file, -1: refused or unreadable. */
+static int ref_read(const char *path, const RefHeader *want, double *tr, double *va, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    RefHeader h;
+    int rc = -1;
+    size_t nt = 2 * want->ntrain, nv = 2 * want->nval;
+    if (fread(&h, sizeof h, 1, f) != 1 || memcmp(h.magic, REF_MAGIC, 8))
+        err_set(e, "--ref-cache: %s is not a reference cache of llamac dpo", path);
+    else if (h.model_id != want->model_id)
+        err_set(e, "--ref-cache: %s holds another model's reference log-probabilities (model id %016llx, --model's "
+                   "%016llx); delete it or name another file", path, (unsigned long long)h.model_id,
+                (unsigned long long)want->model_id);
+    else if (h.train_id != want->train_id || h.val_id != want->val_id || h.ntrain != want->ntrain || h.nval != want->nval)
+        err_set(e, "--ref-cache: %s was computed for other data (%llu + %llu pairs; these are %llu + %llu, or "
+                   "differ); delete it or name another file", path, (unsigned long long)h.ntrain,
+                (unsigned long long)h.nval, (unsigned long long)want->ntrain, (unsigned long long)want->nval);
+    else if (fread(tr, sizeof *tr, nt, f) != nt || (nv && fread(va, sizeof *va, nv, f) != nv) ||
+             h.checksum != (ckpt_hash(tr, nt * sizeof *tr) ^ (nv ? ckpt_hash(va, nv * sizeof *va) : 0)))
+        err_set(e, "--ref-cache: %s is truncated or damaged; delete it", path);
+    else
+        rc = 1;
+    fclose(f);
+    return rc;
+}
+
+static int ref_write(const char *path, RefHeader *h, const double *tr, const double *va, Err *e) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    size_t nt = 2 * h->ntrain, nv = 2 * h->nval;
+    h->checksum = ckpt_hash(tr, nt * sizeof *tr) ^ (nv ? ckpt_hash(va, nv * sizeof *va) : 0);
+    FILE *f = fopen(tmp, "wb");
+    if (!f) return err_set(e, "--ref-cache: cannot create %s", tmp);
+    int bad = fwrite(h, sizeof *h, 1, f) != 1 || fwrite(tr, sizeof *tr, nt, f) != nt ||
+              (nv && fwrite(va, sizeof *va, nv, f) != nv);
+    if (bad | fflush(f) | fclose(f) || rename(tmp, path)) {
+        remove(tmp);
+        return err_set(e, "--ref-cache: cannot write %s", path);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the command
+
+/* --dump: the pairs as JSONL {"chosen": ids, "chosen_mask": ..., "rejected":
+ * ..., "rejected_mask": ...}, for a look at what trains and the TRL test.
+ * Written to a temporary name and renamed. */
+static int dump_pairs(const DpoSet *s, const char *path, Err *e) {
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return err_set(e, "--dump: cannot create %s", tmp);
+    static const char *const keys[4] = {"{\"chosen\": [", "], \"chosen_mask\": [", "], \"rejected\": [",
+                                        "], \"rejected_mask\": ["};
+    for (size_t i = 0; i < s->n; i++) {
+        for (int part = 0; part < 4; part++) {
+            size_t q = 2 * i + (size_t)(part / 2);
+            fputs(keys[part], f);
+            for (size_t k = s->off[q]; k < s->off[q + 1]; k++)
+                fprintf(f, "%s%d", k > s->off[q] ? ", " : "", part % 2 ? s->mask[k] : s->ids[k]);
+        }
+        fputs("]}\n", f);
+    }
+    if (ferror(f) | fclose(f) || rename(tmp, path)) {
+        remove(tmp);
+        return err_set(e, "--dump: cannot write %s", path);
+    }
+    return 0;
+}
+
+static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
+                      const char *what, DpoSet *set, DpoRows *rows, Err *e) {
+    double t0 = time_now();
+    if (dpo_load(set, path, tok, so, e)) return -1;
+    int pad = tok->eos >= 0 ? tok->eos : 0;
+    if (dpo_rows_init(rows, set, (int)o->B, (int)o->T, packed, pad, (uint64_t)o->seed, path, e)) return -1;
+    double fill = rows->nrows ? (double)rows->slots_used / ((double)rows->nrows * (double)o->T) : 0;
+    printf("dpo %s: %s: %zu pairs (%ld lines; %ld truncated to --max-length %d, %ld dropped as their prompt alone "
+           "fills it), %zu tokens; %zu rows of %ld (%s, %.1f%% filled) in %.2f s\n", what, path, set->n, set->lines,
+           set->truncated, so->max_len, set->dropped_long, set->ntok, rows->nrows, o->T, packed ? "packed" : "a pair each",
+           100 * fill, time_now() - t0);
+    return 0;
+}
+
+int cmd_dpo(int argc, char **argv, Err *e) {
+    const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *bos = "auto", *loss_type = "sigmoid";
+    const char *ref_cache = NULL, *dump = NULL;
+    long max_len = 0, packing = 1, epochs = 0;
+    double beta = 0.1, ls = 0;
+    TrainOpts o;
+    trainer_opts_default(&o);
+    o.lr = 1e-6; /* TRL's DPOConfig */
+    o.warmup = 0;
+    o.steps = 0;
+    o.B = 4;
+    o.T = 1024;
+    o.val_every = 50;
+    o.val_batches = 10;
+    o.out = "dpo.h5";
+    o.ckpt_dir = "checkpoints-dpo";
+    o.prompt = "";
+    CliFlag flags[16 + TRAINER_NFLAGS] = {
+        {"data", CLI_STR, &data, 0, 0, "preference pairs (JSONL: prompt/chosen/rejected, or chosen/rejected conversations)"},
+        {"val", CLI_STR, &val, 0, 0, "held-out pairs (JSONL): loss and rewards every --val-every steps"},
+        {"model", CLI_STR, &model, 0, 0, "model to train (and the reference): an llamac checkpoint or a Hugging Face directory"},
+        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml, none (required for messages)"},
+        {"max-length", CLI_INT, &max_len, 0, 1 << 24, "tokens per sequence, prompt + completion (0: --seq / 2 + 1)"},
+        {"packing", CLI_INT, &packing, 0, 1, "1: several pairs share a row (document mask); 0: one pair per row"},
+        {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
+        {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated pairs: auto (if the tokenizer has one), 1, 0"},
+        {"beta", CLI_FLOAT, &beta, -1e9, 1e9, "DPO beta: strength of the pull towards the reference (> 0)"},
+        {"label-smoothing", CLI_FLOAT, &ls, -1e9, 1e9, "probability that a pair's labels are flipped, in [0, 0.5) (sigmoid, robust)"},
+        {"loss-type", CLI_STR, &loss_type, 0, 0, "sigmoid (DPO), robust, ipo or hinge"},
+        {"ref-cache", CLI_STR, &ref_cache, 0, 0, "file of the reference log-probabilities: computed once, reused by later runs"},
+        {"dump", CLI_STR, &dump, 0, 0, "write the pairs as JSONL (ids and completion masks) to this file and stop"},
+    };
+    int nf = 13;
+    nf += trainer_flags(&o, flags + nf);
+    int help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac dpo [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
+                 "Direct preference optimisation on pairs of a chosen and a rejected completion of one prompt:\n"
+                 "the loss pulls the policy's log-probability ratio chosen / rejected above the reference's.\n"
+                 "With --lora-r the reference is the same weights with the adapters off; otherwise a frozen\n"
+                 "copy, or with --ref-cache log-probabilities computed once before training.",
+                 flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required (a checkpoint or Hugging Face directory)");
+    if (!data) return err_set(e, "--data: required (a JSONL file)");
+    if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
+    Dpo d;
+    memset(&d, 0, sizeof d);
+    d.beta = beta;
+    d.ls = ls;
+    if (trainer_check(&o, e) || dpo_check(beta, ls, e) || dpo_loss_parse(loss_type, &d.loss, e)) return -1;
+    SftOpts so = {SFT_PROMPT, SFT_LOSS_COMPLETION, -1, "text", 0, 0, 0, CHAT_LLAMA31_DATE};
+    if (tpl_name && strcmp(tpl_name, "none") != 0) {
+        ChatTemplate tpl;
+        if (chat_template_parse(tpl_name, &tpl, e)) return -1;
+        so.tpl = (int)tpl;
+    }
+    if (max_len == 0) max_len = o.T / 2 + 1;
+    if (2 * (max_len - 1) > o.T)
+        return err_set(e, "--max-length: %ld does not fit a pair in a row of --seq %ld (at most --seq / 2 + 1 = %ld)",
+                       max_len, o.T, o.T / 2 + 1);
+    so.max_len = (int)max_len;
+    if (strcmp(bos, "auto") && strcmp(bos, "0") && strcmp(bos, "1"))
+        return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", bos);
+    long accum = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
+    if (accum > DPO_RING) return err_set(e, "--batch-tokens: at most %d micro-batches per step for dpo", DPO_RING);
+
+    LlamaConfig c;
+    uint64_t model_tok;
+    int is_hf;
+    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    Tokenizer tok;
+    if (tok_load(&tok, o.tokpath, e)) return -1;
+    int rc = -1;
+    DpoSet ts, vs;
+    DpoRows tr, vr;
+    Trainer t;
+    memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
+    memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
+    memset(&t, 0, sizeof t);
+    if (model_tok && model_tok != tok.id) {
+        err_set(e, "%s: not the tokenizer %s was trained with", o.tokpath, model);
+        goto out;
+    }
+    if (tok.vocab > c.vocab) {
+        err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
+        goto out;
+    }
+    so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
+           : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    if (dump) {
+        if (dpo_load(&ts, data, &tok, &so, e) || dump_pairs(&ts, dump, e)) goto out;
+        printf("dpo: %zu pairs of %s written to %s\n", ts.n, data, dump);
+        rc = 0;
+        goto out;
+    }
+    if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
+    if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
+    if (o.steps == 0) {
+        uint64_t per_epoch = dpo_rows_batches(&tr) / (uint64_t)(accum > 0 ? accum : 1);
+        o.steps = (long)(per_epoch ? per_epoch : 1) * (epochs ? epochs : 3);
+    } else if (epochs) {
+        fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
+    }
+    if (trainer_open(&t, &o, "dpo", &c, model, e)) goto out;
+    Llama *m = &t.m;
+    size_t N = (size_t)o.B * o.T, maxp = N / 2 + 1;
+    d.train_rows = &tr;
+    d.rs_host = xmalloc(N * sizeof(float));
+    d.rl_host = xmalloc(N * sizeof(float));
+    d.mean_host = xmalloc(N * sizeof(float));
+    d.rs_dev = m->ops->alloc(m->ctx, N * sizeof(float));
+    d.mean_dev = m->ops->alloc(m->ctx, N * sizeof(float));
+    d.lp = xmalloc(2 * maxp * sizeof(double));
+    d.rp = xmalloc(2 * maxp * sizeof(double));
+    d.lg = xmalloc(2 * maxp * sizeof(double));
+    d.cnt = xmalloc(2 * maxp * sizeof(long));
+    uint64_t data_id = dpo_hash(&ts) ^ (uint64_t)d.loss * 0x9e3779b97f4a7c15ULL;
+    if (ref_cache) {
+        RefHeader h = {REF_MAGIC, t.model_id, dpo_hash(&ts), val ? dpo_hash(&vs) : 0, ts.n, val ? vs.n : 0, 0};
+        d.ref_train = xmalloc(2 * ts.n * sizeof(double));
+        d.ref_val = val ? xmalloc(2 * vs.n * sizeof(double)) : NULL;
+        int got = ref_read(ref_cache, &h, d.ref_train, d.ref_val, e);
+        if (got < 0) goto out;
+        if (got) {
+            printf("dpo reference: %s (%llu + %llu pairs, cached)\n", ref_cache, (unsigned long long)h.ntrain,
+                   (unsigned long long)h.nval);
+        } else {
+            double t0 = time_now();
+            /* before training (and before any resume): m holds --model's weights */
+            if (ref_pass(&d, m, &tr, d.ref_train, e) || (val && ref_pass(&d, m, &vr, d.ref_val, e)) ||
+                ref_write(ref_cache, &h, d.ref_train, d.ref_val, e))
+                goto out;
+            printf("dpo reference: %llu + %llu pairs in %.2f s, cached in %s\n", (unsigned long long)h.ntrain,
+                   (unsigned long long)h.nval, time_now() - t0, ref_cache);
+        }
+    } else if (!m->lora) { /* a frozen copy of the initial weights */
+        if (llama_init_opts(&d.ref, &c, m->ops, m->ctx, (int)o.B, (int)o.T, NULL, e)) goto out;
+        d.has_ref = 1;
+        float *host = xalloc_aligned(m->t.size * sizeof(float));
+        m->ops->download(m->ctx, host, m->params, m->t.size * sizeof(float));
+        d.ref.ops->upload(d.ref.ctx, d.ref.params, host, m->t.size * sizeof(float));
+        free(host);
+        printf("dpo reference: a frozen copy of %s (%.1f MB)\n", model, m->t.size * 4 / 1e6);
+    } else {
+        printf("dpo reference: %s with the LoRA adapters off (no copy)\n", model);
+    }
+    printf("dpo loss: %s, beta %g, label smoothing %g\n", dpo_loss_name(d.loss), beta, ls);
+    TrainLoss lf = {&d, dpo_step, dpo_extra, dpo_eval};
+    TrainData dt = {&tr, data, tok.id, data_id, rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
+    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    rc = trainer_run(&t, &dt, val ? &dv : NULL, &lf, flags, nf, e);
+out:
+    if (d.has_ref) llama_free(&d.ref);
+    if (d.rs_dev) t.m.ops->free(t.m.ctx, d.rs_dev);
+    if (d.mean_dev) t.m.ops->free(t.m.ctx, d.mean_dev);
+    free(d.rs_host); free(d.rl_host); free(d.mean_host);
+    free(d.lp); free(d.rp); free(d.lg); free(d.cnt);
+    free(d.ref_train); free(d.ref_val);
+    trainer_close(&t);
+    dpo_rows_free(&vr);
+    dpo_rows_free(&tr);
+    dpo_free(&vs);
+    dpo_free(&ts);
+    tok_free(&tok);
+    return rc;
+}
