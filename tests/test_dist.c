@@ -212,6 +212,20 @@ static void need_sft_inputs(void) {
     }
     fclose(f);
     fclose(g);
+    FILE *h = fopen(TD "/pairs.jsonl", "wb");
+    LC_ASSERT(h);
+    for (int i = 0; i < 80; i++) {
+        char q[256] = "", a[256] = "", b[256] = "";
+        int k = 2 + (int)(rng_u64(&r) % 4);
+        for (int j = 0; j < k; j++) {
+            strcat(q, w[rng_u64(&r) % 8]), strcat(q, " ");
+            strcat(a, w[j % 4]), strcat(a, " ");
+            strcat(b, w[rng_u64(&r) % 8]), strcat(b, " ");
+        }
+        fprintf(h, "{\"prompt\": [{\"role\": \"user\", \"content\": \"%s\"}], \"chosen\": [{\"role\": \"assistant\", "
+                   "\"content\": \"%s\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"%s\"}]}\n", q, a, b);
+    }
+    fclose(h);
     int rc = test_llamac("tokenize encode --tokenizer %s --input " TD "/pc.jsonl --field prompt --out " TD "/s.bin",
                          tokp);
     EXPECT(rc == 0, "encode: %s", test_err);
@@ -502,4 +516,34 @@ void dist_sigterm(void) {
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
     double d = weight_diff(TD "/ts.h5", TD "/t.h5");
     EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
+}
+
+/* dpo (LoRA: the reference is the adapters switched off; full: a frozen
+ * copy) over 2 and 4 ranks against one process. */
+#define DPO_ARGS "dpo --model " TD "/base.h5 --data " TD "/pairs.jsonl --template llama3 --batch 2 --seq 64 " \
+                 "--batch-tokens 512 --steps 10 --lr 2e-3 --warmup 2 --seed 4 --beta 0.5 --peak-gflops 1 --tokenizer "
+
+void dist_dpo_equiv(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    static const struct { int np, zero, lora; } runs[] = {{1, 0, 1}, {2, 0, 1}, {4, 1, 1}, {1, 0, 0}, {2, 1, 0}};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[64], m[128], ref[128], out[128];
+        const char *lora = runs[i].lora ? "--lora-r 4 " : "";
+        snprintf(tag, sizeof tag, "dpo%s np %d zero %d", runs[i].lora ? " lora" : "", runs[i].np, runs[i].zero);
+        snprintf(m, sizeof m, TD "/d%d_%d_%d.jsonl", runs[i].lora, runs[i].np, runs[i].zero);
+        snprintf(ref, sizeof ref, TD "/d%d_1_0.jsonl", runs[i].lora);
+        snprintf(out, sizeof out, TD "/dc%d_%d_%d", runs[i].lora, runs[i].np, runs[i].zero);
+        char rm[320];
+        snprintf(rm, sizeof rm, "rm -rf %s %s", out, m);
+        system(rm);
+        int rc = runs[i].np == 1
+                     ? test_llamac(DPO_ARGS "%s %s--ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad", tokp,
+                                   lora, out, m, out, out)
+                     : mpi_llamac(runs[i].np, DPO_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
+                                  "--adapter-out %s.ad", tokp, lora, runs[i].zero, out, m, out, out);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        if (rc || runs[i].np == 1) continue;
+        same_losses(ref, m, tag);
+    }
 }

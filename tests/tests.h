@@ -173,5 +173,6 @@ void dist_rank_killed(void);
 void dist_ckpt_layout(void);
 void dist_none_refuses(void);
 void dist_sigterm(void);
+void dist_dpo_equiv(void);
 
 #endif

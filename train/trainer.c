@@ -612,8 +612,6 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             return err_set(e, "%s: not the tokenizer that made %s", o->tokpath, train->name);
         if (o->sample_tokens && llama_init(&tr->gen, c, &ops_cpu, NULL, 1, (int)o->T, 0, e)) return -1;
     }
-    if (lf && tr->world > 1) /* its step would need the global pair count */
-        return err_set(e, "%s: data parallelism (mpirun) is not wired into this mode's loss yet", tr->mode);
     long start;
     if (resume_run(tr, train, &start, e)) return -1;
     if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;

@@ -84,7 +84,10 @@ typedef struct TrainLoss {
     void *ud;
     /* One optimizer step's forward and backward over its accum micro-batches
      * (tok, tgt, pos: accum blocks of B*T, already drawn), accumulating
-     * into tr->grads (zeroed by the trainer); returns the step's loss. */
+     * into tr->grads (zeroed by the trainer); returns the step's loss.
+     * Under data parallelism it trains only micro-batches [tr->k0, tr->k1)
+     * of them, still normalising by the whole step's count, and the
+     * trainer sums the returned losses (and gradients) over the ranks. */
     double (*step)(void *ud, struct Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
                    long accum, long step, Err *e);
     /* The last step's (or validation's) extra metrics: " | name v" text for
