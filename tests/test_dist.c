@@ -375,12 +375,22 @@ static pid_t rank_pid(pid_t mpirun, int rank) {
 /* SIGKILL of rank 1 mid-run: every rank gone within 30 s with a line naming
  * it; --resume auto continues from the intact last checkpoint to the end,
  * with the straight run's losses. */
+/* the uninterrupted 2-rank run both fault tests compare with */
+static void kill_straight(void) {
+    static int done;
+    if (done) return;
+    need_shard();
+    system("rm -rf " TD "/ks");
+    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ks --out " TD "/ks.h5");
+    EXPECT(rc == 0, "straight run: %s", test_err);
+    done = 1;
+}
+
 void dist_rank_killed(void) {
     if (!have_mpi()) return;
-    need_shard();
-    system("rm -rf " TD "/k " TD "/k.jsonl " TD "/ks " TD "/ks.jsonl");
-    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ks --metrics " TD "/ks.jsonl --out " TD "/ks.h5");
-    EXPECT(rc == 0, "straight run: %s", test_err);
+    kill_straight();
+    system("rm -rf " TD "/k " TD "/k.jsonl");
+    int rc;
     pid_t pid = fork();
     LC_ASSERT(pid >= 0);
     if (pid == 0) {
@@ -491,10 +501,9 @@ void dist_none_refuses(void) {
  * the straight run's weights. */
 void dist_sigterm(void) {
     if (!have_mpi()) return;
-    need_shard();
-    system("rm -rf " TD "/t " TD "/ts");
-    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ts --out " TD "/ts.h5");
-    EXPECT(rc == 0, "straight run: %s", test_err);
+    kill_straight();
+    system("rm -rf " TD "/t");
+    int rc;
     pid_t pid = fork();
     LC_ASSERT(pid >= 0);
     if (pid == 0) {
@@ -514,7 +523,7 @@ void dist_sigterm(void) {
     EXPECT(access(TD "/t/step-00000060.h5", F_OK) != 0, "the run finished before the signal: make it longer");
     rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/t --out " TD "/t.h5 --resume auto");
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
-    double d = weight_diff(TD "/ts.h5", TD "/t.h5");
+    double d = weight_diff(TD "/ks.h5", TD "/t.h5");
     EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
 }
 
