@@ -5,6 +5,8 @@
  */
 #include "tok.h"
 
+#include <jansson.h>
+
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -126,9 +128,35 @@ static int bb_fill(Tokenizer *t) {
     return 0;
 }
 
+/* tokenizer_config.json's bos_token / eos_token (a string, or an object
+ * with "content") beside a tokenizer.json: what transformers uses, where
+ * tokenizer.json alone does not say (SmolLM2's EOS is <|im_end|>, not the
+ * <|endoftext|> the name search finds). Names outside the vocabulary, and
+ * an unreadable file, leave the ids found by name. */
+static void hf_config_specials(Tokenizer *t, const char *path) {
+    const char *slash = strrchr(path, '/');
+    char cfg[4096];
+    snprintf(cfg, sizeof cfg, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
+    json_t *j = json_load_file(cfg, 0, NULL);
+    if (!j) return;
+    static const char *const keys[2] = {"bos_token", "eos_token"};
+    int *ids[2] = {&t->bos, &t->eos};
+    for (int k = 0; k < 2; k++) {
+        json_t *v = json_object_get(j, keys[k]);
+        if (json_is_object(v)) v = json_object_get(v, "content");
+        int id = json_is_string(v) ? tok_special_id(t, json_string_value(v)) : -1;
+        if (id < 0) continue;
+        if (k == 1 && t->eot == t->eos) t->eot = id; /* a reply ends where the model's EOS is */
+        *ids[k] = id;
+    }
+    json_decref(j);
+}
+
 static int hf_load(Tokenizer *t, const char *path, Err *e) {
     t->bb = xcalloc(1, sizeof *t->bb);
-    return bbpe_load_json(t->bb, path, e) ? -1 : bb_fill(t);
+    if (bbpe_load_json(t->bb, path, e) || bb_fill(t)) return -1;
+    hf_config_specials(t, path);
+    return 0;
 }
 
 static int tiktoken_load(Tokenizer *t, const char *path, Err *e) {

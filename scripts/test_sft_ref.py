@@ -16,11 +16,8 @@ as a HF directory that `llamac sft --model` reads. Then:
       content + <|im_end|>: scripts/test_chat_ref.py's SMOLLM2_GEN),
       conversational prompt-completion pairs (completion_mask) and string
       prompt-completion pairs (BOS from the Llama 3 post-processor, EOS
-      appended by TRL). One known difference, printed as KNOWN and checked
-      to be the only one: with SmolLM2's vocabulary llamac ends string
-      pairs with <|endoftext|> (the EOS data/bbpe.c finds by name in
-      tokenizer.json) where TRL uses tokenizer_config.json's eos_token
-      <|im_end|> (llamac reading SmolLM2's GGUF uses <|im_end|>, as TRL);
+      appended by TRL: tokenizer_config.json's eos_token, which llamac
+      reads beside tokenizer.json, <|im_end|> for SmolLM2's vocabulary);
   (b) loss: llamac's first-step loss over all examples (one optimizer step,
       the loss is taken before the update), unpacked (--packing 0) and
       packed (--packing 1: the document mask and restarting positions must
@@ -216,9 +213,8 @@ def trl_processed(hft, model, rows, work, **cfg):
 def part_a(llamac, work, fam, tpath, hft, hf, model):
     cases = [("messages", [{"messages": c} for c in CONVS], dict(assistant_only_loss=True)),
              ("prompt-completion (messages)", [{"prompt": p, "completion": c} for p, c in PAIRS], {})]
-    # string pairs: TRL appends the tokenizer's eos_token (tokenizer_config.json), llamac the EOS it finds in
-    # tokenizer.json by name: <|end_of_text|> for both with Llama 3; with SmolLM2's ChatML vocabulary llamac
-    # takes <|endoftext|> where SmolLM2's tokenizer_config.json says <|im_end|> (see KNOWN below)
+    # string pairs: TRL appends the tokenizer's eos_token, llamac the EOS tokenizer_config.json beside
+    # tokenizer.json names (<|end_of_text|> with Llama 3, SmolLM2's <|im_end|> with ChatML)
     cases.append(("prompt-completion (strings)", [{"prompt": p, "completion": c} for p, c in TEXT_PAIRS], {}))
     out = {}
     for tag, rows, cfg in cases:
@@ -232,19 +228,6 @@ def part_a(llamac, work, fam, tpath, hft, hf, model):
         got = [(d["ids"], d["mask"]) for d in read_jsonl(dump)]
         want = trl_processed(hft, model, rows, work, **cfg)
         check(f"{fam} {tag}: {len(want)} examples, as TRL", len(got) == len(want), f"{len(got)} vs {len(want)}")
-        if fam == "chatml" and "strings" in tag:
-            eot, eos = hft.convert_tokens_to_ids("<|endoftext|>"), hft.eos_token_id
-            same_but_eos = all(g[0][:-1] == w[0][:-1] and g[1] == w[1] and g[0][-1] == eot and w[0][-1] == eos
-                               for g, w in zip(got, want))
-            if got == want:
-                check(f"{fam} {tag}: equal to TRL (the known EOS difference is fixed: drop KNOWN)", True)
-            else:
-                KNOWN.append(f"{fam} {tag}: llamac ends each example with <|endoftext|> ({eot}), TRL with the "
-                             f"tokenizer_config.json eos_token <|im_end|> ({eos}); all else equal: {same_but_eos}")
-                check(f"{fam} {tag}: differs from TRL only by that final EOS", same_but_eos,
-                      f"\n  got  {got}\n  want {want}")
-            out[tag] = data
-            continue
         for k, (g, w) in enumerate(zip(got, want)):
             check(f"{fam} {tag} {k}: ids equal TRL's input_ids ({len(w[0])} tokens)", g[0] == w[0],
                   f"\n  got  {g[0]}\n  want {w[0]}\n  text {hft.decode(w[0])!r}")
@@ -457,6 +440,10 @@ def main():
         tpath = os.path.join(work, "tokenizer.json")
         tok = train_tokenizer(tpath, specials, bos)
         hft = hf_tokenizer(tpath, fam)
+        # a Hugging Face tokenizer directory: tokenizer_config.json beside
+        # tokenizer.json names the specials (llamac reads bos/eos from it)
+        with open(os.path.join(work, "tokenizer_config.json"), "w") as f:
+            json.dump({"bos_token": hft.bos_token, "eos_token": hft.eos_token}, f)
         hf = os.path.join(work, "model_hf")
         shutil.rmtree(hf, ignore_errors=True)
         build_model(hf, tok.get_vocab_size())

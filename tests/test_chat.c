@@ -563,3 +563,23 @@ void chat_cli_chatml(void) {
     chat_tokens_free(&ct);
     tok_free(&t);
 }
+
+/* tokenizer_config.json beside a tokenizer.json names the EOS transformers
+ * uses (SmolLM2's <|im_end|>, where the name search finds <|endoftext|>) */
+void chat_hf_specials(void) {
+    Tokenizer t;
+    chatml_tokenizer(&t);
+    int im_end = tok_special_id(&t, "<|im_end|>"), eot_before = t.eot;
+    EXPECT(im_end >= 0 && t.eos != im_end, "the name search already picked <|im_end|> (%d)", t.eos);
+    tok_free(&t);
+    put(at("tokenizer_config.json"), "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|im_end|>\"}}");
+    Err e = {{0}};
+    EXPECT(tok_load(&t, at("chatml.json"), &e) == 0, "%s", e.msg);
+    EXPECT(t.eos == im_end && (eot_before == -1 || t.eot == im_end || t.eot == eot_before),
+           "eos %d eot %d, want %d", t.eos, t.eot, im_end);
+    tok_free(&t);
+    put(at("tokenizer_config.json"), "{\"eos_token\": \"<|not_a_token|>\"}");
+    EXPECT(tok_load(&t, at("chatml.json"), &e) == 0 && t.eos != im_end, "an unknown eos_token changed eos");
+    tok_free(&t);
+    remove(at("tokenizer_config.json"));
+}

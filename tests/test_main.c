@@ -71,7 +71,7 @@ static const struct {
     T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
     T(bpe_save_load), T(bpe_bad_files), T(bpe_v1_fixture), T(bpe_bad_files_v2), T(bpe_speed),
     T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),
-    T(chat_llama3), T(chat_llama2), T(chat_errors), T(chat_chatml), T(chat_llama31), T(chat_detect), T(chat_cli), T(chat_cli_chatml),
+    T(chat_llama3), T(chat_llama2), T(chat_errors), T(chat_chatml), T(chat_llama31), T(chat_detect), T(chat_cli), T(chat_cli_chatml), T(chat_hf_specials),
     T(spm_tiny), T(spm_ref_llama), T(spm_ref_plain), T(spm_ref_unused), T(spm_ref_raw), T(spm_bad_files), T(spm_speed),
     T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),

@@ -335,6 +335,26 @@ void peft_bad_config(void) {
         config_with(cases[i].kv);
         expect_load_error(cases[i].kv, DIR "/bad", &c, DIR "/bad/adapter_config.json: ", cases[i].want);
     }
+    /* full module paths, as PEFT writes "all-linear" for small models: the
+     * modules and the layers they name */
+    LoraConfig lc;
+    Err fe = {{0}};
+    config_with("\"target_modules\": [\"model.layers.0.self_attn.q_proj\", \"model.layers.1.self_attn.q_proj\", "
+                "\"model.layers.2.self_attn.q_proj\", \"model.layers.2.mlp.down_proj\", \"model.layers.0.mlp.down_proj\", "
+                "\"model.layers.1.mlp.down_proj\"]");
+    EXPECT(peft_read_config(DIR "/bad", &c, &lc, NULL, 0, &fe) == 0 && lc.targets == (1u << LORA_Q | 1u << LORA_DOWN) &&
+           lc.all_layers, "full paths on every layer: %s (targets %x, all %d)", fe.msg, lc.targets, lc.all_layers);
+    config_with("\"target_modules\": [\"model.layers.0.self_attn.v_proj\", \"model.layers.2.self_attn.v_proj\", "
+                "\"model.layers.2.self_attn.k_proj\", \"model.layers.0.self_attn.k_proj\"]");
+    EXPECT(peft_read_config(DIR "/bad", &c, &lc, NULL, 0, &fe) == 0 && lc.targets == (1u << LORA_K | 1u << LORA_V) &&
+           !lc.all_layers && lc.layers[0] && !lc.layers[1] && lc.layers[2], "full paths on layers 0, 2: %s", fe.msg);
+    config_with("\"target_modules\": [\"model.layers.0.self_attn.q_proj\", \"model.layers.1.self_attn.q_proj\", "
+                "\"model.layers.0.self_attn.v_proj\"]");
+    expect_load_error("different layer sets", DIR "/bad", &c, DIR "/bad/adapter_config.json: ",
+                      "q_proj and v_proj are adapted on different layers");
+    config_with("\"target_modules\": [\"model.layers.7.self_attn.q_proj\"]");
+    expect_load_error("a layer past the model", DIR "/bad", &c, DIR "/bad/adapter_config.json: ",
+                      "unknown module 'model.layers.7.self_attn.q_proj'");
     /* neutral values of options llamac lacks (here of a key it has never
      * heard of) are fine */
     PeftAdapter a;

@@ -296,9 +296,14 @@ static void need_run_inputs(void) {
     if (done) return;
     done = 1;
     Tokenizer t;
-    snprintf(tokp, sizeof tokp, "%s", test_chat_tokenizer(&t));
     mkdir("build", 0755);
     mkdir(DIR, 0755);
+    /* a copy in a directory of its own: test_chat.c puts a tokenizer_config.json
+     * (with a chat template sft would pick up) beside the original */
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "cp '%s' " DIR "/own.tok", test_chat_tokenizer(&t));
+    LC_ASSERT(system(cmd) == 0);
+    snprintf(tokp, sizeof tokp, DIR "/own.tok");
     FILE *f = fopen(DIR "/chat.jsonl", "wb"), *g = fopen(DIR "/other.jsonl", "wb");
     LC_ASSERT(f && g);
     static const char *w[] = {"Hi", "there", "you", "are", "helpful", "Fine", "How", "Hello"};

@@ -135,6 +135,7 @@ void gpu_ops(void);
 void gpu_step(void);
 #endif
 
+void chat_hf_specials(void);
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);

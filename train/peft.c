@@ -64,8 +64,32 @@ static int unsupported(Err *e, const char *path, const char *key, const json_t *
     return rc;
 }
 
-static int parse_targets(const char *path, const json_t *v, unsigned *targets, Err *e) {
+/* A target_modules entry: a module name ("q_proj"), or a full module path
+ * ("model.layers.3.self_attn.q_proj": what PEFT writes for "all-linear" on
+ * models with few layers), which names its layer too (-1: every layer). */
+static int target_entry(const char *s, int n_layers, int *mod, int *layer) {
+    const char *dot = strrchr(s, '.'), *name = dot ? dot + 1 : s;
+    *mod = -1;
+    *layer = -1;
+    for (int i = 0; i < LORA_NMOD && *mod < 0; i++)
+        if (strcmp(name, lora_module_name(i)) == 0) *mod = i;
+    if (*mod < 0) return -1;
+    if (!dot) return 0;
+    const char *l = strstr(s, "layers.");
+    char *end;
+    long v = l ? strtol(l + 7, &end, 10) : -1;
+    if (!l || end == l + 7 || *end != '.' || v < 0 || v >= n_layers) return -1;
+    *layer = (int)v;
+    return 0;
+}
+
+/* targets, and in lc->layers / lc->all_layers the layers full module paths
+ * name (every layer when none does); modules named with different layer
+ * sets cannot be one LoraConfig and are refused */
+static int parse_targets(const char *path, const json_t *v, const LlamaConfig *c, unsigned *targets,
+                         LoraConfig *lc, Err *e) {
     *targets = 0;
+    lc->all_layers = 1;
     if (!v || json_is_null(v)) { /* PEFT's default for model_type llama */
         *targets = 1u << LORA_Q | 1u << LORA_V;
         return 0;
@@ -81,18 +105,31 @@ static int parse_targets(const char *path, const json_t *v, unsigned *targets, E
     }
     if (!json_is_array(v) || json_array_size(v) == 0)
         return err_set(e, "%s: target_modules must be a non-empty list of module names", path);
+    static unsigned char seen[LORA_NMOD][LC_MAX_LAYERS];
+    memset(seen, 0, sizeof seen);
     size_t k;
     json_t *x;
     json_array_foreach(v, k, x) {
         const char *s = json_string_value(x);
-        int m = -1;
-        for (int i = 0; s && i < LORA_NMOD && m < 0; i++)
-            if (strcmp(s, lora_module_name(i)) == 0) m = i;
-        if (m < 0)
-            return err_set(e, "%s: target_modules: unknown module '%.40s' (llamac adapts q_proj k_proj v_proj "
-                           "o_proj gate_proj up_proj down_proj)", path, s ? s : "(not a string)");
+        int m, l;
+        if (!s || target_entry(s, c->n_layers, &m, &l))
+            return err_set(e, "%s: target_modules: unknown module '%.60s' (llamac adapts q_proj k_proj v_proj "
+                           "o_proj gate_proj up_proj down_proj, by name or as model.layers.N.<part>.<name>)", path,
+                           s ? s : "(not a string)");
         *targets |= 1u << m;
+        for (int i = 0; i < c->n_layers; i++)
+            if (l < 0 || l == i) seen[m][i] = 1;
     }
+    int first = -1;
+    for (int m = 0; m < LORA_NMOD; m++) {
+        if (!(*targets >> m & 1)) continue;
+        if (first < 0) first = m;
+        else if (memcmp(seen[m], seen[first], (size_t)c->n_layers))
+            return err_set(e, "%s: target_modules: %s and %s are adapted on different layers (llamac needs one "
+                           "layer set for all targets)", path, lora_module_name(first), lora_module_name(m));
+    }
+    for (int i = 0; i < c->n_layers; i++) lc->all_layers &= seen[first][i];
+    memcpy(lc->layers, seen[first], (size_t)c->n_layers);
     return 0;
 }
 
@@ -140,7 +177,9 @@ static int parse_config(const char *path, const json_t *j, const LlamaConfig *c,
         return unsupported(e, path, "fan_in_fan_out", fifo, " (Llama's nn.Linear weights are (out, in))");
 
     unsigned targets;
-    if (parse_targets(path, json_object_get(j, "target_modules"), &targets, e)) return -1;
+    LoraConfig named; /* the layers full module paths name */
+    memset(&named, 0, sizeof named);
+    if (parse_targets(path, json_object_get(j, "target_modules"), c, &targets, &named, e)) return -1;
     lora_config_default(lc, targets);
     const json_t *r = json_object_get(j, "r"), *a = json_object_get(j, "lora_alpha"),
                  *d = json_object_get(j, "lora_dropout"), *rs = json_object_get(j, "use_rslora"),
@@ -170,6 +209,10 @@ static int parse_config(const char *path, const json_t *j, const LlamaConfig *c,
         return unsupported(e, path, "init_lora_weights", init, " (true, \"gaussian\" or false)");
     if (json_is_string(init)) lc->init = LORA_INIT_GAUSSIAN;
     if (parse_layers(path, json_object_get(j, "layers_to_transform"), c, lc, e)) return -1;
+    if (!named.all_layers) { /* full module paths: their layers (within layers_to_transform, if both) */
+        for (int i = 0; i < c->n_layers; i++) lc->layers[i] = named.layers[i] && (lc->all_layers || lc->layers[i]);
+        lc->all_layers = 0;
+    }
     Err ve;
     if (lora_validate(lc, c, &ve)) return err_set(e, "%s: %s", path, ve.msg);
     if (base_name && nb) {
