@@ -12,6 +12,7 @@
 #   CUDA_HOME, CUDA_INC, CUDA_LIB, CUDNN_INC, CUDNN_LIB, CUDA_ARCH   paths and
 #              the nvcc target (default sm_90: H100/H200)
 #   V=1        echo the full compile commands
+#   MPI=0      build without MPI (dist/dist_none.c: one process)
 
 CC ?= cc
 PYTHON ?= python3
@@ -91,10 +92,18 @@ $(info ✓ nvcc: $(NVCC) (CUDA backend: $(if $(filter 1,$(CUDA)),building,make C
 else
 $(info ✗ nvcc: not found (CPU only))
 endif
-ifneq ($(shell command -v mpicc 2>/dev/null),)
-$(info ✓ MPI: $(shell command -v mpicc) (not used yet))
+# MPI (data parallelism, dist/dist.c): found through mpicc's own flags;
+# MPI=0, or no mpicc, builds dist/dist_none.c (one process, which refuses to
+# run as N copies under mpirun).
+MPICC := $(if $(filter 0,$(MPI)),,$(shell command -v mpicc 2>/dev/null))
+ifneq ($(MPICC),)
+$(info ✓ MPI: $(MPICC) (data parallelism: mpirun -np N build/llamac ...))
+DIST_SRC := dist/dist.c
+CFLAGS_BASE += -DLC_HAVE_MPI $(shell $(MPICC) --showme:compile)
+LDLIBS += $(shell $(MPICC) --showme:link 2>/dev/null)
 else
-$(info ✗ MPI: mpicc not found (single process))
+$(info ✗ MPI: $(if $(filter 0,$(MPI)),off (MPI=0),mpicc not found) (single process))
+DIST_SRC := dist/dist_none.c
 endif
 ifneq ($(wildcard $(HDF5_INC)/hdf5.h),)
 $(info ✓ HDF5 (OpenMPI build): $(HDF5_LIB) (checkpoints))
@@ -112,6 +121,9 @@ endif
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
 CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu
+# NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
+# cuda-check; not linked into CUDA=1 builds until the trainer calls them.
+NCCL_SRC := dist/nccl.cu
 CUDA_INC ?= $(CUDA_HOME)/include
 CUDA_LIB ?= $(CUDA_HOME)/lib64
 CUDNN_INC ?= $(CUDA_INC)
@@ -136,7 +148,7 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c \
-           optim/adamw.c optim/sched.c \
+           $(DIST_SRC) optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
            train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c \
            train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
@@ -146,7 +158,7 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_opt
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
-            tests/test_sft_batches.c tests/test_robust.c tests/test_fuzz.c tests/fuzz_targets.c
+            tests/test_sft_batches.c tests/test_dist.c tests/test_robust.c tests/test_fuzz.c tests/fuzz_targets.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
@@ -154,16 +166,16 @@ ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
 TEST_SRC += tests/test_gpu.c
 endif
-ALL_OBJ := $(LIB_OBJ) $(MAIN_SRC:%.c=$(OBJ)/%.o) $(TEST_SRC:%.c=$(OBJ)/%.o)
+ALL_OBJ := $(LIB_OBJ) $(MAIN_SRC:%.c=$(OBJ)/%.o) $(TEST_SRC:%.c=$(OBJ)/%.o) $(OBJ)/dist/dist_none.o
 
 ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
-all: $(BUILD)/llamac $(BUILD)/tests
+all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
 
 # Changing flags rebuilds everything (Redis's .make-settings).
 $(BUILD)/.flags: FORCE
@@ -184,6 +196,10 @@ $(OBJ)/%.o: %.cu $(BUILD)/.flags
 $(BUILD)/llamac: $(LIB_OBJ) $(OBJ)/train/main.o
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
 $(BUILD)/tests: $(LIB_OBJ) $(TEST_SRC:%.c=$(OBJ)/%.o)
+	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
+# The same objects with dist_none.c instead of dist.c: what a build without
+# MPI does under mpirun (tests/test_dist.c checks it refuses to run).
+$(BUILD)/llamac-nompi: $(filter-out $(OBJ)/dist/dist.o,$(LIB_OBJ)) $(OBJ)/dist/dist_none.o $(OBJ)/train/main.o
 	$(Q)$(CC) $^ -o $@ $(LDFLAGS_SAN) $(LDLIBS)
 
 deps:
@@ -236,12 +252,18 @@ bench-lora: all
 bench-sft: all
 	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
 
+# Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
+# rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
+# ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1.
+bench-dist: all
+	$(Q)LLAMAC=$(BUILD)/llamac python3 scripts/bench_dist.py $(BENCH_DIST_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
 	@test -n "$(NVCC)" || { echo "cuda-check: skipped, nvcc not found"; exit 0; }
 	@mkdir -p $(BUILD)/cuda-check
-	$(Q)for f in $(CUDA_SRC); do echo "  NVCC $$f"; \
+	$(Q)for f in $(CUDA_SRC) $(NCCL_SRC); do echo "  NVCC $$f"; \
 	  $(NVCC) $(NVCCFLAGS) -Werror all-warnings -Xcompiler -Werror -c $$f -o $(BUILD)/cuda-check/$$(basename $$f .cu).o || exit 1; done
 
 # The GPU tiers: every CUDA op against the CPU op, a training step, and the
@@ -320,6 +342,7 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
+	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
@@ -330,6 +353,6 @@ help:
 	@echo "make test-gpu   CUDA ops vs CPU, a training step, a 300-step loss curve (skips without a GPU)"
 	@echo "make bench-gpu  step benchmark against PyTorch on the GPU (skips without a GPU)"
 	@echo "make fuzz       libFuzzer + ASan/UBSan on every file parser, FUZZ_SECONDS each (default 180; clang)"
-	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1"
+	@echo "overrides: NATIVE=1 DEBUG=1 SAN=1 WERROR=1 V=1 CUDA=1 MPI=0"
 
 -include $(ALL_OBJ:.o=.d)

@@ -489,8 +489,10 @@ void llama_backward(Llama *m, int l0, int l1) {
         lin_bwd(m, l, LORA_K, m->dxn, g->wk, m->dk, a->xn1, w->wk, N, D, KVD, 1);
         lin_bwd(m, l, LORA_V, m->dxn, g->wv, m->dv, a->xn1, w->wv, N, D, KVD, 1);
         o->rmsnorm_bwd(ctx, m->dres, g->ln1, m->dxn, a->x, w->ln1, a->rstd1, N, D);
+        if (m->bwd_hook) m->bwd_hook(m->bwd_ud, l);
     }
     if (l0 == 0 && m->g.embed) o->embed_bwd(ctx, m->g.embed, m->dres, m->tokens, N, D);
+    if (l0 == 0 && m->bwd_hook) m->bwd_hook(m->bwd_ud, -1);
 }
 
 // ----------------------------------------------------------------------------

@@ -91,6 +91,12 @@ typedef struct Llama {
     size_t scratch_floats;
     float *rope_cos, *rope_sin; /* (T, HS/2) */
     int *tokens, *targets, *pos; /* (B, T) on the backend */
+    /* Called by llama_backward once layer l's parameter gradients (full or
+     * LoRA) are complete for this backward, l = l1-1 down to l0, and with
+     * l = -1 after the embedding's (l0 == 0). The data-parallel trainer
+     * starts each layer's gradient all-reduce from it. NULL: none. */
+    void (*bwd_hook)(void *ud, int l);
+    void *bwd_ud;
 } Llama;
 
 /* Build the model for batches of (B, T); parameters zeroed (use

@@ -2,8 +2,9 @@
 # Install the Debian packages llamac builds against. Idempotent; needs root
 # (CI and the dev machines run as root) or sudo.
 set -euo pipefail
+# openmpi-bin / libopenmpi-dev: data parallelism (mpicc, mpirun; the MPI tests)
 pkgs=(build-essential libopenblas-openmp-dev libinih-dev libjansson-dev libpcre2-dev
-      libhdf5-openmpi-dev hdf5-tools)
+      libhdf5-openmpi-dev hdf5-tools openmpi-bin libopenmpi-dev)
 missing=()
 for p in "${pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

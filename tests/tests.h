@@ -164,6 +164,18 @@ int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
 
+/* test_dist.c: data parallelism under mpirun */
+void dist_pretrain_equiv(void);
+void dist_one_rank(void);
+void dist_sft_equiv(void);
+void dist_errors(void);
+void dist_resume_other_size(void);
+void dist_rank_killed(void);
+void dist_ckpt_layout(void);
+void dist_none_refuses(void);
+void dist_sigterm(void);
+void dist_dpo_equiv(void);
+
 void robust_ops_elementwise(void);
 void robust_ops_attn(void);
 void robust_ops_lmhead_lora(void);

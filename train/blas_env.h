@@ -6,7 +6,9 @@
  * start-up, if the variable is unset and the detected core is weaker than
  * what the CPU supports, set it and re-exec ourselves once. The same re-exec
  * binds OpenMP threads to cores (OMP_PROC_BIND=close) unless the user chose
- * a binding: also read only at start-up.
+ * a binding: also read only at start-up. Under mpirun or srun, the ranks
+ * of one machine get disjoint blocks of its cores (OMP_PLACES,
+ * OMP_NUM_THREADS) in the same re-exec.
  */
 #ifndef LLAMAC_TRAIN_BLAS_ENV_H
 #define LLAMAC_TRAIN_BLAS_ENV_H

@@ -5,6 +5,8 @@
  */
 #include "ckpt.h"
 
+#include "../dist/dist.h"
+
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -200,19 +202,36 @@ static int attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
     return rc;
 }
 
-/* Dataset of dims[0..ndim) of type ft from mem (memory type mt), with its
- * checksum attribute over the nbytes at mem. */
-static int dset_write(hid_t loc, const char *name, int ndim, const hsize_t *dims, hid_t ft, hid_t mt,
-                      const void *mem, size_t nbytes) {
+/* A data-parallel save (ckpt_save_dist), for its duration: every rank
+ * creates every dataset and attribute (HDF5's collective metadata), the
+ * data of each is written by one rank. NULL: a one-process save. */
+typedef struct SavePar {
+    int rank, world;
+    const ParamTable *ot;  /* the optimizer's table */
+    const size_t *shard;   /* ZeRO-1: ot's shards (dist_shards), the moments local; NULL: whole everywhere */
+} SavePar;
+static const SavePar *par;
+
+/* Dataset of dims[0..ndim) of type ft from mem (memory type mt), written by
+ * rank writer (under par; mem is only read there), with checksum sum, which
+ * every rank knows. */
+static int dset_write_by(hid_t loc, const char *name, int ndim, const hsize_t *dims, hid_t ft, hid_t mt,
+                         const void *mem, int writer, uint64_t sum) {
     hid_t sp = H5Screate_simple(ndim, dims, NULL);
     hid_t d = H5Dcreate2(loc, name, ft, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     int rc = -1;
-    if (d >= 0 && H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) >= 0 &&
-        attr_u64(d, "checksum", ckpt_hash(mem, nbytes)) == 0)
+    if (d >= 0 && ((par && par->rank != writer) || H5Dwrite(d, mt, H5S_ALL, H5S_ALL, H5P_DEFAULT, mem) >= 0) &&
+        attr_u64(d, "checksum", sum) == 0)
         rc = 0;
     if (d >= 0) H5Dclose(d);
     H5Sclose(sp);
     return rc;
+}
+
+/* The same for data every rank holds (state, small): rank 0 writes it. */
+static int dset_write(hid_t loc, const char *name, int ndim, const hsize_t *dims, hid_t ft, hid_t mt,
+                      const void *mem, size_t nbytes) {
+    return dset_write_by(loc, name, ndim, dims, ft, mt, mem, 0, ckpt_hash(mem, nbytes));
 }
 
 /* Read dataset name of exactly dims[0..ndim) into mem (memory type mt) and
@@ -287,17 +306,42 @@ static void dir_of(const char *path, char *dir, size_t n) {
     else snprintf(dir, n, "%.*s", (int)(s - path), path);
 }
 
-static int write_tensors(hid_t grp, const ParamTable *t, const float *buf, long *ndone, long kill) {
-    for (int i = 0; i < t->n; i++) {
+/* Under par: the rank that writes tensor i of t (the ZeRO shard holding
+ * it for the optimizer's table, else one in turn), and where its data is
+ * (moments: this rank's shard only, with ZeRO). */
+static int tensor_writer(const ParamTable *t, int i) {
+    if (!par) return 0;
+    if (par->shard && t == par->ot) {
+        int r = 0;
+        while (r + 1 < par->world && par->shard[r + 1] <= t->p[i].offset) r++;
+        return r;
+    }
+    return i % par->world;
+}
+
+static const float *tensor_data(const ParamTable *t, const float *buf, int i, int moments) {
+    if (par && moments && par->shard) return buf + (t->p[i].offset - par->shard[par->rank]);
+    return buf + t->p[i].offset;
+}
+
+/* moments: buf is AdamW's m or v (local to the shard under ZeRO) */
+static int write_tensors(hid_t grp, const ParamTable *t, const float *buf, int moments, long *ndone, long kill) {
+    uint64_t *sum = xcalloc((size_t)t->n + 1, sizeof *sum);
+    for (int i = 0; i < t->n; i++)
+        if (!par || tensor_writer(t, i) == par->rank)
+            sum[i] = ckpt_hash(tensor_data(t, buf, i, moments), t->p[i].numel * sizeof(float));
+    if (par) dist_allreduce_or_u64(sum, t->n); /* each known to its writer, 0 elsewhere */
+    int rc = 0;
+    for (int i = 0; i < t->n && rc == 0; i++) {
         const ParamInfo *p = &t->p[i];
         hsize_t dims[2];
         tensor_dims(p, dims);
-        if (dset_write(grp, p->name, p->ndim, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, buf + p->offset,
-                       p->numel * sizeof(float)))
-            return -1;
+        rc = dset_write_by(grp, p->name, p->ndim, dims, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT,
+                           tensor_data(t, buf, i, moments), tensor_writer(t, i), sum[i]);
         if (kill && ++*ndone >= kill) raise(SIGKILL);
     }
-    return 0;
+    free(sum);
+    return rc;
 }
 
 /* "q_proj,v_proj" and "all" / "0,2" of lc into buf. */
@@ -336,7 +380,7 @@ static int write_lora(hid_t f, const LlamaConfig *c, const ParamTable *t, const 
              attr_str(g, "init", lc->init == LORA_INIT_GAUSSIAN ? "gaussian" : "kaiming");
     if (rc == 0 && lora->base_ref)
         rc = attr_str(g, "base_path", lora->base_ref) | attr_u64(g, "base_hash", params_hash(t, params));
-    if (rc == 0) rc = write_tensors(g, lora->t, lora->params, &datasets_written, kill);
+    if (rc == 0) rc = write_tensors(g, lora->t, lora->params, 0, &datasets_written, kill);
     H5Gclose(g);
     return rc;
 }
@@ -365,7 +409,7 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
 
     if (!lora || !lora->base_ref) {
         if ((g = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
-        rc = write_tensors(g, t, params, &datasets_written, kill);
+        rc = write_tensors(g, t, params, 0, &datasets_written, kill);
         H5Gclose(g);
         if (rc) return -1;
     }
@@ -380,7 +424,7 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
         for (int k = 0; k < 2 && rc == 0; k++) {
             hid_t gm = H5Gcreate2(g, k ? "v" : "m", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
             if (gm < 0) { rc = -1; break; }
-            rc = write_tensors(gm, ot, k ? opt->v : opt->m, &datasets_written, kill);
+            rc = write_tensors(gm, ot, k ? opt->v : opt->m, 1, &datasets_written, kill);
             H5Gclose(gm);
         }
         H5Gclose(g);
@@ -410,20 +454,60 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
     return attr_i64(f, "complete", 1);
 }
 
+static int rename_into_place(const char *tmp, const char *path, Err *e);
+
+/* The file as one process (par NULL) or, under par, every rank through
+ * MPI-IO; rank 0 then flushes and renames it (the others wait: every rank
+ * returns the same result). */
 static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                      uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st, Err *e) {
     h5_quiet();
     char tmp[4096], dir[4096];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
-    unlink(tmp);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (f < 0) return err_set(e, "%s: cannot create (%s)", tmp, strerror(errno ? errno : EIO));
+    hid_t fapl = H5P_DEFAULT;
+    if (par) {
+#if defined(H5_HAVE_PARALLEL) && defined(LC_HAVE_MPI)
+        if (par->rank == 0) unlink(tmp);
+        dist_barrier();
+        fapl = H5Pcreate(H5P_FILE_ACCESS);
+        H5Pset_fapl_mpio(fapl, MPI_COMM_WORLD, MPI_INFO_NULL);
+#else
+        LC_FATAL("ckpt_save_dist: several ranks without parallel HDF5");
+#endif
+    } else {
+        unlink(tmp);
+    }
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl != H5P_DEFAULT) H5Pclose(fapl);
+    int er = errno ? errno : EIO;
+    if (par && dist_allreduce_max_int(f < 0)) {
+        if (f >= 0) H5Fclose(f);
+        return err_set(e, "%s: cannot create on every rank (%s)", tmp, strerror(er));
+    }
+    if (f < 0) return err_set(e, "%s: cannot create (%s)", tmp, strerror(er));
     int rc = write_all(f, c, t, params, tokenizer_id, lora, opt, st);
     if (H5Fclose(f) < 0) rc = -1;
+    if (par) rc = -dist_allreduce_max_int(-rc);
+    if (par && par->rank != 0) { /* rank 0 flushes and renames; its result is everyone's */
+        int r0 = dist_allreduce_max_int(0);
+        if (rc) return err_set(e, "%s: cannot write the checkpoint (disk full?)", path);
+        return r0 ? err_set(e, "%s: rank 0 could not flush or rename the checkpoint", path) : 0;
+    }
+    if (par && rc) dist_allreduce_max_int(1);
     if (rc) {
         unlink(tmp);
         return err_set(e, "%s: cannot write the checkpoint (disk full?)", path);
     }
+    rc = rename_into_place(tmp, path, e);
+    if (par) dist_allreduce_max_int(rc != 0);
+    if (rc) return -1;
+    dir_of(path, dir, sizeof dir);
+    fsync_path(dir, 1); /* best effort: some filesystems refuse directory fsync */
+    return 0;
+}
+
+/* The end of the protocol: fsync the temporary file, rename it. */
+static int rename_into_place(const char *tmp, const char *path, Err *e) {
     if (fsync_path(tmp, 0)) {
         unlink(tmp);
         return err_set(e, "%s: cannot flush to disk (%s)", tmp, strerror(errno));
@@ -433,9 +517,20 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
         unlink(tmp);
         return err_set(e, "%s: cannot rename %s into place (%s)", path, tmp, strerror(er));
     }
-    dir_of(path, dir, sizeof dir);
-    fsync_path(dir, 1); /* best effort: some filesystems refuse directory fsync */
     return 0;
+}
+
+int ckpt_save_dist(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *shard,
+                   const CkptState *st, Err *e) {
+    if (dist_world() == 1)
+        return lora ? ckpt_save_lora(path, c, t, params, tokenizer_id, lora, opt, st, e)
+                    : ckpt_save(path, c, t, params, tokenizer_id, opt, st, e);
+    SavePar sp = {dist_rank(), dist_world(), lora ? lora->t : t, shard};
+    par = &sp;
+    int rc = save_file(path, c, t, params, tokenizer_id, lora, opt, st, e);
+    par = NULL;
+    return rc;
 }
 
 int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,

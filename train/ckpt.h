@@ -107,6 +107,19 @@ int ckpt_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
 int ckpt_save_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, const float *base_params,
                    uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const CkptState *st, Err *e);
 
+/* The same file (ckpt_save's, or ckpt_save_lora's when lora is not NULL)
+ * written by every rank of the data-parallel grid together (dist.h; all call
+ * it with the same arguments), through parallel HDF5 (MPI-IO): the layout
+ * does not depend on the number of ranks, each tensor is written whole by
+ * one rank, and the temporary name, fsync, rename and completion mark are
+ * ckpt_save's (rank 0 renames). shard: ZeRO-1's shards of the optimizer's
+ * table (dist_shards), opt->m and opt->v then holding only this rank's
+ * [shard[rank], shard[rank+1]); NULL: whole moments on every rank. One rank:
+ * ckpt_save / ckpt_save_lora. Every rank returns the same result. */
+int ckpt_save_dist(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *shard,
+                   const CkptState *st, Err *e);
+
 /* Load a LoRA checkpoint: lora->lc must equal the file's /lora config
  * (ckpt_info gives it; else "<path>: ... r 8 vs 4"), the base goes into
  * base_params (from the file, or from base_path with its hash checked:

@@ -166,7 +166,7 @@ static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t 
     long micro_n = tr->o.B * tr->o.T, np = 0;
     memset(&d->st, 0, sizeof d->st);
     for (long k = 0; k < accum; k++) np += dpo_rows_last(d->train_rows, (int)(accum - 1 - k))->npairs;
-    for (long k = 0; k < accum; k++) {
+    for (long k = tr->k0; k < tr->k1; k++) { /* this rank's block (all of them on one rank); np is the step's */
         const DpoBatch *bt = dpo_rows_last(d->train_rows, (int)(accum - 1 - k));
         uint64_t lseed = (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k;
         if (micro(d, tr, tok + k * micro_n, tgt + k * micro_n, pos + k * micro_n, bt, d->ref_train, 1.0 / (double)np,

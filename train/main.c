@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../dist/dist.h"
 #include "blas_env.h"
 #include "cmds.h"
 
@@ -34,23 +35,47 @@ static void usage(FILE *f) {
     for (int i = 0; i < N_COMMANDS; i++) fprintf(f, "  %-10s %s\n", commands[i].name, commands[i].about);
 }
 
+/* Under mpirun only rank 0 speaks on stdout (progress, samples); every rank
+ * keeps stderr. A failing rank names itself and stops the others (a rank
+ * that returned would leave them waiting in a collective). */
+static int finish(int rc, const char *msg) {
+    const DistGrid *g = dist_grid();
+    if (rc == 0) {
+        dist_finalize();
+        return 0;
+    }
+    if (g->world > 1) {
+        fprintf(stderr, "llamac: error: rank %d of %d: %s\n", g->rank, g->world, msg);
+        dist_abort(1);
+    }
+    fprintf(stderr, "llamac: error: %s\n", msg);
+    dist_finalize();
+    return 1;
+}
+
 int main(int argc, char **argv) {
     blas_env_fix(argv);
+    Err de = {{0}};
+    if (dist_init(&argc, &argv, &de)) {
+        fprintf(stderr, "llamac: error: %s\n", de.msg);
+        return 1;
+    }
+    if (dist_rank() > 0 && !freopen("/dev/null", "w", stdout)) return finish(-1, "cannot silence stdout");
     if (argc < 2) {
         usage(stderr);
+        dist_finalize();
         return 1;
     }
     if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
         usage(stdout);
-        return 0;
+        return finish(0, NULL);
     }
     for (int i = 0; i < N_COMMANDS; i++) {
         if (strcmp(argv[1], commands[i].name) != 0) continue;
         Err e = {{0}};
-        if (commands[i].fn(argc - 2, argv + 2, &e) == 0) return 0;
-        fprintf(stderr, "llamac: error: %s\n", e.msg);
-        return 1;
+        return finish(commands[i].fn(argc - 2, argv + 2, &e), e.msg);
     }
-    fprintf(stderr, "llamac: error: unknown command '%s' (see llamac --help)\n", argv[1]);
-    return 1;
+    char msg[160];
+    snprintf(msg, sizeof msg, "unknown command '%.64s' (see llamac --help)", argv[1]);
+    return finish(-1, msg);
 }

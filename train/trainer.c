@@ -3,6 +3,14 @@
  * Checkpoints are train/ckpt.h's HDF5 files; resume restores weights, AdamW
  * moments and step, the schedule position and the data cursor, so a resumed
  * run continues bit for bit on the CPU.
+ *
+ * Data parallelism (mpirun -np N): every rank draws the step's whole global
+ * batch, trains its block of accum / N micro-batches and the gradients are
+ * summed over the ranks, layer by layer as the backward finishes each
+ * (llama.h's bwd_hook starts an MPI_Iallreduce per layer; it completes
+ * before clipping); with --zero 1 a reduce-scatter instead, each rank
+ * stepping its shard of the flat buffer and an all-gather of the weights.
+ * Rank 0 alone writes metrics, checkpoints and outputs.
  */
 #include "trainer.h"
 
@@ -13,6 +21,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "../dist/dist.h"
 #include "ckpt.h"
 #include "convert.h"
 #include "peft.h"
@@ -85,6 +94,7 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0), gaussian, or a PEFT adapter directory to continue"},
         {"adapter-out", CLI_STR, &o->adapter_out, 0, 0, "LoRA: PEFT adapter directory written at the end (PeftModel.from_pretrained reads it)"},
         {"merged-out", CLI_STR, &o->merged_out, 0, 0, "LoRA: also write the base with the adapters merged, as a checkpoint (.h5)"},
+        {"zero", CLI_INT, &o->zero, 0, 1, "1: ZeRO-1 under mpirun: AdamW moments sharded over the data-parallel ranks"},
     };
     int n = (int)(sizeof rows / sizeof rows[0]);
     LC_ASSERT(n <= TRAINER_NFLAGS);
@@ -115,6 +125,125 @@ int trainer_mkdir(const char *dir, const char *flag, Err *e) {
     return 0;
 }
 
+// ----------------------------------------------------------------------------
+// data parallelism
+
+/* One reduction per decoder layer: layer l's tensors are contiguous in the
+ * table (Hugging Face order, full or LoRA), [bucket[l], bucket[l+1]); what
+ * precedes layer 0 (the embedding) and follows the last layer (final norm,
+ * LM head) are two more. With --zero 1, the shards of the flat buffer. */
+static void dp_setup(Trainer *tr) {
+    const ParamTable *t = tr->pt;
+    int L = tr->c.n_layers;
+    tr->bucket = xmalloc((size_t)(L + 1) * sizeof *tr->bucket);
+    for (int l = 0; l <= L; l++) tr->bucket[l] = (size_t)-1;
+    size_t end = 0;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        if (p->layer < 0) continue;
+        if (tr->bucket[p->layer] == (size_t)-1) tr->bucket[p->layer] = p->offset;
+        end = p->offset + p->numel;
+    }
+    /* the tail starts at the next tensor's offset (padding included) */
+    tr->bucket[L] = t->size;
+    for (int i = 0; i < t->n; i++)
+        if (t->p[i].offset >= end && t->p[i].offset < tr->bucket[L]) tr->bucket[L] = t->p[i].offset;
+    if (end == 0) tr->bucket[L] = 0;
+    for (int l = L - 1; l >= 0; l--)
+        if (tr->bucket[l] == (size_t)-1) tr->bucket[l] = tr->bucket[l + 1];
+    for (int l = 0; l < L; l++) LC_ASSERT(tr->bucket[l] <= tr->bucket[l + 1]);
+    if (!tr->zero) return;
+    tr->shard = xmalloc((size_t)(tr->world + 1) * sizeof *tr->shard);
+    dist_shards(t, tr->shard);
+    /* the moments of this rank's shard only */
+    size_t n = tr->shard[tr->rank + 1] - tr->shard[tr->rank];
+    AdamW *a = &tr->opt;
+    a->ops->free(a->ctx, a->m);
+    a->ops->free(a->ctx, a->v);
+    a->m = a->ops->alloc(a->ctx, (n ? n : 1) * sizeof(float));
+    a->v = a->ops->alloc(a->ctx, (n ? n : 1) * sizeof(float));
+    a->ops->zero(a->ctx, a->m, (n ? n : 1) * sizeof(float));
+    a->ops->zero(a->ctx, a->v, (n ? n : 1) * sizeof(float));
+    a->size = n;
+}
+
+static void dp_reduce(Trainer *tr, size_t lo, size_t hi) {
+    if (hi > lo) dist_iallreduce_f32(tr->grads + lo, hi - lo);
+}
+
+/* LLAMAC_DIST_OVERLAP=0 turns the per-layer reductions off (one blocking
+ * all-reduce after the backward instead): for make bench-dist, which
+ * measures what the overlap hides. */
+static int dp_overlap(void) {
+    const char *s = getenv("LLAMAC_DIST_OVERLAP");
+    return !s || strcmp(s, "0") != 0;
+}
+
+/* llama_backward's hook on this rank's last micro-batch: layer l's
+ * gradients are final, send them while the backward goes on. */
+static void dp_hook(void *ud, int l) {
+    Trainer *tr = ud;
+    int L = tr->c.n_layers;
+    if (l == L - 1) dp_reduce(tr, tr->bucket[L], tr->pt->size); /* norm and head: done before the layers */
+    if (l >= 0) dp_reduce(tr, tr->bucket[l], tr->bucket[l + 1]);
+    else dp_reduce(tr, 0, tr->bucket[0]);
+    dist_progress();
+}
+
+/* ZeRO-1's step: AdamW (the op, as adamw_step applies it) on this rank's
+ * shard of the buffer, whose moments it holds, then the weights gathered. */
+static void zero_step(Trainer *tr, double norm, float lr) {
+    AdamW *a = &tr->opt;
+    const ParamTable *t = tr->pt;
+    float gscale = 1.0f;
+    if (a->cfg.clip > 0 && norm > a->cfg.clip) gscale = (float)(a->cfg.clip / (norm + 1e-6));
+    a->t++;
+    size_t s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        size_t lo = p->offset > s0 ? p->offset : s0, hi = p->offset + p->numel < s1 ? p->offset + p->numel : s1;
+        if (lo >= hi) continue;
+        float wd = (p->decay || a->cfg.decay_all) ? a->cfg.weight_decay : 0.0f;
+        a->ops->adamw(a->ctx, tr->params + lo, tr->grads + lo, a->m + (lo - s0), a->v + (lo - s0), hi - lo, lr,
+                      a->cfg.beta1, a->cfg.beta2, a->cfg.eps, wd, (int)a->t, gscale);
+    }
+    dist_allgather_f32(tr->params, tr->shard);
+}
+
+/* The gradient norm after the step's gradients are summed over the ranks
+ * (the hook's reductions waited for; with ZeRO the reduce-scatter, each
+ * rank's shard norm summed). */
+static double dp_grad_norm(Trainer *tr, int hooked) {
+    if (tr->world == 1) return adamw_grad_norm(&tr->opt, tr->grads);
+    double t0 = time_now();
+    if (tr->zero) {
+        dist_reduce_scatter_f32(tr->grads, tr->shard);
+        tr->dp_wait += time_now() - t0;
+        size_t s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
+        double ss = s1 > s0 ? tr->m.ops->sumsq(tr->m.ctx, tr->grads + s0, s1 - s0) : 0;
+        dist_allreduce_f64(&ss, 1);
+        return sqrt(ss);
+    }
+    if (hooked) dist_wait();
+    else dist_allreduce_f32(tr->grads, tr->pt->size);
+    tr->dp_wait += time_now() - t0;
+    return adamw_grad_norm(&tr->opt, tr->grads);
+}
+
+/* ZeRO resume: room for the whole moments a checkpoint holds, of which
+ * this rank keeps its shard; a host AdamW freed with zero_moments_free. */
+static void zero_moments(const Trainer *tr, AdamW *full) {
+    *full = tr->opt;
+    full->size = tr->pt->size;
+    full->m = xcalloc(full->size, sizeof(float));
+    full->v = xcalloc(full->size, sizeof(float));
+}
+
+static void zero_moments_free(AdamW *full) {
+    free(full->m);
+    free(full->v);
+}
+
 int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
                  const char *init, Err *e) {
     memset(tr, 0, sizeof *tr);
@@ -126,10 +255,23 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     if (tr->o.batch_tokens % micro != 0)
         return err_set(e, "--batch-tokens: %ld is not a multiple of B*T = %ld", tr->o.batch_tokens, micro);
     tr->accum = tr->o.batch_tokens / micro;
+    tr->rank = dist_rank();
+    tr->world = dist_world();
+    if (tr->accum % tr->world)
+        return err_set(e, "--batch-tokens: %ld tokens are %ld micro-batches of B*T = %ld, which do not divide across %d "
+                          "ranks", tr->o.batch_tokens, tr->accum, micro, tr->world);
+    tr->k0 = tr->accum / tr->world * tr->rank;
+    tr->k1 = tr->k0 + tr->accum / tr->world;
+    tr->zero = o->zero && tr->world > 1;
+    if (o->zero && tr->world == 1 && tr->rank == 0)
+        fprintf(stderr, "warning: --zero 1 with one rank: nothing to shard, the optimizer runs whole\n");
     if (sched_init(&tr->sched, o->lr, o->warmup, o->steps, o->min_frac, o->warmup_frac, e)) return -1;
     AdamWConfig ac = {(float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->wd, (float)o->clip, 0};
     if (device_open(&tr->dev, o->device, e)) return -1;
     tr->opened = 1;
+    if (tr->world > 1 && tr->dev.ops != &ops_cpu) /* NCCL: dist/ point 6 */
+        return err_set(e, "--device: %s with %d ranks is not supported yet (data parallelism runs on the CPU)",
+                       o->device, tr->world);
     LoraConfig lc;
     LlamaOpts lo = {LLAMA_GRADS_FULL, NULL, (int)o->recompute};
     PeftAdapter pa; /* --lora-init DIR: its config and weights */
@@ -180,10 +322,14 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         tr->params = tr->m.params;
         tr->grads = tr->m.grads;
     }
-    return adamw_init(&tr->opt, &ac, tr->pt, tr->m.ops, tr->m.ctx, e);
+    if (adamw_init(&tr->opt, &ac, tr->pt, tr->m.ops, tr->m.ctx, e)) return -1;
+    if (tr->world > 1) dp_setup(tr);
+    return 0;
 }
 
 void trainer_close(Trainer *tr) {
+    free(tr->bucket);
+    free(tr->shard);
     if (tr->gen.params) llama_free(&tr->gen);
     if (tr->has_tok) tok_free(&tr->tok);
     adamw_free(&tr->opt);
@@ -250,15 +396,28 @@ double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *
 static volatile sig_atomic_t stop_signal;
 static void on_signal(int sig) { stop_signal = sig; }
 
-/* Save the run after `step` steps into --ckpt-dir/step-N.h5 and prune. */
+static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, Err *e);
+
+/* Save the run after `step` steps into --ckpt-dir/step-N.h5 and prune:
+ * with several ranks all write it together (ckpt_save_dist), each its
+ * tensors (with ZeRO its shard of the moments); rank 0 prunes. */
 static int save_run(Trainer *tr, const TrainData *d, const char *run_config, long step, long tokens,
                     double lr, Err *e) {
     char path[4096];
     ckpt_step_path(tr->o.ckpt_dir, step, path, sizeof path);
-    uint64_t cursor[2];
+    /* every rank's cursor is the global one (each draws the whole batch) */
+    uint64_t *cursor = xmalloc(2 * (size_t)tr->world * sizeof *cursor);
     d->tell(d->ud, cursor);
-    CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, 1, cursor, {0}, (char *)run_config, d->data_id,
+    for (int r = 1; r < tr->world; r++) memcpy(cursor + 2 * r, cursor, 2 * sizeof *cursor);
+    CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, tr->world, cursor, {0}, (char *)run_config, d->data_id,
                     tr->model_id};
+    int src = save_file(tr, d, path, &st, e);
+    free(cursor);
+    return src;
+}
+
+static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, Err *e) {
+    CkptState st = *stp;
     Rng r;
     rng_seed(&r, (uint64_t)tr->o.seed);
     memcpy(st.rng, r.s, sizeof st.rng);
@@ -266,7 +425,11 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     HostView hv; /* host copies of a GPU's buffers for the HDF5 writer */
     device_host_view(&tr->m, &tr->opt, &hv);
     int src;
-    if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
+    if (tr->world > 1) {
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        src = ckpt_save_dist(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, tr->m.lora ? &cl : NULL, &hv.opt,
+                             tr->zero ? tr->shard : NULL, &st, e);
+    } else if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
         src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
     } else {
@@ -274,6 +437,7 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     }
     device_host_free(&hv);
     if (src) return -1;
+    if (tr->rank != 0) return 0;
     double dt = time_now() - t0;
     struct stat sb;
     stat(path, &sb);
@@ -313,7 +477,9 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
         return err_set(e, "%s: %s, this run %s", rpath, info.has_lora ? "a LoRA run's checkpoint" : "a full training run's checkpoint",
                        tr->m.lora ? "trains LoRA adapters (--lora-r)" : "trains every weight (no --lora-r)");
     HostView hv;
-    device_host_view(&tr->m, &tr->opt, &hv);
+    AdamW full; /* ZeRO: the whole moments read, this rank's shard kept */
+    if (tr->zero) zero_moments(tr, &full);
+    device_host_view(&tr->m, tr->zero ? &full : &tr->opt, &hv);
     int lrc;
     if (tr->m.lora) {
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL};
@@ -321,14 +487,17 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     } else {
         lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
     }
-    if (!lrc) device_host_push(&hv, &tr->m, &tr->opt);
+    if (!lrc) device_host_push(&hv, &tr->m, tr->zero ? &full : &tr->opt);
     device_host_free(&hv);
-    if (lrc) return -1;
-    if (st.world != 1) {
-        err_set(e, "%s: saved by %d data-parallel ranks; this run has 1", rpath, st.world);
-        ckpt_state_free(&st);
-        return -1;
+    if (tr->zero) {
+        size_t s0 = tr->shard[tr->rank];
+        memcpy(tr->opt.m, full.m + s0, tr->opt.size * sizeof(float));
+        memcpy(tr->opt.v, full.v + s0, tr->opt.size * sizeof(float));
+        tr->opt.t = full.t;
+        zero_moments_free(&full);
     }
+    if (lrc) return -1;
+    /* the cursors of all ranks are the global one: any rank count resumes */
     if (st.model_id != tr->model_id) {
         err_set(e, "%s: fine-tuned from another model than %s", rpath, tr->init ? tr->init : "a fresh one");
         ckpt_state_free(&st);
@@ -448,7 +617,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;
     char *run_config = cli_dump(run_flags, nflags);
     FILE *mf = NULL;
-    if (o->metrics && !(mf = fopen(o->metrics, start ? "a" : "w"))) {
+    if (o->metrics && tr->rank == 0 && !(mf = fopen(o->metrics, start ? "a" : "w"))) {
         free(run_config);
         return err_set(e, "--metrics: cannot create %s", o->metrics);
     }
@@ -456,6 +625,17 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     if (peak == 0) peak = tr->dev.gpu ? 989e3 : run_sgemm_peak(2048, 5); /* GPU: H100 bf16 dense (DESIGN.md) */
     double fpt = llama_train_flops_per_token(m);
     long micro = o->B * o->T, steps = o->steps;
+    char *grid = dist_describe(); /* collective */
+    printf("%s\n", grid);
+    free(grid);
+    if (tr->world > 1)
+        printf("  data parallel: rank r trains micro-batches [r*%ld, (r+1)*%ld) of each step's %ld; %s; AdamW "
+               "state %.2f MB on this rank\n", tr->k1 - tr->k0, tr->k1 - tr->k0, tr->accum,
+               tr->zero ? "ZeRO-1: gradients reduce-scattered, AdamW on this rank's shard, weights all-gathered"
+                        : "gradients all-reduced layer by layer during the backward",
+               2.0 * tr->opt.size * sizeof(float) / 1e6);
+    uint64_t sent0 = dist_bytes_sent();
+    int overlap = dp_overlap();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
            " of %ld tokens%s\n", tr->mode, c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden, c->vocab,
            m->t.numel / 1e6, (unsigned long long)train->count, train->unit ? train->unit : "rows", o->T, val ? ", validation on" : "");
@@ -473,7 +653,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     } else if (m->recompute) {
         printf("  activations recomputed in the backward (--recompute 1)\n");
     }
-    if (tr->gen.params && start == 0) print_sample(tr, "before training");
+    if (tr->gen.params && start == 0 && tr->rank == 0) print_sample(tr, "before training");
 
     size_t n = (size_t)micro * tr->accum;
     int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
@@ -501,21 +681,31 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             loss = lf->step(lf->ud, tr, tk, tg, ps, tr->accum, step, e);
             if (isnan(loss) && e->msg[0]) goto out;
         }
-        for (long k = 0; !lf && k < tr->accum; k++) {
+        /* this rank's block of the global batch (all of it on one rank); ntgt
+         * counts the whole batch's trained tokens, the same on every rank */
+        int hooked = 0;
+        for (long k = tr->k0; !lf && k < tr->k1; k++) {
             if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
             /* the LoRA dropout mask of (step, micro-batch): a resumed run draws the same */
             llama_lora_seed(m, (uint64_t)o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
             loss += llama_forward(m, 0, c->n_layers, ntgt ? 1.0f / ntgt : 0.0f);
+            hooked = tr->world > 1 && !tr->zero && k == tr->k1 - 1 && overlap;
+            m->bwd_hook = hooked ? dp_hook : NULL;
+            m->bwd_ud = tr;
             llama_backward(m, 0, c->n_layers);
+            m->bwd_hook = NULL;
         }
+        dist_allreduce_f64(&loss, 1);
         if (!lf) loss /= ntgt ? ntgt : 1;
-        double norm = adamw_grad_norm(&tr->opt, tr->grads);
-        if (!isfinite(loss) || !isfinite(norm)) {
+        double norm = dp_grad_norm(tr, hooked);
+        /* a NaN/Inf on any rank stops every rank */
+        if (dist_allreduce_max_int(!isfinite(loss) || !isfinite(norm))) {
             err_set(e, "step %ld: loss %g, gradient norm %g: training diverged (try a lower --lr)", step, loss, norm);
             goto out;
         }
         lr_now = sched_lr(&tr->sched, step);
-        adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, (float)lr_now);
+        if (tr->zero) zero_step(tr, norm, (float)lr_now);
+        else adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, (float)lr_now);
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
@@ -541,6 +731,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         }
         fflush(stdout);
         if (mf) fflush(mf);
+        /* a signal seen by any rank stops all after the same step (mpirun forwards SIGTERM to each) */
+        if (tr->world > 1) stop_signal = dist_allreduce_max_int(stop_signal);
         if ((o->save_every && (step + 1) % o->save_every == 0) || step + 1 == steps || stop_signal) {
             if (save_run(tr, train, run_config, step + 1, (long)n * (step + 1), lr_now, e)) goto out;
         }
@@ -550,8 +742,14 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             goto out;
         }
     }
-    if (tr->gen.params) print_sample(tr, "after training");
-    if (write_outputs(tr, train->tokenizer_id, e)) goto out;
+    if (tr->gen.params && tr->rank == 0) print_sample(tr, "after training");
+    if (tr->rank == 0 && write_outputs(tr, train->tokenizer_id, e)) goto out;
+    if (tr->world > 1)
+        printf("dist: %.0f bytes sent per step by rank 0 in the gradient reductions (%zu gradient bytes; ring "
+               "bound 2(N-1)/N x that = %.0f); %.1f ms per step waiting for them after the backward\n",
+               (double)(dist_bytes_sent() - sent0) / (double)(steps - start), tr->pt->size * sizeof(float),
+               2.0 * (tr->world - 1) / tr->world * (double)(tr->pt->size * sizeof(float)),
+               1e3 * tr->dp_wait / (double)(steps - start));
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
     if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
     else if (val) printf(", val loss %.4f", last_val);

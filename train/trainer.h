@@ -42,6 +42,7 @@ typedef struct TrainOpts {
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_layers, *lora_init;
     const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
+    long zero;             /* 1: ZeRO-1, AdamW moments sharded over the data-parallel ranks */
 } TrainOpts;
 
 /* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
@@ -51,7 +52,7 @@ void trainer_opts_default(TrainOpts *o);
 
 /* Write the shared flag rows (pointing into o) to flags[0..); returns how
  * many (at most TRAINER_NFLAGS). */
-#define TRAINER_NFLAGS 40
+#define TRAINER_NFLAGS 42
 int trainer_flags(TrainOpts *o, CliFlag *flags);
 
 /* A source of micro-batches. */
@@ -83,7 +84,10 @@ typedef struct TrainLoss {
     void *ud;
     /* One optimizer step's forward and backward over its accum micro-batches
      * (tok, tgt, pos: accum blocks of B*T, already drawn), accumulating
-     * into tr->grads (zeroed by the trainer); returns the step's loss. */
+     * into tr->grads (zeroed by the trainer); returns the step's loss.
+     * Under data parallelism it trains only micro-batches [tr->k0, tr->k1)
+     * of them, still normalising by the whole step's count, and the
+     * trainer sums the returned losses (and gradients) over the ranks. */
     double (*step)(void *ud, struct Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
                    long accum, long step, Err *e);
     /* The last step's (or validation's) extra metrics: " | name v" text for
@@ -115,6 +119,16 @@ typedef struct Trainer {
     Tokenizer tok;
     int has_tok;
     int opened;
+    /* data parallelism (dist/dist.h): every rank draws the whole global
+     * batch of accum micro-batches (the same data cursor everywhere, so a
+     * checkpoint resumes on any number of ranks) and trains micro-batches
+     * [k0, k1) of it; gradients are summed over the ranks */
+    int rank, world;
+    long k0, k1;
+    size_t *bucket;        /* (L + 1) layer l's gradients are pt[bucket[l], bucket[l+1]) */
+    size_t *shard;         /* (world + 1) --zero 1: this rank steps pt[shard[rank], shard[rank+1]) */
+    int zero;
+    double dp_wait;        /* seconds spent waiting for gradient reductions after the backward */
 } Trainer;
 
 /* Check the shared flags that need no input (lr > 0, --device), so a bad
