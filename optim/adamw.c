@@ -9,6 +9,10 @@
 
 int adamw_init(AdamW *a, const AdamWConfig *cfg, const ParamTable *t, const Ops *ops, void *ctx,
                Err *e) {
+    return adamw_init_n(a, cfg, t->size, ops, ctx, e);
+}
+
+int adamw_init_n(AdamW *a, const AdamWConfig *cfg, size_t n, const Ops *ops, void *ctx, Err *e) {
     memset(a, 0, sizeof *a);
     if (!(cfg->beta1 >= 0 && cfg->beta1 < 1)) return err_set(e, "--beta1: must be in [0, 1), got %g", cfg->beta1);
     if (!(cfg->beta2 >= 0 && cfg->beta2 < 1)) return err_set(e, "--beta2: must be in [0, 1), got %g", cfg->beta2);
@@ -18,9 +22,9 @@ int adamw_init(AdamW *a, const AdamWConfig *cfg, const ParamTable *t, const Ops 
     a->cfg = *cfg;
     a->ops = ops;
     a->ctx = ctx;
-    a->size = t->size;
-    a->m = ops->alloc(ctx, t->size * sizeof(float));
-    a->v = ops->alloc(ctx, t->size * sizeof(float));
+    a->size = n;
+    a->m = ops->alloc(ctx, (n ? n : 1) * sizeof(float));
+    a->v = ops->alloc(ctx, (n ? n : 1) * sizeof(float));
     return 0;
 }
 

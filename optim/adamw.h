@@ -34,6 +34,9 @@ typedef struct AdamW {
  * allocate zeroed moments for table t. Returns 0 or -1. */
 int adamw_init(AdamW *a, const AdamWConfig *cfg, const ParamTable *t, const Ops *ops, void *ctx,
                Err *e);
+/* The same with moments of n floats (a ZeRO-1 shard of the buffer: only
+ * that much is allocated, so the optimizer memory per rank falls). */
+int adamw_init_n(AdamW *a, const AdamWConfig *cfg, size_t n, const Ops *ops, void *ctx, Err *e);
 void adamw_free(AdamW *a);
 
 /* Global L2 norm of the gradient buffer (padding is zero), in double. */

@@ -33,16 +33,10 @@ $L pretrain configs/demo.ini --train "$D/train.bin" --val "$D/val.bin" --tokeniz
     --out "$D/model.h5" --ckpt-dir "$D/ckpt" --metrics "$D/metrics.jsonl" --log-every 10 "$@"
 
 # the picture: training/validation loss, learning rate, gradient norm, tokens/s
-VENV="${LLAMAC_VENV:-$HOME/.cache/llamac-venv}"
-plot() {
-    [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || return 1
-    "$VENV/bin/python" -c 'import matplotlib' 2>/dev/null ||
-        "$VENV/bin/python" -m pip install -q -r scripts/requirements-plot.txt || return 1
-    "$VENV/bin/python" scripts/plot_metrics.py "$D/metrics.jsonl" --out "$D/metrics.png" \
-        --title "llamac make demo: configs/demo.ini on Shakespeare and Milton"
-}
 echo "== plot: scripts/plot_metrics.py -> $D/metrics.png"
-plot || echo "== no plot: matplotlib (scripts/requirements-plot.txt) could not be installed into $VENV or could not draw; the model is unaffected"
+bash scripts/plot_metrics.sh "$D/metrics.jsonl" "$D/metrics.png" \
+    "llamac make demo: configs/demo.ini on Shakespeare and Milton" ||
+    echo "== no plot: matplotlib (scripts/requirements-plot.txt) could not be installed or could not draw; the model is unaffected"
 
 echo
 echo "== try it: $L generate --model $D/model.h5 --tokenizer $D/tok.bin --prompt 'ROMEO:' --max-tokens 100"

@@ -60,8 +60,11 @@ $L sft --model "$D/base.h5" --tokenizer "$G" --template chatml \
 echo "== 5/5 after"
 show after --adapter "$D/adapter"
 
-if python3 scripts/plot_metrics.py "$D/metrics.jsonl" --out "$D/loss.png" 2>/dev/null; then
-    echo "loss plot: $D/loss.png"
+if bash scripts/plot_metrics.sh "$D/metrics.jsonl" "$D/metrics.png" \
+    "llamac make demo-sft: LoRA SFT of SmolLM2-135M-Instruct on WordNet definitions"; then
+    echo "loss plot: $D/metrics.png"
+else
+    echo "no plot: matplotlib could not be installed or could not draw (the adapter is unaffected)"
 fi
 echo
 echo "== the adapter is a PEFT directory: $D/adapter"

@@ -155,16 +155,6 @@ static void dp_setup(Trainer *tr) {
     if (!tr->zero) return;
     tr->shard = xmalloc((size_t)(tr->world + 1) * sizeof *tr->shard);
     dist_shards(t, tr->shard);
-    /* the moments of this rank's shard only */
-    size_t n = tr->shard[tr->rank + 1] - tr->shard[tr->rank];
-    AdamW *a = &tr->opt;
-    a->ops->free(a->ctx, a->m);
-    a->ops->free(a->ctx, a->v);
-    a->m = a->ops->alloc(a->ctx, (n ? n : 1) * sizeof(float));
-    a->v = a->ops->alloc(a->ctx, (n ? n : 1) * sizeof(float));
-    a->ops->zero(a->ctx, a->m, (n ? n : 1) * sizeof(float));
-    a->ops->zero(a->ctx, a->v, (n ? n : 1) * sizeof(float));
-    a->size = n;
 }
 
 static void dp_reduce(Trainer *tr, size_t lo, size_t hi) {
@@ -322,8 +312,10 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         tr->params = tr->m.params;
         tr->grads = tr->m.grads;
     }
-    if (adamw_init(&tr->opt, &ac, tr->pt, tr->m.ops, tr->m.ctx, e)) return -1;
     if (tr->world > 1) dp_setup(tr);
+    /* with ZeRO-1 only this rank's shard of the moments is ever allocated */
+    size_t nm = tr->zero ? tr->shard[tr->rank + 1] - tr->shard[tr->rank] : tr->pt->size;
+    if (adamw_init_n(&tr->opt, &ac, nm, tr->m.ops, tr->m.ctx, e)) return -1;
     return 0;
 }
 

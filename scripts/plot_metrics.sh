@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# plot_metrics.sh METRICS.jsonl OUT.png TITLE: draw a metrics file with
+# scripts/plot_metrics.py in the reference venv, installing matplotlib
+# (scripts/requirements-plot.txt) there on first use. The demos call it;
+# a failure only means no picture (exit 1 with a reason), never a failed run.
+set -u
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+VENV="${LLAMAC_VENV:-$HOME/.cache/llamac-venv}"
+[ -x "$VENV/bin/python" ] || python3 -m venv "$VENV" || exit 1
+"$VENV/bin/python" -c 'import matplotlib' 2>/dev/null ||
+    "$VENV/bin/python" -m pip install -q -r scripts/requirements-plot.txt || exit 1
+"$VENV/bin/python" scripts/plot_metrics.py "$1" --out "$2" --title "$3"
