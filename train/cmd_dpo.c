@@ -355,7 +355,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     CliFlag flags[16 + TRAINER_NFLAGS] = {
         {"data", CLI_STR, &data, 0, 0, "preference pairs (JSONL: prompt/chosen/rejected, or chosen/rejected conversations)"},
         {"val", CLI_STR, &val, 0, 0, "held-out pairs (JSONL): loss and rewards every --val-every steps"},
-        {"model", CLI_STR, &model, 0, 0, "model to train (and the reference): an llamac checkpoint or a Hugging Face directory"},
+        {"model", CLI_STR, &model, 0, 0, "model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
         {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml, none (required for messages)"},
         {"max-length", CLI_INT, &max_len, 0, 1 << 24, "tokens per sequence, prompt + completion (0: --seq / 2 + 1)"},
         {"packing", CLI_INT, &packing, 0, 1, "1: several pairs share a row (document mask); 0: one pair per row"},
@@ -381,7 +381,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
-    if (!model) return err_set(e, "--model: required (a checkpoint or Hugging Face directory)");
+    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!data) return err_set(e, "--data: required (a JSONL file)");
     if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
     Dpo d;

@@ -113,7 +113,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     CliFlag flags[16 + TRAINER_NFLAGS] = {
         {"data", CLI_STR, &data, 0, 0, "training examples (JSONL; see --format)"},
         {"val", CLI_STR, &val, 0, 0, "held-out examples (JSONL): masked loss every --val-every steps"},
-        {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint or a Hugging Face directory"},
+        {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint, a Hugging Face directory or a GGUF file"},
         {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's own, from a GGUF or tokenizer_config.json)"},
         {"format", CLI_STR, &format, 0, 0, "auto (from the first line's fields), messages, prompt, alpaca or text"},
         {"loss", CLI_STR, &loss, 0, 0, "tokens trained: auto, assistant (turns), completion, all"},
@@ -141,7 +141,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
-    if (!model) return err_set(e, "--model: required (a checkpoint or Hugging Face directory)");
+    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!data) return err_set(e, "--data: required (a JSONL file)");
     if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
     if (trainer_check(&o, e)) return -1;
