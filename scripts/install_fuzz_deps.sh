@@ -4,15 +4,4 @@
 # clang, libclang-rt-dev, libomp-dev). The main build never needs them.
 # Idempotent; needs root or sudo.
 set -euo pipefail
-pkgs=(clang libclang-rt-dev libomp-dev)
-missing=()
-for p in "${pkgs[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-[ ${#missing[@]} -eq 0 ] && exit 0
-echo "installing: ${missing[*]}" >&2
-SUDO=""
-[ "$(id -u)" -ne 0 ] && SUDO="sudo"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq >&2
-$SUDO apt-get install -y -qq "${missing[@]}" >&2
+exec bash "$(dirname "${BASH_SOURCE[0]}")/install_deps.sh" clang libclang-rt-dev libomp-dev
