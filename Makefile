@@ -148,9 +148,9 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c \
-           $(DIST_SRC) optim/adamw.c optim/sched.c \
+           $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/cli.c train/blas_env.c train/ckpt.c train/run.c \
-           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c \
+           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c train/pipeline.c \
            train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
            train/safetensors.c train/gguf.c train/convert.c train/peft.c train/cmd_convert.c train/cmd_logits.c
 MAIN_SRC := train/main.c

@@ -4,9 +4,15 @@
  *
  * The N ranks of `mpirun -np N` (or `srun`) form a grid of PP pipeline
  * stages by DP = N / PP data-parallel replicas, stage-major: rank =
- * stage * DP + dp_rank. PP is 1 until pipeline parallelism lands, so today
- * every rank is a replica. The grid is process-wide state, as MPI itself is
- * (MPI_COMM_WORLD): one per process, set by dist_init, read by everyone.
+ * stage * DP + dp_rank. dist_init starts with PP = 1 (every rank a
+ * replica); a training command that asks for stages (--pp) calls
+ * dist_set_pp once its flags are read. The grid is process-wide state, as
+ * MPI itself is (MPI_COMM_WORLD): one per process, read by everyone.
+ *
+ * The float32 gradient collectives (all-reduce, reduce-scatter, all-gather)
+ * run over the replicas of this rank's stage; the small ones (losses,
+ * counts, flags, broadcasts, barriers) over every rank. Neighbouring
+ * stages exchange activations with the point-to-point calls at the end.
  *
  * Two implementations share this header: dist.c over MPI (built when the
  * Makefile's probe finds mpicc, MPI=0 disables it) and dist_none.c, one
@@ -41,6 +47,11 @@ typedef struct DistGrid {
  * dist_none under a launcher of several ranks. */
 int dist_init(int *argc, char ***argv, Err *e);
 
+/* Split the ranks into pp stages of world / pp replicas (collective: every
+ * rank calls it with the same pp, before any collective of the run).
+ * Errors (-1 with e): pp < 1 or not dividing the ranks; pp > 1 without MPI. */
+int dist_set_pp(int pp, Err *e);
+
 /* MPI_Finalize (nothing in dist_none). */
 void dist_finalize(void);
 
@@ -59,11 +70,12 @@ static inline int dist_world(void) { return dist_grid()->world; }
  * Collective: every rank calls it. Caller frees the string with free. */
 char *dist_describe(void);
 
-/* ---- collectives over the replicas (all ranks call them, same order) */
+/* ---- collectives (all ranks call them, same order) */
 
-/* buf[0..n) = its sum over the ranks (in place, float32). */
+/* buf[0..n) = its sum over the replicas of this rank's stage (in place,
+ * float32: gradients). */
 void dist_allreduce_f32(float *buf, size_t n);
-/* The same for doubles and longs (loss sums, token counts, flags). */
+/* Sums over every rank for doubles and longs (loss sums, token counts). */
 void dist_allreduce_f64(double *buf, int n);
 void dist_allreduce_long(long *buf, int n);
 /* max over the ranks (error flags). */
@@ -82,19 +94,22 @@ void dist_progress(void);
 /* Wait for every started reduction. */
 void dist_wait(void);
 
-/* ZeRO-1 shards of a buffer laid out by table t over the dp ranks: rank r
+/* ZeRO-1 shards of a buffer laid out by table t over the dp ranks: replica r
  * owns [off[r], off[r+1]), cut at tensor boundaries (each tensor whole on
  * one rank, so a checkpoint's tensors are each written, and checksummed, by
  * one rank), the cut for r placed at the tensor start nearest r * size / dp.
  * off has dp + 1 entries; off[0] = 0, off[dp] = t->size. */
 void dist_shards(const ParamTable *t, size_t *off);
+/* The same for the part [lo, hi) of the buffer (a pipeline stage's own
+ * tensors): off[0] = lo, off[dp] = hi. */
+void dist_shards_range(const ParamTable *t, size_t lo, size_t hi, size_t *off);
 
-/* Reduce-scatter (sum): afterwards buf[off[rank], off[rank+1]) holds the
- * sum over the ranks of that range; the rest of buf is left undefined.
- * off from dist_shards. */
+/* Reduce-scatter (sum) over the replicas: afterwards buf[off[r], off[r+1])
+ * of replica r holds the sum over the replicas of that range; the rest of
+ * [off[0], off[dp]) is left undefined. off from dist_shards(_range). */
 void dist_reduce_scatter_f32(float *buf, const size_t *off);
-/* All-gather: every rank's range [off[r], off[r+1]) of buf is copied to
- * every rank. */
+/* All-gather: every replica's range [off[r], off[r+1]) of buf is copied to
+ * every replica. */
 void dist_allgather_f32(float *buf, const size_t *off);
 /* Rank root's bytes to every rank. */
 void dist_bcast(void *buf, size_t bytes, int root);
@@ -102,5 +117,26 @@ void dist_barrier(void);
 
 /* Bytes this rank sent in collectives so far (ring model, see above). */
 uint64_t dist_bytes_sent(void);
+
+/* ---- point to point (pipeline stages; world ranks, tags < 2^20) */
+
+/* Start sending buf[0..n) to rank dst (MPI_Isend) or receiving it from
+ * src (MPI_Irecv); the buffer must stay untouched until dist_req_wait.
+ * Returns the request's id. At most DIST_MAX_PENDING at a time. */
+int dist_isend_f32(const float *buf, size_t n, int dst, int tag);
+int dist_irecv_f32(float *buf, size_t n, int src, int tag);
+/* Wait for request id (at most dist_set_timeout's seconds). Returns the
+ * seconds it waited. */
+double dist_req_wait(int id, const char *what);
+/* From now on a wait for a message, and the small collectives (sums of
+ * doubles and longs, max, or, barrier), give up after seconds: the peer is
+ * taken for dead or hung, and this rank prints "llamac: error: rank R of
+ * N: <what>: nothing from rank Q (or another rank) for S s (it died or
+ * hangs); stopping every rank" and aborts the job. 0 (the start): wait
+ * forever, as MPI does. */
+void dist_set_timeout(double seconds);
+/* Blocking sends of bytes (small state: the tied embedding, a gather). */
+void dist_send(const void *buf, size_t bytes, int dst, int tag);
+void dist_recv(void *buf, size_t bytes, int src, int tag);
 
 #endif

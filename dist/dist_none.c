@@ -40,6 +40,12 @@ int dist_init(int *argc, char ***argv, Err *e) {
     return 0;
 }
 
+int dist_set_pp(int pp, Err *e) {
+    if (pp < 1) return err_set(e, "--pp: must be at least 1, got %d", pp);
+    if (pp > 1) return err_set(e, "--pp: %d stages need %d or more ranks under mpirun; this is one process", pp, pp);
+    return 0;
+}
+
 void dist_finalize(void) {}
 
 void dist_abort(int code) {
@@ -65,9 +71,22 @@ void dist_shards(const ParamTable *t, size_t *off) {
     off[0] = 0;
     off[1] = t->size;
 }
+void dist_shards_range(const ParamTable *t, size_t lo, size_t hi, size_t *off) {
+    (void)t;
+    off[0] = lo;
+    off[1] = hi;
+}
 void dist_allreduce_or_u64(uint64_t *buf, int n) { (void)buf, (void)n; }
 void dist_reduce_scatter_f32(float *buf, const size_t *off) { (void)buf, (void)off; }
 void dist_allgather_f32(float *buf, const size_t *off) { (void)buf, (void)off; }
 void dist_bcast(void *buf, size_t bytes, int root) { (void)buf, (void)bytes, (void)root; }
 void dist_barrier(void) {}
 uint64_t dist_bytes_sent(void) { return 0; }
+
+/* one process has no peers */
+int dist_isend_f32(const float *buf, size_t n, int dst, int tag) { (void)buf, (void)n, (void)dst, (void)tag; LC_FATAL("dist: no peers"); }
+int dist_irecv_f32(float *buf, size_t n, int src, int tag) { (void)buf, (void)n, (void)src, (void)tag; LC_FATAL("dist: no peers"); }
+double dist_req_wait(int id, const char *what) { (void)id, (void)what; return 0; }
+void dist_set_timeout(double seconds) { (void)seconds; }
+void dist_send(const void *buf, size_t bytes, int dst, int tag) { (void)buf, (void)bytes, (void)dst, (void)tag; LC_FATAL("dist: no peers"); }
+void dist_recv(void *buf, size_t bytes, int src, int tag) { (void)buf, (void)bytes, (void)src, (void)tag; LC_FATAL("dist: no peers"); }

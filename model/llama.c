@@ -210,6 +210,38 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
     return 0;
 }
 
+/* Which arena slots belong to one micro-batch of stage [l0, l1): every
+ * activation of those layers (with recompute only their inputs x; the
+ * shared set is recomputed) and the stage's output, layer l1's input. */
+static int stage_slot(const Llama *m, int l0, int l1, float *const *slot) {
+    const char *p = (const char *)slot;
+    for (int l = l0; l < l1; l++) {
+        const LayerActs *a = &m->acts[l];
+        if (m->recompute ? slot == &a->x : (p >= (const char *)a && p < (const char *)(a + 1))) return 1;
+    }
+    return l1 < m->c.n_layers && slot == &m->acts[l1].x;
+}
+
+size_t llama_stage_floats(const Llama *m, int l0, int l1) {
+    ActSlot s[MAX_SLOTS];
+    int n = act_slots((Llama *)m, 0, s); /* only the slots' addresses are taken */
+    size_t total = 0;
+    for (int i = 0; i < n; i++)
+        if (stage_slot(m, l0, l1, s[i].slot)) total += round_up(s[i].numel);
+    return total;
+}
+
+void llama_stage_bind(Llama *m, int l0, int l1, float *mem) {
+    ActSlot s[MAX_SLOTS];
+    int n = act_slots(m, 0, s);
+    size_t off = 0;
+    for (int i = 0; i < n; i++)
+        if (stage_slot(m, l0, l1, s[i].slot)) {
+            *s[i].slot = mem + off;
+            off += round_up(s[i].numel);
+        }
+}
+
 void llama_free(Llama *m) {
     if (m->ops) {
         void *ctx = m->ctx;

@@ -187,6 +187,16 @@ void llama_decode(Llama *m, int token, int pos);
  * next token at position n. */
 void llama_prefill(Llama *m, const int *tokens, int n);
 
+/* Pipelining (train/pipeline.c): a stage of layers [l0, l1) keeps one set
+ * of activations per micro-batch in flight. llama_stage_floats is the size
+ * of one set (every activation of those layers the backward reads, with
+ * recompute only their inputs, and the stage's output acts[l1].x when
+ * l1 < L); llama_stage_bind points the model's activations of the stage at
+ * such a set in mem (backend memory), where the next forward writes and
+ * the next backward reads. */
+size_t llama_stage_floats(const Llama *m, int l0, int l1);
+void llama_stage_bind(Llama *m, int l0, int l1, float *mem);
+
 /* Number of targets != LC_IGNORE in a host array of n. */
 long llama_count_targets(const int *targets, size_t n);
 

@@ -208,7 +208,8 @@ static int attr_read_str(hid_t obj, const char *name, char *buf, size_t n) {
 typedef struct SavePar {
     int rank, world;
     const ParamTable *ot;  /* the optimizer's table */
-    const size_t *shard;   /* ZeRO-1: ot's shards (dist_shards), the moments local; NULL: whole everywhere */
+    const size_t *own;     /* rank r holds ot's tensors in [own[2r], own[2r+1]) (a pipeline stage's, a ZeRO
+                            * shard), its moments from own[2r] on; NULL: all of them everywhere */
 } SavePar;
 static const SavePar *par;
 
@@ -306,21 +307,25 @@ static void dir_of(const char *path, char *dir, size_t n) {
     else snprintf(dir, n, "%.*s", (int)(s - path), path);
 }
 
-/* Under par: the rank that writes tensor i of t (the ZeRO shard holding
- * it for the optimizer's table, else one in turn), and where its data is
- * (moments: this rank's shard only, with ZeRO). */
+/* Under par: the rank that writes tensor i of t (for the optimizer's
+ * table one of the ranks that hold it, in turn; else any, in turn), and
+ * where its data is (moments: this rank's part only). */
 static int tensor_writer(const ParamTable *t, int i) {
     if (!par) return 0;
-    if (par->shard && t == par->ot) {
-        int r = 0;
-        while (r + 1 < par->world && par->shard[r + 1] <= t->p[i].offset) r++;
-        return r;
+    if (par->own && t == par->ot) {
+        size_t o = t->p[i].offset;
+        int holders = 0, r;
+        for (r = 0; r < par->world; r++) holders += o >= par->own[2 * r] && o < par->own[2 * r + 1];
+        LC_ASSERT(holders > 0);
+        int pick = i % holders;
+        for (r = 0; r < par->world; r++)
+            if (o >= par->own[2 * r] && o < par->own[2 * r + 1] && pick-- == 0) return r;
     }
     return i % par->world;
 }
 
 static const float *tensor_data(const ParamTable *t, const float *buf, int i, int moments) {
-    if (par && moments && par->shard) return buf + (t->p[i].offset - par->shard[par->rank]);
+    if (par && moments && par->own) return buf + (t->p[i].offset - par->own[2 * par->rank]);
     return buf + t->p[i].offset;
 }
 
@@ -521,12 +526,12 @@ static int rename_into_place(const char *tmp, const char *path, Err *e) {
 }
 
 int ckpt_save_dist(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
-                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *shard,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *own,
                    const CkptState *st, Err *e) {
     if (dist_world() == 1)
         return lora ? ckpt_save_lora(path, c, t, params, tokenizer_id, lora, opt, st, e)
                     : ckpt_save(path, c, t, params, tokenizer_id, opt, st, e);
-    SavePar sp = {dist_rank(), dist_world(), lora ? lora->t : t, shard};
+    SavePar sp = {dist_rank(), dist_world(), lora ? lora->t : t, own};
     par = &sp;
     int rc = save_file(path, c, t, params, tokenizer_id, lora, opt, st, e);
     par = NULL;

@@ -112,12 +112,14 @@ int ckpt_save_lora(const char *path, const LlamaConfig *c, const ParamTable *bt,
  * it with the same arguments), through parallel HDF5 (MPI-IO): the layout
  * does not depend on the number of ranks, each tensor is written whole by
  * one rank, and the temporary name, fsync, rename and completion mark are
- * ckpt_save's (rank 0 renames). shard: ZeRO-1's shards of the optimizer's
- * table (dist_shards), opt->m and opt->v then holding only this rank's
- * [shard[rank], shard[rank+1]); NULL: whole moments on every rank. One rank:
- * ckpt_save / ckpt_save_lora. Every rank returns the same result. */
+ * ckpt_save's (rank 0 renames). own (2 x world offsets): rank r holds
+ * the optimizer table's tensors in [own[2r], own[2r+1]) (a pipeline stage's
+ * part, a ZeRO-1 shard; the rest of its buffer may be stale), opt->m and
+ * opt->v holding only that range; each such tensor is written by one of
+ * its holders. NULL: everything whole on every rank. One rank: ckpt_save /
+ * ckpt_save_lora. Every rank returns the same result. */
 int ckpt_save_dist(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
-                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *shard,
+                   uint64_t tokenizer_id, const CkptLora *lora, const AdamW *opt, const size_t *own,
                    const CkptState *st, Err *e);
 
 /* Load a LoRA checkpoint: lora->lc must equal the file's /lora config

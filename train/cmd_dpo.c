@@ -389,6 +389,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     d.beta = beta;
     d.ls = ls;
     if (trainer_check(&o, e) || dpo_check(beta, ls, e) || dpo_loss_parse(loss_type, &d.loss, e)) return -1;
+    if (o.pp > 1)
+        return err_set(e, "--pp: dpo does not run on pipeline stages yet (its loss needs both sequences' log-probabilities "
+                          "on one rank); use data parallelism (mpirun without --pp)");
     SftOpts so = {SFT_PROMPT, SFT_LOSS_COMPLETION, -1, "text", 0, 0, 0, CHAT_LLAMA31_DATE};
     if (tpl_name && strcmp(tpl_name, "none") != 0) {
         ChatTemplate tpl;

@@ -25,7 +25,9 @@
 #include "ckpt.h"
 #include "convert.h"
 #include "peft.h"
+#include "pipeline.h"
 #include "run.h"
+#include "../dist/pp.h"
 
 void trainer_opts_default(TrainOpts *o) {
     memset(o, 0, sizeof *o);
@@ -52,6 +54,9 @@ void trainer_opts_default(TrainOpts *o) {
     o->prompt = "Once upon a time";
     o->lora_init = "kaiming";
     o->adapter_out = "adapter";
+    o->pp = 1;
+    o->pp_timeout = 300;
+    o->pp_schedule = "1f1b";
 }
 
 int trainer_flags(TrainOpts *o, CliFlag *f) {
@@ -95,6 +100,11 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"adapter-out", CLI_STR, &o->adapter_out, 0, 0, "LoRA: PEFT adapter directory written at the end (PeftModel.from_pretrained reads it)"},
         {"merged-out", CLI_STR, &o->merged_out, 0, 0, "LoRA: also write the base with the adapters merged, as a checkpoint (.h5)"},
         {"zero", CLI_INT, &o->zero, 0, 1, "1: ZeRO-1 under mpirun: AdamW moments sharded over the data-parallel ranks"},
+        {"pp", CLI_INT, &o->pp, 1, LC_MAX_LAYERS, "pipeline stages under mpirun: the ranks form P stages x N/P data-parallel replicas"},
+        {"pp-schedule", CLI_STR, &o->pp_schedule, 0, 0, "pipeline schedule: 1f1b (at most P micro-batches in flight) or gpipe (all forwards, then all backwards)"},
+        {"pp-layers", CLI_STR, &o->pp_layers, 0, 0, "layers per stage, e.g. 3,1 (default: balanced by FLOPs, the LM head counted with the last)"},
+        {"pp-timeout", CLI_INT, &o->pp_timeout, 1, 1L << 30, "seconds a stage waits for a message before it stops every rank (a dead or hung stage)"},
+        {"pp-timeline", CLI_STR, &o->pp_timeline, 0, 0, "JSON file of the last step's forwards and backwards per stage (start, end), for a timeline plot"},
     };
     int n = (int)(sizeof rows / sizeof rows[0]);
     LC_ASSERT(n <= TRAINER_NFLAGS);
@@ -152,9 +162,13 @@ static void dp_setup(Trainer *tr) {
     for (int l = L - 1; l >= 0; l--)
         if (tr->bucket[l] == (size_t)-1) tr->bucket[l] = tr->bucket[l + 1];
     for (int l = 0; l < L; l++) LC_ASSERT(tr->bucket[l] <= tr->bucket[l + 1]);
-    if (!tr->zero) return;
-    tr->shard = xmalloc((size_t)(tr->world + 1) * sizeof *tr->shard);
-    dist_shards(t, tr->shard);
+}
+
+/* With --zero 1 the shards of this stage's part over its replicas, of
+ * which this rank holds the moments. */
+static void zero_setup(Trainer *tr) {
+    tr->shard = xmalloc((size_t)(tr->dp + 1) * sizeof *tr->shard);
+    dist_shards_range(tr->pt, tr->own_lo, tr->own_hi, tr->shard);
 }
 
 static void dp_reduce(Trainer *tr, size_t lo, size_t hi) {
@@ -180,15 +194,16 @@ static void dp_hook(void *ud, int l) {
     dist_progress();
 }
 
-/* ZeRO-1's step: AdamW (the op, as adamw_step applies it) on this rank's
- * shard of the buffer, whose moments it holds, then the weights gathered. */
-static void zero_step(Trainer *tr, double norm, float lr) {
+/* AdamW (the op, as adamw_step applies it) on the part of the buffer whose
+ * moments this rank holds (a stage's part, a ZeRO shard), then with ZeRO
+ * the weights gathered. */
+static void part_step(Trainer *tr, double norm, float lr) {
     AdamW *a = &tr->opt;
     const ParamTable *t = tr->pt;
     float gscale = 1.0f;
     if (a->cfg.clip > 0 && norm > a->cfg.clip) gscale = (float)(a->cfg.clip / (norm + 1e-6));
     a->t++;
-    size_t s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
+    size_t s0 = tr->mlo, s1 = tr->mlo + a->size;
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
         size_t lo = p->offset > s0 ? p->offset : s0, hi = p->offset + p->numel < s1 ? p->offset + p->numel : s1;
@@ -197,7 +212,7 @@ static void zero_step(Trainer *tr, double norm, float lr) {
         a->ops->adamw(a->ctx, tr->params + lo, tr->grads + lo, a->m + (lo - s0), a->v + (lo - s0), hi - lo, lr,
                       a->cfg.beta1, a->cfg.beta2, a->cfg.eps, wd, (int)a->t, gscale);
     }
-    dist_allgather_f32(tr->params, tr->shard);
+    if (tr->zero) dist_allgather_f32(tr->params, tr->shard);
 }
 
 /* The gradient norm after the step's gradients are summed over the ranks
@@ -209,19 +224,25 @@ static double dp_grad_norm(Trainer *tr, int hooked) {
     if (tr->zero) {
         dist_reduce_scatter_f32(tr->grads, tr->shard);
         tr->dp_wait += time_now() - t0;
-        size_t s0 = tr->shard[tr->rank], s1 = tr->shard[tr->rank + 1];
+        size_t s0 = tr->shard[tr->dp_rank], s1 = tr->shard[tr->dp_rank + 1];
         double ss = s1 > s0 ? tr->m.ops->sumsq(tr->m.ctx, tr->grads + s0, s1 - s0) : 0;
         dist_allreduce_f64(&ss, 1);
         return sqrt(ss);
     }
     if (hooked) dist_wait();
-    else dist_allreduce_f32(tr->grads, tr->pt->size);
+    else dist_allreduce_f32(tr->grads + tr->own_lo, tr->own_hi - tr->own_lo);
     tr->dp_wait += time_now() - t0;
-    return adamw_grad_norm(&tr->opt, tr->grads);
+    if (!tr->pipe) return adamw_grad_norm(&tr->opt, tr->grads);
+    /* stages: each stage's part once (its first replica's), summed */
+    size_t lo = tr->own_lo, hi = tr->own_hi;
+    double ss = tr->dp_rank == 0 && hi > lo ? tr->m.ops->sumsq(tr->m.ctx, tr->grads + lo, hi - lo) : 0;
+    dist_allreduce_f64(&ss, 1);
+    return sqrt(ss);
 }
 
-/* ZeRO resume: room for the whole moments a checkpoint holds, of which
- * this rank keeps its shard; a host AdamW freed with zero_moments_free. */
+/* Resume of a part (a stage, a ZeRO shard): room for the whole moments a
+ * checkpoint holds, of which this rank keeps its part; a host AdamW freed
+ * with zero_moments_free. */
 static void zero_moments(const Trainer *tr, AdamW *full) {
     *full = tr->opt;
     full->size = tr->pt->size;
@@ -247,14 +268,20 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     tr->accum = tr->o.batch_tokens / micro;
     tr->rank = dist_rank();
     tr->world = dist_world();
-    if (tr->accum % tr->world)
+    int pp_kind;
+    if (dist_set_pp((int)o->pp, e) || pp_schedule_parse(o->pp_schedule, &pp_kind, e)) return -1;
+    tr->dp = dist_grid()->dp;
+    tr->dp_rank = dist_grid()->dp_rank;
+    if (tr->accum % tr->dp)
         return err_set(e, "--batch-tokens: %ld tokens are %ld micro-batches of B*T = %ld, which do not divide across %d "
-                          "ranks", tr->o.batch_tokens, tr->accum, micro, tr->world);
-    tr->k0 = tr->accum / tr->world * tr->rank;
-    tr->k1 = tr->k0 + tr->accum / tr->world;
-    tr->zero = o->zero && tr->world > 1;
-    if (o->zero && tr->world == 1 && tr->rank == 0)
-        fprintf(stderr, "warning: --zero 1 with one rank: nothing to shard, the optimizer runs whole\n");
+                          "%s", tr->o.batch_tokens, tr->accum, micro, tr->dp,
+                       tr->dp == tr->world ? "ranks" : "replicas (ranks / --pp)");
+    tr->k0 = tr->accum / tr->dp * tr->dp_rank;
+    tr->k1 = tr->k0 + tr->accum / tr->dp;
+    tr->zero = o->zero && tr->dp > 1;
+    if (o->zero && tr->dp == 1 && tr->rank == 0)
+        fprintf(stderr, "warning: --zero 1 with one %s: nothing to shard, the optimizer runs whole\n",
+                tr->world == 1 ? "rank" : "replica per stage");
     if (sched_init(&tr->sched, o->lr, o->warmup, o->steps, o->min_frac, o->warmup_frac, e)) return -1;
     AdamWConfig ac = {(float)o->beta1, (float)o->beta2, (float)o->eps, (float)o->wd, (float)o->clip, 0};
     if (device_open(&tr->dev, o->device, e)) return -1;
@@ -312,14 +339,21 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         tr->params = tr->m.params;
         tr->grads = tr->m.grads;
     }
+    tr->own_lo = 0;
+    tr->own_hi = tr->pt->size;
     if (tr->world > 1) dp_setup(tr);
-    /* with ZeRO-1 only this rank's shard of the moments is ever allocated */
-    size_t nm = tr->zero ? tr->shard[tr->rank + 1] - tr->shard[tr->rank] : tr->pt->size;
+    if (dist_grid()->pp > 1 && pipe_open(tr, e)) return -1;
+    if (tr->zero) zero_setup(tr);
+    /* only this rank's part of the moments is ever allocated: its stage's,
+     * with ZeRO-1 its shard of that */
+    tr->mlo = tr->zero ? tr->shard[tr->dp_rank] : tr->own_lo;
+    size_t nm = tr->zero ? tr->shard[tr->dp_rank + 1] - tr->shard[tr->dp_rank] : tr->own_hi - tr->own_lo;
     if (adamw_init_n(&tr->opt, &ac, nm, tr->m.ops, tr->m.ctx, e)) return -1;
     return 0;
 }
 
 void trainer_close(Trainer *tr) {
+    pipe_close(tr);
     free(tr->bucket);
     free(tr->shard);
     if (tr->gen.params) llama_free(&tr->gen);
@@ -354,8 +388,26 @@ static long count_correct(Llama *m, const int32_t *tgt, float *buf, float *host,
     return ok;
 }
 
+long trainer_count_correct(Trainer *tr, const int32_t *tgt) {
+    Llama *m = &tr->m;
+    const int chunk = 64;
+    float *buf = m->ops->alloc(m->ctx, (size_t)chunk * m->c.vocab * sizeof(float));
+    float *host = xmalloc((size_t)chunk * m->c.vocab * sizeof(float));
+    long ok = count_correct(m, tgt, buf, host, chunk);
+    m->ops->free(m->ctx, buf);
+    free(host);
+    return ok;
+}
+
 double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *e) {
     Llama *m = &tr->m;
+    if (tr->pipe) {
+        double sum;
+        long count, correct;
+        if (pipe_eval(tr, d, nbatches, &sum, &count, acc ? &correct : NULL, e)) return NAN;
+        if (acc) *acc = count ? (double)correct / count : 0;
+        return count ? sum / count : 0;
+    }
     size_t n = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
     const int chunk = 64;
@@ -408,6 +460,27 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     return src;
 }
 
+/* What each rank holds of the trained buffer for ckpt_save_dist: rank r's
+ * part [own[2r], own[2r+1]) (its stage's, with ZeRO its shard of that);
+ * NULL when every rank holds all of it. */
+static size_t *own_map(const Trainer *tr) {
+    if (!tr->pipe && !tr->zero) return NULL;
+    size_t *own = xmalloc(2 * (size_t)tr->world * sizeof *own), *sh = xmalloc((size_t)(tr->dp + 1) * sizeof *sh);
+    for (int r = 0; r < tr->world; r++) {
+        size_t lo = 0, hi = tr->pt->size;
+        if (tr->pipe) pipe_stage_range(tr, r / tr->dp, &lo, &hi);
+        if (tr->zero) {
+            dist_shards_range(tr->pt, lo, hi, sh);
+            lo = sh[r % tr->dp];
+            hi = sh[r % tr->dp + 1];
+        }
+        own[2 * r] = lo;
+        own[2 * r + 1] = hi;
+    }
+    free(sh);
+    return own;
+}
+
 static int save_file(Trainer *tr, const TrainData *d, const char *path, const CkptState *stp, Err *e) {
     CkptState st = *stp;
     Rng r;
@@ -419,8 +492,10 @@ static int save_file(Trainer *tr, const TrainData *d, const char *path, const Ck
     int src;
     if (tr->world > 1) {
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        size_t *own = own_map(tr);
         src = ckpt_save_dist(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, tr->m.lora ? &cl : NULL, &hv.opt,
-                             tr->zero ? tr->shard : NULL, &st, e);
+                             own, &st, e);
+        free(own);
     } else if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
         src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
@@ -469,9 +544,10 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
         return err_set(e, "%s: %s, this run %s", rpath, info.has_lora ? "a LoRA run's checkpoint" : "a full training run's checkpoint",
                        tr->m.lora ? "trains LoRA adapters (--lora-r)" : "trains every weight (no --lora-r)");
     HostView hv;
-    AdamW full; /* ZeRO: the whole moments read, this rank's shard kept */
-    if (tr->zero) zero_moments(tr, &full);
-    device_host_view(&tr->m, tr->zero ? &full : &tr->opt, &hv);
+    AdamW full; /* a part (stage, ZeRO shard): the whole moments read, this rank's part kept */
+    int part = tr->opt.size != tr->pt->size;
+    if (part) zero_moments(tr, &full);
+    device_host_view(&tr->m, part ? &full : &tr->opt, &hv);
     int lrc;
     if (tr->m.lora) {
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL};
@@ -479,10 +555,10 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     } else {
         lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
     }
-    if (!lrc) device_host_push(&hv, &tr->m, tr->zero ? &full : &tr->opt);
+    if (!lrc) device_host_push(&hv, &tr->m, part ? &full : &tr->opt);
     device_host_free(&hv);
-    if (tr->zero) {
-        size_t s0 = tr->shard[tr->rank];
+    if (part) {
+        size_t s0 = tr->mlo;
         memcpy(tr->opt.m, full.m + s0, tr->opt.size * sizeof(float));
         memcpy(tr->opt.v, full.v + s0, tr->opt.size * sizeof(float));
         tr->opt.t = full.t;
@@ -606,6 +682,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     }
     long start;
     if (resume_run(tr, train, &start, e)) return -1;
+    tr->pipe_step0 = start;
     if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;
     char *run_config = cli_dump(run_flags, nflags);
     FILE *mf = NULL;
@@ -620,12 +697,25 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     char *grid = dist_describe(); /* collective */
     printf("%s\n", grid);
     free(grid);
-    if (tr->world > 1)
-        printf("  data parallel: rank r trains micro-batches [r*%ld, (r+1)*%ld) of each step's %ld; %s; AdamW "
+    if (tr->dp > 1)
+        printf("  data parallel: replica r trains micro-batches [r*%ld, (r+1)*%ld) of each step's %ld; %s; AdamW "
                "state %.2f MB on this rank\n", tr->k1 - tr->k0, tr->k1 - tr->k0, tr->accum,
                tr->zero ? "ZeRO-1: gradients reduce-scattered, AdamW on this rank's shard, weights all-gathered"
                         : "gradients all-reduced layer by layer during the backward",
                2.0 * tr->opt.size * sizeof(float) / 1e6);
+    if (tr->pipe) {
+        const DistGrid *g = dist_grid();
+        int P = g->pp;
+        printf("  pipeline: %d stages x %d replicas, %s schedule over %ld micro-batches per replica; stage s = ranks "
+               "[s*%d, (s+1)*%d); layers", P, g->dp, tr->o.pp_schedule, tr->k1 - tr->k0, g->dp, g->dp);
+        int l0[LC_MAX_LAYERS + 1];
+        Err se;
+        pp_split(c, (int)o->T, P, o->pp_layers, l0, &se);
+        for (int s = 0; s < P; s++)
+            printf("%s %d-%d (%.0f%% of the FLOPs)", s ? "," : "", l0[s], l0[s + 1] - 1,
+                   100 * pp_stage_flops(c, (int)o->T, P, l0, s) / (c->n_layers ? llama_flops_per_token(c, (int)o->T) : 1));
+        printf("\n");
+    }
     uint64_t sent0 = dist_bytes_sent();
     int overlap = dp_overlap();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
@@ -667,16 +757,24 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         for (long k = 0; k < tr->accum; k++)
             if (train->next(train->ud, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
         long ntgt = llama_count_targets(tg, n);
-        m->ops->zero(m->ctx, tr->grads, tr->pt->size * sizeof(float));
+        if (tr->pipe) { /* a stage writes only its own gradients (and a tied embedding's copy) */
+            m->ops->zero(m->ctx, tr->grads + tr->own_lo, (tr->own_hi - tr->own_lo) * sizeof(float));
+            if (c->tied && !m->lora) m->ops->zero(m->ctx, tr->grads, tr->bucket[0] * sizeof(float));
+        } else {
+            m->ops->zero(m->ctx, tr->grads, tr->pt->size * sizeof(float));
+        }
         double loss = 0;
-        if (lf) {
+        if (tr->pipe) {
+            loss = pipe_step(tr, tk, tg, ps, ntgt ? 1.0f / ntgt : 0.0f, step, e);
+            if (isnan(loss) && e->msg[0]) goto out;
+        } else if (lf) {
             loss = lf->step(lf->ud, tr, tk, tg, ps, tr->accum, step, e);
             if (isnan(loss) && e->msg[0]) goto out;
         }
         /* this rank's block of the global batch (all of it on one rank); ntgt
          * counts the whole batch's trained tokens, the same on every rank */
         int hooked = 0;
-        for (long k = tr->k0; !lf && k < tr->k1; k++) {
+        for (long k = tr->k0; !lf && !tr->pipe && k < tr->k1; k++) {
             if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) goto out;
             /* the LoRA dropout mask of (step, micro-batch): a resumed run draws the same */
             llama_lora_seed(m, (uint64_t)o->seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
@@ -696,8 +794,9 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             goto out;
         }
         lr_now = sched_lr(&tr->sched, step);
-        if (tr->zero) zero_step(tr, norm, (float)lr_now);
+        if (tr->zero || tr->pipe) part_step(tr, norm, (float)lr_now);
         else adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, (float)lr_now);
+        if (tr->pipe) pipe_tie_weights(tr);
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
@@ -734,13 +833,17 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             goto out;
         }
     }
+    if (tr->pipe) {
+        pipe_report(tr);
+        pipe_gather(tr); /* rank 0 writes the outputs */
+    }
     if (tr->gen.params && tr->rank == 0) print_sample(tr, "after training");
     if (tr->rank == 0 && write_outputs(tr, train->tokenizer_id, e)) goto out;
-    if (tr->world > 1)
+    if (tr->dp > 1)
         printf("dist: %.0f bytes sent per step by rank 0 in the gradient reductions (%zu gradient bytes; ring "
                "bound 2(N-1)/N x that = %.0f); %.1f ms per step waiting for them after the backward\n",
-               (double)(dist_bytes_sent() - sent0) / (double)(steps - start), tr->pt->size * sizeof(float),
-               2.0 * (tr->world - 1) / tr->world * (double)(tr->pt->size * sizeof(float)),
+               (double)(dist_bytes_sent() - sent0) / (double)(steps - start), (tr->own_hi - tr->own_lo) * sizeof(float),
+               2.0 * (tr->dp - 1) / tr->dp * (double)((tr->own_hi - tr->own_lo) * sizeof(float)),
                1e3 * tr->dp_wait / (double)(steps - start));
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
     if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);

@@ -43,6 +43,9 @@ typedef struct TrainOpts {
     const char *lora_targets, *lora_layers, *lora_init;
     const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
     long zero;             /* 1: ZeRO-1, AdamW moments sharded over the data-parallel ranks */
+    /* pipeline parallelism (pipeline.h) */
+    long pp, pp_timeout;   /* stages; seconds a stage waits for a message before it stops the job */
+    const char *pp_schedule, *pp_layers, *pp_timeline;
 } TrainOpts;
 
 /* The Llama recipe (DESIGN.md) with pretraining's schedule: lr 5e-4,
@@ -52,7 +55,7 @@ void trainer_opts_default(TrainOpts *o);
 
 /* Write the shared flag rows (pointing into o) to flags[0..); returns how
  * many (at most TRAINER_NFLAGS). */
-#define TRAINER_NFLAGS 42
+#define TRAINER_NFLAGS 48
 int trainer_flags(TrainOpts *o, CliFlag *flags);
 
 /* A source of micro-batches. */
@@ -121,14 +124,20 @@ typedef struct Trainer {
     int opened;
     /* data parallelism (dist/dist.h): every rank draws the whole global
      * batch of accum micro-batches (the same data cursor everywhere, so a
-     * checkpoint resumes on any number of ranks) and trains micro-batches
-     * [k0, k1) of it; gradients are summed over the ranks */
-    int rank, world;
+     * checkpoint resumes on any number of ranks) and each replica trains
+     * micro-batches [k0, k1) of it; gradients are summed over the replicas */
+    int rank, world, dp, dp_rank;
     long k0, k1;
     size_t *bucket;        /* (L + 1) layer l's gradients are pt[bucket[l], bucket[l+1]) */
-    size_t *shard;         /* (world + 1) --zero 1: this rank steps pt[shard[rank], shard[rank+1]) */
+    size_t *shard;         /* (dp + 1) --zero 1: replica r steps pt[shard[r], shard[r+1]) */
     int zero;
     double dp_wait;        /* seconds spent waiting for gradient reductions after the backward */
+    /* pipeline parallelism (pipeline.h): this rank trains pt[own_lo,
+     * own_hi) (everything without --pp), its AdamW moments cover
+     * pt[mlo, mlo + opt.size) (ZeRO: its shard of that) */
+    size_t own_lo, own_hi, mlo;
+    struct Pipe *pipe;
+    long pipe_step0;       /* the run's first step (not timed) */
 } Trainer;
 
 /* Check the shared flags that need no input (lr > 0, --device), so a bad
@@ -160,6 +169,10 @@ void trainer_close(Trainer *tr);
  * NULL also the fraction of trained tokens whose most likely next token
  * (argmax of the logits) is the target. NaN with e on a data error. */
 double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *e);
+
+/* Trained rows of the last forward (targets tgt, host) whose most likely
+ * next token is the target. */
+long trainer_count_correct(Trainer *tr, const int32_t *tgt);
 
 /* mkdir -p dir; the error names flag. */
 int trainer_mkdir(const char *dir, const char *flag, Err *e);

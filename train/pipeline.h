@@ -1,0 +1,60 @@
+/*
+ * pipeline.h: pipeline parallelism in the training loop (--pp P; DESIGN.md,
+ * "Distribution"; the schedules are dist/pp.h's).
+ *
+ * Rank r is stage r / DP, replica r % DP. Stage s holds layers
+ * [l0[s], l0[s+1]) (the first also the embedding, the last the final norm
+ * and the fused LM head + loss) and trains only the parameters of its
+ * layers: its part [own_lo, own_hi) of the flat parameter buffer (with
+ * tied embeddings the first stage owns the embedding, the last holds a
+ * copy: it sends its gradient to the first and gets the new weights after
+ * each step). Activations travel forward and their gradients backward
+ * between neighbouring stages of the same replica with non-blocking
+ * point-to-point messages; each micro-batch in flight has its own set of
+ * the stage's activations (llama_stage_bind). Every rank still draws the
+ * whole global batch, so a checkpoint resumes on any P and DP.
+ */
+#ifndef LLAMAC_TRAIN_PIPELINE_H
+#define LLAMAC_TRAIN_PIPELINE_H
+
+#include "trainer.h"
+
+/* Split the layers (--pp-layers or by cost), set this rank's layers and
+ * parameter range, allocate the activation sets of the schedule's most
+ * micro-batches in flight. Errors: the split's, the schedule name's. */
+int pipe_open(Trainer *tr, Err *e);
+void pipe_close(Trainer *tr);
+
+/* The range [lo, hi) of the trained buffer that stage s owns (s's layers;
+ * 0.. for the first, ..size for the last). */
+void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi);
+
+/* One step's forwards and backwards over this replica's micro-batches
+ * [tr->k0, tr->k1) of tk/tg/ps (accum blocks of B*T), on the schedule,
+ * accumulating this stage's gradients (the tied embedding's summed into the
+ * first stage). Returns the summed loss of the last stage (0 on the
+ * others). grad_scale: 1 / the step's trained tokens. */
+double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
+                 Err *e);
+
+/* After the optimizer step: the tied embedding from the first stage to the
+ * last. */
+void pipe_tie_weights(Trainer *tr);
+
+/* Every stage's trained parameters onto rank 0 (which writes outputs and
+ * samples). Collective. */
+void pipe_gather(Trainer *tr);
+
+/* Validation through the stages: the summed loss and count of trained
+ * tokens (and correct argmax predictions when correct != NULL) of
+ * nbatches micro-batches of d, on every rank. Collective. */
+int pipe_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, long *count, long *correct, Err *e);
+
+/* Rank 0 prints each stage's measured idle fraction against the bubble
+ * (P-1)/(M+P-1) and the schedule simulated with the stage's measured
+ * forward and backward times, and the activation memory of each stage; with
+ * --pp-timeline FILE it writes the last step's ops per stage as JSON.
+ * Collective. */
+void pipe_report(Trainer *tr);
+
+#endif
