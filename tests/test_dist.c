@@ -556,3 +556,228 @@ void dist_dpo_equiv(void) {
         same_losses(ref, m, tag);
     }
 }
+
+// ----------------------------------------------------------------------------
+// pipeline parallelism: the same runs on stages of layers
+
+/* 8 micro-batches of 2 x 32 per step on a 4-layer model */
+#define PP_ARGS "pretrain --train " TD "/train.bin --preset tiny --set dim=64 --set hidden=160 --set n_layers=4 " \
+                "--batch 2 --seq 32 --batch-tokens 512 --steps 10 --lr 3e-3 --warmup 2 --seed 3 --peak-gflops 1 "
+
+/* The one-process runs they are compared with (untied and tied head). */
+static void pp_ref(int tied) {
+    static int done[2];
+    if (done[tied]) return;
+    need_shard();
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "rm -rf " TD "/pr%d " TD "/pr%d.jsonl", tied, tied);
+    system(cmd);
+    int rc = test_llamac(PP_ARGS "--set tied=%d --save-every 5 --ckpt-dir " TD "/pr%d --metrics " TD "/pr%d.jsonl "
+                         "--out " TD "/pr%d.h5", tied, tied, tied, tied);
+    EXPECT(rc == 0, "one process (tied %d): %s", tied, test_err);
+    done[tied] = 1;
+}
+
+/* PP 2 and 4, DP x PP 2 x 2 (with ZeRO-1), both schedules, tied and
+ * untied: one process's losses within 1e-6, weights within 1e-5. */
+void dist_pp_equiv(void) {
+    if (!have_mpi()) return;
+    static const struct { int np, pp, zero, tied; const char *sched; } runs[] = {
+        {2, 2, 0, 0, "gpipe"}, {2, 2, 0, 0, "1f1b"}, {4, 4, 0, 0, "1f1b"}, {4, 2, 1, 0, "1f1b"},
+        {2, 2, 0, 1, "1f1b"}, {4, 4, 0, 1, "gpipe"}, {4, 2, 0, 1, "gpipe"}, {3, 3, 0, 1, "1f1b"},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        pp_ref(runs[i].tied);
+        char tag[96], m[128], out[128], ref[64], refout[64], want[96];
+        snprintf(tag, sizeof tag, "np %d pp %d %s zero %d tied %d", runs[i].np, runs[i].pp, runs[i].sched,
+                 runs[i].zero, runs[i].tied);
+        snprintf(m, sizeof m, TD "/pp%zu.jsonl", i);
+        snprintf(out, sizeof out, TD "/pp%zu.h5", i);
+        snprintf(ref, sizeof ref, TD "/pr%d.jsonl", runs[i].tied);
+        snprintf(refout, sizeof refout, TD "/pr%d.h5", runs[i].tied);
+        int rc = mpi_llamac(runs[i].np, PP_ARGS "--set tied=%d --pp %d --pp-schedule %s --zero %d --ckpt-dir " TD
+                            "/ppc%zu --metrics %s --out %s", runs[i].tied, runs[i].pp, runs[i].sched, runs[i].zero, i,
+                            m, out);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        if (rc) continue;
+        int dp = runs[i].np / runs[i].pp;
+        snprintf(want, sizeof want, "dist: %d ranks = %d stages x %d replica%s (MPI)", runs[i].np, runs[i].pp, dp,
+                 dp == 1 ? "" : "s");
+        EXPECT(strstr(test_out, want) && strstr(test_out, "pipeline: ") && strstr(test_out, "  stage 1 (layers "),
+               "%s: start-up or report lines: %s", tag, test_out);
+        same_losses(ref, m, tag);
+        double d = weight_diff(refout, out);
+        EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+    }
+}
+
+/* sft on stages: full with DP x PP and ZeRO-1, LoRA with recomputation,
+ * validation (loss and accuracy) included. */
+void dist_pp_sft(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    static const struct { int np, lora; const char *extra; } runs[] = {
+        {1, 0, ""}, {4, 0, "--pp 2 --zero 1 --pp-schedule gpipe "}, {1, 1, ""}, {2, 1, "--pp 2 --recompute 1 "},
+    };
+    char ref_val[2][256] = {"", ""};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[96], m[128], dir[128], ref[128], refck[160], ck[160];
+        const char *lora = runs[i].lora ? "--lora-r 4 --lora-targets all-linear " : "";
+        snprintf(tag, sizeof tag, "sft%s np %d %s", runs[i].lora ? " lora" : "", runs[i].np, runs[i].extra);
+        snprintf(m, sizeof m, TD "/pps%zu.jsonl", i);
+        snprintf(dir, sizeof dir, TD "/ppsc%zu", i);
+        snprintf(ref, sizeof ref, TD "/pps%d.jsonl", runs[i].lora ? 2 : 0);
+        snprintf(refck, sizeof refck, TD "/ppsc%d/step-00000010.h5", runs[i].lora ? 2 : 0);
+        snprintf(ck, sizeof ck, "%s/step-00000010.h5", dir);
+        char rm[320];
+        snprintf(rm, sizeof rm, "rm -rf %s %s", dir, m);
+        system(rm);
+        const char *a = SFT_ARGS "%s %s%s--val " TD "/chat.jsonl --val-batches 3 --val-every 5 --ckpt-dir %s "
+                                 "--metrics %s --out %s.h5 --adapter-out %s.ad";
+        int rc = runs[i].np == 1 ? test_llamac(a, tokp, lora, runs[i].extra, dir, m, dir, dir)
+                                 : mpi_llamac(runs[i].np, a, tokp, lora, runs[i].extra, dir, m, dir, dir);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        if (rc) continue;
+        const char *v = strstr(test_out, "step 10 | val loss ");
+        EXPECT(v != NULL, "%s: no validation line: %s", tag, test_out);
+        if (!v) continue;
+        char line[256];
+        snprintf(line, sizeof line, "%.*s", (int)strcspn(v, "\n"), v);
+        if (runs[i].np == 1) {
+            snprintf(ref_val[runs[i].lora], sizeof ref_val[0], "%s", line);
+            continue;
+        }
+        EXPECT(strcmp(line, ref_val[runs[i].lora]) == 0, "%s: '%s', one process '%s'", tag, line,
+               ref_val[runs[i].lora]);
+        same_losses(ref, m, tag);
+        double d = weight_diff(refck, ck); /* a LoRA checkpoint loads as its merged model */
+        EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+    }
+}
+
+/* Checkpoints of a pipelined run (DP x PP with ZeRO-1) resume on one
+ * process, on 4 stages, on 2 stages with the other schedule and on plain
+ * data parallelism; one process's resumes on DP x PP: one process's losses
+ * from step 5 on and its weights at the end. */
+void dist_pp_resume(void) {
+    if (!have_mpi()) return;
+    pp_ref(0);
+    system("rm -rf " TD "/prs");
+    int rc = mpi_llamac(4, PP_ARGS "--set tied=0 --pp 2 --zero 1 --save-every 5 --ckpt-dir " TD "/prs --out " TD "/prs.h5");
+    EXPECT(rc == 0 && access(TD "/prs/step-00000005.h5", F_OK) == 0, "saving on 2 x 2: %s", test_err);
+    if (rc) return;
+    static const struct { int np; const char *from, *extra; } runs[] = {
+        {1, "prs", ""}, {4, "prs", "--pp 4 "}, {2, "prs", "--pp 2 --pp-schedule gpipe "}, {2, "prs", ""},
+        {4, "pr0", "--pp 2 "},
+    };
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[96], dir[128], m[128], out[128], cmd[1024];
+        snprintf(tag, sizeof tag, "saved by %s, resumed on %d %s", strcmp(runs[i].from, "prs") ? "one process" : "2 x 2",
+                 runs[i].np, runs[i].extra);
+        snprintf(dir, sizeof dir, TD "/prr%zu", i);
+        snprintf(m, sizeof m, TD "/prr%zu.jsonl", i);
+        snprintf(out, sizeof out, TD "/prr%zu.h5", i);
+        snprintf(cmd, sizeof cmd, "rm -rf %s %s; mkdir -p %s && cp " TD "/%s/step-00000005.h5 %s/", dir, m, dir,
+                 runs[i].from, dir);
+        EXPECT(system(cmd) == 0, "%s: copy", tag);
+        const char *a = PP_ARGS "--set tied=0 %s--ckpt-dir %s --metrics %s --out %s --resume auto";
+        rc = runs[i].np == 1 ? test_llamac(a, runs[i].extra, dir, m, out)
+                             : mpi_llamac(runs[i].np, a, runs[i].extra, dir, m, out);
+        EXPECT(rc == 0 && strstr(test_out, "at step 5"), "%s: %s %s", tag, test_err, test_out);
+        if (rc) continue;
+        same_losses_from(TD "/pr0.jsonl", m, 5, tag);
+        double d = weight_diff(TD "/pr0.h5", out);
+        EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
+    }
+}
+
+/* mpirun -np np <llamac> args in the background, output to log; its pid. */
+static pid_t mpi_start(int np, const char *args, const char *log) {
+    pid_t pid = fork();
+    LC_ASSERT(pid >= 0);
+    if (pid == 0) {
+        char cmd[4096];
+        snprintf(cmd, sizeof cmd, "exec " MPIRUN "%d %s %s >%s 2>&1", np, test_llamac_path, args, log);
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+/* Seconds until pid exits (at most limit; then it is killed). */
+static double mpi_wait_exit(pid_t pid, double limit, int *st) {
+    double t0 = time_now();
+    while (waitpid(pid, st, WNOHANG) == 0 && time_now() - t0 < limit) usleep(20000);
+    double dt = time_now() - t0;
+    if (dt >= limit) {
+        kill(pid, SIGKILL);
+        waitpid(pid, st, 0);
+    }
+    return dt;
+}
+
+/* A stage killed mid-run: every rank gone within 30 s, the lost rank
+ * named. A stage that hangs (SIGSTOP): the others give up after
+ * --pp-timeout with a line naming it and stop the job. */
+void dist_pp_faults(void) {
+    if (!have_mpi()) return;
+    need_shard();
+    for (int hang = 0; hang <= 1; hang++) {
+        char dir[64], log[64], args[2048];
+        snprintf(dir, sizeof dir, TD "/pf%d", hang);
+        snprintf(log, sizeof log, TD "/pf%d.log", hang);
+        snprintf(args, sizeof args, KILL_ARGS "--pp 2 --pp-timeout 4 --ckpt-dir %s --out %s.h5", dir, dir);
+        char rm[160];
+        snprintf(rm, sizeof rm, "rm -rf %s", dir);
+        system(rm);
+        pid_t pid = mpi_start(2, args, log);
+        char ck[128];
+        snprintf(ck, sizeof ck, "%s/step-00000005.h5", dir);
+        EXPECT(ckpt_test_wait_for(ck, pid) == 0, "no step-5 checkpoint appeared");
+        pid_t victim = rank_pid(pid, 1);
+        EXPECT(victim > 0, "rank 1 of mpirun %d not found", (int)pid);
+        if (victim > 0) kill(victim, hang ? SIGSTOP : SIGKILL);
+        int st = 0;
+        double dt = mpi_wait_exit(pid, 30, &st);
+        if (victim > 0 && hang) kill(victim, SIGKILL); /* if mpirun left it stopped */
+        EXPECT(dt < 30, "%s: mpirun still running %.0f s later", hang ? "a stopped stage" : "a killed stage", dt);
+        EXPECT(!(WIFEXITED(st) && WEXITSTATUS(st) == 0), "mpirun exited 0 after a stage was lost");
+        char text[TEST_ERR_MAX];
+        slurp_into(log, text, sizeof text);
+        if (hang)
+            EXPECT(strstr(text, "llamac: error: rank 0 of 2: ") && strstr(text, "nothing from rank 1 for 4 s (it died "
+                                                                               "or hangs); stopping every rank"),
+                   "no line naming the hung stage: %s", text);
+        else
+            EXPECT(strstr(text, "rank 1") && strstr(text, "signal 9"), "no line naming the lost stage: %s", text);
+        snprintf(ck, sizeof ck, "%s/step-00000060.h5", dir);
+        EXPECT(access(ck, F_OK) != 0, "the run finished before the fault: make it longer");
+    }
+}
+
+/* Bad input: one line, a non-zero exit, nothing written. */
+void dist_pp_errors(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    static const struct { int np; const char *args, *msg; } bad[] = {
+        {2, "--pp 3", "llamac: error: rank 0 of 2: --pp: 3 stages do not divide the 2 ranks"},
+        {4, "--pp 4", "llamac: error: rank 0 of 4: --pp: 4 stages for a model of 2 layers (each stage needs a layer)"},
+        {2, "--pp 2 --pp-layers 1,2", "llamac: error: rank 0 of 2: --pp-layers: '1,2' adds up to 3 layers, the model has 2"},
+        {2, "--pp 2 --pp-schedule zigzag", "llamac: error: rank 0 of 2: --pp-schedule: expected gpipe or 1f1b, got 'zigzag'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        system("rm -rf " TD "/pe " TD "/pe.h5");
+        int rc = mpi_llamac(bad[i].np, PRE_ARGS "%s --ckpt-dir " TD "/pe --out " TD "/pe.h5", bad[i].args);
+        EXPECT(rc != 0 && strstr(test_err, bad[i].msg), "%s: %d %s", bad[i].args, rc, test_err);
+        EXPECT(access(TD "/pe.h5", F_OK) != 0, "%s: an output was written", bad[i].args);
+    }
+    /* one micro-batch per replica on 2 stages with 1F1B: a warning with the bubble */
+    int rc = mpi_llamac(2, PRE_ARGS "--steps 1 --batch-tokens 64 --pp 2 --ckpt-dir " TD "/pw --out " TD "/pw.h5");
+    EXPECT(rc == 0 && strstr(test_err, "warning: --pp-schedule 1f1b with 1 micro-batches per replica for 2 stages: "
+                                       "the pipeline never fills; each stage idles 50% of the step"),
+           "few micro-batches: %d %s", rc, test_err);
+    rc = test_llamac(PRE_ARGS "--pp 2 --ckpt-dir " TD "/pe --out " TD "/pe.h5");
+    EXPECT(rc != 0 && strstr(test_err, "--pp: 2 stages"), "one process: %d %s", rc, test_err);
+    rc = mpi_llamac(2, DPO_ARGS "%s --pp 2 --ckpt-dir " TD "/pe --out " TD "/pe.h5", tokp);
+    EXPECT(rc != 0 && strstr(test_err, "--pp: dpo does not run on pipeline stages yet"), "dpo: %d %s", rc, test_err);
+}

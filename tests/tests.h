@@ -175,6 +175,14 @@ void dist_ckpt_layout(void);
 void dist_none_refuses(void);
 void dist_sigterm(void);
 void dist_dpo_equiv(void);
+void dist_pp_equiv(void);
+void dist_pp_sft(void);
+void dist_pp_resume(void);
+void dist_pp_faults(void);
+void dist_pp_errors(void);
+void pp_schedules(void);
+void pp_bubble_sim(void);
+void pp_split_stages(void);
 
 void robust_ops_elementwise(void);
 void robust_ops_attn(void);
