@@ -102,3 +102,13 @@ extern "C" void dist_nccl_allgather(DistNccl *c, void *buf, const size_t *off, D
         NCCL_CHECK(ncclBroadcast(b + off[r] * es, b + off[r] * es, off[r + 1] - off[r], nccl_type(t), r, c->comm, s));
     NCCL_CHECK(ncclGroupEnd());
 }
+
+extern "C" void dist_nccl_send(DistNccl *c, const void *buf, size_t n, DistNcclType t, int peer, void *stream) {
+    LC_ASSERT(peer >= 0 && peer < c->world && peer != c->rank);
+    NCCL_CHECK(ncclSend(buf, n, nccl_type(t), peer, c->comm, (cudaStream_t)stream));
+}
+
+extern "C" void dist_nccl_recv(DistNccl *c, void *buf, size_t n, DistNcclType t, int peer, void *stream) {
+    LC_ASSERT(peer >= 0 && peer < c->world && peer != c->rank);
+    NCCL_CHECK(ncclRecv(buf, n, nccl_type(t), peer, c->comm, (cudaStream_t)stream));
+}

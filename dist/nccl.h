@@ -6,8 +6,10 @@
  * The communicator spans the ranks of dist.h's grid: rank 0 makes the NCCL
  * id and dist_bcast carries it (MPI), so it needs dist_init first; with one
  * rank it is a single-rank communicator (the GPU check against the MPI path).
- * Compiled by `make cuda-check` (and into CUDA=1 builds with NCCL); not yet
- * called by the trainer.
+ * The point-to-point calls carry a pipeline stage's activations and
+ * gradients between device buffers. Compiled by `make cuda-check` (and into
+ * CUDA=1 builds with NCCL); not yet called by the trainer (its pipeline and
+ * data parallelism run on the CPU).
  */
 #ifndef LLAMAC_DIST_NCCL_H
 #define LLAMAC_DIST_NCCL_H
@@ -41,6 +43,12 @@ void dist_nccl_allreduce(DistNccl *c, void *buf, size_t n, DistNcclType t, void 
  * of ncclReduce / ncclBroadcast, one per range. */
 void dist_nccl_reduce_scatter(DistNccl *c, void *buf, const size_t *off, DistNcclType t, void *stream);
 void dist_nccl_allgather(DistNccl *c, void *buf, const size_t *off, DistNcclType t, void *stream);
+
+/* Pipeline stages: n elements of buf to / from world rank peer
+ * (ncclSend / ncclRecv; the two sides must be called in matching order).
+ * Asynchronous on stream like the collectives. */
+void dist_nccl_send(DistNccl *c, const void *buf, size_t n, DistNcclType t, int peer, void *stream);
+void dist_nccl_recv(DistNccl *c, void *buf, size_t n, DistNcclType t, int peer, void *stream);
 
 #ifdef __cplusplus
 }

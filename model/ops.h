@@ -193,5 +193,9 @@ extern const char *const op_names[OP_COUNT];
 /* The CPU backend's BLAS: the core OpenBLAS chose, and thread count. */
 const char *ops_cpu_blas_core(void);
 int ops_cpu_threads(void);
+/* Give the whole pages inside [p, p + bytes) of a CPU buffer back to the
+ * kernel (they read as zero afterwards): a pipeline stage drops the other
+ * stages' weights. */
+void ops_cpu_release(void *p, size_t bytes);
 
 #endif

@@ -18,6 +18,7 @@
 #include <omp.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #if defined(__x86_64__) && defined(__GNUC__)
 #include <immintrin.h>
 #endif
@@ -43,8 +44,54 @@ int ops_cpu_threads(void) { return omp_get_max_threads(); }
 // ----------------------------------------------------------------------------
 // memory
 
-static void *cpu_alloc(void *ctx, size_t bytes) { (void)ctx; return xalloc_aligned(bytes); }
-static void cpu_free(void *ctx, void *p) { (void)ctx; free(p); }
+/* Buffers of a MiB or more are anonymous mappings: zero without being
+ * written, so the pages a run never touches cost no memory (a pipeline
+ * stage's parameters, gradients and activations of the other stages'
+ * layers). The page before the buffer holds its size and a tag that tells
+ * cpu_free which kind it is; smaller ones come from aligned_alloc with
+ * their own header. */
+#define BIG_ALLOC ((size_t)1 << 20)
+#define ALLOC_HDR 4096
+typedef struct {
+    uint64_t tag, bytes;
+} AllocHdr;
+enum { TAG_HEAP = 0x6c6c616d61636831ULL, TAG_MAP = 0x6c6c616d61636d32ULL };
+
+static void *cpu_alloc(void *ctx, size_t bytes) {
+    (void)ctx;
+    char *p;
+    AllocHdr *h;
+    if (bytes >= BIG_ALLOC) {
+        char *base = mmap(NULL, bytes + ALLOC_HDR, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (base == MAP_FAILED) LC_FATAL("out of memory mapping %zu bytes", bytes);
+        p = base + ALLOC_HDR;
+        h = (AllocHdr *)p - 1;
+        h->tag = TAG_MAP;
+    } else {
+        char *base = xalloc_aligned(bytes + 64); /* zeroed; the header in the 64 bytes before the buffer */
+        p = base + 64;
+        h = (AllocHdr *)p - 1;
+        h->tag = TAG_HEAP;
+    }
+    h->bytes = bytes;
+    return p;
+}
+
+static void cpu_free(void *ctx, void *ptr) {
+    (void)ctx;
+    if (!ptr) return;
+    char *p = ptr;
+    AllocHdr *h = (AllocHdr *)p - 1;
+    if (h->tag == TAG_MAP) munmap(p - ALLOC_HDR, h->bytes + ALLOC_HDR);
+    else if (h->tag == TAG_HEAP) free(p - 64);
+    else LC_FATAL("cpu_free: %p was not allocated by cpu_alloc", ptr);
+}
+
+void ops_cpu_release(void *p, size_t bytes) {
+    /* the whole pages inside [p, p + bytes) back to the kernel: they read as zero again */
+    uintptr_t a = ((uintptr_t)p + 4095) & ~(uintptr_t)4095, b = ((uintptr_t)p + bytes) & ~(uintptr_t)4095;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}
 static void cpu_copy(void *ctx, void *dst, const void *src, size_t bytes) {
     (void)ctx;
     if (bytes) memcpy(dst, src, bytes);

@@ -189,6 +189,15 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
     return loss;
 }
 
+void pipe_release(Trainer *tr) {
+    Pipe *p = tr->pipe;
+    Llama *m = &tr->m;
+    if (m->lora || m->ops != &ops_cpu) return; /* a frozen base stays whole: rank 0 merges and samples with it */
+    size_t keep = p->tied && p->s == p->P - 1 ? tr->bucket[0] : 0; /* the last stage's copy of a tied embedding */
+    if (tr->own_lo > keep) ops_cpu_release(tr->params + keep, (tr->own_lo - keep) * sizeof(float));
+    if (tr->own_hi < tr->pt->size) ops_cpu_release(tr->params + tr->own_hi, (tr->pt->size - tr->own_hi) * sizeof(float));
+}
+
 void pipe_tie_weights(Trainer *tr) {
     Pipe *p = tr->pipe;
     if (!p->tied || p->P == 1) return;

@@ -37,6 +37,11 @@ void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi);
 double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
                  Err *e);
 
+/* Give back the memory of the weights this stage never reads (the other
+ * stages' layers; full training on the CPU: a frozen LoRA base stays
+ * whole). Before the first step, after any resume. */
+void pipe_release(Trainer *tr);
+
 /* After the optimizer step: the tied embedding from the first stage to the
  * last. */
 void pipe_tie_weights(Trainer *tr);

@@ -736,6 +736,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         printf("  activations recomputed in the backward (--recompute 1)\n");
     }
     if (tr->gen.params && start == 0 && tr->rank == 0) print_sample(tr, "before training");
+    if (tr->pipe) pipe_release(tr);
 
     size_t n = (size_t)micro * tr->accum;
     int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
