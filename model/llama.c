@@ -424,12 +424,15 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
     return loss;
 }
 
-double llama_forward_rows(Llama *m, float *row_mean) {
+double llama_forward_rows(Llama *m, float *row_mean) { return llama_forward_rows_from(m, 0, row_mean); }
+
+double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
     const LlamaConfig *c = &m->c;
     int N = m->B * m->T, D = c->dim;
     int L = c->n_layers;
-    m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
-    for (int l = 0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
+    LC_ASSERT(0 <= l0 && l0 < L);
+    if (l0 == 0) m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
     m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
     return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, row_mean, m->xf, m->w.lm_head, m->targets, NULL,
                                m->scratch, N, D, c->vocab);

@@ -159,6 +159,9 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale);
  * where ignored) and row_mean (backend memory, N floats; may be NULL) each
  * trained row's mean logit. Returns the summed loss. No gradient yet. */
 double llama_forward_rows(Llama *m, float *row_mean);
+/* The same from layer l0 on (a pipeline's last stage; l0 > 0: the stage
+ * input in acts[l0].x). */
+double llama_forward_rows_from(Llama *m, int l0, float *row_mean);
 
 /* After llama_forward_rows: the head's backward with a weight per row,
  * d loss / d logits[n] = row_scale[n] * (softmax - onehot(target)) (row_scale:

@@ -778,6 +778,42 @@ void dist_pp_errors(void) {
            "few micro-batches: %d %s", rc, test_err);
     rc = test_llamac(PRE_ARGS "--pp 2 --ckpt-dir " TD "/pe --out " TD "/pe.h5");
     EXPECT(rc != 0 && strstr(test_err, "--pp: 2 stages"), "one process: %d %s", rc, test_err);
-    rc = mpi_llamac(2, DPO_ARGS "%s --pp 2 --ckpt-dir " TD "/pe --out " TD "/pe.h5", tokp);
-    EXPECT(rc != 0 && strstr(test_err, "--pp: dpo does not run on pipeline stages yet"), "dpo: %d %s", rc, test_err);
+}
+
+/* dpo on stages (DP x PP 2 x 2): LoRA and full, the reference per step
+ * and cached; losses and the validation line of one process. */
+void dist_pp_dpo(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    static const char *const kinds[] = {"--lora-r 4 ", "--lora-r 4 --ref-cache " TD "/pdrc.bin ", "",
+                                        "--ref-cache " TD "/pdrc.bin "};
+    for (int i = 0; i < 4; i++) {
+        char ref_line[256] = "";
+        for (int pp = 0; pp <= 1; pp++) {
+            char m[64], dir[64], tag[128];
+            snprintf(m, sizeof m, TD "/pd%d_%d.jsonl", i, pp);
+            snprintf(dir, sizeof dir, TD "/pdc%d_%d", i, pp);
+            snprintf(tag, sizeof tag, "dpo %son 2 x 2", kinds[i]);
+            system("rm -rf " TD "/pdrc.bin " TD "/pdc*");
+            const char *a = DPO_ARGS "%s %s--val " TD "/pairs.jsonl --val-batches 2 --val-every 5 %s--ckpt-dir %s "
+                                     "--metrics %s --out %s.h5 --adapter-out %s.ad";
+            int rc = pp ? mpi_llamac(4, a, tokp, kinds[i], "--pp 2 ", dir, m, dir, dir)
+                        : test_llamac(a, tokp, kinds[i], "", dir, m, dir, dir);
+            EXPECT(rc == 0, "%s (pp %d): exit %d: %s", tag, pp, rc, test_err);
+            if (rc) break;
+            const char *v = strstr(test_out, "step 10 | val loss ");
+            EXPECT(v != NULL, "%s: no validation line", tag);
+            if (!v) break;
+            char line[256];
+            snprintf(line, sizeof line, "%.*s", (int)strcspn(v, "\n"), v);
+            if (!pp) {
+                snprintf(ref_line, sizeof ref_line, "%s", line);
+                continue;
+            }
+            EXPECT(strcmp(line, ref_line) == 0, "%s: '%s', one process '%s'", tag, line, ref_line);
+            char ref[64];
+            snprintf(ref, sizeof ref, TD "/pd%d_0.jsonl", i);
+            same_losses(ref, m, tag);
+        }
+    }
 }

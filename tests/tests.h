@@ -180,6 +180,7 @@ void dist_pp_sft(void);
 void dist_pp_resume(void);
 void dist_pp_faults(void);
 void dist_pp_errors(void);
+void dist_pp_dpo(void);
 void pp_schedules(void);
 void pp_bubble_sim(void);
 void pp_split_stages(void);

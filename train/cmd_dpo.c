@@ -34,6 +34,8 @@
 #include "cli.h"
 #include "cmds.h"
 #include "convert.h"
+#include "../dist/dist.h"
+#include "pipeline.h"
 #include "trainer.h"
 
 typedef struct {
@@ -54,6 +56,17 @@ typedef struct {
     long *cnt;
     DpoStats st, vst;
     uint64_t seed;
+    /* pipeline stages (train/pipeline.h): what the last stage's head needs
+     * of the micro-batches in flight */
+    double *rp_mb;              /* (accum, 2 * maxp) reference logps per micro-batch */
+    size_t maxp;
+    const int32_t *pp_tg;       /* the targets of the micro-batches */
+    const DpoRows *pp_rows;     /* their batches: dpo_rows_last(pp_rows, pp_accum - 1 - k) */
+    const DpoBatch *pp_fixed;   /* or this one */
+    long pp_accum;
+    const double *pp_refs;      /* cached reference logps by pair, or NULL: rp_mb */
+    double pp_inv;              /* 1 / the step's pairs (0: no backward) */
+    DpoStats *pp_st;
 } Dpo;
 
 // ----------------------------------------------------------------------------
@@ -79,9 +92,10 @@ static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_
 /* Sequence log-probabilities of the batch set in m: lp[s] = sum of log p
  * over sequence s's completion tokens; with lg, the sums of the tokens' mean
  * logits per sequence, with cnt their counts. */
-static void seq_logps(Dpo *d, Llama *m, const int32_t *tgt, const DpoBatch *bt, double *lp, double *lg, long *cnt) {
+static void seq_logps(Dpo *d, Llama *m, int l0, const int32_t *tgt, const DpoBatch *bt, double *lp, double *lg,
+                      long *cnt) {
     size_t N = (size_t)m->B * m->T;
-    llama_forward_rows(m, lg ? d->mean_dev : NULL);
+    llama_forward_rows_from(m, l0, lg ? d->mean_dev : NULL);
     m->ops->download(m->ctx, d->rl_host, m->row_loss, N * sizeof(float));
     if (lg) m->ops->download(m->ctx, d->mean_host, d->mean_dev, N * sizeof(float));
     for (int s = 0; s < 2 * bt->npairs; s++) {
@@ -96,31 +110,14 @@ static void seq_logps(Dpo *d, Llama *m, const int32_t *tgt, const DpoBatch *bt, 
     }
 }
 
-/* Reference and policy over one micro-batch, the loss of its pairs into st;
- * with inv > 0 also the backward (gradients scaled by inv = 1 / the step's
- * pairs). refs: cached reference logps by pair index, or NULL. */
-static int micro(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
-                 const DpoBatch *bt, const double *refs, double inv, uint64_t lseed, DpoStats *st, Err *e) {
-    Llama *m = &tr->m;
+/* The loss of bt's pairs from the policy's logps (d->lp, lg, cnt) and the
+ * reference's (d->rp), into st; with inv > 0 the head's backward with
+ * d loss / d logp as row weights, leaving the last residual's gradient in
+ * m->dres. Returns the pairs' summed loss. */
+static double pair_loss(Dpo *d, Llama *m, const int32_t *tgt, const DpoBatch *bt, double inv, DpoStats *st) {
     int np = bt->npairs;
-    if (refs) {
-        for (int j = 0; j < np; j++) {
-            d->rp[2 * j] = refs[2 * (size_t)bt->pair[j]];
-            d->rp[2 * j + 1] = refs[2 * (size_t)bt->pair[j] + 1];
-        }
-    } else if (d->has_ref) {
-        if (llama_set_batch(&d->ref, tok, tgt, pos, e)) return -1;
-        seq_logps(d, &d->ref, tgt, bt, d->rp, NULL, NULL);
-    }
-    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
-    if (!refs && !d->has_ref) { /* LoRA: the same weights, adapters off */
-        m->lora_enabled = 0;
-        seq_logps(d, m, tgt, bt, d->rp, NULL, NULL);
-        m->lora_enabled = 1;
-    }
-    llama_lora_seed(m, lseed);
-    seq_logps(d, m, tgt, bt, d->lp, d->lg, d->cnt);
     size_t N = (size_t)m->B * m->T;
+    double sum = 0;
     for (int j = 0; j < np; j++) {
         double pc = d->lp[2 * j], pr = d->lp[2 * j + 1], rc = d->rp[2 * j], rr = d->rp[2 * j + 1];
         double sc = 1, sr = 1;
@@ -131,6 +128,7 @@ static int micro(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, co
         double h = sc * (pc - rc) - sr * (pr - rr), dh;
         double l = dpo_loss(d->loss, d->beta, d->ls, h, &dh);
         double cr = d->beta * (pc - rc), rj = d->beta * (pr - rr);
+        sum += l;
         st->loss += l;
         st->rc += cr;
         st->rr += rj;
@@ -155,9 +153,89 @@ static int micro(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, co
         }
         m->ops->upload(m->ctx, d->rs_dev, d->rs_host, N * sizeof(float));
         llama_head_backward(m, d->rs_dev);
-        llama_backward(m, 0, m->c.n_layers);
     }
+    return sum;
+}
+
+/* Reference and policy over one micro-batch, the loss of its pairs into st;
+ * with inv > 0 also the backward (gradients scaled by inv = 1 / the step's
+ * pairs). refs: cached reference logps by pair index, or NULL. */
+static int micro(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                 const DpoBatch *bt, const double *refs, double inv, uint64_t lseed, DpoStats *st, Err *e) {
+    Llama *m = &tr->m;
+    int np = bt->npairs;
+    if (refs) {
+        for (int j = 0; j < np; j++) {
+            d->rp[2 * j] = refs[2 * (size_t)bt->pair[j]];
+            d->rp[2 * j + 1] = refs[2 * (size_t)bt->pair[j] + 1];
+        }
+    } else if (d->has_ref) {
+        if (llama_set_batch(&d->ref, tok, tgt, pos, e)) return -1;
+        seq_logps(d, &d->ref, 0, tgt, bt, d->rp, NULL, NULL);
+    }
+    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
+    if (!refs && !d->has_ref) { /* LoRA: the same weights, adapters off */
+        m->lora_enabled = 0;
+        seq_logps(d, m, 0, tgt, bt, d->rp, NULL, NULL);
+        m->lora_enabled = 1;
+    }
+    llama_lora_seed(m, lseed);
+    seq_logps(d, m, 0, tgt, bt, d->lp, d->lg, d->cnt);
+    pair_loss(d, m, tgt, bt, inv, st);
+    if (inv > 0) llama_backward(m, 0, m->c.n_layers);
     return 0;
+}
+
+// ----------------------------------------------------------------------------
+// on pipeline stages: the same, the last stage's head doing the loss
+
+static const DpoBatch *pp_batch(const Dpo *d, long k) {
+    return d->pp_fixed ? d->pp_fixed : dpo_rows_last(d->pp_rows, (int)(d->pp_accum - 1 - k));
+}
+
+/* PipeHead: the reference's logps of micro-batch k into rp_mb. */
+static double ref_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
+    (void)tr, (void)e;
+    Dpo *d = ud;
+    size_t N = (size_t)m->B * m->T;
+    seq_logps(d, m, l0, d->pp_tg + (size_t)k * N, pp_batch(d, k), d->rp_mb + (size_t)k * 2 * d->maxp, NULL, NULL);
+    return 0;
+}
+
+/* PipeHead: the policy's logps, the loss against the reference and (when
+ * training) the head's backward. */
+static double policy_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
+    (void)tr, (void)e;
+    Dpo *d = ud;
+    size_t N = (size_t)m->B * m->T;
+    const DpoBatch *bt = pp_batch(d, k);
+    const int32_t *tgt = d->pp_tg + (size_t)k * N;
+    for (int j = 0; j < bt->npairs; j++)
+        for (int c = 0; c < 2; c++)
+            d->rp[2 * j + c] = d->pp_refs ? d->pp_refs[2 * (size_t)bt->pair[j] + c] : d->rp_mb[(size_t)k * 2 * d->maxp + 2 * j + c];
+    seq_logps(d, m, l0, tgt, bt, d->lp, d->lg, d->cnt);
+    return pair_loss(d, m, tgt, bt, d->pp_inv, d->pp_st);
+}
+
+/* Without cached reference logps: micro-batches [k0, k1) through the
+ * reference (the frozen copy, or the adapters off), into rp_mb on the last
+ * stage. */
+static int pp_ref(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos, long k0, long k1,
+                  Err *e) {
+    Llama *rm = d->has_ref ? &d->ref : &tr->m;
+    int en = rm->lora_enabled;
+    rm->lora_enabled = 0;
+    int rc = pipe_forward(tr, rm, tok, tgt, pos, k0, k1, ref_head, d, e);
+    rm->lora_enabled = en;
+    return rc;
+}
+
+/* The metrics are summed on the last stages: every rank gets the sums. */
+static void stats_reduce(DpoStats *st) {
+    double v[12] = {st->loss, st->rc, st->rr, st->acc, st->margin, st->lpc, st->lpr, st->lgc, st->lgr,
+                    (double)st->npairs, (double)st->ntc, (double)st->ntr};
+    dist_allreduce_f64(v, 12);
+    *st = (DpoStats){v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8], (long)v[9], (long)v[10], (long)v[11]};
 }
 
 static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
@@ -166,6 +244,20 @@ static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t 
     long micro_n = tr->o.B * tr->o.T, np = 0;
     memset(&d->st, 0, sizeof d->st);
     for (long k = 0; k < accum; k++) np += dpo_rows_last(d->train_rows, (int)(accum - 1 - k))->npairs;
+    if (tr->pipe) {
+        d->pp_tg = tgt;
+        d->pp_rows = d->train_rows;
+        d->pp_fixed = NULL;
+        d->pp_accum = accum;
+        d->pp_refs = d->ref_train;
+        d->pp_inv = 1.0 / (double)np;
+        d->pp_st = &d->st;
+        if (!d->ref_train && pp_ref(d, tr, tok, tgt, pos, tr->k0, tr->k1, e)) return NAN;
+        double l = pipe_step(tr, tok, tgt, pos, 0.0f, step, policy_head, d, e);
+        if (isnan(l) && e->msg[0]) return NAN;
+        stats_reduce(&d->st);
+        return tr->rank == 0 ? d->st.loss / (double)np : 0; /* the trainer sums the ranks' returns */
+    }
     for (long k = tr->k0; k < tr->k1; k++) { /* this rank's block (all of them on one rank); np is the step's */
         const DpoBatch *bt = dpo_rows_last(d->train_rows, (int)(accum - 1 - k));
         uint64_t lseed = (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k;
@@ -173,7 +265,9 @@ static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t 
                   lseed, &d->st, e))
             return NAN;
     }
-    return d->st.loss / (double)np;
+    double part = d->st.loss / (double)np; /* this rank's pairs; the trainer sums the ranks' */
+    if (dist_world() > 1) stats_reduce(&d->st); /* the metrics of every rank's pairs */
+    return part;
 }
 
 static void dpo_extra(void *ud, int validation, char *line, size_t nline, char *json, size_t njson) {
@@ -204,7 +298,23 @@ static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Er
     m->lora_train = 0; /* no dropout in evaluation */
     for (long b = 0; !rc && b < nbatches; b++) {
         dpo_rows_next(r, tok, tgt, pos);
-        rc = micro(d, tr, tok, tgt, pos, dpo_rows_last(r, 0), d->ref_val, 0, 0, &d->vst, e);
+        if (!tr->pipe) {
+            rc = micro(d, tr, tok, tgt, pos, dpo_rows_last(r, 0), d->ref_val, 0, 0, &d->vst, e);
+            continue;
+        }
+        if (tr->dp_rank != 0) continue; /* stages: the first replica validates */
+        d->pp_tg = tgt;
+        d->pp_fixed = dpo_rows_last(r, 0);
+        d->pp_refs = d->ref_val;
+        d->pp_inv = 0;
+        d->pp_st = &d->vst;
+        rc = (!d->ref_val && pp_ref(d, tr, tok, tgt, pos, 0, 1, e)) ||
+             pipe_forward(tr, m, tok, tgt, pos, 0, 1, policy_head, d, e);
+        d->pp_fixed = NULL;
+    }
+    if (tr->pipe) {
+        if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "dpo validation failed on another rank");
+        stats_reduce(&d->vst);
     }
     m->lora_train = drop;
     if (!rc) rc = dpo_rows_seek(r, 0, 0, e);
@@ -220,7 +330,7 @@ static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Er
 
 /* out[2i + c] for every pair of rows->set, with the reference model m
  * (adapters off when it has them), the rows in storage order. */
-static int ref_pass(Dpo *d, Llama *m, const DpoRows *rows, double *out, Err *e) {
+static int ref_pass(Dpo *d, Trainer *tr, Llama *m, const DpoRows *rows, double *out, Err *e) {
     size_t N = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
     DpoBatch bt;
@@ -230,13 +340,27 @@ static int ref_pass(Dpo *d, Llama *m, const DpoRows *rows, double *out, Err *e) 
     m->lora_train = 0;
     for (size_t r0 = 0; !rc && r0 < rows->nrows; r0 += (size_t)m->B) {
         dpo_rows_fill(rows, r0, tok, tgt, pos, &bt);
-        rc = llama_set_batch(m, tok, tgt, pos, e);
-        if (rc) break;
-        seq_logps(d, m, tgt, &bt, d->rp, NULL, NULL);
-        for (int j = 0; j < bt.npairs; j++) {
-            out[2 * (size_t)bt.pair[j]] = d->rp[2 * j];
-            out[2 * (size_t)bt.pair[j] + 1] = d->rp[2 * j + 1];
+        const double *rp = d->rp;
+        if (tr->pipe) { /* through the stages; the last one has them */
+            d->pp_tg = tgt;
+            d->pp_fixed = &bt;
+            rc = pipe_forward(tr, m, tok, tgt, pos, 0, 1, ref_head, d, e);
+            d->pp_fixed = NULL;
+            rp = d->rp_mb;
+            if (rc || tr->rank != pipe_last_rank(tr)) continue;
+        } else {
+            rc = llama_set_batch(m, tok, tgt, pos, e);
+            if (rc) break;
+            seq_logps(d, m, 0, tgt, &bt, d->rp, NULL, NULL);
         }
+        for (int j = 0; j < bt.npairs; j++) {
+            out[2 * (size_t)bt.pair[j]] = rp[2 * j];
+            out[2 * (size_t)bt.pair[j] + 1] = rp[2 * j + 1];
+        }
+    }
+    if (tr->pipe) {
+        if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "dpo reference pass failed on another rank");
+        if (!rc) dist_bcast(out, 2 * rows->set->n * sizeof *out, pipe_last_rank(tr));
     }
     m->lora_enabled = en;
     m->lora_train = drop;
@@ -389,9 +513,6 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     d.beta = beta;
     d.ls = ls;
     if (trainer_check(&o, e) || dpo_check(beta, ls, e) || dpo_loss_parse(loss_type, &d.loss, e)) return -1;
-    if (o.pp > 1)
-        return err_set(e, "--pp: dpo does not run on pipeline stages yet (its loss needs both sequences' log-probabilities "
-                          "on one rank); use data parallelism (mpirun without --pp)");
     SftOpts so = {SFT_PROMPT, SFT_LOSS_COMPLETION, -1, "text", 0, 0, 0, CHAT_LLAMA31_DATE};
     if (tpl_name && strcmp(tpl_name, "none") != 0) {
         ChatTemplate tpl;
@@ -458,6 +579,8 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     d.rp = xmalloc(2 * maxp * sizeof(double));
     d.lg = xmalloc(2 * maxp * sizeof(double));
     d.cnt = xmalloc(2 * maxp * sizeof(long));
+    d.maxp = maxp;
+    d.rp_mb = xmalloc((size_t)(accum > 0 ? accum : 1) * 2 * maxp * sizeof(double));
     uint64_t data_id = dpo_hash(&ts) ^ (uint64_t)d.loss * 0x9e3779b97f4a7c15ULL;
     if (ref_cache) {
         RefHeader h = {REF_MAGIC, t.model_id, dpo_hash(&ts), val ? dpo_hash(&vs) : 0, ts.n, val ? vs.n : 0, 0};
@@ -471,7 +594,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         } else {
             double t0 = time_now();
             /* before training (and before any resume): m holds --model's weights */
-            if (ref_pass(&d, m, &tr, d.ref_train, e) || (val && ref_pass(&d, m, &vr, d.ref_val, e)) ||
+            if (ref_pass(&d, &t, m, &tr, d.ref_train, e) || (val && ref_pass(&d, &t, m, &vr, d.ref_val, e)) ||
                 ref_write(ref_cache, &h, d.ref_train, d.ref_val, e))
                 goto out;
             printf("dpo reference: %llu + %llu pairs in %.2f s, cached in %s\n", (unsigned long long)h.ntrain,
@@ -498,7 +621,7 @@ out:
     if (d.rs_dev) t.m.ops->free(t.m.ctx, d.rs_dev);
     if (d.mean_dev) t.m.ops->free(t.m.ctx, d.mean_dev);
     free(d.rs_host); free(d.rl_host); free(d.mean_host);
-    free(d.lp); free(d.rp); free(d.lg); free(d.cnt);
+    free(d.lp); free(d.rp); free(d.lg); free(d.cnt); free(d.rp_mb);
     free(d.ref_train); free(d.ref_val);
     trainer_close(&t);
     dpo_rows_free(&vr);

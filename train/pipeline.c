@@ -113,7 +113,7 @@ static int load_mb(Trainer *tr, const int32_t *tk, const int32_t *tg, const int3
 }
 
 double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
-                 Err *e) {
+                 PipeHead head, void *hud, Err *e) {
     Pipe *p = tr->pipe;
     Llama *m = &tr->m;
     const Ops *o = m->ops;
@@ -137,7 +137,13 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
                 dist_req_wait(dist_irecv_f32(m->acts[l0].x, ND, p->prev, 2 * op.mb), what);
             }
             double c0 = time_now();
-            loss += llama_forward(m, l0, l1, last ? grad_scale : 0.0f);
+            if (last && head) {
+                double l = head(hud, tr, m, l0, k, e);
+                if (isnan(l) && e->msg[0]) return NAN;
+                loss += l;
+            } else {
+                loss += llama_forward(m, l0, l1, last ? grad_scale : 0.0f);
+            }
             if (last) d2d(m, p->grad + (size_t)slot * ND, m->dres, ND);
             o->sync(m->ctx);
             double c1 = time_now();
@@ -216,6 +222,28 @@ void pipe_gather(Trainer *tr) {
         if (g->rank == s * g->dp) dist_send(tr->params + lo, (hi - lo) * sizeof(float), 0, (1 << 20) + 2);
         else if (g->rank == 0) dist_recv(tr->params + lo, (hi - lo) * sizeof(float), s * g->dp, (1 << 20) + 2);
     }
+}
+
+int pipe_last_rank(const Trainer *tr) { return (tr->pipe->P - 1) * dist_grid()->dp; }
+
+int pipe_forward(Trainer *tr, Llama *mm, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k0, long k1,
+                 PipeHead head, void *hud, Err *e) {
+    Pipe *p = tr->pipe;
+    int l0 = p->l0[p->s], l1 = p->l0[p->s + 1];
+    size_t micro = (size_t)mm->B * mm->T, ND = micro * mm->c.dim;
+    if (mm == &tr->m) llama_stage_bind(mm, l0, l1, p->sets);
+    for (long k = k0; k < k1; k++) {
+        if (llama_set_batch(mm, tk + k * micro, tg + k * micro, ps + k * micro, e)) return -1;
+        if (p->prev >= 0) dist_req_wait(dist_irecv_f32(mm->acts[l0].x, ND, p->prev, 2 * (int)k), "pipeline forward: the activations of the previous stage");
+        if (p->next < 0) {
+            double l = head(hud, tr, mm, l0, k, e);
+            if (isnan(l) && e->msg[0]) return -1;
+        } else {
+            llama_forward(mm, l0, l1, 0);
+            dist_req_wait(dist_isend_f32(mm->acts[l1].x, ND, p->next, 2 * (int)k), "pipeline forward: a send to the next stage");
+        }
+    }
+    return 0;
 }
 
 int pipe_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, long *count, long *correct, Err *e) {

@@ -29,13 +29,31 @@ void pipe_close(Trainer *tr);
  * 0.. for the first, ..size for the last). */
 void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi);
 
+/* A loss other than the masked cross-entropy (dpo), on the last stage: run
+ * m's layers [l0, L) and the head on micro-batch k (already set in m),
+ * return its loss and, when training, leave the gradient of the last
+ * residual in m->dres (llama_head_backward). NAN with e on an error. */
+typedef double (*PipeHead)(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e);
+
 /* One step's forwards and backwards over this replica's micro-batches
  * [tr->k0, tr->k1) of tk/tg/ps (accum blocks of B*T), on the schedule,
  * accumulating this stage's gradients (the tied embedding's summed into the
  * first stage). Returns the summed loss of the last stage (0 on the
- * others). grad_scale: 1 / the step's trained tokens. */
+ * others). grad_scale: 1 / the step's trained tokens; head NULL: the fused
+ * cross-entropy head. */
 double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
-                 Err *e);
+                 PipeHead head, void *hud, Err *e);
+
+/* Forwards only, of micro-batches [k0, k1) of tk/tg/ps through the stages
+ * on model mm (the trainer's, or a frozen copy of it), head on the last
+ * stage (the stage's layers and the head). Collective over this replica's
+ * stages. Returns 0, or -1 with e. */
+int pipe_forward(Trainer *tr, Llama *mm, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k0, long k1,
+                 PipeHead head, void *hud, Err *e);
+
+/* The world rank of the first replica's last stage (whose results a
+ * broadcast spreads). */
+int pipe_last_rank(const Trainer *tr);
 
 /* Give back the memory of the weights this stage never reads (the other
  * stages' layers; full training on the CPU: a frozen LoRA base stays

@@ -765,8 +765,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             m->ops->zero(m->ctx, tr->grads, tr->pt->size * sizeof(float));
         }
         double loss = 0;
-        if (tr->pipe) {
-            loss = pipe_step(tr, tk, tg, ps, ntgt ? 1.0f / ntgt : 0.0f, step, e);
+        if (tr->pipe && !lf) {
+            loss = pipe_step(tr, tk, tg, ps, ntgt ? 1.0f / ntgt : 0.0f, step, NULL, NULL, e);
             if (isnan(loss) && e->msg[0]) goto out;
         } else if (lf) {
             loss = lf->step(lf->ud, tr, tk, tg, ps, tr->accum, step, e);
