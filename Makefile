@@ -254,7 +254,9 @@ bench-sft: all
 
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
-# ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1.
+# ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1;
+# pipeline idle time against the bubble, activation memory, PP 2 against
+# DP 2, a timeline PNG (BENCH_DIST_ARGS=--pp-only for that part alone).
 bench-dist: all
 	$(Q)LLAMAC=$(BUILD)/llamac python3 scripts/bench_dist.py $(BENCH_DIST_ARGS)
 
@@ -342,7 +344,8 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
-	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory"
+	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
+	@echo "                pipeline idle vs the bubble, activation memory, PP 2 vs DP 2 (BENCH_DIST_ARGS=--pp-only)"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
