@@ -207,12 +207,34 @@ void ckpt_bad_files(void) {
     h = H5Fopen(DIR "/hole.h5", H5F_ACC_RDWR, H5P_DEFAULT);
     H5Ldelete(h, "/model/model.layers.0.self_attn.k_proj.weight", H5P_DEFAULT);
     H5Fclose(h);
+    /* an edit of HDF5's structure is damage to the content table's hash,
+     * refused before libhdf5 reads it ... */
+    expect_load_error(DIR "/hole.h5", &a, "damaged checkpoint (its HDF5 structure does not match the hash");
+    /* ... and, with the table rewritten, the checks inside still hold */
+    ckpt_restamp(DIR "/hole.h5");
     expect_load_error(DIR "/hole.h5", &a, "missing tensor model.layers.0.self_attn.k_proj.weight");
     copy_file(DIR "/good.h5", DIR "/partial.h5", -1);
     h = H5Fopen(DIR "/partial.h5", H5F_ACC_RDWR, H5P_DEFAULT);
     H5Adelete(h, "complete");
     H5Fclose(h);
+    ckpt_restamp(DIR "/partial.h5");
     expect_load_error(DIR "/partial.h5", &a, "incomplete checkpoint");
+    /* a save cut before its content table was written */
+    copy_file(DIR "/good.h5", DIR "/nostamp.h5", -1);
+    f = fopen(DIR "/nostamp.h5", "r+b");
+    static const char zeros[64];
+    fwrite(zeros, 1, sizeof zeros, f);
+    fclose(f);
+    expect_load_error(DIR "/nostamp.h5", &a, "incomplete checkpoint (the save was interrupted: no content table)");
+    /* a flipped byte in HDF5's structure (the superblock) */
+    copy_file(DIR "/good.h5", DIR "/meta.h5", -1);
+    f = fopen(DIR "/meta.h5", "r+b");
+    fseek(f, CKPT_UB + 20, SEEK_SET);
+    ch = fgetc(f);
+    fseek(f, CKPT_UB + 20, SEEK_SET);
+    fputc(ch ^ 0x01, f);
+    fclose(f);
+    expect_load_error(DIR "/meta.h5", &a, "damaged checkpoint (its HDF5 structure does not match the hash");
 
     /* another model's config */
     Bundle w;

@@ -107,14 +107,160 @@ uint64_t ckpt_hash(const void *data, size_t n) {
     return r;
 }
 
+/* An HDF5 file starts with its signature at 0 or, after a user block, at
+ * 512, 1024, 2048, ... (a llamac checkpoint: at CKPT_UB). */
 int ckpt_is_hdf5(const char *path) {
     static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
     unsigned char b[8];
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
-    size_t got = fread(b, 1, 8, f);
+    int found = 0;
+    for (long at = 0; !found && at <= CKPT_UB; at = at ? 2 * at : 512)
+        found = fseek(f, at, SEEK_SET) == 0 && fread(b, 1, 8, f) == 8 && memcmp(b, sig, 8) == 0;
     fclose(f);
-    return got == 8 && memcmp(b, sig, 8) == 0;
+    return found;
+}
+
+// ----------------------------------------------------------------------------
+// the content table: the HDF5 user block of a checkpoint (CKPT_UB bytes
+// before HDF5's superblock) holds the file's size, the byte ranges of every
+// dataset's raw data and a hash of every other byte (HDF5's own structure:
+// superblock, object headers, B-trees, heaps, attributes). It is written
+// last, after the file is closed, and checked before HDF5 reads a byte, so
+// damaged structure is refused here: libhdf5 1.10 itself crashes on some
+// damaged object headers (found by `make fuzz`, tests/fuzz/ckpt/). Damage to
+// raw data is left to the per-dataset checksums, which name the tensor.
+
+#define UB_MAGIC "llamac-ckpt-ub2"
+typedef struct {
+    char magic[16];
+    uint64_t size, nranges, meta_hash;
+} UbHeader;
+#define UB_MAX_RANGES ((CKPT_UB - sizeof(UbHeader)) / 16)
+
+typedef struct {
+    uint64_t off, len;
+} UbRange;
+
+static int range_cmp(const void *a, const void *b) {
+    const UbRange *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+typedef struct {
+    UbRange *r;
+    size_t n, cap;
+} RangeList;
+
+static herr_t collect_dataset(hid_t obj, const char *name, const H5O_info_t *info, void *ud) {
+    RangeList *l = ud;
+    if (info->type != H5O_TYPE_DATASET) return 0;
+    hid_t d = H5Dopen2(obj, name, H5P_DEFAULT);
+    if (d < 0) return -1;
+    haddr_t off = H5Dget_offset(d);
+    hsize_t len = H5Dget_storage_size(d);
+    H5Dclose(d);
+    if (off == HADDR_UNDEF || len == 0) return 0; /* no raw data of its own (compact, empty) */
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 64;
+        UbRange *r = realloc(l->r, l->cap * sizeof *r);
+        if (!r) return -1;
+        l->r = r;
+    }
+    l->r[l->n++] = (UbRange){(uint64_t)off, (uint64_t)len}; /* a file offset (the user block included) */
+    return 0;
+}
+
+/* Hash of the bytes of [CKPT_UB, size) outside the sorted ranges r, read
+ * from fd. -1 on a read error. */
+static int meta_hash(int fd, uint64_t size, const UbRange *r, size_t n, uint64_t *out) {
+    uint64_t h = 0x6c6c616d6163ULL, at = CKPT_UB;
+    size_t cap = 1 << 16;
+    unsigned char *buf = xmalloc(cap);
+    int rc = 0;
+    for (size_t i = 0; i <= n && rc == 0; i++) {
+        uint64_t end = i < n ? r[i].off : size;
+        while (at < end && rc == 0) { /* a gap of structure: hashed in pieces, each with its offset */
+            size_t k = end - at < cap ? (size_t)(end - at) : cap;
+            if (pread(fd, buf, k, (off_t)at) != (ssize_t)k) rc = -1;
+            else h = h * 0x100000001b3ULL ^ ckpt_hash(buf, k) ^ at;
+            at += k;
+        }
+        if (i < n) at = r[i].off + r[i].len;
+    }
+    free(buf);
+    *out = h;
+    return rc;
+}
+
+/* Write the content table of the closed checkpoint file path. */
+static int ub_stamp(const char *path) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return -1;
+    RangeList l = {NULL, 0, 0};
+    herr_t hr = H5Ovisit2(f, H5_INDEX_NAME, H5_ITER_NATIVE, collect_dataset, &l, H5O_INFO_BASIC);
+    H5Fclose(f);
+    int fd = open(path, O_RDWR);
+    struct stat sb;
+    int rc = -1;
+    if (hr >= 0 && fd >= 0 && fstat(fd, &sb) == 0 && l.n <= UB_MAX_RANGES) {
+        qsort(l.r, l.n, sizeof *l.r, range_cmp);
+        size_t nb = sizeof(UbHeader) + l.n * sizeof(UbRange);
+        unsigned char *ub = xcalloc(1, CKPT_UB);
+        UbHeader h = {UB_MAGIC, (uint64_t)sb.st_size, l.n, 0};
+        if (meta_hash(fd, h.size, l.r, l.n, &h.meta_hash) == 0) {
+            memcpy(ub, &h, sizeof h);
+            if (l.n) memcpy(ub + sizeof h, l.r, l.n * sizeof(UbRange));
+            rc = pwrite(fd, ub, nb, 0) == (ssize_t)nb ? 0 : -1;
+        }
+        free(ub);
+    }
+    if (fd >= 0) close(fd);
+    free(l.r);
+    return rc;
+}
+
+void ckpt_restamp(const char *path) { (void)ub_stamp(path); }
+
+/* Check the content table before HDF5 opens path: -1 with e for a file
+ * that is not a finished llamac checkpoint or whose structure changed. */
+static int ub_check(const char *path, Err *e) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return err_set(e, "%s: cannot open (%s)", path, strerror(errno));
+    struct stat sb;
+    UbHeader h;
+    int rc = -1;
+    UbRange *r = NULL;
+    static const unsigned char sig[8] = {0x89, 'H', 'D', 'F', '\r', '\n', 0x1a, '\n'};
+    unsigned char at0[8] = {0}, atub[8] = {0};
+    if (fstat(fd, &sb) || pread(fd, at0, 8, 0) != 8) {
+        err_set(e, "%s: damaged or truncated checkpoint (%lld bytes)", path, (long long)sb.st_size);
+    } else if (memcmp(at0, sig, 8) == 0 ||
+               (pread(fd, atub, 8, CKPT_UB) == 8 && memcmp(atub, sig, 8) != 0)) {
+        err_set(e, "%s: an HDF5 file but not a llamac checkpoint (of this version: no content table)", path);
+    } else if (pread(fd, &h, sizeof h, 0) != (ssize_t)sizeof h || memcmp(h.magic, UB_MAGIC, 16) != 0) {
+        err_set(e, "%s: incomplete checkpoint (the save was interrupted: no content table)", path);
+    } else if (h.size != (uint64_t)sb.st_size) {
+        err_set(e, "%s: damaged or truncated checkpoint (%lld bytes, written as %llu)", path, (long long)sb.st_size,
+                (unsigned long long)h.size);
+    } else if (h.nranges > UB_MAX_RANGES) {
+        err_set(e, "%s: damaged checkpoint (content table)", path);
+    } else {
+        r = xmalloc((h.nranges + 1) * sizeof *r);
+        uint64_t end = CKPT_UB, mh;
+        int ok = pread(fd, r, h.nranges * sizeof *r, sizeof h) == (ssize_t)(h.nranges * sizeof *r);
+        for (uint64_t i = 0; ok && i < h.nranges; i++) {
+            ok = r[i].off >= end && r[i].len <= h.size && r[i].off <= h.size - r[i].len;
+            end = r[i].off + r[i].len;
+        }
+        if (!ok) err_set(e, "%s: damaged checkpoint (content table)", path);
+        else if (meta_hash(fd, h.size, r, h.nranges, &mh) || mh != h.meta_hash)
+            err_set(e, "%s: damaged checkpoint (its HDF5 structure does not match the hash written with it)", path);
+        else rc = 0;
+    }
+    free(r);
+    close(fd);
+    return rc;
 }
 
 // ----------------------------------------------------------------------------
@@ -482,7 +628,10 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
     } else {
         unlink(tmp);
     }
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+    H5Pset_userblock(fcpl, CKPT_UB); /* the content table, written after the close */
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
+    H5Pclose(fcpl);
     if (fapl != H5P_DEFAULT) H5Pclose(fapl);
     int er = errno ? errno : EIO;
     if (par && dist_allreduce_max_int(f < 0)) {
@@ -498,6 +647,7 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
         if (rc) return err_set(e, "%s: cannot write the checkpoint (disk full?)", path);
         return r0 ? err_set(e, "%s: rank 0 could not flush or rename the checkpoint", path) : 0;
     }
+    if (rc == 0 && ub_stamp(tmp)) rc = -1;
     if (par && rc) dist_allreduce_max_int(1);
     if (rc) {
         unlink(tmp);
@@ -564,6 +714,7 @@ static hid_t open_ckpt(const char *path, Err *e) {
         err_set(e, "%s: not an HDF5 file (not a llamac checkpoint)", path);
         return -1;
     }
+    if (ub_check(path, e)) return -1;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) {
         err_set(e, "%s: damaged or truncated HDF5 file (cannot open)", path);

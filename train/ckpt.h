@@ -31,7 +31,10 @@
  *
  * Every dataset carries a `checksum` attribute (uint64, ckpt_hash of its
  * bytes) that loading verifies, so a flipped bit in tensor data is reported
- * rather than trained on. Tensors are stored whole under their logical names,
+ * rather than trained on. The file's first CKPT_UB bytes (an HDF5 user
+ * block, which h5py and h5dump skip) are llamac's content table: the file
+ * size, the raw-data ranges and a hash of HDF5's structure, checked before
+ * HDF5 parses anything (a damaged structure can crash libhdf5). Tensors are stored whole under their logical names,
  * so a checkpoint does not depend on the number of ranks that wrote it.
  *
  * Crash safety: ckpt_save writes "<path>.tmp", sets `complete` last, closes
@@ -52,7 +55,15 @@
 #include "../model/params.h"
 #include "../optim/adamw.h"
 
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2
+/* Bytes of the content table before HDF5's part of the file (ckpt.c): the
+ * file's size, its datasets' raw-data ranges and a hash of everything else,
+ * checked before HDF5 reads the file. */
+#define CKPT_UB 65536
+
+/* Rewrite path's content table for its present bytes (tests: a file edited
+ * through HDF5 that should still load as far as its contents allow). */
+void ckpt_restamp(const char *path);
 
 /* The training state beside the weights. */
 typedef struct CkptState {
