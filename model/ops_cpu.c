@@ -50,7 +50,11 @@ int ops_cpu_threads(void) { return omp_get_max_threads(); }
  * layers). The page before the buffer holds its size and a tag that tells
  * cpu_free which kind it is; smaller ones come from aligned_alloc with
  * their own header. */
+#ifdef __SANITIZE_ADDRESS__
+#define BIG_ALLOC SIZE_MAX /* AddressSanitizer watches heap buffers only: keep them all there */
+#else
 #define BIG_ALLOC ((size_t)1 << 20)
+#endif
 #define ALLOC_HDR 4096
 typedef struct {
     uint64_t tag, bytes;
