@@ -10,7 +10,14 @@ off at every step, and from log-probabilities computed once before training
 (llamac --ref-cache, TRL precompute_ref_log_probs). Each run is its own
 process: tokens/s over the steps after the first (tokens = the prompt and
 completion tokens of both sequences of every pair trained), and the
-process's peak RSS (ru_maxrss). Prints a table; --json writes the rows.
+process's peak RSS (ru_maxrss from wait4). Prints a table; --json writes the
+rows.
+
+The parent never imports torch, tokenizers or TRL (the model, the tokenizer
+and the versions come from worker processes): on Linux a child's ru_maxrss
+starts from its parent's RSS at fork (the high-water mark of the address
+space it replaces at exec is kept), so a parent holding torch (about 750 MB)
+would put that floor under every run it measures, llamac's 160 MB included.
 """
 
 import argparse
@@ -74,8 +81,35 @@ def trl_worker(a):
     tr.train()
     total = time.perf_counter() - t0
     tps = sum(ntok[1:]) / (times[-1] - times[0])
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    print(json.dumps({"tokens_per_s": tps, "peak_rss_mb": rss, "total_s": total}))
+    import trl
+    print(json.dumps({"tokens_per_s": tps, "total_s": total, "trl": trl.__version__, "torch": torch.__version__,
+                      "threads": torch.get_num_threads()}))
+
+
+def setup_worker(a):
+    """the tokenizer, the random model and the pairs under a.work; prints the vocabulary size"""
+    from test_chat_ref import train_tokenizer
+    tok = train_tokenizer(os.path.join(a.work, "tokenizer.json"))
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+    torch.manual_seed(5)
+    LlamaForCausalLM(LlamaConfig(**SPEC, vocab_size=tok.get_vocab_size(), use_cache=False)).save_pretrained(
+        os.path.join(a.work, "base"), safe_serialization=True)
+    with open(os.path.join(a.work, "pairs.jsonl"), "w") as f:
+        for p in pairs(a.pairs):
+            f.write(json.dumps(p) + "\n")
+    print(json.dumps({"vocab": tok.get_vocab_size()}))
+
+
+def measured(cmd, out):
+    """runs cmd with stdout to the file out (stderr kept); returns (exit status, stderr, peak RSS MB, seconds)"""
+    t0 = time.perf_counter()
+    with open(out, "w") as f, open(out + ".err", "w+") as err:
+        p = subprocess.Popen(cmd, stdout=f, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
+        total = time.perf_counter() - t0
+        err.seek(0)
+        return status, err.read(), ru.ru_maxrss / 1024, total  # Linux: KiB
 
 
 def main():
@@ -88,22 +122,19 @@ def main():
     ap.add_argument("--max-length", type=int, default=96)
     ap.add_argument("--json")
     ap.add_argument("--trl-worker", action="store_true")
+    ap.add_argument("--setup-worker", action="store_true")
     ap.add_argument("--cache", action="store_true")
     a = ap.parse_args()
     if a.trl_worker:
         return trl_worker(a)
+    if a.setup_worker:
+        return setup_worker(a)
     os.makedirs(a.work, exist_ok=True)
-    from test_chat_ref import train_tokenizer
-    tok = train_tokenizer(os.path.join(a.work, "tokenizer.json"))
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    torch.manual_seed(5)
-    LlamaForCausalLM(LlamaConfig(**SPEC, vocab_size=tok.get_vocab_size(), use_cache=False)).save_pretrained(
-        os.path.join(a.work, "base"), safe_serialization=True)
-    data = pairs(a.pairs)
-    with open(os.path.join(a.work, "pairs.jsonl"), "w") as f:
-        for p in data:
-            f.write(json.dumps(p) + "\n")
+    r = subprocess.run([sys.executable, os.path.abspath(__file__), "--setup-worker", "--work", a.work, "--pairs",
+                        str(a.pairs)], capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"bench-dpo: setup failed: {r.stderr.strip()[-2000:]}")
+    vocab = json.loads(r.stdout.splitlines()[-1])["vocab"]
     # the tokens of one pair, as both sides count them (prompt + completion, both sequences)
     dump = os.path.join(a.work, "dump.jsonl")
     subprocess.run([a.llamac, "dpo", "--model", os.path.join(a.work, "base"), "--tokenizer",
@@ -125,29 +156,29 @@ def main():
                "--lora-alpha", "32", "--lora-targets", "all-linear", "--peak-gflops", "1", "--metrics",
                os.path.join(d, "m.jsonl"), "--ckpt-dir", os.path.join(d, "ck"), "--adapter-out",
                os.path.join(d, "adapter")] + (["--ref-cache", os.path.join(d, "ref.bin")] if cache else [])
-        t0 = time.perf_counter()
-        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, ru = os.wait4(p.pid, 0)
-        total = time.perf_counter() - t0
+        status, err, rss, total = measured(cmd, os.path.join(d, "out.txt"))
         if status != 0:
-            sys.exit(f"bench-dpo: llamac dpo failed: {p.stderr.read().decode().strip()}")
+            sys.exit(f"bench-dpo: llamac dpo failed: {err.strip()}")
         rows = [json.loads(x) for x in open(os.path.join(d, "m.jsonl")) if '"loss"' in x]
         # pairs are drawn B per step: the steps after the first carry (steps - 1) * B pairs of mean_pair tokens
         secs = rows[-1]["elapsed_s"] - rows[0]["elapsed_s"]
         res.append({"side": "llamac", "ref_cache": cache, "tokens_per_s": (len(rows) - 1) * a.batch * mean_pair / secs,
-                    "peak_rss_mb": ru.ru_maxrss / 1024, "total_s": total})
-        # TRL + PEFT in a process of its own
+                    "peak_rss_mb": rss, "total_s": total})
+        # TRL + PEFT in a process of its own, measured the same way
         cmd = [sys.executable, os.path.abspath(__file__), "--trl-worker", "--work", a.work, "--batch", str(a.batch),
                "--steps", str(a.steps), "--max-length", str(a.max_length)] + (["--cache"] if cache else [])
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        line = [x for x in r.stdout.splitlines() if x.startswith("{")]
-        if r.returncode != 0 or not line:
-            sys.exit(f"bench-dpo: TRL run failed: {r.stderr.strip()[-2000:]}")
-        res.append(dict({"side": "TRL+PEFT", "ref_cache": cache}, **json.loads(line[-1])))
-    import trl
+        out = os.path.join(a.work, "trl_cache.txt" if cache else "trl.txt")
+        status, err, rss, _ = measured(cmd, out)
+        line = [x for x in open(out).read().splitlines() if x.startswith("{")]
+        if status != 0 or not line:
+            sys.exit(f"bench-dpo: TRL run failed: {err.strip()[-2000:]}")
+        trl_row = json.loads(line[-1])
+        res.append(dict({"side": "TRL+PEFT", "ref_cache": cache, "peak_rss_mb": rss}, **trl_row))
+    parent = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"DPO, LoRA r 16 all-linear, random Llama dim {SPEC['hidden_size']} x {SPEC['num_hidden_layers']} layers, "
-          f"vocab {tok.get_vocab_size()}; {a.pairs} pairs ({mean_pair:.0f} tokens each), batch {a.batch} pairs, "
-          f"{a.steps} steps; TRL {trl.__version__}, torch {torch.__version__} ({torch.get_num_threads()} threads)")
+          f"vocab {vocab}; {a.pairs} pairs ({mean_pair:.0f} tokens each), batch {a.batch} pairs, "
+          f"{a.steps} steps; TRL {trl_row['trl']}, torch {trl_row['torch']} ({trl_row['threads']} threads); "
+          f"peak RSS of each run's own process (this parent: {parent:.0f} MB)")
     print(f"{'':10} {'reference':22} {'tokens/s':>10} {'peak RSS MB':>12} {'run s':>8}")
     for r in res:
         ref = "cached before training" if r["ref_cache"] else "adapters off, per step"

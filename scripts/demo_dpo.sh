@@ -13,8 +13,11 @@
 # held-out answers before and after, and the held-out rewards/accuracies
 # (the fraction of pairs where the policy prefers the true definition more
 # than the reference does) and margins as training goes; the reference
-# log-probabilities are computed once (--ref-cache). Extra arguments go to
-# `llamac dpo`.
+# log-probabilities are computed once (--ref-cache; reused by a rerun on the
+# same pairs, removed when the pairs changed). Sized for a few minutes of
+# CPU on 2 cores: 48 training pairs seen once (12 steps of 2 packed rows of
+# 256 tokens), 16 held-out pairs validated every 4 steps, 4 held-out words
+# asked before and after. Extra arguments go to `llamac dpo`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 L=build/llamac
@@ -28,6 +31,7 @@ G=$(sh scripts/fetch_smollm2.sh)
 [ -s "$D/sft.h5" ] || $L convert "$S/base.h5" "$D/sft.h5" --adapter "$S/adapter"
 
 echo "== 2/5 preference pairs from WordNet (true definition chosen, another word's rejected)"
+old=$(cat "$D/train.jsonl" "$D/val.jsonl" 2>/dev/null | cksum || true) # none on a first run
 python3 - "$S" "$D" <<'EOF'
 import json, random, sys
 src, out = sys.argv[1], sys.argv[2]
@@ -40,7 +44,7 @@ def load(path):
         rows.append((m[0]["content"], word, pos, gloss))
     return rows
 rng = random.Random(7)
-for split, n in (("train", 80), ("val", 16)):
+for split, n in (("train", 48), ("val", 16)):
     rows = load(f"{src}/{split}.jsonl")
     rng.shuffle(rows)
     with open(f"{out}/{split}.jsonl", "w") as f:
@@ -53,18 +57,20 @@ for split, n in (("train", 80), ("val", 16)):
     print(f"{out}/{split}.jsonl: {min(n, len(rows))} pairs")
 EOF
 head -n 1 "$D/val.jsonl"
+# a cache of other pairs would be refused: drop it when the pairs changed
+[ "$old" = "$(cat "$D/train.jsonl" "$D/val.jsonl" | cksum)" ] || rm -f "$D/ref.bin"
 
 ask() { # $1 = word, $2.. = extra flags: SmolLM2's ChatML prompt, greedy
     local w=$1; shift
     local p
     p=$(printf '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat does the word "%s" mean?<|im_end|>\n<|im_start|>assistant\n' "$w")
-    $L generate --model "$D/sft.h5" --tokenizer "$G" --special 1 --temperature 0 --max-tokens 30 \
+    $L generate --model "$D/sft.h5" --tokenizer "$G" --special --temperature 0 --max-tokens 30 \
         --prompt "$p" "$@" 2>/dev/null | sed -n '/^<|im_start|>assistant$/,$p' | tail -n +2 | tr '\n' ' '
 }
 show() { # $1 = before|after, $2.. = extra flags for generate
     local when=$1; shift
     echo "---- held-out words, $when DPO (greedy) ----"
-    head -n 6 "$S/prompts.txt" | while IFS=$'\t' read -r w pos gloss; do
+    head -n 4 "$S/prompts.txt" | while IFS=$'\t' read -r w pos gloss; do
         echo "Q: What does the word \"$w\" mean?   (WordNet: $w ($pos): $gloss.)"
         echo "A: $(ask "$w" "$@")"
     done
@@ -78,7 +84,7 @@ rm -rf "$D/ckpt"
 $L dpo --model "$D/sft.h5" --tokenizer "$G" --template chatml \
     --data "$D/train.jsonl" --val "$D/val.jsonl" --ref-cache "$D/ref.bin" \
     --lora-r 16 --lora-alpha 32 --lora-targets all-linear --beta 0.1 \
-    --seq 256 --batch 2 --steps 24 --lr 5e-4 --warmup 2 --val-every 8 --val-batches 4 --log-every 4 \
+    --seq 256 --batch 2 --steps 12 --lr 5e-4 --warmup 2 --val-every 4 --val-batches 4 --log-every 2 \
     --ckpt-dir "$D/ckpt" --metrics "$D/metrics.jsonl" --adapter-out "$D/adapter" "$@"
 
 echo "== 5/5 after"
