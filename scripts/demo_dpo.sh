@@ -28,7 +28,9 @@ mkdir -p "$D"
 echo "== 1/5 the SFT model: build/sft_demo's adapter merged into SmolLM2-135M-Instruct"
 G=$(sh scripts/fetch_smollm2.sh)
 [ -f "$S/adapter/adapter_config.json" ] || bash scripts/demo_sft.sh
-[ -s "$D/sft.h5" ] || $L convert "$S/base.h5" "$D/sft.h5" --adapter "$S/adapter"
+# (re)made when missing or unreadable, e.g. left by an older llamac
+$L inspect "$S/base.h5" >/dev/null 2>&1 || $L convert "$G" "$S/base.h5" --force
+$L inspect "$D/sft.h5" >/dev/null 2>&1 || $L convert "$S/base.h5" "$D/sft.h5" --adapter "$S/adapter" --force
 
 echo "== 2/5 preference pairs from WordNet (true definition chosen, another word's rejected)"
 old=$(cat "$D/train.jsonl" "$D/val.jsonl" 2>/dev/null | cksum || true) # none on a first run

