@@ -594,9 +594,15 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         } else {
             double t0 = time_now();
             /* before training (and before any resume): m holds --model's weights */
-            if (ref_pass(&d, &t, m, &tr, d.ref_train, e) || (val && ref_pass(&d, &t, m, &vr, d.ref_val, e)) ||
-                ref_write(ref_cache, &h, d.ref_train, d.ref_val, e))
+            if (ref_pass(&d, &t, m, &tr, d.ref_train, e) || (val && ref_pass(&d, &t, m, &vr, d.ref_val, e)))
                 goto out;
+            /* every rank holds the values; rank 0 alone writes the file (several would race on its
+             * temporary name) and its result is everyone's */
+            int wrc = t.rank == 0 ? ref_write(ref_cache, &h, d.ref_train, d.ref_val, e) : 0;
+            if (dist_allreduce_max_int(wrc != 0)) {
+                if (!wrc) err_set(e, "--ref-cache: rank 0 could not write %s", ref_cache);
+                goto out;
+            }
             printf("dpo reference: %llu + %llu pairs in %.2f s, cached in %s\n", (unsigned long long)h.ntrain,
                    (unsigned long long)h.nval, time_now() - t0, ref_cache);
         }
