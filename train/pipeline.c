@@ -28,11 +28,25 @@ typedef struct Pipe {
     int *send_req;          /* nslots outstanding sends of each slot (-1: none), forward and backward */
     int *bsend_req;
     int tied;               /* the last stage's copy of a tied embedding */
+    float *tie;             /* the first stage: room for the last stage's embedding gradient */
     /* accounting: this rank's time in the pipeline phase of each step */
     double busy, wall, tf, tb;
     long nsteps, nf, nb;
     double *events;         /* the last step's ops: (kind, mb, start, end) each */
 } Pipe;
+
+void pipe_banner(const Trainer *tr) {
+    const Pipe *p = tr->pipe;
+    const DistGrid *g = dist_grid();
+    const LlamaConfig *c = &tr->c;
+    int T = (int)tr->o.T;
+    printf("  pipeline: %d stages x %d replicas, %s schedule over %d micro-batches per replica; stage s = ranks "
+           "[s*%d, (s+1)*%d); layers", p->P, g->dp, pp_schedule_name(p->kind), p->M, g->dp, g->dp);
+    for (int s = 0; s < p->P; s++)
+        printf("%s %d-%d (%.0f%% of the FLOPs)", s ? "," : "", p->l0[s], p->l0[s + 1] - 1,
+               100 * pp_stage_flops(c, T, p->P, p->l0, s) / llama_flops_per_token(c, T));
+    printf("\n");
+}
 
 void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi) {
     const Pipe *p = tr->pipe;
@@ -69,6 +83,7 @@ int pipe_open(Trainer *tr, Err *e) {
     p->bsend_req = p->send_req + p->nslots;
     for (int i = 0; i < 2 * p->nslots; i++) p->send_req[i] = -1;
     p->tied = tr->c.tied && !m->lora;
+    if (p->tied && p->s == 0 && p->P > 1) p->tie = xmalloc(tr->bucket[0] * sizeof(float));
     p->events = xcalloc((size_t)p->nops * 4, sizeof(double));
     dist_set_timeout((double)o->pp_timeout);
     pipe_stage_range(tr, p->s, &tr->own_lo, &tr->own_hi);
@@ -83,6 +98,7 @@ void pipe_close(Trainer *tr) {
     free(p->ops);
     free(p->send_req);
     free(p->events);
+    free(p->tie);
     free(p);
     tr->pipe = NULL;
 }
@@ -180,10 +196,8 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
         if (last) {
             dist_send(tr->grads, E * sizeof(float), first, 1 << 20);
         } else if (p->s == 0) {
-            float *h = xmalloc(E * sizeof(float));
-            dist_recv(h, E * sizeof(float), lastr, 1 << 20);
-            for (size_t i = 0; i < E; i++) tr->grads[i] += h[i];
-            free(h);
+            dist_recv(p->tie, E * sizeof(float), lastr, 1 << 20);
+            for (size_t i = 0; i < E; i++) tr->grads[i] += p->tie[i];
         }
     }
     double wall = time_now() - t0;
@@ -246,41 +260,42 @@ int pipe_forward(Trainer *tr, Llama *mm, const int32_t *tk, const int32_t *tg, c
     return 0;
 }
 
+/* pipe_eval's head: the masked cross-entropy of the batch, its trained
+ * tokens and (with count_ok) its correct argmax predictions into agg. */
+typedef struct {
+    double agg[3];
+    const int32_t *tgt;
+    int count_ok;
+} EvalHead;
+
+static double eval_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
+    (void)k, (void)e;
+    EvalHead *h = ud;
+    double l = llama_forward(m, l0, m->c.n_layers, 0);
+    h->agg[0] += l;
+    h->agg[1] += (double)llama_count_targets(h->tgt, (size_t)m->B * m->T);
+    if (h->count_ok) h->agg[2] += (double)trainer_count_correct(tr, h->tgt);
+    return l;
+}
+
 int pipe_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, long *count, long *correct, Err *e) {
-    Pipe *p = tr->pipe;
     Llama *m = &tr->m;
-    int l0 = p->l0[p->s], l1 = p->l0[p->s + 1], last = p->s == p->P - 1;
-    size_t n = (size_t)m->B * m->T, ND = n * m->c.dim;
+    size_t n = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
     const uint64_t zero[2] = {0, 0};
-    double agg[3] = {0, 0, 0}; /* loss, count, correct: the first replica's last stage */
+    EvalHead h = {{0, 0, 0}, tgt, correct != NULL}; /* the first replica's last stage fills agg */
     int mine = dist_grid()->dp_rank == 0, rc = d->seek(d->ud, zero, e);
-    llama_stage_bind(m, l0, l1, p->sets);
     for (long b = 0; !rc && b < nbatches; b++) {
         rc = d->next(d->ud, tok, tgt, pos, e);
-        if (rc || !mine) continue;
-        rc = llama_set_batch(m, tok, tgt, pos, e);
-        if (rc) break;
-        if (p->prev >= 0)
-            dist_req_wait(dist_irecv_f32(m->acts[l0].x, ND, p->prev, 2 * (int)b),
-                          "pipeline validation: the activations of the previous stage");
-        double l = llama_forward(m, l0, l1, 0);
-        if (p->next >= 0)
-            dist_req_wait(dist_isend_f32(m->acts[l1].x, ND, p->next, 2 * (int)b),
-                          "pipeline validation: a send to the next stage");
-        if (last) {
-            agg[0] += l;
-            agg[1] += (double)llama_count_targets(tgt, n);
-            if (correct) agg[2] += (double)trainer_count_correct(tr, tgt);
-        }
+        if (!rc && mine) rc = pipe_forward(tr, m, tok, tgt, pos, 0, 1, eval_head, &h, e);
     }
     if (!rc) rc = d->seek(d->ud, zero, e);
     free(tok); free(tgt); free(pos);
     if (dist_allreduce_max_int(rc != 0)) return rc ? -1 : err_set(e, "validation failed on another rank");
-    dist_allreduce_f64(agg, 3);
-    *sum = agg[0];
-    *count = (long)agg[1];
-    if (correct) *correct = (long)agg[2];
+    dist_allreduce_f64(h.agg, 3);
+    *sum = h.agg[0];
+    *count = (long)h.agg[1];
+    if (correct) *correct = (long)h.agg[2];
     return 0;
 }
 

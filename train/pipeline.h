@@ -25,6 +25,10 @@
 int pipe_open(Trainer *tr, Err *e);
 void pipe_close(Trainer *tr);
 
+/* The start-up line: the grid, the schedule and each stage's layers with
+ * its share of the FLOPs. */
+void pipe_banner(const Trainer *tr);
+
 /* The range [lo, hi) of the trained buffer that stage s owns (s's layers;
  * 0.. for the first, ..size for the last). */
 void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi);

@@ -703,19 +703,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                tr->zero ? "ZeRO-1: gradients reduce-scattered, AdamW on this rank's shard, weights all-gathered"
                         : "gradients all-reduced layer by layer during the backward",
                2.0 * tr->opt.size * sizeof(float) / 1e6);
-    if (tr->pipe) {
-        const DistGrid *g = dist_grid();
-        int P = g->pp;
-        printf("  pipeline: %d stages x %d replicas, %s schedule over %ld micro-batches per replica; stage s = ranks "
-               "[s*%d, (s+1)*%d); layers", P, g->dp, tr->o.pp_schedule, tr->k1 - tr->k0, g->dp, g->dp);
-        int l0[LC_MAX_LAYERS + 1];
-        Err se;
-        pp_split(c, (int)o->T, P, o->pp_layers, l0, &se);
-        for (int s = 0; s < P; s++)
-            printf("%s %d-%d (%.0f%% of the FLOPs)", s ? "," : "", l0[s], l0[s + 1] - 1,
-                   100 * pp_stage_flops(c, (int)o->T, P, l0, s) / (c->n_layers ? llama_flops_per_token(c, (int)o->T) : 1));
-        printf("\n");
-    }
+    if (tr->pipe) pipe_banner(tr);
     uint64_t sent0 = dist_bytes_sent();
     int overlap = dp_overlap();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
