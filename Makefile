@@ -149,10 +149,10 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 LIB_SRC := model/base.c model/config.c model/params.c model/ops_cpu.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
-           train/cli.c train/blas_env.c train/ckpt.c train/run.c \
-           train/cmd_inspect.c train/cmd_bench.c train/cmd_tokenize.c train/cmd_pretrain.c train/cmd_sft.c train/cmd_dpo.c train/trainer.c train/pipeline.c \
-           train/cmd_eval.c train/cmd_generate.c train/cmd_chat.c train/device.c \
-           train/safetensors.c train/gguf.c train/convert.c train/peft.c train/cmd_convert.c train/cmd_logits.c
+           train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c \
+           train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/loop/trainer.c train/loop/pipeline.c \
+           train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/proc/device.c \
+           train/io/safetensors.c train/io/gguf.c train/io/convert.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_logits.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
@@ -332,7 +332,7 @@ fuzz-build: fuzz-deps
 fuzz: fuzz-build
 	$(Q)FUZZ_SECONDS=$(FUZZ_SECONDS) FUZZ_JOBS=$(FUZZ_JOBS) bash scripts/fuzz.sh $(FUZZ_TARGETS)
 
--include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/tests/*.d)
+-include $(wildcard $(FUZZ_BUILD)/obj/*/*.d $(FUZZ_BUILD)/obj/*/*/*.d)
 
 clean:
 	rm -rf build build-san build-cuda build-fuzz

@@ -328,7 +328,7 @@ def part_c(llamac, work, fam, tpath, hf, data, pad):
              # PEFT 0.21.2 saves target_modules="all-linear" on a model with fewer
              # than 20 linear layers as the list of full module names
              # ("model.layers.0.self_attn.k_proj", ...), which llamac's PEFT
-             # reader refuses (train/peft.c takes short names); the short names
+             # reader refuses (train/io/peft.c takes short names); the short names
              # of every linear layer are the same adapter
              ("all_rs", dict(r=3, lora_alpha=6, use_rslora=True, target_modules=[
                  "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]),

@@ -37,11 +37,11 @@
 #include "../data/spm.h"
 #include "../data/tok.h"
 #include "../model/params.h"
-#include "../train/ckpt.h"
-#include "../train/cli.h"
-#include "../train/convert.h"
-#include "../train/peft.h"
-#include "../train/safetensors.h"
+#include "../train/io/ckpt.h"
+#include "../train/proc/cli.h"
+#include "../train/io/convert.h"
+#include "../train/io/peft.h"
+#include "../train/io/safetensors.h"
 
 /* Largest model (floats) a fuzz input may make the harness allocate. */
 #define FUZZ_MAX_FLOATS (1u << 20)

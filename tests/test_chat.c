@@ -19,7 +19,7 @@
 
 #include "../data/chat.h"
 #include "../model/params.h"
-#include "../train/ckpt.h"
+#include "../train/io/ckpt.h"
 #include "test.h"
 #include "tests.h"
 

@@ -19,7 +19,7 @@
 
 #include "../data/shard.h"
 #include "../model/llama.h"
-#include "../train/ckpt.h"
+#include "../train/io/ckpt.h"
 #include "test.h"
 #include "tests.h"
 

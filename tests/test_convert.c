@@ -16,10 +16,10 @@
 
 #include "../data/bpe.h"
 #include "../model/params.h"
-#include "../train/ckpt.h"
-#include "../train/convert.h"
-#include "../train/gguf.h"
-#include "../train/safetensors.h"
+#include "../train/io/ckpt.h"
+#include "../train/io/convert.h"
+#include "../train/io/gguf.h"
+#include "../train/io/safetensors.h"
 #include "test.h"
 #include "tests.h"
 

@@ -22,7 +22,7 @@
 #include "../dist/dist.h"
 #include "../model/params.h"
 #include "../optim/adamw.h"
-#include "../train/ckpt.h"
+#include "../train/io/ckpt.h"
 #include "test.h"
 #include "tests.h"
 

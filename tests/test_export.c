@@ -14,8 +14,8 @@
 
 #include "../data/chat.h"
 #include "../model/params.h"
-#include "../train/ckpt.h"
-#include "../train/gguf.h"
+#include "../train/io/ckpt.h"
+#include "../train/io/gguf.h"
 #include "test.h"
 #include "tests.h"
 

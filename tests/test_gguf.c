@@ -24,8 +24,8 @@
 #include "../data/gguf.h"
 #include "../data/tok.h"
 #include "../model/params.h"
-#include "../train/convert.h"
-#include "../train/gguf.h"
+#include "../train/io/convert.h"
+#include "../train/io/gguf.h"
 #include "test.h"
 #include "tests.h"
 

@@ -9,7 +9,7 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
-#include "../train/blas_env.h"
+#include "../train/proc/blas_env.h"
 #include "../model/ops.h"
 #include "../model/base.h"
 #include "test.h"

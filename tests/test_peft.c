@@ -17,10 +17,10 @@
 
 #include "../model/llama.h"
 #include "../model/lora.h"
-#include "../train/ckpt.h"
-#include "../train/convert.h"
-#include "../train/peft.h"
-#include "../train/safetensors.h"
+#include "../train/io/ckpt.h"
+#include "../train/io/convert.h"
+#include "../train/io/peft.h"
+#include "../train/io/safetensors.h"
 #include "test.h"
 #include "tests.h"
 

@@ -6,8 +6,8 @@
 #include <string.h>
 
 #include "../dist/dist.h"
-#include "blas_env.h"
-#include "cmds.h"
+#include "proc/blas_env.h"
+#include "cmd/cmds.h"
 
 typedef struct {
     const char *name;

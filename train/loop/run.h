@@ -8,10 +8,10 @@
 
 #include <stdio.h>
 
-#include "../data/tok.h"
-#include "../data/loader.h"
-#include "../model/llama.h"
-#include "../model/sample.h"
+#include "../../data/tok.h"
+#include "../../data/loader.h"
+#include "../../model/llama.h"
+#include "../../model/sample.h"
 
 /* Mean loss per target token over nbatches batches of the loader (B, T must
  * match m's). Returns the mean; *ntok gets the number of target tokens. */

@@ -7,11 +7,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "cli.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "device.h"
-#include "run.h"
+#include "../io/convert.h"
+#include "../proc/device.h"
+#include "../loop/run.h"
 
 int cmd_eval(int argc, char **argv, Err *e) {
     const char *model = NULL, *data = NULL, *device = "cpu";

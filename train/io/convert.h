@@ -70,8 +70,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../model/config.h"
-#include "../model/params.h"
+#include "../../model/config.h"
+#include "../../model/params.h"
 
 /* 1 if path is a directory holding config.json. */
 int convert_is_hf_dir(const char *path);

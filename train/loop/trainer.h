@@ -24,12 +24,12 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../data/tok.h"
-#include "../model/llama.h"
-#include "../optim/adamw.h"
-#include "../optim/sched.h"
-#include "cli.h"
-#include "device.h"
+#include "../../data/tok.h"
+#include "../../model/llama.h"
+#include "../../optim/adamw.h"
+#include "../../optim/sched.h"
+#include "../proc/cli.h"
+#include "../proc/device.h"
 
 /* The flags every training mode shares; trainer_flags declares them. */
 typedef struct TrainOpts {

@@ -16,13 +16,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../model/llama.h"
-#include "../optim/adamw.h"
-#include "../optim/sched.h"
-#include "blas_env.h"
-#include "ckpt.h"
-#include "run.h"
-#include "cli.h"
+#include "../../model/llama.h"
+#include "../../optim/adamw.h"
+#include "../../optim/sched.h"
+#include "../proc/blas_env.h"
+#include "../io/ckpt.h"
+#include "../loop/run.h"
+#include "../proc/cli.h"
 #include "cmds.h"
 
 // ----------------------------------------------------------------------------

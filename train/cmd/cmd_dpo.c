@@ -29,14 +29,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/dpo.h"
-#include "ckpt.h"
-#include "cli.h"
+#include "../../data/dpo.h"
+#include "../io/ckpt.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "../dist/dist.h"
-#include "pipeline.h"
-#include "trainer.h"
+#include "../io/convert.h"
+#include "../../dist/dist.h"
+#include "../loop/pipeline.h"
+#include "../loop/trainer.h"
 
 typedef struct {
     double loss, rc, rr, acc, margin, lpc, lpr, lgc, lgr;

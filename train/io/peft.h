@@ -34,7 +34,7 @@
 
 #include <stddef.h>
 
-#include "../model/lora.h"
+#include "../../model/lora.h"
 
 #define PEFT_CONFIG "adapter_config.json"
 #define PEFT_WEIGHTS "adapter_model.safetensors"

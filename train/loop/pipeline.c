@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../dist/dist.h"
-#include "../dist/pp.h"
+#include "../../dist/dist.h"
+#include "../../dist/pp.h"
 
 typedef struct Pipe {
     int P, s, kind, M;      /* stages, this stage, schedule, micro-batches per replica */

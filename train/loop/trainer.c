@@ -21,13 +21,13 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../dist/dist.h"
-#include "ckpt.h"
-#include "convert.h"
-#include "peft.h"
+#include "../../dist/dist.h"
+#include "../io/ckpt.h"
+#include "../io/convert.h"
+#include "../io/peft.h"
 #include "pipeline.h"
 #include "run.h"
-#include "../dist/pp.h"
+#include "../../dist/pp.h"
 
 void trainer_opts_default(TrainOpts *o) {
     memset(o, 0, sizeof *o);

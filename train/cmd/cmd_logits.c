@@ -12,11 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/llama.h"
-#include "cli.h"
+#include "../../model/llama.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "peft.h"
+#include "../io/convert.h"
+#include "../io/peft.h"
 
 /* "1,2,3" -> ids (caller frees); every id in [0, vocab). */
 static int parse_tokens(const char *s, int vocab, int **ids, int *n, Err *e) {

@@ -10,11 +10,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/loader.h"
-#include "../data/shard.h"
-#include "cli.h"
+#include "../../data/loader.h"
+#include "../../data/shard.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "trainer.h"
+#include "../loop/trainer.h"
 
 #define MAX_SHARDS 32
 

@@ -66,9 +66,9 @@
 #ifndef LLAMAC_TRAIN_GGUF_H
 #define LLAMAC_TRAIN_GGUF_H
 
-#include "../model/config.h"
-#include "../model/params.h"
-#include "../data/tok.h"
+#include "../../model/config.h"
+#include "../../model/params.h"
+#include "../../data/tok.h"
 
 #define GGUF_VERSION 3
 #define GGUF_ALIGNMENT 32

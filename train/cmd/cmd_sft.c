@@ -9,11 +9,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/sft.h"
-#include "cli.h"
+#include "../../data/sft.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "trainer.h"
+#include "../io/convert.h"
+#include "../loop/trainer.h"
 
 /* A split's rows as the trainer's batch source; with --dump-batches each
  * training micro-batch is also written as one JSONL line {"B", "T",

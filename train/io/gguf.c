@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "../data/bbpe.h"
-#include "../data/spm.h"
+#include "../../data/bbpe.h"
+#include "../../data/spm.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c writes the host's float32 bytes and assumes a little-endian host"

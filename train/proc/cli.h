@@ -7,7 +7,7 @@
 #ifndef LLAMAC_TRAIN_CLI_H
 #define LLAMAC_TRAIN_CLI_H
 
-#include "../model/base.h"
+#include "../../model/base.h"
 
 typedef enum { CLI_INT, CLI_FLOAT, CLI_STR, CLI_BOOL, CLI_LIST } CliKind;
 

@@ -8,8 +8,8 @@
 #ifndef LLAMAC_TRAIN_DEVICE_H
 #define LLAMAC_TRAIN_DEVICE_H
 
-#include "../model/llama.h"
-#include "../optim/adamw.h"
+#include "../../model/llama.h"
+#include "../../optim/adamw.h"
 
 typedef struct Device {
     const Ops *ops;

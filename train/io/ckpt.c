@@ -5,7 +5,7 @@
  */
 #include "ckpt.h"
 
-#include "../dist/dist.h"
+#include "../../dist/dist.h"
 
 #include <dirent.h>
 #include <errno.h>

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "convert.h"
+#include "../io/convert.h"
 
 static const CliFlag *find(const CliFlag *flags, int n, const char *name, size_t len) {
     for (int i = 0; i < n; i++)

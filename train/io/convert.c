@@ -18,10 +18,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "../data/gguf.h"
-#include "../data/bbpe.h"
-#include "../data/spm.h"
-#include "../data/tok.h"
+#include "../../data/gguf.h"
+#include "../../data/bbpe.h"
+#include "../../data/spm.h"
+#include "../../data/tok.h"
 #include "ckpt.h"
 #include "gguf.h"
 #include "safetensors.h"

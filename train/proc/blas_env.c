@@ -12,7 +12,7 @@
 #include <strings.h>
 #include <unistd.h>
 
-#include "../model/ops.h"
+#include "../../model/ops.h"
 
 static int is_one_of(const char *s, const char *const *names) {
     for (; *names; names++)

@@ -7,11 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "cli.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "device.h"
-#include "run.h"
+#include "../io/convert.h"
+#include "../proc/device.h"
+#include "../loop/run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
     const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu", *adapter = NULL;

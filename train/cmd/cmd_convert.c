@@ -25,14 +25,14 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "../data/chat.h"
-#include "../data/tok.h"
-#include "ckpt.h"
-#include "cli.h"
+#include "../../data/chat.h"
+#include "../../data/tok.h"
+#include "../io/ckpt.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "convert.h"
-#include "gguf.h"
-#include "peft.h"
+#include "../io/convert.h"
+#include "../io/gguf.h"
+#include "../io/peft.h"
 
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);

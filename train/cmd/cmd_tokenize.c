@@ -10,12 +10,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/bpe.h"
-#include "../data/chat.h"
-#include "../data/jsonl.h"
-#include "../data/tok.h"
-#include "../data/shard.h"
-#include "cli.h"
+#include "../../data/bpe.h"
+#include "../../data/chat.h"
+#include "../../data/jsonl.h"
+#include "../../data/tok.h"
+#include "../../data/shard.h"
+#include "../proc/cli.h"
 #include "cmds.h"
 
 // ----------------------------------------------------------------------------

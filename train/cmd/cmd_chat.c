@@ -22,13 +22,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../data/chat.h"
-#include "ckpt.h"
-#include "convert.h"
-#include "cli.h"
+#include "../../data/chat.h"
+#include "../io/ckpt.h"
+#include "../io/convert.h"
+#include "../proc/cli.h"
 #include "cmds.h"
-#include "device.h"
-#include "run.h"
+#include "../proc/device.h"
+#include "../loop/run.h"
 
 /* The conversation: messages whose contents it owns. */
 typedef struct {

@@ -50,10 +50,10 @@
 #include <stdint.h>
 #include <stdio.h>
 
-#include "../model/config.h"
-#include "../model/lora.h"
-#include "../model/params.h"
-#include "../optim/adamw.h"
+#include "../../model/config.h"
+#include "../../model/lora.h"
+#include "../../model/params.h"
+#include "../../optim/adamw.h"
 
 #define CKPT_VERSION 2
 /* Bytes of the content table before HDF5's part of the file (ckpt.c): the

@@ -10,11 +10,11 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "../model/llama.h"
-#include "../data/gguf.h"
-#include "ckpt.h"
-#include "convert.h"
-#include "cli.h"
+#include "../../model/llama.h"
+#include "../../data/gguf.h"
+#include "../io/ckpt.h"
+#include "../io/convert.h"
+#include "../proc/cli.h"
 #include "cmds.h"
 
 static const char *group_names[PG_COUNT] = {"embedding", "attention", "mlp", "norms", "lm_head"};

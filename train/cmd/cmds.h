@@ -5,7 +5,7 @@
 #ifndef LLAMAC_TRAIN_CMDS_H
 #define LLAMAC_TRAIN_CMDS_H
 
-#include "../model/base.h"
+#include "../../model/base.h"
 
 /* Returns 0 on success, -1 with e set on a user error. */
 int cmd_inspect(int argc, char **argv, Err *e);

@@ -6,12 +6,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ckpt.h"
-#include "convert.h"
-#include "peft.h"
+#include "../io/ckpt.h"
+#include "../io/convert.h"
+#include "../io/peft.h"
 
 #ifdef LC_CUDA
-#include "../model/ops_cuda.h"
+#include "../../model/ops_cuda.h"
 #endif
 
 int device_open(Device *d, const char *name, Err *e) {
