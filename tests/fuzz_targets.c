@@ -39,7 +39,9 @@
 #include "../model/params.h"
 #include "../train/io/ckpt.h"
 #include "../train/proc/cli.h"
-#include "../train/io/convert.h"
+#include "../train/io/hf.h"
+#include "../train/io/gguf.h"
+#include "../train/io/source.h"
 #include "../train/io/peft.h"
 #include "../train/io/safetensors.h"
 
@@ -183,14 +185,16 @@ static void fuzz_shard(const uint8_t *d, size_t n) {
     shard_close(&s);
 }
 
-/* Load a model from path into a bounded buffer, as convert_model_load. */
-static void load_model(const char *path, const LlamaConfig *c) {
+/* Open and load a model from path into a bounded buffer, as every command
+ * does (source.h). */
+static void load_model(const char *path) {
     ParamTable t;
     Err e;
-    if (params_build(c, &t, &e)) return;
+    ModelSource src;
+    if (source_open(&src, path, &e) || params_build(&src.c, &t, &e)) return;
     if (t.size <= FUZZ_MAX_FLOATS) {
         float *p = xalloc_aligned(t.size * sizeof(float));
-        convert_model_load(path, c, &t, p, &e);
+        source_load(&src, &t, p, &e);
         free(p);
     }
     params_free(&t);
@@ -219,7 +223,7 @@ static void fuzz_hf(const uint8_t *d, size_t n) {
         safetensors_close(&f);
     }
     LlamaConfig c;
-    if (convert_hf_config(hf, &c, &e) == 0) load_model(hf, &c);
+    if (hf_config(hf, &c, &e) == 0) load_model(hf);
 }
 
 static void fuzz_ckpt(const uint8_t *d, size_t n) {
@@ -227,7 +231,7 @@ static void fuzz_ckpt(const uint8_t *d, size_t n) {
     CkptInfo info;
     Err e;
     if (ckpt_info(path, &info, &e)) return;
-    load_model(path, &info.c);
+    load_model(path);
     ParamTable t; /* and the training state, as a resume reads it */
     if (params_build(&info.c, &t, &e)) return;
     if (t.size <= FUZZ_MAX_FLOATS) {
@@ -285,7 +289,7 @@ static void fuzz_gguf(const uint8_t *d, size_t n) {
     }
     load_and_use(path); /* its vocabulary, and the model it describes */
     LlamaConfig c;
-    if (convert_gguf_config(path, &c, &e) == 0) load_model(path, &c);
+    if (gguf_llama_config(path, &c, &e) == 0) load_model(path);
 }
 
 /* The base an adapter is read against: two layers, every projection. */

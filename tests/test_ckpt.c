@@ -20,6 +20,7 @@
 #include "../data/shard.h"
 #include "../model/llama.h"
 #include "../train/io/ckpt.h"
+#include "../train/io/source.h"
 #include "test.h"
 #include "tests.h"
 
@@ -262,6 +263,11 @@ void ckpt_bad_files(void) {
 
 
 /* Start `llamac <args>` in the background; returns its pid. */
+int test_source_load(const char *path, const ParamTable *t, float *params, Err *e) {
+    ModelSource ms;
+    return source_open(&ms, path, e) || source_load(&ms, t, params, e) ? -1 : 0;
+}
+
 pid_t ckpt_test_spawn(const char *args, const char *outfile) {
     pid_t pid = fork();
     LC_ASSERT(pid >= 0);
@@ -331,8 +337,8 @@ void ckpt_test_same(const char *pa, const char *pb) {
         ba = xcalloc(bt.size, sizeof(float)), bb = xcalloc(bt.size, sizeof(float));
         LC_ASSERT(adamw_init(&oa, &ac, &lt, &ops_cpu, NULL, &e) == 0 && adamw_init(&ob, &ac, &lt, &ops_cpu, NULL, &e) == 0);
         CkptLora ca = {ia.lora, &lt, la, NULL}, cb = {ia.lora, &lt, lb, NULL};
-        EXPECT(ckpt_load_lora(pa, &ia.c, &bt, ba, &ca, &oa, NULL, &e) == 0, "%s", e.msg);
-        EXPECT(ckpt_load_lora(pb, &ia.c, &bt, bb, &cb, &ob, NULL, &e) == 0, "%s", e.msg);
+        EXPECT(source_load_lora(pa, &ia.c, &bt, ba, &ca, &oa, NULL, &e) == 0, "%s", e.msg);
+        EXPECT(source_load_lora(pb, &ia.c, &bt, bb, &cb, &ob, NULL, &e) == 0, "%s", e.msg);
         EXPECT(memcmp(ba, bb, bt.size * sizeof(float)) == 0, "%s and %s: base weights differ", pa, pb);
         EXPECT(memcmp(la, lb, lt.size * sizeof(float)) == 0, "%s and %s: adapters differ", pa, pb);
         EXPECT(memcmp(oa.m, ob.m, lt.size * sizeof(float)) == 0, "%s and %s: AdamW m differs", pa, pb);

@@ -17,7 +17,7 @@
 #include "../data/bpe.h"
 #include "../model/params.h"
 #include "../train/io/ckpt.h"
-#include "../train/io/convert.h"
+#include "../train/io/hf.h"
 #include "../train/io/gguf.h"
 #include "../train/io/safetensors.h"
 #include "test.h"
@@ -213,14 +213,14 @@ void convert_hf_roundtrip(void) {
         char dir[128];
         snprintf(dir, sizeof dir, DIR "/hf_rt%d", v);
         Err e = {{0}};
-        EXPECT(convert_hf_save(dir, &c, &t, p, 3, 4, 1, &e) == 0, "save: %s", e.msg);
-        EXPECT(convert_is_hf_dir(dir), "%s is not a HF dir", dir);
-        EXPECT(convert_hf_config(dir, &c2, &e) == 0, "config: %s", e.msg);
+        EXPECT(hf_save(dir, &c, &t, p, 3, 4, 1, &e) == 0, "save: %s", e.msg);
+        EXPECT(hf_is_dir(dir), "%s is not a HF dir", dir);
+        EXPECT(hf_config(dir, &c2, &e) == 0, "config: %s", e.msg);
         char diff[128];
         EXPECT(ckpt_config_diff(&c, &c2, diff, sizeof diff) == 0, "config differs after round trip: %s", diff);
         EXPECT(strncmp(c2.name, "hf_rt", 5) == 0, "name %s", c2.name);
         float *q = xalloc_aligned(t.size * sizeof(float));
-        EXPECT(convert_hf_load(dir, &t, q, &e) == 0, "load: %s", e.msg);
+        EXPECT(hf_load(dir, &t, q, &e) == 0, "load: %s", e.msg);
         EXPECT(params_equal(&t, p, q), "parameters differ after the round trip (variant %d)", v);
         static char js[8192];
         char cp[192];
@@ -230,7 +230,7 @@ void convert_hf_roundtrip(void) {
                    strstr(js, "\"bos_token_id\": 3") && strstr(js, "\"LlamaForCausalLM\""),
                "config.json: %s", js);
         /* an existing non-empty directory needs force, and stays as it was */
-        EXPECT(convert_hf_save(dir, &c, &t, q, -1, -1, 0, &e) == -1 && strstr(e.msg, "not empty") &&
+        EXPECT(hf_save(dir, &c, &t, q, -1, -1, 0, &e) == -1 && strstr(e.msg, "not empty") &&
                    strstr(e.msg, dir),
                "overwrote without force: %s", e.msg);
         read_file(cp, js, sizeof js);
@@ -255,7 +255,7 @@ void convert_hf_config_legacy(void) {
     write_file(DIR "/legacy/config.json", js, strlen(js));
     LlamaConfig c;
     Err e;
-    EXPECT(convert_hf_config(DIR "/legacy", &c, &e) == 0, "legacy config: %s", e.msg);
+    EXPECT(hf_config(DIR "/legacy", &c, &e) == 0, "legacy config: %s", e.msg);
     EXPECT(c.dim == 64 && c.hidden == 96 && c.n_layers == 3 && c.n_heads == 8 && c.n_kv_heads == 8 &&
                c.vocab == 100 && c.max_seq == 131072 && !c.tied,
            "shape fields");
@@ -313,7 +313,7 @@ static void make_hf(const char *dir, const LlamaConfig *c, uint64_t seed) {
     ParamTable t;
     float *p = random_params(c, &t, seed);
     Err e;
-    LC_ASSERT(convert_hf_save(dir, c, &t, p, -1, -1, 1, &e) == 0);
+    LC_ASSERT(hf_save(dir, c, &t, p, -1, -1, 1, &e) == 0);
     free(p);
     params_free(&t);
 }
@@ -352,7 +352,7 @@ void convert_cli(void) {
     float *p = random_params(&c, &t, 7);
     Err e;
     const char *hf = DIR "/cli_hf";
-    LC_ASSERT(convert_hf_save(hf, &c, &t, p, -1, -1, 1, &e) == 0);
+    LC_ASSERT(hf_save(hf, &c, &t, p, -1, -1, 1, &e) == 0);
     remove(DIR "/cli.h5");
     int rc = test_llamac("convert %s " DIR "/cli.h5", hf);
     EXPECT(rc == 0 && strstr(test_out, "checkpoint"), "HF -> checkpoint: %s", test_err);
@@ -364,7 +364,7 @@ void convert_cli(void) {
     EXPECT(rc == 0 && strstr(test_out, "Hugging Face"), "checkpoint -> HF: %s", test_err);
     LlamaConfig c2;
     float *q = xalloc_aligned(t.size * sizeof(float));
-    EXPECT(convert_hf_config(DIR "/cli_back", &c2, &e) == 0 && convert_hf_load(DIR "/cli_back", &t, q, &e) == 0,
+    EXPECT(hf_config(DIR "/cli_back", &c2, &e) == 0 && hf_load(DIR "/cli_back", &t, q, &e) == 0,
            "reading the export: %s", e.msg);
     EXPECT(params_equal(&t, p, q), "HF -> checkpoint -> HF changed the weights");
     remove(DIR "/cli.gguf");

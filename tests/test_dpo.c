@@ -535,6 +535,41 @@ void dpo_lora_resume(void) {
     }
 }
 
+/* LoRA DPO on each kind of base a user has (an llamac checkpoint, a Hugging
+ * Face directory, a GGUF file), killed with SIGKILL mid-run and resumed: the
+ * same adapters, moments and losses as a straight run (issue 20). */
+void dpo_lora_resume_bases(void) {
+    need_run_inputs();
+    system("rm -rf " DIR "/rb*");
+    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_base.gguf") == 0, "to GGUF: %s", test_err);
+    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_hf") == 0, "to HF: %s", test_err);
+    const char *bases[3] = {DIR "/base.h5", DIR "/rb_hf", DIR "/rb_base.gguf"};
+    for (int k = 0; k < 3; k++) {
+        char a[2048], b[2048], ck[256], pa[256], ma[256], mb[256];
+        snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
+        snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
+#define RB_ARGS DPO_ARGS "%s --model %s --lora-r 4 --lora-targets all-linear --lora-dropout 0.1 --steps 16 " \
+                "--ckpt-dir " DIR "/rb%c%d --metrics %s"
+        snprintf(a, sizeof a, RB_ARGS, tokp, bases[k], 'A', k, ma);
+        snprintf(b, sizeof b, RB_ARGS, tokp, bases[k], 'B', k, mb);
+        int rc = test_llamac("%s", a);
+        EXPECT(rc == 0, "%s: straight LoRA dpo: %s", bases[k], test_err);
+        pid_t pid = ckpt_test_spawn(b, DIR "/rb.log");
+        snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000006.h5", k);
+        EXPECT(ckpt_test_wait_for(ck, pid) == 0, "%s: no step-6 checkpoint appeared", bases[k]);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000016.h5", k);
+        EXPECT(access(ck, F_OK) != 0, "%s: the run finished before the kill: make it longer", bases[k]);
+        rc = test_llamac("%s --resume auto", b);
+        EXPECT(rc == 0, "%s: resume: %s", bases[k], test_err);
+        snprintf(pa, sizeof pa, DIR "/rbA%d/step-00000016.h5", k);
+        ckpt_test_same(pa, ck);
+        ckpt_test_same_losses(ma, mb, 16);
+    }
+}
+
 void dpo_cli_errors(void) {
     need_run_inputs();
     struct {

@@ -24,7 +24,7 @@
 #include "../data/gguf.h"
 #include "../data/tok.h"
 #include "../model/params.h"
-#include "../train/io/convert.h"
+#include "../train/io/source.h"
 #include "../train/io/gguf.h"
 #include "test.h"
 #include "tests.h"
@@ -165,10 +165,11 @@ void gguf_model_roundtrip(void) {
             spit(path, b, n);
             free(b);
         }
-        uint64_t tok_id = 1;
-        int is_hf = 1;
-        EXPECT(convert_model_config(path, &r, &tok_id, &is_hf, &e) == 0, "case %d: %s", k, e.msg);
-        EXPECT(tok_id == 0 && is_hf == 0, "case %d: no vocabulary, so no tokenizer id", k);
+        ModelSource src;
+        EXPECT(source_open(&src, path, &e) == 0, "case %d: %s", k, e.msg);
+        r = src.c;
+        EXPECT(src.tokenizer_id == 0 && src.kind == SOURCE_GGUF && !src.tokenizer[0],
+               "case %d: no vocabulary, so no tokenizer id", k);
         EXPECT(r.dim == c.dim && r.n_layers == c.n_layers && r.n_heads == c.n_heads &&
                    r.n_kv_heads == c.n_kv_heads && r.hidden == c.hidden && r.vocab == c.vocab &&
                    r.max_seq == c.max_seq && r.norm_eps == c.norm_eps && r.rope_theta == c.rope_theta &&
@@ -188,7 +189,7 @@ void gguf_model_roundtrip(void) {
         }
         EXPECT(strcmp(r.name, "tiny") == 0, "name %s (general.name)", r.name);
         float *q = xalloc_aligned(t.size * sizeof(float));
-        EXPECT(convert_model_load(path, &r, &t, q, &e) == 0, "case %d: %s", k, e.msg);
+        EXPECT(source_load(&src, &t, q, &e) == 0, "case %d: %s", k, e.msg);
         EXPECT(same_params(&t, p, q), "case %d: the weights changed on the way through GGUF", k);
         free(p);
         free(q);
@@ -254,10 +255,9 @@ void gguf_tokenizer(void) {
     free(ids);
     free(dec);
     /* the model file's tokenizer id is its vocabulary's */
-    LlamaConfig c;
-    uint64_t id;
-    int is_hf;
-    EXPECT(convert_model_config(DIR "/voc.gguf", &c, &id, &is_hf, &e) == 0 && id == t.id, "model tokenizer id");
+    ModelSource src;
+    EXPECT(source_open(&src, DIR "/voc.gguf", &e) == 0 && src.tokenizer_id == t.id &&
+               strcmp(src.tokenizer, DIR "/voc.gguf") == 0, "model tokenizer id");
     tok_free(&t);
     bpe_free(&b);
 }
@@ -347,12 +347,12 @@ static void expect_bad(const char *what, const unsigned char *buf, size_t n, int
         rc = tok_load(&t, path, &e);
         if (rc == 0) tok_free(&t);
     } else {
-        rc = convert_gguf_config(path, &c, &e);
+        rc = gguf_llama_config(path, &c, &e);
         if (rc == 0 && stage == 1) {
             ParamTable t;
             LC_ASSERT(params_build(&c, &t, &e) == 0);
             float *p = xalloc_aligned(t.size * sizeof(float));
-            rc = convert_gguf_load(path, &c, &t, p, &e);
+            rc = gguf_llama_load(path, &c, &t, p, &e);
             free(p);
             params_free(&t);
         }

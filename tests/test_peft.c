@@ -18,7 +18,9 @@
 #include "../model/llama.h"
 #include "../model/lora.h"
 #include "../train/io/ckpt.h"
-#include "../train/io/convert.h"
+#include "../train/io/source.h"
+#include "../train/io/hf.h"
+#include "../train/io/iofile.h"
 #include "../train/io/peft.h"
 #include "../train/io/safetensors.h"
 #include "test.h"
@@ -464,7 +466,7 @@ void ckpt_lora_roundtrip(void) {
            "info: %s", e.msg);
     float *w2 = xalloc_aligned(bt.size * sizeof(float)), *a2 = xalloc_aligned(lt.size * sizeof(float));
     CkptLora cl2 = {info.lora, &lt, a2, NULL};
-    EXPECT(ckpt_load_lora(DIR "/lora.h5", &c, &bt, w2, &cl2, &opt2, &st2, &e) == 0, "load: %s", e.msg);
+    EXPECT(source_load_lora(DIR "/lora.h5", &c, &bt, w2, &cl2, &opt2, &st2, &e) == 0, "load: %s", e.msg);
     EXPECT(same_tensors(&bt, w, w2) && same_tensors(&lt, a, a2), "base or adapters differ after load");
     EXPECT(same_tensors(&lt, opt.m, opt2.m) && same_tensors(&lt, opt.v, opt2.v) && opt2.t == 9, "moments differ");
     if (e.msg[0] == 0 && st2.cursor) {
@@ -475,43 +477,43 @@ void ckpt_lora_roundtrip(void) {
     float *m = xalloc_aligned(bt.size * sizeof(float));
     memcpy(m, w, bt.size * sizeof(float));
     lora_merge(&lc, &c, &bt, m, &lt, a, 1);
-    EXPECT(ckpt_load(DIR "/lora.h5", &c, &bt, w2, NULL, NULL, &e) == 0, "plain load: %s", e.msg);
-    EXPECT(same_tensors(&bt, m, w2), "ckpt_load of a LoRA checkpoint is not base + merged adapters");
+    EXPECT(test_source_load(DIR "/lora.h5", &bt, w2, &e) == 0, "plain load: %s", e.msg);
+    EXPECT(same_tensors(&bt, m, w2), "source_load of a LoRA checkpoint is not base + merged adapters");
     EXPECT(ckpt_load(DIR "/lora.h5", &c, &bt, w2, &opt2, NULL, &e) == -1 && strstr(e.msg, "a LoRA checkpoint"),
            "full resume from a LoRA checkpoint: %s", e.msg);
     /* other adapters requested */
     cl2.lc.r = 2;
-    EXPECT(ckpt_load_lora(DIR "/lora.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 && strstr(e.msg, "r 3 vs 2"),
+    EXPECT(source_load_lora(DIR "/lora.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 && strstr(e.msg, "r 3 vs 2"),
            "another rank: %s", e.msg);
     cl2.lc = info.lora;
     EXPECT(ckpt_save(DIR "/full.h5", &c, &bt, w, 0x1234, NULL, NULL, &e) == 0, "save base: %s", e.msg);
-    EXPECT(ckpt_load_lora(DIR "/full.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 && strstr(e.msg, "no /lora"),
+    EXPECT(source_load_lora(DIR "/full.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 && strstr(e.msg, "no /lora"),
            "LoRA load of a full checkpoint: %s", e.msg);
 
     /* the base by reference: a checkpoint and a HF directory */
     const char *refs[2] = {DIR "/full.h5", DIR "/full_hf"};
-    EXPECT(convert_hf_save(DIR "/full_hf", &c, &bt, w, -1, -1, 1, &e) == 0, "HF save: %s", e.msg);
+    EXPECT(hf_save(DIR "/full_hf", &c, &bt, w, -1, -1, 1, &e) == 0, "HF save: %s", e.msg);
     for (int k = 0; k < 2; k++) {
         CkptLora cr = {lc, &lt, a, refs[k]};
         EXPECT(ckpt_save_lora(DIR "/ref.h5", &c, &bt, w, 0x1234, &cr, &opt, &st, &e) == 0, "save ref: %s", e.msg);
         EXPECT(ckpt_info(DIR "/ref.h5", &info, &e) == 0 && strcmp(info.lora_base, refs[k]) == 0, "ref info");
         memset(w2, 0, bt.size * sizeof(float));
-        EXPECT(ckpt_load_lora(DIR "/ref.h5", &c, &bt, w2, &cl2, &opt2, NULL, &e) == 0, "load ref: %s", e.msg);
+        EXPECT(source_load_lora(DIR "/ref.h5", &c, &bt, w2, &cl2, &opt2, NULL, &e) == 0, "load ref: %s", e.msg);
         EXPECT(same_tensors(&bt, w, w2) && same_tensors(&lt, a, a2), "by reference: base or adapters differ");
-        EXPECT(ckpt_load(DIR "/ref.h5", &c, &bt, w2, NULL, NULL, &e) == 0 && same_tensors(&bt, m, w2),
+        EXPECT(test_source_load(DIR "/ref.h5", &bt, w2, &e) == 0 && same_tensors(&bt, m, w2),
                "by reference, plain load: %s", e.msg);
     }
     /* the referenced base changed, or gone */
     w[bt.p[3].offset] += 1e-3f;
-    EXPECT(convert_hf_save(DIR "/full_hf", &c, &bt, w, -1, -1, 1, &e) == 0, "HF save: %s", e.msg);
-    EXPECT(ckpt_load_lora(DIR "/ref.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 &&
+    EXPECT(hf_save(DIR "/full_hf", &c, &bt, w, -1, -1, 1, &e) == 0, "HF save: %s", e.msg);
+    EXPECT(source_load_lora(DIR "/ref.h5", &c, &bt, w2, &cl2, NULL, NULL, &e) == -1 &&
                strstr(e.msg, "ref.h5: base build/tpeft/full_hf is not the one this checkpoint was trained on"),
            "changed base: %s", e.msg);
     rename(DIR "/full_hf", DIR "/full_hf_gone");
-    EXPECT(ckpt_load(DIR "/ref.h5", &c, &bt, w2, NULL, NULL, &e) == -1 && strstr(e.msg, "ref.h5: its base: ") &&
+    EXPECT(test_source_load(DIR "/ref.h5", &bt, w2, &e) == -1 && strstr(e.msg, "ref.h5: its base: ") &&
                strstr(e.msg, "full_hf"),
            "missing base: %s", e.msg);
-    convert_dir_abort(DIR "/full_hf_gone");
+    iofile_dir_abort(DIR "/full_hf_gone");
     adamw_free(&opt);
     adamw_free(&opt2);
     free(w), free(w2), free(a), free(a2), free(m);
@@ -568,7 +570,7 @@ void peft_cli(void) {
     LC_ASSERT(peft_load(DIR "/cli_ad", &c, &a, &e) == 0);
     lora_merge(&a.lc, &c, &bt, m, &a.t, a.params, 1);
     peft_free(&a);
-    EXPECT(ckpt_load(DIR "/cli_merged.h5", &c, &bt, got, NULL, NULL, &e) == 0 && same_tensors(&bt, m, got),
+    EXPECT(test_source_load(DIR "/cli_merged.h5", &bt, got, &e) == 0 && same_tensors(&bt, m, got),
            "the merged checkpoint is not base + adapter: %s", e.msg);
     /* logits --adapter equal the merged model's */
     rc = test_llamac("logits --model " DIR "/cli.h5 --adapter " DIR "/cli_ad --tokens 1,4,9 --out " DIR "/l_ad.bin");
@@ -596,7 +598,7 @@ void peft_cli(void) {
         EXPECT(ckpt_info(DIR "/cli_lora.h5", &info, &e) == 0 && info.has_lora && info.lora.r == 3 &&
                    strcmp(info.lora_base, ref ? DIR "/cli.h5" : "") == 0,
                "LoRA checkpoint info (ref %d): %s", ref, e.msg);
-        EXPECT(ckpt_load(DIR "/cli_lora.h5", &c, &bt, got, NULL, NULL, &e) == 0 && same_tensors(&bt, m, got),
+        EXPECT(test_source_load(DIR "/cli_lora.h5", &bt, got, &e) == 0 && same_tensors(&bt, m, got),
                "the LoRA checkpoint does not load as the merged model (ref %d): %s", ref, e.msg);
         rc = test_llamac("convert " DIR "/cli_lora.h5 " DIR "/cli_back --peft --force");
         EXPECT(rc == 0 && strstr(test_out, "PEFT adapter"), "--peft: %s", test_err);

@@ -149,7 +149,7 @@ void pipeline_errors(void) {
         {"tokenize encode --tokenizer " DIR "/train.bin --input " DIR "/val.jsonl --out " DIR "/t.bin", DIR "/train.bin"},
         {"tokenize frob", "expected 'train' or 'encode'"},
         {"eval --model " DIR "/model.h5 --data " DIR "/missing.bin", DIR "/missing.bin: cannot open"},
-        {"eval --model " DIR "/train.bin --data " DIR "/val.bin", DIR "/train.bin: not an HDF5 file (not a llamac checkpoint)"},
+        {"eval --model " DIR "/train.bin --data " DIR "/val.bin", DIR "/train.bin: neither a Hugging Face directory, a GGUF file nor an llamac checkpoint (HDF5)"},
         {"eval --model " DIR "/trunc.bin --data " DIR "/val.bin", DIR "/trunc.bin"},
         {"generate --model " DIR "/model.h5 --tokenizer " DIR "/tok2.bin --prompt hi", DIR "/tok2.bin: not the tokenizer"},
         {"generate --model " DIR "/model.h5 --tokenizer " DIR "/tok.bin --top-p 0", "--top-p: must be in (0, 1]"},

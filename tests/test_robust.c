@@ -26,7 +26,9 @@
 #include "../model/params.h"
 #include "../train/io/ckpt.h"
 #include "../train/proc/cli.h"
-#include "../train/io/convert.h"
+#include "../train/io/hf.h"
+#include "../train/io/iofile.h"
+#include "../train/io/source.h"
 #include "../train/io/gguf.h"
 #include "../train/io/peft.h"
 #include "gradcheck.h"
@@ -283,19 +285,21 @@ void robust_nonfinite_loaders(void) {
     char want[128];
     snprintf(want, sizeof want, "holds 2 non-finite values (NaN or Inf) of %zu", t.p[bad].numel);
     const char *paths[3] = {RDIR "/hf", RDIR "/nan.h5", RDIR "/nan.gguf"};
-    EXPECT(convert_hf_save(paths[0], &c, &t, p, -1, -1, 1, &e) == 0, "hf save: %s", e.msg);
+    EXPECT(hf_save(paths[0], &c, &t, p, -1, -1, 1, &e) == 0, "hf save: %s", e.msg);
     EXPECT(ckpt_save(paths[1], &c, &t, p, 0, NULL, NULL, &e) == 0, "ckpt save: %s", e.msg);
     EXPECT(gguf_save_llama(paths[2], &c, &t, p, "nan", NULL, &e) == 0, "gguf save: %s", e.msg);
     const char *names[3] = {"model.layers.1.mlp.up_proj.weight", "/model/model.layers.1.mlp.up_proj.weight",
                             "blk.1.ffn_up.weight"};
     for (int i = 0; i < 3; i++) {
         e.msg[0] = 0;
-        EXPECT(convert_model_load(paths[i], &c, &t, q, &e) == -1, "%s: loaded non-finite weights", paths[i]);
+        ModelSource src;
+        EXPECT(source_open(&src, paths[i], &e) == 0, "%s: %s", paths[i], e.msg);
+        EXPECT(source_load(&src, &t, q, &e) == -1, "%s: loaded non-finite weights", paths[i]);
         EXPECT(strstr(e.msg, paths[i]) && strstr(e.msg, names[i]) && strstr(e.msg, want), "%s: %s", paths[i],
                e.msg);
-        convert_allow_nonfinite(1);
-        EXPECT(convert_model_load(paths[i], &c, &t, q, &e) == 0, "%s with allow: %s", paths[i], e.msg);
-        convert_allow_nonfinite(0);
+        iofile_allow_nonfinite(1);
+        EXPECT(source_load(&src, &t, q, &e) == 0, "%s with allow: %s", paths[i], e.msg);
+        iofile_allow_nonfinite(0);
         EXPECT(isnan(q[t.p[bad].offset + 3]), "%s: the NaN is loaded as it is", paths[i]);
     }
     /* a PEFT adapter */
@@ -311,9 +315,9 @@ void robust_nonfinite_loaders(void) {
     EXPECT(peft_load(RDIR "/adapter", &c, &a, &e) == -1 && strstr(e.msg, "adapter_model.safetensors: tensor") &&
                strstr(e.msg, lt.p[1].name) && strstr(e.msg, "holds 1 non-finite"),
            "adapter: %s", e.msg);
-    convert_allow_nonfinite(1);
+    iofile_allow_nonfinite(1);
     EXPECT(peft_load(RDIR "/adapter", &c, &a, &e) == 0, "adapter with allow: %s", e.msg);
-    convert_allow_nonfinite(0);
+    iofile_allow_nonfinite(0);
     peft_free(&a);
     /* through the binary: one line and exit 1; --allow-nonfinite warns and runs */
     int rc = test_llamac("logits --model " RDIR "/hf --tokens 1,2 --out " RDIR "/logits.bin");

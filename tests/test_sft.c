@@ -379,6 +379,43 @@ void sft_resume(void) {
     EXPECT(access(DIR "/C.h5", F_OK) != 0, "a failed run wrote its --out");
 }
 
+/* A LoRA run on each kind of base a user has (an llamac checkpoint, a Hugging
+ * Face directory, a GGUF file), killed with SIGKILL mid-run and resumed:
+ * the same adapters, moments and losses as a straight run. The checkpoints
+ * name their base by path; a GGUF base could not be resumed once (issue 20). */
+void sft_lora_resume_bases(void) {
+    need_run_inputs();
+    system("rm -rf " DIR "/rb*");
+    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_base.gguf") == 0, "to GGUF: %s", test_err);
+    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_hf") == 0, "to HF: %s", test_err);
+    const char *bases[3] = {DIR "/base.h5", DIR "/rb_hf", DIR "/rb_base.gguf"};
+    for (int k = 0; k < 3; k++) {
+        char a[2048], b[2048], ca[256], cb[256], ma[256], mb[256];
+        snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
+        snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
+#define RB_ARGS "sft --model %s --data " DIR "/chat.jsonl --template llama3 --batch 8 --seq 128 --steps 16 --lr 3e-3 " \
+                "--warmup 2 --seed 4 --peak-gflops 1 --save-every 4 --keep 2 --tokenizer %s --lora-r 4 " \
+                "--lora-dropout 0.1 --ckpt-dir " DIR "/rb%c%d --metrics %s"
+        snprintf(a, sizeof a, RB_ARGS, bases[k], tokp, 'A', k, ma);
+        snprintf(b, sizeof b, RB_ARGS, bases[k], tokp, 'B', k, mb);
+        int rc = test_llamac("%s", a);
+        EXPECT(rc == 0, "%s: straight LoRA sft: %s", bases[k], test_err);
+        snprintf(cb, sizeof cb, DIR "/rbB%d/step-00000008.h5", k);
+        pid_t pid = ckpt_test_spawn(b, DIR "/rb.log");
+        EXPECT(ckpt_test_wait_for(cb, pid) == 0, "%s: no step-8 checkpoint appeared", bases[k]);
+        kill(pid, SIGKILL);
+        int st;
+        waitpid(pid, &st, 0);
+        snprintf(cb, sizeof cb, DIR "/rbB%d/step-00000016.h5", k);
+        EXPECT(access(cb, F_OK) != 0, "%s: the run finished before the kill: make it longer", bases[k]);
+        rc = test_llamac("%s --resume auto", b);
+        EXPECT(rc == 0, "%s: resume: %s", bases[k], test_err);
+        snprintf(ca, sizeof ca, DIR "/rbA%d/step-00000016.h5", k);
+        ckpt_test_same(ca, cb);
+        ckpt_test_same_losses(ma, mb, STEPS);
+    }
+}
+
 /* LoRA SFT: killed and resumed, the same adapters, moments and losses as a
  * straight run; the PEFT adapter written at the end */
 void sft_lora_resume(void) {

@@ -141,6 +141,7 @@ void sft_packing(void);
 void sft_errors(void);
 void sft_resume(void);
 void sft_lora_resume(void);
+void sft_lora_resume_bases(void);
 void sft_cli_errors(void);
 void sft_dump_batches(void); /* test_sft_batches.c */
 void dpo_formats(void);
@@ -151,6 +152,7 @@ void dpo_grad(void);
 void dpo_full_and_cache(void);
 void dpo_accum(void);
 void dpo_lora_resume(void);
+void dpo_lora_resume_bases(void);
 void dpo_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
@@ -159,6 +161,10 @@ const char *test_chat_tokenizer(struct Tokenizer *t);
 
 /* helpers shared by the resume tests (test_ckpt.c) */
 #include <sys/types.h>
+
+#include "../model/params.h"
+/* A model file loaded as every command loads it (source.h): 0 or -1 with e. */
+int test_source_load(const char *path, const ParamTable *t, float *params, Err *e);
 pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);

@@ -24,7 +24,7 @@
 
 #include "../../data/chat.h"
 #include "../io/ckpt.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../proc/device.h"
@@ -85,10 +85,10 @@ int cmd_chat(int argc, char **argv, Err *e) {
     snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
     if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     if (device_check(device, e)) return -1;
-    LlamaConfig c;
-    uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, model, e)) return -1;
+    LlamaConfig c = ms.c;
+    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     if (!tname) { /* the tokenizer's own template (GGUF, tokenizer_config.json) */

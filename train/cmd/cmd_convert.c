@@ -30,7 +30,8 @@
 #include "../io/ckpt.h"
 #include "../proc/cli.h"
 #include "cmds.h"
-#include "../io/convert.h"
+#include "../io/hf.h"
+#include "../io/source.h"
 #include "../io/gguf.h"
 #include "../io/peft.h"
 
@@ -159,19 +160,18 @@ int cmd_convert(int argc, char **argv, Err *e) {
     if (tname && chat_template_parse(tname, &tpl, e)) return -1;
     struct stat st;
     if (lf.init) {
-        LlamaConfig c;
-        uint64_t tok_id;
-        int is_hf;
-        if (convert_model_config(in, &c, &tok_id, &is_hf, e)) return -1;
-        return lora_init_dir(in, out, &c, &lf, force, e);
+        ModelSource ms;
+        if (source_open(&ms, in, e)) return -1;
+        return lora_init_dir(in, out, &ms.c, &lf, force, e);
     }
     if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set(e, "%s: exists (--force replaces it)", out);
 
-    LlamaConfig c;
-    uint64_t tok_id;
-    int is_hf;
-    if (convert_model_config(in, &c, &tok_id, &is_hf, e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, in, e)) return -1;
+    LlamaConfig c = ms.c;
+    uint64_t tok_id = ms.tokenizer_id;
+    int is_hf = ms.kind == SOURCE_HF;
     int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));
     if (to_ckpt && stat(out, &st) == 0 && S_ISDIR(st.st_mode))
         return err_set(e, "%s: is a directory, expected a checkpoint file name", out);
@@ -182,9 +182,8 @@ int cmd_convert(int argc, char **argv, Err *e) {
     int bos = -1, eos = -1;
     Tokenizer tok;
     memset(&tok, 0, sizeof tok);
-    static char dir_tok[4200];
-    if (!tokpath && is_hf && convert_hf_tokenizer(in, dir_tok, sizeof dir_tok) == 0)
-        tokpath = dir_tok; /* the directory carries its tokenizer */
+    if (!tokpath && is_hf && ms.tokenizer[0])
+        tokpath = ms.tokenizer; /* the directory carries its tokenizer */
     if (tokpath) {
         if (tok_load(&tok, tokpath, e)) return -1;
         int bad = 0;
@@ -237,7 +236,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
     PeftAdapter a; /* read before the base: a bad adapter fails fast */
     memset(&a, 0, sizeof a);
     if (adapter && peft_load(adapter, &c, &a, e)) goto out;
-    if (convert_model_load(in, &c, &t, params, e)) goto out_adapter;
+    if (source_load(&ms, &t, params, e)) goto out_adapter;
     if (adapter) {
         if (!keep) {
             lora_merge(&a.lc, &c, &t, params, &a.t, a.params, 1);
@@ -263,10 +262,10 @@ int cmd_convert(int argc, char **argv, Err *e) {
     } else {
         kind = "Hugging Face directory";
         if (tokpath) {
-            ConvertTok tk = {&tok, tokpath, jinja};
-            rc = convert_hf_save_tok(out, &c, &t, params, &tk, force, e);
+            HfTok tk = {&tok, tokpath, jinja};
+            rc = hf_save_tok(out, &c, &t, params, &tk, force, e);
         } else {
-            rc = convert_hf_save(out, &c, &t, params, bos, eos, force, e);
+            rc = hf_save(out, &c, &t, params, bos, eos, force, e);
         }
     }
     if (rc == 0) {

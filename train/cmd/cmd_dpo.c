@@ -33,7 +33,7 @@
 #include "../io/ckpt.h"
 #include "../proc/cli.h"
 #include "cmds.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../../dist/dist.h"
 #include "../loop/pipeline.h"
 #include "../loop/trainer.h"
@@ -529,10 +529,10 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     long accum = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
     if (accum > DPO_RING) return err_set(e, "--batch-tokens: at most %d micro-batches per step for dpo", DPO_RING);
 
-    LlamaConfig c;
-    uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, model, e)) return -1;
+    LlamaConfig c = ms.c;
+    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
     if (tok_load(&tok, o.tokpath, e)) return -1;
     int rc = -1;

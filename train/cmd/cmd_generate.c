@@ -9,7 +9,7 @@
 
 #include "../proc/cli.h"
 #include "cmds.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../proc/device.h"
 #include "../loop/run.h"
 
@@ -43,9 +43,10 @@ int cmd_generate(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!tokpath) return err_set(e, "--tokenizer: required");
     if (device_check(device, e)) return -1;
-    LlamaConfig c;
-    uint64_t model_tok;
-    if (convert_run_config(model, &c, &model_tok, e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, model, e)) return -1;
+    LlamaConfig c = ms.c;
+    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     int rc = -1;

@@ -13,7 +13,7 @@
 #include "../../model/llama.h"
 #include "../../data/gguf.h"
 #include "../io/ckpt.h"
-#include "../io/convert.h"
+#include "../io/gguf.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 
@@ -80,7 +80,7 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         c = info.c;
         printf("\n");
     } else if (gguf_is_file(pos[0])) { /* GGUF: the file's summary, then its shape */
-        if (convert_gguf_print(pos[0], stdout, e) || convert_gguf_config(pos[0], &c, e)) return -1;
+        if (gguf_llama_print(pos[0], stdout, e) || gguf_llama_config(pos[0], &c, e)) return -1;
         printf("\n");
     } else if (config_preset(pos[0], &c, e)) {
         return -1;

@@ -15,7 +15,7 @@
 #include "../../model/llama.h"
 #include "../proc/cli.h"
 #include "cmds.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../io/peft.h"
 
 /* "1,2,3" -> ids (caller frees); every id in [0, vocab). */
@@ -64,10 +64,10 @@ int cmd_logits(int argc, char **argv, Err *e) {
     if (!model) return err_set(e, "--model: required");
     if (!tokens) return err_set(e, "--tokens: required");
     if (!out) return err_set(e, "--out: required");
-    LlamaConfig c;
-    uint64_t tok_id;
-    int is_hf, *ids, n;
-    if (convert_model_config(model, &c, &tok_id, &is_hf, e)) return -1;
+    ModelSource ms;
+    int *ids, n;
+    if (source_open(&ms, model, e)) return -1;
+    LlamaConfig c = ms.c;
     if (parse_tokens(tokens, c.vocab, &ids, &n, e)) return -1;
     Llama m;
     PeftAdapter a;
@@ -76,7 +76,7 @@ int cmd_logits(int argc, char **argv, Err *e) {
     if (adapter && peft_load(adapter, &c, &a, e)) goto out_ids;
     LlamaOpts o = {.grads = LLAMA_GRADS_NONE, .lora = adapter ? &a.lc : NULL};
     if (llama_init_opts(&m, &c, &ops_cpu, NULL, 1, n, &o, e)) goto out_ids;
-    if (convert_model_load(model, &c, &m.t, m.params, e)) goto out_model;
+    if (source_load(&ms, &m.t, m.params, e)) goto out_model;
     if (adapter) {
         LC_ASSERT(m.lt.size == a.t.size);
         m.ops->upload(m.ctx, m.lora_params, a.params, a.t.size * sizeof(float));

@@ -12,7 +12,7 @@
 #include "../../data/sft.h"
 #include "../proc/cli.h"
 #include "cmds.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../loop/trainer.h"
 
 /* A split's rows as the trainer's batch source; with --dump-batches each
@@ -161,10 +161,10 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (strcmp(bos, "auto") && strcmp(bos, "0") && strcmp(bos, "1"))
         return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", bos);
 
-    LlamaConfig c;
-    uint64_t model_tok;
-    int is_hf;
-    if (convert_model_config(model, &c, &model_tok, &is_hf, e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, model, e)) return -1;
+    LlamaConfig c = ms.c;
+    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
     if (tok_load(&tok, o.tokpath, e)) return -1;
     int rc = -1;

@@ -18,7 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "convert.h"
+#include "iofile.h"
 
 #define CKPT_FORMAT "llamac-checkpoint"
 
@@ -833,7 +833,7 @@ static int read_tensors(hid_t grp, const ParamTable *t, float *buf, const char *
                       why, sizeof why))
             return err_set(e, "%s: %s", path, why);
         snprintf(full, sizeof full, "%s/%s", gname, p->name); /* /model/..., /optim/m/..., /lora/... */
-        if (convert_check_finite(path, full, buf + p->offset, p->numel, e)) return -1;
+        if (iofile_check_finite(path, full, buf + p->offset, p->numel, e)) return -1;
     }
     return 0;
 }
@@ -936,50 +936,16 @@ static int check_config(hid_t f, const char *path, const LlamaConfig *c, Err *e)
     return 0;
 }
 
-/* The base weights of a checkpoint into params: its /model, or the base it
- * references (an llamac checkpoint's /model or a HF directory, of the same
- * config), whose content hash must be the recorded one. */
-static int load_base(hid_t f, const char *path, const LlamaConfig *c, const ParamTable *t, float *params,
-                     const char *base, uint64_t hash, Err *e) {
+/* The base weights of a checkpoint: its /model into params, or, when it
+ * names its base by reference, the check that params (loaded by the caller
+ * from that base: source.h) hold the content it was trained on. */
+static int load_base(hid_t f, const char *path, const ParamTable *t, float *params, const char *base, uint64_t hash,
+                     Err *e) {
     if (!base[0]) return read_group(f, path, "model", t, params, e);
-    Err be = {{0}};
-    int rc;
-    if (convert_is_hf_dir(base)) {
-        LlamaConfig bc;
-        char diff[128];
-        rc = convert_hf_config(base, &bc, &be);
-        if (rc == 0 && ckpt_config_diff(&bc, c, diff, sizeof diff))
-            rc = err_set(&be, "%s: config differs (%s: base vs model)", base, diff);
-        if (rc == 0) rc = convert_hf_load(base, t, params, &be);
-    } else {
-        hid_t bf = open_ckpt(base, &be);
-        rc = bf < 0 ? -1 : check_config(bf, base, c, &be);
-        if (rc == 0) rc = read_group(bf, base, "model", t, params, &be);
-        if (bf >= 0) H5Fclose(bf);
-    }
-    if (rc) return err_set(e, "%s: its base: %s", path, be.msg);
     if (params_hash(t, params) != hash)
         return err_set(e, "%s: base %s is not the one this checkpoint was trained on (content hash differs)", path,
                        base);
     return 0;
-}
-
-/* A LoRA checkpoint as a plain model: base + merged adapters. */
-static int load_merged(hid_t f, const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
-    LoraConfig lc;
-    char base[512];
-    uint64_t hash = 0;
-    ParamTable lt;
-    if (read_lora_config(f, path, c, &lc, base, sizeof base, &hash, e)) return -1;
-    if (lora_build(&lc, c, &lt, e)) return -1;
-    float *lp = xalloc_aligned(lt.size * sizeof(float));
-    memset(lp, 0, lt.size * sizeof(float));
-    int rc = load_base(f, path, c, t, params, base, hash, e);
-    if (rc == 0) rc = read_group(f, path, "lora", &lt, lp, e);
-    if (rc == 0) lora_merge(&lc, c, t, params, &lt, lp, 1);
-    free(lp);
-    params_free(&lt);
-    return rc;
 }
 
 int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, AdamW *opt,
@@ -991,7 +957,7 @@ int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float
     if (lora && (opt || st))
         rc = err_set(e, "%s: a LoRA checkpoint (its optimizer state is the adapters'): resume it as a LoRA run", path);
     else if (lora)
-        rc = load_merged(f, path, c, t, params, e);
+        rc = err_set(e, "%s: a LoRA checkpoint: load it through source_load (base and adapters merged)", path);
     else if (rc == 0)
         rc = read_group(f, path, "model", t, params, e);
     if (rc == 0 && opt) rc = load_optim(f, path, t, opt, e);
@@ -1030,7 +996,7 @@ int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt,
     if (rc == 0 && lora_diff(&flc, &lora->lc, diff, sizeof diff))
         rc = err_set(e, "%s: the checkpoint's adapters do not match the requested ones (%s: checkpoint vs run)",
                      path, diff);
-    if (rc == 0 && base_params) rc = load_base(f, path, c, bt, base_params, base, hash, e);
+    if (rc == 0 && base_params) rc = load_base(f, path, bt, base_params, base, hash, e);
     if (rc == 0) rc = read_group(f, path, "lora", lora->t, lora->params, e);
     if (rc == 0 && opt) rc = load_optim(f, path, lora->t, opt, e);
     if (rc == 0 && st) rc = load_state(f, path, st, e);

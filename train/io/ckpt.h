@@ -98,9 +98,10 @@ typedef struct CkptLora {
     LoraConfig lc;
     const ParamTable *t;  /* adapter table: lora_build(&lc, c) */
     float *params;        /* (t->size) adapter weights, host */
-    /* save: NULL stores the base under /model; a path (an llamac checkpoint
-     * or a Hugging Face directory holding the same base weights) stores only
-     * it and the base's content hash, which loading checks */
+    /* save: NULL stores the base under /model; a path (any model source
+     * source.h opens: an llamac checkpoint, a Hugging Face directory, a GGUF
+     * file, holding the same base weights) stores only it and the base's
+     * content hash, which loading checks */
     const char *base_ref;
 } CkptLora;
 
@@ -134,11 +135,14 @@ int ckpt_save_dist(const char *path, const LlamaConfig *c, const ParamTable *t, 
                    const CkptState *st, Err *e);
 
 /* Load a LoRA checkpoint: lora->lc must equal the file's /lora config
- * (ckpt_info gives it; else "<path>: ... r 8 vs 4"), the base goes into
- * base_params (from the file, or from base_path with its hash checked:
- * "<path>: base <base_path> is not the one this checkpoint was trained on"),
- * the adapters into lora->params, and opt / st as in ckpt_load. Loads back
- * bit for bit what ckpt_save_lora wrote. base_params NULL skips the base
+ * (ckpt_info gives it; else "<path>: ... r 8 vs 4"), the adapters go into
+ * lora->params, and opt / st as in ckpt_load. The base: a file that holds it
+ * (/model) reads it into base_params; a file that names its base by
+ * reference (CkptInfo.lora_base) needs base_params already loaded from that
+ * base by the caller (this module reads only its own format: source.h's
+ * source_load_lora does both) and checks its content hash ("<path>: base
+ * <base_path> is not the one this checkpoint was trained on"). Loads back bit
+ * for bit what ckpt_save_lora wrote. base_params NULL skips the base
  * (adapters only; bt is then unused). */
 int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                    CkptLora *lora, AdamW *opt, CkptState *st, Err *e);
@@ -153,9 +157,9 @@ int ckpt_info(const char *path, CkptInfo *info, Err *e);
  * and, when opt / st are non-NULL, the AdamW moments and step count and the
  * training state (st->cursor and st->run_config are malloc'd: free with
  * ckpt_state_free). A missing tensor, a shape mismatch or a checksum mismatch
- * is an error naming the tensor. A LoRA checkpoint loads (with opt and st
- * NULL) as the model it stands for: its base with the adapters merged in
- * (lora_merge); resuming one needs ckpt_load_lora. */
+ * is an error naming the tensor. A LoRA checkpoint is an error here: as the
+ * model it stands for (base + merged adapters) it loads through source.h,
+ * which resolves its base; resuming one needs ckpt_load_lora. */
 int ckpt_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params,
               AdamW *opt, CkptState *st, Err *e);
 void ckpt_state_free(CkptState *st);

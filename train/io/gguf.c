@@ -15,17 +15,17 @@
 #include <unistd.h>
 
 #include "../../data/bbpe.h"
+#include "../../data/gguf.h"
 #include "../../data/spm.h"
+#include "iofile.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "gguf.c writes the host's float32 bytes and assumes a little-endian host"
 #endif
 
-/* metadata value types (gguf_type) and the one tensor type used */
-enum { GGUF_T_UINT32 = 4, GGUF_T_INT32 = 5, GGUF_T_FLOAT32 = 6, GGUF_T_STRING = 8, GGUF_T_ARRAY = 9 };
+/* metadata value types and ggml tensor types: data/gguf.h's, shared with the reader */
 /* llama.cpp's token types (the same numbers as SentencePiece's) */
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
-enum { GGML_TYPE_F32 = 0, GGML_TYPE_F16 = 1, GGML_TYPE_Q8_0 = 8, GGML_TYPE_BF16 = 30 };
 #define Q8_0_BYTES (2 + GGUF_Q8_0_BLOCK) /* one block: f16 scale + 32 int8 */
 
 /* per GgufType: its name, ggml type and general.file_type (LLAMA_FTYPE) */
@@ -201,25 +201,25 @@ static void put_str(W *w, const char *s) {
 static void kv_u32(W *w, const char *k, uint32_t v) {
     w->n_kv++;
     put_str(w, k);
-    put_u32(w, GGUF_T_UINT32);
+    put_u32(w, GGUF_UINT32);
     put_u32(w, v);
 }
 static void kv_f32(W *w, const char *k, float v) {
     w->n_kv++;
     put_str(w, k);
-    put_u32(w, GGUF_T_FLOAT32);
+    put_u32(w, GGUF_FLOAT32);
     put(w, &v, 4);
 }
 static void kv_str(W *w, const char *k, const char *v) {
     w->n_kv++;
     put_str(w, k);
-    put_u32(w, GGUF_T_STRING);
+    put_u32(w, GGUF_STRING);
     put_str(w, v);
 }
 static void kv_array(W *w, const char *k, uint32_t type, uint64_t n) {
     w->n_kv++;
     put_str(w, k);
-    put_u32(w, GGUF_T_ARRAY);
+    put_u32(w, GGUF_ARRAY);
     put_u32(w, type);
     put_u64(w, n);
 }
@@ -311,17 +311,17 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
     if (tok->kind == TOK_SPM) {
         const Spm *s = tok_spm_model(tok);
         kv_str(w, "tokenizer.ggml.model", "llama");
-        kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
+        kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
         for (int i = 0; i < V; i++) {
             if (i < s->vocab) put_bytes_str(w, s->bytes + s->off[i], s->off[i + 1] - s->off[i] - 1);
             else put_bytes_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
         }
-        kv_array(w, "tokenizer.ggml.scores", GGUF_T_FLOAT32, (uint64_t)V);
+        kv_array(w, "tokenizer.ggml.scores", GGUF_FLOAT32, (uint64_t)V);
         for (int i = 0; i < V; i++) {
             float sc = i < s->vocab ? s->score[i] : -1e9f;
             put(w, &sc, 4);
         }
-        kv_array(w, "tokenizer.ggml.token_type", GGUF_T_INT32, (uint64_t)V);
+        kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
         for (int i = 0; i < V; i++) {
             int32_t ty = i < s->vocab ? s->type[i] : TT_UNUSED;
             put(w, &ty, 4);
@@ -346,7 +346,7 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
         int llama3 = tok->kind != TOK_LLAMAC ||
                      (tok->bpe->pattern && strcmp(tok->bpe->pattern, BPE_DEFAULT_PATTERN) == 0);
         kv_str(w, "tokenizer.ggml.pre", tok->pre[0] ? tok->pre : llama3 ? "llama-bpe" : "default"); /* a GGUF vocabulary keeps its own */
-        kv_array(w, "tokenizer.ggml.tokens", GGUF_T_STRING, (uint64_t)V);
+        kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
         char *buf = NULL;
         size_t cap = 0;
         for (int i = 0; i < V; i++) {
@@ -363,11 +363,11 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
             if (2 * n > cap) buf = xrealloc(buf, cap = 2 * n + 64);
             put_bytes_str(w, buf, byte_level(cp, (const unsigned char *)b, n, buf));
         }
-        kv_array(w, "tokenizer.ggml.token_type", GGUF_T_INT32, (uint64_t)V);
+        kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
         put(w, type, (size_t)V * 4);
         size_t nm;
         Merge *m = vocab_merges(tok, &nm);
-        kv_array(w, "tokenizer.ggml.merges", GGUF_T_STRING, nm);
+        kv_array(w, "tokenizer.ggml.merges", GGUF_STRING, nm);
         for (size_t i = 0; i < nm; i++) {
             size_t na, nb;
             const char *a = tok_token_bytes(tok, m[i].a, &na), *b = tok_token_bytes(tok, m[i].b, &nb);
@@ -510,5 +510,249 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
         unlink(tmp);
         return err_set(e, "%s: cannot rename %s into place: %s", path, tmp, strerror(err));
     }
+    return 0;
+}
+
+// ---- in: a GGUF file as a Llama -------------------------------------------------
+
+/* An integer key in [lo, hi] into *out; absent: def (def < 0: required). */
+static int gguf_int(const Gguf *g, const char *key, long def, long lo, long hi, int *out, Err *e) {
+    int64_t v;
+    int r = gguf_get_int(g, key, def < 0, &v, e);
+    if (r < 0) return -1;
+    if (r == 0) v = def;
+    if (v < lo || v > hi)
+        return err_set(e, "%s: metadata %s = %lld is out of range [%ld, %ld]", g->path, key, (long long)v, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* 1 if c's llama3 factors (gguf_rope_factors) are want[0 .. hs/2) */
+static int rope_matches(const LlamaConfig *c, const float *want, float *got) {
+    int hs = config_head_size(c);
+    gguf_rope_factors(c, got);
+    for (int i = 0; i < hs / 2; i++)
+        if (!(fabsf(got[i] - want[i]) <= 1e-5f * fabsf(want[i]))) return 0;
+    return 1;
+}
+
+/* Llama 3.1 scaling comes as rope_freqs.weight alone (llama.cpp's converter
+ * writes no scaling keys), so its parameters are recovered from the factors
+ * f_i (gguf.h gives their form): factor is the largest. Only the two
+ * wavelengths ctx / low_freq_factor and ctx / high_freq_factor enter the
+ * form, so low_freq_factor = 1 loses nothing. Between them,
+ * s_i = (1 / f_i - 1 / factor) / (1 - 1 / factor) = A / wavelength_i - B with
+ * A = ctx / (high - low), B = low / (high - low): two such entries give
+ * ctx = A / B and high = (1 + B) / B. With one, ctx is put just below the
+ * first wavelength scaled in full and high solved from s; with none, ctx
+ * there and ctx / high between the last unscaled wavelength and it. Meta's
+ * values are tried first; the result must reproduce every factor. */
+static int gguf_rope_llama3(const Gguf *g, const GgufTensor *rt, LlamaConfig *c, Err *e) {
+    int hs = config_head_size(c), nf = hs / 2;
+    if (rt->numel != nf || rt->type != GGML_TYPE_F32)
+        return err_set(e, "%s: rope_freqs.weight must be %d float32 values (head size / 2)", g->path, nf);
+    float *want = xmalloc((size_t)nf * sizeof *want), *got = xmalloc((size_t)nf * sizeof *got);
+    double *wl = xmalloc((size_t)nf * sizeof *wl);
+    gguf_dequantize(GGML_TYPE_F32, rt->data, nf, want);
+    float factor = 0;
+    for (int i = 0; i < nf; i++) {
+        factor = want[i] > factor ? want[i] : factor;
+        wl[i] = 2 * M_PI * pow(c->rope_theta, 2.0 * i / hs); /* 2 pi / frequency */
+    }
+    int last_one = -1, first_full = nf, n_smooth = 0, i0 = -1, i1 = -1, found = 0;
+    for (int i = 0; i < nf; i++) {
+        if (fabsf(want[i] - 1.0f) <= 1e-6f) last_one = i;
+        else if (fabsf(want[i] - factor) <= 1e-6f * factor) first_full = first_full < i ? first_full : i;
+        else {
+            n_smooth++;
+            if (i0 < 0) i0 = i;
+            i1 = i;
+        }
+    }
+    c->rope_scaling = ROPE_SCALING_LLAMA3;
+    c->rope_factor = factor;
+    c->rope_low_freq = 1.0f;
+    double ctx = first_full < nf ? ceil(wl[first_full]) - 1 : ceil(wl[nf - 1]) + 1, hi = 0;
+    if (factor > 1 && n_smooth >= 2) {
+        double y0 = (1 / (double)want[i0] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        double y1 = (1 / (double)want[i1] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        double A = (y1 - y0) / (1 / wl[i1] - 1 / wl[i0]), B = A / wl[i0] - y0;
+        if (A > 0 && B > 0) ctx = A / B, hi = (1 + B) / B;
+    } else if (factor > 1 && n_smooth == 1) {
+        double s0 = (1 / (double)want[i0] - 1 / (double)factor) / (1 - 1 / (double)factor);
+        if (s0 > 0) hi = 1 + (ctx / wl[i0] - 1) / s0;
+    } else if (factor > 1) {
+        hi = last_one >= 0 ? (1 + ctx / wl[last_one]) / 2 : 2;
+    }
+    /* Meta's values first (3.1: 8192, 1, 4), so a file of theirs reads back as written */
+    static const int ctxs[] = {8192, 4096, 2048, 16384, 32768, 65536, 131072};
+    static const float fl[] = {1, 2, 4, 8, 16, 32};
+    for (int a = 0; a < 7 && !found; a++)
+        for (int l = 0; l < 6 && !found; l++)
+            for (int h = l + 1; h < 6 && !found; h++) {
+                c->rope_orig_ctx = ctxs[a];
+                c->rope_low_freq = fl[l];
+                c->rope_high_freq = fl[h];
+                found = rope_matches(c, want, got);
+            }
+    if (!found && hi > 1 && ctx >= 1 && ctx < (double)(1 << 30)) {
+        c->rope_orig_ctx = (int)lround(ctx);
+        c->rope_low_freq = 1.0f;
+        c->rope_high_freq = (float)hi;
+        found = rope_matches(c, want, got);
+    }
+    free(want);
+    free(got);
+    free(wl);
+    if (!found)
+        return err_set(e, "%s: rope_freqs.weight is not Llama 3.1's frequency scaling (not supported)", g->path);
+    return 0;
+}
+
+static int gguf_config(const Gguf *g, LlamaConfig *c, Err *e) {
+    memset(c, 0, sizeof *c);
+    const char *arch;
+    size_t alen;
+    if (gguf_get_str(g, "general.architecture", 1, &arch, &alen, e) < 0) return -1;
+    if (alen != 5 || memcmp(arch, "llama", 5) != 0)
+        return err_set(e, "%s: architecture %.*s not supported (supported: llama)", g->path, (int)(alen < 40 ? alen : 40),
+                       arch);
+    const long BIG = 1L << 30;
+    if (gguf_int(g, "llama.embedding_length", -1, 1, BIG, &c->dim, e) ||
+        gguf_int(g, "llama.block_count", -1, 1, BIG, &c->n_layers, e) ||
+        gguf_int(g, "llama.attention.head_count", -1, 1, BIG, &c->n_heads, e) ||
+        gguf_int(g, "llama.attention.head_count_kv", c->n_heads, 1, BIG, &c->n_kv_heads, e) ||
+        gguf_int(g, "llama.feed_forward_length", -1, 1, BIG, &c->hidden, e) ||
+        gguf_int(g, "llama.context_length", -1, 1, BIG, &c->max_seq, e))
+        return -1;
+    double eps, theta = 10000.0;
+    if (gguf_get_float(g, "llama.attention.layer_norm_rms_epsilon", 1, &eps, e) < 0 ||
+        gguf_get_float(g, "llama.rope.freq_base", 0, &theta, e) < 0)
+        return -1;
+    c->norm_eps = (float)eps;
+    c->rope_theta = (float)theta;
+    if (c->dim % c->n_heads)
+        return err_set(e, "%s: llama.embedding_length %d is not a multiple of head_count %d", g->path, c->dim,
+                       c->n_heads);
+    int hs = c->dim / c->n_heads, v;
+    static const char *const hs_keys[] = {"llama.rope.dimension_count", "llama.attention.key_length",
+                                          "llama.attention.value_length"};
+    for (int k = 0; k < 3; k++) {
+        v = hs;
+        if (gguf_int(g, hs_keys[k], hs, 1, BIG, &v, e)) return -1;
+        if (v != hs)
+            return err_set(e, "%s: %s = %d, not embedding_length / head_count = %d (not supported)", g->path,
+                           hs_keys[k], v, hs);
+    }
+    const char *st;
+    size_t sl;
+    int r = gguf_get_str(g, "llama.rope.scaling.type", 0, &st, &sl, e);
+    if (r < 0) return -1;
+    if (r == 1 && !(sl == 4 && memcmp(st, "none", 4) == 0))
+        return err_set(e, "%s: rope scaling %.*s not supported (supported: none, Llama 3.1's rope_freqs)", g->path,
+                       (int)(sl < 40 ? sl : 40), st);
+    /* vocab: the token list, else llama.vocab_size, else the embedding's rows */
+    const GgufKV *toks;
+    const GgufTensor *emb = gguf_tensor(g, "token_embd.weight");
+    r = gguf_get_array(g, "tokenizer.ggml.tokens", 0, GGUF_STRING, &toks, e);
+    if (r < 0) return -1;
+    if (r == 1) c->vocab = (int)(toks->n < (uint64_t)BIG ? toks->n : (uint64_t)BIG);
+    else if (gguf_find(g, "llama.vocab_size")) {
+        if (gguf_int(g, "llama.vocab_size", -1, 2, BIG, &c->vocab, e)) return -1;
+    } else if (emb && emb->ndim == 2) c->vocab = (int)emb->ne[1];
+    else return err_set(e, "%s: missing metadata key llama.vocab_size (and no tokenizer.ggml.tokens)", g->path);
+    c->tied = gguf_tensor(g, "output.weight") == NULL;
+    const GgufTensor *rt = gguf_tensor(g, "rope_freqs.weight");
+    if (rt && gguf_rope_llama3(g, rt, c, e)) return -1;
+    const char *name;
+    size_t nl;
+    r = gguf_get_str(g, "general.name", 0, &name, &nl, e);
+    if (r < 0) return -1;
+    if (r == 1) snprintf(c->name, sizeof c->name, "%.*s", (int)(nl < sizeof c->name ? nl : sizeof c->name - 1), name);
+    Err ve;
+    if (config_validate(c, &ve)) return err_set(e, "%s: %s", g->path, ve.msg);
+    return 0;
+}
+
+int gguf_llama_config(const char *path, LlamaConfig *c, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int rc = gguf_config(&g, c, e);
+    if (rc == 0 && !c->name[0]) {
+        const char *base = strrchr(path, '/');
+        snprintf(c->name, sizeof c->name, "%s", base ? base + 1 : path);
+    }
+    gguf_close(&g);
+    return rc;
+}
+
+int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int rc = -1, hs = config_head_size(c);
+    float *scratch = NULL;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        char name[96];
+        LC_ASSERT(gguf_tensor_name(p->name, name, sizeof name) == 0);
+        const GgufTensor *x = gguf_tensor(&g, name);
+        if (!x) {
+            err_set(e, "%s: missing tensor %s (%s)", path, name, p->name);
+            goto out;
+        }
+        /* GGUF dims are innermost first: a HF (rows, cols) matrix is [cols, rows] */
+        int same = p->ndim == 1 ? x->ndim == 1 && x->ne[0] == p->shape[0]
+                                : x->ndim == 2 && x->ne[0] == p->shape[1] && x->ne[1] == p->shape[0];
+        if (!same) {
+            if (p->ndim == 1)
+                err_set(e, "%s: tensor %s has %d dims [%lld, %lld], the metadata needs [%lld]", path, name, x->ndim,
+                        (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[0]);
+            else
+                err_set(e, "%s: tensor %s has %d dims [%lld, %lld], the metadata needs [%lld, %lld]", path, name,
+                        x->ndim, (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[1],
+                        (long long)p->shape[0]);
+            goto out;
+        }
+        float *dst = params + p->offset;
+        size_t len = strlen(p->name);
+        int is_q = len > 14 && strcmp(p->name + len - 14, ".q_proj.weight") == 0;
+        int is_k = len > 14 && strcmp(p->name + len - 14, ".k_proj.weight") == 0;
+        if (is_q || is_k) { /* llama.cpp's RoPE row order back to HF's (gguf.h) */
+            scratch = xrealloc(scratch, p->numel * sizeof *scratch);
+            if (gguf_tensor_f32(&g, x, scratch, e)) goto out;
+            gguf_unpermute_rows(dst, scratch, is_q ? c->n_heads : c->n_kv_heads, hs, p->shape[1]);
+        } else if (gguf_tensor_f32(&g, x, dst, e)) {
+            goto out;
+        }
+        if (iofile_check_finite(path, name, dst, p->numel, e)) goto out;
+    }
+    rc = 0;
+out:
+    free(scratch);
+    gguf_close(&g);
+    return rc;
+}
+
+int gguf_llama_print(const char *path, FILE *f, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int count[64] = {0};
+    uint64_t bytes = 0;
+    for (int i = 0; i < g.n_tensors; i++) {
+        if (g.t[i].type < 64) count[g.t[i].type]++;
+        bytes += g.t[i].nbytes;
+    }
+    fprintf(f, "%s: GGUF v%u, %d metadata entries, %d tensors (%.1f MB):", path, g.version, g.n_kv, g.n_tensors,
+            (double)bytes / 1e6);
+    for (int k = 0; k < 64; k++)
+        if (count[k]) fprintf(f, " %s x%d", gguf_type_name((uint32_t)k), count[k]);
+    const char *m = "none", *pre = "-";
+    size_t ml = 4, pl = 1;
+    Err ig;
+    gguf_get_str(&g, "tokenizer.ggml.model", 0, &m, &ml, &ig);
+    gguf_get_str(&g, "tokenizer.ggml.pre", 0, &pre, &pl, &ig);
+    fprintf(f, "\n  vocabulary: %.*s, pre-tokenizer %.*s, chat template %s\n", (int)ml, m, (int)pl, pre,
+            gguf_find(&g, "tokenizer.chat_template") ? "yes" : "no");
+    gguf_close(&g);
     return 0;
 }

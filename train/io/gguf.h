@@ -1,6 +1,8 @@
 /*
- * gguf.h: export a model to GGUF, the file format of llama.cpp (ggml's
- * docs/gguf.md), version 3, little-endian; matrices as F32, F16, BF16 or
+ * gguf.h: a Llama model as a GGUF file, llama.cpp's format (ggml's
+ * docs/gguf.md), both ways: import through data/gguf.h's container reader
+ * (which the tokenizer shares), config and dequantised weights (below); export
+ * of version 3, little-endian; matrices as F32, F16, BF16 or
  * Q8_0, 1-D tensors (norms, rope_freqs) always F32 as llama.cpp's
  * converter keeps them.
  *
@@ -66,6 +68,8 @@
 #ifndef LLAMAC_TRAIN_GGUF_H
 #define LLAMAC_TRAIN_GGUF_H
 
+#include <stdio.h>
+
 #include "../../model/config.h"
 #include "../../model/params.h"
 #include "../../data/tok.h"
@@ -126,5 +130,28 @@ void gguf_unpermute_rows(float *dst, const float *src, int n_head, int hs, int64
 /* The HS/2 llama3 frequency factors of rope_freqs.weight (c must use
  * ROPE_SCALING_LLAMA3). */
 void gguf_rope_factors(const LlamaConfig *c, float *out);
+
+/* Import (llama.cpp's "llama" architecture, read with data/gguf.h):
+ * general.architecture must be llama; llama.embedding_length -> dim, block_count -> n_layers,
+ * attention.head_count -> n_heads, attention.head_count_kv -> n_kv_heads
+ * (default n_heads), feed_forward_length -> hidden, context_length ->
+ * max_seq, attention.layer_norm_rms_epsilon -> norm_eps, rope.freq_base ->
+ * rope_theta (default 10000); vocab from the length of tokenizer.ggml.tokens,
+ * else llama.vocab_size; tied when there is no output.weight; a
+ * rope_freqs.weight tensor is Llama 3.1 scaling (its parameters recovered
+ * from the factors); rope.scaling.type other than none, and a
+ * rope.dimension_count / key_length / value_length other than the head
+ * size, are rejected. Tensors (token_embd, blk.N.attn_q, ..., gguf.h's
+ * names) of any type gguf.h dequantises become float32, q and k rows put
+ * back in the HF RoPE order (gguf_unpermute_rows). */
+
+/* A GGUF file's llama metadata as a config (name: general.name, else the
+ * file's base name) / its tensors, dequantised, into params laid out by t.
+ * Errors name the file and the key or tensor. */
+int gguf_llama_config(const char *path, LlamaConfig *c, Err *e);
+int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
+
+/* One summary of a GGUF file to f (version, tensor types, vocabulary). */
+int gguf_llama_print(const char *path, FILE *f, Err *e);
 
 #endif

@@ -14,7 +14,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "convert.h"
+#include "iofile.h"
 #include "safetensors.h"
 
 int peft_is_dir(const char *path) {
@@ -270,7 +270,7 @@ static int load_weights(const char *path, const LlamaConfig *c, PeftAdapter *a, 
             goto out;
         }
         if (safetensors_read_f32(&f, k, a->params + p->offset, e)) goto out;
-        if (convert_check_finite(path, key, a->params + p->offset, p->numel, e)) goto out;
+        if (iofile_check_finite(path, key, a->params + p->offset, p->numel, e)) goto out;
     }
     for (int k = 0; k < f.n; k++) {
         const char *nm = f.t[k].name;
@@ -334,7 +334,7 @@ static json_t *config_json(const LoraConfig *lc, const char *base_name) {
     }
     float al = lc->alpha;
     json_t *alpha = al == floorf(al) && fabsf(al) < 1e9f ? json_integer((json_int_t)al)
-                                                          : json_real(convert_short_real(al));
+                                                          : json_real(iofile_short_real(al));
     json_t *j = json_object();
     json_object_set_new(j, "alpha_pattern", json_object());
     json_object_set_new(j, "auto_mapping", json_null());
@@ -349,7 +349,7 @@ static json_t *config_json(const LoraConfig *lc, const char *base_name) {
     json_object_set_new(j, "loftq_config", json_object());
     json_object_set_new(j, "lora_alpha", alpha);
     json_object_set_new(j, "lora_bias", json_false());
-    json_object_set_new(j, "lora_dropout", json_real(convert_short_real(lc->dropout)));
+    json_object_set_new(j, "lora_dropout", json_real(iofile_short_real(lc->dropout)));
     json_object_set_new(j, "megatron_config", json_null());
     json_object_set_new(j, "megatron_core", json_string("megatron.core"));
     json_object_set_new(j, "modules_to_save", json_null());
@@ -367,10 +367,10 @@ static json_t *config_json(const LoraConfig *lc, const char *base_name) {
 int peft_save(const char *dir, const LoraConfig *lc, const ParamTable *t, const float *params,
               const char *base_name, int force, Err *e) {
     char tmp[4200], p[4300];
-    if (convert_dir_begin(dir, force, tmp, sizeof tmp, e)) return -1;
+    if (iofile_dir_begin(dir, force, tmp, sizeof tmp, e)) return -1;
     json_t *j = config_json(lc, base_name);
     snprintf(p, sizeof p, "%s/" PEFT_CONFIG, tmp);
-    int rc = convert_json_write(p, j, e);
+    int rc = iofile_json_write(p, j, e);
     json_decref(j);
     if (rc) goto fail;
     SafetensorsOut *out = xcalloc((size_t)t->n, sizeof *out);
@@ -388,8 +388,8 @@ int peft_save(const char *dir, const LoraConfig *lc, const ParamTable *t, const 
     free(out);
     free(names);
     if (rc) goto fail;
-    return convert_dir_commit(dir, tmp, e);
+    return iofile_dir_commit(dir, tmp, e);
 fail:
-    convert_dir_abort(tmp);
+    iofile_dir_abort(tmp);
     return -1;
 }

@@ -25,7 +25,7 @@
  * another base) is an error naming the tensor; damaged files are refused by
  * safetensors_open.
  *
- * Export writes the two files (float32) through convert_dir_begin/commit:
+ * Export writes the two files (float32) through iofile_dir_begin/commit:
  * "<dir>.tmp.<pid>", fsync, rename; an existing non-empty dir is an error
  * unless force.
  */

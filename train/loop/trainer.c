@@ -23,7 +23,7 @@
 
 #include "../../dist/dist.h"
 #include "../io/ckpt.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../io/peft.h"
 #include "pipeline.h"
 #include "run.h"
@@ -315,7 +315,9 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     if (init) {
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
-        int rc = convert_model_load(init, c, &tr->m.t, hv.m.params, e);
+        ModelSource ms;
+        int rc = source_open(&ms, init, e);
+        if (!rc) rc = source_load(&ms, &tr->m.t, hv.m.params, e);
         if (!rc) device_host_push(&hv, &tr->m, NULL);
         tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
         tr->init = init;
@@ -551,7 +553,7 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     int lrc;
     if (tr->m.lora) {
         CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL};
-        lrc = ckpt_load_lora(rpath, &tr->c, &tr->m.t, hv.m.params, &cl, &hv.opt, &st, e);
+        lrc = source_load_lora(rpath, &tr->c, &tr->m.t, hv.m.params, &cl, &hv.opt, &st, e);
     } else {
         lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
     }

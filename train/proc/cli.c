@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../io/convert.h"
+#include "../io/iofile.h"
 
 static const CliFlag *find(const CliFlag *flags, int n, const char *name, size_t len) {
     for (int i = 0; i < n; i++)
@@ -35,7 +35,7 @@ int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const cha
             continue;
         }
         if (strcmp(a, "--allow-nonfinite") == 0) { /* every command: see cli.h */
-            convert_allow_nonfinite(1);
+            iofile_allow_nonfinite(1);
             continue;
         }
         const char *name = a + 2, *eq = strchr(name, '=');

@@ -28,7 +28,7 @@ typedef struct CliList {
 /* Parse argv[0..argc) (the words after the subcommand). Positionals go to
  * pos[0..*npos) up to max_pos. --help / -h sets *help. --allow-nonfinite,
  * known to every command, lets the model loaders take NaN/Inf weights with
- * a warning (convert_allow_nonfinite). Returns 0 or -1. */
+ * a warning (iofile_allow_nonfinite). Returns 0 or -1. */
 int cli_parse(int argc, char **argv, const CliFlag *flags, int nflags, const char **pos,
               int max_pos, int *npos, int *help, Err *e);
 

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include "../io/ckpt.h"
-#include "../io/convert.h"
+#include "../io/source.h"
 #include "../io/peft.h"
 
 #ifdef LC_CUDA
@@ -139,7 +139,9 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
     }
     HostView hv;
     device_host_view(m, NULL, &hv);
-    int rc = convert_model_load(path, c, &m->t, hv.m.params, e);
+    ModelSource ms;
+    int rc = source_open(&ms, path, e);
+    if (rc == 0) rc = source_load(&ms, &m->t, hv.m.params, e);
     if (rc == 0 && adapter) memcpy(hv.m.lora_params, a.params, m->lt.size * sizeof(float));
     if (rc == 0) device_host_push(&hv, m, NULL);
     device_host_free(&hv);

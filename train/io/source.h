@@ -1,0 +1,55 @@
+/*
+ * source.h: the one way in for model files. Every command that takes
+ * --model opens it here: an llamac checkpoint (HDF5, ckpt.h), a Hugging Face
+ * directory (hf.h) or a GGUF file (gguf.h), told apart by their content.
+ * Each format's module knows only its own format; this module is the only
+ * one that knows them all, and the only one that follows a reference from
+ * one file to another (a LoRA checkpoint naming its base, which may be any
+ * source, resolved here through the same way in).
+ *
+ * Usage: source_open (config, tokenizer), then build the parameter table
+ * from s.c and source_load the weights into it.
+ */
+#ifndef LLAMAC_TRAIN_IO_SOURCE_H
+#define LLAMAC_TRAIN_IO_SOURCE_H
+
+#include <stdint.h>
+
+#include "../../model/config.h"
+#include "../../model/params.h"
+#include "ckpt.h"
+
+typedef enum { SOURCE_CKPT, SOURCE_HF, SOURCE_GGUF } SourceKind;
+
+typedef struct ModelSource {
+    SourceKind kind;
+    char path[4096];
+    LlamaConfig c;
+    /* The tokenizer that came with the model: its id (a checkpoint's
+     * recorded tokenizer_id; a GGUF's vocabulary when llamac reads it; 0 for a
+     * HF directory, whose tokenizer.json is not read here) and, where the
+     * source holds the tokenizer itself, its file (the GGUF itself, the HF
+     * directory's tokenizer.json or tokenizer.model), else "". */
+    uint64_t tokenizer_id;
+    char tokenizer[4200];
+    CkptInfo ck; /* kind SOURCE_CKPT: what the file holds (ckpt_info) */
+} ModelSource;
+
+/* Open path as a model source: its kind, config and tokenizer. A path that
+ * is none of them is an error naming it. */
+int source_open(ModelSource *s, const char *path, Err *e);
+
+/* The source's weights into params, laid out by t (built from s->c). A LoRA
+ * checkpoint loads as the model it stands for: its base (stored in it, or
+ * the source it names, opened here and checked by content hash) with the
+ * adapters merged in. */
+int source_load(const ModelSource *s, const ParamTable *t, float *params, Err *e);
+
+/* Resume a LoRA checkpoint (ckpt_load_lora's contract): when it names its
+ * base by reference, that base is loaded into base_params through
+ * source_open / source_load first ("<path>: its base: <why>" when it cannot
+ * be), then the checkpoint's adapters, optimizer and state. */
+int source_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
+                     CkptLora *lora, AdamW *opt, CkptState *st, Err *e);
+
+#endif
