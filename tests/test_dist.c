@@ -278,6 +278,53 @@ void dist_sft_equiv(void) {
     }
 }
 
+/* A checkpoint save that fails for want of space (RLIMIT_FSIZE with SIGXFSZ
+ * ignored: a write past it fails with EFBIG, as one on a full disk fails with
+ * ENOSPC) ends the run with its one error line and exit status 1 (libhdf5
+ * once crashed at exit on the file a failed save left open), leaves no
+ * temporary file, and the earlier checkpoints still resume; one process and
+ * two ranks (parallel HDF5). */
+void dist_save_no_space(void) {
+    need_shard();
+    int have = have_mpi();
+    for (int np = 1; np <= (have ? 2 : 1); np++) {
+        char dir[128], cmd[4096];
+        snprintf(dir, sizeof dir, TD "/nospace%d", np);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        system(cmd);
+        /* (TCP between the ranks: OpenMPI's shared-memory segment is a file the
+         * limit would refuse) */
+        const char *launch = np == 1 ? "" : MPIRUN "2 --mca btl self,tcp ";
+        /* 4 steps saved at 2 and 4, with room */
+        snprintf(cmd, sizeof cmd, "%s%s " PRE_ARGS "--steps 4 --save-every 2 --ckpt-dir %s >" TD "/mpi.out 2>" TD
+                 "/mpi.err", launch, test_llamac_path, dir);
+        int st = system(cmd);
+        slurp_into(TD "/mpi.err", test_err, sizeof test_err);
+        EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "np %d: first run: %d %s", np, st, test_err);
+        /* then on to 6 with files limited to 1000 KiB, less than a checkpoint */
+        snprintf(cmd, sizeof cmd, "%ssh -c 'trap \"\" XFSZ; ulimit -f 1000; exec %s " PRE_ARGS "--steps 6 "
+                 "--save-every 2 --ckpt-dir %s --resume auto' >" TD "/mpi.out 2>" TD "/mpi.err", launch,
+                 test_llamac_path, dir);
+        st = system(cmd);
+        slurp_into(TD "/mpi.err", test_err, sizeof test_err);
+        int lines = 0; /* llamac's lines (mpirun adds its own about the exits) */
+        for (const char *p = test_err; (p = strstr(p, "llamac: ")); p++) lines++;
+        EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 1, "np %d: status %d (want exit 1), stderr: %s", np, st, test_err);
+        EXPECT(lines == np && strstr(test_err, "step-00000006.h5: cannot write the checkpoint: File too large") &&
+                   !strstr(test_err, "Segmentation") && !strstr(test_err, "signal"),
+               "np %d: want one error line per rank: %s", np, test_err);
+        snprintf(cmd, sizeof cmd, "ls %s | grep -q tmp", dir);
+        EXPECT(system(cmd) != 0, "np %d: a temporary file was left in %s", np, dir);
+        /* the earlier checkpoints are whole: the run resumes from step 4 */
+        snprintf(cmd, sizeof cmd, "%s/step-00000004.h5", dir);
+        CkptInfo info;
+        Err e;
+        EXPECT(ckpt_info(cmd, &info, &e) == 0 && info.step == 4, "np %d: step 4: %s", np, e.msg);
+        int rc = test_llamac(PRE_ARGS "--steps 6 --save-every 2 --ckpt-dir %s --resume auto", dir);
+        EXPECT(rc == 0 && strstr(test_out, "step 6/6"), "np %d: resume after the failed save: %s", np, test_err);
+    }
+}
+
 /* Bad input under mpirun: one line per failing rank and a non-zero exit. */
 void dist_errors(void) {
     if (!have_mpi()) return;

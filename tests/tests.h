@@ -175,6 +175,7 @@ void dist_pretrain_equiv(void);
 void dist_one_rank(void);
 void dist_sft_equiv(void);
 void dist_errors(void);
+void dist_save_no_space(void);
 void dist_resume_other_size(void);
 void dist_rank_killed(void);
 void dist_ckpt_layout(void);

@@ -607,6 +607,33 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
 
 static int rename_into_place(const char *tmp, const char *path, Err *e);
 
+/* Bytes the file takes at most: every tensor's data, and for each dataset
+ * more than HDF5 spends on its header, checksum attribute and link (a few
+ * hundred bytes), plus the content table and the groups. */
+static uint64_t save_bytes(const ParamTable *t, const CkptLora *lora, const AdamW *opt, const CkptState *st) {
+    const ParamTable *ot = lora ? lora->t : t;
+    uint64_t b = (uint64_t)CKPT_UB + (1u << 20), n = 0;
+    if (!lora || !lora->base_ref) b += t->size * sizeof(float), n += (uint64_t)t->n;
+    if (lora) b += ot->size * sizeof(float), n += (uint64_t)ot->n;
+    if (opt) b += 2 * ot->size * sizeof(float), n += 2 * (uint64_t)ot->n;
+    if (st) b += (uint64_t)st->world * 16 + 32 + (st->run_config ? strlen(st->run_config) : 0) + 1, n += 3;
+    return b + n * 4096;
+}
+
+/* Reserve bytes of disk for path (created if need be): 0, or the errno of
+ * the failure (ENOSPC on a full disk, EFBIG beyond RLIMIT_FSIZE with SIGXFSZ
+ * ignored). libhdf5 cannot survive a write that fails: its close fails, the
+ * file stays open inside it, and the library crashes at exit (H5F_term_package)
+ * trying again; so a save claims its space before HDF5 writes anything, and
+ * fails cleanly when it cannot. */
+static int reserve(const char *path, uint64_t bytes) {
+    int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    if (fd < 0) return errno ? errno : EIO;
+    int er = posix_fallocate(fd, 0, (off_t)bytes);
+    if (close(fd) && !er) er = errno ? errno : EIO;
+    return er;
+}
+
 /* The file as one process (par NULL) or, under par, every rank through
  * MPI-IO; rank 0 then flushes and renames it (the others wait: every rank
  * returns the same result). */
@@ -628,19 +655,42 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
     } else {
         unlink(tmp);
     }
+    /* the space first (see reserve), before HDF5 holds the file open */
+    uint64_t need = save_bytes(t, lora, opt, st);
+    int er = !par || par->rank == 0 ? reserve(tmp, need) : 0;
+    if (!par || par->rank == 0) unlink(tmp);
+    if (par) er = dist_allreduce_max_int(er);
+    if (er) {
+        if (fapl != H5P_DEFAULT) H5Pclose(fapl);
+        return err_set(e, "%s: cannot write the checkpoint: %s (it needs about %.0f MB)", path, strerror(er),
+                       (double)need / 1e6);
+    }
     hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
     H5Pset_userblock(fcpl, CKPT_UB); /* the content table, written after the close */
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, fcpl, fapl);
     H5Pclose(fcpl);
     if (fapl != H5P_DEFAULT) H5Pclose(fapl);
-    int er = errno ? errno : EIO;
+    er = errno ? errno : EIO;
     if (par && dist_allreduce_max_int(f < 0)) {
         if (f >= 0) H5Fclose(f);
         return err_set(e, "%s: cannot create on every rank (%s)", tmp, strerror(er));
     }
     if (f < 0) return err_set(e, "%s: cannot create (%s)", tmp, strerror(er));
-    int rc = write_all(f, c, t, params, tokenizer_id, lora, opt, st);
+    /* HDF5 truncated the file: one process claims the space again under its
+     * open file (HDF5's own size bookkeeping is untouched: it writes inside
+     * the claimed blocks) and cuts the file back to HDF5's end of allocation
+     * after the close. Under MPI-IO (whose driver cannot report that end)
+     * the check before the create is the guard. */
+    haddr_t eoa = 0;
+    er = 0;
+    if (!par) {
+        H5Fflush(f, H5F_SCOPE_LOCAL);
+        er = reserve(tmp, need);
+    }
+    int rc = er ? -1 : write_all(f, c, t, params, tokenizer_id, lora, opt, st);
+    if (rc == 0 && !par && H5Fget_eoa(f, &eoa) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
+    if (rc == 0 && !par && truncate(tmp, (off_t)eoa) != 0) rc = -1;
     if (par) rc = -dist_allreduce_max_int(-rc);
     if (par && par->rank != 0) { /* rank 0 flushes and renames; its result is everyone's */
         int r0 = dist_allreduce_max_int(0);
