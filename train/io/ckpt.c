@@ -626,12 +626,23 @@ static uint64_t save_bytes(const ParamTable *t, const CkptLora *lora, const Adam
  * file stays open inside it, and the library crashes at exit (H5F_term_package)
  * trying again; so a save claims its space before HDF5 writes anything, and
  * fails cleanly when it cannot. */
-static int reserve(const char *path, uint64_t bytes) {
+static int reserve(const char *path, uint64_t bytes, int *created) {
     int fd = open(path, O_WRONLY | O_CREAT, 0644);
+    *created = fd >= 0;
     if (fd < 0) return errno ? errno : EIO;
     int er = posix_fallocate(fd, 0, (off_t)bytes);
     if (close(fd) && !er) er = errno ? errno : EIO;
     return er;
+}
+
+/* HDF5's end of allocation of the closed file path (its size without the
+ * space reserve claimed), or 0. */
+static haddr_t final_eoa(const char *path) {
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    haddr_t eoa = 0;
+    if (f >= 0 && H5Fget_eoa(f, &eoa) < 0) eoa = 0;
+    if (f >= 0) H5Fclose(f);
+    return eoa;
 }
 
 /* The file as one process (par NULL) or, under par, every rank through
@@ -657,11 +668,12 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
     }
     /* the space first (see reserve), before HDF5 holds the file open */
     uint64_t need = save_bytes(t, lora, opt, st);
-    int er = !par || par->rank == 0 ? reserve(tmp, need) : 0;
+    int made = 1, er = !par || par->rank == 0 ? reserve(tmp, need, &made) : 0;
     if (!par || par->rank == 0) unlink(tmp);
-    if (par) er = dist_allreduce_max_int(er);
+    if (par) er = dist_allreduce_max_int(er), made = !dist_allreduce_max_int(!made);
     if (er) {
         if (fapl != H5P_DEFAULT) H5Pclose(fapl);
+        if (!made) return err_set(e, "%s: cannot create (%s)", tmp, strerror(er));
         return err_set(e, "%s: cannot write the checkpoint: %s (it needs about %.0f MB)", path, strerror(er),
                        (double)need / 1e6);
     }
@@ -679,18 +691,15 @@ static int save_file(const char *path, const LlamaConfig *c, const ParamTable *t
     /* HDF5 truncated the file: one process claims the space again under its
      * open file (HDF5's own size bookkeeping is untouched: it writes inside
      * the claimed blocks) and cuts the file back to HDF5's end of allocation
-     * after the close. Under MPI-IO (whose driver cannot report that end)
-     * the check before the create is the guard. */
-    haddr_t eoa = 0;
-    er = 0;
-    if (!par) {
-        H5Fflush(f, H5F_SCOPE_LOCAL);
-        er = reserve(tmp, need);
-    }
+     * after the close, as read back from the closed file. Under MPI-IO
+     * (whose driver cannot report that end) the check before the create is
+     * the guard. */
+    int made2;
+    er = par ? 0 : (H5Fflush(f, H5F_SCOPE_LOCAL), reserve(tmp, need, &made2));
     int rc = er ? -1 : write_all(f, c, t, params, tokenizer_id, lora, opt, st);
-    if (rc == 0 && !par && H5Fget_eoa(f, &eoa) < 0) rc = -1;
     if (H5Fclose(f) < 0) rc = -1;
-    if (rc == 0 && !par && truncate(tmp, (off_t)eoa) != 0) rc = -1;
+    haddr_t eoa = rc == 0 && !par ? final_eoa(tmp) : 0;
+    if (rc == 0 && !par && (eoa == 0 || truncate(tmp, (off_t)eoa) != 0)) rc = -1;
     if (par) rc = -dist_allreduce_max_int(-rc);
     if (par && par->rank != 0) { /* rank 0 flushes and renames; its result is everyone's */
         int r0 = dist_allreduce_max_int(0);
