@@ -205,9 +205,13 @@ $(BUILD)/llamac-nompi: $(filter-out $(OBJ)/dist/dist.o,$(LIB_OBJ)) $(OBJ)/dist/d
 deps:
 	@bash scripts/install_deps.sh
 
-# The quick tier CI runs: C unit tests, gradient checks, the committed
-# PyTorch fixtures, and the command-line error paths.
+# The quick tier CI runs: every link of the Markdown pages (after a self-test
+# that proves the checker fails on a broken link), then C unit tests, gradient
+# checks, the committed PyTorch fixtures and the command-line error paths;
+# the C suite's "N passed, N failed" stays the last line.
 test: all
+	$(Q)python3 scripts/check_links.py --self-test
+	$(Q)python3 scripts/check_links.py
 	$(Q)$(BUILD)/tests
 
 # Regenerate the PyTorch reference fixtures with transformers (PyPI, cached
