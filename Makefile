@@ -172,7 +172,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -206,13 +206,22 @@ deps:
 	@bash scripts/install_deps.sh
 
 # The quick tier CI runs: every link of the Markdown pages (after a self-test
-# that proves the checker fails on a broken link), then C unit tests, gradient
-# checks, the committed PyTorch fixtures and the command-line error paths;
-# the C suite's "N passed, N failed" stays the last line.
-test: all
+# that proves the checker fails on a broken link), the module graph
+# (check-deps), then C unit tests, gradient checks, the committed PyTorch
+# fixtures and the command-line error paths; the C suite's "N passed, N
+# failed" stays the last line.
+test: all check-deps
 	$(Q)python3 scripts/check_links.py --self-test
 	$(Q)python3 scripts/check_links.py
 	$(Q)$(BUILD)/tests
+
+# No two modules depend on each other, directly or round a loop, and the
+# folders keep their order (STYLE.md, "Layout and layering"): includes read
+# from the sources, calls from nm on the built objects (scripts/check_deps.py;
+# its --self-test first checks that it finds a planted loop).
+check-deps: all
+	$(Q)$(PYTHON) scripts/check_deps.py --self-test
+	$(Q)$(PYTHON) scripts/check_deps.py --root . --obj $(OBJ)
 
 # Regenerate the PyTorch reference fixtures with transformers (PyPI, cached
 # in ~/.cache/llamac-venv) and fail if they drift from the committed ones.
@@ -344,6 +353,7 @@ clean:
 help:
 	@echo "make            build build/llamac and build/tests"
 	@echo "make test       quick tests (what CI runs; ends with 'N passed, N failed')"
+	@echo "make check-deps no loops between modules, folders in order (includes + nm; part of make test)"
 	@echo "make test-ref   regenerate PyTorch fixtures and compare to the committed ones"
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"

@@ -194,8 +194,8 @@ static const DpoBatch *pp_batch(const Dpo *d, long k) {
 }
 
 /* PipeHead: the reference's logps of micro-batch k into rp_mb. */
-static double ref_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
-    (void)tr, (void)e;
+static double ref_head(void *ud, Llama *m, int l0, long k, Err *e) {
+    (void)e;
     Dpo *d = ud;
     size_t N = (size_t)m->B * m->T;
     seq_logps(d, m, l0, d->pp_tg + (size_t)k * N, pp_batch(d, k), d->rp_mb + (size_t)k * 2 * d->maxp, NULL, NULL);
@@ -204,8 +204,8 @@ static double ref_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) 
 
 /* PipeHead: the policy's logps, the loss against the reference and (when
  * training) the head's backward. */
-static double policy_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
-    (void)tr, (void)e;
+static double policy_head(void *ud, Llama *m, int l0, long k, Err *e) {
+    (void)e;
     Dpo *d = ud;
     size_t N = (size_t)m->B * m->T;
     const DpoBatch *bt = pp_batch(d, k);
@@ -225,7 +225,7 @@ static int pp_ref(Dpo *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, c
     Llama *rm = d->has_ref ? &d->ref : &tr->m;
     int en = rm->lora_enabled;
     rm->lora_enabled = 0;
-    int rc = pipe_forward(tr, rm, tok, tgt, pos, k0, k1, ref_head, d, e);
+    int rc = pipe_forward(tr->pipe, rm, tok, tgt, pos, k0, k1, ref_head, d, e);
     rm->lora_enabled = en;
     return rc;
 }
@@ -253,7 +253,7 @@ static double dpo_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t 
         d->pp_inv = 1.0 / (double)np;
         d->pp_st = &d->st;
         if (!d->ref_train && pp_ref(d, tr, tok, tgt, pos, tr->k0, tr->k1, e)) return NAN;
-        double l = pipe_step(tr, tok, tgt, pos, 0.0f, step, policy_head, d, e);
+        double l = pipe_step(tr->pipe, tok, tgt, pos, 0.0f, step, policy_head, d, e);
         if (isnan(l) && e->msg[0]) return NAN;
         stats_reduce(&d->st);
         return tr->rank == 0 ? d->st.loss / (double)np : 0; /* the trainer sums the ranks' returns */
@@ -309,7 +309,7 @@ static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Er
         d->pp_inv = 0;
         d->pp_st = &d->vst;
         rc = (!d->ref_val && pp_ref(d, tr, tok, tgt, pos, 0, 1, e)) ||
-             pipe_forward(tr, m, tok, tgt, pos, 0, 1, policy_head, d, e);
+             pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, policy_head, d, e);
         d->pp_fixed = NULL;
     }
     if (tr->pipe) {
@@ -344,10 +344,10 @@ static int ref_pass(Dpo *d, Trainer *tr, Llama *m, const DpoRows *rows, double *
         if (tr->pipe) { /* through the stages; the last one has them */
             d->pp_tg = tgt;
             d->pp_fixed = &bt;
-            rc = pipe_forward(tr, m, tok, tgt, pos, 0, 1, ref_head, d, e);
+            rc = pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, ref_head, d, e);
             d->pp_fixed = NULL;
             rp = d->rp_mb;
-            if (rc || tr->rank != pipe_last_rank(tr)) continue;
+            if (rc || tr->rank != pipe_last_rank(tr->pipe)) continue;
         } else {
             rc = llama_set_batch(m, tok, tgt, pos, e);
             if (rc) break;
@@ -360,7 +360,7 @@ static int ref_pass(Dpo *d, Trainer *tr, Llama *m, const DpoRows *rows, double *
     }
     if (tr->pipe) {
         if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "dpo reference pass failed on another rank");
-        if (!rc) dist_bcast(out, 2 * rows->set->n * sizeof *out, pipe_last_rank(tr));
+        if (!rc) dist_bcast(out, 2 * rows->set->n * sizeof *out, pipe_last_rank(tr->pipe));
     }
     m->lora_enabled = en;
     m->lora_train = drop;

@@ -10,13 +10,15 @@
 #include "pipeline.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../../dist/dist.h"
 #include "../../dist/pp.h"
 
-typedef struct Pipe {
+struct Pipe {
+    PipeCtx cx;             /* what the training loop lent (pipeline.h) */
     int P, s, kind, M;      /* stages, this stage, schedule, micro-batches per replica */
     int l0[LC_MAX_LAYERS + 1];
     int prev, next;         /* world ranks of the neighbouring stages (-1: none) */
@@ -32,14 +34,14 @@ typedef struct Pipe {
     /* accounting: this rank's time in the pipeline phase of each step */
     double busy, wall, tf, tb;
     long nsteps, nf, nb;
+    int warm;               /* a step has run (the first is not counted) */
     double *events;         /* the last step's ops: (kind, mb, start, end) each */
-} Pipe;
+};
 
-void pipe_banner(const Trainer *tr) {
-    const Pipe *p = tr->pipe;
+void pipe_banner(const Pipe *p) {
     const DistGrid *g = dist_grid();
-    const LlamaConfig *c = &tr->c;
-    int T = (int)tr->o.T;
+    const LlamaConfig *c = p->cx.c;
+    int T = p->cx.m->T;
     printf("  pipeline: %d stages x %d replicas, %s schedule over %d micro-batches per replica; stage s = ranks "
            "[s*%d, (s+1)*%d); layers", p->P, g->dp, pp_schedule_name(p->kind), p->M, g->dp, g->dp);
     for (int s = 0; s < p->P; s++)
@@ -48,23 +50,24 @@ void pipe_banner(const Trainer *tr) {
     printf("\n");
 }
 
-void pipe_stage_range(const Trainer *tr, int s, size_t *lo, size_t *hi) {
-    const Pipe *p = tr->pipe;
-    *lo = s == 0 ? 0 : tr->bucket[p->l0[s]];
-    *hi = s == p->P - 1 ? tr->pt->size : tr->bucket[p->l0[s + 1]];
+void pipe_stage_range(const Pipe *p, int s, size_t *lo, size_t *hi) {
+    *lo = s == 0 ? 0 : p->cx.bucket[p->l0[s]];
+    *hi = s == p->P - 1 ? p->cx.size : p->cx.bucket[p->l0[s + 1]];
 }
 
-int pipe_open(Trainer *tr, Err *e) {
-    const TrainOpts *o = &tr->o;
+int pipe_open(Pipe **out, const PipeCtx *cx, Err *e) {
     const DistGrid *g = dist_grid();
     Pipe *p = xcalloc(1, sizeof *p);
-    tr->pipe = p;
+    p->cx = *cx;
     p->P = g->pp;
     p->s = g->stage;
-    if (pp_schedule_parse(o->pp_schedule, &p->kind, e) || pp_split(&tr->c, (int)o->T, p->P, o->pp_layers, p->l0, e))
+    *out = NULL;
+    if (pp_schedule_parse(cx->schedule, &p->kind, e) || pp_split(cx->c, cx->m->T, p->P, cx->layers, p->l0, e)) {
+        free(p);
         return -1;
-    p->M = (int)(tr->k1 - tr->k0);
-    if (p->kind == PP_1F1B && p->M < p->P && tr->rank == 0)
+    }
+    p->M = (int)(cx->k1 - cx->k0);
+    if (p->kind == PP_1F1B && p->M < p->P && g->rank == 0)
         fprintf(stderr, "warning: --pp-schedule 1f1b with %d micro-batches per replica for %d stages: the pipeline "
                         "never fills; each stage idles %.0f%% of the step (raise --batch-tokens to at least %d "
                         "micro-batches per replica)\n", p->M, p->P, 100 * pp_bubble(p->P, p->M), p->P);
@@ -73,7 +76,7 @@ int pipe_open(Trainer *tr, Err *e) {
     p->ops = xmalloc((size_t)2 * p->M * sizeof *p->ops);
     p->nops = pp_schedule(p->kind, p->P, p->s, p->M, p->ops);
     p->nslots = pp_max_inflight(p->ops, p->nops);
-    Llama *m = &tr->m;
+    Llama *m = cx->m;
     int l0 = p->l0[p->s], l1 = p->l0[p->s + 1];
     size_t ND = (size_t)m->B * m->T * m->c.dim;
     p->set_floats = llama_stage_floats(m, l0, l1);
@@ -82,25 +85,24 @@ int pipe_open(Trainer *tr, Err *e) {
     p->send_req = xmalloc((size_t)2 * p->nslots * sizeof(int));
     p->bsend_req = p->send_req + p->nslots;
     for (int i = 0; i < 2 * p->nslots; i++) p->send_req[i] = -1;
-    p->tied = tr->c.tied && !m->lora;
-    if (p->tied && p->s == 0 && p->P > 1) p->tie = xmalloc(tr->bucket[0] * sizeof(float));
+    p->tied = cx->c->tied && !m->lora;
+    if (p->tied && p->s == 0 && p->P > 1) p->tie = xmalloc(cx->bucket[0] * sizeof(float));
     p->events = xcalloc((size_t)p->nops * 4, sizeof(double));
-    dist_set_timeout((double)o->pp_timeout);
-    pipe_stage_range(tr, p->s, &tr->own_lo, &tr->own_hi);
+    dist_set_timeout((double)cx->timeout);
+    *out = p;
     return 0;
 }
 
-void pipe_close(Trainer *tr) {
-    Pipe *p = tr->pipe;
+void pipe_close(Pipe *p) {
     if (!p) return;
-    if (p->sets) tr->m.ops->free(tr->m.ctx, p->sets);
-    if (p->grad) tr->m.ops->free(tr->m.ctx, p->grad);
+    Llama *m = p->cx.m;
+    if (p->sets) m->ops->free(m->ctx, p->sets);
+    if (p->grad) m->ops->free(m->ctx, p->grad);
     free(p->ops);
     free(p->send_req);
     free(p->events);
     free(p->tie);
     free(p);
-    tr->pipe = NULL;
 }
 
 /* A copy between two buffers of the backend. The pipeline runs on the CPU
@@ -117,21 +119,19 @@ static void wait_send(int *req) {
 }
 
 /* Micro-batch k's data and dropout mask, and slot's activations. */
-static int load_mb(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k, long step, int slot,
+static int load_mb(Pipe *p, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k, long step, int slot,
                    Err *e) {
-    Pipe *p = tr->pipe;
-    Llama *m = &tr->m;
+    Llama *m = p->cx.m;
     size_t micro = (size_t)m->B * m->T;
     if (llama_set_batch(m, tk + k * micro, tg + k * micro, ps + k * micro, e)) return -1;
-    llama_lora_seed(m, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
+    llama_lora_seed(m, (uint64_t)p->cx.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k);
     llama_stage_bind(m, p->l0[p->s], p->l0[p->s + 1], p->sets + (size_t)slot * p->set_floats);
     return 0;
 }
 
-double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
+double pipe_step(Pipe *p, const int32_t *tk, const int32_t *tg, const int32_t *ps, float grad_scale, long step,
                  PipeHead head, void *hud, Err *e) {
-    Pipe *p = tr->pipe;
-    Llama *m = &tr->m;
+    Llama *m = p->cx.m;
     const Ops *o = m->ops;
     int l0 = p->l0[p->s], l1 = p->l0[p->s + 1], last = p->s == p->P - 1;
     size_t ND = (size_t)m->B * m->T * m->c.dim;
@@ -142,19 +142,19 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
     for (int i = 0; i < p->nops; i++) {
         PpOp op = p->ops[i];
         int slot = op.mb % p->nslots;
-        long k = tr->k0 + op.mb;
+        long k = p->cx.k0 + op.mb;
         double *ev = p->events + 4 * (size_t)i;
         if (op.kind == 'F') {
             wait_send(&p->send_req[slot]); /* the slot's last output and gradient have left */
             wait_send(&p->bsend_req[slot]);
-            if (load_mb(tr, tk, tg, ps, k, step, slot, e)) return NAN;
+            if (load_mb(p, tk, tg, ps, k, step, slot, e)) return NAN;
             if (p->prev >= 0) {
                 snprintf(what, sizeof what, "pipeline stage %d: the activations of micro-batch %ld from stage %d", p->s, k, p->s - 1);
                 dist_req_wait(dist_irecv_f32(m->acts[l0].x, ND, p->prev, 2 * op.mb), what);
             }
             double c0 = time_now();
             if (last && head) {
-                double l = head(hud, tr, m, l0, k, e);
+                double l = head(hud, m, l0, k, e);
                 if (isnan(l) && e->msg[0]) return NAN;
                 loss += l;
             } else {
@@ -169,7 +169,7 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
             busy += c1 - c0;
         } else {
             wait_send(&p->bsend_req[slot]);
-            if (load_mb(tr, tk, tg, ps, k, step, slot, e)) return NAN;
+            if (load_mb(p, tk, tg, ps, k, step, slot, e)) return NAN;
             if (last) {
                 d2d(m, m->dres, p->grad + (size_t)slot * ND, ND);
             } else {
@@ -190,67 +190,66 @@ double pipe_step(Trainer *tr, const int32_t *tk, const int32_t *tg, const int32_
     }
     for (int i = 0; i < 2 * p->nslots; i++) wait_send(&p->send_req[i]);
     /* the tied embedding: the head's part of its gradient joins the first stage's */
-    size_t E = tr->bucket[0];
+    size_t E = p->cx.bucket[0];
     if (p->tied && p->P > 1) {
         int col = dist_grid()->dp_rank, first = col, lastr = (p->P - 1) * dist_grid()->dp + col;
         if (last) {
-            dist_send(tr->grads, E * sizeof(float), first, 1 << 20);
+            dist_send(p->cx.grads, E * sizeof(float), first, 1 << 20);
         } else if (p->s == 0) {
             dist_recv(p->tie, E * sizeof(float), lastr, 1 << 20);
-            for (size_t i = 0; i < E; i++) tr->grads[i] += p->tie[i];
+            for (size_t i = 0; i < E; i++) p->cx.grads[i] += p->tie[i];
         }
     }
     double wall = time_now() - t0;
-    if (step > tr->pipe_step0) { /* the first step warms caches and allocators: not counted */
+    if (p->warm) { /* the first step warms caches and allocators: not counted */
         p->busy += busy;
         p->wall += wall;
         p->nsteps++;
     }
+    p->warm = 1;
     return loss;
 }
 
-void pipe_release(Trainer *tr) {
-    Pipe *p = tr->pipe;
-    Llama *m = &tr->m;
+void pipe_release(Pipe *p) {
+    Llama *m = p->cx.m;
     if (m->lora || m->ops != &ops_cpu) return; /* a frozen base stays whole: rank 0 merges and samples with it */
-    size_t keep = p->tied && p->s == p->P - 1 ? tr->bucket[0] : 0; /* the last stage's copy of a tied embedding */
-    if (tr->own_lo > keep) ops_cpu_release(tr->params + keep, (tr->own_lo - keep) * sizeof(float));
-    if (tr->own_hi < tr->pt->size) ops_cpu_release(tr->params + tr->own_hi, (tr->pt->size - tr->own_hi) * sizeof(float));
+    size_t lo, hi, size = p->cx.size;
+    pipe_stage_range(p, p->s, &lo, &hi);
+    size_t keep = p->tied && p->s == p->P - 1 ? p->cx.bucket[0] : 0; /* the last stage's copy of a tied embedding */
+    if (lo > keep) ops_cpu_release(p->cx.params + keep, (lo - keep) * sizeof(float));
+    if (hi < size) ops_cpu_release(p->cx.params + hi, (size - hi) * sizeof(float));
 }
 
-void pipe_tie_weights(Trainer *tr) {
-    Pipe *p = tr->pipe;
+void pipe_tie_weights(Pipe *p) {
     if (!p->tied || p->P == 1) return;
     int col = dist_grid()->dp_rank, lastr = (p->P - 1) * dist_grid()->dp + col;
-    size_t E = tr->bucket[0];
-    if (p->s == 0) dist_send(tr->params, E * sizeof(float), lastr, (1 << 20) + 1);
-    else if (p->s == p->P - 1) dist_recv(tr->params, E * sizeof(float), col, (1 << 20) + 1);
+    size_t E = p->cx.bucket[0];
+    if (p->s == 0) dist_send(p->cx.params, E * sizeof(float), lastr, (1 << 20) + 1);
+    else if (p->s == p->P - 1) dist_recv(p->cx.params, E * sizeof(float), col, (1 << 20) + 1);
 }
 
-void pipe_gather(Trainer *tr) {
-    Pipe *p = tr->pipe;
+void pipe_gather(Pipe *p) {
     const DistGrid *g = dist_grid();
     for (int s = 1; s < p->P; s++) {
         size_t lo, hi;
-        pipe_stage_range(tr, s, &lo, &hi);
-        if (g->rank == s * g->dp) dist_send(tr->params + lo, (hi - lo) * sizeof(float), 0, (1 << 20) + 2);
-        else if (g->rank == 0) dist_recv(tr->params + lo, (hi - lo) * sizeof(float), s * g->dp, (1 << 20) + 2);
+        pipe_stage_range(p, s, &lo, &hi);
+        if (g->rank == s * g->dp) dist_send(p->cx.params + lo, (hi - lo) * sizeof(float), 0, (1 << 20) + 2);
+        else if (g->rank == 0) dist_recv(p->cx.params + lo, (hi - lo) * sizeof(float), s * g->dp, (1 << 20) + 2);
     }
 }
 
-int pipe_last_rank(const Trainer *tr) { return (tr->pipe->P - 1) * dist_grid()->dp; }
+int pipe_last_rank(const Pipe *p) { return (p->P - 1) * dist_grid()->dp; }
 
-int pipe_forward(Trainer *tr, Llama *mm, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k0, long k1,
+int pipe_forward(Pipe *p, Llama *mm, const int32_t *tk, const int32_t *tg, const int32_t *ps, long k0, long k1,
                  PipeHead head, void *hud, Err *e) {
-    Pipe *p = tr->pipe;
     int l0 = p->l0[p->s], l1 = p->l0[p->s + 1];
     size_t micro = (size_t)mm->B * mm->T, ND = micro * mm->c.dim;
-    if (mm == &tr->m) llama_stage_bind(mm, l0, l1, p->sets);
+    if (mm == p->cx.m) llama_stage_bind(mm, l0, l1, p->sets);
     for (long k = k0; k < k1; k++) {
         if (llama_set_batch(mm, tk + k * micro, tg + k * micro, ps + k * micro, e)) return -1;
         if (p->prev >= 0) dist_req_wait(dist_irecv_f32(mm->acts[l0].x, ND, p->prev, 2 * (int)k), "pipeline forward: the activations of the previous stage");
         if (p->next < 0) {
-            double l = head(hud, tr, mm, l0, k, e);
+            double l = head(hud, mm, l0, k, e);
             if (isnan(l) && e->msg[0]) return -1;
         } else {
             llama_forward(mm, l0, l1, 0);
@@ -260,47 +259,7 @@ int pipe_forward(Trainer *tr, Llama *mm, const int32_t *tk, const int32_t *tg, c
     return 0;
 }
 
-/* pipe_eval's head: the masked cross-entropy of the batch, its trained
- * tokens and (with count_ok) its correct argmax predictions into agg. */
-typedef struct {
-    double agg[3];
-    const int32_t *tgt;
-    int count_ok;
-} EvalHead;
-
-static double eval_head(void *ud, Trainer *tr, Llama *m, int l0, long k, Err *e) {
-    (void)k, (void)e;
-    EvalHead *h = ud;
-    double l = llama_forward(m, l0, m->c.n_layers, 0);
-    h->agg[0] += l;
-    h->agg[1] += (double)llama_count_targets(h->tgt, (size_t)m->B * m->T);
-    if (h->count_ok) h->agg[2] += (double)trainer_count_correct(tr, h->tgt);
-    return l;
-}
-
-int pipe_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, long *count, long *correct, Err *e) {
-    Llama *m = &tr->m;
-    size_t n = (size_t)m->B * m->T;
-    int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
-    const uint64_t zero[2] = {0, 0};
-    EvalHead h = {{0, 0, 0}, tgt, correct != NULL}; /* the first replica's last stage fills agg */
-    int mine = dist_grid()->dp_rank == 0, rc = d->seek(d->ud, zero, e);
-    for (long b = 0; !rc && b < nbatches; b++) {
-        rc = d->next(d->ud, tok, tgt, pos, e);
-        if (!rc && mine) rc = pipe_forward(tr, m, tok, tgt, pos, 0, 1, eval_head, &h, e);
-    }
-    if (!rc) rc = d->seek(d->ud, zero, e);
-    free(tok); free(tgt); free(pos);
-    if (dist_allreduce_max_int(rc != 0)) return rc ? -1 : err_set(e, "validation failed on another rank");
-    dist_allreduce_f64(h.agg, 3);
-    *sum = h.agg[0];
-    *count = (long)h.agg[1];
-    if (correct) *correct = (long)h.agg[2];
-    return 0;
-}
-
-void pipe_report(Trainer *tr) {
-    Pipe *p = tr->pipe;
+void pipe_report(Pipe *p) {
     const DistGrid *g = dist_grid();
     int W = g->world;
     /* per rank: idle fraction, mean forward and backward seconds, activation MB */
@@ -309,7 +268,7 @@ void pipe_report(Trainer *tr) {
     me[0] = p->wall > 0 ? 1 - p->busy / p->wall : 0;
     me[1] = p->nf ? p->tf / p->nf : 0;
     me[2] = p->nb ? p->tb / p->nb : 0;
-    Llama *m = &tr->m;
+    const Llama *m = p->cx.m;
     size_t ND = (size_t)m->B * m->T * m->c.dim;
     me[3] = (double)p->nslots * (p->set_floats + ND) * sizeof(float) / 1e6;
     me[4] = p->nslots;
@@ -332,7 +291,7 @@ void pipe_report(Trainer *tr) {
         }
     }
     free(v);
-    if (!tr->o.pp_timeline) return;
+    if (!p->cx.timeline) return;
     /* the last step's ops of each first replica's stage, to rank 0 */
     size_t ne = (size_t)p->nops * 4;
     double *all = g->rank == 0 ? xmalloc((size_t)p->P * ne * sizeof(double)) : NULL;
@@ -342,9 +301,9 @@ void pipe_report(Trainer *tr) {
         else if (g->rank == 0) dist_recv(all + (size_t)s * ne, ne * sizeof(double), s * g->dp, (1 << 20) + 3);
     }
     if (g->rank != 0) return;
-    FILE *f = fopen(tr->o.pp_timeline, "w");
+    FILE *f = fopen(p->cx.timeline, "w");
     if (!f) {
-        fprintf(stderr, "warning: --pp-timeline: cannot create %s\n", tr->o.pp_timeline);
+        fprintf(stderr, "warning: --pp-timeline: cannot create %s\n", p->cx.timeline);
         free(all);
         return;
     }
@@ -359,5 +318,5 @@ void pipe_report(Trainer *tr) {
     fprintf(f, "]}\n");
     fclose(f);
     free(all);
-    printf("pipeline: the last step's timeline in %s\n", tr->o.pp_timeline);
+    printf("pipeline: the last step's timeline in %s\n", p->cx.timeline);
 }

@@ -344,7 +344,15 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     tr->own_lo = 0;
     tr->own_hi = tr->pt->size;
     if (tr->world > 1) dp_setup(tr);
-    if (dist_grid()->pp > 1 && pipe_open(tr, e)) return -1;
+    if (dist_grid()->pp > 1) {
+        /* the pipeline borrows the model, the trained buffer and the layer map */
+        PipeCtx pc = {.m = &tr->m, .c = &tr->c, .params = tr->params, .grads = tr->grads, .size = tr->pt->size,
+                      .bucket = tr->bucket, .k0 = tr->k0, .k1 = tr->k1, .seed = tr->o.seed,
+                      .timeout = tr->o.pp_timeout, .schedule = tr->o.pp_schedule, .layers = tr->o.pp_layers,
+                      .timeline = tr->o.pp_timeline};
+        if (pipe_open(&tr->pipe, &pc, e)) return -1;
+        pipe_stage_range(tr->pipe, dist_grid()->stage, &tr->own_lo, &tr->own_hi);
+    }
     if (tr->zero) zero_setup(tr);
     /* only this rank's part of the moments is ever allocated: its stage's,
      * with ZeRO-1 its shard of that */
@@ -355,7 +363,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
 }
 
 void trainer_close(Trainer *tr) {
-    pipe_close(tr);
+    pipe_close(tr->pipe);
     free(tr->bucket);
     free(tr->shard);
     if (tr->gen.params) llama_free(&tr->gen);
@@ -401,12 +409,56 @@ long trainer_count_correct(Trainer *tr, const int32_t *tgt) {
     return ok;
 }
 
+/* Validation through the pipeline stages: the first replica's stages
+ * forward each batch, its last stage's head sums the loss, the trained
+ * tokens and (count_ok) the correct argmax predictions into agg. */
+typedef struct {
+    Trainer *tr;
+    double agg[3];
+    const int32_t *tgt;
+    int count_ok;
+} EvalHead;
+
+static double eval_head(void *ud, Llama *m, int l0, long k, Err *e) {
+    (void)k, (void)e;
+    EvalHead *h = ud;
+    double l = llama_forward(m, l0, m->c.n_layers, 0);
+    h->agg[0] += l;
+    h->agg[1] += (double)llama_count_targets(h->tgt, (size_t)m->B * m->T);
+    if (h->count_ok) h->agg[2] += (double)trainer_count_correct(h->tr, h->tgt);
+    return l;
+}
+
+/* The summed loss and count of trained tokens (and correct predictions
+ * when correct != NULL) of nbatches micro-batches of d, on every rank.
+ * Collective. */
+static int stages_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, long *count, long *correct, Err *e) {
+    Llama *m = &tr->m;
+    size_t n = (size_t)m->B * m->T;
+    int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
+    const uint64_t zero[2] = {0, 0};
+    EvalHead h = {tr, {0, 0, 0}, tgt, correct != NULL}; /* the first replica's last stage fills agg */
+    int mine = dist_grid()->dp_rank == 0, rc = d->seek(d->ud, zero, e);
+    for (long b = 0; !rc && b < nbatches; b++) {
+        rc = d->next(d->ud, tok, tgt, pos, e);
+        if (!rc && mine) rc = pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, eval_head, &h, e);
+    }
+    if (!rc) rc = d->seek(d->ud, zero, e);
+    free(tok); free(tgt); free(pos);
+    if (dist_allreduce_max_int(rc != 0)) return rc ? -1 : err_set(e, "validation failed on another rank");
+    dist_allreduce_f64(h.agg, 3);
+    *sum = h.agg[0];
+    *count = (long)h.agg[1];
+    if (correct) *correct = (long)h.agg[2];
+    return 0;
+}
+
 double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *e) {
     Llama *m = &tr->m;
     if (tr->pipe) {
-        double sum;
-        long count, correct;
-        if (pipe_eval(tr, d, nbatches, &sum, &count, acc ? &correct : NULL, e)) return NAN;
+        double sum = 0;
+        long count = 0, correct = 0;
+        if (stages_eval(tr, d, nbatches, &sum, &count, acc ? &correct : NULL, e)) return NAN;
         if (acc) *acc = count ? (double)correct / count : 0;
         return count ? sum / count : 0;
     }
@@ -470,7 +522,7 @@ static size_t *own_map(const Trainer *tr) {
     size_t *own = xmalloc(2 * (size_t)tr->world * sizeof *own), *sh = xmalloc((size_t)(tr->dp + 1) * sizeof *sh);
     for (int r = 0; r < tr->world; r++) {
         size_t lo = 0, hi = tr->pt->size;
-        if (tr->pipe) pipe_stage_range(tr, r / tr->dp, &lo, &hi);
+        if (tr->pipe) pipe_stage_range(tr->pipe, r / tr->dp, &lo, &hi);
         if (tr->zero) {
             dist_shards_range(tr->pt, lo, hi, sh);
             lo = sh[r % tr->dp];
@@ -684,7 +736,6 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
     }
     long start;
     if (resume_run(tr, train, &start, e)) return -1;
-    tr->pipe_step0 = start;
     if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;
     char *run_config = cli_dump(run_flags, nflags);
     FILE *mf = NULL;
@@ -705,7 +756,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                tr->zero ? "ZeRO-1: gradients reduce-scattered, AdamW on this rank's shard, weights all-gathered"
                         : "gradients all-reduced layer by layer during the backward",
                2.0 * tr->opt.size * sizeof(float) / 1e6);
-    if (tr->pipe) pipe_banner(tr);
+    if (tr->pipe) pipe_banner(tr->pipe);
     uint64_t sent0 = dist_bytes_sent();
     int overlap = dp_overlap();
     printf("%s: dim %d, %d layers, %d/%d heads, hidden %d, vocab %d: %.2fM parameters; %llu train %s"
@@ -726,7 +777,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         printf("  activations recomputed in the backward (--recompute 1)\n");
     }
     if (tr->gen.params && start == 0 && tr->rank == 0) print_sample(tr, "before training");
-    if (tr->pipe) pipe_release(tr);
+    if (tr->pipe) pipe_release(tr->pipe);
 
     size_t n = (size_t)micro * tr->accum;
     int32_t *tk = xmalloc(n * sizeof *tk), *tg = xmalloc(n * sizeof *tg), *ps = xmalloc(n * sizeof *ps);
@@ -756,7 +807,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         }
         double loss = 0;
         if (tr->pipe && !lf) {
-            loss = pipe_step(tr, tk, tg, ps, ntgt ? 1.0f / ntgt : 0.0f, step, NULL, NULL, e);
+            loss = pipe_step(tr->pipe, tk, tg, ps, ntgt ? 1.0f / ntgt : 0.0f, step, NULL, NULL, e);
             if (isnan(loss) && e->msg[0]) goto out;
         } else if (lf) {
             loss = lf->step(lf->ud, tr, tk, tg, ps, tr->accum, step, e);
@@ -787,7 +838,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         lr_now = sched_lr(&tr->sched, step);
         if (tr->zero || tr->pipe) part_step(tr, norm, (float)lr_now);
         else adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, (float)lr_now);
-        if (tr->pipe) pipe_tie_weights(tr);
+        if (tr->pipe) pipe_tie_weights(tr->pipe);
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
@@ -825,8 +876,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         }
     }
     if (tr->pipe) {
-        pipe_report(tr);
-        pipe_gather(tr); /* rank 0 writes the outputs */
+        pipe_report(tr->pipe);
+        pipe_gather(tr->pipe); /* rank 0 writes the outputs */
     }
     if (tr->gen.params && tr->rank == 0) print_sample(tr, "after training");
     if (tr->rank == 0 && write_outputs(tr, train->tokenizer_id, e)) goto out;

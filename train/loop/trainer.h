@@ -136,8 +136,7 @@ typedef struct Trainer {
      * own_hi) (everything without --pp), its AdamW moments cover
      * pt[mlo, mlo + opt.size) (ZeRO: its shard of that) */
     size_t own_lo, own_hi, mlo;
-    struct Pipe *pipe;
-    long pipe_step0;       /* the run's first step (not timed) */
+    struct Pipe *pipe;     /* the stages' strategy (pipeline.h), NULL without --pp */
 } Trainer;
 
 /* Check the shared flags that need no input (lr > 0, --device), so a bad
