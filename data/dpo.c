@@ -10,7 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/ops.h"
 #include "loader.h"
 
 // ----------------------------------------------------------------------------
@@ -135,16 +134,9 @@ static int add_pair(DpoSet *s, SftRender *b, ChatTokens *ct, json_t *obj, const 
     }
     int rc = sft_render_prompt(b, pp, cc, "chosen", where, e);
     if (!rc) {
-        ct->n = 0;
-        for (size_t i = 0; i < b->ex.n; i++) { /* keep chosen while rejected renders */
-            if (ct->n == ct->cap) {
-                ct->cap = 2 * ct->cap + 64;
-                ct->ids = xrealloc(ct->ids, ct->cap * sizeof *ct->ids);
-                ct->mask = xrealloc(ct->mask, ct->cap);
-            }
-            ct->ids[ct->n] = b->ex.ids[i];
-            ct->mask[ct->n++] = b->ex.mask[i];
-        }
+        ct->n = 0; /* keep chosen while rejected renders */
+        chat_tokens_push(ct, b->ex.ids, b->ex.n, 0);
+        if (ct->n) memcpy(ct->mask, b->ex.mask, ct->n);
         rc = sft_render_prompt(b, pp, rr, "rejected", where, e);
     }
     json_decref(pp); json_decref(cc); json_decref(rr);

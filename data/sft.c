@@ -15,7 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/ops.h"
 #include "loader.h"
 
 static const char *const format_names[SFT_FORMAT_COUNT] = {"auto", "messages", "prompt", "alpaca", "text"};
@@ -47,18 +46,6 @@ void sft_free(SftSet *s) {
 
 typedef SftRender Builder;
 
-static void push_ids(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
-    if (n == 0) return; /* o->ids may still be NULL: no arithmetic on it (UBSan, the dpo fuzz harness) */
-    if (o->n + n > o->cap) {
-        o->cap = 2 * (o->n + n) + 64;
-        o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
-        o->mask = xrealloc(o->mask, o->cap);
-    }
-    memcpy(o->ids + o->n, ids, n * sizeof *ids);
-    memset(o->mask + o->n, mask, n);
-    o->n += n;
-}
-
 /* Alpaca's prompt without a template (Taori et al. 2023, Stanford Alpaca's
  * PROMPT_DICT). */
 static void alpaca_prompt(char **buf, size_t *cap, const char *ins, const char *inp) {
@@ -79,11 +66,11 @@ static void alpaca_prompt(char **buf, size_t *cap, const char *ins, const char *
 static void plain_pair(Builder *b, const char *p, size_t np, const char *c, size_t nc) {
     const Tokenizer *t = b->t;
     ChatTokens *ex = &b->ex;
-    if (b->o->bos && t->bos >= 0) push_ids(ex, (int32_t[]){t->bos}, 1, 0);
+    if (b->o->bos && t->bos >= 0) chat_tokens_push(ex, (int32_t[]){t->bos}, 1, 0);
     size_t k = tok_encode(t, p, np, &b->enc, &b->enc_cap);
     ChatTokens *pp = &b->tmp;
     pp->n = 0;
-    push_ids(pp, b->enc, k, 0);
+    chat_tokens_push(pp, b->enc, k, 0);
     char *joined = xmalloc(np + nc + 1);
     memcpy(joined, p, np);
     memcpy(joined + np, c, nc);
@@ -92,9 +79,9 @@ static void plain_pair(Builder *b, const char *p, size_t np, const char *c, size
     size_t common = 0;
     while (common < k && common < m && pp->ids[common] == b->enc[common]) common++;
     int all = b->loss == SFT_LOSS_ALL;
-    push_ids(ex, b->enc, common, all);
-    push_ids(ex, b->enc + common, m - common, 1);
-    if (t->eos >= 0 && (m == 0 || b->enc[m - 1] != t->eos)) push_ids(ex, (int32_t[]){t->eos}, 1, 1);
+    chat_tokens_push(ex, b->enc, common, all);
+    chat_tokens_push(ex, b->enc + common, m - common, 1);
+    if (t->eos >= 0 && (m == 0 || b->enc[m - 1] != t->eos)) chat_tokens_push(ex, (int32_t[]){t->eos}, 1, 1);
 }
 
 static int check_msgs(const ChatMsg *m, int n, int need_assistant, const char *where, Err *e) {
@@ -126,7 +113,7 @@ static int chat_pair(Builder *b, const ChatMsg *m, int n, int np, const char *wh
         int k = b->loss == SFT_LOSS_ALL ? 1
               : b->loss == SFT_LOSS_COMPLETION ? i >= cut
               : b->tmp.mask[i] && i >= cut;
-        push_ids(&b->ex, b->tmp.ids + i, 1, k && i > 0);
+        chat_tokens_push(&b->ex, b->tmp.ids + i, 1, k && i > 0);
     }
     return 0;
 }
@@ -244,10 +231,10 @@ static int build(Builder *b, json_t *obj, SftFormat f, const char *where, Err *e
         if (!s) return -1;
         if (l1 == 0) return err_set(e, "%s: empty \"%s\"", where, b->o->text_field);
         const Tokenizer *t = b->t;
-        if (b->o->bos && t->bos >= 0) push_ids(&b->ex, (int32_t[]){t->bos}, 1, 0);
+        if (b->o->bos && t->bos >= 0) chat_tokens_push(&b->ex, (int32_t[]){t->bos}, 1, 0);
         size_t k = tok_encode(t, s, l1, &b->enc, &b->enc_cap);
-        push_ids(&b->ex, b->enc, k, 1);
-        if (t->eos >= 0) push_ids(&b->ex, (int32_t[]){t->eos}, 1, 1);
+        chat_tokens_push(&b->ex, b->enc, k, 1);
+        if (t->eos >= 0) chat_tokens_push(&b->ex, (int32_t[]){t->eos}, 1, 1);
         b->ex.mask[0] = 0;
         return 0;
     }
