@@ -37,8 +37,8 @@ void chat_tokens_free(ChatTokens *out) {
     memset(out, 0, sizeof *out);
 }
 
-static void push(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
-    if (n == 0) return;
+void chat_tokens_push(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
+    if (n == 0) return; /* o->ids may still be NULL: no arithmetic on it (UBSan, the dpo fuzz harness) */
     if (o->n + n > o->cap) {
         o->cap = 2 * (o->n + n) + 64;
         o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
@@ -49,7 +49,7 @@ static void push(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
     o->n += n;
 }
 
-static void push1(ChatTokens *o, int32_t id, int mask) { push(o, &id, 1, mask); }
+static void push1(ChatTokens *o, int32_t id, int mask) { chat_tokens_push(o, &id, 1, mask); }
 
 /* length of the Python-whitespace character at s[0..n) (0 if none) */
 static size_t space_len(const uint8_t *s, size_t n) {
@@ -83,7 +83,7 @@ static void strip(const char **s, size_t *n) {
 static void push_text(ChatTokens *o, const Tokenizer *t, const char *text, size_t n, int mask,
                       int32_t **tmp, size_t *tcap) {
     size_t k = tok_encode(t, text, n, tmp, tcap);
-    push(o, *tmp, k, mask);
+    chat_tokens_push(o, *tmp, k, mask);
 }
 
 /* a growing byte string */
@@ -159,8 +159,8 @@ static int llama2(const Tokenizer *t, const ChatMsg *m, int n, ChatTokens *o, co
         /* the reply's ids: those past the prompt's own encoding */
         size_t c = 0;
         while (c < np && c < nt && a[c] == b[c]) c++;
-        push(o, b, c, 0);
-        push(o, b + c, nt - c, 1);
+        chat_tokens_push(o, b, c, 0);
+        chat_tokens_push(o, b + c, nt - c, 1);
         push1(o, t->eos, 1);
     }
     free(p.s);
@@ -255,8 +255,8 @@ static int chatml(const Tokenizer *t, const char *system, const ChatMsg *m, int 
         size_t k = 0; /* the content's ids: those past the header's own encoding */
         while (k < nh && k < nt && a[k] == c[k]) k++;
         int mask = r == CHAT_ASSISTANT;
-        push(o, c, k, 0);
-        push(o, c + k, nt - k, mask);
+        chat_tokens_push(o, c, k, 0);
+        chat_tokens_push(o, c + k, nt - k, mask);
         push1(o, end, mask);
         push_text(o, t, "\n", 1, 0, &a, &ca);
     }

@@ -144,6 +144,10 @@ int chat_encode_opts(const Tokenizer *t, ChatTemplate tpl, const char *system, c
 /* Release out's buffers and zero it; a zeroed one is fine. */
 void chat_tokens_free(ChatTokens *out);
 
+/* Append ids[0..n) to o, each with mask `mask` (0 or 1), growing its
+ * buffers (n == 0 leaves a zeroed o untouched). */
+void chat_tokens_push(ChatTokens *o, const int32_t *ids, size_t n, int mask);
+
 /* The messages of a parsed JSON list (a jansson json_t array) into
  * (*msgs)[0..*n), grown with realloc (*cap entries; caller frees *msgs),
  * borrowing the list's strings. Errors as chat_jsonl_each's, after where. */

@@ -10,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/ops.h"
 #include "loader.h"
+#include "pack.h"
 
 // ----------------------------------------------------------------------------
 // losses
@@ -135,16 +135,9 @@ static int add_pair(DpoSet *s, SftRender *b, ChatTokens *ct, json_t *obj, const 
     }
     int rc = sft_render_prompt(b, pp, cc, "chosen", where, e);
     if (!rc) {
-        ct->n = 0;
-        for (size_t i = 0; i < b->ex.n; i++) { /* keep chosen while rejected renders */
-            if (ct->n == ct->cap) {
-                ct->cap = 2 * ct->cap + 64;
-                ct->ids = xrealloc(ct->ids, ct->cap * sizeof *ct->ids);
-                ct->mask = xrealloc(ct->mask, ct->cap);
-            }
-            ct->ids[ct->n] = b->ex.ids[i];
-            ct->mask[ct->n++] = b->ex.mask[i];
-        }
+        ct->n = 0; /* keep chosen while rejected renders */
+        chat_tokens_push(ct, b->ex.ids, b->ex.n, 0);
+        if (ct->n) memcpy(ct->mask, b->ex.mask, ct->n);
         rc = sft_render_prompt(b, pp, rr, "rejected", where, e);
     }
     json_decref(pp); json_decref(cc); json_decref(rr);
@@ -245,14 +238,6 @@ void dpo_batch_free(DpoBatch *b) {
     memset(b, 0, sizeof *b);
 }
 
-static const DpoSet *sort_set; /* qsort has no user pointer */
-static int by_slots_desc(const void *a, const void *b) {
-    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    size_t li = dpo_pair_slots(sort_set, i), lj = dpo_pair_slots(sort_set, j);
-    if (li != lj) return li > lj ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
 int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int pad, uint64_t seed,
                   const char *name, Err *e) {
     memset(r, 0, sizeof *r);
@@ -267,50 +252,17 @@ int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int pad
         if (dpo_pair_slots(s, i) > (size_t)T)
             return err_set(e, "%s: pair %zu needs %zu slots (chosen and rejected in one row), more than --seq %d",
                            name, i + 1, dpo_pair_slots(s, i), T);
-    uint32_t *idx = xmalloc((n ? n : 1) * sizeof *idx);
-    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)i;
-    size_t *row_of = xmalloc((n ? n : 1) * sizeof *row_of), nrows = 0;
-    if (packed) { /* first-fit decreasing; rows that are nearly full stop being searched */
-        sort_set = s;
-        qsort(idx, n, sizeof *idx, by_slots_desc);
-        int *room = xmalloc((n ? n : 1) * sizeof *room);
-        size_t first_open = 0;
-        for (size_t k = 0; k < n; k++) {
-            int need = (int)dpo_pair_slots(s, idx[k]);
-            size_t row = first_open;
-            while (row < nrows && room[row] < need) row++;
-            if (row == nrows) room[nrows++] = T;
-            room[row] -= need;
-            row_of[idx[k]] = row;
-            while (first_open < nrows && room[first_open] < 2) first_open++;
-        }
-        free(room);
-    } else {
-        for (size_t i = 0; i < n; i++) row_of[i] = i;
-        nrows = n;
-    }
-    r->nrows = nrows;
-    r->row_off = xcalloc(nrows + 1, sizeof *r->row_off);
-    r->items = xmalloc((n ? n : 1) * sizeof *r->items);
-    for (size_t i = 0; i < n; i++) r->row_off[row_of[i] + 1]++;
-    for (size_t k = 0; k < nrows; k++) r->row_off[k + 1] += r->row_off[k];
-    size_t *fill = xmalloc((nrows ? nrows : 1) * sizeof *fill);
-    memcpy(fill, r->row_off, nrows * sizeof *fill);
-    for (size_t k = 0; k < n; k++) {
-        uint32_t i = packed ? idx[k] : (uint32_t)k;
-        r->items[fill[row_of[i]]++] = i;
-        r->slots_used += (long)dpo_pair_slots(s, i);
-    }
-    free(fill);
-    free(row_of);
-    free(idx);
-    if (nrows < (size_t)B) {
-        err_set(e, "%s: %zu pairs make %zu rows of %d tokens, fewer than one batch of %d", name, n, nrows, T, B);
+    int *need = xmalloc((n ? n : 1) * sizeof *need);
+    for (size_t i = 0; i < n; i++) need[i] = (int)dpo_pair_slots(s, i);
+    pack_rows(need, n, T, packed ? PACK_FIRST_FIT : PACK_NONE, &r->nrows, &r->row_off, &r->items, &r->slots_used);
+    free(need);
+    if (r->nrows < (size_t)B) {
+        err_set(e, "%s: %zu pairs make %zu rows of %d tokens, fewer than one batch of %d", name, n, r->nrows, T, B);
         dpo_rows_free(r);
         return -1;
     }
-    r->order = xmalloc(nrows * sizeof *r->order);
-    loader_permute(r->order, nrows, seed, 0);
+    r->order = xmalloc(r->nrows * sizeof *r->order);
+    loader_permute(r->order, r->nrows, seed, 0);
     for (int k = 0; k < DPO_RING; k++) dpo_batch_init(&r->ring[k], B, T);
     return 0;
 }

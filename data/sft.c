@@ -1,12 +1,7 @@
 /*
  * sft.c: SFT examples (see sft.h): JSONL lines to (ids, mask) through the
- * chat templates, then rows of T slots packed best-fit-decreasing.
- *
- * Best-fit-decreasing (Johnson 1973): examples sorted by length, longest
- * first (ties by file order, so the packing is deterministic), each placed
- * in the open row with the least room that still fits it, else a new row.
- * Open rows are kept in buckets by remaining room with a bitmap of the
- * non-empty buckets, so a placement costs O(T / 64), not O(rows).
+ * chat templates, then rows of T slots packed best-fit-decreasing
+ * (data/pack.h).
  */
 #include "sft.h"
 
@@ -15,8 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../model/ops.h"
 #include "loader.h"
+#include "pack.h"
 
 static const char *const format_names[SFT_FORMAT_COUNT] = {"auto", "messages", "prompt", "alpaca", "text"};
 static const char *const loss_names[] = {"auto", "assistant", "completion", "all"};
@@ -47,18 +42,6 @@ void sft_free(SftSet *s) {
 
 typedef SftRender Builder;
 
-static void push_ids(ChatTokens *o, const int32_t *ids, size_t n, int mask) {
-    if (n == 0) return; /* o->ids may still be NULL: no arithmetic on it (UBSan, the dpo fuzz harness) */
-    if (o->n + n > o->cap) {
-        o->cap = 2 * (o->n + n) + 64;
-        o->ids = xrealloc(o->ids, o->cap * sizeof *o->ids);
-        o->mask = xrealloc(o->mask, o->cap);
-    }
-    memcpy(o->ids + o->n, ids, n * sizeof *ids);
-    memset(o->mask + o->n, mask, n);
-    o->n += n;
-}
-
 /* Alpaca's prompt without a template (Taori et al. 2023, Stanford Alpaca's
  * PROMPT_DICT). */
 static void alpaca_prompt(char **buf, size_t *cap, const char *ins, const char *inp) {
@@ -79,11 +62,11 @@ static void alpaca_prompt(char **buf, size_t *cap, const char *ins, const char *
 static void plain_pair(Builder *b, const char *p, size_t np, const char *c, size_t nc) {
     const Tokenizer *t = b->t;
     ChatTokens *ex = &b->ex;
-    if (b->o->bos && t->bos >= 0) push_ids(ex, (int32_t[]){t->bos}, 1, 0);
+    if (b->o->bos && t->bos >= 0) chat_tokens_push(ex, (int32_t[]){t->bos}, 1, 0);
     size_t k = tok_encode(t, p, np, &b->enc, &b->enc_cap);
     ChatTokens *pp = &b->tmp;
     pp->n = 0;
-    push_ids(pp, b->enc, k, 0);
+    chat_tokens_push(pp, b->enc, k, 0);
     char *joined = xmalloc(np + nc + 1);
     memcpy(joined, p, np);
     memcpy(joined + np, c, nc);
@@ -92,9 +75,9 @@ static void plain_pair(Builder *b, const char *p, size_t np, const char *c, size
     size_t common = 0;
     while (common < k && common < m && pp->ids[common] == b->enc[common]) common++;
     int all = b->loss == SFT_LOSS_ALL;
-    push_ids(ex, b->enc, common, all);
-    push_ids(ex, b->enc + common, m - common, 1);
-    if (t->eos >= 0 && (m == 0 || b->enc[m - 1] != t->eos)) push_ids(ex, (int32_t[]){t->eos}, 1, 1);
+    chat_tokens_push(ex, b->enc, common, all);
+    chat_tokens_push(ex, b->enc + common, m - common, 1);
+    if (t->eos >= 0 && (m == 0 || b->enc[m - 1] != t->eos)) chat_tokens_push(ex, (int32_t[]){t->eos}, 1, 1);
 }
 
 static int check_msgs(const ChatMsg *m, int n, int need_assistant, const char *where, Err *e) {
@@ -126,7 +109,7 @@ static int chat_pair(Builder *b, const ChatMsg *m, int n, int np, const char *wh
         int k = b->loss == SFT_LOSS_ALL ? 1
               : b->loss == SFT_LOSS_COMPLETION ? i >= cut
               : b->tmp.mask[i] && i >= cut;
-        push_ids(&b->ex, b->tmp.ids + i, 1, k && i > 0);
+        chat_tokens_push(&b->ex, b->tmp.ids + i, 1, k && i > 0);
     }
     return 0;
 }
@@ -244,10 +227,10 @@ static int build(Builder *b, json_t *obj, SftFormat f, const char *where, Err *e
         if (!s) return -1;
         if (l1 == 0) return err_set(e, "%s: empty \"%s\"", where, b->o->text_field);
         const Tokenizer *t = b->t;
-        if (b->o->bos && t->bos >= 0) push_ids(&b->ex, (int32_t[]){t->bos}, 1, 0);
+        if (b->o->bos && t->bos >= 0) chat_tokens_push(&b->ex, (int32_t[]){t->bos}, 1, 0);
         size_t k = tok_encode(t, s, l1, &b->enc, &b->enc_cap);
-        push_ids(&b->ex, b->enc, k, 1);
-        if (t->eos >= 0) push_ids(&b->ex, (int32_t[]){t->eos}, 1, 1);
+        chat_tokens_push(&b->ex, b->enc, k, 1);
+        if (t->eos >= 0) chat_tokens_push(&b->ex, (int32_t[]){t->eos}, 1, 1);
         b->ex.mask[0] = 0;
         return 0;
     }
@@ -355,14 +338,6 @@ uint64_t sft_hash(const SftSet *s, int packed) {
 // ----------------------------------------------------------------------------
 // rows
 
-static const SftSet *sort_set; /* qsort has no user pointer */
-static int by_len_desc(const void *a, const void *b) {
-    uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
-    size_t li = sort_set->off[i + 1] - sort_set->off[i], lj = sort_set->off[j + 1] - sort_set->off[j];
-    if (li != lj) return li > lj ? -1 : 1;
-    return i < j ? -1 : i > j;
-}
-
 int sft_rows_init(SftRows *r, const SftSet *s, int B, int T, int packed, int pad, uint64_t seed,
                   const char *name, Err *e) {
     memset(r, 0, sizeof *r);
@@ -377,74 +352,17 @@ int sft_rows_init(SftRows *r, const SftSet *s, int B, int T, int packed, int pad
         if (s->off[i + 1] - s->off[i] > (size_t)T + 1)
             return err_set(e, "%s: example %zu has %zu tokens, more than --seq + 1 = %d", name, i + 1,
                            s->off[i + 1] - s->off[i], T + 1);
-    uint32_t *idx = xmalloc(n * sizeof *idx);
-    for (size_t i = 0; i < n; i++) idx[i] = (uint32_t)i;
-    size_t *row_of = xmalloc(n * sizeof *row_of), nrows = 0;
-    if (packed) {
-        sort_set = s;
-        qsort(idx, n, sizeof *idx, by_len_desc);
-        /* open rows by remaining room: a stack per room value, a bitmap of
-         * the non-empty ones */
-        size_t *head = xmalloc(((size_t)T + 1) * sizeof *head), *next = xmalloc(n * sizeof *next);
-        int *room = xmalloc(n * sizeof *room);
-        size_t nwords = ((size_t)T + 64) / 64;
-        uint64_t *bits = xcalloc(nwords, sizeof *bits);
-        for (int c = 0; c <= T; c++) head[c] = (size_t)-1;
-        for (size_t k = 0; k < n; k++) {
-            uint32_t i = idx[k];
-            int need = (int)(s->off[i + 1] - s->off[i]) - 1;
-            int c = -1;
-            for (size_t w = (size_t)need / 64; w < nwords && c < 0; w++) {
-                uint64_t m = bits[w];
-                if (w == (size_t)need / 64) m &= ~0ULL << (need % 64);
-                if (m) c = (int)(w * 64 + (size_t)__builtin_ctzll(m));
-            }
-            size_t row;
-            if (c < 0) {
-                row = nrows++;
-                room[row] = T;
-            } else {
-                row = head[c];
-                head[c] = next[row];
-                if (head[c] == (size_t)-1) bits[c / 64] &= ~(1ULL << (c % 64));
-            }
-            room[row] -= need;
-            row_of[i] = row;
-            int rr = room[row];
-            if (rr > 0) {
-                next[row] = head[rr];
-                head[rr] = row;
-                bits[rr / 64] |= 1ULL << (rr % 64);
-            }
-        }
-        free(head); free(next); free(room); free(bits);
-    } else {
-        for (size_t i = 0; i < n; i++) row_of[i] = i;
-        nrows = n;
-    }
-    /* items grouped by row; within a row in placement order */
-    r->nrows = nrows;
-    r->row_off = xcalloc(nrows + 1, sizeof *r->row_off);
-    r->items = xmalloc((n ? n : 1) * sizeof *r->items);
-    for (size_t i = 0; i < n; i++) r->row_off[row_of[i] + 1]++;
-    for (size_t k = 0; k < nrows; k++) r->row_off[k + 1] += r->row_off[k];
-    size_t *fill = xmalloc((nrows ? nrows : 1) * sizeof *fill);
-    memcpy(fill, r->row_off, nrows * sizeof *fill);
-    for (size_t k = 0; k < n; k++) {
-        uint32_t i = packed ? idx[k] : (uint32_t)k;
-        r->items[fill[row_of[i]]++] = i;
-        r->slots_used += (long)(s->off[i + 1] - s->off[i]) - 1;
-    }
-    free(fill);
-    free(row_of);
-    free(idx);
-    if (nrows < (size_t)B) {
-        err_set(e, "%s: %zu examples make %zu rows of %d tokens, fewer than one batch of %d", name, n, nrows, T, B);
+    int *need = xmalloc((n ? n : 1) * sizeof *need); /* an example of n tokens fills n - 1 slots */
+    for (size_t i = 0; i < n; i++) need[i] = (int)(s->off[i + 1] - s->off[i]) - 1;
+    pack_rows(need, n, T, packed ? PACK_BEST_FIT : PACK_NONE, &r->nrows, &r->row_off, &r->items, &r->slots_used);
+    free(need);
+    if (r->nrows < (size_t)B) {
+        err_set(e, "%s: %zu examples make %zu rows of %d tokens, fewer than one batch of %d", name, n, r->nrows, T, B);
         sft_rows_free(r);
         return -1;
     }
-    r->order = xmalloc(nrows * sizeof *r->order);
-    loader_permute(r->order, nrows, seed, 0);
+    r->order = xmalloc(r->nrows * sizeof *r->order);
+    loader_permute(r->order, r->nrows, seed, 0);
     r->order_epoch = 0;
     return 0;
 }

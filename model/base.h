@@ -77,6 +77,11 @@ double time_now(void);
 int parse_int(const char *s, long lo, long hi, long *out, const char *what, Err *e);
 int parse_float(const char *s, double lo, double hi, double *out, const char *what, Err *e);
 
+/* Targets equal to this are ignored by the loss (prompt tokens, padding).
+ * Here, not in ops.h, because the data builders (data/) write it into the
+ * rows they make and sit below the op table in the include order. */
+#define LC_IGNORE (-1)
+
 /* Peak resident set size of this process in bytes (getrusage). */
 size_t peak_rss_bytes(void);
 

@@ -32,8 +32,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Targets equal to this are ignored by the loss (prompt tokens, padding). */
-#define LC_IGNORE (-1)
+#include "base.h" /* LC_IGNORE */
 
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,

@@ -28,6 +28,9 @@ extern const char *test_llamac_path;
  * repository root) with stdout and stderr captured, NUL-terminated and cut
  * to size, in test_out and test_err. Returns the exit status, or 128 + the
  * signal that killed it. */
+/* Write text to path (a fixture made on the fly); aborts if it cannot. */
+void test_put(const char *path, const char *text);
+
 #define TEST_OUT_MAX (1 << 16)
 #define TEST_ERR_MAX (1 << 14)
 extern char test_out[TEST_OUT_MAX], test_err[TEST_ERR_MAX];

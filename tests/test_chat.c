@@ -33,13 +33,6 @@ static const char *at(const char *name) {
     return buf[k];
 }
 
-static void put(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    LC_ASSERT(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 static void remove_dir(void) {
     char cmd[300];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -199,17 +192,17 @@ void chat_errors(void) {
     Tokenizer t;
     own_tokenizer(&t);
     tok_free(&t);
-    put(at("good.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
+    test_put(at("good.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
                           "{\"role\": \"assistant\", \"content\": \"Hello!\"}]}\n\n"
                           "{\"messages\": [{\"role\": \"system\", \"content\": \"S\"}, "
                           "{\"role\": \"user\", \"content\": \"Q\"}]}\n");
-    put(at("role.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n"
+    test_put(at("role.jsonl"), "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n"
                           "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}, "
                           "{\"role\": \"bot\", \"content\": \"x\"}]}\n");
-    put(at("content.jsonl"), "{\"messages\": [{\"role\": \"user\"}]}\n");
-    put(at("nomsg.jsonl"), "{\"text\": \"hi\"}\n");
-    put(at("json.jsonl"), "{\"messages\": [\n");
-    put(at("order.jsonl"), "{\"messages\": [{\"role\": \"assistant\", \"content\": \"x\"}]}\n");
+    test_put(at("content.jsonl"), "{\"messages\": [{\"role\": \"user\"}]}\n");
+    test_put(at("nomsg.jsonl"), "{\"text\": \"hi\"}\n");
+    test_put(at("json.jsonl"), "{\"messages\": [\n");
+    test_put(at("order.jsonl"), "{\"messages\": [{\"role\": \"assistant\", \"content\": \"x\"}]}\n");
     char args[1024];
     snprintf(args, sizeof args, "tokenize chat --tokenizer %s --template llama3 %s", at("own.tok"),
              at("good.jsonl"));
@@ -453,7 +446,7 @@ void chat_detect(void) {
 void chat_cli(void) {
     if (access("build/tp/model.h5", R_OK) != 0) pipeline_pretrain();
     const char *M = "--model build/tp/model.h5 --tokenizer build/tp/tok.bin";
-    put("build/tp/chat_in.txt", "the cat\nand the dog\n");
+    test_put("build/tp/chat_in.txt", "the cat\nand the dog\n");
     int rc = test_llamac("chat %s --template llama3 --max-tokens 12 --temperature 0 < build/tp/chat_in.txt", M);
     int lines = 0;
     for (const char *q = test_out; *q; q++) lines += *q == '\n';
@@ -483,10 +476,10 @@ void chat_cli(void) {
                                        "context of 20"), "%d %s", rc, test_err);
     /* a tokenizer_config.json beside the tokenizer whose template llamac cannot render */
     mkdir("build/tp/hf", 0755);
-    put("build/tp/hf/tokenizer_config.json", "{\"chat_template\": \"{{ bos_token }}{% for m in messages %}"
+    test_put("build/tp/hf/tokenizer_config.json", "{\"chat_template\": \"{{ bos_token }}{% for m in messages %}"
                                              "<start_of_turn>{% endfor %}\"}");
     rc = system("cp build/tp/tok.bin build/tp/hf/tok.bin");
-    put("build/tp/hf2.json", "{");
+    test_put("build/tp/hf2.json", "{");
     static const struct {
         const char *args, *want;
     } c[] = {
@@ -544,8 +537,8 @@ void chat_cli_chatml(void) {
              "'<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' "
              "}}{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
              "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}");
-    put(at("tokenizer_config.json"), cfg);
-    put(at("in.txt"), "Hi there\nHow are you?\n");
+    test_put(at("tokenizer_config.json"), cfg);
+    test_put(at("in.txt"), "Hi there\nHow are you?\n");
     int rc = test_llamac("chat --model %s --tokenizer %s --max-tokens 6 --temperature 0 < %s", at("chatml.h5"),
                          at("chatml.json"), at("in.txt"));
     static const char *fmt = "llamac: turn %*d: %d prompt tokens prefilled (%d from the cache), %d generated "
@@ -572,13 +565,13 @@ void chat_hf_specials(void) {
     int im_end = tok_special_id(&t, "<|im_end|>"), eot_before = t.eot;
     EXPECT(im_end >= 0 && t.eos != im_end, "the name search already picked <|im_end|> (%d)", t.eos);
     tok_free(&t);
-    put(at("tokenizer_config.json"), "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|im_end|>\"}}");
+    test_put(at("tokenizer_config.json"), "{\"bos_token\": null, \"eos_token\": {\"content\": \"<|im_end|>\"}}");
     Err e = {{0}};
     EXPECT(tok_load(&t, at("chatml.json"), &e) == 0, "%s", e.msg);
     EXPECT(t.eos == im_end && (eot_before == -1 || t.eot == im_end || t.eot == eot_before),
            "eos %d eot %d, want %d", t.eos, t.eot, im_end);
     tok_free(&t);
-    put(at("tokenizer_config.json"), "{\"eos_token\": \"<|not_a_token|>\"}");
+    test_put(at("tokenizer_config.json"), "{\"eos_token\": \"<|not_a_token|>\"}");
     EXPECT(tok_load(&t, at("chatml.json"), &e) == 0 && t.eos != im_end, "an unknown eos_token changed eos");
     tok_free(&t);
     remove(at("tokenizer_config.json"));

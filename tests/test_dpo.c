@@ -30,13 +30,6 @@
 
 #define DIR "build/tdpo"
 
-static void put(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    LC_ASSERT(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 static SftOpts opts(int tpl, int max_len) {
     SftOpts o = {SFT_PROMPT, SFT_LOSS_COMPLETION, tpl, "text", max_len, 0, 1, NULL};
     return o;
@@ -45,7 +38,7 @@ static SftOpts opts(int tpl, int max_len) {
 static int load(DpoSet *s, const char *jsonl, const Tokenizer *t, const SftOpts *o, Err *e) {
     mkdir("build", 0755);
     mkdir(DIR, 0755);
-    put(DIR "/x.jsonl", jsonl);
+    test_put(DIR "/x.jsonl", jsonl);
     return dpo_load(s, DIR "/x.jsonl", t, o, e);
 }
 
@@ -598,11 +591,11 @@ void dpo_cli_errors(void) {
         {"dpo --model " DIR "/base.h5 --data " DIR "/pairs.jsonl --tokenizer %s --template llama3 --seq 96 --batch 4000",
          "fewer than one batch of 4000"},
     };
-    put(DIR "/bad1.jsonl", "{\"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"chosen\": [{\"role\": \"assistant\", "
+    test_put(DIR "/bad1.jsonl", "{\"prompt\": [{\"role\": \"user\", \"content\": \"Hi\"}], \"chosen\": [{\"role\": \"assistant\", "
                            "\"content\": \"Fine\"}], \"rejected\": [{\"role\": \"assistant\", \"content\": \"Fine\"}]}\n");
-    put(DIR "/bad2.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"x\", \"rejected\": \"y\"}\n{\"prompt\": \"Hi\", \"chosen\": \"x\"}\n");
-    put(DIR "/bad3.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"\", \"rejected\": \"y\"}\n");
-    put(DIR "/E.h5", "keep");
+    test_put(DIR "/bad2.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"x\", \"rejected\": \"y\"}\n{\"prompt\": \"Hi\", \"chosen\": \"x\"}\n");
+    test_put(DIR "/bad3.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"\", \"rejected\": \"y\"}\n");
+    test_put(DIR "/E.h5", "keep");
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char args[1024];
         snprintf(args, sizeof args, cases[i].args, tokp);

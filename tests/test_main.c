@@ -30,6 +30,13 @@ void test_fail(const char *file, int line, const char *fmt, ...) {
 
 char test_out[TEST_OUT_MAX], test_err[TEST_ERR_MAX];
 
+void test_put(const char *path, const char *text) {
+    FILE *f = fopen(path, "wb");
+    LC_ASSERT(f);
+    fputs(text, f);
+    fclose(f);
+}
+
 static void slurp(const char *path, char *buf, size_t n) {
     FILE *f = fopen(path, "rb");
     size_t k = f ? fread(buf, 1, n - 1, f) : 0;

@@ -25,13 +25,6 @@
 
 #define DIR "build/tsft"
 
-static void put(const char *path, const char *s) {
-    FILE *f = fopen(path, "wb");
-    LC_ASSERT(f);
-    fputs(s, f);
-    fclose(f);
-}
-
 static SftOpts opts(int tpl) {
     SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, tpl, "text", 4096, 0, 1, NULL};
     return o;
@@ -40,7 +33,7 @@ static SftOpts opts(int tpl) {
 static int load(SftSet *s, const char *jsonl, const Tokenizer *t, const SftOpts *o, Err *e) {
     mkdir("build", 0755);
     mkdir(DIR, 0755);
-    put(DIR "/x.jsonl", jsonl);
+    test_put(DIR "/x.jsonl", jsonl);
     return sft_load(s, DIR "/x.jsonl", t, o, e);
 }
 

@@ -36,6 +36,7 @@
 #include "../io/source.h"
 #include "../../dist/dist.h"
 #include "../loop/pipeline.h"
+#include "../loop/ftdata.h"
 #include "../loop/trainer.h"
 
 typedef struct {
@@ -460,10 +461,18 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 }
 
 int cmd_dpo(int argc, char **argv, Err *e) {
-    const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *bos = "auto", *loss_type = "sigmoid";
-    const char *ref_cache = NULL, *dump = NULL;
-    long max_len = 0, packing = 1, epochs = 0;
+    const char *model = NULL, *loss_type = "sigmoid", *ref_cache = NULL, *dump = NULL;
     double beta = 0.1, ls = 0;
+    FtData fd;
+    ftdata_default(&fd);
+    FtDataFlags ff;
+    ftdata_flags(&fd, &(FtDataHelp){
+        "preference pairs (JSONL: prompt/chosen/rejected, or chosen/rejected conversations)",
+        "held-out pairs (JSONL): loss and rewards every --val-every steps",
+        "chat template: llama2, llama3, llama3.1, chatml, none (required for messages)",
+        "tokens per sequence, prompt + completion (0: --seq / 2 + 1)",
+        "1: several pairs share a row (document mask); 0: one pair per row",
+        "prepend BOS to untemplated pairs: auto (if the tokenizer has one), 1, 0"}, &ff);
     TrainOpts o;
     trainer_opts_default(&o);
     o.lr = 1e-6; /* TRL's DPOConfig */
@@ -477,14 +486,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     o.ckpt_dir = "checkpoints-dpo";
     o.prompt = "";
     CliFlag flags[16 + TRAINER_NFLAGS] = {
-        {"data", CLI_STR, &data, 0, 0, "preference pairs (JSONL: prompt/chosen/rejected, or chosen/rejected conversations)"},
-        {"val", CLI_STR, &val, 0, 0, "held-out pairs (JSONL): loss and rewards every --val-every steps"},
+        ff.data, ff.val,
         {"model", CLI_STR, &model, 0, 0, "model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
-        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml, none (required for messages)"},
-        {"max-length", CLI_INT, &max_len, 0, 1 << 24, "tokens per sequence, prompt + completion (0: --seq / 2 + 1)"},
-        {"packing", CLI_INT, &packing, 0, 1, "1: several pairs share a row (document mask); 0: one pair per row"},
-        {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
-        {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated pairs: auto (if the tokenizer has one), 1, 0"},
+        ff.tpl, ff.max_len, ff.packing, ff.epochs, ff.bos,
         {"beta", CLI_FLOAT, &beta, -1e9, 1e9, "DPO beta: strength of the pull towards the reference (> 0)"},
         {"label-smoothing", CLI_FLOAT, &ls, -1e9, 1e9, "probability that a pair's labels are flipped, in [0, 0.5) (sigmoid, robust)"},
         {"loss-type", CLI_STR, &loss_type, 0, 0, "sigmoid (DPO), robust, ipo or hinge"},
@@ -505,27 +509,13 @@ int cmd_dpo(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
-    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
-    if (!data) return err_set(e, "--data: required (a JSONL file)");
-    if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
     Dpo d;
     memset(&d, 0, sizeof d);
     d.beta = beta;
     d.ls = ls;
-    if (trainer_check(&o, e) || dpo_check(beta, ls, e) || dpo_loss_parse(loss_type, &d.loss, e)) return -1;
+    if (ftdata_require(&fd, model, &o, e) || dpo_check(beta, ls, e) || dpo_loss_parse(loss_type, &d.loss, e)) return -1;
     SftOpts so = {SFT_PROMPT, SFT_LOSS_COMPLETION, -1, "text", 0, 0, 0, CHAT_LLAMA31_DATE};
-    if (tpl_name && strcmp(tpl_name, "none") != 0) {
-        ChatTemplate tpl;
-        if (chat_template_parse(tpl_name, &tpl, e)) return -1;
-        so.tpl = (int)tpl;
-    }
-    if (max_len == 0) max_len = o.T / 2 + 1;
-    if (2 * (max_len - 1) > o.T)
-        return err_set(e, "--max-length: %ld does not fit a pair in a row of --seq %ld (at most --seq / 2 + 1 = %ld)",
-                       max_len, o.T, o.T / 2 + 1);
-    so.max_len = (int)max_len;
-    if (strcmp(bos, "auto") && strcmp(bos, "0") && strcmp(bos, "1"))
-        return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", bos);
+    if (ftdata_check(&fd, &o, 2, &so, e)) return -1;
     long accum = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
     if (accum > DPO_RING) return err_set(e, "--batch-tokens: at most %d micro-batches per step for dpo", DPO_RING);
 
@@ -550,22 +540,16 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
         goto out;
     }
-    so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
-           : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    so.bos = ftdata_bos(&fd, &tok);
     if (dump) {
-        if (dpo_load(&ts, data, &tok, &so, e) || dump_pairs(&ts, dump, e)) goto out;
-        printf("dpo: %zu pairs of %s written to %s\n", ts.n, data, dump);
+        if (dpo_load(&ts, fd.data, &tok, &so, e) || dump_pairs(&ts, dump, e)) goto out;
+        printf("dpo: %zu pairs of %s written to %s\n", ts.n, fd.data, dump);
         rc = 0;
         goto out;
     }
-    if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
-    if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
-    if (o.steps == 0) {
-        uint64_t per_epoch = dpo_rows_batches(&tr) / (uint64_t)(accum > 0 ? accum : 1);
-        o.steps = (long)(per_epoch ? per_epoch : 1) * (epochs ? epochs : 3);
-    } else if (epochs) {
-        fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
-    }
+    if (load_split(fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
+    if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
+    ftdata_steps(&fd, &o, dpo_rows_batches(&tr), accum);
     if (trainer_open(&t, &o, "dpo", &c, model, e)) goto out;
     Llama *m = &t.m;
     size_t N = (size_t)o.B * o.T, maxp = N / 2 + 1;
@@ -583,9 +567,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     d.rp_mb = xmalloc((size_t)(accum > 0 ? accum : 1) * 2 * maxp * sizeof(double));
     uint64_t data_id = dpo_hash(&ts) ^ (uint64_t)d.loss * 0x9e3779b97f4a7c15ULL;
     if (ref_cache) {
-        RefHeader h = {REF_MAGIC, t.model_id, dpo_hash(&ts), val ? dpo_hash(&vs) : 0, ts.n, val ? vs.n : 0, 0};
+        RefHeader h = {REF_MAGIC, t.model_id, dpo_hash(&ts), fd.val ? dpo_hash(&vs) : 0, ts.n, fd.val ? vs.n : 0, 0};
         d.ref_train = xmalloc(2 * ts.n * sizeof(double));
-        d.ref_val = val ? xmalloc(2 * vs.n * sizeof(double)) : NULL;
+        d.ref_val = fd.val ? xmalloc(2 * vs.n * sizeof(double)) : NULL;
         int got = ref_read(ref_cache, &h, d.ref_train, d.ref_val, e);
         if (got < 0) goto out;
         if (got) {
@@ -594,7 +578,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         } else {
             double t0 = time_now();
             /* before training (and before any resume): m holds --model's weights */
-            if (ref_pass(&d, &t, m, &tr, d.ref_train, e) || (val && ref_pass(&d, &t, m, &vr, d.ref_val, e)))
+            if (ref_pass(&d, &t, m, &tr, d.ref_train, e) || (fd.val && ref_pass(&d, &t, m, &vr, d.ref_val, e)))
                 goto out;
             /* every rank holds the values; rank 0 alone writes the file (several would race on its
              * temporary name) and its result is everyone's */
@@ -619,9 +603,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     }
     printf("dpo loss: %s, beta %g, label smoothing %g\n", dpo_loss_name(d.loss), beta, ls);
     TrainLoss lf = {&d, dpo_step, dpo_extra, dpo_eval};
-    TrainData dt = {&tr, data, tok.id, data_id, rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
-    TrainData dv = {&vr, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
-    rc = trainer_run(&t, &dt, val ? &dv : NULL, &lf, flags, nf, e);
+    TrainData dt = {&tr, fd.data, tok.id, data_id, rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
+    TrainData dv = {&vr, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, &lf, flags, nf, e);
 out:
     if (d.has_ref) llama_free(&d.ref);
     if (d.rs_dev) t.m.ops->free(t.m.ctx, d.rs_dev);

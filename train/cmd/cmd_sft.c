@@ -13,6 +13,7 @@
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../io/source.h"
+#include "../loop/ftdata.h"
 #include "../loop/trainer.h"
 
 /* A split's rows as the trainer's batch source; with --dump-batches each
@@ -94,10 +95,19 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
 }
 
 int cmd_sft(int argc, char **argv, Err *e) {
-    const char *data = NULL, *val = NULL, *model = NULL, *tpl_name = NULL, *format = "auto", *loss = "auto";
-    const char *text_field = "text", *truncation = "keep", *bos = "auto", *dump = NULL, *dump_batches = NULL;
+    const char *model = NULL, *format = "auto", *loss = "auto";
+    const char *text_field = "text", *truncation = "keep", *dump = NULL, *dump_batches = NULL;
     const char *date = CHAT_LLAMA31_DATE;
-    long max_len = 0, packing = 1, epochs = 0;
+    FtData fd;
+    ftdata_default(&fd);
+    FtDataFlags ff;
+    ftdata_flags(&fd, &(FtDataHelp){
+        "training examples (JSONL; see --format)",
+        "held-out examples (JSONL): masked loss every --val-every steps",
+        "chat template: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's own, from a GGUF or tokenizer_config.json)",
+        "tokens per example (0: --seq + 1)",
+        "1: pack examples into rows (document mask); 0: one padded row each",
+        "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"}, &ff);
     TrainOpts o;
     trainer_opts_default(&o);
     o.lr = 2e-5;
@@ -111,18 +121,15 @@ int cmd_sft(int argc, char **argv, Err *e) {
     o.ckpt_dir = "checkpoints-sft";
     o.prompt = "";
     CliFlag flags[16 + TRAINER_NFLAGS] = {
-        {"data", CLI_STR, &data, 0, 0, "training examples (JSONL; see --format)"},
-        {"val", CLI_STR, &val, 0, 0, "held-out examples (JSONL): masked loss every --val-every steps"},
+        ff.data, ff.val,
         {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint, a Hugging Face directory or a GGUF file"},
-        {"template", CLI_STR, &tpl_name, 0, 0, "chat template: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's own, from a GGUF or tokenizer_config.json)"},
+        ff.tpl,
         {"format", CLI_STR, &format, 0, 0, "auto (from the first line's fields), messages, prompt, alpaca or text"},
         {"loss", CLI_STR, &loss, 0, 0, "tokens trained: auto, assistant (turns), completion, all"},
         {"text-field", CLI_STR, &text_field, 0, 0, "field of the text format (TRL's dataset_text_field)"},
-        {"max-length", CLI_INT, &max_len, 0, 1 << 24, "tokens per example (0: --seq + 1)"},
+        ff.max_len,
         {"truncation", CLI_STR, &truncation, 0, 0, "longer examples: keep (truncated to --max-length) or drop"},
-        {"packing", CLI_INT, &packing, 0, 1, "1: pack examples into rows (document mask); 0: one padded row each"},
-        {"epochs", CLI_INT, &epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"},
-        {"bos", CLI_STR, &bos, 0, 0, "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"},
+        ff.packing, ff.epochs, ff.bos,
         {"date", CLI_STR, &date, 0, 0, "llama3.1 template: the system block's \"Today Date\" (a flag, never the clock, so runs reproduce)"},
         {"dump", CLI_STR, &dump, 0, 0, "write the examples as JSONL {\"ids\", \"mask\"} (mask 1: trained) to this file and stop"},
         {"dump-batches", CLI_STR, &dump_batches, 0, 0, "also write each training micro-batch as JSONL {\"tokens\", \"targets\", \"pos\"} (B*T each) to this file"},
@@ -141,25 +148,13 @@ int cmd_sft(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
-    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
-    if (!data) return err_set(e, "--data: required (a JSONL file)");
-    if (!o.tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
-    if (trainer_check(&o, e)) return -1;
+    if (ftdata_require(&fd, model, &o, e)) return -1;
     SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0, date};
     if (sft_format_parse(format, &so.format, e) || sft_loss_parse(loss, &so.loss, e)) return -1;
-    if (tpl_name && strcmp(tpl_name, "none") != 0) {
-        ChatTemplate tpl;
-        if (chat_template_parse(tpl_name, &tpl, e)) return -1;
-        so.tpl = (int)tpl;
-    }
     if (strcmp(truncation, "keep") && strcmp(truncation, "drop"))
         return err_set(e, "--truncation: expected keep or drop, got '%.40s'", truncation);
     so.drop_long = strcmp(truncation, "drop") == 0;
-    if (max_len == 0) max_len = o.T + 1;
-    if (max_len > o.T + 1) return err_set(e, "--max-length: %ld exceeds --seq + 1 = %ld", max_len, o.T + 1);
-    so.max_len = (int)max_len;
-    if (strcmp(bos, "auto") && strcmp(bos, "0") && strcmp(bos, "1"))
-        return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", bos);
+    if (ftdata_check(&fd, &o, 1, &so, e)) return -1;
 
     ModelSource ms;
     if (source_open(&ms, model, e)) return -1;
@@ -184,41 +179,31 @@ int cmd_sft(int argc, char **argv, Err *e) {
         err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
         goto out;
     }
-    /* A SentencePiece model or a tokenizer with Llama 3's <|begin_of_text|>
-     * adds BOS itself in Hugging Face (add_bos_token); byte-level GPT-2
-     * style ones do not. */
-    if (!tpl_name) { /* the template the tokenizer comes with, if any */
+    if (!fd.tpl_name) { /* the template the tokenizer comes with, if any */
         ChatTemplate tpl;
         int found = chat_template_of(&tok, o.tokpath, &tpl, NULL, e);
         if (found < 0) goto out;
         if (found) so.tpl = (int)tpl;
     }
-    so.bos = strcmp(bos, "auto") ? strcmp(bos, "1") == 0
-           : tok.bos >= 0 && (tok.kind == TOK_SPM || tok_special_id(&tok, "<|begin_of_text|>") == tok.bos);
+    so.bos = ftdata_bos(&fd, &tok);
     if (dump) {
-        if (sft_load(&ts, data, &tok, &so, e) || dump_examples(&ts, dump, e)) goto out;
-        printf("sft: %zu examples of %s written to %s\n", ts.n, data, dump);
+        if (sft_load(&ts, fd.data, &tok, &so, e) || dump_examples(&ts, dump, e)) goto out;
+        printf("sft: %zu examples of %s written to %s\n", ts.n, fd.data, dump);
         rc = 0;
         goto out;
     }
-    if (load_split(data, &tok, &so, &o, (int)packing, "train", &ts, &tr, e)) goto out;
-    if (val && load_split(val, &tok, &so, &o, (int)packing, "val", &vs, &vr, e)) goto out;
-    long micro_per_step = o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1;
-    if (o.steps == 0) {
-        uint64_t per_epoch = sft_rows_batches(&tr) / (uint64_t)(micro_per_step > 0 ? micro_per_step : 1);
-        o.steps = (long)(per_epoch ? per_epoch : 1) * (epochs ? epochs : 3);
-    } else if (epochs) {
-        fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o.steps, epochs);
-    }
+    if (load_split(fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
+    if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
+    ftdata_steps(&fd, &o, sft_rows_batches(&tr), o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1);
     if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
     snprintf(dtmp, sizeof dtmp, "%s.tmp", dump_batches ? dump_batches : "");
     if (dump_batches && !(src.dump = fopen(dtmp, "w"))) {
         err_set(e, "--dump-batches: cannot create %s", dtmp);
         goto out;
     }
-    TrainData dt = {&src, data, tok.id, sft_hash(&ts, (int)packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
-    TrainData dv = {&vsrc, val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
-    rc = trainer_run(&t, &dt, val ? &dv : NULL, NULL, flags, nf, e);
+    TrainData dt = {&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
+    TrainData dv = {&vsrc, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, NULL, flags, nf, e);
     if (src.dump) { /* renamed only after a run that finished */
         int bad = ferror(src.dump) | fclose(src.dump);
         src.dump = NULL;

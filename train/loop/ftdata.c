@@ -1,0 +1,63 @@
+/*
+ * ftdata.c: the fine-tuning data flags and their checks (see ftdata.h).
+ */
+#include "ftdata.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void ftdata_default(FtData *d) {
+    memset(d, 0, sizeof *d);
+    d->bos = "auto";
+    d->packing = 1;
+}
+
+void ftdata_flags(FtData *d, const FtDataHelp *h, FtDataFlags *f) {
+    f->data = (CliFlag){"data", CLI_STR, &d->data, 0, 0, h->data};
+    f->val = (CliFlag){"val", CLI_STR, &d->val, 0, 0, h->val};
+    f->tpl = (CliFlag){"template", CLI_STR, &d->tpl_name, 0, 0, h->tpl};
+    f->max_len = (CliFlag){"max-length", CLI_INT, &d->max_len, 0, 1 << 24, h->max_len};
+    f->packing = (CliFlag){"packing", CLI_INT, &d->packing, 0, 1, h->packing};
+    f->epochs = (CliFlag){"epochs", CLI_INT, &d->epochs, 0, 1 << 20, "passes over the data, when --steps is 0 (default 3)"};
+    f->bos = (CliFlag){"bos", CLI_STR, &d->bos, 0, 0, h->bos};
+}
+
+int ftdata_require(const FtData *d, const char *model, const TrainOpts *o, Err *e) {
+    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
+    if (!d->data) return err_set(e, "--data: required (a JSONL file)");
+    if (!o->tokpath) return err_set(e, "--tokenizer: required (the model's tokenizer)");
+    return trainer_check(o, e);
+}
+
+int ftdata_check(FtData *d, const TrainOpts *o, int seqs, SftOpts *so, Err *e) {
+    so->tpl = -1;
+    if (d->tpl_name && strcmp(d->tpl_name, "none") != 0) {
+        ChatTemplate tpl;
+        if (chat_template_parse(d->tpl_name, &tpl, e)) return -1;
+        so->tpl = (int)tpl;
+    }
+    long most = o->T / seqs + 1; /* an item's seqs sequences of n tokens fill n - 1 slots each */
+    if (d->max_len == 0) d->max_len = most;
+    if (d->max_len > most)
+        return seqs == 1 ? err_set(e, "--max-length: %ld exceeds --seq + 1 = %ld", d->max_len, most)
+                         : err_set(e, "--max-length: %ld does not fit a pair in a row of --seq %ld (at most --seq / 2 "
+                                      "+ 1 = %ld)", d->max_len, o->T, most);
+    so->max_len = (int)d->max_len;
+    if (strcmp(d->bos, "auto") && strcmp(d->bos, "0") && strcmp(d->bos, "1"))
+        return err_set(e, "--bos: expected auto, 0 or 1, got '%.40s'", d->bos);
+    return 0;
+}
+
+int ftdata_bos(const FtData *d, const Tokenizer *tok) {
+    if (strcmp(d->bos, "auto")) return strcmp(d->bos, "1") == 0;
+    return tok->bos >= 0 && (tok->kind == TOK_SPM || tok_special_id(tok, "<|begin_of_text|>") == tok->bos);
+}
+
+void ftdata_steps(const FtData *d, TrainOpts *o, uint64_t batches_per_epoch, long accum) {
+    if (o->steps == 0) {
+        uint64_t per_epoch = batches_per_epoch / (uint64_t)(accum > 0 ? accum : 1);
+        o->steps = (long)(per_epoch ? per_epoch : 1) * (d->epochs ? d->epochs : 3);
+    } else if (d->epochs) {
+        fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o->steps, d->epochs);
+    }
+}
