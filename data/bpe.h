@@ -58,6 +58,7 @@
 
 #include "../model/base.h"
 #include "bbpe.h"
+#include "merges.h"
 
 #define BPE_MAGIC 0x4b4f5443u /* bytes "CTOK" read as a little-endian uint32 */
 #define BPE_VERSION 2         /* 1: llamac's own split, 2: a split pattern */
@@ -90,9 +91,7 @@ typedef struct Bpe {
     /* private: built from merges and specials */
     char *tok_bytes;         /* every token's bytes, back to back */
     int64_t *tok_off;        /* (vocab + 1): token i is tok_bytes[tok_off[i] .. tok_off[i+1]) */
-    uint64_t *rank_key;      /* open-addressing map (a, b) -> merge index; */
-    int32_t *rank_val;       /*   key (a << 32 | b) + 1, 0 = empty slot */
-    uint64_t rank_mask;      /* map size - 1 (a power of two) */
+    MergeMap ranks;          /* (a, b) -> merges_val(merge index i, id 256 + i) */
     struct pcre2_real_code_8 *re; /* pattern compiled (MATCH_INVALID_UTF) */
     int32_t *word_id;        /* with a pattern: token bytes -> merged id, -1 empty */
     uint64_t word_mask;
