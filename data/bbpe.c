@@ -23,7 +23,6 @@
 #include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -893,57 +892,11 @@ out:
 }
 
 // ---------------------------------------------------------------------------
-// encoding: per-thread state
-
-typedef struct {
-    uint64_t owner;               /* Bbpe.id the cache belongs to */
-    pcre2_match_data *md;
-    pcre2_match_context *mc;
-    pcre2_jit_stack *js;
-    char *scratch;                /* lossy UTF-8 copy, prefix-space pieces */
-    size_t scap;
-    CacheSlot slot[CHUNK_CACHE_SLOTS]; /* chunkcache.h */
-} Local;
-
-static pthread_key_t local_key;
-static pthread_once_t local_once = PTHREAD_ONCE_INIT;
-
-static void local_free(void *p) {
-    Local *l = p;
-    pcre2_match_data_free(l->md);
-    pcre2_match_context_free(l->mc);
-    pcre2_jit_stack_free(l->js);
-    free(l->scratch);
-    free(l);
-}
-
-static void local_key_init(void) {
-    if (pthread_key_create(&local_key, local_free) != 0) LC_FATAL("pthread_key_create failed");
-}
-
-static Local *local_for(const Bbpe *b) {
-    pthread_once(&local_once, local_key_init);
-    Local *l = pthread_getspecific(local_key);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        l->owner = b->id;
-        l->md = pcre2_match_data_create(1, NULL);
-        l->mc = pcre2_match_context_create(NULL);
-        /* long whitespace runs backtrack through (?!\S): room beyond the 32 KiB default */
-        l->js = pcre2_jit_stack_create(32 << 10, 8 << 20, NULL);
-        if (!l->md || !l->mc || !l->js) LC_FATAL("PCRE2: out of memory");
-        pcre2_jit_stack_assign(l->mc, NULL, l->js);
-        if (pthread_setspecific(local_key, l) != 0) LC_FATAL("pthread_setspecific failed");
-    } else if (l->owner != b->id) {
-        memset(l->slot, 0, sizeof l->slot);
-        l->owner = b->id;
-    }
-    return l;
-}
+// encoding: state of one call
 
 typedef struct {
     const Bbpe *b;
-    Local *l;
+    ChunkLocal *l;                /* this thread's (chunkcache.h) */
     int special;
     int32_t *out;
     size_t n, cap;
@@ -1091,7 +1044,7 @@ static void split_added(Enc *x, int norm, const uint8_t *s, size_t n) {
 size_t bbpe_encode(const Bbpe *b, const char *text, size_t len, int special, int32_t **ids,
                    size_t *cap) {
     if (len == 0) return 0;
-    Local *l = local_for(b);
+    ChunkLocal *l = chunkcache_claim(b->id);
     Enc x = {b, l, special ? 1 : 0, *ids, 0, *cap};
     const uint8_t *s = (const uint8_t *)text;
     size_t n = len;

@@ -126,8 +126,9 @@ void bbpe_free(Bbpe *b);
 
 /* Encode text[0..len) as above (special: 1 = special added tokens named in
  * the text become their ids) into (*ids)[0..n), grown with realloc (caller
- * frees). Returns n. Thread-safe: each thread keeps its own piece cache
- * (4 MiB) and PCRE2 match state, freed when the thread exits. */
+ * frees). Returns n. Thread-safe: each thread keeps a piece cache (4 MiB)
+ * and PCRE2 match state (chunkcache.h: one per thread for bpe and bbpe,
+ * keyed by b->id), freed when the thread exits. */
 size_t bbpe_encode(const Bbpe *b, const char *text, size_t len, int special, int32_t **ids,
                    size_t *cap);
 

@@ -11,16 +11,16 @@
  * the affected words, not of the corpus.
  *
  * The split: llamac's own rules (bpe_chunk_end) or a PCRE2 pattern, matched
- * from each chunk's start with per-thread match state (the JIT stack grows
- * for long whitespace runs, as in bbpe.c).
+ * from each chunk's start with the thread's match state (chunkcache.h).
  *
  * Encoding: per chunk (with a pattern, a chunk found whole among the
  * tokens is that token), merges.c's loop merges the lowest-index pair
  * first, leftmost on ties: the order training created them in. Words
- * repeat, so each thread keeps a direct-mapped cache chunk -> ids, tagged
- * with the tokenizer id. That per-thread cache is this module's only global
- * state; it is a pure memo (same id = same merges = same encoding), so
- * bpe_encode takes a const Bpe and is safe to call from many threads at once.
+ * repeat, so each thread keeps a direct-mapped cache chunk -> ids
+ * (chunkcache.h), tagged with the tokenizer id. That per-thread state is
+ * the only global state; the cache is a pure memo (same id = same merges =
+ * same encoding), so bpe_encode takes a const Bpe and is safe to call from
+ * many threads at once.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bpe.h"
@@ -28,7 +28,6 @@
 
 #include <errno.h>
 #include <pcre2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,62 +105,10 @@ size_t bpe_chunk_end(const char *text, size_t len, size_t i) {
     return j;
 }
 
-/* Per-thread state (chunkcache.h's chunk cache and the PCRE2 match state),
- * behind a POSIX thread key (not _Thread_local) so that the destructor frees
- * it with its thread. */
-typedef struct {
-    uint64_t owner; /* Bpe.id the slots belong to */
-    pcre2_match_data *md;
-    pcre2_match_context *mc;
-    pcre2_jit_stack *js;
-    CacheSlot slot[CHUNK_CACHE_SLOTS];
-} Local;
-
-static pthread_key_t local_key;
-static pthread_once_t local_once = PTHREAD_ONCE_INIT;
-
-static void local_free(void *p) {
-    Local *l = p;
-    pcre2_match_data_free(l->md);
-    pcre2_match_context_free(l->mc);
-    pcre2_jit_stack_free(l->js);
-    free(l);
-}
-
-static void local_key_init(void) {
-    if (pthread_key_create(&local_key, local_free) != 0) LC_FATAL("pthread_key_create failed");
-}
-
-static Local *local_get(void) {
-    pthread_once(&local_once, local_key_init);
-    Local *l = pthread_getspecific(local_key);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        l->md = pcre2_match_data_create(1, NULL);
-        l->mc = pcre2_match_context_create(NULL);
-        /* long whitespace runs backtrack through (?!\S): room beyond the 32 KiB default */
-        l->js = pcre2_jit_stack_create(32 << 10, 8 << 20, NULL);
-        if (!l->md || !l->mc || !l->js) LC_FATAL("PCRE2: out of memory");
-        pcre2_jit_stack_assign(l->mc, NULL, l->js);
-        if (pthread_setspecific(local_key, l) != 0) LC_FATAL("pthread_setspecific failed");
-    }
-    return l;
-}
-
-/* the chunk cache of this thread, emptied when it held another tokenizer's */
-static CacheSlot *cache_for(const Bpe *t) {
-    Local *l = local_get();
-    if (l->owner != t->id) {
-        memset(l->slot, 0, sizeof l->slot);
-        l->owner = t->id;
-    }
-    return l->slot;
-}
-
 /* the chunk at s[i] under the compiled pattern re: a match starting at i,
  * else the gap up to the next match; at most BPE_MAX_CHUNK bytes, cut at a
  * UTF-8 character boundary */
-static size_t regex_end(const pcre2_code *re, Local *l, const uint8_t *s, size_t len, size_t i) {
+static size_t regex_end(const pcre2_code *re, ChunkLocal *l, const uint8_t *s, size_t len, size_t i) {
     int rc = pcre2_match(re, s, len, i, 0, l->md, l->mc);
     size_t j = len;
     if (rc >= 0) {
@@ -183,7 +130,7 @@ static size_t regex_end(const pcre2_code *re, Local *l, const uint8_t *s, size_t
 
 size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i) {
     if (!t->re) return bpe_chunk_end(text, len, i);
-    return regex_end(t->re, local_get(), (const uint8_t *)text, len, i);
+    return regex_end(t->re, chunkcache_local(), (const uint8_t *)text, len, i);
 }
 
 // ---------------------------------------------------------------------------
@@ -542,7 +489,7 @@ int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int nt
         return err_set(e, "--pattern: longer than %d bytes", BPE_MAX_PATTERN);
     pcre2_code *re = NULL;
     if (pattern && !(re = bbpe_compile_pattern(pattern, 1, "--pattern", e))) return -1;
-    Local *l = re ? local_get() : NULL;
+    ChunkLocal *l = re ? chunkcache_local() : NULL;
 
     /* 1. distinct chunks and their counts (one-byte chunks never merge) */
     ChunkMap cm = {.slot = xcalloc(1 << 16, sizeof(ChunkSlot)), .mask = (1 << 16) - 1};
@@ -645,8 +592,8 @@ static int encode_word(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
 
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
     if (len == 0) return 0;
-    CacheSlot *cache = cache_for(t);
-    Local *l = t->re ? local_get() : NULL;
+    ChunkLocal *l = chunkcache_claim(t->id);
+    CacheSlot *cache = l->slot;
     int32_t *out = *ids;
     size_t n = 0, c = *cap;
     for (size_t i = 0, j; i < len; i = j) {

@@ -144,8 +144,9 @@ size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i);
  * Within each chunk (with a pattern: that is not itself a token) the pair of
  * lowest merge index is merged first (leftmost on ties), which reproduces
  * the training order. Thread-safe: t is only read;
- * each calling thread keeps its own 4 MiB cache of recent chunks (keyed by
- * t->id, freed when the thread exits). */
+ * each calling thread keeps a 4 MiB cache of recent chunks (chunkcache.h:
+ * one per thread for bpe and bbpe, keyed by t->id, freed when the thread
+ * exits). */
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap);
 
 /* Decode ids[0..n) to bytes written to (*out)[0..m), growing *out with
