@@ -673,6 +673,16 @@ static void llama3_special(int k, char *buf, size_t cap) {
     else snprintf(buf, cap, "<|reserved_special_token_%d|>", k - 5);
 }
 
+/* The line of a tiktoken file that starts at s[i], i < size: returns its
+ * end (before "\n" or "\r\n"); *next is where the next line starts, past
+ * size for the last line when no newline ends it. */
+static size_t line_end(const uint8_t *s, size_t size, size_t i, size_t *next) {
+    const uint8_t *nl = memchr(s + i, '\n', size - i);
+    size_t j = nl ? (size_t)(nl - s) : size;
+    *next = j + 1;
+    return j > i && s[j - 1] == '\r' ? j - 1 : j;
+}
+
 static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char *path, Err *e) {
     b->tiktoken = 1;
     b->ignore_merges = 1;
@@ -680,20 +690,17 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     b->id = fnv1a(FNV_OFFSET, "tiktoken", 8);
     /* pass 1: count lines, check the format, total bytes */
     size_t nl = 0, total = 0, line = 0;
-    for (size_t i = 0; i < size;) {
-        size_t j = i;
-        while (j < size && s[j] != '\n') j++;
+    for (size_t i = 0, next; i < size; i = next) {
+        size_t end = line_end(s, size, i, &next);
         line++;
-        size_t end = j > i && s[j - 1] == '\r' ? j - 1 : j;
         if (end > i) {
             const uint8_t *sp = memchr(s + i, ' ', end - i);
             if (!sp || sp == s + i || sp + 1 == s + end)
                 return err_set(e, "%s: line %zu: expected \"base64token rank\"%s", path, line,
-                               j == size ? " (truncated?)" : "");
+                               next > size ? " (truncated?)" : "");
             nl++;
             total += (size_t)(sp - (s + i)) / 4 * 3;
         }
-        i = j + 1;
     }
     if (nl == 0) return err_set(e, "%s: no tokens", path);
     if (nl >= BBPE_MAX_VOCAB) return err_set(e, "%s: too many tokens (%zu)", path, nl);
@@ -705,13 +712,11 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     size_t pos = 0;
     line = 0;
     int rc = -1;
-    for (size_t i = 0; i < size;) {
-        size_t j = i;
-        while (j < size && s[j] != '\n') j++;
+    for (size_t i = 0, next; i < size; i = next) {
+        size_t end = line_end(s, size, i, &next);
         line++;
-        size_t end = j > i && s[j - 1] == '\r' ? j - 1 : j;
         if (end > i) {
-            const uint8_t *sp = memchr(s + i, ' ', end - i);
+            const uint8_t *sp = memchr(s + i, ' ', end - i); /* there: pass 1 checked */
             long m = b64_decode(s + i, (size_t)(sp - (s + i)), bytes + pos);
             if (m <= 0) {
                 err_set(e, "%s: line %zu: bad base64 token", path, line);
@@ -733,7 +738,6 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
             len[rank] = m;
             pos += (size_t)m;
         }
-        i = j + 1;
     }
     /* token bytes in id order: the ranks, then the special names */
     char name[64];
