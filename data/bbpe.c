@@ -13,24 +13,21 @@
  * eot_id, reserved 5-250.
  *
  * Speed: pieces repeat, so each thread keeps a direct-mapped cache piece ->
- * ids (tagged with the tokenizer id, as bpe.c does); a miss merges with an
- * O(n^2) scan for short pieces and a heap for long ones.
+ * ids (tagged with the tokenizer id, as bpe.c does); a miss merges with
+ * merges.c's loop (an O(n^2) scan for short pieces, a heap for long ones).
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bbpe.h"
 #include "chunkcache.h"
-#include "minheap.h"
 
 #include <errno.h>
 #include <jansson.h>
 #include <pcre2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define FNV_OFFSET 0xcbf29ce484222325ull
-#define NO_RANK UINT32_MAX
 
 static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
     const uint8_t *s = p;
@@ -191,28 +188,6 @@ static size_t string_bytes(const char *str, size_t n, uint8_t *out) {
 
 // ---------------------------------------------------------------------------
 // maps
-
-static inline uint64_t pair_key(int32_t a, int32_t b) {
-    return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1;
-}
-
-/* rank << 32 | new id of pair (a, b), or UINT64_MAX if the pair never merges */
-static inline uint64_t pair_get(const Bbpe *b, int32_t x, int32_t y) {
-    uint64_t key = pair_key(x, y);
-    for (uint64_t h = mix64(key) & b->pair_mask;; h = (h + 1) & b->pair_mask) {
-        uint64_t k = b->pair_key[h];
-        if (k == key) return b->pair_val[h];
-        if (k == 0) return UINT64_MAX;
-    }
-}
-
-/* insert or overwrite (a later merge line replaces an earlier, as HF's map does) */
-static void pair_put(Bbpe *b, int32_t x, int32_t y, uint32_t rank, int32_t id) {
-    uint64_t key = pair_key(x, y), h = mix64(key) & b->pair_mask;
-    while (b->pair_key[h] && b->pair_key[h] != key) h = (h + 1) & b->pair_mask;
-    b->pair_key[h] = key;
-    b->pair_val[h] = (uint64_t)rank << 32 | (uint32_t)id;
-}
 
 static inline const uint8_t *tok_ptr(const Bbpe *b, int id, size_t *n) {
     *n = (size_t)(b->tok_off[id + 1] - b->tok_off[id]);
@@ -394,17 +369,10 @@ void bbpe_free(Bbpe *b) {
     free(b->added);
     free(b->tok_bytes);
     free(b->tok_off);
-    free(b->pair_key);
-    free(b->pair_val);
+    merges_free(&b->pairs);
     free(b->word_id);
     free(b->added_slot);
     memset(b, 0, sizeof *b);
-}
-
-static void pair_alloc(Bbpe *b, uint64_t n) {
-    b->pair_mask = pow2_at_least(2 * n) - 1;
-    b->pair_key = xcalloc(b->pair_mask + 1, sizeof *b->pair_key);
-    b->pair_val = xmalloc((b->pair_mask + 1) * sizeof *b->pair_val);
 }
 
 /* Merge rank r of the pair of vocabulary strings a, b: their ids by the
@@ -416,7 +384,7 @@ static int add_merge(Bbpe *b, const char *sa, size_t la, const char *sb, size_t 
     if (ia < 0 || ib < 0 || ic < 0)
         return err_set(e, "%s: merge %zu (%.*s %.*s): %s not in vocab", path, r, (int)(la < 40 ? la : 40), sa,
                        (int)(lb < 40 ? lb : 40), sb, ia < 0 ? "left part" : ib < 0 ? "right part" : "merged token");
-    pair_put(b, ia, ib, (uint32_t)r, ic);
+    merges_put(&b->pairs, ia, ib, merges_val((uint32_t)r, ic)); /* a later line replaces an earlier, as HF's map does */
     b->id = fnv_u32(fnv_u32(b->id, (uint32_t)ia), (uint32_t)ib);
     return 0;
 }
@@ -598,7 +566,7 @@ static int load_json_root(Bbpe *b, json_t *root, const char *path, Err *e) {
 
     /* merges: "a b" strings or [a, b] lists; the pair ranks by line */
     size_t nm = json_array_size(merges);
-    pair_alloc(b, nm);
+    merges_init(&b->pairs, nm);
     uint8_t *buf = xmalloc(2 * maxlen + 8);
     for (size_t r = 0; r < nm; r++) {
         json_t *m = json_array_get(merges, r);
@@ -705,6 +673,16 @@ static void llama3_special(int k, char *buf, size_t cap) {
     else snprintf(buf, cap, "<|reserved_special_token_%d|>", k - 5);
 }
 
+/* The line of a tiktoken file that starts at s[i], i < size: returns its
+ * end (before "\n" or "\r\n"); *next is where the next line starts, past
+ * size for the last line when no newline ends it. */
+static size_t line_end(const uint8_t *s, size_t size, size_t i, size_t *next) {
+    const uint8_t *nl = memchr(s + i, '\n', size - i);
+    size_t j = nl ? (size_t)(nl - s) : size;
+    *next = j + 1;
+    return j > i && s[j - 1] == '\r' ? j - 1 : j;
+}
+
 static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char *path, Err *e) {
     b->tiktoken = 1;
     b->ignore_merges = 1;
@@ -712,20 +690,17 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     b->id = fnv1a(FNV_OFFSET, "tiktoken", 8);
     /* pass 1: count lines, check the format, total bytes */
     size_t nl = 0, total = 0, line = 0;
-    for (size_t i = 0; i < size;) {
-        size_t j = i;
-        while (j < size && s[j] != '\n') j++;
+    for (size_t i = 0, next; i < size; i = next) {
+        size_t end = line_end(s, size, i, &next);
         line++;
-        size_t end = j > i && s[j - 1] == '\r' ? j - 1 : j;
         if (end > i) {
             const uint8_t *sp = memchr(s + i, ' ', end - i);
             if (!sp || sp == s + i || sp + 1 == s + end)
                 return err_set(e, "%s: line %zu: expected \"base64token rank\"%s", path, line,
-                               j == size ? " (truncated?)" : "");
+                               next > size ? " (truncated?)" : "");
             nl++;
             total += (size_t)(sp - (s + i)) / 4 * 3;
         }
-        i = j + 1;
     }
     if (nl == 0) return err_set(e, "%s: no tokens", path);
     if (nl >= BBPE_MAX_VOCAB) return err_set(e, "%s: too many tokens (%zu)", path, nl);
@@ -737,13 +712,11 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     size_t pos = 0;
     line = 0;
     int rc = -1;
-    for (size_t i = 0; i < size;) {
-        size_t j = i;
-        while (j < size && s[j] != '\n') j++;
+    for (size_t i = 0, next; i < size; i = next) {
+        size_t end = line_end(s, size, i, &next);
         line++;
-        size_t end = j > i && s[j - 1] == '\r' ? j - 1 : j;
         if (end > i) {
-            const uint8_t *sp = memchr(s + i, ' ', end - i);
+            const uint8_t *sp = memchr(s + i, ' ', end - i); /* there: pass 1 checked */
             long m = b64_decode(s + i, (size_t)(sp - (s + i)), bytes + pos);
             if (m <= 0) {
                 err_set(e, "%s: line %zu: bad base64 token", path, line);
@@ -765,7 +738,6 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
             len[rank] = m;
             pos += (size_t)m;
         }
-        i = j + 1;
     }
     /* token bytes in id order: the ranks, then the special names */
     char name[64];
@@ -806,29 +778,14 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     /* pairs: every split of every token into two tokens merges at its rank */
     uint64_t npairs = 0;
     for (int i = 0; i < n_base; i++) npairs += (uint64_t)(len[i] > 1 ? len[i] - 1 : 0);
-    pair_alloc(b, npairs / 2 + 16);
-    uint64_t used = 0;
+    merges_init(&b->pairs, npairs / 2 + 16);
     for (int i = 0; i < n_base; i++) {
         size_t n;
         const uint8_t *p = tok_ptr(b, i, &n);
         if (word_get(b, p, n) != i) continue; /* a duplicate of an earlier token */
         for (size_t k = 1; k < n; k++) {
             int32_t x = word_get(b, p, k), y = word_get(b, p + k, n - k);
-            if (x < 0 || y < 0) continue;
-            if (++used * 2 > b->pair_mask) { /* grow: rehash */
-                uint64_t *ok = b->pair_key, *ov = b->pair_val, om = b->pair_mask;
-                pair_alloc(b, used * 2);
-                for (uint64_t h = 0; h <= om; h++)
-                    if (ok[h]) {
-                        uint64_t q = mix64(ok[h]) & b->pair_mask;
-                        while (b->pair_key[q]) q = (q + 1) & b->pair_mask;
-                        b->pair_key[q] = ok[h];
-                        b->pair_val[q] = ov[h];
-                    }
-                free(ok);
-                free(ov);
-            }
-            pair_put(b, x, y, (uint32_t)i, i);
+            if (x >= 0 && y >= 0) merges_put(&b->pairs, x, y, merges_val((uint32_t)i, i));
         }
     }
     rc = 0;
@@ -911,7 +868,7 @@ int bbpe_init(Bbpe *b, const BbpeSpec *sp, const char *path, Err *e) {
     if (sp->eos >= 0) b->eos = sp->eos;
     if (sp->eot >= 0) b->eot = sp->eot;
     if (b->eot < 0) b->eot = b->eos;
-    pair_alloc(b, (uint64_t)sp->n_merges);
+    merges_init(&b->pairs, (uint64_t)sp->n_merges);
     uint8_t *buf = xmalloc(2 * maxlen + 8);
     for (int r = 0; r < sp->n_merges; r++) {
         const char *m = sp->merge[r], *spc = memchr(m, ' ', sp->merge_len[r]);
@@ -939,57 +896,11 @@ out:
 }
 
 // ---------------------------------------------------------------------------
-// encoding: per-thread state
-
-typedef struct {
-    uint64_t owner;               /* Bbpe.id the cache belongs to */
-    pcre2_match_data *md;
-    pcre2_match_context *mc;
-    pcre2_jit_stack *js;
-    char *scratch;                /* lossy UTF-8 copy, prefix-space pieces */
-    size_t scap;
-    CacheSlot slot[CHUNK_CACHE_SLOTS]; /* chunkcache.h */
-} Local;
-
-static pthread_key_t local_key;
-static pthread_once_t local_once = PTHREAD_ONCE_INIT;
-
-static void local_free(void *p) {
-    Local *l = p;
-    pcre2_match_data_free(l->md);
-    pcre2_match_context_free(l->mc);
-    pcre2_jit_stack_free(l->js);
-    free(l->scratch);
-    free(l);
-}
-
-static void local_key_init(void) {
-    if (pthread_key_create(&local_key, local_free) != 0) LC_FATAL("pthread_key_create failed");
-}
-
-static Local *local_for(const Bbpe *b) {
-    pthread_once(&local_once, local_key_init);
-    Local *l = pthread_getspecific(local_key);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        l->owner = b->id;
-        l->md = pcre2_match_data_create(1, NULL);
-        l->mc = pcre2_match_context_create(NULL);
-        /* long whitespace runs backtrack through (?!\S): room beyond the 32 KiB default */
-        l->js = pcre2_jit_stack_create(32 << 10, 8 << 20, NULL);
-        if (!l->md || !l->mc || !l->js) LC_FATAL("PCRE2: out of memory");
-        pcre2_jit_stack_assign(l->mc, NULL, l->js);
-        if (pthread_setspecific(local_key, l) != 0) LC_FATAL("pthread_setspecific failed");
-    } else if (l->owner != b->id) {
-        memset(l->slot, 0, sizeof l->slot);
-        l->owner = b->id;
-    }
-    return l;
-}
+// encoding: state of one call
 
 typedef struct {
     const Bbpe *b;
-    Local *l;
+    ChunkLocal *l;                /* this thread's (chunkcache.h) */
     int special;
     int32_t *out;
     size_t n, cap;
@@ -1004,64 +915,6 @@ static inline void reserve(Enc *x, size_t k) {
 
 // ---------------------------------------------------------------------------
 // encoding: merging one piece
-
-/* Merge the byte ids id[0..n) (no -1) in place; returns the count left.
- * Short pieces: scan for the lowest rank each step. */
-static int merge_small(const Bbpe *b, int32_t *id, int n) {
-    uint64_t pv[64]; /* rank << 32 | new id of pair (i, i + 1) */
-    for (int i = 0; i + 1 < n; i++) pv[i] = pair_get(b, id[i], id[i + 1]);
-    while (n > 1) {
-        int best = 0;
-        for (int i = 1; i + 1 < n; i++)
-            if ((pv[i] >> 32) < (pv[best] >> 32)) best = i;
-        if ((pv[best] >> 32) == NO_RANK) break;
-        id[best] = (int32_t)(uint32_t)pv[best];
-        memmove(id + best + 1, id + best + 2, (size_t)(n - best - 2) * sizeof *id);
-        memmove(pv + best + 1, pv + best + 2, (size_t)(n - best - 3 > 0 ? n - best - 3 : 0) * sizeof *pv);
-        n--;
-        if (best > 0) pv[best - 1] = pair_get(b, id[best - 1], id[best]);
-        if (best + 1 < n) pv[best] = pair_get(b, id[best], id[best + 1]);
-    }
-    return n;
-}
-
-/* Long pieces: linked symbols and a heap of (rank, position). */
-static int merge_large(const Bbpe *b, int32_t *id, int n) {
-    int32_t *nxt = xmalloc((size_t)n * sizeof *nxt), *prv = xmalloc((size_t)n * sizeof *prv);
-    uint64_t *heap = xmalloc(3 * (size_t)n * sizeof *heap);
-    size_t nh = 0;
-    for (int i = 0; i < n; i++) nxt[i] = i + 1 < n ? i + 1 : -1, prv[i] = i - 1;
-    for (int i = 0; i + 1 < n; i++) {
-        uint64_t v = pair_get(b, id[i], id[i + 1]);
-        if ((v >> 32) != NO_RANK) minheap_push(heap, &nh, (v >> 32) << 32 | (uint32_t)i);
-    }
-    while (nh) {
-        uint64_t top = minheap_pop(heap, &nh);
-        uint32_t r = (uint32_t)(top >> 32);
-        int32_t pos = (int32_t)(uint32_t)top, q = nxt[pos];
-        if (id[pos] < 0 || q < 0) continue;
-        uint64_t v = pair_get(b, id[pos], id[q]);
-        if ((uint32_t)(v >> 32) != r) continue; /* stale */
-        id[pos] = (int32_t)(uint32_t)v;
-        id[q] = -1;
-        nxt[pos] = nxt[q];
-        if (nxt[q] >= 0) prv[nxt[q]] = pos;
-        if (prv[pos] >= 0) {
-            uint64_t w = pair_get(b, id[prv[pos]], id[pos]);
-            if ((w >> 32) != NO_RANK) minheap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)prv[pos]);
-        }
-        if (nxt[pos] >= 0) {
-            uint64_t w = pair_get(b, id[pos], id[nxt[pos]]);
-            if ((w >> 32) != NO_RANK) minheap_push(heap, &nh, (w >> 32) << 32 | (uint32_t)pos);
-        }
-    }
-    int m = 0;
-    for (int i = 0; i >= 0; i = nxt[i]) id[m++] = id[i];
-    free(nxt);
-    free(prv);
-    free(heap);
-    return m;
-}
 
 /* ids of one piece s[0..n) appended to x, without the cache */
 static void encode_piece_raw(Enc *x, const uint8_t *s, size_t n) {
@@ -1081,7 +934,7 @@ static void encode_piece_raw(Enc *x, const uint8_t *s, size_t n) {
         if (v < 0) v = b->unk;
         if (v >= 0) id[m++] = v;
     }
-    if (m > 1) m = m <= 64 ? merge_small(b, id, m) : merge_large(b, id, m);
+    m = merges_apply(&b->pairs, id, m);
     x->n += (size_t)m;
 }
 
@@ -1195,7 +1048,7 @@ static void split_added(Enc *x, int norm, const uint8_t *s, size_t n) {
 size_t bbpe_encode(const Bbpe *b, const char *text, size_t len, int special, int32_t **ids,
                    size_t *cap) {
     if (len == 0) return 0;
-    Local *l = local_for(b);
+    ChunkLocal *l = chunkcache_claim(b->id);
     Enc x = {b, l, special ? 1 : 0, *ids, 0, *cap};
     const uint8_t *s = (const uint8_t *)text;
     size_t n = len;

@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "../model/base.h"
+#include "merges.h"
 
 /* Llama 3's split pattern (tiktoken's cl100k one), for tiktoken files,
  * which do not carry their pattern. */
@@ -75,9 +76,7 @@ typedef struct Bbpe {
     int n_added;
     BbpeAdded *added;      /* (n_added) */
     /* private: hash maps and lookup tables */
-    uint64_t *pair_key;    /* (a, b) -> (rank, new id); key (a << 32 | b) + 1, 0 empty */
-    uint64_t *pair_val;    /*   rank << 32 | new id */
-    uint64_t pair_mask;
+    MergeMap pairs;        /* (a, b) -> merges_val(rank, new id) */
     int32_t *word_id;      /* bytes -> base token id, open addressing on the token's */
     uint64_t word_mask;    /*   own bytes; -1 empty */
     int32_t *added_slot;   /* bytes -> index into added, -1 empty */
@@ -127,8 +126,9 @@ void bbpe_free(Bbpe *b);
 
 /* Encode text[0..len) as above (special: 1 = special added tokens named in
  * the text become their ids) into (*ids)[0..n), grown with realloc (caller
- * frees). Returns n. Thread-safe: each thread keeps its own piece cache
- * (4 MiB) and PCRE2 match state, freed when the thread exits. */
+ * frees). Returns n. Thread-safe: each thread keeps a piece cache (4 MiB)
+ * and PCRE2 match state (chunkcache.h: one per thread for bpe and bbpe,
+ * keyed by b->id), freed when the thread exits. */
 size_t bbpe_encode(const Bbpe *b, const char *text, size_t len, int special, int32_t **ids,
                    size_t *cap);
 

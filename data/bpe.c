@@ -11,26 +11,23 @@
  * the affected words, not of the corpus.
  *
  * The split: llamac's own rules (bpe_chunk_end) or a PCRE2 pattern, matched
- * from each chunk's start with per-thread match state (the JIT stack grows
- * for long whitespace runs, as in bbpe.c).
+ * from each chunk's start with the thread's match state (chunkcache.h).
  *
  * Encoding: per chunk (with a pattern, a chunk found whole among the
- * tokens is that token), a linked list of symbols and a min-heap of (merge
- * index, position) merge the lowest-index pair first, leftmost on ties: the
- * order training created them in, O(n log n) per chunk. Words repeat, so
- * each thread keeps a direct-mapped cache chunk -> ids, tagged with the
- * tokenizer id. That per-thread cache is this module's only global state;
- * it is a pure memo (same id = same merges = same encoding), so bpe_encode
- * takes a const Bpe and is safe to call from many threads at once.
+ * tokens is that token), merges.c's loop merges the lowest-index pair
+ * first, leftmost on ties: the order training created them in. Words
+ * repeat, so each thread keeps a direct-mapped cache chunk -> ids
+ * (chunkcache.h), tagged with the tokenizer id. That per-thread state is
+ * the only global state; the cache is a pure memo (same id = same merges =
+ * same encoding), so bpe_encode takes a const Bpe and is safe to call from
+ * many threads at once.
  */
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include "bpe.h"
 #include "chunkcache.h"
-#include "minheap.h"
 
 #include <errno.h>
 #include <pcre2.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,17 +52,13 @@ static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
 }
 #define FNV_OFFSET 0xcbf29ce484222325ull
 
-/* splitmix64's finalizer: spreads the pair keys (small ints) over the table */
+/* splitmix64's finalizer: spreads the word hashes over their table */
 static inline uint64_t mix64(uint64_t x) {
     x ^= x >> 30;
     x *= 0xbf58476d1ce4e5b9ull;
     x ^= x >> 27;
     x *= 0x94d049bb133111ebull;
     return x ^ (x >> 31);
-}
-
-static inline uint64_t pair_key(int32_t a, int32_t b) {
-    return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1; /* never 0 = empty */
 }
 
 static uint64_t pow2_at_least(uint64_t n) {
@@ -112,62 +105,10 @@ size_t bpe_chunk_end(const char *text, size_t len, size_t i) {
     return j;
 }
 
-/* Per-thread state (chunkcache.h's chunk cache and the PCRE2 match state),
- * behind a POSIX thread key (not _Thread_local) so that the destructor frees
- * it with its thread. */
-typedef struct {
-    uint64_t owner; /* Bpe.id the slots belong to */
-    pcre2_match_data *md;
-    pcre2_match_context *mc;
-    pcre2_jit_stack *js;
-    CacheSlot slot[CHUNK_CACHE_SLOTS];
-} Local;
-
-static pthread_key_t local_key;
-static pthread_once_t local_once = PTHREAD_ONCE_INIT;
-
-static void local_free(void *p) {
-    Local *l = p;
-    pcre2_match_data_free(l->md);
-    pcre2_match_context_free(l->mc);
-    pcre2_jit_stack_free(l->js);
-    free(l);
-}
-
-static void local_key_init(void) {
-    if (pthread_key_create(&local_key, local_free) != 0) LC_FATAL("pthread_key_create failed");
-}
-
-static Local *local_get(void) {
-    pthread_once(&local_once, local_key_init);
-    Local *l = pthread_getspecific(local_key);
-    if (!l) {
-        l = xcalloc(1, sizeof *l);
-        l->md = pcre2_match_data_create(1, NULL);
-        l->mc = pcre2_match_context_create(NULL);
-        /* long whitespace runs backtrack through (?!\S): room beyond the 32 KiB default */
-        l->js = pcre2_jit_stack_create(32 << 10, 8 << 20, NULL);
-        if (!l->md || !l->mc || !l->js) LC_FATAL("PCRE2: out of memory");
-        pcre2_jit_stack_assign(l->mc, NULL, l->js);
-        if (pthread_setspecific(local_key, l) != 0) LC_FATAL("pthread_setspecific failed");
-    }
-    return l;
-}
-
-/* the chunk cache of this thread, emptied when it held another tokenizer's */
-static CacheSlot *cache_for(const Bpe *t) {
-    Local *l = local_get();
-    if (l->owner != t->id) {
-        memset(l->slot, 0, sizeof l->slot);
-        l->owner = t->id;
-    }
-    return l->slot;
-}
-
 /* the chunk at s[i] under the compiled pattern re: a match starting at i,
  * else the gap up to the next match; at most BPE_MAX_CHUNK bytes, cut at a
  * UTF-8 character boundary */
-static size_t regex_end(const pcre2_code *re, Local *l, const uint8_t *s, size_t len, size_t i) {
+static size_t regex_end(const pcre2_code *re, ChunkLocal *l, const uint8_t *s, size_t len, size_t i) {
     int rc = pcre2_match(re, s, len, i, 0, l->md, l->mc);
     size_t j = len;
     if (rc >= 0) {
@@ -189,20 +130,11 @@ static size_t regex_end(const pcre2_code *re, Local *l, const uint8_t *s, size_t
 
 size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i) {
     if (!t->re) return bpe_chunk_end(text, len, i);
-    return regex_end(t->re, local_get(), (const uint8_t *)text, len, i);
+    return regex_end(t->re, chunkcache_local(), (const uint8_t *)text, len, i);
 }
 
 // ---------------------------------------------------------------------------
 // tables shared by train and load
-
-static inline int32_t rank_of(const Bpe *t, int32_t a, int32_t b) {
-    uint64_t key = pair_key(a, b);
-    for (uint64_t h = mix64(key) & t->rank_mask;; h = (h + 1) & t->rank_mask) {
-        uint64_t k = t->rank_key[h];
-        if (k == key) return t->rank_val[h];
-        if (k == 0) return -1;
-    }
-}
 
 static uint64_t compute_id(const Bpe *t) {
     uint64_t h = FNV_OFFSET;
@@ -233,9 +165,7 @@ static uint64_t compute_id(const Bpe *t) {
 static int build_tables(Bpe *t, const char *name, Err *e) {
     int nm = t->n_merges;
     t->vocab = 256 + nm + t->n_special;
-    t->rank_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
-    t->rank_key = xcalloc(t->rank_mask + 1, sizeof *t->rank_key);
-    t->rank_val = xmalloc((t->rank_mask + 1) * sizeof *t->rank_val);
+    merges_init(&t->ranks, (uint64_t)nm);
     t->tok_off = xmalloc(((size_t)t->vocab + 1) * sizeof *t->tok_off);
     int64_t *off = t->tok_off; /* first lengths, then prefix sums */
     for (int i = 0; i < 256; i++) off[i] = 1;
@@ -244,13 +174,10 @@ static int build_tables(Bpe *t, const char *name, Err *e) {
         if (a < 0 || a >= 256 + i || b < 0 || b >= 256 + i)
             return err_set(e, "%s: merge %d refers to unknown id %d", name, i,
                            (a < 0 || a >= 256 + i) ? a : b);
-        uint64_t key = pair_key(a, b), h = mix64(key) & t->rank_mask;
-        while (t->rank_key[h] && t->rank_key[h] != key) h = (h + 1) & t->rank_mask;
-        if (t->rank_key[h])
-            return err_set(e, "%s: merge %d repeats merge %d (%d, %d)", name, i, t->rank_val[h],
+        uint64_t old = merges_put(&t->ranks, a, b, merges_val((uint32_t)i, 256 + i));
+        if (old != MERGES_NONE)
+            return err_set(e, "%s: merge %d repeats merge %d (%d, %d)", name, i, (int)(old >> 32),
                            a, b);
-        t->rank_key[h] = key;
-        t->rank_val[h] = i;
         off[256 + i] = off[a] + off[b];
         if (off[256 + i] > MAX_TOKEN_BYTES)
             return err_set(e, "%s: merge %d makes a token longer than %lld bytes", name, i,
@@ -332,8 +259,7 @@ void bpe_free(Bpe *t) {
     free(t->special);
     free(t->tok_bytes);
     free(t->tok_off);
-    free(t->rank_key);
-    free(t->rank_val);
+    merges_free(&t->ranks);
     free(t->pattern);
     pcre2_code_free(t->re);
     free(t->word_id);
@@ -422,47 +348,24 @@ typedef struct {
     int64_t *wcnt;      /* (nwords) how often that chunk occurs in the corpus */
     Pair *p;
     int32_t np, capp;
-    uint64_t *pkey;     /* pair map: pair_key -> index in p */
-    int32_t *pval;
-    uint64_t pmask;
+    MergeMap pairs;     /* (a, b) -> index in p */
     HeapEnt *heap;
     size_t nheap, capheap;
     int32_t *touched;   /* pairs whose count the current step changed */
     int32_t ntouched, captouched;
 } Trainer;
 
-static void pair_map_grow(Trainer *T) {
-    uint64_t size = (T->pmask + 1) * 2;
-    uint64_t *key = xcalloc(size, sizeof *key);
-    int32_t *val = xmalloc(size * sizeof *val);
-    for (uint64_t i = 0; i <= T->pmask; i++) {
-        if (!T->pkey[i]) continue;
-        uint64_t h = mix64(T->pkey[i]) & (size - 1);
-        while (key[h]) h = (h + 1) & (size - 1);
-        key[h] = T->pkey[i];
-        val[h] = T->pval[i];
-    }
-    free(T->pkey);
-    free(T->pval);
-    T->pkey = key;
-    T->pval = val;
-    T->pmask = size - 1;
-}
-
 /* index of pair (a, b), added with count 0 if new */
 static int32_t pair_get(Trainer *T, int32_t a, int32_t b) {
-    uint64_t key = pair_key(a, b), h = mix64(key) & T->pmask;
-    for (; T->pkey[h]; h = (h + 1) & T->pmask)
-        if (T->pkey[h] == key) return T->pval[h];
+    uint64_t v = merges_get(&T->pairs, a, b);
+    if (v != MERGES_NONE) return (int32_t)v;
     if (T->np == T->capp) {
         T->capp = T->capp ? 2 * T->capp : 1024;
         T->p = xrealloc(T->p, (size_t)T->capp * sizeof *T->p);
     }
     int32_t i = T->np++;
     T->p[i] = (Pair){.a = a, .b = b};
-    T->pkey[h] = key;
-    T->pval[h] = i;
-    if ((uint64_t)T->np * 2 > T->pmask) pair_map_grow(T);
+    merges_put(&T->pairs, a, b, (uint64_t)i);
     return i;
 }
 
@@ -586,7 +489,7 @@ int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int nt
         return err_set(e, "--pattern: longer than %d bytes", BPE_MAX_PATTERN);
     pcre2_code *re = NULL;
     if (pattern && !(re = bbpe_compile_pattern(pattern, 1, "--pattern", e))) return -1;
-    Local *l = re ? local_get() : NULL;
+    ChunkLocal *l = re ? chunkcache_local() : NULL;
 
     /* 1. distinct chunks and their counts (one-byte chunks never merge) */
     ChunkMap cm = {.slot = xcalloc(1 << 16, sizeof(ChunkSlot)), .mask = (1 << 16) - 1};
@@ -624,9 +527,7 @@ int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int nt
     free(cm.bytes);
 
     /* 3. pair counts and occurrence lists, then the heap */
-    T.pmask = (1 << 16) - 1;
-    T.pkey = xcalloc(T.pmask + 1, sizeof *T.pkey);
-    T.pval = xmalloc((T.pmask + 1) * sizeof *T.pval);
+    merges_init(&T.pairs, 1 << 15);
     for (int64_t i = 0; i < g; i++) {
         if (T.nxt[i] < 0) continue;
         int32_t p = pair_get(&T, T.sym[i], T.sym[i + 1]);
@@ -649,8 +550,7 @@ int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int nt
 
     for (int32_t p = 0; p < T.np; p++) free(T.p[p].where);
     free(T.p);
-    free(T.pkey);
-    free(T.pval);
+    merges_free(&T.pairs);
     free(T.heap);
     free(T.touched);
     free(T.sym);
@@ -677,51 +577,6 @@ int bpe_train_split(Bpe *t, const char *const *texts, const size_t *lens, int nt
 // ---------------------------------------------------------------------------
 // encoding
 
-/* One chunk -> ids (at most n of them). Symbols form a linked list; the heap
- * holds (merge index << 32 | position) candidates, so the lowest merge index
- * comes first and the leftmost on ties. It is checked lazily: a popped
- * candidate counts only if the pair now at that position still has that
- * merge index. */
-static int encode_chunk(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
-    if (n == 1) {
-        out[0] = s[0];
-        return 1;
-    }
-    int32_t id[BPE_MAX_CHUNK], nxt[BPE_MAX_CHUNK], prv[BPE_MAX_CHUNK];
-    uint64_t heap[3 * BPE_MAX_CHUNK]; /* n - 1 at start, + 2 per merge (< n merges) */
-    size_t nh = 0;
-    for (int i = 0; i < n; i++) {
-        id[i] = s[i];
-        nxt[i] = i + 1 < n ? i + 1 : -1;
-        prv[i] = i - 1;
-    }
-    for (int i = 0; i + 1 < n; i++) {
-        int32_t r = rank_of(t, id[i], id[i + 1]);
-        if (r >= 0) minheap_push(heap, &nh, (uint64_t)r << 32 | (uint32_t)i);
-    }
-    while (nh) {
-        uint64_t top = minheap_pop(heap, &nh);
-        int32_t r = (int32_t)(top >> 32), pos = (int32_t)(uint32_t)top;
-        int32_t q = nxt[pos];
-        if (id[pos] < 0 || q < 0 || rank_of(t, id[pos], id[q]) != r) continue; /* stale */
-        id[pos] = 256 + r;
-        id[q] = -1;
-        nxt[pos] = nxt[q];
-        if (nxt[q] >= 0) prv[nxt[q]] = pos;
-        if (prv[pos] >= 0) {
-            int32_t rl = rank_of(t, id[prv[pos]], id[pos]);
-            if (rl >= 0) minheap_push(heap, &nh, (uint64_t)rl << 32 | (uint32_t)prv[pos]);
-        }
-        if (nxt[pos] >= 0) {
-            int32_t rr = rank_of(t, id[pos], id[nxt[pos]]);
-            if (rr >= 0) minheap_push(heap, &nh, (uint64_t)rr << 32 | (uint32_t)pos);
-        }
-    }
-    int m = 0;
-    for (int i = 0; i >= 0; i = nxt[i]) out[m++] = id[i];
-    return m;
-}
-
 /* A chunk: with a pattern, a whole token if it is one (ignore_merges) */
 static int encode_word(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
     if (t->word_id) {
@@ -731,13 +586,14 @@ static int encode_word(const Bpe *t, const uint8_t *s, int n, int32_t *out) {
             return 1;
         }
     }
-    return encode_chunk(t, s, n, out);
+    for (int i = 0; i < n; i++) out[i] = s[i];
+    return merges_apply(&t->ranks, out, n);
 }
 
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap) {
     if (len == 0) return 0;
-    CacheSlot *cache = cache_for(t);
-    Local *l = t->re ? local_get() : NULL;
+    ChunkLocal *l = chunkcache_claim(t->id);
+    CacheSlot *cache = l->slot;
     int32_t *out = *ids;
     size_t n = 0, c = *cap;
     for (size_t i = 0, j; i < len; i = j) {

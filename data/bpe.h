@@ -58,6 +58,7 @@
 
 #include "../model/base.h"
 #include "bbpe.h"
+#include "merges.h"
 
 #define BPE_MAGIC 0x4b4f5443u /* bytes "CTOK" read as a little-endian uint32 */
 #define BPE_VERSION 2         /* 1: llamac's own split, 2: a split pattern */
@@ -90,9 +91,7 @@ typedef struct Bpe {
     /* private: built from merges and specials */
     char *tok_bytes;         /* every token's bytes, back to back */
     int64_t *tok_off;        /* (vocab + 1): token i is tok_bytes[tok_off[i] .. tok_off[i+1]) */
-    uint64_t *rank_key;      /* open-addressing map (a, b) -> merge index; */
-    int32_t *rank_val;       /*   key (a << 32 | b) + 1, 0 = empty slot */
-    uint64_t rank_mask;      /* map size - 1 (a power of two) */
+    MergeMap ranks;          /* (a, b) -> merges_val(merge index i, id 256 + i) */
     struct pcre2_real_code_8 *re; /* pattern compiled (MATCH_INVALID_UTF) */
     int32_t *word_id;        /* with a pattern: token bytes -> merged id, -1 empty */
     uint64_t word_mask;
@@ -145,8 +144,9 @@ size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i);
  * Within each chunk (with a pattern: that is not itself a token) the pair of
  * lowest merge index is merged first (leftmost on ties), which reproduces
  * the training order. Thread-safe: t is only read;
- * each calling thread keeps its own 4 MiB cache of recent chunks (keyed by
- * t->id, freed when the thread exits). */
+ * each calling thread keeps a 4 MiB cache of recent chunks (chunkcache.h:
+ * one per thread for bpe and bbpe, keyed by t->id, freed when the thread
+ * exits). */
 size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, size_t *cap);
 
 /* Decode ids[0..n) to bytes written to (*out)[0..m), growing *out with

@@ -1,6 +1,6 @@
 /*
  * minheap.h: a binary min-heap of uint64 keys in a caller's array, for the
- * BPE encoders' merge loops (bpe.c, bbpe.c), which pack (rank << 32 | pos)
+ * BPE encoders' merge loop (merges.c), which packs (rank << 32 | pos)
  * into a key so that the lowest rank, then the leftmost position, pops first.
  * The caller sizes the array; *nh is the number of keys in it.
  */

@@ -273,11 +273,11 @@ static Merge *vocab_merges(const Tokenizer *tok, size_t *n) {
         return m;
     }
     const Bbpe *b = tok->bb;
-    m = xmalloc(((size_t)b->pair_mask + 2) * sizeof *m);
-    for (uint64_t i = 0; i <= b->pair_mask; i++)
-        if (b->pair_key[i]) {
-            uint64_t k = b->pair_key[i] - 1;
-            m[(*n)++] = (Merge){(uint32_t)(b->pair_val[i] >> 32), (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu)};
+    m = xmalloc(((size_t)b->pairs.mask + 2) * sizeof *m);
+    for (uint64_t i = 0; i <= b->pairs.mask; i++)
+        if (b->pairs.slot[i].key) {
+            uint64_t k = b->pairs.slot[i].key - 1;
+            m[(*n)++] = (Merge){(uint32_t)(b->pairs.slot[i].val >> 32), (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu)};
         }
     qsort(m, *n, sizeof *m, merge_cmp);
     return m;
