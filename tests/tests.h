@@ -96,6 +96,7 @@ void pipeline_generate(void);
 void pipeline_errors(void);
 void cli_inspect(void);
 void cli_errors(void);
+void cli_help_defaults(void);
 
 void ckpt_roundtrip(void);
 void ckpt_bad_files(void);
