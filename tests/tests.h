@@ -91,6 +91,7 @@ void loader_determinism(void);
 void loader_ranks_disjoint(void);
 void loader_doc_boundaries(void);
 void loader_too_short(void);
+void jsonl_bom(void);
 void pipeline_pretrain(void);
 void pipeline_generate(void);
 void pipeline_errors(void);
