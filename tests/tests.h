@@ -177,6 +177,7 @@ void dist_ckpt_layout(void);
 void dist_none_refuses(void);
 void dist_sigterm(void);
 void dist_dpo_equiv(void);
+void dist_mfu(void);
 void dist_pp_equiv(void);
 void dist_pp_sft(void);
 void dist_pp_resume(void);
