@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonl.h"
+
 static const char *const role_names[CHAT_ROLE_COUNT] = {"system", "user", "assistant"};
 static const char *const template_names[CHAT_TEMPLATE_COUNT] = {"llama2", "llama3", "llama3.1", "chatml"};
 
@@ -456,7 +458,7 @@ static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *
 }
 
 int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {
-    FILE *f = fopen(path, "rb");
+    FILE *f = jsonl_open(path);
     if (!f) return err_set(e, "%s: cannot open", path);
     char *line = NULL, where[600];
     size_t cap = 0;

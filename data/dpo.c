@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonl.h"
 #include "loader.h"
 #include "pack.h"
 
@@ -172,7 +173,7 @@ static int add_pair(DpoSet *s, SftRender *b, ChatTokens *ct, json_t *obj, const 
 int dpo_load(DpoSet *s, const char *path, const Tokenizer *t, const SftOpts *o, Err *e) {
     memset(s, 0, sizeof *s);
     if (o->max_len < 2) return err_set(e, "--max-length: must be at least 2, got %d", o->max_len);
-    FILE *f = fopen(path, "rb");
+    FILE *f = jsonl_open(path);
     if (!f) return err_set(e, "%s: cannot open", path);
     s->cap_seq = 1024;
     s->off = xmalloc(s->cap_seq * sizeof *s->off);

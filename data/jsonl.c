@@ -31,9 +31,25 @@ static int whole_file(const char *path, DocFn fn, void *ud, Err *e) {
     return rc;
 }
 
+FILE *jsonl_open(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    int c = getc(f);
+    if (c != 0xEF) { /* the usual case: one byte back, which works on pipes too */
+        if (c != EOF) ungetc(c, f);
+        return f;
+    }
+    if (getc(f) == 0xBB && getc(f) == 0xBF) return f;
+    /* EF without BB BF: not a BOM, and not a JSON line's start either; from
+     * the start again so the parser names what it found (a pipe cannot
+     * rewind, and its first line then fails on what follows) */
+    if (fseek(f, 0, SEEK_SET) != 0) clearerr(f);
+    return f;
+}
+
 int docs_each(const char *path, const char *field, DocFn fn, void *ud, Err *e) {
     if (!ends_with(path, ".jsonl")) return whole_file(path, fn, ud, e);
-    FILE *f = fopen(path, "rb");
+    FILE *f = jsonl_open(path);
     if (!f) return err_set(e, "%s: cannot open", path);
     char *line = NULL;
     size_t cap = 0;

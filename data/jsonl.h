@@ -8,8 +8,16 @@
 #define LLAMAC_DATA_JSONL_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 #include "../model/base.h"
+
+/* fopen(path, "rb") positioned after a UTF-8 byte-order mark (EF BB BF) at
+ * the start of the file, if it has one: Windows editors write it, and JSON
+ * parsers refuse it as the first line's first bytes. Every reader of JSONL
+ * files opens them here. NULL (errno set) if the file cannot be opened;
+ * the caller closes with fclose. */
+FILE *jsonl_open(const char *path);
 
 /* Called once per document; return 0 to go on, -1 (with e set) to stop. */
 typedef int (*DocFn)(void *ud, const char *text, size_t len, Err *e);

@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsonl.h"
 #include "loader.h"
 #include "pack.h"
 
@@ -258,7 +259,7 @@ static void add_example(SftSet *s, const ChatTokens *ex, size_t n) {
 int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, Err *e) {
     memset(s, 0, sizeof *s);
     if (o->max_len < 2) return err_set(e, "--max-length: must be at least 2, got %d", o->max_len);
-    FILE *f = fopen(path, "rb");
+    FILE *f = jsonl_open(path);
     if (!f) return err_set(e, "%s: cannot open", path);
     s->off = xmalloc(1024 * sizeof *s->off);
     s->cap_ex = 1024;

@@ -358,6 +358,14 @@ static void lin_bwd(Llama *m, int l, int mod, float *dx, float *dw, const float 
                      Dout, m->lc.r, m->lora_s, drop, m->lora_seed, l, mod);
 }
 
+/* Full training: DESIGN.md's 6N + 12*L*H*HS*T. With adapters on a frozen
+ * base (per token, N base weights): the forward's GEMMs are 2N, the
+ * backward's input gradients (dx = dout W) another 2N, and the weight
+ * gradients (dW = dout^T x, the other 2N of 6N) are never computed for
+ * frozen weights: 4N. Each adapter (A: r x Din, B: Dout x r) does its own
+ * 2 x params forward (h = x A^T, out += s h B^T) and 4 x params backward
+ * (dB, dh, dA, dx +=): 6 x the adapter parameters. The attention term
+ * (QK^T and AV, forward and both backward products) is there either way. */
 double llama_train_flops_per_token(const Llama *m) {
     const LlamaConfig *c = &m->c;
     double fpt = llama_flops_per_token(c, m->T);

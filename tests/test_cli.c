@@ -89,3 +89,49 @@ void cli_errors(void) {
         EXPECT(strstr(test_err, cases[i].want), "'%s': stderr '%s' lacks '%s'", cases[i].args, test_err, cases[i].want);
     }
 }
+
+/* The flag lines of one --help output: each states its default at most
+ * once, and never an empty one ("(default )" from an empty string). */
+static void check_help_defaults(const char *what, const char *out) {
+    for (const char *p = out; *p;) {
+        size_t n = strcspn(p, "\n");
+        char line[1024];
+        snprintf(line, sizeof line, "%.*s", (int)(n < sizeof line - 1 ? n : sizeof line - 1), p);
+        const char *d = strstr(line, "(default");
+        EXPECT(!d || !strstr(d + 1, "(default"), "%s: two defaults: %s", what, line);
+        EXPECT(!strstr(line, "(default)") && !strstr(line, "(default )"), "%s: empty default: %s", what, line);
+        p += n + (p[n] == '\n');
+    }
+}
+
+/* Every command of `llamac --help` (main.c's table), and the verbs a
+ * command's usage line lists as a|b|c (tokenize train|encode|...). */
+void cli_help_defaults(void) {
+    int rc = test_llamac("--help");
+    EXPECT(rc == 0, "llamac --help: exit %d", rc);
+    static char cmds[TEST_OUT_MAX];
+    memcpy(cmds, test_out, sizeof cmds);
+    int ncmd = 0;
+    for (char *line = strtok(cmds, "\n"); line; line = strtok(NULL, "\n")) {
+        char name[64];
+        if (strncmp(line, "  ", 2) != 0 || sscanf(line, "%63s", name) != 1) continue;
+        ncmd++;
+        rc = test_llamac("%s --help", name);
+        EXPECT(rc == 0, "%s --help: exit %d: %s", name, rc, test_err);
+        check_help_defaults(name, test_out);
+        /* "usage: llamac NAME a|b|c [flags]": each verb's own help */
+        char prefix[96], verbs[256];
+        snprintf(prefix, sizeof prefix, "usage: llamac %s %%255s", name);
+        if (sscanf(test_out, prefix, verbs) != 1 || !strchr(verbs, '|')) continue;
+        for (char *v = verbs, *bar; v; v = bar ? bar + 1 : NULL) {
+            bar = strchr(v, '|');
+            if (bar) *bar = '\0';
+            char what[64 + 256 + 2];
+            snprintf(what, sizeof what, "%s %s", name, v);
+            rc = test_llamac("%s --help", what);
+            EXPECT(rc == 0, "%s --help: exit %d: %s", what, rc, test_err);
+            check_help_defaults(what, test_out);
+        }
+    }
+    EXPECT(ncmd >= 11, "only %d commands in llamac --help", ncmd);
+}

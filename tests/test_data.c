@@ -1,15 +1,20 @@
 /*
  * test_data.c: token shards (round trip, every bad-file message) and the
  * batch loader (determinism, disjoint ranks, document positions, too-short
- * corpora). Files go to /tmp under names carrying the process id, so test
+ * corpora), and every JSONL reader past a UTF-8 byte-order mark. Files go to /tmp under names carrying the process id, so test
  * runs in parallel do not collide, and are removed at the end of each test.
  */
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "../data/chat.h"
+#include "../data/dpo.h"
+#include "../data/jsonl.h"
 #include "../data/loader.h"
+#include "../data/sft.h"
 #include "../data/shard.h"
+#include "../data/tok.h"
 #include "test.h"
 #include "tests.h"
 
@@ -420,4 +425,79 @@ void loader_too_short(void) {
     shard_close(&s2);
     unlink(path);
     unlink(p2);
+}
+
+// ----------------------------------------------------------------------------
+// JSONL files that start with a UTF-8 byte-order mark (Windows editors write
+// one): every reader skips it at the start of the file, and only there
+
+static int count_doc(void *ud, const char *text, size_t len, Err *e) {
+    (void)e;
+    int *n = ud;
+    if (*n == 0) EXPECT(len == 5 && memcmp(text, "first", 5) == 0, "first document '%.*s'", (int)len, text);
+    ++*n;
+    return 0;
+}
+
+static int count_chat(void *ud, const ChatMsg *msgs, int n, const char *where, Err *e) {
+    (void)msgs, (void)n, (void)where, (void)e;
+    ++*(int *)ud;
+    return 0;
+}
+
+void jsonl_bom(void) {
+#define BOM "\xEF\xBB\xBF"
+    static const char *conv = "{\"messages\": [{\"role\": \"user\", \"content\": \"Hi there\"}, {\"role\": "
+                              "\"assistant\", \"content\": \"Hello!\"}]}\n";
+    static const char *pair = "{\"prompt\": \"Hi there\", \"chosen\": \" Hello!\", \"rejected\": \" Fine.\"}\n";
+    char plain[256], bom[256], late[256], text[512];
+    tmp_path(plain, sizeof plain, "plain.jsonl");
+    tmp_path(bom, sizeof bom, "bom.jsonl");
+    tmp_path(late, sizeof late, "late.jsonl");
+    Tokenizer t;
+    test_chat_tokenizer(&t);
+    Err e = {{0}};
+
+    /* documents (tokenize encode) */
+    snprintf(text, sizeof text, BOM "{\"text\": \"first\"}\n{\"text\": \"second\"}\n");
+    write_bytes(bom, text, strlen(text));
+    int ndoc = 0;
+    EXPECT(docs_each(bom, "text", count_doc, &ndoc, &e) == 0 && ndoc == 2, "docs_each: %d docs: %s", ndoc, e.msg);
+
+    /* sft: the same examples as without the mark */
+    SftOpts o = {SFT_AUTO, SFT_LOSS_AUTO, CHAT_LLAMA3, "text", 4096, 0, 1, NULL};
+    SftSet a, b;
+    write_bytes(plain, conv, strlen(conv));
+    snprintf(text, sizeof text, BOM "%s%s", conv, conv);
+    write_bytes(bom, text, strlen(text));
+    LC_ASSERT(sft_load(&a, plain, &t, &o, &e) == 0);
+    EXPECT(sft_load(&b, bom, &t, &o, &e) == 0, "sft: %s", e.msg);
+    EXPECT(b.n == 2 && b.off[1] == a.ntok && memcmp(b.ids, a.ids, a.ntok * sizeof *a.ids) == 0,
+           "sft: %zu examples, the first of %zu tokens (%zu without the mark)", b.n, b.n ? b.off[1] : 0, a.ntok);
+    sft_free(&a), sft_free(&b);
+
+    /* chat (tokenize chat) */
+    int nchat = 0;
+    EXPECT(chat_jsonl_each(bom, count_chat, &nchat, &e) == 0 && nchat == 2, "chat: %d lines: %s", nchat, e.msg);
+
+    /* a mark anywhere else is not one: line 2 is refused */
+    snprintf(text, sizeof text, "%s" BOM "%s", conv, conv);
+    write_bytes(late, text, strlen(text));
+    e.msg[0] = 0;
+    EXPECT(sft_load(&b, late, &t, &o, &e) != 0 && strstr(e.msg, "late.jsonl:2: not valid JSON"), "late mark: %s", e.msg);
+
+    /* dpo */
+    DpoSet da, db;
+    SftOpts od = {SFT_PROMPT, SFT_LOSS_COMPLETION, -1, "text", 4096, 0, 1, NULL};
+    write_bytes(plain, pair, strlen(pair));
+    snprintf(text, sizeof text, BOM "%s", pair);
+    write_bytes(bom, text, strlen(text));
+    LC_ASSERT(dpo_load(&da, plain, &t, &od, &e) == 0);
+    EXPECT(dpo_load(&db, bom, &t, &od, &e) == 0, "dpo: %s", e.msg);
+    EXPECT(db.n == 1 && db.ntok == da.ntok && memcmp(db.ids, da.ids, da.ntok * sizeof *da.ids) == 0,
+           "dpo: %zu pairs, %zu tokens (%zu without the mark)", db.n, db.ntok, da.ntok);
+    dpo_free(&da), dpo_free(&db);
+    tok_free(&t);
+    unlink(plain), unlink(bom), unlink(late);
+#undef BOM
 }

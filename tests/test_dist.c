@@ -20,6 +20,7 @@
 #include "../data/shard.h"
 #include "../data/tok.h"
 #include "../dist/dist.h"
+#include "../model/llama.h"
 #include "../model/params.h"
 #include "../optim/adamw.h"
 #include "../train/io/ckpt.h"
@@ -109,7 +110,7 @@ static double weight_diff(const char *pa, const char *pb) {
     LC_ASSERT(params_build(&ia.c, &t, &e) == 0);
     float *a = xcalloc(t.size, sizeof(float)), *b = xcalloc(t.size, sizeof(float));
     double d = 1e30;
-    if (test_source_load(pa, &t, a, &e) || test_source_load(pb, &t, b, &e)) {
+    if (ckpt_load(pa, &ia.c, &t, a, NULL, NULL, &e) || ckpt_load(pb, &ia.c, &t, b, NULL, NULL, &e)) {
         EXPECT(0, "%s", e.msg);
     } else {
         d = 0;
@@ -276,6 +277,64 @@ void dist_sft_equiv(void) {
             EXPECT(d <= 1e-5, "%s: weights differ by %g from one process", tag, d);
         }
     }
+}
+
+/* A metrics file's step lines: mfu and tokens_per_s of each; how many. */
+static int read_mfu(const char *path, double *mfu, double *tps, int max) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    while (f && n < max && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, "\"mfu\":"), *q = strstr(line, "\"tokens_per_s\":");
+        if (!p || !q) continue;
+        mfu[n] = strtod(p + 6, NULL), tps[n++] = strtod(q + 15, NULL);
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+/* MFU divides all ranks' tokens/s by all ranks' peak: at most 100% with
+ * the SGEMM peak measured here (LoRA, one process and two ranks), and with
+ * a given per-rank peak the FLOPs per token it implies (mfu x peak x ranks
+ * / tokens/s) are the model's on one rank and on two (one rank's peak
+ * against both ranks' tokens made them 2x). */
+void dist_mfu(void) {
+    if (!have_mpi()) return;
+    need_sft_inputs();
+    CkptInfo ci;
+    Err e = {{0}};
+    LC_ASSERT(ckpt_info(TD "/base.h5", &ci, &e) == 0);
+    static const struct { int np, lora; double peak; } runs[] = {
+        {1, 1, 0}, {2, 1, 0}, {1, 0, 10}, {2, 0, 10}, {1, 1, 10}, {2, 1, 10}};
+    double fpt[2][3] = {{0}}; /* [lora][np], from the given-peak runs */
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char tag[64], m[128], out[128];
+        const char *lora = runs[i].lora ? "--lora-r 4 " : "";
+        snprintf(tag, sizeof tag, "%s np %d peak %g", runs[i].lora ? "lora" : "full", runs[i].np, runs[i].peak);
+        snprintf(m, sizeof m, TD "/mfu%zu.jsonl", i);
+        snprintf(out, sizeof out, TD "/mfu%zu", i);
+        const char *a = SFT_ARGS "%s %s--steps 3 --peak-gflops %g --ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad";
+        int rc = runs[i].np == 1 ? test_llamac(a, tokp, lora, runs[i].peak, out, m, out, out)
+                                 : mpi_llamac(runs[i].np, a, tokp, lora, runs[i].peak, out, m, out, out);
+        EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
+        double mfu[8], tps[8];
+        int n = read_mfu(m, mfu, tps, 8);
+        EXPECT(n == 3, "%s: %d step lines", tag, n);
+        for (int k = 0; k < n; k++) {
+            EXPECT(mfu[k] > 0 && tps[k] > 0, "%s: step %d: mfu %g, %g tokens/s", tag, k + 1, mfu[k], tps[k]);
+            if (runs[i].peak == 0) EXPECT(mfu[k] <= 1.0, "%s: step %d: MFU %.1f%% over 100%%", tag, k + 1, 100 * mfu[k]);
+            else fpt[runs[i].lora][runs[i].np] = mfu[k] * runs[i].peak * 1e9 * runs[i].np / tps[k];
+        }
+    }
+    double full = llama_flops_per_token(&ci.c, 64); /* --seq 64 */
+    for (int np = 1; np <= 2; np++) {
+        EXPECT(fabs(fpt[0][np] - full) <= 0.02 * full, "full np %d: MFU implies %.4g FLOPs/token, the model does %.4g",
+               np, fpt[0][np], full);
+        EXPECT(fpt[1][np] > 0.5 * full && fpt[1][np] < 0.8 * full, "lora np %d: %.4g FLOPs/token, full %.4g", np,
+               fpt[1][np], full);
+    }
+    EXPECT(fabs(fpt[1][2] - fpt[1][1]) <= 0.02 * fpt[1][1], "lora: %.4g FLOPs/token on 2 ranks, %.4g on one",
+           fpt[1][2], fpt[1][1]);
 }
 
 /* A checkpoint save that fails for want of space (RLIMIT_FSIZE with SIGXFSZ

@@ -92,11 +92,16 @@ void cli_help(const char *usage, const char *about, const CliFlag *flags, int nf
     for (int i = 0; i < nflags; i++) {
         const CliFlag *f = &flags[i];
         char def[64] = "";
-        switch (f->kind) {
+        const char *sv = f->kind == CLI_STR ? *(const char **)f->dst : NULL;
+        /* a help text that states its own default ("(default 3)", "; default
+         * all") knows better than the variable, whose 0 or NULL means
+         * "derived": one default per line; an empty string prints none */
+        int own = strstr(f->help, "(default") || strstr(f->help, "; default");
+        if (!own) switch (f->kind) {
         case CLI_INT: snprintf(def, sizeof def, " (default %ld)", *(long *)f->dst); break;
         case CLI_FLOAT: snprintf(def, sizeof def, " (default %g)", *(double *)f->dst); break;
         case CLI_STR:
-            if (*(const char **)f->dst) snprintf(def, sizeof def, " (default %s)", *(const char **)f->dst);
+            if (sv && sv[0]) snprintf(def, sizeof def, " (default %s)", sv);
             break;
         case CLI_BOOL: snprintf(def, sizeof def, " (default %d)", *(int *)f->dst); break;
         case CLI_LIST: break;

@@ -55,7 +55,9 @@ int cli_parse_all(int argc, char **argv, const CliFlag *flags, int nflags, const
  * records of its run, and a valid config file for cli_config. Caller frees. */
 char *cli_dump(const CliFlag *flags, int nflags);
 
-/* Print "usage" then one line per flag with its default. */
+/* Print "usage" then one line per flag with its default, once: none where
+ * the help text states its own ("(default 3)", "; default all") or the
+ * string default is empty. */
 void cli_help(const char *usage, const char *about, const CliFlag *flags, int nflags);
 
 #endif
