@@ -110,7 +110,7 @@ static double weight_diff(const char *pa, const char *pb) {
     LC_ASSERT(params_build(&ia.c, &t, &e) == 0);
     float *a = xcalloc(t.size, sizeof(float)), *b = xcalloc(t.size, sizeof(float));
     double d = 1e30;
-    if (ckpt_load(pa, &ia.c, &t, a, NULL, NULL, &e) || ckpt_load(pb, &ia.c, &t, b, NULL, NULL, &e)) {
+    if (test_source_load(pa, &t, a, &e) || test_source_load(pb, &t, b, &e)) {
         EXPECT(0, "%s", e.msg);
     } else {
         d = 0;
