@@ -50,20 +50,33 @@ DEFINED = set("TDBRCGSVWi")
 # Folder layers (STYLE.md): a module may use the layers strictly below its
 # own, and its own folder. data/ and model/ sit side by side (neither uses
 # the other); model/base is the layer under both.
-LAYER_RANK = {"base": 0, "data": 1, "model": 1, "dist": 2, "optim": 3, "train": 4, "tests": 5}
+# Inside train/ the roles are layers too (train/README.md): model files in
+# and out know nothing of the process, the loop or the commands; the process
+# plumbing opens models; the loop uses both; the commands use everything.
+LAYER_RANK = {"base": 0, "data": 1, "model": 1, "dist": 2, "optim": 3, "train/io": 4.0, "train/proc": 4.1,
+              "train/loop": 4.2, "train/cmd": 4.3, "train": 4.4, "tests": 5}
 LAYER_RULE = {
     "base": "model/base uses libc only",
     "data": "data/ may use only model/base of the other folders",
     "model": "model/ uses no other folder",
     "dist": "dist/ may use model/ and data/",
     "optim": "optim/ may use model/, data/ and dist/",
-    "train": "train/ may use every folder but tests/",
+    "train/io": "train/io/ may use the folders below train/ only",
+    "train/proc": "train/proc/ may use train/io/ of train/",
+    "train/loop": "train/loop/ may use train/io/ and train/proc/ of train/",
+    "train/cmd": "train/cmd/ may use train/io/, proc/ and loop/ of train/",
+    "train": "train/main may use every folder but tests/",
 }
 EXCLUDED = ("tests/", "train/main")  # from the loop check
 
 
 def layer(mod):
-    return "base" if mod == "model/base" else mod.split("/", 1)[0]
+    if mod == "model/base":
+        return "base"
+    top = mod.split("/", 1)[0]
+    if top == "train" and mod.count("/") >= 2:
+        return "train/" + mod.split("/")[1]
+    return top
 
 
 def layer_ok(a, b):
