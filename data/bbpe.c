@@ -169,6 +169,39 @@ static int byte_of_cp(uint32_t cp) {
     return -1;
 }
 
+size_t bbpe_byte_level(const char *in, size_t n, char *out) {
+    uint32_t cp[256]; /* byte -> code point: printable bytes stand for themselves, the 68 others take 256, ... */
+    for (int b = 0, next = 256; b < 256; b++) cp[b] = printable_byte(b) ? (uint32_t)b : (uint32_t)next++;
+    size_t m = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t c = cp[(unsigned char)in[i]];
+        if (c < 0x80) out[m++] = (char)c;
+        else out[m++] = (char)(0xc0 | c >> 6), out[m++] = (char)(0x80 | (c & 0x3f));
+    }
+    return m;
+}
+
+typedef struct { uint32_t rank; int32_t a, b; } RankedPair;
+static int ranked_cmp(const void *x, const void *y) {
+    uint32_t p = ((const RankedPair *)x)->rank, q = ((const RankedPair *)y)->rank;
+    return (p > q) - (p < q);
+}
+
+size_t bbpe_merges(const Bbpe *b, int32_t **ab) {
+    RankedPair *m = xmalloc(((size_t)b->pairs.mask + 2) * sizeof *m);
+    size_t n = 0;
+    for (uint64_t i = 0; i <= b->pairs.mask; i++)
+        if (b->pairs.slot[i].key) {
+            uint64_t k = b->pairs.slot[i].key - 1;
+            m[n++] = (RankedPair){(uint32_t)(b->pairs.slot[i].val >> 32), (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu)};
+        }
+    qsort(m, n, sizeof *m, ranked_cmp);
+    *ab = xmalloc((2 * n + 1) * sizeof **ab);
+    for (size_t i = 0; i < n; i++) (*ab)[2 * i] = m[i].a, (*ab)[2 * i + 1] = m[i].b;
+    free(m);
+    return n;
+}
+
 /* The bytes a vocabulary string stands for: mapped back through the table
  * when every character is in it, else its own UTF-8. Returns the length
  * written to out (capacity >= n). */

@@ -153,4 +153,15 @@ int bbpe_special_id(const Bbpe *b, const char *name);
 /* tok_utf8_lossy (tok.h): each maximal ill-formed subsequence -> U+FFFD. */
 size_t bbpe_utf8_lossy(const char *s, size_t n, char **out, size_t *cap);
 
+/* GPT-2's byte-to-unicode spelling of the bytes in[0..n) (what byte-level
+ * vocabularies in GGUF and tokenizer.json hold: printable bytes stand for
+ * themselves, the other 68 for U+0100...) into out, which has room for
+ * 2 * n bytes; returns its length. The inverse of what loading does. */
+size_t bbpe_byte_level(const char *in, size_t n, char *out);
+
+/* b's merges in rank order: pairs (a, b) of ids as (*ab)[2i], (*ab)[2i + 1]
+ * (caller frees). Returns their number. Pairs that share a rank (tiktoken)
+ * keep the pair table's slot order. */
+size_t bbpe_merges(const Bbpe *b, int32_t **ab);
+
 #endif

@@ -615,3 +615,12 @@ size_t tok_utf8_lossy(const char *s, size_t n, char **out, size_t *cap) {
 }
 
 const struct Spm *tok_spm_model(const Tokenizer *t) { return t->kind == TOK_SPM ? &t->spm->s : NULL; }
+
+size_t tok_merges(const Tokenizer *t, int32_t **ab) {
+    LC_ASSERT(t->kind != TOK_SPM);
+    if (t->kind != TOK_LLAMAC) return bbpe_merges(t->bb, ab);
+    size_t n = (size_t)t->bpe->n_merges;
+    *ab = xmalloc((2 * n + 1) * sizeof **ab);
+    for (size_t i = 0; i < n; i++) (*ab)[2 * i] = t->bpe->merges[i][0], (*ab)[2 * i + 1] = t->bpe->merges[i][1];
+    return n;
+}

@@ -124,4 +124,9 @@ int tok_special_id(const Tokenizer *t, const char *name);
  * (grown with realloc; caller frees). Returns m. */
 size_t tok_utf8_lossy(const char *s, size_t n, char **out, size_t *cap);
 
+/* The merges of a byte-level tokenizer (any kind but TOK_SPM) in rank order:
+ * pairs (a, b) of ids as (*ab)[2i], (*ab)[2i + 1] (caller frees). Returns
+ * their number. What GGUF and tokenizer.json exports write. */
+size_t tok_merges(const Tokenizer *t, int32_t **ab);
+
 #endif

@@ -230,68 +230,6 @@ static void put_bytes_str(W *w, const char *s, size_t n) {
 
 // ---- the vocabulary ----------------------------------------------------------
 
-/* GPT-2's byte -> code point map of byte-level BPE vocabularies: printable
- * bytes stand for themselves, the other 68 take 256, 257, ... in order. */
-static void byte_map(uint32_t cp[256]) {
-    int next = 256;
-    for (int b = 0; b < 256; b++)
-        cp[b] = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174) ? (uint32_t)b : (uint32_t)next++;
-}
-
-/* bytes in[0..n) as the UTF-8 of their mapped code points into out (room
- * for 2 * n bytes); returns the length. */
-static size_t byte_level(const uint32_t cp[256], const unsigned char *in, size_t n, char *out) {
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t c = cp[in[i]];
-        if (c < 0x80) out[m++] = (char)c;
-        else out[m++] = (char)(0xc0 | c >> 6), out[m++] = (char)(0x80 | (c & 0x3f));
-    }
-    return m;
-}
-
-size_t gguf_byte_level(const char *in, size_t n, char *out) {
-    uint32_t cp[256];
-    byte_map(cp);
-    return byte_level(cp, (const unsigned char *)in, n, out);
-}
-
-typedef struct { uint32_t rank; int32_t a, b; } Merge;
-static int merge_cmp(const void *x, const void *y) {
-    uint32_t p = ((const Merge *)x)->rank, q = ((const Merge *)y)->rank;
-    return (p > q) - (p < q);
-}
-
-/* The merges of a byte-level tokenizer, in rank order; *n of them. */
-static Merge *vocab_merges(const Tokenizer *tok, size_t *n) {
-    Merge *m;
-    *n = 0;
-    if (tok->kind == TOK_LLAMAC) {
-        m = xmalloc(((size_t)tok->bpe->n_merges + 1) * sizeof *m);
-        for (int i = 0; i < tok->bpe->n_merges; i++)
-            m[(*n)++] = (Merge){(uint32_t)i, tok->bpe->merges[i][0], tok->bpe->merges[i][1]};
-        return m;
-    }
-    const Bbpe *b = tok->bb;
-    m = xmalloc(((size_t)b->pairs.mask + 2) * sizeof *m);
-    for (uint64_t i = 0; i <= b->pairs.mask; i++)
-        if (b->pairs.slot[i].key) {
-            uint64_t k = b->pairs.slot[i].key - 1;
-            m[(*n)++] = (Merge){(uint32_t)(b->pairs.slot[i].val >> 32), (int32_t)(k >> 32), (int32_t)(k & 0xffffffffu)};
-        }
-    qsort(m, *n, sizeof *m, merge_cmp);
-    return m;
-}
-
-size_t gguf_merges(const Tokenizer *tok, int32_t **ab) {
-    size_t n;
-    Merge *m = vocab_merges(tok, &n);
-    *ab = xmalloc((2 * n + 1) * sizeof **ab);
-    for (size_t i = 0; i < n; i++) (*ab)[2 * i] = m[i].a, (*ab)[2 * i + 1] = m[i].b;
-    free(m);
-    return n;
-}
-
 /* Metadata entries the vocabulary adds (1 without a tokenizer). */
 static int vocab_kv_count(const Tokenizer *tok) {
     if (!tok) return 1;
@@ -328,8 +266,6 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
         }
         kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)s->unk);
     } else {
-        uint32_t cp[256];
-        byte_map(cp);
         int32_t *type = xmalloc((size_t)V * sizeof *type);
         for (int i = 0; i < V; i++) type[i] = i < tok->vocab ? TT_NORMAL : TT_UNUSED;
         if (tok->kind == TOK_LLAMAC)
@@ -361,20 +297,20 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
                 continue;
             }
             if (2 * n > cap) buf = xrealloc(buf, cap = 2 * n + 64);
-            put_bytes_str(w, buf, byte_level(cp, (const unsigned char *)b, n, buf));
+            put_bytes_str(w, buf, bbpe_byte_level(b, n, buf));
         }
         kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
         put(w, type, (size_t)V * 4);
-        size_t nm;
-        Merge *m = vocab_merges(tok, &nm);
+        int32_t *m;
+        size_t nm = tok_merges(tok, &m);
         kv_array(w, "tokenizer.ggml.merges", GGUF_STRING, nm);
         for (size_t i = 0; i < nm; i++) {
             size_t na, nb;
-            const char *a = tok_token_bytes(tok, m[i].a, &na), *b = tok_token_bytes(tok, m[i].b, &nb);
+            const char *a = tok_token_bytes(tok, m[2 * i], &na), *b = tok_token_bytes(tok, m[2 * i + 1], &nb);
             if (2 * (na + nb) + 1 > cap) buf = xrealloc(buf, cap = 2 * (na + nb) + 64);
-            size_t k = byte_level(cp, (const unsigned char *)a, na, buf);
+            size_t k = bbpe_byte_level(a, na, buf);
             buf[k++] = ' ';
-            k += byte_level(cp, (const unsigned char *)b, nb, buf + k);
+            k += bbpe_byte_level(b, nb, buf + k);
             put_bytes_str(w, buf, k);
         }
         free(m);

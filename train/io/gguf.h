@@ -104,15 +104,6 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e);
 
-/* GPT-2's byte-to-unicode spelling of the bytes in[0..n) (what byte-level
- * vocabularies in GGUF and tokenizer.json hold) into out, which has room for
- * 2 * n bytes; returns its length. */
-size_t gguf_byte_level(const char *in, size_t n, char *out);
-
-/* The merges of a byte-level tokenizer (not TOK_SPM) in rank order: pairs
- * (a, b) of ids as (*ab)[2i], (*ab)[2i + 1] (caller frees). Returns n. */
-size_t gguf_merges(const Tokenizer *tok, int32_t **ab);
-
 /* The conversions above, for n values (Q8_0: n a multiple of 32, writing
  * n / 32 blocks of 34 bytes to dst). */
 void gguf_to_f16(uint16_t *dst, const float *src, size_t n);

@@ -20,7 +20,6 @@
 #include "../../data/bbpe.h"
 #include "../../data/spm.h"
 #include "../../data/tok.h"
-#include "gguf.h"
 #include "iofile.h"
 #include "safetensors.h"
 
@@ -371,7 +370,7 @@ static json_t *tokenizer_json(const Tokenizer *tok, const char *path, Err *e) {
         size_t n;
         const char *b = tok_token_bytes(tok, i, &n);
         if (2 * n + 1 > cap) buf = xrealloc(buf, cap = 2 * n + 64);
-        buf[gguf_byte_level(b, n, buf)] = 0;
+        buf[bbpe_byte_level(b, n, buf)] = 0;
         json_t *prev = json_object_get(vocab, buf);
         if (prev) {
             err_set(e, "%s: tokens %lld and %d have the same bytes, which tokenizer.json cannot hold", path,
@@ -381,14 +380,14 @@ static json_t *tokenizer_json(const Tokenizer *tok, const char *path, Err *e) {
         json_object_set_new(vocab, buf, json_integer(i));
     }
     int32_t *ab;
-    size_t nm = gguf_merges(tok, &ab);
+    size_t nm = tok_merges(tok, &ab);
     for (size_t i = 0; i < nm; i++) {
         json_t *pair = json_array();
         for (int k = 0; k < 2; k++) {
             size_t n;
             const char *b = tok_token_bytes(tok, ab[2 * i + k], &n);
             if (2 * n + 1 > cap) buf = xrealloc(buf, cap = 2 * n + 64);
-            buf[gguf_byte_level(b, n, buf)] = 0;
+            buf[bbpe_byte_level(b, n, buf)] = 0;
             json_array_append_new(pair, json_string(buf));
         }
         json_array_append_new(merges, pair);
