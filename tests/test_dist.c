@@ -355,15 +355,15 @@ void dist_save_no_space(void) {
          * limit would refuse) */
         const char *launch = np == 1 ? "" : MPIRUN "2 --mca btl self,tcp ";
         /* 4 steps saved at 2 and 4, with room */
-        snprintf(cmd, sizeof cmd, "%s%s " PRE_ARGS "--steps 4 --save-every 2 --ckpt-dir %s >" TD "/mpi.out 2>" TD
-                 "/mpi.err", launch, test_llamac_path, dir);
+        snprintf(cmd, sizeof cmd, "%s%s " PRE_ARGS "--steps 4 --save-every 2 --ckpt-dir %s --out %s/out.h5 >" TD
+                 "/mpi.out 2>" TD "/mpi.err", launch, test_llamac_path, dir, dir);
         int st = system(cmd);
         slurp_into(TD "/mpi.err", test_err, sizeof test_err);
         EXPECT(WIFEXITED(st) && WEXITSTATUS(st) == 0, "np %d: first run: %d %s", np, st, test_err);
         /* then on to 6 with files limited to 1000 KiB, less than a checkpoint */
         snprintf(cmd, sizeof cmd, "%ssh -c 'trap \"\" XFSZ; ulimit -f 1000; exec %s " PRE_ARGS "--steps 6 "
-                 "--save-every 2 --ckpt-dir %s --resume auto' >" TD "/mpi.out 2>" TD "/mpi.err", launch,
-                 test_llamac_path, dir);
+                 "--save-every 2 --ckpt-dir %s --out %s/out.h5 --resume auto' >" TD "/mpi.out 2>" TD "/mpi.err",
+                 launch, test_llamac_path, dir, dir);
         st = system(cmd);
         slurp_into(TD "/mpi.err", test_err, sizeof test_err);
         int lines = 0; /* llamac's lines (mpirun adds its own about the exits) */
@@ -379,7 +379,7 @@ void dist_save_no_space(void) {
         CkptInfo info;
         Err e;
         EXPECT(ckpt_info(cmd, &info, &e) == 0 && info.step == 4, "np %d: step 4: %s", np, e.msg);
-        int rc = test_llamac(PRE_ARGS "--steps 6 --save-every 2 --ckpt-dir %s --resume auto", dir);
+        int rc = test_llamac(PRE_ARGS "--steps 6 --save-every 2 --ckpt-dir %s --out %s/out.h5 --resume auto", dir, dir);
         EXPECT(rc == 0 && strstr(test_out, "step 6/6"), "np %d: resume after the failed save: %s", np, test_err);
     }
 }
