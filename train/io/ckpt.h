@@ -39,7 +39,11 @@
  *
  * Crash safety: ckpt_save writes "<path>.tmp", sets `complete` last, closes
  * and fsyncs it, then renames it over path and fsyncs the directory. A kill at
- * any moment leaves either the old file or the new one under path. Test hook:
+ * any moment leaves either the old file or the new one under path. Before
+ * libhdf5 writes, the save claims the file's space (posix_fallocate): no room
+ * (a full disk, RLIMIT_FSIZE) is one error line and no temporary file, never
+ * a write failing inside libhdf5, which leaves the file open in the library
+ * and crashes it at exit. Test hook:
  * with LLAMAC_CKPT_KILL_AFTER=N in the environment, ckpt_save raises SIGKILL
  * on its own process once it has written N tensors in all (over every save
  * of the process: the crash-safety test).
