@@ -457,35 +457,25 @@ static int line_msgs(json_t *obj, ChatMsg **msgs, int *cap, int *n, const char *
     return chat_msgs_from_json(list, msgs, cap, n, where, e);
 }
 
+/* chat_jsonl_each's state: the callback and the messages buffer */
+typedef struct {
+    ChatFn fn;
+    void *ud;
+    ChatMsg *msgs;
+    int mcap;
+} ChatWalk;
+
+static int chat_line(void *ud, json_t *obj, const char *where, Err *e) {
+    ChatWalk *w = ud;
+    int n = 0;
+    if (line_msgs(obj, &w->msgs, &w->mcap, &n, where, e)) return -1;
+    return w->fn(w->ud, w->msgs, n, where, e);
+}
+
 int chat_jsonl_each(const char *path, ChatFn fn, void *ud, Err *e) {
-    FILE *f = jsonl_open(path);
-    if (!f) return err_set(e, "%s: cannot open", path);
-    char *line = NULL, where[600];
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0;
-    int rc = 0, mcap = 0, n = 0;
-    ChatMsg *msgs = NULL;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        snprintf(where, sizeof where, "%s:%ld", path, lineno);
-        json_error_t je;
-        json_t *obj = json_loadb(line, (size_t)len, JSON_ALLOW_NUL, &je);
-        if (!obj) {
-            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-            rc = err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
-            break;
-        }
-        rc = line_msgs(obj, &msgs, &mcap, &n, where, e);
-        if (rc == 0) rc = fn(ud, msgs, n, where, e);
-        json_decref(obj);
-        if (rc) break;
-    }
-    free(msgs);
-    free(line);
-    fclose(f);
+    ChatWalk w = {fn, ud, NULL, 0};
+    int rc = jsonl_each(path, JSONL_ALLOW_NUL, chat_line, &w, e);
+    free(w.msgs);
     return rc;
 }
 

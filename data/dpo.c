@@ -170,41 +170,30 @@ static int add_pair(DpoSet *s, SftRender *b, ChatTokens *ct, json_t *obj, const 
     return 0;
 }
 
+/* dpo_load's state across the lines of a file */
+typedef struct {
+    DpoSet *s;
+    const SftOpts *o;
+    SftRender b;
+    ChatTokens ct;    /* chosen, kept while rejected renders */
+} Loading;
+
+static int load_line(void *ud, json_t *obj, const char *where, Err *e) {
+    Loading *L = ud;
+    return add_pair(L->s, &L->b, &L->ct, obj, L->o, where, e);
+}
+
 int dpo_load(DpoSet *s, const char *path, const Tokenizer *t, const SftOpts *o, Err *e) {
     memset(s, 0, sizeof *s);
     if (o->max_len < 2) return err_set(e, "--max-length: must be at least 2, got %d", o->max_len);
-    FILE *f = jsonl_open(path);
-    if (!f) return err_set(e, "%s: cannot open", path);
     s->cap_seq = 1024;
     s->off = xmalloc(s->cap_seq * sizeof *s->off);
     s->off[0] = 0;
-    SftRender b;
-    sft_render_init(&b, t, o, SFT_LOSS_COMPLETION);
-    ChatTokens ct = {0};
-    char *line = NULL, where[600];
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0;
-    int rc = 0;
-    while (!rc && (len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        snprintf(where, sizeof where, "%s:%ld", path, lineno);
-        json_error_t je;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &je);
-        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-        if (!obj || !json_is_object(obj))
-            rc = obj ? err_set(e, "%s: not a JSON object", where)
-                     : err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
-        else
-            rc = add_pair(s, &b, &ct, obj, o, where, e);
-        json_decref(obj);
-    }
-    free(line);
-    fclose(f);
-    sft_render_free(&b);
-    chat_tokens_free(&ct);
+    Loading L = {s, o, {0}, {0}};
+    sft_render_init(&L.b, t, o, SFT_LOSS_COMPLETION);
+    int rc = jsonl_each(path, JSONL_OBJECT, load_line, &L, e);
+    sft_render_free(&L.b);
+    chat_tokens_free(&L.ct);
     if (!rc && s->n == 0)
         rc = err_set(e, "%s: no usable pair (%ld lines; %ld whose prompt alone has --max-length %d tokens or more "
                         "dropped)", path, s->lines, s->dropped_long, o->max_len);
@@ -213,15 +202,7 @@ int dpo_load(DpoSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
 }
 
 uint64_t dpo_hash(const DpoSet *s) {
-    uint64_t h = 0xcbf29ce484222325ULL ^ 0x64706fULL;
-    const size_t nw[3] = {s->ntok, s->ntok, 2 * s->n + 1};
-    for (int a = 0; a < 3; a++)
-        for (size_t i = 0; i < nw[a]; i++) {
-            uint64_t x = a == 0 ? (uint64_t)(uint32_t)s->ids[i] : a == 1 ? s->mask[i] : s->off[i];
-            h = (h ^ x) * 0x100000001b3ULL;
-            h ^= h >> 29;
-        }
-    return h ? h : 1;
+    return pack_hash(0x64706fULL /* "dpo" */, s->ids, s->mask, s->ntok, s->off, 2 * s->n + 1);
 }
 
 // ----------------------------------------------------------------------------
@@ -277,9 +258,7 @@ void dpo_rows_free(DpoRows *r) {
 }
 
 int dpo_rows_seek(DpoRows *r, uint64_t epoch, uint64_t pos, Err *e) {
-    if (pos % (uint64_t)r->B || pos + (uint64_t)r->B > r->nrows)
-        return err_set(e, "data cursor: row %llu is not the start of a batch of %d among %zu rows",
-                       (unsigned long long)pos, r->B, r->nrows);
+    if (pack_cursor_check(pos, r->B, r->nrows, e)) return -1;
     r->epoch = epoch;
     r->pos = pos;
     r->drawn = 0;

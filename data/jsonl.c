@@ -47,37 +47,50 @@ FILE *jsonl_open(const char *path) {
     return f;
 }
 
-int docs_each(const char *path, const char *field, DocFn fn, void *ud, Err *e) {
-    if (!ends_with(path, ".jsonl")) return whole_file(path, fn, ud, e);
+int jsonl_each(const char *path, int flags, JsonlFn fn, void *ud, Err *e) {
     FILE *f = jsonl_open(path);
     if (!f) return err_set(e, "%s: cannot open", path);
-    char *line = NULL;
+    char *line = NULL, where[600];
     size_t cap = 0;
     ssize_t n;
     long lineno = 0;
     int rc = 0;
-    while ((n = getline(&line, &cap, f)) >= 0) {
+    while (!rc && (n = getline(&line, &cap, f)) >= 0) {
         lineno++;
         while (n > 0 && (line[n - 1] == '\n' || line[n - 1] == '\r')) line[--n] = 0;
         if (n == 0) continue;
+        snprintf(where, sizeof where, "%s:%ld", path, lineno);
         json_error_t je;
-        json_t *obj = json_loadb(line, (size_t)n, JSON_ALLOW_NUL, &je);
-        if (!obj) {
-            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-            rc = err_set(e, "%s:%ld: not valid JSON (%s)", path, lineno, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
-            break;
-        }
-        json_t *v = json_is_object(obj) ? json_object_get(obj, field) : NULL;
-        if (!v || !json_is_string(v)) {
-            json_decref(obj);
-            rc = err_set(e, "%s:%ld: no string field '%s'", path, lineno, field);
-            break;
-        }
-        rc = fn(ud, json_string_value(v), json_string_length(v), e);
+        json_t *obj = json_loadb(line, (size_t)n, flags & JSONL_ALLOW_NUL ? JSON_ALLOW_NUL : 0, &je);
+        char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
+        if (!obj)
+            rc = err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
+        else if ((flags & JSONL_OBJECT) && !json_is_object(obj))
+            rc = err_set(e, "%s: not a JSON object", where);
+        else
+            rc = fn(ud, obj, where, e);
         json_decref(obj);
-        if (rc) break;
     }
     free(line);
     fclose(f);
     return rc;
+}
+
+typedef struct {
+    const char *field;
+    DocFn fn;
+    void *ud;
+} DocWalk;
+
+static int doc_line(void *ud, json_t *obj, const char *where, Err *e) {
+    const DocWalk *w = ud;
+    json_t *v = json_is_object(obj) ? json_object_get(obj, w->field) : NULL;
+    if (!v || !json_is_string(v)) return err_set(e, "%s: no string field '%s'", where, w->field);
+    return w->fn(w->ud, json_string_value(v), json_string_length(v), e);
+}
+
+int docs_each(const char *path, const char *field, DocFn fn, void *ud, Err *e) {
+    if (!ends_with(path, ".jsonl")) return whole_file(path, fn, ud, e);
+    DocWalk w = {field, fn, ud};
+    return jsonl_each(path, JSONL_ALLOW_NUL, doc_line, &w, e);
 }

@@ -19,6 +19,26 @@
  * the caller closes with fclose. */
 FILE *jsonl_open(const char *path);
 
+/* jsonl_each's flags: JSONL_OBJECT refuses a line that is JSON but not an
+ * object ("<file>:<line>: not a JSON object"); JSONL_ALLOW_NUL lets
+ * strings hold \u0000 (jansson's JSON_ALLOW_NUL; without it such a line is
+ * not valid JSON). */
+enum { JSONL_OBJECT = 1, JSONL_ALLOW_NUL = 2 };
+
+/* Called once per parsed line with its value (borrowed: freed after the
+ * call) and where = "<file>:<line>" for messages; return 0 to go on, -1
+ * (with e set) to stop. */
+struct json_t;
+typedef int (*JsonlFn)(void *ud, struct json_t *value, const char *where, Err *e);
+
+/* Walk the lines of the JSONL file path (opened with jsonl_open), one JSON
+ * value each; line ends (\n, \r\n) are cut and empty lines skipped. The
+ * one reading loop of every JSONL reader (documents, chats, SFT examples,
+ * preference pairs). Errors: "<file>: cannot open", "<file>:<line>: not
+ * valid JSON (<jansson's words>)", flags' refusals, fn's. Returns 0 or -1
+ * (the first error stops the walk). */
+int jsonl_each(const char *path, int flags, JsonlFn fn, void *ud, Err *e);
+
 /* Called once per document; return 0 to go on, -1 (with e set) to stop. */
 typedef int (*DocFn)(void *ud, const char *text, size_t len, Err *e);
 

@@ -108,3 +108,23 @@ void pack_rows(const int *need, size_t n, int T, PackFit fit, size_t *nrows, siz
     *items = it;
     *slots_used = used;
 }
+
+uint64_t pack_hash(uint64_t salt, const int32_t *ids, const uint8_t *mask, size_t ntok, const size_t *off,
+                   size_t noff) {
+    uint64_t h = 0xcbf29ce484222325ULL ^ salt;
+    const size_t nw[3] = {ntok, ntok, noff};
+    for (int a = 0; a < 3; a++)
+        for (size_t i = 0; i < nw[a]; i++) {
+            uint64_t x = a == 0 ? (uint64_t)(uint32_t)ids[i] : a == 1 ? mask[i] : off[i];
+            h = (h ^ x) * 0x100000001b3ULL;
+            h ^= h >> 29;
+        }
+    return h ? h : 1;
+}
+
+int pack_cursor_check(uint64_t pos, int B, size_t nrows, Err *e) {
+    if (pos % (uint64_t)B || pos + (uint64_t)B > nrows)
+        return err_set(e, "data cursor: row %llu is not the start of a batch of %d among %zu rows",
+                       (unsigned long long)pos, B, nrows);
+    return 0;
+}

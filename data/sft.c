@@ -256,64 +256,51 @@ static void add_example(SftSet *s, const ChatTokens *ex, size_t n) {
     s->off[++s->n] = s->ntok;
 }
 
+/* sft_load's state across the lines of a file */
+typedef struct {
+    SftSet *s;
+    const SftOpts *o;
+    Builder b;
+    SftFormat fmt;    /* o->format, or the first line's once detected */
+} Loading;
+
+static int load_line(void *ud, json_t *obj, const char *where, Err *e) {
+    Loading *L = ud;
+    SftSet *s = L->s;
+    const SftOpts *o = L->o;
+    if (L->fmt == SFT_AUTO && (L->fmt = detect(obj, o->text_field)) == SFT_AUTO)
+        return err_set(e, "%s: cannot tell the format: no \"messages\", \"prompt\"+\"completion\", "
+                          "\"instruction\"+\"output\" or \"%s\" field (name one with --format)", where, o->text_field);
+    s->format = L->fmt;
+    if (L->b.loss == SFT_LOSS_AUTO)
+        L->b.loss = o->loss != SFT_LOSS_AUTO ? o->loss
+                  : L->fmt == SFT_MESSAGES ? SFT_LOSS_ASSISTANT : L->fmt == SFT_TEXT ? SFT_LOSS_ALL : SFT_LOSS_COMPLETION;
+    if (build(&L->b, obj, L->fmt, where, e)) return -1;
+    s->lines++;
+    size_t n = L->b.ex.n;
+    if (n > (size_t)o->max_len) {
+        if (o->drop_long) { s->dropped_long++; return 0; }
+        n = (size_t)o->max_len;
+        s->truncated++;
+    }
+    long trained = 0;
+    for (size_t i = 1; i < n; i++) trained += L->b.ex.mask[i];
+    if (trained == 0) { s->dropped_empty++; return 0; }
+    s->trained += trained;
+    add_example(s, &L->b.ex, n);
+    return 0;
+}
+
 int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, Err *e) {
     memset(s, 0, sizeof *s);
     if (o->max_len < 2) return err_set(e, "--max-length: must be at least 2, got %d", o->max_len);
-    FILE *f = jsonl_open(path);
-    if (!f) return err_set(e, "%s: cannot open", path);
     s->off = xmalloc(1024 * sizeof *s->off);
     s->cap_ex = 1024;
     s->off[0] = 0;
-    Builder b;
-    sft_render_init(&b, t, o, SFT_LOSS_AUTO);
-    char *line = NULL, where[600];
-    size_t cap = 0;
-    ssize_t len;
-    long lineno = 0;
-    int rc = 0;
-    SftFormat fmt = o->format;
-    while ((len = getline(&line, &cap, f)) >= 0) {
-        lineno++;
-        while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r')) line[--len] = 0;
-        if (len == 0) continue;
-        snprintf(where, sizeof where, "%s:%ld", path, lineno);
-        json_error_t je;
-        json_t *obj = json_loadb(line, (size_t)len, 0, &je);
-        if (!obj || !json_is_object(obj)) {
-            char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
-            rc = obj ? err_set(e, "%s: not a JSON object", where) : err_set(e, "%s: not valid JSON (%s)", where, err_quote(jq, sizeof jq, je.text, strlen(je.text)));
-            json_decref(obj);
-            break;
-        }
-        if (fmt == SFT_AUTO && (fmt = detect(obj, o->text_field)) == SFT_AUTO) {
-            rc = err_set(e, "%s: cannot tell the format: no \"messages\", \"prompt\"+\"completion\", "
-                            "\"instruction\"+\"output\" or \"%s\" field (name one with --format)", where, o->text_field);
-            json_decref(obj);
-            break;
-        }
-        s->format = fmt;
-        if (b.loss == SFT_LOSS_AUTO)
-            b.loss = o->loss != SFT_LOSS_AUTO ? o->loss
-                   : fmt == SFT_MESSAGES ? SFT_LOSS_ASSISTANT : fmt == SFT_TEXT ? SFT_LOSS_ALL : SFT_LOSS_COMPLETION;
-        rc = build(&b, obj, fmt, where, e);
-        json_decref(obj);
-        if (rc) break;
-        s->lines++;
-        size_t n = b.ex.n;
-        if (n > (size_t)o->max_len) {
-            if (o->drop_long) { s->dropped_long++; continue; }
-            n = (size_t)o->max_len;
-            s->truncated++;
-        }
-        long trained = 0;
-        for (size_t i = 1; i < n; i++) trained += b.ex.mask[i];
-        if (trained == 0) { s->dropped_empty++; continue; }
-        s->trained += trained;
-        add_example(s, &b.ex, n);
-    }
-    free(line);
-    fclose(f);
-    sft_render_free(&b);
+    Loading L = {s, o, {0}, o->format};
+    sft_render_init(&L.b, t, o, SFT_LOSS_AUTO);
+    int rc = jsonl_each(path, JSONL_OBJECT, load_line, &L, e);
+    sft_render_free(&L.b);
     if (!rc && s->n == 0)
         rc = err_set(e, "%s: no usable example (%ld lines; %ld longer than --max-length %d dropped, %ld with no "
                         "trained token left after truncation)", path, s->lines, s->dropped_long, o->max_len,
@@ -323,17 +310,7 @@ int sft_load(SftSet *s, const char *path, const Tokenizer *t, const SftOpts *o, 
 }
 
 uint64_t sft_hash(const SftSet *s, int packed) {
-    /* FNV-1a over 64-bit words folded with a multiply-xorshift: order
-     * matters, as it should (a different order is different data) */
-    uint64_t h = 0xcbf29ce484222325ULL ^ (uint64_t)packed;
-    const size_t nw[3] = {s->ntok, s->ntok, s->n + 1};
-    for (int a = 0; a < 3; a++)
-        for (size_t i = 0; i < nw[a]; i++) {
-            uint64_t x = a == 0 ? (uint64_t)(uint32_t)s->ids[i] : a == 1 ? s->mask[i] : s->off[i];
-            h = (h ^ x) * 0x100000001b3ULL;
-            h ^= h >> 29;
-        }
-    return h ? h : 1;
+    return pack_hash((uint64_t)packed, s->ids, s->mask, s->ntok, s->off, s->n + 1);
 }
 
 // ----------------------------------------------------------------------------
@@ -376,9 +353,7 @@ void sft_rows_free(SftRows *r) {
 }
 
 int sft_rows_seek(SftRows *r, uint64_t epoch, uint64_t pos, Err *e) {
-    if (pos % (uint64_t)r->B || pos + (uint64_t)r->B > r->nrows)
-        return err_set(e, "data cursor: row %llu is not the start of a batch of %d among %zu rows",
-                       (unsigned long long)pos, r->B, r->nrows);
+    if (pack_cursor_check(pos, r->B, r->nrows, e)) return -1;
     r->epoch = epoch;
     r->pos = pos;
     return 0;

@@ -397,6 +397,33 @@ void ckpt_test_same_losses(const char *ma, const char *mb, int steps) {
         EXPECT(la[s][0] && strcmp(la[s], lb[s]) == 0, "step %d: loss '%s' straight, '%s' resumed", s, la[s], lb[s]);
 }
 
+void ckpt_test_kill_resume(const char *straight_args, const char *resumed_args, const char *kill_after_ckpt,
+                           const char *final_a, const char *final_b, const char *metrics_a, const char *metrics_b,
+                           int steps, unsigned max_delay_us) {
+    if (straight_args) {
+        int rc = test_llamac("%s", straight_args);
+        EXPECT(rc == 0, "straight run (%s): %s", straight_args, test_err);
+    }
+    char log[1024];
+    const char *slash = strrchr(kill_after_ckpt, '/');
+    snprintf(log, sizeof log, "%.*s.log", slash ? (int)(slash - kill_after_ckpt) : 0, kill_after_ckpt);
+    pid_t pid = ckpt_test_spawn(resumed_args, log);
+    EXPECT(ckpt_test_wait_for(kill_after_ckpt, pid) == 0, "no %s appeared", kill_after_ckpt);
+    if (max_delay_us) { /* kill at a random moment after that checkpoint */
+        Rng r;
+        rng_seed(&r, (uint64_t)time_now() * 1000);
+        usleep((useconds_t)(rng_u64(&r) % max_delay_us));
+    }
+    kill(pid, SIGKILL);
+    int st;
+    waitpid(pid, &st, 0);
+    EXPECT(access(final_b, F_OK) != 0, "%s: the run finished before the kill: make it longer", final_b);
+    int rc = test_llamac("%s --resume auto", resumed_args);
+    EXPECT(rc == 0, "resume to %s: %s", final_b, test_err);
+    ckpt_test_same(final_a, final_b);
+    ckpt_test_same_losses(metrics_a, metrics_b, steps);
+}
+
 static void straight_run(void) {
     static int done;
     if (done) return;
@@ -410,20 +437,10 @@ static void straight_run(void) {
 void ckpt_resume_sigkill(void) {
     straight_run();
     system("rm -rf " DIR "/B " DIR "/B.jsonl " DIR "/B.log");
-    /* kill at a random moment after the step-8 checkpoint */
-    pid_t pid = ckpt_test_spawn(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5", DIR "/B.log");
-    EXPECT(ckpt_test_wait_for(DIR "/B/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
-    Rng r;
-    rng_seed(&r, (uint64_t)time_now() * 1000);
-    usleep((useconds_t)(rng_u64(&r) % 500000));
-    kill(pid, SIGKILL);
-    int st;
-    waitpid(pid, &st, 0);
-    EXPECT(access(DIR "/B/step-00000024.h5", F_OK) != 0, "the run finished before the kill: make it longer");
-    int rc = test_llamac(RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5 --resume auto");
-    EXPECT(rc == 0, "resume: %s", test_err);
-    ckpt_test_same(DIR "/A/step-00000024.h5", DIR "/B/step-00000024.h5");
-    ckpt_test_same_losses(DIR "/A.jsonl", DIR "/B.jsonl", STEPS);
+    /* killed at a random moment (up to half a second) after the step-8 checkpoint */
+    ckpt_test_kill_resume(NULL, RUN_ARGS "--ckpt-dir " DIR "/B --metrics " DIR "/B.jsonl --out " DIR "/B.h5",
+                          DIR "/B/step-00000008.h5", DIR "/A/step-00000024.h5", DIR "/B/step-00000024.h5",
+                          DIR "/A.jsonl", DIR "/B.jsonl", STEPS, 500000);
     /* --keep 2 */
     EXPECT(access(DIR "/B/step-00000020.h5", F_OK) == 0 && access(DIR "/B/step-00000016.h5", F_OK) != 0,
            "--keep 2 did not keep exactly the last two");

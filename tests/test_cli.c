@@ -39,6 +39,16 @@ void cli_inspect(void) {
     EXPECT(rc == 0 && strstr(test_out, "lora r=4") && strstr(test_out, "recompute"), "bench LoRA: %s%s", test_out, test_err);
 }
 
+void test_cli_refusals(const TestCliCase *cases, size_t n, const char *arg, const char *tail) {
+    for (size_t i = 0; i < n; i++) {
+        char args[1024];
+        snprintf(args, sizeof args, cases[i].args, arg);
+        int rc = test_llamac("%s%s", args, tail);
+        EXPECT(rc == 1 && strstr(test_err, cases[i].want) && strchr(test_err, '\n') == strrchr(test_err, '\n'),
+               "case %zu (%s): rc %d, '%s', want '%s'", i, args, rc, test_err, cases[i].want);
+    }
+}
+
 void cli_errors(void) {
     static const struct { const char *args, *want; } cases[] = {
         {"", "usage"},

@@ -508,23 +508,13 @@ void dpo_lora_resume(void) {
         EXPECT(cache || strstr(test_out, "adapters off"), "reference: %s", test_out);
         EXPECT(access(DIR "/adA0/adapter_model.safetensors", F_OK) == 0, "no PEFT adapter written");
         EXPECT(cache || access(DIR "/LA0.h5", F_OK) == 0, "no merged model written");
-        pid_t pid = ckpt_test_spawn(b, DIR "/LB.log");
-        char ck[256];
+        char ck[256], pa[256], pb[256], ma[256], mb[256];
         snprintf(ck, sizeof ck, DIR "/LB%d/step-00000006.h5", cache);
-        EXPECT(ckpt_test_wait_for(ck, pid) == 0, "no step-6 checkpoint appeared");
-        kill(pid, SIGKILL);
-        int st;
-        waitpid(pid, &st, 0);
-        snprintf(ck, sizeof ck, DIR "/LB%d/step-00000016.h5", cache);
-        EXPECT(access(ck, F_OK) != 0, "the run finished before the kill: make it longer");
-        rc = test_llamac("%s --resume auto", b);
-        EXPECT(rc == 0, "resume: %s", test_err);
-        char pa[256], ma[256], mb[256];
         snprintf(pa, sizeof pa, DIR "/LA%d/step-00000016.h5", cache);
-        ckpt_test_same(pa, ck);
+        snprintf(pb, sizeof pb, DIR "/LB%d/step-00000016.h5", cache);
         snprintf(ma, sizeof ma, DIR "/LA%d.jsonl", cache);
         snprintf(mb, sizeof mb, DIR "/LB%d.jsonl", cache);
-        ckpt_test_same_losses(ma, mb, 16);
+        ckpt_test_kill_resume(NULL, b, ck, pa, pb, ma, mb, 16, 0);
     }
 }
 
@@ -538,36 +528,23 @@ void dpo_lora_resume_bases(void) {
     EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_hf") == 0, "to HF: %s", test_err);
     const char *bases[3] = {DIR "/base.h5", DIR "/rb_hf", DIR "/rb_base.gguf"};
     for (int k = 0; k < 3; k++) {
-        char a[2048], b[2048], ck[256], pa[256], ma[256], mb[256];
+        char a[2048], b[2048], ck[256], pa[256], pb[256], ma[256], mb[256];
         snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
         snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
 #define RB_ARGS DPO_ARGS "%s --model %s --lora-r 4 --lora-targets all-linear --lora-dropout 0.1 --steps 16 " \
                 "--ckpt-dir " DIR "/rb%c%d --metrics %s"
         snprintf(a, sizeof a, RB_ARGS, tokp, bases[k], 'A', k, ma);
         snprintf(b, sizeof b, RB_ARGS, tokp, bases[k], 'B', k, mb);
-        int rc = test_llamac("%s", a);
-        EXPECT(rc == 0, "%s: straight LoRA dpo: %s", bases[k], test_err);
-        pid_t pid = ckpt_test_spawn(b, DIR "/rb.log");
         snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000006.h5", k);
-        EXPECT(ckpt_test_wait_for(ck, pid) == 0, "%s: no step-6 checkpoint appeared", bases[k]);
-        kill(pid, SIGKILL);
-        int st;
-        waitpid(pid, &st, 0);
-        snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000016.h5", k);
-        EXPECT(access(ck, F_OK) != 0, "%s: the run finished before the kill: make it longer", bases[k]);
-        rc = test_llamac("%s --resume auto", b);
-        EXPECT(rc == 0, "%s: resume: %s", bases[k], test_err);
         snprintf(pa, sizeof pa, DIR "/rbA%d/step-00000016.h5", k);
-        ckpt_test_same(pa, ck);
-        ckpt_test_same_losses(ma, mb, 16);
+        snprintf(pb, sizeof pb, DIR "/rbB%d/step-00000016.h5", k);
+        ckpt_test_kill_resume(a, b, ck, pa, pb, ma, mb, 16, 0);
     }
 }
 
 void dpo_cli_errors(void) {
     need_run_inputs();
-    struct {
-        const char *args, *want;
-    } cases[] = {
+    static const TestCliCase cases[] = {
         {"dpo --data x.jsonl --tokenizer t", "--model: required"},
         {"dpo --model " DIR "/base.h5 --tokenizer t", "--data: required"},
         {"dpo --model " DIR "/base.h5 --data " DIR "/pairs.jsonl", "--tokenizer: required"},
@@ -596,13 +573,7 @@ void dpo_cli_errors(void) {
     test_put(DIR "/bad2.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"x\", \"rejected\": \"y\"}\n{\"prompt\": \"Hi\", \"chosen\": \"x\"}\n");
     test_put(DIR "/bad3.jsonl", "{\"prompt\": \"Hi\", \"chosen\": \"\", \"rejected\": \"y\"}\n");
     test_put(DIR "/E.h5", "keep");
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char args[1024];
-        snprintf(args, sizeof args, cases[i].args, tokp);
-        int rc = test_llamac("%s --out " DIR "/E.h5 --ckpt-dir " DIR "/E", args);
-        EXPECT(rc == 1 && strstr(test_err, cases[i].want) && strchr(test_err, '\n') == strrchr(test_err, '\n'),
-               "case %zu (%s): rc %d, '%s', want '%s'", i, args, rc, test_err, cases[i].want);
-    }
+    test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, " --out " DIR "/E.h5 --ckpt-dir " DIR "/E");
     FILE *f = fopen(DIR "/E.h5", "r");
     char buf[8] = "";
     if (f) {

@@ -344,16 +344,8 @@ void sft_resume(void) {
     char args[2048];
     snprintf(args, sizeof args, SFT_ARGS "%s --val " DIR "/chat.jsonl --val-every 8 --ckpt-dir " DIR "/B --metrics "
              DIR "/B.jsonl --out " DIR "/B.h5", tokp);
-    pid_t pid = ckpt_test_spawn(args, DIR "/B.log");
-    EXPECT(ckpt_test_wait_for(DIR "/B/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
-    kill(pid, SIGKILL);
-    int st;
-    waitpid(pid, &st, 0);
-    EXPECT(access(DIR "/B/step-00000016.h5", F_OK) != 0, "the run finished before the kill: make it longer");
-    rc = test_llamac("%s --resume auto", args);
-    EXPECT(rc == 0, "resume: %s", test_err);
-    ckpt_test_same(DIR "/A/step-00000016.h5", DIR "/B/step-00000016.h5");
-    ckpt_test_same_losses(DIR "/A.jsonl", DIR "/B.jsonl", STEPS);
+    ckpt_test_kill_resume(NULL, args, DIR "/B/step-00000008.h5", DIR "/A/step-00000016.h5", DIR "/B/step-00000016.h5",
+                          DIR "/A.jsonl", DIR "/B.jsonl", STEPS, 0);
     /* resuming on other data or another model is refused */
     rc = test_llamac(SFT_ARGS "%s --data " DIR "/other.jsonl --ckpt-dir " DIR "/A --out " DIR "/C.h5 --resume " DIR
                      "/A/step-00000016.h5 --steps 20", tokp);
@@ -383,7 +375,7 @@ void sft_lora_resume_bases(void) {
     EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_hf") == 0, "to HF: %s", test_err);
     const char *bases[3] = {DIR "/base.h5", DIR "/rb_hf", DIR "/rb_base.gguf"};
     for (int k = 0; k < 3; k++) {
-        char a[2048], b[2048], ca[256], cb[256], ma[256], mb[256];
+        char a[2048], b[2048], ck[256], ca[256], cb[256], ma[256], mb[256];
         snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
         snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
 #define RB_ARGS "sft --model %s --data " DIR "/chat.jsonl --template llama3 --batch 8 --seq 128 --steps 16 --lr 3e-3 " \
@@ -391,21 +383,10 @@ void sft_lora_resume_bases(void) {
                 "--lora-dropout 0.1 --ckpt-dir " DIR "/rb%c%d --metrics %s"
         snprintf(a, sizeof a, RB_ARGS, bases[k], tokp, 'A', k, ma);
         snprintf(b, sizeof b, RB_ARGS, bases[k], tokp, 'B', k, mb);
-        int rc = test_llamac("%s", a);
-        EXPECT(rc == 0, "%s: straight LoRA sft: %s", bases[k], test_err);
-        snprintf(cb, sizeof cb, DIR "/rbB%d/step-00000008.h5", k);
-        pid_t pid = ckpt_test_spawn(b, DIR "/rb.log");
-        EXPECT(ckpt_test_wait_for(cb, pid) == 0, "%s: no step-8 checkpoint appeared", bases[k]);
-        kill(pid, SIGKILL);
-        int st;
-        waitpid(pid, &st, 0);
-        snprintf(cb, sizeof cb, DIR "/rbB%d/step-00000016.h5", k);
-        EXPECT(access(cb, F_OK) != 0, "%s: the run finished before the kill: make it longer", bases[k]);
-        rc = test_llamac("%s --resume auto", b);
-        EXPECT(rc == 0, "%s: resume: %s", bases[k], test_err);
+        snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000008.h5", k);
         snprintf(ca, sizeof ca, DIR "/rbA%d/step-00000016.h5", k);
-        ckpt_test_same(ca, cb);
-        ckpt_test_same_losses(ma, mb, STEPS);
+        snprintf(cb, sizeof cb, DIR "/rbB%d/step-00000016.h5", k);
+        ckpt_test_kill_resume(a, b, ck, ca, cb, ma, mb, STEPS, 0);
     }
 }
 
@@ -426,16 +407,8 @@ void sft_lora_resume(void) {
     char args[2048];
     snprintf(args, sizeof args, SFT_ARGS "%s" LORA_ARGS "--ckpt-dir " DIR "/LB --metrics " DIR "/LB.jsonl --adapter-out "
              DIR "/adB", tokp);
-    pid_t pid = ckpt_test_spawn(args, DIR "/LB.log");
-    EXPECT(ckpt_test_wait_for(DIR "/LB/step-00000008.h5", pid) == 0, "no step-8 checkpoint appeared");
-    kill(pid, SIGKILL);
-    int st;
-    waitpid(pid, &st, 0);
-    EXPECT(access(DIR "/LB/step-00000016.h5", F_OK) != 0, "the run finished before the kill: make it longer");
-    rc = test_llamac("%s --resume auto", args);
-    EXPECT(rc == 0, "resume: %s", test_err);
-    ckpt_test_same(DIR "/LA/step-00000016.h5", DIR "/LB/step-00000016.h5");
-    ckpt_test_same_losses(DIR "/LA.jsonl", DIR "/LB.jsonl", STEPS);
+    ckpt_test_kill_resume(NULL, args, DIR "/LB/step-00000008.h5", DIR "/LA/step-00000016.h5",
+                          DIR "/LB/step-00000016.h5", DIR "/LA.jsonl", DIR "/LB.jsonl", STEPS, 0);
     /* a full run's checkpoint does not resume a LoRA run */
     rc = test_llamac(SFT_ARGS "%s" LORA_ARGS "--ckpt-dir " DIR "/A --resume " DIR "/A/step-00000016.h5 --steps 20", tokp);
     EXPECT(rc == 1 && strstr(test_err, "a full training run's checkpoint, this run trains LoRA adapters"), "%s", test_err);
@@ -467,9 +440,7 @@ void sft_lora_resume(void) {
 
 void sft_cli_errors(void) {
     need_run_inputs();
-    struct {
-        const char *args, *want;
-    } cases[] = {
+    static const TestCliCase cases[] = {
         {"sft --data x.jsonl --tokenizer t", "--model: required"},
         {"sft --model " DIR "/base.h5 --tokenizer t", "--data: required"},
         {"sft --model " DIR "/base.h5 --data " DIR "/chat.jsonl", "--tokenizer: required"},
@@ -486,12 +457,6 @@ void sft_cli_errors(void) {
         {"sft --model " DIR "/base.h5 --data " DIR "/chat.jsonl --tokenizer %s --template llama3 --seq 64 --batch 4000",
          "fewer than one batch of 4000"},
     };
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        char args[1024];
-        snprintf(args, sizeof args, cases[i].args, tokp);
-        int rc = test_llamac("%s --out " DIR "/E.h5 --ckpt-dir " DIR "/E", args);
-        EXPECT(rc == 1 && strstr(test_err, cases[i].want) && strchr(test_err, '\n') == strrchr(test_err, '\n'),
-               "case %zu (%s): rc %d, '%s', want '%s'", i, args, rc, test_err, cases[i].want);
-    }
+    test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, " --out " DIR "/E.h5 --ckpt-dir " DIR "/E");
     EXPECT(access(DIR "/E.h5", F_OK) != 0, "a failed run wrote its --out");
 }

@@ -171,6 +171,25 @@ pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
 void ckpt_test_same(const char *pa, const char *pb);
 void ckpt_test_same_losses(const char *ma, const char *mb, int steps);
+/* Kill and resume (every such test of pretrain, sft and dpo): with
+ * straight_args (NULL: the caller ran it), the straight run must succeed;
+ * then resumed_args is spawned (its output in the directory of
+ * kill_after_ckpt + ".log"), killed with SIGKILL once kill_after_ckpt
+ * exists (after a random 0 .. max_delay_us more, when not 0), must not
+ * have reached final_b, and `resumed_args --resume auto` must succeed and
+ * end with final_b the same bits as the straight run's final_a
+ * (ckpt_test_same) and the same losses (metrics_a, metrics_b) for steps
+ * steps (ckpt_test_same_losses). */
+void ckpt_test_kill_resume(const char *straight_args, const char *resumed_args, const char *kill_after_ckpt,
+                           const char *final_a, const char *final_b, const char *metrics_a, const char *metrics_b,
+                           int steps, unsigned max_delay_us);
+/* test_cli.c: bad command lines. Each case's args (a printf format whose
+ * one %s, if any, takes arg) run as `llamac <args><tail>` must exit 1 with
+ * one stderr line holding want. */
+typedef struct TestCliCase {
+    const char *args, *want;
+} TestCliCase;
+void test_cli_refusals(const TestCliCase *cases, size_t n, const char *arg, const char *tail);
 
 /* test_dist.c: data parallelism under mpirun */
 void dist_pretrain_equiv(void);

@@ -424,10 +424,9 @@ static int ref_write(const char *path, RefHeader *h, const double *tr, const dou
  * ..., "rejected_mask": ...}, for a look at what trains and the TRL test.
  * Written to a temporary name and renamed. */
 static int dump_pairs(const DpoSet *s, const char *path, Err *e) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set(e, "--dump: cannot create %s", tmp);
+    FtOut w;
+    if (ftdata_out_open(&w, "--dump", path, e)) return -1;
+    FILE *f = w.f;
     static const char *const keys[4] = {"{\"chosen\": [", "], \"chosen_mask\": [", "], \"rejected\": [",
                                         "], \"rejected_mask\": ["};
     for (size_t i = 0; i < s->n; i++) {
@@ -439,11 +438,7 @@ static int dump_pairs(const DpoSet *s, const char *path, Err *e) {
         }
         fputs("]}\n", f);
     }
-    if (ferror(f) | fclose(f) || rename(tmp, path)) {
-        remove(tmp);
-        return err_set(e, "--dump: cannot write %s", path);
-    }
-    return 0;
+    return ftdata_out_close(&w, 1, e);
 }
 
 static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
@@ -497,18 +492,13 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     };
     int nf = 13;
     nf += trainer_flags(&o, flags + nf);
-    int help, npos;
-    const char *pos[1];
-    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
-    if (help) {
-        cli_help("llamac dpo [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
-                 "Direct preference optimisation on pairs of a chosen and a rejected completion of one prompt:\n"
-                 "the loss pulls the policy's log-probability ratio chosen / rejected above the reference's.\n"
-                 "With --lora-r the reference is the same weights with the adapters off; otherwise a frozen\n"
-                 "copy, or with --ref-cache log-probabilities computed once before training.",
-                 flags, nf);
-        return 0;
-    }
+    int parsed = ftdata_parse(argc, argv, flags, nf,
+                              "llamac dpo [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
+                              "Direct preference optimisation on pairs of a chosen and a rejected completion of one prompt:\n"
+                              "the loss pulls the policy's log-probability ratio chosen / rejected above the reference's.\n"
+                              "With --lora-r the reference is the same weights with the adapters off; otherwise a frozen\n"
+                              "copy, or with --ref-cache log-probabilities computed once before training.", e);
+    if (parsed) return parsed < 0 ? -1 : 0;
     Dpo d;
     memset(&d, 0, sizeof d);
     d.beta = beta;
@@ -520,11 +510,9 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     if (accum > DPO_RING) return err_set(e, "--batch-tokens: at most %d micro-batches per step for dpo", DPO_RING);
 
     ModelSource ms;
-    if (source_open(&ms, model, e)) return -1;
-    LlamaConfig c = ms.c;
-    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
-    if (tok_load(&tok, o.tokpath, e)) return -1;
+    if (ftdata_open(&ms, model, o.tokpath, &tok, e)) return -1;
+    LlamaConfig c = ms.c;
     int rc = -1;
     DpoSet ts, vs;
     DpoRows tr, vr;
@@ -532,14 +520,6 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
     memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
     memset(&t, 0, sizeof t);
-    if (model_tok && model_tok != tok.id) {
-        err_set(e, "%s: not the tokenizer %s was trained with", o.tokpath, model);
-        goto out;
-    }
-    if (tok.vocab > c.vocab) {
-        err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
-        goto out;
-    }
     so.bos = ftdata_bos(&fd, &tok);
     if (dump) {
         if (dpo_load(&ts, fd.data, &tok, &so, e) || dump_pairs(&ts, dump, e)) goto out;

@@ -59,10 +59,9 @@ static int rows_seek(void *ud, const uint64_t cur[2], Err *e) {
 /* --dump: the examples as JSONL, for a look at what trains (and the TRL
  * reference test). Written to a temporary name and renamed. */
 static int dump_examples(const SftSet *s, const char *path, Err *e) {
-    char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f) return err_set(e, "--dump: cannot create %s", tmp);
+    FtOut w;
+    if (ftdata_out_open(&w, "--dump", path, e)) return -1;
+    FILE *f = w.f;
     for (size_t i = 0; i < s->n; i++) {
         for (int part = 0; part < 2; part++) {
             fputs(part ? "], \"mask\": [" : "{\"ids\": [", f);
@@ -71,11 +70,7 @@ static int dump_examples(const SftSet *s, const char *path, Err *e) {
         }
         fputs("]}\n", f);
     }
-    if (ferror(f) | fclose(f) || rename(tmp, path)) {
-        remove(tmp);
-        return err_set(e, "--dump: cannot write %s", path);
-    }
-    return 0;
+    return ftdata_out_close(&w, 1, e);
 }
 
 /* Load and pack one JSONL split; prints what was kept. */
@@ -136,18 +131,13 @@ int cmd_sft(int argc, char **argv, Err *e) {
     };
     int nf = 15;
     nf += trainer_flags(&o, flags + nf);
-    int help, npos;
-    const char *pos[1];
-    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
-    if (help) {
-        cli_help("llamac sft [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
-                 "Supervised fine-tuning on chat or instruction data: conversations ({\"messages\": [...]}),\n"
-                 "prompt-completion pairs, Alpaca records or plain text, rendered with a chat template and\n"
-                 "trained on the assistant / completion tokens only. Examples are packed into rows with the\n"
-                 "document mask, so attention never crosses from one example to the next.",
-                 flags, nf);
-        return 0;
-    }
+    int parsed = ftdata_parse(argc, argv, flags, nf,
+                              "llamac sft [config.ini] --model M --tokenizer T --data FILE.jsonl [--val FILE.jsonl] [flags]",
+                              "Supervised fine-tuning on chat or instruction data: conversations ({\"messages\": [...]}),\n"
+                              "prompt-completion pairs, Alpaca records or plain text, rendered with a chat template and\n"
+                              "trained on the assistant / completion tokens only. Examples are packed into rows with the\n"
+                              "document mask, so attention never crosses from one example to the next.", e);
+    if (parsed) return parsed < 0 ? -1 : 0;
     if (ftdata_require(&fd, model, &o, e)) return -1;
     SftOpts so = {SFT_AUTO, SFT_LOSS_AUTO, -1, text_field, 0, 0, 0, date};
     if (sft_format_parse(format, &so.format, e) || sft_loss_parse(loss, &so.loss, e)) return -1;
@@ -157,28 +147,18 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (ftdata_check(&fd, &o, 1, &so, e)) return -1;
 
     ModelSource ms;
-    if (source_open(&ms, model, e)) return -1;
-    LlamaConfig c = ms.c;
-    uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;
-    if (tok_load(&tok, o.tokpath, e)) return -1;
+    if (ftdata_open(&ms, model, o.tokpath, &tok, e)) return -1;
+    LlamaConfig c = ms.c;
     int rc = -1;
     SftSet ts, vs;
     SftRows tr, vr;
     Trainer t;
     RowSource src = {&tr, NULL}, vsrc = {&vr, NULL};
-    char dtmp[4096] = "";
+    FtOut batches = {0};
     memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
     memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
     memset(&t, 0, sizeof t);
-    if (model_tok && model_tok != tok.id) {
-        err_set(e, "%s: not the tokenizer %s was trained with", o.tokpath, model);
-        goto out;
-    }
-    if (tok.vocab > c.vocab) {
-        err_set(e, "%s: %d-word vocabulary, larger than the model's %d", o.tokpath, tok.vocab, c.vocab);
-        goto out;
-    }
     if (!fd.tpl_name) { /* the template the tokenizer comes with, if any */
         ChatTemplate tpl;
         int found = chat_template_of(&tok, o.tokpath, &tpl, NULL, e);
@@ -196,22 +176,17 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
     ftdata_steps(&fd, &o, sft_rows_batches(&tr), o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1);
     if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
-    snprintf(dtmp, sizeof dtmp, "%s.tmp", dump_batches ? dump_batches : "");
-    if (dump_batches && !(src.dump = fopen(dtmp, "w"))) {
-        err_set(e, "--dump-batches: cannot create %s", dtmp);
-        goto out;
+    if (dump_batches) {
+        if (ftdata_out_open(&batches, "--dump-batches", dump_batches, e)) goto out;
+        src.dump = batches.f;
     }
     TrainData dt = {&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
     TrainData dv = {&vsrc, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, NULL, flags, nf, e);
-    if (src.dump) { /* renamed only after a run that finished */
-        int bad = ferror(src.dump) | fclose(src.dump);
-        src.dump = NULL;
-        if (rc == 0 && (bad || rename(dtmp, dump_batches))) rc = err_set(e, "--dump-batches: cannot write %s", dump_batches);
-        if (rc) remove(dtmp);
-    }
+    int wrc = ftdata_out_close(&batches, rc == 0, e); /* renamed only after a run that finished */
+    if (rc == 0) rc = wrc;
 out:
-    if (src.dump) fclose(src.dump), remove(dtmp);
+    ftdata_out_close(&batches, 0, e);
     trainer_close(&t);
     sft_rows_free(&vr);
     sft_rows_free(&tr);

@@ -22,6 +22,15 @@ void ftdata_flags(FtData *d, const FtDataHelp *h, FtDataFlags *f) {
     f->bos = (CliFlag){"bos", CLI_STR, &d->bos, 0, 0, h->bos};
 }
 
+int ftdata_parse(int argc, char **argv, const CliFlag *flags, int nf, const char *usage, const char *about,
+                 Err *e) {
+    int help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) cli_help(usage, about, flags, nf);
+    return help ? 1 : 0;
+}
+
 int ftdata_require(const FtData *d, const char *model, const TrainOpts *o, Err *e) {
     if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!d->data) return err_set(e, "--data: required (a JSONL file)");
@@ -48,6 +57,18 @@ int ftdata_check(FtData *d, const TrainOpts *o, int seqs, SftOpts *so, Err *e) {
     return 0;
 }
 
+int ftdata_open(ModelSource *ms, const char *model, const char *tokpath, Tokenizer *tok, Err *e) {
+    if (source_open(ms, model, e) || tok_load(tok, tokpath, e)) return -1;
+    if (ms->tokenizer_id && ms->tokenizer_id != tok->id)
+        err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
+    else if (tok->vocab > ms->c.vocab)
+        err_set(e, "%s: %d-word vocabulary, larger than the model's %d", tokpath, tok->vocab, ms->c.vocab);
+    else
+        return 0;
+    tok_free(tok);
+    return -1;
+}
+
 int ftdata_bos(const FtData *d, const Tokenizer *tok) {
     if (strcmp(d->bos, "auto")) return strcmp(d->bos, "1") == 0;
     return tok->bos >= 0 && (tok->kind == TOK_SPM || tok_special_id(tok, "<|begin_of_text|>") == tok->bos);
@@ -60,4 +81,27 @@ void ftdata_steps(const FtData *d, TrainOpts *o, uint64_t batches_per_epoch, lon
     } else if (d->epochs) {
         fprintf(stderr, "warning: --steps %ld given: --epochs %ld is ignored\n", o->steps, d->epochs);
     }
+}
+
+int ftdata_out_open(FtOut *w, const char *flag, const char *path, Err *e) {
+    w->flag = flag;
+    w->path = path;
+    snprintf(w->tmp, sizeof w->tmp, "%s.tmp", path);
+    w->f = fopen(w->tmp, "w");
+    return w->f ? 0 : err_set(e, "%s: cannot create %s", flag, w->tmp);
+}
+
+int ftdata_out_close(FtOut *w, int keep, Err *e) {
+    if (!w->f) return 0;
+    int bad = ferror(w->f) | fclose(w->f);
+    w->f = NULL;
+    if (!keep) {
+        remove(w->tmp);
+        return 0;
+    }
+    if (bad || rename(w->tmp, w->path)) {
+        remove(w->tmp);
+        return err_set(e, "%s: cannot write %s", w->flag, w->path);
+    }
+    return 0;
 }
