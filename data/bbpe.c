@@ -27,46 +27,19 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define FNV_OFFSET 0xcbf29ce484222325ull
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static uint64_t fnv_u32(uint64_t h, uint32_t v) {
-    uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-    return fnv1a(h, le, 4);
-}
-
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-static uint64_t pow2_at_least(uint64_t n) {
-    uint64_t p = 16;
-    while (p < n) p <<= 1;
-    return p;
-}
-
 /* a fast hash of a short byte string (the maps hash millions of pieces) */
 static inline uint64_t hash_bytes(const uint8_t *s, size_t n) {
     uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        h = mix64(h ^ w);
+        h = hash_mix64(h ^ w);
         s += 8;
         n -= 8;
     }
     uint64_t w = 0;
     memcpy(&w, s, n);
-    return mix64(h ^ w ^ ((uint64_t)n << 59));
+    return hash_mix64(h ^ w ^ ((uint64_t)n << 59));
 }
 
 // ---------------------------------------------------------------------------
@@ -323,8 +296,8 @@ static int compile_step(Bbpe *b, const char *pattern, int byte_level, int prefix
     BbpeStep *s = &b->step[b->n_steps++];
     s->byte_level = byte_level;
     s->prefix_space = prefix;
-    b->id = fnv_u32(fnv_u32(b->id, (uint32_t)byte_level), (uint32_t)prefix);
-    if (pattern) b->id = fnv1a(b->id, pattern, strlen(pattern));
+    b->id = hash_fnv1a_u32(hash_fnv1a_u32(b->id, (uint32_t)byte_level), (uint32_t)prefix);
+    if (pattern) b->id = hash_fnv1a(b->id, pattern, strlen(pattern));
     if (!pattern) return 0;
     s->re = bbpe_compile_pattern(pattern, 0, path, e);
     return s->re ? 0 : -1;
@@ -351,7 +324,7 @@ pcre2_code *bbpe_compile_pattern(const char *pattern, int invalid_utf, const cha
 /* With vocab, tok_bytes/tok_off (all ids), added and n_base (ids < n_base are
  * base tokens) in place: the word map, the added map, byte ids, names. */
 static void build_maps(Bbpe *b, int n_base) {
-    b->word_mask = pow2_at_least(2 * (uint64_t)n_base) - 1;
+    b->word_mask = hash_pow2_at_least(2 * (uint64_t)n_base) - 1;
     b->word_id = xmalloc((b->word_mask + 1) * sizeof *b->word_id);
     memset(b->word_id, 0xff, (b->word_mask + 1) * sizeof *b->word_id);
     for (int i = 0; i < n_base; i++) word_put(b, i);
@@ -359,7 +332,7 @@ static void build_maps(Bbpe *b, int n_base) {
         uint8_t byte = (uint8_t)c;
         b->byte_id[c] = word_get(b, &byte, 1);
     }
-    b->added_mask = pow2_at_least(2 * (uint64_t)b->n_added) - 1;
+    b->added_mask = hash_pow2_at_least(2 * (uint64_t)b->n_added) - 1;
     b->added_slot = xmalloc((b->added_mask + 1) * sizeof *b->added_slot);
     memset(b->added_slot, 0xff, (b->added_mask + 1) * sizeof *b->added_slot);
     for (int k = 0; k < b->n_added; k++) {
@@ -374,8 +347,8 @@ static void build_maps(Bbpe *b, int n_base) {
         uint8_t c = (uint8_t)a->text[0];
         b->added_first[a->normalized][1][c] = 1;
         if (!a->special) b->added_first[a->normalized][0][c] = 1;
-        b->id = fnv_u32(fnv_u32(fnv_u32(b->id, (uint32_t)a->id), (uint32_t)a->special),
-                        (uint32_t)a->normalized);
+        b->id = hash_fnv1a_u32(hash_fnv1a_u32(hash_fnv1a_u32(b->id, (uint32_t)a->id), (uint32_t)a->special),
+                               (uint32_t)a->normalized);
     }
     for (int i = 1; i < b->n_added_lens; i++) /* longest first */
         for (int j = i; j > 0 && b->added_lens[j] > b->added_lens[j - 1]; j--) {
@@ -390,9 +363,9 @@ static void build_maps(Bbpe *b, int n_base) {
     for (int i = 0; i < b->vocab; i++) {
         size_t n;
         const uint8_t *s = tok_ptr(b, i, &n);
-        b->id = fnv1a(fnv_u32(b->id, (uint32_t)n), s, n);
+        b->id = hash_fnv1a(hash_fnv1a_u32(b->id, (uint32_t)n), s, n);
     }
-    b->id = fnv_u32(b->id, (uint32_t)b->ignore_merges);
+    b->id = hash_fnv1a_u32(b->id, (uint32_t)b->ignore_merges);
 }
 
 void bbpe_free(Bbpe *b) {
@@ -418,7 +391,7 @@ static int add_merge(Bbpe *b, const char *sa, size_t la, const char *sb, size_t 
         return err_set(e, "%s: merge %zu (%.*s %.*s): %s not in vocab", path, r, (int)(la < 40 ? la : 40), sa,
                        (int)(lb < 40 ? lb : 40), sb, ia < 0 ? "left part" : ib < 0 ? "right part" : "merged token");
     merges_put(&b->pairs, ia, ib, merges_val((uint32_t)r, ic)); /* a later line replaces an earlier, as HF's map does */
-    b->id = fnv_u32(fnv_u32(b->id, (uint32_t)ia), (uint32_t)ib);
+    b->id = hash_fnv1a_u32(hash_fnv1a_u32(b->id, (uint32_t)ia), (uint32_t)ib);
     return 0;
 }
 
@@ -500,7 +473,7 @@ static int load_json_root(Bbpe *b, json_t *root, const char *path, Err *e) {
     if ((pre && *pre) || (suf && *suf))
         return err_set(e, "%s: continuing_subword_prefix / end_of_word_suffix not supported", path);
     b->ignore_merges = jtrue(model, "ignore_merges");
-    b->id = fnv1a(FNV_OFFSET, "hf", 2);
+    b->id = hash_fnv1a(HASH_FNV_OFFSET, "hf", 2);
     b->unk = -1;
 
     int byte_level = 0;
@@ -720,7 +693,7 @@ static int load_tiktoken_buf(Bbpe *b, const uint8_t *s, size_t size, const char 
     b->tiktoken = 1;
     b->ignore_merges = 1;
     b->unk = -1;
-    b->id = fnv1a(FNV_OFFSET, "tiktoken", 8);
+    b->id = hash_fnv1a(HASH_FNV_OFFSET, "tiktoken", 8);
     /* pass 1: count lines, check the format, total bytes */
     size_t nl = 0, total = 0, line = 0;
     for (size_t i = 0, next; i < size; i = next) {
@@ -854,7 +827,7 @@ int bbpe_init(Bbpe *b, const BbpeSpec *sp, const char *path, Err *e) {
     memset(b, 0, sizeof *b);
     if (sp->vocab <= 0 || sp->vocab > BBPE_MAX_VOCAB)
         return err_set(e, "%s: %d tokens (must be 1 to %d)", path, sp->vocab, BBPE_MAX_VOCAB);
-    b->id = fnv1a(FNV_OFFSET, "arrays", 6);
+    b->id = hash_fnv1a(HASH_FNV_OFFSET, "arrays", 6);
     b->unk = -1;
     b->ignore_merges = sp->ignore_merges;
     int rc = -1;

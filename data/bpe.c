@@ -43,31 +43,6 @@ static const char *const special_names[] = {
 #define MAX_TOKEN_BYTES ((int64_t)1 << 31)
 
 // ---------------------------------------------------------------------------
-// hashing
-
-static uint64_t fnv1a(uint64_t h, const void *p, size_t n) {
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * 0x100000001b3ull;
-    return h;
-}
-#define FNV_OFFSET 0xcbf29ce484222325ull
-
-/* splitmix64's finalizer: spreads the word hashes over their table */
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
-static uint64_t pow2_at_least(uint64_t n) {
-    uint64_t p = 16;
-    while (p < n) p <<= 1;
-    return p;
-}
-
-// ---------------------------------------------------------------------------
 // pre-tokenizer
 
 enum { C_LETTER, C_DIGIT, C_PUNCT, C_NL, C_BLANK };
@@ -137,25 +112,16 @@ size_t bpe_split_end(const Bpe *t, const char *text, size_t len, size_t i) {
 // tables shared by train and load
 
 static uint64_t compute_id(const Bpe *t) {
-    uint64_t h = FNV_OFFSET;
-    for (int i = 0; i < t->n_merges; i++) {
-        for (int k = 0; k < 2; k++) {
-            uint32_t v = (uint32_t)t->merges[i][k];
-            uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-            h = fnv1a(h, le, 4);
-        }
-    }
+    uint64_t h = HASH_FNV_OFFSET;
+    for (int i = 0; i < t->n_merges; i++)
+        for (int k = 0; k < 2; k++) h = hash_fnv1a_u32(h, (uint32_t)t->merges[i][k]);
     for (int i = 0; i < t->n_special; i++) {
         uint32_t v = (uint32_t)strlen(t->special[i]);
-        uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-        h = fnv1a(h, le, 4);
-        h = fnv1a(h, t->special[i], v);
+        h = hash_fnv1a(hash_fnv1a_u32(h, v), t->special[i], v);
     }
     if (t->pattern) {
         uint32_t v = (uint32_t)strlen(t->pattern);
-        uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
-        h = fnv1a(h, le, 4);
-        h = fnv1a(h, t->pattern, v);
+        h = hash_fnv1a(hash_fnv1a_u32(h, v), t->pattern, v);
     }
     return h;
 }
@@ -221,13 +187,13 @@ static int build_tables(Bpe *t, const char *name, Err *e) {
     if (t->pattern) {
         if (!(t->re = bbpe_compile_pattern(t->pattern, 1, name, e))) return -1;
         /* merged tokens by their bytes (the first id of equal bytes), for whole chunks */
-        t->word_mask = pow2_at_least(2 * (uint64_t)nm) - 1;
+        t->word_mask = hash_pow2_at_least(2 * (uint64_t)nm) - 1;
         t->word_id = xmalloc((t->word_mask + 1) * sizeof *t->word_id);
         memset(t->word_id, 0xff, (t->word_mask + 1) * sizeof *t->word_id);
         for (int i = 256; i < 256 + nm; i++) {
             const char *b = t->tok_bytes + off[i];
             size_t n = (size_t)(off[i + 1] - off[i]);
-            uint64_t h = mix64(fnv1a(FNV_OFFSET, b, n)) & t->word_mask;
+            uint64_t h = hash_mix64(hash_fnv1a(HASH_FNV_OFFSET, b, n)) & t->word_mask;
             for (;; h = (h + 1) & t->word_mask) {
                 int32_t k = t->word_id[h];
                 if (k < 0) {
@@ -244,7 +210,7 @@ static int build_tables(Bpe *t, const char *name, Err *e) {
 
 /* the merged token whose bytes are s[0..n), or -1 */
 static int32_t word_of(const Bpe *t, const uint8_t *s, size_t n) {
-    for (uint64_t h = mix64(fnv1a(FNV_OFFSET, s, n)) & t->word_mask;; h = (h + 1) & t->word_mask) {
+    for (uint64_t h = hash_mix64(hash_fnv1a(HASH_FNV_OFFSET, s, n)) & t->word_mask;; h = (h + 1) & t->word_mask) {
         int32_t k = t->word_id[h];
         if (k < 0) return -1;
         if ((size_t)(t->tok_off[k + 1] - t->tok_off[k]) == n && memcmp(t->tok_bytes + t->tok_off[k], s, n) == 0)
@@ -299,7 +265,7 @@ static void chunk_map_grow(ChunkMap *m) {
 }
 
 static void chunk_map_add(ChunkMap *m, const char *p, uint32_t len) {
-    uint64_t hv = fnv1a(FNV_OFFSET, p, len), h = hv & m->mask;
+    uint64_t hv = hash_fnv1a(HASH_FNV_OFFSET, p, len), h = hv & m->mask;
     for (; m->slot[h].len; h = (h + 1) & m->mask) {
         ChunkSlot *s = &m->slot[h];
         if (s->h == hv && s->len == len && memcmp(m->bytes + s->off, p, len) == 0) {
@@ -612,7 +578,7 @@ size_t bpe_encode(const Bpe *t, const char *text, size_t len, int32_t **ids, siz
             n += (size_t)encode_word(t, s, (int)clen, out + n);
             continue;
         }
-        uint64_t h = fnv1a(FNV_OFFSET, s, clen);
+        uint64_t h = hash_fnv1a(HASH_FNV_OFFSET, s, clen);
         CacheSlot *slot = chunk_slot(cache, h);
         if (chunk_hit(slot, h, s, clen)) {
             memcpy(out + n, slot->ids, slot->nids * sizeof *out);
@@ -781,7 +747,7 @@ static int load_impl(Bpe *t, const char *path, const uint8_t *b, size_t size, Er
     if (size - pos > 8)
         return err_set(e, "%s: unexpected bytes after the checksum", path);
     /* the id is FNV-1a over exactly the bytes between the header and itself */
-    if (fnv1a(FNV_OFFSET, b + 20, pos - 20) != id)
+    if (hash_fnv1a(HASH_FNV_OFFSET, b + 20, pos - 20) != id)
         return err_set(e, "%s: corrupted (checksum mismatch)", path);
 
     t->n_merges = (int)nm;

@@ -289,6 +289,24 @@ static int get_str(Cur *c, const uint8_t **s, uint64_t *n, uint64_t max, const c
     return 0;
 }
 
+/* A metadata key or tensor name (at most max bytes, read as `what`): a
+ * NUL-terminated copy in *out, owned by the Gguf from the moment it is made
+ * (set even when it is refused), which is neither empty nor holds a NUL.
+ * Messages name it "<entry> <i>" and its "<field>". */
+static int get_name(Cur *c, const char **out, uint64_t max, const char *what, const char *entry, int i,
+                    const char *field) {
+    const uint8_t *s = NULL; /* set before use; gcc cannot see it once get_str inlines */
+    uint64_t n = 0;
+    if (get_str(c, &s, &n, max, what)) return -1;
+    if (n == 0) return err_set(c->e, "%s: %s %d has an empty %s", c->path, entry, i, field);
+    char *copy = xmalloc(n + 1);
+    memcpy(copy, s, n);
+    copy[n] = 0;
+    *out = copy;
+    if (memchr(copy, 0, n)) return err_set(c->e, "%s: %s %d: %s holds a NUL byte", c->path, entry, i, field);
+    return 0;
+}
+
 /* skip one value of type t (checked); arrays hold scalars or strings */
 static int skip_value(Cur *c, uint32_t t, GgufKV *kv, const char *what) {
     if (t >= GGUF_VALUE_TYPE_COUNT)
@@ -378,17 +396,9 @@ static int parse(Gguf *g, Err *e) {
     char what[96];
 
     for (int i = 0; i < g->n_kv; i++) {
-        const uint8_t *s;
-        uint64_t n;
         uint32_t t;
         snprintf(what, sizeof what, "metadata entry %d", i);
-        if (get_str(&c, &s, &n, MAX_KEY_LEN, what)) return -1;
-        if (n == 0) return err_set(e, "%s: metadata entry %d has an empty key", g->path, i);
-        char *key = xmalloc(n + 1);
-        memcpy(key, s, n);
-        key[n] = 0;
-        g->kv[i].key = key;
-        if (memchr(key, 0, n)) return err_set(e, "%s: metadata entry %d: key holds a NUL byte", g->path, i);
+        if (get_name(&c, &g->kv[i].key, MAX_KEY_LEN, what, "metadata entry", i, "key")) return -1;
         if (gguf_find(g, g->kv[i].key) != &g->kv[i])
             return err_set(e, "%s: metadata key %.80s appears twice", g->path, g->kv[i].key);
         snprintf(what, sizeof what, "metadata %.80s", g->kv[i].key);
@@ -407,17 +417,9 @@ static int parse(Gguf *g, Err *e) {
 
     for (int i = 0; i < g->n_tensors; i++) {
         GgufTensor *T = &g->t[i];
-        const uint8_t *s;
-        uint64_t n;
         uint32_t nd;
         snprintf(what, sizeof what, "tensor info %d", i);
-        if (get_str(&c, &s, &n, MAX_NAME_LEN, what)) return -1;
-        if (n == 0) return err_set(e, "%s: tensor %d has an empty name", g->path, i);
-        char *name = xmalloc(n + 1);
-        memcpy(name, s, n);
-        name[n] = 0;
-        T->name = name;
-        if (memchr(name, 0, n)) return err_set(e, "%s: tensor %d: name holds a NUL byte", g->path, i);
+        if (get_name(&c, &T->name, MAX_NAME_LEN, what, "tensor", i, "name")) return -1;
         if (gguf_tensor(g, T->name) != T)
             return err_set(e, "%s: tensor name %.80s appears twice", g->path, T->name);
         snprintf(what, sizeof what, "tensor info %.80s", T->name);

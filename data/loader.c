@@ -18,14 +18,6 @@
 /* Windows held by a shard of n tokens: offsets k*T with k*T + T + 1 <= n. */
 static uint64_t shard_windows(uint64_t n, int T) { return n ? (n - 1) / (uint64_t)T : 0; }
 
-/* splitmix64's finaliser (Steele et al. 2014): spreads (seed, epoch) so that
- * neighbouring epochs get unrelated streams. */
-static uint64_t mix64(uint64_t z) {
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
 /* Uniform integer in [0, n), n >= 1, without modulo bias: reject the top
  * 2^64 mod n values (they would make small results more likely). */
 static uint64_t rng_below(Rng *r, uint64_t n) {
@@ -38,7 +30,8 @@ static uint64_t rng_below(Rng *r, uint64_t n) {
 
 void loader_permute(uint64_t *o, uint64_t n, uint64_t seed, uint64_t epoch) {
     Rng r;
-    rng_seed(&r, mix64(seed) ^ mix64(epoch + 0x9e3779b97f4a7c15ULL));
+    /* hash_mix64 spreads (seed, epoch) so neighbouring epochs get unrelated streams */
+    rng_seed(&r, hash_mix64(seed) ^ hash_mix64(epoch + 0x9e3779b97f4a7c15ULL));
     for (uint64_t i = 0; i < n; i++) o[i] = i;
     for (uint64_t i = n > 0 ? n - 1 : 0; i > 0; i--) {
         uint64_t j = rng_below(&r, i + 1);

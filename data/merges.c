@@ -21,15 +21,6 @@
 #define STACK_MAX 1024 /* up to this many, the heap form's arrays live on the stack (32 KiB) */
 #define NO_RANK UINT32_MAX
 
-/* splitmix64's finalizer: spreads the pair keys (small ints) over the table */
-static inline uint64_t mix64(uint64_t x) {
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
-
 static inline uint64_t pair_key(int32_t a, int32_t b) {
     return ((uint64_t)(uint32_t)a << 32 | (uint32_t)b) + 1; /* never 0 = empty */
 }
@@ -54,7 +45,7 @@ void merges_free(MergeMap *m) {
 }
 
 static inline uint64_t get(const MergeMap *m, uint64_t key) {
-    for (uint64_t h = mix64(key) & m->mask;; h = (h + 1) & m->mask) {
+    for (uint64_t h = hash_mix64(key) & m->mask;; h = (h + 1) & m->mask) {
         const MergeSlot *s = &m->slot[h];
         if (s->key == key) return s->val;
         if (s->key == 0) return MERGES_NONE;
@@ -69,7 +60,7 @@ static void grow(MergeMap *m) {
     alloc_slots(m, m->mask + 1);
     for (uint64_t i = 0; i <= omask; i++) {
         if (!old[i].key) continue;
-        uint64_t h = mix64(old[i].key) & m->mask;
+        uint64_t h = hash_mix64(old[i].key) & m->mask;
         while (m->slot[h].key) h = (h + 1) & m->mask;
         m->slot[h] = old[i];
     }
@@ -78,7 +69,7 @@ static void grow(MergeMap *m) {
 }
 
 static inline MergeSlot *find(MergeMap *m, uint64_t key) {
-    uint64_t h = mix64(key) & m->mask;
+    uint64_t h = hash_mix64(key) & m->mask;
     while (m->slot[h].key && m->slot[h].key != key) h = (h + 1) & m->mask;
     return &m->slot[h];
 }

@@ -139,39 +139,37 @@ int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, 
 // ----------------------------------------------------------------------------
 // opening
 
-/* First index in [0, n) whose token is >= vocab, or n if none. The
- * per-block max is a plain reduction that compilers vectorise; only a block
- * that fails is searched element by element. Blocks run in parallel when
- * the shard is large (page faults on a cold mapping dominate). */
-static uint64_t find_bad_u16(const uint16_t *t, uint64_t n, uint32_t vocab) {
-    uint64_t nblocks = (n + SHARD_CHUNK - 1) / SHARD_CHUNK, bad = nblocks;
-#pragma omp parallel for schedule(static) reduction(min : bad) if (nblocks > 64)
-    for (uint64_t b = 0; b < nblocks; b++) {
-        const uint16_t *p = t + b * SHARD_CHUNK;
-        uint64_t m = n - b * SHARD_CHUNK < SHARD_CHUNK ? n - b * SHARD_CHUNK : SHARD_CHUNK;
-        uint16_t mx = 0;
-        for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
-        if (mx >= vocab && b < bad) bad = b;
-    }
-    if (bad == nblocks) return n;
-    for (uint64_t i = bad * SHARD_CHUNK;; i++)
-        if (t[i] >= vocab) return i;
+/* Largest of the m tokens at p: plain reductions that compilers vectorise. */
+static uint32_t max_u16(const uint16_t *p, uint64_t m) {
+    uint16_t mx = 0;
+    for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+    return mx;
 }
 
-/* The same for int32 tokens, compared as uint32 so negatives count as bad. */
-static uint64_t find_bad_u32(const uint32_t *t, uint64_t n, uint32_t vocab) {
-    uint64_t nblocks = (n + SHARD_CHUNK - 1) / SHARD_CHUNK, bad = nblocks;
+static uint32_t max_u32(const uint32_t *p, uint64_t m) {
+    uint32_t mx = 0;
+    for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+    return mx;
+}
+
+/* First index in [0, n_tokens) whose token is >= vocab, or n_tokens if
+ * none; int32 tokens compare as uint32, so negatives count as bad. Only a
+ * block whose max fails is searched element by element. Blocks run in
+ * parallel when the shard is large (page faults on a cold mapping dominate). */
+static uint64_t find_bad(const Shard *s) {
+    const uint64_t n = s->n_tokens, nblocks = (n + SHARD_CHUNK - 1) / SHARD_CHUNK;
+    const uint32_t vocab = (uint32_t)s->vocab;
+    uint64_t bad = nblocks;
 #pragma omp parallel for schedule(static) reduction(min : bad) if (nblocks > 64)
     for (uint64_t b = 0; b < nblocks; b++) {
-        const uint32_t *p = t + b * SHARD_CHUNK;
-        uint64_t m = n - b * SHARD_CHUNK < SHARD_CHUNK ? n - b * SHARD_CHUNK : SHARD_CHUNK;
-        uint32_t mx = 0;
-        for (uint64_t j = 0; j < m; j++) mx = p[j] > mx ? p[j] : mx;
+        uint64_t off = b * SHARD_CHUNK, m = n - off < SHARD_CHUNK ? n - off : SHARD_CHUNK;
+        uint32_t mx = s->token_bytes == 2 ? max_u16((const uint16_t *)s->data + off, m)
+                                          : max_u32((const uint32_t *)s->data + off, m);
         if (mx >= vocab && b < bad) bad = b;
     }
     if (bad == nblocks) return n;
     for (uint64_t i = bad * SHARD_CHUNK;; i++)
-        if (t[i] >= vocab) return i;
+        if ((uint32_t)shard_token(s, i) >= vocab) return i;
 }
 
 /* Check the header and the file size; fill the scalar fields of s. */
@@ -259,10 +257,7 @@ int shard_open(Shard *s, const char *path, Err *e) {
     /* Every token must index the embedding. uint16 tokens with a full 2^16
      * vocabulary are valid by construction. */
     uint64_t bad = s->n_tokens;
-    if (s->token_bytes == 2 && s->vocab < SHARD_U16_VOCAB)
-        bad = find_bad_u16(s->data, s->n_tokens, (uint32_t)s->vocab);
-    else if (s->token_bytes == 4)
-        bad = find_bad_u32(s->data, s->n_tokens, (uint32_t)s->vocab);
+    if ((s->token_bytes == 2 && s->vocab < SHARD_U16_VOCAB) || s->token_bytes == 4) bad = find_bad(s);
     if (bad < s->n_tokens) {
         err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", path,
                 shard_token(s, bad), (unsigned long long)bad, s->vocab);

@@ -32,12 +32,6 @@
 #define REPLACEMENT "\xef\xbf\xbd"  /* U+FFFD: what an invalid UTF-8 byte becomes */
 #define UNK_SURFACE " \xe2\x81\x87 " /* " ⁇ ": trainer_spec.unk_surface's default */
 
-static uint64_t fnv1a(const uint8_t *p, size_t n) {
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 0x100000001b3ull;
-    return h;
-}
-
 /* Length of the valid UTF-8 character at p[0..n), n >= 1, or 0 if none
  * starts there; sentencepiece's rules (util.cc DecodeUTF8): no overlong
  * forms, no surrogates, nothing above U+10FFFF. */
@@ -366,7 +360,7 @@ static int load_buf(Spm *s, const uint8_t *buf, size_t n, const char *path, Err 
         goto out;
     }
     ret = build(s, pieces, np, &sp, path, e);
-    s->id = fnv1a(buf, n);
+    s->id = hash_fnv1a(HASH_FNV_OFFSET, buf, n);
 out:
     free(pieces);
     return ret;
@@ -526,7 +520,7 @@ int spm_init(Spm *s, const SpmSpec *a, const char *path, Err *e) {
     sp.escape_whitespaces = 1;
     PieceRef *pieces = xmalloc((size_t)a->vocab * sizeof *pieces);
     /* the identity of what decides the ids: pieces, scores, types, flags */
-    uint64_t h = fnv1a((const uint8_t *)"spm-arrays", 10);
+    uint64_t h = hash_fnv1a(HASH_FNV_OFFSET, "spm-arrays", 10);
     for (int i = 0; i < a->vocab; i++) {
         pieces[i].str = (const uint8_t *)a->piece[i];
         pieces[i].len = a->piece_len[i];
@@ -535,7 +529,8 @@ int spm_init(Spm *s, const SpmSpec *a, const char *path, Err *e) {
         if (pieces[i].type == SPM_BYTE) sp.byte_fallback = 1;
         uint64_t rec[3] = {h, (uint64_t)pieces[i].type, 0};
         memcpy(&rec[2], &pieces[i].score, sizeof pieces[i].score);
-        h = fnv1a((const uint8_t *)rec, sizeof rec) ^ fnv1a(pieces[i].str, pieces[i].len);
+        h = hash_fnv1a(HASH_FNV_OFFSET, rec, sizeof rec) ^
+            hash_fnv1a(HASH_FNV_OFFSET, pieces[i].str, pieces[i].len);
     }
     int rc = build(s, pieces, (size_t)a->vocab, &sp, path, e);
     free(pieces);
@@ -544,7 +539,7 @@ int spm_init(Spm *s, const SpmSpec *a, const char *path, Err *e) {
         return -1;
     }
     uint64_t rec[2] = {h, (uint64_t)a->add_dummy_prefix};
-    s->id = fnv1a((const uint8_t *)rec, sizeof rec);
+    s->id = hash_fnv1a(HASH_FNV_OFFSET, rec, sizeof rec);
     if (a->bos >= 0 && a->bos < s->vocab) s->bos = a->bos;
     if (a->eos >= 0 && a->eos < s->vocab) s->eos = a->eos;
     return 0;

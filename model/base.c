@@ -121,14 +121,24 @@ int err_set(Err *e, const char *fmt, ...) {
 }
 
 // ----------------------------------------------------------------------------
+// hashing
+
+uint64_t hash_fnv1a_u32(uint64_t h, uint32_t v) {
+    uint8_t le[4] = {(uint8_t)v, (uint8_t)(v >> 8), (uint8_t)(v >> 16), (uint8_t)(v >> 24)};
+    return hash_fnv1a(h, le, 4);
+}
+
+uint64_t hash_pow2_at_least(uint64_t n) {
+    uint64_t p = 16;
+    while (p < n) p <<= 1;
+    return p;
+}
+
+// ----------------------------------------------------------------------------
 // RNG
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
+/* splitmix64's generator step: a golden-ratio counter, then the finalizer */
+static uint64_t splitmix64(uint64_t *x) { return hash_mix64(*x += 0x9e3779b97f4a7c15ULL); }
 
 void rng_seed(Rng *r, uint64_t seed) {
     for (int i = 0; i < 4; i++) r->s[i] = splitmix64(&seed);

@@ -69,6 +69,38 @@ uint64_t rng_u64(Rng *r);
 float rng_uniform(Rng *r);          /* [0, 1) with 24 random bits */
 float rng_normal(Rng *r);           /* standard normal, Box-Muller */
 
+/* ---- Hashing: the helpers the tokenizers and the loader share. Every value
+ * below is part of a stored identity somewhere (tokenizer ids in shards and
+ * checkpoints, shard order), so none of them may ever change.
+ *
+ * FNV-1a 64 (Fowler, Noll, Vo): start from HASH_FNV_OFFSET (or a running
+ * hash) and fold in n bytes at p; returns the new hash. */
+#define HASH_FNV_OFFSET 0xcbf29ce484222325ull
+#define HASH_FNV_PRIME 0x100000001b3ull
+/* A body in the header, against the one-liner rule, on purpose: the BPE
+ * encoder hashes every pre-token with it and there is no LTO to inline a
+ * call from base.c. */
+static inline uint64_t hash_fnv1a(uint64_t h, const void *p, size_t n) {
+    const uint8_t *s = (const uint8_t *)p;
+    for (size_t i = 0; i < n; i++) h = (h ^ s[i]) * HASH_FNV_PRIME;
+    return h;
+}
+/* hash_fnv1a over v's 4 bytes, little-endian on every host. */
+uint64_t hash_fnv1a_u32(uint64_t h, uint32_t v);
+
+/* splitmix64's finalizer (Steele, Lea, Flood 2014): a bijection of 64-bit
+ * words that spreads nearby keys over a table. In the header for the same
+ * reason as hash_fnv1a: the merge loop probes with it per pair. */
+static inline uint64_t hash_mix64(uint64_t x) {
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+/* Slot count for an open-addressing table of at least n slots: the smallest
+ * power of two >= n, and never under 16. */
+uint64_t hash_pow2_at_least(uint64_t n);
+
 /* Monotonic wall clock in seconds. */
 double time_now(void);
 

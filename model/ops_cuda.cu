@@ -791,18 +791,26 @@ __global__ void k_ce(float *loss, bf16 *dl, const float *logits, const int *tgt,
         d[v] = __float2bfloat16(sc * (expf(z[v] - lse) - (v == t ? 1.0f : 0.0f)));
 }
 
-/* sum of x(n) in double, one block, fixed order: *out = */
-__global__ void k_sum_f32(double *out, const float *x, size_t n) {
-    __shared__ double red[1024];
-    double s = 0.0;
-    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+/* The block's total of each thread's s, as a tree in a fixed order (so the
+ * same inputs give the same bits on every GPU); blockDim a power of two, red
+ * blockDim doubles of shared memory. */
+static __device__ double block_tree_sum(double s, double *red) {
     red[threadIdx.x] = s;
     __syncthreads();
     for (int h = blockDim.x / 2; h > 0; h /= 2) {
         if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
         __syncthreads();
     }
-    if (threadIdx.x == 0) *out = red[0];
+    return red[0];
+}
+
+/* sum of x(n) (float or double) in double, one block of 1024, fixed order: *out = */
+template <typename T> __global__ void k_sum(double *out, const T *x, size_t n) {
+    __shared__ double red[1024];
+    double s = 0.0;
+    for (size_t i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
+    s = block_tree_sum(s, red);
+    if (threadIdx.x == 0) *out = s;
 }
 
 /* both heads: row_scale NULL (scale for every row) or per row; row_mean NULL or per row */
@@ -826,7 +834,7 @@ static double lmhead(void *ctx, float *dx, float *dw, float *row_loss, float *ro
             if (dw) gemm_dw(c, dw, dl, xb + (size_t)r0 * D, n, D, V);
         }
     }
-    k_sum_f32<<<1, 1024, 0, c->s>>>(c->dsum, loss, (size_t)N);
+    k_sum<<<1, 1024, 0, c->s>>>(c->dsum, loss, (size_t)N);
     CK(cudaGetLastError());
     double sum;
     cuda_download(ctx, &sum, c->dsum, sizeof sum);
@@ -873,26 +881,8 @@ __global__ void k_sumsq_part(double *part, const float *x, size_t n) {
     double s = 0.0;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
         s += (double)x[i] * x[i];
-    red[threadIdx.x] = s;
-    __syncthreads();
-    for (int h = blockDim.x / 2; h > 0; h /= 2) {
-        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) part[blockIdx.x] = red[0];
-}
-
-__global__ void k_sum_f64(double *out, const double *x, int n) {
-    __shared__ double red[1024];
-    double s = 0.0;
-    for (int i = threadIdx.x; i < n; i += blockDim.x) s += x[i];
-    red[threadIdx.x] = s;
-    __syncthreads();
-    for (int h = blockDim.x / 2; h > 0; h /= 2) {
-        if ((int)threadIdx.x < h) red[threadIdx.x] += red[threadIdx.x + h];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) *out = red[0];
+    s = block_tree_sum(s, red);
+    if (threadIdx.x == 0) part[blockIdx.x] = s;
 }
 
 static double cuda_sumsq(void *ctx, const float *x, size_t n) {
@@ -901,7 +891,7 @@ static double cuda_sumsq(void *ctx, const float *x, size_t n) {
     double *part = (double *)ws_get(c, SS_BLOCKS * sizeof(double));
     k_sumsq_part<<<SS_BLOCKS, TPB, 0, c->s>>>(part, x, n);
     CK(cudaGetLastError());
-    k_sum_f64<<<1, 1024, 0, c->s>>>(c->dsum, part, SS_BLOCKS);
+    k_sum<<<1, 1024, 0, c->s>>>(c->dsum, part, (size_t)SS_BLOCKS);
     CK(cudaGetLastError());
     double s;
     cuda_download(ctx, &s, c->dsum, sizeof s);

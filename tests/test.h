@@ -7,6 +7,7 @@
 #define LLAMAC_TESTS_TEST_H
 
 #include <math.h>
+#include <stddef.h>
 #include <stdio.h>
 
 extern int test_failures; /* failures in the running test */
@@ -30,6 +31,12 @@ extern const char *test_llamac_path;
  * signal that killed it. */
 /* Write text to path (a fixture made on the fly); aborts if it cannot. */
 void test_put(const char *path, const char *text);
+
+/* A training text for a tokenizer test: words drawn at random (rng_seed(seed),
+ * word w[rng_u64 % nw] each time) into text until fewer than 17 of its cap
+ * bytes are left; words must be shorter than 16 bytes. Writes no NUL; returns
+ * the length. */
+size_t test_words(char *text, size_t cap, const char *const *w, int nw, unsigned long long seed);
 
 #define TEST_OUT_MAX (1 << 16)
 #define TEST_ERR_MAX (1 << 14)

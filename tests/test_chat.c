@@ -50,14 +50,7 @@ static void own_tokenizer(Tokenizer *t) {
     static const char *w[] = {"You ", "are ", "helpful. ", "Hi ", "there ", "[INST] ", "[/INST] ",
                               "<<SYS>>\n", "\n<</SYS>>\n\n", "Hello! ", "How ", "you? ", "Fine. ",
                               "system ", "user ", "assistant ", "\n\n"};
-    Rng r;
-    rng_seed(&r, 5);
-    size_t n = 0;
-    while (n + 16 < sizeof text) {
-        const char *x = w[rng_u64(&r) % 17];
-        memcpy(text + n, x, strlen(x));
-        n += strlen(x);
-    }
+    size_t n = test_words(text, sizeof text, w, 17, 5);
     const char *texts[1] = {text};
     size_t lens[1] = {n};
     Bpe b;

@@ -175,15 +175,8 @@ void export_gguf_cli(void) {
 void export_hf_tokenizer(void) {
     mkdir(DIR, 0755);
     static char text[20000];
-    size_t n = 0;
     static const char *w[] = {"the ", "cat's ", "sat ", "on 1234 ", "mat.\n", "naïve ", "  x", "\t"};
-    Rng r;
-    rng_seed(&r, 9);
-    while (n + 16 < sizeof text) {
-        const char *x = w[rng_u64(&r) % 8];
-        memcpy(text + n, x, strlen(x));
-        n += strlen(x);
-    }
+    size_t n = test_words(text, sizeof text, w, 8, 9);
     const char *texts[1] = {text};
     Bpe b;
     Err e = {{0}};

@@ -37,6 +37,18 @@ void test_put(const char *path, const char *text) {
     fclose(f);
 }
 
+size_t test_words(char *text, size_t cap, const char *const *w, int nw, unsigned long long seed) {
+    Rng r;
+    rng_seed(&r, seed);
+    size_t n = 0;
+    while (n + 16 < cap) {
+        const char *x = w[rng_u64(&r) % (uint64_t)nw];
+        memcpy(text + n, x, strlen(x));
+        n += strlen(x);
+    }
+    return n;
+}
+
 static void slurp(const char *path, char *buf, size_t n) {
     FILE *f = fopen(path, "rb");
     size_t k = f ? fread(buf, 1, n - 1, f) : 0;

@@ -117,6 +117,25 @@ static void diff(const float *a, const float *b, size_t n, double *maxd, double 
     }
 }
 
+/* The record of f named pre<p's name> (the whole name goes to name, cap
+ * bytes), or NULL where f has none or its size is not p's. */
+static const RefRec *ref_table_rec(const RefFile *f, const char *pre, const ParamInfo *p, char *name, size_t cap) {
+    snprintf(name, cap, "%s%s", pre, p->name);
+    const RefRec *r = ref_get(f, name);
+    return r && r->n == p->numel ? r : NULL;
+}
+
+/* Copy the tensors named pre<table name> from f into buf (table t); every
+ * tensor must be there with its size. */
+static void ref_load_table(const RefFile *f, const char *pre, const ParamTable *t, float *buf) {
+    for (int i = 0; i < t->n; i++) {
+        char name[160];
+        const RefRec *r = ref_table_rec(f, pre, &t->p[i], name, sizeof name);
+        EXPECT(r, "%s missing or wrong size", name);
+        if (r) memcpy(buf + t->p[i].offset, r->data, r->n * 4);
+    }
+}
+
 /* The model shape a fixture records. */
 static void ref_config(const RefFile *f, const char *file, LlamaConfig *out) {
     LlamaConfig c;
@@ -153,14 +172,7 @@ static void ref_model(const char *file) {
     int B = (int)tok->dims[0], T = (int)tok->dims[1], N = B * T, V = c.vocab, L = c.n_layers;
     Llama m;
     if (llama_init(&m, &c, &ops_cpu, NULL, B, T, 1, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); ref_free(&f); return; }
-    /* weights by Hugging Face name */
-    for (int i = 0; i < m.t.n; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "param.%s", m.t.p[i].name);
-        const RefRec *r = ref_get(&f, name);
-        EXPECT(r && r->n == m.t.p[i].numel, "%s missing or wrong size", name);
-        if (r && r->n == m.t.p[i].numel) memcpy(m.params + m.t.p[i].offset, r->data, r->n * 4);
-    }
+    ref_load_table(&f, "param.", &m.t, m.params); /* weights by Hugging Face name */
     EXPECT(llama_set_batch(&m, tok->data, tgt->data, pos->data, &e) == 0, "%s", e.msg);
     long n = llama_count_targets(tgt->data, N);
 
@@ -187,11 +199,10 @@ static void ref_model(const char *file) {
     EXPECT(fabs(loss - rloss) <= 1e-5 * rloss, "loss %.8f vs torch %.8f", loss, rloss);
     double gworst = 0;
     for (int i = 0; i < m.t.n; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "grad.%s", m.t.p[i].name);
-        const RefRec *r = ref_get(&f, name);
-        EXPECT(r && r->n == m.t.p[i].numel, "%s missing", name);
-        if (!r || r->n != m.t.p[i].numel) continue;
+        char name[160];
+        const RefRec *r = ref_table_rec(&f, "grad.", &m.t.p[i], name, sizeof name);
+        EXPECT(r, "%s missing", name);
+        if (!r) continue;
         diff(m.grads + m.t.p[i].offset, r->data, r->n, &d, &mb);
         gworst = fmax(gworst, d / (mb + 1e-30));
         EXPECT(d <= 1e-4 * mb, "%s: max diff %.3g, max |grad| %.3g", name, d, mb);
@@ -221,11 +232,10 @@ static void ref_model(const char *file) {
     }
     double wworst = 0;
     for (int i = 0; i < m.t.n; i++) {
-        char name[128];
-        snprintf(name, sizeof name, "final.%s", m.t.p[i].name);
-        const RefRec *r = ref_get(&f, name);
-        EXPECT(r && r->n == m.t.p[i].numel, "%s missing", name);
-        if (!r || r->n != m.t.p[i].numel) continue;
+        char name[160];
+        const RefRec *r = ref_table_rec(&f, "final.", &m.t.p[i], name, sizeof name);
+        EXPECT(r, "%s missing", name);
+        if (!r) continue;
         diff(m.params + m.t.p[i].offset, r->data, r->n, &d, &mb);
         wworst = fmax(wworst, d);
         EXPECT(d <= 1e-4, "%s after %d steps: max diff %.3g", name, steps, d);
@@ -252,18 +262,6 @@ void ref_llama3(void) { ref_model("ref_llama3.bin"); }
 //   sees those coordinates before the loss does); adapters after 10 steps
 //   |a - b| <= 1e-5 * (1 + max |b|) (measured <= 1.2e-6).
 
-/* Copy the tensors named pre<table name> from f into buf (table t); every
- * tensor must be there with its size. */
-static void ref_load_table(const RefFile *f, const char *pre, const ParamTable *t, float *buf) {
-    for (int i = 0; i < t->n; i++) {
-        char name[160];
-        snprintf(name, sizeof name, "%s%s", pre, t->p[i].name);
-        const RefRec *r = ref_get(f, name);
-        EXPECT(r && r->n == t->p[i].numel, "%s missing or wrong size", name);
-        if (r && r->n == t->p[i].numel) memcpy(buf + t->p[i].offset, r->data, r->n * 4);
-    }
-}
-
 /* max over tensors of max |a - b| / (scale + max |b|), a in buf by table t,
  * b the records pre<name>; scale 0 is a pure relative check */
 static double ref_table_diff(const RefFile *f, const char *pre, const ParamTable *t, const float *buf,
@@ -271,9 +269,8 @@ static double ref_table_diff(const RefFile *f, const char *pre, const ParamTable
     double worst = 0;
     for (int i = 0; i < t->n; i++) {
         char name[160];
-        snprintf(name, sizeof name, "%s%s", pre, t->p[i].name);
-        const RefRec *r = ref_get(f, name);
-        if (!r || r->n != t->p[i].numel) { test_fail(__FILE__, __LINE__, "%s missing", name); continue; }
+        const RefRec *r = ref_table_rec(f, pre, &t->p[i], name, sizeof name);
+        if (!r) { test_fail(__FILE__, __LINE__, "%s missing", name); continue; }
         double d, mb;
         diff(buf + t->p[i].offset, r->data, r->n, &d, &mb);
         double rel = d == 0 ? 0 : d / (scale + mb);

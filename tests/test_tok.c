@@ -296,15 +296,8 @@ void tok_ids(void) {
 void tok_llamac(void) {
     make_dir();
     static char text[20000];
-    Rng r;
-    rng_seed(&r, 3);
     static const char *w[] = {"the ", "cat ", "sat ", "on ", "mat ", "1984 ", "naïve ", "<|eot_id|>"};
-    size_t n = 0;
-    while (n + 16 < sizeof text) {
-        const char *x = w[rng_u64(&r) % 7];
-        memcpy(text + n, x, strlen(x));
-        n += strlen(x);
-    }
+    size_t n = test_words(text, sizeof text, w, 7, 3); /* the first 7 words */
     const char *texts[1] = {text};
     size_t lens[1] = {n};
     Bpe b;
