@@ -3,7 +3,7 @@
  * versions 2 and 3, little-endian: the metadata by key, the tensors by name,
  * and any tensor of a supported type dequantised to float32. In data/
  * because both the tokenizer (tok.c reads tokenizer.ggml.*) and the weight
- * importer (train/convert.c) read it. libc only.
+ * importer (train/io/gguf.c) read it. libc only.
  *
  * Layout: "GGUF", uint32 version, uint64 tensor count, uint64 metadata
  * count; each metadata entry a key (uint64 length + bytes), a uint32 value

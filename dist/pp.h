@@ -4,7 +4,7 @@
  * forwards and backwards of a step's micro-batches (GPipe, 1F1B), how many
  * micro-batches it holds at once, and a simulation of a schedule that gives
  * each stage's idle time (the bubble) from the durations of its work.
- * Pure functions: no MPI, no model; train/pipeline.c runs the schedules.
+ * Pure functions: no MPI, no model; train/loop/pipeline.c runs the schedules.
  *
  * A step's M micro-batches pass stages 0..P-1 forward and P-1..0 backward.
  * GPipe runs all M forwards, then all M backwards: a stage holds the

@@ -190,7 +190,7 @@ void llama_decode(Llama *m, int token, int pos);
  * next token at position n. */
 void llama_prefill(Llama *m, const int *tokens, int n);
 
-/* Pipelining (train/pipeline.c): a stage of layers [l0, l1) keeps one set
+/* Pipelining (train/loop/pipeline.c): a stage of layers [l0, l1) keeps one set
  * of activations per micro-batch in flight. llama_stage_floats is the size
  * of one set (every activation of those layers the backward reads, with
  * recompute only their inputs, and the stage's output acts[l1].x when

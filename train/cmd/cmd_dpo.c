@@ -1,7 +1,7 @@
 /*
  * cmd_dpo.c: `llamac dpo`: preference training (Rafailov et al. 2023, DPO,
  * and its robust, IPO and hinge variants; data/dpo.h) on the shared loop
- * of train/trainer.c through its TrainLoss hook.
+ * of train/loop/trainer.c through its TrainLoss hook.
  *
  * A micro-batch holds whole pairs (chosen and rejected in one row, with the
  * document mask). Its step: the reference log-probabilities (the same
@@ -57,7 +57,7 @@ typedef struct {
     long *cnt;
     DpoStats st, vst;
     uint64_t seed;
-    /* pipeline stages (train/pipeline.h): what the last stage's head needs
+    /* pipeline stages (train/loop/pipeline.h): what the last stage's head needs
      * of the micro-batches in flight */
     double *rp_mb;              /* (accum, 2 * maxp) reference logps per micro-batch */
     size_t maxp;

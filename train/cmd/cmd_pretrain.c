@@ -2,7 +2,7 @@
  * cmd_pretrain.c: `llamac pretrain`: pretrain a Llama from scratch on token
  * shards. The loop (accumulation, clipping, AdamW on the schedule, progress
  * line, metrics, validation, checkpoints, exact --resume) is the shared one
- * of train/trainer.c; this file supplies what pretraining has of its own:
+ * of train/loop/trainer.c; this file supplies what pretraining has of its own:
  * the model shape (--preset, --set, vocab from the shards) and batches of
  * token windows from the shards through the deterministic loader.
  */

@@ -1,7 +1,7 @@
 /*
  * cmd_sft.c: `llamac sft`: supervised fine-tuning of a pretrained model on
  * chat or instruction JSONL (data/sft.h: formats, templates, loss masks,
- * packing). The loop is train/trainer.c's; this file supplies the model
+ * packing). The loop is train/loop/trainer.c's; this file supplies the model
  * source, the examples as (B, T) rows and the SFT defaults (TRL's SFTConfig
  * where it has one: lr 2e-5, 3 epochs' worth of steps unless --steps).
  */

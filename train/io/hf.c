@@ -481,7 +481,7 @@ static int copy_file(const char *from, const char *to, Err *e) {
     return ok ? 0 : err_set(e, "%s: cannot write: %s", to, strerror(err));
 }
 
-/* the tokenizer files of the export into tmp (see convert.h) */
+/* the tokenizer files of the export into tmp (see hf.h) */
 static int save_tokenizer(const char *tmp, const LlamaConfig *c, const HfTok *tk, Err *e) {
     const Tokenizer *tok = tk->tok;
     char p[4300];

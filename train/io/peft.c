@@ -3,7 +3,7 @@
  * config is checked key by key against a table of what llamac computes, so
  * an option that would change the numbers is never silently dropped; the
  * weights go from the mapped safetensors file into the adapter buffer by
- * name, as convert.c does for base models.
+ * name, as hf.c does for base models.
  */
 #include "peft.h"
 

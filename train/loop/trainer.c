@@ -1,6 +1,6 @@
 /*
  * trainer.c: the training loop shared by pretrain, sft and dpo (trainer.h).
- * Checkpoints are train/ckpt.h's HDF5 files; resume restores weights, AdamW
+ * Checkpoints are train/io/ckpt.h's HDF5 files; resume restores weights, AdamW
  * moments and step, the schedule position and the data cursor, so a resumed
  * run continues bit for bit on the CPU.
  *
