@@ -25,6 +25,12 @@ SHAPES = {  # dim, layers, heads, kv heads, hidden, vocab, tied (model/config.c)
 }
 
 
+def venv_imports(modules):
+    """Whether VENV's python exists and imports MODULES ("torch, transformers")."""
+    py = os.path.join(VENV, "bin", "python")
+    return os.path.exists(py) and subprocess.run([py, "-c", "import " + modules], capture_output=True).returncode == 0
+
+
 def run_json(cmd):
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -42,8 +48,7 @@ def main():
     args = ap.parse_args()
 
     py = os.path.join(VENV, "bin", "python")
-    have_torch = not args.no_torch and os.path.exists(py) and subprocess.run(
-        [py, "-c", "import torch, transformers"], capture_output=True).returncode == 0
+    have_torch = not args.no_torch and venv_imports("torch, transformers")
     if not have_torch and not args.no_torch:
         print("bench: no torch in %s (run `make test-ref` once to create it); llamac only" % VENV)
 

@@ -18,11 +18,10 @@ Standard library only; PEFT lives in the reference venv (scripts/test_ref.sh).
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench import ROOT, SHAPES, VENV, run_json  # noqa: E402  (the step benchmark's shapes and runner)
+from bench import ROOT, SHAPES, VENV, run_json, venv_imports  # noqa: E402  (the step benchmark's shapes and runners)
 
 
 def main():
@@ -38,8 +37,7 @@ def main():
     args = ap.parse_args()
 
     py = os.path.join(VENV, "bin", "python")
-    have_peft = not args.no_peft and os.path.exists(py) and subprocess.run(
-        [py, "-c", "import torch, transformers, peft"], capture_output=True).returncode == 0
+    have_peft = not args.no_peft and venv_imports("torch, transformers, peft")
     if not have_peft and not args.no_peft:
         print("bench-lora: no torch/transformers/peft in %s (run `make test-ref` once); llamac only" % VENV)
     llamac = os.path.join(ROOT, "build", "llamac")

@@ -51,8 +51,8 @@ def slug(text):
     return "".join(out)
 
 
-def lines_outside_code(text):
-    """(line number, line) of each line outside fenced code, inline code blanked."""
+def lines_outside_fences(text):
+    """(line number, line) of each line outside fenced code, as written."""
     fence = None
     for n, line in enumerate(text.split("\n"), 1):
         m = FENCE.match(line)
@@ -63,25 +63,25 @@ def lines_outside_code(text):
         if m:
             fence = m.group(1)
             continue
-        yield n, INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)
+        yield n, line
+
+
+def blank_inline_code(line):
+    return INLINE_CODE.sub(lambda c: " " * len(c.group(0)), line)
+
+
+def lines_outside_code(text):
+    """(line number, line) of each line outside fenced code, inline code blanked."""
+    for n, line in lines_outside_fences(text):
+        yield n, blank_inline_code(line)
 
 
 def anchors(text):
     """Every anchor a page defines: its headings' slugs and <a name/id>."""
     seen, out = {}, set()
-    for _, line in lines_outside_code(text):
-        out.update(HTML_ANCHOR.findall(line))
-    fence = None
-    for line in text.split("\n"):  # headings need their code spans, so reread
-        m = FENCE.match(line)
-        if fence:
-            if m and m.group(1)[0] == fence[0] and len(m.group(1)) >= len(fence):
-                fence = None
-            continue
-        if m:
-            fence = m.group(1)
-            continue
-        h = HEADING.match(line)
+    for _, line in lines_outside_fences(text):
+        out.update(HTML_ANCHOR.findall(blank_inline_code(line)))
+        h = HEADING.match(line)  # headings keep their code spans
         if not h:
             continue
         s = slug(h.group(2))

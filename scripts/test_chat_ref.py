@@ -35,6 +35,8 @@ import sys
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from refcheck import check, summary
+
 PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
            r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|begin_of_text|>", "<|end_of_text|>",
@@ -124,20 +126,6 @@ CONVS = [
      {"role": "user", "content": "third"}, {"role": "assistant", "content": "fourth"},
      {"role": "user", "content": "fifth"}, {"role": "assistant", "content": "sixth and last."}],
 ]
-
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    sys.stdout.flush()
-    return ok
 
 
 def train_tokenizer(path):
@@ -231,8 +219,7 @@ def main():
             wmask = list(enc["assistant_masks"])
             check(f"{name} conversation {k}: mask equals transformers' assistant mask ({sum(wmask)} tokens)",
                   list(enc["input_ids"]) == want and g["mask"] == wmask, f"\n  got  {g['mask']}\n  want {wmask}")
-    print(f"test_chat_ref: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_chat_ref")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,8 @@ import sys
 
 import numpy as np
 
+from refcheck import check, run as run_llamac, summary
+
 # Logits tolerance: the C forward and transformers' eager float32 forward sum
 # in different orders; 1e-4 absolute is what the committed reference
 # fixtures use for the same tiny shapes (logits of magnitude ~1).
@@ -79,26 +81,9 @@ MODELS = {
 VARIANTS = [("f32", "float32", None), ("f16", "float16", None), ("bf16", "bfloat16", None),
             ("f32_sharded", "float32", "40KB")]
 
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    sys.stdout.flush()
-    return ok
-
 
 def run(llamac, *args):
-    r = subprocess.run([llamac, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"  llamac {' '.join(args)} -> exit {r.returncode}: {r.stderr.strip()}")
-    return r.returncode == 0
+    return run_llamac(llamac, *args).returncode == 0
 
 
 def build(spec):
@@ -733,8 +718,7 @@ def main():
     print("== HF export with the tokenizer")
     check_hf_tokenizer(llamac, args.work)
     check_hf_spm(llamac, args.work)
-    print(f"test_convert: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_convert")
 
 
 if __name__ == "__main__":

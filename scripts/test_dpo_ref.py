@@ -44,6 +44,7 @@ import sys
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from refcheck import check, summary  # noqa: E402
 
 TOL = 1e-5
 STEPS = 10
@@ -60,20 +61,6 @@ PAIRS = [
     {"prompt": "You are helpful. Name a fox", "chosen": " The quick brown fox.", "rejected": " A lazy dog."},
     {"prompt": "assistant user system", "chosen": " system", "rejected": " user assistant user"},
 ]
-
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    sys.stdout.flush()
-    return ok
 
 
 def build_base(path, vocab):
@@ -245,8 +232,7 @@ def main():
                     n += 1
         check(f"{tag}: every weight after {STEPS} steps equals TRL's within {TOL} ({n} tensors, worst {worst:.2e})",
               n == len(sd) and worst <= TOL, f"{n} of {len(sd)} tensors found")
-    print(f"test_dpo_ref: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_dpo_ref")
 
 
 if __name__ == "__main__":

@@ -48,6 +48,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import tok_ref  # noqa: E402
+from refcheck import check, summary  # noqa: E402
 
 # Logits: 30 layers of float32 in a different summation order (OpenBLAS vs
 # torch's GEMMs) over 300 positions; the logits span about +-30, and the
@@ -65,18 +66,6 @@ PRES = {
     "smollm": [r"\p{N}", GPT2_SPLIT],
     "default": [r"[\p{P}\$\+<=>\^~\|]+", GPT2_SPLIT, r"\p{N}+", r"[0-9][0-9][0-9]"],
 }
-
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
 
 
 def run(args, **kw):
@@ -378,8 +367,7 @@ def main():
             step()
         except Exception as err:  # one broken step is one failure, the others still run
             check(f"step raised {type(err).__name__}", False, str(err)[:400])
-    print(f"test_gguf: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_gguf")
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 
 import numpy as np
+
+from refcheck import check, run, summary
 
 # Logits tolerance: llamac's C forward and transformers' eager float32
 # forward sum in different orders (scripts/test_convert.py uses the same);
@@ -50,27 +51,6 @@ TOKENS = [1, 7, 42, 3, 99, 250, 17, 8, 64, 5, 128, 2]
 SPEC = dict(hidden_size=64, num_hidden_layers=3, num_attention_heads=4, num_key_value_heads=2,
             intermediate_size=96, vocab_size=256, max_position_embeddings=64, rms_norm_eps=1e-5,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False)
-
-passed = failed = 0
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    sys.stdout.flush()
-    return ok
-
-
-def run(llamac, *args):
-    r = subprocess.run([llamac, *args], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"  llamac {' '.join(args)} -> exit {r.returncode}: {r.stderr.strip()}")
-    return r
 
 
 def build_base(path):
@@ -299,8 +279,7 @@ def main():
         part_d(llamac, args.work, hf, h5)
         print("== (c) PEFT options llamac refuses")
         part_c(llamac, args.work, hf, h5)
-    print(f"test_peft: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_peft")
 
 
 if __name__ == "__main__":

@@ -41,7 +41,6 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 
 import numpy as np
@@ -49,6 +48,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_llama import doc_mask  # noqa: E402  (the additive document mask)
 from test_chat_ref import PATTERN, SMOLLM2_GEN  # noqa: E402  (split regex; ChatML + generation markers)
+from refcheck import check, run, summary  # noqa: E402
 
 # (b), (c): relative tolerance on losses and adapter weights (|a - b| <=
 # REL * max|b| per tensor). Both sides are float32 with different summation
@@ -98,27 +98,7 @@ TEXT_PAIRS = [
     ("The quick brown fox", " jumps over the lazy dog."),
 ]
 
-passed = failed = 0
 KNOWN = []  # differences from the reference that are understood and reported, not hidden
-
-
-def check(name, ok, detail=""):
-    global passed, failed
-    if ok:
-        passed += 1
-        print(f"PASS {name}")
-    else:
-        failed += 1
-        print(f"FAIL {name}: {detail}")
-    sys.stdout.flush()
-    return ok
-
-
-def run(llamac, *args):
-    r = subprocess.run([llamac, *map(str, args)], capture_output=True, text=True)
-    if r.returncode != 0:
-        print(f"  llamac {' '.join(map(str, args))} -> exit {r.returncode}: {r.stderr.strip()}")
-    return r
 
 
 def write_jsonl(path, rows):
@@ -454,8 +434,7 @@ def main():
             part_c(llamac, work, fam, tpath, hf, data["messages"], hft.eos_token_id)  # llamac pads with EOS
     for k in KNOWN:
         print(f"KNOWN {k}")
-    print(f"test_sft_ref: {passed} passed, {failed} failed")
-    return 1 if failed else 0
+    return summary("test_sft_ref")
 
 
 if __name__ == "__main__":
