@@ -263,6 +263,17 @@ void ckpt_bad_files(void) {
 
 
 /* Start `llamac <args>` in the background; returns its pid. */
+void ckpt_test_bases(const char *dir, const char *base_h5, char bases[3][256]) {
+    char cmd[1024];
+    snprintf(cmd, sizeof cmd, "rm -rf %s/rb*", dir);
+    system(cmd);
+    snprintf(bases[0], 256, "%s", base_h5);
+    snprintf(bases[1], 256, "%s/rb_hf", dir);
+    snprintf(bases[2], 256, "%s/rb_base.gguf", dir);
+    for (int k = 1; k < 3; k++)
+        EXPECT(test_llamac("convert %s %s", base_h5, bases[k]) == 0, "%s: %s", bases[k], test_err);
+}
+
 int test_source_load(const char *path, const ParamTable *t, float *params, Err *e) {
     ModelSource ms;
     return source_open(&ms, path, e) || source_load(&ms, t, params, e) ? -1 : 0;

@@ -523,10 +523,8 @@ void dpo_lora_resume(void) {
  * same adapters, moments and losses as a straight run (issue 20). */
 void dpo_lora_resume_bases(void) {
     need_run_inputs();
-    system("rm -rf " DIR "/rb*");
-    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_base.gguf") == 0, "to GGUF: %s", test_err);
-    EXPECT(test_llamac("convert " DIR "/base.h5 " DIR "/rb_hf") == 0, "to HF: %s", test_err);
-    const char *bases[3] = {DIR "/base.h5", DIR "/rb_hf", DIR "/rb_base.gguf"};
+    char bases[3][256];
+    ckpt_test_bases(DIR, DIR "/base.h5", bases);
     for (int k = 0; k < 3; k++) {
         char a[2048], b[2048], ck[256], pa[256], pb[256], ma[256], mb[256];
         snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);

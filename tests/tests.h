@@ -166,6 +166,10 @@ const char *test_chat_tokenizer(struct Tokenizer *t);
 
 #include "../model/params.h"
 /* A model file loaded as every command loads it (source.h): 0 or -1 with e. */
+/* The three kinds of model source a user has, made from the checkpoint
+ * base_h5 (a run's base) in dir, after removing dir/rb*: bases[0] is base_h5
+ * itself, [1] a Hugging Face directory, [2] a GGUF file (llamac convert). */
+void ckpt_test_bases(const char *dir, const char *base_h5, char bases[3][256]);
 int test_source_load(const char *path, const ParamTable *t, float *params, Err *e);
 pid_t ckpt_test_spawn(const char *args, const char *outfile);
 int ckpt_test_wait_for(const char *path, pid_t pid);
