@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -650,4 +651,110 @@ void gguf_strings(const GgufKV *kv, const char ***s, size_t **len) {
 double gguf_array_num(const GgufKV *kv, uint64_t i) {
     LC_ASSERT(kv->type == GGUF_ARRAY && kv->elem_type != GGUF_STRING && i < kv->n);
     return num_at(kv->elem_type, kv->data + i * (uint64_t)value_size[kv->elem_type]);
+}
+
+// ----------------------------------------------------------------------------
+// writing: float32 -> F16, BF16, Q8_0 (the inverses of the dequantisers above)
+
+/* IEEE half of f, round to nearest even; NaN as numpy makes it (the top
+ * payload bits, kept a NaN) */
+static uint16_t f16_of(float f) {
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
+    uint32_t a = u & 0x7fffffff, ex = a >> 23, man = a & 0x7fffff;
+    if (a > 0x7f800000) {
+        uint16_t h = (uint16_t)(0x7c00 | man >> 13);
+        return sign | (h == 0x7c00 ? 0x7c01 : h);
+    }
+    if (a >= 0x477ff000) return sign | 0x7c00;      /* 65520 and up round to infinity */
+    if (a < 0x33000000) return sign;                /* at most 2^-25: rounds to zero */
+    uint32_t h, rem, half;
+    if (ex < 113) {                                 /* a half subnormal: units of 2^-24 */
+        uint32_t m = man | 0x800000, sh = 126 - ex;
+        h = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
+    } else {
+        h = (ex - 112) << 10 | man >> 13, rem = man & 0x1fff, half = 0x1000;
+    }
+    if (rem > half || (rem == half && (h & 1))) h++; /* a carry into the exponent is right */
+    return sign | (uint16_t)h;
+}
+
+void gguf_to_f16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) dst[i] = f16_of(src[i]);
+}
+
+void gguf_to_bf16(uint16_t *dst, const float *src, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &src[i], 4);
+        dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (uint16_t)(u >> 16 | 64) : (uint16_t)((u + 0x7fff + (u >> 16 & 1)) >> 16);
+    }
+}
+
+void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n) {
+    LC_ASSERT(n % GGUF_Q8_0_BLOCK == 0);
+    for (size_t b = 0; b < n / GGUF_Q8_0_BLOCK; b++) {
+        const float *x = src + b * GGUF_Q8_0_BLOCK;
+        uint8_t *y = dst + b * GGUF_Q8_0_BYTES;
+        float amax = 0;
+        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) amax = fmaxf(amax, fabsf(x[j]));
+        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint16_t dh = f16_of(d);
+        memcpy(y, &dh, 2);
+        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// writing: the container, little-endian, errors folded into ok
+
+void gguf_put(GgufWriter *w, const void *p, size_t n) {
+    if (w->ok && fwrite(p, 1, n, w->f) != n) w->ok = 0;
+    w->at += n;
+}
+void gguf_put_u32(GgufWriter *w, uint32_t v) { gguf_put(w, &v, 4); }
+void gguf_put_u64(GgufWriter *w, uint64_t v) { gguf_put(w, &v, 8); }
+void gguf_put_str(GgufWriter *w, const char *s, size_t n) {
+    gguf_put_u64(w, n);
+    gguf_put(w, s, n);
+}
+
+/* an entry's key and value type */
+static void kv_head(GgufWriter *w, const char *key, uint32_t type) {
+    w->n_kv++;
+    gguf_put_str(w, key, strlen(key));
+    gguf_put_u32(w, type);
+}
+void gguf_kv_u32(GgufWriter *w, const char *key, uint32_t v) {
+    kv_head(w, key, GGUF_UINT32);
+    gguf_put_u32(w, v);
+}
+void gguf_kv_f32(GgufWriter *w, const char *key, float v) {
+    kv_head(w, key, GGUF_FLOAT32);
+    gguf_put(w, &v, 4);
+}
+void gguf_kv_str(GgufWriter *w, const char *key, const char *v) {
+    kv_head(w, key, GGUF_STRING);
+    gguf_put_str(w, v, strlen(v));
+}
+void gguf_kv_array(GgufWriter *w, const char *key, uint32_t elem_type, uint64_t n) {
+    kv_head(w, key, GGUF_ARRAY);
+    gguf_put_u32(w, elem_type);
+    gguf_put_u64(w, n);
+}
+
+void gguf_put_tensor_info(GgufWriter *w, const char *name, int ndim, const int64_t *shape, uint32_t ggml_type,
+                          uint64_t offset) {
+    gguf_put_str(w, name, strlen(name));
+    gguf_put_u32(w, (uint32_t)ndim);
+    for (int k = ndim - 1; k >= 0; k--) gguf_put_u64(w, (uint64_t)shape[k]); /* innermost first */
+    gguf_put_u32(w, ggml_type);
+    gguf_put_u64(w, offset);
+}
+
+void gguf_put_pad(GgufWriter *w, uint32_t alignment) {
+    static const char zeros[256];
+    LC_ASSERT(alignment > 0 && alignment <= sizeof zeros);
+    gguf_put(w, zeros, (size_t)((alignment - w->at % alignment) % alignment));
 }

@@ -1,5 +1,6 @@
 /*
- * gguf.h: read GGUF files (llama.cpp's format, ggml's docs/gguf.md),
+ * gguf.h: GGUF files (llama.cpp's format, ggml's docs/gguf.md), read and
+ * written: the reader below, the container writer at the end. Read:
  * versions 2 and 3, little-endian: the metadata by key, the tensors by name,
  * and any tensor of a supported type dequantised to float32. In data/
  * because both the tokenizer (tok.c reads tokenizer.ggml.*) and the weight
@@ -33,6 +34,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "../model/base.h"
 
@@ -141,5 +143,47 @@ int gguf_tensor_f32(const Gguf *g, const GgufTensor *t, float *dst, Err *e);
 
 /* IEEE half (binary16) to float, exact. */
 float gguf_half_to_float(uint16_t h);
+
+// ----------------------------------------------------------------------------
+// writing: the container (train/io/gguf.c writes a Llama with it)
+
+#define GGUF_Q8_0_BLOCK 32                   /* values per Q8_0 block */
+#define GGUF_Q8_0_BYTES (2 + GGUF_Q8_0_BLOCK) /* one block: f16 scale + 32 int8 */
+
+/* Little-endian writes into f; the first failed write clears ok (the caller
+ * checks it once at the end), at counts the bytes, n_kv the metadata entries. */
+typedef struct GgufWriter {
+    FILE *f;
+    int ok;
+    uint64_t at;
+    int n_kv;
+} GgufWriter;
+
+void gguf_put(GgufWriter *w, const void *p, size_t n);
+void gguf_put_u32(GgufWriter *w, uint32_t v);
+void gguf_put_u64(GgufWriter *w, uint64_t v);
+/* A string: uint64 length + its n bytes. */
+void gguf_put_str(GgufWriter *w, const char *s, size_t n);
+/* Metadata entries: the key, the value type, the value; an array's header
+ * (element type, count) is followed by the caller's n elements. */
+void gguf_kv_u32(GgufWriter *w, const char *key, uint32_t v);
+void gguf_kv_f32(GgufWriter *w, const char *key, float v);
+void gguf_kv_str(GgufWriter *w, const char *key, const char *v);
+void gguf_kv_array(GgufWriter *w, const char *key, uint32_t elem_type, uint64_t n);
+/* A tensor info: name, ndim, shape[0..ndim) given outermost first (written
+ * innermost first, as GGUF stores dims), ggml type, offset into the data. */
+void gguf_put_tensor_info(GgufWriter *w, const char *name, int ndim, const int64_t *shape, uint32_t ggml_type,
+                          uint64_t offset);
+/* Zeros up to the next multiple of alignment (<= 256) of the bytes written. */
+void gguf_put_pad(GgufWriter *w, uint32_t alignment);
+
+/* float32 -> F16 (IEEE half, round to nearest even; NaN kept a NaN as
+ * numpy's astype does), BF16 (the top 16 bits rounded to nearest even, NaN
+ * kept quiet: ggml's fp32_to_bf16), Q8_0 (n a multiple of 32, n / 32 blocks
+ * of 34 bytes { f16 d; int8 q[32] }, d = max|x| / 127, q = roundf(x / d):
+ * ggml's quantize_row_q8_0_ref), for n values. */
+void gguf_to_f16(uint16_t *dst, const float *src, size_t n);
+void gguf_to_bf16(uint16_t *dst, const float *src, size_t n);
+void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n);
 
 #endif

@@ -26,7 +26,6 @@
 /* metadata value types and ggml tensor types: data/gguf.h's, shared with the reader */
 /* llama.cpp's token types (the same numbers as SentencePiece's) */
 enum { TT_NORMAL = 1, TT_CONTROL = 3, TT_USER_DEFINED = 4, TT_UNUSED = 5 };
-#define Q8_0_BYTES (2 + GGUF_Q8_0_BLOCK) /* one block: f16 scale + 32 int8 */
 
 /* per GgufType: its name, ggml type and general.file_type (LLAMA_FTYPE) */
 static const struct {
@@ -52,58 +51,6 @@ const char *gguf_export_type_name(GgufType type) {
     return (unsigned)type < GGUF_TYPE_COUNT ? types[type].name : "?";
 }
 
-// ---- float32 -> F16, BF16, Q8_0 ------------------------------------------------
-
-/* IEEE half of f, round to nearest even; NaN as numpy makes it (the top
- * payload bits, kept a NaN) */
-static uint16_t f16_of(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
-    uint32_t a = u & 0x7fffffff, ex = a >> 23, man = a & 0x7fffff;
-    if (a > 0x7f800000) {
-        uint16_t h = (uint16_t)(0x7c00 | man >> 13);
-        return sign | (h == 0x7c00 ? 0x7c01 : h);
-    }
-    if (a >= 0x477ff000) return sign | 0x7c00;      /* 65520 and up round to infinity */
-    if (a < 0x33000000) return sign;                /* at most 2^-25: rounds to zero */
-    uint32_t h, rem, half;
-    if (ex < 113) {                                 /* a half subnormal: units of 2^-24 */
-        uint32_t m = man | 0x800000, sh = 126 - ex;
-        h = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
-    } else {
-        h = (ex - 112) << 10 | man >> 13, rem = man & 0x1fff, half = 0x1000;
-    }
-    if (rem > half || (rem == half && (h & 1))) h++; /* a carry into the exponent is right */
-    return sign | (uint16_t)h;
-}
-
-void gguf_to_f16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = f16_of(src[i]);
-}
-
-void gguf_to_bf16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &src[i], 4);
-        dst[i] = (u & 0x7fffffff) > 0x7f800000 ? (uint16_t)(u >> 16 | 64) : (uint16_t)((u + 0x7fff + (u >> 16 & 1)) >> 16);
-    }
-}
-
-void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n) {
-    LC_ASSERT(n % GGUF_Q8_0_BLOCK == 0);
-    for (size_t b = 0; b < n / GGUF_Q8_0_BLOCK; b++) {
-        const float *x = src + b * GGUF_Q8_0_BLOCK;
-        uint8_t *y = dst + b * Q8_0_BYTES;
-        float amax = 0;
-        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = f16_of(d);
-        memcpy(y, &dh, 2);
-        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
-    }
-}
-
 /* The type a tensor is stored as: 1-D ones F32; Q8_0 needs rows that are
  * whole blocks, else F16 (llama.cpp's converter's fallback). */
 static GgufType tensor_type(GgufType want, int ndim, int64_t cols) {
@@ -114,7 +61,7 @@ static GgufType tensor_type(GgufType want, int ndim, int64_t cols) {
 
 static uint64_t tensor_bytes(GgufType ty, int64_t numel) {
     if (ty == GGUF_F32) return (uint64_t)numel * 4;
-    if (ty == GGUF_Q8_0) return (uint64_t)numel / GGUF_Q8_0_BLOCK * Q8_0_BYTES;
+    if (ty == GGUF_Q8_0) return (uint64_t)numel / GGUF_Q8_0_BLOCK * GGUF_Q8_0_BYTES;
     return (uint64_t)numel * 2;
 }
 
@@ -179,55 +126,6 @@ void gguf_rope_factors(const LlamaConfig *c, float *out) {
     }
 }
 
-/* ---- little-endian writers into a FILE, errors folded into ok ----------- */
-
-typedef struct W {
-    FILE *f;
-    int ok;
-    uint64_t at; /* bytes written */
-    int n_kv;    /* metadata entries written */
-} W;
-
-static void put(W *w, const void *p, size_t n) {
-    if (w->ok && fwrite(p, 1, n, w->f) != n) w->ok = 0;
-    w->at += n;
-}
-static void put_u32(W *w, uint32_t v) { put(w, &v, 4); }
-static void put_u64(W *w, uint64_t v) { put(w, &v, 8); }
-static void put_str(W *w, const char *s) {
-    put_u64(w, strlen(s));
-    put(w, s, strlen(s));
-}
-static void kv_u32(W *w, const char *k, uint32_t v) {
-    w->n_kv++;
-    put_str(w, k);
-    put_u32(w, GGUF_UINT32);
-    put_u32(w, v);
-}
-static void kv_f32(W *w, const char *k, float v) {
-    w->n_kv++;
-    put_str(w, k);
-    put_u32(w, GGUF_FLOAT32);
-    put(w, &v, 4);
-}
-static void kv_str(W *w, const char *k, const char *v) {
-    w->n_kv++;
-    put_str(w, k);
-    put_u32(w, GGUF_STRING);
-    put_str(w, v);
-}
-static void kv_array(W *w, const char *k, uint32_t type, uint64_t n) {
-    w->n_kv++;
-    put_str(w, k);
-    put_u32(w, GGUF_ARRAY);
-    put_u32(w, type);
-    put_u64(w, n);
-}
-static void put_bytes_str(W *w, const char *s, size_t n) {
-    put_u64(w, n);
-    put(w, s, n);
-}
-
 // ---- the vocabulary ----------------------------------------------------------
 
 /* Metadata entries the vocabulary adds (1 without a tokenizer). */
@@ -240,31 +138,31 @@ static int vocab_kv_count(const Tokenizer *tok) {
  * GPT-2's byte-to-unicode spelling, merges "A B" in rank order), SentencePiece
  * as its "llama" model (pieces, scores, types). Ids from tok->vocab up to the
  * model's V are filled with unused "[PAD<id>]" tokens. */
-static void vocab_kv(W *w, const Tokenizer *tok, int V) {
+static void vocab_kv(GgufWriter *w, const Tokenizer *tok, int V) {
     if (!tok) {
-        kv_str(w, "tokenizer.ggml.model", "no_vocab");
+        gguf_kv_str(w, "tokenizer.ggml.model", "no_vocab");
         return;
     }
     char pad_name[32];
     if (tok->kind == TOK_SPM) {
         const Spm *s = tok_spm_model(tok);
-        kv_str(w, "tokenizer.ggml.model", "llama");
-        kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
+        gguf_kv_str(w, "tokenizer.ggml.model", "llama");
+        gguf_kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
         for (int i = 0; i < V; i++) {
-            if (i < s->vocab) put_bytes_str(w, s->bytes + s->off[i], s->off[i + 1] - s->off[i] - 1);
-            else put_bytes_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
+            if (i < s->vocab) gguf_put_str(w, s->bytes + s->off[i], s->off[i + 1] - s->off[i] - 1);
+            else gguf_put_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
         }
-        kv_array(w, "tokenizer.ggml.scores", GGUF_FLOAT32, (uint64_t)V);
+        gguf_kv_array(w, "tokenizer.ggml.scores", GGUF_FLOAT32, (uint64_t)V);
         for (int i = 0; i < V; i++) {
             float sc = i < s->vocab ? s->score[i] : -1e9f;
-            put(w, &sc, 4);
+            gguf_put(w, &sc, 4);
         }
-        kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
+        gguf_kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
         for (int i = 0; i < V; i++) {
             int32_t ty = i < s->vocab ? s->type[i] : TT_UNUSED;
-            put(w, &ty, 4);
+            gguf_put(w, &ty, 4);
         }
-        kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)s->unk);
+        gguf_kv_u32(w, "tokenizer.ggml.unknown_token_id", (uint32_t)s->unk);
     } else {
         int32_t *type = xmalloc((size_t)V * sizeof *type);
         for (int i = 0; i < V; i++) type[i] = i < tok->vocab ? TT_NORMAL : TT_UNUSED;
@@ -273,7 +171,7 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
         else
             for (int k = 0; k < tok->bb->n_added; k++)
                 type[tok->bb->added[k].id] = tok->bb->added[k].special ? TT_CONTROL : TT_USER_DEFINED;
-        kv_str(w, "tokenizer.ggml.model", "gpt2");
+        gguf_kv_str(w, "tokenizer.ggml.model", "gpt2");
         /* llamac's BPE with Llama 3's split pattern (bpe.h, version 2), a
          * tokenizer.json or tiktoken: "llama-bpe", Llama 3's split (and its
          * whole-piece rule, which llamac's version 2 encoder follows too).
@@ -281,29 +179,29 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
          * GPT-2's. */
         int llama3 = tok->kind != TOK_LLAMAC ||
                      (tok->bpe->pattern && strcmp(tok->bpe->pattern, BPE_DEFAULT_PATTERN) == 0);
-        kv_str(w, "tokenizer.ggml.pre", tok->pre[0] ? tok->pre : llama3 ? "llama-bpe" : "default"); /* a GGUF vocabulary keeps its own */
-        kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
+        gguf_kv_str(w, "tokenizer.ggml.pre", tok->pre[0] ? tok->pre : llama3 ? "llama-bpe" : "default"); /* a GGUF vocabulary keeps its own */
+        gguf_kv_array(w, "tokenizer.ggml.tokens", GGUF_STRING, (uint64_t)V);
         char *buf = NULL;
         size_t cap = 0;
         for (int i = 0; i < V; i++) {
             size_t n = 0;
             const char *b = i < tok->vocab ? tok_token_bytes(tok, i, &n) : NULL;
             if (!b) {
-                put_bytes_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
+                gguf_put_str(w, pad_name, (size_t)snprintf(pad_name, sizeof pad_name, "[PAD%d]", i));
                 continue;
             }
             if (type[i] != TT_NORMAL) { /* special and added tokens keep their text */
-                put_bytes_str(w, b, n);
+                gguf_put_str(w, b, n);
                 continue;
             }
             if (2 * n > cap) buf = xrealloc(buf, cap = 2 * n + 64);
-            put_bytes_str(w, buf, bbpe_byte_level(b, n, buf));
+            gguf_put_str(w, buf, bbpe_byte_level(b, n, buf));
         }
-        kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
-        put(w, type, (size_t)V * 4);
+        gguf_kv_array(w, "tokenizer.ggml.token_type", GGUF_INT32, (uint64_t)V);
+        gguf_put(w, type, (size_t)V * 4);
         int32_t *m;
         size_t nm = tok_merges(tok, &m);
-        kv_array(w, "tokenizer.ggml.merges", GGUF_STRING, nm);
+        gguf_kv_array(w, "tokenizer.ggml.merges", GGUF_STRING, nm);
         for (size_t i = 0; i < nm; i++) {
             size_t na, nb;
             const char *a = tok_token_bytes(tok, m[2 * i], &na), *b = tok_token_bytes(tok, m[2 * i + 1], &nb);
@@ -311,33 +209,21 @@ static void vocab_kv(W *w, const Tokenizer *tok, int V) {
             size_t k = bbpe_byte_level(a, na, buf);
             buf[k++] = ' ';
             k += bbpe_byte_level(b, nb, buf + k);
-            put_bytes_str(w, buf, k);
+            gguf_put_str(w, buf, k);
         }
         free(m);
         free(buf);
         free(type);
     }
-    if (tok->bos >= 0) kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos);
-    if (tok->eos >= 0) kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos);
+    if (tok->bos >= 0) gguf_kv_u32(w, "tokenizer.ggml.bos_token_id", (uint32_t)tok->bos);
+    if (tok->eos >= 0) gguf_kv_u32(w, "tokenizer.ggml.eos_token_id", (uint32_t)tok->eos);
 }
 
-static void pad(W *w) {
-    static const char zeros[GGUF_ALIGNMENT];
-    put(w, zeros, (size_t)((GGUF_ALIGNMENT - w->at % GGUF_ALIGNMENT) % GGUF_ALIGNMENT));
-}
 static int ends_with(const char *s, const char *suffix) {
     size_t a = strlen(s), b = strlen(suffix);
     return a >= b && strcmp(s + a - b, suffix) == 0;
 }
 static uint64_t align_up(uint64_t x) { return (x + GGUF_ALIGNMENT - 1) / GGUF_ALIGNMENT * GGUF_ALIGNMENT; }
-
-static void tensor_info(W *w, const char *name, int ndim, const int64_t *hf_shape, GgufType ty, uint64_t offset) {
-    put_str(w, name);
-    put_u32(w, (uint32_t)ndim);
-    for (int k = ndim - 1; k >= 0; k--) put_u64(w, (uint64_t)hf_shape[k]); /* innermost first */
-    put_u32(w, types[ty].ggml);
-    put_u64(w, offset);
-}
 
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e) {
@@ -357,29 +243,29 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
             return err_set(e, "%s: no GGUF name for tensor %s", path, t->p[i].name);
     if (tok && tok->vocab > c->vocab)
         return err_set(e, "%s: the tokenizer's %d tokens do not fit the model's vocab %d", path, tok->vocab, c->vocab);
-    W w = {fopen(tmp, "wb"), 1, 0, 0};
+    GgufWriter w = {fopen(tmp, "wb"), 1, 0, 0};
     if (!w.f) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
     int n_meta = 14 + vocab_kv_count(tok) + (o->chat_template != NULL); /* the kv_* calls below (checked) */
-    put(&w, "GGUF", 4);
-    put_u32(&w, GGUF_VERSION);
-    put_u64(&w, (uint64_t)(t->n + scaled));
-    put_u64(&w, (uint64_t)n_meta);
-    kv_str(&w, "general.architecture", "llama");
-    kv_str(&w, "general.name", o->name);
-    kv_u32(&w, "general.alignment", GGUF_ALIGNMENT);
-    kv_u32(&w, "general.file_type", types[o->type].ftype);
-    kv_u32(&w, "llama.context_length", (uint32_t)c->max_seq);
-    kv_u32(&w, "llama.embedding_length", (uint32_t)c->dim);
-    kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
-    kv_u32(&w, "llama.feed_forward_length", (uint32_t)c->hidden);
-    kv_u32(&w, "llama.attention.head_count", (uint32_t)c->n_heads);
-    kv_u32(&w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
-    kv_f32(&w, "llama.rope.freq_base", c->rope_theta);
-    kv_f32(&w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
-    kv_u32(&w, "llama.rope.dimension_count", (uint32_t)hs);
-    kv_u32(&w, "llama.vocab_size", (uint32_t)c->vocab);
+    gguf_put(&w, "GGUF", 4);
+    gguf_put_u32(&w, GGUF_VERSION);
+    gguf_put_u64(&w, (uint64_t)(t->n + scaled));
+    gguf_put_u64(&w, (uint64_t)n_meta);
+    gguf_kv_str(&w, "general.architecture", "llama");
+    gguf_kv_str(&w, "general.name", o->name);
+    gguf_kv_u32(&w, "general.alignment", GGUF_ALIGNMENT);
+    gguf_kv_u32(&w, "general.file_type", types[o->type].ftype);
+    gguf_kv_u32(&w, "llama.context_length", (uint32_t)c->max_seq);
+    gguf_kv_u32(&w, "llama.embedding_length", (uint32_t)c->dim);
+    gguf_kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
+    gguf_kv_u32(&w, "llama.feed_forward_length", (uint32_t)c->hidden);
+    gguf_kv_u32(&w, "llama.attention.head_count", (uint32_t)c->n_heads);
+    gguf_kv_u32(&w, "llama.attention.head_count_kv", (uint32_t)c->n_kv_heads);
+    gguf_kv_f32(&w, "llama.rope.freq_base", c->rope_theta);
+    gguf_kv_f32(&w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
+    gguf_kv_u32(&w, "llama.rope.dimension_count", (uint32_t)hs);
+    gguf_kv_u32(&w, "llama.vocab_size", (uint32_t)c->vocab);
     vocab_kv(&w, tok, c->vocab);
-    if (o->chat_template) kv_str(&w, "tokenizer.chat_template", o->chat_template);
+    if (o->chat_template) gguf_kv_str(&w, "tokenizer.chat_template", o->chat_template);
     LC_ASSERT(w.n_kv == n_meta);
 
     /* infos: rope_freqs first (as llama.cpp's converter emits it), then the
@@ -387,17 +273,17 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     uint64_t off = 0;
     int64_t rshape[1] = {hs / 2};
     if (scaled) {
-        tensor_info(&w, "rope_freqs.weight", 1, rshape, GGUF_F32, off);
+        gguf_put_tensor_info(&w, "rope_freqs.weight", 1, rshape, types[GGUF_F32].ggml, off);
         off = align_up(off + (uint64_t)(hs / 2) * 4);
     }
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
         GgufType ty = tensor_type(o->type, p->ndim, p->shape[p->ndim - 1]);
         gguf_tensor_name(p->name, gname, sizeof gname);
-        tensor_info(&w, gname, p->ndim, p->shape, ty, off);
+        gguf_put_tensor_info(&w, gname, p->ndim, p->shape, types[ty].ggml, off);
         off = align_up(off + tensor_bytes(ty, (int64_t)p->numel));
     }
-    pad(&w);
+    gguf_put_pad(&w, GGUF_ALIGNMENT);
 
     /* data */
     uint64_t data0 = w.at;
@@ -406,9 +292,9 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     if (scaled) {
         float *f = xmalloc((size_t)(hs / 2) * sizeof *f);
         gguf_rope_factors(c, f);
-        put(&w, f, (size_t)(hs / 2) * 4);
+        gguf_put(&w, f, (size_t)(hs / 2) * 4);
         free(f);
-        pad(&w);
+        gguf_put_pad(&w, GGUF_ALIGNMENT);
     }
     for (int i = 0; i < t->n && w.ok; i++) {
         const ParamInfo *p = &t->p[i];
@@ -428,8 +314,8 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
             else gguf_to_q8_0(enc, src, p->numel);
             src = enc;
         }
-        put(&w, src, nb);
-        pad(&w);
+        gguf_put(&w, src, nb);
+        gguf_put_pad(&w, GGUF_ALIGNMENT);
     }
     free(scratch);
     free(enc);

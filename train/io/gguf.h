@@ -72,6 +72,7 @@
 
 #include "../../model/config.h"
 #include "../../model/params.h"
+#include "../../data/gguf.h"
 #include "../../data/tok.h"
 
 #define GGUF_VERSION 3
@@ -79,7 +80,6 @@
 
 typedef enum { GGUF_F32, GGUF_F16, GGUF_BF16, GGUF_Q8_0, GGUF_TYPE_COUNT } GgufType;
 
-#define GGUF_Q8_0_BLOCK 32 /* values per Q8_0 block */
 
 /* What an export writes besides the weights. */
 typedef struct GgufOpts {
@@ -103,12 +103,6 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
 /* gguf_save with F32 matrices and no chat template. */
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e);
-
-/* The conversions above, for n values (Q8_0: n a multiple of 32, writing
- * n / 32 blocks of 34 bytes to dst). */
-void gguf_to_f16(uint16_t *dst, const float *src, size_t n);
-void gguf_to_bf16(uint16_t *dst, const float *src, size_t n);
-void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n);
 
 /* llama.cpp's name of the HF tensor hf into out; -1 if it has none. */
 int gguf_tensor_name(const char *hf, char *out, size_t n);
