@@ -630,7 +630,11 @@ static int reserve(const char *path, uint64_t bytes, int *created) {
     int fd = open(path, O_WRONLY | O_CREAT, 0644);
     *created = fd >= 0;
     if (fd < 0) return errno ? errno : EIO;
-    int er = posix_fallocate(fd, 0, (off_t)bytes);
+    /* fallocate(2), not posix_fallocate: where the filesystem cannot
+     * allocate (EOPNOTSUPP), glibc's fallback would write every byte twice
+     * per save; there the save goes on unguarded, as before */
+    int er = fallocate(fd, 0, 0, (off_t)bytes) == 0 ? 0 : errno;
+    if (er == EOPNOTSUPP || er == ENOSYS) er = 0;
     if (close(fd) && !er) er = errno ? errno : EIO;
     return er;
 }

@@ -40,7 +40,7 @@
  * Crash safety: ckpt_save writes "<path>.tmp", sets `complete` last, closes
  * and fsyncs it, then renames it over path and fsyncs the directory. A kill at
  * any moment leaves either the old file or the new one under path. Before
- * libhdf5 writes, the save claims the file's space (posix_fallocate): no room
+ * libhdf5 writes, the save claims the file's space (fallocate): no room
  * (a full disk, RLIMIT_FSIZE) is one error line and no temporary file, never
  * a write failing inside libhdf5, which leaves the file open in the library
  * and crashes it at exit. Test hook:
