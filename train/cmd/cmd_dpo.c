@@ -530,7 +530,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     if (load_split(fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
     if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
     ftdata_steps(&fd, &o, dpo_rows_batches(&tr), accum);
-    if (trainer_open(&t, &o, "dpo", &c, model, e)) goto out;
+    if (trainer_open(&t, &o, "dpo", &c, &ms, e)) goto out;
     Llama *m = &t.m;
     size_t N = (size_t)o.B * o.T, maxp = N / 2 + 1;
     d.train_rows = &tr;

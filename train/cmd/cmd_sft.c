@@ -175,7 +175,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     if (load_split(fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
     if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
     ftdata_steps(&fd, &o, sft_rows_batches(&tr), o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1);
-    if (trainer_open(&t, &o, "sft", &c, model, e)) goto out;
+    if (trainer_open(&t, &o, "sft", &c, &ms, e)) goto out;
     if (dump_batches) {
         if (ftdata_out_open(&batches, "--dump-batches", dump_batches, e)) goto out;
         src.dump = batches.f;

@@ -256,7 +256,7 @@ static void zero_moments_free(AdamW *full) {
 }
 
 int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
-                 const char *init, Err *e) {
+                 const ModelSource *init, Err *e) {
     memset(tr, 0, sizeof *tr);
     tr->o = *o;
     tr->mode = mode;
@@ -315,12 +315,10 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     if (init) {
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
-        ModelSource ms;
-        int rc = source_open(&ms, init, e);
-        if (!rc) rc = source_load(&ms, &tr->m.t, hv.m.params, e);
+        int rc = source_load(init, &tr->m.t, hv.m.params, e);
         if (!rc) device_host_push(&hv, &tr->m, NULL);
         tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
-        tr->init = init;
+        tr->init = init->path;
         device_host_free(&hv);
         if (rc) return peft_free(&pa), -1;
     } else {

@@ -28,6 +28,7 @@
 #include "../../model/llama.h"
 #include "../../optim/adamw.h"
 #include "../../optim/sched.h"
+#include "../io/source.h"
 #include "../proc/cli.h"
 #include "../proc/device.h"
 
@@ -146,12 +147,13 @@ int trainer_check(const TrainOpts *o, Err *e);
 /* Build the run for config c: the schedule, the device, the model with
  * gradients (with --lora-r: a frozen base with adapters initialised from
  * --seed as PEFT does), and AdamW. init: NULL for a fresh model initialised
- * from --seed, else a model source (checkpoint, Hugging Face directory)
- * whose weights are loaded. Errors: --batch-tokens not a multiple of B*T, the
+ * from --seed, else the model source the command opened (source.h: a
+ * checkpoint, a Hugging Face directory, a GGUF file), whose weights are
+ * loaded; it must outlive the Trainer (tr->init borrows its path). Errors: --batch-tokens not a multiple of B*T, the
  * schedule's, the device's, the source's. Release with trainer_close (also
  * after a failed open). */
 int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaConfig *c,
-                 const char *init, Err *e);
+                 const ModelSource *init, Err *e);
 
 /* Train: resume if asked, then steps until --steps, validating on val (NULL:
  * none), with the loss of loss (NULL: masked cross-entropy), and write --out (with LoRA: the PEFT adapter directory
