@@ -36,7 +36,8 @@
 
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
-    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_LMHEAD_ROWS, OP_COUNT
+    OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_LMHEAD_ROWS, OP_MATMUL_ROWS, OP_ATTN_PAGED,
+    OP_ROWS, OP_COUNT
 } OpId;
 
 typedef struct Ops {
@@ -120,6 +121,41 @@ typedef struct Ops {
      * arithmetic): a bf16 backend finds it at element 2*r*KV*HS. */
     void (*attn_decode)(void *ctx, float *out, const float *q, const float *k, const float *v,
                         float *scratch, int S, int H, int KV, int HS);
+
+    /* ---- the sampling engine (engine.h): every op here computes each row
+     * in one fixed order that depends on neither the number of rows N, nor
+     * the row's place among them, nor the thread count, so that a
+     * sequence's numbers do not depend on the batch it shares. */
+
+    /* out(N, Dout) = x(N, Din) w(Dout, Din)^T with add == 0; with add != 0,
+     * out += add * (x w^T) (the product rounded to float first: LoRA's
+     * side path). Each output is one dot product over Din in a fixed order
+     * (no split over Din); threads split the Dout rows of w. Inference
+     * only. */
+    void (*matmul_rows)(void *ctx, float *out, const float *x, const float *w, int N, int Din,
+                        int Dout, float add);
+
+    /* Paged causal attention: row n is the query q(n) (H*HS, after RoPE)
+     * at position len[n] - 1 of the sequence whose page table is
+     * ptab + slot[n] * maxp; it attends to that sequence's keys and values
+     * at positions 0 .. len[n] - 1, found in the pools k, v (rows of KV*HS;
+     * position p at row ptab[p / P] * P + p % P). out(N, H*HS) =. GQA:
+     * query head h reads KV head h / (H / KV). Scale 1/sqrt(HS). Keys are
+     * visited in position order in chunks of a fixed size (online softmax),
+     * so a prompt's row gives the same result in a batched prefill as
+     * decoded alone. ptab, slot, len: backend int arrays. Pools are
+     * activations (float-sized slots; bf16 backends use the first half, as
+     * attn_decode). */
+    void (*attn_paged)(void *ctx, float *out, const float *q, const float *k, const float *v,
+                       const int *ptab, const int *slot, const int *len, int N, int H, int KV,
+                       int HS, int P, int maxp);
+
+    /* Row copies of width W (activations): scatter dst[idx[n]] = src[n],
+     * gather dst[n] = src[idx[n]], n < N; idx a backend int array. The
+     * engine writes new K/V rows into the pools and picks the rows that
+     * need logits. */
+    void (*rows_scatter)(void *ctx, float *dst, const float *src, const int *idx, int N, int W);
+    void (*rows_gather)(void *ctx, float *dst, const float *src, const int *idx, int N, int W);
 
     /* out(n) = silu(g) * u */
     void (*swiglu_fwd)(void *ctx, float *out, const float *g, const float *u, size_t n);

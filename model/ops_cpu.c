@@ -28,7 +28,7 @@
 
 const char *const op_names[OP_COUNT] = {
     "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
-    "add", "sumsq", "scale", "adamw", "lora", "lmhead_rows",
+    "add", "sumsq", "scale", "adamw", "lora", "lmhead_rows", "matmul_rows", "attn_paged", "rows",
 };
 
 char *openblas_get_corename(void);
