@@ -1,0 +1,804 @@
+/*
+ * cmd_sample.c: `llamac sample`: K samples of every prompt of a JSONL file
+ * through the sampling engine (model/engine.h), one JSONL line per sample.
+ *
+ * Determinism: prompt i's request is seeded sample_seed(--seed, i) and its
+ * sample j draws from sample_seed(that, j), and the engine computes each
+ * row the same way whatever it shares a step with, so a sample's tokens
+ * depend on the model, its prompt, --seed, i and j only: never on
+ * --max-seqs, --max-rows, --threads, the number of ranks or a resume.
+ *
+ * Output: lines in prompt order, a prompt's K samples in sample order; a
+ * prompt's lines are appended (one write, then fdatasync) once all its
+ * samples and those of every earlier prompt are done, so a killed run
+ * loses only the prompts not yet written. A rerun with the same --out keeps
+ * the whole prompts at its start (cutting a torn last line or the lines of
+ * a prompt left incomplete) and samples the rest; OUT.settings.json holds
+ * what the lines depend on and a rerun with other settings is refused.
+ *
+ * Stop strings are looked for in each sample's text as its tokens arrive
+ * (the new tokens' bytes only, a string may straddle tokens); the text is
+ * cut before the stop string, the token ids keep the token that completed
+ * it.
+ *
+ * Under mpirun prompt i goes to rank i % ranks; after every engine step the
+ * ranks send their finished prompts' lines to rank 0, which writes the one
+ * file, the same bytes one process writes.
+ */
+#include <dirent.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../../data/chat.h"
+#include "../../data/prompts.h"
+#include "../../dist/dist.h"
+#include "../../model/engine.h"
+#include "../io/iofile.h"
+#include "../io/source.h"
+#include "../loop/run.h"
+#include "../proc/cli.h"
+#include "../proc/device.h"
+#include "cmds.h"
+
+/* The batch and length the model is built for: the engine decodes with its
+ * own buffers and reads only the weights, so the smallest shape will do. */
+#define MODEL_B 1
+#define MODEL_T 1
+/* Tags of the lines sent to rank 0 (above the pipeline's, pipeline.c). */
+#define TAG_LINES ((1 << 20) + 16)
+
+// ----------------------------------------------------------------------------
+// a growable byte buffer
+
+typedef struct {
+    char *p;
+    size_t n, cap;
+} Buf;
+
+static void buf_put(Buf *b, const void *s, size_t n) {
+    if (b->n + n + 1 > b->cap) b->p = xrealloc(b->p, b->cap = 2 * (b->n + n) + 256);
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void buf_str(Buf *b, const char *s) { buf_put(b, s, strlen(s)); }
+
+/* v as compact JSON (strings escaped, reals with 17 digits: exact) */
+static void buf_json(Buf *b, const json_t *v) {
+    char *s = json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT);
+    buf_str(b, s);
+    free(s);
+}
+
+/* The shortest decimal that reads back as f (9 digits at most): JSON has
+ * no infinities, so a non-finite value is null. */
+static void buf_float(Buf *b, float f) {
+    char s[32];
+    if (!isfinite(f)) {
+        buf_str(b, "null");
+        return;
+    }
+    for (int p = 1; p <= 9; p++) {
+        snprintf(s, sizeof s, "%.*g", p, (double)f);
+        if (strtof(s, NULL) == f) break;
+    }
+    buf_str(b, s);
+}
+
+// ----------------------------------------------------------------------------
+// the run
+
+/* One sample's text while it runs. */
+typedef struct {
+    char *text;
+    size_t len, cap, checked; /* text[0..checked) searched for stop strings */
+    int stopped;              /* a stop string cut it */
+} SampleText;
+
+/* One prompt: its samples' lines until they are written. */
+typedef struct {
+    int done;          /* samples finished */
+    char **line;       /* (K) each sample's line, '\n' ended */
+    double *t_first;   /* (K) */
+    SampleText *txt;   /* (K) while its samples run */
+    long gen;          /* completion tokens of its samples */
+} Slot;
+
+typedef struct {
+    const PromptSet *ps;
+    const Tokenizer *tok;
+    int K, logprobs_t1;
+    char **stops;      /* --stop */
+    size_t nstops;
+    const int *stop_ids;
+    int n_stop_ids;
+    Slot *slot;        /* (ps->n) */
+    long outstanding;  /* samples queued or running on this rank */
+    size_t *ready;     /* finished prompts not yet sent to rank 0 */
+    size_t nready, cap_ready;
+    long gen_tokens;   /* completion tokens finished on this rank */
+} Run;
+
+static int is_stop_id(const Run *R, int id) {
+    for (int k = 0; k < R->n_stop_ids; k++)
+        if (R->stop_ids[k] == id) return 1;
+    return 0;
+}
+
+/* EngineCallbacks.on_token: the token's bytes onto the text, then the stop
+ * strings over the bytes that could end in them. */
+static int on_token(void *ud, EngineSeq *s) {
+    Run *R = ud;
+    Slot *sl = s->user;
+    size_t i = (size_t)(sl - R->slot);
+    SampleText *st = &sl->txt[s->sample];
+    int id = s->tokens[s->n - 1];
+    if (st->stopped) return 1;
+    if (is_stop_id(R, id)) return 0; /* the engine ends the sample; EOS is not text */
+    size_t len;
+    const char *b = tok_token_bytes(R->tok, id, &len);
+    if (st->len + len + 1 > st->cap) st->text = xrealloc(st->text, st->cap = 2 * (st->len + len) + 64);
+    if (len) memcpy(st->text + st->len, b, len);
+    st->len += len;
+    const PromptSet *ps = R->ps;
+    size_t k0 = ps->stop_off[i], k1 = ps->stop_off[i + 1];
+    if (!R->nstops && k0 == k1) return 0;
+    long a = stop_find(R->stops, R->nstops, st->text, st->len, st->checked);
+    long c = stop_find(ps->stop + k0, k1 - k0, st->text, st->len, st->checked);
+    if (a < 0 || (c >= 0 && c < a)) a = c;
+    st->checked = st->len;
+    if (a < 0) return 0;
+    st->len = (size_t)a;
+    st->stopped = 1;
+    return 1;
+}
+
+static int our_key(const char *k) {
+    static const char *const ours[] = {"index", "sample", "text", "token_ids", "logprobs", "logprobs_t1",
+                                       "finish_reason", "prompt_tokens", "completion_tokens"};
+    for (size_t i = 0; i < sizeof ours / sizeof ours[0]; i++)
+        if (strcmp(k, ours[i]) == 0) return 1;
+    return 0;
+}
+
+/* The output line of a finished sample. */
+static char *sample_line(const Run *R, size_t i, const EngineSeq *s, const SampleText *st) {
+    Buf b = {0};
+    char num[160];
+    snprintf(num, sizeof num, "{\"index\":%zu", i);
+    buf_str(&b, num);
+    const char *key;
+    json_t *val;
+    json_object_foreach(R->ps->obj[i], key, val) {
+        if (our_key(key)) continue; /* ours win */
+        json_t *k = json_string(key);
+        buf_str(&b, ",");
+        buf_json(&b, k);
+        buf_str(&b, ":");
+        buf_json(&b, val);
+        json_decref(k);
+    }
+    snprintf(num, sizeof num, ",\"sample\":%d,\"text\":", s->sample);
+    buf_str(&b, num);
+    char *txt = NULL;
+    size_t tcap = 0, tl = tok_utf8_lossy(st->text ? st->text : "", st->len, &txt, &tcap);
+    json_t *js = json_stringn(txt ? txt : "", tl);
+    LC_ASSERT(js); /* tok_utf8_lossy made it valid UTF-8 */
+    buf_json(&b, js);
+    json_decref(js);
+    free(txt);
+    buf_str(&b, ",\"token_ids\":[");
+    for (int k = 0; k < s->n; k++) {
+        snprintf(num, sizeof num, k ? ",%d" : "%d", s->tokens[k]);
+        buf_str(&b, num);
+    }
+    for (int t1 = 0; t1 <= R->logprobs_t1; t1++) {
+        const float *lp = t1 ? s->logprob_t1 : s->logprob;
+        buf_str(&b, t1 ? "],\"logprobs_t1\":[" : "],\"logprobs\":[");
+        for (int k = 0; k < s->n; k++) {
+            if (k) buf_str(&b, ",");
+            buf_float(&b, lp ? lp[k] : NAN);
+        }
+    }
+    snprintf(num, sizeof num, "],\"finish_reason\":\"%s\",\"prompt_tokens\":%d,\"completion_tokens\":%d}\n",
+             finish_names[s->finish], s->n_prompt, s->n);
+    buf_str(&b, num);
+    return b.p;
+}
+
+static void on_done(void *ud, EngineSeq *s) {
+    Run *R = ud;
+    Slot *sl = s->user;
+    size_t i = (size_t)(sl - R->slot);
+    SampleText *st = &sl->txt[s->sample];
+    sl->line[s->sample] = sample_line(R, i, s, st);
+    sl->t_first[s->sample] = s->t_first;
+    free(st->text);
+    memset(st, 0, sizeof *st);
+    sl->gen += s->n;
+    R->gen_tokens += s->n;
+    R->outstanding--;
+    if (++sl->done < R->K) return;
+    free(sl->txt);
+    sl->txt = NULL;
+    if (R->nready == R->cap_ready) R->ready = xrealloc(R->ready, (R->cap_ready = 2 * R->cap_ready + 16) * sizeof *R->ready);
+    R->ready[R->nready++] = i;
+}
+
+static void slot_free(Slot *sl, int K) {
+    for (int j = 0; sl->line && j < K; j++) free(sl->line[j]);
+    if (sl->txt)
+        for (int j = 0; j < K; j++) free(sl->txt[j].text);
+    free(sl->line);
+    free(sl->t_first);
+    free(sl->txt);
+    sl->line = NULL;
+    sl->t_first = NULL;
+    sl->txt = NULL;
+}
+
+// ----------------------------------------------------------------------------
+// the ranks' finished prompts to rank 0
+
+static void pack_u64(Buf *b, uint64_t v) { buf_put(b, &v, sizeof v); }
+
+static uint64_t unpack_u64(const char **p) {
+    uint64_t v;
+    memcpy(&v, *p, sizeof v);
+    *p += sizeof v;
+    return v;
+}
+
+/* Every rank sends rank 0 the prompts it finished since the last call
+ * (collective: every rank calls it once per step). */
+static void exchange(Run *R) {
+    const DistGrid *g = dist_grid();
+    int K = R->K;
+    if (g->rank > 0) {
+        Buf b = {0};
+        for (size_t r = 0; r < R->nready; r++) {
+            Slot *sl = &R->slot[R->ready[r]];
+            pack_u64(&b, R->ready[r]);
+            pack_u64(&b, (uint64_t)sl->gen);
+            buf_put(&b, sl->t_first, (size_t)K * sizeof(double));
+            for (int j = 0; j < K; j++) {
+                size_t n = strlen(sl->line[j]);
+                pack_u64(&b, n);
+                buf_put(&b, sl->line[j], n);
+            }
+            slot_free(sl, K);
+        }
+        R->nready = 0;
+        uint64_t n = b.n;
+        dist_send(&n, sizeof n, 0, TAG_LINES);
+        if (n) dist_send(b.p, n, 0, TAG_LINES + 1);
+        free(b.p);
+        return;
+    }
+    for (int src = 1; src < g->world; src++) {
+        uint64_t n;
+        dist_recv(&n, sizeof n, src, TAG_LINES);
+        if (!n) continue;
+        char *data = xmalloc(n);
+        dist_recv(data, n, src, TAG_LINES + 1);
+        for (const char *p = data; p < data + n;) {
+            size_t i = (size_t)unpack_u64(&p);
+            LC_ASSERT(i < R->ps->n);
+            Slot *sl = &R->slot[i];
+            sl->gen = (long)unpack_u64(&p);
+            sl->t_first = xmalloc((size_t)K * sizeof(double));
+            memcpy(sl->t_first, p, (size_t)K * sizeof(double));
+            p += (size_t)K * sizeof(double);
+            sl->line = xmalloc((size_t)K * sizeof *sl->line);
+            for (int j = 0; j < K; j++) {
+                size_t len = (size_t)unpack_u64(&p);
+                sl->line[j] = xmalloc(len + 1);
+                memcpy(sl->line[j], p, len);
+                sl->line[j][len] = 0;
+                p += len;
+            }
+            sl->done = K;
+        }
+        free(data);
+    }
+}
+
+// ----------------------------------------------------------------------------
+// settings and resume
+
+/* Bytes of a file, or of the regular files of a directory. */
+static long long path_bytes(const char *path) {
+    struct stat st;
+    if (stat(path, &st)) return -1;
+    if (!S_ISDIR(st.st_mode)) return (long long)st.st_size;
+    DIR *d = opendir(path);
+    long long sum = 0;
+    struct dirent *de;
+    while (d && (de = readdir(d))) {
+        char p[PATH_MAX + 256];
+        snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+        if (stat(p, &st) == 0 && S_ISREG(st.st_mode)) sum += st.st_size;
+    }
+    if (d) closedir(d);
+    return sum;
+}
+
+static json_t *abs_path(const char *p) {
+    char buf[PATH_MAX];
+    return json_string(realpath(p, buf) ? buf : p);
+}
+
+static int file_hash(const char *path, uint64_t *h, Err *e) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return err_set(e, "%s: cannot open", path);
+    char buf[1 << 16];
+    size_t n;
+    *h = HASH_FNV_OFFSET;
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0) *h = hash_fnv1a(*h, buf, n);
+    fclose(f);
+    return 0;
+}
+
+static json_t *hex64(uint64_t v) {
+    char s[24];
+    snprintf(s, sizeof s, "%016llx", (unsigned long long)v);
+    return json_string(s);
+}
+
+/* What a key of the settings file is, in a message. */
+static const char *setting_name(const char *key, char *buf, size_t cap) {
+    static const struct {
+        const char *key, *name;
+    } own[] = {{"model-bytes", "--model (its size)"},
+               {"adapter-bytes", "--adapter (its size)"},
+               {"tokenizer-id", "--tokenizer (its identity)"},
+               {"prompts-hash", "--prompts (its content)"}};
+    for (size_t i = 0; i < sizeof own / sizeof own[0]; i++)
+        if (strcmp(key, own[i].key) == 0) return own[i].name;
+    snprintf(buf, cap, "--%s", key);
+    return buf;
+}
+
+static const char *short_json(const json_t *v, char *buf, size_t cap) {
+    char *s = v ? json_dumps(v, JSON_ENCODE_ANY | JSON_COMPACT | JSON_REAL_PRECISION(9)) : NULL;
+    err_quote(buf, cap, s ? s : "(none)", s ? strlen(s) : 6);
+    free(s);
+    return buf;
+}
+
+/* Refuse an --out sampled with other settings: the first key that differs. */
+static int settings_check(const char *out, const char *spath, const json_t *now, Err *e) {
+    json_error_t je;
+    json_t *was = json_load_file(spath, 0, &je);
+    if (!json_is_object(was)) {
+        json_decref(was);
+        return err_set(e, "--out %s: %s is not a settings file llamac sample wrote; use another --out or delete both",
+                       out, spath);
+    }
+    const char *key;
+    json_t *v;
+    int rc = 0;
+    json_object_foreach((json_t *)now, key, v) {
+        json_t *w = json_object_get(was, key);
+        if (w && json_equal(v, w)) continue;
+        char nb[64], q1[48], q2[48];
+        rc = err_set(e, "--out %s: sampled with other settings: %s was %s, now %s (%s); use another --out or delete it",
+                     out, setting_name(key, nb, sizeof nb), short_json(w, q1, sizeof q1), short_json(v, q2, sizeof q2),
+                     spath);
+        break;
+    }
+    json_decref(was);
+    return rc;
+}
+
+/* The prompts an --out already holds whole: *done prompts from its start,
+ * each K lines of samples 0..K-1; the rest of the file (a torn last line,
+ * a prompt's first lines) is cut off. */
+static int resume_scan(const char *out, int K, size_t N, size_t *done, Err *e) {
+    *done = 0;
+    FILE *f = fopen(out, "rb");
+    if (!f) return err_set(e, "--out %s: cannot open", out);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    long long keep = 0, at = 0;
+    int j = 0;
+    while ((len = getline(&line, &cap, f)) > 0) {
+        at += len;
+        if (line[len - 1] != '\n') break; /* torn */
+        json_t *o = json_loadb(line, (size_t)len, 0, NULL);
+        json_t *ix = json_object_get(o, "index"), *sm = json_object_get(o, "sample");
+        int ok = json_is_integer(ix) && json_is_integer(sm) && json_integer_value(ix) == (json_int_t)*done &&
+                 json_integer_value(sm) == j && *done < N;
+        json_decref(o);
+        if (!ok) break;
+        if (++j == K) {
+            j = 0;
+            ++*done;
+            keep = at;
+        }
+    }
+    free(line);
+    fseek(f, 0, SEEK_END);
+    long long size = ftell(f);
+    fclose(f);
+    if (size > keep) {
+        if (truncate(out, keep)) return err_set(e, "--out %s: cannot cut its unfinished end", out);
+        fprintf(stderr, "sample: %s: cut %lld bytes after the last whole prompt (a killed run's unfinished prompt)\n",
+                out, size - keep);
+    }
+    return 0;
+}
+
+// ----------------------------------------------------------------------------
+// the command
+
+static double median(double *x, size_t n) {
+    if (!n) return 0;
+    for (size_t i = 1; i < n; i++) /* insertion sort: a few thousand values */
+        for (size_t k = i; k > 0 && x[k - 1] > x[k]; k--) {
+            double t = x[k];
+            x[k] = x[k - 1];
+            x[k - 1] = t;
+        }
+    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w <= 0) return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+int cmd_sample(int argc, char **argv, Err *e) {
+    const char *model = NULL, *tokpath = NULL, *adapter = NULL, *prompts = NULL, *out = NULL, *tname = NULL;
+    const char *device = "cpu", *stats = NULL;
+    long K = 1, max_tokens = 256, top_k = 0, seed = 42, max_seqs = 64, max_rows = 512, kv_tokens = 0, ctx = 0;
+    long threads = 0;
+    double temperature = 0.8, top_p = 1, min_p = 0, rep = 1;
+    int ignore_eos = 0, lp_t1 = 0, special = 0;
+    CliList stop = {{0}, 0};
+    CliFlag flags[] = {
+        {"model", CLI_STR, &model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
+        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
+        {"prompts", CLI_STR, &prompts, 0, 0,
+         "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
+        {"out", CLI_STR, &out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},
+        {"n", CLI_INT, &K, 1, 1 << 16, "samples per prompt (default 1)"},
+        {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens per sample at most"},
+        {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
+        {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
+        {"min-p", CLI_FLOAT, &min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+        {"repetition-penalty", CLI_FLOAT, &rep, 0, 100, "CTRL's penalty on tokens of the prompt and sample (1: off)"},
+        {"stop", CLI_LIST, &stop, 0, 0,
+         "stop strings: a JSON string or list, e.g. '\"\\n\\n\"' or '[\"\\n\", \"User:\"]' (repeatable)"},
+        {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed: prompt i, sample j draws from its own stream of it"},
+        {"ignore-eos", CLI_BOOL, &ignore_eos, 0, 0, "do not stop at the end-of-text and end-of-turn tokens"},
+        {"logprobs-t1", CLI_BOOL, &lp_t1, 0, 0, "also write each token's log-probability at temperature 1"},
+        {"template", CLI_STR, &tname, 0, 0,
+         "chat template of \"messages\": llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
+        {"special", CLI_BOOL, &special, 0, 0, "special-token names in \"prompt\" text become their ids"},
+        {"max-seqs", CLI_INT, &max_seqs, 1, 1 << 16, "sequences decoded at once"},
+        {"max-rows", CLI_INT, &max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
+        {"kv-tokens", CLI_INT, &kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
+        {"ctx", CLI_INT, &ctx, 0, 1 << 24,
+         "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
+        {"threads", CLI_INT, &threads, 0, 4096, "OpenMP threads (0: as started)"},
+        {"stats", CLI_STR, &stats, 0, 0, "write the run's speed as JSON to this file"},
+        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
+    };
+    int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
+    const char *pos[1];
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
+    if (help) {
+        cli_help("llamac sample --model M --prompts prompts.jsonl --out samples.jsonl [--n K] [--max-tokens N] [flags]",
+                 "Sample K completions of every prompt with the batched engine. Each output line is\n"
+                 "{\"index\", the prompt line's fields, \"sample\", \"text\", \"token_ids\", \"logprobs\",\n"
+                 "[\"logprobs_t1\"], \"finish_reason\" (stop, length, context), \"prompt_tokens\", \"completion_tokens\"}\n"
+                 "in prompt order. \"logprobs\" are log softmax(logits / temperature) of each sampled token\n"
+                 "over the whole vocabulary (TRL's old log-probabilities). A sample's tokens depend on the\n"
+                 "model, its prompt, --seed, the prompt's index and the sample's only. Rerunning with the same\n"
+                 "--out resumes (OUT.settings.json must match). Under mpirun the prompts are split over the\n"
+                 "ranks and rank 0 writes the file. See docs/generation.md.",
+                 flags, nf);
+        return 0;
+    }
+    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
+    if (!prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
+    if (!out) return err_set(e, "--out: required (the JSONL file of samples)");
+    SampleParams sp = {(float)temperature, (int)top_k, (float)top_p, (float)min_p, (float)rep};
+    if (sample_params_check(&sp, e) || device_check(device, e)) return -1;
+    if (threads > 0) omp_set_num_threads((int)threads);
+    const DistGrid *grid = dist_grid();
+    int rank = grid->rank, W = grid->world;
+    double t_start = time_now();
+
+    /* everything a bad input can fail on, before the model loads */
+    int rc = -1;
+    char **stops = NULL;
+    size_t nstops = 0, cap_stops = 0;
+    Tokenizer tok = {0};
+    PromptSet ps = {0};
+    json_t *settings = NULL;
+    Slot *slot = NULL;
+    Engine *g = NULL;
+    Llama m = {0};
+    Device dev = {0};
+    int loaded = 0, fd = -1;
+    Run R = {0};
+    for (int k = 0; k < stop.n; k++)
+        if (prompts_stops_parse(stop.v[k], &stops, &nstops, &cap_stops, "--stop", e)) goto out;
+    ModelSource ms;
+    if (source_open(&ms, model, e)) goto out;
+    LlamaConfig c = ms.c;
+    if (!tokpath) {
+        if (!ms.tokenizer[0]) {
+            err_set(e, "--tokenizer: required: %s does not carry its tokenizer (give the one it was trained with)",
+                    model);
+            goto out;
+        }
+        tokpath = ms.tokenizer;
+    }
+    if (tok_load(&tok, tokpath, e)) goto out;
+    if ((ms.tokenizer_id && tok.id != ms.tokenizer_id) || tok.vocab > c.vocab) {
+        err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
+        goto out;
+    }
+    if (ctx > c.max_seq) {
+        err_set(e, "--ctx: %ld exceeds the model's context length %d", ctx, c.max_seq);
+        goto out;
+    }
+    /* the template of "messages" lines: --template, else the tokenizer's */
+    ChatTemplate tpl = CHAT_LLAMA3;
+    int have_tpl = 0;
+    static char sys_default[CHAT_MAX_SYSTEM];
+    char tpl_why[256];
+    snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
+    snprintf(tpl_why, sizeof tpl_why, "give --template (llama2, llama3, llama3.1 or chatml): %.160s comes with none",
+             tokpath);
+    if (tname && strcmp(tname, "none") == 0) {
+        snprintf(tpl_why, sizeof tpl_why, "--template none");
+    } else if (tname) {
+        if (chat_template_parse(tname, &tpl, e)) goto out;
+        have_tpl = 1;
+    } else {
+        Err te = {{0}};
+        int found = chat_template_of(&tok, tokpath, &tpl, sys_default, &te);
+        if (found < 0) snprintf(tpl_why, sizeof tpl_why, "%s", te.msg);
+        have_tpl = found > 0;
+    }
+    char max_why[96];
+    long most = ctx ? ctx : c.max_seq;
+    snprintf(max_why, sizeof max_why, "the context of %ld tokens (%s)", most, ctx ? "--ctx" : "the model's");
+    PromptOpts po = {have_tpl ? (int)tpl : -1, tpl_why, sys_default, special, (int)most, max_why};
+    if (prompts_load(&ps, prompts, &tok, &po, e)) goto out;
+    size_t N = ps.n, longest = 0;
+    for (size_t i = 0; i < N; i++)
+        if (ps.off[i + 1] - ps.off[i] > longest) longest = ps.off[i + 1] - ps.off[i];
+    if (ctx == 0) ctx = (long)longest + max_tokens < c.max_seq ? (long)longest + max_tokens : c.max_seq;
+    /* the stop ids: end of text and end of turn (ChatML's <|im_end|> when
+     * its template rendered the prompts) */
+    int stop_ids[3], n_stop_ids = 0;
+    if (!ignore_eos) {
+        int cand[3] = {tok.eos, tok.eot, have_tpl && tpl == CHAT_CHATML ? tok_special_id(&tok, "<|im_end|>") : -1};
+        for (int k = 0; k < 3; k++) {
+            int dup = cand[k] < 0;
+            for (int q = 0; q < n_stop_ids; q++) dup |= stop_ids[q] == cand[k];
+            if (!dup) stop_ids[n_stop_ids++] = cand[k];
+        }
+    }
+
+    /* the settings the lines depend on, and what --out already holds */
+    uint64_t phash = 0;
+    if (file_hash(prompts, &phash, e)) goto out;
+    settings = json_object();
+    json_object_set_new(settings, "model", abs_path(model));
+    json_object_set_new(settings, "model-bytes", json_integer(path_bytes(model)));
+    json_object_set_new(settings, "adapter", adapter ? abs_path(adapter) : json_null());
+    json_object_set_new(settings, "adapter-bytes", json_integer(adapter ? path_bytes(adapter) : 0));
+    json_object_set_new(settings, "tokenizer-id", hex64(tok.id));
+    json_object_set_new(settings, "prompts-hash", hex64(phash));
+    json_object_set_new(settings, "n", json_integer(K));
+    json_object_set_new(settings, "max-tokens", json_integer(max_tokens));
+    json_object_set_new(settings, "temperature", json_real(iofile_short_real((float)temperature)));
+    json_object_set_new(settings, "top-p", json_real(iofile_short_real((float)top_p)));
+    json_object_set_new(settings, "top-k", json_integer(top_k));
+    json_object_set_new(settings, "min-p", json_real(iofile_short_real((float)min_p)));
+    json_object_set_new(settings, "repetition-penalty", json_real(iofile_short_real((float)rep)));
+    json_object_set_new(settings, "seed", json_integer(seed));
+    json_t *js = json_array();
+    for (size_t k = 0; k < nstops; k++) json_array_append_new(js, json_string(stops[k]));
+    json_object_set_new(settings, "stop", js);
+    json_object_set_new(settings, "ignore-eos", json_boolean(ignore_eos));
+    json_object_set_new(settings, "template", have_tpl ? json_string(chat_template_name(tpl)) : json_null());
+    json_object_set_new(settings, "special", json_boolean(special));
+    json_object_set_new(settings, "logprobs-t1", json_boolean(lp_t1));
+    json_object_set_new(settings, "ctx", json_integer(ctx));
+    json_object_set_new(settings, "device", json_string(device));
+    char spath[PATH_MAX];
+    snprintf(spath, sizeof spath, "%s.settings.json", out);
+    size_t done0 = 0;
+    int bad = 0;
+    if (rank == 0) {
+        int have_out = access(out, F_OK) == 0, have_set = access(spath, F_OK) == 0;
+        if (have_out && !have_set)
+            bad = err_set(e, "--out %s: exists, but %s does not (not a file llamac sample wrote?); use another --out "
+                             "or delete it", out, spath);
+        else if (have_out)
+            bad = settings_check(out, spath, settings, e) || resume_scan(out, (int)K, N, &done0, e);
+        else
+            bad = iofile_json_write(spath, settings, e);
+        if (!bad && (fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+            bad = err_set(e, "--out %s: cannot create", out);
+    }
+    if (dist_allreduce_max_int(bad != 0)) {
+        if (!bad) err_set(e, "--out %s: refused on rank 0", out);
+        goto out;
+    }
+    uint64_t d64 = done0;
+    dist_bcast(&d64, sizeof d64, 0);
+    done0 = (size_t)d64;
+
+    /* the model and the engine */
+    if (device_load_model(&dev, device, model, adapter, &c, &m, MODEL_B, MODEL_T, e)) goto out;
+    loaded = 1;
+    EngineOpts eo = {(int)max_seqs, (int)max_rows, (int)ctx, kv_tokens};
+    if (engine_init(&g, &m, &eo, e)) goto out;
+    EngineStats es0 = engine_stats(g);
+    size_t kvb = engine_kv_bytes_per_token(&c, m.ops);
+    if (rank == 0) {
+        fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
+                        "each, up to %ld tokens\n", model, c.n_layers, c.dim, c.vocab, N, prompts, done0, out, K,
+                max_tokens);
+        fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); max-seqs %ld, max-rows %ld, "
+                        "ctx %ld, %d threads\n", kvb / 1024.0, es0.kv_tokens_cap, es0.kv_bytes / 1048576.0, max_seqs,
+                max_rows, ctx, omp_get_max_threads());
+        if (W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", W, W, out);
+    }
+
+    /* the loop: feed the engine, step, collect, write in order */
+    slot = xcalloc(N, sizeof *slot);
+    R = (Run){&ps, &tok, (int)K, lp_t1, stops, nstops, stop_ids, n_stop_ids, slot, 0, NULL, 0, 0, 0};
+    EngineCallbacks cb = {on_token, on_done, &R};
+    size_t next_add = done0 + (size_t)((rank - (long)(done0 % (size_t)W) + W) % W); /* first i >= done0 with i % W == rank */
+    size_t next_write = done0, written = done0;
+    long gen_written = 0, steps = 0;
+    double t_loop = time_now(), t_print = t_loop, prefill_s = 0;
+    double *ttft = rank == 0 ? xmalloc((N - done0) * (size_t)K * sizeof(double) + 1) : NULL;
+    size_t nttft = 0;
+    int werr = 0;
+    for (;;) {
+        while (next_add < N && R.outstanding < 2 * max_seqs) {
+            Slot *sl = &slot[next_add];
+            sl->line = xcalloc((size_t)K, sizeof *sl->line);
+            sl->t_first = xcalloc((size_t)K, sizeof(double));
+            sl->txt = xcalloc((size_t)K, sizeof *sl->txt);
+            EngineRequest rq = {ps.ids + ps.off[next_add], (int)(ps.off[next_add + 1] - ps.off[next_add]), (int)K,
+                                (int)max_tokens, sp, sample_seed((uint64_t)seed, next_add), 0, stop_ids, n_stop_ids,
+                                1, 0, sl};
+            if (engine_add(g, &rq, e) < 0) {
+                char where[64];
+                snprintf(where, sizeof where, "%s:%ld: prompt %zu", prompts, ps.line[next_add], next_add);
+                Err ae = *e;
+                err_set(e, "%s: %s", where, ae.msg);
+                goto out;
+            }
+            R.outstanding += K;
+            next_add += (size_t)W;
+        }
+        if (R.outstanding > 0) {
+            EngineStats a = engine_stats(g);
+            engine_step(g, &cb);
+            EngineStats b = engine_stats(g);
+            long pre = b.prefill_tokens - a.prefill_tokens, rows = b.rows - a.rows;
+            /* a step's forward time, shared by its rows: the prompt rows' share is prefill */
+            if (pre > 0) prefill_s += (b.t_forward - a.t_forward) * (rows > pre ? (double)pre / rows : 1.0);
+            steps++;
+        }
+        int active = next_add < N || R.outstanding > 0;
+        if (W > 1) exchange(&R);
+        if (rank == 0) { /* every prompt whose lines are all here, in order */
+            Buf wb = {0};
+            while (next_write < N && slot[next_write].done == (int)K) {
+                Slot *sl = &slot[next_write];
+                for (int j = 0; j < K; j++) buf_str(&wb, sl->line[j]);
+                for (int j = 0; j < K; j++) ttft[nttft++] = sl->t_first[j];
+                gen_written += sl->gen;
+                slot_free(sl, (int)K);
+                next_write++;
+            }
+            R.nready = 0; /* rank 0's own prompts are written from their slots */
+            if (wb.n && !werr && (write_all(fd, wb.p, wb.n) || fdatasync(fd))) werr = 1;
+            free(wb.p);
+            written = next_write;
+            double now = time_now();
+            if (wb.n && now - t_print >= 1.0 && written < N) {
+                char c1[32], c2[32];
+                double el = now - t_loop;
+                fprintf(stderr, "sample: prompts %zu/%zu | samples %zu | %.1f tok/s | %s elapsed | ETA %s\n", written, N,
+                        written * (size_t)K, gen_written / el, run_clock(el, c1, sizeof c1),
+                        run_clock(el / (double)(written - done0) * (double)(N - written), c2, sizeof c2));
+                t_print = now;
+            }
+        }
+        if (W > 1 ? !dist_allreduce_max_int(active) : !active) break;
+    }
+    double t_end = time_now(), gen_s = t_end - t_loop;
+    if (dist_allreduce_max_int(werr)) {
+        err_set(e, "--out %s: cannot write (disk full?)", out);
+        goto out;
+    }
+
+    /* the summary and --stats: counts summed over the ranks, times the slowest rank's */
+    EngineStats es = engine_stats(g);
+    double sums[2] = {(double)R.gen_tokens, (double)(es.prefill_tokens - es0.prefill_tokens)};
+    dist_allreduce_f64(sums, 2);
+    double *pf = xcalloc((size_t)W, sizeof(double));
+    pf[rank] = prefill_s;
+    dist_allreduce_f64(pf, W);
+    for (int r = 0; r < W; r++)
+        if (pf[r] > prefill_s) prefill_s = pf[r];
+    free(pf);
+    if (rank == 0) {
+        double wall = time_now() - t_start, tps = gen_s > 0 ? sums[0] / gen_s : 0;
+        double med = median(ttft, nttft);
+        char c1[32];
+        fprintf(stderr, "sample: done: %zu prompts (%zu this run), %zu samples, %.0f tokens in %s (%.1f tok/s; "
+                        "prefill %.0f tokens in %.2f s; first token %.3f s median) -> %s\n", N, N - done0,
+                (N - done0) * (size_t)K, sums[0], run_clock(gen_s, c1, sizeof c1), tps, sums[1], prefill_s, med, out);
+        if (stats) {
+            json_t *j = json_object();
+            json_object_set_new(j, "gen_tokens", json_integer((json_int_t)sums[0]));
+            json_object_set_new(j, "gen_s", json_real(gen_s));
+            json_object_set_new(j, "tok_per_s", json_real(tps));
+            json_object_set_new(j, "prefill_tokens", json_integer((json_int_t)sums[1]));
+            json_object_set_new(j, "prefill_s", json_real(prefill_s));
+            json_object_set_new(j, "ttft_s", json_real(med));
+            json_object_set_new(j, "wall_s", json_real(wall));
+            json_object_set_new(j, "kv_bytes_per_token", json_integer((json_int_t)kvb));
+            json_object_set_new(j, "samples", json_integer((json_int_t)((N - done0) * (size_t)K)));
+            json_object_set_new(j, "prompts", json_integer((json_int_t)(N - done0)));
+            json_object_set_new(j, "steps", json_integer(steps));
+            json_object_set_new(j, "ranks", json_integer(W));
+            int sr = iofile_json_write(stats, j, e);
+            json_decref(j);
+            if (sr) {
+                free(ttft);
+                goto out;
+            }
+        }
+    }
+    free(ttft);
+    rc = 0;
+out:
+    if (fd >= 0) close(fd);
+    engine_free(g);
+    if (slot)
+        for (size_t i = 0; i < ps.n; i++) slot_free(&slot[i], (int)K);
+    free(slot);
+    free(R.ready);
+    if (loaded) {
+        llama_free(&m);
+        device_close(&dev);
+    }
+    json_decref(settings);
+    prompts_free(&ps);
+    tok_free(&tok);
+    for (size_t k = 0; k < nstops; k++) free(stops[k]);
+    free(stops);
+    return rc;
+}
