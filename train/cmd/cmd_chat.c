@@ -2,16 +2,17 @@
  * cmd_chat.c: `llamac chat`: a conversation on stdin/stdout. Each line of
  * stdin is a user message; the reply streams to stdout, then a newline.
  *
- * The KV cache holds the conversation so far. A turn renders the whole
- * conversation with the chat template (data/chat.h: the same ids SFT trains
- * on) plus the prompt for the reply, and prefills only the ids past the
- * longest prefix the cache already holds: normally the turn's new tokens
- * (the end of the last reply, the user message, the reply header). Ids the
- * model sampled that re-render differently (a reply whose text encodes to
- * other ids, a stripped space) are simply decoded again from there. When a
- * turn does not fit the context, the conversation starts over from the
- * system message with that user message, saying so on stderr. One stderr
- * line per turn gives the counts.
+ * The conversation lives in the sampling engine's KV cache as a session
+ * (engine.h): each turn appends only its new tokens to what the cache
+ * holds. The cache keeps the replies as the model sampled them; a turn
+ * renders the whole conversation with the chat template (data/chat.h: the
+ * ids SFT trains on) and appends what follows the last reply there: the
+ * reply's end-of-turn token (the template's, in place of the stop id the
+ * model sampled; after the reply's last token when it was cut short), then
+ * the new user message and the header of the next reply. When a turn does
+ * not fit the context, the conversation starts over from the system
+ * message with that user message, saying so on stderr. One stderr line per
+ * turn gives the counts.
  *
  * The template: --template, else the chat_template of tokenizer_config.json
  * beside the tokenizer file (a Hugging Face directory), recognised by
@@ -104,14 +105,15 @@ int cmd_chat(int argc, char **argv, Err *e) {
     int rc = -1;
     Conv cv = {0};
     ChatTokens ct = {0};
-    int32_t *hist = NULL, *gen = NULL;
+    RunStream rs = {0};
+    int32_t *hist = NULL;
     char *line = NULL, *text = NULL;
     size_t lcap = 0, tcap = 0;
     if ((model_tok && tok.id != model_tok) || tok.vocab > c.vocab) {
         err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
         goto out_tok;
     }
-    /* the arena holds every layer's activations for ctx positions: a
+    /* the KV cache holds every layer's keys and values for ctx positions: a
      * 30-layer model's full 8192 would be gigabytes (--ctx asks for more) */
     if (ctx == 0) ctx = c.max_seq < 2048 ? c.max_seq : 2048;
     if (ctx > c.max_seq) {
@@ -122,16 +124,26 @@ int cmd_chat(int argc, char **argv, Err *e) {
     ChatMsg probe = {CHAT_USER, "", 0};
     if (chat_encode_sys(&tok, tpl, sys_default, &probe, 1, &ct, tokpath, e)) goto out_tok;
     /* the reply's end: ChatML's <|im_end|>; the others end on tok.eos / tok.eot */
-    int stop = tpl == CHAT_CHATML ? tok_special_id(&tok, "<|im_end|>") : -1;
-    Sampler s;
-    if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
+    int stop[3];
+    rs = (RunStream){&tok, stop, run_stop_ids(&tok, tpl == CHAT_CHATML ? tok_special_id(&tok, "<|im_end|>") : -1, stop),
+                     stdout, NULL, 0, 0, 0, 0};
+    SampleParams sp = SAMPLE_PARAMS_DEFAULT;
+    sp.temperature = (float)temperature;
+    sp.top_k = (int)top_k;
+    sp.top_p = (float)top_p;
+    if (sample_params_check(&sp, e)) goto out_tok;
     Llama m;
     Device dev;
-    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, (int)ctx, e)) goto out_sampler;
-    hist = xmalloc((size_t)ctx * sizeof *hist);
-    gen = xmalloc((size_t)max_tokens * sizeof *gen);
+    Engine *g = NULL;
+    /* the engine keeps its own KV cache and activations: the model is its weights */
+    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, 1, e)) goto out_tok;
+    EngineOpts eo = {1, 0, (int)ctx, ctx}; /* one sequence: the conversation */
+    if (engine_init(&g, &m, &eo, e)) goto out_model;
+    EngineCallbacks cb = {run_stream_token, run_stream_done, &rs};
+    const int session = 1;
+    hist = xmalloc(((size_t)ctx + 2) * sizeof *hist); /* a turn's new tokens */
     if (system) conv_add(&cv, CHAT_SYSTEM, system, strlen(system));
-    int base = cv.n, cached = 0, turn = 0;
+    int base = cv.n, turn = 0;
     ssize_t len;
     long lineno = 0;
     while ((len = getline(&line, &lcap, stdin)) >= 0) {
@@ -142,12 +154,31 @@ int cmd_chat(int argc, char **argv, Err *e) {
         char where[64];
         snprintf(where, sizeof where, "stdin:%ld", lineno);
         if (chat_encode_sys(&tok, tpl, sys_default, cv.m, cv.n, &ct, where, e)) goto out_model;
-        if ((long)ct.n >= ctx) { /* no room for a reply: start over from the system message */
+        int cached = engine_session_len(g, session), np = 0;
+        const int32_t *p = ct.ids;
+        if (cached > 0) { /* what follows the last reply: its end-of-turn token, then the new turn */
+            size_t b = ct.n;
+            while (b > 0 && !ct.mask[b - 1]) b--; /* past the last reply's masked ids */
+            int end = b > 0 ? ct.ids[b - 1] : -1, last = rs.n > 0 ? rs.ids[rs.n - 1] : -1;
+            np = 0;
+            if (end >= 0 && last >= 0) {
+                if (rs.finish != FINISH_STOP) hist[np++] = last; /* cut short: its last token is not cached */
+                hist[np++] = end;
+                for (size_t k = b; k < ct.n && np < ctx; k++) hist[np++] = ct.ids[k];
+                p = hist;
+            } else { /* no reply to follow: start over */
+                engine_end_session(g, session);
+                cached = 0;
+            }
+        }
+        if (cached == 0) np = (int)ct.n;
+        if ((long)cached + np >= ctx) { /* no room for a reply: start over from the system message */
             fprintf(stderr, "llamac: turn %d: the context of %ld tokens is full; starting a new conversation\n",
                     turn, ctx);
             for (int k = base; k < cv.n - 1; k++) free((char *)cv.m[k].content);
             cv.m[base] = cv.m[cv.n - 1];
             cv.n = base + 1;
+            engine_end_session(g, session);
             cached = 0;
             if (chat_encode_sys(&tok, tpl, sys_default, cv.m, cv.n, &ct, where, e)) goto out_model;
             if ((long)ct.n >= ctx) {
@@ -155,39 +186,38 @@ int cmd_chat(int argc, char **argv, Err *e) {
                         where, ct.n, ctx);
                 goto out_model;
             }
+            p = ct.ids;
+            np = (int)ct.n;
         }
-        int k = 0; /* the longest prefix the cache already holds */
-        while (k < cached && k < (int)ct.n - 1 && hist[k] == ct.ids[k]) k++;
-        memcpy(hist, ct.ids, ct.n * sizeof *hist);
-        double t_pre, t_gen;
-        int end, n = run_generate_at(&m, &tok, &s, ct.ids + k, (int)ct.n - k, k, stop, (int)max_tokens, stdout,
-                                     gen, &end, &t_pre, &t_gen);
+        EngineRequest r = {p, np, 1, (int)max_tokens, sp, (uint64_t)seed, 0, stop, rs.nstop, 0, session, NULL};
+        double t0 = time_now();
+        if (engine_add(g, &r, e) < 0) goto out_model;
+        engine_run(g, &cb);
+        double t_gen = time_now() - t0 - rs.t_first;
         printf("\n");
         fflush(stdout);
-        memcpy(hist + ct.n, gen, (size_t)(end - (int)ct.n) * sizeof *hist);
-        cached = end;
-        int stopped = n > 0 && (gen[n - 1] == tok.eos || gen[n - 1] == tok.eot || gen[n - 1] == stop);
-        size_t tl = tok_decode(&tok, gen, (size_t)(n - stopped), &text, &tcap);
+        int n = rs.n, used = cached + np + n;
+        int stopped = n > 0 && rs.finish == FINISH_STOP;
+        size_t tl = tok_decode(&tok, rs.ids, (size_t)(n - stopped), &text, &tcap);
         conv_add(&cv, CHAT_ASSISTANT, text ? text : "", tl);
         fprintf(stderr, "llamac: turn %d: %d prompt tokens prefilled (%d from the cache), %d generated "
                         "(%.1f tok/s), %d of %ld context tokens used\n",
-                turn, (int)ct.n - k, k, n, t_gen > 0 ? n / t_gen : 0.0, end, ctx);
-        if (end >= ctx - 1)
+                turn, np, cached, n, t_gen > 0 ? n / t_gen : 0.0, used, ctx);
+        if (used >= ctx - 1)
             fprintf(stderr, "llamac: turn %d: the reply filled the context of %ld tokens; the next message starts "
                             "a new conversation\n", turn, ctx);
     }
     rc = 0;
 out_model:
+    engine_free(g);
     llama_free(&m);
     device_close(&dev);
-out_sampler:
-    sample_free(&s);
 out_tok:
     conv_truncate(&cv, 0);
     free(cv.m);
     chat_tokens_free(&ct);
     free(hist);
-    free(gen);
+    free(rs.ids);
     free(line);
     free(text);
     tok_free(&tok);

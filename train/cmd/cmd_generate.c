@@ -1,7 +1,8 @@
 /*
  * cmd_generate.c: `llamac generate`: prompt in, text out, streamed token by
- * token, with a KV cache (llama_decode), temperature, top-k, top-p and a
- * seed; tokens/s at the end on stderr so stdout is only the text.
+ * token: one request of one sample through the sampling engine
+ * (run_generate), with temperature, top-k, top-p and a seed; tokens/s at
+ * the end on stderr so stdout is only the text.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -65,27 +66,37 @@ int cmd_generate(int argc, char **argv, Err *e) {
     /* the cache holds what this run can reach, not the model's whole
      * context (8192 positions of a 30-layer model are gigabytes) */
     if (ctx == 0) ctx = (long)np + max_tokens < c.max_seq ? (long)np + max_tokens : c.max_seq;
+    if (ctx > c.max_seq) {
+        err_set(e, "--ctx: %ld exceeds the model's context length %d", ctx, c.max_seq);
+        goto out_tok;
+    }
     if ((long)np >= ctx) {
         err_set(e, "--prompt: %zu tokens do not fit the context of %ld tokens", np, ctx);
         goto out_tok;
     }
-    Sampler s;
-    if (sample_init(&s, c.vocab, (float)temperature, (int)top_k, (float)top_p, (uint64_t)seed, e)) goto out_tok;
+    SampleParams sp = SAMPLE_PARAMS_DEFAULT;
+    sp.temperature = (float)temperature;
+    sp.top_k = (int)top_k;
+    sp.top_p = (float)top_p;
+    if (sample_params_check(&sp, e)) goto out_tok;
     Llama m;
     Device dev;
-    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, (int)ctx, e)) goto out_sampler;
+    /* the engine keeps its own KV cache and activations: the model is its weights */
+    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, 1, e)) goto out_tok;
     fputs(prompt, stdout);
-    double t_pre, t_gen;
-    int n = run_generate(&m, &tok, &s, ids, (int)np, (int)max_tokens, stdout, &t_pre, &t_gen);
-    printf("\n");
     fflush(stdout);
-    fprintf(stderr, "llamac: %zu prompt tokens in %.3f s, %d tokens generated in %.3f s (%.1f tok/s)\n", np,
-            t_pre, n, t_gen, t_gen > 0 ? n / t_gen : 0.0);
-    rc = 0;
+    double t_pre, t_gen;
+    int n = run_generate(&m, &tok, &sp, (uint64_t)seed, ids, (int)np, (int)max_tokens, (int)ctx, stdout, &t_pre,
+                         &t_gen, e);
+    if (n >= 0) {
+        printf("\n");
+        fflush(stdout);
+        fprintf(stderr, "llamac: %zu prompt tokens in %.3f s, %d tokens generated in %.3f s (%.1f tok/s)\n", np,
+                t_pre, n, t_gen, t_gen > 0 ? n / t_gen : 0.0);
+        rc = 0;
+    }
     llama_free(&m);
     device_close(&dev);
-out_sampler:
-    sample_free(&s);
 out_tok:
     free(ids);
     tok_free(&tok);

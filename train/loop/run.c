@@ -24,47 +24,61 @@ double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok) {
     return count ? sum / count : 0;
 }
 
-int run_generate_at(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np, int pos0,
-                    int stop, int max_tokens, FILE *out, int32_t *gen, int *end, double *prefill_s,
-                    double *gen_s) {
-    LC_ASSERT(np > 0 && pos0 >= 0 && pos0 + np < m->T);
-    float *logits = xmalloc((size_t)m->c.vocab * sizeof(float));
-    double t0 = time_now();
-    int i = 0;
-    if (pos0 == 0 && np > 1 && !m->recompute) { /* a new sequence: all but the last token in one forward */
-        llama_prefill(m, prompt, np - 1);
-        i = np - 1;
+int run_stream_token(void *ud, EngineSeq *s) {
+    const RunStream *r = ud;
+    int id = s->tokens[s->n - 1];
+    for (int k = 0; k < r->nstop; k++)
+        if (r->stop[k] == id) return 0;
+    size_t len;
+    const char *b = tok_token_bytes(r->tok, id, &len);
+    if (r->out && len) {
+        fwrite(b, 1, len, r->out);
+        fflush(r->out);
     }
-    for (; i < np; i++) llama_decode(m, prompt[i], pos0 + i);
-    double t1 = time_now();
-    int n = 0, p = pos0 + np;
-    for (; n < max_tokens && p < m->T; p++) {
-        if (m->ops->download_act) m->ops->download_act(m->ctx, logits, m->logits, (size_t)m->c.vocab);
-        else m->ops->download(m->ctx, logits, m->logits, (size_t)m->c.vocab * sizeof(float));
-        int next = sample_next(s, logits);
-        if (gen) gen[n] = next;
-        n++;
-        if (next == tok->eos || next == tok->eot || next == stop) break;
-        if (out) {
-            size_t len;
-            const char *b = tok_token_bytes(tok, next, &len);
-            fwrite(b, 1, len, out);
-            fflush(out);
-        }
-        if (p + 1 < m->T) llama_decode(m, next, p);
-        else break;
+    return 0;
+}
+
+int run_stop_ids(const Tokenizer *tok, int extra, int ids[3]) {
+    int cand[3] = {tok->eos, tok->eot, extra}, n = 0;
+    for (int k = 0; k < 3; k++) {
+        int dup = cand[k] < 0;
+        for (int q = 0; q < n; q++) dup |= ids[q] == cand[k];
+        if (!dup) ids[n++] = cand[k];
     }
-    double t2 = time_now();
-    free(logits);
-    if (end) *end = p;
-    if (prefill_s) *prefill_s = t1 - t0;
-    if (gen_s) *gen_s = t2 - t1;
     return n;
 }
 
-int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
-                 int max_tokens, FILE *out, double *prefill_s, double *gen_s) {
-    return run_generate_at(m, tok, s, prompt, np, 0, -1, max_tokens, out, NULL, NULL, prefill_s, gen_s);
+void run_stream_done(void *ud, EngineSeq *s) {
+    RunStream *r = ud;
+    if (s->n > r->cap) r->ids = xrealloc(r->ids, (size_t)(r->cap = s->n) * sizeof *r->ids);
+    memcpy(r->ids, s->tokens, (size_t)s->n * sizeof *r->ids);
+    r->n = s->n;
+    r->finish = s->finish;
+    r->t_first = s->t_first;
+}
+
+int run_generate(Llama *m, const Tokenizer *tok, const SampleParams *sp, uint64_t seed, const int32_t *prompt, int np,
+                 int max_tokens, int ctx, FILE *out, double *prefill_s, double *gen_s, Err *e) {
+    LC_ASSERT(np > 0 && np < ctx);
+    Engine *g;
+    EngineOpts o = {1, 0, ctx, ctx}; /* one sequence, a pool of one context */
+    if (engine_init(&g, m, &o, e)) return -1;
+    int stop[3];
+    RunStream rs = {tok, stop, run_stop_ids(tok, -1, stop), out, NULL, 0, 0, 0, 0};
+    EngineRequest r = {prompt, np, 1, max_tokens, *sp, seed, 0, stop, rs.nstop, 0, 0, NULL};
+    double t0 = time_now();
+    if (engine_add(g, &r, e) < 0) {
+        engine_free(g);
+        return -1;
+    }
+    EngineCallbacks cb = {run_stream_token, run_stream_done, &rs};
+    engine_run(g, &cb);
+    double t1 = time_now();
+    engine_free(g);
+    free(rs.ids);
+    if (prefill_s) *prefill_s = rs.t_first;
+    if (gen_s) *gen_s = t1 - t0 - rs.t_first;
+    return rs.n;
 }
 
 double run_sgemm_peak(int n, int reps) {

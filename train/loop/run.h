@@ -1,7 +1,7 @@
 /*
  * run.h: pieces shared by the training and inference commands: validation
- * loss over a loader, streaming generation, the SGEMM peak for MFU, and a
- * clock formatter for progress lines.
+ * loss over a loader, streaming generation through the sampling engine,
+ * the SGEMM peak for MFU, and a clock formatter for progress lines.
  */
 #ifndef LLAMAC_TRAIN_RUN_H
 #define LLAMAC_TRAIN_RUN_H
@@ -10,6 +10,7 @@
 
 #include "../../data/tok.h"
 #include "../../data/loader.h"
+#include "../../model/engine.h"
 #include "../../model/llama.h"
 #include "../../model/sample.h"
 
@@ -17,23 +18,37 @@
  * match m's). Returns the mean; *ntok gets the number of target tokens. */
 double run_eval_loss(Llama *m, Loader *L, long nbatches, long *ntok);
 
-/* Generate up to max_tokens after the prompt ids with m (B = 1, KV cache),
- * writing decoded bytes to out as they come (if out is not NULL). Stops at
- * the end-of-text or end-of-turn id or at m->T. Returns the number of generated tokens;
- * *prefill_s and *gen_s get the time spent on the prompt and on new tokens. */
-int run_generate(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np,
-                 int max_tokens, FILE *out, double *prefill_s, double *gen_s);
+/* Streaming a sample's text as the engine makes it: EngineCallbacks with
+ * ud a RunStream. run_stream_token writes each new token's bytes to out
+ * (flushed; out may be NULL) unless it is one of the stop ids, and
+ * returns 0; run_stream_done keeps the finished sample's tokens, finish
+ * reason and time to the first token. Free ids with free(). */
+typedef struct RunStream {
+    const Tokenizer *tok;
+    const int *stop;  /* (nstop) ids that end the text, not part of it */
+    int nstop;
+    FILE *out;
+    int32_t *ids;     /* the last finished sample's tokens (n; cap) */
+    int n, cap, finish;
+    double t_first;
+} RunStream;
+int run_stream_token(void *ud, EngineSeq *s);
+void run_stream_done(void *ud, EngineSeq *s);
 
-/* run_generate continuing a KV cache: the prompt's ids go to positions
- * pos0, pos0 + 1, ... (positions before pos0 keep what an earlier call
- * left: a conversation's earlier turns), generation also stops at the id
- * stop (-1: none), the generated ids (a stop id included; room for
- * max_tokens) go to gen when it is not NULL, and *end gets the position
- * after the last token now in the cache (the stop id and a token sampled
- * at the last position are not in it). pos0 + np < m->T. */
-int run_generate_at(Llama *m, const Tokenizer *tok, Sampler *s, const int32_t *prompt, int np, int pos0,
-                    int stop, int max_tokens, FILE *out, int32_t *gen, int *end, double *prefill_s,
-                    double *gen_s);
+/* The ids that end a reply: tok's end-of-text and end-of-turn ids and
+ * extra (-1: none), each once, into ids[0..3). Returns their number. */
+int run_stop_ids(const Tokenizer *tok, int extra, int ids[3]);
+
+/* Generate up to max_tokens after the prompt ids with the sampling engine
+ * over m (one request, one sample seeded `seed`, a KV cache of ctx tokens:
+ * np < ctx <= the model's context), writing the decoded bytes to out as they
+ * come (if out is not NULL). Stops at the end-of-text or end-of-turn id
+ * (not written) or when the context is full. Returns the number of
+ * generated tokens (the stop id included), or -1 with e (the engine could
+ * not be built); *prefill_s gets the time to the first token, *gen_s the
+ * time after it. */
+int run_generate(Llama *m, const Tokenizer *tok, const SampleParams *sp, uint64_t seed, const int32_t *prompt, int np,
+                 int max_tokens, int ctx, FILE *out, double *prefill_s, double *gen_s, Err *e);
 
 /* SGEMM GFLOP/s of this machine (n x n x n, best of reps). */
 double run_sgemm_peak(int n, int reps);

@@ -660,14 +660,19 @@ static void print_sample(Trainer *tr, const char *when) {
     }
     int32_t *ids = NULL;
     size_t cap = 0, n = tok_encode(&tr->tok, tr->o.prompt, strlen(tr->o.prompt), &ids, &cap);
-    if ((int)n + 1 >= gen->T) n = (size_t)gen->T / 2;
-    Sampler s;
-    sample_init(&s, m->c.vocab, 0.8f, 0, 0.95f, (uint64_t)tr->o.seed, NULL);
+    int T = (int)tr->o.T; /* the sample's context: the training length */
+    if ((int)n + 1 >= T) n = (size_t)T / 2;
+    SampleParams sp = SAMPLE_PARAMS_DEFAULT;
+    sp.temperature = 0.8f;
+    sp.top_p = 0.95f;
     printf("---- sample %s ----\n%s", when, tr->o.prompt);
-    run_generate(gen, &tr->tok, &s, ids, (int)n, (int)tr->o.sample_tokens, stdout, NULL, NULL);
+    fflush(stdout);
+    Err e = {{0}};
+    if (run_generate(gen, &tr->tok, &sp, (uint64_t)tr->o.seed, ids, (int)n, (int)tr->o.sample_tokens, T, stdout,
+                     NULL, NULL, &e) < 0)
+        printf("(no sample: %s)", e.msg);
     printf("\n--------\n");
     fflush(stdout);
-    sample_free(&s);
     free(ids);
 }
 
@@ -730,7 +735,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         tr->has_tok = 1;
         if (tr->tok.id != train->tokenizer_id)
             return err_set(e, "%s: not the tokenizer that made %s", o->tokpath, train->name);
-        if (o->sample_tokens && llama_init(&tr->gen, c, &ops_cpu, NULL, 1, (int)o->T, 0, e)) return -1;
+        /* the sampling copy: weights only (the engine has its own buffers) */
+        if (o->sample_tokens && llama_init(&tr->gen, c, &ops_cpu, NULL, 1, 1, 0, e)) return -1;
     }
     long start;
     if (resume_run(tr, train, &start, e)) return -1;
