@@ -400,16 +400,18 @@ static int settings_check(const char *out, const char *spath, const json_t *now,
 }
 
 /* The prompts an --out already holds whole: *done prompts from its start,
- * each K lines of samples 0..K-1; the rest of the file (a torn last line,
- * a prompt's first lines) is cut off. */
-static int resume_scan(const char *out, int K, size_t N, size_t *done, Err *e) {
+ * each K lines of samples 0..K-1, ending at byte *keep; what follows (a
+ * torn last line, the first lines of a prompt) is *size - *keep bytes to
+ * cut off before appending. */
+static int resume_scan(const char *out, int K, size_t N, size_t *done, long long *keep, long long *size, Err *e) {
     *done = 0;
+    *keep = *size = 0;
     FILE *f = fopen(out, "rb");
     if (!f) return err_set(e, "--out %s: cannot open", out);
     char *line = NULL;
     size_t cap = 0;
     ssize_t len;
-    long long keep = 0, at = 0;
+    long long at = 0;
     int j = 0;
     while ((len = getline(&line, &cap, f)) > 0) {
         at += len;
@@ -423,18 +425,13 @@ static int resume_scan(const char *out, int K, size_t N, size_t *done, Err *e) {
         if (++j == K) {
             j = 0;
             ++*done;
-            keep = at;
+            *keep = at;
         }
     }
     free(line);
     fseek(f, 0, SEEK_END);
-    long long size = ftell(f);
+    *size = ftell(f);
     fclose(f);
-    if (size > keep) {
-        if (truncate(out, keep)) return err_set(e, "--out %s: cannot cut its unfinished end", out);
-        fprintf(stderr, "sample: %s: cut %lld bytes after the last whole prompt (a killed run's unfinished prompt)\n",
-                out, size - keep);
-    }
     return 0;
 }
 
@@ -632,18 +629,15 @@ int cmd_sample(int argc, char **argv, Err *e) {
     char spath[PATH_MAX];
     snprintf(spath, sizeof spath, "%s.settings.json", out);
     size_t done0 = 0;
-    int bad = 0;
-    if (rank == 0) {
-        int have_out = access(out, F_OK) == 0, have_set = access(spath, F_OK) == 0;
-        if (have_out && !have_set)
+    long long keep = 0, size = 0;
+    int bad = 0, have_out = 0;
+    if (rank == 0) { /* nothing is written before the model has loaded */
+        have_out = access(out, F_OK) == 0;
+        if (have_out && access(spath, F_OK) != 0)
             bad = err_set(e, "--out %s: exists, but %s does not (not a file llamac sample wrote?); use another --out "
                              "or delete it", out, spath);
         else if (have_out)
-            bad = settings_check(out, spath, settings, e) || resume_scan(out, (int)K, N, &done0, e);
-        else
-            bad = iofile_json_write(spath, settings, e);
-        if (!bad && (fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
-            bad = err_set(e, "--out %s: cannot create", out);
+            bad = settings_check(out, spath, settings, e) || resume_scan(out, (int)K, N, &done0, &keep, &size, e);
     }
     if (dist_allreduce_max_int(bad != 0)) {
         if (!bad) err_set(e, "--out %s: refused on rank 0", out);
@@ -658,6 +652,22 @@ int cmd_sample(int argc, char **argv, Err *e) {
     loaded = 1;
     EngineOpts eo = {(int)max_seqs, (int)max_rows, (int)ctx, kv_tokens};
     if (engine_init(&g, &m, &eo, e)) goto out;
+
+    /* --out: its settings beside it, its unfinished end cut */
+    if (rank == 0) {
+        if (!have_out) bad = iofile_json_write(spath, settings, e);
+        if (!bad && size > keep) {
+            if (truncate(out, keep)) bad = err_set(e, "--out %s: cannot cut its unfinished end", out);
+            else fprintf(stderr, "sample: %s: cut %lld bytes after the last whole prompt (a killed run's unfinished "
+                                 "prompt)\n", out, size - keep);
+        }
+        if (!bad && (fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+            bad = err_set(e, "--out %s: cannot create", out);
+    }
+    if (dist_allreduce_max_int(bad != 0)) {
+        if (!bad) err_set(e, "--out %s: cannot be written on rank 0", out);
+        goto out;
+    }
     EngineStats es0 = engine_stats(g);
     size_t kvb = engine_kv_bytes_per_token(&c, m.ops);
     if (rank == 0) {
