@@ -265,8 +265,9 @@ static int load_weights(const char *path, const LlamaConfig *c, PeftAdapter *a, 
         if (s->ndim != 2 || s->shape[0] != p->shape[0] || s->shape[1] != p->shape[1]) {
             shape_str(got, sizeof got, s->ndim, s->shape);
             shape_str(want, sizeof want, 2, p->shape);
-            err_set(e, "%s: tensor %s has shape [%s], the base model needs [%s] (an adapter for another model?)",
-                    path, key, got, want);
+            err_set(e, "%s: tensor %s has shape [%s], the base model needs [%s]: an adapter for another model%s%s%s",
+                    path, key, got, want, a->base_name[0] ? " (its base: " : "", a->base_name,
+                    a->base_name[0] ? ")" : "");
             goto out;
         }
         if (safetensors_read_f32(&f, k, a->params + p->offset, e)) goto out;
