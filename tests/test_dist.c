@@ -42,7 +42,7 @@
 #define MPIRUN "mpirun --oversubscribe --allow-run-as-root " MPIRUN_SAN "-np "
 #define STEPS 10
 
-static int have_mpi(void) {
+int test_have_mpi(void) {
 #ifdef LC_HAVE_MPI
     if (system("command -v mpirun >/dev/null 2>&1") == 0) return 1;
 #endif
@@ -57,14 +57,14 @@ static void slurp_into(const char *path, char *buf, size_t cap) {
     if (f) fclose(f);
 }
 
-/* `mpirun -np np <llamac> <args>`, output in test_out / test_err; the exit status. */
-static int mpi_llamac(int np, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int mpi_llamac(int np, const char *fmt, ...) {
+int test_mpi_llamac(int np, const char *fmt, ...) {
     static char args[8192], cmd[9216];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(args, sizeof args, fmt, ap);
     va_end(ap);
+    mkdir("build", 0755);
+    mkdir(TD, 0755);
     snprintf(cmd, sizeof cmd, MPIRUN "%d %s %s >" TD "/mpi.out 2>" TD "/mpi.err", np, test_llamac_path, args);
     int st = system(cmd);
     slurp_into(TD "/mpi.out", test_out, sizeof test_out);
@@ -160,7 +160,7 @@ static void pretrain_ref(void) {
 }
 
 void dist_pretrain_equiv(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     pretrain_ref();
     static const struct { int np, zero; } runs[] = {{2, 0}, {2, 1}, {4, 0}, {4, 1}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
@@ -168,7 +168,7 @@ void dist_pretrain_equiv(void) {
         snprintf(tag, sizeof tag, "pretrain np %d zero %d", runs[i].np, runs[i].zero);
         snprintf(m, sizeof m, TD "/p%d_%d.jsonl", runs[i].np, runs[i].zero);
         snprintf(out, sizeof out, TD "/p%d_%d.h5", runs[i].np, runs[i].zero);
-        int rc = mpi_llamac(runs[i].np, PRE_ARGS "--zero %d --ckpt-dir " TD "/pc%d_%d --metrics %s --out %s",
+        int rc = test_mpi_llamac(runs[i].np, PRE_ARGS "--zero %d --ckpt-dir " TD "/pc%d_%d --metrics %s --out %s",
                             runs[i].zero, runs[i].np, runs[i].zero, m, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         if (rc) continue;
@@ -183,10 +183,10 @@ void dist_pretrain_equiv(void) {
 
 /* One rank under mpirun is the plain run, bit for bit. */
 void dist_one_rank(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     pretrain_ref();
     system("rm -rf " TD "/q1");
-    int rc = mpi_llamac(1, PRE_ARGS "--ckpt-dir " TD "/q1 --metrics " TD "/q1.jsonl --out " TD "/q1.h5");
+    int rc = test_mpi_llamac(1, PRE_ARGS "--ckpt-dir " TD "/q1 --metrics " TD "/q1.jsonl --out " TD "/q1.h5");
     EXPECT(rc == 0, "mpirun -np 1: %s", test_err);
     EXPECT(strstr(test_out, "dist: 1 rank = 1 stage x 1 replica (MPI)"), "start-up line: %s", test_out);
     ckpt_test_same_losses(TD "/p1.jsonl", TD "/q1.jsonl", STEPS);
@@ -248,7 +248,7 @@ static void need_sft_inputs(void) {
 }
 
 void dist_sft_equiv(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     static const struct { int np, zero, lora; } runs[] = {{1, 0, 0}, {2, 0, 0}, {4, 1, 0}, {1, 0, 1}, {2, 0, 1}, {2, 1, 1}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
@@ -265,7 +265,7 @@ void dist_sft_equiv(void) {
         int rc = runs[i].np == 1
                      ? test_llamac(SFT_ARGS "%s %s--ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad", tokp,
                                    lora, out, m, out, out)
-                     : mpi_llamac(runs[i].np, SFT_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
+                     : test_mpi_llamac(runs[i].np, SFT_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
                                   "--adapter-out %s.ad", tokp, lora, runs[i].zero, out, m, out, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         if (rc || runs[i].np == 1) continue;
@@ -299,7 +299,7 @@ static int read_mfu(const char *path, double *mfu, double *tps, int max) {
  * / tokens/s) are the model's on one rank and on two (one rank's peak
  * against both ranks' tokens made them 2x). */
 void dist_mfu(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     CkptInfo ci;
     Err e = {{0}};
@@ -315,7 +315,7 @@ void dist_mfu(void) {
         snprintf(out, sizeof out, TD "/mfu%zu", i);
         const char *a = SFT_ARGS "%s %s--steps 3 --peak-gflops %g --ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad";
         int rc = runs[i].np == 1 ? test_llamac(a, tokp, lora, runs[i].peak, out, m, out, out)
-                                 : mpi_llamac(runs[i].np, a, tokp, lora, runs[i].peak, out, m, out, out);
+                                 : test_mpi_llamac(runs[i].np, a, tokp, lora, runs[i].peak, out, m, out, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         double mfu[8], tps[8];
         int n = read_mfu(m, mfu, tps, 8);
@@ -345,7 +345,7 @@ void dist_mfu(void) {
  * two ranks (parallel HDF5). */
 void dist_save_no_space(void) {
     need_shard();
-    int have = have_mpi();
+    int have = test_have_mpi();
     for (int np = 1; np <= (have ? 2 : 1); np++) {
         char dir[128], cmd[4096];
         snprintf(dir, sizeof dir, TD "/nospace%d", np);
@@ -386,10 +386,10 @@ void dist_save_no_space(void) {
 
 /* Bad input under mpirun: one line per failing rank and a non-zero exit. */
 void dist_errors(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_shard();
     /* 4 micro-batches do not divide across 3 ranks */
-    int rc = mpi_llamac(3, PRE_ARGS "--ckpt-dir " TD "/e1 --out " TD "/e1.h5");
+    int rc = test_mpi_llamac(3, PRE_ARGS "--ckpt-dir " TD "/e1 --out " TD "/e1.h5");
     EXPECT(rc != 0 && strstr(test_err, "llamac: error: rank 0 of 3: --batch-tokens: 256 tokens are 4 micro-batches "
                                        "of B*T = 64, which do not divide across 3 ranks"), "3 ranks: %d %s", rc, test_err);
     /* --zero 1 on one rank: a warning */
@@ -408,7 +408,7 @@ void dist_errors(void) {
     EXPECT(time_now() - t0 < 30, "missing shard: %.0f s to stop", time_now() - t0);
     /* resuming a checkpoint of another model */
     pretrain_ref();
-    rc = mpi_llamac(2, PRE_ARGS "--set dim=96 --ckpt-dir " TD "/e3 --resume " TD "/p1/step-00000010.h5 --steps 12");
+    rc = test_mpi_llamac(2, PRE_ARGS "--set dim=96 --ckpt-dir " TD "/e3 --resume " TD "/p1/step-00000010.h5 --steps 12");
     EXPECT(rc != 0 && strstr(test_err, "the checkpoint's model does not match"), "other model: %d %s", rc, test_err);
 }
 
@@ -416,7 +416,7 @@ void dist_errors(void) {
  * resumes on 4 with ZeRO: the same losses as one process from there on,
  * the same weights at the end. */
 void dist_resume_other_size(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     pretrain_ref();
     static const struct { int np_save, zero_save, np, zero; } runs[] = {{4, 1, 2, 0}, {4, 0, 1, 0}, {4, 1, 1, 0},
                                                                         {1, 0, 4, 1}, {2, 1, 4, 0}};
@@ -436,7 +436,7 @@ void dist_resume_other_size(void) {
             snprintf(cmd, sizeof cmd, "cp " TD "/p1/step-00000005.h5 %s", step5);
             rc = system(cmd);
         } else {
-            rc = mpi_llamac(runs[i].np_save, PRE_ARGS "--steps 10 --save-every 5 --zero %d --ckpt-dir %s --out %s",
+            rc = test_mpi_llamac(runs[i].np_save, PRE_ARGS "--steps 10 --save-every 5 --zero %d --ckpt-dir %s --out %s",
                             runs[i].zero_save, dir, out);
             snprintf(cmd, sizeof cmd, "rm -f %s/step-00000010.h5", dir);
             system(cmd);
@@ -445,7 +445,7 @@ void dist_resume_other_size(void) {
         if (rc) continue;
         const char *a = PRE_ARGS "--zero %d --ckpt-dir %s --metrics %s --out %s --resume auto";
         rc = runs[i].np == 1 ? test_llamac(PRE_ARGS "--ckpt-dir %s --metrics %s --out %s --resume auto", dir, m, out)
-                             : mpi_llamac(runs[i].np, a, runs[i].zero, dir, m, out);
+                             : test_mpi_llamac(runs[i].np, a, runs[i].zero, dir, m, out);
         EXPECT(rc == 0, "%s: %s", tag, test_err);
         EXPECT(strstr(test_out, "resume: ") && strstr(test_out, "at step 5"), "%s: no resume line: %s", tag, test_out);
         same_losses_from(TD "/p1.jsonl", m, 5, tag);
@@ -498,13 +498,13 @@ static void kill_straight(void) {
     if (done) return;
     need_shard();
     system("rm -rf " TD "/ks");
-    int rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ks --out " TD "/ks.h5");
+    int rc = test_mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/ks --out " TD "/ks.h5");
     EXPECT(rc == 0, "straight run: %s", test_err);
     done = 1;
 }
 
 void dist_rank_killed(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     kill_straight();
     system("rm -rf " TD "/k " TD "/k.jsonl");
     int rc;
@@ -535,7 +535,7 @@ void dist_rank_killed(void) {
     slurp_into(TD "/k/../k.log", log, sizeof log);
     EXPECT(strstr(log, "rank 1") && strstr(log, "signal 9"), "no line naming the lost rank: %s", log);
     EXPECT(access(TD "/k/step-00000060.h5", F_OK) != 0, "the run finished before the kill: make it longer");
-    rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/k --metrics " TD "/k.jsonl --out " TD "/k.h5 --resume auto");
+    rc = test_mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/k --metrics " TD "/k.jsonl --out " TD "/k.h5 --resume auto");
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
     double d = weight_diff(TD "/ks.h5", TD "/k.h5");
     EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
@@ -546,10 +546,10 @@ void dist_rank_killed(void) {
  * shapes (h5ls) for the tensors, checksums that verify, and moments within 1e-5 of one
  * process's. */
 void dist_ckpt_layout(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     pretrain_ref();
     system("rm -rf " TD "/l4");
-    int rc = mpi_llamac(4, PRE_ARGS "--zero 1 --ckpt-dir " TD "/l4 --out " TD "/l4.h5");
+    int rc = test_mpi_llamac(4, PRE_ARGS "--zero 1 --ckpt-dir " TD "/l4 --out " TD "/l4.h5");
     EXPECT(rc == 0, "4 ranks: %s", test_err);
     const char *a = TD "/p1/step-00000010.h5", *b = TD "/l4/step-00000010.h5";
     /* the tensors' layout (/state differs by design: one cursor per rank, the run's flags) */
@@ -590,7 +590,7 @@ void dist_ckpt_layout(void) {
  * dist.c) started as N copies by mpirun refuses with one line each, and
  * runs as one process otherwise. */
 void dist_none_refuses(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_shard();
     char bin[4200], cmd[8192];
     snprintf(bin, sizeof bin, "%s-nompi", test_llamac_path);
@@ -617,7 +617,7 @@ void dist_none_refuses(void) {
  * after the same step with a checkpoint, and --resume auto finishes with
  * the straight run's weights. */
 void dist_sigterm(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     kill_straight();
     system("rm -rf " TD "/t");
     int rc;
@@ -638,7 +638,7 @@ void dist_sigterm(void) {
     slurp_into(TD "/t.log", log, sizeof log);
     EXPECT(strstr(log, "stopped by SIGTERM after step"), "no stop line: %s", log);
     EXPECT(access(TD "/t/step-00000060.h5", F_OK) != 0, "the run finished before the signal: make it longer");
-    rc = mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/t --out " TD "/t.h5 --resume auto");
+    rc = test_mpi_llamac(2, KILL_ARGS "--ckpt-dir " TD "/t --out " TD "/t.h5 --resume auto");
     EXPECT(rc == 0 && strstr(test_out, "resume: "), "resume auto: %s", test_err);
     double d = weight_diff(TD "/ks.h5", TD "/t.h5");
     EXPECT(d == 0, "resumed weights differ by %g from the straight run", d);
@@ -650,7 +650,7 @@ void dist_sigterm(void) {
                  "--batch-tokens 512 --steps 10 --lr 2e-3 --warmup 2 --seed 4 --beta 0.5 --peak-gflops 1 --tokenizer "
 
 void dist_dpo_equiv(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     static const struct { int np, zero, lora; } runs[] = {{1, 0, 1}, {2, 0, 1}, {4, 1, 1}, {1, 0, 0}, {2, 1, 0}};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
@@ -666,7 +666,7 @@ void dist_dpo_equiv(void) {
         int rc = runs[i].np == 1
                      ? test_llamac(DPO_ARGS "%s %s--ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad", tokp,
                                    lora, out, m, out, out)
-                     : mpi_llamac(runs[i].np, DPO_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
+                     : test_mpi_llamac(runs[i].np, DPO_ARGS "%s %s--zero %d --ckpt-dir %s --metrics %s --out %s.h5 "
                                   "--adapter-out %s.ad", tokp, lora, runs[i].zero, out, m, out, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         if (rc || runs[i].np == 1) continue;
@@ -698,7 +698,7 @@ static void pp_ref(int tied) {
 /* PP 2 and 4, DP x PP 2 x 2 (with ZeRO-1), both schedules, tied and
  * untied: one process's losses within 1e-6, weights within 1e-5. */
 void dist_pp_equiv(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     static const struct { int np, pp, zero, tied; const char *sched; } runs[] = {
         {2, 2, 0, 0, "gpipe"}, {2, 2, 0, 0, "1f1b"}, {4, 4, 0, 0, "1f1b"}, {4, 2, 1, 0, "1f1b"},
         {2, 2, 0, 1, "1f1b"}, {4, 4, 0, 1, "gpipe"}, {4, 2, 0, 1, "gpipe"}, {3, 3, 0, 1, "1f1b"},
@@ -712,7 +712,7 @@ void dist_pp_equiv(void) {
         snprintf(out, sizeof out, TD "/pp%zu.h5", i);
         snprintf(ref, sizeof ref, TD "/pr%d.jsonl", runs[i].tied);
         snprintf(refout, sizeof refout, TD "/pr%d.h5", runs[i].tied);
-        int rc = mpi_llamac(runs[i].np, PP_ARGS "--set tied=%d --pp %d --pp-schedule %s --zero %d --ckpt-dir " TD
+        int rc = test_mpi_llamac(runs[i].np, PP_ARGS "--set tied=%d --pp %d --pp-schedule %s --zero %d --ckpt-dir " TD
                             "/ppc%zu --metrics %s --out %s", runs[i].tied, runs[i].pp, runs[i].sched, runs[i].zero, i,
                             m, out);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
@@ -731,7 +731,7 @@ void dist_pp_equiv(void) {
 /* sft on stages: full with DP x PP and ZeRO-1, LoRA with recomputation,
  * validation (loss and accuracy) included. */
 void dist_pp_sft(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     static const struct { int np, lora; const char *extra; } runs[] = {
         {1, 0, ""}, {4, 0, "--pp 2 --zero 1 --pp-schedule gpipe "}, {1, 1, ""}, {2, 1, "--pp 2 --recompute 1 "},
@@ -752,7 +752,7 @@ void dist_pp_sft(void) {
         const char *a = SFT_ARGS "%s %s%s--val " TD "/chat.jsonl --val-batches 3 --val-every 5 --ckpt-dir %s "
                                  "--metrics %s --out %s.h5 --adapter-out %s.ad";
         int rc = runs[i].np == 1 ? test_llamac(a, tokp, lora, runs[i].extra, dir, m, dir, dir)
-                                 : mpi_llamac(runs[i].np, a, tokp, lora, runs[i].extra, dir, m, dir, dir);
+                                 : test_mpi_llamac(runs[i].np, a, tokp, lora, runs[i].extra, dir, m, dir, dir);
         EXPECT(rc == 0, "%s: exit %d: %s", tag, rc, test_err);
         if (rc) continue;
         const char *v = strstr(test_out, "step 10 | val loss ");
@@ -777,10 +777,10 @@ void dist_pp_sft(void) {
  * data parallelism; one process's resumes on DP x PP: one process's losses
  * from step 5 on and its weights at the end. */
 void dist_pp_resume(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     pp_ref(0);
     system("rm -rf " TD "/prs");
-    int rc = mpi_llamac(4, PP_ARGS "--set tied=0 --pp 2 --zero 1 --save-every 5 --ckpt-dir " TD "/prs --out " TD "/prs.h5");
+    int rc = test_mpi_llamac(4, PP_ARGS "--set tied=0 --pp 2 --zero 1 --save-every 5 --ckpt-dir " TD "/prs --out " TD "/prs.h5");
     EXPECT(rc == 0 && access(TD "/prs/step-00000005.h5", F_OK) == 0, "saving on 2 x 2: %s", test_err);
     if (rc) return;
     static const struct { int np; const char *from, *extra; } runs[] = {
@@ -799,7 +799,7 @@ void dist_pp_resume(void) {
         EXPECT(system(cmd) == 0, "%s: copy", tag);
         const char *a = PP_ARGS "--set tied=0 %s--ckpt-dir %s --metrics %s --out %s --resume auto";
         rc = runs[i].np == 1 ? test_llamac(a, runs[i].extra, dir, m, out)
-                             : mpi_llamac(runs[i].np, a, runs[i].extra, dir, m, out);
+                             : test_mpi_llamac(runs[i].np, a, runs[i].extra, dir, m, out);
         EXPECT(rc == 0 && strstr(test_out, "at step 5"), "%s: %s %s", tag, test_err, test_out);
         if (rc) continue;
         same_losses_from(TD "/pr0.jsonl", m, 5, tag);
@@ -837,7 +837,7 @@ static double mpi_wait_exit(pid_t pid, double limit, int *st) {
  * named. A stage that hangs (SIGSTOP): the others give up after
  * --pp-timeout with a line naming it and stop the job. */
 void dist_pp_faults(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_shard();
     for (int hang = 0; hang <= 1; hang++) {
         char dir[64], log[64], args[2048];
@@ -874,7 +874,7 @@ void dist_pp_faults(void) {
 
 /* Bad input: one line, a non-zero exit, nothing written. */
 void dist_pp_errors(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     static const struct { int np; const char *args, *msg; } bad[] = {
         {2, "--pp 3", "llamac: error: rank 0 of 2: --pp: 3 stages do not divide the 2 ranks"},
@@ -884,12 +884,12 @@ void dist_pp_errors(void) {
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         system("rm -rf " TD "/pe " TD "/pe.h5");
-        int rc = mpi_llamac(bad[i].np, PRE_ARGS "%s --ckpt-dir " TD "/pe --out " TD "/pe.h5", bad[i].args);
+        int rc = test_mpi_llamac(bad[i].np, PRE_ARGS "%s --ckpt-dir " TD "/pe --out " TD "/pe.h5", bad[i].args);
         EXPECT(rc != 0 && strstr(test_err, bad[i].msg), "%s: %d %s", bad[i].args, rc, test_err);
         EXPECT(access(TD "/pe.h5", F_OK) != 0, "%s: an output was written", bad[i].args);
     }
     /* one micro-batch per replica on 2 stages with 1F1B: a warning with the bubble */
-    int rc = mpi_llamac(2, PRE_ARGS "--steps 1 --batch-tokens 64 --pp 2 --ckpt-dir " TD "/pw --out " TD "/pw.h5");
+    int rc = test_mpi_llamac(2, PRE_ARGS "--steps 1 --batch-tokens 64 --pp 2 --ckpt-dir " TD "/pw --out " TD "/pw.h5");
     EXPECT(rc == 0 && strstr(test_err, "warning: --pp-schedule 1f1b with 1 micro-batches per replica for 2 stages: "
                                        "the pipeline never fills; each stage idles 50% of the step"),
            "few micro-batches: %d %s", rc, test_err);
@@ -900,7 +900,7 @@ void dist_pp_errors(void) {
 /* dpo on stages (DP x PP 2 x 2): LoRA and full, the reference per step
  * and cached; losses and the validation line of one process. */
 void dist_pp_dpo(void) {
-    if (!have_mpi()) return;
+    if (!test_have_mpi()) return;
     need_sft_inputs();
     static const char *const kinds[] = {"--lora-r 4 ", "--lora-r 4 --ref-cache " TD "/pdrc.bin ", "",
                                         "--ref-cache " TD "/pdrc.bin "};
@@ -914,7 +914,7 @@ void dist_pp_dpo(void) {
             system("rm -rf " TD "/pdrc.bin " TD "/pdc*");
             const char *a = DPO_ARGS "%s %s--val " TD "/pairs.jsonl --val-batches 2 --val-every 5 %s--ckpt-dir %s "
                                      "--metrics %s --out %s.h5 --adapter-out %s.ad";
-            int rc = pp ? mpi_llamac(4, a, tokp, kinds[i], "--pp 2 ", dir, m, dir, dir)
+            int rc = pp ? test_mpi_llamac(4, a, tokp, kinds[i], "--pp 2 ", dir, m, dir, dir)
                         : test_llamac(a, tokp, kinds[i], "", dir, m, dir, dir);
             EXPECT(rc == 0, "%s (pp %d): exit %d: %s", tag, pp, rc, test_err);
             if (rc) break;

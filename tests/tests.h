@@ -138,6 +138,12 @@ void gpu_step(void);
 #endif
 
 void chat_hf_specials(void);
+void sample_cli(void);
+void sample_batch_invariance(void);
+void sample_resume(void);
+void sample_errors(void);
+void sample_mpi(void);
+void sample_stops(void);
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
@@ -196,6 +202,12 @@ typedef struct TestCliCase {
 void test_cli_refusals(const TestCliCase *cases, size_t n, const char *arg, const char *tail);
 
 /* test_dist.c: data parallelism under mpirun */
+/* 1 if this build has MPI and mpirun is found, else 0 after printing why the
+ * caller skips. */
+int test_have_mpi(void);
+/* `mpirun -np np <llamac> <args>` (printf-style; --oversubscribe, as root
+ * too), output in test_out / test_err; the exit status. */
+int test_mpi_llamac(int np, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void dist_pretrain_equiv(void);
 void dist_one_rank(void);
 void dist_sft_equiv(void);
