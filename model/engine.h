@@ -73,6 +73,8 @@ typedef struct EngineSeq {
     float *logprob_t1;
     int n;
     int finish;       /* FinishReason, set before on_done */
+    const float *logits; /* on_token only: the V logits the last token was
+                          * drawn from (host memory, valid during the call) */
     double t_first;   /* seconds from engine_add to the first token */
 } EngineSeq;
 

@@ -190,9 +190,14 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
     m->targets = ops->alloc(ctx, bt);
     m->pos = ops->alloc(ctx, bt);
 
-    /* RoPE tables: angle = pos * inv_freq in float32 as transformers does,
-     * then cos/sin of that float. */
-    int half = HS / 2;
+    llama_rope_upload(c, ops, ctx, T, m->rope_cos, m->rope_sin);
+    return 0;
+}
+
+void llama_rope_upload(const LlamaConfig *c, const Ops *ops, void *ctx, int T, float *cos_t, float *sin_t) {
+    /* angle = pos * inv_freq in float32 as transformers does, then cos/sin
+     * of that float */
+    int half = config_head_size(c) / 2;
     float inv_freq[4096];
     LC_ASSERT(half <= 4096);
     config_rope_inv_freq(c, inv_freq);
@@ -203,11 +208,10 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
             cs[(size_t)p * half + i] = (float)cos((double)ang);
             sn[(size_t)p * half + i] = (float)sin((double)ang);
         }
-    ops->upload(ctx, m->rope_cos, cs, (size_t)T * half * sizeof(float));
-    ops->upload(ctx, m->rope_sin, sn, (size_t)T * half * sizeof(float));
+    ops->upload(ctx, cos_t, cs, (size_t)T * half * sizeof(float));
+    ops->upload(ctx, sin_t, sn, (size_t)T * half * sizeof(float));
     free(cs);
     free(sn);
-    return 0;
 }
 
 /* Which arena slots belong to one micro-batch of stage [l0, l1): every

@@ -200,6 +200,10 @@ void llama_prefill(Llama *m, const int *tokens, int n);
 size_t llama_stage_floats(const Llama *m, int l0, int l1);
 void llama_stage_bind(Llama *m, int l0, int l1, float *mem);
 
+/* The RoPE tables of positions 0..T-1 (T x head_size/2 floats each, backend
+ * memory) for rope_fwd. */
+void llama_rope_upload(const LlamaConfig *c, const Ops *ops, void *ctx, int T, float *cos_t, float *sin_t);
+
 /* Number of targets != LC_IGNORE in a host array of n. */
 long llama_count_targets(const int *targets, size_t n);
 

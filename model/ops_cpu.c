@@ -12,6 +12,8 @@
  * BLAS calls (see the attention section).
  */
 #include "ops.h"
+#include "ops_cpu_engine.h"
+#include "ops_cpu_vec.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -128,35 +130,6 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
 // exponent bits) and the loops using it are compiled twice, for AVX2+FMA
 // (x86-64-v3) and for baseline x86-64, picked at load time by CPU features
 // (target_clones; "arch=haswell" would be picked by CPU model, never on AMD).
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
-
-/* Total on every float (issue 16): NaN -> NaN, below -87 (e^-87 ~ 1.6e-38,
- * nothing for softmax) and -Inf -> 0, above 88.72 (ln FLT_MAX) and +Inf ->
- * +Inf, as expf. 2^n comes from the bits of the rounding sum t (its low
- * mantissa bits hold n, as in exp8) in unsigned arithmetic: no float-to-int
- * conversion of a NaN, no shift of a negative value (both undefined). */
-static inline __attribute__((always_inline)) float exp_approx(float x) {
-    float xc = x < -87.0f ? -87.0f : x;
-    xc = xc > 88.0f ? 88.0f : xc;
-    float t = xc * 1.44269504f + 12582912.0f;
-    float n = t - 12582912.0f;                                 /* round(x / ln2) */
-    float r = xc - n * 0.693359375f - n * -2.12194440e-4f;     /* ln2 split hi + lo */
-    float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.6666667e-1f + r * (4.1666667e-2f +
-              r * (8.3333333e-3f + r * 1.3888889e-3f)))));
-    uint32_t tb;
-    memcpy(&tb, &t, sizeof tb);
-    uint32_t bits = (tb << 23) + (127u << 23);
-    float two_n;
-    memcpy(&two_n, &bits, sizeof two_n);
-    float y = p * two_n; /* NaN stays NaN: p is NaN */
-    y = x < -87.0f ? 0.0f : y;
-    return x > 88.72f ? INFINITY : y;
-}
 
 /* max of x[0..n), n >= 1. GCC does not vectorise a float max reduction
  * without -ffinite-math-only, so eight lanes are spelled out with GCC vector
@@ -1148,6 +1121,10 @@ const Ops ops_cpu = {
     .swiglu_bwd = cpu_swiglu_bwd,
     .lmhead_ce = cpu_lmhead_ce,
     .lmhead_rows = cpu_lmhead_rows,
+    .matmul_rows = cpu_matmul_rows,
+    .attn_paged = cpu_attn_paged,
+    .rows_scatter = cpu_rows_scatter,
+    .rows_gather = cpu_rows_gather,
     .add = cpu_add,
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,

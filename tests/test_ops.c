@@ -505,6 +505,114 @@ static void case_lora(Rng *r) {
 }
 
 // ----------------------------------------------------------------------------
+// the sampling engine's ops: inference only (no backward to check by finite
+// differences), so each is checked against its definition in double and for
+// batch invariance: a row computed among others gives the same bits as alone
+
+static void matmul_rows_case(Rng *r, int N, int Din, int Dout, const char *tag) {
+    size_t nx = (size_t)N * Din, nw = (size_t)Dout * Din, no = (size_t)N * Dout;
+    float *x = NEW(nx), *w = NEW(nw), *out = NEW(no), *one = NEW(Dout), *acc = NEW(no);
+    gc_randn(r, x, nx, 1); gc_randn(r, w, nw, 1); gc_randn(r, acc, no, 1);
+    O->matmul_rows(NULL, out, x, w, N, Din, Dout, 0.0f);
+    double maxerr = 0;
+    for (int n = 0; n < N; n++)
+        for (int o = 0; o < Dout; o++) {
+            double d = 0;
+            for (int i = 0; i < Din; i++) d += (double)x[(size_t)n * Din + i] * w[(size_t)o * Din + i];
+            maxerr = fmax(maxerr, fabs(d - out[(size_t)n * Dout + o]) / (1 + fabs(d)));
+        }
+    EXPECT(maxerr < 1e-5, "%s: differs from the definition by %g", tag, maxerr);
+    int bad = 0;
+    for (int n = 0; n < N; n += N > 3 ? N / 3 : 1) {
+        O->matmul_rows(NULL, one, x + (size_t)n * Din, w, 1, Din, Dout, 0.0f);
+        bad += memcmp(one, out + (size_t)n * Dout, (size_t)Dout * sizeof(float)) != 0;
+    }
+    EXPECT(bad == 0, "%s: %d rows differ from the same row run alone", tag, bad);
+    /* add: out += s * (x w^T) */
+    float *acc0 = NEW(no);
+    memcpy(acc0, acc, no * sizeof(float));
+    O->matmul_rows(NULL, acc, x, w, N, Din, Dout, 0.5f);
+    double d = 0;
+    for (size_t i = 0; i < no; i++) d = fmax(d, fabs(acc[i] - (acc0[i] + 0.5f * out[i])));
+    EXPECT(d < 1e-6, "%s: add differs by %g", tag, d);
+    free(x); free(w); free(out); free(one); free(acc); free(acc0);
+}
+
+static void case_matmul_rows(Rng *r) {
+    matmul_rows_case(r, 1, 64, 37, "matmul_rows.N1");
+    matmul_rows_case(r, 7, 37, 19, "matmul_rows.tail");   /* Din not a multiple of 8 */
+    matmul_rows_case(r, 130, 96, 45, "matmul_rows.blocks"); /* more rows than one block */
+    matmul_rows_case(r, 3, 5, 3, "matmul_rows.tiny");
+}
+
+/* Attention over paged pools against the definition in double: n_seq
+ * sequences of different lengths whose pages are interleaved in the pool,
+ * every position of each as one row. */
+static void case_attn_paged(Rng *r) {
+    int H = 6, KV = 2, HS = 12, P = 4, G = H / KV, KVD = KV * HS;
+    enum { NSEQ = 3 };
+    int lens[NSEQ] = {1, 9, 37}, maxp = 10, npages = 0;
+    for (int s = 0; s < NSEQ; s++) npages += (lens[s] + P - 1) / P;
+    int *ptab = xmalloc((size_t)NSEQ * maxp * sizeof(int));
+    for (int i = 0; i < NSEQ * maxp; i++) ptab[i] = -1;
+    /* pages handed out round-robin from the end of the pool */
+    for (int p = 0, next = npages - 1; p < maxp; p++)
+        for (int s = 0; s < NSEQ; s++)
+            if (p * P < lens[s]) ptab[s * maxp + p] = next--;
+    float *k = NEW((size_t)npages * P * KVD), *v = NEW((size_t)npages * P * KVD);
+    gc_randn(r, k, (size_t)npages * P * KVD, 1); gc_randn(r, v, (size_t)npages * P * KVD, 1);
+    int N = 0;
+    for (int s = 0; s < NSEQ; s++) N += lens[s];
+    int *slot = xmalloc(N * sizeof(int)), *len = xmalloc(N * sizeof(int));
+    for (int s = 0, n = 0; s < NSEQ; s++)
+        for (int t = 0; t < lens[s]; t++, n++) { slot[n] = s; len[n] = t + 1; }
+    float *q = NEW((size_t)N * H * HS), *out = NEW((size_t)N * H * HS), *one = NEW(H * HS);
+    gc_randn(r, q, (size_t)N * H * HS, 1);
+    O->attn_paged(NULL, out, q, k, v, ptab, slot, len, N, H, KV, HS, P, maxp);
+    double maxerr = 0;
+    for (int n = 0; n < N; n++)
+        for (int h = 0; h < H; h++) {
+            const float *qh = q + ((size_t)n * H + h) * HS;
+            double sc[64], mx = -1e300, sum = 0;
+            for (int j = 0; j < len[n]; j++) {
+                const float *kr = k + ((size_t)ptab[slot[n] * maxp + j / P] * P + j % P) * KVD + (h / G) * HS;
+                double d = 0;
+                for (int c = 0; c < HS; c++) d += (double)qh[c] * kr[c];
+                sc[j] = d / sqrt((double)HS);
+                mx = fmax(mx, sc[j]);
+            }
+            for (int j = 0; j < len[n]; j++) sum += exp(sc[j] - mx);
+            for (int c = 0; c < HS; c++) {
+                double o = 0;
+                for (int j = 0; j < len[n]; j++)
+                    o += exp(sc[j] - mx) / sum *
+                         v[((size_t)ptab[slot[n] * maxp + j / P] * P + j % P) * KVD + (h / G) * HS + c];
+                maxerr = fmax(maxerr, fabs(o - out[((size_t)n * H + h) * HS + c]));
+            }
+        }
+    EXPECT(maxerr < 1e-5, "attn_paged: differs from the definition by %g", maxerr);
+    int bad = 0;
+    for (int n = 0; n < N; n++) {
+        O->attn_paged(NULL, one, q + (size_t)n * H * HS, k, v, ptab, slot + n, len + n, 1, H, KV, HS, P, maxp);
+        bad += memcmp(one, out + (size_t)n * H * HS, (size_t)H * HS * sizeof(float)) != 0;
+    }
+    EXPECT(bad == 0, "attn_paged: %d of %d rows differ from the same row run alone", bad, N);
+    free(ptab); free(k); free(v); free(slot); free(len); free(q); free(out); free(one);
+}
+
+static void case_rows(Rng *r) {
+    int N = 5, W = 7, M = 11;
+    int idx[5] = {9, 0, 4, 10, 2};
+    float *src = NEW(N * W), *pool = NEW(M * W), *back = NEW(N * W);
+    gc_randn(r, src, N * W, 1);
+    O->rows_scatter(NULL, pool, src, idx, N, W);
+    O->rows_gather(NULL, back, pool, idx, N, W);
+    EXPECT(memcmp(src, back, (size_t)N * W * sizeof(float)) == 0, "rows: gather(scatter(x)) != x");
+    EXPECT(pool[1 * W] == 0 && pool[9 * W] == src[0], "rows: scatter wrote the wrong rows");
+    free(src); free(pool); free(back);
+}
+
+// ----------------------------------------------------------------------------
 // the table
 
 typedef struct {
@@ -518,7 +626,8 @@ static const OpCase cases[] = {
     {OP_SWIGLU, case_swiglu},
     {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
     {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},     {OP_LORA, case_lora},
-    {OP_LMHEAD_ROWS, case_lmhead_rows},
+    {OP_LMHEAD_ROWS, case_lmhead_rows}, {OP_MATMUL_ROWS, case_matmul_rows},
+    {OP_ATTN_PAGED, case_attn_paged}, {OP_ROWS, case_rows},
 };
 _Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
 
@@ -547,6 +656,9 @@ void ops_scale(void) { run_op(OP_SCALE); }
 void ops_adamw(void) { run_op(OP_ADAMW); }
 void ops_lora(void) { run_op(OP_LORA); }
 void ops_lmhead_rows(void) { run_op(OP_LMHEAD_ROWS); }
+void ops_matmul_rows(void) { run_op(OP_MATMUL_ROWS); }
+void ops_attn_paged(void) { run_op(OP_ATTN_PAGED); }
+void ops_rows(void) { run_op(OP_ROWS); }
 
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */

@@ -1,0 +1,14 @@
+/*
+ * ops_cpu_engine.h: the CPU backend's engine ops (ops_cpu_engine.c), for
+ * its op table in ops_cpu.c. Contracts in ops.h.
+ */
+#ifndef LLAMAC_MODEL_OPS_CPU_ENGINE_H
+#define LLAMAC_MODEL_OPS_CPU_ENGINE_H
+
+void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *w, int N, int Din, int Dout, float add);
+void cpu_attn_paged(void *ctx, float *out, const float *q, const float *k, const float *v, const int *ptab,
+                    const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp);
+void cpu_rows_scatter(void *ctx, float *dst, const float *src, const int *idx, int N, int W);
+void cpu_rows_gather(void *ctx, float *dst, const float *src, const int *idx, int N, int W);
+
+#endif
