@@ -209,7 +209,8 @@ static char *sample_line(const Run *R, size_t i, const EngineSeq *s, const Sampl
         }
     }
     snprintf(num, sizeof num, "],\"finish_reason\":\"%s\",\"prompt_tokens\":%d,\"completion_tokens\":%d}\n",
-             finish_names[s->finish], s->n_prompt, s->n);
+             /* a stop string on the last allowed token still ends on it */
+             st->stopped ? "stop" : finish_names[s->finish], s->n_prompt, s->n);
     buf_str(&b, num);
     return b.p;
 }
