@@ -98,7 +98,7 @@ static const struct {
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short), T(jsonl_bom),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
-    T(sample_stops), T(sample_cli), T(sample_batch_invariance), T(sample_resume), T(sample_errors), T(sample_mpi),
+    T(sample_stops), T(sample_cli), T(sample_batch_invariance), T(sample_resume), T(sample_killed), T(sample_errors), T(sample_mpi),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_lora_resume_bases), T(sft_cli_errors),
     T(sft_dump_batches),
     T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume), T(dpo_lora_resume_bases),

@@ -22,7 +22,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "../data/prompts.h"
@@ -305,6 +307,36 @@ void sample_resume(void) {
     };
     test_cli_refusals(cases, sizeof cases / sizeof cases[0], args, "");
     EXPECT(same_file(SD "/full.jsonl", SD "/r.jsonl"), "a refused run changed the file");
+}
+
+/* Killed with SIGKILL while it writes, a rerun ends with the bytes of a
+ * straight run. */
+void sample_killed(void) {
+    need_model();
+    FILE *f = fopen(SD "/many.jsonl", "w");
+    for (int i = 0; i < 300; i++) fprintf(f, "{\"prompt\": \"the cat %d\"}\n", i);
+    fclose(f);
+    const char *args = "sample " M " --prompts " SD "/many.jsonl --n 2 --max-tokens 24 --ignore-eos --max-seqs 8";
+    system("rm -f " SD "/ks.jsonl* " SD "/kk.jsonl*");
+    int rc = test_llamac("%s --out " SD "/ks.jsonl", args);
+    EXPECT(rc == 0, "straight run: %s", test_err);
+    char a[1024];
+    snprintf(a, sizeof a, "%s --out " SD "/kk.jsonl", args);
+    pid_t pid = ckpt_test_spawn(a, SD "/kk.log");
+    struct stat st;
+    for (int i = 0; i < 3000 && !(stat(SD "/kk.jsonl", &st) == 0 && st.st_size > 0); i++) usleep(10000);
+    Rng r;
+    rng_seed(&r, (uint64_t)(time_now() * 1e6));
+    usleep((useconds_t)(rng_u64(&r) % 100000)); /* somewhere in the run, maybe inside a write */
+    kill(pid, SIGKILL);
+    int ws;
+    waitpid(pid, &ws, 0);
+    size_t nk = 0, ns = 0;
+    free(slurp(SD "/kk.jsonl", &nk));
+    free(slurp(SD "/ks.jsonl", &ns));
+    EXPECT(nk > 0 && nk < ns, "killed at %zu of %zu bytes: make the run longer", nk, ns);
+    rc = test_llamac("%s --out " SD "/kk.jsonl", args);
+    EXPECT(rc == 0 && same_file(SD "/ks.jsonl", SD "/kk.jsonl"), "resumed after a kill: %s", test_err);
 }
 
 /* An adapter for a base of another shape. */

@@ -149,6 +149,7 @@ void chat_hf_specials(void);
 void sample_cli(void);
 void sample_batch_invariance(void);
 void sample_resume(void);
+void sample_killed(void);
 void sample_errors(void);
 void sample_mpi(void);
 void sample_stops(void);
