@@ -217,6 +217,15 @@ void sample_cli(void) {
     static const char *const st2[] = {" the", "s ", "ca"};
     int by = check_output(SD "/b.jsonl", 4, 40, st2, 3, 1);
     EXPECT(by >= NPROMPTS * 4 / 2, "only %d of %d samples ended on a stop string", by, NPROMPTS * 4);
+    /* a GGUF carries its tokenizer: no --tokenizer, the same samples */
+    rc = test_llamac("convert build/tp/model.h5 " SD "/m.gguf --tokenizer build/tp/tok.bin --force");
+    EXPECT(rc == 0, "convert to GGUF: %s", test_err);
+    system("rm -f " SD "/g.jsonl* " SD "/h.jsonl*");
+    rc = test_llamac("sample --model " SD "/m.gguf --template llama3 --prompts " SD "/p.jsonl --out " SD "/g.jsonl "
+                     "--n 2 --max-tokens 8");
+    EXPECT(rc == 0, "sample from the GGUF: %s", test_err);
+    rc = test_llamac("sample " M " --prompts " SD "/p.jsonl --out " SD "/h.jsonl --n 2 --max-tokens 8");
+    EXPECT(rc == 0 && same_file(SD "/g.jsonl", SD "/h.jsonl"), "GGUF and checkpoint sample differently: %s", test_err);
     /* --help answers */
     rc = test_llamac("sample --help");
     EXPECT(rc == 0 && strstr(test_out, "--max-seqs") && strstr(test_out, "--stop") && strstr(test_out, "resume"),

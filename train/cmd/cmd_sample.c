@@ -439,6 +439,46 @@ static int resume_scan(const char *out, int K, size_t N, size_t *done, long long
 // ----------------------------------------------------------------------------
 // the command
 
+/* The flags. */
+typedef struct {
+    const char *model, *tokpath, *adapter, *prompts, *out, *tname, *device, *stats;
+    long K, max_tokens, top_k, seed, max_seqs, max_rows, kv_tokens, ctx, threads;
+    double temperature, top_p, min_p, rep;
+    int ignore_eos, lp_t1, special;
+    CliList stop;
+} Opts;
+
+/* A run: its inputs, --out, the model and engine, the loop's counters. */
+typedef struct {
+    Opts o;
+    int rank, W;
+    SampleParams sp;
+    char **stops; /* --stop */
+    size_t nstops, cap_stops;
+    LlamaConfig c;
+    Tokenizer tok;
+    char tokpath[4200];     /* the model's own tokenizer, without --tokenizer */
+    ChatTemplate tpl;
+    int have_tpl;
+    PromptSet ps;
+    int stop_ids[3], n_stop_ids;
+    json_t *settings;       /* what the lines depend on */
+    char spath[PATH_MAX];   /* OUT.settings.json */
+    int have_out, fd;
+    size_t done0;           /* prompts --out held whole */
+    long long keep, size;   /* its bytes to keep, and all of them */
+    Device dev;
+    Llama m;
+    int loaded;
+    Engine *g;
+    Slot *slot;             /* (ps.n) */
+    Run R;
+    double t_start, gen_s, prefill_s;
+    long steps;
+    double *ttft;           /* rank 0: every sample's time to its first token */
+    size_t nttft;
+} Sampling;
+
 static double median(double *x, size_t n) {
     if (!n) return 0;
     for (size_t i = 1; i < n; i++) /* insertion sort: a few thousand values */
@@ -460,44 +500,343 @@ static int write_all(int fd, const char *p, size_t n) {
     return 0;
 }
 
+/* Everything a bad input can fail on, before the model loads: --stop, the
+ * model's config and tokenizer, the template, the prompts, the context. */
+static int open_inputs(Sampling *S, Err *e) {
+    Opts *o = &S->o;
+    for (int k = 0; k < o->stop.n; k++)
+        if (prompts_stops_parse(o->stop.v[k], &S->stops, &S->nstops, &S->cap_stops, "--stop", e)) return -1;
+    ModelSource ms;
+    if (source_open(&ms, o->model, e)) return -1;
+    S->c = ms.c;
+    if (!o->tokpath) {
+        if (!ms.tokenizer[0])
+            return err_set(e, "--tokenizer: required: %s does not carry its tokenizer (give the one it was trained with)",
+                           o->model);
+        _Static_assert(sizeof S->tokpath >= sizeof ms.tokenizer, "room for the model's tokenizer path");
+        memcpy(S->tokpath, ms.tokenizer, sizeof ms.tokenizer);
+        o->tokpath = S->tokpath;
+    }
+    if (tok_load(&S->tok, o->tokpath, e)) return -1;
+    if ((ms.tokenizer_id && S->tok.id != ms.tokenizer_id) || S->tok.vocab > S->c.vocab)
+        return err_set(e, "%s: not the tokenizer %s was trained with", o->tokpath, o->model);
+    if (o->ctx > S->c.max_seq) return err_set(e, "--ctx: %ld exceeds the model's context length %d", o->ctx, S->c.max_seq);
+    /* the template of message prompts: --template, else the tokenizer's */
+    static char sys_default[CHAT_MAX_SYSTEM];
+    char tpl_why[256];
+    snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
+    snprintf(tpl_why, sizeof tpl_why, "give --template (llama2, llama3, llama3.1 or chatml): %.160s comes with none",
+             o->tokpath);
+    S->tpl = CHAT_LLAMA3;
+    if (o->tname && strcmp(o->tname, "none") == 0) {
+        snprintf(tpl_why, sizeof tpl_why, "--template none");
+    } else if (o->tname) {
+        if (chat_template_parse(o->tname, &S->tpl, e)) return -1;
+        S->have_tpl = 1;
+    } else {
+        Err te = {{0}};
+        int found = chat_template_of(&S->tok, o->tokpath, &S->tpl, sys_default, &te);
+        if (found < 0) snprintf(tpl_why, sizeof tpl_why, "%s", te.msg);
+        S->have_tpl = found > 0;
+    }
+    char max_why[96];
+    long most = o->ctx ? o->ctx : S->c.max_seq;
+    snprintf(max_why, sizeof max_why, "the context of %ld tokens (%s)", most, o->ctx ? "--ctx" : "the model's");
+    PromptOpts po = {S->have_tpl ? (int)S->tpl : -1, tpl_why, sys_default, o->special, (int)most, max_why};
+    if (prompts_load(&S->ps, o->prompts, &S->tok, &po, e)) return -1;
+    /* the cache holds what this run can reach, not the model's whole context */
+    size_t longest = 0;
+    for (size_t i = 0; i < S->ps.n; i++)
+        if (S->ps.off[i + 1] - S->ps.off[i] > longest) longest = S->ps.off[i + 1] - S->ps.off[i];
+    if (o->ctx == 0) o->ctx = (long)longest + o->max_tokens < S->c.max_seq ? (long)longest + o->max_tokens : S->c.max_seq;
+    /* the stop ids: end of text and end of turn (ChatML's <|im_end|> when
+     * its template rendered the prompts) */
+    if (!o->ignore_eos)
+        S->n_stop_ids = run_stop_ids(&S->tok, S->have_tpl && S->tpl == CHAT_CHATML ? tok_special_id(&S->tok, "<|im_end|>")
+                                                                                 : -1, S->stop_ids);
+    return 0;
+}
+
+/* What the lines depend on, for OUT.settings.json. Sampling parameters are
+ * stored as the float32 the sampler uses, in their shortest decimal. */
+static int settings_build(Sampling *S, Err *e) {
+    const Opts *o = &S->o;
+    uint64_t phash = 0;
+    if (file_hash(o->prompts, &phash, e)) return -1;
+    json_t *j = S->settings = json_object(), *stops = json_array();
+    json_object_set_new(j, "model", abs_path(o->model));
+    json_object_set_new(j, "model-bytes", json_integer(path_bytes(o->model)));
+    json_object_set_new(j, "adapter", o->adapter ? abs_path(o->adapter) : json_null());
+    json_object_set_new(j, "adapter-bytes", json_integer(o->adapter ? path_bytes(o->adapter) : 0));
+    json_object_set_new(j, "tokenizer-id", hex64(S->tok.id));
+    json_object_set_new(j, "prompts-hash", hex64(phash));
+    json_object_set_new(j, "n", json_integer(o->K));
+    json_object_set_new(j, "max-tokens", json_integer(o->max_tokens));
+    json_object_set_new(j, "temperature", json_real(iofile_short_real(S->sp.temperature)));
+    json_object_set_new(j, "top-p", json_real(iofile_short_real(S->sp.top_p)));
+    json_object_set_new(j, "top-k", json_integer(o->top_k));
+    json_object_set_new(j, "min-p", json_real(iofile_short_real(S->sp.min_p)));
+    json_object_set_new(j, "repetition-penalty", json_real(iofile_short_real(S->sp.rep_penalty)));
+    json_object_set_new(j, "seed", json_integer(o->seed));
+    for (size_t k = 0; k < S->nstops; k++) json_array_append_new(stops, json_string(S->stops[k]));
+    json_object_set_new(j, "stop", stops);
+    json_object_set_new(j, "ignore-eos", json_boolean(o->ignore_eos));
+    json_object_set_new(j, "template", S->have_tpl ? json_string(chat_template_name(S->tpl)) : json_null());
+    json_object_set_new(j, "special", json_boolean(o->special));
+    json_object_set_new(j, "logprobs-t1", json_boolean(o->lp_t1));
+    json_object_set_new(j, "ctx", json_integer(o->ctx));
+    json_object_set_new(j, "device", json_string(o->device));
+    return 0;
+}
+
+/* What --out already holds (rank 0 reads, every rank learns how many
+ * prompts): refused when its settings differ; nothing written yet. */
+static int check_out(Sampling *S, Err *e) {
+    const char *out = S->o.out;
+    snprintf(S->spath, sizeof S->spath, "%s.settings.json", out);
+    int bad = 0;
+    if (S->rank == 0) {
+        S->have_out = access(out, F_OK) == 0;
+        if (S->have_out && access(S->spath, F_OK) != 0)
+            bad = err_set(e, "--out %s: exists, but %s does not (not a file llamac sample wrote?); use another --out "
+                             "or delete it", out, S->spath);
+        else if (S->have_out)
+            bad = settings_check(out, S->spath, S->settings, e) ||
+                  resume_scan(out, (int)S->o.K, S->ps.n, &S->done0, &S->keep, &S->size, e);
+    }
+    if (dist_allreduce_max_int(bad != 0)) return bad ? -1 : err_set(e, "--out %s: refused on rank 0", out);
+    uint64_t d = S->done0;
+    dist_bcast(&d, sizeof d, 0);
+    S->done0 = (size_t)d;
+    return 0;
+}
+
+/* The model, the engine, then --out: its settings beside it, its
+ * unfinished end cut, opened for appending (rank 0); the banner. */
+static int start(Sampling *S, Err *e) {
+    const Opts *o = &S->o;
+    if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->c, &S->m, MODEL_B, MODEL_T, e)) return -1;
+    S->loaded = 1;
+    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)o->ctx, o->kv_tokens};
+    if (engine_init(&S->g, &S->m, &eo, e)) return -1;
+    int bad = 0;
+    if (S->rank == 0) {
+        if (!S->have_out) bad = iofile_json_write(S->spath, S->settings, e);
+        if (!bad && S->size > S->keep) {
+            if (truncate(o->out, S->keep)) bad = err_set(e, "--out %s: cannot cut its unfinished end", o->out);
+            else fprintf(stderr, "sample: %s: cut %lld bytes after the last whole prompt (a killed run's unfinished "
+                                 "prompt)\n", o->out, S->size - S->keep);
+        }
+        if (!bad && (S->fd = open(o->out, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
+            bad = err_set(e, "--out %s: cannot create", o->out);
+    }
+    if (dist_allreduce_max_int(bad != 0)) return bad ? -1 : err_set(e, "--out %s: cannot be written on rank 0", o->out);
+    if (S->rank == 0) {
+        EngineStats es = engine_stats(S->g);
+        const LlamaConfig *c = &S->c;
+        fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
+                        "each, up to %ld tokens\n", o->model, c->n_layers, c->dim, c->vocab, S->ps.n, o->prompts,
+                S->done0, o->out, o->K, o->max_tokens);
+        fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); max-seqs %ld, max-rows %ld, "
+                        "ctx %ld, %d threads\n", engine_kv_bytes_per_token(c, S->m.ops) / 1024.0, es.kv_tokens_cap,
+                es.kv_bytes / 1048576.0, o->max_seqs, o->max_rows, o->ctx, omp_get_max_threads());
+        if (S->W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", S->W, S->W, o->out);
+    }
+    return 0;
+}
+
+/* Queue this rank's next prompts while fewer than two batches of samples
+ * wait (continuous batching always finds the next prompt queued). */
+static int feed(Sampling *S, size_t *next, Err *e) {
+    const Opts *o = &S->o;
+    const PromptSet *ps = &S->ps;
+    while (*next < ps->n && S->R.outstanding < 2 * o->max_seqs) {
+        size_t i = *next;
+        Slot *sl = &S->slot[i];
+        sl->line = xcalloc((size_t)o->K, sizeof *sl->line);
+        sl->t_first = xcalloc((size_t)o->K, sizeof(double));
+        sl->txt = xcalloc((size_t)o->K, sizeof *sl->txt);
+        EngineRequest rq = {ps->ids + ps->off[i], (int)(ps->off[i + 1] - ps->off[i]), (int)o->K, (int)o->max_tokens,
+                            S->sp, sample_seed((uint64_t)o->seed, i), 0, S->stop_ids, S->n_stop_ids, 1, 0, sl};
+        if (engine_add(S->g, &rq, e) < 0) {
+            Err ae = *e;
+            return err_set(e, "%s:%ld: prompt %zu: %s", o->prompts, ps->line[i], i, ae.msg);
+        }
+        S->R.outstanding += o->K;
+        *next += (size_t)S->W;
+    }
+    return 0;
+}
+
+/* Rank 0: append every prompt whose lines are all here, in prompt order
+ * (one write, then fdatasync); the progress line at most once a second.
+ * Returns -1 when the write failed. */
+static int write_ready(Sampling *S, size_t *next_write, long *gen_written, double t_loop, double *t_print) {
+    int K = (int)S->o.K;
+    size_t N = S->ps.n;
+    Buf wb = {0};
+    while (*next_write < N && S->slot[*next_write].done == K) {
+        Slot *sl = &S->slot[*next_write];
+        for (int j = 0; j < K; j++) buf_str(&wb, sl->line[j]);
+        for (int j = 0; j < K; j++) S->ttft[S->nttft++] = sl->t_first[j];
+        *gen_written += sl->gen;
+        slot_free(sl, K);
+        ++*next_write;
+    }
+    S->R.nready = 0; /* rank 0's own prompts are written from their slots */
+    int bad = wb.n && (write_all(S->fd, wb.p, wb.n) || fdatasync(S->fd));
+    double now = time_now();
+    if (wb.n && now - *t_print >= 1.0 && *next_write < N) {
+        char c1[32], c2[32];
+        double el = now - t_loop;
+        size_t w = *next_write;
+        fprintf(stderr, "sample: prompts %zu/%zu | samples %zu | %.1f tok/s | %s elapsed | ETA %s\n", w, N,
+                w * (size_t)K, *gen_written / el, run_clock(el, c1, sizeof c1),
+                run_clock(el / (double)(w - S->done0) * (double)(N - w), c2, sizeof c2));
+        *t_print = now;
+    }
+    free(wb.p);
+    return bad ? -1 : 0;
+}
+
+/* The loop: feed the engine, step, send the finished prompts to rank 0,
+ * which writes them in order; every rank goes round until every rank is
+ * done (or rank 0 cannot write). */
+static int sample_all(Sampling *S, Err *e) {
+    size_t N = S->ps.n, W = (size_t)S->W;
+    S->slot = xcalloc(N, sizeof *S->slot);
+    S->R = (Run){&S->ps, &S->tok, (int)S->o.K, S->o.lp_t1, S->stops, S->nstops, S->stop_ids, S->n_stop_ids,
+                 S->slot, 0, NULL, 0, 0, 0};
+    if (S->rank == 0) S->ttft = xmalloc((N - S->done0) * (size_t)S->o.K * sizeof(double) + 1);
+    EngineCallbacks cb = {on_token, on_done, &S->R};
+    size_t next = S->done0 + ((size_t)S->rank + W - S->done0 % W) % W; /* the first i >= done0 with i % W == rank */
+    size_t next_write = S->done0;
+    long gen_written = 0;
+    double t_loop = time_now(), t_print = t_loop;
+    int werr = 0;
+    for (;;) {
+        if (feed(S, &next, e)) return -1;
+        if (S->R.outstanding > 0) {
+            EngineStats a = engine_stats(S->g);
+            engine_step(S->g, &cb);
+            EngineStats b = engine_stats(S->g);
+            long pre = b.prefill_tokens - a.prefill_tokens, rows = b.rows - a.rows;
+            /* a step's forward time, shared by its rows: the prompt rows' share is prefill */
+            if (pre > 0) S->prefill_s += (b.t_forward - a.t_forward) * (rows > pre ? (double)pre / rows : 1.0);
+            S->steps++;
+        }
+        int active = next < N || S->R.outstanding > 0;
+        if (W > 1) exchange(&S->R);
+        if (S->rank == 0 && !werr && write_ready(S, &next_write, &gen_written, t_loop, &t_print)) werr = 1;
+        /* go on while any rank has work, unless rank 0 cannot write */
+        int v = active + 2 * werr;
+        if (W > 1) v = dist_allreduce_max_int(v);
+        if (v != 1) {
+            werr = v >= 2;
+            break;
+        }
+    }
+    S->gen_s = time_now() - t_loop;
+    if (werr) return err_set(e, "--out %s: cannot write (disk full?)", S->o.out);
+    return 0;
+}
+
+/* The summary line and --stats: counts summed over the ranks, times the
+ * slowest rank's. */
+static int report(Sampling *S, Err *e) {
+    const Opts *o = &S->o;
+    EngineStats es = engine_stats(S->g);
+    double sums[2] = {(double)S->R.gen_tokens, (double)es.prefill_tokens};
+    dist_allreduce_f64(sums, 2);
+    double *pf = xcalloc((size_t)S->W, sizeof(double));
+    pf[S->rank] = S->prefill_s;
+    dist_allreduce_f64(pf, S->W);
+    for (int r = 0; r < S->W; r++)
+        if (pf[r] > S->prefill_s) S->prefill_s = pf[r];
+    free(pf);
+    if (S->rank != 0) return 0;
+    size_t N = S->ps.n, now = N - S->done0;
+    double wall = time_now() - S->t_start, tps = S->gen_s > 0 ? sums[0] / S->gen_s : 0;
+    double med = median(S->ttft, S->nttft);
+    char c1[32];
+    fprintf(stderr, "sample: done: %zu prompts (%zu this run), %zu samples, %.0f tokens in %s (%.1f tok/s; prefill "
+                    "%.0f tokens in %.2f s; first token %.3f s median) -> %s\n", N, now, now * (size_t)o->K, sums[0],
+            run_clock(S->gen_s, c1, sizeof c1), tps, sums[1], S->prefill_s, med, o->out);
+    if (!o->stats) return 0;
+    json_t *j = json_object();
+    json_object_set_new(j, "gen_tokens", json_integer((json_int_t)sums[0]));
+    json_object_set_new(j, "gen_s", json_real(S->gen_s));
+    json_object_set_new(j, "tok_per_s", json_real(tps));
+    json_object_set_new(j, "prefill_tokens", json_integer((json_int_t)sums[1]));
+    json_object_set_new(j, "prefill_s", json_real(S->prefill_s));
+    json_object_set_new(j, "ttft_s", json_real(med));
+    json_object_set_new(j, "wall_s", json_real(wall));
+    json_object_set_new(j, "kv_bytes_per_token", json_integer((json_int_t)engine_kv_bytes_per_token(&S->c, S->m.ops)));
+    json_object_set_new(j, "samples", json_integer((json_int_t)(now * (size_t)o->K)));
+    json_object_set_new(j, "prompts", json_integer((json_int_t)now));
+    json_object_set_new(j, "steps", json_integer(S->steps));
+    json_object_set_new(j, "ranks", json_integer(S->W));
+    int rc = iofile_json_write(o->stats, j, e);
+    json_decref(j);
+    return rc;
+}
+
+static void sampling_free(Sampling *S) {
+    if (S->fd >= 0) close(S->fd);
+    engine_free(S->g);
+    if (S->slot)
+        for (size_t i = 0; i < S->ps.n; i++) slot_free(&S->slot[i], (int)S->o.K);
+    free(S->slot);
+    free(S->R.ready);
+    free(S->ttft);
+    if (S->loaded) {
+        llama_free(&S->m);
+        device_close(&S->dev);
+    }
+    json_decref(S->settings);
+    prompts_free(&S->ps);
+    tok_free(&S->tok);
+    for (size_t k = 0; k < S->nstops; k++) free(S->stops[k]);
+    free(S->stops);
+}
+
 int cmd_sample(int argc, char **argv, Err *e) {
-    const char *model = NULL, *tokpath = NULL, *adapter = NULL, *prompts = NULL, *out = NULL, *tname = NULL;
-    const char *device = "cpu", *stats = NULL;
-    long K = 1, max_tokens = 256, top_k = 0, seed = 42, max_seqs = 64, max_rows = 512, kv_tokens = 0, ctx = 0;
-    long threads = 0;
-    double temperature = 0.8, top_p = 1, min_p = 0, rep = 1;
-    int ignore_eos = 0, lp_t1 = 0, special = 0;
-    CliList stop = {{0}, 0};
+    Sampling S;
+    memset(&S, 0, sizeof S);
+    S.fd = -1;
+    Opts *o = &S.o;
+    *o = (Opts){.device = "cpu", .K = 1, .max_tokens = 256, .seed = 42, .max_seqs = 64, .max_rows = 512,
+                .temperature = 0.8, .top_p = 1, .rep = 1};
     CliFlag flags[] = {
-        {"model", CLI_STR, &model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
-        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
-        {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
-        {"prompts", CLI_STR, &prompts, 0, 0,
+        {"model", CLI_STR, &o->model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
+        {"tokenizer", CLI_STR, &o->tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
+        {"adapter", CLI_STR, &o->adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
+        {"prompts", CLI_STR, &o->prompts, 0, 0,
          "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
-        {"out", CLI_STR, &out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},
-        {"n", CLI_INT, &K, 1, 1 << 16, "samples per prompt (default 1)"},
-        {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens per sample at most"},
-        {"temperature", CLI_FLOAT, &temperature, 0, 100, "softmax temperature (0: greedy)"},
-        {"top-p", CLI_FLOAT, &top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
-        {"top-k", CLI_INT, &top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
-        {"min-p", CLI_FLOAT, &min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
-        {"repetition-penalty", CLI_FLOAT, &rep, 0, 100, "CTRL's penalty on tokens of the prompt and sample (1: off)"},
-        {"stop", CLI_LIST, &stop, 0, 0,
+        {"out", CLI_STR, &o->out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},
+        {"n", CLI_INT, &o->K, 1, 1 << 16, "samples per prompt"},
+        {"max-tokens", CLI_INT, &o->max_tokens, 1, 1 << 24, "tokens per sample at most"},
+        {"temperature", CLI_FLOAT, &o->temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"top-p", CLI_FLOAT, &o->top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
+        {"top-k", CLI_INT, &o->top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
+        {"min-p", CLI_FLOAT, &o->min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+        {"repetition-penalty", CLI_FLOAT, &o->rep, 0, 100, "CTRL's penalty on tokens of the prompt and sample (1: off)"},
+        {"stop", CLI_LIST, &o->stop, 0, 0,
          "stop strings: a JSON string or list, e.g. '\"\\n\\n\"' or '[\"\\n\", \"User:\"]' (repeatable)"},
-        {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed: prompt i, sample j draws from its own stream of it"},
-        {"ignore-eos", CLI_BOOL, &ignore_eos, 0, 0, "do not stop at the end-of-text and end-of-turn tokens"},
-        {"logprobs-t1", CLI_BOOL, &lp_t1, 0, 0, "also write each token's log-probability at temperature 1"},
-        {"template", CLI_STR, &tname, 0, 0,
-         "chat template of \"messages\": llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
-        {"special", CLI_BOOL, &special, 0, 0, "special-token names in \"prompt\" text become their ids"},
-        {"max-seqs", CLI_INT, &max_seqs, 1, 1 << 16, "sequences decoded at once"},
-        {"max-rows", CLI_INT, &max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
-        {"kv-tokens", CLI_INT, &kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
-        {"ctx", CLI_INT, &ctx, 0, 1 << 24,
+        {"seed", CLI_INT, &o->seed, 0, 1L << 62, "sampling seed: prompt i, sample j draws from its own stream of it"},
+        {"ignore-eos", CLI_BOOL, &o->ignore_eos, 0, 0, "do not stop at the end-of-text and end-of-turn tokens"},
+        {"logprobs-t1", CLI_BOOL, &o->lp_t1, 0, 0, "also write each token's log-probability at temperature 1"},
+        {"template", CLI_STR, &o->tname, 0, 0,
+         "chat template of message prompts: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
+        {"special", CLI_BOOL, &o->special, 0, 0, "special-token names in \"prompt\" text become their ids"},
+        {"max-seqs", CLI_INT, &o->max_seqs, 1, 1 << 16, "sequences decoded at once"},
+        {"max-rows", CLI_INT, &o->max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
+        {"kv-tokens", CLI_INT, &o->kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
+        {"ctx", CLI_INT, &o->ctx, 0, 1 << 24,
          "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
-        {"threads", CLI_INT, &threads, 0, 4096, "OpenMP threads (0: as started)"},
-        {"stats", CLI_STR, &stats, 0, 0, "write the run's speed as JSON to this file"},
-        {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
+        {"threads", CLI_INT, &o->threads, 0, 4096, "OpenMP threads (0: as started)"},
+        {"stats", CLI_STR, &o->stats, 0, 0, "write the run's speed as JSON to this file"},
+        {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -515,301 +854,17 @@ int cmd_sample(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
-    if (!model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
-    if (!prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
-    if (!out) return err_set(e, "--out: required (the JSONL file of samples)");
-    SampleParams sp = {(float)temperature, (int)top_k, (float)top_p, (float)min_p, (float)rep};
-    if (sample_params_check(&sp, e) || device_check(device, e)) return -1;
-    if (threads > 0) omp_set_num_threads((int)threads);
-    const DistGrid *grid = dist_grid();
-    int rank = grid->rank, W = grid->world;
-    double t_start = time_now();
-
-    /* everything a bad input can fail on, before the model loads */
-    int rc = -1;
-    char **stops = NULL;
-    size_t nstops = 0, cap_stops = 0;
-    Tokenizer tok = {0};
-    PromptSet ps = {0};
-    json_t *settings = NULL;
-    Slot *slot = NULL;
-    Engine *g = NULL;
-    Llama m = {0};
-    Device dev = {0};
-    int loaded = 0, fd = -1;
-    Run R = {0};
-    for (int k = 0; k < stop.n; k++)
-        if (prompts_stops_parse(stop.v[k], &stops, &nstops, &cap_stops, "--stop", e)) goto out;
-    ModelSource ms;
-    if (source_open(&ms, model, e)) goto out;
-    LlamaConfig c = ms.c;
-    if (!tokpath) {
-        if (!ms.tokenizer[0]) {
-            err_set(e, "--tokenizer: required: %s does not carry its tokenizer (give the one it was trained with)",
-                    model);
-            goto out;
-        }
-        tokpath = ms.tokenizer;
-    }
-    if (tok_load(&tok, tokpath, e)) goto out;
-    if ((ms.tokenizer_id && tok.id != ms.tokenizer_id) || tok.vocab > c.vocab) {
-        err_set(e, "%s: not the tokenizer %s was trained with", tokpath, model);
-        goto out;
-    }
-    if (ctx > c.max_seq) {
-        err_set(e, "--ctx: %ld exceeds the model's context length %d", ctx, c.max_seq);
-        goto out;
-    }
-    /* the template of "messages" lines: --template, else the tokenizer's */
-    ChatTemplate tpl = CHAT_LLAMA3;
-    int have_tpl = 0;
-    static char sys_default[CHAT_MAX_SYSTEM];
-    char tpl_why[256];
-    snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
-    snprintf(tpl_why, sizeof tpl_why, "give --template (llama2, llama3, llama3.1 or chatml): %.160s comes with none",
-             tokpath);
-    if (tname && strcmp(tname, "none") == 0) {
-        snprintf(tpl_why, sizeof tpl_why, "--template none");
-    } else if (tname) {
-        if (chat_template_parse(tname, &tpl, e)) goto out;
-        have_tpl = 1;
-    } else {
-        Err te = {{0}};
-        int found = chat_template_of(&tok, tokpath, &tpl, sys_default, &te);
-        if (found < 0) snprintf(tpl_why, sizeof tpl_why, "%s", te.msg);
-        have_tpl = found > 0;
-    }
-    char max_why[96];
-    long most = ctx ? ctx : c.max_seq;
-    snprintf(max_why, sizeof max_why, "the context of %ld tokens (%s)", most, ctx ? "--ctx" : "the model's");
-    PromptOpts po = {have_tpl ? (int)tpl : -1, tpl_why, sys_default, special, (int)most, max_why};
-    if (prompts_load(&ps, prompts, &tok, &po, e)) goto out;
-    size_t N = ps.n, longest = 0;
-    for (size_t i = 0; i < N; i++)
-        if (ps.off[i + 1] - ps.off[i] > longest) longest = ps.off[i + 1] - ps.off[i];
-    if (ctx == 0) ctx = (long)longest + max_tokens < c.max_seq ? (long)longest + max_tokens : c.max_seq;
-    /* the stop ids: end of text and end of turn (ChatML's <|im_end|> when
-     * its template rendered the prompts) */
-    int stop_ids[3], n_stop_ids = 0;
-    if (!ignore_eos) {
-        int cand[3] = {tok.eos, tok.eot, have_tpl && tpl == CHAT_CHATML ? tok_special_id(&tok, "<|im_end|>") : -1};
-        for (int k = 0; k < 3; k++) {
-            int dup = cand[k] < 0;
-            for (int q = 0; q < n_stop_ids; q++) dup |= stop_ids[q] == cand[k];
-            if (!dup) stop_ids[n_stop_ids++] = cand[k];
-        }
-    }
-
-    /* the settings the lines depend on, and what --out already holds */
-    uint64_t phash = 0;
-    if (file_hash(prompts, &phash, e)) goto out;
-    settings = json_object();
-    json_object_set_new(settings, "model", abs_path(model));
-    json_object_set_new(settings, "model-bytes", json_integer(path_bytes(model)));
-    json_object_set_new(settings, "adapter", adapter ? abs_path(adapter) : json_null());
-    json_object_set_new(settings, "adapter-bytes", json_integer(adapter ? path_bytes(adapter) : 0));
-    json_object_set_new(settings, "tokenizer-id", hex64(tok.id));
-    json_object_set_new(settings, "prompts-hash", hex64(phash));
-    json_object_set_new(settings, "n", json_integer(K));
-    json_object_set_new(settings, "max-tokens", json_integer(max_tokens));
-    json_object_set_new(settings, "temperature", json_real(iofile_short_real((float)temperature)));
-    json_object_set_new(settings, "top-p", json_real(iofile_short_real((float)top_p)));
-    json_object_set_new(settings, "top-k", json_integer(top_k));
-    json_object_set_new(settings, "min-p", json_real(iofile_short_real((float)min_p)));
-    json_object_set_new(settings, "repetition-penalty", json_real(iofile_short_real((float)rep)));
-    json_object_set_new(settings, "seed", json_integer(seed));
-    json_t *js = json_array();
-    for (size_t k = 0; k < nstops; k++) json_array_append_new(js, json_string(stops[k]));
-    json_object_set_new(settings, "stop", js);
-    json_object_set_new(settings, "ignore-eos", json_boolean(ignore_eos));
-    json_object_set_new(settings, "template", have_tpl ? json_string(chat_template_name(tpl)) : json_null());
-    json_object_set_new(settings, "special", json_boolean(special));
-    json_object_set_new(settings, "logprobs-t1", json_boolean(lp_t1));
-    json_object_set_new(settings, "ctx", json_integer(ctx));
-    json_object_set_new(settings, "device", json_string(device));
-    char spath[PATH_MAX];
-    snprintf(spath, sizeof spath, "%s.settings.json", out);
-    size_t done0 = 0;
-    long long keep = 0, size = 0;
-    int bad = 0, have_out = 0;
-    if (rank == 0) { /* nothing is written before the model has loaded */
-        have_out = access(out, F_OK) == 0;
-        if (have_out && access(spath, F_OK) != 0)
-            bad = err_set(e, "--out %s: exists, but %s does not (not a file llamac sample wrote?); use another --out "
-                             "or delete it", out, spath);
-        else if (have_out)
-            bad = settings_check(out, spath, settings, e) || resume_scan(out, (int)K, N, &done0, &keep, &size, e);
-    }
-    if (dist_allreduce_max_int(bad != 0)) {
-        if (!bad) err_set(e, "--out %s: refused on rank 0", out);
-        goto out;
-    }
-    uint64_t d64 = done0;
-    dist_bcast(&d64, sizeof d64, 0);
-    done0 = (size_t)d64;
-
-    /* the model and the engine */
-    if (device_load_model(&dev, device, model, adapter, &c, &m, MODEL_B, MODEL_T, e)) goto out;
-    loaded = 1;
-    EngineOpts eo = {(int)max_seqs, (int)max_rows, (int)ctx, kv_tokens};
-    if (engine_init(&g, &m, &eo, e)) goto out;
-
-    /* --out: its settings beside it, its unfinished end cut */
-    if (rank == 0) {
-        if (!have_out) bad = iofile_json_write(spath, settings, e);
-        if (!bad && size > keep) {
-            if (truncate(out, keep)) bad = err_set(e, "--out %s: cannot cut its unfinished end", out);
-            else fprintf(stderr, "sample: %s: cut %lld bytes after the last whole prompt (a killed run's unfinished "
-                                 "prompt)\n", out, size - keep);
-        }
-        if (!bad && (fd = open(out, O_WRONLY | O_CREAT | O_APPEND, 0644)) < 0)
-            bad = err_set(e, "--out %s: cannot create", out);
-    }
-    if (dist_allreduce_max_int(bad != 0)) {
-        if (!bad) err_set(e, "--out %s: cannot be written on rank 0", out);
-        goto out;
-    }
-    EngineStats es0 = engine_stats(g);
-    size_t kvb = engine_kv_bytes_per_token(&c, m.ops);
-    if (rank == 0) {
-        fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
-                        "each, up to %ld tokens\n", model, c.n_layers, c.dim, c.vocab, N, prompts, done0, out, K,
-                max_tokens);
-        fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); max-seqs %ld, max-rows %ld, "
-                        "ctx %ld, %d threads\n", kvb / 1024.0, es0.kv_tokens_cap, es0.kv_bytes / 1048576.0, max_seqs,
-                max_rows, ctx, omp_get_max_threads());
-        if (W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", W, W, out);
-    }
-
-    /* the loop: feed the engine, step, collect, write in order */
-    slot = xcalloc(N, sizeof *slot);
-    R = (Run){&ps, &tok, (int)K, lp_t1, stops, nstops, stop_ids, n_stop_ids, slot, 0, NULL, 0, 0, 0};
-    EngineCallbacks cb = {on_token, on_done, &R};
-    size_t next_add = done0 + (size_t)((rank - (long)(done0 % (size_t)W) + W) % W); /* first i >= done0 with i % W == rank */
-    size_t next_write = done0, written = done0;
-    long gen_written = 0, steps = 0;
-    double t_loop = time_now(), t_print = t_loop, prefill_s = 0;
-    double *ttft = rank == 0 ? xmalloc((N - done0) * (size_t)K * sizeof(double) + 1) : NULL;
-    size_t nttft = 0;
-    int werr = 0;
-    for (;;) {
-        while (next_add < N && R.outstanding < 2 * max_seqs) {
-            Slot *sl = &slot[next_add];
-            sl->line = xcalloc((size_t)K, sizeof *sl->line);
-            sl->t_first = xcalloc((size_t)K, sizeof(double));
-            sl->txt = xcalloc((size_t)K, sizeof *sl->txt);
-            EngineRequest rq = {ps.ids + ps.off[next_add], (int)(ps.off[next_add + 1] - ps.off[next_add]), (int)K,
-                                (int)max_tokens, sp, sample_seed((uint64_t)seed, next_add), 0, stop_ids, n_stop_ids,
-                                1, 0, sl};
-            if (engine_add(g, &rq, e) < 0) {
-                char where[64];
-                snprintf(where, sizeof where, "%s:%ld: prompt %zu", prompts, ps.line[next_add], next_add);
-                Err ae = *e;
-                err_set(e, "%s: %s", where, ae.msg);
-                goto out;
-            }
-            R.outstanding += K;
-            next_add += (size_t)W;
-        }
-        if (R.outstanding > 0) {
-            EngineStats a = engine_stats(g);
-            engine_step(g, &cb);
-            EngineStats b = engine_stats(g);
-            long pre = b.prefill_tokens - a.prefill_tokens, rows = b.rows - a.rows;
-            /* a step's forward time, shared by its rows: the prompt rows' share is prefill */
-            if (pre > 0) prefill_s += (b.t_forward - a.t_forward) * (rows > pre ? (double)pre / rows : 1.0);
-            steps++;
-        }
-        int active = next_add < N || R.outstanding > 0;
-        if (W > 1) exchange(&R);
-        if (rank == 0) { /* every prompt whose lines are all here, in order */
-            Buf wb = {0};
-            while (next_write < N && slot[next_write].done == (int)K) {
-                Slot *sl = &slot[next_write];
-                for (int j = 0; j < K; j++) buf_str(&wb, sl->line[j]);
-                for (int j = 0; j < K; j++) ttft[nttft++] = sl->t_first[j];
-                gen_written += sl->gen;
-                slot_free(sl, (int)K);
-                next_write++;
-            }
-            R.nready = 0; /* rank 0's own prompts are written from their slots */
-            if (wb.n && !werr && (write_all(fd, wb.p, wb.n) || fdatasync(fd))) werr = 1;
-            free(wb.p);
-            written = next_write;
-            double now = time_now();
-            if (wb.n && now - t_print >= 1.0 && written < N) {
-                char c1[32], c2[32];
-                double el = now - t_loop;
-                fprintf(stderr, "sample: prompts %zu/%zu | samples %zu | %.1f tok/s | %s elapsed | ETA %s\n", written, N,
-                        written * (size_t)K, gen_written / el, run_clock(el, c1, sizeof c1),
-                        run_clock(el / (double)(written - done0) * (double)(N - written), c2, sizeof c2));
-                t_print = now;
-            }
-        }
-        if (W > 1 ? !dist_allreduce_max_int(active) : !active) break;
-    }
-    double t_end = time_now(), gen_s = t_end - t_loop;
-    if (dist_allreduce_max_int(werr)) {
-        err_set(e, "--out %s: cannot write (disk full?)", out);
-        goto out;
-    }
-
-    /* the summary and --stats: counts summed over the ranks, times the slowest rank's */
-    EngineStats es = engine_stats(g);
-    double sums[2] = {(double)R.gen_tokens, (double)(es.prefill_tokens - es0.prefill_tokens)};
-    dist_allreduce_f64(sums, 2);
-    double *pf = xcalloc((size_t)W, sizeof(double));
-    pf[rank] = prefill_s;
-    dist_allreduce_f64(pf, W);
-    for (int r = 0; r < W; r++)
-        if (pf[r] > prefill_s) prefill_s = pf[r];
-    free(pf);
-    if (rank == 0) {
-        double wall = time_now() - t_start, tps = gen_s > 0 ? sums[0] / gen_s : 0;
-        double med = median(ttft, nttft);
-        char c1[32];
-        fprintf(stderr, "sample: done: %zu prompts (%zu this run), %zu samples, %.0f tokens in %s (%.1f tok/s; "
-                        "prefill %.0f tokens in %.2f s; first token %.3f s median) -> %s\n", N, N - done0,
-                (N - done0) * (size_t)K, sums[0], run_clock(gen_s, c1, sizeof c1), tps, sums[1], prefill_s, med, out);
-        if (stats) {
-            json_t *j = json_object();
-            json_object_set_new(j, "gen_tokens", json_integer((json_int_t)sums[0]));
-            json_object_set_new(j, "gen_s", json_real(gen_s));
-            json_object_set_new(j, "tok_per_s", json_real(tps));
-            json_object_set_new(j, "prefill_tokens", json_integer((json_int_t)sums[1]));
-            json_object_set_new(j, "prefill_s", json_real(prefill_s));
-            json_object_set_new(j, "ttft_s", json_real(med));
-            json_object_set_new(j, "wall_s", json_real(wall));
-            json_object_set_new(j, "kv_bytes_per_token", json_integer((json_int_t)kvb));
-            json_object_set_new(j, "samples", json_integer((json_int_t)((N - done0) * (size_t)K)));
-            json_object_set_new(j, "prompts", json_integer((json_int_t)(N - done0)));
-            json_object_set_new(j, "steps", json_integer(steps));
-            json_object_set_new(j, "ranks", json_integer(W));
-            int sr = iofile_json_write(stats, j, e);
-            json_decref(j);
-            if (sr) {
-                free(ttft);
-                goto out;
-            }
-        }
-    }
-    free(ttft);
-    rc = 0;
-out:
-    if (fd >= 0) close(fd);
-    engine_free(g);
-    if (slot)
-        for (size_t i = 0; i < ps.n; i++) slot_free(&slot[i], (int)K);
-    free(slot);
-    free(R.ready);
-    if (loaded) {
-        llama_free(&m);
-        device_close(&dev);
-    }
-    json_decref(settings);
-    prompts_free(&ps);
-    tok_free(&tok);
-    for (size_t k = 0; k < nstops; k++) free(stops[k]);
-    free(stops);
+    if (!o->model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
+    if (!o->prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
+    if (!o->out) return err_set(e, "--out: required (the JSONL file of samples)");
+    S.sp = (SampleParams){(float)o->temperature, (int)o->top_k, (float)o->top_p, (float)o->min_p, (float)o->rep};
+    if (sample_params_check(&S.sp, e) || device_check(o->device, e)) return -1;
+    if (o->threads > 0) omp_set_num_threads((int)o->threads);
+    S.rank = dist_rank();
+    S.W = dist_world();
+    S.t_start = time_now();
+    int rc = open_inputs(&S, e) || settings_build(&S, e) || check_out(&S, e) || start(&S, e) || sample_all(&S, e) ||
+                     report(&S, e) ? -1 : 0;
+    sampling_free(&S);
     return rc;
 }
