@@ -829,12 +829,26 @@ static void matmul_rows_launch(CudaCtx *c, bf16 *out, const bf16 *x, const bf16 
     CK(cudaGetLastError());
 }
 
-static void cuda_matmul_rows(void *ctx, float *out, const float *x, const float *w, int N, int Din, int Dout,
+/* The engine's packed weights: a bf16 copy of w (Dout, Din), row-major,
+ * in the engine's own buffer (no shadow lookup). */
+static size_t cuda_rows_pack_floats(void *ctx, int Din, int Dout) {
+    (void)ctx;
+    return ((size_t)Din * Dout + 1) / 2;
+}
+
+static void cuda_rows_pack(void *ctx, float *wp, const float *w, int Din, int Dout) {
+    CudaCtx *c = C(ctx);
+    size_t n = (size_t)Din * Dout;
+    k_f32_to_bf16<<<blocks_for(n), TPB, 0, c->s>>>((bf16 *)wp, w, n);
+    CK(cudaGetLastError());
+}
+
+static void cuda_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout,
                              float add) {
     if (N <= 0 || Dout <= 0) return;
     PROF_IN(C(ctx), t0_);
     CudaCtx *c = C(ctx);
-    const bf16 *wb = shadow_of(c, w), *xb = (const bf16 *)x;
+    const bf16 *wb = (const bf16 *)wp, *xb = (const bf16 *)x;
     /* rows per warp by N, for speed only (see above): 1 at decode, where the
      * weights dominate, more when rows can share each weight load */
     if (N < 4) matmul_rows_launch<1>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
@@ -1126,6 +1140,8 @@ const Ops ops_cuda = {
     .attn_fwd = cuda_attn_fwd,
     .attn_bwd = cuda_attn_bwd,
     .attn_decode = cuda_attn_decode,
+    .rows_pack_floats = cuda_rows_pack_floats,
+    .rows_pack = cuda_rows_pack,
     .matmul_rows = cuda_matmul_rows,
     .attn_paged = cuda_attn_paged,
     .rows_scatter = cuda_rows_scatter,

@@ -402,15 +402,19 @@ static void gpu_attn_decode(void) {
 static void matmul_rows_case(int N, int Din, int Dout) {
     size_t nx = (size_t)N * Din, nw = (size_t)Dout * Din, no = (size_t)N * Dout;
     float *x = host_rand(nx, 1), *w = host_rand(nw, 0.1f), *y0 = host_rand(no, 1);
-    float *gx = dev_act(x, nx), *gw = dev_weight(w, nw), *gy = G->alloc(ctx, no * 4), *gy2 = dev_act(y0, no);
+    float *gx = dev_act(x, nx), *gw0 = dev_weight(w, nw), *gy = G->alloc(ctx, no * 4), *gy2 = dev_act(y0, no);
+    float *gw = G->alloc(ctx, G->rows_pack_floats(ctx, Din, Dout) * 4);
+    G->rows_pack(ctx, gw, gw0, Din, Dout);
+    float *wp = xmalloc(P->rows_pack_floats(NULL, Din, Dout) * 4);
+    P->rows_pack(NULL, wp, w, Din, Dout);
     float *y = xmalloc(no * 4), *y2 = copy(y0, no); /* y0 rounded to bf16 by dev_act */
     const float add = 0.37f;
     char what[96];
-    P->matmul_rows(NULL, y, x, w, N, Din, Dout, 0.0f);
+    P->matmul_rows(NULL, y, x, wp, N, Din, Dout, 0.0f);
     G->matmul_rows(ctx, gy, gx, gw, N, Din, Dout, 0.0f);
     snprintf(what, sizeof what, "matmul_rows %dx%dx%d", N, Din, Dout);
     cmp(what, get_act(gy, no), y, no, TOL_BF16);
-    P->matmul_rows(NULL, y2, x, w, N, Din, Dout, add);
+    P->matmul_rows(NULL, y2, x, wp, N, Din, Dout, add);
     G->matmul_rows(ctx, gy2, gx, gw, N, Din, Dout, add);
     snprintf(what, sizeof what, "matmul_rows += %.2f xw^T", (double)add);
     cmp(what, get_act(gy2, no), y2, no, TOL_BF16);
@@ -441,8 +445,8 @@ static void matmul_rows_case(int N, int Din, int Dout) {
     }
     printf("    matmul_rows %dx%dx%d: %d rows bit-identical to N=1 (= and +=)\n", N, Din, Dout,
            N - (bad > bad2 ? bad : bad2));
-    free(x); free(w); free(y0); free(y); free(y2); free(all); free(all2);
-    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gy); G->free(ctx, gy2); G->free(ctx, g1x); G->free(ctx, g1y);
+    free(x); free(w); free(wp); free(y0); free(y); free(y2); free(all); free(all2);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gw0); G->free(ctx, gy); G->free(ctx, gy2); G->free(ctx, g1x); G->free(ctx, g1y);
 }
 
 static void gpu_matmul_rows(void) {
