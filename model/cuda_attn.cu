@@ -18,7 +18,9 @@
  * probabilities broadcast by shuffles. Every output is written by one warp:
  * no atomics, deterministic. Float32 arithmetic throughout; bf16 only at
  * loads and stores. Correct first, not fast: no tensor cores (that is what
- * cuDNN's SDPA, below, is for).
+ * cuDNN's SDPA, below, is for). The sampling engine's paged attention
+ * (k_attn_paged) is the forward's pattern with the keys found through a
+ * page table, one query row per block.
  *
  * cuDNN (not wired in yet; facts for whoever does it, from the cuDNN 9.19
  * headers under /usr/local/cuda here): the backend C API has a one-node
@@ -308,6 +310,84 @@ __global__ void k_attn_decode(bf16 *out, const bf16 *q, const bf16 *k, const bf1
 }
 
 // ----------------------------------------------------------------------------
+// paged attention (ops.h attn_paged): block (group sub-block, row n); warp w
+// owns query head h of KV head g's group, all warps of the block share each
+// K/V tile load. Keys are visited from position 0 in tiles of AK positions
+// (page-table lookups per row of the tile), online softmax as k_attn_fwd: a
+// row's arithmetic depends on its q, its len and its keys only, never on N,
+// on the other rows or on the page size, so a prompt row of a batched
+// prefill gives the bits it gives decoded alone. A group larger than PG_GW
+// heads (MQA) is split over blocks that load the same tiles each.
+
+#define PG_GW 8 /* query heads per block at most */
+
+static size_t paged_smem_bytes(int HS, int nw) {
+    /* K and V tiles AK x (HS + 1), nw query rows of HS, AK pool-row indices */
+    return (2 * (size_t)AK * (HS + 1) + (size_t)nw * HS) * sizeof(float) + AK * sizeof(int);
+}
+
+__global__ void __launch_bounds__(PG_GW * 32) k_attn_paged(bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v,
+                                                          const int *ptab, const int *slot, const int *len, int H,
+                                                          int KV, int HS, int P, int maxp, float scale) {
+    extern __shared__ float sm[];
+    int n = blockIdx.y, G = H / KV, nsub = (G + PG_GW - 1) / PG_GW;
+    int g = blockIdx.x / nsub, hw = (blockIdx.x % nsub) * PG_GW + threadIdx.x / 32, lane = threadIdx.x % 32;
+    int nw = blockDim.x / 32, valid = hw < G, h = g * G + hw;
+    float *ks = sm, *vs = ks + AK * (HS + 1), *qs = vs + AK * (HS + 1) + (threadIdx.x / 32) * HS;
+    int *rows = (int *)(vs + AK * (HS + 1) + nw * HS);
+    int L = len[n];
+    const int *pt = ptab + (size_t)slot[n] * maxp;
+    size_t kst = (size_t)KV * HS;
+    if (valid)
+        for (int d = lane; d < HS; d += 32) qs[d] = __bfloat162float(q[(size_t)n * H * HS + (size_t)h * HS + d]);
+    float mrow = -INFINITY, l = 0.0f, acc[NI];
+#pragma unroll
+    for (int i = 0; i < NI; i++) acc[i] = 0.0f;
+    for (int j0 = 0; j0 < L; j0 += AK) {
+        __syncthreads(); /* the previous tile is consumed */
+        if (threadIdx.x < AK) {
+            int p = j0 + threadIdx.x;
+            rows[threadIdx.x] = p < L ? pt[p / P] * P + p % P : -1;
+        }
+        __syncthreads();
+        for (int i = threadIdx.x; i < AK * HS; i += blockDim.x) {
+            int r = i / HS, d = i % HS, row = rows[r];
+            size_t o = (size_t)row * kst + (size_t)g * HS + d;
+            ks[r * (HS + 1) + d] = row >= 0 ? __bfloat162float(k[o]) : 0.0f;
+            vs[r * (HS + 1) + d] = row >= 0 ? __bfloat162float(v[o]) : 0.0f;
+        }
+        __syncthreads();
+        if (!valid) continue;
+        int j = j0 + lane;
+        float s = j < L ? dot_sm(qs, ks + lane * (HS + 1), HS) * scale : -INFINITY;
+        float mt = warp_max(s); /* finite: position j0 < L is in the tile */
+        float mnew = fmaxf(mrow, mt), corr = expf(mrow - mnew);
+        float p = j < L ? expf(s - mnew) : 0.0f;
+        l = l * corr + warp_sum(p);
+#pragma unroll
+        for (int i = 0; i < NI; i++) acc[i] *= corr;
+        for (int jj = 0; jj < AK; jj++) {
+            float pj = __shfl_sync(FULL, p, jj);
+            if (pj == 0.0f) continue; /* warp-uniform */
+            const float *vr = vs + jj * (HS + 1);
+#pragma unroll
+            for (int i = 0; i < NI; i++) {
+                int d = lane + 32 * i;
+                if (d < HS) acc[i] += pj * vr[d];
+            }
+        }
+        mrow = mnew;
+    }
+    if (!valid) return;
+    bf16 *o = out + (size_t)n * H * HS + (size_t)h * HS;
+#pragma unroll
+    for (int i = 0; i < NI; i++) {
+        int d = lane + 32 * i;
+        if (d < HS) o[d] = __float2bfloat16(acc[i] / l);
+    }
+}
+
+// ----------------------------------------------------------------------------
 
 void attn_init(const cudaDeviceProp *prop) {
     size_t need = smem_bytes(HS_MAX);
@@ -317,6 +397,11 @@ void attn_init(const cudaDeviceProp *prop) {
     CK(cudaFuncSetAttribute(k_attn_fwd, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
     CK(cudaFuncSetAttribute(k_attn_dq, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
     CK(cudaFuncSetAttribute(k_attn_dkdv, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)need));
+    size_t pneed = paged_smem_bytes(HS_MAX, PG_GW);
+    if (pneed > prop->sharedMemPerBlockOptin)
+        LC_FATAL("paged attention: %zu bytes of shared memory needed, the GPU allows %zu", pneed,
+                 (size_t)prop->sharedMemPerBlockOptin);
+    CK(cudaFuncSetAttribute(k_attn_paged, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pneed));
 }
 
 void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *pos,
@@ -346,5 +431,15 @@ void attn_decode(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const 
                  int H, int KV, int HS) {
     LC_ASSERT(HS <= HS_MAX && H % KV == 0);
     k_attn_decode<<<H, 256, 0, s>>>(out, q, k, v, scratch, S, H, KV, HS, 1.0f / sqrtf((float)HS));
+    CK(cudaGetLastError());
+}
+
+void attn_paged(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const int *ptab,
+                const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp) {
+    LC_ASSERT(HS <= HS_MAX && KV > 0 && H % KV == 0 && P > 0 && maxp > 0 && N <= 65535);
+    int G = H / KV, nsub = (G + PG_GW - 1) / PG_GW, nw = G < PG_GW ? G : PG_GW;
+    dim3 grid(KV * nsub, N);
+    k_attn_paged<<<grid, nw * 32, paged_smem_bytes(HS, nw), s>>>(out, q, k, v, ptab, slot, len, H, KV, HS, P, maxp,
+                                                                1.0f / sqrtf((float)HS));
     CK(cudaGetLastError());
 }

@@ -69,5 +69,9 @@ void attn_bwd(cudaStream_t s, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
               float *scratch, int B, int T, int H, int KV, int HS);
 void attn_decode(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, float *scratch,
                  int S, int H, int KV, int HS);
+/* ops.h's attn_paged; the pools k, v are (rows, KV*HS) bf16, row r at
+ * element r*KV*HS; ptab, slot, len device ints. */
+void attn_paged(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const int *ptab,
+                const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp);
 
 #endif

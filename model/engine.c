@@ -58,8 +58,18 @@ typedef struct Slot {
     SampleOut so;    /* this step's draw */
 } Slot;
 
+/* The linear weights packed for matmul_rows, in m's layer order. */
+typedef struct Packed {
+    float *w[LC_MAX_LAYERS][LORA_NMOD];  /* q k v o gate up down (LoraModule order) */
+    float *A[LC_MAX_LAYERS][LORA_NMOD], *B[LC_MAX_LAYERS][LORA_NMOD]; /* adapted modules */
+    float *head;
+} Packed;
+
 struct Engine {
     Llama *m;
+    Packed pk;
+    float *pack_buf;
+    size_t pack_floats;
     const Ops *o;
     void *ctx;
     int S, R, ctx_len, P, maxp, n_pages;
@@ -96,6 +106,45 @@ size_t engine_kv_bytes_per_token(const LlamaConfig *c, const Ops *ops) {
     return 2 * (size_t)c->n_layers * c->n_kv_heads * config_head_size(c) * sizeof(float);
 }
 
+/* module mod of layer l: its (Dout, Din) weight */
+static const float *module_weight(const Llama *m, int l, int mod) {
+    const LayerWeights *w = &m->w.layer[l];
+    const float *ws[LORA_NMOD] = {w->wq, w->wk, w->wv, w->wo, w->wg, w->wu, w->wd};
+    return ws[mod];
+}
+
+/* The packed weights: their size (fill 0) or, with fill, packed into pack_buf. */
+static size_t pack_all(Engine *g, int fill) {
+    Llama *m = g->m;
+    const LlamaConfig *c = &m->c;
+    const Ops *o = g->o;
+    size_t off = 0;
+#define PACK(dst, src, din, dout)                                                       \
+    do {                                                                                \
+        if (fill) {                                                                     \
+            (dst) = g->pack_buf + off;                                                  \
+            o->rows_pack(g->ctx, (dst), (src), (din), (dout));                          \
+        }                                                                               \
+        off += (o->rows_pack_floats(g->ctx, (din), (dout)) + 15) / 16 * 16;             \
+    } while (0)
+    for (int l = 0; l < c->n_layers; l++)
+        for (int mod = 0; mod < LORA_NMOD; mod++) {
+            int din, dout;
+            lora_module_dims(c, mod, &din, &dout);
+            PACK(g->pk.w[l][mod], module_weight(m, l, mod), din, dout);
+            if (m->lora && lora_adapted(&m->lc, l, mod)) {
+                const LoraPair *p = &m->la.layer[l][mod];
+                PACK(g->pk.A[l][mod], p->A, din, m->lc.r);
+                PACK(g->pk.B[l][mod], p->B, m->lc.r, dout);
+            }
+        }
+    PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
+#undef PACK
+    return off;
+}
+
+void engine_sync_weights(Engine *g) { pack_all(g, 1); }
+
 int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     const LlamaConfig *c = &m->c;
     EngineOpts o = *opt;
@@ -103,6 +152,7 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     if (o.max_rows <= 0) o.max_rows = 512;
     if (o.ctx <= 0 || o.ctx > c->max_seq) o.ctx = c->max_seq;
     if (o.max_rows < o.max_seqs + 1) o.max_rows = o.max_seqs + 1; /* room for a prompt beside full decode */
+    if (o.max_rows < 2 * ENGINE_PAGE) o.max_rows = 2 * ENGINE_PAGE; /* fork_samples copies a page through the rows */
     if (o.kv_tokens <= 0) o.kv_tokens = (long)o.max_seqs * o.ctx;
     int P = ENGINE_PAGE;
     long pages = (o.kv_tokens + P - 1) / P;
@@ -158,6 +208,19 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     g->nwork = omp_get_max_threads();
     g->work = xcalloc((size_t)g->nwork, sizeof(SampleWork));
     for (int i = 0; i < g->nwork; i++) sample_work_init(&g->work[i], V);
+    g->pack_floats = pack_all(g, 0);
+    g->pack_buf = ops->alloc(cx, g->pack_floats * sizeof(float));
+    pack_all(g, 1);
+    if (o.drop_source && ops == &ops_cpu)
+        for (int l = 0; l < L; l++)
+            for (int mod = 0; mod < LORA_NMOD; mod++) {
+                int din, dout;
+                lora_module_dims(c, mod, &din, &dout);
+                ops_cpu_release((void *)module_weight(m, l, mod), (size_t)din * dout * sizeof(float));
+            }
+    if (o.drop_source && ops == &ops_cpu && !c->tied)
+        ops_cpu_release(m->w.lm_head, (size_t)c->vocab * D * sizeof(float));
+    g->st.weight_bytes = g->pack_floats * sizeof(float);
     g->st.kv_tokens_cap = (long)g->n_pages * P;
     g->st.kv_bytes = (size_t)g->n_pages * P * engine_kv_bytes_per_token(c, ops);
     *out = g;
@@ -187,6 +250,7 @@ void engine_free(Engine *g) {
                      g->xo, g->xf, g->logits, g->rope_cos, g->rope_sin};
     for (size_t i = 0; i < sizeof acts / sizeof acts[0]; i++) ops->free(cx, acts[i]);
     free(g->logits_h);
+    ops->free(cx, g->pack_buf);
     for (int i = 0; i < g->nwork; i++) sample_work_free(&g->work[i]);
     free(g->work);
     for (int i = 0; i < g->nreq; i++)
@@ -391,13 +455,12 @@ static void admit(Engine *g) {
 // ----------------------------------------------------------------------------
 // the forward over a step's rows
 
-static void lin(Engine *g, int l, int mod, float *out, const float *x, const float *w, int N, int Din, int Dout) {
+static void lin(Engine *g, int l, int mod, float *out, const float *x, int N, int Din, int Dout) {
     Llama *m = g->m;
-    g->o->matmul_rows(g->ctx, out, x, w, N, Din, Dout, 0.0f);
-    if (!m->lora || !m->lora_enabled || !lora_adapted(&m->lc, l, mod)) return;
-    const LoraPair *p = &m->la.layer[l][mod];
-    g->o->matmul_rows(g->ctx, g->lh, x, p->A, N, Din, m->lc.r, 0.0f);
-    g->o->matmul_rows(g->ctx, out, g->lh, p->B, N, m->lc.r, Dout, m->lora_s);
+    g->o->matmul_rows(g->ctx, out, x, g->pk.w[l][mod], N, Din, Dout, 0.0f);
+    if (!m->lora || !m->lora_enabled || !g->pk.A[l][mod]) return;
+    g->o->matmul_rows(g->ctx, g->lh, x, g->pk.A[l][mod], N, Din, m->lc.r, 0.0f);
+    g->o->matmul_rows(g->ctx, out, g->lh, g->pk.B[l][mod], N, m->lc.r, Dout, m->lora_s);
 }
 
 static void forward(Engine *g, int N, int NO) {
@@ -411,27 +474,27 @@ static void forward(Engine *g, int N, int NO) {
     for (int l = 0; l < L; l++) {
         const LayerWeights *w = &m->w.layer[l];
         o->rmsnorm_fwd(cx, g->xn, g->rstd, g->x, w->ln1, N, D, c->norm_eps);
-        lin(g, l, LORA_Q, g->q, g->xn, w->wq, N, D, Q);
-        lin(g, l, LORA_K, g->k, g->xn, w->wk, N, D, KVD);
-        lin(g, l, LORA_V, g->v, g->xn, w->wv, N, D, KVD);
+        lin(g, l, LORA_Q, g->q, g->xn, N, D, Q);
+        lin(g, l, LORA_K, g->k, g->xn, N, D, KVD);
+        lin(g, l, LORA_V, g->v, g->xn, N, D, KVD);
         o->rope_fwd(cx, g->q, g->pos_d, g->rope_cos, g->rope_sin, N, H, HS);
         o->rope_fwd(cx, g->k, g->pos_d, g->rope_cos, g->rope_sin, N, KV, HS);
         o->rows_scatter(cx, g->kp[l], g->k, g->kvrow_d, N, KVD);
         o->rows_scatter(cx, g->vp[l], g->v, g->kvrow_d, N, KVD);
         o->attn_paged(cx, g->att, g->q, g->kp[l], g->vp[l], g->ptab_d, g->rslot_d, g->len_d, N, H, KV, HS, g->P,
                       g->maxp);
-        lin(g, l, LORA_O, g->h, g->att, w->wo, N, Q, D);
+        lin(g, l, LORA_O, g->h, g->att, N, Q, D);
         o->add(cx, g->h, g->x, (size_t)N * D);
         o->rmsnorm_fwd(cx, g->xn, g->rstd, g->h, w->ln2, N, D, c->norm_eps);
-        lin(g, l, LORA_GATE, g->gate, g->xn, w->wg, N, D, F);
-        lin(g, l, LORA_UP, g->up, g->xn, w->wu, N, D, F);
+        lin(g, l, LORA_GATE, g->gate, g->xn, N, D, F);
+        lin(g, l, LORA_UP, g->up, g->xn, N, D, F);
         o->swiglu_fwd(cx, g->gate, g->gate, g->up, (size_t)N * F);
-        lin(g, l, LORA_DOWN, g->x, g->gate, w->wd, N, F, D);
+        lin(g, l, LORA_DOWN, g->x, g->gate, N, F, D);
         o->add(cx, g->x, g->h, (size_t)N * D);
     }
     o->rows_gather(cx, g->xo, g->x, g->orow_d, NO, D);
     o->rmsnorm_fwd(cx, g->xf, g->rstd, g->xo, m->w.norm_f, NO, D, c->norm_eps);
-    o->matmul_rows(cx, g->logits, g->xf, m->w.lm_head, NO, D, c->vocab, 0.0f);
+    o->matmul_rows(cx, g->logits, g->xf, g->pk.head, NO, D, c->vocab, 0.0f);
     size_t nl = (size_t)NO * c->vocab;
     if (o->download_act)
         o->download_act(cx, g->logits_h, g->logits, nl);
@@ -470,13 +533,20 @@ static void fork_samples(Engine *g, int s0, int r, int *src) {
             g->ref[pt0[i]]++;
         }
         if (part) {
+            /* rows of the pools only through index arrays: a backend may
+             * pack them (bf16) */
             pt[full] = page_take(g, sl);
-            int idx[ENGINE_PAGE];
-            for (int i = 0; i < part; i++) idx[i] = pt0[full] * P + i;
-            g->o->upload(g->ctx, g->kvrow_d, idx, (size_t)part * sizeof(int));
+            int idx[2 * ENGINE_PAGE];
+            for (int i = 0; i < part; i++) {
+                idx[i] = pt0[full] * P + i;
+                idx[ENGINE_PAGE + i] = pt[full] * P + i;
+            }
+            g->o->upload(g->ctx, g->kvrow_d, idx, sizeof idx);
             for (int l = 0; l < c->n_layers; l++) {
-                g->o->rows_gather(g->ctx, g->kp[l] + (size_t)pt[full] * P * KVD, g->kp[l], g->kvrow_d, part, KVD);
-                g->o->rows_gather(g->ctx, g->vp[l] + (size_t)pt[full] * P * KVD, g->vp[l], g->kvrow_d, part, KVD);
+                g->o->rows_gather(g->ctx, g->k, g->kp[l], g->kvrow_d, part, KVD);
+                g->o->rows_scatter(g->ctx, g->kp[l], g->k, g->kvrow_d + ENGINE_PAGE, part, KVD);
+                g->o->rows_gather(g->ctx, g->v, g->vp[l], g->kvrow_d, part, KVD);
+                g->o->rows_scatter(g->ctx, g->vp[l], g->v, g->kvrow_d + ENGINE_PAGE, part, KVD);
             }
         }
         sl->n_cached = n;

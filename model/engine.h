@@ -29,6 +29,11 @@ typedef struct EngineOpts {
                      * chunks); 0: 512 */
     int ctx;        /* longest sequence, prompt + completion; 0: the model's */
     long kv_tokens; /* KV pool in tokens (0: max_seqs * ctx) */
+    int drop_source; /* after packing the linear weights for the engine,
+                      * give back the pages of m's copies (CPU backend; not
+                      * the embedding, norms or a tied head): m then only
+                      * decodes through this engine. The sample command's
+                      * memory. */
 } EngineOpts;
 
 typedef enum {
@@ -89,11 +94,15 @@ typedef struct EngineCallbacks {
 
 typedef struct Engine Engine;
 
-/* Build an engine over m's weights (m is read at every step, so updated
- * weights and enabled/disabled adapters take effect at the next step).
- * Allocates the KV pool, the activations for max_rows rows and the logits
- * of max_seqs rows on m's backend. */
+/* Build an engine over m's weights: the linear weights (and adapters) are
+ * packed once for matmul_rows; the embedding and norms are read from m.
+ * Allocates the packed weights, the KV pool, the activations for max_rows
+ * rows and the logits of max_seqs rows on m's backend. Enabling or
+ * disabling m's adapters takes effect at the next step. */
 int engine_init(Engine **out, Llama *m, const EngineOpts *o, Err *e);
+
+/* Pack m's weights again after they changed (an optimizer step). */
+void engine_sync_weights(Engine *g);
 void engine_free(Engine *g);
 
 /* Queue a request; returns its number (0, 1, ...) or -1 with e (a prompt
@@ -122,7 +131,7 @@ typedef struct EngineStats {
     long steps, rows, prefill_tokens, decode_tokens, samples_done;
     double t_forward, t_sample; /* seconds */
     long kv_pages, kv_pages_peak, kv_tokens_cap;
-    size_t kv_bytes;
+    size_t kv_bytes, weight_bytes; /* the KV pool and the packed weights */
 } EngineStats;
 EngineStats engine_stats(const Engine *g);
 

@@ -127,12 +127,18 @@ typedef struct Ops {
      * the row's place among them, nor the thread count, so that a
      * sequence's numbers do not depend on the batch it shares. */
 
+    /* The engine's linear reads weights packed once in the backend's own
+     * layout: rows_pack_floats floats (backend memory) hold w(Dout, Din)
+     * after rows_pack (w float32 backend memory, e.g. a bound parameter
+     * buffer). Repack after the weights change. */
+    size_t (*rows_pack_floats)(void *ctx, int Din, int Dout);
+    void (*rows_pack)(void *ctx, float *wp, const float *w, int Din, int Dout);
     /* out(N, Dout) = x(N, Din) w(Dout, Din)^T with add == 0; with add != 0,
      * out += add * (x w^T) (the product rounded to float first: LoRA's
-     * side path). Each output is one dot product over Din in a fixed order
-     * (no split over Din); threads split the Dout rows of w. Inference
-     * only. */
-    void (*matmul_rows)(void *ctx, float *out, const float *x, const float *w, int N, int Din,
+     * side path). wp: w after rows_pack. Each output is summed over Din in
+     * one order that does not depend on N (the CPU: one fused multiply-add
+     * chain k = 0 .. Din-1); no split of Din. Inference only. */
+    void (*matmul_rows)(void *ctx, float *out, const float *x, const float *wp, int N, int Din,
                         int Dout, float add);
 
     /* Paged causal attention: row n is the query q(n) (H*HS, after RoPE)

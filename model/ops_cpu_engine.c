@@ -1,21 +1,22 @@
 /*
  * ops_cpu_engine.c: the CPU ops of the sampling engine (ops.h, "the
- * sampling engine"): a linear, paged attention and row copies, each
- * computing a row the same way whatever the batch.
+ * sampling engine"): a linear over packed weights, paged attention and row
+ * copies, each computing a row the same way whatever the batch.
  *
  * The linear is hand-written instead of an sgemm call for two reasons
  * (anchors/engine.md): OpenBLAS packs the whole weight matrix on every call,
  * which at one row per step costs three times the weight reads, and a
  * library is free to sum in another order for another M (sgemv vs sgemm
- * differ in nine outputs of ten). Here every output is one dot product of
- * an input row and a weight row, read in place: eight lanes of fused
- * multiply-adds over Din (lane i takes the elements i, i + 8, ...; a short
- * tail is zero-padded), then the lanes summed in one fixed tree. A tile of
- * MR rows by NR outputs shares the loads; the tile shapes, the row blocking
- * and the threads' split of Dout change which outputs are computed together,
- * never how one is summed, so a row's result does not depend on N, on its
- * place in the batch or on the thread count. The portable path spells the
- * same lanes in C with fmaf and gives the same bits.
+ * differ in nine outputs of ten). Here the weights are packed once
+ * (rows_pack: panels of 16 output rows, Din-major, so one Din step of a
+ * panel is two contiguous vectors) and every output is one chain of fused
+ * multiply-adds over k = 0, 1, ..., Din - 1, the same chain as the scalar
+ * loop c = fmaf(x[k], w[k], c). Tiles of up to 6 input rows by one panel
+ * (12 accumulators, the classic AVX2 register block) share the loads; the
+ * tile shapes, the row blocking and the threads' split of the panels change
+ * which outputs are computed together, never how one is summed, so a row's
+ * result does not depend on N, on its place in the batch, on the thread
+ * count, or on the CPU path (the portable loop gives the same bits).
  */
 #include "ops.h"
 #include "ops_cpu_vec.h"
@@ -30,16 +31,27 @@
 
 #include "ops_cpu_engine.h"
 
-#define MR_BLOCK 64 /* rows of x kept in L2 while the weights stream past */
-#define NR 4        /* outputs per tile */
+#define PANEL 16        /* output rows of a packed panel: two AVX2 vectors */
+#define TILE_M 6        /* input rows of a tile */
+#define XBLOCK_FLOATS 49152 /* input rows kept in L2 while the panels stream past (192 KiB) */
 
-// ----------------------------------------------------------------------------
-// the linear, portable: eight lanes in C
+size_t cpu_rows_pack_floats(void *ctx, int Din, int Dout) {
+    (void)ctx;
+    return (size_t)((Dout + PANEL - 1) / PANEL) * PANEL * Din;
+}
 
-static inline float lanes_sum(const float a[8]) {
-    /* the tree of the AVX2 path: (l0+l4)+(l2+l6) and (l1+l5)+(l3+l7) */
-    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
-    return (s0 + s2) + (s1 + s3);
+void cpu_rows_pack(void *ctx, float *wp, const float *w, int Din, int Dout) {
+    (void)ctx;
+    int np = (Dout + PANEL - 1) / PANEL;
+#pragma omp parallel for
+    for (int p = 0; p < np; p++) {
+        float *dst = wp + (size_t)p * PANEL * Din;
+        for (int k = 0; k < Din; k++)
+            for (int j = 0; j < PANEL; j++) {
+                int n = p * PANEL + j;
+                dst[(size_t)k * PANEL + j] = n < Dout ? w[(size_t)n * Din + k] : 0.0f;
+            }
+    }
 }
 
 static inline void store_out(float *o, float s, float add) {
@@ -49,92 +61,86 @@ static inline void store_out(float *o, float s, float add) {
         *o += add * s;
 }
 
-static void tile_portable(const float *x, size_t xs, const float *w, size_t ws, float *out, size_t os, int mr,
-                          int nr, int K, float add) {
+/* mr rows of x against one panel: out(mr, nc) */
+static void tile_portable(const float *x, int K, const float *wp, float *out, int Dout, int mr, int nc, float add) {
     for (int i = 0; i < mr; i++)
-        for (int j = 0; j < nr; j++) {
-            const float *a = x + i * xs, *b = w + j * ws;
-            float acc[8] = {0};
-            int k = 0;
-            for (; k + 8 <= K; k += 8)
-                for (int l = 0; l < 8; l++) acc[l] = fmaf(a[k + l], b[k + l], acc[l]);
-            for (int l = 0; k + l < K; l++) acc[l] = fmaf(a[k + l], b[k + l], acc[l]);
-            store_out(out + i * os + j, lanes_sum(acc), add);
+        for (int j = 0; j < nc; j++) {
+            float c = 0.0f;
+            for (int k = 0; k < K; k++) c = fmaf(x[(size_t)i * K + k], wp[(size_t)k * PANEL + j], c);
+            store_out(out + (size_t)i * Dout + j, c, add);
         }
 }
-
-// ----------------------------------------------------------------------------
-// the linear, AVX2 + FMA
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ROWS_AVX2 1
 #define AVX2 __attribute__((target("avx2,fma")))
 
-static inline AVX2 __attribute__((always_inline)) float hsum8(__m256 v) {
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1)); /* l0+l4 .. l3+l7 */
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));   /* (l0+l4)+(l2+l6), (l1+l5)+(l3+l7) */
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
+static inline AVX2 __attribute__((always_inline)) void tile_store(float *o, __m256 c0, __m256 c1, int nc,
+                                                                  float add) {
+    if (nc == PANEL && add == 0.0f) {
+        _mm256_storeu_ps(o, c0);
+        _mm256_storeu_ps(o + 8, c1);
+        return;
+    }
+    float t[PANEL] __attribute__((aligned(32)));
+    _mm256_store_ps(t, c0);
+    _mm256_store_ps(t + 8, c1);
+    for (int j = 0; j < nc; j++) store_out(o + j, t[j], add);
 }
 
-/* An MR x NC tile (compile-time sizes after inlining): acc[i][j] is the
- * dot product of x row i and w row j. */
-static inline AVX2 __attribute__((always_inline)) void tile_avx2(const float *x, size_t xs, const float *w,
-                                                                 size_t ws, float *out, size_t os, const int MR,
-                                                                 const int NC, int K, __m256i tail, float add) {
-    __m256 acc[4][NR];
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NC; j++) acc[i][j] = _mm256_setzero_ps();
-    int k = 0;
-    for (; k + 8 <= K; k += 8) {
-        __m256 wv[NR];
-        for (int j = 0; j < NC; j++) wv[j] = _mm256_loadu_ps(w + j * ws + k);
-        for (int i = 0; i < MR; i++) {
-            __m256 xv = _mm256_loadu_ps(x + i * xs + k);
-            for (int j = 0; j < NC; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
+/* MR (<= 6, a constant after inlining) rows against one panel. The
+ * accumulators are named variables: in arrays GCC keeps a copy in memory
+ * and stores all twelve every step. */
+#define ROW_FMA(i, a0, a1)                                                 \
+    if (MR > (i)) {                                                        \
+        __m256 xv = _mm256_broadcast_ss(x + (size_t)(i) * K + k);          \
+        a0 = _mm256_fmadd_ps(xv, w0, a0);                                  \
+        a1 = _mm256_fmadd_ps(xv, w1, a1);                                  \
     }
-    if (k < K) { /* masked loads read zeros past the end: 0 * 0 adds nothing */
-        __m256 wv[NR];
-        for (int j = 0; j < NC; j++) wv[j] = _mm256_maskload_ps(w + j * ws + k, tail);
-        for (int i = 0; i < MR; i++) {
-            __m256 xv = _mm256_maskload_ps(x + i * xs + k, tail);
-            for (int j = 0; j < NC; j++) acc[i][j] = _mm256_fmadd_ps(xv, wv[j], acc[i][j]);
-        }
+static inline AVX2 __attribute__((always_inline)) void tile_avx2(const float *x, int K, const float *wp, float *out,
+                                                                 int Dout, const int MR, int nc, float add) {
+    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0, e0 = a0,
+           e1 = a0, f0 = a0, f1 = a0;
+    for (int k = 0; k < K; k++) {
+        __m256 w0 = _mm256_loadu_ps(wp + (size_t)k * PANEL), w1 = _mm256_loadu_ps(wp + (size_t)k * PANEL + 8);
+        ROW_FMA(0, a0, a1) ROW_FMA(1, b0, b1) ROW_FMA(2, c0, c1) ROW_FMA(3, d0, d1) ROW_FMA(4, e0, e1)
+        ROW_FMA(5, f0, f1)
     }
-    for (int i = 0; i < MR; i++)
-        for (int j = 0; j < NC; j++) store_out(out + i * os + j, hsum8(acc[i][j]), add);
+    tile_store(out, a0, a1, nc, add);
+    if (MR > 1) tile_store(out + (size_t)Dout, b0, b1, nc, add);
+    if (MR > 2) tile_store(out + (size_t)2 * Dout, c0, c1, nc, add);
+    if (MR > 3) tile_store(out + (size_t)3 * Dout, d0, d1, nc, add);
+    if (MR > 4) tile_store(out + (size_t)4 * Dout, e0, e1, nc, add);
+    if (MR > 5) tile_store(out + (size_t)5 * Dout, f0, f1, nc, add);
 }
+#undef ROW_FMA
 
-static AVX2 void block_avx2(const float *x, const float *w, float *out, int m0, int m1, int n0, int n1, int K,
+static AVX2 void block_avx2(const float *x, const float *wp, float *out, int m0, int m1, int p0, int p1, int K,
                             int Dout, float add) {
-    int t = K % 8;
-    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(t), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-    for (int n = n0; n < n1; n += NR) {
-        const float *wn = w + (size_t)n * K;
-        int nc = n1 - n < NR ? n1 - n : NR;
-        int m = m0;
-        if (nc == NR) {
-            for (; m + 2 <= m1; m += 2)
-                tile_avx2(x + (size_t)m * K, K, wn, K, out + (size_t)m * Dout + n, Dout, 2, NR, K, tail, add);
-            if (m < m1) tile_avx2(x + (size_t)m * K, K, wn, K, out + (size_t)m * Dout + n, Dout, 1, NR, K, tail, add);
-        } else {
-            for (; m < m1; m++)
-                for (int j = 0; j < nc; j++)
-                    tile_avx2(x + (size_t)m * K, K, wn + (size_t)j * K, K, out + (size_t)m * Dout + n + j, Dout, 1,
-                              1, K, tail, add);
+    for (int p = p0; p < p1; p++) {
+        const float *w = wp + (size_t)p * PANEL * K;
+        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL, m = m0;
+        for (; m + TILE_M <= m1; m += TILE_M)
+            tile_avx2(x + (size_t)m * K, K, w, out + (size_t)m * Dout + n, Dout, TILE_M, nc, add);
+        const float *xm = x + (size_t)m * K;
+        float *om = out + (size_t)m * Dout + n;
+        switch (m1 - m) {
+        case 5: tile_avx2(xm, K, w, om, Dout, 5, nc, add); break;
+        case 4: tile_avx2(xm, K, w, om, Dout, 4, nc, add); break;
+        case 3: tile_avx2(xm, K, w, om, Dout, 3, nc, add); break;
+        case 2: tile_avx2(xm, K, w, om, Dout, 2, nc, add); break;
+        case 1: tile_avx2(xm, K, w, om, Dout, 1, nc, add); break;
         }
     }
 }
 #endif
 
-static void block_portable(const float *x, const float *w, float *out, int m0, int m1, int n0, int n1, int K,
+static void block_portable(const float *x, const float *wp, float *out, int m0, int m1, int p0, int p1, int K,
                            int Dout, float add) {
-    for (int n = n0; n < n1; n += NR) {
-        int nc = n1 - n < NR ? n1 - n : NR;
-        for (int m = m0; m < m1; m++)
-            tile_portable(x + (size_t)m * K, K, w + (size_t)n * K, K, out + (size_t)m * Dout + n, Dout, 1, nc, K,
-                          add);
+    for (int p = p0; p < p1; p++) {
+        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
+        tile_portable(x + (size_t)m0 * K, K, wp + (size_t)p * PANEL * K, out + (size_t)m0 * Dout + n, Dout, m1 - m0,
+                      nc, add);
     }
 }
 
@@ -148,27 +154,27 @@ static int use_avx2(void) {
 #endif
 }
 
-void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *w, int N, int Din, int Dout, float add) {
+void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout, float add) {
     (void)ctx;
-    int avx = use_avx2();
-    int tiles = (Dout + NR - 1) / NR;
+    int avx = use_avx2(), panels = (Dout + PANEL - 1) / PANEL;
+    int mb = XBLOCK_FLOATS / Din / TILE_M * TILE_M;
+    if (mb < TILE_M) mb = TILE_M;
 #pragma omp parallel
     {
-        /* each thread a contiguous range of output tiles: its weight rows
-         * stream once per block of MR_BLOCK input rows */
+        /* each thread a contiguous range of panels, streamed once per block
+         * of input rows */
         int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        int a = (int)((long)tiles * t / nt) * NR, b = (int)((long)tiles * (t + 1) / nt) * NR;
-        if (b > Dout) b = Dout;
-        for (int m0 = 0; m0 < N && a < b; m0 += MR_BLOCK) {
-            int m1 = m0 + MR_BLOCK < N ? m0 + MR_BLOCK : N;
+        int a = (int)((long)panels * t / nt), b = (int)((long)panels * (t + 1) / nt);
+        for (int m0 = 0; m0 < N && a < b; m0 += mb) {
+            int m1 = m0 + mb < N ? m0 + mb : N;
 #ifdef ROWS_AVX2
             if (avx) {
-                block_avx2(x, w, out, m0, m1, a, b, Din, Dout, add);
+                block_avx2(x, wp, out, m0, m1, a, b, Din, Dout, add);
                 continue;
             }
 #endif
             (void)avx;
-            block_portable(x, w, out, m0, m1, a, b, Din, Dout, add);
+            block_portable(x, wp, out, m0, m1, a, b, Din, Dout, add);
         }
     }
 }
@@ -182,6 +188,11 @@ void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *w, int 
 #define ATTN_CHUNK 32
 #define ATTN_GMAX 16 /* query heads per KV head at most */
 #define ATTN_HSMAX 256
+
+static inline float lanes_sum(const float a[8]) {
+    float s0 = a[0] + a[4], s1 = a[1] + a[5], s2 = a[2] + a[6], s3 = a[3] + a[7];
+    return (s0 + s2) + (s1 + s3);
+}
 
 VECTOR_CLONES static float dot_lanes(const float *a, const float *b, int n) {
     float acc[8] = {0};

@@ -19,9 +19,12 @@
  *
  * GEMMs: cuBLASLt, bf16 A/B, float32 compute; the weight gradient reads bf16
  * activations and accumulates into the float32 gradient (C = D float32,
- * beta 1). Attention: cuda_attn.cu (flash-attention-style kernels; cuDNN's
- * SDPA is not wired in yet, see that file). UNTESTED ON HARDWARE as
- * written: tests/test_gpu.c is the check.
+ * beta 1). The sampling engine's matmul_rows is the exception: a
+ * hand-written kernel whose order of summation does not depend on the
+ * number of rows (batch invariance, see its section). Attention:
+ * cuda_attn.cu (flash-attention-style kernels, the paged one for the
+ * engine; cuDNN's SDPA is not wired in yet, see that file). UNTESTED ON
+ * HARDWARE as written: tests/test_gpu.c is the check.
  */
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -722,6 +725,180 @@ static void cuda_attn_decode(void *ctx, float *out, const float *q, const float 
 }
 
 // ----------------------------------------------------------------------------
+// the sampling engine (ops.h): each row computed the same way whatever the
+// batch. matmul_rows is a hand-written kernel, not cuBLASLt: cuBLASLt picks
+// its kernel (tile, split-K, stages) by shape, and even one algorithm pinned
+// for every N with split-K off gives no documented promise that an output's
+// reduction order stays the same when the tile it falls in, or the number of
+// tiles, changes. Here the order is written down and does not depend on N:
+// Din is cut into chunks of MR_CH = 8 elements, chunk c goes to lane c % 32,
+// a lane sums its chunks in increasing c with one fmaf per element (starting
+// at +0), and the 32 lane sums meet in a fixed xor-butterfly. How many rows
+// (RM) and outputs (MR_RO) a warp carries along only changes which sums a
+// lane holds at once, never the arithmetic of one sum, so RM is chosen by N
+// for speed and the result stays bit-identical (tests/test_gpu.c checks row
+// by row against N = 1). Float32 accumulation from the bf16 x and the bf16
+// shadow of w; 16-byte loads when rows are 16-byte aligned, scalar loads
+// otherwise, the same sums either way. Memory-bound at decode (N <= ~16),
+// CUDA cores rather than tensor cores for the big prefill chunks: correct
+// and invariant first (a tensor-core tile with a fixed K order is the speed
+// route, measured by gpu_bench_engine).
+
+#define MR_CH 8    /* elements of Din per lane chunk: one 16-byte bf16 load */
+#define MR_RO 4    /* outputs (rows of w) per warp */
+#define MR_WARPS 8 /* warps per block; a block covers MR_WARPS * MR_RO outputs */
+
+/* Chunk k0 .. k0 + 7 of a bf16 row as floats (zeros past Din). */
+template <bool VEC> static __device__ inline void mr_load(float *f, const bf16 *row, int k0, int Din) {
+    if (VEC) {
+        uint4 u = *(const uint4 *)(row + k0);
+        const __nv_bfloat162 *h = (const __nv_bfloat162 *)&u;
+#pragma unroll
+        for (int e = 0; e < MR_CH / 2; e++) {
+            float2 t = __bfloat1622float2(h[e]);
+            f[2 * e] = t.x, f[2 * e + 1] = t.y;
+        }
+    } else {
+#pragma unroll
+        for (int e = 0; e < MR_CH; e++) f[e] = k0 + e < Din ? __bfloat162float(row[k0 + e]) : 0.0f;
+    }
+}
+
+/* grid (ceil(N / RM), ceil(Dout / (MR_WARPS * MR_RO))); warp w computes rows
+ * [blockIdx.x * RM, + RM) x outputs [(blockIdx.y * MR_WARPS + w) * MR_RO, + MR_RO).
+ * Row tiles vary fastest, so blocks that read the same slice of w run
+ * together and find it in L2. */
+template <int RM, bool VEC>
+__global__ void __launch_bounds__(MR_WARPS * 32) k_matmul_rows(bf16 *out, const bf16 *x, const bf16 *w, int N,
+                                                              int Din, int Dout, float add) {
+    int lane = threadIdx.x % 32;
+    int o0 = (blockIdx.y * MR_WARPS + threadIdx.x / 32) * MR_RO, n0 = blockIdx.x * RM;
+    if (o0 >= Dout) return; /* the whole warp */
+    float acc[RM][MR_RO];
+#pragma unroll
+    for (int r = 0; r < RM; r++)
+#pragma unroll
+        for (int j = 0; j < MR_RO; j++) acc[r][j] = 0.0f;
+    int nch = (Din + MR_CH - 1) / MR_CH;
+    for (int c = lane; c < nch; c += 32) {
+        int k0 = c * MR_CH;
+        float wv[MR_RO][MR_CH], xv[MR_CH];
+#pragma unroll
+        for (int j = 0; j < MR_RO; j++) {
+            if (o0 + j < Dout) mr_load<VEC>(wv[j], w + (size_t)(o0 + j) * Din, k0, Din);
+            else
+#pragma unroll
+                for (int e = 0; e < MR_CH; e++) wv[j][e] = 0.0f;
+        }
+#pragma unroll
+        for (int r = 0; r < RM; r++) {
+            if (n0 + r >= N) break; /* rows past N are never stored */
+            mr_load<VEC>(xv, x + (size_t)(n0 + r) * Din, k0, Din);
+#pragma unroll
+            for (int j = 0; j < MR_RO; j++)
+#pragma unroll
+                for (int e = 0; e < MR_CH; e++) acc[r][j] = fmaf(xv[e], wv[j][e], acc[r][j]);
+        }
+    }
+#pragma unroll
+    for (int r = 0; r < RM; r++)
+#pragma unroll
+        for (int j = 0; j < MR_RO; j++) {
+            float s = acc[r][j];
+            for (int o = 16; o > 0; o /= 2) s = __fadd_rn(s, __shfl_xor_sync(0xffffffffu, s, o));
+            /* every lane holds the same total; lane r * MR_RO + j (mod 32) stores it */
+            int n = n0 + r, oo = o0 + j;
+            if (lane == (r * MR_RO + j) % 32 && n < N && oo < Dout) {
+                bf16 *y = out + (size_t)n * Dout + oo;
+                /* ops.h: the product rounded to float, then out += add * it */
+                float v = add == 0.0f ? s : __fadd_rn(__bfloat162float(*y), __fmul_rn(add, s));
+                *y = __float2bfloat16(v);
+            }
+        }
+}
+
+template <int RM>
+static void matmul_rows_launch(CudaCtx *c, bf16 *out, const bf16 *x, const bf16 *w, int N, int Din, int Dout,
+                               float add) {
+    dim3 grid((N + RM - 1) / RM, (Dout + MR_WARPS * MR_RO - 1) / (MR_WARPS * MR_RO));
+    LC_ASSERT(grid.y <= 65535);
+    /* the vector path needs every row start 16-byte aligned; both paths do the same sums */
+    int vec = Din % MR_CH == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
+    if (vec) k_matmul_rows<RM, true><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, add);
+    else k_matmul_rows<RM, false><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, add);
+    CK(cudaGetLastError());
+}
+
+/* The engine's packed weights: a bf16 copy of w (Dout, Din), row-major,
+ * in the engine's own buffer (no shadow lookup). */
+static size_t cuda_rows_pack_floats(void *ctx, int Din, int Dout) {
+    (void)ctx;
+    return ((size_t)Din * Dout + 1) / 2;
+}
+
+static void cuda_rows_pack(void *ctx, float *wp, const float *w, int Din, int Dout) {
+    CudaCtx *c = C(ctx);
+    size_t n = (size_t)Din * Dout;
+    k_f32_to_bf16<<<blocks_for(n), TPB, 0, c->s>>>((bf16 *)wp, w, n);
+    CK(cudaGetLastError());
+}
+
+static void cuda_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout,
+                             float add) {
+    if (N <= 0 || Dout <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    const bf16 *wb = (const bf16 *)wp, *xb = (const bf16 *)x;
+    /* rows per warp by N, for speed only (see above): 1 at decode, where the
+     * weights dominate, more when rows can share each weight load */
+    if (N < 4) matmul_rows_launch<1>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
+    else if (N < 32) matmul_rows_launch<4>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
+    else matmul_rows_launch<8>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
+    PROF_OUT(C(ctx), OP_MATMUL_ROWS, t0_);
+}
+
+/* Paged attention: the kernel is in cuda_attn.cu. A pool is one (rows,
+ * KV*HS) activation: bf16 row r at element r*KV*HS, the layout rows_scatter
+ * writes (not attn_decode's float-strided cache rows). */
+static void cuda_attn_paged(void *ctx, float *out, const float *q, const float *k, const float *v, const int *ptab,
+                            const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp) {
+    if (N <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    attn_paged(C(ctx)->s, (bf16 *)out, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, ptab, slot, len, N, H, KV,
+               HS, P, maxp);
+    PROF_OUT(C(ctx), OP_ATTN_PAGED, t0_);
+}
+
+/* Row copies of bf16 activations, W wide: scatter dst[idx[n]] = src[n],
+ * gather dst[n] = src[idx[n]]. Bit copies: nothing to round. */
+__global__ void k_rows(bf16 *dst, const bf16 *src, const int *idx, int N, int W, int scatter) {
+    size_t n = (size_t)N * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
+        size_t r = i / W, e = i % W, j = (size_t)idx[r] * W + e;
+        if (scatter) dst[j] = src[i];
+        else dst[i] = src[j];
+    }
+}
+
+static void cuda_rows_scatter(void *ctx, float *dst, const float *src, const int *idx, int N, int W) {
+    if (N <= 0 || W <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    k_rows<<<blocks_for((size_t)N * W), TPB, 0, c->s>>>((bf16 *)dst, (const bf16 *)src, idx, N, W, 1);
+    CK(cudaGetLastError());
+    PROF_OUT(C(ctx), OP_ROWS, t0_);
+}
+
+static void cuda_rows_gather(void *ctx, float *dst, const float *src, const int *idx, int N, int W) {
+    if (N <= 0 || W <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    k_rows<<<blocks_for((size_t)N * W), TPB, 0, c->s>>>((bf16 *)dst, (const bf16 *)src, idx, N, W, 0);
+    CK(cudaGetLastError());
+    PROF_OUT(C(ctx), OP_ROWS, t0_);
+}
+
+// ----------------------------------------------------------------------------
 // SwiGLU: out = silu(g) * u; dg = dout * u * s * (1 + g * (1 - s)), du = dout * silu(g)
 
 __global__ void k_swiglu_fwd(bf16 *out, const bf16 *g, const bf16 *u, size_t n) {
@@ -963,6 +1140,12 @@ const Ops ops_cuda = {
     .attn_fwd = cuda_attn_fwd,
     .attn_bwd = cuda_attn_bwd,
     .attn_decode = cuda_attn_decode,
+    .rows_pack_floats = cuda_rows_pack_floats,
+    .rows_pack = cuda_rows_pack,
+    .matmul_rows = cuda_matmul_rows,
+    .attn_paged = cuda_attn_paged,
+    .rows_scatter = cuda_rows_scatter,
+    .rows_gather = cuda_rows_gather,
     .swiglu_fwd = cuda_swiglu_fwd,
     .swiglu_bwd = cuda_swiglu_bwd,
     .lmhead_ce = cuda_lmhead_ce,

@@ -155,7 +155,7 @@ void engine_forced(void) {
     z->logits = xcalloc((size_t)MAXS * MAXT * c.vocab, sizeof(float));
     SampleParams sp = SAMPLE_PARAMS_DEFAULT;
     sp.temperature = 0.7f;
-    EngineOpts eo = {8, 16, 96, 0};
+    EngineOpts eo = {8, 16, 96, 0, 0};
     run(&m, &eo, &sp, 5, 2, 0, 30, z);
     EXPECT(z->done == 10, "%d samples done of 10", z->done);
     for (int i = 0; i < 5; i++) {
@@ -182,7 +182,7 @@ void engine_lora(void) {
     z->V = c.vocab;
     z->logits = xcalloc((size_t)MAXS * MAXT * c.vocab, sizeof(float));
     SampleParams sp = SAMPLE_PARAMS_DEFAULT;
-    EngineOpts eo = {4, 8, 64, 0};
+    EngineOpts eo = {4, 8, 64, 0, 0};
     run(&m, &eo, &sp, 3, 1, 0, 20, z);
     for (int i = 0; i < 3; i++) {
         int p[32], np;
@@ -206,14 +206,14 @@ void engine_batch_invariant(void) {
     sp.top_p = 0.9f;
     enum { NR = 9, NS = 4, NEW = 25 };
     Seen *ref = xcalloc(1, sizeof *ref), *z = xcalloc(1, sizeof *z);
-    EngineOpts one = {1, 2, 64, 0};
+    EngineOpts one = {1, 2, 64, 0, 0};
     run(&m, &one, &sp, NR, NS, 0, NEW, ref);
     EXPECT(ref->done == NR * NS, "%d of %d samples", ref->done, NR * NS);
     struct { EngineOpts o; int split; const char *what; } cases[] = {
-        {{7, 16, 64, 0}, 0, "7 slots, 16 rows"},
-        {{64, 512, 64, 0}, 0, "64 slots, 512 rows"},
-        {{64, 70, 64, 160}, 0, "64 slots, a pool of 160 tokens"},
-        {{5, 9, 64, 0}, 1, "each sample its own request"},
+        {{7, 16, 64, 0, 0}, 0, "7 slots, 16 rows"},
+        {{64, 512, 64, 0, 0}, 0, "64 slots, 512 rows"},
+        {{64, 70, 64, 160, 0}, 0, "64 slots, a pool of 160 tokens"},
+        {{5, 9, 64, 0, 0}, 1, "each sample its own request"},
     };
     for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
         memset(z, 0, sizeof *z);
@@ -242,7 +242,7 @@ void engine_greedy(void) {
     SampleParams sp = SAMPLE_PARAMS_DEFAULT;
     sp.temperature = 0;
     Seen *z = xcalloc(1, sizeof *z);
-    EngineOpts eo = {4, 8, 64, 0};
+    EngineOpts eo = {4, 8, 64, 0, 0};
     run(&m, &eo, &sp, 3, 1, 0, 30, z);
     for (int i = 0; i < 3; i++) {
         int p[32], np;
@@ -286,7 +286,7 @@ void engine_greedy(void) {
     /* the context ends a sample */
     memset(z, 0, sizeof *z);
     z->per_req = 1;
-    EngineOpts small = {2, 8, 20, 0};
+    EngineOpts small = {2, 8, 20, 0, 0};
     Engine *g2;
     LC_ASSERT(engine_init(&g2, &m, &small, &e) == 0);
     rq.n_prompt = 12;
@@ -317,7 +317,7 @@ void engine_session(void) {
     model(&m, &c, 4, NULL);
     SampleParams sp = SAMPLE_PARAMS_DEFAULT;
     sp.temperature = 0.8f;
-    EngineOpts eo = {3, 8, 96, 0};
+    EngineOpts eo = {3, 8, 96, 0, 0};
     Engine *g;
     Err e;
     LC_ASSERT(engine_init(&g, &m, &eo, &e) == 0);

@@ -18,6 +18,10 @@
  *   TOL_STEP = 5e-2  a whole forward + backward in bf16 (errors compound
  *                    through the layers; METHOD.md: bf16 lands 1e-3..1e-2
  *                    per op).
+ * Row copies (rows_scatter/gather) must match exactly. The sampling engine's
+ * ops are also checked for batch invariance on the GPU alone: each row of a
+ * batched call bit for bit equal to the same row run by itself.
+ * gpu_bench_engine times the engine's ops (printed, nothing checked).
  */
 #include <math.h>
 #include <stdint.h>
@@ -84,14 +88,18 @@ static void round_bf16(float *x, size_t n) {
 }
 
 /* Device copies: activations as bf16 (x is rounded in place so the CPU sees
- * the same values), float32 buffers as they are. */
-static float *dev_act(float *x, size_t n) {
+ * the same values), float32 buffers as they are. put_act fills an existing
+ * activation buffer of at least n floats. */
+static void put_act(float *d, float *x, size_t n) {
     round_bf16(x, n);
     uint16_t *h = xmalloc(n * 2 + 2);
     for (size_t i = 0; i < n; i++) h[i] = to_bf16(x[i]);
-    float *d = G->alloc(ctx, n * sizeof(float));
     G->upload(ctx, d, h, n * 2);
     free(h);
+}
+static float *dev_act(float *x, size_t n) {
+    float *d = G->alloc(ctx, n * sizeof(float));
+    put_act(d, x, n);
     return d;
 }
 /* rows of width w as llama_decode leaves them in a float-sized slot: bf16
@@ -135,6 +143,13 @@ static float *get_f32(const float *d, size_t n) {
     return h;
 }
 
+/* The bf16 bits of n activations, for bit-for-bit comparisons; caller frees. */
+static uint16_t *get_bits(const float *d, size_t n) {
+    uint16_t *h = xmalloc(n * 2 + 2);
+    G->download(ctx, h, d, n * 2);
+    return h;
+}
+
 /* Compare and report; frees got. */
 static void cmp(const char *what, float *got, const float *ref, size_t n, double tol) {
     double num = 0, den = 0, mx = 0;
@@ -157,6 +172,17 @@ static float *copy(const float *x, size_t n) {
     float *y = xmalloc(n * sizeof(float));
     memcpy(y, x, n * sizeof(float));
     return y;
+}
+
+/* A random permutation of 0 .. n-1 (Fisher-Yates); caller frees. */
+static int *rand_perm(int n) {
+    int *p = xmalloc((size_t)n * sizeof(int));
+    for (int i = 0; i < n; i++) p[i] = i;
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rng_u64(&rng) % (uint64_t)(i + 1)), t = p[i];
+        p[i] = p[j], p[j] = t;
+    }
+    return p;
 }
 
 /* Positions with documents (a new one with probability 0.1 per token). */
@@ -356,6 +382,192 @@ static void gpu_attn_decode(void) {
     cmp("attn_decode", get_act(gout, nq), out, nq, TOL_BF16);
     free(q); free(k); free(v); free(sc); free(out);
     G->free(ctx, gq); G->free(ctx, gk); G->free(ctx, gv); G->free(ctx, gout); G->free(ctx, gsc);
+}
+
+// ----------------------------------------------------------------------------
+// the sampling engine's ops (ops.h): against the CPU, and batch invariance on
+// the GPU: a row's bits must not depend on the rows it shares a call with.
+
+/* ops_cpu's engine ops come from the CPU branch; without them, fail with a
+ * message rather than call NULL. */
+#define NEED_CPU(op)                                                                       \
+    do {                                                                                   \
+        EXPECT(P->op != NULL, "ops_cpu." #op " is missing: nothing to compare against");   \
+        if (!P->op) return;                                                                \
+    } while (0)
+
+/* matmul_rows (= and +=) against the CPU; then every row of the N-row call
+ * bit-equal to the same row run alone, and the first rows run as shorter
+ * batches (which the GPU computes with other rows per warp: 1, 4 or 8). */
+static void matmul_rows_case(int N, int Din, int Dout) {
+    size_t nx = (size_t)N * Din, nw = (size_t)Dout * Din, no = (size_t)N * Dout;
+    float *x = host_rand(nx, 1), *w = host_rand(nw, 0.1f), *y0 = host_rand(no, 1);
+    float *gx = dev_act(x, nx), *gw0 = dev_weight(w, nw), *gy = G->alloc(ctx, no * 4), *gy2 = dev_act(y0, no);
+    float *gw = G->alloc(ctx, G->rows_pack_floats(ctx, Din, Dout) * 4);
+    G->rows_pack(ctx, gw, gw0, Din, Dout);
+    float *wp = xmalloc(P->rows_pack_floats(NULL, Din, Dout) * 4);
+    P->rows_pack(NULL, wp, w, Din, Dout);
+    float *y = xmalloc(no * 4), *y2 = copy(y0, no); /* y0 rounded to bf16 by dev_act */
+    const float add = 0.37f;
+    char what[96];
+    P->matmul_rows(NULL, y, x, wp, N, Din, Dout, 0.0f);
+    G->matmul_rows(ctx, gy, gx, gw, N, Din, Dout, 0.0f);
+    snprintf(what, sizeof what, "matmul_rows %dx%dx%d", N, Din, Dout);
+    cmp(what, get_act(gy, no), y, no, TOL_BF16);
+    P->matmul_rows(NULL, y2, x, wp, N, Din, Dout, add);
+    G->matmul_rows(ctx, gy2, gx, gw, N, Din, Dout, add);
+    snprintf(what, sizeof what, "matmul_rows += %.2f xw^T", (double)add);
+    cmp(what, get_act(gy2, no), y2, no, TOL_BF16);
+    uint16_t *all = get_bits(gy, no), *all2 = get_bits(gy2, no);
+    float *g1x = G->alloc(ctx, (size_t)Din * 4), *g1y = G->alloc(ctx, (size_t)Dout * 4);
+    int bad = 0, bad2 = 0;
+    for (int r = 0; r < N; r++) {
+        put_act(g1x, x + (size_t)r * Din, (size_t)Din);
+        G->matmul_rows(ctx, g1y, g1x, gw, 1, Din, Dout, 0.0f);
+        uint16_t *b = get_bits(g1y, (size_t)Dout);
+        bad += memcmp(b, all + (size_t)r * Dout, (size_t)Dout * 2) != 0;
+        free(b);
+        put_act(g1y, y0 + (size_t)r * Dout, (size_t)Dout);
+        G->matmul_rows(ctx, g1y, g1x, gw, 1, Din, Dout, add);
+        b = get_bits(g1y, (size_t)Dout);
+        bad2 += memcmp(b, all2 + (size_t)r * Dout, (size_t)Dout * 2) != 0;
+        free(b);
+    }
+    EXPECT(bad == 0, "matmul_rows N=%d: %d rows differ from the same row run alone", N, bad);
+    EXPECT(bad2 == 0, "matmul_rows += N=%d: %d rows differ from the same row run alone", N, bad2);
+    static const int pre[] = {3, 7, 31};
+    for (size_t i = 0; i < sizeof pre / sizeof pre[0] && pre[i] < N; i++) {
+        G->matmul_rows(ctx, gy, gx, gw, pre[i], Din, Dout, 0.0f);
+        uint16_t *b = get_bits(gy, (size_t)pre[i] * Dout);
+        EXPECT(memcmp(b, all, (size_t)pre[i] * Dout * 2) == 0,
+               "matmul_rows: the first %d of %d rows differ run as a batch of their own", pre[i], N);
+        free(b);
+    }
+    printf("    matmul_rows %dx%dx%d: %d rows bit-identical to N=1 (= and +=)\n", N, Din, Dout,
+           N - (bad > bad2 ? bad : bad2));
+    free(x); free(w); free(wp); free(y0); free(y); free(y2); free(all); free(all2);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gw0); G->free(ctx, gy); G->free(ctx, gy2); G->free(ctx, g1x); G->free(ctx, g1y);
+}
+
+static void gpu_matmul_rows(void) {
+    NEED_CPU(matmul_rows);
+    matmul_rows_case(1, 64, 301);  /* decode: one row */
+    matmul_rows_case(5, 576, 99);  /* SmolLM2's dim, 4 rows per warp, a partial output tile */
+    matmul_rows_case(53, 96, 160); /* 8 rows per warp, 16-byte loads */
+    matmul_rows_case(37, 77, 45);  /* odd: scalar loads, a partial last chunk */
+}
+
+/* Paged attention. Five sequences of lengths 1 .. 70 (prompt + samples) in
+ * pages of P tokens at random places of a pool larger than they need, in
+ * slots taken at random; sequences 3 and 4 are two samples of one 24-token
+ * prompt and share its whole pages. Rows: a prefill chunk of sequence 2
+ * (positions 29 .. 69, each row with len = its position + 1) between the
+ * decode rows of the others (len = the sequence's length): N = 45. The GPU
+ * pools are written by rows_scatter from the rows in another order, as the
+ * engine writes them; the CPU reads the same values in place. Then every
+ * row run alone (N = 1: the decode of that position) must give the bits of
+ * its row in the batch. */
+static void attn_paged_case(int H, int KV, int HS, int P_) {
+    enum { NSEQ = 5, NSLOT = 8, PROMPT = 24 };
+    static const int L[NSEQ] = {1, 17, 70, 33, 40};
+    int W = KV * HS, maxp = (70 + P_ - 1) / P_ + 1, shared = PROMPT / P_;
+    int npage = 0;
+    for (int s = 0; s < NSEQ; s++) npage += (L[s] + P_ - 1) / P_ - (s == 4 ? shared : 0);
+    int npool = npage + 5; /* pages nobody uses (random values, never read) */
+    int *perm = rand_perm(npool), *sl = rand_perm(NSLOT), used = 0;
+    int *ptab = xmalloc((size_t)NSLOT * maxp * sizeof(int));
+    for (int i = 0; i < NSLOT * maxp; i++) ptab[i] = -1; /* never read */
+    for (int s = 0; s < NSEQ; s++) {
+        int *pt = ptab + (size_t)sl[s] * maxp;
+        for (int pg = 0; pg < (L[s] + P_ - 1) / P_; pg++)
+            pt[pg] = s == 4 && pg < shared ? ptab[(size_t)sl[3] * maxp + pg] : perm[used++];
+    }
+    LC_ASSERT(used == npage);
+    int N = 0, slot[64], len[64];
+    slot[N] = sl[0], len[N++] = L[0];
+    for (int p = 29; p < L[2]; p++) slot[N] = sl[2], len[N++] = p + 1;
+    for (int s = 1; s < NSEQ; s++)
+        if (s != 2) slot[N] = sl[s], len[N++] = L[s];
+    size_t rows = (size_t)npool * P_, nq = (size_t)N * H * HS, np = rows * W;
+    float *q = host_rand(nq, 1), *k = host_rand(np, 1), *v = host_rand(np, 1), *out = xmalloc(nq * 4);
+    round_bf16(k, np);
+    round_bf16(v, np);
+    P->attn_paged(NULL, out, q, k, v, ptab, slot, len, N, H, KV, HS, P_, maxp);
+    /* the GPU pools through rows_scatter, rows in a random order */
+    int *order = rand_perm((int)rows);
+    float *src = xmalloc(np * 4), *gk = G->alloc(ctx, np * 4), *gv = G->alloc(ctx, np * 4);
+    int *gorder = dev_int(order, rows);
+    float *pools[2] = {k, v}, *gpools[2] = {gk, gv};
+    for (int t = 0; t < 2; t++) {
+        for (size_t i = 0; i < rows; i++) memcpy(src + i * W, pools[t] + (size_t)order[i] * W, (size_t)W * 4);
+        float *gsrc = dev_act(src, np);
+        G->rows_scatter(ctx, gpools[t], gsrc, gorder, (int)rows, W);
+        G->free(ctx, gsrc);
+    }
+    float *gq = dev_act(q, nq), *gout = G->alloc(ctx, nq * 4);
+    int *gptab = dev_int(ptab, (size_t)NSLOT * maxp), *gslot = dev_int(slot, N), *glen = dev_int(len, N);
+    G->attn_paged(ctx, gout, gq, gk, gv, gptab, gslot, glen, N, H, KV, HS, P_, maxp);
+    char what[96];
+    snprintf(what, sizeof what, "attn_paged H%d/%d HS%d P%d N%d", H, KV, HS, P_, N);
+    cmp(what, get_act(gout, nq), out, nq, TOL_BF16);
+    uint16_t *all = get_bits(gout, nq);
+    size_t qw = (size_t)H * HS;
+    float *g1q = G->alloc(ctx, qw * 4), *g1o = G->alloc(ctx, qw * 4);
+    int *g1s = G->alloc(ctx, sizeof(int)), *g1l = G->alloc(ctx, sizeof(int)), bad = 0;
+    for (int r = 0; r < N; r++) {
+        put_act(g1q, q + r * qw, qw);
+        G->upload(ctx, g1s, &slot[r], sizeof(int));
+        G->upload(ctx, g1l, &len[r], sizeof(int));
+        G->attn_paged(ctx, g1o, g1q, gk, gv, gptab, g1s, g1l, 1, H, KV, HS, P_, maxp);
+        uint16_t *b = get_bits(g1o, qw);
+        bad += memcmp(b, all + r * qw, qw * 2) != 0;
+        free(b);
+    }
+    EXPECT(bad == 0, "%s: %d rows differ from the same row run alone", what, bad);
+    printf("    %s: %d rows bit-identical run alone\n", what, N - bad);
+    free(perm); free(sl); free(ptab); free(q); free(k); free(v); free(out); free(order); free(src); free(all);
+    float *gp[] = {gk, gv, gq, gout, g1q, g1o};
+    for (size_t i = 0; i < sizeof gp / sizeof gp[0]; i++) G->free(ctx, gp[i]);
+    int *gi[] = {gorder, gptab, gslot, glen, g1s, g1l};
+    for (size_t i = 0; i < sizeof gi / sizeof gi[0]; i++) G->free(ctx, gi[i]);
+}
+
+static void gpu_attn_paged(void) {
+    NEED_CPU(attn_paged);
+    NEED_CPU(rows_scatter);
+    attn_paged_case(9, 3, 64, 16);  /* SmolLM2's GQA, the engine's page size */
+    attn_paged_case(4, 4, 128, 16); /* MHA, HS 128 */
+    attn_paged_case(16, 1, 48, 5);  /* MQA: a group over two blocks; odd page size, HS not a multiple of 32 */
+}
+
+/* rows_scatter into distinct rows (the rest of dst untouched) and
+ * rows_gather with repeats: bit copies on both backends. */
+static void rows_case(int N, int R, int W) {
+    size_t nd = (size_t)R * W, ns = (size_t)N * W;
+    int *sidx = rand_perm(R), *gidx = xmalloc((size_t)N * sizeof(int));
+    for (int i = 0; i < N; i++) gidx[i] = (int)(rng_u64(&rng) % (uint64_t)R);
+    float *dst = host_rand(nd, 1), *src = host_rand(ns, 1), *got = host_rand(ns, 1);
+    float *gdst = dev_act(dst, nd), *gsrc = dev_act(src, ns), *ggot = dev_act(got, ns);
+    int *gsidx = dev_int(sidx, N), *ggidx = dev_int(gidx, N);
+    char what[96];
+    P->rows_scatter(NULL, dst, src, sidx, N, W);
+    G->rows_scatter(ctx, gdst, gsrc, gsidx, N, W);
+    snprintf(what, sizeof what, "rows_scatter %d of %d x %d", N, R, W);
+    cmp(what, get_act(gdst, nd), dst, nd, 0);
+    P->rows_gather(NULL, got, dst, gidx, N, W);
+    G->rows_gather(ctx, ggot, gdst, ggidx, N, W);
+    snprintf(what, sizeof what, "rows_gather %d of %d x %d", N, R, W);
+    cmp(what, get_act(ggot, ns), got, ns, 0);
+    free(sidx); free(gidx); free(dst); free(src); free(got);
+    G->free(ctx, gdst); G->free(ctx, gsrc); G->free(ctx, ggot); G->free(ctx, gsidx); G->free(ctx, ggidx);
+}
+
+static void gpu_rows(void) {
+    NEED_CPU(rows_scatter);
+    NEED_CPU(rows_gather);
+    rows_case(37, 101, 192); /* K/V rows of SmolLM2 (KV*HS = 192) */
+    rows_case(1, 7, 77);
+    rows_case(64, 64, 576);  /* a full permutation; gather: the hidden rows that need logits */
 }
 
 static void gpu_swiglu(void) {
@@ -631,6 +843,9 @@ void gpu_ops(void) {
     gpu_rope();
     gpu_attn();
     gpu_attn_decode();
+    gpu_matmul_rows();
+    gpu_attn_paged();
+    gpu_rows();
     gpu_swiglu();
     gpu_lmhead_ce();
     gpu_vector();
@@ -642,4 +857,90 @@ void gpu_step(void) {
     gpu_lora_step();
     gpu_decode_model();
     gpu_determinism();
+}
+// ----------------------------------------------------------------------------
+// the engine ops' speed, printed and not checked, so that the first GPU run
+// measures them: at SmolLM2-135M's and Llama-3.2-1B's shapes, matmul_rows
+// beside cuBLASLt's matmul_fwd on the same shape (the price of one fixed
+// order for every N), attn_paged at decode (64 sequences of 1024 tokens) and
+// prefill (512 rows of one sequence), and the row copies. Inputs are zeros:
+// the timings do not depend on the values.
+
+/* us = microseconds per execution of stmt, over reps after one warm-up */
+#define BENCH_US(us, reps, stmt)                                                           \
+    do {                                                                                   \
+        stmt;                                                                              \
+        G->sync(ctx);                                                                      \
+        double t0_ = time_now();                                                           \
+        for (int i_ = 0; i_ < (reps); i_++) stmt;                                          \
+        G->sync(ctx);                                                                      \
+        us = (time_now() - t0_) / (reps) * 1e6;                                            \
+    } while (0)
+
+typedef struct {
+    const char *name;
+    int D, F, V, H, KV, HS;
+} BenchShape;
+
+static const BenchShape bench_shapes[] = {
+    {"smollm2-135m", 576, 1536, 49152, 9, 3, 64},
+    {"llama3.2-1b", 2048, 8192, 128256, 32, 8, 64},
+};
+
+static void bench_matmul_rows(const BenchShape *m) {
+    int lin[5][2] = {{m->D, m->H * m->HS}, {m->D, m->KV * m->HS}, {m->D, m->F}, {m->F, m->D}, {m->D, m->V}};
+    static const char *const lname[5] = {"q/o", "k/v", "gate/up", "down", "lm head"};
+    static const int Ns[] = {1, 8, 64, 512};
+    size_t wmax = (size_t)m->D * m->V, xmax = (size_t)512 * m->F, omax = (size_t)512 * m->V;
+    float *w = G->alloc(ctx, wmax * 4), *x = G->alloc(ctx, xmax * 4), *y = G->alloc(ctx, omax * 4);
+    G->bind_params(ctx, w, wmax);
+    for (int l = 0; l < 5; l++)
+        for (size_t i = 0; i < sizeof Ns / sizeof Ns[0]; i++) {
+            int N = Ns[i], Din = lin[l][0], Dout = lin[l][1];
+            double a, b;
+            BENCH_US(a, 10, G->matmul_rows(ctx, y, x, w, N, Din, Dout, 0.0f));
+            BENCH_US(b, 10, G->matmul_fwd(ctx, y, x, w, N, Din, Dout));
+            double gb = (double)Din * Dout * 2 / (a * 1e3), tf = 2.0 * N * Din * Dout / (a * 1e6);
+            printf("    %-12s matmul_rows %-7s N=%-3d %5dx%-6d %9.1f us %6.0f GB/s %6.1f TFLOP/s | cuBLASLt %8.1f us\n",
+                   m->name, lname[l], N, Din, Dout, a, gb, tf, b);
+        }
+    G->free(ctx, w); G->free(ctx, x); G->free(ctx, y);
+}
+
+static void bench_attn_paged(const BenchShape *m) {
+    enum { NS = 64, LEN = 1024, PG = 16, PRE = 512 };
+    int W = m->KV * m->HS, maxp = LEN / PG, npage = NS * maxp;
+    size_t rows = (size_t)npage * PG, nq = (size_t)PRE * m->H * m->HS;
+    int *perm = rand_perm(npage), *slot = xmalloc(PRE * sizeof(int)), *len = xmalloc(PRE * sizeof(int));
+    float *k = G->alloc(ctx, rows * W * 4), *v = G->alloc(ctx, rows * W * 4);
+    float *q = G->alloc(ctx, nq * 4), *out = G->alloc(ctx, nq * 4);
+    int *gptab = dev_int(perm, (size_t)npage);
+    for (int i = 0; i < NS; i++) slot[i] = i, len[i] = LEN; /* decode: 64 rows at position 1023 */
+    int *gs = dev_int(slot, NS), *gl = dev_int(len, NS);
+    double a, b;
+    BENCH_US(a, 20, G->attn_paged(ctx, out, q, k, v, gptab, gs, gl, NS, m->H, m->KV, m->HS, PG, maxp));
+    G->free(ctx, gs); G->free(ctx, gl);
+    for (int i = 0; i < PRE; i++) slot[i] = 0, len[i] = i + 1; /* prefill: 512 rows of one sequence */
+    gs = dev_int(slot, PRE), gl = dev_int(len, PRE);
+    BENCH_US(b, 20, G->attn_paged(ctx, out, q, k, v, gptab, gs, gl, PRE, m->H, m->KV, m->HS, PG, maxp));
+    printf("    %-12s attn_paged H%d/%d HS%d: decode %d x %d keys %8.1f us (%.0f GB/s of K/V)"
+           " | prefill %d rows %8.1f us\n",
+           m->name, m->H, m->KV, m->HS, NS, LEN, a, 2.0 * NS * LEN * W * 2 / (a * 1e3), PRE, b);
+    /* the row copies: new K/V rows into the pool, the hidden rows that need logits */
+    int *pidx = dev_int(perm, PRE), *gidx = dev_int(perm, NS);
+    BENCH_US(a, 20, G->rows_scatter(ctx, k, q, pidx, PRE, W));
+    BENCH_US(b, 20, G->rows_gather(ctx, out, k, gidx, NS, m->D < W ? W : m->D));
+    printf("    %-12s rows_scatter %d x %d %6.1f us | rows_gather %d x %d %6.1f us\n", m->name, PRE, W, a, NS,
+           m->D < W ? W : m->D, b);
+    free(perm); free(slot); free(len);
+    G->free(ctx, k); G->free(ctx, v); G->free(ctx, q); G->free(ctx, out);
+    G->free(ctx, gptab); G->free(ctx, gs); G->free(ctx, gl); G->free(ctx, pidx); G->free(ctx, gidx);
+}
+
+void gpu_bench_engine(void) {
+    gpu_setup();
+    for (size_t i = 0; i < sizeof bench_shapes / sizeof bench_shapes[0]; i++) {
+        bench_matmul_rows(&bench_shapes[i]);
+        bench_attn_paged(&bench_shapes[i]);
+    }
 }

@@ -143,6 +143,7 @@ void export_hf_tokenizer(void);
 int gpu_present(void);
 void gpu_ops(void);
 void gpu_step(void);
+void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
 #endif
 
 void chat_hf_specials(void);
