@@ -137,7 +137,7 @@ int cmd_chat(int argc, char **argv, Err *e) {
     Engine *g = NULL;
     /* the engine keeps its own KV cache and activations: the model is its weights */
     if (device_load_model(&dev, device, model, adapter, &c, &m, 1, 1, e)) goto out_tok;
-    EngineOpts eo = {1, 0, (int)ctx, ctx}; /* one sequence: the conversation */
+    EngineOpts eo = {1, 0, (int)ctx, ctx, 1}; /* one sequence: the conversation; m's copies go once packed */
     if (engine_init(&g, &m, &eo, e)) goto out_model;
     EngineCallbacks cb = {run_stream_token, run_stream_done, &rs};
     const int session = 1;

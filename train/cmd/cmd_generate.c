@@ -86,8 +86,8 @@ int cmd_generate(int argc, char **argv, Err *e) {
     fputs(prompt, stdout);
     fflush(stdout);
     double t_pre, t_gen;
-    int n = run_generate(&m, &tok, &sp, (uint64_t)seed, ids, (int)np, (int)max_tokens, (int)ctx, stdout, &t_pre,
-                         &t_gen, e);
+    EngineOpts eo = {1, 0, (int)ctx, ctx, 1}; /* one sequence; m's copies go once packed */
+    int n = run_generate(&m, &tok, &sp, (uint64_t)seed, ids, (int)np, (int)max_tokens, &eo, stdout, &t_pre, &t_gen, e);
     if (n >= 0) {
         printf("\n");
         fflush(stdout);

@@ -617,7 +617,8 @@ static int start(Sampling *S, Err *e) {
     const Opts *o = &S->o;
     if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->c, &S->m, MODEL_B, MODEL_T, e)) return -1;
     S->loaded = 1;
-    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)o->ctx, o->kv_tokens};
+    /* the model is the engine's alone: its own copies of the weights go once packed */
+    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)o->ctx, o->kv_tokens, 1};
     if (engine_init(&S->g, &S->m, &eo, e)) return -1;
     int bad = 0;
     if (S->rank == 0) {
@@ -637,9 +638,10 @@ static int start(Sampling *S, Err *e) {
         fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
                         "each, up to %ld tokens\n", o->model, c->n_layers, c->dim, c->vocab, S->ps.n, o->prompts,
                 S->done0, o->out, o->K, o->max_tokens);
-        fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); max-seqs %ld, max-rows %ld, "
-                        "ctx %ld, %d threads\n", engine_kv_bytes_per_token(c, S->m.ops) / 1024.0, es.kv_tokens_cap,
-                es.kv_bytes / 1048576.0, o->max_seqs, o->max_rows, o->ctx, omp_get_max_threads());
+        fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); weights %.1f MiB; max-seqs "
+                        "%ld, max-rows %ld, ctx %ld, %d threads\n", engine_kv_bytes_per_token(c, S->m.ops) / 1024.0,
+                es.kv_tokens_cap, es.kv_bytes / 1048576.0, es.weight_bytes / 1048576.0, o->max_seqs, o->max_rows,
+                o->ctx, omp_get_max_threads());
         if (S->W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", S->W, S->W, o->out);
     }
     return 0;

@@ -58,11 +58,10 @@ void run_stream_done(void *ud, EngineSeq *s) {
 }
 
 int run_generate(Llama *m, const Tokenizer *tok, const SampleParams *sp, uint64_t seed, const int32_t *prompt, int np,
-                 int max_tokens, int ctx, FILE *out, double *prefill_s, double *gen_s, Err *e) {
-    LC_ASSERT(np > 0 && np < ctx);
+                 int max_tokens, const EngineOpts *eo, FILE *out, double *prefill_s, double *gen_s, Err *e) {
+    LC_ASSERT(np > 0 && np < eo->ctx);
     Engine *g;
-    EngineOpts o = {1, 0, ctx, ctx}; /* one sequence, a pool of one context */
-    if (engine_init(&g, m, &o, e)) return -1;
+    if (engine_init(&g, m, eo, e)) return -1;
     int stop[3];
     RunStream rs = {tok, stop, run_stop_ids(tok, -1, stop), out, NULL, 0, 0, 0, 0};
     EngineRequest r = {prompt, np, 1, max_tokens, *sp, seed, 0, stop, rs.nstop, 0, 0, NULL};

@@ -39,16 +39,17 @@ void run_stream_done(void *ud, EngineSeq *s);
  * extra (-1: none), each once, into ids[0..3). Returns their number. */
 int run_stop_ids(const Tokenizer *tok, int extra, int ids[3]);
 
-/* Generate up to max_tokens after the prompt ids with the sampling engine
- * over m (one request, one sample seeded `seed`, a KV cache of ctx tokens:
- * np < ctx <= the model's context), writing the decoded bytes to out as they
- * come (if out is not NULL). Stops at the end-of-text or end-of-turn id
- * (not written) or when the context is full. Returns the number of
+/* Generate up to max_tokens after the prompt ids with a sampling engine
+ * built over m with eo (one sequence: eo->max_seqs 1; eo->ctx > np, at most
+ * the model's context; eo->drop_source when m is not used after), one
+ * request of one sample seeded `seed`, writing the decoded bytes to out as
+ * they come (if out is not NULL). Stops at the end-of-text or end-of-turn
+ * id (not written) or when the context is full. Returns the number of
  * generated tokens (the stop id included), or -1 with e (the engine could
  * not be built); *prefill_s gets the time to the first token, *gen_s the
  * time after it. */
 int run_generate(Llama *m, const Tokenizer *tok, const SampleParams *sp, uint64_t seed, const int32_t *prompt, int np,
-                 int max_tokens, int ctx, FILE *out, double *prefill_s, double *gen_s, Err *e);
+                 int max_tokens, const EngineOpts *eo, FILE *out, double *prefill_s, double *gen_s, Err *e);
 
 /* SGEMM GFLOP/s of this machine (n x n x n, best of reps). */
 double run_sgemm_peak(int n, int reps);

@@ -668,7 +668,8 @@ static void print_sample(Trainer *tr, const char *when) {
     printf("---- sample %s ----\n%s", when, tr->o.prompt);
     fflush(stdout);
     Err e = {{0}};
-    if (run_generate(gen, &tr->tok, &sp, (uint64_t)tr->o.seed, ids, (int)n, (int)tr->o.sample_tokens, T, stdout,
+    EngineOpts eo = {1, 0, T, T, 0}; /* one sequence; gen is refreshed for the next sample */
+    if (run_generate(gen, &tr->tok, &sp, (uint64_t)tr->o.seed, ids, (int)n, (int)tr->o.sample_tokens, &eo, stdout,
                      NULL, NULL, &e) < 0)
         printf("(no sample: %s)", e.msg);
     printf("\n--------\n");
