@@ -60,3 +60,10 @@ put("dpo", "pairs.jsonl",
     b'{"chosen": "Hi there Hello!", "rejected": "Hi there How are you?"}\n'
     b'{"prompt": [{"role": "user", "content": "Hi"}], "chosen": [{"role": "assistant", "content": "Fine."}], '
     b'"rejected": [{"role": "assistant", "content": "No"}]}\n')
+put("prompts", "prompts.jsonl",
+    b'{"prompt": "Hi there", "id": 1, "stop": "\\n"}\n'
+    b'\n'
+    b'{"messages": [{"role": "user", "content": "Hi"}], "stop": ["User:", "e"]}\n'
+    b'{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]}\n'
+    b'{"prompt_ids": [1, 2, 3]}\n')
+put("prompts", "stop.txt", b'["\\n\\n", "User:"]')

@@ -32,6 +32,7 @@
 #include "../data/dpo.h"
 #include "../data/gguf.h"
 #include "../data/jsonl.h"
+#include "../data/prompts.h"
 #include "../data/sft.h"
 #include "../data/shard.h"
 #include "../data/spm.h"
@@ -347,6 +348,38 @@ static void fuzz_dpo(const uint8_t *d, size_t n) {
     }
 }
 
+static void fuzz_prompts(const uint8_t *d, size_t n) {
+    const char *path = put(0, "prompts.jsonl", d, n);
+    static const int tpl[2] = {-1, CHAT_LLAMA2};
+    for (int k = 0; k < 2; k++) {
+        PromptOpts o = {tpl[k], "no template", NULL, k, 48, "the context"};
+        PromptSet s;
+        Err e;
+        if (prompts_load(&s, path, fixture_tok(), &o, &e) == 0) {
+            for (size_t i = 0; i < s.ntok; i++)
+                if (s.ids[i] < 0 || s.ids[i] >= fixture_tok()->vocab) abort();
+            for (size_t i = 0; i < s.n; i++) { /* each prompt's stop strings over a text */
+                if (s.off[i + 1] - s.off[i] == 0 || s.off[i + 1] - s.off[i] >= 48) abort();
+                static const char text[] = "Hello there\n\nUser: \xc3\xa9 <|endoftext|>";
+                long at = stop_find(s.stop + s.stop_off[i], s.stop_off[i + 1] - s.stop_off[i], text, sizeof text - 1, 3);
+                if (at >= (long)sizeof text) abort();
+            }
+            prompts_free(&s);
+        }
+    }
+    char **stops = NULL; /* the same bytes as a --stop value */
+    size_t ns = 0, cap = 0;
+    char *z = xmalloc(n + 1);
+    memcpy(z, d, n);
+    z[n] = 0;
+    Err e;
+    if (prompts_stops_parse(z, &stops, &ns, &cap, "--stop", &e) == 0)
+        (void)stop_find(stops, ns, z, n, 0);
+    for (size_t k = 0; k < ns; k++) free(stops[k]);
+    free(stops);
+    free(z);
+}
+
 const FuzzTarget fuzz_targets[] = {
     {"tok_llamac", fuzz_tok_llamac},   {"tokenizer_json", fuzz_tokenizer_json},
     {"tiktoken", fuzz_tiktoken},       {"spm", fuzz_spm},
@@ -355,6 +388,7 @@ const FuzzTarget fuzz_targets[] = {
     {"jsonl", fuzz_jsonl},             {"chat_jsonl", fuzz_chat_jsonl},
     {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
     {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
+    {"prompts", fuzz_prompts},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
