@@ -29,7 +29,7 @@ typedef struct SampleParams {
 /* Checks each field's range; -1 with e naming the flag (--temperature ...). */
 int sample_params_check(const SampleParams *p, Err *e);
 
-/* Scratch of one sampling call: V floats and V ints (one per thread). */
+/* Scratch of one sampling call, V entries each (one per thread). */
 typedef struct SampleWork {
     int vocab;
     float *prob;
@@ -63,6 +63,13 @@ uint64_t sample_seed(uint64_t seed, uint64_t j);
  * penalty applies to (the prompt and the completion so far). */
 SampleOut sample_token(const SampleParams *p, const float *logits, const int *seen, int n_seen, double u,
                        SampleWork *w);
+
+/* The tokens sample_token can draw with these arguments (those the
+ * truncation keeps, probability > 0; greedy: the argmax), ascending, into
+ * ids (room for V). Returns their count. The draw's inverse CDF walks them
+ * in this order. */
+int sample_kept(const SampleParams *p, const float *logits, const int *seen, int n_seen, int *ids,
+                SampleWork *w);
 
 /* ---- a sampler with its own stream, for one-sequence callers */
 typedef struct Sampler {
