@@ -173,8 +173,10 @@ static inline __attribute__((always_inline)) void lanes_ge(const float *e, float
     v8i ge = v >= tv;
     *c -= ge;
     v8f x = (v8f)(ge & (v8i)v);
-    *m += __builtin_convertvector(__builtin_shufflevector(x, x, 0, 1, 2, 3), v4d) +
-          __builtin_convertvector(__builtin_shufflevector(x, x, 4, 5, 6, 7), v4d);
+    v4f lo, hi; /* the halves (vextractf128) */
+    memcpy(&lo, &x, sizeof lo);
+    memcpy(&hi, (const char *)&x + sizeof lo, sizeof hi);
+    *m += __builtin_convertvector(lo, v4d) + __builtin_convertvector(hi, v4d);
 }
 
 static inline __attribute__((always_inline)) double lanes_sum(const v4d *m) {
@@ -196,28 +198,42 @@ VECTOR_CLONES static double mass_ge(const float *e, int n, float t, int *cnt) {
     return s;
 }
 
-/* The ids i in [0, n) with lo <= e[i] < hi, ascending, into idx; returns
- * their count. Blocks of 32 with none are skipped on one test. */
-VECTOR_CLONES static int gather_between(const float *e, int n, float lo, float hi, int *idx) {
+/* The i in [0, n) with lo <= e[i] < hi, ascending: their ids (id[i], or i
+ * when id is NULL) into idx and their values into val (may be e and id:
+ * the write never passes the read). Returns their count. Blocks of 32
+ * without one are skipped on one test; in the others each lane's test
+ * becomes a bit, and only the set bits are visited (the tokens sought lie
+ * scattered: a walk over every block holding one costs more than the scan). */
+VECTOR_CLONES static int gather_between(const float *e, const int *id, int n, float lo, float hi, int *idx,
+                                        float *val) {
     v8f lv = {lo, lo, lo, lo, lo, lo, lo, lo}, hv = {hi, hi, hi, hi, hi, hi, hi, hi};
+    v8i bit = {1, 2, 4, 8, 16, 32, 64, 128};
     int k = 0, i = 0;
     for (; i + 32 <= n; i += 32) {
-        v8i any = {0};
-        for (int j = 0; j < 32; j += 8) {
+        v8i any = {0}, bits = {0};
+        for (int j = 0; j < 4; j++) {
             v8f v;
-            memcpy(&v, e + i + j, sizeof v);
-            any |= (v >= lv) & (v < hv);
+            memcpy(&v, e + i + 8 * j, sizeof v);
+            v8i in = (v >= lv) & (v < hv);
+            any |= in;
+            bits |= in & (bit << (8 * j)); /* lane l of block j: bit 8j + l */
         }
         v4u a = (v4u)any;
         if ((a[0] | a[1] | a[2] | a[3]) == 0) continue;
-        for (int j = i; j < i + 32; j++) {
-            idx[k] = j;
-            k += e[j] >= lo && e[j] < hi;
+        uint64_t h[4];
+        memcpy(h, &bits, sizeof h);
+        uint64_t o = h[0] | h[1] | h[2] | h[3];
+        for (uint32_t mask = (uint32_t)o | (uint32_t)(o >> 32); mask; mask &= mask - 1) {
+            int j = i + __builtin_ctz(mask);
+            idx[k] = id ? id[j] : j;
+            val[k++] = e[j];
         }
     }
     for (; i < n; i++) {
-        idx[k] = i;
-        k += e[i] >= lo && e[i] < hi;
+        float v = e[i];
+        idx[k] = id ? id[i] : i;
+        val[k] = v;
+        k += v >= lo && v < hi;
     }
     return k;
 }
@@ -325,16 +341,37 @@ static void heap_sift(const float *e, int *h, int n, int i) {
 
 /* The first token in ranking order at which the prefix is enough, given a
  * level lo that is enough and a level hi that is not; with ties, the last
- * token of equal e after it (top-k keeps them). *pre gets the prefix's
- * count and mass (key: the cut's e). */
-static Cut find_cut(const float *e, int V, int *idx, Level lo, Level hi, int want_cnt, double want_mass, int ties,
-                    Level *pre) {
+ * token of equal e after it (top-k keeps them). lo.cnt < 0: lo's count and
+ * mass are not known yet (a bound known to hold few tokens: they are
+ * gathered at once). *pre gets the prefix's count and mass (key: the cut's
+ * e). */
+static Cut find_cut(const float *e, int V, int *idx, float *val, Level lo, Level hi, int want_cnt, double want_mass,
+                    int ties, Level *pre) {
+    /* bisect until few tokens lie between; once the window is a quarter
+     * of the values scanned or less, the scans go over a copy of the
+     * window (ids in idx, values in val; above it, hi's count and mass) */
+    const float *arr = e;
+    int n = V, copied = 0;
+    Level base = {0, 0, 0};
+    if (lo.cnt < 0) {
+        n = gather_between(e, NULL, V, key_float(lo.key), key_float(hi.key), idx, val);
+        arr = val, copied = 1, base = hi;
+        lo.cnt = hi.cnt + n, lo.mass = hi.mass + sum8(val, n);
+    }
     while (lo.cnt - hi.cnt > SAMPLE_WINDOW && hi.key - lo.key > 1) {
-        Level mid = level_at(e, V, lo.key + (hi.key - lo.key) / 2);
+        if (lo.cnt - hi.cnt <= n / 4) {
+            n = gather_between(arr, copied ? idx : NULL, n, key_float(lo.key), key_float(hi.key), idx, val);
+            LC_ASSERT(n == lo.cnt - hi.cnt);
+            arr = val, copied = 1, base = hi;
+        }
+        uint32_t key = lo.key + (hi.key - lo.key) / 2;
+        Level mid = {key, 0, 0};
+        mid.mass = mass_ge(arr, n, key_float(key), &mid.cnt);
+        mid.cnt += base.cnt, mid.mass += base.mass;
         if (enough(mid.cnt, mid.mass, want_cnt, want_mass)) lo = mid;
         else hi = mid;
     }
-    int n = gather_between(e, V, key_float(lo.key), key_float(hi.key), idx);
+    n = gather_between(arr, copied ? idx : NULL, n, key_float(lo.key), key_float(hi.key), idx, val);
     LC_ASSERT(n == lo.cnt - hi.cnt && n > 0);
     int cnt = hi.cnt, last = -1, done = 0;
     double m = hi.mass;
@@ -358,33 +395,33 @@ static Cut find_cut(const float *e, int V, int *idx, Level lo, Level hi, int wan
     return (Cut){e[last], last};
 }
 
-/* A level with at least g tokens (g chunks each hold one at or above it):
- * the least of the maxima of g chunks of e. */
-static Level chunk_bound(const float *e, int V, int g) {
+/* A threshold with at least g tokens at or above it (g chunks each hold
+ * one): the least of the maxima of g chunks of e. */
+static float chunk_bound(const float *e, int V, int g) {
     float b = 1.0f;
     for (int j = 0; j < g; j++) {
         int from = (int)((int64_t)V * j / g), to = (int)((int64_t)V * (j + 1) / g);
         float m = vec_max(e + from, to - from);
         b = m < b ? m : b;
     }
-    return level_at(e, V, float_key(b));
+    return b;
 }
 
 /* top-k, then top-p over the mass top-k kept, then min-p: the cut of the
  * kept set and its mass. s is the sum of all e. */
-static Cut truncate(const SampleParams *p, const float *e, int V, int *idx, double s, double *kept) {
+static Cut truncate(const SampleParams *p, const float *e, int V, int *idx, float *val, double s, double *kept) {
     Cut cut = {0.0f, V - 1}; /* everything */
     Level all = {0, V, s};
     Level top = {float_key(1.0f) + 1, 0, 0}; /* above the max: nothing */
     *kept = s;
     if (p->top_k > 0 && p->top_k < V) {
-        /* start from a bound with at least max(k, 64) tokens: a few hundred
-         * for a small k, whatever the distribution */
+        /* start from a bound with at least max(k, 64) tokens: about g ln g
+         * of them on any distribution, a few hundred for a small k */
         int g = p->top_k > 64 ? p->top_k : 64;
-        Level lo = g <= V / 4 ? chunk_bound(e, V, g) : all;
+        Level lo = g <= V / 4 ? (Level){float_key(chunk_bound(e, V, g)), -1, 0} : all;
         /* ties with the k-th are kept, as torch.topk's threshold in
          * TopKLogitsWarper and vLLM keep them */
-        Cut k = find_cut(e, V, idx, lo, top, p->top_k, 0, 1, &all);
+        Cut k = find_cut(e, V, idx, val, lo, top, p->top_k, 0, 1, &all);
         cut = (Cut){k.e, V - 1};
         *kept = all.mass;
     }
@@ -393,7 +430,7 @@ static Cut truncate(const SampleParams *p, const float *e, int V, int *idx, doub
         /* llama2.c's bound: a token below (1 - p) M / (n - 1) is never in
          * the nucleus (all the others below it hold less than 1 - p); a
          * little under it, for rounding, and only used if it checks out */
-        if (all.cnt > 1) {
+        if (all.cnt > SAMPLE_WINDOW) {
             double b = (1.0 - p->top_p) * all.mass / (all.cnt - 1) * (1 - 1e-6);
             if (b > key_float(all.key) && b < 1) {
                 Level l = level_at(e, V, float_key((float)b));
@@ -401,7 +438,7 @@ static Cut truncate(const SampleParams *p, const float *e, int V, int *idx, doub
             }
         }
         Level pre;
-        cut = find_cut(e, V, idx, all, top, 0, want, 0, &pre);
+        cut = find_cut(e, V, idx, val, all, top, 0, want, 0, &pre);
         *kept = pre.mass;
     }
     if (p->min_p > 0 && p->min_p > cut.e) { /* min_p * 1, the max token's e */
@@ -467,7 +504,7 @@ static int distribution(const SampleParams *p, const float *logits, float mraw, 
     float mx = x == logits ? mraw : vec_max(x, V);
     double s = exp_sum(w->prob, x, V, mx, (float)(1.0 / p->temperature));
     if (x == logits) *s_raw = s;
-    *cut = truncate(p, w->prob, V, w->idx, s, kept);
+    *cut = truncate(p, w->prob, V, w->idx, w->adj, s, kept); /* x is spent: adj is scratch */
     return -1;
 }
 
