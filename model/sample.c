@@ -149,17 +149,19 @@ static inline __attribute__((always_inline)) double sum8(const float *y, int n) 
     return ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
 }
 
-/* Returns sum_i exp((x[i] - mx) * inv_t) in double; out[i] gets the terms
- * when out is not NULL. Blocks of EXP_BLOCK stay in L1 between the exp and
+/* Returns sum_i exp((x[i] - mx) / t) in double; out[i] gets the terms
+ * when out is not NULL. A division, as transformers' logits / T (a
+ * multiply by 1/T would shift every exponent by the rounding of 1/T; the
+ * divide costs nothing here next to the exp). Blocks of EXP_BLOCK stay in L1 between the exp and
  * the sum. */
 #define EXP_BLOCK 512
-VECTOR_CLONES static double exp_sum(float *out, const float *x, int n, float mx, float inv_t) {
+VECTOR_CLONES static double exp_sum(float *out, const float *x, int n, float mx, float t) {
     float buf[EXP_BLOCK];
     double s = 0;
     for (int b = 0; b < n; b += EXP_BLOCK) {
         int m = n - b < EXP_BLOCK ? n - b : EXP_BLOCK;
         float *y = out ? out + b : buf;
-        for (int i = 0; i < m; i++) y[i] = exp_neg((x[b + i] - mx) * inv_t);
+        for (int i = 0; i < m; i++) y[i] = exp_neg((x[b + i] - mx) / t);
         s += sum8(y, m);
     }
     return s;
@@ -502,7 +504,7 @@ static int distribution(const SampleParams *p, const float *logits, float mraw, 
     *s_raw = -1;
     if (p->temperature == 0) return argmax(x, V);
     float mx = x == logits ? mraw : vec_max(x, V);
-    double s = exp_sum(w->prob, x, V, mx, (float)(1.0 / p->temperature));
+    double s = exp_sum(w->prob, x, V, mx, p->temperature);
     if (x == logits) *s_raw = s;
     *cut = truncate(p, w->prob, V, w->idx, w->adj, s, kept); /* x is spent: adj is scratch */
     return -1;
@@ -527,7 +529,7 @@ SampleOut sample_token(const SampleParams *p, const float *logits, const int *se
     if (o.token < 0) o.token = draw(w->prob, V, cut, kept, u);
     /* log softmax(logits / T)[token], T = 1 when greedy */
     double T = p->temperature > 0 ? p->temperature : 1.0;
-    if (s_t < 0) s_t = exp_sum(NULL, logits, V, mraw, (float)(1.0 / T));
+    if (s_t < 0) s_t = exp_sum(NULL, logits, V, mraw, (float)T);
     double l = (double)logits[o.token] - mraw;
     o.logprob = (float)(l / T - log(s_t));
     o.logprob_t1 = T == 1 ? o.logprob : (float)(l - log(exp_sum(NULL, logits, V, mraw, 1.0f)));
