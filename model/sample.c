@@ -10,9 +10,12 @@
  * of the vocabulary. exp is a polynomial the compiler vectorises; the kept
  * set is a prefix of the order (probability down, id up), found by
  * bisecting a probability threshold over its float bits, each step one
- * vectorised pass counting the tokens at or above it and their mass, until
- * fewer than SAMPLE_WINDOW tokens lie between the brackets; only those are
- * ordered (a heap). No allocation: SampleWork holds the scratch.
+ * vectorised pass counting the tokens at or above it and their mass (over
+ * a copy of the tokens between the brackets once they are few), until
+ * fewer than SAMPLE_WINDOW lie between; only those are ordered (a heap).
+ * Bounds start the search near the answer: llama2.c's for top-p, the least
+ * of chunk maxima for top-k. No allocation: SampleWork holds the scratch;
+ * no state outside it, so one SampleWork per thread is thread-safe.
  *
  * The log-probabilities are of the model's own distribution, before the
  * penalty and the truncation: log softmax(logits / T), normaliser summed in
@@ -152,8 +155,8 @@ static inline __attribute__((always_inline)) double sum8(const float *y, int n) 
 /* Returns sum_i exp((x[i] - mx) / t) in double; out[i] gets the terms
  * when out is not NULL. A division, as transformers' logits / T (a
  * multiply by 1/T would shift every exponent by the rounding of 1/T; the
- * divide costs nothing here next to the exp). Blocks of EXP_BLOCK stay in L1 between the exp and
- * the sum. */
+ * divide costs nothing next to the exp). Blocks of EXP_BLOCK stay in L1
+ * between the exp and the sum. */
 #define EXP_BLOCK 512
 VECTOR_CLONES static double exp_sum(float *out, const float *x, int n, float mx, float t) {
     float buf[EXP_BLOCK];
@@ -167,8 +170,8 @@ VECTOR_CLONES static double exp_sum(float *out, const float *x, int n, float mx,
     return s;
 }
 
-/* The lanes of e[0..8) that are >= t: their count into *c (as minus
- * -1 masks) and their sum in double into *m. */
+/* The lanes of e[0..8) that are >= t: their count into *c (subtracting
+ * the -1 of each true lane) and their sum in double into *m. */
 static inline __attribute__((always_inline)) void lanes_ge(const float *e, float t, v8i *c, v4d *m) {
     v8f tv = {t, t, t, t, t, t, t, t}, v;
     memcpy(&v, e, sizeof v);
@@ -318,8 +321,7 @@ static Level level_at(const float *e, int V, uint32_t key) {
 }
 
 /* Tokens between two brackets bisected to at most this many are put in
- * order by a heap: ~10 passes of V/8 lanes to get there on a flat
- * distribution of 49152, and a few microseconds of heap after. */
+ * order by a heap: a few microseconds, about one bisection step's scan. */
 #define SAMPLE_WINDOW 256
 
 /* Does a prefix of cnt tokens with this mass satisfy the rule? top-k:
