@@ -233,6 +233,15 @@ void sample_draw(void) {
                  sp.min_p);
         check_draw(&sp, l, V, NULL, 0, what);
     }
+    /* a vocabulary of many 32-token blocks: the draw steps over whole
+     * blocks by their sums and walks the one where u falls */
+    float *big = xmalloc(1000 * sizeof(float));
+    make_logits(&r, big, 1000, 0, 1.0f);
+    SampleParams sp = SAMPLE_PARAMS_DEFAULT;
+    check_draw(&sp, big, 1000, NULL, 0, "V 1000, no truncation");
+    sp.top_p = 0.9f, sp.temperature = 0.7f;
+    check_draw(&sp, big, 1000, NULL, 0, "V 1000, top_p 0.9");
+    free(big);
     /* nothing truncated: plain softmax */
     make_logits(&r, l, 30, 0, 2.0f);
     check_draw(&SAMPLE_PARAMS_DEFAULT, l, 30, NULL, 0, "no truncation");
