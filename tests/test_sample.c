@@ -507,23 +507,27 @@ void sample_determinism(void) {
     free(l);
 }
 
-/* Time per sample_token at the engine's vocabulary: the best of REPS
- * rounds over R rows, so that other work on the machine inflates it less;
- * printed, not checked (a loaded machine would make any bound flaky). */
+/* Time per sample_token at the engine's vocabulary: each row's best of
+ * REPS calls (with another uniform each time), averaged over the R rows,
+ * so that other work on the machine inflates it less; printed, not
+ * checked (a loaded machine would make any bound flaky). */
 static double time_call(const SampleParams *sp, const float *l, int V, int R, const int *seen, int n_seen,
                         SampleWork *w) {
     enum { REPS = 20 };
-    double best = 1e30;
+    double total = 0;
     int sink = 0;
-    for (int k = 0; k < REPS; k++) {
-        double t0 = time_now();
-        for (int i = 0; i < R; i++)
+    for (int i = 0; i < R; i++) {
+        double best = 1e30;
+        for (int k = 0; k < REPS; k++) {
+            double t0 = time_now();
             sink += sample_token(sp, l + (size_t)i * V, seen, n_seen, sample_uniform(1, (uint64_t)(k * R + i)), w).token;
-        double dt = time_now() - t0;
-        best = dt < best ? dt : best;
+            double dt = time_now() - t0;
+            best = dt < best ? dt : best;
+        }
+        total += best;
     }
     LC_ASSERT(sink >= 0);
-    return best / R * 1e6;
+    return total / R * 1e6;
 }
 
 void sample_speed(void) {
@@ -551,7 +555,7 @@ void sample_speed(void) {
     for (int j = 0; j < 256; j++) seen[j] = (int)(rng_u64(&r) % V);
     for (int kind = 0; kind < 2; kind++) {
         make_logits(&r, l, R * V, kind == 0 ? 0 : 2, 2.0f);
-        printf("    V %d, %s, best of 20 rounds of %d rows:\n", V, kinds[kind], R);
+        printf("    V %d, %s, mean over %d rows of the best of 20 calls:\n", V, kinds[kind], R);
         for (size_t c = 0; c < sizeof cfg / sizeof cfg[0]; c++)
             printf("      %-30s %7.1f us/call\n", cfg[c].name, time_call(&cfg[c].p, l, V, R, NULL, 0, &w));
         SampleParams rp = {0.8f, 0, 0.95f, 0.0f, 1.2f};
