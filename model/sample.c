@@ -507,6 +507,7 @@ static int distribution(const SampleParams *p, const float *logits, float mraw, 
     if (p->temperature == 0) return argmax(x, V);
     float mx = x == logits ? mraw : vec_max(x, V);
     double s = exp_sum(w->prob, x, V, mx, p->temperature);
+    LC_ASSERT(s >= 1); /* the max's term is 1; NaN: a NaN logit, a bug upstream */
     if (x == logits) *s_raw = s;
     *cut = truncate(p, w->prob, V, w->idx, w->adj, s, kept); /* x is spent: adj is scratch */
     return -1;
@@ -532,6 +533,7 @@ SampleOut sample_token(const SampleParams *p, const float *logits, const int *se
     /* log softmax(logits / T)[token], T = 1 when greedy */
     double T = p->temperature > 0 ? p->temperature : 1.0;
     if (s_t < 0) s_t = exp_sum(NULL, logits, V, mraw, (float)T);
+    LC_ASSERT(s_t >= 1);
     double l = (double)logits[o.token] - mraw;
     o.logprob = (float)(l / T - log(s_t));
     o.logprob_t1 = T == 1 ? o.logprob : (float)(l - log(exp_sum(NULL, logits, V, mraw, 1.0f)));
