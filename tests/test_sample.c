@@ -174,8 +174,8 @@ void sample_truncation(void) {
         sp.top_p = 0.5f;
         int n = sample_kept(&sp, l, NULL, 0, ids, &w);
         int want = (V + 1) / 2;
-        EXPECT(n == want && ids[0] == 0 && ids[n - 1] == want - 1, "V %d flat, top_p 0.5: kept %d (ids %d..%d), want %d",
-               V, n, ids[0], ids[n - 1], want);
+        EXPECT(n == want && ids[0] == 0 && ids[n - 1] == want - 1,
+               "V %d flat, top_p 0.5: kept %d (ids %d..%d), want %d", V, n, ids[0], ids[n - 1], want);
         /* top-k keeps every token tied with the k-th */
         sp = SAMPLE_PARAMS_DEFAULT;
         sp.top_k = 1;
@@ -470,7 +470,8 @@ void sample_determinism(void) {
     SampleWork w;
     sample_work_init(&w, V);
     for (int i = 0; i < R; i++)
-        serial[i] = sample_token(&sp, l + (size_t)i * V, NULL, 0, sample_uniform(sample_seed(9, (uint64_t)i), 3), &w).token;
+        serial[i] =
+            sample_token(&sp, l + (size_t)i * V, NULL, 0, sample_uniform(sample_seed(9, (uint64_t)i), 3), &w).token;
     sample_work_free(&w);
     /* one SampleWork per thread, rows in any order: the same tokens */
 #pragma omp parallel
@@ -519,8 +520,8 @@ static double time_call(const SampleParams *sp, const float *l, int V, int R, co
     for (int i = 0; i < R; i++) {
         double best = 1e30;
         for (int k = 0; k < REPS; k++) {
-            double t0 = time_now();
-            sink += sample_token(sp, l + (size_t)i * V, seen, n_seen, sample_uniform(1, (uint64_t)(k * R + i)), w).token;
+            double u = sample_uniform(1, (uint64_t)(k * R + i)), t0 = time_now();
+            sink += sample_token(sp, l + (size_t)i * V, seen, n_seen, u, w).token;
             double dt = time_now() - t0;
             best = dt < best ? dt : best;
         }
