@@ -116,6 +116,8 @@ static const struct {
     T(dist_pp_faults), T(dist_pp_errors), T(dist_pp_dpo),
     T(robust_ops_elementwise), T(robust_ops_attn), T(robust_ops_lmhead_lora), T(robust_err_quote), T(robust_ini_section),
     T(robust_nonfinite_loaders), T(fuzz_replay),
+    T(sample_truncation), T(sample_draw), T(sample_greedy), T(sample_penalty), T(sample_logprob),
+    T(sample_streams), T(sample_errors), T(sample_determinism), T(sample_speed),
 };
 #undef T
 

@@ -235,4 +235,14 @@ void robust_ini_section(void);
 void robust_nonfinite_loaders(void);
 void fuzz_replay(void);
 
+void sample_truncation(void);
+void sample_draw(void);
+void sample_greedy(void);
+void sample_penalty(void);
+void sample_logprob(void);
+void sample_streams(void);
+void sample_errors(void);
+void sample_determinism(void);
+void sample_speed(void);
+
 #endif
