@@ -113,20 +113,38 @@ static const float *module_weight(const Llama *m, int l, int mod) {
     return ws[mod];
 }
 
-/* The packed weights: their size (fill 0) or, with fill, packed into pack_buf. */
-static size_t pack_all(Engine *g, int fill) {
+/* Floats of one packed weight, rounded up so that every panel starts on 64
+ * bytes. */
+static size_t packed_floats(const Ops *o, int din, int dout) {
+    return (o->rows_pack_floats(NULL, din, dout) + 15) / 16 * 16;
+}
+
+/* The packed weights of every linear, the adapters of lc, and the head. */
+static size_t packed_total(const LlamaConfig *c, const LoraConfig *lc, const Ops *o) {
+    size_t n = packed_floats(o, c->dim, c->vocab);
+    for (int l = 0; l < c->n_layers; l++)
+        for (int mod = 0; mod < LORA_NMOD; mod++) {
+            int din, dout;
+            lora_module_dims(c, mod, &din, &dout);
+            n += packed_floats(o, din, dout);
+            if (lc && lora_adapted(lc, l, mod)) n += packed_floats(o, din, lc->r) + packed_floats(o, lc->r, dout);
+        }
+    return n;
+}
+
+/* Pack m's weights into pack_buf, laid out as packed_total counts them. */
+static void pack_all(Engine *g) {
     Llama *m = g->m;
     const LlamaConfig *c = &m->c;
     const Ops *o = g->o;
-    size_t off = 0;
-#define PACK(dst, src, din, dout)                                                       \
-    do {                                                                                \
-        if (fill) {                                                                     \
-            (dst) = g->pack_buf + off;                                                  \
-            o->rows_pack(g->ctx, (dst), (src), (din), (dout));                          \
-        }                                                                               \
-        off += (o->rows_pack_floats(g->ctx, (din), (dout)) + 15) / 16 * 16;             \
+    float *at = g->pack_buf;
+#define PACK(dst, src, din, dout)                          \
+    do {                                                   \
+        (dst) = at;                                        \
+        o->rows_pack(g->ctx, at, (src), (din), (dout));    \
+        at += packed_floats(o, (din), (dout));             \
     } while (0)
+    PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
     for (int l = 0; l < c->n_layers; l++)
         for (int mod = 0; mod < LORA_NMOD; mod++) {
             int din, dout;
@@ -138,15 +156,14 @@ static size_t pack_all(Engine *g, int fill) {
                 PACK(g->pk.B[l][mod], p->B, m->lc.r, dout);
             }
         }
-    PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
 #undef PACK
-    return off;
+    LC_ASSERT((size_t)(at - g->pack_buf) == g->pack_floats);
 }
 
-void engine_sync_weights(Engine *g) { pack_all(g, 1); }
+void engine_sync_weights(Engine *g) { pack_all(g); }
 
-int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
-    const LlamaConfig *c = &m->c;
+/* The options with their defaults filled in. */
+static EngineOpts complete(const LlamaConfig *c, const EngineOpts *opt) {
     EngineOpts o = *opt;
     if (o.max_seqs <= 0) o.max_seqs = 64;
     if (o.max_rows <= 0) o.max_rows = 512;
@@ -154,6 +171,30 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     if (o.max_rows < o.max_seqs + 1) o.max_rows = o.max_seqs + 1; /* room for a prompt beside full decode */
     if (o.max_rows < 2 * ENGINE_PAGE) o.max_rows = 2 * ENGINE_PAGE; /* fork_samples copies a page through the rows */
     if (o.kv_tokens <= 0) o.kv_tokens = (long)o.max_seqs * o.ctx;
+    o.kv_tokens = (o.kv_tokens + ENGINE_PAGE - 1) / ENGINE_PAGE * ENGINE_PAGE;
+    return o;
+}
+
+/* Floats of one step's activations: R rows of x, xn, h (D), q, att (Q),
+ * k, v (KVD), gate, up (F), rstd and the adapter's h (r); S rows of the
+ * output residual and norm (D) and the logits (V). */
+static size_t act_floats(const LlamaConfig *c, const LoraConfig *lc, int R, int S) {
+    size_t HS = config_head_size(c), Q = c->n_heads * HS, KVD = c->n_kv_heads * HS;
+    size_t row = 3 * (size_t)c->dim + 2 * Q + 2 * KVD + 2 * (size_t)c->hidden + 1 + (lc ? lc->r : 1);
+    return (size_t)R * row + (size_t)S * (2 * (size_t)c->dim + c->vocab);
+}
+
+EngineMem engine_memory(const LlamaConfig *c, const LoraConfig *lc, const Ops *ops, const EngineOpts *opt) {
+    EngineOpts o = complete(c, opt);
+    EngineMem m = {packed_total(c, lc, ops) * sizeof(float), (size_t)o.kv_tokens * engine_kv_bytes_per_token(c, ops),
+                   act_floats(c, lc, o.max_rows, o.max_seqs) * sizeof(float), o.kv_tokens, o.max_seqs, o.max_rows,
+                   o.ctx};
+    return m;
+}
+
+int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
+    const LlamaConfig *c = &m->c;
+    EngineOpts o = complete(c, opt);
     int P = ENGINE_PAGE;
     long pages = (o.kv_tokens + P - 1) / P;
     if (pages < (o.ctx + P - 1) / P) return err_set(e, "--kv-tokens: %ld tokens hold less than one sequence of --ctx %d", o.kv_tokens, o.ctx);
@@ -208,9 +249,9 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     g->nwork = omp_get_max_threads();
     g->work = xcalloc((size_t)g->nwork, sizeof(SampleWork));
     for (int i = 0; i < g->nwork; i++) sample_work_init(&g->work[i], V);
-    g->pack_floats = pack_all(g, 0);
+    g->pack_floats = packed_total(c, m->lora ? &m->lc : NULL, ops);
     g->pack_buf = ops->alloc(cx, g->pack_floats * sizeof(float));
-    pack_all(g, 1);
+    pack_all(g);
     if (o.drop_source && ops == &ops_cpu)
         for (int l = 0; l < L; l++)
             for (int mod = 0; mod < LORA_NMOD; mod++) {

@@ -126,6 +126,17 @@ int engine_session_len(const Engine *g, int session);
  * the backend's activation size (float32 on the CPU). */
 size_t engine_kv_bytes_per_token(const LlamaConfig *c, const Ops *ops);
 
+/* Bytes an engine with these options allocates (no allocation): the
+ * packed linear weights (and adapters, lc may be NULL), the KV pool, and
+ * the activations and logits of one step. The options as engine_init
+ * completes them (0: defaults). `llamac inspect` prints it. */
+typedef struct EngineMem {
+    size_t weights, kv, acts;
+    long kv_tokens;
+    int max_seqs, max_rows, ctx;
+} EngineMem;
+EngineMem engine_memory(const LlamaConfig *c, const LoraConfig *lc, const Ops *ops, const EngineOpts *o);
+
 /* Counters since engine_init. */
 typedef struct EngineStats {
     long steps, rows, prefill_tokens, decode_tokens, samples_done;

@@ -16,8 +16,10 @@
 
 typedef struct SampleParams {
     float temperature; /* 0: greedy (argmax, ties to the lowest id) */
-    int top_k;         /* keep the k most likely (0: off) */
-    float top_p;       /* keep the smallest set with this much mass (1: off) */
+    int top_k;         /* keep the k most likely and any tied with the k-th,
+                        * as torch.topk's threshold does (0: off) */
+    float top_p;       /* keep the smallest set with this much of the mass
+                        * top-k kept, ties by id (1: off) */
     float min_p;       /* drop tokens below min_p * p(most likely) (0: off) */
     float rep_penalty; /* CTRL / transformers: a seen token's logit l becomes
                         * l / r if l > 0, else l * r (1: off) */
@@ -29,12 +31,12 @@ typedef struct SampleParams {
 /* Checks each field's range; -1 with e naming the flag (--temperature ...). */
 int sample_params_check(const SampleParams *p, Err *e);
 
-/* Scratch of one sampling call: V floats and V ints (one per thread). */
+/* Scratch of one sampling call, V entries each (one per thread). */
 typedef struct SampleWork {
     int vocab;
-    float *prob;
+    float *prob; /* unnormalised probabilities, e^((l - max) / T) */
     int *idx;
-    float *adj; /* logits after the repetition penalty */
+    float *adj; /* logits after the repetition penalty, then scratch */
     uint8_t *seen;
 } SampleWork;
 void sample_work_init(SampleWork *w, int vocab);
@@ -58,21 +60,33 @@ double sample_uniform(uint64_t seed, uint64_t step);
 /* The seed of sample j of a request seeded with `seed`: its own stream. */
 uint64_t sample_seed(uint64_t seed, uint64_t j);
 
-/* Draw a token from host logits (V = w->vocab; not modified) with the
- * uniform u. seen (n_seen ids, may repeat) are the tokens the repetition
- * penalty applies to (the prompt and the completion so far). */
+/* Draw a token from host logits (V = w->vocab; not modified; finite, or
+ * -inf for a token never to draw) with the uniform u in [0, 1): the
+ * inverse CDF over the kept tokens in id order. seen (n_seen ids in [0, V),
+ * may repeat) are the tokens the repetition penalty applies to (the prompt
+ * and the completion so far). A pure function of its arguments. */
 SampleOut sample_token(const SampleParams *p, const float *logits, const int *seen, int n_seen, double u,
                        SampleWork *w);
+
+/* The tokens sample_token can draw with these arguments (those the
+ * truncation keeps, probability > 0; greedy: the argmax), ascending, into
+ * ids (room for V). Returns their count. The draw's inverse CDF walks them
+ * in this order. */
+int sample_kept(const SampleParams *p, const float *logits, const int *seen, int n_seen, int *ids,
+                SampleWork *w);
 
 /* ---- a sampler with its own stream, for one-sequence callers */
 typedef struct Sampler {
     SampleParams p;
-    uint64_t seed, step;
+    uint64_t seed; /* the stream: sample_seed(seed given, 0), that of sample 0
+                    * of an engine request with the same seed */
+    uint64_t step; /* draws so far: the next one uses sample_uniform(seed, step) */
     SampleWork w;
 } Sampler;
 
-/* Validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1) and allocate
- * scratch. Returns 0 or -1 naming the flag. */
+/* Validate (temperature >= 0, top_k >= 0, 0 < top_p <= 1; no min-p, no
+ * repetition penalty) and allocate scratch. Returns 0 or -1 naming the
+ * flag; sample_free takes s either way. */
 int sample_init(Sampler *s, int vocab, float temperature, int top_k, float top_p, uint64_t seed, Err *e);
 void sample_free(Sampler *s);
 

@@ -351,6 +351,13 @@ void engine_session(void) {
     EXPECT(engine_session_len(g, 7) == 0, "session still cached after engine_end_session");
     EngineStats st = engine_stats(g);
     EXPECT(st.kv_pages == 0, "%ld pages still used after every sample finished", st.kv_pages);
+    /* what inspect predicts is what the engine took */
+    EngineMem em = engine_memory(&c, NULL, &ops_cpu, &eo);
+    EXPECT(em.weights == st.weight_bytes && em.kv == st.kv_bytes && em.kv_tokens == st.kv_tokens_cap,
+           "engine_memory predicts weights %zu, KV %zu; the engine has %zu, %zu", em.weights, em.kv, st.weight_bytes,
+           st.kv_bytes);
+    EXPECT(em.kv == (size_t)em.kv_tokens * 2 * c.n_layers * c.n_kv_heads * config_head_size(&c) * sizeof(float),
+           "KV bytes %zu for %ld tokens", em.kv, em.kv_tokens);
     engine_free(g);
     free(z);
     llama_free(&m);

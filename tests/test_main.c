@@ -98,7 +98,8 @@ static const struct {
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short), T(jsonl_bom),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
-    T(sample_stops), T(sample_cli), T(sample_batch_invariance), T(sample_resume), T(sample_killed), T(sample_errors), T(sample_mpi),
+    T(cmd_sample_stops), T(cmd_sample_cli), T(cmd_sample_batch_invariance), T(cmd_sample_resume), T(cmd_sample_killed),
+    T(cmd_sample_errors), T(cmd_sample_mpi),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_lora_resume_bases), T(sft_cli_errors),
     T(sft_dump_batches),
     T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume), T(dpo_lora_resume_bases),
@@ -117,6 +118,8 @@ static const struct {
     T(dist_pp_faults), T(dist_pp_errors), T(dist_pp_dpo),
     T(robust_ops_elementwise), T(robust_ops_attn), T(robust_ops_lmhead_lora), T(robust_err_quote), T(robust_ini_section),
     T(robust_nonfinite_loaders), T(fuzz_replay),
+    T(sample_truncation), T(sample_draw), T(sample_greedy), T(sample_penalty), T(sample_logprob),
+    T(sample_streams), T(sample_errors), T(sample_determinism), T(sample_speed),
 };
 #undef T
 

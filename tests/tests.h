@@ -147,13 +147,13 @@ void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
 #endif
 
 void chat_hf_specials(void);
-void sample_cli(void);
-void sample_batch_invariance(void);
-void sample_resume(void);
-void sample_killed(void);
-void sample_errors(void);
-void sample_mpi(void);
-void sample_stops(void);
+void cmd_sample_cli(void);
+void cmd_sample_batch_invariance(void);
+void cmd_sample_resume(void);
+void cmd_sample_killed(void);
+void cmd_sample_errors(void);
+void cmd_sample_mpi(void);
+void cmd_sample_stops(void);
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
@@ -247,5 +247,15 @@ void robust_err_quote(void);
 void robust_ini_section(void);
 void robust_nonfinite_loaders(void);
 void fuzz_replay(void);
+
+void sample_truncation(void);
+void sample_draw(void);
+void sample_greedy(void);
+void sample_penalty(void);
+void sample_logprob(void);
+void sample_streams(void);
+void sample_errors(void);
+void sample_determinism(void);
+void sample_speed(void);
 
 #endif

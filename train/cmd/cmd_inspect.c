@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "../../model/engine.h"
 #include "../../model/llama.h"
 #include "../../data/gguf.h"
 #include "../io/ckpt.h"
@@ -46,7 +47,7 @@ static void mem_line(const char *what, const LlamaMem *m) {
 }
 
 int cmd_inspect(int argc, char **argv, Err *e) {
-    long B = 1, T = 0, rank = 16;
+    long B = 1, T = 0, rank = 16, max_seqs = 64, kv_tokens = 0;
     int tensors = 0, recompute = 0;
     const char *targets = NULL;
     CliList set = {{0}, 0};
@@ -57,6 +58,8 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         {"lora-targets", CLI_STR, &targets, 0, 0, "LoRA target modules (default q_proj,k_proj,v_proj,o_proj)"},
         {"recompute", CLI_BOOL, &recompute, 0, 1, "estimate with activation recomputation first"},
         {"tensors", CLI_BOOL, &tensors, 0, 1, "list every tensor: name, shape, offset"},
+        {"max-seqs", CLI_INT, &max_seqs, 1, 1 << 20, "sequences decoded at once for the sampling estimate"},
+        {"kv-tokens", CLI_INT, &kv_tokens, 0, 1L << 40, "KV pool in tokens for the sampling estimate (0: max-seqs x T)"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_kv_heads=2 (repeatable)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -149,6 +152,14 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         snprintf(what, sizeof what, "LoRA r=%ld on %s (%s trainable)", rank, tnames, commas(lt.numel, b2));
         mem_line(what, &ml);
     }
+    EngineOpts eo = {(int)max_seqs, 0, (int)T, kv_tokens, 0};
+    EngineMem em = engine_memory(&c, NULL, &ops_cpu, &eo);
+    printf("sampling (llamac sample --max-seqs %d, sequences up to %d tokens, float32, CPU backend):\n", em.max_seqs,
+           em.ctx);
+    printf("  KV cache %s bytes per token; pool of %s tokens %.3f GiB; packed weights %.3f GiB; "
+           "activations %.3f GiB\n",
+           commas(engine_kv_bytes_per_token(&c, &ops_cpu), b1), commas((size_t)em.kv_tokens, b2), gib(em.kv),
+           gib(em.weights), gib(em.acts));
     params_free(&lt);
     params_free(&t);
     return 0;
