@@ -189,7 +189,9 @@ int cmd_chat(int argc, char **argv, Err *e) {
             p = ct.ids;
             np = (int)ct.n;
         }
-        EngineRequest r = {p, np, 1, (int)max_tokens, sp, (uint64_t)seed, 0, stop, rs.nstop, 0, session, NULL};
+        /* each turn draws from its own stream of --seed */
+        EngineRequest r = {p, np, 1, (int)max_tokens, sp, sample_seed((uint64_t)seed, (uint64_t)turn), 0, stop,
+                           rs.nstop, 0, session, NULL};
         double t0 = time_now();
         if (engine_add(g, &r, e) < 0) goto out_model;
         engine_run(g, &cb);
