@@ -386,7 +386,7 @@ int engine_add(Engine *g, const EngineRequest *r, Err *e) {
     g->req_live[g->nreq++] = q->n;
     if (g->nq == g->capq) {
         /* compact, then grow */
-        memmove(g->queue, g->queue + g->qhead, (size_t)(g->nq - g->qhead) * sizeof *g->queue);
+        if (g->qhead > 0) memmove(g->queue, g->queue + g->qhead, (size_t)(g->nq - g->qhead) * sizeof *g->queue);
         g->nq -= g->qhead;
         g->qhead = 0;
         if (g->nq == g->capq) {
