@@ -13,7 +13,7 @@
  */
 #include "ops.h"
 #include "ops_cpu_engine.h"
-#include "ops_cpu_vec.h"
+#include "vecmath.h"
 
 #include <cblas.h>
 #include <math.h>
@@ -130,30 +130,6 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
 // exponent bits) and the loops using it are compiled twice, for AVX2+FMA
 // (x86-64-v3) and for baseline x86-64, picked at load time by CPU features
 // (target_clones; "arch=haswell" would be picked by CPU model, never on AMD).
-
-/* max of x[0..n), n >= 1. GCC does not vectorise a float max reduction
- * without -ffinite-math-only, so eight lanes are spelled out with GCC vector
- * extensions (compare to a mask, then select by bits). */
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
-
-VECTOR_CLONES static float vec_max(const float *x, int n) {
-    float m = x[0];
-    int i = 0;
-    if (n >= 8) {
-        v8f mv;
-        memcpy(&mv, x, sizeof mv);
-        for (i = 8; i + 8 <= n; i += 8) {
-            v8f xv;
-            memcpy(&xv, x + i, sizeof xv);
-            v8i gt = xv > mv;
-            mv = (v8f)((gt & (v8i)xv) | (~gt & (v8i)mv));
-        }
-        for (int k = 0; k < 8; k++) m = mv[k] > m ? mv[k] : m;
-    }
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
 
 /* y = exp(x - sub) over n elements, in place; returns the sum (eight
  * partial sums in a fixed order, so vectorised and deterministic) */

@@ -19,7 +19,7 @@
  * count, or on the CPU path (the portable loop gives the same bits).
  */
 #include "ops.h"
-#include "ops_cpu_vec.h"
+#include "vecmath.h"
 
 #include <math.h>
 #include <omp.h>

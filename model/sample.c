@@ -22,6 +22,7 @@
  * double after subtracting the max.
  */
 #include "sample.h"
+#include "vecmath.h"
 
 #include <float.h>
 #include <math.h>
@@ -81,15 +82,9 @@ void sample_work_free(SampleWork *w) {
 
 // ----------------------------------------------------------------------------
 // vector loops: plain C that GCC vectorises, compiled for AVX2+FMA and for
-// baseline x86-64 and picked at load time, as in ops_cpu.c (whose exp is the
-// model for this one; both are file-private, ops_cpu.c's backend code stays
-// its own).
-
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
-#define VECTOR_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
-#else
-#define VECTOR_CLONES
-#endif
+// baseline x86-64 and picked at load time (VECTOR_CLONES, vec_max:
+// vecmath.h). The exp here is its own: for x <= 0 only, more accurate than
+// vecmath.h's exp_approx, whose rounding the training ops' tests pin.
 
 /* e^x for x <= 0 (a logit minus the max, over T). x = n ln2 + r with |r| <=
  * ln2/2 (Cody-Waite: ln2 in a short high part and a low part, so n ln2 is
@@ -116,31 +111,9 @@ static inline __attribute__((always_inline)) float exp_neg(float x) {
 }
 
 /* GCC vector extensions (not intrinsics): the same source for both clones. */
-typedef float v8f __attribute__((vector_size(32), aligned(4)));
-typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
 typedef float v4f __attribute__((vector_size(16)));
 typedef double v4d __attribute__((vector_size(32)));
 typedef uint64_t v4u __attribute__((vector_size(32)));
-
-/* max of x[0..n), n >= 1; eight lanes spelled out, since GCC vectorises no
- * float max reduction without -ffinite-math-only */
-VECTOR_CLONES static float vec_max(const float *x, int n) {
-    float m = x[0];
-    int i = 0;
-    if (n >= 8) {
-        v8f mv;
-        memcpy(&mv, x, sizeof mv);
-        for (i = 8; i + 8 <= n; i += 8) {
-            v8f xv;
-            memcpy(&xv, x + i, sizeof xv);
-            v8i gt = xv > mv;
-            mv = (v8f)((gt & (v8i)xv) | (~gt & (v8i)mv));
-        }
-        for (int k = 0; k < 8; k++) m = mv[k] > m ? mv[k] : m;
-    }
-    for (; i < n; i++) m = x[i] > m ? x[i] : m;
-    return m;
-}
 
 /* Sum over eight double lanes in a fixed order (vectorised, deterministic). */
 static inline __attribute__((always_inline)) double sum8(const float *y, int n) {

@@ -1,10 +1,10 @@
 /*
- * ops_cpu_vec.h: what the CPU backend's files share: the dispatch attribute
- * for loops compiled twice (AVX2+FMA and baseline x86-64) and a vectorisable
- * exp. Internal to the CPU backend (ops_cpu.c, ops_cpu_engine.c).
+ * vecmath.h: host loops that model/'s files share: the dispatch attribute
+ * for loops compiled twice (AVX2+FMA and baseline x86-64), a vectorisable exp
+ * and a vector max (ops_cpu.c, ops_cpu_engine.c, sample.c).
  */
-#ifndef LLAMAC_MODEL_OPS_CPU_VEC_H
-#define LLAMAC_MODEL_OPS_CPU_VEC_H
+#ifndef LLAMAC_MODEL_VECMATH_H
+#define LLAMAC_MODEL_VECMATH_H
 
 #include <math.h>
 #include <stdint.h>
@@ -39,5 +39,29 @@ static inline __attribute__((always_inline)) float exp_approx(float x) {
     return x > 88.72f ? INFINITY : y;
 }
 
+
+/* max of x[0..n), n >= 1. GCC does not vectorise a float max reduction
+ * without -ffinite-math-only, so eight lanes are spelled out with GCC vector
+ * extensions (compare to a mask, then select by bits). */
+typedef float v8f __attribute__((vector_size(32), aligned(4)));
+typedef int32_t v8i __attribute__((vector_size(32), aligned(4)));
+
+VECTOR_CLONES static inline float vec_max(const float *x, int n) {
+    float m = x[0];
+    int i = 0;
+    if (n >= 8) {
+        v8f mv;
+        memcpy(&mv, x, sizeof mv);
+        for (i = 8; i + 8 <= n; i += 8) {
+            v8f xv;
+            memcpy(&xv, x + i, sizeof xv);
+            v8i gt = xv > mv;
+            mv = (v8f)((gt & (v8i)xv) | (~gt & (v8i)mv));
+        }
+        for (int k = 0; k < 8; k++) m = mv[k] > m ? mv[k] : m;
+    }
+    for (; i < n; i++) m = x[i] > m ? x[i] : m;
+    return m;
+}
 
 #endif
