@@ -252,16 +252,104 @@ static void attn_one(float *out, const float *q, const float *k, const float *v,
     }
 }
 
+#ifdef ROWS_AVX2
+/* attn_one for HS a multiple of 8 with fused multiply-adds: a score is
+ * eight lanes of FMAs over HS then hsum8's tree, four keys at a time (the
+ * same chain per score whether its key is in a group of four or alone); an
+ * output row is one FMA chain per lane over the keys in order. */
+static inline AVX2 __attribute__((always_inline)) float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+static AVX2 void attn_one_avx2(float *out, const float *q, const float *k, const float *v, const int *table, int len,
+                               int G, int KVD, int HS, int P, float scale) {
+    float o[ATTN_GMAX][ATTN_HSMAX] __attribute__((aligned(32)));
+    float s[ATTN_GMAX][ATTN_CHUNK], mx[ATTN_GMAX], l[ATTN_GMAX];
+    for (int i = 0; i < G; i++) {
+        mx[i] = -INFINITY;
+        l[i] = 0.0f;
+        memset(o[i], 0, (size_t)HS * sizeof(float));
+    }
+    for (int c0 = 0; c0 < len; c0 += ATTN_CHUNK) {
+        int cn = len - c0 < ATTN_CHUNK ? len - c0 : ATTN_CHUNK;
+        const float *kr[ATTN_CHUNK], *vr[ATTN_CHUNK];
+        for (int j = 0; j < cn; j++) {
+            int p = c0 + j;
+            size_t row = (size_t)table[p / P] * P + p % P;
+            kr[j] = k + row * KVD;
+            vr[j] = v + row * KVD;
+        }
+        for (int i = 0; i < G; i++) {
+            const float *qi = q + (size_t)i * HS;
+            int j = 0;
+            for (; j + 4 <= cn; j += 4) {
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int c = 0; c < HS; c += 8) {
+                    __m256 qv = _mm256_loadu_ps(qi + c);
+                    a0 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[j] + c), a0);
+                    a1 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[j + 1] + c), a1);
+                    a2 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[j + 2] + c), a2);
+                    a3 = _mm256_fmadd_ps(qv, _mm256_loadu_ps(kr[j + 3] + c), a3);
+                }
+                s[i][j] = hsum8(a0) * scale;
+                s[i][j + 1] = hsum8(a1) * scale;
+                s[i][j + 2] = hsum8(a2) * scale;
+                s[i][j + 3] = hsum8(a3) * scale;
+            }
+            for (; j < cn; j++) {
+                __m256 a0 = _mm256_setzero_ps();
+                for (int c = 0; c < HS; c += 8)
+                    a0 = _mm256_fmadd_ps(_mm256_loadu_ps(qi + c), _mm256_loadu_ps(kr[j] + c), a0);
+                s[i][j] = hsum8(a0) * scale;
+            }
+            float m = mx[i];
+            for (int jj = 0; jj < cn; jj++) m = s[i][jj] > m ? s[i][jj] : m;
+            float corr = exp_approx(mx[i] - m);
+            l[i] *= corr;
+            __m256 cv = _mm256_set1_ps(corr);
+            for (int c = 0; c < HS; c += 8) _mm256_store_ps(o[i] + c, _mm256_mul_ps(_mm256_load_ps(o[i] + c), cv));
+            for (int jj = 0; jj < cn; jj++) {
+                s[i][jj] = exp_approx(s[i][jj] - m);
+                l[i] += s[i][jj];
+            }
+            mx[i] = m;
+            for (int c = 0; c < HS; c += 8) {
+                __m256 acc = _mm256_load_ps(o[i] + c);
+                for (int jj = 0; jj < cn; jj++)
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(s[i][jj]), _mm256_loadu_ps(vr[jj] + c), acc);
+                _mm256_store_ps(o[i] + c, acc);
+            }
+        }
+    }
+    for (int i = 0; i < G; i++) {
+        __m256 inv = _mm256_set1_ps(1.0f / l[i]);
+        for (int c = 0; c < HS; c += 8) _mm256_storeu_ps(out + (size_t)i * HS + c, _mm256_mul_ps(_mm256_load_ps(o[i] + c), inv));
+    }
+}
+#endif
+
 void cpu_attn_paged(void *ctx, float *out, const float *q, const float *k, const float *v, const int *ptab,
                     const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp) {
     (void)ctx;
     int G = H / KV, KVD = KV * HS;
     LC_ASSERT(G <= ATTN_GMAX && HS <= ATTN_HSMAX);
     float scale = 1.0f / sqrtf((float)HS);
+    int avx = use_avx2() && HS % 8 == 0; /* one path for every row of the run */
+    (void)avx;
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int n = 0; n < N; n++)
         for (int g = 0; g < KV; g++) {
             size_t qo = (size_t)n * H * HS + (size_t)g * G * HS;
+#ifdef ROWS_AVX2
+            if (avx) {
+                attn_one_avx2(out + qo, q + qo, k + (size_t)g * HS, v + (size_t)g * HS, ptab + (size_t)slot[n] * maxp,
+                              len[n], G, KVD, HS, P, scale);
+                continue;
+            }
+#endif
             attn_one(out + qo, q + qo, k + (size_t)g * HS, v + (size_t)g * HS, ptab + (size_t)slot[n] * maxp, len[n],
                      G, KVD, HS, P, scale);
         }

@@ -559,8 +559,8 @@ static void case_matmul_rows(Rng *r) {
 /* Attention over paged pools against the definition in double: n_seq
  * sequences of different lengths whose pages are interleaved in the pool,
  * every position of each as one row. */
-static void case_attn_paged(Rng *r) {
-    int H = 6, KV = 2, HS = 12, P = 4, G = H / KV, KVD = KV * HS;
+static void attn_paged_case(Rng *r, int HS) {
+    int H = 6, KV = 2, P = 4, G = H / KV, KVD = KV * HS;
     enum { NSEQ = 3 };
     int lens[NSEQ] = {1, 9, 37}, maxp = 10, npages = 0;
     for (int s = 0; s < NSEQ; s++) npages += (lens[s] + P - 1) / P;
@@ -601,14 +601,19 @@ static void case_attn_paged(Rng *r) {
                 maxerr = fmax(maxerr, fabs(o - out[((size_t)n * H + h) * HS + c]));
             }
         }
-    EXPECT(maxerr < 1e-5, "attn_paged: differs from the definition by %g", maxerr);
+    EXPECT(maxerr < 1e-5, "attn_paged HS=%d: differs from the definition by %g", HS, maxerr);
     int bad = 0;
     for (int n = 0; n < N; n++) {
         O->attn_paged(NULL, one, q + (size_t)n * H * HS, k, v, ptab, slot + n, len + n, 1, H, KV, HS, P, maxp);
         bad += memcmp(one, out + (size_t)n * H * HS, (size_t)H * HS * sizeof(float)) != 0;
     }
-    EXPECT(bad == 0, "attn_paged: %d of %d rows differ from the same row run alone", bad, N);
+    EXPECT(bad == 0, "attn_paged HS=%d: %d of %d rows differ from the same row run alone", HS, bad, N);
     free(ptab); free(k); free(v); free(slot); free(len); free(q); free(out); free(one);
+}
+
+static void case_attn_paged(Rng *r) {
+    attn_paged_case(r, 12); /* the portable path */
+    attn_paged_case(r, 64); /* HS % 8 == 0: the AVX2 path where the CPU has it */
 }
 
 static void case_rows(Rng *r) {
