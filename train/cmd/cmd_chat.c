@@ -55,7 +55,7 @@ int cmd_chat(int argc, char **argv, Err *e) {
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "model or checkpoint (HDF5, from llamac pretrain or convert)"},
-        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with (default: the one a GGUF or HF directory carries)"},
         {"system", CLI_STR, &system, 0, 0, "system message (default: the template's, if it has one)"},
         {"template", CLI_STR, &tname, 0, 0,
          "llama2, llama3, llama3.1 or chatml (default: tokenizer_config.json's chat_template beside the tokenizer)"},
@@ -72,7 +72,7 @@ int cmd_chat(int argc, char **argv, Err *e) {
     const char *pos[1];
     if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
     if (help) {
-        cli_help("llamac chat --model FILE --tokenizer FILE [--template NAME] [--system TEXT] [flags]",
+        cli_help("llamac chat --model FILE [--tokenizer FILE] [--template NAME] [--system TEXT] [flags]",
                  "Chat with a model: each line of stdin is a user message, each reply streams to stdout\n"
                  "followed by a newline. The conversation stays in the KV cache: a turn prefills only\n"
                  "its new tokens. When the context is full the conversation starts over (said on stderr).",
@@ -80,7 +80,6 @@ int cmd_chat(int argc, char **argv, Err *e) {
         return 0;
     }
     if (!model) return err_set(e, "--model: required");
-    if (!tokpath) return err_set(e, "--tokenizer: required");
     ChatTemplate tpl = CHAT_LLAMA3;
     static char sys_default[CHAT_MAX_SYSTEM];
     snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
@@ -88,6 +87,7 @@ int cmd_chat(int argc, char **argv, Err *e) {
     if (device_check(device, e)) return -1;
     ModelSource ms;
     if (source_open(&ms, model, e)) return -1;
+    if (!(tokpath = source_tokenizer(&ms, tokpath, e))) return -1;
     LlamaConfig c = ms.c;
     uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;

@@ -21,7 +21,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     double temperature = 0.8, top_p = 0.95;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "model: checkpoint (HDF5, from llamac pretrain or convert) or GGUF"},
-        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with"},
+        {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer file the model was trained with (default: the one a GGUF or HF directory carries)"},
         {"prompt", CLI_STR, &prompt, 0, 0, "text to continue"},
         {"special", CLI_BOOL, &special, 0, 0, "special-token names in the prompt (<|im_start|>) become their ids"},
         {"max-tokens", CLI_INT, &max_tokens, 1, 1 << 24, "tokens to generate at most"},
@@ -37,15 +37,15 @@ int cmd_generate(int argc, char **argv, Err *e) {
     const char *pos[1];
     if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
     if (help) {
-        cli_help("llamac generate --model FILE --tokenizer FILE --prompt TEXT [flags]",
+        cli_help("llamac generate --model FILE [--tokenizer FILE] --prompt TEXT [flags]",
                  "Continue a prompt, streaming the text as it is generated (KV cache).", flags, nf);
         return 0;
     }
     if (!model) return err_set(e, "--model: required");
-    if (!tokpath) return err_set(e, "--tokenizer: required");
     if (device_check(device, e)) return -1;
     ModelSource ms;
     if (source_open(&ms, model, e)) return -1;
+    if (!(tokpath = source_tokenizer(&ms, tokpath, e))) return -1;
     LlamaConfig c = ms.c;
     uint64_t model_tok = ms.tokenizer_id;
     Tokenizer tok;

@@ -510,9 +510,8 @@ static int open_inputs(Sampling *S, Err *e) {
     if (source_open(&ms, o->model, e)) return -1;
     S->c = ms.c;
     if (!o->tokpath) {
-        if (!ms.tokenizer[0])
-            return err_set(e, "--tokenizer: required: %s does not carry its tokenizer (give the one it was trained with)",
-                           o->model);
+        const char *t = source_tokenizer(&ms, NULL, e);
+        if (!t) return -1;
         _Static_assert(sizeof S->tokpath >= sizeof ms.tokenizer, "room for the model's tokenizer path");
         memcpy(S->tokpath, ms.tokenizer, sizeof ms.tokenizer);
         o->tokpath = S->tokpath;

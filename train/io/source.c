@@ -103,3 +103,13 @@ int source_load(const ModelSource *s, const ParamTable *t, float *params, Err *e
     }
     LC_FATAL("source_load: kind %d", (int)s->kind);
 }
+
+const char *source_tokenizer(const ModelSource *s, const char *given, Err *e) {
+    if (given) return given;
+    if (!s->tokenizer[0]) {
+        err_set(e, "--tokenizer: required: %s does not carry its tokenizer (give the one it was trained with)",
+                s->path);
+        return NULL;
+    }
+    return s->tokenizer;
+}

@@ -35,6 +35,12 @@ typedef struct ModelSource {
     CkptInfo ck; /* kind SOURCE_CKPT: what the file holds (ckpt_info) */
 } ModelSource;
 
+/* The tokenizer to load: `given` (--tokenizer) when not NULL, else the one
+ * the model carries (a GGUF's vocabulary, a HF directory's tokenizer.json);
+ * NULL with e ("--tokenizer: required: ... does not carry its tokenizer")
+ * when it carries none (a checkpoint). */
+const char *source_tokenizer(const ModelSource *s, const char *given, Err *e);
+
 /* Open path as a model source: its kind, config and tokenizer. A path that
  * is none of them is an error naming it. */
 int source_open(ModelSource *s, const char *path, Err *e);
