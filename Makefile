@@ -173,7 +173,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -265,6 +265,15 @@ bench-lora: all
 # BENCH_SFT_ARGS="--steps 10 --rounds 5" for the README's numbers.
 bench-sft: all
 	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
+
+# The sampling engine against llama.cpp and transformers on SmolLM2-135M-Instruct
+# (F32, 2 threads each; scripts/bench_sample.py): decode tok/s of one sequence,
+# batched sampling tok/s, time to first token, peak RSS, the memory bandwidth.
+# Builds llama.cpp's Python binding from source into ~/.cache/llamac-venv-llamacpp
+# the first time (scripts/venv_llamacpp.sh, 15-30 minutes on 2 cores).
+# BENCH_SAMPLE_ARGS passes through (e.g. "--rounds 5", "--scenarios a,c").
+bench-sample: all
+	$(Q)bash scripts/bench_sample.sh $(BENCH_SAMPLE_ARGS)
 
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
@@ -359,6 +368,8 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
+	@echo "make bench-sample llamac sample vs llama.cpp and transformers on SmolLM2-135M: decode and batched"
+	@echo "                tok/s, time to first token, peak RSS, memory bandwidth (BENCH_SAMPLE_ARGS)"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
 	@echo "                pipeline idle vs the bubble, activation memory, PP 2 vs DP 2 (BENCH_DIST_ARGS=--pp-only)"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
