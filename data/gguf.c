@@ -758,3 +758,10 @@ void gguf_put_pad(GgufWriter *w, uint32_t alignment) {
     LC_ASSERT(alignment > 0 && alignment <= sizeof zeros);
     gguf_put(w, zeros, (size_t)((alignment - w->at % alignment) % alignment));
 }
+
+void gguf_tensor_drop(const Gguf *g, const GgufTensor *t) {
+    long ps = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)t->data + ps - 1) / ps * ps, b = ((uintptr_t)t->data + t->nbytes) / ps * ps;
+    (void)g;
+    if (b > a) madvise((void *)a, b - a, MADV_DONTNEED);
+}

@@ -140,6 +140,11 @@ int gguf_dequantize(uint32_t type, const void *src, int64_t n, float *dst);
  * with "<file>: tensor N has type Q2_K, which llamac does not dequantise
  * (supported: ...)". */
 int gguf_tensor_f32(const Gguf *g, const GgufTensor *t, float *dst, Err *e);
+/* Give the whole pages of t's bytes in the map back to the kernel (a load
+ * that has converted t: the file stays mapped, the bytes read again from
+ * the file if touched), so loading a model holds one copy of its weights,
+ * not the file and the copy. */
+void gguf_tensor_drop(const Gguf *g, const GgufTensor *t);
 
 /* IEEE half (binary16) to float, exact. */
 float gguf_half_to_float(uint16_t h);

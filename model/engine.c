@@ -68,6 +68,7 @@ typedef struct Packed {
 struct Engine {
     Llama *m;
     Packed pk;
+    int drop;             /* pack_all gives back each source weight's pages once packed */
     float *pack_buf;
     size_t pack_floats;
     const Ops *o;
@@ -145,11 +146,14 @@ static void pack_all(Engine *g) {
         at += packed_floats(o, (din), (dout));             \
     } while (0)
     PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
+    if (g->drop && !c->tied) ops_cpu_release(m->w.lm_head, (size_t)c->vocab * c->dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int mod = 0; mod < LORA_NMOD; mod++) {
             int din, dout;
             lora_module_dims(c, mod, &din, &dout);
             PACK(g->pk.w[l][mod], module_weight(m, l, mod), din, dout);
+            /* given back at once: the peak is one copy of the weights, not two */
+            if (g->drop) ops_cpu_release((void *)module_weight(m, l, mod), (size_t)din * dout * sizeof(float));
             if (m->lora && lora_adapted(&m->lc, l, mod)) {
                 const LoraPair *p = &m->la.layer[l][mod];
                 PACK(g->pk.A[l][mod], p->A, din, m->lc.r);
@@ -251,16 +255,9 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     for (int i = 0; i < g->nwork; i++) sample_work_init(&g->work[i], V);
     g->pack_floats = packed_total(c, m->lora ? &m->lc : NULL, ops);
     g->pack_buf = ops->alloc(cx, g->pack_floats * sizeof(float));
+    g->drop = o.drop_source && ops == &ops_cpu;
     pack_all(g);
-    if (o.drop_source && ops == &ops_cpu)
-        for (int l = 0; l < L; l++)
-            for (int mod = 0; mod < LORA_NMOD; mod++) {
-                int din, dout;
-                lora_module_dims(c, mod, &din, &dout);
-                ops_cpu_release((void *)module_weight(m, l, mod), (size_t)din * dout * sizeof(float));
-            }
-    if (o.drop_source && ops == &ops_cpu && !c->tied)
-        ops_cpu_release(m->w.lm_head, (size_t)c->vocab * D * sizeof(float));
+    g->drop = 0; /* a later engine_sync_weights has nothing to give back */
     g->st.weight_bytes = g->pack_floats * sizeof(float);
     g->st.kv_tokens_cap = (long)g->n_pages * P;
     g->st.kv_bytes = (size_t)g->n_pages * P * engine_kv_bytes_per_token(c, ops);

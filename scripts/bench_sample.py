@@ -68,6 +68,7 @@ VENV_REF = os.environ.get("LLAMAC_VENV", os.path.expanduser("~/.cache/llamac-ven
 VENV_LLAMACPP = os.environ.get("LLAMAC_VENV_LLAMACPP", os.path.expanduser("~/.cache/llamac-venv-llamacpp"))
 WORK = os.path.join(ROOT, "build", "bench_sample")
 F32 = os.path.join(WORK, "smollm2-f32.gguf")
+TOKENIZER = None  # the Q4_1 GGUF (prepare)
 HF = os.path.join(WORK, "smollm2_hf")
 SFT = os.path.join(ROOT, "build", "sft_demo")
 SYSTEMS = ("llamac", "llama.cpp", "transformers")
@@ -76,7 +77,7 @@ SCENARIOS = {
     "a": dict(n=1, max_tokens=200, temperature=0.0, top_p=1.0, unit="tok/s",
               what="1 sequence, greedy, 200 new tokens: decode tok/s"),
     "b": dict(n=8, max_tokens=128, temperature=0.8, top_p=0.95, unit="tok/s",
-              what="64 prompts x 8 samples x 128 tokens, T 0.8, top-p 0.95: tok/s"),
+              what="PROMPTS prompts x 8 samples x 128 tokens, T 0.8, top-p 0.95: tok/s"),
     "c": dict(n=1, max_tokens=1, temperature=0.0, top_p=1.0, unit="ms",
               what="512-token prompt: time to first token, ms"),
 }
@@ -125,6 +126,8 @@ def prepare(args):
     os.makedirs(WORK, exist_ok=True)
     gguf = subprocess.run(["sh", "scripts/fetch_smollm2.sh"], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
+    global TOKENIZER
+    TOKENIZER = gguf  # the F32 GGUF holds no vocabulary: llamac reads the ids' tokenizer from the original
     if not os.path.exists(F32):
         subprocess.run([args.llamac, "convert", gguf, F32, "--type", "f32", "--force"], cwd=ROOT, check=True,
                        stdout=subprocess.DEVNULL)
@@ -219,7 +222,7 @@ def llamac_run(args, sc, prompts, tag):
         if os.path.exists(p):
             os.remove(p)
     s = SCENARIOS[sc]
-    cmd = [args.llamac, "sample", "--model", F32, "--prompts", prompts, "--n", str(s["n"]),
+    cmd = [args.llamac, "sample", "--model", F32, "--tokenizer", TOKENIZER, "--prompts", prompts, "--n", str(s["n"]),
            "--max-tokens", str(s["max_tokens"]), "--temperature", str(s["temperature"]), "--top-p", str(s["top_p"]),
            "--seed", str(args.seed), "--ignore-eos", "--max-seqs", str(args.max_seqs if sc == "b" else 1),
            "--threads", str(args.threads), "--out", out, "--stats", stats]
@@ -229,7 +232,11 @@ def llamac_run(args, sc, prompts, tag):
     try:
         with open(stats) as f:
             st = json.load(f)
-        value = {"a": lambda: st["tok_per_s"], "b": lambda: st["gen_tokens"] / st["wall_s"],
+        # a: the tokens after the first over the seconds after the first (as
+        # the others); b: the sampling loop, prefill included, model loading
+        # and packing not (as the others' timers); c: prefill + first token
+        value = {"a": lambda: (st["gen_tokens"] - 1) / (st["gen_s"] - st["ttft_s"]),
+                 "b": lambda: st["gen_tokens"] / st["gen_s"],
                  "c": lambda: 1000.0 * st["ttft_s"]}[sc]()
         first = read_jsonl(out)[0]
         toks = next((first[k] for k in ("tokens", "token_ids", "completion_ids", "ids") if k in first), [])
@@ -481,7 +488,7 @@ def main():
     ap.add_argument("--scenarios", default="a,b,c", help="comma-separated among a, b, c")
     ap.add_argument("--systems", default=",".join(SYSTEMS), help="comma-separated among " + ", ".join(SYSTEMS))
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--max-seqs", type=int, default=128,
+    ap.add_argument("--max-seqs", type=int, default=64,
                     help="scenario b: sequences decoded at once by llamac and llama.cpp (a multiple of 8)")
     ap.add_argument("--tf-batch", type=int, default=16,
                     help="scenario b: prompts per transformers generate call (x 8 samples = sequences at once)")
@@ -593,7 +600,7 @@ def main():
           "| peak RSS MB llamac | llama.cpp | transformers |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for sc in scen:
-        print(f"| {sc}: {SCENARIOS[sc]['what']} | " + " | ".join(cell(sy, sc) for sy in SYSTEMS) + " | "
+        print(f"| {sc}: {SCENARIOS[sc]['what'].replace('PROMPTS', str(args.prompts_b))} | " + " | ".join(cell(sy, sc) for sy in SYSTEMS) + " | "
               + f"{ratio(sc, 'llama.cpp')} | {ratio(sc, 'transformers')} | "
               + " | ".join(mb(rss(sy, sc)) for sy in SYSTEMS) + " |")
     if "a" in scen:

@@ -547,6 +547,7 @@ int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t,
             goto out;
         }
         if (iofile_check_finite(path, name, dst, p->numel, e)) goto out;
+        gguf_tensor_drop(&g, x);
     }
     rc = 0;
 out:
