@@ -211,6 +211,20 @@ VECTOR_CLONES static void scale_rows(float *o, float s, int n) {
     for (int i = 0; i < n; i++) o[i] *= s;
 }
 
+/* The key and value rows of positions c0 .. (at most ATTN_CHUNK of them,
+ * below len) through the page table; returns how many. */
+static inline int chunk_rows(const float **kr, const float **vr, const float *k, const float *v, const int *table,
+                             int c0, int len, int KVD, int P) {
+    int cn = len - c0 < ATTN_CHUNK ? len - c0 : ATTN_CHUNK;
+    for (int j = 0; j < cn; j++) {
+        int p = c0 + j;
+        size_t row = (size_t)table[p / P] * P + p % P;
+        kr[j] = k + row * KVD;
+        vr[j] = v + row * KVD;
+    }
+    return cn;
+}
+
 static void attn_one(float *out, const float *q, const float *k, const float *v, const int *table, int len, int G,
                      int KVD, int HS, int P, float scale) {
     float o[ATTN_GMAX][ATTN_HSMAX], s[ATTN_GMAX][ATTN_CHUNK], mx[ATTN_GMAX], l[ATTN_GMAX];
@@ -220,14 +234,8 @@ static void attn_one(float *out, const float *q, const float *k, const float *v,
         memset(o[i], 0, (size_t)HS * sizeof(float));
     }
     for (int c0 = 0; c0 < len; c0 += ATTN_CHUNK) {
-        int cn = len - c0 < ATTN_CHUNK ? len - c0 : ATTN_CHUNK;
         const float *kr[ATTN_CHUNK], *vr[ATTN_CHUNK];
-        for (int j = 0; j < cn; j++) {
-            int p = c0 + j;
-            size_t row = (size_t)table[p / P] * P + p % P;
-            kr[j] = k + row * KVD;
-            vr[j] = v + row * KVD;
-        }
+        int cn = chunk_rows(kr, vr, k, v, table, c0, len, KVD, P);
         for (int i = 0; i < G; i++) {
             float m = mx[i];
             for (int j = 0; j < cn; j++) {
@@ -274,14 +282,8 @@ static AVX2 void attn_one_avx2(float *out, const float *q, const float *k, const
         memset(o[i], 0, (size_t)HS * sizeof(float));
     }
     for (int c0 = 0; c0 < len; c0 += ATTN_CHUNK) {
-        int cn = len - c0 < ATTN_CHUNK ? len - c0 : ATTN_CHUNK;
         const float *kr[ATTN_CHUNK], *vr[ATTN_CHUNK];
-        for (int j = 0; j < cn; j++) {
-            int p = c0 + j;
-            size_t row = (size_t)table[p / P] * P + p % P;
-            kr[j] = k + row * KVD;
-            vr[j] = v + row * KVD;
-        }
+        int cn = chunk_rows(kr, vr, k, v, table, c0, len, KVD, P);
         for (int i = 0; i < G; i++) {
             const float *qi = q + (size_t)i * HS;
             int j = 0;
