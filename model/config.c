@@ -11,18 +11,19 @@
 #include <stdio.h>
 #include <string.h>
 
-/* name, D, L, H, KV, F, V, ctx, eps, theta, scaling, factor, low, high, orig, tied */
+/* name, D, L, H, KV, F, V, ctx, eps, theta, scaling, factor, low, high, orig, tied,
+ * num_labels, pad_id (causal LMs: 0, -1) */
 static const LlamaConfig presets[] = {
-    {"tiny", 64, 2, 4, 2, 96, 256, 128, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0},
-    {"15m", 288, 6, 6, 6, 768, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1},
-    {"42m", 512, 8, 8, 8, 1376, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1},
-    {"110m", 768, 12, 12, 12, 2048, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1},
-    {"llama1-7b", 4096, 32, 32, 32, 11008, 32000, 2048, 1e-6f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0},
-    {"llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0},
-    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 1e-5f, 500000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0},
-    {"llama3.1-8b", 4096, 32, 32, 8, 14336, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, 0},
-    {"llama3.2-1b", 2048, 16, 32, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1},
-    {"llama3.2-3b", 3072, 28, 24, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1},
+    {"tiny", 64, 2, 4, 2, 96, 256, 128, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
+    {"15m", 288, 6, 6, 6, 768, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
+    {"42m", 512, 8, 8, 8, 1376, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
+    {"110m", 768, 12, 12, 12, 2048, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
+    {"llama1-7b", 4096, 32, 32, 32, 11008, 32000, 2048, 1e-6f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
+    {"llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
+    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 1e-5f, 500000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
+    {"llama3.1-8b", 4096, 32, 32, 8, 14336, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, 0, 0, -1},
+    {"llama3.2-1b", 2048, 16, 32, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1},
+    {"llama3.2-3b", 3072, 28, 24, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1},
 };
 #define N_PRESETS ((int)(sizeof presets / sizeof presets[0]))
 
@@ -74,6 +75,11 @@ int config_validate(const LlamaConfig *c, Err *e) {
     } else if (c->rope_scaling != ROPE_SCALING_NONE) {
         return err_set(e, "rope_scaling: unknown kind %d", c->rope_scaling);
     }
+    if (c->num_labels < 0) return err_set(e, "num_labels: must be >= 0, got %d", c->num_labels);
+    if (c->num_labels && c->tied)
+        return err_set(e, "tied: a classification model's score head cannot share the embedding");
+    if (c->num_labels && c->pad_id >= c->vocab)
+        return err_set(e, "pad_id: %d is outside the vocabulary of %d", c->pad_id, c->vocab);
     return 0;
 }
 
@@ -119,7 +125,8 @@ static const ConfigField fields[] = {
     F(rope_theta, 'f', 1.0001, 1e12), F(rope_scaling, 'i', 0, 1),
     F(rope_factor, 'f', 1, 1e6),     F(rope_low_freq, 'f', 0, 1e6),
     F(rope_high_freq, 'f', 0, 1e6),  F(rope_orig_ctx, 'i', 1, 1 << 24),
-    F(tied, 'i', 0, 1),
+    F(tied, 'i', 0, 1),              F(num_labels, 'i', 0, 1 << 16),
+    F(pad_id, 'i', -1, 1 << 24),
 };
 #undef F
 

@@ -30,6 +30,12 @@ typedef struct LlamaConfig {
     float rope_high_freq; /* high_freq_factor (4) */
     int rope_orig_ctx;    /* original_max_position_embeddings (8192) */
     int tied;         /* LM head shares the embedding matrix */
+    /* A sequence classifier (transformers' LlamaForSequenceClassification,
+     * a reward model with 1): the head is `score.weight` (num_labels, D),
+     * never tied, and a sequence's output is read at its last token whose id
+     * is not pad_id. 0: a causal LM (the head is the vocabulary's). */
+    int num_labels;
+    int pad_id;       /* the classifier's pad_token_id (-1: none) */
 } LlamaConfig;
 
 /* Copy the preset `name` into *c. Unknown name -> -1 with the list of names. */

@@ -198,6 +198,9 @@ EngineMem engine_memory(const LlamaConfig *c, const LoraConfig *lc, const Ops *o
 
 int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     const LlamaConfig *c = &m->c;
+    if (c->num_labels)
+        return err_set(e, "a classification model (a reward model: score head of %d label%s) has no language-model "
+                          "head to sample from", c->num_labels, c->num_labels > 1 ? "s" : "");
     EngineOpts o = complete(c, opt);
     int P = ENGINE_PAGE;
     long pages = (o.kv_tokens + P - 1) / P;

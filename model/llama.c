@@ -267,6 +267,9 @@ void llama_lora_init(Llama *m, uint64_t seed) {
     LC_ASSERT(m->lora);
     float *h = xcalloc(m->lt.size, sizeof(float));
     lora_init_weights(&m->lc, &m->lt, h, seed);
+    if (m->lc.head) /* PEFT's modules_to_save: the trained copy starts as the base's head */
+        m->ops->download(m->ctx, h + m->lt.p[m->lt.n - 1].offset, m->w.lm_head,
+                         (size_t)m->c.num_labels * m->c.dim * sizeof(float));
     m->ops->upload(m->ctx, m->lora_params, h, m->lt.size * sizeof(float));
     free(h);
 }
@@ -457,6 +460,39 @@ void llama_head_backward(Llama *m, const float *row_scale) {
     LC_ASSERT(m->dres);
     o->lmhead_rows(m->ctx, m->dxn, m->g.lm_head, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, row_scale,
                    m->scratch, N, D, c->vocab);
+    o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
+    o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+}
+
+// ----------------------------------------------------------------------------
+// a classifier's head (reward models): score.weight over every row
+
+/* The head's weight and its gradient: the adapters' trained copy when they
+ * carry one (PEFT's modules_to_save) and are on, else the base's. */
+static const float *score_w(const Llama *m) {
+    return m->lora && m->lc.head && m->lora_enabled ? m->la.head : m->w.lm_head;
+}
+
+static float *score_g(const Llama *m) {
+    return m->lora && m->lc.head && m->lora_enabled ? m->lg.head : m->g.lm_head;
+}
+
+void llama_forward_score(Llama *m, int l0, float *score) {
+    const LlamaConfig *c = &m->c;
+    int N = m->B * m->T, D = c->dim, L = c->n_layers;
+    LC_ASSERT(c->num_labels > 0 && 0 <= l0 && l0 < L);
+    if (l0 == 0) m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
+    m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
+    m->ops->matmul_fwd(m->ctx, score, m->xf, score_w(m), N, D, c->num_labels);
+}
+
+void llama_score_backward(Llama *m, const float *dscore) {
+    const LlamaConfig *c = &m->c;
+    const Ops *o = m->ops;
+    int N = m->B * m->T, D = c->dim;
+    LC_ASSERT(m->dres && c->num_labels > 0);
+    o->matmul_bwd(m->ctx, m->dxn, score_g(m), dscore, m->xf, score_w(m), N, D, c->num_labels, 0);
     o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
     o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
 }

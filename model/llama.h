@@ -169,6 +169,20 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean);
  * the gradient of the last residual in dres for llama_backward. */
 void llama_head_backward(Llama *m, const float *row_scale);
 
+/* A classifier's forward (c.num_labels > 0, e.g. a reward model): layers
+ * [l0, L) (l0 > 0: the stage input in acts[l0].x), the final norm, and
+ * score (backend memory, (N, num_labels), =) = the score head at every
+ * row; the caller reads the rows it wants (a sequence's last non-pad
+ * token). The head is the adapters' trained copy when they carry one and
+ * are on. No gradient yet. */
+void llama_forward_score(Llama *m, int l0, float *score);
+
+/* After llama_forward_score: the head's backward from dscore (backend
+ * memory, (N, num_labels), d loss / d score, 0 on rows not read),
+ * accumulating the head's (+=) and the final norm's gradients, and leaving
+ * the gradient of the last residual in dres for llama_backward. */
+void llama_score_backward(Llama *m, const float *dscore);
+
 /* Backward over layers [l1 - 1 .. l0], from dres (the gradient at the output
  * of layer l1 - 1), accumulating into m->grads (FULL) and m->lora_grads;
  * when l0 == 0 it ends with the embedding gradient, otherwise dres holds the

@@ -141,6 +141,8 @@ int lora_validate(const LoraConfig *lc, const LlamaConfig *c, Err *e) {
     if (lc->targets & ~LORA_ALL_LINEAR)
         return err_set(e, "--lora-targets: unknown module bits 0x%x", lc->targets & ~LORA_ALL_LINEAR);
     if (!lc->targets) return err_set(e, "--lora-targets: no target module");
+    if (lc->head && c->num_labels <= 0)
+        return err_set(e, "modules_to_save: only a classification model (num_labels > 0) has a score head to train");
     if (lc->init != LORA_INIT_KAIMING && lc->init != LORA_INIT_GAUSSIAN)
         return err_set(e, "--lora-init: unknown initialisation %d", lc->init);
     if (c->n_layers > LC_MAX_LAYERS)
@@ -205,6 +207,7 @@ int lora_build(const LoraConfig *lc, const LlamaConfig *c, ParamTable *t, Err *e
             snprintf(n, sizeof n, "model.layers.%d.%s.%s.lora_B.weight", l, blk, module_names[m]);
             params_add(t, &cap, n, 2, dout, lc->r, g, l);
         }
+    if (lc->head) params_add(t, &cap, "score.weight", 2, c->num_labels, c->dim, PG_HEAD, -1);
     return 0;
 }
 
@@ -219,14 +222,16 @@ void lora_point(const LoraConfig *lc, const LlamaConfig *c, const ParamTable *t,
             w->layer[l][m].A = base + t->p[i++].offset;
             w->layer[l][m].B = base + t->p[i++].offset;
         }
+    if (lc->head) w->head = base + t->p[i++].offset;
     LC_ASSERT(i == t->n);
 }
 
 void lora_init_weights(const LoraConfig *lc, const ParamTable *t, float *base, uint64_t seed) {
     Rng r;
     rng_seed(&r, seed);
-    LC_ASSERT(t->n % 2 == 0);
-    for (int i = 0; i < t->n; i += 2) {
+    int pairs = t->n - (lc->head != 0);
+    LC_ASSERT(pairs % 2 == 0);
+    for (int i = 0; i < pairs; i += 2) {
         const ParamInfo *a = &t->p[i], *b = &t->p[i + 1];
         float *A = base + a->offset;
         if (lc->init == LORA_INIT_GAUSSIAN) {
@@ -255,6 +260,7 @@ void lora_merge(const LoraConfig *lc, const LlamaConfig *c, const ParamTable *bt
     lora_point(lc, c, lt, (float *)lora_params, &a);
     float s = lora_scale(lc);
     int r = lc->r;
+    if (lc->head && sign > 0) memcpy(w.lm_head, a.head, (size_t)c->num_labels * c->dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int m = 0; m < LORA_NMOD; m++) {
             if (!lora_adapted(lc, l, m)) continue;

@@ -47,6 +47,11 @@ typedef struct LoraConfig {
     int all_layers;
     unsigned char layers[LC_MAX_LAYERS];
     int init;         /* LoraInit */
+    /* PEFT's modules_to_save=["score"]: a classifier's (reward model's)
+     * head trained whole beside the adapters, as a copy of the base's
+     * score.weight kept in the adapter buffer (the last tensor of its
+     * table, "score.weight"); needs c->num_labels > 0 */
+    int head;
 } LoraConfig;
 
 /* PEFT's name of module m ("q_proj", ..., "down_proj"). */
@@ -101,10 +106,11 @@ typedef struct LoraPair {
 /* Typed views of an adapter buffer; NULL pairs for modules not adapted. */
 typedef struct LoraWeights {
     LoraPair layer[LC_MAX_LAYERS][LORA_NMOD];
+    float *head; /* (num_labels, D) the trained score head (lc->head), else NULL */
 } LoraWeights;
 
 /* Build the adapter table for (lc, c): one A and one B per adapted module of
- * each adapted layer. decay is 1 for both (PEFT applies AdamW's weight decay
+ * each adapted layer, then the score head when lc->head. decay is 1 for both (PEFT applies AdamW's weight decay
  * to every trainable parameter). Returns 0 or -1 (lora_validate's errors). */
 int lora_build(const LoraConfig *lc, const LlamaConfig *c, ParamTable *t, Err *e);
 
@@ -112,7 +118,8 @@ int lora_build(const LoraConfig *lc, const LlamaConfig *c, ParamTable *t, Err *e
 void lora_point(const LoraConfig *lc, const LlamaConfig *c, const ParamTable *t, float *base,
                 LoraWeights *w);
 
-/* Initialise host adapter weights as PEFT does: B = 0; A Kaiming-uniform
+/* Initialise host adapter weights as PEFT does (the score head, a copy of
+ * the base's, is left to the caller): B = 0; A Kaiming-uniform
  * with a = sqrt(5) (bound 1/sqrt(Din), nn.Linear's default) or, with
  * LORA_INIT_GAUSSIAN, normal(0, 1/r). Deterministic in seed (llamac's RNG:
  * the same distribution as PEFT's, not torch's stream; tests that compare
@@ -121,7 +128,8 @@ void lora_init_weights(const LoraConfig *lc, const ParamTable *t, float *base, u
 
 /* Merge into (sign = +1) or out of (sign = -1) host base weights laid out by
  * bt: W += sign * s * B A for every adapter, computed in float32 (double
- * accumulation of each dot product). */
+ * accumulation of each dot product). With lc->head, merging (+1) also
+ * copies the trained head over the base's score.weight (out of: left). */
 void lora_merge(const LoraConfig *lc, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                 const ParamTable *lt, const float *lora_params, int sign);
 

@@ -55,7 +55,8 @@ int params_build(const LlamaConfig *c, ParamTable *t, Err *e) {
 #undef L
     }
     params_add(t, &cap, "model.norm.weight", 1, D, 1, PG_NORM, -1);
-    if (!c->tied) params_add(t, &cap, "lm_head.weight", 2, c->vocab, D, PG_HEAD, -1);
+    if (c->num_labels) params_add(t, &cap, "score.weight", 2, c->num_labels, D, PG_HEAD, -1);
+    else if (!c->tied) params_add(t, &cap, "lm_head.weight", 2, c->vocab, D, PG_HEAD, -1);
     return 0;
 }
 
@@ -84,7 +85,7 @@ void params_point(const LlamaConfig *c, const ParamTable *t, void *base, size_t 
         lw->ln2 = (float *)NEXT();
     }
     w->norm_f = (float *)NEXT();
-    w->lm_head = c->tied ? w->embed : (float *)NEXT();
+    w->lm_head = c->tied && !c->num_labels ? w->embed : (float *)NEXT();
 #undef NEXT
     LC_ASSERT(i == t->n);
 }

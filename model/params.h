@@ -52,7 +52,8 @@ typedef struct LlamaWeights {
     float *embed;   /* (V, D) */
     LayerWeights layer[LC_MAX_LAYERS];
     float *norm_f;  /* (D) */
-    float *lm_head; /* (V, D); aliases embed when tied */
+    float *lm_head; /* (V, D); aliases embed when tied; a classifier's
+                     * score.weight (num_labels, D) */
 } LlamaWeights;
 
 /* Build the table from the config alone (no parameter memory). Returns 0 or

@@ -29,13 +29,17 @@ typedef struct {
     const char *name;
     size_t off;
     int is_float;
+    int def; /* the value of a field that older files lack (CFG_REQUIRED: none) */
 } CfgField;
 
-#define CF(f, fl) {#f, offsetof(LlamaConfig, f), fl}
+#define CFG_REQUIRED (-2)
+#define CF(f, fl) {#f, offsetof(LlamaConfig, f), fl, CFG_REQUIRED}
 static const CfgField cfg_fields[] = {
     CF(dim, 0), CF(n_layers, 0), CF(n_heads, 0), CF(n_kv_heads, 0), CF(hidden, 0), CF(vocab, 0),
     CF(max_seq, 0), CF(norm_eps, 1), CF(rope_theta, 1), CF(rope_scaling, 0), CF(rope_factor, 1),
     CF(rope_low_freq, 1), CF(rope_high_freq, 1), CF(rope_orig_ctx, 0), CF(tied, 0),
+    /* classifiers (reward models), 2026-12 */
+    {"num_labels", offsetof(LlamaConfig, num_labels), 0, 0}, {"pad_id", offsetof(LlamaConfig, pad_id), 0, -1},
 };
 #undef CF
 #define N_CFG (int)(sizeof cfg_fields / sizeof cfg_fields[0])
@@ -43,6 +47,8 @@ static const CfgField cfg_fields[] = {
 int ckpt_config_diff(const LlamaConfig *a, const LlamaConfig *b, char *buf, size_t n) {
     for (int i = 0; i < N_CFG; i++) {
         const char *pa = (const char *)a + cfg_fields[i].off, *pb = (const char *)b + cfg_fields[i].off;
+        if (cfg_fields[i].off == offsetof(LlamaConfig, pad_id) && !a->num_labels && !b->num_labels)
+            continue; /* only a classifier reads its pad id */
         if (cfg_fields[i].is_float) {
             float x, y;
             memcpy(&x, pa, sizeof x);
@@ -815,8 +821,10 @@ static int read_config(hid_t f, const char *path, LlamaConfig *c, uint64_t *tok,
             memcpy(p, &v, sizeof v);
         } else {
             int64_t v;
-            if (attr_read(g, cfg_fields[i].name, H5T_NATIVE_INT64, &v))
-                rc = err_set(e, "%s: /config lacks %s", path, cfg_fields[i].name);
+            if (attr_read(g, cfg_fields[i].name, H5T_NATIVE_INT64, &v)) {
+                if (cfg_fields[i].def == CFG_REQUIRED) rc = err_set(e, "%s: /config lacks %s", path, cfg_fields[i].name);
+                v = cfg_fields[i].def;
+            }
             int iv = (int)v;
             memcpy(p, &iv, sizeof iv);
         }

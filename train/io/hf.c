@@ -74,19 +74,23 @@ static int get_num(const char *path, json_t *j, const char *key, double def, int
 static int parse_config(const char *path, json_t *j, LlamaConfig *c, Err *e) {
     if (!json_is_object(j)) return err_set(e, "%s: not a JSON object", path);
     json_t *arch = json_object_get(j, "architectures"), *mt = json_object_get(j, "model_type");
-    int llama = 0;
+    int llama = 0, cls = 0;
     if (arch && !json_is_null(arch)) {
         if (!json_is_array(arch)) return err_set(e, "%s: architectures must be a list", path);
         size_t k;
         json_t *a;
         json_array_foreach(arch, k, a) {
-            llama |= json_is_string(a) && strcmp(json_string_value(a), "LlamaForCausalLM") == 0;
+            const char *as = json_is_string(a) ? json_string_value(a) : "";
+            llama |= strcmp(as, "LlamaForCausalLM") == 0;
+            cls |= strcmp(as, "LlamaForSequenceClassification") == 0;
         }
-        if (!llama) {
+        if (!llama && !cls) {
             json_t *a0 = json_array_get(arch, 0);
-            return err_set(e, "%s: unsupported architecture %.64s (only LlamaForCausalLM)", path,
+            return err_set(e, "%s: unsupported architecture %.64s (only LlamaForCausalLM and "
+                              "LlamaForSequenceClassification)", path,
                            json_is_string(a0) ? json_string_value(a0) : "(none)");
         }
+        llama = 1;
     }
     if (mt && !json_is_null(mt)) {
         if (!json_is_string(mt) || strcmp(json_string_value(mt), "llama") != 0)
@@ -121,6 +125,20 @@ static int parse_config(const char *path, json_t *j, LlamaConfig *c, Err *e) {
     json_t *tie = json_object_get(j, "tie_word_embeddings");
     if (tie && !json_is_boolean(tie)) return err_set(e, "%s: tie_word_embeddings must be true or false", path);
     c->tied = json_is_true(tie);
+    c->pad_id = -1;
+    if (cls) { /* transformers: num_labels is the size of id2label (2 when neither is written) */
+        json_t *nl = json_object_get(j, "num_labels"), *ids = json_object_get(j, "id2label");
+        if (nl && !json_is_integer(nl)) return err_set(e, "%s: num_labels must be an integer", path);
+        if (ids && !json_is_object(ids)) return err_set(e, "%s: id2label must be an object", path);
+        json_int_t n = nl ? json_integer_value(nl) : ids ? (json_int_t)json_object_size(ids) : 2;
+        if (n < 1 || n > 65536) return err_set(e, "%s: num_labels %lld is out of range", path, (long long)n);
+        c->num_labels = (int)n;
+        c->tied = 0; /* the score head replaces the LM head */
+        json_t *pad = json_object_get(j, "pad_token_id");
+        if (pad && !json_is_null(pad) && !json_is_integer(pad))
+            return err_set(e, "%s: pad_token_id must be an integer or null", path);
+        if (json_is_integer(pad)) c->pad_id = (int)json_integer_value(pad);
+    }
 
     /* RoPE: transformers 5 writes rope_parameters (with rope_theta inside),
      * earlier versions rope_scaling (or null) and a top-level rope_theta */
@@ -280,7 +298,21 @@ static json_t *hf_config_json(const LlamaConfig *c, int bos_id, int eos_id) {
     }
     json_object_set_new(rope, "rope_theta", json_real(iofile_short_real(c->rope_theta)));
     json_t *j = json_object();
-    json_object_set_new(j, "architectures", json_pack("[s]", "LlamaForCausalLM"));
+    json_object_set_new(j, "architectures",
+                        json_pack("[s]", c->num_labels ? "LlamaForSequenceClassification" : "LlamaForCausalLM"));
+    if (c->num_labels) { /* what transformers writes: id2label/label2id, whose size is num_labels */
+        json_t *ids = json_object(), *labels = json_object();
+        for (int i = 0; i < c->num_labels; i++) {
+            char k[32], v[32];
+            snprintf(k, sizeof k, "%d", i);
+            snprintf(v, sizeof v, "LABEL_%d", i);
+            json_object_set_new(ids, k, json_string(v));
+            json_object_set_new(labels, v, json_integer(i));
+        }
+        json_object_set_new(j, "id2label", ids);
+        json_object_set_new(j, "label2id", labels);
+        json_object_set_new(j, "pad_token_id", c->pad_id >= 0 ? json_integer(c->pad_id) : json_null());
+    }
     json_object_set_new(j, "model_type", json_string("llama"));
     json_object_set_new(j, "hidden_size", json_integer(c->dim));
     json_object_set_new(j, "intermediate_size", json_integer(c->hidden));

@@ -2,8 +2,10 @@
  * hf.h: Hugging Face Llama directories in and out. Opened by the commands
  * through source.h, the one way in for model files.
  *
- * A Hugging Face directory holds config.json (LlamaForCausalLM, model_type
- * "llama") and the weights as model.safetensors, or as shards listed by
+ * A Hugging Face directory holds config.json (LlamaForCausalLM, or
+ * LlamaForSequenceClassification for a reward model: num_labels from
+ * num_labels or the size of id2label, pad_token_id, `score.weight` and no
+ * lm_head; model_type "llama") and the weights as model.safetensors, or as shards listed by
  * model.safetensors.index.json ({"weight_map": {tensor: shard file}}).
  * Import reads F32, F16 and BF16 tensors by name straight from the mapped
  * files into the parameter buffer (float32); tensors outside the parameter
