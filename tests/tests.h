@@ -173,6 +173,11 @@ void dpo_accum(void);
 void dpo_lora_resume(void);
 void dpo_lora_resume_bases(void);
 void dpo_cli_errors(void);
+void reward_data(void);
+void reward_first_step(void);
+void reward_train(void);
+void reward_lora_resume(void);
+void reward_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
