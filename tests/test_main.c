@@ -116,7 +116,7 @@ static const struct {
     T(dist_pretrain_equiv), T(dist_one_rank), T(dist_sft_equiv), T(dist_errors), T(dist_save_no_space),
     T(dist_resume_other_size), T(dist_rank_killed), T(dist_ckpt_layout), T(dist_none_refuses), T(dist_sigterm), T(dist_dpo_equiv), T(dist_mfu),
     T(pp_schedules), T(pp_bubble_sim), T(pp_split_stages), T(dist_pp_equiv), T(dist_pp_sft), T(dist_pp_resume),
-    T(dist_pp_faults), T(dist_pp_errors), T(dist_pp_dpo),
+    T(dist_pp_faults), T(dist_pp_errors), T(dist_pp_dpo), T(dist_reward_equiv),
     T(robust_ops_elementwise), T(robust_ops_attn), T(robust_ops_lmhead_lora), T(robust_err_quote), T(robust_ini_section),
     T(robust_nonfinite_loaders), T(fuzz_replay),
     T(sample_truncation), T(sample_draw), T(sample_greedy), T(sample_penalty), T(sample_logprob),

@@ -242,6 +242,7 @@ void dist_pp_resume(void);
 void dist_pp_faults(void);
 void dist_pp_errors(void);
 void dist_pp_dpo(void);
+void dist_reward_equiv(void);
 void pp_schedules(void);
 void pp_bubble_sim(void);
 void pp_split_stages(void);
