@@ -153,22 +153,6 @@ static void need_inputs(void) {
     params_free(&pt);
 }
 
-/* key of the first metrics line of step `step` that has it */
-static double metric(const char *path, int step, const char *key) {
-    FILE *f = fopen(path, "r");
-    if (!f) return NAN;
-    char buf[8192], k[128], st[64];
-    snprintf(k, sizeof k, "\"%s\":", key);
-    snprintf(st, sizeof st, "{\"step\":%d,", step);
-    double v = NAN;
-    while (isnan(v) && fgets(buf, sizeof buf, f)) {
-        char *q = strstr(buf, k);
-        if (q && strncmp(buf, st, strlen(st)) == 0) v = strtod(q + strlen(k), NULL);
-    }
-    fclose(f);
-    return v;
-}
-
 #define RM_ARGS "reward --tokenizer %s --batch 4 --seq 48 --lr 3e-3 --warmup 2 --seed 4 --peak-gflops 1 "
 
 /* Zero head: every reward 0, so step 1 is the formula's value exactly. */
@@ -186,11 +170,11 @@ void reward_first_step(void) {
         int rc = test_llamac(RM_ARGS "--model " DIR "/zero.h5 --data " DIR "/%s.jsonl --steps 2 %s--ckpt-dir " DIR
                              "/Z%d --metrics %s --out " DIR "/Z%d.h5", tokp, cases[i].data, cases[i].extra, i, m, i);
         EXPECT(rc == 0, "case %d: %s", i, test_err);
-        EXPECT_NEAR(metric(m, 1, "loss"), cases[i].loss, 1e-6);
-        EXPECT(metric(m, 1, "accuracy") == 0 && metric(m, 1, "margin") == 0, "case %d: accuracy %g margin %g", i,
-               metric(m, 1, "accuracy"), metric(m, 1, "margin"));
-        EXPECT(metric(m, 1, "min_reward") == 0 && metric(m, 1, "max_reward") == 0, "case %d: rewards not 0", i);
-        EXPECT(metric(m, 2, "loss") < cases[i].loss, "case %d: step 2 loss %g did not fall", i, metric(m, 2, "loss"));
+        EXPECT_NEAR(test_metric(m, 1, "loss"), cases[i].loss, 1e-6);
+        EXPECT(test_metric(m, 1, "accuracy") == 0 && test_metric(m, 1, "margin") == 0, "case %d: accuracy %g margin %g", i,
+               test_metric(m, 1, "accuracy"), test_metric(m, 1, "margin"));
+        EXPECT(test_metric(m, 1, "min_reward") == 0 && test_metric(m, 1, "max_reward") == 0, "case %d: rewards not 0", i);
+        EXPECT(test_metric(m, 2, "loss") < cases[i].loss, "case %d: step 2 loss %g did not fall", i, test_metric(m, 2, "loss"));
     }
     EXPECT(strstr(test_out, "center-rewards coefficient 0.01"), "start-up line: %s", test_out);
 }
@@ -204,9 +188,9 @@ void reward_train(void) {
                          "--val-every 15 --steps 30 --ckpt-dir " DIR "/T1 --metrics " DIR "/T1.jsonl --out " DIR
                          "/T1.h5 --hf-out " DIR "/hf", tokp);
     EXPECT(rc == 0, "train: %s", test_err);
-    double a1 = metric(DIR "/T1.jsonl", 30, "eval_accuracy");
-    double l0 = metric(DIR "/T1.jsonl", 0, "val_loss"), l1 = metric(DIR "/T1.jsonl", 30, "val_loss");
-    double m0 = metric(DIR "/T1.jsonl", 0, "eval_margin"), m1 = metric(DIR "/T1.jsonl", 30, "eval_margin");
+    double a1 = test_metric(DIR "/T1.jsonl", 30, "eval_accuracy");
+    double l0 = test_metric(DIR "/T1.jsonl", 0, "val_loss"), l1 = test_metric(DIR "/T1.jsonl", 30, "val_loss");
+    double m0 = test_metric(DIR "/T1.jsonl", 0, "eval_margin"), m1 = test_metric(DIR "/T1.jsonl", 30, "eval_margin");
     EXPECT(a1 >= 0.8 && l1 < 0.5 * l0 && m1 > m0 + 1, "held-out accuracy %g, loss %g -> %g, margin %g -> %g", a1, l0,
            l1, m0, m1);
     char *cfg = slurp(DIR "/hf/config.json");
@@ -223,8 +207,8 @@ void reward_train(void) {
                      "--ckpt-dir " DIR "/T3 --metrics " DIR "/T3.jsonl --out " DIR "/T3.h5", tokp);
     EXPECT(rc == 0, "batch 2 x 2: %s", test_err);
     for (int s = 1; s <= 4; s++) {
-        double a = metric(DIR "/T2.jsonl", s, "loss"), b = metric(DIR "/T3.jsonl", s, "loss");
-        double ma = metric(DIR "/T2.jsonl", s, "margin"), mb = metric(DIR "/T3.jsonl", s, "margin");
+        double a = test_metric(DIR "/T2.jsonl", s, "loss"), b = test_metric(DIR "/T3.jsonl", s, "loss");
+        double ma = test_metric(DIR "/T2.jsonl", s, "margin"), mb = test_metric(DIR "/T3.jsonl", s, "margin");
         EXPECT(fabs(a - b) < 1e-5 && fabs(ma - mb) < 1e-5, "step %d: loss %g / %g, margin %g / %g", s, a, b, ma, mb);
     }
 }
@@ -241,7 +225,7 @@ void reward_lora_resume(void) {
     int rc = test_llamac("%s", a);
     EXPECT(rc == 0 && strstr(test_out, "LoRA with the score head trained whole"), "LoRA reward: %s", test_err);
     /* the head moved: step 1's rewards are all 0, later ones not */
-    EXPECT(metric(DIR "/LA.jsonl", 1, "max_reward") == 0 && metric(DIR "/LA.jsonl", 12, "max_reward") != 0,
+    EXPECT(test_metric(DIR "/LA.jsonl", 1, "max_reward") == 0 && test_metric(DIR "/LA.jsonl", 12, "max_reward") != 0,
            "the head did not train");
     ckpt_test_kill_resume(NULL, b, DIR "/LB/step-00000006.h5", DIR "/LA/step-00000012.h5", DIR "/LB/step-00000012.h5",
                           DIR "/LA.jsonl", DIR "/LB.jsonl", 12, 0);

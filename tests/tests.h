@@ -173,6 +173,8 @@ void dpo_accum(void);
 void dpo_lora_resume(void);
 void dpo_lora_resume_bases(void);
 void dpo_cli_errors(void);
+/* The key of the first line of a metrics file (JSONL) for step `step` that has it, NAN if none. */
+double test_metric(const char *path, int step, const char *key);
 void reward_data(void);
 void reward_first_step(void);
 void reward_train(void);
