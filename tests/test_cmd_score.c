@@ -6,7 +6,7 @@
  *
  *   - a reward is the score head of a direct llama_forward_score over the
  *     item's rendered tokens, read at the last token that is not EOS (the
- *     pad of a model without pad_token_id);
+ *     pad of a model without pad_token_id) or the model's own pad_id;
  *   - batch invariance: an item alone and packed among others, in batches
  *     of other shapes, within 1e-6;
  *   - BASE+ADAPTER equals the merged model;
@@ -41,7 +41,7 @@
 /* A random tiny classifier with num_labels labels (0: a causal LM) at
  * path, for the fixture tokenizer. Weights uniform in +-0.25 so that
  * rewards are O(1) and differ between items. */
-static void make_model(const char *path, int num_labels, uint64_t seed) {
+static void make_model_pad(const char *path, int num_labels, int pad_id, uint64_t seed) {
     mkdir("build", 0755);
     mkdir(SD, 0755);
     Tokenizer t;
@@ -51,6 +51,7 @@ static void make_model(const char *path, int num_labels, uint64_t seed) {
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
     c.vocab = t.vocab;
     c.num_labels = num_labels;
+    c.pad_id = pad_id;
     ParamTable pt;
     LC_ASSERT(params_build(&c, &pt, &e) == 0);
     float *p = xalloc_aligned(pt.size * sizeof(float));
@@ -65,6 +66,8 @@ static void make_model(const char *path, int num_labels, uint64_t seed) {
     tok_free(&t);
 }
 
+static void make_model(const char *path, int num_labels, uint64_t seed) { make_model_pad(path, num_labels, -1, seed); }
+
 static void need_models(void) {
     if (access(SD "/a.h5", R_OK) != 0) make_model(SD "/a.h5", 1, 1);
     if (access(SD "/b.h5", R_OK) != 0) make_model(SD "/b.h5", 1, 2);
@@ -72,9 +75,9 @@ static void need_models(void) {
 
 /* The reward of (prompt, completion) under the checkpoint at path, the
  * long way: the item rendered as the DPO loader renders a pair's side, one
- * (1, n) batch, the head read at the last non-EOS token. *ends_eos tells
- * whether that skipped a trailing EOS. */
-static double direct_reward(const char *path, const char *prompt, const char *completion, int *ends_eos) {
+ * (1, n) batch, the head read at the last token that is not pad (-1: EOS).
+ * *ends_eos tells whether that skipped a trailing EOS. */
+static double direct_reward(const char *path, int pad, const char *prompt, const char *completion, int *ends_eos) {
     Err e = {{0}};
     Tokenizer t;
     LC_ASSERT(tok_load(&t, TOK, &e) == 0);
@@ -97,7 +100,8 @@ static double direct_reward(const char *path, const char *prompt, const char *co
     float *score = xmalloc((size_t)n * sizeof(float));
     llama_forward_score(&m, 0, score);
     int last = n - 1;
-    while (last > 0 && r.ex.ids[last] == t.eos) last--;
+    if (pad < 0) pad = t.eos;
+    while (last > 0 && r.ex.ids[last] == pad) last--;
     *ends_eos = last == n - 2;
     double v = score[last];
     free(score);
@@ -141,7 +145,7 @@ void cmd_score_direct(void) {
     int eos_seen = 0;
     for (int i = 0; i < NITEMS; i++) {
         int ends_eos;
-        double d = direct_reward(SD "/a.h5", prompts[i], replies[i], &ends_eos);
+        double d = direct_reward(SD "/a.h5", -1, prompts[i], replies[i], &ends_eos);
         eos_seen += ends_eos;
         EXPECT_NEAR(per[i], d, 1e-6);
         EXPECT(tot[i] == per[i], "item %d: total %g, model %g (weight 1)", i, tot[i], per[i]);
@@ -154,8 +158,20 @@ void cmd_score_direct(void) {
     EXPECT(scorer_score(s, &w, 1, NULL, &tw, &e) == 0, "whole: %s", e.msg);
     EXPECT_NEAR(tw, tot[0], 1e-6);
     json_decref(whole);
-    for (int i = 0; i < 2 * NITEMS; i++) json_decref(js[i]);
     scorer_close(s);
+    /* a model with its own pad_id (not EOS): the trailing EOS is read */
+    if (access(SD "/pad.h5", R_OK) != 0) make_model_pad(SD "/pad.h5", 1, 0, 5);
+    s = open_scorer(SD "/pad.h5", 2, 64);
+    if (s) {
+        EXPECT(scorer_score(s, it, NITEMS, per, tot, &e) == 0, "score: %s", e.msg);
+        for (int i = 0; i < NITEMS; i++) {
+            int ends_eos;
+            EXPECT_NEAR(per[i], direct_reward(SD "/pad.h5", 0, prompts[i], replies[i], &ends_eos), 1e-6);
+            EXPECT(!ends_eos, "item %d: pad 0 skips nothing", i);
+        }
+        scorer_close(s);
+    }
+    for (int i = 0; i < 2 * NITEMS; i++) json_decref(js[i]);
 }
 
 /* Each item scores the same alone and in batches of any shape. */
