@@ -34,30 +34,7 @@ $L inspect "$D/sft.h5" >/dev/null 2>&1 || $L convert "$S/base.h5" "$D/sft.h5" --
 
 echo "== 2/5 preference pairs from WordNet (true definition chosen, another word's rejected)"
 old=$(cat "$D/train.jsonl" "$D/val.jsonl" 2>/dev/null | cksum || true) # none on a first run
-python3 - "$S" "$D" <<'EOF'
-import json, random, sys
-src, out = sys.argv[1], sys.argv[2]
-def load(path):
-    rows = []
-    for line in open(path):
-        m = json.loads(line)["messages"]
-        word, rest = m[1]["content"].split(" (", 1)
-        pos, gloss = rest.split("): ", 1)
-        rows.append((m[0]["content"], word, pos, gloss))
-    return rows
-rng = random.Random(7)
-for split, n in (("train", 48), ("val", 16)):
-    rows = load(f"{src}/{split}.jsonl")
-    rng.shuffle(rows)
-    with open(f"{out}/{split}.jsonl", "w") as f:
-        for q, word, pos, gloss in rows[:n]:
-            other = [r[3] for r in rows if r[2] == pos and r[3] != gloss]
-            wrong = rng.choice(other)
-            f.write(json.dumps({"prompt": [{"role": "user", "content": q}],
-                                "chosen": [{"role": "assistant", "content": f"{word} ({pos}): {gloss}"}],
-                                "rejected": [{"role": "assistant", "content": f"{word} ({pos}): {wrong}"}]}) + "\n")
-    print(f"{out}/{split}.jsonl: {min(n, len(rows))} pairs")
-EOF
+python3 scripts/prepare_pairs_wordnet.py "$S" "$D"
 head -n 1 "$D/val.jsonl"
 # a cache of other pairs would be refused: drop it when the pairs changed
 [ "$old" = "$(cat "$D/train.jsonl" "$D/val.jsonl" | cksum)" ] || rm -f "$D/ref.bin"
