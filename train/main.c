@@ -22,6 +22,7 @@ static const Command commands[] = {
     {"dpo", cmd_dpo, "preference training on chosen / rejected pairs (DPO, robust, IPO, hinge)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
+    {"rs", cmd_rs, "rejection-sampling fine-tuning: K samples a prompt, reward models keep the best, sft on them"},
     {"sample", cmd_sample, "K samples of every prompt of a JSONL file, batched; resumable, MPI-split"},
     {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},
