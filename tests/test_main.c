@@ -101,6 +101,8 @@ static const struct {
     T(cmd_sample_stops), T(cmd_sample_cli), T(cmd_sample_batch_invariance), T(cmd_sample_resume), T(cmd_sample_killed),
     T(cmd_sample_errors), T(cmd_sample_mpi),
     T(rs_select), T(rs_curve), T(rs_sft_data), T(rs_errors), T(rs_e2e),
+    T(cmd_score_spec), T(cmd_score_direct), T(cmd_score_batch_invariance), T(cmd_score_adapter), T(cmd_score_weights),
+    T(cmd_score_pairs), T(cmd_score_errors),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_lora_resume_bases), T(sft_cli_errors),
     T(sft_dump_batches),
     T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume), T(dpo_lora_resume_bases),

@@ -216,7 +216,9 @@ void rs_errors(void) {
         {"rs %s --out-dir " RD "/taken", "--out-dir " RD "/taken: already holds round-1"},
         {"rs %s --top-p 0", "--top-p: must be in (0, 1]"},
         {"rs %s --rounds 0", "--rounds: 0 is out of range"},
-        {"rs %s --reward-model " RD "/policy.h5", RD "/policy.h5"},
+        {"rs %s --reward-model " RD "/policy.h5", RD "/policy.h5: not a reward model (num_labels 0, want 1)"},
+        {"rs " POLICY " --reward-model " RD "/rm.h5 --prompts " RD "/p.jsonl --out-dir " RD "/eout",
+         RD "/rm.h5: no tokenizer of its own: give --reward-tokenizer"},
     };
     test_cli_refusals(cases, sizeof cases / sizeof cases[0],
                       POLICY " " RM " --prompts " RD "/p.jsonl --k 2 --out-dir " RD "/eout", "");

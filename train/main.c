@@ -24,6 +24,7 @@ static const Command commands[] = {
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"rs", cmd_rs, "rejection-sampling fine-tuning: K samples a prompt, reward models keep the best, sft on them"},
     {"sample", cmd_sample, "K samples of every prompt of a JSONL file, batched; resumable, MPI-split"},
+    {"score", cmd_score, "rewards of JSONL texts or pairs under reward models (weighted); pair accuracy"},
     {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},
     {"logits", cmd_logits, "next-token logits of a token sequence as float32 (for reference tests)"},

@@ -179,15 +179,19 @@ static int score_round(Rs *S, int r, double *per, double *total, Err *e) {
     int nm = scorer_count(S->sc);
     double t0 = time_now(), t_print = t0;
     ScoreItem *items = xmalloc(SCORE_CHUNK * sizeof *items);
+    char (*where)[160] = xmalloc(SCORE_CHUNK * sizeof *where); /* "<prompts>:<line> sample <j>" */
     int rc = 0;
     for (size_t a = 0; a < n && rc == 0; a += SCORE_CHUNK) {
         size_t b = a + SCORE_CHUNK < n ? a + SCORE_CHUNK : n;
-        for (size_t k = a; k < b; k++)
-            items[k - a] = (ScoreItem){S->prompt[k / K], json_stringn(S->smp[k].txt.text, S->smp[k].txt.len)};
+        for (size_t k = a; k < b; k++) {
+            snprintf(where[k - a], sizeof where[k - a], "%.100s:%ld sample %zu", S->o.prompts, S->ro.ps.line[k / K],
+                     k % K);
+            items[k - a] = (ScoreItem){S->prompt[k / K], json_stringn(S->smp[k].txt.text, S->smp[k].txt.len),
+                                       where[k - a]};
+        }
         Err se = {{0}};
         if (scorer_score(S->sc, items, b - a, per + a * (size_t)nm, total + a, &se))
-            rc = err_set(e, "round %d: scoring the samples of prompts %zu..%zu (item i = sample i %% %zu of prompt "
-                            "%zu + i / %zu): %s", r, a / K, (b - 1) / K, K, a / K, K, se.msg);
+            rc = err_set(e, "round %d: scoring: %s", r, se.msg);
         for (size_t k = a; k < b; k++) json_decref(items[k - a].completion);
         double now = time_now();
         if (rc == 0 && b < n && now - t_print >= 1.0) {
@@ -197,6 +201,7 @@ static int score_round(Rs *S, int r, double *per, double *total, Err *e) {
         }
     }
     free(items);
+    free(where);
     double dt = time_now() - t0;
     S->t_score += dt;
     if (rc == 0) {
