@@ -270,5 +270,6 @@ void rs_curve(void);
 void rs_sft_data(void);
 void rs_errors(void);
 void rs_e2e(void);
+void rs_lora(void);
 
 #endif

@@ -34,6 +34,7 @@
 
 #include "../../data/rejection.h"
 #include "../../dist/dist.h"
+#include "../io/iofile.h"
 #include "../io/peft.h"
 #include "../io/source.h"
 #include "../loop/ftdata.h"
@@ -217,6 +218,9 @@ static int score_round(Rs *S, int r, double *per, double *total, Err *e) {
 
 static json_t *real_or_null(double v) { return isfinite(v) ? json_real(v) : json_null(); }
 
+/* A reward as llamac score writes it: float32 in its shortest decimal. */
+static json_t *reward_json(double v) { return isfinite(v) ? json_real(iofile_short_real((float)v)) : json_null(); }
+
 static int put_line(FILE *f, json_t *j) {
     int rc = j ? json_dumpf(j, f, JSON_COMPACT) : -1;
     json_decref(j);
@@ -245,10 +249,11 @@ static int write_round(Rs *S, int r, const char *dir, const double *per, const d
         for (size_t j = 0; j < K; j++) {
             const Sample *x = &S->smp[i * K + j];
             json_t *l = json_pack("{s:I,s:I,s:o}", "index", (json_int_t)i, "sample", (json_int_t)j, "reward",
-                                  real_or_null(total[i * K + j]));
-            if (nm > 1) {
-                json_t *a = json_array();
-                for (int k = 0; k < nm; k++) json_array_append_new(a, real_or_null(per[(i * K + j) * nm + k]));
+                                  reward_json(total[i * K + j]));
+            if (nm > 1) { /* {model: its reward}, as llamac score */
+                json_t *a = json_object();
+                for (int k = 0; k < nm; k++)
+                    json_object_set_new(a, scorer_name(S->sc, k), reward_json(per[(i * K + j) * (size_t)nm + k]));
                 json_object_set_new(l, "rewards", a);
             }
             json_object_set_new(l, "kept", json_boolean((int)j == best));
