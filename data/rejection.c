@@ -4,16 +4,17 @@
 #include "rejection.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "../model/base.h"
 
 int rejection_best(const double *r, int K, double threshold) {
-    int best = 0;
-    for (int j = 1; j < K; j++)
-        if (r[j] > r[best]) best = j; /* strictly larger: a tie keeps the earlier sample */
-    return K > 0 && r[best] >= threshold ? best : -1;
+    int best = -1;
+    for (int j = 0; j < K; j++)
+        if (!isnan(r[j]) && (best < 0 || r[j] > r[best])) best = j; /* strictly larger: a tie keeps the earlier */
+    return best >= 0 && r[best] >= threshold ? best : -1;
 }
 
 int rejection_ks(int K, int ks[REJECTION_MAX_KS]) {
@@ -28,20 +29,26 @@ static int cmp_double(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-void rejection_curve(const double *r, size_t n, int K, const int *ks, int nk, double *best, double *median) {
+void rejection_curve(const double *r, size_t n, int K, const int *ks, int nk, double *best, double *median,
+                     size_t *count) {
     double *tmp = xmalloc((size_t)K * sizeof *tmp);
     for (int c = 0; c < nk; c++) {
-        int k = ks[c];
-        LC_ASSERT(k >= 1 && k <= K);
+        LC_ASSERT(ks[c] >= 1 && ks[c] <= K);
         double sb = 0, sm = 0;
+        size_t np = 0;
         for (size_t i = 0; i < n; i++) {
-            memcpy(tmp, r + i * (size_t)K, (size_t)k * sizeof *tmp);
-            qsort(tmp, (size_t)k, sizeof *tmp, cmp_double);
-            sb += tmp[k - 1];
-            sm += k % 2 ? tmp[k / 2] : 0.5 * (tmp[k / 2 - 1] + tmp[k / 2]);
+            int m = 0; /* the prompt's scored samples among its first ks[c] */
+            for (int j = 0; j < ks[c]; j++)
+                if (!isnan(r[i * (size_t)K + j])) tmp[m++] = r[i * (size_t)K + j];
+            if (!m) continue;
+            qsort(tmp, (size_t)m, sizeof *tmp, cmp_double);
+            sb += tmp[m - 1];
+            sm += m % 2 ? tmp[m / 2] : 0.5 * (tmp[m / 2 - 1] + tmp[m / 2]);
+            np++;
         }
-        best[c] = n ? sb / (double)n : 0;
-        median[c] = n ? sm / (double)n : 0;
+        best[c] = np ? sb / (double)np : NAN;
+        median[c] = np ? sm / (double)np : NAN;
+        if (count) count[c] = np;
     }
     free(tmp);
 }

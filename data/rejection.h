@@ -5,10 +5,12 @@
  * of the first k samples (the paper's Figure 7, "max vs median reward
  * among N samples"), and the SFT example a kept sample becomes.
  *
- * Rewards are finite doubles, prompt i's samples at r[i * K + j] in sample
- * order j = 0..K-1 (the order the seeds give them, never the order they
- * finished in), so the selection and the curve are functions of the
- * samples alone.
+ * Rewards are doubles, prompt i's samples at r[i * K + j] in sample order
+ * j = 0..K-1 (the order the seeds give them, never the order they finished
+ * in), so the selection and the curve are functions of the samples alone.
+ * NaN marks a sample that was not scored (an empty completion, which
+ * neither a reward model nor SFT takes): it is never kept and is left out
+ * of the curve.
  */
 #ifndef LLAMAC_DATA_REJECTION_H
 #define LLAMAC_DATA_REJECTION_H
@@ -18,8 +20,9 @@
 struct json_t;
 
 /* The sample to keep of r[0..K): the largest reward, the first (lowest
- * index) on ties, as Python's max() and numpy's argmax pick; -1 when it
- * is below threshold (-INFINITY: keep every prompt's best). */
+ * index) on ties, as Python's max() and numpy's argmax pick, NaN never; -1
+ * when it is below threshold (-INFINITY: keep every prompt's best) or
+ * every reward is NaN. */
 int rejection_best(const double *r, int K, double threshold);
 
 /* The sample counts of the curve: 1, 2, 4, ... while below K, then K
@@ -27,11 +30,14 @@ int rejection_best(const double *r, int K, double threshold);
 #define REJECTION_MAX_KS 32
 int rejection_ks(int K, int ks[REJECTION_MAX_KS]);
 
-/* For each c < nk: best[c] (median[c]) = the mean over the n prompts of
- * the largest (the median of) each prompt's first ks[c] rewards,
- * r[i * K + 0 .. ks[c]); the median of an even count is the mean of its
- * two middle values (numpy's). ks[c] in [1, K]. */
-void rejection_curve(const double *r, size_t n, int K, const int *ks, int nk, double *best, double *median);
+/* For each c < nk: best[c] (median[c]) = the mean over the prompts of the
+ * largest (the median of) each prompt's rewards among its first ks[c],
+ * r[i * K + 0 .. ks[c]), NaN left out; the median of an even count is the
+ * mean of its two middle values (numpy's). count[c] (may be NULL) = the
+ * prompts that had a reward among their first ks[c]; with none best[c] and
+ * median[c] are NaN. ks[c] in [1, K]. */
+void rejection_curve(const double *r, size_t n, int K, const int *ks, int nk, double *best, double *median,
+                     size_t *count);
 
 /* The prompt of a prompts.h line object (new reference): "messages"'s
  * list, or "prompt"'s value (a string or a message list); NULL for a

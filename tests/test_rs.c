@@ -3,14 +3,17 @@
  *
  *   - selection: the largest reward, the first sample on ties, dropped
  *     below --threshold, the same answer every time;
- *   - the best / median-of-k curve on a hand-worked example;
+ *   - the best / median-of-k curve on a hand-worked example, with samples
+ *     left unscored (empty ones);
  *   - the SFT data it writes: rendered by the sft loader (data/sft.h),
  *     only the kept reply (messages) or completion (text) is trained;
  *   - bad input: one stderr line each, nothing written;
  *   - end to end on a random tiny policy and a random tiny reward model
  *     (num_labels 1), tokenizer tests/fixtures/bpe_v1.tok: 1 round of K 2
  *     over 3 prompts with a 2-step sft, its files, and a second run with
- *     the same seed giving the same samples and selection.
+ *     the same seed giving the same samples and selection, and round 1
+ *     equal to `llamac sample` at that seed; LoRA over 2 rounds (one
+ *     adapter continued) with two weighted reward models and empty samples.
  */
 #include <jansson.h>
 #include <math.h>
@@ -44,6 +47,10 @@ void rs_select(void) {
     EXPECT(rejection_best(neg, 3, -INFINITY) == 1, "negative rewards: the largest, -3");
     EXPECT(rejection_best(neg, 3, 0) == -1, "negative rewards under threshold 0: dropped");
     EXPECT(rejection_best(a, 1, -INFINITY) == 0, "K 1: the one sample");
+    double un[] = {NAN, 1.0, NAN, 1.0};
+    EXPECT(rejection_best(un, 4, -INFINITY) == 1, "not scored (NaN) never wins; ties: the first scored");
+    double none[] = {NAN, NAN};
+    EXPECT(rejection_best(none, 2, -INFINITY) == -1, "nothing scored: nothing kept");
 }
 
 void rs_curve(void) {
@@ -61,8 +68,9 @@ void rs_curve(void) {
     double r[] = {1, 3, 2, 0, 4, 4, -2, 6};
     n = rejection_ks(4, ks);
     double best[REJECTION_MAX_KS], med[REJECTION_MAX_KS];
-    rejection_curve(r, 2, 4, ks, n, best, med);
-    EXPECT(n == 3, "K 4: 3 points");
+    size_t cnt[REJECTION_MAX_KS];
+    rejection_curve(r, 2, 4, ks, n, best, med, cnt);
+    EXPECT(n == 3 && cnt[0] == 2 && cnt[2] == 2, "K 4: 3 points over 2 prompts");
     EXPECT_NEAR(best[0], 2.5, 1e-12);
     EXPECT_NEAR(med[0], 2.5, 1e-12);
     EXPECT_NEAR(best[1], 3.5, 1e-12);
@@ -71,9 +79,19 @@ void rs_curve(void) {
     EXPECT_NEAR(med[2], 2.75, 1e-12);
     /* an odd count: the middle value; p0's first 3 = 1 3 2 -> 2, p1's 4 4 -2 -> 4 */
     int k3 = 3;
-    rejection_curve(r, 2, 4, &k3, 1, best, med);
+    rejection_curve(r, 2, 4, &k3, 1, best, med, NULL);
     EXPECT_NEAR(med[0], 3.0, 1e-12);
     EXPECT_NEAR(best[0], 3.5, 1e-12);
+    /* unscored samples are left out: p0 = nan 3 nan 0, p1 = nan nan nan 6
+     *   k1: no prompt; k2: p0 alone, 3 3; k4: p0 best 3 med 1.5, p1 6 6 -> 4.5 3.75 */
+    double u[] = {NAN, 3, NAN, 0, NAN, NAN, NAN, 6};
+    rejection_curve(u, 2, 4, ks, 3, best, med, cnt);
+    EXPECT(cnt[0] == 0 && isnan(best[0]) && isnan(med[0]), "k 1: no scored sample, NaN (count %zu)", cnt[0]);
+    EXPECT(cnt[1] == 1 && cnt[2] == 2, "counts %zu %zu", cnt[1], cnt[2]);
+    EXPECT_NEAR(best[1], 3.0, 1e-12);
+    EXPECT_NEAR(med[1], 3.0, 1e-12);
+    EXPECT_NEAR(best[2], 4.5, 1e-12);
+    EXPECT_NEAR(med[2], 3.75, 1e-12);
     /* the input is left as it was (sorting works on a copy) */
     EXPECT(r[0] == 1 && r[1] == 3 && r[3] == 0 && r[7] == 6, "rewards reordered by the curve");
 }
@@ -343,10 +361,19 @@ void rs_e2e(void) {
  * from the base with round 1's adapter and continues it. */
 void rs_lora(void) {
     need_models();
-    test_put(RD "/e2e.jsonl", RS_PROMPTS);
+    /* a fourth prompt whose stop strings (every ASCII letter, digit and
+     * space) cut most samples to nothing: empty samples are not scored */
+    char stops[1024] = "[\" \"";
+    for (int ch = '0'; ch <= 'z'; ch++)
+        if ((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z'))
+            snprintf(stops + strlen(stops), sizeof stops - strlen(stops), ", \"%c\"", ch);
+    char prompts[2048];
+    snprintf(prompts, sizeof prompts, "%s{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"stop\": %s]}\n",
+             RS_PROMPTS, stops);
+    test_put(RD "/lora.jsonl", prompts);
     system("rm -rf " RD "/lora");
     int rc = test_llamac("rs " POLICY " --reward-model " RD "/rm.h5," RD "/rm2.h5:0.5 --reward-tokenizer " TOKF
-                         " --reward-template llama3 --prompts " RD "/e2e.jsonl --k 3 --rounds 2 --max-tokens 5 "
+                         " --reward-template llama3 --prompts " RD "/lora.jsonl --k 3 --rounds 2 --max-tokens 5 "
                          "--out-dir " RD "/lora -- --steps 2 --batch 1 --seq 64 --lr 1e-3 --lora-r 2");
     EXPECT(rc == 0, "rs: %s\n%s", test_err, test_out);
     if (rc) return;
@@ -357,14 +384,22 @@ void rs_lora(void) {
     EXPECT(access(RD "/lora/round-2/adapter/adapter_config.json", R_OK) == 0 &&
                access(RD "/lora/round-1/policy.h5", F_OK) != 0, "LoRA writes adapters, no full policy");
     json_t **s;
-    int ns = read_jsonl(RD "/lora/round-2/samples.jsonl", &s);
-    EXPECT(ns == 9, "round 2: %d samples, want 9", ns);
+    int ns = read_jsonl(RD "/lora/round-2/samples.jsonl", &s), empty = 0;
+    EXPECT(ns == 12, "round 2: %d samples, want 12", ns);
     for (int i = 0; i < ns; i++) {
         json_t *per = json_object_get(s[i], "rewards");
+        if (strcmp(json_string_value(json_object_get(s[i], "text")), "") == 0) {
+            EXPECT(json_is_null(json_object_get(s[i], "reward")) && json_is_false(json_object_get(s[i], "kept")) &&
+                       json_is_null(json_object_get(per, RD "/rm.h5")),
+                   "line %d: an empty sample is neither scored nor kept", i);
+            empty++;
+            continue;
+        }
         double r = json_real_value(json_object_get(s[i], "reward"));
         double a = json_real_value(json_object_get(per, RD "/rm.h5")), b = json_real_value(json_object_get(per, RD "/rm2.h5"));
         EXPECT(json_object_size(per) == 2 && fabs(r - (a + 0.5 * b)) <= 1e-5 * (1 + fabs(r)),
                "line %d: reward %g, models %g and %g weighted 1 and 0.5", i, r, a, b);
     }
+    EXPECT(empty > 0, "no empty sample in round 2 (the fourth prompt's stop strings)");
     free_jsonl(s, ns);
 }

@@ -175,40 +175,60 @@ static int sample_round(Rs *S, int r, Err *e) {
 // ----------------------------------------------------------------------------
 // (b) scoring
 
+/* Rewards of the round's samples into total (N * K) and per (N * K *
+ * models); an empty sample (the policy ended at once) is not scored, since
+ * neither a reward model nor SFT takes an empty reply: NaN. */
 static int score_round(Rs *S, int r, double *per, double *total, Err *e) {
     size_t N = S->ro.ps.n, K = (size_t)S->o.K, n = N * K;
     int nm = scorer_count(S->sc);
     double t0 = time_now(), t_print = t0;
     ScoreItem *items = xmalloc(SCORE_CHUNK * sizeof *items);
     char (*where)[160] = xmalloc(SCORE_CHUNK * sizeof *where); /* "<prompts>:<line> sample <j>" */
+    size_t *at = xmalloc(SCORE_CHUNK * sizeof *at);             /* item m is sample at[m] */
+    double *pm = xmalloc(SCORE_CHUNK * (size_t)nm * sizeof *pm + 1), *tm = xmalloc(SCORE_CHUNK * sizeof *tm);
+    size_t k = 0, scored = 0;
     int rc = 0;
-    for (size_t a = 0; a < n && rc == 0; a += SCORE_CHUNK) {
-        size_t b = a + SCORE_CHUNK < n ? a + SCORE_CHUNK : n;
-        for (size_t k = a; k < b; k++) {
-            snprintf(where[k - a], sizeof where[k - a], "%.100s:%ld sample %zu", S->o.prompts, S->ro.ps.line[k / K],
-                     k % K);
-            items[k - a] = (ScoreItem){S->prompt[k / K], json_stringn(S->smp[k].txt.text, S->smp[k].txt.len),
-                                       where[k - a]};
+    while (k < n && rc == 0) {
+        size_t m = 0;
+        for (; k < n && m < SCORE_CHUNK; k++) {
+            const RolloutText *x = &S->smp[k].txt;
+            if (x->len == 0) {
+                total[k] = NAN;
+                for (int q = 0; q < nm; q++) per[k * (size_t)nm + q] = NAN;
+                continue;
+            }
+            snprintf(where[m], sizeof where[m], "%.100s:%ld sample %zu", S->o.prompts, S->ro.ps.line[k / K], k % K);
+            items[m] = (ScoreItem){S->prompt[k / K], json_stringn(x->text, x->len), where[m]};
+            at[m++] = k;
         }
         Err se = {{0}};
-        if (scorer_score(S->sc, items, b - a, per + a * (size_t)nm, total + a, &se))
-            rc = err_set(e, "round %d: scoring: %s", r, se.msg);
-        for (size_t k = a; k < b; k++) json_decref(items[k - a].completion);
+        if (m && scorer_score(S->sc, items, m, pm, tm, &se)) rc = err_set(e, "round %d: scoring: %s", r, se.msg);
+        for (size_t q = 0; q < m; q++) {
+            json_decref(items[q].completion);
+            total[at[q]] = tm[q];
+            memcpy(per + at[q] * (size_t)nm, pm + q * (size_t)nm, (size_t)nm * sizeof *per);
+        }
+        scored += m;
         double now = time_now();
-        if (rc == 0 && b < n && now - t_print >= 1.0) {
-            printf("rs: round %d/%ld | scored %zu/%zu | %.1f samples/s\n", r, S->o.rounds, b, n, b / (now - t0));
+        if (rc == 0 && k < n && now - t_print >= 1.0) {
+            printf("rs: round %d/%ld | scored %zu/%zu | %.1f samples/s\n", r, S->o.rounds, k, n, k / (now - t0));
             fflush(stdout);
             t_print = now;
         }
     }
     free(items);
     free(where);
+    free(at);
+    free(pm);
+    free(tm);
     double dt = time_now() - t0;
     S->t_score += dt;
     if (rc == 0) {
         char c1[32];
-        printf("rs: round %d/%ld: %zu samples scored by %d reward model%s in %s: %.1f samples/s\n", r, S->o.rounds, n,
-               nm, nm > 1 ? "s" : "", run_clock(dt, c1, sizeof c1), (double)n / dt);
+        printf("rs: round %d/%ld: %zu samples scored by %d reward model%s in %s: %.1f samples/s", r, S->o.rounds,
+               scored, nm, nm > 1 ? "s" : "", run_clock(dt, c1, sizeof c1), (double)scored / dt);
+        if (scored < n) printf(" (%zu empty, not scored)", n - scored);
+        printf("\n");
     }
     return rc;
 }
@@ -243,6 +263,7 @@ static int write_round(Rs *S, int r, const char *dir, const double *per, const d
     }
     *kept = 0;
     double sum_kept = 0, sum_all = 0;
+    size_t n_all = 0;
     int bad = 0;
     for (size_t i = 0; i < N; i++) {
         int best = rejection_best(total + i * K, (int)K, o->threshold);
@@ -261,7 +282,10 @@ static int write_round(Rs *S, int r, const char *dir, const double *per, const d
             json_object_set_new(l, "finish_reason", json_string(finish_names[x->finish]));
             json_object_set_new(l, "completion_tokens", json_integer(x->ntok));
             bad |= put_line(w[0].f, l);
-            sum_all += total[i * K + j];
+            if (!isnan(total[i * K + j])) {
+                sum_all += total[i * K + j];
+                n_all++;
+            }
         }
         if (best < 0) continue;
         const Sample *x = &S->smp[i * K + (size_t)best];
@@ -272,14 +296,16 @@ static int write_round(Rs *S, int r, const char *dir, const double *per, const d
     int ks[REJECTION_MAX_KS];
     int nk = rejection_ks((int)K, ks);
     double best[REJECTION_MAX_KS], med[REJECTION_MAX_KS];
-    rejection_curve(total, N, (int)K, ks, nk, best, med);
-    printf("rs: round %d/%ld: kept %zu of %zu prompts (mean reward: kept %.4f, all samples %.4f); reward by samples "
-           "per prompt, mean over prompts:\n%8s %12s %12s\n", r, o->rounds, *kept, N,
-           *kept ? sum_kept / (double)*kept : NAN, sum_all / (double)(N * K), "k", "best", "median");
+    size_t cnt[REJECTION_MAX_KS];
+    rejection_curve(total, N, (int)K, ks, nk, best, med, cnt);
+    printf("rs: round %d/%ld: kept %zu of %zu prompts (mean reward: kept %.4f, all scored samples %.4f); reward by "
+           "samples per prompt, mean over prompts:\n%8s %12s %12s %8s\n", r, o->rounds, *kept, N,
+           *kept ? sum_kept / (double)*kept : NAN, n_all ? sum_all / (double)n_all : NAN, "k", "best", "median",
+           "prompts");
     for (int c = 0; c < nk; c++) {
-        printf("%8d %12.4f %12.4f\n", ks[c], best[c], med[c]);
+        printf("%8d %12.4f %12.4f %8zu\n", ks[c], best[c], med[c], cnt[c]);
         bad |= put_line(w[2].f, json_pack("{s:i,s:o,s:o,s:I,s:i}", "k", ks[c], "best", real_or_null(best[c]),
-                                          "median", real_or_null(med[c]), "prompts", (json_int_t)N, "round", r));
+                                          "median", real_or_null(med[c]), "prompts", (json_int_t)cnt[c], "round", r));
     }
     int rc = 0;
     for (int f = 0; f < 3; f++)
