@@ -53,8 +53,9 @@
 typedef struct {
     const char *policy, *tokpath, *tname, *prompts, *out_dir, *device;
     const char *rm, *rm_tok, *rm_tpl;
-    long K, rounds, max_tokens, top_k, seed, max_seqs, max_rows, kv_tokens, ctx, threads, rm_batch, rm_seq;
-    double threshold, temperature, top_p, min_p;
+    long K, rounds, seed, rm_batch, rm_seq;
+    RolloutFlags r;     /* the sampler's and the engine's */
+    double threshold;
     int special;
 } Opts;
 
@@ -129,7 +130,7 @@ static int sample_round(Rs *S, int r, Err *e) {
     if (device_load_model(&dev, o->device, S->model, S->adapter[0] ? S->adapter : NULL, &ms.c, &m, 1, 1, e))
         return -1;
     Engine *g = NULL;
-    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)S->ro.ctx, o->kv_tokens, 1};
+    EngineOpts eo = {(int)o->r.max_seqs, (int)o->r.max_rows, (int)S->ro.ctx, o->r.kv_tokens, 1};
     int rc = engine_init(&g, &m, &eo, e);
     S->smp = xcalloc(N * K, sizeof *S->smp);
     S->outstanding = S->finished = S->gen_tokens = 0;
@@ -137,8 +138,8 @@ static int sample_round(Rs *S, int r, Err *e) {
     size_t next = 0;
     double t_loop = time_now(), t_print = t_loop;
     while (rc == 0) {
-        while (next < N && S->outstanding < 2 * o->max_seqs) {
-            if (rollout_add(g, &S->ro, o->prompts, next, (int)K, (int)o->max_tokens, &S->sp,
+        while (next < N && S->outstanding < 2 * o->r.max_seqs) {
+            if (rollout_add(g, &S->ro, o->prompts, next, (int)K, (int)o->r.max_tokens, &S->sp,
                             (uint64_t)o->seed + (uint64_t)r - 1, S->smp + next * K, e)) {
                 rc = -1;
                 break;
@@ -449,7 +450,7 @@ static int run(Rs *S, Err *e) {
     Opts *o = &S->o;
     /* inputs first: flags, prompts, then the reward models (before any sampling) */
     if (check_passthrough(S->sft_argc, S->sft_argv, e)) return -1;
-    RolloutOpts ro = {o->policy, o->tokpath, o->tname, o->prompts, o->special, o->ctx, o->max_tokens, 0};
+    RolloutOpts ro = {o->policy, o->tokpath, o->tname, o->prompts, o->special, o->r.ctx, o->r.max_tokens, 0};
     if (rollout_open(&S->ro, &ro, e)) return -1;
     S->opened = 1;
     if (prompts_json(S, e)) return -1;
@@ -465,7 +466,7 @@ static int run(Rs *S, Err *e) {
     if (scorer_open(&S->sc, &so, e)) return -1;
     printf("rs: policy %s (%d layers, dim %d); %zu prompts of %s, %ld samples each at temperature %g, up to %ld "
            "tokens; %ld round%s into %s; reward:", o->policy, S->ro.c.n_layers, S->ro.c.dim, S->ro.ps.n, o->prompts,
-           o->K, o->temperature, o->max_tokens, o->rounds, o->rounds > 1 ? "s" : "", o->out_dir);
+           o->K, o->r.temperature, o->r.max_tokens, o->rounds, o->rounds > 1 ? "s" : "", o->out_dir);
     for (int k = 0; k < scorer_count(S->sc); k++)
         printf("%s %g x %s", k ? " +" : "", scorer_weight(S->sc, k), scorer_name(S->sc, k));
     printf("\n");
@@ -498,8 +499,10 @@ int cmd_rs(int argc, char **argv, Err *e) {
     Rs S;
     memset(&S, 0, sizeof S);
     Opts *o = &S.o;
-    *o = (Opts){.device = "cpu", .K = 4, .rounds = 1, .max_tokens = 256, .seed = 42, .max_seqs = 64, .max_rows = 512,
-                .threshold = -INFINITY, .temperature = 1.2, .top_p = 1};
+    *o = (Opts){.device = "cpu", .K = 4, .rounds = 1, .seed = 42, .threshold = -INFINITY};
+    rollout_flags_default(&o->r, 1.2); /* Llama 2's best temperature for 10-100 samples (its Figure 8) */
+    CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
+    rollout_flags(&o->r, sf, ef);
     split_args(&argc, argv, &S);
     CliFlag flags[] = {
         {"policy", CLI_STR, &o->policy, 0, 0, "the policy to improve: checkpoint, Hugging Face directory or GGUF file"},
@@ -521,19 +524,10 @@ int cmd_rs(int argc, char **argv, Err *e) {
         {"rounds", CLI_INT, &o->rounds, 1, 1000, "rounds of sampling, selection and fine-tuning"},
         {"threshold", CLI_FLOAT, &o->threshold, -1e300, 1e300,
          "keep a prompt's best sample only when its reward is at least this (default: always)"},
-        {"max-tokens", CLI_INT, &o->max_tokens, 1, 1 << 24, "tokens per sample at most"},
-        {"temperature", CLI_FLOAT, &o->temperature, 0, 100, "softmax temperature (Llama 2's best for 10-100 samples: 1.2)"},
-        {"top-p", CLI_FLOAT, &o->top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
-        {"top-k", CLI_INT, &o->top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
-        {"min-p", CLI_FLOAT, &o->min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+        sf[0], sf[1], sf[2], sf[3], sf[4],
         {"seed", CLI_INT, &o->seed, 0, 1L << 62, "sampling seed: round R samples as llamac sample --seed SEED+R-1"},
         {"special", CLI_BOOL, &o->special, 0, 0, "special-token names in \"prompt\" text become their ids"},
-        {"max-seqs", CLI_INT, &o->max_seqs, 1, 1 << 16, "sequences decoded at once"},
-        {"max-rows", CLI_INT, &o->max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
-        {"kv-tokens", CLI_INT, &o->kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
-        {"ctx", CLI_INT, &o->ctx, 0, 1 << 24,
-         "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
-        {"threads", CLI_INT, &o->threads, 0, 4096, "OpenMP threads (0: as started)"},
+        ef[0], ef[1], ef[2], ef[3], ef[4],
         {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU): sampling and scoring"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -558,9 +552,8 @@ int cmd_rs(int argc, char **argv, Err *e) {
     if (!o->prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
     if (!o->out_dir) return err_set(e, "--out-dir: required (the directory of the rounds' data and policies)");
     if (dist_world() > 1) return err_set(e, "rs: runs as one process (its sampling is not split over MPI ranks yet)");
-    S.sp = (SampleParams){(float)o->temperature, (int)o->top_k, (float)o->top_p, (float)o->min_p, 1.0f};
-    if (sample_params_check(&S.sp, e) || device_check(o->device, e)) return -1;
-    if (o->threads > 0) omp_set_num_threads((int)o->threads);
+    if (rollout_params(&o->r, 1.0, &S.sp, e) || device_check(o->device, e)) return -1;
+    if (o->r.threads > 0) omp_set_num_threads((int)o->r.threads);
     int rc = run(&S, e);
     if (S.sc) scorer_close(S.sc);
     for (size_t i = 0; S.prompt && i < S.ro.ps.n; i++) json_decref(S.prompt[i]);

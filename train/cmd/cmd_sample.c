@@ -410,8 +410,9 @@ static int resume_scan(const char *out, int K, size_t N, size_t *done, long long
 /* The flags. */
 typedef struct {
     const char *model, *tokpath, *adapter, *prompts, *out, *tname, *device, *stats;
-    long K, max_tokens, top_k, seed, max_seqs, max_rows, kv_tokens, ctx, threads;
-    double temperature, top_p, min_p, rep;
+    long K, seed;
+    RolloutFlags r;   /* the sampler's and the engine's */
+    double rep;
     int ignore_eos, lp_t1, special;
     CliList stop;
 } Opts;
@@ -468,10 +469,10 @@ static int open_inputs(Sampling *S, Err *e) {
     Opts *o = &S->o;
     for (int k = 0; k < o->stop.n; k++)
         if (prompts_stops_parse(o->stop.v[k], &S->stops, &S->nstops, &S->cap_stops, "--stop", e)) return -1;
-    RolloutOpts ro = {o->model, o->tokpath, o->tname, o->prompts, o->special, o->ctx, o->max_tokens, o->ignore_eos};
+    RolloutOpts ro = {o->model, o->tokpath, o->tname, o->prompts, o->special, o->r.ctx, o->r.max_tokens, o->ignore_eos};
     if (rollout_open(&S->ro, &ro, e)) return -1;
     S->opened = 1;
-    o->ctx = S->ro.ctx;
+    o->r.ctx = S->ro.ctx;
     return 0;
 }
 
@@ -489,10 +490,10 @@ static int settings_build(Sampling *S, Err *e) {
     json_object_set_new(j, "tokenizer-id", hex64(S->ro.tok.id));
     json_object_set_new(j, "prompts-hash", hex64(phash));
     json_object_set_new(j, "n", json_integer(o->K));
-    json_object_set_new(j, "max-tokens", json_integer(o->max_tokens));
+    json_object_set_new(j, "max-tokens", json_integer(o->r.max_tokens));
     json_object_set_new(j, "temperature", json_real(iofile_short_real(S->sp.temperature)));
     json_object_set_new(j, "top-p", json_real(iofile_short_real(S->sp.top_p)));
-    json_object_set_new(j, "top-k", json_integer(o->top_k));
+    json_object_set_new(j, "top-k", json_integer(o->r.top_k));
     json_object_set_new(j, "min-p", json_real(iofile_short_real(S->sp.min_p)));
     json_object_set_new(j, "repetition-penalty", json_real(iofile_short_real(S->sp.rep_penalty)));
     json_object_set_new(j, "seed", json_integer(o->seed));
@@ -502,7 +503,7 @@ static int settings_build(Sampling *S, Err *e) {
     json_object_set_new(j, "template", S->ro.have_tpl ? json_string(chat_template_name(S->ro.tpl)) : json_null());
     json_object_set_new(j, "special", json_boolean(o->special));
     json_object_set_new(j, "logprobs-t1", json_boolean(o->lp_t1));
-    json_object_set_new(j, "ctx", json_integer(o->ctx));
+    json_object_set_new(j, "ctx", json_integer(o->r.ctx));
     json_object_set_new(j, "device", json_string(o->device));
     return 0;
 }
@@ -536,7 +537,7 @@ static int start(Sampling *S, Err *e) {
     if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->ro.c, &S->m, MODEL_B, MODEL_T, e)) return -1;
     S->loaded = 1;
     /* the model is the engine's alone: its own copies of the weights go once packed */
-    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)o->ctx, o->kv_tokens, 1};
+    EngineOpts eo = {(int)o->r.max_seqs, (int)o->r.max_rows, (int)o->r.ctx, o->r.kv_tokens, 1};
     if (engine_init(&S->g, &S->m, &eo, e)) return -1;
     int bad = 0;
     if (S->rank == 0) {
@@ -555,11 +556,11 @@ static int start(Sampling *S, Err *e) {
         const LlamaConfig *c = &S->ro.c;
         fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
                         "each, up to %ld tokens\n", o->model, c->n_layers, c->dim, c->vocab, S->ro.ps.n, o->prompts,
-                S->done0, o->out, o->K, o->max_tokens);
+                S->done0, o->out, o->K, o->r.max_tokens);
         fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); weights %.1f MiB; max-seqs "
                         "%ld, max-rows %ld, ctx %ld, %d threads\n", engine_kv_bytes_per_token(c, S->m.ops) / 1024.0,
-                es.kv_tokens_cap, es.kv_bytes / 1048576.0, es.weight_bytes / 1048576.0, o->max_seqs, o->max_rows,
-                o->ctx, omp_get_max_threads());
+                es.kv_tokens_cap, es.kv_bytes / 1048576.0, es.weight_bytes / 1048576.0, o->r.max_seqs, o->r.max_rows,
+                o->r.ctx, omp_get_max_threads());
         if (S->W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", S->W, S->W, o->out);
     }
     return 0;
@@ -570,13 +571,13 @@ static int start(Sampling *S, Err *e) {
 static int feed(Sampling *S, size_t *next, Err *e) {
     const Opts *o = &S->o;
     const PromptSet *ps = &S->ro.ps;
-    while (*next < ps->n && S->R.outstanding < 2 * o->max_seqs) {
+    while (*next < ps->n && S->R.outstanding < 2 * o->r.max_seqs) {
         size_t i = *next;
         Slot *sl = &S->slot[i];
         sl->line = xcalloc((size_t)o->K, sizeof *sl->line);
         sl->t_first = xcalloc((size_t)o->K, sizeof(double));
         sl->txt = xcalloc((size_t)o->K, sizeof *sl->txt);
-        if (rollout_add(S->g, &S->ro, o->prompts, i, (int)o->K, (int)o->max_tokens, &S->sp, (uint64_t)o->seed, sl, e))
+        if (rollout_add(S->g, &S->ro, o->prompts, i, (int)o->K, (int)o->r.max_tokens, &S->sp, (uint64_t)o->seed, sl, e))
             return -1;
         S->R.outstanding += o->K;
         *next += (size_t)S->W;
@@ -719,8 +720,10 @@ int cmd_sample(int argc, char **argv, Err *e) {
     memset(&S, 0, sizeof S);
     S.fd = -1;
     Opts *o = &S.o;
-    *o = (Opts){.device = "cpu", .K = 1, .max_tokens = 256, .seed = 42, .max_seqs = 64, .max_rows = 512,
-                .temperature = 0.8, .top_p = 1, .rep = 1};
+    *o = (Opts){.device = "cpu", .K = 1, .seed = 42, .rep = 1};
+    rollout_flags_default(&o->r, 0.8);
+    CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
+    rollout_flags(&o->r, sf, ef);
     CliFlag flags[] = {
         {"model", CLI_STR, &o->model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
         {"tokenizer", CLI_STR, &o->tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
@@ -729,11 +732,7 @@ int cmd_sample(int argc, char **argv, Err *e) {
          "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
         {"out", CLI_STR, &o->out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},
         {"n", CLI_INT, &o->K, 1, 1 << 16, "samples per prompt"},
-        {"max-tokens", CLI_INT, &o->max_tokens, 1, 1 << 24, "tokens per sample at most"},
-        {"temperature", CLI_FLOAT, &o->temperature, 0, 100, "softmax temperature (0: greedy)"},
-        {"top-p", CLI_FLOAT, &o->top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
-        {"top-k", CLI_INT, &o->top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
-        {"min-p", CLI_FLOAT, &o->min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+        sf[0], sf[1], sf[2], sf[3], sf[4],
         {"repetition-penalty", CLI_FLOAT, &o->rep, 0, 100, "CTRL's penalty on tokens of the prompt and sample (1: off)"},
         {"stop", CLI_LIST, &o->stop, 0, 0,
          "stop strings: a JSON string or list, e.g. '\"\\n\\n\"' or '[\"\\n\", \"User:\"]' (repeatable)"},
@@ -743,12 +742,7 @@ int cmd_sample(int argc, char **argv, Err *e) {
         {"template", CLI_STR, &o->tname, 0, 0,
          "chat template of message prompts: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
         {"special", CLI_BOOL, &o->special, 0, 0, "special-token names in \"prompt\" text become their ids"},
-        {"max-seqs", CLI_INT, &o->max_seqs, 1, 1 << 16, "sequences decoded at once"},
-        {"max-rows", CLI_INT, &o->max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
-        {"kv-tokens", CLI_INT, &o->kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
-        {"ctx", CLI_INT, &o->ctx, 0, 1 << 24,
-         "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
-        {"threads", CLI_INT, &o->threads, 0, 4096, "OpenMP threads (0: as started)"},
+        ef[0], ef[1], ef[2], ef[3], ef[4],
         {"stats", CLI_STR, &o->stats, 0, 0, "write the run's speed as JSON to this file"},
         {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
@@ -771,9 +765,8 @@ int cmd_sample(int argc, char **argv, Err *e) {
     if (!o->model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!o->prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
     if (!o->out) return err_set(e, "--out: required (the JSONL file of samples)");
-    S.sp = (SampleParams){(float)o->temperature, (int)o->top_k, (float)o->top_p, (float)o->min_p, (float)o->rep};
-    if (sample_params_check(&S.sp, e) || device_check(o->device, e)) return -1;
-    if (o->threads > 0) omp_set_num_threads((int)o->threads);
+    if (rollout_params(&o->r, o->rep, &S.sp, e) || device_check(o->device, e)) return -1;
+    if (o->r.threads > 0) omp_set_num_threads((int)o->r.threads);
     S.rank = dist_rank();
     S.W = dist_world();
     S.t_start = time_now();

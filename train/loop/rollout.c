@@ -11,6 +11,35 @@
 #include "../io/source.h"
 #include "run.h"
 
+void rollout_flags_default(RolloutFlags *f, double temperature) {
+    *f = (RolloutFlags){.max_tokens = 256, .max_seqs = 64, .max_rows = 512, .temperature = temperature, .top_p = 1};
+}
+
+void rollout_flags(RolloutFlags *f, CliFlag sampler[ROLLOUT_NSAMPLER], CliFlag engine[ROLLOUT_NENGINE]) {
+    const CliFlag s[ROLLOUT_NSAMPLER] = {
+        {"max-tokens", CLI_INT, &f->max_tokens, 1, 1 << 24, "tokens per sample at most"},
+        {"temperature", CLI_FLOAT, &f->temperature, 0, 100, "softmax temperature (0: greedy)"},
+        {"top-p", CLI_FLOAT, &f->top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
+        {"top-k", CLI_INT, &f->top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
+        {"min-p", CLI_FLOAT, &f->min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+    };
+    const CliFlag g[ROLLOUT_NENGINE] = {
+        {"max-seqs", CLI_INT, &f->max_seqs, 1, 1 << 16, "sequences decoded at once"},
+        {"max-rows", CLI_INT, &f->max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
+        {"kv-tokens", CLI_INT, &f->kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
+        {"ctx", CLI_INT, &f->ctx, 0, 1 << 24,
+         "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
+        {"threads", CLI_INT, &f->threads, 0, 4096, "OpenMP threads (0: as started)"},
+    };
+    memcpy(sampler, s, sizeof s);
+    memcpy(engine, g, sizeof g);
+}
+
+int rollout_params(const RolloutFlags *f, double rep, SampleParams *sp, Err *e) {
+    *sp = (SampleParams){(float)f->temperature, (int)f->top_k, (float)f->top_p, (float)f->min_p, (float)rep};
+    return sample_params_check(sp, e);
+}
+
 int rollout_open(Rollout *r, const RolloutOpts *o, Err *e) {
     memset(r, 0, sizeof *r);
     ModelSource ms;

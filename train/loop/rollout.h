@@ -21,6 +21,30 @@
 #include "../../data/tok.h"
 #include "../../model/config.h"
 #include "../../model/engine.h"
+#include "../proc/cli.h"
+
+/* The sampler's and the engine's flags, declared once for every command
+ * that samples prompt files. */
+typedef struct RolloutFlags {
+    long max_tokens, top_k, max_seqs, max_rows, kv_tokens, ctx, threads;
+    double temperature, top_p, min_p;
+} RolloutFlags;
+
+/* Defaults: 256 tokens a sample, no top-k, top-p or min-p, 64 sequences of
+ * 512 rows a step, the pool and context derived; temperature as given (the
+ * command's own: 0.8 for sample, 1.2 for rs). */
+void rollout_flags_default(RolloutFlags *f, double temperature);
+
+/* The flag rows (pointing into f): sampler[] --max-tokens, --temperature,
+ * --top-p, --top-k, --min-p; engine[] --max-seqs, --max-rows, --kv-tokens,
+ * --ctx, --threads. */
+#define ROLLOUT_NSAMPLER 5
+#define ROLLOUT_NENGINE 5
+void rollout_flags(RolloutFlags *f, CliFlag sampler[ROLLOUT_NSAMPLER], CliFlag engine[ROLLOUT_NENGINE]);
+
+/* The sampler's parameters from f (rep: CTRL's repetition penalty, 1 off),
+ * checked: -1 with sample_params_check's message. */
+int rollout_params(const RolloutFlags *f, double rep, SampleParams *sp, Err *e);
 
 /* What the inputs are (the flags of the command). */
 typedef struct RolloutOpts {
