@@ -349,7 +349,7 @@ static int train_round(Rs *S, int r, const char *dir, Err *e) {
         path_join(adapter, sizeof adapter, dir, "adapter", e) || path_join(ckpt, sizeof ckpt, dir, "checkpoints", e) ||
         path_join(metrics, sizeof metrics, dir, "metrics.jsonl", e))
         return -1;
-    const char *own[20];
+    const char *own[24];
     int n = 0;
     /* a config file first, where llamac sft looks for it */
     int cfg = S->sft_argc > 0 && strncmp(S->sft_argv[0], "--", 2) != 0;
@@ -357,7 +357,7 @@ static int train_round(Rs *S, int r, const char *dir, Err *e) {
     /* with LoRA the base stays --policy and the adapter goes on */
     const char *base = S->adapter[0] ? o->policy : S->model;
     const char *words[] = {"--model", base, "--tokenizer", S->ro.tokpath, "--data", data, "--out", out,
-                           "--adapter-out", adapter, "--ckpt-dir", ckpt, "--metrics", metrics};
+                           "--adapter-out", adapter, "--ckpt-dir", ckpt, "--metrics", metrics, "--device", o->device};
     for (size_t k = 0; k < sizeof words / sizeof words[0]; k++) own[n++] = words[k];
     if (o->tname) {
         own[n++] = "--template";
