@@ -176,7 +176,9 @@ void rs_sft_data(void) {
     obj = json_loads("{\"prompt_ids\": [1, 2]}", 0, NULL);
     EXPECT(rejection_prompt(obj) == NULL, "prompt_ids: no prompt value");
     json_decref(obj);
-    EXPECT(rejection_sft_example(json_integer(3), "x", 1) == NULL, "a number is no prompt");
+    json_t *num = json_integer(3);
+    EXPECT(rejection_sft_example(num, "x", 1) == NULL, "a number is no prompt");
+    json_decref(num);
     tok_free(&t);
 }
 
