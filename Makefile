@@ -173,7 +173,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -243,6 +243,13 @@ demo-sft: all
 # preference pairs: held-out reward accuracy, answers before and after.
 demo-dpo: all
 	$(Q)bash scripts/demo_dpo.sh
+
+# Reward model on WordNet preference pairs from demo-sft's model (run first
+# if missing), then two rounds of rejection sampling with it: held-out
+# reward-model accuracy, held-out reward of the greedy answers before and
+# after, the best/median-of-k curves.
+demo-rlhf: all
+	$(Q)bash scripts/demo_rlhf.sh
 
 # llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
 bench-dpo: all
@@ -375,6 +382,7 @@ help:
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
+	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
