@@ -119,6 +119,7 @@ void peft_merge_unmerge(void);
 void peft_merged_logits(void);
 void peft_bad_config(void);
 void peft_bad_weights(void);
+void peft_head(void);
 void peft_cli(void);
 void convert_safetensors_roundtrip(void);
 void convert_safetensors_bad(void);
