@@ -2,7 +2,8 @@
  * test_peft.c: LoRA adapters on disk. In-process: PEFT directories saved and
  * loaded back bit for bit, merge then unmerge restoring the base, every bad
  * adapter_config.json and adapter_model.safetensors refused with one line
- * naming the option or the tensor; LoRA checkpoints (/lora beside /model, or
+ * naming the option or the tensor; a reward model's adapter (SEQ_CLS, the
+ * score head under PEFT's key) in every form PEFT writes; LoRA checkpoints (/lora beside /model, or
  * a base by reference with its hash) loaded back bit for bit, and as a
  * merged model. Through the binary: convert --adapter / --lora-init and
  * logits --adapter, good and bad, with the existing output untouched. The
@@ -527,10 +528,31 @@ void peft_head(void) {
     float *w = base_params(&c, &bt, 9);
     int hi = params_find(&bt, "score.weight");
     LC_ASSERT(hi >= 0);
-    lora_merge(&lc, &c, &bt, w, &t, p, 1);
-    EXPECT(memcmp(w + bt.p[hi].offset, p + t.p[t.n - 1].offset, (size_t)c.dim * sizeof(float)) == 0,
+    float *m = xalloc_aligned(bt.size * sizeof(float)), *got = xalloc_aligned(bt.size * sizeof(float));
+    memcpy(m, w, bt.size * sizeof(float));
+    lora_merge(&lc, &c, &bt, m, &t, p, 1);
+    EXPECT(memcmp(m + bt.p[hi].offset, p + t.p[t.n - 1].offset, (size_t)c.dim * sizeof(float)) == 0,
            "lora_merge did not copy the head");
-    free(w), free(p), free(p0);
+
+    /* a LoRA checkpoint keeps the head (/lora's head attribute), loads as
+     * the merged model and goes back to PEFT unchanged */
+    remove(DIR "/head.h5");
+    CkptLora cl = {lc, &t, p, NULL};
+    EXPECT(ckpt_save_lora(DIR "/head.h5", &c, &bt, w, 0, &cl, NULL, NULL, &e) == 0, "save: %s", e.msg);
+    CkptInfo info;
+    EXPECT(ckpt_info(DIR "/head.h5", &info, &e) == 0 && info.has_lora && info.lora.head, "info: head %d (%s)",
+           info.lora.head, e.msg);
+    EXPECT(test_source_load(DIR "/head.h5", &bt, got, &e) == 0 && same_tensors(&bt, m, got),
+           "the LoRA checkpoint does not load as the merged model: %s", e.msg);
+    int rc = test_llamac("convert " DIR "/head.h5 " DIR "/head_back --peft --force");
+    EXPECT(rc == 0, "--peft: %s", test_err);
+    if (rc == 0 && peft_load(DIR "/head_back", &c, &a, &e) == 0) {
+        EXPECT(a.lc.head && a.t.n == t.n && same_tensors(&t, p, a.params), "LoRA checkpoint -> PEFT lost the head");
+        peft_free(&a);
+    } else {
+        EXPECT(0, "loading the --peft export: %s", e.msg);
+    }
+    free(w), free(m), free(got), free(p), free(p0);
     params_free(&bt);
     params_free(&t);
     params_free(&t0);

@@ -129,6 +129,7 @@ void convert_gguf_layout(void);
 void convert_cli(void);
 void convert_cli_tokenizer(void);
 void convert_cli_errors(void);
+void convert_classifier(void);
 void export_gguf_encodings(void);
 void export_gguf_cli(void);
 void gguf_dequant(void);

@@ -170,6 +170,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
     ModelSource ms;
     if (source_open(&ms, in, e)) return -1;
     LlamaConfig c = ms.c;
+    if (to_gguf && gguf_check_export(out, &c, e)) return -1; /* before reading the weights */
     uint64_t tok_id = ms.tokenizer_id;
     int is_hf = ms.kind == SOURCE_HF;
     int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));

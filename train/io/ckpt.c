@@ -535,6 +535,7 @@ static int write_lora(hid_t f, const LlamaConfig *c, const ParamTable *t, const 
     int rc = attr_i64(g, "r", lc->r) | attr_f32(g, "alpha", lc->alpha) | attr_f32(g, "dropout", lc->dropout) |
              attr_i64(g, "rslora", lc->rslora) | attr_str(g, "targets", targets) | attr_str(g, "layers", layers) |
              attr_str(g, "init", lc->init == LORA_INIT_GAUSSIAN ? "gaussian" : "kaiming");
+    if (rc == 0 && lc->head) rc = attr_i64(g, "head", 1); /* absent: no trained head (files before 2026-12) */
     if (rc == 0 && lora->base_ref)
         rc = attr_str(g, "base_path", lora->base_ref) | attr_u64(g, "base_hash", params_hash(t, params));
     if (rc == 0) rc = write_tensors(g, lora->t, lora->params, 0, &datasets_written, kill);
@@ -858,9 +859,13 @@ static int read_lora_config(hid_t f, const char *path, const LlamaConfig *c, Lor
         lc->r = (int)r;
         lc->rslora = rs != 0;
         lc->init = strcmp(init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
-        if (lora_parse_targets(targets, &lc->targets, &le) ||
+        int64_t head = 0;
+        if (H5Aexists(g, "head") > 0 && attr_read(g, "head", H5T_NATIVE_INT64, &head))
+            rc = err_set(e, "%s: /lora's head attribute is unreadable", path);
+        lc->head = head != 0;
+        if (rc == 0 && (lora_parse_targets(targets, &lc->targets, &le) ||
             (strcmp(layers, "all") != 0 && lora_parse_layers(layers, lc, c->n_layers, &le)) ||
-            lora_validate(lc, c, &le))
+            lora_validate(lc, c, &le)))
             rc = err_set(e, "%s: bad /lora attributes (%s)", path, le.msg);
     }
     base[0] = 0;
@@ -1048,6 +1053,7 @@ static int lora_diff(const LoraConfig *a, const LoraConfig *b, char *buf, size_t
     else if (a->rslora != b->rslora) snprintf(buf, n, "rslora %d vs %d", a->rslora, b->rslora);
     else if (strcmp(ta, tb) != 0) snprintf(buf, n, "targets %.60s vs %.60s", ta, tb);
     else if (strcmp(la, lb) != 0) snprintf(buf, n, "layers %.60s vs %.60s", la, lb);
+    else if (a->head != b->head) snprintf(buf, n, "trained score head %d vs %d", a->head, b->head);
     else return 0;
     return 1;
 }
@@ -1174,9 +1180,12 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     struct stat sb;
     stat(path, &sb);
     fprintf(out, "checkpoint %s (%.1f MB, HDF5, format version %d)\n", path, sb.st_size / 1e6, CKPT_VERSION);
-    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s head\n",
+    char head[64];
+    if (c->num_labels) snprintf(head, sizeof head, "score (%d x %d) head, pad id %d", c->num_labels, c->dim, c->pad_id);
+    else snprintf(head, sizeof head, "%s head", c->tied ? "tied" : "untied");
+    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s\n",
             c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden,
-            c->vocab, c->max_seq, c->tied ? "tied" : "untied");
+            c->vocab, c->max_seq, head);
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);
@@ -1185,9 +1194,10 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     if (info.has_lora) {
         char targets[128], layers[4 * LC_MAX_LAYERS + 8];
         lora_strings(&info.lora, targets, layers, sizeof layers);
-        fprintf(out, "  LoRA adapters (/lora): r %d, alpha %g%s, dropout %g, targets %s, layers %s; base %s\n",
+        fprintf(out, "  LoRA adapters (/lora): r %d, alpha %g%s, dropout %g, targets %s, layers %s%s; base %s\n",
                 info.lora.r, (double)info.lora.alpha, info.lora.rslora ? " (rsLoRA)" : "", (double)info.lora.dropout,
-                targets, layers, info.lora_base[0] ? info.lora_base : "in /model");
+                targets, layers, info.lora.head ? ", score head trained" : "",
+                info.lora_base[0] ? info.lora_base : "in /model");
     }
     fprintf(out, "  optimizer state: %s\n", info.has_optim ? "AdamW moments (/optim/m, /optim/v)" : "none");
     if (info.has_state) {
