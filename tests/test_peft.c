@@ -552,6 +552,18 @@ void peft_head(void) {
     } else {
         EXPECT(0, "loading the --peft export: %s", e.msg);
     }
+    /* convert --lora-init on a classifier: a SEQ_CLS adapter whose head is
+     * the base's */
+    LC_ASSERT(ckpt_save(DIR "/head_base.h5", &c, &bt, w, 0, NULL, NULL, &e) == 0);
+    rc = test_llamac("convert " DIR "/head_base.h5 " DIR "/head_new --lora-init --force --lora-r 2");
+    EXPECT(rc == 0, "--lora-init on a classifier: %s", test_err);
+    if (rc == 0 && peft_load(DIR "/head_new", &c, &a, &e) == 0) {
+        EXPECT(a.lc.head && memcmp(a.params + a.t.p[a.t.n - 1].offset, w + bt.p[hi].offset,
+                                   (size_t)c.dim * sizeof(float)) == 0, "the new adapter's head is not the base's");
+        peft_free(&a);
+    } else {
+        EXPECT(0, "loading the --lora-init adapter: %s", e.msg);
+    }
     free(w), free(m), free(got), free(p), free(p0);
     params_free(&bt);
     params_free(&t);
