@@ -66,6 +66,7 @@ void dpo_free(DpoSet *s) {
     free(s->ids);
     free(s->mask);
     free(s->off);
+    free(s->margin);
     memset(s, 0, sizeof *s);
 }
 
@@ -149,11 +150,21 @@ static int add_pair(DpoSet *s, SftRender *b, ChatTokens *ct, json_t *obj, const 
         return err_set(e, "%s: empty completion: \"%s\" renders no token past the prompt", where,
                        pc == ct->n ? "chosen" : "rejected");
     if (pl == 0) return err_set(e, "%s: empty \"prompt\": nothing to condition the completions on", where);
+    json_t *mg = json_object_get(obj, "margin");
+    if (mg && !json_is_number(mg))
+        return err_set(e, "%s: \"margin\" must be a number (how much chosen is preferred), got %s", where,
+                       json_is_string(mg) ? "a string" : "another JSON type");
     s->lines++;
-    if (pl >= (size_t)o->max_len) {
+    if (pl >= (size_t)o->max_len || (o->drop_long && (ct->n > (size_t)o->max_len || rj->n > (size_t)o->max_len))) {
         s->dropped_long++;
         return 0;
     }
+    if (s->n + 1 > s->cap_pair) {
+        s->cap_pair = 2 * s->n + 256;
+        s->margin = xrealloc(s->margin, s->cap_pair * sizeof *s->margin);
+    }
+    s->margin[s->n] = mg ? json_number_value(mg) : 0.0;
+    s->has_margin += mg != NULL;
     int cut = 0;
     ChatTokens *seq[2] = {ct, rj};
     for (int k = 0; k < 2; k++) {
@@ -220,9 +231,15 @@ void dpo_batch_free(DpoBatch *b) {
     memset(b, 0, sizeof *b);
 }
 
-int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int pad, uint64_t seed,
+/* Slots of pair i in r's rows. */
+static size_t pair_slots(const DpoRows *r, size_t i) {
+    return dpo_pair_slots(r->set, i) + (r->whole ? 2 : 0);
+}
+
+int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int whole, int pad, uint64_t seed,
                   const char *name, Err *e) {
     memset(r, 0, sizeof *r);
+    r->whole = whole;
     r->B = B;
     r->T = T;
     r->packed = packed;
@@ -231,11 +248,11 @@ int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int pad
     r->set = s;
     size_t n = s->n;
     for (size_t i = 0; i < n; i++)
-        if (dpo_pair_slots(s, i) > (size_t)T)
+        if (pair_slots(r, i) > (size_t)T)
             return err_set(e, "%s: pair %zu needs %zu slots (chosen and rejected in one row), more than --seq %d",
-                           name, i + 1, dpo_pair_slots(s, i), T);
+                           name, i + 1, pair_slots(r, i), T);
     int *need = xmalloc((n ? n : 1) * sizeof *need);
-    for (size_t i = 0; i < n; i++) need[i] = (int)dpo_pair_slots(s, i);
+    for (size_t i = 0; i < n; i++) need[i] = (int)pair_slots(r, i);
     pack_rows(need, n, T, packed ? PACK_FIRST_FIT : PACK_NONE, &r->nrows, &r->row_off, &r->items, &r->slots_used);
     free(need);
     if (r->nrows < (size_t)B) {
@@ -279,10 +296,10 @@ static void fill_row(const DpoRows *r, const uint32_t *items, size_t n, int b, i
             size_t q = 2 * (size_t)items[k] + (size_t)c;
             const int32_t *ids = s->ids + s->off[q];
             const uint8_t *mk = s->mask + s->off[q];
-            int len = (int)(s->off[q + 1] - s->off[q]);
-            for (int i = 0; i + 1 < len; i++, t++) {
+            int len = (int)(s->off[q + 1] - s->off[q]), w = r->whole;
+            for (int i = 0; i + 1 - w < len; i++, t++) {
                 tk[t] = ids[i];
-                tg[t] = mk[i + 1] ? ids[i + 1] : LC_IGNORE;
+                tg[t] = !w && mk[i + 1] ? ids[i + 1] : LC_IGNORE;
                 ps[t] = i;
                 sg[t] = 2 * j + c;
             }

@@ -21,7 +21,9 @@
  * Length (max_len tokens per sequence): a pair whose prompt alone has
  * max_len tokens or more is dropped and counted; otherwise each sequence
  * longer than max_len keeps its first max_len tokens (the pair is counted
- * as truncated). Errors naming file:line: not JSON, a missing field,
+ * as truncated), or with o->drop_long the pair is dropped and counted (TRL's
+ * RewardTrainer). An optional numeric "margin" field is kept per pair
+ * (Llama 2's reward-model margin); one that is not a number is an error. Errors naming file:line: not JSON, a missing field,
  * chosen identical to rejected, an empty completion, no shared prompt, the
  * template's errors; and a file with no pair left.
  *
@@ -71,8 +73,10 @@ typedef struct DpoSet {
     int32_t *ids;     /* all tokens */
     uint8_t *mask;    /* 1 = completion token (trained) */
     size_t *off;      /* (2n + 1): sequence s is ids[off[s] .. off[s+1]) */
-    size_t n, ntok, cap_tok, cap_seq;
+    size_t n, ntok, cap_tok, cap_seq, cap_pair;
     long lines, truncated, dropped_long;
+    double *margin;   /* (n) a line's "margin" field (reward models), 0 without one */
+    long has_margin;  /* pairs that had one */
 } DpoSet;
 
 /* Read path into *s with o's template, BOS and max_len (o->format and
@@ -101,6 +105,7 @@ typedef struct DpoBatch {
 
 typedef struct DpoRows {
     int B, T, packed;
+    int whole;            /* 1: each sequence's every token is an input (n slots, no targets: reward models) */
     uint64_t seed;
     int pad;              /* token id of padding */
     size_t nrows;
@@ -114,10 +119,12 @@ typedef struct DpoRows {
     unsigned drawn;       /* micro-batches drawn since the last seek */
 } DpoRows;
 
-/* Build rows (B per micro-batch, T slots) over s, which must outlive them.
+/* Build rows (B per micro-batch, T slots) over s, which must outlive them;
+ * whole: every token of a sequence is an input (targets all LC_IGNORE), for
+ * a classifier reading its last token, else DPO's n - 1 input slots.
  * Errors: a pair longer than T slots ("<name>: pair N needs M slots, more
  * than --seq T"), fewer rows than B. Free with dpo_rows_free. */
-int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int pad, uint64_t seed,
+int dpo_rows_init(DpoRows *r, const DpoSet *s, int B, int T, int packed, int whole, int pad, uint64_t seed,
                   const char *name, Err *e);
 void dpo_rows_free(DpoRows *r);
 

@@ -233,7 +233,7 @@ void dpo_rows(void) {
     for (int packed = 0; packed < 2; packed++) {
         DpoRows rows;
         int B = 3, T = 64;
-        if (dpo_rows_init(&rows, &s, B, T, packed, 0, 7, "x", &e)) {
+        if (dpo_rows_init(&rows, &s, B, T, packed, 0, 0, 7, "x", &e)) {
             EXPECT(0, "%s", e.msg);
             continue;
         }

@@ -473,3 +473,78 @@ void model_lora_errors(void) {
     EXPECT(llama_init_opts(&m, &cfg, &ops_cpu, NULL, 1, 8, &o, &e) < 0 && strncmp(e.msg, "--lora-dropout:", 15) == 0,
            "dropout 1: %s", e.msg);
 }
+
+// ----------------------------------------------------------------------------
+// a classifier's score head (reward models)
+
+typedef struct {
+    Llama m;
+    float *score, *w; /* (N) the head's outputs; weights of the projected loss (0 on rows not read) */
+} ScoreCase;
+
+/* sum_n w[n] * score[n]: a loss that reads a few rows, as a reward loss does */
+static double score_loss(void *ud) {
+    ScoreCase *c = ud;
+    llama_forward_score(&c->m, 0, c->score);
+    return gc_project(c->score, c->w, (size_t)c->m.B * c->m.T);
+}
+
+/* Every tensor of a classifier (full), then with LoRA whose table carries
+ * the trained head (PEFT's modules_to_save): the adapters and the head's
+ * copy, whose outputs replace the base head's while the adapters are on. */
+void model_gradcheck_score(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.dim = 24; cfg.n_layers = 2; cfg.n_heads = 4; cfg.n_kv_heads = 2; cfg.hidden = 37;
+    cfg.vocab = 29; cfg.max_seq = 32; cfg.tied = 0; cfg.num_labels = 1; cfg.pad_id = 0;
+    int B = 2, T = 11, N = B * T;
+    Rng r;
+    rng_seed(&r, 61);
+    Err e;
+    int *tok = xmalloc(N * sizeof(int)), *tgt = xmalloc(N * sizeof(int)), *pos = xmalloc(N * sizeof(int));
+    random_batch(&r, B, T, cfg.vocab, 1, tok, tgt, pos);
+    for (int n = 0; n < N; n++) tgt[n] = LC_IGNORE;
+    for (int lora = 0; lora < 2; lora++) {
+        ScoreCase c;
+        LoraConfig lc;
+        lora_config_default(&lc, LORA_ALL_LINEAR);
+        lc.r = 3; lc.alpha = 6; lc.head = 1;
+        LlamaOpts o = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, 0};
+        LC_ASSERT(llama_init_opts(&c.m, &cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
+        EXPECT(params_find(&c.m.t, "score.weight") >= 0 && params_find(&c.m.t, "lm_head.weight") < 0,
+               "a classifier's table has score.weight and no lm_head");
+        random_params(&c.m, &r);
+        if (lora) {
+            for (size_t i = 0; i < c.m.lt.size; i++) c.m.lora_params[i] = 0.1f * rng_normal(&r);
+            EXPECT(c.m.la.head && strcmp(c.m.lt.p[c.m.lt.n - 1].name, "score.weight") == 0, "LoRA head slot");
+        }
+        c.score = xmalloc(N * sizeof(float));
+        c.w = xcalloc(N, sizeof(float));
+        for (int k = 0; k < 4; k++) c.w[rng_u64(&r) % N] = rng_normal(&r); /* a few rows read */
+        LC_ASSERT(llama_set_batch(&c.m, tok, tgt, pos, &e) == 0);
+        float *grads = lora ? c.m.lora_grads : c.m.grads;
+        const ParamTable *t = lora ? &c.m.lt : &c.m.t;
+        float *params = lora ? c.m.lora_params : c.m.params;
+        memset(grads, 0, t->size * sizeof(float));
+        score_loss(&c);
+        llama_score_backward(&c.m, c.w);
+        llama_backward(&c.m, 0, cfg.n_layers);
+        GcOpts go = {6, 1e-2f, 2e-2, 2e-3};
+        int bad = 0;
+        for (int i = 0; i < t->n; i++) {
+            const ParamInfo *p = &t->p[i];
+            bad += gradcheck(p->name, score_loss, &c, params + p->offset, grads + p->offset, p->numel, &go, &r, NULL);
+        }
+        EXPECT(bad == 0, "%s: %d coordinates out of tolerance", lora ? "LoRA" : "full", bad);
+        if (lora) { /* adapters off: the base head reads, not the trained copy */
+            double on = score_loss(&c);
+            c.m.lora_enabled = 0;
+            double off = score_loss(&c);
+            EXPECT(on != off, "adapters off gives the same score");
+        }
+        free(c.score);
+        free(c.w);
+        llama_free(&c.m);
+    }
+    free(tok); free(tgt); free(pos);
+}

@@ -20,6 +20,7 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
     {"dpo", cmd_dpo, "preference training on chosen / rejected pairs (DPO, robust, IPO, hinge)"},
+    {"reward", cmd_reward, "a reward model on chosen / rejected pairs (Bradley-Terry with margins, as Llama 2 and TRL)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"sample", cmd_sample, "K samples of every prompt of a JSONL file, batched; resumable, MPI-split"},

@@ -446,7 +446,7 @@ static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so,
     double t0 = time_now();
     if (dpo_load(set, path, tok, so, e)) return -1;
     int pad = tok->eos >= 0 ? tok->eos : 0;
-    if (dpo_rows_init(rows, set, (int)o->B, (int)o->T, packed, pad, (uint64_t)o->seed, path, e)) return -1;
+    if (dpo_rows_init(rows, set, (int)o->B, (int)o->T, packed, 0, pad, (uint64_t)o->seed, path, e)) return -1;
     double fill = rows->nrows ? (double)rows->slots_used / ((double)rows->nrows * (double)o->T) : 0;
     printf("dpo %s: %s: %zu pairs (%ld lines; %ld truncated to --max-length %d, %ld dropped as their prompt alone "
            "fills it), %zu tokens; %zu rows of %ld (%s, %.1f%% filled) in %.2f s\n", what, path, set->n, set->lines,

@@ -14,6 +14,7 @@ int cmd_tokenize(int argc, char **argv, Err *e);
 int cmd_pretrain(int argc, char **argv, Err *e);
 int cmd_sft(int argc, char **argv, Err *e);
 int cmd_dpo(int argc, char **argv, Err *e);
+int cmd_reward(int argc, char **argv, Err *e);
 int cmd_eval(int argc, char **argv, Err *e);
 int cmd_generate(int argc, char **argv, Err *e);
 int cmd_convert(int argc, char **argv, Err *e);

@@ -535,7 +535,7 @@ static int write_lora(hid_t f, const LlamaConfig *c, const ParamTable *t, const 
     int rc = attr_i64(g, "r", lc->r) | attr_f32(g, "alpha", lc->alpha) | attr_f32(g, "dropout", lc->dropout) |
              attr_i64(g, "rslora", lc->rslora) | attr_str(g, "targets", targets) | attr_str(g, "layers", layers) |
              attr_str(g, "init", lc->init == LORA_INIT_GAUSSIAN ? "gaussian" : "kaiming");
-    if (rc == 0 && lc->head) rc = attr_i64(g, "head", 1); /* absent: no trained head (files before 2026-12) */
+    if (rc == 0 && lc->head) rc = attr_i64(g, "head", 1); /* modules_to_save ["score"] */
     if (rc == 0 && lora->base_ref)
         rc = attr_str(g, "base_path", lora->base_ref) | attr_u64(g, "base_hash", params_hash(t, params));
     if (rc == 0) rc = write_tensors(g, lora->t, lora->params, 0, &datasets_written, kill);
@@ -860,12 +860,10 @@ static int read_lora_config(hid_t f, const char *path, const LlamaConfig *c, Lor
         lc->rslora = rs != 0;
         lc->init = strcmp(init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
         int64_t head = 0;
-        if (H5Aexists(g, "head") > 0 && attr_read(g, "head", H5T_NATIVE_INT64, &head))
-            rc = err_set(e, "%s: /lora's head attribute is unreadable", path);
-        lc->head = head != 0;
-        if (rc == 0 && (lora_parse_targets(targets, &lc->targets, &le) ||
+        if (H5Aexists(g, "head") > 0 && attr_read(g, "head", H5T_NATIVE_INT64, &head) == 0) lc->head = head != 0;
+        if (lora_parse_targets(targets, &lc->targets, &le) ||
             (strcmp(layers, "all") != 0 && lora_parse_layers(layers, lc, c->n_layers, &le)) ||
-            lora_validate(lc, c, &le)))
+            lora_validate(lc, c, &le))
             rc = err_set(e, "%s: bad /lora attributes (%s)", path, le.msg);
     }
     base[0] = 0;

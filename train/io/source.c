@@ -104,6 +104,36 @@ int source_load(const ModelSource *s, const ParamTable *t, float *params, Err *e
     LC_FATAL("source_load: kind %d", (int)s->kind);
 }
 
+int source_load_as(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params, uint64_t seed,
+                   Err *e) {
+    if (c->num_labels == s->c.num_labels) return source_load(s, t, params, e);
+    if (s->c.num_labels)
+        return err_set(e, "%s: a classification model (num_labels %d) cannot be trained as %s", s->path,
+                       s->c.num_labels, c->num_labels ? "one with another number of labels" : "a language model");
+    ParamTable st;
+    if (params_build(&s->c, &st, e)) return -1;
+    float *w = xalloc_aligned(st.size * sizeof(float));
+    memset(w, 0, st.size * sizeof(float));
+    int rc = source_load(s, &st, w, e);
+    for (int i = 0; rc == 0 && i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        int k = params_find(&st, p->name);
+        if (k >= 0) {
+            LC_ASSERT(st.p[k].numel == p->numel);
+            memcpy(params + p->offset, w + st.p[k].offset, p->numel * sizeof(float));
+            continue;
+        }
+        /* the new head: transformers' _init_weights for a Linear, normal(0, initializer_range 0.02) */
+        LC_ASSERT(strcmp(p->name, "score.weight") == 0);
+        Rng r;
+        rng_seed(&r, seed ^ 0x73636f7265ULL /* "score" */);
+        for (size_t j = 0; j < p->numel; j++) params[p->offset + j] = 0.02f * rng_normal(&r);
+    }
+    free(w);
+    params_free(&st);
+    return rc;
+}
+
 const char *source_tokenizer(const ModelSource *s, const char *given, Err *e) {
     if (given) return given;
     if (!s->tokenizer[0]) {

@@ -51,6 +51,16 @@ int source_open(ModelSource *s, const char *path, Err *e);
  * adapters merged in. */
 int source_load(const ModelSource *s, const ParamTable *t, float *params, Err *e);
 
+/* The source's weights into the table t of config c, which may differ from
+ * the source's in one way: c a classifier (a reward model, num_labels > 0)
+ * made from a causal LM, whose trunk loads by name (its LM head is left
+ * out) and whose score head is drawn from normal(0, 0.02) with seed, as
+ * transformers initialises a head the checkpoint lacks. Otherwise
+ * source_load. Errors: source_load's; a classifier asked to become
+ * something else. */
+int source_load_as(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params, uint64_t seed,
+                   Err *e);
+
 /* Resume a LoRA checkpoint (ckpt_load_lora's contract): when it names its
  * base by reference, that base is loaded into base_params through
  * source_open / source_load first ("<path>: its base: <why>" when it cannot

@@ -24,6 +24,7 @@
 #include "../../dist/dist.h"
 #include "../io/ckpt.h"
 #include "../io/source.h"
+#include "../io/hf.h"
 #include "../io/peft.h"
 #include "pipeline.h"
 #include "run.h"
@@ -99,6 +100,7 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0), gaussian, or a PEFT adapter directory to continue"},
         {"adapter-out", CLI_STR, &o->adapter_out, 0, 0, "LoRA: PEFT adapter directory written at the end (PeftModel.from_pretrained reads it)"},
         {"merged-out", CLI_STR, &o->merged_out, 0, 0, "LoRA: also write the base with the adapters merged, as a checkpoint (.h5)"},
+        {"hf-out", CLI_STR, &o->hf_out, 0, 0, "also write the trained model (LoRA: merged) as a Hugging Face directory with the tokenizer"},
         {"zero", CLI_INT, &o->zero, 0, 1, "1: ZeRO-1 under mpirun: AdamW moments sharded over the data-parallel ranks"},
         {"pp", CLI_INT, &o->pp, 1, LC_MAX_LAYERS, "pipeline stages under mpirun: the ranks form P stages x N/P data-parallel replicas"},
         {"pp-schedule", CLI_STR, &o->pp_schedule, 0, 0, "pipeline schedule: 1f1b (at most P micro-batches in flight) or gpipe (all forwards, then all backwards)"},
@@ -304,6 +306,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     }
     if (o->lora_r || from_dir) {
         lc.init = strcmp(o->lora_init, "gaussian") == 0 ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+        if (!from_dir) lc.head = o->lora_head && c->num_labels > 0;
         lo.grads = LLAMA_GRADS_INPUT;
         lo.lora = &lc;
     }
@@ -315,7 +318,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     if (init) {
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
-        int rc = source_load(init, &tr->m.t, hv.m.params, e);
+        int rc = source_load_as(init, c, &tr->m.t, hv.m.params, (uint64_t)o->seed, e);
         if (!rc) device_host_push(&hv, &tr->m, NULL);
         tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
         tr->init = init->path;
@@ -677,8 +680,10 @@ static void print_sample(Trainer *tr, const char *when) {
     free(ids);
 }
 
+static int write_hf(Trainer *tr, const float *params, const float *lora_params, Err *e);
+
 /* The run's result: the weights (--out), or the PEFT adapter and on request
- * the merged model. */
+ * the merged model; with --hf-out also a Hugging Face directory. */
 static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
     const TrainOpts *o = &tr->o;
     Llama *m = &tr->m;
@@ -697,7 +702,29 @@ static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
             free(merged);
         }
     }
+    if (!rc && o->hf_out) rc = write_hf(tr, hv.m.params, hv.m.lora_params, e);
     device_host_free(&hv);
+    return rc;
+}
+
+/* --hf-out: the weights (merged with LoRA) as a Hugging Face directory with
+ * the tokenizer and its chat template; a classifier gets the pad id its
+ * rewards were read with. */
+static int write_hf(Trainer *tr, const float *params, const float *lora_params, Err *e) {
+    Llama *m = &tr->m;
+    float *merged = NULL;
+    if (m->lora) {
+        merged = xalloc_aligned(m->t.size * sizeof(float));
+        memcpy(merged, params, m->t.size * sizeof(float));
+        lora_merge(&m->lc, &tr->c, &m->t, merged, &m->lt, lora_params, 1);
+        params = merged;
+    }
+    LlamaConfig c = tr->c;
+    if (c.num_labels && c.pad_id < 0 && tr->has_tok) c.pad_id = tr->tok.eos;
+    HfTok tk = {tr->has_tok ? &tr->tok : NULL, tr->o.tokpath, tr->has_tok ? tr->tok.chat_template : NULL};
+    int rc = hf_save_tok(tr->o.hf_out, &c, &m->t, params, &tk, 1, e);
+    free(merged);
+    if (!rc) printf("Hugging Face directory: %s\n", tr->o.hf_out);
     return rc;
 }
 

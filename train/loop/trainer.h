@@ -43,6 +43,8 @@ typedef struct TrainOpts {
     double lora_alpha, lora_dropout;
     const char *lora_targets, *lora_layers, *lora_init;
     const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
+    const char *hf_out;    /* also the trained (merged) model as a Hugging Face directory */
+    long lora_head;        /* LoRA on a classifier: train its score head whole (PEFT's modules_to_save ["score"]) */
     long zero;             /* 1: ZeRO-1, AdamW moments sharded over the data-parallel ranks */
     /* pipeline parallelism (pipeline.h) */
     long pp, pp_timeout;   /* stages; seconds a stage waits for a message before it stops the job */
