@@ -895,8 +895,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                     step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, (long)n * (step + 1), ntgt, xj);
         else if (mf)
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
-                        "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld}\n",
-                    step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1));
+                        "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld%s}\n",
+                    step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1), xj);
         if (val && ((o->val_every && (step + 1) % o->val_every == 0) || step + 1 == steps)) {
             last_val = validate(tr, val, lf, mf, step + 1, e);
             if (isnan(last_val) && e->msg[0]) goto out;
