@@ -34,7 +34,9 @@ with its sequential sampler). Checks:
              and the score head under PEFT's key base_model.model.score.weight)
              equals TRL's saved adapter, and --hf-out (merged) equals
              PEFT's merge_and_unload; within TOL;
-  scoring    AutoModelForSequenceClassification on --hf-out scores
+  scoring    AutoModelForSequenceClassification on --hf-out (and on
+             `llamac convert` of the --out checkpoint; LoRA: of the
+             initial model with --adapter-out merged) scores
              held-out texts as TRL's trained model does (ATOL: the weights
              agree within TOL), and PeftModel.from_pretrained with llamac's
              adapter scores them as the merged --hf-out;
@@ -273,7 +275,7 @@ def llamac_scores(a, hf, work, tag):
     return np.array([json.loads(x)["reward"] for x in open(out)])
 
 
-def check_scoring(a, tag, d, tok, ref_model):
+def check_scoring(a, tag, d, tok, ref_model, init, lora):
     """--hf-out through transformers against TRL's model, and llamac score."""
     hf = os.path.join(d, "hf")
     with open(os.path.join(hf, "config.json")) as f:
@@ -292,6 +294,24 @@ def check_scoring(a, tag, d, tok, ref_model):
     err = float(np.abs(got - want).max())
     check(f"{tag}: transformers on --hf-out scores held-out texts as TRL's model (max |diff| {err:.1e})",
           err <= ATOL, f"{got} vs {want}")
+    # llamac convert of the --out checkpoint (LoRA: of the initial model with --adapter-out merged, the
+    # score head included) to a HF directory gives --hf-out's scores
+    conv, src = os.path.join(d, "hf_convert"), os.path.join(d, "rm.h5")
+    r = None
+    if lora:
+        src = os.path.join(d, "merged_by_convert.h5")
+        if os.path.exists(src):
+            os.remove(src)
+        r = subprocess.run([a.llamac, "convert", init, src, "--adapter", os.path.join(d, "adapter")],
+                           capture_output=True, text=True)
+    if r is None or r.returncode == 0:
+        r = subprocess.run([a.llamac, "convert", src, conv, "--force", "--tokenizer",
+                            os.path.join(hf, "tokenizer.json")], capture_output=True, text=True)
+    what = "convert INIT --adapter, then" if lora else "convert --out"
+    if check(f"{tag}: llamac {what} -> HF directory", r.returncode == 0, r.stderr.strip()):
+        cs = scores(load_cls(conv), tok, HELD)
+        err = float(np.abs(cs - got).max())
+        check(f"{tag}: the converted checkpoint scores as --hf-out (max |diff| {err:.1e})", err <= TOL, f"{cs}")
     ls = llamac_scores(a, hf, a.work, tag.replace(" ", "_"))
     if ls is None:
         print(f"SKIP {tag}: llamac score vs transformers on --hf-out (TODO: `llamac score` is not in this build)")
@@ -387,7 +407,7 @@ def main():
             compare_tensors(tag, f"every weight after {STEPS} steps (--hf-out)",
                             load_file(os.path.join(d, "hf", "model.safetensors")), sd)
             ref = tr.model.eval()
-        mine = check_scoring(a, tag, d, tok, ref)
+        mine = check_scoring(a, tag, d, tok, ref, init, lora)
         if lora:  # PEFT reads llamac's adapter (the head under its key) onto the initial model
             from peft import PeftModel
             pl = PeftModel.from_pretrained(load_cls(init), os.path.join(d, "adapter")).eval()
