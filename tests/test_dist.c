@@ -934,3 +934,51 @@ void dist_pp_dpo(void) {
         }
     }
 }
+
+/* The key of the last line of a metrics file that has it (NAN: none). */
+static double val_metric(const char *path, const char *key) {
+    FILE *f = fopen(path, "r");
+    char line[4096], k[96];
+    snprintf(k, sizeof k, "\"%s\":", key);
+    double v = NAN;
+    while (f && fgets(line, sizeof line, f)) {
+        const char *p = strstr(line, k);
+        if (p) v = strtod(p + strlen(k), NULL);
+    }
+    if (f) fclose(f);
+    return v;
+}
+
+/* reward models over 2 ranks (LoRA with the whole head; full with ZeRO-1)
+ * and on 2 x 2 stages: one process's losses and validation line. */
+#define RM_DIST_ARGS "reward --model " TD "/base.h5 --data " TD "/pairs.jsonl --template llama3 --batch 2 --seq 64 " \
+                     "--batch-tokens 512 --steps 10 --lr 5e-4 --warmup 2 --seed 4 --peak-gflops 1 --val " TD       \
+                     "/pairs.jsonl --val-batches 2 --val-every 3 --tokenizer "
+
+void dist_reward_equiv(void) {
+    if (!test_have_mpi()) return;
+    need_sft_inputs();
+    static const struct { int np; const char *flags; } runs[] = {
+        {1, "--lora-r 4 "}, {2, "--lora-r 4 "}, {4, "--lora-r 4 --pp 2 "}, {1, ""}, {2, "--zero 1 "}, {4, "--pp 2 "}};
+    static const char *const keys[] = {"val_loss", "eval_accuracy", "eval_margin", "eval_min_reward", "eval_max_reward"};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        char m[64], dir[64], rm[160];
+        snprintf(m, sizeof m, TD "/rw%zu.jsonl", i);
+        snprintf(dir, sizeof dir, TD "/rwc%zu", i);
+        snprintf(rm, sizeof rm, "rm -rf %s %s", dir, m);
+        system(rm);
+        const char *a = RM_DIST_ARGS "%s %s--ckpt-dir %s --metrics %s --out %s.h5 --adapter-out %s.ad";
+        int rc = runs[i].np == 1 ? test_llamac(a, tokp, runs[i].flags, dir, m, dir, dir)
+                                 : test_mpi_llamac(runs[i].np, a, tokp, runs[i].flags, dir, m, dir, dir);
+        EXPECT(rc == 0, "reward %s(np %d): exit %d: %s", runs[i].flags, runs[i].np, rc, test_err);
+        if (rc || runs[i].np == 1) continue;
+        char ref[64];
+        snprintf(ref, sizeof ref, TD "/rw%zu.jsonl", i < 3 ? (size_t)0 : (size_t)3);
+        same_losses(ref, m, runs[i].flags);
+        for (int k = 0; k < 5; k++) { /* the last validation: the ranks' sums in another order */
+            double x = val_metric(ref, keys[k]), y = val_metric(m, keys[k]);
+            EXPECT(fabs(x - y) <= 1e-5 * (1 + fabs(x)), "reward %s: %s %.9g, one process %.9g", runs[i].flags, keys[k],
+                   y, x);
+        }
+    }
+}

@@ -415,8 +415,7 @@ static void need_run_inputs(void) {
 #define DPO_ARGS "dpo --data " DIR "/pairs.jsonl --template llama3 --batch 4 --seq 96 --steps 12 --lr 2e-3 " \
                  "--warmup 2 --seed 4 --peak-gflops 1 --save-every 3 --keep 2 --beta 0.5 --tokenizer "
 
-/* key of the first metrics line of step `step` that has it */
-static double metric(const char *path, int step, const char *key) {
+double test_metric(const char *path, int step, const char *key) {
     FILE *f = fopen(path, "r");
     if (!f) return NAN;
     char buf[8192], k[128], st[64];
@@ -443,16 +442,16 @@ void dpo_full_and_cache(void) {
            "start-up: %s", test_out);
     EXPECT(strstr(test_out, "rewards/accuracies") && strstr(test_out, "eval_rewards/margins"), "metrics: %s", test_out);
     /* step 1: the policy is the reference: loss log 2, rewards 0 */
-    EXPECT_NEAR(metric(DIR "/F1.jsonl", 1, "loss"), log(2), 1e-6);
-    EXPECT_NEAR(metric(DIR "/F1.jsonl", 1, "rewards/chosen"), 0, 1e-6);
-    double acc0 = metric(DIR "/F1.jsonl", 0, "eval_rewards/accuracies"), acc1 = metric(DIR "/F1.jsonl", 12, "eval_rewards/accuracies");
+    EXPECT_NEAR(test_metric(DIR "/F1.jsonl", 1, "loss"), log(2), 1e-6);
+    EXPECT_NEAR(test_metric(DIR "/F1.jsonl", 1, "rewards/chosen"), 0, 1e-6);
+    double acc0 = test_metric(DIR "/F1.jsonl", 0, "eval_rewards/accuracies"), acc1 = test_metric(DIR "/F1.jsonl", 12, "eval_rewards/accuracies");
     EXPECT(acc1 > 0.6 && acc1 > acc0, "held-out reward accuracy %g -> %g", acc0, acc1);
     rc = test_llamac(DPO_ARGS "%s --model " DIR "/base.h5 --val " DIR "/val.jsonl --val-every 6 --ckpt-dir " DIR
                      "/F2 --metrics " DIR "/F2.jsonl --out " DIR "/F2.h5 --ref-cache " DIR "/ref.bin", tokp);
     EXPECT(rc == 0 && strstr(test_out, "cached in " DIR "/ref.bin"), "cache written: %s%s", test_out, test_err);
     EXPECT(!strstr(test_out, "frozen copy"), "a frozen copy with a cache");
     for (int s = 1; s <= 12; s++) {
-        double a = metric(DIR "/F1.jsonl", s, "loss"), b = metric(DIR "/F2.jsonl", s, "loss");
+        double a = test_metric(DIR "/F1.jsonl", s, "loss"), b = test_metric(DIR "/F2.jsonl", s, "loss");
         EXPECT(fabs(a - b) < 1e-4 * (1 + fabs(a)), "step %d: loss %g with the copy, %g with the cache", s, a, b);
     }
     rc = test_llamac(DPO_ARGS "%s --model " DIR "/base.h5 --ckpt-dir " DIR "/F3 --out " DIR "/F3.h5 --ref-cache "
@@ -484,8 +483,8 @@ void dpo_accum(void) {
                      "/G2 --metrics " DIR "/G2.jsonl --out " DIR "/G2.h5", tokp);
     EXPECT(rc == 0, "batch 2 x 2: %s", test_err);
     for (int s = 1; s <= 4; s++) {
-        double a = metric(DIR "/G1.jsonl", s, "loss"), b = metric(DIR "/G2.jsonl", s, "loss");
-        double ra = metric(DIR "/G1.jsonl", s, "rewards/margins"), rb = metric(DIR "/G2.jsonl", s, "rewards/margins");
+        double a = test_metric(DIR "/G1.jsonl", s, "loss"), b = test_metric(DIR "/G2.jsonl", s, "loss");
+        double ra = test_metric(DIR "/G1.jsonl", s, "rewards/margins"), rb = test_metric(DIR "/G2.jsonl", s, "rewards/margins");
         EXPECT(fabs(a - b) < 1e-4 && fabs(ra - rb) < 1e-4, "step %d: loss %g / %g, margins %g / %g", s, a, b, ra, rb);
     }
 }

@@ -157,6 +157,13 @@ void cmd_sample_killed(void);
 void cmd_sample_errors(void);
 void cmd_sample_mpi(void);
 void cmd_sample_stops(void);
+void cmd_score_spec(void);
+void cmd_score_direct(void);
+void cmd_score_batch_invariance(void);
+void cmd_score_adapter(void);
+void cmd_score_weights(void);
+void cmd_score_pairs(void);
+void cmd_score_errors(void);
 void sft_formats(void);
 void sft_packing(void);
 void sft_errors(void);
@@ -175,6 +182,13 @@ void dpo_accum(void);
 void dpo_lora_resume(void);
 void dpo_lora_resume_bases(void);
 void dpo_cli_errors(void);
+/* The key of the first line of a metrics file (JSONL) for step `step` that has it, NAN if none. */
+double test_metric(const char *path, int step, const char *key);
+void reward_data(void);
+void reward_first_step(void);
+void reward_train(void);
+void reward_lora_resume(void);
+void reward_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
@@ -239,6 +253,7 @@ void dist_pp_resume(void);
 void dist_pp_faults(void);
 void dist_pp_errors(void);
 void dist_pp_dpo(void);
+void dist_reward_equiv(void);
 void pp_schedules(void);
 void pp_bubble_sim(void);
 void pp_split_stages(void);

@@ -24,6 +24,7 @@ static const Command commands[] = {
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
     {"sample", cmd_sample, "K samples of every prompt of a JSONL file, batched; resumable, MPI-split"},
+    {"score", cmd_score, "rewards of JSONL texts or pairs under reward models (weighted); pair accuracy"},
     {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},
     {"logits", cmd_logits, "next-token logits of a token sequence as float32 (for reference tests)"},

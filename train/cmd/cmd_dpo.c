@@ -56,6 +56,7 @@ typedef struct {
     double *lp, *rp, *lg;                 /* (2 * max pairs of a micro-batch) */
     long *cnt;
     DpoStats st, vst;
+    Trainer *tr;         /* during validation */
     uint64_t seed;
     /* pipeline stages (train/loop/pipeline.h): what the last stage's head needs
      * of the micro-batches in flight */
@@ -69,23 +70,6 @@ typedef struct {
     double pp_inv;              /* 1 / the step's pairs (0: no backward) */
     DpoStats *pp_st;
 } Dpo;
-
-// ----------------------------------------------------------------------------
-// data source
-
-static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    (void)e;
-    dpo_rows_next(ud, tok, tgt, pos);
-    return 0;
-}
-
-static void rows_tell(const void *ud, uint64_t cur[2]) {
-    const DpoRows *r = ud;
-    cur[0] = r->epoch;
-    cur[1] = r->pos;
-}
-
-static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_seek(ud, cur[0], cur[1], e); }
 
 // ----------------------------------------------------------------------------
 // one micro-batch
@@ -279,47 +263,31 @@ static void dpo_extra(void *ud, int validation, char *line, size_t nline, char *
                    s->ntc ? s->lgc / (double)s->ntc : 0, s->ntr ? s->lgr / (double)s->ntr : 0};
     static const char *const names[8] = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins",
                                          "logps/chosen", "logps/rejected", "logits/chosen", "logits/rejected"};
-    const char *pre = validation ? "eval_" : "";
-    size_t a = 0, b = 0;
-    line[0] = json[0] = 0;
-    for (int i = 0; i < 8; i++) {
-        if (a < nline) a += (size_t)snprintf(line + a, nline - a, " | %s%s %.4g", pre, names[i], v[i]);
-        if (b < njson) b += (size_t)snprintf(json + b, njson - b, ",\"%s%s\":%.17g", pre, names[i], v[i]);
-    }
+    ftdata_extra_format(validation, names, v, 8, line, nline, json, njson);
+}
+
+/* FtPairFn: one validation micro-batch (the reference, then the policy). */
+static int eval_one(void *ud, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const DpoBatch *bt, Err *e) {
+    Dpo *d = ud;
+    Trainer *tr = d->tr;
+    if (!tr->pipe) return micro(d, tr, tok, tgt, pos, bt, d->ref_val, 0, 0, &d->vst, e);
+    d->pp_tg = tgt;
+    d->pp_fixed = bt;
+    d->pp_refs = d->ref_val;
+    d->pp_inv = 0;
+    d->pp_st = &d->vst;
+    int rc = (!d->ref_val && pp_ref(d, tr, tok, tgt, pos, 0, 1, e)) ||
+             pipe_forward(tr->pipe, &tr->m, tok, tgt, pos, 0, 1, policy_head, d, e);
+    d->pp_fixed = NULL;
+    return rc ? -1 : 0;
 }
 
 static double dpo_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Err *e) {
     Dpo *d = ud;
-    DpoRows *r = data->ud;
-    Llama *m = &tr->m;
-    size_t N = (size_t)m->B * m->T;
-    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
     memset(&d->vst, 0, sizeof d->vst);
-    int drop = m->lora_train, rc = dpo_rows_seek(r, 0, 0, e);
-    m->lora_train = 0; /* no dropout in evaluation */
-    for (long b = 0; !rc && b < nbatches; b++) {
-        dpo_rows_next(r, tok, tgt, pos);
-        if (!tr->pipe) {
-            rc = micro(d, tr, tok, tgt, pos, dpo_rows_last(r, 0), d->ref_val, 0, 0, &d->vst, e);
-            continue;
-        }
-        if (tr->dp_rank != 0) continue; /* stages: the first replica validates */
-        d->pp_tg = tgt;
-        d->pp_fixed = dpo_rows_last(r, 0);
-        d->pp_refs = d->ref_val;
-        d->pp_inv = 0;
-        d->pp_st = &d->vst;
-        rc = (!d->ref_val && pp_ref(d, tr, tok, tgt, pos, 0, 1, e)) ||
-             pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, policy_head, d, e);
-        d->pp_fixed = NULL;
-    }
-    if (tr->pipe) {
-        if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "dpo validation failed on another rank");
-        stats_reduce(&d->vst);
-    }
-    m->lora_train = drop;
-    if (!rc) rc = dpo_rows_seek(r, 0, 0, e);
-    free(tok); free(tgt); free(pos);
+    d->tr = tr;
+    int rc = ftdata_pair_eval(tr, data->ud, nbatches, eval_one, d, e);
+    if (tr->pipe) stats_reduce(&d->vst);
     if (rc) return NAN;
     return d->vst.npairs ? d->vst.loss / (double)d->vst.npairs : 0;
 }
@@ -469,17 +437,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         "1: several pairs share a row (document mask); 0: one pair per row",
         "prepend BOS to untemplated pairs: auto (if the tokenizer has one), 1, 0"}, &ff);
     TrainOpts o;
-    trainer_opts_default(&o);
-    o.lr = 1e-6; /* TRL's DPOConfig */
-    o.warmup = 0;
-    o.steps = 0;
-    o.B = 4;
-    o.T = 1024;
-    o.val_every = 50;
-    o.val_batches = 10;
-    o.out = "dpo.h5";
-    o.ckpt_dir = "checkpoints-dpo";
-    o.prompt = "";
+    ftdata_train_defaults(&o, 1e-6 /* TRL's DPOConfig */, "dpo.h5", "checkpoints-dpo");
     CliFlag flags[16 + TRAINER_NFLAGS] = {
         ff.data, ff.val,
         {"model", CLI_STR, &model, 0, 0, "model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
@@ -583,8 +541,8 @@ int cmd_dpo(int argc, char **argv, Err *e) {
     }
     printf("dpo loss: %s, beta %g, label smoothing %g\n", dpo_loss_name(d.loss), beta, ls);
     TrainLoss lf = {&d, dpo_step, dpo_extra, dpo_eval};
-    TrainData dt = {&tr, fd.data, tok.id, data_id, rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
-    TrainData dv = {&vr, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    TrainData dt = ftdata_pair_data(&tr, fd.data, tok.id, data_id, 1);
+    TrainData dv = ftdata_pair_data(&vr, fd.val, tok.id, 0, 1);
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, &lf, flags, nf, e);
 out:
     if (d.has_ref) llama_free(&d.ref);

@@ -56,6 +56,7 @@ typedef struct {
     float *score_dev, *dscore_dev;   /* (N) backend */
     int *at;              /* (2 * max pairs of a micro-batch) the row each reward is read from */
     RmStats st, vst;
+    Trainer *tr;          /* during validation */
     /* pipeline stages: what the last stage's head needs of the micro-batches in flight */
     const int32_t *pp_tk;
     const DpoRows *pp_rows;
@@ -65,23 +66,6 @@ typedef struct {
     double pp_inv;
     RmStats *pp_st;
 } Rm;
-
-// ----------------------------------------------------------------------------
-// data source
-
-static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    (void)e;
-    dpo_rows_next(ud, tok, tgt, pos);
-    return 0;
-}
-
-static void rows_tell(const void *ud, uint64_t cur[2]) {
-    const DpoRows *r = ud;
-    cur[0] = r->epoch;
-    cur[1] = r->pos;
-}
-
-static int rows_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_seek(ud, cur[0], cur[1], e); }
 
 // ----------------------------------------------------------------------------
 // one micro-batch
@@ -225,46 +209,30 @@ static void reward_extra(void *ud, int validation, char *line, size_t nline, cha
     double n = s->npairs ? (double)s->npairs : 1;
     double v[5] = {s->acc / n, s->margin / n, s->npairs ? s->rmin : 0, s->rsum / (2 * n), s->npairs ? s->rmax : 0};
     static const char *const names[5] = {"accuracy", "margin", "min_reward", "mean_reward", "max_reward"};
-    const char *pre = validation ? "eval_" : "";
-    size_t a = 0, b = 0;
-    line[0] = json[0] = 0;
-    for (int i = 0; i < 5; i++) {
-        if (a < nline) a += (size_t)snprintf(line + a, nline - a, " | %s%s %.4g", pre, names[i], v[i]);
-        if (b < njson) b += (size_t)snprintf(json + b, njson - b, ",\"%s%s\":%.17g", pre, names[i], v[i]);
-    }
+    ftdata_extra_format(validation, names, v, 5, line, nline, json, njson);
+}
+
+/* FtPairFn: one validation micro-batch. */
+static int eval_one(void *ud, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const DpoBatch *bt, Err *e) {
+    Rm *d = ud;
+    Trainer *tr = d->tr;
+    if (!tr->pipe) return micro(d, tr, tok, tgt, pos, bt, d->vset, 0, 0, &d->vst, e);
+    d->pp_tk = tok;
+    d->pp_fixed = bt;
+    d->pp_set = d->vset;
+    d->pp_inv = 0;
+    d->pp_st = &d->vst;
+    int rc = pipe_forward(tr->pipe, &tr->m, tok, tgt, pos, 0, 1, stage_head, d, e);
+    d->pp_fixed = NULL;
+    return rc;
 }
 
 static double reward_eval(void *ud, Trainer *tr, TrainData *data, long nbatches, Err *e) {
     Rm *d = ud;
-    DpoRows *r = data->ud;
-    Llama *m = &tr->m;
-    size_t N = (size_t)m->B * m->T;
-    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
     stats_reset(&d->vst);
-    int drop = m->lora_train, rc = dpo_rows_seek(r, 0, 0, e);
-    m->lora_train = 0; /* no dropout in evaluation */
-    for (long b = 0; !rc && b < nbatches; b++) {
-        dpo_rows_next(r, tok, tgt, pos);
-        if (!tr->pipe) {
-            rc = micro(d, tr, tok, tgt, pos, dpo_rows_last(r, 0), d->vset, 0, 0, &d->vst, e);
-            continue;
-        }
-        if (tr->dp_rank != 0) continue; /* stages: the first replica validates */
-        d->pp_tk = tok;
-        d->pp_fixed = dpo_rows_last(r, 0);
-        d->pp_set = d->vset;
-        d->pp_inv = 0;
-        d->pp_st = &d->vst;
-        rc = pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, stage_head, d, e);
-        d->pp_fixed = NULL;
-    }
-    if (tr->pipe) {
-        if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "reward validation failed on another rank");
-        stats_reduce(&d->vst);
-    }
-    m->lora_train = drop;
-    if (!rc) rc = dpo_rows_seek(r, 0, 0, e);
-    free(tok); free(tgt); free(pos);
+    d->tr = tr;
+    int rc = ftdata_pair_eval(tr, data->ud, nbatches, eval_one, d, e);
+    if (tr->pipe) stats_reduce(&d->vst);
     if (rc) return NAN;
     return d->vst.npairs ? d->vst.loss / (double)d->vst.npairs : 0;
 }
@@ -299,18 +267,9 @@ int cmd_reward(int argc, char **argv, Err *e) {
         "1: several pairs share a row (document mask); 0: one pair per row",
         "prepend BOS to untemplated pairs: auto (if the tokenizer has one), 1, 0"}, &ff);
     TrainOpts o;
-    trainer_opts_default(&o);
-    o.lr = 1e-4; /* TRL's RewardConfig; Llama 2 used 1e-5 (5e-6 for 70B) */
-    o.warmup = 0;
-    o.steps = 0;
-    o.B = 4;
-    o.T = 1024;
-    o.val_every = 50;
-    o.val_batches = 10;
+    /* TRL's RewardConfig lr; Llama 2 used 1e-5 (5e-6 for 70B) */
+    ftdata_train_defaults(&o, 1e-4, "reward.h5", "checkpoints-reward");
     o.sample_tokens = 0;
-    o.out = "reward.h5";
-    o.ckpt_dir = "checkpoints-reward";
-    o.prompt = "";
     o.lora_head = 1;
     CliFlag flags[16 + TRAINER_NFLAGS] = {
         ff.data, ff.val,
@@ -384,8 +343,8 @@ int cmd_reward(int argc, char **argv, Err *e) {
            c.dim, d.pad, center, m->lora ? "; LoRA with the score head trained whole" : "");
     uint64_t data_id = dpo_hash(&ts) ^ 0x7265776172640000ULL; /* "reward" */
     TrainLoss lf = {&d, reward_step, reward_extra, reward_eval};
-    TrainData dt = {&tr, fd.data, tok.id, data_id, rows_next, rows_tell, rows_seek, tr.nrows, "rows", 0};
-    TrainData dv = {&vr, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 0};
+    TrainData dt = ftdata_pair_data(&tr, fd.data, tok.id, data_id, 0);
+    TrainData dv = ftdata_pair_data(&vr, fd.val, tok.id, 0, 0);
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, &lf, flags, nf, e);
 out:
     if (d.score_dev) t.m.ops->free(t.m.ctx, d.score_dev);

@@ -104,17 +104,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
         "1: pack examples into rows (document mask); 0: one padded row each",
         "prepend BOS to untemplated examples: auto (if the tokenizer has one), 1, 0"}, &ff);
     TrainOpts o;
-    trainer_opts_default(&o);
-    o.lr = 2e-5;
-    o.warmup = 0;
-    o.steps = 0;
-    o.B = 4;
-    o.T = 1024;
-    o.val_every = 50;
-    o.val_batches = 10;
-    o.out = "sft.h5";
-    o.ckpt_dir = "checkpoints-sft";
-    o.prompt = "";
+    ftdata_train_defaults(&o, 2e-5, "sft.h5", "checkpoints-sft");
     CliFlag flags[16 + TRAINER_NFLAGS] = {
         ff.data, ff.val,
         {"model", CLI_STR, &model, 0, 0, "model to fine-tune: an llamac checkpoint, a Hugging Face directory or a GGUF file"},

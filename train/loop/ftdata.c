@@ -4,7 +4,10 @@
 #include "ftdata.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include "../../dist/dist.h"
 
 void ftdata_default(FtData *d) {
     memset(d, 0, sizeof *d);
@@ -104,4 +107,69 @@ int ftdata_out_close(FtOut *w, int keep, Err *e) {
         return err_set(e, "%s: cannot write %s", w->flag, w->path);
     }
     return 0;
+}
+
+void ftdata_train_defaults(TrainOpts *o, double lr, const char *out, const char *ckpt_dir) {
+    trainer_opts_default(o);
+    o->lr = lr;
+    o->warmup = 0;
+    o->steps = 0;
+    o->B = 4;
+    o->T = 1024;
+    o->val_every = 50;
+    o->val_batches = 10;
+    o->out = out;
+    o->ckpt_dir = ckpt_dir;
+    o->prompt = "";
+}
+
+// ----------------------------------------------------------------------------
+// preference-pair rows as the trainer's data
+
+static int pair_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
+    (void)e;
+    dpo_rows_next(ud, tok, tgt, pos);
+    return 0;
+}
+
+static void pair_tell(const void *ud, uint64_t cur[2]) {
+    const DpoRows *r = ud;
+    cur[0] = r->epoch;
+    cur[1] = r->pos;
+}
+
+static int pair_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_seek(ud, cur[0], cur[1], e); }
+
+TrainData ftdata_pair_data(DpoRows *r, const char *name, uint64_t tokenizer_id, uint64_t data_id, int masked) {
+    TrainData d = {r, name, tokenizer_id, data_id, pair_next, pair_tell, pair_seek, r->nrows, "rows", masked};
+    return d;
+}
+
+int ftdata_pair_eval(Trainer *tr, DpoRows *r, long nbatches, FtPairFn one, void *ud, Err *e) {
+    Llama *m = &tr->m;
+    size_t N = (size_t)m->B * m->T;
+    int32_t *tok = xmalloc(N * sizeof *tok), *tgt = xmalloc(N * sizeof *tgt), *pos = xmalloc(N * sizeof *pos);
+    int drop = m->lora_train, rc = dpo_rows_seek(r, 0, 0, e);
+    m->lora_train = 0; /* no dropout in evaluation */
+    for (long b = 0; !rc && b < nbatches; b++) {
+        dpo_rows_next(r, tok, tgt, pos);
+        if (tr->pipe && tr->dp_rank != 0) continue; /* stages: the first replica validates */
+        rc = one(ud, tok, tgt, pos, dpo_rows_last(r, 0), e);
+    }
+    if (tr->pipe && dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "validation failed on another rank");
+    m->lora_train = drop;
+    if (!rc) rc = dpo_rows_seek(r, 0, 0, e);
+    free(tok); free(tgt); free(pos);
+    return rc;
+}
+
+void ftdata_extra_format(int validation, const char *const *names, const double *v, int n, char *line, size_t nline,
+                         char *json, size_t njson) {
+    const char *pre = validation ? "eval_" : "";
+    size_t a = 0, b = 0;
+    line[0] = json[0] = 0;
+    for (int i = 0; i < n; i++) {
+        if (a < nline) a += (size_t)snprintf(line + a, nline - a, " | %s%s %.4g", pre, names[i], v[i]);
+        if (b < njson) b += (size_t)snprintf(json + b, njson - b, ",\"%s%s\":%.17g", pre, names[i], v[i]);
+    }
 }

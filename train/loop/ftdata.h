@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "../../data/dpo.h"
 #include "../../data/sft.h"
 #include "../../data/tok.h"
 #include "../io/source.h"
@@ -40,6 +41,31 @@ typedef struct FtDataHelp {
 typedef struct FtDataFlags {
     CliFlag data, val, tpl, max_len, packing, epochs, bos;
 } FtDataFlags;
+
+/* The fine-tuning modes' training defaults over trainer_opts_default: peak
+ * lr (each mode's reference trainer's), no warmup, --steps from --epochs,
+ * B 4 rows of T 1024, validation every 50 steps over 10 batches, no sample
+ * prompt, and the mode's --out and --ckpt-dir. */
+void ftdata_train_defaults(TrainOpts *o, double lr, const char *out, const char *ckpt_dir);
+
+/* The trainer's view of preference-pair rows (dpo, reward): draws
+ * micro-batches from r (borrowed), its cursor (epoch, next row); masked as
+ * the mode reports (1: trained tokens on the progress line). */
+TrainData ftdata_pair_data(DpoRows *r, const char *name, uint64_t tokenizer_id, uint64_t data_id, int masked);
+
+/* Validation over pair rows (dpo, reward): r rewound, nbatches
+ * micro-batches drawn, one(ud, tok, tgt, pos, batch, e) on each (on
+ * pipeline stages only the first replica calls it, and a failure on any
+ * rank fails every rank), LoRA dropout off, r rewound again. 0 or -1 with
+ * e. */
+typedef int (*FtPairFn)(void *ud, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const DpoBatch *bt,
+                        Err *e);
+int ftdata_pair_eval(Trainer *tr, DpoRows *r, long nbatches, FtPairFn one, void *ud, Err *e);
+
+/* A TrainLoss.extra's text: " | <eval_>name v" for the progress line and
+ * ",\"<eval_>name\":v" JSON members, for n named values. */
+void ftdata_extra_format(int validation, const char *const *names, const double *v, int n, char *line, size_t nline,
+                         char *json, size_t njson);
 
 /* Defaults: no files, no template named, --bos auto, --packing 1. */
 void ftdata_default(FtData *d);

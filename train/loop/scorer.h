@@ -13,9 +13,19 @@
  * `llamac reward` rendered its training pairs (sft_render_prompt: BOS and
  * EOS for strings, the chat template for messages), and its reward of an
  * item is the score head at the item's last token whose id is not the
- * model's pad_id (transformers' rule). Items are scored in batches of B
- * rows of T tokens, several items packed per row with the document mask
- * (each item's reward is that of the item alone).
+ * model's pad_id (transformers' rule; a model without a pad_id pads with
+ * its tokenizer's EOS, as TRL sets it, so a trailing EOS is padding; an
+ * item of pad tokens only reads position 0). Items are scored in batches
+ * of at most B rows of T tokens, several items packed per row (first fit
+ * decreasing) with the document mask, a batch run at the rows and the
+ * longest row it holds: each item's reward is that of the item alone, in
+ * any batch, on the CPU to float32 rounding (the batch invariance test).
+ *
+ * BASE+ADAPTER_DIR: the base (any source) is loaded and the PEFT adapter
+ * merged into it (lora_merge); a causal-LM base becomes a one-label
+ * classifier when the adapter carries the score head (LoraConfig.head, read
+ * by peft.c from modules_to_save), else it is not a reward model. The
+ * tokenizer is the base's, else the adapter directory's.
  *
  * Spec: "PATH[:WEIGHT],PATH[:WEIGHT],..." (weight default 1.0). Lifetimes:
  * scorer_open, scorer_score (any number of times), scorer_close.
@@ -44,9 +54,27 @@ typedef struct ScorerOpts {
  * string). Borrowed. */
 typedef struct ScoreItem {
     json_t *prompt, *completion;
+    const char *where; /* the item in messages ("<file>:<line>"), NULL: "item <index>" */
 } ScoreItem;
 
 typedef struct Scorer Scorer;
+
+/* One model of a spec, as scorer_spec_parse reads it. */
+typedef struct ScorerSpec {
+    char name[4096];    /* the word without its weight: PATH or BASE+ADAPTER_DIR */
+    char base[4096];    /* PATH, or BASE */
+    char adapter[4096]; /* ADAPTER_DIR, "" for none */
+    double weight;      /* finite; 1.0 when not written */
+} ScorerSpec;
+
+/* Split spec into its models (*out[0..*n), caller frees *out with free).
+ * A word is PATH or PATH:WEIGHT (the weight after the last ':', a number
+ * read whole by strtod); PATH is BASE+ADAPTER_DIR when it is not itself an
+ * existing file and has a '+' (split at the last one). -1 with one line
+ * "--reward-model: ..." for an empty spec or word, a word without a path, a
+ * weight that is not a finite number, a model named twice. Touches only
+ * the file system (the '+' rule). */
+int scorer_spec_parse(const char *spec, ScorerSpec **out, int *n, Err *e);
 
 /* Open every model of o->spec: -1 with one line naming the model ("<path>:
  * not a reward model (num_labels 2, want 1)", "<path>: no tokenizer of its
