@@ -41,8 +41,8 @@ with its sequential sampler). Checks:
              agree within TOL), and PeftModel.from_pretrained with llamac's
              adapter scores them as the merged --hf-out;
              `llamac score --reward-model HFDIR` equals transformers on the
-             same directory within TOL (TODO until `llamac score` exists:
-             reported as skipped).
+             same directory within TOL, and (LoRA) `--reward-model
+             INIT+ADAPTER` equals PEFT on the same adapter.
 
 Prints PASS/FAIL per check and "test_reward_ref: N passed, M failed"; exit
 1 on any failure.
@@ -257,18 +257,15 @@ def scores(model, tok, items):
     return np.array(out)
 
 
-def llamac_scores(a, hf, work, tag):
-    """`llamac score` of HELD with the --hf-out directory, or None when the
-    command does not exist yet."""
-    r = subprocess.run([a.llamac, "score", "--help"], capture_output=True, text=True)
-    if r.returncode != 0:
-        return None
+def llamac_scores(a, spec, work, tag):
+    """`llamac score` of HELD with the reward model spec (a directory, or
+    BASE+ADAPTER)."""
     held = os.path.join(work, "held.jsonl")
     with open(held, "w") as f:
         for it in HELD:
             f.write(json.dumps(it) + "\n")
     out = os.path.join(work, f"{tag}_scores.jsonl")
-    r = subprocess.run([a.llamac, "score", "--reward-model", hf, "--data", held, "--bos", "0", "--out", out],
+    r = subprocess.run([a.llamac, "score", "--reward-model", spec, "--data", held, "--bos", "0", "--out", out],
                        capture_output=True, text=True)
     if not check(f"{tag}: llamac score runs", r.returncode == 0, r.stderr.strip()):
         return np.full(len(HELD), np.nan)
@@ -313,12 +310,9 @@ def check_scoring(a, tag, d, tok, ref_model, init, lora):
         err = float(np.abs(cs - got).max())
         check(f"{tag}: the converted checkpoint scores as --hf-out (max |diff| {err:.1e})", err <= TOL, f"{cs}")
     ls = llamac_scores(a, hf, a.work, tag.replace(" ", "_"))
-    if ls is None:
-        print(f"SKIP {tag}: llamac score vs transformers on --hf-out (TODO: `llamac score` is not in this build)")
-    else:
-        err = float(np.abs(ls - got).max())
-        check(f"{tag}: llamac score equals transformers on --hf-out within {TOL} (max |diff| {err:.1e})",
-              err <= TOL, f"{ls} vs {got}")
+    err = float(np.abs(ls - got).max())
+    check(f"{tag}: llamac score equals transformers on --hf-out within {TOL} (max |diff| {err:.1e})",
+          err <= TOL, f"{ls} vs {got}")
     return mine
 
 
@@ -415,6 +409,10 @@ def main():
             err = float(np.abs(got_s - want_s).max())
             check(f"{tag}: PeftModel.from_pretrained(llamac's adapter) scores as the merged --hf-out "
                   f"(max |diff| {err:.1e})", err <= ATOL, f"{got_s} vs {want_s}")
+            ls = llamac_scores(a, f"{init}+{os.path.join(d, 'adapter')}", a.work, tag.replace(" ", "_") + "_peft")
+            err = float(np.abs(ls - got_s).max())
+            check(f"{tag}: llamac score --reward-model INIT+ADAPTER equals PEFT on it within {TOL} (max |diff| "
+                  f"{err:.1e})", err <= TOL, f"{ls} vs {got_s}")
     return summary("test_reward_ref")
 
 
