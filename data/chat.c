@@ -372,7 +372,9 @@ int chat_template_beside(const char *tokpath, char **out, Err *e) {
     FILE *f = fopen(path, "rb");
     if (!f) return 0;
     json_error_t je;
-    json_t *j = json_loadf(f, 0, &je);
+    /* numbers as reals: transformers writes model_max_length int(1e30) when a tokenizer has none, past
+     * jansson's integers; only strings are read here */
+    json_t *j = json_loadf(f, JSON_DECODE_INT_AS_REAL, &je);
     fclose(f);
     char jq[2 * ERR_QUOTE_CAP]; /* jansson quotes the text near the error */
     if (!j) return err_set(e, "%s: not valid JSON (%s)", path, err_quote(jq, sizeof jq, je.text, strlen(je.text)));

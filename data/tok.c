@@ -137,7 +137,8 @@ static void hf_config_specials(Tokenizer *t, const char *path) {
     const char *slash = strrchr(path, '/');
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
-    json_t *j = json_load_file(cfg, 0, NULL);
+    /* numbers as reals: model_max_length is int(1e30) in what transformers saves without one */
+    json_t *j = json_load_file(cfg, JSON_DECODE_INT_AS_REAL, NULL);
     if (!j) return;
     static const char *const keys[2] = {"bos_token", "eos_token"};
     int *ids[2] = {&t->bos, &t->eos};

@@ -79,6 +79,10 @@ check test_sft_ref --work build/test_sft_ref
 # llamac dpo against TRL's DPOTrainer: tokens, per-step metrics and the
 # trained weights / adapters
 check test_dpo_ref --work build/test_dpo_ref
+# llamac reward against TRL's RewardTrainer: per-step metrics, the trained
+# weights / adapters with the score head, and the HF export scored by
+# transformers and PEFT
+check test_reward_ref --work build/test_reward_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

@@ -564,6 +564,16 @@ void chat_hf_specials(void) {
     EXPECT(t.eos == im_end && (eot_before == -1 || t.eot == im_end || t.eot == eot_before),
            "eos %d eot %d, want %d", t.eos, t.eot, im_end);
     tok_free(&t);
+    /* as transformers 5 saves a tokenizer without a length: model_max_length int(1e30), past jansson's
+     * integers, must not hide the names (nor be an error to the template reader) */
+    test_put(at("tokenizer_config.json"), "{\"backend\": \"tokenizers\", \"eos_token\": \"<|im_end|>\", "
+                                          "\"model_max_length\": 1000000000000000019884624838656}");
+    EXPECT(tok_load(&t, at("chatml.json"), &e) == 0 && t.eos == im_end, "model_max_length 1e30: eos %d, want %d",
+           t.eos, im_end);
+    tok_free(&t);
+    char *jinja = NULL;
+    EXPECT(chat_template_beside(at("chatml.json"), &jinja, &e) == 0 && !jinja, "model_max_length 1e30: %s", e.msg);
+    free(jinja);
     test_put(at("tokenizer_config.json"), "{\"eos_token\": \"<|not_a_token|>\"}");
     EXPECT(tok_load(&t, at("chatml.json"), &e) == 0 && t.eos != im_end, "an unknown eos_token changed eos");
     tok_free(&t);

@@ -3,7 +3,8 @@
  * out, the GGUF writer's layout, and `llamac convert` / `llamac logits`
  * through the binary: good round trips, and every bad input (unsupported
  * architecture or dtype, lying headers, missing tensors) giving one error
- * line that names the file, exit 1, and nothing existing overwritten.
+ * line that names the file, exit 1, and nothing existing overwritten; a
+ * classifier (reward model) out and in, and refused as GGUF.
  * The comparison with transformers, h5py and gguf is scripts/test_convert.py.
  */
 #include <stdarg.h>
@@ -425,6 +426,89 @@ void convert_cli_tokenizer(void) {
     EXPECT(rc == 1 && strstr(test_err, "tokens do not fit the model's vocab_size 260"), "vocab: %s", test_err);
     bpe_free(&a);
     bpe_free(&b);
+}
+
+/* A classifier (reward model): HF directory out and in (score.weight, no
+ * lm_head, LlamaForSequenceClassification, pad_token_id the config's pad_id
+ * else the EOS id), checkpoint -> HF with its tokenizer -> checkpoint,
+ * inspect naming the head, and GGUF refused with one line. */
+void convert_classifier(void) {
+    setup();
+    LlamaConfig c = small_config(0, 0), c2;
+    c.num_labels = 1, c.pad_id = -1, c.vocab = 280;
+    ParamTable t;
+    float *p = random_params(&c, &t, 17), *q = xalloc_aligned(t.size * sizeof(float));
+    Err e = {{0}};
+    static char js[8192];
+    static const struct { int pad, eos; const char *want; } pads[] = {
+        {-1, 4, "\"pad_token_id\": 4"}, {2, 4, "\"pad_token_id\": 2"}, {-1, -1, "\"pad_token_id\": null"}};
+    for (size_t k = 0; k < sizeof pads / sizeof pads[0]; k++) {
+        c.pad_id = pads[k].pad;
+        EXPECT(hf_save(DIR "/cls_hf", &c, &t, p, 3, pads[k].eos, 1, &e) == 0, "save: %s", e.msg);
+        read_file(DIR "/cls_hf/config.json", js, sizeof js);
+        EXPECT(strstr(js, "\"LlamaForSequenceClassification\"") && strstr(js, pads[k].want) &&
+                   strstr(js, "\"0\": \"LABEL_0\"") && strstr(js, "\"tie_word_embeddings\": false"),
+               "config.json (pad %d, eos %d): %s", pads[k].pad, pads[k].eos, js);
+        EXPECT(hf_config(DIR "/cls_hf", &c2, &e) == 0 && c2.num_labels == 1 && !c2.tied &&
+                   c2.pad_id == (pads[k].pad >= 0 ? pads[k].pad : pads[k].eos),
+               "config back: %s (num_labels %d, pad %d)", e.msg, c2.num_labels, c2.pad_id);
+    }
+    Safetensors f;
+    if (safetensors_open(&f, DIR "/cls_hf/model.safetensors", &e) == 0) {
+        int k = safetensors_find(&f, "score.weight");
+        EXPECT(k >= 0 && f.t[k].shape[0] == 1 && f.t[k].shape[1] == 16 && safetensors_find(&f, "lm_head.weight") < 0 &&
+                   f.n == t.n, "score.weight [1, 16] and no lm_head.weight (%d tensors)", f.n);
+        safetensors_close(&f);
+    } else {
+        EXPECT(0, "open: %s", e.msg);
+    }
+    EXPECT(hf_load(DIR "/cls_hf", &t, q, &e) == 0 && params_equal(&t, p, q), "HF round trip: %s", e.msg);
+
+    /* through the binary, with a tokenizer (its EOS becomes the pad) */
+    static const char *texts[1] = {"the cat sees the dog and the dog sees the cat"};
+    size_t len = strlen(texts[0]);
+    Bpe b;
+    LC_ASSERT(bpe_train(&b, texts, &len, 1, 270, &e) == 0 && bpe_save(&b, DIR "/cls_tok.bin", &e) == 0);
+    LC_ASSERT(b.eos >= 0);
+    c.pad_id = -1;
+    remove(DIR "/cls.h5");
+    LC_ASSERT(ckpt_save(DIR "/cls.h5", &c, &t, p, b.id, NULL, NULL, &e) == 0);
+    int rc = test_llamac("convert " DIR "/cls.h5 " DIR "/cls_out --force --tokenizer " DIR "/cls_tok.bin");
+    EXPECT(rc == 0 && access(DIR "/cls_out/tokenizer.json", R_OK) == 0, "checkpoint -> HF: %s", test_err);
+    char want[64];
+    read_file(DIR "/cls_out/config.json", js, sizeof js);
+    snprintf(want, sizeof want, "\"pad_token_id\": %d", b.eos);
+    EXPECT(strstr(js, want) != NULL, "config.json lacks %s: %s", want, js);
+    read_file(DIR "/cls_out/tokenizer_config.json", js, sizeof js);
+    EXPECT(!strstr(js, "\"pad_token\": null") && strstr(js, "\"pad_token\": \"<|end_of_text|>\""),
+           "tokenizer_config.json's pad_token is not the EOS: %s", js);
+    remove(DIR "/cls_back.h5");
+    rc = test_llamac("convert " DIR "/cls_out " DIR "/cls_back.h5");
+    CkptInfo info;
+    EXPECT(rc == 0 && ckpt_info(DIR "/cls_back.h5", &info, &e) == 0 && info.c.num_labels == 1 &&
+               info.c.pad_id == b.eos,
+           "HF -> checkpoint: %s %s (num_labels %d, pad %d)", test_err, e.msg, info.c.num_labels, info.c.pad_id);
+    float *r = xalloc_aligned(t.size * sizeof(float));
+    EXPECT(test_source_load(DIR "/cls_back.h5", &t, r, &e) == 0 && params_equal(&t, p, r),
+           "checkpoint -> HF -> checkpoint changed the weights: %s", e.msg);
+    rc = test_llamac("inspect " DIR "/cls_back.h5 --lora-r 4");
+    EXPECT(rc == 0 && strstr(test_out, "score (1 x 16)") && strstr(test_out, "head score (1 x 16), pad id") &&
+               !strstr(test_out, "lm_head"), "inspect: %s %s", test_out, test_err);
+    /* GGUF: refused before anything is written */
+    remove(DIR "/cls.gguf");
+    rc = test_llamac("convert " DIR "/cls.h5 " DIR "/cls.gguf");
+    int lines = 0;
+    for (const char *s = test_err; *s; s++) lines += *s == '\n';
+    EXPECT(rc == 1 && lines == 1 && strstr(test_err, DIR "/cls.gguf: a classifier (reward model, 1 label") &&
+               strstr(test_err, "llama.cpp has no sequence-classification architecture") &&
+               access(DIR "/cls.gguf", F_OK) != 0 && access(DIR "/cls.gguf.tmp", F_OK) != 0,
+           "GGUF export of a classifier: %d %s", rc, test_err);
+    GgufOpts go = {GGUF_F32, "cls", NULL, NULL};
+    EXPECT(gguf_save(DIR "/cls2.gguf", &c, &t, p, &go, &e) == -1 && strstr(e.msg, "has no GGUF form") &&
+               access(DIR "/cls2.gguf", F_OK) != 0, "gguf_save of a classifier: %s", e.msg);
+    bpe_free(&b);
+    free(p), free(q), free(r);
+    params_free(&t);
 }
 
 void convert_cli_errors(void) {

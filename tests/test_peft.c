@@ -2,7 +2,8 @@
  * test_peft.c: LoRA adapters on disk. In-process: PEFT directories saved and
  * loaded back bit for bit, merge then unmerge restoring the base, every bad
  * adapter_config.json and adapter_model.safetensors refused with one line
- * naming the option or the tensor; LoRA checkpoints (/lora beside /model, or
+ * naming the option or the tensor; a reward model's adapter (SEQ_CLS, the
+ * score head under PEFT's key) in every form PEFT writes; LoRA checkpoints (/lora beside /model, or
  * a base by reference with its hash) loaded back bit for bit, and as a
  * merged model. Through the binary: convert --adapter / --lora-init and
  * logits --adapter, good and bad, with the existing output untouched. The
@@ -263,15 +264,10 @@ static void expect_load_error(const char *what, const char *dir, const LlamaConf
     if (rc == 0) peft_free(&a);
 }
 
-/* A good adapter in DIR/bad whose adapter_config.json gets "key": value
- * added (replacing the key when present). */
-static void config_with(const char *key_value) {
+/* DIR/bad's adapter_config.json gets "key": value added (replacing the key
+ * when present). */
+static void config_patch(const char *key_value) {
     static char js[8192], out[9000];
-    LlamaConfig c = base_config(32);
-    LoraConfig lc;
-    lora_config_default(&lc, 1u << LORA_Q | 1u << LORA_V);
-    lc.r = 4;
-    save_adapter(DIR "/bad", &lc, &c, 9);
     get_file(DIR "/bad/" PEFT_CONFIG, js, sizeof js);
     char key[64];
     const char *colon = strchr(key_value, ':');
@@ -298,6 +294,16 @@ static void config_with(const char *key_value) {
     put_file(DIR "/bad/" PEFT_CONFIG, out, strlen(out));
 }
 
+/* A good adapter in DIR/bad, then config_patch(key_value). */
+static void config_with(const char *key_value) {
+    LlamaConfig c = base_config(32);
+    LoraConfig lc;
+    lora_config_default(&lc, 1u << LORA_Q | 1u << LORA_V);
+    lc.r = 4;
+    save_adapter(DIR "/bad", &lc, &c, 9);
+    config_patch(key_value);
+}
+
 void peft_bad_config(void) {
     setup();
     LlamaConfig c = base_config(32);
@@ -320,7 +326,10 @@ void peft_bad_config(void) {
         {"\"layer_replication\": [[0, 2]]", "layer_replication"},
         {"\"a_future_option\": 2.5", "a_future_option = 2.5 is not supported"},
         {"\"peft_type\": \"IA3\"", "peft_type = \"IA3\" is not supported by llamac (only LORA)"},
-        {"\"task_type\": \"SEQ_CLS\"", "task_type = \"SEQ_CLS\""},
+        {"\"task_type\": \"TOKEN_CLS\"", "task_type = \"TOKEN_CLS\" is not supported by llamac"},
+        {"\"task_type\": \"SEQ_CLS\"", "task_type \"SEQ_CLS\" is an adapter for a classifier"},
+        {"\"modules_to_save\": [\"score\"]", "modules_to_save [\"score\"] trains a classifier's head"},
+        {"\"modules_to_save\": \"score\"", "modules_to_save = \"score\" is not supported"},
         {"\"r\": 0", "r must be a positive integer"},
         {"\"r\": -2", "r must be a positive integer"},
         {"\"r\": 2.5", "r must be a positive integer"},
@@ -436,6 +445,129 @@ void peft_bad_weights(void) {
     put_file(DIR "/badw/adapter_model.bin", "PK", 2);
     expect_load_error("pickle", d, &c, "adapter_model.bin: PyTorch pickle weights are not read", NULL);
     remove(DIR "/badw/adapter_model.bin");
+}
+
+/* A reward model's adapter (PEFT's SEQ_CLS, modules_to_save ["score"]):
+ * saved and loaded back bit for bit with the head under PEFT's key, the
+ * config forms PEFT writes read as a head, and the head merged as a copy. */
+void peft_head(void) {
+    setup();
+    LlamaConfig c = base_config(32);
+    c.num_labels = 1, c.pad_id = 2;
+    LoraConfig lc;
+    lora_config_default(&lc, 1u << LORA_Q | 1u << LORA_V);
+    lc.r = 4, lc.head = 1;
+    ParamTable t;
+    float *p = adapter_params(&lc, &c, &t, 6);
+    Err e = {{0}};
+    EXPECT(peft_save(DIR "/head", &lc, &t, p, NULL, 1, &e) == 0, "save: %s", e.msg);
+    PeftAdapter a;
+    if (peft_load(DIR "/head", &c, &a, &e) == 0) {
+        EXPECT(a.lc.head && a.t.n == t.n && a.t.size == t.size && same_tensors(&t, p, a.params),
+               "head adapter differs after the round trip (head %d, %d tensors)", a.lc.head, a.t.n);
+        peft_free(&a);
+    } else {
+        EXPECT(0, "load: %s", e.msg);
+    }
+    Safetensors f;
+    if (safetensors_open(&f, DIR "/head/" PEFT_WEIGHTS, &e) == 0) {
+        int k = safetensors_find(&f, "base_model.model.score.weight");
+        EXPECT(k >= 0 && strcmp(f.t[k].dtype, "F32") == 0 && f.t[k].ndim == 2 && f.t[k].shape[0] == 1 &&
+                   f.t[k].shape[1] == 32, "base_model.model.score.weight key/shape");
+        EXPECT(f.n == t.n, "%d tensors in the file, %d in the table", f.n, t.n);
+        safetensors_close(&f);
+    } else {
+        EXPECT(0, "open: %s", e.msg);
+    }
+    static char js[8192];
+    get_file(DIR "/head/" PEFT_CONFIG, js, sizeof js);
+    const char *mts = strstr(js, "\"modules_to_save\": [");
+    EXPECT(strstr(js, "\"task_type\": \"SEQ_CLS\"") && mts && strstr(mts, "\"classifier\"") &&
+               strstr(mts, "\"score\""), "adapter_config.json: %s", js);
+
+    /* what PEFT 0.21 writes: SEQ_CLS adds "classifier" and "score" to the
+     * user's list, or makes the list; and a list without a task_type */
+    static const struct { const char *tt, *mts; int head; } forms[] = {
+        {"\"task_type\": \"SEQ_CLS\"", "\"modules_to_save\": [\"score\", \"classifier\", \"score\"]", 1},
+        {"\"task_type\": \"SEQ_CLS\"", "\"modules_to_save\": null", 1},
+        {"\"task_type\": null", "\"modules_to_save\": [\"score\"]", 1},
+        {"\"task_type\": \"CAUSAL_LM\"", "\"modules_to_save\": null", 0},
+    };
+    for (size_t i = 0; i < sizeof forms / sizeof forms[0]; i++) {
+        LC_ASSERT(peft_save(DIR "/bad", &lc, &t, p, NULL, 1, &e) == 0);
+        config_patch(forms[i].tt);
+        config_patch(forms[i].mts);
+        LoraConfig got;
+        EXPECT(peft_read_config(DIR "/bad", &c, &got, NULL, 0, &e) == 0 && got.head == forms[i].head,
+               "%s, %s: head %d (%s)", forms[i].tt, forms[i].mts, got.head, e.msg);
+    }
+    /* the head's tensor without a head in the config, and the reverse */
+    expect_load_error("score without modules_to_save", DIR "/bad", &c,
+                      "unexpected tensor base_model.model.score.weight", NULL);
+    LoraConfig nohead = lc;
+    nohead.head = 0;
+    ParamTable t0;
+    float *p0 = adapter_params(&nohead, &c, &t0, 7);
+    LC_ASSERT(peft_save(DIR "/bad", &nohead, &t0, p0, NULL, 1, &e) == 0);
+    config_patch("\"task_type\": \"SEQ_CLS\"");
+    expect_load_error("SEQ_CLS without a score tensor", DIR "/bad", &c, "missing tensor base_model.model.score.weight",
+                      "adapter_config.json asks for it");
+    LC_ASSERT(peft_save(DIR "/bad", &lc, &t, p, NULL, 1, &e) == 0);
+    config_patch("\"modules_to_save\": [\"score\", \"lm_head\"]");
+    expect_load_error("score and lm_head", DIR "/bad", &c, "bad/adapter_config.json: modules_to_save = ",
+                      "is not supported by llamac (only [\"score\"]");
+    /* an adapter for a 2-label classifier */
+    LlamaConfig c2 = c;
+    c2.num_labels = 2;
+    save_adapter(DIR "/bad", &lc, &c2, 8);
+    expect_load_error("2 labels", DIR "/bad", &c, "tensor base_model.model.score.weight has shape [2, 32]",
+                      "needs [1, 32]");
+
+    /* merged: the base's head becomes the adapter's copy; unmerge leaves it */
+    ParamTable bt;
+    float *w = base_params(&c, &bt, 9);
+    int hi = params_find(&bt, "score.weight");
+    LC_ASSERT(hi >= 0);
+    float *m = xalloc_aligned(bt.size * sizeof(float)), *got = xalloc_aligned(bt.size * sizeof(float));
+    memcpy(m, w, bt.size * sizeof(float));
+    lora_merge(&lc, &c, &bt, m, &t, p, 1);
+    EXPECT(memcmp(m + bt.p[hi].offset, p + t.p[t.n - 1].offset, (size_t)c.dim * sizeof(float)) == 0,
+           "lora_merge did not copy the head");
+
+    /* a LoRA checkpoint keeps the head (/lora's head attribute), loads as
+     * the merged model and goes back to PEFT unchanged */
+    remove(DIR "/head.h5");
+    CkptLora cl = {lc, &t, p, NULL};
+    EXPECT(ckpt_save_lora(DIR "/head.h5", &c, &bt, w, 0, &cl, NULL, NULL, &e) == 0, "save: %s", e.msg);
+    CkptInfo info;
+    EXPECT(ckpt_info(DIR "/head.h5", &info, &e) == 0 && info.has_lora && info.lora.head, "info: head %d (%s)",
+           info.lora.head, e.msg);
+    EXPECT(test_source_load(DIR "/head.h5", &bt, got, &e) == 0 && same_tensors(&bt, m, got),
+           "the LoRA checkpoint does not load as the merged model: %s", e.msg);
+    int rc = test_llamac("convert " DIR "/head.h5 " DIR "/head_back --peft --force");
+    EXPECT(rc == 0, "--peft: %s", test_err);
+    if (rc == 0 && peft_load(DIR "/head_back", &c, &a, &e) == 0) {
+        EXPECT(a.lc.head && a.t.n == t.n && same_tensors(&t, p, a.params), "LoRA checkpoint -> PEFT lost the head");
+        peft_free(&a);
+    } else {
+        EXPECT(0, "loading the --peft export: %s", e.msg);
+    }
+    /* convert --lora-init on a classifier: a SEQ_CLS adapter whose head is
+     * the base's */
+    LC_ASSERT(ckpt_save(DIR "/head_base.h5", &c, &bt, w, 0, NULL, NULL, &e) == 0);
+    rc = test_llamac("convert " DIR "/head_base.h5 " DIR "/head_new --lora-init --force --lora-r 2");
+    EXPECT(rc == 0, "--lora-init on a classifier: %s", test_err);
+    if (rc == 0 && peft_load(DIR "/head_new", &c, &a, &e) == 0) {
+        EXPECT(a.lc.head && memcmp(a.params + a.t.p[a.t.n - 1].offset, w + bt.p[hi].offset,
+                                   (size_t)c.dim * sizeof(float)) == 0, "the new adapter's head is not the base's");
+        peft_free(&a);
+    } else {
+        EXPECT(0, "loading the --lora-init adapter: %s", e.msg);
+    }
+    free(w), free(m), free(got), free(p), free(p0);
+    params_free(&bt);
+    params_free(&t);
+    params_free(&t0);
 }
 
 // ----------------------------------------------------------------------------

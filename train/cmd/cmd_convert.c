@@ -14,7 +14,9 @@
  * checkpoint as IN converts as its merged model, or with --peft to a PEFT
  * adapter directory of its adapters. With --lora-init, OUT is a new PEFT
  * adapter directory for IN (PEFT's initialisation, B = 0 unless the testing
- * flag --lora-init-b gives it noise so that the adapter does something).
+ * flag --lora-init-b gives it noise so that the adapter does something; a
+ * classifier's adapter also trains a copy of IN's score head, PEFT's
+ * SEQ_CLS). A classifier (reward model) has no GGUF form and is refused.
  *
  * The weights are loaded once into one parameter buffer and written from
  * it; an existing OUT is replaced only with --force, and only by a complete
@@ -49,21 +51,43 @@ typedef struct LoraFlags {
     int rslora, gaussian;
 } LoraFlags;
 
-/* A fresh adapter for (c) from the flags, written to out as a PEFT dir. */
-static int lora_init_dir(const char *in, const char *out, const LlamaConfig *c, const LoraFlags *f, int force,
+/* The base's score head into head ((num_labels, D) floats). */
+static int base_head(const ModelSource *ms, float *head, Err *e) {
+    ParamTable bt;
+    if (params_build(&ms->c, &bt, e)) return -1;
+    float *w = xalloc_aligned(bt.size * sizeof(float));
+    int rc = source_load(ms, &bt, w, e), i = params_find(&bt, "score.weight");
+    LC_ASSERT(i >= 0);
+    if (rc == 0) memcpy(head, w + bt.p[i].offset, bt.p[i].numel * sizeof(float));
+    free(w);
+    params_free(&bt);
+    return rc;
+}
+
+/* A fresh adapter for ms from the flags, written to out as a PEFT dir; a
+ * classifier's adapter trains a copy of its score head, as PEFT's SEQ_CLS
+ * does (modules_to_save), so the base's head is read for it. */
+static int lora_init_dir(const char *in, const char *out, const ModelSource *ms, const LoraFlags *f, int force,
                          Err *e) {
+    const LlamaConfig *c = &ms->c;
     LoraConfig lc;
     if (lora_config_from_flags(&lc, f->r, f->alpha, f->dropout, f->targets, f->layers, f->rslora, c, e)) return -1;
     lc.init = f->gaussian ? LORA_INIT_GAUSSIAN : LORA_INIT_KAIMING;
+    lc.head = c->num_labels > 0;
     ParamTable t;
     if (lora_build(&lc, c, &t, e)) return -1;
     float *p = xalloc_aligned(t.size * sizeof(float));
     memset(p, 0, t.size * sizeof(float));
     lora_init_weights(&lc, &t, p, (uint64_t)f->seed);
+    if (lc.head && base_head(ms, p + t.p[t.n - 1].offset, e)) {
+        free(p);
+        params_free(&t);
+        return -1;
+    }
     if (f->init_b > 0) { /* testing: B ~ normal(0, init_b) instead of 0 */
         Rng r;
         rng_seed(&r, (uint64_t)f->seed ^ 0x5eedb0b0u);
-        for (int i = 1; i < t.n; i += 2)
+        for (int i = 1; i < t.n - lc.head; i += 2)
             for (size_t k = 0; k < t.p[i].numel; k++) p[t.p[i].offset + k] = (float)f->init_b * rng_normal(&r);
     }
     int rc = peft_save(out, &lc, &t, p, in, force, e);
@@ -162,7 +186,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
     if (lf.init) {
         ModelSource ms;
         if (source_open(&ms, in, e)) return -1;
-        return lora_init_dir(in, out, &ms.c, &lf, force, e);
+        return lora_init_dir(in, out, &ms, &lf, force, e);
     }
     if (!force && stat(out, &st) == 0 && !S_ISDIR(st.st_mode))
         return err_set(e, "%s: exists (--force replaces it)", out);
@@ -170,6 +194,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
     ModelSource ms;
     if (source_open(&ms, in, e)) return -1;
     LlamaConfig c = ms.c;
+    if (to_gguf && gguf_check_export(out, &c, e)) return -1; /* before reading the weights */
     uint64_t tok_id = ms.tokenizer_id;
     int is_hf = ms.kind == SOURCE_HF;
     int to_ckpt = !to_gguf && (is_hf || ends_with(out, ".h5"));

@@ -107,13 +107,22 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     if (c.rope_scaling == ROPE_SCALING_LLAMA3)
         printf(", llama3 rope scaling (factor %g, low %g, high %g, original context %d)",
                c.rope_factor, c.rope_low_freq, c.rope_high_freq, c.rope_orig_ctx);
-    printf(", norm eps %g, %s embeddings\n", c.norm_eps, c.tied ? "tied" : "untied");
+    if (c.num_labels) /* a classifier (reward model): the head is score.weight */
+        printf(", norm eps %g, untied embeddings, head score (%d x %d), pad id %d\n", c.norm_eps, c.num_labels, c.dim,
+               c.pad_id);
+    else
+        printf(", norm eps %g, %s embeddings\n", c.norm_eps, c.tied ? "tied" : "untied");
     printf("parameters: %s (%.3f B)\n", commas(t.numel, b1), t.numel / 1e9);
     size_t per[PG_COUNT] = {0};
     for (int i = 0; i < t.n; i++) per[t.p[i].group] += t.p[i].numel;
     for (int g = 0; g < PG_COUNT; g++) {
         if (g == PG_HEAD && c.tied) {
             printf("  %-10s %17s  (tied to the embedding)\n", group_names[g], "0");
+            continue;
+        }
+        if (g == PG_HEAD && c.num_labels) {
+            printf("  %-10s %17s  %5.1f%%  score (%d x %d)\n", "head", commas(per[g], b1), 100.0 * per[g] / t.numel,
+                   c.num_labels, c.dim);
             continue;
         }
         printf("  %-10s %17s  %5.1f%%\n", group_names[g], commas(per[g], b1), 100.0 * per[g] / t.numel);
@@ -151,6 +160,12 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         mem_line("full training", &mf);
         snprintf(what, sizeof what, "LoRA r=%ld on %s (%s trainable)", rank, tnames, commas(lt.numel, b2));
         mem_line(what, &ml);
+    }
+    if (c.num_labels) { /* engine_init refuses it too */
+        printf("sampling: none (a classifier has no vocabulary head to sample from)\n");
+        params_free(&lt);
+        params_free(&t);
+        return 0;
     }
     EngineOpts eo = {(int)max_seqs, 0, (int)T, kv_tokens, 0};
     EngineMem em = engine_memory(&c, NULL, &ops_cpu, &eo);

@@ -1178,9 +1178,12 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     struct stat sb;
     stat(path, &sb);
     fprintf(out, "checkpoint %s (%.1f MB, HDF5, format version %d)\n", path, sb.st_size / 1e6, CKPT_VERSION);
-    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s head\n",
+    char head[64];
+    if (c->num_labels) snprintf(head, sizeof head, "score (%d x %d) head, pad id %d", c->num_labels, c->dim, c->pad_id);
+    else snprintf(head, sizeof head, "%s head", c->tied ? "tied" : "untied");
+    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s\n",
             c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden,
-            c->vocab, c->max_seq, c->tied ? "tied" : "untied");
+            c->vocab, c->max_seq, head);
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);
@@ -1189,9 +1192,10 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     if (info.has_lora) {
         char targets[128], layers[4 * LC_MAX_LAYERS + 8];
         lora_strings(&info.lora, targets, layers, sizeof layers);
-        fprintf(out, "  LoRA adapters (/lora): r %d, alpha %g%s, dropout %g, targets %s, layers %s; base %s\n",
+        fprintf(out, "  LoRA adapters (/lora): r %d, alpha %g%s, dropout %g, targets %s, layers %s%s; base %s\n",
                 info.lora.r, (double)info.lora.alpha, info.lora.rslora ? " (rsLoRA)" : "", (double)info.lora.dropout,
-                targets, layers, info.lora_base[0] ? info.lora_base : "in /model");
+                targets, layers, info.lora.head ? ", score head trained" : "",
+                info.lora_base[0] ? info.lora_base : "in /model");
     }
     fprintf(out, "  optimizer state: %s\n", info.has_optim ? "AdamW moments (/optim/m, /optim/v)" : "none");
     if (info.has_state) {

@@ -16,6 +16,8 @@
  *   /lora                  (LoRA runs) attributes: r, alpha, dropout, rslora,
  *                          targets ("q_proj,v_proj", PEFT names), layers
  *                          ("all" or "0,2-3"), init ("kaiming"/"gaussian"),
+ *                          head (1, only when a reward model's score head
+ *                          is trained: /lora/score.weight, its copy),
  *                          and, when the base is stored by reference,
  *                          base_path and base_hash (then there is no /model)
  *   /lora/<adapter name>   float32 adapter tensors, e.g.

@@ -231,8 +231,17 @@ int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t,
     return gguf_save(path, c, t, params, &o, e);
 }
 
+int gguf_check_export(const char *path, const LlamaConfig *c, Err *e) {
+    if (c->num_labels)
+        return err_set(e, "%s: a classifier (reward model, %d label%s, score head) has no GGUF form: llama.cpp has no "
+                       "sequence-classification architecture (export a Hugging Face directory or a checkpoint)", path,
+                       c->num_labels, c->num_labels > 1 ? "s" : "");
+    return 0;
+}
+
 int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
               const GgufOpts *o, Err *e) {
+    if (gguf_check_export(path, c, e)) return -1;
     const Tokenizer *tok = o->tok;
     LC_ASSERT((unsigned)o->type < GGUF_TYPE_COUNT);
     int hs = config_head_size(c), scaled = c->rope_scaling == ROPE_SCALING_LLAMA3;

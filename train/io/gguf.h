@@ -94,9 +94,14 @@ typedef struct GgufOpts {
 int gguf_type_parse(const char *name, GgufType *type, Err *e);
 const char *gguf_export_type_name(GgufType type);
 
+/* 0 if a model of config c can be written as GGUF, else -1 with "<path>:
+ * <why>": a classifier (num_labels > 0, a reward model) has no llama.cpp
+ * architecture. */
+int gguf_check_export(const char *path, const LlamaConfig *c, Err *e);
+
 /* Write the model (host buffer laid out by t) to path: "<path>.tmp" first,
  * fsync'd, then renamed, so an existing path is replaced only by a complete
- * file. Returns 0 or -1 with e. */
+ * file. Returns 0 or -1 with e (gguf_check_export's too). */
 int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
               const GgufOpts *o, Err *e);
 

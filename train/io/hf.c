@@ -311,7 +311,10 @@ static json_t *hf_config_json(const LlamaConfig *c, int bos_id, int eos_id) {
         }
         json_object_set_new(j, "id2label", ids);
         json_object_set_new(j, "label2id", labels);
-        json_object_set_new(j, "pad_token_id", c->pad_id >= 0 ? json_integer(c->pad_id) : json_null());
+        /* transformers reads the reward at the last token that is not pad_token_id; TRL's RewardTrainer sets
+         * pad = eos when the tokenizer has no pad token, and so does an export without one */
+        int pad = c->pad_id >= 0 ? c->pad_id : eos_id;
+        json_object_set_new(j, "pad_token_id", pad >= 0 ? json_integer(pad) : json_null());
     }
     json_object_set_new(j, "model_type", json_string("llama"));
     json_object_set_new(j, "hidden_size", json_integer(c->dim));
@@ -452,7 +455,8 @@ out:
     return j;
 }
 
-static json_t *tokenizer_config(const Tokenizer *tok, const char *chat_template, int max_seq) {
+/* pad_id: a classifier's pad token (-1: none, a causal LM's) */
+static json_t *tokenizer_config(const Tokenizer *tok, const char *chat_template, int max_seq, int pad_id) {
     Added *ad;
     int na = added_tokens(tok, &ad);
     json_t *dec = json_object();
@@ -471,7 +475,7 @@ static json_t *tokenizer_config(const Tokenizer *tok, const char *chat_template,
     json_object_set_new(j, "bos_token", token_name(ad, na, tok->bos));
     json_object_set_new(j, "eos_token", token_name(ad, na, tok->eos));
     json_object_set_new(j, "unk_token", token_name(ad, na, unk));
-    json_object_set_new(j, "pad_token", json_null());
+    json_object_set_new(j, "pad_token", pad_id >= 0 ? token_name(ad, na, pad_id) : json_null());
     if (chat_template) json_object_set_new(j, "chat_template", json_string(chat_template));
     json_object_set_new(j, "clean_up_tokenization_spaces", json_false());
     json_object_set_new(j, "model_max_length", json_integer(max_seq));
@@ -529,7 +533,8 @@ static int save_tokenizer(const char *tmp, const LlamaConfig *c, const HfTok *tk
     }
     if (rc) return -1;
     snprintf(p, sizeof p, "%s/tokenizer_config.json", tmp);
-    if (write_json(p, tokenizer_config(tok, tk->chat_template, c->max_seq), e)) return -1;
+    int pad = !c->num_labels ? -1 : c->pad_id >= 0 ? c->pad_id : tok->eos; /* as in config.json */
+    if (write_json(p, tokenizer_config(tok, tk->chat_template, c->max_seq, pad), e)) return -1;
     json_t *g = json_object();
     json_object_set_new(g, "bos_token_id", tok->bos >= 0 ? json_integer(tok->bos) : json_null());
     if (tok->eot >= 0 && tok->eot != tok->eos)

@@ -26,6 +26,9 @@
  * MLP biases, an activation other than silu, another RoPE type.
  *
  * Export writes config.json (loadable by transformers' LlamaForCausalLM,
+ * or LlamaForSequenceClassification with id2label, label2id and
+ * pad_token_id: the config's pad_id, else the EOS id as TRL's
+ * RewardTrainer sets pad = eos, else null;
  * float32) and model.safetensors (F32) into "<dir>.tmp.<pid>", fsyncs, and
  * renames it to dir. An existing non-empty dir is an error unless force,
  * which replaces it whole.
@@ -41,6 +44,7 @@
  *   tokenizer.model  a copy of a SentencePiece source;
  *   tokenizer_config.json  tokenizer_class, bos/eos/unk tokens,
  *                    added_tokens_decoder, add_bos_token false,
+ *                    pad_token (a classifier's pad token, else null),
  *                    model_max_length, chat_template (when given);
  *   generation_config.json  bos_token_id, eos_token_id (with the
  *                    end-of-turn id when it differs).

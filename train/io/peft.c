@@ -40,7 +40,7 @@ static const char *const info_keys[] = {
 /* Keys read into the LoraConfig below. */
 static const char *const read_keys[] = {
     "r", "lora_alpha", "lora_dropout", "use_rslora", "target_modules", "layers_to_transform",
-    "init_lora_weights", "bias", "fan_in_fan_out", "peft_type", "task_type",
+    "init_lora_weights", "bias", "fan_in_fan_out", "peft_type", "task_type", "modules_to_save",
 };
 
 static int in_list(const char *k, const char *const *v, size_t n) {
@@ -154,6 +154,29 @@ static int parse_layers(const char *path, const json_t *v, const LlamaConfig *c,
     return 0;
 }
 
+/* modules_to_save: a copy of a base module trained whole and saved under
+ * its own name. llamac keeps one, a classifier's score head; PEFT's
+ * SEQ_CLS adds "classifier" and "score" to the list (so a saved list reads
+ * ["score", "classifier", "score"]), and "classifier" names no module of a
+ * Llama. *head = 1 when the list names "score". */
+static int parse_modules_to_save(const char *path, const json_t *v, const LlamaConfig *c, int *head, Err *e) {
+    *head = 0;
+    if (!v || neutral(v)) return 0;
+    if (!json_is_array(v)) return unsupported(e, path, "modules_to_save", v, " (a list of module names)");
+    size_t k;
+    json_t *x;
+    json_array_foreach(v, k, x) {
+        const char *s = json_string_value(x);
+        if (s && strcmp(s, "score") == 0) *head = 1;
+        else if (!s || strcmp(s, "classifier") != 0)
+            return unsupported(e, path, "modules_to_save", v, " (only [\"score\"], a reward model's head)");
+    }
+    if (*head && c->num_labels <= 0)
+        return err_set(e, "%s: modules_to_save [\"score\"] trains a classifier's head, the base model is a causal "
+                       "LM (no score.weight)", path);
+    return 0;
+}
+
 static int parse_config(const char *path, const json_t *j, const LlamaConfig *c, LoraConfig *lc, char *base_name,
                         size_t nb, Err *e) {
     if (!json_is_object(j)) return err_set(e, "%s: not a JSON object", path);
@@ -168,8 +191,14 @@ static int parse_config(const char *path, const json_t *j, const LlamaConfig *c,
     const json_t *pt = json_object_get(j, "peft_type"), *tt = json_object_get(j, "task_type");
     if (!json_is_string(pt)) return err_set(e, "%s: missing peft_type (a PEFT LoRA adapter has \"LORA\")", path);
     if (strcmp(json_string_value(pt), "LORA") != 0) return unsupported(e, path, "peft_type", pt, " (only LORA)");
-    if (tt && !json_is_null(tt) && (!json_is_string(tt) || strcmp(json_string_value(tt), "CAUSAL_LM") != 0))
-        return unsupported(e, path, "task_type", tt, " (only CAUSAL_LM)");
+    int seq_cls = json_is_string(tt) && strcmp(json_string_value(tt), "SEQ_CLS") == 0, head;
+    if (tt && !json_is_null(tt) && !seq_cls &&
+        (!json_is_string(tt) || strcmp(json_string_value(tt), "CAUSAL_LM") != 0))
+        return unsupported(e, path, "task_type", tt, " (only CAUSAL_LM and SEQ_CLS)");
+    if (seq_cls && c->num_labels <= 0)
+        return err_set(e, "%s: task_type \"SEQ_CLS\" is an adapter for a classifier (a reward model), the base "
+                       "model is a causal LM", path);
+    if (parse_modules_to_save(path, json_object_get(j, "modules_to_save"), c, &head, e)) return -1;
     const json_t *bias = json_object_get(j, "bias"), *fifo = json_object_get(j, "fan_in_fan_out");
     if (bias && !json_is_null(bias) && (!json_is_string(bias) || strcmp(json_string_value(bias), "none") != 0))
         return unsupported(e, path, "bias", bias, " (only \"none\")");
@@ -208,6 +237,7 @@ static int parse_config(const char *path, const json_t *j, const LlamaConfig *c,
         !(json_is_string(init) && strcmp(json_string_value(init), "gaussian") == 0))
         return unsupported(e, path, "init_lora_weights", init, " (true, \"gaussian\" or false)");
     if (json_is_string(init)) lc->init = LORA_INIT_GAUSSIAN;
+    lc->head = head || seq_cls; /* PeftModelForSequenceClassification adds "score" itself */
     if (parse_layers(path, json_object_get(j, "layers_to_transform"), c, lc, e)) return -1;
     if (!named.all_layers) { /* full module paths: their layers (within layers_to_transform, if both) */
         for (int i = 0; i < c->n_layers; i++) lc->layers[i] = named.layers[i] && (lc->all_layers || lc->layers[i]);
@@ -353,13 +383,14 @@ static json_t *config_json(const LoraConfig *lc, const char *base_name) {
     json_object_set_new(j, "lora_dropout", json_real(iofile_short_real(lc->dropout)));
     json_object_set_new(j, "megatron_config", json_null());
     json_object_set_new(j, "megatron_core", json_string("megatron.core"));
-    json_object_set_new(j, "modules_to_save", json_null());
+    /* PEFT's own list for task_type SEQ_CLS; PEFT loading it adds both names again */
+    json_object_set_new(j, "modules_to_save", lc->head ? json_pack("[ss]", "classifier", "score") : json_null());
     json_object_set_new(j, "peft_type", json_string("LORA"));
     json_object_set_new(j, "r", json_integer(lc->r));
     json_object_set_new(j, "rank_pattern", json_object());
     json_object_set_new(j, "revision", json_null());
     json_object_set_new(j, "target_modules", targets);
-    json_object_set_new(j, "task_type", json_string("CAUSAL_LM"));
+    json_object_set_new(j, "task_type", json_string(lc->head ? "SEQ_CLS" : "CAUSAL_LM"));
     json_object_set_new(j, "use_dora", json_false());
     json_object_set_new(j, "use_rslora", json_boolean(lc->rslora));
     return j;

@@ -7,6 +7,17 @@
  *
  *   base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight (r, Din)
  *   base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight (Dout, r)
+ *   base_model.model.score.weight (num_labels, D)  (lc.head: a reward model)
+ *
+ * A reward model's adapter (LoraConfig.head) is PEFT's task_type "SEQ_CLS"
+ * with modules_to_save ["score"]: the head trained whole, saved under the
+ * base's own name (PEFT strips its "modules_to_save.default." wrapper).
+ * Read: modules_to_save naming "score" (and "classifier", which SEQ_CLS
+ * adds and which names no Llama module) or task_type "SEQ_CLS" (PEFT then
+ * adds "score" itself) sets lc.head, and needs a classifier base
+ * (num_labels > 0), else an error naming the key. Written: task_type
+ * "SEQ_CLS", modules_to_save ["classifier", "score"], PEFT's own list for
+ * SEQ_CLS.
  *
  * Import maps r, lora_alpha, lora_dropout, use_rslora, target_modules (a
  * list of module names, "all-linear", or null: PEFT's Llama default q_proj,
@@ -14,8 +25,9 @@
  * init_lora_weights (true, "gaussian", false) onto a LoraConfig, and refuses
  * with one line naming the option anything that would change the numbers
  * in a way llamac does not compute: bias other than "none", fan_in_fan_out,
- * a target_modules regex, another peft_type or task_type, and every other
- * key (use_dora, rank_pattern, alpha_pattern, modules_to_save, lora_bias,
+ * a target_modules regex, another peft_type or task_type, modules_to_save
+ * other than the score head, and every other
+ * key (use_dora, rank_pattern, alpha_pattern, lora_bias,
  * layers_pattern, megatron_config, exclude_modules, loftq, ..., and keys of
  * newer PEFT versions) unless its value is neutral (null, false, {}, [],
  * ""). Keys that only describe the file (base_model_name_or_path, revision,
