@@ -529,7 +529,7 @@ void dpo_lora_resume_bases(void) {
         snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
         snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
 #define RB_ARGS DPO_ARGS "%s --model %s --lora-r 4 --lora-targets all-linear --lora-dropout 0.1 --steps 16 " \
-                "--ckpt-dir " DIR "/rb%c%d --metrics %s"
+                "--ckpt-dir " DIR "/rb%c%d --adapter-out " DIR "/rbad --metrics %s"
         snprintf(a, sizeof a, RB_ARGS, tokp, bases[k], 'A', k, ma);
         snprintf(b, sizeof b, RB_ARGS, tokp, bases[k], 'B', k, mb);
         snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000006.h5", k);

@@ -378,7 +378,7 @@ void sft_lora_resume_bases(void) {
         snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
 #define RB_ARGS "sft --model %s --data " DIR "/chat.jsonl --template llama3 --batch 8 --seq 128 --steps 16 --lr 3e-3 " \
                 "--warmup 2 --seed 4 --peak-gflops 1 --save-every 4 --keep 2 --tokenizer %s --lora-r 4 " \
-                "--lora-dropout 0.1 --ckpt-dir " DIR "/rb%c%d --metrics %s"
+                "--lora-dropout 0.1 --ckpt-dir " DIR "/rb%c%d --adapter-out " DIR "/rbad --metrics %s"
         snprintf(a, sizeof a, RB_ARGS, bases[k], tokp, 'A', k, ma);
         snprintf(b, sizeof b, RB_ARGS, bases[k], tokp, 'B', k, mb);
         snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000008.h5", k);
