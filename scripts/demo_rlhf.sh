@@ -31,15 +31,15 @@ SFT=$(bash scripts/demo_sft_model.sh)
 
 echo "== 2/6 preference pairs from WordNet (true definition chosen, another word's rejected)"
 python3 scripts/prepare_pairs_wordnet.py "$S" "$D" --train 96 --val 32 --seed 11
-# prompts: the training pairs' questions for rejection sampling, the held-out
+# prompts: 32 of the training pairs' questions for rejection sampling, the held-out
 # pairs' for the before/after check (words neither the SFT nor the reward
 # model trained on)
 python3 - "$D" <<'EOF'
 import json, sys
 d = sys.argv[1]
-for split, out in (("train", "rs_prompts"), ("val", "held_prompts")):
+for split, out, n in (("train", "rs_prompts", 32), ("val", "held_prompts", 32)):
     with open(f"{d}/{out}.jsonl", "w") as f:
-        for line in open(f"{d}/{split}.jsonl"):
+        for line in list(open(f"{d}/{split}.jsonl"))[:n]:
             f.write(json.dumps({"messages": json.loads(line)["prompt"]}) + "\n")
 EOF
 
@@ -61,6 +61,7 @@ for line in sys.stdin:
 # greedy answers of a policy ($1, $2 = extra flags) to the held-out words, scored
 held_reward() {
     local tag=$1; shift
+    rm -f "$D/greedy_$tag".* "$D/greedy_${tag}_"*
     $L sample --model "$@" --tokenizer "$G" --prompts "$D/held_prompts.jsonl" --n 1 --temperature 0 \
         --max-tokens 40 --out "$D/greedy_$tag.jsonl" >/dev/null
     python3 - "$D/greedy_$tag.jsonl" "$D/greedy_${tag}_items.jsonl" <<'EOF'
@@ -85,7 +86,7 @@ EOF
 echo "== 4/6 before"
 held_reward before "$SFT"
 
-echo "== 5/6 rejection sampling: 2 rounds of K 8 answers per training word at temperature 1.2, the best kept, LoRA SFT"
+echo "== 5/6 rejection sampling: 2 rounds of K 8 answers to 32 training words at temperature 1.2, the best kept, LoRA SFT"
 rm -rf "$D/rs"
 $L rs --policy "$SFT" --tokenizer "$G" --template chatml \
     --reward-model "$D/rm.h5" --reward-tokenizer "$G" --reward-template chatml \
