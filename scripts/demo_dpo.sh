@@ -27,10 +27,7 @@ mkdir -p "$D"
 
 echo "== 1/5 the SFT model: build/sft_demo's adapter merged into SmolLM2-135M-Instruct"
 G=$(sh scripts/fetch_smollm2.sh)
-[ -f "$S/adapter/adapter_config.json" ] || bash scripts/demo_sft.sh
-# (re)made when missing or unreadable, e.g. left by an older llamac
-$L inspect "$S/base.h5" >/dev/null 2>&1 || $L convert "$G" "$S/base.h5" --force
-$L inspect "$D/sft.h5" >/dev/null 2>&1 || $L convert "$S/base.h5" "$D/sft.h5" --adapter "$S/adapter" --force
+SFT=$(bash scripts/demo_sft_model.sh)
 
 echo "== 2/5 preference pairs from WordNet (true definition chosen, another word's rejected)"
 old=$(cat "$D/train.jsonl" "$D/val.jsonl" 2>/dev/null | cksum || true) # none on a first run
@@ -43,7 +40,7 @@ ask() { # $1 = word, $2.. = extra flags: SmolLM2's ChatML prompt, greedy
     local w=$1; shift
     local p
     p=$(printf '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n<|im_start|>user\nWhat does the word "%s" mean?<|im_end|>\n<|im_start|>assistant\n' "$w")
-    $L generate --model "$D/sft.h5" --tokenizer "$G" --special --temperature 0 --max-tokens 30 \
+    $L generate --model "$SFT" --tokenizer "$G" --special --temperature 0 --max-tokens 30 \
         --prompt "$p" "$@" 2>/dev/null | sed -n '/^<|im_start|>assistant$/,$p' | tail -n +2 | tr '\n' ' '
 }
 show() { # $1 = before|after, $2.. = extra flags for generate
@@ -60,7 +57,7 @@ show before
 
 echo "== 4/5 LoRA DPO: r 16 on all linear layers, beta 0.1, the reference the SFT model (cached)"
 rm -rf "$D/ckpt"
-$L dpo --model "$D/sft.h5" --tokenizer "$G" --template chatml \
+$L dpo --model "$SFT" --tokenizer "$G" --template chatml \
     --data "$D/train.jsonl" --val "$D/val.jsonl" --ref-cache "$D/ref.bin" \
     --lora-r 16 --lora-alpha 32 --lora-targets all-linear --beta 0.1 \
     --seq 256 --batch 2 --steps 12 --lr 5e-4 --warmup 2 --val-every 4 --val-batches 4 --log-every 2 \
@@ -76,4 +73,4 @@ for line in sys.stdin:
     r = json.loads(line)
     print("  step %3d: val loss %.4f, accuracy %.3f, margin %.3f" % (r["step"], r["val_loss"],
           r["eval_rewards/accuracies"], r["eval_rewards/margins"]))'
-echo "== the DPO adapter is a PEFT directory on $D/sft.h5: $D/adapter"
+echo "== the DPO adapter is a PEFT directory on $SFT: $D/adapter"

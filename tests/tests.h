@@ -274,4 +274,11 @@ void sample_errors(void);
 void sample_determinism(void);
 void sample_speed(void);
 
+void rs_select(void);
+void rs_curve(void);
+void rs_sft_data(void);
+void rs_errors(void);
+void rs_e2e(void);
+void rs_lora(void);
+
 #endif

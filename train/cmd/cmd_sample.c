@@ -43,6 +43,7 @@
 #include "../../model/engine.h"
 #include "../io/iofile.h"
 #include "../io/source.h"
+#include "../loop/rollout.h"
 #include "../loop/run.h"
 #include "../proc/cli.h"
 #include "../proc/device.h"
@@ -96,30 +97,20 @@ static void buf_float(Buf *b, float f) {
 // ----------------------------------------------------------------------------
 // the run
 
-/* One sample's text while it runs. */
-typedef struct {
-    char *text;
-    size_t len, cap, checked; /* text[0..checked) searched for stop strings */
-    int stopped;              /* a stop string cut it */
-} SampleText;
-
 /* One prompt: its samples' lines until they are written. */
 typedef struct {
     int done;          /* samples finished */
     char **line;       /* (K) each sample's line, '\n' ended */
     double *t_first;   /* (K) */
-    SampleText *txt;   /* (K) while its samples run */
+    RolloutText *txt;  /* (K) while its samples run */
     long gen;          /* completion tokens of its samples */
 } Slot;
 
 typedef struct {
-    const PromptSet *ps;
-    const Tokenizer *tok;
+    const Rollout *ro; /* the prompts, tokenizer and stop ids */
     int K, logprobs_t1;
     char **stops;      /* --stop */
     size_t nstops;
-    const int *stop_ids;
-    int n_stop_ids;
     Slot *slot;        /* (ps->n) */
     long outstanding;  /* samples queued or running on this rank */
     size_t *ready;     /* finished prompts not yet sent to rank 0 */
@@ -127,38 +118,16 @@ typedef struct {
     long gen_tokens;   /* completion tokens finished on this rank */
 } Run;
 
-static int is_stop_id(const Run *R, int id) {
-    for (int k = 0; k < R->n_stop_ids; k++)
-        if (R->stop_ids[k] == id) return 1;
-    return 0;
-}
-
 /* EngineCallbacks.on_token: the token's bytes onto the text, then the stop
  * strings over the bytes that could end in them. */
 static int on_token(void *ud, EngineSeq *s) {
     Run *R = ud;
     Slot *sl = s->user;
     size_t i = (size_t)(sl - R->slot);
-    SampleText *st = &sl->txt[s->sample];
-    int id = s->tokens[s->n - 1];
-    if (st->stopped) return 1;
-    if (is_stop_id(R, id)) return 0; /* the engine ends the sample; EOS is not text */
-    size_t len;
-    const char *b = tok_token_bytes(R->tok, id, &len);
-    if (st->len + len + 1 > st->cap) st->text = xrealloc(st->text, st->cap = 2 * (st->len + len) + 64);
-    if (len) memcpy(st->text + st->len, b, len);
-    st->len += len;
-    const PromptSet *ps = R->ps;
+    const PromptSet *ps = &R->ro->ps;
     size_t k0 = ps->stop_off[i], k1 = ps->stop_off[i + 1];
-    if (!R->nstops && k0 == k1) return 0;
-    long a = stop_find(R->stops, R->nstops, st->text, st->len, st->checked);
-    long c = stop_find(ps->stop + k0, k1 - k0, st->text, st->len, st->checked);
-    if (a < 0 || (c >= 0 && c < a)) a = c;
-    st->checked = st->len;
-    if (a < 0) return 0;
-    st->len = (size_t)a;
-    st->stopped = 1;
-    return 1;
+    return rollout_text_token(&sl->txt[s->sample], R->ro, s->tokens[s->n - 1], R->stops, R->nstops, ps->stop + k0,
+                              k1 - k0);
 }
 
 static int our_key(const char *k) {
@@ -170,14 +139,14 @@ static int our_key(const char *k) {
 }
 
 /* The output line of a finished sample. */
-static char *sample_line(const Run *R, size_t i, const EngineSeq *s, const SampleText *st) {
+static char *sample_line(const Run *R, size_t i, const EngineSeq *s, const RolloutText *st) {
     Buf b = {0};
     char num[160];
     snprintf(num, sizeof num, "{\"index\":%zu", i);
     buf_str(&b, num);
     const char *key;
     json_t *val;
-    json_object_foreach(R->ps->obj[i], key, val) {
+    json_object_foreach(R->ro->ps.obj[i], key, val) {
         if (our_key(key)) continue; /* ours win */
         json_t *k = json_string(key);
         buf_str(&b, ",");
@@ -219,11 +188,10 @@ static void on_done(void *ud, EngineSeq *s) {
     Run *R = ud;
     Slot *sl = s->user;
     size_t i = (size_t)(sl - R->slot);
-    SampleText *st = &sl->txt[s->sample];
+    RolloutText *st = &sl->txt[s->sample];
     sl->line[s->sample] = sample_line(R, i, s, st);
     sl->t_first[s->sample] = s->t_first;
-    free(st->text);
-    memset(st, 0, sizeof *st);
+    rollout_text_free(st);
     sl->gen += s->n;
     R->gen_tokens += s->n;
     R->outstanding--;
@@ -237,7 +205,7 @@ static void on_done(void *ud, EngineSeq *s) {
 static void slot_free(Slot *sl, int K) {
     for (int j = 0; sl->line && j < K; j++) free(sl->line[j]);
     if (sl->txt)
-        for (int j = 0; j < K; j++) free(sl->txt[j].text);
+        for (int j = 0; j < K; j++) rollout_text_free(&sl->txt[j]);
     free(sl->line);
     free(sl->t_first);
     free(sl->txt);
@@ -292,7 +260,7 @@ static void exchange(Run *R) {
         dist_recv(data, n, src, TAG_LINES + 1);
         for (const char *p = data; p < data + n;) {
             size_t i = (size_t)unpack_u64(&p);
-            LC_ASSERT(i < R->ps->n);
+            LC_ASSERT(i < R->ro->ps.n);
             Slot *sl = &R->slot[i];
             sl->gen = (long)unpack_u64(&p);
             sl->t_first = xmalloc((size_t)K * sizeof(double));
@@ -442,8 +410,9 @@ static int resume_scan(const char *out, int K, size_t N, size_t *done, long long
 /* The flags. */
 typedef struct {
     const char *model, *tokpath, *adapter, *prompts, *out, *tname, *device, *stats;
-    long K, max_tokens, top_k, seed, max_seqs, max_rows, kv_tokens, ctx, threads;
-    double temperature, top_p, min_p, rep;
+    long K, seed;
+    RolloutFlags r;   /* the sampler's and the engine's */
+    double rep;
     int ignore_eos, lp_t1, special;
     CliList stop;
 } Opts;
@@ -455,13 +424,7 @@ typedef struct {
     SampleParams sp;
     char **stops; /* --stop */
     size_t nstops, cap_stops;
-    LlamaConfig c;
-    Tokenizer tok;
-    char tokpath[4200];     /* the model's own tokenizer, without --tokenizer */
-    ChatTemplate tpl;
-    int have_tpl;
-    PromptSet ps;
-    int stop_ids[3], n_stop_ids;
+    Rollout ro;             /* the model's config, tokenizer, template, prompts, stop ids */
     json_t *settings;       /* what the lines depend on */
     char spath[PATH_MAX];   /* OUT.settings.json */
     int have_out, fd;
@@ -469,7 +432,7 @@ typedef struct {
     long long keep, size;   /* its bytes to keep, and all of them */
     Device dev;
     Llama m;
-    int loaded;
+    int loaded, opened;
     Engine *g;
     Slot *slot;             /* (ps.n) */
     Run R;
@@ -506,53 +469,10 @@ static int open_inputs(Sampling *S, Err *e) {
     Opts *o = &S->o;
     for (int k = 0; k < o->stop.n; k++)
         if (prompts_stops_parse(o->stop.v[k], &S->stops, &S->nstops, &S->cap_stops, "--stop", e)) return -1;
-    ModelSource ms;
-    if (source_open(&ms, o->model, e)) return -1;
-    S->c = ms.c;
-    if (!o->tokpath) {
-        const char *t = source_tokenizer(&ms, NULL, e);
-        if (!t) return -1;
-        _Static_assert(sizeof S->tokpath >= sizeof ms.tokenizer, "room for the model's tokenizer path");
-        memcpy(S->tokpath, ms.tokenizer, sizeof ms.tokenizer);
-        o->tokpath = S->tokpath;
-    }
-    if (tok_load(&S->tok, o->tokpath, e)) return -1;
-    if ((ms.tokenizer_id && S->tok.id != ms.tokenizer_id) || S->tok.vocab > S->c.vocab)
-        return err_set(e, "%s: not the tokenizer %s was trained with", o->tokpath, o->model);
-    if (o->ctx > S->c.max_seq) return err_set(e, "--ctx: %ld exceeds the model's context length %d", o->ctx, S->c.max_seq);
-    /* the template of message prompts: --template, else the tokenizer's */
-    static char sys_default[CHAT_MAX_SYSTEM];
-    char tpl_why[256];
-    snprintf(sys_default, sizeof sys_default, "%s", CHAT_SMOLLM2_SYSTEM);
-    snprintf(tpl_why, sizeof tpl_why, "give --template (llama2, llama3, llama3.1 or chatml): %.160s comes with none",
-             o->tokpath);
-    S->tpl = CHAT_LLAMA3;
-    if (o->tname && strcmp(o->tname, "none") == 0) {
-        snprintf(tpl_why, sizeof tpl_why, "--template none");
-    } else if (o->tname) {
-        if (chat_template_parse(o->tname, &S->tpl, e)) return -1;
-        S->have_tpl = 1;
-    } else {
-        Err te = {{0}};
-        int found = chat_template_of(&S->tok, o->tokpath, &S->tpl, sys_default, &te);
-        if (found < 0) snprintf(tpl_why, sizeof tpl_why, "%s", te.msg);
-        S->have_tpl = found > 0;
-    }
-    char max_why[96];
-    long most = o->ctx ? o->ctx : S->c.max_seq;
-    snprintf(max_why, sizeof max_why, "the context of %ld tokens (%s)", most, o->ctx ? "--ctx" : "the model's");
-    PromptOpts po = {S->have_tpl ? (int)S->tpl : -1, tpl_why, sys_default, o->special, (int)most, max_why};
-    if (prompts_load(&S->ps, o->prompts, &S->tok, &po, e)) return -1;
-    /* the cache holds what this run can reach, not the model's whole context */
-    size_t longest = 0;
-    for (size_t i = 0; i < S->ps.n; i++)
-        if (S->ps.off[i + 1] - S->ps.off[i] > longest) longest = S->ps.off[i + 1] - S->ps.off[i];
-    if (o->ctx == 0) o->ctx = (long)longest + o->max_tokens < S->c.max_seq ? (long)longest + o->max_tokens : S->c.max_seq;
-    /* the stop ids: end of text and end of turn (ChatML's <|im_end|> when
-     * its template rendered the prompts) */
-    if (!o->ignore_eos)
-        S->n_stop_ids = run_stop_ids(&S->tok, S->have_tpl && S->tpl == CHAT_CHATML ? tok_special_id(&S->tok, "<|im_end|>")
-                                                                                 : -1, S->stop_ids);
+    RolloutOpts ro = {o->model, o->tokpath, o->tname, o->prompts, o->special, o->r.ctx, o->r.max_tokens, o->ignore_eos};
+    if (rollout_open(&S->ro, &ro, e)) return -1;
+    S->opened = 1;
+    o->r.ctx = S->ro.ctx;
     return 0;
 }
 
@@ -567,23 +487,23 @@ static int settings_build(Sampling *S, Err *e) {
     json_object_set_new(j, "model-bytes", json_integer(path_bytes(o->model)));
     json_object_set_new(j, "adapter", o->adapter ? abs_path(o->adapter) : json_null());
     json_object_set_new(j, "adapter-bytes", json_integer(o->adapter ? path_bytes(o->adapter) : 0));
-    json_object_set_new(j, "tokenizer-id", hex64(S->tok.id));
+    json_object_set_new(j, "tokenizer-id", hex64(S->ro.tok.id));
     json_object_set_new(j, "prompts-hash", hex64(phash));
     json_object_set_new(j, "n", json_integer(o->K));
-    json_object_set_new(j, "max-tokens", json_integer(o->max_tokens));
+    json_object_set_new(j, "max-tokens", json_integer(o->r.max_tokens));
     json_object_set_new(j, "temperature", json_real(iofile_short_real(S->sp.temperature)));
     json_object_set_new(j, "top-p", json_real(iofile_short_real(S->sp.top_p)));
-    json_object_set_new(j, "top-k", json_integer(o->top_k));
+    json_object_set_new(j, "top-k", json_integer(o->r.top_k));
     json_object_set_new(j, "min-p", json_real(iofile_short_real(S->sp.min_p)));
     json_object_set_new(j, "repetition-penalty", json_real(iofile_short_real(S->sp.rep_penalty)));
     json_object_set_new(j, "seed", json_integer(o->seed));
     for (size_t k = 0; k < S->nstops; k++) json_array_append_new(stops, json_string(S->stops[k]));
     json_object_set_new(j, "stop", stops);
     json_object_set_new(j, "ignore-eos", json_boolean(o->ignore_eos));
-    json_object_set_new(j, "template", S->have_tpl ? json_string(chat_template_name(S->tpl)) : json_null());
+    json_object_set_new(j, "template", S->ro.have_tpl ? json_string(chat_template_name(S->ro.tpl)) : json_null());
     json_object_set_new(j, "special", json_boolean(o->special));
     json_object_set_new(j, "logprobs-t1", json_boolean(o->lp_t1));
-    json_object_set_new(j, "ctx", json_integer(o->ctx));
+    json_object_set_new(j, "ctx", json_integer(o->r.ctx));
     json_object_set_new(j, "device", json_string(o->device));
     return 0;
 }
@@ -601,7 +521,7 @@ static int check_out(Sampling *S, Err *e) {
                              "or delete it", out, S->spath);
         else if (S->have_out)
             bad = settings_check(out, S->spath, S->settings, e) ||
-                  resume_scan(out, (int)S->o.K, S->ps.n, &S->done0, &S->keep, &S->size, e);
+                  resume_scan(out, (int)S->o.K, S->ro.ps.n, &S->done0, &S->keep, &S->size, e);
     }
     if (dist_allreduce_max_int(bad != 0)) return bad ? -1 : err_set(e, "--out %s: refused on rank 0", out);
     uint64_t d = S->done0;
@@ -614,10 +534,10 @@ static int check_out(Sampling *S, Err *e) {
  * unfinished end cut, opened for appending (rank 0); the banner. */
 static int start(Sampling *S, Err *e) {
     const Opts *o = &S->o;
-    if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->c, &S->m, MODEL_B, MODEL_T, e)) return -1;
+    if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->ro.c, &S->m, MODEL_B, MODEL_T, e)) return -1;
     S->loaded = 1;
     /* the model is the engine's alone: its own copies of the weights go once packed */
-    EngineOpts eo = {(int)o->max_seqs, (int)o->max_rows, (int)o->ctx, o->kv_tokens, 1};
+    EngineOpts eo = {(int)o->r.max_seqs, (int)o->r.max_rows, (int)o->r.ctx, o->r.kv_tokens, 1};
     if (engine_init(&S->g, &S->m, &eo, e)) return -1;
     int bad = 0;
     if (S->rank == 0) {
@@ -633,14 +553,14 @@ static int start(Sampling *S, Err *e) {
     if (dist_allreduce_max_int(bad != 0)) return bad ? -1 : err_set(e, "--out %s: cannot be written on rank 0", o->out);
     if (S->rank == 0) {
         EngineStats es = engine_stats(S->g);
-        const LlamaConfig *c = &S->c;
+        const LlamaConfig *c = &S->ro.c;
         fprintf(stderr, "sample: %s: %d layers, dim %d, vocab %d; %zu prompts in %s, %zu already in %s; %ld samples "
-                        "each, up to %ld tokens\n", o->model, c->n_layers, c->dim, c->vocab, S->ps.n, o->prompts,
-                S->done0, o->out, o->K, o->max_tokens);
+                        "each, up to %ld tokens\n", o->model, c->n_layers, c->dim, c->vocab, S->ro.ps.n, o->prompts,
+                S->done0, o->out, o->K, o->r.max_tokens);
         fprintf(stderr, "sample: KV cache %.1f KiB per token, pool %ld tokens (%.1f MiB); weights %.1f MiB; max-seqs "
                         "%ld, max-rows %ld, ctx %ld, %d threads\n", engine_kv_bytes_per_token(c, S->m.ops) / 1024.0,
-                es.kv_tokens_cap, es.kv_bytes / 1048576.0, es.weight_bytes / 1048576.0, o->max_seqs, o->max_rows,
-                o->ctx, omp_get_max_threads());
+                es.kv_tokens_cap, es.kv_bytes / 1048576.0, es.weight_bytes / 1048576.0, o->r.max_seqs, o->r.max_rows,
+                o->r.ctx, omp_get_max_threads());
         if (S->W > 1) fprintf(stderr, "sample: %d ranks: prompt i on rank i %% %d, rank 0 writes %s\n", S->W, S->W, o->out);
     }
     return 0;
@@ -650,19 +570,15 @@ static int start(Sampling *S, Err *e) {
  * wait (continuous batching always finds the next prompt queued). */
 static int feed(Sampling *S, size_t *next, Err *e) {
     const Opts *o = &S->o;
-    const PromptSet *ps = &S->ps;
-    while (*next < ps->n && S->R.outstanding < 2 * o->max_seqs) {
+    const PromptSet *ps = &S->ro.ps;
+    while (*next < ps->n && S->R.outstanding < 2 * o->r.max_seqs) {
         size_t i = *next;
         Slot *sl = &S->slot[i];
         sl->line = xcalloc((size_t)o->K, sizeof *sl->line);
         sl->t_first = xcalloc((size_t)o->K, sizeof(double));
         sl->txt = xcalloc((size_t)o->K, sizeof *sl->txt);
-        EngineRequest rq = {ps->ids + ps->off[i], (int)(ps->off[i + 1] - ps->off[i]), (int)o->K, (int)o->max_tokens,
-                            S->sp, sample_seed((uint64_t)o->seed, i), 0, S->stop_ids, S->n_stop_ids, 1, 0, sl};
-        if (engine_add(S->g, &rq, e) < 0) {
-            Err ae = *e;
-            return err_set(e, "%s:%ld: prompt %zu: %s", o->prompts, ps->line[i], i, ae.msg);
-        }
+        if (rollout_add(S->g, &S->ro, o->prompts, i, (int)o->K, (int)o->r.max_tokens, &S->sp, (uint64_t)o->seed, sl, e))
+            return -1;
         S->R.outstanding += o->K;
         *next += (size_t)S->W;
     }
@@ -674,7 +590,7 @@ static int feed(Sampling *S, size_t *next, Err *e) {
  * Returns -1 when the write failed. */
 static int write_ready(Sampling *S, size_t *next_write, long *gen_written, double t_loop, double *t_print) {
     int K = (int)S->o.K;
-    size_t N = S->ps.n;
+    size_t N = S->ro.ps.n;
     Buf wb = {0};
     while (*next_write < N && S->slot[*next_write].done == K) {
         Slot *sl = &S->slot[*next_write];
@@ -704,10 +620,9 @@ static int write_ready(Sampling *S, size_t *next_write, long *gen_written, doubl
  * which writes them in order; every rank goes round until every rank is
  * done (or rank 0 cannot write). */
 static int sample_all(Sampling *S, Err *e) {
-    size_t N = S->ps.n, W = (size_t)S->W;
+    size_t N = S->ro.ps.n, W = (size_t)S->W;
     S->slot = xcalloc(N, sizeof *S->slot);
-    S->R = (Run){&S->ps, &S->tok, (int)S->o.K, S->o.lp_t1, S->stops, S->nstops, S->stop_ids, S->n_stop_ids,
-                 S->slot, 0, NULL, 0, 0, 0};
+    S->R = (Run){&S->ro, (int)S->o.K, S->o.lp_t1, S->stops, S->nstops, S->slot, 0, NULL, 0, 0, 0};
     if (S->rank == 0) S->ttft = xmalloc((N - S->done0) * (size_t)S->o.K * sizeof(double) + 1);
     EngineCallbacks cb = {on_token, on_done, &S->R};
     size_t next = S->done0 + ((size_t)S->rank + W - S->done0 % W) % W; /* the first i >= done0 with i % W == rank */
@@ -756,7 +671,7 @@ static int report(Sampling *S, Err *e) {
         if (pf[r] > S->prefill_s) S->prefill_s = pf[r];
     free(pf);
     if (S->rank != 0) return 0;
-    size_t N = S->ps.n, now = N - S->done0;
+    size_t N = S->ro.ps.n, now = N - S->done0;
     double wall = time_now() - S->t_start, tps = S->gen_s > 0 ? sums[0] / S->gen_s : 0;
     double med = median(S->ttft, S->nttft);
     char c1[32];
@@ -772,7 +687,7 @@ static int report(Sampling *S, Err *e) {
     json_object_set_new(j, "prefill_s", json_real(S->prefill_s));
     json_object_set_new(j, "ttft_s", json_real(med));
     json_object_set_new(j, "wall_s", json_real(wall));
-    json_object_set_new(j, "kv_bytes_per_token", json_integer((json_int_t)engine_kv_bytes_per_token(&S->c, S->m.ops)));
+    json_object_set_new(j, "kv_bytes_per_token", json_integer((json_int_t)engine_kv_bytes_per_token(&S->ro.c, S->m.ops)));
     json_object_set_new(j, "samples", json_integer((json_int_t)(now * (size_t)o->K)));
     json_object_set_new(j, "prompts", json_integer((json_int_t)now));
     json_object_set_new(j, "steps", json_integer(S->steps));
@@ -786,7 +701,7 @@ static void sampling_free(Sampling *S) {
     if (S->fd >= 0) close(S->fd);
     engine_free(S->g);
     if (S->slot)
-        for (size_t i = 0; i < S->ps.n; i++) slot_free(&S->slot[i], (int)S->o.K);
+        for (size_t i = 0; i < S->ro.ps.n; i++) slot_free(&S->slot[i], (int)S->o.K);
     free(S->slot);
     free(S->R.ready);
     free(S->ttft);
@@ -795,8 +710,7 @@ static void sampling_free(Sampling *S) {
         device_close(&S->dev);
     }
     json_decref(S->settings);
-    prompts_free(&S->ps);
-    tok_free(&S->tok);
+    if (S->opened) rollout_free(&S->ro);
     for (size_t k = 0; k < S->nstops; k++) free(S->stops[k]);
     free(S->stops);
 }
@@ -806,8 +720,10 @@ int cmd_sample(int argc, char **argv, Err *e) {
     memset(&S, 0, sizeof S);
     S.fd = -1;
     Opts *o = &S.o;
-    *o = (Opts){.device = "cpu", .K = 1, .max_tokens = 256, .seed = 42, .max_seqs = 64, .max_rows = 512,
-                .temperature = 0.8, .top_p = 1, .rep = 1};
+    *o = (Opts){.device = "cpu", .K = 1, .seed = 42, .rep = 1};
+    rollout_flags_default(&o->r, 0.8);
+    CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
+    rollout_flags(&o->r, sf, ef);
     CliFlag flags[] = {
         {"model", CLI_STR, &o->model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
         {"tokenizer", CLI_STR, &o->tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
@@ -816,11 +732,7 @@ int cmd_sample(int argc, char **argv, Err *e) {
          "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
         {"out", CLI_STR, &o->out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},
         {"n", CLI_INT, &o->K, 1, 1 << 16, "samples per prompt"},
-        {"max-tokens", CLI_INT, &o->max_tokens, 1, 1 << 24, "tokens per sample at most"},
-        {"temperature", CLI_FLOAT, &o->temperature, 0, 100, "softmax temperature (0: greedy)"},
-        {"top-p", CLI_FLOAT, &o->top_p, 0, 1, "nucleus sampling mass in (0, 1] (1: off)"},
-        {"top-k", CLI_INT, &o->top_k, 0, 1 << 24, "sample from the k most likely tokens (0: off)"},
-        {"min-p", CLI_FLOAT, &o->min_p, 0, 1, "drop tokens below min-p x the most likely one's probability (0: off)"},
+        sf[0], sf[1], sf[2], sf[3], sf[4],
         {"repetition-penalty", CLI_FLOAT, &o->rep, 0, 100, "CTRL's penalty on tokens of the prompt and sample (1: off)"},
         {"stop", CLI_LIST, &o->stop, 0, 0,
          "stop strings: a JSON string or list, e.g. '\"\\n\\n\"' or '[\"\\n\", \"User:\"]' (repeatable)"},
@@ -830,12 +742,7 @@ int cmd_sample(int argc, char **argv, Err *e) {
         {"template", CLI_STR, &o->tname, 0, 0,
          "chat template of message prompts: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
         {"special", CLI_BOOL, &o->special, 0, 0, "special-token names in \"prompt\" text become their ids"},
-        {"max-seqs", CLI_INT, &o->max_seqs, 1, 1 << 16, "sequences decoded at once"},
-        {"max-rows", CLI_INT, &o->max_rows, 1, 1 << 20, "token rows of one forward (decode rows + prefill chunks)"},
-        {"kv-tokens", CLI_INT, &o->kv_tokens, 0, 1L << 40, "KV cache pool in tokens (0: --max-seqs x the context)"},
-        {"ctx", CLI_INT, &o->ctx, 0, 1 << 24,
-         "longest sequence, prompt + sample (0: the longest prompt + --max-tokens, at most the model's)"},
-        {"threads", CLI_INT, &o->threads, 0, 4096, "OpenMP threads (0: as started)"},
+        ef[0], ef[1], ef[2], ef[3], ef[4],
         {"stats", CLI_STR, &o->stats, 0, 0, "write the run's speed as JSON to this file"},
         {"device", CLI_STR, &o->device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
@@ -858,9 +765,8 @@ int cmd_sample(int argc, char **argv, Err *e) {
     if (!o->model) return err_set(e, "--model: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!o->prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
     if (!o->out) return err_set(e, "--out: required (the JSONL file of samples)");
-    S.sp = (SampleParams){(float)o->temperature, (int)o->top_k, (float)o->top_p, (float)o->min_p, (float)o->rep};
-    if (sample_params_check(&S.sp, e) || device_check(o->device, e)) return -1;
-    if (o->threads > 0) omp_set_num_threads((int)o->threads);
+    if (rollout_params(&o->r, o->rep, &S.sp, e) || device_check(o->device, e)) return -1;
+    if (o->r.threads > 0) omp_set_num_threads((int)o->r.threads);
     S.rank = dist_rank();
     S.W = dist_world();
     S.t_start = time_now();

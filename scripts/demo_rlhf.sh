@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# make demo-rlhf: Llama 2-Chat's post-training after SFT, on this CPU: a
+# reward model trained on preference pairs, then rejection sampling with it.
+#
+# Starts from the SFT demo's SmolLM2-135M-Instruct (scripts/demo_sft_model.sh;
+# scripts/demo_sft.sh runs first when its adapter is missing), which answers
+# "What does the word X mean?" in WordNet's style, often wrongly. 1) Pairs
+# from WordNet (scripts/prepare_pairs_wordnet.py: the true definition chosen,
+# another word's definition of the same part of speech rejected). 2) A reward
+# model: that model's trunk with a new score head, LoRA r 16 on every linear
+# layer plus the whole head, one pass over the pairs; its held-out accuracy
+# before and after. 3) The policy's greedy answers to held-out words, scored
+# by the reward model. 4) Rejection sampling: for each training word K
+# answers at temperature 1.2 (Llama 2's), the reward model keeps the best,
+# LoRA SFT on them, twice (Llama 2's iterative rounds), with the best- and
+# median-of-k reward curve of each round. 5) The greedy answers and their
+# held-out reward after. Everything lands in build/rlhf_demo (the reward
+# model's metrics, rs's round folders, curve.png). Extra arguments go to
+# `llamac rs`.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+L=build/llamac
+D=build/rlhf_demo
+S=build/sft_demo
+mkdir -p "$D"
+t0=$(date +%s)
+
+echo "== 1/6 the SFT model: build/sft_demo's adapter merged into SmolLM2-135M-Instruct"
+G=$(sh scripts/fetch_smollm2.sh)
+SFT=$(bash scripts/demo_sft_model.sh)
+
+echo "== 2/6 preference pairs from WordNet (true definition chosen, another word's rejected)"
+python3 scripts/prepare_pairs_wordnet.py "$S" "$D" --train 96 --val 32 --seed 11
+# prompts: the training pairs' questions for rejection sampling, the held-out
+# pairs' for the before/after check (words neither the SFT nor the reward
+# model trained on)
+python3 - "$D" <<'EOF'
+import json, sys
+d = sys.argv[1]
+for split, out in (("train", "rs_prompts"), ("val", "held_prompts")):
+    with open(f"{d}/{out}.jsonl", "w") as f:
+        for line in open(f"{d}/{split}.jsonl"):
+            f.write(json.dumps({"messages": json.loads(line)["prompt"]}) + "\n")
+EOF
+
+echo "== 3/6 reward model: LoRA r 16 on all linear layers + the whole score head, one pass over 96 pairs"
+rm -rf "$D/rm_ckpt" "$D/rm_metrics.jsonl"
+$L reward --model "$SFT" --tokenizer "$G" --template chatml \
+    --data "$D/train.jsonl" --val "$D/val.jsonl" \
+    --lora-r 16 --lora-alpha 32 --lora-targets all-linear \
+    --seq 256 --batch 2 --epochs 1 --lr 1e-3 --warmup 2 --val-every 8 --val-batches 8 --log-every 4 \
+    --ckpt-dir "$D/rm_ckpt" --metrics "$D/rm_metrics.jsonl" --adapter-out "$D/rm_adapter" --merged-out "$D/rm.h5"
+echo "held-out reward-model accuracy by step (the share of held-out pairs whose true definition scores higher):"
+grep '"val_loss"' "$D/rm_metrics.jsonl" | python3 -c '
+import json, sys
+for line in sys.stdin:
+    r = json.loads(line)
+    print("  step %3d: val loss %.4f, accuracy %.3f, margin %.3f" % (r["step"], r["val_loss"], r["eval_accuracy"],
+          r["eval_margin"]))'
+
+# greedy answers of a policy ($1, $2 = extra flags) to the held-out words, scored
+held_reward() {
+    local tag=$1; shift
+    $L sample --model "$@" --tokenizer "$G" --prompts "$D/held_prompts.jsonl" --n 1 --temperature 0 \
+        --max-tokens 40 --out "$D/greedy_$tag.jsonl" >/dev/null
+    python3 - "$D/greedy_$tag.jsonl" "$D/greedy_${tag}_items.jsonl" <<'EOF'
+import json, sys
+with open(sys.argv[2], "w") as f:
+    for line in open(sys.argv[1]):
+        r = json.loads(line)
+        f.write(json.dumps({"prompt": r["messages"], "completion": r["text"]}) + "\n")
+EOF
+    $L score --reward-model "$D/rm.h5" --reward-tokenizer "$G" --reward-template chatml \
+        --data "$D/greedy_${tag}_items.jsonl" --out "$D/greedy_${tag}_scored.jsonl" >/dev/null 2>&1
+    python3 - "$D/greedy_${tag}_scored.jsonl" "$tag" <<'EOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+print("---- held-out words, %s rejection sampling (greedy): mean reward %.3f over %d answers ----"
+      % (sys.argv[2], sum(r["reward"] for r in rows) / len(rows), len(rows)))
+for r in rows[:4]:
+    print("Q: %s\nA: %s   (reward %.2f)" % (r["prompt"][-1]["content"], r["completion"].strip(), r["reward"]))
+EOF
+}
+
+echo "== 4/6 before"
+held_reward before "$SFT"
+
+echo "== 5/6 rejection sampling: 2 rounds of K 8 answers per training word at temperature 1.2, the best kept, LoRA SFT"
+rm -rf "$D/rs"
+$L rs --policy "$SFT" --tokenizer "$G" --template chatml \
+    --reward-model "$D/rm.h5" --reward-tokenizer "$G" --reward-template chatml \
+    --prompts "$D/rs_prompts.jsonl" --k 8 --rounds 2 --temperature 1.2 --max-tokens 40 --seed 5 \
+    --out-dir "$D/rs" "$@" \
+    -- --lora-r 16 --lora-alpha 32 --lora-targets all-linear --seq 256 --batch 4 --epochs 2 --lr 5e-4 --warmup 2
+
+echo "== 6/6 after"
+POLICY=$(ls -d "$D"/rs/round-2/adapter 2>/dev/null || true)
+if [ -n "$POLICY" ]; then held_reward after "$SFT" --adapter "$POLICY"; else held_reward after "$D/rs/round-2/policy.h5"; fi
+echo "the best- and median-of-k reward curves: $D/rs/curve.png"
+echo "demo-rlhf: $(( $(date +%s) - t0 )) s"
