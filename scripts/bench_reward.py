@@ -11,7 +11,7 @@ fine-tuning, and LoRA r 16 alpha 32 on q,k,v,o with the score head trained
 whole (llamac --lora-r 16 --lora-alpha 32; PEFT LoraConfig task_type
 SEQ_CLS, modules_to_save ["score"]).
 
-The pairs are the DPO demo's (scripts/prepare_dpo_pairs.py: WordNet
+The pairs are the DPO demo's (scripts/prepare_pairs_wordnet.py: WordNet
 definitions, the true one chosen, another word's rejected, as ChatML
 conversations with SmolLM2's default system turn). The run trains the first
 --batch of them at every step, so both sides see the same batch at every
@@ -50,7 +50,7 @@ LORA_R, LORA_ALPHA = 16, 32
 def make_pairs(batch):
     """the first `batch` of the DPO demo's pairs into PAIRS; the pair lines"""
     os.makedirs(WORK, exist_ok=True)
-    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_dpo_pairs.py"),
+    subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "prepare_pairs_wordnet.py"),
                     os.path.join(ROOT, "build", "sft_demo"), WORK], check=True, stdout=subprocess.DEVNULL)
     with open(os.path.join(WORK, "train.jsonl")) as f:
         lines = f.readlines()[:batch]
@@ -194,7 +194,7 @@ def main():
 
     load = os.getloadavg()
     say(f"bench-reward: SmolLM2-135M-Instruct (float32) with a new score head, the first {a.batch} pairs of "
-        f"scripts/prepare_dpo_pairs.py's as every step's batch, ChatML, no packing, max length {a.max_length}, "
+        f"scripts/prepare_pairs_wordnet.py's as every step's batch, ChatML, no packing, max length {a.max_length}, "
         f"{a.warmup} + {a.steps} steps, {a.rounds} rounds, {a.threads} threads each, {os.cpu_count()} CPUs, "
         f"load average {load[0]:.2f} at the start")
     rows = []
