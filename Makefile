@@ -249,9 +249,10 @@ bench-dpo: all
 	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
 
 # llamac reward against TRL's RewardTrainer (full and LoRA r 16) on SmolLM2-135M
-# on this CPU: tokens/s and peak RSS, medians of 3 rounds; the table also goes
-# to bench/results/cpu-<date>-reward.txt. BENCH_REWARD_ARGS="--steps 2 --warmup 1
-# --rounds 1 --configs lora" for a quick one.
+# on this CPU: tokens/s and peak RSS, medians of 3 rounds; then one round of
+# llamac rs (samples/s, the time split into sampling, scoring, training). The
+# tables also go to bench/results/cpu-<date>-reward.txt. BENCH_REWARD_ARGS="--steps 2
+# --warmup 1 --rounds 1 --configs lora" for a quick one.
 bench-reward: all
 	$(Q)python3 scripts/bench_reward.py $(BENCH_REWARD_ARGS)
 
@@ -384,7 +385,7 @@ help:
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make bench-reward llamac reward vs TRL RewardTrainer on SmolLM2-135M, full and LoRA: tokens/s,"
-	@echo "                peak RSS, into bench/results/cpu-<date>-reward.txt (BENCH_REWARD_ARGS)"
+	@echo "                peak RSS; llamac rs samples/s by phase; into bench/results/cpu-<date>-reward.txt"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"

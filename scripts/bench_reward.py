@@ -22,6 +22,13 @@ tokens (no padding): TRL's from each step's attention mask, llamac's from
 the set's token count it prints, checked equal. Step times: llamac's from
 its --metrics rows, TRL's from a callback; the steps after --warmup.
 
+The rs row (--configs rs): one round of `llamac rs` per --rounds with
+SmolLM2 as the policy and a reward model made from it once (one LoRA step
+on the pairs, merged), 8 of the pairs' prompts x 4 samples of at most 32
+tokens, LoRA SFT on the kept samples: samples/s over the round and its split
+into sampling (model load included), scoring and training, from rs's last
+line. llamac only: TRL has no rejection-sampling trainer.
+
 Each run is its own process; peak RSS is the child's ru_maxrss (os.wait4;
 this parent never imports torch, see scripts/bench_dpo.py). Runs alternate
 llamac / TRL, the order swapped every round; the table shows medians of the
@@ -43,8 +50,9 @@ from bench_sft import BETA2, CLIP, EPS, HF, LR, ROOT, VENV, WD, prepare, read_js
 
 WORK = os.path.join(ROOT, "build", "bench_reward")
 PAIRS = os.path.join(WORK, "pairs.jsonl")
-CONFIGS = ("full", "lora")
+CONFIGS = ("full", "lora", "rs")
 LORA_R, LORA_ALPHA = 16, 32
+RS_PROMPTS, RS_K, RS_TOKENS, RS_STEPS = 8, 4, 32, 2  # the rs row: prompts, samples each, tokens each, SFT steps
 
 
 def make_pairs(batch):
@@ -87,6 +95,57 @@ def run_llamac(a, config):
     tokens = int(m.group(2))  # the whole set: every step's batch
     return {"tps": tokens * a.steps / (el[-1] - el[a.warmup - 1] if a.warmup else el[-1]), "rss": rss,
             "tokens_per_step": tokens, "step_s": statistics.median(el[i] - el[i - 1] for i in range(max(a.warmup, 1), len(el)))}
+
+
+def seconds(clock):
+    """run_clock's "m:ss" or "h:mm:ss" in seconds"""
+    t = 0
+    for part in clock.split(":"):
+        t = 60 * t + int(part)
+    return t
+
+
+def run_rs(a):
+    """One round of `llamac rs` with the policy SmolLM2 and a reward model from it (one LoRA step on the pairs,
+    made once): samples per second and the seconds of sampling, scoring and training it reports"""
+    d = os.path.join(WORK, "llamac_rs")
+    rm = os.path.join(WORK, "rs_reward", "rm.h5")
+    if not os.path.exists(rm):  # one LoRA step, merged (rs does not read llamac reward's adapter as BASE+DIR yet)
+        os.makedirs(os.path.dirname(rm), exist_ok=True)
+        cmd = [os.path.join(ROOT, "build", "llamac"), "reward", "--model", HF, "--tokenizer",
+               os.path.join(HF, "tokenizer.json"), "--data", PAIRS, "--template", "chatml", "--packing", "0",
+               "--batch", str(a.batch), "--seq", str(2 * a.max_length), "--max-length", str(a.max_length),
+               "--steps", "1", "--lr", "1e-3", "--peak-gflops", "1", "--lora-r", str(LORA_R), "--lora-alpha",
+               str(LORA_ALPHA), "--ckpt-dir", os.path.join(os.path.dirname(rm), "ck"), "--adapter-out",
+               os.path.join(os.path.dirname(rm), "adapter"), "--merged-out", rm + ".tmp"]
+        rc, _ = run_child(cmd, os.path.join(os.path.dirname(rm), "log.txt"))
+        if rc != 0:
+            sys.exit(f"bench-reward: the reward model for rs failed (exit {rc}); see {os.path.dirname(rm)}/log.txt")
+        os.replace(rm + ".tmp", rm)
+    subprocess.run(["rm", "-rf", d], check=True)
+    os.makedirs(d)
+    prompts = os.path.join(d, "prompts.jsonl")
+    with open(os.path.join(WORK, "train.jsonl")) as f, open(prompts, "w") as out:
+        for line in f.readlines()[:RS_PROMPTS]:
+            out.write(json.dumps({"messages": json.loads(line)["prompt"]}) + "\n")
+    tok = os.path.join(HF, "tokenizer.json")
+    cmd = [os.path.join(ROOT, "build", "llamac"), "rs", "--policy", HF, "--tokenizer", tok, "--template", "chatml",
+           "--reward-model", rm, "--reward-tokenizer", tok, "--reward-template", "chatml",
+           "--prompts", prompts, "--k", str(RS_K), "--max-tokens", str(RS_TOKENS), "--out-dir",
+           os.path.join(d, "out"), "--", "--steps", str(RS_STEPS), "--batch", "4", "--seq", "128", "--lora-r",
+           str(LORA_R), "--lora-alpha", str(LORA_ALPHA), "--peak-gflops", "1"]
+    log = os.path.join(d, "log.txt")
+    rc, rss = run_child(cmd, log)
+    if rc != 0:
+        sys.exit(f"bench-reward: llamac rs failed (exit {rc}); see {log}")
+    with open(log) as f:
+        m = re.search(r"^rs: done: \d+ rounds, (\d+) samples; sampling \S+ \(([\d.]+) samples/s\), scoring \S+ "
+                      r"\(([\d.]+) samples/s\), training (\S+);", f.read(), re.M)
+    if not m:
+        sys.exit(f"bench-reward: no 'rs: done' line in {log}")
+    n = int(m.group(1))
+    t = {"sampling": n / float(m.group(2)), "scoring": n / float(m.group(3)), "training": float(seconds(m.group(4)))}
+    return {"samples": n, "sps": n / sum(t.values()), "rss": rss, **{k + "_s": v for k, v in t.items()}}
 
 
 def run_trl(a, config, py):
@@ -162,7 +221,7 @@ def trl_worker(a):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--configs", default="full,lora", help="comma-separated among full, lora")
+    ap.add_argument("--configs", default="full,lora,rs", help="comma-separated among full, lora, rs")
     ap.add_argument("--batch", type=int, default=4, help="pairs per step")
     ap.add_argument("--max-length", type=int, default=72, help="tokens per sequence (the pairs' longest is 70)")
     ap.add_argument("--steps", type=int, default=10, help="timed steps per run")
@@ -197,8 +256,15 @@ def main():
         f"scripts/prepare_pairs_wordnet.py's as every step's batch, ChatML, no packing, max length {a.max_length}, "
         f"{a.warmup} + {a.steps} steps, {a.rounds} rounds, {a.threads} threads each, {os.cpu_count()} CPUs, "
         f"load average {load[0]:.2f} at the start")
-    rows = []
+    rows, rs = [], []
     for config in configs:
+        if config == "rs":
+            for r in range(a.rounds):
+                rs.append(run_rs(a))
+                say(f"  rs round {r + 1}: {rs[-1]['samples']} samples in {rs[-1]['sampling_s']:.1f} s sampling + "
+                    f"{rs[-1]['scoring_s']:.1f} s scoring + {rs[-1]['training_s']:.0f} s training: "
+                    f"{rs[-1]['sps']:.2f} samples/s, {rs[-1]['rss']:.0f} MiB")
+            continue
         lc, tr = [], []
         for r in range(a.rounds):
             for side in (("llamac", "trl") if r % 2 == 0 else ("trl", "llamac")):
@@ -216,6 +282,33 @@ def main():
                      "tr_tps": statistics.median(x["tps"] for x in tr), "lc_rss": max(x["rss"] for x in lc),
                      "tr_rss": max(x["rss"] for x in tr), "tokens": lc[0]["tokens_per_step"],
                      "threads": tr[-1]["threads"], "trained": tr[-1]["trained"]})
+    if rows:
+        table(a, rows, say)
+    if rs:
+        med = {k: statistics.median(x[k] for x in rs) for k in ("sps", "sampling_s", "scoring_s", "training_s")}
+        tot = med["sampling_s"] + med["scoring_s"] + med["training_s"]
+        say()
+        say(f"llamac rs, one round: policy SmolLM2-135M-Instruct, reward model SmolLM2 + score head (1 LoRA step, merged), "
+            f"{RS_PROMPTS} prompts x K {RS_K} samples of at most {RS_TOKENS} tokens at temperature 1.2, then LoRA SFT "
+            f"r {LORA_R} on the kept samples ({RS_STEPS} steps of 4 x 128); median of {len(rs)} runs, "
+            f"{date_and_load()}:")
+        say()
+        say("| run | samples/s | sampling | scoring | training | peak RSS |")
+        say("| --- | ---: | ---: | ---: | ---: | ---: |")
+        say(f"| llamac rs | {med['sps']:.2f} | {med['sampling_s']:.1f} s ({100 * med['sampling_s'] / tot:.0f}%) | "
+            f"{med['scoring_s']:.1f} s ({100 * med['scoring_s'] / tot:.0f}%) | {med['training_s']:.0f} s "
+            f"({100 * med['training_s'] / tot:.0f}%) | {max(x['rss'] for x in rs):.0f} MiB |")
+        say()
+        say("samples/s: the round's samples over its sampling (model load included), scoring and training time, "
+            "as rs's last line splits it.")
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"bench-reward: wrote {os.path.relpath(a.out, ROOT)}")
+
+
+def table(a, rows, say):
+    """the training rows: medians, ratios, the targets"""
     names = {"full": "full fine-tuning", "lora": f"LoRA r {LORA_R} alpha {LORA_ALPHA} q,k,v,o + score"}
     say()
     say(f"Reward model (Bradley-Terry), SmolLM2-135M-Instruct, B {a.batch} pairs ({rows[0]['tokens']} tokens) per "
@@ -233,10 +326,6 @@ def main():
     say("tokens/s: the pairs' tokens (chosen and rejected, no padding; the same count on both sides) per second of "
         "training step. Targets: llamac >= 2x TRL's tokens/s at <= 0.5x its peak RSS. TRL trained parameters: " +
         ", ".join(f"{w['config']} {w['trained'] / 1e6:.2f}M" for w in rows) + ".")
-    os.makedirs(os.path.dirname(a.out), exist_ok=True)
-    with open(a.out, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print(f"bench-reward: wrote {os.path.relpath(a.out, ROOT)}")
 
 
 def date_and_load():
