@@ -173,7 +173,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -254,6 +254,14 @@ demo-rlhf: all
 # llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
 bench-dpo: all
 	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
+
+# llamac reward against TRL's RewardTrainer (full and LoRA r 16) on SmolLM2-135M
+# on this CPU: tokens/s and peak RSS, medians of 3 rounds; then one round of
+# llamac rs (samples/s, the time split into sampling, scoring, training). The
+# tables also go to bench/results/cpu-<date>-reward.txt. BENCH_REWARD_ARGS="--steps 2
+# --warmup 1 --rounds 1 --configs lora" for a quick one.
+bench-reward: all
+	$(Q)python3 scripts/bench_reward.py $(BENCH_REWARD_ARGS)
 
 # Step benchmark against PyTorch on this CPU, with the SGEMM peak; tokenizer
 # encoding speed against tokenizers / tiktoken / sentencepiece (bench_tok.py).
@@ -384,6 +392,8 @@ help:
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
+	@echo "make bench-reward llamac reward vs TRL RewardTrainer on SmolLM2-135M, full and LoRA: tokens/s,"
+	@echo "                peak RSS; llamac rs samples/s by phase; into bench/results/cpu-<date>-reward.txt"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"
