@@ -516,7 +516,7 @@ int cmd_rs(int argc, char **argv, Err *e) {
         {"reward-tokenizer", CLI_STR, &o->rm_tok, 0, 0, "tokenizer of every reward model (default: each model's own)"},
         {"reward-template", CLI_STR, &o->rm_tpl, 0, 0, "chat template of the reward models (default: each tokenizer's)"},
         {"reward-batch", CLI_INT, &o->rm_batch, 0, 1 << 16, "rows of a scoring batch (0: the scorer's, 8)"},
-        {"reward-seq", CLI_INT, &o->rm_seq, 0, 1 << 24, "tokens per scoring row (0: the models' context, at most 2048)"},
+        {"reward-seq", CLI_INT, &o->rm_seq, 0, 1 << 24, "tokens per scoring row (0: the models' context, at most 1024)"},
         {"prompts", CLI_STR, &o->prompts, 0, 0,
          "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
         {"out-dir", CLI_STR, &o->out_dir, 0, 0, "where round R writes round-R/{samples,sft,curve}.jsonl and its policy"},

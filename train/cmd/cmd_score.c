@@ -296,7 +296,7 @@ int cmd_score(int argc, char **argv, Err *e) {
          "BOS before text items: auto (when the tokenizer's HF version adds it), 0 or 1"},
         {"batch", CLI_INT, &o.B, 1, 1 << 16, "rows per forward (default 8)"},
         {"seq", CLI_INT, &o.T, 2, 1 << 20,
-         "tokens per row, the longest item (default: the model's context, at most 2048)"},
+         "tokens per row, the longest item (default: the model's context, at most 1024)"},
         {"threads", CLI_INT, &o.threads, 0, 4096, "OpenMP threads (0: as started)"},
         {"device", CLI_STR, &o.device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };

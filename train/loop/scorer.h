@@ -44,7 +44,7 @@ typedef struct ScorerOpts {
     const char *tpl_name;  /* --reward-template: NULL: each tokenizer's own (none for strings) */
     const char *bos;       /* "auto" (NULL), "0", "1": as ftdata_bos */
     const char *device;    /* "cpu" (NULL) or "cuda" */
-    long B, T;             /* rows of a batch and tokens per row (0: 8 and the models' context, at most 2048) */
+    long B, T;             /* rows of a batch and tokens per row (0: 8 and the models' context, at most 1024; items packed into rows of their longest, at least 256) */
 } ScorerOpts;
 
 /* One text to score: prompt and completion as a pair's side is given
@@ -90,7 +90,7 @@ double scorer_weight(const Scorer *s, int k);
 /* Rewards of items[0..n): per[i * count + k] model k's reward of item i
  * (per may be NULL), total[i] = sum_k weight_k * per[i * count + k]. An
  * item that does not fit in T tokens (or renders badly) is an error naming
- * its index: "item 12: 4100 tokens, more than the 2048 a row holds". */
+ * its index: "item 12: 4100 tokens, more than the 1024 a row holds". */
 int scorer_score(Scorer *s, const ScoreItem *items, size_t n, double *per, double *total, Err *e);
 
 void scorer_close(Scorer *s);
