@@ -22,7 +22,9 @@
  * trunk's backward (llama_score_backward, llama_backward).
  *
  * Data: dpo's pair formats and rendering (data/dpo.h: prompt/chosen/
- * rejected as text or messages), every token of a sequence an input; pairs
+ * rejected as text or messages), every token of a sequence an input (a
+ * micro-batch runs at its longest row, as TRL pads to its longest
+ * sequence; not on pipeline stages, whose buffers are fixed); pairs
  * with a sequence longer than --max-length are dropped and counted, as TRL
  * does. LoRA trains the adapters and the score head whole (PEFT's
  * modules_to_save ["score"]). Metrics (TRL's names): loss, accuracy (the
@@ -55,6 +57,8 @@ typedef struct {
     float *score_host, *dscore_host; /* (N) */
     float *score_dev, *dscore_dev;   /* (N) backend */
     int *at;              /* (2 * max pairs of a micro-batch) the row each reward is read from */
+    int32_t *ctok, *ctgt, *cpos; /* (B * T) a micro-batch cut to its longest row (trim) */
+    DpoBatch cbt;         /* its map */
     RmStats st, vst;
     Trainer *tr;          /* during validation */
     /* pipeline stages: what the last stage's head needs of the micro-batches in flight */
@@ -126,16 +130,51 @@ static double pair_loss(Rm *d, Llama *m, const int32_t *tok, const DpoBatch *bt,
     return sum;
 }
 
-/* The forward (and with inv > 0 the backward) of one micro-batch. */
+/* The batch cut to its longest row: rows hold whole pairs from slot 0, so
+ * the slots past the last pair token of every row are padding nothing
+ * reads; TRL pads a batch to its longest sequence the same way. Writes the
+ * first Tb slots of each row to d's compact arrays (and the batch map) and
+ * returns Tb (T: nothing to cut). */
+static int trim(Rm *d, int B, int T, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const DpoBatch *bt) {
+    int Tb = 1;
+    for (int b = 0; b < B; b++)
+        for (int t = T - 1; t >= Tb; t--)
+            if (bt->seg[(size_t)b * T + t] >= 0) {
+                Tb = t + 1;
+                break;
+            }
+    if (Tb == T) return T;
+    for (int b = 0; b < B; b++) {
+        size_t src = (size_t)b * T, dst = (size_t)b * Tb;
+        memcpy(d->ctok + dst, tok + src, (size_t)Tb * sizeof *tok);
+        memcpy(d->ctgt + dst, tgt + src, (size_t)Tb * sizeof *tgt);
+        memcpy(d->cpos + dst, pos + src, (size_t)Tb * sizeof *pos);
+        memcpy(d->cbt.seg + dst, bt->seg + src, (size_t)Tb * sizeof *bt->seg);
+    }
+    d->cbt.npairs = bt->npairs;
+    memcpy(d->cbt.pair, bt->pair, (size_t)bt->npairs * sizeof *bt->pair);
+    return Tb;
+}
+
+/* The forward (and with inv > 0 the backward) of one micro-batch, at its
+ * longest row (trim). */
 static int micro(Rm *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const DpoBatch *bt,
                  const DpoSet *set, double inv, uint64_t lseed, RmStats *st, Err *e) {
     Llama *m = &tr->m;
-    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
-    llama_lora_seed(m, lseed);
-    llama_forward_score(m, 0, d->score_dev);
-    pair_loss(d, m, tok, bt, set, inv, st);
-    if (inv > 0) llama_backward(m, 0, m->c.n_layers);
-    return 0;
+    int T = m->T, Tb = trim(d, m->B, T, tok, tgt, pos, bt);
+    if (Tb < T) {
+        tok = d->ctok, tgt = d->ctgt, pos = d->cpos, bt = &d->cbt;
+        m->T = Tb; /* the first B x Tb of every (B, T) buffer, as llama_prefill runs a prompt */
+    }
+    int rc = llama_set_batch(m, tok, tgt, pos, e);
+    if (rc == 0) {
+        llama_lora_seed(m, lseed);
+        llama_forward_score(m, 0, d->score_dev);
+        pair_loss(d, m, tok, bt, set, inv, st);
+        if (inv > 0) llama_backward(m, 0, m->c.n_layers);
+    }
+    m->T = T;
+    return rc;
 }
 
 // ----------------------------------------------------------------------------
@@ -338,6 +377,10 @@ int cmd_reward(int argc, char **argv, Err *e) {
     d.score_dev = m->ops->alloc(m->ctx, N * sizeof(float));
     d.dscore_dev = m->ops->alloc(m->ctx, N * sizeof(float));
     d.at = xmalloc((N + 2) * sizeof(int));
+    d.ctok = xmalloc(N * sizeof *d.ctok);
+    d.ctgt = xmalloc(N * sizeof *d.ctgt);
+    d.cpos = xmalloc(N * sizeof *d.cpos);
+    dpo_batch_init(&d.cbt, (int)o.B, (int)o.T);
     printf("reward model: %s%s, score head [1, %d], reward at the last token that is not %d (pad), center-rewards "
            "coefficient %g%s\n", model, ms.c.num_labels ? "" : " (a causal LM: new score head, normal(0, 0.02))",
            c.dim, d.pad, center, m->lora ? "; LoRA with the score head trained whole" : "");
@@ -350,6 +393,8 @@ out:
     if (d.score_dev) t.m.ops->free(t.m.ctx, d.score_dev);
     if (d.dscore_dev) t.m.ops->free(t.m.ctx, d.dscore_dev);
     free(d.score_host); free(d.dscore_host); free(d.at);
+    free(d.ctok); free(d.ctgt); free(d.cpos);
+    if (d.cbt.seg) dpo_batch_free(&d.cbt);
     trainer_close(&t);
     dpo_rows_free(&vr);
     dpo_rows_free(&tr);
