@@ -247,3 +247,53 @@ void reward_cli_errors(void) {
     };
     test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, " --batch 2 --seq 32 --ckpt-dir " DIR "/E");
 }
+
+/* dir/config.json with "key": value put first (a later key of the same
+ * name would be a duplicate: only keys the file lacks) */
+static void config_add(const char *dir, const char *kv) {
+    char p[256];
+    snprintf(p, sizeof p, "%s/config.json", dir);
+    char *t = slurp(p);
+    LC_ASSERT(t && t[0] == '{');
+    char *u = xmalloc(strlen(t) + strlen(kv) + 8);
+    sprintf(u, "{%s,%s", kv, t + 1);
+    test_put(p, u);
+    free(t);
+    free(u);
+}
+
+/* Reward models that are not: a classification directory with 2 labels, a
+ * score head whose shape is not its config's. One line each, naming it. */
+void reward_bad_models(void) {
+    need_inputs();
+    system("rm -rf " DIR "/bm*");
+    int rc = test_llamac("convert " DIR "/zero.h5 " DIR "/bm1 --tokenizer %s", tokp);
+    EXPECT(rc == 0, "convert: %s", test_err);
+    config_add(DIR "/bm1", "\"num_labels\": 2");
+    /* a 2-label classifier as a checkpoint, its HF directory told it has 1 */
+    ModelSource ms;
+    Err e;
+    LC_ASSERT(source_open(&ms, DIR "/zero.h5", &e) == 0);
+    LlamaConfig c = ms.c;
+    c.num_labels = 2;
+    ParamTable pt;
+    LC_ASSERT(params_build(&c, &pt, &e) == 0);
+    float *p = xcalloc(pt.size, sizeof(float));
+    EXPECT(ckpt_save(DIR "/bm2.h5", &c, &pt, p, ms.tokenizer_id, NULL, NULL, &e) == 0, "save: %s", e.msg);
+    free(p);
+    params_free(&pt);
+    rc = test_llamac("convert " DIR "/bm2.h5 " DIR "/bm2 --tokenizer %s", tokp);
+    EXPECT(rc == 0, "convert 2 labels: %s", test_err);
+    config_add(DIR "/bm2", "\"num_labels\": 1");
+    static const TestCliCase cases[] = {
+        {"score --reward-model " DIR "/bm1 --data " DIR "/val.jsonl --out " DIR "/bm.jsonl --reward-tokenizer %s",
+         DIR "/bm1: not a reward model (num_labels 2, want 1)"},
+        {"score --reward-model " DIR "/bm2 --data " DIR "/val.jsonl --out " DIR "/bm.jsonl --reward-tokenizer %s",
+         "score.weight"},
+        {"reward --model " DIR "/bm2 --data " DIR "/pairs.jsonl --seq 32 --batch 2 --ckpt-dir " DIR "/bmck --tokenizer %s",
+         "score.weight"},
+        {"reward --model " DIR "/bm2.h5 --data " DIR "/pairs.jsonl --seq 32 --batch 2 --tokenizer %s",
+         DIR "/bm2.h5: a classifier with 2 labels, not a reward model (num_labels 1)"},
+    };
+    test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, "");
+}

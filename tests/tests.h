@@ -189,6 +189,7 @@ void reward_first_step(void);
 void reward_train(void);
 void reward_lora_resume(void);
 void reward_cli_errors(void);
+void reward_bad_models(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
