@@ -206,6 +206,13 @@ void reward_train(void) {
     rc = test_llamac(RM_ARGS "--model " DIR "/base.h5 --data " DIR "/pairs.jsonl --steps 4 --batch 2 --batch-tokens 192 "
                      "--ckpt-dir " DIR "/T3 --metrics " DIR "/T3.jsonl --out " DIR "/T3.h5", tokp);
     EXPECT(rc == 0, "batch 2 x 2: %s", test_err);
+    rc = test_llamac(RM_ARGS "--model " DIR "/base.h5 --data " DIR "/pairs.jsonl --steps 4 --recompute 1 "
+                     "--ckpt-dir " DIR "/T4 --metrics " DIR "/T4.jsonl --out " DIR "/T4.h5", tokp);
+    EXPECT(rc == 0, "recompute: %s", test_err);
+    for (int s = 1; s <= 4; s++) { /* recomputation gives the same bits */
+        double a = test_metric(DIR "/T2.jsonl", s, "loss"), b = test_metric(DIR "/T4.jsonl", s, "loss");
+        EXPECT(a == b, "step %d: loss %.17g, with --recompute 1 %.17g", s, a, b);
+    }
     for (int s = 1; s <= 4; s++) {
         double a = test_metric(DIR "/T2.jsonl", s, "loss"), b = test_metric(DIR "/T3.jsonl", s, "loss");
         double ma = test_metric(DIR "/T2.jsonl", s, "margin"), mb = test_metric(DIR "/T3.jsonl", s, "margin");
