@@ -211,6 +211,10 @@ typedef struct Ops {
     /* n activations at src (backend memory) to host float32 (NULL: the
      * activations are float32 and download does it). */
     void (*download_act)(void *ctx, float *host_dst, const float *src, size_t n);
+    /* n host float32 values into activations at dst (backend memory; NULL:
+     * the activations are float32 and upload does it): a gradient the host
+     * computed for an activation (a reward model's d loss / d score). */
+    void (*upload_act)(void *ctx, float *dst, const float *host_src, size_t n);
 } Ops;
 
 extern const Ops ops_cpu;

@@ -314,6 +314,16 @@ static void cuda_download_act(void *ctx, float *host, const float *src, size_t n
     cuda_download(ctx, host, tmp, n * sizeof(float));
 }
 
+/* Host float32 into activations: one copy into the workspace, then
+ * converted on the device. */
+static void cuda_upload_act(void *ctx, float *dst, const float *host, size_t n) {
+    CudaCtx *c = C(ctx);
+    float *tmp = (float *)ws_get(c, n * sizeof(float));
+    cuda_upload(ctx, tmp, host, n * sizeof(float));
+    k_f32_to_bf16<<<blocks_for(n), TPB, 0, c->s>>>((bf16 *)dst, tmp, n);
+    CK(cudaGetLastError());
+}
+
 // ----------------------------------------------------------------------------
 // GEMM through cuBLASLt (column-major): D(m, n) = op(A)(m, k) op(B)(k, n)
 // (+ D when beta1). A and B bf16; D bf16 or float32 (tD = 0 / 1). The
@@ -1156,4 +1166,5 @@ const Ops ops_cuda = {
     .adamw = cuda_adamw,
     .bind_params = cuda_bind_params,
     .download_act = cuda_download_act,
+    .upload_act = cuda_upload_act,
 };

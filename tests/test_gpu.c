@@ -643,6 +643,24 @@ static void gpu_lmhead_ce(void) {
     lmhead_case(64, 96, 2048, "24");
 }
 
+/* upload_act then download_act: host floats become bf16 activations (the
+ * reward loss's d loss / d score goes in this way) and come back as the
+ * same values rounded to bf16. */
+static void gpu_act_roundtrip(void) {
+    size_t n = 1000;
+    float *x = xmalloc(n * sizeof(float)), *want = xmalloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++) x[i] = want[i] = (float)((double)i * 0.37 - 111.1);
+    round_bf16(want, n);
+    float *d = G->alloc(ctx, n * sizeof(float));
+    G->upload_act(ctx, d, x, n);
+    float *got = get_act(d, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += got[i] != want[i];
+    EXPECT(bad == 0, "upload_act / download_act: %zu of %zu values are not the bf16 rounding", bad, n);
+    G->free(ctx, d);
+    free(x); free(want); free(got);
+}
+
 static void gpu_vector(void) {
     size_t n = 100003;
     float *x = host_rand(n, 1), *y = host_rand(n, 1);
@@ -849,6 +867,7 @@ void gpu_ops(void) {
     gpu_swiglu();
     gpu_lmhead_ce();
     gpu_vector();
+    gpu_act_roundtrip();
 }
 
 void gpu_step(void) {

@@ -101,7 +101,8 @@ static double sigmoid(double z) { return z >= 0 ? 1 / (1 + exp(-z)) : exp(z) / (
 static double pair_loss(Rm *d, Llama *m, const int32_t *tok, const DpoBatch *bt, const DpoSet *set, double inv,
                         RmStats *st) {
     size_t N = (size_t)m->B * m->T;
-    m->ops->download(m->ctx, d->score_host, d->score_dev, N * sizeof(float));
+    if (m->ops->download_act) m->ops->download_act(m->ctx, d->score_host, d->score_dev, N); /* bf16 on CUDA */
+    else m->ops->download(m->ctx, d->score_host, d->score_dev, N * sizeof(float));
     read_rows(d, tok, bt, N, d->at);
     if (inv > 0) memset(d->dscore_host, 0, N * sizeof(float));
     double sum = 0;
@@ -124,7 +125,8 @@ static double pair_loss(Rm *d, Llama *m, const int32_t *tok, const DpoBatch *bt,
         }
     }
     if (inv > 0) {
-        m->ops->upload(m->ctx, d->dscore_dev, d->dscore_host, N * sizeof(float));
+        if (m->ops->upload_act) m->ops->upload_act(m->ctx, d->dscore_dev, d->dscore_host, N);
+        else m->ops->upload(m->ctx, d->dscore_dev, d->dscore_host, N * sizeof(float));
         llama_score_backward(m, d->dscore_dev);
     }
     return sum;
