@@ -342,7 +342,7 @@ endif
 FUZZ_CC ?= clang
 FUZZ_SECONDS ?= 180
 FUZZ_JOBS ?= 1
-FUZZ_TARGETS ?= tok_llamac tokenizer_json tiktoken spm shard hf ckpt ini jsonl chat_jsonl gguf peft sft dpo prompts
+FUZZ_TARGETS ?= tok_llamac tokenizer_json tiktoken spm shard hf ckpt ini jsonl chat_jsonl gguf peft sft dpo prompts reward_spec
 FUZZ_BUILD := build-fuzz
 FUZZ_SAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 # -O1 -g: libFuzzer's recommendation (fast enough, exact reports); no

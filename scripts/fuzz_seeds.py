@@ -50,6 +50,12 @@ put("chat_jsonl", "chat.jsonl", b"".join(open("build/tsft/chat.jsonl", "rb").rea
 copy("gguf", "quant.gguf", "tests/fixtures/gguf_quant.gguf")
 copy("gguf", "vocab.gguf", "tests/fixtures/gguf_vocab.gguf")
 pair("peft", "adapter", "build/tpeft/rt/adapter_config.json", "build/tpeft/rt/adapter_model.safetensors")
+# reward models: a LlamaForSequenceClassification directory, a PEFT adapter with the score head
+pair("hf", "cls_hf", "build/tconv/cls_hf/config.json", "build/tconv/cls_hf/model.safetensors")
+pair("peft", "head", "build/tpeft/head/adapter_config.json", "build/tpeft/head/adapter_model.safetensors")
+put("dpo", "margin.jsonl", b'{"prompt": "a b", "chosen": " c", "rejected": " d", "margin": 2.5}\n'
+    b'{"prompt": "a", "chosen": " e", "rejected": " f", "margin": -1e308}\n')
+put("reward_spec", "specs", b"rm-a:1.0,rm-b:0.5,base+adapter:-2")
 put("sft", "formats.jsonl",
     open("build/tsft/x.jsonl", "rb").read()
     + b'{"prompt": "Hi there", "completion": " Fine."}\n'

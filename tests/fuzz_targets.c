@@ -20,6 +20,7 @@
  */
 #include "fuzz_targets.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,6 +46,7 @@
 #include "../train/io/source.h"
 #include "../train/io/peft.h"
 #include "../train/io/safetensors.h"
+#include "../train/loop/scorer.h"
 
 /* Largest model (floats) a fuzz input may make the harness allocate. */
 #define FUZZ_MAX_FLOATS (1u << 20)
@@ -309,10 +311,29 @@ static void fuzz_peft(const uint8_t *d, size_t n) {
     mkdir(ad, 0700);
     put(0, "adapter/adapter_config.json", a, na);
     put(1, "adapter/adapter_model.safetensors", b, nb);
-    LlamaConfig c = peft_base();
-    PeftAdapter pa;
+    for (int labels = 0; labels < 2; labels++) { /* a causal base, and a reward model's (modules_to_save score) */
+        LlamaConfig c = peft_base();
+        c.num_labels = labels;
+        PeftAdapter pa;
+        Err e;
+        if (peft_load(ad, &c, &pa, &e) == 0) peft_free(&pa);
+    }
+}
+
+/* --reward-model's spec: models, weights, BASE+ADAPTER (train/loop/scorer.h) */
+static void fuzz_reward_spec(const uint8_t *d, size_t n) {
+    char *s = xmalloc(n + 1);
+    memcpy(s, d, n);
+    s[n] = 0;
+    ScorerSpec *v;
+    int k;
     Err e;
-    if (peft_load(ad, &c, &pa, &e) == 0) peft_free(&pa);
+    if (scorer_spec_parse(s, &v, &k, &e) == 0) {
+        for (int i = 0; i < k; i++)
+            if (!v[i].name[0] || !isfinite(v[i].weight)) abort();
+        free(v);
+    }
+    free(s);
 }
 
 static void fuzz_sft(const uint8_t *d, size_t n) {
@@ -388,7 +409,7 @@ const FuzzTarget fuzz_targets[] = {
     {"jsonl", fuzz_jsonl},             {"chat_jsonl", fuzz_chat_jsonl},
     {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
     {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
-    {"prompts", fuzz_prompts},
+    {"prompts", fuzz_prompts},         {"reward_spec", fuzz_reward_spec},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
