@@ -304,3 +304,26 @@ void reward_bad_models(void) {
     };
     test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, "");
 }
+
+/* LoRA reward models on each kind of base a user has (an llamac
+ * checkpoint, a Hugging Face directory, a GGUF file; each a causal LM that
+ * gets a new head), killed with SIGKILL mid-run and resumed: the straight
+ * run's adapters, head, moments and losses. */
+void reward_lora_resume_bases(void) {
+    need_inputs();
+    char bases[3][256];
+    ckpt_test_bases(DIR, DIR "/base.h5", bases);
+    for (int k = 0; k < 3; k++) {
+        char a[2048], b[2048], ck[256], pa[256], pb[256], ma[256], mb[256];
+        snprintf(ma, sizeof ma, DIR "/rbA%d.jsonl", k);
+        snprintf(mb, sizeof mb, DIR "/rbB%d.jsonl", k);
+#define RB_ARGS RM_ARGS "--model %s --data " DIR "/pairs.jsonl --lora-r 4 --lora-dropout 0.1 --steps 12 " \
+                "--save-every 3 --ckpt-dir " DIR "/rb%c%d --adapter-out " DIR "/rbad --metrics %s"
+        snprintf(a, sizeof a, RB_ARGS, tokp, bases[k], 'A', k, ma);
+        snprintf(b, sizeof b, RB_ARGS, tokp, bases[k], 'B', k, mb);
+        snprintf(ck, sizeof ck, DIR "/rbB%d/step-00000006.h5", k);
+        snprintf(pa, sizeof pa, DIR "/rbA%d/step-00000012.h5", k);
+        snprintf(pb, sizeof pb, DIR "/rbB%d/step-00000012.h5", k);
+        ckpt_test_kill_resume(a, b, ck, pa, pb, ma, mb, 12, 0);
+    }
+}

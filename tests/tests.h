@@ -190,6 +190,7 @@ void reward_train(void);
 void reward_lora_resume(void);
 void reward_cli_errors(void);
 void reward_bad_models(void);
+void reward_lora_resume_bases(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;

@@ -322,6 +322,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         if (!rc) device_host_push(&hv, &tr->m, NULL);
         tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
         tr->init = init->path;
+        tr->base_ref = init->c.num_labels == c->num_labels ? init->path : NULL;
         device_host_free(&hv);
         if (rc) return peft_free(&pa), -1;
     } else {
@@ -546,13 +547,13 @@ static int save_file(Trainer *tr, const TrainData *d, const char *path, const Ck
     device_host_view(&tr->m, &tr->opt, &hv);
     int src;
     if (tr->world > 1) {
-        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref};
         size_t *own = own_map(tr);
         src = ckpt_save_dist(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, tr->m.lora ? &cl : NULL, &hv.opt,
                              own, &st, e);
         free(own);
     } else if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
-        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->init};
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref};
         src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
     } else {
         src = ckpt_save(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &hv.opt, &st, e);

@@ -120,6 +120,8 @@ typedef struct Trainer {
     float *params, *grads;
     uint64_t model_id;     /* ckpt_hash of the initial weights (0: fresh) */
     const char *init;      /* the model source, or NULL */
+    const char *base_ref;  /* LoRA checkpoints name their base by this path (init), or NULL to hold it:
+                            * a base that is not the file's weights (a causal LM given a new score head) */
     /* private */
     Llama gen;             /* CPU copy for samples (B = 1), when sampling */
     Tokenizer tok;
