@@ -405,3 +405,46 @@ void rs_lora(void) {
     EXPECT(empty > 0, "no empty sample in round 2 (the fourth prompt's stop strings)");
     free_jsonl(s, ns);
 }
+
+/* --pool all (Llama 2 from RLHF V4 on): round 2 fine-tunes on each prompt's
+ * best sample of rounds 1 and 2 together, an earlier round winning a tie;
+ * a bad --pool is one line. */
+void rs_pool(void) {
+    need_models();
+    test_put(RD "/pool.jsonl", RS_PROMPTS);
+    system("rm -rf " RD "/pool");
+    int rc = test_llamac("rs " POLICY " " RM " --prompts " RD "/pool.jsonl --k 3 --rounds 2 --max-tokens 6 --pool all "
+                         "--out-dir " RD "/pool -- --steps 2 --batch 1 --seq 64 --lr 1e-3 --lora-r 2");
+    EXPECT(rc == 0, "rs --pool all: %s\n%s", test_err, test_out);
+    if (rc) return;
+    json_t **s1, **s2, **sft;
+    int n1 = read_jsonl(RD "/pool/round-1/samples.jsonl", &s1), n2 = read_jsonl(RD "/pool/round-2/samples.jsonl", &s2);
+    int nf = read_jsonl(RD "/pool/round-2/sft.jsonl", &sft);
+    EXPECT(n1 == 9 && n2 == 9 && nf == 3, "%d and %d samples, %d SFT lines", n1, n2, nf);
+    int from1 = 0; /* prompts whose pooled best is round 1's: what --pool round would not train on */
+    for (int i = 0; n1 == 9 && n2 == 9 && nf == 3 && i < 3; i++) {
+        const char *want = NULL;
+        double best = -INFINITY;
+        int won = 0;
+        for (int round = 0; round < 2; round++)
+            for (int j = 0; j < 3; j++) {
+                json_t *l = (round ? s2 : s1)[3 * i + j], *rw = json_object_get(l, "reward");
+                if (!json_is_number(rw) || json_number_value(rw) <= best) continue; /* ties: the earlier */
+                best = json_number_value(rw);
+                want = json_string_value(json_object_get(l, "text"));
+                won = round;
+            }
+        from1 += won == 0;
+        json_t *msgs = json_object_get(sft[i], "messages");
+        const char *got = json_string_value(json_object_get(json_array_get(msgs, json_array_size(msgs) - 1), "content"));
+        EXPECT(want && got && strcmp(want, got) == 0, "prompt %d: SFT reply '%s', best of both rounds '%s'", i,
+               got ? got : "(none)", want ? want : "(none)");
+    }
+    EXPECT(from1 > 0, "no prompt's best came from round 1: the run does not tell --pool all from round");
+    free_jsonl(s1, n1);
+    free_jsonl(s2, n2);
+    free_jsonl(sft, nf);
+    rc = test_llamac("rs " POLICY " " RM " --prompts " RD "/pool.jsonl --k 2 --pool best --out-dir " RD "/pool2");
+    EXPECT(rc == 1 && strstr(test_err, "--pool: round or all, got 'best'") && strchr(test_err, '\n') == strrchr(test_err, '\n'),
+           "bad --pool: %s", test_err);
+}

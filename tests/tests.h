@@ -284,5 +284,6 @@ void rs_sft_data(void);
 void rs_errors(void);
 void rs_e2e(void);
 void rs_lora(void);
+void rs_pool(void);
 
 #endif

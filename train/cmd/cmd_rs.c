@@ -57,6 +57,7 @@ typedef struct {
     RolloutFlags r;     /* the sampler's and the engine's */
     double threshold;
     int special;
+    const char *pool;   /* "round": each round's best; "all": the best of every round so far */
 } Opts;
 
 /* One sample of the round. */
@@ -80,6 +81,12 @@ typedef struct {
     long samples;       /* over all rounds */
     char model[4400];   /* the current policy: a model source ... */
     char adapter[4400]; /* ... and, with LoRA after round 1, its adapter ("" none) */
+    /* --pool all: prompt i's best sample over the rounds so far (reward
+     * -INFINITY and no text before one was kept) */
+    int pool_all;
+    double *pool_reward;  /* (N) */
+    char **pool_text;     /* (N) malloc'd, NUL-terminated */
+    size_t *pool_len;     /* (N) */
 } Rs;
 
 /* dir/name into buf[cap]: -1 with e when it does not fit. */
@@ -288,11 +295,30 @@ static int write_round(Rs *S, int r, const char *dir, const double *per, const d
                 n_all++;
             }
         }
-        if (best < 0) continue;
-        const Sample *x = &S->smp[i * K + (size_t)best];
-        bad |= put_line(w[1].f, rejection_sft_example(S->prompt[i], x->txt.text, x->txt.len));
+        const char *text = NULL;
+        size_t len = 0;
+        double rk = NAN;
+        if (best >= 0) {
+            const Sample *x = &S->smp[i * K + (size_t)best];
+            text = x->txt.text, len = x->txt.len, rk = total[i * K + (size_t)best];
+        }
+        if (S->pool_all) { /* the best of every round so far: an earlier round wins a tie */
+            if (best >= 0 && rk > S->pool_reward[i]) {
+                free(S->pool_text[i]);
+                S->pool_text[i] = xmalloc(len + 1);
+                memcpy(S->pool_text[i], text, len);
+                S->pool_text[i][len] = 0;
+                S->pool_len[i] = len;
+                S->pool_reward[i] = rk;
+            }
+            if (!S->pool_text[i]) continue;
+            text = S->pool_text[i], len = S->pool_len[i], rk = S->pool_reward[i];
+        } else if (best < 0) {
+            continue;
+        }
+        bad |= put_line(w[1].f, rejection_sft_example(S->prompt[i], text, len));
         ++*kept;
-        sum_kept += total[i * K + (size_t)best];
+        sum_kept += rk;
     }
     int ks[REJECTION_MAX_KS];
     int nk = rejection_ks((int)K, ks);
@@ -454,6 +480,13 @@ static int run(Rs *S, Err *e) {
     if (rollout_open(&S->ro, &ro, e)) return -1;
     S->opened = 1;
     if (prompts_json(S, e)) return -1;
+    if (S->pool_all) {
+        size_t N = S->ro.ps.n;
+        S->pool_reward = xmalloc(N * sizeof *S->pool_reward);
+        S->pool_text = xcalloc(N, sizeof *S->pool_text);
+        S->pool_len = xcalloc(N, sizeof *S->pool_len);
+        for (size_t i = 0; i < N; i++) S->pool_reward[i] = -INFINITY;
+    }
     for (long r = 1; r <= o->rounds; r++) { /* a fresh --out-dir: no round of another run to mix with */
         char dir[4400], name[32];
         snprintf(name, sizeof name, "round-%ld", r);
@@ -499,7 +532,7 @@ int cmd_rs(int argc, char **argv, Err *e) {
     Rs S;
     memset(&S, 0, sizeof S);
     Opts *o = &S.o;
-    *o = (Opts){.device = "cpu", .K = 4, .rounds = 1, .seed = 42, .threshold = -INFINITY};
+    *o = (Opts){.device = "cpu", .K = 4, .rounds = 1, .seed = 42, .threshold = -INFINITY, .pool = "round"};
     rollout_flags_default(&o->r, 1.2); /* Llama 2's best temperature for 10-100 samples (its Figure 8) */
     CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
     rollout_flags(&o->r, sf, ef);
@@ -524,6 +557,9 @@ int cmd_rs(int argc, char **argv, Err *e) {
         {"rounds", CLI_INT, &o->rounds, 1, 1000, "rounds of sampling, selection and fine-tuning"},
         {"threshold", CLI_FLOAT, &o->threshold, -1e300, 1e300,
          "keep a prompt's best sample only when its reward is at least this (default: always)"},
+        {"pool", CLI_STR, &o->pool, 0, 0,
+         "round: fine-tune on each round's best samples; all: on each prompt's best of every round so far, an "
+         "earlier round winning a tie (Llama 2 from RLHF V4 on)"},
         sf[0], sf[1], sf[2], sf[3], sf[4],
         {"seed", CLI_INT, &o->seed, 0, 1L << 62, "sampling seed: round R samples as llamac sample --seed SEED+R-1"},
         {"special", CLI_BOOL, &o->special, 0, 0, "special-token names in \"prompt\" text become their ids"},
@@ -547,6 +583,9 @@ int cmd_rs(int argc, char **argv, Err *e) {
                  flags, nf);
         return 0;
     }
+    if (strcmp(o->pool, "round") && strcmp(o->pool, "all"))
+        return err_set(e, "--pool: round or all, got '%.40s'", o->pool);
+    S.pool_all = strcmp(o->pool, "all") == 0;
     if (!o->policy) return err_set(e, "--policy: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!o->rm) return err_set(e, "--reward-model: required (PATH[:WEIGHT],...: the reward models that pick the samples)");
     if (!o->prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
@@ -558,6 +597,10 @@ int cmd_rs(int argc, char **argv, Err *e) {
     if (S.sc) scorer_close(S.sc);
     for (size_t i = 0; S.prompt && i < S.ro.ps.n; i++) json_decref(S.prompt[i]);
     free(S.prompt);
+    for (size_t i = 0; S.pool_text && i < S.ro.ps.n; i++) free(S.pool_text[i]);
+    free(S.pool_text);
+    free(S.pool_len);
+    free(S.pool_reward);
     if (S.opened) rollout_free(&S.ro);
     return rc;
 }
