@@ -327,3 +327,31 @@ void reward_lora_resume_bases(void) {
         ckpt_test_kill_resume(a, b, ck, pa, pb, ma, mb, 12, 0);
     }
 }
+
+/* A LoRA reward model made from a causal LM, scored as BASE+ADAPTER (the
+ * base given a head by the adapter) and as the merged checkpoint: the same
+ * rewards. */
+void reward_score_adapter(void) {
+    need_inputs();
+    system("rm -rf " DIR "/sa*");
+    int rc = test_llamac(RM_ARGS "--model " DIR "/base.h5 --data " DIR "/pairs.jsonl --lora-r 4 --steps 3 --ckpt-dir "
+                         DIR "/sack --adapter-out " DIR "/sa --merged-out " DIR "/sa.h5", tokp);
+    EXPECT(rc == 0, "LoRA reward: %s", test_err);
+    rc = test_llamac("score --reward-model " DIR "/base.h5+" DIR "/sa --reward-tokenizer %s --data " DIR
+                     "/val.jsonl --out " DIR "/sa_a.jsonl", tokp);
+    EXPECT(rc == 0, "score BASE+ADAPTER: %s", test_err);
+    rc = test_llamac("score --reward-model " DIR "/sa.h5 --reward-tokenizer %s --data " DIR "/val.jsonl --out " DIR
+                     "/sa_m.jsonl", tokp);
+    EXPECT(rc == 0, "score merged: %s", test_err);
+    FILE *fa = fopen(DIR "/sa_a.jsonl", "r"), *fm = fopen(DIR "/sa_m.jsonl", "r");
+    char la[4096], lm[4096];
+    int n = 0;
+    while (fa && fm && fgets(la, sizeof la, fa) && fgets(lm, sizeof lm, fm)) {
+        double a = strtod(strstr(la, "\"reward_chosen\":") + 16, NULL), m = strtod(strstr(lm, "\"reward_chosen\":") + 16, NULL);
+        EXPECT(fabs(a - m) <= 1e-5 * (1 + fabs(m)), "line %d: %g as BASE+ADAPTER, %g merged", n + 1, a, m);
+        n++;
+    }
+    EXPECT(n == 20, "%d scored lines, want 20", n);
+    if (fa) fclose(fa);
+    if (fm) fclose(fm);
+}

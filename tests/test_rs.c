@@ -448,3 +448,37 @@ void rs_pool(void) {
     EXPECT(rc == 1 && strstr(test_err, "--pool: round or all, got 'best'") && strchr(test_err, '\n') == strrchr(test_err, '\n'),
            "bad --pool: %s", test_err);
 }
+
+/* rs from each kind of policy a user has (an llamac checkpoint, a Hugging
+ * Face directory, a GGUF file of the same weights): the same samples, the
+ * same rewards, a LoRA adapter trained on each. */
+void rs_bases(void) {
+    need_models();
+    test_put(RD "/bases.jsonl", RS_PROMPTS);
+    char bases[3][256];
+    ckpt_test_bases(RD, RD "/policy.h5", bases);
+    char *first = NULL;
+    for (int k = 0; k < 3; k++) {
+        char dir[64], cmd[256];
+        snprintf(dir, sizeof dir, RD "/rsb%d", k);
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        system(cmd);
+        int rc = test_llamac("rs --policy %s --tokenizer " TOKF " --template llama3 " RM " --prompts " RD
+                             "/bases.jsonl --k 2 --max-tokens 5 --out-dir %s -- --steps 1 --batch 1 --seq 64 --lora-r 2",
+                             bases[k], dir);
+        EXPECT(rc == 0, "rs on %s: %s", bases[k], test_err);
+        char path[128];
+        snprintf(path, sizeof path, "%s/round-1/samples.jsonl", dir);
+        FILE *f = fopen(path, "rb");
+        char *b = xcalloc(1 << 16, 1);
+        if (f) fread(b, 1, (1 << 16) - 1, f), fclose(f);
+        snprintf(path, sizeof path, "%s/round-1/adapter/adapter_config.json", dir);
+        EXPECT(access(path, R_OK) == 0, "rs on %s: no adapter", bases[k]);
+        if (!first) first = b;
+        else {
+            EXPECT(b[0] && strcmp(b, first) == 0, "rs on %s: samples differ from the checkpoint's", bases[k]);
+            free(b);
+        }
+    }
+    free(first);
+}

@@ -191,6 +191,7 @@ void reward_lora_resume(void);
 void reward_cli_errors(void);
 void reward_bad_models(void);
 void reward_lora_resume_bases(void);
+void reward_score_adapter(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
@@ -285,5 +286,6 @@ void rs_errors(void);
 void rs_e2e(void);
 void rs_lora(void);
 void rs_pool(void);
+void rs_bases(void);
 
 #endif

@@ -194,29 +194,13 @@ static int open_renderer(Model *md, const ScorerOpts *o, Err *e) {
     return 0;
 }
 
-/* The weights into host params laid out by the model's table: the source,
- * then the adapter merged. A causal-LM base under a classifier's table
- * loads through its own table (the tensors before the head sit at the same
- * offsets) and takes its head from the adapter. */
+/* The weights into host params laid out by the model's table: the source
+ * (a causal-LM base under a classifier's table through source_load_as: its
+ * trunk by name, a placeholder head), then the adapter merged, whose head
+ * replaces the placeholder. */
 static int load_weights(Model *md, const ModelSource *ms, const PeftAdapter *a, float *params, Err *e) {
     const ParamTable *t = &md->m.t;
-    if (ms->c.num_labels == md->c.num_labels) {
-        if (source_load(ms, t, params, e)) return -1;
-    } else {
-        ParamTable bt;
-        if (params_build(&ms->c, &bt, e)) return -1;
-        float *tmp = xalloc_aligned(bt.size * sizeof(float));
-        memset(tmp, 0, bt.size * sizeof(float));
-        int rc = source_load(ms, &bt, tmp, e);
-        for (int i = 0; rc == 0 && i < t->n; i++) {
-            if (strcmp(t->p[i].name, "score.weight") == 0) continue; /* the adapter's */
-            LC_ASSERT(i < bt.n && strcmp(bt.p[i].name, t->p[i].name) == 0 && bt.p[i].numel == t->p[i].numel);
-            memcpy(params + t->p[i].offset, tmp + bt.p[i].offset, t->p[i].numel * sizeof(float));
-        }
-        free(tmp);
-        params_free(&bt);
-        if (rc) return -1;
-    }
+    if (source_load_as(ms, &md->c, t, params, 0, e)) return -1;
     if (a) lora_merge(&a->lc, &md->c, t, params, &a->t, a->params, +1);
     return 0;
 }
