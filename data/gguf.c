@@ -10,6 +10,8 @@
  */
 #include "gguf.h"
 
+#include "../model/quant.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -32,214 +34,20 @@ static inline uint32_t rd32(const uint8_t *p) {
 }
 static inline uint64_t rd64(const uint8_t *p) { return (uint64_t)rd32(p) | (uint64_t)rd32(p + 4) << 32; }
 
-float gguf_half_to_float(uint16_t h) {
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0x1f) {
-        u = sign | 0x7f800000u | man << 13; /* inf, nan */
-    } else if (exp) {
-        u = sign | (exp + 112) << 23 | man << 13;
-    } else if (man) { /* subnormal: normalise */
-        int s = 0;
-        while (!(man & 0x400)) man <<= 1, s++;
-        u = sign | (uint32_t)(113 - s) << 23 | (man & 0x3ff) << 13;
-    } else {
-        u = sign;
-    }
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
-}
+float gguf_half_to_float(uint16_t h) { return quant_half_to_float(h); }
 
-static inline float h2f(const uint8_t *p) { return gguf_half_to_float(rd16(p)); }
+const char *gguf_type_name(uint32_t type) { return type == QUANT_NF4 ? NULL : quant_name(type); }
 
-// ---------------------------------------------------------------------------
-// dequantisers: one block of the type from b into y
-
-#define QK 32   /* elements per block of the legacy types */
-#define QK_K 256 /* ... of the K types */
-
-static void dq_f32(const uint8_t *b, float *y) { memcpy(y, b, 4); }
-static void dq_f16(const uint8_t *b, float *y) { *y = h2f(b); }
-static void dq_bf16(const uint8_t *b, float *y) {
-    uint32_t u = (uint32_t)rd16(b) << 16;
-    memcpy(y, &u, 4);
-}
-
-/* Q8_0: f16 d, int8 q[32]; y = d * q */
-static void dq_q8_0(const uint8_t *b, float *y) {
-    float d = h2f(b);
-    for (int i = 0; i < QK; i++) y[i] = d * (float)(int8_t)b[2 + i];
-}
-
-/* Q4_0: f16 d, q[16] nibbles: low nibble of byte j is element j, high is j + 16; y = d * (q - 8) */
-static void dq_q4_0(const uint8_t *b, float *y) {
-    float d = h2f(b);
-    const uint8_t *q = b + 2;
-    for (int j = 0; j < QK / 2; j++) {
-        y[j] = d * (float)((q[j] & 0xf) - 8);
-        y[j + QK / 2] = d * (float)((q[j] >> 4) - 8);
-    }
-}
-
-/* Q4_1: f16 d, f16 m, q[16]; y = d * q + m */
-static void dq_q4_1(const uint8_t *b, float *y) {
-    float d = h2f(b), m = h2f(b + 2);
-    const uint8_t *q = b + 4;
-    for (int j = 0; j < QK / 2; j++) {
-        y[j] = d * (float)(q[j] & 0xf) + m;
-        y[j + QK / 2] = d * (float)(q[j] >> 4) + m;
-    }
-}
-
-/* Q5_0: f16 d, uint32 qh (bit i: the fifth bit of element i), q[16]; y = d * (q - 16) */
-static void dq_q5_0(const uint8_t *b, float *y) {
-    float d = h2f(b);
-    uint32_t qh = rd32(b + 2);
-    const uint8_t *q = b + 6;
-    for (int j = 0; j < QK / 2; j++) {
-        int lo = (q[j] & 0xf) | ((qh >> j) & 1) << 4, hi = (q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-        y[j] = d * (float)(lo - 16);
-        y[j + QK / 2] = d * (float)(hi - 16);
-    }
-}
-
-/* Q5_1: f16 d, f16 m, qh, q[16]; y = d * q + m */
-static void dq_q5_1(const uint8_t *b, float *y) {
-    float d = h2f(b), m = h2f(b + 2);
-    uint32_t qh = rd32(b + 4);
-    const uint8_t *q = b + 8;
-    for (int j = 0; j < QK / 2; j++) {
-        int lo = (q[j] & 0xf) | ((qh >> j) & 1) << 4, hi = (q[j] >> 4) | ((qh >> (j + 16)) & 1) << 4;
-        y[j] = d * (float)lo + m;
-        y[j + QK / 2] = d * (float)hi + m;
-    }
-}
-
-/* The 8 six-bit (scale, min) pairs of a Q4_K/Q5_K block packed in 12 bytes:
- * pairs 0-3 in the low 6 bits of bytes 0-3 (scales) and 4-7 (mins); pairs
- * 4-7 in the nibbles of bytes 8-11 plus the top 2 bits of bytes 0-7. */
-static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
-/* Q4_K: f16 d, f16 dmin, scales[12], q[128]: 8 sub-blocks of 32; sub-block
- * 2c (2c + 1) is the low (high) nibbles of q[32c .. 32c + 32);
- * y = (d * sc) * q - dmin * mn */
-static void dq_q4_k(const uint8_t *b, float *y) {
-    float d = h2f(b), dmin = h2f(b + 2);
-    const uint8_t *s = b + 4, *q = b + 16;
-    for (int j = 0; j < 8; j++) {
-        int sc, mn;
-        k_scale_min(s, j, &sc, &mn);
-        float ds = d * (float)sc, dm = dmin * (float)mn;
-        const uint8_t *qq = q + 32 * (j / 2);
-        int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) y[32 * j + l] = ds * (float)((qq[l] >> shift) & 0xf) - dm;
-    }
-}
-
-/* Q5_K: as Q4_K with qh[32] between the scales and q: bit j of qh[l] is the
- * fifth bit of element l of sub-block j */
-static void dq_q5_k(const uint8_t *b, float *y) {
-    float d = h2f(b), dmin = h2f(b + 2);
-    const uint8_t *s = b + 4, *qh = b + 16, *q = b + 48;
-    for (int j = 0; j < 8; j++) {
-        int sc, mn;
-        k_scale_min(s, j, &sc, &mn);
-        float ds = d * (float)sc, dm = dmin * (float)mn;
-        const uint8_t *qq = q + 32 * (j / 2);
-        int shift = 4 * (j & 1);
-        for (int l = 0; l < 32; l++) {
-            int v = ((qq[l] >> shift) & 0xf) | ((qh[l] >> j) & 1) << 4;
-            y[32 * j + l] = ds * (float)v - dm;
-        }
-    }
-}
-
-/* Q6_K: ql[128], qh[64], int8 scales[16], f16 d. Element e (h = e / 128,
- * k = e % 128 / 32, i = e % 32): low 4 bits from ql[64h + 32(k & 1) + i]
- * (nibble k / 2), high 2 bits (qh[32h + i] >> 2k) & 3; y = (d * scales[e / 16]) * (q - 32) */
-static void dq_q6_k(const uint8_t *b, float *y) {
-    const uint8_t *ql = b, *qh = b + 128;
-    const int8_t *sc = (const int8_t *)(b + 192);
-    float d = h2f(b + 208);
-    for (int e = 0; e < QK_K; e++) {
-        int h = e / 128, k = e % 128 / 32, i = e % 32;
-        int lo = (ql[64 * h + 32 * (k & 1) + i] >> (4 * (k / 2))) & 0xf;
-        int hi = (qh[32 * h + i] >> (2 * k)) & 3;
-        y[e] = d * (float)sc[e / 16] * (float)((lo | hi << 4) - 32);
-    }
-}
-
-typedef struct {
-    const char *name;
-    int block;      /* elements per block */
-    int bytes;      /* bytes per block */
-    void (*dq)(const uint8_t *b, float *y); /* NULL: known but not dequantised */
-} TypeInfo;
-
-/* ggml's types by number (gguf-py constants.py GGML_QUANT_SIZES); a name
- * NULL is a number ggml does not use */
-static const TypeInfo types[] = {
-    [0] = {"F32", 1, 4, dq_f32},        [1] = {"F16", 1, 2, dq_f16},
-    [2] = {"Q4_0", 32, 18, dq_q4_0},    [3] = {"Q4_1", 32, 20, dq_q4_1},
-    [6] = {"Q5_0", 32, 22, dq_q5_0},    [7] = {"Q5_1", 32, 24, dq_q5_1},
-    [8] = {"Q8_0", 32, 34, dq_q8_0},    [9] = {"Q8_1", 32, 40, NULL},
-    [10] = {"Q2_K", 256, 84, NULL},     [11] = {"Q3_K", 256, 110, NULL},
-    [12] = {"Q4_K", 256, 144, dq_q4_k}, [13] = {"Q5_K", 256, 176, dq_q5_k},
-    [14] = {"Q6_K", 256, 210, dq_q6_k}, [15] = {"Q8_K", 256, 292, NULL},
-    [16] = {"IQ2_XXS", 256, 66, NULL},  [17] = {"IQ2_XS", 256, 74, NULL},
-    [18] = {"IQ3_XXS", 256, 98, NULL},  [19] = {"IQ1_S", 256, 50, NULL},
-    [20] = {"IQ4_NL", 32, 18, NULL},    [21] = {"IQ3_S", 256, 110, NULL},
-    [22] = {"IQ2_S", 256, 82, NULL},    [23] = {"IQ4_XS", 256, 136, NULL},
-    [24] = {"I8", 1, 1, NULL},          [25] = {"I16", 1, 2, NULL},
-    [26] = {"I32", 1, 4, NULL},         [27] = {"I64", 1, 8, NULL},
-    [28] = {"F64", 1, 8, NULL},         [29] = {"IQ1_M", 256, 56, NULL},
-    [30] = {"BF16", 1, 2, dq_bf16},     [34] = {"TQ1_0", 256, 54, NULL},
-    [35] = {"TQ2_0", 256, 66, NULL},    [39] = {"MXFP4", 32, 17, NULL},
-};
-#define N_TYPES (sizeof types / sizeof types[0])
-
-static const TypeInfo *type_info(uint32_t t) { return t < N_TYPES && types[t].name ? &types[t] : NULL; }
-
-const char *gguf_type_name(uint32_t type) {
-    const TypeInfo *ti = type_info(type);
-    return ti ? ti->name : NULL;
-}
-
-int gguf_type_supported(uint32_t type) {
-    const TypeInfo *ti = type_info(type);
-    return ti && ti->dq;
-}
+int gguf_type_supported(uint32_t type) { return type != QUANT_NF4 && quant_dequantizes(type); }
 
 int gguf_dequantize(uint32_t type, const void *src, int64_t n, float *dst) {
-    const TypeInfo *ti = type_info(type);
-    if (!ti || !ti->dq) return -1;
-    LC_ASSERT(n % ti->block == 0);
-    const uint8_t *b = src;
-    for (int64_t i = 0; i < n / ti->block; i++) ti->dq(b + i * ti->bytes, dst + i * ti->block);
-    return 0;
-}
-
-static void supported_list(char *buf, size_t n) {
-    size_t m = 0;
-    buf[0] = 0;
-    for (size_t t = 0; t < N_TYPES && m < n; t++)
-        if (types[t].dq) m += (size_t)snprintf(buf + m, n - m, "%s%s", m ? ", " : "", types[t].name);
+    return quant_dequantize(type, src, n, dst);
 }
 
 int gguf_tensor_f32(const Gguf *g, const GgufTensor *t, float *dst, Err *e) {
     if (!gguf_type_supported(t->type)) {
-        char list[160];
-        supported_list(list, sizeof list);
         return err_set(e, "%s: tensor %s has type %s, which llamac does not dequantise (supported: %s)", g->path,
-                       t->name, gguf_type_name(t->type), list);
+                       t->name, gguf_type_name(t->type), quant_dequant_list());
     }
     gguf_dequantize(t->type, t->data, t->numel, dst);
     return 0;
@@ -440,12 +248,13 @@ static int parse(Gguf *g, Err *e) {
             T->numel *= (int64_t)v;
         }
         if (get_u32(&c, &T->type, what) || get_u64(&c, &T->offset, what)) return -1;
-        const TypeInfo *ti = type_info(T->type);
-        if (!ti) return err_set(e, "%s: tensor %s has unknown type %u", g->path, T->name, T->type);
-        if (T->ne[0] % ti->block)
+        const char *tname = gguf_type_name(T->type);
+        if (!tname) return err_set(e, "%s: tensor %s has unknown type %u", g->path, T->name, T->type);
+        int block = quant_block(T->type);
+        if (T->ne[0] % block)
             return err_set(e, "%s: tensor %s: %lld values per row is not a whole number of %s blocks (%d)", g->path,
-                           T->name, (long long)T->ne[0], ti->name, ti->block);
-        T->nbytes = (uint64_t)(T->numel / ti->block) * (uint64_t)ti->bytes;
+                           T->name, (long long)T->ne[0], tname, block);
+        T->nbytes = (uint64_t)(T->numel / block) * (uint64_t)quant_block_bytes(T->type);
         if (T->offset % g->alignment)
             return err_set(e, "%s: tensor %s: offset %llu is not a multiple of the alignment %llu", g->path, T->name,
                            (unsigned long long)T->offset, (unsigned long long)g->alignment);
@@ -656,32 +465,8 @@ double gguf_array_num(const GgufKV *kv, uint64_t i) {
 // ----------------------------------------------------------------------------
 // writing: float32 -> F16, BF16, Q8_0 (the inverses of the dequantisers above)
 
-/* IEEE half of f, round to nearest even; NaN as numpy makes it (the top
- * payload bits, kept a NaN) */
-static uint16_t f16_of(float f) {
-    uint32_t u;
-    memcpy(&u, &f, 4);
-    uint16_t sign = (uint16_t)(u >> 16 & 0x8000);
-    uint32_t a = u & 0x7fffffff, ex = a >> 23, man = a & 0x7fffff;
-    if (a > 0x7f800000) {
-        uint16_t h = (uint16_t)(0x7c00 | man >> 13);
-        return sign | (h == 0x7c00 ? 0x7c01 : h);
-    }
-    if (a >= 0x477ff000) return sign | 0x7c00;      /* 65520 and up round to infinity */
-    if (a < 0x33000000) return sign;                /* at most 2^-25: rounds to zero */
-    uint32_t h, rem, half;
-    if (ex < 113) {                                 /* a half subnormal: units of 2^-24 */
-        uint32_t m = man | 0x800000, sh = 126 - ex;
-        h = m >> sh, rem = m & ((1u << sh) - 1), half = 1u << (sh - 1);
-    } else {
-        h = (ex - 112) << 10 | man >> 13, rem = man & 0x1fff, half = 0x1000;
-    }
-    if (rem > half || (rem == half && (h & 1))) h++; /* a carry into the exponent is right */
-    return sign | (uint16_t)h;
-}
-
 void gguf_to_f16(uint16_t *dst, const float *src, size_t n) {
-    for (size_t i = 0; i < n; i++) dst[i] = f16_of(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = quant_float_to_half(src[i]);
 }
 
 void gguf_to_bf16(uint16_t *dst, const float *src, size_t n) {
@@ -694,16 +479,7 @@ void gguf_to_bf16(uint16_t *dst, const float *src, size_t n) {
 
 void gguf_to_q8_0(uint8_t *dst, const float *src, size_t n) {
     LC_ASSERT(n % GGUF_Q8_0_BLOCK == 0);
-    for (size_t b = 0; b < n / GGUF_Q8_0_BLOCK; b++) {
-        const float *x = src + b * GGUF_Q8_0_BLOCK;
-        uint8_t *y = dst + b * GGUF_Q8_0_BYTES;
-        float amax = 0;
-        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) amax = fmaxf(amax, fabsf(x[j]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        uint16_t dh = f16_of(d);
-        memcpy(y, &dh, 2);
-        for (int j = 0; j < GGUF_Q8_0_BLOCK; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
-    }
+    quant_quantize(QUANT_Q8_0, src, 1, (int64_t)n, dst);
 }
 
 // ----------------------------------------------------------------------------
