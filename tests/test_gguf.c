@@ -432,7 +432,7 @@ void gguf_bad_files(void) {
     put_u32(x + info_at(good, n, norm, 2), 9); /* Q8_1: 64 values are 80 bytes, inside the 256 */
     expect_bad("unsupported type", x, n, 1,
                "tensor output_norm.weight has type Q8_1, which llamac does not dequantise (supported: F32, F16, "
-               "Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K, BF16)");
+               "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q4_K, Q5_K, Q6_K)");
     FRESH();
     put_u32(x + info_at(good, n, norm, 2), 12); /* Q4_K: 64 values per row are not a 256-block */
     expect_bad("partial block", x, n, 0, "64 values per row is not a whole number of Q4_K blocks (256)");
