@@ -77,7 +77,7 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
 
 static size_t round_up(size_t n) { return (n + PARAMS_ALIGN - 1) / PARAMS_ALIGN * PARAMS_ALIGN; }
 
-static const LlamaOpts no_opts = {LLAMA_GRADS_NONE, NULL, 0};
+static const LlamaOpts no_opts = {LLAMA_GRADS_NONE, NULL, 0, NULL};
 
 /* The option checks and the adapter table, shared by init and memory. */
 static int setup(Llama *m, const LlamaConfig *c, int B, int T, const LlamaOpts *o, Err *e) {
@@ -88,6 +88,14 @@ static int setup(Llama *m, const LlamaConfig *c, int B, int T, const LlamaOpts *
         return err_set(e, "sequence length: %d exceeds the model's context length %d", T, c->max_seq);
     LC_ASSERT(o->grads >= LLAMA_GRADS_NONE && o->grads <= LLAMA_GRADS_INPUT);
     if (params_build(c, &m->t, e)) return -1;
+    if (o->qtypes) {
+        params_set_quant(&m->t, o->qtypes);
+        if (o->grads == LLAMA_GRADS_FULL) {
+            params_free(&m->t);
+            return err_set(e, "full training on a quantised base: its weights are frozen (train LoRA adapters on "
+                              "it with --lora-r, or load it as float32)");
+        }
+    }
     m->c = *c;
     m->B = B;
     m->T = T;
@@ -119,7 +127,8 @@ LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, c
     for (int i = 0; i < n; i++) acts += round_up(s[i].numel);
     int HS = config_head_size(c);
     acts += ops->scratch_floats(NULL, B, T, c->n_heads, HS, c->vocab, c->dim);
-    mem.params = m.t.size * sizeof(float);
+    mem.params = m.t.size * sizeof(float) + m.t.qsize;
+    if (params_has_quant(&m.t)) acts += ops->qwork_floats(NULL, c->hidden > c->dim ? c->hidden : c->dim);
     mem.grads = o->grads == LLAMA_GRADS_FULL ? m.t.size * sizeof(float) : 0;
     mem.acts = acts * sizeof(float) + 3 * (size_t)B * T * sizeof(int);
     if (m.lora) {
@@ -132,19 +141,21 @@ LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, c
 }
 
 LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads) {
-    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0};
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL};
     return llama_memory_opts(c, ops, B, T, &o);
 }
 
 int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                int with_grads, Err *e) {
-    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0};
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL};
     return llama_init_opts(m, c, ops, ctx, B, T, &o, e);
 }
 
 int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                     const LlamaOpts *o, Err *e) {
     if (!o) o = &no_opts;
+    if (o->qtypes && !ops->qmatmul_fwd)
+        return err_set(e, "a quantised base: the %s backend has no quantised ops yet", ops->name);
     if (setup(m, c, B, T, o, e)) return -1;
     int with_grads = o->grads != LLAMA_GRADS_NONE;
     m->ops = ops;
@@ -152,6 +163,12 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
     m->params = ops->alloc(ctx, m->t.size * sizeof(float));
     params_point(c, &m->t, m->params, sizeof(float), &m->w);
     if (ops->bind_params) ops->bind_params(ctx, m->params, m->t.size);
+    if (params_has_quant(&m->t)) {
+        m->qdata = ops->alloc(ctx, m->t.qsize);
+        m->qt = xcalloc((size_t)m->t.n, sizeof *m->qt);
+        llama_quant_point(m);
+        m->qwork = ops->alloc(ctx, ops->qwork_floats(ctx, c->hidden > c->dim ? c->hidden : c->dim) * sizeof(float));
+    }
     if (o->grads == LLAMA_GRADS_FULL) {
         m->grads = ops->alloc(ctx, m->t.size * sizeof(float));
         params_point(c, &m->t, m->grads, sizeof(float), &m->g);
@@ -254,13 +271,38 @@ void llama_free(Llama *m) {
         if (m->lora_params) m->ops->free(ctx, m->lora_params);
         if (m->lora_grads) m->ops->free(ctx, m->lora_grads);
         m->ops->free(ctx, m->arena);
+        if (m->qdata) m->ops->free(ctx, m->qdata);
+        if (m->qwork) m->ops->free(ctx, m->qwork);
         m->ops->free(ctx, m->tokens);
         m->ops->free(ctx, m->targets);
         m->ops->free(ctx, m->pos);
     }
+    free(m->qt);
     params_free(&m->t);
     params_free(&m->lt);
     memset(m, 0, sizeof *m);
+}
+
+void llama_quant_point(Llama *m) {
+    const ParamTable *t = &m->t;
+    memset(m->ql, 0, sizeof m->ql);
+    m->qembed = m->qhead = NULL;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        memset(&m->qt[i], 0, sizeof m->qt[i]);
+        if (!p->qtype) continue;
+        m->qt[i] = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], m->qdata + p->qoffset);
+    }
+    /* the typed views, in params_build's order: embed, 9 per layer, norm, head */
+    int i = 0;
+    if (t->p[i].qtype) m->qembed = &m->qt[i];
+    i++;
+    for (int l = 0; l < m->c.n_layers; l++, i += 2)
+        for (int mod = 0; mod < LORA_NMOD; mod++, i++)
+            if (t->p[i].qtype) m->ql[l][mod] = &m->qt[i];
+    i++; /* final norm */
+    if (m->c.tied && !m->c.num_labels) m->qhead = m->qembed;
+    else if (i < t->n && t->p[i].qtype) m->qhead = &m->qt[i];
 }
 
 void llama_lora_init(Llama *m, uint64_t seed) {
@@ -345,7 +387,9 @@ double llama_flops_per_token(const LlamaConfig *c, int T) {
  * adapter's (N, r) activation (NULL: the layer's own). */
 static void lin_fwd(Llama *m, int l, int mod, float *out, const float *x, const float *w, int N, int Din,
                     int Dout, int base, int train) {
-    if (base) m->ops->matmul_fwd(m->ctx, out, x, w, N, Din, Dout);
+    const QTensor *q = m->ql[l][mod];
+    if (base && q) m->ops->qmatmul_fwd(m->ctx, out, x, q, m->qwork, N);
+    else if (base) m->ops->matmul_fwd(m->ctx, out, x, w, N, Din, Dout);
     if (!m->lora || !m->lora_enabled || !lora_adapted(&m->lc, l, mod)) return;
     const LoraPair *p = &m->la.layer[l][mod];
     float drop = train && m->lora_train ? m->lc.dropout : 0.0f;
@@ -357,7 +401,9 @@ static void lin_fwd(Llama *m, int l, int mod, float *out, const float *x, const 
  * dA, dB += and dx += */
 static void lin_bwd(Llama *m, int l, int mod, float *dx, float *dw, const float *dout, const float *x,
                     const float *w, int N, int Din, int Dout, int accum) {
-    m->ops->matmul_bwd(m->ctx, dx, dw, dout, x, w, N, Din, Dout, accum);
+    const QTensor *q = m->ql[l][mod];
+    if (q) m->ops->qmatmul_bwd(m->ctx, dx, dout, q, m->qwork, N, accum);
+    else m->ops->matmul_bwd(m->ctx, dx, dw, dout, x, w, N, Din, Dout, accum);
     if (!m->lora || !m->lora_enabled || !lora_adapted(&m->lc, l, mod)) return;
     const LoraPair *p = &m->la.layer[l][mod], *g = &m->lg.layer[l][mod];
     float drop = m->lora_train ? m->lc.dropout : 0.0f;
@@ -379,6 +425,29 @@ double llama_train_flops_per_token(const Llama *m) {
     if (!m->lora) return fpt;
     double attn = 12.0 * c->n_layers * c->n_heads * config_head_size(c) * (double)m->T, nb = (fpt - attn) / 6;
     return 4 * nb + attn + 6.0 * (double)m->lt.numel;
+}
+
+// ----------------------------------------------------------------------------
+// the embedding and the LM head, float32 or quantised
+
+static void embed_rows(Llama *m, float *out, const int *tok, int N) {
+    if (m->qembed) m->ops->qembed_fwd(m->ctx, out, tok, m->qembed, m->qwork, N);
+    else m->ops->embed_fwd(m->ctx, out, tok, m->w.embed, N, m->c.dim);
+}
+
+/* lmhead_ce (row_scale NULL: every row by scale) or lmhead_rows over the
+ * final norm's output; dw only for a float head */
+static double head_rows(Llama *m, float *dx, float *dw, float *row_mean, const float *row_scale, float scale) {
+    const LlamaConfig *c = &m->c;
+    int N = m->B * m->T;
+    if (m->qhead)
+        return m->ops->qlmhead(m->ctx, dx, m->row_loss, row_mean, m->xf, m->qhead, m->targets, row_scale, scale,
+                               m->scratch, m->qwork, N);
+    if (!row_scale && !row_mean)
+        return m->ops->lmhead_ce(m->ctx, dx, dw, m->row_loss, m->xf, m->w.lm_head, m->targets, m->scratch, N, c->dim,
+                                 c->vocab, scale);
+    return m->ops->lmhead_rows(m->ctx, dx, dw, m->row_loss, row_mean, m->xf, m->w.lm_head, m->targets, row_scale,
+                               m->scratch, N, c->dim, c->vocab);
 }
 
 // ----------------------------------------------------------------------------
@@ -423,15 +492,13 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
     int N = m->B * m->T, D = c->dim, L = c->n_layers;
     LC_ASSERT(0 <= l0 && l0 <= l1 && l1 <= L);
 
-    if (l0 == 0) o->embed_fwd(ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    if (l0 == 0) embed_rows(m, m->acts[0].x, m->tokens, N);
     for (int l = l0; l < l1; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
     if (l1 < L) return 0.0;
 
     o->rmsnorm_fwd(ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
     int train = grad_scale > 0 && m->dres;
-    double loss = o->lmhead_ce(ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, m->row_loss,
-                               m->xf, m->w.lm_head, m->targets, m->scratch, N, D, c->vocab,
-                               grad_scale);
+    double loss = head_rows(m, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, NULL, NULL, grad_scale);
     if (train) {
         o->zero(ctx, m->dres, (size_t)N * D * sizeof(float));
         o->rmsnorm_bwd(ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
@@ -446,11 +513,13 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
     int N = m->B * m->T, D = c->dim;
     int L = c->n_layers;
     LC_ASSERT(0 <= l0 && l0 < L);
-    if (l0 == 0) m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    if (l0 == 0) embed_rows(m, m->acts[0].x, m->tokens, N);
     for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
     m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
-    return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, row_mean, m->xf, m->w.lm_head, m->targets, NULL,
-                               m->scratch, N, D, c->vocab);
+    if (!row_mean && !m->qhead) /* lmhead_rows without dx is lmhead_ce's forward */
+        return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, NULL,
+                                   m->scratch, N, D, c->vocab);
+    return head_rows(m, NULL, NULL, row_mean, NULL, 0.0f);
 }
 
 void llama_head_backward(Llama *m, const float *row_scale) {
@@ -458,8 +527,7 @@ void llama_head_backward(Llama *m, const float *row_scale) {
     const Ops *o = m->ops;
     int N = m->B * m->T, D = c->dim;
     LC_ASSERT(m->dres);
-    o->lmhead_rows(m->ctx, m->dxn, m->g.lm_head, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, row_scale,
-                   m->scratch, N, D, c->vocab);
+    head_rows(m, m->dxn, m->g.lm_head, NULL, row_scale, 0.0f);
     o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
     o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
 }
@@ -481,7 +549,7 @@ void llama_forward_score(Llama *m, int l0, float *score) {
     const LlamaConfig *c = &m->c;
     int N = m->B * m->T, D = c->dim, L = c->n_layers;
     LC_ASSERT(c->num_labels > 0 && 0 <= l0 && l0 < L);
-    if (l0 == 0) m->ops->embed_fwd(m->ctx, m->acts[0].x, m->tokens, m->w.embed, N, D);
+    if (l0 == 0) embed_rows(m, m->acts[0].x, m->tokens, N);
     for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
     m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
     m->ops->matmul_fwd(m->ctx, score, m->xf, score_w(m), N, D, c->num_labels);
@@ -512,7 +580,7 @@ void llama_decode(Llama *m, int token, int pos) {
     o->upload(ctx, m->tokens + pos, &token, sizeof(int));
     o->upload(ctx, m->pos + pos, &pos, sizeof(int));
     size_t r = (size_t)pos;
-    o->embed_fwd(ctx, m->acts[0].x + r * D, m->tokens + pos, m->w.embed, 1, D);
+    embed_rows(m, m->acts[0].x + r * D, m->tokens + pos, 1);
     for (int l = 0; l < L; l++) {
         LayerActs *a = &m->acts[l];
         const LayerWeights *w = &m->w.layer[l];
@@ -537,7 +605,8 @@ void llama_decode(Llama *m, int token, int pos) {
         o->add(ctx, out, h, D);
     }
     o->rmsnorm_fwd(ctx, m->xf + r * D, m->rstdf + r, m->x_out + r * D, m->w.norm_f, 1, D, c->norm_eps);
-    o->matmul_fwd(ctx, m->logits, m->xf + r * D, m->w.lm_head, 1, D, c->vocab);
+    if (m->qhead) o->qmatmul_fwd(ctx, m->logits, m->xf + r * D, m->qhead, m->qwork, 1);
+    else o->matmul_fwd(ctx, m->logits, m->xf + r * D, m->w.lm_head, 1, D, c->vocab);
 }
 
 // ----------------------------------------------------------------------------

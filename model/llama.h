@@ -47,6 +47,11 @@ typedef struct LlamaOpts {
     int recompute;          /* keep only each layer's input x in the forward and
                              * recompute the layer inside the backward (one shared
                              * set of per-layer activations) */
+    const uint32_t *qtypes; /* a quantised base (DESIGN.md "Quantised weights"):
+                             * qtypes[i] the type table entry i is held in (quant.h;
+                             * 0: float32), for every entry of params_build's
+                             * table; NULL: all float32. Frozen: needs grads
+                             * NONE or INPUT. */
 } LlamaOpts;
 
 typedef struct Llama {
@@ -59,7 +64,15 @@ typedef struct Llama {
     int recompute;
     float *params;     /* t.size floats */
     float *grads;      /* t.size floats, or NULL (inference, frozen base) */
-    LlamaWeights w, g; /* typed views of params and grads (g all NULL without grads) */
+    LlamaWeights w, g; /* typed views of params and grads (g all NULL without grads;
+                        * w's fields NULL for tensors held quantised) */
+    /* a quantised base (LlamaOpts.qtypes): the tensors t marks with qtype
+     * live in qdata (t.qsize bytes, backend memory) as the QTensors qt[i]
+     * (t.n, type 0 where float); typed views NULL where float */
+    QTensor *qt;
+    uint8_t *qdata;
+    float *qwork;      /* the q ops' tile buffer (ops->qwork_floats) */
+    const QTensor *qembed, *qhead, *ql[LC_MAX_LAYERS][LORA_NMOD];
     /* LoRA adapters (lora.h), when attached: a second parameter buffer with
      * its own table lt; gradients when grads_mode != NONE */
     int lora;          /* adapters attached */
@@ -112,6 +125,11 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
                     const LlamaOpts *o, Err *e);
 void llama_free(Llama *m);
 
+/* Point m->qt (and the typed views) at m->qdata: after llama_init and
+ * whenever qdata's bytes change place (never; kept for symmetry with the
+ * float views). Called by llama_init_opts. */
+void llama_quant_point(Llama *m);
+
 /* Initialise the adapters as PEFT does (lora_init_weights on the host, then
  * uploaded). */
 void llama_lora_init(Llama *m, uint64_t seed);
@@ -124,7 +142,7 @@ static inline void llama_lora_seed(Llama *m, uint64_t seed) { m->lora_seed = see
  * into base parameters, base gradients, activations (arena + scratch, with
  * the activation gradients) and the adapters' parameters and gradients. */
 typedef struct LlamaMem {
-    size_t params, grads, acts, lora, lora_grads;
+    size_t params, grads, acts, lora, lora_grads; /* params: float and quantised base weights */
 } LlamaMem;
 LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads);
 LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, const LlamaOpts *o);

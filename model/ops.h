@@ -33,11 +33,12 @@
 #include <stdint.h>
 
 #include "base.h" /* LC_IGNORE */
+#include "quant.h"
 
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
     OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_LMHEAD_ROWS, OP_MATMUL_ROWS, OP_ATTN_PAGED,
-    OP_ROWS, OP_COUNT
+    OP_ROWS, OP_QMATMUL, OP_QEMBED, OP_QLMHEAD, OP_QMATMUL_ROWS, OP_COUNT
 } OpId;
 
 typedef struct Ops {
@@ -201,6 +202,30 @@ typedef struct Ops {
      * step t >= 1. All float32, one pass. */
     void (*adamw)(void *ctx, float *p, const float *g, float *m, float *v, size_t n, float lr,
                   float b1, float b2, float eps, float wd, int t, float gscale);
+
+    /* ---- quantised frozen weights (quant.h; DESIGN.md "Quantised
+     * weights"): w is a QTensor (rows Dout, cols Din) whose data is backend
+     * memory. Each op dequantises a tile of w's rows at a time into work
+     * (qwork_floats(ctx, Din) floats of backend memory) and computes in
+     * float32 as the float ops do, so the numbers are those of the float
+     * ops on the dequantised matrix; no float copy of w is ever whole. A
+     * frozen weight has no gradient: only the input's. */
+    size_t (*qwork_floats)(void *ctx, int Dmax);
+    /* out(N, Dout) = x(N, Din) w^T */
+    void (*qmatmul_fwd)(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N);
+    /* dx(N, Din) = (or += if accum_dx) dout(N, Dout) w */
+    void (*qmatmul_bwd)(void *ctx, float *dx, const float *dout, const QTensor *w, float *work, int N, int accum_dx);
+    /* out(N, D) = row tok[n] of emb (V, D) */
+    void (*qembed_fwd)(void *ctx, float *out, const int *tok, const QTensor *emb, float *work, int N);
+    /* lmhead_rows with the head w (V, D) quantised and no dw: row_scale NULL
+     * weighs every row's dlogits by scale (lmhead_ce), else by row_scale[n]
+     * (lmhead_rows); the same returns, row_loss and row_mean. */
+    double (*qlmhead)(void *ctx, float *dx, float *row_loss, float *row_mean, const float *x, const QTensor *w,
+                      const int *targets, const float *row_scale, float scale, float *scratch, float *work, int N);
+    /* matmul_rows on w as it is stored (no rows_pack): the same fixed
+     * summation order, so each row's result is that of matmul_rows on the
+     * dequantised, packed matrix, bit for bit. Inference only. */
+    void (*qmatmul_rows)(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add);
 
     /* ---- optional hooks: NULL where the backend needs none (the CPU) */
     /* llama_init registers its parameter buffer (n floats from alloc); a

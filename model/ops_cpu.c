@@ -31,6 +31,7 @@
 const char *const op_names[OP_COUNT] = {
     "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
     "add", "sumsq", "scale", "adamw", "lora", "lmhead_rows", "matmul_rows", "attn_paged", "rows",
+    "qmatmul", "qembed", "qlmhead", "qmatmul_rows",
 };
 
 char *openblas_get_corename(void);
@@ -237,6 +238,71 @@ static void cpu_matmul_bwd(void *ctx, float *dx, float *dw, const float *dout, c
     if (dw)
         cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, Dout, Din, N, 1.0f, dout, Dout, x, Din, 1.0f,
                     dw, Din);
+}
+
+// ----------------------------------------------------------------------------
+// quantised weights (ops.h, "quantised frozen weights"): a tile of the
+// weight's rows dequantised into work, split over the threads, then one
+// SGEMM against the tile; the tile is QWORK_FLOATS floats (1 MiB), so the
+// SGEMMs stay large (hundreds of columns) while the float copy stays small.
+
+#define QWORK_FLOATS (1 << 18)
+
+static size_t cpu_qwork_floats(void *ctx, int Dmax) {
+    (void)ctx;
+    size_t tile = QWORK_FLOATS > (size_t)16 * Dmax ? QWORK_FLOATS : (size_t)16 * Dmax;
+    size_t rows = (size_t)omp_get_max_threads() * cpu_qrows_thread_floats(Dmax); /* the engine's panels */
+    return (tile > rows ? tile : rows) + 64;
+}
+
+/* Rows of q per tile: as many as fit QWORK_FLOATS (at least 16), at most all. */
+static int q_tile_rows(const QTensor *q) {
+    int tr = QWORK_FLOATS / q->cols / 16 * 16;
+    if (tr < 16) tr = 16;
+    return tr < q->rows ? tr : q->rows;
+}
+
+static void q_tile(const QTensor *q, int r0, int n, float *dst) {
+#pragma omp parallel for schedule(static)
+    for (int i = 0; i < n; i++) quant_rows(q, r0 + i, 1, dst + (size_t)i * q->cols);
+}
+
+/* out(N, rows) (row stride ldo) = x(N, cols) q^T */
+static void q_gemm_nt(float *out, int ldo, const float *x, int N, const QTensor *q, float *work) {
+    int K = q->cols, tr = q_tile_rows(q);
+    for (int r0 = 0; r0 < q->rows; r0 += tr) {
+        int n = q->rows - r0 < tr ? q->rows - r0 : tr;
+        q_tile(q, r0, n, work);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, N, n, K, 1.0f, x, K, work, K, 0.0f, out + r0, ldo);
+    }
+}
+
+/* dx(N, cols) = (or += with accum) dy(N, rows) (row stride lddy) q */
+static void q_gemm_nn(float *dx, const float *dy, int lddy, int N, const QTensor *q, float *work, int accum) {
+    int K = q->cols, tr = q_tile_rows(q);
+    for (int r0 = 0; r0 < q->rows; r0 += tr) {
+        int n = q->rows - r0 < tr ? q->rows - r0 : tr;
+        q_tile(q, r0, n, work);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, K, n, 1.0f, dy + r0, lddy, work, K,
+                    accum || r0 > 0 ? 1.0f : 0.0f, dx, K);
+    }
+}
+
+static void cpu_qmatmul_fwd(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N) {
+    (void)ctx;
+    q_gemm_nt(out, w->rows, x, N, w, work);
+}
+
+static void cpu_qmatmul_bwd(void *ctx, float *dx, const float *dout, const QTensor *w, float *work, int N,
+                            int accum_dx) {
+    (void)ctx;
+    q_gemm_nn(dx, dout, w->rows, N, w, work, accum_dx);
+}
+
+static void cpu_qembed_fwd(void *ctx, float *out, const int *tok, const QTensor *emb, float *work, int N) {
+    (void)ctx, (void)work;
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) quant_rows(emb, tok[n], 1, out + (size_t)n * emb->cols);
 }
 
 // ----------------------------------------------------------------------------
@@ -957,14 +1023,18 @@ static void cpu_swiglu_bwd(void *ctx, float *dg, float *du, const float *dout, c
 /* Both heads: row_scale (NULL: scale for every row) weighs each row's
  * dlogits; row_mean gets the rows' mean logits when not NULL. */
 static double lmhead(float *dx, float *dw, float *row_loss, float *row_mean, const float *x, const float *w,
-                     const int *targets, const float *row_scale, float *scratch, int N, int D, int V, float scale) {
+                     const QTensor *qw, float *work, const int *targets, const float *row_scale, float *scratch, int N,
+                     int D, int V, float scale) {
     int R = ce_rows(V);
     double total = 0.0;
     for (int n0 = 0; n0 < N; n0 += R) {
         int nr = n0 + R < N ? R : N - n0;
         float *lg = scratch;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, V, D, 1.0f, x + (size_t)n0 * D, D,
-                    w, D, 0.0f, lg, V);
+        if (qw)
+            q_gemm_nt(lg, V, x + (size_t)n0 * D, nr, qw, work);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, V, D, 1.0f, x + (size_t)n0 * D, D, w, D, 0.0f,
+                        lg, V);
         double chunk = 0.0;
 #pragma omp parallel for reduction(+ : chunk)
         for (int r = 0; r < nr; r++) {
@@ -994,8 +1064,11 @@ static double lmhead(float *dx, float *dw, float *row_loss, float *row_mean, con
         }
         total += chunk;
         if (dx) {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, D, V, 1.0f, lg, V, w, D, 0.0f,
-                        dx + (size_t)n0 * D, D);
+            if (qw)
+                q_gemm_nn(dx + (size_t)n0 * D, lg, V, nr, qw, work, 0);
+            else
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, D, V, 1.0f, lg, V, w, D, 0.0f,
+                            dx + (size_t)n0 * D, D);
             if (dw)
                 cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, D, nr, 1.0f, lg, V,
                             x + (size_t)n0 * D, D, 1.0f, dw, D);
@@ -1008,14 +1081,22 @@ static double cpu_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, co
                             const float *w, const int *targets, float *scratch, int N, int D, int V,
                             float scale) {
     (void)ctx;
-    return lmhead(dx, dw, row_loss, NULL, x, w, targets, NULL, scratch, N, D, V, scale);
+    return lmhead(dx, dw, row_loss, NULL, x, w, NULL, NULL, targets, NULL, scratch, N, D, V, scale);
 }
 
 static double cpu_lmhead_rows(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x,
                               const float *w, const int *targets, const float *row_scale, float *scratch, int N,
                               int D, int V) {
     (void)ctx;
-    return lmhead(dx, dw, row_loss, row_mean, x, w, targets, row_scale, scratch, N, D, V, 0.0f);
+    return lmhead(dx, dw, row_loss, row_mean, x, w, NULL, NULL, targets, row_scale, scratch, N, D, V, 0.0f);
+}
+
+static double cpu_qlmhead(void *ctx, float *dx, float *row_loss, float *row_mean, const float *x, const QTensor *w,
+                          const int *targets, const float *row_scale, float scale, float *scratch, float *work,
+                          int N) {
+    (void)ctx;
+    return lmhead(dx, NULL, row_loss, row_mean, x, NULL, w, work, targets, row_scale, scratch, N, w->cols, w->rows,
+                  scale);
 }
 
 // ----------------------------------------------------------------------------
@@ -1107,4 +1188,10 @@ const Ops ops_cpu = {
     .sumsq = cpu_sumsq,
     .scale = cpu_scale,
     .adamw = cpu_adamw,
+    .qwork_floats = cpu_qwork_floats,
+    .qmatmul_fwd = cpu_qmatmul_fwd,
+    .qmatmul_bwd = cpu_qmatmul_bwd,
+    .qembed_fwd = cpu_qembed_fwd,
+    .qlmhead = cpu_qlmhead,
+    .qmatmul_rows = cpu_qmatmul_rows,
 };

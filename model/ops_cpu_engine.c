@@ -115,22 +115,28 @@ static inline AVX2 __attribute__((always_inline)) void tile_avx2(const float *x,
 }
 #undef ROW_FMA
 
+/* rows [m0, m1) of x against the one panel w of output columns [n, n + nc) */
+static AVX2 void panel_avx2(const float *x, const float *w, float *out, int m0, int m1, int n, int nc, int K,
+                            int Dout, float add) {
+    int m = m0;
+    for (; m + TILE_M <= m1; m += TILE_M)
+        tile_avx2(x + (size_t)m * K, K, w, out + (size_t)m * Dout + n, Dout, TILE_M, nc, add);
+    const float *xm = x + (size_t)m * K;
+    float *om = out + (size_t)m * Dout + n;
+    switch (m1 - m) {
+    case 5: tile_avx2(xm, K, w, om, Dout, 5, nc, add); break;
+    case 4: tile_avx2(xm, K, w, om, Dout, 4, nc, add); break;
+    case 3: tile_avx2(xm, K, w, om, Dout, 3, nc, add); break;
+    case 2: tile_avx2(xm, K, w, om, Dout, 2, nc, add); break;
+    case 1: tile_avx2(xm, K, w, om, Dout, 1, nc, add); break;
+    }
+}
+
 static AVX2 void block_avx2(const float *x, const float *wp, float *out, int m0, int m1, int p0, int p1, int K,
                             int Dout, float add) {
     for (int p = p0; p < p1; p++) {
-        const float *w = wp + (size_t)p * PANEL * K;
-        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL, m = m0;
-        for (; m + TILE_M <= m1; m += TILE_M)
-            tile_avx2(x + (size_t)m * K, K, w, out + (size_t)m * Dout + n, Dout, TILE_M, nc, add);
-        const float *xm = x + (size_t)m * K;
-        float *om = out + (size_t)m * Dout + n;
-        switch (m1 - m) {
-        case 5: tile_avx2(xm, K, w, om, Dout, 5, nc, add); break;
-        case 4: tile_avx2(xm, K, w, om, Dout, 4, nc, add); break;
-        case 3: tile_avx2(xm, K, w, om, Dout, 3, nc, add); break;
-        case 2: tile_avx2(xm, K, w, om, Dout, 2, nc, add); break;
-        case 1: tile_avx2(xm, K, w, om, Dout, 1, nc, add); break;
-        }
+        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
+        panel_avx2(x, wp + (size_t)p * PANEL * K, out, m0, m1, n, nc, K, Dout, add);
     }
 }
 #endif
@@ -175,6 +181,40 @@ void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int
 #endif
             (void)avx;
             block_portable(x, wp, out, m0, m1, a, b, Din, Dout, add);
+        }
+    }
+}
+
+// ----------------------------------------------------------------------------
+// the linear on a quantised weight: each panel's 16 rows dequantised and
+// packed into the thread's own panel, then the same tiles as above, so the
+// sums are those of cpu_matmul_rows on the dequantised matrix. All input
+// rows pass each panel while it is in cache: a panel is dequantised once per
+// call.
+
+size_t cpu_qrows_thread_floats(int Din) { return (size_t)2 * PANEL * Din + 16; }
+
+void cpu_qmatmul_rows(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add) {
+    (void)ctx;
+    int avx = use_avx2(), Din = w->cols, Dout = w->rows, panels = (Dout + PANEL - 1) / PANEL;
+#pragma omp parallel
+    {
+        int nt = omp_get_num_threads(), t = omp_get_thread_num();
+        int a = (int)((long)panels * t / nt), b = (int)((long)panels * (t + 1) / nt);
+        float *rows = work + (size_t)t * cpu_qrows_thread_floats(Din), *pw = rows + (size_t)PANEL * Din;
+        for (int p = a; p < b; p++) {
+            int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
+            quant_rows(w, n, nc, rows);
+            for (int k = 0; k < Din; k++)
+                for (int j = 0; j < PANEL; j++) pw[(size_t)k * PANEL + j] = j < nc ? rows[(size_t)j * Din + k] : 0.0f;
+#ifdef ROWS_AVX2
+            if (avx) {
+                panel_avx2(x, pw, out, 0, N, n, nc, Din, Dout, add);
+                continue;
+            }
+#endif
+            (void)avx;
+            tile_portable(x, Din, pw, out + n, Dout, N, nc, add);
         }
     }
 }

@@ -7,9 +7,15 @@
 
 #include <stddef.h>
 
+#include "quant.h"
+
 size_t cpu_rows_pack_floats(void *ctx, int Din, int Dout);
 void cpu_rows_pack(void *ctx, float *wp, const float *w, int Din, int Dout);
 void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout, float add);
+/* qmatmul_rows (ops.h) and the work floats one thread of it uses for
+ * inner dimension Din */
+void cpu_qmatmul_rows(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add);
+size_t cpu_qrows_thread_floats(int Din);
 void cpu_attn_paged(void *ctx, float *out, const float *q, const float *k, const float *v, const int *ptab,
                     const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp);
 void cpu_rows_scatter(void *ctx, float *dst, const float *src, const int *idx, int N, int W);

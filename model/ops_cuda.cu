@@ -1164,6 +1164,13 @@ const Ops ops_cuda = {
     .sumsq = cuda_sumsq,
     .scale = cuda_scale,
     .adamw = cuda_adamw,
+    /* the quantised ops: not yet on CUDA (llama_init refuses a quantised base) */
+    .qwork_floats = NULL,
+    .qmatmul_fwd = NULL,
+    .qmatmul_bwd = NULL,
+    .qembed_fwd = NULL,
+    .qlmhead = NULL,
+    .qmatmul_rows = NULL,
     .bind_params = cuda_bind_params,
     .download_act = cuda_download_act,
     .upload_act = cuda_upload_act,

@@ -4,6 +4,8 @@
  */
 #include "params.h"
 
+#include "quant.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +71,7 @@ void params_point(const LlamaConfig *c, const ParamTable *t, void *base, size_t 
                   LlamaWeights *w) {
     char *b = base;
     int i = 0;
-#define NEXT() (b + t->p[i++].offset * elem_size)
+#define NEXT() (t->p[i].qtype ? (i++, NULL) : b + t->p[i++].offset * elem_size)
     memset(w, 0, sizeof *w);
     w->embed = (float *)NEXT();
     for (int l = 0; l < c->n_layers; l++) {
@@ -90,6 +92,26 @@ void params_point(const LlamaConfig *c, const ParamTable *t, void *base, size_t 
     LC_ASSERT(i == t->n);
 }
 
+void params_set_quant(ParamTable *t, const uint32_t *qtypes) {
+    t->size = 0;
+    t->qsize = 0;
+    for (int i = 0; i < t->n; i++) {
+        ParamInfo *p = &t->p[i];
+        p->qtype = qtypes[i];
+        if (!p->qtype) {
+            p->offset = t->size;
+            p->qoffset = p->qbytes = 0;
+            t->size += (p->numel + PARAMS_ALIGN - 1) / PARAMS_ALIGN * PARAMS_ALIGN;
+            continue;
+        }
+        LC_ASSERT(p->ndim == 2 && quant_keepable(p->qtype) && p->shape[1] % quant_block(p->qtype) == 0);
+        p->offset = PARAMS_NONE;
+        p->qoffset = t->qsize;
+        p->qbytes = quant_bytes(p->qtype, p->shape[0], p->shape[1]);
+        t->qsize += (p->qbytes + 63) / 64 * 64;
+    }
+}
+
 int params_find(const ParamTable *t, const char *name) {
     for (int i = 0; i < t->n; i++)
         if (strcmp(t->p[i].name, name) == 0) return i;
@@ -102,6 +124,7 @@ void params_init(const ParamTable *t, float *base, int n_layers, uint64_t seed) 
     float resid_std = 0.02f / sqrtf(2.0f * n_layers);
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
+        if (p->qtype) continue;
         float *x = base + p->offset;
         if (p->ndim == 1) {
             for (size_t j = 0; j < p->numel; j++) x[j] = 1.0f;

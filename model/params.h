@@ -27,13 +27,20 @@ typedef struct ParamInfo {
     int decay;      /* weight decay applies (2-D matrices) */
     int group;      /* ParamGroup, for inspect */
     int layer;      /* decoder layer, or -1 */
+    uint32_t qtype; /* held quantised (quant.h's type; a QTensor of qbytes bytes at
+                     * qoffset in the model's quantised buffer, nothing in the
+                     * float buffer: offset PARAMS_NONE), or 0 */
+    size_t qoffset, qbytes;
 } ParamInfo;
+
+#define PARAMS_NONE ((size_t)-1) /* offset of a tensor the float buffer does not hold */
 
 typedef struct ParamTable {
     ParamInfo *p;   /* n entries, Hugging Face order */
     int n;
     size_t size;    /* buffer length in floats, padding included */
     size_t numel;   /* parameter count, padding excluded */
+    size_t qsize;   /* bytes of the tensors held quantised (params_set_quant) */
 } ParamTable;
 
 typedef struct LayerWeights {
@@ -69,9 +76,21 @@ void params_add(ParamTable *t, int *cap, const char *name, int ndim, int64_t d0,
 
 /* Point w's fields into base (a buffer of t->size elements of elem_size
  * bytes: 4 for float32, 2 for a bf16 copy). Tied heads alias the embedding.
+ * A tensor held quantised gets NULL.
  * The same call points parameters, gradients and moments. */
 void params_point(const LlamaConfig *c, const ParamTable *t, void *base, size_t elem_size,
                   LlamaWeights *w);
+
+/* Hold tensor i quantised as qtypes[i] (quant.h; 0: float32) for every i
+ * of t->n: those leave the float buffer (offset PARAMS_NONE, the others
+ * packed again in order), and get byte ranges (qoffset, qbytes, each
+ * 64-aligned) of a quantised buffer of t->qsize bytes. A type that cannot
+ * hold the tensor (not keepable, a 1-D tensor, a row length that is not a
+ * whole number of blocks) is a bug: the caller chose the types. */
+void params_set_quant(ParamTable *t, const uint32_t *qtypes);
+
+/* 1 if any tensor of t is held quantised. */
+static inline int params_has_quant(const ParamTable *t) { return t->qsize > 0; }
 
 /* Index of the tensor called name, or -1. */
 int params_find(const ParamTable *t, const char *name);

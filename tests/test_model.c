@@ -291,7 +291,7 @@ static void lora_model_check(LlamaConfig *cfg, const char *targets, const char *
     LC_ASSERT(lora_parse_targets(targets, &lc.targets, &e) == 0);
     if (layers) LC_ASSERT(lora_parse_layers(layers, &lc, cfg->n_layers, &e) == 0);
     lc.r = r; lc.alpha = alpha; lc.rslora = rslora; lc.dropout = dropout;
-    LlamaOpts o = {grads, &lc, 0};
+    LlamaOpts o = {grads, &lc, 0, NULL};
     LC_ASSERT(llama_init_opts(&c.m, cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
     EXPECT((c.m.grads == NULL) == (grads == LLAMA_GRADS_INPUT), "base gradient buffer with grads %d", grads);
     random_params(&c.m, &rg);
@@ -366,7 +366,7 @@ void model_lora_gradcheck_tied_gqa(void) {
 static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int grads, int B, int T) {
     Llama a, b;
     Err e;
-    LlamaOpts oa = {grads, lc, 0}, ob = {grads, lc, 1};
+    LlamaOpts oa = {grads, lc, 0, NULL}, ob = {grads, lc, 1, NULL};
     LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
     LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
     Rng r;
@@ -424,7 +424,7 @@ void model_lora_decode(void) {
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 4; lc.dropout = 0.5f;
-    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0};
+    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0, NULL};
     Llama a, b;
     Err e;
     LC_ASSERT(llama_init_opts(&a, &cfg, &ops_cpu, NULL, 1, T, &o, &e) == 0);
@@ -463,7 +463,7 @@ void model_lora_errors(void) {
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 100; /* > KV*HS = 32 */
-    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0};
+    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0, NULL};
     Llama m;
     Err e;
     EXPECT(llama_init_opts(&m, &cfg, &ops_cpu, NULL, 1, 8, &o, &e) < 0 && strncmp(e.msg, "--lora-r:", 9) == 0,
@@ -509,7 +509,7 @@ void model_gradcheck_score(void) {
         LoraConfig lc;
         lora_config_default(&lc, LORA_ALL_LINEAR);
         lc.r = 3; lc.alpha = 6; lc.head = 1;
-        LlamaOpts o = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, 0};
+        LlamaOpts o = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, 0, NULL};
         LC_ASSERT(llama_init_opts(&c.m, &cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
         EXPECT(params_find(&c.m.t, "score.weight") >= 0 && params_find(&c.m.t, "lm_head.weight") < 0,
                "a classifier's table has score.weight and no lm_head");

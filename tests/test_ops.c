@@ -629,6 +629,163 @@ static void case_rows(Rng *r) {
 }
 
 // ----------------------------------------------------------------------------
+// quantised weights: each q op against the float op on the dequantised
+// matrix (those are checked by finite differences above), for every type a
+// weight can stay in, with tiles that end inside the matrix
+
+const uint32_t test_qtypes[TEST_NQTYPES] = {QUANT_Q8_0, QUANT_Q4_0, QUANT_Q4_1, QUANT_Q5_0, QUANT_Q5_1,
+                                            QUANT_Q4_K, QUANT_Q5_K, QUANT_Q6_K};
+
+static void put_half(uint8_t *p, float f) {
+    uint16_t h = quant_float_to_half(f);
+    memcpy(p, &h, 2);
+}
+
+uint8_t *test_qtensor_rand(Rng *r, uint32_t type, int rows, int cols, QTensor *q) {
+    size_t bytes = quant_bytes(type, rows, cols), bb = quant_block_bytes(type);
+    uint8_t *d = xmalloc(bytes);
+    for (size_t i = 0; i < bytes; i++) d[i] = (uint8_t)rng_u64(r);
+    size_t nb = (size_t)rows * cols / quant_block(type);
+    for (size_t b = 0; b < nb; b++) {
+        uint8_t *k = d + b * bb;
+        float s = 0.01f + 0.04f * rng_uniform(r), m = 0.2f * (rng_uniform(r) - 0.5f);
+        switch (type) {
+        case QUANT_Q4_1: case QUANT_Q5_1: put_half(k, s), put_half(k + 2, m); break;
+        case QUANT_Q4_K: case QUANT_Q5_K: put_half(k, s * 0.1f), put_half(k + 2, fabsf(m) * 0.05f); break;
+        case QUANT_Q6_K: put_half(k + 208, s * 0.02f); break;
+        case QUANT_NF4: break;
+        default: put_half(k, s);
+        }
+    }
+    if (type == QUANT_NF4) { /* {offset, absmax2[...]} after the blocks */
+        size_t at = (quant_row_bytes(type, cols) * (size_t)rows + 15) / 16 * 16;
+        float *aux = (float *)(d + at);
+        size_t ng = (bytes - at) / sizeof(float) - 1;
+        aux[0] = 0.5f;
+        for (size_t g = 0; g < ng; g++) aux[1 + g] = 0.1f + 0.1f * rng_uniform(r);
+    }
+    *q = quant_tensor(type, rows, cols, d);
+    return d;
+}
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    return worst / (scale > 0 ? scale : 1);
+}
+
+static void qmatmul_case(Rng *r, uint32_t type, int N, int Dout, int Din) {
+    QTensor q;
+    uint8_t *qd = test_qtensor_rand(r, type, Dout, Din, &q);
+    float *w = NEW((size_t)Dout * Din), *x = NEW((size_t)N * Din), *dy = NEW((size_t)N * Dout);
+    float *y0 = NEW((size_t)N * Dout), *y1 = NEW((size_t)N * Dout), *dx0 = NEW((size_t)N * Din);
+    float *dx1 = NEW((size_t)N * Din), *work = NEW(O->qwork_floats(NULL, Din));
+    quant_rows(&q, 0, Dout, w);
+    gc_randn(r, x, (size_t)N * Din, 1); gc_randn(r, dy, (size_t)N * Dout, 1);
+    O->matmul_fwd(NULL, y0, x, w, N, Din, Dout);
+    O->qmatmul_fwd(NULL, y1, x, &q, work, N);
+    double e = rel_diff(y1, y0, (size_t)N * Dout);
+    EXPECT(e < 1e-5, "qmatmul %s (%d, %d): forward differs from the dequantised matrix's by %g", quant_name(type),
+           Dout, Din, e);
+    O->matmul_bwd(NULL, dx0, NULL, dy, x, w, N, Din, Dout, 0);
+    O->qmatmul_bwd(NULL, dx1, dy, &q, work, N, 0);
+    e = rel_diff(dx1, dx0, (size_t)N * Din);
+    EXPECT(e < 1e-5, "qmatmul %s (%d, %d): dx differs by %g", quant_name(type), Dout, Din, e);
+    O->matmul_bwd(NULL, dx0, NULL, dy, x, w, N, Din, Dout, 1);
+    O->qmatmul_bwd(NULL, dx1, dy, &q, work, N, 1);
+    e = rel_diff(dx1, dx0, (size_t)N * Din);
+    EXPECT(e < 1e-5, "qmatmul %s: accumulated dx differs by %g", quant_name(type), e);
+    free(qd); free(w); free(x); free(dy); free(y0); free(y1); free(dx0); free(dx1); free(work);
+}
+
+static void qembed_case(Rng *r, uint32_t type) {
+    int V = 23, D = quant_block(type) * 2, N = 9;
+    QTensor q;
+    uint8_t *qd = test_qtensor_rand(r, type, V, D, &q);
+    float *w = NEW((size_t)V * D), *o0 = NEW((size_t)N * D), *o1 = NEW((size_t)N * D), *work = NEW(O->qwork_floats(NULL, D));
+    int tok[9];
+    for (int i = 0; i < N; i++) tok[i] = (int)(rng_u64(r) % V);
+    quant_rows(&q, 0, V, w);
+    O->embed_fwd(NULL, o0, tok, w, N, D);
+    O->qembed_fwd(NULL, o1, tok, &q, work, N);
+    EXPECT(memcmp(o0, o1, (size_t)N * D * sizeof(float)) == 0, "qembed %s: rows differ from the dequantised table's",
+           quant_name(type));
+    free(qd); free(w); free(o0); free(o1); free(work);
+}
+
+static void case_qmatmul(Rng *r) {
+    for (int i = 0; i < TEST_NQTYPES; i++) {
+        uint32_t t = test_qtypes[i];
+        int blk = quant_block(t);
+        qmatmul_case(r, t, 5, 37, 2 * blk);
+        /* more rows than one tile (QWORK_FLOATS / Din), the last tile partial */
+        qmatmul_case(r, t, 3, (1 << 18) / (blk * 4) + 45, blk * 4);
+    }
+}
+
+static void case_qembed(Rng *r) {
+    for (int i = 0; i < TEST_NQTYPES; i++) qembed_case(r, test_qtypes[i]);
+}
+
+/* the quantised head against lmhead_ce / lmhead_rows on the dequantised one:
+ * losses, row losses, row means, dx */
+static void case_qlmhead(Rng *r) {
+    for (int i = 0; i < TEST_NQTYPES; i++) {
+        uint32_t t = test_qtypes[i];
+        int N = 11, D = quant_block(t) * 2, V = (1 << 18) / D + 37;
+        QTensor q;
+        uint8_t *qd = test_qtensor_rand(r, t, V, D, &q);
+        float *w = NEW((size_t)V * D), *x = NEW((size_t)N * D), *rs = NEW(N);
+        float *dx0 = NEW((size_t)N * D), *dx1 = NEW((size_t)N * D), *rl0 = NEW(N), *rl1 = NEW(N);
+        float *m0 = NEW(N), *m1 = NEW(N), *work = NEW(O->qwork_floats(NULL, D));
+        float *scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, V, D));
+        int *tgt = xmalloc(N * sizeof(int));
+        for (int n = 0; n < N; n++) tgt[n] = n % 4 == 3 ? LC_IGNORE : (int)(rng_u64(r) % V);
+        quant_rows(&q, 0, V, w);
+        gc_randn(r, x, (size_t)N * D, 1); gc_randn(r, rs, N, 1);
+        double l0 = O->lmhead_ce(NULL, dx0, NULL, rl0, x, w, tgt, scratch, N, D, V, 0.25f);
+        double l1 = O->qlmhead(NULL, dx1, rl1, NULL, x, &q, tgt, NULL, 0.25f, scratch, work, N);
+        EXPECT(fabs(l1 - l0) <= 1e-5 * fabs(l0), "qlmhead %s: loss %.9g vs %.9g", quant_name(t), l1, l0);
+        double e = fmax(rel_diff(dx1, dx0, (size_t)N * D), rel_diff(rl1, rl0, N));
+        EXPECT(e < 1e-5, "qlmhead %s: dx or row losses differ by %g", quant_name(t), e);
+        O->lmhead_rows(NULL, dx0, NULL, rl0, m0, x, w, tgt, rs, scratch, N, D, V);
+        O->qlmhead(NULL, dx1, rl1, m1, x, &q, tgt, rs, 0.0f, scratch, work, N);
+        e = fmax(rel_diff(dx1, dx0, (size_t)N * D), rel_diff(m1, m0, N));
+        EXPECT(e < 1e-5, "qlmhead %s: with row scales, dx or row means differ by %g", quant_name(t), e);
+        free(qd); free(w); free(x); free(rs); free(dx0); free(dx1); free(rl0); free(rl1); free(m0); free(m1);
+        free(work); free(scratch); free(tgt);
+    }
+}
+
+/* bit for bit matmul_rows on the dequantised, packed matrix, row by row too */
+static void case_qmatmul_rows(Rng *r) {
+    for (int i = 0; i < TEST_NQTYPES; i++) {
+        uint32_t t = test_qtypes[i];
+        int N = 8, Din = quant_block(t) * 2, Dout = 37;
+        QTensor q;
+        uint8_t *qd = test_qtensor_rand(r, t, Dout, Din, &q);
+        float *w = NEW((size_t)Dout * Din), *x = NEW((size_t)N * Din), *o0 = NEW((size_t)N * Dout);
+        float *o1 = NEW((size_t)N * Dout), *one = NEW(Dout), *work = NEW(O->qwork_floats(NULL, Din));
+        float *wp = NEW(O->rows_pack_floats(NULL, Din, Dout));
+        quant_rows(&q, 0, Dout, w);
+        O->rows_pack(NULL, wp, w, Din, Dout);
+        gc_randn(r, x, (size_t)N * Din, 1);
+        O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.0f);
+        O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.0f);
+        EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0, "qmatmul_rows %s: differs from matmul_rows",
+               quant_name(t));
+        O->qmatmul_rows(NULL, one, x + 3 * Din, &q, work, 1, 0.0f);
+        EXPECT(memcmp(one, o0 + 3 * Dout, (size_t)Dout * sizeof(float)) == 0, "qmatmul_rows %s: a row alone differs",
+               quant_name(t));
+        O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.5f);
+        O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.5f);
+        EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0, "qmatmul_rows %s: add differs", quant_name(t));
+        free(qd); free(w); free(x); free(o0); free(o1); free(one); free(work); free(wp);
+    }
+}
+
+// ----------------------------------------------------------------------------
 // the table
 
 typedef struct {
@@ -643,7 +800,8 @@ static const OpCase cases[] = {
     {OP_LMHEAD_CE, case_lmhead}, {OP_ADD, case_add},      {OP_SUMSQ, case_sumsq},
     {OP_SCALE, case_scale},   {OP_ADAMW, case_adamw},     {OP_LORA, case_lora},
     {OP_LMHEAD_ROWS, case_lmhead_rows}, {OP_MATMUL_ROWS, case_matmul_rows},
-    {OP_ATTN_PAGED, case_attn_paged}, {OP_ROWS, case_rows},
+    {OP_ATTN_PAGED, case_attn_paged}, {OP_ROWS, case_rows}, {OP_QMATMUL, case_qmatmul},
+    {OP_QEMBED, case_qembed}, {OP_QLMHEAD, case_qlmhead}, {OP_QMATMUL_ROWS, case_qmatmul_rows},
 };
 _Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
 
@@ -675,6 +833,10 @@ void ops_lmhead_rows(void) { run_op(OP_LMHEAD_ROWS); }
 void ops_matmul_rows(void) { run_op(OP_MATMUL_ROWS); }
 void ops_attn_paged(void) { run_op(OP_ATTN_PAGED); }
 void ops_rows(void) { run_op(OP_ROWS); }
+void ops_qmatmul(void) { run_op(OP_QMATMUL); }
+void ops_qembed(void) { run_op(OP_QEMBED); }
+void ops_qlmhead(void) { run_op(OP_QLMHEAD); }
+void ops_qmatmul_rows(void) { run_op(OP_QMATMUL_ROWS); }
 
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */

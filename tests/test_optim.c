@@ -44,8 +44,8 @@ static void small_table(ParamTable *t) {
     memset(t, 0, sizeof *t);
     t->n = 2;
     t->p = xcalloc(2, sizeof(ParamInfo));
-    t->p[0] = (ParamInfo){"w", 2, {1, 1}, 1, 0, 1, PG_ATTN, 0};
-    t->p[1] = (ParamInfo){"g", 1, {1, 1}, 1, PARAMS_ALIGN, 0, PG_NORM, 0};
+    t->p[0] = (ParamInfo){"w", 2, {1, 1}, 1, 0, 1, PG_ATTN, 0, 0, 0, 0};
+    t->p[1] = (ParamInfo){"g", 1, {1, 1}, 1, PARAMS_ALIGN, 0, PG_NORM, 0, 0, 0, 0};
     t->size = 2 * PARAMS_ALIGN;
     t->numel = 2;
 }

@@ -2,6 +2,10 @@
 #ifndef LLAMAC_TESTS_TESTS_H
 #define LLAMAC_TESTS_TESTS_H
 
+#include <stdint.h>
+
+#include "../model/quant.h"
+
 void ops_embed(void);
 void ops_rmsnorm(void);
 void ops_matmul(void);
@@ -19,6 +23,16 @@ void ops_lmhead_rows(void);
 void ops_matmul_rows(void);
 void ops_attn_paged(void);
 void ops_rows(void);
+void ops_qmatmul(void);
+void ops_qembed(void);
+void ops_qlmhead(void);
+void ops_qmatmul_rows(void);
+/* The types a weight can stay in (test_ops.c), and a random (rows, cols)
+ * tensor of one: random codes, moderate finite scales (*q points into the
+ * returned buffer; caller frees it). */
+#define TEST_NQTYPES 8
+extern const uint32_t test_qtypes[TEST_NQTYPES];
+uint8_t *test_qtensor_rand(Rng *r, uint32_t type, int rows, int cols, QTensor *q);
 void engine_forced(void);
 void engine_lora(void);
 void engine_batch_invariant(void);

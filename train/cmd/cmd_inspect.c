@@ -150,7 +150,7 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     if (lora_build(&lc, &c, &lt, e)) { params_free(&t); return -1; }
     for (int k = 0; k < 2; k++) {
         int rc = k == 0 ? recompute : !recompute;
-        LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc}, lora = {LLAMA_GRADS_INPUT, &lc, rc};
+        LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc, NULL}, lora = {LLAMA_GRADS_INPUT, &lc, rc, NULL};
         LlamaMem mf = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &full);
         LlamaMem ml = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &lora);
         char what[256];

@@ -130,7 +130,7 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
     memset(&a, 0, sizeof a);
     if (adapter && peft_load(adapter, c, &a, e)) return -1; /* before anything big: a bad adapter fails fast */
     if (device_open(d, name, e)) return peft_free(&a), -1;
-    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0};
+    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, NULL};
     if (device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e)) {
         peft_free(&a);
         llama_free(m);
