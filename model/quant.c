@@ -251,33 +251,25 @@ static const float nf4_dyn[256] = {
     0.908593774f, 0.922656238f, 0.936718762f, 0.950781226f, 0.96484375f, 0.978906274f, 0.992968738f, 1.0f,
 };
 
-/* torch's float32 sum of x[0..n) on the CPU (aten SumKernel.cpp,
- * cascade_sum): 8-lane vector accumulators (Vectorized<float> of its
- * default and AVX2 kernels) over rows of 4 vectors, flushed through 4 levels
- * of partial sums every 2^p rows (p = max(4, ceil(log2(rows)) / 4)); then
- * the 4 row sums, the scalar tail and the 8 lanes, in that order. This is
- * the order of one thread: torch with several threads sums tensors of 32768
- * values or more in one chunk per thread, which may change the last bit. */
-static float nf4_torch_sum(const float *x, int64_t n) {
-    enum { W = 8, ROWS = 4, LEVELS = 4 };
-    if (n < W) { /* no full vector: a plain loop */
-        float s = 0.0f;
-        for (int64_t i = 0; i < n; i++) s += x[i];
-        return s;
-    }
-    int64_t nvec = n / W, nrow = nvec / ROWS;
-    int64_t log2 = 0;
+/* torch's row_sum (aten/src/ATen/native/cpu/SumKernel.cpp) of nvec
+ * vectors of w lanes (x[i * w + l]) into out[0..w): 4 accumulator rows of
+ * vectors (row i, vector k is x's vector 4i + k), flushed through 4 levels
+ * of partial sums every 2^p rows (p = max(4, ceil(log2(rows)) / 4)), then
+ * the left-over vectors into row 0 and rows 1-3 into row 0. */
+static void nf4_row_sum(const float *x, int64_t nvec, int w, float *out) {
+    enum { ROWS = 4, LEVELS = 4, WMAX = 8 };
+    int64_t nrow = nvec / ROWS, log2 = 0;
     while (((int64_t)1 << log2) < nrow) log2++;
     int64_t power = log2 / LEVELS > 4 ? log2 / LEVELS : 4, step = (int64_t)1 << power, mask = step - 1;
-    float acc[LEVELS][ROWS][W] = {{{0}}};
+    float acc[LEVELS][ROWS][WMAX] = {{{0}}};
     int64_t i = 0;
     while (i + step <= nrow) {
         for (int64_t j = 0; j < step; j++, i++)
             for (int k = 0; k < ROWS; k++)
-                for (int l = 0; l < W; l++) acc[0][k][l] += x[(i * ROWS + k) * W + l];
+                for (int l = 0; l < w; l++) acc[0][k][l] += x[(i * ROWS + k) * w + l];
         for (int lv = 1; lv < LEVELS; lv++) {
             for (int k = 0; k < ROWS; k++)
-                for (int l = 0; l < W; l++) {
+                for (int l = 0; l < w; l++) {
                     acc[lv][k][l] += acc[lv - 1][k][l];
                     acc[lv - 1][k][l] = 0.0f;
                 }
@@ -286,18 +278,32 @@ static float nf4_torch_sum(const float *x, int64_t n) {
     }
     for (; i < nrow; i++)
         for (int k = 0; k < ROWS; k++)
-            for (int l = 0; l < W; l++) acc[0][k][l] += x[(i * ROWS + k) * W + l];
+            for (int l = 0; l < w; l++) acc[0][k][l] += x[(i * ROWS + k) * w + l];
     for (int lv = 1; lv < LEVELS; lv++)
         for (int k = 0; k < ROWS; k++)
-            for (int l = 0; l < W; l++) acc[0][k][l] += acc[lv][k][l];
-    float *v = acc[0][0]; /* row_sum: the vectors left over, then rows 1-3 into row 0 */
+            for (int l = 0; l < w; l++) acc[0][k][l] += acc[lv][k][l];
     for (int64_t r = nrow * ROWS; r < nvec; r++)
-        for (int l = 0; l < W; l++) v[l] += x[r * W + l];
+        for (int l = 0; l < w; l++) acc[0][0][l] += x[r * w + l];
     for (int k = 1; k < ROWS; k++)
-        for (int l = 0; l < W; l++) v[l] += acc[0][k][l];
-    float s = 0.0f;
-    for (int64_t r = nvec * W; r < n; r++) s += x[r];
-    for (int l = 0; l < W; l++) s += v[l];
+        for (int l = 0; l < w; l++) acc[0][0][l] += acc[0][k][l];
+    for (int l = 0; l < w; l++) out[l] = acc[0][0][l];
+}
+
+/* torch's float32 sum of x[0..n) on the CPU (cascade_sum): from 8 values
+ * on, row_sum over 8-lane vectors (Vectorized<float> of its default and
+ * AVX2 kernels), then the scalar tail, then the 8 lanes, in that order;
+ * under 8 values, row_sum over the scalars. This is the order of one
+ * thread: torch with several threads sums tensors of 32768 values or more
+ * in one chunk per thread, which may change the last bit. */
+static float nf4_torch_sum(const float *x, int64_t n) {
+    float v[8], s = 0.0f;
+    if (n < 8) {
+        nf4_row_sum(x, n, 1, v);
+        return s + v[0];
+    }
+    nf4_row_sum(x, n / 8, 8, v);
+    for (int64_t r = n / 8 * 8; r < n; r++) s += x[r];
+    for (int l = 0; l < 8; l++) s += v[l];
     return s;
 }
 

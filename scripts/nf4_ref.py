@@ -103,7 +103,7 @@ def make_input(kind, rng, rows, cols):
         x[1::7] = 0.0                                    # zero blocks
         x[2::11] = np.float32(3.0)                       # constant blocks
         x[3::13] *= np.float32(1e-40)                    # absmax below 1e-38 (subnormal)
-        x[5, 17] = np.float32(-4.0e4)                    # one huge outlier
+        x[5 % nb, 17] = np.float32(-4.0e4)               # one huge outlier
         x[nb // 2] = -x[nb // 2 - 1]                     # a block and its negation
         return x.reshape(rows, cols)
     raise SystemExit(f"nf4_ref.py: unknown kind '{kind}'")
