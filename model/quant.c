@@ -201,6 +201,9 @@ static void dq_q6_k(const uint8_t *b, float *y) {
 // bit): quantize_4bit runs its PyTorch "default" kernel, the nested absmax
 // quantisation its C++ quantize_cpu (a 65,536-entry lookup table, not a
 // nearest search), dequantisation its C++ kernels plus one torch add.
+// Multiply-adds that must round twice are written as separate statements,
+// so that no compiler may fuse them (C's FP_CONTRACT acts within one
+// expression); the one fused multiply-add is an explicit fmaf.
 
 static size_t nf4_aux_at(int64_t rows, int64_t cols);
 
