@@ -195,16 +195,232 @@ static void dq_q6_k(const uint8_t *b, float *y) {
 
 // ---------------------------------------------------------------------------
 // NF4 (bitsandbytes)
+//
+// Everything here reproduces, float32 operation by float32 operation,
+// bitsandbytes 0.50's CPU path (scripts/test_nf4_ref.py checks it bit for
+// bit): quantize_4bit runs its PyTorch "default" kernel, the nested absmax
+// quantisation its C++ quantize_cpu (a 65,536-entry lookup table, not a
+// nearest search), dequantisation its C++ kernels plus one torch add.
+// Multiply-adds that must round twice are written as separate statements,
+// so that no compiler may fuse them (C's FP_CONTRACT acts within one
+// expression); the one fused multiply-add is an explicit fmaf.
 
-/* NF4 rows [r0, r0 + n) of q into dst: see the NF4 section of quant.h. */
-static void nf4_rows(const QTensor *q, int r0, int n, float *dst) {
-    (void)q, (void)r0, (void)n, (void)dst;
-    LC_FATAL("NF4 dequantisation: not written yet");
+static size_t nf4_aux_at(int64_t rows, int64_t cols);
+
+/* bitsandbytes' NF4 codebook (get_4bit_type("nf4"), float32): 16 normal
+ * quantiles scaled to [-1, 1], with an exact zero at code 7 */
+static const float nf4_code[16] = {
+    -1.0f, -0.696192801f, -0.525073051f, -0.394917488f,
+    -0.284441382f, -0.18477343f, -0.0910500363f, 0.0f,
+    0.0795802996f, 0.160930201f, 0.246112302f, 0.337915242f,
+    0.440709829f, 0.562617004f, 0.722956836f, 1.0f,
+};
+
+/* bitsandbytes' dynamic 8-bit map, create_dynamic_map(signed=True) as
+ * float32: the code book of the double-quantised absmax (its entry 0 is
+ * -0.99297, not -1; 0 is entry 127, 1.0 entry 255) */
+static const float nf4_dyn[256] = {
+    -0.992968738f, -0.978906274f, -0.96484375f, -0.950781226f, -0.936718762f, -0.922656238f, -0.908593774f, -0.89453125f,
+    -0.880468726f, -0.866406262f, -0.852343738f, -0.838281274f, -0.82421875f, -0.810156226f, -0.796093762f, -0.782031238f,
+    -0.767968774f, -0.75390625f, -0.739843726f, -0.725781262f, -0.711718798f, -0.697656274f, -0.68359375f, -0.669531226f,
+    -0.655468762f, -0.641406298f, -0.627343774f, -0.61328125f, -0.599218726f, -0.585156262f, -0.571093798f, -0.557031274f,
+    -0.54296875f, -0.528906226f, -0.514843702f, -0.500781238f, -0.486718714f, -0.47265625f, -0.458593726f, -0.444531262f,
+    -0.430468738f, -0.416406244f, -0.40234375f, -0.388281226f, -0.374218762f, -0.360156238f, -0.346093744f, -0.33203125f,
+    -0.317968726f, -0.303906262f, -0.289843738f, -0.275781274f, -0.26171875f, -0.247656241f, -0.233593747f, -0.219531253f,
+    -0.205468744f, -0.19140625f, -0.177343756f, -0.163281247f, -0.149218753f, -0.135156244f, -0.12109375f, -0.107031256f,
+    -0.0985937491f, -0.0957812592f, -0.0929687545f, -0.0901562497f, -0.0873437524f, -0.0845312476f, -0.0817187577f, -0.078906253f,
+    -0.0760937482f, -0.0732812509f, -0.0704687461f, -0.0676562563f, -0.0648437515f, -0.0620312504f, -0.0592187531f, -0.0564062484f,
+    -0.053593751f, -0.05078125f, -0.047968749f, -0.0451562516f, -0.0423437469f, -0.0395312496f, -0.0367187522f, -0.0339062512f,
+    -0.0310937501f, -0.028281251f, -0.0254687499f, -0.0226562507f, -0.0198437516f, -0.0170312505f, -0.0142187504f, -0.0114062503f,
+    -0.00971874967f, -0.00915624946f, -0.00859375019f, -0.00803124998f, -0.00746874977f, -0.00690625003f, -0.00634374982f, -0.00578125007f,
+    -0.00521875033f, -0.00465624966f, -0.00409374991f, -0.00353124971f, -0.00296874996f, -0.00240624999f, -0.00184375001f, -0.00128124992f,
+    -0.000943750085f, -0.000831249985f, -0.00071875006f, -0.000606250076f, -0.000493750034f, -0.000381250022f, -0.000268750038f, -0.000156250011f,
+    -8.87499991e-05f, -6.62500024e-05f, -4.37499984e-05f, -2.12499981e-05f, -7.7499999e-06f, -3.25000019e-06f, -5.50000038e-07f, 0.0f,
+    5.50000038e-07f, 3.25000019e-06f, 7.7499999e-06f, 2.12499981e-05f, 4.37499984e-05f, 6.62500024e-05f, 8.87499991e-05f, 0.000156250011f,
+    0.000268750038f, 0.000381250022f, 0.000493750034f, 0.000606250076f, 0.00071875006f, 0.000831249985f, 0.000943750085f, 0.00128124992f,
+    0.00184375001f, 0.00240624999f, 0.00296874996f, 0.00353124971f, 0.00409374991f, 0.00465624966f, 0.00521875033f, 0.00578125007f,
+    0.00634374982f, 0.00690625003f, 0.00746874977f, 0.00803124998f, 0.00859375019f, 0.00915624946f, 0.00971874967f, 0.0114062503f,
+    0.0142187504f, 0.0170312505f, 0.0198437516f, 0.0226562507f, 0.0254687499f, 0.028281251f, 0.0310937501f, 0.0339062512f,
+    0.0367187522f, 0.0395312496f, 0.0423437469f, 0.0451562516f, 0.047968749f, 0.05078125f, 0.053593751f, 0.0564062484f,
+    0.0592187531f, 0.0620312504f, 0.0648437515f, 0.0676562563f, 0.0704687461f, 0.0732812509f, 0.0760937482f, 0.078906253f,
+    0.0817187577f, 0.0845312476f, 0.0873437524f, 0.0901562497f, 0.0929687545f, 0.0957812592f, 0.0985937491f, 0.107031256f,
+    0.12109375f, 0.135156244f, 0.149218753f, 0.163281247f, 0.177343756f, 0.19140625f, 0.205468744f, 0.219531253f,
+    0.233593747f, 0.247656241f, 0.26171875f, 0.275781274f, 0.289843738f, 0.303906262f, 0.317968726f, 0.33203125f,
+    0.346093744f, 0.360156238f, 0.374218762f, 0.388281226f, 0.40234375f, 0.416406244f, 0.430468738f, 0.444531262f,
+    0.458593726f, 0.47265625f, 0.486718714f, 0.500781238f, 0.514843702f, 0.528906226f, 0.54296875f, 0.557031274f,
+    0.571093798f, 0.585156262f, 0.599218726f, 0.61328125f, 0.627343774f, 0.641406298f, 0.655468762f, 0.669531226f,
+    0.68359375f, 0.697656274f, 0.711718798f, 0.725781262f, 0.739843726f, 0.75390625f, 0.767968774f, 0.782031238f,
+    0.796093762f, 0.810156226f, 0.82421875f, 0.838281274f, 0.852343738f, 0.866406262f, 0.880468726f, 0.89453125f,
+    0.908593774f, 0.922656238f, 0.936718762f, 0.950781226f, 0.96484375f, 0.978906274f, 0.992968738f, 1.0f,
+};
+
+/* torch's row_sum (aten/src/ATen/native/cpu/SumKernel.cpp) of nvec
+ * vectors of w lanes (x[i * w + l]) into out[0..w): 4 accumulator rows of
+ * vectors (row i, vector k is x's vector 4i + k), flushed through 4 levels
+ * of partial sums every 2^p rows (p = max(4, ceil(log2(rows)) / 4)), then
+ * the left-over vectors into row 0 and rows 1-3 into row 0. */
+static void nf4_row_sum(const float *x, int64_t nvec, int w, float *out) {
+    enum { ROWS = 4, LEVELS = 4, WMAX = 8 };
+    int64_t nrow = nvec / ROWS, log2 = 0;
+    while (((int64_t)1 << log2) < nrow) log2++;
+    int64_t power = log2 / LEVELS > 4 ? log2 / LEVELS : 4, step = (int64_t)1 << power, mask = step - 1;
+    float acc[LEVELS][ROWS][WMAX] = {{{0}}};
+    int64_t i = 0;
+    while (i + step <= nrow) {
+        for (int64_t j = 0; j < step; j++, i++)
+            for (int k = 0; k < ROWS; k++)
+                for (int l = 0; l < w; l++) acc[0][k][l] += x[(i * ROWS + k) * w + l];
+        for (int lv = 1; lv < LEVELS; lv++) {
+            for (int k = 0; k < ROWS; k++)
+                for (int l = 0; l < w; l++) {
+                    acc[lv][k][l] += acc[lv - 1][k][l];
+                    acc[lv - 1][k][l] = 0.0f;
+                }
+            if (i & (mask << (lv * power))) break;
+        }
+    }
+    for (; i < nrow; i++)
+        for (int k = 0; k < ROWS; k++)
+            for (int l = 0; l < w; l++) acc[0][k][l] += x[(i * ROWS + k) * w + l];
+    for (int lv = 1; lv < LEVELS; lv++)
+        for (int k = 0; k < ROWS; k++)
+            for (int l = 0; l < w; l++) acc[0][k][l] += acc[lv][k][l];
+    for (int64_t r = nrow * ROWS; r < nvec; r++)
+        for (int l = 0; l < w; l++) acc[0][0][l] += x[r * w + l];
+    for (int k = 1; k < ROWS; k++)
+        for (int l = 0; l < w; l++) acc[0][0][l] += acc[0][k][l];
+    for (int l = 0; l < w; l++) out[l] = acc[0][0][l];
 }
 
+/* torch's float32 sum of x[0..n) on the CPU (cascade_sum): from 8 values
+ * on, row_sum over 8-lane vectors (Vectorized<float> of its default and
+ * AVX2 kernels), then the scalar tail, then the 8 lanes, in that order;
+ * under 8 values, row_sum over the scalars. This is the order of one
+ * thread: torch with several threads sums tensors of 32768 values or more
+ * in one chunk per thread, which may change the last bit. */
+static float nf4_torch_sum(const float *x, int64_t n) {
+    float v[8], s = 0.0f;
+    if (n < 8) {
+        nf4_row_sum(x, n, 1, v);
+        return s + v[0];
+    }
+    nf4_row_sum(x, n / 8, 8, v);
+    for (int64_t r = n / 8 * 8; r < n; r++) s += x[r];
+    for (int l = 0; l < 8; l++) s += v[l];
+    return s;
+}
+
+/* One block of 64 values into 32 bytes of codes (bitsandbytes' default
+ * quantize_4bit kernel): x * (1 / max(absmax, 1e-38)) clamped to [-1, 1],
+ * then torch.bucketize against the 15 midpoints (c[i] + c[i+1]) / 2, which
+ * counts the midpoints below the value (a tie goes to the lower code; NaN
+ * counts them all, as bucketize's binary search does). Returns the absmax. */
+static float nf4_block(const float *x, const float *mid, uint8_t *out) {
+    float amax = 0.0f; /* torch max: a NaN wins */
+    for (int i = 0; i < QUANT_NF4_BLOCK; i++) {
+        float a = fabsf(x[i]);
+        if (a > amax || a != a) amax = a;
+    }
+    float tiny = 1e-38f, am = amax < tiny ? tiny : amax; /* clamp(min=1e-38) */
+    float inv = 1.0f / am;
+    uint8_t q[QUANT_NF4_BLOCK];
+    for (int i = 0; i < QUANT_NF4_BLOCK; i++) {
+        float s = x[i] * inv;
+        s = s < -1.0f ? -1.0f : s > 1.0f ? 1.0f : s;
+        int c = 0;
+        for (int k = 0; k < 15; k++) c += !(mid[k] >= s);
+        q[i] = (uint8_t)c;
+    }
+    for (int i = 0; i < QUANT_NF4_BLOCK / 2; i++) out[i] = (uint8_t)(q[2 * i] << 4 | q[2 * i + 1]);
+    return amax;
+}
+
+/* The code bitsandbytes' quantize_cpu gives v (of a group whose largest
+ * |value| is not zero; inv = 1 / that): v * inv clamped to [-1, 1] picks
+ * one of 65536 bins, index trunc(fma((v + 1) * 0.5, 65535, 0.5)) (its
+ * compiler fuses the last multiply-add; fmaf here), and a bin's code is the
+ * number of midpoints (dyn[i] + dyn[i+1]) / 2 below the bin's value
+ * 2i / 65535 - 1 (float32). Near a midpoint this is not the nearest code,
+ * and 0 is never exact (bins straddle it). */
+static uint8_t nf4_absmax_code(float v, float inv, const float *mid) {
+    float s = v * inv;
+    s = s < -1.0f ? -1.0f : 1.0f < s ? 1.0f : s;
+    float t = s + 1.0f;
+    t = t * 0.5f;
+    float u = fmaf(t, 65535.0f, 0.5f);
+    int bin = u == u ? (uint16_t)(int)u : 0; /* cvttss2si's NaN result truncated to 16 bits */
+    float fb = (float)bin;
+    float val = fb + fb;
+    val = val / 65535.0f;
+    val = val - 1.0f;
+    int lo = 0, hi = 255; /* first midpoint not below val */
+    while (lo < hi) {
+        int m = (lo + hi) / 2;
+        if (mid[m] < val) lo = m + 1;
+        else hi = m;
+    }
+    return (uint8_t)lo;
+}
+
+/* bitsandbytes' quantize_4bit(nf4, blocksize 64, compress_statistics):
+ * absmax per block; offset = torch's mean of them (sum / count); absmax -
+ * offset quantised by quantize_blockwise(blocksize 256) with the dynamic map:
+ * a group's absmax2 is max |absmax - offset| over its blocks (the last group
+ * may have fewer than 256), a group whose absmax2 is 0 gets code 0. */
 static int nf4_quantize(const float *src, int64_t rows, int64_t cols, uint8_t *dst) {
-    (void)src, (void)rows, (void)cols, (void)dst;
-    return -1;
+    LC_ASSERT(rows > 0 && cols > 0 && cols % QUANT_NF4_BLOCK == 0);
+    const int bb = QUANT_NF4_BLOCK / 2 + 1;
+    int64_t nb = rows * cols / QUANT_NF4_BLOCK;
+    float mid4[15], mid8[255];
+    for (int k = 0; k < 15; k++) mid4[k] = (nf4_code[k] + nf4_code[k + 1]) / 2.0f;
+    for (int k = 0; k < 255; k++) mid8[k] = (nf4_dyn[k] + nf4_dyn[k + 1]) * 0.5f;
+    float *amax = xmalloc((size_t)nb * sizeof(float));
+    for (int64_t b = 0; b < nb; b++) amax[b] = nf4_block(src + b * QUANT_NF4_BLOCK, mid4, dst + b * bb);
+    float offset = nf4_torch_sum(amax, nb) / (float)nb;
+    for (int64_t b = 0; b < nb; b++) amax[b] = amax[b] - offset;
+    uint8_t *aux = dst + nf4_aux_at(rows, cols);
+    memset(dst + (size_t)nb * bb, 0, (size_t)(aux - dst) - (size_t)nb * bb); /* alignment padding */
+    memcpy(aux, &offset, sizeof offset);
+    for (int64_t g = 0; g * QUANT_NF4_GROUP < nb; g++) {
+        int64_t b0 = g * QUANT_NF4_GROUP, b1 = b0 + QUANT_NF4_GROUP < nb ? b0 + QUANT_NF4_GROUP : nb;
+        float m = -INFINITY; /* std::max(m, |v|): a NaN is skipped */
+        for (int64_t b = b0; b < b1; b++) {
+            float a = fabsf(amax[b]);
+            m = m < a ? a : m;
+        }
+        m = 0.0f > m ? 0.0f : m;
+        memcpy(aux + (size_t)(1 + g) * sizeof(float), &m, sizeof m);
+        float inv = 1.0f / m;
+        for (int64_t b = b0; b < b1; b++)
+            dst[b * bb + bb - 1] = m == 0.0f ? 0 : nf4_absmax_code(amax[b], inv, mid8);
+    }
+    free(amax);
+    return 0;
+}
+
+/* NF4 rows [r0, r0 + n) of q into dst: a block's scale is dyn[code] *
+ * absmax2 then + offset (bitsandbytes' dequantize_blockwise, then torch's
+ * absmax += offset), each value nf4[nibble] * scale (its 4-bit kernel); the
+ * 16 products of a block are formed once and looked up per nibble. */
+static void nf4_rows(const QTensor *q, int r0, int n, float *dst) {
+    const int bb = QUANT_NF4_BLOCK / 2 + 1, per_row = q->cols / QUANT_NF4_BLOCK;
+    const uint8_t *aux = q->data + nf4_aux_at(q->rows, q->cols);
+    float offset;
+    memcpy(&offset, aux, sizeof offset);
+    for (int64_t b = (int64_t)r0 * per_row; b < (int64_t)(r0 + n) * per_row; b++) {
+        const uint8_t *blk = q->data + b * bb;
+        float a2;
+        memcpy(&a2, aux + (size_t)(1 + b / QUANT_NF4_GROUP) * sizeof(float), sizeof a2);
+        float scale = nf4_dyn[blk[bb - 1]] * a2;
+        scale = scale + offset;
+        float tab[16];
+        for (int k = 0; k < 16; k++) tab[k] = nf4_code[k] * scale;
+        float *y = dst + (b - (int64_t)r0 * per_row) * QUANT_NF4_BLOCK;
+        for (int i = 0; i < QUANT_NF4_BLOCK / 2; i++) {
+            y[2 * i] = tab[blk[i] >> 4];
+            y[2 * i + 1] = tab[blk[i] & 0xf];
+        }
+    }
 }
 
 // ---------------------------------------------------------------------------

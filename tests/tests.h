@@ -153,6 +153,10 @@ void gguf_tokenizer(void);
 void gguf_vocab_fixture(void);
 void gguf_bad_files(void);
 void gguf_cli(void);
+void nf4_fixture(void);
+void nf4_roundtrip(void);
+void nf4_partial_group(void);
+void nf4_zero_blocks(void);
 void export_hf_tokenizer(void);
 
 #ifdef LC_CUDA
