@@ -634,7 +634,7 @@ static void case_rows(Rng *r) {
 // weight can stay in, with tiles that end inside the matrix
 
 const uint32_t test_qtypes[TEST_NQTYPES] = {QUANT_Q8_0, QUANT_Q4_0, QUANT_Q4_1, QUANT_Q5_0, QUANT_Q5_1,
-                                            QUANT_Q4_K, QUANT_Q5_K, QUANT_Q6_K};
+                                            QUANT_Q4_K, QUANT_Q5_K, QUANT_Q6_K, QUANT_NF4};
 
 static void put_half(uint8_t *p, float f) {
     uint16_t h = quant_float_to_half(f);

@@ -30,7 +30,7 @@ void ops_qmatmul_rows(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
-#define TEST_NQTYPES 8
+#define TEST_NQTYPES 9
 extern const uint32_t test_qtypes[TEST_NQTYPES];
 uint8_t *test_qtensor_rand(Rng *r, uint32_t type, int rows, int cols, QTensor *q);
 void engine_forced(void);
