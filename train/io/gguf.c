@@ -7,6 +7,8 @@
  */
 #include "gguf.h"
 
+#include "../../model/quant.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -104,6 +106,15 @@ void gguf_unpermute_rows(float *dst, const float *src, int n_head, int hs, int64
             for (int j = 0; j < 2; j++)
                 memcpy(dst + ((size_t)h * hs + j * half + i) * cols, src + ((size_t)h * hs + 2 * i + j) * cols,
                        (size_t)cols * sizeof *dst);
+}
+
+void gguf_unpermute_row_bytes(void *dst, const void *src, int n_head, int hs, size_t row_bytes) {
+    int half = hs / 2;
+    for (int h = 0; h < n_head; h++)
+        for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+                memcpy((char *)dst + ((size_t)h * hs + j * half + i) * row_bytes,
+                       (const char *)src + ((size_t)h * hs + 2 * i + j) * row_bytes, row_bytes);
 }
 
 void gguf_rope_factors(const LlamaConfig *c, float *out) {
@@ -561,6 +572,59 @@ int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t,
     rc = 0;
 out:
     free(scratch);
+    gguf_close(&g);
+    return rc;
+}
+
+int gguf_llama_tensor_type(const Gguf *g, const char *hf, uint32_t *type, Err *e) {
+    char name[96];
+    LC_ASSERT(gguf_tensor_name(hf, name, sizeof name) == 0);
+    const GgufTensor *x = gguf_tensor(g, name);
+    if (!x) return err_set(e, "%s: missing tensor %s (%s)", g->path, name, hf);
+    *type = x->type;
+    return 0;
+}
+
+int gguf_llama_load_quant(const char *path, const LlamaConfig *c, const ParamTable *t, uint8_t *qdata, Err *e) {
+    Gguf g;
+    if (gguf_open(&g, path, e)) return -1;
+    int rc = -1, hs = config_head_size(c);
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        if (!p->qtype) continue;
+        char name[96];
+        LC_ASSERT(gguf_tensor_name(p->name, name, sizeof name) == 0);
+        const GgufTensor *x = gguf_tensor(&g, name);
+        if (!x) {
+            err_set(e, "%s: missing tensor %s (%s)", path, name, p->name);
+            goto out;
+        }
+        if (x->ndim != 2 || x->ne[0] != p->shape[1] || x->ne[1] != p->shape[0]) {
+            err_set(e, "%s: tensor %s has dims [%lld, %lld], the metadata needs [%lld, %lld]", path, name,
+                    (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[1], (long long)p->shape[0]);
+            goto out;
+        }
+        if (x->type != p->qtype) {
+            err_set(e, "%s: tensor %s is %s, the plan says %s", path, name, gguf_type_name(x->type),
+                    quant_name(p->qtype));
+            goto out;
+        }
+        uint8_t *dst = qdata + p->qoffset;
+        LC_ASSERT(x->nbytes == p->qbytes);
+        size_t len = strlen(p->name);
+        int is_q = len > 14 && strcmp(p->name + len - 14, ".q_proj.weight") == 0;
+        int is_k = len > 14 && strcmp(p->name + len - 14, ".k_proj.weight") == 0;
+        QTensor q = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], dst);
+        if (is_q || is_k) /* llama.cpp's RoPE row order back to HF's, whole rows of blocks */
+            gguf_unpermute_row_bytes(dst, x->data, is_q ? c->n_heads : c->n_kv_heads, hs, q.row_bytes);
+        else
+            memcpy(dst, x->data, p->qbytes);
+        long bad = quant_nonfinite_rows(&q);
+        if (bad && iofile_nonfinite_rows(path, name, (size_t)bad, (size_t)q.rows, e)) goto out;
+        gguf_tensor_drop(&g, x);
+    }
+    rc = 0;
+out:
     gguf_close(&g);
     return rc;
 }

@@ -116,6 +116,9 @@ int gguf_tensor_name(const char *hf, char *out, size_t n);
  * layout to llama.cpp's (see above): dst and src must not overlap. */
 void gguf_permute_rows(float *dst, const float *src, int n_head, int hs, int64_t cols);
 void gguf_unpermute_rows(float *dst, const float *src, int n_head, int hs, int64_t cols);
+/* gguf_unpermute_rows for rows of row_bytes bytes each (a quantised
+ * tensor's rows of blocks). */
+void gguf_unpermute_row_bytes(void *dst, const void *src, int n_head, int hs, size_t row_bytes);
 
 /* The HS/2 llama3 frequency factors of rope_freqs.weight (c must use
  * ROPE_SCALING_LLAMA3). */
@@ -140,6 +143,19 @@ void gguf_rope_factors(const LlamaConfig *c, float *out);
  * Errors name the file and the key or tensor. */
 int gguf_llama_config(const char *path, LlamaConfig *c, Err *e);
 int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e);
+
+/* The tensors of t held quantised (ParamInfo.qtype, params_set_quant) as
+ * the file stores them, into qdata (host memory, t->qsize bytes) at their
+ * qoffset: the blocks copied (q and k rows put back in HF order), never
+ * converted; each tensor's type must be its qtype ("<file>: tensor N is
+ * Q4_1, the plan says Q8_0": a bug of the caller's plan). A block that
+ * dequantises to NaN or Inf (a damaged scale) is an error naming the tensor
+ * unless --allow-nonfinite. Float entries of t are skipped. */
+int gguf_llama_load_quant(const char *path, const LlamaConfig *c, const ParamTable *t, uint8_t *qdata, Err *e);
+
+/* The ggml type the file stores the tensor of HF name `hf` in, or -1 with
+ * e when the file lacks it. */
+int gguf_llama_tensor_type(const Gguf *g, const char *hf, uint32_t *type, Err *e);
 
 /* One summary of a GGUF file to f (version, tensor types, vocabulary). */
 int gguf_llama_print(const char *path, FILE *f, Err *e);

@@ -42,6 +42,16 @@ int iofile_check_finite(const char *path, const char *name, const float *x, size
                    "anyway)", path, name, bad, n);
 }
 
+int iofile_nonfinite_rows(const char *path, const char *name, size_t bad, size_t rows, Err *e) {
+    if (allow_nonfinite) {
+        fprintf(stderr, "llamac: warning: %s: tensor %s has %zu of %zu rows with non-finite values (a NaN or Inf "
+                "block scale); loaded anyway (--allow-nonfinite)\n", path, name, bad, rows);
+        return 0;
+    }
+    return err_set(e, "%s: tensor %s has %zu of %zu rows with non-finite values (a NaN or Inf block scale; "
+                   "--allow-nonfinite loads it anyway)", path, name, bad, rows);
+}
+
 /* The shortest decimal that reads back as f, as a double, so config.json
  * says 1e-05 rather than 9.99999974737875e-06. */
 double iofile_short_real(float f) {

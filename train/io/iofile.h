@@ -37,6 +37,9 @@ double iofile_short_real(float f);
  * iofile_allow_nonfinite(1) was called (the --allow-nonfinite flag, cli.h),
  * that fact as a warning on stderr and 0. */
 int iofile_check_finite(const char *path, const char *name, const float *x, size_t n, Err *e);
+/* The same verdict for a quantised tensor found with `bad` of its `rows`
+ * rows dequantising to NaN or Inf (a damaged block scale). */
+int iofile_nonfinite_rows(const char *path, const char *name, size_t bad, size_t rows, Err *e);
 void iofile_allow_nonfinite(int on);
 
 #endif
