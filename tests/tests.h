@@ -140,6 +140,12 @@ void gguf_vocab_fixture(void);
 void gguf_bad_files(void);
 void gguf_cli(void);
 void export_hf_tokenizer(void);
+void quant_rmse(void);
+void quant_known(void);
+void quant_zero_equal(void);
+void quant_rows_independent(void);
+void quant_cli(void);
+void quant_cli_errors(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */
