@@ -426,14 +426,300 @@ static void nf4_rows(const QTensor *q, int r0, int n, float *dst) {
 // ---------------------------------------------------------------------------
 // quantisers: float32 -> blocks (ggml's reference quantisers)
 
+/* Round to the nearest integer, halves to even (the current rounding mode,
+ * which C starts in): ggml's nearest_int, for |v| < 2^22. */
+static inline int nearest(float v) { return (int)lrintf(v); }
+
+static void put_half(uint8_t *p, float f) {
+    uint16_t h = quant_float_to_half(f);
+    p[0] = (uint8_t)h, p[1] = (uint8_t)(h >> 8);
+}
+
+static void put32(uint8_t *p, uint32_t v) {
+    for (int i = 0; i < 4; i++) p[i] = (uint8_t)(v >> 8 * i);
+}
+
 /* Q8_0: d = max|x| / 127, q = roundf(x / d) (quantize_row_q8_0_ref) */
 static void q_q8_0(const float *x, uint8_t *y) {
     float amax = 0;
     for (int j = 0; j < QK; j++) amax = fmaxf(amax, fabsf(x[j]));
     float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-    uint16_t dh = quant_float_to_half(d);
-    memcpy(y, &dh, 2);
+    put_half(y, d);
     for (int j = 0; j < QK; j++) y[2 + j] = (uint8_t)(int8_t)roundf(x[j] * id);
+}
+
+/* The value of largest magnitude (the first of equals), sign kept: the
+ * symmetric types map it to the most negative code, so that code's whole
+ * range [-2^(b-1), 2^(b-1) - 1] is used. */
+static float signed_absmax(const float *x) {
+    float amax = 0, m = 0;
+    for (int j = 0; j < QK; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), m = x[j];
+    return m;
+}
+
+/* Q4_0 / Q5_0 (quantize_row_q4_0_ref, _q5_0_ref): d = m / -2^(b-1) for the
+ * signed absmax m, q = min(2^b - 1, trunc(x / d + 2^(b-1) + 0.5)) in float32
+ * with the unrounded d; element j and j + 16 share byte j (low, high
+ * nibble), Q5_0's fifth bits in qh (bit j for element j). */
+static void q_q4_0(const float *x, uint8_t *y) {
+    float d = signed_absmax(x) / -8.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_half(y, d);
+    for (int j = 0; j < QK / 2; j++) {
+        int a = (int)(x[j] * id + 8.5f), b = (int)(x[j + QK / 2] * id + 8.5f);
+        y[2 + j] = (uint8_t)((a < 15 ? a : 15) | (b < 15 ? b : 15) << 4);
+    }
+}
+
+static void q_q5_0(const float *x, uint8_t *y) {
+    float d = signed_absmax(x) / -16.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t qh = 0;
+    put_half(y, d);
+    for (int j = 0; j < QK / 2; j++) {
+        int a = (int)(x[j] * id + 16.5f), b = (int)(x[j + QK / 2] * id + 16.5f);
+        a = a < 31 ? a : 31, b = b < 31 ? b : 31;
+        y[6 + j] = (uint8_t)((a & 0xf) | (b & 0xf) << 4);
+        qh |= (uint32_t)(a >> 4) << j | (uint32_t)(b >> 4) << (j + QK / 2);
+    }
+    put32(y + 2, qh);
+}
+
+/* Q4_1 / Q5_1 (quantize_row_q4_1_ref, _q5_1_ref): m = min x, d = (max -
+ * min) / (2^b - 1), q = trunc((x - m) / d + 0.5) (Q4_1 capped at 15). */
+static void q_q4_1(const float *x, uint8_t *y) {
+    float mn = x[0], mx = x[0];
+    for (int j = 1; j < QK; j++) mn = fminf(mn, x[j]), mx = fmaxf(mx, x[j]);
+    float d = (mx - mn) / 15.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    put_half(y, d);
+    put_half(y + 2, mn);
+    for (int j = 0; j < QK / 2; j++) {
+        int a = (int)((x[j] - mn) * id + 0.5f), b = (int)((x[j + QK / 2] - mn) * id + 0.5f);
+        y[4 + j] = (uint8_t)((a < 15 ? a : 15) | (b < 15 ? b : 15) << 4);
+    }
+}
+
+static void q_q5_1(const float *x, uint8_t *y) {
+    float mn = x[0], mx = x[0];
+    for (int j = 1; j < QK; j++) mn = fminf(mn, x[j]), mx = fmaxf(mx, x[j]);
+    float d = (mx - mn) / 31.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    uint32_t qh = 0;
+    put_half(y, d);
+    put_half(y + 2, mn);
+    for (int j = 0; j < QK / 2; j++) {
+        int a = (uint8_t)((x[j] - mn) * id + 0.5f), b = (uint8_t)((x[j + QK / 2] - mn) * id + 0.5f);
+        y[8 + j] = (uint8_t)((a & 0xf) | (b & 0xf) << 4);
+        qh |= (uint32_t)((a >> 4) & 1) << j | (uint32_t)((b >> 4) & 1) << (j + QK / 2);
+    }
+    put32(y + 4, qh);
+}
+
+/* The scale and min of one K sub-block of n values (make_qkx2_quants):
+ * codes L in [0, nmax] with x ~ scale * L - min, min >= 0, chosen to lower
+ * the w-weighted squared error. Start from the plain min/max grid, then try
+ * nstep + 1 stretched grids (nmax + rmin + rdelta * is steps over the
+ * range) and, for each, the least-squares (scale, min) of its codes (min
+ * held at 0 when it would be positive); keep the best. */
+static float k_scale_min_search(int n, int nmax, const float *x, const float *w, uint8_t *L, float *the_min,
+                                uint8_t *Laux, float rmin, float rdelta, int nstep) {
+    float mn = x[0], mx = x[0], sum_w = w[0], sum_x = sum_w * x[0];
+    for (int i = 1; i < n; i++) {
+        if (x[i] < mn) mn = x[i];
+        if (x[i] > mx) mx = x[i];
+        sum_w += w[i];
+        sum_x += w[i] * x[i];
+    }
+    if (mn > 0) mn = 0;
+    if (mx == mn) {
+        memset(L, 0, (size_t)n);
+        *the_min = -mn;
+        return 0.0f;
+    }
+    float iscale = (float)nmax / (mx - mn), scale = 1 / iscale, best = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest(iscale * (x[i] - mn));
+        L[i] = (uint8_t)(l < 0 ? 0 : l > nmax ? nmax : l);
+        float diff = scale * (float)L[i] + mn - x[i];
+        best += w[i] * (diff * diff);
+    }
+    for (int is = 0; is <= nstep; is++) {
+        iscale = (rmin + rdelta * (float)is + (float)nmax) / (mx - mn);
+        float sum_l = 0, sum_l2 = 0, sum_xl = 0;
+        for (int i = 0; i < n; i++) {
+            int l = nearest(iscale * (x[i] - mn));
+            l = l < 0 ? 0 : l > nmax ? nmax : l;
+            Laux[i] = (uint8_t)l;
+            sum_l += w[i] * (float)l;
+            sum_l2 += w[i] * (float)l * (float)l;
+            sum_xl += w[i] * (float)l * x[i];
+        }
+        float D = sum_w * sum_l2 - sum_l * sum_l;
+        if (D > 0) {
+            float s = (sum_w * sum_xl - sum_x * sum_l) / D, m = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+            if (m > 0) m = 0, s = sum_xl / sum_l2;
+            float err = 0;
+            for (int i = 0; i < n; i++) {
+                float diff = s * (float)Laux[i] + m - x[i];
+                err += w[i] * (diff * diff);
+            }
+            if (err < best) {
+                memcpy(L, Laux, (size_t)n);
+                best = err, scale = s, mn = m;
+            }
+        }
+    }
+    *the_min = -mn;
+    return scale;
+}
+
+/* Q4_K / Q5_K (quantize_row_q4_K_ref, _q5_K_ref, no importance matrix):
+ * each sub-block of 32 gets a (scale, min) from k_scale_min_search with
+ * weights rms(sub-block) + |x|; the block's d and dmin are the largest of
+ * them over 63, the six-bit sub-block scale and min nearest(63 * s / max)
+ * (capped at 63), packed as k_scale_min unpacks them; the codes are then
+ * recomputed against the rounded scales (a sub-block whose scale rounds to
+ * 0 keeps the search's codes). */
+static void q_k_scales(const float *x, uint8_t *y, int nmax, float rmin, int nstep, uint8_t *L) {
+    float scales[8], mins[8], w[32], max_scale = 0, max_min = 0;
+    uint8_t Laux[32], *s = y + 4;
+    for (int j = 0; j < 8; j++) {
+        const float *xs = x + 32 * j;
+        float sum_x2 = 0;
+        for (int l = 0; l < 32; l++) sum_x2 += xs[l] * xs[l];
+        float av_x = sqrtf(sum_x2 / 32);
+        for (int l = 0; l < 32; l++) w[l] = av_x + fabsf(xs[l]);
+        scales[j] = k_scale_min_search(32, nmax, xs, w, L + 32 * j, &mins[j], Laux, rmin, 0.1f, nstep);
+        if (scales[j] > max_scale) max_scale = scales[j];
+        if (mins[j] > max_min) max_min = mins[j];
+    }
+    float inv_scale = max_scale > 0 ? 63.0f / max_scale : 0.0f, inv_min = max_min > 0 ? 63.0f / max_min : 0.0f;
+    memset(s, 0, 12);
+    for (int j = 0; j < 8; j++) {
+        uint8_t ls = (uint8_t)nearest(inv_scale * scales[j]), lm = (uint8_t)nearest(inv_min * mins[j]);
+        ls = ls < 63 ? ls : 63, lm = lm < 63 ? lm : 63;
+        if (j < 4) {
+            s[j] = ls, s[j + 4] = lm;
+        } else {
+            s[j + 4] = (uint8_t)((ls & 0xf) | (lm & 0xf) << 4);
+            s[j - 4] |= (uint8_t)((ls >> 4) << 6);
+            s[j] |= (uint8_t)((lm >> 4) << 6);
+        }
+    }
+    put_half(y, max_scale / 63.0f);
+    put_half(y + 2, max_min / 63.0f);
+    float d = h2f(y), dmin = h2f(y + 2);
+    for (int j = 0; j < 8; j++) {
+        int sc, mn;
+        k_scale_min(s, j, &sc, &mn);
+        float ds = d * (float)sc, dm = dmin * (float)mn;
+        if (ds == 0.0f) continue;
+        for (int l = 0; l < 32; l++) {
+            int q = nearest((x[32 * j + l] + dm) / ds);
+            L[32 * j + l] = (uint8_t)(q < 0 ? 0 : q > nmax ? nmax : q);
+        }
+    }
+}
+
+static void q_q4_k(const float *x, uint8_t *y) {
+    uint8_t L[QK_K];
+    q_k_scales(x, y, 15, -1.0f, 20, L);
+    uint8_t *q = y + 16;
+    for (int c = 0; c < 4; c++) /* sub-blocks 2c, 2c + 1: low, high nibbles */
+        for (int l = 0; l < 32; l++) q[32 * c + l] = (uint8_t)(L[64 * c + l] | L[64 * c + 32 + l] << 4);
+}
+
+static void q_q5_k(const float *x, uint8_t *y) {
+    uint8_t L[QK_K];
+    q_k_scales(x, y, 31, -0.5f, 15, L);
+    uint8_t *qh = y + 16, *q = y + 48;
+    memset(qh, 0, 32);
+    for (int c = 0; c < 4; c++)
+        for (int l = 0; l < 32; l++) {
+            int a = L[64 * c + l], b = L[64 * c + 32 + l];
+            qh[l] |= (uint8_t)((a >> 4) << (2 * c) | (b >> 4) << (2 * c + 1));
+            q[32 * c + l] = (uint8_t)((a & 0xf) | (b & 0xf) << 4);
+        }
+}
+
+/* The symmetric scale of one Q6_K sub-block of 16 (make_qx_quants with
+ * weights x^2): codes L = nmax + clamp(nearest(x / s), -nmax, nmax - 1),
+ * the scale the least-squares fit of those codes; nineteen grids (-(nmax +
+ * 0.1 is) / max, is in [-9, 9]) are tried and the one with the largest
+ * (sum w x l)^2 / sum w l^2 (the least weighted error) kept. */
+/* The sums of one grid of q6_scale_search: codes clamp(nearest(iscale *
+ * x), -nmax, nmax - 1) (into L + nmax when L), weights x^2. */
+static void q6_grid(int n, int nmax, const float *x, float iscale, float *sumlx, float *suml2, uint8_t *L) {
+    float a = 0, b = 0;
+    for (int i = 0; i < n; i++) {
+        int l = nearest(iscale * x[i]);
+        l = l < -nmax ? -nmax : l > nmax - 1 ? nmax - 1 : l;
+        float w = x[i] * x[i];
+        a += w * x[i] * (float)l;
+        b += w * (float)l * (float)l;
+        if (L) L[i] = (uint8_t)(l + nmax);
+    }
+    *sumlx = a, *suml2 = b;
+}
+
+static float q6_scale_search(int n, int nmax, const float *x, uint8_t *L) {
+    float amax = 0, mx = 0, sumlx, suml2;
+    for (int i = 0; i < n; i++)
+        if (fabsf(x[i]) > amax) amax = fabsf(x[i]), mx = x[i];
+    if (amax < 1e-15f) { /* ggml's GROUP_MAX_EPS: an all-zero group */
+        memset(L, 0, (size_t)n);
+        return 0.0f;
+    }
+    q6_grid(n, nmax, x, (float)-nmax / mx, &sumlx, &suml2, L);
+    float scale = suml2 != 0.0f ? sumlx / suml2 : 0.0f, best = scale * sumlx;
+    for (int k = -9; k <= 9; k++) {
+        if (k == 0) continue;
+        float iscale = -((float)nmax + 0.1f * (float)k) / mx;
+        q6_grid(n, nmax, x, iscale, &sumlx, &suml2, NULL);
+        if (suml2 > 0 && sumlx * sumlx > best * suml2) {
+            q6_grid(n, nmax, x, iscale, &sumlx, &suml2, L);
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    return scale;
+}
+
+/* Q6_K (quantize_row_q6_K_ref, no importance matrix): a scale per
+ * sub-block of 16 from q6_scale_search; d = -max / 128 for the sub-block
+ * scale max of largest magnitude, int8 scales nearest(s / d) (capped at
+ * 127); codes recomputed against the rounded scales, clamp(nearest(x /
+ * (d * sc)), -32, 31) + 32, laid out as dq_q6_k reads them. */
+static void q_q6_k(const float *x, uint8_t *y) {
+    uint8_t L[QK_K];
+    float scales[16], max_scale = 0, max_abs = 0;
+    for (int ib = 0; ib < 16; ib++) {
+        scales[ib] = q6_scale_search(16, 32, x + 16 * ib, L + 16 * ib);
+        if (fabsf(scales[ib]) > max_abs) max_abs = fabsf(scales[ib]), max_scale = scales[ib];
+    }
+    memset(y, 0, 210);
+    if (max_abs < 1e-15f) return; /* an all-zero block: d = 0 */
+    uint8_t *ql = y, *qh = y + 128, *sc = y + 192;
+    float iscale = -128.0f / max_scale;
+    put_half(y + 208, 1 / iscale);
+    for (int ib = 0; ib < 16; ib++) {
+        int v = nearest(iscale * scales[ib]);
+        sc[ib] = (uint8_t)(int8_t)(v < 127 ? v : 127);
+    }
+    float d = h2f(y + 208);
+    for (int j = 0; j < 16; j++) {
+        float ds = d * (float)(int8_t)sc[j];
+        if (ds == 0.0f) continue;
+        for (int i = 0; i < 16; i++) {
+            int l = nearest(x[16 * j + i] / ds);
+            L[16 * j + i] = (uint8_t)((l < -32 ? -32 : l > 31 ? 31 : l) + 32);
+        }
+    }
+    for (int h = 0; h < 2; h++) /* halves of 128: element 128h + 32k + i */
+        for (int i = 0; i < 32; i++) {
+            const uint8_t *Lh = L + 128 * h + i;
+            ql[64 * h + i] = (uint8_t)((Lh[0] & 0xf) | (Lh[64] & 0xf) << 4);
+            ql[64 * h + 32 + i] = (uint8_t)((Lh[32] & 0xf) | (Lh[96] & 0xf) << 4);
+            qh[32 * h + i] = (uint8_t)(Lh[0] >> 4 | (Lh[32] >> 4) << 2 | (Lh[64] >> 4) << 4 | (Lh[96] >> 4) << 6);
+        }
 }
 
 // ---------------------------------------------------------------------------
@@ -452,12 +738,12 @@ typedef struct {
  * NULL is a number ggml does not use */
 static const TypeInfo types[] = {
     [0] = {"F32", 1, 4, dq_f32, NULL, 0},        [1] = {"F16", 1, 2, dq_f16, NULL, 0},
-    [2] = {"Q4_0", 32, 18, dq_q4_0, NULL, 1},    [3] = {"Q4_1", 32, 20, dq_q4_1, NULL, 1},
-    [6] = {"Q5_0", 32, 22, dq_q5_0, NULL, 1},    [7] = {"Q5_1", 32, 24, dq_q5_1, NULL, 1},
+    [2] = {"Q4_0", 32, 18, dq_q4_0, q_q4_0, 1},    [3] = {"Q4_1", 32, 20, dq_q4_1, q_q4_1, 1},
+    [6] = {"Q5_0", 32, 22, dq_q5_0, q_q5_0, 1},    [7] = {"Q5_1", 32, 24, dq_q5_1, q_q5_1, 1},
     [8] = {"Q8_0", 32, 34, dq_q8_0, q_q8_0, 1},  [9] = {"Q8_1", 32, 40, NULL, NULL, 0},
     [10] = {"Q2_K", 256, 84, NULL, NULL, 0},     [11] = {"Q3_K", 256, 110, NULL, NULL, 0},
-    [12] = {"Q4_K", 256, 144, dq_q4_k, NULL, 1}, [13] = {"Q5_K", 256, 176, dq_q5_k, NULL, 1},
-    [14] = {"Q6_K", 256, 210, dq_q6_k, NULL, 1}, [15] = {"Q8_K", 256, 292, NULL, NULL, 0},
+    [12] = {"Q4_K", 256, 144, dq_q4_k, q_q4_k, 1}, [13] = {"Q5_K", 256, 176, dq_q5_k, q_q5_k, 1},
+    [14] = {"Q6_K", 256, 210, dq_q6_k, q_q6_k, 1}, [15] = {"Q8_K", 256, 292, NULL, NULL, 0},
     [16] = {"IQ2_XXS", 256, 66, NULL, NULL, 0},  [17] = {"IQ2_XS", 256, 74, NULL, NULL, 0},
     [18] = {"IQ3_XXS", 256, 98, NULL, NULL, 0},  [19] = {"IQ1_S", 256, 50, NULL, NULL, 0},
     [20] = {"IQ4_NL", 32, 18, NULL, NULL, 0},    [21] = {"IQ3_S", 256, 110, NULL, NULL, 0},

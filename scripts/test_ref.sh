@@ -7,7 +7,8 @@
 # Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
 # ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
 # scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2,
-# scripts/test_nf4_ref.py NF4 against bitsandbytes.
+# scripts/test_nf4_ref.py NF4 against bitsandbytes and
+# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -71,6 +72,10 @@ check test_chat_ref --work build/test_chat_ref
 check test_gguf --work build/test_gguf
 # NF4 quantisation and dequantisation bit for bit against bitsandbytes (CPU)
 check test_nf4_ref --work build/test_nf4_ref
+# llamac quantize against gguf.quants (Q8_0, Q4_0 bytes) and llama.cpp's own
+# quantiser (types per tensor, RMSE, KL of next-token distributions) on
+# SmolLM2 and a random Llama; needs the llama.cpp venv (scripts/venv_llamacpp.sh)
+check test_quant_ref --work build/test_quant_ref
 # the sampling engine on SmolLM2: log-probabilities against transformers and
 # llamac's own forward, truncation against transformers' processors, greedy
 # against generate

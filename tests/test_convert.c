@@ -503,7 +503,7 @@ void convert_classifier(void) {
                strstr(test_err, "llama.cpp has no sequence-classification architecture") &&
                access(DIR "/cls.gguf", F_OK) != 0 && access(DIR "/cls.gguf.tmp", F_OK) != 0,
            "GGUF export of a classifier: %d %s", rc, test_err);
-    GgufOpts go = {GGUF_F32, "cls", NULL, NULL};
+    GgufOpts go = {.type = GGUF_F32, .name = "cls"};
     EXPECT(gguf_save(DIR "/cls2.gguf", &c, &t, p, &go, &e) == -1 && strstr(e.msg, "has no GGUF form") &&
                access(DIR "/cls2.gguf", F_OK) != 0, "gguf_save of a classifier: %s", e.msg);
     bpe_free(&b);

@@ -158,6 +158,12 @@ void nf4_roundtrip(void);
 void nf4_partial_group(void);
 void nf4_zero_blocks(void);
 void export_hf_tokenizer(void);
+void quant_rmse(void);
+void quant_known(void);
+void quant_zero_equal(void);
+void quant_rows_independent(void);
+void quant_cli(void);
+void quant_cli_errors(void);
 
 #ifdef LC_CUDA
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */

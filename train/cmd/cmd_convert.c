@@ -275,7 +275,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         kind = "GGUF";
         const char *base = strrchr(in, '/');
         if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
-        GgufOpts go = {gtype, name, tokpath ? &tok : NULL, jinja};
+        GgufOpts go = {.type = gtype, .name = name, .tok = tokpath ? &tok : NULL, .chat_template = jinja};
         rc = gguf_save(out, &c, &t, params, &go, e);
     } else if (keep) {
         kind = base_ref ? "LoRA checkpoint, base by reference" : "LoRA checkpoint";

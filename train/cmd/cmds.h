@@ -18,6 +18,7 @@ int cmd_reward(int argc, char **argv, Err *e);
 int cmd_eval(int argc, char **argv, Err *e);
 int cmd_generate(int argc, char **argv, Err *e);
 int cmd_convert(int argc, char **argv, Err *e);
+int cmd_quantize(int argc, char **argv, Err *e);
 int cmd_logits(int argc, char **argv, Err *e);
 int cmd_chat(int argc, char **argv, Err *e);
 int cmd_sample(int argc, char **argv, Err *e);

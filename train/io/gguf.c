@@ -3,7 +3,8 @@
  * conventions in gguf.h). Two passes over the tensor table: the header and
  * infos (offsets known from the sizes alone), then the data, one tensor at
  * a time; q/k go through a one-tensor scratch buffer for the permute, and
- * F16 / BF16 / Q8_0 matrices through a second for their encoding.
+ * F16 / BF16 / block-type matrices (model/quant.c's quantisers) through a
+ * second for their encoding.
  */
 #include "gguf.h"
 
@@ -19,6 +20,7 @@
 #include "../../data/bbpe.h"
 #include "../../data/gguf.h"
 #include "../../data/spm.h"
+#include "../../model/quant.h"
 #include "iofile.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -53,18 +55,20 @@ const char *gguf_export_type_name(GgufType type) {
     return (unsigned)type < GGUF_TYPE_COUNT ? types[type].name : "?";
 }
 
-/* The type a tensor is stored as: 1-D ones F32; Q8_0 needs rows that are
- * whole blocks, else F16 (llama.cpp's converter's fallback). */
-static GgufType tensor_type(GgufType want, int ndim, int64_t cols) {
-    if (ndim < 2) return GGUF_F32;
-    if (want == GGUF_Q8_0 && cols % GGUF_Q8_0_BLOCK != 0) return GGUF_F16;
-    return want;
+/* The ggml type tensor i is stored as: o->qtypes' when given (1-D ones
+ * F32 always); else 1-D ones F32, and Q8_0 needs rows that are whole
+ * blocks, else F16 (llama.cpp's converter's fallback). */
+static uint32_t tensor_type(const GgufOpts *o, int i, const ParamInfo *p) {
+    if (p->ndim < 2) return GGML_TYPE_F32;
+    if (o->qtypes) return o->qtypes[i];
+    if (o->type == GGUF_Q8_0 && p->shape[1] % GGUF_Q8_0_BLOCK != 0) return GGML_TYPE_F16;
+    return types[o->type].ggml;
 }
 
-static uint64_t tensor_bytes(GgufType ty, int64_t numel) {
-    if (ty == GGUF_F32) return (uint64_t)numel * 4;
-    if (ty == GGUF_Q8_0) return (uint64_t)numel / GGUF_Q8_0_BLOCK * GGUF_Q8_0_BYTES;
-    return (uint64_t)numel * 2;
+static uint64_t tensor_bytes(uint32_t ty, const ParamInfo *p) {
+    if (ty == GGML_TYPE_F32) return (uint64_t)p->numel * 4;
+    if (ty == GGML_TYPE_F16 || ty == GGML_TYPE_BF16) return (uint64_t)p->numel * 2;
+    return quant_bytes(ty, p->shape[0], p->shape[1]);
 }
 
 /* HF suffix (after "model.layers.N.") -> llama.cpp block tensor */
@@ -238,7 +242,7 @@ static uint64_t align_up(uint64_t x) { return (x + GGUF_ALIGNMENT - 1) / GGUF_AL
 
 int gguf_save_llama(const char *path, const LlamaConfig *c, const ParamTable *t, const float *params,
                     const char *name, const Tokenizer *tok, Err *e) {
-    GgufOpts o = {GGUF_F32, name, tok, NULL};
+    GgufOpts o = {.type = GGUF_F32, .name = name, .tok = tok};
     return gguf_save(path, c, t, params, &o, e);
 }
 
@@ -255,6 +259,12 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     if (gguf_check_export(path, c, e)) return -1;
     const Tokenizer *tok = o->tok;
     LC_ASSERT((unsigned)o->type < GGUF_TYPE_COUNT);
+    for (int i = 0; o->qtypes && i < t->n; i++) { /* a block type needs rows of whole blocks */
+        const ParamInfo *p = &t->p[i];
+        uint32_t ty = tensor_type(o, i, p);
+        LC_ASSERT(ty == GGML_TYPE_F32 || ty == GGML_TYPE_F16 || ty == GGML_TYPE_BF16 ||
+                  (quant_block(ty) && p->shape[1] % quant_block(ty) == 0));
+    }
     int hs = config_head_size(c), scaled = c->rope_scaling == ROPE_SCALING_LLAMA3;
     char tmp[4096], gname[96];
     if (snprintf(tmp, sizeof tmp, "%s.tmp", path) >= (int)sizeof tmp) return err_set(e, "%s: path too long", path);
@@ -273,7 +283,7 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     gguf_kv_str(&w, "general.architecture", "llama");
     gguf_kv_str(&w, "general.name", o->name);
     gguf_kv_u32(&w, "general.alignment", GGUF_ALIGNMENT);
-    gguf_kv_u32(&w, "general.file_type", types[o->type].ftype);
+    gguf_kv_u32(&w, "general.file_type", o->qtypes ? o->ftype : types[o->type].ftype);
     gguf_kv_u32(&w, "llama.context_length", (uint32_t)c->max_seq);
     gguf_kv_u32(&w, "llama.embedding_length", (uint32_t)c->dim);
     gguf_kv_u32(&w, "llama.block_count", (uint32_t)c->n_layers);
@@ -298,10 +308,10 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     }
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
-        GgufType ty = tensor_type(o->type, p->ndim, p->shape[p->ndim - 1]);
+        uint32_t ty = tensor_type(o, i, p);
         gguf_tensor_name(p->name, gname, sizeof gname);
-        gguf_put_tensor_info(&w, gname, p->ndim, p->shape, types[ty].ggml, off);
-        off = align_up(off + tensor_bytes(ty, (int64_t)p->numel));
+        gguf_put_tensor_info(&w, gname, p->ndim, p->shape, ty, off);
+        off = align_up(off + tensor_bytes(ty, p));
     }
     gguf_put_pad(&w, GGUF_ALIGNMENT);
 
@@ -325,15 +335,16 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
             gguf_permute_rows(scratch, src, is_q ? c->n_heads : c->n_kv_heads, hs, p->shape[1]);
             src = scratch;
         }
-        GgufType ty = tensor_type(o->type, p->ndim, p->shape[p->ndim - 1]);
-        uint64_t nb = tensor_bytes(ty, (int64_t)p->numel);
-        if (ty != GGUF_F32) {
+        uint32_t ty = tensor_type(o, i, p);
+        uint64_t nb = tensor_bytes(ty, p);
+        if (ty != GGML_TYPE_F32) {
             enc = xrealloc(enc, nb);
-            if (ty == GGUF_F16) gguf_to_f16(enc, src, p->numel);
-            else if (ty == GGUF_BF16) gguf_to_bf16(enc, src, p->numel);
-            else gguf_to_q8_0(enc, src, p->numel);
+            if (ty == GGML_TYPE_F16) gguf_to_f16(enc, src, p->numel);
+            else if (ty == GGML_TYPE_BF16) gguf_to_bf16(enc, src, p->numel);
+            else LC_ASSERT(quant_quantize(ty, src, p->shape[0], p->shape[1], enc) == 0);
             src = enc;
         }
+        if (o->progress) o->progress(o->progress_arg, i, t->n, ty);
         gguf_put(&w, src, nb);
         gguf_put_pad(&w, GGUF_ALIGNMENT);
     }

@@ -83,10 +83,19 @@ typedef enum { GGUF_F32, GGUF_F16, GGUF_BF16, GGUF_Q8_0, GGUF_TYPE_COUNT } GgufT
 
 /* What an export writes besides the weights. */
 typedef struct GgufOpts {
-    GgufType type;             /* of the matrices */
+    GgufType type;             /* of the matrices (when qtypes is NULL) */
     const char *name;          /* general.name */
     const Tokenizer *tok;      /* the vocabulary; NULL: none (no_vocab) */
     const char *chat_template; /* Jinja text; NULL: none */
+    /* Per tensor of the table (t->n): its ggml type (F32, F16, BF16 or a
+     * block type model/quant.c quantises, cols a multiple of its block;
+     * 1-D tensors are F32 whatever it says), written with general.file_type
+     * ftype; NULL: type and its rules above. */
+    const uint32_t *qtypes;
+    uint32_t ftype;
+    /* Called after tensor i of n is encoded as ggml type ty; NULL: none. */
+    void (*progress)(void *arg, int i, int n, uint32_t ty);
+    void *progress_arg;
 } GgufOpts;
 
 /* "f32" / "f16" / "bf16" / "q8_0" -> *type; -1 with "--type: unknown type
