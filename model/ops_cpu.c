@@ -43,6 +43,10 @@ int ops_cpu_threads(void) { return omp_get_max_threads(); }
  * the 15m step from 1145 to 1219 tokens/s). */
 #define CE_ROWS_MAX 1024
 #define CE_FLOATS 33554432
+/* A quantised head has no dW GEMM to feed and is dequantised once per chunk
+ * and direction: chunks of at most 48 MiB of logits (256 rows of a 49152
+ * vocabulary), so a QLoRA run touches that much of the scratch, not 128 MiB. */
+#define QCE_FLOATS 12582912
 
 // ----------------------------------------------------------------------------
 // memory
@@ -118,7 +122,10 @@ static size_t cpu_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, 
     (void)ctx; (void)D;
     size_t attn = attn_scratch_floats(omp_get_max_threads(), B, T, H, HS);
     size_t decode = (size_t)H * T;
-    size_t ce = (size_t)ce_rows(V) * V;
+    /* a chunk of the LM head's logits: never more rows than a batch has
+     * (at T 512 that is 100 MB instead of 134 for a 49152 vocabulary) */
+    size_t rows = (size_t)ce_rows(V) < (size_t)B * T ? (size_t)ce_rows(V) : (size_t)B * T;
+    size_t ce = rows * V;
     attn = attn > decode ? attn : decode;
     return attn > ce ? attn : ce;
 }
@@ -1026,6 +1033,7 @@ static double lmhead(float *dx, float *dw, float *row_loss, float *row_mean, con
                      const QTensor *qw, float *work, const int *targets, const float *row_scale, float *scratch, int N,
                      int D, int V, float scale) {
     int R = ce_rows(V);
+    if (qw && R > QCE_FLOATS / V) R = QCE_FLOATS / V > 8 ? QCE_FLOATS / V : 8;
     double total = 0.0;
     for (int n0 = 0; n0 < N; n0 += R) {
         int nr = n0 + R < N ? R : N - n0;

@@ -347,7 +347,7 @@ void ckpt_test_same(const char *pa, const char *pb) {
         free(ba), free(bb);
         ba = xcalloc(bt.size, sizeof(float)), bb = xcalloc(bt.size, sizeof(float));
         LC_ASSERT(adamw_init(&oa, &ac, &lt, &ops_cpu, NULL, &e) == 0 && adamw_init(&ob, &ac, &lt, &ops_cpu, NULL, &e) == 0);
-        CkptLora ca = {ia.lora, &lt, la, NULL}, cb = {ia.lora, &lt, lb, NULL};
+        CkptLora ca = {ia.lora, &lt, la, NULL, NULL, 0}, cb = {ia.lora, &lt, lb, NULL, NULL, 0};
         EXPECT(source_load_lora(pa, &ia.c, &bt, ba, &ca, &oa, NULL, &e) == 0, "%s", e.msg);
         EXPECT(source_load_lora(pb, &ia.c, &bt, bb, &cb, &ob, NULL, &e) == 0, "%s", e.msg);
         EXPECT(memcmp(ba, bb, bt.size * sizeof(float)) == 0, "%s and %s: base weights differ", pa, pb);

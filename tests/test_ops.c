@@ -309,7 +309,7 @@ static void case_lmhead(Rng *r) {
     }
     c.scale = 1.0f / nt;
     c.x = NEW(c.N * c.D); c.w = NEW(c.V * c.D); c.rowl = NEW(c.N);
-    c.scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, c.V, c.D));
+    c.scratch = NEW(O->scratch_floats(NULL, 1, c.N, 1, 2, c.V, c.D));
     gc_randn(r, c.x, c.N * c.D, 1); gc_randn(r, c.w, c.V * c.D, 0.5f);
     float *dx = NEW(c.N * c.D), *dw = NEW(c.V * c.D);
     for (int i = 0; i < c.V * c.D; i++) dw[i] = 1.0f;
@@ -355,7 +355,7 @@ static void case_lmhead_rows(Rng *r) {
     e->tgt = xmalloc(e->N * sizeof(int));
     for (int i = 0; i < e->N; i++) e->tgt[i] = (i % 3 == 2) ? LC_IGNORE : (int)(rng_u64(r) % e->V);
     e->x = NEW(e->N * e->D); e->w = NEW(e->V * e->D); e->rowl = NEW(e->N);
-    e->scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, e->V, e->D));
+    e->scratch = NEW(O->scratch_floats(NULL, 1, e->N, 1, 2, e->V, e->D));
     c.rs = NEW(e->N); c.mean = NEW(e->N);
     gc_randn(r, e->x, e->N * e->D, 1); gc_randn(r, e->w, e->V * e->D, 0.5f); gc_randn(r, c.rs, e->N, 1);
     float *dx = NEW(e->N * e->D), *dw = NEW(e->V * e->D), *rl = NEW(e->N);
@@ -739,7 +739,7 @@ static void case_qlmhead(Rng *r) {
         float *w = NEW((size_t)V * D), *x = NEW((size_t)N * D), *rs = NEW(N);
         float *dx0 = NEW((size_t)N * D), *dx1 = NEW((size_t)N * D), *rl0 = NEW(N), *rl1 = NEW(N);
         float *m0 = NEW(N), *m1 = NEW(N), *work = NEW(O->qwork_floats(NULL, D));
-        float *scratch = NEW(O->scratch_floats(NULL, 1, 1, 1, 2, V, D));
+        float *scratch = NEW(O->scratch_floats(NULL, 1, N, 1, 2, V, D));
         int *tgt = xmalloc(N * sizeof(int));
         for (int n = 0; n < N; n++) tgt[n] = n % 4 == 3 ? LC_IGNORE : (int)(rng_u64(r) % V);
         quant_rows(&q, 0, V, w);

@@ -537,7 +537,7 @@ void peft_head(void) {
     /* a LoRA checkpoint keeps the head (/lora's head attribute), loads as
      * the merged model and goes back to PEFT unchanged */
     remove(DIR "/head.h5");
-    CkptLora cl = {lc, &t, p, NULL};
+    CkptLora cl = {lc, &t, p, NULL, NULL, 0};
     EXPECT(ckpt_save_lora(DIR "/head.h5", &c, &bt, w, 0, &cl, NULL, NULL, &e) == 0, "save: %s", e.msg);
     CkptInfo info;
     EXPECT(ckpt_info(DIR "/head.h5", &info, &e) == 0 && info.has_lora && info.lora.head, "info: head %d (%s)",
@@ -589,7 +589,7 @@ void ckpt_lora_roundtrip(void) {
     opt.t = 9;
     uint64_t cursor[2] = {1, 77};
     CkptState st = {9, 9 * 64, 3, 1e-4, 1, cursor, {5, 6, 7, 8}, "lora_r = 3\n", 0, 0}, st2;
-    CkptLora cl = {lc, &lt, a, NULL};
+    CkptLora cl = {lc, &lt, a, NULL, NULL, 0};
     EXPECT(ckpt_save_lora(DIR "/lora.h5", &c, &bt, w, 0x1234, &cl, &opt, &st, &e) == 0, "save: %s", e.msg);
     CkptInfo info;
     EXPECT(ckpt_info(DIR "/lora.h5", &info, &e) == 0 && info.has_lora && info.has_optim && info.lora.r == 3 &&
@@ -597,7 +597,7 @@ void ckpt_lora_roundtrip(void) {
                info.lora.layers[2] && !info.lora.layers[1] && !info.lora_base[0],
            "info: %s", e.msg);
     float *w2 = xalloc_aligned(bt.size * sizeof(float)), *a2 = xalloc_aligned(lt.size * sizeof(float));
-    CkptLora cl2 = {info.lora, &lt, a2, NULL};
+    CkptLora cl2 = {info.lora, &lt, a2, NULL, NULL, 0};
     EXPECT(source_load_lora(DIR "/lora.h5", &c, &bt, w2, &cl2, &opt2, &st2, &e) == 0, "load: %s", e.msg);
     EXPECT(same_tensors(&bt, w, w2) && same_tensors(&lt, a, a2), "base or adapters differ after load");
     EXPECT(same_tensors(&lt, opt.m, opt2.m) && same_tensors(&lt, opt.v, opt2.v) && opt2.t == 9, "moments differ");
@@ -626,7 +626,7 @@ void ckpt_lora_roundtrip(void) {
     const char *refs[2] = {DIR "/full.h5", DIR "/full_hf"};
     EXPECT(hf_save(DIR "/full_hf", &c, &bt, w, -1, -1, 1, &e) == 0, "HF save: %s", e.msg);
     for (int k = 0; k < 2; k++) {
-        CkptLora cr = {lc, &lt, a, refs[k]};
+        CkptLora cr = {lc, &lt, a, refs[k], NULL, 0};
         EXPECT(ckpt_save_lora(DIR "/ref.h5", &c, &bt, w, 0x1234, &cr, &opt, &st, &e) == 0, "save ref: %s", e.msg);
         EXPECT(ckpt_info(DIR "/ref.h5", &info, &e) == 0 && strcmp(info.lora_base, refs[k]) == 0, "ref info");
         memset(w2, 0, bt.size * sizeof(float));

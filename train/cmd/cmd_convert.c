@@ -109,7 +109,7 @@ static int export_peft(const char *in, const char *out, int force, Err *e) {
     if (lora_build(&info.lora, &info.c, &lt, e)) return -1;
     float *lp = xalloc_aligned(lt.size * sizeof(float));
     memset(lp, 0, lt.size * sizeof(float));
-    CkptLora cl = {info.lora, &lt, lp, NULL};
+    CkptLora cl = {info.lora, &lt, lp, NULL, NULL, 0};
     int rc = ckpt_load_lora(in, &info.c, NULL, NULL, &cl, NULL, NULL, e);
     if (rc == 0) rc = peft_save(out, &info.lora, &lt, lp, info.lora_base[0] ? info.lora_base : info.c.name, force, e);
     if (rc == 0)
@@ -279,7 +279,7 @@ int cmd_convert(int argc, char **argv, Err *e) {
         rc = gguf_save(out, &c, &t, params, &go, e);
     } else if (keep) {
         kind = base_ref ? "LoRA checkpoint, base by reference" : "LoRA checkpoint";
-        CkptLora cl = {a.lc, &a.t, a.params, base_ref ? in : NULL};
+        CkptLora cl = {a.lc, &a.t, a.params, base_ref ? in : NULL, NULL, 0};
         rc = ckpt_save_lora(out, &c, &t, params, tok_id, &cl, NULL, NULL, e);
     } else if (to_ckpt) {
         kind = "checkpoint";

@@ -518,7 +518,8 @@ static void lora_strings(const LoraConfig *lc, char *targets, char *layers, size
 static uint64_t params_hash(const ParamTable *t, const float *params) {
     uint64_t *h = xmalloc((size_t)(t->n + 1) * sizeof *h);
     h[0] = (uint64_t)t->n;
-    for (int i = 0; i < t->n; i++) h[i + 1] = ckpt_hash(params + t->p[i].offset, t->p[i].numel * sizeof(float));
+    for (int i = 0; i < t->n; i++)
+        h[i + 1] = t->p[i].qtype ? 0 : ckpt_hash(params + t->p[i].offset, t->p[i].numel * sizeof(float));
     uint64_t r = ckpt_hash(h, (size_t)(t->n + 1) * sizeof *h);
     free(h);
     return r;
@@ -537,7 +538,9 @@ static int write_lora(hid_t f, const LlamaConfig *c, const ParamTable *t, const 
              attr_str(g, "init", lc->init == LORA_INIT_GAUSSIAN ? "gaussian" : "kaiming");
     if (rc == 0 && lc->head) rc = attr_i64(g, "head", 1); /* modules_to_save ["score"] */
     if (rc == 0 && lora->base_ref)
-        rc = attr_str(g, "base_path", lora->base_ref) | attr_u64(g, "base_hash", params_hash(t, params));
+        rc = attr_str(g, "base_path", lora->base_ref) |
+             attr_u64(g, "base_hash", lora->base_quant ? lora->base_hash : params_hash(t, params));
+    if (rc == 0 && lora->base_quant) rc = attr_str(g, "base_quant", lora->base_quant);
     if (rc == 0) rc = write_tensors(g, lora->t, lora->params, 0, &datasets_written, kill);
     H5Gclose(g);
     return rc;
@@ -884,7 +887,13 @@ int ckpt_info(const char *path, CkptInfo *info, Err *e) {
     info->has_state = H5Lexists(f, "state", H5P_DEFAULT) > 0;
     info->has_lora = H5Lexists(f, "lora", H5P_DEFAULT) > 0;
     if (rc == 0 && info->has_lora) rc = read_lora_config(f, path, &info->c, &info->lora, info->lora_base,
-                                                         sizeof info->lora_base, NULL, e);
+                                                         sizeof info->lora_base, &info->lora_base_hash, e);
+    if (rc == 0 && info->has_lora && H5Aexists_by_name(f, "lora", "base_quant", H5P_DEFAULT) > 0) {
+        hid_t g = H5Gopen2(f, "lora", H5P_DEFAULT);
+        if (g < 0 || attr_read_str(g, "base_quant", info->lora_base_quant, sizeof info->lora_base_quant))
+            rc = err_set(e, "%s: /lora has an unreadable base_quant", path);
+        if (g >= 0) H5Gclose(g);
+    }
     if (rc == 0 && info->has_state) {
         hid_t g = H5Gopen2(f, "state", H5P_DEFAULT);
         int64_t v;

@@ -97,6 +97,8 @@ typedef struct CkptInfo {
     int has_lora;         /* /lora present: lora holds its config */
     LoraConfig lora;
     char lora_base[512];  /* base_path when the base is a reference, else "" */
+    char lora_base_quant[16]; /* base_quant: how the base was held quantised, else "" */
+    uint64_t lora_base_hash;  /* base_hash (with lora_base) */
 } CkptInfo;
 
 /* The adapters of a LoRA run, beside the base weights. */
@@ -109,6 +111,11 @@ typedef struct CkptLora {
      * file, holding the same base weights) stores only it and the base's
      * content hash, which loading checks */
     const char *base_ref;
+    /* a base held quantised (--base-quant): how (source_quant_plan's "keep"
+     * or type) and the hash of what the run held (source_quant_hash),
+     * stored as base_quant and base_hash; NULL, 0 for a float base */
+    const char *base_quant;
+    uint64_t base_hash;
 } CkptLora;
 
 /* Write a checkpoint of the parameters (host buffer laid out by t) and,

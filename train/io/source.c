@@ -17,6 +17,7 @@
 #include "../../data/gguf.h"
 #include "../../data/tok.h"
 #include "../../model/lora.h"
+#include "../../model/quant.h"
 #include "gguf.h"
 #include "hf.h"
 
@@ -78,7 +79,10 @@ int source_load_lora(const char *path, const LlamaConfig *c, const ParamTable *b
     return ckpt_load_lora(path, c, bt, base_params, lora, opt, st, e);
 }
 
-/* A LoRA checkpoint as a plain model: base + merged adapters. */
+static int load_quant_base(const ModelSource *s, const ParamTable *t, float *params, Err *e);
+
+/* A LoRA checkpoint as a plain model: base + merged adapters (a base held
+ * quantised: dequantised, as the adapters saw it). */
 static int load_merged(const ModelSource *s, const ParamTable *t, float *params, Err *e) {
     CkptLora cl = {.lc = s->ck.lora};
     ParamTable lt;
@@ -86,7 +90,13 @@ static int load_merged(const ModelSource *s, const ParamTable *t, float *params,
     cl.t = &lt;
     cl.params = xalloc_aligned(lt.size * sizeof(float));
     memset(cl.params, 0, lt.size * sizeof(float));
-    int rc = source_load_lora(s->path, &s->c, t, params, &cl, NULL, NULL, e);
+    int rc;
+    if (s->ck.lora_base_quant[0]) {
+        rc = load_quant_base(s, t, params, e);
+        if (rc == 0) rc = ckpt_load_lora(s->path, &s->c, t, NULL, &cl, NULL, NULL, e);
+    } else {
+        rc = source_load_lora(s->path, &s->c, t, params, &cl, NULL, NULL, e);
+    }
     if (rc == 0) lora_merge(&cl.lc, &s->c, t, params, &lt, cl.params, 1);
     free(cl.params);
     params_free(&lt);
@@ -142,4 +152,190 @@ const char *source_tokenizer(const ModelSource *s, const char *given, Err *e) {
         return NULL;
     }
     return s->tokenizer;
+}
+
+// ----------------------------------------------------------------------------
+// quantised bases
+
+static int is_linear(const ParamInfo *p) { return p->layer >= 0 && p->ndim == 2; }
+
+int source_quant_plan(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, const char *how,
+                      uint32_t *qtypes, Err *e) {
+    memset(qtypes, 0, (size_t)t->n * sizeof *qtypes);
+    if (!how) return 0;
+    int n = 0;
+    if (strcmp(how, "keep") == 0) {
+        if (s->kind != SOURCE_GGUF)
+            return err_set(e, "--base-quant keep: %s is not a GGUF file (keep trains on the types a GGUF file ships "
+                              "in; for another model name a type: nf4, q8_0, q4_0, ...)", s->path);
+        Gguf g;
+        if (gguf_open(&g, s->path, e)) return -1;
+        int rc = 0;
+        for (int i = 0; i < t->n && rc == 0; i++) {
+            const ParamInfo *p = &t->p[i];
+            if (p->ndim != 2 || strcmp(p->name, "score.weight") == 0) continue;
+            uint32_t ty;
+            if ((rc = gguf_llama_tensor_type(&g, p->name, &ty, e))) break;
+            if (quant_keepable(ty)) {
+                qtypes[i] = ty;
+                n++;
+            } else if (ty != QUANT_F32 && ty != QUANT_F16 && ty != QUANT_BF16) {
+                rc = err_set(e, "--base-quant keep: %s: tensor %s is %s, which llamac cannot keep quantised (it can: "
+                                "%s)", s->path, p->name, quant_name(ty) ? quant_name(ty) : "of an unknown type",
+                             quant_keepable_list());
+            }
+        }
+        gguf_close(&g);
+        (void)c;
+        return rc ? -1 : n;
+    }
+    uint32_t ty;
+    if (quant_parse(how, "--base-quant", &ty, e)) return -1;
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        if (!is_linear(p)) continue;
+        if (p->shape[1] % quant_block(ty))
+            return err_set(e, "--base-quant %s: %s has rows of %lld values, not a whole number of %s's %d-value "
+                              "blocks (q8_0, q4_0, q4_1, q5_0, q5_1 need 32, nf4 64)", how, p->name,
+                           (long long)p->shape[1], quant_name(ty), quant_block(ty));
+        qtypes[i] = ty;
+        n++;
+    }
+    return n;
+}
+
+/* One tensor of s as float32 into dst: a one-entry table through source_load. */
+static int load_one(const ModelSource *s, const ParamInfo *p, float *dst, Err *e) {
+    ParamTable one;
+    int cap = 0;
+    memset(&one, 0, sizeof one);
+    params_add(&one, &cap, p->name, p->ndim, p->shape[0], p->shape[1], p->group, p->layer);
+    int rc = source_load(s, &one, dst, e);
+    params_free(&one);
+    return rc;
+}
+
+int source_load_quant(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params,
+                      uint8_t *qdata, uint64_t seed, Err *e) {
+    /* the float entries: a table of just them has their offsets in t */
+    ParamTable ft;
+    int cap = 0, rc = 0;
+    memset(&ft, 0, sizeof ft);
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i];
+        if (p->qtype) continue;
+        params_add(&ft, &cap, p->name, p->ndim, p->shape[0], p->shape[1], p->group, p->layer);
+        LC_ASSERT(ft.p[ft.n - 1].offset == p->offset);
+    }
+    int merged = s->kind == SOURCE_CKPT && s->ck.has_lora;
+    float *full = NULL;
+    ParamTable st;
+    memset(&st, 0, sizeof st);
+    if (merged) { /* base + adapters exist only as a whole: merge, then take tensors from it */
+        rc = params_build(&s->c, &st, e);
+        if (rc == 0) {
+            full = xalloc_aligned(st.size * sizeof(float));
+            rc = source_load(s, &st, full, e);
+        }
+    }
+    if (rc == 0) rc = source_load_as(s, c, &ft, params, seed, e);
+    int gguf_keep = s->kind == SOURCE_GGUF;
+    float *tmp = NULL;
+    for (int i = 0; i < t->n && rc == 0; i++) {
+        const ParamInfo *p = &t->p[i];
+        if (!p->qtype) continue;
+        if (gguf_keep) {
+            Gguf g;
+            uint32_t ty = 0;
+            if ((rc = gguf_open(&g, s->path, e))) break;
+            rc = gguf_llama_tensor_type(&g, p->name, &ty, e);
+            gguf_close(&g);
+            if (rc) break;
+            if (ty == p->qtype) continue; /* gguf_llama_load_quant copies it below */
+        }
+        tmp = xrealloc(tmp, p->numel * sizeof(float));
+        if (merged) {
+            int k = params_find(&st, p->name);
+            LC_ASSERT(k >= 0);
+            memcpy(tmp, full + st.p[k].offset, p->numel * sizeof(float));
+        } else if ((rc = load_one(s, p, tmp, e))) {
+            break;
+        }
+        LC_ASSERT(quant_quantize(p->qtype, tmp, p->shape[0], p->shape[1], qdata + p->qoffset) == 0);
+    }
+    if (rc == 0 && gguf_keep) { /* the blocks the file stores in their plan's type */
+        ParamTable kt = *t;
+        kt.p = xmalloc((size_t)t->n * sizeof *kt.p);
+        memcpy(kt.p, t->p, (size_t)t->n * sizeof *kt.p);
+        Gguf g;
+        rc = gguf_open(&g, s->path, e);
+        for (int i = 0; rc == 0 && i < kt.n; i++) {
+            uint32_t ty = 0;
+            if (kt.p[i].qtype && (rc = gguf_llama_tensor_type(&g, kt.p[i].name, &ty, e)) == 0 && ty != kt.p[i].qtype)
+                kt.p[i].qtype = 0; /* quantised from float above */
+        }
+        gguf_close(&g);
+        if (rc == 0) rc = gguf_llama_load_quant(s->path, &s->c, &kt, qdata, e);
+        free(kt.p);
+    }
+    free(tmp);
+    free(full);
+    params_free(&st);
+    params_free(&ft);
+    return rc;
+}
+
+/* The quantised base a QLoRA checkpoint names (base_path, base_quant),
+ * built as the run built it, checked by its hash, then dequantised into
+ * params (laid out by t, the plain table). */
+static int load_quant_base(const ModelSource *s, const ParamTable *t, float *params, Err *e) {
+    ModelSource b;
+    Err be = {{0}};
+    char diff[128];
+    int rc = source_open(&b, s->ck.lora_base, &be);
+    if (rc == 0 && ckpt_config_diff(&b.c, &s->c, diff, sizeof diff))
+        rc = err_set(&be, "%s: config differs (%s: base vs model)", s->ck.lora_base, diff);
+    ParamTable qt;
+    memset(&qt, 0, sizeof qt);
+    uint32_t *qtypes = NULL;
+    float *fp = NULL;
+    uint8_t *qd = NULL;
+    if (rc == 0) rc = params_build(&s->c, &qt, &be);
+    if (rc == 0) {
+        qtypes = xcalloc((size_t)qt.n, sizeof *qtypes);
+        rc = source_quant_plan(&b, &s->c, &qt, s->ck.lora_base_quant, qtypes, &be) < 0 ? -1 : 0;
+    }
+    if (rc == 0) {
+        params_set_quant(&qt, qtypes);
+        fp = xalloc_aligned(qt.size * sizeof(float));
+        qd = xmalloc(qt.qsize ? qt.qsize : 1);
+        memset(fp, 0, qt.size * sizeof(float));
+        rc = source_load_quant(&b, &s->c, &qt, fp, qd, 0, &be);
+    }
+    if (rc) {
+        rc = err_set(e, "%s: its base: %s", s->path, be.msg);
+    } else if (source_quant_hash(&qt, fp, qd) != s->ck.lora_base_hash) {
+        rc = err_set(e, "%s: base %s (--base-quant %s) is not the one this checkpoint was trained on (content hash "
+                        "differs)", s->path, s->ck.lora_base, s->ck.lora_base_quant);
+    } else {
+        for (int i = 0; i < qt.n; i++) {
+            const ParamInfo *p = &qt.p[i], *d = &t->p[i];
+            if (!p->qtype) {
+                memcpy(params + d->offset, fp + p->offset, p->numel * sizeof(float));
+                continue;
+            }
+            QTensor q = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], qd + p->qoffset);
+            quant_rows(&q, 0, q.rows, params + d->offset);
+        }
+    }
+    free(qtypes);
+    free(fp);
+    free(qd);
+    params_free(&qt);
+    return rc;
+}
+
+uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8_t *qdata) {
+    uint64_t h[2] = {ckpt_hash(params, t->size * sizeof(float)), qdata ? ckpt_hash(qdata, t->qsize) : 0};
+    return ckpt_hash(h, sizeof h);
 }

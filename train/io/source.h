@@ -61,6 +61,36 @@ int source_load(const ModelSource *s, const ParamTable *t, float *params, Err *e
 int source_load_as(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params, uint64_t seed,
                    Err *e);
 
+/* A quantised base (DESIGN.md "Quantised weights"): the type each entry of
+ * t (params_build(c)) is held in for --base-quant `how` (NULL: all float32),
+ * into qtypes (t->n):
+ *   "keep": s must be a GGUF file; every 2-D weight of the decoder, the
+ *     embedding and an untied LM head stays in the type the file stores it
+ *     in when that type can stay quantised (quant_keepable), the rest (F32,
+ *     F16, BF16 tensors, norms) float32; a tensor in a type llamac reads but
+ *     cannot keep is an error naming it and the types it can;
+ *   a type name (nf4, q8_0, q4_k, ...; quant_parse): the decoder's seven
+ *     linear weights of every layer quantised to it at load, the embedding,
+ *     head and norms float32 (bitsandbytes' choice); a row length that is
+ *     not a whole number of the type's blocks is an error naming a type that
+ *     fits.
+ * Returns the number of quantised entries (0 for how NULL), or -1 with e. */
+int source_quant_plan(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, const char *how,
+                      uint32_t *qtypes, Err *e);
+
+/* source_load_as for a table with quantised entries (params_set_quant):
+ * the float entries into params, the quantised ones into qdata (host
+ * memory, t->qsize bytes): copied as the GGUF stores them where it stores
+ * them in their type, else read as float32 a tensor at a time and quantised
+ * (quant_quantize), so loading never holds the float32 model whole (except a
+ * LoRA checkpoint, merged first). */
+int source_load_quant(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params,
+                      uint8_t *qdata, uint64_t seed, Err *e);
+
+/* Content hash of a model held partly quantised: its float buffer (t->size
+ * floats) and its quantised bytes (t->qsize). */
+uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8_t *qdata);
+
 /* Resume a LoRA checkpoint (ckpt_load_lora's contract): when it names its
  * base by reference, that base is loaded into base_params through
  * source_open / source_load first ("<path>: its base: <why>" when it cannot

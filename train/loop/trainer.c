@@ -97,6 +97,7 @@ int trainer_flags(TrainOpts *o, CliFlag *f) {
         {"lora-targets", CLI_STR, &o->lora_targets, 0, 0, "adapted modules: q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj or all-linear (default q,k,v,o)"},
         {"lora-layers", CLI_STR, &o->lora_layers, 0, 0, "adapted layers, e.g. 0-3,7 (PEFT's layers_to_transform; default all)"},
         {"rslora", CLI_INT, &o->rslora, 0, 1, "1: rsLoRA, scale alpha / sqrt(r)"},
+        {"base-quant", CLI_STR, &o->base_quant, 0, 0, "LoRA: hold the frozen base quantised (QLoRA): keep (a GGUF's own types), or quantise at load to nf4, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k"},
         {"lora-init", CLI_STR, &o->lora_init, 0, 0, "adapter initialisation: kaiming (PEFT's default; B = 0), gaussian, or a PEFT adapter directory to continue"},
         {"adapter-out", CLI_STR, &o->adapter_out, 0, 0, "LoRA: PEFT adapter directory written at the end (PeftModel.from_pretrained reads it)"},
         {"merged-out", CLI_STR, &o->merged_out, 0, 0, "LoRA: also write the base with the adapters merged, as a checkpoint (.h5)"},
@@ -119,6 +120,12 @@ int trainer_check(const TrainOpts *o, Err *e) {
     if (strcmp(o->lora_init, "kaiming") && strcmp(o->lora_init, "gaussian") && !peft_is_dir(o->lora_init))
         return err_set(e, "--lora-init: expected kaiming, gaussian or a PEFT adapter directory, got '%.40s'",
                        o->lora_init);
+    if (o->base_quant) {
+        uint32_t ty;
+        if (strcmp(o->base_quant, "keep") && quant_parse(o->base_quant, "--base-quant", &ty, e)) return -1;
+        if (!o->lora_r && !peft_is_dir(o->lora_init))
+            return err_set(e, "--base-quant: the base is frozen when quantised: train LoRA adapters on it (--lora-r)");
+    }
     return device_check(o->device, e);
 }
 
@@ -310,19 +317,42 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         lo.grads = LLAMA_GRADS_INPUT;
         lo.lora = &lc;
     }
-    if (device_check_fits(&tr->dev, c, (int)o->B, (int)o->T, 1, e) ||
-        llama_init_opts(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, &lo, e)) {
+    uint32_t *qtypes = NULL;
+    if (o->base_quant) {
+        ParamTable qt;
+        if (!init) return peft_free(&pa), err_set(e, "--base-quant: needs --model (the base to hold quantised)");
+        if (params_build(c, &qt, e)) return peft_free(&pa), -1;
+        qtypes = xcalloc((size_t)qt.n, sizeof *qtypes);
+        int nq = source_quant_plan(init, c, &qt, o->base_quant, qtypes, e);
+        params_free(&qt);
+        if (nq < 0) return free(qtypes), peft_free(&pa), -1;
+        lo.qtypes = qtypes;
+    }
+    int irc = device_check_fits(&tr->dev, c, (int)o->B, (int)o->T, 1, e) ||
+              llama_init_opts(&tr->m, c, tr->dev.ops, tr->dev.ctx, (int)o->B, (int)o->T, &lo, e);
+    free(qtypes);
+    if (irc) {
         peft_free(&pa);
         return -1;
     }
     if (init) {
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
-        int rc = source_load_as(init, c, &tr->m.t, hv.m.params, (uint64_t)o->seed, e);
-        if (!rc) device_host_push(&hv, &tr->m, NULL);
-        tr->model_id = ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
+        Llama *m = &tr->m;
+        uint8_t *qhost = m->qdata && tr->dev.gpu ? xmalloc(m->t.qsize) : m->qdata;
+        int rc = m->qdata ? source_load_quant(init, c, &m->t, hv.m.params, qhost, (uint64_t)o->seed, e)
+                          : source_load_as(init, c, &m->t, hv.m.params, (uint64_t)o->seed, e);
+        if (!rc) device_host_push(&hv, m, NULL);
+        if (!rc && qhost != m->qdata) m->ops->upload(m->ctx, m->qdata, qhost, m->t.qsize);
+        tr->model_id = m->qdata ? source_quant_hash(&m->t, hv.m.params, qhost)
+                                : ckpt_hash(hv.m.params, tr->m.t.size * sizeof(float));
+        if (qhost != m->qdata) free(qhost);
         tr->init = init->path;
         tr->base_ref = init->c.num_labels == c->num_labels ? init->path : NULL;
+        if (!rc && m->qdata && !tr->base_ref)
+            rc = err_set(e, "--base-quant: %s is a causal LM made a reward model here (a new score head), and a "
+                            "quantised base is only referenced by its checkpoints: train on float32, or convert it to "
+                            "a reward model first", init->path);
         device_host_free(&hv);
         if (rc) return peft_free(&pa), -1;
     } else {
@@ -385,7 +415,8 @@ static long count_correct(Llama *m, const int32_t *tgt, float *buf, float *host,
         int rows = N - n0 < chunk ? N - n0 : chunk, any = 0;
         for (int r = 0; r < rows; r++) any |= tgt[n0 + r] != LC_IGNORE;
         if (!any) continue;
-        m->ops->matmul_fwd(m->ctx, buf, m->xf + (size_t)n0 * D, m->w.lm_head, rows, D, V);
+        if (m->qhead) m->ops->qmatmul_fwd(m->ctx, buf, m->xf + (size_t)n0 * D, m->qhead, m->qwork, rows);
+        else m->ops->matmul_fwd(m->ctx, buf, m->xf + (size_t)n0 * D, m->w.lm_head, rows, D, V);
         if (m->ops->download_act) m->ops->download_act(m->ctx, host, buf, (size_t)rows * V);
         else m->ops->download(m->ctx, host, buf, (size_t)rows * V * sizeof(float));
         for (int r = 0; r < rows; r++) {
@@ -547,13 +578,15 @@ static int save_file(Trainer *tr, const TrainData *d, const char *path, const Ck
     device_host_view(&tr->m, &tr->opt, &hv);
     int src;
     if (tr->world > 1) {
-        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref};
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref, tr->m.qdata ? tr->o.base_quant : NULL,
+                       tr->m.qdata ? tr->model_id : 0};
         size_t *own = own_map(tr);
         src = ckpt_save_dist(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, tr->m.lora ? &cl : NULL, &hv.opt,
                              own, &st, e);
         free(own);
     } else if (tr->m.lora) { /* the adapters and their moments; a fine-tuned base by reference */
-        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref};
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, tr->base_ref, tr->m.qdata ? tr->o.base_quant : NULL,
+                       tr->m.qdata ? tr->model_id : 0};
         src = ckpt_save_lora(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &cl, &hv.opt, &st, e);
     } else {
         src = ckpt_save(path, &tr->c, &tr->m.t, hv.m.params, d->tokenizer_id, &hv.opt, &st, e);
@@ -606,8 +639,13 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     device_host_view(&tr->m, part ? &full : &tr->opt, &hv);
     int lrc;
     if (tr->m.lora) {
-        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL};
-        lrc = source_load_lora(rpath, &tr->c, &tr->m.t, hv.m.params, &cl, &hv.opt, &st, e);
+        CkptLora cl = {tr->m.lc, &tr->m.lt, hv.m.lora_params, NULL, NULL, 0};
+        /* a quantised base stays as loaded: the state's model_id (its hash) says it is the same */
+        lrc = source_load_lora(rpath, &tr->c, &tr->m.t, tr->m.qdata ? NULL : hv.m.params, &cl, &hv.opt, &st, e);
+        if (!lrc && strcmp(info.lora_base_quant, tr->m.qdata ? tr->o.base_quant : ""))
+            lrc = err_set(e, "%s: trained on a base %s%s, this run's is %s%s", rpath,
+                          info.lora_base_quant[0] ? "held as --base-quant " : "in float32", info.lora_base_quant,
+                          tr->m.qdata ? "held as --base-quant " : "in float32", tr->m.qdata ? tr->o.base_quant : "");
     } else {
         lrc = ckpt_load(rpath, &tr->c, &tr->m.t, hv.m.params, &hv.opt, &st, e);
     }
@@ -653,13 +691,54 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
 // ----------------------------------------------------------------------------
 // the loop
 
+/* The base as float32 in gen's layout (params_build's table ft): what the
+ * model holds (params: host copy of m->params), the tensors held quantised
+ * dequantised. Adapters trained on a quantised base merge into this. */
+static void dense_base(Llama *m, const float *params, const ParamTable *ft, float *out) {
+    uint8_t *q = NULL;
+    if (m->qdata) {
+        q = xmalloc(m->t.qsize);
+        m->ops->download(m->ctx, q, m->qdata, m->t.qsize);
+    }
+    for (int i = 0; i < m->t.n; i++) {
+        const ParamInfo *p = &m->t.p[i], *d = &ft->p[i];
+        LC_ASSERT(strcmp(p->name, d->name) == 0);
+        if (!p->qtype) {
+            memcpy(out + d->offset, params + p->offset, p->numel * sizeof(float));
+            continue;
+        }
+        QTensor qt = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], q + p->qoffset);
+        quant_rows(&qt, 0, qt.rows, out + d->offset);
+    }
+    free(q);
+}
+
+/* The trained model as float32 in the plain table's layout (caller frees):
+ * with LoRA the adapters merged into the base (dequantised if quantised). */
+static float *merged_model(Trainer *tr, const float *params, const float *lora_params, ParamTable *ft) {
+    Llama *m = &tr->m;
+    LC_ASSERT(params_build(&tr->c, ft, NULL) == 0);
+    float *w = xalloc_aligned(ft->size * sizeof(float));
+    if (m->qdata) dense_base(m, params, ft, w);
+    else memcpy(w, params, ft->size * sizeof(float));
+    if (m->lora) lora_merge(&m->lc, &tr->c, ft, w, &m->lt, lora_params, 1);
+    return w;
+}
+
 static void print_sample(Trainer *tr, const char *when) {
     Llama *gen = &tr->gen, *m = &tr->m;
-    m->ops->download(m->ctx, gen->params, m->params, m->t.size * sizeof(float)); /* gen is on the CPU */
+    if (m->qdata) { /* gen is on the CPU: a dense float copy */
+        float *h = xmalloc(m->t.size * sizeof(float));
+        m->ops->download(m->ctx, h, m->params, m->t.size * sizeof(float));
+        dense_base(m, h, &gen->t, gen->params);
+        free(h);
+    } else {
+        m->ops->download(m->ctx, gen->params, m->params, m->t.size * sizeof(float)); /* gen is on the CPU */
+    }
     if (m->lora) { /* the adapters merged into the sampling copy */
         float *lp = xmalloc(m->lt.size * sizeof(float));
         m->ops->download(m->ctx, lp, m->lora_params, m->lt.size * sizeof(float));
-        lora_merge(&m->lc, &m->c, &m->t, gen->params, &m->lt, lp, 1);
+        lora_merge(&m->lc, &m->c, &gen->t, gen->params, &m->lt, lp, 1);
         free(lp);
     }
     int32_t *ids = NULL;
@@ -696,11 +775,11 @@ static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
     } else {
         rc = peft_save(o->adapter_out, &m->lc, &m->lt, hv.m.lora_params, tr->init, 1, e);
         if (!rc && o->merged_out) {
-            float *merged = xalloc_aligned(m->t.size * sizeof(float));
-            memcpy(merged, hv.m.params, m->t.size * sizeof(float));
-            lora_merge(&m->lc, &tr->c, &m->t, merged, &m->lt, hv.m.lora_params, 1);
-            rc = ckpt_save(o->merged_out, &tr->c, &m->t, merged, tok_id, NULL, NULL, e);
+            ParamTable ft;
+            float *merged = merged_model(tr, hv.m.params, hv.m.lora_params, &ft);
+            rc = ckpt_save(o->merged_out, &tr->c, &ft, merged, tok_id, NULL, NULL, e);
             free(merged);
+            params_free(&ft);
         }
     }
     if (!rc && o->hf_out) rc = write_hf(tr, hv.m.params, hv.m.lora_params, e);
@@ -712,19 +791,14 @@ static int write_outputs(Trainer *tr, uint64_t tok_id, Err *e) {
  * the tokenizer and its chat template; a classifier gets the pad id its
  * rewards were read with. */
 static int write_hf(Trainer *tr, const float *params, const float *lora_params, Err *e) {
-    Llama *m = &tr->m;
-    float *merged = NULL;
-    if (m->lora) {
-        merged = xalloc_aligned(m->t.size * sizeof(float));
-        memcpy(merged, params, m->t.size * sizeof(float));
-        lora_merge(&m->lc, &tr->c, &m->t, merged, &m->lt, lora_params, 1);
-        params = merged;
-    }
+    ParamTable ft;
+    float *merged = merged_model(tr, params, lora_params, &ft);
     LlamaConfig c = tr->c;
     if (c.num_labels && c.pad_id < 0 && tr->has_tok) c.pad_id = tr->tok.eos;
     HfTok tk = {tr->has_tok ? &tr->tok : NULL, tr->o.tokpath, tr->has_tok ? tr->tok.chat_template : NULL};
-    int rc = hf_save_tok(tr->o.hf_out, &c, &m->t, params, &tk, 1, e);
+    int rc = hf_save_tok(tr->o.hf_out, &c, &ft, merged, &tk, 1, e);
     free(merged);
+    params_free(&ft);
     if (!rc) printf("Hugging Face directory: %s\n", tr->o.hf_out);
     return rc;
 }

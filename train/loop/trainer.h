@@ -44,6 +44,7 @@ typedef struct TrainOpts {
     const char *lora_targets, *lora_layers, *lora_init;
     const char *adapter_out, *merged_out; /* LoRA: the PEFT adapter, the merged model */
     const char *hf_out;    /* also the trained (merged) model as a Hugging Face directory */
+    const char *base_quant; /* LoRA: hold the frozen base quantised (source_quant_plan: keep or a type), or NULL */
     long lora_head;        /* LoRA on a classifier: train its score head whole (PEFT's modules_to_save ["score"]) */
     long zero;             /* 1: ZeRO-1, AdamW moments sharded over the data-parallel ranks */
     /* pipeline parallelism (pipeline.h) */
