@@ -120,14 +120,16 @@ static size_t packed_floats(const Ops *o, int din, int dout) {
     return (o->rows_pack_floats(NULL, din, dout) + 15) / 16 * 16;
 }
 
-/* The packed weights of every linear, the adapters of lc, and the head. */
-static size_t packed_total(const LlamaConfig *c, const LoraConfig *lc, const Ops *o) {
-    size_t n = packed_floats(o, c->dim, c->vocab);
+/* The packed weights of every linear, the adapters of lc, and the head;
+ * weights m holds quantised (m may be NULL: none) are read as they are and
+ * take nothing here. */
+static size_t packed_total(const LlamaConfig *c, const LoraConfig *lc, const Ops *o, const Llama *m) {
+    size_t n = m && m->qhead ? 0 : packed_floats(o, c->dim, c->vocab);
     for (int l = 0; l < c->n_layers; l++)
         for (int mod = 0; mod < LORA_NMOD; mod++) {
             int din, dout;
             lora_module_dims(c, mod, &din, &dout);
-            n += packed_floats(o, din, dout);
+            if (!(m && m->ql[l][mod])) n += packed_floats(o, din, dout);
             if (lc && lora_adapted(lc, l, mod)) n += packed_floats(o, din, lc->r) + packed_floats(o, lc->r, dout);
         }
     return n;
@@ -145,15 +147,16 @@ static void pack_all(Engine *g) {
         o->rows_pack(g->ctx, at, (src), (din), (dout));    \
         at += packed_floats(o, (din), (dout));             \
     } while (0)
-    PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
-    if (g->drop && !c->tied) ops_cpu_release(m->w.lm_head, (size_t)c->vocab * c->dim * sizeof(float));
+    if (!m->qhead) PACK(g->pk.head, m->w.lm_head, c->dim, c->vocab);
+    if (g->drop && !c->tied && !m->qhead) ops_cpu_release(m->w.lm_head, (size_t)c->vocab * c->dim * sizeof(float));
     for (int l = 0; l < c->n_layers; l++)
         for (int mod = 0; mod < LORA_NMOD; mod++) {
             int din, dout;
             lora_module_dims(c, mod, &din, &dout);
-            PACK(g->pk.w[l][mod], module_weight(m, l, mod), din, dout);
+            if (!m->ql[l][mod]) PACK(g->pk.w[l][mod], module_weight(m, l, mod), din, dout);
             /* given back at once: the peak is one copy of the weights, not two */
-            if (g->drop) ops_cpu_release((void *)module_weight(m, l, mod), (size_t)din * dout * sizeof(float));
+            if (g->drop && !m->ql[l][mod])
+                ops_cpu_release((void *)module_weight(m, l, mod), (size_t)din * dout * sizeof(float));
             if (m->lora && lora_adapted(&m->lc, l, mod)) {
                 const LoraPair *p = &m->la.layer[l][mod];
                 PACK(g->pk.A[l][mod], p->A, din, m->lc.r);
@@ -190,7 +193,7 @@ static size_t act_floats(const LlamaConfig *c, const LoraConfig *lc, int R, int 
 
 EngineMem engine_memory(const LlamaConfig *c, const LoraConfig *lc, const Ops *ops, const EngineOpts *opt) {
     EngineOpts o = complete(c, opt);
-    EngineMem m = {packed_total(c, lc, ops) * sizeof(float), (size_t)o.kv_tokens * engine_kv_bytes_per_token(c, ops),
+    EngineMem m = {packed_total(c, lc, ops, NULL) * sizeof(float), (size_t)o.kv_tokens * engine_kv_bytes_per_token(c, ops),
                    act_floats(c, lc, o.max_rows, o.max_seqs) * sizeof(float), o.kv_tokens, o.max_seqs, o.max_rows,
                    o.ctx};
     return m;
@@ -256,12 +259,12 @@ int engine_init(Engine **out, Llama *m, const EngineOpts *opt, Err *e) {
     g->nwork = omp_get_max_threads();
     g->work = xcalloc((size_t)g->nwork, sizeof(SampleWork));
     for (int i = 0; i < g->nwork; i++) sample_work_init(&g->work[i], V);
-    g->pack_floats = packed_total(c, m->lora ? &m->lc : NULL, ops);
+    g->pack_floats = packed_total(c, m->lora ? &m->lc : NULL, ops, m);
     g->pack_buf = ops->alloc(cx, g->pack_floats * sizeof(float));
     g->drop = o.drop_source && ops == &ops_cpu;
     pack_all(g);
     g->drop = 0; /* a later engine_sync_weights has nothing to give back */
-    g->st.weight_bytes = g->pack_floats * sizeof(float);
+    g->st.weight_bytes = g->pack_floats * sizeof(float) + m->t.qsize;
     g->st.kv_tokens_cap = (long)g->n_pages * P;
     g->st.kv_bytes = (size_t)g->n_pages * P * engine_kv_bytes_per_token(c, ops);
     *out = g;
@@ -498,7 +501,8 @@ static void admit(Engine *g) {
 
 static void lin(Engine *g, int l, int mod, float *out, const float *x, int N, int Din, int Dout) {
     Llama *m = g->m;
-    g->o->matmul_rows(g->ctx, out, x, g->pk.w[l][mod], N, Din, Dout, 0.0f);
+    if (m->ql[l][mod]) g->o->qmatmul_rows(g->ctx, out, x, m->ql[l][mod], m->qwork, N, 0.0f);
+    else g->o->matmul_rows(g->ctx, out, x, g->pk.w[l][mod], N, Din, Dout, 0.0f);
     if (!m->lora || !m->lora_enabled || !g->pk.A[l][mod]) return;
     g->o->matmul_rows(g->ctx, g->lh, x, g->pk.A[l][mod], N, Din, m->lc.r, 0.0f);
     g->o->matmul_rows(g->ctx, out, g->lh, g->pk.B[l][mod], N, m->lc.r, Dout, m->lora_s);
@@ -511,7 +515,8 @@ static void forward(Engine *g, int N, int NO) {
     void *cx = g->ctx;
     int D = c->dim, H = c->n_heads, KV = c->n_kv_heads, HS = config_head_size(c);
     int Q = H * HS, KVD = KV * HS, F = c->hidden, L = c->n_layers;
-    o->embed_fwd(cx, g->x, g->tok_d, m->w.embed, N, D);
+    if (m->qembed) o->qembed_fwd(cx, g->x, g->tok_d, m->qembed, m->qwork, N);
+    else o->embed_fwd(cx, g->x, g->tok_d, m->w.embed, N, D);
     for (int l = 0; l < L; l++) {
         const LayerWeights *w = &m->w.layer[l];
         o->rmsnorm_fwd(cx, g->xn, g->rstd, g->x, w->ln1, N, D, c->norm_eps);
@@ -535,7 +540,8 @@ static void forward(Engine *g, int N, int NO) {
     }
     o->rows_gather(cx, g->xo, g->x, g->orow_d, NO, D);
     o->rmsnorm_fwd(cx, g->xf, g->rstd, g->xo, m->w.norm_f, NO, D, c->norm_eps);
-    o->matmul_rows(cx, g->logits, g->xf, g->pk.head, NO, D, c->vocab, 0.0f);
+    if (m->qhead) o->qmatmul_rows(cx, g->logits, g->xf, m->qhead, m->qwork, NO, 0.0f);
+    else o->matmul_rows(cx, g->logits, g->xf, g->pk.head, NO, D, c->vocab, 0.0f);
     size_t nl = (size_t)NO * c->vocab;
     if (o->download_act)
         o->download_act(cx, g->logits_h, g->logits, nl);

@@ -49,7 +49,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     }
     Llama m;
     Device dev;
-    if (device_load_model(&dev, device, model, NULL, &c, &m, (int)B, (int)T, e)) goto out_shard;
+    if (device_load_model(&dev, device, model, NULL, NULL, &c, &m, (int)B, (int)T, e)) goto out_shard;
     const Shard *sp = &s;
     Loader L;
     if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;

@@ -15,7 +15,7 @@
 #include "../loop/run.h"
 
 int cmd_generate(int argc, char **argv, Err *e) {
-    const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu", *adapter = NULL;
+    const char *model = NULL, *tokpath = NULL, *prompt = "", *device = "cpu", *adapter = NULL, *quant = NULL;
     long max_tokens = 256, top_k = 0, seed = 42, ctx = 0;
     int special = 0;
     double temperature = 0.8, top_p = 0.95;
@@ -31,6 +31,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
         {"seed", CLI_INT, &seed, 0, 1L << 62, "sampling seed"},
         {"ctx", CLI_INT, &ctx, 0, 1 << 24, "context length for the KV cache (0: prompt + --max-tokens, at most the model's)"},
         {"adapter", CLI_STR, &adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
+        {"quant", CLI_STR, &quant, 0, 0, "hold the weights quantised while decoding: keep (a GGUF file's own types), or quantise at load to nf4, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k"},
         {"device", CLI_STR, &device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
@@ -82,7 +83,7 @@ int cmd_generate(int argc, char **argv, Err *e) {
     Llama m;
     Device dev;
     /* the engine keeps its own KV cache and activations: the model is its weights */
-    if (device_load_model(&dev, device, model, adapter, &c, &m, 1, 1, e)) goto out_tok;
+    if (device_load_model(&dev, device, model, adapter, quant, &c, &m, 1, 1, e)) goto out_tok;
     fputs(prompt, stdout);
     fflush(stdout);
     double t_pre, t_gen;

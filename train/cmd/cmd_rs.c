@@ -134,7 +134,7 @@ static int sample_round(Rs *S, int r, Err *e) {
     if (source_open(&ms, S->model, e)) return -1;
     Device dev;
     Llama m;
-    if (device_load_model(&dev, o->device, S->model, S->adapter[0] ? S->adapter : NULL, &ms.c, &m, 1, 1, e))
+    if (device_load_model(&dev, o->device, S->model, S->adapter[0] ? S->adapter : NULL, NULL, &ms.c, &m, 1, 1, e))
         return -1;
     Engine *g = NULL;
     EngineOpts eo = {(int)o->r.max_seqs, (int)o->r.max_rows, (int)S->ro.ctx, o->r.kv_tokens, 1};

@@ -409,7 +409,7 @@ static int resume_scan(const char *out, int K, size_t N, size_t *done, long long
 
 /* The flags. */
 typedef struct {
-    const char *model, *tokpath, *adapter, *prompts, *out, *tname, *device, *stats;
+    const char *model, *tokpath, *adapter, *quant, *prompts, *out, *tname, *device, *stats;
     long K, seed;
     RolloutFlags r;   /* the sampler's and the engine's */
     double rep;
@@ -487,6 +487,7 @@ static int settings_build(Sampling *S, Err *e) {
     json_object_set_new(j, "model-bytes", json_integer(path_bytes(o->model)));
     json_object_set_new(j, "adapter", o->adapter ? abs_path(o->adapter) : json_null());
     json_object_set_new(j, "adapter-bytes", json_integer(o->adapter ? path_bytes(o->adapter) : 0));
+    if (o->quant) json_object_set_new(j, "quant", json_string(o->quant)); /* other weights, other samples */
     json_object_set_new(j, "tokenizer-id", hex64(S->ro.tok.id));
     json_object_set_new(j, "prompts-hash", hex64(phash));
     json_object_set_new(j, "n", json_integer(o->K));
@@ -534,7 +535,7 @@ static int check_out(Sampling *S, Err *e) {
  * unfinished end cut, opened for appending (rank 0); the banner. */
 static int start(Sampling *S, Err *e) {
     const Opts *o = &S->o;
-    if (device_load_model(&S->dev, o->device, o->model, o->adapter, &S->ro.c, &S->m, MODEL_B, MODEL_T, e)) return -1;
+    if (device_load_model(&S->dev, o->device, o->model, o->adapter, o->quant, &S->ro.c, &S->m, MODEL_B, MODEL_T, e)) return -1;
     S->loaded = 1;
     /* the model is the engine's alone: its own copies of the weights go once packed */
     EngineOpts eo = {(int)o->r.max_seqs, (int)o->r.max_rows, (int)o->r.ctx, o->r.kv_tokens, 1};
@@ -728,6 +729,7 @@ int cmd_sample(int argc, char **argv, Err *e) {
         {"model", CLI_STR, &o->model, 0, 0, "model: checkpoint, Hugging Face directory or GGUF file"},
         {"tokenizer", CLI_STR, &o->tokpath, 0, 0, "tokenizer (default: the one the model carries: GGUF, HF directory)"},
         {"adapter", CLI_STR, &o->adapter, 0, 0, "PEFT LoRA adapter directory to apply (from llamac sft or PEFT)"},
+        {"quant", CLI_STR, &o->quant, 0, 0, "hold the weights quantised while decoding: keep (a GGUF file's own types), or quantise at load to nf4, q8_0, q4_0, q4_1, q5_0, q5_1, q4_k, q5_k, q6_k"},
         {"prompts", CLI_STR, &o->prompts, 0, 0,
          "JSONL, one prompt a line: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\"; optional \"stop\""},
         {"out", CLI_STR, &o->out, 0, 0, "JSONL of samples, one a line; rerun with the same --out to resume"},

@@ -123,15 +123,30 @@ void device_params_init(Llama *m, uint64_t seed) {
     device_host_free(&v);
 }
 
-int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const LlamaConfig *c,
-                      Llama *m, int B, int T, Err *e) {
+int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const char *quant,
+                      const LlamaConfig *c, Llama *m, int B, int T, Err *e) {
     memset(m, 0, sizeof *m);
     PeftAdapter a;
     memset(&a, 0, sizeof a);
     if (adapter && peft_load(adapter, c, &a, e)) return -1; /* before anything big: a bad adapter fails fast */
-    if (device_open(d, name, e)) return peft_free(&a), -1;
-    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, NULL};
-    if (device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e)) {
+    ModelSource ms;
+    uint32_t *qtypes = NULL;
+    if (quant) { /* which tensors stay quantised, before the model is built without their floats */
+        ParamTable qt;
+        int rc = source_open(&ms, path, e);
+        if (rc == 0) rc = params_build(c, &qt, e);
+        if (rc == 0) {
+            qtypes = xcalloc((size_t)qt.n, sizeof *qtypes);
+            rc = source_quant_plan(&ms, c, &qt, quant, qtypes, e) < 0 ? -1 : 0;
+            params_free(&qt);
+        }
+        if (rc) return free(qtypes), peft_free(&a), -1;
+    }
+    if (device_open(d, name, e)) return free(qtypes), peft_free(&a), -1;
+    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, qtypes};
+    int irc = device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
+    free(qtypes);
+    if (irc) {
         peft_free(&a);
         llama_free(m);
         device_close(d);
@@ -139,9 +154,12 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
     }
     HostView hv;
     device_host_view(m, NULL, &hv);
-    ModelSource ms;
     int rc = source_open(&ms, path, e);
-    if (rc == 0) rc = source_load(&ms, &m->t, hv.m.params, e);
+    uint8_t *qhost = m->qdata && d->gpu ? xmalloc(m->t.qsize) : m->qdata;
+    if (rc == 0) rc = m->qdata ? source_load_quant(&ms, c, &m->t, hv.m.params, qhost, 0, e)
+                               : source_load(&ms, &m->t, hv.m.params, e);
+    if (rc == 0 && qhost != m->qdata) m->ops->upload(m->ctx, m->qdata, qhost, m->t.qsize);
+    if (qhost != m->qdata) free(qhost);
     if (rc == 0 && adapter) memcpy(hv.m.lora_params, a.params, m->lt.size * sizeof(float));
     if (rc == 0) device_host_push(&hv, m, NULL);
     device_host_free(&hv);

@@ -47,11 +47,13 @@ void device_host_free(HostView *v);
 
 /* Open device `name` into *d and build *m (no gradients) for batches of
  * (B, T) with the weights of the model source at path, whose config is c,
- * and, when adapter is not NULL, that PEFT adapter directory attached.
+ * and, when adapter is not NULL, that PEFT adapter directory attached;
+ * quant not NULL holds the weights quantised as source_quant_plan says
+ * (--quant keep|TYPE: decoding reads them as stored).
  * On failure everything opened is released (*m zeroed, *d closed) and -1
  * returned with e; on success release with llama_free then device_close. */
-int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const LlamaConfig *c,
-                      Llama *m, int B, int T, Err *e);
+int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const char *quant,
+                      const LlamaConfig *c, Llama *m, int B, int T, Err *e);
 
 /* params_init through a host view: the same weights on every device. */
 void device_params_init(Llama *m, uint64_t seed);
