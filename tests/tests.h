@@ -216,6 +216,10 @@ void reward_cli_errors(void);
 void reward_bad_models(void);
 void reward_lora_resume_bases(void);
 void reward_score_adapter(void);
+void qlora_model_types(void);
+void qlora_engine(void);
+void qlora_memory(void);
+void qlora_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;
