@@ -22,7 +22,8 @@
  * quantised-weight ops for every type a weight can stay in (its section).
  * The sampling engine's ops are also checked for batch invariance on the GPU alone: each row of a
  * batched call bit for bit equal to the same row run by itself.
- * gpu_bench_engine times the engine's ops (printed, nothing checked).
+ * gpu_bench_engine times the engine's ops and the quantised linear beside
+ * the float one (printed, nothing checked).
  */
 #include <math.h>
 #include <stdint.h>
@@ -1054,8 +1055,9 @@ void gpu_step(void) {
 // measures them: at SmolLM2-135M's and Llama-3.2-1B's shapes, matmul_rows
 // beside cuBLASLt's matmul_fwd on the same shape (the price of one fixed
 // order for every N), attn_paged at decode (64 sequences of 1024 tokens) and
-// prefill (512 rows of one sequence), and the row copies. Inputs are zeros:
-// the timings do not depend on the values.
+// prefill (512 rows of one sequence), the row copies, and the quantised
+// linear beside the float one (bench_qmatmul). Inputs are zeros: the
+// timings do not depend on the values.
 
 /* us = microseconds per execution of stmt, over reps after one warm-up */
 #define BENCH_US(us, reps, stmt)                                                           \
@@ -1128,10 +1130,45 @@ static void bench_attn_paged(const BenchShape *m) {
     G->free(ctx, gptab); G->free(ctx, gs); G->free(ctx, gl); G->free(ctx, pidx); G->free(ctx, gidx);
 }
 
+/* The quantised linear (gate/up: D -> F) beside the float one on the same
+ * shape: qmatmul fwd and bwd against matmul fwd and bwd (dx only, as a
+ * frozen base has no dw) at a prefill-sized N, qmatmul_rows against
+ * matmul_rows at decode (N = 1), for three types. The weights are zero
+ * bytes (scales 0): the timings do not depend on the values. */
+static void bench_qmatmul(const BenchShape *m) {
+    static const uint32_t types[] = {QUANT_Q8_0, QUANT_Q4_K, QUANT_NF4};
+    enum { NB = 512 };
+    int Din = m->D, Dout = m->F;
+    size_t nw = (size_t)Din * Dout;
+    float *w = G->alloc(ctx, nw * 4), *wp = G->alloc(ctx, G->rows_pack_floats(ctx, Din, Dout) * 4);
+    float *x = G->alloc(ctx, (size_t)NB * Din * 4), *y = G->alloc(ctx, (size_t)NB * Dout * 4);
+    float *work = G->alloc(ctx, G->qwork_floats(ctx, Din > Dout ? Din : Dout) * 4);
+    G->bind_params(ctx, w, nw);
+    G->rows_pack(ctx, wp, w, Din, Dout);
+    double f, b, r;
+    BENCH_US(f, 10, G->matmul_fwd(ctx, y, x, w, NB, Din, Dout));
+    BENCH_US(b, 10, G->matmul_bwd(ctx, x, NULL, y, x, w, NB, Din, Dout, 0));
+    BENCH_US(r, 10, G->matmul_rows(ctx, y, x, wp, 1, Din, Dout, 0.0f));
+    printf("    %-12s matmul  F32  gate/up %dx%d: fwd N=%d %8.1f us, bwd dx %8.1f us | matmul_rows N=1 %8.1f us\n",
+           m->name, Din, Dout, NB, f, b, r);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        void *qd = G->alloc(ctx, quant_bytes(types[i], Dout, Din));
+        QTensor q = quant_tensor(types[i], Dout, Din, qd);
+        BENCH_US(f, 10, G->qmatmul_fwd(ctx, y, x, &q, work, NB));
+        BENCH_US(b, 10, G->qmatmul_bwd(ctx, x, y, &q, work, NB, 0));
+        BENCH_US(r, 10, G->qmatmul_rows(ctx, y, x, &q, work, 1, 0.0f));
+        printf("    %-12s qmatmul %-4s gate/up %dx%d: fwd N=%d %8.1f us, bwd dx %8.1f us | qmatmul_rows N=1 %7.1f us\n",
+               m->name, quant_name(types[i]), Din, Dout, NB, f, b, r);
+        G->free(ctx, qd);
+    }
+    G->free(ctx, w); G->free(ctx, wp); G->free(ctx, x); G->free(ctx, y); G->free(ctx, work);
+}
+
 void gpu_bench_engine(void) {
     gpu_setup();
     for (size_t i = 0; i < sizeof bench_shapes / sizeof bench_shapes[0]; i++) {
         bench_matmul_rows(&bench_shapes[i]);
         bench_attn_paged(&bench_shapes[i]);
+        bench_qmatmul(&bench_shapes[i]);
     }
 }
