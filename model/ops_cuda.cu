@@ -47,7 +47,7 @@ extern "C" {
 // context
 
 #define MAX_BOUND 8
-#define MAX_PLANS 256
+#define MAX_PLANS 1024 /* shapes x tiles x chunks: the quantised ops add a plan per tile and chunk size */
 #define LT_WS_BYTES (32u << 20) /* cuBLASLt workspace: 32 MiB is what NVIDIA suggests for Hopper */
 
 typedef struct {
