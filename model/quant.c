@@ -254,6 +254,9 @@ static const float nf4_dyn[256] = {
     0.908593774f, 0.922656238f, 0.936718762f, 0.950781226f, 0.96484375f, 0.978906274f, 0.992968738f, 1.0f,
 };
 
+const float *quant_nf4_code(void) { return nf4_code; }
+const float *quant_nf4_dyn(void) { return nf4_dyn; }
+
 /* torch's row_sum (aten/src/ATen/native/cpu/SumKernel.cpp) of nvec
  * vectors of w lanes (x[i * w + l]) into out[0..w): 4 accumulator rows of
  * vectors (row i, vector k is x's vector 4i + k), flushed through 4 levels

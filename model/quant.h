@@ -99,6 +99,13 @@ void quant_rows(const QTensor *q, int r0, int n, float *dst);
  * a type it cannot write. */
 int quant_quantize(uint32_t type, const float *src, int64_t rows, int64_t cols, uint8_t *dst);
 
+/* NF4's two code books, float32, as nf4 dequantisation reads them: the 16
+ * values of the 4-bit codes and the 256 entries of the dynamic map of the
+ * absmax codes. Static storage; a backend copies them into its own memory
+ * (the CUDA dequantiser). */
+const float *quant_nf4_code(void);
+const float *quant_nf4_dyn(void);
+
 /* 0 if every value of q (host memory) dequantises to a finite float, else
  * the number of rows holding a NaN or Inf (a damaged scale). */
 long quant_nonfinite_rows(const QTensor *q);

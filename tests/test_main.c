@@ -167,7 +167,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*fn)(void);
-    } gpu_tests[] = {{"gpu_ops", gpu_ops}, {"gpu_step", gpu_step}, {"gpu_bench_engine", gpu_bench_engine}};
+    } gpu_tests[] = {{"gpu_ops", gpu_ops}, {"gpu_qops", gpu_qops}, {"gpu_step", gpu_step}, {"gpu_bench_engine", gpu_bench_engine}};
     int have_gpu = gpu_present();
     for (size_t i = 0; i < sizeof gpu_tests / sizeof gpu_tests[0]; i++) {
         if (argc > 1 && strncmp(gpu_tests[i].name, argv[1], strlen(argv[1])) != 0) continue;

@@ -169,6 +169,7 @@ void quant_cli_errors(void);
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */
 int gpu_present(void);
 void gpu_ops(void);
+void gpu_qops(void); /* the quantised-weight ops, every keepable type */
 void gpu_step(void);
 void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
 #endif
