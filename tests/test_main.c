@@ -116,7 +116,7 @@ static const struct {
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
     T(convert_cli_errors), T(convert_classifier), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
     T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_vocab_fixture), T(gguf_bad_files), T(gguf_cli),
-    T(qlora_model_types), T(qlora_engine), T(qlora_memory), T(qlora_cli_errors), T(nf4_fixture), T(nf4_roundtrip), T(nf4_partial_group), T(nf4_zero_blocks),
+    T(qlora_model_types), T(sft_qlora_resume), T(qlora_engine), T(qlora_memory), T(qlora_cli_errors), T(nf4_fixture), T(nf4_roundtrip), T(nf4_partial_group), T(nf4_zero_blocks),
     T(quant_rmse), T(quant_known), T(quant_zero_equal), T(quant_rows_independent), T(quant_cli), T(quant_cli_errors),
     T(dist_pretrain_equiv), T(dist_one_rank), T(dist_sft_equiv), T(dist_errors), T(dist_save_no_space),
     T(dist_resume_other_size), T(dist_rank_killed), T(dist_ckpt_layout), T(dist_none_refuses), T(dist_sigterm), T(dist_dpo_equiv), T(dist_mfu),

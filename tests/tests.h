@@ -217,6 +217,7 @@ void reward_cli_errors(void);
 void reward_bad_models(void);
 void reward_lora_resume_bases(void);
 void reward_score_adapter(void);
+void sft_qlora_resume(void);
 void qlora_model_types(void);
 void qlora_engine(void);
 void qlora_memory(void);

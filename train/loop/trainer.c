@@ -339,7 +339,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
         Llama *m = &tr->m;
-        uint8_t *qhost = m->qdata && tr->dev.gpu ? xmalloc(m->t.qsize) : m->qdata;
+        uint8_t *qhost = m->qdata && tr->dev.gpu ? xcalloc(m->t.qsize, 1) : m->qdata;
         int rc = m->qdata ? source_load_quant(init, c, &m->t, hv.m.params, qhost, (uint64_t)o->seed, e)
                           : source_load_as(init, c, &m->t, hv.m.params, (uint64_t)o->seed, e);
         if (!rc) device_host_push(&hv, m, NULL);
