@@ -838,6 +838,42 @@ void ops_qembed(void) { run_op(OP_QEMBED); }
 void ops_qlmhead(void) { run_op(OP_QLMHEAD); }
 void ops_qmatmul_rows(void) { run_op(OP_QMATMUL_ROWS); }
 
+/* The dequantisers quant_rows takes (AVX2 on this CPU, unless
+ * LLAMAC_QUANT_PORTABLE) against the scalar ones, bit for bit: whole
+ * tensors, single rows, parts of rows, on tensors with sane scales and on
+ * raw random bytes (half scales that are NaN, infinite, subnormal). NF4's
+ * 320 blocks cross a second-level group. */
+void ops_qdequant(void) {
+    Rng r;
+    rng_seed(&r, 4242);
+    for (int i = 0; i < TEST_NQTYPES; i++)
+        for (int raw = 0; raw < 2; raw++) {
+            uint32_t t = test_qtypes[i];
+            int blk = quant_block(t), rows = 40, cols = blk * 8;
+            QTensor q;
+            uint8_t *qd = test_qtensor_rand(&r, t, rows, cols, &q);
+            if (raw)
+                for (size_t k = 0; k < (size_t)rows * q.row_bytes; k++) qd[k] = (uint8_t)rng_u64(&r);
+            size_t n = (size_t)rows * cols;
+            float *a = NEW(n), *b = NEW(n);
+            quant_rows(&q, 0, rows, a);
+            quant_rows_portable(&q, 0, rows, b);
+            EXPECT(memcmp(a, b, n * sizeof(float)) == 0, "%s%s: quant_rows differs from the portable path",
+                   quant_name(t), raw ? " (raw bytes)" : "");
+            quant_rows(&q, 7, 3, a);
+            EXPECT(memcmp(a, b + (size_t)7 * cols, (size_t)3 * cols * sizeof(float)) == 0, "%s: rows 7-9 differ",
+                   quant_name(t));
+            quant_row_part(&q, 33, 3 * blk, 4 * blk, a);
+            EXPECT(memcmp(a, b + (size_t)33 * cols + 3 * blk, (size_t)4 * blk * sizeof(float)) == 0,
+                   "%s: part of row 33 differs", quant_name(t));
+            if (t != QUANT_NF4) {
+                EXPECT(quant_dequantize(t, qd, (int64_t)n, a) == 0, "%s: quant_dequantize", quant_name(t));
+                EXPECT(memcmp(a, b, n * sizeof(float)) == 0, "%s: quant_dequantize differs", quant_name(t));
+            }
+            free(qd), free(a), free(b);
+        }
+}
+
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */
 void ops_attn_blocks(void) {
