@@ -27,6 +27,7 @@ void ops_qmatmul(void);
 void ops_qembed(void);
 void ops_qlmhead(void);
 void ops_qmatmul_rows(void);
+void ops_qdequant(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
