@@ -887,6 +887,19 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                "frozen%s\n", m->lc.r, (double)m->lc.alpha, m->lc.rslora ? " (rsLoRA)" : "", (double)m->lc.dropout,
                mods, m->lt.numel / 1e6, 100.0 * m->lt.numel / m->t.numel, m->t.numel / 1e6,
                m->recompute ? "; activations recomputed" : "");
+        if (m->qdata) { /* QLoRA: what stays quantised */
+            char types[256] = "";
+            int cnt[QUANT_NF4 + 1] = {0};
+            size_t qn = 0;
+            for (int i = 0; i < m->t.n; i++)
+                if (m->t.p[i].qtype) cnt[m->t.p[i].qtype]++, qn += m->t.p[i].numel;
+            for (int ty = 0; ty <= QUANT_NF4; ty++)
+                if (cnt[ty])
+                    snprintf(types + strlen(types), sizeof types - strlen(types), "%s%d %s", types[0] ? ", " : "",
+                             cnt[ty], quant_name((uint32_t)ty));
+            printf("  base held quantised (--base-quant %s): %s tensors, %.2fM parameters in %.1f MB (float32: %.1f "
+                   "MB)\n", o->base_quant, types, qn / 1e6, m->t.qsize / 1e6, qn * 4 / 1e6);
+        }
     } else if (m->recompute) {
         printf("  activations recomputed in the backward (--recompute 1)\n");
     }
