@@ -214,6 +214,8 @@ static void write_model(const char *path, int vocab, int hidden) {
     c.tied = 1;
     c.vocab = vocab;
     c.hidden = hidden;
+    if (hidden == 64) /* the fuzz seed's size (scripts/fuzz_seeds.py): one layer of 32 */
+        c.dim = 32, c.n_layers = 1, c.n_heads = 2, c.n_kv_heads = 1;
     ParamTable t;
     Err e;
     LC_ASSERT(params_build(&c, &t, &e) == 0);
@@ -285,6 +287,10 @@ void qlora_cli_errors(void) {
                "%s %s: exit %d, wanted one line with '%s', got: %s", cases[i].model, cases[i].flags, rc, cases[i].want,
                test_err);
     }
+    /* a tiny Q8_0 Llama: the fuzz corpus's seed of a GGUF held as --base-quant keep */
+    write_model(DIR "/seed.h5", 16, 64);
+    rc = test_llamac("quantize " DIR "/seed.h5 " DIR "/seed_q8.gguf --type q8_0 --force");
+    EXPECT(rc == 0, "seed: %s", test_err);
     /* --allow-nonfinite: a warning, it loads and trains (into a NaN loss, which stops it) */
     rc = test_llamac("sft --model %s %s --lora-r 4 --base-quant keep --allow-nonfinite", nf, common);
     EXPECT(strstr(test_err, "loaded anyway (--allow-nonfinite)") && strstr(test_err, "training diverged"),
