@@ -266,8 +266,8 @@ void qlora_cli_errors(void) {
         {"m320.h5", "--lora-r 4 --base-quant q4_k", "not a whole number of Q4_K's 256-value blocks"},
         {"m4.gguf", "--lora-r 4 --lora-targets embed_tokens --base-quant keep", "--lora-targets"},
         {"bad.gguf", "--lora-r 4 --base-quant keep", "which llamac cannot keep quantised (it can: Q8_0, Q4_0, Q4_1"},
-        {"nf.gguf", "--lora-r 4 --base-quant keep", "rows with non-finite values (a NaN or Inf block scale; "
-                                                    "--allow-nonfinite loads it anyway)"},
+        {"nf.gguf", "--lora-r 4 --base-quant keep", "rows with non-finite values (a NaN or Inf block scale) "
+                                                    "(--allow-nonfinite loads it anyway)"},
         {"trunc.gguf", "--lora-r 4 --base-quant keep", "trunc.gguf: "},
     };
     /* bad: one tensor retyped to IQ4_NL (read by name, not kept); nf: one

@@ -539,6 +539,22 @@ int gguf_llama_config(const char *path, LlamaConfig *c, Err *e) {
     return rc;
 }
 
+/* The GGUF tensor of table entry p (its llama.cpp name into name), or NULL
+ * with "<file>: missing tensor ...". */
+static const GgufTensor *find_tensor(const Gguf *g, const ParamInfo *p, char name[96], Err *e) {
+    LC_ASSERT(gguf_tensor_name(p->name, name, 96) == 0);
+    const GgufTensor *x = gguf_tensor(g, name);
+    if (!x) err_set(e, "%s: missing tensor %s (%s)", g->path, name, p->name);
+    return x;
+}
+
+/* 1 for a q_proj, 2 for a k_proj weight (rows llama.cpp stores in its RoPE order), else 0 */
+static int rope_rows(const char *hf) {
+    size_t len = strlen(hf);
+    if (len > 14 && strcmp(hf + len - 14, ".q_proj.weight") == 0) return 1;
+    return len > 14 && strcmp(hf + len - 14, ".k_proj.weight") == 0 ? 2 : 0;
+}
+
 int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t, float *params, Err *e) {
     Gguf g;
     if (gguf_open(&g, path, e)) return -1;
@@ -547,12 +563,8 @@ int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t,
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->p[i];
         char name[96];
-        LC_ASSERT(gguf_tensor_name(p->name, name, sizeof name) == 0);
-        const GgufTensor *x = gguf_tensor(&g, name);
-        if (!x) {
-            err_set(e, "%s: missing tensor %s (%s)", path, name, p->name);
-            goto out;
-        }
+        const GgufTensor *x = find_tensor(&g, p, name, e);
+        if (!x) goto out;
         /* GGUF dims are innermost first: a HF (rows, cols) matrix is [cols, rows] */
         int same = p->ndim == 1 ? x->ndim == 1 && x->ne[0] == p->shape[0]
                                 : x->ndim == 2 && x->ne[0] == p->shape[1] && x->ne[1] == p->shape[0];
@@ -567,9 +579,7 @@ int gguf_llama_load(const char *path, const LlamaConfig *c, const ParamTable *t,
             goto out;
         }
         float *dst = params + p->offset;
-        size_t len = strlen(p->name);
-        int is_q = len > 14 && strcmp(p->name + len - 14, ".q_proj.weight") == 0;
-        int is_k = len > 14 && strcmp(p->name + len - 14, ".k_proj.weight") == 0;
+        int is_q = rope_rows(p->name) == 1, is_k = rope_rows(p->name) == 2;
         if (is_q || is_k) { /* llama.cpp's RoPE row order back to HF's (gguf.h) */
             scratch = xrealloc(scratch, p->numel * sizeof *scratch);
             if (gguf_tensor_f32(&g, x, scratch, e)) goto out;
@@ -604,12 +614,8 @@ int gguf_llama_load_quant(const char *path, const LlamaConfig *c, const ParamTab
         const ParamInfo *p = &t->p[i];
         if (!p->qtype) continue;
         char name[96];
-        LC_ASSERT(gguf_tensor_name(p->name, name, sizeof name) == 0);
-        const GgufTensor *x = gguf_tensor(&g, name);
-        if (!x) {
-            err_set(e, "%s: missing tensor %s (%s)", path, name, p->name);
-            goto out;
-        }
+        const GgufTensor *x = find_tensor(&g, p, name, e);
+        if (!x) goto out;
         if (x->ndim != 2 || x->ne[0] != p->shape[1] || x->ne[1] != p->shape[0]) {
             err_set(e, "%s: tensor %s has dims [%lld, %lld], the metadata needs [%lld, %lld]", path, name,
                     (long long)x->ne[0], (long long)x->ne[1], (long long)p->shape[1], (long long)p->shape[0]);
@@ -622,9 +628,7 @@ int gguf_llama_load_quant(const char *path, const LlamaConfig *c, const ParamTab
         }
         uint8_t *dst = qdata + p->qoffset;
         LC_ASSERT(x->nbytes == p->qbytes);
-        size_t len = strlen(p->name);
-        int is_q = len > 14 && strcmp(p->name + len - 14, ".q_proj.weight") == 0;
-        int is_k = len > 14 && strcmp(p->name + len - 14, ".k_proj.weight") == 0;
+        int is_q = rope_rows(p->name) == 1, is_k = rope_rows(p->name) == 2;
         QTensor q = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], dst);
         if (is_q || is_k) /* llama.cpp's RoPE row order back to HF's, whole rows of blocks */
             gguf_unpermute_row_bytes(dst, x->data, is_q ? c->n_heads : c->n_kv_heads, hs, q.row_bytes);

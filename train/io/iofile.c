@@ -29,27 +29,30 @@ static int allow_nonfinite;
 
 void iofile_allow_nonfinite(int on) { allow_nonfinite = on; }
 
+/* The verdict on a tensor found holding non-finite values (what: "holds 3
+ * non-finite values (NaN or Inf) of 64"): a warning under
+ * --allow-nonfinite, else the error. */
+static int nonfinite(const char *path, const char *name, const char *what, Err *e) {
+    if (allow_nonfinite) {
+        fprintf(stderr, "llamac: warning: %s: tensor %s %s; loaded anyway (--allow-nonfinite)\n", path, name, what);
+        return 0;
+    }
+    return err_set(e, "%s: tensor %s %s (--allow-nonfinite loads it anyway)", path, name, what);
+}
+
 int iofile_check_finite(const char *path, const char *name, const float *x, size_t n, Err *e) {
     size_t bad = 0;
     for (size_t i = 0; i < n; i++) bad += !isfinite(x[i]);
     if (bad == 0) return 0;
-    if (allow_nonfinite) {
-        fprintf(stderr, "llamac: warning: %s: tensor %s holds %zu non-finite values (NaN or Inf) of %zu; loaded "
-                "anyway (--allow-nonfinite)\n", path, name, bad, n);
-        return 0;
-    }
-    return err_set(e, "%s: tensor %s holds %zu non-finite values (NaN or Inf) of %zu (--allow-nonfinite loads it "
-                   "anyway)", path, name, bad, n);
+    char what[96];
+    snprintf(what, sizeof what, "holds %zu non-finite values (NaN or Inf) of %zu", bad, n);
+    return nonfinite(path, name, what, e);
 }
 
 int iofile_nonfinite_rows(const char *path, const char *name, size_t bad, size_t rows, Err *e) {
-    if (allow_nonfinite) {
-        fprintf(stderr, "llamac: warning: %s: tensor %s has %zu of %zu rows with non-finite values (a NaN or Inf "
-                "block scale); loaded anyway (--allow-nonfinite)\n", path, name, bad, rows);
-        return 0;
-    }
-    return err_set(e, "%s: tensor %s has %zu of %zu rows with non-finite values (a NaN or Inf block scale; "
-                   "--allow-nonfinite loads it anyway)", path, name, bad, rows);
+    char what[128];
+    snprintf(what, sizeof what, "has %zu of %zu rows with non-finite values (a NaN or Inf block scale)", bad, rows);
+    return nonfinite(path, name, what, e);
 }
 
 /* The shortest decimal that reads back as f, as a double, so config.json

@@ -328,21 +328,28 @@ static int load_quant_base(const ModelSource *s, const ParamTable *t, float *par
         rc = err_set(e, "%s: base %s (--base-quant %s) is not the one this checkpoint was trained on (content hash "
                         "differs)", s->path, s->ck.lora_base, s->ck.lora_base_quant);
     } else {
-        for (int i = 0; i < qt.n; i++) {
-            const ParamInfo *p = &qt.p[i], *d = &t->p[i];
-            if (!p->qtype) {
-                memcpy(params + d->offset, fp + p->offset, p->numel * sizeof(float));
-                continue;
-            }
-            QTensor q = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], qd + p->qoffset);
-            quant_rows(&q, 0, q.rows, params + d->offset);
-        }
+        source_quant_dense(&qt, fp, qd, t, params);
     }
     free(qtypes);
     free(fp);
     free(qd);
     params_free(&qt);
     return rc;
+}
+
+void source_quant_dense(const ParamTable *t, const float *params, const uint8_t *qdata, const ParamTable *ft,
+                        float *out) {
+    LC_ASSERT(t->n == ft->n);
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->p[i], *d = &ft->p[i];
+        LC_ASSERT(strcmp(p->name, d->name) == 0);
+        if (!p->qtype) {
+            memcpy(out + d->offset, params + p->offset, p->numel * sizeof(float));
+            continue;
+        }
+        QTensor q = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], qdata + p->qoffset);
+        quant_rows(&q, 0, q.rows, out + d->offset);
+    }
 }
 
 uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8_t *qdata) {

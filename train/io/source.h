@@ -87,6 +87,13 @@ int source_quant_plan(const ModelSource *s, const LlamaConfig *c, const ParamTab
 int source_load_quant(const ModelSource *s, const LlamaConfig *c, const ParamTable *t, float *params,
                       uint8_t *qdata, uint64_t seed, Err *e);
 
+/* A model held partly quantised (t after params_set_quant; params its
+ * float buffer, qdata its quantised bytes, host memory) as plain float32
+ * into out, laid out by ft (params_build's table of the same config): the
+ * float tensors copied, the quantised ones dequantised. */
+void source_quant_dense(const ParamTable *t, const float *params, const uint8_t *qdata, const ParamTable *ft,
+                        float *out);
+
 /* Content hash of a model held partly quantised: its float buffer (t->size
  * floats) and its quantised bytes (t->qsize). */
 uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8_t *qdata);

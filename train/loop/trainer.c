@@ -700,16 +700,7 @@ static void dense_base(Llama *m, const float *params, const ParamTable *ft, floa
         q = xmalloc(m->t.qsize);
         m->ops->download(m->ctx, q, m->qdata, m->t.qsize);
     }
-    for (int i = 0; i < m->t.n; i++) {
-        const ParamInfo *p = &m->t.p[i], *d = &ft->p[i];
-        LC_ASSERT(strcmp(p->name, d->name) == 0);
-        if (!p->qtype) {
-            memcpy(out + d->offset, params + p->offset, p->numel * sizeof(float));
-            continue;
-        }
-        QTensor qt = quant_tensor(p->qtype, (int)p->shape[0], (int)p->shape[1], q + p->qoffset);
-        quant_rows(&qt, 0, qt.rows, out + d->offset);
-    }
+    source_quant_dense(&m->t, params, q, ft, out);
     free(q);
 }
 
