@@ -27,7 +27,10 @@ endif
 # -fno-math-errno that we never read errno after sqrtf/logf (both true); they
 # let GCC if-convert the clamps of the vector exp and vectorise sqrtf in
 # AdamW, and change no result.
-FPFLAGS := -fno-trapping-math -fno-math-errno
+# -ffp-contract=off is what -std=c11 already implies for GCC; it is spelled
+# out because the dequantisers (model/quant*.c) promise gguf-py's bits, and
+# a fused d * q + m would round once where gguf-py rounds twice.
+FPFLAGS := -fno-trapping-math -fno-math-errno -ffp-contract=off
 CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -O3 $(FPFLAGS) -fopenmp -MMD -MP
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 ifeq ($(DEBUG),1)
@@ -120,7 +123,7 @@ endif
 # (its SDPA path is not wired in: model/cuda_attn.cu); CUDNN_INC/CUDNN_LIB
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
-CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu
+CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu
 # NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
 # cuda-check; not linked into CUDA=1 builds until the trainer calls them.
 NCCL_SRC := dist/nccl.cu
@@ -146,7 +149,7 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_engine.c model/engine.c model/llama.c model/lora.c model/sample.c \
+LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/quant_avx2.c model/ops_cpu.c model/ops_cpu_engine.c model/engine.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c train/loop/rollout.c \
@@ -160,7 +163,7 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_opt
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
-            tests/test_nf4.c tests/test_quant.c
+            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

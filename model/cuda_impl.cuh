@@ -1,7 +1,8 @@
 /*
  * cuda_impl.cuh: what the CUDA backend's .cu files share (ops_cuda.cu,
- * cuda_attn.cu): the checked-call macros, bf16, warp and block reductions,
- * and the attention entry points. Not for C code.
+ * cuda_attn.cu, cuda_quant.cu): the checked-call macros, bf16, warp and
+ * block reductions, and the attention and dequantisation entry points. Not
+ * for C code.
  */
 #ifndef LLAMAC_MODEL_CUDA_IMPL_CUH
 #define LLAMAC_MODEL_CUDA_IMPL_CUH
@@ -12,6 +13,7 @@
 
 extern "C" {
 #include "base.h"
+#include "quant.h"
 }
 
 typedef __nv_bfloat16 bf16;
@@ -73,5 +75,14 @@ void attn_decode(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const 
  * element r*KV*HS; ptab, slot, len device ints. */
 void attn_paged(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, const int *ptab,
                 const int *slot, const int *len, int N, int H, int KV, int HS, int P, int maxp);
+
+/* ---- quantised weights (cuda_quant.cu). cuda_quant_init copies NF4's code
+ * books to the current device (once per context, before the first call).
+ * cuda_quant_rows: dst (n, q->cols) bf16 = rows idx[0 .. n) of q (idx a
+ * device int array), or rows r0 .. r0 + n when idx is NULL; q->data device
+ * memory, q a keepable type. Each value is quant_rows' float32 value
+ * rounded to bf16 (round to nearest even). */
+void cuda_quant_init(void);
+void cuda_quant_rows(cudaStream_t s, bf16 *dst, const QTensor *q, int r0, int n, const int *idx);
 
 #endif

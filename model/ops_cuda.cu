@@ -47,7 +47,7 @@ extern "C" {
 // context
 
 #define MAX_BOUND 8
-#define MAX_PLANS 256
+#define MAX_PLANS 1024 /* shapes x tiles x chunks: the quantised ops add a plan per tile and chunk size */
 #define LT_WS_BYTES (32u << 20) /* cuBLASLt workspace: 32 MiB is what NVIDIA suggests for Hopper */
 
 typedef struct {
@@ -60,7 +60,7 @@ typedef struct {
 /* One cuBLASLt problem: descriptors and the heuristic's algorithm, made on
  * first use and kept (no heuristic query per call). */
 typedef struct {
-    int m, n, k, ta, tb, tD, beta1, align;
+    int m, n, k, ta, tb, tD, beta1, align, lda, ldb, ldd;
     cublasLtMatmulDesc_t op;
     cublasLtMatrixLayout_t a, b, c;
     cublasLtMatmulAlgo_t algo;
@@ -150,6 +150,7 @@ extern "C" void *cuda_ctx_init(Err *e) {
     CK(cudaMalloc(&c->lt_ws, LT_WS_BYTES));
     CK(cudaMalloc(&c->dsum, sizeof(double)));
     attn_init(&c->prop);
+    cuda_quant_init();
     const char *pe = getenv("LC_CUDA_PROFILE");
     c->prof = pe && strcmp(pe, "0") != 0;
     return c;
@@ -327,7 +328,9 @@ static void cuda_upload_act(void *ctx, float *dst, const float *host, size_t n) 
 // ----------------------------------------------------------------------------
 // GEMM through cuBLASLt (column-major): D(m, n) = op(A)(m, k) op(B)(k, n)
 // (+ D when beta1). A and B bf16; D bf16 or float32 (tD = 0 / 1). The
-// row-major products of the op table map onto it as in each caller.
+// row-major products of the op table map onto it as in each caller. A plan
+// is keyed by the leading dimensions too: the quantised ops pass column
+// slices of wider matrices (a tile's logits inside a row of V).
 
 static int align_of(const void *p) {
     uintptr_t a = (uintptr_t)p;
@@ -343,13 +346,14 @@ static void gemm(CudaCtx *c, int ta, int tb, int m, int n, int k, const bf16 *A,
     for (int i = 0; i < c->nplans; i++) {
         Plan *q = &c->plans[i];
         if (q->m == m && q->n == n && q->k == k && q->ta == ta && q->tb == tb && q->tD == tD &&
-            q->beta1 == beta1 && q->align == al) { p = q; break; }
+            q->beta1 == beta1 && q->align == al && q->lda == lda && q->ldb == ldb && q->ldd == ldd) { p = q; break; }
     }
     if (!p) {
         LC_ASSERT(c->nplans < MAX_PLANS);
         p = &c->plans[c->nplans++];
         memset(p, 0, sizeof *p);
         p->m = m, p->n = n, p->k = k, p->ta = ta, p->tb = tb, p->tD = tD, p->beta1 = beta1, p->align = al;
+        p->lda = lda, p->ldb = ldb, p->ldd = ldd;
         cudaDataType_t dt = tD ? CUDA_R_32F : CUDA_R_16BF;
         LTK(cublasLtMatmulDescCreate(&p->op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
         cublasOperation_t oa = ta ? CUBLAS_OP_T : CUBLAS_OP_N, ob = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
@@ -583,6 +587,101 @@ static void cuda_matmul_bwd(void *ctx, float *dx, float *dw, const float *dout, 
 }
 
 // ----------------------------------------------------------------------------
+// quantised weights (ops.h, "quantised frozen weights"), as ops_cpu.c: a
+// tile of the weight's rows dequantised to bf16 in work (cuda_quant.cu:
+// quant_rows' float32 values rounded to bf16, the rounding the bf16 shadow
+// gives a float weight), then the cuBLASLt GEMM of the float op against the
+// tile (bf16 operands, float32 accumulation). The forward's tiles are
+// column slices of out, written once. The input gradient sums over the
+// tiles in float32 (a workspace buffer of at most QACC floats, N taken in
+// chunks beyond that) and is rounded to bf16 once at the end; when one tile
+// holds the whole matrix it goes straight into dx as matmul_bwd does.
+
+#define QTILE (1 << 23) /* bf16 elements of a tile (16 MiB): GEMMs of thousands of columns */
+#define QACC (1 << 26)  /* floats of the input gradient's float32 sums (256 MiB) at most */
+
+/* Called with ctx NULL by llama's memory estimate. */
+static size_t cuda_qwork_floats(void *ctx, int Dmax) {
+    (void)ctx;
+    size_t tile = (size_t)16 * Dmax > QTILE ? (size_t)16 * Dmax : QTILE;
+    return (tile + 1) / 2 + 64;
+}
+
+/* Rows of q per tile: as many as fit QTILE, a multiple of 16 (so column
+ * slices stay 32-byte aligned), at least 16, at most all. */
+static int q_tile_rows(const QTensor *q) {
+    long tr = (long)QTILE / q->cols / 16 * 16;
+    if (tr < 16) tr = 16;
+    return tr < q->rows ? (int)tr : q->rows;
+}
+
+/* out(N, rows) (bf16, or float32 with tD; row stride ldo) = x(N, cols) q^T */
+static void q_gemm_nt(CudaCtx *c, void *out, int tD, int ldo, const bf16 *x, int N, const QTensor *q, bf16 *tile) {
+    int K = q->cols, tr = q_tile_rows(q);
+    for (int r0 = 0; r0 < q->rows; r0 += tr) {
+        int n = q->rows - r0 < tr ? q->rows - r0 : tr;
+        cuda_quant_rows(c->s, tile, q, r0, n, NULL);
+        void *o = tD ? (void *)((float *)out + r0) : (void *)((bf16 *)out + r0);
+        gemm(c, 1, 0, n, N, K, tile, K, x, K, o, ldo, tD, 0);
+    }
+}
+
+/* y = bf16(a), or bf16(y + a) with accum */
+__global__ void k_acc_bf16(bf16 *y, const float *a, size_t n, int accum) {
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(accum ? __bfloat162float(y[i]) + a[i] : a[i]);
+}
+
+/* dx(N, cols) = (or += with accum) dy(N, rows) (row stride lddy) q; bf16 */
+static void q_gemm_nn(CudaCtx *c, bf16 *dx, const bf16 *dy, int lddy, int N, const QTensor *q, bf16 *tile,
+                      int accum) {
+    int K = q->cols, tr = q_tile_rows(q);
+    if (tr == q->rows) {
+        cuda_quant_rows(c->s, tile, q, 0, q->rows, NULL);
+        gemm(c, 0, 0, K, N, q->rows, tile, K, dy, lddy, dx, K, 0, accum);
+        return;
+    }
+    int nc = QACC / K < N ? QACC / K : N;
+    if (nc < 1) nc = 1;
+    float *acc = (float *)ws_get(c, (size_t)nc * K * sizeof(float));
+    for (int n0 = 0; n0 < N; n0 += nc) {
+        int m = N - n0 < nc ? N - n0 : nc;
+        for (int r0 = 0; r0 < q->rows; r0 += tr) {
+            int n = q->rows - r0 < tr ? q->rows - r0 : tr;
+            cuda_quant_rows(c->s, tile, q, r0, n, NULL);
+            gemm(c, 0, 0, K, m, n, tile, K, dy + (size_t)n0 * lddy + r0, lddy, acc, K, 1, r0 > 0);
+        }
+        k_acc_bf16<<<blocks_for((size_t)m * K), TPB, 0, c->s>>>(dx + (size_t)n0 * K, acc, (size_t)m * K, accum);
+        CK(cudaGetLastError());
+    }
+}
+
+static void cuda_qmatmul_fwd(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N) {
+    if (N <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    q_gemm_nt(c, out, 0, w->rows, (const bf16 *)x, N, w, (bf16 *)work);
+    PROF_OUT(C(ctx), OP_QMATMUL, t0_);
+}
+
+static void cuda_qmatmul_bwd(void *ctx, float *dx, const float *dout, const QTensor *w, float *work, int N,
+                             int accum_dx) {
+    if (N <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    q_gemm_nn(c, (bf16 *)dx, (const bf16 *)dout, w->rows, N, w, (bf16 *)work, accum_dx);
+    PROF_OUT(C(ctx), OP_QMATMUL, t0_);
+}
+
+/* rows tok[n] dequantised straight into the bf16 activations (no tile) */
+static void cuda_qembed_fwd(void *ctx, float *out, const int *tok, const QTensor *emb, float *work, int N) {
+    (void)work;
+    PROF_IN(C(ctx), t0_);
+    cuda_quant_rows(C(ctx)->s, (bf16 *)out, emb, 0, N, tok);
+    PROF_OUT(C(ctx), OP_QEMBED, t0_);
+}
+
+// ----------------------------------------------------------------------------
 // LoRA side path: the adapter weights are a bound buffer, so A and B reach
 // cuBLASLt as their bf16 shadows (refreshed by the fused AdamW); the rank-r
 // intermediates are bf16 in work, the weight gradients float32 (gemm_dw).
@@ -774,13 +873,14 @@ template <bool VEC> static __device__ inline void mr_load(float *f, const bf16 *
     }
 }
 
-/* grid (ceil(N / RM), ceil(Dout / (MR_WARPS * MR_RO))); warp w computes rows
+/* out (N, Dout) with row stride ldo (a column slice of a wider matrix for
+ * qmatmul_rows' tiles). grid (ceil(N / RM), ceil(Dout / (MR_WARPS * MR_RO))); warp w computes rows
  * [blockIdx.x * RM, + RM) x outputs [(blockIdx.y * MR_WARPS + w) * MR_RO, + MR_RO).
  * Row tiles vary fastest, so blocks that read the same slice of w run
  * together and find it in L2. */
 template <int RM, bool VEC>
 __global__ void __launch_bounds__(MR_WARPS * 32) k_matmul_rows(bf16 *out, const bf16 *x, const bf16 *w, int N,
-                                                              int Din, int Dout, float add) {
+                                                              int Din, int Dout, int ldo, float add) {
     int lane = threadIdx.x % 32;
     int o0 = (blockIdx.y * MR_WARPS + threadIdx.x / 32) * MR_RO, n0 = blockIdx.x * RM;
     if (o0 >= Dout) return; /* the whole warp */
@@ -819,7 +919,7 @@ __global__ void __launch_bounds__(MR_WARPS * 32) k_matmul_rows(bf16 *out, const 
             /* every lane holds the same total; lane r * MR_RO + j (mod 32) stores it */
             int n = n0 + r, oo = o0 + j;
             if (lane == (r * MR_RO + j) % 32 && n < N && oo < Dout) {
-                bf16 *y = out + (size_t)n * Dout + oo;
+                bf16 *y = out + (size_t)n * ldo + oo;
                 /* ops.h: the product rounded to float, then out += add * it */
                 float v = add == 0.0f ? s : __fadd_rn(__bfloat162float(*y), __fmul_rn(add, s));
                 *y = __float2bfloat16(v);
@@ -829,13 +929,13 @@ __global__ void __launch_bounds__(MR_WARPS * 32) k_matmul_rows(bf16 *out, const 
 
 template <int RM>
 static void matmul_rows_launch(CudaCtx *c, bf16 *out, const bf16 *x, const bf16 *w, int N, int Din, int Dout,
-                               float add) {
+                               int ldo, float add) {
     dim3 grid((N + RM - 1) / RM, (Dout + MR_WARPS * MR_RO - 1) / (MR_WARPS * MR_RO));
     LC_ASSERT(grid.y <= 65535);
     /* the vector path needs every row start 16-byte aligned; both paths do the same sums */
     int vec = Din % MR_CH == 0 && (uintptr_t)x % 16 == 0 && (uintptr_t)w % 16 == 0;
-    if (vec) k_matmul_rows<RM, true><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, add);
-    else k_matmul_rows<RM, false><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, add);
+    if (vec) k_matmul_rows<RM, true><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, ldo, add);
+    else k_matmul_rows<RM, false><<<grid, MR_WARPS * 32, 0, c->s>>>(out, x, w, N, Din, Dout, ldo, add);
     CK(cudaGetLastError());
 }
 
@@ -853,18 +953,44 @@ static void cuda_rows_pack(void *ctx, float *wp, const float *w, int Din, int Do
     CK(cudaGetLastError());
 }
 
+/* rows per warp by N, for speed only (see above): 1 at decode, where the
+ * weights dominate, more when rows can share each weight load */
+static void matmul_rows_any(CudaCtx *c, bf16 *out, const bf16 *x, const bf16 *w, int N, int Din, int Dout, int ldo,
+                            float add) {
+    if (N < 4) matmul_rows_launch<1>(c, out, x, w, N, Din, Dout, ldo, add);
+    else if (N < 32) matmul_rows_launch<4>(c, out, x, w, N, Din, Dout, ldo, add);
+    else matmul_rows_launch<8>(c, out, x, w, N, Din, Dout, ldo, add);
+}
+
 static void cuda_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout,
                              float add) {
     if (N <= 0 || Dout <= 0) return;
     PROF_IN(C(ctx), t0_);
     CudaCtx *c = C(ctx);
-    const bf16 *wb = (const bf16 *)wp, *xb = (const bf16 *)x;
-    /* rows per warp by N, for speed only (see above): 1 at decode, where the
-     * weights dominate, more when rows can share each weight load */
-    if (N < 4) matmul_rows_launch<1>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
-    else if (N < 32) matmul_rows_launch<4>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
-    else matmul_rows_launch<8>(c, (bf16 *)out, xb, wb, N, Din, Dout, add);
+    matmul_rows_any(c, (bf16 *)out, (const bf16 *)x, (const bf16 *)wp, N, Din, Dout, Dout, add);
     PROF_OUT(C(ctx), OP_MATMUL_ROWS, t0_);
+}
+
+/* qmatmul_rows: a tile of w's rows dequantised to bf16 in work (the values
+ * rows_pack gives the dequantised float matrix: quant_rows' float32 rounded
+ * to nearest bf16), then matmul_rows' kernel on the tile into its columns
+ * of out. Each output is one sum of the kernel's fixed order, so the result
+ * is matmul_rows' on the dequantised, packed matrix bit for bit, whatever N
+ * and wherever the tiles end. The tile is dequantised once per call and
+ * read by all N rows (at decode the dequantisation is the price: a fused
+ * kernel reading the blocks directly is the speed route). */
+static void cuda_qmatmul_rows(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add) {
+    if (N <= 0) return;
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    bf16 *tile = (bf16 *)work;
+    int tr = q_tile_rows(w);
+    for (int r0 = 0; r0 < w->rows; r0 += tr) {
+        int n = w->rows - r0 < tr ? w->rows - r0 : tr;
+        cuda_quant_rows(c->s, tile, w, r0, n, NULL);
+        matmul_rows_any(c, (bf16 *)out + r0, (const bf16 *)x, tile, N, w->cols, n, w->rows, add);
+    }
+    PROF_OUT(C(ctx), OP_QMATMUL_ROWS, t0_);
 }
 
 /* Paged attention: the kernel is in cuda_attn.cu. A pool is one (rows,
@@ -1000,24 +1126,29 @@ template <typename T> __global__ void k_sum(double *out, const T *x, size_t n) {
     if (threadIdx.x == 0) *out = s;
 }
 
-/* both heads: row_scale NULL (scale for every row) or per row; row_mean NULL or per row */
+/* All heads: row_scale NULL (scale for every row) or per row; row_mean NULL
+ * or per row; the head w (float32, bound) or qw (quantised: the logits and
+ * dx GEMMs go through its tiles in work, no dw). */
 static double lmhead(void *ctx, float *dx, float *dw, float *row_loss, float *row_mean, const float *x, const float *w,
-                     const int *targets, const float *row_scale, float *scratch, int N, int D, int V, float scale) {
+                     const QTensor *qw, float *work, const int *targets, const float *row_scale, float *scratch, int N,
+                     int D, int V, float scale) {
     CudaCtx *c = C(ctx);
     int rows = ce_rows(N, V);
     size_t cv = (size_t)rows * V;
     float *logits = scratch;
     bf16 *dl = (bf16 *)(scratch + r64(cv));
     float *loss = row_loss ? row_loss : scratch + r64(cv) + r64((cv + 1) / 2);
-    const bf16 *wb = shadow_of(c, w), *xb = (const bf16 *)x;
+    const bf16 *wb = qw ? NULL : shadow_of(c, w), *xb = (const bf16 *)x;
     for (int r0 = 0; r0 < N; r0 += rows) {
         int n = N - r0 < rows ? N - r0 : rows;
-        gemm_fwd(c, logits, 1, xb + (size_t)r0 * D, wb, n, D, V);
+        if (qw) q_gemm_nt(c, logits, 1, V, xb + (size_t)r0 * D, n, qw, (bf16 *)work);
+        else gemm_fwd(c, logits, 1, xb + (size_t)r0 * D, wb, n, D, V);
         k_ce<<<n, 1024, 0, c->s>>>(loss + r0, dl, logits, targets + r0, n, V, scale, dx != NULL,
                                    row_mean ? row_mean + r0 : NULL, row_scale ? row_scale + r0 : NULL);
         CK(cudaGetLastError());
         if (dx) {
-            gemm_dx(c, (bf16 *)dx + (size_t)r0 * D, dl, wb, n, D, V, 0);
+            if (qw) q_gemm_nn(c, (bf16 *)dx + (size_t)r0 * D, dl, V, n, qw, (bf16 *)work, 0);
+            else gemm_dx(c, (bf16 *)dx + (size_t)r0 * D, dl, wb, n, D, V, 0);
             if (dw) gemm_dw(c, dw, dl, xb + (size_t)r0 * D, n, D, V);
         }
     }
@@ -1031,7 +1162,7 @@ static double lmhead(void *ctx, float *dx, float *dw, float *row_loss, float *ro
 static double cuda_lmhead_ce(void *ctx, float *dx, float *dw, float *row_loss, const float *x, const float *w,
                              const int *targets, float *scratch, int N, int D, int V, float scale) {
     PROF_IN(C(ctx), t0_);
-    double sum = lmhead(ctx, dx, dw, row_loss, NULL, x, w, targets, NULL, scratch, N, D, V, scale);
+    double sum = lmhead(ctx, dx, dw, row_loss, NULL, x, w, NULL, NULL, targets, NULL, scratch, N, D, V, scale);
     PROF_OUT(C(ctx), OP_LMHEAD_CE, t0_);
     return sum;
 }
@@ -1040,8 +1171,18 @@ static double cuda_lmhead_rows(void *ctx, float *dx, float *dw, float *row_loss,
                                const float *w, const int *targets, const float *row_scale, float *scratch, int N,
                                int D, int V) {
     PROF_IN(C(ctx), t0_);
-    double sum = lmhead(ctx, dx, dw, row_loss, row_mean, x, w, targets, row_scale, scratch, N, D, V, 0.0f);
+    double sum = lmhead(ctx, dx, dw, row_loss, row_mean, x, w, NULL, NULL, targets, row_scale, scratch, N, D, V, 0.0f);
     PROF_OUT(C(ctx), OP_LMHEAD_ROWS, t0_);
+    return sum;
+}
+
+static double cuda_qlmhead(void *ctx, float *dx, float *row_loss, float *row_mean, const float *x, const QTensor *w,
+                           const int *targets, const float *row_scale, float scale, float *scratch, float *work,
+                           int N) {
+    PROF_IN(C(ctx), t0_);
+    double sum = lmhead(ctx, dx, NULL, row_loss, row_mean, x, NULL, w, work, targets, row_scale, scratch, N, w->cols,
+                        w->rows, scale);
+    PROF_OUT(C(ctx), OP_QLMHEAD, t0_);
     return sum;
 }
 
@@ -1164,13 +1305,12 @@ const Ops ops_cuda = {
     .sumsq = cuda_sumsq,
     .scale = cuda_scale,
     .adamw = cuda_adamw,
-    /* the quantised ops: not yet on CUDA (llama_init refuses a quantised base) */
-    .qwork_floats = NULL,
-    .qmatmul_fwd = NULL,
-    .qmatmul_bwd = NULL,
-    .qembed_fwd = NULL,
-    .qlmhead = NULL,
-    .qmatmul_rows = NULL,
+    .qwork_floats = cuda_qwork_floats,
+    .qmatmul_fwd = cuda_qmatmul_fwd,
+    .qmatmul_bwd = cuda_qmatmul_bwd,
+    .qembed_fwd = cuda_qembed_fwd,
+    .qlmhead = cuda_qlmhead,
+    .qmatmul_rows = cuda_qmatmul_rows,
     .bind_params = cuda_bind_params,
     .download_act = cuda_download_act,
     .upload_act = cuda_upload_act,

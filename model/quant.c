@@ -9,8 +9,10 @@
  * llama.cpp writes without an importance matrix.
  */
 #include "quant.h"
+#include "quant_impl.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -254,6 +256,9 @@ static const float nf4_dyn[256] = {
     0.908593774f, 0.922656238f, 0.936718762f, 0.950781226f, 0.96484375f, 0.978906274f, 0.992968738f, 1.0f,
 };
 
+const float *quant_nf4_code(void) { return nf4_code; }
+const float *quant_nf4_dyn(void) { return nf4_dyn; }
+
 /* torch's row_sum (aten/src/ATen/native/cpu/SumKernel.cpp) of nvec
  * vectors of w lanes (x[i * w + l]) into out[0..w): 4 accumulator rows of
  * vectors (row i, vector k is x's vector 4i + k), flushed through 4 levels
@@ -398,16 +403,19 @@ static int nf4_quantize(const float *src, int64_t rows, int64_t cols, uint8_t *d
     return 0;
 }
 
-/* NF4 rows [r0, r0 + n) of q into dst: a block's scale is dyn[code] *
- * absmax2 then + offset (bitsandbytes' dequantize_blockwise, then torch's
- * absmax += offset), each value nf4[nibble] * scale (its 4-bit kernel); the
- * 16 products of a block are formed once and looked up per nibble. */
-static void nf4_rows(const QTensor *q, int r0, int n, float *dst) {
-    const int bb = QUANT_NF4_BLOCK / 2 + 1, per_row = q->cols / QUANT_NF4_BLOCK;
+/* NF4 blocks [b0, b0 + nb) of q (counted over the whole tensor) into dst:
+ * a block's scale is dyn[code] * absmax2 then + offset (bitsandbytes'
+ * dequantize_blockwise, then torch's absmax += offset), each value
+ * nf4[nibble] * scale (its 4-bit kernel); the 16 products of a block are
+ * formed once and looked up per nibble. fast: quant_avx2_nf4 does it. */
+static void nf4_blocks(const QTensor *q, int64_t b0, int64_t nb, float *dst, int fast) {
+    const int bb = QUANT_NF4_BLOCK / 2 + 1;
     const uint8_t *aux = q->data + nf4_aux_at(q->rows, q->cols);
     float offset;
     memcpy(&offset, aux, sizeof offset);
-    for (int64_t b = (int64_t)r0 * per_row; b < (int64_t)(r0 + n) * per_row; b++) {
+    if (fast && quant_avx2_nf4(q->data + b0 * bb, b0, nb, aux + sizeof(float), offset, nf4_code, nf4_dyn, dst))
+        return;
+    for (int64_t b = b0; b < b0 + nb; b++) {
         const uint8_t *blk = q->data + b * bb;
         float a2;
         memcpy(&a2, aux + (size_t)(1 + b / QUANT_NF4_GROUP) * sizeof(float), sizeof a2);
@@ -415,7 +423,7 @@ static void nf4_rows(const QTensor *q, int r0, int n, float *dst) {
         scale = scale + offset;
         float tab[16];
         for (int k = 0; k < 16; k++) tab[k] = nf4_code[k] * scale;
-        float *y = dst + (b - (int64_t)r0 * per_row) * QUANT_NF4_BLOCK;
+        float *y = dst + (b - b0) * QUANT_NF4_BLOCK;
         for (int i = 0; i < QUANT_NF4_BLOCK / 2; i++) {
             y[2 * i] = tab[blk[i] >> 4];
             y[2 * i + 1] = tab[blk[i] & 0xf];
@@ -836,23 +844,64 @@ QTensor quant_tensor(uint32_t type, int rows, int cols, const void *data) {
     return q;
 }
 
+/* 1: the AVX2 dequantisers (quant_impl.h) where this CPU has them and
+ * LLAMAC_QUANT_PORTABLE is not set; 0: the scalar ones above. Both give
+ * the same bits. Read once (the first call may come from many threads at
+ * once, hence the atomic). */
+static int use_fast(void) {
+    static _Atomic int v = -1;
+    int f = atomic_load_explicit(&v, memory_order_relaxed);
+    if (f < 0) {
+        f = quant_avx2_ok() && !getenv("LLAMAC_QUANT_PORTABLE");
+        atomic_store_explicit(&v, f, memory_order_relaxed);
+    }
+    return f;
+}
+
+/* nb blocks of a dequantising non-NF4 type from src into dst */
+static void dequant_run(const TypeInfo *ti, uint32_t type, const uint8_t *src, int64_t nb, float *dst, int fast) {
+    QuantBlocksFn f = fast ? quant_avx2_blocks(type) : NULL;
+    if (f) {
+        f(src, nb, dst);
+        return;
+    }
+    for (int64_t i = 0; i < nb; i++) ti->dq(src + i * ti->bytes, dst + i * ti->block);
+}
+
 int quant_dequantize(uint32_t type, const void *src, int64_t n, float *dst) {
     const TypeInfo *ti = type_info(type);
     if (!ti || !ti->dq) return -1;
     LC_ASSERT(n % ti->block == 0);
-    const uint8_t *b = src;
-    for (int64_t i = 0; i < n / ti->block; i++) ti->dq(b + i * ti->bytes, dst + i * ti->block);
+    dequant_run(ti, type, src, n / ti->block, dst, use_fast());
     return 0;
 }
 
-void quant_rows(const QTensor *q, int r0, int n, float *dst) {
-    LC_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= q->rows);
+/* blocks [b0, b0 + nb) of q, counted over the whole tensor (rows never
+ * share a block), into dst */
+static void q_blocks(const QTensor *q, int64_t b0, int64_t nb, float *dst, int fast) {
     if (q->type == QUANT_NF4) {
-        nf4_rows(q, r0, n, dst);
+        nf4_blocks(q, b0, nb, dst, fast);
         return;
     }
-    int rc = quant_dequantize(q->type, q->data + (size_t)r0 * q->row_bytes, (int64_t)n * q->cols, dst);
-    LC_ASSERT(rc == 0);
+    const TypeInfo *ti = type_info(q->type);
+    LC_ASSERT(ti && ti->dq);
+    dequant_run(ti, q->type, q->data + b0 * ti->bytes, nb, dst, fast);
+}
+
+static void q_rows(const QTensor *q, int r0, int n, float *dst, int fast) {
+    LC_ASSERT(r0 >= 0 && n >= 0 && r0 + n <= q->rows);
+    int64_t per_row = q->cols / quant_block(q->type);
+    q_blocks(q, (int64_t)r0 * per_row, (int64_t)n * per_row, dst, fast);
+}
+
+void quant_rows(const QTensor *q, int r0, int n, float *dst) { q_rows(q, r0, n, dst, use_fast()); }
+
+void quant_rows_portable(const QTensor *q, int r0, int n, float *dst) { q_rows(q, r0, n, dst, 0); }
+
+void quant_row_part(const QTensor *q, int r, int k0, int n, float *dst) {
+    int blk = quant_block(q->type);
+    LC_ASSERT(r >= 0 && r < q->rows && k0 >= 0 && n >= 0 && k0 + n <= q->cols && k0 % blk == 0 && n % blk == 0);
+    q_blocks(q, ((int64_t)r * q->cols + k0) / blk, n / blk, dst, use_fast());
 }
 
 int quant_quantize(uint32_t type, const float *src, int64_t rows, int64_t cols, uint8_t *dst) {

@@ -89,8 +89,16 @@ QTensor quant_tensor(uint32_t type, int rows, int cols, const void *data);
  * from src into dst (=). Returns 0, or -1 for a type that does not
  * dequantise. */
 int quant_dequantize(uint32_t type, const void *src, int64_t n, float *dst);
-/* Rows [r0, r0 + n) of q (host memory) into dst (n, cols) (=). */
+/* Rows [r0, r0 + n) of q (host memory) into dst (n, cols) (=). On CPUs
+ * with AVX2+FMA the vector dequantisers (quant_avx2.c) unless
+ * LLAMAC_QUANT_PORTABLE is set in the environment when first called; the
+ * bits are the same either way. quant_rows_portable always takes the
+ * scalar ones (the tests compare the two). */
 void quant_rows(const QTensor *q, int r0, int n, float *dst);
+void quant_rows_portable(const QTensor *q, int r0, int n, float *dst);
+/* Values [k0, k0 + n) of row r of q into dst (n floats, =); k0 and n
+ * multiples of the block. What quant_rows gives for those columns. */
+void quant_row_part(const QTensor *q, int r, int k0, int n, float *dst);
 
 /* Quantise src (rows, cols), host memory, into dst (quant_bytes bytes) as
  * type (a keepable type; cols a multiple of its block). The block types
@@ -98,6 +106,13 @@ void quant_rows(const QTensor *q, int r0, int n, float *dst);
  * bitsandbytes' quantize_4bit with double quantisation. Returns 0, or -1 for
  * a type it cannot write. */
 int quant_quantize(uint32_t type, const float *src, int64_t rows, int64_t cols, uint8_t *dst);
+
+/* NF4's two code books, float32, as nf4 dequantisation reads them: the 16
+ * values of the 4-bit codes and the 256 entries of the dynamic map of the
+ * absmax codes. Static storage; a backend copies them into its own memory
+ * (the CUDA dequantiser). */
+const float *quant_nf4_code(void);
+const float *quant_nf4_dyn(void);
 
 /* 0 if every value of q (host memory) dequantises to a finite float, else
  * the number of rows holding a NaN or Inf (a damaged scale). */

@@ -2,7 +2,7 @@
 """Write the fuzz seed corpus tests/fuzz/<target>/ (committed; issue 16).
 
 Small valid files of every format, most of them the files llamac's own
-tests write into build/ (run `build/tests spm convert tok sft peft` first),
+tests write into build/ (run `build/tests spm convert tok sft peft qlora_cli_errors` first),
 a few written here. Two-file inputs (hf, peft) are packed as fuzz_targets.c
 splits them: a 2-byte little-endian length of the first file, then both.
 Plain python3, no packages. Crashers are not written here: they are added
@@ -23,7 +23,7 @@ def put(target, name, data):
 
 def copy(target, name, src):
     if not os.path.exists(src):
-        sys.exit("fuzz_seeds: %s missing (run build/tests spm convert tok sft peft first)" % src)
+        sys.exit("fuzz_seeds: %s missing (run build/tests spm convert tok sft peft qlora_cli_errors first)" % src)
     put(target, name, open(src, "rb").read())
 
 
@@ -49,6 +49,7 @@ put("jsonl", "docs.jsonl", b'{"text": "Hello world"}\n\n{"text": "caf\\u00e9 \\n
 put("chat_jsonl", "chat.jsonl", b"".join(open("build/tsft/chat.jsonl", "rb").read().splitlines(True)[:3]))
 copy("gguf", "quant.gguf", "tests/fixtures/gguf_quant.gguf")
 copy("gguf", "vocab.gguf", "tests/fixtures/gguf_vocab.gguf")
+copy("gguf", "llama_q8.gguf", "build/tqlora/seed_q8.gguf")  # build/tests qlora_cli_errors
 pair("peft", "adapter", "build/tpeft/rt/adapter_config.json", "build/tpeft/rt/adapter_model.safetensors")
 # reward models: a LlamaForSequenceClassification directory, a PEFT adapter with the score head
 pair("hf", "cls_hf", "build/tconv/cls_hf/config.json", "build/tconv/cls_hf/model.safetensors")

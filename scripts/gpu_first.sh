@@ -6,7 +6,8 @@
 #   bash scripts/device_build.sh pack   # CPU libraries + shards -> build-devdeps/
 # then: run(carry=["build-devdeps"], command="bash scripts/gpu_first.sh")
 # It builds (scripts/device_build.sh build), runs the op-by-op comparison
-# with the CPU (build-cuda/tests gpu_), optionally under compute-sanitizer
+# with the CPU (build-cuda/tests gpu_: gpu_ops, gpu_qops for the quantised
+# weights, gpu_step, gpu_bench_engine), optionally under compute-sanitizer
 # (SANITIZE=1), the 300-step loss-curve check (scripts/gpu_check.sh; STEPS=
 # to shorten) and, with BENCH=1, scripts/bench_gpu.py. Logs (at most 6
 # files) go to $OUT (the device tool brings them back) or build-cuda/out.
@@ -24,7 +25,8 @@ bash scripts/device_build.sh build > "$O/build.log" 2>&1 || { tail -30 "$O/build
 tail -3 "$O/build.log"
 . build-cuda/env.sh
 if [ "${SANITIZE:-0}" = 1 ]; then
-    compute-sanitizer --tool memcheck build-cuda/tests gpu_ops 2>&1 | tee "$O/memcheck.log" | tail -30
+    { compute-sanitizer --tool memcheck build-cuda/tests gpu_ops; compute-sanitizer --tool memcheck build-cuda/tests gpu_qops; } \
+        2>&1 | tee "$O/memcheck.log" | tail -30
 fi
 build-cuda/tests gpu_ 2>&1 | tee "$O/test_gpu.log"
 GPU_CHECK_STEPS=${STEPS:-300} LLAMAC=build-cuda/llamac bash scripts/gpu_check.sh 2>&1 | tee "$O/gpu_check.log" | tail -12

@@ -7,8 +7,9 @@
 # Then scripts/test_convert.py checks `llamac convert` and `llamac logits`
 # ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
 # scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2,
-# scripts/test_nf4_ref.py NF4 against bitsandbytes and
-# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp.
+# scripts/test_nf4_ref.py NF4 against bitsandbytes,
+# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp, and
+# scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -91,6 +92,10 @@ check test_dpo_ref --work build/test_dpo_ref
 # weights / adapters with the score head, and the HF export scored by
 # transformers and PEFT
 check test_reward_ref --work build/test_reward_ref
+# QLoRA (--base-quant): 10 NF4 steps against PEFT + bitsandbytes (CPU, float32
+# compute) within 1e-4, and each GGUF type (keep) against LoRA on its
+# dequantised float32 base within 1e-5
+check test_qlora_ref --work build/test_qlora_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

@@ -203,6 +203,37 @@ static void load_model(const char *path) {
     params_free(&t);
 }
 
+/* The model held as --base-quant keep holds it: the plan, the float part,
+ * the quantised blocks copied and every row dequantised. */
+static void load_model_kept(const char *path) {
+    ParamTable t;
+    Err e;
+    ModelSource src;
+    if (source_open(&src, path, &e) || params_build(&src.c, &t, &e)) return;
+    uint32_t *qt = xcalloc((size_t)t.n, sizeof *qt);
+    if (source_quant_plan(&src, &src.c, &t, "keep", qt, &e) >= 0) {
+        params_set_quant(&t, qt);
+        if (t.size <= FUZZ_MAX_FLOATS && t.qsize <= 4 * FUZZ_MAX_FLOATS) {
+            float *p = xalloc_aligned(t.size * sizeof(float));
+            uint8_t *q = xcalloc(t.qsize + 1, 1);
+            if (source_load_quant(&src, &src.c, &t, p, q, 1, &e) == 0) {
+                float *row = xmalloc(sizeof(float) * (size_t)src.c.hidden * 4 + sizeof(float) * (size_t)src.c.dim * 4);
+                for (int i = 0; i < t.n; i++)
+                    if (t.p[i].qtype) {
+                        QTensor x = quant_tensor(t.p[i].qtype, (int)t.p[i].shape[0], (int)t.p[i].shape[1],
+                                                 q + t.p[i].qoffset);
+                        for (int r = 0; r < x.rows; r++) quant_rows(&x, r, 1, row);
+                    }
+                free(row);
+            }
+            free(p);
+            free(q);
+        }
+    }
+    free(qt);
+    params_free(&t);
+}
+
 static void fuzz_hf(const uint8_t *d, size_t n) {
     const uint8_t *a, *b;
     size_t na, nb;
@@ -292,7 +323,10 @@ static void fuzz_gguf(const uint8_t *d, size_t n) {
     }
     load_and_use(path); /* its vocabulary, and the model it describes */
     LlamaConfig c;
-    if (gguf_llama_config(path, &c, &e) == 0) load_model(path);
+    if (gguf_llama_config(path, &c, &e) == 0) {
+        load_model(path);
+        load_model_kept(path);
+    }
 }
 
 /* The base an adapter is read against: two layers, every projection. */

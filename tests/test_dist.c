@@ -735,16 +735,22 @@ void dist_pp_sft(void) {
     need_sft_inputs();
     static const struct { int np, lora; const char *extra; } runs[] = {
         {1, 0, ""}, {4, 0, "--pp 2 --zero 1 --pp-schedule gpipe "}, {1, 1, ""}, {2, 1, "--pp 2 --recompute 1 "},
+        /* QLoRA: the base held as Q8_0 on every stage and replica */
+        {1, 2, ""}, {2, 2, "--pp 2 --recompute 1 "}, {2, 2, "--zero 1 "},
     };
-    char ref_val[2][256] = {"", ""};
+    static const char *const loras[3] = {"", "--lora-r 4 --lora-targets all-linear ",
+                                         "--lora-r 4 --lora-targets all-linear --base-quant q8_0 "};
+    static const int first[3] = {0, 2, 4}; /* each kind's one-process run */
+    char ref_val[3][256] = {"", "", ""};
     for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
         char tag[96], m[128], dir[128], ref[128], refck[160], ck[160];
-        const char *lora = runs[i].lora ? "--lora-r 4 --lora-targets all-linear " : "";
-        snprintf(tag, sizeof tag, "sft%s np %d %s", runs[i].lora ? " lora" : "", runs[i].np, runs[i].extra);
+        const char *lora = loras[runs[i].lora];
+        snprintf(tag, sizeof tag, "sft%s np %d %s", runs[i].lora == 2 ? " qlora" : runs[i].lora ? " lora" : "",
+                 runs[i].np, runs[i].extra);
         snprintf(m, sizeof m, TD "/pps%zu.jsonl", i);
         snprintf(dir, sizeof dir, TD "/ppsc%zu", i);
-        snprintf(ref, sizeof ref, TD "/pps%d.jsonl", runs[i].lora ? 2 : 0);
-        snprintf(refck, sizeof refck, TD "/ppsc%d/step-00000010.h5", runs[i].lora ? 2 : 0);
+        snprintf(ref, sizeof ref, TD "/pps%d.jsonl", first[runs[i].lora]);
+        snprintf(refck, sizeof refck, TD "/ppsc%d/step-00000010.h5", first[runs[i].lora]);
         snprintf(ck, sizeof ck, "%s/step-00000010.h5", dir);
         char rm[320];
         snprintf(rm, sizeof rm, "rm -rf %s %s", dir, m);

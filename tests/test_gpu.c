@@ -18,10 +18,12 @@
  *   TOL_STEP = 5e-2  a whole forward + backward in bf16 (errors compound
  *                    through the layers; METHOD.md: bf16 lands 1e-3..1e-2
  *                    per op).
- * Row copies (rows_scatter/gather) must match exactly. The sampling engine's
- * ops are also checked for batch invariance on the GPU alone: each row of a
+ * Row copies (rows_scatter/gather) must match exactly. gpu_qops checks the
+ * quantised-weight ops for every type a weight can stay in (its section).
+ * The sampling engine's ops are also checked for batch invariance on the GPU alone: each row of a
  * batched call bit for bit equal to the same row run by itself.
- * gpu_bench_engine times the engine's ops (printed, nothing checked).
+ * gpu_bench_engine times the engine's ops and the quantised linear beside
+ * the float one (printed, nothing checked).
  */
 #include <math.h>
 #include <stdint.h>
@@ -850,6 +852,172 @@ static void gpu_determinism(void) {
 }
 
 // ----------------------------------------------------------------------------
+// quantised weights: each q op on the same quantised bytes on both backends,
+// for every type a weight can stay in (test_qtypes), with one tile and with
+// several (ops_cuda.cu's tile is QTILE = 2^23 bf16 values: Din 256 and more
+// than 2^15 rows make two, the last partial). The dequantisers are checked
+// bit for bit: qembed of every row, in a random order, must give the CPU's
+// float32 values rounded to bf16 (which is what the GEMMs read as well);
+// qmatmul_rows must give matmul_rows' bits on the dequantised matrix packed
+// by rows_pack, each row the same run alone. The GEMM ops compare with
+// TOL_BF16 (the GPU's weights are the CPU's rounded to bf16).
+
+#define QTILE_ROWS_256 ((1 << 23) / 256) /* rows of one GPU tile at Din 256 */
+
+/* q's bytes on the device, gq over them; returns the device buffer */
+static void *dev_qtensor(const uint8_t *host, const QTensor *q, QTensor *gq) {
+    size_t bytes = quant_bytes(q->type, q->rows, q->cols);
+    uint8_t *d = G->alloc(ctx, bytes);
+    G->upload(ctx, d, host, bytes);
+    *gq = quant_tensor(q->type, q->rows, q->cols, d);
+    return d;
+}
+
+static void qembed_case(uint32_t t) {
+    int V = 300, D = 2 * quant_block(t); /* NF4: 600 blocks, three absmax2 groups */
+    QTensor q, gq;
+    uint8_t *qd = test_qtensor_rand(&rng, t, V, D, &q);
+    void *gqd = dev_qtensor(qd, &q, &gq);
+    int *perm = rand_perm(V), *gperm = dev_int(perm, (size_t)V);
+    size_t n = (size_t)V * D;
+    float *out = xmalloc(n * 4), *gout = G->alloc(ctx, n * 4);
+    P->qembed_fwd(NULL, out, perm, &q, NULL, V);
+    G->qembed_fwd(ctx, gout, gperm, &gq, NULL, V);
+    uint16_t *bits = get_bits(gout, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += bits[i] != to_bf16(out[i]);
+    printf("    qembed %-5s %dx%d: %zu of %zu values differ from the CPU's rounded to bf16\n", quant_name(t), V, D, bad,
+           n);
+    EXPECT(bad == 0, "qembed %s: %zu of %zu values are not the CPU's rounded to bf16", quant_name(t), bad, n);
+    free(qd); free(perm); free(out); free(bits);
+    G->free(ctx, gqd); G->free(ctx, gperm); G->free(ctx, gout);
+}
+
+static void qmatmul_case(uint32_t t, int N, int Dout, int Din) {
+    QTensor q, gq;
+    uint8_t *qd = test_qtensor_rand(&rng, t, Dout, Din, &q);
+    void *gqd = dev_qtensor(qd, &q, &gq);
+    size_t nx = (size_t)N * Din, no = (size_t)N * Dout;
+    float *x = host_rand(nx, 1), *dy = host_rand(no, 1), *dx = host_rand(nx, 1), *out = xmalloc(no * 4);
+    float *gx = dev_act(x, nx), *gdy = dev_act(dy, no), *gdx = dev_act(dx, nx), *gout = G->alloc(ctx, no * 4);
+    float *work = xmalloc(P->qwork_floats(NULL, Din) * 4), *gwork = G->alloc(ctx, G->qwork_floats(ctx, Din) * 4);
+    char what[96];
+    P->qmatmul_fwd(NULL, out, x, &q, work, N);
+    G->qmatmul_fwd(ctx, gout, gx, &gq, gwork, N);
+    snprintf(what, sizeof what, "qmatmul_fwd %s %dx%dx%d", quant_name(t), N, Din, Dout);
+    cmp(what, get_act(gout, no), out, no, TOL_BF16);
+    for (int acc = 1; acc >= 0; acc--) {
+        P->qmatmul_bwd(NULL, dx, dy, &q, work, N, acc);
+        G->qmatmul_bwd(ctx, gdx, gdy, &gq, gwork, N, acc);
+        snprintf(what, sizeof what, "qmatmul_bwd %s dx (%s)", quant_name(t), acc ? "+=" : "=");
+        cmp(what, get_act(gdx, nx), dx, nx, TOL_BF16);
+    }
+    free(qd); free(x); free(dy); free(dx); free(out); free(work);
+    G->free(ctx, gqd); G->free(ctx, gx); G->free(ctx, gdy); G->free(ctx, gdx); G->free(ctx, gout); G->free(ctx, gwork);
+}
+
+/* as lmhead_case, on a quantised head: lmhead_ce's form (scale), then
+ * lmhead_rows' (row scales, row means) */
+static void qlmhead_case(uint32_t t, int N, int D, int V, const char *rows_env) {
+    if (rows_env) setenv("LC_CE_ROWS", rows_env, 1);
+    else unsetenv("LC_CE_ROWS");
+    QTensor q, gq;
+    uint8_t *qd = test_qtensor_rand(&rng, t, V, D, &q);
+    void *gqd = dev_qtensor(qd, &q, &gq);
+    size_t nx = (size_t)N * D;
+    int *tgt = xmalloc(N * sizeof(int));
+    for (int i = 0; i < N; i++) tgt[i] = rng_uniform(&rng) < 0.25f ? LC_IGNORE : (int)(rng_u64(&rng) % V);
+    float *x = host_rand(nx, 1), *rs = host_rand((size_t)N, 1);
+    float *dx = xmalloc(nx * 4), *rl = xmalloc((size_t)N * 4), *mean = xmalloc((size_t)N * 4);
+    float *sc = xmalloc(P->scratch_floats(NULL, 1, N, 1, 2, V, D) * 4), *work = xmalloc(P->qwork_floats(NULL, D) * 4);
+    float *gx = dev_act(x, nx), *grs = dev_f32(rs, (size_t)N), *gdx = G->alloc(ctx, nx * 4);
+    float *grl = G->alloc(ctx, (size_t)N * 4), *gmean = G->alloc(ctx, (size_t)N * 4);
+    float *gsc = G->alloc(ctx, G->scratch_floats(ctx, 1, N, 1, 2, V, D) * 4);
+    float *gwork = G->alloc(ctx, G->qwork_floats(ctx, D) * 4);
+    int *gtgt = dev_int(tgt, (size_t)N);
+    char what[96];
+    double l_cpu = P->qlmhead(NULL, dx, rl, NULL, x, &q, tgt, NULL, 0.1f, sc, work, N);
+    double l_gpu = G->qlmhead(ctx, gdx, grl, NULL, gx, &gq, gtgt, NULL, 0.1f, gsc, gwork, N);
+    snprintf(what, sizeof what, "qlmhead %s N%d D%d V%d rows %s", quant_name(t), N, D, V, rows_env ? rows_env : "all");
+    float a = (float)l_gpu, b = (float)l_cpu;
+    cmp(what, copy(&a, 1), &b, 1, TOL_F32);
+    cmp("qlmhead row_loss", get_f32(grl, N), rl, N, TOL_F32);
+    cmp("qlmhead dx", get_act(gdx, nx), dx, nx, TOL_BF16);
+    l_cpu = P->qlmhead(NULL, dx, rl, mean, x, &q, tgt, rs, 0.0f, sc, work, N);
+    l_gpu = G->qlmhead(ctx, gdx, grl, gmean, gx, &gq, gtgt, grs, 0.0f, gsc, gwork, N);
+    a = (float)l_gpu, b = (float)l_cpu;
+    cmp("qlmhead (row scales) loss", copy(&a, 1), &b, 1, TOL_F32);
+    cmp("qlmhead row_mean", get_f32(gmean, N), mean, N, TOL_F32);
+    cmp("qlmhead (row scales) dx", get_act(gdx, nx), dx, nx, TOL_BF16);
+    unsetenv("LC_CE_ROWS");
+    free(qd); free(tgt); free(x); free(rs); free(dx); free(rl); free(mean); free(sc); free(work);
+    G->free(ctx, gqd); G->free(ctx, gx); G->free(ctx, grs); G->free(ctx, gdx); G->free(ctx, grl); G->free(ctx, gmean);
+    G->free(ctx, gsc); G->free(ctx, gwork); G->free(ctx, gtgt);
+}
+
+/* qmatmul_rows: against the CPU's (TOL_BF16), and bit for bit against
+ * matmul_rows on the dequantised matrix (float32 on the device, packed by
+ * rows_pack), = and +=, each row also run alone */
+static void qmatmul_rows_case(uint32_t t, int N, int Din, int Dout) {
+    QTensor q, gq;
+    uint8_t *qd = test_qtensor_rand(&rng, t, Dout, Din, &q);
+    void *gqd = dev_qtensor(qd, &q, &gq);
+    size_t nx = (size_t)N * Din, no = (size_t)N * Dout, nw = (size_t)Dout * Din;
+    float *w = xmalloc(nw * 4);
+    quant_rows(&q, 0, Dout, w);
+    float *gw = dev_f32(w, nw), *gwp = G->alloc(ctx, G->rows_pack_floats(ctx, Din, Dout) * 4);
+    G->rows_pack(ctx, gwp, gw, Din, Dout);
+    float *x = host_rand(nx, 1), *y0 = host_rand(no, 1), *y = xmalloc(no * 4);
+    float *gx = dev_act(x, nx), *ga = G->alloc(ctx, no * 4), *gb = G->alloc(ctx, no * 4);
+    float *work = xmalloc(P->qwork_floats(NULL, Din) * 4), *gwork = G->alloc(ctx, G->qwork_floats(ctx, Din) * 4);
+    float *g1x = G->alloc(ctx, (size_t)Din * 4), *g1y = G->alloc(ctx, (size_t)Dout * 4);
+    char what[96];
+    P->qmatmul_rows(NULL, y, x, &q, work, N, 0.0f);
+    G->qmatmul_rows(ctx, gb, gx, &gq, gwork, N, 0.0f);
+    snprintf(what, sizeof what, "qmatmul_rows %s %dx%dx%d", quant_name(t), N, Din, Dout);
+    cmp(what, get_act(gb, no), y, no, TOL_BF16);
+    int bad = 0;
+    for (int k = 0; k < 2; k++) {
+        float add = k ? 0.37f : 0.0f;
+        if (k) put_act(ga, y0, no), put_act(gb, y0, no); /* y0 rounded to bf16 in place */
+        G->matmul_rows(ctx, ga, gx, gwp, N, Din, Dout, add);
+        G->qmatmul_rows(ctx, gb, gx, &gq, gwork, N, add);
+        uint16_t *ba = get_bits(ga, no), *bb = get_bits(gb, no);
+        EXPECT(memcmp(ba, bb, no * 2) == 0, "qmatmul_rows %s (add %.2f): differs from matmul_rows on the dequantised "
+               "matrix", quant_name(t), (double)add);
+        for (int r = 0; r < N; r++) {
+            put_act(g1x, x + (size_t)r * Din, (size_t)Din);
+            if (k) put_act(g1y, y0 + (size_t)r * Dout, (size_t)Dout);
+            G->qmatmul_rows(ctx, g1y, g1x, &gq, gwork, 1, add);
+            uint16_t *b1 = get_bits(g1y, (size_t)Dout);
+            bad += memcmp(b1, bb + (size_t)r * Dout, (size_t)Dout * 2) != 0;
+            free(b1);
+        }
+        free(ba); free(bb);
+    }
+    EXPECT(bad == 0, "qmatmul_rows %s N=%d: %d rows differ from the same row run alone", quant_name(t), N, bad);
+    free(qd); free(w); free(x); free(y0); free(y); free(work);
+    G->free(ctx, gqd); G->free(ctx, gw); G->free(ctx, gwp); G->free(ctx, gx); G->free(ctx, ga); G->free(ctx, gb);
+    G->free(ctx, gwork); G->free(ctx, g1x); G->free(ctx, g1y);
+}
+
+static void gpu_qops_all(void) {
+    NEED_CPU(qmatmul_fwd);
+    NEED_CPU(qmatmul_rows);
+    for (int i = 0; i < TEST_NQTYPES; i++) {
+        uint32_t t = test_qtypes[i];
+        int blk = quant_block(t);
+        qembed_case(t);
+        qmatmul_case(t, 5, 37, 2 * blk);                    /* one tile */
+        qmatmul_case(t, 3, QTILE_ROWS_256 + 45, 256);       /* two tiles: dx summed in float32 */
+        qlmhead_case(t, 41, 2 * blk, 301, NULL);            /* one tile, one chunk */
+        qlmhead_case(t, 11, 256, QTILE_ROWS_256 + 37, "4"); /* two tiles, three chunks */
+        qmatmul_rows_case(t, 9, 2 * blk, 45);               /* RM 4, a partial output tile */
+        qmatmul_rows_case(t, 2, 256, QTILE_ROWS_256 + 45);  /* two tiles */
+    }
+}
+
+// ----------------------------------------------------------------------------
 // the registered tests (test_main.c runs them only where a GPU is present)
 
 void gpu_ops(void) {
@@ -870,6 +1038,11 @@ void gpu_ops(void) {
     gpu_act_roundtrip();
 }
 
+void gpu_qops(void) {
+    gpu_setup();
+    gpu_qops_all();
+}
+
 void gpu_step(void) {
     gpu_setup();
     gpu_train_step();
@@ -882,8 +1055,9 @@ void gpu_step(void) {
 // measures them: at SmolLM2-135M's and Llama-3.2-1B's shapes, matmul_rows
 // beside cuBLASLt's matmul_fwd on the same shape (the price of one fixed
 // order for every N), attn_paged at decode (64 sequences of 1024 tokens) and
-// prefill (512 rows of one sequence), and the row copies. Inputs are zeros:
-// the timings do not depend on the values.
+// prefill (512 rows of one sequence), the row copies, and the quantised
+// linear beside the float one (bench_qmatmul). Inputs are zeros: the
+// timings do not depend on the values.
 
 /* us = microseconds per execution of stmt, over reps after one warm-up */
 #define BENCH_US(us, reps, stmt)                                                           \
@@ -956,10 +1130,45 @@ static void bench_attn_paged(const BenchShape *m) {
     G->free(ctx, gptab); G->free(ctx, gs); G->free(ctx, gl); G->free(ctx, pidx); G->free(ctx, gidx);
 }
 
+/* The quantised linear (gate/up: D -> F) beside the float one on the same
+ * shape: qmatmul fwd and bwd against matmul fwd and bwd (dx only, as a
+ * frozen base has no dw) at a prefill-sized N, qmatmul_rows against
+ * matmul_rows at decode (N = 1), for three types. The weights are zero
+ * bytes (scales 0): the timings do not depend on the values. */
+static void bench_qmatmul(const BenchShape *m) {
+    static const uint32_t types[] = {QUANT_Q8_0, QUANT_Q4_K, QUANT_NF4};
+    enum { NB = 512 };
+    int Din = m->D, Dout = m->F;
+    size_t nw = (size_t)Din * Dout;
+    float *w = G->alloc(ctx, nw * 4), *wp = G->alloc(ctx, G->rows_pack_floats(ctx, Din, Dout) * 4);
+    float *x = G->alloc(ctx, (size_t)NB * Din * 4), *y = G->alloc(ctx, (size_t)NB * Dout * 4);
+    float *work = G->alloc(ctx, G->qwork_floats(ctx, Din > Dout ? Din : Dout) * 4);
+    G->bind_params(ctx, w, nw);
+    G->rows_pack(ctx, wp, w, Din, Dout);
+    double f, b, r;
+    BENCH_US(f, 10, G->matmul_fwd(ctx, y, x, w, NB, Din, Dout));
+    BENCH_US(b, 10, G->matmul_bwd(ctx, x, NULL, y, x, w, NB, Din, Dout, 0));
+    BENCH_US(r, 10, G->matmul_rows(ctx, y, x, wp, 1, Din, Dout, 0.0f));
+    printf("    %-12s matmul  F32  gate/up %dx%d: fwd N=%d %8.1f us, bwd dx %8.1f us | matmul_rows N=1 %8.1f us\n",
+           m->name, Din, Dout, NB, f, b, r);
+    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
+        void *qd = G->alloc(ctx, quant_bytes(types[i], Dout, Din));
+        QTensor q = quant_tensor(types[i], Dout, Din, qd);
+        BENCH_US(f, 10, G->qmatmul_fwd(ctx, y, x, &q, work, NB));
+        BENCH_US(b, 10, G->qmatmul_bwd(ctx, x, y, &q, work, NB, 0));
+        BENCH_US(r, 10, G->qmatmul_rows(ctx, y, x, &q, work, 1, 0.0f));
+        printf("    %-12s qmatmul %-4s gate/up %dx%d: fwd N=%d %8.1f us, bwd dx %8.1f us | qmatmul_rows N=1 %7.1f us\n",
+               m->name, quant_name(types[i]), Din, Dout, NB, f, b, r);
+        G->free(ctx, qd);
+    }
+    G->free(ctx, w); G->free(ctx, wp); G->free(ctx, x); G->free(ctx, y); G->free(ctx, work);
+}
+
 void gpu_bench_engine(void) {
     gpu_setup();
     for (size_t i = 0; i < sizeof bench_shapes / sizeof bench_shapes[0]; i++) {
         bench_matmul_rows(&bench_shapes[i]);
         bench_attn_paged(&bench_shapes[i]);
+        bench_qmatmul(&bench_shapes[i]);
     }
 }

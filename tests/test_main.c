@@ -77,7 +77,7 @@ static const struct {
 } tests[] = {
     T(ops_embed), T(ops_rmsnorm), T(ops_matmul), T(ops_rope), T(ops_attn), T(ops_attn_decode), T(ops_swiglu),
     T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_lora), T(ops_lmhead_rows), T(ops_matmul_rows),
-    T(ops_attn_paged), T(ops_rows), T(ops_qmatmul), T(ops_qembed), T(ops_qlmhead), T(ops_qmatmul_rows), T(engine_forced), T(engine_lora), T(engine_batch_invariant),
+    T(ops_attn_paged), T(ops_rows), T(ops_qmatmul), T(ops_qembed), T(ops_qlmhead), T(ops_qmatmul_rows), T(ops_qdequant), T(engine_forced), T(engine_lora), T(engine_batch_invariant),
     T(engine_greedy), T(engine_session), T(ops_attn_blocks),
     T(ops_attn_kernels), T(ops_deterministic),
     T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_gradcheck_score), T(model_layer_ranges),
@@ -116,7 +116,7 @@ static const struct {
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),
     T(convert_cli_errors), T(convert_classifier), T(export_gguf_encodings), T(export_gguf_cli), T(export_hf_tokenizer),
     T(gguf_dequant), T(gguf_model_roundtrip), T(gguf_tokenizer), T(gguf_vocab_fixture), T(gguf_bad_files), T(gguf_cli),
-    T(nf4_fixture), T(nf4_roundtrip), T(nf4_partial_group), T(nf4_zero_blocks),
+    T(qlora_model_types), T(sft_qlora_resume), T(qlora_engine), T(qlora_memory), T(qlora_cli_errors), T(nf4_fixture), T(nf4_roundtrip), T(nf4_partial_group), T(nf4_zero_blocks),
     T(quant_rmse), T(quant_known), T(quant_zero_equal), T(quant_rows_independent), T(quant_cli), T(quant_cli_errors),
     T(dist_pretrain_equiv), T(dist_one_rank), T(dist_sft_equiv), T(dist_errors), T(dist_save_no_space),
     T(dist_resume_other_size), T(dist_rank_killed), T(dist_ckpt_layout), T(dist_none_refuses), T(dist_sigterm), T(dist_dpo_equiv), T(dist_mfu),
@@ -167,7 +167,7 @@ int main(int argc, char **argv) {
     static const struct {
         const char *name;
         void (*fn)(void);
-    } gpu_tests[] = {{"gpu_ops", gpu_ops}, {"gpu_step", gpu_step}, {"gpu_bench_engine", gpu_bench_engine}};
+    } gpu_tests[] = {{"gpu_ops", gpu_ops}, {"gpu_qops", gpu_qops}, {"gpu_step", gpu_step}, {"gpu_bench_engine", gpu_bench_engine}};
     int have_gpu = gpu_present();
     for (size_t i = 0; i < sizeof gpu_tests / sizeof gpu_tests[0]; i++) {
         if (argc > 1 && strncmp(gpu_tests[i].name, argv[1], strlen(argv[1])) != 0) continue;

@@ -759,30 +759,38 @@ static void case_qlmhead(Rng *r) {
 }
 
 /* bit for bit matmul_rows on the dequantised, packed matrix, row by row too */
+/* Shapes for both CPU paths: N = 8 the chunked one for few rows (Din one
+ * chunk, 3 panels, the last partial), N = 20 the one for many; then Din of
+ * several chunks, the last partial, and 7 panels (a group of 4 and one of
+ * 3) at N = 1, 2, 3, 5 (each tile shape). */
 static void case_qmatmul_rows(Rng *r) {
-    for (int i = 0; i < TEST_NQTYPES; i++) {
-        uint32_t t = test_qtypes[i];
-        int N = 8, Din = quant_block(t) * 2, Dout = 37;
-        QTensor q;
-        uint8_t *qd = test_qtensor_rand(r, t, Dout, Din, &q);
-        float *w = NEW((size_t)Dout * Din), *x = NEW((size_t)N * Din), *o0 = NEW((size_t)N * Dout);
-        float *o1 = NEW((size_t)N * Dout), *one = NEW(Dout), *work = NEW(O->qwork_floats(NULL, Din));
-        float *wp = NEW(O->rows_pack_floats(NULL, Din, Dout));
-        quant_rows(&q, 0, Dout, w);
-        O->rows_pack(NULL, wp, w, Din, Dout);
-        gc_randn(r, x, (size_t)N * Din, 1);
-        O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.0f);
-        O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.0f);
-        EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0, "qmatmul_rows %s: differs from matmul_rows",
-               quant_name(t));
-        O->qmatmul_rows(NULL, one, x + 3 * Din, &q, work, 1, 0.0f);
-        EXPECT(memcmp(one, o0 + 3 * Dout, (size_t)Dout * sizeof(float)) == 0, "qmatmul_rows %s: a row alone differs",
-               quant_name(t));
-        O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.5f);
-        O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.5f);
-        EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0, "qmatmul_rows %s: add differs", quant_name(t));
-        free(qd); free(w); free(x); free(o0); free(o1); free(one); free(work); free(wp);
-    }
+    for (int i = 0; i < TEST_NQTYPES; i++)
+        for (int shape = 0; shape < 6; shape++) {
+            static const int Ns[6] = {8, 20, 1, 2, 3, 5};
+            uint32_t t = test_qtypes[i];
+            int blk = quant_block(t), N = Ns[shape], Din = shape == 0 ? blk * 2 : (blk == 256 ? 3 * blk : 10 * blk);
+            int Dout = shape < 2 ? 37 : 100, at = N > 3 ? 3 : N - 1;
+            QTensor q;
+            uint8_t *qd = test_qtensor_rand(r, t, Dout, Din, &q);
+            float *w = NEW((size_t)Dout * Din), *x = NEW((size_t)N * Din), *o0 = NEW((size_t)N * Dout);
+            float *o1 = NEW((size_t)N * Dout), *one = NEW(Dout), *work = NEW(O->qwork_floats(NULL, Din));
+            float *wp = NEW(O->rows_pack_floats(NULL, Din, Dout));
+            quant_rows(&q, 0, Dout, w);
+            O->rows_pack(NULL, wp, w, Din, Dout);
+            gc_randn(r, x, (size_t)N * Din, 1);
+            O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.0f);
+            O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.0f);
+            EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0,
+                   "qmatmul_rows %s N=%d Din=%d: differs from matmul_rows", quant_name(t), N, Din);
+            O->qmatmul_rows(NULL, one, x + (size_t)at * Din, &q, work, 1, 0.0f);
+            EXPECT(memcmp(one, o0 + (size_t)at * Dout, (size_t)Dout * sizeof(float)) == 0,
+                   "qmatmul_rows %s N=%d: a row alone differs", quant_name(t), N);
+            O->matmul_rows(NULL, o0, x, wp, N, Din, Dout, 0.5f);
+            O->qmatmul_rows(NULL, o1, x, &q, work, N, 0.5f);
+            EXPECT(memcmp(o0, o1, (size_t)N * Dout * sizeof(float)) == 0, "qmatmul_rows %s N=%d: add differs",
+                   quant_name(t), N);
+            free(qd); free(w); free(x); free(o0); free(o1); free(one); free(work); free(wp);
+        }
 }
 
 // ----------------------------------------------------------------------------
@@ -837,6 +845,42 @@ void ops_qmatmul(void) { run_op(OP_QMATMUL); }
 void ops_qembed(void) { run_op(OP_QEMBED); }
 void ops_qlmhead(void) { run_op(OP_QLMHEAD); }
 void ops_qmatmul_rows(void) { run_op(OP_QMATMUL_ROWS); }
+
+/* The dequantisers quant_rows takes (AVX2 on this CPU, unless
+ * LLAMAC_QUANT_PORTABLE) against the scalar ones, bit for bit: whole
+ * tensors, single rows, parts of rows, on tensors with sane scales and on
+ * raw random bytes (half scales that are NaN, infinite, subnormal). NF4's
+ * 320 blocks cross a second-level group. */
+void ops_qdequant(void) {
+    Rng r;
+    rng_seed(&r, 4242);
+    for (int i = 0; i < TEST_NQTYPES; i++)
+        for (int raw = 0; raw < 2; raw++) {
+            uint32_t t = test_qtypes[i];
+            int blk = quant_block(t), rows = 40, cols = blk * 8;
+            QTensor q;
+            uint8_t *qd = test_qtensor_rand(&r, t, rows, cols, &q);
+            if (raw)
+                for (size_t k = 0; k < (size_t)rows * q.row_bytes; k++) qd[k] = (uint8_t)rng_u64(&r);
+            size_t n = (size_t)rows * cols;
+            float *a = NEW(n), *b = NEW(n);
+            quant_rows(&q, 0, rows, a);
+            quant_rows_portable(&q, 0, rows, b);
+            EXPECT(memcmp(a, b, n * sizeof(float)) == 0, "%s%s: quant_rows differs from the portable path",
+                   quant_name(t), raw ? " (raw bytes)" : "");
+            quant_rows(&q, 7, 3, a);
+            EXPECT(memcmp(a, b + (size_t)7 * cols, (size_t)3 * cols * sizeof(float)) == 0, "%s: rows 7-9 differ",
+                   quant_name(t));
+            quant_row_part(&q, 33, 3 * blk, 4 * blk, a);
+            EXPECT(memcmp(a, b + (size_t)33 * cols + 3 * blk, (size_t)4 * blk * sizeof(float)) == 0,
+                   "%s: part of row 33 differs", quant_name(t));
+            if (t != QUANT_NF4) {
+                EXPECT(quant_dequantize(t, qd, (int64_t)n, a) == 0, "%s: quant_dequantize", quant_name(t));
+                EXPECT(memcmp(a, b, n * sizeof(float)) == 0, "%s: quant_dequantize differs", quant_name(t));
+            }
+            free(qd), free(a), free(b);
+        }
+}
 
 /* Attention over several query blocks (T > the CPU block of 64 rows) with
  * documents that straddle block edges: forward against the definition. */

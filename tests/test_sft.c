@@ -388,6 +388,39 @@ void sft_lora_resume_bases(void) {
     }
 }
 
+/* QLoRA: a base kept in a GGUF's Q8_0 and one quantised to NF4 at load,
+ * each killed mid-run and resumed: the same adapters, moments and losses
+ * as a straight run; a checkpoint resumed on the base held another way is
+ * refused. */
+void sft_qlora_resume(void) {
+    need_run_inputs();
+    system("rm -rf " DIR "/qrA* " DIR "/qrB* " DIR "/qrC* " DIR "/qrad");
+    int rc = test_llamac("quantize " DIR "/base.h5 " DIR "/base_q8.gguf --type q8_0 --force");
+    EXPECT(rc == 0, "quantize: %s", test_err);
+    static const struct {
+        const char *model, *how;
+    } runs[] = {{DIR "/base_q8.gguf", "keep"}, {DIR "/base.h5", "nf4"}};
+    for (int k = 0; k < 2; k++) {
+        char a[2048], b[2048], ck[256], ca[256], cb[256], ma[256], mb[256];
+        snprintf(ma, sizeof ma, DIR "/qrA%d.jsonl", k);
+        snprintf(mb, sizeof mb, DIR "/qrB%d.jsonl", k);
+#define QR_ARGS "sft --model %s --data " DIR "/chat.jsonl --template llama3 --batch 8 --seq 128 --steps 16 --lr 3e-3 " \
+                "--warmup 2 --seed 4 --peak-gflops 1 --save-every 4 --keep 2 --tokenizer %s --lora-r 4 " \
+                "--lora-dropout 0.1 --base-quant %s --recompute 1 --ckpt-dir " DIR "/qr%c%d --adapter-out " DIR \
+                "/qrad --metrics %s"
+        snprintf(a, sizeof a, QR_ARGS, runs[k].model, tokp, runs[k].how, 'A', k, ma);
+        snprintf(b, sizeof b, QR_ARGS, runs[k].model, tokp, runs[k].how, 'B', k, mb);
+        snprintf(ck, sizeof ck, DIR "/qrB%d/step-00000008.h5", k);
+        snprintf(ca, sizeof ca, DIR "/qrA%d/step-00000016.h5", k);
+        snprintf(cb, sizeof cb, DIR "/qrB%d/step-00000016.h5", k);
+        ckpt_test_kill_resume(a, b, ck, ca, cb, ma, mb, STEPS, 0);
+    }
+    rc = test_llamac(QR_ARGS " --resume " DIR "/qrA1/step-00000016.h5 --steps 20", DIR "/base.h5", tokp, "q8_0", 'C',
+                     1, DIR "/qrC.jsonl");
+    EXPECT(rc == 1 && strstr(test_err, "trained on a base held as --base-quant nf4, this run's is held as --base-quant "
+                                       "q8_0"), "another quantisation: %s", test_err);
+}
+
 /* LoRA SFT: killed and resumed, the same adapters, moments and losses as a
  * straight run; the PEFT adapter written at the end */
 void sft_lora_resume(void) {

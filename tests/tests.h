@@ -27,6 +27,7 @@ void ops_qmatmul(void);
 void ops_qembed(void);
 void ops_qlmhead(void);
 void ops_qmatmul_rows(void);
+void ops_qdequant(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
@@ -169,6 +170,7 @@ void quant_cli_errors(void);
 /* test_gpu.c: the CUDA backend against the CPU; run only where a GPU is */
 int gpu_present(void);
 void gpu_ops(void);
+void gpu_qops(void); /* the quantised-weight ops, every keepable type */
 void gpu_step(void);
 void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
 #endif
@@ -216,6 +218,11 @@ void reward_cli_errors(void);
 void reward_bad_models(void);
 void reward_lora_resume_bases(void);
 void reward_score_adapter(void);
+void sft_qlora_resume(void);
+void qlora_model_types(void);
+void qlora_engine(void);
+void qlora_memory(void);
+void qlora_cli_errors(void);
 
 /* llamac's BPE with Llama 3's special tokens, trained by test_chat.c */
 struct Tokenizer;

@@ -8,6 +8,7 @@
  * (ckpt_print) and then reports the shape it holds.
  */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "../../model/engine.h"
@@ -17,6 +18,7 @@
 #include "../io/gguf.h"
 #include "../proc/cli.h"
 #include "cmds.h"
+#include "../io/source.h"
 
 static const char *group_names[PG_COUNT] = {"embedding", "attention", "mlp", "norms", "lm_head"};
 
@@ -49,7 +51,7 @@ static void mem_line(const char *what, const LlamaMem *m) {
 int cmd_inspect(int argc, char **argv, Err *e) {
     long B = 1, T = 0, rank = 16, max_seqs = 64, kv_tokens = 0;
     int tensors = 0, recompute = 0;
-    const char *targets = NULL;
+    const char *targets = NULL, *base_quant = NULL;
     CliList set = {{0}, 0};
     CliFlag flags[] = {
         {"batch", CLI_INT, &B, 1, 1 << 20, "micro-batch size B for the memory estimate"},
@@ -61,6 +63,7 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         {"max-seqs", CLI_INT, &max_seqs, 1, 1 << 20, "sequences decoded at once for the sampling estimate"},
         {"kv-tokens", CLI_INT, &kv_tokens, 0, 1L << 40, "KV pool in tokens for the sampling estimate (0: max-seqs x T)"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_kv_heads=2 (repeatable)"},
+        {"base-quant", CLI_STR, &base_quant, 0, 0, "also estimate QLoRA with the base held quantised: keep (a GGUF's own types) or a type (nf4, q8_0, q4_0, ...)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -148,9 +151,24 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         }
     ParamTable lt;
     if (lora_build(&lc, &c, &lt, e)) { params_free(&t); return -1; }
+    uint32_t *qtypes = NULL;
+    if (base_quant) { /* the plan training would make (source.h) */
+        ModelSource ms;
+        memset(&ms, 0, sizeof ms);
+        if (ckpt_is_hdf5(pos[0]) || gguf_is_file(pos[0])) {
+            if (source_open(&ms, pos[0], e)) return params_free(&t), params_free(&lt), -1;
+        } else {
+            ms.kind = SOURCE_CKPT;
+            snprintf(ms.path, sizeof ms.path, "preset %s", pos[0]);
+        }
+        qtypes = xcalloc((size_t)t.n, sizeof *qtypes);
+        if (source_quant_plan(&ms, &c, &t, base_quant, qtypes, e) < 0)
+            return free(qtypes), params_free(&t), params_free(&lt), -1;
+    }
     for (int k = 0; k < 2; k++) {
         int rc = k == 0 ? recompute : !recompute;
         LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc, NULL}, lora = {LLAMA_GRADS_INPUT, &lc, rc, NULL};
+        LlamaOpts qlora = {LLAMA_GRADS_INPUT, &lc, rc, qtypes};
         LlamaMem mf = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &full);
         LlamaMem ml = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &lora);
         char what[256];
@@ -160,7 +178,13 @@ int cmd_inspect(int argc, char **argv, Err *e) {
         mem_line("full training", &mf);
         snprintf(what, sizeof what, "LoRA r=%ld on %s (%s trainable)", rank, tnames, commas(lt.numel, b2));
         mem_line(what, &ml);
+        if (qtypes) {
+            LlamaMem mq = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &qlora);
+            snprintf(what, sizeof what, "QLoRA (--base-quant %s) r=%ld on %s", base_quant, rank, tnames);
+            mem_line(what, &mq);
+        }
     }
+    free(qtypes);
     if (c.num_labels) { /* engine_init refuses it too */
         printf("sampling: none (a classifier has no vocabulary head to sample from)\n");
         params_free(&lt);

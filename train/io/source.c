@@ -69,17 +69,27 @@ static int load_base(const char *path, const char *base, const LlamaConfig *c, c
     return rc ? err_set(e, "%s: its base: %s", path, be.msg) : 0;
 }
 
+static int load_quant_base(const ModelSource *s, const ParamTable *t, float *params, Err *e);
+
 int source_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                      CkptLora *lora, AdamW *opt, CkptState *st, Err *e) {
     CkptInfo info;
     if (base_params) {
         if (ckpt_info(path, &info, e)) return -1;
+        if (info.has_lora && info.lora_base_quant[0]) { /* the quantised base, checked, then dequantised */
+            ModelSource s;
+            memset(&s, 0, sizeof s);
+            s.kind = SOURCE_CKPT;
+            snprintf(s.path, sizeof s.path, "%s", path);
+            s.c = *c;
+            s.ck = info;
+            if (load_quant_base(&s, bt, base_params, e)) return -1;
+            return ckpt_load_lora(path, c, bt, NULL, lora, opt, st, e);
+        }
         if (info.has_lora && info.lora_base[0] && load_base(path, info.lora_base, c, bt, base_params, e)) return -1;
     }
     return ckpt_load_lora(path, c, bt, base_params, lora, opt, st, e);
 }
-
-static int load_quant_base(const ModelSource *s, const ParamTable *t, float *params, Err *e);
 
 /* A LoRA checkpoint as a plain model: base + merged adapters (a base held
  * quantised: dequantised, as the adapters saw it). */
@@ -308,7 +318,7 @@ static int load_quant_base(const ModelSource *s, const ParamTable *t, float *par
     if (rc == 0) {
         params_set_quant(&qt, qtypes);
         fp = xalloc_aligned(qt.size * sizeof(float));
-        qd = xmalloc(qt.qsize ? qt.qsize : 1);
+        qd = xcalloc(qt.qsize ? qt.qsize : 1, 1); /* zero padding: the hash covers it */
         memset(fp, 0, qt.size * sizeof(float));
         rc = source_load_quant(&b, &s->c, &qt, fp, qd, 0, &be);
     }

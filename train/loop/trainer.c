@@ -339,7 +339,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         HostView hv;
         device_host_view(&tr->m, NULL, &hv);
         Llama *m = &tr->m;
-        uint8_t *qhost = m->qdata && tr->dev.gpu ? xmalloc(m->t.qsize) : m->qdata;
+        uint8_t *qhost = m->qdata && tr->dev.gpu ? xcalloc(m->t.qsize, 1) : m->qdata;
         int rc = m->qdata ? source_load_quant(init, c, &m->t, hv.m.params, qhost, (uint64_t)o->seed, e)
                           : source_load_as(init, c, &m->t, hv.m.params, (uint64_t)o->seed, e);
         if (!rc) device_host_push(&hv, m, NULL);
@@ -887,6 +887,19 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                "frozen%s\n", m->lc.r, (double)m->lc.alpha, m->lc.rslora ? " (rsLoRA)" : "", (double)m->lc.dropout,
                mods, m->lt.numel / 1e6, 100.0 * m->lt.numel / m->t.numel, m->t.numel / 1e6,
                m->recompute ? "; activations recomputed" : "");
+        if (m->qdata) { /* QLoRA: what stays quantised */
+            char types[256] = "";
+            int cnt[QUANT_NF4 + 1] = {0};
+            size_t qn = 0;
+            for (int i = 0; i < m->t.n; i++)
+                if (m->t.p[i].qtype) cnt[m->t.p[i].qtype]++, qn += m->t.p[i].numel;
+            for (int ty = 0; ty <= QUANT_NF4; ty++)
+                if (cnt[ty])
+                    snprintf(types + strlen(types), sizeof types - strlen(types), "%s%d %s", types[0] ? ", " : "",
+                             cnt[ty], quant_name((uint32_t)ty));
+            printf("  base held quantised (--base-quant %s): %s tensors, %.2fM parameters in %.1f MB (float32: %.1f "
+                   "MB)\n", o->base_quant, types, qn / 1e6, m->t.qsize / 1e6, qn * 4 / 1e6);
+        }
     } else if (m->recompute) {
         printf("  activations recomputed in the backward (--recompute 1)\n");
     }

@@ -155,7 +155,7 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
     HostView hv;
     device_host_view(m, NULL, &hv);
     int rc = source_open(&ms, path, e);
-    uint8_t *qhost = m->qdata && d->gpu ? xmalloc(m->t.qsize) : m->qdata;
+    uint8_t *qhost = m->qdata && d->gpu ? xcalloc(m->t.qsize, 1) : m->qdata;
     if (rc == 0) rc = m->qdata ? source_load_quant(&ms, c, &m->t, hv.m.params, qhost, 0, e)
                                : source_load(&ms, &m->t, hv.m.params, e);
     if (rc == 0 && qhost != m->qdata) m->ops->upload(m->ctx, m->qdata, qhost, m->t.qsize);
