@@ -242,7 +242,7 @@ def run_decode(a, gguf, files):
         txt = os.path.join(WORK, f"decode_{name}.txt")
         cmd = [sys.executable, os.path.join(ROOT, "scripts", "bench_sample.py"), "--systems", "llamac,llama.cpp",
                "--scenarios", "a,b", "--rounds", str(a.decode_rounds), "--model", path, "--quant", "keep",
-               "--threads", str(a.threads), "--out", txt, "--json", js]
+               "--threads", str(a.threads), "--prompts-b", str(a.prompts_b), "--out", txt, "--json", js]
         rc = subprocess.run(cmd, cwd=ROOT).returncode
         if rc != 0 or not os.path.exists(js):
             out[name] = {"skip": f"bench_sample.py failed (exit {rc}); see {os.path.relpath(txt, ROOT)}"}
@@ -281,6 +281,8 @@ def main():
     ap.add_argument("--steps-1b", type=int, default=1, help="steps of the 1B run (its peak RSS is the point)")
     ap.add_argument("--decode-rounds", type=int, default=3, help="bench_sample.py --rounds for the decode part")
     ap.add_argument("--threads", type=int, default=2, help="threads of each side")
+    ap.add_argument("--prompts-b", type=int, default=64, help="bench_sample.py --prompts-b: scenario b's prompts "
+                    "(x 8 samples x 128 tokens; 64 sequences at once either way)")
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results",
                                                   f"cpu-{datetime.date.today().isoformat()}-qlora.txt"))
     ap.add_argument("--worker", choices=["peft", "rand1b"], help=argparse.SUPPRESS)
@@ -376,7 +378,8 @@ def main():
         D, L, H, KV, F, V = SHAPE_1B
         say()
         say(f"Llama 3.2 1B shape (dim {D}, {L} layers, {H}/{KV} heads, hidden {F}, vocab {V}, tied), random weights "
-            f"as Q4_K_M: {os.path.getsize(path) / 2**20:.0f} MiB GGUF; {qlog.splitlines()[-1].strip()}")
+            f"as Q4_K_M: {os.path.getsize(path) / 2**20:.0f} MiB GGUF; "
+            + next((x.strip() for x in qlog.splitlines() if "wrote" in x), ""))
         x = run_llamac(a, "1b", path, hf_tok, ["--base-quant", "keep"], 2048, 1, a.steps_1b)
         ok = x["rss"] <= 2.5 * GIB
         say(f"| run | s/step | peak RSS | target <= 2.5 GiB |")
@@ -394,7 +397,8 @@ def main():
         say()
         say(f"Decoding, SmolLM2-135M-Instruct, llamac sample --quant keep against llama.cpp (llama-cpp-python) on "
             f"the same file, {a.threads} threads, median of {a.decode_rounds} rounds (scripts/bench_sample.py: a = "
-            "one sequence, greedy, 200 tokens; b = 64 prompts x 8 samples x 128 tokens, 64 sequences at once):")
+            "one sequence, greedy, 200 tokens; b = {a.prompts_b} prompts x 8 samples x 128 tokens, 64 sequences at "
+            "once):")
         say()
         say("| file | a llamac tok/s | a llama.cpp | a ratio (target >= 0.8) | b llamac tok/s | b llama.cpp | "
             "b ratio (target > 1) | peak RSS a llamac / llama.cpp |")
