@@ -397,7 +397,7 @@ def main():
         say()
         say(f"Decoding, SmolLM2-135M-Instruct, llamac sample --quant keep against llama.cpp (llama-cpp-python) on "
             f"the same file, {a.threads} threads, median of {a.decode_rounds} rounds (scripts/bench_sample.py: a = "
-            "one sequence, greedy, 200 tokens; b = {a.prompts_b} prompts x 8 samples x 128 tokens, 64 sequences at "
+            f"one sequence, greedy, 200 tokens; b = {a.prompts_b} prompts x 8 samples x 128 tokens, 64 sequences at "
             "once):")
         say()
         say("| file | a llamac tok/s | a llama.cpp | a ratio (target >= 0.8) | b llamac tok/s | b llama.cpp | "
