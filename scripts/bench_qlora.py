@@ -217,9 +217,9 @@ def make_1b(py):
             print("  writing the random 1B float32 HF directory (about 5 GB, deleted after)", flush=True)
             subprocess.run([py, os.path.abspath(__file__), "--worker", "rand1b", "--result", hf], check=True)
         with open(log, "w") as f:
-            subprocess.run([LLAMAC, "quantize", hf, out + ".tmp", "--type", "q4_k_m", "--force"], cwd=ROOT,
+            subprocess.run([LLAMAC, "quantize", hf, out[:-5] + ".tmp.gguf", "--type", "q4_k_m", "--force"], cwd=ROOT,
                            check=True, stdout=f, stderr=subprocess.STDOUT)
-        os.replace(out + ".tmp", out)
+        os.replace(out[:-5] + ".tmp.gguf", out)
         shutil.rmtree(hf)
     with open(log) as f:
         return out, f.read().strip()
@@ -390,9 +390,9 @@ def main():
     if "decode" in parts:
         q8 = os.path.join(WORK, "smollm2-q8_0.gguf")
         if not os.path.exists(q8):
-            subprocess.run([LLAMAC, "quantize", gguf, q8 + ".tmp", "--type", "q8_0", "--force"], cwd=ROOT,
+            subprocess.run([LLAMAC, "quantize", gguf, q8[:-5] + ".tmp.gguf", "--type", "q8_0", "--force"], cwd=ROOT,
                            check=True, stdout=subprocess.DEVNULL)
-            os.replace(q8 + ".tmp", q8)
+            os.replace(q8[:-5] + ".tmp.gguf", q8)
         dec = run_decode(a, gguf, {"Q4_1": gguf, "Q8_0": q8})
         say()
         say(f"Decoding, SmolLM2-135M-Instruct, llamac sample --quant keep against llama.cpp (llama-cpp-python) on "
