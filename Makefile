@@ -177,7 +177,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -294,6 +294,15 @@ bench-sft: all
 bench-sample: all
 	$(Q)bash scripts/bench_sample.sh $(BENCH_SAMPLE_ARGS)
 
+# QLoRA (scripts/bench_qlora.py): SmolLM2-135M's Q4_1 GGUF trained with
+# --base-quant keep against float32 LoRA, against PEFT + bitsandbytes NF4
+# (and llamac --base-quant nf4); one step of a random Llama 3.2 1B shape as
+# Q4_K_M at T 2048 (peak RSS); decoding with --quant keep against llama.cpp
+# on the Q4_1 and a Q8_0 file. Into bench/results/cpu-<date>-qlora.txt.
+# BENCH_QLORA_ARGS="--parts keep --steps 2 --rounds 1" for a quick one.
+bench-qlora: all
+	$(Q)python3 scripts/bench_qlora.py $(BENCH_QLORA_ARGS)
+
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
 # ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1;
@@ -396,6 +405,8 @@ help:
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
+	@echo "make bench-qlora QLoRA (--base-quant keep/nf4) vs float LoRA and PEFT + bitsandbytes; 1B Q4_K_M RSS;"
+	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"
 	@echo "make bench-reward llamac reward vs TRL RewardTrainer on SmolLM2-135M, full and LoRA: tokens/s,"
 	@echo "                peak RSS; llamac rs samples/s by phase; into bench/results/cpu-<date>-reward.txt"
 	@echo "make deps       install Debian packages the build needs"

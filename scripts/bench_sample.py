@@ -222,10 +222,10 @@ def llamac_run(args, sc, prompts, tag):
         if os.path.exists(p):
             os.remove(p)
     s = SCENARIOS[sc]
-    cmd = [args.llamac, "sample", "--model", F32, "--tokenizer", TOKENIZER, "--prompts", prompts, "--n", str(s["n"]),
+    cmd = [args.llamac, "sample", "--model", args.model, "--tokenizer", TOKENIZER, "--prompts", prompts, "--n", str(s["n"]),
            "--max-tokens", str(s["max_tokens"]), "--temperature", str(s["temperature"]), "--top-p", str(s["top_p"]),
            "--seed", str(args.seed), "--ignore-eos", "--max-seqs", str(args.max_seqs if sc == "b" else 1),
-           "--threads", str(args.threads), "--out", out, "--stats", stats]
+           "--threads", str(args.threads), "--out", out, "--stats", stats] + (["--quant", args.quant] if args.quant else [])
     rc, rss, last = measured(cmd, os.path.join(d, "log.txt"), env_threads(args.threads))
     if rc != 0:
         return {"error": f"exit {rc}: {last}"[:160], "rss": None}
@@ -262,9 +262,9 @@ def llamacpp_worker(a):
     L.llama_backend_init()
     mp = L.llama_model_default_params()
     mp.n_gpu_layers = 0
-    model = L.llama_model_load_from_file(F32.encode(), mp)
+    model = L.llama_model_load_from_file(a.model.encode(), mp)
     if not model:
-        sys.exit(f"llama.cpp: cannot load {F32}")
+        sys.exit(f"llama.cpp: cannot load {a.model}")
     # sequences at once: a multiple of n, at most --max-seqs (and llama.cpp's 256)
     S = n * max(1, min(a.max_seqs, 256, n * len(prompts)) // n)
     longest = max(len(p) for p in prompts)
@@ -435,7 +435,8 @@ def peer_run(args, system, sc, prompts, tag):
     py = os.path.join(VENV_LLAMACPP if system == "llama.cpp" else VENV_REF, "bin", "python")
     cmd = [py, __file__, "--worker", "llamacpp" if system == "llama.cpp" else "transformers", "--scenario", sc,
            "--prompts", prompts, "--result", res, "--seed", str(args.seed), "--threads", str(args.threads),
-           "--max-seqs", str(args.max_seqs), "--tf-batch", str(args.tf_batch), "--llamacpp-kv", args.llamacpp_kv]
+           "--max-seqs", str(args.max_seqs), "--tf-batch", str(args.tf_batch), "--llamacpp-kv", args.llamacpp_kv,
+           "--model", args.model]
     rc, rss, last = measured(cmd, os.path.join(d, "log.txt"), env_threads(args.threads))
     if rc != 0 or not os.path.exists(res):
         return {"error": f"exit {rc}: {last}"[:160], "rss": None}
@@ -499,6 +500,11 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--llamac", default=os.path.join(ROOT, "build", "llamac"))
     ap.add_argument("--out", help="raw output (default bench/results/cpu-YYYY-MM-DD-sample.txt)")
+    ap.add_argument("--model", default=F32, help="the GGUF llamac and llama.cpp decode (default: SmolLM2 dequantised "
+                    "to F32; another file of SmolLM2, e.g. its Q4_1 GGUF, for the kept-quantised rows of "
+                    "scripts/bench_qlora.py); transformers always runs the F32 HF directory")
+    ap.add_argument("--quant", help="llamac sample --quant (keep: decode on the file's own quantised types)")
+    ap.add_argument("--json", help="also write the medians and peak RSS per system and scenario to this file")
     ap.add_argument("--worker", choices=["tokenizer", "prompts", "llamacpp", "transformers"], help=argparse.SUPPRESS)
     ap.add_argument("--scenario", help=argparse.SUPPRESS)
     ap.add_argument("--prompts", help=argparse.SUPPRESS)
@@ -537,11 +543,15 @@ def main():
 
     gbs, probe = bandwidth(args.threads)  # again after the runs: the better of the two counts
     wbytes, params = weight_bytes()
+    what = "F32"
+    if os.path.abspath(args.model) != os.path.abspath(F32):  # a quantised file: its matrices as stored
+        wbytes, what = os.path.getsize(args.model), os.path.basename(args.model)
     lens = {s: [len(p["prompt_ids"]) for p in read_jsonl(files[s])] for s in SCENARIOS}
     print(f"bench-sample: {machine_line()}; load average {loadavg()}")
     print(f"  {probe}")
-    print(f"  SmolLM2-135M-Instruct F32 ({params / 1e6:.1f}M parameters); one decode step reads "
-          f"{wbytes / 1e6:.0f} MB of weights (the tied embedding once, as the LM head)")
+    print(f"  SmolLM2-135M-Instruct {what} ({params / 1e6:.1f}M parameters); one decode step reads "
+          f"{wbytes / 1e6:.0f} MB of weights (the tied embedding once, as the LM head; a quantised file: its size)"
+          + (f"; llamac --quant {args.quant}" if args.quant else ""))
     print(f"  prompts: a {lens['a'][0]} tokens; b {len(lens['b'])} prompts of {min(lens['b'])}-{max(lens['b'])} "
           f"tokens; c {lens['c'][0]} tokens; {args.threads} threads each; {args.rounds} rounds; scenario b: "
           f"llamac and llama.cpp {args.max_seqs} sequences at once, transformers {args.tf_batch} prompts x 8 "
@@ -593,7 +603,7 @@ def main():
     print(f"  after the runs: {probe2}")
     gbs = max(gbs, gbs2)
     print()
-    print(f"SmolLM2-135M-Instruct F32, {args.threads} threads, median of {args.rounds} rounds; "
+    print(f"SmolLM2-135M-Instruct {what}, {args.threads} threads, median of {args.rounds} rounds; "
           "ratio = llamac's speed over the other's (> 1: llamac faster; TTFT: their ms / llamac's ms)")
     print()
     print("| scenario | llamac | llama.cpp | transformers | llamac / llama.cpp | llamac / transformers "
@@ -627,6 +637,10 @@ def main():
     print("versions: llama-cpp-python " + (vers["llama.cpp"] or "-") + " (built from source, GGML_NATIVE); "
           + (vers["transformers"] or "transformers -") + f"; llamac {os.path.relpath(args.llamac, ROOT)}")
     print(f"raw output: {os.path.relpath(out, ROOT)}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({sy: {sc: {"value": med(sy, sc), "rss": rss(sy, sc), "error": err(sy, sc)} for sc in scen}
+                       for sy in systems}, f)
 
 
 if __name__ == "__main__":
