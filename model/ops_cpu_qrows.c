@@ -75,7 +75,7 @@ static void qrows_portable(float *out, const float *x, const QTensor *w, float *
 
 #if defined(__x86_64__) && defined(__GNUC__)
 #define QR_AVX2 1
-#define AVX2 __attribute__((target("avx2,fma")))
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
 #define INLINE __attribute__((always_inline)) inline
 
 static INLINE AVX2 float hsum8(__m256 v) {
@@ -90,15 +90,13 @@ static INLINE AVX2 float hsum8(__m256 v) {
 // eight in order, by the float32 operations of quant.c's scalar
 // dequantiser (quant_avx2.c has the same steps storing to memory)
 
-/* quant_half_to_float for normal numbers without a call, itself otherwise */
-static inline float half_to_float(const uint8_t *p) {
-    uint16_t h = (uint16_t)(p[0] | p[1] << 8);
-    uint32_t e = h & 0x7c00u;
-    if (e == 0 || e == 0x7c00u) return quant_half_to_float(h);
-    uint32_t u = (uint32_t)(h & 0x8000u) << 16 | ((((uint32_t)h & 0x7fffu) << 13) + (112u << 23));
-    float f;
-    memcpy(&f, &u, 4);
-    return f;
+/* quant_half_to_float by F16C: the same float for every half but a
+ * signalling NaN, which F16C quietens; every scale is multiplied before
+ * use, which quietens it on the scalar path too, so the bits agree */
+static INLINE AVX2 float half_to_float(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
 }
 
 static INLINE AVX2 __m256 u8f(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v)); }
@@ -114,42 +112,41 @@ typedef struct {
     int64_t blocks_per_row;
 } QrAux;
 
-typedef struct {
-    __m256 v[4];
-} Vec32;
-
 /* Q8_0: d * q */
-static INLINE AVX2 Vec32 dec_q8_0(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_q8_0(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     (void)r, (void)x;
     const uint8_t *b = row + 34 * (size_t)s;
     __m256 d = _mm256_set1_ps(half_to_float(b));
-    Vec32 o;
-    for (int g = 0; g < 4; g++) o.v[g] = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 2 + 8 * g))));
-    return o;
+    *y0 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 2))));
+    *y1 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 10))));
+    *y2 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 18))));
+    *y3 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 26))));
 }
 
 /* Q4_0: d * (q - 8), the subtraction in integers */
-static INLINE AVX2 Vec32 dec_q4_0(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_q4_0(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     (void)r, (void)x;
     const uint8_t *b = row + 18 * (size_t)s;
     __m256 d = _mm256_set1_ps(half_to_float(b));
     __m128i v = _mm_loadu_si128((const __m128i *)(b + 2)), m = _mm_set1_epi8(0x0f), e = _mm_set1_epi8(8);
     __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m), e), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), e);
-    Vec32 o = {{_mm256_mul_ps(d, i8f(lo)), _mm256_mul_ps(d, i8f(hi64(lo))), _mm256_mul_ps(d, i8f(hi)),
-                _mm256_mul_ps(d, i8f(hi64(hi)))}};
-    return o;
+    *y0 = _mm256_mul_ps(d, i8f(lo));
+    *y1 = _mm256_mul_ps(d, i8f(hi64(lo)));
+    *y2 = _mm256_mul_ps(d, i8f(hi));
+    *y3 = _mm256_mul_ps(d, i8f(hi64(hi)));
 }
 
 /* Q4_1: d * q + m, two roundings */
-static INLINE AVX2 Vec32 dec_q4_1(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_q4_1(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     (void)r, (void)x;
     const uint8_t *b = row + 20 * (size_t)s;
     __m256 d = _mm256_set1_ps(half_to_float(b)), mn = _mm256_set1_ps(half_to_float(b + 2));
     __m128i v = _mm_loadu_si128((const __m128i *)(b + 4)), m = _mm_set1_epi8(0x0f);
     __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-    Vec32 o = {{_mm256_add_ps(_mm256_mul_ps(d, u8f(lo)), mn), _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(lo))), mn),
-                _mm256_add_ps(_mm256_mul_ps(d, u8f(hi)), mn), _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(hi))), mn)}};
-    return o;
+    *y0 = _mm256_add_ps(_mm256_mul_ps(d, u8f(lo)), mn);
+    *y1 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(lo))), mn);
+    *y2 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi)), mn);
+    *y3 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(hi))), mn);
 }
 
 /* quant.c's k_scale_min */
@@ -165,7 +162,7 @@ static inline void scale_min(const uint8_t *s, int j, int *sc, int *mn) {
 
 /* Q4_K: (d * sc) * q - dmin * mn, the scale products in scalar float32;
  * sub-block j of block s / 8 */
-static INLINE AVX2 Vec32 dec_q4_k(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_q4_k(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     (void)r, (void)x;
     const uint8_t *b = row + 144 * (size_t)(s / 8);
     int j = s % 8, sc, mn;
@@ -174,14 +171,15 @@ static INLINE AVX2 Vec32 dec_q4_k(const uint8_t *row, int s, int r, const QrAux 
     __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
     v = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0f));
     __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
-    Vec32 o = {{_mm256_sub_ps(_mm256_mul_ps(ds, u8f(v0)), dm), _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v0))), dm),
-                _mm256_sub_ps(_mm256_mul_ps(ds, u8f(v1)), dm), _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v1))), dm)}};
-    return o;
+    *y0 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(v0)), dm);
+    *y1 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v0))), dm);
+    *y2 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(v1)), dm);
+    *y3 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v1))), dm);
 }
 
 /* Q6_K: (d * sc) * (q - 32), the scale product in scalar float32; the 32
  * values e = 128 h + 32 k of block s / 8 */
-static INLINE AVX2 Vec32 dec_q6_k(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_q6_k(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     (void)r, (void)x;
     const uint8_t *b = row + 210 * (size_t)(s / 8), *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
@@ -194,16 +192,17 @@ static INLINE AVX2 Vec32 dec_q6_k(const uint8_t *row, int s, int r, const QrAux 
     __m256i v = _mm256_sub_epi8(_mm256_or_si256(l, _mm256_slli_epi16(hb, 4)), _mm256_set1_epi8(32));
     __m256 s0 = _mm256_set1_ps(d * (float)sc[e / 16]), s1 = _mm256_set1_ps(d * (float)sc[e / 16 + 1]);
     __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
-    Vec32 o = {{_mm256_mul_ps(s0, i8f(v0)), _mm256_mul_ps(s0, i8f(hi64(v0))), _mm256_mul_ps(s1, i8f(v1)),
-                _mm256_mul_ps(s1, i8f(hi64(v1)))}};
-    return o;
+    *y0 = _mm256_mul_ps(s0, i8f(v0));
+    *y1 = _mm256_mul_ps(s0, i8f(hi64(v0)));
+    *y2 = _mm256_mul_ps(s1, i8f(v1));
+    *y3 = _mm256_mul_ps(s1, i8f(hi64(v1)));
 }
 
 /* NF4: half s % 2 of block s / 2 (global block r * blocks_per_row + s / 2):
  * scale = dyn[code] * absmax2 then + offset, value = nf4[nibble] * scale
  * (the 16 products in two vectors, looked up); byte i gives elements 2i
  * (high nibble) and 2i + 1 (low) */
-static INLINE AVX2 Vec32 dec_nf4(const uint8_t *row, int s, int r, const QrAux *x) {
+static INLINE AVX2 void dec_nf4(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
     const int bb = QUANT_NF4_BLOCK / 2 + 1;
     const uint8_t *blk = row + (size_t)bb * (s / 2);
     int64_t gb = (int64_t)r * x->blocks_per_row + s / 2;
@@ -215,17 +214,16 @@ static INLINE AVX2 Vec32 dec_nf4(const uint8_t *row, int s, int r, const QrAux *
            thi = _mm256_mul_ps(_mm256_loadu_ps(x->code + 8), sv);
     const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m256i shift = _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0), m4 = _mm256_set1_epi32(0xf);
-    Vec32 o;
+    __m256 *o[4] = {y0, y1, y2, y3};
     for (int i = 0; i < 2; i++) {
         __m128i v = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)(blk + 16 * (s % 2) + 8 * i)), dup);
         for (int half = 0; half < 2; half++) {
             __m256i idx = _mm256_cvtepu8_epi32(half ? hi64(v) : v);
             idx = _mm256_and_si256(_mm256_srlv_epi32(idx, shift), m4);
             __m256 lo = _mm256_permutevar8x32_ps(tlo, idx), hi = _mm256_permutevar8x32_ps(thi, idx);
-            o.v[2 * i + half] = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
+            *o[2 * i + half] = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(idx, 28)));
         }
     }
-    return o;
 }
 
 // ----------------------------------------------------------------------------
@@ -241,11 +239,15 @@ static INLINE AVX2 Vec32 dec_nf4(const uint8_t *row, int s, int r, const QrAux *
             for (int j = 0; j < RX; j++) acc[i][j] = _mm256_setzero_ps();                                         \
         for (int s = 0; s < ns; s++)                                                                              \
             for (int i = 0; i < RW; i++) {                                                                        \
-                Vec32 v = DEC(w->data + (size_t)(r0 + i) * w->row_bytes, s, r0 + i, aux);                         \
-                for (int g = 0; g < 4; g++)                                                                       \
-                    for (int j = 0; j < RX; j++)                                                                  \
-                        acc[i][j] = _mm256_fmadd_ps(v.v[g], _mm256_loadu_ps(x + (size_t)j * Din + 32 * s + 8 * g), \
-                                                    acc[i][j]);                                                   \
+                __m256 v0, v1, v2, v3;                                                                            \
+                DEC(w->data + (size_t)(r0 + i) * w->row_bytes, s, r0 + i, aux, &v0, &v1, &v2, &v3);               \
+                for (int j = 0; j < RX; j++) {                                                                    \
+                    const float *xs = x + (size_t)j * Din + 32 * s;                                              \
+                    acc[i][j] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xs), acc[i][j]);                              \
+                    acc[i][j] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xs + 8), acc[i][j]);                          \
+                    acc[i][j] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xs + 16), acc[i][j]);                         \
+                    acc[i][j] = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xs + 24), acc[i][j]);                         \
+                }                                                                                                 \
             }                                                                                                     \
         for (int i = 0; i < RW; i++)                                                                              \
             for (int j = 0; j < RX; j++) store_out(out + (size_t)j * Dout + r0 + i, hsum8(acc[i][j]), add);      \
@@ -340,7 +342,7 @@ static void qrows_run(float *out, const float *x, const QTensor *w, float *work,
     int Din = w->cols, Dout = w->rows, groups = (Dout + QR_ROWS - 1) / QR_ROWS;
     LC_ASSERT(Din % 32 == 0);
 #ifdef QR_AVX2
-    FusedRowsFn fused = N <= QR_FUSED_N ? fused_rows(w->type) : NULL;
+    FusedRowsFn fused = N <= QR_FUSED_N && __builtin_cpu_supports("f16c") ? fused_rows(w->type) : NULL;
     QrAux aux = {0};
     if (w->type == QUANT_NF4) {
         const uint8_t *at = w->data + ((size_t)w->rows * w->row_bytes + 15) / 16 * 16;
