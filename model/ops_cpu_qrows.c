@@ -3,31 +3,45 @@
  * (ops.h qmatmul_rows) on the CPU: out(N, Dout) = x(N, Din) w^T with w a
  * QTensor, read block by block as it is stored.
  *
- * The summation order, which every path here reproduces bit for bit: output
- * (n, o) is the dot product of input row n with w's row o dequantised
- * (each value exactly quant_rows' float32, quant.c's expression for the
- * type) over eight lanes: lane l = 0..7 is one fused multiply-add chain
- * acc_l = fmaf(w[k], x[k], acc_l) from +0 over k = l, l + 8, l + 16, ... <
- * Din in increasing k; then the lanes are summed as
- *   ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7))
- * (lanes_sum; what hsum8 does to one AVX2 vector). Nothing in it depends
- * on N, on the row's place among the N, on the thread count (threads split
- * the output rows), or on the path:
- *   - fused (AVX2+FMA, the six common types, few rows): tiles of up to 4
- *     weight rows by up to 2 input rows, one vector accumulator per
- *     output; the tile's weight rows are dequantised 32 values at a time in
- *     registers (the float32 operations of quant_avx2.c's dequantisers) and
- *     each vector of 8 values feeds its column of the tile; no float copy
- *     of a weight row is ever stored;
- *   - buffered (AVX2+FMA, any type, or many rows): 4 weight rows at a time
- *     dequantised whole by quant_rows into the work buffer, then tiles of 4
- *     by 3 input rows over it (the dequantisation is shared by all N rows);
- *   - portable (any CPU, LLAMAC_ROWS_PORTABLE): quant_rows_portable one row
- *     at a time, then the lanes above in C with fmaf.
- * Unlike llama.cpp (int8 dot products on the activations quantised to
- * Q8), the activations stay float32 (DESIGN.md: compute in float32), so the
+ * Every block type here is, per group of 32 values (a block, or a K-type
+ * sub-block, or half an NF4 block), integer codes q (NF4: its codebook's
+ * floats) with float32 scales: value = a * q + c, a per 16 values (two
+ * scales a0, a1 per group for Q6_K, one for the rest), c per group (Q4_1,
+ * Q5_1: the min; Q4_K, Q5_K: -dmin * mn; else none). a and c are formed as
+ * quant.c forms them, so a * q + c in two roundings is quant_rows' value.
+ *
+ * The summation order, which every path reproduces bit for bit: output
+ * (n, o) keeps eight lanes acc_l, l = 0..7, from +0. Group g covers
+ * k = 32g .. 32g + 31 as four vectors V0..V3 of eight (lane l of Vv is
+ * k = 32g + 8v + l). Per lane, with x the input row:
+ *   one scale:   p = q*x (V0); p = fmaf(q, x, p) for V1, V2, V3;
+ *                acc = fmaf(a, p, acc);
+ *                with a min: sx = x(V0) + x(V1) + x(V2) + x(V3) (left to
+ *                right), acc = fmaf(c, sx, acc);
+ *   two scales:  p = q*x (V0); p = fmaf(q, x, p) (V1); acc = fmaf(a0, p, acc);
+ *                p = q*x (V2); p = fmaf(q, x, p) (V3); acc = fmaf(a1, p, acc);
+ * groups in increasing g; then
+ *   out = ((acc_0 + acc_4) + (acc_2 + acc_6)) + ((acc_1 + acc_5) + (acc_3 + acc_7))
+ * (lanes_sum; what hsum8 does to a vector). The scale multiplies a
+ * group's partial sum instead of each value, which takes two of the four
+ * float operations per value off a Q4_1 dot product (llama.cpp's block dot
+ * products factor the same way, in integers). Nothing depends on N, on the
+ * row's place among the N, on the thread count (threads split the output
+ * rows) or on the path:
+ *   - fused (AVX2+FMA+F16C, the six common types, few rows): tiles of up
+ *     to 4 weight rows by up to 2 input rows, one accumulator vector per
+ *     output; each group's codes are unpacked in registers and feed the
+ *     tile's column; no float copy of a weight row is ever stored;
+ *   - buffered (AVX2, any type, or many rows): 4 weight rows at a time
+ *     unpacked into codes and scales in the work buffer (the six types by
+ *     the same vector code, the others by the portable unpacker), then
+ *     tiles of 2 weight rows by 3 input rows over them;
+ *   - portable (any CPU, LLAMAC_ROWS_PORTABLE): the scalar unpacker one
+ *     row at a time, then the lanes above in C with fmaf.
+ * Unlike llama.cpp (int8 products with the activations quantised to Q8)
+ * the activations stay float32 (DESIGN.md: compute in float32), so the
  * result is within float32 rounding of the exact product of x and the
- * dequantised matrix.
+ * dequantised matrix (tests/test_ops.c: 1e-5 of the double product).
  */
 #include "ops.h"
 #include "ops_cpu_engine.h"
@@ -39,10 +53,19 @@
 #include <immintrin.h>
 #endif
 
-#define QR_ROWS 4   /* weight rows of a tile (and of a thread's share) */
+#define QR_ROWS 4    /* weight rows of a tile (and of a thread's share) */
 #define QR_FUSED_N 3 /* at most this many input rows take the fused path */
+#define QR_SC 3      /* floats of scales per group: a0, a1, c */
+#define QR_PREFETCH 1 /* tiles of rows ahead that the fused tile asks the memory for (decoding streams the weights) */
 
-size_t cpu_qrows_thread_floats(int Din) { return (size_t)QR_ROWS * Din + 16; }
+/* per row: Din codes and Din / 32 * QR_SC scales */
+static size_t row_floats(int Din) { return (size_t)Din + (size_t)Din / 32 * QR_SC; }
+
+size_t cpu_qrows_thread_floats(int Din) { return (size_t)QR_ROWS * row_floats(Din) + 16; }
+
+/* what kind of scales a type has */
+static int two_scales(uint32_t t) { return t == QUANT_Q6_K; }
+static int has_min(uint32_t t) { return t == QUANT_Q4_1 || t == QUANT_Q5_1 || t == QUANT_Q4_K || t == QUANT_Q5_K; }
 
 static inline float lanes_sum(const float a[8]) {
     return ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
@@ -55,21 +78,148 @@ static inline void store_out(float *o, float s, float add) {
         *o += add * s;
 }
 
-/* the order above on one dequantised row w (n a multiple of 8) */
-static float dot_lanes(const float *w, const float *x, int n) {
-    float a[8] = {0};
-    for (int k = 0; k < n; k += 8)
-        for (int l = 0; l < 8; l++) a[l] = fmaf(w[k + l], x[k + l], a[l]);
-    return lanes_sum(a);
+// ----------------------------------------------------------------------------
+// the portable unpacker: row r of w into codes q (Din) and scales sc
+// (Din / 32 groups of a0, a1, c), quant.c's arithmetic
+
+static inline float rdh(const uint8_t *p) { return quant_half_to_float((uint16_t)(p[0] | p[1] << 8)); }
+
+static void k_scale_min(const uint8_t *s, int j, int *sc, int *mn) {
+    if (j < 4) {
+        *sc = s[j] & 63;
+        *mn = s[j + 4] & 63;
+    } else {
+        *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
+        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
+    }
+}
+
+static void unpack_row(const QTensor *w, int r, float *q, float *sc) {
+    const uint8_t *row = w->data + (size_t)r * w->row_bytes;
+    int ng = w->cols / 32;
+    for (int g = 0; g < ng; g++, q += 32, sc += QR_SC) {
+        float a = 0, a1 = 0, c = 0;
+        const uint8_t *b;
+        switch (w->type) {
+        case QUANT_Q8_0:
+            b = row + 34 * (size_t)g;
+            a = rdh(b);
+            for (int i = 0; i < 32; i++) q[i] = (float)(int8_t)b[2 + i];
+            break;
+        case QUANT_Q4_0:
+        case QUANT_Q4_1:
+            b = row + (w->type == QUANT_Q4_0 ? 18 : 20) * (size_t)g;
+            a = rdh(b);
+            if (w->type == QUANT_Q4_1) c = rdh(b + 2), b += 2;
+            for (int i = 0; i < 16; i++) {
+                int lo = b[2 + i] & 0xf, hi = b[2 + i] >> 4, z = w->type == QUANT_Q4_0 ? 8 : 0;
+                q[i] = (float)(lo - z);
+                q[i + 16] = (float)(hi - z);
+            }
+            break;
+        case QUANT_Q5_0:
+        case QUANT_Q5_1: {
+            int one = w->type == QUANT_Q5_1;
+            b = row + (one ? 24 : 22) * (size_t)g;
+            a = rdh(b);
+            if (one) c = rdh(b + 2);
+            const uint8_t *h = b + 2 + 2 * one, *qs = h + 4;
+            uint32_t qh = (uint32_t)(h[0] | h[1] << 8 | h[2] << 16 | (uint32_t)h[3] << 24);
+            for (int i = 0; i < 16; i++) {
+                int lo = (qs[i] & 0xf) | ((qh >> i) & 1) << 4, hi = (qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4;
+                q[i] = (float)(lo - (one ? 0 : 16));
+                q[i + 16] = (float)(hi - (one ? 0 : 16));
+            }
+            break;
+        }
+        case QUANT_Q4_K:
+        case QUANT_Q5_K: {
+            int five = w->type == QUANT_Q5_K, j = g % 8, s, m;
+            b = row + (five ? 176 : 144) * (size_t)(g / 8);
+            k_scale_min(b + 4, j, &s, &m);
+            a = rdh(b) * (float)s;
+            c = -(rdh(b + 2) * (float)m);
+            const uint8_t *qh = b + 16, *qq = b + (five ? 48 : 16) + 32 * (j / 2);
+            for (int i = 0; i < 32; i++) {
+                int v = (qq[i] >> (4 * (j & 1))) & 0xf;
+                if (five) v |= ((qh[i] >> j) & 1) << 4;
+                q[i] = (float)v;
+            }
+            break;
+        }
+        case QUANT_Q6_K: {
+            b = row + 210 * (size_t)(g / 8);
+            const int8_t *s8 = (const int8_t *)(b + 192);
+            int h = g % 8 / 4, k = g % 4, e = 128 * h + 32 * k;
+            float d = rdh(b + 208);
+            a = d * (float)s8[e / 16];
+            a1 = d * (float)s8[e / 16 + 1];
+            for (int i = 0; i < 32; i++) {
+                int lo = (b[64 * h + 32 * (k & 1) + i] >> (4 * (k / 2))) & 0xf, hi = (b[128 + 32 * h + i] >> (2 * k)) & 3;
+                q[i] = (float)((lo | hi << 4) - 32);
+            }
+            break;
+        }
+        case QUANT_NF4: {
+            const int bb = QUANT_NF4_BLOCK / 2 + 1;
+            const uint8_t *aux = w->data + ((size_t)w->rows * w->row_bytes + 15) / 16 * 16;
+            const float *code = quant_nf4_code(), *dyn = quant_nf4_dyn();
+            int64_t gb = (int64_t)r * (w->cols / QUANT_NF4_BLOCK) + g / 2;
+            float off, a2;
+            memcpy(&off, aux, sizeof off);
+            memcpy(&a2, aux + (size_t)(1 + gb / QUANT_NF4_GROUP) * sizeof(float), sizeof a2);
+            b = row + (size_t)bb * (g / 2);
+            a = dyn[b[bb - 1]] * a2;
+            a = a + off;
+            for (int i = 0; i < 16; i++) {
+                q[2 * i] = code[b[16 * (g % 2) + i] >> 4];
+                q[2 * i + 1] = code[b[16 * (g % 2) + i] & 0xf];
+            }
+            break;
+        }
+        default: LC_FATAL("qmatmul_rows: type %u", w->type);
+        }
+        sc[0] = a;
+        sc[1] = two_scales(w->type) ? a1 : a;
+        sc[2] = c;
+    }
+}
+
+/* the order above on an unpacked row */
+static float dot_portable(const float *q, const float *sc, const float *x, int Din, int two, int mins) {
+    float acc[8] = {0};
+    for (int k0 = 0; k0 < Din; k0 += 32, sc += QR_SC) {
+        const float *qg = q + k0, *xg = x + k0;
+        for (int l = 0; l < 8; l++) {
+            float p = qg[l] * xg[l];
+            p = fmaf(qg[8 + l], xg[8 + l], p);
+            if (two) {
+                acc[l] = fmaf(sc[0], p, acc[l]);
+                p = qg[16 + l] * xg[16 + l];
+            } else {
+                p = fmaf(qg[16 + l], xg[16 + l], p);
+            }
+            p = fmaf(qg[24 + l], xg[24 + l], p);
+            acc[l] = fmaf(sc[two], p, acc[l]);
+            if (mins) {
+                float sx = xg[l] + xg[8 + l];
+                sx = sx + xg[16 + l];
+                sx = sx + xg[24 + l];
+                acc[l] = fmaf(sc[2], sx, acc[l]);
+            }
+        }
+    }
+    return lanes_sum(acc);
 }
 
 /* output rows [a, b), portable */
-static void qrows_portable(float *out, const float *x, const QTensor *w, float *row, int N, float add, int a, int b) {
-    int Din = w->cols, Dout = w->rows;
+static void qrows_portable(float *out, const float *x, const QTensor *w, float *buf, int N, float add, int a, int b) {
+    int Din = w->cols, Dout = w->rows, two = two_scales(w->type), mins = has_min(w->type);
+    float *sc = buf + Din;
     for (int o = a; o < b; o++) {
-        quant_rows_portable(w, o, 1, row);
+        unpack_row(w, o, buf, sc);
         for (int n = 0; n < N; n++)
-            store_out(out + (size_t)n * Dout + o, dot_lanes(row, x + (size_t)n * Din, Din), add);
+            store_out(out + (size_t)n * Dout + o, dot_portable(buf, sc, x + (size_t)n * Din, Din, two, mins), add);
     }
 }
 
@@ -86,13 +236,14 @@ static INLINE AVX2 float hsum8(__m256 v) {
 }
 
 // ----------------------------------------------------------------------------
-// decoders: the 32 values [32 s, 32 s + 32) of one row as four vectors of
-// eight in order, by the float32 operations of quant.c's scalar
-// dequantiser (quant_avx2.c has the same steps storing to memory)
+// decoders: group s of one row as four code vectors q0..q3 and its scales
+// a0, a1 (= a0 but for Q6_K), c (0 where the type has no min): what
+// unpack_row gives, in registers
 
 /* quant_half_to_float by F16C: the same float for every half but a
- * signalling NaN, which F16C quietens; every scale is multiplied before
- * use, which quietens it on the scalar path too, so the bits agree */
+ * signalling NaN, which F16C quietens; every scale goes through a multiply
+ * or fmaf before it reaches a sum, which quietens it on the portable path
+ * too, so the bits agree */
 static INLINE AVX2 float half_to_float(const uint8_t *p) {
     uint16_t h;
     memcpy(&h, p, 2);
@@ -103,8 +254,7 @@ static INLINE AVX2 __m256 u8f(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvte
 static INLINE AVX2 __m256 i8f(__m128i v) { return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(v)); }
 static INLINE AVX2 __m128i hi64(__m128i v) { return _mm_unpackhi_epi64(v, v); }
 
-/* what a decoder needs besides the row: NF4's scales and the row's first
- * global block */
+/* NF4's scales and codebooks */
 typedef struct {
     const uint8_t *absmax2;
     float offset;
@@ -112,109 +262,94 @@ typedef struct {
     int64_t blocks_per_row;
 } QrAux;
 
-/* Q8_0: d * q */
-static INLINE AVX2 void dec_q8_0(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+#define DEC_ARGS const uint8_t *row, int s, int r, const QrAux *x, __m256 *q0, __m256 *q1, __m256 *q2, __m256 *q3, \
+                 float *a0, float *a1, float *c
+
+static INLINE AVX2 void dec_q8_0(DEC_ARGS) {
     (void)r, (void)x;
     const uint8_t *b = row + 34 * (size_t)s;
-    __m256 d = _mm256_set1_ps(half_to_float(b));
-    *y0 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 2))));
-    *y1 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 10))));
-    *y2 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 18))));
-    *y3 = _mm256_mul_ps(d, i8f(_mm_loadl_epi64((const __m128i *)(b + 26))));
+    *a0 = *a1 = half_to_float(b);
+    *c = 0;
+    *q0 = i8f(_mm_loadl_epi64((const __m128i *)(b + 2)));
+    *q1 = i8f(_mm_loadl_epi64((const __m128i *)(b + 10)));
+    *q2 = i8f(_mm_loadl_epi64((const __m128i *)(b + 18)));
+    *q3 = i8f(_mm_loadl_epi64((const __m128i *)(b + 26)));
 }
 
-/* Q4_0: d * (q - 8), the subtraction in integers */
-static INLINE AVX2 void dec_q4_0(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+/* the 32 nibbles of 16 bytes: elements 0-15 low, 16-31 high */
+static INLINE AVX2 void nib(const uint8_t *b, __m128i *lo, __m128i *hi) {
+    __m128i v = _mm_loadu_si128((const __m128i *)b), m = _mm_set1_epi8(0x0f);
+    *lo = _mm_and_si128(v, m);
+    *hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+}
+
+static INLINE AVX2 void dec_q4_0(DEC_ARGS) {
     (void)r, (void)x;
     const uint8_t *b = row + 18 * (size_t)s;
-    __m256 d = _mm256_set1_ps(half_to_float(b));
-    __m128i v = _mm_loadu_si128((const __m128i *)(b + 2)), m = _mm_set1_epi8(0x0f), e = _mm_set1_epi8(8);
-    __m128i lo = _mm_sub_epi8(_mm_and_si128(v, m), e), hi = _mm_sub_epi8(_mm_and_si128(_mm_srli_epi16(v, 4), m), e);
-    *y0 = _mm256_mul_ps(d, i8f(lo));
-    *y1 = _mm256_mul_ps(d, i8f(hi64(lo)));
-    *y2 = _mm256_mul_ps(d, i8f(hi));
-    *y3 = _mm256_mul_ps(d, i8f(hi64(hi)));
+    *a0 = *a1 = half_to_float(b);
+    *c = 0;
+    __m128i lo, hi, e = _mm_set1_epi8(8);
+    nib(b + 2, &lo, &hi);
+    lo = _mm_sub_epi8(lo, e), hi = _mm_sub_epi8(hi, e);
+    *q0 = i8f(lo), *q1 = i8f(hi64(lo)), *q2 = i8f(hi), *q3 = i8f(hi64(hi));
 }
 
-/* Q4_1: d * q + m, two roundings */
-static INLINE AVX2 void dec_q4_1(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+static INLINE AVX2 void dec_q4_1(DEC_ARGS) {
     (void)r, (void)x;
     const uint8_t *b = row + 20 * (size_t)s;
-    __m256 d = _mm256_set1_ps(half_to_float(b)), mn = _mm256_set1_ps(half_to_float(b + 2));
-    __m128i v = _mm_loadu_si128((const __m128i *)(b + 4)), m = _mm_set1_epi8(0x0f);
-    __m128i lo = _mm_and_si128(v, m), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
-    *y0 = _mm256_add_ps(_mm256_mul_ps(d, u8f(lo)), mn);
-    *y1 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(lo))), mn);
-    *y2 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi)), mn);
-    *y3 = _mm256_add_ps(_mm256_mul_ps(d, u8f(hi64(hi))), mn);
+    *a0 = *a1 = half_to_float(b);
+    *c = half_to_float(b + 2);
+    __m128i lo, hi;
+    nib(b + 4, &lo, &hi);
+    *q0 = u8f(lo), *q1 = u8f(hi64(lo)), *q2 = u8f(hi), *q3 = u8f(hi64(hi));
 }
 
-/* quant.c's k_scale_min */
-static inline void scale_min(const uint8_t *s, int j, int *sc, int *mn) {
-    if (j < 4) {
-        *sc = s[j] & 63;
-        *mn = s[j + 4] & 63;
-    } else {
-        *sc = (s[j + 4] & 0xf) | (s[j - 4] >> 6) << 4;
-        *mn = (s[j + 4] >> 4) | (s[j] >> 6) << 4;
-    }
-}
-
-/* Q4_K: (d * sc) * q - dmin * mn, the scale products in scalar float32;
- * sub-block j of block s / 8 */
-static INLINE AVX2 void dec_q4_k(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+static INLINE AVX2 void dec_q4_k(DEC_ARGS) {
     (void)r, (void)x;
     const uint8_t *b = row + 144 * (size_t)(s / 8);
     int j = s % 8, sc, mn;
-    scale_min(b + 4, j, &sc, &mn);
-    __m256 ds = _mm256_set1_ps(half_to_float(b) * (float)sc), dm = _mm256_set1_ps(half_to_float(b + 2) * (float)mn);
+    k_scale_min(b + 4, j, &sc, &mn);
+    *a0 = *a1 = half_to_float(b) * (float)sc;
+    *c = -(half_to_float(b + 2) * (float)mn);
     __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
     v = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0f));
     __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
-    *y0 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(v0)), dm);
-    *y1 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v0))), dm);
-    *y2 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(v1)), dm);
-    *y3 = _mm256_sub_ps(_mm256_mul_ps(ds, u8f(hi64(v1))), dm);
+    *q0 = u8f(v0), *q1 = u8f(hi64(v0)), *q2 = u8f(v1), *q3 = u8f(hi64(v1));
 }
 
-/* Q6_K: (d * sc) * (q - 32), the scale product in scalar float32; the 32
- * values e = 128 h + 32 k of block s / 8 */
-static INLINE AVX2 void dec_q6_k(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+static INLINE AVX2 void dec_q6_k(DEC_ARGS) {
     (void)r, (void)x;
     const uint8_t *b = row + 210 * (size_t)(s / 8), *ql = b, *qh = b + 128;
     const int8_t *sc = (const int8_t *)(b + 192);
     int h = s % 8 / 4, k = s % 4, e = 128 * h + 32 * k;
     float d = half_to_float(b + 208);
+    *a0 = d * (float)sc[e / 16];
+    *a1 = d * (float)sc[e / 16 + 1];
+    *c = 0;
     __m256i l = _mm256_loadu_si256((const __m256i *)(ql + 64 * h + 32 * (k & 1)));
     __m256i hb = _mm256_loadu_si256((const __m256i *)(qh + 32 * h));
     l = _mm256_and_si256(k >= 2 ? _mm256_srli_epi16(l, 4) : l, _mm256_set1_epi8(0x0f));
     hb = _mm256_and_si256(_mm256_srlv_epi32(hb, _mm256_set1_epi32(2 * k)), _mm256_set1_epi8(3));
     __m256i v = _mm256_sub_epi8(_mm256_or_si256(l, _mm256_slli_epi16(hb, 4)), _mm256_set1_epi8(32));
-    __m256 s0 = _mm256_set1_ps(d * (float)sc[e / 16]), s1 = _mm256_set1_ps(d * (float)sc[e / 16 + 1]);
     __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
-    *y0 = _mm256_mul_ps(s0, i8f(v0));
-    *y1 = _mm256_mul_ps(s0, i8f(hi64(v0)));
-    *y2 = _mm256_mul_ps(s1, i8f(v1));
-    *y3 = _mm256_mul_ps(s1, i8f(hi64(v1)));
+    *q0 = i8f(v0), *q1 = i8f(hi64(v0)), *q2 = i8f(v1), *q3 = i8f(hi64(v1));
 }
 
-/* NF4: half s % 2 of block s / 2 (global block r * blocks_per_row + s / 2):
- * scale = dyn[code] * absmax2 then + offset, value = nf4[nibble] * scale
- * (the 16 products in two vectors, looked up); byte i gives elements 2i
- * (high nibble) and 2i + 1 (low) */
-static INLINE AVX2 void dec_nf4(const uint8_t *row, int s, int r, const QrAux *x, __m256 *y0, __m256 *y1, __m256 *y2, __m256 *y3) {
+/* NF4: the codebook's 16 floats in two vectors, looked up per nibble; byte
+ * i gives elements 2i (high nibble) and 2i + 1 (low) */
+static INLINE AVX2 void dec_nf4(DEC_ARGS) {
     const int bb = QUANT_NF4_BLOCK / 2 + 1;
     const uint8_t *blk = row + (size_t)bb * (s / 2);
     int64_t gb = (int64_t)r * x->blocks_per_row + s / 2;
     float a2;
     memcpy(&a2, x->absmax2 + (size_t)(gb / QUANT_NF4_GROUP) * sizeof(float), sizeof a2);
     float scale = x->dyn[blk[bb - 1]] * a2;
-    scale = scale + x->offset;
-    __m256 sv = _mm256_set1_ps(scale), tlo = _mm256_mul_ps(_mm256_loadu_ps(x->code), sv),
-           thi = _mm256_mul_ps(_mm256_loadu_ps(x->code + 8), sv);
+    *a0 = *a1 = scale + x->offset;
+    *c = 0;
+    const __m256 tlo = _mm256_loadu_ps(x->code), thi = _mm256_loadu_ps(x->code + 8);
     const __m128i dup = _mm_setr_epi8(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     const __m256i shift = _mm256_setr_epi32(4, 0, 4, 0, 4, 0, 4, 0), m4 = _mm256_set1_epi32(0xf);
-    __m256 *o[4] = {y0, y1, y2, y3};
+    __m256 *o[4] = {q0, q1, q2, q3};
     for (int i = 0; i < 2; i++) {
         __m128i v = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)(blk + 16 * (s % 2) + 8 * i)), dup);
         for (int half = 0; half < 2; half++) {
@@ -226,29 +361,56 @@ static INLINE AVX2 void dec_nf4(const uint8_t *row, int s, int r, const QrAux *x
     }
 }
 
-// ----------------------------------------------------------------------------
-// the fused tile: RW weight rows from r0 by RX input rows, each output one
-// vector of eight lane chains over the row's groups of 32 in order
+/* one group of one output: the order of the file's comment. x: the group's
+ * 32 inputs; sx: their lane sums (with a min only) */
+static INLINE AVX2 __m256 group_fma(__m256 acc, __m256 q0, __m256 q1, __m256 q2, __m256 q3, const float *x, __m256 a0,
+                                    __m256 a1, __m256 c, __m256 sx, const int TWO, const int MIN) {
+    __m256 p = _mm256_mul_ps(q0, _mm256_loadu_ps(x));
+    p = _mm256_fmadd_ps(q1, _mm256_loadu_ps(x + 8), p);
+    if (TWO) {
+        acc = _mm256_fmadd_ps(a0, p, acc);
+        p = _mm256_mul_ps(q2, _mm256_loadu_ps(x + 16));
+    } else {
+        p = _mm256_fmadd_ps(q2, _mm256_loadu_ps(x + 16), p);
+    }
+    p = _mm256_fmadd_ps(q3, _mm256_loadu_ps(x + 24), p);
+    acc = _mm256_fmadd_ps(TWO ? a1 : a0, p, acc);
+    if (MIN) acc = _mm256_fmadd_ps(c, sx, acc);
+    return acc;
+}
 
-#define FUSED_TILE(NAME, DEC)                                                                                    \
+static INLINE AVX2 __m256 group_sx(const float *x) {
+    __m256 sx = _mm256_add_ps(_mm256_loadu_ps(x), _mm256_loadu_ps(x + 8));
+    sx = _mm256_add_ps(sx, _mm256_loadu_ps(x + 16));
+    return _mm256_add_ps(sx, _mm256_loadu_ps(x + 24));
+}
+
+// ----------------------------------------------------------------------------
+// the fused tile: RW weight rows from r0 by RX input rows
+
+#define FUSED_TILE(NAME, DEC, TWO, MIN)                                                                          \
     static INLINE AVX2 void NAME##_tile(const QTensor *w, const QrAux *aux, int r0, const float *x, float *out, \
                                         int Dout, float add, const int RW, const int RX) {                         \
         int Din = w->cols, ns = Din / 32;                                                                        \
-        __m256 acc[QR_ROWS][2];                                                                                   \
+        size_t pf = QR_PREFETCH * QR_ROWS * w->row_bytes;                                                        \
+        __m256 acc[QR_ROWS][2], sx[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                              \
         for (int i = 0; i < RW; i++)                                                                              \
             for (int j = 0; j < RX; j++) acc[i][j] = _mm256_setzero_ps();                                         \
-        for (int s = 0; s < ns; s++)                                                                              \
+        for (int s = 0; s < ns; s++) {                                                                            \
+            if (MIN)                                                                                              \
+                for (int j = 0; j < RX; j++) sx[j] = group_sx(x + (size_t)j * Din + 32 * s);                    \
             for (int i = 0; i < RW; i++) {                                                                        \
-                __m256 v0, v1, v2, v3;                                                                            \
-                DEC(w->data + (size_t)(r0 + i) * w->row_bytes, s, r0 + i, aux, &v0, &v1, &v2, &v3);               \
-                for (int j = 0; j < RX; j++) {                                                                    \
-                    const float *xs = x + (size_t)j * Din + 32 * s;                                              \
-                    acc[i][j] = _mm256_fmadd_ps(v0, _mm256_loadu_ps(xs), acc[i][j]);                              \
-                    acc[i][j] = _mm256_fmadd_ps(v1, _mm256_loadu_ps(xs + 8), acc[i][j]);                          \
-                    acc[i][j] = _mm256_fmadd_ps(v2, _mm256_loadu_ps(xs + 16), acc[i][j]);                         \
-                    acc[i][j] = _mm256_fmadd_ps(v3, _mm256_loadu_ps(xs + 24), acc[i][j]);                         \
-                }                                                                                                 \
+                __m256 q0, q1, q2, q3;                                                                            \
+                float a0, a1, c;                                                                                  \
+                const uint8_t *row = w->data + (size_t)(r0 + i) * w->row_bytes;                                  \
+                _mm_prefetch((const char *)row + (size_t)s * w->row_bytes / ns + pf, _MM_HINT_T0);                  \
+                DEC(row, s, r0 + i, aux, &q0, &q1, &q2, &q3, &a0, &a1, &c);                                       \
+                __m256 va0 = _mm256_set1_ps(a0), va1 = _mm256_set1_ps(a1), vc = _mm256_set1_ps(c);               \
+                for (int j = 0; j < RX; j++)                                                                      \
+                    acc[i][j] = group_fma(acc[i][j], q0, q1, q2, q3, x + (size_t)j * Din + 32 * s, va0, va1, vc,  \
+                                          sx[j], TWO, MIN);                                                       \
             }                                                                                                     \
+        }                                                                                                         \
         for (int i = 0; i < RW; i++)                                                                              \
             for (int j = 0; j < RX; j++) store_out(out + (size_t)j * Dout + r0 + i, hsum8(acc[i][j]), add);      \
     }                                                                                                             \
@@ -273,67 +435,103 @@ static INLINE AVX2 void dec_nf4(const uint8_t *row, int s, int r, const QrAux *x
                 }                                                                                                 \
             }                                                                                                     \
         }                                                                                                         \
+    }                                                                                                             \
+    /* rows [r0, r0 + rw) unpacked into buf (codes, then scales), as unpack_row */                               \
+    static AVX2 void NAME##_unpack(const QTensor *w, const QrAux *aux, int r0, int rw, float *buf) {              \
+        int Din = w->cols, ns = Din / 32;                                                                        \
+        for (int i = 0; i < rw; i++) {                                                                            \
+            float *q = buf + (size_t)i * row_floats(Din), *sc = q + Din;                                          \
+            const uint8_t *row = w->data + (size_t)(r0 + i) * w->row_bytes;                                      \
+            for (int s = 0; s < ns; s++) {                                                                        \
+                __m256 q0, q1, q2, q3;                                                                            \
+                DEC(row, s, r0 + i, aux, &q0, &q1, &q2, &q3, sc + QR_SC * s, sc + QR_SC * s + 1, sc + QR_SC * s + 2); \
+                _mm256_storeu_ps(q + 32 * s, q0);                                                                 \
+                _mm256_storeu_ps(q + 32 * s + 8, q1);                                                             \
+                _mm256_storeu_ps(q + 32 * s + 16, q2);                                                            \
+                _mm256_storeu_ps(q + 32 * s + 24, q3);                                                            \
+            }                                                                                                     \
+        }                                                                                                         \
     }
 
-FUSED_TILE(q8_0, dec_q8_0)
-FUSED_TILE(q4_0, dec_q4_0)
-FUSED_TILE(q4_1, dec_q4_1)
-FUSED_TILE(q4_k, dec_q4_k)
-FUSED_TILE(q6_k, dec_q6_k)
-FUSED_TILE(nf4, dec_nf4)
+FUSED_TILE(q8_0, dec_q8_0, 0, 0)
+FUSED_TILE(q4_0, dec_q4_0, 0, 0)
+FUSED_TILE(q4_1, dec_q4_1, 0, 1)
+FUSED_TILE(q4_k, dec_q4_k, 0, 1)
+FUSED_TILE(q6_k, dec_q6_k, 1, 0)
+FUSED_TILE(nf4, dec_nf4, 0, 0)
 
 typedef void (*FusedRowsFn)(const QTensor *w, const QrAux *aux, const float *x, float *out, int N, float add, int a,
                             int b);
+typedef void (*UnpackFn)(const QTensor *w, const QrAux *aux, int r0, int rw, float *buf);
 
-static FusedRowsFn fused_rows(uint32_t type) {
-    switch (type) {
-    case QUANT_Q8_0: return q8_0_rows;
-    case QUANT_Q4_0: return q4_0_rows;
-    case QUANT_Q4_1: return q4_1_rows;
-    case QUANT_Q4_K: return q4_k_rows;
-    case QUANT_Q6_K: return q6_k_rows;
-    case QUANT_NF4: return nf4_rows;
-    default: return NULL;
-    }
-}
+static const struct {
+    uint32_t type;
+    FusedRowsFn rows;
+    UnpackFn unpack;
+} fused_types[] = {
+    {QUANT_Q8_0, q8_0_rows, q8_0_unpack}, {QUANT_Q4_0, q4_0_rows, q4_0_unpack}, {QUANT_Q4_1, q4_1_rows, q4_1_unpack},
+    {QUANT_Q4_K, q4_k_rows, q4_k_unpack}, {QUANT_Q6_K, q6_k_rows, q6_k_unpack}, {QUANT_NF4, nf4_rows, nf4_unpack},
+};
 
 // ----------------------------------------------------------------------------
-// the buffered tile: RW dequantised rows (wb, stride Din) by RX input rows
+// the buffered tile: RW unpacked rows (wb, stride row_floats) by RX input rows
 
 static INLINE AVX2 void buf_tile(const float *wb, const float *x, int Din, float *out, int Dout, float add, int r0,
-                                 const int RW, const int RX) {
-    __m256 acc[QR_ROWS][3];
+                                 const int RW, const int RX, const int TWO, const int MIN) {
+    size_t rs = row_floats(Din);
+    __m256 acc[2][3];
     for (int i = 0; i < RW; i++)
         for (int j = 0; j < RX; j++) acc[i][j] = _mm256_setzero_ps();
-    for (int k = 0; k < Din; k += 8) {
-        __m256 xv[3];
-        for (int j = 0; j < RX; j++) xv[j] = _mm256_loadu_ps(x + (size_t)j * Din + k);
+    for (int s = 0; s < Din / 32; s++) {
+        __m256 sx[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+        if (MIN)
+            for (int j = 0; j < RX; j++) sx[j] = group_sx(x + (size_t)j * Din + 32 * s);
         for (int i = 0; i < RW; i++) {
-            __m256 wv = _mm256_loadu_ps(wb + (size_t)i * Din + k);
-            for (int j = 0; j < RX; j++) acc[i][j] = _mm256_fmadd_ps(wv, xv[j], acc[i][j]);
+            const float *q = wb + (size_t)i * rs + 32 * s, *sc = wb + (size_t)i * rs + Din + QR_SC * s;
+            __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 8), q2 = _mm256_loadu_ps(q + 16),
+                   q3 = _mm256_loadu_ps(q + 24);
+            __m256 a0 = _mm256_broadcast_ss(sc), a1 = _mm256_broadcast_ss(sc + 1), c = _mm256_broadcast_ss(sc + 2);
+            for (int j = 0; j < RX; j++)
+                acc[i][j] = group_fma(acc[i][j], q0, q1, q2, q3, x + (size_t)j * Din + 32 * s, a0, a1, c, sx[j], TWO,
+                                      MIN);
         }
     }
     for (int i = 0; i < RW; i++)
         for (int j = 0; j < RX; j++) store_out(out + (size_t)j * Dout + r0 + i, hsum8(acc[i][j]), add);
 }
 
-static AVX2 void qrows_buffered(float *out, const float *x, const QTensor *w, float *wb, int N, float add, int a,
-                                int b) {
+#define BUF_KIND(NAME, TWO, MIN)                                                                                  \
+    static AVX2 void NAME(const float *wb, const float *x, int Din, float *out, int Dout, float add, int r0,      \
+                          int rw, int rx) {                                                                       \
+        switch (rw * 4 + rx) {                                                                                    \
+        case 11: buf_tile(wb, x, Din, out, Dout, add, r0, 2, 3, TWO, MIN); break;                                 \
+        case 10: buf_tile(wb, x, Din, out, Dout, add, r0, 2, 2, TWO, MIN); break;                                 \
+        case 9: buf_tile(wb, x, Din, out, Dout, add, r0, 2, 1, TWO, MIN); break;                                  \
+        case 7: buf_tile(wb, x, Din, out, Dout, add, r0, 1, 3, TWO, MIN); break;                                  \
+        case 6: buf_tile(wb, x, Din, out, Dout, add, r0, 1, 2, TWO, MIN); break;                                  \
+        case 5: buf_tile(wb, x, Din, out, Dout, add, r0, 1, 1, TWO, MIN); break;                                  \
+        default: LC_FATAL("buf_tile %d x %d", rw, rx);                                                            \
+        }                                                                                                         \
+    }
+BUF_KIND(buf_plain, 0, 0)
+BUF_KIND(buf_min, 0, 1)
+BUF_KIND(buf_two, 1, 0)
+
+static AVX2 void qrows_buffered(float *out, const float *x, const QTensor *w, const QrAux *aux, UnpackFn unpack,
+                                float *wb, int N, float add, int a, int b) {
     int Din = w->cols, Dout = w->rows;
+    void (*tile)(const float *, const float *, int, float *, int, float, int, int, int) =
+        two_scales(w->type) ? buf_two : has_min(w->type) ? buf_min : buf_plain;
     for (int r = a; r < b; r += QR_ROWS) {
         int rw = b - r < QR_ROWS ? b - r : QR_ROWS;
-        quant_rows(w, r, rw, wb);
-        for (int n = 0; n < N; n += 3) {
-            const float *xn = x + (size_t)n * Din;
-            float *on = out + (size_t)n * Dout;
-            int rx = N - n < 3 ? N - n : 3;
-#define B(RW_, RX_) case (RW_) * 4 + (RX_): buf_tile(wb, xn, Din, on, Dout, add, r, RW_, RX_); break;
-            switch (rw * 4 + rx) {
-                B(4, 3) B(4, 2) B(4, 1) B(3, 3) B(3, 2) B(3, 1) B(2, 3) B(2, 2) B(2, 1) B(1, 3) B(1, 2) B(1, 1)
-            default: LC_FATAL("buf_tile %d x %d", rw, rx);
-            }
-#undef B
-        }
+        if (unpack)
+            unpack(w, aux, r, rw, wb);
+        else
+            for (int i = 0; i < rw; i++) unpack_row(w, r + i, wb + (size_t)i * row_floats(Din), wb + (size_t)i * row_floats(Din) + Din);
+        for (int i0 = 0; i0 < rw; i0 += 2)
+            for (int n = 0; n < N; n += 3)
+                tile(wb + (size_t)i0 * row_floats(Din), x + (size_t)n * Din, Din, out + (size_t)n * Dout, Dout, add,
+                     r + i0, rw - i0 < 2 ? rw - i0 : 2, N - n < 3 ? N - n : 3);
     }
 }
 #endif
@@ -342,7 +540,12 @@ static void qrows_run(float *out, const float *x, const QTensor *w, float *work,
     int Din = w->cols, Dout = w->rows, groups = (Dout + QR_ROWS - 1) / QR_ROWS;
     LC_ASSERT(Din % 32 == 0);
 #ifdef QR_AVX2
-    FusedRowsFn fused = N <= QR_FUSED_N && __builtin_cpu_supports("f16c") ? fused_rows(w->type) : NULL;
+    FusedRowsFn fused = NULL;
+    UnpackFn unpack = NULL;
+    if (!portable && __builtin_cpu_supports("f16c"))
+        for (size_t i = 0; i < sizeof fused_types / sizeof fused_types[0]; i++)
+            if (fused_types[i].type == w->type) fused = fused_types[i].rows, unpack = fused_types[i].unpack;
+    if (N > QR_FUSED_N) fused = NULL;
     QrAux aux = {0};
     if (w->type == QUANT_NF4) {
         const uint8_t *at = w->data + ((size_t)w->rows * w->row_bytes + 15) / 16 * 16;
@@ -366,7 +569,7 @@ static void qrows_run(float *out, const float *x, const QTensor *w, float *work,
         else if (fused)
             fused(w, &aux, x, out, N, add, a, b);
         else
-            qrows_buffered(out, x, w, tw, N, add, a, b);
+            qrows_buffered(out, x, w, &aux, unpack, tw, N, add, a, b);
 #endif
     }
 }
