@@ -392,7 +392,7 @@ static INLINE AVX2 __m256 group_sx(const float *x) {
     static INLINE AVX2 void NAME##_tile(const QTensor *w, const QrAux *aux, int r0, const float *x, float *out, \
                                         int Dout, float add, const int RW, const int RX) {                         \
         int Din = w->cols, ns = Din / 32;                                                                        \
-        size_t pf = QR_PREFETCH * QR_ROWS * w->row_bytes;                                                        \
+        size_t pf = QR_PREFETCH * QR_ROWS * w->row_bytes, gbytes = w->row_bytes / ns; /* about a group's */     \
         __m256 acc[QR_ROWS][2], sx[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};                              \
         for (int i = 0; i < RW; i++)                                                                              \
             for (int j = 0; j < RX; j++) acc[i][j] = _mm256_setzero_ps();                                         \
@@ -403,7 +403,7 @@ static INLINE AVX2 __m256 group_sx(const float *x) {
                 __m256 q0, q1, q2, q3;                                                                            \
                 float a0, a1, c;                                                                                  \
                 const uint8_t *row = w->data + (size_t)(r0 + i) * w->row_bytes;                                  \
-                _mm_prefetch((const char *)row + (size_t)s * w->row_bytes / ns + pf, _MM_HINT_T0);                  \
+                _mm_prefetch((const char *)row + (size_t)s * gbytes + pf, _MM_HINT_T0);                               \
                 DEC(row, s, r0 + i, aux, &q0, &q1, &q2, &q3, &a0, &a1, &c);                                       \
                 __m256 va0 = _mm256_set1_ps(a0), va1 = _mm256_set1_ps(a1), vc = _mm256_set1_ps(c);               \
                 for (int j = 0; j < RX; j++)                                                                      \
