@@ -276,11 +276,16 @@ static INLINE AVX2 void dec_q8_0(DEC_ARGS) {
     *q3 = i8f(_mm_loadl_epi64((const __m128i *)(b + 26)));
 }
 
-/* the 32 nibbles of 16 bytes: elements 0-15 low, 16-31 high */
-static INLINE AVX2 void nib(const uint8_t *b, __m128i *lo, __m128i *hi) {
-    __m128i v = _mm_loadu_si128((const __m128i *)b), m = _mm_set1_epi8(0x0f);
-    *lo = _mm_and_si128(v, m);
-    *hi = _mm_and_si128(_mm_srli_epi16(v, 4), m);
+/* the 32 nibbles of 16 bytes as int32 vectors: elements 0-7 and 8-15 the
+ * low nibbles of bytes 0-7 and 8-15, 16-23 and 24-31 their high nibbles
+ * (two widening loads, the nibbles split in 32-bit lanes: fewer shuffles
+ * than splitting the bytes first) */
+static INLINE AVX2 void nib32(const uint8_t *b, __m256i *e0, __m256i *e1, __m256i *e2, __m256i *e3) {
+    __m256i v0 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)b));
+    __m256i v1 = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(b + 8)));
+    __m256i m = _mm256_set1_epi32(0x0f);
+    *e0 = _mm256_and_si256(v0, m), *e1 = _mm256_and_si256(v1, m);
+    *e2 = _mm256_srli_epi32(v0, 4), *e3 = _mm256_srli_epi32(v1, 4);
 }
 
 static INLINE AVX2 void dec_q4_0(DEC_ARGS) {
@@ -288,10 +293,10 @@ static INLINE AVX2 void dec_q4_0(DEC_ARGS) {
     const uint8_t *b = row + 18 * (size_t)s;
     *a0 = *a1 = half_to_float(b);
     *c = 0;
-    __m128i lo, hi, e = _mm_set1_epi8(8);
-    nib(b + 2, &lo, &hi);
-    lo = _mm_sub_epi8(lo, e), hi = _mm_sub_epi8(hi, e);
-    *q0 = i8f(lo), *q1 = i8f(hi64(lo)), *q2 = i8f(hi), *q3 = i8f(hi64(hi));
+    __m256i e0, e1, e2, e3, e = _mm256_set1_epi32(8);
+    nib32(b + 2, &e0, &e1, &e2, &e3);
+    *q0 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e0, e)), *q1 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e1, e));
+    *q2 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e2, e)), *q3 = _mm256_cvtepi32_ps(_mm256_sub_epi32(e3, e));
 }
 
 static INLINE AVX2 void dec_q4_1(DEC_ARGS) {
@@ -299,9 +304,9 @@ static INLINE AVX2 void dec_q4_1(DEC_ARGS) {
     const uint8_t *b = row + 20 * (size_t)s;
     *a0 = *a1 = half_to_float(b);
     *c = half_to_float(b + 2);
-    __m128i lo, hi;
-    nib(b + 4, &lo, &hi);
-    *q0 = u8f(lo), *q1 = u8f(hi64(lo)), *q2 = u8f(hi), *q3 = u8f(hi64(hi));
+    __m256i e0, e1, e2, e3;
+    nib32(b + 4, &e0, &e1, &e2, &e3);
+    *q0 = _mm256_cvtepi32_ps(e0), *q1 = _mm256_cvtepi32_ps(e1), *q2 = _mm256_cvtepi32_ps(e2), *q3 = _mm256_cvtepi32_ps(e3);
 }
 
 static INLINE AVX2 void dec_q4_k(DEC_ARGS) {
@@ -311,10 +316,13 @@ static INLINE AVX2 void dec_q4_k(DEC_ARGS) {
     k_scale_min(b + 4, j, &sc, &mn);
     *a0 = *a1 = half_to_float(b) * (float)sc;
     *c = -(half_to_float(b + 2) * (float)mn);
-    __m256i v = _mm256_loadu_si256((const __m256i *)(b + 16 + 32 * (j / 2)));
-    v = _mm256_and_si256(j & 1 ? _mm256_srli_epi16(v, 4) : v, _mm256_set1_epi8(0x0f));
-    __m128i v0 = _mm256_castsi256_si128(v), v1 = _mm256_extracti128_si256(v, 1);
-    *q0 = u8f(v0), *q1 = u8f(hi64(v0)), *q2 = u8f(v1), *q3 = u8f(hi64(v1));
+    const uint8_t *qq = b + 16 + 32 * (j / 2);
+    __m256i m = _mm256_set1_epi32(0x0f);
+    __m256 *o[4] = {q0, q1, q2, q3};
+    for (int g = 0; g < 4; g++) {
+        __m256i v = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(qq + 8 * g)));
+        *o[g] = _mm256_cvtepi32_ps(_mm256_and_si256(j & 1 ? _mm256_srli_epi32(v, 4) : v, m));
+    }
 }
 
 static INLINE AVX2 void dec_q6_k(DEC_ARGS) {
