@@ -55,6 +55,7 @@
 
 #define QR_ROWS 4    /* weight rows of a tile (and of a thread's share) */
 #define QR_FUSED_N 3 /* at most this many input rows take the fused path */
+#define QR_BUF_RX 3 /* input rows of a buffered tile (by 2 weight rows) */
 #define QR_SC 3      /* floats of scales per group: a0, a1, c */
 #define QR_PREFETCH 1 /* tiles of rows ahead that the fused tile asks the memory for (decoding streams the weights) */
 
@@ -487,22 +488,35 @@ static const struct {
 static INLINE AVX2 void buf_tile(const float *wb, const float *x, int Din, float *out, int Dout, float add, int r0,
                                  const int RW, const int RX, const int TWO, const int MIN) {
     size_t rs = row_floats(Din);
-    __m256 acc[2][3];
+    __m256 acc[2][3], p[2][3];
     for (int i = 0; i < RW; i++)
         for (int j = 0; j < RX; j++) acc[i][j] = _mm256_setzero_ps();
     for (int s = 0; s < Din / 32; s++) {
-        __m256 sx[3] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
-        if (MIN)
-            for (int j = 0; j < RX; j++) sx[j] = group_sx(x + (size_t)j * Din + 32 * s);
-        for (int i = 0; i < RW; i++) {
-            const float *q = wb + (size_t)i * rs + 32 * s, *sc = wb + (size_t)i * rs + Din + QR_SC * s;
-            __m256 q0 = _mm256_loadu_ps(q), q1 = _mm256_loadu_ps(q + 8), q2 = _mm256_loadu_ps(q + 16),
-                   q3 = _mm256_loadu_ps(q + 24);
-            __m256 a0 = _mm256_broadcast_ss(sc), a1 = _mm256_broadcast_ss(sc + 1), c = _mm256_broadcast_ss(sc + 2);
-            for (int j = 0; j < RX; j++)
-                acc[i][j] = group_fma(acc[i][j], q0, q1, q2, q3, x + (size_t)j * Din + 32 * s, a0, a1, c, sx[j], TWO,
-                                      MIN);
+        const float *sc[2] = {wb + Din + QR_SC * s, wb + rs + Din + QR_SC * s};
+        /* group_fma's order, the inputs loaded once for the tile's rows */
+        for (int v = 0; v < 4; v++) {
+            for (int j = 0; j < RX; j++) {
+                __m256 xv = _mm256_loadu_ps(x + (size_t)j * Din + 32 * s + 8 * v);
+                for (int i = 0; i < RW; i++) {
+                    __m256 qv = _mm256_loadu_ps(wb + (size_t)i * rs + 32 * s + 8 * v);
+                    p[i][j] = v == 0 || (TWO && v == 2) ? _mm256_mul_ps(qv, xv) : _mm256_fmadd_ps(qv, xv, p[i][j]);
+                }
+            }
+            if (TWO && v == 1)
+                for (int i = 0; i < RW; i++) {
+                    __m256 a0 = _mm256_broadcast_ss(sc[i]);
+                    for (int j = 0; j < RX; j++) acc[i][j] = _mm256_fmadd_ps(a0, p[i][j], acc[i][j]);
+                }
         }
+        for (int i = 0; i < RW; i++) {
+            __m256 a = _mm256_broadcast_ss(sc[i] + TWO);
+            for (int j = 0; j < RX; j++) acc[i][j] = _mm256_fmadd_ps(a, p[i][j], acc[i][j]);
+        }
+        if (MIN)
+            for (int j = 0; j < RX; j++) {
+                __m256 sx = group_sx(x + (size_t)j * Din + 32 * s);
+                for (int i = 0; i < RW; i++) acc[i][j] = _mm256_fmadd_ps(_mm256_broadcast_ss(sc[i] + 2), sx, acc[i][j]);
+            }
     }
     for (int i = 0; i < RW; i++)
         for (int j = 0; j < RX; j++) store_out(out + (size_t)j * Dout + r0 + i, hsum8(acc[i][j]), add);
@@ -537,9 +551,9 @@ static AVX2 void qrows_buffered(float *out, const float *x, const QTensor *w, co
         else
             for (int i = 0; i < rw; i++) unpack_row(w, r + i, wb + (size_t)i * row_floats(Din), wb + (size_t)i * row_floats(Din) + Din);
         for (int i0 = 0; i0 < rw; i0 += 2)
-            for (int n = 0; n < N; n += 3)
+            for (int n = 0; n < N; n += QR_BUF_RX)
                 tile(wb + (size_t)i0 * row_floats(Din), x + (size_t)n * Din, Din, out + (size_t)n * Dout, Dout, add,
-                     r + i0, rw - i0 < 2 ? rw - i0 : 2, N - n < 3 ? N - n : 3);
+                     r + i0, rw - i0 < 2 ? rw - i0 : 2, N - n < QR_BUF_RX ? N - n : QR_BUF_RX);
     }
 }
 #endif
