@@ -230,8 +230,9 @@ typedef struct Ops {
      * not the thread count; on the CPU the portable and AVX2 paths give the
      * same bits), so within float32 rounding of matmul_rows on the
      * dequantised matrix but not necessarily its bits (the CPU: eight lanes
-     * of fused multiply-adds, ops_cpu_qrows.c; CUDA: matmul_rows' kernel on
-     * bf16 tiles, its bits). work: qwork_floats(ctx, Din). Inference only. */
+     * of fused multiply-adds over the blocks' codes, each group's sum times
+     * its scale, ops_cpu_qrows.c; CUDA: matmul_rows' kernel on bf16 tiles,
+     * its bits). work: qwork_floats(ctx, Din). Inference only. */
     void (*qmatmul_rows)(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add);
 
     /* ---- optional hooks: NULL where the backend needs none (the CPU) */
