@@ -208,7 +208,8 @@ typedef struct Ops {
      * memory. Each op dequantises a tile of w's rows at a time into work
      * (qwork_floats(ctx, Din) floats of backend memory) and computes in
      * float32 as the float ops do, so the numbers are those of the float
-     * ops on the dequantised matrix; no float copy of w is ever whole. A
+     * ops on the dequantised matrix (qmatmul_rows: within rounding, below);
+     * no float copy of w is ever whole. A
      * frozen weight has no gradient: only the input's. */
     size_t (*qwork_floats)(void *ctx, int Dmax);
     /* out(N, Dout) = x(N, Din) w^T */
@@ -222,9 +223,16 @@ typedef struct Ops {
      * (lmhead_rows); the same returns, row_loss and row_mean. */
     double (*qlmhead)(void *ctx, float *dx, float *row_loss, float *row_mean, const float *x, const QTensor *w,
                       const int *targets, const float *row_scale, float scale, float *scratch, float *work, int N);
-    /* matmul_rows on w as it is stored (no rows_pack): the same fixed
-     * summation order, so each row's result is that of matmul_rows on the
-     * dequantised, packed matrix, bit for bit. Inference only. */
+    /* matmul_rows on w as it is stored (no rows_pack): out(N, Dout) = (or
+     * += add *, as matmul_rows) x(N, Din) w^T, each output the dot product
+     * of x's row with w's dequantised row summed in one fixed order of the
+     * backend's own (the engine's rule above: not N, not the row's place,
+     * not the thread count; on the CPU the portable and AVX2 paths give the
+     * same bits), so within float32 rounding of matmul_rows on the
+     * dequantised matrix but not necessarily its bits (the CPU: eight lanes
+     * of fused multiply-adds over the blocks' codes, each group's sum times
+     * its scale, ops_cpu_qrows.c; CUDA: matmul_rows' kernel on bf16 tiles,
+     * its bits). work: qwork_floats(ctx, Din). Inference only. */
     void (*qmatmul_rows)(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add);
 
     /* ---- optional hooks: NULL where the backend needs none (the CPU) */

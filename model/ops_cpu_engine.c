@@ -150,7 +150,7 @@ static void block_portable(const float *x, const float *wp, float *out, int m0, 
     }
 }
 
-static int use_avx2(void) {
+int cpu_rows_avx2(void) {
 #ifdef ROWS_AVX2
     static int v = -1;
     if (v < 0) v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && !getenv("LLAMAC_ROWS_PORTABLE");
@@ -162,7 +162,7 @@ static int use_avx2(void) {
 
 void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int N, int Din, int Dout, float add) {
     (void)ctx;
-    int avx = use_avx2(), panels = (Dout + PANEL - 1) / PANEL;
+    int avx = cpu_rows_avx2(), panels = (Dout + PANEL - 1) / PANEL;
     int mb = XBLOCK_FLOATS / Din / TILE_M * TILE_M;
     if (mb < TILE_M) mb = TILE_M;
 #pragma omp parallel
@@ -182,199 +182,6 @@ void cpu_matmul_rows(void *ctx, float *out, const float *x, const float *wp, int
             (void)avx;
             block_portable(x, wp, out, m0, m1, a, b, Din, Dout, add);
         }
-    }
-}
-
-// ----------------------------------------------------------------------------
-// the linear on a quantised weight: the weight's rows dequantised into
-// panels as rows_pack lays them out, then the tiles above or ones like
-// them, so each output is the FMA chain of cpu_matmul_rows on the
-// dequantised matrix, whatever N.
-//
-// Few rows (N <= QSMALL_N, decoding): groups of QGROUP panels, QKC columns
-// at a time: dequantise 16 rows x QKC (quant_row_part), transpose into the
-// panel layout (8x8 AVX transposes), then tiles of MR rows by NP panels
-// (MR * NP <= 6, so one row still has 8 independent chains to hide the FMA
-// latency, where one panel alone gives 2); the accumulators wait in memory
-// between column chunks, which stores a float and changes no sum. Many
-// rows: each panel dequantised whole, then panel_avx2 over all the rows (a
-// panel is dequantised once per call). Without AVX2: dequantise, transpose,
-// tile_portable.
-
-#define QSMALL_N 16  /* at most this many rows take the chunked path */
-#define QGROUP 4     /* panels of a chunked group: 4 panels x 2 vectors = 8 chains for one row */
-#define QKC 256      /* columns per chunk, a multiple of every block (32, 64, 256) */
-
-static size_t qsmall_floats(void) { return (size_t)PANEL * QKC * (1 + QGROUP) + (size_t)QSMALL_N * QGROUP * PANEL; }
-
-size_t cpu_qrows_thread_floats(int Din) {
-    size_t big = (size_t)2 * PANEL * Din, small = qsmall_floats();
-    return (big > small ? big : small) + 16;
-}
-
-#ifdef ROWS_AVX2
-/* rows [n, n + nc) of w, columns [k0, k0 + kc), into pw (kc, PANEL) in the
- * panel layout (rows past nc zero); tmp holds (PANEL, kc) */
-static AVX2 void qpanel_fill(const QTensor *w, int n, int nc, int k0, int kc, float *tmp, float *pw) {
-    for (int j = 0; j < nc; j++) quant_row_part(w, n + j, k0, kc, tmp + (size_t)j * kc);
-    if (nc < PANEL) memset(tmp + (size_t)nc * kc, 0, (size_t)(PANEL - nc) * kc * sizeof(float));
-    for (int h = 0; h < 2; h++)
-        for (int k = 0; k < kc; k += 8) {
-            const float *t = tmp + (size_t)8 * h * kc + k;
-            __m256 r0 = _mm256_loadu_ps(t), r1 = _mm256_loadu_ps(t + kc), r2 = _mm256_loadu_ps(t + 2 * kc),
-                   r3 = _mm256_loadu_ps(t + 3 * kc), r4 = _mm256_loadu_ps(t + 4 * kc),
-                   r5 = _mm256_loadu_ps(t + 5 * kc), r6 = _mm256_loadu_ps(t + 6 * kc),
-                   r7 = _mm256_loadu_ps(t + 7 * kc);
-            __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1), t2 = _mm256_unpacklo_ps(r2, r3),
-                   t3 = _mm256_unpackhi_ps(r2, r3), t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5),
-                   t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
-            __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee),
-                   s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee),
-                   s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee),
-                   s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-            float *o = pw + (size_t)k * PANEL + 8 * h;
-            _mm256_storeu_ps(o, _mm256_permute2f128_ps(s0, s4, 0x20));
-            _mm256_storeu_ps(o + PANEL, _mm256_permute2f128_ps(s1, s5, 0x20));
-            _mm256_storeu_ps(o + 2 * PANEL, _mm256_permute2f128_ps(s2, s6, 0x20));
-            _mm256_storeu_ps(o + 3 * PANEL, _mm256_permute2f128_ps(s3, s7, 0x20));
-            _mm256_storeu_ps(o + 4 * PANEL, _mm256_permute2f128_ps(s0, s4, 0x31));
-            _mm256_storeu_ps(o + 5 * PANEL, _mm256_permute2f128_ps(s1, s5, 0x31));
-            _mm256_storeu_ps(o + 6 * PANEL, _mm256_permute2f128_ps(s2, s6, 0x31));
-            _mm256_storeu_ps(o + 7 * PANEL, _mm256_permute2f128_ps(s3, s7, 0x31));
-        }
-}
-
-/* MR rows of x (row stride ldx) by NP panels of wp (panel stride ps) over
- * kc columns, continuing the chains in acc ((MR, NP, PANEL); zero when
- * first). Slot s is row s / NP, panel s % NP; the accumulators are named
- * variables for the reason tile_avx2 gives. */
-#define SLOT_FMA(s, a0, a1)                                                        \
-    if (MR * NP > (s)) {                                                           \
-        const float *wk = wp + (size_t)((s) % NP) * ps + (size_t)k * PANEL;        \
-        __m256 xv = _mm256_broadcast_ss(x + (size_t)((s) / NP) * ldx + k);         \
-        a0 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wk), a0);                         \
-        a1 = _mm256_fmadd_ps(xv, _mm256_loadu_ps(wk + 8), a1);                     \
-    }
-#define SLOT_LOAD(s, a0, a1)                                                       \
-    if (MR * NP > (s) && !first) {                                                 \
-        a0 = _mm256_loadu_ps(acc + (size_t)(s) * PANEL);                           \
-        a1 = _mm256_loadu_ps(acc + (size_t)(s) * PANEL + 8);                       \
-    }
-#define SLOT_STORE(s, a0, a1)                                                      \
-    if (MR * NP > (s)) {                                                           \
-        _mm256_storeu_ps(acc + (size_t)(s) * PANEL, a0);                           \
-        _mm256_storeu_ps(acc + (size_t)(s) * PANEL + 8, a1);                       \
-    }
-static inline AVX2 __attribute__((always_inline)) void wtile_avx2(const float *x, int ldx, const float *wp, size_t ps,
-                                                                  int kc, float *acc, int first, const int MR,
-                                                                  const int NP) {
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, b0 = a0, b1 = a0, c0 = a0, c1 = a0, d0 = a0, d1 = a0, e0 = a0,
-           e1 = a0, f0 = a0, f1 = a0;
-    SLOT_LOAD(0, a0, a1) SLOT_LOAD(1, b0, b1) SLOT_LOAD(2, c0, c1) SLOT_LOAD(3, d0, d1) SLOT_LOAD(4, e0, e1)
-    SLOT_LOAD(5, f0, f1)
-    for (int k = 0; k < kc; k++) {
-        SLOT_FMA(0, a0, a1) SLOT_FMA(1, b0, b1) SLOT_FMA(2, c0, c1) SLOT_FMA(3, d0, d1) SLOT_FMA(4, e0, e1)
-        SLOT_FMA(5, f0, f1)
-    }
-    SLOT_STORE(0, a0, a1) SLOT_STORE(1, b0, b1) SLOT_STORE(2, c0, c1) SLOT_STORE(3, d0, d1) SLOT_STORE(4, e0, e1)
-    SLOT_STORE(5, f0, f1)
-}
-#undef SLOT_FMA
-#undef SLOT_LOAD
-#undef SLOT_STORE
-
-/* the (MR, NP) shapes wtile_avx2 is built for: MR * NP <= 6, NP <= QGROUP */
-static AVX2 void wtile(const float *x, int ldx, const float *wp, size_t ps, int kc, float *acc, int first, int MR,
-                       int NP) {
-#define W(m, p) case (m) * 8 + (p): wtile_avx2(x, ldx, wp, ps, kc, acc, first, m, p); break;
-    switch (MR * 8 + NP) {
-        W(1, 1) W(1, 2) W(1, 3) W(1, 4) W(2, 1) W(2, 2) W(2, 3) W(3, 1) W(3, 2) W(4, 1) W(5, 1) W(6, 1)
-    default: LC_FATAL("wtile %d x %d", MR, NP);
-    }
-#undef W
-}
-
-/* panels [a, b) for N <= QSMALL_N rows, as the section comment says */
-static AVX2 void qrows_small(float *out, const float *x, const QTensor *w, float *work, int N, float add, int a,
-                             int b) {
-    int Din = w->cols, Dout = w->rows;
-    float *tmp = work, *pw = tmp + (size_t)PANEL * QKC, *acc = pw + (size_t)QGROUP * PANEL * QKC;
-    const size_t ps = (size_t)PANEL * QKC; /* panel stride in the chunk */
-    for (int g = a; g < b; g += QGROUP) {
-        int gp = b - g < QGROUP ? b - g : QGROUP;
-        for (int k0 = 0; k0 < Din; k0 += QKC) {
-            int kc = Din - k0 < QKC ? Din - k0 : QKC;
-            for (int p = 0; p < gp; p++) {
-                int n = (g + p) * PANEL;
-                qpanel_fill(w, n, Dout - n < PANEL ? Dout - n : PANEL, k0, kc, tmp, pw + p * ps);
-            }
-            for (int m = 0; m < N; m += 6) {
-                int mr = N - m < 6 ? N - m : 6, npmax = 6 / mr < QGROUP ? 6 / mr : QGROUP;
-                for (int p = 0; p < gp; p += npmax) {
-                    int np = gp - p < npmax ? gp - p : npmax;
-                    /* a tile's accumulators (mr, np, PANEL), at slot m * QGROUP + p * mr */
-                    wtile(x + (size_t)m * Din + k0, Din, pw + p * ps, ps, kc,
-                          acc + ((size_t)m * QGROUP + (size_t)p * mr) * PANEL, k0 == 0, mr, np);
-                }
-            }
-        }
-        for (int m = 0; m < N; m += 6) {
-            int mr = N - m < 6 ? N - m : 6, npmax = 6 / mr < QGROUP ? 6 / mr : QGROUP;
-            for (int p = 0; p < gp; p += npmax) {
-                int np = gp - p < npmax ? gp - p : npmax;
-                const float *t = acc + ((size_t)m * QGROUP + (size_t)p * mr) * PANEL;
-                for (int s = 0; s < mr * np; s++) {
-                    int i = s / np, n = (g + p + s % np) * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
-                    for (int j = 0; j < nc; j++) store_out(out + (size_t)(m + i) * Dout + n + j, t[s * PANEL + j], add);
-                }
-            }
-        }
-    }
-}
-
-/* panels [a, b) for any N: each panel dequantised whole, then all rows */
-static AVX2 void qrows_big(float *out, const float *x, const QTensor *w, float *work, int N, float add, int a, int b) {
-    int Din = w->cols, Dout = w->rows;
-    float *tmp = work, *pw = tmp + (size_t)PANEL * Din;
-    for (int p = a; p < b; p++) {
-        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
-        qpanel_fill(w, n, nc, 0, Din, tmp, pw);
-        panel_avx2(x, pw, out, 0, N, n, nc, Din, Dout, add);
-    }
-}
-#endif
-
-static void qrows_portable(float *out, const float *x, const QTensor *w, float *work, int N, float add, int a,
-                           int b) {
-    int Din = w->cols, Dout = w->rows;
-    float *rows = work, *pw = rows + (size_t)PANEL * Din;
-    for (int p = a; p < b; p++) {
-        int n = p * PANEL, nc = Dout - n < PANEL ? Dout - n : PANEL;
-        quant_rows(w, n, nc, rows);
-        for (int k = 0; k < Din; k++)
-            for (int j = 0; j < PANEL; j++) pw[(size_t)k * PANEL + j] = j < nc ? rows[(size_t)j * Din + k] : 0.0f;
-        tile_portable(x, Din, pw, out + n, Dout, N, nc, add);
-    }
-}
-
-void cpu_qmatmul_rows(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add) {
-    (void)ctx;
-    int avx = use_avx2(), panels = (w->rows + PANEL - 1) / PANEL;
-    (void)avx;
-#pragma omp parallel
-    {
-        /* each thread a contiguous range of panels */
-        int nt = omp_get_num_threads(), t = omp_get_thread_num();
-        int a = (int)((long)panels * t / nt), b = (int)((long)panels * (t + 1) / nt);
-        float *tw = work + (size_t)t * cpu_qrows_thread_floats(w->cols);
-#ifdef ROWS_AVX2
-        if (avx && N <= QSMALL_N)
-            qrows_small(out, x, w, tw, N, add, a, b);
-        else if (avx)
-            qrows_big(out, x, w, tw, N, add, a, b);
-        else
-#endif
-            qrows_portable(out, x, w, tw, N, add, a, b);
     }
 }
 
@@ -538,7 +345,7 @@ void cpu_attn_paged(void *ctx, float *out, const float *q, const float *k, const
     int G = H / KV, KVD = KV * HS;
     LC_ASSERT(G <= ATTN_GMAX && HS <= ATTN_HSMAX);
     float scale = 1.0f / sqrtf((float)HS);
-    int avx = use_avx2() && HS % 8 == 0; /* one path for every row of the run */
+    int avx = cpu_rows_avx2() && HS % 8 == 0; /* one path for every row of the run */
     (void)avx;
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int n = 0; n < N; n++)
