@@ -16,7 +16,7 @@
  * 256-value blocks do not divide 576).
  *
  * Build (after make): cc -O2 -fopenmp -Imodel bench/quant_bench.c build/obj/model/quant.o \
- *   build/obj/model/quant_avx2.o build/obj/model/ops_cpu_engine.o build/obj/model/ops_cpu_qrows.o \
+ *   build/obj/model/ops_cpu_engine.o build/obj/model/ops_cpu_qrows.o \
  *   build/obj/model/base.o -lm -o build/quant_bench
  * Run:   OMP_NUM_THREADS=2 build/quant_bench [reps]
  */

@@ -90,7 +90,7 @@ QTensor quant_tensor(uint32_t type, int rows, int cols, const void *data);
  * dequantise. */
 int quant_dequantize(uint32_t type, const void *src, int64_t n, float *dst);
 /* Rows [r0, r0 + n) of q (host memory) into dst (n, cols) (=). On CPUs
- * with AVX2+FMA the vector dequantisers (quant_avx2.c) unless
+ * with AVX2+FMA the vector dequantisers (quant.c's AVX2 section) unless
  * LLAMAC_QUANT_PORTABLE is set in the environment when first called; the
  * bits are the same either way. quant_rows_portable always takes the
  * scalar ones (the tests compare the two). */
