@@ -722,7 +722,7 @@ static void case_qmatmul(Rng *r) {
         int blk = quant_block(t);
         qmatmul_case(r, t, 5, 37, 2 * blk);
         /* more rows than one tile (QWORK_FLOATS / Din), the last tile partial */
-        qmatmul_case(r, t, 3, (1 << 18) / (blk * 4) + 45, blk * 4);
+        qmatmul_case(r, t, 3, (1 << 20) / (blk * 4) + 45, blk * 4);
     }
 }
 
@@ -735,7 +735,7 @@ static void case_qembed(Rng *r) {
 static void case_qlmhead(Rng *r) {
     for (int i = 0; i < TEST_NQTYPES; i++) {
         uint32_t t = test_qtypes[i];
-        int N = 11, D = quant_block(t) * 2, V = (1 << 18) / D + 37;
+        int N = 11, D = quant_block(t) * 2, V = (1 << 20) / D + 37;
         QTensor q;
         uint8_t *qd = test_qtensor_rand(r, t, V, D, &q);
         float *w = NEW((size_t)V * D), *x = NEW((size_t)N * D), *rs = NEW(N);
