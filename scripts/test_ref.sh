@@ -75,7 +75,9 @@ check test_gguf --work build/test_gguf
 check test_nf4_ref --work build/test_nf4_ref
 # llamac quantize against gguf.quants (Q8_0, Q4_0 bytes) and llama.cpp's own
 # quantiser (types per tensor, RMSE, KL of next-token distributions) on
-# SmolLM2 and a random Llama; needs the llama.cpp venv (scripts/venv_llamacpp.sh)
+# SmolLM2 and a random Llama; the llama.cpp comparisons need the llama.cpp venv
+# (scripts/venv_llamacpp.sh, built once by make bench-sample or by hand) and are
+# skipped without it (a fresh machine: the gguf.quants checks still run)
 check test_quant_ref --work build/test_quant_ref
 # the sampling engine on SmolLM2: log-probabilities against transformers and
 # llamac's own forward, truncation against transformers' processors, greedy
