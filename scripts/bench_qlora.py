@@ -56,7 +56,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sft import BETA2, CLIP, DATA, EPS, HF, LR, ROOT, VENV, WD, prepare, read_jsonl, run_child  # noqa: E402
+from bench_sft import BETA2, CLIP, DATA, EPS, HF, LR, ROOT, VENV, WD, prepare, read_jsonl, run_child, run_worker  # noqa: E402
 
 WORK = os.path.join(ROOT, "build", "bench_qlora")
 LLAMAC = os.path.join(ROOT, "build", "llamac")
@@ -100,19 +100,9 @@ def run_llamac(a, tag, model, tokenizer, extra, seq, batch, steps, dump=False):
 def run_peft(a, py, batches):
     d = os.path.join(WORK, "peft")
     os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, "result.json")
-    if os.path.exists(out):
-        os.remove(out)
     cmd = [py, os.path.abspath(__file__), "--worker", "peft", "--batches", batches, "--steps", str(a.steps),
-           "--warmup", str(a.warmup), "--threads", str(a.threads), "--result", out]
-    log = os.path.join(d, "log.txt")
-    rc, rss = run_child(cmd, log)
-    if rc != 0:
-        sys.exit(f"bench-qlora: PEFT failed (exit {rc}); see {log}")
-    with open(out) as f:
-        res = json.load(f)
-    res["rss"] = rss
-    return res
+           "--warmup", str(a.warmup), "--threads", str(a.threads)]
+    return run_worker(cmd, d, "bench-qlora: PEFT")
 
 
 def peft_worker(a):

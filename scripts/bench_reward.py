@@ -46,7 +46,7 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_sft import BETA2, CLIP, EPS, HF, LR, ROOT, VENV, WD, prepare, read_jsonl, run_child  # noqa: E402
+from bench_sft import BETA2, CLIP, EPS, HF, LR, ROOT, VENV, WD, prepare, read_jsonl, run_child, run_worker  # noqa: E402
 
 WORK = os.path.join(ROOT, "build", "bench_reward")
 PAIRS = os.path.join(WORK, "pairs.jsonl")
@@ -151,20 +151,9 @@ def run_rs(a):
 def run_trl(a, config, py):
     d = os.path.join(WORK, f"trl_{config}")
     os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, "result.json")
-    if os.path.exists(out):
-        os.remove(out)
     cmd = [py, os.path.abspath(__file__), "--worker", config, "--batch", str(a.batch), "--max-length",
-           str(a.max_length), "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads),
-           "--result", out]
-    log = os.path.join(d, "log.txt")
-    rc, rss = run_child(cmd, log)
-    if rc != 0:
-        sys.exit(f"bench-reward: TRL failed (exit {rc}); see {log}")
-    with open(out) as f:
-        res = json.load(f)
-    res["rss"] = rss
-    return res
+           str(a.max_length), "--steps", str(a.steps), "--warmup", str(a.warmup), "--threads", str(a.threads)]
+    return run_worker(cmd, d, "bench-reward: TRL")
 
 
 def trl_worker(a):

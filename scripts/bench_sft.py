@@ -54,6 +54,22 @@ def run_child(cmd, log):
     return p.returncode, ru.ru_maxrss / 1024.0  # Linux: KiB
 
 
+def run_worker(cmd, d, who):
+    """Run a reference worker (cmd + --result d/result.json) in its own
+    process; its result dict with "rss" (its peak RSS, MiB) added. Exits
+    naming who and d/log.txt when it fails."""
+    out, log = os.path.join(d, "result.json"), os.path.join(d, "log.txt")
+    if os.path.exists(out):
+        os.remove(out)
+    rc, rss = run_child(cmd + ["--result", out], log)
+    if rc != 0:
+        sys.exit(f"{who} failed (exit {rc}); see {log}")
+    with open(out) as f:
+        res = json.load(f)
+    res["rss"] = rss
+    return res
+
+
 def read_jsonl(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -131,19 +147,9 @@ def run_llamac(args, targets, tag):
 def run_trl(args, targets, tag, py):
     d = os.path.join(WORK, tag)
     os.makedirs(d, exist_ok=True)
-    out = os.path.join(d, "result.json")
-    if os.path.exists(out):
-        os.remove(out)
     cmd = [py, __file__, "--worker", "trl", "--recompute", str(args.recompute), "--targets", targets, "--batch", str(args.batch), "--seq",
-           str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup), "--r", str(args.r),
-           "--result", out]
-    rc, rss = run_child(cmd, os.path.join(d, "log.txt"))
-    if rc != 0:
-        sys.exit(f"bench-sft: TRL failed (exit {rc}); see {d}/log.txt")
-    with open(out) as f:
-        res = json.load(f)
-    res["rss"] = rss
-    return res
+           str(args.seq), "--steps", str(args.steps), "--warmup", str(args.warmup), "--r", str(args.r)]
+    return run_worker(cmd, d, "bench-sft: TRL")
 
 
 def trl_worker(args):
