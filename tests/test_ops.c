@@ -716,7 +716,44 @@ static void qembed_case(Rng *r, uint32_t type) {
     free(qd); free(w); free(o0); free(o1); free(work);
 }
 
+/* Finite differences of the quantised ops' own input gradients (the
+ * comparisons above tie them to the float ops; this ties each to its own
+ * forward): qmatmul's dx, and qlmhead's dx of the summed loss. */
+typedef struct { const QTensor *q; float *x, *y, *rr, *work, *scratch, *rl; int *tgt; int N; } QFd;
+
+static double qmm_f(void *ud) {
+    QFd *c = ud;
+    O->qmatmul_fwd(NULL, c->y, c->x, c->q, c->work, c->N);
+    return gc_project(c->y, c->rr, (size_t)c->N * c->q->rows);
+}
+
+static double qhead_f(void *ud) {
+    QFd *c = ud;
+    return O->qlmhead(NULL, NULL, c->rl, NULL, c->x, c->q, c->tgt, NULL, 0.0f, c->scratch, c->work, c->N);
+}
+
+static void qmatmul_fd(Rng *r, uint32_t type) {
+    int N = 5, Dout = 19, Din = quant_block(type) * 2;
+    QTensor q;
+    uint8_t *qd = test_qtensor_rand(r, type, Dout, Din, &q);
+    QFd c = {&q, NEW((size_t)N * Din), NEW((size_t)N * Dout), NEW((size_t)N * Dout), NEW(O->qwork_floats(NULL, Din)),
+             NEW(O->scratch_floats(NULL, 1, N, 1, 2, Dout, Din)), NEW(N), xmalloc(N * sizeof(int)), N};
+    gc_randn(r, c.x, (size_t)N * Din, 1); gc_randn(r, c.rr, (size_t)N * Dout, 1);
+    float *dx = NEW((size_t)N * Din);
+    O->qmatmul_bwd(NULL, dx, c.rr, &q, c.work, N, 0);
+    char what[48];
+    snprintf(what, sizeof what, "qmatmul.%s.dx", quant_name(type));
+    check(what, qmm_f, &c, c.x, dx, (size_t)N * Din, r);
+    /* the head: V = Dout rows, the loss summed (scale 1) */
+    for (int n = 0; n < N; n++) c.tgt[n] = n == 2 ? LC_IGNORE : (int)(rng_u64(r) % Dout);
+    O->qlmhead(NULL, dx, c.rl, NULL, c.x, &q, c.tgt, NULL, 1.0f, c.scratch, c.work, N);
+    snprintf(what, sizeof what, "qlmhead.%s.dx", quant_name(type));
+    check(what, qhead_f, &c, c.x, dx, (size_t)N * Din, r);
+    free(qd); free(c.x); free(c.y); free(c.rr); free(c.work); free(c.scratch); free(c.rl); free(c.tgt); free(dx);
+}
+
 static void case_qmatmul(Rng *r) {
+    for (int i = 0; i < TEST_NQTYPES; i++) qmatmul_fd(r, test_qtypes[i]);
     for (int i = 0; i < TEST_NQTYPES; i++) {
         uint32_t t = test_qtypes[i];
         int blk = quant_block(t);
