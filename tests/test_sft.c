@@ -388,8 +388,9 @@ void sft_lora_resume_bases(void) {
     }
 }
 
-/* QLoRA: a base kept in a GGUF's Q8_0 and one quantised to NF4 at load,
- * each killed mid-run and resumed: the same adapters, moments and losses
+/* QLoRA on every kind of base: a GGUF's Q8_0 kept, a checkpoint quantised
+ * to NF4 at load, a Hugging Face directory to Q8_0, each killed mid-run and
+ * resumed: the same adapters, moments and losses
  * as a straight run; a checkpoint resumed on the base held another way is
  * refused. */
 void sft_qlora_resume(void) {
@@ -397,10 +398,12 @@ void sft_qlora_resume(void) {
     system("rm -rf " DIR "/qrA* " DIR "/qrB* " DIR "/qrC* " DIR "/qrad");
     int rc = test_llamac("quantize " DIR "/base.h5 " DIR "/base_q8.gguf --type q8_0 --force");
     EXPECT(rc == 0, "quantize: %s", test_err);
+    rc = test_llamac("convert " DIR "/base.h5 " DIR "/qr_hf --force");
+    EXPECT(rc == 0, "convert: %s", test_err);
     static const struct {
         const char *model, *how;
-    } runs[] = {{DIR "/base_q8.gguf", "keep"}, {DIR "/base.h5", "nf4"}};
-    for (int k = 0; k < 2; k++) {
+    } runs[] = {{DIR "/base_q8.gguf", "keep"}, {DIR "/base.h5", "nf4"}, {DIR "/qr_hf", "q8_0"}};
+    for (int k = 0; k < 3; k++) {
         char a[2048], b[2048], ck[256], ca[256], cb[256], ma[256], mb[256];
         snprintf(ma, sizeof ma, DIR "/qrA%d.jsonl", k);
         snprintf(mb, sizeof mb, DIR "/qrB%d.jsonl", k);
