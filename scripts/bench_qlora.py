@@ -47,7 +47,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import struct
@@ -57,6 +56,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_sft import BETA2, CLIP, DATA, EPS, HF, LR, ROOT, VENV, WD, prepare, read_jsonl, run_child, run_worker  # noqa: E402
+from bench_sample import machine_line  # noqa: E402
+from hf_llama import llama_config, llama_shapes  # noqa: E402
 
 WORK = os.path.join(ROOT, "build", "bench_qlora")
 LLAMAC = os.path.join(ROOT, "build", "llamac")
@@ -166,20 +167,8 @@ def write_random_hf(d, seed=1):
     D, L, H, KV, F, V = SHAPE_1B
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "config.json"), "w") as f:
-        json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D,
-                   "intermediate_size": F, "num_hidden_layers": L, "num_attention_heads": H,
-                   "num_key_value_heads": KV, "vocab_size": V, "max_position_embeddings": 2048,
-                   "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": True,
-                   "hidden_act": "silu", "torch_dtype": "float32"}, f)
-    hs = D // H
-    shapes = {"model.embed_tokens.weight": (V, D), "model.norm.weight": (D,)}
-    for i in range(L):
-        p = f"model.layers.{i}."
-        shapes.update({p + "self_attn.q_proj.weight": (D, D), p + "self_attn.k_proj.weight": (KV * hs, D),
-                       p + "self_attn.v_proj.weight": (KV * hs, D), p + "self_attn.o_proj.weight": (D, D),
-                       p + "mlp.gate_proj.weight": (F, D), p + "mlp.up_proj.weight": (F, D),
-                       p + "mlp.down_proj.weight": (D, F), p + "input_layernorm.weight": (D,),
-                       p + "post_attention_layernorm.weight": (D,)})
+        json.dump(llama_config(D, F, L, H, KV, V, True, 2048, 500000.0), f)
+    shapes = llama_shapes(D, F, L, H, KV, V, True)
     header, off = {}, 0
     for k, s in shapes.items():
         n = 4 * int(np.prod(s))
@@ -244,17 +233,6 @@ def run_decode(a, gguf, files):
 
 # ---------------------------------------------------------------- main
 
-def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
-    return f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}, commit {rev.strip()}"
-
-
 def load():
     x = os.getloadavg()
     return f"{x[0]:.2f} / {x[2]:.2f}"
@@ -301,8 +279,7 @@ def main():
         print(s, flush=True)
         lines.append(s)
 
-    say(f"bench-qlora: {machine()}; {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}; "
-        f"load average {load()} (1 / 15 min) at the start")
+    say(f"bench-qlora: {machine_line()}; load average {load()} (1 / 15 min) at the start")
     say(f"  SmolLM2 rows: {os.path.relpath(gguf, ROOT)}, {os.path.relpath(DATA, ROOT)}, ChatML, packed, LoRA r {R} "
         f"alpha {ALPHA} on {TARGETS}, B {a.batch}, T {a.seq}, recompute, {a.warmup} + {a.steps} steps, "
         f"{a.rounds} rounds, {a.threads} threads each")
@@ -372,7 +349,7 @@ def main():
             + next((x.strip() for x in qlog.splitlines() if "wrote" in x), ""))
         x = run_llamac(a, "1b", path, hf_tok, ["--base-quant", "keep"], 2048, 1, a.steps_1b)
         ok = x["rss"] <= 2.5 * GIB
-        say(f"| run | s/step | peak RSS | target <= 2.5 GiB |")
+        say("| run | s/step | peak RSS | target <= 2.5 GiB |")
         say("| --- | ---: | ---: | --- |")
         say(f"| QLoRA keep, B 1, T 2048, recompute, r {R} on {TARGETS}, {a.steps_1b} step(s) | "
             f"{statistics.median(x['steps']):.0f} | {x['rss']:.0f} MiB ({x['rss'] / GIB:.2f} GiB) | "

@@ -34,6 +34,9 @@ import sys
 
 import numpy as np
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from hf_llama import llama_config, llama_shapes  # noqa: E402
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 VENV_LLAMACPP = os.environ.get("LLAMAC_VENV_LLAMACPP", os.path.expanduser("~/.cache/llamac-venv-llamacpp"))
@@ -139,21 +142,9 @@ def random_model(work, llamac, smol_f32):
     d = os.path.join(work, "rand_hf")
     os.makedirs(d, exist_ok=True)
     D, F, L, H, KV, V = 256, 768, 4, 4, 2, 49152
-    cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": D, "intermediate_size": F,
-           "num_hidden_layers": L, "num_attention_heads": H, "num_key_value_heads": KV, "vocab_size": V,
-           "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "tie_word_embeddings": False,
-           "hidden_act": "silu", "torch_dtype": "float32"}
-    json.dump(cfg, open(os.path.join(d, "config.json"), "w"))
+    json.dump(llama_config(D, F, L, H, KV, V, False, 512, 10000.0), open(os.path.join(d, "config.json"), "w"))
     rng = np.random.default_rng(5)
-    hs = D // H
-    w = {"model.embed_tokens.weight": (V, D), "lm_head.weight": (V, D), "model.norm.weight": (D,)}
-    for i in range(L):
-        p = f"model.layers.{i}."
-        w.update({p + "self_attn.q_proj.weight": (D, D), p + "self_attn.k_proj.weight": (KV * hs, D),
-                  p + "self_attn.v_proj.weight": (KV * hs, D), p + "self_attn.o_proj.weight": (D, D),
-                  p + "mlp.gate_proj.weight": (F, D), p + "mlp.up_proj.weight": (F, D),
-                  p + "mlp.down_proj.weight": (D, F), p + "input_layernorm.weight": (D,),
-                  p + "post_attention_layernorm.weight": (D,)})
+    w = llama_shapes(D, F, L, H, KV, V, False)
     # heavier-tailed than a normal (Student t, 5 dof), as trained weights are; norms near 1
     arr = {k: (1 + 0.1 * rng.standard_normal(s) if len(s) == 1 else 0.05 * rng.standard_t(5, s)).astype(np.float32)
            for k, s in w.items()}

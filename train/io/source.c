@@ -249,20 +249,29 @@ int source_load_quant(const ModelSource *s, const LlamaConfig *c, const ParamTab
         }
     }
     if (rc == 0) rc = source_load_as(s, c, &ft, params, seed, e);
-    int gguf_keep = s->kind == SOURCE_GGUF;
+    /* kt: t with qtype kept only where a GGUF stores the tensor in its
+     * planned type (copied as stored below); the rest are quantised here */
+    ParamTable kt = *t;
+    kt.p = xmalloc((size_t)t->n * sizeof *kt.p);
+    memcpy(kt.p, t->p, (size_t)t->n * sizeof *kt.p);
+    int stored = 0;
+    if (rc == 0 && s->kind == SOURCE_GGUF) {
+        Gguf g;
+        rc = gguf_open(&g, s->path, e);
+        for (int i = 0; rc == 0 && i < kt.n; i++) {
+            uint32_t ty = 0;
+            if (kt.p[i].qtype && (rc = gguf_llama_tensor_type(&g, kt.p[i].name, &ty, e)) == 0 && ty != kt.p[i].qtype)
+                kt.p[i].qtype = 0;
+            stored += kt.p[i].qtype != 0;
+        }
+        gguf_close(&g); /* zeroed when the open failed */
+    } else {
+        for (int i = 0; i < kt.n; i++) kt.p[i].qtype = 0;
+    }
     float *tmp = NULL;
     for (int i = 0; i < t->n && rc == 0; i++) {
         const ParamInfo *p = &t->p[i];
-        if (!p->qtype) continue;
-        if (gguf_keep) {
-            Gguf g;
-            uint32_t ty = 0;
-            if ((rc = gguf_open(&g, s->path, e))) break;
-            rc = gguf_llama_tensor_type(&g, p->name, &ty, e);
-            gguf_close(&g);
-            if (rc) break;
-            if (ty == p->qtype) continue; /* gguf_llama_load_quant copies it below */
-        }
+        if (!p->qtype || kt.p[i].qtype) continue;
         tmp = xrealloc(tmp, p->numel * sizeof(float));
         if (merged) {
             int k = params_find(&st, p->name);
@@ -273,21 +282,8 @@ int source_load_quant(const ModelSource *s, const LlamaConfig *c, const ParamTab
         }
         LC_ASSERT(quant_quantize(p->qtype, tmp, p->shape[0], p->shape[1], qdata + p->qoffset) == 0);
     }
-    if (rc == 0 && gguf_keep) { /* the blocks the file stores in their plan's type */
-        ParamTable kt = *t;
-        kt.p = xmalloc((size_t)t->n * sizeof *kt.p);
-        memcpy(kt.p, t->p, (size_t)t->n * sizeof *kt.p);
-        Gguf g;
-        rc = gguf_open(&g, s->path, e);
-        for (int i = 0; rc == 0 && i < kt.n; i++) {
-            uint32_t ty = 0;
-            if (kt.p[i].qtype && (rc = gguf_llama_tensor_type(&g, kt.p[i].name, &ty, e)) == 0 && ty != kt.p[i].qtype)
-                kt.p[i].qtype = 0; /* quantised from float above */
-        }
-        gguf_close(&g);
-        if (rc == 0) rc = gguf_llama_load_quant(s->path, &s->c, &kt, qdata, e);
-        free(kt.p);
-    }
+    if (rc == 0 && stored) rc = gguf_llama_load_quant(s->path, &s->c, &kt, qdata, e);
+    free(kt.p);
     free(tmp);
     free(full);
     params_free(&st);
