@@ -116,6 +116,8 @@ void loader_ranks_disjoint(void);
 void loader_doc_boundaries(void);
 void loader_too_short(void);
 void jsonl_bom(void);
+void docstream_order(void);
+void docstream_errors(void);
 void pipeline_pretrain(void);
 void pipeline_generate(void);
 void pipeline_errors(void);
