@@ -666,6 +666,13 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
         ckpt_state_free(&st);
         return -1;
     }
+    int nc = trainer_cursor_words(d);
+    if (st.ncursor != nc) {
+        err_set(e, "%s: its data cursor has %d words, this run's data needs %d (one source: 2, a mixture of K "
+                   "sources: 1 + 2K): resume with the same --train sources", rpath, st.ncursor, nc);
+        ckpt_state_free(&st);
+        return -1;
+    }
     if (st.data_id != d->data_id) {
         err_set(e, "%s: trained on other data than %s (data id %016llx, this run's %016llx)", rpath, d->name,
                 (unsigned long long)st.data_id, (unsigned long long)d->data_id);
@@ -675,14 +682,6 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     if (st.seed != (uint64_t)o->seed)
         fprintf(stderr, "warning: %s was trained with --seed %llu, this run has %ld: the data order "
                         "changes\n", rpath, (unsigned long long)st.seed, o->seed);
-    int nc = trainer_cursor_words(d);
-    if (st.ncursor != nc) {
-        err_set(e, "%s: its data cursor has %d words, this run's data needs %d (%s)", rpath, st.ncursor, nc,
-                nc > 2 || st.ncursor > 2 ? "a mixture of 1 + 2 x sources words, one source 2: resume with the same --train sources"
-                                         : "another kind of data");
-        ckpt_state_free(&st);
-        return -1;
-    }
     uint64_t cur[TRAIN_CURSOR_MAX];
     memcpy(cur, st.cursor, (size_t)nc * sizeof *cur);
     int rc = d->seek(d->ud, cur, e);
