@@ -363,3 +363,44 @@ void mixture_resume(void) {
                      TM "/B --out " TM "/P.h5 --resume auto");
     EXPECT(rc == 1 && strstr(test_err, "trained on other data"), "other weights: %s", test_err);
 }
+
+/* The step records' "mix/..." members (the realised proportions) and losses
+ * of a metrics file, one string and one number per step. */
+static int step_records(const char *path, char mix[][256], double *loss, int max) {
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    int n = 0;
+    while (f && n < max && fgets(line, sizeof line, f)) {
+        const char *l = strstr(line, "\"loss\":"), *m = strstr(line, ",\"mix/");
+        if (!l || !m) continue;
+        loss[n] = strtod(l + 7, NULL);
+        snprintf(mix[n], 256, "%.*s", (int)strcspn(m, "}"), m);
+        n++;
+    }
+    if (f) fclose(f);
+    return n;
+}
+
+/* Two data-parallel ranks (mpirun) draw the same rows as one process: the
+ * same realised proportions at every step, the same losses up to the order
+ * of the gradient sums. */
+void mixture_mpi(void) {
+    if (!test_have_mpi()) return;
+    need_cli_shards();
+    int rc = system("rm -rf " TM "/D1 " TM "/D2 " TM "/D1.jsonl " TM "/D2.jsonl");
+    (void)rc;
+    rc = test_llamac("pretrain " MIX_RUN MIX_SRC "--steps 6 --ckpt-dir " TM "/D1 --metrics " TM "/D1.jsonl --out " TM
+                     "/D1.h5");
+    EXPECT(rc == 0, "one process: %s", test_err);
+    rc = test_mpi_llamac(2, "pretrain " MIX_RUN MIX_SRC "--steps 6 --ckpt-dir " TM "/D2 --metrics " TM
+                            "/D2.jsonl --out " TM "/D2.h5");
+    EXPECT(rc == 0, "mpirun -np 2: %s", test_err);
+    static char ma[8][256], mb[8][256];
+    double la[8], lb[8];
+    int na = step_records(TM "/D1.jsonl", ma, la, 8), nb = step_records(TM "/D2.jsonl", mb, lb, 8);
+    EXPECT(na == 6 && nb == 6, "%d and %d step records", na, nb);
+    for (int s = 0; s < na && s < nb; s++) {
+        EXPECT(strcmp(ma[s], mb[s]) == 0, "step %d: proportions %s on one process, %s on two ranks", s + 1, ma[s], mb[s]);
+        EXPECT(fabs(la[s] - lb[s]) <= 1e-5 * fabs(la[s]), "step %d: loss %.9g vs %.9g", s + 1, la[s], lb[s]);
+    }
+}

@@ -122,6 +122,7 @@ void mixture_seek_exact(void);
 void mixture_one_source(void);
 void mixture_cli_errors(void);
 void mixture_resume(void);
+void mixture_mpi(void);
 void jsonl_bom(void);
 void pipeline_pretrain(void);
 void pipeline_generate(void);

@@ -236,6 +236,8 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         err_set(e, "--set vocab=%d: the shards hold ids of a %d-word vocabulary", c.vocab, tr->s[0].vocab);
         goto out;
     }
+    /* the model first: its errors (--seq past the context) come before the data's, as ever */
+    if (trainer_open(&t, &o, "pretrain", &c, NULL, e)) goto out;
     MixSource src[MIX_MAX_SOURCES];
     int k = set_sources(tr, src);
     if (mixture_init(&M, src, k, (int)o.B, (int)o.T, (int)shuffle, (int)doc_mask, (uint64_t)o.seed, "--train", e))
@@ -246,7 +248,6 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
             goto out;
         parts[i] = win_data(&LV[i], &va->s[0], va->name[i] ? va->name[i] : val.v[0]);
     }
-    if (trainer_open(&t, &o, "pretrain", &c, NULL, e)) goto out;
     if (tr->name[0]) {
         printf("mixture of %d source%s (rows drawn by weight from --seed %ld):\n", M.K, M.K == 1 ? "" : "s", o.seed);
         print_sources(&M, tr);

@@ -972,8 +972,9 @@ static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
     if (cds >= 0) {
         hid_t sp = H5Dget_space(cds);
         hsize_t got[2] = {0, 0};
+        /* at most 2^21 words in all, as when every cursor had 2 (a damaged file claims no more) */
         if (H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, got, NULL) == 2 && got[1] >= 2 &&
-            got[1] <= 4096)
+            got[1] <= 4096 && (uint64_t)world * got[1] <= (2u << 20))
             cd[1] = got[1];
         H5Sclose(sp);
         H5Dclose(cds);
