@@ -80,7 +80,7 @@ static const struct {
     T(ops_attn_paged), T(ops_rows), T(ops_qmatmul), T(ops_qembed), T(ops_qlmhead), T(ops_qmatmul_rows), T(ops_qdequant), T(engine_forced), T(engine_lora), T(engine_batch_invariant),
     T(engine_greedy), T(engine_session), T(ops_attn_blocks),
     T(ops_attn_kernels), T(ops_deterministic),
-    T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_gradcheck_score), T(model_layer_ranges),
+    T(model_gradcheck_untied), T(model_gradcheck_tied_gqa_docs), T(model_gradcheck_head_dim), T(model_gradcheck_score), T(model_layer_ranges),
     T(model_doc_pos), T(model_overfit), T(model_kv_cache), T(model_param_counts), T(model_batch_errors),
     T(model_lora_gradcheck_untied), T(model_lora_gradcheck_tied_gqa), T(model_recompute), T(model_lora_decode),
     T(model_lora_errors),

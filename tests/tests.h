@@ -44,6 +44,7 @@ void ops_attn_kernels(void);
 void ops_deterministic(void);
 void model_gradcheck_untied(void);
 void model_gradcheck_tied_gqa_docs(void);
+void model_gradcheck_head_dim(void);
 void model_gradcheck_score(void);
 void model_layer_ranges(void);
 void model_doc_pos(void);

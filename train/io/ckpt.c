@@ -40,6 +40,8 @@ static const CfgField cfg_fields[] = {
     CF(rope_low_freq, 1), CF(rope_high_freq, 1), CF(rope_orig_ctx, 0), CF(tied, 0),
     /* classifiers (reward models), 2026-12 */
     {"num_labels", offsetof(LlamaConfig, num_labels), 0, 0}, {"pad_id", offsetof(LlamaConfig, pad_id), 0, -1},
+    /* a head size other than dim / n_heads (pruned models), 2026-12; 0: dim / n_heads */
+    {"head_dim", offsetof(LlamaConfig, head_dim), 0, 0},
 };
 #undef CF
 #define N_CFG (int)(sizeof cfg_fields / sizeof cfg_fields[0])
@@ -49,6 +51,13 @@ int ckpt_config_diff(const LlamaConfig *a, const LlamaConfig *b, char *buf, size
         const char *pa = (const char *)a + cfg_fields[i].off, *pb = (const char *)b + cfg_fields[i].off;
         if (cfg_fields[i].off == offsetof(LlamaConfig, pad_id) && !a->num_labels && !b->num_labels)
             continue; /* only a classifier reads its pad id */
+        if (cfg_fields[i].off == offsetof(LlamaConfig, head_dim)) {
+            if (config_head_size(a) != config_head_size(b)) { /* 0 and an explicit D/H are one shape */
+                snprintf(buf, n, "head_dim %d vs %d", config_head_size(a), config_head_size(b));
+                return 1;
+            }
+            continue;
+        }
         if (cfg_fields[i].is_float) {
             float x, y;
             memcpy(&x, pa, sizeof x);
