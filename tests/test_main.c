@@ -89,7 +89,7 @@ static const struct {
     T(lora_merge_values), T(lora_keep_rate), T(lora_merge_model), T(lora_memory_rss),
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),
     T(optim_accumulation), T(optim_errors),
-    T(ref_llama2), T(ref_llama3), T(ref_fixture_errors), T(ref_lora_llama2), T(ref_lora_llama3),
+    T(ref_llama2), T(ref_llama3), T(ref_llama_hd), T(ref_fixture_errors), T(ref_lora_llama2), T(ref_lora_llama3),
     T(bpe_roundtrip_random), T(bpe_roundtrip_unicode), T(bpe_empty), T(bpe_known_merges),
     T(bpe_save_load), T(bpe_bad_files), T(bpe_v1_fixture), T(bpe_bad_files_v2), T(bpe_speed),
     T(tok_reference), T(tok_ids), T(tok_llamac), T(tok_utf8), T(tok_bad_files), T(tok_cli),

@@ -79,6 +79,7 @@ void optim_accumulation(void);
 void optim_errors(void);
 void ref_llama2(void);
 void ref_llama3(void);
+void ref_llama_hd(void);
 void ref_fixture_errors(void);
 void ref_lora_llama2(void);
 void ref_lora_llama3(void);

@@ -1199,9 +1199,9 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     char head[64];
     if (c->num_labels) snprintf(head, sizeof head, "score (%d x %d) head, pad id %d", c->num_labels, c->dim, c->pad_id);
     else snprintf(head, sizeof head, "%s head", c->tied ? "tied" : "untied");
-    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s\n",
-            c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden,
-            c->vocab, c->max_seq, head);
+    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads of %d, hidden %d, vocab %d, max_seq %d, %s\n",
+            c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, config_head_size(c),
+            c->hidden, c->vocab, c->max_seq, head);
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);
