@@ -346,7 +346,7 @@ int cmd_prune(int argc, char **argv, Err *e) {
             err_set(e, "%s: token %d is outside the model's vocabulary of %d", calib.v[0], k.ids[i], c.vocab);
             goto out;
         }
-    Batches bx = {k.ids, (int)B, (int)T, have_tok ? tok.eos : -1, (int)((k.n - 1) / ((size_t)B * T)), NULL, NULL, NULL};
+    Batches bx = {k.ids, (int)B, (int)T, have_tok ? tok.eos : -1, k.n > 0 ? (int)((k.n - 1) / ((size_t)B * T)) : 0, NULL, NULL, NULL};
     if (k.n > 0 && bx.eot < 0) { /* a shard's end-of-text id */
         Shard s;
         if (is_shard(calib.v[0]) && shard_open(&s, calib.v[0], &te) == 0) {
