@@ -84,7 +84,7 @@ static const struct {
     T(model_doc_pos), T(model_overfit), T(model_kv_cache), T(model_param_counts), T(model_batch_errors),
     T(model_lora_gradcheck_untied), T(model_lora_gradcheck_tied_gqa), T(model_recompute), T(model_lora_decode),
     T(model_lora_errors),
-    T(prune_same_shape), T(prune_zero_removed), T(prune_formats), T(prune_importances_direct), T(prune_cli),
+    T(prune_same_shape), T(prune_zero_removed), T(prune_formats), T(prune_importances_direct), T(prune_cli), T(prune_cli_text),
     T(lora_table), T(lora_parse), T(lora_validate_errors), T(lora_scale_values), T(lora_init_stats),
     T(lora_merge_values), T(lora_keep_rate), T(lora_merge_model), T(lora_memory_rss),
     T(optim_sched_values), T(optim_sched_cap), T(optim_adamw_values), T(optim_clip),

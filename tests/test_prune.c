@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "../data/shard.h"
+#include "../data/tok.h"
 #include "../model/prune.h"
 #include "../train/io/ckpt.h"
 #include "../train/io/source.h"
@@ -417,6 +418,45 @@ void prune_cli(void) {
     expect_error("preset of another model", PRUNE("smollm2-135m-half", "x.h5"),
                  "--target: preset smollm2-135m-half has a vocabulary of 49152, the model 50");
     EXPECT(access(DIR "/x.h5", F_OK) != 0, "a refused prune wrote its output");
+    free(p);
+    params_free(&t);
+}
+
+/* Text and JSONL calibration through the model's tokenizer, which the HF output carries. */
+void prune_cli_text(void) {
+    mkdir("build", 0755);
+    mkdir(DIR, 0755);
+    LlamaConfig c = base_config();
+    c.vocab = 320; /* tests/fixtures/bpe_v1.tok's */
+    Tokenizer tok;
+    Err e;
+    LC_ASSERT(tok_load(&tok, "tests/fixtures/bpe_v1.tok", &e) == 0);
+    ParamTable t;
+    float *p = random_model(&c, &t, 9);
+    LC_ASSERT(ckpt_save(DIR "/mt.h5", &c, &t, p, tok.id, NULL, NULL, &e) == 0);
+    test_put(DIR "/docs.jsonl", "{\"text\": \"It was the best of times, it was the worst of times.\"}\n"
+                                "{\"text\": \"it was the age of wisdom, it was the age of foolishness\"}\n");
+    test_put(DIR "/more.txt", "It was the epoch of belief, it was the epoch of incredulity, it was the season of "
+                              "Light, it was the season of Darkness. Numbers 1234 and 56.\n");
+    int rc = test_llamac("prune --model " DIR "/mt.h5 --tokenizer tests/fixtures/bpe_v1.tok --calib " DIR
+                         "/docs.jsonl --calib " DIR "/more.txt --batch 2 --seq 8 --calib-batches 3 --target ffn=24 "
+                         "--out " DIR "/text_hf --force");
+    EXPECT(rc == 0 && strstr(test_out, "(3 batches, 48 tokens;"), "text calibration: exit %d: %s%s", rc, test_out,
+           test_err);
+    ModelSource ms;
+    EXPECT(source_open(&ms, DIR "/text_hf", &e) == 0 && ms.tokenizer[0] && ms.c.hidden == 24,
+           "the pruned HF directory: %s, tokenizer '%s'", e.msg, ms.tokenizer);
+    rc = test_llamac("prune --model " DIR "/mt.h5 --calib " DIR "/more.txt --target ffn=24 --out " DIR "/y.h5");
+    expect_error("text without tokenizer", rc, "more.txt: text calibration data needs the model's tokenizer");
+    int32_t ids[64] = {0};
+    LC_ASSERT(shard_write(DIR "/other.bin", ids, 64, c.vocab, -1, tok.id ^ 1, 1, &e) == 0);
+    rc = test_llamac("prune --model " DIR "/mt.h5 --calib " DIR "/other.bin --target ffn=24 --out " DIR "/y.h5");
+    expect_error("other tokenizer", rc, "other.bin: made by a different tokenizer than the model");
+    rc = test_llamac("prune --model " DIR "/mt.h5 --tokenizer tests/fixtures/bpe_v1.tok --calib " DIR
+                     "/docs.jsonl --seq 8 --batch 64 --target ffn=24 --out " DIR "/y.h5");
+    expect_error("too little data", rc, "fewer than one batch of 64 x 8 + 1");
+    EXPECT(access(DIR "/y.h5", F_OK) != 0, "a refused prune wrote its output");
+    tok_free(&tok);
     free(p);
     params_free(&t);
 }

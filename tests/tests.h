@@ -50,6 +50,7 @@ void prune_zero_removed(void);
 void prune_formats(void);
 void prune_importances_direct(void);
 void prune_cli(void);
+void prune_cli_text(void);
 void model_gradcheck_score(void);
 void model_layer_ranges(void);
 void model_doc_pos(void);

@@ -254,7 +254,7 @@ static const char about[] =
 int cmd_prune(int argc, char **argv, Err *e) {
     const char *model = NULL, *target = NULL, *out = NULL, *format = NULL, *tokflag = NULL, *metric_name = "bi";
     const char *imp_path = NULL, *type_name = NULL;
-    long B = 4, T = 256, nbatch = 8;
+    long B = 4, T = 0, nbatch = 8;
     int force = 0, no_skip = 0;
     CliList calib = {{0}, 0};
     CliFlag flags[] = {
@@ -266,10 +266,10 @@ int cmd_prune(int argc, char **argv, Err *e) {
         {"type", CLI_STR, &type_name, 0, 0, "GGUF matrix type: f32, f16, bf16 or q8_0 (default f32)"},
         {"tokenizer", CLI_STR, &tokflag, 0, 0, "the model's tokenizer (default: the one MODEL carries)"},
         {"batch", CLI_INT, &B, 1, 1 << 12, "calibration rows per batch"},
-        {"seq", CLI_INT, &T, 2, 1 << 20, "calibration sequence length"},
+        {"seq", CLI_INT, &T, 0, 1 << 20, "calibration sequence length (0: 256, or the model's context if shorter)"},
         {"calib-batches", CLI_INT, &nbatch, 1, 1 << 20, "calibration batches (fewer if the data runs out)"},
         {"layer-metric", CLI_STR, &metric_name, 0, 0, "bi (block influence) or loss (skip loss): ranks layers"},
-        {"no-skip-loss", CLI_BOOL, &no_skip, 0, 0, "skip the per-layer skip-loss passes (L more partial forwards a batch)"},
+        {"no-skip-loss", CLI_BOOL, &no_skip, 0, 0, "leave out the skip-loss passes (about L/2 forwards more a batch); layers rank by bi"},
         {"importances", CLI_STR, &imp_path, 0, 0, "write every importance and what was kept to this JSON file"},
         {"force", CLI_BOOL, &force, 0, 0, "replace an existing --out"},
     };
@@ -303,6 +303,8 @@ int cmd_prune(int argc, char **argv, Err *e) {
     if (c.num_labels) return err_set(e, "%s: a classifier (reward model): prune takes causal LMs", model);
     if (prune_target(&c, target, &to, e)) return -1;
     if (fmt == SOURCE_SAVE_GGUF && gguf_check_export(out, &to, e)) return -1;
+    if (T == 0) T = c.max_seq < 256 ? c.max_seq : 256;
+    if (T < 2) return err_set(e, "--seq: must be at least 2, got %ld", T);
     if (T > c.max_seq) return err_set(e, "--seq: %ld exceeds the context length %d of %s", T, c.max_seq, model);
 
     /* the tokenizer: needed for text, carried by HF and GGUF outputs */
