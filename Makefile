@@ -166,6 +166,9 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_opt
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
             tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c
 
+# llamac prune (model/prune.c, train/cmd/cmd_prune.c)
+LIB_SRC += model/prune.c train/cmd/cmd_prune.c
+TEST_SRC += tests/test_prune.c
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)

@@ -8,8 +8,9 @@
 # ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
 # scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2,
 # scripts/test_nf4_ref.py NF4 against bitsandbytes,
-# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp, and
-# scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes.
+# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp,
+# scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes;
+# scripts/test_prune_ref.py llamac prune's importances and output against transformers.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -98,6 +99,10 @@ check test_reward_ref --work build/test_reward_ref
 # compute) within 1e-4, and each GGUF type (keep) against LoRA on its
 # dequantised float32 base within 1e-5
 check test_qlora_ref --work build/test_qlora_ref
+# prune: every importance against forward hooks in transformers, the skip
+# loss against the model with the layer deleted, the pruned HF directory
+# (head_dim apart from the width) loaded by transformers with the same loss
+check test_prune_ref --work build/test_prune_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
