@@ -123,7 +123,7 @@ endif
 # (its SDPA path is not wired in: model/cuda_attn.cu); CUDNN_INC/CUDNN_LIB
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
-CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu
+CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu model/cuda_kd.cu
 # NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
 # cuda-check; not linked into CUDA=1 builds until the trainer calls them.
 NCCL_SRC := dist/nccl.cu
@@ -170,6 +170,9 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_opt
 LIB_SRC += model/prune.c train/cmd/cmd_prune.c
 TEST_SRC += tests/test_prune.c
 OBJ := $(BUILD)/obj
+# the fused distillation head's rows (lmhead_kd) and its tests
+LIB_SRC += model/ops_cpu_kd.c
+TEST_SRC += tests/test_kd.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
