@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""llamac data filter against datatrove's Gopher and C4 filters (make test-ref).
+
+The same documents go through datatrove 0.10.1's GopherQualityFilter,
+GopherRepetitionFilter and C4QualityFilter (in that order, default
+parameters, the first failing filter's reason counting, as in a datatrove
+pipeline) and through `llamac data filter --rejected`; the kept sets and
+every dropped document's reason must be identical.
+
+Documents: the demo corpus (build/corpus, scripts/prepare_corpus.py: Project
+Gutenberg Shakespeare and Milton) cut into pages of 40 lines and into
+paragraphs, so that they fall on both sides of the thresholds, plus crafted
+cases at the rules' edges (bullets, ellipses, hashes, repeated lines and
+n-grams, lorem ipsum, braces, javascript and policy lines, contractions,
+abbreviations, URLs, emoticons, non-ASCII punctuation).
+
+Usage: test_filters_ref.py [--llamac build/llamac] [--work DIR] [--max-docs N]
+"""
+import argparse
+import copy
+import json
+import os
+import subprocess
+import sys
+
+from datatrove.data import Document
+from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+
+CRAFTED = [
+    "",
+    "word " * 60,
+    "The cat and the dog sat with a hat. " * 3,
+    "- item one of the list that we have\n- item two of the list\n- item three\n" * 5,
+    "• one the of and\n• two with\n• three to be\n" * 20,
+    "It was the best of times... and then the worst of times...\n" * 12,
+    "#tag #tag the cat and the dog #tag are with the owner of that house " * 8,
+    "Don't you think it's fine? I can't say, Mr. Smith, that I'd agree with the U.S. e.g. policy. " * 8,
+    "He said--Mr. Jones--that the 3.5km walk (a.m.) was fine:) and well-known to all of them. " * 8,
+    "Visit http://example.com/a?b=1 or www.example.org for the terms of the deal and the rest. " * 8,
+    "Lorem ipsum dolor sit amet, consectetur adipiscing elit. The rest is text and more text.\n" * 6,
+    "The function f(x) { return x; } is here. And the cat sat with the dog.\n" * 6,
+    "Please enable JavaScript to view the page and the rest of it.\nThe cat sat with the dog on the mat.\n" * 6,
+    "This site uses cookies. The cat sat with the dog on the mat and that was that.\n" * 6,
+    "« Bonjour », dit-il — et puis… « au revoir ». The cat and the dog sat with the owner.\n" * 8,
+    "The end of the line has no punctuation\nAnd neither does this one of the two\n" * 10,
+    "A short. Line. Here. And. There. The cat and the dog with that hat sat on the mat to be seen.\n" * 5,
+    "the the the the the the the the the the and of to with " * 20,
+    "one two three four five six seven eight nine ten eleven twelve " * 12,
+    "CHAPTER I.\n\nThe man and the boy went to the sea with that dog.\n\nCHAPTER I.\n\n" * 6,
+    "Tabs\tand\u00a0spaces  and\u2003ems: the cat, the dog; and \"quotes\" with 'single' ones [1] [edit].\n" * 8,
+    "C++ and :) and <3 and o_O and ¯\\(ツ)/¯ with the cat and the dog of that house. " * 8,
+    "Numbers 1,000 and 2-3 and 10% and $5 and 5$ and 3+4 with the dog and the cat to be. " * 8,
+]
+
+
+def pages_and_paragraphs(path, max_docs):
+    docs = []
+    with open(path) as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            lines = text.split("\n")
+            for i in range(0, len(lines), 40):
+                docs.append("\n".join(lines[i:i + 40]))
+            for para in text.split("\n\n"):
+                if len(para) > 200:
+                    docs.append(para)
+            if len(docs) >= max_docs:
+                break
+    return docs[:max_docs]
+
+
+def datatrove_reason(filters, text):
+    doc = Document(text=text, id="x")
+    for f in filters:
+        res = f.filter(copy.copy(doc))
+        ok, reason = (res, None) if not isinstance(res, tuple) else res
+        if not ok:
+            return reason
+    return None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--llamac", default=os.environ.get("LLAMAC", "build/llamac"))
+    ap.add_argument("--work", default="build/test_filters_ref")
+    ap.add_argument("--corpus", default="build/corpus/train.jsonl")
+    ap.add_argument("--max-docs", type=int, default=3000)
+    a = ap.parse_args()
+    os.makedirs(a.work, exist_ok=True)
+    if not os.path.exists(a.corpus):
+        subprocess.run([sys.executable, "scripts/prepare_corpus.py", "--out", os.path.dirname(a.corpus)], check=True)
+    texts = CRAFTED + pages_and_paragraphs(a.corpus, a.max_docs)
+    inp = os.path.join(a.work, "in.jsonl")
+    with open(inp, "w") as f:
+        for i, t in enumerate(texts):
+            f.write(json.dumps({"id": i, "text": t}) + "\n")
+    filters = [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter()]
+    want = {}
+    for i, t in enumerate(texts):
+        r = datatrove_reason(filters, t)
+        if r is not None:
+            want[i] = r
+    out, rej = os.path.join(a.work, "out.jsonl"), os.path.join(a.work, "rejected.jsonl")
+    subprocess.run([a.llamac, "data", "filter", "--input", inp, "--out", out, "--rejected", rej, "--quiet"], check=True)
+    got = {}
+    with open(rej) as f:
+        for line in f:
+            o = json.loads(line)
+            got[o["id"]] = o["filter_reason"]
+    kept = [json.loads(line)["id"] for line in open(out)]
+    bad = 0
+    if kept != [i for i in range(len(texts)) if i not in want]:
+        print("kept sets differ")
+        bad += 1
+    for i in range(len(texts)):
+        if want.get(i) != got.get(i):
+            bad += 1
+            if bad <= 10:
+                print(f"doc {i}: datatrove {want.get(i)}, llamac {got.get(i)}: {texts[i][:100]!r}")
+    reasons = {}
+    for r in want.values():
+        reasons[r] = reasons.get(r, 0) + 1
+    print(f"test_filters_ref: {len(texts)} documents, datatrove kept {len(texts) - len(want)}, dropped {reasons}")
+    print(f"test_filters_ref: {'PASS' if not bad else 'FAIL'} ({bad} documents differ)")
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
