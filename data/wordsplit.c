@@ -296,13 +296,16 @@ static void apply_specials(WordSplit *ws, const char *text) {
     if (!nm) return;
     qsort(m, nm, sizeof *m, match_cmp);
     unsigned char *seen = xcalloc(ws->n, 1);
+    Match *kept = xmalloc(nm * sizeof *kept);
     size_t nk = 0;
     for (size_t j = nm; j-- > 0;) {
         Match x = m[j];
-        if (!seen[x.start] && !seen[x.start + x.len - 1]) m[nk++] = x; /* nk <= j: no overwrite of unread rows */
+        if (!seen[x.start] && !seen[x.start + x.len - 1]) kept[nk++] = x;
         for (int q = x.start; q < x.start + x.len; q++) seen[q] = 1;
     }
     free(seen);
+    free(m);
+    m = kept;
     qsort(m, nk, sizeof *m, start_cmp);
     if (ws->tmp_cap < ws->n + 8 * nk) {
         ws->tmp_cap = ws->n + 8 * nk;

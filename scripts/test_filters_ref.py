@@ -5,7 +5,9 @@ The same documents go through datatrove 0.10.1's GopherQualityFilter,
 GopherRepetitionFilter and C4QualityFilter (in that order, default
 parameters, the first failing filter's reason counting, as in a datatrove
 pipeline) and through `llamac data filter --rejected`; the kept sets and
-every dropped document's reason must be identical.
+every dropped document's reason must be identical, and so must each
+document's words (llamac's --words against datatrove's split_into_words,
+which is spaCy's English tokenizer).
 
 Documents: the demo corpus (build/corpus, scripts/prepare_corpus.py: Project
 Gutenberg Shakespeare and Milton) cut into pages of 40 lines and into
@@ -25,6 +27,7 @@ import sys
 
 from datatrove.data import Document
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
+from datatrove.utils.text import split_into_words
 
 CRAFTED = [
     "",
@@ -101,7 +104,9 @@ def main():
         if r is not None:
             want[i] = r
     out, rej = os.path.join(a.work, "out.jsonl"), os.path.join(a.work, "rejected.jsonl")
-    subprocess.run([a.llamac, "data", "filter", "--input", inp, "--out", out, "--rejected", rej, "--quiet"], check=True)
+    words = os.path.join(a.work, "words.jsonl")
+    subprocess.run([a.llamac, "data", "filter", "--input", inp, "--out", out, "--rejected", rej, "--words", words,
+                    "--quiet"], check=True)
     got = {}
     with open(rej) as f:
         for line in f:
@@ -117,12 +122,27 @@ def main():
             bad += 1
             if bad <= 10:
                 print(f"doc {i}: datatrove {want.get(i)}, llamac {got.get(i)}: {texts[i][:100]!r}")
+    passed = len(texts) + 1 - bad
+    wbad = 0
+    with open(words) as f:
+        for i, line in enumerate(f):
+            w = json.loads(line)
+            ref = split_into_words(texts[i])
+            if w != list(ref):
+                wbad += 1
+                if wbad <= 5:
+                    k = next((j for j in range(min(len(w), len(ref))) if w[j] != ref[j]), min(len(w), len(ref)))
+                    print(f"doc {i} words differ at {k}: datatrove {ref[max(0, k - 2):k + 3]}, llamac {w[max(0, k - 2):k + 3]}")
+    if i + 1 != len(texts):
+        wbad += 1
+    passed += len(texts) - wbad
     reasons = {}
     for r in want.values():
         reasons[r] = reasons.get(r, 0) + 1
     print(f"test_filters_ref: {len(texts)} documents, datatrove kept {len(texts) - len(want)}, dropped {reasons}")
-    print(f"test_filters_ref: {'PASS' if not bad else 'FAIL'} ({bad} documents differ)")
-    return 1 if bad else 0
+    print(f"test_filters_ref: {bad} documents kept or dropped differently, {wbad} split into different words")
+    print(f"test_filters_ref: {passed} passed, {bad + wbad} failed")
+    return 1 if bad + wbad else 0
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, datatrove, spacy' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -98,6 +98,10 @@ check test_reward_ref --work build/test_reward_ref
 # compute) within 1e-4, and each GGUF type (keep) against LoRA on its
 # dequantised float32 base within 1e-5
 check test_qlora_ref --work build/test_qlora_ref
+
+# llamac data filter against datatrove's Gopher and C4 filters: the same kept
+# documents and drop reasons, and the same words as its spaCy tokenizer
+check test_filters_ref --work build/test_filters_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

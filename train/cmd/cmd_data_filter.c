@@ -22,21 +22,48 @@
 typedef struct {
     TextFilter f;
     TextScratch s[MAX_THREADS];
-    FILE *out, *rej;
-    const char *out_path, *rej_path;
+    FILE *out, *rej, *words;
+    const char *out_path, *rej_path, *words_path;
     uint64_t kept, dropped[64];
 } FilterRun;
+
+/* --words: the document's words as a JSON array of strings, into d's buffer */
+static void words_json(DocItem *d, TextScratch *s) {
+    WordSplit *ws = &s->ws;
+    wordsplit_run(ws, d->text, d->len);
+    size_t cap = 3, n = 0;
+    for (size_t i = 0; i < ws->n; i++) cap += 6 * ws->tok[i].len + 3;
+    char *b = docstream_buf(d, cap);
+    b[n++] = '[';
+    for (size_t i = 0, k = 0; i < ws->n; i++) {
+        if (ws->tok[i].space) continue;
+        if (k++) b[n++] = ',';
+        b[n++] = '"';
+        for (uint32_t j = 0; j < ws->tok[i].len; j++) {
+            unsigned char c = (unsigned char)d->text[ws->tok[i].off + j];
+            if (c == '"' || c == '\\') b[n++] = '\\', b[n++] = (char)c;
+            else if (c < 0x20) n += (size_t)sprintf(b + n, "\\u%04x", c);
+            else b[n++] = (char)c;
+        }
+        b[n++] = '"';
+    }
+    b[n++] = ']';
+    d->nbuf = n;
+}
 
 static int filter_map(void *ud, int thread, DocItem *d, Err *e) {
     (void)e;
     FilterRun *r = ud;
     d->reason = textfilter_check(&r->f, &r->s[thread], d->text, d->len);
     d->keep = d->reason < 0;
+    if (r->words) words_json(d, &r->s[thread]);
     return 0;
 }
 
 static int filter_emit(void *ud, DocItem *d, Err *e) {
     FilterRun *r = ud;
+    if (r->words && (fwrite(d->buf, 1, d->nbuf, r->words) != d->nbuf || fputc('\n', r->words) == EOF))
+        return err_set(e, "%s: write error", r->words_path);
     if (d->keep) {
         r->kept++;
         if (fwrite(d->line, 1, d->nline, r->out) != d->nline || fputc('\n', r->out) == EOF)
@@ -91,9 +118,9 @@ int data_filter(int argc, char **argv, Err *e) {
     FilterRun *r = xcalloc(1, sizeof *r);
     textfilter_defaults(&r->f);
     CliList in = {0};
-    const char *out = NULL, *rej = NULL, *rules = "gopher,gopher-rep,c4", *field = "text", *bad = "refuse";
+    const char *out = NULL, *rej = NULL, *words = NULL, *rules = "gopher,gopher-rep,c4", *field = "text", *bad = "refuse";
     int quiet = 0;
-    CliFlag flags[8 + 64];
+    CliFlag flags[9 + 64];
     int nf = 0;
     flags[nf++] = (CliFlag){"input", CLI_LIST, &in, 0, 0, "JSONL input (one document a line); repeatable, read in order"};
     flags[nf++] = (CliFlag){"out", CLI_STR, &out, 0, 0, "JSONL of the kept lines, unchanged, in input order"};
@@ -101,6 +128,7 @@ int data_filter(int argc, char **argv, Err *e) {
     flags[nf++] = (CliFlag){"rules", CLI_STR, &rules, 0, 0, "filters to run, comma-separated, in this order: gopher, gopher-rep, c4"};
     flags[nf++] = (CliFlag){"field", CLI_STR, &field, 0, 0, "JSON string field holding the text"};
     flags[nf++] = (CliFlag){"bad-utf8", CLI_STR, &bad, 0, 0, "a line that is not UTF-8: refuse (stop with an error) or skip (count it)"};
+    flags[nf++] = (CliFlag){"words", CLI_STR, &words, 0, 0, "also write each document's words (what the rules count) as a JSON array a line"};
     flags[nf++] = (CliFlag){"quiet", CLI_BOOL, &quiet, 0, 0, "no progress line"};
     for (int i = 0; i < TEXTFILTER_NRULES; i++)
         if (TEXTFILTER_RULES[i].flag)
@@ -136,6 +164,8 @@ int data_filter(int argc, char **argv, Err *e) {
     r->rej_path = rej;
     if (!(r->out = fopen(out, "wb"))) { rc = err_set(e, "%s: cannot write", out); goto done; }
     if (rej && !(r->rej = fopen(rej, "wb"))) { rc = err_set(e, "%s: cannot write", rej); goto done; }
+    r->words_path = words;
+    if (words && !(r->words = fopen(words, "wb"))) { rc = err_set(e, "%s: cannot write", words); goto done; }
     DocStreamOpts o = {field, 0, bad_utf8, 0, quiet ? NULL : "data filter"};
     DocStreamStats st;
     rc = docstream_run(in.v, in.n, &o, filter_map, filter_emit, r, &st, e);
@@ -155,6 +185,7 @@ int data_filter(int argc, char **argv, Err *e) {
 done:
     if (r->out) fclose(r->out);
     if (r->rej) fclose(r->rej);
+    if (r->words) fclose(r->words);
     for (int i = 0; i < MAX_THREADS; i++) textfilter_scratch_free(&r->s[i]);
     free(r);
     return rc;
