@@ -177,7 +177,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data bench-data bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -254,6 +254,17 @@ demo-dpo: all
 # after, the best/median-of-k curves.
 demo-rlhf: all
 	$(Q)bash scripts/demo_rlhf.sh
+
+# The pretraining-data steps on the demo corpus before tokenising (dedup when
+# built, then the Gopher and C4 filters), with what each kept and dropped.
+demo-data: all
+	$(Q)bash scripts/demo_data.sh
+
+# llamac data steps against datatrove on the same documents and cores:
+# docs/s and peak RSS (scripts/bench_data.py; BENCH_DATA_ARGS="--docs 2000"
+# for a quick one).
+bench-data: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_data.py $(BENCH_DATA_ARGS)
 
 # llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
 bench-dpo: all
@@ -404,6 +415,8 @@ help:
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
+	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
+	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make bench-qlora QLoRA (--base-quant keep/nf4) vs float LoRA and PEFT + bitsandbytes; 1B Q4_K_M RSS;"
 	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"
