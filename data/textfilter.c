@@ -147,9 +147,10 @@ static int ends(const char *s, size_t a, size_t b, const char *p) {
 /* str.count(p): non-overlapping occurrences */
 static size_t count(const char *s, size_t n, const char *p) {
     size_t k = strlen(p), c = 0;
-    for (size_t i = 0; i + k <= n;)
-        if (!memcmp(s + i, p, k)) c++, i += k;
-        else i++;
+    const char *end = s + n, *q = s;
+    while ((size_t)(end - q) >= k && (q = memchr(q, p[0], (size_t)(end - q) - k + 1)))
+        if (!memcmp(q, p, k)) c++, q += k;
+        else q++;
     return c;
 }
 
@@ -166,6 +167,8 @@ static int contains_lower(const char *s, size_t a, size_t b, const char *p) {
 
 // ----------------------------------------------------------------------------
 // hashing words and n-grams
+
+#define HB 0x100000001b3ull /* the polynomial hashes' base (odd) */
 
 static uint64_t hash_bytes(const char *s, size_t n, uint64_t h) {
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
@@ -254,6 +257,9 @@ typedef struct {
     WordTok *w;   /* the words (space tokens dropped) */
     size_t nw, wcap;
     size_t *wc;   /* code points of each word */
+    uint64_t *wh; /* (nw) each word's polynomial hash of its bytes */
+    uint64_t *pw; /* (nw) HB^(its bytes) */
+    uint64_t *H;  /* (nw + 1) hash of the concatenated bytes of words [0, i) */
     Table t;
     char *line;   /* C4: a line after citation removal */
     size_t lcap;
@@ -266,10 +272,13 @@ static Work *work(TextScratch *s) {
 
 static void words_of(TextScratch *s, Work *w, const char *text, size_t len) {
     wordsplit_run(&s->ws, text, len);
-    if (w->wcap < s->ws.n) {
-        w->wcap = s->ws.n;
+    if (w->wcap < s->ws.n || !w->H) {
+        w->wcap = s->ws.n > 16 ? s->ws.n : 16;
         w->w = xrealloc(w->w, w->wcap * sizeof *w->w);
         w->wc = xrealloc(w->wc, w->wcap * sizeof *w->wc);
+        w->wh = xrealloc(w->wh, w->wcap * sizeof *w->wh);
+        w->pw = xrealloc(w->pw, w->wcap * sizeof *w->pw);
+        w->H = xrealloc(w->H, (w->wcap + 1) * sizeof *w->H);
     }
     w->nw = 0;
     for (size_t i = 0; i < s->ws.n; i++)
@@ -278,6 +287,17 @@ static void words_of(TextScratch *s, Work *w, const char *text, size_t len) {
             w->wc[w->nw] = nchars(text + s->ws.tok[i].off, s->ws.tok[i].len);
             w->nw++;
         }
+    /* polynomial hashes mod 2^64: a run of words' concatenated bytes hashes to
+     * H[b] - H[a] * HB^(its bytes), whatever the word boundaries inside */
+    w->H[0] = 0;
+    for (size_t i = 0; i < w->nw; i++) {
+        uint64_t h = 0, p = 1;
+        const unsigned char *c = (const unsigned char *)text + w->w[i].off;
+        for (uint32_t j = 0; j < w->w[i].len; j++) h = h * HB + c[j], p *= HB;
+        w->wh[i] = h;
+        w->pw[i] = p;
+        w->H[i + 1] = w->H[i] * p + h;
+    }
 }
 
 // ----------------------------------------------------------------------------
@@ -318,11 +338,13 @@ static int gopher_quality(const double *thr, TextScratch *s, Work *w, const char
     }
     if (thr[R_STOP]) {
         int seen = 0, nseen = 0;
-        for (size_t i = 0; i < n_words; i++)
+        for (size_t i = 0; i < n_words && nseen < 8; i++) {
+            if (w->w[i].len < 2 || w->w[i].len > 4) continue; /* the stop words' lengths */
             for (int k = 0; k < 8; k++)
                 if (!(seen >> k & 1) && w->w[i].len == strlen(STOP_WORDS[k]) &&
                     !memcmp(text + w->w[i].off, STOP_WORDS[k], w->w[i].len))
                     seen |= 1 << k, nseen++;
+        }
         if ((double)nseen < thr[R_STOP]) return R_STOP;
     }
     return -1;
@@ -383,8 +405,8 @@ static int gopher_rep(const double *thr, Work *w, const char *text, size_t len) 
         EqCtx c = {text, NULL, w->w, n};
         size_t best = 0, best_first = 0, best_chars = 0;
         for (size_t i = 0; i + n <= nw; i++) {
-            uint64_t h = 0xcbf29ce484222325ull;
-            for (int k = 0; k < n; k++) h = hash_bytes(text + w->w[i + k].off, w->w[i + k].len, h ^ 0xff);
+            uint64_t h = (uint64_t)n;
+            for (int k = 0; k < n; k++) h = hash_mix64(h ^ w->wh[i + k]) + w->w[i + k].len;
             Slot *s = table_get(&w->t, h, i, eq_words, &c);
             s->count++;
             if (s->count > best || (s->count == best && s->first < best_first)) {
@@ -405,10 +427,10 @@ static int gopher_rep(const double *thr, Work *w, const char *text, size_t len) 
             table_reset(&w->t, nw);
             EqCtx c = {text, NULL, w->w, n};
             for (size_t i = 0; i + n <= nw;) {
-                uint64_t h = 0xcbf29ce484222325ull;
+                uint64_t p = 1;
                 size_t ch = 0;
-                for (int k = 0; k < n; k++) h = hash_bytes(text + w->w[i + k].off, w->w[i + k].len, h), ch += w->wc[i + k];
-                Slot *s = table_get(&w->t, h, i, eq_concat, &c);
+                for (int k = 0; k < n; k++) p *= w->pw[i + k], ch += w->wc[i + k];
+                Slot *s = table_get(&w->t, w->H[i + n] - w->H[i] * p, i, eq_concat, &c);
                 if (s->count++) rep += ch, i += (size_t)n;
                 else i++;
             }
@@ -527,6 +549,9 @@ void textfilter_scratch_free(TextScratch *s) {
         free(w->r);
         free(w->w);
         free(w->wc);
+        free(w->wh);
+        free(w->pw);
+        free(w->H);
         free(w->t.s);
         free(w->line);
         free(w);

@@ -32,6 +32,7 @@ typedef struct WordSpecial {
 
 #define NSPECIAL ((int)(sizeof WS_SPECIALS / sizeof WS_SPECIALS[0]))
 #define NSENT ((int)(sizeof WS_SENT_PUNCT / sizeof WS_SENT_PUNCT[0]))
+#define SPECIAL_SLOTS 8192 /* the special cases' hash table: 4x the rows (most lookups miss) */
 #define PAT_MAX 16 /* tokens of a special case's affix-only split (the longest is 11) */
 
 typedef struct {
@@ -46,6 +47,8 @@ static struct {
     SpecialInfo info[NSPECIAL];
     int max_pat;
     unsigned char first[256]; /* first bytes of matcher specials */
+    int16_t slot[SPECIAL_SLOTS]; /* 1 + row of WS_SPECIALS, 0: empty */
+    size_t max_special;          /* bytes of the longest special case */
     int ready;
 } G;
 
@@ -86,6 +89,7 @@ int wordsplit_is_punct(const char *s, size_t n) {
 }
 
 int wordsplit_sent_punct(const char *s, size_t n) {
+    if (!n || n > 4 || utf8_seq_len((const unsigned char *)s, n) != n) return 0; /* one character each */
     for (int i = 0; i < NSENT; i++)
         if (strlen(WS_SENT_PUNCT[i]) == n && !memcmp(WS_SENT_PUNCT[i], s, n)) return 1;
     return 0;
@@ -94,18 +98,21 @@ int wordsplit_sent_punct(const char *s, size_t n) {
 // ----------------------------------------------------------------------------
 // special cases and regexes
 
+_Static_assert(SPECIAL_SLOTS >= 4 * NSPECIAL, "special-case table at most a quarter full");
+
+static uint64_t special_hash(const char *s, size_t n) {
+    uint64_t h = 0xcbf29ce484222325ull ^ n;
+    for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
 static int special_find(const char *s, size_t n) {
-    int lo = 0, hi = NSPECIAL - 1;
-    while (lo <= hi) {
-        int mid = (lo + hi) / 2;
-        size_t m = G.info[mid].slen, k = m < n ? m : n;
-        int c = memcmp(WS_SPECIALS[mid].s, s, k);
-        if (!c) c = m < n ? -1 : m > n ? 1 : 0;
-        if (!c) return mid;
-        if (c < 0) lo = mid + 1;
-        else hi = mid - 1;
+    if (n > G.max_special) return -1;
+    for (size_t i = special_hash(s, n) & (SPECIAL_SLOTS - 1);; i = (i + 1) & (SPECIAL_SLOTS - 1)) {
+        int k = G.slot[i] - 1;
+        if (k < 0) return -1;
+        if (G.info[k].slen == n && !memcmp(WS_SPECIALS[k].s, s, n)) return k;
     }
-    return -1;
 }
 
 static pcre2_code *compile(const char *pat) {
@@ -347,7 +354,12 @@ void wordsplit_init(void) {
     WordSplit tmp;
     memset(&tmp, 0, sizeof tmp);
     tmp.md = pcre2_match_data_create(16, NULL);
-    for (int k = 0; k < NSPECIAL; k++) G.info[k].slen = strlen(WS_SPECIALS[k].s);
+    for (int k = 0; k < NSPECIAL; k++) {
+        size_t n = G.info[k].slen = strlen(WS_SPECIALS[k].s), i = special_hash(WS_SPECIALS[k].s, n) & (SPECIAL_SLOTS - 1);
+        while (G.slot[i]) i = (i + 1) & (SPECIAL_SLOTS - 1);
+        G.slot[i] = (int16_t)(k + 1);
+        if (n > G.max_special) G.max_special = n;
+    }
     for (int k = 0; k < NSPECIAL; k++) {
         const char *s = WS_SPECIALS[k].s;
         size_t n = G.info[k].slen, a, b;

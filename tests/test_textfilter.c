@@ -87,6 +87,10 @@ void textfilter_repetition(void) {
     TextFilter f;
     textfilter_defaults(&f);
     VERDICT(&f, TF_GOPHER_REP, "", "empty");
+    TextScratch fresh; /* a thread's first document may be empty: nothing allocated yet */
+    memset(&fresh, 0, sizeof fresh);
+    EXPECT(textfilter_check(&f, &fresh, "", 0) == rule_index("empty"), "empty document on fresh scratch");
+    textfilter_scratch_free(&fresh);
     /* 10 lines, 3 repeats of the first: 0.3 is not above 0.3; 4 are (n-gram rules off: the lines repeat words) */
     f.thr[rule_index("dup_line_char_frac")] = 0;
     for (int i = rule_index("top_2_gram"); i <= rule_index("duplicated_10_n_grams"); i++) f.thr[i] = 0;
