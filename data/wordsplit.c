@@ -172,37 +172,41 @@ static int is_special(int specials, const char *s, size_t n) { return specials &
 /* spaCy's _tokenize on text[a..b): affixes, then the core */
 static void span_tokenize(WordSplit *ws, const char *text, size_t a, size_t b, int specials, int space) {
     pcre2_match_data *md = ws->md;
-    size_t pre[64], suf[64]; /* affix lengths, in stripping order */
-    size_t npre = 0, nsuf = 0, pre_at = a;
+    size_t npre = 0, nsuf = 0, pre_at = a; /* affix lengths in ws->aff: prefixes up from 0, suffixes down from the end */
+    size_t need = 2 * (b - a) + 2;           /* an affix is at least one byte */
+    if (ws->aff_cap < need) {
+        ws->aff_cap = need;
+        ws->aff = xrealloc(ws->aff, need * sizeof *ws->aff);
+    }
+    uint32_t *pre = ws->aff, *suf = ws->aff + (b - a) + 1;
     size_t s = a, e = b, last = (size_t)-1;
     while (s < e && e - s != last) {
         if (is_special(specials, text + s, e - s)) break;
         last = e - s;
         size_t pl = find_prefix(md, text + s, e - s);
         if (pl && is_special(specials, text + s + pl, e - s - pl)) {
-            pre[npre++] = pl;
+            pre[npre++] = (uint32_t)pl;
             s += pl;
             break;
         }
         size_t sl = find_suffix(md, text + s + pl, e - s - pl);
         if (sl && is_special(specials, text + s, e - s - sl)) {
-            suf[nsuf++] = sl;
+            suf[nsuf++] = (uint32_t)sl;
             e -= sl;
             break;
         }
         if (pl && sl && pl + sl <= e - s) {
-            pre[npre++] = pl;
-            suf[nsuf++] = sl;
+            pre[npre++] = (uint32_t)pl;
+            suf[nsuf++] = (uint32_t)sl;
             s += pl;
             e -= sl;
         } else if (pl) {
-            pre[npre++] = pl;
+            pre[npre++] = (uint32_t)pl;
             s += pl;
         } else if (sl) {
-            suf[nsuf++] = sl;
+            suf[nsuf++] = (uint32_t)sl;
             e -= sl;
         }
-        if (npre == 64 || nsuf == 64) break; /* a 64-affix word: the rest stays one token */
     }
     for (size_t i = 0; i < npre; i++) {
         push(ws, pre_at, pre[i], space);
@@ -391,6 +395,7 @@ void wordsplit_run(WordSplit *ws, const char *text, size_t len) {
 void wordsplit_free(WordSplit *ws) {
     free(ws->tok);
     free(ws->tmp);
+    free(ws->aff);
     if (ws->md) pcre2_match_data_free(ws->md);
     memset(ws, 0, sizeof *ws);
 }

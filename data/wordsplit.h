@@ -34,6 +34,8 @@ typedef struct WordSplit {
     void *md;            /* pcre2 match data */
     WordTok *tmp;        /* scratch for the special-case matcher */
     size_t tmp_cap;
+    uint32_t *aff;       /* scratch: a span's prefix and suffix lengths */
+    size_t aff_cap;
 } WordSplit;
 
 /* Compile the patterns and index the special cases, once per process (the

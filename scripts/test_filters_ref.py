@@ -57,6 +57,7 @@ CRAFTED = [
     "CHAPTER I.\n\nThe man and the boy went to the sea with that dog.\n\nCHAPTER I.\n\n" * 6,
     "Tabs\tand\u00a0spaces  and\u2003ems: the cat, the dog; and \"quotes\" with 'single' ones [1] [edit].\n" * 8,
     "C++ and :) and <3 and o_O and ¯\\(ツ)/¯ with the cat and the dog of that house. " * 8,
+    "(" * 100 + "deep." + ")" * 100 + " the cat and the dog" + "...!!" * 60 + " " + '"' * 70 + "word" + "!?" * 70,
     "Numbers 1,000 and 2-3 and 10% and $5 and 5$ and 3+4 with the dog and the cat to be. " * 8,
 ]
 

@@ -125,7 +125,7 @@ int data_filter(int argc, char **argv, Err *e) {
     flags[nf++] = (CliFlag){"input", CLI_LIST, &in, 0, 0, "JSONL input (one document a line); repeatable, read in order"};
     flags[nf++] = (CliFlag){"out", CLI_STR, &out, 0, 0, "JSONL of the kept lines, unchanged, in input order"};
     flags[nf++] = (CliFlag){"rejected", CLI_STR, &rej, 0, 0, "also write the dropped lines here, with \"filter_reason\" added"};
-    flags[nf++] = (CliFlag){"rules", CLI_STR, &rules, 0, 0, "filters to run, comma-separated, in this order: gopher, gopher-rep, c4"};
+    flags[nf++] = (CliFlag){"rules", CLI_STR, &rules, 0, 0, "filters to run, comma-separated: gopher, gopher-rep, c4 (they run in that order)"};
     flags[nf++] = (CliFlag){"field", CLI_STR, &field, 0, 0, "JSON string field holding the text"};
     flags[nf++] = (CliFlag){"bad-utf8", CLI_STR, &bad, 0, 0, "a line that is not UTF-8: refuse (stop with an error) or skip (count it)"};
     flags[nf++] = (CliFlag){"words", CLI_STR, &words, 0, 0, "also write each document's words (what the rules count) as a JSON array a line"};
@@ -136,9 +136,9 @@ int data_filter(int argc, char **argv, Err *e) {
                                     TEXTFILTER_RULES[i].hi, TEXTFILTER_RULES[i].help};
     int help = 0, npos = 0, rc = -1;
     const char *pos[1];
-    if (cli_parse(argc, argv, flags, nf, pos, 0, &npos, &help, e)) goto done;
+    if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) goto done;
     if (help) {
-        cli_help("llamac data filter --input IN.jsonl... --out OUT.jsonl [--rules gopher,gopher-rep,c4] [--RULE v ...]",
+        cli_help("llamac data filter [config.ini] --input IN.jsonl... --out OUT.jsonl [--rules gopher,gopher-rep,c4] [--RULE v ...]",
                  "Heuristic quality filters (Gopher quality and repetition, C4) as datatrove 0.10.1 applies them,\n"
                  "words split as its spaCy English tokenizer splits them; prints documents in, kept, and dropped per rule.",
                  flags, nf);
