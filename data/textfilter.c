@@ -511,7 +511,7 @@ static int c4(const double *thr, TextScratch *s, Work *w, const char *text, size
             ln = w->line;
         }
         if (thr[R_C4_PUNCT]) {
-            int endp = n && strchr(".?!\"'", ln[n - 1]);
+            int endp = n && ln[n - 1] && strchr(".?!\"'", ln[n - 1]); /* NUL is no punctuation */
             if (!endp || ends(ln, 0, n, "...")) continue;
         }
         if ((double)nwords < thr[R_C4_LINEWORDS]) continue;

@@ -80,7 +80,7 @@ int wordsplit_is_punct(const char *s, size_t n) {
     int ascii = 1;
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)s[i] >= 0x80) ascii = 0;
-        else if (!strchr(ASCII_PUNCT, s[i])) return 0;
+        else if (!s[i] || !strchr(ASCII_PUNCT, s[i])) return 0; /* NUL is Cc */
     if (ascii) return 1;
     pcre2_match_data *md = pcre2_match_data_create_from_pattern(G.punct, NULL);
     int rc = pcre2_match(G.punct, (PCRE2_SPTR)s, n, 0, 0, md, NULL);

@@ -58,6 +58,7 @@ CRAFTED = [
     "Tabs\tand\u00a0spaces  and\u2003ems: the cat, the dog; and \"quotes\" with 'single' ones [1] [edit].\n" * 8,
     "C++ and :) and <3 and o_O and ¯\\(ツ)/¯ with the cat and the dog of that house. " * 8,
     "(" * 100 + "deep." + ")" * 100 + " the cat and the dog" + "...!!" * 60 + " " + '"' * 70 + "word" + "!?" * 70,
+    "The cat sat with the dog.\x00\nA line ends with a NUL\x00\n" + "The dog and the cat ran to the end. \x00 ." * 12,
     "Numbers 1,000 and 2-3 and 10% and $5 and 5$ and 3+4 with the dog and the cat to be. " * 8,
 ]
 
