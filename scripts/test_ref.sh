@@ -23,7 +23,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, datatrove, spacy, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -107,6 +107,10 @@ check test_prune_ref --work build/test_prune_ref
 # The fused distillation head (lmhead_kd) against torchtune's ForwardKLLoss and
 # TRL's generalized_jsd_loss: values, row values, gradients, mixed loss, 1e-6
 check test_kd_ref --work build/test_kd_ref
+
+# llamac data filter against datatrove's Gopher and C4 filters: the same kept
+# documents and drop reasons, and the same words as its spaCy tokenizer
+check test_filters_ref --work build/test_filters_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
