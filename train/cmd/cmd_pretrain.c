@@ -12,35 +12,16 @@
 
 #include "../../data/loader.h"
 #include "../../data/shard.h"
+#include "../../data/shardset.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../loop/trainer.h"
 
-#define MAX_SHARDS 32
-
-typedef struct {
-    Shard s[MAX_SHARDS];
-    const Shard *p[MAX_SHARDS];
-    int n;
-} ShardSet;
-
 static int open_shards(ShardSet *set, const CliList *paths, const char *flag, Err *e) {
-    memset(set, 0, sizeof *set);
-    if (paths->n == 0) return err_set(e, "%s: no shard given", flag);
-    for (int i = 0; i < paths->n; i++) {
-        if (shard_open(&set->s[i], paths->v[i], e)) return -1;
-        set->p[i] = &set->s[i];
-        set->n++;
-        if (set->s[i].tokenizer_id != set->s[0].tokenizer_id || set->s[i].vocab != set->s[0].vocab)
-            return err_set(e, "%s: made by a different tokenizer than %s", paths->v[i], paths->v[0]);
-    }
-    return 0;
+    return shardset_open(set, (const char *const *)paths->v, paths->n, flag, e);
 }
 
-static void close_shards(ShardSet *set) {
-    for (int i = 0; i < set->n; i++) shard_close(&set->s[i]);
-    set->n = 0;
-}
+static void close_shards(ShardSet *set) { shardset_close(set); }
 
 // ----------------------------------------------------------------------------
 // the loader as the trainer's data source
@@ -71,8 +52,8 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     TrainOpts o;
     trainer_opts_default(&o);
     CliFlag flags[8 + TRAINER_NFLAGS] = {
-        {"train", CLI_LIST, &train, 0, 0, "training shard (repeatable)"},
-        {"val", CLI_LIST, &val, 0, 0, "validation shard (repeatable; none: no validation)"},
+        {"train", CLI_LIST, &train, 0, 0, "training shards: a file, directory, glob or split NAME.bin (repeatable)"},
+        {"val", CLI_LIST, &val, 0, 0, "validation shards, as --train (none: no validation)"},
         {"preset", CLI_STR, &preset, 0, 0, "model shape (llamac inspect --help); vocab comes from the shards"},
         {"set", CLI_LIST, &set, 0, 0, "override a model field, e.g. --set n_layers=4 (repeatable)"},
         {"shuffle", CLI_INT, &shuffle, 0, 1, "1: shuffled windows each epoch; 0: in file order"},
@@ -104,7 +85,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     memset(&LV, 0, sizeof LV);
     if (val.n && open_shards(&va, &val, "--val", e)) goto out;
     if (va.n && va.s[0].tokenizer_id != tr.s[0].tokenizer_id) {
-        err_set(e, "%s: made by a different tokenizer than the training shards", val.v[0]);
+        err_set(e, "%s: made by a different tokenizer than the training shards", va.s[0].path);
         goto out;
     }
     LlamaConfig c;
