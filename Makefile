@@ -158,7 +158,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
-            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
+            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_tokstream.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
