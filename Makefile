@@ -177,7 +177,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -311,6 +311,14 @@ bench-qlora: all
 bench-dist: all
 	$(Q)LLAMAC=$(BUILD)/llamac python3 scripts/bench_dist.py $(BENCH_DIST_ARGS)
 
+# tokenize encode on every core vs Hugging Face tokenizers encode_batch on the
+# same threads, tokenizer.json and demo text repeated to 250 MB (MB/s, peak
+# RSS, 1 thread vs all), and llamac's peak RSS per corpus size
+# (scripts/bench_tokenize.py). BENCH_TOKENIZE_ARGS="--sizes 250,2500" for the
+# bounded-memory check; "--sizes 2" for a quick one.
+bench-tokenize: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_tokenize.py --llamac $(BUILD)/llamac $(BENCH_TOKENIZE_ARGS)
+
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
 cuda-check:
@@ -400,6 +408,8 @@ help:
 	@echo "                tok/s, time to first token, peak RSS, memory bandwidth (BENCH_SAMPLE_ARGS)"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
 	@echo "                pipeline idle vs the bubble, activation memory, PP 2 vs DP 2 (BENCH_DIST_ARGS=--pp-only)"
+	@echo "make bench-tokenize tokenize encode vs tokenizers encode_batch: MB/s, peak RSS, 1 vs all threads;"
+	@echo "                peak RSS by corpus size (BENCH_TOKENIZE_ARGS=\"--sizes 250,2500\")"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
