@@ -85,7 +85,7 @@ int shardset_expand(const char *spec, char ***paths, int *n, Err *e) {
         if (!is_file(p)) break;
         push(paths, n, p);
     }
-    if (!k) return err_set(e, "%s: no shard, directory or pattern of that name", spec);
+    if (!k) return err_set(e, "%s: cannot open (no shard, directory, pattern or split NAME_000000.bin of that name)", spec);
     return 0;
 }
 

@@ -28,8 +28,8 @@ void shardset_name(char *out, size_t cap, const char *base, int k);
  *   a pattern with * ? or [   its matches (glob), by name
  *   NAME.bin (no such file)   NAME_000000.bin, NAME_000001.bin, ... while
  *                             they exist (a split output)
- * Returns 0, or -1 with e: "<spec>: no shard, directory or pattern of that
- * name", "<spec>: no *.bin shard in this directory", "<spec>: matches no
+ * Returns 0, or -1 with e: "<spec>: cannot open (no shard, directory,
+ * pattern or split NAME_000000.bin of that name)", "<spec>: no *.bin shard in this directory", "<spec>: matches no
  * file". */
 int shardset_expand(const char *spec, char ***paths, int *n, Err *e);
 

@@ -269,7 +269,7 @@ void tokstream_shards(void) {
     EXPECT(count_glob(at("split/part_*.bin")) == want && count_glob(at("split/*.tmp")) == 0,
            "%d files after the rerun, want %d", count_glob(at("split/part_*.bin")), want);
     const char *bad[3] = {at("nothing.bin"), at("split/zz*.bin"), dir};
-    const char *msg[3] = {"no shard, directory or pattern of that name", "matches no file", "no *.bin shard"};
+    const char *msg[3] = {"cannot open (no shard, directory, pattern or split", "matches no file", "no *.bin shard"};
     mkdir(at("emptydir"), 0755);
     bad[2] = at("emptydir");
     for (int k = 0; k < 3; k++) {
@@ -322,4 +322,8 @@ void tokstream_cli(void) {
     EXPECT(access(at("c_000000.bin"), F_OK) == 0 && access(at("cv_000000.bin"), F_OK) == 0 &&
                access(at("c.bin"), F_OK) != 0,
            "split names");
+    rc = test_llamac("pretrain --train %s --val %s --preset tiny --batch 2 --seq 16 --steps 1 --val-every 1 --out %s "
+                     "--ckpt-dir %s",
+                     at("c.bin"), at("cv.bin"), at("m.h5"), at("ck"));
+    EXPECT(rc == 0, "pretrain on split shards: %d %.300s %s", rc, test_out, test_err);
 }

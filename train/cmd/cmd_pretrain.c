@@ -41,7 +41,7 @@ static void win_tell(const void *ud, uint64_t cur[2]) {
 static int win_seek(void *ud, const uint64_t cur[2], Err *e) { return loader_seek(ud, cur[0], cur[1], e); }
 
 static TrainData win_data(Loader *L, const ShardSet *set, const char *name) {
-    TrainData d = {L, name, set->s[0].tokenizer_id, 0, win_next, win_tell, win_seek, loader_windows(L), "windows", 0};
+    TrainData d = {L, name, set->n ? set->s[0].tokenizer_id : 0, 0, win_next, win_tell, win_seek, loader_windows(L), "windows", 0};
     return d;
 }
 
