@@ -6,6 +6,10 @@
  * and are renamed together once everything succeeded, so a failed run
  * replaces nothing; a split output then removes the higher-numbered shards
  * an earlier, longer run left, so NAME.bin always expands to this run's.
+ * All threads share one Tokenizer: tok_encode only reads it (tok.h); the
+ * encoders' mutable state is per thread (chunkcache.h: PCRE2 match data,
+ * the chunk cache) or per call (spm.c), and each thread here has its own
+ * ids buffer.
  */
 #include "tokstream.h"
 
