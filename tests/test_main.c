@@ -112,6 +112,8 @@ static const struct {
     T(cli_inspect), T(cli_errors), T(cli_help_defaults),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),
     T(ckpt_kill_during_save), T(ckpt_cli_errors), T(ckpt_lora_roundtrip),
+    T(mixture_proportions), T(mixture_order_independent), T(mixture_epochs), T(mixture_seek_exact),
+    T(mixture_one_source), T(mixture_cli_errors), T(mixture_resume), T(mixture_mpi),
     T(peft_roundtrip), T(peft_merge_unmerge), T(peft_merged_logits), T(peft_bad_config), T(peft_bad_weights), T(peft_head), T(peft_cli),
     T(convert_safetensors_roundtrip), T(convert_safetensors_bad), T(convert_hf_roundtrip),
     T(convert_hf_config_legacy), T(convert_gguf_layout), T(convert_cli), T(convert_cli_tokenizer),

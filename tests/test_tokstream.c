@@ -326,4 +326,9 @@ void tokstream_cli(void) {
                      "--ckpt-dir %s",
                      at("c.bin"), at("cv.bin"), at("m.h5"), at("ck"));
     EXPECT(rc == 0, "pretrain on split shards: %d %.300s %s", rc, test_out, test_err);
+    rc = test_llamac("pretrain --train a=%s:3 --train 'b=%s:1' --preset tiny --batch 2 --seq 16 --steps 1 --out %s "
+                     "--ckpt-dir %s",
+                     at("c.bin"), at("cv_0*.bin"), at("m.h5"), at("ck2"));
+    EXPECT(rc == 0 && strstr(test_out, "source a:") && strstr(test_out, "source b:"),
+           "a mixture of split shards: %d %.300s %s", rc, test_out, test_err);
 }
