@@ -99,6 +99,7 @@ static const struct {
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short), T(jsonl_bom), T(docstream_order), T(docstream_errors),
     T(textfilter_gopher), T(textfilter_repetition), T(textfilter_c4), T(textfilter_words), T(textfilter_cmd),
+    T(tokstream_serial), T(tokstream_shards), T(tokstream_cli),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(cmd_sample_stops), T(cmd_sample_cli), T(cmd_sample_batch_invariance), T(cmd_sample_resume), T(cmd_sample_killed),
     T(cmd_sample_errors), T(cmd_sample_mpi),
