@@ -156,6 +156,8 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_data.c train/cmd/cmd_data_filter.c train/cmd/cmd_data_dedup.c train/cmd/cmd_data_quality.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/cmd/cmd_reward.c train/loop/trainer.c train/loop/ftdata.c train/loop/pipeline.c train/loop/scorer.c \
            train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/cmd/cmd_sample.c train/cmd/cmd_rs.c train/proc/device.c \
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
+# pretraining-data dedup and quality classifier (llamac data dedup, quality)
+LIB_SRC += data/dedup.c data/qclass.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
