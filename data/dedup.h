@@ -38,8 +38,8 @@ typedef struct MinhashParams {
 /* Per-thread scratch for minhash_signature; zero-initialise, free with
  * minhash_scratch_free. */
 typedef struct MinhashScratch {
-    char *norm;
-    size_t ncap;
+    char *norm;     /* the last normalised text (minhash_signature, dedup_exact_key) */
+    size_t ncap, nnorm;
     char *words;    /* dedup_words of norm */
     size_t wcap;
     uint32_t *start; /* offset of each word in words */
