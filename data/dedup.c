@@ -427,9 +427,12 @@ size_t minhash_signature(const MinhashParams *p, const char *s, size_t n, uint64
         size_t a = sc->start[g], last = g + (size_t)p->ngram;
         size_t b = last < nw ? sc->start[last] - 1 : wl; /* end of the n-gram's last word */
         uint64_t h = dedup_xxh64(sc->words + a, b - a, 0);
-        /* numpy's uint64 arithmetic wraps: (h*a + b) mod 2^64, then mod P */
+        /* numpy's uint64 arithmetic wraps: (h*a + b) mod 2^64, then mod P;
+         * x mod (2^61 - 1) = (x & P) + (x >> 61), less P once if >= P */
         for (int k = 0; k < K; k++) {
-            uint64_t v = (h * p->a[k] + p->b[k]) % MINHASH_PRIME;
+            uint64_t x = h * p->a[k] + p->b[k];
+            uint64_t v = (x & MINHASH_PRIME) + (x >> 61);
+            v = v >= MINHASH_PRIME ? v - MINHASH_PRIME : v;
             if (v < sig[k]) sig[k] = v;
         }
     }
