@@ -200,7 +200,7 @@ int data_dedup(int argc, char **argv, Err *e) {
                  "digits to 0, punctuation to spaces, whitespace collapsed, accents dropped; the\n"
                  "first is kept) and near duplicates: MinHash over word n-grams, LSH with\n"
                  "--buckets bands of --rows hashes (pairs of Jaccard similarity s collide with\n"
-                 "probability 1-(1-s^rows)^buckets: 14x8 is 0.92 at s=0.8, 0.11 at s=0.5), clusters\n"
+                 "probability 1-(1-s^rows)^buckets: 14x8 is 0.92 at s=0.8, 0.05 at s=0.5), clusters\n"
                  "by union-find, one document kept per cluster. Signatures and the kept documents\n"
                  "are datatrove 0.10.1's (MinhashDedup* with its defaults). Two passes over the\n"
                  "input; memory about 153 bytes per document (14 buckets), not the text.",
@@ -210,7 +210,7 @@ int data_dedup(int argc, char **argv, Err *e) {
     if (!in.n) return err_set(e, "--input: required");
     if (!out) return err_set(e, "--out: required");
     if (!exact && !minhash) return err_set(e, "--exact and --minhash: both off, nothing to do");
-    int bad_mode;
+    int bad_mode = DOCS_UTF8_REFUSE;
     if (strcmp(bad, "refuse") == 0) bad_mode = DOCS_UTF8_REFUSE;
     else if (strcmp(bad, "skip") == 0) bad_mode = DOCS_UTF8_SKIP;
     else return err_set(e, "--bad-utf8: expected refuse or skip, not '%s'", bad);
