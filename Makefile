@@ -289,6 +289,13 @@ bench-lora: all
 bench-sft: all
 	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
 
+# llamac data dedup (exact + MinHash) against datatrove's pipelines on every
+# core (scripts/bench_dedup.py, reference venv): documents/s, peak RSS, kept
+# counts. BENCH_DEDUP_ARGS="--docs 200000" for the docs' figures.
+.PHONY: bench-dedup
+bench-dedup: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dedup.py $(BENCH_DEDUP_ARGS)
+
 # The sampling engine against llama.cpp and transformers on SmolLM2-135M-Instruct
 # (F32, 2 threads each; scripts/bench_sample.py): decode tok/s of one sequence,
 # batched sampling tok/s, time to first token, peak RSS, the memory bandwidth.
@@ -400,6 +407,7 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
+	@echo "make bench-dedup llamac data dedup vs datatrove (exact + MinHash): docs/s, peak RSS"
 	@echo "make bench-sample llamac sample vs llama.cpp and transformers on SmolLM2-135M: decode and batched"
 	@echo "                tok/s, time to first token, peak RSS, memory bandwidth (BENCH_SAMPLE_ARGS)"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
