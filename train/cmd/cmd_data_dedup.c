@@ -98,9 +98,9 @@ static int dedup_map(void *ud, int thread, DocItem *d, Err *e) {
 }
 
 static int dedup_emit(void *ud, DocItem *d, Err *e) {
-    (void)e;
     Dedup *x = ud;
     int B = x->p.buckets;
+    if (x->n == UINT32_MAX) return err_set(e, "%s: more than %u documents (split the input)", d->where, UINT32_MAX);
     if (x->n == x->cap) {
         x->cap = x->cap ? 2 * x->cap : 4096;
         x->state = xrealloc(x->state, x->cap);
@@ -175,7 +175,8 @@ static int write_clusters(const char *path, DedupUF *u, const uint8_t *has, size
 int data_dedup(int argc, char **argv, Err *e) {
     const char *out = NULL, *field = "text", *clusters = NULL, *bad = "refuse";
     long exact = 1, minhash = 1, ngram = MINHASH_NGRAM, buckets = MINHASH_BUCKETS, rows = MINHASH_ROWS,
-         seed = MINHASH_SEED, batch_mb = 16;
+         seed = MINHASH_SEED;
+    double batch_mb = 16;
     CliList in = {{0}, 0};
     CliFlag flags[] = {
         {"input", CLI_LIST, &in, 0, 0, "JSONL file (one document a line) or text file (one document); repeatable"},
@@ -189,7 +190,7 @@ int data_dedup(int argc, char **argv, Err *e) {
         {"seed", CLI_INT, &seed, 0, 4294967295.0, "seed of the permutations (numpy RandomState, as datatrove)"},
         {"clusters", CLI_STR, &clusters, 0, 0, "write each near-duplicate cluster as a JSON line (document numbers)"},
         {"bad-utf8", CLI_STR, &bad, 0, 0, "refuse (error naming file:line) or skip (counted, left out)"},
-        {"batch-mb", CLI_INT, &batch_mb, 1, 4096, "MB of input per parallel batch"},
+        {"batch-mb", CLI_FLOAT, &batch_mb, 1e-6, 4096, "MB of input per parallel batch (results do not depend on it)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
@@ -222,7 +223,7 @@ int data_dedup(int argc, char **argv, Err *e) {
     minhash_params_init(&x.p, (int)ngram, (int)buckets, (int)rows, (uint32_t)seed);
     int nt = docstream_threads();
     x.sc = xcalloc((size_t)nt, sizeof(MinhashScratch));
-    DocStreamOpts o = {field, (size_t)batch_mb << 20, bad_mode, 0, "dedup: signatures"};
+    DocStreamOpts o = {field, (size_t)(batch_mb * (1 << 20)) + 1, bad_mode, 0, "dedup: signatures"};
     DocStreamStats st1 = {0}, st2 = {0};
     DedupUF u = {0};
     uint8_t *keep = NULL;
@@ -231,6 +232,8 @@ int data_dedup(int argc, char **argv, Err *e) {
     if (docstream_run(in.v, in.n, &o, dedup_map, dedup_emit, &x, &st1, e)) goto done;
 
     size_t n = x.n;
+    free(x.seen.slot);
+    memset(&x.seen, 0, sizeof x.seen);
     dedup_uf_init(&u, n);
     uint8_t *has = xcalloc(n ? n : 1, 1);
     for (size_t i = 0; i < n; i++) has[i] = x.state[i] == ST_SIG;

@@ -240,7 +240,7 @@ static int score_emit(void *ud, DocItem *d, Err *e) {
 int data_quality(int argc, char **argv, Err *e) {
     const char *model = NULL, *out = NULL, *scores = NULL, *field = "text", *bad = "refuse";
     double threshold = 0.5;
-    long batch_mb = 16;
+    double batch_mb = 16;
     CliList in = {{0}, 0};
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "classifier file from llamac data quality-train"},
@@ -250,7 +250,7 @@ int data_quality(int argc, char **argv, Err *e) {
         {"scores", CLI_STR, &scores, 0, 0, "also write every document's score as a JSON line"},
         {"field", CLI_STR, &field, 0, 0, "JSON field holding the text"},
         {"bad-utf8", CLI_STR, &bad, 0, 0, "refuse (error naming file:line) or skip (counted, left out)"},
-        {"batch-mb", CLI_INT, &batch_mb, 1, 4096, "MB of input per parallel batch"},
+        {"batch-mb", CLI_FLOAT, &batch_mb, 1e-6, 4096, "MB of input per parallel batch (results do not depend on it)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *p0[1];
@@ -274,7 +274,7 @@ int data_quality(int argc, char **argv, Err *e) {
     s.threshold = threshold, s.out_path = out, s.scores_path = scores;
     int nt = docstream_threads(), rc = -1;
     s.h = xmalloc((size_t)nt * s.m.dim * sizeof(float));
-    DocStreamOpts o = {field, (size_t)batch_mb << 20, bad_mode, 0, "quality"};
+    DocStreamOpts o = {field, (size_t)(batch_mb * (1 << 20)) + 1, bad_mode, 0, "quality"};
     DocStreamStats st = {0};
     double t0 = time_now();
     if (!(s.out = fopen(out, "w"))) {
