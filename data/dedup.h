@@ -91,7 +91,9 @@ uint64_t minhash_band_key(const uint64_t *band, int rows);
 /* Union-find over documents 0..n) with datatrove's rule (union by size; on
  * a tie the root of the first argument stays root), so the document kept
  * per cluster (the root) is the one datatrove keeps when pairs arrive in
- * the same order. */
+ * the same order. (minhash_cluster orders a bucket's groups by band key,
+ * datatrove by rows tuple: clusters are the same, the root can differ when
+ * that order changes how union by size ties; see docs/data.md.) */
 typedef struct DedupUF {
     uint32_t *parent, *size;
     size_t n;
