@@ -1,6 +1,6 @@
 /*
  * dedup.c: text normalisation, XXH64, numpy's MT19937 draw, MinHash
- * signatures, band keys and union-find for llamac data dedup (dedup.h).
+ * signatures, band sorting and union-find for llamac data dedup (dedup.h).
  *
  * Everything that decides a signature follows datatrove 0.10.1 so that
  * signatures are bit-identical on the text it covers: simplify_text's order
@@ -444,14 +444,6 @@ void minhash_scratch_free(MinhashScratch *sc) {
     memset(sc, 0, sizeof *sc);
 }
 
-uint64_t minhash_band_key(const uint64_t *band, int rows) {
-    unsigned char buf[8 * 64];
-    LC_ASSERT(rows <= 64);
-    for (int r = 0; r < rows; r++)
-        for (int j = 0; j < 8; j++) buf[r * 8 + j] = (unsigned char)(band[r] >> (8 * j));
-    return dedup_xxh64(buf, (size_t)rows * 8, 0);
-}
-
 // ----------------------------------------------------------------------------
 // Clusters
 
@@ -489,28 +481,32 @@ void dedup_uf_free(DedupUF *u) {
     u->parent = u->size = NULL;
 }
 
-typedef struct KeyDoc {
-    uint64_t key;
-    uint32_t doc;
-} KeyDoc;
-
-static int keydoc_cmp(const void *a, const void *b) {
-    const KeyDoc *x = a, *y = b;
-    if (x->key != y->key) return x->key < y->key ? -1 : 1;
-    return x->doc < y->doc ? -1 : x->doc > y->doc;
+/* order of entries i, j: their bands, then their documents */
+static int band_cmp(const uint64_t *band, const uint32_t *doc, int rows, uint32_t i, uint32_t j) {
+    const uint64_t *x = band + (size_t)i * rows, *y = band + (size_t)j * rows;
+    for (int r = 0; r < rows; r++)
+        if (x[r] != y[r]) return x[r] < y[r] ? -1 : 1;
+    return doc[i] < doc[j] ? -1 : doc[i] > doc[j];
 }
 
-void minhash_cluster(const uint64_t *keys, const uint8_t *has, size_t n, int buckets, DedupUF *u) {
-    KeyDoc *kd = xmalloc((n ? n : 1) * sizeof(KeyDoc));
-    for (int b = 0; b < buckets; b++) {
-        size_t m = 0;
-        for (size_t i = 0; i < n; i++)
-            if (has[i]) kd[m].key = keys[i * (size_t)buckets + (size_t)b], kd[m++].doc = (uint32_t)i;
-        qsort(kd, m, sizeof *kd, keydoc_cmp);
-        for (size_t i = 1; i < m; i++)
-            if (kd[i].key == kd[i - 1].key) dedup_uf_union(u, kd[i - 1].doc, kd[i].doc);
+void minhash_cluster_bucket(const uint64_t *band, const uint32_t *doc, size_t m, int rows, DedupUF *u) {
+    /* bottom-up merge sort of entry numbers (qsort has no context argument) */
+    uint32_t *a = xmalloc((m ? m : 1) * sizeof(uint32_t)), *b = xmalloc((m ? m : 1) * sizeof(uint32_t));
+    for (size_t i = 0; i < m; i++) a[i] = (uint32_t)i;
+    for (size_t w = 1; w < m; w *= 2) {
+        for (size_t lo = 0; lo < m; lo += 2 * w) {
+            size_t mid = lo + w < m ? lo + w : m, hi = lo + 2 * w < m ? lo + 2 * w : m, i = lo, j = mid, k = lo;
+            while (i < mid && j < hi) b[k++] = band_cmp(band, doc, rows, a[j], a[i]) < 0 ? a[j++] : a[i++];
+            while (i < mid) b[k++] = a[i++];
+            while (j < hi) b[k++] = a[j++];
+        }
+        uint32_t *t = a;
+        a = b, b = t;
     }
-    free(kd);
+    for (size_t i = 1; i < m; i++)
+        if (memcmp(band + (size_t)a[i] * rows, band + (size_t)a[i - 1] * rows, (size_t)rows * sizeof(uint64_t)) == 0)
+            dedup_uf_union(u, doc[a[i - 1]], doc[a[i]]);
+    free(a), free(b);
 }
 
 double minhash_pair_prob(double s, int buckets, int rows) { return 1.0 - pow(1.0 - pow(s, rows), buckets); }

@@ -83,17 +83,10 @@ size_t dedup_words(const char *norm, size_t n, char *out);
 
 void minhash_scratch_free(MinhashScratch *sc);
 
-/* Band key of a signature's bucket: XXH64 of its rows values (little
- * endian). Two documents are candidates in a bucket when the keys agree
- * (the tuples agree, up to a 2^-64 collision). */
-uint64_t minhash_band_key(const uint64_t *band, int rows);
-
 /* Union-find over documents 0..n) with datatrove's rule (union by size; on
  * a tie the root of the first argument stays root), so the document kept
- * per cluster (the root) is the one datatrove keeps when pairs arrive in
- * the same order. (minhash_cluster orders a bucket's groups by band key,
- * datatrove by rows tuple: clusters are the same, the root can differ when
- * that order changes how union by size ties; see docs/data.md.) */
+ * per cluster (the root) is the one datatrove keeps when the pairs arrive
+ * in the same order (minhash_cluster_bucket's). */
 typedef struct DedupUF {
     uint32_t *parent, *size;
     size_t n;
@@ -104,13 +97,13 @@ uint32_t dedup_uf_find(DedupUF *u, uint32_t x);
 void dedup_uf_union(DedupUF *u, uint32_t a, uint32_t b);
 void dedup_uf_free(DedupUF *u);
 
-/* Cluster documents by their band keys: keys[i*buckets + j] is document
- * i's key in bucket j, has[i] != 0 when document i takes part. For each
- * bucket in order, documents sorted by (key, index) and each pair of
- * neighbours with equal keys joined (datatrove's MinhashDedupBuckets and
- * MinhashDedupCluster). Memory: n * 16 bytes for one bucket's sort at a
- * time. u must be initialised for n. */
-void minhash_cluster(const uint64_t *keys, const uint8_t *has, size_t n, int buckets, DedupUF *u);
+/* Join the documents of one bucket whose bands agree: band[i*rows ..
+ * (i+1)*rows) is document doc[i]'s band (i < m). The entries are sorted by
+ * (band values, document) and each pair of neighbours with equal bands is
+ * joined, first the earlier: the pairs and their order of datatrove's
+ * MinhashDedupBuckets, which MinhashDedupCluster joins bucket by bucket.
+ * Call once per bucket, in bucket order. Memory: 8 bytes per entry. */
+void minhash_cluster_bucket(const uint64_t *band, const uint32_t *doc, size_t m, int rows, DedupUF *u);
 
 /* Probability that two documents of Jaccard similarity s share at least
  * one band: 1 - (1 - s^rows)^buckets. */

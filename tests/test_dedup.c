@@ -87,8 +87,8 @@ void dedup_minhash_bands(void) {
     MinhashScratch sc = {0};
     enum { NP = 20, NW = 400, K = 14 * 8 };
     static char text[16384];
-    static uint64_t sig[2 * NP][K], keys[2 * NP * 14];
-    uint8_t has[2 * NP];
+    static uint64_t sig[2 * NP][K], band[2 * NP * 8];
+    uint32_t doc[2 * NP];
     /* pairs 0..9: one word in 400 replaced (Jaccard 391/401 = 0.975: collide
      * with probability 1 - (1 - 0.975^8)^14 > 0.999999); pairs 10..19: every
      * 4th word replaced (no 5-gram survives: Jaccard 0, never collide) */
@@ -108,13 +108,15 @@ void dedup_minhash_bands(void) {
     EXPECT_NEAR(est_hi, 391.0 / 401.0, 0.05);
     EXPECT_NEAR(est_lo, 0.0, 0.02);
     EXPECT(minhash_pair_prob(0.975, 14, 8) > 0.999999 && minhash_pair_prob(0.3, 14, 8) < 0.001, "band formula");
-    for (int i = 0; i < 2 * NP; i++) {
-        has[i] = 1;
-        for (int b = 0; b < 14; b++) keys[i * 14 + b] = minhash_band_key(sig[i] + b * 8, 8);
-    }
     DedupUF u;
     dedup_uf_init(&u, 2 * NP);
-    minhash_cluster(keys, has, 2 * NP, 14, &u);
+    for (int b = 0; b < 14; b++) {
+        for (int i = 0; i < 2 * NP; i++) {
+            memcpy(band + i * 8, sig[i] + b * 8, 8 * sizeof(uint64_t));
+            doc[i] = (uint32_t)i;
+        }
+        minhash_cluster_bucket(band, doc, 2 * NP, 8, &u);
+    }
     for (int k = 0; k < NP; k++) {
         int joined = dedup_uf_find(&u, (uint32_t)(2 * k)) == dedup_uf_find(&u, (uint32_t)(2 * k + 1));
         EXPECT(joined == (k < 10), "pair %d: joined %d", k, joined);

@@ -3,15 +3,17 @@
  * over JSONL, in two streaming passes (data/docstream.h, every core).
  *
  * Pass 1 maps each document to its exact key (XXH64 of the normalised
- * text) and its MinHash band keys (data/dedup.h); the ordered emit keeps
- * the first document of each exact key and stores the band keys of the
- * rest. Then each bucket's keys are sorted and equal neighbours joined in
- * a union-find; each cluster keeps its root (datatrove's choice). Pass 2
- * reads the input again and writes the kept lines unchanged, in order.
- * Memory: per document 1 byte of state, 8 bytes per bucket of band keys,
- * 16 of the exact-key table (at most half full) and, while clustering, 8 of
- * union-find and 16 of one bucket's sort: 153 bytes with 14 buckets; the
- * text is never held beyond one docstream batch.
+ * text) and its MinHash signature (data/dedup.h); the ordered emit keeps
+ * the first document of each exact key and appends each band of the
+ * others' signatures to that bucket's temporary file (as datatrove writes
+ * one signature file per bucket). Then, one bucket at a time, the bands
+ * are read back, sorted and equal neighbours joined in a union-find; each
+ * cluster keeps its root (datatrove's choice). Pass 2 reads the input
+ * again and writes the kept lines unchanged, in order.
+ * Memory per document: 1 byte of state, 4 of document number, 16 to 32 of
+ * the exact-key table while reading; while clustering 8 * rows of one
+ * bucket's bands, 8 of sort and 8 of union-find. Disk: 8 * buckets * rows
+ * bytes (896 with 14 x 8) in temporary files, removed at exit.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,8 +69,10 @@ typedef struct Dedup {
     MinhashScratch *sc; /* one per thread */
     /* pass 1 results, by document number (documents read, in order) */
     uint8_t *state;
-    uint64_t *keys; /* (n, buckets) */
     size_t n, cap;
+    uint32_t *sigdoc; /* (nsig) the documents whose bands are in bf, in order */
+    size_t nsig, sigcap;
+    FILE *bf[64];     /* (buckets) temporary files of bands, rows uint64 each */
     KeySet seen;
     uint64_t nexact, nnosig;
     /* pass 2 */
@@ -83,15 +87,11 @@ static int dedup_map(void *ud, int thread, DocItem *d, Err *e) {
     (void)e;
     Dedup *x = ud;
     MinhashScratch *sc = &x->sc[thread];
-    int B = x->p.buckets, R = x->p.rows;
+    size_t B = (size_t)x->p.buckets, R = (size_t)x->p.rows;
     d->keep = 0;
     if (x->minhash) {
-        uint64_t sig[64 * 64];
-        uint64_t *bk = docstream_buf(d, (size_t)B * sizeof(uint64_t));
-        if (minhash_signature(&x->p, d->text, d->len, sig, sc)) {
-            for (int b = 0; b < B; b++) bk[b] = minhash_band_key(sig + (size_t)b * R, R);
-            d->keep = 1;
-        }
+        uint64_t *sig = docstream_buf(d, (size_t)B * R * sizeof(uint64_t));
+        d->keep = minhash_signature(&x->p, d->text, d->len, sig, sc) > 0;
     }
     if (x->exact) d->u64 = x->minhash ? dedup_xxh64(sc->norm, sc->nnorm, 0) : dedup_exact_key(d->text, d->len, sc);
     return 0;
@@ -104,14 +104,21 @@ static int dedup_emit(void *ud, DocItem *d, Err *e) {
     if (x->n == x->cap) {
         x->cap = x->cap ? 2 * x->cap : 4096;
         x->state = xrealloc(x->state, x->cap);
-        if (x->minhash) x->keys = xrealloc(x->keys, x->cap * (size_t)B * sizeof(uint64_t));
     }
     size_t i = x->n++;
     uint8_t st = d->keep ? ST_SIG : ST_NOSIG;
     if (x->exact && keyset_add(&x->seen, d->u64)) st = ST_EXACT, x->nexact++;
     if (x->minhash && st == ST_NOSIG) x->nnosig++;
     x->state[i] = st;
-    if (st == ST_SIG) memcpy(x->keys + i * (size_t)B, d->buf, (size_t)B * sizeof(uint64_t));
+    if (st == ST_SIG) {
+        if (x->nsig == x->sigcap)
+            x->sigdoc = xrealloc(x->sigdoc, (x->sigcap = x->sigcap ? 2 * x->sigcap : 4096) * sizeof(uint32_t));
+        x->sigdoc[x->nsig++] = (uint32_t)i;
+        size_t R = (size_t)x->p.rows;
+        for (int b = 0; b < B; b++)
+            if (fwrite((const uint64_t *)d->buf + (size_t)b * R, sizeof(uint64_t), R, x->bf[b]) != R)
+                return err_set(e, "temporary file of bucket %d: write error (TMPDIR full?)", b);
+    }
     return 0;
 }
 
@@ -123,6 +130,23 @@ static int write_emit(void *ud, DocItem *d, Err *e) {
             return err_set(e, "%s: write error", x->out_path);
         x->written++;
     }
+    return 0;
+}
+
+/* Read each bucket's bands back and join equal ones, bucket by bucket. */
+static int cluster_buckets(Dedup *x, DedupUF *u, Err *e) {
+    size_t R = (size_t)x->p.rows, m = x->nsig;
+    uint64_t *band = xmalloc((m ? m : 1) * R * sizeof(uint64_t));
+    for (int b = 0; b < x->p.buckets; b++) {
+        if (fflush(x->bf[b]) || fseek(x->bf[b], 0, SEEK_SET) || fread(band, sizeof(uint64_t) * R, m, x->bf[b]) != m) {
+            free(band);
+            return err_set(e, "temporary file of bucket %d: read error", b);
+        }
+        minhash_cluster_bucket(band, x->sigdoc, m, (int)R, u);
+        fclose(x->bf[b]);
+        x->bf[b] = NULL;
+    }
+    free(band);
     return 0;
 }
 
@@ -204,7 +228,8 @@ int data_dedup(int argc, char **argv, Err *e) {
                  "probability 1-(1-s^rows)^buckets: 14x8 is 0.92 at s=0.8, 0.05 at s=0.5), clusters\n"
                  "by union-find, one document kept per cluster. Signatures and the kept documents\n"
                  "are datatrove 0.10.1's (MinhashDedup* with its defaults). Two passes over the\n"
-                 "input; memory about 153 bytes per document (14 buckets), not the text.",
+                 "input; memory per document about 40 bytes, 8*rows+20 while clustering, never\n"
+                 "the text; 8*buckets*rows bytes per document of temporary files in TMPDIR.",
                  flags, nf);
         return 0;
     }
@@ -229,6 +254,11 @@ int data_dedup(int argc, char **argv, Err *e) {
     uint8_t *keep = NULL;
     int rc = -1;
     double t0 = time_now();
+    for (int b = 0; minhash && b < buckets; b++)
+        if (!(x.bf[b] = tmpfile())) {
+            err_set(e, "cannot create a temporary file for the signatures (set TMPDIR)");
+            goto done;
+        }
     if (docstream_run(in.v, in.n, &o, dedup_map, dedup_emit, &x, &st1, e)) goto done;
 
     size_t n = x.n;
@@ -237,9 +267,10 @@ int data_dedup(int argc, char **argv, Err *e) {
     dedup_uf_init(&u, n);
     uint8_t *has = xcalloc(n ? n : 1, 1);
     for (size_t i = 0; i < n; i++) has[i] = x.state[i] == ST_SIG;
-    if (minhash) minhash_cluster(x.keys, has, n, (int)buckets, &u);
-    free(x.keys);
-    x.keys = NULL;
+    if (minhash && cluster_buckets(&x, &u, e)) {
+        free(has);
+        goto done;
+    }
     uint64_t ncl = 0, hist[64], nnear = 0;
     if (write_clusters(minhash ? clusters : NULL, &u, has, n, &ncl, hist, e)) {
         free(has);
@@ -289,7 +320,9 @@ int data_dedup(int argc, char **argv, Err *e) {
 done:
     if (x.out) fclose(x.out);
     for (int t = 0; t < nt; t++) minhash_scratch_free(&x.sc[t]);
-    free(x.sc), free(x.state), free(x.keys), free(x.seen.slot), free(keep);
+    for (int b = 0; b < 64; b++)
+        if (x.bf[b]) fclose(x.bf[b]);
+    free(x.sc), free(x.state), free(x.sigdoc), free(x.seen.slot), free(keep);
     dedup_uf_free(&u);
     minhash_params_free(&x.p);
     return rc;
