@@ -245,13 +245,21 @@ static const char *const phrases[] = {
 };
 enum { NPHRASE = 8 };
 
-/* hq: phrases in order of a random walk; lq: the same words shuffled */
+/* append s and a space at out + o (NUL-terminated); returns the new length */
+static size_t put_word(char *out, size_t o, const char *s) {
+    size_t n = strlen(s);
+    memcpy(out + o, s, n);
+    out[o + n] = ' ', out[o + n + 1] = 0;
+    return o + n + 1;
+}
+
+/* hq: random phrases, each in order; lq: the same words shuffled */
 static size_t synth_doc(char *out, Rng *r, int hq) {
     char *w[256];
     int nw = 0;
     size_t o = 0;
     int np = 6 + (int)(rng_u64(r) % 6);
-    for (int k = 0; k < np; k++) o += (size_t)sprintf(out + o, "%s ", phrases[rng_u64(r) % NPHRASE]);
+    for (int k = 0; k < np; k++) o = put_word(out, o, phrases[rng_u64(r) % NPHRASE]);
     if (hq) return o;
     static char tmp[8192];
     memcpy(tmp, out, o + 1);
@@ -262,7 +270,7 @@ static size_t synth_doc(char *out, Rng *r, int hq) {
         w[i] = w[j], w[j] = x;
     }
     o = 0;
-    for (int i = 0; i < nw; i++) o += (size_t)sprintf(out + o, "%s ", w[i]);
+    for (int i = 0; i < nw; i++) o = put_word(out, o, w[i]);
     return o;
 }
 
