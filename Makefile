@@ -123,7 +123,7 @@ endif
 # (its SDPA path is not wired in: model/cuda_attn.cu); CUDNN_INC/CUDNN_LIB
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
-CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu
+CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu model/cuda_kd.cu
 # NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
 # cuda-check; not linked into CUDA=1 builds until the trainer calls them.
 NCCL_SRC := dist/nccl.cu
@@ -150,26 +150,33 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
-           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/docstream.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c \
+           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/docstream.c data/wordsplit.c data/textfilter.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c train/loop/rollout.c \
            train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_data.c train/cmd/cmd_data_filter.c train/cmd/cmd_data_dedup.c train/cmd/cmd_data_quality.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/cmd/cmd_reward.c train/loop/trainer.c train/loop/ftdata.c train/loop/pipeline.c train/loop/scorer.c \
            train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/cmd/cmd_sample.c train/cmd/cmd_rs.c train/proc/device.c \
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
+LIB_SRC += data/mixture.c
 # pretraining-data dedup and quality classifier (llamac data dedup, quality)
 LIB_SRC += data/dedup.c data/qclass.c
 MAIN_SRC := train/main.c
-TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
+TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
-            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c
+            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c
 # pretraining-data dedup and quality classifier
 TEST_SRC += tests/test_dedup.c
 
+# llamac prune (model/prune.c, train/cmd/cmd_prune.c)
+LIB_SRC += model/prune.c train/cmd/cmd_prune.c
+TEST_SRC += tests/test_prune.c
 OBJ := $(BUILD)/obj
+# the fused distillation head's rows (lmhead_kd) and its tests
+LIB_SRC += model/ops_cpu_kd.c
+TEST_SRC += tests/test_kd.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
@@ -181,7 +188,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data bench-data bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -259,6 +266,17 @@ demo-dpo: all
 demo-rlhf: all
 	$(Q)bash scripts/demo_rlhf.sh
 
+# The pretraining-data steps on the demo corpus before tokenising (dedup when
+# built, then the Gopher and C4 filters), with what each kept and dropped.
+demo-data: all
+	$(Q)bash scripts/demo_data.sh
+
+# llamac data steps against datatrove on the same documents and cores:
+# docs/s and peak RSS (scripts/bench_data.py; BENCH_DATA_ARGS="--docs 2000"
+# for a quick one).
+bench-data: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_data.py $(BENCH_DATA_ARGS)
+
 # llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
 bench-dpo: all
 	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
@@ -288,13 +306,6 @@ bench-lora: all
 # BENCH_SFT_ARGS="--steps 10 --rounds 5" for the README's numbers.
 bench-sft: all
 	$(Q)python3 scripts/bench_sft.py $(BENCH_SFT_ARGS)
-
-# llamac data dedup (exact + MinHash) against datatrove's pipelines on every
-# core (scripts/bench_dedup.py, reference venv): documents/s, peak RSS, kept
-# counts. BENCH_DEDUP_ARGS="--docs 200000" for the docs' figures.
-.PHONY: bench-dedup
-bench-dedup: all
-	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dedup.py $(BENCH_DEDUP_ARGS)
 
 # The sampling engine against llama.cpp and transformers on SmolLM2-135M-Instruct
 # (F32, 2 threads each; scripts/bench_sample.py): decode tok/s of one sequence,
@@ -407,7 +418,6 @@ help:
 	@echo "make bench      training-step benchmark vs PyTorch, with the SGEMM peak; tokenizer MB/s"
 	@echo "make bench-lora LoRA step vs transformers + PEFT, tokens/s and peak RSS (BENCH_LORA=1 make bench too)"
 	@echo "make bench-sft  LoRA SFT of SmolLM2-135M vs TRL SFTTrainer + PEFT: tokens/s, peak RSS"
-	@echo "make bench-dedup llamac data dedup vs datatrove (exact + MinHash): docs/s, peak RSS"
 	@echo "make bench-sample llamac sample vs llama.cpp and transformers on SmolLM2-135M: decode and batched"
 	@echo "                tok/s, time to first token, peak RSS, memory bandwidth (BENCH_SAMPLE_ARGS)"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
@@ -416,6 +426,8 @@ help:
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
+	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
+	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make bench-qlora QLoRA (--base-quant keep/nf4) vs float LoRA and PEFT + bitsandbytes; 1B Q4_K_M RSS;"
 	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"

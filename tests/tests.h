@@ -28,6 +28,13 @@ void ops_qembed(void);
 void ops_qlmhead(void);
 void ops_qmatmul_rows(void);
 void ops_qdequant(void);
+void ops_lmhead_kd(void);
+/* test_kd.c: test_ops.c's row for lmhead_kd; the op against torchtune and
+ * TRL (tests/fixtures/kd/kd_ref.bin, or LLAMAC_KD_REF: scripts/test_kd_ref.py);
+ * its time per call beside lmhead_ce (printed) */
+void ops_kd_case(Rng *r);
+void kd_ref(void);
+void kd_bench(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
@@ -44,6 +51,13 @@ void ops_attn_kernels(void);
 void ops_deterministic(void);
 void model_gradcheck_untied(void);
 void model_gradcheck_tied_gqa_docs(void);
+void model_gradcheck_head_dim(void);
+void prune_same_shape(void);
+void prune_zero_removed(void);
+void prune_formats(void);
+void prune_importances_direct(void);
+void prune_cli(void);
+void prune_cli_text(void);
 void model_gradcheck_score(void);
 void model_layer_ranges(void);
 void model_doc_pos(void);
@@ -73,6 +87,7 @@ void optim_accumulation(void);
 void optim_errors(void);
 void ref_llama2(void);
 void ref_llama3(void);
+void ref_llama_hd(void);
 void ref_fixture_errors(void);
 void ref_lora_llama2(void);
 void ref_lora_llama3(void);
@@ -115,9 +130,22 @@ void loader_determinism(void);
 void loader_ranks_disjoint(void);
 void loader_doc_boundaries(void);
 void loader_too_short(void);
+void mixture_proportions(void);
+void mixture_order_independent(void);
+void mixture_epochs(void);
+void mixture_seek_exact(void);
+void mixture_one_source(void);
+void mixture_cli_errors(void);
+void mixture_resume(void);
+void mixture_mpi(void);
 void jsonl_bom(void);
 void docstream_order(void);
 void docstream_errors(void);
+void textfilter_gopher(void);
+void textfilter_repetition(void);
+void textfilter_c4(void);
+void textfilter_words(void);
+void textfilter_cmd(void);
 void dedup_datatrove_pins(void);
 void dedup_minhash_bands(void);
 void dedup_cli(void);

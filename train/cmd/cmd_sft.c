@@ -170,8 +170,8 @@ int cmd_sft(int argc, char **argv, Err *e) {
         if (ftdata_out_open(&batches, "--dump-batches", dump_batches, e)) goto out;
         src.dump = batches.f;
     }
-    TrainData dt = {&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1};
-    TrainData dv = {&vsrc, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1};
+    TrainData dt = {&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1, 2, NULL, 0, NULL};
+    TrainData dv = {&vsrc, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1, 2, NULL, 0, NULL};
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, NULL, flags, nf, e);
     int wrc = ftdata_out_close(&batches, rc == 0, e); /* renamed only after a run that finished */
     if (rc == 0) rc = wrc;
