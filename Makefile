@@ -157,6 +157,8 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/cmd/cmd_sample.c train/cmd/cmd_rs.c train/proc/device.c \
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 LIB_SRC += data/mixture.c
+# pretraining-data dedup and quality classifier (llamac data dedup, quality)
+LIB_SRC += data/dedup.c data/qclass.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_tokstream.c tests/test_bpe.c \
@@ -165,6 +167,8 @@ TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/tes
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
             tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c
+# pretraining-data dedup and quality classifier
+TEST_SRC += tests/test_dedup.c
 
 # llamac prune (model/prune.c, train/cmd/cmd_prune.c)
 LIB_SRC += model/prune.c train/cmd/cmd_prune.c

@@ -80,10 +80,38 @@ from datatrove.pipeline.readers import JsonlReader
 from datatrove.pipeline.writers import JsonlWriter
 from datatrove.pipeline.filters import C4QualityFilter, GopherQualityFilter, GopherRepetitionFilter
 src, out, logs, n, step = sys.argv[1:6]
+n = int(n)
+if step == "dedup":
+    # exact dedup on the normalised text, then MinHash (llamac data dedup's
+    # defaults): each stage its own executor, as datatrove's examples run them
+    from datatrove.pipeline.dedup.exact_dedup import (ExactDedupConfig, ExactDedupFilter, ExactDedupSignature,
+                                                      ExactFindDedups)
+    from datatrove.pipeline.dedup.minhash import (MinhashConfig, MinhashDedupBuckets, MinhashDedupCluster,
+                                                  MinhashDedupFilter, MinhashDedupSignature)
+
+    def getter(doc) -> str:
+        from datatrove.utils.text import simplify_text  # here: workers unpickle the function alone
+        return simplify_text(doc.text)
+
+    ec, mc, w = ExactDedupConfig(content_getter=getter), MinhashConfig(), out + ".work"
+
+    def run(pipeline, tasks, name):
+        LocalPipelineExecutor(pipeline=pipeline, tasks=tasks, workers=min(n, tasks), logging_dir=f"{logs}/{name}").run()
+
+    run([JsonlReader(src, glob_pattern="*.jsonl"), ExactDedupSignature(output_folder=f"{w}/esig", config=ec)], n, "e1")
+    run([ExactFindDedups(data_folder=f"{w}/esig", output_folder=f"{w}/edup", config=ec)], 1, "e2")
+    run([JsonlReader(src, glob_pattern="*.jsonl"), ExactDedupFilter(data_folder=f"{w}/edup", config=ec),
+         JsonlWriter(f"{w}/exact", compression=None)], n, "e3")
+    run([JsonlReader(f"{w}/exact"), MinhashDedupSignature(output_folder=f"{w}/msig", config=mc)], n, "m1")
+    run([MinhashDedupBuckets(input_folder=f"{w}/msig", output_folder=f"{w}/mbuck", config=mc)], mc.num_buckets, "m2")
+    run([MinhashDedupCluster(input_folder=f"{w}/mbuck", output_folder=f"{w}/mrem", config=mc)], 1, "m3")
+    run([JsonlReader(f"{w}/exact"), MinhashDedupFilter(input_folder=f"{w}/mrem"), JsonlWriter(out, compression=None)],
+        n, "m4")
+    sys.exit(0)
 blocks = {"filter": [GopherQualityFilter(), GopherRepetitionFilter(), C4QualityFilter()]}[step]
 LocalPipelineExecutor(
     pipeline=[JsonlReader(src, glob_pattern="*.jsonl"), *blocks, JsonlWriter(out, compression=None)],
-    tasks=int(n), workers=int(n), logging_dir=logs,
+    tasks=n, workers=n, logging_dir=logs,
 ).run()
 '''
 
@@ -91,6 +119,8 @@ LocalPipelineExecutor(
 STEPS = [
     ("filter", lambda ins, out: ["filter", *sum((["--input", i] for i in ins), []), "--out", out, "--quiet"],
      "Gopher quality + Gopher repetition + C4 (default thresholds)"),
+    ("dedup", lambda ins, out: ["dedup", *sum((["--input", i] for i in ins), []), "--out", out],
+     "exact (normalised text) then MinHash 5-grams, 14 x 8 (datatrove's defaults), one kept per cluster"),
 ]
 
 

@@ -23,7 +23,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, datatrove, spacy, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, datatrove, spacy, xxhash, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -85,6 +85,10 @@ check test_quant_ref --work build/test_quant_ref
 # llamac's own forward, truncation against transformers' processors, greedy
 # against generate
 check test_sample_ref --work build/test_sample_ref
+
+# llamac data dedup against datatrove: exact dedup keeps the same documents,
+# MinHash the same clusters and kept documents (signatures bit-identical)
+check test_dedup_ref --work build/test_dedup_ref
 
 # llamac sft against TRL's tokenized dataset, transformers' masked loss and
 # 10 PEFT + torch LoRA steps

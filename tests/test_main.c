@@ -100,6 +100,7 @@ static const struct {
     T(loader_doc_boundaries), T(loader_too_short), T(jsonl_bom), T(docstream_order), T(docstream_errors),
     T(textfilter_gopher), T(textfilter_repetition), T(textfilter_c4), T(textfilter_words), T(textfilter_cmd),
     T(tokstream_serial), T(tokstream_shards), T(tokstream_cli),
+    T(dedup_datatrove_pins), T(dedup_minhash_bands), T(dedup_cli), T(dedup_cli_errors), T(qclass_synthetic), T(qclass_cli),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(cmd_sample_stops), T(cmd_sample_cli), T(cmd_sample_batch_invariance), T(cmd_sample_resume), T(cmd_sample_killed),
     T(cmd_sample_errors), T(cmd_sample_mpi),
