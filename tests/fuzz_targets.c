@@ -34,6 +34,7 @@
 #include "../data/gguf.h"
 #include "../data/jsonl.h"
 #include "../data/prompts.h"
+#include "../data/qclass.h"
 #include "../data/sft.h"
 #include "../data/shard.h"
 #include "../data/spm.h"
@@ -435,6 +436,23 @@ static void fuzz_prompts(const uint8_t *d, size_t n) {
     free(z);
 }
 
+/* A quality classifier file (data/qclass.h), then a score with it: every
+ * row a loaded model holds is read by some feature. */
+static void fuzz_qclass(const uint8_t *d, size_t n) {
+    QClass m;
+    Err e;
+    memset(&m, 0, sizeof m);
+    if (qclass_load(&m, put(0, "x.qclass", d, n), &e)) return;
+    static const char text[] = "the quick brown fox jumps over the lazy dog";
+    uint32_t f[sizeof text];
+    size_t nf = qclass_features(text, sizeof text - 1, m.buckets, f);
+    float *h = xmalloc((size_t)m.dim * sizeof(float) + 1);
+    double p = qclass_prob(&m, f, nf, h);
+    if (!(p >= 0.0 && p <= 1.0) && !isnan(p)) abort();
+    free(h);
+    qclass_free(&m);
+}
+
 const FuzzTarget fuzz_targets[] = {
     {"tok_llamac", fuzz_tok_llamac},   {"tokenizer_json", fuzz_tokenizer_json},
     {"tiktoken", fuzz_tiktoken},       {"spm", fuzz_spm},
@@ -444,6 +462,7 @@ const FuzzTarget fuzz_targets[] = {
     {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
     {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
     {"prompts", fuzz_prompts},         {"reward_spec", fuzz_reward_spec},
+    {"qclass", fuzz_qclass},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
