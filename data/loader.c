@@ -116,6 +116,10 @@ static int find_shard(const Loader *L, uint64_t w) {
 }
 
 uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos) {
+    return loader_next_rows(L, tokens, targets, pos, NULL);
+}
+
+uint64_t loader_next_rows(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos, uint64_t *wins) {
     int B = L->B, T = L->T;
     uint64_t rows = (uint64_t)B * (uint64_t)L->world;
     if (L->pos + rows > L->n_windows) { /* the rest of this epoch is short of a batch */
@@ -127,6 +131,7 @@ uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos)
     uint64_t base = L->pos + (uint64_t)L->rank * B;
     for (int b = 0; b < B; b++) {
         uint64_t w = L->shuffle ? L->order[base + b] : base + b;
+        if (wins) wins[b] = w;
         int si = find_shard(L, w);
         const Shard *s = L->shards[si];
         uint64_t off = (w - L->first[si]) * (uint64_t)T;
