@@ -10,59 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../../data/loader.h"
-#include "../../data/shard.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../loop/trainer.h"
-
-#define MAX_SHARDS 32
-
-typedef struct {
-    Shard s[MAX_SHARDS];
-    const Shard *p[MAX_SHARDS];
-    int n;
-} ShardSet;
-
-static int open_shards(ShardSet *set, const CliList *paths, const char *flag, Err *e) {
-    memset(set, 0, sizeof *set);
-    if (paths->n == 0) return err_set(e, "%s: no shard given", flag);
-    for (int i = 0; i < paths->n; i++) {
-        if (shard_open(&set->s[i], paths->v[i], e)) return -1;
-        set->p[i] = &set->s[i];
-        set->n++;
-        if (set->s[i].tokenizer_id != set->s[0].tokenizer_id || set->s[i].vocab != set->s[0].vocab)
-            return err_set(e, "%s: made by a different tokenizer than %s", paths->v[i], paths->v[0]);
-    }
-    return 0;
-}
-
-static void close_shards(ShardSet *set) {
-    for (int i = 0; i < set->n; i++) shard_close(&set->s[i]);
-    set->n = 0;
-}
-
-// ----------------------------------------------------------------------------
-// the loader as the trainer's data source
-
-static int win_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    (void)e;
-    loader_next(ud, tok, tgt, pos);
-    return 0;
-}
-
-static void win_tell(const void *ud, uint64_t cur[2]) {
-    const Loader *L = ud;
-    cur[0] = L->epoch;
-    cur[1] = L->pos;
-}
-
-static int win_seek(void *ud, const uint64_t cur[2], Err *e) { return loader_seek(ud, cur[0], cur[1], e); }
-
-static TrainData win_data(Loader *L, const ShardSet *set, const char *name) {
-    TrainData d = {L, name, set->s[0].tokenizer_id, 0, win_next, win_tell, win_seek, loader_windows(L), "windows", 0};
-    return d;
-}
+#include "../loop/trdata.h"
 
 int cmd_pretrain(int argc, char **argv, Err *e) {
     const char *preset = "15m";
@@ -95,14 +46,14 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     if (trainer_check(&o, e)) return -1;
     ShardSet tr, va;
     memset(&va, 0, sizeof va);
-    if (open_shards(&tr, &train, "--train", e)) { close_shards(&tr); return -1; }
+    if (trdata_shards_open(&tr, &train, "--train", e)) { trdata_shards_close(&tr); return -1; }
     int rc = -1;
     Trainer t;
     Loader L, LV;
     memset(&t, 0, sizeof t);
     memset(&L, 0, sizeof L);
     memset(&LV, 0, sizeof LV);
-    if (val.n && open_shards(&va, &val, "--val", e)) goto out;
+    if (val.n && trdata_shards_open(&va, &val, "--val", e)) goto out;
     if (va.n && va.s[0].tokenizer_id != tr.s[0].tokenizer_id) {
         err_set(e, "%s: made by a different tokenizer than the training shards", val.v[0]);
         goto out;
@@ -121,13 +72,14 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         goto out;
     if (va.n && loader_init(&LV, va.p, va.n, (int)o.B, (int)o.T, 0, 1, 0, (int)doc_mask, (uint64_t)o.seed, e))
         goto out;
-    TrainData dt = win_data(&L, &tr, train.v[0]), dv = win_data(&LV, &va, va.n ? val.v[0] : NULL);
+    WinSource ws = {&L, NULL}, wv = {&LV, NULL};
+    TrainData dt = trdata_windows(&ws, &tr, train.v[0], 0), dv = trdata_windows(&wv, &va, va.n ? val.v[0] : NULL, 0);
     rc = trainer_run(&t, &dt, va.n ? &dv : NULL, NULL, flags, nf, e);
 out:
     loader_free(&LV);
     loader_free(&L);
     trainer_close(&t);
-    close_shards(&tr);
-    close_shards(&va);
+    trdata_shards_close(&tr);
+    trdata_shards_close(&va);
     return rc;
 }
