@@ -68,6 +68,10 @@ uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos)
  * alone, not on B, the seed or the epoch (distill's teacher cache). */
 uint64_t loader_next_rows(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos, uint64_t *wins);
 
+/* Window w (< loader_windows(L)) into one row of T tokens, targets and
+ * positions (pos may be NULL), as loader_next draws it. */
+void loader_window(const Loader *L, uint64_t w, int32_t *tok, int32_t *tgt, int32_t *pos);
+
 /* Move the cursor to (epoch, pos), e.g. from a checkpoint. pos must be a
  * multiple of B*world and at most loader_windows(L). Returns 0 or -1 with e. */
 int loader_seek(Loader *L, uint64_t epoch, uint64_t pos, Err *e);
