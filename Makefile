@@ -149,7 +149,7 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
+LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_kd.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
            data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c data/tcache.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c train/loop/rollout.c \
@@ -157,7 +157,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/cmd/cmd_sample.c train/cmd/cmd_rs.c train/proc/device.c \
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 MAIN_SRC := train/main.c
-TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
+TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_kd.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \

@@ -38,8 +38,28 @@
 typedef enum {
     OP_EMBED, OP_RMSNORM, OP_MATMUL, OP_ROPE, OP_ATTN, OP_ATTN_DECODE, OP_SWIGLU, OP_LMHEAD_CE,
     OP_ADD, OP_SUMSQ, OP_SCALE, OP_ADAMW, OP_LORA, OP_LMHEAD_ROWS, OP_MATMUL_ROWS, OP_ATTN_PAGED,
-    OP_ROWS, OP_QMATMUL, OP_QEMBED, OP_QLMHEAD, OP_QMATMUL_ROWS, OP_COUNT
+    OP_ROWS, OP_QMATMUL, OP_QEMBED, OP_QLMHEAD, OP_QMATMUL_ROWS, OP_LMHEAD_KD, OP_COUNT
 } OpId;
+
+/* Knowledge distillation (lmhead_kd; docs/distill.md): the divergence D
+ * between the teacher's and the student's next-token distributions at
+ * temperature tau, p_t = softmax(t / tau), p_s = softmax(s / tau):
+ *   KD_FKL  KL(p_t || p_s)                      (forward; torchtune, Minitron)
+ *   KD_RKL  KL(p_s || p_t)                      (reverse)
+ *   KD_JSD  beta KL(p_t || m) + (1 - beta) KL(p_s || m),  m = beta p_t +
+ *           (1 - beta) p_s: TRL's generalized_jsd_loss, whose beta 0 and 1
+ *           are KD_FKL and KD_RKL exactly (not the mixture's limits). */
+typedef enum { KD_FKL, KD_RKL, KD_JSD, KD_COUNT } KdDiv;
+typedef struct KdSpec {
+    int div;    /* KdDiv */
+    float tau;  /* temperature > 0 of both distributions in D (the cross-entropy is at 1) */
+    float beta; /* KD_JSD's teacher weight in [0, 1]; unused otherwise */
+    float ce_w; /* weight of the cross-entropy on the targets */
+    float kd_w; /* weight of D */
+    int t2;     /* 1: D is multiplied by tau^2 in the loss (Hinton et al. 2015) */
+} KdSpec;
+/* "fkl", "rkl", "jsd" (the KdDiv order), for flags and logs */
+extern const char *const kd_div_names[KD_COUNT];
 
 typedef struct Ops {
     const char *name;
@@ -234,6 +254,39 @@ typedef struct Ops {
      * its scale, ops_cpu_qrows.c; CUDA: matmul_rows' kernel on bf16 tiles,
      * its bits). work: qwork_floats(ctx, Din). Inference only. */
     void (*qmatmul_rows)(void *ctx, float *out, const float *x, const QTensor *w, float *work, int N, float add);
+
+    /* ---- knowledge distillation: lmhead_ce's fused head with a teacher.
+     * Floats of scratch lmhead_kd needs for calls of at most N rows and
+     * vocabulary V (the student's chunk of logits and a dense teacher's). */
+    size_t (*kd_scratch_floats)(void *ctx, int N, int V);
+    /* The student's logits s = x(N, D) w(V, D)^T are made a chunk of rows at
+     * a time in scratch (kd_scratch_floats), never (N, V) at once. The
+     * teacher, per row, is either
+     *   dense (tx not NULL): logits t = tx(N, Dt) tw(V, Dt)^T, chunk by
+     *     chunk beside the student's (tw float32, or tq quantised with tw
+     *     NULL: qlmhead's tiles, work = qwork_floats(ctx, Dt) floats); or
+     *   sparse (tx NULL): tk_ids (N, K) int, distinct ids in [0, V), and
+     *     tk_logp (N, K) float32 = the teacher's log-probabilities of those
+     *     ids at temperature tau; the tail bucket holds the rest, r_t =
+     *     max(0, 1 - sum exp(tk_logp)) and the student's r_s = 1 - sum of
+     *     its probabilities at the K ids, so D is over K + 1 buckets
+     *     (Megatron's ghost bucket; inside logs the tails are floored at
+     *     1e-30); K == V: no tail bucket (D equals the dense one).
+     * Rows with targets[n] == LC_IGNORE are skipped: row_ce = row_kd = 0,
+     * no gradient. For the others (each may be NULL):
+     *   row_ce(N) = -log softmax(s)[target] (temperature 1)
+     *   row_kd(N) = D itself, not torchtune's logged H(p_t, p_s) (which adds
+     *               the teacher's entropy; the same gradient)
+     * Returns sum over rows of ce_w * row_ce + kd_w * f * row_kd, f = tau^2
+     * if t2 else 1, accumulated in double. If dx is not NULL: dx(N, D) =
+     * scale * dL/dx, and dw(V, D) += scale * dL/dw (dw may be NULL), L that
+     * sum. The teacher gets no gradient. x, tx activations; w, tw float32
+     * (bound where the backend binds); tk_ids, tk_logp, targets backend
+     * memory. */
+    double (*lmhead_kd)(void *ctx, float *dx, float *dw, float *row_ce, float *row_kd, const float *x,
+                        const float *w, const float *tx, const float *tw, const QTensor *tq, const int *tk_ids,
+                        const float *tk_logp, int K, const int *targets, const KdSpec *kd, float scale,
+                        float *scratch, float *work, int N, int D, int Dt, int V);
 
     /* ---- optional hooks: NULL where the backend needs none (the CPU) */
     /* llama_init registers its parameter buffer (n floats from alloc); a

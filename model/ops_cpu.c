@@ -13,6 +13,7 @@
  */
 #include "ops.h"
 #include "ops_cpu_engine.h"
+#include "ops_cpu_kd.h"
 #include "vecmath.h"
 
 #include <cblas.h>
@@ -31,8 +32,10 @@
 const char *const op_names[OP_COUNT] = {
     "embed", "rmsnorm", "matmul", "rope", "attn", "attn_decode", "swiglu", "lmhead_ce",
     "add", "sumsq", "scale", "adamw", "lora", "lmhead_rows", "matmul_rows", "attn_paged", "rows",
-    "qmatmul", "qembed", "qlmhead", "qmatmul_rows",
+    "qmatmul", "qembed", "qlmhead", "qmatmul_rows", "lmhead_kd",
 };
+
+const char *const kd_div_names[KD_COUNT] = {"fkl", "rkl", "jsd"};
 
 char *openblas_get_corename(void);
 const char *ops_cpu_blas_core(void) { return openblas_get_corename(); }
@@ -1110,6 +1113,71 @@ static double cpu_qlmhead(void *ctx, float *dx, float *row_loss, float *row_mean
 }
 
 // ----------------------------------------------------------------------------
+// LM head + distillation: lmhead's chunk loop with the teacher's logits (or
+// its top-K) beside the student's; each row's arithmetic is kd_row
+// (ops_cpu_kd.c). Half of lmhead's rows per chunk, so the two chunks of
+// logits take the memory lmhead's one does.
+
+static int kd_rows(int N, int V) {
+    int r = ce_rows(V) / 2 < 8 ? 8 : ce_rows(V) / 2;
+    return N > 0 && N < r ? N : r;
+}
+
+static size_t cpu_kd_scratch_floats(void *ctx, int N, int V) {
+    (void)ctx;
+    return (size_t)2 * kd_rows(N, V) * V;
+}
+
+static double cpu_lmhead_kd(void *ctx, float *dx, float *dw, float *row_ce, float *row_kd, const float *x,
+                            const float *w, const float *tx, const float *tw, const QTensor *tq, const int *tk_ids,
+                            const float *tk_logp, int K, const int *targets, const KdSpec *kd, float scale,
+                            float *scratch, float *work, int N, int D, int Dt, int V) {
+    (void)ctx;
+    KdRowArgs a;
+    kd_prepare(&a, kd, scale);
+    LC_ASSERT(tx ? (tw != NULL) != (tq != NULL) : (tk_ids && tk_logp && K >= 1 && K <= V));
+    LC_ASSERT(!tq || (tq->rows == V && tq->cols == Dt));
+    int R = kd_rows(N, V);
+    float *lg = scratch, *tl = scratch + (size_t)R * V;
+    double total = 0.0;
+    for (int n0 = 0; n0 < N; n0 += R) {
+        int nr = n0 + R < N ? R : N - n0;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, V, D, 1.0f, x + (size_t)n0 * D, D, w, D, 0.0f, lg, V);
+        if (tq)
+            q_gemm_nt(tl, V, tx + (size_t)n0 * Dt, nr, tq, work);
+        else if (tx)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, nr, V, Dt, 1.0f, tx + (size_t)n0 * Dt, Dt, tw, Dt,
+                        0.0f, tl, V);
+        double chunk = 0.0;
+#pragma omp parallel for reduction(+ : chunk)
+        for (int r = 0; r < nr; r++) {
+            int n = n0 + r, tgt = targets[n];
+            float *l = lg + (size_t)r * V;
+            double ce = 0.0, d = 0.0;
+            if (tgt == LC_IGNORE) {
+                if (dx) memset(l, 0, (size_t)V * sizeof(float));
+            } else {
+                const int *ids = tx ? NULL : tk_ids + (size_t)n * K;
+                const float *lp = tx ? NULL : tk_logp + (size_t)n * K;
+                kd_row(&a, l, tl + (size_t)r * V, ids, lp, K, tgt, V, dx != NULL, &ce, &d);
+            }
+            if (row_ce) row_ce[n] = (float)ce;
+            if (row_kd) row_kd[n] = (float)d;
+            chunk += a.ce_w * ce + a.kdf * d;
+        }
+        total += chunk;
+        if (dx) {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, nr, D, V, 1.0f, lg, V, w, D, 0.0f,
+                        dx + (size_t)n0 * D, D);
+            if (dw)
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, D, nr, 1.0f, lg, V, x + (size_t)n0 * D, D,
+                            1.0f, dw, D);
+        }
+    }
+    return total;
+}
+
+// ----------------------------------------------------------------------------
 // vector ops and AdamW
 
 static void cpu_add(void *ctx, float *y, const float *x, size_t n) {
@@ -1204,4 +1272,6 @@ const Ops ops_cpu = {
     .qembed_fwd = cpu_qembed_fwd,
     .qlmhead = cpu_qlmhead,
     .qmatmul_rows = cpu_qmatmul_rows,
+    .kd_scratch_floats = cpu_kd_scratch_floats,
+    .lmhead_kd = cpu_lmhead_kd,
 };

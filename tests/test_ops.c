@@ -866,6 +866,7 @@ static const OpCase cases[] = {
     {OP_LMHEAD_ROWS, case_lmhead_rows}, {OP_MATMUL_ROWS, case_matmul_rows},
     {OP_ATTN_PAGED, case_attn_paged}, {OP_ROWS, case_rows}, {OP_QMATMUL, case_qmatmul},
     {OP_QEMBED, case_qembed}, {OP_QLMHEAD, case_qlmhead}, {OP_QMATMUL_ROWS, case_qmatmul_rows},
+    {OP_LMHEAD_KD, ops_kd_case}, /* test_kd.c */
 };
 _Static_assert(sizeof cases / sizeof cases[0] == OP_COUNT, "every op needs a test row");
 
@@ -901,6 +902,7 @@ void ops_qmatmul(void) { run_op(OP_QMATMUL); }
 void ops_qembed(void) { run_op(OP_QEMBED); }
 void ops_qlmhead(void) { run_op(OP_QLMHEAD); }
 void ops_qmatmul_rows(void) { run_op(OP_QMATMUL_ROWS); }
+void ops_lmhead_kd(void) { run_op(OP_LMHEAD_KD); }
 
 /* The dequantisers quant_rows takes (AVX2 on this CPU, unless
  * LLAMAC_QUANT_PORTABLE) against the scalar ones, bit for bit: whole

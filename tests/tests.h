@@ -28,6 +28,9 @@ void ops_qembed(void);
 void ops_qlmhead(void);
 void ops_qmatmul_rows(void);
 void ops_qdequant(void);
+void ops_lmhead_kd(void);
+/* test_kd.c: test_ops.c's row for lmhead_kd */
+void ops_kd_case(Rng *r);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
