@@ -163,7 +163,7 @@ TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_kd.c tests/test_model.
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
-            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c
+            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_distill.c
 
 OBJ := $(BUILD)/obj
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)

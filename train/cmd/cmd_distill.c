@@ -417,7 +417,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
     int nf = 2;
     nf += data_flags(&dopt, flags + nf);
     CliFlag more[] = {
-        {"teacher-quant", CLI_STR, &tquant, 0, 0, "hold the online teacher quantised: keep (a GGUF's own types) or a type (nf4, q8_0, q4_k, ...)"},
+        {"teacher-quant", CLI_STR, &tquant, 0, 0, "hold the online teacher quantised: keep (a GGUF's own types) or a type (nf4, q8_0, q4_k, ...); with --teacher-cache: how the cache's teacher was held"},
         {"teacher-cache", CLI_STR, &cache_path, 0, 0, "the teacher's top-K log-probabilities from llamac teacher-cache, instead of running it"},
         {"kd-weight", CLI_FLOAT, &alpha, -1e9, 1e9, "alpha in [0, 1]: loss = (1 - alpha) CE + alpha KD (default 0.5, torchtune's kd_ratio; 1: KD only, as Minitron)"},
         {"kd-div", CLI_STR, &div, 0, 0, "the divergence KD: fkl (KL(teacher || student), default), rkl (KL(student || teacher)), jsd (TRL's generalised JSD)"},
@@ -448,7 +448,6 @@ int cmd_distill(int argc, char **argv, Err *e) {
     if (check_tau(tau, e)) return -1;
     if (!student) return err_set(e, "--student: required (the model to train)");
     if (!teacher && !cache_path) return err_set(e, "--teacher: required (or --teacher-cache CACHE)");
-    if (cache_path && tquant) return err_set(e, "--teacher-quant: the teacher does not run with --teacher-cache");
     if (o.pp > 1)
         return err_set(e, "--pp: distill does not run on pipeline stages yet (the teacher would need a stage of its "
                           "own); use data parallelism (mpirun without --pp)");
@@ -503,7 +502,11 @@ int cmd_distill(int argc, char **argv, Err *e) {
             goto out;
         }
         for (int s = 0; s < TCACHE_NSPLIT; s++)
-            if (data.has[s] && (h->data_id[s] != data.id[s] || (long)h->T != o.T)) {
+            if (data.has[s] && !h->data_id[s]) {
+                err_set(e, "%s: holds no %s rows (llamac teacher-cache was run without --val)", cache_path,
+                        s ? "validation" : "training");
+                goto out;
+            } else if (data.has[s] && (h->data_id[s] != data.id[s] || (long)h->T != o.T)) {
                 err_set(e, "%s: made from other data than %s (%s rows of %u tokens, id %016llx; these are %ld tokens, "
                            "id %016llx): run llamac teacher-cache on this data", cache_path, data.td[s].name,
                         s ? "validation" : "training", h->T, (unsigned long long)h->data_id[s], o.T,
@@ -516,7 +519,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
             goto out;
         }
         if (teacher) {
-            if (teacher_hash(&tm, NULL, &tid, e)) goto out;
+            if (teacher_hash(&tm, tquant, &tid, e)) goto out; /* a cache of a quantised teacher: the same --teacher-quant */
             if (tid != h->teacher_id) {
                 err_set(e, "%s: made by another teacher than %s (teacher id %016llx, this one's %016llx)", cache_path,
                         teacher, (unsigned long long)h->teacher_id, (unsigned long long)tid);
