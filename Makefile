@@ -123,7 +123,7 @@ endif
 # (its SDPA path is not wired in: model/cuda_attn.cu); CUDNN_INC/CUDNN_LIB
 # are kept for it. CUB (header-only, in CCCL) sorts token ids for the
 # deterministic embedding backward.
-CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu
+CUDA_SRC := model/ops_cuda.cu model/cuda_attn.cu model/cuda_quant.cu model/cuda_kd.cu
 # NCCL reductions for data parallelism on GPUs (dist/nccl.h): compiled by
 # cuda-check; not linked into CUDA=1 builds until the trainer calls them.
 NCCL_SRC := dist/nccl.cu

@@ -13,6 +13,7 @@
 
 extern "C" {
 #include "base.h"
+#include "ops.h"
 #include "quant.h"
 }
 
@@ -82,6 +83,15 @@ void attn_paged(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const b
  * device int array), or rows r0 .. r0 + n when idx is NULL; q->data device
  * memory, q a keepable type. Each value is quant_rows' float32 value
  * rounded to bf16 (round to nearest even). */
+/* ---- distillation (cuda_kd.cu): the rows of a chunk of lmhead_kd (ops.h):
+ * logits (rows, V) float32 of the student, tlogits those of a dense
+ * teacher or NULL with ids / lp (rows, K) (sparse); tgt (rows); writes tot,
+ * rce, rkd (rows) float32 (the weighted total, ce, divergence; 0 for
+ * ignored rows) and, with grad, dl (rows, V) bf16 = scale * dlogits. */
+void kd_rows_launch(cudaStream_t s, float *tot, float *rce, float *rkd, bf16 *dl, const float *logits,
+                    const float *tlogits, const int *ids, const float *lp, int K, const int *tgt, int rows, int V,
+                    const KdSpec *kd, float scale, int grad);
+
 void cuda_quant_init(void);
 void cuda_quant_rows(cudaStream_t s, bf16 *dst, const QTensor *q, int r0, int n, const int *idx);
 

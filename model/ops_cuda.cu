@@ -1187,6 +1187,63 @@ static double cuda_qlmhead(void *ctx, float *dx, float *row_loss, float *row_mea
 }
 
 // ----------------------------------------------------------------------------
+// LM head + distillation: lmhead's chunk loop with the teacher's logits
+// beside the student's (a dense teacher: its GEMM, or its quantised tiles)
+// or its top K; the rows' arithmetic is cuda_kd.cu's. Chunks of half
+// lmhead's rows. Scratch: student and teacher logits float32 (rows x V
+// each), bf16 dlogits, and three float32 values per row (the weighted
+// total, and row_ce / row_kd where the caller passes NULL).
+
+static int kd_rows(int N, int V) {
+    int r = ce_rows(N, V) / 2;
+    return r < 1 ? 1 : r;
+}
+
+static size_t cuda_kd_scratch_floats(void *ctx, int N, int V) {
+    (void)ctx;
+    size_t cv = (size_t)kd_rows(N, V) * V;
+    return 2 * r64(cv) + r64((cv + 1) / 2) + 3 * r64((size_t)N);
+}
+
+static double cuda_lmhead_kd(void *ctx, float *dx, float *dw, float *row_ce, float *row_kd, const float *x,
+                             const float *w, const float *tx, const float *tw, const QTensor *tq, const int *tk_ids,
+                             const float *tk_logp, int K, const int *targets, const KdSpec *kd, float scale,
+                             float *scratch, float *work, int N, int D, int Dt, int V) {
+    PROF_IN(C(ctx), t0_);
+    CudaCtx *c = C(ctx);
+    LC_ASSERT(kd->div >= 0 && kd->div < KD_COUNT && kd->tau > 0.0f && kd->beta >= 0.0f && kd->beta <= 1.0f);
+    LC_ASSERT(tx ? (tw != NULL) != (tq != NULL) : (tk_ids && tk_logp && K >= 1 && K <= V));
+    LC_ASSERT(!tq || (tq->rows == V && tq->cols == Dt));
+    int rows = kd_rows(N, V);
+    size_t cv = (size_t)rows * V;
+    float *logits = scratch, *tlogits = scratch + r64(cv);
+    bf16 *dl = (bf16 *)(scratch + 2 * r64(cv));
+    float *tot = scratch + 2 * r64(cv) + r64((cv + 1) / 2);
+    float *rce = row_ce ? row_ce : tot + r64((size_t)N), *rkd = row_kd ? row_kd : tot + 2 * r64((size_t)N);
+    const bf16 *wb = shadow_of(c, w), *xb = (const bf16 *)x, *txb = (const bf16 *)tx;
+    const bf16 *twb = tx && !tq ? shadow_of(c, tw) : NULL;
+    for (int r0 = 0; r0 < N; r0 += rows) {
+        int n = N - r0 < rows ? N - r0 : rows;
+        gemm_fwd(c, logits, 1, xb + (size_t)r0 * D, wb, n, D, V);
+        if (tq) q_gemm_nt(c, tlogits, 1, V, txb + (size_t)r0 * Dt, n, tq, (bf16 *)work);
+        else if (tx) gemm_fwd(c, tlogits, 1, txb + (size_t)r0 * Dt, twb, n, Dt, V);
+        kd_rows_launch(c->s, tot + r0, rce + r0, rkd + r0, dl, logits, tx ? tlogits : NULL,
+                       tx ? NULL : tk_ids + (size_t)r0 * K, tx ? NULL : tk_logp + (size_t)r0 * K, K, targets + r0, n,
+                       V, kd, scale, dx != NULL);
+        if (dx) {
+            gemm_dx(c, (bf16 *)dx + (size_t)r0 * D, dl, wb, n, D, V, 0);
+            if (dw) gemm_dw(c, dw, dl, xb + (size_t)r0 * D, n, D, V);
+        }
+    }
+    k_sum<<<1, 1024, 0, c->s>>>(c->dsum, tot, (size_t)N);
+    CK(cudaGetLastError());
+    double sum;
+    cuda_download(ctx, &sum, c->dsum, sizeof sum);
+    PROF_OUT(C(ctx), OP_LMHEAD_KD, t0_);
+    return sum;
+}
+
+// ----------------------------------------------------------------------------
 // add, sumsq, scale, AdamW
 
 __global__ void k_add(bf16 *y, const bf16 *x, size_t n) {
@@ -1311,6 +1368,8 @@ const Ops ops_cuda = {
     .qembed_fwd = cuda_qembed_fwd,
     .qlmhead = cuda_qlmhead,
     .qmatmul_rows = cuda_qmatmul_rows,
+    .kd_scratch_floats = cuda_kd_scratch_floats,
+    .lmhead_kd = cuda_lmhead_kd,
     .bind_params = cuda_bind_params,
     .download_act = cuda_download_act,
     .upload_act = cuda_upload_act,

@@ -645,6 +645,94 @@ static void gpu_lmhead_ce(void) {
     lmhead_case(64, 96, 2048, "24");
 }
 
+/* lmhead_kd (distillation): CPU against GPU on the same bf16-rounded
+ * inputs, for each divergence; a dense float teacher, a quantised one
+ * (qtype != 0), or a sparse top-K one (K > 0: K ids of a random
+ * permutation with their log-probabilities under random teacher logits);
+ * chunked with LC_CE_ROWS. */
+static void *dev_qtensor(const uint8_t *host, const QTensor *q, QTensor *gq);
+
+static void kd_case(int div, float tau, float beta, int t2, int K, uint32_t qtype, int N, int D, int Dt, int V,
+                    const char *rows_env) {
+    if (rows_env) setenv("LC_CE_ROWS", rows_env, 1);
+    else unsetenv("LC_CE_ROWS");
+    KdSpec kd = {div, tau, beta, 0.4f, 0.6f, t2};
+    size_t nx = (size_t)N * D, nw = (size_t)V * D, ntx = (size_t)N * Dt, ntw = (size_t)V * Dt;
+    int *tgt = xmalloc(N * sizeof(int)), *ids = NULL;
+    for (int i = 0; i < N; i++) tgt[i] = rng_uniform(&rng) < 0.25f ? LC_IGNORE : (int)(rng_u64(&rng) % V);
+    float *x = host_rand(nx, 1), *w = host_rand(nw, 0.3f), *dw = host_rand(nw, 0.01f);
+    float *tx = host_rand(ntx, 1), *tw = host_rand(ntw, 0.3f), *lp = NULL;
+    QTensor q, gq;
+    uint8_t *qd = NULL;
+    void *gqd = NULL;
+    if (qtype) {
+        qd = test_qtensor_rand(&rng, qtype, V, Dt, &q);
+        gqd = dev_qtensor(qd, &q, &gq);
+    }
+    if (K > 0) {
+        ids = xmalloc((size_t)N * K * sizeof(int));
+        lp = xmalloc((size_t)N * K * sizeof(float));
+        for (int n = 0; n < N; n++) {
+            int *perm = rand_perm(V);
+            float *z = host_rand((size_t)V, 2);
+            double m = -INFINITY, s = 0;
+            for (int v = 0; v < V; v++) m = fmax(m, z[v] / tau);
+            for (int v = 0; v < V; v++) s += exp(z[v] / tau - m);
+            for (int b = 0; b < K; b++) {
+                ids[(size_t)n * K + b] = perm[b];
+                lp[(size_t)n * K + b] = (float)(z[perm[b]] / tau - m - log(s));
+            }
+            free(perm); free(z);
+        }
+    }
+    float *gx = dev_act(x, nx), *gw = dev_weight(w, nw), *gdw = dev_f32(dw, nw);
+    float *gtx = dev_act(tx, ntx), *gtw = K || qtype ? NULL : dev_weight(tw, ntw);
+    int *gtgt = dev_int(tgt, N), *gids = K ? dev_int(ids, (size_t)N * K) : NULL;
+    float *glp = K ? dev_f32(lp, (size_t)N * K) : NULL;
+    float *gdx = G->alloc(ctx, nx * 4), *grc = G->alloc(ctx, (size_t)N * 4), *grk = G->alloc(ctx, (size_t)N * 4);
+    float *gsc = G->alloc(ctx, G->kd_scratch_floats(ctx, N, V) * 4), *gwork = G->alloc(ctx, G->qwork_floats(ctx, Dt) * 4);
+    float *dx = xmalloc(nx * 4), *rc = xmalloc((size_t)N * 4), *rk = xmalloc((size_t)N * 4);
+    float *sc = xmalloc(P->kd_scratch_floats(NULL, N, V) * 4), *work = xmalloc(P->qwork_floats(NULL, Dt) * 4);
+    const float *ctx_tx = K ? NULL : tx, *ctw = K || qtype ? NULL : tw;
+    double l_cpu = P->lmhead_kd(NULL, dx, dw, rc, rk, x, w, ctx_tx, ctw, qtype ? &q : NULL, ids, lp, K, tgt, &kd, 0.1f,
+                                sc, work, N, D, Dt, V);
+    double l_gpu = G->lmhead_kd(ctx, gdx, gdw, grc, grk, gx, gw, K ? NULL : gtx, gtw, qtype ? &gq : NULL, gids, glp, K,
+                                gtgt, &kd, 0.1f, gsc, gwork, N, D, Dt, V);
+    char what[96];
+    snprintf(what, sizeof what, "lmhead_kd %s %s%s N%d V%d rows %s", kd_div_names[div], K ? "top-K" : "dense",
+             qtype ? quant_name(qtype) : "", N, V, rows_env ? rows_env : "all");
+    float a = (float)l_gpu, b = (float)l_cpu;
+    cmp(what, copy(&a, 1), &b, 1, TOL_F32);
+    cmp("lmhead_kd row_ce", get_f32(grc, N), rc, N, TOL_F32);
+    cmp("lmhead_kd row_kd", get_f32(grk, N), rk, N, TOL_F32);
+    cmp("lmhead_kd dx", get_act(gdx, nx), dx, nx, TOL_BF16);
+    cmp("lmhead_kd dw (+=)", get_f32(gdw, nw), dw, nw, TOL_BF16);
+    /* eval path: no gradients, no row values */
+    l_gpu = G->lmhead_kd(ctx, NULL, NULL, NULL, NULL, gx, gw, K ? NULL : gtx, gtw, qtype ? &gq : NULL, gids, glp, K,
+                         gtgt, &kd, 0.0f, gsc, gwork, N, D, Dt, V);
+    a = (float)l_gpu;
+    cmp("lmhead_kd loss (eval)", copy(&a, 1), &b, 1, TOL_F32);
+    unsetenv("LC_CE_ROWS");
+    free(tgt); free(ids); free(x); free(w); free(dw); free(tx); free(tw); free(lp); free(qd);
+    free(dx); free(rc); free(rk); free(sc); free(work);
+    G->free(ctx, gx); G->free(ctx, gw); G->free(ctx, gdw); G->free(ctx, gtx); G->free(ctx, gtgt);
+    G->free(ctx, gdx); G->free(ctx, grc); G->free(ctx, grk); G->free(ctx, gsc); G->free(ctx, gwork);
+    if (gtw) G->free(ctx, gtw);
+    if (gids) G->free(ctx, gids), G->free(ctx, glp);
+    if (gqd) G->free(ctx, gqd);
+}
+
+static void gpu_lmhead_kd(void) {
+    for (int d = 0; d < KD_COUNT; d++) {
+        kd_case(d, 1.0f, 0.5f, 0, 0, 0, 41, 64, 48, 301, NULL);
+        kd_case(d, 2.0f, 0.9f, 1, 0, 0, 41, 64, 48, 301, "16"); /* chunks of 8 rows */
+        kd_case(d, 1.5f, 0.5f, 1, 17, 0, 41, 64, 48, 301, "16");
+        kd_case(d, 1.0f, 0.5f, 0, 301, 0, 23, 64, 48, 301, NULL); /* K == V */
+    }
+    kd_case(KD_FKL, 2.0f, 0.0f, 1, 0, QUANT_Q4_K, 33, 64, 256, 2048, "24");
+    kd_case(KD_JSD, 1.0f, 0.5f, 0, 0, QUANT_Q8_0, 33, 64, 64, 2048, NULL);
+}
+
 /* upload_act then download_act: host floats become bf16 activations (the
  * reward loss's d loss / d score goes in this way) and come back as the
  * same values rounded to bf16. */
@@ -1034,6 +1122,7 @@ void gpu_ops(void) {
     gpu_rows();
     gpu_swiglu();
     gpu_lmhead_ce();
+    gpu_lmhead_kd();
     gpu_vector();
     gpu_act_roundtrip();
 }
