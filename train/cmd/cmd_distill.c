@@ -419,8 +419,8 @@ int cmd_distill(int argc, char **argv, Err *e) {
     CliFlag more[] = {
         {"teacher-quant", CLI_STR, &tquant, 0, 0, "hold the online teacher quantised: keep (a GGUF's own types) or a type (nf4, q8_0, q4_k, ...); with --teacher-cache: how the cache's teacher was held"},
         {"teacher-cache", CLI_STR, &cache_path, 0, 0, "the teacher's top-K log-probabilities from llamac teacher-cache, instead of running it"},
-        {"kd-weight", CLI_FLOAT, &alpha, -1e9, 1e9, "alpha in [0, 1]: loss = (1 - alpha) CE + alpha KD (default 0.5, torchtune's kd_ratio; 1: KD only, as Minitron)"},
-        {"kd-div", CLI_STR, &div, 0, 0, "the divergence KD: fkl (KL(teacher || student), default), rkl (KL(student || teacher)), jsd (TRL's generalised JSD)"},
+        {"kd-weight", CLI_FLOAT, &alpha, -1e9, 1e9, "alpha in [0, 1]: loss = (1 - alpha) CE + alpha KD (0.5 is torchtune's kd_ratio; 1: KD only, as Minitron)"},
+        {"kd-div", CLI_STR, &div, 0, 0, "the divergence KD: fkl (KL(teacher || student)), rkl (KL(student || teacher)), jsd (TRL's generalised JSD)"},
         {"kd-beta", CLI_FLOAT, &beta, -1e9, 1e9, "jsd: beta in [0, 1], the teacher's weight in the mixture (0: fkl, 1: rkl)"},
         {"tau", CLI_FLOAT, &tau, -1e9, 1e9, "temperature of both distributions in KD (> 0; the CE term is at 1)"},
         {"kd-t2", CLI_INT, &t2, 0, 1, "1: KD multiplied by tau^2 (Hinton; DistillKit, ModelOpt generic); 0: not (TRL, Megatron, torchtune)"},
