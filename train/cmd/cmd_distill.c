@@ -367,8 +367,9 @@ typedef struct KdFlagsOut {
     double tau;
 } KdFlagsOut;
 
-/* The data flags' rows (both commands) into f; returns how many. */
-static int data_flags(KdDataOpts *dopt, CliFlag *f) {
+/* The data flags' rows (both commands; --epochs with_epochs) into f;
+ * returns how many. */
+static int data_flags(KdDataOpts *dopt, int with_epochs, CliFlag *f) {
     FtDataFlags ff;
     ftdata_flags(&dopt->fd, &(FtDataHelp){
         "SFT examples (JSONL, as llamac sft reads them: masked positions are skipped); or --train",
@@ -381,8 +382,10 @@ static int data_flags(KdDataOpts *dopt, CliFlag *f) {
         {"train", CLI_LIST, &dopt->train, 0, 0, "pretraining token shard (repeatable; every position trained); or --data"},
         ff.data, ff.val, ff.tpl, ff.max_len, ff.packing, ff.epochs, ff.bos,
     };
-    memcpy(f, rows, sizeof rows);
-    return (int)(sizeof rows / sizeof rows[0]);
+    int n = (int)(sizeof rows / sizeof rows[0]);
+    if (!with_epochs) rows[6] = rows[--n]; /* --epochs: only a training run has epochs */
+    memcpy(f, rows, (size_t)n * sizeof rows[0]);
+    return n;
 }
 
 static int data_require(const KdDataOpts *dopt, const TrainOpts *o, Err *e) {
@@ -415,7 +418,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
         {"student", CLI_STR, &student, 0, 0, "the model to train (e.g. llamac prune's output), any model source"},
     };
     int nf = 2;
-    nf += data_flags(&dopt, flags + nf);
+    nf += data_flags(&dopt, 1, flags + nf);
     CliFlag more[] = {
         {"teacher-quant", CLI_STR, &tquant, 0, 0, "hold the online teacher quantised: keep (a GGUF's own types) or a type (nf4, q8_0, q4_k, ...); with --teacher-cache: how the cache's teacher was held"},
         {"teacher-cache", CLI_STR, &cache_path, 0, 0, "the teacher's top-K log-probabilities from llamac teacher-cache, instead of running it"},
@@ -665,16 +668,15 @@ int cmd_teacher_cache(int argc, char **argv, Err *e) {
         {"teacher", CLI_STR, &teacher, 0, 0, "the teacher: an llamac checkpoint, a Hugging Face directory or a GGUF file"},
     };
     int nf = 1;
-    nf += data_flags(&dopt, flags + nf);
+    nf += data_flags(&dopt, 0, flags + nf);
     CliFlag more[] = {
         {"top-k", CLI_INT, &topk, 1, 1 << 24, "K: the teacher's most probable tokens kept per position (at most the vocabulary)"},
         {"out", CLI_STR, &out, 0, 0, "the cache file (written to OUT.tmp, renamed when whole)"},
         {"tau", CLI_FLOAT, &tau, -1e9, 1e9, "temperature of the cached log-probabilities (> 0; distill --tau must match)"},
-        {"cache-dtype", CLI_STR, &dtype, 0, 0, "log-probabilities as f16 (default, 2 bytes) or f32 (4 bytes, exact)"},
+        {"cache-dtype", CLI_STR, &dtype, 0, 0, "log-probabilities as f16 (2 bytes) or f32 (4 bytes, exact)"},
         {"teacher-quant", CLI_STR, &tquant, 0, 0, "hold the teacher quantised: keep (a GGUF's own types) or a type (nf4, q8_0, ...)"},
         {"batch", CLI_INT, &o.B, 1, 1 << 16, "rows per teacher forward"},
         {"seq", CLI_INT, &o.T, 2, 1 << 20, "sequence length T: must be distill's --seq (rows are cut at it)"},
-        {"seed", CLI_INT, &o.seed, 0, 1L << 62, "seed (distill's; the rows do not depend on it)"},
         {"tokenizer", CLI_STR, &o.tokpath, 0, 0, "the teacher's tokenizer (required with --data unless the teacher carries one)"},
         {"device", CLI_STR, &o.device, 0, 0, "cpu, or cuda (a build with CUDA=1 and a GPU)"},
     };
@@ -687,6 +689,8 @@ int cmd_teacher_cache(int argc, char **argv, Err *e) {
                               "of the data (and of --val), written once for llamac distill --teacher-cache. Bytes per\n"
                               "trained token: K x (2 or 4 for an id, 2 or 4 for a log-probability). docs/distill.md.", e);
     if (parsed) return parsed < 0 ? -1 : 0;
+    if (dist_world() > 1)
+        return err_set(e, "teacher-cache: runs as one process (its rows are not split over MPI ranks yet)");
     if (!teacher) return err_set(e, "--teacher: required (the model whose distributions are cached)");
     if (!out) return err_set(e, "--out: required (the cache file)");
     if (check_tau(tau, e)) return -1;
