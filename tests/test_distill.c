@@ -11,8 +11,8 @@
  * online run the full divergence, so their difference is the truncation
  * term, computed, not assumed; a killed and resumed run (cached teacher,
  * SFT rows) equals the straight one bit for bit, as does a LoRA student's
- * (online teacher, shards); two ranks equal one; every bad input is one
- * stderr line.
+ * (online teacher, shards); two ranks, as replicas or as two pipeline
+ * stages, equal one; every bad input is one stderr line.
  */
 #include <math.h>
 #include <stdio.h>
@@ -288,6 +288,23 @@ void dist_distill_equiv(void) {
     same_values(DIR "/d1.jsonl", DIR "/d2.jsonl", "kd", 4, 1e-6, "np 2 vs np 1");
 }
 
+/* On two pipeline stages (the online teacher on the last), with
+ * validation: one process's losses, both terms. */
+void dist_pp_distill(void) {
+    if (!test_have_mpi()) return;
+    need_inputs();
+    const char *args = "distill --teacher " DIR "/teacher.h5 --student " DIR "/student.h5 --train " DIR "/s.bin --val "
+                       DIR "/s.bin --val-every 2 --val-batches 2 --batch 2 --seq 32 --batch-tokens 128 --steps 4 --lr "
+                       "1e-3 --warmup 0 --seed 4 --peak-gflops 1";
+    int rc = test_llamac("%s --metrics " DIR "/p1.jsonl --ckpt-dir " DIR "/p1 --out " DIR "/p1.h5", args);
+    EXPECT(rc == 0, "one process: %s", test_err);
+    rc = test_mpi_llamac(2, "%s --pp 2 --metrics " DIR "/p2.jsonl --ckpt-dir " DIR "/p2 --out " DIR "/p2.h5", args);
+    EXPECT(rc == 0, "two stages: %s", test_err);
+    static const char *const keys[] = {"loss", "ce", "kd", "val_loss", "eval_kd"};
+    static const int counts[] = {4, 4, 4, 3, 3};
+    for (int k = 0; k < 5; k++) same_values(DIR "/p1.jsonl", DIR "/p2.jsonl", keys[k], counts[k], 1e-6, "pp 2 vs one");
+}
+
 /* A teacher checkpoint like the student's teacher but with another
  * vocabulary size or tokenizer id. */
 static void odd_teacher(const char *path, int dvocab, uint64_t tokxor) {
@@ -335,8 +352,6 @@ void distill_errors(void) {
          "--kd-weight: must be in [0, 1], got -0.1"},
         {"distill --teacher " DIR "/teacher.h5 --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32 --kd-div tvd",
          "--kd-div: expected fkl, rkl or jsd"},
-        {"distill --teacher " DIR "/teacher.h5 --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32 --pp 2",
-         "--pp: distill does not run on pipeline stages yet"},
         {"distill --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32", "--teacher: required"},
         {"distill --teacher-cache " DIR "/e.cache --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32 --val "
          DIR "/s.bin", "e.cache: holds no validation rows"},

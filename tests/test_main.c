@@ -120,7 +120,7 @@ static const struct {
     T(qlora_model_types), T(sft_qlora_resume), T(qlora_engine), T(qlora_memory), T(qlora_cli_errors), T(nf4_fixture), T(nf4_roundtrip), T(nf4_partial_group), T(nf4_zero_blocks),
     T(quant_rmse), T(quant_known), T(quant_zero_equal), T(quant_rows_independent), T(quant_cli), T(quant_cli_errors),
     T(dist_pretrain_equiv), T(dist_one_rank), T(dist_sft_equiv), T(dist_errors), T(dist_save_no_space),
-    T(dist_resume_other_size), T(dist_rank_killed), T(dist_ckpt_layout), T(dist_none_refuses), T(dist_sigterm), T(dist_dpo_equiv), T(dist_mfu), T(dist_distill_equiv),
+    T(dist_resume_other_size), T(dist_rank_killed), T(dist_ckpt_layout), T(dist_none_refuses), T(dist_sigterm), T(dist_dpo_equiv), T(dist_mfu), T(dist_distill_equiv), T(dist_pp_distill),
     T(pp_schedules), T(pp_bubble_sim), T(pp_split_stages), T(dist_pp_equiv), T(dist_pp_sft), T(dist_pp_resume),
     T(dist_pp_faults), T(dist_pp_errors), T(dist_pp_dpo), T(dist_reward_equiv),
     T(robust_ops_elementwise), T(robust_ops_attn), T(robust_ops_lmhead_lora), T(robust_err_quote), T(robust_ini_section),

@@ -328,6 +328,7 @@ void distill_cache_exact(void);
 void distill_cache_topk(void);
 void distill_resume(void);
 void dist_distill_equiv(void);
+void dist_pp_distill(void);
 void distill_errors(void);
 
 #endif

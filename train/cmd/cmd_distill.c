@@ -15,7 +15,9 @@
  * every position trained) or SFT JSONL (--data, masked positions skipped),
  * drawn by train/loop/trdata.c exactly as pretrain and sft draw them; each
  * row's key (window number, packed row index) finds its cached teacher
- * rows, so resume and data parallelism need nothing of their own.
+ * rows, so resume and data parallelism need nothing of their own. On
+ * pipeline stages (--pp) the teacher lives on the last stage, whose head
+ * (kd_head) runs it for each micro-batch in flight.
  *
  * Invariants: teacher and student share one tokenizer (checked by id and
  * vocabulary); a cache is used only with the data, T, tau, tokenizer (and,
@@ -33,6 +35,7 @@
 #include "../proc/cli.h"
 #include "../proc/device.h"
 #include "../loop/ftdata.h"
+#include "../loop/pipeline.h"
 #include "../loop/run.h"
 #include "../loop/trainer.h"
 #include "../loop/trdata.h"
@@ -228,24 +231,32 @@ typedef struct Distill {
     long drawn;                /* micro-batches drawn since the last step */
     long accum, B;
     KdStats st, vst;
+    /* pipeline stages: what the last stage's head reads of the micro-batches in flight */
+    const int32_t *pp_tk, *pp_tg, *pp_ps;
+    const uint64_t *pp_keys;
+    int pp_split;
+    float pp_scale;
+    KdStats *pp_st;
 } Distill;
 
-/* One micro-batch set in the student (and the teacher): the loss terms
- * summed into st; with scale > 0 the backward too (gradients scaled by
- * scale = 1 / the step's trained tokens). keys: the rows' cache keys. */
-static int micro(Distill *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
-                 const uint64_t *keys, int split, float scale, uint64_t lseed, KdStats *st, Err *e) {
-    Llama *m = &tr->m;
+/* The head of one micro-batch whose batch is set in the student m (the
+ * stage input in acts[l0].x when l0 > 0): the teacher's side (its forward
+ * on tok, tgt, pos, or its cached rows by keys), the student's layers
+ * [l0, L) and final norm, lmhead_kd, the loss terms summed into st; with
+ * scale > 0 (1 / the step's trained tokens) also the head's and the final
+ * norm's backward, leaving the last residual's gradient in m->dres.
+ * Returns the loss sum, NAN with e on an error. */
+static double kd_head_on(Distill *d, Llama *m, int l0, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                         const uint64_t *keys, int split, float scale, KdStats *st, Err *e) {
     const LlamaConfig *c = &m->c;
     int N = m->B * m->T;
-    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
     const float *tx = NULL, *tw = NULL;
     const QTensor *tq = NULL;
     float *work = NULL;
     int Dt = c->dim;
     if (d->online) {
         Llama *t = &d->teacher;
-        if (llama_set_batch(t, tok, tgt, pos, e)) return -1;
+        if (llama_set_batch(t, tok, tgt, pos, e)) return NAN;
         llama_forward_hidden(t, 0);
         tx = t->xf;
         tw = t->qhead ? NULL : t->w.lm_head;
@@ -253,12 +264,11 @@ static int micro(Distill *d, Trainer *tr, const int32_t *tok, const int32_t *tgt
         work = t->qwork;
         Dt = t->c.dim;
     } else {
-        if (tcache_rows(&d->cache, split, keys, m->B, m->T, tgt, d->ids_h, d->lp_h, e)) return -1;
+        if (tcache_rows(&d->cache, split, keys, m->B, m->T, tgt, d->ids_h, d->lp_h, e)) return NAN;
         m->ops->upload(m->ctx, d->ids, d->ids_h, (size_t)N * d->K * sizeof(int));
         m->ops->upload(m->ctx, d->lp, d->lp_h, (size_t)N * d->K * sizeof(float));
     }
-    llama_lora_seed(m, lseed);
-    llama_forward_hidden(m, 0);
+    llama_forward_hidden(m, l0);
     int train = scale > 0;
     double l = m->ops->lmhead_kd(m->ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, d->row_ce, d->row_kd,
                                  m->xf, m->w.lm_head, tx, tw, tq, d->online ? NULL : d->ids,
@@ -273,11 +283,36 @@ static int micro(Distill *d, Trainer *tr, const int32_t *tok, const int32_t *tgt
         st->n += 1;
     }
     st->loss += l;
-    if (train) {
-        llama_hidden_backward(m);
-        llama_backward(m, 0, c->n_layers);
-    }
+    if (train) llama_hidden_backward(m);
+    return l;
+}
+
+/* One micro-batch through the teacher (or its cache) and the whole
+ * student, with the backward when scale > 0. */
+static int micro(Distill *d, Trainer *tr, const int32_t *tok, const int32_t *tgt, const int32_t *pos,
+                 const uint64_t *keys, int split, float scale, uint64_t lseed, KdStats *st, Err *e) {
+    Llama *m = &tr->m;
+    if (llama_set_batch(m, tok, tgt, pos, e)) return -1;
+    llama_lora_seed(m, lseed);
+    double l = kd_head_on(d, m, 0, tok, tgt, pos, keys, split, scale, st, e);
+    if (isnan(l) && e->msg[0]) return -1;
+    if (scale > 0) llama_backward(m, 0, m->c.n_layers);
     return 0;
+}
+
+/* PipeHead (train/loop/pipeline.h): micro-batch k of the arrays the step
+ * or the validation lent in d->pp, on the last stage. */
+static double kd_head(void *ud, Llama *m, int l0, long k, Err *e) {
+    Distill *d = ud;
+    size_t N = (size_t)m->B * m->T;
+    return kd_head_on(d, m, l0, d->pp_tk + k * N, d->pp_tg + k * N, d->pp_ps + k * N, d->pp_keys + k * d->B,
+                      d->pp_split, d->pp_scale, d->pp_st, e);
+}
+
+static void pp_lend(Distill *d, const int32_t *tok, const int32_t *tgt, const int32_t *pos, const uint64_t *keys,
+                    int split, float scale, KdStats *st) {
+    d->pp_tk = tok, d->pp_tg = tgt, d->pp_ps = pos, d->pp_keys = keys;
+    d->pp_split = split, d->pp_scale = scale, d->pp_st = st;
 }
 
 static void stats_reduce(KdStats *st) {
@@ -294,6 +329,13 @@ static double kd_step(void *ud, Trainer *tr, const int32_t *tok, const int32_t *
     LC_ASSERT(d->drawn == accum); /* the trainer drew the step's micro-batches through kd_next */
     d->drawn = 0;
     memset(&d->st, 0, sizeof d->st);
+    if (tr->pipe) { /* the stages run the step; the last one's head is kd_head */
+        pp_lend(d, tok, tgt, pos, d->step_keys, TCACHE_TRAIN, ntgt ? 1.0f / (float)ntgt : 0.0f, &d->st);
+        double l = pipe_step(tr->pipe, tok, tgt, pos, 0.0f, step, kd_head, d, e);
+        if (isnan(l) && e->msg[0]) return NAN;
+        stats_reduce(&d->st);
+        return tr->rank == 0 && ntgt ? d->st.loss / (double)ntgt : 0; /* the trainer sums the ranks' returns */
+    }
     for (long k = tr->k0; k < tr->k1; k++) { /* this rank's block (all of them on one rank); ntgt is the step's */
         uint64_t lseed = (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)k;
         if (micro(d, tr, tok + k * N, tgt + k * N, pos + k * N, d->step_keys + k * tr->o.B, TCACHE_TRAIN,
@@ -327,11 +369,22 @@ static double kd_eval(void *ud, Trainer *tr, TrainData *td, long nbatches, Err *
     memset(&d->vst, 0, sizeof d->vst);
     int drop = m->lora_train, rc = td->seek(td->ud, zero, e);
     m->lora_train = 0;
-    for (long b = 0; !rc && b < nbatches; b++)
-        rc = td->next(td->ud, tok, tgt, pos, e) ||
-             micro(d, tr, tok, tgt, pos, d->data->keys[TCACHE_VAL], TCACHE_VAL, 0.0f, 0, &d->vst, e);
+    for (long b = 0; !rc && b < nbatches; b++) {
+        rc = td->next(td->ud, tok, tgt, pos, e);
+        if (rc) break;
+        if (!tr->pipe) {
+            rc = micro(d, tr, tok, tgt, pos, d->data->keys[TCACHE_VAL], TCACHE_VAL, 0.0f, 0, &d->vst, e);
+        } else if (dist_grid()->dp_rank == 0) { /* the first replica's stages; its last stage's head */
+            pp_lend(d, tok, tgt, pos, d->data->keys[TCACHE_VAL], TCACHE_VAL, 0.0f, &d->vst);
+            rc = pipe_forward(tr->pipe, m, tok, tgt, pos, 0, 1, kd_head, d, e);
+        }
+    }
     if (!rc) rc = td->seek(td->ud, zero, e);
     m->lora_train = drop;
+    if (tr->pipe) {
+        if (dist_allreduce_max_int(rc != 0) && !rc) rc = err_set(e, "distill validation failed on another rank");
+        stats_reduce(&d->vst);
+    }
     free(tok); free(tgt); free(pos);
     if (rc) return NAN;
     return d->vst.n > 0 ? d->vst.loss / d->vst.n : 0;
@@ -451,9 +504,6 @@ int cmd_distill(int argc, char **argv, Err *e) {
     if (check_tau(tau, e)) return -1;
     if (!student) return err_set(e, "--student: required (the model to train)");
     if (!teacher && !cache_path) return err_set(e, "--teacher: required (or --teacher-cache CACHE)");
-    if (o.pp > 1)
-        return err_set(e, "--pp: distill does not run on pipeline stages yet (the teacher would need a stage of its "
-                          "own); use data parallelism (mpirun without --pp)");
     if (data_require(&dopt, &o, e) || trainer_check(&o, e)) return -1;
     if (tquant && strcmp(tquant, "keep")) {
         uint32_t ty;
@@ -539,7 +589,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
         goto out;
     }
     size_t N = (size_t)o.B * o.T;
-    if (!cache_path) {
+    if (!cache_path && (!t.pipe || dist_grid()->stage == dist_grid()->pp - 1)) { /* stages: the last one's */
         if (device_load_into(&t.dev, teacher, NULL, tquant, &tm.c, &d.teacher, (int)o.B, (int)o.T, e)) goto out;
         d.online = 1;
     }
@@ -558,10 +608,10 @@ int cmd_distill(int argc, char **argv, Err *e) {
         d.ids = m->ops->alloc(m->ctx, N * d.K * sizeof(int));
         d.lp = m->ops->alloc(m->ctx, N * d.K * sizeof(float));
     }
-    if (d.online)
-        printf("distill teacher: %s online: dim %d, %d layers, %d/%d heads, %.2fM parameters%s%s\n", teacher,
-               tm.c.dim, tm.c.n_layers, tm.c.n_heads, tm.c.n_kv_heads, d.teacher.t.numel / 1e6,
-               tquant ? ", held quantised: --teacher-quant " : " (float32)", tquant ? tquant : "");
+    if (!cache_path)
+        printf("distill teacher: %s online%s: dim %d, %d layers, %d/%d heads, vocab %d%s%s\n", teacher,
+               t.pipe ? " on the last pipeline stage" : "", tm.c.dim, tm.c.n_layers, tm.c.n_heads, tm.c.n_kv_heads,
+               tm.c.vocab, tquant ? ", held quantised: --teacher-quant " : " (float32)", tquant ? tquant : "");
     else
         printf("distill teacher: cache %s: top-%d log-probabilities at tau %g (%zu B per trained token; the rest of "
                "the vocabulary as one tail bucket)\n", cache_path, d.K, (double)d.cache.h.tau,
