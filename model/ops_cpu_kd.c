@@ -43,6 +43,8 @@ void kd_prepare(KdRowArgs *a, const KdSpec *kd, float scale) {
     if (kd->div == KD_JSD && kd->beta == 1.0f) a->div = KD_RKL;
     a->it = 1.0f / kd->tau;
     a->beta = kd->beta;
+    a->lb = a->div == KD_JSD ? log(a->beta) : 0.0;
+    a->l1b = a->div == KD_JSD ? log1p(-a->beta) : 0.0;
     a->ce_w = kd->ce_w;
     a->kdf = (double)kd->kd_w * (kd->t2 ? (double)kd->tau * kd->tau : 1.0);
     a->scale = scale;
@@ -58,31 +60,32 @@ typedef struct {
 /* q * (a - b), 0 where q is 0 (0 log 0 = 0, also when a log is -inf) */
 static double xd(double q, double a, double b) { return q > 0.0 ? q * (a - b) : 0.0; }
 
-static KdTerm bucket_fkl(double lqt, double lqs, double beta) {
-    (void)beta;
+static KdTerm bucket_fkl(double lqt, double lqs, const KdRowArgs *a) {
+    (void)a;
     double qt = exp(lqt);
     return (KdTerm){xd(qt, lqt, lqs), -qt};
 }
 
-static KdTerm bucket_rkl(double lqt, double lqs, double beta) {
-    (void)beta;
+static KdTerm bucket_rkl(double lqt, double lqs, const KdRowArgs *a) {
+    (void)a;
     double qs = exp(lqs);
     return (KdTerm){xd(qs, lqs, lqt), qs > 0.0 ? qs * (lqs - lqt + 1.0) : 0.0};
 }
 
-/* log(beta q_t + (1 - beta) q_s) from the logs (0 < beta < 1) */
-static double log_mix(double lqt, double lqs, double beta) {
-    double a = log(beta) + lqt, b = log1p(-beta) + lqs, m = a > b ? a : b;
-    return m == -INFINITY ? m : m + log1p(exp(-fabs(a - b)));
+/* log m = log(beta q_t + (1 - beta) q_s) from the logs (0 < beta < 1), as
+ * a log-sum-exp: no underflow of either product */
+static double log_mix(double lqt, double lqs, const KdRowArgs *a) {
+    double x = a->lb + lqt, y = a->l1b + lqs, m = x > y ? x : y;
+    return m == -INFINITY ? m : m + log1p(exp(-fabs(x - y)));
 }
 
-static KdTerm bucket_jsd(double lqt, double lqs, double beta) {
-    double qt = exp(lqt), qs = exp(lqs), lm = log_mix(lqt, lqs, beta);
-    double gs = (1.0 - beta) * xd(qs, lqs, lm);
-    return (KdTerm){beta * xd(qt, lqt, lm) + gs, gs};
+static KdTerm bucket_jsd(double lqt, double lqs, const KdRowArgs *a) {
+    double qt = exp(lqt), qs = exp(lqs), lm = log_mix(lqt, lqs, a);
+    double gs = (1.0 - a->beta) * xd(qs, lqs, lm);
+    return (KdTerm){a->beta * xd(qt, lqt, lm) + gs, gs};
 }
 
-static KdTerm (*const bucket[KD_COUNT])(double, double, double) = {bucket_fkl, bucket_rkl, bucket_jsd};
+static KdTerm (*const bucket[KD_COUNT])(double, double, const KdRowArgs *) = {bucket_fkl, bucket_rkl, bucket_jsd};
 
 // ----------------------------------------------------------------------------
 // passes over a row's V entries
@@ -124,7 +127,8 @@ VECTOR_CLONES static double dense_kl(const float *l, const float *t, int V, floa
 }
 
 /* dlogits of the cross-entropy part, p1 = softmax(l), for every entry:
- * l = cce * p1 (the one-hot comes after) plus, by mode,
+ * l = cce * p1 (the one-hot comes after) plus, by mode (a dense row's
+ * KdDiv, or 3),
  *   0: FKL   ckd * (q_s - q_t)
  *   1: RKL   ckd * q_s * (lqs - lqt - D)
  *   2: JSD   ckd * (G_u - q_s * sumG), G_u left in t by the divergence pass
@@ -164,7 +168,7 @@ void kd_row(const KdRowArgs *a, float *l, float *t, const int *ids, const float 
             d = 0.0;
             for (int u = 0; u < V; u++) {
                 double lqs = ((double)l[u] - ms) * it - lzs, lqt = ((double)t[u] - mt) * it - lzt;
-                KdTerm r = bucket_jsd(lqt, lqs, a->beta);
+                KdTerm r = bucket_jsd(lqt, lqs, a);
                 d += r.d;
                 gsum += r.g;
                 if (grad) t[u] = (float)r.g;
@@ -174,21 +178,21 @@ void kd_row(const KdRowArgs *a, float *l, float *t, const int *ids, const float 
         if (grad)
             dense_grad(l, t, V, a->div, ms, mt, it, (float)lzs, (float)lzt, (float)lz1, cce, ckd, (float)gsum, 0.0f);
     } else { /* the teacher's top K and, when K < V, the tail bucket */
-        KdTerm (*fn)(double, double, double) = bucket[a->div];
+        KdTerm (*fn)(double, double, const KdRowArgs *) = bucket[a->div];
         double d = 0.0, gsum = 0.0, mt = 0.0, zk = 0.0;
         for (int b = 0; b < K; b++) {
             LC_DASSERT(ids[b] >= 0 && ids[b] < V);
             float s = l[ids[b]];
             t[b] = s; /* kept for the K entries' dlogits below */
             zk += exp_approx((s - ms) * it); /* the same bits as exp_sum's term: zs - zk is the tail's sum */
-            KdTerm r = fn(lp[b], ((double)s - ms) * it - lzs, a->beta);
+            KdTerm r = fn(lp[b], ((double)s - ms) * it - lzs, a);
             d += r.d, gsum += r.g, mt += exp((double)lp[b]);
         }
         double ct = 0.0;
         if (K < V) {
             double rt = 1.0 - mt > 0.0 ? 1.0 - mt : 0.0, rs = (zs - zk) / zs;
             double lrt = log(rt > KD_TAIL_FLOOR ? rt : KD_TAIL_FLOOR), lrs = log(rs > KD_TAIL_FLOOR ? rs : KD_TAIL_FLOOR);
-            KdTerm r = fn(lrt, lrs, a->beta);
+            KdTerm r = fn(lrt, lrs, a);
             d += r.d, gsum += r.g;
             ct = rs > KD_TAIL_FLOOR ? r.g / rs : 0.0;
         }
@@ -197,7 +201,7 @@ void kd_row(const KdRowArgs *a, float *l, float *t, const int *ids, const float 
             dense_grad(l, t, V, 3, ms, 0.0f, it, (float)lzs, 0.0f, (float)lz1, cce, ckd, (float)gsum, (float)ct);
             for (int b = 0; b < K; b++) { /* the K entries: their own G_b in place of the tail's share */
                 double lqs = ((double)t[b] - ms) * it - lzs, qs = exp(lqs);
-                KdTerm r = fn(lp[b], lqs, a->beta);
+                KdTerm r = fn(lp[b], lqs, a);
                 l[ids[b]] += (float)(a->scale * a->kdf * it * (r.g - qs * ct));
             }
         }

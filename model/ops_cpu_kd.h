@@ -15,6 +15,7 @@ typedef struct KdRowArgs {
     int div;          /* the KdDiv computed: KD_JSD at beta 0 / 1 is KD_FKL / KD_RKL */
     float it;         /* 1 / tau */
     double beta;      /* KD_JSD's teacher weight in the mixture */
+    double lb, l1b;   /* KD_JSD: log(beta), log(1 - beta) */
     double ce_w, kdf; /* the weights of row_ce and row_kd in the loss: ce_w, kd_w * (tau^2 or 1) */
     float scale;      /* dlogits are scale * d loss / d logits */
 } KdRowArgs;

@@ -29,8 +29,12 @@ void ops_qlmhead(void);
 void ops_qmatmul_rows(void);
 void ops_qdequant(void);
 void ops_lmhead_kd(void);
-/* test_kd.c: test_ops.c's row for lmhead_kd */
+/* test_kd.c: test_ops.c's row for lmhead_kd; the op against torchtune and
+ * TRL (tests/fixtures/kd/kd_ref.bin, or LLAMAC_KD_REF: scripts/test_kd_ref.py);
+ * its time per call beside lmhead_ce (printed) */
 void ops_kd_case(Rng *r);
+void kd_ref(void);
+void kd_bench(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */
