@@ -288,6 +288,30 @@ void dist_distill_equiv(void) {
     same_values(DIR "/d1.jsonl", DIR "/d2.jsonl", "kd", 4, 1e-6, "np 2 vs np 1");
 }
 
+/* A teacher as a Hugging Face directory or a GGUF file, the student a
+ * checkpoint: with the student's --tokenizer the vocabularies are compared
+ * token by token (the files' tokenizer ids differ) and the losses are the
+ * checkpoint teacher's; without it the ids differ and the run is refused
+ * with a hint. */
+void distill_teacher_formats(void) {
+    need_inputs();
+    int rc = test_llamac("convert " DIR "/teacher.h5 " DIR "/thf --tokenizer %s --force", tokp);
+    EXPECT(rc == 0, "convert hf: %s", test_err);
+    rc = test_llamac("convert " DIR "/teacher.h5 " DIR "/t.gguf --tokenizer %s --force", tokp);
+    EXPECT(rc == 0, "convert gguf: %s", test_err);
+    static const char *const teachers[3] = {DIR "/teacher.h5", DIR "/thf", DIR "/t.gguf"};
+    for (int k = 0; k < 3; k++) {
+        rc = test_llamac("distill --teacher %s --student " DIR "/student.h5 --tokenizer %s --train " DIR "/s.bin " RUN
+                         "--steps 2 --metrics " DIR "/tf%d.jsonl --ckpt-dir " DIR "/tf%d --out " DIR "/tf%d.h5",
+                         teachers[k], tokp, k, k, k);
+        EXPECT(rc == 0, "%s: %s", teachers[k], test_err);
+        if (k) same_values(DIR "/tf0.jsonl", k == 1 ? DIR "/tf1.jsonl" : DIR "/tf2.jsonl", "kd", 2, 1e-5, teachers[k]);
+    }
+    rc = test_llamac("distill --teacher " DIR "/thf --student " DIR "/student.h5 --train " DIR "/s.bin " RUN "--steps 1 "
+                     "--ckpt-dir " DIR "/tf9 --out " DIR "/tf9.h5");
+    EXPECT(rc == 1 && strstr(test_err, "(or give --tokenizer to compare the vocabularies)"), "no hint: %s", test_err);
+}
+
 /* On two pipeline stages (the online teacher on the last), with
  * validation: one process's losses, both terms. */
 void dist_pp_distill(void) {

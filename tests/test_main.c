@@ -107,7 +107,7 @@ static const struct {
     T(sft_dump_batches),
     T(dpo_formats), T(dpo_errors), T(dpo_losses), T(dpo_rows), T(dpo_grad), T(dpo_full_and_cache), T(dpo_accum), T(dpo_lora_resume), T(dpo_lora_resume_bases),
     T(dpo_cli_errors), T(distill_ce_equiv), T(distill_cache_exact), T(distill_cache_topk), T(distill_resume),
-    T(distill_errors), T(reward_data), T(reward_first_step), T(reward_train), T(reward_lora_resume),
+    T(distill_errors), T(distill_teacher_formats), T(reward_data), T(reward_first_step), T(reward_train), T(reward_lora_resume),
     T(reward_cli_errors), T(reward_bad_models), T(reward_lora_resume_bases), T(reward_score_adapter),
     T(cli_inspect), T(cli_errors), T(cli_help_defaults),
     T(ckpt_roundtrip), T(ckpt_bad_files), T(ckpt_resume_sigkill), T(ckpt_resume_sigterm),

@@ -334,5 +334,6 @@ void distill_resume(void);
 void dist_distill_equiv(void);
 void dist_pp_distill(void);
 void distill_errors(void);
+void distill_teacher_formats(void);
 
 #endif

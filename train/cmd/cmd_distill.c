@@ -151,33 +151,44 @@ static void kd_data_row(const KdData *d, int s, uint64_t r, int32_t *tok, int32_
 // ----------------------------------------------------------------------------
 // the teacher: one tokenizer with the student, its identity, its weights
 
-/* The tokenizer identity of a model source: its recorded id (a
- * checkpoint's, a GGUF's), else the id of the tokenizer file it carries,
- * else 0 (unknown). */
-static int source_tok_id(const ModelSource *ms, uint64_t *id, Err *e) {
+/* What a model source says of its tokenizer: the id it records (a
+ * checkpoint's, a GGUF's; 0: none) and, when it carries the tokenizer
+ * (a GGUF, a Hugging Face directory), its vocabulary's hash (0: none). */
+static int source_tok(const ModelSource *ms, uint64_t *id, uint64_t *vocab, Err *e) {
     *id = ms->tokenizer_id;
-    if (*id || !ms->tokenizer[0]) return 0;
+    *vocab = 0;
+    if (!ms->tokenizer[0]) return 0;
     Tokenizer t;
     if (tok_load(&t, ms->tokenizer, e)) return -1;
-    *id = t.id;
+    if (!*id) *id = t.id;
+    *vocab = tok_vocab_hash(&t);
     tok_free(&t);
     return 0;
 }
 
 /* Teacher and student must share a tokenizer: the same vocabulary size
- * and, where both are known, the same tokenizer id. */
+ * and, where both vocabularies can be read (a tokenizer carried, or the
+ * student's --tokenizer stok), the same token for every id; else, where
+ * both record one, the same tokenizer id (a file of another format has
+ * another id: --tokenizer lets the vocabularies be compared instead). */
 static int check_same_tokenizer(const ModelSource *tm, const char *tpath, const ModelSource *sm, const char *spath,
-                                uint64_t student_tok, Err *e) {
+                                const Tokenizer *stok, Err *e) {
     if (tm->c.vocab != sm->c.vocab)
         return err_set(e, "%s: the teacher's vocabulary has %d tokens, the student %s's %d: distillation needs one "
                           "tokenizer", tpath, tm->c.vocab, spath, sm->c.vocab);
-    uint64_t tid;
-    if (source_tok_id(tm, &tid, e)) return -1;
-    if (!student_tok && source_tok_id(sm, &student_tok, e)) return -1;
-    if (tid && student_tok && tid != student_tok)
+    uint64_t tid, tv, sid, sv;
+    if (source_tok(tm, &tid, &tv, e) || source_tok(sm, &sid, &sv, e)) return -1;
+    if (stok) sid = stok->id, sv = tok_vocab_hash(stok);
+    if (tv && sv) {
+        if (tv != sv)
+            return err_set(e, "%s: the teacher's vocabulary is not the student %s's (the same ids stand for other "
+                              "tokens): distillation needs one tokenizer", tpath, spath);
+        return 0;
+    }
+    if (tid && sid && tid != sid)
         return err_set(e, "%s: the teacher's tokenizer (id %016llx) is not the student %s's (id %016llx): "
-                          "distillation needs one tokenizer", tpath, (unsigned long long)tid, spath,
-                       (unsigned long long)student_tok);
+                          "distillation needs one tokenizer%s", tpath, (unsigned long long)tid, spath,
+                       (unsigned long long)sid, stok ? "" : " (or give --tokenizer to compare the vocabularies)");
     return 0;
 }
 
@@ -529,7 +540,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
     d.kd = kd;
     uint64_t tid = 0;
     if (teacher) {
-        if (source_open(&tm, teacher, e) || check_same_tokenizer(&tm, teacher, &sm, student, has_tok ? tok.id : 0, e))
+        if (source_open(&tm, teacher, e) || check_same_tokenizer(&tm, teacher, &sm, student, has_tok ? &tok : NULL, e))
             goto out;
     }
     if (kd_data_open(&data, "distill", &dopt, has_tok ? &tok : NULL, &o, e)) goto out;
@@ -549,11 +560,8 @@ int cmd_distill(int argc, char **argv, Err *e) {
                        "tokenizer", cache_path, h->V, student, sm.c.vocab);
             goto out;
         }
-        if (h->tokenizer_id && data.tokenizer_id && h->tokenizer_id != data.tokenizer_id) {
-            err_set(e, "%s: made with another tokenizer (id %016llx) than the data's (%016llx)", cache_path,
-                    (unsigned long long)h->tokenizer_id, (unsigned long long)data.tokenizer_id);
-            goto out;
-        }
+        /* the tokenizer: the data ids below hash the very token ids the teacher read (a tokenizer
+         * file of another format has another id, and the same ids) */
         for (int s = 0; s < TCACHE_NSPLIT; s++)
             if (data.has[s] && !h->data_id[s]) {
                 err_set(e, "%s: holds no %s rows (llamac teacher-cache was run without --val)", cache_path,
