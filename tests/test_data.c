@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "../data/chat.h"
+#include "../data/docstream.h"
 #include "../data/dpo.h"
 #include "../data/jsonl.h"
 #include "../data/loader.h"
@@ -500,4 +501,92 @@ void jsonl_bom(void) {
     tok_free(&t);
     unlink(plain), unlink(bom), unlink(late);
 #undef BOM
+}
+
+// ----------------------------------------------------------------------------
+// docstream: parallel map, ordered emit, bounded batches
+
+typedef struct {
+    uint64_t next;      /* the index emit expects */
+    uint64_t hash;      /* of the emitted texts and map results, in order */
+    int order_ok;
+} DocsSeen;
+
+static int docs_map(void *ud, int thread, DocItem *d, Err *e) {
+    (void)ud, (void)thread, (void)e;
+    char *b = docstream_buf(d, d->len + 1);
+    for (size_t i = 0; i < d->len; i++) b[i] = (char)(d->text[i] ^ 0x20);
+    d->nbuf = d->len;
+    d->u64 = hash_fnv1a(1469598103934665603ULL, d->text, d->len);
+    return 0;
+}
+
+static int docs_emit(void *ud, DocItem *d, Err *e) {
+    (void)e;
+    DocsSeen *s = ud;
+    if (d->index < s->next) s->order_ok = 0;
+    s->next = d->index + 1;
+    s->hash = hash_fnv1a(s->hash, d->buf, d->nbuf);
+    s->hash = hash_mix64(s->hash ^ d->u64);
+    return 0;
+}
+
+void docstream_order(void) {
+    char path[256];
+    tmp_path(path, sizeof path, "docs.jsonl");
+    FILE *f = fopen(path, "wb");
+    EXPECT(f != NULL, "cannot write %s", path);
+    if (!f) return;
+    uint64_t want = 1469598103934665603ULL;
+    for (int i = 0; i < 3000; i++) {
+        char text[128];
+        int n = snprintf(text, sizeof text, "doc %d %.*s", i, i % 60, "abcdefghijklmnopqrstuvwxyzabcdefghijklmnopqrstuvwxyzabcdefghij");
+        fprintf(f, "{\"id\": %d, \"text\": \"%s\"}\n%s", i, text, i % 7 ? "" : "\n");
+        char x[128];
+        for (int k = 0; k < n; k++) x[k] = (char)(text[k] ^ 0x20);
+        want = hash_fnv1a(want, x, (size_t)n);
+        want = hash_mix64(want ^ hash_fnv1a(1469598103934665603ULL, text, (size_t)n));
+    }
+    fclose(f);
+    const size_t batches[] = {1, 200, 4096, 0}; /* one line a batch, a few lines, many, the default */
+    for (int k = 0; k < 4; k++) {
+        DocStreamOpts o = {"text", batches[k], DOCS_UTF8_REFUSE, 0, NULL};
+        DocsSeen s = {0, 1469598103934665603ULL, 1};
+        DocStreamStats st;
+        Err e = {{0}};
+        const char *p = path;
+        int rc = docstream_run(&p, 1, &o, docs_map, docs_emit, &s, &st, &e);
+        EXPECT(rc == 0, "batch %zu: %s", batches[k], e.msg);
+        EXPECT(s.order_ok && s.next == 3000, "batch %zu: emitted out of order (next %llu)", batches[k],
+               (unsigned long long)s.next);
+        EXPECT(s.hash == want, "batch %zu: results differ from the serial walk", batches[k]);
+        EXPECT(st.docs == 3000 && st.bad_utf8 == 0, "docs %llu", (unsigned long long)st.docs);
+    }
+    remove(path);
+}
+
+void docstream_errors(void) {
+    char path[256];
+    tmp_path(path, sizeof path, "docs_bad.jsonl");
+    /* line 3 has bad UTF-8 in its text, line 5 no text field, line 6 is not JSON */
+    static const char bad[] = "{\"text\": \"a\"}\n{\"text\": \"b\"}\n{\"text\": \"c\xff\"}\n{\"text\": \"d\"}\n"
+                              "{\"txt\": \"e\"}\n{oops\n";
+    write_bytes(path, bad, sizeof bad - 1);
+    const char *p = path;
+    Err e = {{0}};
+    DocStreamOpts o = {"text", 0, DOCS_UTF8_REFUSE, 0, NULL};
+    DocStreamStats st;
+    EXPECT(docstream_run(&p, 1, &o, docs_map, NULL, NULL, &st, &e) == -1 && strstr(e.msg, ":3: not valid UTF-8"),
+           "refuse: %s", e.msg);
+    o.bad_utf8 = DOCS_UTF8_SKIP;
+    EXPECT(docstream_run(&p, 1, &o, docs_map, NULL, NULL, &st, &e) == -1 && strstr(e.msg, ":5: no string field 'text'"),
+           "skip: %s", e.msg);
+    EXPECT(st.bad_utf8 == 1 && st.docs == 3, "skip counts: %llu bad, %llu docs", (unsigned long long)st.bad_utf8,
+           (unsigned long long)st.docs);
+    o.batch_bytes = 1; /* the same first error when every line is its own batch */
+    EXPECT(docstream_run(&p, 1, &o, docs_map, NULL, NULL, &st, &e) == -1 && strstr(e.msg, ":5: no string field"),
+           "one-line batches: %s", e.msg);
+    EXPECT(docstream_utf8_check("ab\xc3\xa9z", 5) == 5 && docstream_utf8_check("ab\xc3z", 4) == 2 &&
+               docstream_utf8_check("\xed\xa0\x80", 3) == 0, "utf8 check");
+    remove(path);
 }

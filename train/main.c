@@ -17,6 +17,7 @@ typedef struct {
 
 static const Command commands[] = {
     {"tokenize", cmd_tokenize, "train a BPE tokenizer; encode text or JSONL into token shards"},
+    {"data", cmd_data, "JSONL in, JSONL out: quality filters, dedup (exact, MinHash), a quality classifier"},
     {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
     {"dpo", cmd_dpo, "preference training on chosen / rejected pairs (DPO, robust, IPO, hinge)"},

@@ -46,7 +46,7 @@
 
 typedef struct KdData {
     int shards;                /* 1: token shards; 0: SFT JSONL */
-    ShardSet ss[TCACHE_NSPLIT];
+    TrShards ss[TCACHE_NSPLIT];
     Loader L[TCACHE_NSPLIT];
     WinSource ws[TCACHE_NSPLIT];
     SftSet set[TCACHE_NSPLIT];
@@ -98,7 +98,7 @@ static int kd_data_open(KdData *d, const char *mode, KdDataOpts *dopt, const Tok
                 return -1;
             d->ws[s] = (WinSource){&d->L[s], d->keys[s]};
             d->id[s] = rows_id(trdata_shards_hash(&d->ss[s]), 1 /* windows, doc mask on */, o->T);
-            d->td[s] = trdata_windows(&d->ws[s], &d->ss[s], s ? fd->val : dopt->train.v[0], s ? 0 : d->id[s]);
+            d->td[s] = trdata_windows(&d->ws[s], d->tokenizer_id, s ? fd->val : dopt->train.v[0], s ? 0 : d->id[s]);
             d->has[s] = 1;
         }
         printf("%s data: %s: %llu windows of %ld tokens%s\n", mode, dopt->train.v[0],
@@ -413,12 +413,12 @@ static int kd_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
     return 0;
 }
 
-static void kd_tell(const void *ud, uint64_t cur[2]) {
+static void kd_tell(const void *ud, uint64_t *cur) {
     const TrainData *in = &((const Distill *)ud)->data->td[TCACHE_TRAIN];
     in->tell(in->ud, cur);
 }
 
-static int kd_seek(void *ud, const uint64_t cur[2], Err *e) {
+static int kd_seek(void *ud, const uint64_t *cur, Err *e) {
     TrainData *in = &((Distill *)ud)->data->td[TCACHE_TRAIN];
     return in->seek(in->ud, cur, e);
 }

@@ -11,6 +11,12 @@
 int cmd_inspect(int argc, char **argv, Err *e);
 int cmd_bench(int argc, char **argv, Err *e);
 int cmd_tokenize(int argc, char **argv, Err *e);
+int cmd_data(int argc, char **argv, Err *e);
+/* llamac data's steps (cmd_data.c's table), one file each */
+int data_filter(int argc, char **argv, Err *e);
+int data_dedup(int argc, char **argv, Err *e);
+int data_quality_train(int argc, char **argv, Err *e);
+int data_quality(int argc, char **argv, Err *e);
 int cmd_pretrain(int argc, char **argv, Err *e);
 int cmd_sft(int argc, char **argv, Err *e);
 int cmd_dpo(int argc, char **argv, Err *e);

@@ -594,7 +594,8 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
 
     if (st) {
         if ((g = H5Gcreate2(f, "state", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0) return -1;
-        hsize_t cd[2] = {(hsize_t)st->world, 2}, rd[1] = {4};
+        int nc = st->ncursor ? st->ncursor : 2;
+        hsize_t cd[2] = {(hsize_t)st->world, (hsize_t)nc}, rd[1] = {4};
         const char *rcfg = st->run_config ? st->run_config : "";
         hsize_t sd[1] = {strlen(rcfg) + 1};
         rc = attr_i64(g, "step", st->step) | attr_i64(g, "tokens", st->tokens) | attr_u64(g, "seed", st->seed) |
@@ -603,7 +604,7 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
         if (rc == 0 && st->model_id) rc = attr_u64(g, "model_id", st->model_id);
         if (rc == 0 && st->world > 0)
             rc = dset_write(g, "cursor", 2, cd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->cursor,
-                            (size_t)st->world * 2 * sizeof(uint64_t));
+                            (size_t)st->world * nc * sizeof(uint64_t));
         if (rc == 0)
             rc = dset_write(g, "rng", 1, rd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->rng, sizeof st->rng);
         if (rc == 0)
@@ -626,7 +627,7 @@ static uint64_t save_bytes(const ParamTable *t, const CkptLora *lora, const Adam
     if (!lora || !lora->base_ref) b += t->size * sizeof(float), n += (uint64_t)t->n;
     if (lora) b += ot->size * sizeof(float), n += (uint64_t)ot->n;
     if (opt) b += 2 * ot->size * sizeof(float), n += 2 * (uint64_t)ot->n;
-    if (st) b += (uint64_t)st->world * 16 + 32 + (st->run_config ? strlen(st->run_config) : 0) + 1, n += 3;
+    if (st) b += (uint64_t)st->world * 8 * (uint64_t)(st->ncursor ? st->ncursor : 2) + 32 + (st->run_config ? strlen(st->run_config) : 0) + 1, n += 3;
     return b + n * 4096;
 }
 
@@ -965,9 +966,22 @@ static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
     st->step = (long)step;
     st->tokens = (long)tokens;
     st->world = (int)world;
-    st->cursor = xmalloc((size_t)world * 2 * sizeof *st->cursor);
+    /* the cursor's width: 2 words for a loader (every file before mixtures), 1 + 2K for a mixture */
     hsize_t cd[2] = {(hsize_t)world, 2}, rd[1] = {4};
-    if (dset_read(g, "cursor", 2, cd, H5T_NATIVE_UINT64, st->cursor, (size_t)world * 2 * sizeof(uint64_t), why,
+    hid_t cds = H5Lexists(g, "cursor", H5P_DEFAULT) > 0 ? H5Dopen2(g, "cursor", H5P_DEFAULT) : -1;
+    if (cds >= 0) {
+        hid_t sp = H5Dget_space(cds);
+        hsize_t got[2] = {0, 0};
+        /* at most 2^21 words in all, as when every cursor had 2 (a damaged file claims no more) */
+        if (H5Sget_simple_extent_ndims(sp) == 2 && H5Sget_simple_extent_dims(sp, got, NULL) == 2 && got[1] >= 2 &&
+            got[1] <= 4096 && (uint64_t)world * got[1] <= (2u << 20))
+            cd[1] = got[1];
+        H5Sclose(sp);
+        H5Dclose(cds);
+    }
+    st->ncursor = (int)cd[1];
+    st->cursor = xmalloc((size_t)world * cd[1] * sizeof *st->cursor);
+    if (dset_read(g, "cursor", 2, cd, H5T_NATIVE_UINT64, st->cursor, (size_t)world * cd[1] * sizeof(uint64_t), why,
                   sizeof why) ||
         dset_read(g, "rng", 1, rd, H5T_NATIVE_UINT64, st->rng, sizeof st->rng, why, sizeof why)) {
         rc = err_set(e, "%s: /state: %s", path, why);
@@ -1213,9 +1227,14 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
         int rc = f < 0 ? -1 : load_state(f, path, &st, e);
         if (f >= 0) H5Fclose(f);
         if (rc) { params_free(&t); return -1; }
-        fprintf(out, "  training state: step %ld, %ld tokens, lr %.3g, seed %llu, %d data rank%s, cursor (epoch %llu, "
-                     "window %llu)\n", st.step, st.tokens, st.lr, (unsigned long long)st.seed, st.world,
-                st.world == 1 ? "" : "s", (unsigned long long)st.cursor[0], (unsigned long long)st.cursor[1]);
+        if (st.ncursor == 2)
+            fprintf(out, "  training state: step %ld, %ld tokens, lr %.3g, seed %llu, %d data rank%s, cursor (epoch %llu, "
+                         "window %llu)\n", st.step, st.tokens, st.lr, (unsigned long long)st.seed, st.world,
+                    st.world == 1 ? "" : "s", (unsigned long long)st.cursor[0], (unsigned long long)st.cursor[1]);
+        else
+            fprintf(out, "  training state: step %ld, %ld tokens, lr %.3g, seed %llu, %d data rank%s, mixture cursor "
+                         "(row %llu, %d sources)\n", st.step, st.tokens, st.lr, (unsigned long long)st.seed, st.world,
+                    st.world == 1 ? "" : "s", (unsigned long long)st.cursor[0], (st.ncursor - 1) / 2);
         fprintf(out, "  run configuration:\n");
         for (const char *s = st.run_config; *s;) {
             const char *nl = strchr(s, '\n');

@@ -26,8 +26,10 @@
  *                          of these, its optimizer's parameters)
  *   /state                 attributes: step, tokens, seed, lr, world;
  *                          data_id, model_id (uint64, when not 0);
- *                          datasets cursor (world, 2) uint64 = (epoch, pos)
- *                          of every data-parallel rank, rng (4) uint64, and
+ *                          datasets cursor (world, n) uint64: every
+ *                          data-parallel rank's data cursor, n = 2 for one
+ *                          loader (epoch, pos), 1 + 2K for a mixture of K
+ *                          sources (row, then each (epoch, pos)); rng (4) uint64, and
  *                          run_config (a string: the run's flags as
  *                          "key = value" lines)                (when saved)
  *
@@ -77,14 +79,17 @@ typedef struct CkptState {
     long tokens;          /* training tokens consumed */
     uint64_t seed;        /* the run's --seed */
     double lr;            /* learning rate of the last step taken */
-    int world;            /* data-parallel ranks: cursor has 2 * world entries */
-    uint64_t *cursor;     /* (world, 2): each rank's loader (epoch, pos) */
+    int world;            /* data-parallel ranks: cursor has ncursor * world entries */
+    uint64_t *cursor;     /* (world, ncursor): each rank's data cursor, e.g. a
+                           * loader's (epoch, pos) (data/mixture.h) */
     uint64_t rng[4];      /* the run's random state (xoshiro256**) */
     char *run_config;     /* NUL-terminated text */
     uint64_t data_id;     /* identity of the training data (sft: a hash of its
                            * tokens and masks), 0 if none; absent in old files */
     uint64_t model_id;    /* identity of the initial weights of a fine-tuning
                            * run (ckpt_hash of them), 0 for pretraining */
+    int ncursor;          /* words of each rank's cursor (0 when saving: 2);
+                           * a load sets it from the file (2 before mixtures) */
 } CkptState;
 
 /* What a checkpoint holds, from ckpt_info. */

@@ -469,7 +469,7 @@ static int stages_eval(Trainer *tr, TrainData *d, long nbatches, double *sum, lo
     Llama *m = &tr->m;
     size_t n = (size_t)m->B * m->T;
     int32_t *tok = xmalloc(n * sizeof *tok), *tgt = xmalloc(n * sizeof *tgt), *pos = xmalloc(n * sizeof *pos);
-    const uint64_t zero[2] = {0, 0};
+    static const uint64_t zero[TRAIN_CURSOR_MAX];
     EvalHead h = {tr, {0, 0, 0}, tgt, correct != NULL}; /* the first replica's last stage fills agg */
     int mine = dist_grid()->dp_rank == 0, rc = d->seek(d->ud, zero, e);
     for (long b = 0; !rc && b < nbatches; b++) {
@@ -500,7 +500,7 @@ double trainer_eval(Trainer *tr, TrainData *d, long nbatches, double *acc, Err *
     const int chunk = 64;
     float *buf = acc ? m->ops->alloc(m->ctx, (size_t)chunk * m->c.vocab * sizeof(float)) : NULL;
     float *host = acc ? xmalloc((size_t)chunk * m->c.vocab * sizeof(float)) : NULL;
-    const uint64_t zero[2] = {0, 0};
+    static const uint64_t zero[TRAIN_CURSOR_MAX];
     double sum = 0;
     long count = 0, correct = 0;
     int rc = d->seek(d->ud, zero, e);
@@ -537,11 +537,12 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     char path[4096];
     ckpt_step_path(tr->o.ckpt_dir, step, path, sizeof path);
     /* every rank's cursor is the global one (each draws the whole batch) */
-    uint64_t *cursor = xmalloc(2 * (size_t)tr->world * sizeof *cursor);
+    int nc = trainer_cursor_words(d);
+    uint64_t *cursor = xmalloc((size_t)nc * (size_t)tr->world * sizeof *cursor);
     d->tell(d->ud, cursor);
-    for (int r = 1; r < tr->world; r++) memcpy(cursor + 2 * r, cursor, 2 * sizeof *cursor);
+    for (int r = 1; r < tr->world; r++) memcpy(cursor + (size_t)nc * r, cursor, (size_t)nc * sizeof *cursor);
     CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, tr->world, cursor, {0}, (char *)run_config, d->data_id,
-                    tr->model_id};
+                    tr->model_id, nc};
     int src = save_file(tr, d, path, &st, e);
     free(cursor);
     return src;
@@ -665,6 +666,13 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
         ckpt_state_free(&st);
         return -1;
     }
+    int nc = trainer_cursor_words(d);
+    if (st.ncursor != nc) {
+        err_set(e, "%s: its data cursor has %d words, this run's data needs %d (one source: 2, a mixture of K "
+                   "sources: 1 + 2K): resume with the same --train sources", rpath, st.ncursor, nc);
+        ckpt_state_free(&st);
+        return -1;
+    }
     if (st.data_id != d->data_id) {
         err_set(e, "%s: trained on other data than %s (data id %016llx, this run's %016llx)", rpath, d->name,
                 (unsigned long long)st.data_id, (unsigned long long)d->data_id);
@@ -674,7 +682,8 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     if (st.seed != (uint64_t)o->seed)
         fprintf(stderr, "warning: %s was trained with --seed %llu, this run has %ld: the data order "
                         "changes\n", rpath, (unsigned long long)st.seed, o->seed);
-    uint64_t cur[2] = {st.cursor[0], st.cursor[1]};
+    uint64_t cur[TRAIN_CURSOR_MAX];
+    memcpy(cur, st.cursor, (size_t)nc * sizeof *cur);
     int rc = d->seek(d->ud, cur, e);
     *start = st.step;
     ckpt_state_free(&st);
@@ -683,8 +692,11 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
         return err_set(e, "%s: already at step %ld of --steps %ld: nothing to do (raise --steps)", rpath, *start,
                        o->steps);
     d->tell(d->ud, cur);
-    printf("resume: %s at step %ld (data epoch %llu, window %llu)\n", rpath, *start, (unsigned long long)cur[0],
-           (unsigned long long)cur[1]);
+    if (nc == 2)
+        printf("resume: %s at step %ld (data epoch %llu, window %llu)\n", rpath, *start, (unsigned long long)cur[0],
+               (unsigned long long)cur[1]);
+    else
+        printf("resume: %s at step %ld (data row %llu of the mixture)\n", rpath, *start, (unsigned long long)cur[0]);
     return 0;
 }
 
@@ -794,8 +806,27 @@ static int write_hf(Trainer *tr, const float *params, const float *lora_params, 
     return rc;
 }
 
+/* Validation of each part (a mixture's sources): the mean of their losses,
+ * each named on the line and in the record. */
+static double validate_parts(Trainer *tr, TrainData *val, FILE *mf, long step, Err *e) {
+    char line[2048] = "", json[4096] = "";
+    double mean = 0;
+    for (int k = 0; k < val->nparts; k++) {
+        TrainData *p = &val->parts[k];
+        double v = trainer_eval(tr, p, tr->o.val_batches, NULL, e);
+        if (isnan(v) && e->msg[0]) return v;
+        mean += v / val->nparts;
+        snprintf(line + strlen(line), sizeof line - strlen(line), " | %s %.4f", p->name, v);
+        snprintf(json + strlen(json), sizeof json - strlen(json), ",\"val_loss/%s\":%.6f", p->name, v);
+    }
+    printf("step %ld | val loss %.4f%s\n", step, mean, line);
+    if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f%s}\n", step, mean, json);
+    return mean;
+}
+
 /* Validation line and metrics record. */
 static double validate(Trainer *tr, TrainData *val, const TrainLoss *lf, FILE *mf, long step, Err *e) {
+    if (val->nparts && !(lf && lf->eval)) return validate_parts(tr, val, mf, step, e);
     if (lf && lf->eval) {
         double v = lf->eval(lf->ud, tr, val, tr->o.val_batches, e);
         if (isnan(v) && e->msg[0]) return v;
@@ -960,9 +991,10 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
         double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
-        char trained[48] = "", xl[512] = "", xj[1024] = "";
+        char trained[48] = "", xl[512] = "", xj[4096] = "";
         if (train->masked) snprintf(trained, sizeof trained, " (%.0f trained)", ntgt / dt);
         if (lf && lf->extra) lf->extra(lf->ud, 0, xl, sizeof xl, xj, sizeof xj);
+        if (train->report) train->report(train->ud, xj + strlen(xj), sizeof xj - strlen(xj));
         if ((step + 1) % o->log_every == 0 || step + 1 == steps)
             printf("step %ld/%ld | loss %.4f%s | lr %.2e | norm %.3f | %.0f tok/s%s | MFU %.1f%% | %s elapsed | ETA %s\n",
                    step + 1, steps, loss, xl, lr_now, norm, tps, trained, 100 * mfu, run_clock(el, c1, sizeof c1),

@@ -71,10 +71,11 @@ typedef struct TrainData {
     /* Fill one micro-batch of (B, T) host arrays: tokens, targets
      * (LC_IGNORE where untrained) and positions (document mask). */
     int (*next)(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e);
-    /* The data cursor, two words, and a seek back to one (checkpoints).
-     * seek(ud, {0, 0}) rewinds (validation uses the same batches each time). */
-    void (*tell)(const void *ud, uint64_t cur[2]);
-    int (*seek)(void *ud, const uint64_t cur[2], Err *e);
+    /* The data cursor, ncursor words (trainer_cursor_words), and a seek
+     * back to one (checkpoints store it in /state/cursor). seek(ud, all
+     * zeros) rewinds (validation uses the same batches each time). */
+    void (*tell)(const void *ud, uint64_t *cur);
+    int (*seek)(void *ud, const uint64_t *cur, Err *e);
     /* Rows per epoch and what they are ("windows", "rows"), for the
      * start-up line. */
     uint64_t count;
@@ -82,7 +83,22 @@ typedef struct TrainData {
     /* 1: report next-token accuracy on trained tokens in validation, and
      * trained tokens/s on the progress line (sft, where targets are masked) */
     int masked;
+    /* Words of the cursor, at most TRAIN_CURSOR_MAX; 0 means 2 (a loader's
+     * (epoch, pos), what every source had before mixtures). */
+    int ncursor;
+    /* Validation only: nparts > 0 reports the loss of each part (a mixture's
+     * sources) as "<name> <loss>" and val_loss/<name>, and the mean of the
+     * parts as the val loss; this TrainData's own next/tell/seek are unused. */
+    struct TrainData *parts;
+    int nparts;
+    /* Training only, may be NULL: ",\"key\":v" JSON members for the step's
+     * metrics record (a mixture's realised proportions). */
+    void (*report)(const void *ud, char *json, size_t njson);
 } TrainData;
+
+#define TRAIN_CURSOR_MAX 128
+/* d's cursor words (ncursor, or 2 when it is 0). */
+static inline int trainer_cursor_words(const TrainData *d) { return d->ncursor ? d->ncursor : 2; }
 
 struct Trainer;
 

@@ -7,7 +7,7 @@
 
 #include <string.h>
 
-int trdata_shards_open(ShardSet *set, const CliList *paths, const char *flag, Err *e) {
+int trdata_shards_open(TrShards *set, const CliList *paths, const char *flag, Err *e) {
     memset(set, 0, sizeof *set);
     if (paths->n == 0) return err_set(e, "%s: no shard given", flag);
     for (int i = 0; i < paths->n && i < TRDATA_MAX_SHARDS; i++) {
@@ -20,12 +20,12 @@ int trdata_shards_open(ShardSet *set, const CliList *paths, const char *flag, Er
     return 0;
 }
 
-void trdata_shards_close(ShardSet *set) {
+void trdata_shards_close(TrShards *set) {
     for (int i = 0; i < set->n; i++) shard_close(&set->s[i]);
     set->n = 0;
 }
 
-uint64_t trdata_shards_hash(const ShardSet *set) {
+uint64_t trdata_shards_hash(const TrShards *set) {
     uint64_t h = 0x6c6c616d61632d73ULL; /* "llamac-s" */
     for (int i = 0; i < set->n; i++) {
         const Shard *s = &set->s[i];
@@ -54,19 +54,19 @@ static int win_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) 
     return 0;
 }
 
-static void win_tell(const void *ud, uint64_t cur[2]) {
+static void win_tell(const void *ud, uint64_t *cur) {
     const Loader *L = ((const WinSource *)ud)->L;
     cur[0] = L->epoch;
     cur[1] = L->pos;
 }
 
-static int win_seek(void *ud, const uint64_t cur[2], Err *e) {
+static int win_seek(void *ud, const uint64_t *cur, Err *e) {
     return loader_seek(((WinSource *)ud)->L, cur[0], cur[1], e);
 }
 
-TrainData trdata_windows(WinSource *src, const ShardSet *set, const char *name, uint64_t data_id) {
-    TrainData d = {src, name, set->n ? set->s[0].tokenizer_id : 0, data_id, win_next, win_tell, win_seek,
-                   src->L->n_windows, "windows", 0};
+TrainData trdata_windows(WinSource *src, uint64_t tokenizer_id, const char *name, uint64_t data_id) {
+    TrainData d = {src, name, tokenizer_id, data_id, win_next, win_tell, win_seek, src->L->n_windows, "windows", 0, 2,
+                   NULL, 0, NULL};
     return d;
 }
 
@@ -94,19 +94,19 @@ static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e)
     return 0;
 }
 
-static void rows_tell(const void *ud, uint64_t cur[2]) {
+static void rows_tell(const void *ud, uint64_t *cur) {
     const SftRows *r = ((const RowSource *)ud)->rows;
     cur[0] = r->epoch;
     cur[1] = r->pos;
 }
 
-static int rows_seek(void *ud, const uint64_t cur[2], Err *e) {
+static int rows_seek(void *ud, const uint64_t *cur, Err *e) {
     return sft_rows_seek(((RowSource *)ud)->rows, cur[0], cur[1], e);
 }
 
 TrainData trdata_rows(RowSource *src, const char *name, uint64_t tokenizer_id, uint64_t data_id) {
     TrainData d = {src, name, tokenizer_id, data_id, rows_next, rows_tell, rows_seek,
-                   src->rows ? src->rows->nrows : 0, "rows", 1};
+                   src->rows ? src->rows->nrows : 0, "rows", 1, 2, NULL, 0, NULL};
     return d;
 }
 

@@ -26,20 +26,20 @@
 #define TRDATA_MAX_SHARDS 32
 
 /* Open token shards (a --train or --val list). */
-typedef struct ShardSet {
+typedef struct TrShards {
     Shard s[TRDATA_MAX_SHARDS];
     const Shard *p[TRDATA_MAX_SHARDS];
     int n;
-} ShardSet;
+} TrShards;
 
 /* Open every path of paths: -1 with "<flag>: no shard given", shard_open's
  * message, or "<path>: made by a different tokenizer than <first>". Close
  * with trdata_shards_close (also after a failure). */
-int trdata_shards_open(ShardSet *set, const CliList *paths, const char *flag, Err *e);
-void trdata_shards_close(ShardSet *set);
+int trdata_shards_open(TrShards *set, const CliList *paths, const char *flag, Err *e);
+void trdata_shards_close(TrShards *set);
 
 /* Identity of the shards' tokens, in order (never 0). */
-uint64_t trdata_shards_hash(const ShardSet *set);
+uint64_t trdata_shards_hash(const TrShards *set);
 
 /* A loader as a batch source; keys (B, may be NULL) gets each drawn row's
  * window number. */
@@ -48,9 +48,10 @@ typedef struct WinSource {
     uint64_t *keys;
 } WinSource;
 
-/* The trainer's view of src (borrowed): windows of set's first shard named
- * name; data_id 0 (pretraining resumes on any shards of the tokenizer). */
-TrainData trdata_windows(WinSource *src, const ShardSet *set, const char *name, uint64_t data_id);
+/* The trainer's view of src (borrowed): windows of shards made by the
+ * tokenizer tokenizer_id, named name; data_id 0: resumed on any shards of
+ * the tokenizer (pretraining). */
+TrainData trdata_windows(WinSource *src, uint64_t tokenizer_id, const char *name, uint64_t data_id);
 
 /* SFT rows as a batch source. With dump each drawn micro-batch is also
  * written as one JSONL line {"B", "T", "tokens", "targets" (-1:

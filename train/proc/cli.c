@@ -173,13 +173,14 @@ static int on_ini(void *user, const char *section, const char *name, const char 
     size_t n = strlen(name) + strlen(value) + 16;
     char *w = xmalloc(n);
     if (section[0] && strcmp(section, "model") == 0) snprintf(w, n, "--set=%s=%s", name, value);
+    else if (section[0] && strcmp(section, "data") == 0) snprintf(w, n, "--train=%s=%s", name, value);
     else if (section[0]) { free(w); return 0; } /* unknown sections: reported below */
     else snprintf(w, n, "--%s=%s", name, value);
     x->out->v[x->out->n++] = w;
     return 1;
 }
 
-/* The first section header other than [model], its name in name (quoted
+/* The first section header other than [model] and [data], its name in name (quoted
  * for a message). A '[' line without its ']' is left to inih, which reports
  * its line: the name never runs into the next lines. */
 static int has_unknown_section(const char *text, char *name, size_t cap) {
@@ -190,7 +191,7 @@ static int has_unknown_section(const char *text, char *name, size_t cap) {
         const char *q = memchr(p, ']', eol);
         if (!q) continue;
         size_t len = (size_t)(q - p - 1);
-        if (len == 5 && memcmp(p + 1, "model", 5) == 0) continue;
+        if ((len == 5 && memcmp(p + 1, "model", 5) == 0) || (len == 4 && memcmp(p + 1, "data", 4) == 0)) continue;
         err_quote(name, cap, p + 1, len);
         return 1;
     }
@@ -219,7 +220,7 @@ int cli_config(const char *path, CliArgs *out, Err *e) {
     char sec[ERR_QUOTE_CAP];
     if (has_unknown_section(text, sec, sizeof sec)) {
         free(text);
-        return err_set(e, "%s: unknown section [%s] (only [model] is known)", path, sec);
+        return err_set(e, "%s: unknown section [%s] (only [model] and [data] are known)", path, sec);
     }
     IniCtx x = {out, 0};
     int rc = ini_parse_string(text, on_ini, &x);

@@ -39,7 +39,9 @@ typedef struct CliArgs {
 } CliArgs;
 
 /* Read an INI config file (key = value, # comments; keys are the flag names;
- * keys under [model] are model fields and become --set key=value) into
+ * keys under [model] are model fields and become --set key=value; keys under
+ * [data] are pretraining sources, name = SHARDS:WEIGHT becoming
+ * --train name=SHARDS:WEIGHT) into
  * "--key=value" words. Errors: cannot open, not valid UTF-8 (with the line),
  * syntax error (with the line), more than 256 keys. Returns 0 or -1. */
 int cli_config(const char *path, CliArgs *out, Err *e);
