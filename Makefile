@@ -149,8 +149,8 @@ endif
 CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
-LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_kd.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
-           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/loader.c data/jsonl.c data/docstream.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c data/tcache.c \
+LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
+           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/shardset.c data/tokstream.c data/loader.c data/jsonl.c data/docstream.c data/wordsplit.c data/textfilter.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c data/tcache.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c train/loop/rollout.c \
            train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_data.c train/cmd/cmd_data_filter.c train/cmd/cmd_data_dedup.c train/cmd/cmd_data_quality.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/cmd/cmd_reward.c train/cmd/cmd_distill.c train/loop/trainer.c train/loop/ftdata.c train/loop/trdata.c train/loop/pipeline.c train/loop/scorer.c \
@@ -158,15 +158,21 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 LIB_SRC += data/mixture.c
 MAIN_SRC := train/main.c
-TEST_SRC := tests/test_main.c tests/test_ops.c tests/test_kd.c tests/test_model.c tests/test_optim.c \
-            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_bpe.c \
+TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
+            tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_tokstream.c tests/test_bpe.c \
             tests/test_pipeline.c tests/test_ckpt.c tests/test_convert.c tests/test_spm.c tests/test_tok.c tests/test_chat.c \
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
             tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c tests/test_distill.c
 
+# llamac prune (model/prune.c, train/cmd/cmd_prune.c)
+LIB_SRC += model/prune.c train/cmd/cmd_prune.c
+TEST_SRC += tests/test_prune.c
 OBJ := $(BUILD)/obj
+# the fused distillation head's rows (lmhead_kd) and its tests
+LIB_SRC += model/ops_cpu_kd.c
+TEST_SRC += tests/test_kd.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
@@ -178,7 +184,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf bench-dpo bench-reward bench-qlora bench-dist clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data bench-data bench-dpo bench-reward bench-qlora bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -256,6 +262,17 @@ demo-dpo: all
 demo-rlhf: all
 	$(Q)bash scripts/demo_rlhf.sh
 
+# The pretraining-data steps on the demo corpus before tokenising (dedup when
+# built, then the Gopher and C4 filters), with what each kept and dropped.
+demo-data: all
+	$(Q)bash scripts/demo_data.sh
+
+# llamac data steps against datatrove on the same documents and cores:
+# docs/s and peak RSS (scripts/bench_data.py; BENCH_DATA_ARGS="--docs 2000"
+# for a quick one).
+bench-data: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_data.py $(BENCH_DATA_ARGS)
+
 # llamac dpo against TRL's DPOTrainer + PEFT on this CPU: tokens/s, peak RSS.
 bench-dpo: all
 	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_dpo.py $(BENCH_DPO_ARGS)
@@ -311,6 +328,14 @@ bench-qlora: all
 # DP 2, a timeline PNG (BENCH_DIST_ARGS=--pp-only for that part alone).
 bench-dist: all
 	$(Q)LLAMAC=$(BUILD)/llamac python3 scripts/bench_dist.py $(BENCH_DIST_ARGS)
+
+# tokenize encode on every core vs Hugging Face tokenizers encode_batch on the
+# same threads, tokenizer.json and demo text repeated to 250 MB (MB/s, peak
+# RSS, 1 thread vs all), and llamac's peak RSS per corpus size
+# (scripts/bench_tokenize.py). BENCH_TOKENIZE_ARGS="--sizes 250,2500" for the
+# bounded-memory check; "--sizes 2" for a quick one.
+bench-tokenize: all
+	$(Q)$(HOME)/.cache/llamac-venv/bin/python scripts/bench_tokenize.py --llamac $(BUILD)/llamac $(BENCH_TOKENIZE_ARGS)
 
 # CI without a GPU: compile every .cu with warnings as errors, so the CUDA
 # backend never rots (nothing runs).
@@ -401,10 +426,14 @@ help:
 	@echo "                tok/s, time to first token, peak RSS, memory bandwidth (BENCH_SAMPLE_ARGS)"
 	@echo "make bench-dist MPI data parallelism: bytes/step vs the ring bound, 2 ranks vs 2 threads, ZeRO-1 memory;"
 	@echo "                pipeline idle vs the bubble, activation memory, PP 2 vs DP 2 (BENCH_DIST_ARGS=--pp-only)"
+	@echo "make bench-tokenize tokenize encode vs tokenizers encode_batch: MB/s, peak RSS, 1 vs all threads;"
+	@echo "                peak RSS by corpus size (BENCH_TOKENIZE_ARGS=\"--sizes 250,2500\")"
 	@echo "make demo       train the tiny model on the CPU and show the loss fall"
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
+	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
+	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make bench-qlora QLoRA (--base-quant keep/nf4) vs float LoRA and PEFT + bitsandbytes; 1B Q4_K_M RSS;"
 	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"

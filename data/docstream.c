@@ -27,6 +27,12 @@
 
 #define DOCS_BATCH_DEFAULT ((size_t)16 << 20)
 #define DOCS_WHERE 320 /* "<file>:<line>" for messages */
+/* Documents per batch at most: each slot costs about 1 KB beside its text
+ * (the DocItem, its label, the parsed JSON), which for short lines would
+ * outgrow the batch's bytes (16 MiB of 80-byte lines is 200,000 slots);
+ * 16384 slots bound that to about 16 MB and still give every thread
+ * thousands of documents between two emits. */
+#define DOCS_MAX_ITEMS 16384
 
 int docstream_threads(void) {
 #ifdef _OPENMP
@@ -296,7 +302,7 @@ int docstream_run(const char *const *paths, int npaths, const DocStreamOpts *o, 
             if (n == 0) continue;
             batch_push(&b, line, (size_t)n, lineno);
             snprintf(b.where[b.nitems - 1], DOCS_WHERE, "%s:%ld", paths[p], lineno);
-            if (b.len >= batch_bytes) {
+            if (b.len >= batch_bytes || b.nitems >= DOCS_MAX_ITEMS) {
                 rc = batch_run(&b, 1, o, map, emit, ud, &index, st, e);
                 progress_line(&pg, st, 0);
             }

@@ -4,8 +4,9 @@
  * (DESIGN.md "Pretraining data": every step between raw text and the
  * loader streams, and output compared bit for bit keeps input order).
  *
- * The stream reads whole lines into a batch of about batch_bytes (at least
- * one line: a longer line makes the batch grow to hold it), parses and maps
+ * The stream reads whole lines into a batch of about batch_bytes or 16384
+ * documents, whichever comes first (at least one line: a longer line makes
+ * the batch grow to hold it), parses and maps
  * the batch's documents in parallel (OpenMP, dynamic schedule: documents
  * differ in length), then emits them one by one in input order on the
  * calling thread, and reads the next batch. Memory is the batch plus what

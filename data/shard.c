@@ -2,7 +2,9 @@
  * shard.c: writing and opening token shards (format in shard.h).
  *
  * The header is packed and unpacked byte by byte, so its layout does not
- * depend on struct padding. The token payload is read in place through the
+ * depend on struct padding. Every write goes through the streaming writer
+ * (shard_write is open + add + close), so a shard written whole and one
+ * streamed are the same bytes. The token payload is read in place through the
  * mapping, which is why this file refuses to build on a big-endian host
  * rather than byte-swapping on every read. Validation happens once, at open:
  * after shard_open succeeds every token is known to be < vocab, so the loader
@@ -14,6 +16,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -27,8 +30,7 @@
  * larger vocabularies (Llama 3's 128256) need 4. */
 #define SHARD_U16_VOCAB 65536
 
-/* Tokens converted per write() on the write path and per vectorised block on
- * the scan: big enough to amortise the call, small enough for L1/L2. */
+/* Tokens per vectorised block of the scan at open: small enough for L1/L2. */
 #define SHARD_CHUNK 8192
 
 // ----------------------------------------------------------------------------
@@ -74,24 +76,9 @@ static int write_all(int fd, const void *buf, size_t n) {
     return 0;
 }
 
-int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, int eot,
-                uint64_t tokenizer_id, uint32_t n_docs, Err *e) {
-    char tmp[SHARD_PATH_MAX + 8];
-    if (strlen(path) >= SHARD_PATH_MAX)
-        return err_set(e, "%.200s...: path longer than %d bytes", path, SHARD_PATH_MAX - 1);
-    if (vocab < 1) return err_set(e, "%s: vocabulary size %d must be at least 1", path, vocab);
-    if (eot < -1 || eot >= vocab)
-        return err_set(e, "%s: end-of-text id %d is outside the vocabulary of %d", path, eot, vocab);
-    if (n > 0 && !tokens) return err_set(e, "%s: no tokens given for %llu tokens", path,
-                                         (unsigned long long)n);
-    for (uint64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= vocab)
-            return err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", path,
-                           tokens[i], (unsigned long long)i, vocab);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-
-    int tb = token_bytes_for(vocab);
-    unsigned char hdr[SHARD_HEADER_BYTES] = {0};
+static void put_header(unsigned char *hdr, int tb, int vocab, uint64_t n, uint64_t tokenizer_id, int eot,
+                       uint32_t n_docs) {
+    memset(hdr, 0, SHARD_HEADER_BYTES);
     put_u32(hdr + 0, SHARD_MAGIC);
     put_u32(hdr + 4, SHARD_VERSION);
     put_u32(hdr + 8, (uint32_t)tb);
@@ -100,40 +87,154 @@ int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, 
     put_u64(hdr + 24, tokenizer_id);
     put_u32(hdr + 32, (uint32_t)eot);
     put_u32(hdr + 36, n_docs);
+}
 
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
-    int rc = write_all(fd, hdr, sizeof hdr);
-    if (tb == 4) {
-        /* int32 little-endian is the in-memory layout: write straight through */
-        for (uint64_t i = 0; rc == 0 && i < n; i += SHARD_CHUNK) {
-            uint64_t m = n - i < SHARD_CHUNK ? n - i : SHARD_CHUNK;
-            rc = write_all(fd, tokens + i, m * sizeof(int32_t));
-        }
-    } else {
-        uint16_t buf[SHARD_CHUNK];
-        for (uint64_t i = 0; rc == 0 && i < n; i += SHARD_CHUNK) {
-            uint64_t m = n - i < SHARD_CHUNK ? n - i : SHARD_CHUNK;
-            for (uint64_t j = 0; j < m; j++) buf[j] = (uint16_t)tokens[i + j];
-            rc = write_all(fd, buf, m * sizeof(uint16_t));
-        }
+/* The checks shared by shard_write and shard_writer_open. */
+static int check_args(const char *path, int vocab, int eot, Err *e) {
+    if (strlen(path) >= SHARD_PATH_MAX)
+        return err_set(e, "%.200s...: path longer than %d bytes", path, SHARD_PATH_MAX - 1);
+    if (vocab < 1) return err_set(e, "%s: vocabulary size %d must be at least 1", path, vocab);
+    if (eot < -1 || eot >= vocab)
+        return err_set(e, "%s: end-of-text id %d is outside the vocabulary of %d", path, eot, vocab);
+    return 0;
+}
+
+int shard_writer_open(ShardWriter *w, const char *path, int vocab, int eot, uint64_t tokenizer_id, Err *e) {
+    memset(w, 0, sizeof *w);
+    w->fd = -1;
+    if (check_args(path, vocab, eot, e)) return -1;
+    size_t plen = strlen(path);
+    memcpy(w->path, path, plen + 1);
+    memcpy(w->tmp, path, plen);
+    memcpy(w->tmp + plen, ".tmp", 5);
+    w->vocab = vocab;
+    w->eot = eot;
+    w->token_bytes = token_bytes_for(vocab);
+    w->tokenizer_id = tokenizer_id;
+    unsigned char hdr[SHARD_HEADER_BYTES];
+    put_header(hdr, w->token_bytes, vocab, 0, tokenizer_id, eot, 0);
+    w->fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        err_set(e, "%s: cannot create: %s", w->tmp, strerror(errno));
+        memset(w, 0, sizeof *w);
+        return -1;
     }
-    /* the data must be on disk before the rename publishes it */
-    if (rc == 0) rc = fsync(fd);
-    int saved = errno;
-    if (close(fd) != 0 && rc == 0) {
-        rc = -1;
-        saved = errno;
-    }
-    if (rc == 0 && rename(tmp, path) != 0) {
-        rc = -1;
-        saved = errno;
-    }
-    if (rc != 0) {
-        unlink(tmp);
+    w->live = 1;
+    if (write_all(w->fd, hdr, sizeof hdr) != 0) {
+        int saved = errno;
+        shard_writer_abort(w);
         return err_set(e, "%s: write failed: %s", path, strerror(saved));
     }
+    w->buf = xmalloc(SHARD_WRITER_BUF);
     return 0;
+}
+
+static int writer_flush(ShardWriter *w, Err *e) {
+    if (w->nbuf && write_all(w->fd, w->buf, w->nbuf) != 0)
+        return err_set(e, "%s: write failed: %s", w->path, strerror(errno));
+    w->nbuf = 0;
+    return 0;
+}
+
+int shard_writer_add(ShardWriter *w, const int32_t *tokens, size_t n, Err *e) {
+    LC_ASSERT(w->live);
+    const uint32_t vocab = (uint32_t)w->vocab;
+    const size_t tb = (size_t)w->token_bytes;
+    for (size_t i = 0; i < n;) {
+        if (w->nbuf + tb > SHARD_WRITER_BUF && writer_flush(w, e)) return -1;
+        size_t m = (SHARD_WRITER_BUF - w->nbuf) / tb;
+        if (m > n - i) m = n - i;
+        uint32_t mx = 0;
+        for (size_t j = 0; j < m; j++) mx = (uint32_t)tokens[i + j] > mx ? (uint32_t)tokens[i + j] : mx;
+        if (mx >= vocab)
+            for (size_t j = 0; j < m; j++)
+                if ((uint32_t)tokens[i + j] >= vocab)
+                    return err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", w->path,
+                                   tokens[i + j], (unsigned long long)(w->n_tokens + j), w->vocab);
+        if (tb == 4) {
+            /* int32 little-endian is the in-memory layout */
+            memcpy(w->buf + w->nbuf, tokens + i, m * 4);
+        } else {
+            uint16_t *p = (uint16_t *)(void *)(w->buf + w->nbuf);
+            for (size_t j = 0; j < m; j++) p[j] = (uint16_t)tokens[i + j];
+        }
+        w->nbuf += m * tb;
+        w->n_tokens += m;
+        i += m;
+    }
+    return 0;
+}
+
+int shard_writer_finish(ShardWriter *w, Err *e) {
+    LC_ASSERT(w->live);
+    if (writer_flush(w, e)) {
+        shard_writer_abort(w);
+        return -1;
+    }
+    unsigned char hdr[SHARD_HEADER_BYTES];
+    put_header(hdr, w->token_bytes, w->vocab, w->n_tokens, w->tokenizer_id, w->eot, w->n_docs);
+    int rc = 0;
+    ssize_t k;
+    do k = pwrite(w->fd, hdr, sizeof hdr, 0);
+    while (k < 0 && errno == EINTR);
+    if (k != (ssize_t)sizeof hdr) rc = -1;
+    /* the data must be on disk before a rename publishes it */
+    if (rc == 0) rc = fsync(w->fd);
+    int saved = errno;
+    if (close(w->fd) != 0 && rc == 0) {
+        rc = -1;
+        saved = errno;
+    }
+    w->fd = -1;
+    w->live = 0;
+    free(w->buf);
+    w->buf = NULL;
+    if (rc != 0) {
+        unlink(w->tmp);
+        return err_set(e, "%s: write failed: %s", w->path, strerror(saved ? saved : EIO));
+    }
+    return 0;
+}
+
+int shard_writer_close(ShardWriter *w, Err *e) {
+    if (shard_writer_finish(w, e)) return -1;
+    if (rename(w->tmp, w->path) != 0) {
+        int saved = errno;
+        unlink(w->tmp);
+        return err_set(e, "%s: write failed: %s", w->path, strerror(saved));
+    }
+    return 0;
+}
+
+void shard_writer_abort(ShardWriter *w) {
+    if (w->live) {
+        close(w->fd);
+        unlink(w->tmp);
+    }
+    free(w->buf);
+    w->buf = NULL;
+    w->live = 0;
+    w->fd = -1;
+}
+
+int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, int eot,
+                uint64_t tokenizer_id, uint32_t n_docs, Err *e) {
+    if (check_args(path, vocab, eot, e)) return -1;
+    if (n > 0 && !tokens)
+        return err_set(e, "%s: no tokens given for %llu tokens", path, (unsigned long long)n);
+    /* a bad token is refused before any file is made */
+    for (uint64_t i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= vocab)
+            return err_set(e, "%s: token %d at index %llu is outside the vocabulary of %d", path,
+                           tokens[i], (unsigned long long)i, vocab);
+    ShardWriter w;
+    if (shard_writer_open(&w, path, vocab, eot, tokenizer_id, e)) return -1;
+    w.n_docs = n_docs;
+    if (shard_writer_add(&w, tokens, (size_t)n, e)) {
+        shard_writer_abort(&w);
+        return -1;
+    }
+    return shard_writer_close(&w, e);
 }
 
 // ----------------------------------------------------------------------------

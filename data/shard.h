@@ -15,7 +15,8 @@
  *   36      uint32  n_docs
  *   40      zeros up to 64
  *
- * Files are written atomically (path.tmp, then rename) and mapped read-only
+ * Files are written atomically (path.tmp, then rename; the streaming writer
+ * patches the header's counts at the end) and mapped read-only
  * on open, after a full validation so that later reads need no checks (the
  * llm.c data loader's header + magic/version, without its asserts).
  */
@@ -53,6 +54,49 @@ typedef struct Shard {
  * -1 with e = "<path>: <problem>" (and no file left behind). */
 int shard_write(const char *path, const int32_t *tokens, uint64_t n, int vocab, int eot,
                 uint64_t tokenizer_id, uint32_t n_docs, Err *e);
+
+/* A shard written piece by piece (tokenize encode streams documents into
+ * it): tokens go through a fixed buffer to "<path>.tmp", the header's
+ * n_tokens and n_docs are patched in at the end. Memory is the buffer
+ * (SHARD_WRITER_BUF bytes), whatever the shard's size. The fields up to
+ * n_docs are public to read; n_docs is the caller's to count. */
+#define SHARD_WRITER_BUF ((size_t)1 << 20)
+
+typedef struct ShardWriter {
+    char path[SHARD_PATH_MAX], tmp[SHARD_PATH_MAX + 8];
+    int vocab, eot, token_bytes;
+    uint64_t tokenizer_id;
+    uint64_t n_tokens;      /* tokens added so far */
+    uint32_t n_docs;        /* documents: counted by the caller, written at finish */
+    /* private */
+    int live;               /* 1 between open and finish/abort */
+    int fd;
+    unsigned char *buf;     /* (SHARD_WRITER_BUF) */
+    size_t nbuf;
+} ShardWriter;
+
+/* Create "<path>.tmp" with a provisional header (the same checks as
+ * shard_write on path, vocab and eot). 0, or -1 with e ("<path>: ...",
+ * nothing left behind, *w zeroed). */
+int shard_writer_open(ShardWriter *w, const char *path, int vocab, int eot, uint64_t tokenizer_id, Err *e);
+
+/* Append tokens[0..n), each checked to be in [0, vocab) (the message names
+ * its index in the shard). 0, or -1 with e (the writer stays open: abort
+ * it). */
+int shard_writer_add(ShardWriter *w, const int32_t *tokens, size_t n, Err *e);
+
+/* Flush, write the final header, fsync and close: the complete shard is
+ * then "<path>.tmp" (w->tmp), for the caller to rename (shard_writer_close
+ * does it). 0, or -1 with e (the .tmp file removed). */
+int shard_writer_finish(ShardWriter *w, Err *e);
+
+/* shard_writer_finish, then rename "<path>.tmp" over path. 0 or -1 with e
+ * (nothing left behind). */
+int shard_writer_close(ShardWriter *w, Err *e);
+
+/* Give up: close and remove "<path>.tmp". Tolerates a zeroed, finished or
+ * already-aborted writer (it then removes nothing). */
+void shard_writer_abort(ShardWriter *w);
 
 /* Open path, map it read-only and validate it: header (magic, version,
  * token_bytes against vocab, eot), size == 64 + n_tokens * token_bytes, and

@@ -12,24 +12,33 @@
 #include <string.h>
 
 /* name, D, L, H, KV, F, V, ctx, eps, theta, scaling, factor, low, high, orig, tied,
- * num_labels, pad_id (causal LMs: 0, -1) */
+ * num_labels, pad_id (causal LMs: 0, -1), head_dim (0: D/H) */
 static const LlamaConfig presets[] = {
-    {"tiny", 64, 2, 4, 2, 96, 256, 128, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
-    {"15m", 288, 6, 6, 6, 768, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
-    {"42m", 512, 8, 8, 8, 1376, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
-    {"110m", 768, 12, 12, 12, 2048, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1},
-    {"llama1-7b", 4096, 32, 32, 32, 11008, 32000, 2048, 1e-6f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
-    {"llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
-    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 1e-5f, 500000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1},
-    {"llama3.1-8b", 4096, 32, 32, 8, 14336, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, 0, 0, -1},
-    {"llama3.2-1b", 2048, 16, 32, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1},
-    {"llama3.2-3b", 3072, 28, 24, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1},
+    {"tiny", 64, 2, 4, 2, 96, 256, 128, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1, 0},
+    {"15m", 288, 6, 6, 6, 768, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 0},
+    {"42m", 512, 8, 8, 8, 1376, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 0},
+    {"110m", 768, 12, 12, 12, 2048, 32000, 1024, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 0},
+    {"llama1-7b", 4096, 32, 32, 32, 11008, 32000, 2048, 1e-6f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1, 0},
+    {"llama2-7b", 4096, 32, 32, 32, 11008, 32000, 4096, 1e-5f, 10000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1, 0},
+    {"llama3-8b", 4096, 32, 32, 8, 14336, 128256, 8192, 1e-5f, 500000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 0, 0, -1, 0},
+    {"llama3.1-8b", 4096, 32, 32, 8, 14336, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 8.0f, 1.0f, 4.0f, 8192, 0, 0, -1, 0},
+    {"llama3.2-1b", 2048, 16, 32, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1, 0},
+    {"llama3.2-3b", 3072, 28, 24, 8, 8192, 128256, 131072, 1e-5f, 500000.0f, ROPE_SCALING_LLAMA3, 32.0f, 1.0f, 4.0f, 8192, 1, 0, -1, 0},
+    /* SmolLM2-135M (HuggingFaceTB's config.json): 106,203,456 non-embedding parameters, 134,515,008 in all */
+    {"smollm2-135m", 576, 30, 9, 3, 1536, 49152, 8192, 1e-5f, 100000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 0},
+    /* llamac prune targets at about half its non-embedding parameters (docs/prune.md):
+     * width (Minitron's kind): D 576 -> 384, F 1536 -> 1024, all 9/3 heads of 64, all 30 layers:
+     * 53,107,584 non-embedding (50.006%), 71,981,952 in all */
+    {"smollm2-135m-half", 384, 30, 9, 3, 1024, 49152, 8192, 1e-5f, 100000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 64},
+    /* depth: 15 of the 30 layers: 53,102,016 non-embedding (50.000%), 81,413,568 in all */
+    {"smollm2-135m-half-depth", 576, 15, 9, 3, 1536, 49152, 8192, 1e-5f, 100000.0f, ROPE_SCALING_NONE, 0, 0, 0, 0, 1, 0, -1, 0},
 };
 #define N_PRESETS ((int)(sizeof presets / sizeof presets[0]))
 
 static const char *const preset_names[N_PRESETS + 1] = {
     "tiny", "15m", "42m", "110m", "llama1-7b", "llama2-7b", "llama3-8b",
-    "llama3.1-8b", "llama3.2-1b", "llama3.2-3b", NULL,
+    "llama3.1-8b", "llama3.2-1b", "llama3.2-3b", "smollm2-135m", "smollm2-135m-half",
+    "smollm2-135m-half-depth", NULL,
 };
 
 const char *const *config_preset_names(void) { return preset_names; }
@@ -42,7 +51,7 @@ int config_preset(const char *name, LlamaConfig *c, Err *e) {
             return 0;
         }
     }
-    char list[200] = "";
+    char list[320] = "";
     for (int i = 0; i < N_PRESETS; i++) {
         strncat(list, presets[i].name, sizeof list - strlen(list) - 1);
         if (i + 1 < N_PRESETS) strncat(list, ", ", sizeof list - strlen(list) - 1);
@@ -60,10 +69,12 @@ int config_validate(const LlamaConfig *c, Err *e) {
     if (c->max_seq <= 0) return err_set(e, "max_seq: must be positive, got %d", c->max_seq);
     if (c->n_heads % c->n_kv_heads != 0)
         return err_set(e, "n_heads: %d is not divisible by n_kv_heads %d", c->n_heads, c->n_kv_heads);
-    if (c->dim % c->n_heads != 0)
-        return err_set(e, "dim: %d is not divisible by n_heads %d", c->dim, c->n_heads);
+    if (c->head_dim < 0) return err_set(e, "head_dim: must be >= 0 (0: dim/n_heads), got %d", c->head_dim);
+    if (c->head_dim == 0 && c->dim % c->n_heads != 0)
+        return err_set(e, "dim: %d is not divisible by n_heads %d (set head_dim for another head size)", c->dim,
+                       c->n_heads);
     if (config_head_size(c) % 2 != 0)
-        return err_set(e, "dim: head size %d (dim/n_heads) must be even for RoPE", config_head_size(c));
+        return err_set(e, "head_dim: head size %d must be even for RoPE", config_head_size(c));
     if (!(c->norm_eps > 0 && c->norm_eps < 1)) return err_set(e, "norm_eps: must be in (0, 1), got %g", c->norm_eps);
     if (!(c->rope_theta > 1)) return err_set(e, "rope_theta: must be > 1, got %g", c->rope_theta);
     if (c->rope_scaling == ROPE_SCALING_LLAMA3) {
@@ -126,7 +137,7 @@ static const ConfigField fields[] = {
     F(rope_factor, 'f', 1, 1e6),     F(rope_low_freq, 'f', 0, 1e6),
     F(rope_high_freq, 'f', 0, 1e6),  F(rope_orig_ctx, 'i', 1, 1 << 24),
     F(tied, 'i', 0, 1),              F(num_labels, 'i', 0, 1 << 16),
-    F(pad_id, 'i', -1, 1 << 24),
+    F(pad_id, 'i', -1, 1 << 24),     F(head_dim, 'i', 0, 1 << 16),
 };
 #undef F
 

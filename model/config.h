@@ -36,6 +36,10 @@ typedef struct LlamaConfig {
      * is not pad_id. 0: a causal LM (the head is the vocabulary's). */
     int num_labels;
     int pad_id;       /* the classifier's pad_token_id (-1: none) */
+    /* HS: the head size when it is not D / H (Hugging Face's head_dim; a
+     * width- or head-pruned model, llamac prune). 0: D / H. Q = H * HS need
+     * not equal D: q_proj is (H*HS, D), o_proj (D, H*HS). */
+    int head_dim;
 } LlamaConfig;
 
 /* Copy the preset `name` into *c. Unknown name -> -1 with the list of names. */
@@ -48,7 +52,15 @@ const char *const *config_preset_names(void);
  * size, ...). Returns 0 or -1 with a message naming the field. */
 int config_validate(const LlamaConfig *c, Err *e);
 
-static inline int config_head_size(const LlamaConfig *c) { return c->dim / c->n_heads; }
+/* HS: head_dim when set, else D / H. */
+static inline int config_head_size(const LlamaConfig *c) {
+    return c->head_dim > 0 ? c->head_dim : c->dim / c->n_heads;
+}
+
+/* Whether HS is D / H (then head_dim need not be written to files). */
+static inline int config_head_size_default(const LlamaConfig *c) {
+    return c->dim % c->n_heads == 0 && config_head_size(c) == c->dim / c->n_heads;
+}
 
 /* RoPE inverse frequencies, HS/2 floats, computed in float32 the way
  * Hugging Face's LlamaRotaryEmbedding does (including "llama3" scaling), so

@@ -6,7 +6,8 @@
 # (sampling before and after), and prints the validation loss it reached;
 # then draws the loss curve into build/demo/metrics.png (matplotlib, installed
 # into the venv on demand; without it the demo still succeeds, saying why).
-# Everything goes to build/demo; rerunning reuses the corpus and shards.
+# Everything goes to build/demo; rerunning reuses the corpus and shards. The
+# data steps (dedup, quality filters) on the same corpus: make demo-data.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 L=build/llamac
@@ -40,3 +41,4 @@ bash scripts/plot_metrics.sh "$D/metrics.jsonl" "$D/metrics.png" \
 
 echo
 echo "== try it: $L generate --model $D/model.h5 --tokenizer $D/tok.bin --prompt 'ROMEO:' --max-tokens 100"
+echo "== the pretraining-data steps on this corpus (dedup, Gopher/C4 quality filters, counts per rule): make demo-data"

@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ref_llama import read_ref  # noqa: E402  (numpy-only reader)
 
-FILES = ("ref_llama2.bin", "ref_llama3.bin", "ref_lora_llama2.bin", "ref_lora_llama3.bin")
+FILES = ("ref_llama2.bin", "ref_llama3.bin", "ref_llama_hd.bin", "ref_lora_llama2.bin", "ref_lora_llama3.bin")
 ATOL = 1e-5
 RTOL = 1e-4
 # the reported relative difference is |a-b| / max(|b|, REL_FLOOR), so that

@@ -11,6 +11,9 @@ and writes one binary fixture per model into --out (default tests/fixtures):
                   high / smoothed / low), tied embeddings, and 2-3 packed
                   documents per row: positions restart at 0 at every document
                   start and attention never crosses a document boundary.
+  ref_llama_hd.bin  head_dim 16 apart from the width (4 q heads, 2 kv heads on
+                  hidden_size 48: q_proj (64, 48)), as a width-pruned model
+                  has (llamac prune); untied, one sequence per row.
 
 Each file holds the config, the batch (tokens, targets, positions), the
 initial weights, the logits, the mean cross-entropy loss, the gradient of
@@ -93,6 +96,17 @@ MODELS = {
         tie_word_embeddings=True,
         # document lengths per row (sum = T): row 0 has 2 documents, row 1 has 3
         docs=[[13, 19], [7, 14, 11]],
+    ),
+    # head_dim apart from the width (a width-pruned model, llamac prune): 4
+    # query heads of 16 over 2 KV heads on hidden_size 48, so q_proj is
+    # (64, 48) and o_proj (48, 64)
+    "llama_hd": dict(
+        seed=2472,
+        hidden_size=48, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        intermediate_size=128, vocab_size=256, max_position_embeddings=64, rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False,
+        docs=None,
     ),
 }
 
@@ -277,7 +291,7 @@ def run_model(name, spec, out_dir):
     print(f"== {name}")
     model, gen = build(name, spec)
     cfg = model.config
-    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
 
     # --- rope frequencies: independent check + region report
     ref_inv, regions = rope_regions(spec, head_dim)
@@ -314,6 +328,10 @@ def run_model(name, spec, out_dir):
         ("config.rope_scaling", i32(1 if scaled else 0)),
         ("config.rope_orig_ctx", i32(rp["original_max_position_embeddings"] if scaled else 0)),
         ("config.tied", i32(1 if spec["tie_word_embeddings"] else 0)),
+    ]
+    if "head_dim" in spec:  # only where it is not hidden_size / heads (older fixtures lack it)
+        records += [("config.head_dim", i32(spec["head_dim"]))]
+    records += [
         ("config.norm_eps", f32(cfg.rms_norm_eps)),
         ("config.rope_theta", f32(rp["rope_theta"])),
         ("config.rope_factor", f32(rp["factor"] if scaled else 0.0)),

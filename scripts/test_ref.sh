@@ -8,8 +8,9 @@
 # ($LLAMAC, default build/llamac) against transformers, h5py and gguf, and
 # scripts/test_gguf.py the GGUF reader, GGUF vocabularies and SmolLM2,
 # scripts/test_nf4_ref.py NF4 against bitsandbytes,
-# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp, and
-# scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes, and
+# scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp,
+# scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes,
+# scripts/test_prune_ref.py llamac prune's importances and output against transformers,
 # scripts/test_kd_ref.py the distillation head against torchtune and TRL.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
@@ -22,7 +23,7 @@ if [ ! -x "$PY" ]; then
     echo "test-ref: creating venv $VENV" >&2
     python3 -m venv "$VENV"
 fi
-if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
+if ! "$PY" -c 'import torch, transformers, numpy, safetensors, h5py, gguf, sentencepiece, tokenizers, jinja2, peft, trl, datasets, bitsandbytes, datatrove, spacy, importlib.util; assert importlib.util.find_spec("torchtune")' >/dev/null 2>&1; then
     echo "test-ref: installing scripts/requirements-ref.txt into $VENV" >&2
     "$PY" -m pip install -q -r scripts/requirements-ref.txt
 fi
@@ -99,9 +100,17 @@ check test_reward_ref --work build/test_reward_ref
 # compute) within 1e-4, and each GGUF type (keep) against LoRA on its
 # dequantised float32 base within 1e-5
 check test_qlora_ref --work build/test_qlora_ref
+# prune: every importance against forward hooks in transformers, the skip
+# loss against the model with the layer deleted, the pruned HF directory
+# (head_dim apart from the width) loaded by transformers with the same loss
+check test_prune_ref --work build/test_prune_ref
 # The fused distillation head (lmhead_kd) against torchtune's ForwardKLLoss and
 # TRL's generalized_jsd_loss: values, row values, gradients, mixed loss, 1e-6
 check test_kd_ref --work build/test_kd_ref
+
+# llamac data filter against datatrove's Gopher and C4 filters: the same kept
+# documents and drop reasons, and the same words as its spaCy tokenizer
+check test_filters_ref --work build/test_filters_ref
 
 echo "test-ref: $passed passed, $failed failed"
 [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

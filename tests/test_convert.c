@@ -528,8 +528,9 @@ void convert_cli_errors(void) {
     patch_config(bad, "\"model_type\": \"llama\"", "\"model_type\": \"gpt2\"");
     expect_cli_error("model_type", CONVERT(), "bad_hf/config.json: unsupported model_type gpt2", NULL);
     make_hf(bad, &c, 1);
-    patch_config(bad, "\"head_dim\": 4", "\"head_dim\": 8");
-    expect_cli_error("head_dim", CONVERT(), "bad_hf/config.json: head_dim 8", NULL);
+    patch_config(bad, "\"head_dim\": 4", "\"head_dim\": 8"); /* a valid Llama whose tensors do not fit it */
+    expect_cli_error("head_dim", CONVERT(), "bad_hf/model.safetensors: tensor model.layers.0.self_attn.q_proj.weight",
+                     "has shape [16, 16], config.json needs [32, 16]");
     make_hf(bad, &c, 1);
     patch_config(bad, "\"rope_type\": \"default\"", "\"rope_type\": \"yarn\"");
     expect_cli_error("rope type", CONVERT(), "bad_hf/config.json: rope type yarn", NULL);

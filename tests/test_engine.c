@@ -145,9 +145,8 @@ static void check_forced(Llama *m, const Seen *z, int i, int np, const int *p, f
     llama_free(&f);
 }
 
-void engine_forced(void) {
-    LlamaConfig c;
-    tiny(&c);
+static void forced_case(const LlamaConfig *cp, const char *tag) {
+    LlamaConfig c = *cp;
     Llama m;
     model(&m, &c, 4, NULL);
     Seen *z = xcalloc(1, sizeof *z);
@@ -161,13 +160,22 @@ void engine_forced(void) {
     for (int i = 0; i < 5; i++) {
         int p[32], np;
         prompt_of(i, c.vocab, p, &np);
-        for (int j = 0; j < 2; j++) check_forced(&m, z, i * 2 + j, np, p, 0.7f, "engine");
+        for (int j = 0; j < 2; j++) check_forced(&m, z, i * 2 + j, np, p, 0.7f, tag);
         EXPECT(z->finish[i * 2] == FINISH_LENGTH && z->n[i * 2] == 30, "prompt %d: finish %d after %d tokens", i,
                z->finish[i * 2], z->n[i * 2]);
     }
     free(z->logits);
     free(z);
     llama_free(&m);
+}
+
+void engine_forced(void) {
+    LlamaConfig c;
+    tiny(&c);
+    forced_case(&c, "engine");
+    /* a head size other than D / H (a width-pruned model): 4 heads of 16 on D = 40 */
+    c.dim = 40; c.head_dim = 16;
+    forced_case(&c, "engine, head_dim 16 on dim 40");
 }
 
 void engine_lora(void) {

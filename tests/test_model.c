@@ -98,6 +98,19 @@ void model_gradcheck_tied_gqa_docs(void) {
     whole_model_check(&cfg, 2, 13, 1, 43);
 }
 
+/* A head size other than D / H (Hugging Face's head_dim; pruned models):
+ * 3 query heads of 8 over 1 KV head on D = 20, so H*HS = 24 != D and D is no
+ * multiple of H. */
+void model_gradcheck_head_dim(void) {
+    LlamaConfig cfg;
+    config_preset("tiny", &cfg, NULL);
+    cfg.dim = 20; cfg.n_layers = 2; cfg.n_heads = 3; cfg.n_kv_heads = 1; cfg.head_dim = 8; cfg.hidden = 27;
+    cfg.vocab = 29; cfg.max_seq = 32; cfg.tied = 0;
+    Err e;
+    EXPECT(config_validate(&cfg, &e) == 0, "head_dim config refused: %s", e.msg);
+    whole_model_check(&cfg, 2, 11, 1, 44);
+}
+
 /* forward [0, L) == forward [0, 1) then [1, L); the same for backward */
 void model_layer_ranges(void) {
     LlamaConfig cfg;
@@ -228,9 +241,10 @@ void model_batch_errors(void) {
 
 /* Generation with the KV cache gives the logits of a full forward pass at
  * every position (GQA, llama3 rope scaling, tied head). */
-void model_kv_cache(void) {
+static void kv_cache_case(int head_dim) {
     LlamaConfig cfg;
     config_preset("tiny", &cfg, NULL);
+    cfg.head_dim = head_dim;
     cfg.tied = 1; cfg.rope_theta = 500000; cfg.rope_scaling = ROPE_SCALING_LLAMA3;
     cfg.rope_factor = 8; cfg.rope_low_freq = 1; cfg.rope_high_freq = 4; cfg.rope_orig_ctx = 16;
     int T = 40, V = cfg.vocab;
@@ -271,6 +285,11 @@ void model_kv_cache(void) {
     free(full);
     llama_free(&a);
     llama_free(&b);
+}
+
+void model_kv_cache(void) {
+    kv_cache_case(0);
+    kv_cache_case(24); /* 4 heads of 24 on D = 64 */
 }
 
 // ----------------------------------------------------------------------------

@@ -2,7 +2,8 @@
  * test_ref.c: llamac against PyTorch/transformers on the same tiny models.
  * scripts/ref_llama.py builds a Llama 2 style model (MHA, untied) and a
  * Llama 3 style model (GQA, theta 500000, llama3 rope scaling, tied
- * embeddings, packed documents) with LlamaForCausalLM and writes their
+ * embeddings, packed documents), and one whose head_dim is not
+ * hidden_size / heads (a width-pruned shape), with LlamaForCausalLM and writes their
  * weights, a batch, the logits, the loss, every gradient, and 10 steps of
  * torch.optim.AdamW with warmup/cosine/clipping into tests/fixtures/ref_*.bin
  * (committed, so this test needs no Python). Here llamac loads the same
@@ -156,6 +157,8 @@ static void ref_config(const RefFile *f, const char *file, LlamaConfig *out) {
     c.rope_high_freq = (float)ref_scalar(f, "config.rope_high_freq");
     c.rope_orig_ctx = (int)ref_scalar(f, "config.rope_orig_ctx");
     c.tied = (int)ref_scalar(f, "config.tied");
+    const RefRec *hd = ref_get(f, "config.head_dim"); /* only where it is not dim / n_heads */
+    c.head_dim = hd ? ((int *)hd->data)[0] : 0;
     *out = c;
 }
 
@@ -249,6 +252,7 @@ static void ref_model(const char *file) {
 
 void ref_llama2(void) { ref_model("ref_llama2.bin"); }
 void ref_llama3(void) { ref_model("ref_llama3.bin"); }
+void ref_llama_hd(void) { ref_model("ref_llama_hd.bin"); }
 
 // ----------------------------------------------------------------------------
 // LoRA against PEFT (scripts/ref_lora.py): the base weights and batch of

@@ -31,6 +31,7 @@ static const Command commands[] = {
     {"score", cmd_score, "rewards of JSONL texts or pairs under reward models (weighted); pair accuracy"},
     {"chat", cmd_chat, "talk with a model: user lines on stdin, replies on stdout (chat template, KV cache)"},
     {"convert", cmd_convert, "Hugging Face directory -> checkpoint -> Hugging Face directory or GGUF"},
+    {"prune", cmd_prune, "a smaller Llama by structured pruning: layers, heads, MLP and width by measured importance"},
     {"quantize", cmd_quantize, "a model to a quantised GGUF for llama.cpp (Q8_0 ... Q6_K, the Q4_K_M / Q5_K_M mixes)"},
     {"logits", cmd_logits, "next-token logits of a token sequence as float32 (for reference tests)"},
     {"inspect", cmd_inspect, "model shape, parameter counts, FLOPs and training memory"},

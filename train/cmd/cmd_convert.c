@@ -204,7 +204,6 @@ int cmd_convert(int argc, char **argv, Err *e) {
     if (tname && !to_gguf && !tokpath)
         return err_set(e, "--template: a Hugging Face OUT keeps it in tokenizer_config.json, which needs --tokenizer");
 
-    int bos = -1, eos = -1;
     Tokenizer tok;
     memset(&tok, 0, sizeof tok);
     if (!tokpath && is_hf && ms.tokenizer[0])
@@ -217,7 +216,6 @@ int cmd_convert(int argc, char **argv, Err *e) {
         else if (!is_hf && tok_id != tok.id)
             bad = err_set(e, "%s: not the tokenizer %s was trained with", tokpath, in);
         tok_id = tok.id;
-        bos = tok.bos, eos = tok.eos;
         if (bad) {
             tok_free(&tok);
             return -1;
@@ -270,28 +268,17 @@ int cmd_convert(int argc, char **argv, Err *e) {
         }
     }
     double t1 = time_now();
-    const char *kind;
-    if (to_gguf) {
-        kind = "GGUF";
-        const char *base = strrchr(in, '/');
-        if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
-        GgufOpts go = {.type = gtype, .name = name, .tok = tokpath ? &tok : NULL, .chat_template = jinja};
-        rc = gguf_save(out, &c, &t, params, &go, e);
-    } else if (keep) {
+    const char *kind = to_gguf ? "GGUF" : to_ckpt ? "checkpoint" : "Hugging Face directory";
+    if (keep) {
         kind = base_ref ? "LoRA checkpoint, base by reference" : "LoRA checkpoint";
         CkptLora cl = {a.lc, &a.t, a.params, base_ref ? in : NULL, NULL, 0};
         rc = ckpt_save_lora(out, &c, &t, params, tok_id, &cl, NULL, NULL, e);
-    } else if (to_ckpt) {
-        kind = "checkpoint";
-        rc = ckpt_save(out, &c, &t, params, tok_id, NULL, NULL, e);
     } else {
-        kind = "Hugging Face directory";
-        if (tokpath) {
-            HfTok tk = {&tok, tokpath, jinja};
-            rc = hf_save_tok(out, &c, &t, params, &tk, force, e);
-        } else {
-            rc = hf_save(out, &c, &t, params, bos, eos, force, e);
-        }
+        const char *base = strrchr(in, '/');
+        if (!name) name = c.name[0] ? c.name : base ? base + 1 : in;
+        SourceSave so = {to_gguf ? SOURCE_SAVE_GGUF : to_ckpt ? SOURCE_SAVE_CKPT : SOURCE_SAVE_HF,
+                         tokpath ? &tok : NULL, tokpath, jinja, tok_id, name, gtype, force};
+        rc = source_save(out, &c, &t, params, &so, e);
     }
     if (rc == 0) {
         double t2 = time_now(), mb = (double)t.numel * 4 / 1e6;

@@ -1,12 +1,13 @@
 /*
  * cmd_eval.c: `llamac eval`: mean loss and perplexity of a model file on a
- * token shard, walking its windows in order (every window once with
- * --batches 0).
+ * token shard or a set of them (shardset.h), walking its windows in order
+ * (every window once with --batches 0).
  */
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
+#include "../../data/shardset.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../io/source.h"
@@ -18,7 +19,7 @@ int cmd_eval(int argc, char **argv, Err *e) {
     long B = 8, T = 256, batches = 0, doc_mask = 1;
     CliFlag flags[] = {
         {"model", CLI_STR, &model, 0, 0, "model: checkpoint (HDF5, from llamac pretrain or convert) or GGUF"},
-        {"data", CLI_STR, &data, 0, 0, "token shard"},
+        {"data", CLI_STR, &data, 0, 0, "token shards: a file, directory, glob or split NAME.bin"},
         {"batch", CLI_INT, &B, 1, 1 << 16, "batch size"},
         {"seq", CLI_INT, &T, 2, 1 << 20, "sequence length"},
         {"batches", CLI_INT, &batches, 0, 1L << 40, "batches to evaluate (0: the whole shard once)"},
@@ -40,19 +41,21 @@ int cmd_eval(int argc, char **argv, Err *e) {
     if (source_open(&ms, model, e)) return -1;
     LlamaConfig c = ms.c;
     uint64_t model_tok = ms.tokenizer_id;
-    Shard s;
-    if (shard_open(&s, data, e)) return -1;
+    ShardSet s;
+    if (shardset_open(&s, &data, 1, "--data", e)) {
+        shardset_close(&s);
+        return -1;
+    }
     int rc = -1;
-    if (s.tokenizer_id != model_tok || s.vocab != c.vocab) {
+    if (s.s[0].tokenizer_id != model_tok || s.s[0].vocab != c.vocab) {
         err_set(e, "%s: made by a different tokenizer than the model %s was trained with", data, model);
         goto out_shard;
     }
     Llama m;
     Device dev;
     if (device_load_model(&dev, device, model, NULL, NULL, &c, &m, (int)B, (int)T, e)) goto out_shard;
-    const Shard *sp = &s;
     Loader L;
-    if (loader_init(&L, &sp, 1, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;
+    if (loader_init(&L, s.p, s.n, (int)B, (int)T, 0, 1, 0, (int)doc_mask, 0, e)) goto out_model;
     if (batches == 0) batches = (long)(loader_windows(&L) / (uint64_t)B);
     long ntok;
     double t0 = time_now();
@@ -66,6 +69,6 @@ out_model:
     llama_free(&m);
     device_close(&dev);
 out_shard:
-    shard_close(&s);
+    shardset_close(&s);
     return rc;
 }

@@ -14,41 +14,56 @@
 #include "../../data/loader.h"
 #include "../../data/mixture.h"
 #include "../../data/shard.h"
+#include "../../data/shardset.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../loop/trainer.h"
 #include "../loop/trdata.h"
 
-#define MAX_SHARDS 128
-
 /* The shards of a split, source after source: source k holds
  * p[first[k], first[k + 1]). Plain `--train SHARD` entries are one unnamed
- * source. */
+ * source. Each SHARD is a file, a directory, a glob or a split NAME.bin
+ * (shardset_expand). */
 typedef struct {
-    Shard s[MAX_SHARDS];
-    const Shard *p[MAX_SHARDS];
-    int n;
+    Shard *s;                      /* (cap) */
+    const Shard **p;               /* (cap) p[i] = &s[i] */
+    int n, cap;
     int nsrc, first[MIX_MAX_SOURCES + 1];
     char *name[MIX_MAX_SOURCES];   /* NULL for the unnamed source */
     double weight[MIX_MAX_SOURCES];
     char *text[MIX_MAX_SOURCES];   /* owned copies of the entries, cut in place */
-} ShardSet;
+} Sources;
 
-static void close_shards(ShardSet *set) {
+static void close_shards(Sources *set) {
     for (int i = 0; i < set->n; i++) shard_close(&set->s[i]);
     for (int k = 0; k < MIX_MAX_SOURCES; k++) free(set->text[k]);
+    free(set->s);
+    free(set->p);
     memset(set, 0, sizeof *set);
 }
 
-static int open_one(ShardSet *set, const char *path, const char *flag, Err *e) {
-    if (set->n >= MAX_SHARDS) return err_set(e, "%s: more than %d shards in all", flag, MAX_SHARDS);
-    if (shard_open(&set->s[set->n], path, e)) return -1;
-    set->p[set->n] = &set->s[set->n];
-    set->n++;
-    const Shard *a = &set->s[set->n - 1], *b = &set->s[0];
-    if (a->tokenizer_id != b->tokenizer_id || a->vocab != b->vocab)
-        return err_set(e, "%s: made by a different tokenizer than %s", path, b->path);
-    return 0;
+/* Open the shards spec names (one file, or all that shardset_expand finds). */
+static int open_one(Sources *set, const char *spec, const char *flag, Err *e) {
+    (void)flag;
+    char **paths = NULL;
+    int np = 0, rc = shardset_expand(spec, &paths, &np, e);
+    for (int i = 0; i < np && !rc; i++) {
+        if (set->n == set->cap) {
+            set->cap = set->cap ? 2 * set->cap : 16;
+            set->s = xrealloc(set->s, (size_t)set->cap * sizeof *set->s);
+            set->p = xrealloc(set->p, (size_t)set->cap * sizeof *set->p);
+            for (int j = 0; j < set->n; j++) set->p[j] = &set->s[j];
+        }
+        if ((rc = shard_open(&set->s[set->n], paths[i], e))) break;
+        set->p[set->n] = &set->s[set->n];
+        set->n++;
+        const Shard *a = &set->s[set->n - 1], *b = &set->s[0];
+        if (a->tokenizer_id != b->tokenizer_id || a->vocab != b->vocab)
+            rc = err_set(e, "%s: made by a different tokenizer than %s", paths[i], b->path);
+    }
+    for (int i = 0; i < np; i++) free(paths[i]);
+    free(paths);
+    return rc;
 }
 
 /* A named entry: "NAME=..." with NAME made of [A-Za-z0-9_.-] (a path holding
@@ -61,7 +76,7 @@ static int is_named(const char *v) {
 /* Open a split's shards: plain paths (one source, as before mixtures) or
  * NAME=SHARD[+SHARD...][:WEIGHT] sources (with_weight: the weight is
  * required, else there is none). */
-static int open_shards(ShardSet *set, const CliList *v, const char *flag, int with_weight, Err *e) {
+static int open_shards(Sources *set, const CliList *v, const char *flag, int with_weight, Err *e) {
     memset(set, 0, sizeof *set);
     if (v->n == 0) return err_set(e, "%s: no shard given", flag);
     int named = is_named(v->v[0]);
@@ -109,7 +124,7 @@ static int open_shards(ShardSet *set, const CliList *v, const char *flag, int wi
 }
 
 /* The split's sources as the mixture takes them. */
-static int set_sources(const ShardSet *set, MixSource *src) {
+static int set_sources(const Sources *set, MixSource *src) {
     for (int k = 0; k < set->nsrc; k++) {
         MixSource m = {set->name[k], set->weight[k], set->p + set->first[k], set->first[k + 1] - set->first[k]};
         src[k] = m;
@@ -149,7 +164,7 @@ static TrainData mix_data(Mixture *M, const Shard *s0, const char *name) {
 }
 
 /* The start-up lines of named sources. */
-static void print_sources(const Mixture *M, const ShardSet *set) {
+static void print_sources(const Mixture *M, const Sources *set) {
     for (int k = 0; k < M->K; k++)
         printf("  source %s: weight %g (%.1f%%), %d shard%s, %" PRIu64 " windows, %" PRIu64 " tokens\n", M->name[k],
                M->weight[k], 100.0 * (M->cum[k] - (k ? M->cum[k - 1] : 0)), set->first[k + 1] - set->first[k],
@@ -163,7 +178,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     TrainOpts o;
     trainer_opts_default(&o);
     CliFlag flags[8 + TRAINER_NFLAGS] = {
-        {"train", CLI_LIST, &train, 0, 0, "training shard (repeatable: one dataset), or a source of a mixture "
+        {"train", CLI_LIST, &train, 0, 0, "training shards: a file, directory, glob or split NAME.bin (repeatable: one dataset), or a source of a mixture "
                                           "NAME=SHARD[+SHARD...]:WEIGHT (repeatable; each row's source drawn by weight)"},
         {"val", CLI_LIST, &val, 0, 0, "validation shard (repeatable; none: no validation), or NAME=SHARD[+SHARD...] "
                                       "(repeatable: the loss of each, val_loss/NAME, and their mean)"},
@@ -187,12 +202,13 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
                  "0.1 on matrices, clip 1.0, warmup then cosine to 10%.\n"
                  "Mixtures (docs/data.md): each row's source is drawn by weight from a stream\n"
                  "seeded by --seed, each source keeps its own epochs, and a checkpoint holds the\n"
-                 "whole cursor, so --resume continues the same rows.",
+                 "whole cursor, so --resume continues the same rows. A SHARD is a file, a directory\n"
+                 "of *.bin, a glob, or the NAME.bin of a split tokenize encode --shard-size output.",
                  flags, nf);
         return 0;
     }
     if (trainer_check(&o, e)) return -1;
-    ShardSet *tr = xcalloc(1, sizeof *tr), *va = xcalloc(1, sizeof *va);
+    Sources *tr = xcalloc(1, sizeof *tr), *va = xcalloc(1, sizeof *va);
     int rc = -1;
     Trainer t;
     Mixture M;

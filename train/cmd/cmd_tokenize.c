@@ -1,8 +1,9 @@
 /*
  * cmd_tokenize.c: `llamac tokenize train` learns a byte-level BPE tokenizer
  * from text or JSONL files; `llamac tokenize encode` turns documents into a
- * token shard (an end-of-text token after every document), optionally
- * holding out a fraction of the documents as a validation shard. `ids`,
+ * token shard (an end-of-text token after every document), streaming on
+ * every core (tokstream.h), optionally holding out a fraction of the
+ * documents as a validation shard and splitting large outputs. `ids`,
  * `special`, `chat` and `bench` show what any tokenizer kind (tok.h) makes
  * of a file, a special-token name or a chat JSONL file, and how fast.
  */
@@ -15,6 +16,7 @@
 #include "../../data/jsonl.h"
 #include "../../data/tok.h"
 #include "../../data/shard.h"
+#include "../../data/tokstream.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 
@@ -95,87 +97,104 @@ done:
 // ----------------------------------------------------------------------------
 // encode
 
-typedef struct {
-    const Tokenizer *tok;
-    int32_t *ids[2];   /* train, val */
-    size_t n[2], cap[2];
-    uint32_t docs[2];
-    long doc;
-    long val_per_mille;
-    size_t bytes;
-} Enc;
+/* --shard-size: a count of tokens (K, M, G: thousands, millions,
+ * billions) or of bytes on disk (KB, MB, GB: 10^3.., divided by the
+ * shard's bytes per token). */
+static const struct {
+    const char *suffix;
+    double mult;
+    int bytes;
+} size_units[] = {
+    {"", 1, 0}, {"K", 1e3, 0}, {"M", 1e6, 0}, {"G", 1e9, 0}, {"KB", 1e3, 1}, {"MB", 1e6, 1}, {"GB", 1e9, 1},
+};
 
-static int encode_doc(void *ud, const char *text, size_t len, Err *e) {
-    (void)e;
-    Enc *x = ud;
-    /* every document lands in the same split on every run: by its index */
-    uint64_t h = (uint64_t)x->doc++ * 0x9e3779b97f4a7c15ULL;
-    int s = (long)((h >> 33) % 1000) < x->val_per_mille;
-    int32_t *tmp = NULL;
-    size_t tcap = 0, k = tok_encode(x->tok, text, len, &tmp, &tcap);
-    if (x->n[s] + k + 1 > x->cap[s]) {
-        x->cap[s] = 2 * (x->n[s] + k + 1);
-        x->ids[s] = xrealloc(x->ids[s], x->cap[s] * sizeof(int32_t));
-    }
-    memcpy(x->ids[s] + x->n[s], tmp, k * sizeof(int32_t));
-    x->n[s] += k;
-    x->ids[s][x->n[s]++] = x->tok->eos;
-    x->docs[s]++;
-    x->bytes += len;
-    free(tmp);
-    return 0;
+static int parse_shard_size(const char *s, int token_bytes, uint64_t *tokens, Err *e) {
+    char *end;
+    double v = strtod(s, &end);
+    int nu = (int)(sizeof size_units / sizeof size_units[0]);
+    for (int i = 0; end != s && i < nu; i++)
+        if (strcmp(end, size_units[i].suffix) == 0) {
+            double t = v * size_units[i].mult / (size_units[i].bytes ? token_bytes : 1);
+            if (!(t >= 1 && t < 1e18)) break;
+            *tokens = (uint64_t)t;
+            return 0;
+        }
+    return err_set(e, "--shard-size: '%s' is not a size (tokens: 100M; bytes: 200MB; at least one token)", s);
 }
 
+static const char *const bad_utf8_names[] = {"refuse", "skip"}; /* indexed by DOCS_UTF8_* */
+
 static int tokenize_encode(int argc, char **argv, Err *e) {
-    const char *out = NULL, *val_out = NULL, *tokpath = NULL, *field = "text";
+    const char *out = NULL, *val_out = NULL, *tokpath = NULL, *field = "text", *shard_size = NULL;
+    const char *bad_utf8 = "refuse";
     double val_frac = 0;
+    long batch_mb = 16, progress = 1;
     CliList in = {{0}, 0};
     CliFlag flags[] = {
         {"tokenizer", CLI_STR, &tokpath, 0, 0, "tokenizer: llamac, tokenizer.json, tiktoken or SentencePiece"},
         {"input", CLI_LIST, &in, 0, 0, "text file (one document) or .jsonl (one per line); repeatable"},
         {"field", CLI_STR, &field, 0, 0, "JSON field holding the text"},
-        {"out", CLI_STR, &out, 0, 0, "token shard to write"},
+        {"out", CLI_STR, &out, 0, 0, "token shard to write (with --shard-size: NAME.bin names NAME_000000.bin...)"},
         {"val-out", CLI_STR, &val_out, 0, 0, "validation shard for the held-out documents"},
         {"val-frac", CLI_FLOAT, &val_frac, 0, 0.5, "fraction of documents held out (needs --val-out)"},
+        {"shard-size", CLI_STR, &shard_size, 0, 0, "split outputs every N tokens (100M) or bytes (200MB)"},
+        {"bad-utf8", CLI_STR, &bad_utf8, 0, 0, "a document that is not UTF-8: refuse (an error naming file:line) or skip (counted)"},
+        {"batch-mb", CLI_INT, &batch_mb, 1, 4096, "input MB read and encoded at a time: memory is a few times this"},
+        {"progress", CLI_INT, &progress, 0, 1, "1: a progress line on stderr (MB/s, ETA)"},
     };
     int nf = (int)(sizeof flags / sizeof flags[0]), help, npos;
     const char *pos[1];
     if (cli_parse_all(argc, argv, flags, nf, pos, 0, &npos, &help, e)) return -1;
     if (help) {
         cli_help("llamac tokenize encode --tokenizer FILE --input FILE... --out SHARD [flags]",
-                 "Encode documents into a token shard, an end-of-text token after each; with\n"
-                 "--val-out and --val-frac a deterministic fraction of documents goes to a\n"
-                 "validation shard instead.", flags, nf);
+                 "Encode documents into a token shard, an end-of-text token after each, on every\n"
+                 "core (OMP_NUM_THREADS sets how many) in memory bounded by --batch-mb, whatever\n"
+                 "the corpus size; the shard is the same bytes on any number of threads. With\n"
+                 "--val-out and --val-frac a fraction of documents, chosen by their position in\n"
+                 "the input alone, goes to a validation shard instead. With --shard-size the\n"
+                 "outputs are split into NAME_000000.bin, NAME_000001.bin, ...; pretrain --train\n"
+                 "NAME.bin (or the directory, or a glob) reads them as one dataset.", flags, nf);
         return 0;
     }
     if (!tokpath) return err_set(e, "--tokenizer: required");
     if (!in.n) return err_set(e, "--input: required");
     if (!out) return err_set(e, "--out: required");
     if (val_frac > 0 && !val_out) return err_set(e, "--val-frac: needs --val-out");
+    int mode = -1;
+    for (int i = 0; i < (int)(sizeof bad_utf8_names / sizeof bad_utf8_names[0]); i++)
+        if (strcmp(bad_utf8, bad_utf8_names[i]) == 0) mode = i;
+    if (mode < 0) return err_set(e, "--bad-utf8: '%s' is not refuse or skip", bad_utf8);
     Tokenizer tok;
     if (tok_load(&tok, tokpath, e)) return -1;
     if (tok.eos < 0) {
         tok_free(&tok);
         return err_set(e, "%s: no end-of-text token to separate documents", tokpath);
     }
-    Enc x = {&tok, {NULL, NULL}, {0, 0}, {0, 0}, {0, 0}, 0, (long)(val_frac * 1000 + 0.5), 0};
-    int rc = -1;
-    double t0 = time_now();
-    for (int i = 0; i < in.n; i++)
-        if (docs_each(in.v[i], field, encode_doc, &x, e)) goto done;
-    double dt = time_now() - t0;
-    if (shard_write(out, x.ids[0], x.n[0], tok.vocab, tok.eos, tok.id, x.docs[0], e)) goto done;
-    if (val_out && shard_write(val_out, x.ids[1], x.n[1], tok.vocab, tok.eos, tok.id, x.docs[1], e)) goto done;
-    printf("encoded %.1f MB in %.2f s (%.1f MB/s): %s %zu tokens in %u documents", x.bytes / 1e6, dt,
-           x.bytes / 1e6 / dt, out, x.n[0], x.docs[0]);
-    if (val_out) printf(", %s %zu tokens in %u documents", val_out, x.n[1], x.docs[1]);
-    printf("\n");
-    rc = 0;
-done:
-    free(x.ids[0]);
-    free(x.ids[1]);
+    TokStreamOpts o = {out, val_out, (long)(val_frac * 1000 + 0.5), 0,
+                       {field, (size_t)batch_mb << 20, mode, 0, progress ? "tokenize encode" : NULL}};
+    if (shard_size && parse_shard_size(shard_size, tok.vocab <= 65536 ? 2 : 4, &o.shard_tokens, e)) {
+        tok_free(&tok);
+        return -1;
+    }
+    TokStreamStats st;
+    int rc = tokstream_encode(&tok, in.v, in.n, &o, &st, e);
     tok_free(&tok);
-    return rc;
+    if (rc) return -1;
+    if (st.ds.bad_utf8)
+        fprintf(stderr, "llamac: warning: skipped %llu documents that are not valid UTF-8 (--bad-utf8 skip)\n",
+                (unsigned long long)st.ds.bad_utf8);
+    double dt = st.ds.seconds > 0 ? st.ds.seconds : 1e-9;
+    int nt = docstream_threads();
+    printf("encoded %.1f MB in %.2f s (%.1f MB/s on %d thread%s, peak RSS %.0f MB): ", st.text_bytes / 1e6, dt,
+           st.text_bytes / 1e6 / dt, nt, nt == 1 ? "" : "s", peak_rss_bytes() / 1048576.0);
+    const char *name[2] = {out, val_out};
+    for (int s = 0; s < 2 && name[s]; s++) {
+        printf("%s%s %llu tokens in %llu documents", s ? ", " : "", name[s], (unsigned long long)st.tokens[s],
+               (unsigned long long)st.docs[s]);
+        if (o.shard_tokens) printf(" (%d shards)", st.shards[s]);
+    }
+    printf("\n");
+    return 0;
 }
 
 // ----------------------------------------------------------------------------

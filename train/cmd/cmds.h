@@ -32,5 +32,6 @@ int cmd_chat(int argc, char **argv, Err *e);
 int cmd_sample(int argc, char **argv, Err *e);
 int cmd_score(int argc, char **argv, Err *e);
 int cmd_rs(int argc, char **argv, Err *e);
+int cmd_prune(int argc, char **argv, Err *e);
 
 #endif

@@ -40,6 +40,8 @@ static const CfgField cfg_fields[] = {
     CF(rope_low_freq, 1), CF(rope_high_freq, 1), CF(rope_orig_ctx, 0), CF(tied, 0),
     /* classifiers (reward models), 2026-12 */
     {"num_labels", offsetof(LlamaConfig, num_labels), 0, 0}, {"pad_id", offsetof(LlamaConfig, pad_id), 0, -1},
+    /* a head size other than dim / n_heads (pruned models), 2026-12; 0: dim / n_heads */
+    {"head_dim", offsetof(LlamaConfig, head_dim), 0, 0},
 };
 #undef CF
 #define N_CFG (int)(sizeof cfg_fields / sizeof cfg_fields[0])
@@ -49,6 +51,13 @@ int ckpt_config_diff(const LlamaConfig *a, const LlamaConfig *b, char *buf, size
         const char *pa = (const char *)a + cfg_fields[i].off, *pb = (const char *)b + cfg_fields[i].off;
         if (cfg_fields[i].off == offsetof(LlamaConfig, pad_id) && !a->num_labels && !b->num_labels)
             continue; /* only a classifier reads its pad id */
+        if (cfg_fields[i].off == offsetof(LlamaConfig, head_dim)) {
+            if (config_head_size(a) != config_head_size(b)) { /* 0 and an explicit D/H are one shape */
+                snprintf(buf, n, "head_dim %d vs %d", config_head_size(a), config_head_size(b));
+                return 1;
+            }
+            continue;
+        }
         if (cfg_fields[i].is_float) {
             float x, y;
             memcpy(&x, pa, sizeof x);
@@ -1204,9 +1213,9 @@ int ckpt_print(const char *path, FILE *out, Err *e) {
     char head[64];
     if (c->num_labels) snprintf(head, sizeof head, "score (%d x %d) head, pad id %d", c->num_labels, c->dim, c->pad_id);
     else snprintf(head, sizeof head, "%s head", c->tied ? "tied" : "untied");
-    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads, hidden %d, vocab %d, max_seq %d, %s\n",
-            c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, c->hidden,
-            c->vocab, c->max_seq, head);
+    fprintf(out, "  model: %s dim %d, %d layers, %d/%d heads of %d, hidden %d, vocab %d, max_seq %d, %s\n",
+            c->name[0] ? c->name : "(unnamed)", c->dim, c->n_layers, c->n_heads, c->n_kv_heads, config_head_size(c),
+            c->hidden, c->vocab, c->max_seq, head);
     fprintf(out, "  rope: theta %g%s; norm eps %g; tokenizer id %016llx\n", c->rope_theta,
             c->rope_scaling == ROPE_SCALING_LLAMA3 ? ", llama3 scaling" : "", c->norm_eps,
             (unsigned long long)info.tokenizer_id);

@@ -275,7 +275,10 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
         return err_set(e, "%s: the tokenizer's %d tokens do not fit the model's vocab %d", path, tok->vocab, c->vocab);
     GgufWriter w = {fopen(tmp, "wb"), 1, 0, 0};
     if (!w.f) return err_set(e, "%s: cannot create: %s", tmp, strerror(errno));
-    int n_meta = 14 + vocab_kv_count(tok) + (o->chat_template != NULL); /* the kv_* calls below (checked) */
+    /* the kv_* calls below (checked); key_length and value_length only where the head size is not
+     * embedding_length / head_count (llama.cpp's default for both) */
+    int own_hs = !config_head_size_default(c);
+    int n_meta = 14 + 2 * own_hs + vocab_kv_count(tok) + (o->chat_template != NULL);
     gguf_put(&w, "GGUF", 4);
     gguf_put_u32(&w, GGUF_VERSION);
     gguf_put_u64(&w, (uint64_t)(t->n + scaled));
@@ -293,6 +296,10 @@ int gguf_save(const char *path, const LlamaConfig *c, const ParamTable *t, const
     gguf_kv_f32(&w, "llama.rope.freq_base", c->rope_theta);
     gguf_kv_f32(&w, "llama.attention.layer_norm_rms_epsilon", c->norm_eps);
     gguf_kv_u32(&w, "llama.rope.dimension_count", (uint32_t)hs);
+    if (own_hs) {
+        gguf_kv_u32(&w, "llama.attention.key_length", (uint32_t)hs);
+        gguf_kv_u32(&w, "llama.attention.value_length", (uint32_t)hs);
+    }
     gguf_kv_u32(&w, "llama.vocab_size", (uint32_t)c->vocab);
     vocab_kv(&w, tok, c->vocab);
     if (o->chat_template) gguf_kv_str(&w, "tokenizer.chat_template", o->chat_template);
@@ -484,19 +491,21 @@ static int gguf_config(const Gguf *g, LlamaConfig *c, Err *e) {
         return -1;
     c->norm_eps = (float)eps;
     c->rope_theta = (float)theta;
-    if (c->dim % c->n_heads)
-        return err_set(e, "%s: llama.embedding_length %d is not a multiple of head_count %d", g->path, c->dim,
-                       c->n_heads);
-    int hs = c->dim / c->n_heads, v;
-    static const char *const hs_keys[] = {"llama.rope.dimension_count", "llama.attention.key_length",
-                                          "llama.attention.value_length"};
-    for (int k = 0; k < 3; k++) {
+    /* the head size: attention.key_length (llama.cpp's n_embd_head_k), by default
+     * embedding_length / head_count; value_length and the rotated dimensions must equal it */
+    int hs = c->dim % c->n_heads ? 0 : c->dim / c->n_heads, v;
+    if (gguf_int(g, "llama.attention.key_length", hs, 0, BIG, &hs, e)) return -1;
+    if (hs == 0)
+        return err_set(e, "%s: llama.embedding_length %d is not a multiple of head_count %d and "
+                          "llama.attention.key_length is not set", g->path, c->dim, c->n_heads);
+    static const char *const hs_keys[] = {"llama.rope.dimension_count", "llama.attention.value_length"};
+    for (int k = 0; k < 2; k++) {
         v = hs;
         if (gguf_int(g, hs_keys[k], hs, 1, BIG, &v, e)) return -1;
         if (v != hs)
-            return err_set(e, "%s: %s = %d, not embedding_length / head_count = %d (not supported)", g->path,
-                           hs_keys[k], v, hs);
+            return err_set(e, "%s: %s = %d, not the head size %d (not supported)", g->path, hs_keys[k], v, hs);
     }
+    c->head_dim = c->dim % c->n_heads == 0 && hs == c->dim / c->n_heads ? 0 : hs;
     const char *st;
     size_t sl;
     int r = gguf_get_str(g, "llama.rope.scaling.type", 0, &st, &sl, e);

@@ -110,11 +110,13 @@ static int parse_config(const char *path, json_t *j, LlamaConfig *c, Err *e) {
         get_int(path, j, "max_position_embeddings", 2048, 1, BIG, &c->max_seq, e) ||
         get_num(path, j, "rms_norm_eps", 1e-6, 0, &c->norm_eps, e))
         return -1;
-    int head_dim;
-    if (get_int(path, j, "head_dim", 0, 1, BIG, &head_dim, e)) return -1;
-    if (head_dim && (c->dim % c->n_heads != 0 || head_dim != c->dim / c->n_heads))
-        return err_set(e, "%s: head_dim %d is not hidden_size / num_attention_heads (%d / %d): not supported", path,
-                       head_dim, c->dim, c->n_heads);
+    /* head_dim (transformers: absent or null means hidden_size / num_attention_heads);
+     * kept only where it differs, so the same model reads the same either way */
+    if (get_int(path, j, "head_dim", 0, 1, BIG, &c->head_dim, e)) return -1;
+    if (c->head_dim && c->dim % c->n_heads == 0 && c->head_dim == c->dim / c->n_heads) c->head_dim = 0;
+    if (!c->head_dim && c->dim % c->n_heads != 0)
+        return err_set(e, "%s: hidden_size %d is not a multiple of num_attention_heads %d and head_dim is not set",
+                       path, c->dim, c->n_heads);
     static const char *const biases[] = {"attention_bias", "mlp_bias"};
     for (int k = 0; k < 2; k++)
         if (json_is_true(json_object_get(j, biases[k]))) return err_set(e, "%s: %s is not supported", path, biases[k]);

@@ -352,3 +352,41 @@ uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8
     uint64_t h[2] = {ckpt_hash(params, t->size * sizeof(float)), qdata ? ckpt_hash(qdata, t->qsize) : 0};
     return ckpt_hash(h, sizeof h);
 }
+
+// ----------------------------------------------------------------------------
+// the one way out
+
+static int ends_with(const char *s, const char *suffix) {
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+SourceSaveFormat source_save_format(const char *out) {
+    return ends_with(out, ".gguf") ? SOURCE_SAVE_GGUF : ends_with(out, ".h5") ? SOURCE_SAVE_CKPT : SOURCE_SAVE_HF;
+}
+
+int source_save_parse(const char *name, SourceSaveFormat *f, Err *e) {
+    static const char *const names[] = {"ckpt", "hf", "gguf"}; /* SourceSaveFormat order */
+    for (int i = 0; i < 3; i++)
+        if (strcmp(name, names[i]) == 0) {
+            *f = (SourceSaveFormat)i;
+            return 0;
+        }
+    return err_set(e, "--format: unknown format '%s' (ckpt, hf or gguf)", name);
+}
+
+int source_save(const char *out, const LlamaConfig *c, const ParamTable *t, const float *params, const SourceSave *o,
+                Err *e) {
+    if (o->format == SOURCE_SAVE_GGUF) {
+        GgufOpts go = {.type = (GgufType)o->gguf_type, .name = o->name ? o->name : c->name, .tok = o->tok,
+                       .chat_template = o->chat_template};
+        return gguf_save(out, c, t, params, &go, e);
+    }
+    if (o->format == SOURCE_SAVE_CKPT)
+        return ckpt_save(out, c, t, params, o->tok ? o->tok->id : o->tokenizer_id, NULL, NULL, e);
+    if (o->tok) {
+        HfTok tk = {o->tok, o->tokpath, o->chat_template};
+        return hf_save_tok(out, c, t, params, &tk, o->force, e);
+    }
+    return hf_save(out, c, t, params, -1, -1, o->force, e);
+}

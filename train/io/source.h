@@ -105,4 +105,36 @@ uint64_t source_quant_hash(const ParamTable *t, const float *params, const uint8
 int source_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt, float *base_params,
                      CkptLora *lora, AdamW *opt, CkptState *st, Err *e);
 
+// ----------------------------------------------------------------------------
+// the one way out (convert and prune): a model in one of the three forms
+
+struct Tokenizer;
+
+typedef enum { SOURCE_SAVE_CKPT, SOURCE_SAVE_HF, SOURCE_SAVE_GGUF } SourceSaveFormat;
+
+/* What a written model carries besides its weights. */
+typedef struct SourceSave {
+    int format;                  /* SourceSaveFormat */
+    const struct Tokenizer *tok; /* the model's tokenizer, or NULL */
+    const char *tokpath;         /* its file (a HF OUT copies it), with tok */
+    const char *chat_template;   /* Jinja text (HF, GGUF), or NULL */
+    uint64_t tokenizer_id;       /* a checkpoint's recorded id (tok's when tok) */
+    const char *name;            /* GGUF general.name (NULL: c->name) */
+    int gguf_type;               /* GgufType of a GGUF's matrices */
+    int force;                   /* a HF OUT: replace an existing directory */
+} SourceSave;
+
+/* The form out names: .gguf GGUF, .h5 a checkpoint, anything else a
+ * Hugging Face directory (convert's rule for a checkpoint IN). */
+SourceSaveFormat source_save_format(const char *out);
+
+/* Format name from --format: "ckpt", "hf" or "gguf"; -1 with e otherwise. */
+int source_save_parse(const char *name, SourceSaveFormat *f, Err *e);
+
+/* Write c's weights (t, params) to out in o->format through that format's
+ * writer (ckpt_save, hf_save_tok / hf_save, gguf_save), atomically as each
+ * does. Returns 0 or -1 with the writer's message. */
+int source_save(const char *out, const LlamaConfig *c, const ParamTable *t, const float *params, const SourceSave *o,
+                Err *e);
+
 #endif
