@@ -150,10 +150,10 @@ CFLAGS := $(CFLAGS_BASE) $(WARN)
 
 # ---- sources ----------------------------------------------------------------
 LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cpu.c model/ops_cpu_engine.c model/ops_cpu_qrows.c model/engine.c model/llama.c model/lora.c model/sample.c \
-           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/shardset.c data/tokstream.c data/loader.c data/jsonl.c data/docstream.c data/wordsplit.c data/textfilter.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c \
+           data/bpe.c data/bbpe.c data/merges.c data/chunkcache.c data/spm.c data/gguf.c data/tok.c data/chat.c data/shard.c data/shardset.c data/tokstream.c data/loader.c data/jsonl.c data/docstream.c data/wordsplit.c data/textfilter.c data/sft.c data/dpo.c data/pack.c data/prompts.c data/rejection.c data/tcache.c \
            $(DIST_SRC) dist/pp.c optim/adamw.c optim/sched.c \
            train/proc/cli.c train/proc/blas_env.c train/io/ckpt.c train/loop/run.c train/loop/rollout.c \
-           train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_data.c train/cmd/cmd_data_filter.c train/cmd/cmd_data_dedup.c train/cmd/cmd_data_quality.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/cmd/cmd_reward.c train/loop/trainer.c train/loop/ftdata.c train/loop/pipeline.c train/loop/scorer.c \
+           train/cmd/cmd_inspect.c train/cmd/cmd_bench.c train/cmd/cmd_tokenize.c train/cmd/cmd_data.c train/cmd/cmd_data_filter.c train/cmd/cmd_data_dedup.c train/cmd/cmd_data_quality.c train/cmd/cmd_pretrain.c train/cmd/cmd_sft.c train/cmd/cmd_dpo.c train/cmd/cmd_reward.c train/cmd/cmd_distill.c train/loop/trainer.c train/loop/ftdata.c train/loop/trdata.c train/loop/pipeline.c train/loop/scorer.c \
            train/cmd/cmd_eval.c train/cmd/cmd_generate.c train/cmd/cmd_chat.c train/cmd/cmd_sample.c train/cmd/cmd_rs.c train/proc/device.c \
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 LIB_SRC += data/mixture.c
@@ -166,7 +166,7 @@ TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/tes
             tests/test_lora.c tests/test_sft.c tests/test_dpo.c tests/test_export.c tests/test_gguf.c tests/test_peft.c \
             tests/test_sft_batches.c tests/test_engine.c tests/test_dist.c tests/test_pp.c tests/test_robust.c tests/test_fuzz.c \
             tests/fuzz_targets.c tests/test_sample.c tests/test_cmd_sample.c tests/test_reward.c tests/test_cmd_score.c tests/test_rs.c \
-            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c
+            tests/test_nf4.c tests/test_quant.c tests/test_qlora.c tests/test_mixture.c tests/test_distill.c
 # pretraining-data dedup and quality classifier
 TEST_SRC += tests/test_dedup.c
 

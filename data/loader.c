@@ -116,6 +116,10 @@ static int find_shard(const Loader *L, uint64_t w) {
 }
 
 uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos) {
+    return loader_next_rows(L, tokens, targets, pos, NULL);
+}
+
+uint64_t loader_next_rows(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos, uint64_t *wins) {
     int B = L->B, T = L->T;
     uint64_t rows = (uint64_t)B * (uint64_t)L->world;
     if (L->pos + rows > L->n_windows) { /* the rest of this epoch is short of a batch */
@@ -127,25 +131,31 @@ uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos)
     uint64_t base = L->pos + (uint64_t)L->rank * B;
     for (int b = 0; b < B; b++) {
         uint64_t w = L->shuffle ? L->order[base + b] : base + b;
-        int si = find_shard(L, w);
-        const Shard *s = L->shards[si];
-        uint64_t off = (w - L->first[si]) * (uint64_t)T;
-        int32_t *tok = tokens + (size_t)b * T, *tgt = targets + (size_t)b * T;
-        shard_read(s, off, (uint64_t)T, tok);
-        memcpy(tgt, tok + 1, ((size_t)T - 1) * sizeof *tgt);
-        tgt[T - 1] = shard_token(s, off + T);
-        if (pos) {
-            int32_t *p = pos + (size_t)b * T, next = 0;
-            int eot = L->doc_mask ? L->eot : -1; /* -1 never matches: tokens are >= 0 */
-            for (int t = 0; t < T; t++) {
-                p[t] = next++;
-                if (tok[t] == eot) next = 0;
-            }
-        }
+        if (wins) wins[b] = w;
+        loader_window(L, w, tokens + (size_t)b * T, targets + (size_t)b * T, pos ? pos + (size_t)b * T : NULL);
     }
     uint64_t epoch = L->epoch;
     L->pos += rows;
     return epoch;
+}
+
+void loader_window(const Loader *L, uint64_t w, int32_t *tok, int32_t *tgt, int32_t *pos) {
+    int T = L->T;
+    LC_ASSERT(w < L->n_windows);
+    int si = find_shard(L, w);
+    const Shard *s = L->shards[si];
+    uint64_t off = (w - L->first[si]) * (uint64_t)T;
+    shard_read(s, off, (uint64_t)T, tok);
+    memcpy(tgt, tok + 1, ((size_t)T - 1) * sizeof *tgt);
+    tgt[T - 1] = shard_token(s, off + T);
+    if (pos) {
+        int32_t next = 0;
+        int eot = L->doc_mask ? L->eot : -1; /* -1 never matches: tokens are >= 0 */
+        for (int t = 0; t < T; t++) {
+            pos[t] = next++;
+            if (tok[t] == eot) next = 0;
+        }
+    }
 }
 
 int loader_seek(Loader *L, uint64_t epoch, uint64_t pos, Err *e) {

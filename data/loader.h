@@ -62,6 +62,16 @@ int loader_init(Loader *L, const Shard *const *shards, int nshards, int B, int T
  * Returns the epoch the batch belongs to. */
 uint64_t loader_next(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos);
 
+/* loader_next that also writes wins[b] (B, may be NULL) = the global
+ * window number of row b (windows numbered shard after shard, in file
+ * order, at offsets k*T): a key per row that depends on the shards and T
+ * alone, not on B, the seed or the epoch (distill's teacher cache). */
+uint64_t loader_next_rows(Loader *L, int32_t *tokens, int32_t *targets, int32_t *pos, uint64_t *wins);
+
+/* Window w (< loader_windows(L)) into one row of T tokens, targets and
+ * positions (pos may be NULL), as loader_next draws it. */
+void loader_window(const Loader *L, uint64_t w, int32_t *tok, int32_t *tgt, int32_t *pos);
+
 /* Move the cursor to (epoch, pos), e.g. from a checkpoint. pos must be a
  * multiple of B*world and at most loader_windows(L). Returns 0 or -1 with e. */
 int loader_seek(Loader *L, uint64_t epoch, uint64_t pos, Err *e);

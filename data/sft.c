@@ -359,33 +359,39 @@ int sft_rows_seek(SftRows *r, uint64_t epoch, uint64_t pos, Err *e) {
     return 0;
 }
 
-void sft_rows_next(SftRows *r, int32_t *tok, int32_t *tgt, int32_t *pos) {
+void sft_rows_next(SftRows *r, int32_t *tok, int32_t *tgt, int32_t *pos) { sft_rows_next_ids(r, tok, tgt, pos, NULL); }
+
+void sft_rows_fill(const SftRows *r, size_t row, int32_t *tk, int32_t *tg, int32_t *ps) {
+    const SftSet *s = r->set;
+    int T = r->T, t = 0;
+    for (size_t k = r->row_off[row]; k < r->row_off[row + 1]; k++) {
+        uint32_t i = r->items[k];
+        const int32_t *ids = s->ids + s->off[i];
+        const uint8_t *mk = s->mask + s->off[i];
+        int n = (int)(s->off[i + 1] - s->off[i]);
+        for (int j = 0; j + 1 < n; j++, t++) {
+            tk[t] = ids[j];
+            tg[t] = mk[j + 1] ? ids[j + 1] : LC_IGNORE;
+            ps[t] = j;
+        }
+    }
+    for (int j = 0; t < T; t++, j++) { /* padding: a document of its own, never trained */
+        tk[t] = r->pad;
+        tg[t] = LC_IGNORE;
+        ps[t] = j;
+    }
+}
+
+void sft_rows_next_ids(SftRows *r, int32_t *tok, int32_t *tgt, int32_t *pos, uint64_t *ids) {
     if (r->order_epoch != r->epoch) {
         loader_permute(r->order, r->nrows, r->seed, r->epoch);
         r->order_epoch = r->epoch;
     }
-    const SftSet *s = r->set;
-    int T = r->T;
+    size_t T = (size_t)r->T;
     for (int b = 0; b < r->B; b++) {
         size_t row = r->order[r->pos + (uint64_t)b];
-        int32_t *tk = tok + (size_t)b * T, *tg = tgt + (size_t)b * T, *ps = pos + (size_t)b * T;
-        int t = 0;
-        for (size_t k = r->row_off[row]; k < r->row_off[row + 1]; k++) {
-            uint32_t i = r->items[k];
-            const int32_t *ids = s->ids + s->off[i];
-            const uint8_t *mk = s->mask + s->off[i];
-            int n = (int)(s->off[i + 1] - s->off[i]);
-            for (int j = 0; j + 1 < n; j++, t++) {
-                tk[t] = ids[j];
-                tg[t] = mk[j + 1] ? ids[j + 1] : LC_IGNORE;
-                ps[t] = j;
-            }
-        }
-        for (int j = 0; t < T; t++, j++) { /* padding: a document of its own, never trained */
-            tk[t] = r->pad;
-            tg[t] = LC_IGNORE;
-            ps[t] = j;
-        }
+        if (ids) ids[b] = row;
+        sft_rows_fill(r, row, tok + b * T, tgt + b * T, pos + b * T);
     }
     r->pos += (uint64_t)r->B;
     if (r->pos + (uint64_t)r->B > r->nrows) {

@@ -144,6 +144,13 @@ void sft_rows_free(SftRows *r);
  * (fewer than B) are skipped. */
 void sft_rows_next(SftRows *r, int32_t *tok, int32_t *tgt, int32_t *pos);
 
+/* sft_rows_next that also writes ids[b] (B, may be NULL) = the storage
+ * index of row b (the packing's order, which depends on the set, T and
+ * packing alone, not on B or the seed): distill's teacher-cache key. */
+void sft_rows_next_ids(SftRows *r, int32_t *tok, int32_t *tgt, int32_t *pos, uint64_t *ids);
+/* Row `row` (storage index < nrows) into one row's T tokens, targets and
+ * positions (host, =), as sft_rows_next draws it. */
+void sft_rows_fill(const SftRows *r, size_t row, int32_t *tok, int32_t *tgt, int32_t *pos);
 /* Cursor (epoch, pos) and seek; pos a multiple of B at most nrows. */
 int sft_rows_seek(SftRows *r, uint64_t epoch, uint64_t pos, Err *e);
 

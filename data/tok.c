@@ -607,6 +607,18 @@ const char *tok_token_bytes(const Tokenizer *t, int id, size_t *len) {
     return impls[t->kind].token_bytes(t, id, len);
 }
 
+uint64_t tok_vocab_hash(const Tokenizer *t) {
+    uint64_t h = 0xcbf29ce484222325ULL; /* FNV-1a over (length, bytes) of each id */
+    for (int id = 0; id < t->vocab; id++) {
+        size_t n = 0;
+        const char *b = tok_token_bytes(t, id, &n);
+        h = (h ^ (uint64_t)n) * 0x100000001b3ULL;
+        for (size_t i = 0; b && i < n; i++) h = (h ^ (uint8_t)b[i]) * 0x100000001b3ULL;
+    }
+    h = hash_mix64(h ^ (uint64_t)t->vocab);
+    return h ? h : 1;
+}
+
 int tok_special_id(const Tokenizer *t, const char *name) {
     return impls[t->kind].special_id(t, name);
 }

@@ -116,6 +116,13 @@ size_t tok_decode(const Tokenizer *t, const int32_t *ids, size_t n, char **out, 
  * outside [0, vocab). Concatenating them gives tok_decode's bytes. */
 const char *tok_token_bytes(const Tokenizer *t, int id, size_t *len);
 
+/* Identity of the vocabulary alone: a hash of every id's bytes
+ * (tok_token_bytes, 0..vocab-1), the same for one vocabulary read from any
+ * format (llamac's file, tokenizer.json, a GGUF), unlike t->id, which
+ * depends on the file. Two models whose vocabularies hash alike read ids
+ * alike (distill's teacher and student). Never 0. */
+uint64_t tok_vocab_hash(const Tokenizer *t);
+
 /* Id of the special (or added) token named name, or -1 if there is none. */
 int tok_special_id(const Tokenizer *t, const char *name);
 

@@ -508,14 +508,26 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale) {
 
 double llama_forward_rows(Llama *m, float *row_mean) { return llama_forward_rows_from(m, 0, row_mean); }
 
-double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
+void llama_forward_hidden(Llama *m, int l0) {
     const LlamaConfig *c = &m->c;
-    int N = m->B * m->T, D = c->dim;
-    int L = c->n_layers;
+    int N = m->B * m->T, L = c->n_layers;
     LC_ASSERT(0 <= l0 && l0 < L);
     if (l0 == 0) embed_rows(m, m->acts[0].x, m->tokens, N);
     for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
-    m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
+    m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, c->dim, c->norm_eps);
+}
+
+void llama_hidden_backward(Llama *m) {
+    int N = m->B * m->T, D = m->c.dim;
+    LC_ASSERT(m->dres);
+    m->ops->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
+    m->ops->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+}
+
+double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
+    const LlamaConfig *c = &m->c;
+    int N = m->B * m->T, D = c->dim;
+    llama_forward_hidden(m, l0);
     if (!row_mean && !m->qhead) /* lmhead_rows without dx is lmhead_ce's forward */
         return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, NULL,
                                    m->scratch, N, D, c->vocab);
@@ -523,13 +535,9 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
 }
 
 void llama_head_backward(Llama *m, const float *row_scale) {
-    const LlamaConfig *c = &m->c;
-    const Ops *o = m->ops;
-    int N = m->B * m->T, D = c->dim;
     LC_ASSERT(m->dres);
     head_rows(m, m->dxn, m->g.lm_head, NULL, row_scale, 0.0f);
-    o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
-    o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+    llama_hidden_backward(m);
 }
 
 // ----------------------------------------------------------------------------
@@ -547,22 +555,16 @@ static float *score_g(const Llama *m) {
 
 void llama_forward_score(Llama *m, int l0, float *score) {
     const LlamaConfig *c = &m->c;
-    int N = m->B * m->T, D = c->dim, L = c->n_layers;
-    LC_ASSERT(c->num_labels > 0 && 0 <= l0 && l0 < L);
-    if (l0 == 0) embed_rows(m, m->acts[0].x, m->tokens, N);
-    for (int l = l0; l < L; l++) layer_fwd(m, l, l + 1 < L ? m->acts[l + 1].x : m->x_out);
-    m->ops->rmsnorm_fwd(m->ctx, m->xf, m->rstdf, m->x_out, m->w.norm_f, N, D, c->norm_eps);
-    m->ops->matmul_fwd(m->ctx, score, m->xf, score_w(m), N, D, c->num_labels);
+    LC_ASSERT(c->num_labels > 0 && 0 <= l0 && l0 < c->n_layers);
+    llama_forward_hidden(m, l0);
+    m->ops->matmul_fwd(m->ctx, score, m->xf, score_w(m), m->B * m->T, c->dim, c->num_labels);
 }
 
 void llama_score_backward(Llama *m, const float *dscore) {
     const LlamaConfig *c = &m->c;
-    const Ops *o = m->ops;
-    int N = m->B * m->T, D = c->dim;
     LC_ASSERT(m->dres && c->num_labels > 0);
-    o->matmul_bwd(m->ctx, m->dxn, score_g(m), dscore, m->xf, score_w(m), N, D, c->num_labels, 0);
-    o->zero(m->ctx, m->dres, (size_t)N * D * sizeof(float));
-    o->rmsnorm_bwd(m->ctx, m->dres, m->g.norm_f, m->dxn, m->x_out, m->w.norm_f, m->rstdf, N, D);
+    m->ops->matmul_bwd(m->ctx, m->dxn, score_g(m), dscore, m->xf, score_w(m), m->B * m->T, c->dim, c->num_labels, 0);
+    llama_hidden_backward(m);
 }
 
 // ----------------------------------------------------------------------------

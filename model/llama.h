@@ -187,6 +187,18 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean);
  * the gradient of the last residual in dres for llama_backward. */
 void llama_head_backward(Llama *m, const float *row_scale);
 
+/* Layers [l0, L) (l0 > 0: the stage input in acts[l0].x; l0 == 0: from
+ * the embedding) and the final norm, leaving the normed hidden state in
+ * m->xf (N, D) and no head run: for a caller's own head (distillation's
+ * lmhead_kd, the teacher's inference). No gradient yet. */
+void llama_forward_hidden(Llama *m, int l0);
+
+/* After llama_forward_hidden and a head that wrote d loss / d xf into
+ * m->dxn (N, D, =): the final norm's backward, accumulating its gain's
+ * gradient (FULL) and leaving the gradient of the last residual in dres
+ * for llama_backward. */
+void llama_hidden_backward(Llama *m);
+
 /* A classifier's forward (c.num_labels > 0, e.g. a reward model): layers
  * [l0, L) (l0 > 0: the stage input in acts[l0].x), the final norm, and
  * score (backend memory, (N, num_labels), =) = the score head at every

@@ -358,4 +358,14 @@ void rs_lora(void);
 void rs_pool(void);
 void rs_bases(void);
 
+/* test_distill.c: llamac distill and teacher-cache */
+void distill_ce_equiv(void);
+void distill_cache_exact(void);
+void distill_cache_topk(void);
+void distill_resume(void);
+void dist_distill_equiv(void);
+void dist_pp_distill(void);
+void distill_errors(void);
+void distill_teacher_formats(void);
+
 #endif

@@ -21,6 +21,8 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain a Llama from scratch on token shards"},
     {"sft", cmd_sft, "supervised fine-tuning on chat / instruction JSONL (prompt-masked, packed)"},
     {"dpo", cmd_dpo, "preference training on chosen / rejected pairs (DPO, robust, IPO, hinge)"},
+    {"distill", cmd_distill, "a student trained on a teacher's next-token distributions (KL / JSD at a temperature, mixed with CE)"},
+    {"teacher-cache", cmd_teacher_cache, "a teacher's top-K log-probabilities over the data, written once for distill --teacher-cache"},
     {"reward", cmd_reward, "a reward model on chosen / rejected pairs (Bradley-Terry with margins, as Llama 2 and TRL)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},

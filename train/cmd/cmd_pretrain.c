@@ -18,6 +18,7 @@
 #include "../proc/cli.h"
 #include "cmds.h"
 #include "../loop/trainer.h"
+#include "../loop/trdata.h"
 
 /* The shards of a split, source after source: source k holds
  * p[first[k], first[k + 1]). Plain `--train SHARD` entries are one unnamed
@@ -134,26 +135,6 @@ static int set_sources(const Sources *set, MixSource *src) {
 // ----------------------------------------------------------------------------
 // the loader and the mixture as the trainer's data sources
 
-static int win_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    (void)e;
-    loader_next(ud, tok, tgt, pos);
-    return 0;
-}
-
-static void win_tell(const void *ud, uint64_t *cur) {
-    const Loader *L = ud;
-    cur[0] = L->epoch;
-    cur[1] = L->pos;
-}
-
-static int win_seek(void *ud, const uint64_t *cur, Err *e) { return loader_seek(ud, cur[0], cur[1], e); }
-
-static TrainData win_data(Loader *L, const Shard *s0, const char *name) {
-    TrainData d = {L, name, s0->tokenizer_id, 0, win_next, win_tell, win_seek, loader_windows(L), "windows", 0, 2,
-                   NULL, 0, NULL};
-    return d;
-}
-
 static int mix_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
     (void)e;
     mixture_next(ud, tok, tgt, pos, NULL);
@@ -232,6 +213,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     Trainer t;
     Mixture M;
     Loader LV[MIX_MAX_SOURCES];
+    WinSource wv[MIX_MAX_SOURCES];
     TrainData parts[MIX_MAX_SOURCES];
     memset(&t, 0, sizeof t);
     memset(&M, 0, sizeof M);
@@ -262,7 +244,8 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
         if (loader_init(&LV[i], va->p + va->first[i], va->first[i + 1] - va->first[i], (int)o.B, (int)o.T, 0, 1, 0,
                         (int)doc_mask, (uint64_t)o.seed, e))
             goto out;
-        parts[i] = win_data(&LV[i], &va->s[0], va->name[i] ? va->name[i] : val.v[0]);
+        wv[i] = (WinSource){&LV[i], NULL};
+        parts[i] = trdata_windows(&wv[i], va->s[0].tokenizer_id, va->name[i] ? va->name[i] : val.v[0], 0);
     }
     if (tr->name[0]) {
         printf("mixture of %d source%s (rows drawn by weight from --seed %ld):\n", M.K, M.K == 1 ? "" : "s", o.seed);

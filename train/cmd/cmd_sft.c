@@ -15,46 +15,7 @@
 #include "../io/source.h"
 #include "../loop/ftdata.h"
 #include "../loop/trainer.h"
-
-/* A split's rows as the trainer's batch source; with --dump-batches each
- * training micro-batch is also written as one JSONL line {"B", "T",
- * "tokens", "targets" (-1: LC_IGNORE), "pos"} (B*T values each, row-major),
- * so the reference test replays exactly the batches llamac trained on. */
-typedef struct {
-    SftRows *rows;
-    FILE *dump;
-} RowSource;
-
-static void dump_ints(FILE *f, const char *key, const int32_t *x, size_t n) {
-    fprintf(f, ", \"%s\": [", key);
-    for (size_t i = 0; i < n; i++) fprintf(f, "%s%d", i ? ", " : "", x[i]);
-    fputc(']', f);
-}
-
-static int rows_next(void *ud, int32_t *tok, int32_t *tgt, int32_t *pos, Err *e) {
-    RowSource *s = ud;
-    sft_rows_next(s->rows, tok, tgt, pos);
-    if (s->dump) {
-        size_t n = (size_t)s->rows->B * (size_t)s->rows->T;
-        fprintf(s->dump, "{\"B\": %d, \"T\": %d", s->rows->B, s->rows->T);
-        dump_ints(s->dump, "tokens", tok, n);
-        dump_ints(s->dump, "targets", tgt, n);
-        dump_ints(s->dump, "pos", pos, n);
-        fputs("}\n", s->dump);
-        if (ferror(s->dump)) return err_set(e, "--dump-batches: write error");
-    }
-    return 0;
-}
-
-static void rows_tell(const void *ud, uint64_t cur[2]) {
-    const SftRows *r = ((const RowSource *)ud)->rows;
-    cur[0] = r->epoch;
-    cur[1] = r->pos;
-}
-
-static int rows_seek(void *ud, const uint64_t cur[2], Err *e) {
-    return sft_rows_seek(((RowSource *)ud)->rows, cur[0], cur[1], e);
-}
+#include "../loop/trdata.h"
 
 /* --dump: the examples as JSONL, for a look at what trains (and the TRL
  * reference test). Written to a temporary name and renamed. */
@@ -71,22 +32,6 @@ static int dump_examples(const SftSet *s, const char *path, Err *e) {
         fputs("]}\n", f);
     }
     return ftdata_out_close(&w, 1, e);
-}
-
-/* Load and pack one JSONL split; prints what was kept. */
-static int load_split(const char *path, const Tokenizer *tok, const SftOpts *so, const TrainOpts *o, int packed,
-                      const char *what, SftSet *set, SftRows *rows, Err *e) {
-    double t0 = time_now();
-    if (sft_load(set, path, tok, so, e)) return -1;
-    int pad = tok->eos >= 0 ? tok->eos : 0;
-    if (sft_rows_init(rows, set, (int)o->B, (int)o->T, packed, pad, (uint64_t)o->seed, path, e)) return -1;
-    double fill = rows->nrows ? (double)rows->slots_used / ((double)rows->nrows * (double)o->T) : 0;
-    printf("sft %s: %s, %s format: %zu examples (%ld lines; %ld truncated, %ld dropped as longer than "
-           "--max-length %d, %ld with no trained token), %zu tokens, %ld trained; %zu rows of %ld (%s, %.1f%% "
-           "filled) in %.2f s\n", what, path, sft_format_name(set->format), set->n, set->lines, set->truncated,
-           set->dropped_long, so->max_len, set->dropped_empty, set->ntok, set->trained, rows->nrows, o->T,
-           packed ? "packed" : "padded", 100 * fill, time_now() - t0);
-    return 0;
 }
 
 int cmd_sft(int argc, char **argv, Err *e) {
@@ -144,7 +89,7 @@ int cmd_sft(int argc, char **argv, Err *e) {
     SftSet ts, vs;
     SftRows tr, vr;
     Trainer t;
-    RowSource src = {&tr, NULL}, vsrc = {&vr, NULL};
+    RowSource src = {&tr, NULL, NULL}, vsrc = {&vr, NULL, NULL};
     FtOut batches = {0};
     memset(&ts, 0, sizeof ts); memset(&vs, 0, sizeof vs);
     memset(&tr, 0, sizeof tr); memset(&vr, 0, sizeof vr);
@@ -162,16 +107,16 @@ int cmd_sft(int argc, char **argv, Err *e) {
         rc = 0;
         goto out;
     }
-    if (load_split(fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
-    if (fd.val && load_split(fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
+    if (trdata_sft_load("sft", fd.data, &tok, &so, &o, (int)fd.packing, "train", &ts, &tr, e)) goto out;
+    if (fd.val && trdata_sft_load("sft", fd.val, &tok, &so, &o, (int)fd.packing, "val", &vs, &vr, e)) goto out;
     ftdata_steps(&fd, &o, sft_rows_batches(&tr), o.batch_tokens ? o.batch_tokens / (o.B * o.T) : 1);
     if (trainer_open(&t, &o, "sft", &c, &ms, e)) goto out;
     if (dump_batches) {
         if (ftdata_out_open(&batches, "--dump-batches", dump_batches, e)) goto out;
         src.dump = batches.f;
     }
-    TrainData dt = {&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing), rows_next, rows_tell, rows_seek, tr.nrows, "rows", 1, 2, NULL, 0, NULL};
-    TrainData dv = {&vsrc, fd.val, tok.id, 0, rows_next, rows_tell, rows_seek, vr.nrows, "rows", 1, 2, NULL, 0, NULL};
+    TrainData dt = trdata_rows(&src, fd.data, tok.id, sft_hash(&ts, (int)fd.packing));
+    TrainData dv = trdata_rows(&vsrc, fd.val, tok.id, 0);
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, NULL, flags, nf, e);
     int wrc = ftdata_out_close(&batches, rc == 0, e); /* renamed only after a run that finished */
     if (rc == 0) rc = wrc;

@@ -21,6 +21,8 @@ int cmd_pretrain(int argc, char **argv, Err *e);
 int cmd_sft(int argc, char **argv, Err *e);
 int cmd_dpo(int argc, char **argv, Err *e);
 int cmd_reward(int argc, char **argv, Err *e);
+int cmd_distill(int argc, char **argv, Err *e);
+int cmd_teacher_cache(int argc, char **argv, Err *e);
 int cmd_eval(int argc, char **argv, Err *e);
 int cmd_generate(int argc, char **argv, Err *e);
 int cmd_convert(int argc, char **argv, Err *e);

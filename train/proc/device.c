@@ -126,6 +126,17 @@ void device_params_init(Llama *m, uint64_t seed) {
 int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const char *quant,
                       const LlamaConfig *c, Llama *m, int B, int T, Err *e) {
     memset(m, 0, sizeof *m);
+    if (device_open(d, name, e)) return -1;
+    if (device_load_into(d, path, adapter, quant, c, m, B, T, e)) {
+        device_close(d);
+        return -1;
+    }
+    return 0;
+}
+
+int device_load_into(const Device *d, const char *path, const char *adapter, const char *quant, const LlamaConfig *c,
+                     Llama *m, int B, int T, Err *e) {
+    memset(m, 0, sizeof *m);
     PeftAdapter a;
     memset(&a, 0, sizeof a);
     if (adapter && peft_load(adapter, c, &a, e)) return -1; /* before anything big: a bad adapter fails fast */
@@ -142,14 +153,12 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
         }
         if (rc) return free(qtypes), peft_free(&a), -1;
     }
-    if (device_open(d, name, e)) return free(qtypes), peft_free(&a), -1;
     LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, qtypes};
     int irc = device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
     free(qtypes);
     if (irc) {
         peft_free(&a);
         llama_free(m);
-        device_close(d);
         return -1;
     }
     HostView hv;
@@ -164,9 +173,6 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
     if (rc == 0) device_host_push(&hv, m, NULL);
     device_host_free(&hv);
     peft_free(&a);
-    if (rc) {
-        llama_free(m);
-        device_close(d);
-    }
+    if (rc) llama_free(m);
     return rc;
 }

@@ -55,6 +55,12 @@ void device_host_free(HostView *v);
 int device_load_model(Device *d, const char *name, const char *path, const char *adapter, const char *quant,
                       const LlamaConfig *c, Llama *m, int B, int T, Err *e);
 
+/* device_load_model on the device d already open (a second model beside
+ * a run's own, e.g. distill's teacher): builds *m there; on failure *m is
+ * released and zeroed, d stays open. */
+int device_load_into(const Device *d, const char *path, const char *adapter, const char *quant, const LlamaConfig *c,
+                     Llama *m, int B, int T, Err *e);
+
 /* params_init through a host view: the same weights on every device. */
 void device_params_init(Llama *m, uint64_t seed);
 
