@@ -38,6 +38,7 @@
 #include "../data/sft.h"
 #include "../data/shard.h"
 #include "../data/spm.h"
+#include "../data/tcache.h"
 #include "../data/tok.h"
 #include "../model/params.h"
 #include "../train/io/ckpt.h"
@@ -453,6 +454,32 @@ static void fuzz_qclass(const uint8_t *d, size_t n) {
     qclass_free(&m);
 }
 
+/* A teacher cache (data/tcache.h), then the rows distill would read from
+ * each split it holds, every position trained: ids must be in the
+ * vocabulary the header claims. */
+static void fuzz_tcache(const uint8_t *d, size_t n) {
+    TCache c;
+    Err e;
+    memset(&c, 0, sizeof c);
+    if (tcache_open(&c, put(0, "x.tcache", d, n), &e)) return;
+    int T = (int)c.h.T, K = (int)c.h.K;
+    if (T >= 1 && T <= 64 && K >= 1 && K <= 4096)
+        for (int s = 0; s < TCACHE_NSPLIT; s++) {
+            if (!c.h.data_id[s]) continue;
+            int B = c.h.nrows[s] < 4 ? (int)c.h.nrows[s] : 4;
+            uint64_t keys[4] = {0, 1, 2, 3};
+            int32_t *tgt = xcalloc((size_t)4 * T, sizeof(int32_t)), *ids = xmalloc((size_t)4 * T * K * sizeof(int32_t));
+            float *lp = xmalloc((size_t)4 * T * K * sizeof(float));
+            if (B > 0 && !tcache_rows(&c, s, keys, B, T, tgt, ids, lp, &e))
+                for (size_t i = 0; i < (size_t)B * T * K; i++)
+                    if (ids[i] < 0 || (uint32_t)ids[i] >= c.h.V) abort();
+            free(tgt);
+            free(ids);
+            free(lp);
+        }
+    tcache_close(&c);
+}
+
 const FuzzTarget fuzz_targets[] = {
     {"tok_llamac", fuzz_tok_llamac},   {"tokenizer_json", fuzz_tokenizer_json},
     {"tiktoken", fuzz_tiktoken},       {"spm", fuzz_spm},
@@ -462,7 +489,7 @@ const FuzzTarget fuzz_targets[] = {
     {"gguf", fuzz_gguf},               {"peft", fuzz_peft},
     {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
     {"prompts", fuzz_prompts},         {"reward_spec", fuzz_reward_spec},
-    {"qclass", fuzz_qclass},
+    {"qclass", fuzz_qclass},           {"tcache", fuzz_tcache},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
