@@ -102,9 +102,11 @@ R=$D/results.md
     echo "| teacher SmolLM2-135M-Instruct | dim 576, 30 layers, ffn 1536 | $(evalm "$D/teacher.h5") |"
     echo "| width-pruned, before training | dim 384, 30 layers, ffn 1024 | $(evalm "$D/half.h5") |"
     echo "| depth-pruned, before training | dim 576, 15 layers, ffn 1536 | $(evalm "$D/half-depth.h5") |"
-    for r in width-ce:"width, CE only" width-kd:"width, KD (kd-weight $KD_WEIGHT)" depth-kd:"depth, KD (kd-weight $KD_WEIGHT)"; do
-        c=$D/${r%%:*}.h5
-        if [ -s "$c" ]; then echo "| ${r#*:}, $TOKENS tokens | | $(evalm "$c") |"; fi
+    W="dim 384, 30 layers, ffn 1024" H="dim 576, 15 layers, ffn 1536"
+    for r in "width-ce|width, CE only|$W" "width-kd|width, KD (kd-weight $KD_WEIGHT)|$W" \
+             "depth-kd|depth, KD (kd-weight $KD_WEIGHT)|$H"; do
+        IFS='|' read -r name what shape <<< "$r"
+        if [ -s "$D/$name.h5" ]; then echo "| $what, $TOKENS tokens | $shape | $(evalm "$D/$name.h5") |"; fi
     done
 } > "$R"
 cat "$R"
