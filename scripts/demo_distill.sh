@@ -27,7 +27,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 L=build/llamac
 D=build/distill_demo
-STEPS=${STEPS:-32}          # optimizer steps per run (the same tokens for every run)
+STEPS=${STEPS:-32}           # optimizer steps per run (the same tokens for every run)
 B=${B:-4}                    # rows per step
 T=${T:-128}                  # tokens per row
 LR=${LR:-3e-4}               # peak lr, cosine to a tenth, no warmup: 3x Minitron's 1e-4, as the run is short
@@ -42,7 +42,7 @@ CALIB_BATCHES=${CALIB_BATCHES:-8}  # B x T windows from the train shard's start 
 # distribution rather than the one-hot data; torchtune's 0.5 keeps half the
 # weight on the data, which here is the CE-only baseline's own signal.
 KD_WEIGHT=${KD_WEIGHT:-1}
-DEPTH=${DEPTH:-1}           # 0: skip the depth-pruned student's training
+DEPTH=${DEPTH:-1}            # 0: skip the depth-pruned student's training
 mkdir -p "$D"
 TOKENS=$((STEPS * B * T))
 secs() { date +%s; }
