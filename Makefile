@@ -188,7 +188,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data bench-data bench-dpo bench-reward bench-qlora bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-qlora bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -270,6 +270,14 @@ demo-rlhf: all
 # built, then the Gopher and C4 filters), with what each kept and dropped.
 demo-data: all
 	$(Q)bash scripts/demo_data.sh
+
+# SmolLM2-135M-Instruct pruned to half its non-embedding parameters (width
+# and depth), then trained on the demo corpus for the same tokens with
+# cross-entropy only and with distillation from the full model: a held-out
+# loss table and curves in build/distill_demo (scripts/demo_distill.sh; its
+# sizes are variables: STEPS=8 make demo-distill).
+demo-distill: all
+	$(Q)bash scripts/demo_distill.sh
 
 # llamac data steps against datatrove on the same documents and cores:
 # docs/s and peak RSS (scripts/bench_data.py; BENCH_DATA_ARGS="--docs 2000"
@@ -437,6 +445,7 @@ help:
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
 	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
+	@echo "make demo-distill  SmolLM2-135M pruned to half, trained back with CE vs distillation (held-out loss table)"
 	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"
 	@echo "make bench-dpo  llamac dpo vs TRL DPOTrainer + PEFT on this CPU: tokens/s, peak RSS"
 	@echo "make bench-qlora QLoRA (--base-quant keep/nf4) vs float LoRA and PEFT + bitsandbytes; 1B Q4_K_M RSS;"

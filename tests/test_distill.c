@@ -3,7 +3,7 @@
  * end to end on tiny models (a 4-layer teacher, a 2-layer student, both
  * pretrained a few steps on one shard of one tokenizer).
  *
- * What is checked: with --kd-weight 0 distill is sft step for step; the
+ * What is checked: with --kd-weight 0 distill is sft step for step (no teacher run); the
  * online teacher and a float32 cache of all V tokens give the same losses;
  * a top-K cache gives, before any training, exactly the divergence over
  * K + 1 buckets (the teacher's K most likely tokens and the tail) that
@@ -104,8 +104,8 @@ static void same_values(const char *a, const char *b, const char *key, int want,
         EXPECT(fabs(x[i] - y[i]) <= rtol * fabs(x[i]) + 1e-12, "%s: %s %d: %.9g vs %.9g", what, key, i, x[i], y[i]);
 }
 
-/* --kd-weight 0 is sft: the same losses step for step (the head's
- * cross-entropy summed in another op: within 1e-5). */
+/* --kd-weight 0 is sft: the same losses step for step (within 1e-5), with
+ * no teacher loaded or run (lmhead_ce, as sft: a CE baseline at sft's cost). */
 void distill_ce_equiv(void) {
     need_inputs();
     const char *common = "--data " DIR "/chat.jsonl --template llama3 --batch 4 --seq 64 --steps 6 --lr 1e-3 "
@@ -117,6 +117,7 @@ void distill_ce_equiv(void) {
                      "%s --metrics " DIR "/ce_b.jsonl --ckpt-dir " DIR "/ce_b --out " DIR "/ce_b.h5", common, tokp);
     EXPECT(rc == 0, "distill: %s", test_err);
     EXPECT(strstr(test_out, "distill loss: (1 - 0) CE + 0 x KD"), "start-up line: %s", test_out);
+    EXPECT(strstr(test_out, "not loaded: --kd-weight 0"), "teacher line: %s", test_out);
     same_values(DIR "/ce_a.jsonl", DIR "/ce_b.jsonl", "loss", 6, 1e-5, "kd-weight 0 vs sft");
 }
 

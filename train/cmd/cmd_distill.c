@@ -227,6 +227,7 @@ typedef struct Distill {
     KdSpec kd;
     Llama teacher;             /* online teacher (B x T of the student, no gradients) */
     int online;
+    int ce_only;               /* --kd-weight 0: no teacher loaded or run, lmhead_ce (a fair CE baseline) */
     TCache cache;              /* or its cache */
     int cached;
     int K;                     /* cached entries per position (0: online) */
@@ -274,13 +275,23 @@ static double kd_head_on(Distill *d, Llama *m, int l0, const int32_t *tok, const
         tq = t->qhead;
         work = t->qwork;
         Dt = t->c.dim;
-    } else {
+    } else if (d->cached) {
         if (tcache_rows(&d->cache, split, keys, m->B, m->T, tgt, d->ids_h, d->lp_h, e)) return NAN;
         m->ops->upload(m->ctx, d->ids, d->ids_h, (size_t)N * d->K * sizeof(int));
         m->ops->upload(m->ctx, d->lp, d->lp_h, (size_t)N * d->K * sizeof(float));
     }
     llama_forward_hidden(m, l0);
     int train = scale > 0;
+    if (d->ce_only) { /* kd-weight 0: the student's own fused CE head, no teacher forward, kd logged as 0 */
+        double l = m->ops->lmhead_ce(m->ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, d->row_ce, m->xf,
+                                     m->w.lm_head, m->targets, m->scratch, N, c->dim, c->vocab, scale);
+        m->ops->download(m->ctx, d->ce_h, d->row_ce, (size_t)N * sizeof(float));
+        for (int n = 0; n < N; n++)
+            if (tgt[n] != LC_IGNORE) st->ce += d->ce_h[n], st->n += 1;
+        st->loss += l;
+        if (train) llama_hidden_backward(m);
+        return l;
+    }
     double l = m->ops->lmhead_kd(m->ctx, train ? m->dxn : NULL, train ? m->g.lm_head : NULL, d->row_ce, d->row_kd,
                                  m->xf, m->w.lm_head, tx, tw, tq, d->online ? NULL : d->ids,
                                  d->online ? NULL : d->lp, d->K, m->targets, &d->kd, scale, d->scratch, work, N,
@@ -597,7 +608,8 @@ int cmd_distill(int argc, char **argv, Err *e) {
         goto out;
     }
     size_t N = (size_t)o.B * o.T;
-    if (!cache_path && (!t.pipe || dist_grid()->stage == dist_grid()->pp - 1)) { /* stages: the last one's */
+    d.ce_only = !cache_path && alpha == 0;
+    if (!cache_path && !d.ce_only && (!t.pipe || dist_grid()->stage == dist_grid()->pp - 1)) { /* the last stage's */
         if (device_load_into(&t.dev, teacher, NULL, tquant, &tm.c, &d.teacher, (int)o.B, (int)o.T, e)) goto out;
         d.online = 1;
     }
@@ -616,7 +628,10 @@ int cmd_distill(int argc, char **argv, Err *e) {
         d.ids = m->ops->alloc(m->ctx, N * d.K * sizeof(int));
         d.lp = m->ops->alloc(m->ctx, N * d.K * sizeof(float));
     }
-    if (!cache_path)
+    if (d.ce_only)
+        printf("distill teacher: %s not loaded: --kd-weight 0 trains on cross-entropy alone (no teacher forward; "
+               "its tokenizer was checked)\n", teacher);
+    else if (!cache_path)
         printf("distill teacher: %s online%s: dim %d, %d layers, %d/%d heads, vocab %d%s%s\n", teacher,
                t.pipe ? " on the last pipeline stage" : "", tm.c.dim, tm.c.n_layers, tm.c.n_heads, tm.c.n_kv_heads,
                tm.c.vocab, tquant ? ", held quantised: --teacher-quant " : " (float32)", tquant ? tquant : "");
