@@ -32,7 +32,9 @@ The models are torchtune's own modules (TransformerDecoder,
 MultiHeadAttention, llama3_mlp, RMSNorm, TiedLinear, RotaryPositionalEmbeddings)
 assembled as torchtune.models.llama3_2's builder assembles them, with
 head_dim given (the builder derives it as dim / heads, which the pruned
-student, 9 heads of 64 on dim 384, does not satisfy) and plain RoPE (SmolLM2's;
+student, 9 heads of 64 on dim 384, does not satisfy; MultiHeadAttention's
+embed_dim, only checked against the heads and kept for a KV cache, is given
+as heads x head_dim) and plain RoPE (SmolLM2's;
 the builder's Llama 3 scaled RoPE costs the same). Weights are random on
 that side: a step's cost does not depend on them. Differences from the
 recipe, named here so that the table is read right: torchtune 0.6.1's KD
@@ -242,7 +244,8 @@ def tt_model(shape):
     rope = RotaryPositionalEmbeddings(dim=hd, max_seq_len=MAX_SEQ, base=ROPE_THETA)
     layers = nn.ModuleList()
     for _ in range(n_layers):
-        attn = MultiHeadAttention(embed_dim=dim, num_heads=heads, num_kv_heads=kv, head_dim=hd,
+        # embed_dim is only checked (dim % heads) and kept for a KV cache: heads * hd passes the check
+        attn = MultiHeadAttention(embed_dim=heads * hd, num_heads=heads, num_kv_heads=kv, head_dim=hd,
                                   q_proj=nn.Linear(dim, heads * hd, bias=False),
                                   k_proj=nn.Linear(dim, kv * hd, bias=False),
                                   v_proj=nn.Linear(dim, kv * hd, bias=False),
