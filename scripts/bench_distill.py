@@ -7,8 +7,9 @@ scripts/bench_sft.py does); the student is its width-pruned half (`llamac
 prune --target smollm2-135m-half`: dim 384, hidden 1024, 30 layers, 9 / 3
 heads of 64, tied, 72.0 M parameters). Both sides train every student
 weight with AdamW (llamac's betas, eps, weight decay and clip) on the same
-B x T windows of the same token ids (random words through SmolLM2's
-tokenizer, one shard), float32, with as many threads as --threads.
+B x T windows of one shard of token ids (random words through SmolLM2's
+tokenizer; llamac's loader draws the windows shuffled, the torchtune worker
+in order: the cost of a step does not depend on which), float32, with as many threads as --threads.
 
 llamac rows (each its own process; tokens/s = B*T per step over the steps
 after --warmup, from the --metrics step times):
@@ -59,6 +60,7 @@ import datetime
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import struct
@@ -170,7 +172,12 @@ def write_cache(a, shard):
     s = time.perf_counter() - t0
     if rc != 0:
         sys.exit(f"bench-distill: llamac teacher-cache failed (exit {rc}); see {d}/log.txt")
-    return {"s": s, "bytes": os.path.getsize(path), "rss": rss, "path": path}
+    with open(os.path.join(d, "log.txt")) as f:  # its last line: "...: N positions, X MB (...) in S s"
+        m = re.search(r": (\d+) positions, .* in ([0-9.]+) s\s*$", f.read().strip().splitlines()[-1])
+    if not m:
+        sys.exit(f"bench-distill: no 'N positions ... in S s' line at the end of {d}/log.txt")
+    return {"s": s, "own_s": float(m.group(2)), "positions": int(m.group(1)), "bytes": os.path.getsize(path),
+            "rss": rss, "path": path}
 
 
 def run_llamac(a, side, shard, student, gguf, cache):
@@ -380,10 +387,11 @@ def main():
         f"({os.path.relpath(shard, ROOT)}); B {a.batch}, T {a.seq}, {a.warmup} + {a.steps} steps, {a.rounds} rounds, "
         f"{a.threads} threads each")
     cache = write_cache(a, shard)
-    positions = (shard_tokens(shard) - 1) // a.seq * a.seq  # every position of every window is trained
+    positions = cache["positions"]  # every position of every window is trained
     say(f"  teacher cache: K {a.top_k}, {cache['bytes']} bytes for {positions} positions = "
-        f"{cache['bytes'] / positions:.1f} B/token, written in {cache['s']:.2f} s "
-        f"({positions / cache['s']:.0f} tokens/s, process included), peak RSS {cache['rss']:.0f} MiB")
+        f"{cache['bytes'] / positions:.1f} B/token, written in {cache['own_s']:.2f} s by its own count "
+        f"({positions / cache['own_s']:.0f} tokens/s), {cache['s']:.2f} s for the process (model load included), "
+        f"peak RSS {cache['rss']:.0f} MiB")
     sides = [s for s in SIDES if s != "keep" or a.keep]
     res = {s: [] for s in sides}
     for r in range(a.rounds):
@@ -412,7 +420,8 @@ def main():
         say(f"| {NAMES[s]} | {tps:.0f} | {st:.2f} | {rss:.0f} MiB |" + (vs or " | |"))
     say()
     say(f"Teacher cache (llamac teacher-cache, K {a.top_k}, f16 log-probs): {cache['bytes'] / positions:.1f} B per "
-        f"token, {cache['s']:.2f} s to write {positions} tokens, peak RSS {cache['rss']:.0f} MiB.")
+        f"token, {cache['own_s']:.2f} s to write {positions} tokens ({positions / cache['own_s']:.0f} tokens/s; "
+        f"{cache['s']:.2f} s with the process start and the teacher's load), peak RSS {cache['rss']:.0f} MiB.")
     say("tokens/s: B*T per second of training step. Speed and memory ratios against torchtune's online row "
         "(llamac's none against torchtune's none). Targets: >= 2x torchtune's tokens/s at <= 0.5x its peak RSS.")
     bad = [s for s in sides if not s.startswith("tt-") and s != "keep"
