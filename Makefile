@@ -188,7 +188,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-qlora bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -333,6 +333,16 @@ bench-sample: all
 bench-qlora: all
 	$(Q)python3 scripts/bench_qlora.py $(BENCH_QLORA_ARGS)
 
+# Distillation (scripts/bench_distill.py): SmolLM2-135M teacher -> its
+# width-pruned half, full training, B 4, T 256: llamac distill with an online
+# teacher (float32; Q4_1 held as its own types), with a top-50 teacher cache
+# (its write time and bytes/token) and with no teacher, against torchtune
+# 0.6.1's KD step and its CE-only step on the same shapes: tokens/s, peak RSS.
+# Into bench/results/cpu-<date>-distill.txt. BENCH_DISTILL_ARGS="--batch 1
+# --seq 32 --steps 1 --warmup 1 --rounds 1 --sgemm 256" for a quick one.
+bench-distill: all
+	$(Q)python3 scripts/bench_distill.py $(BENCH_DISTILL_ARGS)
+
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
 # ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1;
@@ -452,6 +462,8 @@ help:
 	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"
 	@echo "make bench-reward llamac reward vs TRL RewardTrainer on SmolLM2-135M, full and LoRA: tokens/s,"
 	@echo "                peak RSS; llamac rs samples/s by phase; into bench/results/cpu-<date>-reward.txt"
+	@echo "make bench-distill llamac distill (online teacher, teacher cache, none) vs torchtune's KD step:"
+	@echo "                tokens/s, peak RSS, cache bytes/token; into bench/results/cpu-<date>-distill.txt"
 	@echo "make deps       install Debian packages the build needs"
 	@echo "make CUDA=1 BUILD=build-cuda   also build the CUDA backend (--device cuda)"
 	@echo "make cuda-check compile the CUDA sources with warnings as errors (no GPU needed)"
