@@ -12,28 +12,18 @@ file name without .jsonl. Exit 1 with a reason if a file has no validation.
 """
 
 import argparse
-import json
 import os
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from plot_metrics import read  # noqa: E402
+
 
 def curve(path):
-    xs, ys = [], []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                sys.exit(f"plot_distill.py: {path}:{n}: not JSON ({e.msg})")
-            if "eval_ce" in rec and "step" in rec:
-                xs.append(rec["step"])
-                ys.append(rec["eval_ce"])
-    if not xs:
+    pts = read(path, ("eval_ce",))["eval_ce"]
+    if not pts:
         sys.exit(f"plot_distill.py: {path}: no validation lines (eval_ce)")
-    return xs, ys
+    return [x for x, _ in pts], [y for _, y in pts]
 
 
 def main():

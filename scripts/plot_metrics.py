@@ -18,8 +18,9 @@ import os
 import sys
 
 
-def read(path):
-    steps = {"loss": [], "val_loss": [], "lr": [], "grad_norm": [], "tokens_per_s": []}
+def read(path, keys=("loss", "val_loss", "lr", "grad_norm", "tokens_per_s")):
+    """{key: [(step, value), ...] by step} of a metrics file, for each of keys"""
+    steps = {k: [] for k in keys}
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
             line = line.strip()
