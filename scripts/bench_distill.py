@@ -118,6 +118,7 @@ def shard_tokens(path):
 def prepare(a, py):
     """The teacher (GGUF and float HF directory), the shard, the pruned student."""
     os.makedirs(WORK, exist_ok=True)
+    os.makedirs(os.path.dirname(HF), exist_ok=True)  # bench_sft's folder, shared: absent on a fresh clone
     gguf = subprocess.run(["sh", "scripts/fetch_smollm2.sh"], cwd=ROOT, check=True, capture_output=True,
                           text=True).stdout.strip()
     if not os.path.exists(os.path.join(HF, "model.safetensors")):

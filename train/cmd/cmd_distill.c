@@ -610,7 +610,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
     size_t N = (size_t)o.B * o.T;
     d.ce_only = !cache_path && alpha == 0;
     if (!cache_path && !d.ce_only && (!t.pipe || dist_grid()->stage == dist_grid()->pp - 1)) { /* the last stage's */
-        if (device_load_into(&t.dev, teacher, NULL, tquant, &tm.c, &d.teacher, (int)o.B, (int)o.T, e)) goto out;
+        if (device_load_into(&t.dev, teacher, NULL, tquant, &tm.c, &d.teacher, (int)o.B, (int)o.T, 1, e)) goto out;
         d.online = 1;
     }
     d.data = &data;
@@ -807,7 +807,7 @@ int cmd_teacher_cache(int argc, char **argv, Err *e) {
     if (teacher_hash(&tm, tquant, &tid, e)) goto out;
     if (device_open(&dev, o.device, e)) goto out;
     dev_open = 1;
-    if (device_load_into(&dev, teacher, NULL, tquant, &tm.c, &t, (int)o.B, (int)o.T, e)) goto out;
+    if (device_load_into(&dev, teacher, NULL, tquant, &tm.c, &t, (int)o.B, (int)o.T, 1, e)) goto out;
     TCacheHeader h;
     memset(&h, 0, sizeof h);
     h.V = (uint32_t)tm.c.vocab;

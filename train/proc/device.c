@@ -127,7 +127,7 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
                       const LlamaConfig *c, Llama *m, int B, int T, Err *e) {
     memset(m, 0, sizeof *m);
     if (device_open(d, name, e)) return -1;
-    if (device_load_into(d, path, adapter, quant, c, m, B, T, e)) {
+    if (device_load_into(d, path, adapter, quant, c, m, B, T, 0, e)) {
         device_close(d);
         return -1;
     }
@@ -135,7 +135,7 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
 }
 
 int device_load_into(const Device *d, const char *path, const char *adapter, const char *quant, const LlamaConfig *c,
-                     Llama *m, int B, int T, Err *e) {
+                     Llama *m, int B, int T, int forward_only, Err *e) {
     memset(m, 0, sizeof *m);
     PeftAdapter a;
     memset(&a, 0, sizeof a);
@@ -153,7 +153,10 @@ int device_load_into(const Device *d, const char *path, const char *adapter, con
         }
         if (rc) return free(qtypes), peft_free(&a), -1;
     }
-    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, qtypes};
+    /* forward_only: the layers share one set of intermediates (recompute's
+     * layout, never recomputed): a frozen model's whole-sequence forwards
+     * hold one layer's activations instead of every layer's */
+    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, forward_only, qtypes};
     int irc = device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
     free(qtypes);
     if (irc) {

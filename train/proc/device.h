@@ -57,9 +57,12 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
 
 /* device_load_model on the device d already open (a second model beside
  * a run's own, e.g. distill's teacher): builds *m there; on failure *m is
- * released and zeroed, d stays open. */
+ * released and zeroed, d stays open. forward_only: the model only runs
+ * whole-sequence forwards (llama_forward_hidden and the like; no backward,
+ * no llama_decode), so its layers share one set of intermediate activations
+ * (LlamaOpts.recompute's layout): one layer's worth instead of every layer's. */
 int device_load_into(const Device *d, const char *path, const char *adapter, const char *quant, const LlamaConfig *c,
-                     Llama *m, int B, int T, Err *e);
+                     Llama *m, int B, int T, int forward_only, Err *e);
 
 /* params_init through a host view: the same weights on every device. */
 void device_params_init(Llama *m, uint64_t seed);
