@@ -19,7 +19,8 @@
 // the activation arena: one list of (pointer slot, size), walked twice, once
 // to size and once to point (the table-and-point mechanism of params.c).
 // With recompute only the layer inputs x are per layer; the rest of layer 0's
-// LayerActs is the one shared set every layer's pointers alias.
+// LayerActs is the one shared set every layer's pointers alias. forward_only
+// adds: layer l's input x is buffer l % 2 (a layer reads one, writes the other).
 
 typedef struct {
     float **slot;
@@ -46,6 +47,7 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
 #define A(p, sz) (s[n].slot = &(p), s[n].numel = (sz), n++)
     for (int l = 0; l < c->n_layers; l++) {
         LayerActs *a = &m->acts[l];
+        if (m->forward_only && l > 1) continue;
         A(a->x, N * D);
         if (m->recompute && l > 0) continue;
         A(a->xn1, N * D); A(a->rstd1, N);
@@ -77,7 +79,7 @@ static int act_slots(Llama *m, int with_grads, ActSlot *s) {
 
 static size_t round_up(size_t n) { return (n + PARAMS_ALIGN - 1) / PARAMS_ALIGN * PARAMS_ALIGN; }
 
-static const LlamaOpts no_opts = {LLAMA_GRADS_NONE, NULL, 0, NULL};
+static const LlamaOpts no_opts = {LLAMA_GRADS_NONE, NULL, 0, NULL, 0};
 
 /* The option checks and the adapter table, shared by init and memory. */
 static int setup(Llama *m, const LlamaConfig *c, int B, int T, const LlamaOpts *o, Err *e) {
@@ -100,7 +102,9 @@ static int setup(Llama *m, const LlamaConfig *c, int B, int T, const LlamaOpts *
     m->B = B;
     m->T = T;
     m->grads_mode = o->grads;
-    m->recompute = o->recompute != 0;
+    m->recompute = o->recompute != 0 || o->forward_only != 0;
+    m->forward_only = o->forward_only != 0;
+    LC_ASSERT(!m->forward_only || o->grads == LLAMA_GRADS_NONE);
     if (o->lora) {
         if (lora_build(o->lora, c, &m->lt, e)) {
             params_free(&m->t);
@@ -141,13 +145,13 @@ LlamaMem llama_memory_opts(const LlamaConfig *c, const Ops *ops, int B, int T, c
 }
 
 LlamaMem llama_memory(const LlamaConfig *c, const Ops *ops, int B, int T, int with_grads) {
-    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL};
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL, 0};
     return llama_memory_opts(c, ops, B, T, &o);
 }
 
 int llama_init(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, int B, int T,
                int with_grads, Err *e) {
-    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL};
+    LlamaOpts o = {with_grads ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL, 0};
     return llama_init_opts(m, c, ops, ctx, B, T, &o, e);
 }
 
@@ -200,7 +204,7 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
         for (int l = 1; l < c->n_layers; l++) {
             float *x = m->acts[l].x;
             m->acts[l] = m->acts[0];
-            m->acts[l].x = x;
+            m->acts[l].x = m->forward_only ? m->acts[l % 2].x : x;
         }
     size_t bt = (size_t)B * T * sizeof(int);
     m->tokens = ops->alloc(ctx, bt);

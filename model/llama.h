@@ -52,6 +52,10 @@ typedef struct LlamaOpts {
                              * 0: float32), for every entry of params_build's
                              * table; NULL: all float32. Frozen: needs grads
                              * NONE or INPUT. */
+    int forward_only;       /* whole-sequence forwards only (no backward, no
+                             * llama_decode; grads NONE): recompute's shared
+                             * set, and the layer inputs x in two buffers used
+                             * in turn, so activations are two layers' worth */
 } LlamaOpts;
 
 typedef struct Llama {
@@ -62,6 +66,7 @@ typedef struct Llama {
     int B, T;
     int grads_mode;    /* LlamaGrads */
     int recompute;
+    int forward_only;  /* LlamaOpts.forward_only */
     float *params;     /* t.size floats */
     float *grads;      /* t.size floats, or NULL (inference, frozen base) */
     LlamaWeights w, g; /* typed views of params and grads (g all NULL without grads;

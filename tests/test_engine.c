@@ -22,7 +22,7 @@ static void tiny(LlamaConfig *c) {
 
 static void model(Llama *m, const LlamaConfig *c, int T, const LoraConfig *lc) {
     Err e;
-    LlamaOpts o = {LLAMA_GRADS_NONE, lc, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_NONE, lc, 0, NULL, 0};
     LC_ASSERT(llama_init_opts(m, c, &ops_cpu, NULL, 1, T, &o, &e) == 0);
     params_init(&m->t, m->params, c->n_layers, 21);
     /* larger weights than the init's: peaked distributions, so that greedy
@@ -114,7 +114,7 @@ static void check_forced(Llama *m, const Seen *z, int i, int np, const int *p, f
     memcpy(toks + np, z->tok[i], (size_t)(n - 1) * sizeof(int));
     Llama f;
     Err e;
-    LlamaOpts o = {LLAMA_GRADS_NONE, m->lora ? &m->lc : NULL, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_NONE, m->lora ? &m->lc : NULL, 0, NULL, 0};
     LC_ASSERT(llama_init_opts(&f, c, &ops_cpu, NULL, 1, T, &o, &e) == 0);
     memcpy(f.params, m->params, m->t.size * sizeof(float));
     if (m->lora) memcpy(f.lora_params, m->lora_params, m->lt.size * sizeof(float));

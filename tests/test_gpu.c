@@ -852,7 +852,7 @@ static void gpu_lora_step(void) {
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 8; lc.alpha = 16; lc.dropout = 0.1f;
-    LlamaOpts oa = {LLAMA_GRADS_INPUT, &lc, 0, NULL}, ob = {LLAMA_GRADS_INPUT, &lc, 1, NULL};
+    LlamaOpts oa = {LLAMA_GRADS_INPUT, &lc, 0, NULL, 0}, ob = {LLAMA_GRADS_INPUT, &lc, 1, NULL, 0};
     Llama a, b;
     LC_ASSERT(llama_init_opts(&a, &c, P, NULL, B, T, &oa, &e) == 0);
     LC_ASSERT(llama_init_opts(&b, &c, G, ctx, B, T, &ob, &e) == 0);

@@ -301,7 +301,7 @@ void lora_merge_model(void) {
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 4; lc.alpha = 6; lc.rslora = 1;
     LC_ASSERT(lora_parse_layers("0,2", &lc, c.n_layers, &e) == 0);
-    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0, NULL, 0};
     Llama a, b;
     int B = 2, T = 16, tok[32], tgt[32];
     LC_ASSERT(llama_init_opts(&a, &c, &ops_cpu, NULL, B, T, &o, &e) == 0);

@@ -310,7 +310,7 @@ static void lora_model_check(LlamaConfig *cfg, const char *targets, const char *
     LC_ASSERT(lora_parse_targets(targets, &lc.targets, &e) == 0);
     if (layers) LC_ASSERT(lora_parse_layers(layers, &lc, cfg->n_layers, &e) == 0);
     lc.r = r; lc.alpha = alpha; lc.rslora = rslora; lc.dropout = dropout;
-    LlamaOpts o = {grads, &lc, 0, NULL};
+    LlamaOpts o = {grads, &lc, 0, NULL, 0};
     LC_ASSERT(llama_init_opts(&c.m, cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
     EXPECT((c.m.grads == NULL) == (grads == LLAMA_GRADS_INPUT), "base gradient buffer with grads %d", grads);
     random_params(&c.m, &rg);
@@ -385,7 +385,7 @@ void model_lora_gradcheck_tied_gqa(void) {
 static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int grads, int B, int T) {
     Llama a, b;
     Err e;
-    LlamaOpts oa = {grads, lc, 0, NULL}, ob = {grads, lc, 1, NULL};
+    LlamaOpts oa = {grads, lc, 0, NULL, 0}, ob = {grads, lc, 1, NULL, 0};
     LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
     LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
     Rng r;
@@ -421,9 +421,51 @@ static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int gra
     free(tok); free(tgt); free(pos);
 }
 
+/* A forward-only model (a teacher's: two layers' activations, the inputs
+ * x in two buffers used in turn) gives the full model's hidden state and
+ * loss bit for bit, with less memory than recompute, for an odd and an even
+ * layer count. */
+static void forward_only_case(const LlamaConfig *cfg, int B, int T) {
+    Llama a, b;
+    Err e;
+    LlamaOpts oa = {LLAMA_GRADS_NONE, NULL, 0, NULL, 0}, ob = {LLAMA_GRADS_NONE, NULL, 0, NULL, 1};
+    LlamaOpts orc = {LLAMA_GRADS_NONE, NULL, 1, NULL, 0};
+    LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
+    LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
+    Rng r;
+    rng_seed(&r, 23);
+    random_params(&a, &r);
+    memcpy(b.params, a.params, a.t.size * sizeof(float));
+    int n = B * T, *tok = xmalloc(n * sizeof(int)), *tgt = xmalloc(n * sizeof(int)), *pos = xmalloc(n * sizeof(int));
+    random_batch(&r, B, T, cfg->vocab, 1, tok, tgt, pos);
+    Llama *ms[2] = {&a, &b};
+    double loss[2];
+    for (int k = 0; k < 2; k++) {
+        LC_ASSERT(llama_set_batch(ms[k], tok, tgt, pos, &e) == 0);
+        loss[k] = llama_forward(ms[k], 0, cfg->n_layers, 0.0f);
+    }
+    EXPECT(loss[0] == loss[1], "forward_only, %d layers: loss %.9g vs %.9g", cfg->n_layers, loss[1], loss[0]);
+    for (int k = 0; k < 2; k++) llama_forward_hidden(ms[k], 0);
+    EXPECT(memcmp(a.xf, b.xf, (size_t)n * cfg->dim * sizeof(float)) == 0, "forward_only, %d layers: hidden states differ",
+           cfg->n_layers);
+    LlamaMem mb = llama_memory_opts(cfg, &ops_cpu, B, T, &ob), mr = llama_memory_opts(cfg, &ops_cpu, B, T, &orc);
+    EXPECT(cfg->n_layers > 2 ? mb.acts < mr.acts : mb.acts == mr.acts,
+           "forward_only, %d layers, keeps %zu bytes of activations, recompute %zu", cfg->n_layers, mb.acts, mr.acts);
+    EXPECT(mb.acts == b.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena (forward_only)");
+    llama_free(&a);
+    llama_free(&b);
+    free(tok); free(tgt); free(pos);
+}
+
 void model_recompute(void) {
     LlamaConfig cfg;
     config_preset("tiny", &cfg, NULL);
+    cfg.n_layers = 3;
+    forward_only_case(&cfg, 2, 24);
+    cfg.n_layers = 4;
+    forward_only_case(&cfg, 1, 16);
+    cfg.n_layers = 1;
+    forward_only_case(&cfg, 1, 16);
     cfg.n_layers = 3;
     recompute_case(&cfg, NULL, LLAMA_GRADS_FULL, 2, 24);
     LoraConfig lc;
@@ -443,7 +485,7 @@ void model_lora_decode(void) {
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 4; lc.dropout = 0.5f;
-    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_NONE, &lc, 0, NULL, 0};
     Llama a, b;
     Err e;
     LC_ASSERT(llama_init_opts(&a, &cfg, &ops_cpu, NULL, 1, T, &o, &e) == 0);
@@ -482,7 +524,7 @@ void model_lora_errors(void) {
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 100; /* > KV*HS = 32 */
-    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0, NULL, 0};
     Llama m;
     Err e;
     EXPECT(llama_init_opts(&m, &cfg, &ops_cpu, NULL, 1, 8, &o, &e) < 0 && strncmp(e.msg, "--lora-r:", 9) == 0,
@@ -528,7 +570,7 @@ void model_gradcheck_score(void) {
         LoraConfig lc;
         lora_config_default(&lc, LORA_ALL_LINEAR);
         lc.r = 3; lc.alpha = 6; lc.head = 1;
-        LlamaOpts o = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, 0, NULL};
+        LlamaOpts o = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, 0, NULL, 0};
         LC_ASSERT(llama_init_opts(&c.m, &cfg, &ops_cpu, NULL, B, T, &o, &e) == 0);
         EXPECT(params_find(&c.m.t, "score.weight") >= 0 && params_find(&c.m.t, "lm_head.weight") < 0,
                "a classifier's table has score.weight and no lm_head");

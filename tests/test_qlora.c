@@ -51,7 +51,7 @@ static void pair(Llama *f, Llama *q, uint32_t ty, int grads, int recompute, int 
     ParamTable t;
     LC_ASSERT(params_build(&c, &t, &e) == 0);
     uint32_t *qt = plan(&t, ty);
-    LlamaOpts of = {grads, &lc, recompute, NULL}, oq = {grads, &lc, recompute, qt};
+    LlamaOpts of = {grads, &lc, recompute, NULL, 0}, oq = {grads, &lc, recompute, qt, 0};
     LC_ASSERT(llama_init_opts(f, &c, &ops_cpu, NULL, B, T, &of, &e) == 0);
     EXPECT(llama_init_opts(q, &c, &ops_cpu, NULL, B, T, &oq, &e) == 0, "init: %s", e.msg);
     Rng r;
@@ -212,7 +212,7 @@ void qlora_memory(void) {
     Err e;
     LC_ASSERT(params_build(&c, &t, &e) == 0);
     uint32_t *qt = plan(&t, QUANT_Q4_0);
-    LlamaOpts o = {LLAMA_GRADS_NONE, NULL, 0, qt};
+    LlamaOpts o = {LLAMA_GRADS_NONE, NULL, 0, qt, 0};
     Llama m;
     LC_ASSERT(llama_init_opts(&m, &c, &ops_cpu, NULL, 1, 8, &o, &e) == 0);
     LlamaMem mem = llama_memory_opts(&c, &ops_cpu, 1, 8, &o);
@@ -225,7 +225,7 @@ void qlora_memory(void) {
     EXPECT(m.w.layer[0].wq == NULL && m.ql[0][LORA_Q] && m.qembed && m.qhead, "views of quantised tensors");
     /* full training on it: refused */
     Llama x;
-    LlamaOpts of = {LLAMA_GRADS_FULL, NULL, 0, qt};
+    LlamaOpts of = {LLAMA_GRADS_FULL, NULL, 0, qt, 0};
     EXPECT(llama_init_opts(&x, &c, &ops_cpu, NULL, 1, 8, &of, &e) != 0 && strstr(e.msg, "frozen"),
            "full training on a quantised base: '%s'", e.msg);
     llama_free(&m);

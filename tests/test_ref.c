@@ -300,7 +300,7 @@ static void ref_lora_case(const RefFile *base, const RefFile *f, int k, const Ll
     for (int l = 0; l < c->n_layers; l++) lc.layers[l] = ((int *)lay->data)[l] != 0;
     const RefRec *tok = ref_get(base, "tokens"), *tgt = ref_get(base, "targets"), *pos = ref_get(base, "pos");
     int B = (int)tok->dims[0], T = (int)tok->dims[1], L = c->n_layers;
-    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0, NULL};
+    LlamaOpts o = {LLAMA_GRADS_INPUT, &lc, 0, NULL, 0};
     Llama m;
     if (llama_init_opts(&m, c, &ops_cpu, NULL, B, T, &o, &e)) { test_fail(__FILE__, __LINE__, "%s", e.msg); return; }
     /* PEFT's table has exactly llamac's tensors, in llamac's order */

@@ -222,7 +222,7 @@ int cmd_bench(int argc, char **argv, Err *e) {
     int lora = lora_r || lora_targets;
     Ops prof = profiled(&ops_cpu);
     const Ops *o = ops ? &prof : &ops_cpu;
-    LlamaOpts lo = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, recompute, NULL};
+    LlamaOpts lo = {lora ? LLAMA_GRADS_INPUT : LLAMA_GRADS_FULL, lora ? &lc : NULL, recompute, NULL, 0};
     Llama m;
     if (llama_init_opts(&m, &c, o, NULL, (int)B, (int)T, &lo, e)) return -1;
     params_init(&m.t, m.params, c.n_layers, (uint64_t)seed);

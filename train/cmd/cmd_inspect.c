@@ -167,8 +167,8 @@ int cmd_inspect(int argc, char **argv, Err *e) {
     }
     for (int k = 0; k < 2; k++) {
         int rc = k == 0 ? recompute : !recompute;
-        LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc, NULL}, lora = {LLAMA_GRADS_INPUT, &lc, rc, NULL};
-        LlamaOpts qlora = {LLAMA_GRADS_INPUT, &lc, rc, qtypes};
+        LlamaOpts full = {LLAMA_GRADS_FULL, NULL, rc, NULL, 0}, lora = {LLAMA_GRADS_INPUT, &lc, rc, NULL, 0};
+        LlamaOpts qlora = {LLAMA_GRADS_INPUT, &lc, rc, qtypes, 0};
         LlamaMem mf = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &full);
         LlamaMem ml = llama_memory_opts(&c, &ops_cpu, (int)B, (int)T, &lora);
         char what[256];

@@ -299,7 +299,7 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
         return err_set(e, "--device: %s with %d ranks is not supported yet (data parallelism runs on the CPU)",
                        o->device, tr->world);
     LoraConfig lc;
-    LlamaOpts lo = {LLAMA_GRADS_FULL, NULL, (int)o->recompute, NULL};
+    LlamaOpts lo = {LLAMA_GRADS_FULL, NULL, (int)o->recompute, NULL, 0};
     PeftAdapter pa; /* --lora-init DIR: its config and weights */
     memset(&pa, 0, sizeof pa);
     int from_dir = peft_is_dir(o->lora_init);

@@ -153,10 +153,7 @@ int device_load_into(const Device *d, const char *path, const char *adapter, con
         }
         if (rc) return free(qtypes), peft_free(&a), -1;
     }
-    /* forward_only: the layers share one set of intermediates (recompute's
-     * layout, never recomputed): a frozen model's whole-sequence forwards
-     * hold one layer's activations instead of every layer's */
-    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, forward_only, qtypes};
+    LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, qtypes, forward_only};
     int irc = device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
     free(qtypes);
     if (irc) {

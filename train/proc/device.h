@@ -59,8 +59,8 @@ int device_load_model(Device *d, const char *name, const char *path, const char 
  * a run's own, e.g. distill's teacher): builds *m there; on failure *m is
  * released and zeroed, d stays open. forward_only: the model only runs
  * whole-sequence forwards (llama_forward_hidden and the like; no backward,
- * no llama_decode), so its layers share one set of intermediate activations
- * (LlamaOpts.recompute's layout): one layer's worth instead of every layer's. */
+ * no llama_decode), so it holds two layers' activations instead of every
+ * layer's (LlamaOpts.forward_only). */
 int device_load_into(const Device *d, const char *path, const char *adapter, const char *quant, const LlamaConfig *c,
                      Llama *m, int B, int T, int forward_only, Err *e);
 
