@@ -2,8 +2,7 @@
 # make demo-data: the pretraining-data steps on the demo corpus before it is
 # tokenised. Prepares build/corpus (scripts/prepare_corpus.py: Project
 # Gutenberg Shakespeare and Milton, as make demo trains on), removes
-# duplicates with `llamac data dedup` (skipped, saying so, while that step is
-# not built), drops documents with `llamac data filter` (Gopher and C4 rules,
+# duplicates with `llamac data dedup` (exact, then MinHash), drops documents with `llamac data filter` (Gopher and C4 rules,
 # datatrove's defaults), then encodes what is left into a shard with the demo
 # tokenizer (build/demo/tok.bin from make demo, else one trained here), each
 # step printing what it kept and why it dropped the rest. Outputs go to
@@ -19,12 +18,8 @@ python3 scripts/prepare_corpus.py --out build/corpus
 IN=build/corpus/train.jsonl
 
 echo "== 2/4 dedup: llamac data dedup"
-if $L data dedup --help >/dev/null 2>&1; then
-    $L data dedup --input "$IN" --out "$D/dedup.jsonl"
-    IN="$D/dedup.jsonl"
-else
-    echo "   skipped: llamac data dedup is not built in this tree yet"
-fi
+$L data dedup --input "$IN" --out "$D/dedup.jsonl" --clusters "$D/clusters.jsonl"
+IN="$D/dedup.jsonl"
 
 echo "== 3/4 filter: llamac data filter (Gopher quality, Gopher repetition, C4)"
 $L data filter --input "$IN" --out "$D/filtered.jsonl" --rejected "$D/rejected.jsonl" --quiet
