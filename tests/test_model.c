@@ -381,11 +381,15 @@ void model_lora_gradcheck_tied_gqa(void) {
 
 /* One step of training gradients with and without recompute: same loss,
  * same bits (full training, and LoRA with dropout); and llama_memory says
- * recompute keeps less. */
-static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int grads, int B, int T) {
+ * recompute keeps less. With fwd_only (no adapters, no gradients) the second
+ * model is forward-only instead (a teacher's: two layers' activations, the
+ * inputs x in two buffers used in turn): the same loss and final hidden
+ * state bit for bit, and less memory than recompute beyond two layers. */
+static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int grads, int B, int T, int fwd_only) {
     Llama a, b;
     Err e;
-    LlamaOpts oa = {grads, lc, 0, NULL, 0}, ob = {grads, lc, 1, NULL, 0};
+    LC_ASSERT(!fwd_only || (!lc && grads == LLAMA_GRADS_NONE));
+    LlamaOpts oa = {grads, lc, 0, NULL, 0}, ob = {grads, lc, !fwd_only, NULL, fwd_only};
     LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
     LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
     Rng r;
@@ -404,14 +408,26 @@ static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int gra
     double loss[2];
     for (int k = 0; k < 2; k++) {
         LC_ASSERT(llama_set_batch(ms[k], tok, tgt, pos, &e) == 0);
-        loss[k] = llama_forward(ms[k], 0, cfg->n_layers, 0.01f);
-        llama_backward(ms[k], 0, cfg->n_layers);
+        loss[k] = llama_forward(ms[k], 0, cfg->n_layers, fwd_only ? 0.0f : 0.01f);
+        if (fwd_only) llama_forward_hidden(ms[k], 0);
+        else llama_backward(ms[k], 0, cfg->n_layers);
     }
-    EXPECT(loss[0] == loss[1], "recompute: loss %.9g vs %.9g", loss[1], loss[0]);
+    const char *what = fwd_only ? "forward_only" : "recompute";
+    EXPECT(loss[0] == loss[1], "%s, %d layers: loss %.9g vs %.9g", what, cfg->n_layers, loss[1], loss[0]);
+    if (fwd_only)
+        EXPECT(memcmp(a.xf, b.xf, (size_t)n * cfg->dim * sizeof(float)) == 0, "forward_only, %d layers: hidden states differ",
+               cfg->n_layers);
     if (a.grads) EXPECT(memcmp(a.grads, b.grads, a.t.size * sizeof(float)) == 0, "recompute: base grads differ");
     if (lc) EXPECT(memcmp(a.lora_grads, b.lora_grads, a.lt.size * sizeof(float)) == 0, "recompute: adapter grads differ");
     LlamaMem ma = llama_memory_opts(cfg, &ops_cpu, B, T, &oa), mb = llama_memory_opts(cfg, &ops_cpu, B, T, &ob);
-    EXPECT(mb.acts < ma.acts, "recompute keeps %zu bytes of activations, without %zu", mb.acts, ma.acts);
+    if (fwd_only) {
+        LlamaOpts orc = {LLAMA_GRADS_NONE, NULL, 1, NULL, 0};
+        LlamaMem mr = llama_memory_opts(cfg, &ops_cpu, B, T, &orc);
+        EXPECT(cfg->n_layers > 2 ? mb.acts < mr.acts : mb.acts == mr.acts,
+               "forward_only, %d layers, keeps %zu bytes of activations, recompute %zu", cfg->n_layers, mb.acts, mr.acts);
+    } else {
+        EXPECT(mb.acts < ma.acts, "recompute keeps %zu bytes of activations, without %zu", mb.acts, ma.acts);
+    }
     EXPECT(ma.acts == a.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena");
     EXPECT(mb.acts == b.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena (recompute)");
     EXPECT(ma.lora == (lc ? a.lt.size * sizeof(float) : 0) && ma.lora_grads == ma.lora, "adapter bytes");
@@ -421,59 +437,23 @@ static void recompute_case(const LlamaConfig *cfg, const LoraConfig *lc, int gra
     free(tok); free(tgt); free(pos);
 }
 
-/* A forward-only model (a teacher's: two layers' activations, the inputs
- * x in two buffers used in turn) gives the full model's hidden state and
- * loss bit for bit, with less memory than recompute, for an odd and an even
- * layer count. */
-static void forward_only_case(const LlamaConfig *cfg, int B, int T) {
-    Llama a, b;
-    Err e;
-    LlamaOpts oa = {LLAMA_GRADS_NONE, NULL, 0, NULL, 0}, ob = {LLAMA_GRADS_NONE, NULL, 0, NULL, 1};
-    LlamaOpts orc = {LLAMA_GRADS_NONE, NULL, 1, NULL, 0};
-    LC_ASSERT(llama_init_opts(&a, cfg, &ops_cpu, NULL, B, T, &oa, &e) == 0);
-    LC_ASSERT(llama_init_opts(&b, cfg, &ops_cpu, NULL, B, T, &ob, &e) == 0);
-    Rng r;
-    rng_seed(&r, 23);
-    random_params(&a, &r);
-    memcpy(b.params, a.params, a.t.size * sizeof(float));
-    int n = B * T, *tok = xmalloc(n * sizeof(int)), *tgt = xmalloc(n * sizeof(int)), *pos = xmalloc(n * sizeof(int));
-    random_batch(&r, B, T, cfg->vocab, 1, tok, tgt, pos);
-    Llama *ms[2] = {&a, &b};
-    double loss[2];
-    for (int k = 0; k < 2; k++) {
-        LC_ASSERT(llama_set_batch(ms[k], tok, tgt, pos, &e) == 0);
-        loss[k] = llama_forward(ms[k], 0, cfg->n_layers, 0.0f);
-    }
-    EXPECT(loss[0] == loss[1], "forward_only, %d layers: loss %.9g vs %.9g", cfg->n_layers, loss[1], loss[0]);
-    for (int k = 0; k < 2; k++) llama_forward_hidden(ms[k], 0);
-    EXPECT(memcmp(a.xf, b.xf, (size_t)n * cfg->dim * sizeof(float)) == 0, "forward_only, %d layers: hidden states differ",
-           cfg->n_layers);
-    LlamaMem mb = llama_memory_opts(cfg, &ops_cpu, B, T, &ob), mr = llama_memory_opts(cfg, &ops_cpu, B, T, &orc);
-    EXPECT(cfg->n_layers > 2 ? mb.acts < mr.acts : mb.acts == mr.acts,
-           "forward_only, %d layers, keeps %zu bytes of activations, recompute %zu", cfg->n_layers, mb.acts, mr.acts);
-    EXPECT(mb.acts == b.arena_floats * sizeof(float) + 3 * (size_t)n * sizeof(int), "llama_memory vs the arena (forward_only)");
-    llama_free(&a);
-    llama_free(&b);
-    free(tok); free(tgt); free(pos);
-}
-
 void model_recompute(void) {
     LlamaConfig cfg;
     config_preset("tiny", &cfg, NULL);
     cfg.n_layers = 3;
-    forward_only_case(&cfg, 2, 24);
+    recompute_case(&cfg, NULL, LLAMA_GRADS_NONE, 2, 24, 1);
     cfg.n_layers = 4;
-    forward_only_case(&cfg, 1, 16);
+    recompute_case(&cfg, NULL, LLAMA_GRADS_NONE, 1, 16, 1);
     cfg.n_layers = 1;
-    forward_only_case(&cfg, 1, 16);
+    recompute_case(&cfg, NULL, LLAMA_GRADS_NONE, 1, 16, 1);
     cfg.n_layers = 3;
-    recompute_case(&cfg, NULL, LLAMA_GRADS_FULL, 2, 24);
+    recompute_case(&cfg, NULL, LLAMA_GRADS_FULL, 2, 24, 0);
     LoraConfig lc;
     lora_config_default(&lc, LORA_ALL_LINEAR);
     lc.r = 4; lc.dropout = 0.1f;
-    recompute_case(&cfg, &lc, LLAMA_GRADS_INPUT, 2, 24);
+    recompute_case(&cfg, &lc, LLAMA_GRADS_INPUT, 2, 24, 0);
     LC_ASSERT(lora_parse_layers("1", &lc, cfg.n_layers, NULL) == 0);
-    recompute_case(&cfg, &lc, LLAMA_GRADS_FULL, 1, 16);
+    recompute_case(&cfg, &lc, LLAMA_GRADS_FULL, 1, 16, 0);
 }
 
 /* Generation with adapters: the KV-cache logits equal a full forward's with
