@@ -158,7 +158,7 @@ LIB_SRC := model/base.c model/config.c model/params.c model/quant.c model/ops_cp
            train/io/safetensors.c train/io/gguf.c train/io/hf.c train/io/iofile.c train/io/source.c train/io/peft.c train/cmd/cmd_convert.c train/cmd/cmd_quantize.c train/cmd/cmd_logits.c train/cmd/cmd_score.c
 LIB_SRC += data/mixture.c
 # pretraining-data dedup and quality classifier (llamac data dedup, quality)
-LIB_SRC += data/dedup.c data/qclass.c
+LIB_SRC += data/dedup.c data/qclass.c data/outfile.c
 MAIN_SRC := train/main.c
 TEST_SRC := tests/test_main.c tests/test_textfilter.c tests/test_ops.c tests/test_model.c tests/test_optim.c \
             tests/test_ref.c tests/test_cli.c tests/gradcheck.c tests/test_data.c tests/test_tokstream.c tests/test_bpe.c \

@@ -329,3 +329,11 @@ int docstream_run(const char *const *paths, int npaths, const DocStreamOpts *o, 
     batch_free(&b);
     return rc;
 }
+
+int docstream_require_jsonl(const char *const *paths, int n, Err *e) {
+    for (int i = 0; i < n; i++)
+        if (!ends_with(paths[i], ".jsonl"))
+            return err_set(e, "%s: not a .jsonl file (this step reads JSONL and writes the kept lines as they are)",
+                           paths[i]);
+    return 0;
+}

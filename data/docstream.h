@@ -82,6 +82,10 @@ typedef struct DocStreamStats {
  * string field 'text'", "<file>:<line>: not valid UTF-8 (byte N)" (with
  * DOCS_UTF8_REFUSE), map's and emit's. Returns 0 or -1; st (may be NULL)
  * gets the counts either way. */
+/* -1 with e unless every path ends in .jsonl: for steps that copy input
+ * lines to a JSONL output unchanged (a text file's document is not a line). */
+int docstream_require_jsonl(const char *const *paths, int n, Err *e);
+
 int docstream_run(const char *const *paths, int n, const DocStreamOpts *o, DocMapFn map, DocEmitFn emit, void *ud,
                   DocStreamStats *st, Err *e);
 

@@ -10,6 +10,8 @@
  */
 #include "qclass.h"
 
+#include "outfile.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -99,8 +101,9 @@ double qclass_sgd(QClass *m, const uint32_t *f, size_t nf, int label, float lr, 
 static int put32(FILE *f, uint32_t v) { return fwrite(&v, 4, 1, f) == 1 ? 0 : -1; }
 
 int qclass_save(const QClass *m, const char *path, Err *e) {
-    FILE *f = fopen(path, "wb");
-    if (!f) return err_set(e, "%s: cannot create", path);
+    OutFile of;
+    if (outfile_open(&of, path, e)) return -1;
+    FILE *f = of.f;
     uint32_t D = m->dim, rows = 0;
     for (uint32_t r = 0; r < m->buckets; r++)
         for (uint32_t d = 0; d < D; d++)
@@ -117,8 +120,19 @@ int qclass_save(const QClass *m, const char *path, Err *e) {
         while (d < D && row[d] == 0) d++;
         if (d < D) bad = put32(f, r) || fwrite(row, 4, D, f) != D;
     }
-    if (fclose(f) || bad) return err_set(e, "%s: write error", path);
-    return 0;
+    if (bad) {
+        outfile_drop(&of);
+        return err_set(e, "%s: write error", path);
+    }
+    int rc = outfile_commit(&of, e);
+    outfile_drop(&of);
+    return rc;
+}
+
+static int all_finite(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
 }
 
 int qclass_load(QClass *m, const char *path, Err *e) {
@@ -173,6 +187,10 @@ int qclass_load(QClass *m, const char *path, Err *e) {
     }
     if (fgetc(f) != EOF) {
         err_set(e, "%s: trailing bytes after the last row", path);
+        goto done;
+    }
+    if (!isfinite(m->b) || !all_finite(m->w, D) || !all_finite(m->emb, (size_t)m->buckets * D)) {
+        err_set(e, "%s: weights that are not finite (NaN or infinity): a diverged training run", path);
         goto done;
     }
     rc = 0;

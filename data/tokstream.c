@@ -87,14 +87,16 @@ static int out_publish(Out *o, Err *e) {
         snprintf(tmp, sizeof tmp, "%s.tmp", o->done[i]);
         if (rename(tmp, o->done[i]) != 0) return err_set(e, "%s: cannot rename %s over it", o->done[i], tmp);
     }
-    if (o->shard_tokens) {
-        char path[SHARD_PATH_MAX + 16];
-        struct stat sb;
-        for (int k = o->ndone;; k++) {
-            shardset_name(path, sizeof path, o->base, k);
-            if (stat(path, &sb) != 0 || unlink(path) != 0) break;
-        }
+    /* what an earlier run under the same name left that a directory, a glob
+     * or the name itself would read with this run's shards: a longer split
+     * run's rest, or the other form (one file vs a numbered series) */
+    char path[SHARD_PATH_MAX + 16];
+    struct stat sb;
+    for (int k = o->shard_tokens ? o->ndone : 0;; k++) {
+        shardset_name(path, sizeof path, o->base, k);
+        if (stat(path, &sb) != 0 || unlink(path) != 0) break;
     }
+    if (o->shard_tokens && stat(o->base, &sb) == 0) unlink(o->base);
     return 0;
 }
 

@@ -200,12 +200,14 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
         off += round_up(s[i].numel);
     }
     m->scratch = m->arena + off;
-    if (m->recompute)
+    if (m->recompute) {
+        float *x1 = c->n_layers > 1 ? m->acts[1].x : NULL; /* forward_only's second buffer */
         for (int l = 1; l < c->n_layers; l++) {
             float *x = m->acts[l].x;
             m->acts[l] = m->acts[0];
-            m->acts[l].x = m->forward_only ? m->acts[l % 2].x : x;
+            m->acts[l].x = m->forward_only ? (l % 2 ? x1 : m->acts[0].x) : x;
         }
+    }
     size_t bt = (size_t)B * T * sizeof(int);
     m->tokens = ops->alloc(ctx, bt);
     m->targets = ops->alloc(ctx, bt);

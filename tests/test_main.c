@@ -98,7 +98,7 @@ static const struct {
     T(tok_spm), T(tok_pipeline), T(tok_chat_reference),
     T(shard_roundtrip), T(shard_bad_files), T(loader_determinism), T(loader_ranks_disjoint),
     T(loader_doc_boundaries), T(loader_too_short), T(jsonl_bom), T(docstream_order), T(docstream_errors),
-    T(textfilter_gopher), T(textfilter_repetition), T(textfilter_c4), T(textfilter_words), T(textfilter_cmd),
+    T(textfilter_gopher), T(textfilter_repetition), T(textfilter_c4), T(textfilter_words), T(textfilter_cmd), T(data_outputs),
     T(tokstream_serial), T(tokstream_shards), T(tokstream_cli),
     T(dedup_datatrove_pins), T(dedup_minhash_bands), T(dedup_cli), T(dedup_cli_errors), T(qclass_synthetic), T(qclass_cli),
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),

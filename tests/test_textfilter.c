@@ -7,6 +7,7 @@
  * --rejected, and each bad input's one error line. The datatrove comparison
  * on real text is scripts/test_filters_ref.py (make test-ref).
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -225,4 +226,69 @@ void textfilter_cmd(void) {
     unlink(in);
     unlink(out);
     unlink(rej);
+}
+
+/* Size of a file, -1 when it does not exist. */
+static long file_size(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fclose(f);
+    return n;
+}
+
+/* The data steps' outputs (data/outfile.h): an output that names an input
+ * or another output is refused before anything is written; a run that fails
+ * halfway leaves the earlier output as it was and no .tmp; a text file is
+ * refused where the output copies JSONL lines; a classifier file with
+ * non-finite weights is refused at load. For filter, dedup and quality. */
+void data_outputs(void) {
+    char in[128], out[128], tmp[140], txt[128], qc[128];
+    int pid = (int)getpid();
+    snprintf(in, sizeof in, "/tmp/llamac_test_%d_do_in.jsonl", pid);
+    snprintf(out, sizeof out, "/tmp/llamac_test_%d_do_out.jsonl", pid);
+    snprintf(tmp, sizeof tmp, "%s.tmp", out);
+    snprintf(txt, sizeof txt, "/tmp/llamac_test_%d_do_in.txt", pid);
+    snprintf(qc, sizeof qc, "/tmp/llamac_test_%d_do.qclass", pid);
+    const char *good = "{\"text\": \"one two three four five.\"}\n{\"text\": \"six seven eight nine ten.\"}\n";
+    test_put(in, good);
+    const char *steps[3] = {"data filter --quiet --rules gopher-rep --rep-top-2 0 --rep-top-3 0 --rep-top-4 0", "data dedup", "data quality --threshold 0 --model"};
+    for (int k = 0; k < 3; k++) {
+        char cmd[512];
+        snprintf(cmd, sizeof cmd, k == 2 ? "%s %s" : "%s", steps[k], qc);
+        if (k == 2) { /* a model to score with: trained on the two lines, labels from a field */
+            char lab[140];
+            snprintf(lab, sizeof lab, "/tmp/llamac_test_%d_do_lab.jsonl", pid);
+            test_put(lab, "{\"text\": \"a b c\", \"label\": 1}\n{\"text\": \"d e f\", \"label\": 0}\n");
+            int rc = test_llamac("data quality-train --input %s --out %s --label-field label --val-frac 0", lab, qc);
+            unlink(lab);
+            EXPECT(rc == 0, "quality-train: rc %d: %s", rc, test_err);
+        }
+        int rc = test_llamac("%s --input %s --out %s", cmd, in, in);
+        EXPECT(rc == 1 && strstr(test_err, "are the same file") && file_size(in) == (long)strlen(good),
+               "%s --out = --input: rc %d, %ld bytes left: %s", steps[k], rc, file_size(in), test_err);
+        /* a good run, then a failing one: the first output stays */
+        rc = test_llamac("%s --input %s --out %s", cmd, in, out);
+        long before = file_size(out);
+        EXPECT(rc == 0 && before > 0, "%s: rc %d, %ld bytes: %s", steps[k], rc, before, test_err);
+        test_put(in, "{\"text\": \"one two three four five.\"}\n{\"text\": \"six seven eight nine ten.\"}\nnot json\n");
+        rc = test_llamac("%s --input %s --out %s", cmd, in, out);
+        EXPECT(rc == 1 && strstr(test_err, ":3: not valid JSON") && file_size(out) == before && file_size(tmp) < 0,
+               "%s failing: rc %d, out %ld bytes (was %ld), tmp %ld: %s", steps[k], rc, file_size(out), before,
+               file_size(tmp), test_err);
+        test_put(in, good);
+        test_put(txt, "plain text, one document\n");
+        rc = test_llamac("%s --input %s --out %s", cmd, txt, out);
+        EXPECT(rc == 1 && strstr(test_err, "not a .jsonl file") && file_size(out) == before, "%s on text: rc %d: %s",
+               steps[k], rc, test_err);
+    }
+    /* a classifier whose weights are not finite: refused at load */
+    FILE *f = fopen(qc, "r+b");
+    float nan = NAN;
+    EXPECT(f && fseek(f, 4 + 5 * 4, SEEK_SET) == 0 && fwrite(&nan, 4, 1, f) == 1, "patch the bias");
+    if (f) fclose(f);
+    int rc = test_llamac("data quality --model %s --input %s --out %s", qc, in, out);
+    EXPECT(rc == 1 && strstr(test_err, "not finite"), "NaN classifier: rc %d: %s", rc, test_err);
+    unlink(in), unlink(out), unlink(txt), unlink(qc);
 }

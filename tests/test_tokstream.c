@@ -303,6 +303,14 @@ void tokstream_cli(void) {
     };
     test_cli_refusals(cases, sizeof cases / sizeof cases[0], dir, tail);
     EXPECT(access(at("o.bin"), F_OK) != 0 && access(at("o.bin.tmp"), F_OK) != 0, "a failed run left a file");
+    /* --val-out naming --out's shards, as a file or as a split series */
+    const char *vo[2] = {"o.bin", "o"};
+    for (int k = 0; k < 2; k++) {
+        int rc = test_llamac("tokenize encode --input %s --val-out %s --val-frac 0.5%s%s", at("good.jsonl"), at(vo[k]),
+                             k ? " --shard-size 2" : "", tail);
+        EXPECT(rc == 1 && strstr(test_err, "names the same shards as --out") && access(at("o.bin"), F_OK) != 0,
+               "--val-out %s: rc %d: %s", vo[k], rc, test_err);
+    }
     /* skip: the bad document is counted and dropped, the others keep their split */
     int rc = test_llamac("tokenize encode --input %s --bad-utf8 skip%s", at("bad.jsonl"), tail);
     EXPECT(rc == 0 && strstr(test_err, "warning: skipped 1 documents that are not valid UTF-8") &&
@@ -322,6 +330,18 @@ void tokstream_cli(void) {
     EXPECT(access(at("c_000000.bin"), F_OK) == 0 && access(at("cv_000000.bin"), F_OK) == 0 &&
                access(at("c.bin"), F_OK) != 0,
            "split names");
+    /* the other form under the same name goes: unsplit over split, then split over unsplit */
+    rc = test_llamac("tokenize encode --input %s --tokenizer %s --out %s --progress 0", at("docs.jsonl"), at("tok.bin"),
+                     at("u.bin"));
+    rc |= test_llamac("tokenize encode --input %s --tokenizer %s --out %s --shard-size 200 --progress 0",
+                      at("docs.jsonl"), at("tok.bin"), at("u.bin"));
+    EXPECT(rc == 0 && access(at("u.bin"), F_OK) != 0 && access(at("u_000000.bin"), F_OK) == 0,
+           "split over unsplit: u.bin left behind (%d)", rc);
+    rc = test_llamac("tokenize encode --input %s --tokenizer %s --out %s --progress 0", at("docs.jsonl"), at("tok.bin"),
+                     at("u.bin"));
+    EXPECT(rc == 0 && access(at("u.bin"), F_OK) == 0 && access(at("u_000000.bin"), F_OK) != 0 &&
+               access(at("u_000001.bin"), F_OK) != 0,
+           "unsplit over split: shards left behind (%d)", rc);
     rc = test_llamac("pretrain --train %s --val %s --preset tiny --batch 2 --seq 16 --steps 1 --val-every 1 --out %s "
                      "--ckpt-dir %s",
                      at("c.bin"), at("cv.bin"), at("m.h5"), at("ck"));

@@ -146,6 +146,7 @@ void textfilter_repetition(void);
 void textfilter_c4(void);
 void textfilter_words(void);
 void textfilter_cmd(void);
+void data_outputs(void);
 void tokstream_serial(void);
 void tokstream_shards(void);
 void tokstream_cli(void);

@@ -21,6 +21,7 @@
 
 #include "../../data/dedup.h"
 #include "../../data/docstream.h"
+#include "../../data/outfile.h"
 #include "../proc/cli.h"
 #include "cmds.h"
 
@@ -152,7 +153,7 @@ static int cluster_buckets(Dedup *x, DedupUF *u, Err *e) {
 
 /* Write one JSON line per cluster of two or more documents; fill the
  * cluster count and a size histogram (sizes above 63 counted in [63]). */
-static int write_clusters(const char *path, DedupUF *u, const uint8_t *has, size_t n, uint64_t *nclusters,
+static int write_clusters(FILE *f, DedupUF *u, const uint8_t *has, size_t n, uint64_t *nclusters,
                           uint64_t hist[64], Err *e) {
     /* documents of one cluster together: order by (root, document) */
     uint32_t *order = xmalloc((n ? n : 1) * sizeof(uint32_t));
@@ -168,11 +169,6 @@ static int write_clusters(const char *path, DedupUF *u, const uint8_t *has, size
     }
     for (size_t i = 0; i < n; i++)
         if (has[i]) order[count[dedup_uf_find(u, (uint32_t)i)]++] = (uint32_t)i;
-    FILE *f = path ? fopen(path, "w") : NULL;
-    if (path && !f) {
-        free(order), free(count);
-        return err_set(e, "%s: cannot create", path);
-    }
     *nclusters = 0;
     memset(hist, 0, 64 * sizeof(uint64_t));
     for (size_t a = 0; a < off;) {
@@ -192,7 +188,7 @@ static int write_clusters(const char *path, DedupUF *u, const uint8_t *has, size
         a = b;
     }
     free(order), free(count);
-    if (f && fclose(f)) return err_set(e, "%s: write error", path);
+    (void)e;
     return 0;
 }
 
@@ -242,6 +238,18 @@ int data_dedup(int argc, char **argv, Err *e) {
     else return err_set(e, "--bad-utf8: expected refuse or skip, not '%s'", bad);
     if (buckets * rows > 64 * 64) return err_set(e, "--buckets x --rows: at most 4096 hashes");
 
+    const char *paths[34];
+    int np = 0;
+    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
+    paths[np++] = out, paths[np++] = minhash ? clusters : NULL;
+    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) return -1;
+    OutFile oo, oc;
+    memset(&oc, 0, sizeof oc);
+    if (outfile_open(&oo, out, e)) return -1;
+    if (minhash && clusters && outfile_open(&oc, clusters, e)) {
+        outfile_drop(&oo);
+        return -1;
+    }
     Dedup x;
     memset(&x, 0, sizeof x);
     x.exact = (int)exact, x.minhash = (int)minhash;
@@ -272,7 +280,7 @@ int data_dedup(int argc, char **argv, Err *e) {
         goto done;
     }
     uint64_t ncl = 0, hist[64], nnear = 0;
-    if (write_clusters(minhash ? clusters : NULL, &u, has, n, &ncl, hist, e)) {
+    if (write_clusters(oc.f, &u, has, n, &ncl, hist, e)) {
         free(has);
         goto done;
     }
@@ -283,10 +291,7 @@ int data_dedup(int argc, char **argv, Err *e) {
     }
     free(has);
 
-    if (!(x.out = fopen(out, "w"))) {
-        err_set(e, "%s: cannot create", out);
-        goto done;
-    }
+    x.out = oo.f;
     x.keep = keep, x.out_path = out;
     o.progress = "dedup: writing";
     if (docstream_run(in.v, in.n, &o, NULL, write_emit, &x, &st2, e)) goto done;
@@ -294,12 +299,8 @@ int data_dedup(int argc, char **argv, Err *e) {
         err_set(e, "%s: the input changed between the two passes (fewer documents)", in.v[in.n - 1]);
         goto done;
     }
-    if (fclose(x.out)) {
-        x.out = NULL;
-        err_set(e, "%s: write error", out);
-        goto done;
-    }
     x.out = NULL;
+    if (outfile_commit(&oo, e) || outfile_commit(&oc, e)) goto done;
     double dt = time_now() - t0;
     printf("dedup: %zu documents in, %llu kept; dropped %llu exact duplicates, %llu near duplicates", n,
            (unsigned long long)x.written, (unsigned long long)x.nexact, (unsigned long long)nnear);
@@ -318,7 +319,8 @@ int data_dedup(int argc, char **argv, Err *e) {
            dt > 0 ? n / dt : 0, dt > 0 ? st1.bytes / 1e6 / dt : 0, nt, peak_rss_bytes() / 1e6);
     rc = 0;
 done:
-    if (x.out) fclose(x.out);
+    outfile_drop(&oo);
+    outfile_drop(&oc);
     for (int t = 0; t < nt; t++) minhash_scratch_free(&x.sc[t]);
     for (int b = 0; b < 64; b++)
         if (x.bf[b]) fclose(x.bf[b]);

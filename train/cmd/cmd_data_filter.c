@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "../../data/docstream.h"
+#include "../../data/outfile.h"
 #include "../../data/textfilter.h"
 #include "../proc/cli.h"
 #include "cmds.h"
@@ -22,7 +23,8 @@
 typedef struct {
     TextFilter f;
     TextScratch s[MAX_THREADS];
-    FILE *out, *rej, *words;
+    FILE *out, *rej, *words; /* of[0..2].f */
+    OutFile of[3];
     const char *out_path, *rej_path, *words_path;
     uint64_t kept, dropped[64];
 } FilterRun;
@@ -162,14 +164,21 @@ int data_filter(int argc, char **argv, Err *e) {
     wordsplit_init();
     r->out_path = out;
     r->rej_path = rej;
-    if (!(r->out = fopen(out, "wb"))) { rc = err_set(e, "%s: cannot write", out); goto done; }
-    if (rej && !(r->rej = fopen(rej, "wb"))) { rc = err_set(e, "%s: cannot write", rej); goto done; }
     r->words_path = words;
-    if (words && !(r->words = fopen(words, "wb"))) { rc = err_set(e, "%s: cannot write", words); goto done; }
+    const char *paths[35];
+    int np = 0;
+    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
+    paths[np++] = out, paths[np++] = rej, paths[np++] = words;
+    rc = -1;
+    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) goto done;
+    if (outfile_open(&r->of[0], out, e) || (rej && outfile_open(&r->of[1], rej, e)) ||
+        (words && outfile_open(&r->of[2], words, e)))
+        goto done;
+    r->out = r->of[0].f, r->rej = r->of[1].f, r->words = r->of[2].f;
     DocStreamOpts o = {field, 0, bad_utf8, 0, quiet ? NULL : "data filter"};
     DocStreamStats st;
     rc = docstream_run(in.v, in.n, &o, filter_map, filter_emit, r, &st, e);
-    if (!rc && fflush(r->out)) rc = err_set(e, "%s: write error", out);
+    for (int i = 0; i < 3 && !rc; i++) rc = outfile_commit(&r->of[i], e);
     if (rc) goto done;
     uint64_t nd = 0;
     for (int i = 0; i < TEXTFILTER_NRULES; i++) nd += r->dropped[i];
@@ -183,9 +192,7 @@ int data_filter(int argc, char **argv, Err *e) {
             printf("  dropped %-10s %-29s %llu\n", TEXTFILTER_NAMES[TEXTFILTER_RULES[i].filter],
                    TEXTFILTER_RULES[i].reason, (unsigned long long)r->dropped[i]);
 done:
-    if (r->out) fclose(r->out);
-    if (r->rej) fclose(r->rej);
-    if (r->words) fclose(r->words);
+    for (int i = 0; i < 3; i++) outfile_drop(&r->of[i]);
     for (int i = 0; i < MAX_THREADS; i++) textfilter_scratch_free(&r->s[i]);
     free(r);
     return rc;

@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "../../data/docstream.h"
+#include "../../data/outfile.h"
 #include "../../data/qclass.h"
 #include "../proc/cli.h"
 #include "cmds.h"
@@ -191,6 +192,11 @@ int data_quality_train(int argc, char **argv, Err *e) {
         printf("\n");
         fflush(stdout);
     }
+    if (!isfinite(t.m.b) || !isfinite(t.loss)) {
+        err_set(e, "quality-train: the training diverged (loss %g): lower --lr (%g); %s not written", t.loss / (double)t.ntrain,
+                lr, out);
+        goto done;
+    }
     if (qclass_save(&t.m, out, e)) goto done;
     printf("quality-train: %s (%ld buckets x %ld dim) in %.2f s", out, buckets, dim, time_now() - t0);
     if (st.bad_utf8) printf("; skipped %llu documents with bad UTF-8 each epoch", (unsigned long long)st.bad_utf8);
@@ -228,6 +234,8 @@ static int score_emit(void *ud, DocItem *d, Err *e) {
     Score *s = ud;
     int keep = d->score >= s->threshold;
     s->n++, s->kept += keep, s->sum += d->score;
+    if (!(d->score >= 0 && d->score <= 1)) /* a model file that loads is finite; this guards the index */
+        return err_set(e, "document %llu: score %g is not a probability", (unsigned long long)d->index, d->score);
     s->hist[d->score >= 1 ? 9 : (int)(d->score * 10)]++;
     if (keep && (fwrite(d->line, 1, d->nline, s->out) != d->nline || fputc('\n', s->out) == EOF))
         return err_set(e, "%s: write error", s->out_path);
@@ -270,6 +278,8 @@ int data_quality(int argc, char **argv, Err *e) {
     if (parse_bad_utf8(bad, &bad_mode, e)) return -1;
     Score s;
     memset(&s, 0, sizeof s);
+    OutFile of[2];
+    memset(of, 0, sizeof of);
     if (qclass_load(&s.m, model, e)) return -1;
     s.threshold = threshold, s.out_path = out, s.scores_path = scores;
     int nt = docstream_threads(), rc = -1;
@@ -277,29 +287,16 @@ int data_quality(int argc, char **argv, Err *e) {
     DocStreamOpts o = {field, (size_t)(batch_mb * (1 << 20)) + 1, bad_mode, 0, "quality"};
     DocStreamStats st = {0};
     double t0 = time_now();
-    if (!(s.out = fopen(out, "w"))) {
-        err_set(e, "%s: cannot create", out);
-        goto done;
-    }
-    if (scores && !(s.scores = fopen(scores, "w"))) {
-        err_set(e, "%s: cannot create", scores);
-        goto done;
-    }
+    const char *paths[35];
+    int np = 0;
+    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
+    paths[np++] = out, paths[np++] = scores, paths[np++] = model;
+    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) goto done;
+    if (outfile_open(&of[0], out, e) || (scores && outfile_open(&of[1], scores, e))) goto done;
+    s.out = of[0].f, s.scores = of[1].f;
     if (docstream_run(in.v, in.n, &o, score_map, score_emit, &s, &st, e)) goto done;
-    int bad_close = fclose(s.out);
-    s.out = NULL;
-    if (bad_close) {
-        err_set(e, "%s: write error", out);
-        goto done;
-    }
-    if (s.scores) {
-        bad_close = fclose(s.scores);
-        s.scores = NULL;
-        if (bad_close) {
-            err_set(e, "%s: write error", scores);
-            goto done;
-        }
-    }
+    s.out = s.scores = NULL;
+    if (outfile_commit(&of[0], e) || outfile_commit(&of[1], e)) goto done;
     double dt = time_now() - t0;
     printf("quality: %llu documents in, %llu kept (P(hq) >= %g), %llu dropped below it; mean P(hq) %.3f",
            (unsigned long long)s.n, (unsigned long long)s.kept, threshold, (unsigned long long)(s.n - s.kept),
@@ -310,8 +307,8 @@ int data_quality(int argc, char **argv, Err *e) {
     printf("\nquality: %.1f MB in %.2f s (%.0f docs/s) on %d threads\n", st.bytes / 1e6, dt, dt > 0 ? s.n / dt : 0, nt);
     rc = 0;
 done:
-    if (s.out) fclose(s.out);
-    if (s.scores) fclose(s.scores);
+    outfile_drop(&of[0]);
+    outfile_drop(&of[1]);
     free(s.h);
     qclass_free(&s.m);
     return rc;

@@ -16,6 +16,7 @@
 #include "../../data/jsonl.h"
 #include "../../data/tok.h"
 #include "../../data/shard.h"
+#include "../../data/shardset.h"
 #include "../../data/tokstream.h"
 #include "../proc/cli.h"
 #include "cmds.h"
@@ -160,6 +161,13 @@ static int tokenize_encode(int argc, char **argv, Err *e) {
     if (!in.n) return err_set(e, "--input: required");
     if (!out) return err_set(e, "--out: required");
     if (val_frac > 0 && !val_out) return err_set(e, "--val-frac: needs --val-out");
+    if (val_out) { /* one name for both, as a file or as a split series, would mix or lose them */
+        char a[SHARD_PATH_MAX + 16], b[SHARD_PATH_MAX + 16];
+        shardset_name(a, sizeof a, out, 0);
+        shardset_name(b, sizeof b, val_out, 0);
+        if (strcmp(out, val_out) == 0 || strcmp(a, b) == 0)
+            return err_set(e, "--val-out: %s names the same shards as --out %s", val_out, out);
+    }
     int mode = -1;
     for (int i = 0; i < (int)(sizeof bad_utf8_names / sizeof bad_utf8_names[0]); i++)
         if (strcmp(bad_utf8, bad_utf8_names[i]) == 0) mode = i;
