@@ -99,6 +99,7 @@ double prune_collect(PruneStats *s, Llama *m, long ntargets, int skip_loss) {
         seq_mean_abs_sq(s->emb_acc + (size_t)(2 * l + 1) * D, a->xn2, B, T, D);
     }
     if (!skip_loss) return loss;
+    s->skip_batches++;
     /* Layer l skipped: its input goes on as its output. Last layer first:
      * skipping l rewrites only the inputs of layers after l, so acts[l].x of
      * every earlier layer is still the full forward's. */
@@ -119,7 +120,7 @@ void prune_finish(PruneStats *s) {
     memset(s->emb, 0, (size_t)D * sizeof(double));
     for (int l = 0; l < L; l++) {
         s->layer_bi[l] = s->bi_rows ? s->bi_sum[l] / (double)s->bi_rows : 0;
-        s->layer_dloss[l] = s->skip_sum[l] / nt - s->loss;
+        s->layer_dloss[l] = s->skip_batches ? s->skip_sum[l] / nt - s->loss : NAN;
         for (int h = 0; h < H; h++) {
             double sq = 0;
             for (int j = 0; j < HS; j++) sq += s->att_acc[(size_t)l * H * HS + (size_t)h * HS + j];
@@ -206,6 +207,9 @@ int prune_target(const LlamaConfig *from, const char *spec, LlamaConfig *to, Err
         memcpy(to->name, nm, sizeof nm);
     }
     int G = from->n_heads / from->n_kv_heads;
+    if (want[2] > from->n_kv_heads) /* before heads is derived from it, so the message names what was given */
+        return err_set(e, "--target: kv_heads=%d is larger than the model's %d (pruning only removes)", want[2],
+                       from->n_kv_heads);
     if (want[1] < 0 && want[2] >= 0) want[1] = want[2] * G; /* fewer groups, the same heads per group */
     for (int k = 0; k < N_TARGET_KEYS; k++) {
         int have = *(const int *)((const char *)from + target_keys[k].off);

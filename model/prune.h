@@ -32,6 +32,7 @@ typedef struct PruneStats {
     long tokens;       /* targets counted by the losses */
     double loss_sum;   /* summed loss of the whole model */
     double *skip_sum;  /* (L) summed loss with layer l skipped */
+    long skip_batches; /* batches that measured the skip loss (0: --no-skip-loss) */
     double *bi_sum;    /* (L) sum over tokens of 1 - cos(h_in, h_out) */
     long bi_rows;      /* tokens in bi_sum */
     double *att_acc;   /* (L, H*HS) sum over batch rows of (mean_t |o_proj input|)^2 */
@@ -40,7 +41,7 @@ typedef struct PruneStats {
     /* scores, filled by prune_finish */
     double loss;       /* mean loss per target token */
     double *layer_bi;  /* (L) mean Block Influence */
-    double *layer_dloss; /* (L) mean loss with the layer skipped minus loss */
+    double *layer_dloss; /* (L) mean loss with the layer skipped minus loss; NAN when not measured */
     double *head;      /* (L, H) */
     double *group;     /* (L, KV) */
     double *ffn;       /* (L, F) */

@@ -32,6 +32,9 @@ extern const char *test_llamac_path;
 /* Write text to path (a fixture made on the fly); aborts if it cannot. */
 void test_put(const char *path, const char *text);
 
+/* A whole file, NUL-terminated (caller frees), or NULL if it cannot be read. */
+char *test_slurp(const char *path);
+
 /* A training text for a tokenizer test: words drawn at random (rng_seed(seed),
  * word w[rng_u64 % nw] each time) into text until fewer than 17 of its cap
  * bytes are left; words must be shorter than 16 bytes. Writes no NUL; returns

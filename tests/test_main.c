@@ -37,6 +37,20 @@ void test_put(const char *path, const char *text) {
     fclose(f);
 }
 
+char *test_slurp(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, k;
+    char *s = xmalloc(cap);
+    while ((k = fread(s + n, 1, cap - n - 1, f)) > 0) {
+        n += k;
+        if (cap - n - 1 == 0) s = xrealloc(s, cap *= 2);
+    }
+    fclose(f);
+    s[n] = 0;
+    return s;
+}
+
 size_t test_words(char *text, size_t cap, const char *const *w, int nw, unsigned long long seed) {
     Rng r;
     rng_seed(&r, seed);

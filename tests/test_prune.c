@@ -407,7 +407,14 @@ void prune_cli(void) {
     EXPECT(rc == 0 && strstr(test_out, "heads 4/2 -> 2/1 (head size 8)") && access(DIR "/imp.json", F_OK) == 0,
            "all kinds: exit %d: %s%s", rc, test_out, test_err);
 
+    rc = test_llamac("prune --model " DIR "/m.h5 --calib " DIR "/calib.bin --batch 2 --seq 8 --calib-batches 2 "
+                     "--force --no-skip-loss --target layers=2 --out " DIR "/nsl.h5 --importances " DIR "/nsl.json");
+    char *js = test_slurp(DIR "/nsl.json");
+    EXPECT(rc == 0 && strstr(test_out, "          -     ") && js && strstr(js, "\"layer_skip_loss_delta\": [\n    null,\n    null,\n    null\n  ]"),
+           "--no-skip-loss: the skip loss shown as measured: %s %s", test_out, js ? js : "(no file)");
+    free(js);
     expect_error("larger", PRUNE("layers=5", "x.h5"), "--target: layers=5 is larger than the model's 3");
+    expect_error("kv_heads larger", PRUNE("kv_heads=3", "x.h5"), "--target: kv_heads=3 is larger than the model's 2");
     expect_error("not dividing", PRUNE("heads=3", "x.h5"), "--target: heads=3 is not a multiple of kv_heads=2");
     expect_error("groups broken", PRUNE("heads=4,kv_heads=1", "x.h5"),
                  "--target: heads=4 over kv_heads=1 is 4 query heads per KV group, the model has 2");

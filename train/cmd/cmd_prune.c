@@ -166,8 +166,10 @@ static void print_importances(const PruneStats *s, const PrunePlan *p, int metri
         double h[3], f[3];
         summary(s->head + (size_t)l * H, H, h);
         summary(s->ffn + (size_t)l * F, F, f);
-        printf("  %5d  %10.5f  %+9.5f   %6.3g %6.3g %6.3g   %6.3g %6.3g %6.3g   %s\n", l, s->layer_bi[l],
-               s->layer_dloss[l], h[0], h[1], h[2], f[0], f[1], f[2], kept(p->layers, to->n_layers, l) ? "yes" : "-");
+        char dl[32] = "        -"; /* not measured: --no-skip-loss */
+        if (!isnan(s->layer_dloss[l])) snprintf(dl, sizeof dl, "%+9.5f", s->layer_dloss[l]);
+        printf("  %5d  %10.5f  %s   %6.3g %6.3g %6.3g   %6.3g %6.3g %6.3g   %s\n", l, s->layer_bi[l], dl, h[0], h[1],
+               h[2], f[0], f[1], f[2], kept(p->layers, to->n_layers, l) ? "yes" : "-");
     }
     double d[3];
     summary(s->emb, c->dim, d);
@@ -179,7 +181,7 @@ static void print_importances(const PruneStats *s, const PrunePlan *p, int metri
 
 static json_t *jarr(const double *v, size_t n) {
     json_t *a = json_array();
-    for (size_t i = 0; i < n; i++) json_array_append_new(a, json_real(v[i]));
+    for (size_t i = 0; i < n; i++) json_array_append_new(a, isnan(v[i]) ? json_null() : json_real(v[i]));
     return a;
 }
 
