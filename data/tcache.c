@@ -48,7 +48,9 @@ int tcache_open(TCache *c, const char *path, Err *e) {
     size_t rb = tcache_record_bytes(h);
     for (int s = 0; ok && s < TCACHE_NSPLIT; s++) {
         if (!h->data_id[s]) continue;
-        ok = h->rec_off[s] + h->npos[s] * rb == h->tab_off[s] && h->tab_off[s] + (h->nrows[s] + 1) * 8 <= c->len;
+        ok = h->rec_off[s] >= sizeof(TCacheHeader) && h->rec_off[s] <= c->len && h->npos[s] <= c->len / rb && h->nrows[s] < c->len / 8 &&
+             h->rec_off[s] + h->npos[s] * rb == h->tab_off[s] && h->tab_off[s] <= c->len &&
+             (h->nrows[s] + 1) * 8 <= c->len - h->tab_off[s];
         if (ok) {
             uint64_t last;
             memcpy(&last, c->map + h->tab_off[s] + h->nrows[s] * 8, 8);
@@ -82,7 +84,10 @@ int tcache_rows(const TCache *c, int split, const uint64_t *keys, int B, int T, 
         const int32_t *tg = tgt + (size_t)b * T;
         long n = 0;
         for (int t = 0; t < T; t++) n += tg[t] != LC_IGNORE;
-        if (r1 < r0 || (uint64_t)n != r1 - r0)
+        if (r1 < r0 || r1 > h->npos[split])
+            return err_set(e, "%s: teacher cache truncated or damaged (row %llu's records)", c->path,
+                           (unsigned long long)key);
+        if ((uint64_t)n != r1 - r0)
             return err_set(e, "%s: row %llu holds %llu trained positions in the teacher cache, %ld in the data: made "
                               "from other data", c->path, (unsigned long long)key, (unsigned long long)(r1 - r0), n);
         const uint8_t *rec = c->map + h->rec_off[split] + r0 * rb;
@@ -92,8 +97,12 @@ int tcache_rows(const TCache *c, int split, const uint64_t *keys, int B, int T, 
             float *lo = logp + ((size_t)b * T + t) * K;
             const uint8_t *lp = rec + K * h->id_bytes;
             for (size_t j = 0; j < K; j++) {
-                if (h->id_bytes == 2) { uint16_t v; memcpy(&v, rec + 2 * j, 2); io[j] = v; }
-                else { uint32_t v; memcpy(&v, rec + 4 * j, 4); io[j] = (int32_t)v; }
+                uint32_t id;
+                if (h->id_bytes == 2) { uint16_t v; memcpy(&v, rec + 2 * j, 2); id = v; }
+                else memcpy(&id, rec + 4 * j, 4);
+                if (id >= h->V) /* kd_row indexes the student's logits with it */
+                    return err_set(e, "%s: teacher cache damaged (token id %u, vocabulary %u)", c->path, id, h->V);
+                io[j] = (int32_t)id;
                 if (h->lp_bytes == 2) { uint16_t v; memcpy(&v, lp + 2 * j, 2); lo[j] = quant_half_to_float(v); }
                 else memcpy(&lo[j], lp + 4 * j, 4);
             }

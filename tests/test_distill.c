@@ -23,6 +23,7 @@
 
 #include "../data/loader.h"
 #include "../data/shard.h"
+#include "../data/tcache.h"
 #include "../data/tok.h"
 #include "../model/llama.h"
 #include "../train/io/ckpt.h"
@@ -383,6 +384,7 @@ void distill_errors(void) {
         {"distill --teacher-cache " DIR "/student.h5 --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32",
          "student.h5: not a teacher cache of llamac"},
     };
+    unlink(DIR "/ec.h5"); /* an earlier, failed run of this test may have left one */
     test_cli_refusals(cases, sizeof cases / sizeof cases[0], tokp, " --batch 2 --peak-gflops 1 --steps 1 --ckpt-dir "
                       DIR "/ec --out " DIR "/ec.h5");
     static const TestCliCase cache_cases[] = {
@@ -395,4 +397,22 @@ void distill_errors(void) {
     };
     test_cli_refusals(cache_cases, sizeof cache_cases / sizeof cache_cases[0], tokp, " --batch 2 --seq 32");
     EXPECT(access(DIR "/ec.h5", F_OK) != 0, "a refused run wrote its --out");
+    /* a damaged cache: a token id beyond the vocabulary in the first record */
+    char *raw = test_slurp(DIR "/e.cache");
+    struct stat sb;
+    EXPECT(raw && stat(DIR "/e.cache", &sb) == 0, "read e.cache");
+    if (raw) {
+        TCacheHeader h;
+        memcpy(&h, raw, sizeof h);
+        uint16_t big = 0xffff; /* in every record: whichever rows the step draws */
+        for (uint64_t i = 0; i < h.npos[0]; i++) memcpy(raw + h.rec_off[0] + i * tcache_record_bytes(&h), &big, 2);
+        FILE *f = fopen(DIR "/bad.cache", "wb");
+        EXPECT(f && fwrite(raw, 1, (size_t)sb.st_size, f) == (size_t)sb.st_size && h.id_bytes == 2, "write bad.cache");
+        if (f) fclose(f);
+        free(raw);
+        rc = test_llamac("distill --teacher-cache " DIR "/bad.cache --student " DIR "/student.h5 --train " DIR
+                         "/s.bin --seq 32 --batch 2 --peak-gflops 1 --steps 1 --ckpt-dir " DIR "/ec --out " DIR "/ec.h5");
+        EXPECT(rc == 1 && strstr(test_err, "bad.cache: teacher cache damaged (token id 65535, vocabulary 338)"),
+               "damaged cache: rc %d: %s", rc, test_err);
+    }
 }
