@@ -50,11 +50,17 @@ void device_close(Device *d) {
 }
 
 int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int train, Err *e) {
+    LlamaOpts o = {train ? LLAMA_GRADS_FULL : LLAMA_GRADS_NONE, NULL, 0, NULL, 0};
+    return device_check_fits_opts(d, c, B, T, &o, e);
+}
+
+int device_check_fits_opts(const Device *d, const LlamaConfig *c, int B, int T, const LlamaOpts *o, Err *e) {
     if (!d->gpu) return 0;
 #ifdef LC_CUDA
-    LlamaMem mem = llama_memory(c, d->ops, B, T, train);
-    /* + AdamW m and v when training, + the bf16 shadow of the weights, +
-     * about 1 GiB of workspaces (cuBLASLt, the first step's ws_get) */
+    int train = o->grads == LLAMA_GRADS_FULL;
+    LlamaMem mem = llama_memory_opts(c, d->ops, B, T, o);
+    /* + AdamW m and v when training, + the bf16 shadow of the float weights,
+     * + about 1 GiB of workspaces (cuBLASLt, the first step's ws_get) */
     double gib = 1073741824.0, adam = train ? 2.0 * mem.params : 0.0;
     double need = mem.params + mem.grads + adam + mem.acts + mem.params / 2.0 + gib;
     size_t fr = 0, tot = 0;
@@ -65,7 +71,7 @@ int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int t
                        B, B, T, need / gib, mem.params * 1.5 / gib, (mem.grads + adam) / gib, mem.acts / gib,
                        fr / gib, cuda_device_name(d->ctx));
 #else
-    (void)c; (void)B; (void)T; (void)train; (void)e;
+    (void)c; (void)B; (void)T; (void)o; (void)e;
 #endif
     return 0;
 }
@@ -154,7 +160,7 @@ int device_load_into(const Device *d, const char *path, const char *adapter, con
         if (rc) return free(qtypes), peft_free(&a), -1;
     }
     LlamaOpts o = {LLAMA_GRADS_NONE, adapter ? &a.lc : NULL, 0, qtypes, forward_only};
-    int irc = device_check_fits(d, c, B, T, 0, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
+    int irc = device_check_fits_opts(d, c, B, T, &o, e) || llama_init_opts(m, c, d->ops, d->ctx, B, T, &o, e);
     free(qtypes);
     if (irc) {
         peft_free(&a);

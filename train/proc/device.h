@@ -29,6 +29,9 @@ int device_check(const char *name, Err *e);
  * and AdamW moments when train, activations) against what is free, and
  * suggest a smaller --batch. Always 0 on the CPU. */
 int device_check_fits(const Device *d, const LlamaConfig *c, int B, int T, int train, Err *e);
+/* The same for a model built with o (a quantised or forward-only model
+ * needs less than the plain float32 one). */
+int device_check_fits_opts(const Device *d, const LlamaConfig *c, int B, int T, const LlamaOpts *o, Err *e);
 
 /* Host views of a model's parameters (and its adapters' when it has them)
  * and (opt != NULL) AdamW moments (of opt's own size): the
