@@ -344,7 +344,7 @@ static void grow(void **p, size_t *cap, size_t need, size_t elt) {
 }
 
 uint64_t dedup_exact_key(const char *s, size_t n, MinhashScratch *sc) {
-    grow((void **)&sc->norm, &sc->ncap, n + 1, 1);
+    grow((void **)&sc->norm, &sc->ncap, 2 * n + 1, 1); /* a stray non-UTF-8 byte is re-encoded in 2 */
     size_t m = sc->nnorm = dedup_normalize(s, n, sc->norm);
     return dedup_xxh64(sc->norm, m, 0);
 }
@@ -409,7 +409,7 @@ void minhash_params_free(MinhashParams *p) {
 }
 
 size_t minhash_signature(const MinhashParams *p, const char *s, size_t n, uint64_t *sig, MinhashScratch *sc) {
-    grow((void **)&sc->norm, &sc->ncap, n + 1, 1);
+    grow((void **)&sc->norm, &sc->ncap, 2 * n + 1, 1); /* a stray non-UTF-8 byte is re-encoded in 2 */
     size_t m = sc->nnorm = dedup_normalize(s, n, sc->norm);
     grow((void **)&sc->words, &sc->wcap, 2 * m + 1, 1);
     size_t wl = dedup_words(sc->norm, m, sc->words);

@@ -51,8 +51,9 @@ typedef struct MinhashScratch {
 uint64_t dedup_xxh64(const void *p, size_t n, uint64_t seed);
 
 /* Normalise s[0..n) (UTF-8) as datatrove's simplify_text with its default
- * TextNormConfig into out (at least n + 1 bytes; NUL-terminated); returns
- * the output length (<= n). Covered exactly: ASCII, Latin-1, Latin
+ * TextNormConfig into out (2n + 1 bytes: a byte that is not UTF-8 is taken
+ * as Latin-1 and re-encoded in two; NUL-terminated); returns the output
+ * length (<= n for UTF-8 input). Covered exactly: ASCII, Latin-1, Latin
  * Extended-A, basic Greek and Cyrillic case; decimal digits of ASCII,
  * Arabic-Indic, Devanagari and full width; every character of datatrove's
  * punctuation list; combining marks U+0300-U+036F. Other characters pass
