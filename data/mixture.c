@@ -173,7 +173,11 @@ int mixture_seek(Mixture *M, const uint64_t *cur, Err *e) {
         if (p > W || ep > UINT64_MAX / W)
             return err_set(e, "mixture: source %s: cursor (epoch %" PRIu64 ", window %" PRIu64 ") is outside its %"
                            PRIu64 " windows", M->name[k], ep, p, W);
-        sum += ep * W + p;
+        uint64_t rows = ep * W + p;
+        if (rows < p || sum + rows < sum)
+            return err_set(e, "mixture: source %s: cursor (epoch %" PRIu64 ", window %" PRIu64 ") is out of range",
+                           M->name[k], ep, p);
+        sum += rows;
     }
     if (sum != cur[0])
         return err_set(e, "mixture: the cursor's sources hold %" PRIu64 " rows, its counter %" PRIu64 ": a cursor of "

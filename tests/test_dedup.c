@@ -139,15 +139,6 @@ void dedup_minhash_bands(void) {
 // ----------------------------------------------------------------------------
 // llamac data dedup
 
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    static char buf[1 << 20];
-    size_t n = fread(buf, 1, sizeof buf - 1, f);
-    fclose(f);
-    buf[n] = 0;
-    return strdup(buf);
-}
 
 void dedup_cli(void) {
     char in[256], out[256], out2[256], cl[256], cl2[256];
@@ -184,7 +175,7 @@ void dedup_cli(void) {
            "counts: %s", test_out);
     EXPECT(strstr(test_out, "1 clusters, sizes 2 x1") && strstr(test_out, "1 documents under 5 words"), "clusters: %s",
            test_out);
-    char *o = slurp(out), *c = slurp(cl);
+    char *o = test_slurp(out), *c = test_slurp(cl);
     EXPECT(o && strncmp(o, "{\"id\": 0,", 9) == 0 && strstr(o, "{\"id\": 1,") && !strstr(o, "{\"id\": 2,") &&
                !strstr(o, "{\"id\": 3,") && strstr(o, "{\"id\": 4,") && strstr(o, "{\"id\": 5,") &&
                !strstr(o, "{\"id\": 6,") && strstr(o, "{\"id\": 66,"),
@@ -194,14 +185,14 @@ void dedup_cli(void) {
     /* batches of about 1 KB (a few documents each) and one thread: the same
      * output and clusters */
     rc = test_llamac("data dedup --input %s --out %s --clusters %s --batch-mb 0.001", in, out2, cl2);
-    char *o2 = slurp(out2), *c2 = slurp(cl2);
+    char *o2 = test_slurp(out2), *c2 = test_slurp(cl2);
     EXPECT(rc == 0 && o2 && c2 && strcmp(o, o2) == 0 && strcmp(c, c2) == 0, "batch size changes the result");
     free(o2), free(c2);
     char cmd[1024];
     snprintf(cmd, sizeof cmd, "OMP_NUM_THREADS=1 %s data dedup --input %s --out %s --clusters %s >/dev/null",
              test_llamac_path, in, out2, cl2);
     rc = system(cmd);
-    o2 = slurp(out2), c2 = slurp(cl2);
+    o2 = test_slurp(out2), c2 = test_slurp(cl2);
     EXPECT(rc == 0 && o2 && c2 && strcmp(o, o2) == 0 && strcmp(c, c2) == 0, "thread count changes the result");
     free(o2), free(c2), free(o), free(c);
     /* exact only: 3 (near) stays */

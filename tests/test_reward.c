@@ -30,16 +30,6 @@
 
 static char tokp[512];
 
-/* The whole file, NUL-terminated (NULL if unreadable); caller frees. */
-static char *slurp(const char *path) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    char *b = xmalloc(1 << 16);
-    size_t n = fread(b, 1, (1 << 16) - 1, f);
-    fclose(f);
-    b[n] = 0;
-    return b;
-}
 
 static void put(const char *name, const char *text) {
     char p[256];
@@ -193,7 +183,7 @@ void reward_train(void) {
     double m0 = test_metric(DIR "/T1.jsonl", 0, "eval_margin"), m1 = test_metric(DIR "/T1.jsonl", 30, "eval_margin");
     EXPECT(a1 >= 0.8 && l1 < 0.5 * l0 && m1 > m0 + 1, "held-out accuracy %g, loss %g -> %g, margin %g -> %g", a1, l0,
            l1, m0, m1);
-    char *cfg = slurp(DIR "/hf/config.json");
+    char *cfg = test_slurp(DIR "/hf/config.json");
     EXPECT(cfg && strstr(cfg, "LlamaForSequenceClassification") && strstr(cfg, "\"pad_token_id\"") &&
            strstr(cfg, "LABEL_0"), "config.json: %s", cfg ? cfg : "(none)");
     free(cfg);
@@ -260,7 +250,7 @@ void reward_cli_errors(void) {
 static void config_add(const char *dir, const char *kv) {
     char p[256];
     snprintf(p, sizeof p, "%s/config.json", dir);
-    char *t = slurp(p);
+    char *t = test_slurp(p);
     LC_ASSERT(t && t[0] == '{');
     char *u = xmalloc(strlen(t) + strlen(kv) + 8);
     sprintf(u, "{%s,%s", kv, t + 1);
