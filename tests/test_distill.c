@@ -397,6 +397,11 @@ void distill_errors(void) {
     };
     test_cli_refusals(cache_cases, sizeof cache_cases / sizeof cache_cases[0], tokp, " --batch 2 --seq 32");
     EXPECT(access(DIR "/ec.h5", F_OK) != 0, "a refused run wrote its --out");
+    /* an f16 cache with a divergence that punishes a floored tail: a warning, and the run goes on */
+    rc = test_llamac("distill --teacher-cache " DIR "/e.cache --student " DIR "/student.h5 --train " DIR "/s.bin --seq 32 "
+                     "--batch 2 --peak-gflops 1 --steps 1 --kd-div rkl --ckpt-dir " DIR "/ew --out " DIR "/ew.h5");
+    EXPECT(rc == 0 && strstr(test_err, "llamac: warning: ") && strstr(test_err, "f16 log-probabilities with --kd-div rkl"),
+           "f16 + rkl: rc %d: %s", rc, test_err);
     /* a damaged cache: a token id beyond the vocabulary in the first record */
     char *raw = test_slurp(DIR "/e.cache");
     struct stat sb;

@@ -566,6 +566,11 @@ int cmd_distill(int argc, char **argv, Err *e) {
         if (tcache_open(&d.cache, cache_path, e)) goto out;
         d.cached = 1;
         const TCacheHeader *h = &d.cache.h;
+        if (h->lp_bytes == 2 && kd.div != KD_FKL && kd.kd_w > 0)
+            fprintf(stderr, "llamac: warning: %s: f16 log-probabilities with --kd-div %s: where a peaked teacher's "
+                            "rounded top-K sums to 1 the tail's mass is taken as 1e-30, which this divergence "
+                            "punishes hard; a cache written with --cache-dtype f32 avoids it\n",
+                    cache_path, kd_div_names[kd.div]);
         if ((int)h->V != sm.c.vocab) {
             err_set(e, "%s: a teacher cache of a %u-token vocabulary, the student %s's has %d: distillation needs one "
                        "tokenizer", cache_path, h->V, student, sm.c.vocab);
