@@ -198,6 +198,11 @@ int prune_target(const LlamaConfig *from, const char *spec, LlamaConfig *to, Err
         if (config_head_size(&p) != HS)
             return err_set(e, "--target: preset %s has heads of %d, the model %d (heads are removed whole)", spec,
                            config_head_size(&p), HS);
+        if (p.rope_theta != from->rope_theta || p.norm_eps != from->norm_eps || p.tied != from->tied)
+            return err_set(e, "--target: preset %s is of another family (rope theta %g, norm eps %g, %s head), the "
+                              "model has rope theta %g, norm eps %g, %s head; give the shape as layers=...,dim=...",
+                           spec, p.rope_theta, p.norm_eps, p.tied ? "tied" : "untied", from->rope_theta,
+                           from->norm_eps, from->tied ? "tied" : "untied");
         want[0] = p.n_layers, want[1] = p.n_heads, want[2] = p.n_kv_heads, want[3] = p.hidden, want[4] = p.dim;
         snprintf(to->name, sizeof to->name, "%s", p.name);
     } else {
