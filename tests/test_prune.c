@@ -413,6 +413,18 @@ void prune_cli(void) {
     EXPECT(rc == 0 && strstr(test_out, "          -     ") && js && strstr(js, "\"layer_skip_loss_delta\": [\n    null,\n    null,\n    null\n  ]"),
            "--no-skip-loss: the skip loss shown as measured: %s %s", test_out, js ? js : "(no file)");
     free(js);
+    /* a damaged second calibration shard: named, not the first one */
+    int32_t bad[64];
+    for (int i = 0; i < 64; i++) bad[i] = i % c.vocab;
+    LC_ASSERT(shard_write(DIR "/bad.bin", bad, 64, c.vocab, -1, 0x77, 1, &e) == 0);
+    FILE *bf = fopen(DIR "/bad.bin", "r+b"); /* token 40 patched past the vocabulary (2-byte tokens) */
+    uint16_t big = (uint16_t)(c.vocab + 3);
+    LC_ASSERT(bf && fseek(bf, SHARD_HEADER_BYTES + 40 * 2, SEEK_SET) == 0 && fwrite(&big, 2, 1, bf) == 1);
+    fclose(bf);
+    rc = test_llamac("prune --model " DIR "/m.h5 --calib " DIR "/calib.bin --calib " DIR "/bad.bin --batch 2 --seq 8 "
+                     "--calib-batches 100 --force --target layers=2 --out " DIR "/x.h5");
+    EXPECT(rc == 1 && strstr(test_err, DIR "/bad.bin: token 53 at index 40 is outside the vocabulary of 50"),
+           "bad token: rc %d: %s", rc, test_err);
     expect_error("larger", PRUNE("layers=5", "x.h5"), "--target: layers=5 is larger than the model's 3");
     expect_error("kv_heads larger", PRUNE("kv_heads=3", "x.h5"), "--target: kv_heads=3 is larger than the model's 2");
     expect_error("not dividing", PRUNE("heads=3", "x.h5"), "--target: heads=3 is not a multiple of kv_heads=2");

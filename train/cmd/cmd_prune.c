@@ -73,6 +73,7 @@ static int is_shard(const char *path) {
 static int calib_read(Calib *k, const CliList *files, uint64_t model_tok, int vocab, const char *model, Err *e) {
     for (int i = 0; i < files->n && k->n < k->need; i++) {
         const char *p = files->v[i];
+        size_t n0 = k->n;
         if (is_shard(p)) {
             Shard s;
             if (shard_open(&s, p, e)) return -1;
@@ -94,6 +95,9 @@ static int calib_read(Calib *k, const CliList *files, uint64_t model_tok, int vo
                                p, model);
             if (docs_each(p, "text", calib_doc, k, e)) return -1;
         }
+        for (size_t j = n0; j < k->n; j++) /* named here, where the file is known */
+            if (k->ids[j] < 0 || k->ids[j] >= vocab)
+                return err_set(e, "%s: token %d is outside the model's vocabulary of %d", p, k->ids[j], vocab);
     }
     return 0;
 }
@@ -345,11 +349,6 @@ int cmd_prune(int argc, char **argv, Err *e) {
         goto out;
     }
     if (calib_read(&k, &calib, model_tok, c.vocab, model, e)) goto out;
-    for (size_t i = 0; i < k.n; i++)
-        if (k.ids[i] < 0 || k.ids[i] >= c.vocab) {
-            err_set(e, "%s: token %d is outside the model's vocabulary of %d", calib.v[0], k.ids[i], c.vocab);
-            goto out;
-        }
     Batches bx = {k.ids, (int)B, (int)T, have_tok ? tok.eos : -1, k.n > 0 ? (int)((k.n - 1) / ((size_t)B * T)) : 0, NULL, NULL, NULL};
     if (k.n > 0 && bx.eot < 0) { /* a shard's end-of-text id */
         Shard s;
