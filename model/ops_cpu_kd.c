@@ -137,13 +137,39 @@ VECTOR_CLONES static double dense_kl(const float *l, const float *t, int V, floa
  *            corrected after) */
 VECTOR_CLONES static void dense_grad(float *l, const float *t, int V, int mode, float ms, float mt, float it,
                                      float lzs, float lzt, float lz1, float cce, float ckd, float dsum, float ct) {
-    for (int u = 0; u < V; u++) {
-        float a = (l[u] - ms) * it - lzs, p1 = exp_approx(l[u] - ms - lz1), qs = exp_approx(a), k;
-        if (mode == 0) k = qs - exp_approx((t[u] - mt) * it - lzt);
-        else if (mode == 1) k = qs * (a - ((t[u] - mt) * it - lzt) - dsum);
-        else if (mode == 2) k = t[u] - qs * dsum;
-        else k = qs * (ct - dsum);
-        l[u] = cce * p1 + ckd * k;
+    /* one loop per mode, so that each vectorises (a mode test inside the
+     * loop kept the compiler from it) */
+    switch (mode) {
+    case 0:
+        for (int u = 0; u < V; u++) {
+            float a = (l[u] - ms) * it - lzs, p1 = exp_approx(l[u] - ms - lz1), qs = exp_approx(a);
+            l[u] = cce * p1 + ckd * (qs - exp_approx((t[u] - mt) * it - lzt));
+        }
+        break;
+    case 1:
+        for (int u = 0; u < V; u++) {
+            float a = (l[u] - ms) * it - lzs, p1 = exp_approx(l[u] - ms - lz1), qs = exp_approx(a);
+            l[u] = cce * p1 + ckd * (qs * (a - ((t[u] - mt) * it - lzt) - dsum));
+        }
+        break;
+    case 2:
+        for (int u = 0; u < V; u++) {
+            float a = (l[u] - ms) * it - lzs, p1 = exp_approx(l[u] - ms - lz1), qs = exp_approx(a);
+            l[u] = cce * p1 + ckd * (t[u] - qs * dsum);
+        }
+        break;
+    default:
+        if (it == 1.0f && lz1 == lzs) { /* p1 and qs are the same bits: one exp */
+            for (int u = 0; u < V; u++) {
+                float q = exp_approx(l[u] - ms - lzs);
+                l[u] = cce * q + ckd * (q * (ct - dsum));
+            }
+        } else {
+            for (int u = 0; u < V; u++) {
+                float a = (l[u] - ms) * it - lzs, p1 = exp_approx(l[u] - ms - lz1), qs = exp_approx(a);
+                l[u] = cce * p1 + ckd * (qs * (ct - dsum));
+            }
+        }
     }
 }
 
