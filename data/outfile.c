@@ -9,6 +9,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "docstream.h"
+
 int outfile_distinct(const char *const *paths, int n, Err *e) {
     for (int i = 0; i < n; i++) {
         if (!paths[i]) continue;
@@ -24,6 +26,14 @@ int outfile_distinct(const char *const *paths, int n, Err *e) {
         }
     }
     return 0;
+}
+
+int outfile_step_check(const char *const *ins, int nin, const char *const *outs, int nout, Err *e) {
+    const char *all[40];
+    LC_ASSERT(nin >= 0 && nin <= 32 && nout >= 0 && nout <= 8);
+    for (int i = 0; i < nin; i++) all[i] = ins[i];
+    for (int i = 0; i < nout; i++) all[nin + i] = outs[i];
+    return docstream_require_jsonl(ins, nin, e) || outfile_distinct(all, nin + nout, e) ? -1 : 0;
 }
 
 int outfile_open(OutFile *o, const char *path, Err *e) {

@@ -24,6 +24,12 @@ typedef struct {
  * or another output. NULL entries are skipped. */
 int outfile_distinct(const char *const *paths, int n, Err *e);
 
+/* A JSONL step's paths checked before anything is read: every input a
+ * .jsonl file (docstream_require_jsonl) and no two of inputs and outputs
+ * one file (outfile_distinct; NULL outputs skipped). At most 32 inputs and
+ * 8 outputs. */
+int outfile_step_check(const char *const *ins, int nin, const char *const *outs, int nout, Err *e);
+
 /* Opens PATH.tmp for writing. -1 with "PATH.tmp: cannot create" on failure. */
 int outfile_open(OutFile *o, const char *path, Err *e);
 

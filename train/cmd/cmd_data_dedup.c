@@ -238,11 +238,8 @@ int data_dedup(int argc, char **argv, Err *e) {
     else return err_set(e, "--bad-utf8: expected refuse or skip, not '%s'", bad);
     if (buckets * rows > 64 * 64) return err_set(e, "--buckets x --rows: at most 4096 hashes");
 
-    const char *paths[34];
-    int np = 0;
-    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
-    paths[np++] = out, paths[np++] = minhash ? clusters : NULL;
-    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) return -1;
+    const char *outs[2] = {out, minhash ? clusters : NULL};
+    if (outfile_step_check(in.v, in.n, outs, 2, e)) return -1;
     OutFile oo, oc;
     memset(&oc, 0, sizeof oc);
     if (outfile_open(&oo, out, e)) return -1;

@@ -165,12 +165,9 @@ int data_filter(int argc, char **argv, Err *e) {
     r->out_path = out;
     r->rej_path = rej;
     r->words_path = words;
-    const char *paths[35];
-    int np = 0;
-    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
-    paths[np++] = out, paths[np++] = rej, paths[np++] = words;
+    const char *outs[3] = {out, rej, words};
     rc = -1;
-    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) goto done;
+    if (outfile_step_check(in.v, in.n, outs, 3, e)) goto done;
     if (outfile_open(&r->of[0], out, e) || (rej && outfile_open(&r->of[1], rej, e)) ||
         (words && outfile_open(&r->of[2], words, e)))
         goto done;

@@ -287,11 +287,8 @@ int data_quality(int argc, char **argv, Err *e) {
     DocStreamOpts o = {field, (size_t)(batch_mb * (1 << 20)) + 1, bad_mode, 0, "quality"};
     DocStreamStats st = {0};
     double t0 = time_now();
-    const char *paths[35];
-    int np = 0;
-    for (int i = 0; i < in.n; i++) paths[np++] = in.v[i];
-    paths[np++] = out, paths[np++] = scores, paths[np++] = model;
-    if (docstream_require_jsonl(in.v, in.n, e) || outfile_distinct(paths, np, e)) goto done;
+    const char *outs[3] = {out, scores, model}; /* the model too: an output must not overwrite it */
+    if (outfile_step_check(in.v, in.n, outs, 3, e)) goto done;
     if (outfile_open(&of[0], out, e) || (scores && outfile_open(&of[1], scores, e))) goto done;
     s.out = of[0].f, s.scores = of[1].f;
     if (docstream_run(in.v, in.n, &o, score_map, score_emit, &s, &st, e)) goto done;
