@@ -177,6 +177,9 @@ OBJ := $(BUILD)/obj
 # the fused distillation head's rows (lmhead_kd) and its tests
 LIB_SRC += model/ops_cpu_kd.c
 TEST_SRC += tests/test_kd.c
+# online RL (train/cmd/cmd_rl.c; its arithmetic and rewards in train/loop)
+LIB_SRC += train/cmd/cmd_rl.c
+TEST_SRC += tests/test_rl.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)

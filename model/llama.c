@@ -534,6 +534,9 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
     const LlamaConfig *c = &m->c;
     int N = m->B * m->T, D = c->dim;
     llama_forward_hidden(m, l0);
+    /* logits / T = (xf / T) W^T: the head reads the scaled state (the norm's
+     * backward reads x_out, not xf) */
+    if (m->head_temp > 0 && m->head_temp != 1) m->ops->scale(m->ctx, m->xf, 1.0f / m->head_temp, (size_t)N * D);
     if (!row_mean && !m->qhead) /* lmhead_rows without dx is lmhead_ce's forward */
         return m->ops->lmhead_rows(m->ctx, NULL, NULL, m->row_loss, NULL, m->xf, m->w.lm_head, m->targets, NULL,
                                    m->scratch, N, D, c->vocab);
@@ -543,6 +546,8 @@ double llama_forward_rows_from(Llama *m, int l0, float *row_mean) {
 void llama_head_backward(Llama *m, const float *row_scale) {
     LC_ASSERT(m->dres);
     head_rows(m, m->dxn, m->g.lm_head, NULL, row_scale, 0.0f);
+    if (m->head_temp > 0 && m->head_temp != 1) /* d / d xf = (d / d (xf / T)) / T */
+        m->ops->scale(m->ctx, m->dxn, 1.0f / m->head_temp, (size_t)m->B * m->T * m->c.dim);
     llama_hidden_backward(m);
 }
 

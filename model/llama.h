@@ -84,6 +84,9 @@ typedef struct Llama {
     int lora_enabled;  /* apply them (1 after init; DPO's reference pass sets 0) */
     int lora_train;    /* dropout on (1 after init with gradients; 0 for evaluation) */
     uint64_t lora_seed; /* dropout mask of this micro-batch (llama_lora_seed) */
+    float head_temp;   /* llama_forward_rows and llama_head_backward: the logits
+                        * divided by it (RL's log-probabilities at the sampling
+                        * temperature); 0 or 1: none */
     LoraConfig lc;
     float lora_s;      /* lora_scale(&lc) */
     ParamTable lt;
@@ -179,7 +182,7 @@ double llama_forward(Llama *m, int l0, int l1, float grad_scale);
 
 /* DPO's forward: the whole model like llama_forward(m, 0, L, 0), but the
  * head through lmhead_rows: row_loss gets each row's -log p(target) (0
- * where ignored) and row_mean (backend memory, N floats; may be NULL) each
+ * where ignored; p = softmax(logits / m->head_temp) when that is set) and row_mean (backend memory, N floats; may be NULL) each
  * trained row's mean logit. Returns the summed loss. No gradient yet. */
 double llama_forward_rows(Llama *m, float *row_mean);
 /* The same from layer l0 on (a pipeline's last stage; l0 > 0: the stage

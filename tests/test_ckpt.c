@@ -91,7 +91,7 @@ static void bundle_free(Bundle *b) {
 
 static void save_bundle(const char *path, Bundle *b) {
     uint64_t cursor[2] = {3, 1234};
-    CkptState st = {42, 42 * 256, 7, 3e-4, 1, cursor, {1, 2, 3, 4}, "lr = 0.0003\nsteps = 100\n", 0x5eed0fda7aULL, 0x0de1ULL, 2};
+    CkptState st = {42, 42 * 256, 7, 3e-4, 1, cursor, {1, 2, 3, 4}, "lr = 0.0003\nsteps = 100\n", 0x5eed0fda7aULL, 0x0de1ULL, 2, NULL, 0};
     Err e = {{0}};
     EXPECT(ckpt_save(path, &b->c, &b->t, b->params, 0xabcdef, &b->opt, &st, &e) == 0, "save: %s", e.msg);
 }

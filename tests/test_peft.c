@@ -588,7 +588,7 @@ void ckpt_lora_roundtrip(void) {
     for (size_t k = 0; k < lt.size; k++) opt.m[k] = rng_normal(&r), opt.v[k] = rng_uniform(&r);
     opt.t = 9;
     uint64_t cursor[2] = {1, 77};
-    CkptState st = {9, 9 * 64, 3, 1e-4, 1, cursor, {5, 6, 7, 8}, "lora_r = 3\n", 0, 0, 2}, st2;
+    CkptState st = {9, 9 * 64, 3, 1e-4, 1, cursor, {5, 6, 7, 8}, "lora_r = 3\n", 0, 0, 2, NULL, 0}, st2;
     CkptLora cl = {lc, &lt, a, NULL, NULL, 0};
     EXPECT(ckpt_save_lora(DIR "/lora.h5", &c, &bt, w, 0x1234, &cl, &opt, &st, &e) == 0, "save: %s", e.msg);
     CkptInfo info;

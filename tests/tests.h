@@ -213,6 +213,13 @@ void gpu_ops(void);
 void gpu_qops(void); /* the quantised-weight ops, every keepable type */
 void gpu_step(void);
 void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
+/* test_rl.c: online RL through the binary */
+void rl_grpo_e2e(void);
+void rl_fixed_loss(void);
+void rl_resume(void);
+void rl_dist(void);
+void rl_errors(void);
+
 #endif
 
 void chat_hf_specials(void);
@@ -368,5 +375,12 @@ void dist_distill_equiv(void);
 void dist_pp_distill(void);
 void distill_errors(void);
 void distill_teacher_formats(void);
+
+/* test_rl.c: online RL through the binary */
+void rl_grpo_e2e(void);
+void rl_fixed_loss(void);
+void rl_resume(void);
+void rl_dist(void);
+void rl_errors(void);
 
 #endif

@@ -26,6 +26,7 @@ static const Command commands[] = {
     {"reward", cmd_reward, "a reward model on chosen / rejected pairs (Bradley-Terry with margins, as Llama 2 and TRL)"},
     {"eval", cmd_eval, "loss and perplexity of a model on a shard"},
     {"generate", cmd_generate, "continue a prompt with a trained model (KV cache)"},
+    {"rl", cmd_rl, "online RL from rewards: GRPO, RLOO, online DPO (reward models, answer checks, a reward program)"},
     {"rs", cmd_rs, "rejection-sampling fine-tuning: K samples a prompt, reward models keep the best, sft on them"},
     {"sample", cmd_sample, "K samples of every prompt of a JSONL file, batched; resumable, MPI-split"},
     {"score", cmd_score, "rewards of JSONL texts or pairs under reward models (weighted); pair accuracy"},

@@ -125,7 +125,7 @@ static int bench_ckpt(const LlamaConfig *c, const char *dir, int rounds, int jso
     for (size_t i = 0; i < t.size; i++) opt.m[i] = params[i] * 0.1f, opt.v[i] = params[i] * params[i];
     opt.t = 100;
     uint64_t cursor[2] = {0, 0};
-    CkptState st = {100, 100 * 256, 1, 3e-4, 1, cursor, {1, 2, 3, 4}, "bench = 1\n", 0, 0, 2};
+    CkptState st = {100, 100 * 256, 1, 3e-4, 1, cursor, {1, 2, 3, 4}, "bench = 1\n", 0, 0, 2, NULL, 0};
     char path[4096], raw[4096];
     snprintf(path, sizeof path, "%s/llamac-bench.h5", dir);
     snprintf(raw, sizeof raw, "%s/llamac-bench.raw", dir);

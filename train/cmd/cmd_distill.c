@@ -655,7 +655,7 @@ int cmd_distill(int argc, char **argv, Err *e) {
     dt.next = kd_next;
     dt.tell = kd_tell;
     dt.seek = kd_seek;
-    TrainLoss lf = {&d, kd_step, kd_extra, kd_eval};
+    TrainLoss lf = {&d, kd_step, kd_extra, kd_eval, NULL, NULL};
     rc = trainer_run(&t, &dt, data.has[TCACHE_VAL] ? &data.td[TCACHE_VAL] : NULL, &lf, flags, nf, e);
 out:
     if (d.online) llama_free(&d.teacher);

@@ -540,7 +540,7 @@ int cmd_dpo(int argc, char **argv, Err *e) {
         printf("dpo reference: %s with the LoRA adapters off (no copy)\n", model);
     }
     printf("dpo loss: %s, beta %g, label smoothing %g\n", dpo_loss_name(d.loss), beta, ls);
-    TrainLoss lf = {&d, dpo_step, dpo_extra, dpo_eval};
+    TrainLoss lf = {&d, dpo_step, dpo_extra, dpo_eval, NULL, NULL};
     TrainData dt = ftdata_pair_data(&tr, fd.data, tok.id, data_id, 1);
     TrainData dv = ftdata_pair_data(&vr, fd.val, tok.id, 0, 1);
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, &lf, flags, nf, e);

@@ -159,7 +159,7 @@ static TrainData mix_data(Mixture *M, const Shard *s0, const char *name) {
     uint64_t windows = 0;
     for (int k = 0; k < M->K; k++) windows += loader_windows(&M->src[k]);
     TrainData d = {M, name, s0->tokenizer_id, mixture_id(M), mix_next, mix_tell, mix_seek, windows, "windows", 0,
-                   mixture_cursor_words(M), NULL, 0, M->K > 1 ? mix_report : NULL};
+                   mixture_cursor_words(M), NULL, 0, M->K > 1 ? mix_report : NULL, NULL, NULL};
     return d;
 }
 
@@ -254,7 +254,7 @@ int cmd_pretrain(int argc, char **argv, Err *e) {
     TrainData dt = mix_data(&M, &tr->s[0], tr->name[0] ? tr->name[0] : train.v[0]), dv = parts[0];
     if (va->name[0]) { /* named validation sources: each reported */
         TrainData all = {NULL, "validation", tr->s[0].tokenizer_id, 0, NULL, NULL, NULL, 0, "windows", 0, 2, parts,
-                         va->nsrc, NULL};
+                         va->nsrc, NULL, NULL, NULL};
         dv = all;
     }
     rc = trainer_run(&t, &dt, va->n ? &dv : NULL, NULL, flags, nf, e);

@@ -387,7 +387,7 @@ int cmd_reward(int argc, char **argv, Err *e) {
            "coefficient %g%s\n", model, ms.c.num_labels ? "" : " (a causal LM: new score head, normal(0, 0.02))",
            c.dim, d.pad, center, m->lora ? "; LoRA with the score head trained whole" : "");
     uint64_t data_id = dpo_hash(&ts) ^ 0x7265776172640000ULL; /* "reward" */
-    TrainLoss lf = {&d, reward_step, reward_extra, reward_eval};
+    TrainLoss lf = {&d, reward_step, reward_extra, reward_eval, NULL, NULL};
     TrainData dt = ftdata_pair_data(&tr, fd.data, tok.id, data_id, 0);
     TrainData dv = ftdata_pair_data(&vr, fd.val, tok.id, 0, 0);
     rc = trainer_run(&t, &dt, fd.val ? &dv : NULL, &lf, flags, nf, e);

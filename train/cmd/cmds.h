@@ -31,6 +31,7 @@ int cmd_logits(int argc, char **argv, Err *e);
 int cmd_chat(int argc, char **argv, Err *e);
 int cmd_sample(int argc, char **argv, Err *e);
 int cmd_score(int argc, char **argv, Err *e);
+int cmd_rl(int argc, char **argv, Err *e);
 int cmd_rs(int argc, char **argv, Err *e);
 int cmd_prune(int argc, char **argv, Err *e);
 

@@ -618,6 +618,9 @@ static int write_all(hid_t f, const LlamaConfig *c, const ParamTable *t, const f
             rc = dset_write(g, "rng", 1, rd, H5T_STD_U64LE, H5T_NATIVE_UINT64, st->rng, sizeof st->rng);
         if (rc == 0)
             rc = dset_write(g, "run_config", 1, sd, H5T_STD_U8LE, H5T_NATIVE_UCHAR, rcfg, sd[0]);
+        hsize_t ad[1] = {(hsize_t)st->naux};
+        if (rc == 0 && st->naux)
+            rc = dset_write(g, "aux", 1, ad, H5T_STD_U8LE, H5T_NATIVE_UCHAR, st->aux, st->naux);
         H5Gclose(g);
         if (rc) return -1;
     }
@@ -636,7 +639,7 @@ static uint64_t save_bytes(const ParamTable *t, const CkptLora *lora, const Adam
     if (!lora || !lora->base_ref) b += t->size * sizeof(float), n += (uint64_t)t->n;
     if (lora) b += ot->size * sizeof(float), n += (uint64_t)ot->n;
     if (opt) b += 2 * ot->size * sizeof(float), n += 2 * (uint64_t)ot->n;
-    if (st) b += (uint64_t)st->world * 8 * (uint64_t)(st->ncursor ? st->ncursor : 2) + 32 + (st->run_config ? strlen(st->run_config) : 0) + 1, n += 3;
+    if (st) b += (uint64_t)st->world * 8 * (uint64_t)(st->ncursor ? st->ncursor : 2) + 32 + (st->run_config ? strlen(st->run_config) : 0) + 1 + st->naux, n += 4;
     return b + n * 4096;
 }
 
@@ -1012,9 +1015,29 @@ static int load_state(hid_t f, const char *path, CkptState *st, Err *e) {
         goto out;
     }
     st->run_config = xmalloc(n + 1);
-    if (dset_read(g, "run_config", 1, &n, H5T_NATIVE_UCHAR, st->run_config, n, why, sizeof why))
+    if (dset_read(g, "run_config", 1, &n, H5T_NATIVE_UCHAR, st->run_config, n, why, sizeof why)) {
         rc = err_set(e, "%s: /state: %s", path, why);
+        goto out;
+    }
     st->run_config[n] = '\0';
+    if (H5Lexists(g, "aux", H5P_DEFAULT) > 0) { /* the state beyond the cursor (RL's rollout) */
+        hid_t ds = H5Dopen2(g, "aux", H5P_DEFAULT);
+        hsize_t na = 0;
+        if (ds >= 0) {
+            hid_t asp = H5Dget_space(ds);
+            H5Sget_simple_extent_dims(asp, &na, NULL);
+            H5Sclose(asp);
+            H5Dclose(ds);
+        }
+        if (ds < 0 || na == 0 || na > file_bytes(g)) {
+            rc = err_set(e, "%s: /state/aux is damaged", path);
+            goto out;
+        }
+        st->aux = xmalloc(na);
+        st->naux = na;
+        if (dset_read(g, "aux", 1, &na, H5T_NATIVE_UCHAR, st->aux, na, why, sizeof why))
+            rc = err_set(e, "%s: /state: %s", path, why);
+    }
 out:
     H5Gclose(g);
     if (rc) ckpt_state_free(st);
@@ -1114,8 +1137,11 @@ int ckpt_load_lora(const char *path, const LlamaConfig *c, const ParamTable *bt,
 void ckpt_state_free(CkptState *st) {
     free(st->cursor);
     free(st->run_config);
+    free(st->aux);
     st->cursor = NULL;
     st->run_config = NULL;
+    st->aux = NULL;
+    st->naux = 0;
 }
 
 // ----------------------------------------------------------------------------

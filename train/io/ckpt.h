@@ -90,6 +90,10 @@ typedef struct CkptState {
                            * run (ckpt_hash of them), 0 for pretraining */
     int ncursor;          /* words of each rank's cursor (0 when saving: 2);
                            * a load sets it from the file (2 before mixtures) */
+    void *aux;            /* naux bytes of state beyond the cursor (/state/aux: RL's
+                           * rollout in progress), NULL and 0 for none; a load
+                           * allocates it (freed by ckpt_state_free) */
+    size_t naux;
 } CkptState;
 
 /* What a checkpoint holds, from ckpt_info. */

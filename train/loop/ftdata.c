@@ -141,7 +141,7 @@ static void pair_tell(const void *ud, uint64_t cur[2]) {
 static int pair_seek(void *ud, const uint64_t cur[2], Err *e) { return dpo_rows_seek(ud, cur[0], cur[1], e); }
 
 TrainData ftdata_pair_data(DpoRows *r, const char *name, uint64_t tokenizer_id, uint64_t data_id, int masked) {
-    TrainData d = {r, name, tokenizer_id, data_id, pair_next, pair_tell, pair_seek, r->nrows, "rows", masked, 2, NULL, 0, NULL};
+    TrainData d = {r, name, tokenizer_id, data_id, pair_next, pair_tell, pair_seek, r->nrows, "rows", masked, 2, NULL, 0, NULL, NULL, NULL};
     return d;
 }
 

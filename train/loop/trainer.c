@@ -542,8 +542,10 @@ static int save_run(Trainer *tr, const TrainData *d, const char *run_config, lon
     d->tell(d->ud, cursor);
     for (int r = 1; r < tr->world; r++) memcpy(cursor + (size_t)nc * r, cursor, (size_t)nc * sizeof *cursor);
     CkptState st = {step, tokens, (uint64_t)tr->o.seed, lr, tr->world, cursor, {0}, (char *)run_config, d->data_id,
-                    tr->model_id, nc};
+                    tr->model_id, nc, NULL, 0};
+    if (d->aux_save) st.aux = d->aux_save(d->ud, &st.naux);
     int src = save_file(tr, d, path, &st, e);
+    free(st.aux);
     free(cursor);
     return src;
 }
@@ -606,7 +608,7 @@ static int save_file(Trainer *tr, const TrainData *d, const char *path, const Ck
 
 /* --resume: the same model, optimizer and data position as when saved.
  * *start gets the step to continue from (0 when nothing was found). */
-static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
+static int resume_run(Trainer *tr, TrainData *d, long *start, long *tokens, Err *e) {
     const TrainOpts *o = &tr->o;
     char rpath[4096] = "";
     *start = 0;
@@ -685,7 +687,9 @@ static int resume_run(Trainer *tr, TrainData *d, long *start, Err *e) {
     uint64_t cur[TRAIN_CURSOR_MAX];
     memcpy(cur, st.cursor, (size_t)nc * sizeof *cur);
     int rc = d->seek(d->ud, cur, e);
+    if (rc == 0 && d->aux_load) rc = d->aux_load(d->ud, st.aux, st.naux, e);
     *start = st.step;
+    *tokens = st.tokens;
     ckpt_state_free(&st);
     if (rc) return -1;
     if (*start >= o->steps)
@@ -832,8 +836,9 @@ static double validate(Trainer *tr, TrainData *val, const TrainLoss *lf, FILE *m
         if (isnan(v) && e->msg[0]) return v;
         char xl[512] = "", xj[1024] = "";
         if (lf->extra) lf->extra(lf->ud, 1, xl, sizeof xl, xj, sizeof xj);
-        printf("step %ld | val loss %.4f%s\n", step, v, xl);
-        if (mf) fprintf(mf, "{\"step\":%ld,\"val_loss\":%.6f%s}\n", step, v, xj);
+        const char *vn = lf->val_name ? lf->val_name : "loss";
+        printf("step %ld | val %s %.4f%s\n", step, vn, v, xl);
+        if (mf) fprintf(mf, "{\"step\":%ld,\"val_%s\":%.6f%s}\n", step, vn, v, xj);
         return v;
     }
     double acc = 0, v = trainer_eval(tr, val, tr->o.val_batches, val->masked ? &acc : NULL, e);
@@ -864,7 +869,8 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         if (o->sample_tokens && llama_init(&tr->gen, c, &ops_cpu, NULL, 1, 1, 0, e)) return -1;
     }
     long start;
-    if (resume_run(tr, train, &start, e)) return -1;
+    long start_tokens = 0;
+    if (resume_run(tr, train, &start, &start_tokens, e)) return -1;
     if (trainer_mkdir(o->ckpt_dir, "--ckpt-dir", e)) return -1;
     char *run_config = cli_dump(run_flags, nflags);
     FILE *mf = NULL;
@@ -943,6 +949,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         if (isnan(first_val) && e->msg[0]) goto out;
     }
     double lr_now = sched_lr(&tr->sched, start);
+    long tokens_seen = start_tokens;
     for (long step = start; step < steps; step++) {
         double t0 = time_now();
         for (long k = 0; k < tr->accum; k++)
@@ -990,7 +997,9 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         if (tr->pipe) pipe_tie_weights(tr->pipe);
         m->ops->sync(m->ctx);
         double dt = time_now() - t0, el = time_now() - t_start;
-        double tps = n / dt, mfu = fpt * tps / (peak * 1e9);
+        long ran = lf && lf->tokens ? lf->tokens(lf->ud) : (long)n; /* tokens forward and backward */
+        tokens_seen += ran;
+        double tps = ran / dt, mfu = fpt * tps / (peak * 1e9);
         char trained[48] = "", xl[512] = "", xj[4096] = "";
         if (train->masked) snprintf(trained, sizeof trained, " (%.0f trained)", ntgt / dt);
         if (lf && lf->extra) lf->extra(lf->ud, 0, xl, sizeof xl, xj, sizeof xj);
@@ -1003,11 +1012,11 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"trained_tokens_per_s\":%.1f,\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld,"
                         "\"trained_tokens\":%ld%s}\n",
-                    step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, (long)n * (step + 1), ntgt, xj);
+                    step + 1, loss, lr_now, norm, tps, ntgt / dt, mfu, el, tokens_seen, ntgt, xj);
         else if (mf)
             fprintf(mf, "{\"step\":%ld,\"loss\":%.17g,\"lr\":%.6e,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,"
                         "\"mfu\":%.4f,\"elapsed_s\":%.3f,\"tokens\":%ld%s}\n",
-                    step + 1, loss, lr_now, norm, tps, mfu, el, (long)n * (step + 1), xj);
+                    step + 1, loss, lr_now, norm, tps, mfu, el, tokens_seen, xj);
         if (val && ((o->val_every && (step + 1) % o->val_every == 0) || step + 1 == steps)) {
             last_val = validate(tr, val, lf, mf, step + 1, e);
             if (isnan(last_val) && e->msg[0]) goto out;
@@ -1017,7 +1026,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         /* a signal seen by any rank stops all after the same step (mpirun forwards SIGTERM to each) */
         if (tr->world > 1) stop_signal = dist_allreduce_max_int(stop_signal);
         if ((o->save_every && (step + 1) % o->save_every == 0) || step + 1 == steps || stop_signal) {
-            if (save_run(tr, train, run_config, step + 1, (long)n * (step + 1), lr_now, e)) goto out;
+            if (save_run(tr, train, run_config, step + 1, tokens_seen, lr_now, e)) goto out;
         }
         if (stop_signal) {
             err_set(e, "stopped by %s after step %ld; resume with --resume auto (--ckpt-dir %s)",
@@ -1038,8 +1047,9 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
                2.0 * (tr->dp - 1) / tr->dp * (double)((tr->own_hi - tr->own_lo) * sizeof(float)),
                1e3 * tr->dp_wait / (double)(steps - start));
     printf("done: %ld steps in %s", steps - start, run_clock(time_now() - t_start, c1, sizeof c1));
-    if (val && start == 0) printf(", val loss %.4f -> %.4f", first_val, last_val);
-    else if (val) printf(", val loss %.4f", last_val);
+    const char *vn = lf && lf->val_name ? lf->val_name : "loss";
+    if (val && start == 0) printf(", val %s %.4f -> %.4f", vn, first_val, last_val);
+    else if (val) printf(", val %s %.4f", vn, last_val);
     if (m->lora) printf("; adapter written to %s%s%s\n", o->adapter_out, o->merged_out ? ", merged model to " : "",
                         o->merged_out ? o->merged_out : "");
     else printf("; model written to %s\n", o->out);

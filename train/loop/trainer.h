@@ -94,6 +94,13 @@ typedef struct TrainData {
     /* Training only, may be NULL: ",\"key\":v" JSON members for the step's
      * metrics record (a mixture's realised proportions). */
     void (*report)(const void *ud, char *json, size_t njson);
+    /* Training only, may be NULL: state beyond the cursor that a checkpoint
+     * keeps (/state/aux; RL: the rollout a step is in the middle of).
+     * aux_save returns it (*n bytes, caller frees with free; NULL and 0:
+     * none); aux_load takes it back after seek (NULL, 0 when the checkpoint
+     * has none), -1 with e when it does not fit the run. */
+    void *(*aux_save)(const void *ud, size_t *n);
+    int (*aux_load)(void *ud, const void *aux, size_t n, Err *e);
 } TrainData;
 
 #define TRAIN_CURSOR_MAX 128
@@ -120,6 +127,11 @@ typedef struct TrainLoss {
      * before and after), leaving its metrics for extra. NULL: the masked
      * cross-entropy. NaN with e on an error. */
     double (*eval)(void *ud, struct Trainer *tr, TrainData *d, long nbatches, Err *e);
+    /* Tokens the last step ran forward and backward (tok/s, MFU and the
+     * metrics' "tokens"), summed over the ranks; NULL: accum * B * T. */
+    long (*tokens)(void *ud);
+    /* What eval returns, for "val <name>" and "val_<name>" (NULL: "loss"). */
+    const char *val_name;
 } TrainLoss;
 
 typedef struct Trainer {

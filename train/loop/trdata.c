@@ -66,7 +66,7 @@ static int win_seek(void *ud, const uint64_t *cur, Err *e) {
 
 TrainData trdata_windows(WinSource *src, uint64_t tokenizer_id, const char *name, uint64_t data_id) {
     TrainData d = {src, name, tokenizer_id, data_id, win_next, win_tell, win_seek, src->L->n_windows, "windows", 0, 2,
-                   NULL, 0, NULL};
+                   NULL, 0, NULL, NULL, NULL};
     return d;
 }
 
@@ -106,7 +106,7 @@ static int rows_seek(void *ud, const uint64_t *cur, Err *e) {
 
 TrainData trdata_rows(RowSource *src, const char *name, uint64_t tokenizer_id, uint64_t data_id) {
     TrainData d = {src, name, tokenizer_id, data_id, rows_next, rows_tell, rows_seek,
-                   src->rows ? src->rows->nrows : 0, "rows", 1, 2, NULL, 0, NULL};
+                   src->rows ? src->rows->nrows : 0, "rows", 1, 2, NULL, 0, NULL, NULL, NULL};
     return d;
 }
 

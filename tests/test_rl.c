@@ -1,0 +1,246 @@
+/*
+ * test_rl.c: online RL (`llamac rl`, train/cmd/cmd_rl.c) through the real
+ * binary on a random tiny policy (tokenizer tests/fixtures/bpe_v1.tok).
+ *
+ *   - GRPO, RLOO and online DPO end to end with LoRA and a reward program:
+ *     the metrics under TRL's names, the rollouts file, the same seed the
+ *     same run;
+ *   - fixed completions (sampling bypassed): the first step's loss is the
+ *     hand-written one from the rollout's advantages (GRPO dapo at ratio 1:
+ *     -sum_i A_i n_i / sum_i n_i; RLOO: -mean A_i);
+ *   - resume: runs stopped inside a rollout (two mini-batches a rollout)
+ *     and at its end continue with the losses of the uninterrupted run;
+ *   - data parallelism: 2 ranks give one process's losses on the same
+ *     fixed completions;
+ *   - bad input: one line each (an unknown --algo, G 1's warning, a missing
+ *     reward field, a reward program that dies, ...).
+ */
+#include <jansson.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "../data/tok.h"
+#include "../model/config.h"
+#include "../model/params.h"
+#include "../train/io/ckpt.h"
+#include "test.h"
+#include "tests.h"
+
+#define RLD "build/trl"
+#define TOKF "tests/fixtures/bpe_v1.tok"
+#define POLICY "--policy " RLD "/policy.h5 --tokenizer " TOKF " --template llama3"
+/* a reward program: 1 when the completion has an 'e', else 0 */
+#define RCMD "--reward-cmd \"awk '{print (index(\\$0, \\\"e\\\") > 0 ? 1 : 0); fflush()}'\""
+
+static void need_policy(void) {
+    mkdir("build", 0755);
+    mkdir(RLD, 0755);
+    if (access(RLD "/policy.h5", R_OK) == 0) return;
+    Tokenizer t;
+    Err e = {{0}};
+    LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
+    LlamaConfig c;
+    LC_ASSERT(config_preset("tiny", &c, &e) == 0);
+    c.vocab = t.vocab;
+    ParamTable pt;
+    LC_ASSERT(params_build(&c, &pt, &e) == 0);
+    float *p = xalloc_aligned(pt.size * sizeof(float));
+    memset(p, 0, pt.size * sizeof(float));
+    params_init(&pt, p, c.n_layers, 11);
+    LC_ASSERT(ckpt_save(RLD "/policy.h5", &c, &pt, p, t.id, NULL, NULL, &e) == 0);
+    free(p);
+    params_free(&pt);
+    tok_free(&t);
+    test_put(RLD "/p.jsonl",
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"the cat\"}], \"answer\": \"cat\"}\n"
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"a dog and a bird\"}], \"answer\": \"dog\"}\n"
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"hello there\"}], \"answer\": \"hi\"}\n"
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"one two three\"}], \"answer\": \"3\"}\n");
+}
+
+/* Every "loss" of a metrics file (training records) into out[0..max). */
+static int losses(const char *path, double *out, int max) {
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    char line[1 << 14];
+    int n = 0;
+    while (fgets(line, sizeof line, f) && n < max) {
+        json_t *o = json_loads(line, 0, NULL);
+        json_t *l = o ? json_object_get(o, "loss") : NULL;
+        if (l) out[n++] = json_number_value(l);
+        json_decref(o);
+    }
+    fclose(f);
+    return n;
+}
+
+/* The first training record of a metrics file (caller decrefs). */
+static json_t *first_record(const char *path) {
+    FILE *f = fopen(path, "r");
+    if (!f) return NULL;
+    char line[1 << 14];
+    json_t *r = NULL;
+    while (!r && fgets(line, sizeof line, f)) {
+        json_t *o = json_loads(line, 0, NULL);
+        if (o && json_object_get(o, "loss")) r = o;
+        else json_decref(o);
+    }
+    fclose(f);
+    return r;
+}
+
+#define RUN_GRPO "rl --algo grpo " POLICY " --prompts " RLD "/p.jsonl --val-prompts " RLD "/p.jsonl " RCMD \
+                 " --group 4 --prompts-per-step 2 --max-tokens 6 --steps 3 --lora-r 4 --lr 1e-2 --seed 5 --val-every 3 "
+
+void rl_grpo_e2e(void) {
+    need_policy();
+    system("rm -rf " RLD "/g1 " RLD "/g2 && mkdir -p " RLD "/g1 " RLD "/g2");
+    int rc = test_llamac(RUN_GRPO "--metrics " RLD "/g1/m.jsonl --rollouts-out " RLD "/g1/r.jsonl --ckpt-dir " RLD
+                         "/g1/ck --adapter-out " RLD "/g1/ad");
+    EXPECT(rc == 0, "rl grpo: %s\n%s", test_err, test_out);
+    if (rc) return;
+    EXPECT(strstr(test_out, "rl: grpo, 2 prompts a rollout x G 4") && strstr(test_out, "val reward") &&
+               strstr(test_out, "| reward "), "start-up, progress and validation lines: %s", test_out);
+    json_t *r = first_record(RLD "/g1/m.jsonl");
+    static const char *const keys[] = {"reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+                                       "completions/clipped_ratio", "clip_ratio/low_mean", "clip_ratio/high_mean",
+                                       "rewards/cmd/mean", "time/generation", "time/train", "num_tokens"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        EXPECT(r && json_object_get(r, keys[k]), "metrics record without \"%s\"", keys[k]);
+    json_decref(r);
+    char *a = test_slurp(RLD "/g1/r.jsonl");
+    int lines = 0;
+    for (char *p = a; p && *p; p++) lines += *p == '\n';
+    EXPECT(lines == 24, "rollouts file: %d lines, want 3 rollouts x 8 samples", lines);
+    EXPECT(a && strstr(a, "\"advantage\"") && strstr(a, "\"rewards/cmd\""), "rollout records: %.300s", a ? a : "");
+    /* the same seed: the same run */
+    rc = test_llamac(RUN_GRPO "--metrics " RLD "/g2/m.jsonl --rollouts-out " RLD "/g2/r.jsonl --ckpt-dir " RLD
+                     "/g2/ck --adapter-out " RLD "/g2/ad");
+    char *b = test_slurp(RLD "/g2/r.jsonl");
+    EXPECT(rc == 0 && a && b && strcmp(a, b) == 0, "the same seed gave other rollouts: %s", test_err);
+    free(a);
+    free(b);
+    double la[8], lb[8];
+    int na = losses(RLD "/g1/m.jsonl", la, 8), nb = losses(RLD "/g2/m.jsonl", lb, 8);
+    EXPECT(na == 3 && nb == 3, "loss lines %d %d", na, nb);
+    for (int i = 0; i < na && i < nb; i++) EXPECT(la[i] == lb[i], "step %d: %.17g vs %.17g", i + 1, la[i], lb[i]);
+}
+
+/* Fixed completions: 2 prompts x G 2 with given rewards. */
+#define FIXED                                                                     \
+    "{\"prompt_index\": 0, \"completion_ids\": [5, 6, 7], \"reward\": 1}\n"       \
+    "{\"prompt_index\": 0, \"completion_ids\": [8, 9], \"reward\": 0}\n"          \
+    "{\"prompt_index\": 2, \"completion_ids\": [10, 11, 12, 13], \"reward\": 0.5}\n" \
+    "{\"prompt_index\": 2, \"completion_ids\": [14], \"reward\": 2}\n"
+
+void rl_fixed_loss(void) {
+    need_policy();
+    test_put(RLD "/fixed.jsonl", FIXED FIXED);
+    system("rm -rf " RLD "/f && mkdir -p " RLD "/f");
+    /* GRPO dapo, beta 0, one iteration: ratio 1, loss = -sum_i A_i n_i / sum_i n_i */
+    int rc = test_llamac("rl --algo grpo " POLICY " --prompts " RLD "/p.jsonl --fixed-rollouts " RLD "/fixed.jsonl "
+                         "--group 2 --prompts-per-step 2 --max-tokens 6 --steps 1 --lora-r 4 --lora-dropout 0 --lr 1e-3 "
+                         "--metrics " RLD "/f/g.jsonl --rollouts-out " RLD "/f/gr.jsonl --ckpt-dir " RLD "/f/ck --adapter-out " RLD "/f/ad");
+    EXPECT(rc == 0, "rl fixed: %s\n%s", test_err, test_out);
+    double l[2];
+    /* group 0: rewards 1, 0: mean 0.5, std 0.7071: A = +-0.5 / (0.70711 + 1e-4); group 1: 0.5, 2: A = -+0.75 / (1.06066 + 1e-4) */
+    double a0 = 0.5 / (sqrt(0.5) + 1e-4), a1 = 0.75 / (sqrt(1.125) + 1e-4);
+    double want = -(a0 * 3 - a0 * 2 - a1 * 4 + a1 * 1) / 10.0;
+    EXPECT(losses(RLD "/f/g.jsonl", l, 2) == 1, "one loss line");
+    EXPECT(fabs(l[0] - want) <= 1e-6, "grpo loss %.9g, want %.9g", l[0], want);
+    /* RLOO beta 0: A_i = r_i - the other's reward; loss = -mean A_i */
+    rc = test_llamac("rl --algo rloo --beta 0 " POLICY " --prompts " RLD "/p.jsonl --fixed-rollouts " RLD "/fixed.jsonl "
+                     "--group 2 --prompts-per-step 2 --max-tokens 6 --steps 1 --lora-r 4 --lora-dropout 0 --lr 1e-3 "
+                     "--metrics " RLD "/f/r.jsonl --ckpt-dir " RLD "/f/ckr --adapter-out " RLD "/f/adr");
+    EXPECT(rc == 0, "rl rloo fixed: %s\n%s", test_err, test_out);
+    EXPECT(losses(RLD "/f/r.jsonl", l, 2) == 1, "one loss line");
+    EXPECT(fabs(l[0] - 0.0) <= 1e-6, "rloo loss %.9g, want 0 (advantages 1 -1 -1.5 1.5)", l[0]);
+    /* online DPO: 2 samples a prompt; at the reference (step 1), h = 0: loss log 2 */
+    rc = test_llamac("rl --algo online-dpo " POLICY " --prompts " RLD "/p.jsonl --fixed-rollouts " RLD "/fixed.jsonl "
+                     "--prompts-per-step 2 --max-tokens 6 --steps 1 --lora-r 4 --lora-dropout 0 --lr 1e-3 --batch 2 "
+                     "--metrics " RLD "/f/d.jsonl --ckpt-dir " RLD "/f/ckd --adapter-out " RLD "/f/add");
+    EXPECT(rc == 0, "rl online-dpo fixed: %s\n%s", test_err, test_out);
+    EXPECT(losses(RLD "/f/d.jsonl", l, 2) == 1, "one loss line");
+    EXPECT(fabs(l[0] - log(2.0)) <= 1e-6, "online-dpo loss %.9g, want log 2", l[0]);
+}
+
+#define RUN_RES "rl --algo grpo " POLICY " --prompts " RLD "/p.jsonl " RCMD " --group 2 --prompts-per-step 4 " \
+                "--mini-batches 2 --max-tokens 5 --steps 6 --lora-r 4 --lr 1e-2 --seed 9 --batch 2 "
+
+void rl_resume(void) {
+    need_policy();
+    system("rm -rf " RLD "/res && mkdir -p " RLD "/res");
+    int rc = test_llamac(RUN_RES "--metrics " RLD "/res/full.jsonl --ckpt-dir " RLD "/res/ck --save-every 1 --keep 10 "
+                         "--adapter-out " RLD "/res/ad");
+    EXPECT(rc == 0, "rl: %s\n%s", test_err, test_out);
+    if (rc) return;
+    double full[8];
+    EXPECT(losses(RLD "/res/full.jsonl", full, 8) == 6, "6 loss lines");
+    /* from step 3 (inside rollout 1: its first mini-batch done) and step 4 (at its end) */
+    for (int from = 3; from <= 4; from++) {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "cp -r " RLD "/res/ck " RLD "/res/ck%d", from);
+        system(cmd);
+        rc = test_llamac(RUN_RES "--metrics " RLD "/res/r%d.jsonl --ckpt-dir " RLD "/res/ck%d --resume " RLD
+                         "/res/ck/step-%08d.h5 --adapter-out " RLD "/res/ad%d", from, from, from, from);
+        EXPECT(rc == 0, "resume from %d: %s\n%s", from, test_err, test_out);
+        double l[8];
+        char path[64];
+        snprintf(path, sizeof path, RLD "/res/r%d.jsonl", from);
+        int n = losses(path, l, 8);
+        EXPECT(n == 6 - from, "resume from %d: %d loss lines", from, n);
+        for (int i = 0; i < n; i++)
+            EXPECT(l[i] == full[from + i], "resume from step %d: step %d loss %.17g, uninterrupted %.17g", from,
+                   from + i + 1, l[i], full[from + i]);
+    }
+}
+
+void rl_dist(void) {
+    if (!test_have_mpi()) return;
+    need_policy();
+    test_put(RLD "/fixed4.jsonl", FIXED FIXED FIXED FIXED);
+    system("rm -rf " RLD "/d && mkdir -p " RLD "/d");
+#define RUN_D "rl --algo grpo --beta 0.04 " POLICY " --prompts " RLD "/p.jsonl --fixed-rollouts " RLD "/fixed4.jsonl " \
+              "--group 2 --prompts-per-step 2 --max-tokens 6 --steps 4 --lora-r 4 --lora-dropout 0 --lr 1e-2 --batch 1 "
+    int rc = test_llamac(RUN_D "--metrics " RLD "/d/one.jsonl --ckpt-dir " RLD "/d/c1 --adapter-out " RLD "/d/a1");
+    EXPECT(rc == 0, "one process: %s", test_err);
+    rc = test_mpi_llamac(2, RUN_D "--metrics " RLD "/d/two.jsonl --ckpt-dir " RLD "/d/c2 --adapter-out " RLD "/d/a2");
+    EXPECT(rc == 0, "2 ranks: exit %d: %s", rc, test_err);
+    double a[8], b[8];
+    int na = losses(RLD "/d/one.jsonl", a, 8), nb = losses(RLD "/d/two.jsonl", b, 8);
+    EXPECT(na == 4 && nb == 4, "loss lines %d %d", na, nb);
+    for (int i = 0; i < na && i < nb; i++)
+        EXPECT(fabs(a[i] - b[i]) <= 1e-6 * fmax(1e-3, fabs(a[i])), "step %d: 2 ranks %.9g, one process %.9g", i + 1, b[i], a[i]);
+}
+
+void rl_errors(void) {
+    need_policy();
+    test_put(RLD "/noans.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"the cat\"}], \"answer\": \"cat\"}\n"
+                                 "{\"messages\": [{\"role\": \"user\", \"content\": \"a dog\"}]}\n");
+    static const TestCliCase cases[] = {
+        {"rl --algo sarsa %s", "--algo: 'sarsa'"},
+        {"rl --prompts " RLD "/p.jsonl " RCMD, "--policy: required"},
+        {"rl " POLICY " " RCMD, "--prompts: required"},
+        {"rl %s --algo rloo --group 1", "--group: rloo needs at least 2"},
+        {"rl %s --algo online-dpo --group 3", "--group: online-dpo samples 2"},
+        {"rl %s --prompts-per-step 3 --mini-batches 2", "--mini-batches 2 does not divide --prompts-per-step 3"},
+        {"rl %s --loss-type xyz", "--loss-type: 'xyz'"},
+        {"rl %s --scale-rewards all", "--scale-rewards: 'all'"},
+        {"rl " POLICY " --prompts " RLD "/p.jsonl --steps 1", "no reward"},
+        {"rl " POLICY " --prompts " RLD "/noans.jsonl --reward-answer answer --steps 1",
+         RLD "/noans.jsonl:2: no \"answer\" field"},
+        {"rl %s --reward-cmd \"exit 3\" --steps 1 --ckpt-dir " RLD "/e1", "--reward-cmd"},
+        {"rl %s --reward-cmd \"echo abc; cat >/dev/null\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
+    };
+    test_cli_refusals(cases, (int)(sizeof cases / sizeof cases[0]),
+                      POLICY " --prompts " RLD "/p.jsonl --max-tokens 4 --prompts-per-step 2 --lora-r 2", "");
+    /* G 1: a warning, and training goes on (advantages 0, loss 0) */
+    system("rm -rf " RLD "/g1w");
+    int rc = test_llamac("rl " POLICY " --prompts " RLD "/p.jsonl " RCMD " --group 1 --prompts-per-step 2 --max-tokens "
+                         "4 --steps 1 --lora-r 2 --ckpt-dir " RLD "/g1w --adapter-out " RLD "/g1w/ad");
+    EXPECT(rc == 0 && strstr(test_err, "warning: --group 1: every GRPO advantage is 0"), "G 1: %d %s", rc, test_err);
+}
