@@ -177,6 +177,9 @@ OBJ := $(BUILD)/obj
 # the fused distillation head's rows (lmhead_kd) and its tests
 LIB_SRC += model/ops_cpu_kd.c
 TEST_SRC += tests/test_kd.c
+# the RL arithmetic (GRPO, RLOO, PPO advantages and losses) and its tests
+LIB_SRC += train/loop/rlalgo.c
+TEST_SRC += tests/test_rlalgo.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
