@@ -180,6 +180,9 @@ TEST_SRC += tests/test_kd.c
 # online RL (train/cmd/cmd_rl.c; its arithmetic and rewards in train/loop)
 LIB_SRC += train/cmd/cmd_rl.c
 TEST_SRC += tests/test_rl.c
+# the RL arithmetic (GRPO, RLOO, PPO advantages and losses) and its tests
+LIB_SRC += train/loop/rlalgo.c
+TEST_SRC += tests/test_rlalgo.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)

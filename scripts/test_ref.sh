@@ -11,7 +11,9 @@
 # scripts/test_quant_ref.py `llamac quantize` against gguf and llama.cpp,
 # scripts/test_qlora_ref.py QLoRA training against PEFT + bitsandbytes,
 # scripts/test_prune_ref.py llamac prune's importances and output against transformers,
-# scripts/test_kd_ref.py the distillation head against torchtune and TRL.
+# scripts/test_kd_ref.py the distillation head against torchtune and TRL,
+# scripts/test_rl_ref.py the RL arithmetic against TRL 1.16 (GRPO, RLOO) and
+# TRL 1.12 (PPO, in the venv scripts/venv_trl112.sh makes).
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -111,6 +113,11 @@ check test_prune_ref --work build/test_prune_ref
 # The fused distillation head (lmhead_kd) against torchtune's ForwardKLLoss and
 # TRL's generalized_jsd_loss: values, row values, gradients, mixed loss, 1e-6
 check test_kd_ref --work build/test_kd_ref
+# The RL arithmetic (train/loop/rlalgo.c) against TRL's own GRPO and RLOO
+# _compute_loss (1.16) and PPO's helpers and update (1.12, its venv made once by
+# scripts/venv_trl112.sh: TRL alone, the rest shared with this venv):
+# advantages, losses, gradients, 1e-10 (1e-7 where TRL's Bessel factor is float32)
+check test_rl_ref --work build/test_rl_ref
 
 # llamac data filter against datatrove's Gopher and C4 filters: the same kept
 # documents and drop reasons, and the same words as its spaCy tokenizer

@@ -35,6 +35,18 @@ void ops_lmhead_kd(void);
 void ops_kd_case(Rng *r);
 void kd_ref(void);
 void kd_bench(void);
+/* test_rlalgo.c: the RL arithmetic (train/loop/rlalgo.h): hand fixtures, finite
+ * differences, parse errors, and TRL's values (tests/fixtures/rl/rl_ref.json, or
+ * LLAMAC_RL_REF: scripts/test_rl_ref.py) */
+void rlalgo_parse(void);
+void rlalgo_grpo_adv(void);
+void rlalgo_rloo_adv(void);
+void rlalgo_whiten(void);
+void rlalgo_gae(void);
+void rlalgo_ppo_rewards(void);
+void rlalgo_row_weight(void);
+void rlalgo_fd(void);
+void rlalgo_trl(void);
 /* The types a weight can stay in (test_ops.c), and a random (rows, cols)
  * tensor of one: random codes, moderate finite scales (*q points into the
  * returned buffer; caller frees it). */

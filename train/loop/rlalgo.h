@@ -84,7 +84,8 @@ typedef struct RlLossOpts {
 typedef struct RlStats {
     double tokens;            /* tokens (or sequences for RLOO) seen */
     double clip_low, clip_high; /* ratio < 1 - eps_low with A < 0; ratio > 1 + eps_high with A > 0 */
-    double kl;                /* sum of the k3 KL (GRPO with beta != 0) */
+    double kl;                /* sum of the KL term as it enters the loss (GRPO with beta != 0: k3, times the
+                               * ratio with kl_ratio; TRL's logged kl) */
     double ratio;             /* sum of ratios */
 } RlStats;
 
@@ -116,7 +117,8 @@ double rl_row_weight(RlLossType l, long rows, long tokens, long row_tokens, long
 
 /* masked_whiten: x over mask's entries, (x - mu) / sqrt(var + 1e-8) with
  * var Bessel-corrected; shift_mean 0 adds mu back. Entries outside the
- * mask are left as they are. */
+ * mask are left as they are. One entry has var 0 here (TRL: NaN); an empty
+ * mask is a bug (asserted; TRL raises). */
 void rl_masked_whiten(double *x, const uint8_t *mask, size_t n, int shift_mean);
 
 /* The per-token rewards: rewards (=) = -kl_coef * kl on t < len[i] (0
