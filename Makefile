@@ -177,6 +177,8 @@ OBJ := $(BUILD)/obj
 # the fused distillation head's rows (lmhead_kd) and its tests
 LIB_SRC += model/ops_cpu_kd.c
 TEST_SRC += tests/test_kd.c
+# the rewards of RL completions (reward models, built-in checks, a reward program)
+LIB_SRC += train/loop/rewards.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
