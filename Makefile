@@ -179,6 +179,7 @@ LIB_SRC += model/ops_cpu_kd.c
 TEST_SRC += tests/test_kd.c
 # the rewards of RL completions (reward models, built-in checks, a reward program)
 LIB_SRC += train/loop/rewards.c
+TEST_SRC += tests/test_rewards.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)
