@@ -130,6 +130,12 @@ void rewards_builtin(void) {
 // ----------------------------------------------------------------------------
 // bad input
 
+/* No child left unreaped (the test binary starts no other children). */
+static void expect_no_children(const char *what) {
+    int rc = waitpid(-1, NULL, WNOHANG);
+    EXPECT(rc == -1 && errno == ECHILD, "%s: a child left behind (waitpid %d)", what, rc);
+}
+
 static void open_fails(const RewardOpts *o, const char *want) {
     Rewards *r = (Rewards *)1;
     Err e = {{0}};
@@ -160,12 +166,13 @@ void rewards_errors(void) {
     o.weights = "answer";
     open_fails(&o, "--reward-weights: expected name=WEIGHT, got 'answer'");
     o.weights = NULL;
-    o.cmd = NULL;
-    o.scorer.spec = RD "/no-such-model.h5";
+    o.scorer.spec = RD "/no-such-model.h5"; /* the scorer's error, after the program started */
     Rewards *r;
     Err e = {{0}};
     EXPECT(rewards_open(&r, &o, &e) == -1 && strstr(e.msg, RD "/no-such-model.h5"), "missing model: '%s'", e.msg);
+    expect_no_children("missing model");
     o.scorer.spec = NULL;
+    o.cmd = NULL;
 
     EXPECT(rewards_open(&r, &o, &e) == 0, "open: %s", e.msg);
     if (!r) return;
@@ -201,12 +208,6 @@ void rewards_errors(void) {
 
 // ----------------------------------------------------------------------------
 // the reward program
-
-/* No child left unreaped (the test binary starts no other children). */
-static void expect_no_children(const char *what) {
-    int rc = waitpid(-1, NULL, WNOHANG);
-    EXPECT(rc == -1 && errno == ECHILD, "%s: a child left behind (waitpid %d)", what, rc);
-}
 
 static Rewards *open_cmd(const char *cmd, double timeout, Err *e) {
     RewardOpts o = {0};

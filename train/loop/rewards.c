@@ -591,15 +591,15 @@ int rewards_open(Rewards **out, const RewardOpts *o, Err *e) {
     }
     if (o->cmd) add_source(r, SRC_CMD, "cmd", 1);
     if (o->weights && parse_weights(r, o->weights, e)) goto fail;
-    if (o->scorer.spec) {
-        if (scorer_open(&r->sc, &o->scorer, e)) goto fail;
-        LC_ASSERT(scorer_count(r->sc) == r->nm);
-    }
-    if (o->cmd) {
+    if (o->cmd) { /* before the models: a program that cannot start fails fast, and fork copies less */
         r->cmd = strdup(o->cmd);
         LC_ASSERT(r->cmd);
         err_quote(r->qcmd, sizeof r->qcmd, o->cmd, strlen(o->cmd));
         if (prog_start(r, e)) goto fail;
+    }
+    if (o->scorer.spec) {
+        if (scorer_open(&r->sc, &o->scorer, e)) goto fail;
+        LC_ASSERT(scorer_count(r->sc) == r->nm);
     }
     *out = r;
     return 0;
