@@ -183,6 +183,9 @@ TEST_SRC += tests/test_rl.c
 # the RL arithmetic (GRPO, RLOO, PPO advantages and losses) and its tests
 LIB_SRC += train/loop/rlalgo.c
 TEST_SRC += tests/test_rlalgo.c
+# the rewards of RL completions (reward models, built-in checks, a reward program)
+LIB_SRC += train/loop/rewards.c
+TEST_SRC += tests/test_rewards.c
 LIB_OBJ := $(LIB_SRC:%.c=$(OBJ)/%.o)
 ifeq ($(CUDA),1)
 LIB_OBJ += $(CUDA_SRC:%.cu=$(OBJ)/%.o)

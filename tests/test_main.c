@@ -121,6 +121,8 @@ static const struct {
     T(cmd_sample_errors), T(cmd_sample_mpi),
     T(rl_grpo_e2e), T(rl_fixed_loss), T(rl_resume), T(rl_dist), T(rl_errors),
     T(rs_select), T(rs_curve), T(rs_sft_data), T(rs_errors), T(rs_e2e), T(rs_lora), T(rs_pool), T(rs_bases),
+    T(rewards_final_answer_cases), T(rewards_answer_match_cases), T(rewards_builtin), T(rewards_errors), T(rewards_cmd_ok),
+    T(rewards_cmd_errors),
     T(cmd_score_spec), T(cmd_score_direct), T(cmd_score_batch_invariance), T(cmd_score_adapter), T(cmd_score_weights),
     T(cmd_score_pairs), T(cmd_score_errors),
     T(sft_formats), T(sft_packing), T(sft_errors), T(sft_resume), T(sft_lora_resume), T(sft_lora_resume_bases), T(sft_cli_errors),

@@ -378,6 +378,14 @@ void rs_lora(void);
 void rs_pool(void);
 void rs_bases(void);
 
+/* test_rewards.c: the rewards of RL completions (train/loop/rewards.h) */
+void rewards_final_answer_cases(void);
+void rewards_answer_match_cases(void);
+void rewards_builtin(void);
+void rewards_errors(void);
+void rewards_cmd_ok(void);
+void rewards_cmd_errors(void);
+
 /* test_distill.c: llamac distill and teacher-cache */
 void distill_ce_equiv(void);
 void distill_cache_exact(void);

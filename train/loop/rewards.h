@@ -26,8 +26,9 @@
  *
  * The final answer (answer): the text inside the last \boxed{...}, else
  * after the last "answer:" / "Answer:" / "ANSWER:" (to the end of that
- * line), else the completion's last non-empty line; then trimmed of white
- * space, surrounding quotes, '*' and '`', and trailing '.', '!', ','. It
+ * line, or the next non-empty line when that is blank), else the
+ * completion's last non-empty line; then trimmed of white space,
+ * surrounding quotes, '*', '`' and '$', and trailing '.', '!', ','. It
  * equals an accepted answer when both read whole as numbers (strtod) and
  * |a - b| <= 1e-6 * max(1, |b|), else when they are equal ignoring ASCII
  * case.
@@ -36,10 +37,14 @@
  * object with "completion" (the text) and "finish" ("stop" or "length")
  * added, and "prompt" set to the prompt's text when the line has no
  * "prompt" field (a "messages" or "prompt_ids" line). Its answers are read
- * as decimal numbers (strtod, whole line). Failures are one error line
- * each: the program exited (with its status) or closed its output early,
- * did not answer within --reward-timeout seconds, answered a line that is
- * not a number, or answered more lines than it was sent.
+ * as decimal numbers (strtod, whole line, finite), each flushed as it is
+ * written. Failures are one error line each: the program exited (with its
+ * status) or closed its output early, did not answer within
+ * --reward-timeout seconds, answered a line that is not a number, or
+ * answered more lines than it was sent (lines already there after a call's
+ * answers or within 30 ms of them, or found at the start of the next call).
+ * After a failure the program is stopped and every later call returns the
+ * same line. Its stderr is llamac's.
  *
  * Then, in order: --missing-eos-penalty P subtracts P from the total of
  * each completion that did not end on a stop (TRL's missing_eos_penalty);
@@ -92,7 +97,8 @@ int rewards_open(Rewards **r, const RewardOpts *o, Err *e);
  * of another type. where(i) names prompt i's line. */
 int rewards_check_line(const Rewards *r, json_t *line, const char *where, Err *e);
 
-/* Sources, and source k's name and weight. */
+/* Sources, and source k's name and weight: the reward models first, in
+ * the spec's order, then answer, regex, length, cmd (those given). */
 int rewards_count(const Rewards *r);
 const char *rewards_name(const Rewards *r, int k);
 double rewards_weight(const Rewards *r, int k);
@@ -100,7 +106,9 @@ double rewards_weight(const Rewards *r, int k);
 /* Rewards of items[0..n): per (n, count, may be NULL) each source's value,
  * total[i] the weighted sum after the penalty, clip and normalisation
  * above. -1 with one line on a failure (the reward program's, a scorer
- * error naming the item). */
+ * error naming the item). n = 0 does nothing. Not thread-safe: one call at
+ * a time per Rewards (SIGPIPE is blocked in the calling thread during the
+ * call). */
 int rewards_score(Rewards *r, const RewardItem *items, size_t n, double *per, double *total, Err *e);
 
 /* The final answer of text (see above) into out (at most n - 1 bytes and
