@@ -34,12 +34,12 @@
 #define TOKF "tests/fixtures/bpe_v1.tok"
 #define POLICY "--policy " RLD "/policy.h5 --tokenizer " TOKF " --template llama3"
 /* a reward program: 1 when the completion has an 'e', else 0 */
-#define RCMD "--reward-cmd \"awk '{print (index(\\$0, \\\"e\\\") > 0 ? 1 : 0); fflush()}'\""
+#define RCMD "--reward-cmd \"python3 " RLD "/rw.py\""
 
 static void need_policy(void) {
     mkdir("build", 0755);
     mkdir(RLD, 0755);
-    if (access(RLD "/policy.h5", R_OK) == 0) return;
+    if (access(RLD "/policy.h5", R_OK) == 0 && access(RLD "/rw.py", R_OK) == 0) return;
     Tokenizer t;
     Err e = {{0}};
     LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
@@ -55,6 +55,8 @@ static void need_policy(void) {
     free(p);
     params_free(&pt);
     tok_free(&t);
+    test_put(RLD "/rw.py", "import json, sys\nfor l in sys.stdin:\n"
+                           "    print(int('e' in json.loads(l)['completion']), flush=True)\n");
     test_put(RLD "/p.jsonl",
              "{\"messages\": [{\"role\": \"user\", \"content\": \"the cat\"}], \"answer\": \"cat\"}\n"
              "{\"messages\": [{\"role\": \"user\", \"content\": \"a dog and a bird\"}], \"answer\": \"dog\"}\n"
@@ -234,7 +236,7 @@ void rl_errors(void) {
         {"rl " POLICY " --prompts " RLD "/noans.jsonl --reward-answer answer --steps 1",
          RLD "/noans.jsonl:2: no \"answer\" field"},
         {"rl %s --reward-cmd \"exit 3\" --steps 1 --ckpt-dir " RLD "/e1", "--reward-cmd"},
-        {"rl %s --reward-cmd \"echo abc; cat >/dev/null\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
+        {"rl %s --reward-cmd \"while read l; do echo abc; done\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
     };
     test_cli_refusals(cases, (int)(sizeof cases / sizeof cases[0]),
                       POLICY " --prompts " RLD "/p.jsonl --max-tokens 4 --prompts-per-step 2 --lora-r 2", "");

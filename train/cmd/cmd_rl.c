@@ -1073,7 +1073,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     /* rows of the longest prompt + completion */
     long ctx = R.ro.ctx > (R.has_val ? R.vro.ctx : 0) ? R.ro.ctx : R.vro.ctx;
     o.T = ctx;
-    o.batch_tokens = o.B * o.T;
+    o.batch_tokens = o.B * o.T * dist_world(); /* one (unused) micro-batch a rank: the step trains the rollout's */
     o.tokpath = NULL;
     o.val_batches = 1;
     ModelSource ms;
