@@ -36,24 +36,34 @@
 /* a reward program: 1 when the completion has an 'e', else 0 */
 #define RCMD "--reward-cmd \"python3 " RLD "/rw.py\""
 
-static void need_policy(void) {
-    mkdir("build", 0755);
-    mkdir(RLD, 0755);
-    if (access(RLD "/policy.h5", R_OK) == 0 && access(RLD "/rw.py", R_OK) == 0) return;
-    Tokenizer t;
+/* A random tiny model: a policy, or with num_labels 1 a reward model. */
+static void tiny(const char *path, int V, uint64_t tok_id, int num_labels, uint64_t seed) {
     Err e = {{0}};
-    LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
     LlamaConfig c;
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
-    c.vocab = t.vocab;
+    c.vocab = V;
+    c.num_labels = num_labels;
+    if (num_labels) c.pad_id = 0;
     ParamTable pt;
     LC_ASSERT(params_build(&c, &pt, &e) == 0);
     float *p = xalloc_aligned(pt.size * sizeof(float));
     memset(p, 0, pt.size * sizeof(float));
-    params_init(&pt, p, c.n_layers, 11);
-    LC_ASSERT(ckpt_save(RLD "/policy.h5", &c, &pt, p, t.id, NULL, NULL, &e) == 0);
+    params_init(&pt, p, c.n_layers, seed);
+    LC_ASSERT(ckpt_save(path, &c, &pt, p, tok_id, NULL, NULL, &e) == 0);
     free(p);
     params_free(&pt);
+}
+
+static void need_policy(void) {
+    mkdir("build", 0755);
+    mkdir(RLD, 0755);
+    if (access(RLD "/policy.h5", R_OK) == 0 && access(RLD "/rw.py", R_OK) == 0 && access(RLD "/rm.h5", R_OK) == 0) return;
+    Tokenizer t;
+    Err e = {{0}};
+    LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
+    tiny(RLD "/policy.h5", t.vocab, t.id, 0, 11);
+    tiny(RLD "/rm.h5", t.vocab, t.id, 1, 12);
+    tiny(RLD "/rm_other.h5", t.vocab, t.id ^ 1, 1, 13); /* another tokenizer's */
     tok_free(&t);
     test_put(RLD "/rw.py", "import json, sys\nfor l in sys.stdin:\n"
                            "    print(int('e' in json.loads(l)['completion']), flush=True)\n");
@@ -201,6 +211,52 @@ void rl_resume(void) {
     }
 }
 
+#define RUN_PPO "rl --algo ppo " POLICY " --prompts " RLD "/p.jsonl --reward-model " RLD "/rm.h5 --reward-tokenizer " \
+                TOKF " --reward-template llama3 --prompts-per-step 2 --num-iterations 2 --max-tokens 5 --lora-r 4 " \
+                "--lr 1e-2 --seed 4 --batch 2 --steps 4 "
+
+void rl_ppo(void) {
+    need_policy();
+    system("rm -rf " RLD "/ppo && mkdir -p " RLD "/ppo");
+    int rc = test_llamac(RUN_PPO "--metrics " RLD "/ppo/full.jsonl --ckpt-dir " RLD "/ppo/ck --save-every 1 --keep 10 "
+                         "--adapter-out " RLD "/ppo/ad");
+    EXPECT(rc == 0, "rl ppo: %s\n%s", test_err, test_out);
+    if (rc) return;
+    EXPECT(strstr(test_out, "ppo: kl_coef 0.05 (k1, in the reward)") && strstr(test_out, "value: " RLD "/rm.h5"),
+           "start-up line: %s", test_out);
+    json_t *r = first_record(RLD "/ppo/full.jsonl");
+    static const char *const keys[] = {"objective/kl", "objective/entropy", "objective/non_score_reward",
+                                       "objective/rlhf_reward", "objective/scores", "policy/approxkl_avg",
+                                       "policy/clipfrac_avg", "loss/policy_avg", "loss/value_avg", "val/clipfrac_avg",
+                                       "val/ratio", "val/num_eos_tokens"};
+    for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
+        EXPECT(r && json_object_get(r, keys[k]), "metrics record without \"%s\"", keys[k]);
+    /* step 1: the sampling policy itself (ratio 1), whitened advantages: the policy loss is 0, the loss
+     * vf_coef x the value loss */
+    double pg = r ? json_number_value(json_object_get(r, "loss/policy_avg")) : 1;
+    double vf = r ? json_number_value(json_object_get(r, "loss/value_avg")) : 1;
+    double l0 = r ? json_number_value(json_object_get(r, "loss")) : 1;
+    EXPECT(fabs(pg) <= 1e-5 && fabs(l0 - (pg + 0.1 * vf)) <= 1e-6 * fmax(1, fabs(l0)) && vf > 0,
+           "step 1: policy loss %g (want 0), loss %g = %g + 0.1 x %g", pg, l0, pg, vf);
+    json_decref(r);
+    double full[8], l[8];
+    EXPECT(losses(RLD "/ppo/full.jsonl", full, 8) == 4, "4 loss lines");
+    /* resume inside rollout 0 (step 1 of its 2) and at its end: the value model and its moments come back */
+    for (int from = 1; from <= 2; from++) {
+        char cmd[96], path[64];
+        rc = test_llamac(RUN_PPO "--metrics " RLD "/ppo/r%d.jsonl --ckpt-dir " RLD "/ppo/ck%d --resume " RLD
+                         "/ppo/ck/step-%08d.h5 --adapter-out " RLD "/ppo/ad%d", from, from, from, from);
+        EXPECT(rc == 0, "ppo resume from %d: %s\n%s", from, test_err, test_out);
+        snprintf(path, sizeof path, RLD "/ppo/r%d.jsonl", from);
+        int n = losses(path, l, 8);
+        EXPECT(n == 4 - from, "ppo resume from %d: %d loss lines", from, n);
+        for (int i = 0; i < n; i++)
+            EXPECT(l[i] == full[from + i], "ppo resume from step %d: step %d loss %.17g, uninterrupted %.17g", from,
+                   from + i + 1, l[i], full[from + i]);
+        (void)cmd;
+    }
+}
+
 void rl_dist(void) {
     if (!test_have_mpi()) return;
     need_policy();
@@ -236,6 +292,9 @@ void rl_errors(void) {
         {"rl " POLICY " --prompts " RLD "/noans.jsonl --reward-answer answer --steps 1",
          RLD "/noans.jsonl:2: no \"answer\" field"},
         {"rl %s --reward-cmd \"exit 3\" --steps 1 --ckpt-dir " RLD "/e1", "--reward-cmd"},
+        {"rl %s --algo ppo --value-model " RLD "/policy.h5", "not a classifier with one label (num_labels 0)"},
+        {"rl %s --algo ppo --value-model " RLD "/rm_other.h5", "its trunk reads another tokenizer than the policy"},
+        {"rl " POLICY " --prompts " RLD "/p.jsonl --algo ppo --reward-answer answer", "--value-model: required"},
         {"rl %s --reward-cmd \"while read l; do echo abc; done\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
     };
     test_cli_refusals(cases, (int)(sizeof cases / sizeof cases[0]),

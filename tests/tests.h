@@ -229,6 +229,7 @@ void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
 void rl_grpo_e2e(void);
 void rl_fixed_loss(void);
 void rl_resume(void);
+void rl_ppo(void);
 void rl_dist(void);
 void rl_errors(void);
 
@@ -400,6 +401,7 @@ void distill_teacher_formats(void);
 void rl_grpo_e2e(void);
 void rl_fixed_loss(void);
 void rl_resume(void);
+void rl_ppo(void);
 void rl_dist(void);
 void rl_errors(void);
 

@@ -39,6 +39,7 @@
 
 #include "../../data/dpo.h"
 #include "../../dist/dist.h"
+#include "../io/peft.h"
 #include "../io/source.h"
 #include "../loop/ftdata.h"
 #include "../loop/rewards.h"
@@ -67,6 +68,8 @@ typedef struct {
     Smp *s;            /* (ns) */
     int32_t *tok;      /* (ns, max_tokens) completion tokens */
     float *old, *ref;  /* (ns, max_tokens) log-probabilities: sampling policy, reference */
+    float *val;        /* (ns, max_tokens) PPO: the value model's values at sampling (t <= n) */
+    double *padv, *pret; /* (ns, max_tokens) PPO: per-token advantages (whitened) and returns */
     char **text;       /* (ns) the completions' texts, NUL-terminated */
     double *per;       /* (ns, nsrc) each reward source's value */
     uint32_t *prompts; /* (P) */
@@ -84,6 +87,15 @@ typedef struct {
     DpoLoss dpo_loss;
     const char *fixed;
     const char *rollouts_out;
+    /* PPO */
+    double gamma, lam, vf_coef, cliprange_value;
+    RlKl kl_est;
+    long whiten_rewards;
+    Trainer vt;          /* the value model (a classifier with num_labels 1) and its AdamW */
+    int has_value;
+    float *vs_dev, *vd_dev, *vs_host, *vd_host; /* (N) its scores and d loss / d score */
+    double ppo[16];      /* PPO metrics: the rollout's [0, 6), the step's [6, 16) */
+    char value_src[4096];
     /* inputs */
     Rollout ro, vro;   /* the prompts (and the held-out ones) with the policy's tokenizer */
     int has_val;
@@ -161,6 +173,9 @@ static void roll_alloc(Rl *R) {
     b->tok = xcalloc(ns * mt, sizeof *b->tok);
     b->old = xcalloc(ns * mt, sizeof *b->old);
     b->ref = xcalloc(ns * mt, sizeof *b->ref);
+    b->val = xcalloc(ns * mt, sizeof *b->val);
+    b->padv = xcalloc(ns * mt, sizeof *b->padv);
+    b->pret = xcalloc(ns * mt, sizeof *b->pret);
     b->text = xcalloc(ns, sizeof *b->text);
     b->per = xcalloc(ns * (size_t)(R->nsrc ? R->nsrc : 1), sizeof *b->per);
     b->prompts = xcalloc((size_t)R->P, sizeof *b->prompts);
@@ -170,7 +185,7 @@ static void roll_alloc(Rl *R) {
 static void roll_free(Roll *b) {
     for (size_t k = 0; b->text && k < b->ns; k++) free(b->text[k]);
     for (size_t k = 0; b->txt && k < b->ns; k++) rollout_text_free(&b->txt[k]);
-    free(b->s); free(b->tok); free(b->old); free(b->ref); free(b->text); free(b->per); free(b->prompts); free(b->txt);
+    free(b->s); free(b->tok); free(b->old); free(b->ref); free(b->val); free(b->padv); free(b->pret); free(b->text); free(b->per); free(b->prompts); free(b->txt);
     memset(b, 0, sizeof *b);
 }
 
@@ -178,6 +193,13 @@ typedef struct {
     char *p;
     size_t n, cap;
 } Buf;
+
+/* PPO's values of a sample: t = 0 .. n (TRL's padding_mask_p1: one past the
+ * last token), at most max_tokens; none for the other methods. */
+static size_t val_slots(const Rl *R, const Smp *s) {
+    if (R->algo != RL_PPO) return 0;
+    return (size_t)s->n < (size_t)R->max_tokens ? (size_t)s->n + 1 : (size_t)R->max_tokens;
+}
 
 static void put(Buf *w, const void *p, size_t n) {
     if (w->n + n > w->cap) {
@@ -202,6 +224,7 @@ static void roll_pack(const Rl *R, size_t k0, size_t k1, Buf *w) {
         put(w, b->tok + k * mt, (size_t)s->n * sizeof *b->tok);
         put(w, b->old + k * mt, (size_t)s->n * sizeof *b->old);
         put(w, b->ref + k * mt, (size_t)s->n * sizeof *b->ref);
+        put(w, b->val + k * mt, (size_t)val_slots(R, s) * sizeof *b->val);
         put(w, b->text[k] ? b->text[k] : "", (size_t)s->ntext);
     }
 }
@@ -230,7 +253,8 @@ static int roll_unpack(Rl *R, const void *data, size_t n) {
         if (take(&p, end, b->per + k * (size_t)R->nsrc, (size_t)R->nsrc * sizeof *b->per) ||
             take(&p, end, b->tok + k * mt, (size_t)s->n * sizeof *b->tok) ||
             take(&p, end, b->old + k * mt, (size_t)s->n * sizeof *b->old) ||
-            take(&p, end, b->ref + k * mt, (size_t)s->n * sizeof *b->ref))
+            take(&p, end, b->ref + k * mt, (size_t)s->n * sizeof *b->ref) ||
+            take(&p, end, b->val + k * mt, (size_t)val_slots(R, s) * sizeof *b->val))
             return -1;
         free(b->text[k]);
         b->text[k] = xmalloc((size_t)s->ntext + 1);
@@ -321,6 +345,13 @@ static int fixed_read(Rl *R, size_t k0, size_t k1, double *given, Err *e) {
     char *line = NULL;
     size_t cap = 0;
     int rc = 0;
+    while (R->fixed_line < b->index * (long)b->ns) { /* a resumed run: the rollouts before this one */
+        if (getline(&line, &cap, R->fixed_f) <= 0) {
+            free(line);
+            return err_set(e, "%s: ended at line %ld before rollout %ld", R->fixed, R->fixed_line, b->index);
+        }
+        R->fixed_line++;
+    }
     for (size_t k = 0; k < b->ns && rc == 0; k++) {
         ssize_t got = getline(&line, &cap, R->fixed_f);
         R->fixed_line++;
@@ -397,7 +428,7 @@ static size_t seq_slots(const Rl *R, size_t k) {
  * of a pair in the same micro-batch) into the (B, T) rows of R->tok, tgt,
  * pos_b; returns the first sample left out. The slots record which sample
  * and completion token they train. */
-static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int pair) {
+static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int pair, int extra) {
     Trainer *tr = R->tr;
     const Roll *b = &R->roll;
     int B = (int)tr->o.B, T = (int)tr->o.T, row = 0, col = 0;
@@ -407,7 +438,7 @@ static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int p
         size_t unit = pair && k + 1 < n ? 2 : 1;
         int r2 = row, c2 = col;
         int fits = 1;
-        for (size_t u = 0; u < unit && fits; u++) fits = place(&r2, &c2, B, T, seq_slots(R, list[k + u])) >= 0;
+        for (size_t u = 0; u < unit && fits; u++) fits = place(&r2, &c2, B, T, seq_slots(R, list[k + u]) + (size_t)extra) >= 0;
         if (!fits) {
             LC_ASSERT(k > next); /* a micro-batch holds at least one sequence (or pair): T and B are checked */
             break;
@@ -417,12 +448,15 @@ static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int p
             const Smp *s = &b->s[sk];
             const int32_t *pid = R->ro.ps.ids + R->ro.ps.off[s->prompt];
             int np = (int)(R->ro.ps.off[s->prompt + 1] - R->ro.ps.off[s->prompt]), len = np + s->n;
-            long at0 = place(&row, &col, B, T, (size_t)len - 1);
-            for (int q = 0; q + 1 < len; q++) {
+            long at0 = place(&row, &col, B, T, (size_t)len - 1 + (size_t)extra);
+            for (int q = 0; q + 1 < len + extra; q++) {
                 size_t at = (size_t)at0 + (size_t)q;
                 R->tok[at] = q < np ? pid[q] : b->tok[sk * mt + (size_t)(q - np)];
                 R->pos_b[at] = q;
-                if (q + 1 >= np) {
+                if (q + 1 == len) { /* extra: the last token as an input, for the value one past it */
+                    R->slot_smp[at] = (int32_t)sk;
+                    R->slot_t[at] = s->n;
+                } else if (q + 1 >= np) {
                     R->tgt[at] = b->tok[sk * mt + (size_t)(q + 1 - np)];
                     R->slot_smp[at] = (int32_t)sk;
                     R->slot_t[at] = q + 1 - np;
@@ -457,13 +491,44 @@ static int logps_of(Rl *R, const size_t *list, size_t n, int ref, float temp, fl
     m->lora_train = 0;
     int rc = 0;
     for (size_t next = 0; next < n && rc == 0;) {
-        next = pack_micro(R, list, n, next, R->algo == RL_ONLINE_DPO);
+        next = pack_micro(R, list, n, next, R->algo == RL_ONLINE_DPO, 0);
         if ((rc = micro_forward(R, m, temp, e))) break;
         for (size_t q = 0; q < N; q++)
             if (R->slot_smp[q] >= 0) dst[(size_t)R->slot_smp[q] * mt + (size_t)R->slot_t[q]] = -R->rl_host[q];
     }
     m->lora_enabled = en;
     m->lora_train = drop;
+    return rc;
+}
+
+/* PPO: the value model's scores of the packed micro-batch into R->vs_host
+ * (every slot; no gradient yet). */
+static int value_forward(Rl *R, Err *e) {
+    Llama *v = &R->vt.m;
+    size_t N = (size_t)v->B * v->T;
+    if (llama_set_batch(v, R->tok, R->tgt, R->pos_b, e)) return -1;
+    llama_forward_score(v, 0, R->vs_dev);
+    v->ops->download(v->ctx, R->vs_host, R->vs_dev, N * sizeof(float));
+    return 0;
+}
+
+/* PPO: the values at sampling of samples list[0..n) into b->val: value t of
+ * a sample is the score of the slot predicting its token t (t = n: the
+ * slot of its last token). */
+static int values_of(Rl *R, const size_t *list, size_t n, Err *e) {
+    Roll *b = &R->roll;
+    Llama *v = &R->vt.m;
+    size_t N = (size_t)v->B * v->T, mt = (size_t)R->max_tokens;
+    int drop = v->lora_train, rc = 0;
+    v->lora_train = 0;
+    for (size_t next = 0; next < n && rc == 0;) {
+        next = pack_micro(R, list, n, next, 0, 1);
+        if ((rc = value_forward(R, e))) break;
+        for (size_t q = 0; q < N; q++)
+            if (R->slot_smp[q] >= 0 && (size_t)R->slot_t[q] < mt)
+                b->val[(size_t)R->slot_smp[q] * mt + (size_t)R->slot_t[q]] = R->vs_host[q];
+    }
+    v->lora_train = drop;
     return rc;
 }
 
@@ -497,14 +562,62 @@ static int reward_samples(Rl *R, Roll *b, const Rollout *ro, char **ptext, size_
     return rc;
 }
 
+/* PPO (TRL 1.12.0): the per-token rewards (the KL penalty on every token,
+ * the score one past the last), GAE over the values at sampling, whitened
+ * advantages and the returns; and the rollout's objective/ metrics. */
+static void ppo_advantages(Rl *R) {
+    Roll *b = &R->roll;
+    size_t ns = b->ns, mt = (size_t)R->max_tokens, n = ns * mt;
+    double *lp = xcalloc(n, sizeof *lp), *rf = xcalloc(n, sizeof *rf), *vl = xcalloc(n, sizeof *vl);
+    double *rw = xmalloc(n * sizeof *rw), *kl = xmalloc(n * sizeof *kl), *sc = xmalloc(ns * sizeof *sc);
+    int *len = xmalloc(ns * sizeof *len);
+    for (size_t k = 0; k < ns; k++) {
+        const Smp *s = &b->s[k];
+        len[k] = s->n;
+        sc[k] = s->reward;
+        for (size_t t = 0; t < (size_t)s->n; t++) lp[k * mt + t] = b->old[k * mt + t], rf[k * mt + t] = b->ref[k * mt + t];
+        for (size_t t = 0; t < val_slots(R, s); t++) vl[k * mt + t] = b->val[k * mt + t];
+    }
+    rl_ppo_rewards(lp, rf, sc, len, ns, (int)mt, R->kl_est, R->beta, rw, kl);
+    if (R->whiten_rewards) { /* TRL: over t <= n (shift_mean False), then 0 beyond */
+        uint8_t *mask = xmalloc(n);
+        for (size_t k = 0; k < ns; k++)
+            for (size_t t = 0; t < mt; t++) mask[k * mt + t] = t <= (size_t)len[k];
+        rl_masked_whiten(rw, mask, n, 0);
+        for (size_t q = 0; q < n; q++) rw[q] = mask[q] ? rw[q] : 0;
+        free(mask);
+    }
+    rl_gae(rw, vl, len, ns, (int)mt, R->gamma, R->lam, b->padv, b->pret);
+    double skl = 0, sent = 0, sscore = 0, eos = 0;
+    for (size_t k = 0; k < ns; k++) {
+        for (size_t t = 0; t < (size_t)len[k]; t++) skl += kl[k * mt + t], sent -= lp[k * mt + t];
+        sscore += sc[k];
+        eos += b->s[k].finish == FINISH_STOP;
+    }
+    /* objective/kl, objective/entropy (TRL's: the summed -logp of the sampled tokens), non_score_reward,
+     * rlhf_reward, scores, val/num_eos_tokens */
+    R->ppo[0] = skl / (double)ns;
+    R->ppo[1] = sent / (double)ns;
+    R->ppo[2] = -R->beta * skl / (double)ns;
+    R->ppo[3] = sscore / (double)ns + R->ppo[2];
+    R->ppo[4] = sscore / (double)ns;
+    R->ppo[5] = eos;
+    free(lp); free(rf); free(vl); free(rw); free(kl); free(sc); free(len);
+}
+
 /* The advantages from the gathered rollout (every rank the same). */
 static void advantages(Rl *R) {
+    for (size_t k = 0; k < R->roll.ns; k++)
+        R->roll.s[k].active = !(R->mask_truncated && R->roll.s[k].finish != FINISH_STOP);
+    if (R->algo == RL_PPO) {
+        ppo_advantages(R);
+        return;
+    }
     Roll *b = &R->roll;
     size_t ns = b->ns, mt = (size_t)R->max_tokens;
     double *r = xmalloc(ns * sizeof *r), *adv = xmalloc(ns * sizeof *adv);
     for (size_t k = 0; k < ns; k++) {
         Smp *s = &b->s[k];
-        s->active = !(R->mask_truncated && s->finish != FINISH_STOP);
         r[k] = s->reward;
         if (R->algo == RL_RLOO && R->beta != 0) { /* TRL: the summed k1 of the sampling policy, a reward */
             double kl = 0;
@@ -579,6 +692,7 @@ static int make_rollout(Rl *R, long index, Err *e) {
     if (rc == 0) rc = reward_samples(R, b, &R->ro, R->prompt_text, k0, k1, given, e);
     double t3 = time_now();
     if (rc == 0 && R->need_ref) rc = logps_of(R, list, k1 - k0, 1, temp, b->ref, e);
+    if (rc == 0 && R->algo == RL_PPO) rc = values_of(R, list, k1 - k0, e);
     free(list);
     free(given);
     if (dist_allreduce_max_int(rc != 0)) {
@@ -663,6 +777,10 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
             if (b->s[k].active) tokens += b->s[k].n;
         }
     for (size_t k = 0; k < b->ns; k++) gen_tokens += b->s[k].active ? b->s[k].n : 0;
+    long vtokens = 0; /* PPO: the value loss's slots (t <= n) */
+    for (size_t q = 0; q < nm; q++) vtokens += (long)val_slots(R, &b->s[list[q]]);
+    for (int q = 6; q < 16; q++) R->ppo[q] = 0;
+    if (R->algo == RL_PPO) R->vt.m.ops->zero(R->vt.m.ctx, R->vt.grads, R->vt.pt->size * sizeof(float));
     size_t q0 = ng * (size_t)tr->dp_rank / (size_t)tr->dp * G, q1 = ng * (size_t)(tr->dp_rank + 1) / (size_t)tr->dp * G;
     Llama *m = &tr->m;
     size_t N = (size_t)tr->o.B * tr->o.T;
@@ -675,12 +793,13 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     int rc = 0;
     for (size_t next = q0; next < q1 && rc == 0;) {
         size_t from = next;
-        next = pack_micro(R, list, q1, next, R->algo == RL_ONLINE_DPO);
+        next = pack_micro(R, list, q1, next, R->algo == RL_ONLINE_DPO, R->algo == RL_PPO);
         llama_lora_seed(m, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)from);
         if ((rc = micro_forward(R, m, temp, e))) break;
         for (size_t q = from; q < next; q++) R->seq_lp[list[q]] = 0;
         for (size_t q = 0; q < N; q++)
-            if (R->slot_smp[q] >= 0) R->seq_lp[R->slot_smp[q]] += -(double)R->rl_host[q], ran++;
+            if (R->slot_smp[q] >= 0 && R->slot_t[q] < b->s[R->slot_smp[q]].n)
+                R->seq_lp[R->slot_smp[q]] += -(double)R->rl_host[q], ran++;
         /* d loss / d logp of every slot (row weights: minus it) */
         for (size_t q = 0; q < N; q++) R->rs_host[q] = 0;
         if (R->algo == RL_ONLINE_DPO) {
@@ -716,6 +835,18 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
             }
             for (size_t q = 0; q < N; q++)
                 if (R->slot_smp[q] >= 0) R->rs_host[q] = (float)-R->seq_lp[R->slot_smp[q]];
+        } else if (R->algo == RL_PPO) { /* the clipped policy loss, a token mean over the mini-batch */
+            for (size_t q = 0; q < N; q++) {
+                if (R->slot_smp[q] < 0) continue;
+                size_t k = (size_t)R->slot_smp[q], t = (size_t)R->slot_t[q];
+                if (t >= (size_t)b->s[k].n) continue;
+                double lp = -(double)R->rl_host[q], old = b->old[k * mt + t], d;
+                double l = rl_clip_token(&lo, lp, old, 0, b->padv[k * mt + t], &d, &R->rst);
+                loss += l / (double)tokens;
+                R->ppo[6] += l / (double)tokens;
+                R->ppo[7] += 0.5 * (lp - old) * (lp - old);
+                R->rs_host[q] = (float)(-d / (double)tokens);
+            }
         } else { /* GRPO */
             for (size_t q = 0; q < N; q++) {
                 if (R->slot_smp[q] < 0) continue;
@@ -733,6 +864,28 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
         llama_head_backward(m, R->rs_dev);
         m->head_temp = 0;
         llama_backward(m, 0, m->c.n_layers);
+        if (R->algo == RL_PPO) { /* the value model on the same rows: the clipped value loss over t <= n */
+            Llama *v = &R->vt.m;
+            llama_lora_seed(v, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)from + 1);
+            if ((rc = value_forward(R, e))) break;
+            for (size_t q = 0; q < N; q++) {
+                R->vd_host[q] = 0;
+                if (R->slot_smp[q] < 0) continue;
+                size_t k = (size_t)R->slot_smp[q], t = (size_t)R->slot_t[q];
+                if (t >= val_slots(R, &b->s[k])) continue;
+                double dv;
+                int clipped;
+                double l = rl_value_slot(R->vs_host[q], b->val[k * mt + t], b->pret[k * mt + t], R->cliprange_value, &dv,
+                                         &clipped);
+                loss += R->vf_coef * l / (double)vtokens;
+                R->ppo[8] += l / (double)vtokens;
+                R->ppo[9] += clipped;
+                R->vd_host[q] = (float)(R->vf_coef * dv / (double)vtokens);
+            }
+            v->ops->upload(v->ctx, R->vd_dev, R->vd_host, N * sizeof(float));
+            llama_score_backward(v, R->vd_dev);
+            llama_backward(v, 0, v->c.n_layers);
+        }
     }
     free(perm);
     free(list);
@@ -741,12 +894,21 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
         return NAN;
     }
     if (tr->world > 1) {
-        double v[10] = {R->rst.tokens, R->rst.clip_low, R->rst.clip_high, R->rst.kl, R->rst.ratio, (double)ran,
-                        R->dst[0], R->dst[1], R->dst[2], R->dst[3]};
-        dist_allreduce_f64(v, 10);
+        double v[14] = {R->rst.tokens, R->rst.clip_low, R->rst.clip_high, R->rst.kl, R->rst.ratio, (double)ran,
+                        R->dst[0], R->dst[1], R->dst[2], R->dst[3], R->ppo[6], R->ppo[7], R->ppo[8], R->ppo[9]};
+        dist_allreduce_f64(v, 14);
         R->rst = (RlStats){v[0], v[1], v[2], v[3], v[4]};
         ran = (long)v[5];
         memcpy(R->dst, v + 6, sizeof R->dst);
+        memcpy(R->ppo + 6, v + 10, 4 * sizeof *R->ppo);
+    }
+    if (R->algo == RL_PPO) { /* the value model's own update (TRL: one optimizer over both; here each its own) */
+        R->ppo[10] = trainer_update(&R->vt, step);
+        double slots = (double)rows * (double)R->max_tokens; /* TRL's approxkl and ratio: means over every (row, slot) */
+        R->ppo[7] /= slots;
+        R->ppo[12] = (R->rst.ratio + slots - R->rst.tokens) / slots;
+        R->ppo[13] = (R->rst.clip_low + R->rst.clip_high) / (R->rst.tokens > 0 ? R->rst.tokens : 1);
+        R->ppo[14] = R->ppo[9] / (double)(vtokens > 0 ? vtokens : 1);
     }
     R->step_tokens = ran;
     R->st_train = time_now() - t1;
@@ -797,7 +959,16 @@ static void rl_extra(void *ud, int validation, char *line, size_t nline, char *j
         for (size_t k = 0; k < ns; k++) s += b->per[k * (size_t)R->nsrc + (size_t)q] / (double)ns;
         snprintf(json + strlen(json), njson - strlen(json), ",\"rewards/%s/mean\":%.6f", rewards_name(R->rw, q), s);
     }
-    if (R->algo == RL_ONLINE_DPO) {
+    if (R->algo == RL_PPO) {
+        snprintf(json + strlen(json), njson - strlen(json),
+                 ",\"objective/kl\":%.6f,\"objective/entropy\":%.6f,\"objective/non_score_reward\":%.6f,"
+                 "\"objective/rlhf_reward\":%.6f,\"objective/scores\":%.6f,\"val/num_eos_tokens\":%.0f,"
+                 "\"loss/policy_avg\":%.6f,\"policy/approxkl_avg\":%.6g,\"loss/value_avg\":%.6f,\"val/grad_norm\":%.6f,"
+                 "\"val/ratio\":%.6f,\"policy/clipfrac_avg\":%.6f,\"val/clipfrac_avg\":%.6f", R->ppo[0], R->ppo[1],
+                 R->ppo[2], R->ppo[3], R->ppo[4], R->ppo[5], R->ppo[6], R->ppo[7], R->ppo[8], R->ppo[10], R->ppo[12],
+                 R->ppo[13], R->ppo[14]);
+        snprintf(line + strlen(line), nline - strlen(line), " | kl %.4f | vf %.4f", R->ppo[0], R->ppo[8]);
+    } else if (R->algo == RL_ONLINE_DPO) {
         double np = R->dst[0] > 0 ? R->dst[0] : 1; /* objective/kl: TRL's mean over samples of the summed k1 */
         snprintf(json + strlen(json), njson - strlen(json),
                  ",\"objective/kl\":%.6f,\"rewards/accuracies\":%.6f,\"rewards/margins\":%.6f", R->dst[1] / (2 * np),
@@ -887,33 +1058,65 @@ static int data_seek(void *ud, const uint64_t *cur, Err *e) {
     return 0;
 }
 
-/* A checkpoint inside a rollout keeps it. */
+/* The state a checkpoint keeps beyond the prompt cursor (/state/aux):
+ * the rollout when the checkpoint falls inside one, and with PPO the value
+ * model's trained weights and AdamW moments. Layout: u64 rollout bytes,
+ * the rollout (roll_pack), u64 value floats F, then F weights, F + F
+ * moments, i64 AdamW step. */
 static void *data_aux_save(const void *ud, size_t *n) {
     const Rl *R = ud;
     *n = 0;
-    if (R->roll.index < 0 || R->steps_done % steps_per_rollout(R) == 0) return NULL;
-    Buf w = {0};
-    roll_pack(R, 0, R->roll.ns, &w);
+    int inside = R->roll.index >= 0 && R->steps_done % steps_per_rollout(R) != 0;
+    if (!inside && !R->has_value) return NULL;
+    Buf w = {0}, r = {0};
+    if (inside) roll_pack(R, 0, R->roll.ns, &r);
+    uint64_t nr = r.n;
+    put(&w, &nr, sizeof nr);
+    if (nr) put(&w, r.p, r.n);
+    free(r.p);
+    uint64_t nv = R->has_value ? R->vt.pt->size : 0;
+    put(&w, &nv, sizeof nv);
+    if (nv) {
+        const Trainer *v = &R->vt;
+        float *h = xmalloc(nv * sizeof *h);
+        v->m.ops->download(v->m.ctx, h, v->params, nv * sizeof *h);
+        put(&w, h, nv * sizeof *h);
+        free(h);
+        put(&w, v->opt.m, nv * sizeof(float)); /* AdamW's moments are host memory */
+        put(&w, v->opt.v, nv * sizeof(float));
+        int64_t t = v->opt.t;
+        put(&w, &t, sizeof t);
+    }
     *n = w.n;
     return w.p;
 }
 
 static int data_aux_load(void *ud, const void *aux, size_t n, Err *e) {
     Rl *R = ud;
-    if (!aux) return 0;
-    if (roll_unpack(R, aux, n)) return err_set(e, "the checkpoint's rollout does not fit this run (other --group, --prompts-per-step, --max-tokens or rewards)");
-    if (R->fixed) /* the file's lines up to the rollout after this one were read */
-        for (long k = 0; k < (R->roll.index + 1) * (long)R->roll.ns; k++) {
-            char *l = NULL;
-            size_t c = 0;
-            if (getline(&l, &c, R->fixed_f) <= 0) {
-                free(l);
-                return err_set(e, "%s: too short for the checkpoint's rollout", R->fixed);
-            }
-            free(l);
-            R->fixed_line++;
-        }
-    advantages(R);
+    const char *p = aux, *end = p ? p + n : NULL;
+    uint64_t nr = 0, nv = 0;
+    if (!aux) {
+        if (R->has_value) return err_set(e, "the checkpoint holds no value model (not a PPO run's)");
+        return 0;
+    }
+    if (take(&p, end, &nr, sizeof nr) || nr > (uint64_t)(end - p)) return err_set(e, "the checkpoint's /state/aux is damaged");
+    if (nr && roll_unpack(R, p, nr))
+        return err_set(e, "the checkpoint's rollout does not fit this run (other --group, --prompts-per-step, --max-tokens, "
+                          "rewards or --algo)");
+    p += nr;
+    if (take(&p, end, &nv, sizeof nv) || nv != (R->has_value ? R->vt.pt->size : 0) ||
+        (uint64_t)(end - p) != nv * 3 * sizeof(float) + (nv ? sizeof(int64_t) : 0))
+        return err_set(e, "the checkpoint's value model does not fit this run (another --value-model or --lora-r?)");
+    if (nv) {
+        Trainer *v = &R->vt;
+        v->m.ops->upload(v->m.ctx, v->params, p, nv * sizeof(float));
+        memcpy(v->opt.m, p + nv * sizeof(float), nv * sizeof(float));
+        memcpy(v->opt.v, p + 2 * nv * sizeof(float), nv * sizeof(float));
+        int64_t t;
+        memcpy(&t, p + 3 * nv * sizeof(float), sizeof t);
+        v->opt.t = (long)t;
+    }
+    if (nr) advantages(R);
     return 0;
 }
 
@@ -934,6 +1137,43 @@ static int decode_prompts(const Rollout *ro, char ***out) {
     return 0;
 }
 
+/* PPO's value model: --value-model, else the first reward model; a
+ * classifier (num_labels 1) reading the policy's tokens, trained beside the
+ * policy (LoRA with the policy's settings and its score head whole, or
+ * every weight), with its own AdamW on the policy's schedule. */
+static int open_value(Rl *R, const TrainOpts *po, const char *value_model, const char *spec, const char *policy, Err *e) {
+    char path[4096];
+    if (value_model) {
+        snprintf(path, sizeof path, "%s", value_model);
+    } else {
+        ScorerSpec *sp = NULL;
+        int n = 0;
+        if (scorer_spec_parse(spec, &sp, &n, e)) return -1;
+        int adapter = sp[0].adapter[0] != 0;
+        snprintf(path, sizeof path, "%s", sp[0].base);
+        free(sp);
+        if (adapter) return err_set(e, "--value-model: required when the first reward model is BASE+ADAPTER (give a merged one)");
+    }
+    snprintf(R->value_src, sizeof R->value_src, "%s", path);
+    ModelSource ms;
+    if (source_open(&ms, path, e)) return -1;
+    if (ms.c.num_labels != 1)
+        return err_set(e, "--value-model %s: not a classifier with one label (num_labels %d): the value model starts from "
+                          "a reward model", path, ms.c.num_labels);
+    if ((ms.tokenizer_id && ms.tokenizer_id != R->ro.tok.id) || ms.c.vocab < R->ro.c.vocab)
+        return err_set(e, "--value-model %s: its trunk reads another tokenizer than the policy %s (it is fed the policy's "
+                          "tokens): give a value model built on the policy's tokenizer", path, policy);
+    TrainOpts vo = *po;
+    vo.lora_head = po->lora_r > 0;
+    vo.resume = NULL;
+    vo.metrics = NULL;
+    vo.sample_tokens = 0;
+    if (peft_is_dir(vo.lora_init)) vo.lora_init = "kaiming"; /* the policy's adapter to continue is not the value's */
+    if (trainer_open(&R->vt, &vo, "value", &ms.c, &ms, e)) return -1;
+    R->has_value = 1;
+    return 0;
+}
+
 static void free_texts(char **t, size_t n) {
     for (size_t i = 0; t && i < n; i++) free(t[i]);
     free(t);
@@ -949,8 +1189,9 @@ int cmd_rl(int argc, char **argv, Err *e) {
     o.val_every = 10;
     const char *algo = "grpo", *policy = NULL, *prompts = NULL, *val_prompts = NULL, *tname = NULL, *scale = "group";
     const char *loss_type = "dapo", *dpo_type = "sigmoid";
-    long special = 0, G = -1, P = 8, mb = 1, iters = 1, mask_trunc = 0, kl_ratio = 1, norm_adv = 0;
-    double beta = NAN, eps = 0.2, eps_high = NAN, val_temp = 0;
+    long special = 0, G = -1, P = 8, mb = 1, iters = -1, mask_trunc = 0, kl_ratio = 1, norm_adv = 0, whiten = 0;
+    double beta = NAN, eps = 0.2, eps_high = NAN, val_temp = 0, gamma = 1.0, lam = 0.95, vf_coef = 0.1, vclip = 0.2;
+    const char *value_model = NULL, *kl_est = "k1";
     RewardOpts ropt;
     memset(&ropt, 0, sizeof ropt);
     ropt.timeout = 60;
@@ -960,17 +1201,24 @@ int cmd_rl(int argc, char **argv, Err *e) {
     CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
     rollout_flags(&rf, sf, ef);
     CliFlag flags[48 + TRAINER_NFLAGS] = {
-        {"algo", CLI_STR, &algo, 0, 0, "grpo (default), rloo or online-dpo (ppo: next)"},
+        {"algo", CLI_STR, &algo, 0, 0, "grpo (default), rloo, online-dpo or ppo"},
         {"policy", CLI_STR, &policy, 0, 0, "the model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
         {"prompts", CLI_STR, &prompts, 0, 0, "JSONL prompts: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\", plus the fields the rewards read"},
         {"val-prompts", CLI_STR, &val_prompts, 0, 0, "held-out prompts: each sampled once every --val-every steps, the mean reward reported"},
         {"template", CLI_STR, &tname, 0, 0, "chat template of message prompts: llama2, llama3, llama3.1, chatml or none (default: the tokenizer's)"},
         {"special", CLI_BOOL, &special, 0, 0, "special-token names in \"prompt\" text become their ids"},
-        {"group", CLI_INT, &G, -1, 1 << 12, "samples per prompt, G (TRL's num_generations; default grpo 4, rloo 2, online-dpo 2)"},
+        {"group", CLI_INT, &G, -1, 1 << 12, "samples per prompt, G (TRL's num_generations; default grpo 4, rloo 2, online-dpo 2, ppo 1)"},
         {"prompts-per-step", CLI_INT, &P, 1, 1 << 20, "prompts of a rollout (each sampled G times)"},
         {"mini-batches", CLI_INT, &mb, 1, 1 << 12, "optimizer steps a rollout is split into (its groups shuffled; divides --prompts-per-step)"},
-        {"num-iterations", CLI_INT, &iters, 1, 1 << 12, "passes over each rollout (TRL's num_iterations; the ratio to the sampling policy departs from 1 after the first)"},
-        {"beta", CLI_FLOAT, &beta, -1e9, 1e9, "grpo: weight of the k3 KL to the reference in the loss (default 0: no reference); rloo: of the summed KL in the reward (0.05); online-dpo: DPO's beta (0.1)"},
+        {"num-iterations", CLI_INT, &iters, -1, 1 << 12, "passes over each rollout (TRL's num_iterations, PPO's num_ppo_epochs; default 1, ppo 4)"},
+        {"beta", CLI_FLOAT, &beta, -1e9, 1e9, "grpo: weight of the k3 KL to the reference in the loss (default 0: no reference); rloo: of the summed KL in the reward (0.05); online-dpo: DPO's beta (0.1); ppo: kl_coef, the per-token KL penalty in the reward (0.05)"},
+        {"value-model", CLI_STR, &value_model, 0, 0, "ppo: the value model's start, a classifier with num_labels 1 on the policy's tokenizer (default: the first --reward-model, as TRL's example)"},
+        {"kl-estimator", CLI_STR, &kl_est, 0, 0, "ppo: k1 (logp - ref, TRL's default) or k3"},
+        {"gamma", CLI_FLOAT, &gamma, 0, 1, "ppo: GAE's discount"},
+        {"lam", CLI_FLOAT, &lam, 0, 1, "ppo: GAE's lambda"},
+        {"vf-coef", CLI_FLOAT, &vf_coef, 0, 1e9, "ppo: weight of the value loss"},
+        {"cliprange-value", CLI_FLOAT, &vclip, 0, 1e9, "ppo: the value is clipped to the old value +- this"},
+        {"whiten-rewards", CLI_BOOL, &whiten, 0, 0, "ppo: whiten the per-token rewards before GAE"},
         {"epsilon", CLI_FLOAT, &eps, 0, 10, "clip range: the ratio is clipped to [1 - epsilon, 1 + epsilon-high]"},
         {"epsilon-high", CLI_FLOAT, &eps_high, 0, 10, "upper clip range (default: --epsilon; DAPO uses 0.28)"},
         {"loss-type", CLI_STR, &loss_type, 0, 0, "grpo: dapo (default, TRL's: tokens of the rollout), grpo (per sequence), bnpo (tokens of the step) or dr_grpo (rows x --max-tokens); online-dpo: sigmoid or ipo"},
@@ -995,7 +1243,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
         {"rollouts-out", CLI_STR, &R.rollouts_out, 0, 0, "write every sample (text, reward, advantage) of every rollout here as JSONL"},
         sf[0], sf[1], sf[2], sf[3], sf[4], ef[0], ef[1], ef[2], ef[3], ef[4],
     };
-    int nf = 43;
+    int nf = 50;
     nf += trainer_flags(&o, flags + nf);
     int parsed = ftdata_parse(argc, argv, flags, nf,
                               "llamac rl [config.ini] --algo grpo|rloo|online-dpo --policy P --prompts prompts.jsonl "
@@ -1008,21 +1256,23 @@ int cmd_rl(int argc, char **argv, Err *e) {
                               "See docs/rl.md.", e);
     if (parsed) return parsed < 0 ? -1 : 0;
     if (rl_algo_parse(algo, &R.algo, e)) return -1;
-    if (R.algo == RL_PPO) return err_set(e, "--algo ppo: not built yet (grpo, rloo and online-dpo are)");
     if (!policy) return err_set(e, "--policy: required (a checkpoint, Hugging Face directory or GGUF file)");
     if (!prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
-    if (G < 0) G = R.algo == RL_GRPO ? 4 : 2;
+    if (G < 0) G = R.algo == RL_GRPO ? 4 : R.algo == RL_PPO ? 1 : 2;
+    if (iters < 0) iters = R.algo == RL_PPO ? 4 : 1;
+    if (rl_kl_parse(kl_est, &R.kl_est, e)) return -1;
+    if (R.algo == RL_PPO && o.zero) return err_set(e, "--zero: not with --algo ppo (the value model keeps whole moments)");
     if (R.algo == RL_ONLINE_DPO && G != 2) return err_set(e, "--group: online-dpo samples 2 completions a prompt, got %ld", G);
     if (R.algo == RL_RLOO && G < 2) return err_set(e, "--group: rloo needs at least 2 samples a prompt (a leave-one-out baseline), got %ld", G);
     if (R.algo == RL_GRPO && G == 1)
         fprintf(stderr, "warning: --group 1: every GRPO advantage is 0 (a group's reward minus its own mean); nothing is learned\n");
     if (P % mb) return err_set(e, "--mini-batches %ld does not divide --prompts-per-step %ld", mb, P);
-    if (isnan(beta)) beta = R.algo == RL_GRPO ? 0.0 : R.algo == RL_RLOO ? 0.05 : 0.1;
+    if (isnan(beta)) beta = R.algo == RL_GRPO ? 0.0 : R.algo == RL_ONLINE_DPO ? 0.1 : 0.05;
     if (R.algo == RL_ONLINE_DPO) {
         if (dpo_loss_parse(dpo_type = strcmp(loss_type, "dapo") ? loss_type : "sigmoid", &R.dpo_loss, e)) return -1;
         if (R.dpo_loss != DPO_SIGMOID && R.dpo_loss != DPO_IPO) return err_set(e, "--loss-type: online-dpo takes sigmoid or ipo, got '%s'", loss_type);
         if (dpo_check(beta, 0, e)) return -1;
-    } else if (rl_loss_type_parse(loss_type, &R.loss_type, e)) {
+    } else if (R.algo == RL_GRPO && rl_loss_type_parse(loss_type, &R.loss_type, e)) {
         return -1;
     }
     if (rl_scale_parse(scale, &R.scale, e)) return -1;
@@ -1031,7 +1281,10 @@ int cmd_rl(int argc, char **argv, Err *e) {
     R.eps_high = isnan(eps_high) ? eps : eps_high;
     R.mask_truncated = mask_trunc, R.kl_ratio = kl_ratio, R.normalize_adv = norm_adv, R.val_temp = val_temp;
     R.max_tokens = rf.max_tokens;
+    R.gamma = gamma, R.lam = lam, R.vf_coef = vf_coef, R.cliprange_value = vclip, R.whiten_rewards = whiten;
     R.need_ref = R.algo == RL_ONLINE_DPO || beta != 0;
+    if (R.algo == RL_PPO && !value_model && !ropt.scorer.spec)
+        return err_set(e, "--value-model: required with --algo ppo and no --reward-model (the value model starts from one)");
     if (rollout_params(&rf, 1.0, &R.sp, e)) return -1;
     RolloutFlags vf = rf;
     vf.temperature = val_temp;
@@ -1085,6 +1338,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
         err_set(e, "rl: --pp is not supported (data parallelism is)");
         goto out;
     }
+    if (R.algo == RL_PPO && open_value(&R, &o, value_model, ropt.scorer.spec, policy, e)) goto out;
     size_t N = (size_t)o.B * o.T;
     R.tok = xmalloc(N * sizeof *R.tok);
     R.tgt = xmalloc(N * sizeof *R.tgt);
@@ -1095,6 +1349,13 @@ int cmd_rl(int argc, char **argv, Err *e) {
     R.rl_host = xmalloc(N * sizeof(float));
     R.rs_dev = m->ops->alloc(m->ctx, N * sizeof(float));
     R.seq_lp = xmalloc((size_t)(P * G) * sizeof *R.seq_lp);
+    if (R.has_value) {
+        Llama *v = &R.vt.m;
+        R.vs_dev = v->ops->alloc(v->ctx, N * sizeof(float));
+        R.vd_dev = v->ops->alloc(v->ctx, N * sizeof(float));
+        R.vs_host = xmalloc(N * sizeof(float));
+        R.vd_host = xmalloc(N * sizeof(float));
+    }
     roll_alloc(&R);
     if (R.need_ref && !m->lora) { /* a frozen copy of the initial weights */
         if (llama_init_opts(&R.ref, &ms.c, m->ops, m->ctx, (int)o.B, (int)o.T, NULL, e)) goto out;
@@ -1127,8 +1388,12 @@ int cmd_rl(int argc, char **argv, Err *e) {
     else if (R.algo == RL_RLOO)
         printf("  rloo: sequence-level ratio, epsilon %g/%g, beta %g (summed k1 in the reward)%s\n", R.eps, R.eps_high,
                beta, norm_adv ? ", advantages normalised" : "");
-    else
+    else if (R.algo == RL_ONLINE_DPO)
         printf("  online-dpo: %s loss, beta %g, chosen = the higher reward of the two samples\n", dpo_type, beta);
+    else
+        printf("  ppo: kl_coef %g (%s, in the reward), gamma %g, lambda %g, cliprange %g, value: %s (%.3fM trained, "
+               "cliprange %g, vf_coef %g), %ld epochs\n", beta, kl_est, gamma, lam, eps, R.value_src,
+               R.vt.pt->numel / 1e6, vclip, vf_coef, iters);
     uint64_t data_id = hash_fnv1a(0xcbf29ce484222325ULL, R.ro.ps.ids, R.ro.ps.ntok * sizeof *R.ro.ps.ids);
     data_id = hash_fnv1a(data_id, &R.algo, sizeof R.algo);
     TrainData dt = {&R, prompts, R.ro.tok.id, data_id, data_next, data_tell, data_seek, R.ro.ps.n, "prompts", 0, 2,
@@ -1139,6 +1404,10 @@ int cmd_rl(int argc, char **argv, Err *e) {
     rc = trainer_run(&t, &dt, R.has_val ? &dv : NULL, &lf, flags, nf, e);
 out:
     if (R.g) engine_free(R.g);
+    if (R.vs_dev) R.vt.m.ops->free(R.vt.m.ctx, R.vs_dev);
+    if (R.vd_dev) R.vt.m.ops->free(R.vt.m.ctx, R.vd_dev);
+    free(R.vs_host); free(R.vd_host);
+    if (R.has_value) trainer_close(&R.vt);
     if (R.has_ref) llama_free(&R.ref);
     if (R.rs_dev) t.m.ops->free(t.m.ctx, R.rs_dev);
     free(R.tok); free(R.tgt); free(R.pos_b); free(R.slot_smp); free(R.slot_t);

@@ -394,6 +394,16 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
     return 0;
 }
 
+double trainer_update(Trainer *tr, long step) {
+    LC_ASSERT(!tr->pipe);
+    double norm = dp_grad_norm(tr, 0);
+    float lr = (float)sched_lr(&tr->sched, step);
+    if (tr->zero) part_step(tr, norm, lr);
+    else adamw_step(&tr->opt, tr->pt, tr->params, tr->grads, norm, lr);
+    tr->m.ops->sync(tr->m.ctx);
+    return norm;
+}
+
 void trainer_close(Trainer *tr) {
     pipe_close(tr->pipe);
     free(tr->bucket);

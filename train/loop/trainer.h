@@ -196,6 +196,13 @@ int trainer_open(Trainer *tr, const TrainOpts *o, const char *mode, const LlamaC
 int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *loss, const CliFlag *run_flags,
                 int nflags, Err *e);
 
+/* One optimizer update of a Trainer that trainer_run does not drive (a
+ * second model a TrainLoss trains beside the policy: PPO's value model):
+ * tr->grads summed over the data-parallel replicas, the global norm clipped
+ * to --clip, AdamW at the schedule's lr of step. Returns the norm before
+ * clipping. Not on pipeline stages. */
+double trainer_update(Trainer *tr, long step);
+
 void trainer_close(Trainer *tr);
 
 /* Mean loss per trained token over nbatches micro-batches of d, rewound
