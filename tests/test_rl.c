@@ -292,8 +292,8 @@ void rl_errors(void) {
         {"rl " POLICY " --prompts " RLD "/noans.jsonl --reward-answer answer --steps 1",
          RLD "/noans.jsonl:2: no \"answer\" field"},
         {"rl %s --reward-cmd \"exit 3\" --steps 1 --ckpt-dir " RLD "/e1", "--reward-cmd"},
-        {"rl %s --algo ppo --value-model " RLD "/policy.h5", "not a classifier with one label (num_labels 0)"},
-        {"rl %s --algo ppo --value-model " RLD "/rm_other.h5", "its trunk reads another tokenizer than the policy"},
+        {"rl %s --algo ppo --reward-answer answer --value-model " RLD "/policy.h5", "not a classifier with one label (num_labels 0)"},
+        {"rl %s --algo ppo --reward-answer answer --value-model " RLD "/rm_other.h5", "its trunk reads another tokenizer than the policy"},
         {"rl " POLICY " --prompts " RLD "/p.jsonl --algo ppo --reward-answer answer", "--value-model: required"},
         {"rl %s --reward-cmd \"while read l; do echo abc; done\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
     };
