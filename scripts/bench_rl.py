@@ -24,6 +24,10 @@ scale_rewards group, one iteration (num_iterations 1), per-device batch =
 generation batch = P x G (steps_per_generation 1). The reward: 1 if the
 completion's final answer equals the line's "answer" field (the rule of
 train/loop/rewards.h, mirrored in final_answer() below for TRL), else 0.
+SmolLM2-135M rarely ends with "Answer: <word>", so most groups score all 0
+(advantage 0): TRL still runs the whole backward for them, and so must
+llamac for the rows to compare (the TRL worker writes its completions,
+rewards and reward_mean beside its result.json).
 
 PPO (TRL's PPOTrainer as TRL 1.12.0 runs it): a batch of P x G prompts per
 step, one completion each; the policy with LoRA, the reference = the policy
@@ -142,7 +146,7 @@ def antonym_prompts(path, n, wordnet="/usr/share/wordnet", seed=7):
         sys.exit(f"bench-rl: only {len(qs)} words with antonyms in {wordnet}, fewer than {n}")
     with open(path, "w") as f:
         for x in qs[:n]:
-            q = f'What is the opposite of "{x}"? Answer with one word.'
+            q = f'What is the opposite of "{x}"? End your reply with "Answer: " and the word.'
             f.write(json.dumps({"messages": [{"role": "user", "content": q}], "answer": accepted[x]}) + "\n")
 
 
@@ -238,12 +242,18 @@ def grpo_worker(a):
     lc = LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, lora_dropout=0.0, bias="none", task_type="CAUSAL_LM",
                     target_modules=LORA_MODULES)
 
+    seen = open(os.path.join(os.path.dirname(a.result), "completions.jsonl"), "w")
+
     def answer_reward(completions, answer, **kw):
         """1 if the final answer matches the line's "answer" (conversational: [{"role", "content"}])"""
-        return [1.0 if answer_match(final_answer(c[0]["content"] if isinstance(c, list) else c), x) else 0.0
-                for c, x in zip(completions, answer)]
+        texts = [c[0]["content"] if isinstance(c, list) else c for c in completions]
+        r = [1.0 if answer_match(final_answer(t), x) else 0.0 for t, x in zip(texts, answer)]
+        rewards.extend(r)
+        for t, x, v in zip(texts, answer, r):  # to check that the rewards are not all 0
+            seen.write(json.dumps({"completion": t, "answer": x, "reward": v}) + "\n")
+        return r
 
-    steps, cur, comp = [], {}, []
+    steps, cur, comp, rewards = [], {}, [], []
 
     class Timed(GRPOTrainer):
         def _generate(self, prompts):
@@ -274,8 +284,9 @@ def grpo_worker(a):
     tr = Timed(model=model, reward_funcs=answer_reward, args=cfg, train_dataset=ds, processing_class=tok,
                peft_config=lc, callbacks=[Timer()])
     tr.train()
+    seen.close()
     res = medians(steps, a.warmup)
-    res.update(steps_all=steps, completion_tokens=comp, threads=torch.get_num_threads(), torch=torch.__version__,
+    res.update(steps_all=steps, completion_tokens=comp, reward_mean=sum(rewards) / max(1, len(rewards)), threads=torch.get_num_threads(), torch=torch.__version__,
                trl=trl.__version__, trained=sum(p.numel() for p in tr.model.parameters() if p.requires_grad))
     with open(a.result, "w") as f:
         json.dump(res, f)
@@ -302,8 +313,9 @@ def ppo_worker(a):
     tok.pad_token = "<|endoftext|>"
     B = a.prompts_per_step * a.group
     lines = read_jsonl(a.prompts)
-    ids = [tok.apply_chat_template(x["messages"], add_generation_prompt=True, tokenize=True) for x in lines]
-    ids = [x["input_ids"] if isinstance(x, dict) else list(x) for x in ids]
+    # (apply_chat_template(tokenize=True) returns a BatchEncoding in transformers 5, a list before)
+    ids = [tok(tok.apply_chat_template(x["messages"], add_generation_prompt=True, tokenize=False),
+               add_special_tokens=False)["input_ids"] for x in lines]
     ds = Dataset.from_dict({"input_ids": ids})
     policy = AutoModelForCausalLM.from_pretrained(HF, dtype=torch.float32, attn_implementation="sdpa")
     value = AutoModelForSequenceClassification.from_pretrained(RM, num_labels=1, dtype=torch.float32)
