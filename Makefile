@@ -197,7 +197,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-rl bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -352,6 +352,17 @@ bench-qlora: all
 bench-distill: all
 	$(Q)python3 scripts/bench_distill.py $(BENCH_DISTILL_ARGS)
 
+# Online RL (scripts/bench_rl.py): llamac rl --algo grpo against TRL 1.16.0's
+# GRPOTrainer, --algo ppo against TRL 1.12.0's PPOTrainer (its venv from
+# scripts/venv_trl112.sh; the PPO rows are skipped without it), SmolLM2-135M,
+# LoRA r 16 on all linear layers, P 4 prompts x G 4 completions of at most 24
+# tokens per step: seconds per step split into generation, reward and
+# training, peak RSS, medians of 3 rounds. Into bench/results/cpu-<date>-rl.txt.
+# BENCH_RL_ARGS="--algos grpo --steps 1 --warmup 1 --rounds 1
+# --prompts-per-step 2" for a quick one (about 2 minutes on 2 cores).
+bench-rl: all
+	$(Q)python3 scripts/bench_rl.py $(BENCH_RL_ARGS)
+
 # Data parallelism over MPI (scripts/bench_dist.py): bytes sent per step per
 # rank on the wire (loopback TCP) against the ring bound, tokens/s of 2
 # ranks x 1 thread against 1 rank x 2 threads, AdamW memory with ZeRO-1;
@@ -471,6 +482,8 @@ help:
 	@echo "                decoding --quant keep vs llama.cpp; into bench/results/cpu-<date>-qlora.txt"
 	@echo "make bench-reward llamac reward vs TRL RewardTrainer on SmolLM2-135M, full and LoRA: tokens/s,"
 	@echo "                peak RSS; llamac rs samples/s by phase; into bench/results/cpu-<date>-reward.txt"
+	@echo "make bench-rl   llamac rl (GRPO, PPO) vs TRL GRPOTrainer / PPOTrainer on SmolLM2-135M: s/step split"
+	@echo "                into generation, reward, training; peak RSS; into bench/results/cpu-<date>-rl.txt"
 	@echo "make bench-distill llamac distill (online teacher, teacher cache, none) vs torchtune's KD step:"
 	@echo "                tokens/s, peak RSS, cache bytes/token; into bench/results/cpu-<date>-distill.txt"
 	@echo "make deps       install Debian packages the build needs"
