@@ -84,15 +84,19 @@ PARTS = ("generation", "reward", "train")
 
 # Per-step keys of its --metrics rows, seconds: PARTS -> key.
 METRIC_KEYS = {"generation": "time/generation", "reward": "time/reward", "train": "time/train"}
+# llamac's reference and (PPO) value forwards at the rollout: TRL's runs count them in training
+REF_KEY = "time/reference"
 
 
 def llamac_rl_cmd(algo, a, prompts, d):
-    """the `llamac rl` command line of one run into folder d (PROVISIONAL flag names)"""
+    """the `llamac rl` command line of one run into folder d; a PPO "step" is a rollout (TRL's), PPO_EPOCHS
+    optimizer steps of llamac's"""
     tok = os.path.join(HF, "tokenizer.json")
     cmd = [LLAMAC, "rl", "--algo", algo, "--policy", HF, "--tokenizer", tok, "--template", "chatml",
            "--prompts", prompts, "--max-tokens", str(a.max_tokens), "--temperature", "1",
            "--lora-r", str(LORA_R), "--lora-alpha", str(LORA_ALPHA), "--lora-targets", "all-linear",
-           "--lr", str(LR), "--steps", str(a.warmup + a.steps), "--seed", "1",
+           "--lr", str(LR), "--steps", str((a.warmup + a.steps) * (PPO_EPOCHS if algo == "ppo" else 1)), "--seed", "1",
+           "--prompts-per-step", str(a.prompts_per_step if algo == "grpo" else a.prompts_per_step * a.group),
            "--metrics", os.path.join(d, "metrics.jsonl"), "--ckpt-dir", os.path.join(d, "ck"),
            "--adapter-out", os.path.join(d, "adapter")]
     if algo == "grpo":
@@ -100,7 +104,7 @@ def llamac_rl_cmd(algo, a, prompts, d):
                 "--scale-rewards", "group", "--reward-answer", "answer"]
     else:  # ppo: P x G prompts, one completion each; TRL 1.12.0's defaults spelled out
         cmd += ["--batch", str(a.prompts_per_step * a.group), "--group", "1", "--reward-model", RM,
-                "--value-model", RM, "--ppo-epochs", str(PPO_EPOCHS), "--kl-coef", str(KL_COEF)]
+                "--value-model", RM, "--num-iterations", str(PPO_EPOCHS), "--beta", str(KL_COEF)]
     return cmd
 
 # ---------------------------------------------------------------- prompts
@@ -201,6 +205,11 @@ def run_llamac(algo, a, prompts):
     if rc != 0:
         sys.exit(f"bench-rl: llamac rl --algo {algo} failed (exit {rc}); see {d}/log.txt")
     rows = [x for x in read_jsonl(os.path.join(d, "metrics.jsonl")) if METRIC_KEYS["train"] in x]
+    for x in rows:
+        x[METRIC_KEYS["train"]] = float(x[METRIC_KEYS["train"]]) + float(x.get(REF_KEY, 0))
+    if algo == "ppo":  # a rollout's PPO_EPOCHS optimizer steps summed: one TRL step
+        rows = [{k: sum(float(r[k]) for r in rows[i:i + PPO_EPOCHS]) for k in METRIC_KEYS.values()}
+                for i in range(0, len(rows), PPO_EPOCHS)]
     if len(rows) != a.warmup + a.steps:
         sys.exit(f"bench-rl: {d}/metrics.jsonl: {len(rows)} rows with {METRIC_KEYS['train']}, expected "
                  f"{a.warmup + a.steps}")
