@@ -36,24 +36,6 @@
 /* a reward program: 1 when the completion has an 'e', else 0 */
 #define RCMD "--reward-cmd \"python3 " RLD "/rw.py\""
 
-/* A random tiny model: a policy, or with num_labels 1 a reward model. */
-static void tiny(const char *path, int V, uint64_t tok_id, int num_labels, uint64_t seed) {
-    Err e = {{0}};
-    LlamaConfig c;
-    LC_ASSERT(config_preset("tiny", &c, &e) == 0);
-    c.vocab = V;
-    c.num_labels = num_labels;
-    if (num_labels) c.pad_id = 0;
-    ParamTable pt;
-    LC_ASSERT(params_build(&c, &pt, &e) == 0);
-    float *p = xalloc_aligned(pt.size * sizeof(float));
-    memset(p, 0, pt.size * sizeof(float));
-    params_init(&pt, p, c.n_layers, seed);
-    LC_ASSERT(ckpt_save(path, &c, &pt, p, tok_id, NULL, NULL, &e) == 0);
-    free(p);
-    params_free(&pt);
-}
-
 static void need_policy(void) {
     mkdir("build", 0755);
     mkdir(RLD, 0755);
@@ -61,9 +43,9 @@ static void need_policy(void) {
     Tokenizer t;
     Err e = {{0}};
     LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
-    tiny(RLD "/policy.h5", t.vocab, t.id, 0, 11);
-    tiny(RLD "/rm.h5", t.vocab, t.id, 1, 12);
-    tiny(RLD "/rm_other.h5", t.vocab, t.id ^ 1, 1, 13); /* another tokenizer's */
+    test_tiny_model(RLD "/policy.h5", t.vocab, t.id, 0, 11);
+    test_tiny_model(RLD "/rm.h5", t.vocab, t.id, 1, 12);
+    test_tiny_model(RLD "/rm_other.h5", t.vocab, t.id ^ 1, 1, 13); /* another tokenizer's */
     tok_free(&t);
     test_put(RLD "/rw.py", "import json, sys\nfor l in sys.stdin:\n"
                            "    print(int('e' in json.loads(l)['completion']), flush=True)\n");
@@ -180,6 +162,23 @@ void rl_fixed_loss(void) {
     EXPECT(fabs(l[0] - log(2.0)) <= 1e-6, "online-dpo loss %.9g, want log 2", l[0]);
 }
 
+/* Run `run` (a command line ending in a space) from the checkpoint
+ * dir/ck/step-<from>.h5 to its end: its losses must be full[from ..
+ * steps), bit for bit. */
+static void resume_matches(const char *run, const char *dir, int from, const double *full, int steps) {
+    int rc = test_llamac("%s--metrics %s/r%d.jsonl --ckpt-dir %s/ck%d --resume %s/ck/step-%08d.h5 --adapter-out %s/ad%d",
+                         run, dir, from, dir, from, dir, from, dir, from);
+    EXPECT(rc == 0, "resume from %d: %s\n%s", from, test_err, test_out);
+    char path[256];
+    snprintf(path, sizeof path, "%s/r%d.jsonl", dir, from);
+    double l[16];
+    int n = losses(path, l, 16);
+    EXPECT(n == steps - from, "resume from %d: %d loss lines, want %d", from, n, steps - from);
+    for (int i = 0; i < n; i++)
+        EXPECT(l[i] == full[from + i], "%s: resumed from step %d: step %d loss %.17g, uninterrupted %.17g", dir, from,
+               from + i + 1, l[i], full[from + i]);
+}
+
 #define RUN_RES "rl --algo grpo " POLICY " --prompts " RLD "/p.jsonl " RCMD " --group 2 --prompts-per-step 4 " \
                 "--mini-batches 2 --max-tokens 5 --steps 6 --lora-r 4 --lr 1e-2 --seed 9 --batch 2 "
 
@@ -193,22 +192,7 @@ void rl_resume(void) {
     double full[8];
     EXPECT(losses(RLD "/res/full.jsonl", full, 8) == 6, "6 loss lines");
     /* from step 3 (inside rollout 1: its first mini-batch done) and step 4 (at its end) */
-    for (int from = 3; from <= 4; from++) {
-        char cmd[64];
-        snprintf(cmd, sizeof cmd, "cp -r " RLD "/res/ck " RLD "/res/ck%d", from);
-        system(cmd);
-        rc = test_llamac(RUN_RES "--metrics " RLD "/res/r%d.jsonl --ckpt-dir " RLD "/res/ck%d --resume " RLD
-                         "/res/ck/step-%08d.h5 --adapter-out " RLD "/res/ad%d", from, from, from, from);
-        EXPECT(rc == 0, "resume from %d: %s\n%s", from, test_err, test_out);
-        double l[8];
-        char path[64];
-        snprintf(path, sizeof path, RLD "/res/r%d.jsonl", from);
-        int n = losses(path, l, 8);
-        EXPECT(n == 6 - from, "resume from %d: %d loss lines", from, n);
-        for (int i = 0; i < n; i++)
-            EXPECT(l[i] == full[from + i], "resume from step %d: step %d loss %.17g, uninterrupted %.17g", from,
-                   from + i + 1, l[i], full[from + i]);
-    }
+    for (int from = 3; from <= 4; from++) resume_matches(RUN_RES, RLD "/res", from, full, 6);
 }
 
 #define RUN_PPO "rl --algo ppo " POLICY " --prompts " RLD "/p.jsonl --reward-model " RLD "/rm.h5 --reward-tokenizer " \
@@ -239,22 +223,10 @@ void rl_ppo(void) {
     EXPECT(fabs(pg) <= 1e-5 && fabs(l0 - (pg + 0.1 * vf)) <= 1e-6 * fmax(1, fabs(l0)) && vf > 0,
            "step 1: policy loss %g (want 0), loss %g = %g + 0.1 x %g", pg, l0, pg, vf);
     json_decref(r);
-    double full[8], l[8];
+    double full[8];
     EXPECT(losses(RLD "/ppo/full.jsonl", full, 8) == 4, "4 loss lines");
     /* resume inside rollout 0 (step 1 of its 2) and at its end: the value model and its moments come back */
-    for (int from = 1; from <= 2; from++) {
-        char cmd[96], path[64];
-        rc = test_llamac(RUN_PPO "--metrics " RLD "/ppo/r%d.jsonl --ckpt-dir " RLD "/ppo/ck%d --resume " RLD
-                         "/ppo/ck/step-%08d.h5 --adapter-out " RLD "/ppo/ad%d", from, from, from, from);
-        EXPECT(rc == 0, "ppo resume from %d: %s\n%s", from, test_err, test_out);
-        snprintf(path, sizeof path, RLD "/ppo/r%d.jsonl", from);
-        int n = losses(path, l, 8);
-        EXPECT(n == 4 - from, "ppo resume from %d: %d loss lines", from, n);
-        for (int i = 0; i < n; i++)
-            EXPECT(l[i] == full[from + i], "ppo resume from step %d: step %d loss %.17g, uninterrupted %.17g", from,
-                   from + i + 1, l[i], full[from + i]);
-        (void)cmd;
-    }
+    for (int from = 1; from <= 2; from++) resume_matches(RUN_PPO, RLD "/ppo", from, full, 4);
 }
 
 void rl_dist(void) {

@@ -182,9 +182,7 @@ void rs_sft_data(void) {
     tok_free(&t);
 }
 
-/* A random tiny model for the tokenizer of tok_id with vocab V: a policy,
- * or with num_labels 1 a reward model. */
-static void tiny_model(const char *path, int V, uint64_t tok_id, int num_labels, uint64_t seed) {
+void test_tiny_model(const char *path, int V, uint64_t tok_id, int num_labels, uint64_t seed) {
     LlamaConfig c;
     Err e = {{0}};
     LC_ASSERT(config_preset("tiny", &c, &e) == 0);
@@ -208,9 +206,9 @@ static void need_models(void) {
     Tokenizer t;
     Err e = {{0}};
     LC_ASSERT(tok_load(&t, TOKF, &e) == 0);
-    tiny_model(RD "/policy.h5", t.vocab, t.id, 0, 5);
-    tiny_model(RD "/rm.h5", t.vocab, t.id, 1, 6);
-    tiny_model(RD "/rm2.h5", t.vocab, t.id, 1, 7);
+    test_tiny_model(RD "/policy.h5", t.vocab, t.id, 0, 5);
+    test_tiny_model(RD "/rm.h5", t.vocab, t.id, 1, 6);
+    test_tiny_model(RD "/rm2.h5", t.vocab, t.id, 1, 7);
     tok_free(&t);
 }
 

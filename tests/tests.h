@@ -225,13 +225,6 @@ void gpu_ops(void);
 void gpu_qops(void); /* the quantised-weight ops, every keepable type */
 void gpu_step(void);
 void gpu_bench_engine(void); /* times the engine ops (prints, checks nothing) */
-/* test_rl.c: online RL through the binary */
-void rl_grpo_e2e(void);
-void rl_fixed_loss(void);
-void rl_resume(void);
-void rl_ppo(void);
-void rl_dist(void);
-void rl_errors(void);
 
 #endif
 
@@ -397,6 +390,10 @@ void dist_pp_distill(void);
 void distill_errors(void);
 void distill_teacher_formats(void);
 
+/* test_rs.c: a random tiny model (the "tiny" preset) for the tokenizer of
+ * tok_id with vocab V saved at path: a policy, or with num_labels 1 a reward
+ * model (pad id 0). */
+void test_tiny_model(const char *path, int V, uint64_t tok_id, int num_labels, uint64_t seed);
 /* test_rl.c: online RL through the binary */
 void rl_grpo_e2e(void);
 void rl_fixed_loss(void);

@@ -57,6 +57,7 @@ typedef struct {
     int32_t finish;    /* FinishReason */
     int32_t ntext;     /* bytes of its text */
     double reward;     /* the rewards' total */
+    double shaped;     /* the reward the advantage is computed from (RLOO: less beta x its KL) */
     double adv;        /* the method's advantage */
     int active;        /* trained (0: --mask-truncated-completions dropped it) */
 } Smp;
@@ -607,8 +608,10 @@ static void ppo_advantages(Rl *R) {
 
 /* The advantages from the gathered rollout (every rank the same). */
 static void advantages(Rl *R) {
-    for (size_t k = 0; k < R->roll.ns; k++)
+    for (size_t k = 0; k < R->roll.ns; k++) {
         R->roll.s[k].active = !(R->mask_truncated && R->roll.s[k].finish != FINISH_STOP);
+        R->roll.s[k].shaped = R->roll.s[k].reward;
+    }
     if (R->algo == RL_PPO) {
         ppo_advantages(R);
         return;
@@ -628,7 +631,7 @@ static void advantages(Rl *R) {
     if (R->algo == RL_GRPO) rl_grpo_advantages(r, ns, (int)R->G, R->scale, adv, NULL);
     else if (R->algo == RL_RLOO) rl_rloo_advantages(r, ns, (int)R->G, (int)R->normalize_adv, adv);
     else for (size_t k = 0; k < ns; k++) adv[k] = 0;
-    for (size_t k = 0; k < ns; k++) b->s[k].adv = adv[k];
+    for (size_t k = 0; k < ns; k++) b->s[k].adv = adv[k], b->s[k].shaped = r[k];
     free(r);
     free(adv);
 }
@@ -933,7 +936,7 @@ static void rl_extra(void *ud, int validation, char *line, size_t nline, char *j
     }
     const Roll *b = &R->roll;
     size_t ns = b->ns, G = (size_t)R->G;
-    double mean = 0, stdg = 0, zero = 0, len = 0, lmin = 1e30, lmax = 0, clipped = 0;
+    double mean = 0, var = 0, zero = 0, len = 0, lmin = 1e30, lmax = 0, clipped = 0;
     for (size_t k = 0; k < ns; k++) {
         mean += b->s[k].reward / (double)ns;
         len += b->s[k].n / (double)ns;
@@ -941,19 +944,19 @@ static void rl_extra(void *ud, int validation, char *line, size_t nline, char *j
         lmax = fmax(lmax, b->s[k].n);
         clipped += (b->s[k].finish != FINISH_STOP) / (double)ns;
     }
-    for (size_t g = 0; g < ns / G; g++) {
+    for (size_t k = 0; k < ns; k++) var += pow(b->s[k].reward - mean, 2) / (double)(ns > 1 ? ns - 1 : 1);
+    for (size_t g = 0; g < ns / G; g++) { /* TRL: on the rewards the advantages come from (RLOO's KL-shaped) */
         double m = 0, v = 0;
-        for (size_t j = 0; j < G; j++) m += b->s[g * G + j].reward / (double)G;
-        for (size_t j = 0; j < G; j++) v += pow(b->s[g * G + j].reward - m, 2);
+        for (size_t j = 0; j < G; j++) m += b->s[g * G + j].shaped / (double)G;
+        for (size_t j = 0; j < G; j++) v += pow(b->s[g * G + j].shaped - m, 2);
         double sd = G > 1 ? sqrt(v / (double)(G - 1)) : 0;
-        stdg += sd / (double)(ns / G);
-        zero += (sd == 0) / (double)(ns / G);
+        zero += (sd <= 1e-8) / (double)(ns / G);
     }
     double tok = R->rst.tokens > 0 ? R->rst.tokens : 1;
     snprintf(line, nline, " | reward %.4f", mean);
     snprintf(json, njson, ",\"rollout\":%ld,\"reward\":%.6f,\"reward_std\":%.6f,\"frac_reward_zero_std\":%.6f,"
              "\"completions/mean_length\":%.3f,\"completions/min_length\":%.0f,\"completions/max_length\":%.0f,"
-             "\"completions/clipped_ratio\":%.6f", b->index, mean, stdg, zero, len, lmin, lmax, clipped);
+             "\"completions/clipped_ratio\":%.6f", b->index, mean, sqrt(var), zero, len, lmin, lmax, clipped);
     for (int q = 0; q < R->nsrc; q++) {
         double s = 0;
         for (size_t k = 0; k < ns; k++) s += b->per[k * (size_t)R->nsrc + (size_t)q] / (double)ns;
@@ -1201,7 +1204,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
     rollout_flags(&rf, sf, ef);
     CliFlag flags[48 + TRAINER_NFLAGS] = {
-        {"algo", CLI_STR, &algo, 0, 0, "grpo (default), rloo, online-dpo or ppo"},
+        {"algo", CLI_STR, &algo, 0, 0, "the method: grpo, rloo, online-dpo or ppo"},
         {"policy", CLI_STR, &policy, 0, 0, "the model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
         {"prompts", CLI_STR, &prompts, 0, 0, "JSONL prompts: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\", plus the fields the rewards read"},
         {"val-prompts", CLI_STR, &val_prompts, 0, 0, "held-out prompts: each sampled once every --val-every steps, the mean reward reported"},
@@ -1246,7 +1249,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     int nf = 50;
     nf += trainer_flags(&o, flags + nf);
     int parsed = ftdata_parse(argc, argv, flags, nf,
-                              "llamac rl [config.ini] --algo grpo|rloo|online-dpo --policy P --prompts prompts.jsonl "
+                              "llamac rl [config.ini] --algo grpo|rloo|online-dpo|ppo --policy P --prompts prompts.jsonl "
                               "REWARDS [--val-prompts held-out.jsonl] [flags]",
                               "Online reinforcement learning: every rollout samples G completions of --prompts-per-step\n"
                               "prompts from the current policy, rewards them (reward models, the answer/regex/length\n"
