@@ -42,6 +42,12 @@ and TRL disables the adapters. With ratio 1 (one iteration) the GRPO
 loss_type grpo and RLOO losses are 0 up to rounding (the advantages of a
 group sum to 0); there the adapters carry the check.
 
+The metrics llamac logs under TRL's names are compared too; two differ
+(failing checks, cmd_rl.c rl_extra): reward_std is the mean of the groups'
+stds in llamac, TRL 1.16's is the std of the whole batch's rewards (nanstd);
+RLOO's frac_reward_zero_std is TRL's on the KL-shaped rewards (a tied group
+is no longer tied at beta != 0), llamac's on the raw rewards.
+
 Layout choices that keep the two sides' inputs identical, not llamac
 semantics: the prompts have the same length (TRL left-pads prompts and passes
 no position ids, so a shorter prompt's positions would start past 0; llamac
@@ -83,6 +89,11 @@ SPEC = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EOS = "<|end_of_text|>"
+
+# metrics both log per step (TRL 1.16's names, which llamac rl uses)
+METRICS = ["grad_norm", "reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
+           "completions/min_length", "completions/max_length", "completions/clipped_ratio", "clip_ratio/low_mean",
+           "clip_ratio/high_mean", "clip_ratio/region_mean", "kl"]
 
 # tag, algo, G, beta, loss type, temperature
 CASES = [
@@ -180,7 +191,7 @@ def trl_run(case, base, ad0, tpath, rolls, prompt_ids, work):
     model = PeftModel.from_pretrained(LlamaForCausalLM.from_pretrained(base, dtype=torch.float32), ad0,
                                       is_trainable=True)
     feed = Feed(rolls, prompt_ids)
-    losses, advs = [], []
+    losses, advs, mlogs = [], [], []
     data = Dataset.from_list([{"prompt": f"prompt {i}"} for i in range(P)])
     common = dict(output_dir=os.path.join(work, "trl_out"), learning_rate=LR, lr_scheduler_type="constant",
                   warmup_steps=0, weight_decay=0.0, max_grad_norm=0.0, adam_beta1=0.9, adam_beta2=0.999,
@@ -194,6 +205,11 @@ def trl_run(case, base, ad0, tpath, rolls, prompt_ids, work):
                 loss = super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
                 losses.append(float(loss.detach()))
                 return loss
+
+            def log(self, logs, start_time=None):
+                super().log(logs, start_time)  # GRPO's and RLOO's log add their metrics to logs
+                if "loss" in logs:
+                    mlogs.append(dict(logs))
 
             def _generate_and_score_completions(self, inputs):
                 out = super()._generate_and_score_completions(inputs)
@@ -266,7 +282,7 @@ def trl_run(case, base, ad0, tpath, rolls, prompt_ids, work):
     if algo == "online-dpo":
         tr.ref_model = None
     tr.train()
-    return losses, advs, tr
+    return losses, advs, mlogs, tr
 
 
 def llamac_run(a, case, base, tpath, prompts, fixed, d):
@@ -286,12 +302,12 @@ def llamac_run(a, case, base, tpath, prompts, fixed, d):
         cmd += ["--loss-type", loss_type]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if not check(f"{tag}: llamac rl runs", r.returncode == 0, (r.stderr or r.stdout).strip()[-2000:]):
-        return None, None
+        return None, None, None
     rows = [json.loads(x) for x in open(os.path.join(d, "m.jsonl"))]
     losses = [x["loss"] for x in rows if "loss" in x and "val_loss" not in x]
     dump = [json.loads(x) for x in open(os.path.join(d, "rollouts.jsonl"))]
     advs = [[x["advantage"] for x in dump if x["rollout"] == r] for r in range(STEPS)]
-    return losses, advs
+    return losses, advs, [x for x in rows if "loss" in x and "val_loss" not in x]
 
 
 def main():
@@ -332,15 +348,26 @@ def main():
             for lines in rolls:
                 for x in lines:
                     f.write(json.dumps(x) + "\n")
-        got, gadv = llamac_run(a, case, base, tpath, prompts, fixed, d)
+        got, gadv, glog = llamac_run(a, case, base, tpath, prompts, fixed, d)
         if got is None:
             continue
-        want, wadv, tr = trl_run(case, base, ad0, tpath, rolls, prompt_ids, a.work)
+        want, wadv, wlog, tr = trl_run(case, base, ad0, tpath, rolls, prompt_ids, a.work)
         if algo != "online-dpo":
             ok = len(gadv) == len(wadv) == STEPS and all(len(g) == len(w) for g, w in zip(gadv, wadv))
             worst = max((abs(x - y) for g, w in zip(gadv, wadv) for x, y in zip(g, w)), default=math.inf)
             check(f"{tag}: advantages of {STEPS} rollouts equal TRL's within {TOL} (worst {worst:.2e})",
                   ok and worst <= TOL, f"\n  llamac {gadv}\n  TRL    {wadv}")
+        if algo != "online-dpo":  # the metrics llamac logs under TRL's names (llamac writes them with %.6f)
+            bad, n = [], 0
+            for s, (g, w) in enumerate(zip(glog, wlog)):
+                for k in METRICS:
+                    if k in g and k in w:
+                        n += 1
+                        tol = 5e-4 if k.endswith("_length") else TOL  # llamac writes lengths with %.3f
+                        if abs(g[k] - float(w[k])) > tol:
+                            bad.append(f"step {s + 1} {k}: llamac {g[k]}, TRL {float(w[k]):.6g}")
+            check(f"{tag}: {n} logged metrics of {len(glog)} steps equal TRL's within {TOL} (lengths 5e-4)",
+                  not bad and n > 0 and len(glog) == len(wlog) == STEPS, "; ".join(bad[:4]))
         ok = len(got) == len(want) == STEPS
         diffs = [abs(g - w) for g, w in zip(got, want)]
         worst = max(diffs, default=math.inf)
