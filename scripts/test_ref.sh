@@ -13,7 +13,8 @@
 # scripts/test_prune_ref.py llamac prune's importances and output against transformers,
 # scripts/test_kd_ref.py the distillation head against torchtune and TRL,
 # scripts/test_rl_ref.py the RL arithmetic against TRL 1.16 (GRPO, RLOO) and
-# TRL 1.12 (PPO, in the venv scripts/venv_trl112.sh makes).
+# TRL 1.12 (PPO, in the venv scripts/venv_trl112.sh makes), and
+# scripts/test_rl_model_ref.py `llamac rl` end to end against TRL's trainers.
 # Uses (or creates) the venv at ${LLAMAC_VENV:-$HOME/.cache/llamac-venv} and
 # installs scripts/requirements-ref.txt into it only when the imports fail.
 set -euo pipefail
@@ -118,6 +119,11 @@ check test_kd_ref --work build/test_kd_ref
 # scripts/venv_trl112.sh: TRL alone, the rest shared with this venv):
 # advantages, losses, gradients, 1e-10 (1e-7 where TRL's Bessel factor is float32)
 check test_rl_ref --work build/test_rl_ref
+# llamac rl end to end against TRL 1.16's GRPOTrainer, RLOOTrainer and
+# OnlineDPOTrainer with the same fixed completions and rewards: advantages,
+# per-step losses and the LoRA adapters after 3 steps, 1e-5 (GRPO's loss types,
+# beta 0 and 0.04, temperature 0.7; RLOO beta 0.05 and 0; online DPO)
+check test_rl_model_ref --work build/test_rl_model_ref
 
 # llamac data filter against datatrove's Gopher and C4 filters: the same kept
 # documents and drop reasons, and the same words as its spaCy tokenizer
