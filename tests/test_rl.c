@@ -102,7 +102,7 @@ void rl_grpo_e2e(void) {
     json_t *r = first_record(RLD "/g1/m.jsonl");
     static const char *const keys[] = {"reward", "reward_std", "frac_reward_zero_std", "completions/mean_length",
                                        "completions/clipped_ratio", "clip_ratio/low_mean", "clip_ratio/high_mean",
-                                       "rewards/cmd/mean", "time/generation", "time/train", "num_tokens"};
+                                       "rewards/cmd/mean", "time/generation", "time/train", "tokens"};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++)
         EXPECT(r && json_object_get(r, keys[k]), "metrics record without \"%s\"", keys[k]);
     json_decref(r);

@@ -87,7 +87,8 @@ typedef struct {
     RlLossType loss_type;
     DpoLoss dpo_loss;
     const char *fixed;
-    const char *rollouts_out;
+    const char *rollouts_out, *val_out;
+    FILE *vdump;
     /* PPO */
     double gamma, lam, vf_coef, cliprange_value;
     RlKl kl_est;
@@ -129,6 +130,7 @@ typedef struct {
     RlStats rst;
     double dst[4];       /* online DPO: pairs, summed k1 of both samples, chosen ahead of rejected, beta x margin */
     long step_tokens;
+    long micro_slots;    /* slots the last pack_micro filled (tokens forward and backward) */
     double m_loss;
     /* validation */
     double v_reward, *v_src;
@@ -434,6 +436,7 @@ static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int p
     const Roll *b = &R->roll;
     int B = (int)tr->o.B, T = (int)tr->o.T, row = 0, col = 0;
     size_t N = (size_t)B * T, mt = (size_t)R->max_tokens, k = next;
+    R->micro_slots = 0;
     for (size_t q = 0; q < N; q++) R->tok[q] = 0, R->tgt[q] = LC_IGNORE, R->pos_b[q] = 0, R->slot_smp[q] = -1, R->slot_t[q] = -1;
     while (k < n) {
         size_t unit = pair && k + 1 < n ? 2 : 1;
@@ -450,6 +453,7 @@ static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int p
             const int32_t *pid = R->ro.ps.ids + R->ro.ps.off[s->prompt];
             int np = (int)(R->ro.ps.off[s->prompt + 1] - R->ro.ps.off[s->prompt]), len = np + s->n;
             long at0 = place(&row, &col, B, T, (size_t)len - 1 + (size_t)extra);
+            R->micro_slots += len - 1 + extra;
             for (int q = 0; q + 1 < len + extra; q++) {
                 size_t at = (size_t)at0 + (size_t)q;
                 R->tok[at] = q < np ? pid[q] : b->tok[sk * mt + (size_t)(q - np)];
@@ -800,9 +804,10 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
         llama_lora_seed(m, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)from);
         if ((rc = micro_forward(R, m, temp, e))) break;
         for (size_t q = from; q < next; q++) R->seq_lp[list[q]] = 0;
+        ran += R->micro_slots;
         for (size_t q = 0; q < N; q++)
             if (R->slot_smp[q] >= 0 && R->slot_t[q] < b->s[R->slot_smp[q]].n)
-                R->seq_lp[R->slot_smp[q]] += -(double)R->rl_host[q], ran++;
+                R->seq_lp[R->slot_smp[q]] += -(double)R->rl_host[q];
         /* d loss / d logp of every slot (row weights: minus it) */
         for (size_t q = 0; q < N; q++) R->rs_host[q] = 0;
         if (R->algo == RL_ONLINE_DPO) {
@@ -987,8 +992,8 @@ static void rl_extra(void *ud, int validation, char *line, size_t nline, char *j
         }
     }
     snprintf(json + strlen(json), njson - strlen(json),
-             ",\"time/generation\":%.3f,\"time/reward\":%.3f,\"time/reference\":%.3f,\"time/train\":%.3f,"
-             "\"num_tokens\":%ld", R->st_gen, R->st_rew, R->st_ref, R->st_train, R->step_tokens);
+             ",\"time/generation\":%.3f,\"time/reward\":%.3f,\"time/reference\":%.3f,\"time/train\":%.3f",
+             R->st_gen, R->st_rew, R->st_ref, R->st_train);
     if (R->st_gen > 0)
         snprintf(line + strlen(line), nline - strlen(line), " | gen %.1fs (%.0f tok/s)", R->st_gen,
                  b->gen_tokens / R->st_gen);
@@ -1018,6 +1023,18 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
     if (rc == 0) {
         v.per = per;
         rc = reward_samples(R, &v, &R->vro, R->vprompt_text, p0, p1, NULL, e);
+        for (size_t k = p0; k < p1 && rc == 0 && R->vdump; k++) { /* rank 0's share under MPI */
+            json_t *o = json_object();
+            json_object_set_new(o, "step", json_integer(R->steps_done));
+            json_object_set_new(o, "prompt", json_integer((json_int_t)k));
+            json_object_set_new(o, "completion", json_string(v.text[k] ? v.text[k] : ""));
+            json_object_set_new(o, "reward", json_real(v.s[k].reward));
+            char *line = json_dumps(o, JSON_COMPACT);
+            fprintf(R->vdump, "%s\n", line);
+            free(line);
+            json_decref(o);
+        }
+        if (R->vdump) fflush(R->vdump);
         for (size_t k = p0; k < p1 && rc == 0; k++) {
             sum[0] += v.s[k].reward;
             for (int q = 0; q < R->nsrc && q < 64; q++) sum[1 + q] += per[k * (size_t)R->nsrc + (size_t)q];
@@ -1244,9 +1261,10 @@ int cmd_rl(int argc, char **argv, Err *e) {
         {"reward-norm", CLI_BOOL, &ropt.norm, 0, 0, "normalise each rollout's rewards to mean 0, std 1"},
         {"fixed-rollouts", CLI_STR, &R.fixed, 0, 0, "JSONL completions instead of sampling: {\"prompt_index\", \"completion_ids\", \"reward\"} (reference checks)"},
         {"rollouts-out", CLI_STR, &R.rollouts_out, 0, 0, "write every sample (text, reward, advantage) of every rollout here as JSONL"},
+        {"val-out", CLI_STR, &R.val_out, 0, 0, "write every validation's held-out answers (step, prompt, text, reward) here as JSONL"},
         sf[0], sf[1], sf[2], sf[3], sf[4], ef[0], ef[1], ef[2], ef[3], ef[4],
     };
-    int nf = 50;
+    int nf = 51;
     nf += trainer_flags(&o, flags + nf);
     int parsed = ftdata_parse(argc, argv, flags, nf,
                               "llamac rl [config.ini] --algo grpo|rloo|online-dpo|ppo --policy P --prompts prompts.jsonl "
@@ -1379,6 +1397,14 @@ int cmd_rl(int argc, char **argv, Err *e) {
         err_set(e, "--rollouts-out: cannot create %s", R.rollouts_out);
         goto out;
     }
+    if (R.val_out && !R.has_val) {
+        err_set(e, "--val-out: give --val-prompts (the held-out prompts it writes the answers of)");
+        goto out;
+    }
+    if (R.val_out && t.rank == 0 && !(R.vdump = fopen(R.val_out, "w"))) {
+        err_set(e, "--val-out: cannot create %s", R.val_out);
+        goto out;
+    }
     printf("rl: %s, %ld prompts a rollout x G %ld samples (temperature %g, up to %ld tokens), %ld mini-batch%s x %ld "
            "iteration%s per rollout; reference: %s; reward:", rl_algo_name(R.algo), P, G, R.sp.temperature,
            R.max_tokens, mb, mb > 1 ? "es" : "", iters, iters > 1 ? "s" : "",
@@ -1418,6 +1444,7 @@ out:
     roll_free(&R.roll);
     if (R.fixed_f) fclose(R.fixed_f);
     if (R.dump) fclose(R.dump);
+    if (R.vdump) fclose(R.vdump);
     trainer_close(&t);
     if (R.rw) rewards_close(R.rw);
     free_texts(R.prompt_text, R.ro.ps.n);
