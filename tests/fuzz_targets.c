@@ -48,6 +48,7 @@
 #include "../train/io/source.h"
 #include "../train/io/peft.h"
 #include "../train/io/safetensors.h"
+#include "../train/loop/rewards.h"
 #include "../train/loop/scorer.h"
 
 /* Largest model (floats) a fuzz input may make the harness allocate. */
@@ -372,6 +373,24 @@ static void fuzz_reward_spec(const uint8_t *d, size_t n) {
     free(s);
 }
 
+/* llamac rl --reward-answer: a completion's final answer (rewards.h) and
+ * its match against accepted answers of each JSON type */
+static void fuzz_reward_answer(const uint8_t *d, size_t n) {
+    char *s = xmalloc(n + 1);
+    memcpy(s, d, n);
+    s[n] = 0;
+    char out[64];
+    rewards_final_answer(s, out, sizeof out);
+    if (strlen(out) >= sizeof out || strlen(out) > n) abort();
+    json_t *v[4] = {json_string("plant"), json_real(3.5), json_pack("[si]", "a food", 42), json_string(out)};
+    for (int k = 0; k < 4; k++) {
+        int m = rewards_answer_match(out, v[k]);
+        if (m != 0 && m != 1) abort();
+        json_decref(v[k]);
+    }
+    free(s);
+}
+
 static void fuzz_sft(const uint8_t *d, size_t n) {
     const char *path = put(0, "sft.jsonl", d, n);
     static const int tpl[2] = {-1, CHAT_LLAMA2};
@@ -490,6 +509,7 @@ const FuzzTarget fuzz_targets[] = {
     {"sft", fuzz_sft},                 {"dpo", fuzz_dpo},
     {"prompts", fuzz_prompts},         {"reward_spec", fuzz_reward_spec},
     {"qclass", fuzz_qclass},           {"tcache", fuzz_tcache},
+    {"reward_answer", fuzz_reward_answer},
 };
 const int fuzz_ntargets = (int)(sizeof fuzz_targets / sizeof fuzz_targets[0]);
 
