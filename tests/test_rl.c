@@ -251,6 +251,11 @@ void rl_errors(void) {
     need_policy();
     test_put(RLD "/noans.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": \"the cat\"}], \"answer\": \"cat\"}\n"
                                  "{\"messages\": [{\"role\": \"user\", \"content\": \"a dog\"}]}\n");
+    test_put(RLD "/bad1.jsonl", "{\"prompt_index\": 0, \"completion_ids\": [5], \"reward\": 1}\n"
+                                "{\"prompt_index\": 0, \"completion_ids\": [5, 1.5], \"reward\": 1}\n");
+    test_put(RLD "/bad2.jsonl", "{\"prompt_index\": 0, \"completion_ids\": [5], \"reward\": 1}\n"
+                                "{\"prompt_index\": 1, \"completion_ids\": [6], \"reward\": 1}\n");
+    test_put(RLD "/bad3.jsonl", "{\"prompt_index\": 0, \"completion_ids\": [5], \"reward\": \"high\"}\n");
     static const TestCliCase cases[] = {
         {"rl --algo sarsa %s", "--algo: 'sarsa'"},
         {"rl --prompts " RLD "/p.jsonl " RCMD, "--policy: required"},
@@ -267,6 +272,16 @@ void rl_errors(void) {
         {"rl %s --algo ppo --reward-answer answer --value-model " RLD "/policy.h5", "not a classifier with one label (num_labels 0)"},
         {"rl %s --algo ppo --reward-answer answer --value-model " RLD "/rm_other.h5", "its trunk reads another tokenizer than the policy"},
         {"rl " POLICY " --prompts " RLD "/p.jsonl --algo ppo --reward-answer answer", "--value-model: required"},
+        {"rl %s --group 0", "--group: at least 1 sample a prompt, got 0"},
+        {"rl %s --num-iterations 0", "--num-iterations: at least 1 pass over a rollout, got 0"},
+        {"rl %s --algo ppo --mask-truncated-completions", "--mask-truncated-completions: grpo and rloo only"},
+        {"rl %s --algo online-dpo --batch 1", "--batch: online-dpo packs a pair's two samples"},
+        {"rl %s --fixed-rollouts " RLD "/bad1.jsonl --group 2 --steps 1 --ckpt-dir " RLD "/e3",
+         RLD "/bad1.jsonl:2: completion id 1 is not a token id of the tokenizer"},
+        {"rl %s --fixed-rollouts " RLD "/bad2.jsonl --group 2 --steps 1 --ckpt-dir " RLD "/e4",
+         RLD "/bad2.jsonl:2: prompt_index 1 inside a group of prompt 0"},
+        {"rl %s --fixed-rollouts " RLD "/bad3.jsonl --group 2 --steps 1 --ckpt-dir " RLD "/e5",
+         RLD "/bad3.jsonl:1: want {\"prompt_index\": I"},
         {"rl %s --reward-cmd \"while read l; do echo abc; done\" --steps 1 --ckpt-dir " RLD "/e2", "not a number"},
     };
     test_cli_refusals(cases, (int)(sizeof cases / sizeof cases[0]),

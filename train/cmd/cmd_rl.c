@@ -130,6 +130,7 @@ typedef struct {
     RlStats rst;
     double dst[4];       /* online DPO: pairs, summed k1 of both samples, chosen ahead of rejected, beta x margin */
     long step_tokens;
+    int reward_norm;     /* --reward-norm: each rollout's rewards normalised after the gather */
     long micro_slots;    /* slots the last pack_micro filled (tokens forward and backward) */
     double m_loss;
     /* validation */
@@ -251,7 +252,8 @@ static int roll_unpack(Rl *R, const void *data, size_t n) {
     b->index = hdr[0];
     for (size_t k = (size_t)hdr[1]; k < (size_t)hdr[2]; k++) {
         Smp *s = &b->s[k];
-        if (take(&p, end, s, sizeof *s) || s->n < 0 || (size_t)s->n > mt || s->ntext < 0 || s->prompt >= R->ro.ps.n)
+        if (take(&p, end, s, sizeof *s) || s->n < 0 || (size_t)s->n > mt || s->ntext < 0 || s->prompt >= R->ro.ps.n ||
+            s->finish < FINISH_NONE || s->finish > FINISH_CTX)
             return -1;
         if (take(&p, end, b->per + k * (size_t)R->nsrc, (size_t)R->nsrc * sizeof *b->per) ||
             take(&p, end, b->tok + k * mt, (size_t)s->n * sizeof *b->tok) ||
@@ -366,25 +368,35 @@ static int fixed_read(Rl *R, size_t k0, size_t k1, double *given, Err *e) {
         json_error_t je;
         json_t *o = json_loads(line, 0, &je);
         json_t *ids = o ? json_object_get(o, "completion_ids") : NULL, *pi = o ? json_object_get(o, "prompt_index") : NULL;
+        json_t *rw = o ? json_object_get(o, "reward") : NULL;
+        size_t g = k / (size_t)R->G;
         if (!o || !json_is_array(ids) || !json_is_integer(pi) || json_array_size(ids) == 0 ||
-            json_array_size(ids) > mt) {
+            json_array_size(ids) > mt || (rw && !json_is_number(rw))) {
             rc = err_set(e, "%s:%ld: want {\"prompt_index\": I, \"completion_ids\": [1 to %zu ids], \"reward\": x}",
                          R->fixed, R->fixed_line, mt);
-        } else if (k % (size_t)R->G == 0 && (size_t)json_integer_value(pi) >= R->ro.ps.n) {
+        } else if (k % (size_t)R->G == 0 && (json_integer_value(pi) < 0 || (size_t)json_integer_value(pi) >= R->ro.ps.n)) {
             rc = err_set(e, "%s:%ld: prompt_index %lld: the prompt file has %zu", R->fixed, R->fixed_line,
                          (long long)json_integer_value(pi), R->ro.ps.n);
+        } else if (k % (size_t)R->G != 0 && (size_t)json_integer_value(pi) != b->prompts[g]) {
+            rc = err_set(e, "%s:%ld: prompt_index %lld inside a group of prompt %u (--group %ld lines a prompt)",
+                         R->fixed, R->fixed_line, (long long)json_integer_value(pi), b->prompts[g], R->G);
         } else {
-            if (k % (size_t)R->G == 0) b->prompts[k / (size_t)R->G] = (uint32_t)json_integer_value(pi);
-            json_t *rw = json_object_get(o, "reward");
-            given[k] = json_is_number(rw) ? json_number_value(rw) : NAN;
-            if (k >= k0 && k < k1) {
+            if (k % (size_t)R->G == 0) b->prompts[g] = (uint32_t)json_integer_value(pi);
+            given[k] = rw ? json_number_value(rw) : NAN;
+            size_t np = R->ro.ps.off[b->prompts[g] + 1] - R->ro.ps.off[b->prompts[g]];
+            if (np + json_array_size(ids) - 1 + (R->algo == RL_PPO) > (size_t)R->tr->o.T) {
+                rc = err_set(e, "%s:%ld: prompt and completion take %zu tokens, more than the %ld a row holds",
+                             R->fixed, R->fixed_line, np + json_array_size(ids), R->tr->o.T);
+            } else if (k >= k0 && k < k1) {
                 Smp *s = &b->s[k];
                 s->n = (int32_t)json_array_size(ids);
                 s->finish = FINISH_LENGTH;
-                for (int t = 0; t < s->n; t++) {
-                    json_int_t v = json_integer_value(json_array_get(ids, (size_t)t));
-                    if (v < 0 || v >= R->ro.c.vocab) {
-                        rc = err_set(e, "%s:%ld: id %lld outside the vocabulary", R->fixed, R->fixed_line, (long long)v);
+                for (int t = 0; t < s->n && rc == 0; t++) {
+                    json_t *id = json_array_get(ids, (size_t)t);
+                    json_int_t v = json_is_integer(id) ? json_integer_value(id) : -1;
+                    if (v < 0 || v >= R->ro.tok.vocab) {
+                        rc = err_set(e, "%s:%ld: completion id %d is not a token id of the tokenizer (0 to %d)",
+                                     R->fixed, R->fixed_line, t, R->ro.tok.vocab - 1);
                         break;
                     }
                     b->tok[k * mt + (size_t)t] = (int32_t)v;
@@ -392,11 +404,12 @@ static int fixed_read(Rl *R, size_t k0, size_t k1, double *given, Err *e) {
                         if (v == R->ro.stop_ids[q] && t == s->n - 1) s->finish = FINISH_STOP;
                 }
                 char *txt = NULL;
-                size_t tc = 0, n = tok_decode(&R->ro.tok, b->tok + k * mt, (size_t)s->n - (s->finish == FINISH_STOP),
-                                              &txt, &tc);
+                size_t tc = 0, n = rc ? 0 : tok_decode(&R->ro.tok, b->tok + k * mt,
+                                                         (size_t)s->n - (s->finish == FINISH_STOP), &txt, &tc);
+                if (n == (size_t)-1) n = 0;
                 free(b->text[k]);
                 b->text[k] = xmalloc(n + 1);
-                memcpy(b->text[k], txt ? txt : "", n);
+                if (n) memcpy(b->text[k], txt, n);
                 b->text[k][n] = '\0';
                 free(txt);
                 s->ntext = (int32_t)n;
@@ -414,6 +427,7 @@ static int fixed_read(Rl *R, size_t k0, size_t k1, double *given, Err *e) {
 /* The next place for a sequence of need slots in (B, T) rows from
  * (*row, *col): its first slot, or -1 when the rows are full. */
 static long place(int *row, int *col, int B, int T, size_t need) {
+    if (need > (size_t)T) return -1;
     if ((size_t)*col + need > (size_t)T) (*row)++, *col = 0;
     if (*row >= B) return -1;
     long at = (long)*row * T + *col;
@@ -560,6 +574,7 @@ static int reward_samples(Rl *R, Roll *b, const Rollout *ro, char **ptext, size_
         size_t k = k0 + q;
         b->s[k].reward = given && !isnan(given[k]) ? given[k] : total[q];
         if (need) memcpy(b->per + k * (size_t)R->nsrc, per + q * (size_t)R->nsrc, (size_t)R->nsrc * sizeof *per);
+        else memset(b->per + k * (size_t)R->nsrc, 0, (size_t)R->nsrc * sizeof *per);
     }
     free(it);
     free(total);
@@ -678,23 +693,20 @@ static int make_rollout(Rl *R, long index, Err *e) {
     size_t p0 = P * (size_t)tr->dp_rank / (size_t)tr->dp, p1 = P * (size_t)(tr->dp_rank + 1) / (size_t)tr->dp;
     size_t k0 = p0 * G, k1 = p1 * G;
     double t0 = time_now(), *given = NULL;
+    int rc = 0;
     if (R->fixed) {
         given = xmalloc(b->ns * sizeof *given);
-        if (fixed_read(R, k0, k1, given, e)) {
-            free(given);
-            return -1;
-        }
+        rc = fixed_read(R, k0, k1, given, e);
     } else {
         uint64_t seed = sample_seed((uint64_t)tr->o.seed, (uint64_t)index);
-        if (sample_prompts(R, b, &R->ro, p0, p1, (int)G, &R->sp, seed, e)) return -1;
+        rc = sample_prompts(R, b, &R->ro, p0, p1, (int)G, &R->sp, seed, e);
     }
     for (size_t k = k0; k < k1; k++) b->s[k].prompt = b->prompts[k / G];
     double t1 = time_now();
     size_t *list = xmalloc(b->ns * sizeof *list);
     for (size_t k = k0; k < k1; k++) list[k - k0] = k;
-    int rc = 0;
     float temp = R->algo == RL_ONLINE_DPO ? 1.0f : (float)R->sp.temperature;
-    if (R->fixed) rc = logps_of(R, list, k1 - k0, 0, temp, b->old, e); /* TRL's with one iteration */
+    if (rc == 0 && R->fixed) rc = logps_of(R, list, k1 - k0, 0, temp, b->old, e); /* TRL's with one iteration */
     double t2 = time_now();
     if (rc == 0) rc = reward_samples(R, b, &R->ro, R->prompt_text, k0, k1, given, e);
     double t3 = time_now();
@@ -722,6 +734,12 @@ static int make_rollout(Rl *R, long index, Err *e) {
         b->gen_tokens = gt;
     }
     (void)mt;
+    if (R->reward_norm) { /* over the whole rollout (every rank's groups), Bessel, + 1e-8 */
+        double mean = 0, var = 0;
+        for (size_t k = 0; k < b->ns; k++) mean += b->s[k].reward / (double)b->ns;
+        for (size_t k = 0; k < b->ns; k++) var += pow(b->s[k].reward - mean, 2) / (double)(b->ns > 1 ? b->ns - 1 : 1);
+        for (size_t k = 0; k < b->ns; k++) b->s[k].reward = (b->s[k].reward - mean) / (sqrt(var) + 1e-8);
+    }
     advantages(R);
     R->st_gen = t1 - t0 + (R->fixed ? t2 - t1 : 0);
     R->st_rew = t3 - t2;
@@ -792,6 +810,9 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     Llama *m = &tr->m;
     size_t N = (size_t)tr->o.B * tr->o.T;
     float temp = R->algo == RL_ONLINE_DPO ? 1.0f : (float)R->sp.temperature;
+    /* one optimizer step a rollout: the old log-probabilities are this forward's own, detached (TRL's with
+     * num_iterations 1: ratio 1 exactly, whatever the engine's rounding or the adapters' dropout) */
+    int fresh = S == 1;
     RlLossOpts lo = {R->eps, R->eps_high, R->algo == RL_GRPO ? R->beta : 0, (int)R->kl_ratio};
     memset(&R->rst, 0, sizeof R->rst);
     memset(R->dst, 0, sizeof R->dst);
@@ -801,7 +822,7 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     for (size_t next = q0; next < q1 && rc == 0;) {
         size_t from = next;
         next = pack_micro(R, list, q1, next, R->algo == RL_ONLINE_DPO, R->algo == RL_PPO);
-        llama_lora_seed(m, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)from);
+        llama_lora_seed(m, sample_seed(sample_seed((uint64_t)tr->o.seed, (uint64_t)step), (uint64_t)from));
         if ((rc = micro_forward(R, m, temp, e))) break;
         for (size_t q = from; q < next; q++) R->seq_lp[list[q]] = 0;
         ran += R->micro_slots;
@@ -838,6 +859,7 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
                 }
                 double so = 0, d;
                 for (int t = 0; t < b->s[k].n; t++) so += b->old[k * mt + (size_t)t];
+                if (fresh) so = R->seq_lp[k];
                 loss += rl_clip_seq(&lo, R->seq_lp[k], so, b->s[k].adv, &d, &R->rst) / (double)rows;
                 R->seq_lp[k] = d / (double)rows;
             }
@@ -848,7 +870,7 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
                 if (R->slot_smp[q] < 0) continue;
                 size_t k = (size_t)R->slot_smp[q], t = (size_t)R->slot_t[q];
                 if (t >= (size_t)b->s[k].n) continue;
-                double lp = -(double)R->rl_host[q], old = b->old[k * mt + t], d;
+                double lp = -(double)R->rl_host[q], old = fresh ? lp : b->old[k * mt + t], d;
                 double l = rl_clip_token(&lo, lp, old, 0, b->padv[k * mt + t], &d, &R->rst);
                 loss += l / (double)tokens;
                 R->ppo[6] += l / (double)tokens;
@@ -861,8 +883,9 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
                 size_t k = (size_t)R->slot_smp[q], t = (size_t)R->slot_t[q];
                 if (!b->s[k].active) continue;
                 double w = rl_row_weight(R->loss_type, rows, tokens, b->s[k].n, R->max_tokens, gen_tokens, R->mini_batches);
-                double d, l = rl_clip_token(&lo, -(double)R->rl_host[q], b->old[k * mt + t], b->ref[k * mt + t],
-                                            b->s[k].adv, &d, &R->rst);
+                double lp = -(double)R->rl_host[q];
+                double d, l = rl_clip_token(&lo, lp, fresh ? lp : b->old[k * mt + t], b->ref[k * mt + t], b->s[k].adv,
+                                            &d, &R->rst);
                 loss += w * l;
                 R->rs_host[q] = (float)(-w * d);
             }
@@ -874,7 +897,7 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
         llama_backward(m, 0, m->c.n_layers);
         if (R->algo == RL_PPO) { /* the value model on the same rows: the clipped value loss over t <= n */
             Llama *v = &R->vt.m;
-            llama_lora_seed(v, (uint64_t)tr->o.seed * 0x9e3779b97f4a7c15ULL + (uint64_t)step * 4096 + (uint64_t)from + 1);
+            llama_lora_seed(v, sample_seed(sample_seed((uint64_t)tr->o.seed ^ 0x76616c75ULL, (uint64_t)step), (uint64_t)from));
             if ((rc = value_forward(R, e))) break;
             for (size_t q = 0; q < N; q++) {
                 R->vd_host[q] = 0;
@@ -1019,7 +1042,7 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
     int rc = sample_prompts(R, &v, &R->vro, p0, p1, 1, &R->vsp, sample_seed((uint64_t)tr->o.seed, 1u << 30), e);
     for (size_t k = p0; k < p1; k++) v.s[k].prompt = (uint32_t)k;
     double *per = xcalloc(n * (size_t)R->nsrc + 1, sizeof *per);
-    double sum[65] = {0};
+    double *sum = xcalloc((size_t)R->nsrc + 1, sizeof *sum); /* the total, then each source */
     if (rc == 0) {
         v.per = per;
         rc = reward_samples(R, &v, &R->vro, R->vprompt_text, p0, p1, NULL, e);
@@ -1037,20 +1060,22 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
         if (R->vdump) fflush(R->vdump);
         for (size_t k = p0; k < p1 && rc == 0; k++) {
             sum[0] += v.s[k].reward;
-            for (int q = 0; q < R->nsrc && q < 64; q++) sum[1 + q] += per[k * (size_t)R->nsrc + (size_t)q];
+            for (int q = 0; q < R->nsrc; q++) sum[1 + q] += per[k * (size_t)R->nsrc + (size_t)q];
         }
     }
     if (dist_allreduce_max_int(rc != 0)) {
         if (!rc) err_set(e, "validation failed on another rank");
         rc = -1;
     }
-    if (rc == 0 && tr->world > 1) dist_allreduce_f64(sum, 1 + (R->nsrc < 64 ? R->nsrc : 64));
-    for (int q = 0; q < R->nsrc && q < 64; q++) R->v_src[q] = sum[1 + q];
+    if (rc == 0 && tr->world > 1) dist_allreduce_f64(sum, 1 + R->nsrc);
+    for (int q = 0; q < R->nsrc; q++) R->v_src[q] = sum[1 + q];
+    double mean = sum[0] / (double)(n ? n : 1);
+    free(sum);
     R->v_n = (long)n;
     free(per);
     v.per = NULL;
     roll_free(&v);
-    return rc ? NAN : sum[0] / (double)(n ? n : 1);
+    return rc ? NAN : mean;
 }
 
 // ----------------------------------------------------------------------------
@@ -1101,9 +1126,11 @@ static void *data_aux_save(const void *ud, size_t *n) {
         float *h = xmalloc(nv * sizeof *h);
         v->m.ops->download(v->m.ctx, h, v->params, nv * sizeof *h);
         put(&w, h, nv * sizeof *h);
+        v->m.ops->download(v->m.ctx, h, v->opt.m, nv * sizeof *h); /* backend memory, as the weights */
+        put(&w, h, nv * sizeof *h);
+        v->m.ops->download(v->m.ctx, h, v->opt.v, nv * sizeof *h);
+        put(&w, h, nv * sizeof *h);
         free(h);
-        put(&w, v->opt.m, nv * sizeof(float)); /* AdamW's moments are host memory */
-        put(&w, v->opt.v, nv * sizeof(float));
         int64_t t = v->opt.t;
         put(&w, &t, sizeof t);
     }
@@ -1130,8 +1157,8 @@ static int data_aux_load(void *ud, const void *aux, size_t n, Err *e) {
     if (nv) {
         Trainer *v = &R->vt;
         v->m.ops->upload(v->m.ctx, v->params, p, nv * sizeof(float));
-        memcpy(v->opt.m, p + nv * sizeof(float), nv * sizeof(float));
-        memcpy(v->opt.v, p + 2 * nv * sizeof(float), nv * sizeof(float));
+        v->m.ops->upload(v->m.ctx, v->opt.m, p + nv * sizeof(float), nv * sizeof(float));
+        v->m.ops->upload(v->m.ctx, v->opt.v, p + 2 * nv * sizeof(float), nv * sizeof(float));
         int64_t t;
         memcpy(&t, p + 3 * nv * sizeof(float), sizeof t);
         v->opt.t = (long)t;
@@ -1220,7 +1247,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     rf.max_tokens = 64;
     CliFlag sf[ROLLOUT_NSAMPLER], ef[ROLLOUT_NENGINE];
     rollout_flags(&rf, sf, ef);
-    CliFlag flags[48 + TRAINER_NFLAGS] = {
+    CliFlag own[] = {
         {"algo", CLI_STR, &algo, 0, 0, "the method: grpo, rloo, online-dpo or ppo"},
         {"policy", CLI_STR, &policy, 0, 0, "the model to train (and the reference): an llamac checkpoint, a Hugging Face directory or a GGUF file"},
         {"prompts", CLI_STR, &prompts, 0, 0, "JSONL prompts: \"prompt\" (text or messages), \"messages\" or \"prompt_ids\", plus the fields the rewards read"},
@@ -1264,7 +1291,9 @@ int cmd_rl(int argc, char **argv, Err *e) {
         {"val-out", CLI_STR, &R.val_out, 0, 0, "write every validation's held-out answers (step, prompt, text, reward) here as JSONL"},
         sf[0], sf[1], sf[2], sf[3], sf[4], ef[0], ef[1], ef[2], ef[3], ef[4],
     };
-    int nf = 51;
+    CliFlag flags[sizeof own / sizeof own[0] + TRAINER_NFLAGS];
+    int nf = (int)(sizeof own / sizeof own[0]);
+    memcpy(flags, own, sizeof own);
     nf += trainer_flags(&o, flags + nf);
     int parsed = ftdata_parse(argc, argv, flags, nf,
                               "llamac rl [config.ini] --algo grpo|rloo|online-dpo|ppo --policy P --prompts prompts.jsonl "
@@ -1281,6 +1310,12 @@ int cmd_rl(int argc, char **argv, Err *e) {
     if (!prompts) return err_set(e, "--prompts: required (a JSONL file of prompts)");
     if (G < 0) G = R.algo == RL_GRPO ? 4 : R.algo == RL_PPO ? 1 : 2;
     if (iters < 0) iters = R.algo == RL_PPO ? 4 : 1;
+    if (G < 1) return err_set(e, "--group: at least 1 sample a prompt, got %ld", G);
+    if (iters < 1) return err_set(e, "--num-iterations: at least 1 pass over a rollout, got %ld", iters);
+    if (mask_trunc && (R.algo == RL_PPO || R.algo == RL_ONLINE_DPO))
+        return err_set(e, "--mask-truncated-completions: grpo and rloo only (TRL's), not %s", rl_algo_name(R.algo));
+    if (R.algo == RL_ONLINE_DPO && o.B < 2)
+        return err_set(e, "--batch: online-dpo packs a pair's two samples into one micro-batch: at least 2 rows");
     if (rl_kl_parse(kl_est, &R.kl_est, e)) return -1;
     if (R.algo == RL_PPO && o.zero) return err_set(e, "--zero: not with --algo ppo (the value model keeps whole moments)");
     if (R.algo == RL_ONLINE_DPO && G != 2) return err_set(e, "--group: online-dpo samples 2 completions a prompt, got %ld", G);
@@ -1303,7 +1338,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     R.mask_truncated = mask_trunc, R.kl_ratio = kl_ratio, R.normalize_adv = norm_adv, R.val_temp = val_temp;
     R.max_tokens = rf.max_tokens;
     R.gamma = gamma, R.lam = lam, R.vf_coef = vf_coef, R.cliprange_value = vclip, R.whiten_rewards = whiten;
-    R.need_ref = R.algo == RL_ONLINE_DPO || beta != 0;
+    R.need_ref = R.algo == RL_ONLINE_DPO || R.algo == RL_PPO || beta != 0; /* PPO: the KL is always reported */
     if (R.algo == RL_PPO && !value_model && !ropt.scorer.spec)
         return err_set(e, "--value-model: required with --algo ppo and no --reward-model (the value model starts from one)");
     if (rollout_params(&rf, 1.0, &R.sp, e)) return -1;
@@ -1324,6 +1359,8 @@ int cmd_rl(int argc, char **argv, Err *e) {
         R.has_val = 1;
     }
     ropt.scorer.device = o.device;
+    R.reward_norm = ropt.norm; /* over the whole rollout, not each rank's share (nor validation) */
+    ropt.norm = 0;
     int sources = ropt.scorer.spec || ropt.answer || ropt.regex || ropt.length || ropt.cmd;
     if ((sources || !R.fixed) && rewards_open(&R.rw, &ropt, e)) goto out; /* fixed rollouts may carry their rewards */
     R.nsrc = R.rw ? rewards_count(R.rw) : 0;
@@ -1387,7 +1424,9 @@ int cmd_rl(int argc, char **argv, Err *e) {
         free(host);
     }
     if (!R.fixed) {
-        EngineOpts eo = {(int)rf.max_seqs, (int)rf.max_rows, (int)ctx, rf.kv_tokens, 0};
+        /* PPO keeps a value one past a completion's last token: a sample stopped by the context must leave
+         * that slot in a row */
+        EngineOpts eo = {(int)rf.max_seqs, (int)rf.max_rows, (int)ctx - (R.algo == RL_PPO), rf.kv_tokens, 0};
         if (engine_init(&R.g, m, &eo, e)) goto out;
     } else if (R.has_val) {
         err_set(e, "--fixed-rollouts: no --val-prompts (validation samples)");

@@ -330,6 +330,9 @@ static int prog_start(Rewards *r, Err *e) {
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        /* nothing else of llamac's (MPI's sockets, files) outlives it in the program */
+        long maxfd = sysconf(_SC_OPEN_MAX);
+        for (long fd = 3; fd < (maxfd > 0 && maxfd < 65536 ? maxfd : 65536); fd++) close((int)fd);
         execve("/bin/sh", argv, environ);
         _exit(127);
     }

@@ -844,7 +844,7 @@ static double validate(Trainer *tr, TrainData *val, const TrainLoss *lf, FILE *m
     if (lf && lf->eval) {
         double v = lf->eval(lf->ud, tr, val, tr->o.val_batches, e);
         if (isnan(v) && e->msg[0]) return v;
-        char xl[512] = "", xj[1024] = "";
+        char xl[512] = "", xj[16384] = "";
         if (lf->extra) lf->extra(lf->ud, 1, xl, sizeof xl, xj, sizeof xj);
         const char *vn = lf->val_name ? lf->val_name : "loss";
         printf("step %ld | val %s %.4f%s\n", step, vn, v, xl);
@@ -1010,7 +1010,7 @@ int trainer_run(Trainer *tr, TrainData *train, TrainData *val, const TrainLoss *
         long ran = lf && lf->tokens ? lf->tokens(lf->ud) : (long)n; /* tokens forward and backward */
         tokens_seen += ran;
         double tps = ran / dt, mfu = fpt * tps / (peak * 1e9);
-        char trained[48] = "", xl[512] = "", xj[4096] = "";
+        char trained[48] = "", xl[512] = "", xj[16384] = "";
         if (train->masked) snprintf(trained, sizeof trained, " (%.0f trained)", ntgt / dt);
         if (lf && lf->extra) lf->extra(lf->ud, 0, xl, sizeof xl, xj, sizeof xj);
         if (train->report) train->report(train->ud, xj + strlen(xj), sizeof xj - strlen(xj));
