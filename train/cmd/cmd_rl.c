@@ -1,8 +1,8 @@
 /*
  * cmd_rl.c: `llamac rl`: online reinforcement learning from rewards
- * (DESIGN.md, "Rewards and online RL"; docs/rl.md): GRPO, RLOO and online
- * DPO (PPO next), on the shared loop of train/loop/trainer.c through its
- * TrainLoss hook.
+ * (DESIGN.md, "Rewards and online RL"; docs/rl.md): GRPO, RLOO, online
+ * DPO and PPO with a value model, on the shared loop of
+ * train/loop/trainer.c through its TrainLoss hook.
  *
  * One rollout loop serves every method. Rollout r (every --num-iterations
  * x --mini-batches optimizer steps): the next --prompts-per-step prompts
@@ -1232,6 +1232,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     TrainOpts o;
     ftdata_train_defaults(&o, 1e-6 /* TRL's GRPOConfig */, "rl.h5", "checkpoints-rl");
     o.B = 8;
+    o.T = 0; /* --seq: 0, rows of the longest prompt + --max-tokens */
     o.steps = 100;
     o.val_every = 10;
     const char *algo = "grpo", *policy = NULL, *prompts = NULL, *val_prompts = NULL, *tname = NULL, *scale = "group";
@@ -1301,7 +1302,9 @@ int cmd_rl(int argc, char **argv, Err *e) {
                               "Online reinforcement learning: every rollout samples G completions of --prompts-per-step\n"
                               "prompts from the current policy, rewards them (reward models, the answer/regex/length\n"
                               "checks, a program), and trains the policy on the method's advantages and clipped loss\n"
-                              "(GRPO, RLOO as TRL 1.16; online DPO: DPO on the best and worst of two samples). With\n"
+                              "(GRPO, RLOO as TRL 1.16; online DPO: DPO on the best and worst of two samples; PPO as\n"
+                              "TRL 1.12, with a value model started from a reward model). Rows hold the longest prompt +\n"
+                              "--max-tokens unless --seq is larger. With\n"
                               "--lora-r the reference is the same weights with the adapters off; otherwise a frozen copy.\n"
                               "See docs/rl.md.", e);
     if (parsed) return parsed < 0 ? -1 : 0;
@@ -1383,7 +1386,12 @@ int cmd_rl(int argc, char **argv, Err *e) {
     }
     /* rows of the longest prompt + completion */
     long ctx = R.ro.ctx > (R.has_val ? R.vro.ctx : 0) ? R.ro.ctx : R.vro.ctx;
-    o.T = ctx;
+    if (o.T && o.T < ctx) {
+        err_set(e, "--seq %ld: shorter than the longest prompt + --max-tokens (%ld tokens; 0: rows of that length)", o.T,
+                ctx);
+        goto out;
+    }
+    if (!o.T) o.T = ctx;
     o.batch_tokens = o.B * o.T * dist_world(); /* one (unused) micro-batch a rank: the step trains the rollout's */
     o.tokpath = NULL;
     o.val_batches = 1;
