@@ -61,6 +61,11 @@ for line in sys.stdin:
     r = json.loads(line)
     print("  step %3d: val loss %.4f, accuracy %.3f, margin %.3f" % (r["step"], r["val_loss"], r["eval_accuracy"],
           r["eval_margin"]))'
+# RLHF_STOP_AFTER_RM=1: only what demo-ppo needs (the SFT model, the prompts, rm.h5)
+if [ "${RLHF_STOP_AFTER_RM:-0}" = 1 ]; then
+    echo "demo-rlhf, steps 1-3 (RLHF_STOP_AFTER_RM=1): $(( $(date +%s) - t0 )) s"
+    exit 0
+fi
 
 . scripts/demo_held_reward.sh
 
