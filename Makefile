@@ -197,7 +197,7 @@ ifneq ($(V),1)
 Q := @
 endif
 
-.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-grpo demo-data demo-distill bench-data bench-dpo bench-reward bench-rl bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
+.PHONY: all test check-deps test-ref test-full demo demo-sft bench bench-lora bench-sft bench-sample demo-dpo demo-rlhf demo-grpo demo-ppo demo-data demo-distill bench-data bench-dpo bench-reward bench-rl bench-qlora bench-distill bench-dist bench-tokenize clean help deps cuda-check test-gpu bench-gpu \
         fuzz fuzz-build fuzz-deps
 
 all: $(BUILD)/llamac $(BUILD)/tests $(if $(MPICC),$(BUILD)/llamac-nompi)
@@ -274,6 +274,13 @@ demo-dpo: all
 # after, the best/median-of-k curves.
 demo-rlhf: all
 	$(Q)bash scripts/demo_rlhf.sh
+
+# PPO (llamac rl --algo ppo) of demo-sft's model on demo-rlhf's reward model
+# (its steps up to the reward model run first if missing): reward and KL per
+# rollout, held-out reward and answers before and after, curves.png
+# (scripts/demo_ppo.sh; sizes are variables: ROLLOUTS=16 make demo-ppo).
+demo-ppo: all
+	$(Q)bash scripts/demo_ppo.sh
 
 # The pretraining-data steps on the demo corpus before tokenising (dedup when
 # built, then the Gopher and C4 filters), with what each kept and dropped.
@@ -481,6 +488,7 @@ help:
 	@echo "make demo-dpo   DPO of the SFT demo's model on WordNet preference pairs (held-out reward accuracy)"
 	@echo "make demo-rlhf  reward model + rejection sampling on the SFT demo's model (held-out accuracy and reward)"
 	@echo "make demo-grpo  GRPO with a verifiable reward on SmolLM2 + LoRA (held-out reward before and after)"
+	@echo "make demo-ppo   PPO of the SFT demo's model on demo-rlhf's reward model (reward and KL per rollout, held-out reward)"
 	@echo "make demo-data  dedup + Gopher/C4 quality filters on the demo corpus, then tokenise (counts per rule)"
 	@echo "make demo-distill  SmolLM2-135M pruned to half, trained back with CE vs distillation (held-out loss table)"
 	@echo "make bench-data llamac data steps vs datatrove on the same documents: docs/s, peak RSS (BENCH_DATA_ARGS)"

@@ -65,8 +65,8 @@ for i in range(0, len(prompts), 8):
 EOF
 
 echo "== 4/4 the curves"
-if bash scripts/plot_metrics.sh --py scripts/plot_rl.py "$D/metrics.jsonl" --out "$D/curves.png" \
-        --title "GRPO on WordNet categories, SmolLM2-135M-Instruct + LoRA" >/dev/null 2>&1; then
+if bash scripts/plot_metrics.sh --py scripts/plot_metrics.py "$D/metrics.jsonl" --out "$D/curves.png" \
+        --keys reward+val_reward,kl --title "GRPO on WordNet categories, SmolLM2-135M-Instruct + LoRA" >/dev/null 2>&1; then
     echo "reward and KL by step: $D/curves.png"
 else
     echo "no plot: matplotlib could not be installed or could not draw (the numbers are in $D/metrics.jsonl)"

@@ -19,7 +19,8 @@
 # measured 2026-12-07.) 5) The greedy answers and their
 # held-out reward after. Everything lands in build/rlhf_demo (the reward
 # model's metrics, rs's round folders, curve.png). Extra arguments go to
-# `llamac rs`.
+# `llamac rs`. RLHF_STOP_AFTER_RM=1 stops after step 3, the reward model
+# (make demo-ppo builds what it needs that way).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 L=build/llamac
@@ -60,34 +61,16 @@ for line in sys.stdin:
     r = json.loads(line)
     print("  step %3d: val loss %.4f, accuracy %.3f, margin %.3f" % (r["step"], r["val_loss"], r["eval_accuracy"],
           r["eval_margin"]))'
+# RLHF_STOP_AFTER_RM=1: only what demo-ppo needs (the SFT model, the prompts, rm.h5)
+if [ "${RLHF_STOP_AFTER_RM:-0}" = 1 ]; then
+    echo "demo-rlhf, steps 1-3 (RLHF_STOP_AFTER_RM=1): $(( $(date +%s) - t0 )) s"
+    exit 0
+fi
 
-# greedy answers of a policy ($1, $2 = extra flags) to the held-out words, scored
-held_reward() {
-    local tag=$1; shift
-    rm -f "$D/greedy_$tag".* "$D/greedy_${tag}_"*
-    $L sample --model "$@" --tokenizer "$G" --prompts "$D/held_prompts.jsonl" --n 1 --temperature 0 \
-        --max-tokens 40 --out "$D/greedy_$tag.jsonl" >/dev/null
-    python3 - "$D/greedy_$tag.jsonl" "$D/greedy_${tag}_items.jsonl" <<'EOF'
-import json, sys
-with open(sys.argv[2], "w") as f:
-    for line in open(sys.argv[1]):
-        r = json.loads(line)
-        f.write(json.dumps({"prompt": r["messages"], "completion": r["text"]}) + "\n")
-EOF
-    $L score --reward-model "$D/rm.h5" --reward-tokenizer "$G" --reward-template chatml \
-        --data "$D/greedy_${tag}_items.jsonl" --out "$D/greedy_${tag}_scored.jsonl" >/dev/null 2>&1
-    python3 - "$D/greedy_${tag}_scored.jsonl" "$tag" <<'EOF'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-print("---- held-out words, %s rejection sampling (greedy): mean reward %.3f over %d answers ----"
-      % (sys.argv[2], sum(r["reward"] for r in rows) / len(rows), len(rows)))
-for r in rows[:4]:
-    print("Q: %s\nA: %s   (reward %.2f)" % (r["prompt"][-1]["content"], r["completion"].strip(), r["reward"]))
-EOF
-}
+. scripts/demo_held_reward.sh
 
 echo "== 4/6 before"
-held_reward before "$SFT"
+held_reward "$D" before "before rejection sampling" "$SFT"
 
 echo "== 5/6 rejection sampling: 2 rounds of K 8 answers to 64 training words at temperature 0.8, the best kept, LoRA SFT"
 rm -rf "$D/rs"
@@ -99,7 +82,8 @@ $L rs --policy "$SFT" --tokenizer "$G" --template chatml \
 
 echo "== 6/6 after"
 POLICY=$(ls -d "$D"/rs/round-2/adapter 2>/dev/null || true)
-if [ -n "$POLICY" ]; then held_reward after "$SFT" --adapter "$POLICY"; else held_reward after "$D/rs/round-2/policy.h5"; fi
+if [ -n "$POLICY" ]; then held_reward "$D" after "after rejection sampling" "$SFT" --adapter "$POLICY"
+else held_reward "$D" after "after rejection sampling" "$D/rs/round-2/policy.h5"; fi
 if bash scripts/plot_metrics.sh --rs-curve "$D/rs/curve.png" "$D"/rs/round-*/curve.jsonl >/dev/null 2>&1; then
     echo "the best- and median-of-k reward curves of both rounds: $D/rs/curve.png"
 else

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Draw a llamac metrics file (JSON lines, `llamac pretrain --metrics`) as one PNG.
 
-    python scripts/plot_metrics.py METRICS.jsonl [--out PLOT.png] [--title TEXT]
+    python scripts/plot_metrics.py METRICS.jsonl [--out PLOT.png] [--title TEXT] [--keys A+B,C]
 
 The file has one line per optimizer step ({"step", "loss", "lr", "grad_norm",
 "tokens_per_s", "mfu", "elapsed_s", "tokens"}) and one per validation
@@ -9,7 +9,10 @@ The file has one line per optimizer step ({"step", "loss", "lr", "grad_norm",
 fields a later version adds) are taken as they come, and a line that is not
 JSON is an error naming the file and line. Four panels share the step axis:
 training and validation loss, learning rate, gradient norm, tokens/s. The
-default OUT is METRICS with .png in place of .jsonl.
+default OUT is METRICS with .png in place of .jsonl. --keys draws other
+fields instead, one panel per comma-separated group, one line per
++-separated key (validation keys, val_*, as dots): `llamac rl`'s
+--keys reward+val_reward,objective/kl (make demo-ppo).
 """
 
 import argparse
@@ -39,13 +42,43 @@ def read(path, keys=("loss", "val_loss", "lr", "grad_norm", "tokens_per_s")):
     return {k: sorted(dict(v).items()) for k, v in steps.items()}
 
 
+def plot_keys(path, out, title, panels):
+    """panels (lists of keys) of a metrics file, side by side over the step axis"""
+    m = read(path, tuple(k for p in panels for k in p))
+    if not any(m.values()):
+        sys.exit(f"plot_metrics: {path}: none of {', '.join(m)}")
+    import matplotlib
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    for a, keys in zip(ax[0], panels):
+        for k in keys:
+            if not m[k]:
+                continue
+            s, v = [x for x, _ in m[k]], [y for _, y in m[k]]
+            a.plot(s, v, "o-" if k.startswith("val_") else "-", ms=4, lw=1.2 if k.startswith("val_") else 0.9, label=k)
+            a.annotate(f"{v[-1]:.3f}", (s[-1], v[-1]), textcoords="offset points", xytext=(-28, 8))
+        a.set_xlabel("step")
+        a.set_ylabel(" / ".join(keys))
+        a.legend()
+        a.grid(alpha=0.3)
+    fig.suptitle(title or os.path.basename(path))
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    print(f"plot_metrics: {out}")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("metrics")
     ap.add_argument("--out")
     ap.add_argument("--title")
+    ap.add_argument("--keys", help="panels of fields: A+B,C (one panel per comma group)")
     args = ap.parse_args()
     out = args.out or (args.metrics[:-6] if args.metrics.endswith(".jsonl") else args.metrics) + ".png"
+    if args.keys:
+        return plot_keys(args.metrics, out, args.title, [g.split("+") for g in args.keys.split(",")])
     m = read(args.metrics)
     if not m["loss"] and not m["val_loss"]:
         sys.exit(f"plot_metrics: {args.metrics}: no loss values")
