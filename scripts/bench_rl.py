@@ -104,7 +104,8 @@ def llamac_rl_cmd(algo, a, prompts, d):
                 "--scale-rewards", "group", "--reward-answer", "answer"]
     else:  # ppo: P x G prompts, one completion each; TRL 1.12.0's defaults spelled out
         cmd += ["--batch", str(a.prompts_per_step * a.group), "--group", "1", "--reward-model", RM,
-                "--value-model", RM, "--num-iterations", str(PPO_EPOCHS), "--beta", str(KL_COEF)]
+                "--reward-template", "chatml", "--value-model", RM, "--num-iterations", str(PPO_EPOCHS),
+                "--beta", str(KL_COEF)]
     return cmd
 
 # ---------------------------------------------------------------- prompts
