@@ -103,8 +103,8 @@ def llamac_rl_cmd(algo, a, prompts, d):
         cmd += ["--batch", str(a.prompts_per_step), "--group", str(a.group), "--beta", "0", "--loss-type", "dapo",
                 "--scale-rewards", "group", "--reward-answer", "answer"]
     else:  # ppo: P x G prompts, one completion each; TRL 1.12.0's defaults spelled out
-        cmd += ["--batch", str(a.prompts_per_step * a.group), "--group", "1", "--reward-model", RM,
-                "--reward-template", "chatml", "--value-model", RM, "--num-iterations", str(PPO_EPOCHS),
+        # micro-batches of 4 rows (a step still trains all P x G): llamac's activations for 4 rows, not 16
+        cmd += ["--batch", "4", "--group", "1", "--reward-model", RM, "--reward-template", "chatml", "--value-model", RM, "--num-iterations", str(PPO_EPOCHS),
                 "--beta", str(KL_COEF)]
     return cmd
 
