@@ -196,7 +196,9 @@ typedef struct Ops {
      * -log softmax(logits)[target], accumulated in double. If row_loss is
      * not NULL it gets each row's loss (0 for ignored rows). If dx is not
      * NULL: dx(N, D) = scale * dlogits w, and dw(V, D) += scale * dlogits^T x
-     * (dw may be NULL), where dlogits = softmax - onehot(target). */
+     * (dw may be NULL), where dlogits = softmax - onehot(target), 0 for an
+     * ignored row (the CPU makes no logits for those). scratch: at least
+     * scratch_floats(ctx, B, T, ., ., V, D) floats with B * T >= N. */
     double (*lmhead_ce)(void *ctx, float *dx, float *dw, float *row_loss, const float *x,
                         const float *w, const int *targets, float *scratch, int N, int D, int V,
                         float scale);

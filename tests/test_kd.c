@@ -467,3 +467,31 @@ void kd_bench(void) {
     free(dx); free(dw); free(sc);
     kd_free(&c);
 }
+
+/* lmhead_rows at SmolLM2's head (D 576, V 49152) on an RL-like batch: 3% of
+ * the 512 rows trained (the rest prompt rows, LC_IGNORE), forward + backward.
+ * Printed only; the time depends on the machine's load. */
+void head_bench(void) {
+    enum { N = 512, D = 576, V = 49152, REPS = 2 };
+    Rng r;
+    rng_seed(&r, 2626);
+    float *x = NEW((size_t)N * D), *w = NEW((size_t)V * D), *dx = NEW((size_t)N * D), *dw = NEW((size_t)V * D);
+    float *rl = NEW(N), *rm = NEW(N), *rs = NEW(N), *sc = NEW(O->scratch_floats(NULL, 1, N, 1, 2, V, D));
+    int *tgt = xmalloc(N * sizeof(int)), nt = 0;
+    for (size_t i = 0; i < (size_t)N * D; i++) x[i] = rng_normal(&r);
+    for (size_t i = 0; i < (size_t)V * D; i++) w[i] = 0.05f * rng_normal(&r);
+    for (int n = 0; n < N; n++) { /* a completion of 5 tokens after each 160 prompt rows: 15 of 512 */
+        tgt[n] = n % 168 >= 163 ? (int)(rng_u64(&r) % V) : LC_IGNORE;
+        nt += tgt[n] != LC_IGNORE;
+        rs[n] = 1.0f;
+    }
+    double t0 = 0, l = 0;
+    for (int rep = 0; rep <= REPS; rep++) {
+        if (rep == 1) t0 = time_now(); /* the first call warms up */
+        l = O->lmhead_rows(NULL, dx, dw, rl, rm, x, w, tgt, rs, sc, N, D, V);
+    }
+    double ms = (time_now() - t0) / REPS * 1e3;
+    EXPECT(isfinite(l), "lmhead_rows: loss %g", l);
+    printf("    lmhead_rows N %d D %d V %d, %d rows trained: %8.2f ms per call (forward + backward)\n", N, D, V, nt, ms);
+    free(x); free(w); free(dx); free(dw); free(rl); free(rm); free(rs); free(sc); free(tgt);
+}

@@ -338,6 +338,121 @@ static void case_lmhead(Rng *r) {
     free(c.tgt); free(c.x); free(c.w); free(c.rowl); free(c.scratch); free(dx); free(dw);
 }
 
+/* A batch of mostly ignored rows (RL's and completion-only SFT's prompt
+ * rows, to which lmhead makes no logits): lmhead_rows, or qlmhead on type
+ * *qt (NULL: the float head), against the same op on the trained rows alone
+ * (a dense batch: lmhead's path before it skipped rows) within SPARSE_TOL,
+ * and against the head in double within REF_TOL; ignored rows must get
+ * exactly 0. 12000 rows: the first 1100 trained (a contiguous chunk of 1024
+ * read in place), then 2.5% of the rest, scattered (gathered chunks): 88%
+ * ignored. Errors are relative to each tensor's largest value. */
+#define SPARSE_TOL 1e-6 /* the same float32 arithmetic: rounding (dW's order) at most */
+#define REF_TOL 2e-5    /* float32 against double: up to 7e-6 measured (Q5_K's dx) */
+
+static double rel_diff(const float *a, const float *b, size_t n) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    return worst / (scale > 0 ? scale : 1);
+}
+
+static double ref_err(const float *a, const double *ref, size_t n) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(ref[i]));
+    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs(a[i] - ref[i]));
+    return worst / (scale > 0 ? scale : 1);
+}
+
+static double head_call(const uint32_t *qt, float *dx, float *dw, float *rl, float *rm, const float *x, const float *w,
+                        const QTensor *q, const int *tgt, const float *rs, float *scratch, float *work, int N, int D,
+                        int V) {
+    return qt ? O->qlmhead(NULL, dx, rl, rm, x, q, tgt, rs, 0.0f, scratch, work, N)
+              : O->lmhead_rows(NULL, dx, dw, rl, rm, x, w, tgt, rs, scratch, N, D, V);
+}
+
+static void lmhead_sparse(Rng *r, const uint32_t *qt) {
+    int N = 12000, D = qt ? quant_block(*qt) : 24, V = 40, nt = 0, ok = 1;
+    QTensor q;
+    uint8_t *qd = qt ? test_qtensor_rand(r, *qt, V, D, &q) : NULL;
+    float *x = NEW((size_t)N * D), *w = NEW((size_t)V * D), *rs = NEW(N), *dx = NEW((size_t)N * D);
+    float *dw = NEW((size_t)V * D), *rl = NEW(N), *rm = NEW(N), *work = qt ? NEW(O->qwork_floats(NULL, D)) : NULL;
+    float *scratch = NEW(O->scratch_floats(NULL, 1, N, 1, 2, V, D));
+    /* the trained rows alone (suffix c), and the double reference (_ref) */
+    float *xc = NEW((size_t)N * D), *rsc = NEW(N), *dxc = NEW((size_t)N * D), *dwc = NEW((size_t)V * D);
+    float *rlc = NEW(N), *rmc = NEW(N);
+    double *dx_ref = xcalloc((size_t)N * D, sizeof(double)), *dw_ref = xcalloc((size_t)V * D, sizeof(double));
+    double *rl_ref = xcalloc(N, sizeof(double)), *rm_ref = xcalloc(N, sizeof(double)), loss_ref = 0;
+    int *tgt = xmalloc(N * sizeof(int)), *tgtc = xmalloc(N * sizeof(int)), *idx = xmalloc(N * sizeof(int));
+    gc_randn(r, x, (size_t)N * D, 1); gc_randn(r, rs, N, 1);
+    if (qt)
+        quant_rows(&q, 0, V, w);
+    else
+        gc_randn(r, w, (size_t)V * D, 0.5f);
+    for (int n = 0; n < N; n++) {
+        int keep = n < 1100 || rng_u64(r) % 1000 < 25;
+        tgt[n] = keep ? (int)(rng_u64(r) % V) : LC_IGNORE;
+        if (!keep) continue;
+        memcpy(xc + (size_t)nt * D, x + (size_t)n * D, D * sizeof(float));
+        rsc[nt] = rs[n], tgtc[nt] = tgt[n], idx[nt++] = n;
+    }
+    for (size_t i = 0; i < (size_t)N * D; i++) dx[i] = NAN; /* every row written, ignored ones 0 */
+    for (int n = 0; n < N; n++) rl[n] = rm[n] = NAN;
+    for (size_t i = 0; i < (size_t)V * D; i++) dw[i] = dwc[i] = 0.5f, dw_ref[i] = 0.5; /* dw accumulates */
+    for (int n = 0; n < N; n++) {
+        if (tgt[n] == LC_IGNORE) continue;
+        double l[40], mx = -1e300, s = 0, m = 0;
+        for (int v = 0; v < V; v++) {
+            l[v] = 0;
+            for (int d = 0; d < D; d++) l[v] += (double)x[(size_t)n * D + d] * w[v * D + d];
+            mx = fmax(mx, l[v]);
+            m += l[v];
+        }
+        for (int v = 0; v < V; v++) s += exp(l[v] - mx);
+        rl_ref[n] = mx + log(s) - l[tgt[n]];
+        rm_ref[n] = m / V;
+        loss_ref += rl_ref[n];
+        for (int v = 0; v < V; v++) {
+            double g = rs[n] * (exp(l[v] - mx) / s - (v == tgt[n]));
+            for (int d = 0; d < D; d++) {
+                dx_ref[(size_t)n * D + d] += g * w[v * D + d];
+                dw_ref[v * D + d] += g * x[(size_t)n * D + d];
+            }
+        }
+    }
+    double loss = head_call(qt, dx, dw, rl, rm, x, w, &q, tgt, rs, scratch, work, N, D, V);
+    double lc = head_call(qt, dxc, dwc, rlc, rmc, xc, w, &q, tgtc, rsc, scratch, work, nt, D, V);
+    const char *name = qt ? quant_name(*qt) : "f32";
+    /* ignored rows exactly 0; trained ones as the dense batch's */
+    double es = 0, dxmax = 0;
+    for (size_t i = 0; i < (size_t)nt * D; i++) dxmax = fmax(dxmax, fabs(dxc[i]));
+    for (int n = 0, k = 0; n < N; n++) {
+        if (k < nt && idx[k] == n) {
+            es = fmax(es, fabs(rl[n] - rlc[k]) / fabs(rlc[k]));
+            es = fmax(es, fabs(rm[n] - rmc[k]) / fmax(fabs(rmc[k]), 1e-30));
+            for (int d = 0; d < D; d++) es = fmax(es, fabs(dx[(size_t)n * D + d] - dxc[(size_t)k * D + d]) / dxmax);
+            k++;
+            continue;
+        }
+        ok &= rl[n] == 0 && rm[n] == 0;
+        for (int d = 0; d < D; d++) ok &= dx[(size_t)n * D + d] == 0;
+    }
+    es = fmax(es, qt ? 0 : rel_diff(dw, dwc, (size_t)V * D));
+    EXPECT(ok, "%s: an ignored row's loss, mean or dx is not 0", name);
+    EXPECT(fabs(loss - lc) <= SPARSE_TOL * lc && es <= SPARSE_TOL,
+           "%s, %d of %d rows: loss %.9g, dense %.9g; rows or dw differ by %.2e", name, nt, N, loss, lc, es);
+    double e[5] = {fabs(loss - loss_ref) / loss_ref, ref_err(rl, rl_ref, N), ref_err(rm, rm_ref, N),
+                   ref_err(dx, dx_ref, (size_t)N * D), qt ? 0 : ref_err(dw, dw_ref, (size_t)V * D)};
+    EXPECT(e[0] <= REF_TOL && e[1] <= REF_TOL && e[2] <= REF_TOL && e[3] <= REF_TOL && e[4] <= REF_TOL,
+           "%s against double: loss %.2e, row loss %.2e, row mean %.2e, dx %.2e, dw %.2e", name, e[0], e[1], e[2],
+           e[3], e[4]);
+    if (getenv("LLAMAC_TEST_VERBOSE"))
+        printf("    lmhead sparse %-5s %d of %d rows: vs dense %.1e; vs double: loss %.1e rows %.1e means %.1e dx %.1e "
+               "dw %.1e\n", name, nt, N, fmax(fabs(loss - lc) / lc, es), e[0], e[1], e[2], e[3], e[4]);
+    free(qd); free(x); free(w); free(rs); free(dx); free(dw); free(rl); free(rm); free(work); free(scratch);
+    free(xc); free(rsc); free(dxc); free(dwc); free(rlc); free(rmc);
+    free(dx_ref); free(dw_ref); free(rl_ref); free(rm_ref); free(tgt); free(tgtc); free(idx);
+}
+
 /* lmhead_rows: f = sum_n row_scale[n] * row_loss[n], whose gradient is the
  * op's weighted backward; row_mean against the logits in double */
 typedef struct { CeCase ce; float *rs, *mean; } RowsCase;
@@ -379,6 +494,7 @@ static void case_lmhead_rows(Rng *r) {
     check("lmhead_rows.dw", rows_f, &c, e->w, dw, e->V * e->D, r);
     free(e->tgt); free(e->x); free(e->w); free(e->rowl); free(e->scratch); free(dx); free(dw); free(rl);
     free(c.rs); free(c.mean);
+    lmhead_sparse(r, NULL);
 }
 
 // ----------------------------------------------------------------------------
@@ -670,13 +786,6 @@ uint8_t *test_qtensor_rand(Rng *r, uint32_t type, int rows, int cols, QTensor *q
     return d;
 }
 
-static double rel_diff(const float *a, const float *b, size_t n) {
-    double worst = 0, scale = 0;
-    for (size_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
-    for (size_t i = 0; i < n; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
-    return worst / (scale > 0 ? scale : 1);
-}
-
 static void qmatmul_case(Rng *r, uint32_t type, int N, int Dout, int Din) {
     QTensor q;
     uint8_t *qd = test_qtensor_rand(r, type, Dout, Din, &q);
@@ -794,6 +903,7 @@ static void case_qlmhead(Rng *r) {
         EXPECT(e < 1e-5, "qlmhead %s: with row scales, dx or row means differ by %g", quant_name(t), e);
         free(qd); free(w); free(x); free(rs); free(dx0); free(dx1); free(rl0); free(rl1); free(m0); free(m1);
         free(work); free(scratch); free(tgt);
+        lmhead_sparse(r, &t);
     }
 }
 

@@ -31,10 +31,12 @@ void ops_qdequant(void);
 void ops_lmhead_kd(void);
 /* test_kd.c: test_ops.c's row for lmhead_kd; the op against torchtune and
  * TRL (tests/fixtures/kd/kd_ref.bin, or LLAMAC_KD_REF: scripts/test_kd_ref.py);
- * its time per call beside lmhead_ce (printed) */
+ * its time per call beside lmhead_ce (printed); head_bench: lmhead_rows
+ * at SmolLM2's head with 3% of the rows trained (printed) */
 void ops_kd_case(Rng *r);
 void kd_ref(void);
 void kd_bench(void);
+void head_bench(void);
 /* test_rlalgo.c: the RL arithmetic (train/loop/rlalgo.h): hand fixtures, finite
  * differences, parse errors, and TRL's values (tests/fixtures/rl/rl_ref.json, or
  * LLAMAC_RL_REF: scripts/test_rl_ref.py) */
