@@ -29,6 +29,9 @@ import random
 import re
 import sys
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from prepare_sft_wordnet import index_entries  # noqa: E402  (WordNet's index, read once for both demos)
+
 # lexicographer file number (WordNet's lexnames) -> category, article
 CATEGORIES = {5: ("animal", "an"), 20: ("plant", "a"), 13: ("food", "a"), 8: ("body part", "a")}
 EXAMPLE = ("cat", "animal")
@@ -49,20 +52,12 @@ def lexfiles(root):
 def nouns(root, min_tags, lex):
     """(lemma, first sense's category, every sense's category) from index.noun"""
     out = []
-    with open(os.path.join(root, "index.noun"), encoding="latin-1") as f:
-        for line in f:
-            if line.startswith("  "):
-                continue
-            p = line.split()
-            lemma, synset_cnt, p_cnt = p[0], int(p[2]), int(p[3])
-            rest = p[4 + p_cnt:]
-            tagsense = int(rest[1])
-            offsets = rest[2:2 + synset_cnt]
-            first = lex[offsets[0]]
-            if tagsense < min_tags or first not in CATEGORIES or not re.fullmatch(r"[a-z]{3,12}", lemma):
-                continue
-            cats = [CATEGORIES[n][0] for n in CATEGORIES if any(lex[o] == n for o in offsets)]
-            out.append((lemma, CATEGORIES[first][0], cats))
+    for lemma, tagsense, offsets in index_entries(root, "noun"):
+        first = lex[offsets[0]]
+        if tagsense < min_tags or first not in CATEGORIES or not re.fullmatch(r"[a-z]{3,12}", lemma):
+            continue
+        cats = [CATEGORIES[n][0] for n in CATEGORIES if any(lex[o] == n for o in offsets)]
+        out.append((lemma, CATEGORIES[first][0], cats))
     return out
 
 

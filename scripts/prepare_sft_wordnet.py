@@ -42,20 +42,24 @@ def glosses(root, pos):
     return out
 
 
-def words(root, pos, min_tags):
-    """(lemma, first-sense offset) of common single words, from index.<pos>"""
-    out = []
+def index_entries(root, pos):
+    """(lemma, SemCor-tagged senses, synset offsets by sense) of every entry of index.<pos>"""
     with open(os.path.join(root, "index." + pos), encoding="latin-1") as f:
         for line in f:
             if line.startswith("  "):
                 continue
             p = line.split()
-            lemma, synset_cnt, p_cnt = p[0], int(p[2]), int(p[3])
+            synset_cnt, p_cnt = int(p[2]), int(p[3])
             rest = p[4 + p_cnt:]
-            tagsense = int(rest[1])
-            offsets = rest[2:2 + synset_cnt]
-            if tagsense >= min_tags and re.fullmatch(r"[a-z]{3,12}", lemma):
-                out.append((lemma, offsets[0]))
+            yield p[0], int(rest[1]), rest[2:2 + synset_cnt]
+
+
+def words(root, pos, min_tags):
+    """(lemma, first-sense offset) of common single words, from index.<pos>"""
+    out = []
+    for lemma, tagsense, offsets in index_entries(root, pos):
+        if tagsense >= min_tags and re.fullmatch(r"[a-z]{3,12}", lemma):
+            out.append((lemma, offsets[0]))
     return out
 
 

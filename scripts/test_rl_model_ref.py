@@ -72,6 +72,7 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from refcheck import check, summary  # noqa: E402
+from test_dpo_ref import SPEC, build_base  # noqa: E402  (the same tiny Llama as the DPO check)
 
 TOL = 1e-5
 STEPS = 3
@@ -84,9 +85,6 @@ ADAM_EPS = 1e-6
 P = 2
 MAX_TOKENS = 8
 PROMPT_LEN = 5
-SPEC = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-            intermediate_size=96, max_position_embeddings=128, rms_norm_eps=1e-5,
-            rope_parameters={"rope_type": "default", "rope_theta": 10000.0}, tie_word_embeddings=False)
 TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 EOS = "<|end_of_text|>"
 
@@ -108,20 +106,6 @@ CASES = [
     ("rloo beta 0", "rloo", 3, 0.0, None, 1.0),
     ("online-dpo sigmoid", "online-dpo", 2, 0.1, "sigmoid", 1.0),
 ]
-
-
-def build_base(path, vocab):
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
-    cfg = LlamaConfig(**SPEC, vocab_size=vocab, attention_bias=False, mlp_bias=False, hidden_act="silu",
-                      use_cache=False)
-    torch.manual_seed(5)
-    m = LlamaForCausalLM(cfg)
-    with torch.no_grad():  # larger weights than the 0.02 init, so the steps move the log-probabilities
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.normal_(0, 0.08)
-    m.save_pretrained(path, safe_serialization=True)
 
 
 def build_adapter(base, path):
