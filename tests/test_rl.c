@@ -195,6 +195,30 @@ void rl_resume(void) {
     for (int from = 3; from <= 4; from++) resume_matches(RUN_RES, RLD "/res", from, full, 6);
 }
 
+/* LoRA GRPO on each kind of base a user has (an llamac checkpoint, a
+ * Hugging Face directory, a GGUF file), killed with SIGKILL inside a rollout
+ * (after step 3, the first of rollout 1's two mini-batches) and resumed with
+ * --resume auto: the same adapters, moments and losses as a straight run. */
+void rl_kill_resume(void) {
+    need_policy();
+    char bases[3][256];
+    ckpt_test_bases(RLD, RLD "/policy.h5", bases);
+    for (int k = 0; k < 3; k++) {
+        char a[2048], b[2048], ck[256], pa[256], pb[256], ma[256], mb[256];
+        snprintf(ma, sizeof ma, RLD "/rbA%d.jsonl", k);
+        snprintf(mb, sizeof mb, RLD "/rbB%d.jsonl", k);
+#define RB_ARGS "rl --algo grpo --policy %s --tokenizer " TOKF " --template llama3 --prompts " RLD "/p.jsonl " RCMD \
+                " --group 2 --prompts-per-step 4 --mini-batches 2 --max-tokens 5 --steps 12 --lora-r 4 --lr 1e-2 " \
+                "--seed 9 --batch 2 --save-every 1 --keep 20 --ckpt-dir " RLD "/rb%c%d --adapter-out " RLD "/rbad --metrics %s"
+        snprintf(a, sizeof a, RB_ARGS, bases[k], 'A', k, ma);
+        snprintf(b, sizeof b, RB_ARGS, bases[k], 'B', k, mb);
+        snprintf(ck, sizeof ck, RLD "/rbB%d/step-00000003.h5", k);
+        snprintf(pa, sizeof pa, RLD "/rbA%d/step-00000012.h5", k);
+        snprintf(pb, sizeof pb, RLD "/rbB%d/step-00000012.h5", k);
+        ckpt_test_kill_resume(a, b, ck, pa, pb, ma, mb, 12, 0);
+    }
+}
+
 #define RUN_PPO "rl --algo ppo " POLICY " --prompts " RLD "/p.jsonl --reward-model " RLD "/rm.h5 --reward-tokenizer " \
                 TOKF " --reward-template llama3 --prompts-per-step 2 --num-iterations 2 --max-tokens 5 --lora-r 4 " \
                 "--lr 1e-2 --seed 4 --batch 2 --steps 4 "

@@ -400,6 +400,7 @@ void test_tiny_model(const char *path, int V, uint64_t tok_id, int num_labels, u
 void rl_grpo_e2e(void);
 void rl_fixed_loss(void);
 void rl_resume(void);
+void rl_kill_resume(void);
 void rl_ppo(void);
 void rl_dist(void);
 void rl_errors(void);
