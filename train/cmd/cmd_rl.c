@@ -112,7 +112,9 @@ typedef struct {
     Engine *g;
     Llama ref;           /* full fine-tuning: the frozen reference */
     int has_ref, need_ref;
-    Roll roll;
+    Roll roll, vroll;    /* the rollout in progress; the held-out answers of a validation */
+    uint32_t *perm;      /* (P) a step's order of the rollout's groups */
+    size_t *mb_list;     /* (P * G) a step's samples */
     uint64_t epoch, pos; /* prompt cursor: position pos of epoch's order */
     uint32_t *order;
     uint64_t order_epoch;
@@ -168,9 +170,8 @@ static uint32_t next_prompt(Rl *R) {
 // ----------------------------------------------------------------------------
 // the rollout buffer, its wire format (the DP gather and /state/aux)
 
-static void roll_alloc(Rl *R) {
-    Roll *b = &R->roll;
-    size_t ns = (size_t)(R->P * R->G), mt = (size_t)R->max_tokens;
+/* ns samples of nprompts prompts, max_tokens each, nsrc reward sources. */
+static void roll_alloc(Roll *b, size_t ns, size_t nprompts, size_t mt, int nsrc) {
     b->index = -1;
     b->ns = ns;
     b->s = xcalloc(ns, sizeof *b->s);
@@ -181,8 +182,8 @@ static void roll_alloc(Rl *R) {
     b->padv = xcalloc(ns * mt, sizeof *b->padv);
     b->pret = xcalloc(ns * mt, sizeof *b->pret);
     b->text = xcalloc(ns, sizeof *b->text);
-    b->per = xcalloc(ns * (size_t)(R->nsrc ? R->nsrc : 1), sizeof *b->per);
-    b->prompts = xcalloc((size_t)R->P, sizeof *b->prompts);
+    b->per = xcalloc(ns * (size_t)(nsrc ? nsrc : 1), sizeof *b->per);
+    b->prompts = xcalloc(nprompts, sizeof *b->prompts);
     b->txt = xcalloc(ns, sizeof *b->txt);
 }
 
@@ -684,7 +685,7 @@ static void dump_rollout(Rl *R) {
 static int make_rollout(Rl *R, long index, Err *e) {
     Trainer *tr = R->tr;
     Roll *b = &R->roll;
-    size_t P = (size_t)R->P, G = (size_t)R->G, mt = (size_t)R->max_tokens;
+    size_t P = (size_t)R->P, G = (size_t)R->G;
     b->index = index;
     b->gen_tokens = 0;
     for (size_t p = 0; p < P; p++) b->prompts[p] = next_prompt(R); /* every rank draws them all */
@@ -733,7 +734,6 @@ static int make_rollout(Rl *R, long index, Err *e) {
         dist_allreduce_long(&gt, 1);
         b->gen_tokens = gt;
     }
-    (void)mt;
     if (R->reward_norm) { /* over the whole rollout (every rank's groups), Bessel, + 1e-8 */
         double mean = 0, var = 0;
         for (size_t k = 0; k < b->ns; k++) mean += b->s[k].reward / (double)b->ns;
@@ -777,7 +777,6 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     Rl *R = ud;
     Roll *b = &R->roll;
     long S = steps_per_rollout(R), j = step % S;
-    double t0 = time_now();
     R->st_gen = R->st_rew = R->st_ref = 0;
     if (b->index != step / S) {
         if (j != 0) {
@@ -789,10 +788,10 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     double t1 = time_now();
     long it = j / R->mini_batches, mb = j % R->mini_batches;
     size_t G = (size_t)R->G, mt = (size_t)R->max_tokens, g0, ng;
-    uint32_t *perm = xmalloc((size_t)R->P * sizeof *perm);
+    uint32_t *perm = R->perm;
     minibatch_groups(R, it, mb, &g0, &ng, perm);
     /* the mini-batch's samples; this rank trains its share of its groups */
-    size_t nm = ng * G, *list = xmalloc(nm * sizeof *list);
+    size_t nm = ng * G, *list = R->mb_list;
     long rows = 0, tokens = 0, gen_tokens = 0;
     for (size_t q = 0; q < ng; q++)
         for (size_t s = 0; s < G; s++) {
@@ -918,8 +917,6 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
             llama_backward(v, 0, v->c.n_layers);
         }
     }
-    free(perm);
-    free(list);
     if (dist_allreduce_max_int(rc != 0)) {
         if (!rc) err_set(e, "step %ld failed on another rank", step);
         return NAN;
@@ -943,7 +940,6 @@ static double rl_step(void *ud, Trainer *tr, const int32_t *tok_, const int32_t 
     }
     R->step_tokens = ran;
     R->st_train = time_now() - t1;
-    (void)t0;
     R->steps_done = step + 1;
     R->m_loss = loss;
     return loss; /* this rank's part: the trainer sums the ranks' */
@@ -1028,30 +1024,21 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
     (void)d, (void)nbatches;
     Rl *R = ud;
     size_t n = R->vro.ps.n;
-    Roll v;
-    memset(&v, 0, sizeof v);
-    v.ns = n;
-    v.s = xcalloc(n, sizeof *v.s);
-    v.tok = xcalloc(n * (size_t)R->max_tokens, sizeof *v.tok);
-    v.old = xcalloc(n * (size_t)R->max_tokens, sizeof *v.old);
-    v.text = xcalloc(n, sizeof *v.text);
-    v.prompts = xmalloc(n * sizeof *v.prompts);
-    v.txt = xcalloc(n, sizeof *v.txt);
-    for (size_t i = 0; i < n; i++) v.prompts[i] = (uint32_t)i;
+    Roll *v = &R->vroll;
+    memset(v->s, 0, n * sizeof *v->s);
     size_t p0 = n * (size_t)tr->dp_rank / (size_t)tr->dp, p1 = n * (size_t)(tr->dp_rank + 1) / (size_t)tr->dp;
-    int rc = sample_prompts(R, &v, &R->vro, p0, p1, 1, &R->vsp, sample_seed((uint64_t)tr->o.seed, 1u << 30), e);
-    for (size_t k = p0; k < p1; k++) v.s[k].prompt = (uint32_t)k;
-    double *per = xcalloc(n * (size_t)R->nsrc + 1, sizeof *per);
+    int rc = sample_prompts(R, v, &R->vro, p0, p1, 1, &R->vsp, sample_seed((uint64_t)tr->o.seed, 1u << 30), e);
+    for (size_t k = p0; k < p1; k++) v->s[k].prompt = (uint32_t)k;
+    const double *per = v->per;
     double *sum = xcalloc((size_t)R->nsrc + 1, sizeof *sum); /* the total, then each source */
     if (rc == 0) {
-        v.per = per;
-        rc = reward_samples(R, &v, &R->vro, R->vprompt_text, p0, p1, NULL, e);
+        rc = reward_samples(R, v, &R->vro, R->vprompt_text, p0, p1, NULL, e);
         for (size_t k = p0; k < p1 && rc == 0 && R->vdump; k++) { /* rank 0's share under MPI */
             json_t *o = json_object();
             json_object_set_new(o, "step", json_integer(R->steps_done));
             json_object_set_new(o, "prompt", json_integer((json_int_t)k));
-            json_object_set_new(o, "completion", json_string(v.text[k] ? v.text[k] : ""));
-            json_object_set_new(o, "reward", json_real(v.s[k].reward));
+            json_object_set_new(o, "completion", json_string(v->text[k] ? v->text[k] : ""));
+            json_object_set_new(o, "reward", json_real(v->s[k].reward));
             char *line = json_dumps(o, JSON_COMPACT);
             fprintf(R->vdump, "%s\n", line);
             free(line);
@@ -1059,7 +1046,7 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
         }
         if (R->vdump) fflush(R->vdump);
         for (size_t k = p0; k < p1 && rc == 0; k++) {
-            sum[0] += v.s[k].reward;
+            sum[0] += v->s[k].reward;
             for (int q = 0; q < R->nsrc; q++) sum[1 + q] += per[k * (size_t)R->nsrc + (size_t)q];
         }
     }
@@ -1072,9 +1059,6 @@ static double rl_eval(void *ud, Trainer *tr, TrainData *d, long nbatches, Err *e
     double mean = sum[0] / (double)(n ? n : 1);
     free(sum);
     R->v_n = (long)n;
-    free(per);
-    v.per = NULL;
-    roll_free(&v);
     return rc ? NAN : mean;
 }
 
@@ -1422,7 +1406,13 @@ int cmd_rl(int argc, char **argv, Err *e) {
         R.vs_host = xmalloc(N * sizeof(float));
         R.vd_host = xmalloc(N * sizeof(float));
     }
-    roll_alloc(&R);
+    roll_alloc(&R.roll, (size_t)(P * G), (size_t)P, (size_t)R.max_tokens, R.nsrc);
+    R.perm = xmalloc((size_t)P * sizeof *R.perm);
+    R.mb_list = xmalloc((size_t)(P * G) * sizeof *R.mb_list);
+    if (R.has_val) { /* the held-out prompts, each sampled once a validation */
+        roll_alloc(&R.vroll, R.vro.ps.n, R.vro.ps.n, (size_t)R.max_tokens, R.nsrc);
+        for (size_t i = 0; i < R.vro.ps.n; i++) R.vroll.prompts[i] = (uint32_t)i;
+    }
     if (R.need_ref && !m->lora) { /* a frozen copy of the initial weights */
         if (llama_init_opts(&R.ref, &ms.c, m->ops, m->ctx, (int)o.B, (int)o.T, NULL, e)) goto out;
         R.has_ref = 1;
@@ -1489,6 +1479,9 @@ out:
     free(R.tok); free(R.tgt); free(R.pos_b); free(R.slot_smp); free(R.slot_t);
     free(R.rs_host); free(R.rl_host); free(R.seq_lp); free(R.order); free(R.v_src);
     roll_free(&R.roll);
+    roll_free(&R.vroll);
+    free(R.perm);
+    free(R.mb_list);
     if (R.fixed_f) fclose(R.fixed_f);
     if (R.dump) fclose(R.dump);
     if (R.vdump) fclose(R.vdump);
