@@ -4,9 +4,11 @@
  * 2022: online softmax over key tiles, only the log-sum-exp kept, the
  * backward recomputes the probabilities).
  *
- * Mask (ops.h): query t attends key j iff t - pos[t] <= j <= t. Document
- * starts t - pos[t] never decrease along t, so a block of consecutive
- * queries needs keys [start(first), last] and nothing else.
+ * Mask (ops.h): query t attends key j iff t - pos[t] <= j <= t, except in
+ * a branch (prefix-shared packing), which skips the branches before it.
+ * k_attn_spans turns pos into each query's first key and hole (attn_spans,
+ * in scratch) first. Document starts never decrease along t, so a block of
+ * consecutive queries needs keys [start(first), last] and nothing else.
  *
  * Shape of the work: a block is AW warps; in the forward and dq kernels
  * warp w owns query row t (one (b, h)), in the dk/dv kernel key row j (one
@@ -67,20 +69,32 @@ static __device__ inline void load_tile(float *tile, const bf16 *src, int r0, in
     }
 }
 
+/* Each query's keys (ops.h, attn_spans): a thread per batch row, 3 ints
+ * a query; T steps are nothing next to the attention. */
+__global__ void k_attn_spans(int *sp, const int *pos, int B, int T) {
+    int b = blockIdx.x * blockDim.x + threadIdx.x;
+    if (b < B) attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3);
+}
+
+/* Whether query t (spans st = sp + 3 t) sees key j. */
+static __device__ inline int sees(const int *st, int t, int j) {
+    return j >= st[0] && j <= t && (j < st[1] || j >= st[2]);
+}
+
 // ----------------------------------------------------------------------------
 // forward: grid (ceil(T / AW), H, B)
 
 __global__ void __launch_bounds__(AW * 32) k_attn_fwd(bf16 *out, float *lse, const bf16 *q, const bf16 *k,
-                                                     const bf16 *v, const int *pos, int T, int H, int KV, int HS,
+                                                     const bf16 *v, const int *spans, int T, int H, int KV, int HS,
                                                      float scale) {
     extern __shared__ float sm[];
     int b = blockIdx.z, h = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     int g = h / (H / KV), t0 = blockIdx.x * AW, t = t0 + w;
-    const int *pb = pos + (size_t)b * T;
-    int jlo = t0 - pb[t0], jhi = min(t0 + AW, T) - 1;
+    const int *sb = spans + (size_t)b * T * 3, *st = sb + 3 * (size_t)t;
+    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1;
     float *qs = sm + w * HS, *ks = sm + 2 * AW * HS, *vs = ks + AK * (HS + 1);
     size_t qst = (size_t)H * HS, kst = (size_t)KV * HS;
-    int valid = t < T, start = valid ? t - pb[t] : 0;
+    int valid = t < T;
     if (valid)
         for (int d = lane; d < HS; d += 32) qs[d] = __bfloat162float(q[((size_t)b * T + t) * qst + h * HS + d]);
     float mrow = -INFINITY, l = 0.0f, acc[NI];
@@ -95,7 +109,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_fwd(bf16 *out, float *lse, con
         if (!valid) continue;
         int j = j0 + lane;
         float s = -INFINITY;
-        if (j >= start && j <= t) s = dot_sm(qs, ks + lane * (HS + 1), HS) * scale;
+        if (sees(st, t, j)) s = dot_sm(qs, ks + lane * (HS + 1), HS) * scale;
         float mt = warp_max(s);
         if (mt == -INFINITY) continue; /* nothing of this tile is visible to row t */
         float mnew = fmaxf(mrow, mt), corr = expf(mrow - mnew);
@@ -145,16 +159,16 @@ __global__ void k_attn_delta(float *delta, const bf16 *dout, const bf16 *out, in
 
 __global__ void __launch_bounds__(AW * 32) k_attn_dq(bf16 *dq, const bf16 *dout, const float *lse,
                                                     const float *delta, const bf16 *q, const bf16 *k,
-                                                    const bf16 *v, const int *pos, int T, int H, int KV, int HS,
+                                                    const bf16 *v, const int *spans, int T, int H, int KV, int HS,
                                                     float scale) {
     extern __shared__ float sm[];
     int b = blockIdx.z, h = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     int g = h / (H / KV), t0 = blockIdx.x * AW, t = t0 + w;
-    const int *pb = pos + (size_t)b * T;
-    int jlo = t0 - pb[t0], jhi = min(t0 + AW, T) - 1;
+    const int *sb = spans + (size_t)b * T * 3, *st = sb + 3 * (size_t)t;
+    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1;
     float *qs = sm + w * HS, *dos = sm + (AW + w) * HS, *ks = sm + 2 * AW * HS, *vs = ks + AK * (HS + 1);
     size_t qst = (size_t)H * HS, kst = (size_t)KV * HS;
-    int valid = t < T, start = valid ? t - pb[t] : 0;
+    int valid = t < T;
     float L = 0.0f, Dt = 0.0f;
     if (valid) {
         size_t o = ((size_t)b * T + t) * qst + h * HS;
@@ -177,7 +191,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dq(bf16 *dq, const bf16 *dout,
         if (!valid) continue;
         int j = j0 + lane;
         float ds = 0.0f;
-        if (j >= start && j <= t) {
+        if (sees(st, t, j)) {
             float p = expf(dot_sm(qs, ks + lane * (HS + 1), HS) * scale - L);
             float dp = dot_sm(dos, vs + lane * (HS + 1), HS);
             ds = p * (dp - Dt);
@@ -206,12 +220,12 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dq(bf16 *dq, const bf16 *dout,
  * over the H / KV query heads of its group and every query that sees j. */
 __global__ void __launch_bounds__(AW * 32) k_attn_dkdv(bf16 *dk, bf16 *dv, const bf16 *dout, const float *lse,
                                                       const float *delta, const bf16 *q, const bf16 *k,
-                                                      const bf16 *v, const int *pos, int T, int H, int KV,
+                                                      const bf16 *v, const int *spans, int T, int H, int KV,
                                                       int HS, float scale) {
     extern __shared__ float sm[];
     int b = blockIdx.z, g = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     int j0r = blockIdx.x * AW, j = j0r + w, j1r = min(j0r + AW, T) - 1, hg = H / KV;
-    const int *pb = pos + (size_t)b * T;
+    const int *sb = spans + (size_t)b * T * 3;
     float *kj = sm + w * HS, *vj = sm + (AW + w) * HS, *qs = sm + 2 * AW * HS, *dos = qs + AK * (HS + 1);
     float *ls = dos + AK * (HS + 1), *Ds = ls + AK;
     size_t qst = (size_t)H * HS, kst = (size_t)KV * HS;
@@ -232,7 +246,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dkdv(bf16 *dk, bf16 *dv, const
         const float *lb = lse + ((size_t)b * H + h) * T, *Db = delta + ((size_t)b * H + h) * T;
         /* queries from the block's first key on, until a tile starts past the
          * document of the block's last key */
-        for (int i0 = j0r; i0 < T && i0 - pb[i0] <= j1r; i0 += AK) {
+        for (int i0 = j0r; i0 < T && sb[3 * i0] <= j1r; i0 += AK) {
             __syncthreads();
             load_tile(qs, qb, i0, T, qst, HS);
             load_tile(dos, db, i0, T, qst, HS);
@@ -245,7 +259,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dkdv(bf16 *dk, bf16 *dv, const
             if (!valid) continue;
             int i = i0 + lane;
             float p = 0.0f, ds = 0.0f;
-            if (i < T && i >= j && i - pb[i] <= j) {
+            if (i < T && sees(sb + 3 * (size_t)i, i, j)) {
                 p = expf(dot_sm(qs + lane * (HS + 1), kj, HS) * scale - ls[lane]);
                 ds = p * (dot_sm(dos + lane * (HS + 1), vj, HS) - Ds[lane]);
             }
@@ -404,11 +418,18 @@ void attn_init(const cudaDeviceProp *prop) {
     CK(cudaFuncSetAttribute(k_attn_paged, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pneed));
 }
 
+static int *spans_of(cudaStream_t s, const int *pos, int *sp, int B, int T) {
+    k_attn_spans<<<(B + 63) / 64, 64, 0, s>>>(sp, pos, B, T);
+    CK(cudaGetLastError());
+    return sp;
+}
+
 void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *pos,
-              int B, int T, int H, int KV, int HS) {
+              float *scratch, int B, int T, int H, int KV, int HS) {
     LC_ASSERT(HS <= HS_MAX && H % KV == 0);
+    const int *sp = spans_of(s, pos, (int *)scratch, B, T);
     dim3 grid((T + AW - 1) / AW, H, B);
-    k_attn_fwd<<<grid, AW * 32, smem_bytes(HS), s>>>(out, lse, q, k, v, pos, T, H, KV, HS, 1.0f / sqrtf((float)HS));
+    k_attn_fwd<<<grid, AW * 32, smem_bytes(HS), s>>>(out, lse, q, k, v, sp, T, H, KV, HS, 1.0f / sqrtf((float)HS));
     CK(cudaGetLastError());
 }
 
@@ -418,12 +439,13 @@ void attn_bwd(cudaStream_t s, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, co
     LC_ASSERT(HS <= HS_MAX && H % KV == 0);
     float scale = 1.0f / sqrtf((float)HS), *delta = scratch;
     size_t rows = (size_t)B * T * H;
+    const int *sp = spans_of(s, pos, (int *)(scratch + rows), B, T);
     k_attn_delta<<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(delta, dout, out, B, T, H, HS);
     CK(cudaGetLastError());
     dim3 gq((T + AW - 1) / AW, H, B), gk((T + AW - 1) / AW, KV, B);
-    k_attn_dq<<<gq, AW * 32, smem_bytes(HS), s>>>(dq, dout, lse, delta, q, k, v, pos, T, H, KV, HS, scale);
+    k_attn_dq<<<gq, AW * 32, smem_bytes(HS), s>>>(dq, dout, lse, delta, q, k, v, sp, T, H, KV, HS, scale);
     CK(cudaGetLastError());
-    k_attn_dkdv<<<gk, AW * 32, smem_bytes(HS), s>>>(dk, dv, dout, lse, delta, q, k, v, pos, T, H, KV, HS, scale);
+    k_attn_dkdv<<<gk, AW * 32, smem_bytes(HS), s>>>(dk, dv, dout, lse, delta, q, k, v, sp, T, H, KV, HS, scale);
     CK(cudaGetLastError());
 }
 

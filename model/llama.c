@@ -349,15 +349,18 @@ int llama_set_batch(Llama *m, const int *tokens, const int *targets, const int *
         llama_doc_pos(tokens, B, T, -1, own);
         pos = own;
     }
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++) {
+    /* a document starts at position 0 and counts up by one; a branch
+     * restarts within its document's first run (ops.h) */
+    int *sp = xmalloc((size_t)T * 3 * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        int t = attn_spans(pos + (size_t)b * T, T, sp);
+        if (t >= 0) {
             int p = pos[(size_t)b * T + t];
-            /* a document starts at position 0 and counts up by one */
-            if (p < 0 || p > t || (p > 0 && t > 0 && pos[(size_t)b * T + t - 1] != p - 1)) {
-                free(own);
-                return err_set(e, "batch: position %d at row %d, column %d is inconsistent", p, b, t);
-            }
+            free(own), free(sp);
+            return err_set(e, "batch: position %d at row %d, column %d is inconsistent", p, b, t);
         }
+    }
+    free(sp);
     m->ops->upload(m->ctx, m->tokens, tokens, n * sizeof(int));
     if (targets) {
         m->ops->upload(m->ctx, m->targets, targets, n * sizeof(int));

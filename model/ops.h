@@ -25,6 +25,12 @@
  *   - pos (B, T) is each token's position inside its document. It drives both
  *     RoPE (positions restart per document) and the document mask: query t
  *     may attend key j iff t - pos[t] <= j <= t. Without documents pos = t.
+ *     A position p > 0 that does not continue the token before it starts a
+ *     branch: a sibling continuation of its document's first p tokens (a
+ *     prompt laid out once, then each of its completions after it, the
+ *     prefix-shared packing of docs/rl.md). A branch token sees its
+ *     document's first p tokens and its own branch up to itself, not the
+ *     branches before it. attn_spans gives each query's keys.
  */
 #ifndef LLAMAC_MODEL_OPS_H
 #define LLAMAC_MODEL_OPS_H
@@ -60,6 +66,31 @@ typedef struct KdSpec {
 } KdSpec;
 /* "fkl", "rkl", "jsd" (the KdDiv order), for flags and logs */
 extern const char *const kd_div_names[KD_COUNT];
+
+/* The keys of each query of one batch row from its positions (the rule
+ * above): query t sees [sp[3t], t] except the hole [sp[3t+1], sp[3t+2])
+ * (empty, h0 == h1, outside branches). Returns -1, or the first column
+ * whose position is inconsistent: negative, not 0 at a row's start, or a
+ * branch from further than its document's first contiguous run reaches.
+ * Document starts sp[3t] never decrease along t. */
+#ifdef __CUDACC__
+__host__ __device__
+#endif
+static inline int attn_spans(const int *pos, int T, int *sp) {
+    int d = 0, s = 0, trunk = 0; /* document start, branch start, end of the first run */
+    for (int t = 0; t < T; t++) {
+        int p = pos[t];
+        if (p < 0 || (t == 0 && p != 0)) return t;
+        if (p == 0) d = s = t, trunk = t + 1;
+        else if (pos[t - 1] == p - 1) trunk += s == d && trunk == t;
+        else if (p <= trunk - d) s = t;
+        else return t;
+        sp[3 * t] = d;
+        sp[3 * t + 1] = s == d ? d : d + pos[s];
+        sp[3 * t + 2] = s == d ? d : s;
+    }
+    return -1;
+}
 
 typedef struct Ops {
     const char *name;

@@ -719,8 +719,26 @@ static void pack_head(float *rows, float *panels, const float *src, int ld, floa
     }
 }
 
+/* Every batch row's key spans (attn_spans, ops.h): 3 ints a query, B x T. */
+static int *spans_of(const int *pos, int B, int T) {
+    int *sp = xmalloc((size_t)B * T * 3 * sizeof(int));
+    for (int b = 0; b < B; b++) {
+        int bad = attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3);
+        LC_ASSERT(bad < 0); /* llama_set_batch checked the positions */
+    }
+    return sp;
+}
+
 /* First key query t sees (its document's start). */
-static int doc_start(const int *pos_b, int t) { return t - pos_b[t] > 0 ? t - pos_b[t] : 0; }
+static int doc_start(const int *sp, int t) { return sp[3 * t]; }
+
+/* Scores of the hole of query t (the branches before its own) to -Inf in a
+ * row s of keys from base: the softmax's exp makes them 0. */
+static void mask_hole(float *s, const int *sp, int t, int base, int nk) {
+    int h0 = sp[3 * t + 1] - base, h1 = sp[3 * t + 2] - base;
+    h0 = h0 > 0 ? h0 : 0, h1 = h1 < nk ? h1 : nk;
+    for (int j = h0; j < h1; j++) s[j] = -INFINITY;
+}
 
 /* Forward for query rows [i0, i0 + 6) of one head: qt their packed q
  * (6 x hsp, scaled by 1/sqrt(HS)), kt, vp the packed k, v; o, lb the head's
@@ -742,6 +760,7 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
             continue;
         }
         int t = i0 + r;
+        mask_hole(s, pb, t, base, nk);
         float mx, sum = kern->softmax(s, nk, doc_start(pb, t) - base, t - base, &mx);
         inv[r] = 1.0f / sum;
         lb[t] = mx + logf(sum);
@@ -766,6 +785,7 @@ static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, cons
     float *packed = scratch + (size_t)omp_get_max_threads() * attn_fwd_thread_floats(T, HS);
     float scale = 1.0f / sqrtf((float)HS);
     const AttnKernels *kern = attn_kernels();
+    int *sp = spans_of(pos, B, T);
 #pragma omp parallel
     {
         float *qt = scratch + (size_t)omp_get_thread_num() * attn_fwd_thread_floats(T, HS);
@@ -789,10 +809,10 @@ static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, cons
                         int nr = T - i < ATTN_MR ? T - i : ATTN_MR;
                         pack_head(qt, NULL, q + qo + (size_t)i * qs, qs, scale, nr, ATTN_MR, HS, hsp);
                         attn_fwd_tile(kern, out + qo, qs, lse + ((size_t)b * H + h) * T, qt, kt, kt + m, sb, ot,
-                                      pos + (size_t)b * T, i, T, HS, hsp);
+                                      sp + (size_t)b * T * 3, i, T, HS, hsp);
                     }
                 }
-    }
+    }    free(sp);
 }
 
 /* Packed buffers of one backward task (see cpu_attn_bwd). */
@@ -842,6 +862,7 @@ static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, i
                 w->kern->tile(w->dp + j, ATTN_KB, w->dop + (size_t)i0 * hsp, hsp, 1,
                               w->vt + (size_t)(j0 + j) * HS, ATTN_NR, HS, 0);
             }
+            for (int r = 0; r < ATTN_MR && i0 + r < T; r++) mask_hole(w->s + r * ATTN_KB, pb, i0 + r, j0, ATTN_KB);
             for (int r = 0; r < ATTN_MR; r++)
                 w->kern->probs(p + r * ATTN_KB, ds + r * ATTN_KB, w->s + r * ATTN_KB, w->dp + r * ATTN_KB,
                                w->lrow[i0 + r], w->drow[i0 + r], lo[r], hi[r]);
@@ -904,6 +925,7 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
     size_t m = (size_t)tp * hsp;
     float *partial = scratch + (size_t)omp_get_max_threads() * attn_thread_floats(T, HS); /* (B, H, T, HS) */
     float scale = 1.0f / sqrtf((float)HS);
+    int *sp = spans_of(pos, B, T);
 #pragma omp parallel
     {
         AttnBwdBufs w;
@@ -917,7 +939,7 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
         for (int part = 0; part < 2; part++)
             for (int b = 0; b < B; b++)
                 for (int kh = 0; kh < KV; kh++) {
-                    const int *pb = pos + (size_t)b * T;
+                    const int *pb = sp + (size_t)b * T * 3;
                     int split = attn_bwd_split(pb, T), k0 = part ? split : 0, k1 = part ? T : split;
                     k1 = k1 < T ? k1 : T;
                     if (k0 >= k1) continue;
@@ -959,10 +981,10 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
             for (int h = 0; h < H; h++) {
                 const float *src = partial + ((size_t)b * H + h) * T * HS;
                 float *dst = dq + (size_t)b * T * qs + (size_t)h * HS;
-                for (int t = attn_bwd_split(pos + (size_t)b * T, T); t < T; t++)
+                for (int t = attn_bwd_split(sp + (size_t)b * T * 3, T); t < T; t++)
                     for (int c = 0; c < HS; c++) dst[(size_t)t * qs + c] += src[(size_t)t * HS + c];
             }
-    }
+    }    free(sp);
 }
 
 static void cpu_attn_decode(void *ctx, float *out, const float *q, const float *k, const float *v,

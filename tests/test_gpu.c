@@ -188,10 +188,14 @@ static int *rand_perm(int n) {
 }
 
 /* Positions with documents (a new one with probability 0.1 per token). */
+/* docs 2: some documents branch (ops.h: completions continuing a prompt) */
 static void rand_pos(int *pos, int B, int T, int docs) {
     for (int b = 0; b < B; b++)
-        for (int t = 0, p = 0; t < T; t++) {
-            if (docs && t > 0 && rng_uniform(&rng) < 0.1f) p = 0;
+        for (int t = 0, p = 0, trunk = 0, branched = 0; t < T; t++) {
+            if (docs && t > 0 && rng_uniform(&rng) < 0.1f) p = 0, trunk = 0, branched = 0;
+            else if (docs == 2 && trunk > 2 && rng_uniform(&rng) < 0.15f)
+                p = 1 + (int)(rng_uniform(&rng) * (float)trunk) % trunk, branched = 1;
+            trunk += !branched;
             pos[b * T + t] = p++;
         }
 }
@@ -349,7 +353,7 @@ static void attn_case(int B, int T, int H, int KV, int HS, int docs) {
     char what[96];
     P->attn_fwd(NULL, out, lse, q, k, v, pos, sc, B, T, H, KV, HS);
     G->attn_fwd(ctx, gout, glse, gq, gk, gv, gpos, gsc, B, T, H, KV, HS);
-    snprintf(what, sizeof what, "attn_fwd T%d H%d/%d HS%d%s", T, H, KV, HS, docs ? " docs" : "");
+    snprintf(what, sizeof what, "attn_fwd T%d H%d/%d HS%d%s", T, H, KV, HS, docs == 2 ? " tree" : docs ? " docs" : "");
     cmp(what, get_act(gout, nq), out, nq, TOL_BF16);
     cmp("attn_fwd lse", get_f32(glse, nl), lse, nl, TOL_F32);
     /* the backward from the CPU's own out (bf16-rounded on both sides) */
@@ -370,6 +374,7 @@ static void gpu_attn(void) {
     attn_case(2, 75, 6, 2, 64, 1);  /* GQA, documents, a partial last tile */
     attn_case(1, 130, 4, 4, 128, 0); /* MHA, HS 128, causal only */
     attn_case(3, 33, 6, 3, 48, 1);  /* HS not a multiple of 32 */
+    attn_case(2, 90, 4, 2, 64, 2);  /* prefix-shared branches */
 }
 
 static void gpu_attn_decode(void) {

@@ -184,19 +184,34 @@ static double attn_f(void *ud) {
     return gc_project(c->out, c->r, (size_t)c->B * c->T * c->H * c->HS);
 }
 
+/* Whether query t sees key j (ops.h's rule, read off the positions by
+ * walking back): its document starts at the last position 0; a branch (a
+ * position that does not continue the one before) sees the document's
+ * first pos[branch start] tokens and itself. */
+static int attn_sees(const int *pb, int t, int j) {
+    int d = t, s = t;
+    while (pb[d] != 0) d--;
+    while (s > d && pb[s - 1] == pb[s] - 1) s--;
+    if (j > t || j < d) return 0;
+    return s == d || j >= s || j < d + pb[s];
+}
+
 /* Direct softmax attention in double for one query row (the definition). */
 static void attn_naive(const AttnCase *c, int b, int h, int t, double *o) {
-    int G = c->H / c->KV, kh = h / G, lo = t - c->pos[b * c->T + t];
+    int G = c->H / c->KV, kh = h / G, lo = 0;
+    const int *pb = c->pos + (size_t)b * c->T;
     const float *q = c->q + ((size_t)(b * c->T + t) * c->H + h) * c->HS;
     double mx = -1e300, w[512], sum = 0;
     for (int j = lo; j <= t; j++) {
+        w[j] = -1e300;
+        if (!attn_sees(pb, t, j)) continue;
         const float *kk = c->k + ((size_t)(b * c->T + j) * c->KV + kh) * c->HS;
         double s = 0;
         for (int d = 0; d < c->HS; d++) s += (double)q[d] * kk[d];
         w[j] = s / sqrt((double)c->HS);
         if (w[j] > mx) mx = w[j];
     }
-    for (int j = lo; j <= t; j++) sum += (w[j] = exp(w[j] - mx));
+    for (int j = lo; j <= t; j++) sum += (w[j] = attn_sees(pb, t, j) ? exp(w[j] - mx) : 0.0);
     for (int d = 0; d < c->HS; d++) o[d] = 0;
     for (int j = lo; j <= t; j++) {
         const float *vv = c->v + ((size_t)(b * c->T + j) * c->KV + kh) * c->HS;
@@ -204,17 +219,37 @@ static void attn_naive(const AttnCase *c, int b, int h, int t, double *o) {
     }
 }
 
+/* Documents of random lengths when docs, else one causal row; with docs 2
+ * some documents branch: a prompt, then completions that each continue
+ * its first p tokens (the prefix-shared packing). */
+static void attn_positions(Rng *r, int *pos, int B, int T, int docs) {
+    for (int b = 0; b < B; b++) {
+        int p = 0, trunk = 0, branched = 0;
+        for (int t = 0; t < T; t++) {
+            if (docs && t > 0 && rng_uniform(r) < 0.08f) p = 0, trunk = 0, branched = 0;
+            else if (docs == 2 && trunk > 2 && rng_uniform(r) < 0.15f) {
+                p = 1 + (int)(rng_uniform(r) * (float)trunk) % trunk;
+                branched = 1;
+            }
+            if (!branched) trunk++;
+            pos[b * T + t] = p++;
+        }
+    }
+}
+
 static void attn_case(Rng *r, int B, int T, int H, int KV, int HS, int docs, const char *tag) {
     AttnCase c = {B, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0};
     size_t nq = (size_t)B * T * H * HS, nk = (size_t)B * T * KV * HS;
     c.pos = xmalloc((size_t)B * T * sizeof(int));
-    for (int b = 0; b < B; b++) {
-        int p = 0;
-        for (int t = 0; t < T; t++) {
-            /* documents of random lengths when docs, else one causal row */
-            if (docs && t > 0 && rng_uniform(r) < 0.08f) p = 0;
-            c.pos[b * T + t] = p++;
+    attn_positions(r, c.pos, B, T, docs);
+    if (docs == 2) { /* the positions branch, and attn_spans takes them */
+        int branches = 0, *sp = xmalloc((size_t)T * 3 * sizeof(int));
+        for (int b = 0; b < B; b++) {
+            EXPECT(attn_spans(c.pos + (size_t)b * T, T, sp) < 0, "%s: attn_spans refuses a valid tree", tag);
+            for (int t = 0; t < T; t++) branches += sp[3 * t + 1] < sp[3 * t + 2];
         }
+        EXPECT(branches > T / 4, "%s: only %d queries in branches", tag, branches);
+        free(sp);
     }
     c.q = NEW(nq); c.k = NEW(nk); c.v = NEW(nk); c.out = NEW(nq); c.r = NEW(nq);
     c.lse = NEW((size_t)B * H * T);
@@ -246,6 +281,7 @@ static void case_attn(Rng *r) {
     attn_case(r, 2, 23, 3, 3, 6, 0, "attn.mha");
     attn_case(r, 2, 29, 4, 2, 8, 1, "attn.gqa_docs");
     attn_case(r, 1, 17, 4, 1, 4, 1, "attn.mqa_docs");
+    attn_case(r, 2, 41, 4, 2, 8, 2, "attn.gqa_tree");
 }
 
 /* The decode op against attn_fwd's last row: same keys, GQA. */
@@ -1056,6 +1092,7 @@ void ops_attn_blocks(void) {
     Rng r;
     rng_seed(&r, 77);
     attn_case(&r, 1, 150, 2, 1, 8, 1, "attn.blocks");
+    attn_case(&r, 1, 170, 2, 1, 8, 2, "attn.blocks_tree");
 }
 
 /* Head sizes the CPU kernels pad (to 16 columns) or not, with several
@@ -1070,6 +1107,7 @@ void ops_attn_kernels(void) {
         attn_case(&r, 1, 130, 4, 2, 20, 1, portable ? "attn.portable.hs20" : "attn.hs20");
         attn_case(&r, 2, 101, 2, 2, 32, 0, portable ? "attn.portable.hs32" : "attn.hs32");
         attn_case(&r, 1, 61, 3, 1, 6, 1, portable ? "attn.portable.hs6" : "attn.hs6");
+        attn_case(&r, 1, 140, 2, 1, 16, 2, portable ? "attn.portable.tree" : "attn.tree");
         unsetenv("LLAMAC_ATTN_PORTABLE");
     }
 }
