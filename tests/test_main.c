@@ -119,7 +119,7 @@ static const struct {
     T(pipeline_pretrain), T(pipeline_generate), T(pipeline_errors),
     T(cmd_sample_stops), T(cmd_sample_cli), T(cmd_sample_batch_invariance), T(cmd_sample_resume), T(cmd_sample_killed),
     T(cmd_sample_errors), T(cmd_sample_mpi),
-    T(rl_grpo_e2e), T(rl_fixed_loss), T(rl_resume), T(rl_kill_resume), T(rl_ppo), T(rl_dist), T(rl_errors),
+    T(rl_grpo_e2e), T(rl_fixed_loss), T(rl_resume), T(rl_kill_resume), T(rl_ppo), T(rl_dist), T(rl_errors), T(rl_shared_prompt),
     T(rs_select), T(rs_curve), T(rs_sft_data), T(rs_errors), T(rs_e2e), T(rs_lora), T(rs_pool), T(rs_bases),
     T(rewards_final_answer_cases), T(rewards_answer_match_cases), T(rewards_builtin), T(rewards_errors), T(rewards_cmd_ok),
     T(rewards_cmd_errors),

@@ -316,3 +316,64 @@ void rl_errors(void) {
                          "4 --steps 1 --lora-r 2 --ckpt-dir " RLD "/g1w --adapter-out " RLD "/g1w/ad");
     EXPECT(rc == 0 && strstr(test_err, "warning: --group 1: every GRPO advantage is 0"), "G 1: %d %s", rc, test_err);
 }
+
+/* Fixed completions: 2 prompts x G 4, lengths 1 to 6. */
+#define FIXED4                                                                       \
+    "{\"prompt_index\": 1, \"completion_ids\": [5, 6, 7], \"reward\": 1}\n"          \
+    "{\"prompt_index\": 1, \"completion_ids\": [8, 9], \"reward\": 0}\n"             \
+    "{\"prompt_index\": 1, \"completion_ids\": [20, 21, 22, 23, 24, 25], \"reward\": 0.25}\n" \
+    "{\"prompt_index\": 1, \"completion_ids\": [30], \"reward\": 1.5}\n"             \
+    "{\"prompt_index\": 3, \"completion_ids\": [10, 11, 12, 13], \"reward\": 0.5}\n" \
+    "{\"prompt_index\": 3, \"completion_ids\": [14], \"reward\": 2}\n"               \
+    "{\"prompt_index\": 3, \"completion_ids\": [40, 41, 42, 43, 44], \"reward\": 0}\n" \
+    "{\"prompt_index\": 3, \"completion_ids\": [50, 51], \"reward\": 1}\n"
+
+/* The "tokens" of a metrics file's first training record. */
+static double first_tokens(const char *path) {
+    json_t *r = first_record(path);
+    double v = r && json_object_get(r, "tokens") ? json_number_value(json_object_get(r, "tokens")) : -1;
+    json_decref(r);
+    return v;
+}
+
+/* Training with each prompt laid out once before its completions (the
+ * default) gives the losses of a copy of the prompt per completion, within
+ * rounding, in fewer slots: GRPO with a reference and two iterations (the
+ * ratio and the KL read the shared layout's log-probabilities), a group
+ * split over rows (--seq too short for it: a prompt copy per row), and
+ * online DPO's pairs. */
+void rl_shared_prompt(void) {
+    need_policy();
+    test_put(RLD "/fixed4.jsonl", FIXED4 FIXED4);
+    test_put(RLD "/fixed.jsonl", FIXED FIXED);
+    system("rm -rf " RLD "/sh && mkdir -p " RLD "/sh");
+    static const char *const runs[][2] = {
+        {"grpo", "--algo grpo --beta 0.04 --num-iterations 2 --group 4 --fixed-rollouts " RLD "/fixed4.jsonl --steps 4"},
+        {"dpo", "--algo online-dpo --fixed-rollouts " RLD "/fixed.jsonl --steps 2"},
+    };
+    static const char *const modes[] = {"--no-shared-prompt", "", "--seq 40"};
+    for (size_t i = 0; i < sizeof runs / sizeof runs[0]; i++) {
+        double l[3][8], tok[3];
+        int n[3];
+        for (int m = 0; m < 3; m++) {
+            char dir[128];
+            snprintf(dir, sizeof dir, RLD "/sh/%s%d", runs[i][0], m);
+            int rc = test_llamac("rl %s " POLICY " --prompts " RLD "/p.jsonl --prompts-per-step 2 --max-tokens 6 --lora-r 4 "
+                                 "--lora-dropout 0 --lr 1e-2 --seed 3 %s --metrics %s/m.jsonl --ckpt-dir %s/ck "
+                                 "--adapter-out %s/ad",
+                                 runs[i][1], modes[m], dir, dir, dir);
+            EXPECT(rc == 0, "%s %s: %s\n%s", runs[i][0], modes[m], test_err, test_out);
+            char path[160];
+            snprintf(path, sizeof path, "%s/m.jsonl", dir);
+            n[m] = losses(path, l[m], 8);
+            tok[m] = first_tokens(path);
+        }
+        for (int m = 1; m < 3; m++) {
+            EXPECT(n[m] == n[0] && n[0] >= 2, "%s %s: %d loss lines, unshared %d", runs[i][0], modes[m], n[m], n[0]);
+            for (int s = 0; s < n[0] && s < n[m]; s++)
+                EXPECT(fabs(l[m][s] - l[0][s]) <= 1e-5 * (1 + fabs(l[0][s])), "%s %s: step %d loss %.9g, unshared %.9g",
+                       runs[i][0], modes[m], s + 1, l[m][s], l[0][s]);
+            EXPECT(tok[m] > 0 && tok[m] < tok[0], "%s %s: %g slots trained, unshared %g", runs[i][0], modes[m], tok[m], tok[0]);
+        }
+    }
+}

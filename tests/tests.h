@@ -404,5 +404,6 @@ void rl_kill_resume(void);
 void rl_ppo(void);
 void rl_dist(void);
 void rl_errors(void);
+void rl_shared_prompt(void);
 
 #endif

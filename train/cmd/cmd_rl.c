@@ -134,6 +134,7 @@ typedef struct {
     long step_tokens;
     int reward_norm;     /* --reward-norm: each rollout's rewards normalised after the gather */
     long micro_slots;    /* slots the last pack_micro filled (tokens forward and backward) */
+    int share;           /* a prompt laid out once before its samples (not --no-shared-prompt) */
     double m_loss;
     /* validation */
     double v_reward, *v_src;
@@ -425,39 +426,66 @@ static int fixed_read(Rl *R, size_t k0, size_t k1, double *given, Err *e) {
 // ----------------------------------------------------------------------------
 // teacher-forced log-probabilities of rollout samples
 
-/* The next place for a sequence of need slots in (B, T) rows from
- * (*row, *col): its first slot, or -1 when the rows are full. */
-static long place(int *row, int *col, int B, int T, size_t need) {
-    if (need > (size_t)T) return -1;
-    if ((size_t)*col + need > (size_t)T) (*row)++, *col = 0;
-    if (*row >= B) return -1;
-    long at = (long)*row * T + *col;
-    *col += (int)need;
-    return at;
+/* Where pack_micro is in the (B, T) rows: the next free slot, and the
+ * prompt whose slots the row holds last (-1: none), that the next sample of
+ * the same prompt may branch from (ops.h: a position that restarts inside
+ * the document starts a branch). */
+typedef struct {
+    int row, col;
+    long open;
+} Place;
+
+static int prompt_len(const Rl *R, size_t k) {
+    uint32_t p = R->roll.s[k].prompt;
+    return (int)(R->ro.ps.off[p + 1] - R->ro.ps.off[p]);
 }
 
-static size_t seq_slots(const Rl *R, size_t k) {
-    const Smp *s = &R->roll.s[k];
-    return (size_t)(R->ro.ps.off[s->prompt + 1] - R->ro.ps.off[s->prompt]) + (size_t)s->n - 1;
+/* The first slot of sample k's completion slots (n + extra of them, from
+ * position np - 1: its last prompt token on, predicting its tokens) and,
+ * in *trunk, where its prompt's first np - 1 slots start: after the open
+ * prompt (shared) or at a fresh copy. -1 when the rows are full. */
+static long place(const Rl *R, Place *pl, size_t k, int extra, long *trunk) {
+    int B = (int)R->tr->o.B, T = (int)R->tr->o.T, np = prompt_len(R, k);
+    int need = R->roll.s[k].n + extra;
+    long p = (long)R->roll.s[k].prompt;
+    *trunk = -1;
+    if (R->share && pl->open == p && pl->col + need <= T) { /* a branch of the open prompt */
+        long at = (long)pl->row * T + pl->col;
+        pl->col += need;
+        return at;
+    }
+    need += np - 1;
+    if (need > T) return -1;
+    if (pl->col + need > T) pl->row++, pl->col = 0;
+    if (pl->row >= B) return -1;
+    *trunk = (long)pl->row * T + pl->col;
+    pl->col += need;
+    pl->open = p;
+    return *trunk + np - 1;
 }
 
-/* Pack samples list[next..n) (whole sequences: prompt + completion, in
- * n - 1 slots each, positions restarting at each; with pair, both samples
- * of a pair in the same micro-batch) into the (B, T) rows of R->tok, tgt,
- * pos_b; returns the first sample left out. The slots record which sample
- * and completion token they train. */
+/* Pack samples list[next..n) into the (B, T) rows of R->tok, tgt, pos_b;
+ * returns the first sample left out. A sample is its prompt then its
+ * completion, in np + n - 1 slots (+ extra: its last token as an input, for
+ * PPO's value one past it) at positions 0 .. np + n - 2; with R->share the
+ * samples of one prompt that follow each other in a row lay the prompt out
+ * once and branch from it (the same numbers, fewer slots: GRPO's G
+ * completions cost one prompt, not G). With pair, both samples of a pair
+ * go in the same micro-batch. The slots record which sample and completion
+ * token they train. */
 static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int pair, int extra) {
     Trainer *tr = R->tr;
     const Roll *b = &R->roll;
-    int B = (int)tr->o.B, T = (int)tr->o.T, row = 0, col = 0;
-    size_t N = (size_t)B * T, mt = (size_t)R->max_tokens, k = next;
+    size_t N = (size_t)tr->o.B * (size_t)tr->o.T, mt = (size_t)R->max_tokens, k = next;
+    Place pl = {0, 0, -1};
     R->micro_slots = 0;
     for (size_t q = 0; q < N; q++) R->tok[q] = 0, R->tgt[q] = LC_IGNORE, R->pos_b[q] = 0, R->slot_smp[q] = -1, R->slot_t[q] = -1;
     while (k < n) {
         size_t unit = pair && k + 1 < n ? 2 : 1;
-        int r2 = row, c2 = col;
+        Place p2 = pl;
+        long trunk;
         int fits = 1;
-        for (size_t u = 0; u < unit && fits; u++) fits = place(&r2, &c2, B, T, seq_slots(R, list[k + u]) + (size_t)extra) >= 0;
+        for (size_t u = 0; u < unit && fits; u++) fits = place(R, &p2, list[k + u], extra, &trunk) >= 0;
         if (!fits) {
             LC_ASSERT(k > next); /* a micro-batch holds at least one sequence (or pair): T and B are checked */
             break;
@@ -466,17 +494,21 @@ static size_t pack_micro(Rl *R, const size_t *list, size_t n, size_t next, int p
             size_t sk = list[k];
             const Smp *s = &b->s[sk];
             const int32_t *pid = R->ro.ps.ids + R->ro.ps.off[s->prompt];
-            int np = (int)(R->ro.ps.off[s->prompt + 1] - R->ro.ps.off[s->prompt]), len = np + s->n;
-            long at0 = place(&row, &col, B, T, (size_t)len - 1 + (size_t)extra);
-            R->micro_slots += len - 1 + extra;
-            for (int q = 0; q + 1 < len + extra; q++) {
-                size_t at = (size_t)at0 + (size_t)q;
+            int np = prompt_len(R, sk), len = np + s->n;
+            long at0 = place(R, &pl, sk, extra, &trunk);
+            for (int q = 0; trunk >= 0 && q < np - 1; q++) { /* the prompt's slots: no target */
+                R->tok[trunk + q] = pid[q];
+                R->pos_b[trunk + q] = q;
+            }
+            R->micro_slots += (trunk >= 0 ? np - 1 : 0) + s->n + extra;
+            for (int q = np - 1; q + 1 < len + extra; q++) {
+                size_t at = (size_t)(at0 + q - (np - 1));
                 R->tok[at] = q < np ? pid[q] : b->tok[sk * mt + (size_t)(q - np)];
                 R->pos_b[at] = q;
                 if (q + 1 == len) { /* extra: the last token as an input, for the value one past it */
                     R->slot_smp[at] = (int32_t)sk;
                     R->slot_t[at] = s->n;
-                } else if (q + 1 >= np) {
+                } else {
                     R->tgt[at] = b->tok[sk * mt + (size_t)(q + 1 - np)];
                     R->slot_smp[at] = (int32_t)sk;
                     R->slot_t[at] = q + 1 - np;
@@ -1215,13 +1247,13 @@ int cmd_rl(int argc, char **argv, Err *e) {
     memset(&R, 0, sizeof R);
     TrainOpts o;
     ftdata_train_defaults(&o, 1e-6 /* TRL's GRPOConfig */, "rl.h5", "checkpoints-rl");
-    o.B = 8;
-    o.T = 0; /* --seq: 0, rows of the longest prompt + --max-tokens */
+    o.B = 0; /* --batch: 0, rows for about 8 sequences of the longest prompt + --max-tokens */
+    o.T = 0; /* --seq: 0, rows of the longest prompt + --max-tokens (shared: a whole group) */
     o.steps = 100;
     o.val_every = 10;
     const char *algo = "grpo", *policy = NULL, *prompts = NULL, *val_prompts = NULL, *tname = NULL, *scale = "group";
     const char *loss_type = "dapo", *dpo_type = "sigmoid";
-    long special = 0, G = -1, P = 8, mb = 1, iters = -1, mask_trunc = 0, kl_ratio = 1, norm_adv = 0, whiten = 0;
+    long special = 0, no_share = 0, G = -1, P = 8, mb = 1, iters = -1, mask_trunc = 0, kl_ratio = 1, norm_adv = 0, whiten = 0;
     double beta = NAN, eps = 0.2, eps_high = NAN, val_temp = 0, gamma = 1.0, lam = 0.95, vf_coef = 0.1, vclip = 0.2;
     const char *value_model = NULL, *kl_est = "k1";
     RewardOpts ropt;
@@ -1274,12 +1306,17 @@ int cmd_rl(int argc, char **argv, Err *e) {
         {"fixed-rollouts", CLI_STR, &R.fixed, 0, 0, "JSONL completions instead of sampling: {\"prompt_index\", \"completion_ids\", \"reward\"} (reference checks)"},
         {"rollouts-out", CLI_STR, &R.rollouts_out, 0, 0, "write every sample (text, reward, advantage) of every rollout here as JSONL"},
         {"val-out", CLI_STR, &R.val_out, 0, 0, "write every validation's held-out answers (step, prompt, text, reward) here as JSONL"},
+        {"no-shared-prompt", CLI_BOOL, &no_share, 0, 0, "give every sample its own copy of the prompt in training (slower; the same numbers up to rounding)"},
         sf[0], sf[1], sf[2], sf[3], sf[4], ef[0], ef[1], ef[2], ef[3], ef[4],
     };
     CliFlag flags[sizeof own / sizeof own[0] + TRAINER_NFLAGS];
     int nf = (int)(sizeof own / sizeof own[0]);
     memcpy(flags, own, sizeof own);
     nf += trainer_flags(&o, flags + nf);
+    for (int i = 0; i < nf; i++)
+        if (!strcmp(flags[i].name, "batch"))
+            flags[i].help = "micro-batch size B, rows per forward/backward (default: the rows of about 8 sequences of the "
+                            "longest prompt + --max-tokens)";
     int parsed = ftdata_parse(argc, argv, flags, nf,
                               "llamac rl [config.ini] --algo grpo|rloo|online-dpo|ppo --policy P --prompts prompts.jsonl "
                               "REWARDS [--val-prompts held-out.jsonl] [flags]",
@@ -1287,10 +1324,11 @@ int cmd_rl(int argc, char **argv, Err *e) {
                               "prompts from the current policy, rewards them (reward models, the answer/regex/length\n"
                               "checks, a program), and trains the policy on the method's advantages and clipped loss\n"
                               "(GRPO, RLOO as TRL 1.16; online DPO: DPO on the best and worst of two samples; PPO as\n"
-                              "TRL 1.12, with a value model started from a reward model). Rows hold the longest prompt +\n"
-                              "--max-tokens unless --seq is larger. With\n"
-                              "--lora-r the reference is the same weights with the adapters off; otherwise a frozen copy.\n"
-                              "See docs/rl.md.", e);
+                              "TRL 1.12, with a value model started from a reward model). Training lays a prompt out once\n"
+                              "and its G completions after it, each seeing the prompt and itself (--no-shared-prompt: a copy\n"
+                              "each); rows hold a whole group unless --seq is given (at least the longest prompt +\n"
+                              "--max-tokens). With --lora-r the reference is the same weights with the adapters off;\n"
+                              "otherwise a frozen copy. See docs/rl.md.", e);
     if (parsed) return parsed < 0 ? -1 : 0;
     if (rl_algo_parse(algo, &R.algo, e)) return -1;
     if (!policy) return err_set(e, "--policy: required (a checkpoint, Hugging Face directory or GGUF file)");
@@ -1301,7 +1339,7 @@ int cmd_rl(int argc, char **argv, Err *e) {
     if (iters < 1) return err_set(e, "--num-iterations: at least 1 pass over a rollout, got %ld", iters);
     if (mask_trunc && (R.algo == RL_PPO || R.algo == RL_ONLINE_DPO))
         return err_set(e, "--mask-truncated-completions: grpo and rloo only (TRL's), not %s", rl_algo_name(R.algo));
-    if (R.algo == RL_ONLINE_DPO && o.B < 2)
+    if (R.algo == RL_ONLINE_DPO && o.B && o.B < 2)
         return err_set(e, "--batch: online-dpo packs a pair's two samples into one micro-batch: at least 2 rows");
     if (rl_kl_parse(kl_est, &R.kl_est, e)) return -1;
     if (R.algo == RL_PPO && o.zero) return err_set(e, "--zero: not with --algo ppo (the value model keeps whole moments)");
@@ -1375,7 +1413,20 @@ int cmd_rl(int argc, char **argv, Err *e) {
                 ctx);
         goto out;
     }
-    if (!o.T) o.T = ctx;
+    R.share = !no_share;
+    if (!o.T) {
+        o.T = ctx;
+        long np = 0, grp;
+        for (size_t i = 0; i < R.ro.ps.n; i++)
+            if ((long)(R.ro.ps.off[i + 1] - R.ro.ps.off[i]) > np) np = (long)(R.ro.ps.off[i + 1] - R.ro.ps.off[i]);
+        grp = np - 1 + G * (R.max_tokens + (R.algo == RL_PPO)); /* the prompt once, then G completions */
+        grp = grp < R.ro.c.max_seq ? grp : R.ro.c.max_seq;
+        if (R.share && grp > o.T) o.T = grp;
+    }
+    if (!o.B) { /* about the slots of 8 rows of one sequence; online DPO's pair across 2 rows at least */
+        o.B = (8 * ctx + o.T - 1) / o.T;
+        o.B = o.B > (R.algo == RL_ONLINE_DPO ? 2 : 1) ? o.B : (R.algo == RL_ONLINE_DPO ? 2 : 1);
+    }
     o.batch_tokens = o.B * o.T * dist_world(); /* one (unused) micro-batch a rank: the step trains the rollout's */
     o.tokpath = NULL;
     o.val_batches = 1;
