@@ -88,7 +88,7 @@ METRIC_KEYS = {"generation": "time/generation", "reward": "time/reward", "train"
 REF_KEY = "time/reference"
 
 
-def llamac_rl_cmd(algo, a, prompts, d):
+def llamac_rl_cmd(algo, a, prompts, d, copy=False):
     """the `llamac rl` command line of one run into folder d; a PPO "step" is a rollout (TRL's), PPO_EPOCHS
     optimizer steps of llamac's"""
     tok = os.path.join(HF, "tokenizer.json")
@@ -98,7 +98,7 @@ def llamac_rl_cmd(algo, a, prompts, d):
            "--lr", str(LR), "--steps", str((a.warmup + a.steps) * (PPO_EPOCHS if algo == "ppo" else 1)), "--seed", "1",
            "--prompts-per-step", str(a.prompts_per_step if algo == "grpo" else a.prompts_per_step * a.group),
            "--metrics", os.path.join(d, "metrics.jsonl"), "--ckpt-dir", os.path.join(d, "ck"),
-           "--adapter-out", os.path.join(d, "adapter")]
+           "--adapter-out", os.path.join(d, "adapter")] + (["--no-shared-prompt"] if copy else [])
     if algo == "grpo":
         cmd += ["--batch", str(a.prompts_per_step), "--group", str(a.group), "--beta", "0", "--loss-type", "dapo",
                 "--scale-rewards", "group", "--reward-answer", "answer"]
@@ -198,11 +198,11 @@ def answer_match(ans, accepted):
 # ---------------------------------------------------------------- the llamac side
 
 
-def run_llamac(algo, a, prompts):
-    d = os.path.join(WORK, f"llamac_{algo}")
+def run_llamac(algo, a, prompts, copy=False):
+    d = os.path.join(WORK, f"llamac_{algo}" + ("_copy" if copy else ""))
     shutil.rmtree(d, ignore_errors=True)
     os.makedirs(d)
-    rc, rss = run_child(llamac_rl_cmd(algo, a, prompts, d), os.path.join(d, "log.txt"))
+    rc, rss = run_child(llamac_rl_cmd(algo, a, prompts, d, copy), os.path.join(d, "log.txt"))
     if rc != 0:
         sys.exit(f"bench-rl: llamac rl --algo {algo} failed (exit {rc}); see {d}/log.txt")
     rows = [x for x in read_jsonl(os.path.join(d, "metrics.jsonl")) if METRIC_KEYS["train"] in x]
@@ -411,7 +411,9 @@ def llamac_has_rl():
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--algos", default="grpo,ppo", help="comma-separated among grpo, ppo")
-    ap.add_argument("--sides", default="llamac,trl", help="comma-separated among llamac, trl")
+    ap.add_argument("--sides", default="llamac,llamac-copy,trl",
+                    help="comma-separated among llamac, llamac-copy (llamac rl --no-shared-prompt: a prompt copy per "
+                    "completion in training; GRPO only) and trl")
     ap.add_argument("--prompts", help="prompt lines {messages, answer} (default: WordNet antonyms, made here)")
     ap.add_argument("--n-prompts", type=int, default=64, help="antonym questions made when --prompts is not given")
     ap.add_argument("--prompts-per-step", type=int, default=4, help="P: prompts per step (PPO: P x G)")
@@ -432,8 +434,8 @@ def main():
     sides = [x for x in a.sides.split(",") if x]
     if not algos or any(x not in ("grpo", "ppo") for x in algos):
         sys.exit("bench-rl: --algos: among grpo, ppo")
-    if not sides or any(x not in ("llamac", "trl") for x in sides):
-        sys.exit("bench-rl: --sides: among llamac, trl")
+    if not sides or any(x not in ("llamac", "llamac-copy", "trl") for x in sides):
+        sys.exit("bench-rl: --sides: among llamac, llamac-copy, trl")
     py = os.path.join(VENV, "bin", "python")
     if subprocess.run([py, "-c", "import torch, transformers, peft, trl, datasets"], capture_output=True).returncode:
         sys.exit(f"bench-rl: no torch/transformers/peft/trl/datasets in {VENV} (pip install -r "
@@ -463,9 +465,11 @@ def main():
     run_sides = {}
     for algo in algos:
         s = list(sides)
-        if "llamac" in s and not llamac_has_rl():
+        if algo == "ppo" and "llamac-copy" in s:  # G 1: nothing to share
+            s.remove("llamac-copy")
+        if any(x.startswith("llamac") for x in s) and not llamac_has_rl():
             say(f"  {algo}: llamac side skipped: `{os.path.relpath(LLAMAC, ROOT)} rl` does not run (not written yet)")
-            s.remove("llamac")
+            s = [x for x in s if not x.startswith("llamac")]
         if algo == "ppo" and "trl" in s and subprocess.run(
                 [py_ppo, "-c", "import trl.experimental.ppo, peft"], capture_output=True).returncode:
             say(f"  ppo: TRL side skipped: no TRL 1.12.0 with trl.experimental.ppo and peft in {VENV_PPO} "
@@ -479,7 +483,7 @@ def main():
             continue
         for r in range(a.rounds):
             for side in (run_sides[algo] if r % 2 == 0 else run_sides[algo][::-1]):
-                res[side].append(run_llamac(algo, a, prompts) if side == "llamac" else
+                res[side].append(run_llamac(algo, a, prompts, side == "llamac-copy") if side.startswith("llamac") else
                                  run_trl(algo, a, prompts, py if algo == "grpo" else py_ppo))
             say(f"  {algo} round {r + 1}: " + ", ".join(
                 f"{s} {res[s][-1]['step']:.2f} s/step (" + " + ".join(f"{res[s][-1][p]:.2f}" for p in PARTS) +
@@ -510,9 +514,15 @@ def table(a, algo, res, say):
     say("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for s in med:
         m = med[s]
-        say(f"| {'llamac rl' if s == 'llamac' else peer} | {m['step']:.2f} | " +
+        name = {"llamac": "llamac rl", "llamac-copy": "llamac rl --no-shared-prompt"}.get(s, peer)
+        say(f"| {name} | {m['step']:.2f} | " +
             " | ".join(f"{m[p]:.2f} s" for p in PARTS) + f" | {1 / m['step']:.3f} | {m['rss']:.0f} MiB |")
-    if len(med) == 2:
+    if "llamac-copy" in med and "llamac" in med:
+        say()
+        say(f"a prompt laid out once before its {a.group} completions (the default) against a copy each: "
+            f"{med['llamac-copy']['train'] / med['llamac']['train']:.2f}x faster training, "
+            f"{med['llamac-copy']['step'] / med['llamac']['step']:.2f}x the steps/s")
+    if "llamac" in med and "trl" in med:
         speed, mem = med["trl"]["step"] / med["llamac"]["step"], med["llamac"]["rss"] / med["trl"]["rss"]
         say()
         say(f"llamac: {speed:.2f}x {peer}'s steps/s, {mem:.2f}x its peak RSS; targets (>= {TARGET_SPEED:g}x, <= "
