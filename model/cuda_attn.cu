@@ -5,10 +5,11 @@
  * backward recomputes the probabilities).
  *
  * Mask (ops.h): query t attends key j iff t - pos[t] <= j <= t, except in
- * a branch (prefix-shared packing), which skips the branches before it.
- * k_attn_spans turns pos into each query's first key and hole (attn_spans,
- * in scratch) first. Document starts never decrease along t, so a block of
- * consecutive queries needs keys [start(first), last] and nothing else.
+ * a branch (prefix-shared packing), which skips the branches before it:
+ * the kernels read each query's first key and hole from the spans
+ * (attn_spans, made once a batch by llama_set_batch). Document starts never
+ * decrease along t, so a block of consecutive queries needs keys
+ * [start(first), last] and nothing else, less the hole all of them share.
  *
  * Shape of the work: a block is AW warps; in the forward and dq kernels
  * warp w owns query row t (one (b, h)), in the dk/dv kernel key row j (one
@@ -69,16 +70,33 @@ static __device__ inline void load_tile(float *tile, const bf16 *src, int r0, in
     }
 }
 
-/* Each query's keys (ops.h, attn_spans): a thread per batch row, 3 ints
- * a query; T steps are nothing next to the attention. */
-__global__ void k_attn_spans(int *sp, const int *pos, int B, int T) {
-    int b = blockIdx.x * blockDim.x + threadIdx.x;
-    if (b < B) attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3);
-}
-
 /* Whether query t (spans st = sp + 3 t) sees key j. */
 static __device__ inline int sees(const int *st, int t, int j) {
     return j >= st[0] && j <= t && (j < st[1] || j >= st[2]);
+}
+
+/* The keys in the hole of every query of rows [t0, t0 + AW) (mostly one
+ * branch): [*h0, *h1), empty when one has no hole. The same in every
+ * thread, so a key tile inside it is skipped by the whole block. */
+static __device__ inline void block_hole(const int *sb, int t0, int T, int *h0, int *h1) {
+    *h0 = *h1 = 0;
+    for (int t = t0; t < min(t0 + AW, T); t++) {
+        int a = sb[3 * t + 1], b = sb[3 * t + 2];
+        if (a >= b) {
+            *h0 = *h1 = 0;
+            return;
+        }
+        *h0 = t == t0 ? a : max(*h0, a);
+        *h1 = t == t0 ? b : min(*h1, b);
+    }
+}
+
+/* Whether query t sees a key of [j0, j1]. */
+static __device__ inline int sees_range(const int *sb, int t, int j0, int j1) {
+    int lo = max(sb[3 * t], j0), hi = min(t, j1), h0 = sb[3 * t + 1], h1 = sb[3 * t + 2];
+    if (h0 <= lo && lo < h1) lo = h1;
+    if (h0 <= hi && hi < h1) hi = h0 - 1;
+    return lo <= hi;
 }
 
 // ----------------------------------------------------------------------------
@@ -91,7 +109,8 @@ __global__ void __launch_bounds__(AW * 32) k_attn_fwd(bf16 *out, float *lse, con
     int b = blockIdx.z, h = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     int g = h / (H / KV), t0 = blockIdx.x * AW, t = t0 + w;
     const int *sb = spans + (size_t)b * T * 3, *st = sb + 3 * (size_t)t;
-    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1;
+    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1, h0, h1;
+    block_hole(sb, t0, T, &h0, &h1);
     float *qs = sm + w * HS, *ks = sm + 2 * AW * HS, *vs = ks + AK * (HS + 1);
     size_t qst = (size_t)H * HS, kst = (size_t)KV * HS;
     int valid = t < T;
@@ -102,6 +121,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_fwd(bf16 *out, float *lse, con
     for (int i = 0; i < NI; i++) acc[i] = 0.0f;
     const bf16 *kb = k + (size_t)b * T * kst + g * HS, *vb = v + (size_t)b * T * kst + g * HS;
     for (int j0 = jlo; j0 <= jhi; j0 += AK) {
+        if (j0 >= h0 && j0 + AK <= h1) continue; /* no row sees the tile (block-uniform) */
         __syncthreads(); /* the previous tile is consumed */
         load_tile(ks, kb, j0, T, kst, HS);
         load_tile(vs, vb, j0, T, kst, HS);
@@ -165,7 +185,8 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dq(bf16 *dq, const bf16 *dout,
     int b = blockIdx.z, h = blockIdx.y, w = threadIdx.x / 32, lane = threadIdx.x % 32;
     int g = h / (H / KV), t0 = blockIdx.x * AW, t = t0 + w;
     const int *sb = spans + (size_t)b * T * 3, *st = sb + 3 * (size_t)t;
-    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1;
+    int jlo = sb[3 * t0], jhi = min(t0 + AW, T) - 1, h0, h1;
+    block_hole(sb, t0, T, &h0, &h1);
     float *qs = sm + w * HS, *dos = sm + (AW + w) * HS, *ks = sm + 2 * AW * HS, *vs = ks + AK * (HS + 1);
     size_t qst = (size_t)H * HS, kst = (size_t)KV * HS;
     int valid = t < T;
@@ -184,6 +205,7 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dq(bf16 *dq, const bf16 *dout,
     for (int i = 0; i < NI; i++) acc[i] = 0.0f;
     const bf16 *kb = k + (size_t)b * T * kst + g * HS, *vb = v + (size_t)b * T * kst + g * HS;
     for (int j0 = jlo; j0 <= jhi; j0 += AK) {
+        if (j0 >= h0 && j0 + AK <= h1) continue; /* no row sees the tile (block-uniform) */
         __syncthreads();
         load_tile(ks, kb, j0, T, kst, HS);
         load_tile(vs, vb, j0, T, kst, HS);
@@ -247,7 +269,10 @@ __global__ void __launch_bounds__(AW * 32) k_attn_dkdv(bf16 *dk, bf16 *dv, const
         /* queries from the block's first key on, until a tile starts past the
          * document of the block's last key */
         for (int i0 = j0r; i0 < T && sb[3 * i0] <= j1r; i0 += AK) {
-            __syncthreads();
+            /* a tile of queries none of which sees the block's keys (later branches: their hole) is
+             * skipped; the barrier makes the decision the block's */
+            int iq = i0 + (int)threadIdx.x;
+            if (!__syncthreads_or(threadIdx.x < AK && iq < T && sees_range(sb, iq, j0r, j1r))) continue;
             load_tile(qs, qb, i0, T, qst, HS);
             load_tile(dos, db, i0, T, qst, HS);
             if (threadIdx.x < AK) {
@@ -418,28 +443,20 @@ void attn_init(const cudaDeviceProp *prop) {
     CK(cudaFuncSetAttribute(k_attn_paged, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)pneed));
 }
 
-static int *spans_of(cudaStream_t s, const int *pos, int *sp, int B, int T) {
-    k_attn_spans<<<(B + 63) / 64, 64, 0, s>>>(sp, pos, B, T);
-    CK(cudaGetLastError());
-    return sp;
-}
-
-void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *pos,
-              float *scratch, int B, int T, int H, int KV, int HS) {
+void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *sp,
+              int B, int T, int H, int KV, int HS) {
     LC_ASSERT(HS <= HS_MAX && H % KV == 0);
-    const int *sp = spans_of(s, pos, (int *)scratch, B, T);
     dim3 grid((T + AW - 1) / AW, H, B);
     k_attn_fwd<<<grid, AW * 32, smem_bytes(HS), s>>>(out, lse, q, k, v, sp, T, H, KV, HS, 1.0f / sqrtf((float)HS));
     CK(cudaGetLastError());
 }
 
 void attn_bwd(cudaStream_t s, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out, const float *lse,
-              const bf16 *q, const bf16 *k, const bf16 *v, const int *pos, float *scratch, int B, int T, int H,
+              const bf16 *q, const bf16 *k, const bf16 *v, const int *sp, float *scratch, int B, int T, int H,
               int KV, int HS) {
     LC_ASSERT(HS <= HS_MAX && H % KV == 0);
     float scale = 1.0f / sqrtf((float)HS), *delta = scratch;
     size_t rows = (size_t)B * T * H;
-    const int *sp = spans_of(s, pos, (int *)(scratch + rows), B, T);
     k_attn_delta<<<(unsigned)((rows + 7) / 8), 256, 0, s>>>(delta, dout, out, B, T, H, HS);
     CK(cudaGetLastError());
     dim3 gq((T + AW - 1) / AW, H, B), gk((T + AW - 1) / AW, KV, B);

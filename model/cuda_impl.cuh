@@ -63,13 +63,13 @@ static __device__ inline float block_max(float v, float *red) {
 }
 
 /* ---- attention (cuda_attn.cu): layouts and contracts of ops.h's attn_*,
- * activations bf16, lse float32; scratch holds B*H*T floats (the
- * backward's delta) and then 3*B*T ints (each query's keys). */
+ * activations bf16, lse float32, spans (B, T, 3) ints; scratch holds
+ * B*H*T floats (the backward's delta). */
 void attn_init(const cudaDeviceProp *prop);
 void attn_fwd(cudaStream_t s, bf16 *out, float *lse, const bf16 *q, const bf16 *k, const bf16 *v,
-              const int *pos, float *scratch, int B, int T, int H, int KV, int HS);
+              const int *spans, int B, int T, int H, int KV, int HS);
 void attn_bwd(cudaStream_t s, bf16 *dq, bf16 *dk, bf16 *dv, const bf16 *dout, const bf16 *out,
-              const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *pos,
+              const float *lse, const bf16 *q, const bf16 *k, const bf16 *v, const int *spans,
               float *scratch, int B, int T, int H, int KV, int HS);
 void attn_decode(cudaStream_t s, bf16 *out, const bf16 *q, const bf16 *k, const bf16 *v, float *scratch,
                  int S, int H, int KV, int HS);

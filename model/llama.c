@@ -212,6 +212,7 @@ int llama_init_opts(Llama *m, const LlamaConfig *c, const Ops *ops, void *ctx, i
     m->tokens = ops->alloc(ctx, bt);
     m->targets = ops->alloc(ctx, bt);
     m->pos = ops->alloc(ctx, bt);
+    m->spans = ops->alloc(ctx, 3 * bt);
 
     llama_rope_upload(c, ops, ctx, T, m->rope_cos, m->rope_sin);
     return 0;
@@ -282,6 +283,7 @@ void llama_free(Llama *m) {
         m->ops->free(ctx, m->tokens);
         m->ops->free(ctx, m->targets);
         m->ops->free(ctx, m->pos);
+        m->ops->free(ctx, m->spans);
     }
     free(m->qt);
     params_free(&m->t);
@@ -351,16 +353,15 @@ int llama_set_batch(Llama *m, const int *tokens, const int *targets, const int *
     }
     /* a document starts at position 0 and counts up by one; a branch
      * restarts within its document's first run (ops.h) */
-    int *sp = xmalloc((size_t)T * 3 * sizeof(int));
+    int *sp = xmalloc(n * 3 * sizeof(int));
     for (int b = 0; b < B; b++) {
-        int t = attn_spans(pos + (size_t)b * T, T, sp);
+        int t = attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3);
         if (t >= 0) {
             int p = pos[(size_t)b * T + t];
             free(own), free(sp);
             return err_set(e, "batch: position %d at row %d, column %d is inconsistent", p, b, t);
         }
     }
-    free(sp);
     m->ops->upload(m->ctx, m->tokens, tokens, n * sizeof(int));
     if (targets) {
         m->ops->upload(m->ctx, m->targets, targets, n * sizeof(int));
@@ -371,7 +372,8 @@ int llama_set_batch(Llama *m, const int *tokens, const int *targets, const int *
         free(ig);
     }
     m->ops->upload(m->ctx, m->pos, pos, n * sizeof(int));
-    free(own);
+    m->ops->upload(m->ctx, m->spans, sp, n * 3 * sizeof(int));
+    free(own), free(sp);
     return 0;
 }
 
@@ -479,7 +481,7 @@ static void layer_fwd(Llama *m, int l, float *out) {
     lin_fwd(m, l, LORA_V, a->v, a->xn1, w->wv, N, D, KVD, 1, 1);
     o->rope_fwd(ctx, a->q, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
     o->rope_fwd(ctx, a->k, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);
-    o->attn_fwd(ctx, a->att, a->lse, a->q, a->k, a->v, m->pos, m->scratch, B, T, H, KV, HS);
+    o->attn_fwd(ctx, a->att, a->lse, a->q, a->k, a->v, m->spans, m->scratch, B, T, H, KV, HS);
     lin_fwd(m, l, LORA_O, a->h, a->att, w->wo, N, Q, D, 1, 1);
     o->add(ctx, a->h, a->x, (size_t)N * D);
     o->rmsnorm_fwd(ctx, a->xn2, a->rstd2, a->h, w->ln2, N, D, c->norm_eps);
@@ -649,7 +651,7 @@ void llama_backward(Llama *m, int l0, int l1) {
         o->rmsnorm_bwd(ctx, m->dres, g->ln2, m->dxn, a->h, w->ln2, a->rstd2, N, D);
         /* h = x + o_proj(att) */
         lin_bwd(m, l, LORA_O, m->datt, g->wo, m->dres, a->att, w->wo, N, Q, D, 0);
-        o->attn_bwd(ctx, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->pos,
+        o->attn_bwd(ctx, m->dq, m->dk, m->dv, m->datt, a->att, a->lse, a->q, a->k, a->v, m->spans,
                     m->scratch, B, T, H, KV, HS);
         o->rope_bwd(ctx, m->dq, m->pos, m->rope_cos, m->rope_sin, N, H, HS);
         o->rope_bwd(ctx, m->dk, m->pos, m->rope_cos, m->rope_sin, N, KV, HS);

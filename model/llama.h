@@ -112,6 +112,7 @@ typedef struct Llama {
     size_t scratch_floats;
     float *rope_cos, *rope_sin; /* (T, HS/2) */
     int *tokens, *targets, *pos; /* (B, T) on the backend */
+    int *spans;                  /* (B, T, 3) on the backend: attn_spans of each row of pos */
     /* Called by llama_backward once layer l's parameter gradients (full or
      * LoRA) are complete for this backward, l = l1-1 down to l0, and with
      * l = -1 after the embedding's (l0 == 0). The data-parallel trainer

@@ -30,7 +30,8 @@
  *     prompt laid out once, then each of its completions after it, the
  *     prefix-shared packing of docs/rl.md). A branch token sees its
  *     document's first p tokens and its own branch up to itself, not the
- *     branches before it. attn_spans gives each query's keys.
+ *     branches before it. attn_spans gives each query's keys: the attention
+ *     ops take those spans.
  */
 #ifndef LLAMAC_MODEL_OPS_H
 #define LLAMAC_MODEL_OPS_H
@@ -73,9 +74,6 @@ extern const char *const kd_div_names[KD_COUNT];
  * whose position is inconsistent: negative, not 0 at a row's start, or a
  * branch from further than its document's first contiguous run reaches.
  * Document starts sp[3t] never decrease along t. */
-#ifdef __CUDACC__
-__host__ __device__
-#endif
 static inline int attn_spans(const int *pos, int T, int *sp) {
     int d = 0, s = 0, trunk = 0; /* document start, branch start, end of the first run */
     for (int t = 0; t < T; t++) {
@@ -152,17 +150,18 @@ typedef struct Ops {
     void (*rope_bwd)(void *ctx, float *dx, const int *pos, const float *cos, const float *sin,
                      int N, int nh, int HS);
 
-    /* Causal, grouped-query attention with the document mask given by pos.
-     * q, out (B, T, H, HS); k, v (B, T, KV, HS); lse (B, H, T) = the softmax
-     * log-sum-exp per query row, all the backward keeps (O(T), not O(T^2)).
-     * Scale 1/sqrt(HS). */
+    /* Causal, grouped-query attention with the document mask of pos, given
+     * as spans (B, T, 3): attn_spans of each batch row (the model makes
+     * them once a batch, in llama_set_batch). q, out (B, T, H, HS); k, v
+     * (B, T, KV, HS); lse (B, H, T) = the softmax log-sum-exp per query
+     * row, all the backward keeps (O(T), not O(T^2)). Scale 1/sqrt(HS). */
     void (*attn_fwd)(void *ctx, float *out, float *lse, const float *q, const float *k,
-                     const float *v, const int *pos, float *scratch, int B, int T, int H,
+                     const float *v, const int *spans, float *scratch, int B, int T, int H,
                      int KV, int HS);
     /* dq = ; dk, dv = (written, not accumulated) */
     void (*attn_bwd)(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                      const float *out, const float *lse, const float *q, const float *k,
-                     const float *v, const int *pos, float *scratch, int B, int T, int H,
+                     const float *v, const int *spans, float *scratch, int B, int T, int H,
                      int KV, int HS);
 
     /* Generation with a KV cache: one query row q (H*HS) of a new token

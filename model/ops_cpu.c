@@ -719,18 +719,19 @@ static void pack_head(float *rows, float *panels, const float *src, int ld, floa
     }
 }
 
-/* Every batch row's key spans (attn_spans, ops.h): 3 ints a query, B x T. */
-static int *spans_of(const int *pos, int B, int T) {
-    int *sp = xmalloc((size_t)B * T * 3 * sizeof(int));
-    for (int b = 0; b < B; b++) {
-        int bad = attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3);
-        LC_ASSERT(bad < 0); /* llama_set_batch checked the positions */
-    }
-    return sp;
-}
-
-/* First key query t sees (its document's start). */
+/* First key query t sees (its document's start); sp: a row's spans. */
 static int doc_start(const int *sp, int t) { return sp[3 * t]; }
+
+/* The keys of [j0, jl] that query t sees, as [*lo, *hi] less a hole in the
+ * middle (masked): its document from j0 on, up to itself, trimmed where the
+ * hole covers an end. 0 when it sees none. */
+static int visible_keys(const int *sp, int t, int j0, int jl, int *lo, int *hi) {
+    int h0 = sp[3 * t + 1], h1 = sp[3 * t + 2];
+    *lo = sp[3 * t] > j0 ? sp[3 * t] : j0, *hi = t < jl ? t : jl;
+    if (h0 <= *lo && *lo < h1) *lo = h1;
+    if (h0 <= *hi && *hi < h1) *hi = h0 - 1;
+    return *lo <= *hi;
+}
 
 /* Scores of the hole of query t (the branches before its own) to -Inf in a
  * row s of keys from base: the softmax's exp makes them 0. */
@@ -738,6 +739,28 @@ static void mask_hole(float *s, const int *sp, int t, int base, int nk) {
     int h0 = sp[3 * t + 1] - base, h1 = sp[3 * t + 2] - base;
     h0 = h0 > 0 ? h0 : 0, h1 = h1 < nk ? h1 : nk;
     for (int j = h0; j < h1; j++) s[j] = -INFINITY;
+}
+
+/* The keys in the hole of every query in rows [t0, t0 + n) (the rows of a
+ * tile are mostly one branch): [*h0, *h1), empty when one has no hole. */
+static void common_hole(const int *sp, int t0, int n, int *h0, int *h1) {
+    *h0 = 0, *h1 = 0;
+    for (int t = t0; t < t0 + n; t++) {
+        int a = sp[3 * t + 1], b = sp[3 * t + 2];
+        if (a >= b) {
+            *h0 = *h1 = 0;
+            return;
+        }
+        *h0 = t == t0 || a > *h0 ? a : *h0;
+        *h1 = t == t0 || b < *h1 ? b : *h1;
+    }
+}
+
+/* The 16-key tiles from base inside the hole [h0, h1): [*a, *b). */
+static void hole_tiles(int h0, int h1, int base, int *a, int *b) {
+    *a = round_up(h0 - base > 0 ? h0 - base : 0, ATTN_NR);
+    *b = (h1 - base > 0 ? h1 - base : 0) / ATTN_NR * ATTN_NR;
+    if (*b < *a) *b = *a;
 }
 
 /* Forward for query rows [i0, i0 + 6) of one head: qt their packed q
@@ -750,8 +773,11 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
     for (int r = 0; r < nr; r++)
         if (doc_start(pb, i0 + r) < kmin) kmin = doc_start(pb, i0 + r);
     int base = kmin / ATTN_NR * ATTN_NR, nk = round_up(i0 + nr - base, ATTN_NR); /* keys [base, base + nk) */
+    int h0, h1, ha, hb; /* tiles [ha, hb) are in every row's hole: not computed, not read */
+    common_hole(pb, i0, nr, &h0, &h1);
+    hole_tiles(h0, h1, base, &ha, &hb);
     for (int j = 0; j < nk; j += ATTN_NR)
-        kern->tile(sb + j, nk, qt, hsp, 1, kt + (size_t)(base + j) * HS, ATTN_NR, HS, 0);
+        if (j < ha || j >= hb) kern->tile(sb + j, nk, qt, hsp, 1, kt + (size_t)(base + j) * HS, ATTN_NR, HS, 0);
     float inv[ATTN_MR] = {0};
     for (int r = 0; r < ATTN_MR; r++) {
         float *s = sb + (size_t)r * nk;
@@ -765,8 +791,10 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
         inv[r] = 1.0f / sum;
         lb[t] = mx + logf(sum);
     }
-    for (int c = 0; c < hsp; c += ATTN_NR)
-        kern->tile(ot + c, hsp, sb, nk, 1, vp + (size_t)base * hsp + c, hsp, nk, 0);
+    for (int c = 0; c < hsp; c += ATTN_NR) {
+        kern->tile(ot + c, hsp, sb, nk, 1, vp + (size_t)base * hsp + c, hsp, ha, 0);
+        kern->tile(ot + c, hsp, sb + hb, nk, 1, vp + (size_t)(base + hb) * hsp + c, hsp, nk - hb, 1);
+    }
     for (int r = 0; r < nr; r++)
         for (int c = 0; c < HS; c++) o[(size_t)(i0 + r) * qs + c] = ot[r * hsp + c] * inv[r];
 }
@@ -776,7 +804,7 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
  * the later (heavier: they see more keys) first, so the two threads finish
  * together even when another process takes a core for a while. */
 static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k,
-                         const float *v, const int *pos, float *scratch, int B, int T, int H,
+                         const float *v, const int *sp, float *scratch, int B, int T, int H,
                          int KV, int HS) {
     (void)ctx;
     int G = H / KV, qs = H * HS, ks = KV * HS, tp = round_up(T, ATTN_KB), hsp = round_up(HS, ATTN_NR);
@@ -785,7 +813,6 @@ static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, cons
     float *packed = scratch + (size_t)omp_get_max_threads() * attn_fwd_thread_floats(T, HS);
     float scale = 1.0f / sqrtf((float)HS);
     const AttnKernels *kern = attn_kernels();
-    int *sp = spans_of(pos, B, T);
 #pragma omp parallel
     {
         float *qt = scratch + (size_t)omp_get_thread_num() * attn_fwd_thread_floats(T, HS);
@@ -812,7 +839,7 @@ static void cpu_attn_fwd(void *ctx, float *out, float *lse, const float *q, cons
                                       sp + (size_t)b * T * 3, i, T, HS, hsp);
                     }
                 }
-    }    free(sp);
+    }
 }
 
 /* Packed buffers of one backward task (see cpu_attn_bwd). */
@@ -827,8 +854,10 @@ typedef struct {
  * multiply by zero. */
 static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, int HS, int hsp) {
     int jl = (j0 + ATTN_KB < T ? j0 + ATTN_KB : T) - 1, qend = j0;
-    for (int t = j0; t < T; t++) /* the rows that see a key of the block: [j0, qend) */
-        if (doc_start(pb, t) <= jl) qend = t + 1;
+    for (int t = j0; t < T; t++) { /* the rows that see a key of the block: within [j0, qend) */
+        int lo, hi;
+        if (visible_keys(pb, t, j0, jl, &lo, &hi)) qend = t + 1;
+    }
     qend = round_up(qend, ATTN_MR);
     for (int c0 = j0; c0 < qend; c0 += ATTN_QC) {
         int c1 = c0 + ATTN_QC < qend ? c0 + ATTN_QC : qend;
@@ -838,10 +867,7 @@ static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, i
             for (int r = 0; r < ATTN_MR; r++) {
                 int t = i0 + r;
                 lo[r] = 1, hi[r] = 0;
-                if (t < T) {
-                    lo[r] = doc_start(pb, t) > j0 ? doc_start(pb, t) - j0 : 0;
-                    hi[r] = (t < jl ? t : jl) - j0;
-                }
+                if (t < T && visible_keys(pb, t, j0, jl, &lo[r], &hi[r])) lo[r] -= j0, hi[r] -= j0;
                 if (lo[r] <= hi[r]) {
                     klo = lo[r] < klo ? lo[r] : klo;
                     khi = hi[r] > khi ? hi[r] : khi;
@@ -849,8 +875,12 @@ static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, i
             }
             int j1 = khi < 0 ? 0 : khi / ATTN_NR * ATTN_NR + ATTN_NR, ja = klo / ATTN_NR * ATTN_NR;
             if (ja > j1) ja = j1;
+            int h0, h1, ha, hb, nr = T - i0 < ATTN_MR ? T - i0 : ATTN_MR; /* tiles [ha, hb): in every row's hole */
+            common_hole(pb, i0, nr, &h0, &h1);
+            hole_tiles(h0, h1, j0, &ha, &hb);
+            ha = ha > ja ? ha : ja, hb = hb < j1 ? hb : j1, hb = hb > ha ? hb : ha;
             for (int j = 0; j < ATTN_KB; j += ATTN_NR) {
-                if (j < ja || j >= j1) {
+                if (j < ja || j >= j1 || (j >= ha && j < hb)) {
                     for (int r = 0; r < ATTN_MR; r++) {
                         memset(w->s + r * ATTN_KB + j, 0, ATTN_NR * sizeof(float));
                         memset(w->dp + r * ATTN_KB + j, 0, ATTN_NR * sizeof(float));
@@ -866,9 +896,12 @@ static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, i
             for (int r = 0; r < ATTN_MR; r++)
                 w->kern->probs(p + r * ATTN_KB, ds + r * ATTN_KB, w->s + r * ATTN_KB, w->dp + r * ATTN_KB,
                                w->lrow[i0 + r], w->drow[i0 + r], lo[r], hi[r]);
-            for (int c = 0; c < hsp && ja < j1; c += ATTN_NR) /* dq += dS k */
+            for (int c = 0; c < hsp && ja < j1; c += ATTN_NR) { /* dq += dS k, around the hole */
                 w->kern->tile(w->dq + (size_t)i0 * hsp + c, hsp, ds + ja, ATTN_KB, 1,
-                              w->kp + (size_t)(j0 + ja) * hsp + c, hsp, j1 - ja, 1);
+                              w->kp + (size_t)(j0 + ja) * hsp + c, hsp, ha - ja, 1);
+                w->kern->tile(w->dq + (size_t)i0 * hsp + c, hsp, ds + hb, ATTN_KB, 1,
+                              w->kp + (size_t)(j0 + hb) * hsp + c, hsp, j1 - hb, 1);
+            }
         }
         for (int i = 0; i < ATTN_KB; i += ATTN_MR) { /* dv += P^T dO, dk += dS^T q */
             int k0 = j0 + i > c0 ? j0 + i - c0 : 0; /* rows before key j0 + i do not see it */
@@ -891,6 +924,10 @@ static long attn_pairs_before(const int *pb, int T, int s) {
         int b0 = doc_start(pb, t) / ATTN_KB, b1 = t / ATTN_KB, last = s / ATTN_KB - 1;
         b1 = b1 < last ? b1 : last;
         n += b1 >= b0 ? b1 - b0 + 1 : 0;
+        /* less the blocks inside its hole, which it skips */
+        int k0 = (pb[3 * t + 1] + ATTN_KB - 1) / ATTN_KB, k1 = pb[3 * t + 2] / ATTN_KB - 1;
+        k0 = k0 > b0 ? k0 : b0, k1 = k1 < b1 ? k1 : b1;
+        n -= k1 >= k0 ? k1 - k0 + 1 : 0;
     }
     return n;
 }
@@ -918,14 +955,13 @@ static int attn_bwd_split(const int *pb, int T) {
  * scale of dk; dq gets it on the way out. */
 static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout,
                          const float *out, const float *lse, const float *q, const float *k,
-                         const float *v, const int *pos, float *scratch, int B, int T, int H,
+                         const float *v, const int *sp, float *scratch, int B, int T, int H,
                          int KV, int HS) {
     (void)ctx;
     int G = H / KV, qs = H * HS, ks = KV * HS, tp = round_up(T, ATTN_KB), hsp = round_up(HS, ATTN_NR);
     size_t m = (size_t)tp * hsp;
     float *partial = scratch + (size_t)omp_get_max_threads() * attn_thread_floats(T, HS); /* (B, H, T, HS) */
     float scale = 1.0f / sqrtf((float)HS);
-    int *sp = spans_of(pos, B, T);
 #pragma omp parallel
     {
         AttnBwdBufs w;
@@ -984,7 +1020,7 @@ static void cpu_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float
                 for (int t = attn_bwd_split(sp + (size_t)b * T * 3, T); t < T; t++)
                     for (int c = 0; c < HS; c++) dst[(size_t)t * qs + c] += src[(size_t)t * HS + c];
             }
-    }    free(sp);
+    }
 }
 
 static void cpu_attn_decode(void *ctx, float *out, const float *q, const float *k, const float *v,

@@ -421,7 +421,7 @@ static size_t r64(size_t n) { return (n + 63) / 64 * 64; }
 static size_t cuda_scratch_floats(void *ctx, int B, int T, int H, int HS, int V, int D) {
     (void)ctx; (void)HS; (void)D;
     size_t N = (size_t)B * T, rows = (size_t)ce_rows((int)N, V);
-    size_t attn = (size_t)B * H * T + 3 * (size_t)B * T; /* delta, then the key spans */
+    size_t attn = (size_t)B * H * T;
     size_t ce = r64(rows * V) + r64((rows * V + 1) / 2) + N;
     return attn > ce ? attn : ce;
 }
@@ -810,19 +810,19 @@ static void cuda_rope_bwd(void *ctx, float *dx, const int *pos, const float *cs,
 // attention: kernels in cuda_attn.cu
 
 static void cuda_attn_fwd(void *ctx, float *out, float *lse, const float *q, const float *k, const float *v,
-                          const int *pos, float *scratch, int B, int T, int H, int KV, int HS) {
+                          const int *spans, float *scratch, int B, int T, int H, int KV, int HS) {
     PROF_IN(C(ctx), t0_);
-    attn_fwd(C(ctx)->s, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, pos, scratch, B, T, H,
-             KV, HS);
+    (void)scratch;
+    attn_fwd(C(ctx)->s, (bf16 *)out, lse, (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, spans, B, T, H, KV, HS);
     PROF_OUT(C(ctx), OP_ATTN, t0_);
 }
 
 static void cuda_attn_bwd(void *ctx, float *dq, float *dk, float *dv, const float *dout, const float *out,
-                          const float *lse, const float *q, const float *k, const float *v, const int *pos,
+                          const float *lse, const float *q, const float *k, const float *v, const int *spans,
                           float *scratch, int B, int T, int H, int KV, int HS) {
     PROF_IN(C(ctx), t0_);
     attn_bwd(C(ctx)->s, (bf16 *)dq, (bf16 *)dk, (bf16 *)dv, (const bf16 *)dout, (const bf16 *)out, lse,
-             (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, pos, scratch, B, T, H, KV, HS);
+             (const bf16 *)q, (const bf16 *)k, (const bf16 *)v, spans, scratch, B, T, H, KV, HS);
     PROF_OUT(C(ctx), OP_ATTN, t0_);
 }
 

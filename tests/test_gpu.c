@@ -188,9 +188,18 @@ static int *rand_perm(int n) {
 }
 
 /* Positions with documents (a new one with probability 0.1 per token). */
-/* docs 2: some documents branch (ops.h: completions continuing a prompt) */
+/* docs 2: some documents branch (ops.h: completions continuing a prompt);
+ * docs 3: long branches whose holes cover whole key tiles (a 5-token
+ * prompt, branches of 70 and 90 from it and of 40 from its third token),
+ * then documents restarting every 37 tokens. */
 static void rand_pos(int *pos, int B, int T, int docs) {
-    for (int b = 0; b < B; b++)
+    static const int start[] = {0, 5, 75, 165, 205}, from[] = {0, 5, 5, 3};
+    for (int b = 0; b < B && docs == 3; b++)
+        for (int t = 0, i = 0; t < T; t++) {
+            while (i < 4 && t >= start[i + 1]) i++;
+            pos[b * T + t] = i < 4 ? from[i] + t - start[i] : (t - 205) % 37;
+        }
+    for (int b = 0; b < B && docs < 3; b++)
         for (int t = 0, p = 0, trunk = 0, branched = 0; t < T; t++) {
             if (docs && t > 0 && rng_uniform(&rng) < 0.1f) p = 0, trunk = 0, branched = 0;
             else if (docs == 2 && trunk > 2 && rng_uniform(&rng) < 0.15f)
@@ -343,7 +352,9 @@ static void attn_case(int B, int T, int H, int KV, int HS, int docs) {
     rand_pos(pos, B, T, docs);
     float *q = host_rand(nq, 1), *k = host_rand(nk, 1), *v = host_rand(nk, 1), *dout = host_rand(nq, 1);
     float *gq = dev_act(q, nq), *gk = dev_act(k, nk), *gv = dev_act(v, nk), *gdout = dev_act(dout, nq);
-    int *gpos = dev_int(pos, N);
+    int *sp = xmalloc((size_t)N * 3 * sizeof(int));
+    for (int b = 0; b < B; b++) LC_ASSERT(attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3) < 0);
+    int *gpos = dev_int(sp, (size_t)N * 3); /* the attention ops take the spans */
     float *out = xmalloc(nq * 4), *lse = xmalloc(nl * 4), *dq = xmalloc(nq * 4), *dk = xmalloc(nk * 4);
     float *dv = xmalloc(nk * 4);
     float *sc = xmalloc(P->scratch_floats(NULL, B, T, H, HS, 2, 2) * 4);
@@ -351,20 +362,21 @@ static void attn_case(int B, int T, int H, int KV, int HS, int docs) {
     float *gdk = G->alloc(ctx, nk * 4), *gdv = G->alloc(ctx, nk * 4);
     float *gsc = G->alloc(ctx, G->scratch_floats(ctx, B, T, H, HS, 2, 2) * 4);
     char what[96];
-    P->attn_fwd(NULL, out, lse, q, k, v, pos, sc, B, T, H, KV, HS);
+    P->attn_fwd(NULL, out, lse, q, k, v, sp, sc, B, T, H, KV, HS);
     G->attn_fwd(ctx, gout, glse, gq, gk, gv, gpos, gsc, B, T, H, KV, HS);
-    snprintf(what, sizeof what, "attn_fwd T%d H%d/%d HS%d%s", T, H, KV, HS, docs == 2 ? " tree" : docs ? " docs" : "");
+    snprintf(what, sizeof what, "attn_fwd T%d H%d/%d HS%d%s", T, H, KV, HS, docs >= 2 ? " branches" : docs ? " docs" : "");
     cmp(what, get_act(gout, nq), out, nq, TOL_BF16);
     cmp("attn_fwd lse", get_f32(glse, nl), lse, nl, TOL_F32);
     /* the backward from the CPU's own out (bf16-rounded on both sides) */
     float *gout2 = dev_act(out, nq);
     G->upload(ctx, glse, lse, nl * 4);
-    P->attn_bwd(NULL, dq, dk, dv, dout, out, lse, q, k, v, pos, sc, B, T, H, KV, HS);
+    P->attn_bwd(NULL, dq, dk, dv, dout, out, lse, q, k, v, sp, sc, B, T, H, KV, HS);
     G->attn_bwd(ctx, gdq, gdk, gdv, gdout, gout2, glse, gq, gk, gv, gpos, gsc, B, T, H, KV, HS);
     cmp("attn_bwd dq", get_act(gdq, nq), dq, nq, TOL_BF16);
     cmp("attn_bwd dk", get_act(gdk, nk), dk, nk, TOL_BF16);
     cmp("attn_bwd dv", get_act(gdv, nk), dv, nk, TOL_BF16);
-    free(pos); free(q); free(k); free(v); free(dout); free(out); free(lse); free(dq); free(dk); free(dv); free(sc);
+    free(pos); free(sp); free(q); free(k); free(v); free(dout); free(out); free(lse); free(dq); free(dk); free(dv);
+    free(sc);
     float *gp[] = {gq, gk, gv, gdout, gout, glse, gdq, gdk, gdv, gsc, gout2};
     for (size_t i = 0; i < sizeof gp / sizeof gp[0]; i++) G->free(ctx, gp[i]);
     G->free(ctx, gpos);
@@ -375,6 +387,7 @@ static void gpu_attn(void) {
     attn_case(1, 130, 4, 4, 128, 0); /* MHA, HS 128, causal only */
     attn_case(3, 33, 6, 3, 48, 1);  /* HS not a multiple of 32 */
     attn_case(2, 90, 4, 2, 64, 2);  /* prefix-shared branches */
+    attn_case(1, 300, 4, 2, 64, 3); /* long branches: whole tiles in a hole */
 }
 
 static void gpu_attn_decode(void) {

@@ -174,13 +174,20 @@ static void case_rope(Rng *r) {
 
 typedef struct {
     int B, T, H, KV, HS;
-    int *pos;
+    int *pos, *spans;
     float *q, *k, *v, *out, *lse, *r, *scratch;
 } AttnCase;
 
+/* The attention ops' spans of positions (B x T): attn_spans of each row. */
+static int *spans_of(const int *pos, int B, int T) {
+    int *sp = xmalloc((size_t)B * T * 3 * sizeof(int));
+    for (int b = 0; b < B; b++) LC_ASSERT(attn_spans(pos + (size_t)b * T, T, sp + (size_t)b * T * 3) < 0);
+    return sp;
+}
+
 static double attn_f(void *ud) {
     AttnCase *c = ud;
-    O->attn_fwd(NULL, c->out, c->lse, c->q, c->k, c->v, c->pos, c->scratch, c->B, c->T, c->H, c->KV, c->HS);
+    O->attn_fwd(NULL, c->out, c->lse, c->q, c->k, c->v, c->spans, c->scratch, c->B, c->T, c->H, c->KV, c->HS);
     return gc_project(c->out, c->r, (size_t)c->B * c->T * c->H * c->HS);
 }
 
@@ -221,9 +228,18 @@ static void attn_naive(const AttnCase *c, int b, int h, int t, double *o) {
 
 /* Documents of random lengths when docs, else one causal row; with docs 2
  * some documents branch: a prompt, then completions that each continue
- * its first p tokens (the prefix-shared packing). */
+ * its first p tokens (the prefix-shared packing); docs 3: long branches,
+ * whose holes cover whole key tiles and blocks (a 5-token prompt,
+ * branches of 70 and 90 from it and of 40 from its third token), then
+ * documents of 37. */
 static void attn_positions(Rng *r, int *pos, int B, int T, int docs) {
-    for (int b = 0; b < B; b++) {
+    static const int start[] = {0, 5, 75, 165, 205}, from[] = {0, 5, 5, 3};
+    for (int b = 0; b < B && docs == 3; b++)
+        for (int t = 0, i = 0; t < T; t++) {
+            while (i < 4 && t >= start[i + 1]) i++;
+            pos[b * T + t] = i < 4 ? from[i] + t - start[i] : (t - 205) % 37;
+        }
+    for (int b = 0; b < B && docs < 3; b++) {
         int p = 0, trunk = 0, branched = 0;
         for (int t = 0; t < T; t++) {
             if (docs && t > 0 && rng_uniform(r) < 0.08f) p = 0, trunk = 0, branched = 0;
@@ -238,11 +254,12 @@ static void attn_positions(Rng *r, int *pos, int B, int T, int docs) {
 }
 
 static void attn_case(Rng *r, int B, int T, int H, int KV, int HS, int docs, const char *tag) {
-    AttnCase c = {B, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0};
+    AttnCase c = {B, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     size_t nq = (size_t)B * T * H * HS, nk = (size_t)B * T * KV * HS;
     c.pos = xmalloc((size_t)B * T * sizeof(int));
     attn_positions(r, c.pos, B, T, docs);
-    if (docs == 2) { /* the positions branch, and attn_spans takes them */
+    c.spans = spans_of(c.pos, B, T);
+    if (docs >= 2) { /* the positions branch, and attn_spans takes them */
         int branches = 0, *sp = xmalloc((size_t)T * 3 * sizeof(int));
         for (int b = 0; b < B; b++) {
             EXPECT(attn_spans(c.pos + (size_t)b * T, T, sp) < 0, "%s: attn_spans refuses a valid tree", tag);
@@ -268,12 +285,12 @@ static void attn_case(Rng *r, int B, int T, int H, int KV, int HS, int docs, con
     EXPECT(maxerr < 1e-5, "%s: forward differs from the definition by %g", tag, maxerr);
     float *dq = NEW(nq), *dk = NEW(nk), *dv = NEW(nk);
     for (size_t i = 0; i < nk; i++) dk[i] = dv[i] = 7.0f; /* must be overwritten */
-    O->attn_bwd(NULL, dq, dk, dv, c.r, c.out, c.lse, c.q, c.k, c.v, c.pos, c.scratch, B, T, H, KV, HS);
+    O->attn_bwd(NULL, dq, dk, dv, c.r, c.out, c.lse, c.q, c.k, c.v, c.spans, c.scratch, B, T, H, KV, HS);
     char name[64];
     snprintf(name, sizeof name, "%s.dq", tag); check(name, attn_f, &c, c.q, dq, nq, r);
     snprintf(name, sizeof name, "%s.dk", tag); check(name, attn_f, &c, c.k, dk, nk, r);
     snprintf(name, sizeof name, "%s.dv", tag); check(name, attn_f, &c, c.v, dv, nk, r);
-    free(c.pos); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
+    free(c.pos); free(c.spans); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
     free(dq); free(dk); free(dv);
 }
 
@@ -287,10 +304,11 @@ static void case_attn(Rng *r) {
 /* The decode op against attn_fwd's last row: same keys, GQA. */
 static void case_attn_decode(Rng *r) {
     int T = 37, H = 6, KV = 2, HS = 10;
-    AttnCase c = {1, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0};
+    AttnCase c = {1, T, H, KV, HS, 0, 0, 0, 0, 0, 0, 0, 0, 0};
     size_t nq = (size_t)T * H * HS, nk = (size_t)T * KV * HS;
     c.pos = xmalloc(T * sizeof(int));
     for (int t = 0; t < T; t++) c.pos[t] = t;
+    c.spans = spans_of(c.pos, 1, T);
     c.q = NEW(nq); c.k = NEW(nk); c.v = NEW(nk); c.out = NEW(nq); c.r = NEW(nq); c.lse = NEW(H * T);
     c.scratch = NEW(O->scratch_floats(NULL, 1, T, H, HS, 2, 2));
     gc_randn(r, c.q, nq, 1); gc_randn(r, c.k, nk, 1); gc_randn(r, c.v, nk, 1);
@@ -302,7 +320,7 @@ static void case_attn_decode(Rng *r) {
         for (int i = 0; i < H * HS; i++) d = fmax(d, fabs(out[i] - c.out[(size_t)(S - 1) * H * HS + i]));
         EXPECT(d < 1e-5, "attn_decode at S=%d differs from attn_fwd by %g", S, d);
     }
-    free(c.pos); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
+    free(c.pos); free(c.spans); free(c.q); free(c.k); free(c.v); free(c.out); free(c.r); free(c.lse); free(c.scratch);
 }
 
 // ----------------------------------------------------------------------------
@@ -1108,6 +1126,7 @@ void ops_attn_kernels(void) {
         attn_case(&r, 2, 101, 2, 2, 32, 0, portable ? "attn.portable.hs32" : "attn.hs32");
         attn_case(&r, 1, 61, 3, 1, 6, 1, portable ? "attn.portable.hs6" : "attn.hs6");
         attn_case(&r, 1, 140, 2, 1, 16, 2, portable ? "attn.portable.tree" : "attn.tree");
+        attn_case(&r, 1, 260, 2, 1, 16, 3, portable ? "attn.portable.long_branches" : "attn.long_branches");
         unsetenv("LLAMAC_ATTN_PORTABLE");
     }
 }
@@ -1122,11 +1141,13 @@ void ops_deterministic(void) {
     float *s = NEW(O->scratch_floats(NULL, B, T, H, HS, 2, 2));
     int *pos = xmalloc((size_t)B * T * sizeof(int));
     for (int i = 0; i < B * T; i++) pos[i] = (i % T) % 31;
+    int *sp = spans_of(pos, B, T);
     rng_seed(&r, 5);
     gc_randn(&r, q, nq, 1); gc_randn(&r, k, nk, 1); gc_randn(&r, v, nk, 1); gc_randn(&r, d, nq, 1);
-    O->attn_fwd(NULL, o, lse, q, k, v, pos, s, B, T, H, KV, HS);
+    O->attn_fwd(NULL, o, lse, q, k, v, sp, s, B, T, H, KV, HS);
     for (int rep = 0; rep < 2; rep++)
-        O->attn_bwd(NULL, dq[rep], dk[rep], dv[rep], d, o, lse, q, k, v, pos, s, B, T, H, KV, HS);
+        O->attn_bwd(NULL, dq[rep], dk[rep], dv[rep], d, o, lse, q, k, v, sp, s, B, T, H, KV, HS);
+    free(sp);
     EXPECT(memcmp(dq[0], dq[1], nq * sizeof(float)) == 0, "dq differs between runs");
     EXPECT(memcmp(dk[0], dk[1], nk * sizeof(float)) == 0, "dk differs between runs");
     EXPECT(memcmp(dv[0], dv[1], nk * sizeof(float)) == 0, "dv differs between runs");

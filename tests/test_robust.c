@@ -132,19 +132,21 @@ static void attn_nonfinite(const char *kern) {
     Rng r;
     rng_seed(&r, 16);
     for (int t = 0; t < T; t++) pos[t] = t;
+    int *sp = xmalloc((size_t)T * 3 * sizeof(int));
+    LC_ASSERT(attn_spans(pos, T, sp) < 0);
     for (int round = 0; round < 3; round++) {
         gc_randn(&r, q, nq, 1); gc_randn(&r, k, nk, 1); gc_randn(&r, v, nk, 1); gc_randn(&r, dout, nq, 1);
         int tq = 7;
         if (round == 0) q[(size_t)tq * H * HS] = NAN;        /* head 0 of query 7 */
         if (round == 1) q[(size_t)tq * H * HS] = INFINITY;   /* its scores +-Inf */
         if (round == 2) k[0] = NAN;                          /* key 0, every query */
-        O->attn_fwd(NULL, out, lse, q, k, v, pos, scratch, 1, T, H, KV, HS);
+        O->attn_fwd(NULL, out, lse, q, k, v, sp, scratch, 1, T, H, KV, HS);
         if (round < 2) {
             EXPECT(any_nonfinite(out + (size_t)tq * H * HS, HS), "%s round %d: query %d finite", kern, round, tq);
             EXPECT(all_finite(out, (size_t)tq * H * HS), "%s round %d: earlier queries not finite", kern, round);
         } else
             EXPECT(all_nan(out, HS), "%s: a NaN key 0 must reach query 0's head 0", kern);
-        O->attn_bwd(NULL, dq, dk, dv, dout, out, lse, q, k, v, pos, scratch, 1, T, H, KV, HS);
+        O->attn_bwd(NULL, dq, dk, dv, dout, out, lse, q, k, v, sp, scratch, 1, T, H, KV, HS);
         EXPECT(any_nonfinite(dq, nq) && any_nonfinite(dk, nk), "%s round %d: backward finite", kern, round);
         /* decode: the path the fuzz run found (cpu_attn_decode -> vec_exp_sum) */
         float dec[4 * 8];
@@ -159,7 +161,7 @@ static void attn_nonfinite(const char *kern) {
     EXPECT(any_nonfinite(out, HS), "%s: decode with every score -Inf is NaN (0/0)", kern);
     EXPECT(all_finite(out + HS, (size_t)(H - 1) * HS), "%s: other heads finite", kern);
     free(q); free(k); free(v); free(out); free(lse); free(dq); free(dk); free(dv); free(dout);
-    free(scratch); free(pos);
+    free(scratch); free(pos); free(sp);
 }
 
 void robust_ops_attn(void) {

@@ -1419,9 +1419,10 @@ int cmd_rl(int argc, char **argv, Err *e) {
         long np = 0, grp;
         for (size_t i = 0; i < R.ro.ps.n; i++)
             if ((long)(R.ro.ps.off[i + 1] - R.ro.ps.off[i]) > np) np = (long)(R.ro.ps.off[i + 1] - R.ro.ps.off[i]);
-        grp = np - 1 + G * (R.max_tokens + (R.algo == RL_PPO)); /* the prompt once, then G completions */
+        grp = np - 1 + G * R.max_tokens; /* the prompt once, then G completions */
         grp = grp < R.ro.c.max_seq ? grp : R.ro.c.max_seq;
-        if (R.share && grp > o.T) o.T = grp;
+        /* not PPO: its value model (opened with these rows) may have a shorter context; its G is 1 by default */
+        if (R.share && R.algo != RL_PPO && grp > o.T) o.T = grp;
     }
     if (!o.B) { /* about the slots of 8 rows of one sequence; online DPO's pair across 2 rows at least */
         o.B = (8 * ctx + o.T - 1) / o.T;
