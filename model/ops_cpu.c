@@ -734,9 +734,12 @@ static int visible_keys(const int *sp, int t, int j0, int jl, int *lo, int *hi) 
 }
 
 /* Scores of the hole of query t (the branches before its own) to -Inf in a
- * row s of keys from base: the softmax's exp makes them 0. */
-static void mask_hole(float *s, const int *sp, int t, int base, int nk) {
+ * row s of keys from base whose columns from base + cut on are gap keys
+ * further on (the forward leaves tiles inside every row's hole out): the
+ * softmax's exp makes them 0. */
+static void mask_hole(float *s, const int *sp, int t, int base, int cut, int gap, int nk) {
     int h0 = sp[3 * t + 1] - base, h1 = sp[3 * t + 2] - base;
+    h0 = h0 > cut ? (h0 - gap > cut ? h0 - gap : cut) : h0, h1 = h1 > cut ? (h1 - gap > cut ? h1 - gap : cut) : h1;
     h0 = h0 > 0 ? h0 : 0, h1 = h1 < nk ? h1 : nk;
     for (int j = h0; j < h1; j++) s[j] = -INFINITY;
 }
@@ -773,11 +776,16 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
     for (int r = 0; r < nr; r++)
         if (doc_start(pb, i0 + r) < kmin) kmin = doc_start(pb, i0 + r);
     int base = kmin / ATTN_NR * ATTN_NR, nk = round_up(i0 + nr - base, ATTN_NR); /* keys [base, base + nk) */
-    int h0, h1, ha, hb; /* tiles [ha, hb) are in every row's hole: not computed, not read */
+    /* tiles [ha, hb) are in every row's hole: left out of the scores (columns from ha on are keys base +
+     * hb on), so neither the products nor the softmax see them */
+    int h0, h1, ha, hb;
     common_hole(pb, i0, nr, &h0, &h1);
     hole_tiles(h0, h1, base, &ha, &hb);
+    int gap = hb - ha;
     for (int j = 0; j < nk; j += ATTN_NR)
-        if (j < ha || j >= hb) kern->tile(sb + j, nk, qt, hsp, 1, kt + (size_t)(base + j) * HS, ATTN_NR, HS, 0);
+        if (j < ha || j >= hb)
+            kern->tile(sb + (j < ha ? j : j - gap), nk - gap, qt, hsp, 1, kt + (size_t)(base + j) * HS, ATTN_NR, HS, 0);
+    nk -= gap;
     float inv[ATTN_MR] = {0};
     for (int r = 0; r < ATTN_MR; r++) {
         float *s = sb + (size_t)r * nk;
@@ -786,14 +794,14 @@ static void attn_fwd_tile(const AttnKernels *kern, float *o, int qs, float *lb, 
             continue;
         }
         int t = i0 + r;
-        mask_hole(s, pb, t, base, nk);
-        float mx, sum = kern->softmax(s, nk, doc_start(pb, t) - base, t - base, &mx);
+        mask_hole(s, pb, t, base, ha, gap, nk);
+        float mx, sum = kern->softmax(s, nk, doc_start(pb, t) - base, t - base - gap, &mx);
         inv[r] = 1.0f / sum;
         lb[t] = mx + logf(sum);
     }
     for (int c = 0; c < hsp; c += ATTN_NR) {
         kern->tile(ot + c, hsp, sb, nk, 1, vp + (size_t)base * hsp + c, hsp, ha, 0);
-        kern->tile(ot + c, hsp, sb + hb, nk, 1, vp + (size_t)(base + hb) * hsp + c, hsp, nk - hb, 1);
+        kern->tile(ot + c, hsp, sb + ha, nk, 1, vp + (size_t)(base + hb) * hsp + c, hsp, nk - ha, 1);
     }
     for (int r = 0; r < nr; r++)
         for (int c = 0; c < HS; c++) o[(size_t)(i0 + r) * qs + c] = ot[r * hsp + c] * inv[r];
@@ -854,7 +862,7 @@ typedef struct {
  * multiply by zero. */
 static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, int HS, int hsp) {
     int jl = (j0 + ATTN_KB < T ? j0 + ATTN_KB : T) - 1, qend = j0;
-    for (int t = j0; t < T; t++) { /* the rows that see a key of the block: within [j0, qend) */
+    for (int t = j0; t < T && doc_start(pb, t) <= jl; t++) { /* the rows that see a key of the block: within [j0, qend) */
         int lo, hi;
         if (visible_keys(pb, t, j0, jl, &lo, &hi)) qend = t + 1;
     }
@@ -892,7 +900,7 @@ static void attn_bwd_block(const AttnBwdBufs *w, const int *pb, int j0, int T, i
                 w->kern->tile(w->dp + j, ATTN_KB, w->dop + (size_t)i0 * hsp, hsp, 1,
                               w->vt + (size_t)(j0 + j) * HS, ATTN_NR, HS, 0);
             }
-            for (int r = 0; r < ATTN_MR && i0 + r < T; r++) mask_hole(w->s + r * ATTN_KB, pb, i0 + r, j0, ATTN_KB);
+            for (int r = 0; r < ATTN_MR && i0 + r < T; r++) mask_hole(w->s + r * ATTN_KB, pb, i0 + r, j0, ATTN_KB, 0, ATTN_KB);
             for (int r = 0; r < ATTN_MR; r++)
                 w->kern->probs(p + r * ATTN_KB, ds + r * ATTN_KB, w->s + r * ATTN_KB, w->dp + r * ATTN_KB,
                                w->lrow[i0 + r], w->drow[i0 + r], lo[r], hi[r]);

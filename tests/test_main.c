@@ -91,7 +91,7 @@ static const struct {
 } tests[] = {
     T(ops_embed), T(ops_rmsnorm), T(ops_matmul), T(ops_rope), T(ops_attn), T(ops_attn_decode), T(ops_swiglu),
     T(ops_lmhead_ce), T(ops_add), T(ops_sumsq), T(ops_scale), T(ops_adamw), T(ops_lora), T(ops_lmhead_rows), T(ops_matmul_rows),
-    T(ops_attn_paged), T(ops_rows), T(ops_qmatmul), T(ops_qembed), T(ops_qlmhead), T(ops_qmatmul_rows), T(ops_qdequant), T(ops_lmhead_kd), T(kd_ref), T(kd_bench), T(head_bench), T(rlalgo_parse), T(rlalgo_grpo_adv), T(rlalgo_rloo_adv), T(rlalgo_whiten), T(rlalgo_gae),
+    T(ops_attn_paged), T(ops_rows), T(ops_qmatmul), T(ops_qembed), T(ops_qlmhead), T(ops_qmatmul_rows), T(ops_qdequant), T(ops_lmhead_kd), T(kd_ref), T(kd_bench), T(head_bench), T(attn_branch_bench), T(rlalgo_parse), T(rlalgo_grpo_adv), T(rlalgo_rloo_adv), T(rlalgo_whiten), T(rlalgo_gae),
     T(rlalgo_ppo_rewards), T(rlalgo_row_weight), T(rlalgo_fd), T(rlalgo_trl), T(engine_forced), T(engine_lora), T(engine_batch_invariant),
     T(engine_greedy), T(engine_session), T(ops_attn_blocks),
     T(ops_attn_kernels), T(ops_deterministic),

@@ -1154,3 +1154,40 @@ void ops_deterministic(void) {
     free(q); free(k); free(v); free(o); free(lse); free(d); free(s); free(pos);
     for (int i = 0; i < 2; i++) { free(dq[i]); free(dk[i]); free(dv[i]); }
 }
+
+/* The micro-benchmark row of the branch mask: a 150-token prompt with 8
+ * completions of 512 laid out once (the hole skipped) against 8 copies of
+ * prompt + completion, SmolLM2's heads (9 / 3, HS 64), forward + backward.
+ * Printed only; the time depends on the machine's load. */
+void attn_branch_bench(void) {
+    enum { P = 150, C = 512, G = 8, H = 9, KV = 3, HS = 64, REPS = 2 };
+    Rng r;
+    rng_seed(&r, 2727);
+    for (int share = 0; share < 2; share++) {
+        int T = share ? P + G * C : P + C, B = share ? 1 : G, N = B * T;
+        int *pos = xmalloc((size_t)N * sizeof(int));
+        for (int n = 0; n < N; n++) pos[n] = n % T < P || !share ? n % T : P + (n % T - P) % C;
+        int *sp = spans_of(pos, B, T);
+        size_t nq = (size_t)N * H * HS, nk = (size_t)N * KV * HS;
+        float *q = NEW(nq), *k = NEW(nk), *v = NEW(nk), *o = NEW(nq), *lse = NEW((size_t)N * H), *d = NEW(nq);
+        float *dq = NEW(nq), *dk = NEW(nk), *dv = NEW(nk), *s = NEW(O->scratch_floats(NULL, B, T, H, HS, 2, 2));
+        gc_randn(&r, q, nq, 1); gc_randn(&r, k, nk, 1); gc_randn(&r, v, nk, 1); gc_randn(&r, d, nq, 1);
+        double t0 = 0, t1 = 0, fwd = 0;
+        for (int rep = 0; rep <= REPS; rep++) {
+            if (rep == 1) t0 = time_now(); /* the first call warms up */
+            t1 = time_now();
+            O->attn_fwd(NULL, o, lse, q, k, v, sp, s, B, T, H, KV, HS);
+            if (rep) fwd += time_now() - t1;
+            O->attn_bwd(NULL, dq, dk, dv, d, o, lse, q, k, v, sp, s, B, T, H, KV, HS);
+        }
+        double all = (time_now() - t0) / REPS * 1e3;
+        double sum = 0;
+        for (size_t i = 0; i < nq; i++) sum += o[i] + dq[i];
+        for (size_t i = 0; i < nk; i++) sum += dk[i] + dv[i];
+        EXPECT(isfinite(sum), "attention over branches: outputs or gradients not finite");
+        printf("    attn %s B %d T %d: %7.2f ms forward, %7.2f ms backward\n", share ? "prompt + 8 branches" : "8 copies",
+               B, T, fwd / REPS * 1e3, all - fwd / REPS * 1e3);
+        free(pos); free(sp); free(q); free(k); free(v); free(o); free(lse); free(d); free(dq); free(dk); free(dv);
+        free(s);
+    }
+}

@@ -37,6 +37,7 @@ void ops_kd_case(Rng *r);
 void kd_ref(void);
 void kd_bench(void);
 void head_bench(void);
+void attn_branch_bench(void);
 /* test_rlalgo.c: the RL arithmetic (train/loop/rlalgo.h): hand fixtures, finite
  * differences, parse errors, and TRL's values (tests/fixtures/rl/rl_ref.json, or
  * LLAMAC_RL_REF: scripts/test_rl_ref.py) */
