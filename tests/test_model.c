@@ -236,6 +236,15 @@ void model_batch_errors(void) {
     tgt[0] = 2;
     pos[3] = 3;
     EXPECT(llama_set_batch(&m, tok, tgt, pos, &e) < 0 && strstr(e.msg, "position"), "bad pos: %s", e.msg);
+    /* branches (ops.h): a restart inside the document's first run is one; past it, or the row not starting
+     * at 0, or a negative position, is refused with its column */
+    static const int ok[][4] = {{0, 1, 2, 1}, {0, 1, 2, 2}, {0, 1, 1, 2}}, no[][4] = {{0, 1, 0, 2}, {1, 2, 3, 4},
+                                                                                   {0, 1, -1, 0}, {0, 1, 1, 3}};
+    for (int i = 0; i < 3; i++)
+        EXPECT(llama_set_batch(&m, tok, tgt, ok[i], &e) == 0, "branching pos %d: %s", i, e.msg);
+    for (int i = 0; i < 4; i++)
+        EXPECT(llama_set_batch(&m, tok, tgt, no[i], &e) < 0 && strstr(e.msg, "is inconsistent"), "bad pos %d: %s", i,
+               e.msg);
     llama_free(&m);
 }
 
